@@ -1,0 +1,342 @@
+import {
+  DTypeError,
+  DeviceError,
+  ShapeError,
+  type Tensor,
+  ValueError,
+  describe,
+  formatShape,
+  isFloatDType,
+} from '@attnkit/tensor';
+
+/**
+ * The softmax-attention problem of KERNELS.md "Common", validated once and resolved into
+ * plain numbers so every kernel (reference, TS, native, WGSL) addresses memory the same way.
+ */
+
+export type Layout = 'BHND' | 'THD';
+
+/** Block-sparse FlashAttention: blocks whose mask entry is 0 are skipped entirely. */
+export interface BlockSparseOptions {
+  blockQ: number;
+  blockK: number;
+  /** u8/i32 (non-zero = keep) of shape [nbq, nbk] (shared), [Hq, nbq, nbk] or [B, Hq, nbq, nbk]. */
+  mask: Tensor;
+}
+
+export interface AttentionOptions {
+  /** Softmax scale; default 1/sqrt(D). */
+  scale?: number;
+  /** Bottom-right aligned causal mask: query i sees key j iff j <= i + (Nk - Nq). */
+  causal?: boolean;
+  /** Sliding window [left, right], -1 = unbounded. */
+  window?: readonly [number, number];
+  /** BHND (default) or THD (packed variable length, needs cuSeqlensQ/K). */
+  layout?: Layout;
+  cuSeqlensQ?: Int32Array | readonly number[];
+  cuSeqlensK?: Int32Array | readonly number[];
+  blockSparse?: BlockSparseOptions;
+}
+
+export interface ResolvedBlockSparse {
+  blockQ: number;
+  blockK: number;
+  nbq: number;
+  nbk: number;
+  /** Row-major [B?, Hq?, nbq, nbk]; index with `blockMaskAt`. */
+  mask: Uint8Array;
+  batchStride: number;
+  headStride: number;
+}
+
+export interface SoftmaxProblem {
+  layout: Layout;
+  batch: number;
+  hq: number;
+  hkv: number;
+  /** Query heads per kv head (GQA group size). */
+  group: number;
+  d: number;
+  dv: number;
+  scale: number;
+  causal: boolean;
+  /** Effective window with causal folded in (right = 0 when causal); -1 = unbounded. */
+  left: number;
+  right: number;
+  /** Sequence lengths per batch entry. */
+  seqQ: Int32Array;
+  seqK: Int32Array;
+  /** Token offsets per batch entry (0 for BHND; cu_seqlens[b] for THD). */
+  startQ: Int32Array;
+  startK: Int32Array;
+  totalQ: number;
+  totalK: number;
+  maxSeqQ: number;
+  maxSeqK: number;
+  /** Elements between consecutive tokens of one head. */
+  qRow: number;
+  kRow: number;
+  vRow: number;
+  oRow: number;
+  blockSparse: ResolvedBlockSparse | undefined;
+  /** Shapes of the outputs in this layout. */
+  oShape: number[];
+  lseShape: number[];
+}
+
+/** Element offset of token 0 of (batch b, query head h) in q (width d) or o (width dv). */
+export function qBase(p: SoftmaxProblem, b: number, h: number, width: number): number {
+  return p.layout === 'BHND'
+    ? (b * p.hq + h) * p.maxSeqQ * width
+    : (p.startQ[b]! * p.hq + h) * width;
+}
+
+/** Element offset of token 0 of (batch b, kv head h) in k (width d) or v (width dv). */
+export function kBase(p: SoftmaxProblem, b: number, h: number, width: number): number {
+  return p.layout === 'BHND'
+    ? (b * p.hkv + h) * p.maxSeqK * width
+    : (p.startK[b]! * p.hkv + h) * width;
+}
+
+/** Offset of LSE[b, h, 0]: BHND lse is [B, Hq, Nq]; THD lse is [Hq, totalQ] (as FlashAttention's varlen API). */
+export function lseBase(p: SoftmaxProblem, b: number, h: number): number {
+  return p.layout === 'BHND' ? (b * p.hq + h) * p.maxSeqQ : h * p.totalQ + p.startQ[b]!;
+}
+
+/**
+ * Keys allowed for query row i of a sequence with nq queries and nk keys, from causal and
+ * window alone: the half-open range [lo, hi). Block sparsity is applied on top of it.
+ * An empty range (lo >= hi) is a fully masked row.
+ */
+export function keyRange(p: SoftmaxProblem, i: number, nq: number, nk: number): [number, number] {
+  const diag = i + nk - nq;
+  const lo = p.left < 0 ? 0 : Math.max(0, diag - p.left);
+  const hi = p.right < 0 ? nk : Math.min(nk, diag + p.right + 1);
+  return [lo, hi];
+}
+
+/** Whether the block (qb, kb) of (batch b, query head h) is kept by the block-sparse mask. */
+export function blockKept(p: SoftmaxProblem, b: number, h: number, qb: number, kb: number): boolean {
+  const bs = p.blockSparse;
+  if (!bs) return true;
+  return bs.mask[b * bs.batchStride + h * bs.headStride + qb * bs.nbk + kb] !== 0;
+}
+
+/** Whether query i may attend key j (causal, window and block sparsity together). */
+export function allowed(
+  p: SoftmaxProblem,
+  b: number,
+  h: number,
+  i: number,
+  j: number,
+): boolean {
+  const [lo, hi] = keyRange(p, i, p.seqQ[b]!, p.seqK[b]!);
+  if (j < lo || j >= hi) return false;
+  const bs = p.blockSparse;
+  return !bs || blockKept(p, b, h, Math.floor(i / bs.blockQ), Math.floor(j / bs.blockK));
+}
+
+function fail(Err: typeof ShapeError, argument: string, expected: string, got: unknown): never {
+  throw new Err(`${argument}: expected ${expected}, got ${typeof got === 'string' ? got : describe(got)}`, argument);
+}
+
+function checkTensor(t: unknown, name: string, rank: number): Tensor {
+  const tt = t as Tensor;
+  if (!tt || typeof tt !== 'object' || !Array.isArray(tt.shape) || typeof tt.dtype !== 'string') {
+    fail(ShapeError, name, 'a Tensor', t);
+  }
+  if (tt.ndim !== rank) fail(ShapeError, name, `rank ${rank}`, `shape ${formatShape(tt.shape)}`);
+  if (!isFloatDType(tt.dtype)) fail(DTypeError, name, 'a float dtype (f32, f64, f16, bf16)', tt.dtype);
+  return tt;
+}
+
+function checkCuSeqlens(v: unknown, name: string, total: number): Int32Array {
+  if (v === undefined) fail(ValueError, name, `int32 offsets of length B+1 (required with layout THD)`, v);
+  const arr = v as ArrayLike<number>;
+  if (!(v instanceof Int32Array) && !Array.isArray(v)) fail(ValueError, name, 'an Int32Array or number[]', v);
+  if (arr.length < 2) fail(ValueError, name, 'at least 2 entries (B+1 with B >= 1)', v);
+  const out = Int32Array.from(arr);
+  if (out[0] !== 0) fail(ValueError, name, 'first entry 0', v);
+  for (let i = 0; i < arr.length; i++) {
+    if (!Number.isInteger(arr[i])) fail(ValueError, name, 'integer entries', v);
+    if (i > 0 && out[i]! < out[i - 1]!) {
+      fail(ValueError, name, `non-decreasing offsets (entry ${i} is ${out[i]} < ${out[i - 1]})`, v);
+    }
+  }
+  if (out[out.length - 1] !== total) {
+    fail(ValueError, name, `last entry equal to the packed token count ${total}`, out[out.length - 1]);
+  }
+  return out;
+}
+
+/**
+ * Validates q, k, v and options (KERNELS.md "Common") and resolves the problem. Throws a
+ * ShapeError / DTypeError / ValueError / DeviceError naming the offending argument.
+ */
+export function resolveSoftmaxProblem(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions = {},
+): SoftmaxProblem {
+  if (options === null || typeof options !== 'object') fail(ValueError, 'options', 'an object', options);
+  const layout = options.layout ?? 'BHND';
+  if (layout !== 'BHND' && layout !== 'THD') fail(ValueError, 'layout', '"BHND" or "THD"', layout);
+  const rank = layout === 'BHND' ? 4 : 3;
+  checkTensor(q, 'q', rank);
+  checkTensor(k, 'k', rank);
+  checkTensor(v, 'v', rank);
+  if (k.dtype !== q.dtype) fail(DTypeError, 'k', `dtype ${q.dtype} (same as q)`, k.dtype);
+  if (v.dtype !== q.dtype) fail(DTypeError, 'v', `dtype ${q.dtype} (same as q)`, v.dtype);
+  if (k.device !== q.device) fail(DeviceError, 'k', `device ${q.device} (same as q)`, k.device);
+  if (v.device !== q.device) fail(DeviceError, 'v', `device ${q.device} (same as q)`, v.device);
+
+  let batch: number;
+  let hq: number;
+  let hkv: number;
+  let seqQ: Int32Array;
+  let seqK: Int32Array;
+  let startQ: Int32Array;
+  let startK: Int32Array;
+  let totalQ: number;
+  let totalK: number;
+  const d = q.shape[rank - 1]!;
+  const dv = v.shape[rank - 1]!;
+  if (layout === 'BHND') {
+    const [B, Hq, Nq] = q.shape as [number, number, number, number];
+    const [Bk, Hkv, Nk, Dk] = k.shape as [number, number, number, number];
+    if (Bk !== B || Dk !== d) fail(ShapeError, 'k', `shape [${B}, Hkv, Nk, ${d}] (q is ${formatShape(q.shape)})`, `shape ${formatShape(k.shape)}`);
+    if (v.shape[0] !== B || v.shape[1] !== Hkv || v.shape[2] !== Nk) {
+      fail(ShapeError, 'v', `shape [${B}, ${Hkv}, ${Nk}, Dv] (k is ${formatShape(k.shape)})`, `shape ${formatShape(v.shape)}`);
+    }
+    if (options.cuSeqlensQ !== undefined || options.cuSeqlensK !== undefined) {
+      fail(ValueError, 'cuSeqlensQ', 'no cu_seqlens with layout BHND (use layout "THD")', 'cu_seqlens');
+    }
+    batch = B;
+    hq = Hq;
+    hkv = Hkv;
+    seqQ = new Int32Array(B).fill(Nq);
+    seqK = new Int32Array(B).fill(Nk);
+    startQ = new Int32Array(B);
+    startK = new Int32Array(B);
+    totalQ = B * Nq;
+    totalK = B * Nk;
+  } else {
+    const [TQ, Hq] = q.shape as [number, number, number];
+    const [TK, Hkv, Dk] = k.shape as [number, number, number];
+    if (Dk !== d) fail(ShapeError, 'k', `last dim ${d} (q's head dim)`, `shape ${formatShape(k.shape)}`);
+    if (v.shape[0] !== TK || v.shape[1] !== Hkv) {
+      fail(ShapeError, 'v', `shape [${TK}, ${Hkv}, Dv] (k is ${formatShape(k.shape)})`, `shape ${formatShape(v.shape)}`);
+    }
+    const cq = checkCuSeqlens(options.cuSeqlensQ, 'cuSeqlensQ', TQ);
+    const ck = checkCuSeqlens(options.cuSeqlensK ?? options.cuSeqlensQ, options.cuSeqlensK ? 'cuSeqlensK' : 'cuSeqlensQ', TK);
+    if (ck.length !== cq.length) fail(ValueError, 'cuSeqlensK', `length ${cq.length} (as cuSeqlensQ)`, ck.length);
+    batch = cq.length - 1;
+    hq = Hq;
+    hkv = Hkv;
+    seqQ = new Int32Array(batch);
+    seqK = new Int32Array(batch);
+    for (let b = 0; b < batch; b++) {
+      seqQ[b] = cq[b + 1]! - cq[b]!;
+      seqK[b] = ck[b + 1]! - ck[b]!;
+    }
+    startQ = cq.subarray(0, batch);
+    startK = ck.subarray(0, batch);
+    totalQ = TQ;
+    totalK = TK;
+  }
+  if (hkv < 1 || hq % hkv !== 0) fail(ShapeError, 'k', `a head count dividing Hq = ${hq} (GQA/MQA)`, `Hkv = ${hkv}`);
+  if (d < 1) fail(ShapeError, 'q', 'head dim D >= 1', d);
+  if (dv < 1) fail(ShapeError, 'v', 'head dim Dv >= 1', dv);
+
+  const scale = options.scale ?? 1 / Math.sqrt(d);
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) fail(ValueError, 'scale', 'a finite number', scale);
+  const causal = options.causal ?? false;
+  if (typeof causal !== 'boolean') fail(ValueError, 'causal', 'a boolean', causal);
+  const window = options.window ?? [-1, -1];
+  if (
+    !Array.isArray(window) ||
+    window.length !== 2 ||
+    !window.every((w) => Number.isInteger(w) && w >= -1)
+  ) {
+    fail(ValueError, 'window', '[left, right] integers >= -1 (-1 = unbounded)', window);
+  }
+  let [left, right] = window as [number, number];
+  // FlashAttention folds causal into the window: right bound 0 relative to the diagonal.
+  if (causal) right = right < 0 ? 0 : Math.min(right, 0);
+
+  const maxSeqQ = Math.max(0, ...seqQ);
+  const maxSeqK = Math.max(0, ...seqK);
+  const blockSparse = options.blockSparse
+    ? resolveBlockSparse(options.blockSparse, batch, hq, maxSeqQ, maxSeqK)
+    : undefined;
+
+  const oShape = layout === 'BHND' ? [batch, hq, maxSeqQ, dv] : [totalQ, hq, dv];
+  const lseShape = layout === 'BHND' ? [batch, hq, maxSeqQ] : [hq, totalQ];
+  return {
+    layout,
+    batch,
+    hq,
+    hkv,
+    group: hq / hkv,
+    d,
+    dv,
+    scale,
+    causal,
+    left,
+    right,
+    seqQ,
+    seqK,
+    startQ,
+    startK,
+    totalQ,
+    totalK,
+    maxSeqQ,
+    maxSeqK,
+    qRow: layout === 'BHND' ? d : hq * d,
+    kRow: layout === 'BHND' ? d : hkv * d,
+    vRow: layout === 'BHND' ? dv : hkv * dv,
+    oRow: layout === 'BHND' ? dv : hq * dv,
+    blockSparse,
+    oShape,
+    lseShape,
+  };
+}
+
+function resolveBlockSparse(
+  bs: BlockSparseOptions,
+  batch: number,
+  hq: number,
+  maxSeqQ: number,
+  maxSeqK: number,
+): ResolvedBlockSparse {
+  const { blockQ, blockK, mask } = bs;
+  if (!Number.isInteger(blockQ) || blockQ < 1) fail(ValueError, 'blockSparse.blockQ', 'a positive integer', blockQ);
+  if (!Number.isInteger(blockK) || blockK < 1) fail(ValueError, 'blockSparse.blockK', 'a positive integer', blockK);
+  const t = mask as Tensor;
+  if (!t || !Array.isArray(t.shape)) fail(ShapeError, 'blockSparse.mask', 'a Tensor', mask);
+  if (t.dtype !== 'u8' && t.dtype !== 'i32' && t.dtype !== 'i8') {
+    fail(DTypeError, 'blockSparse.mask', 'dtype u8, i8 or i32', t.dtype);
+  }
+  const nbq = Math.ceil(maxSeqQ / blockQ);
+  const nbk = Math.ceil(maxSeqK / blockK);
+  const s = t.shape;
+  const tail = `[..., ${nbq}, ${nbk}] (ceil(Nq/blockQ), ceil(Nk/blockK))`;
+  if (s.length < 2 || s.length > 4 || s[s.length - 2] !== nbq || s[s.length - 1] !== nbk) {
+    fail(ShapeError, 'blockSparse.mask', `shape ${tail}`, `shape ${formatShape(s)}`);
+  }
+  if (s.length >= 3 && s[s.length - 3] !== hq) fail(ShapeError, 'blockSparse.mask', `head dim ${hq}`, `shape ${formatShape(s)}`);
+  if (s.length === 4 && s[0] !== batch) fail(ShapeError, 'blockSparse.mask', `batch dim ${batch}`, `shape ${formatShape(s)}`);
+  const values = t.toFloat64Array();
+  const m = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) m[i] = values[i] !== 0 ? 1 : 0;
+  return {
+    blockQ,
+    blockK,
+    nbq,
+    nbk,
+    mask: m,
+    headStride: s.length >= 3 ? nbq * nbk : 0,
+    batchStride: s.length === 4 ? hq * nbq * nbk : 0,
+  };
+}

@@ -1,0 +1,78 @@
+import { DTypeError, describe } from './errors.js';
+
+/** Element types. f16 and bf16 are stored as raw 16-bit patterns in a Uint16Array. */
+export type DType = 'f64' | 'f32' | 'f16' | 'bf16' | 'i32' | 'i8' | 'u8';
+
+export const DTYPES: readonly DType[] = ['f64', 'f32', 'f16', 'bf16', 'i32', 'i8', 'u8'];
+
+export type TypedArray =
+  | Float64Array
+  | Float32Array
+  | Uint16Array
+  | Int32Array
+  | Int8Array
+  | Uint8Array;
+
+/** The TypedArray that stores each dtype on the CPU. */
+export interface StorageArrayOf {
+  f64: Float64Array;
+  f32: Float32Array;
+  f16: Uint16Array;
+  bf16: Uint16Array;
+  i32: Int32Array;
+  i8: Int8Array;
+  u8: Uint8Array;
+}
+
+const CTORS = {
+  f64: Float64Array,
+  f32: Float32Array,
+  f16: Uint16Array,
+  bf16: Uint16Array,
+  i32: Int32Array,
+  i8: Int8Array,
+  u8: Uint8Array,
+} as const;
+
+export function bytesPerElement(dtype: DType): number {
+  return CTORS[dtype].BYTES_PER_ELEMENT;
+}
+
+export function isFloatDType(dtype: DType): boolean {
+  return dtype === 'f64' || dtype === 'f32' || dtype === 'f16' || dtype === 'bf16';
+}
+
+export function assertDType(value: unknown, argument = 'dtype'): DType {
+  if (typeof value === 'string' && (DTYPES as readonly string[]).includes(value)) {
+    return value as DType;
+  }
+  throw new DTypeError(
+    `${argument}: expected one of ${DTYPES.join(', ')}, got ${describe(value)}`,
+    argument,
+  );
+}
+
+export function allocStorage<D extends DType>(dtype: D, length: number): StorageArrayOf[D] {
+  return new CTORS[dtype](length) as StorageArrayOf[D];
+}
+
+/** A view of `buffer` as the storage array of `dtype` (byteOffset must be aligned). */
+export function viewStorage<D extends DType>(
+  dtype: D,
+  buffer: ArrayBufferLike,
+  byteOffset: number,
+  length: number,
+): StorageArrayOf[D] {
+  return new CTORS[dtype](buffer as ArrayBuffer, byteOffset, length) as StorageArrayOf[D];
+}
+
+/** The dtype whose CPU storage is this TypedArray (Uint16Array is taken as f16). */
+export function dtypeOfArray(array: TypedArray): DType {
+  if (array instanceof Float64Array) return 'f64';
+  if (array instanceof Float32Array) return 'f32';
+  if (array instanceof Uint16Array) return 'f16';
+  if (array instanceof Int32Array) return 'i32';
+  if (array instanceof Int8Array) return 'i8';
+  if (array instanceof Uint8Array) return 'u8';
+  throw new DTypeError(`data: unsupported array type ${describe(array)}`, 'data');
+}

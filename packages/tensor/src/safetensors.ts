@@ -1,0 +1,2 @@
+// TODO(helper): safetensors read/write
+export {};
