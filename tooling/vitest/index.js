@@ -1,0 +1,28 @@
+// Shared vitest settings: tests import workspace packages from their sources, so a test run
+// needs no prior build and always sees the code under test.
+import { existsSync, readdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+function workspaceAliases() {
+  const alias = {};
+  for (const dir of ['packages']) {
+    for (const name of readdirSync(join(root, dir))) {
+      const src = join(root, dir, name, 'src', 'index.ts');
+      if (existsSync(src)) alias[`@attnkit/${name}`] = src;
+    }
+  }
+  return alias;
+}
+
+/** @param {import('vitest/config').UserConfig['test']} test */
+export function attnkitVitest(test = {}) {
+  return {
+    resolve: { alias: workspaceAliases() },
+    test: { testTimeout: 60_000, ...test },
+  };
+}
+
+export const repoRoot = root;
