@@ -8,42 +8,63 @@
 interface HalfFormat {
   expBits: number;
   mantBits: number;
+  bias: number;
+  emin: number;
+  expMask: number;
+  signBit: number;
+  implicit: number; // 2^mantBits: the hidden leading 1
+  nan: number; // canonical quiet NaN pattern
 }
 
-const F16: HalfFormat = { expBits: 5, mantBits: 10 };
-const BF16: HalfFormat = { expBits: 8, mantBits: 7 };
-
-function roundHalfEven(q: number): number {
-  const f = Math.floor(q);
-  const d = q - f; // exact: q < 2^(mant+2)
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
+function halfFormat(expBits: number, mantBits: number): HalfFormat {
+  const bias = (1 << (expBits - 1)) - 1;
+  const expMask = (1 << expBits) - 1;
+  return {
+    expBits,
+    mantBits,
+    bias,
+    emin: 1 - bias,
+    expMask,
+    signBit: 1 << (expBits + mantBits),
+    implicit: 1 << mantBits,
+    nan: (expMask << mantBits) | (1 << (mantBits - 1)),
+  };
 }
+
+const F16 = halfFormat(5, 10);
+const BF16 = halfFormat(8, 7);
+
+// Exact powers of two 2^-1024 .. 2^255: a lookup is much faster than `2 ** k` per element.
+const POW2_OFFSET = 1024;
+const POW2 = Float64Array.from({ length: 1280 }, (_, i) => 2 ** (i - POW2_OFFSET));
+
+const scratch = new DataView(new ArrayBuffer(8));
 
 function encode(x: number, fmt: HalfFormat): number {
-  const { expBits: E, mantBits: M } = fmt;
-  const bias = (1 << (E - 1)) - 1;
-  const expMask = (1 << E) - 1;
-  if (Number.isNaN(x)) return (expMask << M) | (1 << (M - 1));
-  const sign = x < 0 || Object.is(x, -0) ? 1 << (E + M) : 0;
+  if (Number.isNaN(x)) return fmt.nan;
+  const M = fmt.mantBits;
+  scratch.setFloat64(0, x, true);
+  const hi = scratch.getUint32(4, true);
+  const sign = hi >>> 31 ? fmt.signBit : 0; // also right for -0
   const a = Math.abs(x);
-  if (a === Number.POSITIVE_INFINITY) return sign | (expMask << M);
+  if (a === Number.POSITIVE_INFINITY) return sign | (fmt.expMask << M);
   if (a === 0) return sign;
-  const emin = 1 - bias;
-  let e = Math.floor(Math.log2(a));
-  // log2 can be off by one ulp near powers of two; fix the exponent exactly.
-  if (2 ** e > a) e--;
-  else if (2 ** (e + 1) <= a) e++;
-  if (e < emin) e = emin;
-  let m = roundHalfEven(a * 2 ** (M - e)); // power-of-two scaling is exact
-  if (m >= 2 ** (M + 1)) {
+  // floor(log2(a)) read exactly from the exponent field; subnormal doubles read as -1023,
+  // far below emin, where they are clamped anyway.
+  let e = ((hi >>> 20) & 0x7ff) - 1023;
+  if (e < fmt.emin) e = fmt.emin;
+  // q has M + 1 integer bits (fewer for subnormals); power-of-two scaling is exact.
+  const q = a * POW2[M - e + POW2_OFFSET]!;
+  let m = Math.floor(q);
+  const frac = q - m; // exact: q < 2^(M+1)
+  if (frac > 0.5 || (frac === 0.5 && m % 2 === 1)) m++;
+  if (m >= 2 * fmt.implicit) {
     e++;
     m /= 2;
   }
-  if (e > bias) return sign | (expMask << M);
-  if (m < 2 ** M) return sign | m; // subnormal (e === emin)
-  return sign | ((e + bias) << M) | (m - 2 ** M);
+  if (e > fmt.bias) return sign | (fmt.expMask << M);
+  if (m < fmt.implicit) return sign | m; // subnormal (e === emin)
+  return sign | ((e + fmt.bias) << M) | (m - fmt.implicit);
 }
 
 function decode(bits: number, fmt: HalfFormat): number {

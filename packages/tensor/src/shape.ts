@@ -1,4 +1,4 @@
-import { ShapeError, ValueError, describe } from './errors.js';
+import { describe, ShapeError, ValueError } from './errors.js';
 
 export type Shape = readonly number[];
 

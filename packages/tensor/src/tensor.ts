@@ -1,20 +1,28 @@
 import {
-  type DType,
-  type StorageArrayOf,
-  type TypedArray,
   allocStorage,
   assertDType,
+  type DType,
   dtypeOfArray,
+  isFloatDType,
+  type StorageArrayOf,
+  type TypedArray,
 } from './dtype.js';
-import { DeviceError, DTypeError, ShapeError, ValueError, describe } from './errors.js';
-import { bf16ToBits, bitsToBf16, bitsToF16, decodeHalfArray, encodeHalfArray, f16ToBits } from './half.js';
+import { DeviceError, DTypeError, describe, ShapeError, ValueError } from './errors.js';
 import {
-  type Shape,
+  bf16ToBits,
+  bitsToBf16,
+  bitsToF16,
+  decodeHalfArray,
+  encodeHalfArray,
+  f16ToBits,
+} from './half.js';
+import {
   assertShape,
   contiguousStrides,
   formatShape,
   normAxis,
   numel,
+  type Shape,
 } from './shape.js';
 import { CpuStorage, type Storage } from './storage.js';
 
@@ -43,11 +51,17 @@ export class Tensor {
       );
     }
     if (numel(shape) > 0) {
+      // Negative strides walk backwards, so check both the lowest and the highest element.
+      let first = offset;
       let last = offset;
-      for (let i = 0; i < shape.length; i++) last += (shape[i]! - 1) * Math.max(0, strides[i]!);
-      if (offset < 0 || last >= storage.length) {
+      for (let i = 0; i < shape.length; i++) {
+        const reach = (shape[i]! - 1) * strides[i]!;
+        if (reach < 0) first += reach;
+        else last += reach;
+      }
+      if (first < 0 || last >= storage.length) {
         throw new ShapeError(
-          `shape: ${formatShape(shape)} with strides ${formatShape(strides)} and offset ${offset} reaches element ${last}, but storage holds ${storage.length}`,
+          `shape: ${formatShape(shape)} with strides ${formatShape(strides)} and offset ${offset} reaches elements ${first}..${last}, but storage holds ${storage.length}`,
           'shape',
         );
       }
@@ -62,6 +76,12 @@ export class Tensor {
    * (default f32), f16/bf16 being encoded with round-to-nearest-even.
    */
   static from(data: TypedArray | readonly number[], shape?: Shape, dtype?: DType): Tensor {
+    if (!Array.isArray(data) && !ArrayBuffer.isView(data)) {
+      throw new ValueError(
+        `data: expected a number[] or a TypedArray, got ${describe(data)}`,
+        'data',
+      );
+    }
     const sh = shape === undefined ? [data.length] : assertShape(shape);
     if (numel(sh) !== data.length) {
       throw new ShapeError(
@@ -97,6 +117,9 @@ export class Tensor {
 
   static full(shape: Shape, value: number, dtype: DType = 'f32'): Tensor {
     const t = Tensor.zeros(shape, dtype);
+    if (typeof value !== 'number' || (!isFloatDType(t.dtype) && !Number.isFinite(value))) {
+      throw new ValueError(`value: ${t.dtype} cannot hold ${describe(value)}`, 'value');
+    }
     (t.storage as CpuStorage).data.fill(encodeScalar(t.dtype, value));
     return t;
   }
@@ -125,7 +148,7 @@ export class Tensor {
 
   /** Same elements, new shape (one entry may be -1). Copies first if the layout needs it. */
   reshape(shape: Shape): Tensor {
-    const dims = [...shape];
+    const dims = [...assertArray(shape, 'shape')];
     const infer = dims.indexOf(-1);
     if (infer >= 0) {
       const rest = numel(dims.filter((_, i) => i !== infer));
@@ -150,7 +173,7 @@ export class Tensor {
 
   permute(dims: readonly number[]): Tensor {
     const nd = this.ndim;
-    const norm = dims.map((d) => normAxis(d, nd, 'dims'));
+    const norm = assertArray(dims, 'dims').map((d) => normAxis(d, nd, 'dims'));
     if (norm.length !== nd || new Set(norm).size !== nd) {
       throw new ShapeError(
         `dims: expected a permutation of 0..${nd - 1}, got ${describe([...dims])}`,
@@ -175,7 +198,12 @@ export class Tensor {
   }
 
   /** Elements start..end-1 (negative indices count from the end) along `dim`, step > 0. */
-  slice(dim: number, start: number, end: number = this.shape[normAxis(dim, this.ndim)]!, step = 1): Tensor {
+  slice(
+    dim: number,
+    start: number,
+    end: number = this.shape[normAxis(dim, this.ndim)]!,
+    step = 1,
+  ): Tensor {
     const d = normAxis(dim, this.ndim);
     const n = this.shape[d]!;
     if (!Number.isInteger(step) || step <= 0) {
@@ -234,9 +262,11 @@ export class Tensor {
   data<D extends DType = DType>(): StorageArrayOf[D] {
     const src = this.cpuStorage('data').data;
     if (this.isContiguous()) {
-      return (this.offset === 0 && src.length === this.size
-        ? src
-        : src.subarray(this.offset, this.offset + this.size)) as StorageArrayOf[D];
+      return (
+        this.offset === 0 && src.length === this.size
+          ? src
+          : src.subarray(this.offset, this.offset + this.size)
+      ) as StorageArrayOf[D];
     }
     const out = allocStorage(this.dtype, this.size);
     this.gather(src, out);
@@ -253,7 +283,10 @@ export class Tensor {
     return this.decodeInto(new Float64Array(this.size));
   }
 
-  /** A contiguous CPU copy in another dtype (floats round to nearest even; ints truncate and wrap as TypedArrays do). */
+  /**
+   * A contiguous CPU tensor in `dtype` (floats round to nearest even; ints truncate and wrap as
+   * TypedArrays do). With an unchanged dtype this is `contiguous()`, which may return this tensor.
+   */
   astype(dtype: DType): Tensor {
     const dt = assertDType(dtype);
     if (dt === this.dtype) return this.contiguous();
@@ -265,7 +298,8 @@ export class Tensor {
   async toCpu(): Promise<Tensor> {
     if (this.device === 'cpu') return this;
     const s = this.storage as Storage & { read?: () => Promise<TypedArray> };
-    if (!s.read) throw new DeviceError(`tensor: device ${this.device} cannot be read back`, 'tensor');
+    if (!s.read)
+      throw new DeviceError(`tensor: device ${this.device} cannot be read back`, 'tensor');
     const data = await s.read();
     return new Tensor(new CpuStorage(this.dtype, data), this.shape, this.strides, this.offset);
   }
@@ -325,6 +359,13 @@ export class Tensor {
       }
     }
   }
+}
+
+function assertArray(value: unknown, argument: string): readonly number[] {
+  if (!Array.isArray(value)) {
+    throw new ShapeError(`${argument}: expected an array, got ${describe(value)}`, argument);
+  }
+  return value;
 }
 
 function storageName(dt: DType): string {

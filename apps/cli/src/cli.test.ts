@@ -1,0 +1,137 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { Tensor, readSafetensors, writeSafetensors } from '@attnkit/tensor';
+import { describe, expect, test } from 'vitest';
+import { type CliIo, runCli } from './cli.js';
+import { goldenFiles } from './goldens.js';
+import { verifyFile } from './verify.js';
+
+const files = goldenFiles();
+
+function captureIo(): CliIo & { stdout: string[]; stderr: string[] } {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  return { stdout, stderr, out: (t) => stdout.push(t), err: (t) => stderr.push(t) };
+}
+
+test('the shared goldens are present (every kind)', () => {
+  expect(files.length).toBeGreaterThanOrEqual(15);
+});
+
+describe('every golden verifies through the attnkit verify code path', () => {
+  for (const file of files) {
+    test(`${basename(file)} on the default backend`, async () => {
+      const report = await verifyFile(file);
+      expect(Object.keys(report.tensors).length).toBeGreaterThan(0);
+      expect(report.tensors, JSON.stringify(report)).toSatisfy(() => report.ok);
+      if (report.kind.startsWith('softmax')) expect(report.backend).toBe('ts');
+    });
+    if (basename(file).startsWith('softmax')) {
+      test(`${basename(file)} with FA1`, async () => {
+        const report = await verifyFile(file, { algorithm: 'fa1' });
+        expect(report.ok, JSON.stringify(report)).toBe(true);
+      });
+    }
+    test(`${basename(file)} on the float64 reference`, async () => {
+      const report = await verifyFile(file, { backend: 'reference' });
+      expect(report.backend).toBe('reference');
+      expect(report.ok, JSON.stringify(report)).toBe(true);
+    });
+  }
+});
+
+describe('attnkit verify output', () => {
+  const full = files.find((f) => basename(f) === 'softmax_full.safetensors')!;
+
+  test('one line per reference tensor, exit 0', async () => {
+    const io = captureIo();
+    expect(await runCli(['verify', full], io)).toBe(0);
+    const lines = io.stdout.join('\n').split('\n');
+    expect(lines.map((l) => l.split(' ')[0]).sort()).toEqual(['dk', 'dq', 'dv', 'lse', 'o']);
+    for (const line of lines) {
+      expect(line).toMatch(/^\w+ rel_l2=\S+ max_abs=\S+ ok$/);
+    }
+  });
+
+  test('--json gives {kind, backend, ok, tensors}', async () => {
+    const io = captureIo();
+    expect(await runCli(['verify', full, '--json', '--backend', 'ts'], io)).toBe(0);
+    const report = JSON.parse(io.stdout.join(''));
+    expect(Object.keys(report)).toEqual(['kind', 'backend', 'ok', 'tensors']);
+    expect(report).toMatchObject({ kind: 'softmax', backend: 'ts', ok: true });
+    expect(report.tensors.o.relL2).toBeLessThan(1e-5);
+    expect(Object.keys(report.tensors.o)).toEqual(['relL2', 'maxAbs', 'ok']);
+  });
+
+  test('a perturbed reference fails with exit 1 and a FAIL line', async () => {
+    const golden = readSafetensors(new Uint8Array(readFileSync(full)));
+    const o = golden.tensors.o!.toFloat64Array();
+    o[17] = o[17]! + 0.05; // one element off: far past 1e-5 relative L2
+    const tensors = { ...golden.tensors, o: Tensor.from(o, golden.tensors.o!.shape) };
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-'));
+    const path = join(dir, 'perturbed.safetensors');
+    writeFileSync(path, writeSafetensors(tensors, { metadata: golden.metadata }));
+    const io = captureIo();
+    expect(await runCli(['verify', path], io)).toBe(1);
+    const lines = io.stdout.join('\n').split('\n');
+    expect(lines.find((l) => l.startsWith('o '))).toMatch(/ FAIL$/);
+    expect(lines.find((l) => l.startsWith('dq '))).toMatch(/ ok$/);
+  });
+
+  test('an unknown backend is a usage error naming --backend', async () => {
+    const io = captureIo();
+    expect(await runCli(['verify', full, '--backend', 'cuda'], io)).toBe(2);
+    expect(io.stderr.join('\n')).toMatch(/--backend: expected one of ts, reference, got "cuda"/);
+  });
+
+  test('a backend without the kind says which backends have it', async () => {
+    const io = captureIo();
+    const gla = files.find((f) => basename(f) === 'gla.safetensors')!;
+    expect(await runCli(['verify', gla, '--backend', 'ts'], io)).toBe(2);
+    expect(io.stderr.join('\n')).toMatch(/does not implement golden kind "gla" \(available: reference\)/);
+  });
+
+  test('a missing or malformed file is a clear error', async () => {
+    const io = captureIo();
+    expect(await runCli(['verify', '/nonexistent/x.safetensors'], io)).toBe(2);
+    expect(io.stderr.join('\n')).toMatch(/ENOENT|no such file/);
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-'));
+    const path = join(dir, 'bad.safetensors');
+    writeFileSync(path, new Uint8Array([1, 2, 3]));
+    const io2 = captureIo();
+    expect(await runCli(['verify', path], io2)).toBe(2);
+    expect(io2.stderr.join('\n')).toMatch(/attnkit: .*8 bytes/);
+  });
+});
+
+describe('attnkit bench', () => {
+  test('prints a table and writes JSON with GFLOP/s and the reference time', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-'));
+    const out = join(dir, 'bench.json');
+    const io = captureIo();
+    const code = await runCli(
+      ['bench', '--shape', '1,2,64,16', '--repeats', '1', '--warmup', '0', '--causal', '--out', out],
+      io,
+    );
+    expect(code).toBe(0);
+    const table = io.stdout.join('\n');
+    expect(table).toMatch(/GFLOP\/s/);
+    expect(table).toMatch(/forward/);
+    expect(table).toMatch(/backward/);
+    const json = JSON.parse(readFileSync(out, 'utf8'));
+    expect(json.rows).toHaveLength(2);
+    const [fwd, bwd] = json.rows;
+    // causal halves the count: 4*B*H*N^2*D / 2 forward, 2.5x that backward.
+    expect(fwd.flops).toBe((4 * 2 * 64 * 64 * 16) / 2);
+    expect(bwd.flops).toBe(2.5 * fwd.flops);
+    expect(fwd.gflops).toBeGreaterThan(0);
+    expect(fwd.referenceMs).toBeGreaterThan(0);
+  });
+
+  test('a bad shape is a usage error naming --shape', async () => {
+    const io = captureIo();
+    expect(await runCli(['bench', '--shape', '1,2,64'], io)).toBe(2);
+    expect(io.stderr.join('\n')).toMatch(/--shape: expected B,H,N,D/);
+  });
+});

@@ -1,0 +1,142 @@
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { AttnkitError } from '@attnkit/tensor';
+import { DEFAULT_BENCH, formatBenchTable, parseShape, runBench } from './bench.js';
+import { formatVerifyReport, reportToJson, verifyFile } from './verify.js';
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+const consoleIo: CliIo = {
+  out: (t) => process.stdout.write(`${t}\n`),
+  err: (t) => process.stderr.write(`${t}\n`),
+};
+
+export const USAGE = `attnkit: fast, exact attention for JavaScript
+
+Usage:
+  attnkit verify <file.safetensors>... [--backend <name>] [--algorithm fa1|fa2] [--json]
+      Runs a golden reference file on a backend and compares every reference tensor with the
+      KERNELS.md tolerance; exits 0 only if all are within it.
+      Backends: ts (pure TypeScript FlashAttention; softmax kinds), reference (float64, every kind).
+  attnkit bench [--family flash] [--backend ts] [--shape B,H,N,D] [--causal] [--algorithm fa1|fa2]
+                [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json]
+      Times forward and backward (median after warm-up), prints GFLOP/s beside the float64
+      reference's time on the same shape.
+  attnkit help`;
+
+function fail(io: CliIo, message: string): number {
+  io.err(`attnkit: ${message}`);
+  return 2;
+}
+
+async function verify(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      backend: { type: 'string' },
+      algorithm: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  if (positionals.length === 0) return fail(io, 'verify: expected at least one <file.safetensors>');
+  const algorithm = values.algorithm;
+  if (algorithm !== undefined && algorithm !== 'fa1' && algorithm !== 'fa2') {
+    return fail(io, `--algorithm: expected fa1 or fa2, got "${algorithm}"`);
+  }
+  let allOk = true;
+  const reports = [];
+  for (const file of positionals) {
+    const report = await verifyFile(file, { backend: values.backend, algorithm });
+    allOk &&= report.ok;
+    reports.push(report);
+    if (!values.json) {
+      if (positionals.length > 1) io.out(`== ${file} (${report.kind}, ${report.backend})`);
+      io.out(formatVerifyReport(report));
+    }
+  }
+  if (values.json) {
+    io.out(reports.length === 1 ? reportToJson(reports[0]!) : `[${reports.map(reportToJson).join(',')}]`);
+  }
+  return allOk ? 0 : 1;
+}
+
+function positiveInt(text: string | undefined, name: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new AttnkitError(`--${name}: expected a non-negative integer, got "${text}"`, name);
+  return n;
+}
+
+async function bench(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      family: { type: 'string', default: 'flash' },
+      backend: { type: 'string', default: 'ts' },
+      shape: { type: 'string' },
+      causal: { type: 'boolean', default: false },
+      algorithm: { type: 'string', default: 'fa2' },
+      repeats: { type: 'string' },
+      warmup: { type: 'string' },
+      'no-reference': { type: 'boolean', default: false },
+      'forward-only': { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      out: { type: 'string' },
+    },
+  });
+  if (values.family !== 'flash') return fail(io, `--family: expected flash, got "${values.family}"`);
+  if (values.backend !== 'ts') return fail(io, `--backend: expected ts, got "${values.backend}"`);
+  if (values.algorithm !== 'fa1' && values.algorithm !== 'fa2') {
+    return fail(io, `--algorithm: expected fa1 or fa2, got "${values.algorithm}"`);
+  }
+  const rows = await runBench(
+    {
+      ...DEFAULT_BENCH,
+      backend: values.backend,
+      shape: values.shape ? parseShape(values.shape) : DEFAULT_BENCH.shape,
+      causal: values.causal,
+      algorithm: values.algorithm,
+      repeats: Math.max(1, positiveInt(values.repeats, 'repeats', DEFAULT_BENCH.repeats)),
+      warmup: positiveInt(values.warmup, 'warmup', DEFAULT_BENCH.warmup),
+      reference: !values['no-reference'],
+      passes: values['forward-only'] ? ['forward'] : ['forward', 'backward'],
+    },
+    values.json ? undefined : (line) => io.err(line),
+  );
+  const json = JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2);
+  if (values.out) await writeFile(values.out, `${json}\n`);
+  io.out(values.json ? json : formatBenchTable(rows));
+  return 0;
+}
+
+/** Runs the attnkit command line; returns the exit code (0 ok, 1 verification failed, 2 usage or input error). */
+export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'verify':
+        return await verify(rest, io);
+      case 'bench':
+        return await bench(rest, io);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        io.out(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        return fail(io, `unknown command "${command}"\n${USAGE}`);
+    }
+  } catch (error) {
+    // Typed library errors and argument errors are the user's to fix: one line, no stack.
+    if (error instanceof AttnkitError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      return fail(io, (error as Error).message);
+    }
+    if ((error as { code?: string }).code === 'ENOENT') return fail(io, (error as Error).message);
+    throw error;
+  }
+}

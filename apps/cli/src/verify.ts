@@ -1,0 +1,83 @@
+import {
+  type Accuracy,
+  type Golden,
+  accuracy,
+  loadGolden,
+  toleranceFor,
+} from '@attnkit/attention';
+import { goldenBackend } from './backends.js';
+
+export interface TensorVerdict {
+  relL2: number;
+  maxAbs: number;
+  ok: boolean;
+}
+
+/** The stable `attnkit verify --json` object. */
+export interface VerifyReport {
+  kind: string;
+  backend: string;
+  ok: boolean;
+  tensors: Record<string, TensorVerdict>;
+}
+
+export interface VerifyOptions {
+  backend?: string;
+  algorithm?: 'fa1' | 'fa2';
+}
+
+/** Longest sequence of a golden, which decides the f32 tolerance (KERNELS.md: 2e-5 from 4096). */
+function maxSeqLen(g: Golden): number {
+  const p = g.params as Record<string, unknown>;
+  const lens = ['Nq', 'Nk', 'T', 'max_seq_len'].map((key) => Number(p[key] ?? 0));
+  if (Array.isArray(p.cu_seqlens)) {
+    const cu = p.cu_seqlens as number[];
+    for (let i = 1; i < cu.length; i++) lens.push(cu[i]! - cu[i - 1]!);
+  }
+  return Math.max(0, ...lens.filter(Number.isFinite));
+}
+
+/**
+ * Runs one golden on a backend and compares every reference tensor the golden holds with
+ * the KERNELS.md tolerance. This is the whole of `attnkit verify`; tests call it directly.
+ */
+export async function verifyGolden(golden: Golden, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const backend = goldenBackend(options.backend, golden.kind);
+  const produced = await backend.run(golden, { algorithm: options.algorithm });
+  const tol = toleranceFor({ dtype: 'f32', maxSeqLen: maxSeqLen(golden), chunked: golden.kind === 'gla' });
+  const tensors: Record<string, TensorVerdict> = {};
+  for (const name of golden.references) {
+    const got = produced[name];
+    let acc: Accuracy | undefined;
+    if (got && got.size === golden.tensors[name]!.size) acc = accuracy(got, golden.tensors[name]!);
+    tensors[name] = acc
+      ? { relL2: acc.relL2, maxAbs: acc.maxAbs, ok: acc.relL2 <= tol && acc.nonFinite === 0 }
+      : { relL2: Number.POSITIVE_INFINITY, maxAbs: Number.POSITIVE_INFINITY, ok: false };
+  }
+  return {
+    kind: golden.kind,
+    backend: backend.name,
+    ok: Object.values(tensors).every((t) => t.ok),
+    tensors,
+  };
+}
+
+export async function verifyFile(path: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+  return verifyGolden(await loadGolden(path), options);
+}
+
+function num(x: number): string {
+  return Number.isFinite(x) ? x.toExponential(3) : String(x);
+}
+
+/** One line per reference tensor: `<name> rel_l2=<x> max_abs=<y> ok|FAIL`. */
+export function formatVerifyReport(report: VerifyReport): string {
+  return Object.entries(report.tensors)
+    .map(([name, t]) => `${name} rel_l2=${num(t.relL2)} max_abs=${num(t.maxAbs)} ${t.ok ? 'ok' : 'FAIL'}`)
+    .join('\n');
+}
+
+/** JSON numbers cannot be Infinity: a missing tensor is reported as null. */
+export function reportToJson(report: VerifyReport): string {
+  return JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v));
+}
