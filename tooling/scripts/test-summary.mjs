@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Sums the vitest JSON reports every package wrote (test-results.json) into one closing line,
 // `tests: N passed, N failed, N skipped`, and fails if any test failed or none ran.
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '../..');

@@ -55,7 +55,10 @@ export const DEFAULT_BENCH: BenchOptions = {
 export function parseShape(text: string): [number, number, number, number] {
   const parts = text.split(',').map((s) => Number(s.trim()));
   if (parts.length !== 4 || !parts.every((x) => Number.isInteger(x) && x > 0)) {
-    throw new ValueError(`--shape: expected B,H,N,D (four positive integers), got "${text}"`, 'shape');
+    throw new ValueError(
+      `--shape: expected B,H,N,D (four positive integers), got "${text}"`,
+      'shape',
+    );
   }
   return parts as [number, number, number, number];
 }
@@ -82,7 +85,10 @@ async function time(fn: () => Promise<unknown> | unknown, warmup: number, repeat
  * after `warmup`), beside the float64 reference on the same shape. GFLOP/s use the
  * conventional count: 4*B*H*N^2*D forward, 2.5x backward, halved when causal.
  */
-export async function runBench(opts: BenchOptions, log: (line: string) => void = () => {}): Promise<BenchRow[]> {
+export async function runBench(
+  opts: BenchOptions,
+  log: (line: string) => void = () => {},
+): Promise<BenchRow[]> {
   const [B, H, N, D] = opts.shape;
   const rng = new Rng(opts.seed);
   const q = rng.randn([B, H, N, D]);
@@ -137,7 +143,19 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
 }
 
 export function formatBenchTable(rows: BenchRow[]): string {
-  const head = ['family', 'backend', 'algo', 'B,H,N,D', 'causal', 'pass', 'median ms', 'GFLOP/s', 'ref f64 ms', 'ref GFLOP/s', 'vs ref'];
+  const head = [
+    'family',
+    'backend',
+    'algo',
+    'B,H,N,D',
+    'causal',
+    'pass',
+    'median ms',
+    'GFLOP/s',
+    'ref f64 ms',
+    'ref GFLOP/s',
+    'vs ref',
+  ];
   const body = rows.map((r) => [
     r.family,
     r.backend,
@@ -152,6 +170,10 @@ export function formatBenchTable(rows: BenchRow[]): string {
     r.speedup === null ? '-' : `${r.speedup.toFixed(1)}x`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
 }

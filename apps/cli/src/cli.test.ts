@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { Tensor, readSafetensors, writeSafetensors } from '@attnkit/tensor';
+import { readSafetensors, Tensor, writeSafetensors } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
 import { goldenFiles } from './goldens.js';
@@ -89,7 +89,9 @@ describe('attnkit verify output', () => {
     const io = captureIo();
     const gla = files.find((f) => basename(f) === 'gla.safetensors')!;
     expect(await runCli(['verify', gla, '--backend', 'ts'], io)).toBe(2);
-    expect(io.stderr.join('\n')).toMatch(/does not implement golden kind "gla" \(available: reference\)/);
+    expect(io.stderr.join('\n')).toMatch(
+      /does not implement golden kind "gla" \(available: reference\)/,
+    );
   });
 
   test('a missing or malformed file is a clear error', async () => {
@@ -111,7 +113,18 @@ describe('attnkit bench', () => {
     const out = join(dir, 'bench.json');
     const io = captureIo();
     const code = await runCli(
-      ['bench', '--shape', '1,2,64,16', '--repeats', '1', '--warmup', '0', '--causal', '--out', out],
+      [
+        'bench',
+        '--shape',
+        '1,2,64,16',
+        '--repeats',
+        '1',
+        '--warmup',
+        '0',
+        '--causal',
+        '--out',
+        out,
+      ],
       io,
     );
     expect(code).toBe(0);

@@ -59,7 +59,9 @@ async function verify(args: string[], io: CliIo): Promise<number> {
     }
   }
   if (values.json) {
-    io.out(reports.length === 1 ? reportToJson(reports[0]!) : `[${reports.map(reportToJson).join(',')}]`);
+    io.out(
+      reports.length === 1 ? reportToJson(reports[0]!) : `[${reports.map(reportToJson).join(',')}]`,
+    );
   }
   return allOk ? 0 : 1;
 }
@@ -67,7 +69,8 @@ async function verify(args: string[], io: CliIo): Promise<number> {
 function positiveInt(text: string | undefined, name: string, fallback: number): number {
   if (text === undefined) return fallback;
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new AttnkitError(`--${name}: expected a non-negative integer, got "${text}"`, name);
+  if (!Number.isInteger(n) || n < 0)
+    throw new AttnkitError(`--${name}: expected a non-negative integer, got "${text}"`, name);
   return n;
 }
 
@@ -88,7 +91,8 @@ async function bench(args: string[], io: CliIo): Promise<number> {
       out: { type: 'string' },
     },
   });
-  if (values.family !== 'flash') return fail(io, `--family: expected flash, got "${values.family}"`);
+  if (values.family !== 'flash')
+    return fail(io, `--family: expected flash, got "${values.family}"`);
   if (values.backend !== 'ts') return fail(io, `--backend: expected ts, got "${values.backend}"`);
   if (values.algorithm !== 'fa1' && values.algorithm !== 'fa2') {
     return fail(io, `--algorithm: expected fa1 or fa2, got "${values.algorithm}"`);
@@ -107,7 +111,11 @@ async function bench(args: string[], io: CliIo): Promise<number> {
     },
     values.json ? undefined : (line) => io.err(line),
   );
-  const json = JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2);
+  const json = JSON.stringify(
+    { date: new Date().toISOString(), node: process.version, rows },
+    null,
+    2,
+  );
   if (values.out) await writeFile(values.out, `${json}\n`);
   io.out(values.json ? json : formatBenchTable(rows));
   return 0;
@@ -133,7 +141,10 @@ export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<num
     }
   } catch (error) {
     // Typed library errors and argument errors are the user's to fix: one line, no stack.
-    if (error instanceof AttnkitError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (
+      error instanceof AttnkitError ||
+      (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')
+    ) {
       return fail(io, (error as Error).message);
     }
     if ((error as { code?: string }).code === 'ENOENT') return fail(io, (error as Error).message);

@@ -1,12 +1,24 @@
-export { runCli, USAGE, type CliIo } from './cli.js';
 export {
-  verifyGolden,
-  verifyFile,
+  defaultBackendFor,
+  GOLDEN_BACKENDS,
+  type GoldenBackend,
+  goldenBackend,
+} from './backends.js';
+export {
+  type BenchOptions,
+  type BenchRow,
+  DEFAULT_BENCH,
+  formatBenchTable,
+  parseShape,
+  runBench,
+} from './bench.js';
+export { type CliIo, runCli, USAGE } from './cli.js';
+export {
   formatVerifyReport,
   reportToJson,
-  type VerifyReport,
   type TensorVerdict,
   type VerifyOptions,
+  type VerifyReport,
+  verifyFile,
+  verifyGolden,
 } from './verify.js';
-export { runBench, formatBenchTable, parseShape, DEFAULT_BENCH, type BenchOptions, type BenchRow } from './bench.js';
-export { GOLDEN_BACKENDS, goldenBackend, defaultBackendFor, type GoldenBackend } from './backends.js';

@@ -1,10 +1,4 @@
-import {
-  type Accuracy,
-  type Golden,
-  accuracy,
-  loadGolden,
-  toleranceFor,
-} from '@attnkit/attention';
+import { type Accuracy, accuracy, type Golden, loadGolden, toleranceFor } from '@attnkit/attention';
 import { goldenBackend } from './backends.js';
 
 export interface TensorVerdict {
@@ -41,10 +35,17 @@ function maxSeqLen(g: Golden): number {
  * Runs one golden on a backend and compares every reference tensor the golden holds with
  * the KERNELS.md tolerance. This is the whole of `attnkit verify`; tests call it directly.
  */
-export async function verifyGolden(golden: Golden, options: VerifyOptions = {}): Promise<VerifyReport> {
+export async function verifyGolden(
+  golden: Golden,
+  options: VerifyOptions = {},
+): Promise<VerifyReport> {
   const backend = goldenBackend(options.backend, golden.kind);
   const produced = await backend.run(golden, { algorithm: options.algorithm });
-  const tol = toleranceFor({ dtype: 'f32', maxSeqLen: maxSeqLen(golden), chunked: golden.kind === 'gla' });
+  const tol = toleranceFor({
+    dtype: 'f32',
+    maxSeqLen: maxSeqLen(golden),
+    chunked: golden.kind === 'gla',
+  });
   const tensors: Record<string, TensorVerdict> = {};
   for (const name of golden.references) {
     const got = produced[name];
@@ -73,11 +74,16 @@ function num(x: number): string {
 /** One line per reference tensor: `<name> rel_l2=<x> max_abs=<y> ok|FAIL`. */
 export function formatVerifyReport(report: VerifyReport): string {
   return Object.entries(report.tensors)
-    .map(([name, t]) => `${name} rel_l2=${num(t.relL2)} max_abs=${num(t.maxAbs)} ${t.ok ? 'ok' : 'FAIL'}`)
+    .map(
+      ([name, t]) =>
+        `${name} rel_l2=${num(t.relL2)} max_abs=${num(t.maxAbs)} ${t.ok ? 'ok' : 'FAIL'}`,
+    )
     .join('\n');
 }
 
 /** JSON numbers cannot be Infinity: a missing tensor is reported as null. */
 export function reportToJson(report: VerifyReport): string {
-  return JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v));
+  return JSON.stringify(report, (_k, v) =>
+    typeof v === 'number' && !Number.isFinite(v) ? null : v,
+  );
 }

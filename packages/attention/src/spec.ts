@@ -1,12 +1,12 @@
 import {
-  DTypeError,
   DeviceError,
-  ShapeError,
-  type Tensor,
-  ValueError,
+  DTypeError,
   describe,
   formatShape,
   isFloatDType,
+  ShapeError,
+  type Tensor,
+  ValueError,
 } from '@attnkit/tensor';
 
 /**
@@ -116,20 +116,20 @@ export function keyRange(p: SoftmaxProblem, i: number, nq: number, nk: number): 
 }
 
 /** Whether the block (qb, kb) of (batch b, query head h) is kept by the block-sparse mask. */
-export function blockKept(p: SoftmaxProblem, b: number, h: number, qb: number, kb: number): boolean {
+export function blockKept(
+  p: SoftmaxProblem,
+  b: number,
+  h: number,
+  qb: number,
+  kb: number,
+): boolean {
   const bs = p.blockSparse;
   if (!bs) return true;
   return bs.mask[b * bs.batchStride + h * bs.headStride + qb * bs.nbk + kb] !== 0;
 }
 
 /** Whether query i may attend key j (causal, window and block sparsity together). */
-export function allowed(
-  p: SoftmaxProblem,
-  b: number,
-  h: number,
-  i: number,
-  j: number,
-): boolean {
+export function allowed(p: SoftmaxProblem, b: number, h: number, i: number, j: number): boolean {
   const [lo, hi] = keyRange(p, i, p.seqQ[b]!, p.seqK[b]!);
   if (j < lo || j >= hi) return false;
   const bs = p.blockSparse;
@@ -137,7 +137,10 @@ export function allowed(
 }
 
 function fail(Err: typeof ShapeError, argument: string, expected: string, got: unknown): never {
-  throw new Err(`${argument}: expected ${expected}, got ${typeof got === 'string' ? got : describe(got)}`, argument);
+  throw new Err(
+    `${argument}: expected ${expected}, got ${typeof got === 'string' ? got : describe(got)}`,
+    argument,
+  );
 }
 
 function checkTensor(t: unknown, name: string, rank: number): Tensor {
@@ -146,14 +149,17 @@ function checkTensor(t: unknown, name: string, rank: number): Tensor {
     fail(ShapeError, name, 'a Tensor', t);
   }
   if (tt.ndim !== rank) fail(ShapeError, name, `rank ${rank}`, `shape ${formatShape(tt.shape)}`);
-  if (!isFloatDType(tt.dtype)) fail(DTypeError, name, 'a float dtype (f32, f64, f16, bf16)', tt.dtype);
+  if (!isFloatDType(tt.dtype))
+    fail(DTypeError, name, 'a float dtype (f32, f64, f16, bf16)', tt.dtype);
   return tt;
 }
 
 function checkCuSeqlens(v: unknown, name: string, total: number): Int32Array {
-  if (v === undefined) fail(ValueError, name, `int32 offsets of length B+1 (required with layout THD)`, v);
+  if (v === undefined)
+    fail(ValueError, name, `int32 offsets of length B+1 (required with layout THD)`, v);
   const arr = v as ArrayLike<number>;
-  if (!(v instanceof Int32Array) && !Array.isArray(v)) fail(ValueError, name, 'an Int32Array or number[]', v);
+  if (!(v instanceof Int32Array) && !Array.isArray(v))
+    fail(ValueError, name, 'an Int32Array or number[]', v);
   if (arr.length < 2) fail(ValueError, name, 'at least 2 entries (B+1 with B >= 1)', v);
   const out = Int32Array.from(arr);
   if (out[0] !== 0) fail(ValueError, name, 'first entry 0', v);
@@ -164,7 +170,12 @@ function checkCuSeqlens(v: unknown, name: string, total: number): Int32Array {
     }
   }
   if (out[out.length - 1] !== total) {
-    fail(ValueError, name, `last entry equal to the packed token count ${total}`, out[out.length - 1]);
+    fail(
+      ValueError,
+      name,
+      `last entry equal to the packed token count ${total}`,
+      out[out.length - 1],
+    );
   }
   return out;
 }
@@ -179,7 +190,8 @@ export function resolveSoftmaxProblem(
   v: Tensor,
   options: AttentionOptions = {},
 ): SoftmaxProblem {
-  if (options === null || typeof options !== 'object') fail(ValueError, 'options', 'an object', options);
+  if (options === null || typeof options !== 'object')
+    fail(ValueError, 'options', 'an object', options);
   const layout = options.layout ?? 'BHND';
   if (layout !== 'BHND' && layout !== 'THD') fail(ValueError, 'layout', '"BHND" or "THD"', layout);
   const rank = layout === 'BHND' ? 4 : 3;
@@ -205,12 +217,28 @@ export function resolveSoftmaxProblem(
   if (layout === 'BHND') {
     const [B, Hq, Nq] = q.shape as [number, number, number, number];
     const [Bk, Hkv, Nk, Dk] = k.shape as [number, number, number, number];
-    if (Bk !== B || Dk !== d) fail(ShapeError, 'k', `shape [${B}, Hkv, Nk, ${d}] (q is ${formatShape(q.shape)})`, `shape ${formatShape(k.shape)}`);
+    if (Bk !== B || Dk !== d)
+      fail(
+        ShapeError,
+        'k',
+        `shape [${B}, Hkv, Nk, ${d}] (q is ${formatShape(q.shape)})`,
+        `shape ${formatShape(k.shape)}`,
+      );
     if (v.shape[0] !== B || v.shape[1] !== Hkv || v.shape[2] !== Nk) {
-      fail(ShapeError, 'v', `shape [${B}, ${Hkv}, ${Nk}, Dv] (k is ${formatShape(k.shape)})`, `shape ${formatShape(v.shape)}`);
+      fail(
+        ShapeError,
+        'v',
+        `shape [${B}, ${Hkv}, ${Nk}, Dv] (k is ${formatShape(k.shape)})`,
+        `shape ${formatShape(v.shape)}`,
+      );
     }
     if (options.cuSeqlensQ !== undefined || options.cuSeqlensK !== undefined) {
-      fail(ValueError, 'cuSeqlensQ', 'no cu_seqlens with layout BHND (use layout "THD")', 'cu_seqlens');
+      fail(
+        ValueError,
+        'cuSeqlensQ',
+        'no cu_seqlens with layout BHND (use layout "THD")',
+        'cu_seqlens',
+      );
     }
     batch = B;
     hq = Hq;
@@ -224,13 +252,24 @@ export function resolveSoftmaxProblem(
   } else {
     const [TQ, Hq] = q.shape as [number, number, number];
     const [TK, Hkv, Dk] = k.shape as [number, number, number];
-    if (Dk !== d) fail(ShapeError, 'k', `last dim ${d} (q's head dim)`, `shape ${formatShape(k.shape)}`);
+    if (Dk !== d)
+      fail(ShapeError, 'k', `last dim ${d} (q's head dim)`, `shape ${formatShape(k.shape)}`);
     if (v.shape[0] !== TK || v.shape[1] !== Hkv) {
-      fail(ShapeError, 'v', `shape [${TK}, ${Hkv}, Dv] (k is ${formatShape(k.shape)})`, `shape ${formatShape(v.shape)}`);
+      fail(
+        ShapeError,
+        'v',
+        `shape [${TK}, ${Hkv}, Dv] (k is ${formatShape(k.shape)})`,
+        `shape ${formatShape(v.shape)}`,
+      );
     }
     const cq = checkCuSeqlens(options.cuSeqlensQ, 'cuSeqlensQ', TQ);
-    const ck = checkCuSeqlens(options.cuSeqlensK ?? options.cuSeqlensQ, options.cuSeqlensK ? 'cuSeqlensK' : 'cuSeqlensQ', TK);
-    if (ck.length !== cq.length) fail(ValueError, 'cuSeqlensK', `length ${cq.length} (as cuSeqlensQ)`, ck.length);
+    const ck = checkCuSeqlens(
+      options.cuSeqlensK ?? options.cuSeqlensQ,
+      options.cuSeqlensK ? 'cuSeqlensK' : 'cuSeqlensQ',
+      TK,
+    );
+    if (ck.length !== cq.length)
+      fail(ValueError, 'cuSeqlensK', `length ${cq.length} (as cuSeqlensQ)`, ck.length);
     batch = cq.length - 1;
     hq = Hq;
     hkv = Hkv;
@@ -245,12 +284,14 @@ export function resolveSoftmaxProblem(
     totalQ = TQ;
     totalK = TK;
   }
-  if (hkv < 1 || hq % hkv !== 0) fail(ShapeError, 'k', `a head count dividing Hq = ${hq} (GQA/MQA)`, `Hkv = ${hkv}`);
+  if (hkv < 1 || hq % hkv !== 0)
+    fail(ShapeError, 'k', `a head count dividing Hq = ${hq} (GQA/MQA)`, `Hkv = ${hkv}`);
   if (d < 1) fail(ShapeError, 'q', 'head dim D >= 1', d);
   if (dv < 1) fail(ShapeError, 'v', 'head dim Dv >= 1', dv);
 
   const scale = options.scale ?? 1 / Math.sqrt(d);
-  if (typeof scale !== 'number' || !Number.isFinite(scale)) fail(ValueError, 'scale', 'a finite number', scale);
+  if (typeof scale !== 'number' || !Number.isFinite(scale))
+    fail(ValueError, 'scale', 'a finite number', scale);
   const causal = options.causal ?? false;
   if (typeof causal !== 'boolean') fail(ValueError, 'causal', 'a boolean', causal);
   const window = options.window ?? [-1, -1];
@@ -311,8 +352,10 @@ function resolveBlockSparse(
   maxSeqK: number,
 ): ResolvedBlockSparse {
   const { blockQ, blockK, mask } = bs;
-  if (!Number.isInteger(blockQ) || blockQ < 1) fail(ValueError, 'blockSparse.blockQ', 'a positive integer', blockQ);
-  if (!Number.isInteger(blockK) || blockK < 1) fail(ValueError, 'blockSparse.blockK', 'a positive integer', blockK);
+  if (!Number.isInteger(blockQ) || blockQ < 1)
+    fail(ValueError, 'blockSparse.blockQ', 'a positive integer', blockQ);
+  if (!Number.isInteger(blockK) || blockK < 1)
+    fail(ValueError, 'blockSparse.blockK', 'a positive integer', blockK);
   const t = mask as Tensor;
   if (!t || !Array.isArray(t.shape)) fail(ShapeError, 'blockSparse.mask', 'a Tensor', mask);
   if (t.dtype !== 'u8' && t.dtype !== 'i32' && t.dtype !== 'i8') {
@@ -325,8 +368,10 @@ function resolveBlockSparse(
   if (s.length < 2 || s.length > 4 || s[s.length - 2] !== nbq || s[s.length - 1] !== nbk) {
     fail(ShapeError, 'blockSparse.mask', `shape ${tail}`, `shape ${formatShape(s)}`);
   }
-  if (s.length >= 3 && s[s.length - 3] !== hq) fail(ShapeError, 'blockSparse.mask', `head dim ${hq}`, `shape ${formatShape(s)}`);
-  if (s.length === 4 && s[0] !== batch) fail(ShapeError, 'blockSparse.mask', `batch dim ${batch}`, `shape ${formatShape(s)}`);
+  if (s.length >= 3 && s[s.length - 3] !== hq)
+    fail(ShapeError, 'blockSparse.mask', `head dim ${hq}`, `shape ${formatShape(s)}`);
+  if (s.length === 4 && s[0] !== batch)
+    fail(ShapeError, 'blockSparse.mask', `batch dim ${batch}`, `shape ${formatShape(s)}`);
   const values = t.toFloat64Array();
   const m = new Uint8Array(values.length);
   for (let i = 0; i < values.length; i++) m[i] = values[i] !== 0 ? 1 : 0;

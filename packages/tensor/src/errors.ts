@@ -52,7 +52,8 @@ export function describe(value: unknown): string {
     const head = value.slice(0, 8).map(describe).join(', ');
     return `[${head}${value.length > 8 ? ', ...' : ''}]`;
   }
-  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as Uint8Array).length})`;
+  if (ArrayBuffer.isView(value))
+    return `${value.constructor.name}(${(value as Uint8Array).length})`;
   if (typeof value === 'object') return (value as object).constructor?.name ?? 'object';
   return String(value);
 }
