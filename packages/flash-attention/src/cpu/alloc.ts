@@ -1,0 +1,33 @@
+/**
+ * Every buffer the TS kernels create goes through here, so tests can poison it (fill with NaN
+ * to prove each element is written) and account the scratch (to prove no N x N buffer exists).
+ * Not part of the public API.
+ */
+
+/** `output`: returned (or encoded into what is returned); `tile`: tile scratch, bounded by
+ * workspaceBytes(); `rows`: one f32 per query row of the heads in flight (FA1's m and l,
+ * the backward's D), which the papers keep in slow memory. */
+export type AllocKind = 'output' | 'tile' | 'rows';
+
+export type AllocHook = (array: Float32Array | Int32Array, kind: AllocKind) => void;
+
+let hook: AllocHook | undefined;
+
+/** Installs `next` (or none) and returns the hook it replaces. */
+export function setAllocHook(next: AllocHook | undefined): AllocHook | undefined {
+  const previous = hook;
+  hook = next;
+  return previous;
+}
+
+export function allocF32(length: number, kind: AllocKind): Float32Array {
+  const a = new Float32Array(length);
+  hook?.(a, kind);
+  return a;
+}
+
+export function allocI32(length: number, kind: AllocKind): Int32Array {
+  const a = new Int32Array(length);
+  hook?.(a, kind);
+  return a;
+}

@@ -1,0 +1,115 @@
+import { kBase, lseBase, qBase, type SoftmaxProblem } from '@attnkit/attention';
+import { allocF32, allocI32 } from './alloc.js';
+import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
+
+/**
+ * FlashAttention-2 backward (Dao 2023, Algorithm 2). D_i = dO_i . O_i first (line 4); then an
+ * outer loop over K/V tiles whose dK, dV accumulate in tile-local buffers, and an inner loop
+ * over the Q tiles of every query head sharing that kv head (so GQA's sum over the group needs
+ * no atomics): P = exp(S - LSE) is recomputed from Q, K and LSE, never stored beyond one tile;
+ *   dV += P^T dO,  dS = P * (dO V^T - D),  dK += scale dS^T Q,  dQ += scale dS K,
+ * each a small dense matmul on the tiles (dQ accumulates in its f32 output buffer).
+ * All inputs decoded f32 in the problem's layout; dQ, dK, dV are written completely.
+ */
+export function fa2Backward(
+  p: SoftmaxProblem,
+  Q: Float32Array,
+  K: Float32Array,
+  V: Float32Array,
+  O: Float32Array,
+  LSE: Float32Array,
+  dO: Float32Array,
+  dQ: Float32Array,
+  dK: Float32Array,
+  dV: Float32Array,
+  bq: number,
+  bk: number,
+): void {
+  const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
+  const kt = allocF32(bk * d, 'tile');
+  const vt = allocF32(bk * dv, 'tile');
+  const dka = allocF32(bk * d, 'tile');
+  const dva = allocF32(bk * dv, 'tile');
+  const qt = allocF32(bq * d, 'tile');
+  const gt = allocF32(bq * dv, 'tile');
+  const s = allocF32(bq * bk, 'tile');
+  const ds = allocF32(bq * bk, 'tile');
+  const lo = allocI32(bq, 'tile');
+  const hi = allocI32(bq, 'tile');
+  const Dr = allocF32(group * p.maxSeqQ, 'rows');
+  dQ.fill(0);
+
+  for (let b = 0; b < p.batch; b++) {
+    const nq = p.seqQ[b]!;
+    const nk = p.seqK[b]!;
+    for (let kvh = 0; kvh < p.hkv; kvh++) {
+      const kBase0 = kBase(p, b, kvh, d);
+      const vBase0 = kBase(p, b, kvh, dv);
+      for (let g = 0; g < group; g++) {
+        const oBase0 = qBase(p, b, kvh * group + g, dv);
+        for (let i = 0; i < nq; i++) {
+          const oo = oBase0 + i * oRow;
+          let t = 0;
+          for (let c = 0; c < dv; c++) t += dO[oo + c]! * O[oo + c]!;
+          Dr[g * nq + i] = t;
+        }
+      }
+      for (let k0 = 0; k0 < nk; k0 += bk) {
+        const cols = Math.min(bk, nk - k0);
+        stageRows(K, kBase0 + k0 * kRow, kRow, cols, d, kt, 1);
+        stageRows(V, vBase0 + k0 * vRow, vRow, cols, dv, vt, 1);
+        dka.fill(0, 0, cols * d);
+        dva.fill(0, 0, cols * dv);
+        for (let g = 0; g < group; g++) {
+          const h = kvh * group + g;
+          const qBase0 = qBase(p, b, h, d);
+          const oBase0 = qBase(p, b, h, dv);
+          const lBase0 = lseBase(p, b, h);
+          for (let q0 = 0; q0 < nq; q0 += bq) {
+            const rows = Math.min(bq, nq - q0);
+            const kind = classifyTile(p, b, h, q0, rows, k0, cols);
+            if (kind === SKIP) continue;
+            tileRowRanges(p, b, q0, rows, k0, cols, kind === FULL, lo, hi);
+            // Staged as scale * Q: S needs it, and dK_j = sum_i dS_ij (scale q_i).
+            stageRows(Q, qBase0 + q0 * qRow, qRow, rows, d, qt, scale);
+            stageRows(dO, oBase0 + q0 * oRow, oRow, rows, dv, gt, 1);
+            s.fill(0, 0, rows * bk);
+            gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
+            // dP = dO V^T.
+            ds.fill(0, 0, rows * bk);
+            gemm(gt, 0, dv, 1, vt, 0, 1, dv, ds, 0, bk, rows, cols, dv);
+            for (let r = 0; r < rows; r++) {
+              const so = r * bk;
+              const lse = LSE[lBase0 + q0 + r]!;
+              // A row without keys has LSE = -inf and no gradient.
+              const jlo = lse === Number.NEGATIVE_INFINITY ? 0 : lo[r]!;
+              const jhi = lse === Number.NEGATIVE_INFINITY ? 0 : hi[r]!;
+              // Masked keys get P = dS = 0, so the products below run over the dense tile.
+              s.fill(0, so, so + jlo);
+              s.fill(0, so + Math.max(jlo, jhi), so + cols);
+              ds.fill(0, so, so + jlo);
+              ds.fill(0, so + Math.max(jlo, jhi), so + cols);
+              const Di = Dr[g * nq + q0 + r]!;
+              for (let j = so + jlo, e = so + jhi; j < e; j++) {
+                const pij = Math.exp(s[j]! - lse);
+                s[j] = pij;
+                ds[j] = pij * (ds[j]! - Di);
+              }
+            }
+            // dV += P^T dO, dK += dS^T (scale Q), dQ += dS K (scaled once at the end).
+            gemm(s, 0, 1, bk, gt, 0, dv, 1, dva, 0, dv, cols, dv, rows);
+            gemm(ds, 0, 1, bk, qt, 0, d, 1, dka, 0, d, cols, d, rows);
+            gemm(ds, 0, bk, 1, kt, 0, d, 1, dQ, qBase0 + q0 * qRow, qRow, rows, d, cols);
+          }
+        }
+        for (let j = 0; j < cols; j++) {
+          const ko = kBase0 + (k0 + j) * kRow;
+          const vo = vBase0 + (k0 + j) * vRow;
+          for (let c = 0; c < d; c++) dK[ko + c] = dka[j * d + c]!;
+          for (let c = 0; c < dv; c++) dV[vo + c] = dva[j * dv + c]!;
+        }
+      }
+    }
+  }
+  for (let i = 0; i < dQ.length; i++) dQ[i] = dQ[i]! * scale;
+}

@@ -1,0 +1,104 @@
+import { kBase, lseBase, qBase, type SoftmaxProblem } from '@attnkit/attention';
+import { allocF32, allocI32 } from './alloc.js';
+import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
+
+/**
+ * FlashAttention (Dao et al. 2022, Algorithm 1). Outer loop over K/V tiles, inner over Q
+ * tiles; every row keeps its running max m and sum l in slow memory and its output row is
+ * kept normalised, rescaled at every visit (line 12):
+ *   O_i <- diag(l_new)^-1 (diag(l_i) e^(m_i - m_new) O_i + e^(m~ - m_new) P~ V).
+ * Kept beside FA2 so the papers' comparison can be reproduced.
+ */
+export function fa1Forward(
+  p: SoftmaxProblem,
+  Q: Float32Array,
+  K: Float32Array,
+  V: Float32Array,
+  O: Float32Array,
+  LSE: Float32Array,
+  bq: number,
+  bk: number,
+): void {
+  const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
+  const qt = allocF32(bq * d, 'tile');
+  const kt = allocF32(bk * d, 'tile');
+  const vt = allocF32(bk * dv, 'tile');
+  const s = allocF32(bq * bk, 'tile');
+  const lo = allocI32(bq, 'tile');
+  const hi = allocI32(bq, 'tile');
+  const mRow = allocF32(p.maxSeqQ, 'rows');
+  const lRow = allocF32(p.maxSeqQ, 'rows');
+
+  for (let b = 0; b < p.batch; b++) {
+    const nq = p.seqQ[b]!;
+    const nk = p.seqK[b]!;
+    for (let h = 0; h < p.hq; h++) {
+      const kvh = Math.floor(h / group);
+      const qBase0 = qBase(p, b, h, d);
+      const oBase0 = qBase(p, b, h, dv);
+      const kBase0 = kBase(p, b, kvh, d);
+      const vBase0 = kBase(p, b, kvh, dv);
+      const lBase0 = lseBase(p, b, h);
+      // Line 2: O = 0, l = 0, m = -inf.
+      for (let i = 0; i < nq; i++) O.fill(0, oBase0 + i * oRow, oBase0 + i * oRow + dv);
+      mRow.fill(Number.NEGATIVE_INFINITY, 0, nq);
+      lRow.fill(0, 0, nq);
+      for (let k0 = 0; k0 < nk; k0 += bk) {
+        const cols = Math.min(bk, nk - k0);
+        let staged = false;
+        for (let q0 = 0; q0 < nq; q0 += bq) {
+          const rows = Math.min(bq, nq - q0);
+          const kind = classifyTile(p, b, h, q0, rows, k0, cols);
+          if (kind === SKIP) continue;
+          if (!staged) {
+            stageRows(K, kBase0 + k0 * kRow, kRow, cols, d, kt, 1);
+            stageRows(V, vBase0 + k0 * vRow, vRow, cols, dv, vt, 1);
+            staged = true;
+          }
+          tileRowRanges(p, b, q0, rows, k0, cols, kind === FULL, lo, hi);
+          stageRows(Q, qBase0 + q0 * qRow, qRow, rows, d, qt, scale);
+          s.fill(0, 0, rows * bk);
+          gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
+          for (let r = 0; r < rows; r++) {
+            const jlo = lo[r]!;
+            const jhi = hi[r]!;
+            const so = r * bk;
+            // Keys outside the row's range get P = 0, so P V below runs over the dense tile.
+            s.fill(0, so, so + jlo);
+            s.fill(0, so + Math.max(jlo, jhi), so + cols);
+            if (jhi <= jlo) continue;
+            // Lines 10-11: m~ = rowmax(S), P~ = exp(S - m~), l~ = rowsum(P~).
+            let mt = Number.NEGATIVE_INFINITY;
+            for (let j = jlo; j < jhi; j++) if (s[so + j]! > mt) mt = s[so + j]!;
+            let lt = 0;
+            for (let j = jlo; j < jhi; j++) {
+              const e = Math.exp(s[so + j]! - mt);
+              s[so + j] = e;
+              lt += e;
+            }
+            const i = q0 + r;
+            const mi = mRow[i]!;
+            const mNew = Math.max(mt, mi);
+            // exp(-inf) = 0 on the first visit, when l_i and O_i are still 0.
+            const ei = lRow[i]! * Math.exp(mi - mNew);
+            const et = Math.exp(mt - mNew);
+            const lNew = ei + et * lt;
+            // Line 12, split: O_i *= l_i e^(m_i - m_new) / l_new here, then O += (P~ scaled) V.
+            const keep = ei / lNew;
+            const oo = oBase0 + i * oRow;
+            for (let c = oo, e = oo + dv; c < e; c++) O[c] = O[c]! * keep;
+            const add = et / lNew;
+            for (let j = jlo; j < jhi; j++) s[so + j] = s[so + j]! * add;
+            mRow[i] = mNew;
+            lRow[i] = lNew;
+          }
+          gemm(s, 0, bk, 1, vt, 0, dv, 1, O, oBase0 + q0 * oRow, oRow, rows, dv, cols);
+        }
+      }
+      for (let i = 0; i < nq; i++) {
+        const li = lRow[i]!;
+        LSE[lBase0 + i] = li > 0 ? mRow[i]! + Math.log(li) : Number.NEGATIVE_INFINITY;
+      }
+    }
+  }
+}

@@ -1,0 +1,50 @@
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { goldenAttentionOptions, loadGolden, toleranceFor } from '@attnkit/attention';
+import { describe, expect, test } from 'vitest';
+import { expectClose } from './cpu/testing.js';
+import { type FlashAttentionOptions, flashAttentionBackwardTs, flashAttentionTs } from './index.js';
+
+// <repo root>/../shared/goldens, the repo root found from this file's location.
+const GOLDENS =
+  process.env.ATTNKIT_GOLDENS ??
+  fileURLToPath(new URL('../../../../shared/goldens', import.meta.url));
+const files = readdirSync(GOLDENS)
+  .filter((f) => f.startsWith('softmax') && f.endsWith('.safetensors'))
+  .sort();
+
+describe('PyTorch float64 goldens (shared/goldens)', () => {
+  test('every softmax golden is here', () => {
+    expect(files.length).toBe(11);
+  });
+
+  test.each(files)('%s: FA1 and FA2 forward, FA2 backward', async (file) => {
+    const g = await loadGolden(join(GOLDENS, file));
+    const t = g.tensors;
+    const base = goldenAttentionOptions(g);
+    const tol = toleranceFor({
+      dtype: 'f32',
+      maxSeqLen: Math.max(t.q!.shape.at(-2)!, t.k!.shape.at(-2)!),
+    });
+    // The planner's tiles, and odd ones that split every sequence unevenly (dividing the mask
+    // blocks when the file is block-sparse).
+    const tiles = base.blockSparse
+      ? [{}, { blockQ: 16, blockK: 8 }]
+      : [{}, { blockQ: 13, blockK: 7 }];
+    for (const tile of tiles) {
+      for (const algorithm of ['fa1', 'fa2'] as const) {
+        const options: FlashAttentionOptions = { ...base, ...tile, algorithm };
+        const label = `${algorithm} ${JSON.stringify(tile)}`;
+        const { o, lse } = flashAttentionTs(t.q!, t.k!, t.v!, options);
+        expectClose(o, t.o!, tol, `${label} o`);
+        if (t.lse) expectClose(lse, t.lse, tol, `${label} lse`);
+        if (!g.hasBackward) continue;
+        const grads = flashAttentionBackwardTs(t.q!, t.k!, t.v!, o, lse, t.do!, options);
+        for (const name of ['dq', 'dk', 'dv'] as const) {
+          expectClose(grads[name], t[name]!, tol, `${label} ${name}`);
+        }
+      }
+    }
+  });
+});
