@@ -1,0 +1,177 @@
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import {
+  ALGORITHMS,
+  closedFormIO,
+  defaultBlocks,
+  type IOReportRow,
+  ioSweep,
+  isAlgorithm,
+  reportRow,
+  simulate,
+  sweepSvg,
+} from '@attnkit/io-complexity';
+import { AttnkitError, ValueError } from '@attnkit/tensor';
+
+export interface IoCommandIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const IO_USAGE = `  attnkit io --algo ${ALGORITHMS.join('|')} --N <n> --d <d> --M <m> [--dv <dv>] [--simulate] [--json]
+      Slow-memory reads and writes (elements) of one attention head with a fast memory of M
+      elements, the peak fast-memory use and the ratio to the I/O lower bound. Closed forms by
+      default; --simulate runs the algorithm's loops against the two-level memory simulator.
+  attnkit io --sweep [--N 1024] [--d 64] [--Mmin <d>] [--Mmax <N*d>] [--points 49] [--svg out.svg] [--json]
+      Every algorithm's I/O for M from Mmin to Mmax (geometric steps); --svg writes a log-log plot.`;
+
+/** Flags whose library errors name the argument without the dashes. */
+const FLAG_ARGUMENTS = new Set(['N', 'd', 'dv', 'M', 'Mmin', 'Mmax', 'points']);
+
+function intFlag(value: string | undefined, flag: string, fallback?: number): number {
+  if (value === undefined) {
+    if (fallback !== undefined) return fallback;
+    throw new ValueError(`--${flag}: expected a positive integer, got nothing`, `--${flag}`);
+  }
+  if (!/^[1-9][0-9]*$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new ValueError(`--${flag}: expected a positive integer, got "${value}"`, `--${flag}`);
+  }
+  return Number(value);
+}
+
+function formatRow(row: IOReportRow, blocks: string, source: string): string {
+  return [
+    `${row.algo}: N = ${row.N}, d = ${row.d}, M = ${row.M}, ${blocks} (${source})`,
+    `reads        ${row.reads}`,
+    `writes       ${row.writes}`,
+    `total        ${row.total}`,
+    `peak fast    ${row.peakFast} of ${row.M} elements`,
+    `lower bound  ${Math.ceil(row.lowerBound)}`,
+    `ratio        ${row.ratio.toFixed(3)}`,
+  ].join('\n');
+}
+
+function formatSweep(rows: IOReportRow[], Ms: number[]): string {
+  const header = ['M', 'lower bound', ...ALGORITHMS];
+  const lines = [header];
+  for (const M of Ms) {
+    const at = rows.filter((r) => r.M === M);
+    lines.push([
+      String(M),
+      String(Math.ceil(at[0]?.lowerBound ?? Number.NaN)),
+      ...ALGORITHMS.map((a) => String(at.find((r) => r.algo === a)?.total ?? '-')),
+    ]);
+  }
+  const widths = header.map((_, c) => Math.max(...lines.map((l) => l[c]!.length)));
+  return lines.map((l) => l.map((cell, c) => cell.padStart(widths[c]!)).join('  ')).join('\n');
+}
+
+async function run(args: string[], io: IoCommandIo): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      algo: { type: 'string' },
+      N: { type: 'string' },
+      d: { type: 'string' },
+      dv: { type: 'string' },
+      M: { type: 'string' },
+      simulate: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      sweep: { type: 'boolean', default: false },
+      Mmin: { type: 'string' },
+      Mmax: { type: 'string' },
+      points: { type: 'string' },
+      svg: { type: 'string' },
+    },
+  });
+  if (values.sweep) {
+    for (const flag of ['algo', 'M', 'simulate'] as const) {
+      if (values[flag] !== undefined && values[flag] !== false) {
+        throw new ValueError(
+          `--${flag}: not used with --sweep (it covers every algorithm and M)`,
+          `--${flag}`,
+        );
+      }
+    }
+    const N = intFlag(values.N, 'N', 1024);
+    const d = intFlag(values.d, 'd', 64);
+    const sweep = ioSweep({
+      N,
+      d,
+      dv: values.dv === undefined ? undefined : intFlag(values.dv, 'dv'),
+      Mmin: values.Mmin === undefined ? undefined : intFlag(values.Mmin, 'Mmin'),
+      Mmax: values.Mmax === undefined ? undefined : intFlag(values.Mmax, 'Mmax'),
+      points: values.points === undefined ? undefined : intFlag(values.points, 'points'),
+    });
+    if (values.svg !== undefined) {
+      if (values.svg === '') throw new ValueError('--svg: expected a file name, got ""', '--svg');
+      await writeFile(values.svg, sweepSvg(sweep));
+    }
+    if (values.json) io.out(JSON.stringify(sweep.rows));
+    else {
+      io.out(formatSweep(sweep.rows, sweep.Ms));
+      if (values.svg !== undefined) io.out(`wrote ${values.svg}`);
+    }
+    return 0;
+  }
+  for (const flag of ['Mmin', 'Mmax', 'points', 'svg'] as const) {
+    if (values[flag] !== undefined) {
+      throw new ValueError(`--${flag}: only used with --sweep`, `--${flag}`);
+    }
+  }
+  if (!isAlgorithm(values.algo)) {
+    throw new ValueError(
+      `--algo: expected one of ${ALGORITHMS.join(', ')}, got ${values.algo === undefined ? 'nothing' : `"${values.algo}"`}`,
+      '--algo',
+    );
+  }
+  const algo = values.algo;
+  const problem = {
+    N: intFlag(values.N, 'N'),
+    d: intFlag(values.d, 'd'),
+    dv: values.dv === undefined ? undefined : intFlag(values.dv, 'dv'),
+    M: intFlag(values.M, 'M'),
+  };
+  const blocks = defaultBlocks(algo, problem);
+  const counts = values.simulate
+    ? simulate(algo, problem, { blocks })
+    : closedFormIO(algo, problem, blocks);
+  const row = reportRow(algo, problem, counts);
+  if (values.json) {
+    io.out(JSON.stringify(row));
+  } else {
+    const b =
+      'tile' in blocks
+        ? `tile ${blocks.tile}, chunk ${blocks.chunk}`
+        : `blockQ ${blocks.blockQ}, blockK ${blocks.blockK}`;
+    io.out(formatRow(row, b, values.simulate ? 'simulated' : 'closed form'));
+  }
+  return 0;
+}
+
+/**
+ * `attnkit io`: I/O of one algorithm, or a sweep over M with an SVG plot. Returns 0, or 2 after
+ * a one-line error naming the flag at fault.
+ */
+export async function ioCommand(args: string[], io: IoCommandIo): Promise<number> {
+  try {
+    return await run(args, io);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (error instanceof AttnkitError) {
+      const named = error.argument !== undefined && FLAG_ARGUMENTS.has(error.argument);
+      io.err(`attnkit io: ${named ? '--' : ''}${error.message}`);
+      return 2;
+    }
+    if (
+      code?.startsWith('ERR_PARSE_ARGS') ||
+      code === 'ENOENT' ||
+      code === 'EACCES' ||
+      code === 'EISDIR'
+    ) {
+      io.err(`attnkit io: ${(error as Error).message.split('\n')[0]}`);
+      return 2;
+    }
+    throw error;
+  }
+}
