@@ -1,0 +1,120 @@
+import type { SoftmaxProblem } from '@attnkit/attention';
+import type { Params } from './params.js';
+
+/**
+ * Host-side tables the WGSL kernels read (pure: no device). `aux` is one u32 array:
+ * per batch entry (startQ, startK, nq, nk), then a per-tile summary of the block-sparse mask for
+ * the kernel's tiling (0: every block the tile touches is dropped, so the tile is skipped;
+ * 1: mixed, checked per element; 2: all kept, the mask-free path), then the mask itself, one u32
+ * per block. Tiles of the WGSL kernels need not divide the mask's blocks.
+ */
+
+export interface KernelTiling {
+  /** Query rows per tile and keys per tile of this kernel. */
+  tileQ: number;
+  tileK: number;
+}
+
+export interface AuxTables {
+  aux: Uint32Array;
+  tsOff: number;
+  bsOff: number;
+  ntq: number;
+  ntk: number;
+}
+
+export function buildAux(p: SoftmaxProblem, tiling: KernelTiling): AuxTables {
+  const B = p.batch;
+  const bs = p.blockSparse;
+  const ntq = Math.max(1, Math.ceil(p.maxSeqQ / tiling.tileQ));
+  const ntk = Math.max(1, Math.ceil(p.maxSeqK / tiling.tileK));
+  const perSlice = bs ? bs.nbq * bs.nbk : 0;
+  const slices = bs ? bs.mask.length / perSlice : 0;
+  const tsOff = 4 * B;
+  const bsOff = tsOff + slices * ntq * ntk;
+  const aux = new Uint32Array(Math.max(1, bsOff + slices * perSlice));
+  for (let b = 0; b < B; b++) {
+    aux[4 * b] = p.startQ[b]!;
+    aux[4 * b + 1] = p.startK[b]!;
+    aux[4 * b + 2] = p.seqQ[b]!;
+    aux[4 * b + 3] = p.seqK[b]!;
+  }
+  if (!bs) return { aux, tsOff, bsOff, ntq, ntk };
+  for (let i = 0; i < bs.mask.length; i++) aux[bsOff + i] = bs.mask[i]!;
+  for (let s = 0; s < slices; s++) {
+    for (let qt = 0; qt < ntq; qt++) {
+      const qb0 = Math.floor((qt * tiling.tileQ) / bs.blockQ);
+      const qb1 = Math.floor((Math.min((qt + 1) * tiling.tileQ, p.maxSeqQ) - 1) / bs.blockQ);
+      for (let kt = 0; kt < ntk; kt++) {
+        const kb0 = Math.floor((kt * tiling.tileK) / bs.blockK);
+        const kb1 = Math.floor((Math.min((kt + 1) * tiling.tileK, p.maxSeqK) - 1) / bs.blockK);
+        let kept = 0;
+        let total = 0;
+        for (let qb = qb0; qb <= qb1; qb++) {
+          for (let kb = kb0; kb <= kb1; kb++) {
+            total++;
+            kept += bs.mask[s * perSlice + qb * bs.nbk + kb]! ? 1 : 0;
+          }
+        }
+        aux[tsOff + (s * ntq + qt) * ntk + kt] = kept === 0 ? 0 : kept === total ? 2 : 1;
+      }
+    }
+  }
+  return { aux, tsOff, bsOff, ntq, ntk };
+}
+
+interface Strides {
+  batch: number;
+  head: number;
+  row: number;
+}
+
+function strides(p: SoftmaxProblem, heads: number, n: number, width: number): Strides {
+  return p.layout === 'BHND'
+    ? { batch: heads * n * width, head: n * width, row: width }
+    : { batch: 0, head: width, row: heads * width };
+}
+
+/** The uniform values of one kernel launch (see params.ts for their meaning). */
+export function buildParams(p: SoftmaxProblem, tables: AuxTables): Params {
+  const q = strides(p, p.hq, p.maxSeqQ, p.d);
+  const k = strides(p, p.hkv, p.maxSeqK, p.d);
+  const v = strides(p, p.hkv, p.maxSeqK, p.dv);
+  const o = strides(p, p.hq, p.maxSeqQ, p.dv);
+  const bs = p.blockSparse;
+  const perSlice = bs ? bs.nbq * bs.nbk : 1;
+  return {
+    group: p.group,
+    d: p.d,
+    dv: p.dv,
+    qBatch: q.batch,
+    qHead: q.head,
+    qRow: q.row,
+    kBatch: k.batch,
+    kHead: k.head,
+    kRow: k.row,
+    vBatch: v.batch,
+    vHead: v.head,
+    vRow: v.row,
+    oBatch: o.batch,
+    oHead: o.head,
+    oRow: o.row,
+    lBatch: p.layout === 'BHND' ? p.hq * p.maxSeqQ : 0,
+    lHead: p.layout === 'BHND' ? p.maxSeqQ : p.totalQ,
+    left: p.left,
+    right: p.right,
+    bsQ: bs?.blockQ ?? 1,
+    bsK: bs?.blockK ?? 1,
+    nbq: bs?.nbq ?? 0,
+    nbk: bs?.nbk ?? 0,
+    bsBatch: bs ? bs.batchStride / perSlice : 0,
+    bsHead: bs ? bs.headStride / perSlice : 0,
+    bsOff: tables.bsOff,
+    tsOff: tables.tsOff,
+    ntq: tables.ntq,
+    ntk: tables.ntk,
+    negInf: 0xff800000,
+    scale: p.scale,
+    scaleLog2: p.scale * Math.LOG2E,
+  };
+}

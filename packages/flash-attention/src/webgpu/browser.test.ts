@@ -1,0 +1,139 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { chromium } from 'playwright-core';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+
+/**
+ * One real browser: headless Chromium (Debian's, with SwiftShader's Vulkan: its WebGPU adapter
+ * has subgroups) loads a browser bundle of the WGSL kernels from a 127.0.0.1 server and runs
+ * FA2 forward and backward for two goldens; the errors come back to this test.
+ */
+const CHROMIUM = process.env.ATTNKIT_CHROMIUM ?? '/usr/bin/chromium';
+const allowMissing = process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1';
+const GOLDENS =
+  process.env.ATTNKIT_GOLDENS ??
+  fileURLToPath(new URL('../../../../../shared/goldens', import.meta.url));
+const FILES = ['softmax_gqa', 'softmax_varlen'];
+const root = fileURLToPath(new URL('../../../../', import.meta.url));
+// Small workgroups compile quickly in SwiftShader; TX = 4 matches its 4-lane subgroups.
+const SMALL = { tx: 4, ty: 8, cu: 2, kc: 16, mc: 16 };
+const TILES = { forward: SMALL, dq: SMALL, dkdv: SMALL };
+
+let server: Server | undefined;
+let profile: string | undefined;
+let url = '';
+
+beforeAll(async () => {
+  const alias: Record<string, string> = {};
+  for (const name of ['tensor', 'attention', 'webgpu', 'flash-attention']) {
+    alias[`@attnkit/${name}`] = join(root, 'packages', name, 'src/index.ts');
+  }
+  const bundle = await build({
+    entryPoints: [fileURLToPath(new URL('./browser-entry.ts', import.meta.url))],
+    bundle: true,
+    write: false,
+    platform: 'browser',
+    format: 'esm',
+    target: 'chrome120',
+    alias,
+    // Node-only modules behind dynamic imports that a page never reaches.
+    external: ['webgpu', 'node:*'],
+    logLevel: 'error',
+  });
+  const js = bundle.outputFiles[0]!.text;
+  const html =
+    '<!doctype html><meta charset="utf-8"><script type="module" src="/bundle.js"></script>';
+  server = createServer((req, res) => {
+    if (req.url === '/bundle.js') {
+      res.writeHead(200, { 'content-type': 'text/javascript' }).end(js);
+    } else if (req.url?.startsWith('/golden/')) {
+      const name = req.url.slice('/golden/'.length).replace(/[^a-z_]/g, '');
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      res.end(readFileSync(join(GOLDENS, `${name}.safetensors`)));
+    } else {
+      res.writeHead(200, { 'content-type': 'text/html' }).end(html);
+    }
+  });
+  await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as { port: number };
+  url = `http://127.0.0.1:${address.port}/`;
+});
+
+afterAll(() => {
+  server?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+test.skipIf(allowMissing && !existsSync(CHROMIUM))(
+  'headless Chromium runs FA2 forward and backward on its WebGPU adapter',
+  async () => {
+    profile = mkdtempSync(join(tmpdir(), 'attnkit-chromium-'));
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu-sandbox',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--enable-unsafe-webgpu',
+        '--enable-features=Vulkan',
+        '--use-vulkan=swiftshader',
+        '--use-webgpu-adapter=swiftshader',
+        '--use-angle=swiftshader',
+        '--enable-unsafe-swiftshader',
+      ],
+    });
+    try {
+      const page = context.pages()[0] ?? (await context.newPage());
+      const logs: string[] = [];
+      page.on('console', (m) => logs.push(m.text()));
+      page.on('pageerror', (e) => logs.push(String(e)));
+      await page.goto(url);
+      await page.waitForFunction(() => 'attnkitRunGolden' in globalThis, undefined, {
+        timeout: 10_000,
+      });
+      for (const name of FILES) {
+        const result = await page.evaluate(
+          async ([file, t]) => {
+            const bytes = new Uint8Array(await (await fetch(`/golden/${file}`)).arrayBuffer());
+            const run = (
+              globalThis as unknown as {
+                attnkitRunGolden: (b: Uint8Array, n: string, t: unknown) => Promise<unknown>;
+              }
+            ).attnkitRunGolden;
+            return run(bytes, file, t);
+          },
+          [name, TILES] as const,
+        );
+        const r = result as {
+          adapter: { architecture: string };
+          features: { subgroups: boolean; subgroupMinSize: number };
+          subgroupReduce: boolean;
+          errors: Record<string, { relL2: number; nonFinite: number }>;
+        };
+        expect(r.adapter.architecture, logs.join('\n')).toBe('swiftshader');
+        // SwiftShader's subgroups have 4 lanes: with 4 threads per row the forward's row
+        // max and sum run through subgroup shuffles, the path Dawn on llvmpipe cannot take.
+        expect(r.features.subgroups).toBe(true);
+        expect(r.subgroupReduce).toBe(r.features.subgroupMinSize >= 4);
+        expect(Object.keys(r.errors).sort()).toEqual(
+          name === 'softmax_varlen' ? ['dk', 'dq', 'dv', 'o'] : ['dk', 'dq', 'dv', 'lse', 'o'],
+        );
+        for (const [tensor, e] of Object.entries(r.errors)) {
+          expect(e.nonFinite, `${name} ${tensor}`).toBe(0);
+          expect(e.relL2, `${name} ${tensor}`).toBeLessThanOrEqual(1e-5);
+        }
+      }
+    } finally {
+      await context.close();
+    }
+  },
+);

@@ -1,0 +1,81 @@
+import {
+  type AttentionOptions,
+  accuracy,
+  softmaxAttentionReference,
+  softmaxAttentionReferenceBackward,
+} from '@attnkit/attention';
+import type { Tensor } from '@attnkit/tensor';
+import { createWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
+import { expect } from 'vitest';
+import {
+  flashAttentionBackwardWebGpu,
+  flashAttentionWebGpu,
+  type WebGpuFlashOptions,
+} from './host.js';
+
+/**
+ * Test support (not exported): a poisoning WebGPU context that fails when no adapter can be
+ * had (unless ATTNKIT_ALLOW_NO_WEBGPU=1), and a runner comparing the WGSL kernels with the
+ * float64 reference (or golden tensors) at a tolerance.
+ */
+export async function webGpuTestContext(): Promise<WebGpuContext | undefined> {
+  try {
+    const ctx = await createWebGpuContext();
+    ctx.poisonOutputs = true;
+    return ctx;
+  } catch (e) {
+    if (process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1') return undefined;
+    throw e;
+  }
+}
+
+export function expectClose(actual: Tensor, reference: Tensor, tol: number, label: string): void {
+  const a = accuracy(actual, reference);
+  expect(a.nonFinite, `${label}: non-finite values`).toBe(0);
+  expect(a.relL2, `${label}: relative L2`).toBeLessThanOrEqual(tol);
+}
+
+export interface Expected {
+  o: Tensor;
+  lse?: Tensor;
+  dq?: Tensor;
+  dk?: Tensor;
+  dv?: Tensor;
+}
+
+/** Forward (and backward when dO is given) on WebGPU, checked against `expected` (default: the float64 reference). */
+export async function checkOnWebGpu(
+  ctx: WebGpuContext,
+  inputs: { q: Tensor; k: Tensor; v: Tensor; dO?: Tensor },
+  options: AttentionOptions & WebGpuFlashOptions,
+  tol: number,
+  label: string,
+  expected?: Expected,
+): Promise<void> {
+  const { q, k, v, dO } = inputs;
+  const ref: Expected =
+    expected ??
+    (() => {
+      const fwd = softmaxAttentionReference(q, k, v, options);
+      return dO ? { ...fwd, ...softmaxAttentionReferenceBackward(q, k, v, dO, options) } : fwd;
+    })();
+  const [gq, gk, gv] = [toWebGpu(q, ctx), toWebGpu(k, ctx), toWebGpu(v, ctx)];
+  const { o, lse } = await flashAttentionWebGpu(gq, gk, gv, options);
+  expect(o.dtype).toBe(q.dtype);
+  expect(lse.dtype).toBe('f32');
+  expectClose(await o.toCpu(), ref.o, tol, `${label} o`);
+  // LSE is computed in f32 from f32 scores whatever the storage: it meets the f32 tolerance
+  // when the inputs are exact, and the storage tolerance otherwise.
+  if (ref.lse) expectClose(await lse.toCpu(), ref.lse, tol, `${label} lse`);
+  if (dO) {
+    const gdo = toWebGpu(dO, ctx);
+    const grads = await flashAttentionBackwardWebGpu(gq, gk, gv, o, lse, gdo, options);
+    for (const name of ['dq', 'dk', 'dv'] as const) {
+      expect(grads[name].dtype).toBe(q.dtype);
+      if (ref[name]) expectClose(await grads[name].toCpu(), ref[name]!, tol, `${label} ${name}`);
+      grads[name].dispose();
+    }
+    gdo.dispose();
+  }
+  for (const t of [gq, gk, gv, o, lse]) t.dispose();
+}

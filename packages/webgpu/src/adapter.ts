@@ -1,0 +1,164 @@
+import { BackendUnavailableError, describe, ValueError } from '@attnkit/tensor';
+
+/**
+ * Finding a WebGPU adapter: `navigator.gpu` in browsers, Dawn (the npm package `webgpu`) in
+ * Node. Dawn's backend is chosen per machine (../shared/gpu/README.md): Vulkan on Linux GPUs,
+ * else OpenGL ES over Mesa (llvmpipe on CPU-only machines, which needs the compatibility
+ * feature level and EGL_PLATFORM=surfaceless); Metal on macOS, D3D12 on Windows.
+ */
+
+/** Dawn backends attnkit knows how to ask for (Node only). */
+export type DawnBackend = 'vulkan' | 'opengles' | 'opengl' | 'metal' | 'd3d12' | 'd3d11';
+
+const DAWN_BACKENDS: readonly DawnBackend[] = [
+  'vulkan',
+  'opengles',
+  'opengl',
+  'metal',
+  'd3d12',
+  'd3d11',
+];
+
+/** Optional features attnkit's kernels use when present. */
+export const OPTIONAL_FEATURES = [
+  'subgroups',
+  'shader-f16',
+  'timestamp-query',
+  'chromium-experimental-subgroup-matrix',
+] as const;
+export type OptionalFeature = (typeof OPTIONAL_FEATURES)[number];
+
+export interface AdapterRequest {
+  /** Node only: Dawn backend(s) to try in order; default from the platform (or $ATTNKIT_WEBGPU_BACKEND). */
+  backend?: DawnBackend | readonly DawnBackend[];
+  powerPreference?: GPUPowerPreference;
+  /** An explicit GPU object (e.g. navigator.gpu of another realm); skips discovery. */
+  gpu?: GPU;
+}
+
+export interface FoundAdapter {
+  adapter: GPUAdapter;
+  /** 'browser' when navigator.gpu was used, else the Dawn backend that answered. */
+  backend: 'browser' | DawnBackend;
+  /** Objects that must stay reachable while the device lives (Dawn's instance). */
+  keepAlive: unknown[];
+}
+
+interface DawnModule {
+  create(flags: string[]): GPU;
+  globals: Record<string, unknown>;
+}
+
+const VULKAN_ICD_DIRS = [
+  '/usr/share/vulkan/icd.d',
+  '/etc/vulkan/icd.d',
+  '/usr/local/share/vulkan/icd.d',
+];
+
+/** Whether a Vulkan driver is declared (ICD manifests, or the loader's env overrides). */
+async function hasVulkanDriver(): Promise<boolean> {
+  if (process.env.VK_DRIVER_FILES || process.env.VK_ICD_FILENAMES) return true;
+  const { readdirSync } = await import('node:fs');
+  return VULKAN_ICD_DIRS.some((dir) => {
+    try {
+      return readdirSync(dir).some((f) => f.endsWith('.json'));
+    } catch {
+      return false;
+    }
+  });
+}
+
+async function defaultBackends(): Promise<DawnBackend[]> {
+  const env = process.env.ATTNKIT_WEBGPU_BACKEND;
+  if (env) return env.split(',').map((b) => checkBackend(b.trim(), '$ATTNKIT_WEBGPU_BACKEND'));
+  if (process.platform === 'darwin') return ['metal'];
+  if (process.platform === 'win32') return ['d3d12', 'vulkan'];
+  // Without a Vulkan driver, Dawn would only print that it found none before GL answers.
+  return (await hasVulkanDriver()) ? ['vulkan', 'opengles'] : ['opengles'];
+}
+
+function checkBackend(b: unknown, argument: string): DawnBackend {
+  if (!DAWN_BACKENDS.includes(b as DawnBackend)) {
+    throw new ValueError(
+      `${argument}: expected one of ${DAWN_BACKENDS.join(', ')}, got ${describe(b)}`,
+      argument,
+    );
+  }
+  return b as DawnBackend;
+}
+
+let dawn: Promise<DawnModule> | undefined;
+
+async function loadDawn(): Promise<DawnModule> {
+  // A computed specifier keeps browser bundlers from following this Node-only import.
+  const specifier = 'webgpu';
+  dawn ??= import(/* @vite-ignore */ specifier).then((m) => {
+    const mod = m as unknown as DawnModule;
+    // Dawn's constants (GPUBufferUsage, GPUMapMode, ...) are what browsers provide as globals.
+    for (const [name, value] of Object.entries(mod.globals)) {
+      if (!(name in globalThis)) (globalThis as Record<string, unknown>)[name] = value;
+    }
+    return mod;
+  });
+  return dawn;
+}
+
+/** Requests an adapter, trying navigator.gpu first and then Dawn's backends in order. */
+export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAdapter> {
+  if (request === null || typeof request !== 'object') {
+    throw new ValueError(`options: expected an object, got ${describe(request)}`, 'options');
+  }
+  const powerPreference = request.powerPreference ?? 'high-performance';
+  if (request.gpu) {
+    const adapter = await request.gpu.requestAdapter({ powerPreference });
+    if (!adapter)
+      throw new BackendUnavailableError('webgpu: the given GPU offered no adapter', 'gpu');
+    return { adapter, backend: 'browser', keepAlive: [] };
+  }
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu && request.backend === undefined) {
+    const adapter = await nav.gpu.requestAdapter({ powerPreference });
+    if (!adapter) {
+      throw new BackendUnavailableError(
+        'webgpu: navigator.gpu.requestAdapter() returned null (WebGPU disabled or no usable GPU)',
+        'adapter',
+      );
+    }
+    return { adapter, backend: 'browser', keepAlive: [] };
+  }
+  const backends =
+    request.backend === undefined
+      ? await defaultBackends()
+      : (Array.isArray(request.backend) ? request.backend : [request.backend]).map((b) =>
+          checkBackend(b, 'backend'),
+        );
+  let mod: DawnModule;
+  try {
+    mod = await loadDawn();
+  } catch (e) {
+    throw new BackendUnavailableError(
+      `webgpu: no navigator.gpu and the Dawn package "webgpu" could not be loaded (${(e as Error).message})`,
+      'adapter',
+    );
+  }
+  const tried: string[] = [];
+  for (const backend of backends) {
+    // Mesa's EGL picks a display platform from the environment; without a display server
+    // only the surfaceless one works, and Dawn then finds no GL adapter at all.
+    if ((backend === 'opengles' || backend === 'opengl') && typeof process !== 'undefined') {
+      process.env.EGL_PLATFORM ??= 'surfaceless';
+    }
+    const gpu = mod.create([`backend=${backend}`]);
+    const featureLevel = backend === 'opengles' || backend === 'opengl' ? 'compatibility' : 'core';
+    const adapter = await gpu.requestAdapter({
+      powerPreference,
+      featureLevel,
+    } as GPURequestAdapterOptions);
+    if (adapter) return { adapter, backend, keepAlive: [gpu] };
+    tried.push(backend);
+  }
+  throw new BackendUnavailableError(
+    `webgpu: Dawn found no adapter (tried backends ${tried.join(', ')}; on CPU-only Linux install libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri)`,
+    'adapter',
+  );
+}

@@ -1,0 +1,218 @@
+import {
+  AttnkitError,
+  BackendUnavailableError,
+  DeviceError,
+  DTypeError,
+  Rng,
+  Tensor,
+} from '@attnkit/tensor';
+import { afterAll, describe, expect, it } from 'vitest';
+import { findAdapter } from './adapter.js';
+import type { WebGpuContext } from './context.js';
+import {
+  fromGpuError,
+  GpuDeviceLostError,
+  GpuInternalError,
+  GpuOutOfMemoryError,
+  GpuValidationError,
+} from './errors.js';
+import { PipelineCache } from './pipelines.js';
+import { BufferPool } from './pool.js';
+import { GpuProfiler } from './profiler.js';
+import { emptyWebGpu, toWebGpu, WebGpuStorage, webGpuStorageOf } from './storage.js';
+import { testContext } from './testing.js';
+
+// Fails here (no silent skip) when no adapter can be had, unless ATTNKIT_ALLOW_NO_WEBGPU=1.
+const ctx: WebGpuContext | undefined = await testContext();
+afterAll(() => ctx?.destroy());
+
+const SCALE_WGSL = `
+@group(0) @binding(0) var<uniform> factor: vec4<f32>;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+  if (id.x < arrayLength(&src)) { dst[id.x] = src[id.x] * factor.x; }
+}`;
+
+describe('pure parts', () => {
+  it('size classes round up and stay within 1/8 above 64 KiB', () => {
+    expect(BufferPool.sizeClass(0)).toBe(256);
+    expect(BufferPool.sizeClass(257)).toBe(512);
+    for (const n of [65537, 100_000, 3_000_001, 2 ** 30 + 1]) {
+      const c = BufferPool.sizeClass(n);
+      expect(c).toBeGreaterThanOrEqual(n);
+      expect(c / n).toBeLessThanOrEqual(1.125);
+    }
+    expect(() => BufferPool.sizeClass(-1)).toThrow(/bytes: expected a non-negative integer/);
+  });
+
+  it('pipeline keys differ by source, constants, entry point and bindings', () => {
+    const base = { code: 'x', bindings: ['read'] as const };
+    const keys = new Set([
+      PipelineCache.key(base),
+      PipelineCache.key({ ...base, code: 'y' }),
+      PipelineCache.key({ ...base, constants: { A: 1 } }),
+      PipelineCache.key({ ...base, constants: { A: 2 } }),
+      PipelineCache.key({ ...base, entryPoint: 'other' }),
+      PipelineCache.key({ ...base, bindings: ['storage'] }),
+    ]);
+    expect(keys.size).toBe(6);
+    expect(PipelineCache.key({ ...base, constants: { A: 1, B: 2 } })).toBe(
+      PipelineCache.key({ ...base, constants: { B: 2, A: 1 } }),
+    );
+  });
+
+  it('maps error scopes to typed errors', () => {
+    const e = { message: 'boom' } as GPUError;
+    expect(fromGpuError('validation', e, 'op')).toBeInstanceOf(GpuValidationError);
+    expect(fromGpuError('out-of-memory', e, 'op')).toBeInstanceOf(GpuOutOfMemoryError);
+    expect(fromGpuError('internal', e, 'op')).toBeInstanceOf(GpuInternalError);
+    expect(fromGpuError('validation', e, 'op')).toBeInstanceOf(AttnkitError);
+    expect(fromGpuError('validation', e, 'op').message).toBe('op: boom');
+  });
+
+  it('rejects unknown backends by name', async () => {
+    await expect(findAdapter({ backend: 'glide' as never })).rejects.toThrow(
+      /backend: expected one of vulkan, opengles/,
+    );
+  });
+});
+
+describe.skipIf(!ctx)('on a device', () => {
+  it('requests the adapter limits and detects features', () => {
+    const c = ctx!;
+    expect(c.limits.maxComputeWorkgroupStorageSize).toBeGreaterThanOrEqual(16384);
+    expect(c.limits.maxComputeInvocationsPerWorkgroup).toBeGreaterThanOrEqual(256);
+    expect(typeof c.features.subgroups).toBe('boolean');
+    expect(c.features.shaderF16).toBe(c.device.features.has('shader-f16'));
+    expect(c.features.timestampQuery).toBe(c.device.features.has('timestamp-query'));
+    expect(c.backend).not.toBe('');
+  });
+
+  it('round-trips every dtype, odd lengths included', async () => {
+    const c = ctx!;
+    const rng = new Rng(7);
+    for (const dtype of ['f32', 'f16', 'bf16', 'i32', 'i8', 'u8'] as const) {
+      for (const n of [1, 3, 5, 1027]) {
+        const cpu =
+          dtype === 'i32' || dtype === 'i8' || dtype === 'u8'
+            ? Tensor.from(
+                Array.from({ length: n }, () => rng.int(dtype === 'u8' ? 0 : -100, 100)),
+                [n],
+                dtype,
+              )
+            : rng.randn([n], dtype);
+        const gpu = toWebGpu(cpu, c);
+        expect(gpu.device).toBe('webgpu');
+        expect(gpu.dtype).toBe(dtype);
+        const back = await gpu.toCpu();
+        expect(Array.from(back.data())).toEqual(Array.from(cpu.data()));
+        gpu.dispose();
+      }
+    }
+  });
+
+  it('uploads views as their contiguous elements', async () => {
+    const rng = new Rng(3);
+    const t = rng.randn([3, 4, 5]).transpose(0, 2).slice(1, 1, 3);
+    const back = await toWebGpu(t, ctx!).toCpu();
+    expect(back.shape).toEqual([5, 2, 3]);
+    expect(Array.from(back.toFloat32Array())).toEqual(Array.from(t.toFloat32Array()));
+  });
+
+  it('refuses f64 and strided webgpu views', () => {
+    expect(() => toWebGpu(Tensor.zeros([2], 'f64'), ctx!)).toThrow(DTypeError);
+    const g = toWebGpu(new Rng(1).randn([4, 4]), ctx!);
+    expect(() => webGpuStorageOf(g.transpose(0, 1), 'q')).toThrow(DeviceError);
+    expect(webGpuStorageOf(g, 'q')).toBeInstanceOf(WebGpuStorage);
+    expect(() => webGpuStorageOf(new Rng(1).randn([2]), 'k')).toThrow(
+      /k: expected a webgpu tensor/,
+    );
+  });
+
+  it('poisons outputs with NaN and reuses released buffers', async () => {
+    const c = ctx!;
+    const out = emptyWebGpu([2, 3], 'f32', c);
+    const values = (await out.toCpu()).toFloat32Array();
+    expect(values.every(Number.isNaN)).toBe(true);
+    const buffer = (out.storage as WebGpuStorage).buffer;
+    out.dispose();
+    out.dispose();
+    const again = emptyWebGpu([6], 'f32', c);
+    expect((again.storage as WebGpuStorage).buffer).toBe(buffer);
+    again.dispose();
+    await expect(out.toCpu()).rejects.toThrow(/disposed/);
+  });
+
+  it('caches pipelines and runs a kernel', async () => {
+    const c = ctx!;
+    const program = { code: SCALE_WGSL, bindings: ['uniform', 'read', 'storage'] as const };
+    const compiled = await c.pipelines.get(program);
+    expect(await c.pipelines.get({ ...program })).toBe(compiled);
+    const x = new Rng(5).randn([300]);
+    const src = toWebGpu(x, c);
+    const dst = emptyWebGpu([300], 'f32', c);
+    const factor = c.createUniform(new Float32Array([2.5, 0, 0, 0]));
+    const profiler = new GpuProfiler(c.device);
+    await c.dispatch(
+      [
+        {
+          program: compiled,
+          buffers: [
+            factor,
+            (src.storage as WebGpuStorage).buffer,
+            (dst.storage as WebGpuStorage).buffer,
+          ],
+          workgroups: [Math.ceil(300 / 64)],
+          label: 'scale',
+        },
+      ],
+      profiler,
+    );
+    c.pool.release(factor);
+    const y = (await dst.toCpu()).toFloat32Array();
+    const want = x.toFloat32Array().map((v) => v * 2.5);
+    expect(Array.from(y)).toEqual(Array.from(want));
+    const timings = await profiler.read();
+    expect(timings.length).toBe(profiler.enabled ? 1 : 0);
+    if (profiler.enabled) expect(timings[0]!.ns).toBeGreaterThan(0);
+    profiler.destroy();
+  });
+
+  it('reports shader errors and invalid commands as GpuValidationError', async () => {
+    const c = ctx!;
+    await expect(
+      c.pipelines.get({ code: 'fn main( {', bindings: [], label: 'broken' }),
+    ).rejects.toThrow(GpuValidationError);
+    const compiled = await c.pipelines.get({
+      code: SCALE_WGSL,
+      bindings: ['uniform', 'read', 'storage'],
+    });
+    const tiny = c.createStorageBuffer(4);
+    // A uniform binding given a storage-only buffer is a validation error.
+    await expect(
+      c.dispatch([{ program: compiled, buffers: [tiny, tiny, tiny], workgroups: [1] }]),
+    ).rejects.toThrow(GpuValidationError);
+    c.pool.release(tiny);
+  });
+});
+
+describe('device loss', () => {
+  it('turns a destroyed device into GpuDeviceLostError', async () => {
+    const c = await testContext();
+    if (!c) return;
+    const t = toWebGpu(new Rng(2).randn([8]), c);
+    c.destroy();
+    await c.device.lost;
+    expect(c.lost).toBe(true);
+    await expect(t.toCpu()).rejects.toBeInstanceOf(GpuDeviceLostError);
+    expect(() => emptyWebGpu([2], 'f32', c)).toThrow(GpuDeviceLostError);
+  });
+
+  it('fails loudly when no adapter can be had', async () => {
+    await expect(
+      findAdapter({ gpu: { requestAdapter: async () => null } as unknown as GPU }),
+    ).rejects.toBeInstanceOf(BackendUnavailableError);
+  });
+});

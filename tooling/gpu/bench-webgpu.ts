@@ -1,0 +1,395 @@
+/**
+ * Times the WGSL FlashAttention-2 kernels on a real GPU (the lent H100: Dawn on Vulkan) and
+ * writes a table and JSON. Bundled to one ES module (build.mjs) with only `webgpu` external, so
+ * it runs from .gpu/ (../shared/gpu/pack.sh) on a machine that has no checkout.
+ *
+ *   node bench-webgpu.mjs [--out result.json] [--table table.md] [--torch torch.json]
+ *                         [--quick] [--sweep] [--repeats 10]
+ *
+ * First checks correctness on small shapes against the float64 reference (and stops if that
+ * fails), then times forward and backward: GPU time from timestamp queries when the device has
+ * them (the sum of the kernel passes of one call), else wall time of back-to-back calls between
+ * queue.onSubmittedWorkDone() waits; warm-up first, median of the repeats, never on zeros.
+ */
+import { writeFileSync } from 'node:fs';
+import {
+  accuracy,
+  softmaxAttentionReference,
+  softmaxAttentionReferenceBackward,
+} from '@attnkit/attention';
+import {
+  flashAttentionBackwardWebGpu,
+  flashAttentionWebGpu,
+  flashFlops,
+  planWebGpuFlash,
+  type WebGpuFlashOptions,
+  type WebGpuTileConfig,
+} from '@attnkit/flash-attention';
+import { encodeHalfArray, Rng, Tensor } from '@attnkit/tensor';
+import { createWebGpuContext, GpuProfiler, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
+
+type Shape4 = [number, number, number, number];
+type DType = 'f32' | 'f16';
+
+interface Row {
+  pass: 'forward' | 'backward';
+  shape: Shape4;
+  causal: boolean;
+  dtype: DType;
+  tiles: string;
+  medianMs: number;
+  minMs: number;
+  tflops: number;
+  timing: 'timestamp' | 'wall';
+}
+
+const args = process.argv.slice(2);
+const flag = (name: string) => args.includes(`--${name}`);
+const value = (name: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+
+const SHAPES: Shape4[] = flag('quick')
+  ? [[2, 4, 512, 64]]
+  : [
+      [16, 16, 1024, 64],
+      [4, 16, 4096, 128],
+      [2, 16, 8192, 128],
+    ];
+const REPEATS = Number(value('repeats') ?? 10);
+let save: ((row: Row) => void) | undefined;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Random normal-ish data fast enough for 10^8 elements (sum of 4 uniforms, variance 1). */
+function randomData(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+  for (let i = 0; i < n; i++) out[i] = (next() + next() + next() + next() - 2) * 1.7320508;
+  return out;
+}
+
+function tensor(shape: Shape4, dtype: DType, seed: number): Tensor {
+  const data = randomData(
+    shape.reduce((a, x) => a * x, 1),
+    seed,
+  );
+  return dtype === 'f32'
+    ? Tensor.from(data, shape)
+    : Tensor.from(encodeHalfArray('f16', data), shape, 'f16');
+}
+
+async function checkCorrectness(ctx: WebGpuContext): Promise<void> {
+  const rng = new Rng(1);
+  for (const dtype of ['f32', 'f16'] as const) {
+    for (const causal of [false, true]) {
+      const q = rng.randn([1, 4, 200, 64], dtype);
+      const k = rng.randn([1, 2, 230, 64], dtype);
+      const v = rng.randn([1, 2, 230, 64], dtype);
+      const dO = rng.randn([1, 4, 200, 64], dtype);
+      const opts = { causal };
+      const ref = softmaxAttentionReference(q, k, v, opts);
+      const refB = softmaxAttentionReferenceBackward(q, k, v, dO, opts);
+      const [gq, gk, gv, gd] = [q, k, v, dO].map((t) => toWebGpu(t, ctx)) as Tensor[];
+      const { o, lse } = await flashAttentionWebGpu(gq!, gk!, gv!, opts);
+      const g = await flashAttentionBackwardWebGpu(gq!, gk!, gv!, o, lse, gd!, opts);
+      const tol = dtype === 'f32' ? 1e-5 : 2e-3;
+      const errs: Record<string, number> = {};
+      for (const [name, got, want] of [
+        ['o', o, ref.o],
+        ['lse', lse, ref.lse],
+        ['dq', g.dq, refB.dq],
+        ['dk', g.dk, refB.dk],
+        ['dv', g.dv, refB.dv],
+      ] as const) {
+        const a = accuracy(await got.toCpu(), want);
+        errs[name] = a.relL2;
+        if (!(a.relL2 <= tol) || a.nonFinite > 0) {
+          throw new Error(
+            `correctness: ${dtype} causal=${causal} ${name} rel_l2=${a.relL2} nonFinite=${a.nonFinite}`,
+          );
+        }
+      }
+      console.log(
+        `check ${dtype} causal=${causal}: ${Object.entries(errs)
+          .map(([n, e]) => `${n} ${e.toExponential(2)}`)
+          .join(', ')}`,
+      );
+    }
+  }
+}
+
+async function timeCall(
+  ctx: WebGpuContext,
+  run: (profiler?: GpuProfiler) => Promise<Record<string, Tensor>>,
+): Promise<{ medianMs: number; minMs: number; timing: 'timestamp' | 'wall' }> {
+  const profiler = ctx.features.timestampQuery ? new GpuProfiler(ctx.device, 16) : undefined;
+  const dispose = (r: Record<string, Tensor>) => {
+    for (const t of Object.values(r)) t.dispose();
+  };
+  // Warm up for at least half a second of back-to-back work: an idle GPU (inputs are made on
+  // the CPU between configurations) runs at lower clocks for a while.
+  const warm = performance.now();
+  for (let i = 0; i < 3 || performance.now() - warm < 500; i++) {
+    dispose(await run());
+    await ctx.sync();
+  }
+  const ms: number[] = [];
+  if (profiler) {
+    for (let i = 0; i < REPEATS; i++) {
+      const r = await run(profiler);
+      await ctx.sync();
+      dispose(r);
+      const passes = await profiler.read();
+      ms.push(passes.reduce((a, p) => a + p.ns, 0) / 1e6);
+    }
+    profiler.destroy();
+    return { medianMs: median(ms), minMs: Math.min(...ms), timing: 'timestamp' };
+  }
+  for (let i = 0; i < REPEATS; i++) {
+    const t0 = performance.now();
+    const r = await run();
+    await ctx.sync();
+    ms.push(performance.now() - t0);
+    dispose(r);
+  }
+  return { medianMs: median(ms), minMs: Math.min(...ms), timing: 'wall' };
+}
+
+function inputs(ctx: WebGpuContext, shape: Shape4, dtype: DType): Tensor[] {
+  return [1, 2, 3, 4].map((s) => toWebGpu(tensor(shape, dtype, s * 7919), ctx));
+}
+
+async function benchShape(
+  ctx: WebGpuContext,
+  [q, k, v, dO]: Tensor[],
+  causal: boolean,
+  tiles: WebGpuFlashOptions['tiles'],
+  passes: ('forward' | 'backward')[],
+  role: 'sweep' | 'table' = 'sweep',
+): Promise<Row[]> {
+  const shape = q!.shape as Shape4;
+  const dtype = q!.dtype as DType;
+  const options: WebGpuFlashOptions = { causal, tiles };
+  const fwd = await flashAttentionWebGpu(q!, k!, v!, options);
+  const [B, H, N, D] = shape;
+  const rows: Row[] = [];
+  const label = `${role} ${tiles ? JSON.stringify(tiles) : 'planner'}`;
+  for (const pass of passes) {
+    const t = await timeCall(ctx, async (profiler) =>
+      pass === 'forward'
+        ? { ...(await flashAttentionWebGpu(q!, k!, v!, { ...options, profiler })) }
+        : {
+            ...(await flashAttentionBackwardWebGpu(q!, k!, v!, fwd.o, fwd.lse, dO!, {
+              ...options,
+              profiler,
+            })),
+          },
+    );
+    const flops = flashFlops({ batch: B, hq: H, nq: N, nk: N, d: D, causal }, pass);
+    const row: Row = {
+      pass,
+      shape,
+      causal,
+      dtype,
+      tiles: label,
+      ...t,
+      tflops: flops / (t.medianMs * 1e9),
+    };
+    console.log(
+      `${pass.padEnd(8)} ${shape.join(',').padEnd(14)} ${causal ? 'causal' : 'full  '} ${dtype} ${row.medianMs.toFixed(3)} ms ${row.tflops.toFixed(2)} TFLOP/s (${t.timing}) ${label}`,
+    );
+    rows.push(row);
+    save?.(row);
+  }
+  for (const t of [fwd.o, fwd.lse]) t.dispose();
+  return rows;
+}
+
+type Tiles = Partial<WebGpuTileConfig>;
+const t = (tx: number, ty: number, rv: number, cu: number, kc: number, mc: number): Tiles => ({
+  tx,
+  ty,
+  rv,
+  cu,
+  kc,
+  mc,
+});
+
+/**
+ * Tile variants tried by --sweep at (4, 16, 4096, 128), f32, non-causal (the first of each list
+ * is the planner's choice). The fastest forward and backward are then used for the table.
+ */
+const SWEEP_FORWARD: Tiles[] = [
+  t(16, 16, 1, 1, 16, 16),
+  t(16, 16, 1, 1, 8, 8),
+  t(16, 8, 2, 1, 16, 16),
+  t(16, 8, 2, 1, 8, 8),
+  t(16, 8, 2, 1, 32, 32),
+  t(16, 16, 2, 1, 16, 16),
+  t(8, 8, 2, 2, 16, 16),
+  t(8, 16, 2, 2, 16, 16),
+  t(16, 4, 2, 1, 16, 16),
+];
+const SWEEP_BACKWARD: { dq: Tiles; dkdv: Tiles }[] = [
+  { dq: t(16, 16, 1, 1, 16, 16), dkdv: t(16, 16, 1, 1, 16, 16) },
+  { dq: t(16, 16, 1, 1, 8, 8), dkdv: t(16, 16, 1, 1, 8, 8) },
+  { dq: t(16, 8, 2, 1, 16, 16), dkdv: t(16, 8, 2, 1, 16, 16) },
+  { dq: t(16, 8, 2, 1, 8, 8), dkdv: t(16, 8, 2, 1, 8, 8) },
+  { dq: t(16, 8, 2, 1, 16, 16), dkdv: t(16, 16, 1, 1, 16, 16) },
+  { dq: t(16, 16, 2, 1, 16, 16), dkdv: t(16, 8, 2, 1, 16, 16) },
+  { dq: t(8, 8, 2, 2, 16, 16), dkdv: t(16, 8, 2, 1, 16, 16) },
+];
+
+interface TorchRow {
+  impl: string;
+  pass: string;
+  shape: Shape4;
+  causal: boolean;
+  tflops: number;
+  ms: number;
+}
+
+function table(rows: Row[], torch: TorchRow[]): string {
+  const t = (shape: Shape4, causal: boolean, pass: string, impl: string) =>
+    torch.find(
+      (r) =>
+        r.impl === impl &&
+        r.pass === pass &&
+        r.causal === causal &&
+        r.shape.join() === shape.join(),
+    );
+  const lines = [
+    '| pass | B,H,N,D | causal | WGSL f32 TFLOP/s | WGSL f16-storage TFLOP/s | torch SDPA mem-efficient fp32 | torch SDPA flash fp16 |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  const keys = new Set(
+    rows
+      .filter((r) => r.tiles.startsWith('table'))
+      .map((r) => `${r.pass}|${r.shape.join(',')}|${r.causal}`),
+  );
+  for (const key of keys) {
+    const [pass, shapeText, causalText] = key.split('|') as [string, string, string];
+    const shape = shapeText.split(',').map(Number) as Shape4;
+    const causal = causalText === 'true';
+    const cell = (dtype: DType) => {
+      const r = rows.find(
+        (x) =>
+          x.tiles.startsWith('table') &&
+          x.dtype === dtype &&
+          `${x.pass}|${x.shape.join(',')}|${x.causal}` === key,
+      );
+      return r ? `${r.tflops.toFixed(1)} (${r.medianMs.toFixed(2)} ms)` : '-';
+    };
+    const tc = (impl: string) => {
+      const r = t(shape, causal, pass, impl);
+      return r ? `${r.tflops.toFixed(1)} (${r.ms.toFixed(2)} ms)` : '-';
+    };
+    lines.push(
+      `| ${pass} | ${shapeText} | ${causal ? 'yes' : 'no'} | ${cell('f32')} | ${cell('f16')} | ${tc('mem_efficient_fp32')} | ${tc('flash_fp16')} |`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+async function main(): Promise<void> {
+  const ctx = await createWebGpuContext();
+  console.log(`adapter: ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
+  console.log(`features: ${JSON.stringify(ctx.features)}`);
+  console.log(`limits: ${JSON.stringify(ctx.limits)}`);
+  for (const kernel of ['forward', 'dq', 'dkdv'] as const) {
+    const plan = planWebGpuFlash({
+      kernel,
+      d: 128,
+      dv: 128,
+      maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
+      subgroupMinSize: ctx.features.subgroups ? ctx.features.subgroupMinSize : 0,
+    });
+    console.log(`plan ${kernel} d128: ${JSON.stringify(plan)}`);
+  }
+  await checkCorrectness(ctx);
+  const rows: Row[] = [];
+  const out = value('out');
+  // Rows are saved as they come, so a run stopped by its time limit still leaves its numbers.
+  save = (row) => {
+    if (out)
+      writeFileSync(out, `${JSON.stringify({ partial: true, rows: [...rows, row] }, null, 2)}\n`);
+  };
+  let tuned: WebGpuFlashOptions['tiles'];
+  if (flag('sweep')) {
+    const x = inputs(ctx, [4, 16, 4096, 128], 'f32');
+    const best = {
+      forward: { tflops: 0, tiles: {} as Tiles },
+      backward: { tflops: 0, tiles: {} as { dq: Tiles; dkdv: Tiles } },
+    };
+    for (const tiles of [...SWEEP_FORWARD.map((forward) => ({ forward })), ...SWEEP_BACKWARD]) {
+      const pass = 'forward' in tiles ? 'forward' : 'backward';
+      try {
+        const [row] = await benchShape(ctx, x, false, tiles, [pass]);
+        rows.push(row!);
+        if ('forward' in tiles && row!.tflops > best.forward.tflops)
+          best.forward = { tflops: row!.tflops, tiles: tiles.forward };
+        if (!('forward' in tiles) && row!.tflops > best.backward.tflops)
+          best.backward = { tflops: row!.tflops, tiles };
+      } catch (e) {
+        console.log(`sweep ${JSON.stringify(tiles)} failed: ${(e as Error).message}`);
+      }
+    }
+    for (const t of x) t.dispose();
+    tuned = { forward: best.forward.tiles, ...best.backward.tiles };
+    console.log(`tuned tiles: ${JSON.stringify(tuned)}`);
+  }
+  for (const shape of SHAPES) {
+    for (const dtype of ['f32', 'f16'] as const) {
+      const x = inputs(ctx, shape, dtype);
+      for (const causal of [false, true]) {
+        rows.push(...(await benchShape(ctx, x, causal, tuned, ['forward', 'backward'], 'table')));
+      }
+      for (const t of x) t.dispose();
+    }
+  }
+  const torchFile = value('torch');
+  let torch: TorchRow[] = [];
+  if (torchFile) {
+    try {
+      const { readFileSync } = await import('node:fs');
+      torch = JSON.parse(readFileSync(torchFile, 'utf8')).rows;
+    } catch (e) {
+      console.log(`no torch results (${(e as Error).message})`);
+    }
+  }
+  const md = table(rows, torch);
+  console.log(md);
+  const result = {
+    date: new Date().toISOString(),
+    adapter: ctx.adapterInfo,
+    backend: ctx.backend,
+    features: ctx.features,
+    limits: ctx.limits,
+    rows,
+    torch,
+  };
+  if (out) writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+  const tablePath = value('table');
+  if (tablePath) writeFileSync(tablePath, md);
+  ctx.destroy();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,25 @@
+// Bundles bench-webgpu.ts into one ES module for node: workspace packages inlined from their
+// sources, only `webgpu` (Dawn's native addon) left external.
+import { readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const packages = join(here, '../../packages');
+const alias = {};
+for (const name of readdirSync(packages))
+  alias[`@attnkit/${name}`] = join(packages, name, 'src/index.ts');
+
+await build({
+  entryPoints: [join(here, 'bench-webgpu.ts')],
+  outfile: join(here, 'dist/bench-webgpu.mjs'),
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  external: ['webgpu'],
+  alias,
+  logLevel: 'warning',
+});
+console.log('built tooling/gpu/dist/bench-webgpu.mjs');
