@@ -5,11 +5,13 @@ import {
   flashAttentionBackward,
   flashFlops,
 } from '@attnkit/flash-attention';
-import { Rng, ValueError } from '@attnkit/tensor';
+import { Rng, type Tensor, ValueError } from '@attnkit/tensor';
+import { getWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 
 export interface BenchOptions {
   family: 'flash';
-  backend: 'ts';
+  /** 'webgpu' uploads the inputs first and times each call until the GPU has finished it. */
+  backend: 'ts' | 'webgpu' | 'native';
   /** [B, H, N, D] */
   shape: [number, number, number, number];
   causal: boolean;
@@ -96,16 +98,32 @@ export async function runBench(
   const v = rng.randn([B, H, N, D]);
   const dO = rng.randn([B, H, N, D]);
   const options = { causal: opts.causal, algorithm: opts.algorithm, backend: opts.backend };
-  const fwd = await flashAttention(q, k, v, options);
+  const ctx = opts.backend === 'webgpu' ? await getWebGpuContext() : undefined;
+  const on = (t: Tensor) => (ctx ? toWebGpu(t, ctx) : t);
+  const [xq, xk, xv, xdO] = [q, k, v, dO].map(on) as [Tensor, Tensor, Tensor, Tensor];
+  // GPU calls return once the work is queued: wait for it, and free the results each round.
+  const settle = async (results: Record<string, Tensor>) => {
+    if (!ctx) return;
+    await ctx.sync();
+    for (const t of Object.values(results)) t.dispose();
+  };
+  const fwd = await flashAttention(xq, xk, xv, options);
   const rows: BenchRow[] = [];
   const dims = { batch: B, hq: H, nq: N, nk: N, d: D, causal: opts.causal };
   for (const pass of opts.passes) {
     log(`timing ${pass} (${opts.warmup} warm-up, ${opts.repeats} repeats)...`);
     const t =
       pass === 'forward'
-        ? await time(() => flashAttention(q, k, v, options), opts.warmup, opts.repeats)
+        ? await time(
+            async () => settle({ ...(await flashAttention(xq, xk, xv, options)) }),
+            opts.warmup,
+            opts.repeats,
+          )
         : await time(
-            () => flashAttentionBackward(q, k, v, fwd.o, fwd.lse, dO, options),
+            async () =>
+              settle({
+                ...(await flashAttentionBackward(xq, xk, xv, fwd.o, fwd.lse, xdO, options)),
+              }),
             opts.warmup,
             opts.repeats,
           );

@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { nativeAvailable } from '@attnkit/flash-attention';
 import { readSafetensors, Tensor, writeSafetensors } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
@@ -25,8 +26,17 @@ describe('every golden verifies through the attnkit verify code path', () => {
       const report = await verifyFile(file);
       expect(Object.keys(report.tensors).length).toBeGreaterThan(0);
       expect(report.tensors, JSON.stringify(report)).toSatisfy(() => report.ok);
-      if (report.kind.startsWith('softmax')) expect(report.backend).toBe('ts');
+      if (report.kind.startsWith('softmax')) {
+        expect(report.backend).toBe(nativeAvailable() ? 'native' : 'ts');
+      }
     });
+    if (basename(file).startsWith('softmax')) {
+      test(`${basename(file)} on the pure-TS backend`, async () => {
+        const report = await verifyFile(file, { backend: 'ts' });
+        expect(report.backend).toBe('ts');
+        expect(report.ok, JSON.stringify(report)).toBe(true);
+      });
+    }
     if (basename(file).startsWith('softmax')) {
       test(`${basename(file)} with FA1`, async () => {
         const report = await verifyFile(file, { algorithm: 'fa1' });
@@ -82,7 +92,9 @@ describe('attnkit verify output', () => {
   test('an unknown backend is a usage error naming --backend', async () => {
     const io = captureIo();
     expect(await runCli(['verify', full, '--backend', 'cuda'], io)).toBe(2);
-    expect(io.stderr.join('\n')).toMatch(/--backend: expected one of ts, reference, got "cuda"/);
+    expect(io.stderr.join('\n')).toMatch(
+      /--backend: expected one of native, ts, reference, webgpu, got "cuda"/,
+    );
   });
 
   test('a backend without the kind says which backends have it', async () => {
@@ -103,7 +115,9 @@ describe('attnkit verify output', () => {
     writeFileSync(path, new Uint8Array([1, 2, 3]));
     const io2 = captureIo();
     expect(await runCli(['verify', path], io2)).toBe(2);
-    expect(io2.stderr.join('\n')).toMatch(/attnkit: file: too short for a safetensors file.*got 3 bytes/);
+    expect(io2.stderr.join('\n')).toMatch(
+      /attnkit: file: too short for a safetensors file.*got 3 bytes/,
+    );
   });
 });
 

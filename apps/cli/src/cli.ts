@@ -1,7 +1,9 @@
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { nativeAvailable } from '@attnkit/flash-attention';
 import { AttnkitError } from '@attnkit/tensor';
 import { DEFAULT_BENCH, formatBenchTable, parseShape, runBench } from './bench.js';
+import { IO_USAGE, ioCommand } from './io.js';
 import { formatVerifyReport, reportToJson, verifyFile } from './verify.js';
 
 export interface CliIo {
@@ -20,11 +22,15 @@ Usage:
   attnkit verify <file.safetensors>... [--backend <name>] [--algorithm fa1|fa2] [--json]
       Runs a golden reference file on a backend and compares every reference tensor with the
       KERNELS.md tolerance; exits 0 only if all are within it.
-      Backends: ts (pure TypeScript FlashAttention; softmax kinds), reference (float64, every kind).
-  attnkit bench [--family flash] [--backend ts] [--shape B,H,N,D] [--causal] [--algorithm fa1|fa2]
+      Backends: ts (pure TypeScript FlashAttention; softmax kinds), reference (float64, every kind),
+      webgpu (WGSL FlashAttention-2 on WebGPU: Dawn in Node; softmax kinds),
+      native (C++ FlashAttention-2 of @attnkit/native: threads + SIMD; softmax kinds).
+      Default: native when the addon loads, else ts; reference for kinds without a fast kernel.
+  attnkit bench [--family flash] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal] [--algorithm fa1|fa2]
                 [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json]
       Times forward and backward (median after warm-up), prints GFLOP/s beside the float64
-      reference's time on the same shape.
+      reference's time on the same shape. Default backend: native when the addon loads, else ts.
+${IO_USAGE}
   attnkit help`;
 
 function fail(io: CliIo, message: string): number {
@@ -79,7 +85,7 @@ async function bench(args: string[], io: CliIo): Promise<number> {
     args,
     options: {
       family: { type: 'string', default: 'flash' },
-      backend: { type: 'string', default: 'ts' },
+      backend: { type: 'string' },
       shape: { type: 'string' },
       causal: { type: 'boolean', default: false },
       algorithm: { type: 'string', default: 'fa2' },
@@ -93,7 +99,11 @@ async function bench(args: string[], io: CliIo): Promise<number> {
   });
   if (values.family !== 'flash')
     return fail(io, `--family: expected flash, got "${values.family}"`);
-  if (values.backend !== 'ts') return fail(io, `--backend: expected ts, got "${values.backend}"`);
+  // The default is the library's for cpu tensors: native when the addon loads, else ts.
+  values.backend ??= values.algorithm !== 'fa1' && nativeAvailable() ? 'native' : 'ts';
+  if (values.backend !== 'ts' && values.backend !== 'webgpu' && values.backend !== 'native') {
+    return fail(io, `--backend: expected ts, webgpu or native, got "${values.backend}"`);
+  }
   if (values.algorithm !== 'fa1' && values.algorithm !== 'fa2') {
     return fail(io, `--algorithm: expected fa1 or fa2, got "${values.algorithm}"`);
   }
@@ -130,6 +140,8 @@ export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<num
         return await verify(rest, io);
       case 'bench':
         return await bench(rest, io);
+      case 'io':
+        return await ioCommand(rest, io);
       case undefined:
       case 'help':
       case '--help':

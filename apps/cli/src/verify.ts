@@ -39,7 +39,7 @@ export async function verifyGolden(
   golden: Golden,
   options: VerifyOptions = {},
 ): Promise<VerifyReport> {
-  const backend = goldenBackend(options.backend, golden.kind);
+  const backend = goldenBackend(options.backend, golden.kind, options.algorithm);
   const produced = await backend.run(golden, { algorithm: options.algorithm });
   const tol = toleranceFor({
     dtype: 'f32',

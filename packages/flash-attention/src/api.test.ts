@@ -104,7 +104,7 @@ describe('forward argument errors', () => {
   });
 
   test('the async API rejects with the same typed errors', async () => {
-    const options: FlashAttentionOptions = { backend: 'webgpu' as never };
+    const options: FlashAttentionOptions = { backend: 'cuda' as never };
     await expect(flashAttention(q, k, v, options)).rejects.toThrow(ValueError);
     await expect(flashAttention(q, k, v, options)).rejects.toMatchObject({ argument: 'backend' });
     await expect(flashAttentionBackward(q, k, v, o, lse, dO, { blockQ: 0 })).rejects.toMatchObject({

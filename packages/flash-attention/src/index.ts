@@ -18,15 +18,34 @@ import { allocF32 } from './cpu/alloc.js';
 import { fa2Backward } from './cpu/backward.js';
 import { fa1Forward } from './cpu/fa1.js';
 import { fa2Forward } from './cpu/fa2.js';
+import { nativeBackward, nativeEngine, nativeForward, requireNativeEngine } from './native.js';
 import { planFlashTiles } from './plan.js';
+import {
+  flashAttentionBackwardWebGpu,
+  flashAttentionWebGpu,
+  type WebGpuFlashOptions,
+} from './webgpu/host.js';
 
 export type { FlashTilePlan, FlashTileProblem } from './plan.js';
 export { planFlashTiles, workspaceBytes } from './plan.js';
+export type { WebGpuFlashOptions } from './webgpu/host.js';
+export { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from './webgpu/host.js';
+export type {
+  WebGpuFlashKernel,
+  WebGpuFlashPlan,
+  WebGpuPlanInput,
+  WebGpuTileConfig,
+} from './webgpu/plan.js';
+export { planWebGpuFlash } from './webgpu/plan.js';
 
 /** FA1 (Dao et al. 2022) or FA2 (Dao 2023) loop order; both are kept for the comparison. */
 export type FlashAlgorithm = 'fa1' | 'fa2';
-/** Where the kernels run: 'ts' is the pure-TypeScript backend (runs everywhere). */
-export type FlashBackend = 'ts';
+/**
+ * Where the kernels run: 'ts' is the pure-TypeScript backend (runs everywhere); 'webgpu' the
+ * WGSL kernels (tensors on webgpu, from @attnkit/webgpu's toWebGpu); 'native' the C++ FA2
+ * kernels of @attnkit/native (cpu tensors, threads + SIMD).
+ */
+export type FlashBackend = 'ts' | 'webgpu' | 'native';
 
 export interface FlashAttentionOptions extends AttentionOptions {
   /** Default 'fa2'. The backward of both is FA2's Algorithm 2 (same loop order as FA1's). */
@@ -35,8 +54,15 @@ export interface FlashAttentionOptions extends AttentionOptions {
   blockQ?: number;
   /** Key rows per tile (default: planFlashTiles). */
   blockK?: number;
-  /** Default 'ts'. */
+  /**
+   * Default: 'webgpu' for webgpu tensors; for cpu tensors 'native' when @attnkit/native loads
+   * (and the algorithm is FA2), else 'ts' (the native loader warns once why).
+   */
   backend?: FlashBackend;
+  /** webgpu backend: tile sizes per kernel instead of the planner's. */
+  tiles?: WebGpuFlashOptions['tiles'];
+  /** webgpu backend: times each kernel's pass with timestamp queries. */
+  profiler?: WebGpuFlashOptions['profiler'];
 }
 
 export interface FlashAttentionResult {
@@ -53,7 +79,7 @@ export interface FlashAttentionGrads {
   dv: Tensor;
 }
 
-const BACKENDS: readonly string[] = ['ts'];
+const BACKENDS: readonly string[] = ['ts', 'webgpu', 'native'];
 
 interface Prepared {
   p: SoftmaxProblem;
@@ -79,7 +105,7 @@ function checkTile(
   }
 }
 
-function prepare(q: Tensor, k: Tensor, v: Tensor, opts: unknown): Prepared {
+function prepare(q: Tensor, k: Tensor, v: Tensor, opts: unknown, backendName = 'ts'): Prepared {
   if (opts === null || typeof opts !== 'object') {
     throw new ValueError(`options: expected an object, got ${describe(opts)}`, 'options');
   }
@@ -109,7 +135,7 @@ function prepare(q: Tensor, k: Tensor, v: Tensor, opts: unknown): Prepared {
   }
   if (q.device !== 'cpu') {
     throw new DeviceError(
-      `q: expected a cpu tensor for the 'ts' backend, got one on ${q.device}`,
+      `q: expected a cpu tensor for the '${backendName}' backend, got one on ${q.device}`,
       'q',
     );
   }
@@ -224,6 +250,67 @@ export function flashAttentionBackwardTs(
   };
 }
 
+/** FlashAttention-2 forward on the native engine (cpu tensors; f16/bf16 computed in f32). */
+export async function flashAttentionNative(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: FlashAttentionOptions = {},
+): Promise<FlashAttentionResult> {
+  const { p, algorithm } = prepare(q, k, v, options, 'native');
+  checkNativeAlgorithm(algorithm);
+  const engine = requireNativeEngine();
+  const { o, lse } = await nativeForward(engine, p, q, k, v, options);
+  return { o: output(o, p.oShape, q.dtype), lse: Tensor.from(lse, p.lseShape) };
+}
+
+/** FlashAttention-2 backward on the native engine (see flashAttentionBackwardTs). */
+export async function flashAttentionBackwardNative(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  dO: Tensor,
+  options: FlashAttentionOptions = {},
+): Promise<FlashAttentionGrads> {
+  const { p } = prepare(q, k, v, options, 'native');
+  checkLike(o, 'o', p.oShape, q.dtype);
+  checkLike(lse, 'lse', p.lseShape, 'f32');
+  checkLike(dO, 'dO', p.oShape, q.dtype);
+  const engine = requireNativeEngine();
+  const g = await nativeBackward(engine, p, { q, k, v, o, lse, dO }, options);
+  return {
+    dq: output(g.dq, q.shape, q.dtype),
+    dk: output(g.dk, k.shape, q.dtype),
+    dv: output(g.dv, v.shape, q.dtype),
+  };
+}
+
+function checkNativeAlgorithm(algorithm: FlashAlgorithm): void {
+  if (algorithm !== 'fa2') {
+    throw new ValueError(
+      `algorithm: expected "fa2" with the native backend (it implements FA2 only), got ${describe(algorithm)}`,
+      'algorithm',
+    );
+  }
+}
+
+/**
+ * cpu tensors without a named backend: native when it loads and the algorithm is FA2 (the
+ * native kernels' only one), else ts.
+ */
+function cpuDefault(options: FlashAttentionOptions): 'native' | 'ts' {
+  const fa2 =
+    options === null || typeof options !== 'object' || (options.algorithm ?? 'fa2') === 'fa2';
+  return fa2 && nativeAvailable() ? 'native' : 'ts';
+}
+
+/** Whether the native engine loaded (if not, @attnkit/native has warned once why). */
+export function nativeAvailable(): boolean {
+  return nativeEngine() !== undefined;
+}
+
 /**
  * Backend-dispatching forward. Async because GPU backends read their results back
  * asynchronously; errors arrive as rejected promises.
@@ -234,7 +321,16 @@ export async function flashAttention(
   v: Tensor,
   options: FlashAttentionOptions = {},
 ): Promise<FlashAttentionResult> {
+  const backend = backendFor(q, options) ?? cpuDefault(options);
+  if (backend === 'webgpu') return flashAttentionWebGpu(q, k, v, options);
+  if (backend === 'native') return flashAttentionNative(q, k, v, options);
   return flashAttentionTs(q, k, v, options);
+}
+
+/** The backend named in options, else the one of q's device. */
+function backendFor(q: Tensor, options: FlashAttentionOptions): string | undefined {
+  if (options === null || typeof options !== 'object') return undefined;
+  return options.backend ?? (q?.device === 'webgpu' ? 'webgpu' : undefined);
 }
 
 /** Backend-dispatching backward (see flashAttentionBackwardTs). */
@@ -247,6 +343,11 @@ export async function flashAttentionBackward(
   dO: Tensor,
   options: FlashAttentionOptions = {},
 ): Promise<FlashAttentionGrads> {
+  const backend = backendFor(q, options) ?? cpuDefault(options);
+  if (backend === 'webgpu') {
+    return flashAttentionBackwardWebGpu(q, k, v, o, lse, dO, options);
+  }
+  if (backend === 'native') return flashAttentionBackwardNative(q, k, v, o, lse, dO, options);
   return flashAttentionBackwardTs(q, k, v, o, lse, dO, options);
 }
 

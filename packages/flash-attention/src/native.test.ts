@@ -1,0 +1,162 @@
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  goldenAttentionOptions,
+  loadGolden,
+  softmaxAttentionReference,
+  softmaxAttentionReferenceBackward,
+  toleranceFor,
+} from '@attnkit/attention';
+import { loadNative, nativeLoadError } from '@attnkit/native';
+import { Rng, ValueError } from '@attnkit/tensor';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import {
+  type Accounting,
+  expectClose,
+  FLAVORS,
+  poisonAllocations,
+  randomCase,
+} from './cpu/testing.js';
+import {
+  flashAttention,
+  flashAttentionBackward,
+  flashAttentionBackwardNative,
+  flashAttentionNative,
+  flashAttentionTs,
+} from './index.js';
+
+// The property-test cases and every softmax golden, run on backend 'native'. Without the addon
+// this file fails, unless ATTNKIT_ALLOW_NO_NATIVE=1 (then one visibly skipped test says why).
+const engine = loadNative();
+if (!engine) {
+  const why = nativeLoadError();
+  if (process.env.ATTNKIT_ALLOW_NO_NATIVE === '1') {
+    test.skip(`native backend unavailable (ATTNKIT_ALLOW_NO_NATIVE=1): ${why}`, () => {});
+  } else {
+    test('the native backend loads', () => {
+      throw new Error(`@attnkit/native did not load: ${why}`);
+    });
+  }
+}
+
+let acct: Accounting;
+beforeEach(() => {
+  acct = poisonAllocations();
+});
+afterEach(() => acct.restore());
+
+describe.runIf(engine)('native backend vs the float64 reference (property-test cases)', () => {
+  const rng = new Rng(20240611);
+  const cases = Array.from({ length: 33 }, (_, i) => randomCase(rng, FLAVORS[i % FLAVORS.length]!));
+  const tol = toleranceFor({ dtype: 'f32' });
+  test.each(cases.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+    const ref = softmaxAttentionReference(c.q, c.k, c.v, c.options);
+    const grads = softmaxAttentionReferenceBackward(c.q, c.k, c.v, c.dO, c.options);
+    const { o, lse } = await flashAttentionNative(c.q, c.k, c.v, c.options);
+    expect(o.shape).toEqual(ref.o.shape);
+    expect(lse.shape).toEqual(ref.lse.shape);
+    expectClose(o, ref.o, tol, 'o');
+    expectClose(lse, ref.lse, tol, 'lse');
+    const g = await flashAttentionBackwardNative(c.q, c.k, c.v, o, lse, c.dO, c.options);
+    for (const name of ['dq', 'dk', 'dv'] as const) expectClose(g[name], grads[name], tol, name);
+  });
+
+  test.each(['f16', 'bf16'] as const)(
+    '%s inputs: o in the same dtype, lse in f32',
+    async (dtype) => {
+      const c = randomCase(new Rng(8), 'gqa', dtype);
+      const ref = softmaxAttentionReference(c.q, c.k, c.v, c.options);
+      const { o, lse } = await flashAttentionNative(c.q, c.k, c.v, c.options);
+      expect(o.dtype).toBe(dtype);
+      expect(lse.dtype).toBe('f32');
+      expectClose(o, ref.o, toleranceFor({ dtype }), 'o');
+      expectClose(lse, ref.lse, toleranceFor({ dtype: 'f32' }), 'lse');
+    },
+  );
+});
+
+describe.runIf(engine)('dispatch', () => {
+  test("cpu tensors default to 'native'; algorithm 'fa1' and backend 'ts' stay in TypeScript", async () => {
+    const c = randomCase(new Rng(2), 'window causal');
+    const native = await flashAttentionNative(c.q, c.k, c.v, c.options);
+    const ts = flashAttentionTs(c.q, c.k, c.v, c.options);
+    const byDefault = await flashAttention(c.q, c.k, c.v, c.options);
+    expect(byDefault.o.toFloat32Array()).toEqual(native.o.toFloat32Array());
+    const fa1 = await flashAttention(c.q, c.k, c.v, { ...c.options, algorithm: 'fa1' });
+    const fa1Ts = flashAttentionTs(c.q, c.k, c.v, { ...c.options, algorithm: 'fa1' });
+    expect(fa1.o.toFloat32Array()).toEqual(fa1Ts.o.toFloat32Array());
+    const named = await flashAttention(c.q, c.k, c.v, { ...c.options, backend: 'ts' });
+    expect(named.o.toFloat32Array()).toEqual(ts.o.toFloat32Array());
+    const g = await flashAttentionBackward(c.q, c.k, c.v, native.o, native.lse, c.dO, c.options);
+    const gn = await flashAttentionBackwardNative(
+      c.q,
+      c.k,
+      c.v,
+      native.o,
+      native.lse,
+      c.dO,
+      c.options,
+    );
+    expect(g.dk.toFloat32Array()).toEqual(gn.dk.toFloat32Array());
+  });
+
+  test("backend 'native' with algorithm 'fa1': ValueError naming algorithm", async () => {
+    const c = randomCase(new Rng(3), 'plain');
+    const options = { ...c.options, backend: 'native' as const, algorithm: 'fa1' as const };
+    await expect(flashAttention(c.q, c.k, c.v, options)).rejects.toThrow(ValueError);
+    await expect(flashAttention(c.q, c.k, c.v, options)).rejects.toMatchObject({
+      argument: 'algorithm',
+    });
+  });
+});
+
+describe('native unavailable', () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+    vi.resetModules();
+  });
+  test("backend 'native' throws BackendUnavailableError; the default falls back to ts", async () => {
+    vi.stubEnv('ATTNKIT_NATIVE_ADDON', '/nonexistent/attnkit_native.node');
+    vi.resetModules();
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    // A fresh module graph (a new @attnkit/tensor too, hence no instanceof on its errors).
+    const fresh = await import('./index.js');
+    const c = randomCase(new Rng(4), 'plain');
+    await expect(
+      fresh.flashAttention(c.q, c.k, c.v, { ...c.options, backend: 'native' }),
+    ).rejects.toMatchObject({ name: 'BackendUnavailableError', argument: 'backend' });
+    const { o } = await fresh.flashAttention(c.q, c.k, c.v, c.options);
+    expect(o.toFloat32Array()).toEqual(
+      fresh.flashAttentionTs(c.q, c.k, c.v, c.options).o.toFloat32Array(),
+    );
+    expect(warn).toHaveBeenCalledTimes(1);
+    warn.mockRestore();
+  });
+});
+
+// <repo root>/../shared/goldens, the repo root found from this file's location.
+const GOLDENS =
+  process.env.ATTNKIT_GOLDENS ??
+  fileURLToPath(new URL('../../../../shared/goldens', import.meta.url));
+const files = readdirSync(GOLDENS)
+  .filter((f) => f.startsWith('softmax') && f.endsWith('.safetensors'))
+  .sort();
+
+describe.runIf(engine)('PyTorch float64 goldens on native', () => {
+  test.each(files)('%s', async (file) => {
+    const g = await loadGolden(join(GOLDENS, file));
+    const t = g.tensors;
+    const options = goldenAttentionOptions(g);
+    const tol = toleranceFor({
+      dtype: 'f32',
+      maxSeqLen: Math.max(t.q!.shape.at(-2)!, t.k!.shape.at(-2)!),
+    });
+    const { o, lse } = await flashAttentionNative(t.q!, t.k!, t.v!, options);
+    expectClose(o, t.o!, tol, 'o');
+    if (t.lse) expectClose(lse, t.lse, tol, 'lse');
+    if (!g.hasBackward) return;
+    const grads = await flashAttentionBackwardNative(t.q!, t.k!, t.v!, o, lse, t.do!, options);
+    for (const name of ['dq', 'dk', 'dv'] as const) expectClose(grads[name], t[name]!, tol, name);
+  });
+});

@@ -1,0 +1,89 @@
+import type { SoftmaxProblem } from '@attnkit/attention';
+import {
+  loadNative,
+  type NativeAttentionProblem,
+  type NativeEngine,
+  nativeLoadError,
+} from '@attnkit/native';
+import { BackendUnavailableError, type Tensor } from '@attnkit/tensor';
+import { allocF32 } from './cpu/alloc.js';
+
+/**
+ * Binding of this family to @attnkit/native's C++ FlashAttention-2 kernels (threads + SIMD). A
+ * resolved SoftmaxProblem already is the engine's NativeAttentionProblem (same fields and
+ * meaning); inputs go to the engine as f32, results come back as f32.
+ */
+
+/** The engine when the addon loads; otherwise undefined, and @attnkit/native warns once why. */
+export function nativeEngine(): NativeEngine | undefined {
+  return loadNative();
+}
+
+/** The engine for an explicit `backend: 'native'`, which never falls back silently. */
+export function requireNativeEngine(): NativeEngine {
+  const engine = loadNative();
+  if (!engine) {
+    throw new BackendUnavailableError(
+      `backend: expected the native engine, but it is unavailable: ${nativeLoadError()}`,
+      'backend',
+    );
+  }
+  return engine;
+}
+
+/** User tile sizes become the engine's hints (its kernels accept 1..1024). */
+function problem(
+  p: SoftmaxProblem,
+  tiles: { blockQ?: number; blockK?: number },
+): NativeAttentionProblem {
+  const hint = (x: number | undefined) => (x === undefined ? undefined : Math.min(x, 1024));
+  return { ...p, blockQ: hint(tiles.blockQ), blockK: hint(tiles.blockK) };
+}
+
+const count = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
+
+export async function nativeForward(
+  engine: NativeEngine,
+  p: SoftmaxProblem,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  tiles: { blockQ?: number; blockK?: number },
+): Promise<{ o: Float32Array; lse: Float32Array }> {
+  const o = allocF32(count(p.oShape), 'output');
+  const lse = allocF32(count(p.lseShape), 'output');
+  await engine.flashForward(
+    problem(p, tiles),
+    q.toFloat32Array(),
+    k.toFloat32Array(),
+    v.toFloat32Array(),
+    o,
+    lse,
+  );
+  return { o, lse };
+}
+
+export async function nativeBackward(
+  engine: NativeEngine,
+  p: SoftmaxProblem,
+  inputs: { q: Tensor; k: Tensor; v: Tensor; o: Tensor; lse: Tensor; dO: Tensor },
+  tiles: { blockQ?: number; blockK?: number },
+): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
+  const { q, k, v, o, lse, dO } = inputs;
+  const dq = allocF32(q.size, 'output');
+  const dk = allocF32(k.size, 'output');
+  const dv = allocF32(v.size, 'output');
+  await engine.flashBackward(
+    problem(p, tiles),
+    q.toFloat32Array(),
+    k.toFloat32Array(),
+    v.toFloat32Array(),
+    o.toFloat32Array(),
+    lse.toFloat32Array(),
+    dO.toFloat32Array(),
+    dq,
+    dk,
+    dv,
+  );
+  return { dq, dk, dv };
+}

@@ -1,0 +1,331 @@
+// FlashAttention-2 backward (Dao, 2023, Algorithm 2) on the CPU. One task owns a block of
+// Bk = kBwdNV * V::L keys of one (batch, kv head): its dK and dV are summed over the query
+// heads of the GQA group and written once, so no two tasks touch the same dK/dV rows. Keys
+// run along the SIMD lanes; P is recomputed from Q, K and the forward's LSE, with
+// D_i = rowsum(dO_i * O_i). dQ receives contributions from every key block, so each thread
+// accumulates into its own dQ buffer (O(N d) per thread) and the buffers are summed at the end.
+// Parameters per ISA: kBwdNV, kBwdMR, kBwdTileQ, kDqMR, kDqCV.
+#pragma once
+
+#include "flash_common.h"
+
+namespace attnkit {
+namespace ATTNKIT_NS {
+
+constexpr int64_t kBwdBk = kBwdNV * V::L;
+
+// out[r][lanes] = mul * sum_c X[r][c] * Y^T[c][lanes] for R rows of X (Q or dO, read in place).
+template <int R>
+struct BwdRowScores {
+  static void run(int64_t d, const float* x, int64_t xRow, const float* yt, float* out,
+                  float mul) {
+    V acc[R][kBwdNV];
+    for (int r = 0; r < R; r++)
+      for (int v = 0; v < kBwdNV; v++) acc[r][v] = V::zero();
+    for (int64_t c = 0; c < d; c++) {
+      V y[kBwdNV];
+      for (int v = 0; v < kBwdNV; v++) y[v] = V::load(yt + c * kBwdBk + v * V::L);
+      for (int r = 0; r < R; r++) {
+        V xv = V::set1(x[r * xRow + c]);
+        for (int v = 0; v < kBwdNV; v++) acc[r][v] = V::fma(xv, y[v], acc[r][v]);
+      }
+    }
+    const V vm = V::set1(mul);
+    for (int r = 0; r < R; r++)
+      for (int v = 0; v < kBwdNV; v++) (vm * acc[r][v]).store(out + r * kBwdBk + v * V::L);
+  }
+};
+
+// T[r][lanes] += sum_i X[i][r] * M[i][lanes] for R columns of X: dV^T += dO^T P, dK^T += Q^T dS.
+template <int R>
+struct BwdAccT {
+  static void run(int64_t rows, const float* x, int64_t xRow, const float* mat, float* t) {
+    V acc[R][kBwdNV];
+    for (int r = 0; r < R; r++)
+      for (int v = 0; v < kBwdNV; v++) acc[r][v] = V::load(t + r * kBwdBk + v * V::L);
+    for (int64_t i = 0; i < rows; i++) {
+      V mv[kBwdNV];
+      for (int v = 0; v < kBwdNV; v++) mv[v] = V::load(mat + i * kBwdBk + v * V::L);
+      const float* xi = x + i * xRow;
+      for (int r = 0; r < R; r++) {
+        V xv = V::set1(xi[r]);
+        for (int v = 0; v < kBwdNV; v++) acc[r][v] = V::fma(xv, mv[v], acc[r][v]);
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int v = 0; v < kBwdNV; v++) acc[r][v].store(t + r * kBwdBk + v * V::L);
+  }
+};
+
+// G[r][cols] += sum_j dS[r][j] * K[j][cols] for R rows and CV vectors of columns (dQ).
+template <int CV>
+struct BwdDq {
+  template <int R>
+  struct Rows {
+    static void run(int64_t keys, const float* ds, const float* kp, int64_t dpad, float* g,
+                    int64_t gRow) {
+      V acc[R][CV];
+      for (int r = 0; r < R; r++)
+        for (int u = 0; u < CV; u++) acc[r][u] = V::load(g + r * gRow + u * V::L);
+      for (int64_t j = 0; j < keys; j++) {
+        V kv[CV];
+        for (int u = 0; u < CV; u++) kv[u] = V::load(kp + j * dpad + u * V::L);
+        for (int r = 0; r < R; r++) {
+          V s = V::set1(ds[r * kBwdBk + j]);
+          for (int u = 0; u < CV; u++) acc[r][u] = V::fma(s, kv[u], acc[r][u]);
+        }
+      }
+      for (int r = 0; r < R; r++)
+        for (int u = 0; u < CV; u++) acc[r][u].store(g + r * gRow + u * V::L);
+    }
+  };
+  static void run(int64_t rows, int64_t keys, const float* ds, const float* kp, int64_t dpad,
+                  float* g, int64_t gRow) {
+    int64_t r = 0;
+    for (; r + kDqMR <= rows; r += kDqMR)
+      Rows<kDqMR>::run(keys, ds + r * kBwdBk, kp, dpad, g + r * gRow, gRow);
+    if (r < rows)
+      withRows<Rows, kDqMR>(rows - r, keys, ds + r * kBwdBk, kp, dpad, g + r * gRow, gRow);
+  }
+};
+
+template <int CV>
+inline void bwdDqCols(int64_t cv, int64_t rows, int64_t keys, const float* ds, const float* kp,
+                      int64_t dpad, float* g, int64_t gRow) {
+  if constexpr (CV == 1) {
+    BwdDq<1>::run(rows, keys, ds, kp, dpad, g, gRow);
+  } else {
+    if (cv == CV)
+      BwdDq<CV>::run(rows, keys, ds, kp, dpad, g, gRow);
+    else
+      bwdDqCols<CV - 1>(cv, rows, keys, ds, kp, dpad, g, gRow);
+  }
+}
+
+// BwdRowScores over `rows` rows: whole register blocks, then the remainder.
+inline void bwdScores(int64_t rows, int64_t d, const float* x, int64_t xRow, const float* yt,
+                      float* out, float mul) {
+  int64_t r = 0;
+  for (; r + kBwdMR <= rows; r += kBwdMR)
+    BwdRowScores<kBwdMR>::run(d, x + r * xRow, xRow, yt, out + r * kBwdBk, mul);
+  if (r < rows)
+    withRows<BwdRowScores, kBwdMR>(rows - r, d, x + r * xRow, xRow, yt, out + r * kBwdBk, mul);
+}
+
+struct BwdScratch {
+  float* kt;    // d x Bk, K^T of the block
+  float* vt;    // dv x Bk, V^T
+  float* kp;    // Bk x dpad, K rows padded to whole vectors (dQ's right operand)
+  float* dkt;   // d x Bk
+  float* dvt;   // dv x Bk
+  float* pm;    // tileQ x Bk, P
+  float* ds;    // tileQ x Bk, dP then dS
+  float* jidx;  // Bk, key index of each lane
+  float* kept;  // Bk, block-sparse flag of each lane for the current query block
+  static int64_t floats(int64_t d, int64_t dv, int64_t dpad, int64_t tileQ) {
+    return (2 * d + 2 * dv + dpad + 2 * tileQ + 2) * kBwdBk;
+  }
+  BwdScratch(float* base, int64_t d, int64_t dv, int64_t dpad, int64_t tileQ)
+      : kt(base),
+        vt(kt + d * kBwdBk),
+        kp(vt + dv * kBwdBk),
+        dkt(kp + dpad * kBwdBk),
+        dvt(dkt + d * kBwdBk),
+        pm(dvt + dv * kBwdBk),
+        ds(pm + tileQ * kBwdBk),
+        jidx(ds + tileQ * kBwdBk),
+        kept(jidx + kBwdBk) {}
+};
+
+struct BwdShared {
+  const AttnProblem& p;
+  const FlashBackwardArgs& a;
+  const float* dRow;  // D_i, indexed like lse
+  const float* lse2;  // LSE_i * log2(e), indexed like lse
+  int64_t dpad, tileQ;
+};
+
+inline void bwdBlock(const BwdShared& sh, int64_t b, int64_t kvh, int64_t j0, const BwdScratch& sc,
+                     float* dqAcc) {
+  const AttnProblem& p = sh.p;
+  const FlashBackwardArgs& a = sh.a;
+  const Seq s = seqOf(p, b);
+  const int64_t kcols = imin(kBwdBk, s.nk - j0);
+  const int64_t j1 = j0 + kcols;
+  const int64_t d = p.d, dv = p.dv, dpad = sh.dpad;
+  const int64_t qRow = qRowStride(p, d), kRow = kRowStride(p, d);
+  const int64_t vRow = kRowStride(p, dv), oRow = qRowStride(p, dv);
+  const float* k = a.k + kBase(p, b, kvh, d) + j0 * kRow;
+  const float* v = a.v + kBase(p, b, kvh, dv) + j0 * vRow;
+
+  for (int64_t j = 0; j < kBwdBk; j++) {
+    const bool in = j < kcols;
+    for (int64_t c = 0; c < d; c++) sc.kt[c * kBwdBk + j] = in ? k[j * kRow + c] : 0.0f;
+    for (int64_t c = 0; c < dv; c++) sc.vt[c * kBwdBk + j] = in ? v[j * vRow + c] : 0.0f;
+    for (int64_t c = 0; c < dpad; c++) sc.kp[j * dpad + c] = in && c < d ? k[j * kRow + c] : 0.0f;
+    sc.jidx[j] = static_cast<float>(j0 + j);
+  }
+  for (int64_t i = 0; i < d * kBwdBk; i++) sc.dkt[i] = 0.0f;
+  for (int64_t i = 0; i < dv * kBwdBk; i++) sc.dvt[i] = 0.0f;
+
+  const float qScale = p.scale * kLog2e;
+  const int64_t rowStart = p.right < 0 ? 0 : imax(0, j0 - s.off - p.right);
+  const int64_t rowEnd = p.left < 0 ? s.nq : imin(s.nq, j1 - s.off + p.left);
+  for (int64_t hh = 0; hh < p.group; hh++) {
+    const int64_t h = kvh * p.group + hh;
+    const uint8_t* bs = sparseBase(p, b, h);
+    const float* q = a.q + qBase(p, b, h, d);
+    const float* dO = a.dO + qBase(p, b, h, dv);
+    const float* dRow = sh.dRow + lseBase(p, b, h);
+    const float* lse2 = sh.lse2 + lseBase(p, b, h);
+    const int64_t gRow = qRow / d * dpad;
+    float* g = dqAcc + qBase(p, b, h, d) / d * dpad;
+    const int64_t block = bs != nullptr ? p.bsBlockQ : 0;
+    for (int64_t i0 = rowStart; i0 < rowEnd;) {
+      const int64_t i1 = tileEnd(i0, rowEnd, sh.tileQ, block);
+      const Vis vis = classify(p, s, bs, i0, i1, j0, j1);
+      if (vis == Vis::kSkip) {
+        i0 = i1;
+        continue;
+      }
+      const int64_t nr = i1 - i0;
+      const float* qi = q + i0 * qRow;
+      const float* dOi = dO + i0 * oRow;
+      bwdScores(nr, d, qi, qRow, sc.kt, sc.pm, qScale);
+      int64_t keptBlock = -1;
+      for (int64_t i = 0; i < nr; i++) {
+        float* row = sc.pm + i * kBwdBk;
+        const V l2 = V::set1(lse2[i0 + i]);
+        if (vis == Vis::kFull) {
+          for (int u = 0; u < kBwdNV; u++)
+            exp2v(V::load(row + u * V::L) - l2).store(row + u * V::L);
+          continue;
+        }
+        const float lo = static_cast<float>(rowLo(p, s, i0 + i));
+        const float hi = static_cast<float>(rowHi(p, s, i0 + i) - 1);
+        if (bs != nullptr && (i0 + i) / p.bsBlockQ != keptBlock) {
+          keptBlock = (i0 + i) / p.bsBlockQ;
+          for (int64_t j = 0; j < kBwdBk; j++) {
+            sc.kept[j] = j < kcols && bs[keptBlock * p.bsNbk + (j0 + j) / p.bsBlockK] != 0;
+          }
+        }
+        for (int u = 0; u < kBwdNV; u++) {
+          V e = exp2v(V::load(row + u * V::L) - l2);
+          e = V::keep_in(e, V::load(sc.jidx + u * V::L), lo, hi, V::zero());
+          if (bs != nullptr) e = V::keep_nonzero(e, V::load(sc.kept + u * V::L), V::zero());
+          e.store(row + u * V::L);
+        }
+      }
+      bwdScores(nr, dv, dOi, oRow, sc.vt, sc.ds, 1.0f);
+      for (int64_t i = 0; i < nr; i++) {
+        float* prow = sc.pm + i * kBwdBk;
+        float* drow = sc.ds + i * kBwdBk;
+        const V di = V::set1(dRow[i0 + i]);
+        for (int u = 0; u < kBwdNV; u++) {
+          V ds = V::load(prow + u * V::L) * (V::load(drow + u * V::L) - di);
+          ds.store(drow + u * V::L);
+        }
+      }
+      int64_t c = 0;
+      for (; c + kBwdMR <= dv; c += kBwdMR)
+        BwdAccT<kBwdMR>::run(nr, dOi + c, oRow, sc.pm, sc.dvt + c * kBwdBk);
+      if (c < dv) withRows<BwdAccT, kBwdMR>(dv - c, nr, dOi + c, oRow, sc.pm, sc.dvt + c * kBwdBk);
+      c = 0;
+      for (; c + kBwdMR <= d; c += kBwdMR)
+        BwdAccT<kBwdMR>::run(nr, qi + c, qRow, sc.ds, sc.dkt + c * kBwdBk);
+      if (c < d) withRows<BwdAccT, kBwdMR>(d - c, nr, qi + c, qRow, sc.ds, sc.dkt + c * kBwdBk);
+      const int64_t nv = dpad / V::L;
+      for (int64_t cv = 0; cv < nv; cv += kDqCV) {
+        bwdDqCols<kDqCV>(imin(kDqCV, nv - cv), nr, kcols, sc.ds, sc.kp + cv * V::L, dpad,
+                         g + i0 * gRow + cv * V::L, gRow);
+      }
+      i0 = i1;
+    }
+  }
+
+  float* dk = a.dk + kBase(p, b, kvh, d) + j0 * kRow;
+  float* dvOut = a.dv + kBase(p, b, kvh, dv) + j0 * vRow;
+  for (int64_t j = 0; j < kcols; j++) {
+    for (int64_t c = 0; c < d; c++) dk[j * kRow + c] = p.scale * sc.dkt[c * kBwdBk + j];
+    for (int64_t c = 0; c < dv; c++) dvOut[j * vRow + c] = sc.dvt[c * kBwdBk + j];
+  }
+}
+
+inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& a) {
+  const int threads = poolThreads();
+  const int64_t tileQ = p.tileQ > 0 ? p.tileQ : kBwdTileQ;
+  const int64_t dpad = roundUp(p.d, V::L);
+  const int64_t nLse = p.thd ? p.hq * p.totalQ : p.batch * p.hq * p.maxSeqQ;
+  const int64_t dqRows = p.thd ? p.totalQ * p.hq : p.batch * p.hq * p.maxSeqQ;
+  const int64_t per = roundUp(BwdScratch::floats(p.d, p.dv, dpad, tileQ), 16);
+  Floats prep(2 * nLse);
+  Floats dqAcc(static_cast<int64_t>(threads) * dqRows * dpad);
+  Floats scratch(per * threads);
+  if (!prep.ok() || !dqAcc.ok() || !scratch.ok()) return kOutOfMemory;
+  BwdShared sh{p, a, prep.get(), prep.get() + nLse, dpad, tileQ};
+
+  // D_i = dO_i . O_i (FA2 eq. for dS), and LSE in log2 units; rows of the lse layout that no
+  // sequence covers are never read.
+  auto prepare = [&](int64_t bh, int) {
+    const int64_t b = bh / p.hq, h = bh % p.hq;
+    const Seq s = seqOf(p, b);
+    const int64_t oRow = qRowStride(p, p.dv);
+    const float* o = a.o + qBase(p, b, h, p.dv);
+    const float* dO = a.dO + qBase(p, b, h, p.dv);
+    const int64_t base = lseBase(p, b, h);
+    for (int64_t i = 0; i < s.nq; i++) {
+      double acc = 0.0;
+      for (int64_t c = 0; c < p.dv; c++)
+        acc += static_cast<double>(o[i * oRow + c]) * dO[i * oRow + c];
+      prep.get()[base + i] = static_cast<float>(acc);
+      prep.get()[nLse + base + i] = a.lse[base + i] * kLog2e;
+    }
+  };
+  parallel(p.batch * p.hq, prepare);
+
+  const int64_t chunk = 4096;
+  const int64_t accTotal = static_cast<int64_t>(threads) * dqRows * dpad;
+  auto zero = [&](int64_t t, int) {
+    float* x = dqAcc.get() + t * chunk;
+    const int64_t n = imin(chunk, accTotal - t * chunk);
+    for (int64_t i = 0; i < n; i++) x[i] = 0.0f;
+  };
+  parallel(ceilDiv(accTotal, chunk), zero);
+
+  std::vector<Task> tasks;
+  for (int64_t b = 0; b < p.batch; b++) {
+    const Seq s = seqOf(p, b);
+    for (int64_t j0 = 0; j0 < s.nk; j0 += kBwdBk) {
+      const int64_t j1 = imin(s.nk, j0 + kBwdBk);
+      const int64_t r0 = p.right < 0 ? 0 : imax(0, j0 - s.off - p.right);
+      const int64_t r1 = p.left < 0 ? s.nq : imin(s.nq, j1 - s.off + p.left);
+      const int64_t cost = imax(0, r1 - r0) * p.group * kBwdBk + p.d;
+      for (int64_t h = 0; h < p.hkv; h++) tasks.push_back({b, h, j0, cost});
+    }
+  }
+  sortByCostPerHead(tasks);
+  auto body = [&](int64_t t, int thread) {
+    const Task& task = tasks[t];
+    BwdScratch sc(scratch.get() + per * thread, p.d, p.dv, dpad, tileQ);
+    bwdBlock(sh, task.b, task.h, task.x0, sc, dqAcc.get() + thread * dqRows * dpad);
+  };
+  parallel(static_cast<int64_t>(tasks.size()), body);
+
+  // dQ = scale * sum over threads of the partial sums.
+  const int64_t rowsPer = 64;
+  auto reduce = [&](int64_t t, int) {
+    const int64_t r1 = imin(dqRows, (t + 1) * rowsPer);
+    for (int64_t r = t * rowsPer; r < r1; r++) {
+      for (int64_t c = 0; c < p.d; c++) {
+        float acc = 0.0f;
+        for (int th = 0; th < threads; th++) acc += dqAcc.get()[(th * dqRows + r) * dpad + c];
+        a.dq[r * p.d + c] = p.scale * acc;
+      }
+    }
+  };
+  parallel(ceilDiv(dqRows, rowsPer), reduce);
+  return nullptr;
+}
+
+}  // namespace ATTNKIT_NS
+}  // namespace attnkit

@@ -1,0 +1,121 @@
+// Addressing, masking and tiling shared by the FlashAttention-2 forward and backward kernels:
+// the same rules as packages/attention/src/spec.ts (qBase, kBase, lseBase, keyRange, blockKept).
+#pragma once
+
+#include <algorithm>
+#include <new>
+#include <vector>
+
+#include "common_impl.h"
+
+namespace attnkit {
+namespace ATTNKIT_NS {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr double kLn2 = 0.6931471805599453;
+
+struct Seq {
+  int64_t nq, nk;
+  int64_t off;  // nk - nq: the bottom-right diagonal offset
+};
+
+inline Seq seqOf(const AttnProblem& p, int64_t b) {
+  Seq s{p.seqQ[b], p.seqK[b], 0};
+  s.off = s.nk - s.nq;
+  return s;
+}
+
+// Element offset of token 0 of (b, query head h) in q (width d) or o / dO (width dv).
+inline int64_t qBase(const AttnProblem& p, int64_t b, int64_t h, int64_t width) {
+  return p.thd ? (p.startQ[b] * p.hq + h) * width : (b * p.hq + h) * p.maxSeqQ * width;
+}
+inline int64_t kBase(const AttnProblem& p, int64_t b, int64_t h, int64_t width) {
+  return p.thd ? (p.startK[b] * p.hkv + h) * width : (b * p.hkv + h) * p.maxSeqK * width;
+}
+inline int64_t lseBase(const AttnProblem& p, int64_t b, int64_t h) {
+  return p.thd ? h * p.totalQ + p.startQ[b] : (b * p.hq + h) * p.maxSeqQ;
+}
+inline int64_t qRowStride(const AttnProblem& p, int64_t width) {
+  return p.thd ? p.hq * width : width;
+}
+inline int64_t kRowStride(const AttnProblem& p, int64_t width) {
+  return p.thd ? p.hkv * width : width;
+}
+
+// Allowed keys of query row i: [lo, hi) from causal and window alone.
+inline int64_t rowLo(const AttnProblem& p, const Seq& s, int64_t i) {
+  return p.left < 0 ? 0 : imax(0, i + s.off - p.left);
+}
+inline int64_t rowHi(const AttnProblem& p, const Seq& s, int64_t i) {
+  return p.right < 0 ? s.nk : imin(s.nk, i + s.off + p.right + 1);
+}
+
+inline const uint8_t* sparseBase(const AttnProblem& p, int64_t b, int64_t h) {
+  return p.bsMask == nullptr ? nullptr : p.bsMask + b * p.bsBatchStride + h * p.bsHeadStride;
+}
+
+enum class Vis { kSkip, kFull, kPartial };
+
+// Visibility of the tile rows [i0, i1) x keys [j0, j1) of one (b, h): kSkip when no pair is
+// allowed (the tile is never computed), kFull when every pair is (no mask is applied).
+inline Vis classify(const AttnProblem& p, const Seq& s, const uint8_t* bs, int64_t i0, int64_t i1,
+                    int64_t j0, int64_t j1) {
+  // Rows whose window reaches the tile: lo_i <= j1 - 1 and hi_i > j0.
+  const int64_t firstRow = p.right < 0 ? i0 : imax(i0, j0 - s.off - p.right);
+  const int64_t endRow = p.left < 0 ? i1 : imin(i1, j1 - s.off + p.left);
+  if (firstRow >= endRow) return Vis::kSkip;
+  Vis vis = rowLo(p, s, i1 - 1) <= j0 && j1 <= rowHi(p, s, i0) ? Vis::kFull : Vis::kPartial;
+  if (bs != nullptr) {
+    int64_t kept = 0, total = 0;
+    for (int64_t qb = firstRow / p.bsBlockQ; qb <= (endRow - 1) / p.bsBlockQ; qb++) {
+      for (int64_t kb = j0 / p.bsBlockK; kb <= (j1 - 1) / p.bsBlockK; kb++) {
+        kept += bs[qb * p.bsNbk + kb] != 0;
+        total++;
+      }
+    }
+    if (kept == 0) return Vis::kSkip;
+    if (kept != total) vis = Vis::kPartial;
+  }
+  return vis;
+}
+
+// End of the tile that starts at x along an axis split into tiles of at most `width`; with a
+// block-sparse mask of block `block` along this axis, tiles never straddle a mask block (or
+// cover whole mask blocks), so a masked block is skipped as a whole.
+inline int64_t tileEnd(int64_t x, int64_t end, int64_t width, int64_t block) {
+  if (block <= 0) return imin(end, x + width);
+  if (block >= width) return imin(end, imin(x + width, (x / block + 1) * block));
+  const int64_t w = width / block * block;
+  return imin(end, (x / w + 1) * w);
+}
+
+// Runs K<R>::run(args...) for the row count R = rows in [1, MaxR].
+template <template <int> class K, int R, class... A>
+inline void withRows(int64_t rows, A&&... a) {
+  if constexpr (R == 1) {
+    K<1>::run(a...);
+  } else {
+    if (rows == R)
+      K<R>::run(a...);
+    else
+      withRows<K, R - 1>(rows, a...);
+  }
+}
+
+// Work item of one (batch, head) with an estimated cost.
+struct Task {
+  int64_t b, h, x0, cost;
+};
+
+// Head by head, so that the threads share one head's K and V (or Q and dO) in L3 at a time;
+// within a head the largest first, so the last tasks are short (causal rows differ by up to N).
+inline void sortByCostPerHead(std::vector<Task>& tasks) {
+  std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) {
+    if (a.b != b.b) return a.b < b.b;
+    if (a.h != b.h) return a.h < b.h;
+    return a.cost > b.cost;
+  });
+}
+
+}  // namespace ATTNKIT_NS
+}  // namespace attnkit

@@ -1,0 +1,260 @@
+// FlashAttention-2 forward (Dao, 2023, Algorithm 1) on the CPU. One task is a block of
+// Bq = kFwdNV * V::L query rows of one (batch, head); the queries run along the SIMD lanes, so
+// the scores of one key are a row of vectors and the online-softmax statistics m and l are
+// per-lane vectors: the row max and row sum need no horizontal reductions. K and V are read
+// in place (no packing): a key's elements are broadcast against the packed, pre-scaled Q^T.
+// Parameters per ISA: kFwdNV, kFwdMR (register rows of both micro-kernels), kFwdTileK.
+#pragma once
+
+#include <cmath>
+
+#include "flash_common.h"
+
+namespace attnkit {
+namespace ATTNKIT_NS {
+
+constexpr int64_t kFwdBq = kFwdNV * V::L;
+
+// S^T[r][lanes] = sum_c K[r][c] * Q^T[c][lanes] for R consecutive keys.
+template <int R>
+struct FwdScores {
+  static void run(int64_t d, const float* qt, const float* k, int64_t kRow, float* st) {
+    V acc[R][kFwdNV];
+    for (int r = 0; r < R; r++)
+      for (int v = 0; v < kFwdNV; v++) acc[r][v] = V::zero();
+    for (int64_t c = 0; c < d; c++) {
+      V q[kFwdNV];
+      for (int v = 0; v < kFwdNV; v++) q[v] = V::load(qt + c * kFwdBq + v * V::L);
+      for (int r = 0; r < R; r++) {
+        V x = V::set1(k[r * kRow + c]);
+        for (int v = 0; v < kFwdNV; v++) acc[r][v] = V::fma(x, q[v], acc[r][v]);
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int v = 0; v < kFwdNV; v++) acc[r][v].store(st + r * kFwdBq + v * V::L);
+  }
+};
+
+// O^T[c0 + r][lanes] = alpha * O^T[c0 + r][lanes] + sum_j V[j][c0 + r] * P^T[j][lanes], R dims.
+template <int R>
+struct FwdPV {
+  static void run(int64_t keys, const float* pt, const float* v, int64_t vRow, float* ot,
+                  const V* alpha) {
+    V acc[R][kFwdNV];
+    for (int r = 0; r < R; r++)
+      for (int u = 0; u < kFwdNV; u++) acc[r][u] = alpha[u] * V::load(ot + r * kFwdBq + u * V::L);
+    for (int64_t j = 0; j < keys; j++) {
+      V pj[kFwdNV];
+      for (int u = 0; u < kFwdNV; u++) pj[u] = V::load(pt + j * kFwdBq + u * V::L);
+      const float* vj = v + j * vRow;
+      for (int r = 0; r < R; r++) {
+        V x = V::set1(vj[r]);
+        for (int u = 0; u < kFwdNV; u++) acc[r][u] = V::fma(x, pj[u], acc[r][u]);
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int u = 0; u < kFwdNV; u++) acc[r][u].store(ot + r * kFwdBq + u * V::L);
+  }
+};
+
+// Per query block: Q^T, the unnormalised O^T and the running statistics.
+struct FwdBlockState {
+  float* qt;    // d x Bq, Q^T * scale * log2(e)
+  float* ot;    // dv x Bq, unnormalised O^T
+  float* m;     // Bq, running max (log2 units)
+  float* l;     // Bq, running sum
+  float* diag;  // Bq, i + Nk - Nq of each lane
+  int64_t i0, rows;
+};
+
+struct FwdScratch {
+  float* st;    // tileK x Bq, scores then probabilities
+  float* kept;  // Bq, block-sparse flag of each lane for the current key block
+  float* blocks;
+  int64_t d, dv;
+  static int64_t blockFloats(int64_t d, int64_t dv) { return (d + dv + 3) * kFwdBq; }
+  static int64_t floats(int64_t d, int64_t dv, int64_t tileK, int64_t nsub) {
+    return (tileK + 1) * kFwdBq + nsub * blockFloats(d, dv);
+  }
+  FwdScratch(float* base, int64_t d_, int64_t dv_, int64_t tileK)
+      : st(base), kept(st + tileK * kFwdBq), blocks(kept + kFwdBq), d(d_), dv(dv_) {}
+  FwdBlockState block(int64_t s, int64_t i0, int64_t rows) const {
+    float* b = blocks + s * blockFloats(d, dv);
+    FwdBlockState x{b, b + d * kFwdBq, nullptr, nullptr, nullptr, i0, rows};
+    x.m = x.ot + dv * kFwdBq;
+    x.l = x.m + kFwdBq;
+    x.diag = x.l + kFwdBq;
+    return x;
+  }
+};
+
+// Masks the scores of keys [j0, j1) (rows of st) of a partially visible tile with -inf.
+inline void fwdMask(const AttnProblem& p, const uint8_t* bs, const FwdBlockState& blk, int64_t j0,
+                    int64_t j1, const FwdScratch& sc) {
+  const float lo = p.left < 0 ? -kInf : -static_cast<float>(p.left);
+  const float hi = p.right < 0 ? kInf : static_cast<float>(p.right);
+  const V neg = V::set1(-kInf);
+  int64_t keptBlock = -1;
+  for (int64_t j = j0; j < j1; j++) {
+    float* row = sc.st + (j - j0) * kFwdBq;
+    if (bs != nullptr && j / p.bsBlockK != keptBlock) {
+      keptBlock = j / p.bsBlockK;
+      for (int64_t i = 0; i < kFwdBq; i++) {
+        const bool keep =
+            i < blk.rows && bs[(blk.i0 + i) / p.bsBlockQ * p.bsNbk + keptBlock] != 0;
+        sc.kept[i] = keep ? 1.0f : 0.0f;
+      }
+    }
+    const V vj = V::set1(static_cast<float>(j));
+    for (int v = 0; v < kFwdNV; v++) {
+      // Key j is in row i's window iff -left <= j - diag_i <= right.
+      V x = V::keep_in(V::load(row + v * V::L), vj - V::load(blk.diag + v * V::L), lo, hi, neg);
+      if (bs != nullptr) x = V::keep_nonzero(x, V::load(sc.kept + v * V::L), neg);
+      x.store(row + v * V::L);
+    }
+  }
+}
+
+// One key tile [j0, j1) for one query block: scores, online softmax (FA2), O^T update.
+inline void fwdTile(const AttnProblem& p, const uint8_t* bs, const float* k, int64_t kRow,
+                    const float* vt, int64_t vRow, int64_t j0, int64_t j1, Vis vis,
+                    const FwdBlockState& blk, const FwdScratch& sc) {
+  const int64_t nkeys = j1 - j0;
+  int64_t r = 0;
+  for (; r + kFwdMR <= nkeys; r += kFwdMR)
+    FwdScores<kFwdMR>::run(p.d, blk.qt, k + (j0 + r) * kRow, kRow, sc.st + r * kFwdBq);
+  if (r < nkeys)
+    withRows<FwdScores, kFwdMR>(nkeys - r, p.d, blk.qt, k + (j0 + r) * kRow, kRow,
+                                sc.st + r * kFwdBq);
+  if (vis == Vis::kPartial) fwdMask(p, bs, blk, j0, j1, sc);
+
+  // New max, rescale factor exp2(m_old - m_new), P = exp2(S - m_new).
+  V m[kFwdNV], mx[kFwdNV], safe[kFwdNV], alpha[kFwdNV], sum[kFwdNV];
+  for (int v = 0; v < kFwdNV; v++) mx[v] = m[v] = V::load(blk.m + v * V::L);
+  for (int64_t j = 0; j < nkeys; j++)
+    for (int v = 0; v < kFwdNV; v++) mx[v] = V::max(mx[v], V::load(sc.st + j * kFwdBq + v * V::L));
+  for (int v = 0; v < kFwdNV; v++) {
+    // A lane with no allowed key so far keeps m = -inf; subtracting 0 instead keeps its
+    // probabilities exp2(-inf) = 0 rather than NaN.
+    safe[v] = V::keep_in(mx[v], mx[v], -3.0e38f, 3.0e38f, V::zero());
+    alpha[v] = exp2v(m[v] - safe[v]);
+    sum[v] = V::zero();
+  }
+  for (int64_t j = 0; j < nkeys; j++) {
+    float* row = sc.st + j * kFwdBq;
+    for (int v = 0; v < kFwdNV; v++) {
+      V e = exp2v(V::load(row + v * V::L) - safe[v]);
+      sum[v] = sum[v] + e;
+      e.store(row + v * V::L);
+    }
+  }
+  for (int v = 0; v < kFwdNV; v++) {
+    V::fma(V::load(blk.l + v * V::L), alpha[v], sum[v]).store(blk.l + v * V::L);
+    mx[v].store(blk.m + v * V::L);
+  }
+  const float* vj = vt + j0 * vRow;
+  int64_t c = 0;
+  for (; c + kFwdMR <= p.dv; c += kFwdMR)
+    FwdPV<kFwdMR>::run(nkeys, sc.st, vj + c, vRow, blk.ot + c * kFwdBq, alpha);
+  if (c < p.dv)
+    withRows<FwdPV, kFwdMR>(p.dv - c, nkeys, sc.st, vj + c, vRow, blk.ot + c * kFwdBq, alpha);
+}
+
+// Query rows [i0, i0 + nsub * Bq) of (b, h), as nsub blocks of Bq lanes that share each key
+// tile: one pass over K and V (from L3) serves them all while the tile sits in L2.
+inline void fwdTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
+                    int64_t i0, int64_t nsub, int64_t tileK, const FwdScratch& sc) {
+  const Seq s = seqOf(p, b);
+  const int64_t rowsAll = imin(nsub * kFwdBq, s.nq - i0);
+  const int64_t ns = ceilDiv(rowsAll, kFwdBq);
+  const int64_t kvh = h / p.group;
+  const int64_t qRow = qRowStride(p, p.d), kRow = kRowStride(p, p.d);
+  const int64_t vRow = kRowStride(p, p.dv), oRow = qRowStride(p, p.dv);
+  const float* q = a.q + qBase(p, b, h, p.d);
+  const float* k = a.k + kBase(p, b, kvh, p.d);
+  const float* vv = a.v + kBase(p, b, kvh, p.dv);
+  const uint8_t* bs = sparseBase(p, b, h);
+
+  // Scores in log2 units: exp2(x * log2 e) = exp(x), one multiply saved per score.
+  const float qScale = p.scale * kLog2e;
+  for (int64_t t = 0; t < ns; t++) {
+    const int64_t bi0 = i0 + t * kFwdBq;
+    const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
+    for (int64_t i = 0; i < kFwdBq; i++) {
+      const float* qi = q + (bi0 + i) * qRow;
+      for (int64_t c = 0; c < p.d; c++) blk.qt[c * kFwdBq + i] = i < blk.rows ? qi[c] * qScale : 0.0f;
+      blk.diag[i] = static_cast<float>(bi0 + i + s.off);
+      blk.m[i] = -kInf;
+      blk.l[i] = 0.0f;
+    }
+    for (int64_t i = 0; i < p.dv * kFwdBq; i++) blk.ot[i] = 0.0f;
+  }
+
+  const int64_t jStart = rowLo(p, s, i0);
+  const int64_t jEnd = rowsAll > 0 ? rowHi(p, s, i0 + rowsAll - 1) : 0;
+  const int64_t block = bs != nullptr ? p.bsBlockK : 0;
+  for (int64_t j0 = jStart; j0 < jEnd;) {
+    const int64_t j1 = tileEnd(j0, jEnd, tileK, block);
+    for (int64_t t = 0; t < ns; t++) {
+      const int64_t bi0 = i0 + t * kFwdBq;
+      const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
+      const Vis vis = classify(p, s, bs, bi0, bi0 + blk.rows, j0, j1);
+      if (vis != Vis::kSkip) fwdTile(p, bs, k, kRow, vv, vRow, j0, j1, vis, blk, sc);
+    }
+    j0 = j1;
+  }
+
+  // O = O^T / l (the deferred FA2 normalisation); empty rows give O = 0 and LSE = -inf.
+  for (int64_t t = 0; t < ns; t++) {
+    const int64_t bi0 = i0 + t * kFwdBq;
+    const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
+    float* o = a.o + qBase(p, b, h, p.dv) + bi0 * oRow;
+    float* lse = a.lse + lseBase(p, b, h) + bi0;
+    for (int64_t i = 0; i < blk.rows; i++) {
+      const float li = blk.l[i];
+      const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+      for (int64_t c = 0; c < p.dv; c++) o[i * oRow + c] = blk.ot[c * kFwdBq + i] * inv;
+      const double lse2 = static_cast<double>(blk.m[i]) + std::log2(static_cast<double>(li));
+      lse[i] = li > 0.0f ? static_cast<float>(lse2 * kLn2) : -kInf;
+    }
+  }
+}
+
+inline const char* flashForward(const AttnProblem& p, const FlashForwardArgs& a) {
+  const int64_t tileK = p.tileK > 0 ? p.tileK : kFwdTileK;
+  const int threads = poolThreads();
+  // Query blocks per task: K and V of a head that overflow L2 (1 MiB here; half of it is
+  // assumed free) are streamed from L3 once per task, so share them among up to kFwdMaxSub
+  // blocks, keeping >= 8 tasks per thread for the dynamic schedule to balance.
+  int64_t blocksTotal = 0;
+  for (int64_t b = 0; b < p.batch; b++) blocksTotal += ceilDiv(p.seqQ[b], kFwdBq) * p.hq;
+  const bool kvInL2 = p.maxSeqK * (p.d + p.dv) * 4 <= (512 << 10);
+  int64_t nsub = kvInL2 ? 1 : kFwdMaxSub;
+  while (nsub > 1 && blocksTotal < nsub * 8 * threads) nsub /= 2;
+  // Tasks run head by head (the head's K and V stay in L3), heavy blocks first within a head.
+  std::vector<Task> tasks;
+  for (int64_t b = 0; b < p.batch; b++) {
+    const Seq s = seqOf(p, b);
+    for (int64_t h = 0; h < p.hq; h++) {
+      for (int64_t i0 = 0; i0 < s.nq; i0 += nsub * kFwdBq) {
+        const int64_t rows = imin(nsub * kFwdBq, s.nq - i0);
+        const int64_t keys = imax(0, rowHi(p, s, i0 + rows - 1) - rowLo(p, s, i0));
+        tasks.push_back({b, h, i0, keys * rows + p.d});
+      }
+    }
+  }
+  sortByCostPerHead(tasks);
+  const int64_t per = roundUp(FwdScratch::floats(p.d, p.dv, tileK, nsub), 16);
+  Floats scratch(per * threads);
+  if (!scratch.ok()) return kOutOfMemory;
+  auto body = [&](int64_t t, int thread) {
+    const Task& task = tasks[t];
+    FwdScratch sc(scratch.get() + per * thread, p.d, p.dv, tileK);
+    fwdTask(p, a, task.b, task.h, task.x0, nsub, tileK, sc);
+  };
+  parallel(static_cast<int64_t>(tasks.size()), body);
+  return nullptr;
+}
+
+}  // namespace ATTNKIT_NS
+}  // namespace attnkit
