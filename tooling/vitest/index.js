@@ -26,3 +26,23 @@ export function attnkitVitest(test = {}) {
 }
 
 export const repoRoot = root;
+
+/**
+ * The shared PyTorch goldens: $ATTNKIT_GOLDENS, else ../shared/goldens beside the repository.
+ * Tests that need them fail (not skip) when the directory is missing.
+ */
+export function goldensDir() {
+  return process.env.ATTNKIT_GOLDENS ?? join(root, '..', 'shared', 'goldens');
+}
+
+/** Golden file names (sorted), optionally only those starting with `prefix`. */
+export function goldenNames(prefix = '') {
+  return readdirSync(goldensDir())
+    .filter((f) => f.startsWith(prefix) && f.endsWith('.safetensors'))
+    .sort();
+}
+
+/** Absolute paths of the golden files (sorted), optionally only those starting with `prefix`. */
+export function goldenFiles(prefix = '') {
+  return goldenNames(prefix).map((f) => join(goldensDir(), f));
+}

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { nativeAvailable } from '@attnkit/flash-attention';
 import { readSafetensors, Tensor, writeSafetensors } from '@attnkit/tensor';
+import { goldenFiles } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
-import { goldenFiles } from './goldens.js';
 import { verifyFile } from './verify.js';
 
 const files = goldenFiles();

@@ -1,8 +1,8 @@
 import { basename } from 'node:path';
 import { loadNative, nativeLoadError } from '@attnkit/native';
+import { goldenFiles } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
-import { goldenFiles } from './goldens.js';
 import { verifyFile } from './verify.js';
 
 // `attnkit verify --backend native` and `attnkit bench --backend native`. Without the addon

@@ -1,8 +1,8 @@
 import { basename } from 'node:path';
+import { goldenFiles } from '@attnkit/vitest-config';
 import { getWebGpuContext } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
-import { goldenFiles } from './goldens.js';
 import { verifyFile } from './verify.js';
 
 // `--backend webgpu` needs an adapter (Dawn on Mesa llvmpipe in CI): without one this file

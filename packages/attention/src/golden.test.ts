@@ -1,7 +1,7 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { FormatError, Rng, type Tensor, ValueError, writeSafetensors } from '@attnkit/tensor';
+import { goldenNames, goldensDir } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import {
   type Golden,
@@ -15,13 +15,8 @@ import {
 } from './golden.js';
 import { accuracy } from './metrics.js';
 
-// <repo root>/../shared/goldens, the repo root found from this file's location.
-const GOLDENS =
-  process.env.ATTNKIT_GOLDENS ??
-  fileURLToPath(new URL('../../../../shared/goldens', import.meta.url));
-const files = readdirSync(GOLDENS)
-  .filter((f) => f.endsWith('.safetensors'))
-  .sort();
+const GOLDENS = goldensDir();
+const files = goldenNames();
 
 describe('every golden: float64 references reproduce the PyTorch references', () => {
   test('the goldens directory holds every file its README lists', () => {

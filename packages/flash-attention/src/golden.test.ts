@@ -1,18 +1,12 @@
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { goldenAttentionOptions, loadGolden, toleranceFor } from '@attnkit/attention';
+import { goldenNames, goldensDir } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { expectClose } from './cpu/testing.js';
 import { type FlashAttentionOptions, flashAttentionBackwardTs, flashAttentionTs } from './index.js';
 
-// <repo root>/../shared/goldens, the repo root found from this file's location.
-const GOLDENS =
-  process.env.ATTNKIT_GOLDENS ??
-  fileURLToPath(new URL('../../../../shared/goldens', import.meta.url));
-const files = readdirSync(GOLDENS)
-  .filter((f) => f.startsWith('softmax') && f.endsWith('.safetensors'))
-  .sort();
+const GOLDENS = goldensDir();
+const files = goldenNames('softmax');
 
 describe('PyTorch float64 goldens (shared/goldens)', () => {
   test('every softmax golden is here', () => {

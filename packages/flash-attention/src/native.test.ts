@@ -1,6 +1,4 @@
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   goldenAttentionOptions,
   loadGolden,
@@ -10,6 +8,7 @@ import {
 } from '@attnkit/attention';
 import { loadNative, nativeLoadError } from '@attnkit/native';
 import { Rng, ValueError } from '@attnkit/tensor';
+import { goldenNames, goldensDir } from '@attnkit/vitest-config';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import {
   type Accounting,
@@ -135,13 +134,8 @@ describe('native unavailable', () => {
   });
 });
 
-// <repo root>/../shared/goldens, the repo root found from this file's location.
-const GOLDENS =
-  process.env.ATTNKIT_GOLDENS ??
-  fileURLToPath(new URL('../../../../shared/goldens', import.meta.url));
-const files = readdirSync(GOLDENS)
-  .filter((f) => f.startsWith('softmax') && f.endsWith('.safetensors'))
-  .sort();
+const GOLDENS = goldensDir();
+const files = goldenNames('softmax');
 
 describe.runIf(engine)('PyTorch float64 goldens on native', () => {
   test.each(files)('%s', async (file) => {

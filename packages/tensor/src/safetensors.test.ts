@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { goldensDir } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { DTypeError, FormatError, ValueError } from './errors.js';
 import { bf16ToBits, f16ToBits } from './half.js';
@@ -8,8 +8,7 @@ import { Rng } from './rng.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 import { Tensor } from './tensor.js';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const goldens = process.env.ATTNKIT_GOLDENS ?? join(repoRoot, '..', 'shared', 'goldens');
+const goldens = goldensDir();
 
 // ---- an independent parser for cross-checks -------------------------------------------------
 
