@@ -4,7 +4,7 @@
  * it runs from .gpu/ (../shared/gpu/pack.sh) on a machine that has no checkout.
  *
  *   node bench-webgpu.mjs [--out result.json] [--table table.md] [--torch torch.json]
- *                         [--quick] [--sweep] [--repeats 10]
+ *                         [--quick] [--sweep] [--variants] [--repeats 10]
  *
  * First checks correctness on small shapes against the float64 reference (and stops if that
  * fails), then times forward and backward: GPU time from timestamp queries when the device has
@@ -254,6 +254,69 @@ const SWEEP_BACKWARD: { dq: Tiles; dkdv: Tiles }[] = [
   { dq: t(8, 8, 2, 2, 16, 16), dkdv: t(16, 8, 2, 1, 16, 16) },
 ];
 
+/**
+ * Forward variants timed by --variants [count] (f32, (4, 16, 4096, 128), non-causal and causal;
+ * the first `count` only when given), each checked first against the float64 reference at
+ * D = 128; then the program stops.
+ */
+const VARIANTS: Tiles[] = [
+  t(16, 16, 1, 1, 16, 16),
+  t(16, 32, 1, 1, 16, 16),
+  t(16, 16, 1, 1, 8, 8),
+  t(16, 16, 1, 2, 16, 32),
+  t(32, 16, 1, 1, 16, 16),
+];
+
+async function checkVariant(ctx: WebGpuContext, tiles: Tiles): Promise<string> {
+  const rng = new Rng(3);
+  const errs: string[] = [];
+  for (const causal of [false, true]) {
+    const q = rng.randn([1, 2, 200, 128]);
+    const k = rng.randn([1, 2, 230, 128]);
+    const v = rng.randn([1, 2, 230, 128]);
+    const ref = softmaxAttentionReference(q, k, v, { causal });
+    const [gq, gk, gv] = [q, k, v].map((x) => toWebGpu(x, ctx)) as Tensor[];
+    const { o, lse } = await flashAttentionWebGpu(gq!, gk!, gv!, {
+      causal,
+      tiles: { forward: tiles },
+    });
+    for (const [name, got, want] of [
+      ['o', o, ref.o],
+      ['lse', lse, ref.lse],
+    ] as const) {
+      const a = accuracy(await got.toCpu(), want);
+      if (!(a.relL2 <= 1e-5) || a.nonFinite > 0) {
+        throw new Error(`causal=${causal} ${name} rel_l2=${a.relL2} nonFinite=${a.nonFinite}`);
+      }
+      errs.push(`${name} ${a.relL2.toExponential(1)}`);
+    }
+    for (const x of [gq, gk, gv, o, lse]) x!.dispose();
+  }
+  return errs.join(' ');
+}
+
+async function variants(ctx: WebGpuContext): Promise<void> {
+  const x = inputs(ctx, [4, 16, 4096, 128], 'f32');
+  const summary: string[] = [];
+  const count = Number(value('variants'));
+  for (const tiles of Number.isInteger(count) ? VARIANTS.slice(0, count) : VARIANTS) {
+    const name = JSON.stringify(tiles);
+    try {
+      console.log(`variant ${name} ok: ${await checkVariant(ctx, tiles)}`);
+      const full = await benchShape(ctx, x, false, { forward: tiles }, ['forward']);
+      const causal = await benchShape(ctx, x, true, { forward: tiles }, ['forward']);
+      summary.push(
+        `${full[0]!.tflops.toFixed(2).padStart(6)} full ${causal[0]!.tflops.toFixed(2).padStart(6)} causal ${name}`,
+      );
+    } catch (e) {
+      console.log(`variant ${name} failed: ${(e as Error).message}`);
+      summary.push(`failed ${name}`);
+    }
+  }
+  for (const t of x) t.dispose();
+  console.log(`summary (TFLOP/s forward f32 4,16,4096,128):\n${summary.join('\n')}`);
+}
+
 interface TorchRow {
   impl: string;
   pass: string;
@@ -322,6 +385,11 @@ async function main(): Promise<void> {
     console.log(`plan ${kernel} d128: ${JSON.stringify(plan)}`);
   }
   await checkCorrectness(ctx);
+  if (flag('variants')) {
+    await variants(ctx);
+    ctx.destroy();
+    return;
+  }
   const rows: Row[] = [];
   const out = value('out');
   // Rows are saved as they come, so a run stopped by its time limit still leaves its numbers.

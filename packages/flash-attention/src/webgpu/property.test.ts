@@ -52,11 +52,13 @@ describe.skipIf(!ctx)('WGSL FlashAttention-2 on WebGPU: random problems', () => 
   });
 
   // Other tile shapes than the planner's: 8 rows per thread (rv 2), several column groups,
-  // shallow chunks; on a causal problem and on a windowed block-sparse GQA one.
+  // shallow chunks, row groups R4 = ty rv with zt swizzle masks 3, 7 and 0 (R4 = 3, not a power
+  // of two); on a causal problem and on a windowed block-sparse GQA one.
   const TILES = [
     { tx: 4, ty: 4, rv: 1, cu: 2, kc: 8, mc: 8 },
     { tx: 4, ty: 4, rv: 2, cu: 1, kc: 8, mc: 16 },
     { tx: 8, ty: 2, rv: 2, cu: 2, kc: 4, mc: 4 },
+    { tx: 4, ty: 3, rv: 1, cu: 1, kc: 8, mc: 8 },
   ];
   test.each(TILES.map((t) => [JSON.stringify(t), t] as const))('tiles %s', async (_, tiles) => {
     const r = new Rng(12);

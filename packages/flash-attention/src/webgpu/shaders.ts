@@ -108,6 +108,19 @@ fn st_${name}(e: u32, v: vec4<f32>, n: u32) {
 }`;
 }
 
+/**
+ * XOR mask of zt's row-group index: writeZ stores 4 consecutive rows of P^T per thread, rows
+ * 4 R4 vec4 apart, so without the swizzle the TX threads of a row group hit one bank group.
+ * The mask is below the largest power of two (at most 8 vec4, a full bank sweep) dividing R4,
+ * so swizzled indices stay in their row.
+ */
+function zSwizzle(p: WebGpuFlashPlan): number {
+  const r4 = p.br / 4;
+  let m = 1;
+  while (m < 8 && r4 % (2 * m) === 0) m *= 2;
+  return m - 1;
+}
+
 function constants(p: WebGpuFlashPlan): string {
   return `const TX = ${p.tx}u;
 const T = ${p.threads}u;
@@ -118,6 +131,7 @@ const C4 = ${p.bc / 4}u;
 const KC = ${p.kc}u;
 const MC = ${p.mc}u;
 const SB = ${(p.kc * p.br) / 4}u;
+const ZM = ${zSwizzle(p)}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LOG2E = 1.4426950408889634;
@@ -157,18 +171,39 @@ interface Operand {
  * x_i_u += A B^T over the contraction `width`: A rows are the tile's rows, B rows its columns.
  * Chunks of KC are staged transposed (vec4 over rows / columns), so the inner loop reads one
  * vec4 per row group of A and CU vec4 of B per step for 16 rv CU multiply-adds.
+ *
+ * Staging order (`rowWalk`): with it, consecutive threads walk one row's KC/4 vec4 first, so a
+ * subgroup's global loads cover whole KC-float row segments (8 rows per 32 threads instead of
+ * 32 rows x 16 bytes) at the price of 4 threads per bank in the transposing scalar stores. On
+ * the H100 (2026-11-22, tooling/gpu/results) it made the forward 7% faster (24.1 -> 25.9
+ * TFLOP/s at B4 H16 N4096 D128 f32); the backward kernels keep consecutive rows per thread
+ * (conflict-free stores) until it is timed there. Padding the k-major rows by a vec4 (against
+ * those conflicts) cost 29% instead (17.2 TFLOP/s, unaligned rows for the inner loop's reads).
  */
-function ntGemm(p: WebGpuFlashPlan, x: string, a: Operand, b: Operand, width: string): string {
+function ntGemm(
+  p: WebGpuFlashPlan,
+  x: string,
+  a: Operand,
+  b: Operand,
+  width: string,
+  rowWalk = false,
+): string {
+  const order = (rowsPerTile: string) =>
+    rowWalk
+      ? `let r = s / (KC / 4u);
+      let kq = s % (KC / 4u);`
+      : `let r = s % ${rowsPerTile};
+      let kq = s / ${rowsPerTile};`;
   const stageSide = (o: Operand, rowsPerTile: string, quarter: string, offset: string) => `
     for (var s = lid; s < (KC / 4u) * ${rowsPerTile}; s += T) {
-      let r = s % ${rowsPerTile};
-      let kk = k0 + (s / ${rowsPerTile}) * 4u;
+      ${order(rowsPerTile)}
+      let kk = k0 + kq * 4u;
       var val = vec4<f32>(0.0);
       if (${o.first} + r < ${o.rows}) {
         let e = ${o.base} + (${o.first} + r) * ${o.stride} + kk;
         ${load4('val', o.name, 'e', 'kk', width, o.vec)}
       }
-      let dst = ${offset}(s / ${rowsPerTile}) * 4u * ${quarter} + r / 4u;
+      let dst = ${offset}kq * 4u * ${quarter} + r / 4u;
       let comp = r % 4u;
       stage[dst][comp] = val.x;
       stage[dst + ${quarter}][comp] = val.y;
@@ -210,7 +245,7 @@ function nnGemm(p: WebGpuFlashPlan, acc: string, m: Operand, width: string, wu: 
     }
     workgroupBarrier();
     for (var c = 0u; c < MC; c++) {
-      ${rep(p.rv, (g) => `let z${g} = zt[(c0m + c) * R4 + ty + ${g * p.ty}u];`)}
+      ${rep(p.rv, (g) => `let z${g} = zt[(c0m + c) * R4 + ((ty + ${g * p.ty}u) ^ (((c0m + c) >> 2u) & ZM))];`)}
       ${rep(wu, (u) => `let m${u} = stage[c * ${wq}u + tx + ${u * p.tx}u];`)}
       ${tile(p, wu, (i, u) => `${acc}_${i}_${u} += ${rowVec('z', i)} * m${u};`)}
     }
@@ -218,14 +253,14 @@ function nnGemm(p: WebGpuFlashPlan, acc: string, m: Operand, width: string, wu: 
   }`;
 }
 
-/** Writes the register tile t_i_u transposed into zt (vec4 over each group of 4 rows). */
+/** Writes the register tile t_i_u transposed into zt (vec4 over each group of 4 rows, swizzled by ZM). */
 function writeZ(p: WebGpuFlashPlan, t: string): string {
   const out: string[] = [];
   for (let g = 0; g < p.rv; g++) {
     for (let u = 0; u < p.cu; u++) {
       for (let e = 0; e < 4; e++) {
         out.push(
-          `zt[((tx + ${u * p.tx}u) * 4u + ${e}u) * R4 + ty + ${g * p.ty}u] = vec4<f32>(${rep(4, (i) => `${t}_${4 * g + i}_${u}.${E[e]}`, ', ')});`,
+          `zt[((tx + ${u * p.tx}u) * 4u + ${e}u) * R4 + ((ty + ${g * p.ty}u) ^ ((tx + ${u * p.tx}u) & ZM))] = vec4<f32>(${rep(4, (i) => `${t}_${4 * g + i}_${u}.${E[e]}`, ', ')});`,
         );
       }
     }
@@ -281,7 +316,7 @@ function tileLoop(spec: ShaderSpec, stateIndex: string, body: string): string {
 /** Masks x_i_u (scaled scores) to NEG outside the partner ranges and, in mixed tiles, outside kept blocks. */
 function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
   const p = spec.plan;
-  const ranges = tile(
+  const ranges = `${rowRanges(p)}\n${tile(
     p,
     p.cu,
     (i, u) => `{
@@ -289,7 +324,7 @@ function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
       let ok = (cols >= vec4<i32>(lo${i})) & (cols < vec4<i32>(hi${i}));
       x_${i}_${u} = select(vec4<f32>(NEG), x_${i}_${u}, ok);
     }`,
-  );
+  )}`;
   if (!spec.blockSparse) return `if (!full) {\n${ranges}\n  }`;
   const q = rowsAreKeys ? 'col' : 'row';
   const k = rowsAreKeys ? 'row' : 'col';
@@ -323,7 +358,10 @@ const SEQ = `
   let tx = lid % TX;
   let ty = lid / TX;`;
 
-/** Per-thread partner ranges of its rows (the mask is per row; columns vary per tile). */
+/**
+ * Per-thread partner ranges of its rows (the mask is per row; columns vary per tile), computed
+ * in masked tiles only so they hold no registers across the mask-free tiles.
+ */
 function rowRanges(p: WebGpuFlashPlan): string {
   return rep(
     4 * p.rv,
@@ -391,7 +429,7 @@ export function forwardShader(spec: ShaderSpec): string {
     xs.length === 1 ? xs[0]! : `max(${xs[0]}, ${maxOf(xs.slice(1))})`;
   const rowMax = (i: number) => maxOf(Array.from({ length: p.cu }, (_, u) => hmax(`x_${i}_${u}`)));
   const body = `
-    ${ntGemm(p, 'x', q, k, 'P.d')}
+    ${ntGemm(p, 'x', q, k, 'P.d', true)}
     ${tile(p, p.cu, (i, u) => `x_${i}_${u} *= P.scaleLog2;`)}
     ${maskCode(spec, false)}
     ${perGroup((g) => `var mt${g} = vec4<f32>(${rep(4, (i) => rowMax(4 * g + i), ', ')});`)}
@@ -434,7 +472,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nq)) - 1;
-  ${rowRanges(p)}
   ${perGroup((g) => `var m${g} = vec4<f32>(M0);\n  var l${g} = vec4<f32>(0.0);`, '\n  ')}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'acc', p.wuV)}
@@ -575,7 +612,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nq)) - 1;
-  ${rowRanges(p)}
   ${rep(4 * p.rv, (i) => `let st${i} = stat(lB + r0 + ${rowOf(p, i)}, r0 + ${rowOf(p, i)} < nq);`, '\n  ')}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'y', p.cu)}
@@ -691,7 +727,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let ncols = i32(nq);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nk)) - 1;
-  ${rowRanges(p)}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'y', p.cu)}
   ${declare(p, 'acck', p.wuD)}
