@@ -92,14 +92,25 @@ let dawn: Promise<DawnModule> | undefined;
 async function loadDawn(): Promise<DawnModule> {
   // A computed specifier keeps browser bundlers from following this Node-only import.
   const specifier = 'webgpu';
-  dawn ??= import(/* @vite-ignore */ specifier).then((m) => {
-    const mod = m as unknown as DawnModule;
-    // Dawn's constants (GPUBufferUsage, GPUMapMode, ...) are what browsers provide as globals.
-    for (const [name, value] of Object.entries(mod.globals)) {
-      if (!(name in globalThis)) (globalThis as Record<string, unknown>)[name] = value;
-    }
-    return mod;
-  });
+  dawn ??= import(/* @vite-ignore */ specifier).then(
+    (m) => {
+      const mod = m as unknown as DawnModule;
+      // Dawn's constants (GPUBufferUsage, GPUMapMode, ...) are what browsers provide as globals.
+      for (const [name, value] of Object.entries(mod.globals)) {
+        if (!(name in globalThis)) (globalThis as Record<string, unknown>)[name] = value;
+      }
+      return mod;
+    },
+    (e: unknown) => {
+      // Dawn is an optional peer dependency (browsers do not need it): say how to get it, and
+      // let a later call try again.
+      dawn = undefined;
+      throw new BackendUnavailableError(
+        `webgpu: no navigator.gpu here and Dawn for Node could not be loaded (install the optional peer dependency: npm i webgpu): ${(e as Error).message}`,
+        'webgpu',
+      );
+    },
+  );
   return dawn;
 }
 
