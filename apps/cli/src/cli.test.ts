@@ -5,7 +5,7 @@ import { nativeAvailable } from '@attnkit/flash-attention';
 import { readSafetensors, Tensor, writeSafetensors } from '@attnkit/tensor';
 import { goldenFiles } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
-import { type CliIo, runCli } from './cli.js';
+import { type CliIo, runCli, USAGE } from './cli.js';
 import { verifyFile } from './verify.js';
 
 const files = goldenFiles();
@@ -89,6 +89,27 @@ describe('attnkit verify output', () => {
     expect(lines.find((l) => l.startsWith('dq '))).toMatch(/ ok$/);
   });
 
+  test('a reference of another shape with the same element count is FAIL', async () => {
+    const golden = readSafetensors(new Uint8Array(readFileSync(full)));
+    const o = golden.tensors.o!;
+    // Same elements in the same order, so only the shape check can tell them apart.
+    const [B, H, N, D] = o.shape as [number, number, number, number];
+    const reshaped = Tensor.from(o.toFloat64Array(), [B * H, N, D]);
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-'));
+    const path = join(dir, 'reshaped.safetensors');
+    writeFileSync(
+      path,
+      writeSafetensors({ ...golden.tensors, o: reshaped }, { metadata: golden.metadata }),
+    );
+    const io = captureIo();
+    expect(await runCli(['verify', path, '--backend', 'ts', '--json'], io)).toBe(1);
+    const report = JSON.parse(io.stdout.join('\n'));
+    expect(report.ok).toBe(false);
+    expect(Object.keys(report.tensors.o).sort()).toEqual(['maxAbs', 'ok', 'relL2']);
+    expect(report.tensors.o.ok).toBe(false);
+    expect(report.tensors.lse.ok).toBe(true);
+  });
+
   test('an unknown backend is a usage error naming --backend', async () => {
     const io = captureIo();
     expect(await runCli(['verify', full, '--backend', 'cuda'], io)).toBe(2);
@@ -156,9 +177,51 @@ describe('attnkit bench', () => {
     expect(fwd.referenceMs).toBeGreaterThan(0);
   });
 
+  test('--repeats 0 and malformed counts are usage errors naming the flag', async () => {
+    for (const [flag, value] of [
+      ['--repeats', '0'],
+      ['--repeats', '1e1'],
+      ['--repeats', ''],
+      ['--warmup', '-1'],
+      ['--warmup', '0x2'],
+    ] as const) {
+      const io = captureIo();
+      const args = ['bench', '--shape', '1,1,8,4', `${flag}=${value}`];
+      expect(await runCli(args, io), args.join(' ')).toBe(2);
+      expect(io.stdout).toEqual([]);
+      expect(io.stderr.join('\n')).toBe(
+        `attnkit: ${flag}: expected an integer >= ${flag === '--repeats' ? 1 : 0}, got "${value}"`,
+      );
+    }
+  });
+
   test('a bad shape is a usage error naming --shape', async () => {
     const io = captureIo();
     expect(await runCli(['bench', '--shape', '1,2,64'], io)).toBe(2);
     expect(io.stderr.join('\n')).toMatch(/--shape: expected B,H,N,D/);
   });
+});
+
+describe('--help on each command', () => {
+  for (const [command, first] of [
+    ['verify', '  attnkit verify <file.safetensors>'],
+    ['bench', '  attnkit bench [--family flash]'],
+    ['io', '  attnkit io --algo '],
+  ] as const) {
+    for (const flag of ['--help', '-h']) {
+      test(`attnkit ${command} ${flag} prints its usage and exits 0`, async () => {
+        const io = captureIo();
+        expect(await runCli([command, flag], io)).toBe(0);
+        expect(io.stderr).toEqual([]);
+        const text = io.stdout.join('\n');
+        expect(text.split('\n')[0]).toBe('Usage:');
+        expect(text.split('\n')[1]!.startsWith(first)).toBe(true);
+        // Only this command's usage, each line of it taken from the full usage text.
+        for (const other of ['verify', 'bench', 'io'].filter((c) => c !== command)) {
+          expect(text).not.toContain(`attnkit ${other} `);
+        }
+        for (const line of text.split('\n').slice(1)) expect(USAGE).toContain(line);
+      });
+    }
+  }
 });

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { nativeAvailable } from '@attnkit/flash-attention';
-import { AttnkitError } from '@attnkit/tensor';
+import { AttnkitError, ValueError } from '@attnkit/tensor';
 import { DEFAULT_BENCH, formatBenchTable, parseShape, runBench } from './bench.js';
 import { IO_USAGE, ioCommand } from './io.js';
 import { formatVerifyReport, reportToJson, verifyFile } from './verify.js';
@@ -16,20 +16,25 @@ const consoleIo: CliIo = {
   err: (t) => process.stderr.write(`${t}\n`),
 };
 
-export const USAGE = `attnkit: fast, exact attention for JavaScript
-
-Usage:
-  attnkit verify <file.safetensors>... [--backend <name>] [--algorithm fa1|fa2] [--json]
+export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <name>] [--algorithm fa1|fa2] [--json]
       Runs a golden reference file on a backend and compares every reference tensor with the
       KERNELS.md tolerance; exits 0 only if all are within it.
       Backends: ts (pure TypeScript FlashAttention; softmax kinds), reference (float64, every kind),
       webgpu (WGSL FlashAttention-2 on WebGPU: Dawn in Node; softmax kinds),
       native (C++ FlashAttention-2 of @attnkit/native: threads + SIMD; softmax kinds).
-      Default: native when the addon loads, else ts; reference for kinds without a fast kernel.
-  attnkit bench [--family flash] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal] [--algorithm fa1|fa2]
+      Default: native when the addon loads, else ts; reference for kinds without a fast kernel.`;
+
+export const BENCH_USAGE = `  attnkit bench [--family flash] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal] [--algorithm fa1|fa2]
                 [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json]
       Times forward and backward (median after warm-up), prints GFLOP/s beside the float64
       reference's time on the same shape. Default backend: native when the addon loads, else ts.
+      --repeats is at least 1; --warmup may be 0.`;
+
+export const USAGE = `attnkit: fast, exact attention for JavaScript
+
+Usage:
+${VERIFY_USAGE}
+${BENCH_USAGE}
 ${IO_USAGE}
   attnkit help`;
 
@@ -43,11 +48,16 @@ async function verify(args: string[], io: CliIo): Promise<number> {
     args,
     allowPositionals: true,
     options: {
+      help: { type: 'boolean', short: 'h', default: false },
       backend: { type: 'string' },
       algorithm: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
+  if (values.help) {
+    io.out(`Usage:\n${VERIFY_USAGE}`);
+    return 0;
+  }
   if (positionals.length === 0) return fail(io, 'verify: expected at least one <file.safetensors>');
   const algorithm = values.algorithm;
   if (algorithm !== undefined && algorithm !== 'fa1' && algorithm !== 'fa2') {
@@ -72,11 +82,13 @@ async function verify(args: string[], io: CliIo): Promise<number> {
   return allOk ? 0 : 1;
 }
 
-function positiveInt(text: string | undefined, name: string, fallback: number): number {
+/** A count flag: decimal digits only (Number() would take "", "1e1" and "0x10"), at least `min`. */
+function countFlag(text: string | undefined, name: string, fallback: number, min: number): number {
   if (text === undefined) return fallback;
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 0)
-    throw new AttnkitError(`--${name}: expected a non-negative integer, got "${text}"`, name);
+  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(n) || n < min) {
+    throw new ValueError(`--${name}: expected an integer >= ${min}, got "${text}"`, `--${name}`);
+  }
   return n;
 }
 
@@ -84,6 +96,7 @@ async function bench(args: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
+      help: { type: 'boolean', short: 'h', default: false },
       family: { type: 'string', default: 'flash' },
       backend: { type: 'string' },
       shape: { type: 'string' },
@@ -97,6 +110,10 @@ async function bench(args: string[], io: CliIo): Promise<number> {
       out: { type: 'string' },
     },
   });
+  if (values.help) {
+    io.out(`Usage:\n${BENCH_USAGE}`);
+    return 0;
+  }
   if (values.family !== 'flash')
     return fail(io, `--family: expected flash, got "${values.family}"`);
   // The default is the library's for cpu tensors: native when the addon loads, else ts.
@@ -114,8 +131,9 @@ async function bench(args: string[], io: CliIo): Promise<number> {
       shape: values.shape ? parseShape(values.shape) : DEFAULT_BENCH.shape,
       causal: values.causal,
       algorithm: values.algorithm,
-      repeats: Math.max(1, positiveInt(values.repeats, 'repeats', DEFAULT_BENCH.repeats)),
-      warmup: positiveInt(values.warmup, 'warmup', DEFAULT_BENCH.warmup),
+      // A median of no timings is undefined: at least one repeat.
+      repeats: countFlag(values.repeats, 'repeats', DEFAULT_BENCH.repeats, 1),
+      warmup: countFlag(values.warmup, 'warmup', DEFAULT_BENCH.warmup, 0),
       reference: !values['no-reference'],
       passes: values['forward-only'] ? ['forward'] : ['forward', 'backward'],
     },

@@ -110,6 +110,11 @@ describe('attnkit io --algo', () => {
         /^attnkit io: --Mmax: expected at least Mmin = 500, got 100$/,
       ],
       [['--sweep', '--N', '2.5'], /^attnkit io: --N: /],
+      [
+        ['--sweep', '--N', '8', '--d', '2', '--points', '1'],
+        /^attnkit io: --points: expected an integer >= 2 .*got "1"$/,
+      ],
+      [['--sweep', '--points', '0'], /^attnkit io: --points: /],
     ];
     for (const [args, message] of cases) {
       const io = captureIo();
@@ -217,6 +222,18 @@ describe('attnkit io --sweep', () => {
     const rows = JSON.parse(json.stdout.join(''));
     for (const r of rows) expect(Object.keys(r)).toEqual(KEYS);
     expect(rows.filter((r: { M: number }) => r.M === 8192).length).toBe(5);
+  });
+
+  test('the lower bound is printed where no algorithm fits (M = d), not NaN', async () => {
+    const io = captureIo();
+    expect(await ioCommand(['--sweep', '--N', '8', '--d', '2', '--points', '2'], io)).toBe(0);
+    const lines = io.stdout.join('\n').split('\n');
+    expect(lines.length).toBe(3);
+    const first = lines[1]!.trim().split(/\s+/);
+    expect(first[0]).toBe('2');
+    expect(first.slice(2)).toEqual(['-', '-', '-', '-', '-']);
+    expect(first[1]).toBe(String(Math.ceil(lowerBound(8, 2, 2))));
+    expect(lines[2]!.trim().split(/\s+/)[1]).toBe(String(Math.ceil(lowerBound(8, 2, 16))));
   });
 
   test('an unwritable --svg path is exit 2 with one line', async () => {

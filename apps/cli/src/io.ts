@@ -5,8 +5,10 @@ import {
   closedFormIO,
   defaultBlocks,
   type IOReportRow,
+  type IOSweep,
   ioSweep,
   isAlgorithm,
+  lowerBound,
   reportRow,
   simulate,
   sweepSvg,
@@ -39,6 +41,18 @@ function intFlag(value: string | undefined, flag: string, fallback?: number): nu
   return Number(value);
 }
 
+/** A sweep spaces its points geometrically from Mmin to Mmax, which takes at least the two ends. */
+function pointsFlag(value: string): number {
+  const points = intFlag(value, 'points');
+  if (points < 2) {
+    throw new ValueError(
+      `--points: expected an integer >= 2 (the sweep's two ends, Mmin and Mmax), got "${value}"`,
+      '--points',
+    );
+  }
+  return points;
+}
+
 function formatRow(row: IOReportRow, blocks: string, source: string): string {
   return [
     `${row.algo}: N = ${row.N}, d = ${row.d}, M = ${row.M}, ${blocks} (${source})`,
@@ -51,14 +65,15 @@ function formatRow(row: IOReportRow, blocks: string, source: string): string {
   ].join('\n');
 }
 
-function formatSweep(rows: IOReportRow[], Ms: number[]): string {
+function formatSweep({ N, d, dv, Ms, rows }: IOSweep): string {
   const header = ['M', 'lower bound', ...ALGORITHMS];
   const lines = [header];
   for (const M of Ms) {
     const at = rows.filter((r) => r.M === M);
+    // The bound holds for every M, including those where no algorithm fits (no rows there).
     lines.push([
       String(M),
-      String(Math.ceil(at[0]?.lowerBound ?? Number.NaN)),
+      String(Math.ceil(lowerBound(N, d, M, dv))),
       ...ALGORITHMS.map((a) => String(at.find((r) => r.algo === a)?.total ?? '-')),
     ]);
   }
@@ -70,6 +85,7 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
+      help: { type: 'boolean', short: 'h', default: false },
       algo: { type: 'string' },
       N: { type: 'string' },
       d: { type: 'string' },
@@ -84,6 +100,10 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
       svg: { type: 'string' },
     },
   });
+  if (values.help) {
+    io.out(`Usage:\n${IO_USAGE}`);
+    return 0;
+  }
   if (values.sweep) {
     for (const flag of ['algo', 'M', 'simulate'] as const) {
       if (values[flag] !== undefined && values[flag] !== false) {
@@ -101,7 +121,7 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
       dv: values.dv === undefined ? undefined : intFlag(values.dv, 'dv'),
       Mmin: values.Mmin === undefined ? undefined : intFlag(values.Mmin, 'Mmin'),
       Mmax: values.Mmax === undefined ? undefined : intFlag(values.Mmax, 'Mmax'),
-      points: values.points === undefined ? undefined : intFlag(values.points, 'points'),
+      points: values.points === undefined ? undefined : pointsFlag(values.points),
     });
     if (values.svg !== undefined) {
       if (values.svg === '') throw new ValueError('--svg: expected a file name, got ""', '--svg');
@@ -109,7 +129,7 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
     }
     if (values.json) io.out(JSON.stringify(sweep.rows));
     else {
-      io.out(formatSweep(sweep.rows, sweep.Ms));
+      io.out(formatSweep(sweep));
       if (values.svg !== undefined) io.out(`wrote ${values.svg}`);
     }
     return 0;

@@ -31,6 +31,10 @@ function maxSeqLen(g: Golden): number {
   return Math.max(0, ...lens.filter(Number.isFinite));
 }
 
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((n, i) => n === b[i]);
+}
+
 /**
  * Runs one golden on a backend and compares every reference tensor the golden holds with
  * the KERNELS.md tolerance. This is the whole of `attnkit verify`; tests call it directly.
@@ -49,8 +53,11 @@ export async function verifyGolden(
   const tensors: Record<string, TensorVerdict> = {};
   for (const name of golden.references) {
     const got = produced[name];
+    const want = golden.tensors[name]!;
     let acc: Accuracy | undefined;
-    if (got && got.size === golden.tensors[name]!.size) acc = accuracy(got, golden.tensors[name]!);
+    // Equal element counts are not enough: a transposed or mis-laid-out output of the same size
+    // must fail even when its elements happen to line up.
+    if (got && sameShape(got.shape, want.shape)) acc = accuracy(got, want);
     tensors[name] = acc
       ? { relL2: acc.relL2, maxAbs: acc.maxAbs, ok: acc.relL2 <= tol && acc.nonFinite === 0 }
       : { relL2: Number.POSITIVE_INFINITY, maxAbs: Number.POSITIVE_INFINITY, ok: false };

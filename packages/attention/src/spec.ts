@@ -154,6 +154,8 @@ function checkTensor(t: unknown, name: string, rank: number): Tensor {
   return tt;
 }
 
+const INT32_MAX = 2 ** 31 - 1;
+
 function checkCuSeqlens(v: unknown, name: string, total: number): Int32Array {
   if (v === undefined)
     fail(ValueError, name, `int32 offsets of length B+1 (required with layout THD)`, v);
@@ -161,11 +163,22 @@ function checkCuSeqlens(v: unknown, name: string, total: number): Int32Array {
   if (!(v instanceof Int32Array) && !Array.isArray(v))
     fail(ValueError, name, 'an Int32Array or number[]', v);
   if (arr.length < 2) fail(ValueError, name, 'at least 2 entries (B+1 with B >= 1)', v);
+  // Checked before Int32Array.from, which would wrap 2**32 + 8 to 8 and truncate 2.5 to 2.
+  for (let i = 0; i < arr.length; i++) {
+    const x = arr[i];
+    if (!Number.isInteger(x) || x! < 0 || x! > INT32_MAX) {
+      fail(
+        ValueError,
+        name,
+        `integer entries in [0, ${INT32_MAX}] (entry ${i} is ${describe(x)})`,
+        v,
+      );
+    }
+  }
   const out = Int32Array.from(arr);
   if (out[0] !== 0) fail(ValueError, name, 'first entry 0', v);
-  for (let i = 0; i < arr.length; i++) {
-    if (!Number.isInteger(arr[i])) fail(ValueError, name, 'integer entries', v);
-    if (i > 0 && out[i]! < out[i - 1]!) {
+  for (let i = 1; i < arr.length; i++) {
+    if (out[i]! < out[i - 1]!) {
       fail(ValueError, name, `non-decreasing offsets (entry ${i} is ${out[i]} < ${out[i - 1]})`, v);
     }
   }

@@ -502,6 +502,68 @@ describe('malformed files are FormatErrors', () => {
     );
   });
 
+  test('duplicate tensor names in the header', () => {
+    const x = '{"dtype":"F32","shape":[2],"data_offsets":[0,8]}';
+    const y = '{"dtype":"F32","shape":[2],"data_offsets":[8,16]}';
+    const data = new Rng(11).randn([4]).data();
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    // Without the check JSON.parse keeps the second "w" and the file reads as one valid tensor.
+    expectFormatError(
+      () => readSafetensors(makeFile(`{"w": ${y}, "w": ${x}}`, bytes.subarray(0, 8))),
+      'w',
+      /names "w" more than once/,
+    );
+    // Keys compare decoded ("\u0077" is "w"); nested keys and string contents do not count.
+    expectFormatError(
+      () => readSafetensors(makeFile(`{"w": ${x}, "\\u0077": ${y}}`, bytes)),
+      'w',
+      /names "w" more than once/,
+    );
+    const nested = `{"__metadata__": {"w": "a \\"w\\": {", "x": "w"}, "w": ${x}, "v": ${y}}`;
+    const st = readSafetensors(makeFile(nested, bytes));
+    expect(Object.keys(st.tensors).sort()).toEqual(['v', 'w']);
+    expect(st.metadata.w).toBe('a "w": {');
+  });
+
+  test('a hole in the data region', () => {
+    const header = {
+      a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
+      b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] },
+    };
+    expectFormatError(
+      () => readSafetensors(makeFile(header, new Uint8Array(12))),
+      'b',
+      /leave a hole: bytes \[4, 8\) of the data region belong to no tensor/,
+    );
+    const late = { a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } };
+    expectFormatError(
+      () => readSafetensors(makeFile(late, new Uint8Array(8))),
+      'a',
+      /hole: bytes \[0, 4\)/,
+    );
+  });
+
+  test('trailing bytes after the last tensor', () => {
+    expectFormatError(
+      () => readSafetensors(makeFile(entry({}), new Uint8Array(11))),
+      'file',
+      /3 trailing bytes after the last tensor \(tensors cover \[0, 8\) of a 11-byte/,
+    );
+    expectFormatError(
+      () => readSafetensors(makeFile('{}', new Uint8Array(2))),
+      'file',
+      /2 trailing bytes/,
+    );
+    // Empty tensors own no bytes, wherever their offsets point.
+    const withEmpty = {
+      ...entry({}),
+      e: { dtype: 'F32', shape: [0, 3], data_offsets: [4, 4] },
+    };
+    expect(readSafetensors(makeFile(withEmpty, new Uint8Array(8))).tensors.e!.shape).toEqual([
+      0, 3,
+    ]);
+  });
+
   test('byte size differs from numel * element size', () => {
     const file = makeFile(entry({ shape: [3] }), new Uint8Array(8));
     expectFormatError(() => readSafetensors(file), 'x', /F32 \[3\] needs 12 bytes.*span 8/);

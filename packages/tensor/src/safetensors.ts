@@ -126,7 +126,7 @@ export function readSafetensors(bytes: Uint8Array): SafetensorsFile {
     if (name === METADATA_KEY) continue;
     entries.push(parseEntry(name, raw, dataLen));
   }
-  checkOverlaps(entries);
+  checkCoverage(entries, dataLen);
 
   const tensors: Record<string, Tensor> = {};
   const fileDTypes: Record<string, SafetensorsDType> = {};
@@ -157,7 +157,47 @@ function parseHeader(raw: Uint8Array): Record<string, unknown> {
       'file',
     );
   }
+  const duplicate = firstDuplicateKey(text);
+  if (duplicate !== undefined) {
+    throw new FormatError(
+      `file: header names ${JSON.stringify(duplicate)} more than once (JSON.parse would keep only the last)`,
+      duplicate,
+    );
+  }
   return json;
+}
+
+/**
+ * The first top-level key of the JSON object `text` that occurs twice, comparing decoded keys.
+ * `text` has already parsed as a JSON object, so a scan that tracks strings and nesting depth
+ * suffices: a key is the string that follows `{` or `,` at depth 1.
+ */
+function firstDuplicateKey(text: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      expectKey = depth === 1;
+    } else if (c === '}' || c === ']') {
+      depth--;
+    } else if (c === ',' && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return undefined;
 }
 
 function parseMetadata(raw: unknown): Record<string, string> {
@@ -231,18 +271,38 @@ function parseEntry(name: string, raw: unknown, dataLen: number): Entry {
   return { name, info, shape: [...shape], begin, end };
 }
 
-function checkOverlaps(entries: readonly Entry[]): void {
-  // Empty tensors own no bytes, so they cannot collide with anything.
+/**
+ * The reference Rust implementation requires the tensors to tile the data region exactly:
+ * sorted by offset, each starts where the previous ended, the first at 0 and the last at its end.
+ * A hole or trailing bytes mean a writer bug or a spliced file, so they are refused rather
+ * than ignored.
+ */
+function checkCoverage(entries: readonly Entry[], dataLen: number): void {
+  // Empty tensors own no bytes, so they cannot collide with anything or fill a hole.
   const ranges = entries.filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin);
-  for (let i = 1; i < ranges.length; i++) {
-    const prev = ranges[i - 1]!;
-    const cur = ranges[i]!;
-    if (cur.begin < prev.end) {
+  let covered = 0;
+  let prev: Entry | undefined;
+  for (const cur of ranges) {
+    if (prev && cur.begin < prev.end) {
       throw new FormatError(
         `tensor ${JSON.stringify(cur.name)}: data_offsets [${cur.begin}, ${cur.end}] overlap those of ${JSON.stringify(prev.name)} [${prev.begin}, ${prev.end}]`,
         cur.name,
       );
     }
+    if (cur.begin > covered) {
+      throw new FormatError(
+        `tensor ${JSON.stringify(cur.name)}: data_offsets [${cur.begin}, ${cur.end}] leave a hole: bytes [${covered}, ${cur.begin}) of the data region belong to no tensor`,
+        cur.name,
+      );
+    }
+    covered = cur.end;
+    prev = cur;
+  }
+  if (covered !== dataLen) {
+    throw new FormatError(
+      `file: ${dataLen - covered} trailing bytes after the last tensor (tensors cover [0, ${covered}) of a ${dataLen}-byte data region)`,
+      'file',
+    );
   }
 }
 

@@ -5,6 +5,7 @@ import {
   DTypeError,
   Rng,
   Tensor,
+  ValueError,
 } from '@attnkit/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findAdapter } from './adapter.js';
@@ -143,6 +144,59 @@ describe.skipIf(!ctx)('on a device', () => {
     expect((again.storage as WebGpuStorage).buffer).toBe(buffer);
     again.dispose();
     await expect(out.toCpu()).rejects.toThrow(/disposed/);
+  });
+
+  it('reads empty tensors and rejects bad reads with typed errors', async () => {
+    const c = ctx!;
+    for (const shape of [[0], [0, 3], [2, 0, 4]]) {
+      const t = emptyWebGpu(shape, 'f32', c);
+      const back = await t.toCpu();
+      expect(back.shape).toEqual(shape);
+      expect(back.size).toBe(0);
+      t.dispose();
+    }
+    const buffer = c.createStorageBuffer(16);
+    expect((await c.readBuffer(buffer, 0)).byteLength).toBe(0);
+    await expect(c.readBuffer(buffer, -1)).rejects.toBeInstanceOf(ValueError);
+    await expect(c.readBuffer(buffer, 4, 1.5)).rejects.toThrow(/offset: expected a non-negative/);
+    // Past the end of the source: the copy fails validation, reported as a typed error.
+    await expect(c.readBuffer(buffer, 8, buffer.size)).rejects.toBeInstanceOf(GpuValidationError);
+    c.pool.release(buffer);
+  });
+
+  it('turns a failing map into GpuValidationError, not a DOMException', async () => {
+    const c = ctx!;
+    const src = toWebGpu(new Rng(9).randn([4]), c);
+    // A staging buffer without MAP_READ makes mapAsync reject with an OperationError.
+    const acquire = c.pool.acquire;
+    c.pool.acquire = (bytes, _usage, label) =>
+      acquire.call(c.pool, bytes, GPUBufferUsage.COPY_DST, label);
+    const live = c.pool.live;
+    try {
+      const read = c.readBuffer((src.storage as WebGpuStorage).buffer, 16);
+      await expect(read).rejects.toBeInstanceOf(GpuValidationError);
+      await expect(read).rejects.toThrow(/read: /);
+    } finally {
+      c.pool.acquire = acquire;
+    }
+    expect(c.pool.live).toBe(live);
+    expect(Array.from((await src.toCpu()).data())).toHaveLength(4);
+    src.dispose();
+  });
+
+  it("names the caller's argument when a disposed tensor is used", async () => {
+    const g = toWebGpu(new Rng(4).randn([3]), ctx!);
+    g.dispose();
+    let caught: unknown;
+    try {
+      webGpuStorageOf(g, 'q');
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(DeviceError);
+    expect((caught as DeviceError).argument).toBe('q');
+    expect((caught as DeviceError).message).toMatch(/^q: .*disposed/);
+    await expect(g.toCpu()).rejects.toMatchObject({ argument: 'tensor' });
   });
 
   it('caches pipelines and runs a kernel', async () => {

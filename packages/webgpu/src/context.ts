@@ -1,11 +1,16 @@
-import { describe, ValueError } from '@attnkit/tensor';
+import { AttnkitError, describe, ValueError } from '@attnkit/tensor';
 import {
   type AdapterRequest,
   findAdapter,
   OPTIONAL_FEATURES,
   type OptionalFeature,
 } from './adapter.js';
-import { fromGpuError, GpuDeviceLostError, type WebGpuError } from './errors.js';
+import {
+  fromGpuError,
+  GpuDeviceLostError,
+  GpuValidationError,
+  type WebGpuError,
+} from './errors.js';
 import { type CompiledProgram, PipelineCache } from './pipelines.js';
 import { BufferPool } from './pool.js';
 import type { GpuProfiler } from './profiler.js';
@@ -211,9 +216,26 @@ export class WebGpuContext {
     this.checkAlive();
   }
 
-  /** Copies `bytes` bytes of `buffer` back to the CPU. */
+  /**
+   * Copies `bytes` bytes of `buffer` from `offset` back to the CPU. Failures reject with typed
+   * errors: GpuDeviceLostError when the device is gone, GpuValidationError for a copy or map
+   * WebGPU refuses (never the DOMException mapAsync rejects with).
+   */
   async readBuffer(buffer: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {
     this.checkAlive();
+    for (const [name, value] of [
+      ['bytes', bytes],
+      ['offset', offset],
+    ] as const) {
+      if (!Number.isSafeInteger(value) || value < 0) {
+        throw new ValueError(
+          `${name}: expected a non-negative integer, got ${describe(value)}`,
+          name,
+        );
+      }
+    }
+    // WebGPU refuses to map an empty range (OperationError); an empty tensor has nothing to copy.
+    if (bytes === 0) return new ArrayBuffer(0);
     const size = Math.ceil(bytes / 4) * 4;
     const staging = this.pool.acquire(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
     try {
@@ -228,7 +250,9 @@ export class WebGpuContext {
       return out;
     } catch (e) {
       this.checkAlive();
-      throw e;
+      if (e instanceof AttnkitError) throw e;
+      // mapAsync and getMappedRange reject with bare DOMExceptions (OperationError, AbortError).
+      throw new GpuValidationError(`read: ${errorText(e)}`, 'read');
     } finally {
       if (staging.mapState === 'unmapped') this.pool.release(staging);
     }
@@ -240,6 +264,10 @@ export class WebGpuContext {
     this.device.destroy();
     this.keepAlive.length = 0;
   }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
 function writePadded(device: GPUDevice, buffer: GPUBuffer, data: ArrayBufferView): void {

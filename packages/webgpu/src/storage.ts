@@ -46,7 +46,7 @@ export class WebGpuStorage implements Storage {
 
   /** Copies the elements back (f16/bf16 as Uint16Array bit patterns, as CpuStorage holds them). */
   async read(): Promise<TypedArray> {
-    this.checkLive('read');
+    this.checkLive('tensor', 'read');
     const bytes = await this.ctx.readBuffer(this.buffer, this.byteLength);
     return viewStorage(this.dtype, bytes, 0, this.length);
   }
@@ -57,9 +57,13 @@ export class WebGpuStorage implements Storage {
     this.ctx.pool.release(this.buffer);
   }
 
-  checkLive(op: string): void {
+  /** Throws DeviceError naming `argument` (and the operation, when given) once disposed. */
+  checkLive(argument: string, op?: string): void {
     if (this.disposed) {
-      throw new DeviceError(`${op}: the tensor's webgpu storage was disposed`, 'tensor');
+      throw new DeviceError(
+        `${argument}: expected a live webgpu tensor, got one whose storage was disposed${op ? ` (${op})` : ''}`,
+        argument,
+      );
     }
   }
 }
