@@ -107,6 +107,44 @@ describe('planTiles', () => {
     expect(wide.fastBytes).toBeLessThanOrEqual(16384);
   });
 
+  test('maxBlockQ / maxBlockK: the brute-force minimum inside the box; min = max pins a block', () => {
+    for (const algo of ALGOS) {
+      const o = { fastMemoryBytes: 8192, headDim: 8, dtype: 'f32' as const, seqLen: 45, algo };
+      const plan = planTiles({ ...o, minBlockQ: 2, maxBlockQ: 9, maxBlockK: 12 });
+      expect(plan.blockQ).toBeGreaterThanOrEqual(2);
+      expect(plan.blockQ).toBeLessThanOrEqual(9);
+      expect(plan.blockK).toBeLessThanOrEqual(12);
+      let min = Number.POSITIVE_INFINITY;
+      for (let bq = 2; bq <= 9; bq++) {
+        for (let bk = 1; bk <= 12; bk++) {
+          if (
+            tileFootprint({ algo, headDim: 8, dtype: 'f32', blockQ: bq, blockK: bk }).bytes > 8192
+          )
+            continue;
+          min = Math.min(
+            min,
+            tileIO(algo, { N: 45, d: 8, M: 1 }, { blockQ: bq, blockK: bk }).total,
+          );
+        }
+      }
+      expect(plan.predictedIO).toBe(min);
+      const pinned = planTiles({ ...o, minBlockQ: 5, maxBlockQ: 5, minBlockK: 7, maxBlockK: 7 });
+      expect([pinned.blockQ, pinned.blockK]).toEqual([5, 7]);
+      expect(pinned.predictedIO).toBe(
+        tileIO(algo, { N: 45, d: 8, M: 1 }, { blockQ: 5, blockK: 7 }).total,
+      );
+    }
+    // Without seqLen the bound still stops FA2's blockQ from taking all the memory.
+    const capped = planTiles({
+      fastMemoryBytes: 1 << 20,
+      headDim: 64,
+      dtype: 'f32',
+      maxBlockQ: 128,
+    });
+    expect(capped.blockQ).toBe(128);
+    expect(capped.predictedIO).toBeCloseTo(128 / 128, 12);
+  });
+
   test('seqLen caps the blocks', () => {
     const plan = planTiles({ fastMemoryBytes: 1 << 20, headDim: 16, dtype: 'f32', seqLen: 10 });
     expect(plan.blockQ).toBeLessThanOrEqual(10);
@@ -130,6 +168,10 @@ describe('planTiles', () => {
     );
     expect(() => planTiles({ ...ok, algo: 'standard' as never })).toThrow(/^algo: /);
     expect(() => planTiles({ ...ok, minBlockK: 0 })).toThrow(/^minBlockK: /);
+    expect(() => planTiles({ ...ok, maxBlockK: 2.5 })).toThrow(/^maxBlockK: /);
+    expect(() => planTiles({ ...ok, minBlockQ: 4, maxBlockQ: 3 })).toThrow(
+      /^maxBlockQ: expected at least minBlockQ = 4, got 3/,
+    );
     expect(() => planTiles({ ...ok, seqLen: 8, minBlockQ: 9 })).toThrow(
       /^minBlockQ: expected at most seqLen = 8, got 9/,
     );

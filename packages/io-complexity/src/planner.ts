@@ -34,6 +34,12 @@ export interface PlanTilesOptions {
    */
   minBlockQ?: number;
   minBlockK?: number;
+  /**
+   * Largest blocks the kernel accepts (default unbounded, or seqLen). Kernels whose tiles have
+   * a fixed extent (a SIMD width, a workgroup shape) pin a block with min = max.
+   */
+  maxBlockQ?: number;
+  maxBlockK?: number;
 }
 
 export interface TilePlan {
@@ -117,6 +123,15 @@ function checkPlannerAlgorithm(value: unknown): PlannerAlgorithm {
   return value as PlannerAlgorithm;
 }
 
+function upperBound(value: unknown, name: string, min: number, minName: string): number {
+  if (value === undefined) return Number.POSITIVE_INFINITY;
+  const max = positiveInt(value, name);
+  if (max < min) {
+    throw new ValueError(`${name}: expected at least ${minName} = ${min}, got ${max}`, name);
+  }
+  return max;
+}
+
 /**
  * The (blockQ, blockK) minimising predicted I/O subject to the working set fitting in
  * `fastMemoryBytes`. Ties go to the larger tile area, then the larger blockQ. With `seqLen`
@@ -146,12 +161,14 @@ export function planTiles(options: PlanTilesOptions): TilePlan {
       throw new ValueError(`${name}: expected at most seqLen = ${N}, got ${value}`, name);
     }
   }
+  const maxQ = upperBound(options.maxBlockQ, 'maxBlockQ', minQ, 'minBlockQ');
+  const maxK = upperBound(options.maxBlockK, 'maxBlockK', minK, 'minBlockK');
   // The working sets of these algorithms do not depend on N or M.
   const p: ResolvedProblem = { N: N ?? 1, d, dv, M: 1 };
   const bytes = (bq: number, bk: number) => footprint(tileWorkingSets(algo, p, bq, bk), eb).bytes;
   const best = optimalTileBlocks(
     N ?? Number.POSITIVE_INFINITY,
-    (bq, bk) => bytes(bq, bk) <= budget,
+    (bq, bk) => bq <= maxQ && bk <= maxK && bytes(bq, bk) <= budget,
     N === undefined
       ? (bq, bk) => asymptoticIO(algo, d, dv, bq, bk)
       : (bq, bk) => tileIO(algo, { N, d, dv, M: 1 }, { blockQ: bq, blockK: bk }).total,

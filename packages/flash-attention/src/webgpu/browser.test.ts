@@ -29,7 +29,7 @@ let url = '';
 
 beforeAll(async () => {
   const alias: Record<string, string> = {};
-  for (const name of ['tensor', 'attention', 'webgpu', 'flash-attention']) {
+  for (const name of ['tensor', 'attention', 'io-complexity', 'webgpu', 'flash-attention']) {
     alias[`@attnkit/${name}`] = join(root, 'packages', name, 'src/index.ts');
   }
   const bundle = await build({

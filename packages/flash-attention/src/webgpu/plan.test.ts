@@ -1,6 +1,11 @@
 import { ValueError } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
-import { planWebGpuFlash, type WebGpuFlashKernel } from './plan.js';
+import {
+  planWebGpuFlash,
+  WEBGPU_TILE_CANDIDATES,
+  type WebGpuFlashKernel,
+  type WebGpuFlashPlan,
+} from './plan.js';
 
 const LLVMPIPE = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 1024 };
 const H100 = {
@@ -12,6 +17,11 @@ const SWIFTSHADER = {
   maxComputeWorkgroupStorageSize: 32768,
   maxComputeInvocationsPerWorkgroup: 256,
   subgroupMinSize: 4,
+};
+/** Room for both 128-thread shapes (64 x 64 and 32 x 64 tiles) but not for 256 threads. */
+const TWO_SHAPES = {
+  maxComputeWorkgroupStorageSize: 24576,
+  maxComputeInvocationsPerWorkgroup: 128,
 };
 const KERNELS: WebGpuFlashKernel[] = ['forward', 'dq', 'dkdv'];
 
@@ -56,6 +66,83 @@ describe('planWebGpuFlash', () => {
           }
         }
       }
+    }
+  });
+
+  test('predicted I/O: the FA2 closed forms at the tile, and the least among admissible shapes', () => {
+    // Large-N rates (elements per N^2), counted independently: FA2's forward streams K and V once
+    // per query tile of BR rows; dK/dV streams Q, dO, dQ (and L, D) once per key tile of BR rows.
+    const rate = (p: WebGpuFlashPlan, d: number, dv: number) =>
+      p.kernel === 'dkdv' ? (3 * d + dv + 2) / p.br : (d + dv) / p.br;
+    // The model's working set: inputs, scores and accumulators of one tile, f32.
+    const footprint = (p: WebGpuFlashPlan, d: number, dv: number) => {
+      if (p.kernel !== 'dkdv') return 4 * (p.br * (d + dv + 2) + p.bc * (d + dv) + p.br * p.bc);
+      const [bq, bk] = [p.bc, p.br];
+      return (
+        4 * Math.max(2 * bq * dv + bq, 2 * bk * (d + dv) + bq * (2 * d + dv + 2) + 2 * bq * bk)
+      );
+    };
+    for (const limits of [
+      LLVMPIPE,
+      H100,
+      SWIFTSHADER,
+      { maxComputeWorkgroupStorageSize: 16384, maxComputeInvocationsPerWorkgroup: 128 },
+      { maxComputeWorkgroupStorageSize: 12288, maxComputeInvocationsPerWorkgroup: 1024 },
+      TWO_SHAPES,
+    ]) {
+      for (const kernel of KERNELS) {
+        for (const [d, dv] of [
+          [64, 64],
+          [128, 128],
+          [256, 256],
+          [40, 96],
+        ]) {
+          const p = planWebGpuFlash({ kernel, d: d!, dv: dv!, ...limits });
+          expect(p.predictedIO).toBeCloseTo(rate(p, d!, dv!), 12);
+          expect(p.ioFootprintBytes).toBe(footprint(p, d!, dv!));
+          expect(p.workgroupBytes).toBeLessThanOrEqual(limits.maxComputeWorkgroupStorageSize);
+          // Admissible: a candidate shape with some chunk depth that fits the device. None has
+          // more threads, and none with as many threads is predicted to move less.
+          for (const [tx, ty, cu] of WEBGPU_TILE_CANDIDATES) {
+            for (const kc of [4, 8, 16, 32]) {
+              for (const mc of [4, 8, 16, 32]) {
+                let other: WebGpuFlashPlan;
+                try {
+                  other = planWebGpuFlash({
+                    kernel,
+                    d: d!,
+                    dv: dv!,
+                    ...limits,
+                    tiles: { tx, ty, cu, kc, mc },
+                  });
+                } catch {
+                  continue;
+                }
+                expect(other.threads).toBeLessThanOrEqual(p.threads);
+                if (other.threads === p.threads) {
+                  expect(other.predictedIO).toBeGreaterThanOrEqual(p.predictedIO);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+
+  test('the I/O model decides between 128-thread shapes: 64 x 64 (BR = 64) over 32 x 64', () => {
+    for (const kernel of KERNELS) {
+      const p = planWebGpuFlash({ kernel, d: 64, dv: 64, ...TWO_SHAPES });
+      const narrow = planWebGpuFlash({
+        kernel,
+        d: 64,
+        dv: 64,
+        ...TWO_SHAPES,
+        tiles: { tx: 16, ty: 8, cu: 1, kc: 4, mc: 4 },
+      });
+      expect([p.tx, p.ty, p.cu, p.br, p.bc]).toEqual([8, 16, 2, 64, 64]);
+      expect(narrow.threads).toBe(p.threads);
+      expect(p.predictedIO).toBeLessThan(narrow.predictedIO);
     }
   });
 

@@ -1,3 +1,4 @@
+import { type PlannerAlgorithm, planTiles, tileFootprint } from '@attnkit/io-complexity';
 import { describe, ValueError } from '@attnkit/tensor';
 
 /**
@@ -12,6 +13,10 @@ import { describe, ValueError } from '@attnkit/tensor';
  * Workgroup memory holds a staging area (the two operand chunks of S = A B^T, KC deep; or an
  * MC-row chunk of the second GEMM's operand; or the forward's row-statistic exchange) and the
  * transposed probability tile P^T (BC x BR), which the second GEMM reads.
+ *
+ * The thread and register shapes were chosen by H100 measurements; the I/O model of
+ * @attnkit/io-complexity prices each shape (`predictedIO`) and decides between shapes with the
+ * same thread count, which the measurements do not order by speed alone.
  */
 
 export type WebGpuFlashKernel = 'forward' | 'dq' | 'dkdv';
@@ -51,6 +56,15 @@ export interface WebGpuFlashPlan extends WebGpuTileConfig {
   workgroupBytes: number;
   /** Forward row max/sum across the TX threads of a row with subgroup shuffles instead of workgroup memory. */
   subgroupReduce: boolean;
+  /**
+   * Slow-memory traffic the I/O model predicts for this tile, in elements per N^2 as N grows
+   * (@attnkit/io-complexity planTiles without seqLen): FA2's forward closed form for the
+   * forward and dQ kernels (a query tile stays resident while K and V stream past it), FA2's
+   * backward for dK/dV (a key tile stays resident while Q, dO stream). Lower is better.
+   */
+  predictedIO: number;
+  /** The model's working set of this tile (tileFootprint, f32): registers and workgroup memory together. */
+  ioFootprintBytes: number;
 }
 
 export interface WebGpuPlanInput {
@@ -66,11 +80,11 @@ export interface WebGpuPlanInput {
 }
 
 /**
- * Candidate (tx, ty, cu) in order of preference: 256 threads with 4x4 register tiles (a 64x64
+ * Candidate (tx, ty, cu) in order of preference, thread counts descending: 256 threads with 4x4 register tiles (a 64x64
  * block, the shape of a naive WGSL matmul that reaches ~29 TFLOP/s on an H100), then shapes
  * that need less workgroup memory or fewer threads.
  */
-const CANDIDATES: readonly [number, number, number][] = [
+export const WEBGPU_TILE_CANDIDATES: readonly (readonly [number, number, number])[] = [
   [16, 16, 1],
   [8, 16, 2],
   [16, 8, 1],
@@ -93,7 +107,41 @@ function positiveInt(value: unknown, name: string, min = 1): number {
   return value;
 }
 
-function layout(input: WebGpuPlanInput, cfg: WebGpuTileConfig, subgroups: number): WebGpuFlashPlan {
+/**
+ * The I/O model's view of a (BR x BC) tile: the algorithm whose loop order the kernel runs and
+ * its blocks (rows are keys in dK/dV), priced by planTiles with the blocks pinned.
+ */
+function tileIO(
+  kernel: WebGpuFlashKernel,
+  d: number,
+  dv: number,
+  br: number,
+  bc: number,
+): { predictedIO: number; ioFootprintBytes: number } {
+  const algo: PlannerAlgorithm = kernel === 'dkdv' ? 'fa2-backward' : 'fa2';
+  const [blockQ, blockK] = kernel === 'dkdv' ? [bc, br] : [br, bc];
+  const shape = { headDim: d, headDimV: dv, dtype: 'f32' as const };
+  const { bytes } = tileFootprint({ ...shape, algo, blockQ, blockK });
+  const { predictedIO } = planTiles({
+    ...shape,
+    algo,
+    fastMemoryBytes: bytes,
+    minBlockQ: blockQ,
+    maxBlockQ: blockQ,
+    minBlockK: blockK,
+    maxBlockK: blockK,
+  });
+  return { predictedIO, ioFootprintBytes: bytes };
+}
+
+type Layout = Omit<WebGpuFlashPlan, 'predictedIO' | 'ioFootprintBytes'>;
+
+/** The plan of a layout: its tile priced by the I/O model (the chunk depths do not change it). */
+function priced(input: WebGpuPlanInput, l: Layout): WebGpuFlashPlan {
+  return { ...l, ...tileIO(input.kernel, input.d, input.dv, l.br, l.bc) };
+}
+
+function layout(input: WebGpuPlanInput, cfg: WebGpuTileConfig, subgroups: number): Layout {
   const { tx, ty, rv, cu, kc, mc } = cfg;
   const br = 4 * ty * rv;
   const bc = 4 * tx * cu;
@@ -165,8 +213,7 @@ export function planWebGpuFlash(input: WebGpuPlanInput): WebGpuFlashPlan {
   );
   const subgroups = input.subgroupMinSize ?? 0;
   positiveInt(subgroups, 'subgroupMinSize', 0);
-  const contraction = Math.max(input.d, input.dv);
-  const fits = (p: WebGpuFlashPlan) => p.workgroupBytes <= storage && p.threads <= invocations;
+  const fits = (p: Layout) => p.workgroupBytes <= storage && p.threads <= invocations;
 
   const t = input.tiles;
   if (t !== undefined && t.tx !== undefined && t.ty !== undefined) {
@@ -186,19 +233,55 @@ export function planWebGpuFlash(input: WebGpuPlanInput): WebGpuFlashPlan {
         'tiles',
       );
     }
-    return plan;
+    return priced(input, plan);
   }
-  for (const [tx, ty, cu] of CANDIDATES) {
+  const key = `${input.kernel},${input.d},${input.dv},${storage},${invocations},${subgroups}`;
+  const cached = searched.get(key);
+  if (cached !== undefined) return { ...cached };
+  const found = search(input, storage, invocations, subgroups);
+  if (searched.size >= SEARCH_CACHE_SIZE) searched.clear();
+  searched.set(key, found);
+  return { ...found };
+}
+
+/**
+ * Plans already searched (the host plans every dispatch; pricing the candidates costs about
+ * 10 us, a dispatch's worth of CPU time on small problems).
+ */
+const searched = new Map<string, WebGpuFlashPlan>();
+const SEARCH_CACHE_SIZE = 256;
+
+function search(
+  input: WebGpuPlanInput,
+  storage: number,
+  invocations: number,
+  subgroups: number,
+): WebGpuFlashPlan {
+  const contraction = Math.max(input.d, input.dv);
+  const fits = (p: Layout) => p.workgroupBytes <= storage && p.threads <= invocations;
+  // Chunks deeper than the head dim would stage only zeros.
+  const depths = DEPTHS.filter((k) => k <= Math.max(4, Math.ceil(contraction / 4) * 4));
+  const firstFit = (tx: number, ty: number, cu: number): WebGpuFlashPlan | undefined => {
     const bc = 4 * tx * cu;
-    // Chunks deeper than the head dim would stage only zeros.
-    const depths = DEPTHS.filter((k) => k <= Math.max(4, Math.ceil(contraction / 4) * 4));
     for (const kc of depths) {
       for (const mc of DEPTHS.filter((m) => m <= bc && bc % m === 0)) {
         const plan = layout(input, { tx, ty, rv: 1, cu, kc, mc }, subgroups);
-        if (fits(plan)) return plan;
+        if (fits(plan)) return priced(input, plan);
       }
     }
+    return undefined;
+  };
+  // The most threads that fit win (measured); among shapes with that many threads, the least
+  // predicted I/O, ties in the measured order.
+  let best: WebGpuFlashPlan | undefined;
+  for (const [tx, ty, cu] of WEBGPU_TILE_CANDIDATES) {
+    if (best !== undefined && tx * ty < best.threads) break;
+    const plan = firstFit(tx, ty, cu);
+    if (plan !== undefined && (best === undefined || plan.predictedIO < best.predictedIO)) {
+      best = plan;
+    }
   }
+  if (best !== undefined) return best;
   throw new ValueError(
     `d/dv: head dims ${input.d}/${input.dv} need more than the device's ${storage} bytes of workgroup memory or ${invocations} threads`,
     'd',
