@@ -274,7 +274,8 @@ export async function flashAttentionBackwardNative(
   dO: Tensor,
   options: FlashAttentionOptions = {},
 ): Promise<FlashAttentionGrads> {
-  const { p } = prepare(q, k, v, options, 'native');
+  const { p, algorithm } = prepare(q, k, v, options, 'native');
+  checkNativeAlgorithm(algorithm);
   checkLike(o, 'o', p.oShape, q.dtype);
   checkLike(lse, 'lse', p.lseShape, 'f32');
   checkLike(dO, 'dO', p.oShape, q.dtype);

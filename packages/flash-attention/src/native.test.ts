@@ -107,6 +107,73 @@ describe.runIf(engine)('dispatch', () => {
     await expect(flashAttention(c.q, c.k, c.v, options)).rejects.toMatchObject({
       argument: 'algorithm',
     });
+    // The backward refuses it the same way (it used to run FA2 regardless).
+    const { o, lse } = await flashAttentionNative(c.q, c.k, c.v, c.options);
+    for (const run of [
+      () => flashAttentionBackward(c.q, c.k, c.v, o, lse, c.dO, options),
+      () => flashAttentionBackwardNative(c.q, c.k, c.v, o, lse, c.dO, options),
+    ]) {
+      await expect(run()).rejects.toThrow(ValueError);
+      await expect(run()).rejects.toMatchObject({ argument: 'algorithm' });
+    }
+  });
+});
+
+describe.runIf(engine)('inputs reach the engine without copies', () => {
+  test('contiguous f32 tensors are passed as their own storage, and left unchanged', async () => {
+    const e = engine!;
+    const rng = new Rng(11);
+    const [q, k, v, dO] = [0, 1, 2, 3].map(() => rng.randn([2, 2, 37, 16]));
+    const before = [q, k, v, dO].map((t) => t.toFloat32Array());
+    const fwd = vi.spyOn(e, 'flashForward');
+    const bwd = vi.spyOn(e, 'flashBackward');
+    try {
+      const { o, lse } = await flashAttention(q!, k!, v!, { backend: 'native', causal: true });
+      const f = fwd.mock.calls[0]!;
+      expect(f[1]).toBe(q!.data());
+      expect(f[2]).toBe(k!.data());
+      expect(f[3]).toBe(v!.data());
+      await flashAttentionBackward(q!, k!, v!, o, lse, dO!, { backend: 'native', causal: true });
+      const b = bwd.mock.calls[0]!;
+      const inputs = [q!, k!, v!, o, lse, dO!];
+      for (const [i, t] of inputs.entries()) {
+        expect(b[i + 1], `argument ${i + 1}`).toBe(t.data());
+      }
+      for (const [i, t] of [q!, k!, v!, dO!].entries()) {
+        expect(t.toFloat32Array()).toEqual(before[i]);
+      }
+    } finally {
+      fwd.mockRestore();
+      bwd.mockRestore();
+    }
+  });
+
+  test('strided (transposed-view) and f16 inputs are gathered / decoded and give the same result', async () => {
+    const e = engine!;
+    const rng = new Rng(12);
+    const q = rng.randn([1, 3, 29, 16]);
+    const v = rng.randn([1, 3, 29, 16]);
+    const kStrided = rng.randn([1, 29, 3, 16]).transpose(1, 2);
+    expect(kStrided.isContiguous()).toBe(false);
+    const kDense = kStrided.contiguous();
+    const fwd = vi.spyOn(e, 'flashForward');
+    try {
+      const strided = await flashAttention(q, kStrided, v, { backend: 'native' });
+      const passed = fwd.mock.calls[0]![2];
+      expect(passed).not.toBe(kDense.data());
+      expect(passed).toEqual(kDense.toFloat32Array());
+      const dense = await flashAttention(q, kDense, v, { backend: 'native' });
+      expect(strided.o.toFloat32Array()).toEqual(dense.o.toFloat32Array());
+      const ref = softmaxAttentionReference(q, kDense, v);
+      expectClose(strided.o, ref.o, 1e-5, 'strided o');
+      const half = await flashAttention(q.astype('f16'), kStrided.astype('f16'), v.astype('f16'), {
+        backend: 'native',
+      });
+      expect(half.o.dtype).toBe('f16');
+      expectClose(half.o, ref.o, 1e-2, 'f16 o');
+    } finally {
+      fwd.mockRestore();
+    }
   });
 });
 

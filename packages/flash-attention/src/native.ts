@@ -11,7 +11,8 @@ import { allocF32 } from './cpu/alloc.js';
 /**
  * Binding of this family to @attnkit/native's C++ FlashAttention-2 kernels (threads + SIMD). A
  * resolved SoftmaxProblem already is the engine's NativeAttentionProblem (same fields and
- * meaning); inputs go to the engine as f32, results come back as f32.
+ * meaning); inputs go to the engine as f32 (contiguous f32 tensors without a copy), results
+ * come back as f32.
  */
 
 /** The engine when the addon loads; otherwise undefined, and @attnkit/native warns once why. */
@@ -42,6 +43,14 @@ function problem(
 
 const count = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
 
+/**
+ * The f32 elements the engine reads: a contiguous f32 tensor's own storage (a view, no copy;
+ * the engine only reads its inputs), else a gathered or decoded copy (strided, f16, bf16).
+ */
+function engineInput(t: Tensor): Float32Array {
+  return t.dtype === 'f32' ? t.data<'f32'>() : t.toFloat32Array();
+}
+
 export async function nativeForward(
   engine: NativeEngine,
   p: SoftmaxProblem,
@@ -54,9 +63,9 @@ export async function nativeForward(
   const lse = allocF32(count(p.lseShape), 'output');
   await engine.flashForward(
     problem(p, tiles),
-    q.toFloat32Array(),
-    k.toFloat32Array(),
-    v.toFloat32Array(),
+    engineInput(q),
+    engineInput(k),
+    engineInput(v),
     o,
     lse,
   );
@@ -75,12 +84,12 @@ export async function nativeBackward(
   const dv = allocF32(v.size, 'output');
   await engine.flashBackward(
     problem(p, tiles),
-    q.toFloat32Array(),
-    k.toFloat32Array(),
-    v.toFloat32Array(),
-    o.toFloat32Array(),
-    lse.toFloat32Array(),
-    dO.toFloat32Array(),
+    engineInput(q),
+    engineInput(k),
+    engineInput(v),
+    engineInput(o),
+    engineInput(lse),
+    engineInput(dO),
     dq,
     dk,
     dv,

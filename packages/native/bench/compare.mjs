@@ -1,6 +1,9 @@
 // attnkit's native FlashAttention-2 vs onnxruntime-node's MultiHeadAttention (com.microsoft) vs
 // the pure-TS backend, in one run, on the engine's threads; plus the engine's f32 GEMM rate as
 // the machine's practical ceiling. Prints a table and writes JSON.
+// Native is timed twice: the engine call on Float32Arrays ("engine"), and the public API
+// (flashAttention / flashAttentionBackward with backend 'native' on f32 Tensors: validation,
+// problem resolution, output allocation and Tensor wrapping included: "API").
 //
 //   pnpm --filter @attnkit/native build && pnpm --filter @attnkit/flash-attention build
 //   node packages/native/bench/compare.mjs [--reps 5] [--no-ts] [--out file.json]
@@ -148,20 +151,24 @@ for (const [B, H, N, D] of [
       value: new ort.Tensor('float32', toBNHD(v, shape), dims),
     };
     let ortOut;
-    const [fwdSeconds, ortSeconds, bwdSeconds] = await interleaved([
+    const t = (x) => Tensor.from(x, shape);
+    const [tq, tk, tv, tdO] = [t(q), t(k), t(v), t(dO)];
+    const api = { backend: 'native', causal };
+    const apiOut = await flash.flashAttention(tq, tk, tv, api);
+    const [fwdSeconds, ortSeconds, bwdSeconds, apiFwdSeconds, apiBwdSeconds] = await interleaved([
       () => engine.flashForward(p, q, k, v, o, lse),
       async () => {
         ortOut = (await session.run(feeds)).y.data;
       },
       () => engine.flashBackward(p, q, k, v, o, lse, dO, dq, dk, dv),
+      () => flash.flashAttention(tq, tk, tv, api),
+      () => flash.flashAttentionBackward(tq, tk, tv, apiOut.o, apiOut.lse, tdO, api),
     ]);
     await session.release();
     const ortVsNative = relL2(toBHND(ortOut, shape), o);
 
     let ts;
     if (!args['no-ts']) {
-      const t = (x) => Tensor.from(x, shape);
-      const [tq, tk, tv] = [t(q), t(k), t(v)];
       const t0 = process.hrtime.bigint();
       const r = flash.flashAttentionTs(tq, tk, tv, { causal });
       const s = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -177,6 +184,12 @@ for (const [B, H, N, D] of [
         bwdSeconds,
         bwdGflops: gflops(2.5 * fwdFlops, bwdSeconds),
       },
+      nativeApi: {
+        fwdSeconds: apiFwdSeconds,
+        fwdGflops: gflops(fwdFlops, apiFwdSeconds),
+        bwdSeconds: apiBwdSeconds,
+        bwdGflops: gflops(2.5 * fwdFlops, apiBwdSeconds),
+      },
       ort: {
         seconds: ortSeconds,
         gflops: gflops(fwdFlops, ortSeconds),
@@ -187,8 +200,8 @@ for (const [B, H, N, D] of [
     rows.push(row);
     const f = (x, n = 1) => x.toFixed(n);
     console.error(
-      `(${shape}) ${causal ? 'causal' : 'full'}: native ${f(row.native.fwdGflops)} / ORT ${f(row.ort.gflops)} GFLOP/s` +
-        `, backward ${f(row.native.bwdGflops)}${ts ? `, TS ${f(ts.gflops, 2)}` : ''}`,
+      `(${shape}) ${causal ? 'causal' : 'full'}: native ${f(row.native.fwdGflops)} (API ${f(row.nativeApi.fwdGflops)}) / ORT ${f(row.ort.gflops)} GFLOP/s` +
+        `, backward ${f(row.native.bwdGflops)} (API ${f(row.nativeApi.bwdGflops)})${ts ? `, TS ${f(ts.gflops, 2)}` : ''}`,
     );
   }
 }
@@ -198,15 +211,16 @@ gemmSeconds = Math.min(gemmSeconds, (await interleaved([gemm]))[0]);
 const gemmRate = gflops(2 * G ** 3, gemmSeconds);
 const pct = (x) => `${((100 * x) / gemmRate).toFixed(0)}%`;
 const lines = [
-  `| shape (B,H,N,D) | mask | native fwd ms | native fwd GFLOP/s (of GEMM) | ORT MHA ms | ORT GFLOP/s (of GEMM) | native / ORT | native bwd GFLOP/s (of GEMM) | bwd / fwd | TS fwd GFLOP/s | native / TS | relL2 ORT vs native |`,
-  `|---|---|---|---|---|---|---|---|---|---|---|---|`,
+  `| shape (B,H,N,D) | mask | engine fwd ms | engine fwd GFLOP/s (of GEMM) | API fwd ms | ORT MHA ms | ORT GFLOP/s (of GEMM) | engine / ORT | API / ORT | engine bwd GFLOP/s (of GEMM) | API bwd ms | engine bwd / fwd | TS fwd GFLOP/s | engine / TS | relL2 ORT vs native |`,
+  `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|`,
 ];
 for (const r of rows) {
   const n = r.native;
+  const a = r.nativeApi;
   lines.push(
-    `| (${r.shape.join(', ')}) | ${r.causal ? 'causal' : 'none'} | ${(n.fwdSeconds * 1e3).toFixed(1)} | ${n.fwdGflops.toFixed(1)} (${pct(n.fwdGflops)}) | ` +
-      `${(r.ort.seconds * 1e3).toFixed(1)} | ${r.ort.gflops.toFixed(1)} (${pct(r.ort.gflops)}) | ${(n.fwdGflops / r.ort.gflops).toFixed(2)}x | ` +
-      `${n.bwdGflops.toFixed(1)} (${pct(n.bwdGflops)}) | ${(100 * (n.bwdGflops / n.fwdGflops)).toFixed(0)}% | ` +
+    `| (${r.shape.join(', ')}) | ${r.causal ? 'causal' : 'none'} | ${(n.fwdSeconds * 1e3).toFixed(1)} | ${n.fwdGflops.toFixed(1)} (${pct(n.fwdGflops)}) | ${(a.fwdSeconds * 1e3).toFixed(1)} | ` +
+      `${(r.ort.seconds * 1e3).toFixed(1)} | ${r.ort.gflops.toFixed(1)} (${pct(r.ort.gflops)}) | ${(n.fwdGflops / r.ort.gflops).toFixed(2)}x | ${(a.fwdGflops / r.ort.gflops).toFixed(2)}x | ` +
+      `${n.bwdGflops.toFixed(1)} (${pct(n.bwdGflops)}) | ${(a.bwdSeconds * 1e3).toFixed(1)} | ${(100 * (n.bwdGflops / n.fwdGflops)).toFixed(0)}% | ` +
       `${r.ts ? r.ts.gflops.toFixed(2) : '-'} | ${r.ts ? `${(n.fwdGflops / r.ts.gflops).toFixed(0)}x` : '-'} | ${r.ort.relL2VsNative.toExponential(1)} |`,
   );
 }

@@ -251,3 +251,84 @@ describe.runIf(base)('async calls', () => {
     expect(dv).toEqual(g.dv);
   });
 });
+
+describe.runIf(base)('backward waves: dQ scratch O(maxSeqQ d) per thread', () => {
+  // A problem object is all backwardScratch reads; no arrays of that size are allocated.
+  const problem = (b: number, hq: number, hkv: number, n: number, d: number) => ({
+    layout: 'BHND' as const,
+    batch: b,
+    hq,
+    hkv,
+    d,
+    dv: d,
+    scale: 1 / Math.sqrt(d),
+    left: -1,
+    right: 0,
+    seqQ: new Int32Array(b).fill(n),
+    seqK: new Int32Array(b).fill(n),
+    startQ: new Int32Array(b),
+    startK: new Int32Array(b),
+    maxSeqQ: n,
+    maxSeqK: n,
+    totalQ: b * n,
+    totalK: b * n,
+  });
+
+  test('per-thread scratch does not grow with batch x heads', () => {
+    for (const e of engines) {
+      for (const [n, d] of [
+        [1024, 64],
+        [4096, 128],
+        [8192, 40],
+      ] as const) {
+        const sizes = [
+          [1, 8],
+          [2, 16],
+          [8, 32],
+        ].map(([b, h]) => e.backwardScratch(problem(b!, h!, h! / 2, n, d)).perThreadBytes);
+        expect(new Set(sizes).size, `${e.isa} n=${n} d=${d}: ${sizes}`).toBe(1);
+        // Two query heads' rows of (padded) d floats, plus small block buffers; allocating dQ
+        // partial sums for every (batch, head) per thread would be B*H*N*d*4 bytes.
+        const bound = 4 * (2 * Math.max(n, 4096) * (d + 16) + 64 * 1024);
+        expect(sizes[0], `${e.isa} n=${n} d=${d}`).toBeLessThanOrEqual(bound);
+        const { sharedBytes } = e.backwardScratch(problem(2, 16, 8, n, d));
+        expect(sharedBytes).toBe(2 * 4 * 2 * 16 * n);
+      }
+    }
+  });
+
+  test('waves that split a GQA group and cross batches match the reference', () => {
+    const rng = new Rng(909);
+    const lens = [1200, 0, 2300, 700];
+    const cu = Int32Array.from([
+      0,
+      ...lens.map((_, i) => lens.slice(0, i + 1).reduce((a, x) => a + x, 0)),
+    ]);
+    const t = cu[4]!;
+    const [hq, hkv, d] = [4, 2, 8];
+    const q = rng.randn([t, hq, d]);
+    const k = rng.randn([t, hkv, d]);
+    const v = rng.randn([t, hkv, d]);
+    const dO = rng.randn([t, hq, d]);
+    const bhnd = {
+      q: rng.randn([2, 4, 1100, d]),
+      k: rng.randn([2, 1, 900, d]),
+      v: rng.randn([2, 1, 900, d]),
+      dO: rng.randn([2, 4, 1100, d]),
+    };
+    const cases: Case[] = [
+      { name: 'THD', q, k, v, dO, options: { layout: 'THD', cuSeqlensQ: cu, causal: true } },
+      { name: 'BHND group 4', ...bhnd, options: { causal: true } },
+    ].map((c) => ({ ...c, problem: resolveSoftmaxProblem(c.q, c.k, c.v, c.options) }));
+    for (const c of cases) {
+      const grads = softmaxAttentionReferenceBackward(c.q, c.k, c.v, c.dO, c.options);
+      for (const e of engines) {
+        const { o, lse } = forward(e, c);
+        const g = backward(e, c, o, lse);
+        expectClose(g.dq, grads.dq, 1e-5, `${c.name} ${e.isa} dq`);
+        expectClose(g.dk, grads.dk, 1e-5, `${c.name} ${e.isa} dk`);
+        expectClose(g.dv, grads.dv, 1e-5, `${c.name} ${e.isa} dv`);
+      }
+    }
+  });
+});

@@ -63,6 +63,9 @@ describe('missing or broken addon', () => {
     expect(fresh.loadNative()).toBeUndefined();
     expect(warn).toHaveBeenCalledTimes(1);
     expect(fresh.nativeLoadError()).toMatch(/not built/);
+    // How to build it, both inside this repository and as an installed dependency.
+    expect(fresh.nativeLoadError()).toContain('pnpm --filter @attnkit/native build:addon');
+    expect(fresh.nativeLoadError()).toContain('npm rebuild @attnkit/native');
   });
 
   test('not an addon: "failed to load"', async () => {

@@ -126,8 +126,19 @@ export interface NativeEngine {
     dk: Float32Array,
     dv: Float32Array,
   ): void;
+  /**
+   * Bytes flashBackward allocates for `p` besides its arguments: `perThreadBytes` for each of
+   * the `threads` pool threads (O(maxSeqQ d): dQ partial sums of one wave of query heads, and
+   * block buffers) and `sharedBytes` once (two floats per lse entry).
+   */
+  backwardScratch(p: NativeAttentionProblem): NativeBackwardScratch;
   gemm(args: NativeGemmArgs): Promise<void>;
   gemmSync(args: NativeGemmArgs): void;
+}
+
+export interface NativeBackwardScratch {
+  perThreadBytes: number;
+  sharedBytes: number;
 }
 
 export interface LoadNativeOptions {
@@ -147,6 +158,7 @@ interface Addon {
     p: NativeAttentionProblem,
     ...rest: unknown[]
   ): Promise<void> | undefined;
+  flashBackwardScratch(isa: string, p: NativeAttentionProblem): NativeBackwardScratch;
   gemm(isa: string, args: Required<NativeGemmArgs>, async: boolean): Promise<void> | undefined;
 }
 
@@ -169,8 +181,11 @@ function loadAddon(): Addon | undefined {
   const path = nativeAddonPath();
   if (!existsSync(path)) {
     loadError =
-      `not built: ${path} is missing (build it with \`pnpm --filter @attnkit/native build:addon\`; ` +
-      'it needs python3, make and a C++17 compiler)';
+      `not built: ${path} is missing. To build it (needs python3, make and a C++17 compiler): ` +
+      'inside the attnkit repository, `pnpm --filter @attnkit/native build:addon`; where ' +
+      '@attnkit/native is an installed dependency, `npm rebuild @attnkit/native` (reruns its ' +
+      'install script; a package manager that blocks install scripts must allow this one), or ' +
+      `with any package manager \`node ${join(packageRoot, 'scripts', 'build-addon.mjs')} --strict\``;
     addon = null;
     return undefined;
   }
@@ -290,6 +305,7 @@ function makeEngine(
     flashBackwardSync: (p, q, k, v, o, lse, dO, dq, dk, dv) => {
       a.flashBackward(isa, p, q, k, v, o, lse, dO, dq, dk, dv, false);
     },
+    backwardScratch: (p) => a.flashBackwardScratch(isa, p),
     gemm: async (args) => a.gemm(isa, gemmArgs(args), true),
     gemmSync: (args) => {
       a.gemm(isa, gemmArgs(args), false);

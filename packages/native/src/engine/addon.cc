@@ -333,6 +333,22 @@ Napi::Value FlashBackward(const Napi::CallbackInfo& info) {
   return dispatch(info, 11, [t, p, a] { return t->flashBackward(p, a); }, std::move(keep));
 }
 
+// flashBackwardScratch(isa, problem) -> { perThreadBytes, sharedBytes }: what flashBackward
+// allocates besides its arguments (the per-thread part is O(maxSeqQ d), whatever B and H).
+Napi::Value FlashBackwardScratch(const Napi::CallbackInfo& info) {
+  expectArgs(info, 2, "flashBackwardScratch");
+  Napi::Env env = info.Env();
+  const KernelTable* t = tableArg(info[0]);
+  Keep keep;
+  AttnProblem p = problemArg(info[1], keep);
+  int64_t perThread = 0, shared = 0;
+  t->flashBackwardScratch(p, &perThread, &shared);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("perThreadBytes", Napi::Number::New(env, static_cast<double>(perThread) * 4));
+  out.Set("sharedBytes", Napi::Number::New(env, static_cast<double>(shared) * 4));
+  return out;
+}
+
 // Elements a row-major rows x cols matrix with leading dimension ld spans.
 int64_t span(int64_t rows, int64_t cols, int64_t ld) {
   return rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
@@ -403,6 +419,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("flashForward", Napi::Function::New(env, FlashForward, "flashForward"));
   exports.Set("flashBackward", Napi::Function::New(env, FlashBackward, "flashBackward"));
+  exports.Set("flashBackwardScratch",
+              Napi::Function::New(env, FlashBackwardScratch, "flashBackwardScratch"));
   exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
   return exports;
 }

@@ -63,6 +63,8 @@ struct KernelTable {
   const char* (*gemm)(const GemmArgs&);
   const char* (*flashForward)(const AttnProblem&, const FlashForwardArgs&);
   const char* (*flashBackward)(const AttnProblem&, const FlashBackwardArgs&);
+  // Floats flashBackward allocates for p: per pool thread, and once (shared).
+  void (*flashBackwardScratch)(const AttnProblem& p, int64_t* perThread, int64_t* shared);
 };
 
 const KernelTable* kernelsScalar();

@@ -3,7 +3,11 @@
 // heads of the GQA group and written once, so no two tasks touch the same dK/dV rows. Keys
 // run along the SIMD lanes; P is recomputed from Q, K and the forward's LSE, with
 // D_i = rowsum(dO_i * O_i). dQ receives contributions from every key block, so each thread
-// accumulates into its own dQ buffer (O(N d) per thread) and the buffers are summed at the end.
+// accumulates into its own dQ buffer and the buffers are summed. To keep that buffer O(N d) per
+// thread (not O(B H N d)), the query heads are processed in waves of at most
+// max(maxSeqQ, kBwdWaveRows) rows: each thread's buffer covers one wave, which is reduced into
+// dQ before the next starts. A GQA group split between waves adds its later heads' dK and dV
+// to the earlier ones'.
 // Parameters per ISA: kBwdNV, kBwdMR, kBwdTileQ, kDqMR, kDqCV.
 #pragma once
 
@@ -13,6 +17,9 @@ namespace attnkit {
 namespace ATTNKIT_NS {
 
 constexpr int64_t kBwdBk = kBwdNV * V::L;
+// Rows of dQ partial sums per thread and wave (at least one head's): a few MB at d = 128, so
+// waves are few and each still has enough key-block tasks to balance the threads.
+constexpr int64_t kBwdWaveRows = 4096;
 
 // out[r][lanes] = mul * sum_c X[r][c] * Y^T[c][lanes] for R rows of X (Q or dO, read in place).
 template <int R>
@@ -145,8 +152,15 @@ struct BwdShared {
   int64_t dpad, tileQ;
 };
 
-inline void bwdBlock(const BwdShared& sh, int64_t b, int64_t kvh, int64_t j0, const BwdScratch& sc,
+// One key block of one (batch, kv head) against the query heads [hh0, hh1) of its group; their
+// dQ partial sums start at row `row` of this thread's wave buffer dqAcc (nq rows of dpad each).
+struct BwdTask {
+  int64_t b, kvh, j0, cost, hh0, hh1, row;
+};
+
+inline void bwdBlock(const BwdShared& sh, const BwdTask& task, const BwdScratch& sc,
                      float* dqAcc) {
+  const int64_t b = task.b, kvh = task.kvh, j0 = task.j0;
   const AttnProblem& p = sh.p;
   const FlashBackwardArgs& a = sh.a;
   const Seq s = seqOf(p, b);
@@ -171,15 +185,15 @@ inline void bwdBlock(const BwdShared& sh, int64_t b, int64_t kvh, int64_t j0, co
   const float qScale = p.scale * kLog2e;
   const int64_t rowStart = p.right < 0 ? 0 : imax(0, j0 - s.off - p.right);
   const int64_t rowEnd = p.left < 0 ? s.nq : imin(s.nq, j1 - s.off + p.left);
-  for (int64_t hh = 0; hh < p.group; hh++) {
+  for (int64_t hh = task.hh0; hh < task.hh1; hh++) {
     const int64_t h = kvh * p.group + hh;
     const uint8_t* bs = sparseBase(p, b, h);
     const float* q = a.q + qBase(p, b, h, d);
     const float* dO = a.dO + qBase(p, b, h, dv);
     const float* dRow = sh.dRow + lseBase(p, b, h);
     const float* lse2 = sh.lse2 + lseBase(p, b, h);
-    const int64_t gRow = qRow / d * dpad;
-    float* g = dqAcc + qBase(p, b, h, d) / d * dpad;
+    const int64_t gRow = dpad;
+    float* g = dqAcc + (task.row + (hh - task.hh0) * s.nq) * dpad;
     const int64_t block = bs != nullptr ? p.bsBlockQ : 0;
     for (int64_t i0 = rowStart; i0 < rowEnd;) {
       const int64_t i1 = tileEnd(i0, rowEnd, sh.tileQ, block);
@@ -245,10 +259,66 @@ inline void bwdBlock(const BwdShared& sh, int64_t b, int64_t kvh, int64_t j0, co
 
   float* dk = a.dk + kBase(p, b, kvh, d) + j0 * kRow;
   float* dvOut = a.dv + kBase(p, b, kvh, dv) + j0 * vRow;
-  for (int64_t j = 0; j < kcols; j++) {
-    for (int64_t c = 0; c < d; c++) dk[j * kRow + c] = p.scale * sc.dkt[c * kBwdBk + j];
-    for (int64_t c = 0; c < dv; c++) dvOut[j * vRow + c] = sc.dvt[c * kBwdBk + j];
+  if (task.hh0 == 0) {
+    for (int64_t j = 0; j < kcols; j++) {
+      for (int64_t c = 0; c < d; c++) dk[j * kRow + c] = p.scale * sc.dkt[c * kBwdBk + j];
+      for (int64_t c = 0; c < dv; c++) dvOut[j * vRow + c] = sc.dvt[c * kBwdBk + j];
+    }
+  } else {
+    for (int64_t j = 0; j < kcols; j++) {
+      for (int64_t c = 0; c < d; c++) dk[j * kRow + c] += p.scale * sc.dkt[c * kBwdBk + j];
+      for (int64_t c = 0; c < dv; c++) dvOut[j * vRow + c] += sc.dvt[c * kBwdBk + j];
+    }
   }
+}
+
+// A query head (b, h) of a wave; its dQ partial sums start at row `row` of the wave buffer.
+struct BwdUnit {
+  int64_t b, h, row;
+};
+// Units [u0, u1) of the plan, `rows` rows of dQ partial sums in all.
+struct BwdWave {
+  int64_t u0, u1, rows;
+};
+
+// Query heads in (batch, head) order, cut into waves of at most max(maxSeqQ, kBwdWaveRows)
+// rows; a head of an empty sequence still joins a wave, so its dK and dV get written (zeros).
+struct BwdPlan {
+  std::vector<BwdUnit> units;
+  std::vector<BwdWave> waves;
+  int64_t waveRows = 0;  // rows of the largest wave: each thread's buffer
+  explicit BwdPlan(const AttnProblem& p) {
+    const int64_t cap = imax(p.maxSeqQ, kBwdWaveRows);
+    BwdWave w{0, 0, 0};
+    for (int64_t b = 0; b < p.batch; b++) {
+      const int64_t nq = p.seqQ[b];
+      for (int64_t h = 0; h < p.hq; h++) {
+        if (w.rows > 0 && w.rows + nq > cap) {
+          waves.push_back(w);
+          w = {w.u1, w.u1, 0};
+        }
+        units.push_back({b, h, w.rows});
+        w.rows += nq;
+        w.u1++;
+        waveRows = imax(waveRows, w.rows);
+      }
+    }
+    if (w.u1 > w.u0) waves.push_back(w);
+  }
+};
+
+inline int64_t bwdBlockScratchFloats(const AttnProblem& p, int64_t dpad, int64_t tileQ) {
+  return roundUp(BwdScratch::floats(p.d, p.dv, dpad, tileQ), 16);
+}
+
+// Scratch of flashBackward in floats: per thread (wave dQ buffer + block buffers) and shared
+// (D_i and LSE in log2 units, one each per lse entry).
+inline void flashBackwardScratch(const AttnProblem& p, int64_t* perThread, int64_t* shared) {
+  const int64_t tileQ = p.tileQ > 0 ? p.tileQ : kBwdTileQ;
+  const int64_t dpad = roundUp(p.d, V::L);
+  const BwdPlan plan(p);
+  *perThread = plan.waveRows * dpad + bwdBlockScratchFloats(p, dpad, tileQ);
+  *shared = 2 * (p.thd ? p.hq * p.totalQ : p.batch * p.hq * p.maxSeqQ);
 }
 
 inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& a) {
@@ -256,12 +326,14 @@ inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& 
   const int64_t tileQ = p.tileQ > 0 ? p.tileQ : kBwdTileQ;
   const int64_t dpad = roundUp(p.d, V::L);
   const int64_t nLse = p.thd ? p.hq * p.totalQ : p.batch * p.hq * p.maxSeqQ;
-  const int64_t dqRows = p.thd ? p.totalQ * p.hq : p.batch * p.hq * p.maxSeqQ;
-  const int64_t per = roundUp(BwdScratch::floats(p.d, p.dv, dpad, tileQ), 16);
+  const BwdPlan plan(p);
+  const int64_t accPer = plan.waveRows * dpad;
+  const int64_t per = bwdBlockScratchFloats(p, dpad, tileQ);
   Floats prep(2 * nLse);
-  Floats dqAcc(static_cast<int64_t>(threads) * dqRows * dpad);
+  Floats dqAcc(static_cast<int64_t>(threads) * accPer);
   Floats scratch(per * threads);
-  if (!prep.ok() || !dqAcc.ok() || !scratch.ok()) return kOutOfMemory;
+  Floats covered(p.thd ? p.totalQ : 0);
+  if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok()) return kOutOfMemory;
   BwdShared sh{p, a, prep.get(), prep.get() + nLse, dpad, tileQ};
 
   // D_i = dO_i . O_i (FA2 eq. for dS), and LSE in log2 units; rows of the lse layout that no
@@ -283,8 +355,25 @@ inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& 
   };
   parallel(p.batch * p.hq, prepare);
 
+  // Rows of dQ's layout that no sequence covers get zeros (the waves write only covered rows).
+  if (p.thd) {
+    float* cov = covered.get();
+    for (int64_t t = 0; t < p.totalQ; t++) cov[t] = 0.0f;
+    for (int64_t b = 0; b < p.batch; b++)
+      for (int64_t i = 0; i < p.seqQ[b]; i++) cov[p.startQ[b] + i] = 1.0f;
+    for (int64_t t = 0; t < p.totalQ; t++)
+      if (cov[t] == 0.0f)
+        for (int64_t c = 0; c < p.hq * p.d; c++) a.dq[t * p.hq * p.d + c] = 0.0f;
+  } else {
+    for (int64_t bh = 0; bh < p.batch * p.hq; bh++) {
+      const int64_t nq = p.seqQ[bh / p.hq];
+      float* x = a.dq + bh * p.maxSeqQ * p.d;
+      for (int64_t i = nq * p.d; i < p.maxSeqQ * p.d; i++) x[i] = 0.0f;
+    }
+  }
+
   const int64_t chunk = 4096;
-  const int64_t accTotal = static_cast<int64_t>(threads) * dqRows * dpad;
+  const int64_t accTotal = static_cast<int64_t>(threads) * accPer;
   auto zero = [&](int64_t t, int) {
     float* x = dqAcc.get() + t * chunk;
     const int64_t n = imin(chunk, accTotal - t * chunk);
@@ -292,38 +381,68 @@ inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& 
   };
   parallel(ceilDiv(accTotal, chunk), zero);
 
-  std::vector<Task> tasks;
-  for (int64_t b = 0; b < p.batch; b++) {
-    const Seq s = seqOf(p, b);
-    for (int64_t j0 = 0; j0 < s.nk; j0 += kBwdBk) {
-      const int64_t j1 = imin(s.nk, j0 + kBwdBk);
-      const int64_t r0 = p.right < 0 ? 0 : imax(0, j0 - s.off - p.right);
-      const int64_t r1 = p.left < 0 ? s.nq : imin(s.nq, j1 - s.off + p.left);
-      const int64_t cost = imax(0, r1 - r0) * p.group * kBwdBk + p.d;
-      for (int64_t h = 0; h < p.hkv; h++) tasks.push_back({b, h, j0, cost});
-    }
-  }
-  sortByCostPerHead(tasks);
-  auto body = [&](int64_t t, int thread) {
-    const Task& task = tasks[t];
-    BwdScratch sc(scratch.get() + per * thread, p.d, p.dv, dpad, tileQ);
-    bwdBlock(sh, task.b, task.h, task.x0, sc, dqAcc.get() + thread * dqRows * dpad);
-  };
-  parallel(static_cast<int64_t>(tasks.size()), body);
-
-  // dQ = scale * sum over threads of the partial sums.
-  const int64_t rowsPer = 64;
-  auto reduce = [&](int64_t t, int) {
-    const int64_t r1 = imin(dqRows, (t + 1) * rowsPer);
-    for (int64_t r = t * rowsPer; r < r1; r++) {
-      for (int64_t c = 0; c < p.d; c++) {
-        float acc = 0.0f;
-        for (int th = 0; th < threads; th++) acc += dqAcc.get()[(th * dqRows + r) * dpad + c];
-        a.dq[r * p.d + c] = p.scale * acc;
+  const int64_t qRow = qRowStride(p, p.d);
+  std::vector<BwdTask> tasks;
+  for (const BwdWave& w : plan.waves) {
+    // Tasks: every key block of each (batch, kv head) the wave touches, against the wave's
+    // heads of its group. Head by head, so the threads share one head's Q and dO in L3; the
+    // largest first within a head, so the last tasks are short (causal rows differ by up to N).
+    tasks.clear();
+    for (int64_t u = w.u0; u < w.u1;) {
+      const BwdUnit& first = plan.units[u];
+      const int64_t kvh = first.h / p.group;
+      int64_t v = u + 1;
+      while (v < w.u1 && plan.units[v].b == first.b && plan.units[v].h / p.group == kvh) v++;
+      const int64_t hh0 = first.h % p.group, hh1 = hh0 + (v - u);
+      const Seq s = seqOf(p, first.b);
+      for (int64_t j0 = 0; j0 < s.nk; j0 += kBwdBk) {
+        const int64_t j1 = imin(s.nk, j0 + kBwdBk);
+        const int64_t r0 = p.right < 0 ? 0 : imax(0, j0 - s.off - p.right);
+        const int64_t r1 = p.left < 0 ? s.nq : imin(s.nq, j1 - s.off + p.left);
+        const int64_t cost = imax(0, r1 - r0) * (hh1 - hh0) * kBwdBk + p.d;
+        tasks.push_back({first.b, kvh, j0, cost, hh0, hh1, first.row});
       }
+      u = v;
     }
-  };
-  parallel(ceilDiv(dqRows, rowsPer), reduce);
+    std::stable_sort(tasks.begin(), tasks.end(), [](const BwdTask& x, const BwdTask& y) {
+      if (x.b != y.b) return x.b < y.b;
+      if (x.kvh != y.kvh) return x.kvh < y.kvh;
+      return x.cost > y.cost;
+    });
+    auto body = [&](int64_t t, int thread) {
+      BwdScratch sc(scratch.get() + per * thread, p.d, p.dv, dpad, tileQ);
+      bwdBlock(sh, tasks[t], sc, dqAcc.get() + thread * accPer);
+    };
+    parallel(static_cast<int64_t>(tasks.size()), body);
+
+    // dQ = scale * sum over threads of the partial sums (in thread order), zeroing the partial
+    // sums for the next wave.
+    const int64_t rowsPer = 64;
+    auto reduce = [&](int64_t t, int) {
+      const int64_t r0 = t * rowsPer, r1 = imin(w.rows, r0 + rowsPer);
+      int64_t u = w.u0;
+      while (u + 1 < w.u1 && plan.units[u + 1].row <= r0) u++;
+      for (int64_t r = r0; r < r1; r++) {
+        while (u + 1 < w.u1 && plan.units[u + 1].row <= r) u++;
+        const BwdUnit& un = plan.units[u];
+        float* out = a.dq + qBase(p, un.b, un.h, p.d) + (r - un.row) * qRow;
+        float* part = dqAcc.get() + r * dpad;
+        for (int64_t c = 0; c < p.d; c++) {
+          out[c] = part[c];
+          part[c] = 0.0f;
+        }
+        for (int th = 1; th < threads; th++) {
+          float* pt = part + th * accPer;
+          for (int64_t c = 0; c < p.d; c++) {
+            out[c] += pt[c];
+            pt[c] = 0.0f;
+          }
+        }
+        for (int64_t c = 0; c < p.d; c++) out[c] *= p.scale;
+      }
+    };
+    parallel(ceilDiv(w.rows, rowsPer), reduce);
+  }
   return nullptr;
 }
 

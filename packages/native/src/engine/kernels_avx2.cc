@@ -22,7 +22,8 @@ constexpr int kDqMR = 2, kDqCV = 4;
 
 namespace attnkit {
 const KernelTable* kernelsAvx2() {
-  static const KernelTable table{"avx2", avx2::gemm, avx2::flashForward, avx2::flashBackward};
+  static const KernelTable table{"avx2", avx2::gemm, avx2::flashForward, avx2::flashBackward,
+                                 avx2::flashBackwardScratch};
   return &table;
 }
 }  // namespace attnkit

@@ -25,7 +25,7 @@ constexpr int kDqMR = 6, kDqCV = 4;
 namespace attnkit {
 const KernelTable* kernelsAvx512() {
   static const KernelTable table{"avx512", avx512::gemm, avx512::flashForward,
-                                 avx512::flashBackward};
+                                 avx512::flashBackward, avx512::flashBackwardScratch};
   return &table;
 }
 }  // namespace attnkit

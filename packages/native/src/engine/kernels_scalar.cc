@@ -21,7 +21,7 @@ constexpr int kDqMR = 4, kDqCV = 8;
 namespace attnkit {
 const KernelTable* kernelsScalar() {
   static const KernelTable table{"scalar", scalar::gemm, scalar::flashForward,
-                                 scalar::flashBackward};
+                                 scalar::flashBackward, scalar::flashBackwardScratch};
   return &table;
 }
 }  // namespace attnkit

@@ -1,0 +1,45 @@
+// Peak RSS growth of one native backward at (1, 8, 4096, 128) causal, inputs and outputs
+// allocated first; run once per thread count:
+//   for t in 1 2 8 32; do ATTNKIT_NUM_THREADS=$t node packages/native/bench/backward-rss.mjs ADDON.node; done
+import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
+
+const m = createRequire(import.meta.url)(resolve(process.argv[2]));
+const [B, H, N, D] = [1, 8, 4096, 128];
+const size = B * H * N * D;
+const mk = () => Float32Array.from({ length: size }, () => Math.random() * 2 - 1);
+const [q, k, v, dO] = [mk(), mk(), mk(), mk()];
+const p = {
+  layout: 'BHND',
+  batch: B,
+  hq: H,
+  hkv: H,
+  d: D,
+  dv: D,
+  scale: 1 / Math.sqrt(D),
+  left: -1,
+  right: 0,
+  seqQ: Int32Array.of(N),
+  seqK: Int32Array.of(N),
+  startQ: Int32Array.of(0),
+  startK: Int32Array.of(0),
+  maxSeqQ: N,
+  maxSeqK: N,
+  totalQ: N,
+  totalK: N,
+};
+const o = new Float32Array(size),
+  lse = new Float32Array(B * H * N);
+const [dq, dk, dv] = [0, 1, 2].map(() => new Float32Array(size).fill(1));
+const isa = m.info().isas[0];
+m.flashForward(isa, p, q, k, v, o, lse, false);
+const before = process.resourceUsage().maxRSS;
+m.flashBackward(isa, p, q, k, v, o, lse, dO, dq, dk, dv, false);
+const after = process.resourceUsage().maxRSS;
+console.log(
+  JSON.stringify({
+    addon: process.argv[2],
+    threads: m.info().threads,
+    peakRssGrowthMB: +((after - before) / 1024).toFixed(1),
+  }),
+);
