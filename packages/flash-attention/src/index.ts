@@ -26,8 +26,8 @@ import {
   type WebGpuFlashOptions,
 } from './webgpu/host.js';
 
-export type { FlashTilePlan, FlashTileProblem } from './plan.js';
-export { planFlashTiles, workspaceBytes } from './plan.js';
+export type { FlashTilePlan, FlashTileProblem, NativeTilePlan, NativeTileProblem } from './plan.js';
+export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
 export type { WebGpuFlashOptions } from './webgpu/host.js';
 export { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from './webgpu/host.js';
 export type {

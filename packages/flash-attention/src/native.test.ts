@@ -23,6 +23,7 @@ import {
   flashAttentionBackwardNative,
   flashAttentionNative,
   flashAttentionTs,
+  planNativeTiles,
 } from './index.js';
 
 // The property-test cases and every softmax golden, run on backend 'native'. Without the addon
@@ -142,6 +143,13 @@ describe.runIf(engine)('inputs reach the engine without copies', () => {
       for (const [i, t] of [q!, k!, v!, dO!].entries()) {
         expect(t.toFloat32Array()).toEqual(before[i]);
       }
+      // Tile hints: the backward's query block from the I/O planner, the forward key tile left
+      // to the engine; an explicit option wins.
+      const planned = planNativeTiles({ nq: 37, nk: 37, d: 16, dv: 16 });
+      expect(planned.blockQ).toBeGreaterThan(0);
+      expect(b[0]).toMatchObject({ blockQ: planned.blockQ, blockK: undefined });
+      await flashAttention(q!, k!, v!, { backend: 'native', blockQ: 8, blockK: 24 });
+      expect(fwd.mock.calls[1]![0]).toMatchObject({ blockQ: 8, blockK: 24 });
     } finally {
       fwd.mockRestore();
       bwd.mockRestore();

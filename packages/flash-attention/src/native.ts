@@ -7,6 +7,7 @@ import {
 } from '@attnkit/native';
 import { BackendUnavailableError, type Tensor } from '@attnkit/tensor';
 import { allocF32 } from './cpu/alloc.js';
+import { planNativeTiles } from './plan.js';
 
 /**
  * Binding of this family to @attnkit/native's C++ FlashAttention-2 kernels (threads + SIMD). A
@@ -38,7 +39,13 @@ function problem(
   tiles: { blockQ?: number; blockK?: number },
 ): NativeAttentionProblem {
   const hint = (x: number | undefined) => (x === undefined ? undefined : Math.min(x, 1024));
-  return { ...p, blockQ: hint(tiles.blockQ), blockK: hint(tiles.blockK) };
+  // The backward's query-row block comes from the I/O model (io-complexity's planTiles, L2
+  // budget): in three A/B runs it was within +-5% of the engine's default (noise on this
+  // shared 2-core machine; benchmarks/2026-11-22-native-tile-hints-ab.jsonl). The forward key
+  // tile stays the engine's: the model ignores causal tile skipping, and its larger key tiles
+  // ran 1-10% slower causal in every run.
+  const plan = planNativeTiles({ nq: p.maxSeqQ, nk: p.maxSeqK, d: p.d, dv: p.dv });
+  return { ...p, blockQ: hint(tiles.blockQ) ?? plan.blockQ, blockK: hint(tiles.blockK) };
 }
 
 const count = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
