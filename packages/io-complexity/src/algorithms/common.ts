@@ -1,5 +1,5 @@
 import { describe, ShapeError, ValueError } from '@attnkit/tensor';
-import { TwoLevelMemory } from '../memory.js';
+import { type SlowArray, TwoLevelMemory } from '../memory.js';
 import type { IOCounts, ResolvedProblem } from '../problem.js';
 
 /** Row-major inputs of one head: q, k are N x d, v is N x dv. */
@@ -55,6 +55,19 @@ export function newMemory(p: ResolvedProblem, data: unknown): TwoLevelMemory {
     );
   }
   return new TwoLevelMemory(p.M, { compute: data !== undefined });
+}
+
+/**
+ * The start every simulated algorithm shares: a memory of capacity M (computing iff `data` is
+ * given) with Q, K and V declared in slow memory, and the softmax scale.
+ */
+export function setupInputs(p: ResolvedProblem, data: unknown) {
+  const { N, d, dv } = p;
+  const mem = newMemory(p, data);
+  const Q: SlowArray = mem.declare('Q', N, d, data ? checkArray(data, 'q', N * d) : undefined);
+  const K: SlowArray = mem.declare('K', N, d, data ? checkArray(data, 'k', N * d) : undefined);
+  const V: SlowArray = mem.declare('V', N, dv, data ? checkArray(data, 'v', N * dv) : undefined);
+  return { mem, compute: mem.compute, scale: 1 / Math.sqrt(d), Q, K, V };
 }
 
 /** Visits [0, n) in blocks of `b`: (start, length), the last block possibly short. */

@@ -1,13 +1,12 @@
 import { defaultBlocks } from '../closed-form.js';
 import { checkTileBlocks, type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
 import {
-  checkArray,
   checkOptions,
   forBlocks,
-  newMemory,
   result,
   type SimulateOptions,
   type SimulationResult,
+  setupInputs,
 } from './common.js';
 
 /**
@@ -31,12 +30,7 @@ export function simulateFa1(
   const br = Math.min(blocks.blockQ, N);
   const bc = Math.min(blocks.blockK, N);
   const data = options.data;
-  const mem = newMemory(p, data);
-  const compute = mem.compute;
-  const scale = 1 / Math.sqrt(d);
-  const Q = mem.declare('Q', N, d, data && checkArray(data, 'q', N * d));
-  const K = mem.declare('K', N, d, data && checkArray(data, 'k', N * d));
-  const V = mem.declare('V', N, dv, data && checkArray(data, 'v', N * dv));
+  const { mem, compute, scale, Q, K, V } = setupInputs(p, data);
   const O = mem.declare('O', N, dv);
   const L = mem.declare('l', N, 1);
   const Mx = mem.declare('m', N, 1);

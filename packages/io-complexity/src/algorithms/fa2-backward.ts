@@ -5,10 +5,10 @@ import {
   checkArray,
   checkOptions,
   forBlocks,
-  newMemory,
   result,
   type SimulateOptions,
   type SimulationResult,
+  setupInputs,
 } from './common.js';
 
 /**
@@ -34,12 +34,7 @@ export function simulateFa2Backward(
   const br = Math.min(blocks.blockQ, N);
   const bc = Math.min(blocks.blockK, N);
   const data = options.data;
-  const mem = newMemory(p, data);
-  const compute = mem.compute;
-  const scale = 1 / Math.sqrt(d);
-  const Q = mem.declare('Q', N, d, data && checkArray(data, 'q', N * d));
-  const K = mem.declare('K', N, d, data && checkArray(data, 'k', N * d));
-  const V = mem.declare('V', N, dv, data && checkArray(data, 'v', N * dv));
+  const { mem, compute, scale, Q, K, V } = setupInputs(p, data);
   const O = mem.declare('O', N, dv, data && checkArray(data, 'o', N * dv));
   const LSE = mem.declare('L', N, 1, data && checkArray(data, 'lse', N));
   const dO = mem.declare('dO', N, dv, data && checkArray(data, 'dO', N * dv));

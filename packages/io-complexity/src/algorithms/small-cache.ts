@@ -6,13 +6,12 @@ import {
   type SmallCacheBlocks,
 } from '../problem.js';
 import {
-  checkArray,
   checkOptions,
   forBlocks,
-  newMemory,
   result,
   type SimulateOptions,
   type SimulationResult,
+  setupInputs,
 } from './common.js';
 
 /**
@@ -44,12 +43,7 @@ export function simulateSmallCache(
   const cd = Math.min(blocks.chunk, d);
   const ck = Math.min(blocks.chunk, N);
   const data = options.data;
-  const mem = newMemory(p, data);
-  const compute = mem.compute;
-  const scale = 1 / Math.sqrt(d);
-  const Q = mem.declare('Q', N, d, data && checkArray(data, 'q', N * d));
-  const K = mem.declare('K', N, d, data && checkArray(data, 'k', N * d));
-  const V = mem.declare('V', N, dv, data && checkArray(data, 'v', N * dv));
+  const { mem, compute, scale, Q, K, V } = setupInputs(p, data);
   const S = mem.declare('S', N, N);
   const Mx = mem.declare('m', N, 1);
   const L = mem.declare('l', N, 1);
