@@ -1,6 +1,12 @@
 import { describe, ShapeError, ValueError } from '@attnkit/tensor';
+import { defaultBlocks } from '../closed-form.js';
 import { type SlowArray, TwoLevelMemory } from '../memory.js';
-import type { IOCounts, ResolvedProblem } from '../problem.js';
+import {
+  checkTileBlocks,
+  type IOCounts,
+  type ResolvedProblem,
+  type TileBlocks,
+} from '../problem.js';
 
 /** Row-major inputs of one head: q, k are N x d, v is N x dv. */
 export interface ForwardData {
@@ -55,6 +61,16 @@ export function newMemory(p: ResolvedProblem, data: unknown): TwoLevelMemory {
     );
   }
   return new TwoLevelMemory(p.M, { compute: data !== undefined });
+}
+
+/** Query and key block sizes of a tiled algorithm: the caller's (checked) or its default, clamped to N. */
+export function tileBlocks(
+  algo: 'standard' | 'fa1' | 'fa2' | 'fa2-backward',
+  p: ResolvedProblem,
+  blocks: TileBlocks | undefined,
+): { br: number; bc: number } {
+  const b = blocks === undefined ? defaultBlocks(algo, p) : checkTileBlocks(blocks);
+  return { br: Math.min(b.blockQ, p.N), bc: Math.min(b.blockK, p.N) };
 }
 
 /**

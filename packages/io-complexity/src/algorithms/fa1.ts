@@ -1,5 +1,4 @@
-import { defaultBlocks } from '../closed-form.js';
-import { checkTileBlocks, type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
+import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   checkOptions,
   forBlocks,
@@ -7,6 +6,7 @@ import {
   type SimulateOptions,
   type SimulationResult,
   setupInputs,
+  tileBlocks,
 } from './common.js';
 
 /**
@@ -24,11 +24,8 @@ export function simulateFa1(
 ): SimulationResult {
   checkOptions(options);
   const p = resolveProblem(problem);
-  const blocks =
-    options.blocks === undefined ? defaultBlocks('fa1', p) : checkTileBlocks(options.blocks);
+  const { br, bc } = tileBlocks('fa1', p, options.blocks);
   const { N, d, dv } = p;
-  const br = Math.min(blocks.blockQ, N);
-  const bc = Math.min(blocks.blockK, N);
   const data = options.data;
   const { mem, compute, scale, Q, K, V } = setupInputs(p, data);
   const O = mem.declare('O', N, dv);

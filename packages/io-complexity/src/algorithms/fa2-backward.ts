@@ -1,5 +1,4 @@
-import { defaultBlocks } from '../closed-form.js';
-import { checkTileBlocks, type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
+import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   type BackwardData,
   checkArray,
@@ -9,6 +8,7 @@ import {
   type SimulateOptions,
   type SimulationResult,
   setupInputs,
+  tileBlocks,
 } from './common.js';
 
 /**
@@ -26,13 +26,8 @@ export function simulateFa2Backward(
 ): SimulationResult {
   checkOptions(options);
   const p = resolveProblem(problem);
-  const blocks =
-    options.blocks === undefined
-      ? defaultBlocks('fa2-backward', p)
-      : checkTileBlocks(options.blocks);
+  const { br, bc } = tileBlocks('fa2-backward', p, options.blocks);
   const { N, d, dv } = p;
-  const br = Math.min(blocks.blockQ, N);
-  const bc = Math.min(blocks.blockK, N);
   const data = options.data;
   const { mem, compute, scale, Q, K, V } = setupInputs(p, data);
   const O = mem.declare('O', N, dv, data && checkArray(data, 'o', N * dv));

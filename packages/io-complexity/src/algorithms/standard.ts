@@ -1,5 +1,5 @@
-import { defaultBlocks, softmaxChunk } from '../closed-form.js';
-import { checkTileBlocks, type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
+import { softmaxChunk } from '../closed-form.js';
+import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   checkOptions,
   forBlocks,
@@ -7,6 +7,7 @@ import {
   type SimulateOptions,
   type SimulationResult,
   setupInputs,
+  tileBlocks,
 } from './common.js';
 
 /**
@@ -22,11 +23,8 @@ export function simulateStandard(
 ): SimulationResult {
   checkOptions(options);
   const p = resolveProblem(problem);
-  const blocks =
-    options.blocks === undefined ? defaultBlocks('standard', p) : checkTileBlocks(options.blocks);
+  const { br, bc } = tileBlocks('standard', p, options.blocks);
   const { N, d, dv } = p;
-  const br = Math.min(blocks.blockQ, N);
-  const bc = Math.min(blocks.blockK, N);
   const data = options.data;
   const { mem, compute, scale, Q, K, V } = setupInputs(p, data);
   const S = mem.declare('S', N, N);
