@@ -1,10 +1,10 @@
 import { Rng, ValueError } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
-import { resolveSoftmaxProblem } from './spec.js';
+import { resolveAttentionProblem } from './spec.js';
 
 const rng = new Rng(0x5bec);
 
-describe('resolveSoftmaxProblem: cuSeqlens ranges', () => {
+describe('resolveAttentionProblem: cuSeqlens ranges', () => {
   // Packed THD tensors with 8 tokens, 2 heads, head dim 4.
   const q = rng.randn([8, 2, 4]);
   const k = rng.randn([8, 2, 4]);
@@ -12,7 +12,7 @@ describe('resolveSoftmaxProblem: cuSeqlens ranges', () => {
 
   function errorOf(cuSeqlensQ: readonly number[], cuSeqlensK?: readonly number[]): ValueError {
     try {
-      resolveSoftmaxProblem(q, k, v, { layout: 'THD', cuSeqlensQ, cuSeqlensK });
+      resolveAttentionProblem(q, k, v, { layout: 'THD', cuSeqlensQ, cuSeqlensK });
     } catch (e) {
       expect(e).toBeInstanceOf(ValueError);
       return e as ValueError;
@@ -49,7 +49,7 @@ describe('resolveSoftmaxProblem: cuSeqlens ranges', () => {
   });
 
   test('valid offsets resolve to per-sequence lengths and starts', () => {
-    const p = resolveSoftmaxProblem(q, k, v, {
+    const p = resolveAttentionProblem(q, k, v, {
       layout: 'THD',
       cuSeqlensQ: Int32Array.from([0, 3, 8]),
       cuSeqlensK: [0, 0, 8],

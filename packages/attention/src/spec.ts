@@ -49,7 +49,7 @@ export interface ResolvedBlockSparse {
   headStride: number;
 }
 
-export interface SoftmaxProblem {
+export interface AttentionProblem {
   layout: Layout;
   batch: number;
   hq: number;
@@ -85,21 +85,21 @@ export interface SoftmaxProblem {
 }
 
 /** Element offset of token 0 of (batch b, query head h) in q (width d) or o (width dv). */
-export function qBase(p: SoftmaxProblem, b: number, h: number, width: number): number {
+export function qBase(p: AttentionProblem, b: number, h: number, width: number): number {
   return p.layout === 'BHND'
     ? (b * p.hq + h) * p.maxSeqQ * width
     : (p.startQ[b]! * p.hq + h) * width;
 }
 
 /** Element offset of token 0 of (batch b, kv head h) in k (width d) or v (width dv). */
-export function kBase(p: SoftmaxProblem, b: number, h: number, width: number): number {
+export function kBase(p: AttentionProblem, b: number, h: number, width: number): number {
   return p.layout === 'BHND'
     ? (b * p.hkv + h) * p.maxSeqK * width
     : (p.startK[b]! * p.hkv + h) * width;
 }
 
 /** Offset of LSE[b, h, 0]: BHND lse is [B, Hq, Nq]; THD lse is [Hq, totalQ] (as FlashAttention's varlen API). */
-export function lseBase(p: SoftmaxProblem, b: number, h: number): number {
+export function lseBase(p: AttentionProblem, b: number, h: number): number {
   return p.layout === 'BHND' ? (b * p.hq + h) * p.maxSeqQ : h * p.totalQ + p.startQ[b]!;
 }
 
@@ -108,7 +108,7 @@ export function lseBase(p: SoftmaxProblem, b: number, h: number): number {
  * window alone: the half-open range [lo, hi). Block sparsity is applied on top of it.
  * An empty range (lo >= hi) is a fully masked row.
  */
-export function keyRange(p: SoftmaxProblem, i: number, nq: number, nk: number): [number, number] {
+export function keyRange(p: AttentionProblem, i: number, nq: number, nk: number): [number, number] {
   const diag = i + nk - nq;
   const lo = p.left < 0 ? 0 : Math.max(0, diag - p.left);
   const hi = p.right < 0 ? nk : Math.min(nk, diag + p.right + 1);
@@ -117,7 +117,7 @@ export function keyRange(p: SoftmaxProblem, i: number, nq: number, nk: number): 
 
 /** Whether the block (qb, kb) of (batch b, query head h) is kept by the block-sparse mask. */
 export function blockKept(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   b: number,
   h: number,
   qb: number,
@@ -129,7 +129,7 @@ export function blockKept(
 }
 
 /** Whether query i may attend key j (causal, window and block sparsity together). */
-export function allowed(p: SoftmaxProblem, b: number, h: number, i: number, j: number): boolean {
+export function allowed(p: AttentionProblem, b: number, h: number, i: number, j: number): boolean {
   const [lo, hi] = keyRange(p, i, p.seqQ[b]!, p.seqK[b]!);
   if (j < lo || j >= hi) return false;
   const bs = p.blockSparse;
@@ -197,12 +197,12 @@ function checkCuSeqlens(v: unknown, name: string, total: number): Int32Array {
  * Validates q, k, v and options (KERNELS.md "Common") and resolves the problem. Throws a
  * ShapeError / DTypeError / ValueError / DeviceError naming the offending argument.
  */
-export function resolveSoftmaxProblem(
+export function resolveAttentionProblem(
   q: Tensor,
   k: Tensor,
   v: Tensor,
   options: AttentionOptions = {},
-): SoftmaxProblem {
+): AttentionProblem {
   if (options === null || typeof options !== 'object')
     fail(ValueError, 'options', 'an object', options);
   const layout = options.layout ?? 'BHND';

@@ -1,7 +1,7 @@
 import {
   type AttentionOptions,
-  resolveSoftmaxProblem,
-  type SoftmaxProblem,
+  resolveAttentionProblem,
+  type AttentionProblem,
 } from '@attnkit/attention';
 import {
   DeviceError,
@@ -14,29 +14,40 @@ import {
   Tensor,
   ValueError,
 } from '@attnkit/tensor';
-import { allocF32 } from './cpu/alloc.js';
-import { fa2Backward } from './cpu/backward.js';
-import { fa1Forward } from './cpu/fa1.js';
-import { fa2Forward } from './cpu/fa2.js';
-import { nativeBackward, nativeEngine, nativeForward, requireNativeEngine } from './native.js';
-import { planFlashTiles } from './plan.js';
 import {
+  allocF32,
+  fa1Forward,
+  fa2Backward,
+  fa2Forward,
   flashAttentionBackwardWebGpu,
   flashAttentionWebGpu,
+  nativeBackward,
+  nativeEngine,
+  nativeForward,
+  planFlashTiles,
+  requireNativeEngine,
   type WebGpuFlashOptions,
-} from './webgpu/host.js';
+} from '@attnkit/skeleton';
 
-export type { FlashTilePlan, FlashTileProblem, NativeTilePlan, NativeTileProblem } from './plan.js';
-export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
-export type { WebGpuFlashOptions } from './webgpu/host.js';
-export { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from './webgpu/host.js';
 export type {
+  FlashTilePlan,
+  FlashTileProblem,
+  NativeTilePlan,
+  NativeTileProblem,
   WebGpuFlashKernel,
+  WebGpuFlashOptions,
   WebGpuFlashPlan,
   WebGpuPlanInput,
   WebGpuTileConfig,
-} from './webgpu/plan.js';
-export { planWebGpuFlash } from './webgpu/plan.js';
+} from '@attnkit/skeleton';
+export {
+  flashAttentionBackwardWebGpu,
+  flashAttentionWebGpu,
+  planFlashTiles,
+  planNativeTiles,
+  planWebGpuFlash,
+  workspaceBytes,
+} from '@attnkit/skeleton';
 
 /** FA1 (Dao et al. 2022) or FA2 (Dao 2023) loop order; both are kept for the comparison. */
 export type FlashAlgorithm = 'fa1' | 'fa2';
@@ -82,7 +93,7 @@ export interface FlashAttentionGrads {
 const BACKENDS: readonly string[] = ['ts', 'webgpu', 'native'];
 
 interface Prepared {
-  p: SoftmaxProblem;
+  p: AttentionProblem;
   bq: number;
   bk: number;
   algorithm: FlashAlgorithm;
@@ -110,7 +121,7 @@ function prepare(q: Tensor, k: Tensor, v: Tensor, opts: unknown, backendName = '
     throw new ValueError(`options: expected an object, got ${describe(opts)}`, 'options');
   }
   const options = opts as FlashAttentionOptions;
-  const p = resolveSoftmaxProblem(q, k, v, options);
+  const p = resolveAttentionProblem(q, k, v, options);
   const algorithm = options.algorithm ?? 'fa2';
   if (algorithm !== 'fa1' && algorithm !== 'fa2') {
     throw new ValueError(

@@ -1,5 +1,5 @@
 import {
-  resolveSoftmaxProblem,
+  resolveAttentionProblem,
   softmaxAttentionReference,
   softmaxAttentionReferenceBackward,
   toleranceFor,
@@ -97,7 +97,7 @@ describe.runIf(base)('several query and key blocks per head', () => {
       v,
       dO,
       options,
-      problem: resolveSoftmaxProblem(q, k, v, options),
+      problem: resolveAttentionProblem(q, k, v, options),
     };
     const ref = softmaxAttentionReference(q, k, v, options);
     const grads = softmaxAttentionReferenceBackward(q, k, v, dO, options);
@@ -121,7 +121,7 @@ describe.runIf(base)('masked rows and empty problems', () => {
     const v = rng.randn([1, 2, nk, 24]);
     const dO = rng.randn([1, 2, nq, 24]);
     const c: Case = { name: '', q, k, v, dO, options: { causal: true }, problem: undefined! };
-    c.problem = resolveSoftmaxProblem(q, k, v, c.options);
+    c.problem = resolveAttentionProblem(q, k, v, c.options);
     const ref = softmaxAttentionReference(q, k, v, c.options);
     for (const e of engines) {
       const { o, lse } = forward(e, c);
@@ -149,7 +149,7 @@ describe.runIf(base)('masked rows and empty problems', () => {
       const q = Tensor.zeros([1, 1, nq, 16]);
       const k = Tensor.zeros([1, 1, nk, 16]);
       const v = Tensor.zeros([1, 1, nk, 16]);
-      const p = resolveSoftmaxProblem(q, k, v);
+      const p = resolveAttentionProblem(q, k, v);
       for (const e of engines) {
         const o = poisoned(nq * 16);
         const lse = poisoned(nq);
@@ -190,7 +190,7 @@ describe.runIf(base)('masked rows and empty problems', () => {
       v,
       dO: q,
       options,
-      problem: resolveSoftmaxProblem(q, k, v, options),
+      problem: resolveAttentionProblem(q, k, v, options),
     };
     const ref = softmaxAttentionReference(q, k, v, options);
     for (const e of engines) {
@@ -319,7 +319,7 @@ describe.runIf(base)('backward waves: dQ scratch O(maxSeqQ d) per thread', () =>
     const cases: Case[] = [
       { name: 'THD', q, k, v, dO, options: { layout: 'THD', cuSeqlensQ: cu, causal: true } },
       { name: 'BHND group 4', ...bhnd, options: { causal: true } },
-    ].map((c) => ({ ...c, problem: resolveSoftmaxProblem(c.q, c.k, c.v, c.options) }));
+    ].map((c) => ({ ...c, problem: resolveAttentionProblem(c.q, c.k, c.v, c.options) }));
     for (const c of cases) {
       const grads = softmaxAttentionReferenceBackward(c.q, c.k, c.v, c.dO, c.options);
       for (const e of engines) {

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveSoftmaxProblem } from '@attnkit/attention';
+import { resolveAttentionProblem } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { loadNative, NATIVE_ISAS, nativeAddonPath } from './index.js';
@@ -87,7 +87,7 @@ describe.runIf(base)('bad arguments throw TypeError / RangeError naming the argu
   const q = rng.randn([1, 2, 10, 16]);
   const k = rng.randn([1, 1, 12, 16]);
   const v = rng.randn([1, 1, 12, 8]);
-  const p = resolveSoftmaxProblem(q, k, v, { causal: true });
+  const p = resolveAttentionProblem(q, k, v, { causal: true });
   const args = () => ({
     q: q.toFloat32Array(),
     k: k.toFloat32Array(),
@@ -120,7 +120,7 @@ describe.runIf(base)('bad arguments throw TypeError / RangeError naming the argu
     expect(() => fwd({ ...p, seqQ: Int32Array.of(11) })).toThrow(/^problem\.seqQ\[0\]/);
     expect(() => fwd({ ...p, blockK: 0 })).toThrow(/^problem\.blockK/);
     const mask = Tensor.from(Uint8Array.of(1, 1, 1, 1), [2, 2]);
-    const sparse = resolveSoftmaxProblem(q, k, v, { blockSparse: { blockQ: 5, blockK: 6, mask } });
+    const sparse = resolveAttentionProblem(q, k, v, { blockSparse: { blockQ: 5, blockK: 6, mask } });
     expect(() =>
       fwd({ ...sparse, blockSparse: { ...sparse.blockSparse!, mask: new Uint8Array(3) } }),
     ).toThrow(/^problem\.blockSparse\.mask: expected at least 4 elements/);

@@ -28,8 +28,8 @@ export interface NativeBlockSparse {
 }
 
 /**
- * A softmax-attention problem with the fields and meaning of `SoftmaxProblem` in
- * @attnkit/attention (a resolved SoftmaxProblem can be passed as is). BHND: q [B, Hq, maxSeqQ, D],
+ * A softmax-attention problem with the fields and meaning of `AttentionProblem` in
+ * @attnkit/attention (a resolved AttentionProblem can be passed as is). BHND: q [B, Hq, maxSeqQ, D],
  * lse [B, Hq, maxSeqQ]; THD: q [totalQ, Hq, D] with per-batch startQ / seqQ, lse [Hq, totalQ].
  */
 export interface NativeAttentionProblem {

@@ -1,8 +1,8 @@
 import {
   type AttentionOptions,
   accuracy,
-  resolveSoftmaxProblem,
-  type SoftmaxProblem,
+  resolveAttentionProblem,
+  type AttentionProblem,
 } from '@attnkit/attention';
 import { type Rng, Tensor } from '@attnkit/tensor';
 import { expect, test } from 'vitest';
@@ -38,7 +38,7 @@ export interface Case {
   v: Tensor;
   dO: Tensor;
   options: AttentionOptions;
-  problem: SoftmaxProblem;
+  problem: AttentionProblem;
 }
 
 export type Flavor =
@@ -158,7 +158,7 @@ export function randomCase(rng: Rng, flavor: Flavor): Case {
     );
     options.blockSparse = { blockQ, blockK, mask: Tensor.from(mask, shape) };
   }
-  const problem: SoftmaxProblem & { blockQ?: number; blockK?: number } = resolveSoftmaxProblem(
+  const problem: AttentionProblem & { blockQ?: number; blockK?: number } = resolveAttentionProblem(
     q,
     k,
     v,

@@ -1,5 +1,5 @@
 import { type Tensor, ValueError } from '@attnkit/tensor';
-import { kBase, keyRange, qBase, resolveSoftmaxProblem, type SoftmaxProblem } from '../spec.js';
+import { kBase, keyRange, qBase, resolveAttentionProblem, type AttentionProblem } from '../spec.js';
 import { checkOptions, checkScalar, f64, fail, readF64, sigmoid } from './util.js';
 
 /**
@@ -19,7 +19,7 @@ export interface SigmoidAttentionOptions {
 }
 
 interface Resolved {
-  p: SoftmaxProblem;
+  p: AttentionProblem;
   bias: number;
 }
 
@@ -29,7 +29,7 @@ function resolve(q: Tensor, k: Tensor, v: Tensor, options: SigmoidAttentionOptio
   if (extra.layout !== undefined && extra.layout !== 'BHND') {
     fail(ValueError, 'layout', '"BHND" (sigmoid attention has no packed layout)', extra.layout);
   }
-  const p = resolveSoftmaxProblem(q, k, v, {
+  const p = resolveAttentionProblem(q, k, v, {
     scale: options.scale,
     causal: options.causal,
     window: options.window,
@@ -42,7 +42,7 @@ function resolve(q: Tensor, k: Tensor, v: Tensor, options: SigmoidAttentionOptio
 
 /** Logits scale q_i . k_j + b for the allowed keys [lo, hi) of row i. */
 function sigmoidRow(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   bias: number,
   Q: Float64Array,
   K: Float64Array,

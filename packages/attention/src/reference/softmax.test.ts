@@ -1,6 +1,6 @@
 import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
-import { type AttentionOptions, resolveSoftmaxProblem } from '../spec.js';
+import { type AttentionOptions, resolveAttentionProblem } from '../spec.js';
 import { dot, numericGrad, randn, relL2 } from '../test-helpers.js';
 import { softmaxAttentionReference, softmaxAttentionReferenceBackward } from './softmax.js';
 
@@ -355,7 +355,7 @@ describe('softmaxAttentionReferenceBackward (central finite differences)', () =>
   });
 });
 
-describe('resolveSoftmaxProblem errors name the argument', () => {
+describe('resolveAttentionProblem errors name the argument', () => {
   const q = randn(rng, [1, 4, 5, 3]);
   const k = randn(rng, [1, 2, 6, 3]);
   const v = randn(rng, [1, 2, 6, 2]);
@@ -372,26 +372,26 @@ describe('resolveSoftmaxProblem errors name the argument', () => {
   }
 
   test('mismatched shapes of k and v', () => {
-    expectError(() => resolveSoftmaxProblem(q, randn(rng, [1, 2, 6, 4]), v), ShapeError, 'k');
-    expectError(() => resolveSoftmaxProblem(q, randn(rng, [2, 2, 6, 3]), v), ShapeError, 'k');
-    expectError(() => resolveSoftmaxProblem(q, k, randn(rng, [1, 2, 5, 2])), ShapeError, 'v');
-    expectError(() => resolveSoftmaxProblem(q, k, randn(rng, [2, 6, 2])), ShapeError, 'v');
+    expectError(() => resolveAttentionProblem(q, randn(rng, [1, 2, 6, 4]), v), ShapeError, 'k');
+    expectError(() => resolveAttentionProblem(q, randn(rng, [2, 2, 6, 3]), v), ShapeError, 'k');
+    expectError(() => resolveAttentionProblem(q, k, randn(rng, [1, 2, 5, 2])), ShapeError, 'v');
+    expectError(() => resolveAttentionProblem(q, k, randn(rng, [2, 6, 2])), ShapeError, 'v');
   });
 
   test('wrong dtypes', () => {
     expectError(
-      () => resolveSoftmaxProblem(Tensor.zeros([1, 4, 5, 3], 'i32'), k, v),
+      () => resolveAttentionProblem(Tensor.zeros([1, 4, 5, 3], 'i32'), k, v),
       DTypeError,
       'q',
     );
-    expectError(() => resolveSoftmaxProblem(q, k.astype('f32'), v), DTypeError, 'k');
-    expectError(() => resolveSoftmaxProblem(q, k, v.astype('f16')), DTypeError, 'v');
+    expectError(() => resolveAttentionProblem(q, k.astype('f32'), v), DTypeError, 'k');
+    expectError(() => resolveAttentionProblem(q, k, v.astype('f16')), DTypeError, 'v');
   });
 
   test('Hq not a multiple of Hkv', () => {
     const k3 = randn(rng, [1, 3, 6, 3]);
     const v3 = randn(rng, [1, 3, 6, 2]);
-    expectError(() => resolveSoftmaxProblem(q, k3, v3), ShapeError, 'k');
+    expectError(() => resolveAttentionProblem(q, k3, v3), ShapeError, 'k');
   });
 
   test('cu_seqlens: non-monotone, last offset != total, missing', () => {
@@ -399,18 +399,18 @@ describe('resolveSoftmaxProblem errors name the argument', () => {
     const kt = randn(rng, [6, 2, 3]);
     const vt = randn(rng, [6, 2, 3]);
     expectError(
-      () => resolveSoftmaxProblem(qt, kt, vt, { layout: 'THD', cuSeqlensQ: [0, 4, 2, 6] }),
+      () => resolveAttentionProblem(qt, kt, vt, { layout: 'THD', cuSeqlensQ: [0, 4, 2, 6] }),
       ValueError,
       'cuSeqlensQ',
     );
     expectError(
-      () => resolveSoftmaxProblem(qt, kt, vt, { layout: 'THD', cuSeqlensQ: [0, 2, 5] }),
+      () => resolveAttentionProblem(qt, kt, vt, { layout: 'THD', cuSeqlensQ: [0, 2, 5] }),
       ValueError,
       'cuSeqlensQ',
     );
     expectError(
       () =>
-        resolveSoftmaxProblem(qt, kt, vt, {
+        resolveAttentionProblem(qt, kt, vt, {
           layout: 'THD',
           cuSeqlensQ: [0, 2, 6],
           cuSeqlensK: [0, 3, 7],
@@ -419,18 +419,18 @@ describe('resolveSoftmaxProblem errors name the argument', () => {
       'cuSeqlensK',
     );
     expectError(
-      () => resolveSoftmaxProblem(qt, kt, vt, { layout: 'THD' }),
+      () => resolveAttentionProblem(qt, kt, vt, { layout: 'THD' }),
       ValueError,
       'cuSeqlensQ',
     );
   });
 
   test('NaN scale and bad windows', () => {
-    expectError(() => resolveSoftmaxProblem(q, k, v, { scale: Number.NaN }), ValueError, 'scale');
-    expectError(() => resolveSoftmaxProblem(q, k, v, { window: [-2, 3] }), ValueError, 'window');
-    expectError(() => resolveSoftmaxProblem(q, k, v, { window: [1.5, 3] }), ValueError, 'window');
+    expectError(() => resolveAttentionProblem(q, k, v, { scale: Number.NaN }), ValueError, 'scale');
+    expectError(() => resolveAttentionProblem(q, k, v, { window: [-2, 3] }), ValueError, 'window');
+    expectError(() => resolveAttentionProblem(q, k, v, { window: [1.5, 3] }), ValueError, 'window');
     expectError(
-      () => resolveSoftmaxProblem(q, k, v, { window: [1] as unknown as [number, number] }),
+      () => resolveAttentionProblem(q, k, v, { window: [1] as unknown as [number, number] }),
       ValueError,
       'window',
     );
@@ -440,25 +440,25 @@ describe('resolveSoftmaxProblem errors name the argument', () => {
     // ceil(5/2) x ceil(6/4) = 3 x 2 is right; 2 x 2 is not.
     const ok = Tensor.from(new Uint8Array(6).fill(1), [3, 2]);
     expect(
-      resolveSoftmaxProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: ok } })
+      resolveAttentionProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: ok } })
         .blockSparse?.nbq,
     ).toBe(3);
     const bad = Tensor.from(new Uint8Array(4).fill(1), [2, 2]);
     expectError(
-      () => resolveSoftmaxProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: bad } }),
+      () => resolveAttentionProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: bad } }),
       ShapeError,
       'blockSparse.mask',
     );
     const badHeads = Tensor.from(new Uint8Array(12).fill(1), [2, 3, 2]);
     expectError(
       () =>
-        resolveSoftmaxProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: badHeads } }),
+        resolveAttentionProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: badHeads } }),
       ShapeError,
       'blockSparse.mask',
     );
     const floats = Tensor.from(new Float32Array(6).fill(1), [3, 2]);
     expectError(
-      () => resolveSoftmaxProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: floats } }),
+      () => resolveAttentionProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: floats } }),
       DTypeError,
       'blockSparse.mask',
     );

@@ -6,8 +6,8 @@ import {
   keyRange,
   lseBase,
   qBase,
-  resolveSoftmaxProblem,
-  type SoftmaxProblem,
+  resolveAttentionProblem,
+  type AttentionProblem,
 } from '../spec.js';
 import { f64, readF64 } from './util.js';
 
@@ -17,7 +17,7 @@ import { f64, readF64 } from './util.js';
  */
 
 /** Keys that query row i of (b, h) may attend: causal/window range, then block sparsity. */
-function rowKeys(p: SoftmaxProblem, b: number, h: number, i: number): number[] {
+function rowKeys(p: AttentionProblem, b: number, h: number, i: number): number[] {
   const [lo, hi] = keyRange(p, i, p.seqQ[b]!, p.seqK[b]!);
   const keys: number[] = [];
   const bs = p.blockSparse;
@@ -37,7 +37,7 @@ interface Row {
 
 /** S_ij = scale q_i . k_j over the row's keys, then a max-shifted softmax (no overflow). */
 function softmaxRow(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   Q: Float64Array,
   K: Float64Array,
   b: number,
@@ -73,7 +73,7 @@ export function softmaxAttentionReference(
   v: Tensor,
   options: AttentionOptions = {},
 ): { o: Tensor; lse: Tensor } {
-  const p = resolveSoftmaxProblem(q, k, v, options);
+  const p = resolveAttentionProblem(q, k, v, options);
   const Q = readF64(q, 'q');
   const K = readF64(k, 'k');
   const V = readF64(v, 'v');
@@ -109,7 +109,7 @@ export function softmaxAttentionReferenceBackward(
   dO: Tensor,
   options: AttentionOptions = {},
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
-  const p = resolveSoftmaxProblem(q, k, v, options);
+  const p = resolveAttentionProblem(q, k, v, options);
   const Q = readF64(q, 'q');
   const K = readF64(k, 'k');
   const V = readF64(v, 'v');

@@ -2,7 +2,7 @@ import { type AttentionOptions, accuracy } from '@attnkit/attention';
 import { type DType, type Rng, Tensor } from '@attnkit/tensor';
 import { expect } from 'vitest';
 import type { FlashAttentionOptions } from '../index.js';
-import { type AllocKind, setAllocHook } from './alloc.js';
+import { type AllocKind, setAllocHook } from '@attnkit/skeleton';
 
 /**
  * Test support, not exported from the package: seeded random attention problems covering the

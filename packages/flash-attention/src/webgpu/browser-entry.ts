@@ -5,8 +5,8 @@ import {
   flashAttentionBackwardWebGpu,
   flashAttentionWebGpu,
   type WebGpuFlashOptions,
-} from './host.js';
-import { planWebGpuFlash } from './plan.js';
+} from '@attnkit/skeleton';
+import { planWebGpuFlash } from '@attnkit/skeleton';
 
 /**
  * The page side of the browser test (browser.test.ts bundles this for the browser): runs a

@@ -4,7 +4,7 @@ import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import { FLAVORS, randomCase } from '../cpu/testing.js';
 import { flashAttention, flashAttentionBackward } from '../index.js';
-import { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from './host.js';
+import { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from '@attnkit/skeleton';
 import { checkOnWebGpu, webGpuTestContext } from './testing.js';
 
 // Fails here when no adapter can be had (Dawn on Mesa llvmpipe in CI), unless

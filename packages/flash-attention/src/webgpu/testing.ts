@@ -11,7 +11,7 @@ import {
   flashAttentionBackwardWebGpu,
   flashAttentionWebGpu,
   type WebGpuFlashOptions,
-} from './host.js';
+} from '@attnkit/skeleton';
 
 /**
  * Test support (not exported): a poisoning WebGPU context that fails when no adapter can be

@@ -1,4 +1,4 @@
-import { kBase, keyRange, lseBase, qBase, type SoftmaxProblem } from '@attnkit/attention';
+import { kBase, keyRange, lseBase, qBase, type AttentionProblem } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
 
@@ -10,7 +10,7 @@ import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile
  * Q, K, V: decoded inputs in the problem's layout; O and LSE are written completely.
  */
 export function fa2Forward(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   Q: Float32Array,
   K: Float32Array,
   V: Float32Array,

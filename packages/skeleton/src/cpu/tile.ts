@@ -1,4 +1,4 @@
-import { blockKept, keyRange, type SoftmaxProblem } from '@attnkit/attention';
+import { blockKept, keyRange, type AttentionProblem } from '@attnkit/attention';
 
 /**
  * Tile-level pieces shared by the FA1, FA2 and backward loops: staging rows of a (possibly
@@ -161,7 +161,7 @@ export const FULL = 2;
  * decides the whole tile.
  */
 export function classifyTile(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   b: number,
   h: number,
   q0: number,
@@ -187,7 +187,7 @@ export function classifyTile(
  * (lo >= hi) is a row that sees no key of this tile.
  */
 export function tileRowRanges(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   b: number,
   q0: number,
   rows: number,

@@ -1,4 +1,4 @@
-import { kBase, lseBase, qBase, type SoftmaxProblem } from '@attnkit/attention';
+import { kBase, lseBase, qBase, type AttentionProblem } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
 
@@ -10,7 +10,7 @@ import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile
  * Kept beside FA2 so the papers' comparison can be reproduced.
  */
 export function fa1Forward(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   Q: Float32Array,
   K: Float32Array,
   V: Float32Array,

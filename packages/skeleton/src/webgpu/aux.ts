@@ -1,4 +1,4 @@
-import type { SoftmaxProblem } from '@attnkit/attention';
+import type { AttentionProblem } from '@attnkit/attention';
 import type { Params } from './params.js';
 
 /**
@@ -23,7 +23,7 @@ export interface AuxTables {
   ntk: number;
 }
 
-export function buildAux(p: SoftmaxProblem, tiling: KernelTiling): AuxTables {
+export function buildAux(p: AttentionProblem, tiling: KernelTiling): AuxTables {
   const B = p.batch;
   const bs = p.blockSparse;
   const ntq = Math.max(1, Math.ceil(p.maxSeqQ / tiling.tileQ));
@@ -69,14 +69,14 @@ interface Strides {
   row: number;
 }
 
-function strides(p: SoftmaxProblem, heads: number, n: number, width: number): Strides {
+function strides(p: AttentionProblem, heads: number, n: number, width: number): Strides {
   return p.layout === 'BHND'
     ? { batch: heads * n * width, head: n * width, row: width }
     : { batch: 0, head: width, row: heads * width };
 }
 
 /** The uniform values of one kernel launch (see params.ts for their meaning). */
-export function buildParams(p: SoftmaxProblem, tables: AuxTables): Params {
+export function buildParams(p: AttentionProblem, tables: AuxTables): Params {
   const q = strides(p, p.hq, p.maxSeqQ, p.d);
   const k = strides(p, p.hkv, p.maxSeqK, p.d);
   const v = strides(p, p.hkv, p.maxSeqK, p.dv);

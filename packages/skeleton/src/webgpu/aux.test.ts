@@ -1,4 +1,4 @@
-import { allowed, resolveSoftmaxProblem } from '@attnkit/attention';
+import { allowed, resolveAttentionProblem } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
 import { buildAux, buildParams } from './aux.js';
@@ -20,7 +20,7 @@ describe('aux tables', () => {
       );
       const q = rng.randn([1, 2, nq, 8]);
       const k = rng.randn([1, 2, nk, 8]);
-      const p = resolveSoftmaxProblem(q, k, k, { blockSparse: { blockQ, blockK, mask } });
+      const p = resolveAttentionProblem(q, k, k, { blockSparse: { blockQ, blockK, mask } });
       const tileQ = rng.int(1, 40);
       const tileK = rng.int(1, 40);
       const t = buildAux(p, { tileQ, tileK });
@@ -52,7 +52,7 @@ describe('aux tables', () => {
     const q = rng.randn([10, 4, 8]);
     const k = rng.randn([7, 2, 8]);
     const v = rng.randn([7, 2, 6]);
-    const p = resolveSoftmaxProblem(q, k, v, {
+    const p = resolveAttentionProblem(q, k, v, {
       layout: 'THD',
       cuSeqlensQ: [0, 4, 10],
       cuSeqlensK: [0, 0, 7],

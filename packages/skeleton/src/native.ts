@@ -1,4 +1,4 @@
-import type { SoftmaxProblem } from '@attnkit/attention';
+import type { AttentionProblem } from '@attnkit/attention';
 import {
   loadNative,
   type NativeAttentionProblem,
@@ -11,7 +11,7 @@ import { planNativeTiles } from './plan.js';
 
 /**
  * Binding of this family to @attnkit/native's C++ FlashAttention-2 kernels (threads + SIMD). A
- * resolved SoftmaxProblem already is the engine's NativeAttentionProblem (same fields and
+ * resolved AttentionProblem already is the engine's NativeAttentionProblem (same fields and
  * meaning); inputs go to the engine as f32 (contiguous f32 tensors without a copy), results
  * come back as f32.
  */
@@ -35,7 +35,7 @@ export function requireNativeEngine(): NativeEngine {
 
 /** User tile sizes become the engine's hints (its kernels accept 1..1024). */
 function problem(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   tiles: { blockQ?: number; blockK?: number },
 ): NativeAttentionProblem {
   const hint = (x: number | undefined) => (x === undefined ? undefined : Math.min(x, 1024));
@@ -60,7 +60,7 @@ function engineInput(t: Tensor): Float32Array {
 
 export async function nativeForward(
   engine: NativeEngine,
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   q: Tensor,
   k: Tensor,
   v: Tensor,
@@ -81,7 +81,7 @@ export async function nativeForward(
 
 export async function nativeBackward(
   engine: NativeEngine,
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   inputs: { q: Tensor; k: Tensor; v: Tensor; o: Tensor; lse: Tensor; dO: Tensor },
   tiles: { blockQ?: number; blockK?: number },
 ): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {

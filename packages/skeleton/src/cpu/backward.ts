@@ -1,4 +1,4 @@
-import { kBase, lseBase, qBase, type SoftmaxProblem } from '@attnkit/attention';
+import { kBase, lseBase, qBase, type AttentionProblem } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
 
@@ -12,7 +12,7 @@ import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile
  * All inputs decoded f32 in the problem's layout; dQ, dK, dV are written completely.
  */
 export function fa2Backward(
-  p: SoftmaxProblem,
+  p: AttentionProblem,
   Q: Float32Array,
   K: Float32Array,
   V: Float32Array,

@@ -1,7 +1,7 @@
 import {
   type AttentionOptions,
-  resolveSoftmaxProblem,
-  type SoftmaxProblem,
+  resolveAttentionProblem,
+  type AttentionProblem,
 } from '@attnkit/attention';
 import {
   DeviceError,
@@ -84,7 +84,7 @@ const DKDV_BINDINGS: BindingKind[] = [
 ];
 
 interface Prepared {
-  p: SoftmaxProblem;
+  p: AttentionProblem;
   ctx: WebGpuContext;
   dtype: StorageDType;
   buffers: { q: GpuBuffer; k: GpuBuffer; v: GpuBuffer };
@@ -94,7 +94,7 @@ function prepare(q: Tensor, k: Tensor, v: Tensor, options: WebGpuFlashOptions): 
   if (options === null || typeof options !== 'object') {
     throw new ValueError(`options: expected an object, got ${describe(options)}`, 'options');
   }
-  const p = resolveSoftmaxProblem(q, k, v, options);
+  const p = resolveAttentionProblem(q, k, v, options);
   if (options.algorithm !== undefined && options.algorithm !== 'fa2') {
     throw new ValueError(
       `algorithm: the webgpu backend implements "fa2" only, got ${describe(options.algorithm)}`,

@@ -1,0 +1,32 @@
+/**
+ * @attnkit/skeleton: the FlashAttention tiling written once per backend — a TypeScript kernel,
+ * a WGSL generator and (in @attnkit/native) C++ templates — parameterised by hooks. Families
+ * (flash-, sigmoid-, hstu-attention, ...) supply hooks and register kernels; they never copy
+ * the tiling loop.
+ */
+export { allocF32, type AllocHook, type AllocKind, setAllocHook } from './cpu/alloc.js';
+export { fa2Backward } from './cpu/backward.js';
+export { fa1Forward } from './cpu/fa1.js';
+export { fa2Forward } from './cpu/fa2.js';
+export {
+  nativeBackward,
+  nativeEngine,
+  nativeForward,
+  requireNativeEngine,
+} from './native.js';
+export type {
+  FlashTilePlan,
+  FlashTileProblem,
+  NativeTilePlan,
+  NativeTileProblem,
+} from './plan.js';
+export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
+export type { WebGpuFlashOptions } from './webgpu/host.js';
+export { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from './webgpu/host.js';
+export type {
+  WebGpuFlashKernel,
+  WebGpuFlashPlan,
+  WebGpuPlanInput,
+  WebGpuTileConfig,
+} from './webgpu/plan.js';
+export { planWebGpuFlash } from './webgpu/plan.js';
