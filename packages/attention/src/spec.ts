@@ -8,6 +8,7 @@ import {
   type Tensor,
   ValueError,
 } from '@attnkit/tensor';
+import { type MaskMod, type ResolvedMaskMod, resolveMaskMod } from './mods.js';
 
 /**
  * The softmax-attention problem of KERNELS.md "Common", validated once and resolved into
@@ -36,6 +37,8 @@ export interface AttentionOptions {
   cuSeqlensQ?: Int32Array | readonly number[];
   cuSeqlensK?: Int32Array | readonly number[];
   blockSparse?: BlockSparseOptions;
+  /** A user mask on top of causal / window (FlexAttention's mask_mod); see mods.ts. */
+  maskMod?: MaskMod;
 }
 
 export interface ResolvedBlockSparse {
@@ -43,7 +46,10 @@ export interface ResolvedBlockSparse {
   blockK: number;
   nbq: number;
   nbk: number;
-  /** Row-major [B?, Hq?, nbq, nbk]; index with `blockMaskAt`. */
+  /**
+   * Row-major [B?, Hq?, nbq, nbk]: 0 = skip the block, non-zero = keep it. Derived from a
+   * mask mod, 1 marks a block where only some pairs pass the mod and 2 one where all do.
+   */
   mask: Uint8Array;
   batchStride: number;
   headStride: number;
@@ -79,6 +85,8 @@ export interface AttentionProblem {
   vRow: number;
   oRow: number;
   blockSparse: ResolvedBlockSparse | undefined;
+  /** The user mask (its block mask is `blockSparse`, values 0 / 1 / 2). */
+  maskMod: ResolvedMaskMod | undefined;
   /** Shapes of the outputs in this layout. */
   oShape: number[];
   lseShape: number[];
@@ -128,12 +136,64 @@ export function blockKept(
   return bs.mask[b * bs.batchStride + h * bs.headStride + qb * bs.nbk + kb] !== 0;
 }
 
-/** Whether query i may attend key j (causal, window and block sparsity together). */
+/**
+ * THE mask rule (KERNELS.md "Common" and FlexAttention's mask_mod): whether query i may attend
+ * key j of sequence b, head h — the causal/window band, then block sparsity, then the user's
+ * mask mod. Every kernel and the I/O simulator implement exactly this; tests compare them to it.
+ */
 export function allowed(p: AttentionProblem, b: number, h: number, i: number, j: number): boolean {
   const [lo, hi] = keyRange(p, i, p.seqQ[b]!, p.seqK[b]!);
   if (j < lo || j >= hi) return false;
   const bs = p.blockSparse;
-  return !bs || blockKept(p, b, h, Math.floor(i / bs.blockQ), Math.floor(j / bs.blockK));
+  if (bs && !blockKept(p, b, h, Math.floor(i / bs.blockQ), Math.floor(j / bs.blockK))) return false;
+  return !p.maskMod || p.maskMod.ts(b, h, i, j);
+}
+
+/**
+ * The block mask of a mask mod (FlexAttention's create_block_mask): for each blockSize^2 block
+ * of the longest sequences, 0 when no pair passes the mod, 2 when all do, 1 otherwise. Costs
+ * one call of `mod.ts` per pair of [B?, H?, maxSeqQ, maxSeqK] (once per call, as FlexAttention).
+ */
+export function maskModBlockMask(
+  mod: ResolvedMaskMod,
+  batch: number,
+  hq: number,
+  maxSeqQ: number,
+  maxSeqK: number,
+): ResolvedBlockSparse {
+  const bsz = mod.blockSize;
+  const nbq = Math.ceil(maxSeqQ / bsz);
+  const nbk = Math.ceil(maxSeqK / bsz);
+  const nb = mod.perBatch ? batch : 1;
+  const nh = mod.perHead ? hq : 1;
+  const mask = new Uint8Array(nb * nh * nbq * nbk);
+  for (let b = 0; b < nb; b++) {
+    for (let h = 0; h < nh; h++) {
+      const base = (b * nh + h) * nbq * nbk;
+      for (let qb = 0; qb < nbq; qb++) {
+        for (let kb = 0; kb < nbk; kb++) {
+          let pass = 0;
+          let total = 0;
+          for (let i = qb * bsz; i < Math.min(maxSeqQ, (qb + 1) * bsz); i++) {
+            for (let j = kb * bsz; j < Math.min(maxSeqK, (kb + 1) * bsz); j++) {
+              total++;
+              if (mod.ts(b, h, i, j)) pass++;
+            }
+          }
+          mask[base + qb * nbk + kb] = pass === 0 ? 0 : pass === total ? 2 : 1;
+        }
+      }
+    }
+  }
+  return {
+    blockQ: bsz,
+    blockK: bsz,
+    nbq,
+    nbk,
+    mask,
+    headStride: mod.perHead ? nbq * nbk : 0,
+    batchStride: mod.perBatch ? nh * nbq * nbk : 0,
+  };
 }
 
 function fail(Err: typeof ShapeError, argument: string, expected: string, got: unknown): never {
@@ -321,9 +381,20 @@ export function resolveAttentionProblem(
 
   const maxSeqQ = Math.max(0, ...seqQ);
   const maxSeqK = Math.max(0, ...seqK);
-  const blockSparse = options.blockSparse
-    ? resolveBlockSparse(options.blockSparse, batch, hq, maxSeqQ, maxSeqK)
-    : undefined;
+  const maskMod = resolveMaskMod(options.maskMod);
+  if (maskMod && options.blockSparse !== undefined) {
+    fail(
+      ValueError,
+      'maskMod',
+      'no blockSparse beside it (fold the block mask into the mask mod)',
+      'both maskMod and blockSparse',
+    );
+  }
+  const blockSparse = maskMod
+    ? maskModBlockMask(maskMod, batch, hq, maxSeqQ, maxSeqK)
+    : options.blockSparse
+      ? resolveBlockSparse(options.blockSparse, batch, hq, maxSeqQ, maxSeqK)
+      : undefined;
 
   const oShape = layout === 'BHND' ? [batch, hq, maxSeqQ, dv] : [totalQ, hq, dv];
   const lseShape = layout === 'BHND' ? [batch, hq, maxSeqQ] : [hq, totalQ];
@@ -352,6 +423,7 @@ export function resolveAttentionProblem(
     vRow: layout === 'BHND' ? dv : hkv * dv,
     oRow: layout === 'BHND' ? dv : hq * dv,
     blockSparse,
+    maskMod,
     oShape,
     lseShape,
   };

@@ -4,10 +4,12 @@
  * (flash-, sigmoid-, hstu-attention, ...) supply hooks and register kernels; they never copy
  * the tiling loop.
  */
-export { allocF32, type AllocHook, type AllocKind, setAllocHook } from './cpu/alloc.js';
+
+export { type AllocHook, type AllocKind, allocF32, setAllocHook } from './cpu/alloc.js';
 export { fa2Backward } from './cpu/backward.js';
 export { fa1Forward } from './cpu/fa1.js';
 export { fa2Forward } from './cpu/fa2.js';
+export * from './hooks.js';
 export {
   nativeBackward,
   nativeEngine,

@@ -1,5 +1,5 @@
 import { type Tensor, ValueError } from '@attnkit/tensor';
-import { kBase, keyRange, qBase, resolveAttentionProblem, type AttentionProblem } from '../spec.js';
+import { type AttentionProblem, kBase, keyRange, qBase, resolveAttentionProblem } from '../spec.js';
 import { checkOptions, checkScalar, f64, fail, readF64, sigmoid } from './util.js';
 
 /**

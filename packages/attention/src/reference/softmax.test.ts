@@ -458,7 +458,8 @@ describe('resolveAttentionProblem errors name the argument', () => {
     );
     const floats = Tensor.from(new Float32Array(6).fill(1), [3, 2]);
     expectError(
-      () => resolveAttentionProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: floats } }),
+      () =>
+        resolveAttentionProblem(q, k, v, { blockSparse: { blockQ: 2, blockK: 4, mask: floats } }),
       DTypeError,
       'blockSparse.mask',
     );

@@ -1,13 +1,13 @@
 import type { Tensor } from '@attnkit/tensor';
 import {
   type AttentionOptions,
-  blockKept,
+  type AttentionProblem,
+  allowed,
   kBase,
   keyRange,
   lseBase,
   qBase,
   resolveAttentionProblem,
-  type AttentionProblem,
 } from '../spec.js';
 import { f64, readF64 } from './util.js';
 
@@ -16,15 +16,11 @@ import { f64, readF64 } from './util.js';
  * layout of the inputs. One query row at a time, so memory is O(N) per head.
  */
 
-/** Keys that query row i of (b, h) may attend: causal/window range, then block sparsity. */
-function rowKeys(p: AttentionProblem, b: number, h: number, i: number): number[] {
+/** Keys that query row i of (b, h) may attend (the mask rule of spec.ts). */
+export function rowKeys(p: AttentionProblem, b: number, h: number, i: number): number[] {
   const [lo, hi] = keyRange(p, i, p.seqQ[b]!, p.seqK[b]!);
   const keys: number[] = [];
-  const bs = p.blockSparse;
-  for (let j = lo; j < hi; j++) {
-    if (!bs || blockKept(p, b, h, Math.floor(i / bs.blockQ), Math.floor(j / bs.blockK)))
-      keys.push(j);
-  }
+  for (let j = lo; j < hi; j++) if (allowed(p, b, h, i, j)) keys.push(j);
   return keys;
 }
 

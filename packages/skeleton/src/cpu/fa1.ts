@@ -1,4 +1,4 @@
-import { kBase, lseBase, qBase, type AttentionProblem } from '@attnkit/attention';
+import { type AttentionProblem, kBase, lseBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
 

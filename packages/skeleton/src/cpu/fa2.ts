@@ -1,4 +1,4 @@
-import { kBase, keyRange, lseBase, qBase, type AttentionProblem } from '@attnkit/attention';
+import { type AttentionProblem, kBase, keyRange, lseBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
 

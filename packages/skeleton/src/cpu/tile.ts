@@ -1,4 +1,4 @@
-import { blockKept, keyRange, type AttentionProblem } from '@attnkit/attention';
+import { type AttentionProblem, blockKept, keyRange } from '@attnkit/attention';
 
 /**
  * Tile-level pieces shared by the FA1, FA2 and backward loops: staging rows of a (possibly

@@ -1,7 +1,7 @@
 import {
   type AttentionOptions,
-  resolveAttentionProblem,
   type AttentionProblem,
+  resolveAttentionProblem,
 } from '@attnkit/attention';
 import {
   DeviceError,
