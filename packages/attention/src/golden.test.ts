@@ -24,7 +24,7 @@ describe('every golden: float64 references reproduce the PyTorch references', ()
     const listed = [...readme.matchAll(/^\| ([a-z_, ]+) \| [a-z_]+ \|/gm)]
       .flatMap((m) => m[1]!.split(', '))
       .filter((name) => name !== 'file');
-    expect(listed.length).toBe(15);
+    expect(listed.length).toBe(18);
     for (const name of listed) expect(files).toContain(`${name}.safetensors`);
   });
 

@@ -33,18 +33,19 @@ export interface Golden {
   kind: GoldenKind;
   params: Record<string, unknown>;
   tensors: Record<string, Tensor>;
-  /** Names of the input tensors present (q, k, v, gk, h0, do, dht, the block mask). */
+  /** Names of the input tensors present (q, k, v, gk, h0, rab, do, dht, the block mask). */
   inputs: string[];
-  /** Names of the reference tensors present (o, lse, dq, dk, dv, dgk, dh0, ht). */
+  /** Names of the reference tensors present: every tensor that is not an input (o, lse, dq, dk, dv, dgk, dh0, ht, drab, ...). */
   references: string[];
   /** Whether the file carries dO (and so gradients). */
   hasBackward: boolean;
 }
 
 const KINDS: readonly GoldenKind[] = ['softmax', 'softmax_varlen', 'sigmoid', 'gla', 'hstu'];
-const INPUT_NAMES = ['q', 'k', 'v', 'gk', 'h0', 'do', 'dht'];
-const REFERENCE_NAMES = ['o', 'lse', 'dq', 'dk', 'dv', 'dgk', 'dh0', 'ht'];
-const GRADIENT_NAMES = new Set(['dq', 'dk', 'dv', 'dgk', 'dh0']);
+const INPUT_NAMES = ['q', 'k', 'v', 'gk', 'h0', 'rab', 'do', 'dht'];
+/** Order in which references are listed (a name not here comes after, alphabetically). */
+const REFERENCE_ORDER = ['o', 'lse', 'dq', 'dk', 'dv', 'dgk', 'dh0', 'ht', 'drab'];
+const GRADIENT_NAMES = new Set(['dq', 'dk', 'dv', 'dgk', 'dh0', 'drab']);
 
 function bad(g: { name: string }, what: string, expected: string, got: unknown): never {
   throw new FormatError(`${g.name}: ${what}: expected ${expected}, got ${describe(got)}`, g.name);
@@ -225,7 +226,16 @@ export function parseGolden(bytes: Uint8Array, name = 'golden'): Golden {
         Object.keys(tensors),
       );
   }
-  const references = REFERENCE_NAMES.filter((t) => tensors[t]);
+  // Every tensor that is not an input (nor the block mask) is a reference: a backend (or
+  // `attnkit verify`) that does not produce one of them fails, never skips it.
+  const maskName = (p.block_sparse as { mask_tensor?: string } | undefined)?.mask_tensor;
+  const references = Object.keys(tensors)
+    .filter((t) => !INPUT_NAMES.includes(t) && t !== maskName)
+    .sort((a, b) => {
+      const ia = REFERENCE_ORDER.indexOf(a) >>> 0;
+      const ib = REFERENCE_ORDER.indexOf(b) >>> 0;
+      return ia === ib ? a.localeCompare(b) : ia - ib;
+    });
   for (const t of references) {
     if (GRADIENT_NAMES.has(t) && !hasBackward)
       bad(where, `tensor "${t}"`, 'a gradient only with the input "do"', references);
@@ -237,7 +247,6 @@ export function parseGolden(bytes: Uint8Array, name = 'golden'): Golden {
   // Validates the kind's params now, so a bad file fails at load time.
   if (kind === 'softmax' || kind === 'softmax_varlen') {
     const opts = goldenAttentionOptions(g);
-    const maskName = (p.block_sparse as { mask_tensor?: string } | undefined)?.mask_tensor;
     if (opts.blockSparse && maskName) inputs.push(maskName);
   } else if (kind === 'sigmoid') goldenSigmoidOptions(g);
   else if (kind === 'gla') goldenGlaOptions(g);

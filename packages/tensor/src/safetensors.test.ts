@@ -119,12 +119,15 @@ function expectedTensors(file: string, p: Record<string, unknown>): Expected {
       break;
     }
     case 'sigmoid': {
-      const [B, H, Nq, Nk, D] = ['B', 'H', 'Nq', 'Nk', 'D'].map(n);
-      io('q', [B!, H!, Nq!, D!]);
-      io('k', [B!, H!, Nk!, D!]);
-      io('v', [B!, H!, Nk!, D!]);
-      out.o = ['F64', [B!, H!, Nq!, D!]];
-      out.do = ['F32', [B!, H!, Nq!, D!]];
+      // GQA files name Hq and Hkv (H = Hq); the others have one head count H.
+      const [B, Nq, Nk, D] = ['B', 'Nq', 'Nk', 'D'].map(n);
+      const Hq = n('Hq') ?? n('H');
+      const Hkv = n('Hkv') ?? n('H');
+      io('q', [B!, Hq, Nq!, D!]);
+      io('k', [B!, Hkv, Nk!, D!]);
+      io('v', [B!, Hkv, Nk!, D!]);
+      out.o = ['F64', [B!, Hq, Nq!, D!]];
+      out.do = ['F32', [B!, Hq, Nq!, D!]];
       break;
     }
     case 'gla': {
@@ -145,6 +148,13 @@ function expectedTensors(file: string, p: Record<string, unknown>): Expected {
       io('v', [L, n('H'), n('V')]);
       out.o = ['F64', [L, n('H'), n('V')]];
       out.do = ['F32', [L, n('H'), n('V')]];
+      if (p.rab !== undefined) {
+        // Dense relative attention bias [B, H, max_seq_len, max_seq_len] and its gradient.
+        const N = n('max_seq_len');
+        const B = (p.seq_offsets as number[]).length - 1;
+        out.rab = ['F32', [B, n('H'), N, N]];
+        out.drab = ['F64', [B, n('H'), N, N]];
+      }
       break;
     }
     default:
@@ -166,7 +176,7 @@ describe('goldens', () => {
     for (const m of readme.matchAll(/^\| ([a-z_, ]+) \|/gm)) {
       for (const name of m[1]!.split(',')) if (name.trim() !== 'file') listed.add(name.trim());
     }
-    expect(listed.size).toBe(15);
+    expect(listed.size).toBe(18);
     expect(files.map((f) => f.replace('.safetensors', ''))).toEqual([...listed].sort());
   });
 
