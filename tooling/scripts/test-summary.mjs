@@ -8,7 +8,7 @@ const root = resolve(import.meta.dirname, '../..');
 let passed = 0;
 let failed = 0;
 let skipped = 0;
-for (const area of ['packages', 'apps']) {
+for (const area of ['packages', 'apps', 'tooling']) {
   const dir = join(root, area);
   if (!existsSync(dir)) continue;
   for (const name of readdirSync(dir)) {

@@ -1,18 +1,27 @@
 // Shared vitest settings: tests import workspace packages from their sources, so a test run
 // needs no prior build and always sees the code under test.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
+/**
+ * `@attnkit/<name>` -> packages/<name>/src/index.ts for every package, and the dev-only test
+ * support `@attnkit/testing` -> tooling/testing/src/index.ts (tooling packages with sources are
+ * aliased by the name in their package.json).
+ */
 function workspaceAliases() {
   const alias = {};
-  for (const dir of ['packages']) {
-    for (const name of readdirSync(join(root, dir))) {
-      const src = join(root, dir, name, 'src', 'index.ts');
-      if (existsSync(src)) alias[`@attnkit/${name}`] = src;
-    }
+  for (const name of readdirSync(join(root, 'packages'))) {
+    const src = join(root, 'packages', name, 'src', 'index.ts');
+    if (existsSync(src)) alias[`@attnkit/${name}`] = src;
+  }
+  for (const name of readdirSync(join(root, 'tooling'))) {
+    const src = join(root, 'tooling', name, 'src', 'index.ts');
+    const manifest = join(root, 'tooling', name, 'package.json');
+    if (!existsSync(src) || !existsSync(manifest)) continue;
+    alias[JSON.parse(readFileSync(manifest, 'utf8')).name] = src;
   }
   return alias;
 }

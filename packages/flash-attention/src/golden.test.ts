@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import { goldenAttentionOptions, loadGolden, toleranceFor } from '@attnkit/attention';
+import { expectClose } from '@attnkit/testing';
 import { goldenNames, goldensDir } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
-import { expectClose } from './cpu/testing.js';
 import { type FlashAttentionOptions, flashAttentionBackwardTs, flashAttentionTs } from './index.js';
 
 const GOLDENS = goldensDir();

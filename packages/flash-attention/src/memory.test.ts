@@ -1,7 +1,7 @@
 import { toleranceFor } from '@attnkit/attention';
 import { Rng } from '@attnkit/tensor';
+import { type Accounting, expectClose, poisonAllocations } from '@attnkit/testing';
 import { afterEach, beforeEach, expect, test } from 'vitest';
-import { type Accounting, expectClose, poisonAllocations } from './cpu/testing.js';
 import {
   flashAttentionBackwardTs,
   flashAttentionTs,

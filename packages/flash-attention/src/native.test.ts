@@ -8,15 +8,15 @@ import {
 } from '@attnkit/attention';
 import { loadNative, nativeLoadError } from '@attnkit/native';
 import { Rng, ValueError } from '@attnkit/tensor';
-import { goldenNames, goldensDir } from '@attnkit/vitest-config';
-import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import {
   type Accounting,
   expectClose,
   FLAVORS,
   poisonAllocations,
   randomCase,
-} from './cpu/testing.js';
+} from '@attnkit/testing';
+import { goldenNames, goldensDir } from '@attnkit/vitest-config';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import {
   flashAttention,
   flashAttentionBackward,

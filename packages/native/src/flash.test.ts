@@ -5,9 +5,16 @@ import {
   toleranceFor,
 } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
+import {
+  type NativeCase as Case,
+  engineOrSkip,
+  expectClose,
+  NATIVE_FLAVORS as FLAVORS,
+  poisoned,
+  randomNativeCase as randomCase,
+} from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
 import { loadNative, type NativeEngine } from './index.js';
-import { type Case, engineOrSkip, expectClose, FLAVORS, poisoned, randomCase } from './testing.js';
 
 const base = engineOrSkip();
 // Every ISA this CPU has is checked against the same float64 references.

@@ -1,7 +1,7 @@
 import { Rng } from '@attnkit/tensor';
+import { engineOrSkip, expectClose, poisoned } from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
 import { loadNative, type NativeEngine } from './index.js';
-import { engineOrSkip, expectClose, poisoned } from './testing.js';
 
 const base = engineOrSkip();
 const engines: NativeEngine[] = base

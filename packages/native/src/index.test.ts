@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveAttentionProblem } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
+import { engineOrSkip } from '@attnkit/testing';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { loadNative, NATIVE_ISAS, nativeAddonPath } from './index.js';
-import { engineOrSkip } from './testing.js';
 
 const base = engineOrSkip();
 
@@ -120,7 +120,9 @@ describe.runIf(base)('bad arguments throw TypeError / RangeError naming the argu
     expect(() => fwd({ ...p, seqQ: Int32Array.of(11) })).toThrow(/^problem\.seqQ\[0\]/);
     expect(() => fwd({ ...p, blockK: 0 })).toThrow(/^problem\.blockK/);
     const mask = Tensor.from(Uint8Array.of(1, 1, 1, 1), [2, 2]);
-    const sparse = resolveAttentionProblem(q, k, v, { blockSparse: { blockQ: 5, blockK: 6, mask } });
+    const sparse = resolveAttentionProblem(q, k, v, {
+      blockSparse: { blockQ: 5, blockK: 6, mask },
+    });
     expect(() =>
       fwd({ ...sparse, blockSparse: { ...sparse.blockSparse!, mask: new Uint8Array(3) } }),
     ).toThrow(/^problem\.blockSparse\.mask: expected at least 4 elements/);

@@ -7,6 +7,7 @@ import {
   Tensor,
   ValueError,
 } from '@attnkit/tensor';
+import { webGpuTestContext as testContext } from '@attnkit/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findAdapter } from './adapter.js';
 import type { WebGpuContext } from './context.js';
@@ -21,7 +22,6 @@ import { PipelineCache } from './pipelines.js';
 import { BufferPool } from './pool.js';
 import { GpuProfiler } from './profiler.js';
 import { emptyWebGpu, toWebGpu, WebGpuStorage, webGpuStorageOf } from './storage.js';
-import { testContext } from './testing.js';
 
 // Fails here (no silent skip) when no adapter can be had, unless ATTNKIT_ALLOW_NO_WEBGPU=1.
 const ctx: WebGpuContext | undefined = await testContext();

@@ -1,6 +1,6 @@
 import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { dot, numericGrad, randn, relL2 } from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
-import { dot, numericGrad, randn, relL2 } from '../test-helpers.js';
 import { glaRecurrentReference, glaRecurrentReferenceBackward } from './gla.js';
 
 const rng = new Rng(0x61a);

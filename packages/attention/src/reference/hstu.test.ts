@@ -1,6 +1,6 @@
 import { DTypeError, Rng, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
+import { dot, numericGrad, randn, relL2 } from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
-import { dot, numericGrad, randn, relL2 } from '../test-helpers.js';
 import {
   type HstuOptions,
   hstuAttentionReference,

@@ -1,7 +1,7 @@
 import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { dot, numericGrad, randn, relL2 } from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
 import { type AttentionOptions, resolveAttentionProblem } from '../spec.js';
-import { dot, numericGrad, randn, relL2 } from '../test-helpers.js';
 import { softmaxAttentionReference, softmaxAttentionReferenceBackward } from './softmax.js';
 
 const rng = new Rng(0x5eed1);

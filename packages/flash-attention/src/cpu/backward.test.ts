@@ -4,9 +4,15 @@ import {
   toleranceFor,
 } from '@attnkit/attention';
 import { Rng, type Tensor } from '@attnkit/tensor';
+import {
+  type Accounting,
+  expectClose,
+  FLAVORS,
+  poisonAllocations,
+  randomCase,
+} from '@attnkit/testing';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { flashAttentionBackward, flashAttentionBackwardTs, flashAttentionTs } from '../index.js';
-import { type Accounting, expectClose, FLAVORS, poisonAllocations, randomCase } from './testing.js';
 
 let acct: Accounting;
 beforeEach(() => {

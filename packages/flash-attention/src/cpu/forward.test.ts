@@ -1,8 +1,14 @@
 import { softmaxAttentionReference, toleranceFor } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
+import {
+  type Accounting,
+  expectClose,
+  FLAVORS,
+  poisonAllocations,
+  randomCase,
+} from '@attnkit/testing';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { type FlashAlgorithm, flashAttention, flashAttentionTs } from '../index.js';
-import { type Accounting, expectClose, FLAVORS, poisonAllocations, randomCase } from './testing.js';
 
 let acct: Accounting;
 beforeEach(() => {

@@ -2,8 +2,8 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { goldenAttentionOptions, loadGolden, toleranceFor } from '@attnkit/attention';
+import { checkOnWebGpu, webGpuTestContext } from '@attnkit/testing';
 import { afterAll, describe, expect, test } from 'vitest';
-import { checkOnWebGpu, webGpuTestContext } from './testing.js';
 
 // Fails here when no adapter can be had (Dawn on Mesa llvmpipe in CI), unless
 // ATTNKIT_ALLOW_NO_WEBGPU=1 declares a machine without WebGPU.

@@ -1,11 +1,10 @@
 import { toleranceFor } from '@attnkit/attention';
+import { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from '@attnkit/skeleton';
 import { DeviceError, DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { checkOnWebGpu, FLAVORS, randomCase, webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
-import { FLAVORS, randomCase } from '../cpu/testing.js';
 import { flashAttention, flashAttentionBackward } from '../index.js';
-import { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from '@attnkit/skeleton';
-import { checkOnWebGpu, webGpuTestContext } from './testing.js';
 
 // Fails here when no adapter can be had (Dawn on Mesa llvmpipe in CI), unless
 // ATTNKIT_ALLOW_NO_WEBGPU=1 declares a machine without WebGPU.

@@ -1,16 +1,16 @@
 import {
   type AttentionOptions,
-  accuracy,
-  resolveAttentionProblem,
   type AttentionProblem,
+  resolveAttentionProblem,
 } from '@attnkit/attention';
+import { loadNative, type NativeEngine, nativeLoadError } from '@attnkit/native';
 import { type Rng, Tensor } from '@attnkit/tensor';
-import { expect, test } from 'vitest';
-import { loadNative, type NativeEngine, nativeLoadError } from './index.js';
+import { test } from 'vitest';
 
 /**
- * Test support, not exported from the package: the engine (or a failing test saying why it is
- * missing), seeded random attention problems over KERNELS.md "Common", and accuracy checks.
+ * Support of @attnkit/native's own tests (moved from its src/testing.ts): the engine (or a
+ * failing test saying why it is missing) and seeded random attention problems over KERNELS.md
+ * "Common" with the engine's tile hints.
  */
 
 /**
@@ -31,7 +31,7 @@ export function engineOrSkip(): NativeEngine | undefined {
   return undefined;
 }
 
-export interface Case {
+export interface NativeCase {
   name: string;
   q: Tensor;
   k: Tensor;
@@ -41,7 +41,7 @@ export interface Case {
   problem: AttentionProblem;
 }
 
-export type Flavor =
+export type NativeFlavor =
   | 'plain'
   | 'nq<nk causal'
   | 'nq>nk causal'
@@ -52,7 +52,7 @@ export type Flavor =
   | 'sparse'
   | 'dv!=d';
 
-export const FLAVORS: readonly Flavor[] = [
+export const NATIVE_FLAVORS: readonly NativeFlavor[] = [
   'plain',
   'nq<nk causal',
   'nq>nk causal',
@@ -77,7 +77,7 @@ function cumulative(lens: number[]): number[] {
 }
 
 /** A random f32 problem of `flavor`: odd sizes up to ~150 tokens, GQA groups 1..8. */
-export function randomCase(rng: Rng, flavor: Flavor): Case {
+export function randomNativeCase(rng: Rng, flavor: NativeFlavor): NativeCase {
   const batch = rng.int(1, 3);
   const hkv = pick(rng, [1, 2]);
   const group = flavor === 'gqa' ? pick(rng, [2, 4, 8]) : pick(rng, [1, 2]);
@@ -179,21 +179,4 @@ export function randomCase(rng: Rng, flavor: Flavor): Case {
   }
   if (hint) parts.push(`tiles ${problem.blockQ}/${problem.blockK}`);
   return { name: `${flavor} ${parts.join(' ')}`, q, k, v, dO, options, problem };
-}
-
-/** A Float32Array of n NaNs: kernels must overwrite every element they own. */
-export function poisoned(n: number): Float32Array {
-  return new Float32Array(n).fill(Number.NaN);
-}
-
-/** No unexpected NaN/Infinity and relative L2 within tol (KERNELS.md "Tolerances"). */
-export function expectClose(
-  actual: ArrayLike<number>,
-  reference: Tensor | ArrayLike<number>,
-  tol: number,
-  label: string,
-): void {
-  const a = accuracy(actual, reference);
-  expect(a.nonFinite, `${label}: non-finite values`).toBe(0);
-  expect(a.relL2, `${label}: relative L2`).toBeLessThanOrEqual(tol);
 }

@@ -1,13 +1,16 @@
-import { type AttentionOptions, accuracy } from '@attnkit/attention';
+import type { AttentionOptions } from '@attnkit/attention';
 import { type DType, type Rng, Tensor } from '@attnkit/tensor';
-import { expect } from 'vitest';
-import type { FlashAttentionOptions } from '../index.js';
-import { type AllocKind, setAllocHook } from '@attnkit/skeleton';
 
 /**
- * Test support, not exported from the package: seeded random attention problems covering the
- * options of KERNELS.md "Common", a poisoning allocation hook, and an accuracy assertion.
+ * Seeded random softmax-attention problems covering the options of KERNELS.md "Common" (moved
+ * from @attnkit/flash-attention's src/cpu/testing.ts), for the pure-TS and WGSL kernel tests.
  */
+
+/** The options a case sets: KERNELS.md "Common" plus the FlashAttention tile sizes. */
+export interface FlashCaseOptions extends AttentionOptions {
+  blockQ?: number;
+  blockK?: number;
+}
 
 export interface Case {
   name: string;
@@ -15,7 +18,7 @@ export interface Case {
   k: Tensor;
   v: Tensor;
   dO: Tensor;
-  options: FlashAttentionOptions;
+  options: FlashCaseOptions;
 }
 
 /** Features a case must exercise; the dimensions around them are drawn at random. */
@@ -77,7 +80,7 @@ export function randomCase(rng: Rng, flavor: Flavor, dtype: DType = 'f32'): Case
         : d;
   let nq = rng.int(1, 101);
   let nk = rng.int(1, 101);
-  const options: FlashAttentionOptions = {};
+  const options: FlashCaseOptions = {};
   switch (flavor) {
     case 'plain':
       nk = nq;
@@ -170,12 +173,7 @@ export function randomCase(rng: Rng, flavor: Flavor, dtype: DType = 'f32'): Case
   return { name, q, k, v, dO, options };
 }
 
-function describeCase(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  o: AttentionOptions & FlashAttentionOptions,
-): string {
+function describeCase(q: Tensor, k: Tensor, v: Tensor, o: FlashCaseOptions): string {
   const parts = [`q[${q.shape}] k[${k.shape}] v[${v.shape}]`];
   if (o.causal) parts.push('causal');
   if (o.window) parts.push(`window[${o.window}]`);
@@ -186,35 +184,4 @@ function describeCase(
   }
   if (o.blockQ) parts.push(`tiles ${o.blockQ}x${o.blockK}`);
   return parts.join(' ');
-}
-
-/** Asserts no unexpected NaN/Infinity and relative L2 within `tol` (KERNELS.md "Tolerances"). */
-export function expectClose(
-  actual: Tensor | ArrayLike<number>,
-  reference: Tensor | ArrayLike<number>,
-  tol: number,
-  label: string,
-): void {
-  const a = accuracy(actual, reference);
-  expect(a.nonFinite, `${label}: non-finite values`).toBe(0);
-  expect(a.relL2, `${label}: relative L2`).toBeLessThanOrEqual(tol);
-}
-
-export interface Accounting {
-  bytes: Record<AllocKind, number>;
-  restore(): void;
-}
-
-/**
- * Makes every kernel allocation start as garbage (NaN for f32, a huge index for i32) and
- * counts the bytes per kind, until restore().
- */
-export function poisonAllocations(): Accounting {
-  const bytes: Record<AllocKind, number> = { output: 0, tile: 0, rows: 0 };
-  const previous = setAllocHook((array, kind) => {
-    if (array instanceof Float32Array) array.fill(Number.NaN);
-    else array.fill(0x3fffffff);
-    bytes[kind] += array.byteLength;
-  });
-  return { bytes, restore: () => setAllocHook(previous) };
 }

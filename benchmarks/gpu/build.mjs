@@ -22,4 +22,4 @@ await build({
   alias,
   logLevel: 'warning',
 });
-console.log('built tooling/gpu/dist/bench-webgpu.mjs');
+console.log('built benchmarks/gpu/dist/bench-webgpu.mjs');

@@ -1,9 +1,9 @@
 import { type Rng, Tensor } from '@attnkit/tensor';
 
 /**
- * Test support (not exported from the package): seeded normal data and central finite
- * differences in float64, so every gradient test is reproducible and independent of the
- * analytic backward it checks.
+ * Gradient-test support (moved from @attnkit/attention's src/test-helpers.ts): seeded normal
+ * data and central finite differences in float64, so every gradient test is reproducible and
+ * independent of the analytic backward it checks.
  */
 
 /** Normal f64 test data from @attnkit/tensor's seeded generator. */

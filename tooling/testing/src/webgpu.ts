@@ -1,38 +1,46 @@
 import {
   type AttentionOptions,
-  accuracy,
   softmaxAttentionReference,
   softmaxAttentionReferenceBackward,
 } from '@attnkit/attention';
-import type { Tensor } from '@attnkit/tensor';
-import { createWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
-import { expect } from 'vitest';
 import {
   flashAttentionBackwardWebGpu,
   flashAttentionWebGpu,
   type WebGpuFlashOptions,
 } from '@attnkit/skeleton';
+import type { Tensor } from '@attnkit/tensor';
+import {
+  createWebGpuContext,
+  toWebGpu,
+  type WebGpuContext,
+  type WebGpuContextOptions,
+} from '@attnkit/webgpu';
+import { expect } from 'vitest';
+import { expectClose } from './expect.js';
 
 /**
- * Test support (not exported): a poisoning WebGPU context that fails when no adapter can be
- * had (unless ATTNKIT_ALLOW_NO_WEBGPU=1), and a runner comparing the WGSL kernels with the
+ * WebGPU test support (moved from @attnkit/webgpu's and @attnkit/flash-attention's
+ * src/testing.ts): a poisoning context, and a check of the WGSL softmax kernels against the
  * float64 reference (or golden tensors) at a tolerance.
  */
-export async function webGpuTestContext(): Promise<WebGpuContext | undefined> {
+
+/**
+ * A context for the test file whose outputs start as NaN (`poisonOutputs`), or a failure when
+ * no adapter can be had, unless ATTNKIT_ALLOW_NO_WEBGPU=1 says a machine without WebGPU is
+ * expected (then it resolves to undefined and the caller skips). A missing adapter must never
+ * pass silently in CI.
+ */
+export async function webGpuTestContext(
+  options: WebGpuContextOptions = {},
+): Promise<WebGpuContext | undefined> {
   try {
-    const ctx = await createWebGpuContext();
+    const ctx = await createWebGpuContext(options);
     ctx.poisonOutputs = true;
     return ctx;
   } catch (e) {
     if (process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1') return undefined;
     throw e;
   }
-}
-
-export function expectClose(actual: Tensor, reference: Tensor, tol: number, label: string): void {
-  const a = accuracy(actual, reference);
-  expect(a.nonFinite, `${label}: non-finite values`).toBe(0);
-  expect(a.relL2, `${label}: relative L2`).toBeLessThanOrEqual(tol);
 }
 
 export interface Expected {
