@@ -1,7 +1,7 @@
 import { DeviceError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { numericGrad, randn, relL2 } from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
 import { alibi, alibiSlopes, type MaskMod, type ScoreMod, scoreBias, softcap } from '../mods.js';
-import { numericGrad, randn, relL2 } from '../test-helpers.js';
 import {
   type ModdedReferenceOptions,
   moddedAttentionReference,
