@@ -23,8 +23,14 @@ export type {
   NativeTileProblem,
 } from './plan.js';
 export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
-export type { WebGpuFlashOptions } from './webgpu/host.js';
-export { flashAttentionBackwardWebGpu, flashAttentionWebGpu } from './webgpu/host.js';
+export type { WebGpuFlashOptions, WebGpuTileOptions } from './webgpu/host.js';
+export {
+  flashAttentionBackwardWebGpu,
+  flashAttentionWebGpu,
+  tiledBackwardWebGpu,
+  tiledForwardWebGpu,
+  webGpuSupports,
+} from './webgpu/host.js';
 export type {
   WebGpuFlashKernel,
   WebGpuFlashPlan,

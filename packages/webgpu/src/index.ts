@@ -6,3 +6,4 @@ export * from './pipelines.js';
 export * from './pool.js';
 export * from './profiler.js';
 export * from './storage.js';
+export * from './wgsl.js';

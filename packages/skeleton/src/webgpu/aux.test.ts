@@ -1,5 +1,6 @@
 import { allowed, resolveAttentionProblem } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
+import { bindBuffers, bindingKinds, declareBindings, type WgslBinding } from '@attnkit/webgpu';
 import { describe, expect, test } from 'vitest';
 import { buildAux, buildParams } from './aux.js';
 import { PARAM_FIELDS, packParams, paramsStruct } from './params.js';
@@ -47,6 +48,47 @@ describe('aux tables', () => {
     }
   });
 
+  test('with a mask mod, skipped tiles have no passing pair and mask-free tiles only passing ones', () => {
+    const rng = new Rng(5);
+    for (let trial = 0; trial < 20; trial++) {
+      const nq = rng.int(1, 60);
+      const nk = rng.int(1, 60);
+      const len = rng.int(2, 12);
+      const q = rng.randn([1, 2, nq, 8]);
+      const k = rng.randn([1, 2, nk, 8]);
+      const p = resolveAttentionProblem(q, k, k, {
+        maskMod: {
+          name: 'doc',
+          ts: (_b, h, i, j) => Math.floor(i / (len + h)) === Math.floor(j / (len + h)),
+          perHead: true,
+          blockSize: rng.int(2, 10),
+        },
+      });
+      const tileQ = rng.int(1, 24);
+      const tileK = rng.int(1, 24);
+      const t = buildAux(p, { tileQ, tileK });
+      for (let h = 0; h < 2; h++) {
+        for (let qt = 0; qt < t.ntq; qt++) {
+          for (let kt = 0; kt < t.ntk; kt++) {
+            let pass = 0;
+            let total = 0;
+            for (let i = qt * tileQ; i < Math.min((qt + 1) * tileQ, nq); i++) {
+              for (let j = kt * tileK; j < Math.min((kt + 1) * tileK, nk); j++) {
+                total++;
+                if (allowed(p, 0, h, i, j)) pass++;
+              }
+            }
+            const state = t.aux[t.tsOff + (h * t.ntq + qt) * t.ntk + kt];
+            if (state === 0) expect(pass).toBe(0);
+            if (state === 2) expect(pass).toBe(total);
+          }
+        }
+      }
+      // The block mask keeps its 0 / 1 / 2 values (the kernels call the mod in blocks of 1).
+      expect(Array.from(t.aux.subarray(t.bsOff))).toEqual(Array.from(p.blockSparse!.mask));
+    }
+  });
+
   test('THD strides and offsets', () => {
     const rng = new Rng(4);
     const q = rng.randn([10, 4, 8]);
@@ -83,5 +125,24 @@ describe('aux tables', () => {
       else if (type === 'i32') expect(s[i]).toBe(name === 'left' ? -1 : i);
       else expect(u[i]).toBe(i);
     });
+  });
+
+  test('bindings: declarations numbered in list order, layout and buffers by name', () => {
+    const list: WgslBinding[] = [
+      { name: 'P', kind: 'uniform', type: 'Params' },
+      { name: 'x', kind: 'read', type: { dtype: 'f16', vec: true } },
+      { name: 'aux', kind: 'read', type: 'array<u32>' },
+      { name: 'y', kind: 'storage', type: { dtype: 'f32', vec: false } },
+    ];
+    const code = declareBindings(list);
+    expect(code).toContain('@group(0) @binding(0) var<uniform> P: Params;');
+    expect(code).toContain('@group(0) @binding(1) var<storage, read> x: array<vec2<u32>>;');
+    expect(code).toContain('fn ld4_x(');
+    expect(code).toContain('@group(0) @binding(2) var<storage, read> aux: array<u32>;');
+    expect(code).toContain('@group(0) @binding(3) var<storage, read_write> y: array<f32>;');
+    expect(code).toContain('fn st_y(');
+    expect(bindingKinds(list)).toEqual(['uniform', 'read', 'read', 'storage']);
+    expect(bindBuffers(list, { y: 4, aux: 3, x: 2, P: 1, unused: 9 })).toEqual([1, 2, 3, 4]);
+    expect(() => bindBuffers(list, { P: 1, x: 2, y: 4 })).toThrow(/buffers\.aux/);
   });
 });

@@ -6,7 +6,9 @@ import type { Params } from './params.js';
  * per batch entry (startQ, startK, nq, nk), then a per-tile summary of the block-sparse mask for
  * the kernel's tiling (0: every block the tile touches is dropped, so the tile is skipped;
  * 1: mixed, checked per element; 2: all kept, the mask-free path), then the mask itself, one u32
- * per block. Tiles of the WGSL kernels need not divide the mask's blocks.
+ * per block. Tiles of the WGSL kernels need not divide the mask's blocks. A mask mod's block
+ * mask keeps 0 / 1 / 2 per block (no, some, all pairs pass): there a tile takes the mask-free
+ * path only when all its blocks are 2, and its elements in blocks marked 1 run the mod.
  */
 
 export interface KernelTiling {
@@ -41,6 +43,7 @@ export function buildAux(p: AttentionProblem, tiling: KernelTiling): AuxTables {
   }
   if (!bs) return { aux, tsOff, bsOff, ntq, ntk };
   for (let i = 0; i < bs.mask.length; i++) aux[bsOff + i] = bs.mask[i]!;
+  const fullValue = p.maskMod ? 2 : 1;
   for (let s = 0; s < slices; s++) {
     for (let qt = 0; qt < ntq; qt++) {
       const qb0 = Math.floor((qt * tiling.tileQ) / bs.blockQ);
@@ -49,14 +52,17 @@ export function buildAux(p: AttentionProblem, tiling: KernelTiling): AuxTables {
         const kb0 = Math.floor((kt * tiling.tileK) / bs.blockK);
         const kb1 = Math.floor((Math.min((kt + 1) * tiling.tileK, p.maxSeqK) - 1) / bs.blockK);
         let kept = 0;
+        let full = 0;
         let total = 0;
         for (let qb = qb0; qb <= qb1; qb++) {
           for (let kb = kb0; kb <= kb1; kb++) {
+            const value = bs.mask[s * perSlice + qb * bs.nbk + kb]!;
             total++;
-            kept += bs.mask[s * perSlice + qb * bs.nbk + kb]! ? 1 : 0;
+            kept += value !== 0 ? 1 : 0;
+            full += value >= fullValue ? 1 : 0;
           }
         }
-        aux[tsOff + (s * ntq + qt) * ntk + kt] = kept === 0 ? 0 : kept === total ? 2 : 1;
+        aux[tsOff + (s * ntq + qt) * ntk + kt] = kept === 0 ? 0 : full === total ? 2 : 1;
       }
     }
   }

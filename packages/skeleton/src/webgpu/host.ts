@@ -1,6 +1,7 @@
 import {
   type AttentionOptions,
   type AttentionProblem,
+  type MaskMod,
   resolveAttentionProblem,
 } from '@attnkit/attention';
 import {
@@ -10,19 +11,26 @@ import {
   formatShape,
   ShapeError,
   sameShape,
-  type Tensor,
+  Tensor,
   ValueError,
 } from '@attnkit/tensor';
 import {
-  type BindingKind,
+  bindBuffers,
+  bindingKinds,
+  type CompiledProgram,
   type ComputeStep,
   emptyWebGpu,
   type GpuProfiler,
+  storageBindingCount,
+  toWebGpu,
   type WebGpuContext,
   type WebGpuStorage,
   webGpuStorageOf,
 } from '@attnkit/webgpu';
+import { sinkGradients } from '../cpu/run.js';
+import { SOFTMAX_HOOKS, type TiledHooks } from '../hooks.js';
 import { type AuxTables, buildAux, buildParams } from './aux.js';
+import { type HookResources, hookResources } from './hooks.js';
 import { packParams } from './params.js';
 import {
   planWebGpuFlash,
@@ -37,70 +45,129 @@ import {
   type ShaderSpec,
   type StorageDType,
   statsShader,
+  type WgslKernel,
 } from './shaders.js';
 
 /** WebGPU's buffer type, named through @attnkit/webgpu so this package needs no WebGPU typings of its own. */
 type GpuBuffer = WebGpuStorage['buffer'];
 
-export interface WebGpuFlashOptions extends AttentionOptions {
-  /** The WGSL kernels implement FA2 only. */
-  algorithm?: 'fa1' | 'fa2';
+type Pass = 'forward' | 'backward';
+
+export interface WebGpuTileOptions {
   /** Tile sizes per kernel instead of the planner's (benchmarks sweep these). */
   tiles?: Partial<Record<WebGpuFlashKernel, Partial<WebGpuTileConfig>>>;
   /** Times each kernel's pass with timestamp queries (when the device has them). */
   profiler?: GpuProfiler;
+  /** The WGSL kernels implement FA2 only. */
+  algorithm?: 'fa1' | 'fa2';
 }
 
-const FORWARD_BINDINGS: BindingKind[] = [
-  'uniform',
-  'read',
-  'read',
-  'read',
-  'read',
-  'storage',
-  'storage',
-];
-const STATS_BINDINGS: BindingKind[] = ['uniform', 'read', 'read', 'read', 'read', 'storage'];
-const DQ_BINDINGS: BindingKind[] = [
-  'uniform',
-  'read',
-  'read',
-  'read',
-  'read',
-  'read',
-  'read',
-  'storage',
-];
-const DKDV_BINDINGS: BindingKind[] = [
-  'uniform',
-  'read',
-  'read',
-  'read',
-  'read',
-  'read',
-  'read',
-  'storage',
-  'storage',
-];
+export interface WebGpuFlashOptions extends AttentionOptions, WebGpuTileOptions {}
+
+interface Unsupported {
+  argument: string;
+  /** Why not, as webGpuSupports says it. */
+  reason: string;
+  /** What the argument would need (the typed error's "expected ..."). */
+  expected: string;
+}
+
+/** What keeps the WGSL kernels from running these hooks, if anything. */
+function unsupported(
+  hooks: TiledHooks,
+  maskMod: Pick<MaskMod, 'wgsl'> | undefined,
+  pass: Pass,
+): Unsupported | undefined {
+  for (const [n, m] of hooks.scoreMods.entries()) {
+    if (m.kind !== 'custom') continue;
+    const name = modName(n, hooks.scoreMods.length);
+    if (typeof m.wgsl !== 'string')
+      return {
+        argument: `${name}.wgsl`,
+        reason: `custom score mod "${m.name}" has no wgsl source`,
+        expected: `WGSL source of custom score mod "${m.name}" (the webgpu backend runs it)`,
+      };
+    if (pass === 'backward' && typeof m.wgslGrad !== 'string')
+      return {
+        argument: `${name}.wgslGrad`,
+        reason: `custom score mod "${m.name}" has no wgslGrad source for the backward`,
+        expected: `WGSL source of the derivative of custom score mod "${m.name}" (the webgpu backward runs it)`,
+      };
+  }
+  if (maskMod !== undefined && typeof maskMod.wgsl !== 'string')
+    return {
+      argument: 'maskMod.wgsl',
+      reason: 'the mask mod has no wgsl source',
+      expected: 'WGSL source of the mask mod (the webgpu backend runs it)',
+    };
+  return undefined;
+}
+
+/**
+ * Whether the WGSL kernels run these hooks in this pass: true, or why not (a custom score mod
+ * without `wgsl`, or without `wgslGrad` for the backward; a mask mod without `wgsl`). Every
+ * normalisation, built-in mod and storage dtype (f32, f16, bf16) is supported in both passes.
+ */
+export function webGpuSupports(
+  hooks: TiledHooks,
+  maskMod: Pick<MaskMod, 'wgsl'> | undefined,
+  pass: Pass,
+): true | string {
+  return unsupported(hooks, maskMod, pass)?.reason ?? true;
+}
+
+function modName(n: number, count: number): string {
+  return count === 1 ? 'scoreMod' : `scoreMod[${n}]`;
+}
 
 interface Prepared {
   p: AttentionProblem;
   ctx: WebGpuContext;
   dtype: StorageDType;
   buffers: { q: GpuBuffer; k: GpuBuffer; v: GpuBuffer };
+  hooks: HookResources;
 }
 
-function prepare(q: Tensor, k: Tensor, v: Tensor, options: WebGpuFlashOptions): Prepared {
-  if (options === null || typeof options !== 'object') {
-    throw new ValueError(`options: expected an object, got ${describe(options)}`, 'options');
-  }
-  const p = resolveAttentionProblem(q, k, v, options);
-  if (options.algorithm !== undefined && options.algorithm !== 'fa2') {
+function checkF32Array(x: unknown, name: string, length: number, what: string): void {
+  if (!(x instanceof Float32Array) || x.length !== length)
     throw new ValueError(
-      `algorithm: the webgpu backend implements "fa2" only, got ${describe(options.algorithm)}`,
+      `${name}: expected a Float32Array of length ${length} (${what}), got ${describe(x)}`,
+      name,
+    );
+}
+
+/** Validates the launch (typed errors naming the argument) and resolves the hooks' resources. */
+function prepare(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: WebGpuTileOptions,
+  pass: Pass,
+): Prepared {
+  if (opts === null || typeof opts !== 'object') {
+    throw new ValueError(`options: expected an object, got ${describe(opts)}`, 'options');
+  }
+  if (opts.algorithm !== undefined && opts.algorithm !== 'fa2') {
+    throw new ValueError(
+      `algorithm: the webgpu backend implements "fa2" only, got ${describe(opts.algorithm)}`,
       'algorithm',
     );
   }
+  const norm = hooks?.normalize;
+  if (
+    !norm ||
+    (norm.kind !== 'softmax' && norm.kind !== 'sigmoid') ||
+    !Array.isArray(hooks.scoreMods)
+  )
+    throw new ValueError(
+      `hooks: expected { normalize: softmax | sigmoid, scoreMods: [] }, got ${describe(hooks)}`,
+      'hooks',
+    );
+  const why = unsupported(hooks, p.maskMod, pass);
+  if (why)
+    throw new ValueError(`${why.argument}: expected ${why.expected}, got undefined`, why.argument);
   const dtype = q.dtype;
   if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') {
     throw new DTypeError(`q: expected f32, f16 or bf16 on webgpu, got ${dtype}`, 'q');
@@ -108,9 +175,9 @@ function prepare(q: Tensor, k: Tensor, v: Tensor, options: WebGpuFlashOptions): 
   const sq = webGpuStorageOf(q, 'q');
   const sk = webGpuStorageOf(k, 'k');
   const sv = webGpuStorageOf(v, 'v');
-  for (const [s, name] of [
-    [sk, 'k'],
-    [sv, 'v'],
+  for (const [t, s, name] of [
+    [k, sk, 'k'],
+    [v, sv, 'v'],
   ] as const) {
     if (s.ctx !== sq.ctx) {
       throw new DeviceError(
@@ -118,6 +185,8 @@ function prepare(q: Tensor, k: Tensor, v: Tensor, options: WebGpuFlashOptions): 
         name,
       );
     }
+    if (t.dtype !== dtype)
+      throw new DTypeError(`${name}: expected dtype ${dtype} (as q), got ${t.dtype}`, name);
   }
   if (dtype !== 'f32' && (p.d % 2 !== 0 || p.dv % 2 !== 0)) {
     throw new ValueError(
@@ -125,15 +194,44 @@ function prepare(q: Tensor, k: Tensor, v: Tensor, options: WebGpuFlashOptions): 
       'q',
     );
   }
+  if (norm.kind === 'softmax' && norm.sinks !== undefined)
+    checkF32Array(norm.sinks, 'sinks', p.hq, 'one logit per query head');
+  if (norm.kind === 'sigmoid')
+    checkF32Array(norm.bias, 'bias', p.batch, 'sigmoid bias per batch entry');
+  for (const [n, m] of hooks.scoreMods.entries()) {
+    const name = modName(n, hooks.scoreMods.length);
+    if (m.kind === 'alibi') checkF32Array(m.slopes, `${name}.slopes`, p.hq, 'one per query head');
+    if (m.kind !== 'bias') continue;
+    const s = webGpuStorageOf(m.bias, `${name}.bias`);
+    if (s.ctx !== sq.ctx)
+      throw new DeviceError(
+        `${name}.bias: expected a tensor on q's WebGPU device, got one on another device`,
+        `${name}.bias`,
+      );
+    if (m.bias.dtype !== 'f32')
+      throw new DTypeError(`${name}.bias: expected dtype f32, got ${m.bias.dtype}`, `${name}.bias`);
+    const last =
+      (p.batch - 1) * m.batchStride +
+      (p.hq - 1) * m.headStride +
+      (p.maxSeqQ - 1) * m.rowStride +
+      p.maxSeqK;
+    if (p.maxSeqQ > 0 && p.maxSeqK > 0 && m.bias.size < last)
+      throw new ShapeError(
+        `${name}.bias: expected at least ${last} elements for its strides, got shape ${formatShape(m.bias.shape)}`,
+        `${name}.bias`,
+      );
+  }
   sq.ctx.checkAlive();
-  return { p, ctx: sq.ctx, dtype, buffers: { q: sq.buffer, k: sk.buffer, v: sv.buffer } };
+  return {
+    p,
+    ctx: sq.ctx,
+    dtype,
+    buffers: { q: sq.buffer, k: sk.buffer, v: sv.buffer },
+    hooks: hookResources(hooks, p.maskMod, pass),
+  };
 }
 
-function plan(
-  pr: Prepared,
-  kernel: WebGpuFlashKernel,
-  options: WebGpuFlashOptions,
-): WebGpuFlashPlan {
+function plan(pr: Prepared, kernel: WebGpuFlashKernel, opts: WebGpuTileOptions): WebGpuFlashPlan {
   const { ctx, p } = pr;
   return planWebGpuFlash({
     kernel,
@@ -145,7 +243,7 @@ function plan(
       ctx.limits.maxComputeWorkgroupSizeX,
     ),
     subgroupMinSize: ctx.features.subgroups ? ctx.features.subgroupMinSize : 0,
-    tiles: options.tiles?.[kernel],
+    tiles: opts.tiles?.[kernel],
   });
 }
 
@@ -156,19 +254,57 @@ function spec(pr: Prepared, plan: WebGpuFlashPlan): ShaderSpec {
     vecD: pr.p.d % 4 === 0,
     vecV: pr.p.dv % 4 === 0,
     blockSparse: pr.p.blockSparse !== undefined,
+    hooks: pr.hooks.hooks,
   };
+}
+
+/** The kernel's pipeline (cached by its code and layout). */
+function compile(ctx: WebGpuContext, kernel: WgslKernel, label: string): Promise<CompiledProgram> {
+  const max = ctx.limits.maxStorageBuffersPerShaderStage;
+  const n = storageBindingCount(kernel.bindings);
+  if (n > max) {
+    throw new ValueError(
+      `scoreMod: expected hooks that leave ${label} at most ${max} storage buffers (this device's limit), got ones that need ${n}`,
+      'scoreMod',
+    );
+  }
+  return ctx.pipelines.get({ code: kernel.code, bindings: bindingKinds(kernel.bindings), label });
 }
 
 /** Uniform and aux buffers of one launch; released to the pool once the work is queued. */
 function launchBuffers(pr: Prepared, tables: AuxTables): [GpuBuffer, GpuBuffer] {
-  const uniform = pr.ctx.createUniform(new Uint8Array(packParams(buildParams(pr.p, tables))));
+  const { hooks } = pr.hooks;
+  const params = packParams(buildParams(pr.p, tables), hooks.uniforms, pr.hooks.values);
+  const uniform = pr.ctx.createUniform(new Uint8Array(params));
   const aux = pr.ctx.createFromData(tables.aux);
   return [uniform, aux];
 }
 
-function checkBindingSizes(ctx: WebGpuContext, tensors: Record<string, Tensor>): void {
+/** Buffers of the hooks' bindings by name; `owned` are the uploads to release after the launch. */
+function hookBuffers(pr: Prepared, owned: GpuBuffer[]): Record<string, GpuBuffer> {
+  const out: Record<string, GpuBuffer> = {};
+  for (const [name, data] of Object.entries(pr.hooks.data)) {
+    if (data instanceof Tensor) {
+      out[name] = buf(data);
+    } else {
+      out[name] = pr.ctx.createFromData(data, name);
+      owned.push(out[name]);
+    }
+  }
+  return out;
+}
+
+function checkBindingSizes(
+  ctx: WebGpuContext,
+  tensors: Record<string, Tensor>,
+  hooks: TiledHooks,
+): void {
+  const all = { ...tensors };
+  hooks.scoreMods.forEach((m, n) => {
+    if (m.kind === 'bias') all[`${modName(n, hooks.scoreMods.length)}.bias`] = m.bias;
+  });
   const max = ctx.limits.maxStorageBufferBindingSize;
-  for (const [name, t] of Object.entries(tensors)) {
+  for (const [name, t] of Object.entries(all)) {
     const bytes = (t.storage as WebGpuStorage).byteLength;
     if (bytes > max || t.size >= 2 ** 32) {
       throw new ValueError(
@@ -179,54 +315,64 @@ function checkBindingSizes(ctx: WebGpuContext, tensors: Record<string, Tensor>):
   }
 }
 
+function buf(t: Tensor): GpuBuffer {
+  return (t.storage as WebGpuStorage).buffer;
+}
+
 /**
- * FlashAttention-2 forward in WGSL. q, k, v: webgpu tensors (f32, or f16/bf16 packed in u32) of
- * one context, in the layouts of KERNELS.md "Common"; returns o (q's dtype) and lse (f32) as
- * webgpu tensors. Resolves once the work is queued and validated.
+ * The tiled FlashAttention-2 forward in WGSL with the skeleton's hooks (normalisation, score
+ * mods, the problem's mask mod). `p` is already resolved by the caller (resolveAttentionProblem)
+ * from q, k, v: webgpu tensors (f32, or f16/bf16 packed in u32) of one context, in the layouts
+ * of KERNELS.md "Common". Returns o (q's dtype) and, for softmax, lse (f32) as webgpu tensors;
+ * lse is undefined for sigmoid. Resolves once the work is queued and validated.
  */
-export async function flashAttentionWebGpu(
+export async function tiledForwardWebGpu(
+  p: AttentionProblem,
+  hooks: TiledHooks,
   q: Tensor,
   k: Tensor,
   v: Tensor,
-  options: WebGpuFlashOptions = {},
-): Promise<{ o: Tensor; lse: Tensor }> {
-  const pr = prepare(q, k, v, options);
-  const { p, ctx } = pr;
-  checkBindingSizes(ctx, { q, k, v });
-  const fp = plan(pr, 'forward', options);
-  const program = await ctx.pipelines.get({
-    code: forwardShader(spec(pr, fp)),
-    bindings: FORWARD_BINDINGS,
-    label: 'flash-attention forward',
-  });
+  opts: WebGpuTileOptions = {},
+): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const pr = prepare(p, hooks, q, k, v, opts, 'forward');
+  const { ctx } = pr;
+  checkBindingSizes(ctx, { q, k, v }, hooks);
+  const fp = plan(pr, 'forward', opts);
+  const kernel = forwardShader(spec(pr, fp));
+  const program = await compile(ctx, kernel, 'flash-attention forward');
   const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
-  const lse = emptyWebGpu(p.lseShape, 'f32', ctx);
-  const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: fp.br, tileK: fp.bc }));
+  const lse = hooks.normalize.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
+  const owned: GpuBuffer[] = [];
   try {
+    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: fp.br, tileK: fp.bc }));
+    owned.push(uniform, aux);
+    const buffers = {
+      ...hookBuffers(pr, owned),
+      ...pr.buffers,
+      P: uniform,
+      aux,
+      o: buf(o),
+      lse: lse && buf(lse),
+    };
     await ctx.dispatch(
       [
         {
           program,
-          buffers: [uniform, pr.buffers.q, pr.buffers.k, pr.buffers.v, aux, buf(o), buf(lse)],
+          buffers: bindBuffers(kernel.bindings, buffers),
           workgroups: [Math.ceil(p.maxSeqQ / fp.br), p.hq, p.batch],
           label: 'flash forward',
         },
       ],
-      options.profiler,
+      opts.profiler,
     );
   } catch (e) {
     o.dispose();
-    lse.dispose();
+    lse?.dispose();
     throw e;
   } finally {
-    ctx.pool.release(uniform);
-    ctx.pool.release(aux);
+    for (const b of owned) ctx.pool.release(b);
   }
   return { o, lse };
-}
-
-function buf(t: Tensor): GpuBuffer {
-  return (t.storage as WebGpuStorage).buffer;
 }
 
 function checkLike(
@@ -255,10 +401,133 @@ function checkLike(
 }
 
 /**
- * FlashAttention-2 backward in WGSL: a D = rowsum(dO * O) pre-pass, a dK/dV pass parallel over
- * key tiles and a dQ pass parallel over query tiles, queued in one command buffer. Returns dq,
- * dk, dv (q's dtype) as webgpu tensors.
+ * The tiled FlashAttention-2 backward in WGSL with the skeleton's hooks: for softmax a
+ * D = rowsum(dO * O) pre-pass, then a dK/dV pass parallel over key tiles and a dQ pass parallel
+ * over query tiles, queued in one command buffer; sigmoid needs no pre-pass, and ignores o and
+ * lse. Returns dq, dk, dv (q's dtype) as webgpu tensors and, with sinks, dsinks (f32 [Hq]):
+ * that one is reduced on the CPU from o, lse and dO read back (cpu/run.ts `sinkGradients`), so
+ * this call then waits for the GPU.
  */
+export async function tiledBackwardWebGpu(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor | undefined,
+  lse: Tensor | undefined,
+  dO: Tensor,
+  opts: WebGpuTileOptions = {},
+): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor }> {
+  const pr = prepare(p, hooks, q, k, v, opts, 'backward');
+  const { ctx } = pr;
+  const norm = hooks.normalize;
+  const softmax = norm.kind === 'softmax';
+  const sinks = norm.kind === 'softmax' ? norm.sinks : undefined;
+  let bo: GpuBuffer | undefined;
+  let bl: GpuBuffer | undefined;
+  if (softmax) {
+    for (const [t, name] of [
+      [o, 'o'],
+      [lse, 'lse'],
+    ] as const) {
+      if (t === undefined)
+        throw new ValueError(
+          `${name}: expected the forward's ${name} (the softmax backward reads it), got undefined`,
+          name,
+        );
+    }
+    bo = checkLike(o!, 'o', p.oShape, pr.dtype, ctx);
+    bl = checkLike(lse!, 'lse', p.lseShape, 'f32', ctx);
+  }
+  const bdo = checkLike(dO, 'dO', p.oShape, pr.dtype, ctx);
+  checkBindingSizes(ctx, softmax ? { q, k, v, o: o!, dO } : { q, k, v, dO }, hooks);
+  const qp = plan(pr, 'dq', opts);
+  const kp = plan(pr, 'dkdv', opts);
+  const statsKernel = softmax ? statsShader(pr.dtype, p.dv % 4 === 0) : undefined;
+  const dqKernel = dqShader(spec(pr, qp));
+  const dkdvKernel = dkdvShader(spec(pr, kp));
+  const [statsProgram, dqProgram, dkdvProgram] = await Promise.all([
+    statsKernel && compile(ctx, statsKernel, 'flash-attention backward stats'),
+    compile(ctx, dqKernel, 'flash-attention dq'),
+    compile(ctx, dkdvKernel, 'flash-attention dk dv'),
+  ]);
+  const dq = emptyWebGpu(q.shape, pr.dtype, ctx);
+  const dk = emptyWebGpu(k.shape, pr.dtype, ctx);
+  const dv = emptyWebGpu(v.shape, pr.dtype, ctx);
+  const owned: GpuBuffer[] = [];
+  let dsinks: Tensor | undefined;
+  try {
+    const stats = softmax
+      ? ctx.createStorageBuffer(lse!.size * 8, 'flash backward stats')
+      : undefined;
+    if (stats) owned.push(stats);
+    const [uq, auxq] = launchBuffers(pr, buildAux(p, { tileQ: qp.br, tileK: qp.bc }));
+    const [uk, auxk] = launchBuffers(pr, buildAux(p, { tileQ: kp.bc, tileK: kp.br }));
+    owned.push(uq, auxq, uk, auxk);
+    const shared = { ...hookBuffers(pr, owned), ...pr.buffers, o: bo, lse: bl, dout: bdo, stats };
+    const steps: ComputeStep[] = [];
+    if (statsKernel && statsProgram) {
+      steps.push({
+        program: statsProgram,
+        buffers: bindBuffers(statsKernel.bindings, { ...shared, P: uq, aux: auxq }),
+        workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
+        label: 'flash backward stats',
+      });
+    }
+    steps.push(
+      {
+        program: dkdvProgram,
+        buffers: bindBuffers(dkdvKernel.bindings, {
+          ...shared,
+          P: uk,
+          aux: auxk,
+          dk: buf(dk),
+          dv: buf(dv),
+        }),
+        workgroups: [Math.ceil(p.maxSeqK / kp.br), p.hkv, p.batch],
+        label: 'flash backward dk dv',
+      },
+      {
+        program: dqProgram,
+        buffers: bindBuffers(dqKernel.bindings, { ...shared, P: uq, aux: auxq, dq: buf(dq) }),
+        workgroups: [Math.ceil(p.maxSeqQ / qp.br), p.hq, p.batch],
+        label: 'flash backward dq',
+      },
+    );
+    await ctx.dispatch(steps, opts.profiler);
+    if (sinks) {
+      const [fo, fl, fd] = await Promise.all(
+        [o!, lse!, dO].map(async (t) => (await t.toCpu()).toFloat32Array()),
+      );
+      dsinks = toWebGpu(Tensor.from(sinkGradients(p, sinks, fo!, fl!, fd!), [p.hq]), ctx);
+    }
+  } catch (e) {
+    for (const t of [dq, dk, dv]) t.dispose();
+    throw e;
+  } finally {
+    for (const b of owned) ctx.pool.release(b);
+  }
+  return dsinks ? { dq, dk, dv, dsinks } : { dq, dk, dv };
+}
+
+/**
+ * FlashAttention-2 forward in WGSL (plain softmax): resolves the problem and runs
+ * `tiledForwardWebGpu` with SOFTMAX_HOOKS. Returns o (q's dtype) and lse (f32) as webgpu
+ * tensors.
+ */
+export async function flashAttentionWebGpu(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: WebGpuFlashOptions = {},
+): Promise<{ o: Tensor; lse: Tensor }> {
+  const p = resolveAttentionProblem(q, k, v, options);
+  const { o, lse } = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, q, k, v, options);
+  return { o, lse: lse! };
+}
+
+/** FlashAttention-2 backward in WGSL (plain softmax): `tiledBackwardWebGpu` with SOFTMAX_HOOKS. */
 export async function flashAttentionBackwardWebGpu(
   q: Tensor,
   k: Tensor,
@@ -268,66 +537,7 @@ export async function flashAttentionBackwardWebGpu(
   dO: Tensor,
   options: WebGpuFlashOptions = {},
 ): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor }> {
-  const pr = prepare(q, k, v, options);
-  const { p, ctx } = pr;
-  const bo = checkLike(o, 'o', p.oShape, pr.dtype, ctx);
-  const bl = checkLike(lse, 'lse', p.lseShape, 'f32', ctx);
-  const bdo = checkLike(dO, 'dO', p.oShape, pr.dtype, ctx);
-  checkBindingSizes(ctx, { q, k, v, o, dO });
-  const qp = plan(pr, 'dq', options);
-  const kp = plan(pr, 'dkdv', options);
-  const vecV = p.dv % 4 === 0;
-  const [statsProgram, dqProgram, dkdvProgram] = await Promise.all([
-    ctx.pipelines.get({
-      code: statsShader(pr.dtype, vecV),
-      bindings: STATS_BINDINGS,
-      label: 'flash-attention backward stats',
-    }),
-    ctx.pipelines.get({
-      code: dqShader(spec(pr, qp)),
-      bindings: DQ_BINDINGS,
-      label: 'flash-attention dq',
-    }),
-    ctx.pipelines.get({
-      code: dkdvShader(spec(pr, kp)),
-      bindings: DKDV_BINDINGS,
-      label: 'flash-attention dk dv',
-    }),
-  ]);
-  const dq = emptyWebGpu(q.shape, pr.dtype, ctx);
-  const dk = emptyWebGpu(k.shape, pr.dtype, ctx);
-  const dv = emptyWebGpu(v.shape, pr.dtype, ctx);
-  const stats = ctx.createStorageBuffer(lse.size * 8, 'flash backward stats');
-  const [uq, auxq] = launchBuffers(pr, buildAux(p, { tileQ: qp.br, tileK: qp.bc }));
-  const [uk, auxk] = launchBuffers(pr, buildAux(p, { tileQ: kp.bc, tileK: kp.br }));
-  const { q: bq, k: bk, v: bv } = pr.buffers;
-  const steps: ComputeStep[] = [
-    {
-      program: statsProgram,
-      buffers: [uq, bo, bdo, bl, auxq, stats],
-      workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
-      label: 'flash backward stats',
-    },
-    {
-      program: dkdvProgram,
-      buffers: [uk, bq, bk, bv, bdo, stats, auxk, buf(dk), buf(dv)],
-      workgroups: [Math.ceil(p.maxSeqK / kp.br), p.hkv, p.batch],
-      label: 'flash backward dk dv',
-    },
-    {
-      program: dqProgram,
-      buffers: [uq, bq, bk, bv, bdo, stats, auxq, buf(dq)],
-      workgroups: [Math.ceil(p.maxSeqQ / qp.br), p.hq, p.batch],
-      label: 'flash backward dq',
-    },
-  ];
-  try {
-    await ctx.dispatch(steps, options.profiler);
-  } catch (e) {
-    for (const t of [dq, dk, dv]) t.dispose();
-    throw e;
-  } finally {
-    for (const b of [stats, uq, auxq, uk, auxk]) ctx.pool.release(b);
-  }
+  const p = resolveAttentionProblem(q, k, v, options);
+  const { dq, dk, dv } = await tiledBackwardWebGpu(p, SOFTMAX_HOOKS, q, k, v, o, lse, dO, options);
   return { dq, dk, dv };
 }

@@ -1,3 +1,5 @@
+import { packUniform, type UniformField, uniformStruct } from '@attnkit/webgpu';
+
 /**
  * The uniform block every FlashAttention WGSL kernel reads. One list drives both the WGSL
  * struct and the host-side packing, so the two cannot drift apart. Strides are in elements;
@@ -46,25 +48,16 @@ export const PARAM_FIELDS = [
 export type ParamName = (typeof PARAM_FIELDS)[number][0];
 export type Params = Record<ParamName, number>;
 
-export function paramsStruct(): string {
-  const fields = PARAM_FIELDS.map(([name, type]) => `  ${name}: ${type},`);
-  const pad = (4 - (PARAM_FIELDS.length % 4)) % 4;
-  for (let i = 0; i < pad; i++) fields.push(`  pad${i}: u32,`);
-  return `struct Params {\n${fields.join('\n')}\n}`;
+/** The WGSL struct: PARAM_FIELDS, then the fields the kernel's hooks add (hooks.ts). */
+export function paramsStruct(extra: readonly UniformField[] = []): string {
+  return uniformStruct('Params', [...PARAM_FIELDS, ...extra]);
 }
 
 /** The uniform buffer's bytes (a multiple of 16, as uniform structs are sized). */
-export function packParams(p: Params): ArrayBuffer {
-  const n = Math.ceil(PARAM_FIELDS.length / 4) * 4;
-  const buf = new ArrayBuffer(n * 4);
-  const u = new Uint32Array(buf);
-  const i = new Int32Array(buf);
-  const f = new Float32Array(buf);
-  PARAM_FIELDS.forEach(([name, type], k) => {
-    const v = p[name];
-    if (type === 'f32') f[k] = v;
-    else if (type === 'i32') i[k] = v;
-    else u[k] = v >>> 0;
-  });
-  return buf;
+export function packParams(
+  p: Params,
+  extra: readonly UniformField[] = [],
+  extraValues: Readonly<Record<string, number>> = {},
+): ArrayBuffer {
+  return packUniform([...PARAM_FIELDS, ...extra], { ...extraValues, ...p });
 }

@@ -1,3 +1,5 @@
+import { declareBindings, halfCodec, type StorageDType, type WgslBinding } from '@attnkit/webgpu';
+import { hookFunctions, modsHaveGrad, type WgslHooks } from './hooks.js';
 import { paramsStruct } from './params.js';
 import type { WebGpuFlashPlan } from './plan.js';
 
@@ -11,9 +13,14 @@ import type { WebGpuFlashPlan } from './plan.js';
  * do. Masked scores become NEG = -3e38 and the running max starts at M0 = -1e38, so
  * exp2(NEG - m) underflows to exactly 0 for every m >= M0: fully masked rows end with l = 0
  * (O = 0, LSE = -inf) without infinities or NaN anywhere in the arithmetic.
+ *
+ * Hooks (../hooks.ts, ./hooks.ts): one template per pass; score mods run on S in natural units
+ * after the scale and before the conversion to log2 units, the mask mod where the mask rule
+ * needs it per element, and the normalisation (softmax or sigmoid) picks the weights. Without
+ * hooks the generated code is the plain FlashAttention-2 kernel, unchanged.
  */
 
-export type StorageDType = 'f32' | 'f16' | 'bf16';
+export type { StorageDType };
 
 export interface ShaderSpec {
   plan: WebGpuFlashPlan;
@@ -23,6 +30,13 @@ export interface ShaderSpec {
   /** Dv % 4 == 0: rows of v/o/dO (and dv) likewise. */
   vecV: boolean;
   blockSparse: boolean;
+  hooks: WgslHooks;
+}
+
+/** A generated kernel: its WGSL and the bindings it declares (host buffers bind by their names). */
+export interface WgslKernel {
+  code: string;
+  bindings: readonly WgslBinding[];
 }
 
 const E = ['x', 'y', 'z', 'w'];
@@ -51,61 +65,6 @@ function rowOf(p: WebGpuFlashPlan, i: number): string {
 /** Row i's component of the per-row-group vec4s `${name}0`, `${name}1`, ... */
 function rowVec(name: string, i: number): string {
   return `${name}${Math.floor(i / 4)}.${E[i % 4]}`;
-}
-
-function halfCodec(dtype: StorageDType): string {
-  if (dtype === 'f32') return '';
-  if (dtype === 'f16') {
-    return `fn h2f(w: u32) -> vec2<f32> { return unpack2x16float(w); }
-fn f2h(v: vec2<f32>) -> u32 { return pack2x16float(v); }`;
-  }
-  // bf16 is the top half of an f32; encoding rounds to nearest even on the dropped 16 bits.
-  return `fn h2f(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
-fn bf1(x: f32) -> u32 { let u = bitcast<u32>(x); return (u + 0x7fffu + ((u >> 16u) & 1u)) >> 16u; }
-fn f2h(v: vec2<f32>) -> u32 { return bf1(v.x) | (bf1(v.y) << 16u); }`;
-}
-
-/** A read-only tensor binding with loaders ld_NAME(e) and (vec) ld4_NAME(e) for 4 aligned elements. */
-function inputDecl(name: string, binding: number, dtype: StorageDType, vec: boolean): string {
-  const head = `@group(0) @binding(${binding}) var<storage, read> ${name}: `;
-  if (dtype === 'f32') {
-    return vec
-      ? `${head}array<vec4<f32>>;
-fn ld4_${name}(e: u32) -> vec4<f32> { return ${name}[e >> 2u]; }
-fn ld_${name}(e: u32) -> f32 { return ${name}[e >> 2u][e & 3u]; }`
-      : `${head}array<f32>;
-fn ld_${name}(e: u32) -> f32 { return ${name}[e]; }`;
-  }
-  return vec
-    ? `${head}array<vec2<u32>>;
-fn ld4_${name}(e: u32) -> vec4<f32> { let w = ${name}[e >> 2u]; return vec4<f32>(h2f(w.x), h2f(w.y)); }
-fn ld_${name}(e: u32) -> f32 { return h2f(${name}[e >> 2u][(e >> 1u) & 1u])[e & 1u]; }`
-    : `${head}array<u32>;
-fn ld_${name}(e: u32) -> f32 { return h2f(${name}[e >> 1u])[e & 1u]; }`;
-}
-
-/**
- * An output tensor binding with st_NAME(e, v, n): stores the first n of 4 consecutive elements
- * starting at e (e % 4 == 0 in the row). Packed halves store whole u32 words: n is even there
- * (the host requires even head dims for f16/bf16 outputs), so no two threads share a word.
- */
-function outputDecl(name: string, binding: number, dtype: StorageDType, vec: boolean): string {
-  const head = `@group(0) @binding(${binding}) var<storage, read_write> ${name}: `;
-  if (dtype === 'f32') {
-    return vec
-      ? `${head}array<vec4<f32>>;
-fn st_${name}(e: u32, v: vec4<f32>, n: u32) { ${name}[e >> 2u] = v; }`
-      : `${head}array<f32>;
-fn st_${name}(e: u32, v: vec4<f32>, n: u32) { for (var t = 0u; t < n; t++) { ${name}[e + t] = v[t]; } }`;
-  }
-  return vec
-    ? `${head}array<vec2<u32>>;
-fn st_${name}(e: u32, v: vec4<f32>, n: u32) { ${name}[e >> 2u] = vec2<u32>(f2h(v.xy), f2h(v.zw)); }`
-    : `${head}array<u32>;
-fn st_${name}(e: u32, v: vec4<f32>, n: u32) {
-  ${name}[e >> 1u] = f2h(v.xy);
-  if (n > 2u) { ${name}[(e >> 1u) + 1u] = f2h(v.zw); }
-}`;
 }
 
 /**
@@ -313,7 +272,11 @@ function tileLoop(spec: ShaderSpec, stateIndex: string, body: string): string {
   }`;
 }
 
-/** Masks x_i_u (scaled scores) to NEG outside the partner ranges and, in mixed tiles, outside kept blocks. */
+/**
+ * Masks x_i_u (scores in log2 units) to NEG outside the partner ranges and, in mixed tiles,
+ * outside kept blocks. With a mask mod the blocks are its block mask (0 none, 1 some, 2 all
+ * pairs pass), and the mod runs per element only in blocks marked 1.
+ */
 function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
   const p = spec.plan;
   const ranges = `${rowRanges(p)}\n${tile(
@@ -328,24 +291,74 @@ function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
   if (!spec.blockSparse) return `if (!full) {\n${ranges}\n  }`;
   const q = rowsAreKeys ? 'col' : 'row';
   const k = rowsAreKeys ? 'row' : 'col';
+  const block = `aux[P.bsOff + slice * P.nbq * P.nbk + (${q} / P.bsQ) * P.nbk + ${k} / P.bsK]`;
+  const mm = spec.hooks.maskMod;
+  const test = (x: string) =>
+    mm
+      ? `let blk = ${block};
+      if (blk == 0u || (blk == 1u && !${mm.name}(b, h, ${q}, ${k}))) { ${x} = NEG; }`
+      : `if (${block} == 0u) { ${x} = NEG; }`;
   const blocks = tile(p, p.cu, (i, u) =>
     rep(
       4,
       (e) => `{
       let row = r0 + ${rowOf(p, i)};
       let col = c0 + (tx + ${u * p.tx}u) * 4u + ${e}u;
-      if (aux[P.bsOff + slice * P.nbq * P.nbk + (${q} / P.bsQ) * P.nbk + ${k} / P.bsK] == 0u) { x_${i}_${u}.${E[e]} = NEG; }
+      ${test(`x_${i}_${u}.${E[e]}`)}
     }`,
     ),
   );
   return `if (!full) {\n${ranges}\n    if (mixed) {\n${blocks}\n    }\n  }`;
 }
 
-function header(spec: ShaderSpec, subgroups: boolean): string {
-  return `${subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
-@group(0) @binding(0) var<uniform> P: Params;
+/**
+ * Scores x_i_u = Q K^T (rows i, columns u) to log2 units: scaled, through the score mods in
+ * natural units (with `grad`, their derivative product into g_i_u), plus sigmoid's bias.
+ * Query positions are the rows (keys in the dK/dV kernel, `rowsAreKeys`).
+ */
+function scoreCode(spec: ShaderSpec, rowsAreKeys: boolean, grad: boolean): string {
+  const p = spec.plan;
+  const bias = spec.hooks.normalize === 'sigmoid' ? ' + vec4<f32>(sb)' : '';
+  if (spec.hooks.mods.length === 0) {
+    return bias
+      ? tile(p, p.cu, (i, u) => `x_${i}_${u} = x_${i}_${u} * P.scaleLog2${bias};`)
+      : tile(p, p.cu, (i, u) => `x_${i}_${u} *= P.scaleLog2;`);
+  }
+  return tile(p, p.cu, (i, u) => {
+    const rows = `vec4<u32>(r0 + ${rowOf(p, i)})`;
+    const cols = `vec4<u32>(c0 + (tx + ${u * p.tx}u) * 4u) + vec4<u32>(0u, 1u, 2u, 3u)`;
+    const [qi, kj] = rowsAreKeys ? [cols, rows] : [rows, cols];
+    const args = `x_${i}_${u} * P.scale, b, h, ${qi}, ${kj}, nq, nk`;
+    return grad
+      ? `{
+      let md = hk_score_bwd(${args});
+      x_${i}_${u} = md.s * LOG2E${bias};
+      g_${i}_${u} = md.g;
+    }`
+      : `x_${i}_${u} = hk_score(${args}) * LOG2E${bias};`;
+  });
+}
+
+function header(
+  spec: ShaderSpec,
+  bindings: readonly WgslBinding[],
+  backward: boolean,
+  subgroups: boolean,
+): string {
+  const hooks = hookFunctions(spec.hooks, backward);
+  return `${subgroups ? 'enable subgroups;\n' : ''}${paramsStruct(spec.hooks.uniforms)}
 ${halfCodec(spec.dtype)}
-${constants(spec.plan)}`;
+${constants(spec.plan)}
+${declareBindings(bindings)}${hooks ? `\n${hooks}` : ''}`;
+}
+
+const UNIFORMS: WgslBinding = { name: 'P', kind: 'uniform', type: 'Params' };
+const AUX: WgslBinding = { name: 'aux', kind: 'read', type: 'array<u32>' };
+/** The backward's (LSE log2(e), D) per query row (softmax only). */
+const STATS: WgslBinding = { name: 'stats', kind: 'read', type: 'array<vec2<f32>>' };
+
+function tensorBinding(kind: 'read' | 'storage', name: string, dtype: StorageDType, vec: boolean) {
+  return { name, kind, type: { dtype, vec } } satisfies WgslBinding;
 }
 
 const SEQ = `
@@ -371,10 +384,15 @@ function rowRanges(p: WebGpuFlashPlan): string {
   );
 }
 
-/** FA2 forward (Dao 2023, Algorithm 1): one workgroup per (query tile, head, batch). */
-export function forwardShader(spec: ShaderSpec): string {
+/**
+ * FA2 forward (Dao 2023, Algorithm 1): one workgroup per (query tile, head, batch). Softmax
+ * keeps the online row max and sum (sinks join the sum at the end); sigmoid needs no row
+ * statistics: O = sum_j sigmoid(S_ij + bias) v_j.
+ */
+export function forwardShader(spec: ShaderSpec): WgslKernel {
   const p = spec.plan;
-  const sub = p.subgroupReduce;
+  const softmax = spec.hooks.normalize === 'softmax';
+  const sub = softmax && p.subgroupReduce;
   // Combines the per-thread partial row statistics `${v}0`, `${v}1`, ... over the TX threads
   // of each row.
   const reduce = (v: string, op: 'max' | '+') => {
@@ -428,33 +446,63 @@ export function forwardShader(spec: ShaderSpec): string {
   const maxOf = (xs: string[]): string =>
     xs.length === 1 ? xs[0]! : `max(${xs[0]}, ${maxOf(xs.slice(1))})`;
   const rowMax = (i: number) => maxOf(Array.from({ length: p.cu }, (_, u) => hmax(`x_${i}_${u}`)));
-  const body = `
-    ${ntGemm(p, 'x', q, k, 'P.d', true)}
-    ${tile(p, p.cu, (i, u) => `x_${i}_${u} *= P.scaleLog2;`)}
-    ${maskCode(spec, false)}
+  const weights = softmax
+    ? `
     ${perGroup((g) => `var mt${g} = vec4<f32>(${rep(4, (i) => rowMax(4 * g + i), ', ')});`)}
     ${reduce('mt', 'max')}
     ${perGroup((g) => `let mn${g} = max(m${g}, mt${g});\n    let alpha${g} = exp2(m${g} - mn${g});\n    m${g} = mn${g};`)}
     ${tile(p, p.cu, (i, u) => `x_${i}_${u} = exp2(x_${i}_${u} - vec4<f32>(${rowVec('mn', i)}));`)}
     ${perGroup((g) => `l${g} = l${g} * alpha${g} + vec4<f32>(${rep(4, (i) => rep(p.cu, (u) => hsum(`x_${4 * g + i}_${u}`), ' + '), ', ')});`)}
-    ${tile(p, p.wuV, (i, u) => `acc_${i}_${u} *= ${rowVec('alpha', i)};`)}
+    ${tile(p, p.wuV, (i, u) => `acc_${i}_${u} *= ${rowVec('alpha', i)};`)}`
+    : `
+    ${tile(p, p.cu, (i, u) => `x_${i}_${u} = hk_sigmoid(x_${i}_${u}).w;`)}`;
+  const body = `
+    ${ntGemm(p, 'x', q, k, 'P.d', true)}
+    ${scoreCode(spec, false, false)}
+    ${maskCode(spec, false)}${weights}
     ${writeZ(p, 'x')}
     workgroupBarrier();
     ${nnGemm(p, 'acc', v, 'P.dv', p.wuV)}`;
   const store = tile(p, p.wuV, (i, u) => {
+    const value = softmax ? `acc_${i}_${u} * ${rowVec('inv', i)}` : `acc_${i}_${u}`;
     return `{
     let row = r0 + ${rowOf(p, i)};
     let w = (tx + ${u * p.tx}u) * 4u;
-    if (row < nq && w < P.dv) { st_o(oB + row * P.oRow + w, acc_${i}_${u} * ${rowVec('inv', i)}, min(4u, P.dv - w)); }
+    if (row < nq && w < P.dv) { st_o(oB + row * P.oRow + w, ${value}, min(4u, P.dv - w)); }
   }`;
   });
-  return `${header(spec, sub)}
-${inputDecl('q', 1, spec.dtype, spec.vecD)}
-${inputDecl('k', 2, spec.dtype, spec.vecD)}
-${inputDecl('v', 3, spec.dtype, spec.vecV)}
-@group(0) @binding(4) var<storage, read> aux: array<u32>;
-${outputDecl('o', 5, spec.dtype, spec.vecV)}
-@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+  // Sinks join l as e^(sink - m) with a zero value vector: m = max(m, sink), in log2 units.
+  const sinks = spec.hooks.sinks
+    ? `
+  let sink = sinks[h] * LOG2E;
+  ${perGroup(
+    (g) => `let ms${g} = max(m${g}, vec4<f32>(sink));
+  let sa${g} = exp2(m${g} - ms${g});
+  l${g} = l${g} * sa${g} + exp2(vec4<f32>(sink) - ms${g});
+  m${g} = ms${g};`,
+    '\n  ',
+  )}`
+    : '';
+  const epilogue = softmax
+    ? `${reduce('l', '+')}${sinks}
+  ${perGroup((g) => `let inv${g} = select(${spec.hooks.sinks ? `sa${g}` : 'vec4<f32>(1.0)'} / l${g}, vec4<f32>(0.0), l${g} == vec4<f32>(0.0));`, '\n  ')}
+  ${store}
+  if (tx == 0u) {
+    let lB = b * P.lBatch + h * P.lHead + startQ;
+    ${rep(4 * p.rv, (i) => `if (r0 + ${rowOf(p, i)} < nq) { lse[lB + r0 + ${rowOf(p, i)}] = select((${rowVec('m', i)} + log2(${rowVec('l', i)})) * LN2, bitcast<f32>(P.negInf), ${rowVec('l', i)} == 0.0); }`, '\n    ')}
+  }`
+    : store;
+  const bindings: WgslBinding[] = [
+    UNIFORMS,
+    tensorBinding('read', 'q', spec.dtype, spec.vecD),
+    tensorBinding('read', 'k', spec.dtype, spec.vecD),
+    tensorBinding('read', 'v', spec.dtype, spec.vecV),
+    AUX,
+    tensorBinding('storage', 'o', spec.dtype, spec.vecV),
+    ...(softmax ? [{ name: 'lse', kind: 'storage', type: 'array<f32>' } as const] : []),
+    ...spec.hooks.bindings,
+  ];
+  const code = `${header(spec, bindings, false, sub)}
 ${rangeFns(false)}
 
 @compute @workgroup_size(${p.threads})
@@ -472,19 +520,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nq)) - 1;
-  ${perGroup((g) => `var m${g} = vec4<f32>(M0);\n  var l${g} = vec4<f32>(0.0);`, '\n  ')}
+  ${softmax ? perGroup((g) => `var m${g} = vec4<f32>(M0);\n  var l${g} = vec4<f32>(0.0);`, '\n  ') : 'let sb = sigmoidBias[b] * LOG2E;'}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'acc', p.wuV)}
   ${tileLoop(spec, 'wg.x * P.ntk + ct', body)}
-  ${reduce('l', '+')}
-  ${perGroup((g) => `let inv${g} = select(vec4<f32>(1.0) / l${g}, vec4<f32>(0.0), l${g} == vec4<f32>(0.0));`, '\n  ')}
-  ${store}
-  if (tx == 0u) {
-    let lB = b * P.lBatch + h * P.lHead + startQ;
-    ${rep(4 * p.rv, (i) => `if (r0 + ${rowOf(p, i)} < nq) { lse[lB + r0 + ${rowOf(p, i)}] = select((${rowVec('m', i)} + log2(${rowVec('l', i)})) * LN2, bitcast<f32>(P.negInf), ${rowVec('l', i)} == 0.0); }`, '\n    ')}
-  }
+  ${epilogue}
 }
 `;
+  return { code, bindings };
 }
 
 /**
@@ -492,15 +535,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * LSE_i log2(e) as (lse2, D) pairs. Rows without keys get lse2 = 0: every score of theirs is
  * masked, so the value is never used, and it keeps exp2 finite.
  */
-export function statsShader(dtype: StorageDType, vecV: boolean): string {
-  return `${paramsStruct()}
-@group(0) @binding(0) var<uniform> P: Params;
+export function statsShader(dtype: StorageDType, vecV: boolean): WgslKernel {
+  const bindings: WgslBinding[] = [
+    UNIFORMS,
+    tensorBinding('read', 'o', dtype, vecV),
+    tensorBinding('read', 'dout', dtype, vecV),
+    { name: 'lse', kind: 'read', type: 'array<f32>' },
+    AUX,
+    { ...STATS, kind: 'storage' },
+  ];
+  const code = `${paramsStruct()}
 ${halfCodec(dtype)}
-${inputDecl('o', 1, dtype, vecV)}
-${inputDecl('dout', 2, dtype, vecV)}
-@group(0) @binding(3) var<storage, read> lse: array<f32>;
-@group(0) @binding(4) var<storage, read> aux: array<u32>;
-@group(0) @binding(5) var<storage, read_write> stats: array<vec2<f32>>;
+${declareBindings(bindings)}
 const LOG2E = 1.4426950408889634;
 
 @compute @workgroup_size(64)
@@ -523,6 +569,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   stats[li] = vec2<f32>(select(x * LOG2E, 0.0, x < -1.0e38), dd);
 }
 `;
+  return { code, bindings };
 }
 
 /** Loads (lse2, D) of a query row, zeros past the sequence. */
@@ -531,10 +578,14 @@ const STAT = `fn stat(li: u32, ok: bool) -> vec2<f32> { if (ok) { return stats[l
 /**
  * dQ pass (FA2 backward, the dQ half of Algorithm 2 run as its own pass so no two workgroups
  * write one dQ row): per query tile, over key tiles, S = Q K^T and dP = dO V^T recomputed,
- * P = exp2(S log2e - lse2), dS = P (dP - D), dQ += scale dS K.
+ * P = exp2(S log2e - lse2), dS = P (dP - D), dQ += scale dS K. Sigmoid: dS = dP w (1 - w),
+ * no row statistics. Score mods with a derivative multiply dS by it (chain rule per element).
  */
-export function dqShader(spec: ShaderSpec): string {
+export function dqShader(spec: ShaderSpec): WgslKernel {
   const p = spec.plan;
+  const softmax = spec.hooks.normalize === 'softmax';
+  const grad = modsHaveGrad(spec.hooks);
+  const g = (i: number, u: number) => (grad ? ` * g_${i}_${u}` : '');
   const q: Operand = {
     name: 'q',
     base: 'qB',
@@ -570,9 +621,9 @@ export function dqShader(spec: ShaderSpec): string {
   const body = `
     ${ntGemm(p, 'x', q, k, 'P.d')}
     ${ntGemm(p, 'y', dO, v, 'P.dv')}
-    ${tile(p, p.cu, (i, u) => `x_${i}_${u} *= P.scaleLog2;`)}
+    ${scoreCode(spec, false, grad)}
     ${maskCode(spec, false)}
-    ${tile(p, p.cu, (i, u) => `x_${i}_${u} = exp2(x_${i}_${u} - vec4<f32>(st${i}.x)) * (y_${i}_${u} - vec4<f32>(st${i}.y));`)}
+    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = exp2(x_${i}_${u} - vec4<f32>(st${i}.x)) * (y_${i}_${u} - vec4<f32>(st${i}.y))${g(i, u)};` : `x_${i}_${u} = y_${i}_${u} * hk_sigmoid(x_${i}_${u}).dw${g(i, u)};`))}
     ${writeZ(p, 'x')}
     workgroupBarrier();
     ${nnGemm(p, 'acc', k, 'P.d', p.wuD)}`;
@@ -585,16 +636,19 @@ export function dqShader(spec: ShaderSpec): string {
     if (row < nq && w < P.d) { st_dq(qB + row * P.qRow + w, acc_${i}_${u} * P.scale, min(4u, P.d - w)); }
   }`,
   );
-  return `${header(spec, false)}
-${inputDecl('q', 1, spec.dtype, spec.vecD)}
-${inputDecl('k', 2, spec.dtype, spec.vecD)}
-${inputDecl('v', 3, spec.dtype, spec.vecV)}
-${inputDecl('dout', 4, spec.dtype, spec.vecV)}
-@group(0) @binding(5) var<storage, read> stats: array<vec2<f32>>;
-@group(0) @binding(6) var<storage, read> aux: array<u32>;
-${outputDecl('dq', 7, spec.dtype, spec.vecD)}
-${rangeFns(false)}
-${STAT}
+  const bindings: WgslBinding[] = [
+    UNIFORMS,
+    tensorBinding('read', 'q', spec.dtype, spec.vecD),
+    tensorBinding('read', 'k', spec.dtype, spec.vecD),
+    tensorBinding('read', 'v', spec.dtype, spec.vecV),
+    tensorBinding('read', 'dout', spec.dtype, spec.vecV),
+    ...(softmax ? [STATS] : []),
+    AUX,
+    tensorBinding('storage', 'dq', spec.dtype, spec.vecD),
+    ...spec.hooks.bindings,
+  ];
+  const code = `${header(spec, bindings, true, false)}
+${rangeFns(false)}${softmax ? `\n${STAT}` : ''}
 
 @compute @workgroup_size(${p.threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -612,14 +666,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nq)) - 1;
-  ${rep(4 * p.rv, (i) => `let st${i} = stat(lB + r0 + ${rowOf(p, i)}, r0 + ${rowOf(p, i)} < nq);`, '\n  ')}
+  ${softmax ? rep(4 * p.rv, (i) => `let st${i} = stat(lB + r0 + ${rowOf(p, i)}, r0 + ${rowOf(p, i)} < nq);`, '\n  ') : 'let sb = sigmoidBias[b] * LOG2E;'}
   ${declare(p, 'x', p.cu)}
-  ${declare(p, 'y', p.cu)}
+  ${declare(p, 'y', p.cu)}${grad ? `\n  ${declare(p, 'g', p.cu)}` : ''}
   ${declare(p, 'acc', p.wuD)}
   ${tileLoop(spec, 'wg.x * P.ntk + ct', body)}
   ${store}
 }
 `;
+  return { code, bindings };
 }
 
 /**
@@ -627,9 +682,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * head, batch) holds dK and dV in registers while it walks the query tiles of every query head
  * of its GQA group (so the sum over shared heads needs no atomics): S^T = K Q^T, dP^T = V dO^T,
  * P^T = exp2(S^T log2e - lse2), dV += P^T dO, dS^T = P^T (dP^T - D), dK += scale dS^T Q.
+ * Sigmoid: P^T = w, dS^T = dP^T w (1 - w); score mods as in the dQ pass.
  */
-export function dkdvShader(spec: ShaderSpec): string {
+export function dkdvShader(spec: ShaderSpec): WgslKernel {
   const p = spec.plan;
+  const softmax = spec.hooks.normalize === 'softmax';
+  const grad = modsHaveGrad(spec.hooks);
+  const g = (i: number, u: number) => (grad ? ` * g_${i}_${u}` : '');
   const kr: Operand = {
     name: 'k',
     base: 'kB',
@@ -676,10 +735,10 @@ export function dkdvShader(spec: ShaderSpec): string {
   const body = `
     ${ntGemm(p, 'x', kr, qc, 'P.d')}
     ${ntGemm(p, 'y', vr, oc, 'P.dv')}
-    ${tile(p, p.cu, (i, u) => `x_${i}_${u} *= P.scaleLog2;`)}
+    ${scoreCode(spec, true, grad)}
     ${maskCode(spec, true)}
-    ${colStats}
-    ${tile(p, p.cu, (i, u) => `x_${i}_${u} = exp2(x_${i}_${u} - lse${u});\n    y_${i}_${u} = x_${i}_${u} * (y_${i}_${u} - dd${u});`)}
+    ${softmax ? colStats : ''}
+    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = exp2(x_${i}_${u} - lse${u});\n    y_${i}_${u} = x_${i}_${u} * (y_${i}_${u} - dd${u})${g(i, u)};` : `{\n      let sg = hk_sigmoid(x_${i}_${u});\n      x_${i}_${u} = sg.w;\n      y_${i}_${u} = y_${i}_${u} * sg.dw${g(i, u)};\n    }`))}
     ${writeZ(p, 'x')}
     workgroupBarrier();
     ${nnGemm(p, 'accv', oc, 'P.dv', p.wuV)}
@@ -704,17 +763,20 @@ export function dkdvShader(spec: ShaderSpec): string {
     if (row < nk && w < ${width}) { st_${out}(${base} + row * ${stride} + w, ${acc}_${i}_${u}${factor}, min(4u, ${width} - w)); }
   }`,
     );
-  return `${header(spec, false)}
-${inputDecl('q', 1, spec.dtype, spec.vecD)}
-${inputDecl('k', 2, spec.dtype, spec.vecD)}
-${inputDecl('v', 3, spec.dtype, spec.vecV)}
-${inputDecl('dout', 4, spec.dtype, spec.vecV)}
-@group(0) @binding(5) var<storage, read> stats: array<vec2<f32>>;
-@group(0) @binding(6) var<storage, read> aux: array<u32>;
-${outputDecl('dk', 7, spec.dtype, spec.vecD)}
-${outputDecl('dv', 8, spec.dtype, spec.vecV)}
-${rangeFns(true)}
-${STAT}
+  const bindings: WgslBinding[] = [
+    UNIFORMS,
+    tensorBinding('read', 'q', spec.dtype, spec.vecD),
+    tensorBinding('read', 'k', spec.dtype, spec.vecD),
+    tensorBinding('read', 'v', spec.dtype, spec.vecV),
+    tensorBinding('read', 'dout', spec.dtype, spec.vecV),
+    ...(softmax ? [STATS] : []),
+    AUX,
+    tensorBinding('storage', 'dk', spec.dtype, spec.vecD),
+    tensorBinding('storage', 'dv', spec.dtype, spec.vecV),
+    ...spec.hooks.bindings,
+  ];
+  const code = `${header(spec, bindings, true, false)}
+${rangeFns(true)}${softmax ? `\n${STAT}` : ''}
 
 @compute @workgroup_size(${p.threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -726,9 +788,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
   let ncols = i32(nq);
   let rFirst = i32(r0);
-  let rLast = i32(min(r0 + BR, nk)) - 1;
+  let rLast = i32(min(r0 + BR, nk)) - 1;${softmax ? '' : '\n  let sb = sigmoidBias[b] * LOG2E;'}
   ${declare(p, 'x', p.cu)}
-  ${declare(p, 'y', p.cu)}
+  ${declare(p, 'y', p.cu)}${grad ? `\n  ${declare(p, 'g', p.cu)}` : ''}
   ${declare(p, 'acck', p.wuD)}
   ${declare(p, 'accv', p.wuV)}
   for (var g = 0u; g < P.group; g++) {
@@ -743,4 +805,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   ${store('accv', p.wuV, 'dv', 'vB', 'P.vRow', 'P.dv', '')}
 }
 `;
+  return { code, bindings };
 }

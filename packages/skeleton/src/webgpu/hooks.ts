@@ -1,0 +1,197 @@
+import type { ResolvedMaskMod } from '@attnkit/attention';
+import type { Tensor } from '@attnkit/tensor';
+import type { UniformField, WgslBinding } from '@attnkit/webgpu';
+import type { TiledHooks } from '../hooks.js';
+
+/**
+ * The WGSL side of the skeleton's hooks (../hooks.ts): what the generator needs to know about
+ * them (pure data, part of the pipeline key) and the hook functions it pastes into its one
+ * template. Every per-call resource a hook reads is declared once, in `hookResources`: its
+ * binding or uniform field goes to the generator, its data to the host, under one name.
+ */
+
+export type WgslScoreMod =
+  | { kind: 'softcap' | 'alibi' | 'bias' }
+  | { kind: 'custom'; name: string; wgsl: string; wgslGrad: string | undefined };
+
+export interface WgslHooks {
+  normalize: 'softmax' | 'sigmoid';
+  /** Softmax with attention sinks: the forward reads them (the backward sees them through LSE). */
+  sinks: boolean;
+  mods: readonly WgslScoreMod[];
+  maskMod: { name: string; wgsl: string } | undefined;
+  /** Bindings the hooks add after the kernel's own, and fields they add to the uniform struct. */
+  bindings: readonly WgslBinding[];
+  uniforms: readonly UniformField[];
+}
+
+/** Plain FlashAttention: the kernels generate exactly the hook-free code. */
+export const PLAIN_HOOKS: WgslHooks = {
+  normalize: 'softmax',
+  sinks: false,
+  mods: [],
+  maskMod: undefined,
+  bindings: [],
+  uniforms: [],
+};
+
+export interface HookResources {
+  hooks: WgslHooks;
+  /** Data of each hook binding by name: f32 values to upload, or an f32 webgpu tensor to bind. */
+  data: Record<string, Float32Array | Tensor>;
+  /** Values of the hook uniform fields by name. */
+  values: Record<string, number>;
+}
+
+/** The hooks of one call of one pass, with their bindings, uniform fields and data. */
+export function hookResources(
+  tiled: TiledHooks,
+  maskMod: ResolvedMaskMod | undefined,
+  pass: 'forward' | 'backward',
+): HookResources {
+  const bindings: WgslBinding[] = [];
+  const uniforms: UniformField[] = [];
+  const data: Record<string, Float32Array | Tensor> = {};
+  const values: Record<string, number> = {};
+  const bind = (name: string, d: Float32Array | Tensor) => {
+    bindings.push({ name, kind: 'read', type: 'array<f32>' });
+    data[name] = d;
+  };
+  const uniform = (name: string, type: 'u32' | 'f32', value: number) => {
+    uniforms.push([name, type]);
+    values[name] = value;
+  };
+  const norm = tiled.normalize;
+  const sinks = norm.kind === 'softmax' && pass === 'forward' ? norm.sinks : undefined;
+  if (sinks) bind('sinks', sinks);
+  if (norm.kind === 'sigmoid') bind('sigmoidBias', norm.bias);
+  const mods = tiled.scoreMods.map((m, n): WgslScoreMod => {
+    switch (m.kind) {
+      case 'softcap':
+        uniform(`cap${n}`, 'f32', m.cap);
+        return { kind: 'softcap' };
+      case 'alibi':
+        bind(`slopes${n}`, m.slopes);
+        return { kind: 'alibi' };
+      case 'bias':
+        bind(`bias${n}`, m.bias);
+        uniform(`biasBatch${n}`, 'u32', m.batchStride);
+        uniform(`biasHead${n}`, 'u32', m.headStride);
+        uniform(`biasRow${n}`, 'u32', m.rowStride);
+        return { kind: 'bias' };
+      default:
+        return { kind: 'custom', name: m.name, wgsl: m.wgsl ?? '', wgslGrad: m.wgslGrad };
+    }
+  });
+  return {
+    hooks: {
+      normalize: norm.kind,
+      sinks: sinks !== undefined,
+      mods,
+      maskMod: maskMod ? { name: maskMod.name, wgsl: maskMod.wgsl ?? '' } : undefined,
+      bindings,
+      uniforms,
+    },
+    data,
+    values,
+  };
+}
+
+/** Whether the backward multiplies dS by mod derivatives (1 for the additive mods). */
+export function modsHaveGrad(h: WgslHooks): boolean {
+  return h.mods.some((m) => m.kind === 'softcap' || m.kind === 'custom');
+}
+
+const ARGS = 'b, h, i, j, nq, nk';
+const PARAMS = 'b: u32, h: u32, i: vec4<u32>, j: vec4<u32>, nq: u32, nk: u32';
+
+/** Mod n as a vec4 function of 4 scores (query positions i, key positions j), and its derivative. */
+function modFunctions(m: WgslScoreMod, n: number, backward: boolean): string {
+  const fn = (name: string, body: string) =>
+    `fn ${name}(s: vec4<f32>, ${PARAMS}) -> vec4<f32> {\n  ${body}\n}`;
+  const f = `hk_mod${n}`;
+  const perLane = (name: string) =>
+    `return vec4<f32>(${['x', 'y', 'z', 'w'].map((c) => `${name}(s.${c}, b, h, i.${c}, j.${c})`).join(', ')});`;
+  switch (m.kind) {
+    case 'softcap': {
+      // tanh(15) is 1 in f32: clamping changes nothing and keeps tanh's exp from overflowing.
+      const t = `tanh(clamp(s / P.cap${n}, vec4<f32>(-15.0), vec4<f32>(15.0)))`;
+      const grad = backward ? `\n${fn(`${f}_grad`, `let t = ${t};\n  return 1.0 - t * t;`)}` : '';
+      return `${fn(f, `return P.cap${n} * ${t};`)}${grad}`;
+    }
+    case 'alibi':
+      // The distance to the bottom-right diagonal, |i + nk - nq - j| (mods.ts).
+      return fn(
+        f,
+        `let dist = abs(vec4<f32>(vec4<i32>(i) + vec4<i32>(i32(nk) - i32(nq)) - vec4<i32>(j)));
+  return s - slopes${n}[h] * dist;`,
+      );
+    case 'bias':
+      // Padding rows and columns of a tile read nothing (they are masked or never stored).
+      return fn(
+        f,
+        `var r = s;
+  for (var c = 0u; c < 4u; c++) {
+    if (i[c] < nq && j[c] < nk) { r[c] += bias${n}[b * P.biasBatch${n} + h * P.biasHead${n} + i[c] * P.biasRow${n} + j[c]]; }
+  }
+  return r;`,
+      );
+    case 'custom': {
+      const grad = backward ? `\n${fn(`${f}_grad`, perLane(`${m.name}_grad`))}` : '';
+      return `${fn(f, perLane(m.name))}${grad}`;
+    }
+  }
+}
+
+/**
+ * The hook functions of a kernel (empty without hooks): the user's WGSL, each mod as a vec4
+ * function, their composition `hk_score` (forward) / `hk_score_bwd` (backward: the modded score
+ * and the product of the mods' derivatives, each at its own input), and sigmoid.
+ */
+export function hookFunctions(h: WgslHooks, backward: boolean): string {
+  const parts: string[] = [];
+  // The user's sources, once each (a mod listed twice is one definition).
+  const user = new Set<string>();
+  for (const m of h.mods) {
+    if (m.kind !== 'custom') continue;
+    user.add(m.wgsl);
+    if (backward && m.wgslGrad !== undefined) user.add(m.wgslGrad);
+  }
+  if (h.maskMod) user.add(h.maskMod.wgsl);
+  parts.push(...[...user].map((s) => s.trim()));
+  if (h.mods.length > 0) {
+    parts.push(...h.mods.map((m, n) => modFunctions(m, n, backward)));
+    if (backward && modsHaveGrad(h)) {
+      const steps = h.mods.map((m, n) => {
+        const apply = `x = hk_mod${n}(x, ${ARGS});`;
+        return m.kind === 'softcap' || m.kind === 'custom'
+          ? `g *= hk_mod${n}_grad(x, ${ARGS});\n  ${apply}`
+          : apply;
+      });
+      parts.push(`struct HkModded { s: vec4<f32>, g: vec4<f32> }
+fn hk_score_bwd(s: vec4<f32>, ${PARAMS}) -> HkModded {
+  var x = s;
+  var g = vec4<f32>(1.0);
+  ${steps.join('\n  ')}
+  return HkModded(x, g);
+}`);
+    } else {
+      parts.push(`fn hk_score(s: vec4<f32>, ${PARAMS}) -> vec4<f32> {
+  var x = s;
+  ${h.mods.map((_, n) => `x = hk_mod${n}(x, ${ARGS});`).join('\n  ')}
+  return x;
+}`);
+    }
+  }
+  if (h.normalize === 'sigmoid') {
+    // x = z log2(e): exp2 of -|x| only, so nothing overflows; masked x = NEG gives w = 0.
+    // w (1 - w) = e r^2 exactly, without the cancellation of 1 - w near w = 1.
+    parts.push(`struct HkSigmoid { w: vec4<f32>, dw: vec4<f32> }
+fn hk_sigmoid(x: vec4<f32>) -> HkSigmoid {
+  let e = exp2(-abs(x));
+  let r = 1.0 / (1.0 + e);
+  return HkSigmoid(select(e * r, r, x >= vec4<f32>(0.0)), e * r * r);
+}`);
+  }
+  return parts.join('\n');
+}
