@@ -9,6 +9,15 @@ export { type AllocHook, type AllocKind, allocF32, setAllocHook } from './cpu/al
 export { fa2Backward } from './cpu/backward.js';
 export { fa1Forward } from './cpu/fa1.js';
 export { fa2Forward } from './cpu/fa2.js';
+export {
+  checkLike,
+  encodeOutput,
+  sinkGradients,
+  type TsTileOptions,
+  tiledBackwardTs,
+  tiledForwardTs,
+  tsSupports,
+} from './cpu/run.js';
 export * from './hooks.js';
 export {
   nativeBackward,

@@ -198,8 +198,14 @@ function searchFlashTiles(
  * tiles, dK, dV accumulators, Q, dO tiles, S/P and dP/dS tiles and key ranges. Independent of
  * the sequence length: FlashAttention never holds an N x N matrix. (FA1's m, l and the
  * backward's D, one f32 per query row, live beside the outputs as in the papers' slow memory.)
+ * With `scoreMods`, the backward keeps one more score-sized tile: the mods' chain-rule factor.
  */
-export function workspaceBytes(plan: FlashTilePlan, d: number, dv: number): number {
+export function workspaceBytes(
+  plan: FlashTilePlan,
+  d: number,
+  dv: number,
+  options: { scoreMods?: boolean } = {},
+): number {
   if (plan === null || typeof plan !== 'object') {
     throw new ValueError(`plan: expected { blockQ, blockK }, got ${describe(plan)}`, 'plan');
   }
@@ -209,7 +215,8 @@ export function workspaceBytes(plan: FlashTilePlan, d: number, dv: number): numb
   check(dv, 'dv', 1);
   // Int32 key ranges count 4 bytes per entry, as f32 does.
   const forward = forwardElements(bq, bk, d, dv) + 2 * bq;
-  const backward = 2 * bk * d + 2 * bk * dv + bq * d + bq * dv + 2 * bq * bk + 2 * bq;
+  const scoreTiles = options?.scoreMods ? 3 : 2;
+  const backward = 2 * bk * d + 2 * bk * dv + bq * d + bq * dv + scoreTiles * bq * bk + 2 * bq;
   return Math.max(forward, backward) * F32;
 }
 

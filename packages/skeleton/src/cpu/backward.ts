@@ -1,23 +1,30 @@
 import { type AttentionProblem, kBase, lseBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
-import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
+import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
+import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageRows, tileRowRanges } from './tile.js';
 
 /**
- * FlashAttention-2 backward (Dao 2023, Algorithm 2). D_i = dO_i . O_i first (line 4); then an
- * outer loop over K/V tiles whose dK, dV accumulate in tile-local buffers, and an inner loop
- * over the Q tiles of every query head sharing that kv head (so GQA's sum over the group needs
- * no atomics): P = exp(S - LSE) is recomputed from Q, K and LSE, never stored beyond one tile;
- *   dV += P^T dO,  dS = P * (dO V^T - D),  dK += scale dS^T Q,  dQ += scale dS K,
+ * The tiled backward, FlashAttention-2 loop order (Dao 2023, Algorithm 2), parameterised by
+ * the hooks. An outer loop over K/V tiles whose dK, dV accumulate in tile-local buffers, and an
+ * inner loop over the Q tiles of every query head sharing that kv head (so GQA's sum over the
+ * group needs no atomics). Per tile the forward's scores are recomputed, S = scale Q K^T ->
+ * score mods -> mask-mod element test, never stored beyond one tile, and
+ *   softmax: P = exp(S - LSE), dS = P * (dO V^T - D) with D_i = dO_i . O_i (line 4, a pre-pass);
+ *   sigmoid: P = W = sigmoid(S + bias[b]), dS = (dO V^T) * W (1 - W) (no pre-pass, no O/LSE);
+ * with score mods dS is multiplied by the product of the mods' derivatives, each at its input;
+ *   dV += P^T dO,  dK += scale dS^T Q,  dQ += scale dS K,
  * each a small dense matmul on the tiles (dQ accumulates in its f32 output buffer).
- * All inputs decoded f32 in the problem's layout; dQ, dK, dV are written completely.
+ * All inputs decoded f32 in the problem's layout (O and LSE: softmax only); dQ, dK, dV are
+ * written completely.
  */
-export function fa2Backward(
+export function tiledBackward(
   p: AttentionProblem,
+  hooks: CpuHooks,
   Q: Float32Array,
   K: Float32Array,
   V: Float32Array,
-  O: Float32Array,
-  LSE: Float32Array,
+  O: Float32Array | undefined,
+  LSE: Float32Array | undefined,
   dO: Float32Array,
   dQ: Float32Array,
   dK: Float32Array,
@@ -26,6 +33,9 @@ export function fa2Backward(
   bk: number,
 ): void {
   const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
+  const { sigmoid: sig, mods } = hooks;
+  const hasMods = mods.length > 0;
+  const maskMod = p.maskMod;
   const kt = allocF32(bk * d, 'tile');
   const vt = allocF32(bk * dv, 'tile');
   const dka = allocF32(bk * d, 'tile');
@@ -36,21 +46,25 @@ export function fa2Backward(
   const ds = allocF32(bq * bk, 'tile');
   const lo = allocI32(bq, 'tile');
   const hi = allocI32(bq, 'tile');
-  const Dr = allocF32(group * p.maxSeqQ, 'rows');
+  // The chain-rule factor of the score mods (only with mods).
+  const gm = hasMods ? allocF32(bq * bk, 'tile') : undefined;
+  // D_i = dO_i . O_i per row of the heads of one kv head (softmax only).
+  const Dr = sig ? undefined : allocF32(group * p.maxSeqQ, 'rows');
   dQ.fill(0);
 
   for (let b = 0; b < p.batch; b++) {
     const nq = p.seqQ[b]!;
     const nk = p.seqK[b]!;
+    const bias = sig ? hooks.bias![b]! : 0;
     for (let kvh = 0; kvh < p.hkv; kvh++) {
       const kBase0 = kBase(p, b, kvh, d);
       const vBase0 = kBase(p, b, kvh, dv);
-      for (let g = 0; g < group; g++) {
+      for (let g = 0; Dr && g < group; g++) {
         const oBase0 = qBase(p, b, kvh * group + g, dv);
         for (let i = 0; i < nq; i++) {
           const oo = oBase0 + i * oRow;
           let t = 0;
-          for (let c = 0; c < dv; c++) t += dO[oo + c]! * O[oo + c]!;
+          for (let c = 0; c < dv; c++) t += dO[oo + c]! * O![oo + c]!;
           Dr[g * nq + i] = t;
         }
       }
@@ -78,23 +92,58 @@ export function fa2Backward(
             // dP = dO V^T.
             ds.fill(0, 0, rows * bk);
             gemm(gt, 0, dv, 1, vt, 0, 1, dv, ds, 0, bk, rows, cols, dv);
-            for (let r = 0; r < rows; r++) {
-              const so = r * bk;
-              const lse = LSE[lBase0 + q0 + r]!;
-              // A row without keys has LSE = -inf and no gradient.
-              const jlo = lse === Number.NEGATIVE_INFINITY ? 0 : lo[r]!;
-              const jhi = lse === Number.NEGATIVE_INFINITY ? 0 : hi[r]!;
-              // Masked keys get P = dS = 0, so the products below run over the dense tile.
-              s.fill(0, so, so + jlo);
-              s.fill(0, so + Math.max(jlo, jhi), so + cols);
-              ds.fill(0, so, so + jlo);
-              ds.fill(0, so + Math.max(jlo, jhi), so + cols);
-              const Di = Dr[g * nq + q0 + r]!;
-              for (let j = so + jlo, e = so + jhi; j < e; j++) {
-                const pij = Math.exp(s[j]! - lse);
-                s[j] = pij;
-                ds[j] = pij * (ds[j]! - Di);
+            if (gm) {
+              gm.fill(1, 0, rows * bk);
+              applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, gm);
+            }
+            if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
+              applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, gm);
+            }
+            if (sig) {
+              for (let r = 0; r < rows; r++) {
+                const so = r * bk;
+                const jlo = lo[r]!;
+                const jhi = hi[r]!;
+                s.fill(0, so, so + jlo);
+                s.fill(0, so + Math.max(jlo, jhi), so + cols);
+                ds.fill(0, so, so + jlo);
+                ds.fill(0, so + Math.max(jlo, jhi), so + cols);
+                for (let j = so + jlo, e = so + jhi; j < e; j++) {
+                  const x = s[j]! + bias;
+                  let w: number;
+                  if (x >= 0) {
+                    w = 1 / (1 + Math.exp(-x));
+                  } else {
+                    const ex = Math.exp(x);
+                    w = ex / (1 + ex);
+                  }
+                  s[j] = w;
+                  ds[j] = ds[j]! * w * (1 - w);
+                }
               }
+            } else {
+              for (let r = 0; r < rows; r++) {
+                const so = r * bk;
+                const lse = LSE![lBase0 + q0 + r]!;
+                // A row without keys has LSE = -inf and no gradient.
+                const jlo = lse === Number.NEGATIVE_INFINITY ? 0 : lo[r]!;
+                const jhi = lse === Number.NEGATIVE_INFINITY ? 0 : hi[r]!;
+                // Masked keys get P = dS = 0, so the products below run over the dense tile.
+                s.fill(0, so, so + jlo);
+                s.fill(0, so + Math.max(jlo, jhi), so + cols);
+                ds.fill(0, so, so + jlo);
+                ds.fill(0, so + Math.max(jlo, jhi), so + cols);
+                const Di = Dr![g * nq + q0 + r]!;
+                for (let j = so + jlo, e = so + jhi; j < e; j++) {
+                  const pij = Math.exp(s[j]! - lse);
+                  s[j] = pij;
+                  ds[j] = pij * (ds[j]! - Di);
+                }
+              }
+            }
+            if (gm) {
+              // Chain rule through the mods (zeros outside the rows' ranges stay zero).
+              for (let j = 0, e = rows * bk; j < e; j++) ds[j] = ds[j]! * gm[j]!;
             }
             // dV += P^T dO, dK += dS^T (scale Q), dQ += dS K (scaled once at the end).
             gemm(s, 0, 1, bk, gt, 0, dv, 1, dva, 0, dv, cols, dv, rows);
@@ -112,4 +161,25 @@ export function fa2Backward(
     }
   }
   for (let i = 0; i < dQ.length; i++) dQ[i] = dQ[i]! * scale;
+}
+
+/**
+ * Plain FlashAttention-2 backward (softmax, no mods): the tiled backward with the softmax
+ * hooks. Kept for callers of the pre-hooks API.
+ */
+export function fa2Backward(
+  p: AttentionProblem,
+  Q: Float32Array,
+  K: Float32Array,
+  V: Float32Array,
+  O: Float32Array,
+  LSE: Float32Array,
+  dO: Float32Array,
+  dQ: Float32Array,
+  dK: Float32Array,
+  dV: Float32Array,
+  bq: number,
+  bk: number,
+): void {
+  tiledBackward(p, CPU_SOFTMAX, Q, K, V, O, LSE, dO, dQ, dK, dV, bq, bk);
 }

@@ -1,13 +1,15 @@
 import { type AttentionProblem, kBase, lseBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
-import { classifyTile, FULL, gemm, SKIP, stageRows, tileRowRanges } from './tile.js';
+import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
+import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageRows, tileRowRanges } from './tile.js';
 
 /**
  * FlashAttention (Dao et al. 2022, Algorithm 1). Outer loop over K/V tiles, inner over Q
  * tiles; every row keeps its running max m and sum l in slow memory and its output row is
  * kept normalised, rescaled at every visit (line 12):
  *   O_i <- diag(l_new)^-1 (diag(l_i) e^(m_i - m_new) O_i + e^(m~ - m_new) P~ V).
- * Kept beside FA2 so the papers' comparison can be reproduced.
+ * Kept beside FA2 so the papers' comparison can be reproduced. Softmax hooks only (score mods,
+ * the mask mod's element test and sinks as in the FA2 loop); the caller rejects sigmoid.
  */
 export function fa1Forward(
   p: AttentionProblem,
@@ -18,8 +20,12 @@ export function fa1Forward(
   LSE: Float32Array,
   bq: number,
   bk: number,
+  hooks: CpuHooks = CPU_SOFTMAX,
 ): void {
   const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
+  const { mods, sinks } = hooks;
+  const hasMods = mods.length > 0;
+  const maskMod = p.maskMod;
   const qt = allocF32(bq * d, 'tile');
   const kt = allocF32(bk * d, 'tile');
   const vt = allocF32(bk * dv, 'tile');
@@ -59,6 +65,10 @@ export function fa1Forward(
           stageRows(Q, qBase0 + q0 * qRow, qRow, rows, d, qt, scale);
           s.fill(0, 0, rows * bk);
           gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
+          if (hasMods) applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
+          if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
+            applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
+          }
           for (let r = 0; r < rows; r++) {
             const jlo = lo[r]!;
             const jhi = hi[r]!;
@@ -70,6 +80,11 @@ export function fa1Forward(
             // Lines 10-11: m~ = rowmax(S), P~ = exp(S - m~), l~ = rowsum(P~).
             let mt = Number.NEGATIVE_INFINITY;
             for (let j = jlo; j < jhi; j++) if (s[so + j]! > mt) mt = s[so + j]!;
+            if (mt === Number.NEGATIVE_INFINITY) {
+              // Every key of this tile masked for the row: weight 0, statistics unchanged.
+              s.fill(0, so + jlo, so + jhi);
+              continue;
+            }
             let lt = 0;
             for (let j = jlo; j < jhi; j++) {
               const e = Math.exp(s[so + j]! - mt);
@@ -95,9 +110,21 @@ export function fa1Forward(
           gemm(s, 0, bk, 1, vt, 0, dv, 1, O, oBase0 + q0 * oRow, oRow, rows, dv, cols);
         }
       }
+      const sink = sinks === undefined ? undefined : sinks[h]!;
       for (let i = 0; i < nq; i++) {
-        const li = lRow[i]!;
-        LSE[lBase0 + i] = li > 0 ? mRow[i]! + Math.log(li) : Number.NEGATIVE_INFINITY;
+        let li = lRow[i]!;
+        let mi = mRow[i]!;
+        if (sink !== undefined) {
+          // The sink joins l with a zero value vector: O_i *= l_i e^(m_i - m) / l_new.
+          const mF = Math.max(mi, sink);
+          const kept = li > 0 ? li * Math.exp(mi - mF) : 0;
+          li = kept + Math.exp(sink - mF);
+          mi = mF;
+          const f = kept / li;
+          const oo = oBase0 + i * oRow;
+          for (let c = oo, e = oo + dv; c < e; c++) O[c] = O[c]! * f;
+        }
+        LSE[lBase0 + i] = li > 0 ? mi + Math.log(li) : Number.NEGATIVE_INFINITY;
       }
     }
   }

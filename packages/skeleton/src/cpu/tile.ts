@@ -210,3 +210,25 @@ export function tileRowRanges(
     hi[r] = Math.min(cols, Math.max(0, u - k0));
   }
 }
+
+/**
+ * Whether the tile at (q0, k0) of (b, h) needs the mask mod's element test: its block-mask
+ * value is 1 (some pairs pass the mod). Value 0 tiles were skipped by classifyTile, value 2
+ * tiles (every pair passes) take the test-free path, as does everything without a mask mod.
+ */
+export function needsMaskTest(
+  p: AttentionProblem,
+  b: number,
+  h: number,
+  q0: number,
+  k0: number,
+): boolean {
+  const bs = p.blockSparse;
+  if (!p.maskMod || !bs) return false;
+  const at =
+    b * bs.batchStride +
+    h * bs.headStride +
+    Math.floor(q0 / bs.blockQ) * bs.nbk +
+    Math.floor(k0 / bs.blockK);
+  return bs.mask[at] === 1;
+}

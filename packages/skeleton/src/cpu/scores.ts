@@ -1,0 +1,221 @@
+import type { AttentionProblem, ResolvedMaskMod, ResolvedScoreMod } from '@attnkit/attention';
+import { describe, ValueError } from '@attnkit/tensor';
+import type { TiledHooks } from '../hooks.js';
+
+/**
+ * The TS kernels' view of the hooks (TiledHooks), bound once per call: bias tensors decoded to
+ * f32, the normalisation split into flags. Plus the per-tile steps that run between S = scale
+ * Q K^T and the normalisation: the score mods (mods.ts semantics, in order) and the mask mod's
+ * element test. Both work on the in-range part [lo[r], hi[r]) of each row of a row-major tile.
+ */
+
+export type CpuScoreMod =
+  | { kind: 'softcap'; cap: number }
+  | { kind: 'alibi'; slopes: Float32Array }
+  | {
+      kind: 'bias';
+      data: Float32Array;
+      batchStride: number;
+      headStride: number;
+      rowStride: number;
+    }
+  | {
+      kind: 'custom';
+      name: string;
+      ts: (s: number, b: number, h: number, i: number, j: number) => number;
+      tsGrad: ((s: number, b: number, h: number, i: number, j: number) => number) | undefined;
+    };
+
+export interface CpuHooks {
+  /** sigmoid normalisation (else softmax). */
+  sigmoid: boolean;
+  /** sigmoid: b in sigmoid(s + b), per batch entry. */
+  bias: Float32Array | undefined;
+  /** softmax: per query head sink logits. */
+  sinks: Float32Array | undefined;
+  mods: readonly CpuScoreMod[];
+}
+
+/** Plain softmax, no mods. */
+export const CPU_SOFTMAX: CpuHooks = {
+  sigmoid: false,
+  bias: undefined,
+  sinks: undefined,
+  mods: [],
+};
+
+function bad(name: string, expected: string, got: unknown): never {
+  throw new ValueError(`${name}: expected ${expected}, got ${describe(got)}`, name);
+}
+
+/** Validates `hooks` against the problem and binds them (bias data decoded once per call). */
+export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
+  if (hooks === null || typeof hooks !== 'object') bad('hooks', 'a TiledHooks object', hooks);
+  const norm = hooks.normalize;
+  if (norm === null || typeof norm !== 'object') {
+    bad('hooks.normalize', '{ kind: "softmax" | "sigmoid" }', norm);
+  }
+  let sigmoid = false;
+  let bias: Float32Array | undefined;
+  let sinks: Float32Array | undefined;
+  if (norm.kind === 'softmax') {
+    if (norm.sinks !== undefined) {
+      if (!(norm.sinks instanceof Float32Array) || norm.sinks.length !== p.hq) {
+        bad('sinks', `a Float32Array of length Hq = ${p.hq}`, norm.sinks);
+      }
+      if (!norm.sinks.every(Number.isFinite)) bad('sinks', 'finite logits', norm.sinks);
+      sinks = norm.sinks;
+    }
+  } else if (norm.kind === 'sigmoid') {
+    if (!(norm.bias instanceof Float32Array) || norm.bias.length < p.batch) {
+      bad('bias', `a Float32Array with one entry per batch entry (${p.batch})`, norm.bias);
+    }
+    sigmoid = true;
+    bias = norm.bias;
+  } else {
+    bad('hooks.normalize.kind', '"softmax" or "sigmoid"', (norm as { kind: unknown }).kind);
+  }
+  const list = hooks.scoreMods ?? [];
+  if (!Array.isArray(list)) bad('hooks.scoreMods', 'an array of resolved score mods', list);
+  const mods = list.map((m: ResolvedScoreMod, n: number): CpuScoreMod => {
+    switch (m?.kind) {
+      case 'softcap':
+        return { kind: 'softcap', cap: m.cap };
+      case 'alibi':
+        return { kind: 'alibi', slopes: Float32Array.from(m.slopes) };
+      case 'bias':
+        return {
+          kind: 'bias',
+          data: m.bias.toFloat32Array(),
+          batchStride: m.batchStride,
+          headStride: m.headStride,
+          rowStride: m.rowStride,
+        };
+      case 'custom':
+        return { kind: 'custom', name: m.name, ts: m.ts, tsGrad: m.tsGrad };
+      default:
+        return bad(`scoreMod[${n}]`, 'a resolved score mod (resolveScoreMods)', m);
+    }
+  });
+  return { sigmoid, bias, sinks, mods };
+}
+
+/**
+ * Applies `mods` in order to the in-range scores of rows [0, rows) of the tile s (row stride
+ * ld) at query rows q0 + r and keys k0 + c of sequence (b, h). With `g`, multiplies each mod's
+ * derivative at its own input into g (the backward's chain rule); g must hold 1 where it starts.
+ */
+export function applyScoreMods(
+  mods: readonly CpuScoreMod[],
+  p: AttentionProblem,
+  b: number,
+  h: number,
+  q0: number,
+  rows: number,
+  k0: number,
+  s: Float32Array,
+  ld: number,
+  lo: Int32Array,
+  hi: Int32Array,
+  g: Float32Array | undefined,
+): void {
+  const nq = p.seqQ[b]!;
+  const nk = p.seqK[b]!;
+  for (const mod of mods) {
+    switch (mod.kind) {
+      case 'softcap': {
+        const cap = mod.cap;
+        const inv = 1 / cap;
+        for (let r = 0; r < rows; r++) {
+          const so = r * ld;
+          for (let j = so + lo[r]!, e = so + hi[r]!; j < e; j++) {
+            const t = Math.tanh(s[j]! * inv);
+            if (g) g[j] = g[j]! * (1 - t * t);
+            s[j] = cap * t;
+          }
+        }
+        break;
+      }
+      case 'alibi': {
+        const slope = mod.slopes[h]!;
+        for (let r = 0; r < rows; r++) {
+          const so = r * ld;
+          // |i + nk - nq - j| with i = q0 + r, j = k0 + c.
+          const diag = q0 + r + nk - nq - k0;
+          for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
+            s[so + c] = s[so + c]! - slope * Math.abs(diag - c);
+          }
+        }
+        break;
+      }
+      case 'bias': {
+        const data = mod.data;
+        const base = b * mod.batchStride + h * mod.headStride + k0;
+        for (let r = 0; r < rows; r++) {
+          const so = r * ld;
+          const bo = base + (q0 + r) * mod.rowStride;
+          for (let c = lo[r]!, e = hi[r]!; c < e; c++) s[so + c] = s[so + c]! + data[bo + c]!;
+        }
+        break;
+      }
+      case 'custom': {
+        const { ts, tsGrad } = mod;
+        if (g && !tsGrad) {
+          throw new ValueError(
+            `scoreMod.tsGrad: expected a gradient function for custom mod "${mod.name}" (the backward needs d mod / d s), got undefined`,
+            'scoreMod.tsGrad',
+          );
+        }
+        for (let r = 0; r < rows; r++) {
+          const so = r * ld;
+          const i = q0 + r;
+          for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
+            const x = s[so + c]!;
+            if (g) g[so + c] = g[so + c]! * tsGrad!(x, b, h, i, k0 + c);
+            s[so + c] = ts(x, b, h, i, k0 + c);
+          }
+        }
+        break;
+      }
+    }
+  }
+}
+
+/**
+ * The mask mod's element test on a tile its block mask marks 1 (some pairs pass): scores of
+ * pairs the mod rejects become -Infinity, so the normalisation gives them weight 0 (softmax
+ * exp(-inf - m) = 0, sigmoid(-inf) = 0), as out-of-range keys. With `g`, their chain-rule
+ * factor becomes 0 too.
+ */
+export function applyMaskMod(
+  mask: ResolvedMaskMod,
+  b: number,
+  h: number,
+  q0: number,
+  rows: number,
+  k0: number,
+  s: Float32Array,
+  ld: number,
+  lo: Int32Array,
+  hi: Int32Array,
+  g: Float32Array | undefined,
+): void {
+  const test = mask.ts;
+  for (let r = 0; r < rows; r++) {
+    const so = r * ld;
+    const i = q0 + r;
+    for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
+      if (!test(b, h, i, k0 + c)) {
+        s[so + c] = Number.NEGATIVE_INFINITY;
+        if (g) g[so + c] = 0;
+      }
+    }
+  }
+}
+
+/** sigmoid(x) without overflow: exp only ever sees a non-positive argument. */
+export function sigmoid(x: number): number {
+  if (x >= 0) return 1 / (1 + Math.exp(-x));
+  const e = Math.exp(x);
+  return e / (1 + e);
+}
