@@ -2,24 +2,23 @@ import {
   type Golden,
   type GoldenKind,
   goldenAttentionOptions,
+  goldenSigmoidOptions,
+  type KernelTensors,
+  registeredKernels,
   runReference,
+  selectKernel,
 } from '@attnkit/attention';
-import {
-  flashAttention,
-  flashAttentionBackward,
-  flashAttentionBackwardNative,
-  flashAttentionBackwardTs,
-  flashAttentionNative,
-  flashAttentionTs,
-  nativeAvailable,
-} from '@attnkit/flash-attention';
+// The family packages register their kernels when imported.
+import '@attnkit/flash-attention';
+import '@attnkit/sigmoid-attention';
 import { type Tensor, ValueError } from '@attnkit/tensor';
 import { getWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 
 /**
- * What `attnkit verify` can run a golden on. Each backend lists the golden kinds it
- * implements; a kind with no fast implementation yet is still verifiable on `reference`
- * (the float64 reference of @attnkit/attention). New backends (webgpu, native) add entries here.
+ * What `attnkit verify` can run a golden on: every backend the registry has for the golden's
+ * family (ts, native, webgpu, ... as the family packages registered them), plus `reference`
+ * (the float64 references of @attnkit/attention, every kind). A new family or backend needs no
+ * change here: it is a registration.
  */
 export interface GoldenBackend {
   name: string;
@@ -30,60 +29,66 @@ export interface GoldenBackend {
 
 const ALL_KINDS: readonly GoldenKind[] = ['softmax', 'softmax_varlen', 'sigmoid', 'gla', 'hstu'];
 
-const ts: GoldenBackend = {
-  name: 'ts',
-  kinds: ['softmax', 'softmax_varlen'],
-  async run(g, { algorithm }) {
-    const { q, k, v } = g.tensors as Record<string, Tensor>;
-    const options = { ...goldenAttentionOptions(g), algorithm };
-    const { o, lse } = flashAttentionTs(q!, k!, v!, options);
-    const out: Record<string, Tensor> = { o, lse };
-    const dO = g.tensors.do;
-    if (g.hasBackward && dO) {
-      Object.assign(out, flashAttentionBackwardTs(q!, k!, v!, o, lse, dO, options));
-    }
-    return out;
-  },
+/** The registry family that computes a golden kind, and the golden's options for it. */
+const FAMILIES: Partial<
+  Record<GoldenKind, { family: string; options: (g: Golden) => Record<string, unknown> }>
+> = {
+  softmax: { family: 'softmax', options: (g) => ({ ...goldenAttentionOptions(g) }) },
+  softmax_varlen: { family: 'softmax', options: (g) => ({ ...goldenAttentionOptions(g) }) },
+  sigmoid: { family: 'sigmoid', options: (g) => ({ ...goldenSigmoidOptions(g) }) },
 };
 
-/** The WGSL kernels: uploads the golden's inputs, runs forward (and backward), reads the results back. */
-const webgpu: GoldenBackend = {
-  name: 'webgpu',
-  kinds: ['softmax', 'softmax_varlen'],
-  async run(g, { algorithm }) {
-    const ctx = await getWebGpuContext();
-    const options = { ...goldenAttentionOptions(g), algorithm, backend: 'webgpu' as const };
-    const [q, k, v] = (['q', 'k', 'v'] as const).map((n) => toWebGpu(g.tensors[n]!, ctx));
-    const { o, lse } = await flashAttention(q!, k!, v!, options);
-    const out: Record<string, Tensor> = { o: await o.toCpu(), lse: await lse.toCpu() };
-    const uploaded = [q!, k!, v!, o, lse];
-    if (g.hasBackward && g.tensors.do) {
-      const dO = toWebGpu(g.tensors.do, ctx);
-      const grads = await flashAttentionBackward(q!, k!, v!, o, lse, dO, options);
-      for (const [name, t] of Object.entries(grads)) out[name] = await t.toCpu();
-      uploaded.push(dO, grads.dq, grads.dk, grads.dv);
-    }
-    for (const t of uploaded) t.dispose();
-    return out;
-  },
-};
+function kindsOf(backend: string): GoldenKind[] {
+  return ALL_KINDS.filter((kind) => {
+    const f = FAMILIES[kind];
+    return f && registeredKernels({ family: f.family }).some((r) => r.backend === backend);
+  });
+}
 
-/** The C++ FlashAttention-2 kernels of @attnkit/native (threads + SIMD; FA2 only). */
-const native: GoldenBackend = {
-  name: 'native',
-  kinds: ['softmax', 'softmax_varlen'],
-  async run(g, { algorithm }) {
-    const { q, k, v } = g.tensors as Record<string, Tensor>;
-    const options = { ...goldenAttentionOptions(g), algorithm };
-    const { o, lse } = await flashAttentionNative(q!, k!, v!, options);
-    const out: Record<string, Tensor> = { o, lse };
-    const dO = g.tensors.do;
-    if (g.hasBackward && dO) {
-      Object.assign(out, await flashAttentionBackwardNative(q!, k!, v!, o, lse, dO, options));
-    }
-    return out;
-  },
-};
+/** Runs a golden through the registry's forward (and backward) of one backend. */
+function registryBackend(name: string): GoldenBackend {
+  return {
+    name,
+    kinds: kindsOf(name),
+    async run(g, { algorithm }) {
+      const f = FAMILIES[g.kind]!;
+      const options = { ...f.options(g), algorithm, backend: name };
+      const pick = (pass: 'forward' | 'backward') =>
+        registeredKernels({ family: f.family, pass }).find((r) => r.backend === name)!;
+      const forward = pick('forward');
+      const device = forward.devices[0]!;
+      const ctx = device === 'webgpu' ? await getWebGpuContext() : undefined;
+      const uploaded: Tensor[] = [];
+      const put = (t: Tensor) => {
+        if (!ctx) return t;
+        const u = toWebGpu(t, ctx);
+        uploaded.push(u);
+        return u;
+      };
+      const inputs: KernelTensors = {
+        q: put(g.tensors.q!),
+        k: put(g.tensors.k!),
+        v: put(g.tensors.v!),
+      };
+      const fwd = await forward.run(inputs, options);
+      const produced: KernelTensors = { ...fwd };
+      if (g.hasBackward && g.tensors.do) {
+        const grads = await pick('backward').run(
+          { ...inputs, ...fwd, do: put(g.tensors.do) },
+          options,
+        );
+        Object.assign(produced, grads);
+      }
+      const out: Record<string, Tensor> = {};
+      for (const [n, t] of Object.entries(produced)) {
+        out[n] = ctx ? await t.toCpu() : t;
+        if (ctx) uploaded.push(t);
+      }
+      for (const t of uploaded) t.dispose();
+      return out;
+    },
+  };
+}
 
 const reference: GoldenBackend = {
   name: 'reference',
@@ -93,18 +98,29 @@ const reference: GoldenBackend = {
   },
 };
 
-export const GOLDEN_BACKENDS: readonly GoldenBackend[] = [native, ts, reference, webgpu];
+/** Every backend name the registry knows, then `reference`. */
+export function goldenBackends(): GoldenBackend[] {
+  const names = [...new Set(registeredKernels().map((r) => r.backend))];
+  return [...names.map(registryBackend), reference];
+}
 
 /**
- * The backend used when none is named, as the library picks for cpu tensors: native when the
- * addon loads, else the pure-TS kernels, else (kinds with no fast implementation yet) the
- * float64 reference. WebGPU is used only when named.
+ * The backend used when none is named, as the library picks for cpu tensors (the registry's
+ * choice: native when its addon loads and supports the options, else ts), else the float64
+ * reference for kinds with no fast implementation yet. WebGPU is used only when named.
  */
 export function defaultBackendFor(kind: GoldenKind, algorithm?: 'fa1' | 'fa2'): GoldenBackend {
-  // The native kernels are FA2's only.
-  const order =
-    algorithm !== 'fa1' && nativeAvailable() ? [native, ts, reference] : [ts, reference];
-  return order.find((b) => b.kinds.includes(kind))!;
+  const f = FAMILIES[kind];
+  if (!f) return reference;
+  const options = algorithm ? { algorithm } : {};
+  const reg = selectKernel({
+    family: f.family,
+    pass: 'forward',
+    device: 'cpu',
+    dtype: 'f32',
+    options,
+  });
+  return registryBackend(reg.backend);
 }
 
 export function goldenBackend(
@@ -113,15 +129,16 @@ export function goldenBackend(
   algorithm?: 'fa1' | 'fa2',
 ): GoldenBackend {
   if (name === undefined) return defaultBackendFor(kind, algorithm);
-  const backend = GOLDEN_BACKENDS.find((b) => b.name === name);
+  const all = goldenBackends();
+  const backend = all.find((b) => b.name === name);
   if (!backend) {
     throw new ValueError(
-      `--backend: expected one of ${GOLDEN_BACKENDS.map((b) => b.name).join(', ')}, got "${name}"`,
+      `--backend: expected one of ${all.map((b) => b.name).join(', ')}, got "${name}"`,
       'backend',
     );
   }
   if (!backend.kinds.includes(kind)) {
-    const able = GOLDEN_BACKENDS.filter((b) => b.kinds.includes(kind)).map((b) => b.name);
+    const able = all.filter((b) => b.kinds.includes(kind)).map((b) => b.name);
     throw new ValueError(
       `--backend: "${name}" does not implement golden kind "${kind}" (available: ${able.join(', ')})`,
       'backend',

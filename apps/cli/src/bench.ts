@@ -1,17 +1,31 @@
-import { softmaxAttentionReference, softmaxAttentionReferenceBackward } from '@attnkit/attention';
 import {
-  type FlashAlgorithm,
-  flashAttention,
-  flashAttentionBackward,
-  flashFlops,
-} from '@attnkit/flash-attention';
+  alibi,
+  alibiSlopes,
+  type KernelTensors,
+  moddedAttentionReference,
+  moddedAttentionReferenceBackward,
+  type ScoreMod,
+  selectKernel,
+  softcap,
+} from '@attnkit/attention';
+import { type FlashAlgorithm, flashFlops } from '@attnkit/flash-attention';
 import { Rng, type Tensor, ValueError } from '@attnkit/tensor';
+import './backends.js';
 import { getWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 
+/** Families `attnkit bench` times (registry names; 'flash' is softmax's alias). */
+export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid'] as const;
+export type BenchFamily = (typeof BENCH_FAMILIES)[number];
+
 export interface BenchOptions {
-  family: 'flash';
-  /** 'webgpu' uploads the inputs first and times each call until the GPU has finished it. */
-  backend: 'ts' | 'webgpu' | 'native';
+  family: BenchFamily;
+  /**
+   * A registered backend (default: the registry's choice for cpu tensors). 'webgpu' uploads
+   * the inputs first and times each call until the GPU has finished it.
+   */
+  backend: string | undefined;
+  /** 'none', 'softcap:<cap>' or 'alibi' (the paper's slopes): the cost of a built-in mod. */
+  scoreMod: string;
   /** [B, H, N, D] */
   shape: [number, number, number, number];
   causal: boolean;
@@ -43,7 +57,8 @@ export interface BenchRow {
 
 export const DEFAULT_BENCH: BenchOptions = {
   family: 'flash',
-  backend: 'ts',
+  backend: undefined,
+  scoreMod: 'none',
   shape: [1, 8, 1024, 64],
   causal: false,
   algorithm: 'fa2',
@@ -53,6 +68,18 @@ export const DEFAULT_BENCH: BenchOptions = {
   passes: ['forward', 'backward'],
   seed: 1,
 };
+
+/** --score-mod text -> the mod (undefined for 'none'). */
+export function parseScoreMod(text: string, heads: number): ScoreMod | undefined {
+  if (text === 'none') return undefined;
+  if (text === 'alibi') return alibi(alibiSlopes(heads));
+  const m = /^softcap:([0-9.]+)$/.exec(text);
+  if (m && Number(m[1]) > 0) return softcap(Number(m[1]));
+  throw new ValueError(
+    `--score-mod: expected none, alibi or softcap:<cap>, got "${text}"`,
+    'scoreMod',
+  );
+}
 
 export function parseShape(text: string): [number, number, number, number] {
   const parts = text.split(',').map((s) => Number(s.trim()));
@@ -97,7 +124,14 @@ export async function runBench(
   const k = rng.randn([B, H, N, D]);
   const v = rng.randn([B, H, N, D]);
   const dO = rng.randn([B, H, N, D]);
-  const options = { causal: opts.causal, algorithm: opts.algorithm, backend: opts.backend };
+  const family = opts.family === 'flash' ? 'softmax' : opts.family;
+  const scoreMod = parseScoreMod(opts.scoreMod, H);
+  const options: Record<string, unknown> = {
+    causal: opts.causal,
+    algorithm: opts.algorithm,
+    scoreMod,
+  };
+  const normalize = family === 'sigmoid' ? ('sigmoid' as const) : ('softmax' as const);
   const ctx = opts.backend === 'webgpu' ? await getWebGpuContext() : undefined;
   const on = (t: Tensor) => (ctx ? toWebGpu(t, ctx) : t);
   const [xq, xk, xv, xdO] = [q, k, v, dO].map(on) as [Tensor, Tensor, Tensor, Tensor];
@@ -107,7 +141,18 @@ export async function runBench(
     await ctx.sync();
     for (const t of Object.values(results)) t.dispose();
   };
-  const fwd = await flashAttention(xq, xk, xv, options);
+  // The registry's kernels, exactly as the family functions dispatch (an unsupported
+  // combination is a typed error saying why).
+  const request = (pass: 'forward' | 'backward') =>
+    selectKernel(
+      { family, pass, device: ctx ? 'webgpu' : 'cpu', dtype: 'f32', options },
+      opts.backend,
+    );
+  const forward = request('forward');
+  const backward = request('backward');
+  const inputs: KernelTensors = { q: xq, k: xk, v: xv };
+  const fwd = await forward.run(inputs, options);
+  const bwdInputs: KernelTensors = { ...inputs, ...fwd, do: xdO };
   const rows: BenchRow[] = [];
   const dims = { batch: B, hq: H, nq: N, nk: N, d: D, causal: opts.causal };
   for (const pass of opts.passes) {
@@ -115,15 +160,12 @@ export async function runBench(
     const t =
       pass === 'forward'
         ? await time(
-            async () => settle({ ...(await flashAttention(xq, xk, xv, options)) }),
+            async () => settle(await forward.run(inputs, options)),
             opts.warmup,
             opts.repeats,
           )
         : await time(
-            async () =>
-              settle({
-                ...(await flashAttentionBackward(xq, xk, xv, fwd.o, fwd.lse, xdO, options)),
-              }),
+            async () => settle(await backward.run(bwdInputs, options)),
             opts.warmup,
             opts.repeats,
           );
@@ -133,8 +175,12 @@ export async function runBench(
       const r = await time(
         () =>
           pass === 'forward'
-            ? softmaxAttentionReference(q, k, v, { causal: opts.causal })
-            : softmaxAttentionReferenceBackward(q, k, v, dO, { causal: opts.causal }),
+            ? moddedAttentionReference(q, k, v, { causal: opts.causal, scoreMod, normalize })
+            : moddedAttentionReferenceBackward(q, k, v, dO, {
+                causal: opts.causal,
+                scoreMod,
+                normalize,
+              }),
         0,
         1,
       );
@@ -142,8 +188,8 @@ export async function runBench(
     }
     const flops = flashFlops(dims, pass);
     rows.push({
-      family: opts.family,
-      backend: opts.backend,
+      family: opts.scoreMod === 'none' ? family : `${family}+${opts.scoreMod}`,
+      backend: forward.backend,
       algorithm: opts.algorithm,
       shape: opts.shape,
       causal: opts.causal,

@@ -1,12 +1,13 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { loadGolden } from '@attnkit/attention';
 import { nativeAvailable } from '@attnkit/flash-attention';
 import { readSafetensors, Tensor, writeSafetensors } from '@attnkit/tensor';
 import { goldenFiles } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { type CliIo, runCli, USAGE } from './cli.js';
-import { verifyFile } from './verify.js';
+import { verifyFile, verifyGolden } from './verify.js';
 
 const files = goldenFiles();
 
@@ -26,11 +27,11 @@ describe('every golden verifies through the attnkit verify code path', () => {
       const report = await verifyFile(file);
       expect(Object.keys(report.tensors).length).toBeGreaterThan(0);
       expect(report.tensors, JSON.stringify(report)).toSatisfy(() => report.ok);
-      if (report.kind.startsWith('softmax')) {
+      if (report.kind.startsWith('softmax') || report.kind === 'sigmoid') {
         expect(report.backend).toBe(nativeAvailable() ? 'native' : 'ts');
       }
     });
-    if (basename(file).startsWith('softmax')) {
+    if (/^(softmax|sigmoid)/.test(basename(file))) {
       test(`${basename(file)} on the pure-TS backend`, async () => {
         const report = await verifyFile(file, { backend: 'ts' });
         expect(report.backend).toBe('ts');
@@ -114,7 +115,7 @@ describe('attnkit verify output', () => {
     const io = captureIo();
     expect(await runCli(['verify', full, '--backend', 'cuda'], io)).toBe(2);
     expect(io.stderr.join('\n')).toMatch(
-      /--backend: expected one of native, ts, reference, webgpu, got "cuda"/,
+      /--backend: expected one of webgpu, native, ts, reference, got "cuda"/,
     );
   });
 
@@ -125,6 +126,25 @@ describe('attnkit verify output', () => {
     expect(io.stderr.join('\n')).toMatch(
       /does not implement golden kind "gla" \(available: reference\)/,
     );
+  });
+
+  test('a reference tensor the backend does not produce is a FAIL, not a skip', async () => {
+    // hstu_rab holds drab: the reference backend must produce it (it does), and a golden kind
+    // whose references include a name no backend output has fails with rel_l2 Infinity.
+    const rab = files.find((f) => basename(f) === 'hstu_rab.safetensors')!;
+    const report = await verifyFile(rab, { backend: 'reference' });
+    expect(Object.keys(report.tensors)).toContain('drab');
+    expect(report.ok).toBe(true);
+    const golden = await loadGolden(full);
+    golden.references.push('dsinks');
+    golden.tensors.dsinks = golden.tensors.lse!;
+    const strict = await verifyGolden(golden, { backend: 'ts' });
+    expect(strict.tensors.dsinks).toEqual({
+      relL2: Number.POSITIVE_INFINITY,
+      maxAbs: Number.POSITIVE_INFINITY,
+      ok: false,
+    });
+    expect(strict.ok).toBe(false);
   });
 
   test('a missing or malformed file is a clear error', async () => {
@@ -177,6 +197,27 @@ describe('attnkit bench', () => {
     expect(fwd.referenceMs).toBeGreaterThan(0);
   });
 
+  test('--family sigmoid and --score-mod run through the registry', async () => {
+    const io = captureIo();
+    const args = ['--shape', '1,2,32,16', '--repeats', '1', '--warmup', '0', '--json'];
+    expect(await runCli(['bench', '--family', 'sigmoid', '--backend', 'ts', ...args], io)).toBe(0);
+    const rows = JSON.parse(io.stdout.join('\n')).rows;
+    expect(rows.map((r: { family: string }) => r.family)).toEqual(['sigmoid', 'sigmoid']);
+    const io2 = captureIo();
+    expect(
+      await runCli(['bench', '--score-mod', 'softcap:30', '--forward-only', ...args], io2),
+    ).toBe(0);
+    expect(JSON.parse(io2.stdout.join('\n')).rows[0].family).toBe('softmax+softcap:30');
+    const io3 = captureIo();
+    expect(await runCli(['bench', '--score-mod', 'tanh', ...args], io3)).toBe(2);
+    expect(io3.stderr.join('\n')).toMatch(
+      /--score-mod: expected none, alibi or softcap:<cap>, got "tanh"/,
+    );
+    const io4 = captureIo();
+    expect(await runCli(['bench', '--family', 'gla', ...args], io4)).toBe(2);
+    expect(io4.stderr.join('\n')).toMatch(/--family: expected flash, softmax, sigmoid, got "gla"/);
+  });
+
   test('--repeats 0 and malformed counts are usage errors naming the flag', async () => {
     for (const [flag, value] of [
       ['--repeats', '0'],
@@ -205,7 +246,7 @@ describe('attnkit bench', () => {
 describe('--help on each command', () => {
   for (const [command, first] of [
     ['verify', '  attnkit verify <file.safetensors>'],
-    ['bench', '  attnkit bench [--family flash]'],
+    ['bench', '  attnkit bench [--family flash|softmax|sigmoid]'],
     ['io', '  attnkit io --algo '],
   ] as const) {
     for (const flag of ['--help', '-h']) {

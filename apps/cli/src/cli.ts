@@ -1,8 +1,15 @@
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { nativeAvailable } from '@attnkit/flash-attention';
+import { registeredKernels } from '@attnkit/attention';
 import { AttnkitError, ValueError } from '@attnkit/tensor';
-import { DEFAULT_BENCH, formatBenchTable, parseShape, runBench } from './bench.js';
+import {
+  BENCH_FAMILIES,
+  type BenchFamily,
+  DEFAULT_BENCH,
+  formatBenchTable,
+  parseShape,
+  runBench,
+} from './bench.js';
 import { IO_USAGE, ioCommand } from './io.js';
 import { formatVerifyReport, reportToJson, verifyFile } from './verify.js';
 
@@ -19,15 +26,19 @@ const consoleIo: CliIo = {
 export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <name>] [--algorithm fa1|fa2] [--json]
       Runs a golden reference file on a backend and compares every reference tensor with the
       KERNELS.md tolerance; exits 0 only if all are within it.
-      Backends: ts (pure TypeScript FlashAttention; softmax kinds), reference (float64, every kind),
-      webgpu (WGSL FlashAttention-2 on WebGPU: Dawn in Node; softmax kinds),
-      native (C++ FlashAttention-2 of @attnkit/native: threads + SIMD; softmax kinds).
-      Default: native when the addon loads, else ts; reference for kinds without a fast kernel.`;
+      Backends: every one the kernel registry has for the golden's family — ts (pure
+      TypeScript), native (C++ engine: threads + SIMD), webgpu (WGSL on Dawn); softmax and
+      sigmoid kinds — and reference (float64, every kind). Every reference tensor in the file
+      must be produced and within tolerance: one the backend does not produce is a FAIL.
+      Default: the registry's choice for cpu tensors (native when the addon loads, else ts);
+      reference for kinds without a fast kernel.`;
 
-export const BENCH_USAGE = `  attnkit bench [--family flash] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal] [--algorithm fa1|fa2]
+export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
+                [--algorithm fa1|fa2] [--score-mod none|alibi|softcap:<cap>]
                 [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json]
-      Times forward and backward (median after warm-up), prints GFLOP/s beside the float64
-      reference's time on the same shape. Default backend: native when the addon loads, else ts.
+      Times forward and backward through the kernel registry (median after warm-up), prints
+      GFLOP/s beside the float64 reference's time on the same shape. Default backend: the
+      registry's choice for cpu tensors (native when the addon loads, else ts).
       --repeats is at least 1; --warmup may be 0.`;
 
 export const USAGE = `attnkit: fast, exact attention for JavaScript
@@ -99,6 +110,7 @@ async function bench(args: string[], io: CliIo): Promise<number> {
       help: { type: 'boolean', short: 'h', default: false },
       family: { type: 'string', default: 'flash' },
       backend: { type: 'string' },
+      'score-mod': { type: 'string', default: 'none' },
       shape: { type: 'string' },
       causal: { type: 'boolean', default: false },
       algorithm: { type: 'string', default: 'fa2' },
@@ -114,12 +126,11 @@ async function bench(args: string[], io: CliIo): Promise<number> {
     io.out(`Usage:\n${BENCH_USAGE}`);
     return 0;
   }
-  if (values.family !== 'flash')
-    return fail(io, `--family: expected flash, got "${values.family}"`);
-  // The default is the library's for cpu tensors: native when the addon loads, else ts.
-  values.backend ??= values.algorithm !== 'fa1' && nativeAvailable() ? 'native' : 'ts';
-  if (values.backend !== 'ts' && values.backend !== 'webgpu' && values.backend !== 'native') {
-    return fail(io, `--backend: expected ts, webgpu or native, got "${values.backend}"`);
+  if (!(BENCH_FAMILIES as readonly string[]).includes(values.family))
+    return fail(io, `--family: expected ${BENCH_FAMILIES.join(', ')}, got "${values.family}"`);
+  const backends = [...new Set(registeredKernels().map((r) => r.backend))];
+  if (values.backend !== undefined && !backends.includes(values.backend)) {
+    return fail(io, `--backend: expected ${backends.join(', ')}, got "${values.backend}"`);
   }
   if (values.algorithm !== 'fa1' && values.algorithm !== 'fa2') {
     return fail(io, `--algorithm: expected fa1 or fa2, got "${values.algorithm}"`);
@@ -127,7 +138,10 @@ async function bench(args: string[], io: CliIo): Promise<number> {
   const rows = await runBench(
     {
       ...DEFAULT_BENCH,
+      family: values.family as BenchFamily,
+      // Default: the library's choice for cpu tensors (native when the addon loads, else ts).
       backend: values.backend,
+      scoreMod: values['score-mod'],
       shape: values.shape ? parseShape(values.shape) : DEFAULT_BENCH.shape,
       causal: values.causal,
       algorithm: values.algorithm,

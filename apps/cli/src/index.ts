@@ -1,14 +1,17 @@
 export {
   defaultBackendFor,
-  GOLDEN_BACKENDS,
   type GoldenBackend,
   goldenBackend,
+  goldenBackends,
 } from './backends.js';
 export {
+  BENCH_FAMILIES,
+  type BenchFamily,
   type BenchOptions,
   type BenchRow,
   DEFAULT_BENCH,
   formatBenchTable,
+  parseScoreMod,
   parseShape,
   runBench,
 } from './bench.js';

@@ -1,33 +1,12 @@
+import type { AttentionProblem } from '@attnkit/attention';
 import {
-  type AttentionOptions,
-  resolveAttentionProblem,
-  type AttentionProblem,
-} from '@attnkit/attention';
-import {
-  DeviceError,
-  DTypeError,
-  describe,
-  encodeHalfArray,
-  formatShape,
-  ShapeError,
-  sameShape,
-  Tensor,
-  ValueError,
-} from '@attnkit/tensor';
-import {
-  allocF32,
-  fa1Forward,
-  fa2Backward,
-  fa2Forward,
-  flashAttentionBackwardWebGpu,
-  flashAttentionWebGpu,
-  nativeBackward,
-  nativeEngine,
-  nativeForward,
-  planFlashTiles,
-  requireNativeEngine,
-  type WebGpuFlashOptions,
+  defineTiledFamily,
+  nativeAvailable as nativeReady,
+  type TiledOptions,
+  tiledBackwardTs,
+  tiledForwardTs,
 } from '@attnkit/skeleton';
+import { DTypeError, describe, type Tensor, ValueError } from '@attnkit/tensor';
 
 export type {
   FlashTilePlan,
@@ -35,14 +14,11 @@ export type {
   NativeTilePlan,
   NativeTileProblem,
   WebGpuFlashKernel,
-  WebGpuFlashOptions,
   WebGpuFlashPlan,
   WebGpuPlanInput,
   WebGpuTileConfig,
 } from '@attnkit/skeleton';
 export {
-  flashAttentionBackwardWebGpu,
-  flashAttentionWebGpu,
   planFlashTiles,
   planNativeTiles,
   planWebGpuFlash,
@@ -58,29 +34,23 @@ export type FlashAlgorithm = 'fa1' | 'fa2';
  */
 export type FlashBackend = 'ts' | 'webgpu' | 'native';
 
-export interface FlashAttentionOptions extends AttentionOptions {
-  /** Default 'fa2'. The backward of both is FA2's Algorithm 2 (same loop order as FA1's). */
-  algorithm?: FlashAlgorithm;
-  /** Query rows per tile (default: planFlashTiles). */
-  blockQ?: number;
-  /** Key rows per tile (default: planFlashTiles). */
-  blockK?: number;
+export interface FlashAttentionOptions extends TiledOptions {
   /**
-   * Default: 'webgpu' for webgpu tensors; for cpu tensors 'native' when @attnkit/native loads
-   * (and the algorithm is FA2), else 'ts' (the native loader warns once why).
+   * Attention sinks (as gpt-oss): one logit per query head (length Hq) that joins every row's
+   * softmax with a zero value vector, LSE_i = log(sum_j e^S_ij + e^sink_h). The backward
+   * returns dsinks.
    */
-  backend?: FlashBackend;
-  /** webgpu backend: tile sizes per kernel instead of the planner's. */
-  tiles?: WebGpuFlashOptions['tiles'];
-  /** webgpu backend: times each kernel's pass with timestamp queries. */
-  profiler?: WebGpuFlashOptions['profiler'];
+  sinks?: Float32Array | readonly number[];
 }
+
+/** The options of the webgpu backend: the same object (tiles and profiler are part of it). */
+export type WebGpuFlashOptions = FlashAttentionOptions;
 
 export interface FlashAttentionResult {
   /** [B, Hq, Nq, Dv] (BHND) or [totalQ, Hq, Dv] (THD), in q's dtype. */
   o: Tensor;
   /** Natural-log LSE in f32: [B, Hq, Nq] (BHND) or [Hq, totalQ] (THD); -Infinity for a row
-   * without keys. */
+   * without keys (the sink's logit with sinks). */
   lse: Tensor;
 }
 
@@ -88,244 +58,58 @@ export interface FlashAttentionGrads {
   dq: Tensor;
   dk: Tensor;
   dv: Tensor;
+  /** With `sinks`: d loss / d sink, f32 [Hq]. */
+  dsinks?: Tensor;
 }
 
-const BACKENDS: readonly string[] = ['ts', 'webgpu', 'native'];
-
-interface Prepared {
-  p: AttentionProblem;
-  bq: number;
-  bk: number;
-  algorithm: FlashAlgorithm;
+function softmaxHook(p: AttentionProblem, options: FlashAttentionOptions) {
+  const s = options.sinks as unknown;
+  if (s === undefined) return { kind: 'softmax' as const };
+  if (!(s instanceof Float32Array) && !Array.isArray(s)) {
+    throw new ValueError(
+      `sinks: expected a Float32Array or number[] of length Hq = ${p.hq}, got ${describe(s)}`,
+      'sinks',
+    );
+  }
+  const sinks = Float32Array.from(s as ArrayLike<number>);
+  if (sinks.length !== p.hq) {
+    throw new ValueError(
+      `sinks: expected length Hq = ${p.hq}, got length ${sinks.length}`,
+      'sinks',
+    );
+  }
+  if (!sinks.every(Number.isFinite))
+    throw new ValueError(`sinks: expected finite logits, got ${describe(s)}`, 'sinks');
+  return { kind: 'softmax' as const, sinks };
 }
 
-function checkTile(
-  value: unknown,
-  name: 'blockQ' | 'blockK',
-  blockSparse: number | undefined,
-): void {
-  if (value === undefined) return;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new ValueError(`${name}: expected a positive integer, got ${describe(value)}`, name);
-  }
-  if (blockSparse !== undefined && blockSparse % value !== 0) {
-    throw new ValueError(
-      `${name}: expected a divisor of blockSparse.${name} = ${blockSparse} (tiles may not straddle mask blocks), got ${value}`,
-      name,
-    );
-  }
-}
+/**
+ * Softmax attention (FlashAttention) on the skeleton: this family is its hook (softmax, with
+ * optional sinks) and its registrations (ts, native, webgpu); the loops are the skeleton's.
+ */
+const family = defineTiledFamily<FlashAttentionOptions>({
+  family: 'softmax',
+  normalize: softmaxHook,
+  extraOptions: ['sinks'],
+  forwardOutputs: ['o', 'lse'],
+});
 
-function prepare(q: Tensor, k: Tensor, v: Tensor, opts: unknown, backendName = 'ts'): Prepared {
-  if (opts === null || typeof opts !== 'object') {
-    throw new ValueError(`options: expected an object, got ${describe(opts)}`, 'options');
-  }
-  const options = opts as FlashAttentionOptions;
-  const p = resolveAttentionProblem(q, k, v, options);
-  const algorithm = options.algorithm ?? 'fa2';
-  if (algorithm !== 'fa1' && algorithm !== 'fa2') {
-    throw new ValueError(
-      `algorithm: expected "fa1" or "fa2", got ${describe(algorithm)}`,
-      'algorithm',
-    );
-  }
-  const backend = options.backend ?? 'ts';
-  if (!BACKENDS.includes(backend)) {
-    throw new ValueError(
-      `backend: expected one of ${BACKENDS.join(', ')}, got ${describe(backend)}`,
-      'backend',
-    );
-  }
-  checkTile(options.blockQ, 'blockQ', p.blockSparse?.blockQ);
-  checkTile(options.blockK, 'blockK', p.blockSparse?.blockK);
-  if (q.dtype === 'f64') {
+function f64Guard(q: unknown): void {
+  if (q && (q as Tensor).dtype === 'f64') {
     throw new DTypeError(
       'q: expected f32, f16 or bf16 (the kernels compute in f32), got f64; for float64 results use softmaxAttentionReference from @attnkit/attention',
       'q',
     );
   }
-  if (q.device !== 'cpu') {
-    throw new DeviceError(
-      `q: expected a cpu tensor for the '${backendName}' backend, got one on ${q.device}`,
-      'q',
-    );
-  }
-  const plan = planFlashTiles({
-    nq: p.maxSeqQ,
-    nk: p.maxSeqK,
-    d: p.d,
-    dv: p.dv,
-    blockSparse: p.blockSparse,
-  });
-  return {
-    p,
-    bq: Math.min(options.blockQ ?? plan.blockQ, Math.max(1, p.maxSeqQ)),
-    bk: Math.min(options.blockK ?? plan.blockK, Math.max(1, p.maxSeqK)),
-    algorithm,
-  };
-}
-
-/** A tensor of `dtype` (f32 as is; f16/bf16 encoded from the f32 results). */
-function output(data: Float32Array, shape: readonly number[], dtype: Tensor['dtype']): Tensor {
-  if (dtype === 'f16' || dtype === 'bf16')
-    return Tensor.from(encodeHalfArray(dtype, data), shape, dtype);
-  return Tensor.from(data, shape);
 }
 
 /**
- * Softmax attention with the pure-TS FlashAttention kernels (synchronous). q [B, Hq, Nq, D],
- * k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (or THD with cuSeqlensQ/K) of dtype f32, f16 or bf16;
- * returns o in q's dtype and lse in f32. All KERNELS.md "Common" options apply.
- */
-export function flashAttentionTs(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  options: FlashAttentionOptions = {},
-): FlashAttentionResult {
-  const { p, bq, bk, algorithm } = prepare(q, k, v, options);
-  const O = allocF32(
-    p.oShape.reduce((a, x) => a * x, 1),
-    'output',
-  );
-  const LSE = allocF32(
-    p.lseShape.reduce((a, x) => a * x, 1),
-    'output',
-  );
-  const kernel = algorithm === 'fa1' ? fa1Forward : fa2Forward;
-  kernel(p, q.toFloat32Array(), k.toFloat32Array(), v.toFloat32Array(), O, LSE, bq, bk);
-  return { o: output(O, p.oShape, q.dtype), lse: Tensor.from(LSE, p.lseShape) };
-}
-
-function checkLike(t: unknown, name: string, shape: readonly number[], dtype: string): Tensor {
-  const tt = t as Tensor;
-  if (!tt || typeof tt !== 'object' || !Array.isArray(tt.shape) || typeof tt.dtype !== 'string') {
-    throw new ShapeError(`${name}: expected a Tensor, got ${describe(t)}`, name);
-  }
-  if (!sameShape(tt.shape, shape)) {
-    throw new ShapeError(
-      `${name}: expected shape ${formatShape(shape)}, got ${formatShape(tt.shape)}`,
-      name,
-    );
-  }
-  if (tt.dtype !== dtype)
-    throw new DTypeError(`${name}: expected dtype ${dtype}, got ${tt.dtype}`, name);
-  if (tt.device !== 'cpu') {
-    throw new DeviceError(
-      `${name}: expected a cpu tensor for the 'ts' backend, got one on ${tt.device}`,
-      name,
-    );
-  }
-  return tt;
-}
-
-/**
- * Gradients dq, dk, dv (in q's dtype) of the attention whose forward gave o and lse, for the
- * upstream gradient dO (shape and dtype of o; lse f32). FA1 and FA2 share this kernel: FA1's
- * backward already loops over K/V tiles outside and Q tiles inside, as FA2's Algorithm 2 does.
- */
-export function flashAttentionBackwardTs(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  o: Tensor,
-  lse: Tensor,
-  dO: Tensor,
-  options: FlashAttentionOptions = {},
-): FlashAttentionGrads {
-  const { p, bq, bk } = prepare(q, k, v, options);
-  checkLike(o, 'o', p.oShape, q.dtype);
-  checkLike(lse, 'lse', p.lseShape, 'f32');
-  checkLike(dO, 'dO', p.oShape, q.dtype);
-  const dQ = allocF32(q.size, 'output');
-  const dK = allocF32(k.size, 'output');
-  const dV = allocF32(v.size, 'output');
-  fa2Backward(
-    p,
-    q.toFloat32Array(),
-    k.toFloat32Array(),
-    v.toFloat32Array(),
-    o.toFloat32Array(),
-    lse.toFloat32Array(),
-    dO.toFloat32Array(),
-    dQ,
-    dK,
-    dV,
-    bq,
-    bk,
-  );
-  return {
-    dq: output(dQ, q.shape, q.dtype),
-    dk: output(dK, k.shape, q.dtype),
-    dv: output(dV, v.shape, q.dtype),
-  };
-}
-
-/** FlashAttention-2 forward on the native engine (cpu tensors; f16/bf16 computed in f32). */
-export async function flashAttentionNative(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  options: FlashAttentionOptions = {},
-): Promise<FlashAttentionResult> {
-  const { p, algorithm } = prepare(q, k, v, options, 'native');
-  checkNativeAlgorithm(algorithm);
-  const engine = requireNativeEngine();
-  const { o, lse } = await nativeForward(engine, p, q, k, v, options);
-  return { o: output(o, p.oShape, q.dtype), lse: Tensor.from(lse, p.lseShape) };
-}
-
-/** FlashAttention-2 backward on the native engine (see flashAttentionBackwardTs). */
-export async function flashAttentionBackwardNative(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  o: Tensor,
-  lse: Tensor,
-  dO: Tensor,
-  options: FlashAttentionOptions = {},
-): Promise<FlashAttentionGrads> {
-  const { p, algorithm } = prepare(q, k, v, options, 'native');
-  checkNativeAlgorithm(algorithm);
-  checkLike(o, 'o', p.oShape, q.dtype);
-  checkLike(lse, 'lse', p.lseShape, 'f32');
-  checkLike(dO, 'dO', p.oShape, q.dtype);
-  const engine = requireNativeEngine();
-  const g = await nativeBackward(engine, p, { q, k, v, o, lse, dO }, options);
-  return {
-    dq: output(g.dq, q.shape, q.dtype),
-    dk: output(g.dk, k.shape, q.dtype),
-    dv: output(g.dv, v.shape, q.dtype),
-  };
-}
-
-function checkNativeAlgorithm(algorithm: FlashAlgorithm): void {
-  if (algorithm !== 'fa2') {
-    throw new ValueError(
-      `algorithm: expected "fa2" with the native backend (it implements FA2 only), got ${describe(algorithm)}`,
-      'algorithm',
-    );
-  }
-}
-
-/**
- * cpu tensors without a named backend: native when it loads and the algorithm is FA2 (the
- * native kernels' only one), else ts.
- */
-function cpuDefault(options: FlashAttentionOptions): 'native' | 'ts' {
-  const fa2 =
-    options === null || typeof options !== 'object' || (options.algorithm ?? 'fa2') === 'fa2';
-  return fa2 && nativeAvailable() ? 'native' : 'ts';
-}
-
-/** Whether the native engine loaded (if not, @attnkit/native has warned once why). */
-export function nativeAvailable(): boolean {
-  return nativeEngine() !== undefined;
-}
-
-/**
- * Backend-dispatching forward. Async because GPU backends read their results back
- * asynchronously; errors arrive as rejected promises.
+ * Softmax attention: FlashAttention-2 (or FA1's loop order with `algorithm: 'fa1'`, ts only).
+ * q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (or THD with cuSeqlensQ/K); every
+ * option of KERNELS.md "Common", score mods (softcap, ALiBi, bias, custom), mask mods and sinks.
+ * The backend follows the inputs' device (webgpu tensors: WGSL; cpu: native when its addon
+ * loads, else TS) unless `backend` names one; a combination a backend cannot run is an
+ * UnsupportedError saying why. Async: errors arrive as rejected promises.
  */
 export async function flashAttention(
   q: Tensor,
@@ -333,19 +117,15 @@ export async function flashAttention(
   v: Tensor,
   options: FlashAttentionOptions = {},
 ): Promise<FlashAttentionResult> {
-  const backend = backendFor(q, options) ?? cpuDefault(options);
-  if (backend === 'webgpu') return flashAttentionWebGpu(q, k, v, options);
-  if (backend === 'native') return flashAttentionNative(q, k, v, options);
-  return flashAttentionTs(q, k, v, options);
+  f64Guard(q);
+  return (await family.forward(q, k, v, options)) as FlashAttentionResult;
 }
 
-/** The backend named in options, else the one of q's device. */
-function backendFor(q: Tensor, options: FlashAttentionOptions): string | undefined {
-  if (options === null || typeof options !== 'object') return undefined;
-  return options.backend ?? (q?.device === 'webgpu' ? 'webgpu' : undefined);
-}
-
-/** Backend-dispatching backward (see flashAttentionBackwardTs). */
+/**
+ * Gradients dq, dk, dv (in q's dtype; dsinks with sinks) of the attention whose forward gave o
+ * and lse, for the upstream gradient dO. FA1 and FA2 share the backward: FA1's already loops
+ * over K/V tiles outside and Q tiles inside, as FA2's Algorithm 2 does.
+ */
 export async function flashAttentionBackward(
   q: Tensor,
   k: Tensor,
@@ -355,12 +135,92 @@ export async function flashAttentionBackward(
   dO: Tensor,
   options: FlashAttentionOptions = {},
 ): Promise<FlashAttentionGrads> {
-  const backend = backendFor(q, options) ?? cpuDefault(options);
-  if (backend === 'webgpu') {
-    return flashAttentionBackwardWebGpu(q, k, v, o, lse, dO, options);
-  }
-  if (backend === 'native') return flashAttentionBackwardNative(q, k, v, o, lse, dO, options);
-  return flashAttentionBackwardTs(q, k, v, o, lse, dO, options);
+  f64Guard(q);
+  return family.backward(q, k, v, o, lse, dO, options);
+}
+
+/** flashAttention on the pure-TS kernels, synchronously (cpu tensors). */
+export function flashAttentionTs(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: FlashAttentionOptions = {},
+): FlashAttentionResult {
+  f64Guard(q);
+  const { p, hooks } = family.resolve(q, k, v, options);
+  return tiledForwardTs(p, hooks, q, k, v, options) as FlashAttentionResult;
+}
+
+/** flashAttentionBackward on the pure-TS kernels, synchronously. */
+export function flashAttentionBackwardTs(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  dO: Tensor,
+  options: FlashAttentionOptions = {},
+): FlashAttentionGrads {
+  f64Guard(q);
+  const { p, hooks } = family.resolve(q, k, v, options);
+  return tiledBackwardTs(p, hooks, q, k, v, o, lse, dO, options);
+}
+
+const withBackend = (options: FlashAttentionOptions, backend: FlashBackend) => {
+  if (options === null || typeof options !== 'object')
+    throw new ValueError(`options: expected an object, got ${describe(options)}`, 'options');
+  return { ...options, backend };
+};
+
+/** flashAttention with `backend: 'native'`. */
+export function flashAttentionNative(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: FlashAttentionOptions = {},
+): Promise<FlashAttentionResult> {
+  return flashAttention(q, k, v, withBackend(options, 'native'));
+}
+
+/** flashAttentionBackward with `backend: 'native'`. */
+export function flashAttentionBackwardNative(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  dO: Tensor,
+  options: FlashAttentionOptions = {},
+): Promise<FlashAttentionGrads> {
+  return flashAttentionBackward(q, k, v, o, lse, dO, withBackend(options, 'native'));
+}
+
+/** flashAttention with `backend: 'webgpu'`. */
+export function flashAttentionWebGpu(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: FlashAttentionOptions = {},
+): Promise<FlashAttentionResult> {
+  return flashAttention(q, k, v, withBackend(options, 'webgpu'));
+}
+
+/** flashAttentionBackward with `backend: 'webgpu'`. */
+export function flashAttentionBackwardWebGpu(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  dO: Tensor,
+  options: FlashAttentionOptions = {},
+): Promise<FlashAttentionGrads> {
+  return flashAttentionBackward(q, k, v, o, lse, dO, withBackend(options, 'webgpu'));
+}
+
+/** Whether the native engine loaded (if not, @attnkit/native has warned once why). */
+export function nativeAvailable(): boolean {
+  return nativeReady() === true;
 }
 
 /**

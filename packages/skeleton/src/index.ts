@@ -20,10 +20,15 @@ export {
 } from './cpu/run.js';
 export * from './hooks.js';
 export {
+  type NativeTileOptions,
+  nativeAvailable,
   nativeBackward,
   nativeEngine,
   nativeForward,
+  nativeSupports,
   requireNativeEngine,
+  tiledBackwardNative,
+  tiledForwardNative,
 } from './native.js';
 export type {
   FlashTilePlan,
@@ -47,3 +52,4 @@ export type {
   WebGpuTileConfig,
 } from './webgpu/plan.js';
 export { planWebGpuFlash } from './webgpu/plan.js';
+export * from './family.js';

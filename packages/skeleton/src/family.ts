@@ -1,0 +1,282 @@
+import {
+  type AttentionOptions,
+  type AttentionProblem,
+  type KernelPass,
+  type KernelRequest,
+  type KernelTensors,
+  registerKernel,
+  resolveAttentionProblem,
+  resolveScoreMods,
+  type ScoreMod,
+  selectKernel,
+} from '@attnkit/attention';
+import { describe, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
+import type { GpuProfiler } from '@attnkit/webgpu';
+import { tiledBackwardTs, tiledForwardTs } from './cpu/run.js';
+import type { NormalizeHook, TiledHooks } from './hooks.js';
+import { nativeAvailable, tiledBackwardNative, tiledForwardNative } from './native.js';
+import { tiledBackwardWebGpu, tiledForwardWebGpu } from './webgpu/host.js';
+import type { WebGpuFlashKernel, WebGpuTileConfig } from './webgpu/plan.js';
+
+/**
+ * A family on the skeleton is its hooks plus registrations: `defineTiledFamily` registers the
+ * family's forward and backward on every backend of the skeleton (ts, native, webgpu) and
+ * returns the dispatching public functions. Dispatch reads the registry, so `attnkit verify`,
+ * `attnkit bench` and the conformance runner select exactly as the public functions do.
+ */
+
+export type TiledBackend = 'ts' | 'native' | 'webgpu';
+
+/** Options every family on the skeleton takes (KERNELS.md "Common" plus mods and tiling). */
+export interface TiledOptions extends AttentionOptions {
+  /** One score mod or a list applied in order (softcap, alibi, bias, custom). */
+  scoreMod?: ScoreMod | readonly ScoreMod[];
+  /** Default: the registry's choice for the inputs' device (webgpu; cpu: native, else ts). */
+  backend?: TiledBackend;
+  /** 'fa2' (default) or 'fa1' (ts backend): the paper's two loop orders. */
+  algorithm?: 'fa1' | 'fa2';
+  /** ts / native: query rows per tile. */
+  blockQ?: number;
+  /** ts / native: key rows per tile. */
+  blockK?: number;
+  /** webgpu: tile sizes per kernel instead of the planner's. */
+  tiles?: Partial<Record<WebGpuFlashKernel, Partial<WebGpuTileConfig>>>;
+  /** webgpu: times each kernel's pass with timestamp queries. */
+  profiler?: GpuProfiler;
+}
+
+export interface TiledForwardResult {
+  /** Layout of q, dtype of q. */
+  o: Tensor;
+  /** Softmax families: natural-log LSE (f32). */
+  lse?: Tensor;
+}
+
+export interface TiledGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  /** With attention sinks: d loss / d sink per query head (f32 [Hq]). */
+  dsinks?: Tensor;
+}
+
+export interface TiledFamilyDef<O extends TiledOptions> {
+  /** Registry name (also the golden kind it verifies). */
+  family: string;
+  /** The family's normalisation from its options (validated here: typed errors). */
+  normalize: (p: AttentionProblem, options: O) => NormalizeHook;
+  /** Option names of this family beyond TiledOptions (anything else is a typo: ValueError). */
+  extraOptions: readonly string[];
+  /** Forward outputs: ['o', 'lse'] for softmax families, ['o'] for pointwise ones. */
+  forwardOutputs: readonly string[];
+}
+
+export interface TiledFamily<O extends TiledOptions> {
+  /** Validates q, k, v and the options (typed errors naming the argument) into problem + hooks. */
+  resolve: (
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    options?: O,
+  ) => { p: AttentionProblem; hooks: TiledHooks };
+  forward: (q: Tensor, k: Tensor, v: Tensor, options?: O) => Promise<TiledForwardResult>;
+  /** o and lse: the forward's results (softmax families); pointwise families ignore them. */
+  backward: (
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor | undefined,
+    lse: Tensor | undefined,
+    dO: Tensor,
+    options?: O,
+  ) => Promise<TiledGrads>;
+}
+
+const COMMON_OPTIONS = [
+  'scale',
+  'causal',
+  'window',
+  'layout',
+  'cuSeqlensQ',
+  'cuSeqlensK',
+  'blockSparse',
+  'maskMod',
+  'scoreMod',
+  'backend',
+  'algorithm',
+  'blockQ',
+  'blockK',
+  'tiles',
+  'profiler',
+];
+
+const BACKENDS: Record<TiledBackend, { priority: number; devices: string[] }> = {
+  webgpu: { priority: 30, devices: ['webgpu'] },
+  native: { priority: 20, devices: ['cpu'] },
+  ts: { priority: 10, devices: ['cpu'] },
+};
+
+interface Resolved {
+  p: AttentionProblem;
+  hooks: TiledHooks;
+}
+
+function checkOptions(options: unknown, known: readonly string[]): Record<string, unknown> {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new ValueError(`options: expected an object, got ${describe(options)}`, 'options');
+  }
+  const o = options as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!known.includes(key) && o[key] !== undefined) {
+      throw new ValueError(
+        `options.${key}: expected one of ${known.join(', ')} (unknown option), got ${describe(o[key])}`,
+        key,
+      );
+    }
+  }
+  if (o.backend !== undefined && !Object.hasOwn(BACKENDS, o.backend as string)) {
+    throw new ValueError(
+      `backend: expected one of ${Object.keys(BACKENDS).join(', ')}, got ${describe(o.backend)}`,
+      'backend',
+    );
+  }
+  if (o.algorithm !== undefined && o.algorithm !== 'fa1' && o.algorithm !== 'fa2')
+    throw new ValueError(
+      `algorithm: expected "fa1" or "fa2", got ${describe(o.algorithm)}`,
+      'algorithm',
+    );
+  return o;
+}
+
+function checkTensorArg(t: unknown, name: string): Tensor {
+  const tt = t as Tensor;
+  if (!tt || typeof tt !== 'object' || !Array.isArray(tt.shape) || typeof tt.device !== 'string')
+    throw new ShapeError(`${name}: expected a Tensor, got ${describe(t)}`, name);
+  return tt;
+}
+
+/** Why a backend cannot run these options, from the options alone (no resolution needed). */
+function declines(
+  backend: TiledBackend,
+  pass: KernelPass,
+  options: Readonly<Record<string, unknown>>,
+): string | undefined {
+  const mods = options.scoreMod === undefined ? [] : [options.scoreMod].flat();
+  const custom = mods.filter(
+    (m): m is Extract<ScoreMod, { kind: 'custom' }> =>
+      !!m && typeof m === 'object' && (m as ScoreMod).kind === 'custom',
+  );
+  const mask = options.maskMod as { wgsl?: unknown } | undefined;
+  const fa1 = options.algorithm === 'fa1';
+  if (backend === 'native') {
+    if (custom.length > 0)
+      return 'the native engine runs the built-in score mods only (softcap, alibi, bias); custom mods run on ts and webgpu';
+    if (mask !== undefined)
+      return 'the native engine runs no user mask mods (they are TS/WGSL functions); use ts or webgpu';
+    if (fa1) return 'the native engine implements FA2 only';
+  }
+  if (backend === 'webgpu') {
+    if (fa1) return 'the WGSL kernels implement FA2 only';
+    const noWgsl = custom.find((m) => typeof m.wgsl !== 'string');
+    if (noWgsl) return `custom score mod "${noWgsl.name}" has no wgsl source`;
+    if (pass === 'backward') {
+      const noGrad = custom.find((m) => typeof m.wgslGrad !== 'string');
+      if (noGrad)
+        return `custom score mod "${noGrad.name}" has no wgslGrad source for the backward`;
+    }
+    if (mask !== undefined && typeof mask.wgsl !== 'string')
+      return 'the mask mod has no wgsl source';
+  }
+  if (backend === 'ts' && pass === 'backward') {
+    const noGrad = custom.find((m) => typeof m.tsGrad !== 'function');
+    if (noGrad) return `custom score mod "${noGrad.name}" has no tsGrad for the backward`;
+  }
+  return undefined;
+}
+
+async function runOn(
+  backend: TiledBackend,
+  pass: KernelPass,
+  r: Resolved,
+  t: KernelTensors,
+  options: TiledOptions,
+): Promise<KernelTensors> {
+  const { p, hooks } = r;
+  if (pass === 'forward') {
+    const res =
+      backend === 'ts'
+        ? tiledForwardTs(p, hooks, t.q!, t.k!, t.v!, options)
+        : backend === 'native'
+          ? await tiledForwardNative(p, hooks, t.q!, t.k!, t.v!, options)
+          : await tiledForwardWebGpu(p, hooks, t.q!, t.k!, t.v!, options);
+    return res.lse ? { o: res.o, lse: res.lse } : { o: res.o };
+  }
+  const args = [p, hooks, t.q!, t.k!, t.v!, t.o, t.lse, t.do!, options] as const;
+  const g =
+    backend === 'ts'
+      ? tiledBackwardTs(...args)
+      : backend === 'native'
+        ? await tiledBackwardNative(...args)
+        : await tiledBackwardWebGpu(...args);
+  return { ...g } as KernelTensors;
+}
+
+/** Registers `def` on every backend and returns its dispatching forward and backward. */
+export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>): TiledFamily<O> {
+  const known = [...COMMON_OPTIONS, ...def.extraOptions];
+  const inputsOf = (t: KernelTensors): [Tensor, Tensor, Tensor] => [
+    checkTensorArg(t.q, 'q'),
+    checkTensorArg(t.k, 'k'),
+    checkTensorArg(t.v, 'v'),
+  ];
+  const resolve = (t: KernelTensors, options: unknown): Resolved & { o: O } => {
+    const o = checkOptions(options ?? {}, known) as O;
+    const [q, k, v] = inputsOf(t);
+    const p = resolveAttentionProblem(q, k, v, o);
+    const scoreMods = resolveScoreMods(o.scoreMod, p, q.device);
+    return { p, hooks: { normalize: def.normalize(p, o), scoreMods }, o };
+  };
+  for (const backend of Object.keys(BACKENDS) as TiledBackend[]) {
+    for (const pass of ['forward', 'backward'] as const) {
+      registerKernel({
+        family: def.family,
+        pass,
+        backend,
+        ...BACKENDS[backend],
+        available: backend === 'native' ? nativeAvailable : undefined,
+        supports: (req: KernelRequest) => declines(backend, pass, req.options) ?? true,
+        outputs: pass === 'forward' ? def.forwardOutputs : ['dq', 'dk', 'dv'],
+        run: (t, options) => {
+          const r = resolve(t, options);
+          return runOn(backend, pass, r, t, r.o);
+        },
+      });
+    }
+  }
+  const dispatch = async (pass: KernelPass, t: KernelTensors, options: O | undefined) => {
+    const r = resolve(t, options);
+    const q = t.q!;
+    const reg = selectKernel(
+      {
+        family: def.family,
+        pass,
+        device: q.device,
+        dtype: q.dtype,
+        options: r.o as Record<string, unknown>,
+      },
+      r.o.backend,
+    );
+    return runOn(reg.backend as TiledBackend, pass, r, t, r.o);
+  };
+  return {
+    resolve: (q, k, v, options) => resolve({ q, k, v } as KernelTensors, options),
+    forward: async (q, k, v, options) =>
+      (await dispatch('forward', { q, k, v }, options)) as unknown as TiledForwardResult,
+    backward: async (q, k, v, o, lse, dO, options) => {
+      const t: KernelTensors = { q, k, v, do: dO };
+      if (o !== undefined) t.o = o;
+      if (lse !== undefined) t.lse = lse;
+      return (await dispatch('backward', t, options)) as unknown as TiledGrads;
+    },
+  };
+}
