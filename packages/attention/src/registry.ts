@@ -1,4 +1,11 @@
-import { AttnkitError, describe, type Tensor, ValueError } from '@attnkit/tensor';
+import {
+  AttnkitError,
+  BackendUnavailableError,
+  DeviceError,
+  describe,
+  type Tensor,
+  ValueError,
+} from '@attnkit/tensor';
 
 /**
  * The family x backend registry (DESIGN.md "The skeleton and the families"; the shape of fla's
@@ -127,6 +134,21 @@ export function selectKernel(request: KernelRequest, backend?: string): KernelRe
     if (!reg) {
       throw new ValueError(
         `backend: expected one of ${candidates.map((r) => r.backend).join(', ')} for ${request.family} ${request.pass}, got ${describe(backend)}`,
+        'backend',
+      );
+    }
+    // A named backend that cannot take these tensors or is not available here gets the
+    // precise error (nothing moves between devices implicitly; no silent fallback).
+    if (!reg.devices.includes(request.device)) {
+      throw new DeviceError(
+        `q: expected a tensor on ${reg.devices.join(' or ')} for backend '${backend}', got one on ${request.device}`,
+        'q',
+      );
+    }
+    const avail = reg.available?.() ?? true;
+    if (avail !== true) {
+      throw new BackendUnavailableError(
+        `backend: expected the ${backend} backend, but it is unavailable: ${avail}`,
         'backend',
       );
     }

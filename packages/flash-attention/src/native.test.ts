@@ -5,9 +5,10 @@ import {
   softmaxAttentionReference,
   softmaxAttentionReferenceBackward,
   toleranceFor,
+  UnsupportedError,
 } from '@attnkit/attention';
 import { loadNative, nativeLoadError } from '@attnkit/native';
-import { Rng, ValueError } from '@attnkit/tensor';
+import { Rng } from '@attnkit/tensor';
 import {
   type Accounting,
   expectClose,
@@ -101,12 +102,13 @@ describe.runIf(engine)('dispatch', () => {
     expect(g.dk.toFloat32Array()).toEqual(gn.dk.toFloat32Array());
   });
 
-  test("backend 'native' with algorithm 'fa1': ValueError naming algorithm", async () => {
+  test("backend 'native' with algorithm 'fa1': UnsupportedError saying FA2 only", async () => {
     const c = randomCase(new Rng(3), 'plain');
     const options = { ...c.options, backend: 'native' as const, algorithm: 'fa1' as const };
-    await expect(flashAttention(c.q, c.k, c.v, options)).rejects.toThrow(ValueError);
+    await expect(flashAttention(c.q, c.k, c.v, options)).rejects.toThrow(UnsupportedError);
     await expect(flashAttention(c.q, c.k, c.v, options)).rejects.toMatchObject({
-      argument: 'algorithm',
+      argument: 'backend',
+      message: expect.stringMatching(/implements FA2 only/),
     });
     // The backward refuses it the same way (it used to run FA2 regardless).
     const { o, lse } = await flashAttentionNative(c.q, c.k, c.v, c.options);
@@ -114,8 +116,8 @@ describe.runIf(engine)('dispatch', () => {
       () => flashAttentionBackward(c.q, c.k, c.v, o, lse, c.dO, options),
       () => flashAttentionBackwardNative(c.q, c.k, c.v, o, lse, c.dO, options),
     ]) {
-      await expect(run()).rejects.toThrow(ValueError);
-      await expect(run()).rejects.toMatchObject({ argument: 'algorithm' });
+      await expect(run()).rejects.toThrow(UnsupportedError);
+      await expect(run()).rejects.toMatchObject({ argument: 'backend' });
     }
   });
 });
