@@ -5,12 +5,13 @@
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { setTimeout } from 'node:timers/promises';
+import { attentionCalls } from './addon-api.mjs';
 
 const req = createRequire(import.meta.url);
 const A = req(resolve(process.argv[2]));
 const Bn = req(resolve(process.argv[3]));
 const reps = Number(process.argv[4] ?? 7);
-const isa = A.info().isas[0];
+const calls = [attentionCalls(A), attentionCalls(Bn)];
 const rows = [];
 for (const [B, H, N, D] of [
   [1, 8, 2048, 64],
@@ -41,11 +42,9 @@ for (const [B, H, N, D] of [
     };
     const o = new Float32Array(size),
       lse = new Float32Array(B * H * N);
-    await A.flashForward(isa, p, q, k, v, o, lse, true);
+    await calls[0].forward(p, q, k, v, o, lse);
     const outs = [0, 1].map(() => [0, 1, 2].map(() => new Float32Array(size)));
-    const fns = [A, Bn].map(
-      (m, i) => () => m.flashBackward(isa, p, q, k, v, o, lse, dO, ...outs[i], true),
-    );
+    const fns = calls.map((c, i) => () => c.backward(p, q, k, v, o, lse, dO, ...outs[i]));
     const best = [Infinity, Infinity];
     for (const f of fns) await f();
     for (let r = 0; r < reps; r++)

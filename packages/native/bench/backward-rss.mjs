@@ -3,6 +3,7 @@
 //   for t in 1 2 8 32; do ATTNKIT_NUM_THREADS=$t node packages/native/bench/backward-rss.mjs ADDON.node; done
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
+import { attentionCalls } from './addon-api.mjs';
 
 const m = createRequire(import.meta.url)(resolve(process.argv[2]));
 const [B, H, N, D] = [1, 8, 4096, 128];
@@ -31,10 +32,10 @@ const p = {
 const o = new Float32Array(size),
   lse = new Float32Array(B * H * N);
 const [dq, dk, dv] = [0, 1, 2].map(() => new Float32Array(size).fill(1));
-const isa = m.info().isas[0];
-m.flashForward(isa, p, q, k, v, o, lse, false);
+const calls = attentionCalls(m);
+await calls.forward(p, q, k, v, o, lse);
 const before = process.resourceUsage().maxRSS;
-m.flashBackward(isa, p, q, k, v, o, lse, dO, dq, dk, dv, false);
+await calls.backward(p, q, k, v, o, lse, dO, dq, dk, dv);
 const after = process.resourceUsage().maxRSS;
 console.log(
   JSON.stringify({

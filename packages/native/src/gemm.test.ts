@@ -85,14 +85,14 @@ describe.runIf(base)('GEMM vs a float64 loop, every ISA', () => {
           g,
         ] as const,
     ),
-  )('%s', (_name, g) => {
+  )('%s', async (_name, g) => {
     const a = filled(rng, (g.transA ? g.k : g.m) * g.lda);
     const b = filled(rng, (g.transB ? g.n : g.k) * g.ldb);
     const c0 = g.beta === 0 ? poisoned(g.m * g.ldc) : filled(rng, g.m * g.ldc);
     const ref = naive(g, a, b, c0);
     for (const e of engines) {
       const c = c0.slice();
-      e.gemmSync({ ...g, a, b, c });
+      await e.gemm({ ...g, a, b, c });
       // Only the m x n window is written: the padding columns keep their values.
       const window = (x: ArrayLike<number>) =>
         Array.from({ length: g.m * g.n }, (_, t) => x[Math.floor(t / g.n) * g.ldc + (t % g.n)]!);
@@ -103,16 +103,24 @@ describe.runIf(base)('GEMM vs a float64 loop, every ISA', () => {
     }
   });
 
-  test('k = 0 or alpha = 0 scales C by beta; async matches sync', async () => {
+  test('k = 0 or alpha = 0 scales C by beta; the gemm shorthand is run("gemm")', async () => {
     const e = base!;
     const c = Float32Array.from([1, 2, 3, 4]);
-    e.gemmSync({ m: 2, n: 2, k: 0, a: new Float32Array(0), b: new Float32Array(0), c, beta: 0.5 });
+    await e.gemm({
+      m: 2,
+      n: 2,
+      k: 0,
+      a: new Float32Array(0),
+      b: new Float32Array(0),
+      c,
+      beta: 0.5,
+    });
     expect([...c]).toEqual([0.5, 1, 1.5, 2]);
     const a = filled(rng, 64 * 80);
     const b = filled(rng, 80 * 96);
     const c1 = poisoned(64 * 96);
     const c2 = poisoned(64 * 96);
-    e.gemmSync({ m: 64, n: 96, k: 80, a, b, c: c1 });
+    await e.run('gemm', { m: 64, n: 96, k: 80 }, { a, b }, { c: c1 });
     await e.gemm({ m: 64, n: 96, k: 80, a, b, c: c2 });
     expect(c2).toEqual(c1);
   });

@@ -82,82 +82,238 @@ describe('missing or broken addon', () => {
   });
 });
 
-describe.runIf(base)('bad arguments throw TypeError / RangeError naming the argument', () => {
-  const rng = new Rng(1);
-  const q = rng.randn([1, 2, 10, 16]);
-  const k = rng.randn([1, 1, 12, 16]);
-  const v = rng.randn([1, 1, 12, 8]);
-  const p = resolveAttentionProblem(q, k, v, { causal: true });
-  const args = () => ({
-    q: q.toFloat32Array(),
-    k: k.toFloat32Array(),
-    v: v.toFloat32Array(),
-    o: new Float32Array(2 * 10 * 8),
-    lse: new Float32Array(2 * 10),
-  });
-  const fwd = (problem: unknown, a = args()) =>
-    base!.flashForwardSync(problem as typeof p, a.q, a.k, a.v, a.o, a.lse);
-
-  test('arrays: type and length', () => {
-    const a = args();
-    expect(() => fwd(p, { ...a, q: new Float64Array(a.q) as never })).toThrow(TypeError);
-    expect(() => fwd(p, { ...a, q: new Float64Array(a.q) as never })).toThrow(
-      /^q: expected a Float32Array, got Float64Array/,
-    );
-    expect(() => fwd(p, { ...a, o: new Float32Array(7) })).toThrow(RangeError);
-    expect(() => fwd(p, { ...a, o: new Float32Array(7) })).toThrow(/^o: expected 160 elements/);
-    expect(() => fwd(p, { ...a, lse: new Float32Array(21) })).toThrow(/^lse: /);
-  });
-
-  test('problem fields', () => {
-    expect(() => fwd(null)).toThrow(/^problem: expected an object/);
-    expect(() => fwd({ ...p, layout: 'NHD' })).toThrow(/^problem\.layout/);
-    expect(() => fwd({ ...p, hkv: 3 })).toThrow(/^problem\.hkv: expected a divisor of hq = 2/);
-    expect(() => fwd({ ...p, d: 2.5 })).toThrow(RangeError);
-    expect(() => fwd({ ...p, scale: Number.NaN })).toThrow(/^problem\.scale/);
-    expect(() => fwd({ ...p, left: -2 })).toThrow(/^problem\.left/);
-    expect(() => fwd({ ...p, seqQ: [10] })).toThrow(TypeError);
-    expect(() => fwd({ ...p, seqQ: Int32Array.of(11) })).toThrow(/^problem\.seqQ\[0\]/);
-    expect(() => fwd({ ...p, blockK: 0 })).toThrow(/^problem\.blockK/);
-    const mask = Tensor.from(Uint8Array.of(1, 1, 1, 1), [2, 2]);
-    const sparse = resolveAttentionProblem(q, k, v, {
-      blockSparse: { blockQ: 5, blockK: 6, mask },
-    });
-    expect(() =>
-      fwd({ ...sparse, blockSparse: { ...sparse.blockSparse!, mask: new Uint8Array(3) } }),
-    ).toThrow(/^problem\.blockSparse\.mask: expected at least 4 elements/);
-    expect(() => fwd({ ...sparse, blockSparse: { ...sparse.blockSparse!, nbq: 1 } })).toThrow(
-      /^problem\.blockSparse\.nbq/,
-    );
-  });
-
-  test('async calls reject with the same errors', async () => {
-    const a = args();
-    await expect(base!.flashForward(p, a.q, a.k, a.v, new Float32Array(1), a.lse)).rejects.toThrow(
-      /^o: /,
-    );
-    await expect(
-      base!.flashBackward(p, a.q, a.k, a.v, a.o, a.lse, a.o, a.q, a.k, new Float32Array(1)),
-    ).rejects.toThrow(/^dv: /);
-  });
-
-  test('gemm arguments', () => {
+describe.runIf(base)('the op registry', () => {
+  test('ops(): every op with its ISAs (best first), the chosen one, and its array names', () => {
     const e = base!;
-    const m = {
-      m: 2,
-      n: 3,
-      k: 4,
-      a: new Float32Array(8),
-      b: new Float32Array(12),
-      c: new Float32Array(6),
-    };
-    expect(() => e.gemmSync({ ...m, lda: 3 })).toThrow(/^args\.lda: expected an integer in \[4,/);
-    expect(() => e.gemmSync({ ...m, c: new Float32Array(5) })).toThrow(
-      /^args\.c: expected at least 6/,
-    );
-    expect(() => e.gemmSync({ ...m, m: -1 })).toThrow(/^args\.m/);
-    expect(() => e.gemmSync({ ...m, alpha: Number.POSITIVE_INFINITY })).toThrow(/^args\.alpha/);
-    expect(() => e.gemmSync({ ...m, b: [1, 2] as never })).toThrow(TypeError);
-    expect(() => e.gemmSync(null as never)).toThrow(/^args: /);
+    const ops = e.ops();
+    expect(Object.keys(ops).sort()).toEqual(['attention.backward', 'attention.forward', 'gemm']);
+    for (const info of Object.values(ops)) {
+      expect(info.isas).toEqual(e.availableIsas);
+      expect(info.chosen).toBe(e.availableIsas[0]);
+    }
+    expect(ops['attention.forward'].inputs).toEqual(['q', 'k', 'v']);
+    expect(ops['attention.forward'].outputs).toEqual(['o', 'lse']);
+    expect(ops['attention.backward'].inputs).toEqual(['q', 'k', 'v', 'o', 'lse', 'dO']);
+    expect(ops['attention.backward'].outputs).toEqual(['dq', 'dk', 'dv', 'dsinks']);
+    expect(ops.gemm.inputs).toEqual(['a', 'b']);
+    // A forced ISA caps the choice per op.
+    const scalar = loadNative({ isa: 'scalar' })!;
+    expect(scalar.ops()['attention.forward'].chosen).toBe('scalar');
+  });
+
+  test('no *Sync twins: every call is a promise', () => {
+    const e = base! as unknown as Record<string, unknown>;
+    for (const name of Object.keys(e)) expect(name).not.toMatch(/Sync$/);
+  });
+
+  test('the addon loads lazily: importing the module loads nothing', async () => {
+    vi.resetModules();
+    // A path that would fail loudly if it were loaded at import time.
+    vi.stubEnv('ATTNKIT_NATIVE_ADDON', `${nativeAddonPath()}.not-loaded-at-import`);
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    await import('./index.js');
+    expect(warn).not.toHaveBeenCalled();
   });
 });
+
+describe.runIf(base)(
+  'bad arguments: run() rejects with TypeError / RangeError naming the argument',
+  () => {
+    const rng = new Rng(1);
+    const q = rng.randn([1, 2, 10, 16]);
+    const k = rng.randn([1, 1, 12, 16]);
+    const v = rng.randn([1, 1, 12, 8]);
+    const p = resolveAttentionProblem(q, k, v, { causal: true });
+    const args = () => ({
+      q: q.toFloat32Array(),
+      k: k.toFloat32Array(),
+      v: v.toFloat32Array(),
+      o: new Float32Array(2 * 10 * 8),
+      lse: new Float32Array(2 * 10),
+    });
+    const fwd = (problem: unknown, a = args()) =>
+      base!.run(
+        'attention.forward',
+        problem as typeof p,
+        { q: a.q, k: a.k, v: a.v },
+        { o: a.o, lse: a.lse },
+      );
+
+    test('op: unknown names and non-strings', async () => {
+      const e = base!;
+      const a = args();
+      const run = (op: unknown) => e.run(op as 'gemm', {} as never, {} as never, {} as never);
+      await expect(run('attention.fwd')).rejects.toThrow(RangeError);
+      await expect(run('attention.fwd')).rejects.toThrow(
+        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", got "attention\.fwd"/,
+      );
+      await expect(run(42)).rejects.toThrow(TypeError);
+      await expect(run(42)).rejects.toThrow(/^op: expected a string/);
+      await expect(
+        e.run('attention.forward', p, { q: a.q, k: a.k, v: a.v }, { o: a.o, lse: a.lse }),
+      ).resolves.toBeUndefined();
+    });
+
+    test('inputs / outputs: types, lengths, unknown and missing names', async () => {
+      const a = args();
+      const e = base!;
+      const f = (inputs: object, outputs: object) =>
+        e.run('attention.forward', p, inputs as never, outputs as never);
+      const ok = { q: a.q, k: a.k, v: a.v };
+      const out = { o: a.o, lse: a.lse };
+      await expect(f({ ...ok, q: new Float64Array(a.q) }, out)).rejects.toThrow(TypeError);
+      await expect(f({ ...ok, q: new Float64Array(a.q) }, out)).rejects.toThrow(
+        /^inputs\.q: expected a Float32Array, got Float64Array/,
+      );
+      await expect(f(ok, { ...out, o: new Float32Array(7) })).rejects.toThrow(RangeError);
+      await expect(f(ok, { ...out, o: new Float32Array(7) })).rejects.toThrow(
+        /^outputs\.o: expected 160 elements \(query rows x dv\), got 7 elements/,
+      );
+      await expect(f(ok, { ...out, lse: new Float32Array(21) })).rejects.toThrow(/^outputs\.lse: /);
+      await expect(f({ ...ok, k: undefined }, out)).rejects.toThrow(
+        /^inputs\.k: expected a Float32Array, got undefined/,
+      );
+      await expect(f({ ...ok, qq: a.q }, out)).rejects.toThrow(
+        /^inputs\.qq: expected one of q, k, v \(the inputs of attention\.forward\)/,
+      );
+      await expect(f(ok, null as never)).rejects.toThrow(/^outputs: expected an object/);
+      await expect(f([a.q, a.k, a.v], out)).rejects.toThrow(TypeError);
+      // An output may not share memory with another array of the call.
+      await expect(f(ok, { o: a.o, lse: a.o.subarray(0, 20) })).rejects.toThrow(
+        /^outputs\.lse: expected an array sharing no memory with outputs\.o/,
+      );
+      await expect(f(ok, { o: new Float32Array(a.q.buffer, 0, 160), lse: a.lse })).rejects.toThrow(
+        /^outputs\.o: expected an array sharing no memory with inputs\.q/,
+      );
+    });
+
+    test('hooks decide which arrays exist: sigmoid has no lse, sinks add dsinks', async () => {
+      const a = args();
+      const e = base!;
+      const sigmoid = { ...p, normalize: { kind: 'sigmoid' as const, bias: Float32Array.of(0) } };
+      await expect(
+        e.run('attention.forward', sigmoid, { q: a.q, k: a.k, v: a.v }, { o: a.o, lse: a.lse }),
+      ).rejects.toThrow(/^outputs\.lse: expected undefined \(sigmoid attention has no LSE\)/);
+      await expect(
+        e.run('attention.forward', sigmoid, { q: a.q, k: a.k, v: a.v }, { o: a.o }),
+      ).resolves.toBeUndefined();
+      const grads = () => ({
+        dq: new Float32Array(a.q.length),
+        dk: new Float32Array(a.k.length),
+        dv: new Float32Array(a.v.length),
+      });
+      const dO = new Float32Array(a.o.length);
+      await expect(e.run('attention.backward', sigmoid, { ...a, dO }, grads())).rejects.toThrow(
+        /^inputs\.o: expected undefined \(sigmoid's backward reads no forward output/,
+      );
+      const sinks = { ...p, normalize: { kind: 'softmax' as const, sinks: Float32Array.of(0, 1) } };
+      await expect(e.run('attention.backward', sinks, { ...a, dO }, grads())).rejects.toThrow(
+        /^outputs\.dsinks: expected a Float32Array, got undefined/,
+      );
+      await expect(
+        e.run('attention.backward', p, { ...a, dO }, { ...grads(), dsinks: new Float32Array(2) }),
+      ).rejects.toThrow(/^outputs\.dsinks: expected undefined \(the problem has no sinks\)/);
+      await expect(
+        e.run(
+          'attention.backward',
+          sinks,
+          { ...a, dO },
+          { ...grads(), dsinks: new Float32Array(3) },
+        ),
+      ).rejects.toThrow(/^outputs\.dsinks: expected 2 elements \(one per query head\)/);
+    });
+
+    test('problem fields', async () => {
+      await expect(fwd(null)).rejects.toThrow(/^problem: expected an object/);
+      await expect(fwd({ ...p, layout: 'NHD' })).rejects.toThrow(/^problem\.layout/);
+      await expect(fwd({ ...p, hkv: 3 })).rejects.toThrow(
+        /^problem\.hkv: expected a divisor of hq = 2/,
+      );
+      await expect(fwd({ ...p, d: 2.5 })).rejects.toThrow(RangeError);
+      await expect(fwd({ ...p, scale: Number.NaN })).rejects.toThrow(/^problem\.scale/);
+      await expect(fwd({ ...p, left: -2 })).rejects.toThrow(/^problem\.left/);
+      await expect(fwd({ ...p, seqQ: [10] })).rejects.toThrow(TypeError);
+      await expect(fwd({ ...p, seqQ: Int32Array.of(11) })).rejects.toThrow(/^problem\.seqQ\[0\]/);
+      await expect(fwd({ ...p, blockK: 0 })).rejects.toThrow(/^problem\.blockK/);
+      const mask = Tensor.from(Uint8Array.of(1, 1, 1, 1), [2, 2]);
+      const sparse = resolveAttentionProblem(q, k, v, {
+        blockSparse: { blockQ: 5, blockK: 6, mask },
+      });
+      await expect(
+        fwd({ ...sparse, blockSparse: { ...sparse.blockSparse!, mask: new Uint8Array(3) } }),
+      ).rejects.toThrow(/^problem\.blockSparse\.mask: expected at least 4 elements/);
+      await expect(
+        fwd({ ...sparse, blockSparse: { ...sparse.blockSparse!, nbq: 1 } }),
+      ).rejects.toThrow(/^problem\.blockSparse\.nbq/);
+    });
+
+    test('problem hooks: normalize and score mods', async () => {
+      const norm = (normalize: unknown) => fwd({ ...p, normalize });
+      await expect(norm({ kind: 'relu' })).rejects.toThrow(
+        /^problem\.normalize\.kind: expected "softmax" or "sigmoid", got "relu"/,
+      );
+      await expect(norm('softmax')).rejects.toThrow(TypeError);
+      await expect(norm({ kind: 'softmax', sinks: Float32Array.of(1) })).rejects.toThrow(
+        /^problem\.normalize\.sinks: expected 2 elements \(one per query head\)/,
+      );
+      await expect(
+        norm({ kind: 'softmax', sinks: Float32Array.of(1, Number.NaN) }),
+      ).rejects.toThrow(/^problem\.normalize\.sinks\[1\]: expected a finite number/);
+      await expect(norm({ kind: 'sigmoid' })).rejects.toThrow(
+        /^problem\.normalize\.bias: expected a Float32Array, got undefined/,
+      );
+      const mods = (scoreMods: unknown) => fwd({ ...p, scoreMods });
+      await expect(mods({ kind: 'softcap', cap: 1 })).rejects.toThrow(
+        /^problem\.scoreMods: expected an Array/,
+      );
+      await expect(mods([{ kind: 'softcap', cap: 0 }])).rejects.toThrow(
+        /^problem\.scoreMods\[0\]\.cap: expected a finite number > 0/,
+      );
+      await expect(
+        mods([
+          { kind: 'softcap', cap: 5 },
+          { kind: 'alibi', slopes: [1, 2] },
+        ]),
+      ).rejects.toThrow(/^problem\.scoreMods\[1\]\.slopes: expected a Float32Array, got an Array/);
+      await expect(mods([{ kind: 'custom', name: 'f' }])).rejects.toThrow(
+        /^problem\.scoreMods\[0\]\.kind: expected "softcap", "alibi" or "bias" \(the native engine runs the built-in score mods only/,
+      );
+      const bias = { kind: 'bias', bias: new Float32Array(10 * 12), batchStride: 0, headStride: 0 };
+      await expect(mods([{ ...bias, rowStride: 12 }])).resolves.toBeUndefined();
+      await expect(mods([{ ...bias, rowStride: 13 }])).rejects.toThrow(
+        /^problem\.scoreMods\[0\]\.bias: expected at least 129 elements/,
+      );
+      await expect(
+        mods(Array.from({ length: 9 }, () => ({ kind: 'softcap', cap: 1 }))),
+      ).rejects.toThrow(/^problem\.scoreMods: expected at most 8 mods/);
+      // A mask mod is a TS / WGSL function: the engine cannot evaluate it.
+      await expect(fwd({ ...p, maskMod: { name: 'm', ts: () => true } })).rejects.toThrow(
+        /^problem\.maskMod: expected undefined \(the native engine runs no user mask mods/,
+      );
+    });
+
+    test('gemm problem and matrices', async () => {
+      const e = base!;
+      const m = {
+        m: 2,
+        n: 3,
+        k: 4,
+        a: new Float32Array(8),
+        b: new Float32Array(12),
+        c: new Float32Array(6),
+      };
+      await expect(e.gemm({ ...m, lda: 3 })).rejects.toThrow(
+        /^problem\.lda: expected an integer in \[4,/,
+      );
+      await expect(e.gemm({ ...m, c: new Float32Array(5) })).rejects.toThrow(
+        /^outputs\.c: expected at least 6 elements/,
+      );
+      await expect(e.gemm({ ...m, m: -1 })).rejects.toThrow(/^problem\.m/);
+      await expect(e.gemm({ ...m, alpha: Number.POSITIVE_INFINITY })).rejects.toThrow(
+        /^problem\.alpha/,
+      );
+      await expect(e.gemm({ ...m, b: [1, 2] as never })).rejects.toThrow(TypeError);
+      await expect(e.gemm(null as never)).rejects.toThrow(/^args: /);
+    });
+  },
+);

@@ -1,13 +1,20 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import type * as NodeFs from 'node:fs';
+import type * as NodeModule from 'node:module';
+import type * as NodePath from 'node:path';
+import type * as NodeUrl from 'node:url';
 
 /**
  * Loader and typed wrapper of attnkit's native CPU engine (build/Release/attnkit_native.node).
  * It takes plain numbers and TypedArrays (this package sits below @attnkit/attention), used in
- * place: an async call reads and writes the arrays until its promise settles, so leave them
- * alone until then.
+ * place: a call reads and writes the arrays until its promise settles, so leave them alone
+ * until then.
+ *
+ * The engine is a registry of ops ('attention.forward', 'attention.backward', 'gemm'), each with
+ * kernels per ISA; one generic entry point, `run(op, problem, inputs, outputs)`, checks the
+ * arrays against the op's descriptor and runs the kernel of the best ISA this CPU has for that
+ * op (`ops()` lists them). Importing this module has no side effects and imports no Node
+ * module: the addon is loaded by the first `loadNative()` (or `nativeLoadError()`), in Node
+ * only, so browser bundles of the packages above it never pull it in.
  */
 
 export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
@@ -28,9 +35,38 @@ export interface NativeBlockSparse {
 }
 
 /**
- * A softmax-attention problem with the fields and meaning of `AttentionProblem` in
- * @attnkit/attention (a resolved AttentionProblem can be passed as is). BHND: q [B, Hq, maxSeqQ, D],
- * lse [B, Hq, maxSeqQ]; THD: q [totalQ, Hq, D] with per-batch startQ / seqQ, lse [Hq, totalQ].
+ * How a row of scores becomes weights (the skeleton's NormalizeHook). softmax: FA2's online
+ * softmax, O = P V, LSE; `sinks` (one logit per query head, finite) join every row's sum as
+ * e^(sink - m) with a zero value vector. sigmoid: w = sigmoid(s + bias[b]) (one finite bias per
+ * batch entry), O = sum w v, no LSE.
+ */
+export type NativeNormalize =
+  | { kind: 'softmax'; sinks?: Float32Array | undefined }
+  | { kind: 'sigmoid'; bias: Float32Array };
+
+/**
+ * The built-in score mods (@attnkit/attention's mods.ts semantics), applied in order to each
+ * score s = scale q.k: softcap s <- cap tanh(s / cap); alibi s <- s - slopes[h] |i + nk - nq - j|
+ * (slopes [Hq]); bias s <- s + bias[b * batchStride + h * headStride + i * rowStride + j] (i, j
+ * positions within the sequence). A resolved ScoreMod of kind 'bias' carries the strides; pass
+ * its tensor's f32 data as `bias`.
+ */
+export type NativeScoreMod =
+  | { kind: 'softcap'; cap: number }
+  | { kind: 'alibi'; slopes: Float32Array }
+  | {
+      kind: 'bias';
+      bias: Float32Array;
+      batchStride: number;
+      headStride: number;
+      rowStride: number;
+    };
+
+/**
+ * An attention problem with the fields and meaning of `AttentionProblem` in @attnkit/attention
+ * (a resolved AttentionProblem can be passed as is), plus the skeleton's hooks. BHND:
+ * q [B, Hq, maxSeqQ, D], lse [B, Hq, maxSeqQ]; THD: q [totalQ, Hq, D] with per-batch startQ /
+ * seqQ, lse [Hq, totalQ].
  */
 export interface NativeAttentionProblem {
   layout: 'BHND' | 'THD';
@@ -53,18 +89,19 @@ export interface NativeAttentionProblem {
   totalK: number;
   blockSparse?: NativeBlockSparse | undefined;
   /** Tile hints (1..1024): query rows per backward block; keys per forward tile. */
-  blockQ?: number;
-  blockK?: number;
+  blockQ?: number | undefined;
+  blockK?: number | undefined;
+  /** Default { kind: 'softmax' }. */
+  normalize?: NativeNormalize | undefined;
+  /** At most 8, applied in order. */
+  scoreMods?: readonly NativeScoreMod[] | undefined;
 }
 
 /** C = alpha * op(A) op(B) + beta * C, row-major; op(A) is m x k, op(B) is k x n. */
-export interface NativeGemmArgs {
+export interface NativeGemmProblem {
   m: number;
   n: number;
   k: number;
-  a: Float32Array;
-  b: Float32Array;
-  c: Float32Array;
   transA?: boolean;
   transB?: boolean;
   /** Default 1. */
@@ -77,63 +114,60 @@ export interface NativeGemmArgs {
   ldc?: number;
 }
 
-export interface NativeEngine {
-  /** The kernels this engine runs. */
-  readonly isa: NativeIsa;
-  /** Size of the engine's thread pool (ATTNKIT_NUM_THREADS or the CPUs available). */
-  readonly threads: number;
-  /** ISAs this CPU can run, fastest first. */
-  readonly availableIsas: readonly NativeIsa[];
-  /** FlashAttention-2 forward: writes o and lse (f32); runs off the JS thread. */
-  flashForward(
-    p: NativeAttentionProblem,
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    o: Float32Array,
-    lse: Float32Array,
-  ): Promise<void>;
-  flashForwardSync(
-    p: NativeAttentionProblem,
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    o: Float32Array,
-    lse: Float32Array,
-  ): void;
-  /** FlashAttention-2 backward from the forward's o and lse: writes dq, dk, dv. */
-  flashBackward(
-    p: NativeAttentionProblem,
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    o: Float32Array,
-    lse: Float32Array,
-    dO: Float32Array,
-    dq: Float32Array,
-    dk: Float32Array,
-    dv: Float32Array,
-  ): Promise<void>;
-  flashBackwardSync(
-    p: NativeAttentionProblem,
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    o: Float32Array,
-    lse: Float32Array,
-    dO: Float32Array,
-    dq: Float32Array,
-    dk: Float32Array,
-    dv: Float32Array,
-  ): void;
-  /**
-   * Bytes flashBackward allocates for `p` besides its arguments: `perThreadBytes` for each of
-   * the `threads` pool threads (O(maxSeqQ d): dQ partial sums of one wave of query heads, and
-   * block buffers) and `sharedBytes` once (two floats per lse entry).
-   */
-  backwardScratch(p: NativeAttentionProblem): NativeBackwardScratch;
-  gemm(args: NativeGemmArgs): Promise<void>;
-  gemmSync(args: NativeGemmArgs): void;
+/** The GEMM problem and its matrices in one object (the `gemm` shorthand). */
+export interface NativeGemmArgs extends NativeGemmProblem {
+  a: Float32Array;
+  b: Float32Array;
+  c: Float32Array;
+}
+
+/**
+ * The engine's ops: problem, named inputs and named outputs. Lengths follow from the problem
+ * (`run` checks them). attention.forward writes o and, for softmax, lse (sigmoid: no lse).
+ * attention.backward reads o and lse for softmax only (sigmoid: neither) and writes dq, dk, dv
+ * and, when the problem has sinks, dsinks [Hq] = -sum over rows e^(sink_h - LSE_i) (dO_i . O_i).
+ */
+export interface NativeOpMap {
+  'attention.forward': {
+    problem: NativeAttentionProblem;
+    inputs: { q: Float32Array; k: Float32Array; v: Float32Array };
+    outputs: { o: Float32Array; lse?: Float32Array | undefined };
+  };
+  'attention.backward': {
+    problem: NativeAttentionProblem;
+    inputs: {
+      q: Float32Array;
+      k: Float32Array;
+      v: Float32Array;
+      o?: Float32Array | undefined;
+      lse?: Float32Array | undefined;
+      dO: Float32Array;
+    };
+    outputs: {
+      dq: Float32Array;
+      dk: Float32Array;
+      dv: Float32Array;
+      dsinks?: Float32Array | undefined;
+    };
+  };
+  gemm: {
+    problem: NativeGemmProblem;
+    inputs: { a: Float32Array; b: Float32Array };
+    /** C (read too when beta != 0): at least (m - 1) ldc + n elements. */
+    outputs: { c: Float32Array };
+  };
+}
+
+export type NativeOp = keyof NativeOpMap;
+
+/** One op of the registry. */
+export interface NativeOpInfo {
+  /** ISAs with a kernel of this op, best first. */
+  isas: NativeIsa[];
+  /** The ISA `run` uses: the best of `isas` at or below the engine's ISA. */
+  chosen: NativeIsa | null;
+  inputs: string[];
+  outputs: string[];
 }
 
 export interface NativeBackwardScratch {
@@ -141,34 +175,116 @@ export interface NativeBackwardScratch {
   sharedBytes: number;
 }
 
+export interface NativeEngine {
+  /**
+   * The engine's ISA: each op runs on the best ISA at or below it that has a kernel of the op
+   * (the best this CPU has unless forced by `loadNative({ isa })` or ATTNKIT_ISA).
+   */
+  readonly isa: NativeIsa;
+  /** Size of the engine's thread pool (ATTNKIT_NUM_THREADS or the CPUs available). */
+  readonly threads: number;
+  /** ISAs this CPU can run, fastest first. */
+  readonly availableIsas: readonly NativeIsa[];
+  /** The op registry: op -> its ISAs, the chosen one, its input and output names. */
+  ops(): Record<NativeOp, NativeOpInfo>;
+  /**
+   * Runs `op` off the JS thread. Rejects with TypeError / RangeError naming the argument
+   * (`op`, `problem.*`, `inputs.*`, `outputs.*`) when the call does not match the op's
+   * descriptor.
+   */
+  run<Op extends NativeOp>(
+    op: Op,
+    problem: NativeOpMap[Op]['problem'],
+    inputs: NativeOpMap[Op]['inputs'],
+    outputs: NativeOpMap[Op]['outputs'],
+  ): Promise<void>;
+  /** run('attention.forward', ...): writes o and (softmax) lse. */
+  flashForward(
+    p: NativeAttentionProblem,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    o: Float32Array,
+    lse: Float32Array | undefined,
+  ): Promise<void>;
+  /** run('attention.backward', ...): writes dq, dk, dv (and dsinks with sinks). */
+  flashBackward(
+    p: NativeAttentionProblem,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    o: Float32Array | undefined,
+    lse: Float32Array | undefined,
+    dO: Float32Array,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+    dsinks?: Float32Array,
+  ): Promise<void>;
+  /** run('gemm', ...) with the matrices beside the problem. */
+  gemm(args: NativeGemmArgs): Promise<void>;
+  /**
+   * Bytes attention.backward allocates for `p` besides its arrays: `perThreadBytes` for each of
+   * the `threads` pool threads (O(maxSeqQ d): dQ partial sums of one wave of query heads, and
+   * block buffers) and `sharedBytes` once (softmax: two floats per lse entry).
+   */
+  backwardScratch(p: NativeAttentionProblem): NativeBackwardScratch;
+}
+
 export interface LoadNativeOptions {
-  /** Kernels to use; default ATTNKIT_ISA, else the fastest this CPU supports. */
+  /** The engine's ISA (a cap per op); default ATTNKIT_ISA, else the fastest this CPU supports. */
   isa?: NativeIsa;
 }
 
 interface Addon {
   info(): { isas: NativeIsa[]; threads: number };
-  flashForward(
-    isa: string,
-    p: NativeAttentionProblem,
-    ...rest: unknown[]
-  ): Promise<void> | undefined;
-  flashBackward(
-    isa: string,
-    p: NativeAttentionProblem,
-    ...rest: unknown[]
-  ): Promise<void> | undefined;
-  flashBackwardScratch(isa: string, p: NativeAttentionProblem): NativeBackwardScratch;
-  gemm(isa: string, args: Required<NativeGemmArgs>, async: boolean): Promise<void> | undefined;
+  ops(isa?: string): Record<NativeOp, NativeOpInfo>;
+  run(op: string, problem: unknown, inputs: unknown, outputs: unknown, isa?: string): Promise<void>;
+  scratch(op: string, problem: unknown, isa?: string): NativeBackwardScratch;
 }
 
-const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+interface NodeBuiltins {
+  fs: typeof NodeFs;
+  module: typeof NodeModule;
+  path: typeof NodePath;
+  url: typeof NodeUrl;
+}
 
-/** Where the addon is loaded from: ATTNKIT_NATIVE_ADDON, else this package's node-gyp output. */
-export function nativeAddonPath(): string {
-  return (
-    process.env.ATTNKIT_NATIVE_ADDON ?? join(packageRoot, 'build', 'Release', 'attnkit_native.node')
-  );
+type GetBuiltin = (id: string) => unknown;
+
+/** Node's built-in modules, fetched at run time (no static import), or undefined outside Node. */
+function nodeBuiltins(): NodeBuiltins | undefined {
+  const proc = (globalThis as { process?: { getBuiltinModule?: GetBuiltin } }).process;
+  const get = proc?.getBuiltinModule;
+  if (typeof get !== 'function') return undefined;
+  return {
+    fs: get('node:fs') as typeof NodeFs,
+    module: get('node:module') as typeof NodeModule,
+    path: get('node:path') as typeof NodePath,
+    url: get('node:url') as typeof NodeUrl,
+  };
+}
+
+function env(name: string): string | undefined {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[
+    name
+  ];
+}
+
+/**
+ * Where the addon is loaded from: ATTNKIT_NATIVE_ADDON, else this package's node-gyp output
+ * (undefined outside Node).
+ */
+export function nativeAddonPath(): string | undefined {
+  const override = env('ATTNKIT_NATIVE_ADDON');
+  if (override !== undefined) return override;
+  const node = nodeBuiltins();
+  if (!node) return undefined;
+  return node.path.join(packageRoot(node), 'build', 'Release', 'attnkit_native.node');
+}
+
+function packageRoot(node: NodeBuiltins): string {
+  return node.path.resolve(node.path.dirname(node.url.fileURLToPath(import.meta.url)), '..');
 }
 
 let addon: Addon | null | undefined;
@@ -178,25 +294,35 @@ const engines = new Map<NativeIsa, NativeEngine>();
 
 function loadAddon(): Addon | undefined {
   if (addon !== undefined) return addon ?? undefined;
+  const node = nodeBuiltins();
   const path = nativeAddonPath();
-  if (!existsSync(path)) {
+  if (!node || path === undefined) {
+    const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
+    loadError = proc?.versions?.node
+      ? `Node ${proc.versions.node} lacks process.getBuiltinModule (Node >= 20.16 loads the addon)`
+      : 'the native engine runs in Node only';
+    addon = null;
+    return undefined;
+  }
+  if (!node.fs.existsSync(path)) {
     loadError =
       `not built: ${path} is missing. To build it (needs python3, make and a C++17 compiler): ` +
       'inside the attnkit repository, `pnpm --filter @attnkit/native build:addon`; where ' +
       '@attnkit/native is an installed dependency, `npm rebuild @attnkit/native` (reruns its ' +
       'install script; a package manager that blocks install scripts must allow this one), or ' +
-      `with any package manager \`node ${join(packageRoot, 'scripts', 'build-addon.mjs')} --strict\``;
+      `with any package manager \`node ${node.path.join(packageRoot(node), 'scripts', 'build-addon.mjs')} --strict\``;
     addon = null;
     return undefined;
   }
   try {
-    const loaded = createRequire(import.meta.url)(path) as Partial<Addon>;
-    if (typeof loaded?.info !== 'function' || typeof loaded.flashForward !== 'function') {
-      throw new Error('it is not the attnkit addon (no info / flashForward exports)');
+    const loaded = node.module.createRequire(import.meta.url)(path) as Partial<Addon>;
+    if (typeof loaded?.info !== 'function' || typeof loaded.run !== 'function') {
+      throw new Error('it is not the attnkit addon (no info / run exports)');
     }
     addon = loaded as Addon;
   } catch (e) {
-    loadError = `failed to load ${path} on ${process.platform}-${process.arch}: ${(e as Error).message}`;
+    const proc = (globalThis as { process?: { platform?: string; arch?: string } }).process;
+    loadError = `failed to load ${path} on ${proc?.platform}-${proc?.arch}: ${(e as Error).message}`;
     addon = null;
   }
   return addon ?? undefined;
@@ -208,7 +334,7 @@ function warnOnce(): void {
   console.warn(`@attnkit/native: native engine unavailable, ${loadError}`);
 }
 
-/** Why the native engine is unavailable (undefined when it loads). */
+/** Why the native engine is unavailable (undefined when it loads). Loads the addon. */
 export function nativeLoadError(): string | undefined {
   loadAddon();
   if (loadError === undefined) checkEnvIsa();
@@ -220,19 +346,20 @@ function isIsa(x: unknown): x is NativeIsa {
 }
 
 function checkEnvIsa(): NativeIsa | undefined {
-  const env = process.env.ATTNKIT_ISA;
-  if (env === undefined || env === '' || !addon) return undefined;
+  const wanted = env('ATTNKIT_ISA');
+  if (wanted === undefined || wanted === '' || !addon) return undefined;
   const isas = addon.info().isas;
-  if (!isIsa(env) || !isas.includes(env)) {
-    loadError = `ATTNKIT_ISA=${env} is not one of the ISAs this CPU supports (${isas.join(', ')})`;
+  if (!isIsa(wanted) || !isas.includes(wanted)) {
+    loadError = `ATTNKIT_ISA=${wanted} is not one of the ISAs this CPU supports (${isas.join(', ')})`;
     return undefined;
   }
-  return env;
+  return wanted;
 }
 
 /**
  * The native engine, or undefined (with one console warning saying why) when the addon is not
- * built, fails to load, or ATTNKIT_ISA names an ISA this CPU lacks. Engines are cached per ISA.
+ * built, fails to load, is not in Node, or ATTNKIT_ISA names an ISA this CPU lacks. Engines
+ * are cached per ISA. The first call loads the addon.
  */
 export function loadNative(options: LoadNativeOptions = {}): NativeEngine | undefined {
   if (options === null || typeof options !== 'object') {
@@ -245,70 +372,66 @@ export function loadNative(options: LoadNativeOptions = {}): NativeEngine | unde
   }
   const { isas, threads } = a.info();
   let isa: NativeIsa;
+  let cap: NativeIsa | undefined;
   if (options.isa !== undefined) {
     if (!isIsa(options.isa) || !isas.includes(options.isa)) {
       throw new RangeError(
         `options.isa: expected one of the ISAs this CPU supports (${isas.join(', ')}), got ${String(options.isa)}`,
       );
     }
-    isa = options.isa;
+    isa = cap = options.isa;
   } else {
     const fromEnv = checkEnvIsa();
-    if (process.env.ATTNKIT_ISA && !fromEnv) {
+    if (env('ATTNKIT_ISA') && !fromEnv) {
       warnOnce();
       return undefined;
     }
+    cap = fromEnv;
     isa = fromEnv ?? isas[0]!;
   }
+  // Capping at the best ISA this CPU has is no cap: one engine per ISA.
   let engine = engines.get(isa);
   if (!engine) {
-    engine = makeEngine(a, isa, isas, threads);
+    engine = makeEngine(a, isa, cap, isas, threads);
     engines.set(isa, engine);
   }
   return engine;
 }
 
-function gemmArgs(args: NativeGemmArgs): Required<NativeGemmArgs> {
-  if (args === null || typeof args !== 'object') {
-    throw new TypeError(`args: expected an object (NativeGemmArgs), got ${String(args)}`);
-  }
-  const transA = args.transA ?? false;
-  const transB = args.transB ?? false;
-  return {
-    ...args,
-    transA,
-    transB,
-    alpha: args.alpha ?? 1,
-    beta: args.beta ?? 0,
-    lda: args.lda ?? Math.max(1, transA ? args.m : args.k),
-    ldb: args.ldb ?? Math.max(1, transB ? args.k : args.n),
-    ldc: args.ldc ?? Math.max(1, args.n),
-  };
-}
-
 function makeEngine(
   a: Addon,
   isa: NativeIsa,
+  cap: NativeIsa | undefined,
   isas: readonly NativeIsa[],
   threads: number,
 ): NativeEngine {
-  return {
+  const engine: NativeEngine = {
     isa,
     threads,
     availableIsas: Object.freeze([...isas]),
-    flashForward: async (p, q, k, v, o, lse) => a.flashForward(isa, p, q, k, v, o, lse, true),
-    flashForwardSync: (p, q, k, v, o, lse) => {
-      a.flashForward(isa, p, q, k, v, o, lse, false);
+    ops: () => a.ops(cap),
+    run: async (op, problem, inputs, outputs) => a.run(op, problem, inputs, outputs, cap),
+    flashForward: (p, q, k, v, o, lse) =>
+      engine.run('attention.forward', p, { q, k, v }, lse === undefined ? { o } : { o, lse }),
+    flashBackward: (p, q, k, v, o, lse, dO, dq, dk, dv, dsinks) => {
+      const inputs: NativeOpMap['attention.backward']['inputs'] = { q, k, v, dO };
+      if (o !== undefined) inputs.o = o;
+      if (lse !== undefined) inputs.lse = lse;
+      const outputs: NativeOpMap['attention.backward']['outputs'] = { dq, dk, dv };
+      if (dsinks !== undefined) outputs.dsinks = dsinks;
+      return engine.run('attention.backward', p, inputs, outputs);
     },
-    flashBackward: async (p, q, k, v, o, lse, dO, dq, dk, dv) =>
-      a.flashBackward(isa, p, q, k, v, o, lse, dO, dq, dk, dv, true),
-    flashBackwardSync: (p, q, k, v, o, lse, dO, dq, dk, dv) => {
-      a.flashBackward(isa, p, q, k, v, o, lse, dO, dq, dk, dv, false);
+    gemm: async (args) => {
+      if (args === null || typeof args !== 'object') {
+        throw new TypeError(`args: expected an object (NativeGemmArgs), got ${String(args)}`);
+      }
+      const { a: ma, b: mb, c: mc, ...problem } = args;
+      return engine.run('gemm', problem, { a: ma, b: mb }, { c: mc });
     },
-    backwardScratch: (p) => a.flashBackwardScratch(isa, p),
-    gemm: async (args) => a.gemm(isa, gemmArgs(args), true),
-    gemmSync: (args) => {
-      a.gemm(isa, gemmArgs(args), false);
+    backwardScratch: (p) => {
+      const { perThreadBytes, sharedBytes } = a.scratch('attention.backward', p, cap);
+      return { perThreadBytes, sharedBytes };
     },
   };
+  return engine;
 }

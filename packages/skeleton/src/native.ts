@@ -1,24 +1,56 @@
-import type { AttentionProblem } from '@attnkit/attention';
+import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
 import {
   loadNative,
   type NativeAttentionProblem,
   type NativeEngine,
+  type NativeScoreMod,
   nativeLoadError,
 } from '@attnkit/native';
-import { BackendUnavailableError, type Tensor } from '@attnkit/tensor';
+import {
+  BackendUnavailableError,
+  DeviceError,
+  DTypeError,
+  describe,
+  encodeHalfArray,
+  formatShape,
+  ShapeError,
+  sameShape,
+  Tensor,
+  ValueError,
+} from '@attnkit/tensor';
 import { allocF32 } from './cpu/alloc.js';
+import type { TiledHooks } from './hooks.js';
 import { planNativeTiles } from './plan.js';
 
 /**
- * Binding of this family to @attnkit/native's C++ FlashAttention-2 kernels (threads + SIMD). A
- * resolved AttentionProblem already is the engine's NativeAttentionProblem (same fields and
- * meaning); inputs go to the engine as f32 (contiguous f32 tensors without a copy), results
- * come back as f32.
+ * The skeleton's native backend: @attnkit/native's C++ FA2 kernels, templated on the same hooks
+ * as the TS kernel and the WGSL generator (normalize: softmax with optional sinks, or sigmoid;
+ * the built-in score mods softcap, alibi and bias). A resolved AttentionProblem already is the
+ * engine's problem (same fields and meaning); the hooks join it. Inputs go to the engine as f32
+ * (contiguous f32 tensors without a copy), results come back in q's dtype (lse, dsinks f32).
+ *
+ * @attnkit/native imports no Node module when this file loads; its addon is loaded by the first
+ * native call (or nativeAvailable()), in Node only, so a browser bundle never pulls it in.
  */
+
+export interface NativeTileOptions {
+  /** Backward query rows per block (default: planNativeTiles from the I/O model); 1..1024. */
+  blockQ?: number;
+  /** Forward keys per tile (default: the engine's); 1..1024. */
+  blockK?: number;
+  /** The native engine implements 'fa2' only. */
+  algorithm?: 'fa1' | 'fa2';
+}
 
 /** The engine when the addon loads; otherwise undefined, and @attnkit/native warns once why. */
 export function nativeEngine(): NativeEngine | undefined {
   return loadNative();
+}
+
+/** true when the addon loads, else why not (loads it on the first call; Node only). */
+export function nativeAvailable(): true | string {
+  const why = nativeLoadError();
+  return why === undefined ? true : `the native engine is unavailable: ${why}`;
 }
 
 /** The engine for an explicit `backend: 'native'`, which never falls back silently. */
@@ -33,19 +65,121 @@ export function requireNativeEngine(): NativeEngine {
   return engine;
 }
 
-/** User tile sizes become the engine's hints (its kernels accept 1..1024). */
-function problem(
+/** At most this many score mods per call (the engine's fixed-size list). */
+const MAX_MODS = 8;
+
+/** Why these hooks cannot run natively: the argument at fault, its message and a reason. */
+function unsupported(
   p: AttentionProblem,
-  tiles: { blockQ?: number; blockK?: number },
+  hooks: TiledHooks,
+  algorithm: unknown,
+): { argument: string; message: string; why: string } | undefined {
+  if (algorithm !== undefined && algorithm !== 'fa1' && algorithm !== 'fa2') {
+    return {
+      argument: 'algorithm',
+      message: `algorithm: expected "fa1" or "fa2", got ${describe(algorithm)}`,
+      why: `unknown algorithm ${describe(algorithm)}`,
+    };
+  }
+  if (algorithm === 'fa1') {
+    return {
+      argument: 'algorithm',
+      message:
+        'algorithm: expected "fa2" with the native backend (it implements FA2 only), got "fa1"',
+      why: 'the native engine implements FA2 only',
+    };
+  }
+  const custom = hooks.scoreMods.find((m) => m.kind === 'custom');
+  if (custom) {
+    return {
+      argument: 'scoreMod',
+      message: `scoreMod: expected built-in score mods (softcap, alibi, bias) with the native backend, got custom mod "${custom.name}"`,
+      why: 'the native engine runs built-in score mods only (softcap, alibi, bias); custom mods run on ts and webgpu',
+    };
+  }
+  if (hooks.scoreMods.length > MAX_MODS) {
+    return {
+      argument: 'scoreMod',
+      message: `scoreMod: expected at most ${MAX_MODS} score mods with the native backend, got ${hooks.scoreMods.length}`,
+      why: `the native engine runs at most ${MAX_MODS} score mods`,
+    };
+  }
+  if (p.maskMod !== undefined) {
+    return {
+      argument: 'maskMod',
+      message: `maskMod: expected no mask mod with the native backend (mask mods are TS / WGSL functions), got "${p.maskMod.name}"`,
+      why: 'the native engine runs no user mask mods (they are TS / WGSL functions); mask mods run on ts and webgpu',
+    };
+  }
+  return undefined;
+}
+
+/**
+ * true, or why the native backend cannot run this problem with these hooks: custom score mods
+ * and mask mods (TS / WGSL functions) and FA1 are not native.
+ */
+export function nativeSupports(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  algorithm?: string,
+): true | string {
+  return unsupported(p, hooks, algorithm)?.why ?? true;
+}
+
+function checkTile(value: unknown, name: 'blockQ' | 'blockK'): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new ValueError(`${name}: expected a positive integer, got ${describe(value)}`, name);
+  }
+  // The engine's kernels take tile hints up to 1024.
+  return Math.min(value, 1024);
+}
+
+function nativeMod(m: ResolvedScoreMod): NativeScoreMod {
+  switch (m.kind) {
+    case 'softcap':
+      return { kind: 'softcap', cap: m.cap };
+    case 'alibi':
+      return { kind: 'alibi', slopes: m.slopes };
+    case 'bias': {
+      const { batchStride, headStride, rowStride } = m;
+      return { kind: 'bias', bias: engineInput(m.bias), batchStride, headStride, rowStride };
+    }
+    default:
+      // unsupported() rejected custom mods before.
+      throw new ValueError(
+        `scoreMod: expected a built-in score mod, got ${describe(m)}`,
+        'scoreMod',
+      );
+  }
+}
+
+/** The engine's problem: the resolved problem, its hooks and the tile hints. */
+function nativeProblem(
+  p: AttentionProblem,
+  hooks: TiledHooks | undefined,
+  tiles: { blockQ?: number | undefined; blockK?: number | undefined },
 ): NativeAttentionProblem {
-  const hint = (x: number | undefined) => (x === undefined ? undefined : Math.min(x, 1024));
   // The backward's query-row block comes from the I/O model (io-complexity's planTiles, L2
   // budget): in three A/B runs it was within +-5% of the engine's default (noise on this
   // shared 2-core machine; benchmarks/2026-11-22-native-tile-hints-ab.jsonl). The forward key
   // tile stays the engine's: the model ignores causal tile skipping, and its larger key tiles
   // ran 1-10% slower causal in every run.
   const plan = planNativeTiles({ nq: p.maxSeqQ, nk: p.maxSeqK, d: p.d, dv: p.dv });
-  return { ...p, blockQ: hint(tiles.blockQ) ?? plan.blockQ, blockK: hint(tiles.blockK) };
+  const out: NativeAttentionProblem = {
+    ...p,
+    blockQ: checkTile(tiles.blockQ, 'blockQ') ?? plan.blockQ,
+    blockK: checkTile(tiles.blockK, 'blockK'),
+  };
+  if (hooks) {
+    const n = hooks.normalize;
+    out.normalize =
+      n.kind === 'sigmoid'
+        ? { kind: 'sigmoid', bias: n.bias }
+        : { kind: 'softmax', sinks: n.sinks };
+    out.scoreMods = hooks.scoreMods.map(nativeMod);
+  }
+  return out;
 }
 
 const count = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
@@ -58,6 +192,143 @@ function engineInput(t: Tensor): Float32Array {
   return t.dtype === 'f32' ? t.data<'f32'>() : t.toFloat32Array();
 }
 
+/** A tensor of `dtype` from the engine's f32 results (f16/bf16 encoded). */
+function encoded(data: Float32Array, shape: readonly number[], dtype: Tensor['dtype']): Tensor {
+  if (dtype === 'f16' || dtype === 'bf16') {
+    return Tensor.from(encodeHalfArray(dtype, data), shape, dtype);
+  }
+  return Tensor.from(data, shape);
+}
+
+/** A cpu Tensor of `shape` and `dtype`: ShapeError / DTypeError / DeviceError naming it. */
+function checkLike(t: unknown, name: string, shape: readonly number[], dtype: string): Tensor {
+  const tt = t as Tensor;
+  if (!tt || typeof tt !== 'object' || !Array.isArray(tt.shape) || typeof tt.dtype !== 'string') {
+    throw new ShapeError(`${name}: expected a Tensor, got ${describe(t)}`, name);
+  }
+  if (!sameShape(tt.shape, shape)) {
+    throw new ShapeError(
+      `${name}: expected shape ${formatShape(shape)}, got ${formatShape(tt.shape)}`,
+      name,
+    );
+  }
+  if (tt.dtype !== dtype)
+    throw new DTypeError(`${name}: expected dtype ${dtype}, got ${tt.dtype}`, name);
+  if (tt.device !== 'cpu') {
+    throw new DeviceError(
+      `${name}: expected a cpu tensor for the 'native' backend, got one on ${tt.device}`,
+      name,
+    );
+  }
+  return tt;
+}
+
+/** Options, algorithm, hooks and q: typed errors naming the argument, then the engine. */
+function prepare(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  opts: NativeTileOptions | undefined,
+): { engine: NativeEngine; problem: NativeAttentionProblem } {
+  if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
+    throw new ValueError(`options: expected an object, got ${describe(opts)}`, 'options');
+  }
+  const options = opts ?? {};
+  const no = unsupported(p, hooks, options.algorithm);
+  if (no) throw new ValueError(no.message, no.argument);
+  if (q.dtype === 'f64') {
+    throw new DTypeError(
+      'q: expected f32, f16 or bf16 (the kernels compute in f32), got f64; for float64 results use the references of @attnkit/attention',
+      'q',
+    );
+  }
+  if (q.device !== 'cpu') {
+    throw new DeviceError(
+      `q: expected a cpu tensor for the 'native' backend, got one on ${q.device}`,
+      'q',
+    );
+  }
+  const problem = nativeProblem(p, hooks, options);
+  return { engine: requireNativeEngine(), problem };
+}
+
+/**
+ * The skeleton's forward on the native engine: o in q's dtype (f16/bf16 encoded from f32), lse
+ * f32 (softmax; undefined for sigmoid). Throws ValueError for what nativeSupports() rejects,
+ * BackendUnavailableError when the addon does not load.
+ */
+export async function tiledForwardNative(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts?: NativeTileOptions,
+): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const { engine, problem } = prepare(p, hooks, q, opts);
+  const sigmoid = hooks.normalize.kind === 'sigmoid';
+  const o = allocF32(count(p.oShape), 'output');
+  const lse = sigmoid ? undefined : allocF32(count(p.lseShape), 'output');
+  await engine.flashForward(problem, engineInput(q), engineInput(k), engineInput(v), o, lse);
+  return {
+    o: encoded(o, p.oShape, q.dtype),
+    lse: lse === undefined ? undefined : Tensor.from(lse, p.lseShape),
+  };
+}
+
+/**
+ * The skeleton's backward on the native engine. Softmax needs the forward's o (q's dtype) and
+ * lse (f32); sigmoid ignores them. dO in q's dtype. ShapeError / DTypeError / DeviceError name
+ * o, lse or dO. Returns dq, dk, dv in q's dtype and, with sinks, dsinks f32 [Hq]
+ * (-sum over rows e^(sink_h - LSE_i) (dO_i . O_i), computed by the engine).
+ */
+export async function tiledBackwardNative(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor | undefined,
+  lse: Tensor | undefined,
+  dO: Tensor,
+  opts?: NativeTileOptions,
+): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor }> {
+  const { engine, problem } = prepare(p, hooks, q, opts);
+  const softmax = hooks.normalize.kind === 'softmax';
+  const O = softmax ? engineInput(checkLike(o, 'o', p.oShape, q.dtype)) : undefined;
+  const LSE = softmax ? engineInput(checkLike(lse, 'lse', p.lseShape, 'f32')) : undefined;
+  const G = engineInput(checkLike(dO, 'dO', p.oShape, q.dtype));
+  const dq = allocF32(q.size, 'output');
+  const dk = allocF32(k.size, 'output');
+  const dv = allocF32(v.size, 'output');
+  const sinks = hooks.normalize.kind === 'softmax' ? hooks.normalize.sinks : undefined;
+  const dsinks = sinks ? allocF32(p.hq, 'output') : undefined;
+  await engine.flashBackward(
+    problem,
+    engineInput(q),
+    engineInput(k),
+    engineInput(v),
+    O,
+    LSE,
+    G,
+    dq,
+    dk,
+    dv,
+    dsinks,
+  );
+  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor } = {
+    dq: encoded(dq, q.shape, q.dtype),
+    dk: encoded(dk, k.shape, q.dtype),
+    dv: encoded(dv, v.shape, q.dtype),
+  };
+  if (dsinks) out.dsinks = Tensor.from(dsinks, [p.hq]);
+  return out;
+}
+
+/**
+ * Plain softmax FA2 forward (no hooks) returning f32 arrays. Kept for callers that predate
+ * tiledForwardNative; it will go once they have switched.
+ */
 export async function nativeForward(
   engine: NativeEngine,
   p: AttentionProblem,
@@ -69,7 +340,7 @@ export async function nativeForward(
   const o = allocF32(count(p.oShape), 'output');
   const lse = allocF32(count(p.lseShape), 'output');
   await engine.flashForward(
-    problem(p, tiles),
+    nativeProblem(p, undefined, tiles),
     engineInput(q),
     engineInput(k),
     engineInput(v),
@@ -79,6 +350,7 @@ export async function nativeForward(
   return { o, lse };
 }
 
+/** Plain softmax FA2 backward (no hooks) on f32 arrays; see nativeForward. */
 export async function nativeBackward(
   engine: NativeEngine,
   p: AttentionProblem,
@@ -90,7 +362,7 @@ export async function nativeBackward(
   const dk = allocF32(k.size, 'output');
   const dv = allocF32(v.size, 'output');
   await engine.flashBackward(
-    problem(p, tiles),
+    nativeProblem(p, undefined, tiles),
     engineInput(q),
     engineInput(k),
     engineInput(v),

@@ -1,11 +1,15 @@
-// N-API surface of the engine: argument validation (TypeError / RangeError naming the
-// argument), ISA selection, and the async (AsyncWorker + promise) and sync entry points.
-// Arrays are used in place (zero-copy); an async call holds references to them until it ends.
+// N-API surface of the engine: one generic entry point, run(op, problem, inputs, outputs, isa?)
+// (a promise), checked against the op's descriptor (named inputs and outputs whose lengths
+// follow from the problem; TypeError / RangeError naming the argument), and the registry of
+// kernels per (op, ISA) with the best ISA this CPU has chosen per op.
+// Arrays are used in place (zero-copy); a call holds references to them until it settles.
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <functional>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,26 +19,51 @@
 namespace attnkit {
 namespace {
 
-std::vector<const KernelTable*> availableTables() {
-  std::vector<const KernelTable*> tables;
+// ---- ISAs and the kernel registry -------------------------------------------------------
+
+struct Isa {
+  const char* name;
+  int rank;  // larger = preferred; forcing an ISA caps the choice at its rank
+  const IsaKernels* kernels;
+};
+
+// The ISAs this CPU runs, best first.
+std::vector<Isa> detectIsas() {
+  std::vector<Isa> isas;
 #if defined(ATTNKIT_X86)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("fma")) {
-    tables.push_back(kernelsAvx512());
+    isas.push_back({"avx512", 2, kernelsAvx512()});
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    tables.push_back(kernelsAvx2());
+    isas.push_back({"avx2", 1, kernelsAvx2()});
   }
 #endif
-  tables.push_back(kernelsScalar());
-  return tables;
+  isas.push_back({"scalar", 0, kernelsScalar()});
+  std::stable_sort(isas.begin(), isas.end(), [](const Isa& a, const Isa& b) { return a.rank > b.rank; });
+  return isas;
 }
 
-const std::vector<const KernelTable*>& tables() {
-  static const std::vector<const KernelTable*> t = availableTables();
-  return t;
+const std::vector<Isa>& isas() {
+  static const std::vector<Isa> v = detectIsas();
+  return v;
+}
+
+struct Chosen {
+  const Isa* isa;
+  const OpKernel* kernel;
+};
+
+// The kernels of `op`, best ISA first.
+std::vector<Chosen> kernelsOf(const std::string& op) {
+  std::vector<Chosen> out;
+  for (const Isa& isa : isas()) {
+    for (int i = 0; i < isa.kernels->count; i++)
+      if (op == isa.kernels->ops[i].op) out.push_back({&isa, &isa.kernels->ops[i]});
+  }
+  return out;
 }
 
 std::string describe(const Napi::Value& v) {
@@ -71,17 +100,6 @@ std::string describe(const Napi::Value& v) {
 [[noreturn]] void rangeError(Napi::Env env, const std::string& name, const std::string& expected,
                              const std::string& got) {
   throw Napi::RangeError::New(env, name + ": expected " + expected + ", got " + got);
-}
-
-const KernelTable* tableArg(const Napi::Value& v) {
-  Napi::Env env = v.Env();
-  std::string names;
-  for (const KernelTable* t : tables()) names += (names.empty() ? "" : ", ") + std::string(t->isa);
-  if (!v.IsString()) typeError(env, "isa", "a string (" + names + ")", v);
-  const std::string isa = v.As<Napi::String>().Utf8Value();
-  for (const KernelTable* t : tables())
-    if (isa == t->isa) return t;
-  rangeError(env, "isa", "one of the ISAs this CPU supports (" + names + ")", "\"" + isa + "\"");
 }
 
 int64_t intField(const Napi::Object& o, const char* prefix, const char* key, int64_t min,
@@ -138,6 +156,110 @@ class Keep {
  private:
   std::vector<Napi::ObjectReference> refs_;
 };
+
+// A Float32Array of exactly `want` finite elements (the hooks' parameters).
+const float* finiteF32(const Napi::Value& v, const std::string& name, int64_t want,
+                       const std::string& why, Keep& keep) {
+  F32 a = f32Arg(v, name);
+  expectLength(v.Env(), name, a.length, want, why);
+  for (int64_t i = 0; i < a.length; i++) {
+    if (!std::isfinite(a.data[i]))
+      rangeError(v.Env(), name + "[" + std::to_string(i) + "]", "a finite number",
+                 std::to_string(a.data[i]));
+  }
+  keep.add(v);
+  return a.data;
+}
+
+std::string kindOf(const Napi::Object& o, const std::string& name) {
+  Napi::Value k = o.Get("kind");
+  if (!k.IsString()) typeError(o.Env(), name + ".kind", "a string", k);
+  return k.As<Napi::String>().Utf8Value();
+}
+
+// problem.normalize: undefined (softmax), { kind: 'softmax', sinks?: Float32Array [hq] } or
+// { kind: 'sigmoid', bias: Float32Array [batch] } (packages/skeleton/src/hooks.ts).
+void normalizeArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
+  Napi::Env env = v.Env();
+  p.normalize = Normalize::kSoftmax;
+  if (v.IsUndefined()) return;
+  const char* expected = "{ kind: 'softmax', sinks? } or { kind: 'sigmoid', bias }";
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    typeError(env, "problem.normalize", expected, v);
+  Napi::Object o = v.As<Napi::Object>();
+  const std::string kind = kindOf(o, "problem.normalize");
+  if (kind == "softmax") {
+    Napi::Value s = o.Get("sinks");
+    if (!s.IsUndefined())
+      p.sinks = finiteF32(s, "problem.normalize.sinks", p.hq, "one per query head", keep);
+  } else if (kind == "sigmoid") {
+    p.normalize = Normalize::kSigmoid;
+    p.sigmoidBias =
+        finiteF32(o.Get("bias"), "problem.normalize.bias", p.batch, "one per batch entry", keep);
+  } else {
+    rangeError(env, "problem.normalize.kind", "\"softmax\" or \"sigmoid\"", "\"" + kind + "\"");
+  }
+}
+
+// problem.scoreMods: undefined or up to kMaxScoreMods built-in mods, applied in order
+// (packages/attention/src/mods.ts ResolvedScoreMod, the bias as a Float32Array).
+void scoreModsArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
+  Napi::Env env = v.Env();
+  p.numMods = 0;
+  if (v.IsUndefined()) return;
+  if (!v.IsArray()) typeError(env, "problem.scoreMods", "an Array of score mods", v);
+  Napi::Array list = v.As<Napi::Array>();
+  if (list.Length() > static_cast<uint32_t>(kMaxScoreMods))
+    rangeError(env, "problem.scoreMods", "at most " + std::to_string(kMaxScoreMods) + " mods",
+               std::to_string(list.Length()) + " mods");
+  for (uint32_t n = 0; n < list.Length(); n++) {
+    const std::string name = "problem.scoreMods[" + std::to_string(n) + "]";
+    Napi::Value mv = list.Get(n);
+    if (!mv.IsObject() || mv.IsArray() || mv.IsTypedArray())
+      typeError(env, name, "a score mod object", mv);
+    Napi::Object m = mv.As<Napi::Object>();
+    ScoreMod mod{};
+    const std::string kind = kindOf(m, name);
+    if (kind == "softcap") {
+      mod.kind = ScoreModKind::kSoftcap;
+      Napi::Value c = m.Get("cap");
+      if (!c.IsNumber()) typeError(env, name + ".cap", "a finite number > 0", c);
+      const double cap = c.As<Napi::Number>().DoubleValue();
+      if (!std::isfinite(cap) || !(cap > 0) || !std::isfinite(static_cast<float>(cap)))
+        rangeError(env, name + ".cap", "a finite number > 0", c.ToString().Utf8Value());
+      mod.cap = static_cast<float>(cap);
+    } else if (kind == "alibi") {
+      mod.kind = ScoreModKind::kAlibi;
+      mod.slopes = finiteF32(m.Get("slopes"), name + ".slopes", p.hq, "one per query head", keep);
+    } else if (kind == "bias") {
+      mod.kind = ScoreModKind::kBias;
+      const std::string prefix = name + ".";
+      mod.batchStride = intField(m, prefix.c_str(), "batchStride", 0);
+      mod.headStride = intField(m, prefix.c_str(), "headStride", 0);
+      mod.rowStride = intField(m, prefix.c_str(), "rowStride", 0);
+      Napi::Value bv = m.Get("bias");
+      F32 bias = f32Arg(bv, name + ".bias");
+      keep.add(bv);
+      // The element of the last (b, h, i, j) any sequence reads.
+      const int64_t need = p.batch == 0 || p.maxSeqQ == 0 || p.maxSeqK == 0
+                               ? 0
+                               : (p.batch - 1) * mod.batchStride + (p.hq - 1) * mod.headStride +
+                                     (p.maxSeqQ - 1) * mod.rowStride + p.maxSeqK;
+      if (bias.length < need)
+        rangeError(env, name + ".bias",
+                   "at least " + std::to_string(need) + " elements (from the strides, maxSeqQ "
+                   "and maxSeqK)",
+                   std::to_string(bias.length) + " elements");
+      mod.bias = bias.data;
+    } else {
+      rangeError(env, name + ".kind",
+                 "\"softcap\", \"alibi\" or \"bias\" (the native engine runs the built-in score "
+                 "mods only; custom mods run on ts and webgpu)",
+                 "\"" + kind + "\"");
+    }
+    p.mods[p.numMods++] = mod;
+  }
+}
 
 AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
   Napi::Env env = value.Env();
@@ -234,6 +356,14 @@ AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
   p.tileQ = tq.IsUndefined() ? 0 : intField(o, P, "blockQ", 1, 1024);
   Napi::Value tk = o.Get("blockK");
   p.tileK = tk.IsUndefined() ? 0 : intField(o, P, "blockK", 1, 1024);
+  Napi::Value mm = o.Get("maskMod");
+  if (!mm.IsUndefined() && !mm.IsNull())
+    rangeError(env, "problem.maskMod",
+               "undefined (the native engine runs no user mask mods: they are TS / WGSL "
+               "functions)",
+               describe(mm));
+  normalizeArg(o.Get("normalize"), p, keep);
+  scoreModsArg(o.Get("scoreMods"), p, keep);
   return p;
 }
 
@@ -247,181 +377,420 @@ Sizes sizesOf(const AttnProblem& p) {
   return {rowsQ * p.d, rowsK * p.d, rowsK * p.dv, rowsQ * p.dv, rowsQ};
 }
 
-F32 checked(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t want,
-            const char* why, Keep& keep) {
-  F32 a = f32Arg(info[i], name);
-  expectLength(info.Env(), name, a.length, want, why);
-  keep.add(info[i]);
-  return a;
-}
 
-class Worker : public Napi::AsyncWorker {
- public:
-  Worker(Napi::Env env, std::function<const char*()> job, Keep keep)
-      : Napi::AsyncWorker(env), job_(std::move(job)), keep_(std::move(keep)), deferred_(env) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    const char* err = job_();
-    if (err != nullptr) SetError(err);
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
- private:
-  std::function<const char*()> job_;
-  Keep keep_;
-  Napi::Promise::Deferred deferred_;
+// ---- Op descriptors ---------------------------------------------------------------------
+
+// Whether a named array of an op is needed for a given problem.
+enum class Presence { kRequired, kAbsent };
+
+struct ArgSpec {
+  const char* name;
 };
 
-// Runs job now (sync) or on the libuv pool, resolving the returned promise when done.
-Napi::Value dispatch(const Napi::CallbackInfo& info, size_t asyncIndex,
-                     std::function<const char*()> job, Keep keep) {
-  Napi::Env env = info.Env();
-  Napi::Value asyncArg = info[asyncIndex];
-  if (!asyncArg.IsBoolean()) typeError(env, "async", "a boolean", asyncArg);
-  if (!asyncArg.As<Napi::Boolean>().Value()) {
-    const char* err = job();
-    if (err != nullptr) throw Napi::Error::New(env, err);
-    return env.Undefined();
+// A call being validated: the op's call struct (engine.h) and what its arrays must be.
+class Call {
+ public:
+  virtual ~Call() = default;
+  virtual Presence presence(bool output, size_t i) const = 0;
+  // Why an array is absent (for the error when one is given anyway).
+  virtual const char* absentWhy(bool, size_t) const { return "not used by this problem"; }
+  virtual int64_t length(bool output, size_t i) const = 0;
+  virtual const char* lengthWhy(bool output, size_t i) const = 0;
+  // Whether the length is a minimum (a strided matrix) rather than exact.
+  virtual bool atLeast(bool, size_t) const { return false; }
+  virtual void bind(bool output, size_t i, float* data) = 0;
+  virtual const void* data() const = 0;
+};
+
+struct OpDesc {
+  const char* name;
+  std::vector<ArgSpec> inputs, outputs;
+  std::unique_ptr<Call> (*parse)(const Napi::Value& problem, Keep& keep);
+};
+
+// attention.forward: inputs q, k, v; outputs o and (softmax) lse.
+class AttentionForward : public Call {
+ public:
+  explicit AttentionForward(const AttnProblem& p) : z_(sizesOf(p)) { c_.p = p; }
+  Presence presence(bool output, size_t i) const override {
+    const bool lse = output && i == 1;
+    return lse && c_.p.normalize == Normalize::kSigmoid ? Presence::kAbsent : Presence::kRequired;
   }
-  Worker* w = new Worker(env, std::move(job), std::move(keep));
-  Napi::Promise promise = w->promise();
-  w->Queue();
-  return promise;
-}
+  const char* absentWhy(bool, size_t) const override { return "sigmoid attention has no LSE"; }
+  int64_t length(bool output, size_t i) const override {
+    if (output) return i == 0 ? z_.o : z_.lse;
+    return i == 0 ? z_.q : i == 1 ? z_.k : z_.v;
+  }
+  const char* lengthWhy(bool output, size_t i) const override {
+    if (output) return i == 0 ? "query rows x dv" : "one per query row and head";
+    return i == 0 ? "query rows x d" : i == 1 ? "key rows x d" : "key rows x dv";
+  }
+  void bind(bool output, size_t i, float* x) override {
+    if (output) {
+      (i == 0 ? c_.a.o : c_.a.lse) = x;
+    } else {
+      (i == 0 ? c_.a.q : i == 1 ? c_.a.k : c_.a.v) = x;
+    }
+  }
+  const void* data() const override { return &c_; }
+  static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
+    return std::make_unique<AttentionForward>(problemArg(v, keep));
+  }
 
-void expectArgs(const Napi::CallbackInfo& info, size_t n, const char* fn) {
-  if (info.Length() != n)
-    throw Napi::TypeError::New(info.Env(), std::string(fn) + ": expected " + std::to_string(n) +
-                                               " arguments, got " +
-                                               std::to_string(info.Length()));
-}
+ private:
+  AttentionForwardCall c_{};
+  Sizes z_;
+};
 
-// flashForward(isa, problem, q, k, v, o, lse, async)
-Napi::Value FlashForward(const Napi::CallbackInfo& info) {
-  expectArgs(info, 8, "flashForward");
-  const KernelTable* t = tableArg(info[0]);
-  Keep keep;
-  AttnProblem p = problemArg(info[1], keep);
-  const Sizes z = sizesOf(p);
-  FlashForwardArgs a{};
-  a.q = checked(info, 2, "q", z.q, "query rows x d", keep).data;
-  a.k = checked(info, 3, "k", z.k, "key rows x d", keep).data;
-  a.v = checked(info, 4, "v", z.v, "key rows x dv", keep).data;
-  a.o = checked(info, 5, "o", z.o, "query rows x dv", keep).data;
-  a.lse = checked(info, 6, "lse", z.lse, "one per query row and head", keep).data;
-  return dispatch(info, 7, [t, p, a] { return t->flashForward(p, a); }, std::move(keep));
-}
+// attention.backward: inputs q, k, v, o, lse (softmax), dO; outputs dq, dk, dv and (sinks)
+// dsinks.
+class AttentionBackward : public Call {
+ public:
+  explicit AttentionBackward(const AttnProblem& p) : z_(sizesOf(p)) { c_.p = p; }
+  Presence presence(bool output, size_t i) const override {
+    const bool sigmoid = c_.p.normalize == Normalize::kSigmoid;
+    if (!output && (i == 3 || i == 4)) return sigmoid ? Presence::kAbsent : Presence::kRequired;
+    if (output && i == 3) return c_.p.sinks != nullptr ? Presence::kRequired : Presence::kAbsent;
+    return Presence::kRequired;
+  }
+  const char* absentWhy(bool output, size_t) const override {
+    return output ? "the problem has no sinks"
+                  : "sigmoid's backward reads no forward output (dS = dP w (1 - w))";
+  }
+  int64_t length(bool output, size_t i) const override {
+    if (output) return i == 0 ? z_.q : i == 1 ? z_.k : i == 2 ? z_.v : c_.p.hq;
+    const int64_t n[6] = {z_.q, z_.k, z_.v, z_.o, z_.lse, z_.o};
+    return n[i];
+  }
+  const char* lengthWhy(bool output, size_t i) const override {
+    if (output) {
+      const char* w[4] = {"query rows x d", "key rows x d", "key rows x dv", "one per query head"};
+      return w[i];
+    }
+    const char* w[6] = {"query rows x d",  "key rows x d",
+                        "key rows x dv",   "query rows x dv",
+                        "one per query row and head", "query rows x dv"};
+    return w[i];
+  }
+  void bind(bool output, size_t i, float* x) override {
+    FlashBackwardArgs& a = c_.a;
+    if (output) {
+      float** w[4] = {&a.dq, &a.dk, &a.dv, &a.dsinks};
+      *w[i] = x;
+    } else {
+      const float** r[6] = {&a.q, &a.k, &a.v, &a.o, &a.lse, &a.dO};
+      *r[i] = x;
+    }
+  }
+  const void* data() const override { return &c_; }
+  static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
+    return std::make_unique<AttentionBackward>(problemArg(v, keep));
+  }
 
-// flashBackward(isa, problem, q, k, v, o, lse, dO, dq, dk, dv, async)
-Napi::Value FlashBackward(const Napi::CallbackInfo& info) {
-  expectArgs(info, 12, "flashBackward");
-  const KernelTable* t = tableArg(info[0]);
-  Keep keep;
-  AttnProblem p = problemArg(info[1], keep);
-  const Sizes z = sizesOf(p);
-  FlashBackwardArgs a{};
-  a.q = checked(info, 2, "q", z.q, "query rows x d", keep).data;
-  a.k = checked(info, 3, "k", z.k, "key rows x d", keep).data;
-  a.v = checked(info, 4, "v", z.v, "key rows x dv", keep).data;
-  a.o = checked(info, 5, "o", z.o, "query rows x dv", keep).data;
-  a.lse = checked(info, 6, "lse", z.lse, "one per query row and head", keep).data;
-  a.dO = checked(info, 7, "dO", z.o, "query rows x dv", keep).data;
-  a.dq = checked(info, 8, "dq", z.q, "query rows x d", keep).data;
-  a.dk = checked(info, 9, "dk", z.k, "key rows x d", keep).data;
-  a.dv = checked(info, 10, "dv", z.v, "key rows x dv", keep).data;
-  return dispatch(info, 11, [t, p, a] { return t->flashBackward(p, a); }, std::move(keep));
-}
-
-// flashBackwardScratch(isa, problem) -> { perThreadBytes, sharedBytes }: what flashBackward
-// allocates besides its arguments (the per-thread part is O(maxSeqQ d), whatever B and H).
-Napi::Value FlashBackwardScratch(const Napi::CallbackInfo& info) {
-  expectArgs(info, 2, "flashBackwardScratch");
-  Napi::Env env = info.Env();
-  const KernelTable* t = tableArg(info[0]);
-  Keep keep;
-  AttnProblem p = problemArg(info[1], keep);
-  int64_t perThread = 0, shared = 0;
-  t->flashBackwardScratch(p, &perThread, &shared);
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("perThreadBytes", Napi::Number::New(env, static_cast<double>(perThread) * 4));
-  out.Set("sharedBytes", Napi::Number::New(env, static_cast<double>(shared) * 4));
-  return out;
-}
+ private:
+  AttentionBackwardCall c_{};
+  Sizes z_;
+};
 
 // Elements a row-major rows x cols matrix with leading dimension ld spans.
 int64_t span(int64_t rows, int64_t cols, int64_t ld) {
   return rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
 }
 
-// gemm(isa, {transA, transB, m, n, k, alpha, beta, a, lda, b, ldb, c, ldc}, async)
-Napi::Value Gemm(const Napi::CallbackInfo& info) {
-  expectArgs(info, 3, "gemm");
-  Napi::Env env = info.Env();
-  const KernelTable* t = tableArg(info[0]);
-  if (!info[1].IsObject()) typeError(env, "args", "an object (NativeGemmArgs)", info[1]);
-  Napi::Object o = info[1].As<Napi::Object>();
-  Keep keep;
-  GemmArgs g{};
-  auto flag = [&](const char* key) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsBoolean()) typeError(env, std::string("args.") + key, "a boolean", v);
-    return v.As<Napi::Boolean>().Value();
+// gemm: problem { m, n, k, transA?, transB?, alpha? (1), beta? (0), lda?, ldb?, ldc? };
+// inputs a, b; output c (read too when beta != 0).
+class Gemm : public Call {
+ public:
+  explicit Gemm(const GemmArgs& g) { c_.g = g; }
+  Presence presence(bool, size_t) const override { return Presence::kRequired; }
+  int64_t length(bool output, size_t i) const override {
+    const GemmArgs& g = c_.g;
+    if (output) return span(g.m, g.n, g.ldc);
+    if (i == 0) return g.transA ? span(g.k, g.m, g.lda) : span(g.m, g.k, g.lda);
+    return g.transB ? span(g.n, g.k, g.ldb) : span(g.k, g.n, g.ldb);
+  }
+  const char* lengthWhy(bool, size_t) const override { return "rows, cols and ld"; }
+  bool atLeast(bool, size_t) const override { return true; }
+  void bind(bool output, size_t i, float* x) override {
+    if (output)
+      c_.g.c = x;
+    else
+      (i == 0 ? c_.g.a : c_.g.b) = x;
+  }
+  const void* data() const override { return &c_; }
+
+  static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+      typeError(env, "problem", "an object (NativeGemmProblem)", v);
+    Napi::Object o = v.As<Napi::Object>();
+    keep.add(o);
+    GemmArgs g{};
+    auto flag = [&](const char* key) {
+      Napi::Value x = o.Get(key);
+      if (x.IsUndefined()) return false;
+      if (!x.IsBoolean()) typeError(env, std::string("problem.") + key, "a boolean", x);
+      return x.As<Napi::Boolean>().Value();
+    };
+    auto number = [&](const char* key, float fallback) {
+      Napi::Value x = o.Get(key);
+      if (x.IsUndefined()) return fallback;
+      if (!x.IsNumber()) typeError(env, std::string("problem.") + key, "a number", x);
+      const double d = x.As<Napi::Number>().DoubleValue();
+      if (!std::isfinite(d))
+        rangeError(env, std::string("problem.") + key, "a finite number", std::to_string(d));
+      return static_cast<float>(d);
+    };
+    auto ld = [&](const char* key, int64_t min) {
+      return o.Get(key).IsUndefined() ? min : intField(o, "problem.", key, min);
+    };
+    g.transA = flag("transA");
+    g.transB = flag("transB");
+    g.m = intField(o, "problem.", "m", 0);
+    g.n = intField(o, "problem.", "n", 0);
+    g.k = intField(o, "problem.", "k", 0);
+    g.alpha = number("alpha", 1.0f);
+    g.beta = number("beta", 0.0f);
+    const int64_t aCols = g.transA ? g.m : g.k, bCols = g.transB ? g.k : g.n;
+    g.lda = ld("lda", aCols > 1 ? aCols : 1);
+    g.ldb = ld("ldb", bCols > 1 ? bCols : 1);
+    g.ldc = ld("ldc", g.n > 1 ? g.n : 1);
+    return std::make_unique<Gemm>(g);
+  }
+
+ private:
+  GemmCall c_{};
+};
+
+const std::vector<OpDesc>& descriptors() {
+  static const std::vector<OpDesc> d = {
+      {kOpAttentionForward, {{"q"}, {"k"}, {"v"}}, {{"o"}, {"lse"}}, AttentionForward::parse},
+      {kOpAttentionBackward,
+       {{"q"}, {"k"}, {"v"}, {"o"}, {"lse"}, {"dO"}},
+       {{"dq"}, {"dk"}, {"dv"}, {"dsinks"}},
+       AttentionBackward::parse},
+      {kOpGemm, {{"a"}, {"b"}}, {{"c"}}, Gemm::parse},
   };
-  auto number = [&](const char* key) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) typeError(env, std::string("args.") + key, "a number", v);
-    const double x = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(x)) rangeError(env, std::string("args.") + key, "a finite number", std::to_string(x));
-    return static_cast<float>(x);
-  };
-  g.transA = flag("transA");
-  g.transB = flag("transB");
-  g.m = intField(o, "args.", "m", 0);
-  g.n = intField(o, "args.", "n", 0);
-  g.k = intField(o, "args.", "k", 0);
-  g.alpha = number("alpha");
-  g.beta = number("beta");
-  const int64_t aRows = g.transA ? g.k : g.m, aCols = g.transA ? g.m : g.k;
-  const int64_t bRows = g.transB ? g.n : g.k, bCols = g.transB ? g.k : g.n;
-  g.lda = intField(o, "args.", "lda", aCols > 1 ? aCols : 1);
-  g.ldb = intField(o, "args.", "ldb", bCols > 1 ? bCols : 1);
-  g.ldc = intField(o, "args.", "ldc", g.n > 1 ? g.n : 1);
-  auto matrix = [&](const char* key, int64_t need) {
-    const std::string name = std::string("args.") + key;
-    Napi::Value v = o.Get(key);
-    F32 a = f32Arg(v, name);
-    if (a.length < need)
-      rangeError(env, name, "at least " + std::to_string(need) + " elements (rows, cols, ld)",
-                 std::to_string(a.length) + " elements");
-    keep.add(v);
-    return a.data;
-  };
-  g.a = matrix("a", span(aRows, aCols, g.lda));
-  g.b = matrix("b", span(bRows, bCols, g.ldb));
-  g.c = matrix("c", span(g.m, g.n, g.ldc));
+  return d;
+}
+
+std::string opNames() {
+  std::string names;
+  for (const OpDesc& d : descriptors()) names += (names.empty() ? "\"" : ", \"") + std::string(d.name) + "\"";
+  return names;
+}
+
+const OpDesc& opArg(const Napi::Value& v) {
+  if (!v.IsString()) typeError(v.Env(), "op", "a string (" + opNames() + ")", v);
+  const std::string op = v.As<Napi::String>().Utf8Value();
+  for (const OpDesc& d : descriptors())
+    if (op == d.name) return d;
+  rangeError(v.Env(), "op", "one of " + opNames(), "\"" + op + "\"");
+}
+
+std::string isaNames() {
+  std::string names;
+  for (const Isa& i : isas()) names += (names.empty() ? "" : ", ") + std::string(i.name);
+  return names;
+}
+
+// The ISA cap: undefined = the best ISA of each op; else one this CPU runs.
+const Isa* isaArg(const Napi::Value& v) {
+  if (v.IsUndefined()) return nullptr;
+  if (!v.IsString()) typeError(v.Env(), "isa", "a string (" + isaNames() + ") or undefined", v);
+  const std::string name = v.As<Napi::String>().Utf8Value();
+  for (const Isa& i : isas())
+    if (name == i.name) return &i;
+  rangeError(v.Env(), "isa", "one of the ISAs this CPU supports (" + isaNames() + ")",
+             "\"" + name + "\"");
+}
+
+// The kernel of `op` on the best ISA (at or below the cap's rank).
+Chosen choose(Napi::Env env, const char* op, const Isa* cap) {
+  for (const Chosen& c : kernelsOf(op))
+    if (cap == nullptr || c.isa->rank <= cap->rank) return c;
+  rangeError(env, "isa", std::string("an ISA with a kernel of \"") + op + "\"",
+             cap != nullptr ? cap->name : "none");
+}
+
+struct Bound {
+  const char* name;
+  const uint8_t* begin;
+  const uint8_t* end;
+};
+
+// Checks and binds the arrays of one side (inputs or outputs) of a call.
+void bindArrays(const Napi::Value& v, bool output, const std::vector<ArgSpec>& specs,
+                const OpDesc& d, Call& call, Keep& keep, std::vector<Bound>& bound) {
+  Napi::Env env = v.Env();
+  const std::string side = output ? "outputs" : "inputs";
+  std::string names;
+  for (const ArgSpec& s : specs) names += (names.empty() ? "" : ", ") + std::string(s.name);
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    typeError(env, side, "an object { " + names + " } of Float32Arrays", v);
+  Napi::Object o = v.As<Napi::Object>();
   keep.add(o);
-  return dispatch(info, 2, [t, g] { return t->gemm(g); }, std::move(keep));
+  Napi::Array keys = o.GetPropertyNames();
+  for (uint32_t n = 0; n < keys.Length(); n++) {
+    const std::string key = keys.Get(n).ToString().Utf8Value();
+    bool known = false;
+    for (const ArgSpec& s : specs) known = known || key == s.name;
+    if (!known)
+      rangeError(env, side + "." + key,
+                 "one of " + names + " (the " + side + " of " + d.name + ")", "an unknown name");
+  }
+  for (size_t i = 0; i < specs.size(); i++) {
+    const std::string name = side + "." + specs[i].name;
+    Napi::Value a = o.Get(specs[i].name);
+    if (call.presence(output, i) == Presence::kAbsent) {
+      if (!a.IsUndefined())
+        rangeError(env, name, std::string("undefined (") + call.absentWhy(output, i) + ")",
+                   describe(a));
+      continue;
+    }
+    const int64_t want = call.length(output, i);
+    F32 arr = f32Arg(a, name);
+    if (call.atLeast(output, i) ? arr.length < want : arr.length != want) {
+      rangeError(env, name,
+                 std::string(call.atLeast(output, i) ? "at least " : "") + std::to_string(want) +
+                     " elements (" + call.lengthWhy(output, i) + ")",
+                 std::to_string(arr.length) + " elements");
+    }
+    keep.add(a);
+    call.bind(output, i, arr.data);
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(arr.data);
+    bound.push_back({specs[i].name, b, b + arr.length * 4});
+  }
+}
+
+// Outputs must not share memory with any other array of the call (the kernels write them
+// while reading the others, off the JS thread).
+void checkOverlaps(Napi::Env env, const std::vector<Bound>& bound, size_t firstOutput) {
+  for (size_t i = firstOutput; i < bound.size(); i++) {
+    for (size_t j = 0; j < i; j++) {
+      if (bound[i].begin == bound[i].end || bound[j].begin == bound[j].end) continue;
+      if (bound[i].begin < bound[j].end && bound[j].begin < bound[i].end) {
+        const std::string other = (j < firstOutput ? "inputs." : "outputs.") + std::string(bound[j].name);
+        rangeError(env, "outputs." + std::string(bound[i].name),
+                   "an array sharing no memory with " + other, "overlapping arrays");
+      }
+    }
+  }
+}
+
+class Worker : public Napi::AsyncWorker {
+ public:
+  Worker(Napi::Env env, const OpKernel* kernel, std::unique_ptr<Call> call, Keep keep)
+      : Napi::AsyncWorker(env),
+        kernel_(kernel),
+        call_(std::move(call)),
+        keep_(std::move(keep)),
+        deferred_(env) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    const char* err = kernel_->run(call_->data());
+    if (err != nullptr) SetError(err);
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  const OpKernel* kernel_;
+  std::unique_ptr<Call> call_;
+  Keep keep_;
+  Napi::Promise::Deferred deferred_;
+};
+
+void expectArgs(const Napi::CallbackInfo& info, size_t min, size_t max, const char* fn) {
+  if (info.Length() < min || info.Length() > max)
+    throw Napi::TypeError::New(info.Env(), std::string(fn) + ": expected " + std::to_string(min) +
+                                               (min == max ? "" : " to " + std::to_string(max)) +
+                                               " arguments, got " + std::to_string(info.Length()));
+}
+
+// run(op, problem, inputs, outputs, isa?) -> Promise<void>: the op's kernel on the best ISA
+// (capped by isa), off the JS thread. Validation errors throw synchronously.
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  expectArgs(info, 4, 5, "run");
+  Napi::Env env = info.Env();
+  const OpDesc& d = opArg(info[0]);
+  const Chosen chosen = choose(env, d.name, isaArg(info[4]));
+  Keep keep;
+  std::unique_ptr<Call> call = d.parse(info[1], keep);
+  std::vector<Bound> bound;
+  bindArrays(info[2], false, d.inputs, d, *call, keep, bound);
+  const size_t firstOutput = bound.size();
+  bindArrays(info[3], true, d.outputs, d, *call, keep, bound);
+  checkOverlaps(env, bound, firstOutput);
+  Worker* w = new Worker(env, chosen.kernel, std::move(call), std::move(keep));
+  Napi::Promise promise = w->promise();
+  w->Queue();
+  return promise;
+}
+
+// scratch(op, problem, isa?) -> { perThreadBytes, sharedBytes, isa }: what the op's kernel
+// allocates besides its arrays (attention.backward: O(maxSeqQ d) per thread, whatever B and H).
+Napi::Value Scratch(const Napi::CallbackInfo& info) {
+  expectArgs(info, 2, 3, "scratch");
+  Napi::Env env = info.Env();
+  const OpDesc& d = opArg(info[0]);
+  const Chosen chosen = choose(env, d.name, isaArg(info[2]));
+  Keep keep;
+  std::unique_ptr<Call> call = d.parse(info[1], keep);
+  int64_t perThread = 0, shared = 0;
+  if (chosen.kernel->scratch != nullptr) chosen.kernel->scratch(call->data(), &perThread, &shared);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("perThreadBytes", Napi::Number::New(env, static_cast<double>(perThread) * 4));
+  out.Set("sharedBytes", Napi::Number::New(env, static_cast<double>(shared) * 4));
+  out.Set("isa", Napi::String::New(env, chosen.isa->name));
+  return out;
+}
+
+// ops(isa?) -> { [op]: { isas: [...best first], chosen, inputs: [...], outputs: [...] } }.
+Napi::Value Ops(const Napi::CallbackInfo& info) {
+  expectArgs(info, 0, 1, "ops");
+  Napi::Env env = info.Env();
+  const Isa* cap = isaArg(info[0]);
+  Napi::Object out = Napi::Object::New(env);
+  for (const OpDesc& d : descriptors()) {
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Array list = Napi::Array::New(env);
+    uint32_t n = 0;
+    const char* chosen = nullptr;
+    for (const Chosen& c : kernelsOf(d.name)) {
+      list.Set(n++, Napi::String::New(env, c.isa->name));
+      if (chosen == nullptr && (cap == nullptr || c.isa->rank <= cap->rank)) chosen = c.isa->name;
+    }
+    o.Set("isas", list);
+    o.Set("chosen", chosen != nullptr ? Napi::Value(Napi::String::New(env, chosen)) : env.Null());
+    for (int side = 0; side < 2; side++) {
+      const std::vector<ArgSpec>& specs = side == 0 ? d.inputs : d.outputs;
+      Napi::Array names = Napi::Array::New(env);
+      for (uint32_t i = 0; i < specs.size(); i++) names.Set(i, Napi::String::New(env, specs[i].name));
+      o.Set(side == 0 ? "inputs" : "outputs", names);
+    }
+    out.Set(d.name, o);
+  }
+  return out;
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
-  Napi::Array isas = Napi::Array::New(env);
+  Napi::Array names = Napi::Array::New(env);
   uint32_t i = 0;
-  for (const KernelTable* t : tables()) isas.Set(i++, Napi::String::New(env, t->isa));
-  out.Set("isas", isas);
+  for (const Isa& isa : isas()) names.Set(i++, Napi::String::New(env, isa.name));
+  out.Set("isas", names);
   out.Set("threads", Napi::Number::New(env, poolThreads()));
   return out;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
-  exports.Set("flashForward", Napi::Function::New(env, FlashForward, "flashForward"));
-  exports.Set("flashBackward", Napi::Function::New(env, FlashBackward, "flashBackward"));
-  exports.Set("flashBackwardScratch",
-              Napi::Function::New(env, FlashBackwardScratch, "flashBackwardScratch"));
-  exports.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
+  exports.Set("ops", Napi::Function::New(env, Ops, "ops"));
+  exports.Set("run", Napi::Function::New(env, Run, "run"));
+  exports.Set("scratch", Napi::Function::New(env, Scratch, "scratch"));
   return exports;
 }
 

@@ -6,7 +6,31 @@
 
 namespace attnkit {
 
-// KERNELS.md "Common", resolved as in packages/attention/src/spec.ts (SoftmaxProblem).
+// How a row of scores becomes weights (packages/skeleton/src/hooks.ts NormalizeHook).
+enum class Normalize : int32_t {
+  kSoftmax,  // online max / sum, O = acc / l, LSE = m + log l; optional per-head sinks
+  kSigmoid,  // w = sigmoid(s + bias[b]), O = sum w v, no LSE (FlashSigmoid)
+};
+
+// Built-in score mods (packages/attention/src/mods.ts), applied in order after the scale.
+enum class ScoreModKind : int32_t {
+  kSoftcap,  // s <- cap * tanh(s / cap)
+  kAlibi,    // s <- s - slopes[h] * |i + nk - nq - j|
+  kBias,     // s <- s + bias[b * batchStride + h * headStride + i * rowStride + j]
+};
+
+struct ScoreMod {
+  ScoreModKind kind;
+  float cap;
+  const float* slopes;  // [hq]
+  const float* bias;
+  int64_t batchStride, headStride, rowStride;
+};
+
+constexpr int kMaxScoreMods = 8;
+
+// KERNELS.md "Common" (and "Sigmoid attention"), resolved as in packages/attention/src/spec.ts
+// (AttentionProblem), with the skeleton's hooks: normalisation and score mods.
 struct AttnProblem {
   bool thd;  // layout THD (packed varlen) instead of BHND
   int64_t batch, hq, hkv, group, d, dv;
@@ -22,6 +46,11 @@ struct AttnProblem {
   int64_t bsBlockQ, bsBlockK, bsNbq, bsNbk, bsBatchStride, bsHeadStride;
   // Tile hints (0 = the ISA's default): forward key tile, backward query row block.
   int64_t tileK, tileQ;
+  Normalize normalize;
+  const float* sinks;        // softmax: one logit per query head joining every row, or null
+  const float* sigmoidBias;  // sigmoid: b of sigmoid(s + b), one per batch entry
+  int32_t numMods;
+  ScoreMod mods[kMaxScoreMods];
 };
 
 struct FlashForwardArgs {
@@ -29,19 +58,20 @@ struct FlashForwardArgs {
   const float* k;
   const float* v;
   float* o;
-  float* lse;
+  float* lse;  // softmax only (null for sigmoid)
 };
 
 struct FlashBackwardArgs {
   const float* q;
   const float* k;
   const float* v;
-  const float* o;
-  const float* lse;
+  const float* o;    // softmax only
+  const float* lse;  // softmax only
   const float* dO;
   float* dq;
   float* dk;
   float* dv;
+  float* dsinks;  // softmax with sinks only: [hq], -sum over rows exp(sink - LSE_i) (dO_i . O_i)
 };
 
 // C = alpha * op(A) op(B) + beta * C, row-major; op(A) is m x k, op(B) is k x n.
@@ -57,20 +87,46 @@ struct GemmArgs {
   int64_t ldc;
 };
 
-// Each kernel returns nullptr on success or a static message (out of memory).
-struct KernelTable {
-  const char* isa;
-  const char* (*gemm)(const GemmArgs&);
-  const char* (*flashForward)(const AttnProblem&, const FlashForwardArgs&);
-  const char* (*flashBackward)(const AttnProblem&, const FlashBackwardArgs&);
-  // Floats flashBackward allocates for p: per pool thread, and once (shared).
-  void (*flashBackwardScratch)(const AttnProblem& p, int64_t* perThread, int64_t* shared);
+// The op registry. An op is a name, a problem and named arrays (the descriptors in addon.cc);
+// a call of it is one of the plain structs below, built by the N-API layer after validation.
+// Each ISA translation unit registers the ops it has kernels for; the N-API layer picks the
+// best ISA per op, so an op may exist for one ISA only (e.g. a later AVX-512 VNNI kernel).
+constexpr const char* kOpAttentionForward = "attention.forward";
+constexpr const char* kOpAttentionBackward = "attention.backward";
+constexpr const char* kOpGemm = "gemm";
+
+struct AttentionForwardCall {
+  AttnProblem p;
+  FlashForwardArgs a;
+};
+struct AttentionBackwardCall {
+  AttnProblem p;
+  FlashBackwardArgs a;
+};
+struct GemmCall {
+  GemmArgs g;
 };
 
-const KernelTable* kernelsScalar();
+struct OpKernel {
+  const char* op;
+  // Runs the call (a pointer to the op's call struct): nullptr on success or a static message
+  // (out of memory).
+  const char* (*run)(const void* call);
+  // Floats the kernel allocates besides its arrays: per pool thread and once (shared); may be
+  // null.
+  void (*scratch)(const void* call, int64_t* perThread, int64_t* shared);
+};
+
+struct IsaKernels {
+  const char* isa;
+  const OpKernel* ops;
+  int count;
+};
+
+const IsaKernels* kernelsScalar();
 #if defined(ATTNKIT_X86)
-const KernelTable* kernelsAvx2();
-const KernelTable* kernelsAvx512();
+const IsaKernels* kernelsAvx2();
+const IsaKernels* kernelsAvx512();
 #endif
 
 // Persistent pool (pool.cc). parallelFor runs fn(ctx, task, thread) for task in [0, n), handing

@@ -8,10 +8,15 @@
 // max(maxSeqQ, kBwdWaveRows) rows: each thread's buffer covers one wave, which is reduced into
 // dQ before the next starts. A GQA group split between waves adds its later heads' dK and dV
 // to the earlier ones'.
+// Templated on the skeleton's hooks (flash_hooks.h): Softmax (dS = P (dP - D), with dsinks from
+// the D pre-pass when the problem has sinks) or Sigmoid (dS = dP w (1 - w), no pre-pass, no
+// LSE), and NoMods or the problem's built-in mods (dS times each mod's derivative).
 // Parameters per ISA: kBwdNV, kBwdMR, kBwdTileQ, kDqMR, kDqCV.
 #pragma once
 
-#include "flash_common.h"
+#include <cmath>
+
+#include "flash_hooks.h"
 
 namespace attnkit {
 namespace ATTNKIT_NS {
@@ -86,8 +91,8 @@ struct BwdDq {
         for (int u = 0; u < CV; u++) acc[r][u].store(g + r * gRow + u * V::L);
     }
   };
-  static void run(int64_t rows, int64_t keys, const float* ds, const float* kp, int64_t dpad,
-                  float* g, int64_t gRow) {
+  static ATTNKIT_ALWAYS_INLINE void run(int64_t rows, int64_t keys, const float* ds,
+                                        const float* kp, int64_t dpad, float* g, int64_t gRow) {
     int64_t r = 0;
     for (; r + kDqMR <= rows; r += kDqMR)
       Rows<kDqMR>::run(keys, ds + r * kBwdBk, kp, dpad, g + r * gRow, gRow);
@@ -97,7 +102,7 @@ struct BwdDq {
 };
 
 template <int CV>
-inline void bwdDqCols(int64_t cv, int64_t rows, int64_t keys, const float* ds, const float* kp,
+ATTNKIT_ALWAYS_INLINE void bwdDqCols(int64_t cv, int64_t rows, int64_t keys, const float* ds, const float* kp,
                       int64_t dpad, float* g, int64_t gRow) {
   if constexpr (CV == 1) {
     BwdDq<1>::run(rows, keys, ds, kp, dpad, g, gRow);
@@ -129,8 +134,10 @@ struct BwdScratch {
   float* ds;    // tileQ x Bk, dP then dS
   float* jidx;  // Bk, key index of each lane
   float* kept;  // Bk, block-sparse flag of each lane for the current query block
-  static int64_t floats(int64_t d, int64_t dv, int64_t dpad, int64_t tileQ) {
-    return (2 * d + 2 * dv + dpad + 2 * tileQ + 2) * kBwdBk;
+  float* gm;    // tileQ x Bk when the hooks need it: d weight / d score (sigmoid's w (1 - w),
+                // times the score mods' derivatives)
+  static int64_t floats(int64_t d, int64_t dv, int64_t dpad, int64_t tileQ, bool withG) {
+    return (2 * d + 2 * dv + dpad + (withG ? 3 : 2) * tileQ + 2) * kBwdBk;
   }
   BwdScratch(float* base, int64_t d, int64_t dv, int64_t dpad, int64_t tileQ)
       : kt(base),
@@ -141,7 +148,8 @@ struct BwdScratch {
         pm(dvt + dv * kBwdBk),
         ds(pm + tileQ * kBwdBk),
         jidx(ds + tileQ * kBwdBk),
-        kept(jidx + kBwdBk) {}
+        kept(jidx + kBwdBk),
+        gm(kept + kBwdBk) {}
 };
 
 struct BwdShared {
@@ -152,13 +160,85 @@ struct BwdShared {
   int64_t dpad, tileQ;
 };
 
+// Whether the backward keeps d weight / d score per element (BwdScratch::gm).
+inline bool bwdNeedsG(const AttnProblem& p) {
+  if (p.normalize == Normalize::kSigmoid) return true;
+  for (int t = 0; t < p.numMods; t++)
+    if (p.mods[t].kind == ScoreModKind::kSoftcap) return true;
+  return false;
+}
+
 // One key block of one (batch, kv head) against the query heads [hh0, hh1) of its group; their
 // dQ partial sums start at row `row` of this thread's wave buffer dqAcc (nq rows of dpad each).
 struct BwdTask {
   int64_t b, kvh, j0, cost, hh0, hh1, row;
 };
 
-inline void bwdBlock(const BwdShared& sh, const BwdTask& task, const BwdScratch& sc,
+// Softmax policy on the rows of a tile: P = exp2(S - LSE) (masked entries 0) in place.
+ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const uint8_t* bs, Vis vis,
+                        const float* lse2, int64_t i0, int64_t nr, int64_t j0, int64_t kcols,
+                        const BwdScratch& sc) {
+  int64_t keptBlock = -1;
+  for (int64_t i = 0; i < nr; i++) {
+    float* row = sc.pm + i * kBwdBk;
+    const V l2 = V::set1(lse2[i0 + i]);
+    if (vis == Vis::kFull) {
+      for (int u = 0; u < kBwdNV; u++) exp2v(V::load(row + u * V::L) - l2).store(row + u * V::L);
+      continue;
+    }
+    const float lo = static_cast<float>(rowLo(p, s, i0 + i));
+    const float hi = static_cast<float>(rowHi(p, s, i0 + i) - 1);
+    if (bs != nullptr && (i0 + i) / p.bsBlockQ != keptBlock) {
+      keptBlock = (i0 + i) / p.bsBlockQ;
+      for (int64_t j = 0; j < kBwdBk; j++) {
+        sc.kept[j] = j < kcols && bs[keptBlock * p.bsNbk + (j0 + j) / p.bsBlockK] != 0;
+      }
+    }
+    for (int u = 0; u < kBwdNV; u++) {
+      V e = exp2v(V::load(row + u * V::L) - l2);
+      e = V::keep_in(e, V::load(sc.jidx + u * V::L), lo, hi, V::zero());
+      if (bs != nullptr) e = V::keep_nonzero(e, V::load(sc.kept + u * V::L), V::zero());
+      e.store(row + u * V::L);
+    }
+  }
+}
+
+// Sigmoid policy on the rows of a tile: masked scores -> -inf, then W = sigmoid(S + b) in place
+// and gm *= w (1 - w) (masked entries give 0 and 0).
+ATTNKIT_ALWAYS_INLINE void bwdSigmoidW(const AttnProblem& p, const Seq& s, const uint8_t* bs, Vis vis,
+                        float bias2, int64_t i0, int64_t nr, int64_t j0, int64_t kcols,
+                        bool gSet, const BwdScratch& sc) {
+  int64_t keptBlock = -1;
+  const V b = V::set1(bias2), neg = V::set1(-kInf);
+  for (int64_t i = 0; i < nr; i++) {
+    float* row = sc.pm + i * kBwdBk;
+    float* g = sc.gm + i * kBwdBk;
+    float lo = -kInf, hi = kInf;
+    if (vis == Vis::kPartial) {
+      lo = static_cast<float>(rowLo(p, s, i0 + i));
+      hi = static_cast<float>(rowHi(p, s, i0 + i) - 1);
+      if (bs != nullptr && (i0 + i) / p.bsBlockQ != keptBlock) {
+        keptBlock = (i0 + i) / p.bsBlockQ;
+        for (int64_t j = 0; j < kBwdBk; j++) {
+          sc.kept[j] = j < kcols && bs[keptBlock * p.bsNbk + (j0 + j) / p.bsBlockK] != 0;
+        }
+      }
+    }
+    for (int u = 0; u < kBwdNV; u++) {
+      V x = V::load(row + u * V::L);
+      if (vis == Vis::kPartial) {
+        x = V::keep_in(x, V::load(sc.jidx + u * V::L), lo, hi, neg);
+        if (bs != nullptr) x = V::keep_nonzero(x, V::load(sc.kept + u * V::L), neg);
+      }
+      V wd;
+      sigmoid2v(x + b, &wd).store(row + u * V::L);
+      (gSet ? wd * V::load(g + u * V::L) : wd).store(g + u * V::L);
+    }
+  }
+}
+
+template <class Norm, class M>
+ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const BwdScratch& sc,
                      float* dqAcc) {
   const int64_t b = task.b, kvh = task.kvh, j0 = task.j0;
   const AttnProblem& p = sh.p;
@@ -185,13 +265,18 @@ inline void bwdBlock(const BwdShared& sh, const BwdTask& task, const BwdScratch&
   const float qScale = p.scale * kLog2e;
   const int64_t rowStart = p.right < 0 ? 0 : imax(0, j0 - s.off - p.right);
   const int64_t rowEnd = p.left < 0 ? s.nq : imin(s.nq, j1 - s.off + p.left);
+  const float bias2 = Norm::kSigmoid ? p.sigmoidBias[b] * kLog2e : 0.0f;
   for (int64_t hh = task.hh0; hh < task.hh1; hh++) {
     const int64_t h = kvh * p.group + hh;
     const uint8_t* bs = sparseBase(p, b, h);
+    HeadMods mods;
+    if constexpr (M::kActive) mods = headMods(p, b, h);
+    // d weight / d score kept per element: sigmoid's w (1 - w) and the softcaps' derivatives.
+    const bool useG = Norm::kSigmoid || (M::kActive && mods.softcap);
     const float* q = a.q + qBase(p, b, h, d);
     const float* dO = a.dO + qBase(p, b, h, dv);
-    const float* dRow = sh.dRow + lseBase(p, b, h);
-    const float* lse2 = sh.lse2 + lseBase(p, b, h);
+    const float* dRow = Norm::kSigmoid ? nullptr : sh.dRow + lseBase(p, b, h);
+    const float* lse2 = Norm::kSigmoid ? nullptr : sh.lse2 + lseBase(p, b, h);
     const int64_t gRow = dpad;
     float* g = dqAcc + (task.row + (hh - task.hh0) * s.nq) * dpad;
     const int64_t block = bs != nullptr ? p.bsBlockQ : 0;
@@ -206,35 +291,35 @@ inline void bwdBlock(const BwdShared& sh, const BwdTask& task, const BwdScratch&
       const float* qi = q + i0 * qRow;
       const float* dOi = dO + i0 * oRow;
       bwdScores(nr, d, qi, qRow, sc.kt, sc.pm, qScale);
-      int64_t keptBlock = -1;
-      for (int64_t i = 0; i < nr; i++) {
-        float* row = sc.pm + i * kBwdBk;
-        const V l2 = V::set1(lse2[i0 + i]);
-        if (vis == Vis::kFull) {
-          for (int u = 0; u < kBwdNV; u++)
-            exp2v(V::load(row + u * V::L) - l2).store(row + u * V::L);
-          continue;
-        }
-        const float lo = static_cast<float>(rowLo(p, s, i0 + i));
-        const float hi = static_cast<float>(rowHi(p, s, i0 + i) - 1);
-        if (bs != nullptr && (i0 + i) / p.bsBlockQ != keptBlock) {
-          keptBlock = (i0 + i) / p.bsBlockQ;
-          for (int64_t j = 0; j < kBwdBk; j++) {
-            sc.kept[j] = j < kcols && bs[keptBlock * p.bsNbk + (j0 + j) / p.bsBlockK] != 0;
-          }
-        }
-        for (int u = 0; u < kBwdNV; u++) {
-          V e = exp2v(V::load(row + u * V::L) - l2);
-          e = V::keep_in(e, V::load(sc.jidx + u * V::L), lo, hi, V::zero());
-          if (bs != nullptr) e = V::keep_nonzero(e, V::load(sc.kept + u * V::L), V::zero());
-          e.store(row + u * V::L);
+      if constexpr (M::kActive) {
+        for (int64_t i = 0; i < nr; i++) {
+          bwdMods<kBwdNV>(mods, i0 + i, s.off, j0, kcols, sc.jidx, sc.pm + i * kBwdBk,
+                          mods.softcap ? sc.gm + i * kBwdBk : nullptr);
         }
       }
+      if constexpr (Norm::kSigmoid)
+        bwdSigmoidW(p, s, bs, vis, bias2, i0, nr, j0, kcols, M::kActive && mods.softcap, sc);
+      else
+        bwdSoftmaxP(p, s, bs, vis, lse2, i0, nr, j0, kcols, sc);
       bwdScores(nr, dv, dOi, oRow, sc.vt, sc.ds, 1.0f);
       for (int64_t i = 0; i < nr; i++) {
         float* prow = sc.pm + i * kBwdBk;
         float* drow = sc.ds + i * kBwdBk;
+        const float* grow = sc.gm + i * kBwdBk;
+        if constexpr (Norm::kSigmoid) {
+          // dS = dP w (1 - w) (times the mods' derivatives, folded into gm).
+          for (int u = 0; u < kBwdNV; u++)
+            (V::load(drow + u * V::L) * V::load(grow + u * V::L)).store(drow + u * V::L);
+          continue;
+        }
         const V di = V::set1(dRow[i0 + i]);
+        if (M::kActive && useG) {
+          for (int u = 0; u < kBwdNV; u++) {
+            V ds = V::load(prow + u * V::L) * (V::load(drow + u * V::L) - di);
+            (ds * V::load(grow + u * V::L)).store(drow + u * V::L);
+          }
+          continue;
+        }
         for (int u = 0; u < kBwdNV; u++) {
           V ds = V::load(prow + u * V::L) * (V::load(drow + u * V::L) - di);
           ds.store(drow + u * V::L);
@@ -308,20 +393,28 @@ struct BwdPlan {
 };
 
 inline int64_t bwdBlockScratchFloats(const AttnProblem& p, int64_t dpad, int64_t tileQ) {
-  return roundUp(BwdScratch::floats(p.d, p.dv, dpad, tileQ), 16);
+  return roundUp(BwdScratch::floats(p.d, p.dv, dpad, tileQ, bwdNeedsG(p)), 16);
 }
 
-// Scratch of flashBackward in floats: per thread (wave dQ buffer + block buffers) and shared
-// (D_i and LSE in log2 units, one each per lse entry).
+// Floats of the softmax pre-pass: D_i and LSE in log2 units per lse entry, and with sinks one
+// partial dsinks per (batch, head); none for sigmoid.
+inline int64_t bwdSharedFloats(const AttnProblem& p) {
+  if (p.normalize == Normalize::kSigmoid) return 0;
+  const int64_t nLse = p.thd ? p.hq * p.totalQ : p.batch * p.hq * p.maxSeqQ;
+  return 2 * nLse + (p.sinks != nullptr ? p.batch * p.hq : 0);
+}
+
+// Scratch of flashBackward in floats: per thread (wave dQ buffer + block buffers) and shared.
 inline void flashBackwardScratch(const AttnProblem& p, int64_t* perThread, int64_t* shared) {
   const int64_t tileQ = p.tileQ > 0 ? p.tileQ : kBwdTileQ;
   const int64_t dpad = roundUp(p.d, V::L);
   const BwdPlan plan(p);
   *perThread = plan.waveRows * dpad + bwdBlockScratchFloats(p, dpad, tileQ);
-  *shared = 2 * (p.thd ? p.hq * p.totalQ : p.batch * p.hq * p.maxSeqQ);
+  *shared = bwdSharedFloats(p);
 }
 
-inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& a) {
+template <class Norm, class M>
+inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardArgs& a) {
   const int threads = poolThreads();
   const int64_t tileQ = p.tileQ > 0 ? p.tileQ : kBwdTileQ;
   const int64_t dpad = roundUp(p.d, V::L);
@@ -329,31 +422,46 @@ inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& 
   const BwdPlan plan(p);
   const int64_t accPer = plan.waveRows * dpad;
   const int64_t per = bwdBlockScratchFloats(p, dpad, tileQ);
-  Floats prep(2 * nLse);
+  Floats prep(bwdSharedFloats(p));
   Floats dqAcc(static_cast<int64_t>(threads) * accPer);
   Floats scratch(per * threads);
   Floats covered(p.thd ? p.totalQ : 0);
   if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok()) return kOutOfMemory;
-  BwdShared sh{p, a, prep.get(), prep.get() + nLse, dpad, tileQ};
+  BwdShared sh{p, a, prep.get(), Norm::kSigmoid ? nullptr : prep.get() + nLse, dpad, tileQ};
 
-  // D_i = dO_i . O_i (FA2 eq. for dS), and LSE in log2 units; rows of the lse layout that no
-  // sequence covers are never read.
-  auto prepare = [&](int64_t bh, int) {
-    const int64_t b = bh / p.hq, h = bh % p.hq;
-    const Seq s = seqOf(p, b);
-    const int64_t oRow = qRowStride(p, p.dv);
-    const float* o = a.o + qBase(p, b, h, p.dv);
-    const float* dO = a.dO + qBase(p, b, h, p.dv);
-    const int64_t base = lseBase(p, b, h);
-    for (int64_t i = 0; i < s.nq; i++) {
-      double acc = 0.0;
-      for (int64_t c = 0; c < p.dv; c++)
-        acc += static_cast<double>(o[i * oRow + c]) * dO[i * oRow + c];
-      prep.get()[base + i] = static_cast<float>(acc);
-      prep.get()[nLse + base + i] = a.lse[base + i] * kLog2e;
+  if constexpr (!Norm::kSigmoid) {
+    // D_i = dO_i . O_i (FA2 eq. for dS), and LSE in log2 units; rows of the lse layout that no
+    // sequence covers are never read. With sinks, the partial dsinks of (b, h):
+    // sum_i e^(sink_h - LSE_i) D_i (the sink's probability in row i times D_i).
+    float* sinkPart = prep.get() + 2 * nLse;
+    auto prepare = [&](int64_t bh, int) {
+      const int64_t b = bh / p.hq, h = bh % p.hq;
+      const Seq s = seqOf(p, b);
+      const int64_t oRow = qRowStride(p, p.dv);
+      const float* o = a.o + qBase(p, b, h, p.dv);
+      const float* dO = a.dO + qBase(p, b, h, p.dv);
+      const int64_t base = lseBase(p, b, h);
+      double sink = 0.0;
+      for (int64_t i = 0; i < s.nq; i++) {
+        double acc = 0.0;
+        for (int64_t c = 0; c < p.dv; c++)
+          acc += static_cast<double>(o[i * oRow + c]) * dO[i * oRow + c];
+        prep.get()[base + i] = static_cast<float>(acc);
+        prep.get()[nLse + base + i] = a.lse[base + i] * kLog2e;
+        if (p.sinks != nullptr && a.lse[base + i] > -kInf)
+          sink += std::exp(static_cast<double>(p.sinks[h]) - a.lse[base + i]) * acc;
+      }
+      if (p.sinks != nullptr) sinkPart[bh] = static_cast<float>(sink);
+    };
+    parallel(p.batch * p.hq, prepare);
+    if (p.sinks != nullptr) {
+      for (int64_t h = 0; h < p.hq; h++) {
+        double sum = 0.0;
+        for (int64_t b = 0; b < p.batch; b++) sum += sinkPart[b * p.hq + h];
+        a.dsinks[h] = static_cast<float>(-sum);
+      }
     }
-  };
-  parallel(p.batch * p.hq, prepare);
+  }
 
   // Rows of dQ's layout that no sequence covers get zeros (the waves write only covered rows).
   if (p.thd) {
@@ -411,7 +519,7 @@ inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& 
     });
     auto body = [&](int64_t t, int thread) {
       BwdScratch sc(scratch.get() + per * thread, p.d, p.dv, dpad, tileQ);
-      bwdBlock(sh, tasks[t], sc, dqAcc.get() + thread * accPer);
+      bwdBlock<Norm, M>(sh, tasks[t], sc, dqAcc.get() + thread * accPer);
     };
     parallel(static_cast<int64_t>(tasks.size()), body);
 
@@ -444,6 +552,14 @@ inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& 
     parallel(ceilDiv(w.rows, rowsPer), reduce);
   }
   return nullptr;
+}
+
+// The instantiation of the problem's hooks.
+inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& a) {
+  const bool mods = p.numMods > 0;
+  if (p.normalize == Normalize::kSigmoid)
+    return mods ? flashBackwardImpl<Sigmoid, Mods>(p, a) : flashBackwardImpl<Sigmoid, NoMods>(p, a);
+  return mods ? flashBackwardImpl<Softmax, Mods>(p, a) : flashBackwardImpl<Softmax, NoMods>(p, a);
 }
 
 }  // namespace ATTNKIT_NS

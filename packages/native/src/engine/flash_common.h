@@ -91,7 +91,7 @@ inline int64_t tileEnd(int64_t x, int64_t end, int64_t width, int64_t block) {
 
 // Runs K<R>::run(args...) for the row count R = rows in [1, MaxR].
 template <template <int> class K, int R, class... A>
-inline void withRows(int64_t rows, A&&... a) {
+ATTNKIT_ALWAYS_INLINE void withRows(int64_t rows, A&&... a) {
   if constexpr (R == 1) {
     K<1>::run(a...);
   } else {

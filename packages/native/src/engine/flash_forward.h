@@ -3,12 +3,15 @@
 // the scores of one key are a row of vectors and the online-softmax statistics m and l are
 // per-lane vectors: the row max and row sum need no horizontal reductions. K and V are read
 // in place (no packing): a key's elements are broadcast against the packed, pre-scaled Q^T.
+// Templated on the skeleton's hooks (flash_hooks.h): the normalize policy (Softmax: online
+// max and sum, with optional sinks joining at the end; Sigmoid: w = sigmoid(s + b), no row
+// statistics) and the score-mod policy (NoMods, or the problem's built-in mods on each tile).
 // Parameters per ISA: kFwdNV, kFwdMR (register rows of both micro-kernels), kFwdTileK.
 #pragma once
 
 #include <cmath>
 
-#include "flash_common.h"
+#include "flash_hooks.h"
 
 namespace attnkit {
 namespace ATTNKIT_NS {
@@ -18,7 +21,7 @@ constexpr int64_t kFwdBq = kFwdNV * V::L;
 // S^T[r][lanes] = sum_c K[r][c] * Q^T[c][lanes] for R consecutive keys.
 template <int R>
 struct FwdScores {
-  static void run(int64_t d, const float* qt, const float* k, int64_t kRow, float* st) {
+  static ATTNKIT_ALWAYS_INLINE void run(int64_t d, const float* qt, const float* k, int64_t kRow, float* st) {
     V acc[R][kFwdNV];
     for (int r = 0; r < R; r++)
       for (int v = 0; v < kFwdNV; v++) acc[r][v] = V::zero();
@@ -38,7 +41,7 @@ struct FwdScores {
 // O^T[c0 + r][lanes] = alpha * O^T[c0 + r][lanes] + sum_j V[j][c0 + r] * P^T[j][lanes], R dims.
 template <int R>
 struct FwdPV {
-  static void run(int64_t keys, const float* pt, const float* v, int64_t vRow, float* ot,
+  static ATTNKIT_ALWAYS_INLINE void run(int64_t keys, const float* pt, const float* v, int64_t vRow, float* ot,
                   const V* alpha) {
     V acc[R][kFwdNV];
     for (int r = 0; r < R; r++)
@@ -115,21 +118,10 @@ inline void fwdMask(const AttnProblem& p, const uint8_t* bs, const FwdBlockState
   }
 }
 
-// One key tile [j0, j1) for one query block: scores, online softmax (FA2), O^T update.
-inline void fwdTile(const AttnProblem& p, const uint8_t* bs, const float* k, int64_t kRow,
-                    const float* vt, int64_t vRow, int64_t j0, int64_t j1, Vis vis,
-                    const FwdBlockState& blk, const FwdScratch& sc) {
-  const int64_t nkeys = j1 - j0;
-  int64_t r = 0;
-  for (; r + kFwdMR <= nkeys; r += kFwdMR)
-    FwdScores<kFwdMR>::run(p.d, blk.qt, k + (j0 + r) * kRow, kRow, sc.st + r * kFwdBq);
-  if (r < nkeys)
-    withRows<FwdScores, kFwdMR>(nkeys - r, p.d, blk.qt, k + (j0 + r) * kRow, kRow,
-                                sc.st + r * kFwdBq);
-  if (vis == Vis::kPartial) fwdMask(p, bs, blk, j0, j1, sc);
-
-  // New max, rescale factor exp2(m_old - m_new), P = exp2(S - m_new).
-  V m[kFwdNV], mx[kFwdNV], safe[kFwdNV], alpha[kFwdNV], sum[kFwdNV];
+// Softmax policy on a tile of scores: new max, rescale factor alpha = exp2(m_old - m_new),
+// P = exp2(S - m_new) in place, l = alpha l + rowsum(P).
+ATTNKIT_ALWAYS_INLINE void fwdSoftmax(int64_t nkeys, const FwdBlockState& blk, const FwdScratch& sc, V* alpha) {
+  V m[kFwdNV], mx[kFwdNV], safe[kFwdNV], sum[kFwdNV];
   for (int v = 0; v < kFwdNV; v++) mx[v] = m[v] = V::load(blk.m + v * V::L);
   for (int64_t j = 0; j < nkeys; j++)
     for (int v = 0; v < kFwdNV; v++) mx[v] = V::max(mx[v], V::load(sc.st + j * kFwdBq + v * V::L));
@@ -152,6 +144,48 @@ inline void fwdTile(const AttnProblem& p, const uint8_t* bs, const float* k, int
     V::fma(V::load(blk.l + v * V::L), alpha[v], sum[v]).store(blk.l + v * V::L);
     mx[v].store(blk.m + v * V::L);
   }
+}
+
+// Sigmoid policy: W = sigmoid(S + b) in place (b in log2 units); O^T accumulates unscaled.
+ATTNKIT_ALWAYS_INLINE void fwdSigmoid(int64_t nkeys, float bias2, const FwdScratch& sc, V* alpha) {
+  const V b = V::set1(bias2);
+  for (int64_t j = 0; j < nkeys; j++) {
+    float* row = sc.st + j * kFwdBq;
+    for (int v = 0; v < kFwdNV; v++)
+      sigmoid2v(V::load(row + v * V::L) + b, nullptr).store(row + v * V::L);
+  }
+  for (int v = 0; v < kFwdNV; v++) alpha[v] = V::set1(1.0f);
+}
+
+// Per (batch, head) constants of the hooks.
+struct FwdHead {
+  HeadMods mods;
+  float bias2;  // sigmoid: b * log2 e
+  float sink;   // softmax with sinks: sink_h (natural log units)
+  bool hasSink;
+};
+
+// One key tile [j0, j1) for one query block: scores, score mods, mask, the normalize policy
+// (FA2's online softmax, or sigmoid), O^T update.
+template <class Norm, class M>
+ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const float* k, int64_t kRow,
+                    const float* vt, int64_t vRow, int64_t j0, int64_t j1, Vis vis,
+                    const FwdBlockState& blk, const FwdScratch& sc, const FwdHead& hd) {
+  const int64_t nkeys = j1 - j0;
+  int64_t r = 0;
+  for (; r + kFwdMR <= nkeys; r += kFwdMR)
+    FwdScores<kFwdMR>::run(p.d, blk.qt, k + (j0 + r) * kRow, kRow, sc.st + r * kFwdBq);
+  if (r < nkeys)
+    withRows<FwdScores, kFwdMR>(nkeys - r, p.d, blk.qt, k + (j0 + r) * kRow, kRow,
+                                sc.st + r * kFwdBq);
+  if constexpr (M::kActive) fwdMods<kFwdBq, kFwdNV>(hd.mods, blk.i0, blk.rows, blk.diag, j0, j1, sc.st);
+  if (vis == Vis::kPartial) fwdMask(p, bs, blk, j0, j1, sc);
+
+  V alpha[kFwdNV];
+  if constexpr (Norm::kSigmoid)
+    fwdSigmoid(nkeys, hd.bias2, sc, alpha);
+  else
+    fwdSoftmax(nkeys, blk, sc, alpha);
   const float* vj = vt + j0 * vRow;
   int64_t c = 0;
   for (; c + kFwdMR <= p.dv; c += kFwdMR)
@@ -160,8 +194,36 @@ inline void fwdTile(const AttnProblem& p, const uint8_t* bs, const float* k, int
     withRows<FwdPV, kFwdMR>(p.dv - c, nkeys, sc.st, vj + c, vRow, blk.ot + c * kFwdBq, alpha);
 }
 
+// The block's outputs. Softmax: O = O^T / l (the deferred FA2 normalisation) and LSE; a sink
+// joins as e^(sink - M) with M = max(m, sink). Empty rows: O = 0 and LSE = -inf (sink: LSE =
+// sink). Sigmoid: O = O^T.
+template <class Norm>
+inline void fwdFinish(const FwdBlockState& blk, float* o, int64_t oRow, float* lse, int64_t dv,
+                      const FwdHead& hd) {
+  for (int64_t i = 0; i < blk.rows; i++) {
+    if constexpr (Norm::kSigmoid) {
+      for (int64_t c = 0; c < dv; c++) o[i * oRow + c] = blk.ot[c * kFwdBq + i];
+    } else if (!hd.hasSink) {
+      const float li = blk.l[i];
+      const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+      for (int64_t c = 0; c < dv; c++) o[i * oRow + c] = blk.ot[c * kFwdBq + i] * inv;
+      const double lse2 = static_cast<double>(blk.m[i]) + std::log2(static_cast<double>(li));
+      lse[i] = li > 0.0f ? static_cast<float>(lse2 * kLn2) : -kInf;
+    } else {
+      const double m = blk.m[i], s2 = static_cast<double>(hd.sink) / kLn2;
+      const double top = m > s2 ? m : s2;
+      const double scale = blk.l[i] > 0.0f ? std::exp2(m - top) : 0.0;
+      const double l = blk.l[i] * scale + std::exp2(s2 - top);
+      const float inv = static_cast<float>(scale / l);
+      for (int64_t c = 0; c < dv; c++) o[i * oRow + c] = blk.ot[c * kFwdBq + i] * inv;
+      lse[i] = static_cast<float>((top + std::log2(l)) * kLn2);
+    }
+  }
+}
+
 // Query rows [i0, i0 + nsub * Bq) of (b, h), as nsub blocks of Bq lanes that share each key
 // tile: one pass over K and V (from L3) serves them all while the tile sits in L2.
+template <class Norm, class M>
 inline void fwdTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
                     int64_t i0, int64_t nsub, int64_t tileK, const FwdScratch& sc) {
   const Seq s = seqOf(p, b);
@@ -174,6 +236,11 @@ inline void fwdTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, 
   const float* k = a.k + kBase(p, b, kvh, p.d);
   const float* vv = a.v + kBase(p, b, kvh, p.dv);
   const uint8_t* bs = sparseBase(p, b, h);
+  FwdHead hd;
+  if constexpr (M::kActive) hd.mods = headMods(p, b, h);
+  hd.bias2 = Norm::kSigmoid ? p.sigmoidBias[b] * kLog2e : 0.0f;
+  hd.hasSink = !Norm::kSigmoid && p.sinks != nullptr;
+  hd.sink = hd.hasSink ? p.sinks[h] : 0.0f;
 
   // Scores in log2 units: exp2(x * log2 e) = exp(x), one multiply saved per score.
   const float qScale = p.scale * kLog2e;
@@ -199,28 +266,21 @@ inline void fwdTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, 
       const int64_t bi0 = i0 + t * kFwdBq;
       const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
       const Vis vis = classify(p, s, bs, bi0, bi0 + blk.rows, j0, j1);
-      if (vis != Vis::kSkip) fwdTile(p, bs, k, kRow, vv, vRow, j0, j1, vis, blk, sc);
+      if (vis != Vis::kSkip) fwdTile<Norm, M>(p, bs, k, kRow, vv, vRow, j0, j1, vis, blk, sc, hd);
     }
     j0 = j1;
   }
 
-  // O = O^T / l (the deferred FA2 normalisation); empty rows give O = 0 and LSE = -inf.
   for (int64_t t = 0; t < ns; t++) {
     const int64_t bi0 = i0 + t * kFwdBq;
     const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
-    float* o = a.o + qBase(p, b, h, p.dv) + bi0 * oRow;
-    float* lse = a.lse + lseBase(p, b, h) + bi0;
-    for (int64_t i = 0; i < blk.rows; i++) {
-      const float li = blk.l[i];
-      const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-      for (int64_t c = 0; c < p.dv; c++) o[i * oRow + c] = blk.ot[c * kFwdBq + i] * inv;
-      const double lse2 = static_cast<double>(blk.m[i]) + std::log2(static_cast<double>(li));
-      lse[i] = li > 0.0f ? static_cast<float>(lse2 * kLn2) : -kInf;
-    }
+    float* lse = Norm::kSigmoid ? nullptr : a.lse + lseBase(p, b, h) + bi0;
+    fwdFinish<Norm>(blk, a.o + qBase(p, b, h, p.dv) + bi0 * oRow, oRow, lse, p.dv, hd);
   }
 }
 
-inline const char* flashForward(const AttnProblem& p, const FlashForwardArgs& a) {
+template <class Norm, class M>
+inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs& a) {
   const int64_t tileK = p.tileK > 0 ? p.tileK : kFwdTileK;
   const int threads = poolThreads();
   // Query blocks per task: K and V of a head that overflow L2 (1 MiB here; half of it is
@@ -250,10 +310,18 @@ inline const char* flashForward(const AttnProblem& p, const FlashForwardArgs& a)
   auto body = [&](int64_t t, int thread) {
     const Task& task = tasks[t];
     FwdScratch sc(scratch.get() + per * thread, p.d, p.dv, tileK);
-    fwdTask(p, a, task.b, task.h, task.x0, nsub, tileK, sc);
+    fwdTask<Norm, M>(p, a, task.b, task.h, task.x0, nsub, tileK, sc);
   };
   parallel(static_cast<int64_t>(tasks.size()), body);
   return nullptr;
+}
+
+// The instantiation of the problem's hooks.
+inline const char* flashForward(const AttnProblem& p, const FlashForwardArgs& a) {
+  const bool mods = p.numMods > 0;
+  if (p.normalize == Normalize::kSigmoid)
+    return mods ? flashForwardImpl<Sigmoid, Mods>(p, a) : flashForwardImpl<Sigmoid, NoMods>(p, a);
+  return mods ? flashForwardImpl<Softmax, Mods>(p, a) : flashForwardImpl<Softmax, NoMods>(p, a);
 }
 
 }  // namespace ATTNKIT_NS

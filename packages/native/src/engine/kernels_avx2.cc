@@ -16,14 +16,12 @@ constexpr int kDqMR = 2, kDqCV = 4;
 }  // namespace avx2
 }  // namespace attnkit
 
-#include "flash_backward.h"
-#include "flash_forward.h"
-#include "gemm_impl.h"
+#include "ops_impl.h"
 
 namespace attnkit {
-const KernelTable* kernelsAvx2() {
-  static const KernelTable table{"avx2", avx2::gemm, avx2::flashForward, avx2::flashBackward,
-                                 avx2::flashBackwardScratch};
+const IsaKernels* kernelsAvx2() {
+  static const IsaKernels table{"avx2", avx2::kOps,
+                                static_cast<int>(sizeof(avx2::kOps) / sizeof(OpKernel))};
   return &table;
 }
 }  // namespace attnkit

@@ -18,14 +18,12 @@ constexpr int kDqMR = 6, kDqCV = 4;
 }  // namespace avx512
 }  // namespace attnkit
 
-#include "flash_backward.h"
-#include "flash_forward.h"
-#include "gemm_impl.h"
+#include "ops_impl.h"
 
 namespace attnkit {
-const KernelTable* kernelsAvx512() {
-  static const KernelTable table{"avx512", avx512::gemm, avx512::flashForward,
-                                 avx512::flashBackward, avx512::flashBackwardScratch};
+const IsaKernels* kernelsAvx512() {
+  static const IsaKernels table{"avx512", avx512::kOps,
+                                static_cast<int>(sizeof(avx512::kOps) / sizeof(OpKernel))};
   return &table;
 }
 }  // namespace attnkit

@@ -14,14 +14,12 @@ constexpr int kDqMR = 4, kDqCV = 8;
 }  // namespace scalar
 }  // namespace attnkit
 
-#include "flash_backward.h"
-#include "flash_forward.h"
-#include "gemm_impl.h"
+#include "ops_impl.h"
 
 namespace attnkit {
-const KernelTable* kernelsScalar() {
-  static const KernelTable table{"scalar", scalar::gemm, scalar::flashForward,
-                                 scalar::flashBackward, scalar::flashBackwardScratch};
+const IsaKernels* kernelsScalar() {
+  static const IsaKernels table{"scalar", scalar::kOps,
+                                static_cast<int>(sizeof(scalar::kOps) / sizeof(OpKernel))};
   return &table;
 }
 }  // namespace attnkit

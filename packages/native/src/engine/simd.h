@@ -11,6 +11,13 @@
 #include <immintrin.h>
 #endif
 
+// The kernel templates are instantiated once per hook policy, so the compiler no longer sees
+// each micro-kernel called from a single place and would keep it out of line; these pin the
+// inlining of the plain FA2 kernels (the micro-kernels inside the tile functions, the tile
+// functions themselves out of line).
+#define ATTNKIT_ALWAYS_INLINE inline __attribute__((always_inline))
+#define ATTNKIT_NOINLINE __attribute__((noinline))
+
 namespace attnkit {
 namespace ATTNKIT_NS {
 
@@ -40,6 +47,8 @@ struct V {
   friend V operator+(V a, V b) { return {_mm512_add_ps(a.v, b.v)}; }
   friend V operator-(V a, V b) { return {_mm512_sub_ps(a.v, b.v)}; }
   friend V operator*(V a, V b) { return {_mm512_mul_ps(a.v, b.v)}; }
+  friend V operator/(V a, V b) { return {_mm512_div_ps(a.v, b.v)}; }
+  static V abs(V a) { return {_mm512_abs_ps(a.v)}; }
   // a * b + c
   static V fma(V a, V b, V c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static V max(V a, V b) { return {_mm512_max_ps(a.v, b.v)}; }
@@ -71,6 +80,8 @@ struct V {
   friend V operator+(V a, V b) { return {_mm256_add_ps(a.v, b.v)}; }
   friend V operator-(V a, V b) { return {_mm256_sub_ps(a.v, b.v)}; }
   friend V operator*(V a, V b) { return {_mm256_mul_ps(a.v, b.v)}; }
+  friend V operator/(V a, V b) { return {_mm256_div_ps(a.v, b.v)}; }
+  static V abs(V a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
   static V fma(V a, V b, V c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
   static V max(V a, V b) { return {_mm256_max_ps(a.v, b.v)}; }
   static V min(V a, V b) { return {_mm256_min_ps(a.v, b.v)}; }
@@ -105,6 +116,8 @@ struct V {
   friend V operator+(V a, V b) { return {a.v + b.v}; }
   friend V operator-(V a, V b) { return {a.v - b.v}; }
   friend V operator*(V a, V b) { return {a.v * b.v}; }
+  friend V operator/(V a, V b) { return {a.v / b.v}; }
+  static V abs(V a) { return {a.v < 0.0f ? -a.v : a.v}; }
   static V fma(V a, V b, V c) { return {a.v * b.v + c.v}; }
   static V max(V a, V b) { return {a.v > b.v ? a.v : b.v}; }
   static V min(V a, V b) { return {a.v < b.v ? a.v : b.v}; }
@@ -138,6 +151,38 @@ inline V exp2v(V x) {
   p = V::fma(p, f, V::set1(kExp2P5));
   p = V::fma(p, f, V::set1(1.0f));
   return V::keep_in(V::scale2(p, n), x, kExp2Min, kInf, V::zero());
+}
+
+// tanh(x) to a few ulp (Cephes tanhf): x + x^3 P(x^2) for |x| <= 0.625, else
+// sign(x) (1 - e) / (1 + e) with e = e^(-2|x|) <= 1, which saturates to +-1 without overflow.
+// With deriv, also 1 - tanh^2(x), as 4 e / (1 + e)^2 where 1 - t^2 would cancel.
+inline V tanhv(V x, V* deriv = nullptr) {
+  const V a = V::abs(x);
+  const V s = x * x;
+  V p = V::fma(V::set1(-5.70498872745e-3f), s, V::set1(2.06390887954e-2f));
+  p = V::fma(p, s, V::set1(-5.37397155531e-2f));
+  p = V::fma(p, s, V::set1(1.33314422036e-1f));
+  p = V::fma(p, s, V::set1(-3.33332819422e-1f));
+  const V small = V::fma(p * s, x, x);
+  const V one = V::set1(1.0f);
+  const V e = exp2v(a * V::set1(-2.0f * 1.4426950408889634f));
+  const V inv = one / (one + e);
+  const V big = (one - e) * inv;
+  if (deriv != nullptr) {
+    *deriv = V::keep_in(one - small * small, a, 0.0f, 0.625f, V::set1(4.0f) * e * inv * inv);
+  }
+  const V sbig = V::keep_in(big, x, 0.0f, kInf, V::zero() - big);
+  return V::keep_in(small, a, 0.0f, 0.625f, sbig);
+}
+
+// w = sigmoid(t ln 2) (t in log2 units) and w (1 - w), from e = 2^-|t| <= 1 so nothing
+// overflows: w = 1 / (1 + e) for t >= 0, e / (1 + e) below; t = -inf gives exactly 0 and 0.
+inline V sigmoid2v(V t, V* deriv) {
+  const V e = exp2v(V::zero() - V::abs(t));
+  const V inv = V::set1(1.0f) / (V::set1(1.0f) + e);
+  const V lowSide = e * inv;
+  if (deriv != nullptr) *deriv = lowSide * inv;
+  return V::keep_in(inv, t, 0.0f, kInf, lowSide);
 }
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }

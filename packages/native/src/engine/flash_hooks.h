@@ -1,0 +1,145 @@
+// The policies the FlashAttention-2 forward and backward are templated on (the skeleton's hooks,
+// packages/skeleton/src/hooks.ts): a normalize policy (Softmax, with optional per-head sinks, or
+// Sigmoid) and a score-mod policy (NoMods: the plain kernel's code path; Mods: the built-in mods
+// of the problem, applied in order to each score tile after the scale). The tiling loops of
+// flash_forward.h and flash_backward.h call into these; they hold no loops of their own over
+// tiles. Scores are kept in log2 units (S * log2 e) by both kernels, so every mod parameter is
+// converted here once per (batch, head).
+#pragma once
+
+#include "flash_common.h"
+
+namespace attnkit {
+namespace ATTNKIT_NS {
+
+// Normalize policies.
+struct Softmax {
+  static constexpr bool kSigmoid = false;
+};
+struct Sigmoid {
+  static constexpr bool kSigmoid = true;
+};
+
+// Score-mod policies.
+struct NoMods {
+  static constexpr bool kActive = false;
+};
+struct Mods {
+  static constexpr bool kActive = true;
+};
+
+// The mods of one (batch, query head) in log2 units: softcap's cap and alibi's slope scaled by
+// log2 e, the bias pointer advanced to (b, h) and its values scaled by log2 e as they are read.
+struct HeadMods {
+  int n = 0;
+  bool softcap = false;  // the backward needs each softcap's derivative
+  ScoreModKind kind[kMaxScoreMods];
+  float x[kMaxScoreMods];  // softcap: cap * log2 e; alibi: slope_h * log2 e
+  const float* bias[kMaxScoreMods];
+  int64_t rowStride[kMaxScoreMods];
+};
+
+inline HeadMods headMods(const AttnProblem& p, int64_t b, int64_t h) {
+  HeadMods m;
+  m.n = p.numMods;
+  for (int t = 0; t < p.numMods; t++) {
+    const ScoreMod& s = p.mods[t];
+    m.kind[t] = s.kind;
+    m.x[t] = 0.0f;
+    m.bias[t] = nullptr;
+    m.rowStride[t] = 0;
+    if (s.kind == ScoreModKind::kSoftcap) {
+      m.x[t] = s.cap * kLog2e;
+      m.softcap = true;
+    } else if (s.kind == ScoreModKind::kAlibi) {
+      m.x[t] = s.slopes[h] * kLog2e;
+    } else {
+      m.bias[t] = s.bias + b * s.batchStride + h * s.headStride;
+      m.rowStride[t] = s.rowStride;
+    }
+  }
+  return m;
+}
+
+// cap * tanh(x / cap) in place; with g, g *= 1 - tanh^2 (the derivative at the mod's input).
+inline V softcapv(V x, float cap, float invCap, V* g) {
+  if (g == nullptr) return V::set1(cap) * tanhv(x * V::set1(invCap));
+  V deriv;
+  const V t = tanhv(x * V::set1(invCap), &deriv);
+  *g = *g * deriv;
+  return V::set1(cap) * t;
+}
+
+// Forward: the mods on a score tile st [keys j0..j1) x [Bq lanes], lane i = query row
+// i0 + i (rows valid lanes); diag[i] = i0 + i + Nk - Nq.
+template <int64_t Bq, int NV>
+inline void fwdMods(const HeadMods& m, int64_t i0, int64_t rows, const float* diag, int64_t j0,
+                    int64_t j1, float* st) {
+  for (int t = 0; t < m.n; t++) {
+    if (m.kind[t] == ScoreModKind::kSoftcap) {
+      const float cap = m.x[t], inv = 1.0f / m.x[t];
+      for (int64_t j = j0; j < j1; j++) {
+        float* row = st + (j - j0) * Bq;
+        for (int v = 0; v < NV; v++)
+          softcapv(V::load(row + v * V::L), cap, inv, nullptr).store(row + v * V::L);
+      }
+    } else if (m.kind[t] == ScoreModKind::kAlibi) {
+      const V slope = V::set1(-m.x[t]);
+      for (int64_t j = j0; j < j1; j++) {
+        float* row = st + (j - j0) * Bq;
+        const V vj = V::set1(static_cast<float>(j));
+        for (int v = 0; v < NV; v++) {
+          const V dist = V::abs(V::load(diag + v * V::L) - vj);
+          V::fma(slope, dist, V::load(row + v * V::L)).store(row + v * V::L);
+        }
+      }
+    } else {
+      // Query rows run along the lanes here and the bias is row-major: each lane reads its
+      // own bias row (contiguous over the keys).
+      for (int64_t i = 0; i < rows; i++) {
+        const float* br = m.bias[t] + (i0 + i) * m.rowStride[t];
+        for (int64_t j = j0; j < j1; j++) st[(j - j0) * Bq + i] += br[j] * kLog2e;
+      }
+    }
+  }
+}
+
+// Backward: the mods on one score row x [Bk lanes] of query row i, lane jl = key j0 + jl
+// (kcols valid lanes; jidx[jl] = j0 + jl); g (when the mods include a softcap) gets the
+// product of the mods' derivatives at their inputs.
+template <int NV>
+inline void bwdMods(const HeadMods& m, int64_t i, int64_t off, int64_t j0, int64_t kcols,
+                    const float* jidx, float* x, float* g) {
+  if (g != nullptr)
+    for (int v = 0; v < NV; v++) V::set1(1.0f).store(g + v * V::L);
+  for (int t = 0; t < m.n; t++) {
+    if (m.kind[t] == ScoreModKind::kSoftcap) {
+      const float cap = m.x[t], inv = 1.0f / m.x[t];
+      for (int v = 0; v < NV; v++) {
+        if (g == nullptr) {
+          softcapv(V::load(x + v * V::L), cap, inv, nullptr).store(x + v * V::L);
+          continue;
+        }
+        V gv = V::load(g + v * V::L);
+        softcapv(V::load(x + v * V::L), cap, inv, &gv).store(x + v * V::L);
+        gv.store(g + v * V::L);
+      }
+    } else if (m.kind[t] == ScoreModKind::kAlibi) {
+      const V slope = V::set1(-m.x[t]);
+      const V diag = V::set1(static_cast<float>(i + off));
+      for (int v = 0; v < NV; v++) {
+        const V dist = V::abs(diag - V::load(jidx + v * V::L));
+        V::fma(slope, dist, V::load(x + v * V::L)).store(x + v * V::L);
+      }
+    } else {
+      const float* br = m.bias[t] + i * m.rowStride[t] + j0;
+      int64_t jl = 0;
+      for (; jl + V::L <= kcols && jl < NV * V::L; jl += V::L)
+        V::fma(V::load(br + jl), V::set1(kLog2e), V::load(x + jl)).store(x + jl);
+      for (; jl < kcols; jl++) x[jl] += br[jl] * kLog2e;
+    }
+  }
+}
+
+}  // namespace ATTNKIT_NS
+}  // namespace attnkit

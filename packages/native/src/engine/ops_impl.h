@@ -1,0 +1,36 @@
+// The ops one ISA translation unit registers (engine.h OpKernel): adapters from the op's call
+// struct to the kernel templates of this ISA. A kernels_<isa>.cc includes it after the kernel
+// headers; an ISA with kernels for only some ops (e.g. a later AVX-512 VNNI one) lists its own.
+#pragma once
+
+#include "flash_backward.h"
+#include "flash_forward.h"
+#include "gemm_impl.h"
+
+namespace attnkit {
+namespace ATTNKIT_NS {
+
+inline const char* runAttentionForward(const void* call) {
+  const auto& c = *static_cast<const AttentionForwardCall*>(call);
+  return flashForward(c.p, c.a);
+}
+
+inline const char* runAttentionBackward(const void* call) {
+  const auto& c = *static_cast<const AttentionBackwardCall*>(call);
+  return flashBackward(c.p, c.a);
+}
+
+inline void scratchAttentionBackward(const void* call, int64_t* perThread, int64_t* shared) {
+  flashBackwardScratch(static_cast<const AttentionBackwardCall*>(call)->p, perThread, shared);
+}
+
+inline const char* runGemm(const void* call) { return gemm(static_cast<const GemmCall*>(call)->g); }
+
+constexpr OpKernel kOps[] = {
+    {kOpAttentionForward, runAttentionForward, nullptr},
+    {kOpAttentionBackward, runAttentionBackward, scratchAttentionBackward},
+    {kOpGemm, runGemm, nullptr},
+};
+
+}  // namespace ATTNKIT_NS
+}  // namespace attnkit
