@@ -47,10 +47,12 @@ export function nativeEngine(): NativeEngine | undefined {
   return loadNative();
 }
 
-/** true when the addon loads, else why not (loads it on the first call; Node only). */
+/**
+ * true when the addon loads, else why not (loads it on the first call; Node only). When it
+ * does not load, @attnkit/native warns once why: the registry then falls back to ts silently.
+ */
 export function nativeAvailable(): true | string {
-  const why = nativeLoadError();
-  return why === undefined ? true : `the native engine is unavailable: ${why}`;
+  return loadNative() ? true : `the native engine is unavailable: ${nativeLoadError()}`;
 }
 
 /** The engine for an explicit `backend: 'native'`, which never falls back silently. */
