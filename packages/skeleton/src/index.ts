@@ -18,15 +18,12 @@ export {
   tiledForwardTs,
   tsSupports,
 } from './cpu/run.js';
+export * from './family.js';
 export * from './hooks.js';
 export {
   type NativeTileOptions,
   nativeAvailable,
-  nativeBackward,
-  nativeEngine,
-  nativeForward,
   nativeSupports,
-  requireNativeEngine,
   tiledBackwardNative,
   tiledForwardNative,
 } from './native.js';
@@ -52,4 +49,3 @@ export type {
   WebGpuTileConfig,
 } from './webgpu/plan.js';
 export { planWebGpuFlash } from './webgpu/plan.js';
-export * from './family.js';

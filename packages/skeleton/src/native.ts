@@ -42,11 +42,6 @@ export interface NativeTileOptions {
   algorithm?: 'fa1' | 'fa2';
 }
 
-/** The engine when the addon loads; otherwise undefined, and @attnkit/native warns once why. */
-export function nativeEngine(): NativeEngine | undefined {
-  return loadNative();
-}
-
 /**
  * true when the addon loads, else why not (loads it on the first call; Node only). When it
  * does not load, @attnkit/native warns once why: the registry then falls back to ts silently.
@@ -56,7 +51,7 @@ export function nativeAvailable(): true | string {
 }
 
 /** The engine for an explicit `backend: 'native'`, which never falls back silently. */
-export function requireNativeEngine(): NativeEngine {
+function requireNativeEngine(): NativeEngine {
   const engine = loadNative();
   if (!engine) {
     throw new BackendUnavailableError(
@@ -325,55 +320,4 @@ export async function tiledBackwardNative(
   };
   if (dsinks) out.dsinks = Tensor.from(dsinks, [p.hq]);
   return out;
-}
-
-/**
- * Plain softmax FA2 forward (no hooks) returning f32 arrays. Kept for callers that predate
- * tiledForwardNative; it will go once they have switched.
- */
-export async function nativeForward(
-  engine: NativeEngine,
-  p: AttentionProblem,
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  tiles: { blockQ?: number; blockK?: number },
-): Promise<{ o: Float32Array; lse: Float32Array }> {
-  const o = allocF32(count(p.oShape), 'output');
-  const lse = allocF32(count(p.lseShape), 'output');
-  await engine.flashForward(
-    nativeProblem(p, undefined, tiles),
-    engineInput(q),
-    engineInput(k),
-    engineInput(v),
-    o,
-    lse,
-  );
-  return { o, lse };
-}
-
-/** Plain softmax FA2 backward (no hooks) on f32 arrays; see nativeForward. */
-export async function nativeBackward(
-  engine: NativeEngine,
-  p: AttentionProblem,
-  inputs: { q: Tensor; k: Tensor; v: Tensor; o: Tensor; lse: Tensor; dO: Tensor },
-  tiles: { blockQ?: number; blockK?: number },
-): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
-  const { q, k, v, o, lse, dO } = inputs;
-  const dq = allocF32(q.size, 'output');
-  const dk = allocF32(k.size, 'output');
-  const dv = allocF32(v.size, 'output');
-  await engine.flashBackward(
-    nativeProblem(p, undefined, tiles),
-    engineInput(q),
-    engineInput(k),
-    engineInput(v),
-    engineInput(o),
-    engineInput(lse),
-    engineInput(dO),
-    dq,
-    dk,
-    dv,
-  );
-  return { dq, dk, dv };
 }
