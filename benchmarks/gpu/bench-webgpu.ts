@@ -4,7 +4,7 @@
  * it runs from .gpu/ (../shared/gpu/pack.sh) on a machine that has no checkout.
  *
  *   node bench-webgpu.mjs [--out result.json] [--table table.md] [--torch torch.json]
- *                         [--quick] [--sweep] [--variants] [--repeats 10]
+ *                         [--quick] [--sweep] [--variants] [--families] [--repeats 10]
  *
  * First checks correctness on small shapes against the float64 reference (and stops if that
  * fails), then times forward and backward: GPU time from timestamp queries when the device has
@@ -14,6 +14,12 @@
 import { writeFileSync } from 'node:fs';
 import {
   accuracy,
+  alibi,
+  alibiSlopes,
+  moddedAttentionReference,
+  moddedAttentionReferenceBackward,
+  type ScoreMod,
+  softcap,
   softmaxAttentionReference,
   softmaxAttentionReferenceBackward,
 } from '@attnkit/attention';
@@ -25,6 +31,7 @@ import {
   type WebGpuFlashOptions,
   type WebGpuTileConfig,
 } from '@attnkit/flash-attention';
+import { sigmoidAttention, sigmoidAttentionBackward } from '@attnkit/sigmoid-attention';
 import { encodeHalfArray, Rng, Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 
@@ -32,6 +39,8 @@ type Shape4 = [number, number, number, number];
 type DType = 'f32' | 'f16';
 
 interface Row {
+  /** 'softmax' (FA2), 'sigmoid' (FlashSigmoid), or 'softmax+<mod>'. */
+  family?: string;
   pass: 'forward' | 'backward';
   shape: Shape4;
   causal: boolean;
@@ -58,6 +67,8 @@ const SHAPES: Shape4[] = flag('quick')
       [2, 16, 8192, 128],
     ];
 const REPEATS = Number(value('repeats') ?? 10);
+/** Storage dtypes of the table (--dtypes f32 times f32 only). */
+const DTYPES = (value('dtypes') ?? 'f32,f16').split(',') as DType[];
 let save: ((row: Row) => void) | undefined;
 
 function median(xs: number[]): number {
@@ -216,6 +227,124 @@ async function benchShape(
     save?.(row);
   }
   for (const t of [fwd.o, fwd.lse]) t.dispose();
+  return rows;
+}
+
+/** A family variant on the skeleton: sigmoid, or softmax with a built-in score mod. */
+interface Variant {
+  family: string;
+  normalize: 'softmax' | 'sigmoid';
+  scoreMod?: (heads: number) => ScoreMod;
+}
+
+const FAMILY_VARIANTS: Variant[] = [
+  { family: 'sigmoid', normalize: 'sigmoid' },
+  { family: 'softmax+softcap', normalize: 'softmax', scoreMod: () => softcap(30) },
+  { family: 'softmax+alibi', normalize: 'softmax', scoreMod: (h) => alibi(alibiSlopes(h)) },
+];
+
+async function runVariant(
+  variant: Variant,
+  pass: 'forward' | 'backward',
+  [q, k, v, dO]: Tensor[],
+  options: WebGpuFlashOptions,
+  fwd?: { o: Tensor; lse?: Tensor },
+): Promise<Record<string, Tensor>> {
+  const scoreMod = variant.scoreMod?.(q!.shape[1]!);
+  if (variant.normalize === 'sigmoid') {
+    return pass === 'forward'
+      ? { ...(await sigmoidAttention(q!, k!, v!, { ...options, scoreMod, backend: 'webgpu' })) }
+      : {
+          ...(await sigmoidAttentionBackward(q!, k!, v!, dO!, {
+            ...options,
+            scoreMod,
+            backend: 'webgpu',
+          })),
+        };
+  }
+  return pass === 'forward'
+    ? { ...(await flashAttentionWebGpu(q!, k!, v!, { ...options, scoreMod })) }
+    : {
+        ...(await flashAttentionBackwardWebGpu(q!, k!, v!, fwd!.o, fwd!.lse!, dO!, {
+          ...options,
+          scoreMod,
+        })),
+      };
+}
+
+/** Each family variant checked against the float64 reference before anything is timed. */
+async function checkVariants(ctx: WebGpuContext): Promise<void> {
+  const rng = new Rng(2);
+  for (const variant of FAMILY_VARIANTS) {
+    for (const causal of [false, true]) {
+      const q = rng.randn([1, 4, 150, 128]);
+      const k = rng.randn([1, 2, 170, 128]);
+      const v = rng.randn([1, 2, 170, 128]);
+      const dO = rng.randn([1, 4, 150, 128]);
+      const opts = { causal, scoreMod: variant.scoreMod?.(4), normalize: variant.normalize };
+      const ref = moddedAttentionReference(q, k, v, opts);
+      const refB = moddedAttentionReferenceBackward(q, k, v, dO, opts);
+      const g = [q, k, v, dO].map((t) => toWebGpu(t, ctx));
+      const fwd = (await runVariant(variant, 'forward', g, { causal })) as {
+        o: Tensor;
+        lse?: Tensor;
+      };
+      const grads = await runVariant(variant, 'backward', g, { causal }, fwd);
+      const pairs: [string, Tensor, Tensor | undefined][] = [
+        ['o', fwd.o, ref.o],
+        ['lse', fwd.lse!, ref.lse],
+        ['dq', grads.dq!, refB.dq],
+        ['dk', grads.dk!, refB.dk],
+        ['dv', grads.dv!, refB.dv],
+      ];
+      const errs: string[] = [];
+      for (const [name, got, want] of pairs) {
+        if (!want) continue;
+        const a = accuracy(await got.toCpu(), want);
+        if (!(a.relL2 <= 1e-5) || a.nonFinite > 0)
+          throw new Error(
+            `correctness: ${variant.family} causal=${causal} ${name} rel_l2=${a.relL2}`,
+          );
+        errs.push(`${name} ${a.relL2.toExponential(2)}`);
+      }
+      console.log(`check ${variant.family} causal=${causal}: ${errs.join(', ')}`);
+      for (const t of [...g, ...Object.values(fwd), ...Object.values(grads)]) t.dispose();
+    }
+  }
+}
+
+async function benchVariant(
+  ctx: WebGpuContext,
+  variant: Variant,
+  x: Tensor[],
+  causal: boolean,
+): Promise<Row[]> {
+  const shape = x[0]!.shape as Shape4;
+  const [B, H, N, D] = shape;
+  const fwd = (await runVariant(variant, 'forward', x, { causal })) as { o: Tensor; lse?: Tensor };
+  const rows: Row[] = [];
+  for (const pass of ['forward', 'backward'] as const) {
+    const t = await timeCall(ctx, (profiler) =>
+      runVariant(variant, pass, x, { causal, profiler }, fwd),
+    );
+    const flops = flashFlops({ batch: B, hq: H, nq: N, nk: N, d: D, causal }, pass);
+    const row: Row = {
+      family: variant.family,
+      pass,
+      shape,
+      causal,
+      dtype: 'f32',
+      tiles: 'family planner',
+      ...t,
+      tflops: flops / (t.medianMs * 1e9),
+    };
+    console.log(
+      `${variant.family.padEnd(16)} ${pass.padEnd(8)} ${shape.join(',').padEnd(14)} ${causal ? 'causal' : 'full  '} ${row.medianMs.toFixed(3)} ms ${row.tflops.toFixed(2)} TFLOP/s`,
+    );
+    rows.push(row);
+    save?.(row);
+  }
+  for (const t of Object.values(fwd)) t.dispose();
   return rows;
 }
 
@@ -385,6 +514,7 @@ async function main(): Promise<void> {
     console.log(`plan ${kernel} d128: ${JSON.stringify(plan)}`);
   }
   await checkCorrectness(ctx);
+  if (flag('families')) await checkVariants(ctx);
   if (flag('variants')) {
     await variants(ctx);
     ctx.destroy();
@@ -422,10 +552,23 @@ async function main(): Promise<void> {
     console.log(`tuned tiles: ${JSON.stringify(tuned)}`);
   }
   for (const shape of SHAPES) {
-    for (const dtype of ['f32', 'f16'] as const) {
+    for (const dtype of DTYPES) {
       const x = inputs(ctx, shape, dtype);
       for (const causal of [false, true]) {
         rows.push(...(await benchShape(ctx, x, causal, tuned, ['forward', 'backward'], 'table')));
+      }
+      for (const t of x) t.dispose();
+    }
+  }
+  // --families: sigmoid (FlashSigmoid) at every table shape beside FA2's rows above, and the
+  // cost of a built-in mod (softcap, ALiBi) at (4, 16, 4096, 128); f32 storage.
+  if (flag('families')) {
+    for (const shape of SHAPES) {
+      const x = inputs(ctx, shape, 'f32');
+      for (const variant of FAMILY_VARIANTS) {
+        if (variant.family !== 'sigmoid' && shape.join() !== '4,16,4096,128') continue;
+        for (const causal of [false, true])
+          rows.push(...(await benchVariant(ctx, variant, x, causal)));
       }
       for (const t of x) t.dispose();
     }
