@@ -34,10 +34,8 @@ export type {
   NativeTileProblem,
 } from './plan.js';
 export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
-export type { WebGpuFlashOptions, WebGpuTileOptions } from './webgpu/host.js';
+export type { WebGpuTileOptions } from './webgpu/host.js';
 export {
-  flashAttentionBackwardWebGpu,
-  flashAttentionWebGpu,
   tiledBackwardWebGpu,
   tiledForwardWebGpu,
   webGpuSupports,

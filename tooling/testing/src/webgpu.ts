@@ -7,7 +7,7 @@ import {
   flashAttentionBackwardWebGpu,
   flashAttentionWebGpu,
   type WebGpuFlashOptions,
-} from '@attnkit/skeleton';
+} from '@attnkit/flash-attention';
 import type { Tensor } from '@attnkit/tensor';
 import {
   createWebGpuContext,

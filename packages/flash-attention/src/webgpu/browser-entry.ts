@@ -4,9 +4,9 @@ import { createWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webg
 import {
   flashAttentionBackwardWebGpu,
   flashAttentionWebGpu,
+  planWebGpuFlash,
   type WebGpuFlashOptions,
-} from '@attnkit/skeleton';
-import { planWebGpuFlash } from '@attnkit/skeleton';
+} from '../index.js';
 
 /**
  * The page side of the browser test (browser.test.ts bundles this for the browser): runs a

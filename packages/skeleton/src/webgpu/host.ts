@@ -1,9 +1,7 @@
 import {
-  type AttentionOptions,
   type AttentionProblem,
   lseBase,
   type MaskMod,
-  resolveAttentionProblem,
 } from '@attnkit/attention';
 import {
   DeviceError,
@@ -28,7 +26,7 @@ import {
   type WebGpuStorage,
   webGpuStorageOf,
 } from '@attnkit/webgpu';
-import { SOFTMAX_HOOKS, type TiledHooks } from '../hooks.js';
+import type { TiledHooks } from '../hooks.js';
 import { type AuxTables, buildAux, buildParams } from './aux.js';
 import { type HookResources, hookResources } from './hooks.js';
 import { packParams } from './params.js';
@@ -61,8 +59,6 @@ export interface WebGpuTileOptions {
   /** The WGSL kernels implement FA2 only. */
   algorithm?: 'fa1' | 'fa2';
 }
-
-export interface WebGpuFlashOptions extends AttentionOptions, WebGpuTileOptions {}
 
 interface Unsupported {
   argument: string;
@@ -535,35 +531,4 @@ export async function tiledBackwardWebGpu(
     for (const b of owned) ctx.pool.release(b);
   }
   return dsinks ? { dq, dk, dv, dsinks } : { dq, dk, dv };
-}
-
-/**
- * FlashAttention-2 forward in WGSL (plain softmax): resolves the problem and runs
- * `tiledForwardWebGpu` with SOFTMAX_HOOKS. Returns o (q's dtype) and lse (f32) as webgpu
- * tensors.
- */
-export async function flashAttentionWebGpu(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  options: WebGpuFlashOptions = {},
-): Promise<{ o: Tensor; lse: Tensor }> {
-  const p = resolveAttentionProblem(q, k, v, options);
-  const { o, lse } = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, q, k, v, options);
-  return { o, lse: lse! };
-}
-
-/** FlashAttention-2 backward in WGSL (plain softmax): `tiledBackwardWebGpu` with SOFTMAX_HOOKS. */
-export async function flashAttentionBackwardWebGpu(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  o: Tensor,
-  lse: Tensor,
-  dO: Tensor,
-  options: WebGpuFlashOptions = {},
-): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor }> {
-  const p = resolveAttentionProblem(q, k, v, options);
-  const { dq, dk, dv } = await tiledBackwardWebGpu(p, SOFTMAX_HOOKS, q, k, v, o, lse, dO, options);
-  return { dq, dk, dv };
 }
