@@ -29,6 +29,8 @@ const { values: args } = parseArgs({
     new: { type: 'string', default: join(here, '..', 'build', 'Release', 'attnkit_native.node') },
     reps: { type: 'string', default: '7' },
     'hook-reps': { type: 'string', default: '5' },
+    /** Only the A/B at N = 4096 (a re-run of the long shape on a quiet machine). */
+    'long-only': { type: 'boolean', default: false },
     out: {
       type: 'string',
       default: join(here, 'results', `${new Date().toISOString().slice(0, 10)}-hooks-ab.json`),
@@ -118,7 +120,7 @@ const ab = [];
 for (const [B, H, N, D] of [
   [1, 8, 2048, 64],
   [1, 16, 4096, 128],
-]) {
+].filter((s) => !args['long-only'] || s[2] === 4096)) {
   const size = B * H * N * D;
   const [q, k, v, dO] = [0, 1, 2, 3].map(() => filled(size));
   for (const causal of [false, true]) {
