@@ -134,7 +134,7 @@ interface Operand {
  * Staging order (`rowWalk`): with it, consecutive threads walk one row's KC/4 vec4 first, so a
  * subgroup's global loads cover whole KC-float row segments (8 rows per 32 threads instead of
  * 32 rows x 16 bytes) at the price of 4 threads per bank in the transposing scalar stores. On
- * the H100 (2026-11-22, tooling/gpu/results) it made the forward 7% faster (24.1 -> 25.9
+ * the H100 (2026-11-22, benchmarks/gpu/results) it made the forward 7% faster (24.1 -> 25.9
  * TFLOP/s at B4 H16 N4096 D128 f32); the backward kernels keep consecutive rows per thread
  * (conflict-free stores) until it is timed there. Padding the k-major rows by a vec4 (against
  * those conflicts) cost 29% instead (17.2 TFLOP/s, unaligned rows for the inner loop's reads).
