@@ -1,7 +1,7 @@
 // Interleaved A/B of the native backward between two builds of the addon (e.g. a copy of
-// build/Release/attnkit_native.node saved before a change, and the current one), in one
-// process on the same inputs; one JSON line per shape (best of REPS rounds each):
-//   node packages/native/bench/backward-ab.mjs OLD.node NEW.node [REPS]
+// packages/native/build/Release/attnkit_native.node saved before a change, and the current
+// one), in one process on the same inputs; one JSON line per shape (best of REPS rounds each):
+//   node benchmarks/native/backward-ab.mjs OLD.node NEW.node [REPS]
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { setTimeout } from 'node:timers/promises';

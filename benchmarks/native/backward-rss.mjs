@@ -1,6 +1,6 @@
 // Peak RSS growth of one native backward at (1, 8, 4096, 128) causal, inputs and outputs
 // allocated first; run once per thread count:
-//   for t in 1 2 8 32; do ATTNKIT_NUM_THREADS=$t node packages/native/bench/backward-rss.mjs ADDON.node; done
+//   for t in 1 2 8 32; do ATTNKIT_NUM_THREADS=$t node benchmarks/native/backward-rss.mjs ADDON.node; done
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { attentionCalls } from './addon-api.mjs';

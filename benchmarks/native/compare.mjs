@@ -6,22 +6,25 @@
 // problem resolution, output allocation and Tensor wrapping included: "API").
 //
 //   pnpm --filter @attnkit/native build && pnpm --filter @attnkit/flash-attention build
-//   node packages/native/bench/compare.mjs [--reps 5] [--no-ts] [--out file.json]
+//   node benchmarks/native/compare.mjs [--reps 5] [--no-ts] [--out file.json]
 //
-// The TS backend is loaded from packages/flash-attention/dist by path: @attnkit/flash-attention
-// depends on this package, so a dependency back would be a workspace cycle.
+// The workspace packages (native, tensor, and flash-attention for the TS backend) are loaded from
+// their dist/ by path: benchmarks/native/ is no workspace package. onnxruntime-node, a
+// devDependency of @attnkit/native, is resolved from packages/native.
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Rng, Tensor } from '@attnkit/tensor';
-import * as ort from 'onnxruntime-node';
-import { loadNative } from '../dist/index.js';
+import { loadNative } from '../../packages/native/dist/index.js';
+import { Rng, Tensor } from '../../packages/tensor/dist/index.js';
 import { multiHeadAttentionModel } from './onnx.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+const ort = createRequire(join(repo, 'packages', 'native', 'package.json'))('onnxruntime-node');
 const { values: args } = parseArgs({
   options: {
     reps: { type: 'string', default: '5' },
@@ -34,7 +37,7 @@ const reps = Number(args.reps);
 const engine = loadNative();
 if (!engine) throw new Error('the native addon did not load (see the warning above)');
 const threads = engine.threads;
-const flash = await import(new URL('../../flash-attention/dist/index.js', import.meta.url).href);
+const flash = await import('../../packages/flash-attention/dist/index.js');
 
 // Best time of each contender over `reps` rounds, the contenders interleaved within a round:
 // other processes sharing the cores then slow every contender alike, and the best round of

@@ -6,7 +6,7 @@
 //   git worktree add /tmp/native-base <commit before the hooks>
 //   (cd /tmp/native-base/packages/native && ln -s /work/main/packages/native/node_modules . &&
 //    node scripts/build-addon.mjs --strict)
-//   node packages/native/bench/hooks-ab.mjs \
+//   node benchmarks/native/hooks-ab.mjs \
 //     --old /tmp/native-base/packages/native/build/Release/attnkit_native.node [--reps 7]
 //
 // The old addon is driven through its per-kernel functions (flashForward / flashBackward with
@@ -23,10 +23,14 @@ import { parseArgs } from 'node:util';
 import { attentionCalls } from './addon-api.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
 const { values: args } = parseArgs({
   options: {
     old: { type: 'string' },
-    new: { type: 'string', default: join(here, '..', 'build', 'Release', 'attnkit_native.node') },
+    new: {
+      type: 'string',
+      default: join(repo, 'packages', 'native', 'build', 'Release', 'attnkit_native.node'),
+    },
     reps: { type: 'string', default: '7' },
     'hook-reps': { type: 'string', default: '5' },
     /** Only the A/B at N = 4096 (a re-run of the long shape on a quiet machine). */

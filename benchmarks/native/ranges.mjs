@@ -1,5 +1,5 @@
 // Ranges (min–max) over several compare.mjs JSON files, as a Markdown table:
-//   node packages/native/bench/ranges.mjs packages/native/bench/results/2026-11-22-run*.json
+//   node benchmarks/native/ranges.mjs benchmarks/native/results/2026-11-22-run*.json
 import { readFileSync } from 'node:fs';
 
 const files = process.argv.slice(2);
