@@ -1,8 +1,4 @@
-import {
-  type AttentionProblem,
-  lseBase,
-  type MaskMod,
-} from '@attnkit/attention';
+import { type AttentionProblem, lseBase, type MaskMod } from '@attnkit/attention';
 import {
   DeviceError,
   DTypeError,
