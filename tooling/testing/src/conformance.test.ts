@@ -360,8 +360,9 @@ describe.skipIf(!gpu)('webgpu: outputs on a poisoning context', () => {
       ]);
     }
     const half = gridCases({ ...spec, grid: { casesPerSet: 1, dtypes: ['f16'] } })[0]!;
-    expect((await checkGridCase(gpuSpec, 'full', half, env)).skipped).toBe(
-      'forward declined: f32 only',
-    );
+    // A declined case passes only when the registry refuses it with an UnsupportedError.
+    const declined = await checkGridCase(gpuSpec, 'full', half, env);
+    expect(declined.declined).toBe('f32 only');
+    expect(declined.failures).toEqual([]);
   });
 });

@@ -179,6 +179,8 @@ export interface CheckResult {
   failures: string[];
   /** The backend's supports() reason when it declined the whole case. */
   skipped?: string;
+  /** The reason when the backend declined the case (and refused it with an UnsupportedError). */
+  declined?: string;
   /** One line per compared tensor (name, relative L2, tolerance). */
   checked: string[];
 }
@@ -522,7 +524,25 @@ export async function checkGridCase(
     options: c.options,
   });
   const why = declineReason(fwd, request('forward'));
-  if (why !== undefined) return { ...result, skipped: `forward declined: ${why}` };
+  if (why !== undefined) {
+    // A declined case is not skipped: the registry must refuse it with a typed error that
+    // carries the backend's reason (what a user who names this backend gets).
+    let caught: unknown;
+    try {
+      selectKernel(request('forward'), backend);
+    } catch (e) {
+      caught = e;
+    }
+    const reasons = (caught as { reasons?: Record<string, string> } | undefined)?.reasons;
+    if ((caught as Error | undefined)?.name !== 'UnsupportedError' || reasons?.[backend] !== why) {
+      result.failures.push(
+        `${backend} declines (${why}) but selecting it explicitly gave ${String(caught)} instead of an UnsupportedError with that reason`,
+      );
+    }
+    result.checked.push(`forward declined with an UnsupportedError: ${why}`);
+    result.declined = why;
+    return result;
+  }
   const ref = caseReference(spec, c);
   const tolerance = spec.tolerance ?? defaultTolerance;
   const maxSeqLen = Math.max(c.dims.nq, c.dims.nk);
@@ -921,7 +941,7 @@ function describeBackend(
   let ranF32 = 0;
   test.for(cases.map((c) => [c.name, c] as const))('grid %s', async ([, c], ctx) => {
     const r = await checkGridCase(spec, backend, c, withEnv(ctx));
-    if (r.skipped === undefined && c.dtype === 'f32') ranF32++;
+    if (r.skipped === undefined && r.declined === undefined && c.dtype === 'f32') ranF32++;
     reportCheck(r, ctx);
   });
   if (cases.some((c) => c.dtype === 'f32')) {
