@@ -35,9 +35,13 @@ export interface TiledOptions extends AttentionOptions {
   backend?: TiledBackend;
   /** 'fa2' (default) or 'fa1' (ts backend): the paper's two loop orders. */
   algorithm?: 'fa1' | 'fa2';
-  /** ts / native: query rows per tile. */
+  /**
+   * Query rows per tile, the same meaning on every cpu backend: ts (both passes); native (the
+   * backward's query block; its forward's query tile is the SIMD register block, fixed per ISA).
+   * webgpu sizes its tiles per kernel with `tiles` and declines blockQ/blockK.
+   */
   blockQ?: number;
-  /** ts / native: key rows per tile. */
+  /** Key rows per tile: ts (both passes); native (the forward's key tile). See blockQ. */
   blockK?: number;
   /** webgpu: tile sizes per kernel instead of the planner's. */
   tiles?: Partial<Record<WebGpuFlashKernel, Partial<WebGpuTileConfig>>>;
@@ -177,6 +181,8 @@ function declines(
   }
   if (backend === 'webgpu') {
     if (fa1) return 'the WGSL kernels implement FA2 only';
+    if (options.blockQ !== undefined || options.blockK !== undefined)
+      return "the WGSL kernels take their tile sizes per kernel from `tiles` (blockQ/blockK size the cpu backends' tiles)";
     const noWgsl = custom.find((m) => typeof m.wgsl !== 'string');
     if (noWgsl) return `custom score mod "${noWgsl.name}" has no wgsl source`;
     if (pass === 'backward') {
