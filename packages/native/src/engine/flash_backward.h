@@ -186,8 +186,8 @@ ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const
       for (int u = 0; u < kBwdNV; u++) exp2v(V::load(row + u * V::L) - l2).store(row + u * V::L);
       continue;
     }
-    const float lo = static_cast<float>(rowLo(p, s, i0 + i));
-    const float hi = static_cast<float>(rowHi(p, s, i0 + i) - 1);
+    const float lo = static_cast<float>(keyLo(p, s, i0 + i));
+    const float hi = static_cast<float>(keyHi(p, s, i0 + i) - 1);
     if (bs != nullptr && (i0 + i) / p.bsBlockQ != keptBlock) {
       keptBlock = (i0 + i) / p.bsBlockQ;
       for (int64_t j = 0; j < kBwdBk; j++) {
@@ -215,8 +215,8 @@ ATTNKIT_ALWAYS_INLINE void bwdSigmoidW(const AttnProblem& p, const Seq& s, const
     float* g = sc.gm + i * kBwdBk;
     float lo = -kInf, hi = kInf;
     if (vis == Vis::kPartial) {
-      lo = static_cast<float>(rowLo(p, s, i0 + i));
-      hi = static_cast<float>(rowHi(p, s, i0 + i) - 1);
+      lo = static_cast<float>(keyLo(p, s, i0 + i));
+      hi = static_cast<float>(keyHi(p, s, i0 + i) - 1);
       if (bs != nullptr && (i0 + i) / p.bsBlockQ != keptBlock) {
         keptBlock = (i0 + i) / p.bsBlockQ;
         for (int64_t j = 0; j < kBwdBk; j++) {
@@ -282,7 +282,7 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
     const int64_t block = bs != nullptr ? p.bsBlockQ : 0;
     for (int64_t i0 = rowStart; i0 < rowEnd;) {
       const int64_t i1 = tileEnd(i0, rowEnd, sh.tileQ, block);
-      const Vis vis = classify(p, s, bs, i0, i1, j0, j1);
+      const Vis vis = classifyTile(p, s, bs, i0, i1, j0, j1);
       if (vis == Vis::kSkip) {
         i0 = i1;
         continue;

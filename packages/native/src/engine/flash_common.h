@@ -42,11 +42,12 @@ inline int64_t kRowStride(const AttnProblem& p, int64_t width) {
   return p.thd ? p.hkv * width : width;
 }
 
-// Allowed keys of query row i: [lo, hi) from causal and window alone.
-inline int64_t rowLo(const AttnProblem& p, const Seq& s, int64_t i) {
+// Allowed keys of query row i: [lo, hi) from causal and window alone. Normative rule:
+// packages/attention/src/spec.ts keyRange (lo = keyLo, hi = keyHi; off = nk - nq).
+inline int64_t keyLo(const AttnProblem& p, const Seq& s, int64_t i) {
   return p.left < 0 ? 0 : imax(0, i + s.off - p.left);
 }
-inline int64_t rowHi(const AttnProblem& p, const Seq& s, int64_t i) {
+inline int64_t keyHi(const AttnProblem& p, const Seq& s, int64_t i) {
   return p.right < 0 ? s.nk : imin(s.nk, i + s.off + p.right + 1);
 }
 
@@ -56,15 +57,16 @@ inline const uint8_t* sparseBase(const AttnProblem& p, int64_t b, int64_t h) {
 
 enum class Vis { kSkip, kFull, kPartial };
 
-// Visibility of the tile rows [i0, i1) x keys [j0, j1) of one (b, h): kSkip when no pair is
+// Visibility of the tile rows [i0, i1) x keys [j0, j1) of one (b, h) under spec.ts `allowed`
+// (band, then block mask; the mask mod is applied per element): kSkip when no pair is
 // allowed (the tile is never computed), kFull when every pair is (no mask is applied).
-inline Vis classify(const AttnProblem& p, const Seq& s, const uint8_t* bs, int64_t i0, int64_t i1,
-                    int64_t j0, int64_t j1) {
+inline Vis classifyTile(const AttnProblem& p, const Seq& s, const uint8_t* bs, int64_t i0,
+                        int64_t i1, int64_t j0, int64_t j1) {
   // Rows whose window reaches the tile: lo_i <= j1 - 1 and hi_i > j0.
   const int64_t firstRow = p.right < 0 ? i0 : imax(i0, j0 - s.off - p.right);
   const int64_t endRow = p.left < 0 ? i1 : imin(i1, j1 - s.off + p.left);
   if (firstRow >= endRow) return Vis::kSkip;
-  Vis vis = rowLo(p, s, i1 - 1) <= j0 && j1 <= rowHi(p, s, i0) ? Vis::kFull : Vis::kPartial;
+  Vis vis = keyLo(p, s, i1 - 1) <= j0 && j1 <= keyHi(p, s, i0) ? Vis::kFull : Vis::kPartial;
   if (bs != nullptr) {
     int64_t kept = 0, total = 0;
     for (int64_t qb = firstRow / p.bsBlockQ; qb <= (endRow - 1) / p.bsBlockQ; qb++) {

@@ -257,15 +257,15 @@ inline void fwdTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, 
     for (int64_t i = 0; i < p.dv * kFwdBq; i++) blk.ot[i] = 0.0f;
   }
 
-  const int64_t jStart = rowLo(p, s, i0);
-  const int64_t jEnd = rowsAll > 0 ? rowHi(p, s, i0 + rowsAll - 1) : 0;
+  const int64_t jStart = keyLo(p, s, i0);
+  const int64_t jEnd = rowsAll > 0 ? keyHi(p, s, i0 + rowsAll - 1) : 0;
   const int64_t block = bs != nullptr ? p.bsBlockK : 0;
   for (int64_t j0 = jStart; j0 < jEnd;) {
     const int64_t j1 = tileEnd(j0, jEnd, tileK, block);
     for (int64_t t = 0; t < ns; t++) {
       const int64_t bi0 = i0 + t * kFwdBq;
       const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
-      const Vis vis = classify(p, s, bs, bi0, bi0 + blk.rows, j0, j1);
+      const Vis vis = classifyTile(p, s, bs, bi0, bi0 + blk.rows, j0, j1);
       if (vis != Vis::kSkip) fwdTile<Norm, M>(p, bs, k, kRow, vv, vRow, j0, j1, vis, blk, sc, hd);
     }
     j0 = j1;
@@ -298,7 +298,7 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
     for (int64_t h = 0; h < p.hq; h++) {
       for (int64_t i0 = 0; i0 < s.nq; i0 += nsub * kFwdBq) {
         const int64_t rows = imin(nsub * kFwdBq, s.nq - i0);
-        const int64_t keys = imax(0, rowHi(p, s, i0 + rows - 1) - rowLo(p, s, i0));
+        const int64_t keys = imax(0, keyHi(p, s, i0 + rows - 1) - keyLo(p, s, i0));
         tasks.push_back({b, h, i0, keys * rows + p.d});
       }
     }
