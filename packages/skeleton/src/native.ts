@@ -11,14 +11,11 @@ import {
   DeviceError,
   DTypeError,
   describe,
-  encodeHalfArray,
-  formatShape,
-  ShapeError,
-  sameShape,
   Tensor,
   ValueError,
 } from '@attnkit/tensor';
 import { allocF32 } from './cpu/alloc.js';
+import { checkLike, encodeOutput } from './cpu/run.js';
 import type { TiledHooks } from './hooks.js';
 import { planNativeTiles } from './plan.js';
 
@@ -189,37 +186,6 @@ function engineInput(t: Tensor): Float32Array {
   return t.dtype === 'f32' ? t.data<'f32'>() : t.toFloat32Array();
 }
 
-/** A tensor of `dtype` from the engine's f32 results (f16/bf16 encoded). */
-function encoded(data: Float32Array, shape: readonly number[], dtype: Tensor['dtype']): Tensor {
-  if (dtype === 'f16' || dtype === 'bf16') {
-    return Tensor.from(encodeHalfArray(dtype, data), shape, dtype);
-  }
-  return Tensor.from(data, shape);
-}
-
-/** A cpu Tensor of `shape` and `dtype`: ShapeError / DTypeError / DeviceError naming it. */
-function checkLike(t: unknown, name: string, shape: readonly number[], dtype: string): Tensor {
-  const tt = t as Tensor;
-  if (!tt || typeof tt !== 'object' || !Array.isArray(tt.shape) || typeof tt.dtype !== 'string') {
-    throw new ShapeError(`${name}: expected a Tensor, got ${describe(t)}`, name);
-  }
-  if (!sameShape(tt.shape, shape)) {
-    throw new ShapeError(
-      `${name}: expected shape ${formatShape(shape)}, got ${formatShape(tt.shape)}`,
-      name,
-    );
-  }
-  if (tt.dtype !== dtype)
-    throw new DTypeError(`${name}: expected dtype ${dtype}, got ${tt.dtype}`, name);
-  if (tt.device !== 'cpu') {
-    throw new DeviceError(
-      `${name}: expected a cpu tensor for the 'native' backend, got one on ${tt.device}`,
-      name,
-    );
-  }
-  return tt;
-}
-
 /** Options, algorithm, hooks and q: typed errors naming the argument, then the engine. */
 function prepare(
   p: AttentionProblem,
@@ -268,7 +234,7 @@ export async function tiledForwardNative(
   const lse = sigmoid ? undefined : allocF32(count(p.lseShape), 'output');
   await engine.flashForward(problem, engineInput(q), engineInput(k), engineInput(v), o, lse);
   return {
-    o: encoded(o, p.oShape, q.dtype),
+    o: encodeOutput(o, p.oShape, q.dtype),
     lse: lse === undefined ? undefined : Tensor.from(lse, p.lseShape),
   };
 }
@@ -292,9 +258,9 @@ export async function tiledBackwardNative(
 ): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor }> {
   const { engine, problem } = prepare(p, hooks, q, opts);
   const softmax = hooks.normalize.kind === 'softmax';
-  const O = softmax ? engineInput(checkLike(o, 'o', p.oShape, q.dtype)) : undefined;
-  const LSE = softmax ? engineInput(checkLike(lse, 'lse', p.lseShape, 'f32')) : undefined;
-  const G = engineInput(checkLike(dO, 'dO', p.oShape, q.dtype));
+  const O = softmax ? engineInput(checkLike(o, 'o', p.oShape, q.dtype, 'native')) : undefined;
+  const LSE = softmax ? engineInput(checkLike(lse, 'lse', p.lseShape, 'f32', 'native')) : undefined;
+  const G = engineInput(checkLike(dO, 'dO', p.oShape, q.dtype, 'native'));
   const dq = allocF32(q.size, 'output');
   const dk = allocF32(k.size, 'output');
   const dv = allocF32(v.size, 'output');
@@ -314,9 +280,9 @@ export async function tiledBackwardNative(
     dsinks,
   );
   const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor } = {
-    dq: encoded(dq, q.shape, q.dtype),
-    dk: encoded(dk, k.shape, q.dtype),
-    dv: encoded(dv, v.shape, q.dtype),
+    dq: encodeOutput(dq, q.shape, q.dtype),
+    dk: encodeOutput(dk, k.shape, q.dtype),
+    dv: encodeOutput(dv, v.shape, q.dtype),
   };
   if (dsinks) out.dsinks = Tensor.from(dsinks, [p.hq]);
   return out;
