@@ -235,14 +235,23 @@ function declare(p: WebGpuFlashPlan, prefix: string, n: number): string {
  * Partner ranges: for a row (query i, or key j in the dK/dV kernel) the half-open range of
  * columns it may pair with under causal + window (KERNELS.md "Common", bottom-right aligned:
  * query i sees key j iff i + off - left <= j <= i + off + right, off = Nk - Nq).
+ * `key_lo`/`key_hi` are spec.ts `keyRange` (the normative rule); `query_lo`/`query_hi` are its
+ * transpose (the queries that see key r), for the kernel whose rows are keys.
  */
 function rangeFns(rowsAreKeys: boolean): string {
   if (!rowsAreKeys) {
-    return `fn plo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
-fn phi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }`;
+    // spec.ts keyRange(p, i, nq, nk) = [key_lo, key_hi): the normative mask rule (with `allowed`).
+    return `fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
+fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }`;
   }
-  return `fn plo(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return 0; } return max(r - off - P.right, 0); }
-fn phi(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return ncols; } return clamp(r - off + P.left + 1, 0, ncols); }`;
+  // The transpose of spec.ts keyRange: key r is in keyRange(i) iff query_lo(r) <= i < query_hi(r).
+  return `fn query_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return 0; } return max(r - off - P.right, 0); }
+fn query_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return ncols; } return clamp(r - off + P.left + 1, 0, ncols); }`;
+}
+
+/** The WGSL names of the partner range of a row: keys of a query row, or queries of a key row. */
+function rangeNames(rowsAreKeys: boolean): [lo: string, hi: string] {
+  return rowsAreKeys ? ['query_lo', 'query_hi'] : ['key_lo', 'key_hi'];
 }
 
 /**
@@ -251,7 +260,13 @@ fn phi(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return ncols; } 
  * pair is allowed (`full`: the mask-free path). With block sparsity, the host's per-tile
  * summary (0 skip, 1 mixed, 2 all kept) refines both.
  */
-function tileLoop(spec: ShaderSpec, stateIndex: string, body: string): string {
+function tileLoop(
+  spec: ShaderSpec,
+  rowsAreKeys: boolean,
+  stateIndex: string,
+  body: string,
+): string {
+  const [lo, hi] = rangeNames(rowsAreKeys);
   const bs = spec.blockSparse
     ? `let state = aux[P.tsOff + slice * P.ntq * P.ntk + ${stateIndex}];
       if (state == 0u) { continue; }
@@ -259,10 +274,10 @@ function tileLoop(spec: ShaderSpec, stateIndex: string, body: string): string {
       full = full && !mixed;`
     : '';
   return `
-  let loFirst = plo(rFirst, off, ncols);
-  let hiLast = max(phi(rLast, off, ncols), 0);
-  let loLast = plo(rLast, off, ncols);
-  let hiFirst = phi(rFirst, off, ncols);
+  let loFirst = ${lo}(rFirst, off, ncols);
+  let hiLast = max(${hi}(rLast, off, ncols), 0);
+  let loLast = ${lo}(rLast, off, ncols);
+  let hiFirst = ${hi}(rFirst, off, ncols);
   for (var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++) {
     let c0 = ct * BC;
     if (i32(c0) >= hiLast || i32(c0 + BC) <= loFirst) { continue; }
@@ -279,7 +294,7 @@ function tileLoop(spec: ShaderSpec, stateIndex: string, body: string): string {
  */
 function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
   const p = spec.plan;
-  const ranges = `${rowRanges(p)}\n${tile(
+  const ranges = `${rowRanges(p, rowsAreKeys)}\n${tile(
     p,
     p.cu,
     (i, u) => `{
@@ -375,11 +390,12 @@ const SEQ = `
  * Per-thread partner ranges of its rows (the mask is per row; columns vary per tile), computed
  * in masked tiles only so they hold no registers across the mask-free tiles.
  */
-function rowRanges(p: WebGpuFlashPlan): string {
+function rowRanges(p: WebGpuFlashPlan, rowsAreKeys: boolean): string {
+  const [lo, hi] = rangeNames(rowsAreKeys);
   return rep(
     4 * p.rv,
-    (i) => `let lo${i} = plo(i32(r0 + ${rowOf(p, i)}), off, ncols);
-  let hi${i} = phi(i32(r0 + ${rowOf(p, i)}), off, ncols);`,
+    (i) => `let lo${i} = ${lo}(i32(r0 + ${rowOf(p, i)}), off, ncols);
+  let hi${i} = ${hi}(i32(r0 + ${rowOf(p, i)}), off, ncols);`,
     '\n  ',
   );
 }
@@ -523,7 +539,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   ${softmax ? perGroup((g) => `var m${g} = vec4<f32>(M0);\n  var l${g} = vec4<f32>(0.0);`, '\n  ') : 'let sb = sigmoidBias[b] * LOG2E;'}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'acc', p.wuV)}
-  ${tileLoop(spec, 'wg.x * P.ntk + ct', body)}
+  ${tileLoop(spec, false, 'wg.x * P.ntk + ct', body)}
   ${epilogue}
 }
 `;
@@ -670,7 +686,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'y', p.cu)}${grad ? `\n  ${declare(p, 'g', p.cu)}` : ''}
   ${declare(p, 'acc', p.wuD)}
-  ${tileLoop(spec, 'wg.x * P.ntk + ct', body)}
+  ${tileLoop(spec, false, 'wg.x * P.ntk + ct', body)}
   ${store}
 }
 `;
@@ -799,7 +815,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
     let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
     let lB = b * P.lBatch + h * P.lHead + startQ;
-    ${tileLoop(spec, 'ct * P.ntk + wg.x', body)}
+    ${tileLoop(spec, true, 'ct * P.ntk + wg.x', body)}
   }
   ${store('acck', p.wuD, 'dk', 'kB', 'P.kRow', 'P.d', ' * P.scale')}
   ${store('accv', p.wuV, 'dv', 'vB', 'P.vRow', 'P.dv', '')}
