@@ -114,9 +114,15 @@ export function lseBase(p: AttentionProblem, b: number, h: number): number {
 /**
  * Keys allowed for query row i of a sequence with nq queries and nk keys, from causal and
  * window alone: the half-open range [lo, hi). Block sparsity is applied on top of it.
- * An empty range (lo >= hi) is a fully masked row.
+ * An empty range (lo >= hi) is a fully masked row. Needs only the band (`left`, `right`), so
+ * models without tensors (the I/O simulator) classify tiles with it too.
  */
-export function keyRange(p: AttentionProblem, i: number, nq: number, nk: number): [number, number] {
+export function keyRange(
+  p: Pick<AttentionProblem, 'left' | 'right'>,
+  i: number,
+  nq: number,
+  nk: number,
+): [number, number] {
   const diag = i + nk - nq;
   const lo = p.left < 0 ? 0 : Math.max(0, diag - p.left);
   const hi = p.right < 0 ? nk : Math.min(nk, diag + p.right + 1);

@@ -6,9 +6,11 @@ import {
   checkSmallCacheBlocks,
   checkTileBlocks,
   counts,
+  DENSE,
   type IOCounts,
   type IOProblem,
   type ResolvedProblem,
+  requireDense,
   resolveProblem,
   type SmallCacheBlocks,
   type TileAlgorithm,
@@ -89,6 +91,7 @@ function ceilDiv(a: number, b: number): number {
 /** Exact reads, writes and peak fast memory of a tiled algorithm with the given blocks. */
 export function tileIO(algo: TileAlgorithm, problem: IOProblem, blocks: TileBlocks): IOCounts {
   const p = resolveProblem(problem);
+  requireDense(p, `the closed form of ${algo}`);
   const { blockQ, blockK } = checkTileBlocks(blocks);
   const { N, d, dv } = p;
   const br = Math.min(blockQ, N);
@@ -137,6 +140,7 @@ function smallCachePeak(p: ResolvedProblem, tile: number, chunk: number): number
 
 export function smallCacheIO(problem: IOProblem, blocks: SmallCacheBlocks): IOCounts {
   const p = resolveProblem(problem);
+  requireDense(p, 'the closed form of small-cache');
   const { tile, chunk } = checkSmallCacheBlocks(blocks);
   const { N, d, dv } = p;
   const T = ceilDiv(N, Math.min(tile, N));
@@ -238,7 +242,8 @@ export function defaultBlocks(algo: TileAlgorithm, problem: IOProblem): TileBloc
 export function defaultBlocks(algo: Algorithm, problem: IOProblem): TileBlocks | SmallCacheBlocks;
 export function defaultBlocks(algo: Algorithm, problem: IOProblem): TileBlocks | SmallCacheBlocks {
   checkAlgorithm(algo);
-  const p = resolveProblem(problem);
+  // A mask (causal / window) keeps the dense problem's blocks: the optimum is the dense one's.
+  const p: ResolvedProblem = { ...resolveProblem(problem), ...DENSE };
   if (algo === 'fa1') return fa1PaperBlocks(p);
   if (algo === 'small-cache') {
     const tile = largestFit((t) => smallCachePeak(p, t, 1) <= p.M, Math.max(p.N, p.dv));

@@ -1,5 +1,6 @@
 export * from './algorithms/index.js';
 export * from './closed-form.js';
+export { bandAllows, tileMasked } from './mask.js';
 export * from './memory.js';
 export * from './planner.js';
 export * from './plot.js';

@@ -1,6 +1,6 @@
 import { DTypeError, describe, ValueError } from '@attnkit/tensor';
 import { optimalTileBlocks, tileIO, tileWorkingSets, type WorkingSet } from './closed-form.js';
-import { positiveInt, type ResolvedProblem } from './problem.js';
+import { DENSE, positiveInt, type ResolvedProblem } from './problem.js';
 
 /**
  * Tile sizes for FlashAttention kernels from a device's fast-memory size: the (blockQ, blockK)
@@ -109,7 +109,7 @@ export function tileFootprint(options: {
   const eb = DTYPE_BYTES[checkPlannerDType(options.dtype)];
   const bq = positiveInt(options.blockQ, 'blockQ');
   const bk = positiveInt(options.blockK, 'blockK');
-  const p: ResolvedProblem = { N: Math.max(bq, bk), d, dv, M: 1 };
+  const p: ResolvedProblem = { N: Math.max(bq, bk), d, dv, M: 1, ...DENSE };
   return footprint(tileWorkingSets(algo, p, bq, bk), eb);
 }
 
@@ -164,7 +164,7 @@ export function planTiles(options: PlanTilesOptions): TilePlan {
   const maxQ = upperBound(options.maxBlockQ, 'maxBlockQ', minQ, 'minBlockQ');
   const maxK = upperBound(options.maxBlockK, 'maxBlockK', minK, 'minBlockK');
   // The working sets of these algorithms do not depend on N or M.
-  const p: ResolvedProblem = { N: N ?? 1, d, dv, M: 1 };
+  const p: ResolvedProblem = { N: N ?? 1, d, dv, M: 1, ...DENSE };
   const bytes = (bq: number, bk: number) => footprint(tileWorkingSets(algo, p, bq, bk), eb).bytes;
   const best = optimalTileBlocks(
     N ?? Number.POSITIVE_INFINITY,

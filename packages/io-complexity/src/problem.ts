@@ -23,12 +23,19 @@ export interface SmallCacheBlocks {
   chunk: number;
 }
 
-/** One attention head: N queries and N keys, head dim d (values dv, default d), fast memory M elements. */
+/**
+ * One attention head: N queries and N keys, head dim d (values dv, default d), fast memory M
+ * elements. `causal` / `window` select the band of @attnkit/attention's mask rule (spec.ts
+ * `keyRange`: bottom-right causal, sliding window [left, right], -1 = unbounded); only `fa2`
+ * and `fa2-backward` model it (they skip tiles with no allowed pair); default dense.
+ */
 export interface IOProblem {
   N: number;
   d: number;
   dv?: number;
   M: number;
+  causal?: boolean;
+  window?: readonly [number, number];
 }
 
 export interface ResolvedProblem {
@@ -36,6 +43,11 @@ export interface ResolvedProblem {
   d: number;
   dv: number;
   M: number;
+  /** The band as spec.ts's AttentionProblem holds it: causal folded in (right = 0); -1 = unbounded. */
+  left: number;
+  right: number;
+  /** Whether the band masks anything (left or right bounded). */
+  masked: boolean;
 }
 
 /** Slow-memory traffic in elements (reads: slow -> fast, writes: fast -> slow) and peak fast use. */
@@ -83,13 +95,49 @@ export function resolveProblem(problem: unknown): ResolvedProblem {
   const d = positiveInt(p.d, 'd');
   const dv = p.dv === undefined ? d : positiveInt(p.dv, 'dv');
   const M = positiveInt(p.M, 'M');
+  const { left, right } = resolveBand(p.causal, p.window);
   if (8 * N * N * (d + dv + 4) > Number.MAX_SAFE_INTEGER) {
     throw new ValueError(
       `N: expected N^2 (d + dv) small enough for exact integer counts (< 2^50), got N = ${N} with d = ${d}, dv = ${dv}`,
       'N',
     );
   }
-  return { N, d, dv, M };
+  return { N, d, dv, M, left, right, masked: left >= 0 || right >= 0 };
+}
+
+/** The band of a dense (unmasked) problem. */
+export const DENSE = { left: -1, right: -1, masked: false } as const;
+
+/** causal / window resolved as spec.ts resolveAttentionProblem does: causal folds into right = 0. */
+export function resolveBand(causal: unknown, window: unknown): { left: number; right: number } {
+  if (causal !== undefined && typeof causal !== 'boolean') {
+    throw new ValueError(`causal: expected a boolean, got ${describe(causal)}`, 'causal');
+  }
+  const w = window ?? [-1, -1];
+  if (
+    !Array.isArray(w) ||
+    w.length !== 2 ||
+    !w.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x >= -1)
+  ) {
+    throw new ValueError(
+      `window: expected [left, right] integers >= -1 (-1 = unbounded), got ${describe(window)}`,
+      'window',
+    );
+  }
+  const left = w[0] as number;
+  let right = w[1] as number;
+  if (causal) right = right < 0 ? 0 : Math.min(right, 0);
+  return { left, right };
+}
+
+/** Throws for a masked problem in an algorithm that models dense attention only. */
+export function requireDense(p: ResolvedProblem, what: string): void {
+  if (p.masked) {
+    throw new ValueError(
+      `causal/window: ${what} models dense attention only (fa2 and fa2-backward model the mask)`,
+      'causal',
+    );
+  }
 }
 
 export function checkTileBlocks(blocks: unknown, name = 'blocks'): TileBlocks {

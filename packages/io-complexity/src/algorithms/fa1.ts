@@ -1,4 +1,4 @@
-import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
+import { type IOProblem, requireDense, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   checkOptions,
   forBlocks,
@@ -24,6 +24,7 @@ export function simulateFa1(
 ): SimulationResult {
   checkOptions(options);
   const p = resolveProblem(problem);
+  requireDense(p, 'fa1');
   const { br, bc } = tileBlocks('fa1', p, options.blocks);
   const { N, d, dv } = p;
   const data = options.data;

@@ -1,3 +1,4 @@
+import { bandAllows, tileMasked } from '../mask.js';
 import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   type BackwardData,
@@ -19,6 +20,8 @@ import {
  * writes dQ_i back. O_i, listed among line 9's loads, is not loaded: once D is known nothing in
  * the loop reads it. Fast memory holds K_j, V_j, dK_j, dV_j, Q_i, dO_i, dQ_i, L_i, D_i, the P_ij
  * tile and the dP_ij tile (dS_ij overwrites it): 2 Bc (d + dv) + Br (2d + dv + 2) + 2 Br Bc.
+ * With a band (`causal` / `window`), query blocks with no allowed pair against K_j under
+ * spec.ts's mask rule are skipped (nothing loaded or written back); partial tiles zero P_ij.
  */
 export function simulateFa2Backward(
   problem: IOProblem,
@@ -27,7 +30,7 @@ export function simulateFa2Backward(
   checkOptions(options);
   const p = resolveProblem(problem);
   const { br, bc } = tileBlocks('fa2-backward', p, options.blocks);
-  const { N, d, dv } = p;
+  const { N, d, dv, masked } = p;
   const data = options.data;
   const { mem, compute, scale, Q, K, V } = setupInputs(p, data);
   const O = mem.declare('O', N, dv, data && checkArray(data, 'o', N * dv));
@@ -82,6 +85,7 @@ export function simulateFa2Backward(
       dvb.data!.fill(0);
     }
     forBlocks(N, br, (r0, rows) => {
+      if (tileMasked(p, r0, rows, c0, cols)) return;
       mem.loadTile(Q, { row: r0, rows, col: 0, cols: d }, qb);
       mem.loadTile(dO, { row: r0, rows, col: 0, cols: dv }, gb);
       mem.loadTile(dQ, { row: r0, rows, col: 0, cols: d }, dqb);
@@ -98,7 +102,8 @@ export function simulateFa2Backward(
           for (let c = 0; c < cols; c++) {
             let s = 0;
             for (let t = 0; t < d; t++) s += q[r * d + t]! * k[c * d + t]!;
-            P[r * cols + c] = Math.exp(s * scale - lb.data![r]!);
+            P[r * cols + c] =
+              masked && !bandAllows(p, r0 + r, c0 + c) ? 0 : Math.exp(s * scale - lb.data![r]!);
             let dp = 0;
             for (let t = 0; t < dv; t++) dp += g[r * dv + t]! * v[c * dv + t]!;
             dS[r * cols + c] = P[r * cols + c]! * (dp - db.data![r]!);

@@ -1,3 +1,4 @@
+import { bandAllows, tileMasked } from '../mask.js';
 import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   checkOptions,
@@ -14,7 +15,9 @@ import {
  * its running O_i, l_i, m_i on chip while every K_j, V_j streams past; O_i is rescaled once at
  * the end and written with L_i = m_i + log l_i. Slow memory is read for Q once and for K, V once
  * per query block, and written once for O and L. Fast memory holds Q_i, O_i, m_i, l_i, K_j, V_j
- * and S_ij (P_ij overwrites it): Br (d + dv + 2) + Bc (d + dv) + Br Bc elements.
+ * and S_ij (P_ij overwrites it): Br (d + dv + 2) + Bc (d + dv) + Br Bc elements. With a band
+ * (`causal` / `window`), tiles with no allowed pair under spec.ts's mask rule are skipped: their
+ * K_j, V_j are never loaded; partial tiles mask their scores elementwise.
  */
 export function simulateFa2(
   problem: IOProblem,
@@ -23,7 +26,7 @@ export function simulateFa2(
   checkOptions(options);
   const p = resolveProblem(problem);
   const { br, bc } = tileBlocks('fa2', p, options.blocks);
-  const { N, d, dv } = p;
+  const { N, d, dv, masked } = p;
   const data = options.data;
   const { mem, compute, scale, Q, K, V } = setupInputs(p, data);
   const O = mem.declare('O', N, dv);
@@ -45,6 +48,7 @@ export function simulateFa2(
       lb.data!.fill(0);
     }
     forBlocks(N, bc, (c0, cols) => {
+      if (tileMasked(p, r0, rows, c0, cols)) return;
       mem.loadTile(K, { row: c0, rows: cols, col: 0, cols: d }, kb);
       mem.loadTile(V, { row: c0, rows: cols, col: 0, cols: dv }, vb);
       if (!compute) return;
@@ -58,9 +62,12 @@ export function simulateFa2(
         for (let c = 0; c < cols; c++) {
           let acc = 0;
           for (let t = 0; t < d; t++) acc += q[r * d + t]! * k[c * d + t]!;
-          s[r * cols + c] = acc * scale;
-          mNew = Math.max(mNew, acc * scale);
+          const x =
+            masked && !bandAllows(p, r0 + r, c0 + c) ? Number.NEGATIVE_INFINITY : acc * scale;
+          s[r * cols + c] = x;
+          mNew = Math.max(mNew, x);
         }
+        if (mNew === Number.NEGATIVE_INFINITY) continue; // no allowed key of this row so far
         const alpha = Math.exp(mb.data![r]! - mNew);
         let rowSum = 0;
         for (let c = 0; c < cols; c++)

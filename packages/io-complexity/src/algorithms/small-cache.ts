@@ -2,6 +2,7 @@ import { defaultBlocks } from '../closed-form.js';
 import {
   checkSmallCacheBlocks,
   type IOProblem,
+  requireDense,
   resolveProblem,
   type SmallCacheBlocks,
 } from '../problem.js';
@@ -33,6 +34,7 @@ export function simulateSmallCache(
 ): SimulationResult {
   checkOptions(options);
   const p = resolveProblem(problem);
+  requireDense(p, 'small-cache');
   const blocks =
     options.blocks === undefined
       ? defaultBlocks('small-cache', p)

@@ -1,5 +1,5 @@
 import { softmaxChunk } from '../closed-form.js';
-import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
+import { type IOProblem, requireDense, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   checkOptions,
   forBlocks,
@@ -23,6 +23,7 @@ export function simulateStandard(
 ): SimulationResult {
   checkOptions(options);
   const p = resolveProblem(problem);
+  requireDense(p, 'standard');
   const { br, bc } = tileBlocks('standard', p, options.blocks);
   const { N, d, dv } = p;
   const data = options.data;
