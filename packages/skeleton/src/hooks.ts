@@ -13,16 +13,38 @@ import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
  *              Backward: dS = dP w (1 - w), no D pre-pass.
  * - `scoreMods`: applied in order to each score after the scale (mods.ts semantics); the
  *   backward multiplies dS by each mod's derivative at its input.
- * - `operands` (storage codec) is the dtype of the tensors (f32, f16/bf16 packed); `schedule`
- *   is the tile order and skipping the mask rule implies (band, block-sparse).
+ * - `schedule`: how each Q tile's key tiles are cut into work (see ScheduleHook); absent =
+ *   'band'. It never changes the math, only the order of the reduction.
+ * - `operands` (storage codec) is the dtype of the tensors (f32, f16/bf16 packed).
  */
 export type NormalizeHook =
   | { kind: 'softmax'; sinks?: Float32Array | undefined }
   | { kind: 'sigmoid'; bias: Float32Array };
 
+/**
+ * The forward's work schedule over the key tiles of one (b, h, Q tile).
+ * - `band` (default, also when `schedule` is absent): one pass over the key tiles the mask rule
+ *   allows (the causal / window band; block-sparse and mask-mod blocks skipped), one online
+ *   softmax state per row.
+ * - `splitK` (fixed split-K, FlashDecoding): the same band's key tiles cut into `splits`
+ *   contiguous, balanced ranges (cpu/schedule.ts splitKeyTiles; empty ranges when there are
+ *   fewer tiles than splits); each range yields a partial (m, l, acc) (sigmoid: a partial sum
+ *   of w v) and a combine pass merges them with the associative online-softmax rule
+ *   (KERNELS.md "LeanAttention"); sinks join once, after the combine. `splits` is a positive
+ *   integer (ValueError naming `schedule.splits` otherwise). Equal to 'band' up to f32 rounding.
+ *
+ * Only the TS backend's FA2 forward implements `splitK` for now: the native (C++) and webgpu
+ * backends do not (the family layer declines it there), nor does FA1's loop order. The
+ * backward ignores `schedule` (it does not change the math: the backward recomputes P from
+ * the forward's LSE, whichever schedule produced it).
+ */
+export type ScheduleHook = { kind: 'band' } | { kind: 'splitK'; splits: number };
+
 export interface TiledHooks {
   normalize: NormalizeHook;
   scoreMods: readonly ResolvedScoreMod[];
+  /** Key-tile work schedule of the forward (absent = 'band'); see ScheduleHook. */
+  schedule?: ScheduleHook | undefined;
 }
 
 /** Plain FlashAttention: softmax, no mods. */

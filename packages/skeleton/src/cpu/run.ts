@@ -49,6 +49,13 @@ function unsupported(
       why: `FA1's loop order runs softmax normalisation only, not ${describe(kind)}; use algorithm "fa2"`,
     };
   }
+  if (pass === 'forward' && algorithm === 'fa1' && hooks?.schedule?.kind === 'splitK') {
+    return {
+      argument: 'algorithm',
+      message: `algorithm: expected "fa2" for the splitK schedule (FA1's loop order runs key tiles outside Q tiles, it has no per-Q-tile key split), got "fa1"`,
+      why: `FA1's loop order has no split-K schedule; use algorithm "fa2"`,
+    };
+  }
   if (pass === 'backward') {
     for (const m of hooks?.scoreMods ?? []) {
       if (m?.kind === 'custom' && typeof m.tsGrad !== 'function') {
@@ -189,9 +196,11 @@ export function checkLike(
 const count = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
 
 /**
- * Validates tile options (ValueError naming blockQ/blockK; must divide blockSparse blocks),
+ * Validates tile options (ValueError naming blockQ/blockK; must divide blockSparse blocks) and
+ * hooks.schedule (ValueError naming `schedule.splits` for a non-positive or non-integer count),
  * plans tiles, runs, encodes o in q's dtype (f16/bf16 via encodeHalfArray), lse f32 (undefined
- * for sigmoid). q,k,v cpu tensors f32/f16/bf16 (f64 -> DTypeError naming q).
+ * for sigmoid). q,k,v cpu tensors f32/f16/bf16 (f64 -> DTypeError naming q). The splitK
+ * schedule runs on the fa2 loop order only (fa1 -> ValueError naming algorithm).
  */
 export function tiledForwardTs(
   p: AttentionProblem,
@@ -218,7 +227,8 @@ export function tiledForwardTs(
 
 /**
  * o/lse required for softmax (shape/dtype-checked: ShapeError/DTypeError naming o, lse, dO),
- * ignored for sigmoid. Returns grads in q's dtype, dsinks f32 [Hq] when hooks has sinks. Both
+ * ignored for sigmoid. hooks.schedule is validated but otherwise ignored: it does not change
+ * the math, and the backward's P comes from the forward's LSE whatever schedule made it. Returns grads in q's dtype, dsinks f32 [Hq] when hooks has sinks. Both
  * algorithms share FA2's Algorithm 2 (FA1's backward has the same loop order).
  */
 export function tiledBackwardTs(

@@ -1,6 +1,7 @@
 import type { AttentionProblem, ResolvedMaskMod, ResolvedScoreMod } from '@attnkit/attention';
 import { describe, ValueError } from '@attnkit/tensor';
 import type { TiledHooks } from '../hooks.js';
+import { scheduleSplits } from './schedule.js';
 
 /**
  * The TS kernels' view of the hooks (TiledHooks), bound once per call: bias tensors decoded to
@@ -34,6 +35,8 @@ export interface CpuHooks {
   /** softmax: per query head sink logits. */
   sinks: Float32Array | undefined;
   mods: readonly CpuScoreMod[];
+  /** forward: key ranges per Q tile (1 = the 'band' schedule, > 1 = split-K); see schedule.ts. */
+  splits: number;
 }
 
 /** Plain softmax, no mods. */
@@ -42,6 +45,7 @@ export const CPU_SOFTMAX: CpuHooks = {
   bias: undefined,
   sinks: undefined,
   mods: [],
+  splits: 1,
 };
 
 function bad(name: string, expected: string, got: unknown): never {
@@ -97,7 +101,7 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
         return bad(`scoreMod[${n}]`, 'a resolved score mod (resolveScoreMods)', m);
     }
   });
-  return { sigmoid, bias, sinks, mods };
+  return { sigmoid, bias, sinks, mods, splits: scheduleSplits(hooks.schedule) };
 }
 
 /**
