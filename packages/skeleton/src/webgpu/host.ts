@@ -33,10 +33,12 @@ import {
   type WebGpuTileConfig,
 } from './plan.js';
 import {
+  combineShader,
   dkdvShader,
   dqShader,
   forwardShader,
   type ShaderSpec,
+  SPLITS_FIELD,
   type StorageDType,
   statsShader,
   type WgslKernel,
@@ -264,9 +266,15 @@ function compile(ctx: WebGpuContext, kernel: WgslKernel, label: string): Promise
 }
 
 /** Uniform and aux buffers of one launch; released to the pool once the work is queued. */
-function launchBuffers(pr: Prepared, tables: AuxTables): [GpuBuffer, GpuBuffer] {
+function launchBuffers(pr: Prepared, tables: AuxTables, splits?: number): [GpuBuffer, GpuBuffer] {
   const { hooks } = pr.hooks;
-  const params = packParams(buildParams(pr.p, tables), hooks.uniforms, pr.hooks.values);
+  const params =
+    splits === undefined
+      ? packParams(buildParams(pr.p, tables), hooks.uniforms, pr.hooks.values)
+      : packParams(buildParams(pr.p, tables), [...hooks.uniforms, SPLITS_FIELD], {
+          ...pr.hooks.values,
+          splits,
+        });
   const uniform = pr.ctx.createUniform(new Uint8Array(params));
   const aux = pr.ctx.createFromData(tables.aux);
   return [uniform, aux];
@@ -311,12 +319,27 @@ function buf(t: Tensor): GpuBuffer {
   return (t.storage as WebGpuStorage).buffer;
 }
 
+/** The forward's tile schedule (TiledHooks.schedule): the split count of split-K, or undefined for band. */
+export function splitsOf(hooks: TiledHooks): number | undefined {
+  const schedule = (hooks as { schedule?: { kind: 'band' } | { kind: 'splitK'; splits: number } })
+    .schedule;
+  if (schedule === undefined || schedule.kind === 'band') return undefined;
+  if (schedule.kind !== 'splitK' || !Number.isInteger(schedule.splits) || schedule.splits < 1)
+    throw new ValueError(
+      `schedule: expected { kind: 'band' } or { kind: 'splitK', splits: integer >= 1 }, got ${describe(schedule)}`,
+      'schedule',
+    );
+  return schedule.splits;
+}
+
 /**
  * The tiled FlashAttention-2 forward in WGSL with the skeleton's hooks (normalisation, score
  * mods, the problem's mask mod). `p` is already resolved by the caller (resolveAttentionProblem)
  * from q, k, v: webgpu tensors (f32, or f16/bf16 packed in u32) of one context, in the layouts
  * of KERNELS.md "Common". Returns o (q's dtype) and, for softmax, lse (f32) as webgpu tensors;
- * lse is undefined for sigmoid. Resolves once the work is queued and validated.
+ * lse is undefined for sigmoid. Resolves once the work is queued and validated. With
+ * `hooks.schedule` { kind: 'splitK', splits } (FlashDecoding) each (query tile, head, batch)'s
+ * key tiles are split among `splits` workgroups and a combine kernel merges their partials.
  */
 export async function tiledForwardWebGpu(
   p: AttentionProblem,
@@ -326,10 +349,12 @@ export async function tiledForwardWebGpu(
   v: Tensor,
   opts: WebGpuTileOptions = {},
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const splits = splitsOf(hooks);
   const pr = prepare(p, hooks, q, k, v, opts, 'forward');
   const { ctx } = pr;
   checkBindingSizes(ctx, { q, k, v }, hooks);
   const fp = plan(pr, 'forward', opts);
+  if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
   const kernel = forwardShader(spec(pr, fp));
   const program = await compile(ctx, kernel, 'flash-attention forward');
   const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
@@ -353,6 +378,83 @@ export async function tiledForwardWebGpu(
           buffers: bindBuffers(kernel.bindings, buffers),
           workgroups: [Math.ceil(p.maxSeqQ / fp.br), p.hq, p.batch],
           label: 'flash forward',
+        },
+      ],
+      opts.profiler,
+    );
+  } catch (e) {
+    o.dispose();
+    lse?.dispose();
+    throw e;
+  } finally {
+    for (const b of owned) ctx.pool.release(b);
+  }
+  return { o, lse };
+}
+
+/**
+ * Split-K (FlashDecoding): the forward kernel with schedule 'splitK' over (query tiles, heads,
+ * batch x splits) workgroups writes per-(row, split) partials to scratch buffers, and the
+ * combine kernel merges them into o and lse; both queued in one command buffer.
+ */
+async function splitKForward(
+  pr: Prepared,
+  fp: WebGpuFlashPlan,
+  splits: number,
+  opts: WebGpuTileOptions,
+): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const { ctx, p } = pr;
+  const softmax = pr.hooks.hooks.normalize === 'softmax';
+  const s: ShaderSpec = { ...spec(pr, fp), schedule: 'splitK' };
+  const kernel = forwardShader(s);
+  const combine = combineShader(s);
+  const [program, combineProgram] = await Promise.all([
+    compile(ctx, kernel, 'flash-attention forward split-K'),
+    compile(ctx, combine, 'flash-attention split-K combine'),
+  ]);
+  const rows = p.lseShape.reduce((a, x) => a * x, 1);
+  const accBytes = rows * splits * p.dv * 4;
+  const max = ctx.limits.maxStorageBufferBindingSize;
+  if (accBytes > max)
+    throw new ValueError(
+      `schedule: split-K's partials take ${accBytes} bytes (${rows} rows x ${splits} splits x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
+      'schedule',
+    );
+  const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
+  const lse = softmax ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
+  const owned: GpuBuffer[] = [];
+  try {
+    const pacc = ctx.createOutput(Math.max(16, accBytes), 'flash split-K acc');
+    owned.push(pacc);
+    const pstat = softmax
+      ? ctx.createOutput(Math.max(16, rows * splits * 8), 'flash split-K stats')
+      : undefined;
+    if (pstat) owned.push(pstat);
+    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: fp.br, tileK: fp.bc }), splits);
+    owned.push(uniform, aux);
+    const buffers = {
+      ...hookBuffers(pr, owned),
+      ...pr.buffers,
+      P: uniform,
+      aux,
+      pacc,
+      pstat,
+      o: buf(o),
+      lse: lse && buf(lse),
+    };
+    await ctx.dispatch(
+      [
+        {
+          program,
+          buffers: bindBuffers(kernel.bindings, buffers),
+          workgroups: [Math.ceil(p.maxSeqQ / fp.br), p.hq, p.batch * splits],
+          label: 'flash forward split-K',
+        },
+        {
+          program: combineProgram,
+          buffers: bindBuffers(combine.bindings, buffers),
+          workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
+          label: 'flash split-K combine',
         },
       ],
       opts.profiler,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   alibi,
   resolveAttentionProblem,
@@ -11,7 +12,14 @@ import { describe, expect, test } from 'vitest';
 import type { TiledHooks } from '../hooks.js';
 import { hookResources, PLAIN_HOOKS, type WgslHooks } from './hooks.js';
 import { planWebGpuFlash, type WebGpuFlashKernel } from './plan.js';
-import { dkdvShader, dqShader, forwardShader, statsShader, type WgslKernel } from './shaders.js';
+import {
+  combineShader,
+  dkdvShader,
+  dqShader,
+  forwardShader,
+  statsShader,
+  type WgslKernel,
+} from './shaders.js';
 
 // The generators without a device: the declared bindings are the kernel's binding list, and
 // hooks add code, bindings and uniform fields only when they need them.
@@ -144,5 +152,84 @@ describe('WGSL generators', () => {
       'sigmoidBias',
     ]);
     expect(generate('forward', sf).code).not.toMatch(/lse|enable subgroups/);
+  });
+});
+
+// The plain kernels (no schedule) are pinned byte for byte: measured numbers depend on them.
+describe('WGSL generators are pinned', () => {
+  const mods = resolveScoreMods([softcap(3), alibi(new Float32Array(2)), CUSTOM], p, 'cpu');
+  const hooked: TiledHooks = {
+    normalize: { kind: 'softmax', sinks: new Float32Array(2) },
+    scoreMods: mods,
+  };
+  const sigmoid: TiledHooks = {
+    normalize: { kind: 'sigmoid', bias: new Float32Array(2) },
+    scoreMods: [],
+  };
+  function all(): string {
+    const out: string[] = [];
+    for (const kernel of ['forward', 'dq', 'dkdv'] as const) {
+      for (const [d, sub] of [
+        [8, 0],
+        [64, 32],
+        [6, 0],
+      ] as const) {
+        const plan = planWebGpuFlash({
+          kernel,
+          d,
+          dv: d,
+          maxComputeWorkgroupStorageSize: 16384,
+          maxComputeInvocationsPerWorkgroup: 256,
+          subgroupMinSize: sub,
+        });
+        for (const dtype of ['f32', 'f16'] as const) {
+          for (const blockSparse of [false, true]) {
+            for (const tiled of [undefined, hooked, sigmoid]) {
+              const hooks = tiled
+                ? hookResources(tiled, undefined, kernel === 'forward' ? 'forward' : 'backward')
+                    .hooks
+                : PLAIN_HOOKS;
+              const spec = {
+                plan,
+                dtype,
+                vecD: d % 4 === 0,
+                vecV: d % 4 === 0,
+                blockSparse,
+                hooks,
+              };
+              const gen =
+                kernel === 'forward' ? forwardShader : kernel === 'dq' ? dqShader : dkdvShader;
+              out.push(gen(spec).code);
+            }
+          }
+        }
+      }
+    }
+    return out.join('\n////\n');
+  }
+  test('split-K: its forward and combine declare their bindings; band is the plain kernel', () => {
+    const plan = planWebGpuFlash({
+      kernel: 'forward',
+      d: 8,
+      dv: 8,
+      maxComputeWorkgroupStorageSize: 16384,
+      maxComputeInvocationsPerWorkgroup: 256,
+    });
+    const hooks = hookResources(hooked, undefined, 'forward').hooks;
+    const spec = { plan, dtype: 'f16' as const, vecD: true, vecV: true, blockSparse: true, hooks };
+    expect(forwardShader({ ...spec, schedule: 'band' }).code).toBe(forwardShader(spec).code);
+    const fwd = forwardShader({ ...spec, schedule: 'splitK' });
+    const comb = combineShader({ ...spec, schedule: 'splitK' });
+    expect(names(fwd)).toEqual(['P', 'q', 'k', 'v', 'aux', 'pstat', 'pacc', 'slopes1']);
+    expect(names(comb)).toEqual(['P', 'aux', 'pstat', 'pacc', 'o', 'lse', 'sinks']);
+    for (const k of [fwd, comb]) {
+      expect(declared(k.code)).toEqual(names(k));
+      expect(k.code).toContain('  splits: u32,');
+    }
+  });
+  test('sha256 of the band kernels', () => {
+    expect(createHash('sha256').update(all()).digest('hex')).toBe(
+      'bfe852626c80ea4552d70c4d14732a26d5e033f65fae665238a0eb8b7ccaf75a',
+    );
   });
 });

@@ -1,4 +1,10 @@
-import { declareBindings, halfCodec, type StorageDType, type WgslBinding } from '@attnkit/webgpu';
+import {
+  declareBindings,
+  halfCodec,
+  type StorageDType,
+  type UniformField,
+  type WgslBinding,
+} from '@attnkit/webgpu';
 import { hookFunctions, modsHaveGrad, type WgslHooks } from './hooks.js';
 import { paramsStruct } from './params.js';
 import type { WebGpuFlashPlan } from './plan.js';
@@ -31,7 +37,16 @@ export interface ShaderSpec {
   vecV: boolean;
   blockSparse: boolean;
   hooks: WgslHooks;
+  /**
+   * The forward's tile schedule: absent (or 'band') is FA2's one workgroup per query tile;
+   * 'splitK' (FlashDecoding) splits each query tile's visited key tiles among P.splits
+   * workgroups, which write partials that `combineShader` merges.
+   */
+  schedule?: 'band' | 'splitK';
 }
+
+/** The uniform field a split-K forward and its combine add after the hooks' (the split count). */
+export const SPLITS_FIELD: UniformField = ['splits', 'u32'];
 
 /** A generated kernel: its WGSL and the bindings it declares (host buffers bind by their names). */
 export interface WgslKernel {
@@ -265,20 +280,51 @@ function tileLoop(
   rowsAreKeys: boolean,
   stateIndex: string,
   body: string,
+  splitK = false,
 ): string {
   const [lo, hi] = rangeNames(rowsAreKeys);
+  const stateOf = `aux[P.tsOff + slice * P.ntq * P.ntk + ${stateIndex}]`;
+  // Split-K with block sparsity: shares are of the visited tiles (state != 0), counted first.
+  const share =
+    splitK && spec.blockSparse
+      ? `
+      let vi = vis;
+      vis++;
+      if (vi < va || vi >= vb) { continue; }`
+      : '';
   const bs = spec.blockSparse
-    ? `let state = aux[P.tsOff + slice * P.ntq * P.ntk + ${stateIndex}];
-      if (state == 0u) { continue; }
+    ? `let state = ${stateOf};
+      if (state == 0u) { continue; }${share}
       let mixed = state == 1u;
       full = full && !mixed;`
     : '';
+  // Split-K: this workgroup's contiguous share of the visited tiles, balanced to one tile.
+  const range = !splitK
+    ? 'var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++'
+    : spec.blockSparse
+      ? 'var ct = ctLo; ct < ctHi; ct++'
+      : 'var ct = ctLo + nvis * split / P.splits; ct < ctLo + nvis * (split + 1u) / P.splits; ct++';
+  const bounds = !splitK
+    ? ''
+    : `
+  let ctLo = u32(loFirst) / BC;
+  let ctHi = max((u32(hiLast) + BC - 1u) / BC, ctLo);${
+    spec.blockSparse
+      ? `
+  var nvis = 0u;
+  for (var ct = ctLo; ct < ctHi; ct++) { if (${stateOf} != 0u) { nvis++; } }
+  let va = nvis * split / P.splits;
+  let vb = nvis * (split + 1u) / P.splits;
+  var vis = 0u;`
+      : `
+  let nvis = ctHi - ctLo;`
+  }`;
   return `
   let loFirst = ${lo}(rFirst, off, ncols);
   let hiLast = max(${hi}(rLast, off, ncols), 0);
   let loLast = ${lo}(rLast, off, ncols);
-  let hiFirst = ${hi}(rFirst, off, ncols);
-  for (var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++) {
+  let hiFirst = ${hi}(rFirst, off, ncols);${bounds}
+  for (${range}) {
     let c0 = ct * BC;
     if (i32(c0) >= hiLast || i32(c0 + BC) <= loFirst) { continue; }
     var full = i32(c0) >= loLast && i32(c0 + BC) <= hiFirst;
@@ -376,8 +422,9 @@ function tensorBinding(kind: 'read' | 'storage', name: string, dtype: StorageDTy
   return { name, kind, type: { dtype, vec } } satisfies WgslBinding;
 }
 
-const SEQ = `
-  let b = wg.z;
+/** The sequence of this workgroup; split-K's batch axis interleaves (batch, split). */
+const seq = (splitK: boolean) => `
+  ${splitK ? 'let b = wg.z / P.splits;\n  let split = wg.z % P.splits;' : 'let b = wg.z;'}
   let startQ = aux[4u * b];
   let startK = aux[4u * b + 1u];
   let nq = aux[4u * b + 2u];
@@ -405,7 +452,9 @@ function rowRanges(p: WebGpuFlashPlan, rowsAreKeys: boolean): string {
  * keeps the online row max and sum (sinks join the sum at the end); sigmoid needs no row
  * statistics: O = sum_j sigmoid(S_ij + bias) v_j.
  */
-export function forwardShader(spec: ShaderSpec): WgslKernel {
+export function forwardShader(input: ShaderSpec): WgslKernel {
+  const splitK = input.schedule === 'splitK';
+  const spec = splitK ? splitSpec(input) : input;
   const p = spec.plan;
   const softmax = spec.hooks.normalize === 'softmax';
   const sub = softmax && p.subgroupReduce;
@@ -508,14 +557,33 @@ export function forwardShader(spec: ShaderSpec): WgslKernel {
     ${rep(4 * p.rv, (i) => `if (r0 + ${rowOf(p, i)} < nq) { lse[lB + r0 + ${rowOf(p, i)}] = select((${rowVec('m', i)} + log2(${rowVec('l', i)})) * LN2, bitcast<f32>(P.negInf), ${rowVec('l', i)} == 0.0); }`, '\n    ')}
   }`
     : store;
+  // Split-K: the unnormalised partial (m, l, acc) of each row instead of o and lse.
+  const partial = `
+  let lB = b * P.lBatch + h * P.lHead + startQ;
+  ${tile(
+    p,
+    p.wuV,
+    (i, u) => `{
+    let row = r0 + ${rowOf(p, i)};
+    let w = (tx + ${u * p.tx}u) * 4u;
+    if (row < nq && w < P.dv) { st_pacc(((lB + row) * P.splits + split) * P.dv + w, acc_${i}_${u}, min(4u, P.dv - w)); }
+  }`,
+  )}`;
+  const splitEpilogue = softmax
+    ? `${reduce('l', '+')}${partial}
+  if (tx == 0u) {
+    ${rep(4 * p.rv, (i) => `if (r0 + ${rowOf(p, i)} < nq) { pstat[(lB + r0 + ${rowOf(p, i)}) * P.splits + split] = vec2<f32>(${rowVec('m', i)}, ${rowVec('l', i)}); }`, '\n    ')}
+  }`
+    : partial;
   const bindings: WgslBinding[] = [
     UNIFORMS,
     tensorBinding('read', 'q', spec.dtype, spec.vecD),
     tensorBinding('read', 'k', spec.dtype, spec.vecD),
     tensorBinding('read', 'v', spec.dtype, spec.vecV),
     AUX,
-    tensorBinding('storage', 'o', spec.dtype, spec.vecV),
-    ...(softmax ? [{ name: 'lse', kind: 'storage', type: 'array<f32>' } as const] : []),
+    ...(splitK ? partials(softmax, spec.vecV, 'storage') : []),
+    ...(splitK ? [] : [tensorBinding('storage', 'o', spec.dtype, spec.vecV)]),
+    ...(softmax && !splitK ? [{ name: 'lse', kind: 'storage', type: 'array<f32>' } as const] : []),
     ...spec.hooks.bindings,
   ];
   const code = `${header(spec, bindings, false, sub)}
@@ -523,7 +591,7 @@ ${rangeFns(false)}
 
 @compute @workgroup_size(${p.threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  ${SEQ}
+  ${seq(splitK)}
   let h = wg.y;
   let r0 = wg.x * BR;
   if (r0 >= nq) { return; }
@@ -539,8 +607,109 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   ${softmax ? perGroup((g) => `var m${g} = vec4<f32>(M0);\n  var l${g} = vec4<f32>(0.0);`, '\n  ') : 'let sb = sigmoidBias[b] * LOG2E;'}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'acc', p.wuV)}
-  ${tileLoop(spec, false, 'wg.x * P.ntk + ct', body)}
-  ${epilogue}
+  ${tileLoop(spec, false, 'wg.x * P.ntk + ct', body, splitK)}
+  ${splitK ? splitEpilogue : epilogue}
+}
+`;
+  return { code, bindings };
+}
+
+/** The split-K forward's hooks: sinks join in the combine; the uniforms gain the split count. */
+function splitSpec(spec: ShaderSpec): ShaderSpec {
+  const h = spec.hooks;
+  return {
+    ...spec,
+    hooks: {
+      ...h,
+      sinks: false,
+      bindings: h.bindings.filter((b) => b.name !== 'sinks'),
+      uniforms: [...h.uniforms, SPLITS_FIELD],
+    },
+  };
+}
+
+/**
+ * Split-K's scratch: per (row, split) the row's (m, l) in log2 units (softmax) and its
+ * unnormalised accumulator (Dv f32), at (row index of lse) * splits + split.
+ */
+function partials(softmax: boolean, vecV: boolean, kind: 'read' | 'storage'): WgslBinding[] {
+  return [
+    ...(softmax ? [{ name: 'pstat', kind, type: 'array<vec2<f32>>' } as const] : []),
+    tensorBinding(kind, 'pacc', 'f32', vecV),
+  ];
+}
+
+/**
+ * Split-K's combine (FlashDecoding): one thread per query row merges its P.splits partials with
+ * the associative rule, in log2 units: m = max m_s, l = sum l_s 2^(m_s - m), acc likewise; the
+ * sinks join once here; sigmoid's partials are plain sums. Writes o (the storage dtype) and lse;
+ * rows without keys get O = 0 and LSE = -inf (or the sink). Bindings and uniforms as the split-K
+ * forward of the same spec (one uniform buffer serves both).
+ */
+export function combineShader(input: ShaderSpec): WgslKernel {
+  const spec = splitSpec(input);
+  const softmax = spec.hooks.normalize === 'softmax';
+  const sinks = softmax && input.hooks.sinks;
+  const bindings: WgslBinding[] = [
+    UNIFORMS,
+    AUX,
+    ...partials(softmax, spec.vecV, 'read'),
+    tensorBinding('storage', 'o', spec.dtype, spec.vecV),
+    ...(softmax ? [{ name: 'lse', kind: 'storage', type: 'array<f32>' } as const] : []),
+    ...(sinks ? [{ name: 'sinks', kind: 'read', type: 'array<f32>' } as const] : []),
+  ];
+  const weight = softmax ? ' * exp2(pstat[pB + s].x - m)' : '';
+  const stats = softmax
+    ? `
+  var m = M0;
+  for (var s = 0u; s < P.splits; s++) { m = max(m, pstat[pB + s].x); }
+  var l = 0.0;
+  for (var s = 0u; s < P.splits; s++) { l += pstat[pB + s].y * exp2(pstat[pB + s].x - m); }${
+    sinks
+      ? `
+  let sink = sinks[h] * LOG2E;
+  let ms = max(m, sink);
+  let sa = exp2(m - ms);
+  l = l * sa + exp2(sink - ms);
+  let inv = select(sa / l, 0.0, l == 0.0);`
+      : `
+  let ms = m;
+  let inv = select(1.0 / l, 0.0, l == 0.0);`
+  }`
+    : '';
+  const code = `${paramsStruct(spec.hooks.uniforms)}
+${halfCodec(spec.dtype)}
+${declareBindings(bindings)}
+const M0 = -1.0e38;
+const LOG2E = 1.4426950408889634;
+const LN2 = 0.6931471805599453;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let b = wg.z;
+  let h = wg.y;
+  let startQ = aux[4u * b];
+  let nq = aux[4u * b + 2u];
+  let i = wg.x * 64u + lid;
+  if (i >= nq) { return; }
+  let li = b * P.lBatch + h * P.lHead + startQ + i;
+  let oE = b * P.oBatch + h * P.oHead + (startQ + i) * P.oRow;
+  let pB = li * P.splits;${stats}
+  for (var w = 0u; w < P.dv; w += 4u) {
+    var a = vec4<f32>(0.0);
+    for (var s = 0u; s < P.splits; s++) {
+      let e = (pB + s) * P.dv + w;
+      var val = vec4<f32>(0.0);
+      ${load4('val', 'pacc', 'e', 'w', 'P.dv', spec.vecV)}
+      a += val${weight};
+    }
+    st_o(oE + w, a${softmax ? ' * inv' : ''}, min(4u, P.dv - w));
+  }${
+    softmax
+      ? `
+  lse[li] = select((ms + log2(l)) * LN2, bitcast<f32>(P.negInf), l == 0.0);`
+      : ''
+  }
 }
 `;
   return { code, bindings };
@@ -668,7 +837,7 @@ ${rangeFns(false)}${softmax ? `\n${STAT}` : ''}
 
 @compute @workgroup_size(${p.threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  ${SEQ}
+  ${seq(false)}
   let h = wg.y;
   let r0 = wg.x * BR;
   if (r0 >= nq) { return; }
@@ -796,7 +965,7 @@ ${rangeFns(true)}${softmax ? `\n${STAT}` : ''}
 
 @compute @workgroup_size(${p.threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  ${SEQ}
+  ${seq(false)}
   let hk = wg.y;
   let r0 = wg.x * BR;
   if (r0 >= nk) { return; }
