@@ -33,8 +33,9 @@ export type NormalizeHook =
  *   (KERNELS.md "LeanAttention"); sinks join once, after the combine. `splits` is a positive
  *   integer (ValueError naming `schedule.splits` otherwise). Equal to 'band' up to f32 rounding.
  *
- * Only the TS backend's FA2 forward implements `splitK` for now: the native (C++) and webgpu
- * backends do not (the family layer declines it there), nor does FA1's loop order. The
+ * `splitK` is implemented by the TS backend's FA2 forward and (since a6fba8f) the webgpu
+ * forward (webgpu/host.ts); the native (C++) backend does not implement it yet (the family
+ * layer declines it there), nor does the TS FA1 loop order. The
  * backward ignores `schedule` (it does not change the math: the backward recomputes P from
  * the forward's LSE, whichever schedule produced it).
  */
