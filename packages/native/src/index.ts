@@ -91,6 +91,14 @@ export interface NativeAttentionProblem {
   /** Tile hints (1..1024): query rows per backward block; keys per forward tile. */
   blockQ?: number | undefined;
   blockK?: number | undefined;
+  /**
+   * The forward's schedule (attention.forward only): 1 (default) = band, one task per
+   * (b, h, query rows) walks its key band; > 1 = split-K (FlashDecoding): each such task's
+   * visited key tiles are cut into `splits` contiguous ranges (balanced to one tile) whose
+   * partial softmax statistics parallel tasks compute and a combine pass merges. Worth it for
+   * decode (few query rows, long Nk), where the band schedule leaves threads idle. 1..65536.
+   */
+  splits?: number | undefined;
   /** Default { kind: 'softmax' }. */
   normalize?: NativeNormalize | undefined;
   /** At most 8, applied in order. */

@@ -434,8 +434,12 @@ class AttentionForward : public Call {
     }
   }
   const void* data() const override { return &c_; }
+  // problem.splits: the forward's schedule, 1 (default) = band, > 1 = split-K (FlashDecoding).
   static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
-    return std::make_unique<AttentionForward>(problemArg(v, keep));
+    AttnProblem p = problemArg(v, keep);
+    Napi::Object o = v.As<Napi::Object>();
+    p.splits = o.Get("splits").IsUndefined() ? 1 : intField(o, "problem.", "splits", 1, 1 << 16);
+    return std::make_unique<AttentionForward>(p);
   }
 
  private:

@@ -46,6 +46,10 @@ struct AttnProblem {
   int64_t bsBlockQ, bsBlockK, bsNbq, bsNbk, bsBatchStride, bsHeadStride;
   // Tile hints (0 = the ISA's default): forward key tile, backward query row block.
   int64_t tileK, tileQ;
+  // Forward schedule: 1 (or 0) = band (one task per query group walks its whole key band);
+  // > 1 = split-K (FlashDecoding): each group's visited key tiles are cut into `splits`
+  // contiguous ranges, computed as partial (m, l, acc) by parallel tasks and then combined.
+  int64_t splits;
   Normalize normalize;
   const float* sinks;        // softmax: one logit per query head joining every row, or null
   const float* sigmoidBias;  // sigmoid: b of sigmoid(s + b), one per batch entry

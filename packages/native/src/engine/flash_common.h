@@ -107,6 +107,7 @@ ATTNKIT_ALWAYS_INLINE void withRows(int64_t rows, A&&... a) {
 // Work item of one (batch, head) with an estimated cost.
 struct Task {
   int64_t b, h, x0, cost;
+  int64_t group = 0, split = 0;  // forward split-K: the (b, h, query group) and key range
 };
 
 // Head by head, so that the threads share one head's K and V (or Q and dO) in L3 at a time;

@@ -223,66 +223,200 @@ inline void fwdFinish(const FwdBlockState& blk, float* o, int64_t oRow, float* l
 
 // Query rows [i0, i0 + nsub * Bq) of (b, h), as nsub blocks of Bq lanes that share each key
 // tile: one pass over K and V (from L3) serves them all while the tile sits in L2.
-template <class Norm, class M>
-inline void fwdTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
-                    int64_t i0, int64_t nsub, int64_t tileK, const FwdScratch& sc) {
-  const Seq s = seqOf(p, b);
-  const int64_t rowsAll = imin(nsub * kFwdBq, s.nq - i0);
-  const int64_t ns = ceilDiv(rowsAll, kFwdBq);
-  const int64_t kvh = h / p.group;
-  const int64_t qRow = qRowStride(p, p.d), kRow = kRowStride(p, p.d);
-  const int64_t vRow = kRowStride(p, p.dv), oRow = qRowStride(p, p.dv);
-  const float* q = a.q + qBase(p, b, h, p.d);
-  const float* k = a.k + kBase(p, b, kvh, p.d);
-  const float* vv = a.v + kBase(p, b, kvh, p.dv);
-  const uint8_t* bs = sparseBase(p, b, h);
+struct FwdGroup {
+  Seq s;
+  int64_t i0, rowsAll, ns, kvh, qRow, kRow, vRow, oRow;
+  const float* k;
+  const float* v;
+  const uint8_t* bs;
   FwdHead hd;
-  if constexpr (M::kActive) hd.mods = headMods(p, b, h);
-  hd.bias2 = Norm::kSigmoid ? p.sigmoidBias[b] * kLog2e : 0.0f;
-  hd.hasSink = !Norm::kSigmoid && p.sinks != nullptr;
-  hd.sink = hd.hasSink ? p.sinks[h] : 0.0f;
+  int64_t jStart, jEnd;  // the group's key band
+};
 
+template <class Norm, class M>
+inline FwdGroup fwdGroup(const AttnProblem& p, int64_t b, int64_t h, int64_t i0, int64_t nsub,
+                         const float* k, const float* v) {
+  FwdGroup g;
+  g.s = seqOf(p, b);
+  g.i0 = i0;
+  g.rowsAll = imin(nsub * kFwdBq, g.s.nq - i0);
+  g.ns = ceilDiv(g.rowsAll, kFwdBq);
+  g.kvh = h / p.group;
+  g.qRow = qRowStride(p, p.d);
+  g.kRow = kRowStride(p, p.d);
+  g.vRow = kRowStride(p, p.dv);
+  g.oRow = qRowStride(p, p.dv);
+  g.k = k + kBase(p, b, g.kvh, p.d);
+  g.v = v + kBase(p, b, g.kvh, p.dv);
+  g.bs = sparseBase(p, b, h);
+  if constexpr (M::kActive) g.hd.mods = headMods(p, b, h);
+  g.hd.bias2 = Norm::kSigmoid ? p.sigmoidBias[b] * kLog2e : 0.0f;
+  g.hd.hasSink = !Norm::kSigmoid && p.sinks != nullptr;
+  g.hd.sink = g.hd.hasSink ? p.sinks[h] : 0.0f;
+  g.jStart = keyLo(p, g.s, i0);
+  g.jEnd = g.rowsAll > 0 ? keyHi(p, g.s, i0 + g.rowsAll - 1) : 0;
+  return g;
+}
+
+inline FwdBlockState fwdBlock(const FwdGroup& g, const FwdScratch& sc, int64_t t) {
+  const int64_t bi0 = g.i0 + t * kFwdBq;
+  return sc.block(t, bi0, imin(kFwdBq, g.s.nq - bi0));
+}
+
+// The key tiles of the group's band, each visited by one of its blocks at least, are indexed
+// 0..n-1 (n returned); with `from` / `to` (tile indices), [*ja, *jb) gets the keys of tiles
+// [from, to) (empty when from >= to). Tiles as in fwdTiles.
+inline int64_t fwdVisitedTiles(const AttnProblem& p, const FwdGroup& g, int64_t tileK, int64_t from,
+                               int64_t to, int64_t* ja, int64_t* jb) {
+  const int64_t block = g.bs != nullptr ? p.bsBlockK : 0;
+  int64_t n = 0;
+  *ja = *jb = g.jStart;
+  for (int64_t j0 = g.jStart; j0 < g.jEnd;) {
+    const int64_t j1 = tileEnd(j0, g.jEnd, tileK, block);
+    bool visited = false;
+    for (int64_t t = 0; t < g.ns && !visited; t++) {
+      const int64_t bi0 = g.i0 + t * kFwdBq;
+      visited = classifyTile(p, g.s, g.bs, bi0, imin(bi0 + kFwdBq, g.s.nq), j0, j1) != Vis::kSkip;
+    }
+    if (visited) {
+      if (n == from) *ja = j0;
+      if (n + 1 == to) *jb = j1;
+      n++;
+    }
+    j0 = j1;
+  }
+  if (from >= to) *jb = *ja;
+  return n;
+}
+
+// The group's blocks: packed, pre-scaled Q^T and empty statistics.
+inline void fwdStart(const AttnProblem& p, const FwdGroup& g, const float* q, const FwdScratch& sc) {
   // Scores in log2 units: exp2(x * log2 e) = exp(x), one multiply saved per score.
   const float qScale = p.scale * kLog2e;
-  for (int64_t t = 0; t < ns; t++) {
-    const int64_t bi0 = i0 + t * kFwdBq;
-    const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
+  for (int64_t t = 0; t < g.ns; t++) {
+    const FwdBlockState blk = fwdBlock(g, sc, t);
     for (int64_t i = 0; i < kFwdBq; i++) {
-      const float* qi = q + (bi0 + i) * qRow;
+      const float* qi = q + (blk.i0 + i) * g.qRow;
       for (int64_t c = 0; c < p.d; c++) blk.qt[c * kFwdBq + i] = i < blk.rows ? qi[c] * qScale : 0.0f;
-      blk.diag[i] = static_cast<float>(bi0 + i + s.off);
+      blk.diag[i] = static_cast<float>(blk.i0 + i + g.s.off);
       blk.m[i] = -kInf;
       blk.l[i] = 0.0f;
     }
     for (int64_t i = 0; i < p.dv * kFwdBq; i++) blk.ot[i] = 0.0f;
   }
+}
 
-  const int64_t jStart = keyLo(p, s, i0);
-  const int64_t jEnd = rowsAll > 0 ? keyHi(p, s, i0 + rowsAll - 1) : 0;
-  const int64_t block = bs != nullptr ? p.bsBlockK : 0;
-  for (int64_t j0 = jStart; j0 < jEnd;) {
-    const int64_t j1 = tileEnd(j0, jEnd, tileK, block);
-    for (int64_t t = 0; t < ns; t++) {
-      const int64_t bi0 = i0 + t * kFwdBq;
-      const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
-      const Vis vis = classifyTile(p, s, bs, bi0, bi0 + blk.rows, j0, j1);
-      if (vis != Vis::kSkip) fwdTile<Norm, M>(p, bs, k, kRow, vv, vRow, j0, j1, vis, blk, sc, hd);
+// The key tiles of [ja, jb) (tile boundaries of the whole band: ja and jb are tile starts / ends
+// of it) for every block of the group, skipping the tiles a block does not see.
+template <class Norm, class M>
+inline void fwdTiles(const AttnProblem& p, const FwdGroup& g, int64_t ja, int64_t jb, int64_t tileK,
+                     const FwdScratch& sc) {
+  const int64_t block = g.bs != nullptr ? p.bsBlockK : 0;
+  for (int64_t j0 = ja; j0 < jb;) {
+    const int64_t j1 = tileEnd(j0, jb, tileK, block);
+    for (int64_t t = 0; t < g.ns; t++) {
+      const FwdBlockState blk = fwdBlock(g, sc, t);
+      const Vis vis = classifyTile(p, g.s, g.bs, blk.i0, blk.i0 + blk.rows, j0, j1);
+      if (vis != Vis::kSkip)
+        fwdTile<Norm, M>(p, g.bs, g.k, g.kRow, g.v, g.vRow, j0, j1, vis, blk, sc, g.hd);
     }
     j0 = j1;
   }
+}
 
-  for (int64_t t = 0; t < ns; t++) {
-    const int64_t bi0 = i0 + t * kFwdBq;
-    const FwdBlockState blk = sc.block(t, bi0, imin(kFwdBq, s.nq - bi0));
-    float* lse = Norm::kSigmoid ? nullptr : a.lse + lseBase(p, b, h) + bi0;
-    fwdFinish<Norm>(blk, a.o + qBase(p, b, h, p.dv) + bi0 * oRow, oRow, lse, p.dv, hd);
+template <class Norm>
+inline void fwdFinishGroup(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
+                           const FwdGroup& g, const FwdScratch& sc) {
+  for (int64_t t = 0; t < g.ns; t++) {
+    const FwdBlockState blk = fwdBlock(g, sc, t);
+    float* lse = Norm::kSigmoid ? nullptr : a.lse + lseBase(p, b, h) + blk.i0;
+    fwdFinish<Norm>(blk, a.o + qBase(p, b, h, p.dv) + blk.i0 * g.oRow, g.oRow, lse, p.dv, g.hd);
   }
+}
+
+// Band schedule: one task walks the group's whole key band.
+template <class Norm, class M>
+inline void fwdTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
+                    int64_t i0, int64_t nsub, int64_t tileK, const FwdScratch& sc) {
+  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a.k, a.v);
+  fwdStart(p, g, a.q + qBase(p, b, h, p.d), sc);
+  fwdTiles<Norm, M>(p, g, g.jStart, g.jEnd, tileK, sc);
+  fwdFinishGroup<Norm>(p, a, b, h, g, sc);
+}
+
+// Split-K partials: per (group, split) and block t, O^T (dv x Bq), m and l (Bq each).
+inline int64_t fwdPartialFloats(int64_t dv) { return (dv + 2) * kFwdBq; }
+
+// Split-K: split `split` of `splits` of the group's visited tiles (contiguous, balanced to one
+// tile), its unnormalised (m, l, O^T) stored to `part` (nsub blocks).
+template <class Norm, class M>
+inline void fwdSplitTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
+                         int64_t i0, int64_t nsub, int64_t split, int64_t splits, int64_t tileK,
+                         const FwdScratch& sc, float* part) {
+  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a.k, a.v);
+  int64_t ja, jb;
+  const int64_t n = fwdVisitedTiles(p, g, tileK, -1, -1, &ja, &jb);
+  fwdVisitedTiles(p, g, tileK, n * split / splits, n * (split + 1) / splits, &ja, &jb);
+  fwdStart(p, g, a.q + qBase(p, b, h, p.d), sc);
+  fwdTiles<Norm, M>(p, g, ja, jb, tileK, sc);
+  for (int64_t t = 0; t < g.ns; t++) {
+    const FwdBlockState blk = fwdBlock(g, sc, t);
+    float* x = part + t * fwdPartialFloats(p.dv);
+    std::copy(blk.ot, blk.ot + p.dv * kFwdBq, x);
+    std::copy(blk.m, blk.m + kFwdBq, x + p.dv * kFwdBq);
+    std::copy(blk.l, blk.l + kFwdBq, x + (p.dv + 1) * kFwdBq);
+  }
+}
+
+// Split-K combine of a group's partials (associative online softmax: m = max m_s,
+// l = sum l_s 2^(m_s - m), O^T = sum O^T_s 2^(m_s - m); sigmoid: plain sums), then the
+// band's finish (sinks join once, empty rows).
+template <class Norm, class M>
+inline void fwdCombineTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
+                           int64_t i0, int64_t nsub, int64_t splits, const FwdScratch& sc,
+                           const float* parts) {
+  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a.k, a.v);
+  const int64_t stride = nsub * fwdPartialFloats(p.dv);
+  float w[kFwdBq];
+  for (int64_t t = 0; t < g.ns; t++) {
+    const FwdBlockState blk = fwdBlock(g, sc, t);
+    for (int64_t i = 0; i < kFwdBq; i++) {
+      blk.m[i] = -kInf;
+      blk.l[i] = 0.0f;
+    }
+    for (int64_t i = 0; i < p.dv * kFwdBq; i++) blk.ot[i] = 0.0f;
+    if constexpr (!Norm::kSigmoid) {
+      for (int64_t sp = 0; sp < splits; sp++) {
+        const float* m = parts + sp * stride + t * fwdPartialFloats(p.dv) + p.dv * kFwdBq;
+        for (int64_t i = 0; i < kFwdBq; i++) blk.m[i] = std::max(blk.m[i], m[i]);
+      }
+    }
+    for (int64_t sp = 0; sp < splits; sp++) {
+      const float* x = parts + sp * stride + t * fwdPartialFloats(p.dv);
+      const float* m = x + p.dv * kFwdBq;
+      const float* l = m + kFwdBq;
+      for (int64_t i = 0; i < kFwdBq; i++) {
+        if constexpr (Norm::kSigmoid) {
+          w[i] = 1.0f;
+        } else {
+          // A split without keys for lane i has m_s = -inf and l_s = 0: weight 0.
+          w[i] = m[i] == -kInf ? 0.0f : std::exp2(m[i] - blk.m[i]);
+          blk.l[i] += l[i] * w[i];
+        }
+      }
+      for (int64_t c = 0; c < p.dv; c++)
+        for (int64_t i = 0; i < kFwdBq; i++) blk.ot[c * kFwdBq + i] += x[c * kFwdBq + i] * w[i];
+    }
+  }
+  fwdFinishGroup<Norm>(p, a, b, h, g, sc);
 }
 
 template <class Norm, class M>
 inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs& a) {
   const int64_t tileK = p.tileK > 0 ? p.tileK : kFwdTileK;
   const int threads = poolThreads();
+  // Split-K beyond one split per key is pointless (tiles hold one key at least).
+  const int64_t splits = imax(1, imin(p.splits, p.maxSeqK));
   // Query blocks per task: K and V of a head that overflow L2 (1 MiB here; half of it is
   // assumed free) are streamed from L3 once per task, so share them among up to kFwdMaxSub
   // blocks, keeping >= 8 tasks per thread for the dynamic schedule to balance.
@@ -290,29 +424,63 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
   for (int64_t b = 0; b < p.batch; b++) blocksTotal += ceilDiv(p.seqQ[b], kFwdBq) * p.hq;
   const bool kvInL2 = p.maxSeqK * (p.d + p.dv) * 4 <= (512 << 10);
   int64_t nsub = kvInL2 ? 1 : kFwdMaxSub;
-  while (nsub > 1 && blocksTotal < nsub * 8 * threads) nsub /= 2;
+  while (nsub > 1 && blocksTotal * splits < nsub * 8 * threads) nsub /= 2;
   // Tasks run head by head (the head's K and V stay in L3), heavy blocks first within a head.
-  std::vector<Task> tasks;
+  std::vector<Task> groups;
   for (int64_t b = 0; b < p.batch; b++) {
     const Seq s = seqOf(p, b);
     for (int64_t h = 0; h < p.hq; h++) {
       for (int64_t i0 = 0; i0 < s.nq; i0 += nsub * kFwdBq) {
         const int64_t rows = imin(nsub * kFwdBq, s.nq - i0);
         const int64_t keys = imax(0, keyHi(p, s, i0 + rows - 1) - keyLo(p, s, i0));
-        tasks.push_back({b, h, i0, keys * rows + p.d});
+        groups.push_back({b, h, i0, keys * rows + p.d});
       }
     }
   }
-  sortByCostPerHead(tasks);
   const int64_t per = roundUp(FwdScratch::floats(p.d, p.dv, tileK, nsub), 16);
   Floats scratch(per * threads);
   if (!scratch.ok()) return kOutOfMemory;
+  if (splits == 1) {
+    sortByCostPerHead(groups);
+    auto body = [&](int64_t t, int thread) {
+      const Task& task = groups[t];
+      FwdScratch sc(scratch.get() + per * thread, p.d, p.dv, tileK);
+      fwdTask<Norm, M>(p, a, task.b, task.h, task.x0, nsub, tileK, sc);
+    };
+    parallel(static_cast<int64_t>(groups.size()), body);
+    return nullptr;
+  }
+  // Split-K: tasks (group, split), then one combine per group.
+  const int64_t ngroups = static_cast<int64_t>(groups.size());
+  const int64_t partStride = nsub * fwdPartialFloats(p.dv);
+  Floats parts(ngroups * splits * partStride);
+  if (!parts.ok()) return kOutOfMemory;
+  std::vector<Task> tasks;
+  tasks.reserve(ngroups * splits);
+  for (int64_t gi = 0; gi < ngroups; gi++) {
+    for (int64_t sp = 0; sp < splits; sp++) {
+      Task t = groups[gi];
+      t.cost = t.cost / splits + p.d;
+      t.group = gi;
+      t.split = sp;
+      tasks.push_back(t);
+    }
+  }
+  sortByCostPerHead(tasks);
   auto body = [&](int64_t t, int thread) {
     const Task& task = tasks[t];
     FwdScratch sc(scratch.get() + per * thread, p.d, p.dv, tileK);
-    fwdTask<Norm, M>(p, a, task.b, task.h, task.x0, nsub, tileK, sc);
+    fwdSplitTask<Norm, M>(p, a, task.b, task.h, task.x0, nsub, task.split, splits, tileK, sc,
+                          parts.get() + (task.group * splits + task.split) * partStride);
   };
   parallel(static_cast<int64_t>(tasks.size()), body);
+  auto combine = [&](int64_t gi, int thread) {
+    const Task& task = groups[gi];
+    FwdScratch sc(scratch.get() + per * thread, p.d, p.dv, tileK);
+    fwdCombineTask<Norm, M>(p, a, task.b, task.h, task.x0, nsub, splits, sc,
+                            parts.get() + gi * splits * partStride);
+  };
+  parallel(ngroups, combine);
   return nullptr;
 }
 
