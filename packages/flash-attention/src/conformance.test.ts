@@ -69,6 +69,13 @@ describeConformance({
         }),
       },
       { name: 'mask mod (prefix LM)', lengths: 'square', options: { maskMod: prefixLm } },
+      // FlashDecoding's split-K schedule: few query rows, the key tiles cut into parallel ranges.
+      {
+        name: 'split-K decode',
+        lengths: 'decode',
+        options: (rng) => ({ numSplits: rng.int(2, 9), causal: true }),
+      },
+      { name: 'split-K varlen', layout: 'THD', options: { numSplits: 3 } },
     ],
   },
   goldenKinds: ['softmax', 'softmax_varlen'],

@@ -24,6 +24,13 @@ describeConformance({
       { name: 'explicit bias', options: { bias: -1.5, causal: true } },
       { name: 'odd tiles', options: (rng) => ({ blockQ: rng.int(1, 40), blockK: rng.int(1, 40) }) },
       { name: 'softcap', options: { scoreMod: softcap(1.5) } },
+      // FlashDecoding's split-K schedule: few query rows, the key tiles cut into parallel ranges.
+      {
+        name: 'split-K decode',
+        lengths: 'decode',
+        options: (rng) => ({ numSplits: rng.int(2, 9), causal: true }),
+      },
+      { name: 'split-K varlen', layout: 'THD', options: { numSplits: 3 } },
       {
         name: 'alibi, window, varlen',
         layout: 'THD',

@@ -43,6 +43,14 @@ export interface TiledOptions extends AttentionOptions {
   blockQ?: number;
   /** Key rows per tile: ts (both passes); native (the forward's key tile). See blockQ. */
   blockK?: number;
+  /**
+   * Split each query tile's key tiles into this many contiguous ranges computed in parallel
+   * and merged by a combine pass (FlashDecoding's split-K; the skeleton's `splitK` schedule):
+   * for decode-like shapes (few query rows, long keys) where one worker per (batch, head)
+   * leaves the device idle. Default 1 (the band schedule). Forward only; the result is the
+   * same up to f32 rounding.
+   */
+  numSplits?: number;
   /** webgpu: tile sizes per kernel instead of the planner's. */
   tiles?: Partial<Record<WebGpuFlashKernel, Partial<WebGpuTileConfig>>>;
   /** webgpu: times each kernel's pass with timestamp queries. */
@@ -112,6 +120,7 @@ const COMMON_OPTIONS = [
   'blockK',
   'tiles',
   'profiler',
+  'numSplits',
 ];
 
 const BACKENDS: Record<TiledBackend, { priority: number; devices: string[] }> = {
@@ -144,6 +153,9 @@ function checkOptions(options: unknown, known: readonly string[]): Record<string
       'backend',
     );
   }
+  const n = o.numSplits;
+  if (n !== undefined && (typeof n !== 'number' || !Number.isInteger(n) || n < 1))
+    throw new ValueError(`numSplits: expected a positive integer, got ${describe(n)}`, 'numSplits');
   if (o.algorithm !== undefined && o.algorithm !== 'fa1' && o.algorithm !== 'fa2')
     throw new ValueError(
       `algorithm: expected "fa1" or "fa2", got ${describe(o.algorithm)}`,
@@ -172,6 +184,9 @@ function declines(
   );
   const mask = options.maskMod as { wgsl?: unknown } | undefined;
   const fa1 = options.algorithm === 'fa1';
+  const split = typeof options.numSplits === 'number' && options.numSplits > 1;
+  if (fa1 && split)
+    return "FA1's loop runs key tiles outside, so it has no per-query-tile key split (numSplits)";
   if (backend === 'native') {
     if (custom.length > 0)
       return 'the native engine runs the built-in score mods only (softcap, alibi, bias); custom mods run on ts and webgpu';
@@ -240,7 +255,10 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     const [q, k, v] = inputsOf(t);
     const p = resolveAttentionProblem(q, k, v, o);
     const scoreMods = resolveScoreMods(o.scoreMod, p, q.device);
-    return { p, hooks: { normalize: def.normalize(p, o), scoreMods }, o };
+    const hooks: TiledHooks = { normalize: def.normalize(p, o), scoreMods };
+    if (o.numSplits !== undefined && o.numSplits > 1)
+      hooks.schedule = { kind: 'splitK', splits: o.numSplits };
+    return { p, hooks, o };
   };
   for (const backend of Object.keys(BACKENDS) as TiledBackend[]) {
     for (const pass of ['forward', 'backward'] as const) {

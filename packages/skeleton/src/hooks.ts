@@ -33,10 +33,10 @@ export type NormalizeHook =
  *   (KERNELS.md "LeanAttention"); sinks join once, after the combine. `splits` is a positive
  *   integer (ValueError naming `schedule.splits` otherwise). Equal to 'band' up to f32 rounding.
  *
- * `splitK` is implemented by the TS backend's FA2 forward and (since a6fba8f) the webgpu
- * forward (webgpu/host.ts); the native (C++) backend does not implement it yet (the family
- * layer declines it there), nor does the TS FA1 loop order. The
- * backward ignores `schedule` (it does not change the math: the backward recomputes P from
+ * `splitK` is implemented by the FA2 forward of every backend (TS cpu/fa2.ts, WGSL
+ * webgpu/host.ts + combineShader, C++ flash_forward.h); not by the TS FA1 loop order, whose key
+ * tiles are the outer loop (the family layer declines it there). Users set it with the
+ * `numSplits` option. The backward ignores `schedule` (it does not change the math: the backward recomputes P from
  * the forward's LSE, whichever schedule produced it).
  */
 export type ScheduleHook = { kind: 'band' } | { kind: 'splitK'; splits: number };

@@ -18,6 +18,7 @@ export {
   tiledForwardTs,
   tsSupports,
 } from './cpu/run.js';
+export { splitKeyTiles } from './cpu/schedule.js';
 export * from './family.js';
 export * from './hooks.js';
 export {

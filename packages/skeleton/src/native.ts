@@ -16,6 +16,7 @@ import {
 } from '@attnkit/tensor';
 import { allocF32 } from './cpu/alloc.js';
 import { checkLike, encodeOutput } from './cpu/run.js';
+import { scheduleSplits } from './cpu/schedule.js';
 import type { TiledHooks } from './hooks.js';
 import { planNativeTiles } from './plan.js';
 
@@ -148,39 +149,6 @@ function nativeMod(m: ResolvedScoreMod): NativeScoreMod {
   }
 }
 
-/** Split-K's schedule hook (hooks.ts ScheduleHook; absent = band). */
-type Schedule = { kind: 'band' } | { kind: 'splitK'; splits: number };
-
-/**
- * The engine's `splits` of the hooks' schedule: 1 for band (or absent), else splitK's splits;
- * ValueError naming `schedule` / `schedule.kind` / `schedule.splits` as the TS kernels do.
- */
-function nativeSplits(schedule: Schedule | undefined): number {
-  if (schedule === undefined) return 1;
-  if (schedule === null || typeof schedule !== 'object') {
-    throw new ValueError(
-      `schedule: expected { kind: "band" } or { kind: "splitK", splits }, got ${describe(schedule)}`,
-      'schedule',
-    );
-  }
-  if (schedule.kind === 'band') return 1;
-  if (schedule.kind === 'splitK') {
-    const splits: unknown = schedule.splits;
-    if (typeof splits !== 'number' || !Number.isInteger(splits) || splits < 1) {
-      throw new ValueError(
-        `schedule.splits: expected a positive integer, got ${describe(splits)}`,
-        'schedule.splits',
-      );
-    }
-    // The engine takes up to 65536 (more splits than key tiles only adds empty ranges).
-    return Math.min(splits, 65536);
-  }
-  throw new ValueError(
-    `schedule.kind: expected "band" or "splitK", got ${describe((schedule as { kind: unknown }).kind)}`,
-    'schedule.kind',
-  );
-}
-
 /** The engine's problem: the resolved problem, its hooks and the tile hints. */
 function nativeProblem(
   p: AttentionProblem,
@@ -205,7 +173,8 @@ function nativeProblem(
         ? { kind: 'sigmoid', bias: n.bias }
         : { kind: 'softmax', sinks: n.sinks };
     out.scoreMods = hooks.scoreMods.map(nativeMod);
-    const splits = nativeSplits((hooks as { schedule?: Schedule | undefined }).schedule);
+    // More splits than key tiles only adds empty ranges; the engine takes up to 65536.
+    const splits = Math.min(scheduleSplits(hooks.schedule), 65536);
     if (splits > 1) out.splits = splits;
   }
   return out;

@@ -22,6 +22,7 @@ import {
   type WebGpuStorage,
   webGpuStorageOf,
 } from '@attnkit/webgpu';
+import { scheduleSplits } from '../cpu/schedule.js';
 import type { TiledHooks } from '../hooks.js';
 import { type AuxTables, buildAux, buildParams } from './aux.js';
 import { type HookResources, hookResources } from './hooks.js';
@@ -321,15 +322,9 @@ function buf(t: Tensor): GpuBuffer {
 
 /** The forward's tile schedule (TiledHooks.schedule): the split count of split-K, or undefined for band. */
 export function splitsOf(hooks: TiledHooks): number | undefined {
-  const schedule = (hooks as { schedule?: { kind: 'band' } | { kind: 'splitK'; splits: number } })
-    .schedule;
-  if (schedule === undefined || schedule.kind === 'band') return undefined;
-  if (schedule.kind !== 'splitK' || !Number.isInteger(schedule.splits) || schedule.splits < 1)
-    throw new ValueError(
-      `schedule: expected { kind: 'band' } or { kind: 'splitK', splits: integer >= 1 }, got ${describe(schedule)}`,
-      'schedule',
-    );
-  return schedule.splits;
+  // One validation for every backend (ValueError naming schedule / schedule.kind / .splits).
+  const splits = scheduleSplits(hooks.schedule);
+  return hooks.schedule?.kind === 'splitK' ? splits : undefined;
 }
 
 /**
