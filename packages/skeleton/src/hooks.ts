@@ -46,6 +46,8 @@ export interface TiledHooks {
   scoreMods: readonly ResolvedScoreMod[];
   /** Key-tile work schedule of the forward (absent = 'band'); see ScheduleHook. */
   schedule?: ScheduleHook | undefined;
+  /** Rows tiled in a permuted order (absent = sequence order); see PermuteHook. */
+  permute?: PermuteHook | undefined;
 }
 
 /** Plain FlashAttention: softmax, no mods. */
@@ -59,4 +61,23 @@ export function sigmoidBias(p: AttentionProblem, bias?: number): Float32Array {
     out[b] = bias ?? (nk > 0 ? -Math.log(nk) : 0);
   }
   return out;
+}
+
+/**
+ * Permuted tiles (the schedule of sorted-order families such as HyperAttention's sortLSH): the
+ * kernel tiles the rows in a permuted order instead of the sequence order. Row i of the tiled
+ * order is query `q[...]` position within its sequence; key j is key `k[...]` position. The
+ * result is exactly attention of the gathered tensors Q'_i = Q[q_i], K'_j = K[k_j],
+ * V'_j = V[k_j] — every position rule (the causal/window band, block sparsity, mask mods,
+ * ALiBi and bias mods) sees the tiled positions i, j — scattered back: O[q_i] = O'_i,
+ * LSE[q_i] = LSE'_i; the backward scatters dQ likewise and accumulates dK, dV at k_j. No
+ * permuted copy of Q, K, V is ever made: rows are read through the index.
+ *
+ * Layout of the index arrays (Int32, the LSE layout): `q` [B, Hq, Nq] (BHND) or [Hq, totalQ]
+ * (THD: entry h * totalQ + startQ[b] + i); `k` [B, Hkv, Nk] or [Hkv, totalK]. Each (b, h) slice
+ * is a permutation of 0..n-1 (validated by the family layer). Absent = identity.
+ */
+export interface PermuteHook {
+  q?: Int32Array | undefined;
+  k?: Int32Array | undefined;
 }
