@@ -1,6 +1,7 @@
 export * from './golden.js';
 export * from './metrics.js';
 export * from './mods.js';
+export * from './permute.js';
 export * from './reference/gla.js';
 export * from './reference/hstu.js';
 export * from './reference/modded.js';

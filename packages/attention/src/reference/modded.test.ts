@@ -216,3 +216,70 @@ describe('mask mods', () => {
     bad({ scoreMod: scoreBias(onGpu) }, DeviceError, 'scoreMod.bias');
   });
 });
+
+describe('permuted tiles (permute)', () => {
+  const [B, Hq, Hkv, Nq, Nk, D] = [2, 4, 2, 6, 9, 3];
+  const q = randn(rng, [B, Hq, Nq, D]);
+  const k = randn(rng, [B, Hkv, Nk, D]);
+  const v = randn(rng, [B, Hkv, Nk, 2]);
+  const dO = randn(rng, [B, Hq, Nq, 2]);
+  const shuffled = (heads: number, n: number) =>
+    Int32Array.from(
+      Array.from({ length: B * heads }, () => {
+        const a = Array.from({ length: n }, (_, i) => i);
+        for (let i = n - 1; i > 0; i--) {
+          const j = Math.floor(rng.uniform() * (i + 1));
+          [a[i], a[j]] = [a[j]!, a[i]!];
+        }
+        return a;
+      }).flat(),
+    );
+  const pq = shuffled(Hq, Nq);
+  const pk = shuffled(Hkv, Nk);
+  /** Rows of [B, H, N, W] reordered: out[b, h, i] = t[b, h, perm[b, h, i]] (or the inverse). */
+  function reorder(t: Tensor, perm: Int32Array, inverse: boolean): Tensor {
+    const [b0, h0, n0, w0] = t.shape as [number, number, number, number];
+    const x = t.toFloat64Array();
+    const out = new Float64Array(x.length);
+    for (let s = 0; s < b0 * h0; s++) {
+      for (let i = 0; i < n0; i++) {
+        const from = inverse ? i : perm[s * n0 + i]!;
+        const to = inverse ? perm[s * n0 + i]! : i;
+        for (let c = 0; c < w0; c++) out[(s * n0 + to) * w0 + c] = x[(s * n0 + from) * w0 + c]!;
+      }
+    }
+    return Tensor.from(out, t.shape, 'f64');
+  }
+  const opts = { causal: true, scoreMod: alibi(alibiSlopes(Hq)) } as const;
+
+  test('equals attention of the gathered rows, scattered back (forward and backward)', () => {
+    const gq = reorder(q, pq, false);
+    const gk = reorder(k, pk, false);
+    const gv = reorder(v, pk, false);
+    const gdo = reorder(dO, pq, false);
+    const want = moddedAttentionReference(gq, gk, gv, opts);
+    const got = moddedAttentionReference(q, k, v, { ...opts, permute: { q: pq, k: pk } });
+    expect(relL2(flat(got.o), flat(reorder(want.o, pq, true)))).toBeLessThan(1e-14);
+    const lse3 = (t: Tensor) => Tensor.from(t.toFloat64Array(), [B, Hq, Nq, 1], 'f64');
+    expect(flat(lse3(got.lse!))).toEqual(flat(reorder(lse3(want.lse!), pq, true)));
+    const gw = moddedAttentionReferenceBackward(gq, gk, gv, gdo, opts);
+    const gg = moddedAttentionReferenceBackward(q, k, v, dO, {
+      ...opts,
+      permute: { q: pq, k: pk },
+    });
+    expect(relL2(flat(gg.dq), flat(reorder(gw.dq, pq, true)))).toBeLessThan(1e-13);
+    expect(relL2(flat(gg.dk), flat(reorder(gw.dk, pk, true)))).toBeLessThan(1e-13);
+    expect(relL2(flat(gg.dv), flat(reorder(gw.dv, pk, true)))).toBeLessThan(1e-13);
+  });
+
+  test('a slice that is not a permutation, or of the wrong length, names permute.q / permute.k', () => {
+    const dup = pq.slice();
+    dup[1] = dup[0]!;
+    expect(() => moddedAttentionReference(q, k, v, { permute: { q: dup } })).toThrow(
+      expect.objectContaining({ argument: 'permute.q' }),
+    );
+    expect(() => moddedAttentionReference(q, k, v, { permute: { k: pk.subarray(1) } })).toThrow(
+      expect.objectContaining({ argument: 'permute.k' }),
+    );
+  });
+});

@@ -8,6 +8,7 @@ import {
   type ScoreMod,
   scoreModGrad,
 } from '../mods.js';
+import { type PermuteOptions, permKBase, permQBase, resolvePermute } from '../permute.js';
 import {
   type AttentionOptions,
   type AttentionProblem,
@@ -35,6 +36,8 @@ export interface ModdedReferenceOptions extends AttentionOptions {
   sinks?: Float32Array | readonly number[];
   /** Sigmoid only: b in sigmoid(S + b); default -log(Nk) of each sequence. */
   bias?: number;
+  /** Rows tiled in a permuted order (see permute.ts): attention of the gathered rows, scattered back. */
+  permute?: PermuteOptions;
 }
 
 interface Resolved {
@@ -44,6 +47,9 @@ interface Resolved {
   sigmoid: boolean;
   sinks: Float64Array | undefined;
   sigBias: (b: number) => number;
+  /** Sequence position of the query row tiled i-th of (b, h), and of key j of (b, kv head). */
+  qPos: (b: number, h: number, i: number) => number;
+  kPos: (b: number, kh: number, j: number) => number;
 }
 
 function resolve(q: Tensor, k: Tensor, v: Tensor, options: ModdedReferenceOptions): Resolved {
@@ -60,7 +66,12 @@ function resolve(q: Tensor, k: Tensor, v: Tensor, options: ModdedReferenceOption
     if (sinks.length !== p.hq) fail(ValueError, 'sinks', `length Hq = ${p.hq}`, sinks.length);
   }
   const fixed = options.bias === undefined ? undefined : checkScalar(options.bias, 'bias');
+  const perm = resolvePermute(options.permute, p);
+  const pq = perm?.q;
+  const pk = perm?.k;
   return {
+    qPos: pq ? (b, h, i) => pq[permQBase(p, b, h) + i]! : (_b, _h, i) => i,
+    kPos: pk ? (b, kh, j) => pk[permKBase(p, b, kh) + j]! : (_b, _kh, j) => j,
     p,
     mods,
     biasData,
@@ -94,11 +105,12 @@ function scoreRow(
   const raw = new Float64Array(n);
   const s = new Float64Array(n);
   const w = new Float64Array(n);
-  const qo = qBase(p, b, h, p.d) + i * p.qRow;
-  const kb = kBase(p, b, Math.floor(h / p.group), p.d);
+  const kh = Math.floor(h / p.group);
+  const qo = qBase(p, b, h, p.d) + r.qPos(b, h, i) * p.qRow;
+  const kb = kBase(p, b, kh, p.d);
   const site: ModSite = { b, h, i, j: 0, nq: p.seqQ[b]!, nk: p.seqK[b]! };
   for (let t = 0; t < n; t++) {
-    const ko = kb + keys[t]! * p.kRow;
+    const ko = kb + r.kPos(b, kh, keys[t]!) * p.kRow;
     let dot = 0;
     for (let c = 0; c < p.d; c++) dot += Q[qo + c]! * K[ko + c]!;
     raw[t] = dot * p.scale;
@@ -143,15 +155,17 @@ export function moddedAttentionReference(
   const L = new Float64Array(p.lseShape.reduce((a, x) => a * x, 1));
   for (let b = 0; b < p.batch; b++) {
     for (let h = 0; h < p.hq; h++) {
-      const vb = kBase(p, b, Math.floor(h / p.group), p.dv);
+      const kh = Math.floor(h / p.group);
+      const vb = kBase(p, b, kh, p.dv);
       for (let i = 0; i < p.seqQ[b]!; i++) {
         const row = scoreRow(r, Q, K, b, h, i);
-        const oo = qBase(p, b, h, p.dv) + i * p.oRow;
+        const at = r.qPos(b, h, i);
+        const oo = qBase(p, b, h, p.dv) + at * p.oRow;
         row.keys.forEach((j, t) => {
-          const vo = vb + j * p.vRow;
+          const vo = vb + r.kPos(b, kh, j) * p.vRow;
           for (let c = 0; c < p.dv; c++) O[oo + c] = O[oo + c]! + row.w[t]! * V[vo + c]!;
         });
-        L[lseBase(p, b, h) + i] = row.lse;
+        L[lseBase(p, b, h) + at] = row.lse;
       }
     }
   }
@@ -188,13 +202,14 @@ export function moddedAttentionReferenceBackward(
       const site: ModSite = { b, h, i: 0, j: 0, nq: p.seqQ[b]!, nk: p.seqK[b]! };
       for (let i = 0; i < p.seqQ[b]!; i++) {
         const row = scoreRow(r, Q, K, b, h, i);
-        const qo = qBase(p, b, h, p.d) + i * p.qRow;
-        const oo = qBase(p, b, h, p.dv) + i * p.oRow;
+        const at = r.qPos(b, h, i);
+        const qo = qBase(p, b, h, p.d) + at * p.qRow;
+        const oo = qBase(p, b, h, p.dv) + at * p.oRow;
         const n = row.keys.length;
         // dP_ij = dO_i . v_j
         const dP = new Float64Array(n);
         row.keys.forEach((j, t) => {
-          const vo = vb + j * p.vRow;
+          const vo = vb + r.kPos(b, kh, j) * p.vRow;
           let x = 0;
           for (let c = 0; c < p.dv; c++) {
             x += dOut[oo + c]! * V[vo + c]!;
@@ -219,7 +234,7 @@ export function moddedAttentionReferenceBackward(
             x = applyScoreMod(m, x, site, r.biasData[n2]);
           });
           ds *= g * p.scale;
-          const ko = kb + row.keys[t]! * p.kRow;
+          const ko = kb + r.kPos(b, kh, row.keys[t]!) * p.kRow;
           for (let c = 0; c < p.d; c++) {
             dQ[qo + c] = dQ[qo + c]! + ds * K[ko + c]!;
             dK[ko + c] = dK[ko + c]! + ds * Q[qo + c]!;
