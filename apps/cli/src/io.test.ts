@@ -52,6 +52,32 @@ describe('attnkit io --algo', () => {
     }
   });
 
+  test('--causal (with --simulate) counts the causal mask rule: fewer reads than dense', async () => {
+    const args = [
+      '--algo',
+      'fa2',
+      '--N',
+      '512',
+      '--d',
+      '32',
+      '--M',
+      '8192',
+      '--simulate',
+      '--json',
+    ];
+    const dense = captureIo();
+    const causal = captureIo();
+    expect(await ioCommand(args, dense)).toBe(0);
+    expect(await ioCommand([...args, '--causal'], causal)).toBe(0);
+    const d = JSON.parse(dense.stdout[0]!);
+    const c = JSON.parse(causal.stdout[0]!);
+    expect(c.reads).toBe(simulate('fa2', { N: 512, d: 32, M: 8192, causal: true }).reads);
+    expect(c.reads).toBeLessThan(0.8 * d.reads);
+    const bad = captureIo();
+    expect(await ioCommand(args.filter((a) => a !== '--simulate').concat('--causal'), bad)).toBe(2);
+    expect(bad.stderr.join('\n')).toMatch(/--causal: needs --simulate/);
+  });
+
   test('text output: one labelled line per quantity', async () => {
     const io = captureIo();
     expect(

@@ -20,10 +20,11 @@ export interface IoCommandIo {
   err(text: string): void;
 }
 
-export const IO_USAGE = `  attnkit io --algo ${ALGORITHMS.join('|')} --N <n> --d <d> --M <m> [--dv <dv>] [--simulate] [--json]
+export const IO_USAGE = `  attnkit io --algo ${ALGORITHMS.join('|')} --N <n> --d <d> --M <m> [--dv <dv>] [--simulate [--causal]] [--json]
       Slow-memory reads and writes (elements) of one attention head with a fast memory of M
       elements, the peak fast-memory use and the ratio to the I/O lower bound. Closed forms by
-      default; --simulate runs the algorithm's loops against the two-level memory simulator.
+      default; --simulate runs the algorithm's loops against the two-level memory simulator;
+      --causal (fa2, fa2-backward, with --simulate) skips the tiles the causal mask rule drops.
   attnkit io --sweep [--N 1024] [--d 64] [--Mmin <d>] [--Mmax <N*d>] [--points 49] [--svg out.svg] [--json]
       Every algorithm's I/O for M from Mmin to Mmax (geometric steps); --svg writes a log-log plot.`;
 
@@ -92,6 +93,7 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
       dv: { type: 'string' },
       M: { type: 'string' },
       simulate: { type: 'boolean', default: false },
+      causal: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       sweep: { type: 'boolean', default: false },
       Mmin: { type: 'string' },
@@ -105,7 +107,7 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
     return 0;
   }
   if (values.sweep) {
-    for (const flag of ['algo', 'M', 'simulate'] as const) {
+    for (const flag of ['algo', 'M', 'simulate', 'causal'] as const) {
       if (values[flag] !== undefined && values[flag] !== false) {
         throw new ValueError(
           `--${flag}: not used with --sweep (it covers every algorithm and M)`,
@@ -151,7 +153,14 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
     d: intFlag(values.d, 'd'),
     dv: values.dv === undefined ? undefined : intFlag(values.dv, 'dv'),
     M: intFlag(values.M, 'M'),
+    causal: values.causal || undefined,
   };
+  if (values.causal && !values.simulate) {
+    throw new ValueError(
+      '--causal: needs --simulate (the closed forms count dense attention)',
+      '--causal',
+    );
+  }
   const blocks = defaultBlocks(algo, problem);
   const counts = values.simulate
     ? simulate(algo, problem, { blocks })
