@@ -1,7 +1,17 @@
 import { type AttentionProblem, kBase, lseBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
-import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageRows, tileRowRanges } from './tile.js';
+import {
+  classifyTile,
+  FULL,
+  gemm,
+  needsMaskTest,
+  permKBase,
+  SKIP,
+  scatterTile,
+  stageTile,
+  tileRowRanges,
+} from './tile.js';
 
 /**
  * The tiled backward, FlashAttention-2 loop order (Dao 2023, Algorithm 2), parameterised by
@@ -16,6 +26,9 @@ import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageRows, tileRowRanges
  * each a small dense matmul on the tiles (dQ accumulates in its f32 output buffer).
  * All inputs decoded f32 in the problem's layout (O and LSE: softmax only); dQ, dK, dV are
  * written completely.
+ * Permuted tiles (hooks.permQ / permK): Q, dO, O, LSE rows are read through permQ and K, V
+ * rows through permK; dK, dV rows are written at permK, and a Q tile's dQ rows (not a strided
+ * block then) are copied into a scratch tile, accumulated there and copied back.
  */
 export function tiledBackward(
   p: AttentionProblem,
@@ -33,7 +46,7 @@ export function tiledBackward(
   bk: number,
 ): void {
   const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
-  const { sigmoid: sig, mods } = hooks;
+  const { sigmoid: sig, mods, permQ, permK } = hooks;
   const hasMods = mods.length > 0;
   const maskMod = p.maskMod;
   const kt = allocF32(bk * d, 'tile');
@@ -46,6 +59,8 @@ export function tiledBackward(
   const ds = allocF32(bq * bk, 'tile');
   const lo = allocI32(bq, 'tile');
   const hi = allocI32(bq, 'tile');
+  // A Q tile's dQ rows, when permQ scatters them (else dQ accumulates in place).
+  const dqt = permQ === undefined ? undefined : allocF32(bq * d, 'tile');
   // The chain-rule factor of the score mods (only with mods).
   const gm = hasMods ? allocF32(bq * bk, 'tile') : undefined;
   // D_i = dO_i . O_i per row of the heads of one kv head (softmax only).
@@ -59,10 +74,13 @@ export function tiledBackward(
     for (let kvh = 0; kvh < p.hkv; kvh++) {
       const kBase0 = kBase(p, b, kvh, d);
       const vBase0 = kBase(p, b, kvh, dv);
+      const kIdx0 = permKBase(p, b, kvh);
       for (let g = 0; Dr && g < group; g++) {
         const oBase0 = qBase(p, b, kvh * group + g, dv);
+        const lBase0 = lseBase(p, b, kvh * group + g);
         for (let i = 0; i < nq; i++) {
-          const oo = oBase0 + i * oRow;
+          // D of tiled row i, from its sequence row.
+          const oo = oBase0 + (permQ === undefined ? i : permQ[lBase0 + i]!) * oRow;
           let t = 0;
           for (let c = 0; c < dv; c++) t += dO[oo + c]! * O![oo + c]!;
           Dr[g * nq + i] = t;
@@ -70,8 +88,8 @@ export function tiledBackward(
       }
       for (let k0 = 0; k0 < nk; k0 += bk) {
         const cols = Math.min(bk, nk - k0);
-        stageRows(K, kBase0 + k0 * kRow, kRow, cols, d, kt, 1);
-        stageRows(V, vBase0 + k0 * vRow, vRow, cols, dv, vt, 1);
+        stageTile(K, kBase0, kRow, permK, kIdx0, k0, cols, d, kt, 1);
+        stageTile(V, vBase0, vRow, permK, kIdx0, k0, cols, dv, vt, 1);
         dka.fill(0, 0, cols * d);
         dva.fill(0, 0, cols * dv);
         for (let g = 0; g < group; g++) {
@@ -85,8 +103,8 @@ export function tiledBackward(
             if (kind === SKIP) continue;
             tileRowRanges(p, b, q0, rows, k0, cols, kind === FULL, lo, hi);
             // Staged as scale * Q: S needs it, and dK_j = sum_i dS_ij (scale q_i).
-            stageRows(Q, qBase0 + q0 * qRow, qRow, rows, d, qt, scale);
-            stageRows(dO, oBase0 + q0 * oRow, oRow, rows, dv, gt, 1);
+            stageTile(Q, qBase0, qRow, permQ, lBase0, q0, rows, d, qt, scale);
+            stageTile(dO, oBase0, oRow, permQ, lBase0, q0, rows, dv, gt, 1);
             s.fill(0, 0, rows * bk);
             gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
             // dP = dO V^T.
@@ -124,7 +142,8 @@ export function tiledBackward(
             } else {
               for (let r = 0; r < rows; r++) {
                 const so = r * bk;
-                const lse = LSE![lBase0 + q0 + r]!;
+                const lse =
+                  LSE![lBase0 + (permQ === undefined ? q0 + r : permQ[lBase0 + q0 + r]!)]!;
                 // A row without keys has LSE = -inf and no gradient.
                 const jlo = lse === Number.NEGATIVE_INFINITY ? 0 : lo[r]!;
                 const jhi = lse === Number.NEGATIVE_INFINITY ? 0 : hi[r]!;
@@ -148,12 +167,20 @@ export function tiledBackward(
             // dV += P^T dO, dK += dS^T (scale Q), dQ += dS K (scaled once at the end).
             gemm(s, 0, 1, bk, gt, 0, dv, 1, dva, 0, dv, cols, dv, rows);
             gemm(ds, 0, 1, bk, qt, 0, d, 1, dka, 0, d, cols, d, rows);
-            gemm(ds, 0, bk, 1, kt, 0, d, 1, dQ, qBase0 + q0 * qRow, qRow, rows, d, cols);
+            if (dqt === undefined) {
+              gemm(ds, 0, bk, 1, kt, 0, d, 1, dQ, qBase0 + q0 * qRow, qRow, rows, d, cols);
+            } else {
+              stageTile(dQ, qBase0, qRow, permQ, lBase0, q0, rows, d, dqt, 1);
+              gemm(ds, 0, bk, 1, kt, 0, d, 1, dqt, 0, d, rows, d, cols);
+              scatterTile(dqt, rows, d, dQ, qBase0, qRow, permQ!, lBase0, q0);
+            }
           }
         }
         for (let j = 0; j < cols; j++) {
-          const ko = kBase0 + (k0 + j) * kRow;
-          const vo = vBase0 + (k0 + j) * vRow;
+          // Key k0 + j of the tiled order is sequence key permK[kIdx0 + k0 + j].
+          const kj = permK === undefined ? k0 + j : permK[kIdx0 + k0 + j]!;
+          const ko = kBase0 + kj * kRow;
+          const vo = vBase0 + kj * vRow;
           for (let c = 0; c < d; c++) dK[ko + c] = dka[j * d + c]!;
           for (let c = 0; c < dv; c++) dV[vo + c] = dva[j * dv + c]!;
         }

@@ -1,7 +1,17 @@
 import { type AttentionProblem, kBase, lseBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
-import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageRows, tileRowRanges } from './tile.js';
+import {
+  classifyTile,
+  FULL,
+  gemm,
+  needsMaskTest,
+  permKBase,
+  SKIP,
+  scatterTile,
+  stageTile,
+  tileRowRanges,
+} from './tile.js';
 
 /**
  * FlashAttention (Dao et al. 2022, Algorithm 1). Outer loop over K/V tiles, inner over Q
@@ -10,6 +20,9 @@ import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageRows, tileRowRanges
  *   O_i <- diag(l_new)^-1 (diag(l_i) e^(m_i - m_new) O_i + e^(m~ - m_new) P~ V).
  * Kept beside FA2 so the papers' comparison can be reproduced. Softmax hooks only (score mods,
  * the mask mod's element test and sinks as in the FA2 loop); the caller rejects sigmoid.
+ * Permuted tiles (hooks.permQ / permK) read the staged rows through the index; with permQ the
+ * O rows a Q tile updates are not a strided block, so they are copied into a scratch tile,
+ * updated there with the same arithmetic and copied back (bit-identical for the identity).
  */
 export function fa1Forward(
   p: AttentionProblem,
@@ -23,7 +36,7 @@ export function fa1Forward(
   hooks: CpuHooks = CPU_SOFTMAX,
 ): void {
   const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
-  const { mods, sinks } = hooks;
+  const { mods, sinks, permQ, permK } = hooks;
   const hasMods = mods.length > 0;
   const maskMod = p.maskMod;
   const qt = allocF32(bq * d, 'tile');
@@ -31,6 +44,8 @@ export function fa1Forward(
   const vt = allocF32(bk * dv, 'tile');
   const s = allocF32(bq * bk, 'tile');
   const lo = allocI32(bq, 'tile');
+  // The O rows of a Q tile, when permQ scatters them (else O is updated in place).
+  const ot = permQ === undefined ? undefined : allocF32(bq * dv, 'tile');
   const hi = allocI32(bq, 'tile');
   const mRow = allocF32(p.maxSeqQ, 'rows');
   const lRow = allocF32(p.maxSeqQ, 'rows');
@@ -45,6 +60,7 @@ export function fa1Forward(
       const kBase0 = kBase(p, b, kvh, d);
       const vBase0 = kBase(p, b, kvh, dv);
       const lBase0 = lseBase(p, b, h);
+      const kIdx0 = permKBase(p, b, kvh);
       // Line 2: O = 0, l = 0, m = -inf.
       for (let i = 0; i < nq; i++) O.fill(0, oBase0 + i * oRow, oBase0 + i * oRow + dv);
       mRow.fill(Number.NEGATIVE_INFINITY, 0, nq);
@@ -57,12 +73,22 @@ export function fa1Forward(
           const kind = classifyTile(p, b, h, q0, rows, k0, cols);
           if (kind === SKIP) continue;
           if (!staged) {
-            stageRows(K, kBase0 + k0 * kRow, kRow, cols, d, kt, 1);
-            stageRows(V, vBase0 + k0 * vRow, vRow, cols, dv, vt, 1);
+            stageTile(K, kBase0, kRow, permK, kIdx0, k0, cols, d, kt, 1);
+            stageTile(V, vBase0, vRow, permK, kIdx0, k0, cols, dv, vt, 1);
             staged = true;
           }
           tileRowRanges(p, b, q0, rows, k0, cols, kind === FULL, lo, hi);
-          stageRows(Q, qBase0 + q0 * qRow, qRow, rows, d, qt, scale);
+          stageTile(Q, qBase0, qRow, permQ, lBase0, q0, rows, d, qt, scale);
+          // Where this tile's O rows live: O itself (rows q0.., stride oRow) or, permuted, ot.
+          let oA = O;
+          let oB = oBase0 + q0 * oRow;
+          let oS = oRow;
+          if (ot !== undefined) {
+            stageTile(O, oBase0, oRow, permQ, lBase0, q0, rows, dv, ot, 1);
+            oA = ot;
+            oB = 0;
+            oS = dv;
+          }
           s.fill(0, 0, rows * bk);
           gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
           if (hasMods) applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
@@ -100,20 +126,23 @@ export function fa1Forward(
             const lNew = ei + et * lt;
             // Line 12, split: O_i *= l_i e^(m_i - m_new) / l_new here, then O += (P~ scaled) V.
             const keep = ei / lNew;
-            const oo = oBase0 + i * oRow;
-            for (let c = oo, e = oo + dv; c < e; c++) O[c] = O[c]! * keep;
+            const oo = oB + r * oS;
+            for (let c = oo, e = oo + dv; c < e; c++) oA[c] = oA[c]! * keep;
             const add = et / lNew;
             for (let j = jlo; j < jhi; j++) s[so + j] = s[so + j]! * add;
             mRow[i] = mNew;
             lRow[i] = lNew;
           }
-          gemm(s, 0, bk, 1, vt, 0, dv, 1, O, oBase0 + q0 * oRow, oRow, rows, dv, cols);
+          gemm(s, 0, bk, 1, vt, 0, dv, 1, oA, oB, oS, rows, dv, cols);
+          if (ot !== undefined) scatterTile(ot, rows, dv, O, oBase0, oRow, permQ!, lBase0, q0);
         }
       }
       const sink = sinks === undefined ? undefined : sinks[h]!;
       for (let i = 0; i < nq; i++) {
         let li = lRow[i]!;
         let mi = mRow[i]!;
+        // Tiled row i's sequence row.
+        const at = permQ === undefined ? i : permQ[lBase0 + i]!;
         if (sink !== undefined) {
           // The sink joins l with a zero value vector: O_i *= l_i e^(m_i - m) / l_new.
           const mF = Math.max(mi, sink);
@@ -121,10 +150,10 @@ export function fa1Forward(
           li = kept + Math.exp(sink - mF);
           mi = mF;
           const f = kept / li;
-          const oo = oBase0 + i * oRow;
+          const oo = oBase0 + at * oRow;
           for (let c = oo, e = oo + dv; c < e; c++) O[c] = O[c]! * f;
         }
-        LSE[lBase0 + i] = li > 0 ? mi + Math.log(li) : Number.NEGATIVE_INFINITY;
+        LSE[lBase0 + at] = li > 0 ? mi + Math.log(li) : Number.NEGATIVE_INFINITY;
       }
     }
   }

@@ -2,7 +2,16 @@ import { type AttentionProblem, kBase, keyRange, lseBase, qBase } from '@attnkit
 import { allocF32, allocI32 } from './alloc.js';
 import { combinePartials, splitKeyTiles } from './schedule.js';
 import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
-import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageRows, tileRowRanges } from './tile.js';
+import {
+  classifyTile,
+  FULL,
+  gemm,
+  needsMaskTest,
+  permKBase,
+  SKIP,
+  stageTile,
+  tileRowRanges,
+} from './tile.js';
 
 /** Scratch and per-(b, h, Q tile) state of the forward, shared by its key-range passes. */
 interface ForwardState {
@@ -27,6 +36,8 @@ interface ForwardState {
   h: number;
   kBase0: number;
   vBase0: number;
+  /** Offset of (b, kv head)'s slice of hooks.permK (unused without it). */
+  kIdx0: number;
   bias: number;
   q0: number;
   rows: number;
@@ -46,9 +57,9 @@ interface ForwardState {
  */
 function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number): void {
   const { p, hooks, K, V, bq, bk, qt, kt, vt, s, lo, hi, m, l, acc } = st;
-  const { b, h, kBase0, vBase0, bias, q0, rows } = st;
+  const { b, h, kBase0, vBase0, kIdx0, bias, q0, rows } = st;
   const { d, dv, kRow, vRow } = p;
-  const { sigmoid: sig, mods } = hooks;
+  const { sigmoid: sig, mods, permK } = hooks;
   const hasMods = mods.length > 0;
   const maskMod = p.maskMod;
   const nk = p.seqK[b]!;
@@ -63,8 +74,8 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
     const kind = classifyTile(p, b, h, q0, rows, k0, cols);
     if (kind === SKIP) continue;
     tileRowRanges(p, b, q0, rows, k0, cols, kind === FULL, lo, hi);
-    stageRows(K, kBase0 + k0 * kRow, kRow, cols, d, kt, 1);
-    stageRows(V, vBase0 + k0 * vRow, vRow, cols, dv, vt, 1);
+    stageTile(K, kBase0, kRow, permK, kIdx0, k0, cols, d, kt, 1);
+    stageTile(V, vBase0, vRow, permK, kIdx0, k0, cols, dv, vt, 1);
     s.fill(0, 0, rows * bk);
     gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
     if (hasMods) applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
@@ -128,7 +139,8 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
 }
 
 /**
- * Writes rows [0, rows) of O (and LSE for softmax) from the (combined) state in slot 0.
+ * Writes rows [0, rows) of O (and LSE for softmax) from the (combined) state in slot 0; with
+ * hooks.permQ, tiled row q0 + r goes to sequence row permQ[lBase0 + q0 + r].
  * softmax: O = acc / l and LSE = m + log l, the sink (if any) joining l once as e^(sink - m)
  * with a zero value vector; a row without keys or sink gets O = 0, LSE = -inf. sigmoid: O = acc.
  */
@@ -141,9 +153,10 @@ function finishRows(
 ): void {
   const { hooks, m, l, acc, rows, q0, h } = st;
   const { dv, oRow } = st.p;
+  const pq = hooks.permQ;
   if (hooks.sigmoid) {
     for (let r = 0; r < rows; r++) {
-      const oo = oBase0 + (q0 + r) * oRow;
+      const oo = oBase0 + (pq === undefined ? q0 + r : pq[lBase0 + q0 + r]!) * oRow;
       const ao = r * dv;
       for (let c = 0; c < dv; c++) O[oo + c] = acc[ao + c]!;
     }
@@ -151,7 +164,8 @@ function finishRows(
   }
   const sink = hooks.sinks === undefined ? undefined : hooks.sinks[h]!;
   for (let r = 0; r < rows; r++) {
-    const oo = oBase0 + (q0 + r) * oRow;
+    const i = pq === undefined ? q0 + r : pq[lBase0 + q0 + r]!;
+    const oo = oBase0 + i * oRow;
     const ao = r * dv;
     let mr = m[r]!;
     let lr = l[r]!;
@@ -166,10 +180,10 @@ function finishRows(
     if (lr > 0) {
       const f = mul / lr;
       for (let c = 0; c < dv; c++) O[oo + c] = acc[ao + c]! * f;
-      LSE![lBase0 + q0 + r] = mr + Math.log(lr);
+      LSE![lBase0 + i] = mr + Math.log(lr);
     } else {
       O.fill(0, oo, oo + dv);
-      LSE![lBase0 + q0 + r] = Number.NEGATIVE_INFINITY;
+      LSE![lBase0 + i] = Number.NEGATIVE_INFINITY;
     }
   }
 }
@@ -185,6 +199,9 @@ function finishRows(
  * finishRows divides by l once and joins the sinks. The ranges of one Q tile are independent
  * (FlashDecoding runs them in parallel); here they run in turn.
  * Q, K, V: decoded inputs in the problem's layout; O (and LSE for softmax) are written completely.
+ * Permuted tiles (hooks.permQ / permK, PermuteHook): Q, K, V rows are staged through the index
+ * (stageTile, one branch per tile) and O, LSE rows written through it; every position rule
+ * sees the tiled positions, so nothing else changes.
  */
 export function tiledForward(
   p: AttentionProblem,
@@ -219,6 +236,7 @@ export function tiledForward(
     h: 0,
     kBase0: 0,
     vBase0: 0,
+    kIdx0: 0,
     bias: 0,
     q0: 0,
     rows: 0,
@@ -237,12 +255,14 @@ export function tiledForward(
       st.h = h;
       st.kBase0 = kBase(p, b, kvh, d);
       st.vBase0 = kBase(p, b, kvh, dv);
+      st.kIdx0 = permKBase(p, b, kvh);
       for (let q0 = 0; q0 < nq; q0 += bq) {
         const rows = Math.min(bq, nq - q0);
         st.q0 = q0;
         st.rows = rows;
         // Folding the scale into the staged Q tile saves a multiply per score.
-        stageRows(Q, qBase0 + q0 * qRow, qRow, rows, d, st.qt, scale);
+        // With hooks.permQ the rows come through the index (the LSE layout: slice lBase0).
+        stageTile(Q, qBase0, qRow, hooks.permQ, lBase0, q0, rows, d, st.qt, scale);
         // Only K tiles between the first row's lower and the last row's upper key bound.
         const kFrom = Math.max(0, keyRange(p, q0, nq, nk)[0]);
         const kTo = Math.min(nk, keyRange(p, q0 + rows - 1, nq, nk)[1]);

@@ -37,6 +37,13 @@ export interface CpuHooks {
   mods: readonly CpuScoreMod[];
   /** forward: key ranges per Q tile (1 = the 'band' schedule, > 1 = split-K); see schedule.ts. */
   splits: number;
+  /**
+   * Permuted tiles (PermuteHook): the sequence position of each tiled query row, LSE layout
+   * ([B, Hq, Nq] or [Hq, totalQ]; slice offset lseBase); absent = identity.
+   */
+  permQ?: Int32Array | undefined;
+  /** Likewise for the keys: [B, Hkv, Nk] or [Hkv, totalK] (slice offset tile.ts permKBase). */
+  permK?: Int32Array | undefined;
 }
 
 /** Plain softmax, no mods. */
@@ -101,7 +108,44 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
         return bad(`scoreMod[${n}]`, 'a resolved score mod (resolveScoreMods)', m);
     }
   });
-  return { sigmoid, bias, sinks, mods, splits: scheduleSplits(hooks.schedule) };
+  const permute = hooks.permute;
+  if (permute !== undefined && (permute === null || typeof permute !== 'object')) {
+    bad('hooks.permute', '{ q?, k? } Int32Array index arrays', permute);
+  }
+  return {
+    sigmoid,
+    bias,
+    sinks,
+    mods,
+    splits: scheduleSplits(hooks.schedule),
+    permQ: checkPermIndex(
+      permute?.q,
+      'permute.q',
+      p.layout === 'BHND' ? p.batch * p.hq * p.maxSeqQ : p.hq * p.totalQ,
+    ),
+    permK: checkPermIndex(
+      permute?.k,
+      'permute.k',
+      p.layout === 'BHND' ? p.batch * p.hkv * p.maxSeqK : p.hkv * p.totalK,
+    ),
+  };
+}
+
+/**
+ * The cheap checks of a permutation index (an Int32Array of the layout's length); that each
+ * slice is a permutation is the family layer's check (an out-of-range entry would read outside
+ * the slice).
+ */
+function checkPermIndex(
+  index: unknown,
+  name: 'permute.q' | 'permute.k',
+  length: number,
+): Int32Array | undefined {
+  if (index === undefined) return undefined;
+  if (!(index instanceof Int32Array) || index.length !== length) {
+    bad(name, `an Int32Array of length ${length} (the LSE layout)`, index);
+  }
+  return index;
 }
 
 /**

@@ -24,6 +24,68 @@ export function stageRows(
 }
 
 /**
+ * Permuted tiles (PermuteHook): row r of the tile starting at tiled row `row0` of a (b, h)
+ * slice is the sequence row index[at + row0 + r] (`at`: the slice's offset in the index array,
+ * lseBase for q, permKBase for k); without an index it is row0 + r. The branch is taken once
+ * per tile: the identity path is stageRows on a contiguous (strided) block, as without hooks.
+ * dst[r * width + c] = src[base + row(r) * stride + c] * mul, for r < rows; `base` is the
+ * offset of the slice's row 0.
+ */
+export function stageTile(
+  src: Float32Array,
+  base: number,
+  stride: number,
+  index: Int32Array | undefined,
+  at: number,
+  row0: number,
+  rows: number,
+  width: number,
+  dst: Float32Array,
+  mul: number,
+): void {
+  if (index === undefined) {
+    stageRows(src, base + row0 * stride, stride, rows, width, dst, mul);
+    return;
+  }
+  for (let r = 0; r < rows; r++) {
+    const so = base + index[at + row0 + r]! * stride;
+    const dOff = r * width;
+    for (let c = 0; c < width; c++) dst[dOff + c] = src[so + c]! * mul;
+  }
+}
+
+/**
+ * The inverse of stageTile through an index (exact copies): dst[base + index[at + row0 + r] *
+ * stride + c] = src[r * width + c], for r < rows. Writes a tile accumulated in scratch back to
+ * the permuted rows it was staged from.
+ */
+export function scatterTile(
+  src: Float32Array,
+  rows: number,
+  width: number,
+  dst: Float32Array,
+  base: number,
+  stride: number,
+  index: Int32Array,
+  at: number,
+  row0: number,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const dOff = base + index[at + row0 + r]! * stride;
+    const so = r * width;
+    for (let c = 0; c < width; c++) dst[dOff + c] = src[so + c]!;
+  }
+}
+
+/**
+ * Offset of (batch b, kv head h)'s slice of a k-side permutation index: [B, Hkv, Nk] (BHND) or
+ * [Hkv, totalK] (THD). The q side uses the LSE layout, whose offset is lseBase.
+ */
+export function permKBase(p: AttentionProblem, b: number, h: number): number {
+  return p.layout === 'BHND' ? (b * p.hkv + h) * p.maxSeqK : h * p.totalK + p.startK[b]!;
+}
+
+/**
  * out[oo + r * ldo + c] += sum_{k < depth} A(r, k) B(k, c) for r < rows, c < cols, where
  * A(r, k) = a[ao + r * ars + k * aks] and B(k, c) = b[bo + k * bks + c * bcs]. Strides let one
  * kernel serve S = Q K^T, P V, P^T dO, dS^T Q and dS K on row-major tiles without transposing
