@@ -1,4 +1,4 @@
-import type { ResolvedMaskMod } from '@attnkit/attention';
+import type { AttentionProblem, ResolvedMaskMod } from '@attnkit/attention';
 import type { Tensor } from '@attnkit/tensor';
 import type { UniformField, WgslBinding } from '@attnkit/webgpu';
 import type { TiledHooks } from '../hooks.js';
@@ -20,6 +20,12 @@ export interface WgslHooks {
   sinks: boolean;
   mods: readonly WgslScoreMod[];
   maskMod: { name: string; wgsl: string } | undefined;
+  /**
+   * PermuteHook (../hooks.ts): which rows are tiled through an index (absent = neither). The
+   * indices are the u32 bindings `permq` (the LSE layout, so entry b P.lBatch + h P.lHead +
+   * startQ + i) and `permk` (entry b P.pkBatch + hk P.pkHead + startK + j, uniforms added here).
+   */
+  permute?: { q: boolean; k: boolean } | undefined;
   /** Bindings the hooks add after the kernel's own, and fields they add to the uniform struct. */
   bindings: readonly WgslBinding[];
   uniforms: readonly UniformField[];
@@ -37,21 +43,33 @@ export const PLAIN_HOOKS: WgslHooks = {
 
 export interface HookResources {
   hooks: WgslHooks;
-  /** Data of each hook binding by name: f32 values to upload, or an f32 webgpu tensor to bind. */
-  data: Record<string, Float32Array | Tensor>;
+  /**
+   * Data of each hook binding by name: f32 values (or u32 row indices) to upload, or an f32
+   * webgpu tensor to bind.
+   */
+  data: Record<string, Float32Array | Uint32Array | Tensor>;
   /** Values of the hook uniform fields by name. */
   values: Record<string, number>;
 }
 
-/** The hooks of one call of one pass, with their bindings, uniform fields and data. */
+/** An index array's bits as u32 (one zero for an empty one: no binding may be empty). */
+function indexData(x: Int32Array): Uint32Array {
+  return x.length === 0 ? new Uint32Array(1) : new Uint32Array(x.buffer, x.byteOffset, x.length);
+}
+
+/**
+ * The hooks of one call of one pass, with their bindings, uniform fields and data. `p` (the
+ * index layout of hooks.permute's `k`) is needed only with a key permutation.
+ */
 export function hookResources(
   tiled: TiledHooks,
   maskMod: ResolvedMaskMod | undefined,
   pass: 'forward' | 'backward',
+  p?: Pick<AttentionProblem, 'layout' | 'hkv' | 'maxSeqK' | 'totalK'>,
 ): HookResources {
   const bindings: WgslBinding[] = [];
   const uniforms: UniformField[] = [];
-  const data: Record<string, Float32Array | Tensor> = {};
+  const data: Record<string, Float32Array | Uint32Array | Tensor> = {};
   const values: Record<string, number> = {};
   const bind = (name: string, d: Float32Array | Tensor) => {
     bindings.push({ name, kind: 'read', type: 'array<f32>' });
@@ -83,12 +101,29 @@ export function hookResources(
         return { kind: 'custom', name: m.name, wgsl: m.wgsl ?? '', wgslGrad: m.wgslGrad };
     }
   });
+  // Permuted rows: each index once, as u32 (the family layer validated the permutations).
+  const perm = tiled.permute;
+  if (perm?.q) {
+    bindings.push({ name: 'permq', kind: 'read', type: 'array<u32>' });
+    data.permq = indexData(perm.q);
+  }
+  if (perm?.k) {
+    if (!p)
+      throw new Error('hookResources: a key permutation needs the problem (its index layout)');
+    bindings.push({ name: 'permk', kind: 'read', type: 'array<u32>' });
+    data.permk = indexData(perm.k);
+    const bhnd = p.layout === 'BHND';
+    uniform('pkBatch', 'u32', bhnd ? p.hkv * p.maxSeqK : 0);
+    uniform('pkHead', 'u32', bhnd ? p.maxSeqK : p.totalK);
+  }
+  const permute = perm && (perm.q || perm.k) ? { q: !!perm.q, k: !!perm.k } : undefined;
   return {
     hooks: {
       normalize: norm.kind,
       sinks: sinks !== undefined,
       mods,
       maskMod: maskMod ? { name: maskMod.name, wgsl: maskMod.wgsl ?? '' } : undefined,
+      ...(permute ? { permute } : {}),
       bindings,
       uniforms,
     },

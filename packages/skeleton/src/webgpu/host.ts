@@ -216,14 +216,34 @@ function prepare(
         `${name}.bias`,
       );
   }
+  checkPermute(p, hooks);
   sq.ctx.checkAlive();
   return {
     p,
     ctx: sq.ctx,
     dtype,
     buffers: { q: sq.buffer, k: sk.buffer, v: sv.buffer },
-    hooks: hookResources(hooks, p.maskMod, pass),
+    hooks: hookResources(hooks, p.maskMod, pass, p),
   };
+}
+
+/** hooks.permute's index arrays: Int32Array in the LSE layout (q) or its key analogue (k). */
+function checkPermute(p: AttentionProblem, hooks: TiledHooks): void {
+  const perm = hooks.permute;
+  if (perm === undefined) return;
+  const bhnd = p.layout === 'BHND';
+  const sizes = {
+    q: bhnd ? p.batch * p.hq * p.maxSeqQ : p.hq * p.totalQ,
+    k: bhnd ? p.batch * p.hkv * p.maxSeqK : p.hkv * p.totalK,
+  };
+  for (const side of ['q', 'k'] as const) {
+    const x = perm[side];
+    if (x !== undefined && (!(x instanceof Int32Array) || x.length !== sizes[side]))
+      throw new ValueError(
+        `permute.${side}: expected an Int32Array of length ${sizes[side]} (the ${side === 'q' ? 'LSE' : 'key index'} layout), got ${describe(x)}`,
+        `permute.${side}`,
+      );
+  }
 }
 
 function plan(pr: Prepared, kernel: WebGpuFlashKernel, opts: WebGpuTileOptions): WebGpuFlashPlan {
@@ -561,7 +581,9 @@ export async function tiledBackwardWebGpu(
   checkBindingSizes(ctx, softmax ? { q, k, v, o: o!, dO } : { q, k, v, dO }, hooks);
   const qp = plan(pr, 'dq', opts);
   const kp = plan(pr, 'dkdv', opts);
-  const statsKernel = softmax ? statsShader(pr.dtype, p.dv % 4 === 0) : undefined;
+  const statsKernel = softmax
+    ? statsShader(pr.dtype, p.dv % 4 === 0, pr.hooks.hooks.permute?.q === true)
+    : undefined;
   const dqKernel = dqShader(spec(pr, qp));
   const dkdvKernel = dkdvShader(spec(pr, kp));
   const [statsProgram, dqProgram, dkdvProgram] = await Promise.all([

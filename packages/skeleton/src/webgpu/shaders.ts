@@ -24,6 +24,12 @@ import type { WebGpuFlashPlan } from './plan.js';
  * after the scale and before the conversion to log2 units, the mask mod where the mask rule
  * needs it per element, and the normalisation (softmax or sigmoid) picks the weights. Without
  * hooks the generated code is the plain FlashAttention-2 kernel, unchanged.
+ *
+ * Permuted tiles (hooks.permute): tiles are of tiled rows; every row load and store of q, dO,
+ * o, lse, dq (index `permq`, the LSE layout) and of k, v, dk, dv (`permk`) maps tiled row r to
+ * its stored row through the index, while the mask rule, block sparsity and the score mods see
+ * the tiled positions. Split-K's partials and the backward's (lse2, D) rows stay in the tiled
+ * order. Without the hook no index is declared or read.
  */
 
 export type { StorageDType };
@@ -139,7 +145,38 @@ interface Operand {
   /** Rows in the sequence (rows at or past it load as zeros). */
   rows: string;
   vec: boolean;
+  /** Tiled row -> stored row (hooks.permute's index); absent = the identity. */
+  perm?: ((row: string) => string) | undefined;
 }
+
+/**
+ * hooks.permute: the stored row of tiled query row `row` (`permq` read at `pqB`, the LSE offset
+ * of the (b, h) slice), or undefined without a query permutation.
+ */
+function permQ(spec: ShaderSpec): ((row: string) => string) | undefined {
+  return spec.hooks.permute?.q ? (row) => `permq[pqB + ${row}]` : undefined;
+}
+
+/** hooks.permute: the stored row of tiled key row `row` (`permk` at `pkB`), or undefined. */
+function permK(spec: ShaderSpec): ((row: string) => string) | undefined {
+  return spec.hooks.permute?.k ? (row) => `permk[pkB + ${row}]` : undefined;
+}
+
+/** `row` through `perm` (the plain row expression without one). */
+function through(perm: ((row: string) => string) | undefined, row: string): string {
+  return perm ? perm(row) : row;
+}
+
+/** The index bases a kernel's permuted rows read (empty without hooks.permute). */
+function permBases(spec: ShaderSpec, q: boolean, k: boolean, indent = '\n  '): string {
+  const pm = spec.hooks.permute;
+  return `${q && pm?.q ? `${indent}let pqB = b * P.lBatch + h * P.lHead + startQ;` : ''}${
+    k && pm?.k ? `${indent}let pkB = b * P.pkBatch + hk * P.pkHead + startK;` : ''
+  }`;
+}
+
+/** The binding of the query index (hooks.permute.q) for the kernels outside the hook template. */
+const PERMQ: WgslBinding = { name: 'permq', kind: 'read', type: 'array<u32>' };
 
 /**
  * x_i_u += A B^T over the contraction `width`: A rows are the tile's rows, B rows its columns.
@@ -174,7 +211,7 @@ function ntGemm(
       let kk = k0 + kq * 4u;
       var val = vec4<f32>(0.0);
       if (${o.first} + r < ${o.rows}) {
-        let e = ${o.base} + (${o.first} + r) * ${o.stride} + kk;
+        let e = ${o.base} + ${o.perm ? o.perm(`${o.first} + r`) : `(${o.first} + r)`} * ${o.stride} + kk;
         ${load4('val', o.name, 'e', 'kk', width, o.vec)}
       }
       let dst = ${offset}kq * 4u * ${quarter} + r / 4u;
@@ -212,7 +249,7 @@ function nnGemm(p: WebGpuFlashPlan, acc: string, m: Operand, width: string, wu: 
       let row = ${m.first} + c0m + s / ${wq}u;
       var val = vec4<f32>(0.0);
       if (row < ${m.rows}) {
-        let e = ${m.base} + row * ${m.stride} + w;
+        let e = ${m.base} + ${through(m.perm, 'row')} * ${m.stride} + w;
         ${load4('val', m.name, 'e', 'w', width, m.vec)}
       }
       stage[s] = val;
@@ -486,6 +523,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
   const hmax = (v: string) => `max(max(${v}.x, ${v}.y), max(${v}.z, ${v}.w))`;
   const q: Operand = {
     name: 'q',
+    perm: permQ(spec),
     base: 'qB',
     stride: 'P.qRow',
     first: 'r0',
@@ -494,6 +532,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
   };
   const k: Operand = {
     name: 'k',
+    perm: permK(spec),
     base: 'kB',
     stride: 'P.kRow',
     first: 'c0',
@@ -502,6 +541,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
   };
   const v: Operand = {
     name: 'v',
+    perm: permK(spec),
     base: 'vB',
     stride: 'P.vRow',
     first: 'c0',
@@ -533,7 +573,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
     return `{
     let row = r0 + ${rowOf(p, i)};
     let w = (tx + ${u * p.tx}u) * 4u;
-    if (row < nq && w < P.dv) { st_o(oB + row * P.oRow + w, ${value}, min(4u, P.dv - w)); }
+    if (row < nq && w < P.dv) { st_o(oB + ${through(permQ(spec), 'row')} * P.oRow + w, ${value}, min(4u, P.dv - w)); }
   }`;
   });
   // Sinks join l as e^(sink - m) with a zero value vector: m = max(m, sink), in log2 units.
@@ -554,7 +594,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
   ${store}
   if (tx == 0u) {
     let lB = b * P.lBatch + h * P.lHead + startQ;
-    ${rep(4 * p.rv, (i) => `if (r0 + ${rowOf(p, i)} < nq) { lse[lB + r0 + ${rowOf(p, i)}] = select((${rowVec('m', i)} + log2(${rowVec('l', i)})) * LN2, bitcast<f32>(P.negInf), ${rowVec('l', i)} == 0.0); }`, '\n    ')}
+    ${rep(4 * p.rv, (i) => `if (r0 + ${rowOf(p, i)} < nq) { lse[lB + ${through(permQ(spec), `r0 + ${rowOf(p, i)}`)}] = select((${rowVec('m', i)} + log2(${rowVec('l', i)})) * LN2, bitcast<f32>(P.negInf), ${rowVec('l', i)} == 0.0); }`, '\n    ')}
   }`
     : store;
   // Split-K: the unnormalised partial (m, l, acc) of each row instead of o and lse.
@@ -600,7 +640,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
   let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
-  let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
+  let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;${permBases(spec, true, true)}
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nq)) - 1;
@@ -650,6 +690,9 @@ export function combineShader(input: ShaderSpec): WgslKernel {
   const spec = splitSpec(input);
   const softmax = spec.hooks.normalize === 'softmax';
   const sinks = softmax && input.hooks.sinks;
+  // hooks.permute.q: partials are in the tiled order; o and lse rows go through the index.
+  const permute = input.hooks.permute?.q === true;
+  const row = permute ? 'pi' : 'i';
   const bindings: WgslBinding[] = [
     UNIFORMS,
     AUX,
@@ -657,6 +700,7 @@ export function combineShader(input: ShaderSpec): WgslKernel {
     tensorBinding('storage', 'o', spec.dtype, spec.vecV),
     ...(softmax ? [{ name: 'lse', kind: 'storage', type: 'array<f32>' } as const] : []),
     ...(sinks ? [{ name: 'sinks', kind: 'read', type: 'array<f32>' } as const] : []),
+    ...(permute ? [PERMQ] : []),
   ];
   const weight = softmax ? ' * exp2(pstat[pB + s].x - m)' : '';
   const stats = softmax
@@ -692,8 +736,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let nq = aux[4u * b + 2u];
   let i = wg.x * 64u + lid;
   if (i >= nq) { return; }
-  let li = b * P.lBatch + h * P.lHead + startQ + i;
-  let oE = b * P.oBatch + h * P.oHead + (startQ + i) * P.oRow;
+  let li = b * P.lBatch + h * P.lHead + startQ + i;${permute ? '\n  let pi = permq[li];' : ''}
+  let oE = b * P.oBatch + h * P.oHead + (startQ + ${row}) * P.oRow;
   let pB = li * P.splits;${stats}
   for (var w = 0u; w < P.dv; w += 4u) {
     var a = vec4<f32>(0.0);
@@ -707,7 +751,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }${
     softmax
       ? `
-  lse[li] = select((ms + log2(l)) * LN2, bitcast<f32>(P.negInf), l == 0.0);`
+  lse[${permute ? 'li - i + pi' : 'li'}] = select((ms + log2(l)) * LN2, bitcast<f32>(P.negInf), l == 0.0);`
       : ''
   }
 }
@@ -718,9 +762,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 /**
  * Backward pre-pass (FA2 Algorithm 2, line 4): D_i = rowsum(dO_i * O_i), stored beside
  * LSE_i log2(e) as (lse2, D) pairs. Rows without keys get lse2 = 0: every score of theirs is
- * masked, so the value is never used, and it keeps exp2 finite.
+ * masked, so the value is never used, and it keeps exp2 finite. With `permuteQ`
+ * (hooks.permute.q) tiled row i reads o, dO and lse at its stored row permq[i] and keeps its
+ * pair at the tiled index i, where the dQ and dK/dV passes read it.
  */
-export function statsShader(dtype: StorageDType, vecV: boolean): WgslKernel {
+export function statsShader(dtype: StorageDType, vecV: boolean, permuteQ = false): WgslKernel {
   const bindings: WgslBinding[] = [
     UNIFORMS,
     tensorBinding('read', 'o', dtype, vecV),
@@ -728,7 +774,9 @@ export function statsShader(dtype: StorageDType, vecV: boolean): WgslKernel {
     { name: 'lse', kind: 'read', type: 'array<f32>' },
     AUX,
     { ...STATS, kind: 'storage' },
+    ...(permuteQ ? [PERMQ] : []),
   ];
+  const row = permuteQ ? 'pi' : 'i';
   const code = `${paramsStruct()}
 ${halfCodec(dtype)}
 ${declareBindings(bindings)}
@@ -741,8 +789,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let startQ = aux[4u * b];
   let nq = aux[4u * b + 2u];
   let i = wg.x * 64u + lid;
-  if (i >= nq) { return; }
-  let oB = b * P.oBatch + h * P.oHead + (startQ + i) * P.oRow;
+  if (i >= nq) { return; }${permuteQ ? '\n  let pi = permq[b * P.lBatch + h * P.lHead + startQ + i];' : ''}
+  let oB = b * P.oBatch + h * P.oHead + (startQ + ${row}) * P.oRow;
   var dd = 0.0;
   ${
     vecV
@@ -750,7 +798,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       : `for (var w = 0u; w < P.dv; w++) { dd += ld_o(oB + w) * ld_dout(oB + w); }`
   }
   let li = b * P.lBatch + h * P.lHead + startQ + i;
-  let x = lse[li];
+  let x = lse[${permuteQ ? 'li - i + pi' : 'li'}];
   stats[li] = vec2<f32>(select(x * LOG2E, 0.0, x < -1.0e38), dd);
 }
 `;
@@ -773,6 +821,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
   const g = (i: number, u: number) => (grad ? ` * g_${i}_${u}` : '');
   const q: Operand = {
     name: 'q',
+    perm: permQ(spec),
     base: 'qB',
     stride: 'P.qRow',
     first: 'r0',
@@ -781,6 +830,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
   };
   const k: Operand = {
     name: 'k',
+    perm: permK(spec),
     base: 'kB',
     stride: 'P.kRow',
     first: 'c0',
@@ -789,6 +839,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
   };
   const dO: Operand = {
     name: 'dout',
+    perm: permQ(spec),
     base: 'oB',
     stride: 'P.oRow',
     first: 'r0',
@@ -797,6 +848,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
   };
   const v: Operand = {
     name: 'v',
+    perm: permK(spec),
     base: 'vB',
     stride: 'P.vRow',
     first: 'c0',
@@ -818,7 +870,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
     (i, u) => `{
     let row = r0 + ${rowOf(p, i)};
     let w = (tx + ${u * p.tx}u) * 4u;
-    if (row < nq && w < P.d) { st_dq(qB + row * P.qRow + w, acc_${i}_${u} * P.scale, min(4u, P.d - w)); }
+    if (row < nq && w < P.d) { st_dq(qB + ${through(permQ(spec), 'row')} * P.qRow + w, acc_${i}_${u} * P.scale, min(4u, P.d - w)); }
   }`,
   );
   const bindings: WgslBinding[] = [
@@ -847,7 +899,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
   let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
-  let lB = b * P.lBatch + h * P.lHead + startQ;
+  let lB = b * P.lBatch + h * P.lHead + startQ;${permBases(spec, true, true)}
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nq)) - 1;
@@ -868,6 +920,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * of its GQA group (so the sum over shared heads needs no atomics): S^T = K Q^T, dP^T = V dO^T,
  * P^T = exp2(S^T log2e - lse2), dV += P^T dO, dS^T = P^T (dP^T - D), dK += scale dS^T Q.
  * Sigmoid: P^T = w, dS^T = dP^T w (1 - w); score mods as in the dQ pass.
+ * hooks.permute: key rows (k, v loads; dk, dv stores) go through permk, query columns through
+ * permq. The scatter is race-free: a (b, hk) slice of permk is a permutation, so the tiled rows
+ * of distinct key tiles map to distinct stored rows and each stored dK/dV row has exactly one
+ * owning workgroup (and thread), which writes it once after its loop over the query heads.
  */
 export function dkdvShader(spec: ShaderSpec): WgslKernel {
   const p = spec.plan;
@@ -876,6 +932,7 @@ export function dkdvShader(spec: ShaderSpec): WgslKernel {
   const g = (i: number, u: number) => (grad ? ` * g_${i}_${u}` : '');
   const kr: Operand = {
     name: 'k',
+    perm: permK(spec),
     base: 'kB',
     stride: 'P.kRow',
     first: 'r0',
@@ -884,6 +941,7 @@ export function dkdvShader(spec: ShaderSpec): WgslKernel {
   };
   const qc: Operand = {
     name: 'q',
+    perm: permQ(spec),
     base: 'qB',
     stride: 'P.qRow',
     first: 'c0',
@@ -892,6 +950,7 @@ export function dkdvShader(spec: ShaderSpec): WgslKernel {
   };
   const vr: Operand = {
     name: 'v',
+    perm: permK(spec),
     base: 'vB',
     stride: 'P.vRow',
     first: 'r0',
@@ -900,6 +959,7 @@ export function dkdvShader(spec: ShaderSpec): WgslKernel {
   };
   const oc: Operand = {
     name: 'dout',
+    perm: permQ(spec),
     base: 'oB',
     stride: 'P.oRow',
     first: 'c0',
@@ -945,7 +1005,7 @@ export function dkdvShader(spec: ShaderSpec): WgslKernel {
       (i, u) => `{
     let row = r0 + ${rowOf(p, i)};
     let w = (tx + ${u * p.tx}u) * 4u;
-    if (row < nk && w < ${width}) { st_${out}(${base} + row * ${stride} + w, ${acc}_${i}_${u}${factor}, min(4u, ${width} - w)); }
+    if (row < nk && w < ${width}) { st_${out}(${base} + ${through(permK(spec), 'row')} * ${stride} + w, ${acc}_${i}_${u}${factor}, min(4u, ${width} - w)); }
   }`,
     );
   const bindings: WgslBinding[] = [
@@ -970,7 +1030,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let r0 = wg.x * BR;
   if (r0 >= nk) { return; }
   let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
-  let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
+  let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;${permBases(spec, false, true)}
   let ncols = i32(nq);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nk)) - 1;${softmax ? '' : '\n  let sb = sigmoidBias[b] * LOG2E;'}
@@ -983,7 +1043,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let slice = b * P.bsBatch + h * P.bsHead;
     let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
     let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
-    let lB = b * P.lBatch + h * P.lHead + startQ;
+    let lB = b * P.lBatch + h * P.lHead + startQ;${permBases(spec, true, false, '\n    ')}
     ${tileLoop(spec, true, 'ct * P.ntk + wg.x', body)}
   }
   ${store('acck', p.wuD, 'dk', 'kB', 'P.kRow', 'P.d', ' * P.scale')}
