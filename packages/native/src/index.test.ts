@@ -91,9 +91,18 @@ describe.runIf(base)('the op registry', () => {
       expect(info.isas).toEqual(e.availableIsas);
       expect(info.chosen).toBe(e.availableIsas[0]);
     }
-    expect(ops['attention.forward'].inputs).toEqual(['q', 'k', 'v']);
+    expect(ops['attention.forward'].inputs).toEqual(['q', 'k', 'v', 'permQ', 'permK']);
     expect(ops['attention.forward'].outputs).toEqual(['o', 'lse']);
-    expect(ops['attention.backward'].inputs).toEqual(['q', 'k', 'v', 'o', 'lse', 'dO']);
+    expect(ops['attention.backward'].inputs).toEqual([
+      'q',
+      'k',
+      'v',
+      'o',
+      'lse',
+      'dO',
+      'permQ',
+      'permK',
+    ]);
     expect(ops['attention.backward'].outputs).toEqual(['dq', 'dk', 'dv', 'dsinks']);
     expect(ops.gemm.inputs).toEqual(['a', 'b']);
     // A forced ISA caps the choice per op.
@@ -174,7 +183,7 @@ describe.runIf(base)(
         /^inputs\.k: expected a Float32Array, got undefined/,
       );
       await expect(f({ ...ok, qq: a.q }, out)).rejects.toThrow(
-        /^inputs\.qq: expected one of q, k, v \(the inputs of attention\.forward\)/,
+        /^inputs\.qq: expected one of q, k, v, permQ, permK \(the inputs of attention\.forward\)/,
       );
       await expect(f(ok, null as never)).rejects.toThrow(/^outputs: expected an object/);
       await expect(f([a.q, a.k, a.v], out)).rejects.toThrow(TypeError);

@@ -134,11 +134,26 @@ export interface NativeGemmArgs extends NativeGemmProblem {
  * (`run` checks them). attention.forward writes o and, for softmax, lse (sigmoid: no lse).
  * attention.backward reads o and lse for softmax only (sigmoid: neither) and writes dq, dk, dv
  * and, when the problem has sinks, dsinks [Hq] = -sum over rows e^(sink_h - LSE_i) (dO_i . O_i).
+ *
+ * Both attention ops take the optional inputs `permQ` and `permK` (Int32Array, the permuted-tiles
+ * hook, @attnkit/skeleton PermuteHook): rows tiled in a permuted order. The result equals
+ * attention of Q' = Q[permQ], K' = K[permK], V' = V[permK] with every position rule (band,
+ * block sparsity, alibi, bias) seeing the tiled positions, scattered back (O, LSE, dQ at permQ;
+ * dK, dV at permK). Layout = the LSE layout: permQ [B, Hq, maxSeqQ] or [Hq, totalQ] (entry
+ * h * totalQ + startQ[b] + i), permK [B, Hkv, maxSeqK] or [Hkv, totalK]; each (b, h) slice a
+ * permutation of 0..n-1 (not checked here; lengths are: RangeError naming the input). Absent =
+ * identity.
  */
 export interface NativeOpMap {
   'attention.forward': {
     problem: NativeAttentionProblem;
-    inputs: { q: Float32Array; k: Float32Array; v: Float32Array };
+    inputs: {
+      q: Float32Array;
+      k: Float32Array;
+      v: Float32Array;
+      permQ?: Int32Array | undefined;
+      permK?: Int32Array | undefined;
+    };
     outputs: { o: Float32Array; lse?: Float32Array | undefined };
   };
   'attention.backward': {
@@ -150,6 +165,8 @@ export interface NativeOpMap {
       o?: Float32Array | undefined;
       lse?: Float32Array | undefined;
       dO: Float32Array;
+      permQ?: Int32Array | undefined;
+      permK?: Int32Array | undefined;
     };
     outputs: {
       dq: Float32Array;
@@ -176,6 +193,12 @@ export interface NativeOpInfo {
   chosen: NativeIsa | null;
   inputs: string[];
   outputs: string[];
+}
+
+/** The permuted-tiles index arrays of attention.forward / attention.backward (see NativeOpMap). */
+export interface NativePermutation {
+  permQ?: Int32Array | undefined;
+  permK?: Int32Array | undefined;
 }
 
 export interface NativeBackwardScratch {
@@ -206,7 +229,7 @@ export interface NativeEngine {
     inputs: NativeOpMap[Op]['inputs'],
     outputs: NativeOpMap[Op]['outputs'],
   ): Promise<void>;
-  /** run('attention.forward', ...): writes o and (softmax) lse. */
+  /** run('attention.forward', ...): writes o and (softmax) lse; `perm`: permQ / permK. */
   flashForward(
     p: NativeAttentionProblem,
     q: Float32Array,
@@ -214,8 +237,12 @@ export interface NativeEngine {
     v: Float32Array,
     o: Float32Array,
     lse: Float32Array | undefined,
+    perm?: NativePermutation,
   ): Promise<void>;
-  /** run('attention.backward', ...): writes dq, dk, dv (and dsinks with sinks). */
+  /**
+   * run('attention.backward', ...): writes dq, dk, dv (and dsinks with sinks); `perm`: permQ /
+   * permK (the forward's).
+   */
   flashBackward(
     p: NativeAttentionProblem,
     q: Float32Array,
@@ -228,13 +255,15 @@ export interface NativeEngine {
     dk: Float32Array,
     dv: Float32Array,
     dsinks?: Float32Array,
+    perm?: NativePermutation,
   ): Promise<void>;
   /** run('gemm', ...) with the matrices beside the problem. */
   gemm(args: NativeGemmArgs): Promise<void>;
   /**
    * Bytes attention.backward allocates for `p` besides its arrays: `perThreadBytes` for each of
    * the `threads` pool threads (O(maxSeqQ d): dQ partial sums of one wave of query heads, and
-   * block buffers) and `sharedBytes` once (softmax: two floats per lse entry).
+   * block buffers) and `sharedBytes` once (softmax: two floats per lse entry). A permQ input
+   * adds blockQ (d + dv) floats per thread (its gathered query tile), not counted here.
    */
   backwardScratch(p: NativeAttentionProblem): NativeBackwardScratch;
 }
@@ -419,12 +448,18 @@ function makeEngine(
     availableIsas: Object.freeze([...isas]),
     ops: () => a.ops(cap),
     run: async (op, problem, inputs, outputs) => a.run(op, problem, inputs, outputs, cap),
-    flashForward: (p, q, k, v, o, lse) =>
-      engine.run('attention.forward', p, { q, k, v }, lse === undefined ? { o } : { o, lse }),
-    flashBackward: (p, q, k, v, o, lse, dO, dq, dk, dv, dsinks) => {
+    flashForward: (p, q, k, v, o, lse, perm) => {
+      const inputs: NativeOpMap['attention.forward']['inputs'] = { q, k, v };
+      if (perm?.permQ !== undefined) inputs.permQ = perm.permQ;
+      if (perm?.permK !== undefined) inputs.permK = perm.permK;
+      return engine.run('attention.forward', p, inputs, lse === undefined ? { o } : { o, lse });
+    },
+    flashBackward: (p, q, k, v, o, lse, dO, dq, dk, dv, dsinks, perm) => {
       const inputs: NativeOpMap['attention.backward']['inputs'] = { q, k, v, dO };
       if (o !== undefined) inputs.o = o;
       if (lse !== undefined) inputs.lse = lse;
+      if (perm?.permQ !== undefined) inputs.permQ = perm.permQ;
+      if (perm?.permK !== undefined) inputs.permK = perm.permK;
       const outputs: NativeOpMap['attention.backward']['outputs'] = { dq, dk, dv };
       if (dsinks !== undefined) outputs.dsinks = dsinks;
       return engine.run('attention.backward', p, inputs, outputs);

@@ -3,6 +3,7 @@ import {
   loadNative,
   type NativeAttentionProblem,
   type NativeEngine,
+  type NativePermutation,
   type NativeScoreMod,
   nativeLoadError,
 } from '@attnkit/native';
@@ -183,6 +184,16 @@ function nativeProblem(
 const count = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
 
 /**
+ * The permuted-tiles hook as the engine's optional inputs permQ / permK (Int32Arrays in the LSE
+ * layout; the family layer validated them as permutations, the engine checks their lengths).
+ */
+function nativePermutation(hooks: TiledHooks): NativePermutation | undefined {
+  const perm = hooks.permute;
+  if (perm === undefined || (perm.q === undefined && perm.k === undefined)) return undefined;
+  return { permQ: perm.q, permK: perm.k };
+}
+
+/**
  * The f32 elements the engine reads: a contiguous f32 tensor's own storage (a view, no copy;
  * the engine only reads its inputs), else a gathered or decoded copy (strided, f16, bf16).
  */
@@ -236,7 +247,15 @@ export async function tiledForwardNative(
   const sigmoid = hooks.normalize.kind === 'sigmoid';
   const o = allocF32(count(p.oShape), 'output');
   const lse = sigmoid ? undefined : allocF32(count(p.lseShape), 'output');
-  await engine.flashForward(problem, engineInput(q), engineInput(k), engineInput(v), o, lse);
+  await engine.flashForward(
+    problem,
+    engineInput(q),
+    engineInput(k),
+    engineInput(v),
+    o,
+    lse,
+    nativePermutation(hooks),
+  );
   return {
     o: encodeOutput(o, p.oShape, q.dtype),
     lse: lse === undefined ? undefined : Tensor.from(lse, p.lseShape),
@@ -282,6 +301,7 @@ export async function tiledBackwardNative(
     dk,
     dv,
     dsinks,
+    nativePermutation(hooks),
   );
   const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor } = {
     dq: encodeOutput(dq, q.shape, q.dtype),

@@ -368,24 +368,25 @@ AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
 }
 
 struct Sizes {
-  int64_t q, k, v, o, lse;
+  int64_t q, k, v, o, lse, kIdx;  // kIdx: entries of the key index layout (permK)
 };
 
 Sizes sizesOf(const AttnProblem& p) {
   const int64_t rowsQ = p.thd ? p.totalQ * p.hq : p.batch * p.hq * p.maxSeqQ;
   const int64_t rowsK = p.thd ? p.totalK * p.hkv : p.batch * p.hkv * p.maxSeqK;
-  return {rowsQ * p.d, rowsK * p.d, rowsK * p.dv, rowsQ * p.dv, rowsQ};
+  return {rowsQ * p.d, rowsK * p.d, rowsK * p.dv, rowsQ * p.dv, rowsQ, rowsK};
 }
 
 
 
 // ---- Op descriptors ---------------------------------------------------------------------
 
-// Whether a named array of an op is needed for a given problem.
-enum class Presence { kRequired, kAbsent };
+// Whether a named array of an op is needed for a given problem (kOptional: may be omitted).
+enum class Presence { kRequired, kAbsent, kOptional };
 
 struct ArgSpec {
   const char* name;
+  bool index = false;  // an Int32Array (a row permutation), else a Float32Array
 };
 
 // A call being validated: the op's call struct (engine.h) and what its arrays must be.
@@ -400,6 +401,8 @@ class Call {
   // Whether the length is a minimum (a strided matrix) rather than exact.
   virtual bool atLeast(bool, size_t) const { return false; }
   virtual void bind(bool output, size_t i, float* data) = 0;
+  // Binds an Int32Array argument (ArgSpec::index).
+  virtual void bindIndex(size_t, const int32_t*) {}
   virtual const void* data() const = 0;
 };
 
@@ -414,17 +417,25 @@ class AttentionForward : public Call {
  public:
   explicit AttentionForward(const AttnProblem& p) : z_(sizesOf(p)) { c_.p = p; }
   Presence presence(bool output, size_t i) const override {
+    if (!output && i >= 3) return Presence::kOptional;
     const bool lse = output && i == 1;
     return lse && c_.p.normalize == Normalize::kSigmoid ? Presence::kAbsent : Presence::kRequired;
   }
   const char* absentWhy(bool, size_t) const override { return "sigmoid attention has no LSE"; }
   int64_t length(bool output, size_t i) const override {
     if (output) return i == 0 ? z_.o : z_.lse;
-    return i == 0 ? z_.q : i == 1 ? z_.k : z_.v;
+    const int64_t n[5] = {z_.q, z_.k, z_.v, z_.lse, z_.kIdx};
+    return n[i];
   }
   const char* lengthWhy(bool output, size_t i) const override {
     if (output) return i == 0 ? "query rows x dv" : "one per query row and head";
-    return i == 0 ? "query rows x d" : i == 1 ? "key rows x d" : "key rows x dv";
+    const char* w[5] = {"query rows x d", "key rows x d", "key rows x dv",
+                        "one per query row and head (the LSE layout)",
+                        "one per key row and kv head"};
+    return w[i];
+  }
+  void bindIndex(size_t i, const int32_t* x) override {
+    (i == 3 ? c_.a.permQ : c_.a.permK) = x;
   }
   void bind(bool output, size_t i, float* x) override {
     if (output) {
@@ -456,6 +467,7 @@ class AttentionBackward : public Call {
     const bool sigmoid = c_.p.normalize == Normalize::kSigmoid;
     if (!output && (i == 3 || i == 4)) return sigmoid ? Presence::kAbsent : Presence::kRequired;
     if (output && i == 3) return c_.p.sinks != nullptr ? Presence::kRequired : Presence::kAbsent;
+    if (!output && i >= 6) return Presence::kOptional;
     return Presence::kRequired;
   }
   const char* absentWhy(bool output, size_t) const override {
@@ -464,7 +476,7 @@ class AttentionBackward : public Call {
   }
   int64_t length(bool output, size_t i) const override {
     if (output) return i == 0 ? z_.q : i == 1 ? z_.k : i == 2 ? z_.v : c_.p.hq;
-    const int64_t n[6] = {z_.q, z_.k, z_.v, z_.o, z_.lse, z_.o};
+    const int64_t n[8] = {z_.q, z_.k, z_.v, z_.o, z_.lse, z_.o, z_.lse, z_.kIdx};
     return n[i];
   }
   const char* lengthWhy(bool output, size_t i) const override {
@@ -472,10 +484,18 @@ class AttentionBackward : public Call {
       const char* w[4] = {"query rows x d", "key rows x d", "key rows x dv", "one per query head"};
       return w[i];
     }
-    const char* w[6] = {"query rows x d",  "key rows x d",
-                        "key rows x dv",   "query rows x dv",
-                        "one per query row and head", "query rows x dv"};
+    const char* w[8] = {"query rows x d",
+                        "key rows x d",
+                        "key rows x dv",
+                        "query rows x dv",
+                        "one per query row and head",
+                        "query rows x dv",
+                        "one per query row and head (the LSE layout)",
+                        "one per key row and kv head"};
     return w[i];
+  }
+  void bindIndex(size_t i, const int32_t* x) override {
+    (i == 6 ? c_.a.permQ : c_.a.permK) = x;
   }
   void bind(bool output, size_t i, float* x) override {
     FlashBackwardArgs& a = c_.a;
@@ -569,9 +589,13 @@ class Gemm : public Call {
 
 const std::vector<OpDesc>& descriptors() {
   static const std::vector<OpDesc> d = {
-      {kOpAttentionForward, {{"q"}, {"k"}, {"v"}}, {{"o"}, {"lse"}}, AttentionForward::parse},
+      // permQ / permK (optional Int32Arrays, engine.h): the permuted-tiles hook.
+      {kOpAttentionForward,
+       {{"q"}, {"k"}, {"v"}, {"permQ", true}, {"permK", true}},
+       {{"o"}, {"lse"}},
+       AttentionForward::parse},
       {kOpAttentionBackward,
-       {{"q"}, {"k"}, {"v"}, {"o"}, {"lse"}, {"dO"}},
+       {{"q"}, {"k"}, {"v"}, {"o"}, {"lse"}, {"dO"}, {"permQ", true}, {"permK", true}},
        {{"dq"}, {"dk"}, {"dv"}, {"dsinks"}},
        AttentionBackward::parse},
       {kOpGemm, {{"a"}, {"b"}}, {{"c"}}, Gemm::parse},
@@ -647,13 +671,28 @@ void bindArrays(const Napi::Value& v, bool output, const std::vector<ArgSpec>& s
   for (size_t i = 0; i < specs.size(); i++) {
     const std::string name = side + "." + specs[i].name;
     Napi::Value a = o.Get(specs[i].name);
-    if (call.presence(output, i) == Presence::kAbsent) {
+    const Presence presence = call.presence(output, i);
+    if (presence == Presence::kAbsent) {
       if (!a.IsUndefined())
         rangeError(env, name, std::string("undefined (") + call.absentWhy(output, i) + ")",
                    describe(a));
       continue;
     }
+    if (presence == Presence::kOptional && a.IsUndefined()) continue;
     const int64_t want = call.length(output, i);
+    if (specs[i].index) {
+      // Values are trusted (the family layer validates the permutations); the length is not.
+      auto idx = arrayArg<int32_t, napi_int32_array>(a, name, "Int32Array");
+      if (idx.length != want) {
+        rangeError(env, name, std::to_string(want) + " elements (" + call.lengthWhy(output, i) + ")",
+                   std::to_string(idx.length) + " elements");
+      }
+      keep.add(a);
+      call.bindIndex(i, idx.data);
+      const uint8_t* b = reinterpret_cast<const uint8_t*>(idx.data);
+      bound.push_back({specs[i].name, b, b + idx.length * 4});
+      continue;
+    }
     F32 arr = f32Arg(a, name);
     if (call.atLeast(output, i) ? arr.length < want : arr.length != want) {
       rangeError(env, name,

@@ -57,7 +57,14 @@ struct AttnProblem {
   ScoreMod mods[kMaxScoreMods];
 };
 
+// Permuted tiles (packages/skeleton/src/hooks.ts PermuteHook): row i of the tiled order of
+// (b, h) is query permQ[lseBase(b, h) + i] of its sequence, key j of (b, kv head) is key
+// permK[kvBase + j] (kvBase: (b * hkv + h) * maxSeqK, or h * totalK + startK[b] for THD).
+// Every position rule sees the tiled positions i, j; rows are read and written through the
+// index. Null = identity (the unpermuted code path). Each (b, h) slice is a permutation.
 struct FlashForwardArgs {
+  const int32_t* permQ;
+  const int32_t* permK;
   const float* q;
   const float* k;
   const float* v;
@@ -66,6 +73,8 @@ struct FlashForwardArgs {
 };
 
 struct FlashBackwardArgs {
+  const int32_t* permQ;  // as FlashForwardArgs
+  const int32_t* permK;
   const float* q;
   const float* k;
   const float* v;

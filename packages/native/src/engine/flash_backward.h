@@ -11,6 +11,10 @@
 // Templated on the skeleton's hooks (flash_hooks.h): Softmax (dS = P (dP - D), with dsinks from
 // the D pre-pass when the problem has sinks) or Sigmoid (dS = dP w (1 - w), no pre-pass, no
 // LSE), and NoMods or the problem's built-in mods (dS times each mod's derivative).
+// Permuted tiles (engine.h permQ / permK; null = the plain path): a task's key rows are staged
+// through permK and its dK / dV rows stored through it (the task owns them); each query tile's
+// Q and dO rows are gathered through permQ, D and LSE are prepared in the tiled order, and dQ
+// rows are reduced into their permQ rows.
 // Parameters per ISA: kBwdNV, kBwdMR, kBwdTileQ, kDqMR, kDqCV.
 #pragma once
 
@@ -136,6 +140,10 @@ struct BwdScratch {
   float* kept;  // Bk, block-sparse flag of each lane for the current query block
   float* gm;    // tileQ x Bk when the hooks need it: d weight / d score (sigmoid's w (1 - w),
                 // times the score mods' derivatives)
+  // Permuted queries only (engine.h permQ): the query tile's Q and dO rows gathered through the
+  // index (tileQ x d, tileQ x dv), from a buffer of their own; null otherwise.
+  float* qs = nullptr;
+  float* dos = nullptr;
   static int64_t floats(int64_t d, int64_t dv, int64_t dpad, int64_t tileQ, bool withG) {
     return (2 * d + 2 * dv + dpad + (withG ? 3 : 2) * tileQ + 2) * kBwdBk;
   }
@@ -249,14 +257,21 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
   const int64_t d = p.d, dv = p.dv, dpad = sh.dpad;
   const int64_t qRow = qRowStride(p, d), kRow = kRowStride(p, d);
   const int64_t vRow = kRowStride(p, dv), oRow = qRowStride(p, dv);
-  const float* k = a.k + kBase(p, b, kvh, d) + j0 * kRow;
-  const float* v = a.v + kBase(p, b, kvh, dv) + j0 * vRow;
+  const float* k0 = a.k + kBase(p, b, kvh, d);
+  const float* v0 = a.v + kBase(p, b, kvh, dv);
+  // Tiled key j0 + j is key pk[j0 + j] under a key permutation (this task owns tiled keys
+  // [j0, j1) of (b, kvh), so it owns their original rows too: dK / dV stay plain stores).
+  const int32_t* pk = a.permK != nullptr ? a.permK + kIdxBase(p, b, kvh) : nullptr;
+  auto keyRow = [&](int64_t j) { return pk != nullptr ? pk[j0 + j] : j0 + j; };
 
   for (int64_t j = 0; j < kBwdBk; j++) {
     const bool in = j < kcols;
-    for (int64_t c = 0; c < d; c++) sc.kt[c * kBwdBk + j] = in ? k[j * kRow + c] : 0.0f;
-    for (int64_t c = 0; c < dv; c++) sc.vt[c * kBwdBk + j] = in ? v[j * vRow + c] : 0.0f;
-    for (int64_t c = 0; c < dpad; c++) sc.kp[j * dpad + c] = in && c < d ? k[j * kRow + c] : 0.0f;
+    const int64_t row = in ? keyRow(j) : 0;
+    const float* k = k0 + row * kRow;
+    const float* v = v0 + row * vRow;
+    for (int64_t c = 0; c < d; c++) sc.kt[c * kBwdBk + j] = in ? k[c] : 0.0f;
+    for (int64_t c = 0; c < dv; c++) sc.vt[c * kBwdBk + j] = in ? v[c] : 0.0f;
+    for (int64_t c = 0; c < dpad; c++) sc.kp[j * dpad + c] = in && c < d ? k[c] : 0.0f;
     sc.jidx[j] = static_cast<float>(j0 + j);
   }
   for (int64_t i = 0; i < d * kBwdBk; i++) sc.dkt[i] = 0.0f;
@@ -277,6 +292,7 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
     const float* dO = a.dO + qBase(p, b, h, dv);
     const float* dRow = Norm::kSigmoid ? nullptr : sh.dRow + lseBase(p, b, h);
     const float* lse2 = Norm::kSigmoid ? nullptr : sh.lse2 + lseBase(p, b, h);
+    const int32_t* pq = a.permQ != nullptr ? a.permQ + lseBase(p, b, h) : nullptr;
     const int64_t gRow = dpad;
     float* g = dqAcc + (task.row + (hh - task.hh0) * s.nq) * dpad;
     const int64_t block = bs != nullptr ? p.bsBlockQ : 0;
@@ -290,7 +306,21 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
       const int64_t nr = i1 - i0;
       const float* qi = q + i0 * qRow;
       const float* dOi = dO + i0 * oRow;
-      bwdScores(nr, d, qi, qRow, sc.kt, sc.pm, qScale);
+      int64_t qiRow = qRow, dOiRow = oRow;
+      if (pq != nullptr) {
+        // Tiled rows [i0, i1) are query rows pq[i]: gather them (Q and dO) once per tile.
+        for (int64_t i = 0; i < nr; i++) {
+          const float* qr = q + pq[i0 + i] * qRow;
+          const float* gr = dO + pq[i0 + i] * oRow;
+          std::copy(qr, qr + d, sc.qs + i * d);
+          std::copy(gr, gr + dv, sc.dos + i * dv);
+        }
+        qi = sc.qs;
+        dOi = sc.dos;
+        qiRow = d;
+        dOiRow = dv;
+      }
+      bwdScores(nr, d, qi, qiRow, sc.kt, sc.pm, qScale);
       if constexpr (M::kActive) {
         for (int64_t i = 0; i < nr; i++) {
           bwdMods<kBwdNV>(mods, i0 + i, s.off, j0, kcols, sc.jidx, sc.pm + i * kBwdBk,
@@ -301,7 +331,7 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
         bwdSigmoidW(p, s, bs, vis, bias2, i0, nr, j0, kcols, M::kActive && mods.softcap, sc);
       else
         bwdSoftmaxP(p, s, bs, vis, lse2, i0, nr, j0, kcols, sc);
-      bwdScores(nr, dv, dOi, oRow, sc.vt, sc.ds, 1.0f);
+      bwdScores(nr, dv, dOi, dOiRow, sc.vt, sc.ds, 1.0f);
       for (int64_t i = 0; i < nr; i++) {
         float* prow = sc.pm + i * kBwdBk;
         float* drow = sc.ds + i * kBwdBk;
@@ -327,12 +357,14 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
       }
       int64_t c = 0;
       for (; c + kBwdMR <= dv; c += kBwdMR)
-        BwdAccT<kBwdMR>::run(nr, dOi + c, oRow, sc.pm, sc.dvt + c * kBwdBk);
-      if (c < dv) withRows<BwdAccT, kBwdMR>(dv - c, nr, dOi + c, oRow, sc.pm, sc.dvt + c * kBwdBk);
+        BwdAccT<kBwdMR>::run(nr, dOi + c, dOiRow, sc.pm, sc.dvt + c * kBwdBk);
+      if (c < dv)
+        withRows<BwdAccT, kBwdMR>(dv - c, nr, dOi + c, dOiRow, sc.pm, sc.dvt + c * kBwdBk);
       c = 0;
       for (; c + kBwdMR <= d; c += kBwdMR)
-        BwdAccT<kBwdMR>::run(nr, qi + c, qRow, sc.ds, sc.dkt + c * kBwdBk);
-      if (c < d) withRows<BwdAccT, kBwdMR>(d - c, nr, qi + c, qRow, sc.ds, sc.dkt + c * kBwdBk);
+        BwdAccT<kBwdMR>::run(nr, qi + c, qiRow, sc.ds, sc.dkt + c * kBwdBk);
+      if (c < d)
+        withRows<BwdAccT, kBwdMR>(d - c, nr, qi + c, qiRow, sc.ds, sc.dkt + c * kBwdBk);
       const int64_t nv = dpad / V::L;
       for (int64_t cv = 0; cv < nv; cv += kDqCV) {
         bwdDqCols<kDqCV>(imin(kDqCV, nv - cv), nr, kcols, sc.ds, sc.kp + cv * V::L, dpad,
@@ -342,17 +374,21 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
     }
   }
 
-  float* dk = a.dk + kBase(p, b, kvh, d) + j0 * kRow;
-  float* dvOut = a.dv + kBase(p, b, kvh, dv) + j0 * vRow;
+  float* dk0 = a.dk + kBase(p, b, kvh, d);
+  float* dv0 = a.dv + kBase(p, b, kvh, dv);
   if (task.hh0 == 0) {
     for (int64_t j = 0; j < kcols; j++) {
-      for (int64_t c = 0; c < d; c++) dk[j * kRow + c] = p.scale * sc.dkt[c * kBwdBk + j];
-      for (int64_t c = 0; c < dv; c++) dvOut[j * vRow + c] = sc.dvt[c * kBwdBk + j];
+      float* dk = dk0 + keyRow(j) * kRow;
+      float* dvOut = dv0 + keyRow(j) * vRow;
+      for (int64_t c = 0; c < d; c++) dk[c] = p.scale * sc.dkt[c * kBwdBk + j];
+      for (int64_t c = 0; c < dv; c++) dvOut[c] = sc.dvt[c * kBwdBk + j];
     }
   } else {
     for (int64_t j = 0; j < kcols; j++) {
-      for (int64_t c = 0; c < d; c++) dk[j * kRow + c] += p.scale * sc.dkt[c * kBwdBk + j];
-      for (int64_t c = 0; c < dv; c++) dvOut[j * vRow + c] += sc.dvt[c * kBwdBk + j];
+      float* dk = dk0 + keyRow(j) * kRow;
+      float* dvOut = dv0 + keyRow(j) * vRow;
+      for (int64_t c = 0; c < d; c++) dk[c] += p.scale * sc.dkt[c * kBwdBk + j];
+      for (int64_t c = 0; c < dv; c++) dvOut[c] += sc.dvt[c * kBwdBk + j];
     }
   }
 }
@@ -405,6 +441,7 @@ inline int64_t bwdSharedFloats(const AttnProblem& p) {
 }
 
 // Scratch of flashBackward in floats: per thread (wave dQ buffer + block buffers) and shared.
+// A query permutation (permQ, an input, unknown here) adds tileQ (d + dv) floats per thread.
 inline void flashBackwardScratch(const AttnProblem& p, int64_t* perThread, int64_t* shared) {
   const int64_t tileQ = p.tileQ > 0 ? p.tileQ : kBwdTileQ;
   const int64_t dpad = roundUp(p.d, V::L);
@@ -426,7 +463,11 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
   Floats dqAcc(static_cast<int64_t>(threads) * accPer);
   Floats scratch(per * threads);
   Floats covered(p.thd ? p.totalQ : 0);
-  if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok()) return kOutOfMemory;
+  // A query permutation's gathered tile (Q and dO rows) per thread.
+  const int64_t stagePer = a.permQ != nullptr ? roundUp(tileQ * (p.d + p.dv), 16) : 0;
+  Floats stage(stagePer * threads);
+  if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok() || !stage.ok())
+    return kOutOfMemory;
   BwdShared sh{p, a, prep.get(), Norm::kSigmoid ? nullptr : prep.get() + nLse, dpad, tileQ};
 
   if constexpr (!Norm::kSigmoid) {
@@ -441,15 +482,20 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
       const float* o = a.o + qBase(p, b, h, p.dv);
       const float* dO = a.dO + qBase(p, b, h, p.dv);
       const int64_t base = lseBase(p, b, h);
+      // D and LSE are kept in the tiled order: tiled row i is query row pq[i] under a query
+      // permutation.
+      const int32_t* pq = a.permQ != nullptr ? a.permQ + base : nullptr;
       double sink = 0.0;
       for (int64_t i = 0; i < s.nq; i++) {
+        const int64_t r = pq != nullptr ? pq[i] : i;
         double acc = 0.0;
         for (int64_t c = 0; c < p.dv; c++)
-          acc += static_cast<double>(o[i * oRow + c]) * dO[i * oRow + c];
+          acc += static_cast<double>(o[r * oRow + c]) * dO[r * oRow + c];
+        const float lse = a.lse[base + r];
         prep.get()[base + i] = static_cast<float>(acc);
-        prep.get()[nLse + base + i] = a.lse[base + i] * kLog2e;
-        if (p.sinks != nullptr && a.lse[base + i] > -kInf)
-          sink += std::exp(static_cast<double>(p.sinks[h]) - a.lse[base + i]) * acc;
+        prep.get()[nLse + base + i] = lse * kLog2e;
+        if (p.sinks != nullptr && lse > -kInf)
+          sink += std::exp(static_cast<double>(p.sinks[h]) - lse) * acc;
       }
       if (p.sinks != nullptr) sinkPart[bh] = static_cast<float>(sink);
     };
@@ -519,6 +565,10 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
     });
     auto body = [&](int64_t t, int thread) {
       BwdScratch sc(scratch.get() + per * thread, p.d, p.dv, dpad, tileQ);
+      if (stagePer > 0) {
+        sc.qs = stage.get() + stagePer * thread;
+        sc.dos = sc.qs + tileQ * p.d;
+      }
       bwdBlock<Norm, M>(sh, tasks[t], sc, dqAcc.get() + thread * accPer);
     };
     parallel(static_cast<int64_t>(tasks.size()), body);
@@ -533,7 +583,10 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
       for (int64_t r = r0; r < r1; r++) {
         while (u + 1 < w.u1 && plan.units[u + 1].row <= r) u++;
         const BwdUnit& un = plan.units[u];
-        float* out = a.dq + qBase(p, un.b, un.h, p.d) + (r - un.row) * qRow;
+        // Tiled row r - un.row is query row permQ[...] under a query permutation.
+        const int64_t qr = a.permQ != nullptr ? a.permQ[lseBase(p, un.b, un.h) + r - un.row]
+                                              : r - un.row;
+        float* out = a.dq + qBase(p, un.b, un.h, p.d) + qr * qRow;
         float* part = dqAcc.get() + r * dpad;
         for (int64_t c = 0; c < p.d; c++) {
           out[c] = part[c];

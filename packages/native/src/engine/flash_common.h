@@ -35,6 +35,10 @@ inline int64_t kBase(const AttnProblem& p, int64_t b, int64_t h, int64_t width) 
 inline int64_t lseBase(const AttnProblem& p, int64_t b, int64_t h) {
   return p.thd ? h * p.totalQ + p.startQ[b] : (b * p.hq + h) * p.maxSeqQ;
 }
+// Entry of token 0 of (b, kv head h) in the key index layout (engine.h permK).
+inline int64_t kIdxBase(const AttnProblem& p, int64_t b, int64_t h) {
+  return p.thd ? h * p.totalK + p.startK[b] : (b * p.hkv + h) * p.maxSeqK;
+}
 inline int64_t qRowStride(const AttnProblem& p, int64_t width) {
   return p.thd ? p.hq * width : width;
 }

@@ -6,6 +6,9 @@
 // Templated on the skeleton's hooks (flash_hooks.h): the normalize policy (Softmax: online
 // max and sum, with optional sinks joining at the end; Sigmoid: w = sigmoid(s + b), no row
 // statistics) and the score-mod policy (NoMods, or the problem's built-in mods on each tile).
+// Permuted tiles (engine.h permQ / permK; null = the plain path): Q rows are packed and O / LSE
+// rows written through permQ; under permK each visited key tile's K and V rows are gathered
+// once into a per-thread buffer (tileK (d + dv) floats) that the same tile code reads.
 // Parameters per ISA: kFwdNV, kFwdMR (register rows of both micro-kernels), kFwdTileK.
 #pragma once
 
@@ -74,6 +77,10 @@ struct FwdScratch {
   float* st;    // tileK x Bq, scores then probabilities
   float* kept;  // Bq, block-sparse flag of each lane for the current key block
   float* blocks;
+  // Permuted keys only (engine.h permK): the current key tile's K and V rows gathered through
+  // the index (tileK x d, tileK x dv), from a buffer of their own; null otherwise.
+  float* ks = nullptr;
+  float* vs = nullptr;
   int64_t d, dv;
   static int64_t blockFloats(int64_t d, int64_t dv) { return (d + dv + 3) * kFwdBq; }
   static int64_t floats(int64_t d, int64_t dv, int64_t tileK, int64_t nsub) {
@@ -166,18 +173,18 @@ struct FwdHead {
 };
 
 // One key tile [j0, j1) for one query block: scores, score mods, mask, the normalize policy
-// (FA2's online softmax, or sigmoid), O^T update.
+// (FA2's online softmax, or sigmoid), O^T update. k and vj point at the tile's first key row
+// (in place, or the rows gathered through a key permutation).
 template <class Norm, class M>
 ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const float* k, int64_t kRow,
-                    const float* vt, int64_t vRow, int64_t j0, int64_t j1, Vis vis,
+                    const float* vj, int64_t vRow, int64_t j0, int64_t j1, Vis vis,
                     const FwdBlockState& blk, const FwdScratch& sc, const FwdHead& hd) {
   const int64_t nkeys = j1 - j0;
   int64_t r = 0;
   for (; r + kFwdMR <= nkeys; r += kFwdMR)
-    FwdScores<kFwdMR>::run(p.d, blk.qt, k + (j0 + r) * kRow, kRow, sc.st + r * kFwdBq);
+    FwdScores<kFwdMR>::run(p.d, blk.qt, k + r * kRow, kRow, sc.st + r * kFwdBq);
   if (r < nkeys)
-    withRows<FwdScores, kFwdMR>(nkeys - r, p.d, blk.qt, k + (j0 + r) * kRow, kRow,
-                                sc.st + r * kFwdBq);
+    withRows<FwdScores, kFwdMR>(nkeys - r, p.d, blk.qt, k + r * kRow, kRow, sc.st + r * kFwdBq);
   if constexpr (M::kActive) fwdMods<kFwdBq, kFwdNV>(hd.mods, blk.i0, blk.rows, blk.diag, j0, j1, sc.st);
   if (vis == Vis::kPartial) fwdMask(p, bs, blk, j0, j1, sc);
 
@@ -186,7 +193,6 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
     fwdSigmoid(nkeys, hd.bias2, sc, alpha);
   else
     fwdSoftmax(nkeys, blk, sc, alpha);
-  const float* vj = vt + j0 * vRow;
   int64_t c = 0;
   for (; c + kFwdMR <= p.dv; c += kFwdMR)
     FwdPV<kFwdMR>::run(nkeys, sc.st, vj + c, vRow, blk.ot + c * kFwdBq, alpha);
@@ -196,27 +202,30 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
 
 // The block's outputs. Softmax: O = O^T / l (the deferred FA2 normalisation) and LSE; a sink
 // joins as e^(sink - M) with M = max(m, sink). Empty rows: O = 0 and LSE = -inf (sink: LSE =
-// sink). Sigmoid: O = O^T.
+// sink). Sigmoid: O = O^T. o and lse point at row 0 of the (batch, head); tiled row i0 + i is
+// written to row pq[i0 + i] with a query permutation (pq non-null), else to row i0 + i.
 template <class Norm>
-inline void fwdFinish(const FwdBlockState& blk, float* o, int64_t oRow, float* lse, int64_t dv,
-                      const FwdHead& hd) {
+inline void fwdFinish(const FwdBlockState& blk, float* o0, int64_t oRow, float* lse0,
+                      const int32_t* pq, int64_t dv, const FwdHead& hd) {
   for (int64_t i = 0; i < blk.rows; i++) {
+    const int64_t row = pq != nullptr ? pq[blk.i0 + i] : blk.i0 + i;
+    float* o = o0 + row * oRow;
     if constexpr (Norm::kSigmoid) {
-      for (int64_t c = 0; c < dv; c++) o[i * oRow + c] = blk.ot[c * kFwdBq + i];
+      for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i];
     } else if (!hd.hasSink) {
       const float li = blk.l[i];
       const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-      for (int64_t c = 0; c < dv; c++) o[i * oRow + c] = blk.ot[c * kFwdBq + i] * inv;
+      for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i] * inv;
       const double lse2 = static_cast<double>(blk.m[i]) + std::log2(static_cast<double>(li));
-      lse[i] = li > 0.0f ? static_cast<float>(lse2 * kLn2) : -kInf;
+      lse0[row] = li > 0.0f ? static_cast<float>(lse2 * kLn2) : -kInf;
     } else {
       const double m = blk.m[i], s2 = static_cast<double>(hd.sink) / kLn2;
       const double top = m > s2 ? m : s2;
       const double scale = blk.l[i] > 0.0f ? std::exp2(m - top) : 0.0;
       const double l = blk.l[i] * scale + std::exp2(s2 - top);
       const float inv = static_cast<float>(scale / l);
-      for (int64_t c = 0; c < dv; c++) o[i * oRow + c] = blk.ot[c * kFwdBq + i] * inv;
-      lse[i] = static_cast<float>((top + std::log2(l)) * kLn2);
+      for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i] * inv;
+      lse0[row] = static_cast<float>((top + std::log2(l)) * kLn2);
     }
   }
 }
@@ -228,6 +237,8 @@ struct FwdGroup {
   int64_t i0, rowsAll, ns, kvh, qRow, kRow, vRow, oRow;
   const float* k;
   const float* v;
+  const int32_t* pq;  // the (b, h) slice of the query permutation, or null (identity)
+  const int32_t* pk;  // the (b, kv head) slice of the key permutation, or null
   const uint8_t* bs;
   FwdHead hd;
   int64_t jStart, jEnd;  // the group's key band
@@ -235,7 +246,7 @@ struct FwdGroup {
 
 template <class Norm, class M>
 inline FwdGroup fwdGroup(const AttnProblem& p, int64_t b, int64_t h, int64_t i0, int64_t nsub,
-                         const float* k, const float* v) {
+                         const FlashForwardArgs& a) {
   FwdGroup g;
   g.s = seqOf(p, b);
   g.i0 = i0;
@@ -246,8 +257,10 @@ inline FwdGroup fwdGroup(const AttnProblem& p, int64_t b, int64_t h, int64_t i0,
   g.kRow = kRowStride(p, p.d);
   g.vRow = kRowStride(p, p.dv);
   g.oRow = qRowStride(p, p.dv);
-  g.k = k + kBase(p, b, g.kvh, p.d);
-  g.v = v + kBase(p, b, g.kvh, p.dv);
+  g.k = a.k + kBase(p, b, g.kvh, p.d);
+  g.v = a.v + kBase(p, b, g.kvh, p.dv);
+  g.pq = a.permQ != nullptr ? a.permQ + lseBase(p, b, h) : nullptr;
+  g.pk = a.permK != nullptr ? a.permK + kIdxBase(p, b, g.kvh) : nullptr;
   g.bs = sparseBase(p, b, h);
   if constexpr (M::kActive) g.hd.mods = headMods(p, b, h);
   g.hd.bias2 = Norm::kSigmoid ? p.sigmoidBias[b] * kLog2e : 0.0f;
@@ -296,7 +309,9 @@ inline void fwdStart(const AttnProblem& p, const FwdGroup& g, const float* q, co
   for (int64_t t = 0; t < g.ns; t++) {
     const FwdBlockState blk = fwdBlock(g, sc, t);
     for (int64_t i = 0; i < kFwdBq; i++) {
-      const float* qi = q + (blk.i0 + i) * g.qRow;
+      // Tiled row i0 + i reads query row pq[i0 + i] under a permutation.
+      const int64_t row = i >= blk.rows ? 0 : g.pq != nullptr ? g.pq[blk.i0 + i] : blk.i0 + i;
+      const float* qi = q + row * g.qRow;
       for (int64_t c = 0; c < p.d; c++) blk.qt[c * kFwdBq + i] = i < blk.rows ? qi[c] * qScale : 0.0f;
       blk.diag[i] = static_cast<float>(blk.i0 + i + g.s.off);
       blk.m[i] = -kInf;
@@ -307,18 +322,36 @@ inline void fwdStart(const AttnProblem& p, const FwdGroup& g, const float* q, co
 }
 
 // The key tiles of [ja, jb) (tile boundaries of the whole band: ja and jb are tile starts / ends
-// of it) for every block of the group, skipping the tiles a block does not see.
+// of it) for every block of the group, skipping the tiles a block does not see. Under a key
+// permutation a tile's K and V rows are gathered once (for all blocks) into sc.ks / sc.vs.
 template <class Norm, class M>
 inline void fwdTiles(const AttnProblem& p, const FwdGroup& g, int64_t ja, int64_t jb, int64_t tileK,
                      const FwdScratch& sc) {
   const int64_t block = g.bs != nullptr ? p.bsBlockK : 0;
   for (int64_t j0 = ja; j0 < jb;) {
     const int64_t j1 = tileEnd(j0, jb, tileK, block);
+    const float* kt = g.k + j0 * g.kRow;
+    const float* vt = g.v + j0 * g.vRow;
+    int64_t kRow = g.kRow, vRow = g.vRow;
+    bool staged = g.pk == nullptr;
     for (int64_t t = 0; t < g.ns; t++) {
       const FwdBlockState blk = fwdBlock(g, sc, t);
       const Vis vis = classifyTile(p, g.s, g.bs, blk.i0, blk.i0 + blk.rows, j0, j1);
-      if (vis != Vis::kSkip)
-        fwdTile<Norm, M>(p, g.bs, g.k, g.kRow, g.v, g.vRow, j0, j1, vis, blk, sc, g.hd);
+      if (vis == Vis::kSkip) continue;
+      if (!staged) {
+        for (int64_t j = j0; j < j1; j++) {
+          const float* kr = g.k + g.pk[j] * g.kRow;
+          const float* vr = g.v + g.pk[j] * g.vRow;
+          std::copy(kr, kr + p.d, sc.ks + (j - j0) * p.d);
+          std::copy(vr, vr + p.dv, sc.vs + (j - j0) * p.dv);
+        }
+        kt = sc.ks;
+        vt = sc.vs;
+        kRow = p.d;
+        vRow = p.dv;
+        staged = true;
+      }
+      fwdTile<Norm, M>(p, g.bs, kt, kRow, vt, vRow, j0, j1, vis, blk, sc, g.hd);
     }
     j0 = j1;
   }
@@ -329,8 +362,8 @@ inline void fwdFinishGroup(const AttnProblem& p, const FlashForwardArgs& a, int6
                            const FwdGroup& g, const FwdScratch& sc) {
   for (int64_t t = 0; t < g.ns; t++) {
     const FwdBlockState blk = fwdBlock(g, sc, t);
-    float* lse = Norm::kSigmoid ? nullptr : a.lse + lseBase(p, b, h) + blk.i0;
-    fwdFinish<Norm>(blk, a.o + qBase(p, b, h, p.dv) + blk.i0 * g.oRow, g.oRow, lse, p.dv, g.hd);
+    float* lse = Norm::kSigmoid ? nullptr : a.lse + lseBase(p, b, h);
+    fwdFinish<Norm>(blk, a.o + qBase(p, b, h, p.dv), g.oRow, lse, g.pq, p.dv, g.hd);
   }
 }
 
@@ -338,7 +371,7 @@ inline void fwdFinishGroup(const AttnProblem& p, const FlashForwardArgs& a, int6
 template <class Norm, class M>
 inline void fwdTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
                     int64_t i0, int64_t nsub, int64_t tileK, const FwdScratch& sc) {
-  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a.k, a.v);
+  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a);
   fwdStart(p, g, a.q + qBase(p, b, h, p.d), sc);
   fwdTiles<Norm, M>(p, g, g.jStart, g.jEnd, tileK, sc);
   fwdFinishGroup<Norm>(p, a, b, h, g, sc);
@@ -353,7 +386,7 @@ template <class Norm, class M>
 inline void fwdSplitTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
                          int64_t i0, int64_t nsub, int64_t split, int64_t splits, int64_t tileK,
                          const FwdScratch& sc, float* part) {
-  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a.k, a.v);
+  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a);
   int64_t ja, jb;
   const int64_t n = fwdVisitedTiles(p, g, tileK, -1, -1, &ja, &jb);
   fwdVisitedTiles(p, g, tileK, n * split / splits, n * (split + 1) / splits, &ja, &jb);
@@ -375,7 +408,7 @@ template <class Norm, class M>
 inline void fwdCombineTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
                            int64_t i0, int64_t nsub, int64_t splits, const FwdScratch& sc,
                            const float* parts) {
-  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a.k, a.v);
+  const FwdGroup g = fwdGroup<Norm, M>(p, b, h, i0, nsub, a);
   const int64_t stride = nsub * fwdPartialFloats(p.dv);
   float w[kFwdBq];
   for (int64_t t = 0; t < g.ns; t++) {
@@ -440,11 +473,23 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
   const int64_t per = roundUp(FwdScratch::floats(p.d, p.dv, tileK, nsub), 16);
   Floats scratch(per * threads);
   if (!scratch.ok()) return kOutOfMemory;
+  // A key permutation's gathered tile (K and V rows) per thread.
+  const int64_t stagePer = a.permK != nullptr ? roundUp(tileK * (p.d + p.dv), 16) : 0;
+  Floats stage(stagePer * threads);
+  if (!stage.ok()) return kOutOfMemory;
+  auto scratchOf = [&](int thread) {
+    FwdScratch sc(scratch.get() + per * thread, p.d, p.dv, tileK);
+    if (stagePer > 0) {
+      sc.ks = stage.get() + stagePer * thread;
+      sc.vs = sc.ks + tileK * p.d;
+    }
+    return sc;
+  };
   if (splits == 1) {
     sortByCostPerHead(groups);
     auto body = [&](int64_t t, int thread) {
       const Task& task = groups[t];
-      FwdScratch sc(scratch.get() + per * thread, p.d, p.dv, tileK);
+      const FwdScratch sc = scratchOf(thread);
       fwdTask<Norm, M>(p, a, task.b, task.h, task.x0, nsub, tileK, sc);
     };
     parallel(static_cast<int64_t>(groups.size()), body);
@@ -469,7 +514,7 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
   sortByCostPerHead(tasks);
   auto body = [&](int64_t t, int thread) {
     const Task& task = tasks[t];
-    FwdScratch sc(scratch.get() + per * thread, p.d, p.dv, tileK);
+    const FwdScratch sc = scratchOf(thread);
     fwdSplitTask<Norm, M>(p, a, task.b, task.h, task.x0, nsub, task.split, splits, tileK, sc,
                           parts.get() + (task.group * splits + task.split) * partStride);
   };
