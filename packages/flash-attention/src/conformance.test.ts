@@ -6,7 +6,7 @@ import {
   softcap,
 } from '@attnkit/attention';
 import { DTypeError, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
-import { describeConformance } from '@attnkit/testing';
+import { describeConformance, randomPermutations } from '@attnkit/testing';
 import './index.js'; // registers the softmax kernels (ts, native, webgpu)
 
 /** A prefix-LM mask: the first 5 keys are visible to every query, then causal (TS + WGSL). */
@@ -76,6 +76,19 @@ describeConformance({
         options: (rng) => ({ numSplits: rng.int(2, 9), causal: true }),
       },
       { name: 'split-K varlen', layout: 'THD', options: { numSplits: 3 } },
+      // Permuted tiles (HyperAttention's sorted order): rows read and written through an index.
+      {
+        name: 'permuted rows, causal',
+        options: (rng, d) => ({
+          causal: true,
+          permute: { q: randomPermutations(rng, d, 'q'), k: randomPermutations(rng, d, 'k') },
+        }),
+      },
+      {
+        name: 'permuted keys, varlen, split-K',
+        layout: 'THD',
+        options: (rng, d) => ({ numSplits: 2, permute: { k: randomPermutations(rng, d, 'k') } }),
+      },
     ],
   },
   goldenKinds: ['softmax', 'softmax_varlen'],

@@ -5,7 +5,7 @@ import {
   softcap,
 } from '@attnkit/attention';
 import { ShapeError, Tensor, ValueError } from '@attnkit/tensor';
-import { describeConformance } from '@attnkit/testing';
+import { describeConformance, randomPermutations } from '@attnkit/testing';
 import './index.js'; // registers the sigmoid kernels (ts, native, webgpu)
 
 const sigmoid = (o: Record<string, unknown>) => ({ ...o, normalize: 'sigmoid' as const });
@@ -31,6 +31,19 @@ describeConformance({
         options: (rng) => ({ numSplits: rng.int(2, 9), causal: true }),
       },
       { name: 'split-K varlen', layout: 'THD', options: { numSplits: 3 } },
+      // Permuted tiles (HyperAttention's sorted order): rows read and written through an index.
+      {
+        name: 'permuted rows, causal',
+        options: (rng, d) => ({
+          causal: true,
+          permute: { q: randomPermutations(rng, d, 'q'), k: randomPermutations(rng, d, 'k') },
+        }),
+      },
+      {
+        name: 'permuted keys, varlen, split-K',
+        layout: 'THD',
+        options: (rng, d) => ({ numSplits: 2, permute: { k: randomPermutations(rng, d, 'k') } }),
+      },
       {
         name: 'alibi, window, varlen',
         layout: 'THD',

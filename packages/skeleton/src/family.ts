@@ -4,8 +4,10 @@ import {
   type KernelPass,
   type KernelRequest,
   type KernelTensors,
+  type PermuteOptions,
   registerKernel,
   resolveAttentionProblem,
+  resolvePermute,
   resolveScoreMods,
   type ScoreMod,
   selectKernel,
@@ -51,6 +53,13 @@ export interface TiledOptions extends AttentionOptions {
    * same up to f32 rounding.
    */
   numSplits?: number;
+  /**
+   * Tile the rows in a permuted order without copying them (the schedule sorted-order
+   * families such as HyperAttention use): `q` [B, Hq, Nq] (or [Hq, totalQ]) and `k` [B, Hkv, Nk]
+   * (or [Hkv, totalK]) Int32 index arrays whose (b, h) slices are permutations; the result is
+   * attention of the gathered rows (every position rule sees the tiled order) scattered back.
+   */
+  permute?: PermuteOptions;
   /** webgpu: tile sizes per kernel instead of the planner's. */
   tiles?: Partial<Record<WebGpuFlashKernel, Partial<WebGpuTileConfig>>>;
   /** webgpu: times each kernel's pass with timestamp queries. */
@@ -121,6 +130,7 @@ const COMMON_OPTIONS = [
   'tiles',
   'profiler',
   'numSplits',
+  'permute',
 ];
 
 const BACKENDS: Record<TiledBackend, { priority: number; devices: string[] }> = {
@@ -258,6 +268,8 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     const hooks: TiledHooks = { normalize: def.normalize(p, o), scoreMods };
     if (o.numSplits !== undefined && o.numSplits > 1)
       hooks.schedule = { kind: 'splitK', splits: o.numSplits };
+    const permute = resolvePermute(o.permute, p);
+    if (permute) hooks.permute = permute;
     return { p, hooks, o };
   };
   for (const backend of Object.keys(BACKENDS) as TiledBackend[]) {

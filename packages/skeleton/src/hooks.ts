@@ -75,7 +75,10 @@ export function sigmoidBias(p: AttentionProblem, bias?: number): Float32Array {
  *
  * Layout of the index arrays (Int32, the LSE layout): `q` [B, Hq, Nq] (BHND) or [Hq, totalQ]
  * (THD: entry h * totalQ + startQ[b] + i); `k` [B, Hkv, Nk] or [Hkv, totalK]. Each (b, h) slice
- * is a permutation of 0..n-1 (validated by the family layer). Absent = identity.
+ * is a permutation of 0..n-1 (validated by the family layer: @attnkit/attention's
+ * resolvePermute). Absent = identity. Implemented by every backend's forward (band and split-K)
+ * and backward (TS cpu/tile.ts stageTile/scatterTile, WGSL row mappings, C++ index pointers);
+ * users set it with the `permute` option.
  */
 export interface PermuteHook {
   q?: Int32Array | undefined;

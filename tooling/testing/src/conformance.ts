@@ -969,3 +969,25 @@ function describeBackend(
     reportCheck(await checkBadInput(spec, backend, b, withEnv(ctx)), ctx);
   });
 }
+
+/** Random permutations in the LSE layout ([B, H, N] or, THD, [H, total]) for a grid case. */
+export function randomPermutations(rng: Rng, d: CaseDims, side: 'q' | 'k'): Int32Array {
+  const heads = side === 'q' ? d.hq : d.hkv;
+  const lens =
+    d.layout === 'THD'
+      ? [...((side === 'q' ? d.seqQ : d.seqK) ?? [])]
+      : Array.from({ length: d.batch }, () => (side === 'q' ? d.nq : d.nk));
+  const slice = (n: number) => {
+    const a = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = rng.int(0, i + 1);
+      [a[i], a[j]] = [a[j]!, a[i]!];
+    }
+    return a;
+  };
+  const out: number[] = [];
+  if (d.layout === 'THD')
+    for (let h = 0; h < heads; h++) for (const n of lens) out.push(...slice(n));
+  else for (const n of lens) for (let h = 0; h < heads; h++) out.push(...slice(n));
+  return Int32Array.from(out);
+}

@@ -1,4 +1,4 @@
-import { type AttentionProblem, kBase, lseBase, qBase } from '@attnkit/attention';
+import { type AttentionProblem, kBase, lseBase, permKBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
 import {
@@ -6,7 +6,6 @@ import {
   FULL,
   gemm,
   needsMaskTest,
-  permKBase,
   SKIP,
   scatterTile,
   stageTile,

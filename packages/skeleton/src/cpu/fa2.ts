@@ -1,17 +1,15 @@
-import { type AttentionProblem, kBase, keyRange, lseBase, qBase } from '@attnkit/attention';
+import {
+  type AttentionProblem,
+  kBase,
+  keyRange,
+  lseBase,
+  permKBase,
+  qBase,
+} from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { combinePartials, splitKeyTiles } from './schedule.js';
 import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
-import {
-  classifyTile,
-  FULL,
-  gemm,
-  needsMaskTest,
-  permKBase,
-  SKIP,
-  stageTile,
-  tileRowRanges,
-} from './tile.js';
+import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageTile, tileRowRanges } from './tile.js';
 
 /** Scratch and per-(b, h, Q tile) state of the forward, shared by its key-range passes. */
 interface ForwardState {

@@ -42,7 +42,7 @@ export interface CpuHooks {
    * ([B, Hq, Nq] or [Hq, totalQ]; slice offset lseBase); absent = identity.
    */
   permQ?: Int32Array | undefined;
-  /** Likewise for the keys: [B, Hkv, Nk] or [Hkv, totalK] (slice offset tile.ts permKBase). */
+  /** Likewise for the keys: [B, Hkv, Nk] or [Hkv, totalK] (slice offset: @attnkit/attention permKBase). */
   permK?: Int32Array | undefined;
 }
 

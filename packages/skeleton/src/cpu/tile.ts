@@ -26,7 +26,7 @@ export function stageRows(
 /**
  * Permuted tiles (PermuteHook): row r of the tile starting at tiled row `row0` of a (b, h)
  * slice is the sequence row index[at + row0 + r] (`at`: the slice's offset in the index array,
- * lseBase for q, permKBase for k); without an index it is row0 + r. The branch is taken once
+ * lseBase for q, @attnkit/attention permKBase for k); without an index it is row0 + r. The branch is taken once
  * per tile: the identity path is stageRows on a contiguous (strided) block, as without hooks.
  * dst[r * width + c] = src[base + row(r) * stride + c] * mul, for r < rows; `base` is the
  * offset of the slice's row 0.
@@ -75,14 +75,6 @@ export function scatterTile(
     const so = r * width;
     for (let c = 0; c < width; c++) dst[dOff + c] = src[so + c]!;
   }
-}
-
-/**
- * Offset of (batch b, kv head h)'s slice of a k-side permutation index: [B, Hkv, Nk] (BHND) or
- * [Hkv, totalK] (THD). The q side uses the LSE layout, whose offset is lseBase.
- */
-export function permKBase(p: AttentionProblem, b: number, h: number): number {
-  return p.layout === 'BHND' ? (b * p.hkv + h) * p.maxSeqK : h * p.totalK + p.startK[b]!;
 }
 
 /**
