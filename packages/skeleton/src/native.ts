@@ -7,16 +7,9 @@ import {
   type NativeScoreMod,
   nativeLoadError,
 } from '@attnkit/native';
-import {
-  BackendUnavailableError,
-  DeviceError,
-  DTypeError,
-  describe,
-  Tensor,
-  ValueError,
-} from '@attnkit/tensor';
+import { BackendUnavailableError, describe, Tensor, ValueError } from '@attnkit/tensor';
 import { allocF32 } from './cpu/alloc.js';
-import { checkLike, encodeOutput } from './cpu/run.js';
+import { checkCpuQ, checkLike, encodeOutput } from './cpu/run.js';
 import { scheduleSplits } from './cpu/schedule.js';
 import type { TiledHooks } from './hooks.js';
 import { planNativeTiles } from './plan.js';
@@ -214,18 +207,7 @@ function prepare(
   const options = opts ?? {};
   const no = unsupported(p, hooks, options.algorithm);
   if (no) throw new ValueError(no.message, no.argument);
-  if (q.dtype === 'f64') {
-    throw new DTypeError(
-      'q: expected f32, f16 or bf16 (the kernels compute in f32), got f64; for float64 results use the references of @attnkit/attention',
-      'q',
-    );
-  }
-  if (q.device !== 'cpu') {
-    throw new DeviceError(
-      `q: expected a cpu tensor for the 'native' backend, got one on ${q.device}`,
-      'q',
-    );
-  }
+  checkCpuQ(q, 'native');
   const problem = nativeProblem(p, hooks, options);
   return { engine: requireNativeEngine(), problem };
 }

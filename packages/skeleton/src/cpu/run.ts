@@ -122,18 +122,7 @@ function prepare(
   }
   checkTile(options.blockQ, 'blockQ', p);
   checkTile(options.blockK, 'blockK', p);
-  if (q.dtype === 'f64') {
-    throw new DTypeError(
-      'q: expected f32, f16 or bf16 (the kernels compute in f32), got f64; for float64 results use the references of @attnkit/attention',
-      'q',
-    );
-  }
-  if (q.device !== 'cpu') {
-    throw new DeviceError(
-      `q: expected a cpu tensor for the 'ts' backend, got one on ${q.device}`,
-      'q',
-    );
-  }
+  checkCpuQ(q, 'ts');
   const no = unsupported(hooks, pass, algorithm);
   if (no) throw new ValueError(no.message, no.argument);
   const plan = planFlashTiles({
@@ -194,6 +183,22 @@ export function checkLike(
 }
 
 const count = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
+
+/** q of a cpu backend: f32/f16/bf16 (DTypeError otherwise) on the cpu (DeviceError). */
+export function checkCpuQ(q: Tensor, backend: 'ts' | 'native'): void {
+  if (q.dtype === 'f64') {
+    throw new DTypeError(
+      'q: expected f32, f16 or bf16 (the kernels compute in f32), got f64; for float64 results use the references of @attnkit/attention',
+      'q',
+    );
+  }
+  if (q.device !== 'cpu') {
+    throw new DeviceError(
+      `q: expected a cpu tensor for the '${backend}' backend, got one on ${q.device}`,
+      'q',
+    );
+  }
+}
 
 /**
  * Validates tile options (ValueError naming blockQ/blockK; must divide blockSparse blocks) and
