@@ -435,6 +435,13 @@ async function splitKForward(
       `schedule: split-K's partials take ${accBytes} bytes (${rows} rows x ${splits} splits x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
       'schedule',
     );
+  // batch x splits workgroups along z: a device limit, said before anything is queued.
+  const maxZ = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (p.batch * splits > maxZ)
+    throw new ValueError(
+      `schedule.splits: expected batch (${p.batch}) x splits <= ${maxZ} (the device's workgroups per dimension), got ${splits} splits`,
+      'schedule.splits',
+    );
   const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
   const lse = softmax ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
   const owned: GpuBuffer[] = [];

@@ -190,6 +190,11 @@ describe.skipIf(!ctx)('split-K forward vs the float64 modded reference', () => {
     await expect(tiledForwardWebGpu(p, hooks, q!, k!, v!)).rejects.toThrow(
       expect.objectContaining({ argument: 'schedule.splits' }),
     );
+    // More splits than one dispatch dimension may hold: said before anything is queued.
+    const many = { ...hooks, schedule: { kind: 'splitK', splits: 70000 } } as TiledHooks;
+    await expect(tiledForwardWebGpu(p, many, q!, k!, v!)).rejects.toThrow(
+      /schedule.splits: expected batch \(1\) x splits <= 65535/,
+    );
     for (const t of [q, k, v]) t?.dispose();
   });
 });
