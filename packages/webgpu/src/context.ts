@@ -1,4 +1,4 @@
-import { AttnkitError, describe, ValueError } from '@attnkit/tensor';
+import { AttnkitError, describe, Tensor, ValueError } from '@attnkit/tensor';
 import {
   type AdapterRequest,
   findAdapter,
@@ -14,6 +14,7 @@ import {
 import { type CompiledProgram, PipelineCache } from './pipelines.js';
 import { BufferPool } from './pool.js';
 import type { GpuProfiler } from './profiler.js';
+import type { WebGpuStorage } from './storage.js';
 
 /** What the device offers attnkit's kernels, detected once. */
 export interface WebGpuFeatures {
@@ -43,6 +44,11 @@ export interface WebGpuContextOptions extends AdapterRequest {
    * Pass [] to force the portable kernels.
    */
   features?: readonly OptionalFeature[];
+  /**
+   * Warn (once per context) when webgpu tensors are garbage-collected without dispose() or a
+   * scope. Default: true unless `process.env.NODE_ENV === 'production'`.
+   */
+  warnLeaks?: boolean;
 }
 
 export interface ComputeStep {
@@ -63,6 +69,45 @@ const LIMIT_NAMES: readonly (keyof WebGpuLimits)[] = [
   'maxBufferSize',
 ];
 
+/** The storages a scope created, and the scope that was current when it began. */
+interface TensorScope {
+  readonly storages: Set<WebGpuStorage>;
+  readonly parent: TensorScope | undefined;
+  ended: boolean;
+}
+
+/** `scope` or, once it has ended (scopes that interleaved), its nearest live ancestor. */
+function liveScope(scope: TensorScope | undefined): TensorScope | undefined {
+  while (scope?.ended) scope = scope.parent;
+  return scope;
+}
+
+/** What the safety net needs once a storage is garbage-collected (never the storage itself). */
+export interface CollectedStorage {
+  readonly ctx: WebGpuContext;
+  readonly buffer: GPUBuffer;
+}
+
+/**
+ * The safety net's callback: a webgpu storage was garbage-collected without dispose(). Its
+ * buffer goes back to the pool and the context counts the leak (and warns once, when
+ * `warnLeaks`). Exported for tests; the FinalizationRegistry calls it.
+ */
+export function releaseCollected(held: CollectedStorage): void {
+  held.ctx.collected(held.buffer);
+}
+
+const finalizer: FinalizationRegistry<CollectedStorage> | undefined =
+  typeof FinalizationRegistry === 'function'
+    ? new FinalizationRegistry(releaseCollected)
+    : undefined;
+
+function defaultWarnLeaks(): boolean {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+    ?.env;
+  return env?.NODE_ENV !== 'production';
+}
+
 const STORAGE_USAGE = () =>
   GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
@@ -76,7 +121,18 @@ export class WebGpuContext {
   readonly pipelines: PipelineCache;
   /** Tests set this: every output buffer from `createOutput` starts as NaN (all bits set). */
   poisonOutputs = false;
+  /**
+   * Warn once when webgpu tensors of this context are garbage-collected without dispose()
+   * (default: true unless NODE_ENV is 'production'). Their buffers are released either way.
+   */
+  warnLeaks = defaultWarnLeaks();
+  /** Webgpu tensor storages created on this context and not yet disposed or collected. */
+  liveTensors = 0;
+  /** Storages the garbage collector reclaimed without dispose() (the safety net released them). */
+  leakedTensors = 0;
   private lostError: GpuDeviceLostError | undefined;
+  private currentScope: TensorScope | undefined;
+  private leakWarningQueued = false;
 
   constructor(
     readonly device: GPUDevice,
@@ -105,6 +161,99 @@ export class WebGpuContext {
   /** True once the device is lost or destroyed. */
   get lost(): boolean {
     return this.lostError !== undefined;
+  }
+
+  /** GPU buffers of this context's pool handed out and not yet released (tensors, uniforms, staging). */
+  get liveBuffers(): number {
+    return this.pool.live;
+  }
+
+  /**
+   * Runs `fn` and then disposes every webgpu tensor created on this context inside it that it
+   * does not return. The returned value is walked (a Tensor, arrays, plain objects, Maps and
+   * Sets of them): tensors found there survive and belong to the enclosing scope, if any.
+   * Scopes nest; when `fn` throws or rejects, everything it created is released and the error
+   * propagates. Await a scope before starting another one beside it: scopes of one context
+   * that run concurrently (interleaved awaits) cannot tell whose tensors are whose.
+   */
+  async scope<T>(fn: () => T | Promise<T>): Promise<T> {
+    if (typeof fn !== 'function') {
+      throw new ValueError(`fn: expected a function, got ${describe(fn)}`, 'fn');
+    }
+    const scope: TensorScope = {
+      storages: new Set(),
+      parent: liveScope(this.currentScope),
+      ended: false,
+    };
+    this.currentScope = scope;
+    let result: T;
+    try {
+      result = await fn();
+    } catch (e) {
+      this.endScope(scope, new Set());
+      throw e;
+    }
+    this.endScope(scope, storagesIn(result));
+    return result;
+  }
+
+  /**
+   * Called by WebGpuStorage's constructor: registers the storage with the current scope and with
+   * the garbage-collection safety net.
+   */
+  track(storage: WebGpuStorage): void {
+    this.liveTensors++;
+    finalizer?.register(storage, { ctx: this, buffer: storage.buffer }, storage);
+    this.currentScope = liveScope(this.currentScope);
+    if (this.currentScope) {
+      this.currentScope.storages.add(storage);
+      storage.scope = this.currentScope.storages;
+    }
+  }
+
+  /** Called by WebGpuStorage.dispose(): the storage leaves its scope and the safety net. */
+  untrack(storage: WebGpuStorage): void {
+    this.liveTensors--;
+    finalizer?.unregister(storage);
+    storage.scope?.delete(storage);
+    storage.scope = undefined;
+  }
+
+  /** The safety net (see releaseCollected): a storage was collected without dispose(). */
+  collected(buffer: GPUBuffer): void {
+    this.liveTensors--;
+    this.leakedTensors++;
+    if (!this.lost) this.pool.release(buffer);
+    if (this.warnLeaks && !this.leakWarningQueued) {
+      this.leakWarningQueued = true;
+      // Let the rest of this collection's callbacks run first, so the count covers them.
+      setTimeout(() => {
+        console.warn(
+          `@attnkit/webgpu: ${this.leakedTensors} webgpu tensor(s) were garbage-collected without dispose(); ` +
+            'the safety net released their GPU buffers late, after the garbage collector ran, so ' +
+            'memory grows until then. Call tensor.dispose() when done, or run the work inside ' +
+            '`await ctx.scope(async () => ...)`, which releases what the block created and did ' +
+            'not return. (Warned once per context; set warnLeaks: false to silence.)',
+        );
+      }, 0);
+    }
+  }
+
+  private endScope(scope: TensorScope, keep: Set<WebGpuStorage>): void {
+    // Normally `scope` is current; when scopes interleaved, ended ones are skipped later.
+    scope.ended = true;
+    this.currentScope = liveScope(this.currentScope);
+    const parent = liveScope(scope.parent);
+    for (const storage of [...scope.storages]) {
+      if (keep.has(storage) && !storage.isDisposed) {
+        scope.storages.delete(storage);
+        storage.scope = parent?.storages;
+        parent?.storages.add(storage);
+      } else {
+        storage.dispose();
+      }
+    }
+    scope.storages.clear();
   }
 
   /** Throws GpuDeviceLostError if the device is gone. */
@@ -266,6 +415,41 @@ export class WebGpuContext {
   }
 }
 
+/** The webgpu storages a scope's result holds: Tensors in arrays, plain objects, Maps and Sets. */
+function storagesIn(value: unknown): Set<WebGpuStorage> {
+  const found = new Set<WebGpuStorage>();
+  const seen = new Set<object>();
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (v === null || typeof v !== 'object' || seen.has(v)) continue;
+    seen.add(v);
+    if (v instanceof Tensor) {
+      if (v.device === 'webgpu') found.add(v.storage as WebGpuStorage);
+    } else if ((v as { device?: unknown }).device === 'webgpu' && 'buffer' in v) {
+      found.add(v as WebGpuStorage);
+    } else if (Array.isArray(v)) {
+      stack.push(...v);
+    } else if (v instanceof Map) {
+      stack.push(...v.keys(), ...v.values());
+    } else if (v instanceof Set) {
+      stack.push(...v);
+    } else {
+      const proto = Object.getPrototypeOf(v);
+      if (proto === Object.prototype || proto === null) stack.push(...Object.values(v));
+    }
+  }
+  return found;
+}
+
+/** `ctx.scope(fn)` as a function: see WebGpuContext.scope. */
+export function webgpuScope<T>(ctx: WebGpuContext, fn: () => T | Promise<T>): Promise<T> {
+  if (!(ctx instanceof WebGpuContext)) {
+    throw new ValueError(`ctx: expected a WebGpuContext, got ${describe(ctx)}`, 'ctx');
+  }
+  return ctx.scope(fn);
+}
+
 function errorText(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
@@ -295,6 +479,12 @@ export async function createWebGpuContext(
       'features',
     );
   }
+  if (options.warnLeaks !== undefined && typeof options.warnLeaks !== 'boolean') {
+    throw new ValueError(
+      `warnLeaks: expected a boolean, got ${describe(options.warnLeaks)}`,
+      'warnLeaks',
+    );
+  }
   const { adapter, backend, keepAlive } = await findAdapter(options);
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
   const requiredLimits: Record<string, number> = {};
@@ -315,7 +505,7 @@ export async function createWebGpuContext(
   };
   const limits = {} as WebGpuLimits;
   for (const name of LIMIT_NAMES) limits[name] = device.limits[name] as number;
-  return new WebGpuContext(
+  const ctx = new WebGpuContext(
     device,
     features,
     limits,
@@ -328,6 +518,8 @@ export async function createWebGpuContext(
     },
     keepAlive,
   );
+  if (options.warnLeaks !== undefined) ctx.warnLeaks = options.warnLeaks;
+  return ctx;
 }
 
 let shared: Promise<WebGpuContext> | undefined;

@@ -27,13 +27,18 @@ export const WEBGPU_DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'i32', 'i8
 export class WebGpuStorage implements Storage {
   readonly device = 'webgpu';
   private disposed = false;
+  /** The scope (WebGpuContext.scope) that will dispose this storage, if any; the context sets it. */
+  scope: Set<WebGpuStorage> | undefined;
 
+  /** Registers with `ctx`'s current scope and its garbage-collection safety net. */
   constructor(
     readonly ctx: WebGpuContext,
     readonly dtype: DType,
     readonly length: number,
     readonly buffer: GPUBuffer,
-  ) {}
+  ) {
+    ctx.track(this);
+  }
 
   /** Bytes the elements occupy (the buffer may be larger: pooled size class). */
   get byteLength(): number {
@@ -54,6 +59,7 @@ export class WebGpuStorage implements Storage {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.ctx.untrack(this);
     this.ctx.pool.release(this.buffer);
   }
 
@@ -79,7 +85,7 @@ function checkDType(dtype: DType, argument: string): void {
 
 function checkContext(ctx: unknown): WebGpuContext {
   const c = ctx as WebGpuContext;
-  if (!c || typeof c !== 'object' || !c.device || !c.pool) {
+  if (!c || typeof c !== 'object' || !c.device || !c.pool || typeof c.track !== 'function') {
     throw new ValueError(
       `ctx: expected a WebGpuContext (createWebGpuContext/getWebGpuContext), got ${describe(ctx)}`,
       'ctx',
