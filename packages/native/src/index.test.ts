@@ -42,15 +42,61 @@ describe.runIf(base)('loading', () => {
     expect(out.stdout.trim()).toBe('3');
   });
 
-  test('an unknown ATTNKIT_ISA: undefined and one warning naming it', async () => {
-    vi.stubEnv('ATTNKIT_ISA', 'neon');
-    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+  test('ATTNKIT_ISA naming an ISA the CPU lacks: undefined and the ISAs it has', async () => {
+    const lacking = NATIVE_ISAS.find((isa) => !base!.availableIsas.includes(isa));
+    if (lacking === undefined) return; // this CPU runs every ISA
+    vi.stubEnv('ATTNKIT_ISA', lacking);
+    vi.spyOn(console, 'warn').mockImplementation(() => {});
     const fresh = await import('./index.js');
     expect(fresh.loadNative()).toBeUndefined();
+    expect(fresh.nativeLoadError()).toBe(
+      `ATTNKIT_ISA: expected one of the ISAs this CPU supports (${base!.availableIsas.join(', ')}), got "${lacking}"`,
+    );
+  });
+});
+
+describe('an unknown ATTNKIT_ISA is an error at load, not a silent fallback (issue 9)', () => {
+  const reason = 'ATTNKIT_ISA: expected one of avx512, avx2, scalar, got "avx9"';
+
+  test('ATTNKIT_ISA=avx9: undefined, one warning and nativeLoadError() with the reason', async () => {
+    vi.stubEnv('ATTNKIT_ISA', 'avx9');
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const fresh = await import('./index.js');
+    expect(fresh.nativeLoadError()).toBe(reason);
     expect(fresh.loadNative()).toBeUndefined();
+    expect(fresh.loadNative()).toBeUndefined();
+    // An explicit isa does not paper over a bad environment.
+    expect(fresh.loadNative({ isa: 'scalar' })).toBeUndefined();
     expect(warn).toHaveBeenCalledTimes(1);
-    expect(String(warn.mock.calls[0]![0])).toMatch(/ATTNKIT_ISA=neon/);
-    expect(fresh.nativeLoadError()).toMatch(/ATTNKIT_ISA=neon/);
+    expect(String(warn.mock.calls[0]![0])).toContain(reason);
+    expect(fresh.nativeLoadError()).toBe(reason);
+  });
+
+  test('checked before the addon: the reason is the same when the addon is missing', async () => {
+    vi.stubEnv('ATTNKIT_ISA', 'avx9');
+    vi.stubEnv('ATTNKIT_NATIVE_ADDON', `${nativeAddonPath()}.missing`);
+    vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const fresh = await import('./index.js');
+    expect(fresh.loadNative()).toBeUndefined();
+    expect(fresh.nativeLoadError()).toBe(reason);
+  });
+
+  test('case and whitespace are not forgiven; empty means unset', async () => {
+    for (const value of ['AVX2', ' scalar', 'neon']) {
+      vi.resetModules();
+      vi.stubEnv('ATTNKIT_ISA', value);
+      vi.spyOn(console, 'warn').mockImplementation(() => {});
+      const fresh = await import('./index.js');
+      expect(fresh.nativeLoadError()).toBe(
+        `ATTNKIT_ISA: expected one of avx512, avx2, scalar, got ${JSON.stringify(value)}`,
+      );
+    }
+    if (!base) return;
+    vi.resetModules();
+    vi.stubEnv('ATTNKIT_ISA', '');
+    const fresh = await import('./index.js');
+    expect(fresh.nativeLoadError()).toBeUndefined();
+    expect(fresh.loadNative()!.isa).toBe(base.isa);
   });
 });
 

@@ -331,6 +331,13 @@ const engines = new Map<NativeIsa, NativeEngine>();
 
 function loadAddon(): Addon | undefined {
   if (addon !== undefined) return addon ?? undefined;
+  // An ATTNKIT_ISA that names no ISA is a configuration error, whatever the addon and the CPU.
+  const wanted = env('ATTNKIT_ISA');
+  if (wanted !== undefined && wanted !== '' && !isIsa(wanted)) {
+    loadError = `ATTNKIT_ISA: expected one of ${NATIVE_ISAS.join(', ')}, got ${JSON.stringify(wanted)}`;
+    addon = null;
+    return undefined;
+  }
   const node = nodeBuiltins();
   const path = nativeAddonPath();
   if (!node || path === undefined) {
@@ -387,15 +394,16 @@ function checkEnvIsa(): NativeIsa | undefined {
   if (wanted === undefined || wanted === '' || !addon) return undefined;
   const isas = addon.info().isas;
   if (!isIsa(wanted) || !isas.includes(wanted)) {
-    loadError = `ATTNKIT_ISA=${wanted} is not one of the ISAs this CPU supports (${isas.join(', ')})`;
+    loadError = `ATTNKIT_ISA: expected one of the ISAs this CPU supports (${isas.join(', ')}), got ${JSON.stringify(wanted)}`;
     return undefined;
   }
   return wanted;
 }
 
 /**
- * The native engine, or undefined (with one console warning saying why) when the addon is not
- * built, fails to load, is not in Node, or ATTNKIT_ISA names an ISA this CPU lacks. Engines
+ * The native engine, or undefined (with one console warning saying why; nativeLoadError()
+ * returns it) when the addon is not built, fails to load, is not in Node, or ATTNKIT_ISA is set
+ * to a value that is not an ISA (checked before the addon loads) or names an ISA this CPU lacks. Engines
  * are cached per ISA. The first call loads the addon.
  */
 export function loadNative(options: LoadNativeOptions = {}): NativeEngine | undefined {

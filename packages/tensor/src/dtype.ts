@@ -1,4 +1,4 @@
-import { DTypeError, describe } from './errors.js';
+import { DTypeError, describe, ValueError } from './errors.js';
 
 /** Element types. f16 and bf16 are stored as raw 16-bit patterns in a Uint16Array. */
 export type DType = 'f64' | 'f32' | 'f16' | 'bf16' | 'i32' | 'i8' | 'u8';
@@ -40,6 +40,45 @@ export function bytesPerElement(dtype: DType): number {
 
 export function isFloatDType(dtype: DType): boolean {
   return dtype === 'f64' || dtype === 'f32' || dtype === 'f16' || dtype === 'bf16';
+}
+
+/** The integer dtypes. */
+export type IntDType = 'i32' | 'i8' | 'u8';
+
+/** The values each integer dtype holds (what its message says, and the bounds). */
+const INT_RANGES: Record<IntDType, { min: number; max: number; text: string }> = {
+  i32: { min: -(2 ** 31), max: 2 ** 31 - 1, text: '-2^31..2^31-1 (-2147483648..2147483647)' },
+  i8: { min: -128, max: 127, text: '-128..127' },
+  u8: { min: 0, max: 255, text: '0..255' },
+};
+
+export function isIntDType(dtype: DType): dtype is IntDType {
+  return dtype === 'i32' || dtype === 'i8' || dtype === 'u8';
+}
+
+/** Whether `dtype` holds `value` exactly: an integer (not NaN, not fractional) in its range. */
+export function intFits(dtype: IntDType, value: unknown): value is number {
+  const r = INT_RANGES[dtype];
+  return Number.isInteger(value) && (value as number) >= r.min && (value as number) <= r.max;
+}
+
+/**
+ * The one check for numbers going into an integer dtype: TypedArrays would wrap 300 to 44 in a
+ * u8, truncate 1.5 and turn NaN into 0, so a value the dtype cannot hold exactly is a ValueError
+ * naming `argument`, the dtype's range and the value (and its index, when given).
+ */
+export function assertIntFits(
+  dtype: IntDType,
+  value: unknown,
+  argument: string,
+  index?: number,
+): number {
+  if (intFits(dtype, value)) return value;
+  const at = index === undefined ? '' : ` at index ${index}`;
+  throw new ValueError(
+    `${argument}: ${dtype} holds integers in ${INT_RANGES[dtype].text}, got ${describe(value)}${at}`,
+    argument,
+  );
 }
 
 export function assertDType(value: unknown, argument = 'dtype'): DType {

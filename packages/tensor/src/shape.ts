@@ -2,14 +2,19 @@ import { describe, ShapeError, ValueError } from './errors.js';
 
 export type Shape = readonly number[];
 
+/** A shape: an array of non-negative integers (not NaN, not fractional, not infinite). */
 export function assertShape(shape: unknown, argument = 'shape'): number[] {
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+  const bad = Array.isArray(shape)
+    ? shape.findIndex((d) => !Number.isSafeInteger(d) || (d as number) < 0)
+    : 0;
+  if (bad >= 0) {
+    const entry = Array.isArray(shape) ? ` (entry ${bad} is ${describe(shape[bad])})` : '';
     throw new ShapeError(
-      `${argument}: expected an array of non-negative integers, got ${describe(shape)}`,
+      `${argument}: expected an array of non-negative integers, got ${describe(shape)}${entry}`,
       argument,
     );
   }
-  return [...shape];
+  return [...(shape as number[])];
 }
 
 export function numel(shape: Shape): number {

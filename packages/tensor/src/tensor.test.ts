@@ -111,6 +111,124 @@ describe('construction', () => {
   });
 });
 
+describe('integer tensors hold exactly what they are given (issue 9: no silent wrapping)', () => {
+  const ranges = {
+    u8: ['0..255', 0, 255],
+    i8: ['-128..127', -128, 127],
+    i32: ['-2^31..2^31-1 (-2147483648..2147483647)', -(2 ** 31), 2 ** 31 - 1],
+  } as const;
+
+  test("the audit's reproducer: Tensor.from([300], [1], 'u8') throws instead of wrapping to 44", () => {
+    expect(() => Tensor.from([300], [1], 'u8')).toThrow(ValueError);
+    expect(() => Tensor.from([300], [1], 'u8')).toThrow(
+      'data: u8 holds integers in 0..255, got 300 at index 0',
+    );
+    expect(errorOf(() => Tensor.from([300], [1], 'u8'))).toEqual([ValueError, 'data']);
+  });
+
+  for (const [dt, [text, lo, hi]] of Object.entries(ranges) as [
+    'u8' | 'i8' | 'i32',
+    readonly [string, number, number],
+  ][]) {
+    test(`${dt}: the range ${text} is kept exactly; outside, fractions, NaN and infinities throw`, () => {
+      const ok = Tensor.from([lo, 0, hi], [3], dt);
+      expect([...ok.data()]).toEqual([lo, 0, hi]);
+      const bad = [lo - 1, hi + 1, 0.5, -1.5, lo + 0.25, Number.NaN, Infinity, -Infinity];
+      for (const v of bad) {
+        const fn = () => Tensor.from([0, 1, v], [3], dt);
+        expect(errorOf(fn)).toEqual([ValueError, 'data']);
+        const shown = Number.isNaN(v) ? 'NaN' : String(v);
+        expect(fn).toThrow(`data: ${dt} holds integers in ${text}, got ${shown} at index 2`);
+        // Tensor.full checks its value the same way.
+        expect(errorOf(() => Tensor.full([2], v, dt))).toEqual([ValueError, 'value']);
+        expect(() => Tensor.full([2], v, dt)).toThrow(
+          `value: ${dt} holds integers in ${text}, got ${shown}`,
+        );
+      }
+      expect([...Tensor.full([2], hi, dt).data()]).toEqual([hi, hi]);
+      // The first offending element is the one named.
+      expect(() => Tensor.from([0, lo - 1, 0.5], [3], dt)).toThrow(/at index 1$/);
+      // Not numbers at all.
+      expect(() => Tensor.from(['3' as never], [1], dt)).toThrow(/got "3" at index 0/);
+      expect(() => Tensor.full([1], '3' as never, dt)).toThrow(ValueError);
+    });
+  }
+
+  test('an existing TypedArray of the dtype is taken as is (no copy, no check)', () => {
+    const u8 = new Uint8Array([0, 255, 44]);
+    const t = Tensor.from(u8, [3], 'u8');
+    expect(t.data()).toBe(u8);
+    const i8 = new Int8Array([-128, 127]);
+    expect(Tensor.from(i8).data()).toBe(i8);
+  });
+
+  test('float dtypes are unchanged: they hold NaN, infinities and fractions', () => {
+    const t = Tensor.from([Number.NaN, Infinity, 0.5, 300], [4], 'f32');
+    expect([...t.data()]).toEqual([Number.NaN, Infinity, 0.5, 300]);
+    expect(Number.isNaN(Tensor.full([1], Number.NaN, 'f64').get(0))).toBe(true);
+  });
+});
+
+describe('shapes, strides and offsets are non-negative integers (issue 9)', () => {
+  const storage = new CpuStorage('f32', new Float32Array(6));
+  const badShapes = [[-1, 3], [2, 1.5], [Number.NaN, 1], [Infinity, 1], [-Infinity], [2, '3']];
+
+  test('the constructor rejects negative, fractional, NaN and infinite extents (ShapeError on shape)', () => {
+    for (const shape of badShapes) {
+      expect(errorOf(() => new Tensor(storage, shape as never))).toEqual([ShapeError, 'shape']);
+      expect(
+        errorOf(() => new Tensor(storage, shape as never, [1, 1].slice(0, shape.length))),
+      ).toEqual([ShapeError, 'shape']);
+    }
+    // A negative extent used to make a tensor of size -3 (the bounds check saw no elements).
+    expect(() => new Tensor(storage, [-1, 3], [3, 1])).toThrow(
+      'shape: expected an array of non-negative integers, got [-1, 3] (entry 0 is -1)',
+    );
+    expect(errorOf(() => new Tensor(storage, 6 as never))).toEqual([ShapeError, 'shape']);
+    // Zero extents and rank 0 stay legal.
+    expect(new Tensor(storage, [0, 3]).size).toBe(0);
+    expect(new Tensor(storage, []).get()).toBe(0);
+  });
+
+  test('the constructor rejects fractional, NaN and infinite strides (ShapeError on strides)', () => {
+    for (const bad of [0.5, Number.NaN, Infinity, -Infinity, 1.5]) {
+      const fn = () => new Tensor(storage, [2, 3], [3, bad]);
+      expect(errorOf(fn)).toEqual([ShapeError, 'strides']);
+      expect(fn).toThrow(/^strides: expected an array of integers, got \[3, .*\] \(entry 1 is /);
+    }
+    // Used to read between elements: a [3] view with stride 0.5 gave [0, undefined -> NaN, 1].
+    expect(errorOf(() => new Tensor(storage, [3], [0.5]))).toEqual([ShapeError, 'strides']);
+    expect(errorOf(() => new Tensor(storage, [2, 3], 'x' as never))).toEqual([
+      ShapeError,
+      'strides',
+    ]);
+    // Negative integer strides walk backwards and stay legal (bounds-checked both ways).
+    expect(new Tensor(storage, [3], [-2], 4).size).toBe(3);
+    expect(new Tensor(storage, [2, 3], [0, 1]).size).toBe(6); // broadcast rows
+  });
+
+  test('the constructor rejects a negative, fractional or NaN offset (ShapeError on offset)', () => {
+    for (const bad of [-1, 0.5, Number.NaN, Infinity]) {
+      expect(errorOf(() => new Tensor(storage, [2], [1], bad))).toEqual([ShapeError, 'offset']);
+    }
+    // Even for an empty view, which the bounds check does not see.
+    expect(errorOf(() => new Tensor(storage, [0], [1], -1))).toEqual([ShapeError, 'offset']);
+  });
+
+  test('Tensor.from, zeros, full and the views check shapes the same way', () => {
+    for (const shape of badShapes) {
+      expect(errorOf(() => Tensor.from([1, 2, 3], shape as never))).toEqual([ShapeError, 'shape']);
+      expect(errorOf(() => Tensor.zeros(shape as never))).toEqual([ShapeError, 'shape']);
+      expect(errorOf(() => Tensor.full(shape as never, 1))).toEqual([ShapeError, 'shape']);
+    }
+    const t = Tensor.from([1, 2, 3, 4, 5, 6], [2, 3]);
+    expect(errorOf(() => t.reshape([3, -2]))).toEqual([ShapeError, 'shape']);
+    expect(errorOf(() => t.reshape([1.5, 4]))).toEqual([ShapeError, 'shape']);
+    expect(errorOf(() => t.reshape([Number.NaN, 6]))).toEqual([ShapeError, 'shape']);
+    expect(errorOf(() => t.reshape([-3, -2]))).toEqual([ShapeError, 'shape']);
+  });
+});
+
 describe('views', () => {
   const shape = [2, 3, 4];
   const vals = randomValues(24);
@@ -286,13 +404,24 @@ describe('copies and access', () => {
     );
   });
 
-  test('astype converts with rounding, truncation and wrapping', () => {
+  test('astype converts with rounding and truncation, never wrapping', () => {
     const wide = [1 + 2 ** -11 + 2 ** -30, 1 + 2 ** -11, 70000, -2.7, 2.7];
     const t = Tensor.from(new Float64Array(wide));
     expect([...t.astype('f16').data()]).toEqual(wide.map(f16ToBits));
     expect([...t.astype('bf16').data()]).toEqual(wide.map(bf16ToBits));
     expect([...t.astype('i32').data()]).toEqual([1, 1, 70000, -2, 2]);
-    expect([...t.astype('u8').data()]).toEqual([1, 1, 70000 % 256, 254, 2]);
+    // 70000 is outside u8 (it used to wrap to 112) and -2 outside it too (it used to be 254).
+    expect(() => t.astype('u8')).toThrow('data: u8 holds integers in 0..255, got 70000 at index 2');
+    expect(() => t.astype('i8')).toThrow('data: i8 holds integers in -128..127, got 70000');
+    expect([...Tensor.from([255.9, -0.5, 0], [3], 'f64').astype('u8').data()]).toEqual([255, 0, 0]);
+    expect(() => Tensor.from([256], [1], 'f32').astype('u8')).toThrow(ValueError);
+    expect(() => Tensor.from([2 ** 31], [1], 'f64').astype('i32')).toThrow(
+      'data: i32 holds integers in -2^31..2^31-1 (-2147483648..2147483647), got 2147483648 at index 0',
+    );
+    expect(() => Tensor.from([Number.NaN], [1], 'f16').astype('i32')).toThrow(/got NaN at index 0/);
+    expect([...Tensor.from([-128, 127], [2], 'i32').astype('i8').data()]).toEqual([-128, 127]);
+    expect(() => Tensor.from([-129, 127], [2], 'i32').astype('i8')).toThrow(/got -129 at index 0/);
+    expect(() => Tensor.from([1, 200], [2], 'u8').astype('i8')).toThrow(/got 200 at index 1/);
     expect([...t.astype('f32').data()]).toEqual(wide.map(Math.fround));
     const h = Tensor.from([0.1, -3], [2], 'f16');
     expect([...h.astype('f64').data()]).toEqual([bitsToF16(f16ToBits(0.1)), -3]);

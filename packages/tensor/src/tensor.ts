@@ -1,9 +1,10 @@
 import {
   allocStorage,
   assertDType,
+  assertIntFits,
   type DType,
   dtypeOfArray,
-  isFloatDType,
+  isIntDType,
   type StorageArrayOf,
   type TypedArray,
 } from './dtype.js';
@@ -42,8 +43,17 @@ export class Tensor {
     strides: Shape = contiguousStrides(shape),
     readonly offset = 0,
   ) {
-    this.shape = Object.freeze([...shape]);
-    this.strides = Object.freeze([...strides]);
+    // Every view passes through here: a negative, fractional or NaN extent would give a
+    // negative or fractional size and skip the bounds check below, a fractional stride would
+    // read between elements.
+    this.shape = Object.freeze(assertShape(shape));
+    this.strides = Object.freeze(assertStrides(strides));
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new ShapeError(
+        `offset: expected a non-negative integer, got ${describe(offset)}`,
+        'offset',
+      );
+    }
     if (this.strides.length !== this.shape.length) {
       throw new ShapeError(
         `strides: expected ${this.shape.length} entries for shape ${formatShape(shape)}, got ${describe([...strides])}`,
@@ -117,7 +127,8 @@ export class Tensor {
 
   static full(shape: Shape, value: number, dtype: DType = 'f32'): Tensor {
     const t = Tensor.zeros(shape, dtype);
-    if (typeof value !== 'number' || (!isFloatDType(t.dtype) && !Number.isFinite(value))) {
+    if (isIntDType(t.dtype)) assertIntFits(t.dtype, value, 'value');
+    else if (typeof value !== 'number') {
       throw new ValueError(`value: ${t.dtype} cannot hold ${describe(value)}`, 'value');
     }
     (t.storage as CpuStorage).data.fill(encodeScalar(t.dtype, value));
@@ -284,13 +295,18 @@ export class Tensor {
   }
 
   /**
-   * A contiguous CPU tensor in `dtype` (floats round to nearest even; ints truncate and wrap as
-   * TypedArrays do). With an unchanged dtype this is `contiguous()`, which may return this tensor.
+   * A contiguous CPU tensor in `dtype` (floats round to nearest even; to an integer dtype a cast
+   * truncates toward zero, and a value outside the dtype's range, NaN or an infinity is a
+   * ValueError naming `data`, never wrapped). With an unchanged dtype this is `contiguous()`,
+   * which may return this tensor.
    */
   astype(dtype: DType): Tensor {
     const dt = assertDType(dtype);
     if (dt === this.dtype) return this.contiguous();
     const values = this.toFloat64Array();
+    if (isIntDType(dt)) {
+      for (let i = 0; i < values.length; i++) values[i] = Math.trunc(values[i]!);
+    }
     return new Tensor(new CpuStorage(dt, fromNumbers(dt, values)), this.shape);
   }
 
@@ -361,6 +377,19 @@ export class Tensor {
   }
 }
 
+/** Strides in elements: integers (negative ones walk backwards, bounds-checked both ways). */
+function assertStrides(strides: unknown): number[] {
+  const bad = Array.isArray(strides) ? strides.findIndex((s) => !Number.isSafeInteger(s)) : 0;
+  if (bad >= 0) {
+    const entry = Array.isArray(strides) ? ` (entry ${bad} is ${describe(strides[bad])})` : '';
+    throw new ShapeError(
+      `strides: expected an array of integers, got ${describe(strides)}${entry}`,
+      'strides',
+    );
+  }
+  return [...(strides as number[])];
+}
+
 function assertArray(value: unknown, argument: string): readonly number[] {
   if (!Array.isArray(value)) {
     throw new ShapeError(`${argument}: expected an array, got ${describe(value)}`, argument);
@@ -384,15 +413,17 @@ function decodeScalar(dt: DType, raw: number): number {
   return raw;
 }
 
+/**
+ * Numbers (a number[] or a decoded TypedArray) as `dt`'s storage: halves round to nearest even;
+ * integer dtypes take only values they hold exactly (assertIntFits), never wrapping.
+ */
 function fromNumbers(dt: DType, values: ArrayLike<number>): TypedArray {
   if (dt === 'f16' || dt === 'bf16') return encodeHalfArray(dt, values);
   const out = allocStorage(dt, values.length);
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i]!;
-    if (dt !== 'f64' && dt !== 'f32' && !Number.isFinite(v)) {
-      throw new ValueError(`data: ${dt} cannot hold ${describe(v)} (element ${i})`, 'data');
-    }
-    out[i] = v;
+  if (isIntDType(dt)) {
+    for (let i = 0; i < values.length; i++) out[i] = assertIntFits(dt, values[i], 'data', i);
+    return out;
   }
+  for (let i = 0; i < values.length; i++) out[i] = values[i]!;
   return out;
 }
