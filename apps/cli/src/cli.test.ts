@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { loadGolden } from '@attnkit/attention';
@@ -234,6 +234,52 @@ describe('attnkit bench', () => {
         `attnkit: ${flag}: expected an integer >= ${flag === '--repeats' ? 1 : 0}, got "${value}"`,
       );
     }
+  });
+
+  test('--out to a missing directory is a usage error naming --out, before the run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-'));
+    for (const out of [
+      join(dir, 'missing', 'bench.json'),
+      join(dir, 'missing'),
+      `${join(dir, 'missing')}/`,
+    ]) {
+      const io = captureIo();
+      // A shape this large would take minutes: exit 2 at once proves the check runs first.
+      const args = ['bench', '--shape', '64,64,4096,128', '--out', out];
+      expect(await runCli(args, io), out).toBe(2);
+      expect(io.stdout).toEqual([]);
+      expect(io.stderr.join('\n')).toMatch(
+        /^attnkit: --out: directory ".*missing.*" .*does not exist/,
+      );
+    }
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  test('--out to an existing directory writes bench-<date>.json inside it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-'));
+    const io = captureIo();
+    const args = ['--shape', '1,1,16,8', '--repeats', '1', '--warmup', '0', '--forward-only'];
+    expect(await runCli(['bench', ...args, '--backend', 'ts', '--out', dir], io)).toBe(0);
+    const written = readdirSync(dir);
+    expect(written).toHaveLength(1);
+    expect(written[0]).toMatch(/^bench-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z\.json$/);
+    const json = JSON.parse(readFileSync(join(dir, written[0]!), 'utf8'));
+    expect(written[0]).toBe(`bench-${json.date.replace(/[:.]/g, '-')}.json`);
+    expect(json.rows).toHaveLength(1);
+  });
+
+  test('without --out bench writes no file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnkit-'));
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      const io = captureIo();
+      const args = ['bench', '--shape', '1,1,16,8', '--repeats', '1', '--warmup', '0'];
+      expect(await runCli([...args, '--forward-only', '--backend', 'ts'], io)).toBe(0);
+    } finally {
+      process.chdir(cwd);
+    }
+    expect(readdirSync(dir)).toEqual([]);
   });
 
   test('a bad shape is a usage error naming --shape', async () => {

@@ -1,4 +1,6 @@
+import { existsSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { dirname, extname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { registeredKernels } from '@attnkit/attention';
 import { AttnkitError, ValueError } from '@attnkit/tensor';
@@ -35,11 +37,13 @@ export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <
 
 export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
                 [--algorithm fa1|fa2] [--score-mod none|alibi|softcap:<cap>]
-                [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json]
+                [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json|dir]
       Times forward and backward through the kernel registry (median after warm-up), prints
       GFLOP/s beside the float64 reference's time on the same shape. Default backend: the
       registry's choice for cpu tensors (native when the addon loads, else ts).
-      --repeats is at least 1; --warmup may be 0.`;
+      --repeats is at least 1; --warmup may be 0. --out writes the JSON results to a file, or to
+      bench-<date>.json inside an existing directory; its directory must exist (checked before
+      the run). Without --out nothing is written.`;
 
 export const USAGE = `attnkit: fast, exact attention for JavaScript
 
@@ -48,6 +52,35 @@ ${VERIFY_USAGE}
 ${BENCH_USAGE}
 ${IO_USAGE}
   attnkit help`;
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Where `bench --out` writes, decided before the run: an existing directory gets
+ * bench-<date>.json inside it; an existing file is overwritten; otherwise a new file whose
+ * directory must exist. A path that does not exist and looks like a directory (trailing slash,
+ * no extension) is an error, not a new file.
+ */
+export function benchOutPath(out: string, date: Date): string {
+  if (isDirectory(out)) return join(out, `bench-${date.toISOString().replace(/[:.]/g, '-')}.json`);
+  if (existsSync(out)) return out; // an existing file: overwritten
+  if (/[\\/]$/.test(out) || extname(out) === '') {
+    throw new ValueError(
+      `--out: directory "${out}" does not exist (give an existing directory or a file path like results.json)`,
+      '--out',
+    );
+  }
+  if (!isDirectory(dirname(out))) {
+    throw new ValueError(`--out: directory "${dirname(out)}" of "${out}" does not exist`, '--out');
+  }
+  return out;
+}
 
 function fail(io: CliIo, message: string): number {
   io.err(`attnkit: ${message}`);
@@ -135,6 +168,8 @@ async function bench(args: string[], io: CliIo): Promise<number> {
   if (values.algorithm !== 'fa1' && values.algorithm !== 'fa2') {
     return fail(io, `--algorithm: expected fa1 or fa2, got "${values.algorithm}"`);
   }
+  const date = new Date();
+  const outPath = values.out === undefined ? undefined : benchOutPath(values.out, date);
   const rows = await runBench(
     {
       ...DEFAULT_BENCH,
@@ -153,12 +188,8 @@ async function bench(args: string[], io: CliIo): Promise<number> {
     },
     values.json ? undefined : (line) => io.err(line),
   );
-  const json = JSON.stringify(
-    { date: new Date().toISOString(), node: process.version, rows },
-    null,
-    2,
-  );
-  if (values.out) await writeFile(values.out, `${json}\n`);
+  const json = JSON.stringify({ date: date.toISOString(), node: process.version, rows }, null, 2);
+  if (outPath !== undefined) await writeFile(outPath, `${json}\n`);
   io.out(values.json ? json : formatBenchTable(rows));
   return 0;
 }
