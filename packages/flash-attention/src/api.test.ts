@@ -198,3 +198,40 @@ describe('flashFlops', () => {
     expectError(() => flashFlops(null as never, 'forward'), ValueError, 'p');
   });
 });
+
+describe('non-finite inputs (checkFinite) and lse', () => {
+  const rng = new Rng(99);
+  const [q, k, v, dO] = [0, 1, 2, 3].map(() => rng.randn([1, 2, 9, 8]));
+  test('an lse with NaN or +Inf is rejected by every cpu backward, naming lse', async () => {
+    const { o, lse } = flashAttentionTs(q!, k!, v!);
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY]) {
+      const data = lse.toFloat32Array().slice();
+      data[3] = bad;
+      const badLse = Tensor.from(data, lse.shape);
+      expect(() => flashAttentionBackwardTs(q!, k!, v!, o, badLse, dO!)).toThrow(
+        expect.objectContaining({ argument: 'lse' }),
+      );
+      for (const backend of ['ts', 'native'] as const) {
+        await expect(
+          flashAttentionBackward(q!, k!, v!, o, badLse, dO!, { backend }),
+        ).rejects.toThrow(expect.objectContaining({ argument: 'lse' }));
+      }
+    }
+    // -Infinity (a row without keys) is a valid lse.
+    const empty = lse.toFloat32Array().slice();
+    empty[0] = Number.NEGATIVE_INFINITY;
+    expect(() =>
+      flashAttentionBackwardTs(q!, k!, v!, o, Tensor.from(empty, lse.shape), dO!),
+    ).not.toThrow();
+  });
+
+  test('checkFinite names the tensor holding a NaN; without it nothing is scanned', () => {
+    const data = k!.toFloat32Array().slice();
+    data[5] = Number.NaN;
+    const badK = Tensor.from(data, k!.shape);
+    expect(() => flashAttentionTs(q!, badK, v!, { checkFinite: true })).toThrow(
+      /k: expected finite values \(checkFinite\), got NaN at flat index 5/,
+    );
+    expect(() => flashAttentionTs(q!, badK, v!)).not.toThrow();
+  });
+});

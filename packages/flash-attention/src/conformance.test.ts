@@ -94,6 +94,23 @@ describeConformance({
   goldenKinds: ['softmax', 'softmax_varlen'],
   badInputs: [
     {
+      name: 'checkFinite rejects a NaN in q',
+      options: { checkFinite: true },
+      tensors: (t) => {
+        const data = t.q!.toFloat32Array().slice();
+        data[data.length - 1] = Number.NaN;
+        return { ...t, q: Tensor.from(data, t.q!.shape) };
+      },
+      error: ValueError,
+      argument: 'q',
+    },
+    {
+      name: 'checkFinite must be a boolean',
+      options: { checkFinite: 1 },
+      error: ValueError,
+      argument: 'checkFinite',
+    },
+    {
       name: 'window of one number',
       options: { window: [3] },
       error: ValueError,
@@ -124,6 +141,18 @@ describeConformance({
       error: DTypeError,
       argument: 'v',
       backends: ['ts', 'native'],
+    },
+    {
+      name: 'an lse with NaN or +Inf (backward)',
+      pass: 'backward',
+      options: { checkFinite: true },
+      tensors: (t) => {
+        const data = t.lse!.toFloat32Array().slice();
+        data[0] = Number.POSITIVE_INFINITY;
+        return { ...t, lse: Tensor.from(data, t.lse!.shape) };
+      },
+      error: ValueError,
+      argument: 'lse',
     },
     {
       name: 'lse of the wrong shape (backward)',

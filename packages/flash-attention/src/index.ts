@@ -1,5 +1,6 @@
 import type { AttentionProblem } from '@attnkit/attention';
 import {
+  checkFiniteValues,
   defineTiledFamily,
   nativeAvailable as nativeReady,
   type TiledOptions,
@@ -148,6 +149,7 @@ export function flashAttentionTs(
 ): FlashAttentionResult {
   f64Guard(q);
   const { p, hooks } = family.resolve(q, k, v, options);
+  checkFiniteValues('forward', { q, k, v }, options);
   return tiledForwardTs(p, hooks, q, k, v, options) as FlashAttentionResult;
 }
 
@@ -163,6 +165,7 @@ export function flashAttentionBackwardTs(
 ): FlashAttentionGrads {
   f64Guard(q);
   const { p, hooks } = family.resolve(q, k, v, options);
+  checkFiniteValues('backward', { q, k, v, o, lse, do: dO }, options);
   return tiledBackwardTs(p, hooks, q, k, v, o, lse, dO, options);
 }
 

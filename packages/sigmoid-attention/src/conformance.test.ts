@@ -68,6 +68,23 @@ describeConformance({
   },
   goldenKinds: ['sigmoid'],
   badInputs: [
+    {
+      name: 'checkFinite rejects a NaN in q',
+      options: { checkFinite: true },
+      tensors: (t) => {
+        const data = t.q!.toFloat32Array().slice();
+        data[data.length - 1] = Number.NaN;
+        return { ...t, q: Tensor.from(data, t.q!.shape) };
+      },
+      error: ValueError,
+      argument: 'q',
+    },
+    {
+      name: 'checkFinite must be a boolean',
+      options: { checkFinite: 1 },
+      error: ValueError,
+      argument: 'checkFinite',
+    },
     { name: 'bias not a number', options: { bias: 'x' }, error: ValueError, argument: 'bias' },
     {
       name: 'sinks are softmax-only',

@@ -60,6 +60,13 @@ export interface TiledOptions extends AttentionOptions {
    * attention of the gathered rows (every position rule sees the tiled order) scattered back.
    */
   permute?: PermuteOptions;
+  /**
+   * Reject non-finite inputs (q, k, v; o and dO for the backward) with a ValueError naming the
+   * tensor instead of computing with them (default false: a NaN propagates to the outputs as in
+   * the float64 reference). Scans every element (webgpu tensors are read back for it). An lse
+   * with NaN or +Inf is always rejected by a backward on cpu tensors (on webgpu only with this).
+   */
+  checkFinite?: boolean;
   /** webgpu: tile sizes per kernel instead of the planner's. */
   tiles?: Partial<Record<WebGpuFlashKernel, Partial<WebGpuTileConfig>>>;
   /** webgpu: times each kernel's pass with timestamp queries. */
@@ -131,6 +138,7 @@ const COMMON_OPTIONS = [
   'profiler',
   'numSplits',
   'permute',
+  'checkFinite',
 ];
 
 const BACKENDS: Record<TiledBackend, { priority: number; devices: string[] }> = {
@@ -163,6 +171,11 @@ function checkOptions(options: unknown, known: readonly string[]): Record<string
       'backend',
     );
   }
+  if (o.checkFinite !== undefined && typeof o.checkFinite !== 'boolean')
+    throw new ValueError(
+      `checkFinite: expected a boolean, got ${describe(o.checkFinite)}`,
+      'checkFinite',
+    );
   const n = o.numSplits;
   if (n !== undefined && (typeof n !== 'number' || !Number.isInteger(n) || n < 1))
     throw new ValueError(`numSplits: expected a positive integer, got ${describe(n)}`, 'numSplits');
@@ -179,6 +192,75 @@ function checkTensorArg(t: unknown, name: string): Tensor {
   if (!tt || typeof tt !== 'object' || !Array.isArray(tt.shape) || typeof tt.device !== 'string')
     throw new ShapeError(`${name}: expected a Tensor, got ${describe(t)}`, name);
   return tt;
+}
+
+function firstNonFinite(
+  data: Float32Array,
+  allow?: (x: number) => boolean,
+): { at: number; value: number } | undefined {
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i]!;
+    if (!Number.isFinite(x) && !allow?.(x)) return { at: i, value: x };
+  }
+  return undefined;
+}
+
+const isTensor = (x: unknown): x is Tensor =>
+  !!x && typeof x === 'object' && typeof (x as Tensor).toFloat32Array === 'function';
+
+/**
+ * `checkFinite`: q, k, v (and o, dO) must be finite (ValueError naming the tensor). An lse with
+ * NaN or +Inf is never valid (a row without keys has -Inf): a backward always rejects it. `read`
+ * gives a tensor's values: cpu tensors directly; webgpu ones only where the caller read them
+ * back (checkFiniteInputs does, with `checkFinite`).
+ */
+export function checkFiniteValues(
+  pass: KernelPass,
+  t: KernelTensors,
+  options: { checkFinite?: boolean | undefined },
+  read: (x: Tensor) => Float32Array | undefined = (x) =>
+    x.device === 'cpu' ? x.toFloat32Array() : undefined,
+): void {
+  const names = options.checkFinite
+    ? ['q', 'k', 'v', ...(pass === 'backward' ? ['o', 'do'] : [])]
+    : [];
+  for (const name of names) {
+    const x = t[name];
+    const data = isTensor(x) ? read(x) : undefined;
+    const bad = data && firstNonFinite(data);
+    if (bad) {
+      const arg = name === 'do' ? 'dO' : name;
+      throw new ValueError(
+        `${arg}: expected finite values (checkFinite), got ${bad.value} at flat index ${bad.at}`,
+        arg,
+      );
+    }
+  }
+  const lse = pass === 'backward' && isTensor(t.lse) ? read(t.lse) : undefined;
+  const bad = lse && firstNonFinite(lse, (x) => x === Number.NEGATIVE_INFINITY);
+  if (bad) {
+    throw new ValueError(
+      `lse: expected the forward's log-sum-exp (finite, or -Infinity for a row without keys), got ${bad.value} at flat index ${bad.at}`,
+      'lse',
+    );
+  }
+}
+
+/** checkFiniteValues; with `checkFinite`, webgpu tensors are read back for it. */
+async function checkFiniteInputs(
+  pass: KernelPass,
+  t: KernelTensors,
+  options: TiledOptions,
+): Promise<void> {
+  const host = new Map<Tensor, Float32Array>();
+  if (options.checkFinite) {
+    for (const x of Object.values(t)) {
+      if (isTensor(x) && x.device !== 'cpu') host.set(x, (await x.toCpu()).toFloat32Array());
+    }
+  }
+  checkFiniteValues(pass, t, options, (x) =>
+    x.device === 'cpu' ? x.toFloat32Array() : host.get(x),
+  );
 }
 
 /** Why a backend cannot run these options, from the options alone (no resolution needed). */
@@ -261,7 +343,7 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     checkTensorArg(t.v, 'v'),
   ];
   const resolve = (t: KernelTensors, options: unknown): Resolved & { o: O } => {
-    const o = checkOptions(options ?? {}, known) as O;
+    const o = checkOptions(options === undefined ? {} : options, known) as O;
     const [q, k, v] = inputsOf(t);
     const p = resolveAttentionProblem(q, k, v, o);
     const scoreMods = resolveScoreMods(o.scoreMod, p, q.device);
@@ -282,8 +364,9 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
         available: backend === 'native' ? nativeAvailable : undefined,
         supports: (req: KernelRequest) => declines(backend, pass, req.options) ?? true,
         outputs: pass === 'forward' ? def.forwardOutputs : ['dq', 'dk', 'dv'],
-        run: (t, options) => {
+        run: async (t, options) => {
           const r = resolve(t, options);
+          await checkFiniteInputs(pass, t, r.o);
           return runOn(backend, pass, r, t, r.o);
         },
       });
@@ -302,6 +385,7 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
       },
       r.o.backend,
     );
+    await checkFiniteInputs(pass, t, r.o);
     return runOn(reg.backend as TiledBackend, pass, r, t, r.o);
   };
   return {
