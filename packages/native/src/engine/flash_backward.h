@@ -18,6 +18,7 @@
 // Parameters per ISA: kBwdNV, kBwdMR, kBwdTileQ, kDqMR, kDqCV.
 #pragma once
 
+#include <limits>
 #include <cmath>
 
 #include "flash_hooks.h"
@@ -187,11 +188,17 @@ ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const
                         const float* lse2, int64_t i0, int64_t nr, int64_t j0, int64_t kcols,
                         const BwdScratch& sc) {
   int64_t keptBlock = -1;
+  // exp2v maps NaN to 0; a NaN S - LSE (NaN input, or a row the forward poisoned: LSE = NaN)
+  // must stay NaN so the gradients it reaches come out NaN, as in the reference.
+  const V nan = V::set1(std::numeric_limits<float>::quiet_NaN());
   for (int64_t i = 0; i < nr; i++) {
     float* row = sc.pm + i * kBwdBk;
     const V l2 = V::set1(lse2[i0 + i]);
     if (vis == Vis::kFull) {
-      for (int u = 0; u < kBwdNV; u++) exp2v(V::load(row + u * V::L) - l2).store(row + u * V::L);
+      for (int u = 0; u < kBwdNV; u++) {
+        const V t = V::load(row + u * V::L) - l2;
+        V::keep_in(exp2v(t), t, -kInf, kInf, nan).store(row + u * V::L);
+      }
       continue;
     }
     const float lo = static_cast<float>(keyLo(p, s, i0 + i));
@@ -203,7 +210,8 @@ ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const
       }
     }
     for (int u = 0; u < kBwdNV; u++) {
-      V e = exp2v(V::load(row + u * V::L) - l2);
+      const V t = V::load(row + u * V::L) - l2;
+      V e = V::keep_in(exp2v(t), t, -kInf, kInf, nan);
       e = V::keep_in(e, V::load(sc.jidx + u * V::L), lo, hi, V::zero());
       if (bs != nullptr) e = V::keep_nonzero(e, V::load(sc.kept + u * V::L), V::zero());
       e.store(row + u * V::L);
@@ -218,6 +226,7 @@ ATTNKIT_ALWAYS_INLINE void bwdSigmoidW(const AttnProblem& p, const Seq& s, const
                         bool gSet, const BwdScratch& sc) {
   int64_t keptBlock = -1;
   const V b = V::set1(bias2), neg = V::set1(-kInf);
+  const V nan = V::set1(std::numeric_limits<float>::quiet_NaN());
   for (int64_t i = 0; i < nr; i++) {
     float* row = sc.pm + i * kBwdBk;
     float* g = sc.gm + i * kBwdBk;
@@ -239,7 +248,10 @@ ATTNKIT_ALWAYS_INLINE void bwdSigmoidW(const AttnProblem& p, const Seq& s, const
         if (bs != nullptr) x = V::keep_nonzero(x, V::load(sc.kept + u * V::L), neg);
       }
       V wd;
-      sigmoid2v(x + b, &wd).store(row + u * V::L);
+      const V t = x + b;
+      // sigmoid2v maps NaN to 0; the reference keeps NaN.
+      V::keep_in(sigmoid2v(t, &wd), t, -kInf, kInf, nan).store(row + u * V::L);
+      wd = V::keep_in(wd, t, -kInf, kInf, nan);
       (gSet ? wd * V::load(g + u * V::L) : wd).store(g + u * V::L);
     }
   }

@@ -12,6 +12,8 @@
 // Parameters per ISA: kFwdNV, kFwdMR (register rows of both micro-kernels), kFwdTileK.
 #pragma once
 
+#include <limits>
+#include <vector>
 #include <cmath>
 
 #include "flash_hooks.h"
@@ -128,10 +130,20 @@ inline void fwdMask(const AttnProblem& p, const uint8_t* bs, const FwdBlockState
 // Softmax policy on a tile of scores: new max, rescale factor alpha = exp2(m_old - m_new),
 // P = exp2(S - m_new) in place, l = alpha l + rowsum(P).
 ATTNKIT_ALWAYS_INLINE void fwdSoftmax(int64_t nkeys, const FwdBlockState& blk, const FwdScratch& sc, V* alpha) {
-  V m[kFwdNV], mx[kFwdNV], safe[kFwdNV], sum[kFwdNV];
-  for (int v = 0; v < kFwdNV; v++) mx[v] = m[v] = V::load(blk.m + v * V::L);
+  V m[kFwdNV], mx[kFwdNV], safe[kFwdNV], sum[kFwdNV], tot[kFwdNV];
+  for (int v = 0; v < kFwdNV; v++) {
+    mx[v] = m[v] = V::load(blk.m + v * V::L);
+    tot[v] = V::zero();
+  }
   for (int64_t j = 0; j < nkeys; j++)
-    for (int v = 0; v < kFwdNV; v++) mx[v] = V::max(mx[v], V::load(sc.st + j * kFwdBq + v * V::L));
+    for (int v = 0; v < kFwdNV; v++) {
+      const V x = V::load(sc.st + j * kFwdBq + v * V::L);
+      mx[v] = V::max(mx[v], x);
+      // The plain sum of the scores is NaN iff a score is NaN (or +inf meets -inf, where the
+      // max is +inf anyway): the max ignores NaN and exp2v maps it to 0, so this is how a
+      // NaN row is seen (one add per score, checked once per tile below).
+      tot[v] = tot[v] + x;
+    }
   for (int v = 0; v < kFwdNV; v++) {
     // A lane with no allowed key so far keeps m = -inf; subtracting 0 instead keeps its
     // probabilities exp2(-inf) = 0 rather than NaN.
@@ -150,16 +162,26 @@ ATTNKIT_ALWAYS_INLINE void fwdSoftmax(int64_t nkeys, const FwdBlockState& blk, c
   for (int v = 0; v < kFwdNV; v++) {
     V::fma(V::load(blk.l + v * V::L), alpha[v], sum[v]).store(blk.l + v * V::L);
     mx[v].store(blk.m + v * V::L);
+    tot[v].store(sc.kept + v * V::L);
+  }
+  // A NaN score, or a +inf one (exp(inf - inf) is NaN in the reference), poisons the row:
+  // l = NaN stays NaN (NaN * alpha + sum), and the finish writes O = NaN, LSE = NaN.
+  for (int64_t i = 0; i < kFwdBq; i++) {
+    if (sc.kept[i] != sc.kept[i] || blk.m[i] == kInf) blk.l[i] = std::numeric_limits<float>::quiet_NaN();
   }
 }
 
 // Sigmoid policy: W = sigmoid(S + b) in place (b in log2 units); O^T accumulates unscaled.
 ATTNKIT_ALWAYS_INLINE void fwdSigmoid(int64_t nkeys, float bias2, const FwdScratch& sc, V* alpha) {
   const V b = V::set1(bias2);
+  const V nan = V::set1(std::numeric_limits<float>::quiet_NaN());
   for (int64_t j = 0; j < nkeys; j++) {
     float* row = sc.st + j * kFwdBq;
-    for (int v = 0; v < kFwdNV; v++)
-      sigmoid2v(V::load(row + v * V::L) + b, nullptr).store(row + v * V::L);
+    for (int v = 0; v < kFwdNV; v++) {
+      const V t = V::load(row + v * V::L) + b;
+      // sigmoid2v maps NaN to 0; the reference's sigmoid(NaN) is NaN.
+      V::keep_in(sigmoid2v(t, nullptr), t, -kInf, kInf, nan).store(row + v * V::L);
+    }
   }
   for (int v = 0; v < kFwdNV; v++) alpha[v] = V::set1(1.0f);
 }
@@ -171,6 +193,60 @@ struct FwdHead {
   float sink;   // softmax with sinks: sink_h (natural log units)
   bool hasSink;
 };
+
+// O^T = alpha O^T + P V over the keys of a tile (P^T in st, V rows at vj).
+ATTNKIT_ALWAYS_INLINE void fwdPV(int64_t dv, int64_t nkeys, const float* st, const float* vj,
+                                 int64_t vRow, float* ot, const V* alpha) {
+  int64_t c = 0;
+  for (; c + kFwdMR <= dv; c += kFwdMR)
+    FwdPV<kFwdMR>::run(nkeys, st, vj + c, vRow, ot + c * kFwdBq, alpha);
+  if (c < dv) withRows<FwdPV, kFwdMR>(dv - c, nkeys, st, vj + c, vRow, ot + c * kFwdBq, alpha);
+}
+
+// Whether the V rows of a tile hold no NaN or infinity (checked on partial tiles only).
+inline bool fwdRowsFinite(const float* vj, int64_t vRow, int64_t nkeys, int64_t dv) {
+  float acc = 0.0f;
+  for (int64_t j = 0; j < nkeys; j++)
+    for (int64_t c = 0; c < dv; c++) acc += vj[j * vRow + c] * 0.0f;
+  return acc == 0.0f;
+}
+
+// P V on a partial tile with a non-finite V row: the dense product would give the lanes that
+// do not see that key 0 * NaN = NaN (the reference sums only allowed keys). So the product runs
+// with those rows zeroed, and each such key is then added to the lanes that are allowed it.
+ATTNKIT_NOINLINE inline void fwdPVNonFinite(const AttnProblem& p, const uint8_t* bs, const float* vj,
+                                            int64_t vRow, int64_t j0, int64_t j1,
+                                            const FwdBlockState& blk, const FwdScratch& sc,
+                                            const V* alpha) {
+  const int64_t nkeys = j1 - j0, dv = p.dv;
+  std::vector<float> vz(static_cast<size_t>(nkeys * dv));
+  std::vector<int64_t> bad;
+  for (int64_t j = 0; j < nkeys; j++) {
+    bool fin = true;
+    for (int64_t c = 0; c < dv; c++) {
+      const float x = vj[j * vRow + c];
+      vz[j * dv + c] = x;
+      if (!(x - x == 0.0f)) fin = false;
+    }
+    if (!fin) {
+      bad.push_back(j);
+      for (int64_t c = 0; c < dv; c++) vz[j * dv + c] = 0.0f;
+    }
+  }
+  fwdPV(dv, nkeys, sc.st, vz.data(), dv, blk.ot, alpha);
+  const float lo = p.left < 0 ? -kInf : -static_cast<float>(p.left);
+  const float hi = p.right < 0 ? kInf : static_cast<float>(p.right);
+  for (const int64_t jj : bad) {
+    const int64_t j = j0 + jj;
+    for (int64_t i = 0; i < blk.rows; i++) {
+      const float rel = static_cast<float>(j) - blk.diag[i];
+      if (!(rel >= lo && rel <= hi)) continue;
+      if (bs != nullptr && bs[(blk.i0 + i) / p.bsBlockQ * p.bsNbk + j / p.bsBlockK] == 0) continue;
+      const float w = sc.st[jj * kFwdBq + i];
+      for (int64_t c = 0; c < dv; c++) blk.ot[c * kFwdBq + i] += w * vj[jj * vRow + c];
+    }
+  }
+}
 
 // One key tile [j0, j1) for one query block: scores, score mods, mask, the normalize policy
 // (FA2's online softmax, or sigmoid), O^T update. k and vj point at the tile's first key row
@@ -193,11 +269,11 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
     fwdSigmoid(nkeys, hd.bias2, sc, alpha);
   else
     fwdSoftmax(nkeys, blk, sc, alpha);
-  int64_t c = 0;
-  for (; c + kFwdMR <= p.dv; c += kFwdMR)
-    FwdPV<kFwdMR>::run(nkeys, sc.st, vj + c, vRow, blk.ot + c * kFwdBq, alpha);
-  if (c < p.dv)
-    withRows<FwdPV, kFwdMR>(p.dv - c, nkeys, sc.st, vj + c, vRow, blk.ot + c * kFwdBq, alpha);
+  if (vis == Vis::kPartial && !fwdRowsFinite(vj, vRow, nkeys, p.dv)) {
+    fwdPVNonFinite(p, bs, vj, vRow, j0, j1, blk, sc, alpha);
+    return;
+  }
+  fwdPV(p.dv, nkeys, sc.st, vj, vRow, blk.ot, alpha);
 }
 
 // The block's outputs. Softmax: O = O^T / l (the deferred FA2 normalisation) and LSE; a sink
@@ -214,14 +290,16 @@ inline void fwdFinish(const FwdBlockState& blk, float* o0, int64_t oRow, float* 
       for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i];
     } else if (!hd.hasSink) {
       const float li = blk.l[i];
-      const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+      // li = NaN: a poisoned row (NaN or +inf score), O = NaN and LSE = NaN.
+      const bool live = li > 0.0f || li != li;
+      const float inv = live ? 1.0f / li : 0.0f;
       for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i] * inv;
       const double lse2 = static_cast<double>(blk.m[i]) + std::log2(static_cast<double>(li));
-      lse0[row] = li > 0.0f ? static_cast<float>(lse2 * kLn2) : -kInf;
+      lse0[row] = live ? static_cast<float>(lse2 * kLn2) : -kInf;
     } else {
       const double m = blk.m[i], s2 = static_cast<double>(hd.sink) / kLn2;
       const double top = m > s2 ? m : s2;
-      const double scale = blk.l[i] > 0.0f ? std::exp2(m - top) : 0.0;
+      const double scale = blk.l[i] > 0.0f || blk.l[i] != blk.l[i] ? std::exp2(m - top) : 0.0;
       const double l = blk.l[i] * scale + std::exp2(s2 - top);
       const float inv = static_cast<float>(scale / l);
       for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i] * inv;

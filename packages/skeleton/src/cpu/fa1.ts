@@ -2,6 +2,7 @@ import { type AttentionProblem, kBase, lseBase, permKBase, qBase } from '@attnki
 import { allocF32, allocI32 } from './alloc.js';
 import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
 import {
+  allFinite,
   classifyTile,
   FULL,
   gemm,
@@ -107,6 +108,14 @@ export function fa1Forward(
             for (let j = jlo; j < jhi; j++) if (s[so + j]! > mt) mt = s[so + j]!;
             if (mt === Number.NEGATIVE_INFINITY) {
               // Every key of this tile masked for the row: weight 0, statistics unchanged.
+              // All-NaN scores also end here (NaN > mt is false): they poison the row.
+              for (let j = so + jlo, e = so + jhi; j < e; j++) {
+                if (Number.isNaN(s[j])) {
+                  lRow[q0 + r] = Number.NaN;
+                  oA.fill(Number.NaN, oB + r * oS, oB + r * oS + dv);
+                  break;
+                }
+              }
               s.fill(0, so + jlo, so + jhi);
               continue;
             }
@@ -132,7 +141,33 @@ export function fa1Forward(
             mRow[i] = mNew;
             lRow[i] = lNew;
           }
-          gemm(s, 0, bk, 1, vt, 0, dv, 1, oA, oB, oS, rows, dv, cols);
+          if (kind !== FULL && !allFinite(vt, cols * dv)) {
+            // A non-finite V row some rows do not see: those rows multiply only their keys.
+            for (let r = 0; r < rows; r++) {
+              const jlo = lo[r]!;
+              const jhi = hi[r]!;
+              if (jhi > jlo) {
+                gemm(
+                  s,
+                  r * bk + jlo,
+                  bk,
+                  1,
+                  vt,
+                  jlo * dv,
+                  dv,
+                  1,
+                  oA,
+                  oB + r * oS,
+                  oS,
+                  1,
+                  dv,
+                  jhi - jlo,
+                );
+              }
+            }
+          } else {
+            gemm(s, 0, bk, 1, vt, 0, dv, 1, oA, oB, oS, rows, dv, cols);
+          }
           if (ot !== undefined) scatterTile(ot, rows, dv, O, oBase0, oRow, permQ!, lBase0, q0);
         }
       }
@@ -145,14 +180,16 @@ export function fa1Forward(
         if (sink !== undefined) {
           // The sink joins l with a zero value vector: O_i *= l_i e^(m_i - m) / l_new.
           const mF = Math.max(mi, sink);
-          const kept = li > 0 ? li * Math.exp(mi - mF) : 0;
+          const kept = li > 0 || Number.isNaN(li) ? li * Math.exp(mi - mF) : 0;
           li = kept + Math.exp(sink - mF);
           mi = mF;
           const f = kept / li;
           const oo = oBase0 + at * oRow;
           for (let c = oo, e = oo + dv; c < e; c++) O[c] = O[c]! * f;
         }
-        LSE[lBase0 + at] = li > 0 ? mi + Math.log(li) : Number.NEGATIVE_INFINITY;
+        // li = NaN: a NaN (or +inf) score poisoned the row.
+        LSE[lBase0 + at] =
+          li > 0 || Number.isNaN(li) ? mi + Math.log(li) : Number.NEGATIVE_INFINITY;
       }
     }
   }

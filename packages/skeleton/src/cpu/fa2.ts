@@ -9,7 +9,16 @@ import {
 import { allocF32, allocI32 } from './alloc.js';
 import { combinePartials, splitKeyTiles } from './schedule.js';
 import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
-import { classifyTile, FULL, gemm, needsMaskTest, SKIP, stageTile, tileRowRanges } from './tile.js';
+import {
+  allFinite,
+  classifyTile,
+  FULL,
+  gemm,
+  needsMaskTest,
+  SKIP,
+  stageTile,
+  tileRowRanges,
+} from './tile.js';
 
 /** Scratch and per-(b, h, Q tile) state of the forward, shared by its key-range passes. */
 interface ForwardState {
@@ -110,7 +119,15 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
         let mx = Number.NEGATIVE_INFINITY;
         for (let j = jlo; j < jhi; j++) if (s[so + j]! > mx) mx = s[so + j]!;
         if (mx === Number.NEGATIVE_INFINITY) {
-          // Every key of this tile masked (mask mod, or a mod giving -inf): weight 0.
+          // Every key of this tile masked (mask mod, or a mod giving -inf): weight 0. Scores
+          // that are all NaN also end here (NaN > mx is false): they poison the row (l = NaN,
+          // so O and LSE come out NaN, as in the float64 reference).
+          for (let j = so + jlo, e = so + jhi; j < e; j++) {
+            if (Number.isNaN(s[j])) {
+              l[ms + r] = Number.NaN;
+              break;
+            }
+          }
           s.fill(0, so + jlo, so + jhi);
           continue;
         }
@@ -132,7 +149,19 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
         l[ms + r] = l[ms + r]! + sum;
       }
     }
-    gemm(s, 0, bk, 1, vt, 0, dv, 1, acc, as, dv, rows, dv, cols);
+    if (kind !== FULL && !allFinite(vt, cols * dv)) {
+      // A non-finite V row that some rows of the tile do not see: 0 * NaN would poison them,
+      // so those rows multiply only their own key range (rare: checked on partial tiles only).
+      for (let r = 0; r < rows; r++) {
+        const jlo = lo[r]!;
+        const jhi = hi[r]!;
+        if (jhi > jlo) {
+          gemm(s, r * bk + jlo, bk, 1, vt, jlo * dv, dv, 1, acc, as + r * dv, dv, 1, dv, jhi - jlo);
+        }
+      }
+    } else {
+      gemm(s, 0, bk, 1, vt, 0, dv, 1, acc, as, dv, rows, dv, cols);
+    }
   }
 }
 
@@ -171,11 +200,12 @@ function finishRows(
     if (sink !== undefined) {
       // The sink joins the row's normalisation with a zero value vector.
       const mF = Math.max(mr, sink);
-      mul = lr > 0 ? Math.exp(mr - mF) : 0;
+      mul = lr > 0 || Number.isNaN(lr) ? Math.exp(mr - mF) : 0;
       lr = lr * mul + Math.exp(sink - mF);
       mr = mF;
     }
-    if (lr > 0) {
+    // l = NaN: a NaN (or +inf) score poisoned the row; O and LSE come out NaN.
+    if (lr > 0 || Number.isNaN(lr)) {
       const f = mul / lr;
       for (let c = 0; c < dv; c++) O[oo + c] = acc[ao + c]! * f;
       LSE![lBase0 + i] = mr + Math.log(lr);

@@ -103,15 +103,17 @@ export function combinePartials(
     let mx = Number.NEGATIVE_INFINITY;
     for (let s = 0; s < n; s++) if (m[s * bq + r]! > mx) mx = m[s * bq + r]!;
     if (mx === Number.NEGATIVE_INFINITY) {
-      // No partial saw a key: slot 0 already holds m = -inf, l = 0, acc = 0.
+      // No partial saw a key: slot 0 already holds m = -inf, l = 0, acc = 0 (unless a
+      // partial was poisoned by NaN scores: l = NaN carries over).
+      for (let s = 1; s < n; s++) if (Number.isNaN(l[s * bq + r]!)) l[r] = Number.NaN;
       continue;
     }
-    const f0 = l[r]! > 0 ? Math.exp(m[r]! - mx) : 0;
+    const f0 = l[r]! > 0 || Number.isNaN(l[r]!) ? Math.exp(m[r]! - mx) : 0;
     let lSum = l[r]! * f0;
     for (let c = 0; c < dv; c++) acc[a0 + c] = acc[a0 + c]! * f0;
     for (let s = 1; s < n; s++) {
       const ls = l[s * bq + r]!;
-      if (!(ls > 0)) continue;
+      if (ls === 0) continue;
       const f = Math.exp(m[s * bq + r]! - mx);
       lSum += ls * f;
       const as = (s * bq + r) * dv;

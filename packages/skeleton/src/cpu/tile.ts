@@ -286,3 +286,9 @@ export function needsMaskTest(
     Math.floor(k0 / bs.blockK);
   return bs.mask[at] === 1;
 }
+
+/** Whether a[0, n) holds no NaN or infinity. */
+export function allFinite(a: Float32Array, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[i]! - a[i]! !== 0) return false;
+  return true;
+}
