@@ -283,3 +283,18 @@ describe('permuted tiles (permute)', () => {
     );
   });
 });
+
+test('a NaN score poisons its row as the softmax reference does (O and LSE NaN)', () => {
+  const q = randn(rng, [1, 1, 4, 3]);
+  const k = randn(rng, [1, 1, 5, 3]);
+  const v = randn(rng, [1, 1, 5, 2]);
+  const qd = q.toFloat64Array();
+  qd[3] = Number.NaN; // row 1
+  const qn = Tensor.from(qd, q.shape, 'f64');
+  const got = moddedAttentionReference(qn, k, v);
+  const want = softmaxAttentionReference(qn, k, v);
+  expect(Number.isNaN(got.lse!.get(0, 0, 1))).toBe(true);
+  expect(Number.isNaN(got.o.get(0, 0, 1, 0))).toBe(true);
+  expect(flat(got.o).map(Number.isNaN)).toEqual(flat(want.o).map(Number.isNaN));
+  expect(got.lse!.get(0, 0, 2)).toBeCloseTo(want.lse.get(0, 0, 2), 12);
+});

@@ -128,7 +128,9 @@ function scoreRow(
   }
   const sink = r.sinks?.[h];
   let m = sink ?? Number.NEGATIVE_INFINITY;
-  for (let t = 0; t < n; t++) if (s[t]! > m) m = s[t]!;
+  for (let t = 0; t < n; t++) if (s[t]! > m || Number.isNaN(s[t])) m = Math.max(m, s[t]!);
+  // A NaN score poisons the row, as softmaxAttentionReference does (Math.max keeps NaN); only a
+  // row without an allowed key (or whose scores are all -Infinity) gives O = 0, LSE = -Infinity.
   if (m === Number.NEGATIVE_INFINITY) return { keys, raw, s, w, lse: m };
   let l = sink === undefined ? 0 : Math.exp(sink - m);
   for (let t = 0; t < n; t++) {
