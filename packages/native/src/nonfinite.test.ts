@@ -5,9 +5,8 @@ import {
   softmaxAttentionReference,
   softmaxAttentionReferenceBackward,
 } from '@attnkit/attention';
-import { Rng, Tensor } from '@attnkit/tensor';
-import { engineOrSkip } from '@attnkit/testing';
-import { describe, expect, test } from 'vitest';
+import { engineOrSkip, expectSamePattern, type Poison, poisonedInputs } from '@attnkit/testing';
+import { describe, test } from 'vitest';
 import { loadNative, type NativeAttentionProblem, type NativeEngine } from './index.js';
 
 /**
@@ -23,12 +22,11 @@ const engines: NativeEngine[] = base
   ? base.availableIsas.map((isa) => loadNative({ isa }) as NativeEngine)
   : [];
 
-const B = 1;
+const B = 1 as const;
 const N = 37;
 const H = 2;
 const D = 8;
 
-type Poison = { t: 'q' | 'k' | 'v'; row: number; head: number; col: number; x: number };
 const CASES: [string, Poison][] = [
   ['NaN in one q row', { t: 'q', row: 5, head: 0, col: 3, x: Number.NaN }],
   ['NaN in one k row', { t: 'k', row: 20, head: 1, col: 2, x: Number.NaN }],
@@ -37,49 +35,13 @@ const CASES: [string, Poison][] = [
   ['NaN in v', { t: 'v', row: 33, head: 0, col: 1, x: Number.NaN }],
 ];
 
-function inputs(seed: number, poison: Poison) {
-  const rng = new Rng(seed);
-  const shape = [B, H, N, D];
-  const t = {
-    q: rng.randn(shape).toFloat32Array(),
-    k: rng.randn(shape).toFloat32Array(),
-    v: rng.randn(shape).toFloat32Array(),
-  };
-  t[poison.t][(poison.head * N + poison.row) * D + poison.col] = poison.x;
-  return {
-    q: Tensor.from(t.q, shape),
-    k: Tensor.from(t.k, shape),
-    v: Tensor.from(t.v, shape),
-    dO: rng.randn(shape),
-  };
-}
-
-/** Same NaN / +Inf / -Inf pattern per element, relL2 <= tol over the finite ones. */
-function expectSamePattern(a: Float32Array, want: Tensor, tol: number, what: string): void {
-  const b = want.toFloat64Array();
-  expect(a.length).toBe(b.length);
-  const kind = (x: number) => (Number.isNaN(x) ? 'nan' : Number.isFinite(x) ? 'fin' : `${x}`);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (kind(a[i]!) !== kind(b[i]!)) {
-      throw new Error(`${what}[${i}]: got ${a[i]}, reference ${b[i]}`);
-    }
-    if (Number.isFinite(b[i]!)) {
-      num += (a[i]! - b[i]!) ** 2;
-      den += b[i]! ** 2;
-    }
-  }
-  expect(Math.sqrt(num / Math.max(den, 1e-30)), `${what} relL2`).toBeLessThan(tol);
-}
-
 const SIZE = B * H * N * D;
 
 describe.each(engines.map((e) => [e.isa, e] as const))('non-finite inputs, %s', (_isa, e) => {
   describe.each([false, true])('causal %s', (causal) => {
     const attn: AttentionOptions = { causal };
     test.each(CASES)('softmax: %s', async (_name, poison) => {
-      const { q, k, v } = inputs(21, poison);
+      const { q, k, v } = poisonedInputs(21, [B, H, N, D], poison);
       const p = resolveAttentionProblem(q, k, v, attn) as unknown as NativeAttentionProblem;
       const ref = softmaxAttentionReference(q, k, v, attn);
       for (const splits of [1, 3]) {
@@ -100,7 +62,7 @@ describe.each(engines.map((e) => [e.isa, e] as const))('non-finite inputs, %s', 
     });
 
     test.each(CASES)('sigmoid: %s', async (_name, poison) => {
-      const { q, k, v } = inputs(22, poison);
+      const { q, k, v } = poisonedInputs(22, [B, H, N, D], poison);
       const p = resolveAttentionProblem(q, k, v, attn) as unknown as NativeAttentionProblem;
       const ref = moddedAttentionReference(q, k, v, { ...attn, normalize: 'sigmoid' });
       const bias = Float32Array.of(-Math.log(N));
@@ -127,7 +89,7 @@ describe.each(engines.map((e) => [e.isa, e] as const))('non-finite inputs, %s', 
     test.each(CASES)(
       'softmax backward: no finite value where the reference is NaN (%s)',
       async (_n, poison) => {
-        const { q, k, v, dO } = inputs(23, poison);
+        const { q, k, v, dO } = poisonedInputs(23, [B, H, N, D], poison);
         const p = resolveAttentionProblem(q, k, v, attn) as unknown as NativeAttentionProblem;
         const ref = softmaxAttentionReferenceBackward(q, k, v, dO, attn);
         const [qa, ka, va] = [q, k, v].map((t) => t.toFloat32Array()) as [

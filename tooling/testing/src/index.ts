@@ -8,5 +8,6 @@ export * from './expect.js';
 export * from './flash.js';
 export * from './gradients.js';
 export * from './native.js';
+export * from './nonfinite.js';
 export * from './poison.js';
 export * from './webgpu.js';

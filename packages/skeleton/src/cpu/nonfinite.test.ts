@@ -5,7 +5,8 @@ import {
   softmaxAttentionReference,
   softmaxAttentionReferenceBackward,
 } from '@attnkit/attention';
-import { Rng, Tensor } from '@attnkit/tensor';
+import type { Tensor } from '@attnkit/tensor';
+import { expectSamePattern, type Poison, poisonedInputs } from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
 import { SOFTMAX_HOOKS, sigmoidBias, type TiledHooks } from '../hooks.js';
 import { tiledBackwardTs, tiledForwardTs } from './run.js';
@@ -17,12 +18,11 @@ import { tiledBackwardTs, tiledForwardTs } from './run.js';
  * with no allowed key is O = 0, LSE = -inf; a NaN in V reaches exactly the rows that attend it.
  */
 
-const B = 1;
+const B = 1 as const;
 const N = 13;
 const H = 2;
 const D = 8;
 
-type Poison = { t: 'q' | 'k' | 'v'; row: number; head: number; col: number; x: number };
 const CASES: [string, Poison][] = [
   ['NaN in one q row', { t: 'q', row: 5, head: 0, col: 3, x: Number.NaN }],
   ['NaN in one k row', { t: 'k', row: 7, head: 1, col: 2, x: Number.NaN }],
@@ -30,43 +30,6 @@ const CASES: [string, Poison][] = [
   ['-Inf in a q element', { t: 'q', row: 4, head: 1, col: 0, x: Number.NEGATIVE_INFINITY }],
   ['NaN in v', { t: 'v', row: 6, head: 0, col: 1, x: Number.NaN }],
 ];
-
-function inputs(seed: number, poison: Poison): { q: Tensor; k: Tensor; v: Tensor; dO: Tensor } {
-  const rng = new Rng(seed);
-  const shape = [B, H, N, D];
-  const t = {
-    q: rng.randn(shape).toFloat32Array(),
-    k: rng.randn(shape).toFloat32Array(),
-    v: rng.randn(shape).toFloat32Array(),
-  };
-  t[poison.t][(poison.head * N + poison.row) * D + poison.col] = poison.x;
-  return {
-    q: Tensor.from(t.q, shape),
-    k: Tensor.from(t.k, shape),
-    v: Tensor.from(t.v, shape),
-    dO: rng.randn(shape),
-  };
-}
-
-/** Same NaN / +Inf / -Inf pattern per element, relL2 <= tol over the finite ones. */
-export function expectSamePattern(got: Tensor, want: Tensor, tol: number, what: string): void {
-  const a = got.toFloat32Array();
-  const b = want.toFloat64Array();
-  expect(a.length).toBe(b.length);
-  const kind = (x: number) => (Number.isNaN(x) ? 'nan' : Number.isFinite(x) ? 'fin' : `${x}`);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (kind(a[i]!) !== kind(b[i]!)) {
-      throw new Error(`${what}[${i}]: got ${a[i]}, reference ${b[i]}`);
-    }
-    if (Number.isFinite(b[i]!)) {
-      num += (a[i]! - b[i]!) ** 2;
-      den += b[i]! ** 2;
-    }
-  }
-  expect(Math.sqrt(num / Math.max(den, 1e-30)), `${what} relL2`).toBeLessThan(tol);
-}
 
 function countNaN(t: Tensor): number {
   let n = 0;
@@ -77,7 +40,7 @@ function countNaN(t: Tensor): number {
 describe.each([false, true])('non-finite inputs, causal %s', (causal) => {
   const attn: AttentionOptions = { causal };
   test.each(CASES)('softmax: %s', (_name, poison) => {
-    const { q, k, v } = inputs(11, poison);
+    const { q, k, v } = poisonedInputs(11, [B, H, N, D], poison);
     const p = resolveAttentionProblem(q, k, v, attn);
     // softmaxAttentionReference (moddedAttentionReference gives O = 0, LSE = -inf for a row
     // whose scores are all NaN: its max stays -inf and it returns before the exps).
@@ -96,7 +59,7 @@ describe.each([false, true])('non-finite inputs, causal %s', (causal) => {
   });
 
   test.each(CASES)('sigmoid: %s', (_name, poison) => {
-    const { q, k, v } = inputs(12, poison);
+    const { q, k, v } = poisonedInputs(12, [B, H, N, D], poison);
     const p = resolveAttentionProblem(q, k, v, attn);
     const ref = moddedAttentionReference(q, k, v, { ...attn, normalize: 'sigmoid' });
     const hooks: TiledHooks = {
@@ -112,7 +75,7 @@ describe.each([false, true])('non-finite inputs, causal %s', (causal) => {
   test.each(CASES)(
     'softmax backward: no finite value where the reference is NaN (%s)',
     (_n, poison) => {
-      const { q, k, v, dO } = inputs(13, poison);
+      const { q, k, v, dO } = poisonedInputs(13, [B, H, N, D], poison);
       const p = resolveAttentionProblem(q, k, v, attn);
       const ref = softmaxAttentionReferenceBackward(q, k, v, dO, attn);
       const { o, lse } = tiledForwardTs(p, SOFTMAX_HOOKS, q, k, v, { blockQ: 4, blockK: 5 });
