@@ -6,7 +6,7 @@ import {
   softcap,
 } from '@attnkit/attention';
 import { DTypeError, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
-import { describeConformance, randomPermutations } from '@attnkit/testing';
+import { describeConformance, TILED_BAD_INPUTS, TILED_SCHEDULE_SETS } from '@attnkit/testing';
 import './index.js'; // registers the softmax kernels (ts, native, webgpu)
 
 /** A prefix-LM mask: the first 5 keys are visible to every query, then causal (TS + WGSL). */
@@ -69,53 +69,12 @@ describeConformance({
         }),
       },
       { name: 'mask mod (prefix LM)', lengths: 'square', options: { maskMod: prefixLm } },
-      // FlashDecoding's split-K schedule: few query rows, the key tiles cut into parallel ranges.
-      {
-        name: 'split-K decode',
-        lengths: 'decode',
-        options: (rng) => ({ numSplits: rng.int(2, 9), causal: true }),
-      },
-      { name: 'split-K varlen', layout: 'THD', options: { numSplits: 3 } },
-      // Permuted tiles (HyperAttention's sorted order): rows read and written through an index.
-      {
-        name: 'permuted rows, causal',
-        options: (rng, d) => ({
-          causal: true,
-          permute: { q: randomPermutations(rng, d, 'q'), k: randomPermutations(rng, d, 'k') },
-        }),
-      },
-      {
-        name: 'permuted keys, varlen, split-K',
-        layout: 'THD',
-        options: (rng, d) => ({ numSplits: 2, permute: { k: randomPermutations(rng, d, 'k') } }),
-      },
+      ...TILED_SCHEDULE_SETS,
     ],
   },
   goldenKinds: ['softmax', 'softmax_varlen'],
   badInputs: [
-    {
-      name: 'checkFinite rejects a NaN in q',
-      options: { checkFinite: true },
-      tensors: (t) => {
-        const data = t.q!.toFloat32Array().slice();
-        data[data.length - 1] = Number.NaN;
-        return { ...t, q: Tensor.from(data, t.q!.shape) };
-      },
-      error: ValueError,
-      argument: 'q',
-    },
-    {
-      name: 'checkFinite must be a boolean',
-      options: { checkFinite: 1 },
-      error: ValueError,
-      argument: 'checkFinite',
-    },
-    {
-      name: 'window of one number',
-      options: { window: [3] },
-      error: ValueError,
-      argument: 'window',
-    },
+    ...TILED_BAD_INPUTS,
     { name: 'an unknown option', options: { causl: true }, error: ValueError, argument: 'causl' },
     {
       name: 'softcap of 0',
@@ -128,12 +87,6 @@ describeConformance({
       options: { sinks: [1] },
       error: ValueError,
       argument: 'sinks',
-    },
-    {
-      name: 'k with another head dim',
-      tensors: (t) => ({ ...t, k: Tensor.from(new Float32Array(11 * 8), [1, 1, 11, 8]) }),
-      error: ShapeError,
-      argument: 'k',
     },
     {
       name: 'v of another dtype',

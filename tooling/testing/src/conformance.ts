@@ -16,7 +16,7 @@ import {
   selectKernel,
   toleranceFor,
 } from '@attnkit/attention';
-import { Rng, Tensor } from '@attnkit/tensor';
+import { Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { goldenFiles } from '@attnkit/vitest-config';
 import { toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { afterAll, beforeAll, describe, expect, type TestContext, test } from 'vitest';
@@ -991,3 +991,63 @@ export function randomPermutations(rng: Rng, d: CaseDims, side: 'q' | 'k'): Int3
   else for (const n of lens) for (let h = 0; h < heads; h++) out.push(...slice(n));
   return Int32Array.from(out);
 }
+
+/**
+ * Grid rows for the skeleton's schedules, which every family on it takes: split-K (decode and
+ * varlen) and permuted rows / keys (BHND causal; THD with split-K).
+ */
+export const TILED_SCHEDULE_SETS: readonly GridSet[] = [
+  // FlashDecoding's split-K schedule: few query rows, the key tiles cut into parallel ranges.
+  {
+    name: 'split-K decode',
+    lengths: 'decode',
+    options: (rng) => ({ numSplits: rng.int(2, 9), causal: true }),
+  },
+  { name: 'split-K varlen', layout: 'THD', options: { numSplits: 3 } },
+  // Permuted tiles (HyperAttention's sorted order): rows read and written through an index.
+  {
+    name: 'permuted rows, causal',
+    options: (rng, d) => ({
+      causal: true,
+      permute: { q: randomPermutations(rng, d, 'q'), k: randomPermutations(rng, d, 'k') },
+    }),
+  },
+  {
+    name: 'permuted keys, varlen, split-K',
+    layout: 'THD',
+    options: (rng, d) => ({ numSplits: 2, permute: { k: randomPermutations(rng, d, 'k') } }),
+  },
+];
+
+/** Bad inputs every family on the skeleton must refuse with a typed error naming the argument. */
+export const TILED_BAD_INPUTS: readonly BadInput[] = [
+  {
+    name: 'checkFinite rejects a NaN in q',
+    options: { checkFinite: true },
+    tensors: (t) => {
+      const data = t.q!.toFloat32Array().slice();
+      data[data.length - 1] = Number.NaN;
+      return { ...t, q: Tensor.from(data, t.q!.shape) };
+    },
+    error: ValueError,
+    argument: 'q',
+  },
+  {
+    name: 'checkFinite must be a boolean',
+    options: { checkFinite: 1 },
+    error: ValueError,
+    argument: 'checkFinite',
+  },
+  {
+    name: 'window of one number',
+    options: { window: [3] },
+    error: ValueError,
+    argument: 'window',
+  },
+  {
+    name: 'k with another head dim',
+    tensors: (t) => ({ ...t, k: Tensor.from(new Float32Array(11 * 8), [1, 1, 11, 8]) }),
+    error: ShapeError,
+    argument: 'k',
+  },
+];
