@@ -1,4 +1,4 @@
-import { DTypeError, describe, ValueError } from './errors.js';
+import { AllocationError, DTypeError, describe, ValueError } from './errors.js';
 
 /** Element types. f16 and bf16 are stored as raw 16-bit patterns in a Uint16Array. */
 export type DType = 'f64' | 'f32' | 'f16' | 'bf16' | 'i32' | 'i8' | 'u8';
@@ -91,8 +91,42 @@ export function assertDType(value: unknown, argument = 'dtype'): DType {
   );
 }
 
-export function allocStorage<D extends DType>(dtype: D, length: number): StorageArrayOf[D] {
-  return new CTORS[dtype](length) as StorageArrayOf[D];
+/**
+ * A new zeroed storage array of `length` elements: the one place CPU tensors allocate. A length
+ * the runtime cannot hold (not a safe integer, past the engine's typed-array limit, or memory
+ * the engine cannot get) is an AllocationError naming `shape` (default [length]), the dtype and
+ * the bytes, not the engine's bare RangeError ("Invalid typed array length: ...").
+ */
+export function allocStorage<D extends DType>(
+  dtype: D,
+  length: number,
+  shape: readonly number[] = [length],
+): StorageArrayOf[D] {
+  const Ctor = CTORS[dtype];
+  const bytes = length * Ctor.BYTES_PER_ELEMENT;
+  if (typeof length !== 'number' || !(length >= 0) || !Number.isInteger(length)) {
+    throw new ValueError(
+      `length: expected a non-negative integer element count, got ${describe(length)}`,
+      'length',
+    );
+  }
+  // A product of extents past 2^53 is no longer an exact count: no engine holds it anyway.
+  if (!Number.isSafeInteger(length)) {
+    throw new AllocationError(
+      shape,
+      dtype,
+      bytes,
+      `${length.toExponential(3)} elements is not a safe integer`,
+    );
+  }
+  try {
+    return new Ctor(length) as StorageArrayOf[D];
+  } catch (error) {
+    if (error instanceof RangeError) {
+      throw new AllocationError(shape, dtype, bytes, error.message);
+    }
+    throw error;
+  }
 }
 
 /** A view of `buffer` as the storage array of `dtype` (byteOffset must be aligned). */

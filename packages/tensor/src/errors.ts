@@ -42,6 +42,49 @@ export class BackendUnavailableError extends AttnkitError {
   override name = 'BackendUnavailableError';
 }
 
+/**
+ * A tensor (or array) larger than the runtime can hold: its element count is not a safe
+ * integer, it is past the engine's typed-array limit (2^32 elements in Node 20), or the engine
+ * could not get the memory. Thrown in place of the engine's bare RangeError, naming the shape,
+ * the dtype and the bytes requested.
+ */
+export class AllocationError extends AttnkitError {
+  override name = 'AllocationError';
+  readonly shape: readonly number[];
+  readonly dtype: string;
+  /** Bytes requested (not exact when they exceed 2^53). */
+  readonly bytes: number;
+  constructor(
+    shape: readonly number[],
+    dtype: string,
+    bytes: number,
+    reason: string,
+    argument = 'shape',
+  ) {
+    super(
+      `${argument}: [${shape.join(', ')}] of ${dtype} needs ${formatBytes(bytes)}, more than this runtime can allocate (${reason})`,
+      argument,
+    );
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.bytes = bytes;
+  }
+}
+
+/** A byte count for a message: exact below 2^53, with a binary-prefixed size beside it. */
+export function formatBytes(bytes: number): string {
+  const exact = Number.isSafeInteger(bytes) ? String(bytes) : bytes.toExponential(3);
+  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+  let size = bytes;
+  let unit = '';
+  for (const u of units) {
+    if (size < 1024) break;
+    size /= 1024;
+    unit = u;
+  }
+  return unit === '' ? `${exact} bytes` : `${exact} bytes (${size.toFixed(1)} ${unit})`;
+}
+
 /** Describes a value for an error message: short, and never the whole of a large array. */
 export function describe(value: unknown): string {
   if (value === undefined) return 'undefined';

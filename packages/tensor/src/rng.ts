@@ -3,7 +3,7 @@
  * splitmix32. 32-bit state words and Math.imul keep the hot path free of BigInt; the same seed
  * gives the same stream on every JS engine.
  */
-import { assertDType, type DType, isFloatDType } from './dtype.js';
+import { allocStorage, assertDType, type DType, isFloatDType } from './dtype.js';
 import { DTypeError, describe, ValueError } from './errors.js';
 import { bf16ToBits, bitsToBf16, bitsToF16, encodeHalfArray, f16ToBits } from './half.js';
 import { assertShape, numel, type Shape } from './shape.js';
@@ -143,13 +143,13 @@ export class Rng {
     const dt = floatDType(dtype);
     const n = numel(sh);
     if (dt === 'f32' || dt === 'f64') {
-      const out = dt === 'f32' ? new Float32Array(n) : new Float64Array(n);
+      const out = dt === 'f32' ? allocStorage('f32', n, sh) : allocStorage('f64', n, sh);
       this.fillUniform(out);
       return Tensor.from(out, sh);
     }
     const encode = dt === 'f16' ? f16ToBits : bf16ToBits;
     const decode = dt === 'f16' ? bitsToF16 : bitsToBf16;
-    const bits = new Uint16Array(n);
+    const bits = allocStorage(dt, n, sh);
     for (let i = 0; i < n; i++) {
       // Draws within half an ulp of 1 round to 1.0 in f16/bf16; redraw them.
       let w = encode(this.uniform());
@@ -166,15 +166,16 @@ export class Rng {
     checkMoments(0, std);
     const n = numel(sh);
     if (dt === 'f32') {
-      const out = new Float32Array(n);
+      const out = allocStorage('f32', n, sh);
       this.fillNormal(out, 0, std);
       return Tensor.from(out, sh);
     }
     // Halves are drawn in float64 and rounded once, avoiding double rounding through float32.
-    const wide = new Float64Array(n);
+    // The f64 draws of a half tensor: 4x its own bytes, named with its shape if too large.
+    const wide = allocStorage('f64', n, sh);
     this.fillNormal(wide, 0, std);
     if (dt === 'f64') return Tensor.from(wide, sh);
-    return new Tensor(new CpuStorage(dt, encodeHalfArray(dt, wide)), sh);
+    return new Tensor(new CpuStorage(dt, encodeHalfArray(dt, wide, allocStorage(dt, n, sh))), sh);
   }
 
   /** Uniform integer in [lo, hi), unbiased; hi - lo at most 2^32. */

@@ -1,6 +1,13 @@
 import { describe, expect, test } from 'vitest';
-import type { DType, TypedArray } from './dtype.js';
-import { DeviceError, DTypeError, ShapeError, ValueError } from './errors.js';
+import { allocStorage, type DType, type TypedArray } from './dtype.js';
+import {
+  AllocationError,
+  AttnkitError,
+  DeviceError,
+  DTypeError,
+  ShapeError,
+  ValueError,
+} from './errors.js';
 import { bf16ToBits, bitsToF16, f16ToBits } from './half.js';
 import { Rng } from './rng.js';
 import { contiguousStrides, numel } from './shape.js';
@@ -491,5 +498,60 @@ describe('devices', () => {
     expect(await plain.toCpu()).toBe(plain);
     const noRead = new Tensor({ device: 'x', dtype: 'f32', length: 1, dispose() {} }, [1]);
     await expect(noRead.toCpu()).rejects.toBeInstanceOf(DeviceError);
+  });
+});
+
+describe('allocation beyond what the runtime can hold', () => {
+  /** The error `fn` throws (fails the test when it returns). */
+  function thrown(fn: () => unknown): AllocationError {
+    try {
+      fn();
+    } catch (err) {
+      return err as AllocationError;
+    }
+    throw new Error('expected a throw');
+  }
+
+  test('zeros / full / randn / rand of 10^12 elements: AllocationError naming shape, dtype, bytes', () => {
+    // Before: the engine's bare RangeError "Invalid typed array length: 1000000000000".
+    const cases: [() => unknown, string, number][] = [
+      [() => Tensor.zeros([1e9, 1e3]), 'f32', 4e12],
+      [() => Tensor.full([1e9, 1e3], 1, 'f64'), 'f64', 8e12],
+      [() => Tensor.zeros([1e6, 1e6], 'u8'), 'u8', 1e12],
+      [() => new Rng(1).randn([1e9, 1e3]), 'f32', 4e12],
+      [() => new Rng(1).rand([1e9, 1e3], 'f64'), 'f64', 8e12],
+      [() => new Rng(1).rand([1e9, 1e3], 'bf16'), 'bf16', 2e12],
+      // randn draws halves in f64 first: that (larger) request is the one reported.
+      [() => new Rng(1).randn([1e9, 1e3], 'f16'), 'f64', 8e12],
+    ];
+    for (const [fn, dtype, bytes] of cases) {
+      const err = thrown(fn);
+      expect(err).toBeInstanceOf(AllocationError);
+      expect(err).toBeInstanceOf(AttnkitError);
+      expect(err.name).toBe('AllocationError');
+      expect(err.argument).toBe('shape');
+      expect(err.shape).toEqual(dtype === 'u8' ? [1e6, 1e6] : [1e9, 1e3]);
+      expect(err.dtype).toBe(dtype);
+      expect(err.bytes).toBe(bytes);
+      expect(err.message).toContain(`[${err.shape.join(', ')}] of ${dtype} needs ${bytes} bytes`);
+      expect(err.message).toMatch(/[GT]iB\), more than this runtime can allocate \(.+\)$/);
+    }
+  });
+
+  test('an element count past 2^53 is refused before the engine sees it', () => {
+    const err = thrown(() => Tensor.zeros([2 ** 30, 2 ** 30, 2 ** 30]));
+    expect(err).toBeInstanceOf(AllocationError);
+    expect(err.message).toMatch(
+      /^shape: \[1073741824, 1073741824, 1073741824\] of f32 needs 4\.952e\+27 bytes .*not a safe integer\)$/,
+    );
+  });
+
+  test('allocStorage names the shape it is given; a bad length is a ValueError', () => {
+    const err = thrown(() => allocStorage('i32', 1e12, [1e3, 1e9]));
+    expect(err).toBeInstanceOf(AllocationError);
+    expect(err.message).toMatch(/^shape: \[1000, 1000000000\] of i32 needs 4000000000000 bytes/);
+    expect(errorOf(() => allocStorage('f32', -1))).toEqual([ValueError, 'length']);
+    expect(errorOf(() => allocStorage('f32', 1.5))).toEqual([ValueError, 'length']);
+    expect(allocStorage('f32', 3, [3])).toEqual(new Float32Array(3));
   });
 });

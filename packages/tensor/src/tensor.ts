@@ -101,7 +101,7 @@ export class Tensor {
     }
     if (Array.isArray(data)) {
       const dt = dtype === undefined ? 'f32' : assertDType(dtype);
-      return new Tensor(new CpuStorage(dt, fromNumbers(dt, data)), sh);
+      return new Tensor(new CpuStorage(dt, fromNumbers(dt, data, sh)), sh);
     }
     const arr = data as TypedArray;
     const implied = dtypeOfArray(arr);
@@ -122,7 +122,7 @@ export class Tensor {
   static zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
     const sh = assertShape(shape);
     const dt = assertDType(dtype);
-    return new Tensor(new CpuStorage(dt, allocStorage(dt, numel(sh))), sh);
+    return new Tensor(new CpuStorage(dt, allocStorage(dt, numel(sh), sh)), sh);
   }
 
   static full(shape: Shape, value: number, dtype: DType = 'f32'): Tensor {
@@ -240,7 +240,7 @@ export class Tensor {
   contiguous(): Tensor {
     if (this.isContiguous() && this.offset === 0 && this.storage.length === this.size) return this;
     const src = this.cpuStorage('contiguous').data;
-    const out = allocStorage(this.dtype, this.size);
+    const out = allocStorage(this.dtype, this.size, this.shape);
     this.gather(src, out);
     return new Tensor(new CpuStorage(this.dtype, out), this.shape);
   }
@@ -279,19 +279,19 @@ export class Tensor {
           : src.subarray(this.offset, this.offset + this.size)
       ) as StorageArrayOf[D];
     }
-    const out = allocStorage(this.dtype, this.size);
+    const out = allocStorage(this.dtype, this.size, this.shape);
     this.gather(src, out);
     return out as StorageArrayOf[D];
   }
 
   /** Decoded values as a new Float32Array (always a copy, safe to write). */
   toFloat32Array(): Float32Array {
-    return this.decodeInto(new Float32Array(this.size));
+    return this.decodeInto(allocStorage('f32', this.size, this.shape));
   }
 
   /** Decoded values as a new Float64Array (always a copy, safe to write). */
   toFloat64Array(): Float64Array {
-    return this.decodeInto(new Float64Array(this.size));
+    return this.decodeInto(allocStorage('f64', this.size, this.shape));
   }
 
   /**
@@ -307,7 +307,7 @@ export class Tensor {
     if (isIntDType(dt)) {
       for (let i = 0; i < values.length; i++) values[i] = Math.trunc(values[i]!);
     }
-    return new Tensor(new CpuStorage(dt, fromNumbers(dt, values)), this.shape);
+    return new Tensor(new CpuStorage(dt, fromNumbers(dt, values, this.shape)), this.shape);
   }
 
   /** This tensor on the CPU (itself when already there). Other devices override through their storage. */
@@ -417,9 +417,13 @@ function decodeScalar(dt: DType, raw: number): number {
  * Numbers (a number[] or a decoded TypedArray) as `dt`'s storage: halves round to nearest even;
  * integer dtypes take only values they hold exactly (assertIntFits), never wrapping.
  */
-function fromNumbers(dt: DType, values: ArrayLike<number>): TypedArray {
-  if (dt === 'f16' || dt === 'bf16') return encodeHalfArray(dt, values);
-  const out = allocStorage(dt, values.length);
+function fromNumbers(
+  dt: DType,
+  values: ArrayLike<number>,
+  shape: readonly number[] = [values.length],
+): TypedArray {
+  const out = allocStorage(dt, values.length, shape);
+  if (dt === 'f16' || dt === 'bf16') return encodeHalfArray(dt, values, out as Uint16Array);
   if (isIntDType(dt)) {
     for (let i = 0; i < values.length; i++) out[i] = assertIntFits(dt, values[i], 'data', i);
     return out;
