@@ -4,7 +4,9 @@ import type * as NodePath from 'node:path';
 import type * as NodeUrl from 'node:url';
 
 /**
- * Loader and typed wrapper of attnkit's native CPU engine (build/Release/attnkit_native.node).
+ * Loader and typed wrapper of attnkit's native CPU engine (attnkit_native.node: this package's
+ * own build in build/Release, else the prebuilt in prebuilds/<platform>-<arch>; see
+ * nativeAddonCandidates).
  * It takes plain numbers and TypedArrays (this package sits below @attnkit/attention), used in
  * place: a call reads and writes the arrays until its promise settles, so leave them alone
  * until then.
@@ -308,24 +310,209 @@ function env(name: string): string | undefined {
   ];
 }
 
+/** Where an addon candidate comes from, in the order the loader tries them. */
+export type NativeAddonSource = 'env' | 'local' | 'prebuilt';
+
+export interface NativeAddonCandidate {
+  source: NativeAddonSource;
+  path: string;
+}
+
 /**
- * Where the addon is loaded from: ATTNKIT_NATIVE_ADDON, else this package's node-gyp output
- * (undefined outside Node).
+ * What the install script (scripts/build-addon.mjs) recorded in build-addon-status.json. No
+ * file means it never ran: pnpm 10 blocked it (build scripts of dependencies need
+ * `pnpm approve-builds`), or the install used --ignore-scripts.
+ */
+export interface NativeInstallStatus {
+  outcome: 'built' | 'prebuilt' | 'up-to-date' | 'failed' | 'skipped';
+  reason?: string;
+  /** The node-gyp log of the build it ran. */
+  log?: string;
+  /** The addon it built or chose. */
+  addon?: string;
+}
+
+/** The file the install script writes on every run (beside package.json). */
+export const NATIVE_STATUS_FILE = 'build-addon-status.json';
+
+/**
+ * The addon paths to try, in order: ATTNKIT_NATIVE_ADDON alone when set (an explicit choice
+ * never falls back); else this package's own build (build/Release, from the install script or
+ * `build:addon`), then the prebuilt that ships for `platform-arch`
+ * (prebuilds/<platform>-<arch>/). Pure: `join` is the path module's.
+ */
+export function nativeAddonCandidates(o: {
+  root: string;
+  platform: string;
+  arch: string;
+  override?: string | undefined;
+  join: (...parts: string[]) => string;
+}): NativeAddonCandidate[] {
+  if (o.override !== undefined && o.override !== '') return [{ source: 'env', path: o.override }];
+  return [
+    { source: 'local', path: o.join(o.root, 'build', 'Release', 'attnkit_native.node') },
+    {
+      source: 'prebuilt',
+      path: o.join(o.root, 'prebuilds', `${o.platform}-${o.arch}`, 'attnkit_native.node'),
+    },
+  ];
+}
+
+/** The outcome of trying the candidates: the first that loads, and why each other did not. */
+export interface NativeAddonResolution<T> {
+  loaded?: { candidate: NativeAddonCandidate; addon: T } | undefined;
+  /** Candidates with no file. */
+  missing: NativeAddonCandidate[];
+  /** Candidates whose file exists but does not load (message per candidate). */
+  failed: { candidate: NativeAddonCandidate; error: string }[];
+}
+
+/**
+ * Tries the candidates in order (a file that exists but does not load, say a local build for
+ * another Node, falls through to the next). `exists` and `load` are injected (fs.existsSync and
+ * require in the loader; fakes in tests).
+ */
+export function resolveNativeAddon<T>(
+  candidates: readonly NativeAddonCandidate[],
+  exists: (path: string) => boolean,
+  load: (path: string) => T,
+): NativeAddonResolution<T> {
+  const missing: NativeAddonCandidate[] = [];
+  const failed: { candidate: NativeAddonCandidate; error: string }[] = [];
+  for (const candidate of candidates) {
+    if (!exists(candidate.path)) {
+      missing.push(candidate);
+      continue;
+    }
+    try {
+      return { loaded: { candidate, addon: load(candidate.path) }, missing, failed };
+    } catch (e) {
+      failed.push({ candidate, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+  return { missing, failed };
+}
+
+/**
+ * Why no addon loaded, in one paragraph: which paths were tried, what the install script did
+ * (never ran / its build failed, with the log / it skipped the build) and the fix. Pure.
+ */
+export function describeNativeLoadFailure(o: {
+  resolution: NativeAddonResolution<unknown>;
+  /** The install script's record; undefined when the file is absent (it never ran). */
+  status: NativeInstallStatus | undefined;
+  statusPath: string;
+  /** Whether the log the status names (if any) exists. */
+  logExists: boolean;
+  platform: string;
+  arch: string;
+  /** scripts/build-addon.mjs of this package. */
+  scriptPath: string;
+}): string {
+  const { resolution, status } = o;
+  const target = `${o.platform}-${o.arch}`;
+  const label = (c: NativeAddonCandidate) =>
+    c.source === 'env'
+      ? `ATTNKIT_NATIVE_ADDON=${c.path}`
+      : c.source === 'local'
+        ? `the local build ${c.path}`
+        : `the prebuilt for ${target} ${c.path}`;
+  const parts: string[] = [];
+  if (resolution.failed.length > 0) {
+    parts.push(
+      resolution.failed
+        .map((f) => `failed to load ${f.candidate.path} on ${target}: ${f.error}`)
+        .join('; '),
+    );
+    if (resolution.missing.length > 0)
+      parts.push(`also tried ${resolution.missing.map(label).join(', ')} (missing)`);
+  } else {
+    parts.push(`not built: tried ${resolution.missing.map(label).join(', then ')}; none exists`);
+  }
+  const env = resolution.missing.find((c) => c.source === 'env');
+  if (env) {
+    parts.push('unset ATTNKIT_NATIVE_ADDON or point it at an attnkit_native.node');
+  } else if (resolution.missing.some((c) => c.source === 'prebuilt')) {
+    parts.push(`no prebuilt addon ships for ${target} (prebuilt: linux-x64), so it must compile`);
+  }
+  let fixTools = false;
+  if (status === undefined) {
+    parts.push(
+      `the install script never ran (no ${o.statusPath}): pnpm 10 blocks the build scripts of ` +
+        'dependencies unless approved, so run `pnpm approve-builds` (or add "@attnkit/native" ' +
+        'to pnpm.onlyBuiltDependencies in package.json) and reinstall; npm or yarn with ' +
+        '--ignore-scripts skip it too',
+    );
+  } else if (status.outcome === 'failed') {
+    const log = status.log && o.logExists ? `; its log: ${status.log}` : '';
+    parts.push(
+      `the install script's build failed (${status.reason ?? 'no reason recorded'})${log}`,
+    );
+    fixTools = true;
+  } else if (status.outcome === 'skipped') {
+    parts.push(
+      `the install script skipped the build (${status.reason ?? 'ATTNKIT_SKIP_NATIVE_BUILD=1'})`,
+    );
+  } else if (resolution.failed.length === 0) {
+    parts.push(
+      `the install script reported "${status.outcome}"${status.addon ? ` (${status.addon})` : ''}, but no addon is there now`,
+    );
+  }
+  parts.push(
+    `to build it (needs python3, make and a C++17 compiler${fixTools ? ': install them first, e.g. `apt-get install python3 make g++`' : ''}): ` +
+      'inside the attnkit repository, `pnpm --filter @attnkit/native build:addon`; where ' +
+      '@attnkit/native is an installed dependency, `npm rebuild @attnkit/native` (pnpm: ' +
+      '`pnpm approve-builds`, then `pnpm rebuild @attnkit/native`), or with any package ' +
+      `manager \`node ${o.scriptPath} --strict\``,
+  );
+  return `${parts.join('. ')}.`;
+}
+
+/**
+ * Where the addon is loaded from: ATTNKIT_NATIVE_ADDON; else the first of this package's build
+ * (build/Release) and its prebuilt for this platform-arch that exists; else the build path
+ * (undefined outside Node). Does not load it; `nativeAddonSource()` says which one loaded.
  */
 export function nativeAddonPath(): string | undefined {
-  const override = env('ATTNKIT_NATIVE_ADDON');
-  if (override !== undefined) return override;
   const node = nodeBuiltins();
-  if (!node) return undefined;
-  return node.path.join(packageRoot(node), 'build', 'Release', 'attnkit_native.node');
+  const override = env('ATTNKIT_NATIVE_ADDON');
+  if (!node) return override;
+  const candidates = candidatesHere(node);
+  return (candidates.find((c) => node.fs.existsSync(c.path)) ?? candidates[0]!).path;
+}
+
+/** The loaded addon's path and where it came from ('prebuilt': no compiler was needed). */
+export function nativeAddonSource(): NativeAddonCandidate | undefined {
+  loadAddon();
+  return loadedFrom;
 }
 
 function packageRoot(node: NodeBuiltins): string {
   return node.path.resolve(node.path.dirname(node.url.fileURLToPath(import.meta.url)), '..');
 }
 
+function candidatesHere(node: NodeBuiltins): NativeAddonCandidate[] {
+  const proc = (globalThis as { process?: { platform?: string; arch?: string } }).process;
+  return nativeAddonCandidates({
+    root: packageRoot(node),
+    platform: String(proc?.platform),
+    arch: String(proc?.arch),
+    override: env('ATTNKIT_NATIVE_ADDON'),
+    join: node.path.join,
+  });
+}
+
+function readStatus(node: NodeBuiltins, path: string): NativeInstallStatus | undefined {
+  try {
+    return JSON.parse(node.fs.readFileSync(path, 'utf8')) as NativeInstallStatus;
+  } catch {
+    return undefined;
+  }
+}
+
 let addon: Addon | null | undefined;
 let loadError: string | undefined;
+let loadedFrom: NativeAddonCandidate | undefined;
 let warned = false;
 const engines = new Map<NativeIsa, NativeEngine>();
 
@@ -339,8 +526,7 @@ function loadAddon(): Addon | undefined {
     return undefined;
   }
   const node = nodeBuiltins();
-  const path = nativeAddonPath();
-  if (!node || path === undefined) {
+  if (!node) {
     const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
     loadError = proc?.versions?.node
       ? `Node ${proc.versions.node} lacks process.getBuiltinModule (Node >= 20.16 loads the addon)`
@@ -348,28 +534,34 @@ function loadAddon(): Addon | undefined {
     addon = null;
     return undefined;
   }
-  if (!node.fs.existsSync(path)) {
-    loadError =
-      `not built: ${path} is missing. To build it (needs python3, make and a C++17 compiler): ` +
-      'inside the attnkit repository, `pnpm --filter @attnkit/native build:addon`; where ' +
-      '@attnkit/native is an installed dependency, `npm rebuild @attnkit/native` (reruns its ' +
-      'install script; a package manager that blocks install scripts must allow this one), or ' +
-      `with any package manager \`node ${node.path.join(packageRoot(node), 'scripts', 'build-addon.mjs')} --strict\``;
-    addon = null;
-    return undefined;
-  }
-  try {
-    const loaded = node.module.createRequire(import.meta.url)(path) as Partial<Addon>;
+  const require = node.module.createRequire(import.meta.url);
+  const resolution = resolveNativeAddon(candidatesHere(node), node.fs.existsSync, (path) => {
+    const loaded = require(path) as Partial<Addon>;
     if (typeof loaded?.info !== 'function' || typeof loaded.run !== 'function') {
       throw new Error('it is not the attnkit addon (no info / run exports)');
     }
-    addon = loaded as Addon;
-  } catch (e) {
-    const proc = (globalThis as { process?: { platform?: string; arch?: string } }).process;
-    loadError = `failed to load ${path} on ${proc?.platform}-${proc?.arch}: ${(e as Error).message}`;
-    addon = null;
+    return loaded as Addon;
+  });
+  if (resolution.loaded) {
+    addon = resolution.loaded.addon;
+    loadedFrom = resolution.loaded.candidate;
+    return addon;
   }
-  return addon ?? undefined;
+  const root = packageRoot(node);
+  const statusPath = node.path.join(root, NATIVE_STATUS_FILE);
+  const status = readStatus(node, statusPath);
+  const proc = (globalThis as { process?: { platform?: string; arch?: string } }).process;
+  loadError = describeNativeLoadFailure({
+    resolution,
+    status,
+    statusPath,
+    logExists: status?.log !== undefined && node.fs.existsSync(status.log),
+    platform: String(proc?.platform),
+    arch: String(proc?.arch),
+    scriptPath: node.path.join(root, 'scripts', 'build-addon.mjs'),
+  });
+  addon = null;
+  return undefined;
 }
 
 function warnOnce(): void {
