@@ -658,7 +658,7 @@ export function hstuCachedReference(
     );
   const deltas = Array.from({ length: batch }, (_, b) => dOffsets[b + 1]! - dOffsets[b]!);
   // k stands in for q in the shared checks: the full-sequence queries are never read.
-  const p = resolve(k, k, v, { ...options, numTargets: options.numTargets ?? deltas });
+  const p = resolve(k, k, v, options);
   for (let b = 0; b < batch; b++) {
     const len = p.offsets[b + 1]! - p.offsets[b]!;
     if (deltas[b]! > len)
@@ -669,6 +669,7 @@ export function hstuCachedReference(
         `${deltas[b]} queries`,
       );
   }
+  if (options.numTargets === undefined) p.targets = Int32Array.from(deltas);
   const Q = readF64(deltaQ, 'deltaQ');
   const K = readF64(k, 'k');
   const V = readF64(v, 'v');
