@@ -9,10 +9,43 @@ import {
   selectKernel,
 } from '@attnkit/attention';
 // The family packages register their kernels when imported.
-import '@attnkit/flash-attention';
+import { loadNativeBackend } from '@attnkit/flash-attention';
 import '@attnkit/sigmoid-attention';
-import { type Tensor, ValueError } from '@attnkit/tensor';
-import { getWebGpuContext, toWebGpu } from '@attnkit/webgpu';
+import { BackendUnavailableError, type Tensor, ValueError } from '@attnkit/tensor';
+import { getWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
+
+/** How a user of the CLI gets Dawn, WebGPU for Node (an optional peer dependency, ~132 MB). */
+export const DAWN_INSTALL_COMMAND =
+  'npm install -g webgpu (beside a global @attnkit/cli; in a project: npm install webgpu)';
+
+/**
+ * The WebGPU context of a `--backend webgpu` run. Dawn (the npm package `webgpu`) is an
+ * optional peer dependency, so that `attnkit io` and `verify`/`bench` on ts or native install
+ * and run without it; @attnkit/webgpu imports it only here, on the first WebGPU run. When it is
+ * missing, the error says so and how to install it.
+ */
+export async function cliWebGpuContext(): Promise<WebGpuContext> {
+  try {
+    return await getWebGpuContext();
+  } catch (e) {
+    const message = (e as Error)?.message ?? String(e);
+    if (e instanceof BackendUnavailableError && message.includes('Dawn')) {
+      throw new BackendUnavailableError(
+        `--backend webgpu: needs Dawn (WebGPU for Node), the optional peer dependency "webgpu", which could not be loaded; install it with \`${DAWN_INSTALL_COMMAND}\`. io, and verify / bench on ts, native or reference, need no Dawn. (${message})`,
+        'backend',
+      );
+    }
+    throw e;
+  }
+}
+
+/**
+ * Imports the optional @attnkit/native (lazily, once) so that the registry's synchronous
+ * choice below sees the native backend when it is installed and its addon loads.
+ */
+export async function prepareBackends(): Promise<void> {
+  await loadNativeBackend();
+}
 
 /**
  * What `attnkit verify` can run a golden on: every backend the registry has for the golden's
@@ -57,7 +90,7 @@ function registryBackend(name: string): GoldenBackend {
         registeredKernels({ family: f.family, pass }).find((r) => r.backend === name)!;
       const forward = pick('forward');
       const device = forward.devices[0]!;
-      const ctx = device === 'webgpu' ? await getWebGpuContext() : undefined;
+      const ctx = device === 'webgpu' ? await cliWebGpuContext() : undefined;
       const uploaded: Tensor[] = [];
       const put = (t: Tensor) => {
         if (!ctx) return t;

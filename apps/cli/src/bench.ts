@@ -10,8 +10,8 @@ import {
 } from '@attnkit/attention';
 import { type FlashAlgorithm, flashFlops } from '@attnkit/flash-attention';
 import { Rng, type Tensor, ValueError } from '@attnkit/tensor';
-import './backends.js';
-import { getWebGpuContext, toWebGpu } from '@attnkit/webgpu';
+import { toWebGpu } from '@attnkit/webgpu';
+import { cliWebGpuContext, prepareBackends } from './backends.js';
 
 /** Families `attnkit bench` times (registry names; 'flash' is softmax's alias). */
 export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid'] as const;
@@ -132,7 +132,8 @@ export async function runBench(
     scoreMod,
   };
   const normalize = family === 'sigmoid' ? ('sigmoid' as const) : ('softmax' as const);
-  const ctx = opts.backend === 'webgpu' ? await getWebGpuContext() : undefined;
+  await prepareBackends();
+  const ctx = opts.backend === 'webgpu' ? await cliWebGpuContext() : undefined;
   const on = (t: Tensor) => (ctx ? toWebGpu(t, ctx) : t);
   const [xq, xk, xv, xdO] = [q, k, v, dO].map(on) as [Tensor, Tensor, Tensor, Tensor];
   // GPU calls return once the work is queued: wait for it, and free the results each round.

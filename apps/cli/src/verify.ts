@@ -1,5 +1,5 @@
 import { type Accuracy, accuracy, type Golden, loadGolden, toleranceFor } from '@attnkit/attention';
-import { goldenBackend } from './backends.js';
+import { goldenBackend, prepareBackends } from './backends.js';
 
 export interface TensorVerdict {
   relL2: number;
@@ -43,6 +43,7 @@ export async function verifyGolden(
   golden: Golden,
   options: VerifyOptions = {},
 ): Promise<VerifyReport> {
+  await prepareBackends();
   const backend = goldenBackend(options.backend, golden.kind, options.algorithm);
   const produced = await backend.run(golden, { algorithm: options.algorithm });
   const tol = toleranceFor({

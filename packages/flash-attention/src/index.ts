@@ -20,6 +20,8 @@ export type {
   WebGpuTileConfig,
 } from '@attnkit/skeleton';
 export {
+  loadNativeBackend,
+  NATIVE_INSTALL_COMMAND,
   planFlashTiles,
   planNativeTiles,
   planWebGpuFlash,
@@ -221,7 +223,11 @@ export function flashAttentionBackwardWebGpu(
   return flashAttentionBackward(q, k, v, o, lse, dO, withBackend(options, 'webgpu'));
 }
 
-/** Whether the native engine loaded (if not, @attnkit/native has warned once why). */
+/**
+ * Whether the native engine loaded (if not, @attnkit/native has warned once why). The optional
+ * @attnkit/native is imported lazily: false until `await loadNativeBackend()` or a first call on
+ * cpu tensors has imported it.
+ */
 export function nativeAvailable(): boolean {
   return nativeReady() === true;
 }

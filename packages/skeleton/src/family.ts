@@ -16,7 +16,12 @@ import { describe, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
 import type { GpuProfiler } from '@attnkit/webgpu';
 import { tiledBackwardTs, tiledForwardTs } from './cpu/run.js';
 import type { NormalizeHook, TiledHooks } from './hooks.js';
-import { nativeAvailable, tiledBackwardNative, tiledForwardNative } from './native.js';
+import {
+  loadNativeBackend,
+  nativeAvailable,
+  tiledBackwardNative,
+  tiledForwardNative,
+} from './native.js';
 import { tiledBackwardWebGpu, tiledForwardWebGpu } from './webgpu/host.js';
 import type { WebGpuFlashKernel, WebGpuTileConfig } from './webgpu/plan.js';
 
@@ -375,6 +380,11 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
   const dispatch = async (pass: KernelPass, t: KernelTensors, options: O | undefined) => {
     const r = resolve(t, options);
     const q = t.q!;
+    // @attnkit/native is optional and imported lazily: import it before the registry asks
+    // (synchronously) whether the native backend is available for these cpu tensors.
+    if (q.device === 'cpu' && (r.o.backend === undefined || r.o.backend === 'native')) {
+      await loadNativeBackend();
+    }
     const reg = selectKernel(
       {
         family: def.family,

@@ -22,6 +22,8 @@ export { splitKeyTiles } from './cpu/schedule.js';
 export * from './family.js';
 export * from './hooks.js';
 export {
+  loadNativeBackend,
+  NATIVE_INSTALL_COMMAND,
   type NativeTileOptions,
   nativeAvailable,
   nativeSupports,

@@ -1,11 +1,11 @@
 import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
-import {
-  loadNative,
-  type NativeAttentionProblem,
-  type NativeEngine,
-  type NativePermutation,
-  type NativeScoreMod,
-  nativeLoadError,
+// Types only: the package itself is an optional dependency, imported lazily below.
+import type * as NativePackage from '@attnkit/native';
+import type {
+  NativeAttentionProblem,
+  NativeEngine,
+  NativePermutation,
+  NativeScoreMod,
 } from '@attnkit/native';
 import { BackendUnavailableError, describe, Tensor, ValueError } from '@attnkit/tensor';
 import { allocF32 } from './cpu/alloc.js';
@@ -21,8 +21,11 @@ import { planNativeTiles } from './plan.js';
  * engine's problem (same fields and meaning); the hooks join it. Inputs go to the engine as f32
  * (contiguous f32 tensors without a copy), results come back in q's dtype (lse, dsinks f32).
  *
- * @attnkit/native imports no Node module when this file loads; its addon is loaded by the first
- * native call (or nativeAvailable()), in Node only, so a browser bundle never pulls it in.
+ * @attnkit/native is an optional dependency (browsers and installs without a C++ toolchain do
+ * without it), so it is never imported statically: loadNativeBackend() imports it, in Node
+ * only, on the first need (a family call on cpu tensors, a native run, or this function), and
+ * its addon loads on the first native call after that. When it is absent the native backend is
+ * declined with the reason and the install command; a browser bundle never contains it.
  */
 
 export interface NativeTileOptions {
@@ -34,20 +37,107 @@ export interface NativeTileOptions {
   algorithm?: 'fa1' | 'fa2';
 }
 
+type NativeModule = typeof NativePackage;
+
+/** What a user runs to get the native backend. */
+export const NATIVE_INSTALL_COMMAND = 'npm install @attnkit/native';
+
+// A computed specifier: bundlers (esbuild, Vite, webpack) do not follow it, so no browser bundle
+// pulls the Node-only package in, and a missing optional package is not a bundling error.
+const NATIVE_PACKAGE = '@attnkit/native';
+const importNativePackage = (): Promise<unknown> =>
+  import(/* @vite-ignore */ /* webpackIgnore: true */ NATIVE_PACKAGE);
+
+let importer: () => Promise<unknown> = importNativePackage;
+let nativePackage: NativeModule | undefined;
+let packageError: string | undefined;
+let loading: Promise<void> | undefined;
+
+function inNode(): boolean {
+  const proc = (globalThis as { process?: { versions?: { node?: unknown } } }).process;
+  return typeof proc?.versions?.node === 'string';
+}
+
+function isMissingPackage(e: unknown): boolean {
+  const { code, message } = (e ?? {}) as { code?: unknown; message?: unknown };
+  return (
+    (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
+    String(message).includes(NATIVE_PACKAGE)
+  );
+}
+
+function startLoading(): Promise<void> {
+  loading ??= (async () => {
+    // Settled synchronously outside Node, so nativeAvailable() answers at once in a browser.
+    if (!inNode()) {
+      packageError = 'the native engine runs in Node only';
+      return;
+    }
+    try {
+      const m = (await importer()) as Partial<NativeModule> | undefined;
+      if (typeof m?.loadNative !== 'function' || typeof m.nativeLoadError !== 'function') {
+        throw new Error('it exports no loadNative / nativeLoadError');
+      }
+      nativePackage = m as NativeModule;
+    } catch (e) {
+      packageError = isMissingPackage(e)
+        ? `${NATIVE_PACKAGE} is not installed (an optional dependency; install it with \`${NATIVE_INSTALL_COMMAND}\`, which builds its C++ addon)`
+        : `${NATIVE_PACKAGE} failed to import: ${(e as Error)?.message ?? String(e)}`;
+    }
+  })();
+  return loading;
+}
+
 /**
- * true when the addon loads, else why not (loads it on the first call; Node only). When it
- * does not load, @attnkit/native warns once why: the registry then falls back to ts silently.
+ * Imports @attnkit/native (once; Node only) and answers as nativeAvailable(). The family
+ * functions call it before they pick a backend for cpu tensors; call it yourself before a
+ * synchronous nativeAvailable() or registry query (declineReason, selectKernel) that should
+ * see the native backend.
+ */
+export async function loadNativeBackend(): Promise<true | string> {
+  await startLoading();
+  return nativeAvailable();
+}
+
+/**
+ * Replaces how @attnkit/native is imported and forgets what was loaded (tests simulate an
+ * absent or broken package with it); no argument restores the real import.
+ * @internal
+ */
+export function setNativeImporter(load?: () => Promise<unknown>): void {
+  importer = load ?? importNativePackage;
+  nativePackage = undefined;
+  packageError = undefined;
+  loading = undefined;
+}
+
+/**
+ * true when the addon loads, else why not (loads it on the first call; Node only). Synchronous:
+ * until loadNativeBackend() (or a family call) has imported @attnkit/native it answers that the
+ * package is still loading, and starts loading it. When the addon does not load,
+ * @attnkit/native warns once why: the registry then falls back to ts silently.
  */
 export function nativeAvailable(): true | string {
-  return loadNative() ? true : `the native engine is unavailable: ${nativeLoadError()}`;
+  if (!nativePackage) {
+    // Outside Node this settles at once (packageError); in Node the import takes a while.
+    void startLoading();
+    return `the native engine is unavailable: ${
+      packageError ??
+      `${NATIVE_PACKAGE} is still loading (await loadNativeBackend() before asking synchronously)`
+    }`;
+  }
+  return nativePackage.loadNative()
+    ? true
+    : `the native engine is unavailable: ${nativePackage.nativeLoadError()}`;
 }
 
 /** The engine for an explicit `backend: 'native'`, which never falls back silently. */
-function requireNativeEngine(): NativeEngine {
-  const engine = loadNative();
+async function requireNativeEngine(): Promise<NativeEngine> {
+  await startLoading();
+  const engine = nativePackage?.loadNative();
   if (!engine) {
     throw new BackendUnavailableError(
-      `backend: expected the native engine, but it is unavailable: ${nativeLoadError()}`,
+      `backend: expected the native engine, but it is unavailable: ${packageError ?? nativePackage?.nativeLoadError()}`,
       'backend',
     );
   }
@@ -195,12 +285,12 @@ function engineInput(t: Tensor): Float32Array {
 }
 
 /** Options, algorithm, hooks and q: typed errors naming the argument, then the engine. */
-function prepare(
+async function prepare(
   p: AttentionProblem,
   hooks: TiledHooks,
   q: Tensor,
   opts: NativeTileOptions | undefined,
-): { engine: NativeEngine; problem: NativeAttentionProblem } {
+): Promise<{ engine: NativeEngine; problem: NativeAttentionProblem }> {
   if (opts !== undefined && (opts === null || typeof opts !== 'object')) {
     throw new ValueError(`options: expected an object, got ${describe(opts)}`, 'options');
   }
@@ -209,7 +299,7 @@ function prepare(
   if (no) throw new ValueError(no.message, no.argument);
   checkCpuQ(q, 'native');
   const problem = nativeProblem(p, hooks, options);
-  return { engine: requireNativeEngine(), problem };
+  return { engine: await requireNativeEngine(), problem };
 }
 
 /**
@@ -225,7 +315,7 @@ export async function tiledForwardNative(
   v: Tensor,
   opts?: NativeTileOptions,
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
-  const { engine, problem } = prepare(p, hooks, q, opts);
+  const { engine, problem } = await prepare(p, hooks, q, opts);
   const sigmoid = hooks.normalize.kind === 'sigmoid';
   const o = allocF32(count(p.oShape), 'output');
   const lse = sigmoid ? undefined : allocF32(count(p.lseShape), 'output');
@@ -261,7 +351,7 @@ export async function tiledBackwardNative(
   dO: Tensor,
   opts?: NativeTileOptions,
 ): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor }> {
-  const { engine, problem } = prepare(p, hooks, q, opts);
+  const { engine, problem } = await prepare(p, hooks, q, opts);
   const softmax = hooks.normalize.kind === 'softmax';
   const O = softmax ? engineInput(checkLike(o, 'o', p.oShape, q.dtype, 'native')) : undefined;
   const LSE = softmax ? engineInput(checkLike(lse, 'lse', p.lseShape, 'f32', 'native')) : undefined;

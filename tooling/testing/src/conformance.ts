@@ -16,8 +16,9 @@ import {
   selectKernel,
   toleranceFor,
 } from '@attnkit/attention';
+import { loadNativeBackend } from '@attnkit/skeleton';
 import { Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
-import { goldenFiles } from '@attnkit/vitest-config';
+import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { afterAll, beforeAll, describe, expect, type TestContext, test } from 'vitest';
 import { poisonAllocations } from './poison.js';
@@ -29,6 +30,10 @@ import { webGpuTestContext } from './webgpu.js';
  * the family's float64 reference, runs on poisoned (NaN-filled) outputs, every golden of the
  * family's kinds, and the family's bad inputs. README.md beside this file documents the API.
  */
+
+// The skeleton imports @attnkit/native (an optional dependency) lazily; the runner asks the
+// registry synchronously while vitest collects the tests, so import it before that.
+await loadNativeBackend();
 
 /** Storage dtypes of the inputs; KERNELS.md "Tolerances" is keyed by these. */
 export type StorageDType = 'f32' | 'f16' | 'bf16';
@@ -738,15 +743,14 @@ export async function checkGolden(
   return result;
 }
 
-/** Every golden of `kinds` in the goldens directory, parsed (synchronously, at collection). */
+/** Every golden of `kinds` in every golden set, parsed (synchronously, at collection). */
 export function loadGoldensOfKinds(kinds: readonly GoldenKind[]): Golden[] {
   const out: Golden[] = [];
+  // Every golden set (the project's goldens/, and ../shared/goldens when present); a golden is
+  // named with its set ("project/softmax_gqa") so test names and failures say which.
   for (const path of goldenFiles()) {
     const buf = readFileSync(path);
-    const name = path
-      .split(/[\\/]/)
-      .pop()!
-      .replace(/\.safetensors$/, '');
+    const name = goldenLabel(path);
     const g = parseGolden(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), name);
     if (kinds.includes(g.kind)) out.push(g);
   }
