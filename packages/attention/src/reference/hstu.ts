@@ -414,7 +414,7 @@ function pairs(
 
 /** Table columns (position, time) used by pair (li, lj) of sequence b. */
 function buckets(
-  p: HstuProblem,
+  offsets: Int32Array,
   bk: Bucketed,
   b: number,
   li: number,
@@ -423,8 +423,8 @@ function buckets(
   const pc = bk.pos ? hstuPositionBucket(li, lj, bk.pos.cols) : 0;
   let tc = 0;
   if (bk.ts && bk.stamps) {
-    const start = p.offsets[b]!;
-    const len = p.offsets[b + 1]! - start;
+    const start = offsets[b]!;
+    const len = offsets[b + 1]! - start;
     const next = bk.stamps[start + Math.min(li + 1, len - 1)]!;
     tc = hstuTimeBucket(next - bk.stamps[start + lj]!, bk.ts.cols, bk.fn, bk.divisor);
   }
@@ -451,7 +451,7 @@ function logit(
   let bias = R ? R[b * p.rabB + h * p.rabH + li * p.n + lj]! : 0;
   const bk = p.bucketed;
   if (bk) {
-    const [pc, tc] = buckets(p, bk, b, li, lj);
+    const [pc, tc] = buckets(p.offsets, bk, b, li, lj);
     if (bk.pos) bias += bk.pos.data[h * bk.pos.hs + pc]!;
     if (bk.ts) bias += bk.ts.data[h * bk.ts.hs + tc]!;
   }
@@ -549,7 +549,7 @@ export function hstuAttentionReferenceBackward(
           dR[ro] = dR[ro]! + dZ;
         }
         if (bk && (dP || dT)) {
-          const [pc, tc] = buckets(p, bk, b, li, lj);
+          const [pc, tc] = buckets(p.offsets, bk, b, li, lj);
           if (dP && bk.pos) dP[h * bk.pos.hs + pc] = dP[h * bk.pos.hs + pc]! + dZ;
           if (dT && bk.ts) dT[h * bk.ts.hs + tc] = dT[h * bk.ts.hs + tc]! + dZ;
         }
@@ -587,14 +587,13 @@ export function hstuBucketedRabDense(
   const heads = Math.max(bk.pos?.heads ?? 1, bk.ts?.heads ?? 1);
   const batch = offsets.length - 1;
   const n = maxSeqLen;
-  const p = { offsets } as HstuProblem;
   const out = new Float64Array(batch * heads * n * n);
   for (let b = 0; b < batch; b++) {
     const len = offsets[b + 1]! - offsets[b]!;
     for (let h = 0; h < heads; h++) {
       for (let li = 0; li < len; li++) {
         for (let lj = 0; lj < len; lj++) {
-          const [pc, tc] = buckets(p, bk, b, li, lj);
+          const [pc, tc] = buckets(offsets, bk, b, li, lj);
           let x = 0;
           if (bk.pos) x += bk.pos.data[h * bk.pos.hs + pc]!;
           if (bk.ts) x += bk.ts.data[h * bk.ts.hs + tc]!;
