@@ -1,7 +1,7 @@
 // Shared vitest settings: tests import workspace packages from their sources, so a test run
 // needs no prior build and always sees the code under test.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -30,28 +30,65 @@ function workspaceAliases() {
 export function attnkitVitest(test = {}) {
   return {
     resolve: { alias: workspaceAliases() },
-    test: { testTimeout: 60_000, ...test },
+    test: {
+      testTimeout: 60_000,
+      ...test,
+      // Dawn on Mesa needs a surfaceless EGL display on a machine without one (CI, containers);
+      // a value the caller or the shell set wins.
+      env: { EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless', ...test.env },
+    },
   };
 }
 
 export const repoRoot = root;
 
-/**
- * The shared PyTorch goldens: $ATTNKIT_GOLDENS, else ../shared/goldens beside the repository.
- * Tests that need them fail (not skip) when the directory is missing.
- */
-export function goldensDir() {
+/** The project's own goldens, committed at goldens/ (tooling/goldens/generate.py makes them). */
+export const projectGoldensDir = join(root, 'goldens');
+
+/** The shared PyTorch goldens: $ATTNKIT_GOLDENS, else ../shared/goldens beside the repository. */
+export function sharedGoldensDir() {
   return process.env.ATTNKIT_GOLDENS ?? join(root, '..', 'shared', 'goldens');
 }
 
-/** Golden file names (sorted), optionally only those starting with `prefix`. */
-export function goldenNames(prefix = '') {
-  return readdirSync(goldensDir())
-    .filter((f) => f.startsWith(prefix) && f.endsWith('.safetensors'))
+function safetensorsIn(dir) {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.safetensors'))
     .sort();
 }
 
-/** Absolute paths of the golden files (sorted), optionally only those starting with `prefix`. */
+/**
+ * The golden sets every golden test runs: the project's (always; missing or empty is an error,
+ * never a skip) and the shared one when present ($ATTNKIT_GOLDENS, when set, must exist).
+ * @returns {{ name: 'project' | 'shared', dir: string }[]}
+ */
+export function goldenSets() {
+  if (!existsSync(projectGoldensDir) || safetensorsIn(projectGoldensDir).length === 0) {
+    throw new Error(
+      `goldens: expected the project's golden files in ${projectGoldensDir}, found none; ` +
+        'regenerate them with `python3 tooling/goldens/generate.py --out goldens` (needs PyTorch)',
+    );
+  }
+  const sets = [{ name: 'project', dir: projectGoldensDir }];
+  const shared = sharedGoldensDir();
+  if (existsSync(shared)) sets.push({ name: 'shared', dir: shared });
+  else if (process.env.ATTNKIT_GOLDENS !== undefined) {
+    throw new Error(`goldens: ATTNKIT_GOLDENS=${shared} does not exist`);
+  }
+  return sets;
+}
+
+/** Golden file names of one set's folder (sorted), optionally only those starting with `prefix`. */
+export function goldenNames(prefix = '', dir = projectGoldensDir) {
+  return safetensorsIn(dir).filter((f) => f.startsWith(prefix));
+}
+
+/** Absolute paths of the golden files of every set (project first), optionally by `prefix`. */
 export function goldenFiles(prefix = '') {
-  return goldenNames(prefix).map((f) => join(goldensDir(), f));
+  return goldenSets().flatMap((s) => goldenNames(prefix, s.dir).map((f) => join(s.dir, f)));
+}
+
+/** "project/softmax_full" or "shared/softmax_full": a golden path named with its set, for test names. */
+export function goldenLabel(path) {
+  const set = dirname(resolve(path)) === resolve(projectGoldensDir) ? 'project' : 'shared';
+  return `${set}/${basename(path).replace(/\.safetensors$/, '')}`;
 }

@@ -4,11 +4,12 @@ import { basename, join } from 'node:path';
 import { loadGolden } from '@attnkit/attention';
 import { nativeAvailable } from '@attnkit/flash-attention';
 import { readSafetensors, Tensor, writeSafetensors } from '@attnkit/tensor';
-import { goldenFiles } from '@attnkit/vitest-config';
+import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { type CliIo, runCli, USAGE } from './cli.js';
 import { verifyFile, verifyGolden } from './verify.js';
 
+// Every golden set: the project's goldens/ and, when present, ../shared/goldens.
 const files = goldenFiles();
 
 function captureIo(): CliIo & { stdout: string[]; stderr: string[] } {
@@ -17,13 +18,13 @@ function captureIo(): CliIo & { stdout: string[]; stderr: string[] } {
   return { stdout, stderr, out: (t) => stdout.push(t), err: (t) => stderr.push(t) };
 }
 
-test('the shared goldens are present (every kind)', () => {
+test('the goldens are present (every kind)', () => {
   expect(files.length).toBeGreaterThanOrEqual(15);
 });
 
 describe('every golden verifies through the attnkit verify code path', () => {
   for (const file of files) {
-    test(`${basename(file)} on the default backend`, async () => {
+    test(`${goldenLabel(file)} on the default backend`, async () => {
       const report = await verifyFile(file);
       expect(Object.keys(report.tensors).length).toBeGreaterThan(0);
       expect(report.tensors, JSON.stringify(report)).toSatisfy(() => report.ok);
@@ -32,19 +33,19 @@ describe('every golden verifies through the attnkit verify code path', () => {
       }
     });
     if (/^(softmax|sigmoid)/.test(basename(file))) {
-      test(`${basename(file)} on the pure-TS backend`, async () => {
+      test(`${goldenLabel(file)} on the pure-TS backend`, async () => {
         const report = await verifyFile(file, { backend: 'ts' });
         expect(report.backend).toBe('ts');
         expect(report.ok, JSON.stringify(report)).toBe(true);
       });
     }
     if (basename(file).startsWith('softmax')) {
-      test(`${basename(file)} with FA1`, async () => {
+      test(`${goldenLabel(file)} with FA1`, async () => {
         const report = await verifyFile(file, { algorithm: 'fa1' });
         expect(report.ok, JSON.stringify(report)).toBe(true);
       });
     }
-    test(`${basename(file)} on the float64 reference`, async () => {
+    test(`${goldenLabel(file)} on the float64 reference`, async () => {
       const report = await verifyFile(file, { backend: 'reference' });
       expect(report.backend).toBe('reference');
       expect(report.ok, JSON.stringify(report)).toBe(true);

@@ -1,6 +1,6 @@
 import { basename } from 'node:path';
 import { loadNative, nativeLoadError } from '@attnkit/native';
-import { goldenFiles } from '@attnkit/vitest-config';
+import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
 import { verifyFile } from './verify.js';
@@ -31,7 +31,7 @@ describe.runIf(engine)('attnkit verify --backend native', () => {
   test('there are softmax goldens', () => {
     expect(softmax.length).toBeGreaterThan(0);
   });
-  test.each(softmax.map((f) => [basename(f), f] as const))('%s', async (_name, file) => {
+  test.each(softmax.map((f) => [goldenLabel(f), f] as const))('%s', async (_name, file) => {
     const report = await verifyFile(file, { backend: 'native' });
     expect(report.backend).toBe('native');
     expect(report.ok, JSON.stringify(report)).toBe(true);

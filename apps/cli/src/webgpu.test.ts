@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { goldenFiles } from '@attnkit/vitest-config';
+import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { getWebGpuContext } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
@@ -22,7 +22,7 @@ function captureIo(): CliIo & { stdout: string[]; stderr: string[] } {
 describe.skipIf(!ctx)('attnkit --backend webgpu', () => {
   const softmax = goldenFiles().filter((f) => basename(f).startsWith('softmax'));
 
-  test.each(softmax.map((f) => [basename(f), f]))('verify %s', async (_, file) => {
+  test.each(softmax.map((f) => [goldenLabel(f), f]))('verify %s', async (_, file) => {
     const report = await verifyFile(file, { backend: 'webgpu' });
     expect(report.backend).toBe('webgpu');
     expect(report.ok, JSON.stringify(report)).toBe(true);

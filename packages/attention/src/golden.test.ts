@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, Rng, type Tensor, ValueError, writeSafetensors } from '@attnkit/tensor';
-import { goldenNames, goldensDir } from '@attnkit/vitest-config';
+import { goldenNames, goldenSets, projectGoldensDir } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import {
   type Golden,
@@ -15,37 +15,42 @@ import {
 } from './golden.js';
 import { accuracy } from './metrics.js';
 
-const GOLDENS = goldensDir();
-const files = goldenNames();
+const GOLDENS = projectGoldensDir;
 
-describe('every golden: float64 references reproduce the PyTorch references', () => {
-  test('the goldens directory holds every file its README lists', () => {
-    const readme = readFileSync(join(GOLDENS, 'README.md'), 'utf8');
-    const listed = [...readme.matchAll(/^\| ([a-z_, ]+) \| [a-z_]+ \|/gm)]
-      .flatMap((m) => m[1]!.split(', '))
-      .filter((name) => name !== 'file');
-    expect(listed.length).toBe(18);
-    for (const name of listed) expect(files).toContain(`${name}.safetensors`);
+// Every golden set: the project's goldens/ and, when present, ../shared/goldens.
+for (const set of goldenSets()) {
+  const files = goldenNames('', set.dir);
+  describe(`${set.name} goldens: float64 references reproduce the PyTorch references`, () => {
+    test('the goldens directory holds every file its README lists', () => {
+      const readme = readFileSync(join(set.dir, 'README.md'), 'utf8');
+      const listed = [...readme.matchAll(/^\| ([a-z_, ]+) \| [a-z_]+ \|/gm)]
+        .flatMap((m) => m[1]!.split(', '))
+        .filter((name) => name !== 'file');
+      expect(listed.length).toBe(18);
+      for (const name of listed) expect(files).toContain(`${name}.safetensors`);
+    });
+
+    test.each(files)('%s', async (file) => {
+      const g = await loadGolden(join(set.dir, file));
+      expect(g.name).toBe(file.replace('.safetensors', ''));
+      const got = runReference(g);
+      expect(Object.keys(got).sort()).toEqual([...g.references].sort());
+      expect(g.references).toContain('o');
+      // The shared GLA golden was computed in float32 internally by its generator (its README):
+      // ~1.4e-7. The project's GLA goldens are float64 throughout.
+      const tol = g.kind === 'gla' && set.name === 'shared' ? 1e-5 : 1e-10;
+      for (const name of g.references) {
+        const ref = g.tensors[name]!;
+        expect(got[name]!.shape, name).toEqual(ref.shape);
+        const acc = accuracy(got[name]!, ref);
+        expect(acc.nonFinite, `${name} nonFinite`).toBe(0);
+        expect(acc.relL2, `${name} relL2`).toBeLessThanOrEqual(tol);
+      }
+    });
   });
+}
 
-  test.each(files)('%s', async (file) => {
-    const g = await loadGolden(join(GOLDENS, file));
-    expect(g.name).toBe(file.replace('.safetensors', ''));
-    const got = runReference(g);
-    expect(Object.keys(got).sort()).toEqual([...g.references].sort());
-    expect(g.references).toContain('o');
-    // GLA's golden was computed in float32 internally by its generator (goldens README): ~1.4e-7.
-    const tol = g.kind === 'gla' ? 1e-5 : 1e-10;
-    for (const name of g.references) {
-      const ref = g.tensors[name]!;
-      expect(got[name]!.shape, name).toEqual(ref.shape);
-      const acc = accuracy(got[name]!, ref);
-      expect(acc.nonFinite, `${name} nonFinite`).toBe(0);
-      expect(acc.relL2, `${name} relL2`).toBeLessThanOrEqual(tol);
-    }
-  });
-});
-
+// The loader's mapping, on the project's goldens (always present in a clone).
 describe('golden metadata', () => {
   const load = (name: string) =>
     parseGolden(new Uint8Array(readFileSync(join(GOLDENS, `${name}.safetensors`))), name);

@@ -21,9 +21,9 @@ import {
 import type { AttentionOptions } from './spec.js';
 
 /**
- * Golden references (shared/goldens): one attention problem per safetensors file, inputs
- * stored as F32 and PyTorch float64 references as F64; the header metadata `params` is JSON
- * with the problem's parameters. This module reads them and maps params to our options.
+ * Golden references (the project's goldens/ and the larger ../shared/goldens): one attention
+ * problem per safetensors file, inputs stored as F32 and PyTorch float64 references as F64; the
+ * header metadata `params` is JSON with the problem's parameters. This module reads them and maps params to our options.
  */
 
 export type GoldenKind = 'softmax' | 'softmax_varlen' | 'sigmoid' | 'gla' | 'hstu';

@@ -16,7 +16,7 @@ import {
   poisonAllocations,
   randomCase,
 } from '@attnkit/testing';
-import { goldenNames, goldensDir } from '@attnkit/vitest-config';
+import { goldenNames, goldenSets } from '@attnkit/vitest-config';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import {
   flashAttention,
@@ -211,23 +211,25 @@ describe('native unavailable', () => {
   });
 });
 
-const GOLDENS = goldensDir();
-const files = goldenNames('softmax');
+// Every golden set: the project's goldens/ and, when present, ../shared/goldens.
+for (const { name: setName, dir: GOLDENS } of goldenSets()) {
+  const files = goldenNames('softmax', GOLDENS);
 
-describe.runIf(engine)('PyTorch float64 goldens on native', () => {
-  test.each(files)('%s', async (file) => {
-    const g = await loadGolden(join(GOLDENS, file));
-    const t = g.tensors;
-    const options = goldenAttentionOptions(g);
-    const tol = toleranceFor({
-      dtype: 'f32',
-      maxSeqLen: Math.max(t.q!.shape.at(-2)!, t.k!.shape.at(-2)!),
+  describe.runIf(engine)(`PyTorch float64 goldens on native (${setName})`, () => {
+    test.each(files)('%s', async (file) => {
+      const g = await loadGolden(join(GOLDENS, file));
+      const t = g.tensors;
+      const options = goldenAttentionOptions(g);
+      const tol = toleranceFor({
+        dtype: 'f32',
+        maxSeqLen: Math.max(t.q!.shape.at(-2)!, t.k!.shape.at(-2)!),
+      });
+      const { o, lse } = await flashAttentionNative(t.q!, t.k!, t.v!, options);
+      expectClose(o, t.o!, tol, 'o');
+      if (t.lse) expectClose(lse, t.lse, tol, 'lse');
+      if (!g.hasBackward) return;
+      const grads = await flashAttentionBackwardNative(t.q!, t.k!, t.v!, o, lse, t.do!, options);
+      for (const name of ['dq', 'dk', 'dv'] as const) expectClose(grads[name], t[name]!, tol, name);
     });
-    const { o, lse } = await flashAttentionNative(t.q!, t.k!, t.v!, options);
-    expectClose(o, t.o!, tol, 'o');
-    if (t.lse) expectClose(lse, t.lse, tol, 'lse');
-    if (!g.hasBackward) return;
-    const grads = await flashAttentionBackwardNative(t.q!, t.k!, t.v!, o, lse, t.do!, options);
-    for (const name of ['dq', 'dk', 'dv'] as const) expectClose(grads[name], t[name]!, tol, name);
   });
-});
+}

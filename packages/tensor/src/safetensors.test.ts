@@ -1,14 +1,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { goldensDir } from '@attnkit/vitest-config';
+import { goldenSets } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { DTypeError, FormatError, ValueError } from './errors.js';
 import { bf16ToBits, f16ToBits } from './half.js';
 import { Rng } from './rng.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 import { Tensor } from './tensor.js';
-
-const goldens = goldensDir();
 
 // ---- an independent parser for cross-checks -------------------------------------------------
 
@@ -165,76 +163,79 @@ function expectedTensors(file: string, p: Record<string, unknown>): Expected {
 
 const DTYPE_OF: Record<string, string> = { F64: 'f64', F32: 'f32', U8: 'u8' };
 
-describe('goldens', () => {
-  const files = readdirSync(goldens)
-    .filter((f) => f.endsWith('.safetensors'))
-    .sort();
+// Every golden set: the project's goldens/ and, when present, ../shared/goldens.
+for (const { name: setName, dir: goldens } of goldenSets()) {
+  describe(`${setName} goldens`, () => {
+    const files = readdirSync(goldens)
+      .filter((f) => f.endsWith('.safetensors'))
+      .sort();
 
-  test('the goldens directory holds every file the README lists', () => {
-    const readme = readFileSync(join(goldens, 'README.md'), 'utf8');
-    const listed = new Set<string>();
-    for (const m of readme.matchAll(/^\| ([a-z_, ]+) \|/gm)) {
-      for (const name of m[1]!.split(',')) if (name.trim() !== 'file') listed.add(name.trim());
-    }
-    expect(listed.size).toBe(18);
-    expect(files.map((f) => f.replace('.safetensors', ''))).toEqual([...listed].sort());
-  });
-
-  test.each(files)('%s reads with the shapes and dtypes its params imply', (file) => {
-    const bytes = new Uint8Array(readFileSync(join(goldens, file)));
-    const st = readSafetensors(bytes);
-    const name = file.replace('.safetensors', '');
-    const params = JSON.parse(st.metadata.params!);
-    expect(st.metadata.generator).toMatch(/^torch /);
-
-    const want = expectedTensors(name, params);
-    expect(Object.keys(st.tensors).sort()).toEqual(Object.keys(want).sort());
-    for (const [tname, [fileDType, shape]] of Object.entries(want)) {
-      const t = st.tensors[tname]!;
-      expect(st.fileDTypes[tname], tname).toBe(fileDType);
-      expect(t.dtype, tname).toBe(DTYPE_OF[fileDType]);
-      expect([...t.shape], tname).toEqual(shape);
-      expect(t.device).toBe('cpu');
-    }
-
-    // Spot-check values against a DataView parse of the same bytes.
-    const raw = rawParse(bytes);
-    expect(raw.metadata).toEqual(st.metadata);
-    for (const [tname, e] of Object.entries(raw.header)) {
-      const t = st.tensors[tname]!;
-      const data = t.data();
-      const size = RAW_SIZE[e.dtype]!;
-      const count = (e.data_offsets[1] - e.data_offsets[0]) / size;
-      expect(data.length).toBe(count);
-      for (const i of [0, 1, Math.floor(count / 3), count - 2, count - 1]) {
-        const at = raw.dataStart + e.data_offsets[0] + i * size;
-        expect(data[i], `${tname}[${i}]`).toBe(RAW_READ[e.dtype]!(raw.dv, at));
+    test('the goldens directory holds every file the README lists', () => {
+      const readme = readFileSync(join(goldens, 'README.md'), 'utf8');
+      const listed = new Set<string>();
+      for (const m of readme.matchAll(/^\| ([a-z_, ]+) \|/gm)) {
+        for (const name of m[1]!.split(',')) if (name.trim() !== 'file') listed.add(name.trim());
       }
-      // Inputs are random draws, never all zero; references are finite except masked LSE rows.
-      if (e.dtype === 'F32') {
-        expect(data.every((x) => Number.isFinite(x))).toBe(true);
-        expect(data.some((x) => x !== 0)).toBe(true);
-      }
-    }
-    if (name === 'softmax_blocksparse') {
-      const mask = st.tensors.block_mask!.data();
-      expect(mask.every((x) => x === 0 || x === 1)).toBe(true);
-    }
-    if (name === 'softmax_empty_rows') {
-      const lse = st.tensors.lse!.toFloat64Array();
-      expect(lse.filter((x) => x === Number.NEGATIVE_INFINITY).length).toBe(15 * 2);
-    }
-  });
+      expect(listed.size).toBe(18);
+      expect(files.map((f) => f.replace('.safetensors', ''))).toEqual([...listed].sort());
+    });
 
-  test('tensors do not alias the input bytes', () => {
-    const bytes = new Uint8Array(readFileSync(join(goldens, 'softmax_causal.safetensors')));
-    const st = readSafetensors(bytes);
-    const before = st.tensors.q!.get(0, 0, 0, 0);
-    bytes.fill(0xff, 8);
-    expect(st.tensors.q!.get(0, 0, 0, 0)).toBe(before);
-    expect(st.tensors.q!.data().buffer).not.toBe(bytes.buffer);
+    test.each(files)('%s reads with the shapes and dtypes its params imply', (file) => {
+      const bytes = new Uint8Array(readFileSync(join(goldens, file)));
+      const st = readSafetensors(bytes);
+      const name = file.replace('.safetensors', '');
+      const params = JSON.parse(st.metadata.params!);
+      expect(st.metadata.generator).toMatch(/^torch /);
+
+      const want = expectedTensors(name, params);
+      expect(Object.keys(st.tensors).sort()).toEqual(Object.keys(want).sort());
+      for (const [tname, [fileDType, shape]] of Object.entries(want)) {
+        const t = st.tensors[tname]!;
+        expect(st.fileDTypes[tname], tname).toBe(fileDType);
+        expect(t.dtype, tname).toBe(DTYPE_OF[fileDType]);
+        expect([...t.shape], tname).toEqual(shape);
+        expect(t.device).toBe('cpu');
+      }
+
+      // Spot-check values against a DataView parse of the same bytes.
+      const raw = rawParse(bytes);
+      expect(raw.metadata).toEqual(st.metadata);
+      for (const [tname, e] of Object.entries(raw.header)) {
+        const t = st.tensors[tname]!;
+        const data = t.data();
+        const size = RAW_SIZE[e.dtype]!;
+        const count = (e.data_offsets[1] - e.data_offsets[0]) / size;
+        expect(data.length).toBe(count);
+        for (const i of [0, 1, Math.floor(count / 3), count - 2, count - 1]) {
+          const at = raw.dataStart + e.data_offsets[0] + i * size;
+          expect(data[i], `${tname}[${i}]`).toBe(RAW_READ[e.dtype]!(raw.dv, at));
+        }
+        // Inputs are random draws, never all zero; references are finite except masked LSE rows.
+        if (e.dtype === 'F32') {
+          expect(data.every((x) => Number.isFinite(x))).toBe(true);
+          expect(data.some((x) => x !== 0)).toBe(true);
+        }
+      }
+      if (name === 'softmax_blocksparse') {
+        const mask = st.tensors.block_mask!.data();
+        expect(mask.every((x) => x === 0 || x === 1)).toBe(true);
+      }
+      if (name === 'softmax_empty_rows') {
+        const lse = st.tensors.lse!.toFloat64Array();
+        expect(lse.filter((x) => x === Number.NEGATIVE_INFINITY).length).toBe(15 * 2);
+      }
+    });
+
+    test('tensors do not alias the input bytes', () => {
+      const bytes = new Uint8Array(readFileSync(join(goldens, 'softmax_causal.safetensors')));
+      const st = readSafetensors(bytes);
+      const before = st.tensors.q!.get(0, 0, 0, 0);
+      bytes.fill(0xff, 8);
+      expect(st.tensors.q!.get(0, 0, 0, 0)).toBe(before);
+      expect(st.tensors.q!.data().buffer).not.toBe(bytes.buffer);
+    });
   });
-});
+}
 
 // ---- round trip ------------------------------------------------------------------------------
 

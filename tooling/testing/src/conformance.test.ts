@@ -233,7 +233,7 @@ describe('the checks catch deliberately wrong kernels', () => {
   });
 
   test('goldens: a reference tensor no pass produces fails, listed or not', async () => {
-    const [g] = loadGoldensOfKinds(['softmax']).filter((x) => x.name === 'softmax_gqa');
+    const [g] = loadGoldensOfKinds(['softmax']).filter((x) => x.name === 'project/softmax_gqa');
     expect((await checkGolden(spec, 'ts', g!, cpu)).failures).toEqual([]);
     const unlisted = await checkGolden(broken, 'lse-unlisted', g!, cpu);
     expect(unlisted.failures.join('\n')).toMatch(
@@ -296,7 +296,7 @@ describe('the grid', () => {
   });
 
   test('goldens: every tensor of the file that is not an input is a reference', () => {
-    const [rab] = loadGoldensOfKinds(['hstu']).filter((g) => g.name === 'hstu_rab');
+    const [rab] = loadGoldensOfKinds(['hstu']).filter((g) => g.name === 'project/hstu_rab');
     const parts = goldenParts({ family: 'x', reference }, rab!);
     // drab is not among the loader's reference names, and must still be produced.
     expect(parts.references).toContain('drab');
@@ -304,7 +304,7 @@ describe('the grid', () => {
     expect(Object.keys(parts.forwardInputs).sort()).toEqual(['k', 'q', 'v']);
     expect(Object.keys(parts.gradInputs)).toEqual(['do']);
     const [sparse] = loadGoldensOfKinds(['softmax']).filter(
-      (g) => g.name === 'softmax_blocksparse',
+      (g) => g.name === 'project/softmax_blocksparse',
     );
     const sp = goldenParts({ family: 'x', reference }, sparse!);
     expect(sp.references).toEqual(['dk', 'dq', 'dv', 'lse', 'o']);

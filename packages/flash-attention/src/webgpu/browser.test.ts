@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { goldenSets } from '@attnkit/vitest-config';
 import { build } from 'esbuild';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -14,9 +15,8 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
  */
 const CHROMIUM = process.env.ATTNKIT_CHROMIUM ?? '/usr/bin/chromium';
 const allowMissing = process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1';
-const GOLDENS =
-  process.env.ATTNKIT_GOLDENS ??
-  fileURLToPath(new URL('../../../../../shared/goldens', import.meta.url));
+// Every golden set: the project's goldens/ and, when present, ../shared/goldens.
+const SETS = goldenSets();
 const FILES = ['softmax_gqa', 'softmax_varlen'];
 const root = fileURLToPath(new URL('../../../../', import.meta.url));
 // Small workgroups compile quickly in SwiftShader; TX = 4 matches its 4-lane subgroups.
@@ -51,9 +51,15 @@ beforeAll(async () => {
     if (req.url === '/bundle.js') {
       res.writeHead(200, { 'content-type': 'text/javascript' }).end(js);
     } else if (req.url?.startsWith('/golden/')) {
-      const name = req.url.slice('/golden/'.length).replace(/[^a-z_]/g, '');
+      const [set, file] = req.url.slice('/golden/'.length).split('/');
+      const dir = SETS.find((s) => s.name === set)?.dir;
+      const name = (file ?? '').replace(/[^a-z_]/g, '');
+      if (!dir) {
+        res.writeHead(404).end();
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
-      res.end(readFileSync(join(GOLDENS, `${name}.safetensors`)));
+      res.end(readFileSync(join(dir, `${name}.safetensors`)));
     } else {
       res.writeHead(200, { 'content-type': 'text/html' }).end(html);
     }
@@ -100,10 +106,12 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
       await page.waitForFunction(() => 'attnkitRunGolden' in globalThis, undefined, {
         timeout: 10_000,
       });
-      for (const name of FILES) {
+      for (const [set, name] of SETS.flatMap((s) => FILES.map((f) => [s.name, f] as const))) {
         const result = await page.evaluate(
-          async ([file, t]) => {
-            const bytes = new Uint8Array(await (await fetch(`/golden/${file}`)).arrayBuffer());
+          async ([where, file, t]) => {
+            const bytes = new Uint8Array(
+              await (await fetch(`/golden/${where}/${file}`)).arrayBuffer(),
+            );
             const run = (
               globalThis as unknown as {
                 attnkitRunGolden: (b: Uint8Array, n: string, t: unknown) => Promise<unknown>;
@@ -111,7 +119,7 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
             ).attnkitRunGolden;
             return run(bytes, file, t);
           },
-          [name, TILES] as const,
+          [set, name, TILES] as const,
         );
         const r = result as {
           adapter: { architecture: string };
@@ -128,8 +136,8 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
           name === 'softmax_varlen' ? ['dk', 'dq', 'dv', 'o'] : ['dk', 'dq', 'dv', 'lse', 'o'],
         );
         for (const [tensor, e] of Object.entries(r.errors)) {
-          expect(e.nonFinite, `${name} ${tensor}`).toBe(0);
-          expect(e.relL2, `${name} ${tensor}`).toBeLessThanOrEqual(1e-5);
+          expect(e.nonFinite, `${set}/${name} ${tensor}`).toBe(0);
+          expect(e.relL2, `${set}/${name} ${tensor}`).toBeLessThanOrEqual(1e-5);
         }
       }
     } finally {
