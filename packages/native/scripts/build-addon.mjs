@@ -81,7 +81,7 @@ function warn(text) {
 }
 
 function giveUp(why, log) {
-  writeStatus(why === 'ATTNKIT_SKIP_NATIVE_BUILD=1' ? 'skipped' : 'failed', {
+  writeStatus('failed', {
     reason: why,
     ...(log ? { log } : {}),
   });
@@ -135,7 +135,14 @@ function decide() {
 }
 
 let plan = decide();
-if (plan.action === 'skip') giveUp(plan.reason);
+if (plan.action === 'skip') {
+  // Asked for: a note, not the failure paragraph (a shipped prebuilt still loads).
+  writeStatus('skipped', { reason: plan.reason });
+  console.warn(
+    `@attnkit/native: ${plan.reason}: nothing compiled or checked (the loader still uses a prebuilt for ${process.platform}-${process.arch} if one ships)`,
+  );
+  process.exit(0);
+}
 if (plan.action === 'up-to-date') {
   writeStatus('up-to-date', { addon });
   console.log(`@attnkit/native: ${addon} is up to date`);

@@ -206,3 +206,15 @@ test.runIf(onLinux)('no prebuilt, no node-gyp: a failed install is a warning, no
     'warning: @attnkit/native: the native addon was not built (node-gyp is not installed)',
   );
 });
+
+test.runIf(onLinux)(
+  'ATTNKIT_SKIP_NATIVE_BUILD=1: a note and a "skipped" record, no failure paragraph',
+  () => {
+    const dir = copyPackage(false);
+    const r = install(dir, { ATTNKIT_SKIP_NATIVE_BUILD: '1' });
+    expect(r.code).toBe(0);
+    expect(r.record).toMatchObject({ outcome: 'skipped', reason: 'ATTNKIT_SKIP_NATIVE_BUILD=1' });
+    expect(r.stderr).toContain('nothing compiled or checked');
+    expect(r.stderr).not.toContain('was not built');
+  },
+);
