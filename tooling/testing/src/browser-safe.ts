@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { build, type Metafile } from 'esbuild';
 
 /**
@@ -77,29 +77,84 @@ export async function browserBundleReport(
 ): Promise<BrowserBundleReport> {
   const alias: Record<string, string> = {};
   for (const p of publishedPackages(root)) alias[p.name] = p.entry;
+  return (
+    await bundleForBrowser(
+      root,
+      { index: entry },
+      { alias, external: [...NODE_ONLY_MODULES, '*.node'] },
+    )
+  ).report;
+}
+
+/** Node's builtins, bare and `node:`: the only modules a browser bundle of a dist leaves out. */
+export const NODE_BUILTINS: readonly string[] = [
+  ...builtinModules,
+  ...builtinModules.map((m) => `node:${m}`),
+];
+
+export interface BrowserBundle {
+  report: BrowserBundleReport;
+  /** Output files by their path relative to the bundle's root ('index.js', 'chunk-....js'). */
+  files: Map<string, string>;
+}
+
+/**
+ * A browser bundle of what is published: the package's built `dist/index.js` as an npm user's
+ * bundler would see it (other `@attnkit/*` packages resolved through node_modules to their
+ * dists, no aliases), only Node's builtins external; a static import of Dawn or a `.node` addon
+ * fails to bundle (an error). `extra` entries (e.g. @attnkit/tensor's dist, to build inputs in
+ * the page) share chunks with the package's, so both see one copy of each module; the
+ * violations are walked from the package's entry (`index.js`).
+ */
+export async function browserDistBundle(
+  dist: string,
+  extra: Record<string, string> = {},
+): Promise<BrowserBundle> {
+  return bundleForBrowser(
+    dirname(dist),
+    { index: dist, ...extra },
+    { external: [...NODE_BUILTINS] },
+  );
+}
+
+async function bundleForBrowser(
+  root: string,
+  entryPoints: Record<string, string>,
+  options: { alias?: Record<string, string>; external: string[] },
+): Promise<BrowserBundle> {
   let metafile: Metafile;
+  const outdir = join(root, '.browser-bundle');
+  const files = new Map<string, string>();
   try {
     const result = await build({
-      entryPoints: [entry],
+      entryPoints,
       bundle: true,
       write: false,
       splitting: true,
-      outdir: join(root, '.browser-bundle'),
+      outdir,
+      entryNames: '[name]',
+      chunkNames: 'chunk-[hash]',
       platform: 'browser',
       format: 'esm',
       target: 'chrome120',
-      alias,
-      external: [...NODE_ONLY_MODULES, '*.node'],
+      ...(options.alias ? { alias: options.alias } : {}),
+      external: options.external,
       metafile: true,
       logLevel: 'silent',
     });
     metafile = result.metafile;
+    for (const f of result.outputFiles) files.set(relative(outdir, f.path), f.text);
   } catch (e) {
     const errors = (e as { errors?: { text: string }[] }).errors;
-    return { violations: [], lazy: [], errors: errors?.map((x) => x.text) ?? [String(e)] };
+    return {
+      report: { violations: [], lazy: [], errors: errors?.map((x) => x.text) ?? [String(e)] },
+      files,
+    };
   }
   const outputs = metafile.outputs;
-  const entryOut = Object.keys(outputs).find((o) => outputs[o]!.entryPoint !== undefined)!;
+  const entryOut = Object.keys(outputs).find(
+    (o) => outputs[o]!.entryPoint !== undefined && o.endsWith('/index.js'),
+  )!;
   const violations: BrowserImport[] = [];
   const lazy: BrowserImport[] = [];
   const seen = new Set<string>();
@@ -126,5 +181,5 @@ export async function browserBundleReport(
     }
   };
   walk(entryOut, true);
-  return { violations, lazy, errors: [] };
+  return { report: { violations, lazy, errors: [] }, files };
 }

@@ -1,0 +1,222 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { repoRoot } from '@attnkit/vitest-config';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { type BrowserBundle, browserDistBundle, publishedPackages } from './browser-safe.js';
+
+/**
+ * What npm publishes runs in a browser (issue 9 item 5): each published package's built
+ * `dist/index.js` is bundled as a user's bundler would (esbuild, platform browser, only Node's
+ * builtins external), imports no Node builtin when it loads, and evaluates in headless Chromium
+ * with the same exports as in Node; a small call per package gives the same answer in the page
+ * as in Node (flashAttention on backend 'ts' also matches a plain softmax reference computed in
+ * the page). The dists come from `turbo run build` (this task depends on each package's build).
+ */
+const CHROMIUM = process.env.ATTNKIT_CHROMIUM ?? '/usr/bin/chromium';
+const allowMissing = process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1';
+const INSTALL_CHROMIUM =
+  'apt-get install -y chromium (Debian; or set ATTNKIT_CHROMIUM to a Chromium binary; never `playwright install`)';
+
+const packages = publishedPackages(repoRoot);
+const distOf = (dir: string) => join(dir, 'dist', 'index.js');
+const tensorDist = distOf(join(repoRoot, 'packages', 'tensor'));
+
+/**
+ * A call per package, as the body of `async (m, t) => ...` (m: the package, t: @attnkit/tensor,
+ * one copy shared with the package): the same text runs in Node and in the page.
+ */
+const SMOKE: Record<string, string> = {
+  '@attnkit/tensor': `
+    const x = t.Tensor.from([1, 2, 3, 4], [2, 2]);
+    return { shape: x.shape, data: Array.from(x.toFloat32Array()) };`,
+  '@attnkit/io-complexity': `return m.closedFormIO('fa2', { N: 1024, d: 64, M: 8192 });`,
+  '@attnkit/flash-attention': `
+    const mk = (s) => t.Tensor.from(Float32Array.from({ length: 32 }, (_, i) => Math.sin(7 * s + i)), [1, 1, 4, 8]);
+    const [q, k, v] = [mk(1), mk(2), mk(3)];
+    const { o, lse } = await m.flashAttention(q, k, v, { backend: 'ts' });
+    // The softmax reference, written out here: o_i = sum_j softmax_j(q_i.k_j / sqrt(d)) v_j.
+    const [Q, K, V] = [q, k, v].map((x) => x.toFloat32Array());
+    const ref = [], refLse = [];
+    for (let i = 0; i < 4; i++) {
+      const s = [0, 1, 2, 3].map((j) => {
+        let dot = 0;
+        for (let c = 0; c < 8; c++) dot += Q[i * 8 + c] * K[j * 8 + c];
+        return dot / Math.sqrt(8);
+      });
+      const max = Math.max(...s);
+      const p = s.map((x) => Math.exp(x - max));
+      const sum = p.reduce((a, b) => a + b, 0);
+      refLse.push(max + Math.log(sum));
+      for (let c = 0; c < 8; c++) ref.push(p.reduce((a, pj, j) => a + pj * V[j * 8 + c], 0) / sum);
+    }
+    let native;
+    try { await m.flashAttention(q, k, v, { backend: 'native' }); native = 'ran'; }
+    catch (e) { native = e.name + ': ' + e.message; }
+    return { o: Array.from(o.toFloat32Array()), lse: Array.from(lse.toFloat32Array()), ref, refLse, native };`,
+  '@attnkit/sigmoid-attention': `
+    const mk = (s) => t.Tensor.from(Float32Array.from({ length: 32 }, (_, i) => Math.cos(5 * s + i)), [1, 1, 4, 8]);
+    const { o } = await m.sigmoidAttention(mk(1), mk(2), mk(3), { backend: 'ts' });
+    return { o: Array.from(o.toFloat32Array()) };`,
+  '@attnkit/skeleton': `return { native: m.nativeAvailable() };`,
+  '@attnkit/native': `return { engine: m.loadNative() === undefined ? 'none' : 'loaded', why: m.nativeLoadError() };`,
+  '@attnkit/webgpu': `return { context: typeof m.getWebGpuContext, adapter: typeof m.findAdapter };`,
+};
+
+/** What only a browser answers (Node has the addon, or no navigator.gpu). */
+const BROWSER_ONLY: Record<string, (r: Record<string, unknown>) => void> = {
+  '@attnkit/flash-attention': (r) => {
+    expect(r.native).toMatch(/^BackendUnavailableError: .*runs in Node only/);
+  },
+  '@attnkit/skeleton': (r) => {
+    // Answered synchronously: a page never tries to import @attnkit/native.
+    expect(r.native).toBe('the native engine is unavailable: the native engine runs in Node only');
+  },
+  '@attnkit/native': (r) => {
+    expect(r.engine).toBe('none');
+    expect(r.why).toContain('Node only');
+  },
+};
+
+/** Results that differ between Node and a browser by design (see BROWSER_ONLY). */
+const NODE_SPECIFIC: Record<string, string[]> = {
+  '@attnkit/flash-attention': ['native'],
+  '@attnkit/skeleton': ['native'],
+  '@attnkit/native': ['engine', 'why'],
+};
+
+const smokeIn = (body: string) =>
+  // biome-ignore lint/complexity/useArrowFunction: the constructor of async functions
+  new (Object.getPrototypeOf(async function () {}).constructor)('m', 't', body) as (
+    m: unknown,
+    t: unknown,
+  ) => Promise<Record<string, unknown>>;
+
+const bundles = new Map<string, BrowserBundle>();
+let server: Server | undefined;
+let base = '';
+let profile: string | undefined;
+let context: BrowserContext | undefined;
+let page: Page | undefined;
+let launchError: string | undefined;
+const pageErrors: string[] = [];
+
+beforeAll(async () => {
+  const missing = packages.filter((p) => !existsSync(distOf(p.dir))).map((p) => p.name);
+  if (missing.length > 0) return;
+  for (const p of packages) {
+    const extra: Record<string, string> =
+      p.name === '@attnkit/tensor' ? {} : { tensor: tensorDist };
+    bundles.set(p.name, await browserDistBundle(distOf(p.dir), extra));
+  }
+  server = createServer((req, res) => {
+    const [, name, file] = /^\/([^/]+)\/([^/]+)$/.exec(req.url ?? '') ?? [];
+    const text = name && file ? bundles.get(decodeURIComponent(name))?.files.get(file) : undefined;
+    if (text !== undefined) res.writeHead(200, { 'content-type': 'text/javascript' }).end(text);
+    else if (req.url === '/') {
+      res
+        .writeHead(200, { 'content-type': 'text/html' })
+        .end('<!doctype html><meta charset="utf-8">');
+    } else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  if (!existsSync(CHROMIUM)) {
+    launchError = `no Chromium at ${CHROMIUM}: ${INSTALL_CHROMIUM}`;
+    return;
+  }
+  profile = mkdtempSync(join(tmpdir(), 'attnkit-chromium-'));
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu-sandbox',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    await page.goto(`${base}/`);
+  } catch (e) {
+    launchError = `Chromium (${CHROMIUM}) did not start: ${(e as Error).message}; ${INSTALL_CHROMIUM}`;
+  }
+}, 120_000);
+
+afterAll(async () => {
+  await context?.close();
+  server?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+describe('published dists in a browser', () => {
+  test('the published packages are found and built', () => {
+    expect(packages.map((p) => p.name)).toEqual(expect.arrayContaining(Object.keys(SMOKE)));
+    const missing = packages.filter((p) => !existsSync(distOf(p.dir))).map((p) => p.name);
+    expect(
+      missing,
+      'dists missing: build first (npx turbo run build, or npx tsup in each package)',
+    ).toEqual([]);
+  });
+
+  test.for(packages.map((p) => [p.name, p] as const))(
+    '%s: dist/index.js bundles for the browser and imports no Node builtin when it loads',
+    ([name]) => {
+      const b = bundles.get(name);
+      expect(b, `${name} was not bundled (dist missing?)`).toBeDefined();
+      expect(b!.report.errors, `${name}'s dist does not bundle for the browser`).toEqual([]);
+      const lines = b!.report.violations.map(
+        (v) => `${v.path} (${v.kind}) from ${v.importers.join(', ')}`,
+      );
+      expect(lines, `${name}'s dist imports Node-only modules when it loads`).toEqual([]);
+      // Whatever Node module a dist reaches lazily is named with node: (never a bare 'fs').
+      for (const l of b!.report.lazy)
+        expect(l.path, `${name}: ${l.importers.join(', ')}`).toMatch(/^node:/);
+    },
+  );
+
+  test.skipIf(allowMissing && !existsSync(CHROMIUM)).for(packages.map((p) => [p.name, p] as const))(
+    '%s: evaluates in headless Chromium with the exports and results it has in Node',
+    async ([name, p]) => {
+      if (launchError) throw new Error(`${launchError} (ATTNKIT_ALLOW_NO_WEBGPU=1 skips this)`);
+      expect(bundles.get(name), `${name} was not bundled`).toBeDefined();
+      const dist = distOf(p.dir);
+      const nodeModule = (await import(pathToFileURL(dist).href)) as Record<string, unknown>;
+      const nodeTensor = await import(pathToFileURL(tensorDist).href);
+      const smoke = SMOKE[name] ?? 'return {};';
+      const url = `${base}/${encodeURIComponent(name)}`;
+      // A string, not a function: vitest would rewrite a function's import() for Node.
+      const inPage = (await page!.evaluate(`(async () => {
+        const m = await import(${JSON.stringify(`${url}/index.js`)});
+        const t = ${name === '@attnkit/tensor' ? 'm' : `await import(${JSON.stringify(`${url}/tensor.js`)})`};
+        const run = new (Object.getPrototypeOf(async () => {}).constructor)('m', 't', ${JSON.stringify(smoke)});
+        return { exports: Object.keys(m).sort(), result: await run(m, t) };
+      })()`)) as { exports: string[]; result: Record<string, unknown> };
+      expect(pageErrors, 'errors in the page').toEqual([]);
+      expect(inPage.exports).toEqual(Object.keys(nodeModule).sort());
+      const inNode = await smokeIn(smoke)(nodeModule, nodeTensor);
+      const result = inPage.result as Record<string, unknown>;
+      for (const key of NODE_SPECIFIC[name] ?? []) {
+        delete inNode[key];
+      }
+      BROWSER_ONLY[name]?.(result);
+      const comparable = { ...result };
+      for (const key of NODE_SPECIFIC[name] ?? []) delete comparable[key];
+      expect(comparable).toEqual(inNode);
+      if (name === '@attnkit/flash-attention') {
+        const r = result as { o: number[]; lse: number[]; ref: number[]; refLse: number[] };
+        for (let i = 0; i < r.ref.length; i++) expect(r.o[i]).toBeCloseTo(r.ref[i]!, 5);
+        for (let i = 0; i < r.refLse.length; i++) expect(r.lse[i]).toBeCloseTo(r.refLse[i]!, 5);
+        expect(r.o).toHaveLength(32);
+      }
+    },
+  );
+});
