@@ -3,6 +3,7 @@ import {
   ALGORITHMS,
   type Algorithm,
   checkAlgorithm,
+  checkExactCount,
   checkSmallCacheBlocks,
   checkTileBlocks,
   counts,
@@ -88,14 +89,18 @@ function ceilDiv(a: number, b: number): number {
   return Math.ceil(a / b);
 }
 
-/** Exact reads, writes and peak fast memory of a tiled algorithm with the given blocks. */
-export function tileIO(algo: TileAlgorithm, problem: IOProblem, blocks: TileBlocks): IOCounts {
-  const p = resolveProblem(problem);
-  requireDense(p, `the closed form of ${algo}`);
-  const { blockQ, blockK } = checkTileBlocks(blocks);
+/**
+ * The closed-form counts of a tiled algorithm with br x bc blocks (already clamped to N),
+ * unchecked: optimisers compare them over many blocks, where a count past 2^53 only loses
+ * its last digits; what is reported goes through `tileIO`, which checks.
+ */
+export function tileCounts(
+  algo: TileAlgorithm,
+  p: ResolvedProblem,
+  br: number,
+  bc: number,
+): IOCounts {
   const { N, d, dv } = p;
-  const br = Math.min(blockQ, N);
-  const bc = Math.min(blockK, N);
   const Tr = ceilDiv(N, br);
   const Tc = ceilDiv(N, bc);
   const peak = peakOf(tileWorkingSets(algo, p, br, bc));
@@ -115,6 +120,24 @@ export function tileIO(algo: TileAlgorithm, problem: IOProblem, blocks: TileBloc
         peak,
       );
   }
+}
+
+/**
+ * Throws an ExactCountError (naming the problem's arguments) unless every count of `c` is
+ * exact: the total is the largest of reads, writes and total, and the peak is checked beside it.
+ */
+export function checkCounts(p: ResolvedProblem, c: IOCounts, what: string): IOCounts {
+  checkExactCount(p, Math.max(c.total, c.peakFast), what);
+  return c;
+}
+
+/** Exact reads, writes and peak fast memory of a tiled algorithm with the given blocks. */
+export function tileIO(algo: TileAlgorithm, problem: IOProblem, blocks: TileBlocks): IOCounts {
+  const p = resolveProblem(problem);
+  requireDense(p, `the closed form of ${algo}`);
+  const { blockQ, blockK } = checkTileBlocks(blocks);
+  const c = tileCounts(algo, p, Math.min(blockQ, p.N), Math.min(blockK, p.N));
+  return checkCounts(p, c, `${algo} with blockQ ${blockQ}, blockK ${blockK}`);
 }
 
 export function standardIO(problem: IOProblem, blocks: TileBlocks): IOCounts {
@@ -142,6 +165,15 @@ export function smallCacheIO(problem: IOProblem, blocks: SmallCacheBlocks): IOCo
   const p = resolveProblem(problem);
   requireDense(p, 'the closed form of small-cache');
   const { tile, chunk } = checkSmallCacheBlocks(blocks);
+  return checkCounts(
+    p,
+    smallCacheCounts(p, tile, chunk),
+    `small-cache with tile ${tile}, chunk ${chunk}`,
+  );
+}
+
+/** The small-cache closed form, unchecked (see `tileCounts`). */
+export function smallCacheCounts(p: ResolvedProblem, tile: number, chunk: number): IOCounts {
   const { N, d, dv } = p;
   const T = ceilDiv(N, Math.min(tile, N));
   const Tv = ceilDiv(dv, Math.min(tile, dv));
@@ -254,7 +286,8 @@ export function defaultBlocks(algo: Algorithm, problem: IOProblem): TileBlocks |
   const best = optimalTileBlocks(
     p.N,
     (bq, bk) => peakOf(tileWorkingSets(algo, p, bq, bk)) <= p.M,
-    (bq, bk) => tileIO(algo, p, { blockQ: bq, blockK: bk }).total,
+    // Unchecked: a candidate past 2^53 is only compared; the chosen blocks are checked when counted.
+    (bq, bk) => tileCounts(algo, p, bq, bk).total,
   );
   if (best === undefined) throw tooSmall(algo, p);
   return { blockQ: best.blockQ, blockK: best.blockK };

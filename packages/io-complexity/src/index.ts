@@ -7,9 +7,12 @@ export * from './plot.js';
 export {
   ALGORITHMS,
   type Algorithm,
+  ExactCountError,
   type IOCounts,
   type IOProblem,
   isAlgorithm,
+  MAX_EXACT_COUNT,
+  type SizeArgument,
   type SmallCacheBlocks,
   TILE_ALGORITHMS,
   type TileAlgorithm,

@@ -1,6 +1,13 @@
 import { DTypeError, describe, ValueError } from '@attnkit/tensor';
-import { optimalTileBlocks, tileIO, tileWorkingSets, type WorkingSet } from './closed-form.js';
-import { DENSE, positiveInt, type ResolvedProblem } from './problem.js';
+import { optimalTileBlocks, tileCounts, tileWorkingSets, type WorkingSet } from './closed-form.js';
+import {
+  DENSE,
+  ExactCountError,
+  MAX_EXACT_COUNT,
+  positiveInt,
+  type ResolvedProblem,
+  type SizeArgument,
+} from './problem.js';
 
 /**
  * Tile sizes for FlashAttention kernels from a device's fast-memory size: the (blockQ, blockK)
@@ -109,7 +116,7 @@ export function tileFootprint(options: {
   const eb = DTYPE_BYTES[checkPlannerDType(options.dtype)];
   const bq = positiveInt(options.blockQ, 'blockQ');
   const bk = positiveInt(options.blockK, 'blockK');
-  const p: ResolvedProblem = { N: Math.max(bq, bk), d, dv, M: 1, ...DENSE };
+  const p: ResolvedProblem = { N: Math.max(bq, bk), d, dv, M: 1, ...DENSE, args: [] };
   return footprint(tileWorkingSets(algo, p, bq, bk), eb);
 }
 
@@ -164,14 +171,20 @@ export function planTiles(options: PlanTilesOptions): TilePlan {
   const maxQ = upperBound(options.maxBlockQ, 'maxBlockQ', minQ, 'minBlockQ');
   const maxK = upperBound(options.maxBlockK, 'maxBlockK', minK, 'minBlockK');
   // The working sets of these algorithms do not depend on N or M.
-  const p: ResolvedProblem = { N: N ?? 1, d, dv, M: 1, ...DENSE };
+  // Counts past 2^53 name the planner's own arguments, not the IOProblem fields behind them.
+  const args: SizeArgument[] = [
+    ['seqLen', N],
+    ['headDim', d],
+    ...(options.headDimV === undefined ? [] : [['headDimV', dv] as const]),
+  ];
+  const p: ResolvedProblem = { N: N ?? 1, d, dv, M: 1, ...DENSE, args };
   const bytes = (bq: number, bk: number) => footprint(tileWorkingSets(algo, p, bq, bk), eb).bytes;
   const best = optimalTileBlocks(
     N ?? Number.POSITIVE_INFINITY,
     (bq, bk) => bq <= maxQ && bk <= maxK && bytes(bq, bk) <= budget,
     N === undefined
       ? (bq, bk) => asymptoticIO(algo, d, dv, bq, bk)
-      : (bq, bk) => tileIO(algo, { N, d, dv, M: 1 }, { blockQ: bq, blockK: bk }).total,
+      : (bq, bk) => tileCounts(algo, p, bq, bk).total,
     { blockQ: minQ, blockK: minK },
   );
   if (best === undefined) {
@@ -181,6 +194,15 @@ export function planTiles(options: PlanTilesOptions): TilePlan {
     );
   }
   const fp = footprint(tileWorkingSets(algo, p, best.blockQ, best.blockK), eb);
+  // With seqLen the prediction is an exact count: check it (the candidates were only compared).
+  if (N !== undefined && !(best.cost <= MAX_EXACT_COUNT)) {
+    throw new ExactCountError(
+      args,
+      best.cost,
+      `${algo} with blockQ ${best.blockQ}, blockK ${best.blockK}`,
+      'options',
+    );
+  }
   return {
     blockQ: best.blockQ,
     blockK: best.blockK,

@@ -48,6 +48,8 @@ export interface ResolvedProblem {
   right: number;
   /** Whether the band masks anything (left or right bounded). */
   masked: boolean;
+  /** The caller's arguments that set the size, for messages (default: N, d and those given of dv, causal, window). */
+  args: readonly SizeArgument[];
 }
 
 /** Slow-memory traffic in elements (reads: slow -> fast, writes: fast -> slow) and peak fast use. */
@@ -79,9 +81,51 @@ export function checkAlgorithm(value: unknown, name = 'algo'): Algorithm {
   return value;
 }
 
+/** One argument of the caller's that sets a problem's size, as they spelled it: name and value. */
+export type SizeArgument = readonly [name: string, value: unknown];
+
+/** The largest count this package reports: every count is an exact integer, so below 2^53. */
+export const MAX_EXACT_COUNT = Number.MAX_SAFE_INTEGER;
+
 /**
- * Validates a problem. Counts are exact integers, so the largest term (about 4 N^2 (d + dv)
- * elements for the backward pass) must stay below 2^53.
+ * A count would pass 2^53, where integers stop being exact: the problem is too large for this
+ * model (not for attention). `fields` are the caller's arguments that set the count, as they
+ * named them (`N`, `d`, `dv`, `window` of an IOProblem; `seqLen`, `headDim` of planTiles), so a
+ * command line can print its own flags in their place; `detail` is the message after them.
+ */
+export class ExactCountError extends ValueError {
+  override name = 'ExactCountError';
+  readonly fields: readonly string[];
+  readonly detail: string;
+  /** The count (or an upper bound on it) that is past the limit. */
+  readonly count: number;
+  readonly limit = MAX_EXACT_COUNT;
+  constructor(args: readonly SizeArgument[], count: number, what: string, owner = 'problem') {
+    const fields = args.map(([name]) => name);
+    const values = args.map(([name, value]) => `${name} = ${describe(value)}`).join(', ');
+    const shown = Number.isSafeInteger(count) ? String(count) : count.toExponential(3);
+    const detail = `${what} counts up to ${shown} elements, past exact integer counts (at most 2^53 - 1 = ${MAX_EXACT_COUNT}); got ${values}`;
+    super(`${owner} {${fields.join(', ')}}: ${detail}`, owner);
+    this.fields = fields;
+    this.detail = detail;
+    this.count = count;
+  }
+}
+
+/**
+ * Throws an ExactCountError naming `p.args` unless `count` (an upper bound on every count that
+ * `what` forms) is at most 2^53 - 1. Counts are sums and products of non-negative integers and
+ * rounding is monotone, so a count computed in doubles stays <= 2^53 - 1 exactly when the true
+ * one does: the check is exact, not a margin.
+ */
+export function checkExactCount(p: ResolvedProblem, count: number, what: string): void {
+  if (!(count <= MAX_EXACT_COUNT)) throw new ExactCountError(p.args, count, what);
+}
+
+/**
+ * Validates a problem. Counts are exact integers: every algorithm at least reads Q, K, V and
+ * writes O once, N (2d + 2dv) elements, so that must stay below 2^53 here; each count is checked
+ * against the work it actually does (blocks and band known) where it is formed.
  */
 export function resolveProblem(problem: unknown): ResolvedProblem {
   if (problem === null || typeof problem !== 'object') {
@@ -96,13 +140,19 @@ export function resolveProblem(problem: unknown): ResolvedProblem {
   const dv = p.dv === undefined ? d : positiveInt(p.dv, 'dv');
   const M = positiveInt(p.M, 'M');
   const { left, right } = resolveBand(p.causal, p.window);
-  if (8 * N * N * (d + dv + 4) > Number.MAX_SAFE_INTEGER) {
-    throw new ValueError(
-      `N: expected N^2 (d + dv) small enough for exact integer counts (< 2^50), got N = ${N} with d = ${d}, dv = ${dv}`,
-      'N',
-    );
-  }
-  return { N, d, dv, M, left, right, masked: left >= 0 || right >= 0 };
+  // A resolved problem passed back in keeps the names its caller used.
+  const args: SizeArgument[] = Array.isArray(p.args)
+    ? (p.args as SizeArgument[])
+    : [
+        ['N', N],
+        ['d', d],
+        ...(p.dv === undefined ? [] : [['dv', dv] as const]),
+        ...(p.causal ? [['causal', true] as const] : []),
+        ...(p.window === undefined ? [] : [['window', p.window] as const]),
+      ];
+  const resolved = { N, d, dv, M, left, right, masked: left >= 0 || right >= 0, args };
+  checkExactCount(resolved, N * (2 * d + 2 * dv), 'reading Q, K, V and writing O once');
+  return resolved;
 }
 
 /** The band of a dense (unmasked) problem. */

@@ -255,8 +255,12 @@ describe('the simulator enforces the capacity', () => {
       /^algo: expected one of standard, fa1/,
     );
     expect(() => simulate('fa2', null as never)).toThrow(/^problem: /);
-    expect(() => simulate('fa2', { N: 2 ** 22, d: 128, M: 100 })).toThrow(
-      /^N: .*exact integer counts/,
+    // The counts of the run asked for (1-row blocks: N^2 (d + dv) reads) pass 2^53: the error
+    // names the problem's arguments and the bound, before any loop runs.
+    expect(() =>
+      simulate('fa2', { N: 2 ** 24, d: 128, M: 1000 }, { blocks: { blockQ: 1, blockK: 1 } }),
+    ).toThrow(
+      /^problem \{N, d\}: simulating fa2 with blockQ 1, blockK 1 counts up to 7\.206e\+16 elements, past exact integer counts \(at most 2\^53 - 1 = 9007199254740991\); got N = 16777216, d = 128$/,
     );
   });
 });

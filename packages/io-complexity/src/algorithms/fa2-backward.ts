@@ -1,10 +1,11 @@
-import { bandAllows, tileMasked } from '../mask.js';
+import { bandAllows } from '../mask.js';
 import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   type BackwardData,
   checkArray,
   checkOptions,
   forBlocks,
+  forQueryBlocks,
   result,
   type SimulateOptions,
   type SimulationResult,
@@ -84,8 +85,8 @@ export function simulateFa2Backward(
       dkb.data!.fill(0);
       dvb.data!.fill(0);
     }
-    forBlocks(N, br, (r0, rows) => {
-      if (tileMasked(p, r0, rows, c0, cols)) return;
+    // Only the query blocks the band lets see these keys (all when dense): tileMasked's rule.
+    forQueryBlocks(p, c0, cols, br, (r0, rows) => {
       mem.loadTile(Q, { row: r0, rows, col: 0, cols: d }, qb);
       mem.loadTile(dO, { row: r0, rows, col: 0, cols: dv }, gb);
       mem.loadTile(dQ, { row: r0, rows, col: 0, cols: d }, dqb);

@@ -1,8 +1,9 @@
-import { bandAllows, tileMasked } from '../mask.js';
+import { bandAllows } from '../mask.js';
 import { type IOProblem, resolveProblem, type TileBlocks } from '../problem.js';
 import {
   checkOptions,
   forBlocks,
+  forKeyBlocks,
   result,
   type SimulateOptions,
   type SimulationResult,
@@ -47,8 +48,8 @@ export function simulateFa2(
       mb.data!.fill(Number.NEGATIVE_INFINITY);
       lb.data!.fill(0);
     }
-    forBlocks(N, bc, (c0, cols) => {
-      if (tileMasked(p, r0, rows, c0, cols)) return;
+    // Only the key blocks the band lets these rows see (all when dense): tileMasked's rule.
+    forKeyBlocks(p, r0, rows, bc, (c0, cols) => {
       mem.loadTile(K, { row: c0, rows: cols, col: 0, cols: d }, kb);
       mem.loadTile(V, { row: c0, rows: cols, col: 0, cols: dv }, vb);
       if (!compute) return;

@@ -8,6 +8,7 @@ import {
 } from '../problem.js';
 import {
   checkOptions,
+  checkSimulationCounts,
   forBlocks,
   result,
   type SimulateOptions,
@@ -39,6 +40,7 @@ export function simulateSmallCache(
     options.blocks === undefined
       ? defaultBlocks('small-cache', p)
       : checkSmallCacheBlocks(options.blocks);
+  checkSimulationCounts('small-cache', p, blocks);
   const { N, d, dv } = p;
   const t = Math.min(blocks.tile, N);
   const tv = Math.min(blocks.tile, dv);
