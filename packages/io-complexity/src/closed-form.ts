@@ -137,7 +137,7 @@ export function tileIO(algo: TileAlgorithm, problem: IOProblem, blocks: TileBloc
   requireDense(p, `the closed form of ${algo}`);
   const { blockQ, blockK } = checkTileBlocks(blocks);
   const c = tileCounts(algo, p, Math.min(blockQ, p.N), Math.min(blockK, p.N));
-  return checkCounts(p, c, `${algo} with blockQ ${blockQ}, blockK ${blockK}`);
+  return checkCounts(p, c, `${algo} with blockQ ${blockQ}, blockK ${blockK} at M = ${p.M}`);
 }
 
 export function standardIO(problem: IOProblem, blocks: TileBlocks): IOCounts {
@@ -168,7 +168,7 @@ export function smallCacheIO(problem: IOProblem, blocks: SmallCacheBlocks): IOCo
   return checkCounts(
     p,
     smallCacheCounts(p, tile, chunk),
-    `small-cache with tile ${tile}, chunk ${chunk}`,
+    `small-cache with tile ${tile}, chunk ${chunk} at M = ${p.M}`,
   );
 }
 

@@ -36,7 +36,8 @@ export function ioSweep(options: SweepOptions): IOSweep {
       'options',
     );
   }
-  const { N, d, dv } = resolveProblem({ N: options.N, d: options.d, dv: options.dv, M: 1 });
+  const base = resolveProblem({ N: options.N, d: options.d, dv: options.dv, M: 1 });
+  const { N, d, dv } = base;
   const Mmin = options.Mmin === undefined ? d : positiveInt(options.Mmin, 'Mmin');
   const Mmax = options.Mmax === undefined ? N * d : positiveInt(options.Mmax, 'Mmax');
   if (Mmax < Mmin) {
@@ -49,7 +50,8 @@ export function ioSweep(options: SweepOptions): IOSweep {
     Ms.add(Math.round(Mmin * (Mmax / Mmin) ** t));
   }
   const sorted = [...Ms].sort((a, b) => a - b);
-  const rows = sorted.flatMap((M) => ioReport({ N, d, dv, M }));
+  // The resolved problem carries the caller's argument names (dv only if given) into errors.
+  const rows = sorted.flatMap((M) => ioReport({ ...base, M }));
   return { N, d, dv, Ms: sorted, rows };
 }
 

@@ -3,6 +3,7 @@ import { describe, expect, test } from 'vitest';
 import { simulate, simulationSteps } from './algorithms/index.js';
 import { closedFormIO, lowerBound, tileIO } from './closed-form.js';
 import { planTiles } from './planner.js';
+import { ioSweep } from './plot.js';
 import { ExactCountError, MAX_EXACT_COUNT, resolveProblem } from './problem.js';
 
 /** What `fn` throws (fails the test when it returns). */
@@ -75,11 +76,20 @@ describe('exact counts are bounded by the work done, named after the caller', ()
       tileIO('fa2', { N: 1e8, d: 64, dv: 32, M: 1 }, { blockQ: 1, blockK: 1 }),
     );
     expect(closed.message).toMatch(
-      /^problem \{N, d, dv\}: fa2 with blockQ 1, blockK 1 counts up to 9\.600e\+17 elements, .*got N = 100000000, d = 64, dv = 32$/,
+      /^problem \{N, d, dv\}: fa2 with blockQ 1, blockK 1 at M = 1 counts up to 9\.600e\+17 elements, .*got N = 100000000, d = 64, dv = 32$/,
     );
     // Even reading the inputs once is past 2^53: refused up front, naming d (not N alone).
     expect(thrown(() => resolveProblem({ N: 2 ** 40, d: 2 ** 12, M: 1 })).message).toMatch(
       /^problem \{N, d\}: reading Q, K, V and writing O once counts up to 1\.801e\+16 elements/,
+    );
+  });
+
+  test('a sweep names only the arguments given (dv only when passed), and the M at fault', () => {
+    const err = thrown(() => ioSweep({ N: 1e7, d: 256, Mmin: 600, Mmax: 700, points: 2 }));
+    expect(err).toBeInstanceOf(ExactCountError);
+    expect(err.fields).toEqual(['N', 'd']);
+    expect(err.message).toMatch(
+      /^problem \{N, d\}: standard with blockQ 1, blockK 1 at M = 600 counts up to \d\.\d{3}e\+16 elements/,
     );
   });
 
