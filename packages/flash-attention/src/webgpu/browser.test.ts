@@ -144,4 +144,6 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
       await context.close();
     }
   },
+  // Two goldens per set (the project's, and the shared one when present) in SwiftShader: ~40 s a set.
+  180_000,
 );
