@@ -183,6 +183,75 @@ function checkWellFormed(svg: string): { root: string; tags: string[] } {
   return { root, tags };
 }
 
+describe('attnkit io: sizes', () => {
+  test('--window 64,0 at N = 1e7 simulates (the count bound is the band, not N^2)', async () => {
+    // Before: no --window flag, and the library refused N = 1e7 outright ("N: ... < 2^50").
+    const args = ['--algo', 'fa2', '--N', '10000000', '--d', '64', '--M', '100000'];
+    const io = captureIo();
+    const t0 = performance.now();
+    expect(await ioCommand([...args, '--simulate', '--window', '64,0', '--json'], io)).toBe(0);
+    expect(performance.now() - t0).toBeLessThan(20_000);
+    expect(io.stderr).toEqual([]);
+    const row = JSON.parse(io.stdout[0]!);
+    const problem = { N: 1e7, d: 64, M: 100_000, window: [64, 0] as const };
+    expect(row.reads).toBe(simulate('fa2', problem).reads);
+    expect(row.reads).toBeLessThan(1e7 * 64 + 1e7 * 1000 * 128);
+    // The dense closed form at the same N answers too.
+    const dense = captureIo();
+    expect(await ioCommand([...args, '--json'], dense)).toBe(0);
+    expect(JSON.parse(dense.stdout[0]!).total).toBe(
+      closedFormIO('fa2', { N: 1e7, d: 64, M: 100_000 }).total,
+    );
+  }, 60_000);
+
+  test('size errors: exit 2 at once, one line naming the flags, the limit and the value', async () => {
+    const cases: [string[], RegExp][] = [
+      [
+        // standard writes S and P: 3 N^2 at N = 1e8 is past 2^53.
+        ['--algo', 'standard', '--N', '100000000', '--d', '64', '--M', '1000'],
+        /^attnkit io: --N\/--d: standard with blockQ \d+, blockK \d+ at M = 1000 counts up to \d\.\d{3}e\+17 elements, past exact integer counts \(at most 2\^53 - 1 = 9007199254740991\); got N = 100000000, d = 64$/,
+      ],
+      [
+        // A dense simulation at N = 1e7 would visit ~1e11 blocks (hours): refused, not hung.
+        ['--algo', 'fa2', '--N', '10000000', '--d', '64', '--M', '100000', '--simulate'],
+        /^attnkit io: --simulate: fa2 at --N 10000000 would visit about \d\.\d\de\+\d+ blocks, more than 2e7 .*drop --simulate for the closed form/,
+      ],
+      [
+        ['--algo', 'fa2', '--N', '8', '--d', '4', '--M', '100', '--window', '2,0'],
+        /^attnkit io: --window: needs --simulate/,
+      ],
+      [
+        ['--algo', 'fa2', '--N', '8', '--d', '4', '--M', '100', '--simulate', '--window', '2'],
+        /^attnkit io: --window: expected left,right \(integers >= -1, -1 = unbounded\), got "2"$/,
+      ],
+      [
+        ['--algo', 'fa1', '--N', '8', '--d', '4', '--M', '100', '--simulate', '--window', '2,0'],
+        /^attnkit io: --causal\/window: .*fa1 models dense attention only/,
+      ],
+      [['--sweep', '--window', '2,0'], /^attnkit io: --window: not used with --sweep/],
+      [
+        ['--sweep', '--N', '8', '--d', '2', '--points', '1001'],
+        /^attnkit io: --points: expected at most 1000 \(more than the plot's pixels\), got "1001"$/,
+      ],
+      [
+        ['--sweep', '--points', '99999999999999999999'],
+        /^attnkit io: --points: expected at most 1000 .*got "99999999999999999999"$/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const io = captureIo();
+      const t0 = performance.now();
+      expect(await ioCommand(args, io), args.join(' ')).toBe(2);
+      expect(performance.now() - t0, args.join(' ')).toBeLessThan(2000);
+      expect(io.stdout).toEqual([]);
+      expect(io.stderr.length).toBe(1);
+      expect(io.stderr[0]).toMatch(message);
+    }
+    const ok = captureIo();
+    expect(await ioCommand(['--sweep', '--N', '8', '--d', '2', '--points', '1000'], ok)).toBe(0);
+  });
+});
+
 describe('attnkit io --sweep', () => {
   test('writes a well-formed SVG: root <svg>, one path per series, axis labels, legend', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'attnkit-io-'));

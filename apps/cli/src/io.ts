@@ -4,6 +4,7 @@ import {
   ALGORITHMS,
   closedFormIO,
   defaultBlocks,
+  ExactCountError,
   type IOReportRow,
   type IOSweep,
   ioSweep,
@@ -11,25 +12,43 @@ import {
   lowerBound,
   reportRow,
   simulate,
+  simulationSteps,
   sweepSvg,
 } from '@attnkit/io-complexity';
 import { AttnkitError, ValueError } from '@attnkit/tensor';
+
+/**
+ * Most points `io --sweep --points` takes: more than the plot's ~800 pixels across, and each
+ * point searches every algorithm's optimal blocks (about 1 ms at N = 1024, 0.2 s at N = 1e6),
+ * so 1,000 points is a second at the defaults and a larger count only burns time.
+ */
+export const MAX_POINTS = 1000;
+
+/**
+ * Most block visits `io --simulate` runs (simulationSteps): 0.1-0.5 us each when only counting,
+ * so about 10 s at worst. A [64, 0] window at N = 1e7 takes about 1e7.
+ */
+export const MAX_SIMULATION_STEPS = 2e7;
+const MAX_SIMULATION_STEPS_TEXT = '2e7';
 
 export interface IoCommandIo {
   out(text: string): void;
   err(text: string): void;
 }
 
-export const IO_USAGE = `  attnkit io --algo ${ALGORITHMS.join('|')} --N <n> --d <d> --M <m> [--dv <dv>] [--simulate [--causal]] [--json]
+export const IO_USAGE = `  attnkit io --algo ${ALGORITHMS.join('|')} --N <n> --d <d> --M <m> [--dv <dv>] [--simulate [--causal] [--window <left,right>]] [--json]
       Slow-memory reads and writes (elements) of one attention head with a fast memory of M
       elements, the peak fast-memory use and the ratio to the I/O lower bound. Closed forms by
-      default; --simulate runs the algorithm's loops against the two-level memory simulator;
-      --causal (fa2, fa2-backward, with --simulate) skips the tiles the causal mask rule drops.
+      default; --simulate runs the algorithm's loops against the two-level memory simulator
+      (refused past ${MAX_SIMULATION_STEPS_TEXT} block visits: use the closed form);
+      --causal / --window (fa2, fa2-backward, with --simulate) skip the tiles the causal /
+      sliding-window mask rule drops (-1 = unbounded side).
   attnkit io --sweep [--N 1024] [--d 64] [--Mmin <d>] [--Mmax <N*d>] [--points 49] [--svg out.svg] [--json]
-      Every algorithm's I/O for M from Mmin to Mmax (geometric steps); --svg writes a log-log plot.`;
+      Every algorithm's I/O for M from Mmin to Mmax (geometric steps; at most ${MAX_POINTS} points);
+      --svg writes a log-log plot.`;
 
 /** Flags whose library errors name the argument without the dashes. */
-const FLAG_ARGUMENTS = new Set(['N', 'd', 'dv', 'M', 'Mmin', 'Mmax', 'points']);
+const FLAG_ARGUMENTS = new Set(['N', 'd', 'dv', 'M', 'Mmin', 'Mmax', 'points', 'causal', 'window']);
 
 function intFlag(value: string | undefined, flag: string, fallback?: number): number {
   if (value === undefined) {
@@ -44,6 +63,13 @@ function intFlag(value: string | undefined, flag: string, fallback?: number): nu
 
 /** A sweep spaces its points geometrically from Mmin to Mmax, which takes at least the two ends. */
 function pointsFlag(value: string): number {
+  if (/^[0-9]+$/.test(value) && value.length > 15) {
+    // Past 2^53 too: the cap, not "a positive integer", is what the user needs to hear.
+    throw new ValueError(
+      `--points: expected at most ${MAX_POINTS} (more than the plot's pixels), got "${value}"`,
+      '--points',
+    );
+  }
   const points = intFlag(value, 'points');
   if (points < 2) {
     throw new ValueError(
@@ -51,7 +77,26 @@ function pointsFlag(value: string): number {
       '--points',
     );
   }
+  if (points > MAX_POINTS) {
+    throw new ValueError(
+      `--points: expected at most ${MAX_POINTS} (more than the plot's pixels), got "${value}"`,
+      '--points',
+    );
+  }
   return points;
+}
+
+/** --window left,right: two integers >= -1 (-1 = unbounded), checked further by the library. */
+function windowFlag(value: string): [number, number] {
+  const m = /^(-?[0-9]+),(-?[0-9]+)$/.exec(value);
+  const w = m ? [Number(m[1]), Number(m[2])] : [];
+  if (w.length !== 2 || !w.every((x) => Number.isSafeInteger(x) && x >= -1)) {
+    throw new ValueError(
+      `--window: expected left,right (integers >= -1, -1 = unbounded), got "${value}"`,
+      '--window',
+    );
+  }
+  return w as [number, number];
 }
 
 function formatRow(row: IOReportRow, blocks: string, source: string): string {
@@ -94,6 +139,7 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
       M: { type: 'string' },
       simulate: { type: 'boolean', default: false },
       causal: { type: 'boolean', default: false },
+      window: { type: 'string' },
       json: { type: 'boolean', default: false },
       sweep: { type: 'boolean', default: false },
       Mmin: { type: 'string' },
@@ -107,7 +153,7 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
     return 0;
   }
   if (values.sweep) {
-    for (const flag of ['algo', 'M', 'simulate', 'causal'] as const) {
+    for (const flag of ['algo', 'M', 'simulate', 'causal', 'window'] as const) {
       if (values[flag] !== undefined && values[flag] !== false) {
         throw new ValueError(
           `--${flag}: not used with --sweep (it covers every algorithm and M)`,
@@ -154,14 +200,28 @@ async function run(args: string[], io: IoCommandIo): Promise<number> {
     dv: values.dv === undefined ? undefined : intFlag(values.dv, 'dv'),
     M: intFlag(values.M, 'M'),
     causal: values.causal || undefined,
+    window: values.window === undefined ? undefined : windowFlag(values.window),
   };
-  if (values.causal && !values.simulate) {
-    throw new ValueError(
-      '--causal: needs --simulate (the closed forms count dense attention)',
-      '--causal',
-    );
+  for (const flag of ['causal', 'window'] as const) {
+    if (values[flag] !== undefined && values[flag] !== false && !values.simulate) {
+      throw new ValueError(
+        `--${flag}: needs --simulate (the closed forms count dense attention)`,
+        `--${flag}`,
+      );
+    }
   }
   const blocks = defaultBlocks(algo, problem);
+  if (values.simulate) {
+    // The simulator visits blocks one by one: a large dense N would run for hours where the
+    // closed form answers at once. Refuse up front rather than hang.
+    const steps = simulationSteps(algo, problem, blocks);
+    if (steps > MAX_SIMULATION_STEPS) {
+      throw new ValueError(
+        `--simulate: ${algo} at --N ${problem.N} would visit about ${steps.toExponential(2)} blocks, more than ${MAX_SIMULATION_STEPS_TEXT} (minutes of simulation); drop --simulate for the closed form (dense), or lower --N or narrow --window`,
+        '--simulate',
+      );
+    }
+  }
   const counts = values.simulate
     ? simulate(algo, problem, { blocks })
     : closedFormIO(algo, problem, blocks);
@@ -187,6 +247,11 @@ export async function ioCommand(args: string[], io: IoCommandIo): Promise<number
     return await run(args, io);
   } catch (error) {
     const code = (error as { code?: string }).code;
+    if (error instanceof ExactCountError) {
+      // The library names the problem's fields; here they are flags (--N/--d/--window).
+      io.err(`attnkit io: ${error.fields.map((f) => `--${f}`).join('/')}: ${error.detail}`);
+      return 2;
+    }
     if (error instanceof AttnkitError) {
       const named = error.argument !== undefined && FLAG_ARGUMENTS.has(error.argument);
       io.err(`attnkit io: ${named ? '--' : ''}${error.message}`);
