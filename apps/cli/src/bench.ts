@@ -1,3 +1,5 @@
+import { constants as bufferConstants } from 'node:buffer';
+import { freemem } from 'node:os';
 import {
   alibi,
   alibiSlopes,
@@ -9,7 +11,7 @@ import {
   softcap,
 } from '@attnkit/attention';
 import { type FlashAlgorithm, flashFlops } from '@attnkit/flash-attention';
-import { Rng, type Tensor, ValueError } from '@attnkit/tensor';
+import { formatBytes, Rng, type Tensor, ValueError } from '@attnkit/tensor';
 import { toWebGpu } from '@attnkit/webgpu';
 import { cliWebGpuContext, prepareBackends } from './backends.js';
 
@@ -92,6 +94,65 @@ export function parseShape(text: string): [number, number, number, number] {
   return parts as [number, number, number, number];
 }
 
+/**
+ * Bytes `runBench` holds at its peak, as the code allocates (n = B*H*N*D elements, r = B*H*N
+ * rows): the f32 inputs q, k, v, dO (16n); the forward result kept for the backward (o, lse:
+ * 4n + 4r); per pass, the timed call's results with the previous call's not yet collected
+ * (forward 2 (4n + 4r), backward dq, dk, dv and D: 2 (12n + 4r)); and with the reference, its
+ * float64 copies and results (forward q, k, v, O, L: 32n + 8r; backward q, k, v, dO, dq, dk, dv:
+ * 56n). Kernel tile scratch is bounded and small; webgpu buffers live on the GPU, not here.
+ * `largest` is the element count of the largest single array (one [B, H, N, D] tensor).
+ */
+export function benchMemoryBytes(opts: Pick<BenchOptions, 'shape' | 'reference' | 'passes'>): {
+  bytes: number;
+  largest: number;
+} {
+  const [B, H, N, D] = opts.shape;
+  const r = B * H * N;
+  const n = r * D;
+  let pass = 0;
+  for (const p of opts.passes) {
+    const timed = p === 'forward' ? 2 * (4 * n + 4 * r) : 2 * (12 * n + 4 * r);
+    const reference = !opts.reference ? 0 : p === 'forward' ? 32 * n + 8 * r : 56 * n;
+    pass = Math.max(pass, timed + reference);
+  }
+  return { bytes: 16 * n + 4 * n + 4 * r + pass, largest: n };
+}
+
+/** Memory this process can still get: the cgroup-aware figure where Node has it (20.13+), else the OS's free memory. */
+export function availableMemoryBytes(): number {
+  const available = (process as { availableMemory?: () => number }).availableMemory;
+  return typeof available === 'function' ? available.call(process) : freemem();
+}
+
+/**
+ * Refuses a --shape the run cannot hold, before anything is allocated: a [B, H, N, D] tensor
+ * past the engine's typed-array length (buffer.constants.MAX_LENGTH, 2^32 in Node 20), or a
+ * peak (benchMemoryBytes) above the memory available. Otherwise the inputs fill memory first
+ * and the run dies minutes later (`--shape 1e9,1,1,1` grew to 12 GB before failing).
+ */
+export function checkBenchMemory(
+  opts: Pick<BenchOptions, 'shape' | 'reference' | 'passes'>,
+  available: number = availableMemoryBytes(),
+  maxLength: number = bufferConstants.MAX_LENGTH,
+): void {
+  const { bytes, largest } = benchMemoryBytes(opts);
+  const shape = opts.shape.join(',');
+  if (!(largest <= maxLength)) {
+    throw new ValueError(
+      `--shape: ${shape} makes tensors of ${largest} elements (B*H*N*D), past this runtime's typed-array limit of ${maxLength}; use a smaller shape`,
+      'shape',
+    );
+  }
+  if (!(bytes <= available)) {
+    const hint = opts.reference ? ' (--no-reference drops the float64 reference copies)' : '';
+    throw new ValueError(
+      `--shape: ${shape} needs about ${formatBytes(bytes)} for inputs, outputs${opts.reference ? ' and the float64 reference' : ''}, more than the ${formatBytes(available)} of memory available; use a smaller shape${hint}`,
+      'shape',
+    );
+  }
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -119,6 +180,8 @@ export async function runBench(
   log: (line: string) => void = () => {},
 ): Promise<BenchRow[]> {
   const [B, H, N, D] = opts.shape;
+  // Before any allocation: a shape that cannot fit fails now, not after filling memory.
+  checkBenchMemory(opts);
   const rng = new Rng(opts.seed);
   const q = rng.randn([B, H, N, D]);
   const k = rng.randn([B, H, N, D]);
