@@ -7,6 +7,7 @@ export * from './conformance.js';
 export * from './expect.js';
 export * from './flash.js';
 export * from './gradients.js';
+export * from './large-logits.js';
 export * from './native.js';
 export * from './nonfinite.js';
 export * from './poison.js';

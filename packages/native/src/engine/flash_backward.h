@@ -145,6 +145,7 @@ struct BwdScratch {
   // index (tileQ x d, tileQ x dv), from a buffer of their own; null otherwise.
   float* qs = nullptr;
   float* dos = nullptr;
+  float* qsc = nullptr;  // tileQ x d: the tile's Q rows times scale log2 e (S, as the forward)
   static int64_t floats(int64_t d, int64_t dv, int64_t dpad, int64_t tileQ, bool withG) {
     return (2 * d + 2 * dv + dpad + (withG ? 3 : 2) * tileQ + 2) * kBwdBk;
   }
@@ -165,7 +166,7 @@ struct BwdShared {
   const AttnProblem& p;
   const FlashBackwardArgs& a;
   const float* dRow;  // D_i, indexed like lse
-  const float* lse2;  // LSE_i * log2(e), indexed like lse
+  const float* lse;   // LSE_i (natural units), indexed like lse
   int64_t dpad, tileQ;
 };
 
@@ -183,22 +184,32 @@ struct BwdTask {
   int64_t b, kvh, j0, cost, hh0, hh1, row;
 };
 
-// Softmax policy on the rows of a tile: P = exp2(S - LSE) (masked entries 0) in place.
+// P of a vector of scores s2 (log2 units, bit for bit the forward's) of a row with LSE lse:
+// e^(t) with t = fl32(s2 ln 2) - LSE, the same product lseOf (flash_common.h) took of the row's
+// max, so a one-hot row gets P = 1 exactly; t is clamped to <= 0 (P <= 1 holds in exact
+// arithmetic, and rounding must not make a probability exceed 1, let alone overflow). exp2v
+// maps NaN to 0; a NaN t (NaN input, or a row the forward poisoned: LSE = NaN) stays NaN so
+// the gradients it reaches come out NaN, as in the reference.
+ATTNKIT_ALWAYS_INLINE V bwdProb(V s2, V lse, V nan) {
+  // The product rounded on its own, as lseOf rounds it (an fma with - LSE would leave the
+  // product's rounding error in t: P = 0.8 for a one-hot row at scores of 1e6).
+  const V t = V::opaque(s2 * V::set1(kLn2f)) - lse;
+  const V e = exp2v(V::min(t, V::zero()) * V::set1(kLog2e));
+  return V::keep_in(e, t, -kInf, kInf, nan);
+}
+
+// Softmax policy on the rows of a tile: P = e^(S - LSE) (masked entries 0) in place.
 ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const uint8_t* bs, Vis vis,
-                        const float* lse2, int64_t i0, int64_t nr, int64_t j0, int64_t kcols,
+                        const float* lse, int64_t i0, int64_t nr, int64_t j0, int64_t kcols,
                         const BwdScratch& sc) {
   int64_t keptBlock = -1;
-  // exp2v maps NaN to 0; a NaN S - LSE (NaN input, or a row the forward poisoned: LSE = NaN)
-  // must stay NaN so the gradients it reaches come out NaN, as in the reference.
   const V nan = V::set1(std::numeric_limits<float>::quiet_NaN());
   for (int64_t i = 0; i < nr; i++) {
     float* row = sc.pm + i * kBwdBk;
-    const V l2 = V::set1(lse2[i0 + i]);
+    const V li = V::set1(lse[i0 + i]);
     if (vis == Vis::kFull) {
-      for (int u = 0; u < kBwdNV; u++) {
-        const V t = V::load(row + u * V::L) - l2;
-        V::keep_in(exp2v(t), t, -kInf, kInf, nan).store(row + u * V::L);
-      }
+      for (int u = 0; u < kBwdNV; u++)
+        bwdProb(V::load(row + u * V::L), li, nan).store(row + u * V::L);
       continue;
     }
     const float lo = static_cast<float>(keyLo(p, s, i0 + i));
@@ -210,8 +221,7 @@ ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const
       }
     }
     for (int u = 0; u < kBwdNV; u++) {
-      const V t = V::load(row + u * V::L) - l2;
-      V e = V::keep_in(exp2v(t), t, -kInf, kInf, nan);
+      V e = bwdProb(V::load(row + u * V::L), li, nan);
       e = V::keep_in(e, V::load(sc.jidx + u * V::L), lo, hi, V::zero());
       if (bs != nullptr) e = V::keep_nonzero(e, V::load(sc.kept + u * V::L), V::zero());
       e.store(row + u * V::L);
@@ -303,7 +313,7 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
     const float* q = a.q + qBase(p, b, h, d);
     const float* dO = a.dO + qBase(p, b, h, dv);
     const float* dRow = Norm::kSigmoid ? nullptr : sh.dRow + lseBase(p, b, h);
-    const float* lse2 = Norm::kSigmoid ? nullptr : sh.lse2 + lseBase(p, b, h);
+    const float* lse = Norm::kSigmoid ? nullptr : sh.lse + lseBase(p, b, h);
     const int32_t* pq = a.permQ != nullptr ? a.permQ + lseBase(p, b, h) : nullptr;
     const int64_t gRow = dpad;
     float* g = dqAcc + (task.row + (hh - task.hh0) * s.nq) * dpad;
@@ -332,7 +342,13 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
         qiRow = d;
         dOiRow = dv;
       }
-      bwdScores(nr, d, qi, qiRow, sc.kt, sc.pm, qScale);
+      // S as the forward computed it, bit for bit: Q pre-scaled by scale log2 e in f32, then
+      // the same fma chain over c from 0 (FwdScores: fma(k_c, q_c, acc); here fma(q_c, k_c,
+      // acc), the same rounding). Scaling after the dot product instead rounds differently,
+      // and at large logits exp(S - LSE) then exceeds 1 (issue 9 item 2).
+      for (int64_t i = 0; i < nr; i++)
+        for (int64_t c = 0; c < d; c++) sc.qsc[i * d + c] = qi[i * qiRow + c] * qScale;
+      bwdScores(nr, d, sc.qsc, d, sc.kt, sc.pm, 1.0f);
       if constexpr (M::kActive) {
         for (int64_t i = 0; i < nr; i++) {
           bwdMods<kBwdNV>(mods, i0 + i, s.off, j0, kcols, sc.jidx, sc.pm + i * kBwdBk,
@@ -342,7 +358,7 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
       if constexpr (Norm::kSigmoid)
         bwdSigmoidW(p, s, bs, vis, bias2, i0, nr, j0, kcols, M::kActive && mods.softcap, sc);
       else
-        bwdSoftmaxP(p, s, bs, vis, lse2, i0, nr, j0, kcols, sc);
+        bwdSoftmaxP(p, s, bs, vis, lse, i0, nr, j0, kcols, sc);
       bwdScores(nr, dv, dOi, dOiRow, sc.vt, sc.ds, 1.0f);
       for (int64_t i = 0; i < nr; i++) {
         float* prow = sc.pm + i * kBwdBk;
@@ -458,7 +474,8 @@ inline void flashBackwardScratch(const AttnProblem& p, int64_t* perThread, int64
   const int64_t tileQ = p.tileQ > 0 ? p.tileQ : kBwdTileQ;
   const int64_t dpad = roundUp(p.d, V::L);
   const BwdPlan plan(p);
-  *perThread = plan.waveRows * dpad + bwdBlockScratchFloats(p, dpad, tileQ);
+  *perThread = plan.waveRows * dpad + bwdBlockScratchFloats(p, dpad, tileQ) +
+               roundUp(tileQ * p.d, 16);
   *shared = bwdSharedFloats(p);
 }
 
@@ -475,15 +492,17 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
   Floats dqAcc(static_cast<int64_t>(threads) * accPer);
   Floats scratch(per * threads);
   Floats covered(p.thd ? p.totalQ : 0);
-  // A query permutation's gathered tile (Q and dO rows) per thread.
-  const int64_t stagePer = a.permQ != nullptr ? roundUp(tileQ * (p.d + p.dv), 16) : 0;
+  // Per thread: the query tile's Q rows scaled as the forward scales them (tileQ d), and
+  // under a query permutation the gathered tile (Q and dO rows).
+  const int64_t stagePer = roundUp(tileQ * p.d, 16) +
+                           (a.permQ != nullptr ? roundUp(tileQ * (p.d + p.dv), 16) : 0);
   Floats stage(stagePer * threads);
   if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok() || !stage.ok())
     return kOutOfMemory;
   BwdShared sh{p, a, prep.get(), Norm::kSigmoid ? nullptr : prep.get() + nLse, dpad, tileQ};
 
   if constexpr (!Norm::kSigmoid) {
-    // D_i = dO_i . O_i (FA2 eq. for dS), and LSE in log2 units; rows of the lse layout that no
+    // D_i = dO_i . O_i (FA2 eq. for dS), and LSE; rows of the lse layout that no
     // sequence covers are never read. With sinks, the partial dsinks of (b, h):
     // sum_i e^(sink_h - LSE_i) D_i (the sink's probability in row i times D_i).
     float* sinkPart = prep.get() + 2 * nLse;
@@ -505,7 +524,7 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
           acc += static_cast<double>(o[r * oRow + c]) * dO[r * oRow + c];
         const float lse = a.lse[base + r];
         prep.get()[base + i] = static_cast<float>(acc);
-        prep.get()[nLse + base + i] = lse * kLog2e;
+        prep.get()[nLse + base + i] = lse;
         if (p.sinks != nullptr && lse > -kInf)
           sink += std::exp(static_cast<double>(p.sinks[h]) - lse) * acc;
       }
@@ -577,8 +596,9 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
     });
     auto body = [&](int64_t t, int thread) {
       BwdScratch sc(scratch.get() + per * thread, p.d, p.dv, dpad, tileQ);
-      if (stagePer > 0) {
-        sc.qs = stage.get() + stagePer * thread;
+      sc.qsc = stage.get() + stagePer * thread;
+      if (a.permQ != nullptr) {
+        sc.qs = sc.qsc + roundUp(tileQ * p.d, 16);
         sc.dos = sc.qs + tileQ * p.d;
       }
       bwdBlock<Norm, M>(sh, tasks[t], sc, dqAcc.get() + thread * accPer);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <new>
 #include <vector>
 
@@ -13,6 +14,18 @@ namespace ATTNKIT_NS {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr double kLn2 = 0.6931471805599453;
+constexpr float kLn2f = 0.6931471805599453f;
+
+// LSE (natural units) of a row whose scores are in log2 units, from its max m2 and its sum
+// l = sum 2^(s - m2): fl32(fl32(m2 ln 2) + ln l). The backward forms P = e^(fl32(s2 ln 2) - LSE)
+// (flash_backward.h) from the same f32 product, so the row's max gets P = 1 exactly when the
+// row is one-hot (l = 1) and P stays within the f32 rounding of LSE itself otherwise; a
+// conversion of LSE back to log2 units (LSE log2 e) would lose |m2| 2^-24 instead, e.g.
+// P = 0.7 instead of 1 at scores of 1e6.
+inline float lseOf(float m2, double l) {
+  const volatile float mn = m2 * kLn2f;  // rounded to f32, as bwdProb's product
+  return static_cast<float>(static_cast<double>(mn) + std::log(l));
+}
 
 struct Seq {
   int64_t nq, nk;

@@ -294,16 +294,18 @@ inline void fwdFinish(const FwdBlockState& blk, float* o0, int64_t oRow, float* 
       const bool live = li > 0.0f || li != li;
       const float inv = live ? 1.0f / li : 0.0f;
       for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i] * inv;
-      const double lse2 = static_cast<double>(blk.m[i]) + std::log2(static_cast<double>(li));
-      lse0[row] = live ? static_cast<float>(lse2 * kLn2) : -kInf;
+      lse0[row] = live ? lseOf(blk.m[i], li) : -kInf;
     } else {
-      const double m = blk.m[i], s2 = static_cast<double>(hd.sink) / kLn2;
-      const double top = m > s2 ? m : s2;
-      const double scale = blk.l[i] > 0.0f || blk.l[i] != blk.l[i] ? std::exp2(m - top) : 0.0;
-      const double l = blk.l[i] * scale + std::exp2(s2 - top);
+      // The sink as a score in log2 units, an f32 like the scores, so that lseOf sees a max
+      // the backward can recompute when the sink is the top.
+      const float m = blk.m[i], s2 = static_cast<float>(static_cast<double>(hd.sink) / kLn2);
+      const float top = m > s2 ? m : s2;
+      const double scale =
+          blk.l[i] > 0.0f || blk.l[i] != blk.l[i] ? std::exp2(static_cast<double>(m) - top) : 0.0;
+      const double l = blk.l[i] * scale + std::exp2(static_cast<double>(s2) - top);
       const float inv = static_cast<float>(scale / l);
       for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i] * inv;
-      lse0[row] = static_cast<float>((top + std::log2(l)) * kLn2);
+      lse0[row] = lseOf(top, l);
     }
   }
 }

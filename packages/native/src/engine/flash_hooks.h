@@ -98,7 +98,11 @@ inline void fwdMods(const HeadMods& m, int64_t i0, int64_t rows, const float* di
       // own bias row (contiguous over the keys).
       for (int64_t i = 0; i < rows; i++) {
         const float* br = m.bias[t] + (i0 + i) * m.rowStride[t];
-        for (int64_t j = j0; j < j1; j++) st[(j - j0) * Bq + i] += br[j] * kLog2e;
+        // One explicit fma, as bwdMods computes it: the backward recomputes S bit for bit.
+        for (int64_t j = j0; j < j1; j++) {
+          float& x = st[(j - j0) * Bq + i];
+          x = std::fma(br[j], kLog2e, x);
+        }
       }
     }
   }
@@ -136,7 +140,7 @@ inline void bwdMods(const HeadMods& m, int64_t i, int64_t off, int64_t j0, int64
       int64_t jl = 0;
       for (; jl + V::L <= kcols && jl < NV * V::L; jl += V::L)
         V::fma(V::load(br + jl), V::set1(kLog2e), V::load(x + jl)).store(x + jl);
-      for (; jl < kcols; jl++) x[jl] += br[jl] * kLog2e;
+      for (; jl < kcols; jl++) x[jl] = std::fma(br[jl], kLog2e, x[jl]);
     }
   }
 }

@@ -51,6 +51,12 @@ struct V {
   static V abs(V a) { return {_mm512_abs_ps(a.v)}; }
   // a * b + c
   static V fma(V a, V b, V c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  // x, hidden from the optimiser: a product passed through it is rounded on its own, never
+  // contracted into an fma with what follows (see bwdProb).
+  static V opaque(V x) {
+    __asm__("" : "+v"(x.v));
+    return x;
+  }
   static V max(V a, V b) { return {_mm512_max_ps(a.v, b.v)}; }
   static V min(V a, V b) { return {_mm512_min_ps(a.v, b.v)}; }
   // Lanes with lo <= t <= hi keep x, the others take fill.
@@ -83,6 +89,10 @@ struct V {
   friend V operator/(V a, V b) { return {_mm256_div_ps(a.v, b.v)}; }
   static V abs(V a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
   static V fma(V a, V b, V c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+  static V opaque(V x) {
+    __asm__("" : "+v"(x.v));
+    return x;
+  }
   static V max(V a, V b) { return {_mm256_max_ps(a.v, b.v)}; }
   static V min(V a, V b) { return {_mm256_min_ps(a.v, b.v)}; }
   static V keep_in(V x, V t, float lo, float hi, V fill) {
@@ -119,6 +129,17 @@ struct V {
   friend V operator/(V a, V b) { return {a.v / b.v}; }
   static V abs(V a) { return {a.v < 0.0f ? -a.v : a.v}; }
   static V fma(V a, V b, V c) { return {a.v * b.v + c.v}; }
+  static V opaque(V x) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+x"(x.v));
+#elif defined(__aarch64__)
+    __asm__("" : "+w"(x.v));
+#else
+    volatile float y = x.v;
+    x.v = y;
+#endif
+    return x;
+  }
   static V max(V a, V b) { return {a.v > b.v ? a.v : b.v}; }
   static V min(V a, V b) { return {a.v < b.v ? a.v : b.v}; }
   static V keep_in(V x, V t, float lo, float hi, V fill) {

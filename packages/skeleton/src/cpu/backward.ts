@@ -153,7 +153,9 @@ export function tiledBackward(
                 ds.fill(0, so + Math.max(jlo, jhi), so + cols);
                 const Di = Dr![g * nq + q0 + r]!;
                 for (let j = so + jlo, e = so + jhi; j < e; j++) {
-                  const pij = Math.exp(s[j]! - lse);
+                  // P <= 1 in exact arithmetic: the clamp keeps rounding in s or LSE from
+                  // lifting it above (NaN stays NaN through Math.min).
+                  const pij = Math.exp(Math.min(s[j]! - lse, 0));
                   s[j] = pij;
                   ds[j] = pij * (ds[j]! - Di);
                 }

@@ -519,7 +519,7 @@ function checkLike(
 /**
  * d loss / d sink_h = -sum over the rows i of head h of e^(sink_h - LSE_i) D_i (the sink's
  * probability times D_i = dO_i . O_i), as cpu/run.ts's `sinkGradients`, but from the D pre-pass's
- * (LSE log2(e), D) row pairs: 8 bytes a row read back instead of o, lse and dO (on the H200 at
+ * (LSE, D) row pairs: 8 bytes a row read back instead of o, lse and dO (on the H200 at
  * B4 H16 N4096 D128 reading those cost ~0.55 s a call, this ~1 ms). Sums in float64.
  */
 function sinkGradientsFromStats(
@@ -529,14 +529,14 @@ function sinkGradientsFromStats(
 ): Float32Array {
   const out = new Float32Array(p.hq);
   for (let h = 0; h < p.hq; h++) {
-    const sink2 = sinks[h]! * Math.LOG2E;
+    const sink = sinks[h]!;
     let acc = 0;
     for (let b = 0; b < p.batch; b++) {
       const base = lseBase(p, b, h);
       for (let i = 0; i < p.seqQ[b]!; i++) {
         const d = stats[2 * (base + i) + 1]!;
-        // D = 0 on rows without keys (O = 0), whose stored lse2 is a placeholder.
-        if (d !== 0) acc -= 2 ** (sink2 - stats[2 * (base + i)]!) * d;
+        // D = 0 on rows without keys (O = 0), whose stored LSE is a placeholder.
+        if (d !== 0) acc -= Math.exp(sink - stats[2 * (base + i)]!) * d;
       }
     }
     out[h] = acc;

@@ -594,7 +594,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
   ${store}
   if (tx == 0u) {
     let lB = b * P.lBatch + h * P.lHead + startQ;
-    ${rep(4 * p.rv, (i) => `if (r0 + ${rowOf(p, i)} < nq) { lse[lB + ${through(permQ(spec), `r0 + ${rowOf(p, i)}`)}] = select((${rowVec('m', i)} + log2(${rowVec('l', i)})) * LN2, bitcast<f32>(P.negInf), ${rowVec('l', i)} == 0.0); }`, '\n    ')}
+    ${rep(4 * p.rv, (i) => `if (r0 + ${rowOf(p, i)} < nq) { lse[lB + ${through(permQ(spec), `r0 + ${rowOf(p, i)}`)}] = select(${LSE_OF(rowVec('m', i), rowVec('l', i))}, bitcast<f32>(P.negInf), ${rowVec('l', i)} == 0.0); }`, '\n    ')}
   }`
     : store;
   // Split-K: the unnormalised partial (m, l, acc) of each row instead of o and lse.
@@ -751,7 +751,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }${
     softmax
       ? `
-  lse[${permute ? 'li - i + pi' : 'li'}] = select((ms + log2(l)) * LN2, bitcast<f32>(P.negInf), l == 0.0);`
+  lse[${permute ? 'li - i + pi' : 'li'}] = select(${LSE_OF('ms', 'l')}, bitcast<f32>(P.negInf), l == 0.0);`
       : ''
   }
 }
@@ -761,7 +761,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
 /**
  * Backward pre-pass (FA2 Algorithm 2, line 4): D_i = rowsum(dO_i * O_i), stored beside
- * LSE_i log2(e) as (lse2, D) pairs. Rows without keys get lse2 = 0: every score of theirs is
+ * LSE_i as (LSE, D) pairs (natural units: prob() takes S ln 2 - LSE, see STAT). Rows without
+ * keys get LSE = 0: every score of theirs is
  * masked, so the value is never used, and it keeps exp2 finite. With `permuteQ`
  * (hooks.permute.q) tiled row i reads o, dO and lse at its stored row permq[i] and keeps its
  * pair at the tiled index i, where the dQ and dK/dV passes read it.
@@ -780,7 +781,6 @@ export function statsShader(dtype: StorageDType, vecV: boolean, permuteQ = false
   const code = `${paramsStruct()}
 ${halfCodec(dtype)}
 ${declareBindings(bindings)}
-const LOG2E = 1.4426950408889634;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -799,19 +799,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
   let li = b * P.lBatch + h * P.lHead + startQ + i;
   let x = lse[${permuteQ ? 'li - i + pi' : 'li'}];
-  stats[li] = vec2<f32>(select(x * LOG2E, 0.0, x < -1.0e38), dd);
+  stats[li] = vec2<f32>(select(x, 0.0, x < -1.0e38), dd);
 }
 `;
   return { code, bindings };
 }
 
-/** Loads (lse2, D) of a query row, zeros past the sequence. */
-const STAT = `fn stat(li: u32, ok: bool) -> vec2<f32> { if (ok) { return stats[li]; } return vec2<f32>(0.0); }`;
+/**
+ * Loads (LSE, D) of a query row, zeros past the sequence; and P of scores x (log2 units) of
+ * rows with LSE lse: e^t with t = x ln 2 - LSE, the product rounded as LSE_OF rounded the row
+ * max's, clamped to t <= 0 so rounding never lifts a probability above 1 (or overflows it at
+ * large logits); select keeps a NaN t NaN (WGSL's min need not).
+ */
+const STAT = `fn stat(li: u32, ok: bool) -> vec2<f32> { if (ok) { return stats[li]; } return vec2<f32>(0.0); }
+fn prob(x: vec4<f32>, lse: vec4<f32>) -> vec4<f32> {
+  let t = x * LN2 - lse;
+  return exp2(select(t, vec4<f32>(0.0), t > vec4<f32>(0.0)) * LOG2E);
+}`;
+
+/**
+ * LSE (natural units) of a row with max m (scores in log2 units) and sum l = sum 2^(s - m):
+ * m ln 2 + ln l, with the product rounded as the backward's prob() rounds it, so a one-hot row
+ * (l = 1) gets P = 1 back; ((m + log2 l) ln 2 would not).
+ */
+function LSE_OF(m: string, l: string): string {
+  return `${m} * LN2 + log(${l})`;
+}
 
 /**
  * dQ pass (FA2 backward, the dQ half of Algorithm 2 run as its own pass so no two workgroups
  * write one dQ row): per query tile, over key tiles, S = Q K^T and dP = dO V^T recomputed,
- * P = exp2(S log2e - lse2), dS = P (dP - D), dQ += scale dS K. Sigmoid: dS = dP w (1 - w),
+ * P = prob(S, LSE) = e^(S - LSE) clamped to <= 1, dS = P (dP - D), dQ += scale dS K. Sigmoid: dS = dP w (1 - w),
  * no row statistics. Score mods with a derivative multiply dS by it (chain rule per element).
  */
 export function dqShader(spec: ShaderSpec): WgslKernel {
@@ -860,7 +878,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
     ${ntGemm(p, 'y', dO, v, 'P.dv')}
     ${scoreCode(spec, false, grad)}
     ${maskCode(spec, false)}
-    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = exp2(x_${i}_${u} - vec4<f32>(st${i}.x)) * (y_${i}_${u} - vec4<f32>(st${i}.y))${g(i, u)};` : `x_${i}_${u} = y_${i}_${u} * hk_sigmoid(x_${i}_${u}).dw${g(i, u)};`))}
+    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = prob(x_${i}_${u}, vec4<f32>(st${i}.x)) * (y_${i}_${u} - vec4<f32>(st${i}.y))${g(i, u)};` : `x_${i}_${u} = y_${i}_${u} * hk_sigmoid(x_${i}_${u}).dw${g(i, u)};`))}
     ${writeZ(p, 'x')}
     workgroupBarrier();
     ${nnGemm(p, 'acc', k, 'P.d', p.wuD)}`;
@@ -918,7 +936,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * dK/dV pass (FA2 Algorithm 2, outer loop over key tiles): one workgroup per (key tile, kv
  * head, batch) holds dK and dV in registers while it walks the query tiles of every query head
  * of its GQA group (so the sum over shared heads needs no atomics): S^T = K Q^T, dP^T = V dO^T,
- * P^T = exp2(S^T log2e - lse2), dV += P^T dO, dS^T = P^T (dP^T - D), dK += scale dS^T Q.
+ * P^T = prob(S^T, LSE), dV += P^T dO, dS^T = P^T (dP^T - D), dK += scale dS^T Q.
  * Sigmoid: P^T = w, dS^T = dP^T w (1 - w); score mods as in the dQ pass.
  * hooks.permute: key rows (k, v loads; dk, dv stores) go through permk, query columns through
  * permq. The scatter is race-free: a (b, hk) slice of permk is a permutation, so the tiled rows
@@ -983,7 +1001,7 @@ export function dkdvShader(spec: ShaderSpec): WgslKernel {
     ${scoreCode(spec, true, grad)}
     ${maskCode(spec, true)}
     ${softmax ? colStats : ''}
-    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = exp2(x_${i}_${u} - lse${u});\n    y_${i}_${u} = x_${i}_${u} * (y_${i}_${u} - dd${u})${g(i, u)};` : `{\n      let sg = hk_sigmoid(x_${i}_${u});\n      x_${i}_${u} = sg.w;\n      y_${i}_${u} = y_${i}_${u} * sg.dw${g(i, u)};\n    }`))}
+    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = prob(x_${i}_${u}, lse${u});\n    y_${i}_${u} = x_${i}_${u} * (y_${i}_${u} - dd${u})${g(i, u)};` : `{\n      let sg = hk_sigmoid(x_${i}_${u});\n      x_${i}_${u} = sg.w;\n      y_${i}_${u} = y_${i}_${u} * sg.dw${g(i, u)};\n    }`))}
     ${writeZ(p, 'x')}
     workgroupBarrier();
     ${nnGemm(p, 'accv', oc, 'P.dv', p.wuV)}
