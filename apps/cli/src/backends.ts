@@ -15,8 +15,7 @@ import { BackendUnavailableError, type Tensor, ValueError } from '@attnkit/tenso
 import { getWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 
 /** How a user of the CLI gets Dawn, WebGPU for Node (an optional peer dependency, ~132 MB). */
-export const DAWN_INSTALL_COMMAND =
-  'npm install -g webgpu (beside a global @attnkit/cli; in a project: npm install webgpu)';
+export const DAWN_INSTALL_COMMAND = 'npm install -g webgpu';
 
 /**
  * The WebGPU context of a `--backend webgpu` run. Dawn (the npm package `webgpu`) is an
@@ -31,7 +30,7 @@ export async function cliWebGpuContext(): Promise<WebGpuContext> {
     const message = (e as Error)?.message ?? String(e);
     if (e instanceof BackendUnavailableError && message.includes('Dawn')) {
       throw new BackendUnavailableError(
-        `--backend webgpu: needs Dawn (WebGPU for Node), the optional peer dependency "webgpu", which could not be loaded; install it with \`${DAWN_INSTALL_COMMAND}\`. io, and verify / bench on ts, native or reference, need no Dawn. (${message})`,
+        `--backend webgpu: needs Dawn (WebGPU for Node), the optional peer dependency "webgpu", which could not be loaded; install it with \`${DAWN_INSTALL_COMMAND}\` beside a global @attnkit/cli, or \`npm install webgpu\` in your project. io, and verify / bench on ts, native or reference, need no Dawn. (${message})`,
         'backend',
       );
     }

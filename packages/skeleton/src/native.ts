@@ -81,7 +81,7 @@ function startLoading(): Promise<void> {
       nativePackage = m as NativeModule;
     } catch (e) {
       packageError = isMissingPackage(e)
-        ? `${NATIVE_PACKAGE} is not installed (an optional dependency; install it with \`${NATIVE_INSTALL_COMMAND}\`, which builds its C++ addon)`
+        ? `${NATIVE_PACKAGE} is not installed (an optional dependency; install it with \`${NATIVE_INSTALL_COMMAND}\`)`
         : `${NATIVE_PACKAGE} failed to import: ${(e as Error)?.message ?? String(e)}`;
     }
   })();
