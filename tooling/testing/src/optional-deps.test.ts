@@ -112,6 +112,9 @@ describe('the attnkit command without Dawn', () => {
     expect(r.stderr).toContain('npm install -g webgpu');
     expect(r.stderr).toContain('`npm install webgpu` in your project');
     // One line of the command's own (Node may add its warnings).
-    expect(r.stderr.split('\n').filter((l) => l.startsWith('attnkit:')), r.stderr).toHaveLength(1);
+    expect(
+      r.stderr.split('\n').filter((l) => l.startsWith('attnkit:')),
+      r.stderr,
+    ).toHaveLength(1);
   });
 });
