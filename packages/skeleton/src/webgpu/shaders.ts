@@ -806,6 +806,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 }
 
 /**
+ * Zero, from a uniform the compiler cannot see through (P.negInf holds the bits of -inf): a
+ * product XORed with it is rounded to f32 on its own. WGSL lets a compiler contract a * b + c
+ * into an fma, and NVIDIA's does: LSE = fma(m, ln 2, ln l) against P = e^(fma(s, ln 2, -LSE))
+ * left the product's rounding in t, P = 0.99 for a one-hot row at logits of 1e5 and dv 7e-4
+ * off on the H200 (llvmpipe did not contract). One XOR per score.
+ */
+const ROUNDED = '(P.negInf ^ 0xff800000u)';
+
+/**
  * Loads (LSE, D) of a query row, zeros past the sequence; and P of scores x (log2 units) of
  * rows with LSE lse: e^t with t = x ln 2 - LSE, the product rounded as LSE_OF rounded the row
  * max's, clamped to t <= 0 so rounding never lifts a probability above 1 (or overflows it at
@@ -813,7 +822,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  */
 const STAT = `fn stat(li: u32, ok: bool) -> vec2<f32> { if (ok) { return stats[li]; } return vec2<f32>(0.0); }
 fn prob(x: vec4<f32>, lse: vec4<f32>) -> vec4<f32> {
-  let t = x * LN2 - lse;
+  let t = bitcast<vec4<f32>>(bitcast<vec4<u32>>(x * LN2) ^ vec4<u32>(${ROUNDED})) - lse;
   return exp2(select(t, vec4<f32>(0.0), t > vec4<f32>(0.0)) * LOG2E);
 }`;
 
@@ -823,7 +832,7 @@ fn prob(x: vec4<f32>, lse: vec4<f32>) -> vec4<f32> {
  * (l = 1) gets P = 1 back; ((m + log2 l) ln 2 would not).
  */
 function LSE_OF(m: string, l: string): string {
-  return `${m} * LN2 + log(${l})`;
+  return `bitcast<f32>(bitcast<u32>(${m} * LN2) ^ ${ROUNDED}) + log(${l})`;
 }
 
 /**
