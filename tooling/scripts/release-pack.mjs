@@ -277,7 +277,9 @@ for (const name of names) {
 }
 const { Rng } = await import('@attnkit/tensor');
 const { flashAttention, flashAttentionTs, nativeAvailable } = await import('@attnkit/flash-attention');
-console.log('  nativeAvailable(): ' + nativeAvailable() + ' (backend ts needs none)');
+const hasNative = await nativeAvailable();
+console.log('  nativeAvailable(): ' + hasNative + ' (backend ts needs none)');
+if (process.env.EXPECT_NATIVE === '1' && !hasNative) throw new Error('flash-attention: nativeAvailable() is false with the prebuilt addon installed');
 const native = await import('@attnkit/native');
 const source = native.nativeAddonSource();
 console.log('  @attnkit/native: ' + (source ? 'loaded the ' + source.source + ' addon' : 'no addon: ' + native.nativeLoadError()));

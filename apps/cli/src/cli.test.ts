@@ -29,7 +29,7 @@ describe('every golden verifies through the attnkit verify code path', () => {
       expect(Object.keys(report.tensors).length).toBeGreaterThan(0);
       expect(report.tensors, JSON.stringify(report)).toSatisfy(() => report.ok);
       if (report.kind.startsWith('softmax') || report.kind === 'sigmoid') {
-        expect(report.backend).toBe(nativeAvailable() ? 'native' : 'ts');
+        expect(report.backend).toBe((await nativeAvailable()) ? 'native' : 'ts');
       }
     });
     if (/^(softmax|sigmoid)/.test(basename(file))) {

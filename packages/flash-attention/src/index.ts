@@ -2,7 +2,7 @@ import type { AttentionProblem } from '@attnkit/attention';
 import {
   checkFiniteValues,
   defineTiledFamily,
-  nativeAvailable as nativeReady,
+  loadNativeBackend,
   type TiledOptions,
   tiledBackwardTs,
   tiledForwardTs,
@@ -224,12 +224,13 @@ export function flashAttentionBackwardWebGpu(
 }
 
 /**
- * Whether the native engine loaded (if not, @attnkit/native has warned once why). The optional
- * @attnkit/native is imported lazily: false until `await loadNativeBackend()` or a first call on
- * cpu tensors has imported it.
+ * Whether the native engine is available (if not, @attnkit/native has warned once why, and
+ * `loadNativeBackend()` resolves to the reason). The optional @attnkit/native is imported
+ * lazily, so this imports it first: a synchronous answer before that import could only say "not
+ * yet", which reads as "no".
  */
-export function nativeAvailable(): boolean {
-  return nativeReady() === true;
+export async function nativeAvailable(): Promise<boolean> {
+  return (await loadNativeBackend()) === true;
 }
 
 /**
