@@ -242,7 +242,7 @@ describe.runIf(base)(
       );
     });
 
-    test('hooks decide which arrays exist: sigmoid has no lse, sinks add dsinks', async () => {
+    test('hooks decide which arrays exist: sigmoid and silu have no lse, sinks add dsinks', async () => {
       const a = args();
       const e = base!;
       const sigmoid = { ...p, normalize: { kind: 'sigmoid' as const, bias: Float32Array.of(0) } };
@@ -260,6 +260,13 @@ describe.runIf(base)(
       const dO = new Float32Array(a.o.length);
       await expect(e.run('attention.backward', sigmoid, { ...a, dO }, grads())).rejects.toThrow(
         /^inputs\.o: expected undefined \(sigmoid's backward reads no forward output/,
+      );
+      const silu = { ...p, normalize: { kind: 'silu' as const, factor: 0.5 } };
+      await expect(
+        e.run('attention.forward', silu, { q: a.q, k: a.k, v: a.v }, { o: a.o, lse: a.lse }),
+      ).rejects.toThrow(/^outputs\.lse: expected undefined \(silu attention has no LSE\)/);
+      await expect(e.run('attention.backward', silu, { ...a, dO }, grads())).rejects.toThrow(
+        /^inputs\.o: expected undefined \(silu's backward reads no forward output/,
       );
       const sinks = { ...p, normalize: { kind: 'softmax' as const, sinks: Float32Array.of(0, 1) } };
       await expect(e.run('attention.backward', sinks, { ...a, dO }, grads())).rejects.toThrow(
@@ -305,7 +312,7 @@ describe.runIf(base)(
     test('problem hooks: normalize and score mods', async () => {
       const norm = (normalize: unknown) => fwd({ ...p, normalize });
       await expect(norm({ kind: 'relu' })).rejects.toThrow(
-        /^problem\.normalize\.kind: expected "softmax" or "sigmoid", got "relu"/,
+        /^problem\.normalize\.kind: expected "softmax", "sigmoid" or "silu", got "relu"/,
       );
       await expect(norm('softmax')).rejects.toThrow(TypeError);
       await expect(norm({ kind: 'softmax', sinks: Float32Array.of(1) })).rejects.toThrow(
@@ -316,6 +323,13 @@ describe.runIf(base)(
       ).rejects.toThrow(/^problem\.normalize\.sinks\[1\]: expected a finite number/);
       await expect(norm({ kind: 'sigmoid' })).rejects.toThrow(
         /^problem\.normalize\.bias: expected a Float32Array, got undefined/,
+      );
+      // silu (HSTU): one finite factor.
+      await expect(norm({ kind: 'silu' })).rejects.toThrow(
+        /^problem\.normalize\.factor: expected a finite number, got undefined/,
+      );
+      await expect(norm({ kind: 'silu', factor: Number.POSITIVE_INFINITY })).rejects.toThrow(
+        /^problem\.normalize\.factor: expected a finite number/,
       );
       const mods = (scoreMods: unknown) => fwd({ ...p, scoreMods });
       await expect(mods({ kind: 'softcap', cap: 1 })).rejects.toThrow(

@@ -40,11 +40,13 @@ export interface NativeBlockSparse {
  * How a row of scores becomes weights (the skeleton's NormalizeHook). softmax: FA2's online
  * softmax, O = P V, LSE; `sinks` (one logit per query head, finite) join every row's sum as
  * e^(sink - m) with a zero value vector. sigmoid: w = sigmoid(s + bias[b]) (one finite bias per
- * batch entry), O = sum w v, no LSE.
+ * batch entry), O = sum w v, no LSE. silu: w = factor s sigmoid(s) (finite factor; HSTU's
+ * 1 / maxSeqLen), O = sum w v, no LSE; a masked score weighs 0.
  */
 export type NativeNormalize =
   | { kind: 'softmax'; sinks?: Float32Array | undefined }
-  | { kind: 'sigmoid'; bias: Float32Array };
+  | { kind: 'sigmoid'; bias: Float32Array }
+  | { kind: 'silu'; factor: number };
 
 /**
  * The built-in score mods (@attnkit/attention's mods.ts semantics), applied in order to each
@@ -133,8 +135,8 @@ export interface NativeGemmArgs extends NativeGemmProblem {
 
 /**
  * The engine's ops: problem, named inputs and named outputs. Lengths follow from the problem
- * (`run` checks them). attention.forward writes o and, for softmax, lse (sigmoid: no lse).
- * attention.backward reads o and lse for softmax only (sigmoid: neither) and writes dq, dk, dv
+ * (`run` checks them). attention.forward writes o and, for softmax, lse (sigmoid, silu: no lse).
+ * attention.backward reads o and lse for softmax only (sigmoid, silu: neither) and writes dq, dk, dv
  * and, when the problem has sinks, dsinks [Hq] = -sum over rows e^(sink_h - LSE_i) (dO_i . O_i).
  *
  * Both attention ops take the optional inputs `permQ` and `permK` (Int32Array, the permuted-tiles

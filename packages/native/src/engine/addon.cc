@@ -177,13 +177,15 @@ std::string kindOf(const Napi::Object& o, const std::string& name) {
   return k.As<Napi::String>().Utf8Value();
 }
 
-// problem.normalize: undefined (softmax), { kind: 'softmax', sinks?: Float32Array [hq] } or
-// { kind: 'sigmoid', bias: Float32Array [batch] } (packages/skeleton/src/hooks.ts).
+// problem.normalize: undefined (softmax), { kind: 'softmax', sinks?: Float32Array [hq] },
+// { kind: 'sigmoid', bias: Float32Array [batch] } or { kind: 'silu', factor: number }
+// (packages/skeleton/src/hooks.ts).
 void normalizeArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
   Napi::Env env = v.Env();
   p.normalize = Normalize::kSoftmax;
   if (v.IsUndefined()) return;
-  const char* expected = "{ kind: 'softmax', sinks? } or { kind: 'sigmoid', bias }";
+  const char* expected =
+      "{ kind: 'softmax', sinks? }, { kind: 'sigmoid', bias } or { kind: 'silu', factor }";
   if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
     typeError(env, "problem.normalize", expected, v);
   Napi::Object o = v.As<Napi::Object>();
@@ -196,8 +198,17 @@ void normalizeArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
     p.normalize = Normalize::kSigmoid;
     p.sigmoidBias =
         finiteF32(o.Get("bias"), "problem.normalize.bias", p.batch, "one per batch entry", keep);
+  } else if (kind == "silu") {
+    p.normalize = Normalize::kSilu;
+    Napi::Value f = o.Get("factor");
+    if (!f.IsNumber()) typeError(env, "problem.normalize.factor", "a finite number", f);
+    const double c = f.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(c) || !std::isfinite(static_cast<float>(c)))
+      rangeError(env, "problem.normalize.factor", "a finite number", f.ToString().Utf8Value());
+    p.siluFactor = static_cast<float>(c);
   } else {
-    rangeError(env, "problem.normalize.kind", "\"softmax\" or \"sigmoid\"", "\"" + kind + "\"");
+    rangeError(env, "problem.normalize.kind", "\"softmax\", \"sigmoid\" or \"silu\"",
+               "\"" + kind + "\"");
   }
 }
 
@@ -412,6 +423,11 @@ struct OpDesc {
   std::unique_ptr<Call> (*parse)(const Napi::Value& problem, Keep& keep);
 };
 
+// Sigmoid and silu: no LSE, and the backward reads no forward output.
+bool pointwise(const AttnProblem& p) {
+  return p.normalize == Normalize::kSigmoid || p.normalize == Normalize::kSilu;
+}
+
 // attention.forward: inputs q, k, v; outputs o and (softmax) lse.
 class AttentionForward : public Call {
  public:
@@ -419,9 +435,12 @@ class AttentionForward : public Call {
   Presence presence(bool output, size_t i) const override {
     if (!output && i >= 3) return Presence::kOptional;
     const bool lse = output && i == 1;
-    return lse && c_.p.normalize == Normalize::kSigmoid ? Presence::kAbsent : Presence::kRequired;
+    return lse && pointwise(c_.p) ? Presence::kAbsent : Presence::kRequired;
   }
-  const char* absentWhy(bool, size_t) const override { return "sigmoid attention has no LSE"; }
+  const char* absentWhy(bool, size_t) const override {
+    return c_.p.normalize == Normalize::kSilu ? "silu attention has no LSE"
+                                              : "sigmoid attention has no LSE";
+  }
   int64_t length(bool output, size_t i) const override {
     if (output) return i == 0 ? z_.o : z_.lse;
     const int64_t n[5] = {z_.q, z_.k, z_.v, z_.lse, z_.kIdx};
@@ -464,15 +483,16 @@ class AttentionBackward : public Call {
  public:
   explicit AttentionBackward(const AttnProblem& p) : z_(sizesOf(p)) { c_.p = p; }
   Presence presence(bool output, size_t i) const override {
-    const bool sigmoid = c_.p.normalize == Normalize::kSigmoid;
-    if (!output && (i == 3 || i == 4)) return sigmoid ? Presence::kAbsent : Presence::kRequired;
+    if (!output && (i == 3 || i == 4)) return pointwise(c_.p) ? Presence::kAbsent : Presence::kRequired;
     if (output && i == 3) return c_.p.sinks != nullptr ? Presence::kRequired : Presence::kAbsent;
     if (!output && i >= 6) return Presence::kOptional;
     return Presence::kRequired;
   }
   const char* absentWhy(bool output, size_t) const override {
-    return output ? "the problem has no sinks"
-                  : "sigmoid's backward reads no forward output (dS = dP w (1 - w))";
+    if (output) return "the problem has no sinks";
+    return c_.p.normalize == Normalize::kSilu
+               ? "silu's backward reads no forward output (dS = dP dw/ds)"
+               : "sigmoid's backward reads no forward output (dS = dP w (1 - w))";
   }
   int64_t length(bool output, size_t i) const override {
     if (output) return i == 0 ? z_.q : i == 1 ? z_.k : i == 2 ? z_.v : c_.p.hq;

@@ -10,6 +10,7 @@ namespace attnkit {
 enum class Normalize : int32_t {
   kSoftmax,  // online max / sum, O = acc / l, LSE = m + log l; optional per-head sinks
   kSigmoid,  // w = sigmoid(s + bias[b]), O = sum w v, no LSE (FlashSigmoid)
+  kSilu,     // w = siluFactor * s sigmoid(s), O = sum w v, no LSE (HSTU: factor 1 / maxSeqLen)
 };
 
 // Built-in score mods (packages/attention/src/mods.ts), applied in order after the scale.
@@ -53,6 +54,7 @@ struct AttnProblem {
   Normalize normalize;
   const float* sinks;        // softmax: one logit per query head joining every row, or null
   const float* sigmoidBias;  // sigmoid: b of sigmoid(s + b), one per batch entry
+  float siluFactor;          // silu: c of w = c silu(s)
   int32_t numMods;
   ScoreMod mods[kMaxScoreMods];
 };
@@ -69,7 +71,7 @@ struct FlashForwardArgs {
   const float* k;
   const float* v;
   float* o;
-  float* lse;  // softmax only (null for sigmoid)
+  float* lse;  // softmax only (null for the pointwise sigmoid and silu)
 };
 
 struct FlashBackwardArgs {

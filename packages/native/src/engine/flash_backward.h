@@ -9,8 +9,8 @@
 // dQ before the next starts. A GQA group split between waves adds its later heads' dK and dV
 // to the earlier ones'.
 // Templated on the skeleton's hooks (flash_hooks.h): Softmax (dS = P (dP - D), with dsinks from
-// the D pre-pass when the problem has sinks) or Sigmoid (dS = dP w (1 - w), no pre-pass, no
-// LSE), and NoMods or the problem's built-in mods (dS times each mod's derivative).
+// the D pre-pass when the problem has sinks) or a pointwise one (Sigmoid: dS = dP w (1 - w);
+// Silu: dS = dP c sig(s) (1 + s (1 - sig(s))); no pre-pass, no LSE), and NoMods or the problem's built-in mods (dS times each mod's derivative).
 // Permuted tiles (engine.h permQ / permK; null = the plain path): a task's key rows are staged
 // through permK and its dK / dV rows stored through it (the task owns them); each query tile's
 // Q and dO rows are gathered through permQ, D and LSE are prepared in the tiled order, and dQ
@@ -19,6 +19,7 @@
 #pragma once
 
 #include <limits>
+#include <type_traits>
 #include <cmath>
 
 #include "flash_hooks.h"
@@ -139,7 +140,7 @@ struct BwdScratch {
   float* ds;    // tileQ x Bk, dP then dS
   float* jidx;  // Bk, key index of each lane
   float* kept;  // Bk, block-sparse flag of each lane for the current query block
-  float* gm;    // tileQ x Bk when the hooks need it: d weight / d score (sigmoid's w (1 - w),
+  float* gm;    // tileQ x Bk when the hooks need it: d weight / d score (pointwise dw/ds,
                 // times the score mods' derivatives)
   // Permuted queries only (engine.h permQ): the query tile's Q and dO rows gathered through the
   // index (tileQ x d, tileQ x dv), from a buffer of their own; null otherwise.
@@ -172,7 +173,7 @@ struct BwdShared {
 
 // Whether the backward keeps d weight / d score per element (BwdScratch::gm).
 inline bool bwdNeedsG(const AttnProblem& p) {
-  if (p.normalize == Normalize::kSigmoid) return true;
+  if (p.normalize == Normalize::kSigmoid || p.normalize == Normalize::kSilu) return true;
   for (int t = 0; t < p.numMods; t++)
     if (p.mods[t].kind == ScoreModKind::kSoftcap) return true;
   return false;
@@ -229,14 +230,14 @@ ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const
   }
 }
 
-// Sigmoid policy on the rows of a tile: masked scores -> -inf, then W = sigmoid(S + b) in place
-// and gm *= w (1 - w) (masked entries give 0 and 0).
-ATTNKIT_ALWAYS_INLINE void bwdSigmoidW(const AttnProblem& p, const Seq& s, const uint8_t* bs, Vis vis,
-                        float bias2, int64_t i0, int64_t nr, int64_t j0, int64_t kcols,
+// Pointwise policies on the rows of a tile: masked scores -> -inf, then W = Norm::weight(S + b)
+// in place and gm *= dw/ds (masked entries give 0 and 0).
+template <class Norm>
+ATTNKIT_ALWAYS_INLINE void bwdPointwiseW(const AttnProblem& p, const Seq& s, const uint8_t* bs,
+                        Vis vis, float bias2, float factor, int64_t i0, int64_t nr, int64_t j0, int64_t kcols,
                         bool gSet, const BwdScratch& sc) {
   int64_t keptBlock = -1;
   const V b = V::set1(bias2), neg = V::set1(-kInf);
-  const V nan = V::set1(std::numeric_limits<float>::quiet_NaN());
   for (int64_t i = 0; i < nr; i++) {
     float* row = sc.pm + i * kBwdBk;
     float* g = sc.gm + i * kBwdBk;
@@ -258,10 +259,7 @@ ATTNKIT_ALWAYS_INLINE void bwdSigmoidW(const AttnProblem& p, const Seq& s, const
         if (bs != nullptr) x = V::keep_nonzero(x, V::load(sc.kept + u * V::L), neg);
       }
       V wd;
-      const V t = x + b;
-      // sigmoid2v maps NaN to 0; the reference keeps NaN.
-      V::keep_in(sigmoid2v(t, &wd), t, -kInf, kInf, nan).store(row + u * V::L);
-      wd = V::keep_in(wd, t, -kInf, kInf, nan);
+      Norm::weight(x + b, &wd, factor).store(row + u * V::L);
       (gSet ? wd * V::load(g + u * V::L) : wd).store(g + u * V::L);
     }
   }
@@ -302,18 +300,18 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
   const float qScale = p.scale * kLog2e;
   const int64_t rowStart = p.right < 0 ? 0 : imax(0, j0 - s.off - p.right);
   const int64_t rowEnd = p.left < 0 ? s.nq : imin(s.nq, j1 - s.off + p.left);
-  const float bias2 = Norm::kSigmoid ? p.sigmoidBias[b] * kLog2e : 0.0f;
+  const float bias2 = std::is_same_v<Norm, Sigmoid> ? p.sigmoidBias[b] * kLog2e : 0.0f;
   for (int64_t hh = task.hh0; hh < task.hh1; hh++) {
     const int64_t h = kvh * p.group + hh;
     const uint8_t* bs = sparseBase(p, b, h);
     HeadMods mods;
     if constexpr (M::kActive) mods = headMods(p, b, h);
-    // d weight / d score kept per element: sigmoid's w (1 - w) and the softcaps' derivatives.
-    const bool useG = Norm::kSigmoid || (M::kActive && mods.softcap);
+    // d weight / d score kept per element: the pointwise dw/ds and the softcaps' derivatives.
+    const bool useG = Norm::kPointwise || (M::kActive && mods.softcap);
     const float* q = a.q + qBase(p, b, h, d);
     const float* dO = a.dO + qBase(p, b, h, dv);
-    const float* dRow = Norm::kSigmoid ? nullptr : sh.dRow + lseBase(p, b, h);
-    const float* lse = Norm::kSigmoid ? nullptr : sh.lse + lseBase(p, b, h);
+    const float* dRow = Norm::kPointwise ? nullptr : sh.dRow + lseBase(p, b, h);
+    const float* lse = Norm::kPointwise ? nullptr : sh.lse + lseBase(p, b, h);
     const int32_t* pq = a.permQ != nullptr ? a.permQ + lseBase(p, b, h) : nullptr;
     const int64_t gRow = dpad;
     float* g = dqAcc + (task.row + (hh - task.hh0) * s.nq) * dpad;
@@ -355,8 +353,8 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
                           mods.softcap ? sc.gm + i * kBwdBk : nullptr);
         }
       }
-      if constexpr (Norm::kSigmoid)
-        bwdSigmoidW(p, s, bs, vis, bias2, i0, nr, j0, kcols, M::kActive && mods.softcap, sc);
+      if constexpr (Norm::kPointwise)
+        bwdPointwiseW<Norm>(p, s, bs, vis, bias2, p.siluFactor, i0, nr, j0, kcols, M::kActive && mods.softcap, sc);
       else
         bwdSoftmaxP(p, s, bs, vis, lse, i0, nr, j0, kcols, sc);
       bwdScores(nr, dv, dOi, dOiRow, sc.vt, sc.ds, 1.0f);
@@ -364,8 +362,8 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
         float* prow = sc.pm + i * kBwdBk;
         float* drow = sc.ds + i * kBwdBk;
         const float* grow = sc.gm + i * kBwdBk;
-        if constexpr (Norm::kSigmoid) {
-          // dS = dP w (1 - w) (times the mods' derivatives, folded into gm).
+        if constexpr (Norm::kPointwise) {
+          // dS = dP dw/ds (times the mods' derivatives, folded into gm).
           for (int u = 0; u < kBwdNV; u++)
             (V::load(drow + u * V::L) * V::load(grow + u * V::L)).store(drow + u * V::L);
           continue;
@@ -461,9 +459,9 @@ inline int64_t bwdBlockScratchFloats(const AttnProblem& p, int64_t dpad, int64_t
 }
 
 // Floats of the softmax pre-pass: D_i and LSE in log2 units per lse entry, and with sinks one
-// partial dsinks per (batch, head); none for sigmoid.
+// partial dsinks per (batch, head); none for the pointwise sigmoid and silu.
 inline int64_t bwdSharedFloats(const AttnProblem& p) {
-  if (p.normalize == Normalize::kSigmoid) return 0;
+  if (p.normalize == Normalize::kSigmoid || p.normalize == Normalize::kSilu) return 0;
   const int64_t nLse = p.thd ? p.hq * p.totalQ : p.batch * p.hq * p.maxSeqQ;
   return 2 * nLse + (p.sinks != nullptr ? p.batch * p.hq : 0);
 }
@@ -499,9 +497,9 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
   Floats stage(stagePer * threads);
   if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok() || !stage.ok())
     return kOutOfMemory;
-  BwdShared sh{p, a, prep.get(), Norm::kSigmoid ? nullptr : prep.get() + nLse, dpad, tileQ};
+  BwdShared sh{p, a, prep.get(), Norm::kPointwise ? nullptr : prep.get() + nLse, dpad, tileQ};
 
-  if constexpr (!Norm::kSigmoid) {
+  if constexpr (!Norm::kPointwise) {
     // D_i = dO_i . O_i (FA2 eq. for dS), and LSE; rows of the lse layout that no
     // sequence covers are never read. With sinks, the partial dsinks of (b, h):
     // sum_i e^(sink_h - LSE_i) D_i (the sink's probability in row i times D_i).
@@ -644,6 +642,8 @@ inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& 
   const bool mods = p.numMods > 0;
   if (p.normalize == Normalize::kSigmoid)
     return mods ? flashBackwardImpl<Sigmoid, Mods>(p, a) : flashBackwardImpl<Sigmoid, NoMods>(p, a);
+  if (p.normalize == Normalize::kSilu)
+    return mods ? flashBackwardImpl<Silu, Mods>(p, a) : flashBackwardImpl<Silu, NoMods>(p, a);
   return mods ? flashBackwardImpl<Softmax, Mods>(p, a) : flashBackwardImpl<Softmax, NoMods>(p, a);
 }
 

@@ -4,8 +4,8 @@
 // per-lane vectors: the row max and row sum need no horizontal reductions. K and V are read
 // in place (no packing): a key's elements are broadcast against the packed, pre-scaled Q^T.
 // Templated on the skeleton's hooks (flash_hooks.h): the normalize policy (Softmax: online
-// max and sum, with optional sinks joining at the end; Sigmoid: w = sigmoid(s + b), no row
-// statistics) and the score-mod policy (NoMods, or the problem's built-in mods on each tile).
+// max and sum, with optional sinks joining at the end; the pointwise Sigmoid, w = sigmoid(s + b),
+// and Silu, w = c silu(s): no row statistics) and the score-mod policy (NoMods, or the problem's built-in mods on each tile).
 // Permuted tiles (engine.h permQ / permK; null = the plain path): Q rows are packed and O / LSE
 // rows written through permQ; under permK each visited key tile's K and V rows are gathered
 // once into a per-thread buffer (tileK (d + dv) floats) that the same tile code reads.
@@ -13,6 +13,7 @@
 #pragma once
 
 #include <limits>
+#include <type_traits>
 #include <vector>
 #include <cmath>
 
@@ -171,17 +172,16 @@ ATTNKIT_ALWAYS_INLINE void fwdSoftmax(int64_t nkeys, const FwdBlockState& blk, c
   }
 }
 
-// Sigmoid policy: W = sigmoid(S + b) in place (b in log2 units); O^T accumulates unscaled.
-ATTNKIT_ALWAYS_INLINE void fwdSigmoid(int64_t nkeys, float bias2, const FwdScratch& sc, V* alpha) {
+// Pointwise policies (Sigmoid, Silu): W = Norm::weight(S + b) in place (b: sigmoid's bias in
+// log2 units, 0 otherwise); O^T accumulates unscaled.
+template <class Norm>
+ATTNKIT_ALWAYS_INLINE void fwdPointwise(int64_t nkeys, float bias2, float factor,
+                                        const FwdScratch& sc, V* alpha) {
   const V b = V::set1(bias2);
-  const V nan = V::set1(std::numeric_limits<float>::quiet_NaN());
   for (int64_t j = 0; j < nkeys; j++) {
     float* row = sc.st + j * kFwdBq;
-    for (int v = 0; v < kFwdNV; v++) {
-      const V t = V::load(row + v * V::L) + b;
-      // sigmoid2v maps NaN to 0; the reference's sigmoid(NaN) is NaN.
-      V::keep_in(sigmoid2v(t, nullptr), t, -kInf, kInf, nan).store(row + v * V::L);
-    }
+    for (int v = 0; v < kFwdNV; v++)
+      Norm::weight(V::load(row + v * V::L) + b, nullptr, factor).store(row + v * V::L);
   }
   for (int v = 0; v < kFwdNV; v++) alpha[v] = V::set1(1.0f);
 }
@@ -189,7 +189,8 @@ ATTNKIT_ALWAYS_INLINE void fwdSigmoid(int64_t nkeys, float bias2, const FwdScrat
 // Per (batch, head) constants of the hooks.
 struct FwdHead {
   HeadMods mods;
-  float bias2;  // sigmoid: b * log2 e
+  float bias2;   // sigmoid: b * log2 e
+  float factor;  // silu: c of w = c silu(s)
   float sink;   // softmax with sinks: sink_h (natural log units)
   bool hasSink;
 };
@@ -249,7 +250,7 @@ ATTNKIT_NOINLINE inline void fwdPVNonFinite(const AttnProblem& p, const uint8_t*
 }
 
 // One key tile [j0, j1) for one query block: scores, score mods, mask, the normalize policy
-// (FA2's online softmax, or sigmoid), O^T update. k and vj point at the tile's first key row
+// (FA2's online softmax, or a pointwise weight), O^T update. k and vj point at the tile's first key row
 // (in place, or the rows gathered through a key permutation).
 template <class Norm, class M>
 ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const float* k, int64_t kRow,
@@ -265,8 +266,8 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
   if (vis == Vis::kPartial) fwdMask(p, bs, blk, j0, j1, sc);
 
   V alpha[kFwdNV];
-  if constexpr (Norm::kSigmoid)
-    fwdSigmoid(nkeys, hd.bias2, sc, alpha);
+  if constexpr (Norm::kPointwise)
+    fwdPointwise<Norm>(nkeys, hd.bias2, hd.factor, sc, alpha);
   else
     fwdSoftmax(nkeys, blk, sc, alpha);
   if (vis == Vis::kPartial && !fwdRowsFinite(vj, vRow, nkeys, p.dv)) {
@@ -278,7 +279,7 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
 
 // The block's outputs. Softmax: O = O^T / l (the deferred FA2 normalisation) and LSE; a sink
 // joins as e^(sink - M) with M = max(m, sink). Empty rows: O = 0 and LSE = -inf (sink: LSE =
-// sink). Sigmoid: O = O^T. o and lse point at row 0 of the (batch, head); tiled row i0 + i is
+// sink). Pointwise: O = O^T. o and lse point at row 0 of the (batch, head); tiled row i0 + i is
 // written to row pq[i0 + i] with a query permutation (pq non-null), else to row i0 + i.
 template <class Norm>
 inline void fwdFinish(const FwdBlockState& blk, float* o0, int64_t oRow, float* lse0,
@@ -286,7 +287,7 @@ inline void fwdFinish(const FwdBlockState& blk, float* o0, int64_t oRow, float* 
   for (int64_t i = 0; i < blk.rows; i++) {
     const int64_t row = pq != nullptr ? pq[blk.i0 + i] : blk.i0 + i;
     float* o = o0 + row * oRow;
-    if constexpr (Norm::kSigmoid) {
+    if constexpr (Norm::kPointwise) {
       for (int64_t c = 0; c < dv; c++) o[c] = blk.ot[c * kFwdBq + i];
     } else if (!hd.hasSink) {
       const float li = blk.l[i];
@@ -343,8 +344,9 @@ inline FwdGroup fwdGroup(const AttnProblem& p, int64_t b, int64_t h, int64_t i0,
   g.pk = a.permK != nullptr ? a.permK + kIdxBase(p, b, g.kvh) : nullptr;
   g.bs = sparseBase(p, b, h);
   if constexpr (M::kActive) g.hd.mods = headMods(p, b, h);
-  g.hd.bias2 = Norm::kSigmoid ? p.sigmoidBias[b] * kLog2e : 0.0f;
-  g.hd.hasSink = !Norm::kSigmoid && p.sinks != nullptr;
+  g.hd.bias2 = std::is_same_v<Norm, Sigmoid> ? p.sigmoidBias[b] * kLog2e : 0.0f;
+  g.hd.factor = p.siluFactor;
+  g.hd.hasSink = !Norm::kPointwise && p.sinks != nullptr;
   g.hd.sink = g.hd.hasSink ? p.sinks[h] : 0.0f;
   g.jStart = keyLo(p, g.s, i0);
   g.jEnd = g.rowsAll > 0 ? keyHi(p, g.s, i0 + g.rowsAll - 1) : 0;
@@ -442,7 +444,7 @@ inline void fwdFinishGroup(const AttnProblem& p, const FlashForwardArgs& a, int6
                            const FwdGroup& g, const FwdScratch& sc) {
   for (int64_t t = 0; t < g.ns; t++) {
     const FwdBlockState blk = fwdBlock(g, sc, t);
-    float* lse = Norm::kSigmoid ? nullptr : a.lse + lseBase(p, b, h);
+    float* lse = Norm::kPointwise ? nullptr : a.lse + lseBase(p, b, h);
     fwdFinish<Norm>(blk, a.o + qBase(p, b, h, p.dv), g.oRow, lse, g.pq, p.dv, g.hd);
   }
 }
@@ -482,7 +484,7 @@ inline void fwdSplitTask(const AttnProblem& p, const FlashForwardArgs& a, int64_
 }
 
 // Split-K combine of a group's partials (associative online softmax: m = max m_s,
-// l = sum l_s 2^(m_s - m), O^T = sum O^T_s 2^(m_s - m); sigmoid: plain sums), then the
+// l = sum l_s 2^(m_s - m), O^T = sum O^T_s 2^(m_s - m); pointwise: plain sums), then the
 // band's finish (sinks join once, empty rows).
 template <class Norm, class M>
 inline void fwdCombineTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t h,
@@ -498,7 +500,7 @@ inline void fwdCombineTask(const AttnProblem& p, const FlashForwardArgs& a, int6
       blk.l[i] = 0.0f;
     }
     for (int64_t i = 0; i < p.dv * kFwdBq; i++) blk.ot[i] = 0.0f;
-    if constexpr (!Norm::kSigmoid) {
+    if constexpr (!Norm::kPointwise) {
       for (int64_t sp = 0; sp < splits; sp++) {
         const float* m = parts + sp * stride + t * fwdPartialFloats(p.dv) + p.dv * kFwdBq;
         for (int64_t i = 0; i < kFwdBq; i++) blk.m[i] = std::max(blk.m[i], m[i]);
@@ -509,7 +511,7 @@ inline void fwdCombineTask(const AttnProblem& p, const FlashForwardArgs& a, int6
       const float* m = x + p.dv * kFwdBq;
       const float* l = m + kFwdBq;
       for (int64_t i = 0; i < kFwdBq; i++) {
-        if constexpr (Norm::kSigmoid) {
+        if constexpr (Norm::kPointwise) {
           w[i] = 1.0f;
         } else {
           // A split without keys for lane i has m_s = -inf and l_s = 0: weight 0.
@@ -614,6 +616,8 @@ inline const char* flashForward(const AttnProblem& p, const FlashForwardArgs& a)
   const bool mods = p.numMods > 0;
   if (p.normalize == Normalize::kSigmoid)
     return mods ? flashForwardImpl<Sigmoid, Mods>(p, a) : flashForwardImpl<Sigmoid, NoMods>(p, a);
+  if (p.normalize == Normalize::kSilu)
+    return mods ? flashForwardImpl<Silu, Mods>(p, a) : flashForwardImpl<Silu, NoMods>(p, a);
   return mods ? flashForwardImpl<Softmax, Mods>(p, a) : flashForwardImpl<Softmax, NoMods>(p, a);
 }
 

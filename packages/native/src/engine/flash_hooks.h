@@ -1,23 +1,61 @@
 // The policies the FlashAttention-2 forward and backward are templated on (the skeleton's hooks,
 // packages/skeleton/src/hooks.ts): a normalize policy (Softmax, with optional per-head sinks, or
-// Sigmoid) and a score-mod policy (NoMods: the plain kernel's code path; Mods: the built-in mods
+// a pointwise one: Sigmoid, Silu) and a score-mod policy (NoMods: the plain kernel's code path; Mods: the built-in mods
 // of the problem, applied in order to each score tile after the scale). The tiling loops of
 // flash_forward.h and flash_backward.h call into these; they hold no loops of their own over
 // tiles. Scores are kept in log2 units (S * log2 e) by both kernels, so every mod parameter is
 // converted here once per (batch, head).
 #pragma once
 
+#include <limits>
+
 #include "flash_common.h"
 
 namespace attnkit {
 namespace ATTNKIT_NS {
 
-// Normalize policies.
+// Normalize policies. The pointwise ones (kPointwise: no row statistics, no LSE, weights final
+// per tile, split-K partials plain sums) give `weight`: w at t = the score in log2 units (plus
+// sigmoid's bias), and with deriv, dw/ds in natural units (the backward's dS = dP dw/ds). The
+// kernels' code paths are shared; only this function differs. NaN scores give NaN (as the
+// float64 reference); a masked score (-inf) weighs 0 with derivative 0.
 struct Softmax {
-  static constexpr bool kSigmoid = false;
+  static constexpr bool kPointwise = false;
 };
 struct Sigmoid {
-  static constexpr bool kSigmoid = true;
+  static constexpr bool kPointwise = true;
+  // w = sigmoid(t); dw/ds = w (1 - w).
+  static ATTNKIT_ALWAYS_INLINE V weight(V t, V* deriv, float) {
+    const V nan = V::set1(std::numeric_limits<float>::quiet_NaN());
+    V wd;
+    // sigmoid2v maps NaN to 0; the reference's sigmoid(NaN) is NaN.
+    const V w = V::keep_in(sigmoid2v(t, deriv != nullptr ? &wd : nullptr), t, -kInf, kInf, nan);
+    if (deriv != nullptr) *deriv = V::keep_in(wd, t, -kInf, kInf, nan);
+    return w;
+  }
+};
+struct Silu {
+  static constexpr bool kPointwise = true;
+  // w = c z sig(z), z = t ln 2; dw/ds = c sig(z) (1 + z sig(-z)). sig(z) and sig(-z) = 1 - sig(z)
+  // from 2^-|t| (no overflow, no cancellation near 1).
+  static ATTNKIT_ALWAYS_INLINE V weight(V t, V* deriv, float c) {
+    const V nan = V::set1(std::numeric_limits<float>::quiet_NaN());
+    const float lowest = std::numeric_limits<float>::lowest();
+    const V e = exp2v(V::zero() - V::abs(t));
+    const V inv = V::set1(1.0f) / (V::set1(1.0f) + e);
+    const V low = e * inv;
+    const V sg = V::keep_in(inv, t, 0.0f, kInf, low);
+    const V z = t * V::set1(kLn2f);
+    // -inf (masked) -> 0 (z sig(z) would be -inf * 0); then NaN -> NaN.
+    const V w = V::keep_in(V::keep_in(V::set1(c) * z * sg, t, lowest, kInf, V::zero()), t, -kInf,
+                           kInf, nan);
+    if (deriv != nullptr) {
+      const V sn = V::keep_in(low, t, 0.0f, kInf, inv);
+      const V dw = V::set1(c) * sg * (V::set1(1.0f) + z * sn);
+      *deriv = V::keep_in(V::keep_in(dw, t, lowest, kInf, V::zero()), t, -kInf, kInf, nan);
+    }
+    return w;
+  }
 };
 
 // Score-mod policies.
