@@ -4,6 +4,7 @@ import os
 import sys
 import unittest
 
+sys.dont_write_bytecode = True  # no __pycache__ left beside the scripts in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lengths import jagged_lengths, seq_offsets  # noqa: E402
 

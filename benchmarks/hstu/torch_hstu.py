@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ left beside the scripts in the work tree
 sys.path.insert(0, HERE)
 from lengths import jagged_lengths, seq_offsets  # noqa: E402
 
