@@ -58,7 +58,7 @@ describe('@attnkit/flash-attention without @attnkit/native', () => {
       `const fa = await import(${JSON.stringify(pathToFileURL(join(dist('packages/flash-attention'), 'index.js')).href)});
 const { Tensor } = await import(${JSON.stringify(pathToFileURL(join(dist('packages/tensor'), 'index.js')).href)});
 const t = Tensor.from(Float32Array.from({ length: 32 }, (_, i) => Math.sin(i)), [1, 1, 4, 8]);
-const out = { load: await fa.loadNativeBackend(), available: fa.nativeAvailable() };
+const out = { load: await fa.loadNativeBackend(), available: await fa.nativeAvailable() };
 out.auto = Array.from((await fa.flashAttention(t, t, t)).o.toFloat32Array());
 out.ts = Array.from((await fa.flashAttention(t, t, t, { backend: 'ts' })).o.toFloat32Array());
 try { await fa.flashAttention(t, t, t, { backend: 'native' }); out.native = 'ran'; }
