@@ -32,14 +32,20 @@ import {
   type WebGpuTileConfig,
 } from '@attnkit/flash-attention';
 import { sigmoidAttention, sigmoidAttentionBackward } from '@attnkit/sigmoid-attention';
-import { encodeHalfArray, Rng, Tensor } from '@attnkit/tensor';
-import { createWebGpuContext, GpuProfiler, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
+import { Rng, type Tensor } from '@attnkit/tensor';
+import {
+  createWebGpuContext,
+  type GpuProfiler,
+  toWebGpu,
+  type WebGpuContext,
+} from '@attnkit/webgpu';
 import {
   checkLargeLogitGrads,
   LARGE_LOGITS,
   largeLogitCase,
   largeLogitReference,
 } from '../../tooling/testing/src/large-logits-check.js';
+import { tensor, timeCall as timeCallN } from './common.js';
 
 type Shape4 = [number, number, number, number];
 type DType = 'f32' | 'f16';
@@ -76,38 +82,6 @@ const REPEATS = Number(value('repeats') ?? 10);
 /** Storage dtypes of the table (--dtypes f32 times f32 only). */
 const DTYPES = (value('dtypes') ?? 'f32,f16').split(',') as DType[];
 let save: ((row: Row) => void) | undefined;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** Random normal-ish data fast enough for 10^8 elements (sum of 4 uniforms, variance 1). */
-function randomData(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  const next = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-  for (let i = 0; i < n; i++) out[i] = (next() + next() + next() + next() - 2) * 1.7320508;
-  return out;
-}
-
-function tensor(shape: Shape4, dtype: DType, seed: number): Tensor {
-  const data = randomData(
-    shape.reduce((a, x) => a * x, 1),
-    seed,
-  );
-  return dtype === 'f32'
-    ? Tensor.from(data, shape)
-    : Tensor.from(encodeHalfArray('f16', data), shape, 'f16');
-}
 
 async function checkCorrectness(ctx: WebGpuContext): Promise<void> {
   const rng = new Rng(1);
@@ -187,42 +161,10 @@ async function checkLargeLogits(ctx: WebGpuContext): Promise<void> {
   }
 }
 
-async function timeCall(
+const timeCall = (
   ctx: WebGpuContext,
   run: (profiler?: GpuProfiler) => Promise<Record<string, Tensor>>,
-): Promise<{ medianMs: number; minMs: number; timing: 'timestamp' | 'wall' }> {
-  const profiler = ctx.features.timestampQuery ? new GpuProfiler(ctx.device, 16) : undefined;
-  const dispose = (r: Record<string, Tensor>) => {
-    for (const t of Object.values(r)) t.dispose();
-  };
-  // Warm up for at least half a second of back-to-back work: an idle GPU (inputs are made on
-  // the CPU between configurations) runs at lower clocks for a while.
-  const warm = performance.now();
-  for (let i = 0; i < 3 || performance.now() - warm < 500; i++) {
-    dispose(await run());
-    await ctx.sync();
-  }
-  const ms: number[] = [];
-  if (profiler) {
-    for (let i = 0; i < REPEATS; i++) {
-      const r = await run(profiler);
-      await ctx.sync();
-      dispose(r);
-      const passes = await profiler.read();
-      ms.push(passes.reduce((a, p) => a + p.ns, 0) / 1e6);
-    }
-    profiler.destroy();
-    return { medianMs: median(ms), minMs: Math.min(...ms), timing: 'timestamp' };
-  }
-  for (let i = 0; i < REPEATS; i++) {
-    const t0 = performance.now();
-    const r = await run();
-    await ctx.sync();
-    ms.push(performance.now() - t0);
-    dispose(r);
-  }
-  return { medianMs: median(ms), minMs: Math.min(...ms), timing: 'wall' };
-}
+) => timeCallN(ctx, run, REPEATS);
 
 function inputs(ctx: WebGpuContext, shape: Shape4, dtype: DType): Tensor[] {
   return [1, 2, 3, 4].map((s) => toWebGpu(tensor(shape, dtype, s * 7919), ctx));

@@ -46,7 +46,12 @@ export function seqOffsets(lengths) {
   return out;
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+// (Bundled into another program, import.meta.url is that program's: the name check keeps this
+// block to direct runs.)
+if (
+  import.meta.url === pathToFileURL(process.argv[1] ?? '').href &&
+  /lengths\.mjs$/.test(process.argv[1] ?? '')
+) {
   const arg = (name, fallback) => {
     const i = process.argv.indexOf(name);
     return i < 0 ? fallback : Number(process.argv[i + 1]);

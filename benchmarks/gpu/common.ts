@@ -1,0 +1,80 @@
+import { encodeHalfArray, Tensor } from '@attnkit/tensor';
+import { GpuProfiler, type WebGpuContext } from '@attnkit/webgpu';
+
+// What the GPU benches share: seeded input data, the median, and the timing loop.
+
+/** Random normal-ish data fast enough for 10^8 elements (sum of 4 uniforms, variance 1). */
+export function randomData(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+  for (let i = 0; i < n; i++) out[i] = (next() + next() + next() + next() - 2) * 1.7320508;
+  return out;
+}
+
+/** A cpu tensor of randomData, stored f32 or packed f16. */
+export function tensor(shape: readonly number[], dtype: 'f32' | 'f16', seed: number): Tensor {
+  const data = randomData(
+    shape.reduce((a, x) => a * x, 1),
+    seed,
+  );
+  return dtype === 'f32'
+    ? Tensor.from(data, [...shape])
+    : Tensor.from(encodeHalfArray('f16', data), [...shape], 'f16');
+}
+
+/** The median of xs (the mean of the middle two for an even count). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * Times `run` on the GPU: at least half a second of back-to-back warm-up (an idle GPU runs at
+ * lower clocks for a while), then `repeats` calls, each the sum of its kernel passes from
+ * timestamp queries when the device has them, else the wall time between queue waits. What a
+ * call returns is disposed.
+ */
+export async function timeCall(
+  ctx: WebGpuContext,
+  run: (profiler?: GpuProfiler) => Promise<Record<string, Tensor>>,
+  repeats: number,
+): Promise<{ medianMs: number; minMs: number; timing: 'timestamp' | 'wall' }> {
+  const profiler = ctx.features.timestampQuery ? new GpuProfiler(ctx.device, 16) : undefined;
+  const dispose = (r: Record<string, Tensor>) => {
+    for (const t of Object.values(r)) t.dispose();
+  };
+  const warm = performance.now();
+  for (let i = 0; i < 3 || performance.now() - warm < 500; i++) {
+    dispose(await run());
+    await ctx.sync();
+  }
+  const ms: number[] = [];
+  if (profiler) {
+    for (let i = 0; i < repeats; i++) {
+      const r = await run(profiler);
+      await ctx.sync();
+      dispose(r);
+      const passes = await profiler.read();
+      ms.push(passes.reduce((a, p) => a + p.ns, 0) / 1e6);
+    }
+    profiler.destroy();
+    return { medianMs: median(ms), minMs: Math.min(...ms), timing: 'timestamp' };
+  }
+  for (let i = 0; i < repeats; i++) {
+    const t0 = performance.now();
+    const r = await run();
+    await ctx.sync();
+    ms.push(performance.now() - t0);
+    dispose(r);
+  }
+  return { medianMs: median(ms), minMs: Math.min(...ms), timing: 'wall' };
+}
