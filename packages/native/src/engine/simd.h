@@ -161,8 +161,10 @@ struct V {
 #endif
 
 // 2^x to about 1 ulp; x = -inf (a masked score) and x < -125 give exactly 0.
-inline V exp2v(V x) {
-  V xc = V::min(V::max(x, V::set1(kExp2Min)), V::set1(127.0f));
+// hi: the largest exponent taken (lower values clamp the result at 2^hi for free, e.g. 0 for a
+// probability).
+inline V exp2v(V x, float hi = 127.0f) {
+  V xc = V::min(V::max(x, V::set1(kExp2Min)), V::set1(hi));
   V n = V::round(xc);
   V f = xc - n;
   V p = V::fma(V::set1(kExp2P0), f, V::set1(kExp2P1));
