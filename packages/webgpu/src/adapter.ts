@@ -28,9 +28,59 @@ export const OPTIONAL_FEATURES = [
 ] as const;
 export type OptionalFeature = (typeof OPTIONAL_FEATURES)[number];
 
+/**
+ * Dawn toggles attnkit turns on by default (Node only):
+ * - `allow_unsafe_apis` exposes Dawn's experimental features, among them
+ *   `chromium-experimental-subgroup-matrix` (the tensor cores from WGSL);
+ * - `vulkan_enable_f16_on_nvidia` lifts Dawn's block of `shader-f16` on NVIDIA's Vulkan driver
+ *   (kept for old drivers' conformance bugs; the H200's driver 580 runs f16 correctly).
+ * Without them the H200's Vulkan adapter offers neither shader-f16 nor subgroup matrices
+ * (../shared/gpu/README.md section 2); onnxruntime's and llama.cpp's WebGPU backends enable the
+ * same two. On other adapters (Mesa llvmpipe, Metal, D3D12) they change nothing attnkit uses.
+ */
+export const DEFAULT_DAWN_TOGGLES: readonly string[] = [
+  'allow_unsafe_apis',
+  'vulkan_enable_f16_on_nvidia',
+];
+
+/** Dawn toggle names are snake_case identifiers; a comma would split one into two. */
+const TOGGLE_NAME = /^[a-z0-9_]+$/;
+
+/** Checks a `dawnToggles` option; returns a copy (the default when undefined). */
+export function checkDawnToggles(toggles: unknown, argument = 'dawnToggles'): string[] {
+  if (toggles === undefined) return [...DEFAULT_DAWN_TOGGLES];
+  if (
+    !Array.isArray(toggles) ||
+    toggles.some((t) => typeof t !== 'string' || !TOGGLE_NAME.test(t))
+  ) {
+    throw new ValueError(
+      `${argument}: expected an array of Dawn toggle names (snake_case, e.g. "allow_unsafe_apis"), got ${describe(toggles)}`,
+      argument,
+    );
+  }
+  return [...new Set(toggles as string[])];
+}
+
+/**
+ * The flags of Dawn's `create([...])` for one backend: `backend=<name>` and, unless there are
+ * no toggles, one `enable-dawn-features=<a>,<b>` string (Dawn reads the toggles comma-joined
+ * from a single flag; a second `enable-dawn-features=` would replace the first).
+ */
+export function dawnCreateFlags(backend: DawnBackend, toggles: readonly string[]): string[] {
+  const flags = [`backend=${checkBackend(backend, 'backend')}`];
+  const list = checkDawnToggles(toggles);
+  if (list.length > 0) flags.push(`enable-dawn-features=${list.join(',')}`);
+  return flags;
+}
+
 export interface AdapterRequest {
   /** Node only: Dawn backend(s) to try in order; default from the platform (or $ATTNKIT_WEBGPU_BACKEND). */
   backend?: DawnBackend | readonly DawnBackend[];
+  /**
+   * Node only: Dawn toggles to enable (default DEFAULT_DAWN_TOGGLES: `allow_unsafe_apis`,
+   * `vulkan_enable_f16_on_nvidia`); `[]` enables none. Browsers and an explicit `gpu` ignore it.
+   */
+  dawnToggles?: readonly string[];
   powerPreference?: GPUPowerPreference;
   /** An explicit GPU object (e.g. navigator.gpu of another realm); skips discovery. */
   gpu?: GPU;
@@ -42,6 +92,8 @@ export interface FoundAdapter {
   backend: 'browser' | DawnBackend;
   /** Objects that must stay reachable while the device lives (Dawn's instance). */
   keepAlive: unknown[];
+  /** The Dawn toggles the adapter was created with ([] in browsers and for an explicit `gpu`). */
+  dawnToggles: string[];
 }
 
 interface DawnModule {
@@ -120,11 +172,13 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
     throw new ValueError(`options: expected an object, got ${describe(request)}`, 'options');
   }
   const powerPreference = request.powerPreference ?? 'high-performance';
+  // Checked here, before any adapter is requested, in browsers too: a typo is an error everywhere.
+  const toggles = checkDawnToggles(request.dawnToggles);
   if (request.gpu) {
     const adapter = await request.gpu.requestAdapter({ powerPreference });
     if (!adapter)
       throw new BackendUnavailableError('webgpu: the given GPU offered no adapter', 'gpu');
-    return { adapter, backend: 'browser', keepAlive: [] };
+    return { adapter, backend: 'browser', keepAlive: [], dawnToggles: [] };
   }
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu && request.backend === undefined) {
@@ -135,7 +189,7 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
         'adapter',
       );
     }
-    return { adapter, backend: 'browser', keepAlive: [] };
+    return { adapter, backend: 'browser', keepAlive: [], dawnToggles: [] };
   }
   const backends =
     request.backend === undefined
@@ -159,13 +213,13 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
     if ((backend === 'opengles' || backend === 'opengl') && typeof process !== 'undefined') {
       process.env.EGL_PLATFORM ??= 'surfaceless';
     }
-    const gpu = mod.create([`backend=${backend}`]);
+    const gpu = mod.create(dawnCreateFlags(backend, toggles));
     const featureLevel = backend === 'opengles' || backend === 'opengl' ? 'compatibility' : 'core';
     const adapter = await gpu.requestAdapter({
       powerPreference,
       featureLevel,
     } as GPURequestAdapterOptions);
-    if (adapter) return { adapter, backend, keepAlive: [gpu] };
+    if (adapter) return { adapter, backend, keepAlive: [gpu], dawnToggles: toggles };
     tried.push(backend);
   }
   throw new BackendUnavailableError(

@@ -89,6 +89,13 @@ describe.skipIf(!ctx)('on a device', () => {
     expect(c.features.shaderF16).toBe(c.device.features.has('shader-f16'));
     expect(c.features.timestampQuery).toBe(c.device.features.has('timestamp-query'));
     expect(c.backend).not.toBe('');
+    // Subgroup-matrix configs only with the feature on the device (none on llvmpipe).
+    if (!c.features.subgroupMatrix) expect(c.features.subgroupMatrixConfigs).toEqual([]);
+    // Dawn's default toggles in Node (they change nothing on llvmpipe, they are still passed).
+    if (c.backend !== 'browser') {
+      expect(c.dawnToggles).toEqual(['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia']);
+    }
+    expect(c.pipelines.timeoutMs).toBe(20_000);
   });
 
   it('round-trips every dtype, odd lengths included', async () => {

@@ -11,10 +11,11 @@ import {
   GpuValidationError,
   type WebGpuError,
 } from './errors.js';
-import { type CompiledProgram, PipelineCache } from './pipelines.js';
+import { type CompiledProgram, DEFAULT_PIPELINE_TIMEOUT_MS, PipelineCache } from './pipelines.js';
 import { BufferPool } from './pool.js';
 import type { GpuProfiler } from './profiler.js';
 import type { WebGpuStorage } from './storage.js';
+import { parseSubgroupMatrixConfigs, type SubgroupMatrixConfig } from './subgroup-matrix.js';
 
 /** What the device offers attnkit's kernels, detected once. */
 export interface WebGpuFeatures {
@@ -25,6 +26,11 @@ export interface WebGpuFeatures {
   /** Subgroup sizes the adapter reports (0 when unknown or without subgroups). */
   subgroupMinSize: number;
   subgroupMaxSize: number;
+  /**
+   * The adapter's subgroup-matrix configs (empty without `chromium-experimental-subgroup-matrix`
+   * on the device), e.g. `{ M: 16, N: 16, K: 16, component: 'f16', result: 'f32' }`.
+   */
+  subgroupMatrixConfigs: readonly SubgroupMatrixConfig[];
 }
 
 /** The limits the kernels plan against (the adapter's real ones, requested on the device). */
@@ -49,6 +55,11 @@ export interface WebGpuContextOptions extends AdapterRequest {
    * scope. Default: true unless `process.env.NODE_ENV === 'production'`.
    */
   warnLeaks?: boolean;
+  /**
+   * Time limit of one compute pipeline's creation, in ms (default 20 s): a pipeline that does
+   * not come back in time rejects with PipelineTimeoutError (see PipelineCache).
+   */
+  pipelineTimeoutMs?: number;
 }
 
 export interface ComputeStep {
@@ -147,9 +158,12 @@ export class WebGpuContext {
       description: string;
     },
     private readonly keepAlive: unknown[] = [],
+    /** The Dawn toggles the adapter was created with ([] in browsers). */
+    readonly dawnToggles: readonly string[] = [],
+    pipelineTimeoutMs = DEFAULT_PIPELINE_TIMEOUT_MS,
   ) {
     this.pool = new BufferPool(device);
-    this.pipelines = new PipelineCache(device);
+    this.pipelines = new PipelineCache(device, { timeoutMs: pipelineTimeoutMs });
     device.lost.then((info) => {
       this.lostError = new GpuDeviceLostError(
         `webgpu: device lost (${info.reason}): ${info.message}`,
@@ -485,7 +499,16 @@ export async function createWebGpuContext(
       'warnLeaks',
     );
   }
-  const { adapter, backend, keepAlive } = await findAdapter(options);
+  if (
+    options.pipelineTimeoutMs !== undefined &&
+    !(typeof options.pipelineTimeoutMs === 'number' && options.pipelineTimeoutMs > 0)
+  ) {
+    throw new ValueError(
+      `pipelineTimeoutMs: expected a positive number of milliseconds, got ${describe(options.pipelineTimeoutMs)}`,
+      'pipelineTimeoutMs',
+    );
+  }
+  const { adapter, backend, keepAlive, dawnToggles } = await findAdapter(options);
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
   const requiredLimits: Record<string, number> = {};
   for (const name of LIMIT_NAMES) requiredLimits[name] = adapter.limits[name] as number;
@@ -502,6 +525,10 @@ export async function createWebGpuContext(
     subgroupMatrix: has('chromium-experimental-subgroup-matrix'),
     subgroupMinSize: has('subgroups') ? (info.subgroupMinSize ?? 0) : 0,
     subgroupMaxSize: has('subgroups') ? (info.subgroupMaxSize ?? 0) : 0,
+    // Configs are only usable with the feature enabled on the device (features: [] turns it off).
+    subgroupMatrixConfigs: has('chromium-experimental-subgroup-matrix')
+      ? parseSubgroupMatrixConfigs(info)
+      : [],
   };
   const limits = {} as WebGpuLimits;
   for (const name of LIMIT_NAMES) limits[name] = device.limits[name] as number;
@@ -517,6 +544,8 @@ export async function createWebGpuContext(
       description: info.description ?? '',
     },
     keepAlive,
+    dawnToggles,
+    options.pipelineTimeoutMs,
   );
   if (options.warnLeaks !== undefined) ctx.warnLeaks = options.warnLeaks;
   return ctx;

@@ -37,6 +37,39 @@ export class GpuDeviceLostError extends WebGpuError {
   }
 }
 
+/**
+ * A compute pipeline that did not come back within its time limit. NVIDIA's Vulkan compiler
+ * took 5-11 s on large subgroup-matrix tiles and never returned on some when the pipeline was
+ * created synchronously (../shared/gpu/README.md section 2); the message names the kernel and
+ * its tile config so the planner (or the user) can pick a smaller one.
+ */
+export class PipelineTimeoutError extends WebGpuError {
+  override name = 'PipelineTimeoutError';
+  constructor(
+    message: string,
+    /** The kernel's label. */
+    readonly kernel: string,
+    /** Its tile config as given (undefined when none was). */
+    readonly config: unknown,
+    /** The time limit that passed, in ms. */
+    readonly timeoutMs: number,
+  ) {
+    super(message, 'pipeline');
+  }
+}
+
+/** Every candidate config of a kernel failed to compile (in time); `failures` says why, in order. */
+export class PipelineFallbackError extends WebGpuError {
+  override name = 'PipelineFallbackError';
+  constructor(
+    message: string,
+    readonly kernel: string,
+    readonly failures: readonly { config: unknown; error: Error }[],
+  ) {
+    super(message, 'configs');
+  }
+}
+
 /** Maps an error popped from a scope of `filter` to its typed error; `what` names the operation. */
 export function fromGpuError(filter: GPUErrorFilter, error: GPUError, what: string): WebGpuError {
   const text = `${what}: ${error.message}`;

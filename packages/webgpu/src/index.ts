@@ -6,4 +6,5 @@ export * from './pipelines.js';
 export * from './pool.js';
 export * from './profiler.js';
 export * from './storage.js';
+export * from './subgroup-matrix.js';
 export * from './wgsl.js';
