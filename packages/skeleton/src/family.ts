@@ -102,6 +102,15 @@ export interface TiledFamilyDef<O extends TiledOptions> {
   extraOptions: readonly string[];
   /** Forward outputs: ['o', 'lse'] for softmax families, ['o'] for pointwise ones. */
   forwardOutputs: readonly string[];
+  /**
+   * A family whose options are not the skeleton's maps them here (after the unknown-key check,
+   * before anything else reads them), validating its own with typed errors: e.g. HSTU's jagged
+   * `seqOffsets` and `alpha` become THD `cuSeqlensQ/K` and `scale`. Absent: the options are
+   * TiledOptions as they come. `normalize` still gets the family's own options.
+   */
+  toTiled?: (options: O, q: Tensor, k: Tensor, v: Tensor) => TiledOptions;
+  /** Common options the family does not take (`toTiled` derives them): passing one is a ValueError. */
+  omitOptions?: readonly string[];
 }
 
 export interface TiledFamily<O extends TiledOptions> {
@@ -155,6 +164,8 @@ const BACKENDS: Record<TiledBackend, { priority: number; devices: string[] }> = 
 interface Resolved {
   p: AttentionProblem;
   hooks: TiledHooks;
+  /** The skeleton's options (the family's, through `toTiled`). */
+  o: TiledOptions;
 }
 
 function checkOptions(options: unknown, known: readonly string[]): Record<string, unknown> {
@@ -341,18 +352,20 @@ async function runOn(
 
 /** Registers `def` on every backend and returns its dispatching forward and backward. */
 export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>): TiledFamily<O> {
-  const known = [...COMMON_OPTIONS, ...def.extraOptions];
+  const omit = def.omitOptions ?? [];
+  const known = [...COMMON_OPTIONS.filter((k) => !omit.includes(k)), ...def.extraOptions];
   const inputsOf = (t: KernelTensors): [Tensor, Tensor, Tensor] => [
     checkTensorArg(t.q, 'q'),
     checkTensorArg(t.k, 'k'),
     checkTensorArg(t.v, 'v'),
   ];
-  const resolve = (t: KernelTensors, options: unknown): Resolved & { o: O } => {
-    const o = checkOptions(options === undefined ? {} : options, known) as O;
+  const resolve = (t: KernelTensors, options: unknown): Resolved => {
+    const fo = checkOptions(options === undefined ? {} : options, known) as O;
     const [q, k, v] = inputsOf(t);
+    const o: TiledOptions = def.toTiled ? def.toTiled(fo, q, k, v) : fo;
     const p = resolveAttentionProblem(q, k, v, o);
     const scoreMods = resolveScoreMods(o.scoreMod, p, q.device);
-    const hooks: TiledHooks = { normalize: def.normalize(p, o), scoreMods };
+    const hooks: TiledHooks = { normalize: def.normalize(p, fo), scoreMods };
     if (o.numSplits !== undefined && o.numSplits > 1)
       hooks.schedule = { kind: 'splitK', splits: o.numSplits };
     const permute = resolvePermute(o.permute, p);

@@ -11,6 +11,11 @@ import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
  *              dS = P (dP - D), D_i = dO_i . O_i.
  *     sigmoid: w = sigmoid(s + bias[b]) (FlashSigmoid): no row statistics, no LSE, O = sum w v.
  *              Backward: dS = dP w (1 - w), no D pre-pass.
+ *     silu:    w = factor silu(s) = factor s sigmoid(s) (HSTU: factor = 1 / maxSeqLen, the
+ *              problem's scale = alpha): pointwise like sigmoid. Backward:
+ *              dS = dP factor sig(s) (1 + s (1 - sig(s))). A masked score (-inf) weighs 0.
+ *   sigmoid and silu are the pointwise normalisations: the same code paths on every backend
+ *   (no row statistics, split-K partials are plain sums), differing only in w(s) and dw/ds.
  * - `scoreMods`: applied in order to each score after the scale (mods.ts semantics); the
  *   backward multiplies dS by each mod's derivative at its input.
  * - `schedule`: how each Q tile's key tiles are cut into work (see ScheduleHook); absent =
@@ -19,7 +24,16 @@ import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
  */
 export type NormalizeHook =
   | { kind: 'softmax'; sinks?: Float32Array | undefined }
-  | { kind: 'sigmoid'; bias: Float32Array };
+  | { kind: 'sigmoid'; bias: Float32Array }
+  | { kind: 'silu'; factor: number };
+
+/** The normalisations without row statistics or LSE (weights final per tile). */
+export type PointwiseKind = 'sigmoid' | 'silu';
+
+/** Whether `n` is a pointwise normalisation (sigmoid, silu): no LSE, no D pre-pass. */
+export function isPointwise(n: NormalizeHook | undefined): boolean {
+  return n?.kind === 'sigmoid' || n?.kind === 'silu';
+}
 
 /**
  * The forward's work schedule over the key tiles of one (b, h, Q tile).
@@ -28,7 +42,7 @@ export type NormalizeHook =
  *   softmax state per row.
  * - `splitK` (fixed split-K, FlashDecoding): the same band's key tiles cut into `splits`
  *   contiguous, balanced ranges (cpu/schedule.ts splitKeyTiles; empty ranges when there are
- *   fewer tiles than splits); each range yields a partial (m, l, acc) (sigmoid: a partial sum
+ *   fewer tiles than splits); each range yields a partial (m, l, acc) (pointwise: a partial sum
  *   of w v) and a combine pass merges them with the associative online-softmax rule
  *   (KERNELS.md "LeanAttention"); sinks join once, after the combine. `splits` is a positive
  *   integer (ValueError naming `schedule.splits` otherwise). Equal to 'band' up to f32 rounding.

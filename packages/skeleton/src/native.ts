@@ -16,7 +16,7 @@ import { planNativeTiles } from './plan.js';
 
 /**
  * The skeleton's native backend: @attnkit/native's C++ FA2 kernels, templated on the same hooks
- * as the TS kernel and the WGSL generator (normalize: softmax with optional sinks, or sigmoid;
+ * as the TS kernel and the WGSL generator (normalize: softmax with optional sinks, sigmoid or silu;
  * the built-in score mods softcap, alibi and bias). A resolved AttentionProblem already is the
  * engine's problem (same fields and meaning); the hooks join it. Inputs go to the engine as f32
  * (contiguous f32 tensors without a copy), results come back in q's dtype (lse, dsinks f32).
@@ -253,9 +253,11 @@ function nativeProblem(
   if (hooks) {
     const n = hooks.normalize;
     out.normalize =
-      n.kind === 'sigmoid'
-        ? { kind: 'sigmoid', bias: n.bias }
-        : { kind: 'softmax', sinks: n.sinks };
+      n.kind === 'softmax'
+        ? { kind: 'softmax', sinks: n.sinks }
+        : n.kind === 'sigmoid'
+          ? { kind: 'sigmoid', bias: n.bias }
+          : { kind: 'silu', factor: n.factor };
     out.scoreMods = hooks.scoreMods.map(nativeMod);
     // More splits than key tiles only adds empty ranges; the engine takes up to 65536.
     const splits = Math.min(scheduleSplits(hooks.schedule), 65536);
@@ -304,7 +306,7 @@ async function prepare(
 
 /**
  * The skeleton's forward on the native engine: o in q's dtype (f16/bf16 encoded from f32), lse
- * f32 (softmax; undefined for sigmoid). Throws ValueError for what nativeSupports() rejects,
+ * f32 (softmax; undefined for the pointwise sigmoid and silu). Throws ValueError for what nativeSupports() rejects,
  * BackendUnavailableError when the addon does not load.
  */
 export async function tiledForwardNative(
@@ -316,9 +318,9 @@ export async function tiledForwardNative(
   opts?: NativeTileOptions,
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   const { engine, problem } = await prepare(p, hooks, q, opts);
-  const sigmoid = hooks.normalize.kind === 'sigmoid';
+  const pointwise = hooks.normalize.kind !== 'softmax';
   const o = allocF32(count(p.oShape), 'output');
-  const lse = sigmoid ? undefined : allocF32(count(p.lseShape), 'output');
+  const lse = pointwise ? undefined : allocF32(count(p.lseShape), 'output');
   await engine.flashForward(
     problem,
     engineInput(q),
@@ -336,7 +338,7 @@ export async function tiledForwardNative(
 
 /**
  * The skeleton's backward on the native engine. Softmax needs the forward's o (q's dtype) and
- * lse (f32); sigmoid ignores them. dO in q's dtype. ShapeError / DTypeError / DeviceError name
+ * lse (f32); the pointwise sigmoid and silu ignore them. dO in q's dtype. ShapeError / DTypeError / DeviceError name
  * o, lse or dO. Returns dq, dk, dv in q's dtype and, with sinks, dsinks f32 [Hq]
  * (-sum over rows e^(sink_h - LSE_i) (dO_i . O_i), computed by the engine).
  */

@@ -1,6 +1,12 @@
 import { type AttentionProblem, kBase, lseBase, permKBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
-import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
+import {
+  applyMaskMod,
+  applyScoreMods,
+  CPU_SOFTMAX,
+  type CpuHooks,
+  pointwiseWeights,
+} from './scores.js';
 import {
   classifyTile,
   FULL,
@@ -20,6 +26,7 @@ import {
  * score mods -> mask-mod element test, never stored beyond one tile, and
  *   softmax: P = exp(S - LSE), dS = P * (dO V^T - D) with D_i = dO_i . O_i (line 4, a pre-pass);
  *   sigmoid: P = W = sigmoid(S + bias[b]), dS = (dO V^T) * W (1 - W) (no pre-pass, no O/LSE);
+ *   silu:    P = W = factor silu(S), dS = (dO V^T) * factor sig(S) (1 + S (1 - sig(S))) (likewise);
  * with score mods dS is multiplied by the product of the mods' derivatives, each at its input;
  *   dV += P^T dO,  dK += scale dS^T Q,  dQ += scale dS K,
  * each a small dense matmul on the tiles (dQ accumulates in its f32 output buffer).
@@ -45,7 +52,7 @@ export function tiledBackward(
   bk: number,
 ): void {
   const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
-  const { sigmoid: sig, mods, permQ, permK } = hooks;
+  const { pointwise: pw, factor, mods, permQ, permK } = hooks;
   const hasMods = mods.length > 0;
   const maskMod = p.maskMod;
   const kt = allocF32(bk * d, 'tile');
@@ -63,13 +70,13 @@ export function tiledBackward(
   // The chain-rule factor of the score mods (only with mods).
   const gm = hasMods ? allocF32(bq * bk, 'tile') : undefined;
   // D_i = dO_i . O_i per row of the heads of one kv head (softmax only).
-  const Dr = sig ? undefined : allocF32(group * p.maxSeqQ, 'rows');
+  const Dr = pw ? undefined : allocF32(group * p.maxSeqQ, 'rows');
   dQ.fill(0);
 
   for (let b = 0; b < p.batch; b++) {
     const nq = p.seqQ[b]!;
     const nk = p.seqK[b]!;
-    const bias = sig ? hooks.bias![b]! : 0;
+    const bias = pw === 'sigmoid' ? hooks.bias![b]! : 0;
     for (let kvh = 0; kvh < p.hkv; kvh++) {
       const kBase0 = kBase(p, b, kvh, d);
       const vBase0 = kBase(p, b, kvh, dv);
@@ -116,7 +123,7 @@ export function tiledBackward(
             if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
               applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, gm);
             }
-            if (sig) {
+            if (pw) {
               for (let r = 0; r < rows; r++) {
                 const so = r * bk;
                 const jlo = lo[r]!;
@@ -125,18 +132,7 @@ export function tiledBackward(
                 s.fill(0, so + Math.max(jlo, jhi), so + cols);
                 ds.fill(0, so, so + jlo);
                 ds.fill(0, so + Math.max(jlo, jhi), so + cols);
-                for (let j = so + jlo, e = so + jhi; j < e; j++) {
-                  const x = s[j]! + bias;
-                  let w: number;
-                  if (x >= 0) {
-                    w = 1 / (1 + Math.exp(-x));
-                  } else {
-                    const ex = Math.exp(x);
-                    w = ex / (1 + ex);
-                  }
-                  s[j] = w;
-                  ds[j] = ds[j]! * w * (1 - w);
-                }
+                pointwiseWeights(pw, s, so + jlo, so + jhi, bias, factor, ds);
               }
             } else {
               for (let r = 0; r < rows; r++) {

@@ -8,7 +8,13 @@ import {
 } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import { combinePartials, splitKeyTiles } from './schedule.js';
-import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
+import {
+  applyMaskMod,
+  applyScoreMods,
+  CPU_SOFTMAX,
+  type CpuHooks,
+  pointwiseWeights,
+} from './scores.js';
 import {
   allFinite,
   classifyTile,
@@ -58,15 +64,15 @@ interface ForwardState {
  *   S = scale Q K^T  ->  score mods (in order)  ->  mask-mod element test (block value 1 only)
  *   ->  weights  ->  acc += W V.
  * softmax: online max/sum, rescaling acc only when the row maximum grows (FA2 Sec. 3.1.1);
- * sigmoid: W = sigmoid(S + bias[b]), acc a plain sum (m, l untouched). Tiles the mask rule
- * skips (block sparsity, the mask mod's block mask) cost nothing; tiles without mods or
- * element tests run no per-element hook code.
+ * pointwise (sigmoid: W = sigmoid(S + bias[b]); silu: W = factor silu(S)): acc a plain sum
+ * (m, l untouched). Tiles the mask rule skips (block sparsity, the mask mod's block mask) cost
+ * nothing; tiles without mods or element tests run no per-element hook code.
  */
 function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number): void {
   const { p, hooks, K, V, bq, bk, qt, kt, vt, s, lo, hi, m, l, acc } = st;
   const { b, h, kBase0, vBase0, kIdx0, bias, q0, rows } = st;
   const { d, dv, kRow, vRow } = p;
-  const { sigmoid: sig, mods, permK } = hooks;
+  const { pointwise: pw, factor, mods, permK } = hooks;
   const hasMods = mods.length > 0;
   const maskMod = p.maskMod;
   const nk = p.seqK[b]!;
@@ -89,23 +95,14 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
     if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
       applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
     }
-    if (sig) {
+    if (pw) {
       for (let r = 0; r < rows; r++) {
         const so = r * bk;
         const jlo = lo[r]!;
         const jhi = hi[r]!;
         s.fill(0, so, so + jlo);
         s.fill(0, so + Math.max(jlo, jhi), so + cols);
-        for (let j = so + jlo, e = so + jhi; j < e; j++) {
-          // sigmoid(x) without overflow: exp sees -|x| only.
-          const x = s[j]! + bias;
-          if (x >= 0) {
-            s[j] = 1 / (1 + Math.exp(-x));
-          } else {
-            const ex = Math.exp(x);
-            s[j] = ex / (1 + ex);
-          }
-        }
+        pointwiseWeights(pw, s, so + jlo, so + jhi, bias, factor);
       }
     } else {
       for (let r = 0; r < rows; r++) {
@@ -169,7 +166,7 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
  * Writes rows [0, rows) of O (and LSE for softmax) from the (combined) state in slot 0; with
  * hooks.permQ, tiled row q0 + r goes to sequence row permQ[lBase0 + q0 + r].
  * softmax: O = acc / l and LSE = m + log l, the sink (if any) joining l once as e^(sink - m)
- * with a zero value vector; a row without keys or sink gets O = 0, LSE = -inf. sigmoid: O = acc.
+ * with a zero value vector; a row without keys or sink gets O = 0, LSE = -inf. pointwise: O = acc.
  */
 function finishRows(
   st: ForwardState,
@@ -181,7 +178,7 @@ function finishRows(
   const { hooks, m, l, acc, rows, q0, h } = st;
   const { dv, oRow } = st.p;
   const pq = hooks.permQ;
-  if (hooks.sigmoid) {
+  if (hooks.pointwise) {
     for (let r = 0; r < rows; r++) {
       const oo = oBase0 + (pq === undefined ? q0 + r : pq[lBase0 + q0 + r]!) * oRow;
       const ao = r * dv;
@@ -223,7 +220,8 @@ function finishRows(
  * the mask mod's block mask skip the rest inside) are cut by the schedule into key ranges:
  * one for 'band' (hooks.splits = 1), `splits` contiguous balanced ranges for 'splitK'
  * (splitKeyTiles). Each range runs forwardKeyRange into its own partial (m, l, acc);
- * combinePartials merges them (associative online-softmax rule; plain sums for sigmoid) and
+ * combinePartials merges them (associative online-softmax rule; plain sums for the pointwise
+ * normalisations) and
  * finishRows divides by l once and joins the sinks. The ranges of one Q tile are independent
  * (FlashDecoding runs them in parallel); here they run in turn.
  * Q, K, V: decoded inputs in the problem's layout; O (and LSE for softmax) are written completely.
@@ -274,7 +272,7 @@ export function tiledForward(
     const nq = p.seqQ[b]!;
     const nk = p.seqK[b]!;
     st.b = b;
-    st.bias = hooks.sigmoid ? hooks.bias![b]! : 0;
+    st.bias = hooks.pointwise === 'sigmoid' ? hooks.bias![b]! : 0;
     for (let h = 0; h < p.hq; h++) {
       const kvh = Math.floor(h / group);
       const qBase0 = qBase(p, b, h, d);
@@ -301,7 +299,7 @@ export function tiledForward(
         } else {
           const ranges = splitKeyTiles(tFirst, tEnd - 1, splits);
           for (let r = 0; r < splits; r++) forwardKeyRange(st, r, ranges[r]![0], ranges[r]![1]);
-          combinePartials(splits, rows, bq, dv, hooks.sigmoid, st.m, st.l, st.acc);
+          combinePartials(splits, rows, bq, dv, hooks.pointwise !== undefined, st.m, st.l, st.acc);
         }
         finishRows(st, O, LSE, oBase0, lBase0);
       }

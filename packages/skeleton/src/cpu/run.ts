@@ -204,7 +204,7 @@ export function checkCpuQ(q: Tensor, backend: 'ts' | 'native'): void {
  * Validates tile options (ValueError naming blockQ/blockK; must divide blockSparse blocks) and
  * hooks.schedule (ValueError naming `schedule.splits` for a non-positive or non-integer count),
  * plans tiles, runs, encodes o in q's dtype (f16/bf16 via encodeHalfArray), lse f32 (undefined
- * for sigmoid). q,k,v cpu tensors f32/f16/bf16 (f64 -> DTypeError naming q). The splitK
+ * for the pointwise sigmoid and silu). q,k,v cpu tensors f32/f16/bf16 (f64 -> DTypeError naming q). The splitK
  * schedule runs on the fa2 loop order only (fa1 -> ValueError naming algorithm).
  */
 export function tiledForwardTs(
@@ -218,7 +218,7 @@ export function tiledForwardTs(
   const { bq, bk, algorithm } = prepare(p, hooks, q, opts, 'forward');
   const h = compileHooks(p, hooks);
   const O = allocF32(count(p.oShape), 'output');
-  const LSE = h.sigmoid ? undefined : allocF32(count(p.lseShape), 'output');
+  const LSE = h.pointwise ? undefined : allocF32(count(p.lseShape), 'output');
   const Q = q.toFloat32Array();
   const K = k.toFloat32Array();
   const V = v.toFloat32Array();
@@ -232,7 +232,7 @@ export function tiledForwardTs(
 
 /**
  * o/lse required for softmax (shape/dtype-checked: ShapeError/DTypeError naming o, lse, dO),
- * ignored for sigmoid. hooks.schedule is validated but otherwise ignored: it does not change
+ * ignored for the pointwise sigmoid and silu. hooks.schedule is validated but otherwise ignored: it does not change
  * the math, and the backward's P comes from the forward's LSE whatever schedule made it. Returns grads in q's dtype, dsinks f32 [Hq] when hooks has sinks. Both
  * algorithms share FA2's Algorithm 2 (FA1's backward has the same loop order).
  */
@@ -251,7 +251,7 @@ export function tiledBackwardTs(
   const h = compileHooks(p, hooks);
   let O: Float32Array | undefined;
   let LSE: Float32Array | undefined;
-  if (!h.sigmoid) {
+  if (!h.pointwise) {
     O = checkLike(o, 'o', p.oShape, q.dtype).toFloat32Array();
     LSE = checkLike(lse, 'lse', p.lseShape, 'f32').toFloat32Array();
   }

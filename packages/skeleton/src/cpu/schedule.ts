@@ -77,15 +77,15 @@ export function scheduleSplits(schedule: ScheduleHook | undefined): number {
  * associative online-softmax rule (KERNELS.md "LeanAttention"):
  *   m = max_s m_s,  l = sum_s l_s e^(m_s - m),  acc = sum_s acc_s e^(m_s - m);
  * a partial that saw no key (m_s = -inf, l_s = 0, acc_s = 0) contributes nothing, and a row no
- * partial saw keeps m = -inf, l = 0, acc = 0. sigmoid's partials are plain sums of w v: acc =
- * sum_s acc_s (m and l are not read). n = 1 leaves slot 0 as it is.
+ * partial saw keeps m = -inf, l = 0, acc = 0. The pointwise normalisations' (sigmoid, silu)
+ * partials are plain sums of w v: acc = sum_s acc_s (m and l are not read). n = 1 leaves slot 0 as it is.
  */
 export function combinePartials(
   n: number,
   rows: number,
   bq: number,
   dv: number,
-  sigmoid: boolean,
+  pointwise: boolean,
   m: Float32Array,
   l: Float32Array,
   acc: Float32Array,
@@ -93,7 +93,7 @@ export function combinePartials(
   if (n <= 1) return;
   for (let r = 0; r < rows; r++) {
     const a0 = r * dv;
-    if (sigmoid) {
+    if (pointwise) {
       for (let s = 1; s < n; s++) {
         const as = (s * bq + r) * dv;
         for (let c = 0; c < dv; c++) acc[a0 + c] = acc[a0 + c]! + acc[as + c]!;

@@ -1,6 +1,6 @@
 import type { AttentionProblem, ResolvedMaskMod, ResolvedScoreMod } from '@attnkit/attention';
 import { describe, ValueError } from '@attnkit/tensor';
-import type { TiledHooks } from '../hooks.js';
+import type { PointwiseKind, TiledHooks } from '../hooks.js';
 import { scheduleSplits } from './schedule.js';
 
 /**
@@ -28,10 +28,12 @@ export type CpuScoreMod =
     };
 
 export interface CpuHooks {
-  /** sigmoid normalisation (else softmax). */
-  sigmoid: boolean;
+  /** The pointwise normalisation (sigmoid, silu: no row statistics, no LSE); undefined = softmax. */
+  pointwise: PointwiseKind | undefined;
   /** sigmoid: b in sigmoid(s + b), per batch entry. */
   bias: Float32Array | undefined;
+  /** silu: c in w = c silu(s). */
+  factor: number;
   /** softmax: per query head sink logits. */
   sinks: Float32Array | undefined;
   mods: readonly CpuScoreMod[];
@@ -48,8 +50,9 @@ export interface CpuHooks {
 
 /** Plain softmax, no mods. */
 export const CPU_SOFTMAX: CpuHooks = {
-  sigmoid: false,
+  pointwise: undefined,
   bias: undefined,
+  factor: 1,
   sinks: undefined,
   mods: [],
   splits: 1,
@@ -64,10 +67,11 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
   if (hooks === null || typeof hooks !== 'object') bad('hooks', 'a TiledHooks object', hooks);
   const norm = hooks.normalize;
   if (norm === null || typeof norm !== 'object') {
-    bad('hooks.normalize', '{ kind: "softmax" | "sigmoid" }', norm);
+    bad('hooks.normalize', '{ kind: "softmax" | "sigmoid" | "silu" }', norm);
   }
-  let sigmoid = false;
+  let pointwise: PointwiseKind | undefined;
   let bias: Float32Array | undefined;
+  let factor = 1;
   let sinks: Float32Array | undefined;
   if (norm.kind === 'softmax') {
     if (norm.sinks !== undefined) {
@@ -81,10 +85,16 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
     if (!(norm.bias instanceof Float32Array) || norm.bias.length < p.batch) {
       bad('bias', `a Float32Array with one entry per batch entry (${p.batch})`, norm.bias);
     }
-    sigmoid = true;
+    pointwise = 'sigmoid';
     bias = norm.bias;
+  } else if (norm.kind === 'silu') {
+    if (typeof norm.factor !== 'number' || !Number.isFinite(norm.factor)) {
+      bad('factor', 'a finite number (w = factor silu(s))', norm.factor);
+    }
+    pointwise = 'silu';
+    factor = norm.factor;
   } else {
-    bad('hooks.normalize.kind', '"softmax" or "sigmoid"', (norm as { kind: unknown }).kind);
+    bad('hooks.normalize.kind', '"softmax", "sigmoid" or "silu"', (norm as { kind: unknown }).kind);
   }
   const list = hooks.scoreMods ?? [];
   if (!Array.isArray(list)) bad('hooks.scoreMods', 'an array of resolved score mods', list);
@@ -113,8 +123,9 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
     bad('hooks.permute', '{ q?, k? } Int32Array index arrays', permute);
   }
   return {
-    sigmoid,
+    pointwise,
     bias,
+    factor,
     sinks,
     mods,
     splits: scheduleSplits(hooks.schedule),
@@ -266,4 +277,42 @@ export function sigmoid(x: number): number {
   if (x >= 0) return 1 / (1 + Math.exp(-x));
   const e = Math.exp(x);
   return e / (1 + e);
+}
+
+/**
+ * The pointwise normalisations' weights, in place on s[from, to): sigmoid w = sigmoid(s + bias),
+ * silu w = factor s sigmoid(s). With `ds` (the backward's dP over the same range), also
+ * ds *= dw/ds: sigmoid w (1 - w); silu factor sig (1 + s (1 - sig)), with 1 - sig computed as
+ * sig(-s) (no cancellation as sig -> 1). A masked score (-inf, from a mask mod) weighs 0 with
+ * derivative 0 (silu's limit; -inf * 0 would be NaN); a NaN score stays NaN, as in the
+ * float64 reference. One branch per row range, none per element.
+ */
+export function pointwiseWeights(
+  kind: PointwiseKind,
+  s: Float32Array,
+  from: number,
+  to: number,
+  bias: number,
+  factor: number,
+  ds?: Float32Array,
+): void {
+  if (kind === 'sigmoid') {
+    for (let j = from; j < to; j++) {
+      const w = sigmoid(s[j]! + bias);
+      s[j] = w;
+      if (ds) ds[j] = ds[j]! * w * (1 - w);
+    }
+    return;
+  }
+  for (let j = from; j < to; j++) {
+    const x = s[j]!;
+    if (x === Number.NEGATIVE_INFINITY) {
+      s[j] = 0;
+      if (ds) ds[j] = 0;
+      continue;
+    }
+    const sg = sigmoid(x);
+    s[j] = factor * x * sg;
+    if (ds) ds[j] = ds[j]! * factor * sg * (1 + x * sigmoid(-x));
+  }
 }

@@ -15,7 +15,8 @@ export type WgslScoreMod =
   | { kind: 'custom'; name: string; wgsl: string; wgslGrad: string | undefined };
 
 export interface WgslHooks {
-  normalize: 'softmax' | 'sigmoid';
+  /** sigmoid and silu are the pointwise ones (`pointwiseFn`: their WGSL weight function). */
+  normalize: 'softmax' | 'sigmoid' | 'silu';
   /** Softmax with attention sinks: the forward reads them (the backward sees them through LSE). */
   sinks: boolean;
   mods: readonly WgslScoreMod[];
@@ -83,6 +84,7 @@ export function hookResources(
   const sinks = norm.kind === 'softmax' && pass === 'forward' ? norm.sinks : undefined;
   if (sinks) bind('sinks', sinks);
   if (norm.kind === 'sigmoid') bind('sigmoidBias', norm.bias);
+  if (norm.kind === 'silu') uniform('siluFactor', 'f32', norm.factor);
   const mods = tiled.scoreMods.map((m, n): WgslScoreMod => {
     switch (m.kind) {
       case 'softcap':
@@ -181,7 +183,8 @@ function modFunctions(m: WgslScoreMod, n: number, backward: boolean): string {
 /**
  * The hook functions of a kernel (empty without hooks): the user's WGSL, each mod as a vec4
  * function, their composition `hk_score` (forward) / `hk_score_bwd` (backward: the modded score
- * and the product of the mods' derivatives, each at its own input), and sigmoid.
+ * and the product of the mods' derivatives, each at its own input), and the pointwise
+ * normalisation's weight function (`pointwiseFn`).
  */
 export function hookFunctions(h: WgslHooks, backward: boolean): string {
   const parts: string[] = [];
@@ -228,5 +231,33 @@ fn hk_sigmoid(x: vec4<f32>) -> HkSigmoid {
   return HkSigmoid(select(e * r, r, x >= vec4<f32>(0.0)), e * r * r);
 }`);
   }
+  if (h.normalize === 'silu') {
+    // w = c silu(z) = c z sig(z) with z = x ln 2 (x: the kernels' log2 units, converted here);
+    // sig(z) and 1 - sig(z) = sig(-z) from exp2(-|x|): no overflow, no cancellation near 1.
+    // dw/dz = c sig(z) (1 + z sig(-z)). A masked score (NEG, or -inf from a mod) weighs 0 with
+    // derivative 0 (z * 0 would be NaN at -inf); NaN stays NaN (every comparison is false).
+    parts.push(`struct HkSilu { w: vec4<f32>, dw: vec4<f32> }
+fn hk_silu(x: vec4<f32>) -> HkSilu {
+  let z = x * 0.6931471805599453;
+  let e = exp2(-abs(x));
+  let r = 1.0 / (1.0 + e);
+  let pos = x >= vec4<f32>(0.0);
+  let sg = select(e * r, r, pos);
+  let sn = select(r, e * r, pos);
+  let c = P.siluFactor;
+  let off = x < vec4<f32>(-1.0e38);
+  return HkSilu(select(c * z * sg, vec4<f32>(0.0), off), select(c * sg * (1.0 + z * sn), vec4<f32>(0.0), off));
+}`);
+  }
   return parts.join('\n');
+}
+
+/** The WGSL weight function (w, dw in one struct) of a pointwise normalisation. */
+export function pointwiseFn(h: WgslHooks): string {
+  return h.normalize === 'silu' ? 'hk_silu' : 'hk_sigmoid';
+}
+
+/** Per-sequence setup of a pointwise normalisation's kernels (sigmoid: its bias in log2 units). */
+export function pointwisePrelude(h: WgslHooks): string {
+  return h.normalize === 'sigmoid' ? 'let sb = sigmoidBias[b] * LOG2E;' : '';
 }

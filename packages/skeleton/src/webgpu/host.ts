@@ -153,11 +153,11 @@ function prepare(
   const norm = hooks?.normalize;
   if (
     !norm ||
-    (norm.kind !== 'softmax' && norm.kind !== 'sigmoid') ||
+    (norm.kind !== 'softmax' && norm.kind !== 'sigmoid' && norm.kind !== 'silu') ||
     !Array.isArray(hooks.scoreMods)
   )
     throw new ValueError(
-      `hooks: expected { normalize: softmax | sigmoid, scoreMods: [] }, got ${describe(hooks)}`,
+      `hooks: expected { normalize: softmax | sigmoid | silu, scoreMods: [] }, got ${describe(hooks)}`,
       'hooks',
     );
   const why = unsupported(hooks, p.maskMod, pass);
@@ -193,6 +193,11 @@ function prepare(
     checkF32Array(norm.sinks, 'sinks', p.hq, 'one logit per query head');
   if (norm.kind === 'sigmoid')
     checkF32Array(norm.bias, 'bias', p.batch, 'sigmoid bias per batch entry');
+  if (norm.kind === 'silu' && !Number.isFinite(norm.factor))
+    throw new ValueError(
+      `factor: expected a finite number (w = factor silu(s)), got ${describe(norm.factor)}`,
+      'factor',
+    );
   for (const [n, m] of hooks.scoreMods.entries()) {
     const name = modName(n, hooks.scoreMods.length);
     if (m.kind === 'alibi') checkF32Array(m.slopes, `${name}.slopes`, p.hq, 'one per query head');
@@ -352,7 +357,7 @@ export function splitsOf(hooks: TiledHooks): number | undefined {
  * mods, the problem's mask mod). `p` is already resolved by the caller (resolveAttentionProblem)
  * from q, k, v: webgpu tensors (f32, or f16/bf16 packed in u32) of one context, in the layouts
  * of KERNELS.md "Common". Returns o (q's dtype) and, for softmax, lse (f32) as webgpu tensors;
- * lse is undefined for sigmoid. Resolves once the work is queued and validated. With
+ * lse is undefined for the pointwise sigmoid and silu. Resolves once the work is queued and validated. With
  * `hooks.schedule` { kind: 'splitK', splits } (FlashDecoding) each (query tile, head, batch)'s
  * key tiles are split among `splits` workgroups and a combine kernel merges their partials.
  */
@@ -547,7 +552,7 @@ function sinkGradientsFromStats(
 /**
  * The tiled FlashAttention-2 backward in WGSL with the skeleton's hooks: for softmax a
  * D = rowsum(dO * O) pre-pass, then a dK/dV pass parallel over key tiles and a dQ pass parallel
- * over query tiles, queued in one command buffer; sigmoid needs no pre-pass, and ignores o and
+ * over query tiles, queued in one command buffer; the pointwise normalisations need no pre-pass, and ignore o and
  * lse. Returns dq, dk, dv (q's dtype) as webgpu tensors and, with sinks, dsinks (f32 [Hq]):
  * that one is reduced on the CPU from the pre-pass's row statistics read back, so this call then
  * waits for the GPU.

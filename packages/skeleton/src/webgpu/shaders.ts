@@ -5,7 +5,13 @@ import {
   type UniformField,
   type WgslBinding,
 } from '@attnkit/webgpu';
-import { hookFunctions, modsHaveGrad, type WgslHooks } from './hooks.js';
+import {
+  hookFunctions,
+  modsHaveGrad,
+  pointwiseFn,
+  pointwisePrelude,
+  type WgslHooks,
+} from './hooks.js';
 import { paramsStruct } from './params.js';
 import type { WebGpuFlashPlan } from './plan.js';
 
@@ -486,8 +492,8 @@ function rowRanges(p: WebGpuFlashPlan, rowsAreKeys: boolean): string {
 
 /**
  * FA2 forward (Dao 2023, Algorithm 1): one workgroup per (query tile, head, batch). Softmax
- * keeps the online row max and sum (sinks join the sum at the end); sigmoid needs no row
- * statistics: O = sum_j sigmoid(S_ij + bias) v_j.
+ * keeps the online row max and sum (sinks join the sum at the end); the pointwise ones need no
+ * row statistics: O = sum_j w(S_ij) v_j, w = sigmoid(S + bias) or c silu(S) (`pointwiseFn`).
  */
 export function forwardShader(input: ShaderSpec): WgslKernel {
   const splitK = input.schedule === 'splitK';
@@ -560,7 +566,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
     ${perGroup((g) => `l${g} = l${g} * alpha${g} + vec4<f32>(${rep(4, (i) => rep(p.cu, (u) => hsum(`x_${4 * g + i}_${u}`), ' + '), ', ')});`)}
     ${tile(p, p.wuV, (i, u) => `acc_${i}_${u} *= ${rowVec('alpha', i)};`)}`
     : `
-    ${tile(p, p.cu, (i, u) => `x_${i}_${u} = hk_sigmoid(x_${i}_${u}).w;`)}`;
+    ${tile(p, p.cu, (i, u) => `x_${i}_${u} = ${pointwiseFn(spec.hooks)}(x_${i}_${u}).w;`)}`;
   const body = `
     ${ntGemm(p, 'x', q, k, 'P.d', true)}
     ${scoreCode(spec, false, false)}
@@ -644,7 +650,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nq)) - 1;
-  ${softmax ? perGroup((g) => `var m${g} = vec4<f32>(M0);\n  var l${g} = vec4<f32>(0.0);`, '\n  ') : 'let sb = sigmoidBias[b] * LOG2E;'}
+  ${softmax ? perGroup((g) => `var m${g} = vec4<f32>(M0);\n  var l${g} = vec4<f32>(0.0);`, '\n  ') : pointwisePrelude(spec.hooks)}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'acc', p.wuV)}
   ${tileLoop(spec, false, 'wg.x * P.ntk + ct', body, splitK)}
@@ -682,7 +688,7 @@ function partials(softmax: boolean, vecV: boolean, kind: 'read' | 'storage'): Wg
 /**
  * Split-K's combine (FlashDecoding): one thread per query row merges its P.splits partials with
  * the associative rule, in log2 units: m = max m_s, l = sum l_s 2^(m_s - m), acc likewise; the
- * sinks join once here; sigmoid's partials are plain sums. Writes o (the storage dtype) and lse;
+ * sinks join once here; the pointwise ones' partials are plain sums. Writes o (the storage dtype) and lse;
  * rows without keys get O = 0 and LSE = -inf (or the sink). Bindings and uniforms as the split-K
  * forward of the same spec (one uniform buffer serves both).
  */
@@ -838,8 +844,8 @@ function LSE_OF(m: string, l: string): string {
 /**
  * dQ pass (FA2 backward, the dQ half of Algorithm 2 run as its own pass so no two workgroups
  * write one dQ row): per query tile, over key tiles, S = Q K^T and dP = dO V^T recomputed,
- * P = prob(S, LSE) = e^(S - LSE) clamped to <= 1, dS = P (dP - D), dQ += scale dS K. Sigmoid: dS = dP w (1 - w),
- * no row statistics. Score mods with a derivative multiply dS by it (chain rule per element).
+ * P = prob(S, LSE) = e^(S - LSE) clamped to <= 1, dS = P (dP - D), dQ += scale dS K. Pointwise: dS = dP dw/dS
+ * (sigmoid: w (1 - w)), no row statistics. Score mods with a derivative multiply dS by it (chain rule per element).
  */
 export function dqShader(spec: ShaderSpec): WgslKernel {
   const p = spec.plan;
@@ -887,7 +893,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
     ${ntGemm(p, 'y', dO, v, 'P.dv')}
     ${scoreCode(spec, false, grad)}
     ${maskCode(spec, false)}
-    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = prob(x_${i}_${u}, vec4<f32>(st${i}.x)) * (y_${i}_${u} - vec4<f32>(st${i}.y))${g(i, u)};` : `x_${i}_${u} = y_${i}_${u} * hk_sigmoid(x_${i}_${u}).dw${g(i, u)};`))}
+    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = prob(x_${i}_${u}, vec4<f32>(st${i}.x)) * (y_${i}_${u} - vec4<f32>(st${i}.y))${g(i, u)};` : `x_${i}_${u} = y_${i}_${u} * ${pointwiseFn(spec.hooks)}(x_${i}_${u}).dw${g(i, u)};`))}
     ${writeZ(p, 'x')}
     workgroupBarrier();
     ${nnGemm(p, 'acc', k, 'P.d', p.wuD)}`;
@@ -930,7 +936,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + BR, nq)) - 1;
-  ${softmax ? rep(4 * p.rv, (i) => `let st${i} = stat(lB + r0 + ${rowOf(p, i)}, r0 + ${rowOf(p, i)} < nq);`, '\n  ') : 'let sb = sigmoidBias[b] * LOG2E;'}
+  ${softmax ? rep(4 * p.rv, (i) => `let st${i} = stat(lB + r0 + ${rowOf(p, i)}, r0 + ${rowOf(p, i)} < nq);`, '\n  ') : pointwisePrelude(spec.hooks)}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'y', p.cu)}${grad ? `\n  ${declare(p, 'g', p.cu)}` : ''}
   ${declare(p, 'acc', p.wuD)}
@@ -946,7 +952,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
  * head, batch) holds dK and dV in registers while it walks the query tiles of every query head
  * of its GQA group (so the sum over shared heads needs no atomics): S^T = K Q^T, dP^T = V dO^T,
  * P^T = prob(S^T, LSE), dV += P^T dO, dS^T = P^T (dP^T - D), dK += scale dS^T Q.
- * Sigmoid: P^T = w, dS^T = dP^T w (1 - w); score mods as in the dQ pass.
+ * Pointwise: P^T = w, dS^T = dP^T dw/dS (sigmoid: w (1 - w)); score mods as in the dQ pass.
  * hooks.permute: key rows (k, v loads; dk, dv stores) go through permk, query columns through
  * permq. The scatter is race-free: a (b, hk) slice of permk is a permutation, so the tiled rows
  * of distinct key tiles map to distinct stored rows and each stored dK/dV row has exactly one
@@ -1010,7 +1016,7 @@ export function dkdvShader(spec: ShaderSpec): WgslKernel {
     ${scoreCode(spec, true, grad)}
     ${maskCode(spec, true)}
     ${softmax ? colStats : ''}
-    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = prob(x_${i}_${u}, lse${u});\n    y_${i}_${u} = x_${i}_${u} * (y_${i}_${u} - dd${u})${g(i, u)};` : `{\n      let sg = hk_sigmoid(x_${i}_${u});\n      x_${i}_${u} = sg.w;\n      y_${i}_${u} = y_${i}_${u} * sg.dw${g(i, u)};\n    }`))}
+    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = prob(x_${i}_${u}, lse${u});\n    y_${i}_${u} = x_${i}_${u} * (y_${i}_${u} - dd${u})${g(i, u)};` : `{\n      let sg = ${pointwiseFn(spec.hooks)}(x_${i}_${u});\n      x_${i}_${u} = sg.w;\n      y_${i}_${u} = y_${i}_${u} * sg.dw${g(i, u)};\n    }`))}
     ${writeZ(p, 'x')}
     workgroupBarrier();
     ${nnGemm(p, 'accv', oc, 'P.dv', p.wuV)}
@@ -1060,7 +1066,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;${permBases(spec, false, true)}
   let ncols = i32(nq);
   let rFirst = i32(r0);
-  let rLast = i32(min(r0 + BR, nk)) - 1;${softmax ? '' : '\n  let sb = sigmoidBias[b] * LOG2E;'}
+  let rLast = i32(min(r0 + BR, nk)) - 1;${pointwisePrelude(spec.hooks) ? `\n  ${pointwisePrelude(spec.hooks)}` : ''}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'y', p.cu)}${grad ? `\n  ${declare(p, 'g', p.cu)}` : ''}
   ${declare(p, 'acck', p.wuD)}
