@@ -1,0 +1,264 @@
+import {
+  type Golden,
+  type HstuOptions,
+  hstuAttentionReference,
+  hstuAttentionReferenceBackward,
+  type KernelTensors,
+} from '@attnkit/attention';
+import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import {
+  type BackendEnv,
+  type CaseDims,
+  type ConformanceOptions,
+  type ConformanceSpec,
+  checkGolden,
+  conformanceBackends,
+  describeConformance,
+  deviceOf,
+  type GridSet,
+  loadGoldensOfKinds,
+  registrationOf,
+  reportCheck,
+  TILED_BAD_INPUTS,
+  webGpuTestContext,
+} from '@attnkit/testing';
+import { goldenSets } from '@attnkit/vitest-config';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import './index.js'; // registers the hstu kernels (ts, native, webgpu)
+
+/**
+ * The grid's cases are jagged LHD batches: every set rewrites the runner's drawn dims into
+ * B sequences of odd lengths (one empty where the set says so) with Nq = Nk per sequence and one
+ * head count (HSTU has no GQA), and draws seqOffsets and maxSeqLen (the longest sequence or a
+ * little more). The runner draws every case's `scale` (scores of a few units, as trained models
+ * have); HSTU calls it `alpha`, so `hstuOnly` renames it for the calls and the reference.
+ */
+function jagged(
+  rng: Rng,
+  dims: CaseDims,
+  opts: { empty?: boolean; batch?: [number, number] } = {},
+): ConformanceOptions {
+  const [lo, hi] = opts.batch ?? [1, 4];
+  const lens: number[] = [];
+  for (let b = rng.int(lo, hi + 1); b > 0; b--) lens.push(1 + 2 * rng.int(0, 25));
+  if (opts.empty) lens.splice(rng.int(0, lens.length + 1), 0, 0);
+  const longest = Math.max(...lens);
+  const d = dims as { -readonly [K in keyof CaseDims]: CaseDims[K] };
+  d.layout = 'THD';
+  d.batch = lens.length;
+  d.hkv = d.hq;
+  d.seqQ = lens;
+  d.seqK = lens;
+  d.nq = longest;
+  d.nk = longest;
+  const seqOffsets = new Int32Array(lens.length + 1);
+  for (let b = 0; b < lens.length; b++) seqOffsets[b + 1] = seqOffsets[b]! + lens[b]!;
+  return { seqOffsets, maxSeqLen: longest + rng.int(0, 4) };
+}
+
+/**
+ * A grid case's options as HSTU's: the runner's `scale` becomes `alpha`. Options that carry
+ * `alpha` (goldens, bad inputs) pass as they are, so a stray `scale` there still reaches the
+ * kernels (and must be refused).
+ */
+const hstuOnly = (o: ConformanceOptions): ConformanceOptions => {
+  if (o.alpha !== undefined || o.scale === undefined) return o;
+  const { scale, ...rest } = o;
+  return { ...rest, alpha: scale };
+};
+
+const SETS: readonly GridSet[] = [
+  { name: 'causal', heads: 'mha', options: (rng, d) => jagged(rng, d) },
+  {
+    name: 'causal, an empty sequence',
+    heads: 'mha',
+    options: (rng, d) => jagged(rng, d, { empty: true }),
+  },
+  {
+    name: 'not causal, an empty sequence',
+    heads: 'mha',
+    options: (rng, d) => ({ ...jagged(rng, d, { empty: true }), causal: false }),
+  },
+  {
+    name: 'one sequence, dv!=d',
+    heads: 'mha',
+    dv: 'different',
+    options: (rng, d) => jagged(rng, d, { batch: [1, 1] }),
+  },
+  {
+    name: 'odd tiles',
+    heads: 'mha',
+    options: (rng, d) => ({ ...jagged(rng, d), blockQ: rng.int(1, 40), blockK: rng.int(1, 40) }),
+  },
+  {
+    name: 'split-K',
+    heads: 'mha',
+    options: (rng, d) => ({ ...jagged(rng, d, { empty: true }), numSplits: rng.int(2, 5) }),
+  },
+];
+
+const reference = {
+  forward: ({ q, k, v }: KernelTensors, o: ConformanceOptions) => ({
+    o: hstuAttentionReference(q!, k!, v!, hstuOnly(o) as unknown as HstuOptions).o,
+  }),
+  backward: ({ q, k, v, do: dO }: KernelTensors, o: ConformanceOptions) => {
+    const g = hstuAttentionReferenceBackward(
+      q!,
+      k!,
+      v!,
+      dO!,
+      hstuOnly(o) as unknown as HstuOptions,
+    );
+    return { dq: g.dq, dk: g.dk, dv: g.dv };
+  },
+};
+
+/** The valid problem of the bad inputs: two sequences (9 and 11 tokens), H 2, D 16. */
+function validProblem(): { inputs: KernelTensors; options: ConformanceOptions } {
+  const rng = new Rng(5);
+  return {
+    inputs: { q: rng.randn([20, 2, 16]), k: rng.randn([20, 2, 16]), v: rng.randn([20, 2, 16]) },
+    options: { seqOffsets: [0, 9, 20], maxSeqLen: 11, alpha: 0.25 },
+  };
+}
+
+const spec: ConformanceSpec = {
+  family: 'hstu',
+  reference,
+  grid: { sets: SETS },
+  call: (reg, inputs, options) => reg.run(inputs, hstuOnly(options)),
+  validProblem,
+  badInputs: [
+    // The skeleton's checks (checkFinite, window, k's head dim) reach HSTU's calls too.
+    ...TILED_BAD_INPUTS,
+    {
+      name: 'seqOffsets missing',
+      options: { seqOffsets: undefined },
+      error: ValueError,
+      argument: 'seqOffsets',
+    },
+    {
+      name: 'seqOffsets not ending at L',
+      options: { seqOffsets: [0, 9, 19] },
+      error: ValueError,
+      argument: 'seqOffsets',
+    },
+    {
+      name: 'seqOffsets not from 0',
+      options: { seqOffsets: [1, 9, 20] },
+      error: ValueError,
+      argument: 'seqOffsets',
+    },
+    {
+      name: 'seqOffsets decreasing',
+      options: { seqOffsets: [0, 12, 9, 20] },
+      error: ValueError,
+      argument: 'seqOffsets',
+    },
+    {
+      name: 'seqOffsets of non-integers',
+      options: { seqOffsets: [0, 9.5, 20] },
+      error: ValueError,
+      argument: 'seqOffsets',
+    },
+    {
+      name: 'maxSeqLen below a sequence',
+      options: { maxSeqLen: 10 },
+      error: ValueError,
+      argument: 'maxSeqLen',
+    },
+    {
+      name: 'maxSeqLen not an integer',
+      options: { maxSeqLen: 11.5 },
+      error: ValueError,
+      argument: 'maxSeqLen',
+    },
+    { name: 'alpha NaN', options: { alpha: Number.NaN }, error: ValueError, argument: 'alpha' },
+    {
+      name: 'alpha infinite',
+      options: { alpha: Number.POSITIVE_INFINITY },
+      error: ValueError,
+      argument: 'alpha',
+    },
+    { name: 'alpha missing', options: { alpha: undefined }, error: ValueError, argument: 'alpha' },
+    { name: 'causal not a boolean', options: { causal: 1 }, error: ValueError, argument: 'causal' },
+    { name: 'unknown option', options: { alpah: 0.5 }, error: ValueError, argument: 'alpah' },
+    // HSTU derives these from seqOffsets and alpha.
+    {
+      name: 'scale is not an HSTU option',
+      options: { scale: 0.5 },
+      error: ValueError,
+      argument: 'scale',
+    },
+    {
+      name: 'cuSeqlensQ is not an HSTU option',
+      options: { cuSeqlensQ: [0, 9, 20] },
+      error: ValueError,
+      argument: 'cuSeqlensQ',
+    },
+    {
+      name: 'k with fewer heads (HSTU has no GQA)',
+      tensors: (t) => ({ ...t, k: Tensor.from(new Float32Array(20 * 16), [20, 1, 16]) }),
+      error: ShapeError,
+      argument: 'k',
+    },
+    {
+      name: 'q in BHND',
+      tensors: (t) => ({ ...t, q: Tensor.from(new Float32Array(40 * 16), [1, 2, 20, 16]) }),
+      error: ShapeError,
+      argument: 'q',
+    },
+    {
+      name: 'q in f64',
+      tensors: (t) => ({ ...t, q: new Rng(1).randn([20, 2, 16], 'f64') }),
+      error: DTypeError,
+      argument: 'q',
+      backends: ['ts', 'native'],
+    },
+    {
+      name: 'backward: dO of the wrong shape',
+      pass: 'backward',
+      tensors: (t) => ({ ...t, do: Tensor.from(new Float32Array(20 * 2 * 8), [20, 2, 8]) }),
+      error: ShapeError,
+      argument: 'dO',
+    },
+  ],
+};
+
+describeConformance(spec);
+
+// The hstu_causal golden of every golden set, on every backend (the hstu kind's other golden,
+// hstu_rab, needs the relative attention bias: a later step).
+const goldens: Golden[] = loadGoldensOfKinds(['hstu']).filter((g) => /\/hstu_causal$/.test(g.name));
+
+describe('hstu_causal goldens', () => {
+  test('every golden set has hstu_causal', () => {
+    expect(goldens.map((g) => g.name).sort()).toEqual(
+      goldenSets()
+        .map((s) => `${s.name}/hstu_causal`)
+        .sort(),
+    );
+  });
+  for (const backend of conformanceBackends(spec)) {
+    describe(backend, () => {
+      const reg = registrationOf('hstu', 'forward', backend)!;
+      const device = deviceOf(reg);
+      let env: BackendEnv | undefined = device === 'cpu' ? { device: 'cpu' } : undefined;
+      if (device === 'webgpu') {
+        beforeAll(async () => {
+          const ctx = await webGpuTestContext();
+          if (ctx) env = { device: 'webgpu', ctx };
+        });
+        afterAll(() => {
+          if (env?.device === 'webgpu') env.ctx.destroy();
+        });
+      }
+      test.for(goldens.map((g) => [g.name, g] as const))('%s', async ([, g], ctx) => {
+        const available = reg.available?.() ?? true;
+        if (available !== true) ctx.skip(String(available));
+        if (!env) ctx.skip('no WebGPU adapter (ATTNKIT_ALLOW_NO_WEBGPU=1)');
+        reportCheck(await checkGolden(spec, backend, g, env!), ctx);
+      });
+    });
+  }
+});

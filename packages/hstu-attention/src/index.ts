@@ -1,0 +1,156 @@
+import type { AttentionProblem } from '@attnkit/attention';
+import { defineTiledFamily, type TiledOptions } from '@attnkit/skeleton';
+import { DTypeError, describe, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
+
+/**
+ * HSTU pointwise attention (Zhai et al., "Actions Speak Louder than Words", ICML 2024; Meta's
+ * generative-recommenders), over a jagged batch in the LHD layout:
+ *
+ *     A = silu(alpha Q K^T) / maxSeqLen, masked to j <= i within each sequence; Y = A V
+ *
+ * No softmax and no LSE: the fixed 1/maxSeqLen keeps Y's scale independent of the length. On the
+ * tiled skeleton this family is one hook (pointwise silu, w = silu(s) / maxSeqLen with
+ * s = alpha q.k) and its registrations: FlashAttention's loops on the ts, native and webgpu
+ * backends, with the jagged batch as the skeleton's THD layout (cuSeqlensQ = cuSeqlensK =
+ * seqOffsets).
+ */
+export interface HstuAttentionOptions
+  extends Omit<TiledOptions, 'scale' | 'layout' | 'cuSeqlensQ' | 'cuSeqlensK' | 'causal'> {
+  /** Int32 offsets (length B+1) of the sequences on the L axis: first 0, non-decreasing, last L. */
+  seqOffsets: Int32Array | readonly number[];
+  /** N of the normalisation 1/N; every sequence must be at most this long. */
+  maxSeqLen: number;
+  /** The scale of the scores: s = alpha q.k (a finite number). */
+  alpha: number;
+  /** Default true: query i sees keys j <= i of its sequence (diagonal included); false: all. */
+  causal?: boolean;
+}
+
+/** Options the skeleton derives from HSTU's (seqOffsets, alpha): passing them is a typo. */
+const DERIVED = ['scale', 'layout', 'cuSeqlensQ', 'cuSeqlensK'];
+
+function fail(
+  error: typeof ValueError | typeof ShapeError,
+  arg: string,
+  expected: string,
+  got: string,
+): never {
+  throw new error(`${arg}: expected ${expected}, got ${got}`, arg);
+}
+
+function checkLhd(t: Tensor, name: string, what: string): readonly number[] {
+  if (!t || typeof t !== 'object' || !Array.isArray(t.shape))
+    fail(ShapeError, name, `a Tensor ${what}`, describe(t));
+  if (t.shape.length !== 3) fail(ShapeError, name, `shape ${what} (LHD)`, `shape [${t.shape}]`);
+  return t.shape;
+}
+
+/** seqOffsets validated against L: an Int32Array [B+1] starting at 0, non-decreasing, ending at L. */
+function checkOffsets(x: unknown, total: number): Int32Array {
+  const what = `an Int32Array or number[] of B+1 offsets (first 0, non-decreasing, last L = ${total})`;
+  if (!(x instanceof Int32Array) && !Array.isArray(x))
+    fail(ValueError, 'seqOffsets', what, describe(x));
+  const a = x as ArrayLike<unknown>;
+  if (a.length < 2) fail(ValueError, 'seqOffsets', what, `length ${a.length}`);
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0x7fffffff)
+      fail(ValueError, 'seqOffsets', what, `${describe(v)} at ${i}`);
+    if (i === 0 && v !== 0) fail(ValueError, 'seqOffsets', what, `first entry ${v}`);
+    if (i > 0 && v < (a[i - 1] as number))
+      fail(ValueError, 'seqOffsets', what, `${v} after ${a[i - 1]} at ${i}`);
+  }
+  const last = a[a.length - 1] as number;
+  if (last !== total) fail(ValueError, 'seqOffsets', what, `last entry ${last}`);
+  return Int32Array.from(a as ArrayLike<number>);
+}
+
+/**
+ * HSTU's options as the skeleton's: q, k [L, H, D] and v [L, H, Dv] (one head count: HSTU has
+ * no GQA) are THD tensors with cuSeqlensQ = cuSeqlensK = seqOffsets, alpha the scale, causal
+ * (default true) the skeleton's bottom-right causal, which for Nq = Nk is j <= i.
+ */
+function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): TiledOptions {
+  const qs = checkLhd(q, 'q', '[L, H, D]');
+  if (q.dtype === 'f64') {
+    throw new DTypeError(
+      'q: expected f32, f16 or bf16 (the kernels compute in f32), got f64; for float64 results use hstuAttentionReference from @attnkit/attention',
+      'q',
+    );
+  }
+  const ks = checkLhd(k, 'k', '[L, H, D]');
+  const vs = checkLhd(v, 'v', '[L, H, Dv]');
+  const [L, H, D] = qs as [number, number, number];
+  if (ks[0] !== L || ks[1] !== H || ks[2] !== D)
+    fail(ShapeError, 'k', `shape [${L}, ${H}, ${D}] (as q)`, `shape [${ks}]`);
+  if (vs[0] !== L || vs[1] !== H) fail(ShapeError, 'v', `shape [${L}, ${H}, Dv]`, `shape [${vs}]`);
+  const offsets = checkOffsets(o.seqOffsets, L);
+  let longest = 0;
+  for (let b = 1; b < offsets.length; b++)
+    longest = Math.max(longest, offsets[b]! - offsets[b - 1]!);
+  const n = o.maxSeqLen as unknown;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1)
+    fail(ValueError, 'maxSeqLen', 'a positive integer', describe(n));
+  if (n < longest)
+    fail(
+      ValueError,
+      'maxSeqLen',
+      `at least the longest sequence (${longest}, from seqOffsets)`,
+      String(n),
+    );
+  const alpha = o.alpha as unknown;
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha))
+    fail(ValueError, 'alpha', 'a finite number', describe(alpha));
+  const causal = (o.causal as unknown) ?? true;
+  if (typeof causal !== 'boolean') fail(ValueError, 'causal', 'a boolean', describe(causal));
+  const { seqOffsets: _s, maxSeqLen: _n, alpha: _a, ...rest } = o;
+  return {
+    ...rest,
+    layout: 'THD',
+    cuSeqlensQ: offsets,
+    cuSeqlensK: offsets,
+    scale: alpha,
+    causal,
+  };
+}
+
+const family = defineTiledFamily<HstuAttentionOptions>({
+  family: 'hstu',
+  // w = silu(s) / maxSeqLen (toTiled has checked maxSeqLen).
+  normalize: (_p: AttentionProblem, o) => ({ kind: 'silu', factor: 1 / o.maxSeqLen }),
+  extraOptions: ['seqOffsets', 'maxSeqLen', 'alpha'],
+  omitOptions: DERIVED,
+  forwardOutputs: ['o'], // no LSE
+  toTiled,
+});
+
+/**
+ * HSTU attention forward. q, k [L, H, D], v [L, H, Dv] (f32, f16 or bf16, all one dtype) with
+ * `seqOffsets` (B+1), `maxSeqLen` and `alpha`; causal by default. Returns o [L, H, Dv] in q's
+ * dtype. The backend follows the inputs' device unless `backend` names one.
+ */
+export async function hstuAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: HstuAttentionOptions,
+): Promise<{ o: Tensor }> {
+  const { o } = await family.forward(q, k, v, options);
+  return { o };
+}
+
+/**
+ * Gradients of HSTU attention for the upstream gradient dO [L, H, Dv]: with z = alpha q_i.k_j
+ * and A = silu(z) / N, dV = A^T dO, dZ = (dO V^T) sig(z) (1 + z (1 - sig(z))) / N,
+ * dQ = alpha dZ K, dK = alpha dZ^T Q. The forward's o is not needed.
+ */
+export async function hstuAttentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  dO: Tensor,
+  options: HstuAttentionOptions,
+): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor }> {
+  const { dq, dk, dv } = await family.backward(q, k, v, undefined, undefined, dO, options);
+  return { dq, dk, dv };
+}
