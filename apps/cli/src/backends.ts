@@ -27,15 +27,25 @@ export async function cliWebGpuContext(): Promise<WebGpuContext> {
   try {
     return await getWebGpuContext();
   } catch (e) {
-    const message = (e as Error)?.message ?? String(e);
-    if (e instanceof BackendUnavailableError && message.includes('Dawn')) {
-      throw new BackendUnavailableError(
-        `--backend webgpu: needs Dawn (WebGPU for Node), the optional peer dependency "webgpu", which could not be loaded; install it with \`${DAWN_INSTALL_COMMAND}\` beside a global @attnkit/cli, or \`npm install webgpu\` in your project. io, and verify / bench on ts, native or reference, need no Dawn. (${message})`,
-        'backend',
-      );
-    }
-    throw e;
+    throw explainMissingDawn(e, '--backend webgpu', 'backend') ?? e;
   }
+}
+
+/**
+ * When `e` says Dawn could not be loaded: the same failure as a one-line error that says how to
+ * install it, prefixed by what needed it (`--backend webgpu`, `attnkit info`); else undefined.
+ */
+export function explainMissingDawn(
+  e: unknown,
+  what: string,
+  argument: string,
+): BackendUnavailableError | undefined {
+  const message = (e as Error)?.message ?? String(e);
+  if (!(e instanceof BackendUnavailableError && message.includes('Dawn'))) return undefined;
+  return new BackendUnavailableError(
+    `${what}: needs Dawn (WebGPU for Node), the optional peer dependency "webgpu", which could not be loaded; install it with \`${DAWN_INSTALL_COMMAND}\` beside a global @attnkit/cli, or \`npm install webgpu\` in your project. io, and verify / bench on ts, native or reference, need no Dawn. (${message})`,
+    argument,
+  );
 }
 
 /**

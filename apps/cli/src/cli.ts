@@ -4,6 +4,7 @@ import { dirname, extname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { registeredKernels } from '@attnkit/attention';
 import { AttnkitError, ValueError } from '@attnkit/tensor';
+import type { DawnBackend } from '@attnkit/webgpu';
 import {
   BENCH_FAMILIES,
   type BenchFamily,
@@ -12,6 +13,7 @@ import {
   parseShape,
   runBench,
 } from './bench.js';
+import { collectInfo, formatInfo } from './info.js';
 import { IO_USAGE, ioCommand } from './io.js';
 import { formatVerifyReport, reportToJson, verifyFile } from './verify.js';
 
@@ -45,9 +47,17 @@ export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid] [--
       bench-<date>.json inside an existing directory; its directory must exist (checked before
       the run). Without --out nothing is written.`;
 
+export const INFO_USAGE = `  attnkit info [--json] [--webgpu-backend vulkan|opengles|metal|d3d12|...] [--dawn-toggles a,b]
+      What this machine offers attnkit: which backends load (ts, native, webgpu) and the WebGPU
+      adapter (vendor, architecture, device, description), Dawn backend and toggles, features,
+      subgroup sizes, subgroup-matrix (tensor-core) configs and limits. --dawn-toggles ''
+      creates the adapter with no toggles (default: allow_unsafe_apis,vulkan_enable_f16_on_nvidia).
+      Exits 0 when WebGPU is unavailable too (it says why, and how to install Dawn).`;
+
 export const USAGE = `attnkit: fast, exact attention for JavaScript
 
 Usage:
+${INFO_USAGE}
 ${VERIFY_USAGE}
 ${BENCH_USAGE}
 ${IO_USAGE}
@@ -194,11 +204,42 @@ async function bench(args: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
+async function info(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      help: { type: 'boolean', short: 'h', default: false },
+      json: { type: 'boolean', default: false },
+      'webgpu-backend': { type: 'string' },
+      'dawn-toggles': { type: 'string' },
+    },
+  });
+  if (values.help) {
+    io.out(`Usage:\n${INFO_USAGE}`);
+    return 0;
+  }
+  const list = (text: string | undefined) =>
+    text === undefined
+      ? undefined
+      : text
+          .split(',')
+          .map((t) => t.trim())
+          .filter(Boolean);
+  const report = await collectInfo({
+    webgpuBackend: list(values['webgpu-backend']) as DawnBackend[] | undefined,
+    dawnToggles: list(values['dawn-toggles']),
+  });
+  io.out(values.json ? JSON.stringify(report, null, 2) : formatInfo(report));
+  return 0;
+}
+
 /** Runs the attnkit command line; returns the exit code (0 ok, 1 verification failed, 2 usage or input error). */
 export async function runCli(argv: string[], io: CliIo = consoleIo): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
+      case 'info':
+        return await info(rest, io);
       case 'verify':
         return await verify(rest, io);
       case 'bench':

@@ -17,6 +17,14 @@ export {
 } from './bench.js';
 export { type CliIo, runCli, USAGE } from './cli.js';
 export {
+  type BackendStatus,
+  collectInfo,
+  formatInfo,
+  type InfoOptions,
+  type InfoReport,
+  type WebGpuInfo,
+} from './info.js';
+export {
   formatVerifyReport,
   reportToJson,
   type TensorVerdict,

@@ -75,6 +75,22 @@ describe('the CLI without Dawn', () => {
     expect(dawn.imports).toBe(0);
   });
 
+  test('attnkit info lists the backends and says how to install Dawn (exit 0)', async () => {
+    const c = capture();
+    expect(await runCli(['info'], c.io), c.err.join('\n')).toBe(0);
+    const text = c.out.join('\n');
+    expect(text).toMatch(/^ {2}ts +available/m);
+    expect(text).toMatch(/^ {2}webgpu +unavailable: webgpu: needs Dawn/m);
+    expect(text).toContain(DAWN_INSTALL_COMMAND);
+    expect(text).toContain('WebGPU: no adapter');
+
+    const j = capture();
+    expect(await runCli(['info', '--json'], j.io)).toBe(0);
+    const report = JSON.parse(j.out.join(''));
+    expect(report.webgpu).toBeNull();
+    expect(report.webgpuError).toContain(DAWN_INSTALL_COMMAND);
+  });
+
   test('a WebGPU run says Dawn is missing and how to install it', async () => {
     const [file] = goldenFiles('softmax_causal');
     const c = capture();

@@ -3,6 +3,7 @@ import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { getWebGpuContext } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
+import type { InfoReport } from './info.js';
 import { verifyFile } from './verify.js';
 
 // `--backend webgpu` needs an adapter (Dawn on Mesa llvmpipe in CI): without one this file
@@ -58,5 +59,52 @@ describe.skipIf(!ctx)('attnkit --backend webgpu', () => {
       expect(r.backend).toBe('webgpu');
       expect(r.medianMs).toBeGreaterThan(0);
     }
+  });
+});
+
+describe.skipIf(!ctx)('attnkit info', () => {
+  test('prints the adapter, backend, toggles, features, subgroup matrices and limits', async () => {
+    const io = captureIo();
+    expect(await runCli(['info'], io), io.stderr.join('\n')).toBe(0);
+    const text = io.stdout.join('\n');
+    expect(text).toMatch(/^attnkit info \(node v/);
+    expect(text).toMatch(/^ {2}ts +available: pure TypeScript/m);
+    expect(text).toMatch(/^ {2}webgpu +available: /m);
+    expect(text).toMatch(/^ {2}native +(available|unavailable): /m);
+    for (const key of ['vendor', 'architecture', 'device', 'description', 'subgroup sizes']) {
+      expect(text).toMatch(new RegExp(`^ {2}${key} `, 'm'));
+    }
+    expect(text).toContain(`${ctx!.backend} (Dawn)`);
+    expect(text).toMatch(/^ {2}dawn toggles +allow_unsafe_apis, vulkan_enable_f16_on_nvidia$/m);
+    expect(text).toMatch(
+      /^ {2}features +shader-f16 (yes|no), subgroups (yes|no), subgroup-matrix/m,
+    );
+    expect(text).toMatch(/^ {2}subgroup matrices /m);
+    expect(text).toMatch(/^ {4}maxComputeWorkgroupStorageSize +\d+$/m);
+  });
+
+  test('--json: the same as JSON; --dawn-toggles "" creates the adapter with none', async () => {
+    const io = captureIo();
+    expect(await runCli(['info', '--json', '--dawn-toggles', ''], io)).toBe(0);
+    const report = JSON.parse(io.stdout.join('\n')) as InfoReport;
+    expect(report.webgpu).not.toBeNull();
+    const w = report.webgpu!;
+    expect(w.backend).toBe(ctx!.backend);
+    expect(w.dawnToggles).toEqual([]);
+    expect(w.adapter).toEqual(ctx!.adapterInfo);
+    expect(w.features.shaderF16).toBe(ctx!.features.shaderF16);
+    expect(w.subgroupMatrixConfigs).toEqual(ctx!.features.subgroupMatrixConfigs);
+    expect(w.limits).toEqual(ctx!.limits);
+    expect(report.backends.find((b) => b.name === 'webgpu')?.available).toBe(true);
+    expect(report.backends.find((b) => b.name === 'ts')?.available).toBe(true);
+  });
+
+  test('a bad toggle name or backend is a usage error naming the option', async () => {
+    const io = captureIo();
+    expect(await runCli(['info', '--dawn-toggles', 'Not-A-Toggle'], io)).toBe(2);
+    expect(io.stderr.join('\n')).toMatch(/^attnkit: dawnToggles: expected an array of Dawn/);
+    const b = captureIo();
+    expect(await runCli(['info', '--webgpu-backend', 'cuda'], b)).toBe(2);
+    expect(b.stderr.join('\n')).toMatch(/backend: expected one of vulkan/);
   });
 });
