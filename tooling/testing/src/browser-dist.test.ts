@@ -1,12 +1,12 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { repoRoot } from '@attnkit/vitest-config';
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type BrowserBundle, browserDistBundle, publishedPackages } from './browser-safe.js';
+import { CHROMIUM, INSTALL_CHROMIUM, launchChromium } from './chromium.js';
 
 /**
  * What npm publishes runs in a browser (issue 9 item 5): each published package's built
@@ -16,10 +16,7 @@ import { type BrowserBundle, browserDistBundle, publishedPackages } from './brow
  * as in Node (flashAttention on backend 'ts' also matches a plain softmax reference computed in
  * the page). The dists come from `turbo run build` (this task depends on each package's build).
  */
-const CHROMIUM = process.env.ATTNKIT_CHROMIUM ?? '/usr/bin/chromium';
 const allowMissing = process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1';
-const INSTALL_CHROMIUM =
-  'apt-get install -y chromium (Debian; or set ATTNKIT_CHROMIUM to a Chromium binary; never `playwright install`)';
 
 const packages = publishedPackages(repoRoot);
 const distOf = (dir: string) => join(dir, 'dist', 'index.js');
@@ -98,8 +95,7 @@ const smokeIn = (body: string) =>
 const bundles = new Map<string, BrowserBundle>();
 let server: Server | undefined;
 let base = '';
-let profile: string | undefined;
-let context: BrowserContext | undefined;
+let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
 let page: Page | undefined;
 let launchError: string | undefined;
 const pageErrors: string[] = [];
@@ -128,22 +124,9 @@ beforeAll(async () => {
     launchError = `no Chromium at ${CHROMIUM}: ${INSTALL_CHROMIUM}`;
     return;
   }
-  profile = mkdtempSync(join(tmpdir(), 'attnkit-chromium-'));
   try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu-sandbox',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    browser = await launchChromium();
+    page = browser.context.pages()[0] ?? (await browser.context.newPage());
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     await page.goto(`${base}/`);
   } catch (e) {
@@ -152,9 +135,8 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await context?.close();
+  await browser?.close();
   server?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
 describe('published dists in a browser', () => {

@@ -3,6 +3,8 @@
  * src/, never a dependency of a published package). Imported from source by vitest (see
  * @attnkit/vitest-config's aliases); README.md lists what is here.
  */
+
+export * from './chromium.js';
 export * from './conformance.js';
 export * from './expect.js';
 export * from './flash.js';

@@ -1,11 +1,10 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CHROMIUM, launchChromium, SWIFTSHADER_WEBGPU } from '@attnkit/testing';
 import { goldenSets } from '@attnkit/vitest-config';
 import { build } from 'esbuild';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 
 /**
@@ -13,7 +12,6 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
  * has subgroups) loads a browser bundle of the WGSL kernels from a 127.0.0.1 server and runs
  * FA2 forward and backward for two goldens; the errors come back to this test.
  */
-const CHROMIUM = process.env.ATTNKIT_CHROMIUM ?? '/usr/bin/chromium';
 const allowMissing = process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1';
 // Every golden set: the project's goldens/ and, when present, ../shared/goldens.
 const SETS = goldenSets();
@@ -24,7 +22,6 @@ const SMALL = { tx: 4, ty: 8, cu: 2, kc: 16, mc: 16 };
 const TILES = { forward: SMALL, dq: SMALL, dkdv: SMALL };
 
 let server: Server | undefined;
-let profile: string | undefined;
 let url = '';
 
 beforeAll(async () => {
@@ -71,32 +68,13 @@ beforeAll(async () => {
 
 afterAll(() => {
   server?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
 test.skipIf(allowMissing && !existsSync(CHROMIUM))(
   'headless Chromium runs FA2 forward and backward on its WebGPU adapter',
   async () => {
-    profile = mkdtempSync(join(tmpdir(), 'attnkit-chromium-'));
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu-sandbox',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--enable-unsafe-webgpu',
-        '--enable-features=Vulkan',
-        '--use-vulkan=swiftshader',
-        '--use-webgpu-adapter=swiftshader',
-        '--use-angle=swiftshader',
-        '--enable-unsafe-swiftshader',
-      ],
-    });
+    const browser = await launchChromium(SWIFTSHADER_WEBGPU);
+    const { context } = browser;
     try {
       const page = context.pages()[0] ?? (await context.newPage());
       const logs: string[] = [];
@@ -141,7 +119,7 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
         }
       }
     } finally {
-      await context.close();
+      await browser.close();
     }
   },
   // Two goldens per set (the project's, and the shared one when present) in SwiftShader: ~40 s a set.
