@@ -1,4 +1,4 @@
-import { AttnkitError, Rng, ValueError } from '@attnkit/tensor';
+import { AllocationError, AttnkitError, Rng, ValueError } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
 import { FastMemoryOverflowError, TwoLevelMemory } from './memory.js';
 
@@ -95,5 +95,13 @@ describe('TwoLevelMemory', () => {
     expect(() => new TwoLevelMemory(0)).toThrow(/^capacity: expected a positive integer, got 0/);
     const computing = new TwoLevelMemory(4, { compute: true });
     expect(() => computing.declare('Q', 2, 2, new Float64Array(3))).toThrow(/^init: /);
+  });
+});
+
+describe('allocation', () => {
+  test('a slow array past what the runtime holds is a typed AllocationError naming its shape', () => {
+    const mem = new TwoLevelMemory(64, { compute: true });
+    expect(() => mem.declare('S', 2 ** 20, 2 ** 20)).toThrow(AllocationError);
+    expect(() => mem.declare('T', 2 ** 20, 2 ** 20)).toThrow(/\[1048576, 1048576\]/);
   });
 });

@@ -1,4 +1,4 @@
-import { AttnkitError, describe, ValueError } from '@attnkit/tensor';
+import { AttnkitError, allocStorage, describe, ValueError } from '@attnkit/tensor';
 import { counts, type IOCounts, positiveInt } from './problem.js';
 
 /**
@@ -99,7 +99,9 @@ export class TwoLevelMemory {
         }
         data = init.slice();
       } else {
-        data = new Float64Array(rows * cols).fill(Number.NaN);
+        // Through @attnkit/tensor's allocator: an array past what the runtime can hold is an
+        // AllocationError naming [rows, cols], not the engine's RangeError.
+        data = allocStorage('f64', rows * cols, [rows, cols]).fill(Number.NaN);
       }
     }
     const array: SlowArray = { name, rows, cols, data };
