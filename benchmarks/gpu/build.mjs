@@ -1,4 +1,4 @@
-// Bundles bench-webgpu.ts into one ES module for node: workspace packages inlined from their
+// Bundles bench-webgpu.ts and bench-hstu.ts, each into one ES module for node: workspace packages inlined from their
 // sources, only `webgpu` (Dawn's native addon) left external.
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -12,8 +12,9 @@ for (const name of readdirSync(packages))
   alias[`@attnkit/${name}`] = join(packages, name, 'src/index.ts');
 
 await build({
-  entryPoints: [join(here, 'bench-webgpu.ts')],
-  outfile: join(here, 'dist/bench-webgpu.mjs'),
+  entryPoints: [join(here, 'bench-webgpu.ts'), join(here, 'bench-hstu.ts')],
+  outdir: join(here, 'dist'),
+  outExtension: { '.js': '.mjs' },
   bundle: true,
   platform: 'node',
   format: 'esm',
@@ -22,4 +23,4 @@ await build({
   alias,
   logLevel: 'warning',
 });
-console.log('built benchmarks/gpu/dist/bench-webgpu.mjs');
+console.log('built benchmarks/gpu/dist/bench-webgpu.mjs, bench-hstu.mjs');
