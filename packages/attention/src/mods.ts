@@ -44,6 +44,13 @@ export interface BiasMod {
    * (varlen: positions within each sequence); on q's device.
    */
   bias: Tensor;
+  /**
+   * Also return d loss / d bias from the backward (`dbias`, the bias's shape, summed over the
+   * dims it broadcasts over). The bias must then come before any non-additive mod (only alibi /
+   * bias mods ahead of it), so the gradient at the score after the scale is the bias's; at most
+   * one bias mod per call asks for it.
+   */
+  grad?: boolean;
 }
 
 /**
@@ -88,7 +95,8 @@ export const alibi = (slopes: Float32Array | readonly number[]): AlibiMod => ({
   kind: 'alibi',
   slopes,
 });
-export const scoreBias = (bias: Tensor): BiasMod => ({ kind: 'bias', bias });
+export const scoreBias = (bias: Tensor, options: { grad?: boolean } = {}): BiasMod =>
+  options.grad ? { kind: 'bias', bias, grad: true } : { kind: 'bias', bias };
 
 /**
  * ALiBi's head slopes (Press et al. 2022, Sec. 3): the geometric sequence 2^(-8/n), 2^(-16/n),
@@ -116,6 +124,8 @@ export type ResolvedScoreMod =
       batchStride: number;
       headStride: number;
       rowStride: number;
+      /** The backward also returns d loss / d bias (BiasMod.grad). */
+      grad?: boolean;
     }
   | (CustomScoreMod & { tsGrad?: CustomScoreMod['tsGrad'] });
 
@@ -169,8 +179,12 @@ export function resolveScoreMods(
         if (!slopes.every(Number.isFinite)) modFail(`${name}.slopes`, 'finite slopes', s);
         return { kind: 'alibi', slopes };
       }
-      case 'bias':
-        return resolveBias(mod.bias, `${name}.bias`, dims, device);
+      case 'bias': {
+        const g = mod.grad as unknown;
+        if (g !== undefined && typeof g !== 'boolean') modFail(`${name}.grad`, 'a boolean', g);
+        const r = resolveBias(mod.bias, `${name}.bias`, dims, device);
+        return g ? { ...r, grad: true } : r;
+      }
       case 'custom': {
         if (typeof mod.name !== 'string' || !IDENT.test(mod.name))
           modFail(`${name}.name`, 'a WGSL identifier', mod.name);

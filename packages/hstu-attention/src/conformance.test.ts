@@ -23,6 +23,7 @@ import {
   webGpuTestContext,
 } from '@attnkit/testing';
 import { goldenSets } from '@attnkit/vitest-config';
+import { toWebGpu, webGpuStorageOf } from '@attnkit/webgpu';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import './index.js'; // registers the hstu kernels (ts, native, webgpu)
 
@@ -67,6 +68,23 @@ const hstuOnly = (o: ConformanceOptions): ConformanceOptions => {
   return { ...rest, alpha: scale };
 };
 
+/**
+ * A dense rab for a jagged case: [B or 1, H or 1, maxSeqLen, maxSeqLen] (`broadcast` picks the
+ * size-1 dims), values of a unit's size like the scores. Padding positions (past a sequence's
+ * length) hold values too: no kernel may read them.
+ */
+function withRab(
+  rng: Rng,
+  o: ConformanceOptions,
+  hq: number,
+  broadcast: { batch?: boolean; heads?: boolean } = {},
+): ConformanceOptions {
+  const n = o.maxSeqLen as number;
+  const batch = (o.seqOffsets as Int32Array).length - 1;
+  const rab = rng.randn([broadcast.batch ? 1 : batch, broadcast.heads ? 1 : hq, n, n]);
+  return { ...o, rab };
+}
+
 const SETS: readonly GridSet[] = [
   { name: 'causal', heads: 'mha', options: (rng, d) => jagged(rng, d) },
   {
@@ -95,6 +113,36 @@ const SETS: readonly GridSet[] = [
     heads: 'mha',
     options: (rng, d) => ({ ...jagged(rng, d, { empty: true }), numSplits: rng.int(2, 5) }),
   },
+  {
+    name: 'rab [B, H], an empty sequence',
+    heads: 'mha',
+    options: (rng, d) => withRab(rng, jagged(rng, d, { empty: true }), d.hq),
+  },
+  {
+    name: 'rab broadcast over the batch [1, H], not causal',
+    heads: 'mha',
+    options: (rng, d) => ({
+      ...withRab(rng, jagged(rng, d, { empty: true, batch: [2, 4] }), d.hq, { batch: true }),
+      causal: false,
+    }),
+  },
+  {
+    name: 'rab broadcast over the heads [B, 1], odd tiles',
+    heads: 'mha',
+    options: (rng, d) => ({
+      ...withRab(rng, jagged(rng, d, { batch: [2, 4] }), d.hq, { heads: true }),
+      blockQ: rng.int(1, 40),
+      blockK: rng.int(1, 40),
+    }),
+  },
+  {
+    name: 'rab [1, 1], split-K',
+    heads: 'mha',
+    options: (rng, d) => ({
+      ...withRab(rng, jagged(rng, d, { empty: true }), d.hq, { batch: true, heads: true }),
+      numSplits: rng.int(2, 5),
+    }),
+  },
 ];
 
 const reference = {
@@ -109,9 +157,21 @@ const reference = {
       dO!,
       hstuOnly(o) as unknown as HstuOptions,
     );
-    return { dq: g.dq, dk: g.dk, dv: g.dv };
+    return g.drab
+      ? { dq: g.dq, dk: g.dk, dv: g.dv, drab: g.drab }
+      : { dq: g.dq, dk: g.dk, dv: g.dv };
   },
 };
+
+/**
+ * rab on q's device: the runner moves the tensor inputs to the backend's device but not the
+ * tensors inside options (goldens and grid cases carry rab there, on the cpu).
+ */
+function rabOnDevice(o: ConformanceOptions, q: Tensor | undefined): ConformanceOptions {
+  const rab = o.rab as Tensor | undefined;
+  if (!(rab instanceof Tensor) || !q || q.device !== 'webgpu' || rab.device !== 'cpu') return o;
+  return { ...o, rab: toWebGpu(rab, webGpuStorageOf(q, 'q').ctx) };
+}
 
 /** The valid problem of the bad inputs: two sequences (9 and 11 tokens), H 2, D 16. */
 function validProblem(): { inputs: KernelTensors; options: ConformanceOptions } {
@@ -126,7 +186,7 @@ const spec: ConformanceSpec = {
   family: 'hstu',
   reference,
   grid: { sets: SETS },
-  call: (reg, inputs, options) => reg.run(inputs, hstuOnly(options)),
+  call: (reg, inputs, options) => reg.run(inputs, rabOnDevice(hstuOnly(options), inputs.q)),
   validProblem,
   badInputs: [
     // The skeleton's checks (checkFinite, window, k's head dim) reach HSTU's calls too.
@@ -227,15 +287,16 @@ const spec: ConformanceSpec = {
 
 describeConformance(spec);
 
-// The hstu_causal golden of every golden set, on every backend (the hstu kind's other golden,
-// hstu_rab, needs the relative attention bias: a later step).
-const goldens: Golden[] = loadGoldensOfKinds(['hstu']).filter((g) => /\/hstu_causal$/.test(g.name));
+// The hstu goldens (hstu_causal, and hstu_rab with its drab) of every golden set, on every backend.
+const goldens: Golden[] = loadGoldensOfKinds(['hstu']).filter((g) =>
+  /\/hstu_(causal|rab)$/.test(g.name),
+);
 
-describe('hstu_causal goldens', () => {
-  test('every golden set has hstu_causal', () => {
+describe('hstu goldens', () => {
+  test('every golden set has hstu_causal and hstu_rab', () => {
     expect(goldens.map((g) => g.name).sort()).toEqual(
       goldenSets()
-        .map((s) => `${s.name}/hstu_causal`)
+        .flatMap((s) => [`${s.name}/hstu_causal`, `${s.name}/hstu_rab`])
         .sort(),
     );
   });

@@ -1,12 +1,22 @@
-import type { AttentionProblem } from '@attnkit/attention';
+import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
 import { defineTiledFamily, type TiledOptions } from '@attnkit/skeleton';
-import { DTypeError, describe, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
+import {
+  DeviceError,
+  DTypeError,
+  describe,
+  formatShape,
+  ShapeError,
+  type Tensor,
+  ValueError,
+} from '@attnkit/tensor';
 
 /**
  * HSTU pointwise attention (Zhai et al., "Actions Speak Louder than Words", ICML 2024; Meta's
  * generative-recommenders), over a jagged batch in the LHD layout:
  *
- *     A = silu(alpha Q K^T) / maxSeqLen, masked to j <= i within each sequence; Y = A V
+ *     A = silu(alpha Q K^T + rab) / maxSeqLen, masked to j <= i within each sequence; Y = A V
+ *
+ * (rab, the optional dense relative attention bias, is the skeleton's bias score mod.)
  *
  * No softmax and no LSE: the fixed 1/maxSeqLen keeps Y's scale independent of the length. On the
  * tiled skeleton this family is one hook (pointwise silu, w = silu(s) / maxSeqLen with
@@ -24,6 +34,12 @@ export interface HstuAttentionOptions
   alpha: number;
   /** Default true: query i sees keys j <= i of its sequence (diagonal included); false: all. */
   causal?: boolean;
+  /**
+   * Dense relative attention bias, added to alpha q.k before silu: f32 [B or 1, H or 1,
+   * maxSeqLen, maxSeqLen] (B = seqOffsets.length - 1), element (b, h, i, j) for positions i, j
+   * within sequence b; on q's device. The backward then also returns `drab`.
+   */
+  rab?: Tensor;
 }
 
 /** Options the skeleton derives from HSTU's (seqOffsets, alpha): passing them is a typo. */
@@ -103,7 +119,7 @@ function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): Tile
     fail(ValueError, 'alpha', 'a finite number', describe(alpha));
   const causal = (o.causal as unknown) ?? true;
   if (typeof causal !== 'boolean') fail(ValueError, 'causal', 'a boolean', describe(causal));
-  const { seqOffsets: _s, maxSeqLen: _n, alpha: _a, ...rest } = o;
+  const { seqOffsets: _s, maxSeqLen: _n, alpha: _a, rab: _r, ...rest } = o;
   return {
     ...rest,
     layout: 'THD',
@@ -114,14 +130,51 @@ function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): Tile
   };
 }
 
+/**
+ * `rab` as the skeleton's bias score mod: its own strides (row maxSeqLen, batch / head 0 where
+ * broadcast), so the kernels index it by (b, h, i, j) with i, j positions within the sequence,
+ * exactly as a flash-attention bias over THD; first of the mods (it joins alpha q.k before
+ * anything else) and with grad, so the backward returns its gradient.
+ */
+function rabMod(p: AttentionProblem, o: HstuAttentionOptions, q: Tensor): ResolvedScoreMod[] {
+  const rab = o.rab as unknown;
+  if (rab === undefined) return [];
+  const n = o.maxSeqLen;
+  const H = p.hq;
+  const what = `shape [${p.batch} or 1, ${H} or 1, ${n}, ${n}] ([B or 1, H or 1, maxSeqLen, maxSeqLen])`;
+  if (!rab || typeof rab !== 'object' || !Array.isArray((rab as Tensor).shape))
+    fail(ShapeError, 'rab', `a Tensor of ${what}`, describe(rab));
+  const t = rab as Tensor;
+  const s = t.shape;
+  if (
+    s.length !== 4 ||
+    (s[0] !== p.batch && s[0] !== 1) ||
+    (s[1] !== H && s[1] !== 1) ||
+    s[2] !== n ||
+    s[3] !== n
+  )
+    fail(ShapeError, 'rab', what, `shape ${formatShape(s)}`);
+  if (t.dtype !== 'f32') throw new DTypeError(`rab: expected dtype f32, got ${t.dtype}`, 'rab');
+  if (t.device !== q.device)
+    throw new DeviceError(
+      `rab: expected a tensor on ${q.device} (q's device), got one on ${t.device}`,
+      'rab',
+    );
+  const headStride = s[1] === 1 ? 0 : n * n;
+  const batchStride = s[0] === 1 ? 0 : s[1]! * n * n;
+  return [{ kind: 'bias', bias: t, batchStride, headStride, rowStride: n, grad: true }];
+}
+
 const family = defineTiledFamily<HstuAttentionOptions>({
   family: 'hstu',
   // w = silu(s) / maxSeqLen (toTiled has checked maxSeqLen).
   normalize: (_p: AttentionProblem, o) => ({ kind: 'silu', factor: 1 / o.maxSeqLen }),
-  extraOptions: ['seqOffsets', 'maxSeqLen', 'alpha'],
+  extraOptions: ['seqOffsets', 'maxSeqLen', 'alpha', 'rab'],
   omitOptions: DERIVED,
   forwardOutputs: ['o'], // no LSE
   toTiled,
+  scoreMods: rabMod,
+  biasGradOutput: 'drab',
 });
 
 /**
@@ -139,10 +192,23 @@ export async function hstuAttention(
   return { o };
 }
 
+export interface HstuAttentionGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  /**
+   * With `rab`: d loss / d rab = dZ, f32 in rab's shape (summed over the batch / head dims rab
+   * broadcasts over); 0 at pairs no sequence attends (j > i when causal, i or j past the
+   * sequence's length).
+   */
+  drab?: Tensor;
+}
+
 /**
- * Gradients of HSTU attention for the upstream gradient dO [L, H, Dv]: with z = alpha q_i.k_j
- * and A = silu(z) / N, dV = A^T dO, dZ = (dO V^T) sig(z) (1 + z (1 - sig(z))) / N,
- * dQ = alpha dZ K, dK = alpha dZ^T Q. The forward's o is not needed.
+ * Gradients of HSTU attention for the upstream gradient dO [L, H, Dv]: with
+ * z = alpha q_i.k_j + rab_ij and A = silu(z) / N, dV = A^T dO,
+ * dZ = (dO V^T) sig(z) (1 + z (1 - sig(z))) / N, dQ = alpha dZ K, dK = alpha dZ^T Q and, with
+ * `rab`, drab = dZ. The forward's o is not needed.
  */
 export async function hstuAttentionBackward(
   q: Tensor,
@@ -150,7 +216,8 @@ export async function hstuAttentionBackward(
   v: Tensor,
   dO: Tensor,
   options: HstuAttentionOptions,
-): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor }> {
-  const { dq, dk, dv } = await family.backward(q, k, v, undefined, undefined, dO, options);
-  return { dq, dk, dv };
+): Promise<HstuAttentionGrads> {
+  const g = await family.backward(q, k, v, undefined, undefined, dO, options);
+  const { dq, dk, dv } = g;
+  return g.dbias ? { dq, dk, dv, drab: g.dbias } : { dq, dk, dv };
 }

@@ -53,7 +53,11 @@ export type NativeNormalize =
  * score s = scale q.k: softcap s <- cap tanh(s / cap); alibi s <- s - slopes[h] |i + nk - nq - j|
  * (slopes [Hq]); bias s <- s + bias[b * batchStride + h * headStride + i * rowStride + j] (i, j
  * positions within the sequence). A resolved ScoreMod of kind 'bias' carries the strides; pass
- * its tensor's f32 data as `bias`.
+ * its tensor's f32 data as `bias`. flashBackward with `dbias` on a bias mod stores dS (the
+ * gradient at the score after the scale and the mods' chain rule, 0 where masked) at
+ * dbias[b * dbiasBatchStride + h * dbiasHeadStride + i * rowStride + j] for every (b, h, i, j)
+ * a tile visits, leaving the other elements as they are: give each (b, h) its own elements
+ * (a broadcast bias: a [B, Hq, R, C] buffer summed afterwards), the stores are not atomic.
  */
 export type NativeScoreMod =
   | { kind: 'softcap'; cap: number }
@@ -64,6 +68,10 @@ export type NativeScoreMod =
       batchStride: number;
       headStride: number;
       rowStride: number;
+      /** Backward only: where dS goes (see above); absent = no bias gradient. */
+      dbias?: Float32Array | undefined;
+      dbiasBatchStride?: number;
+      dbiasHeadStride?: number;
     };
 
 /**

@@ -5,6 +5,7 @@ import {
   type KernelRequest,
   type KernelTensors,
   type PermuteOptions,
+  type ResolvedScoreMod,
   registerKernel,
   resolveAttentionProblem,
   resolvePermute,
@@ -15,7 +16,7 @@ import {
 import { describe, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
 import type { GpuProfiler } from '@attnkit/webgpu';
 import { tiledBackwardTs, tiledForwardTs } from './cpu/run.js';
-import type { NormalizeHook, TiledHooks } from './hooks.js';
+import { biasGradMod, type NormalizeHook, type TiledHooks } from './hooks.js';
 import {
   loadNativeBackend,
   nativeAvailable,
@@ -91,6 +92,12 @@ export interface TiledGrads {
   dv: Tensor;
   /** With attention sinks: d loss / d sink per query head (f32 [Hq]). */
   dsinks?: Tensor;
+  /**
+   * With a bias score mod that asks for it (`scoreBias(bias, { grad: true })`): d loss / d bias,
+   * f32 in the bias's shape (summed over the dims it broadcasts over; 0 where no sequence's
+   * allowed (i, j) reads it).
+   */
+  dbias?: Tensor;
 }
 
 export interface TiledFamilyDef<O extends TiledOptions> {
@@ -111,6 +118,18 @@ export interface TiledFamilyDef<O extends TiledOptions> {
   toTiled?: (options: O, q: Tensor, k: Tensor, v: Tensor) => TiledOptions;
   /** Common options the family does not take (`toTiled` derives them): passing one is a ValueError. */
   omitOptions?: readonly string[];
+  /**
+   * Score mods the family adds from its own options, applied before the user's `scoreMod` (e.g.
+   * HSTU's dense `rab`: a bias mod with its own strides, `grad: true`), validated here with
+   * typed errors. `q` is the caller's (its device).
+   */
+  scoreMods?: (p: AttentionProblem, options: O, q: Tensor) => ResolvedScoreMod[];
+  /**
+   * The backward registration's name for the gradient of a bias mod with grad (listed in its
+   * outputs, so the conformance runner compares it), e.g. HSTU's 'drab'. Absent: the public
+   * backward returns it as `dbias`, unlisted.
+   */
+  biasGradOutput?: string;
 }
 
 export interface TiledFamily<O extends TiledOptions> {
@@ -364,13 +383,25 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     const [q, k, v] = inputsOf(t);
     const o: TiledOptions = def.toTiled ? def.toTiled(fo, q, k, v) : fo;
     const p = resolveAttentionProblem(q, k, v, o);
-    const scoreMods = resolveScoreMods(o.scoreMod, p, q.device);
+    const scoreMods = [
+      ...(def.scoreMods?.(p, fo, q) ?? []),
+      ...resolveScoreMods(o.scoreMod, p, q.device),
+    ];
+    // Typed error now (not only in a backward) for a bias grad the kernels cannot give.
+    biasGradMod(scoreMods);
     const hooks: TiledHooks = { normalize: def.normalize(p, fo), scoreMods };
     if (o.numSplits !== undefined && o.numSplits > 1)
       hooks.schedule = { kind: 'splitK', splits: o.numSplits };
     const permute = resolvePermute(o.permute, p);
     if (permute) hooks.permute = permute;
     return { p, hooks, o };
+  };
+  const gradName = def.biasGradOutput;
+  const backwardOutputs = ['dq', 'dk', 'dv', ...(gradName ? [gradName] : [])];
+  const renameBiasGrad = (t: KernelTensors): KernelTensors => {
+    if (!gradName || t.dbias === undefined) return t;
+    const { dbias, ...rest } = t;
+    return { ...rest, [gradName]: dbias };
   };
   for (const backend of Object.keys(BACKENDS) as TiledBackend[]) {
     for (const pass of ['forward', 'backward'] as const) {
@@ -381,11 +412,11 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
         ...BACKENDS[backend],
         available: backend === 'native' ? nativeAvailable : undefined,
         supports: (req: KernelRequest) => declines(backend, pass, req.options) ?? true,
-        outputs: pass === 'forward' ? def.forwardOutputs : ['dq', 'dk', 'dv'],
+        outputs: pass === 'forward' ? def.forwardOutputs : backwardOutputs,
         run: async (t, options) => {
           const r = resolve(t, options);
           await checkFiniteInputs(pass, t, r.o);
-          return runOn(backend, pass, r, t, r.o);
+          return renameBiasGrad(await runOn(backend, pass, r, t, r.o));
         },
       });
     }

@@ -1,4 +1,5 @@
 import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
+import { ValueError } from '@attnkit/tensor';
 
 /**
  * The skeleton's hooks, shared by its three backends (TS kernel, WGSL generator, C++
@@ -97,4 +98,77 @@ export function sigmoidBias(p: AttentionProblem, bias?: number): Float32Array {
 export interface PermuteHook {
   q?: Int32Array | undefined;
   k?: Int32Array | undefined;
+}
+
+/** The score mod whose gradient the backward returns (BiasMod.grad), with its index. */
+export type BiasGradMod = Extract<ResolvedScoreMod, { kind: 'bias' }> & { grad: true };
+
+/**
+ * The bias mod of `mods` that asks for its gradient (`grad: true`), or undefined. The backward
+ * writes dS, the gradient at the score after the scale and the mods' chain rule, as that bias's
+ * gradient: exact when every mod before it is additive (alibi, bias: derivative 1), so that is
+ * required here, with at most one such mod (ValueError naming `scoreMod[n].grad` otherwise).
+ * Every backend calls this, so all three agree on what they accept.
+ */
+export function biasGradMod(
+  mods: readonly ResolvedScoreMod[],
+): { index: number; mod: BiasGradMod } | undefined {
+  let found: { index: number; mod: BiasGradMod } | undefined;
+  for (const [n, m] of mods.entries()) {
+    if (m.kind !== 'bias' || !m.grad) continue;
+    const arg = `scoreMod[${n}].grad`;
+    if (found)
+      throw new ValueError(
+        `${arg}: expected at most one bias mod with grad (scoreMod[${found.index}] has it), got a second`,
+        arg,
+      );
+    const before = mods.slice(0, n).find((x) => x.kind !== 'alibi' && x.kind !== 'bias');
+    if (before)
+      throw new ValueError(
+        `${arg}: expected only additive mods (alibi, bias) before a bias mod with grad (its gradient is the score's), got a ${before.kind} mod before it`,
+        arg,
+      );
+    found = { index: n, mod: m as BiasGradMod };
+  }
+  return found;
+}
+
+/**
+ * Where a backend writes dbias: (batch, head) strides of the buffer its kernel stores dS into
+ * (row stride: the bias's). `direct`: no dim of the bias is broadcast over the problem, so each
+ * element belongs to one (b, h) and the buffer is dbias itself (the bias's strides, `size` its
+ * elements). Otherwise a [B, Hq, R, C] buffer (R, C: the bias's last two dims) in which every
+ * (b, h) has its own plane, reduced over the broadcast dims afterwards (`reduceBiasGrad`): no
+ * two workers ever add into one element, so plain stores suffice on every backend.
+ */
+export function biasGradLayout(
+  p: Pick<AttentionProblem, 'batch' | 'hq'>,
+  mod: BiasGradMod,
+): { batchStride: number; headStride: number; direct: boolean; size: number } {
+  const s = mod.bias.shape;
+  const plane = (s.length >= 2 ? s[s.length - 2]! : 1) * mod.rowStride;
+  const direct =
+    (p.batch <= 1 || mod.batchStride === p.hq * plane) && (p.hq <= 1 || mod.headStride === plane);
+  return direct
+    ? { batchStride: mod.batchStride, headStride: mod.headStride, direct, size: mod.bias.size }
+    : { batchStride: p.hq * plane, headStride: plane, direct, size: p.batch * p.hq * plane };
+}
+
+/** Sums a non-direct biasGradLayout buffer ([B, Hq, R, C]) into `out`, the bias's shape. */
+export function reduceBiasGrad(
+  p: Pick<AttentionProblem, 'batch' | 'hq'>,
+  mod: BiasGradMod,
+  full: Float32Array,
+  out: Float32Array,
+): Float32Array {
+  const plane = biasGradLayout(p, mod).headStride;
+  out.fill(0);
+  for (let b = 0; b < p.batch; b++) {
+    for (let h = 0; h < p.hq; h++) {
+      const src = (b * p.hq + h) * plane;
+      const dst = b * mod.batchStride + h * mod.headStride;
+      for (let e = 0; e < plane; e++) out[dst + e] = out[dst + e]! + full[src + e]!;
+    }
+  }
+  return out;
 }

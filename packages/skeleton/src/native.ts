@@ -11,7 +11,7 @@ import { BackendUnavailableError, describe, Tensor, ValueError } from '@attnkit/
 import { allocF32 } from './cpu/alloc.js';
 import { checkCpuQ, checkLike, encodeOutput } from './cpu/run.js';
 import { scheduleSplits } from './cpu/schedule.js';
-import type { TiledHooks } from './hooks.js';
+import { biasGradLayout, biasGradMod, reduceBiasGrad, type TiledHooks } from './hooks.js';
 import { planNativeTiles } from './plan.js';
 
 /**
@@ -352,7 +352,7 @@ export async function tiledBackwardNative(
   lse: Tensor | undefined,
   dO: Tensor,
   opts?: NativeTileOptions,
-): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor }> {
+): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor }> {
   const { engine, problem } = await prepare(p, hooks, q, opts);
   const softmax = hooks.normalize.kind === 'softmax';
   const O = softmax ? engineInput(checkLike(o, 'o', p.oShape, q.dtype, 'native')) : undefined;
@@ -363,6 +363,25 @@ export async function tiledBackwardNative(
   const dv = allocF32(v.size, 'output');
   const sinks = hooks.normalize.kind === 'softmax' ? hooks.normalize.sinks : undefined;
   const dsinks = sinks ? allocF32(p.hq, 'output') : undefined;
+  // A bias with grad: the engine stores dS per (b, h) (no atomics), into dbias itself when no
+  // dim is broadcast, else into a [B, Hq, R, C] buffer summed here over the broadcast dims.
+  const grad = biasGradMod(hooks.scoreMods);
+  const layout = grad && biasGradLayout(p, grad.mod);
+  const dbias = grad ? allocF32(grad.mod.bias.size, 'output').fill(0) : undefined;
+  const dbFull = layout && !layout.direct ? new Float32Array(layout.size) : dbias;
+  if (grad && layout && dbFull) {
+    const m = problem.scoreMods![grad.index] as Extract<NativeScoreMod, { kind: 'bias' }>;
+    problem.scoreMods = problem.scoreMods!.map((x, n) =>
+      n === grad.index
+        ? {
+            ...m,
+            dbias: dbFull,
+            dbiasBatchStride: layout.batchStride,
+            dbiasHeadStride: layout.headStride,
+          }
+        : x,
+    );
+  }
   await engine.flashBackward(
     problem,
     engineInput(q),
@@ -377,11 +396,15 @@ export async function tiledBackwardNative(
     dsinks,
     nativePermutation(hooks),
   );
-  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor } = {
+  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor } = {
     dq: encodeOutput(dq, q.shape, q.dtype),
     dk: encodeOutput(dk, k.shape, q.dtype),
     dv: encodeOutput(dv, v.shape, q.dtype),
   };
   if (dsinks) out.dsinks = Tensor.from(dsinks, [p.hq]);
+  if (grad && dbias && dbFull) {
+    if (dbFull !== dbias) reduceBiasGrad(p, grad.mod, dbFull, dbias);
+    out.dbias = Tensor.from(dbias, grad.mod.bias.shape);
+  }
   return out;
 }

@@ -580,7 +580,11 @@ export async function checkGridCase(
         for (const t of Object.values(grads)) created.add(t);
         const gcpu: KernelTensors = {};
         for (const [n, t] of Object.entries(grads)) gcpu[n] = await toCpu(t);
-        compareOutputs('backward', bwd.outputs, gcpu, ref.backward, tol('backward'), result);
+        // An output the case has no use for (e.g. HSTU's drab without rab) is in neither the
+        // kernel's result nor the reference: the reference says which outputs a case has.
+        const refB = ref.backward;
+        const names = bwd.outputs.filter((n) => gcpu[n] !== undefined || refB[n] !== undefined);
+        compareOutputs('backward', names, gcpu, refB, tol('backward'), result);
       }
     }
   } catch (e) {

@@ -262,6 +262,24 @@ void scoreModsArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
                    "and maxSeqK)",
                    std::to_string(bias.length) + " elements");
       mod.bias = bias.data;
+      // Optional output of the backward (a bias with grad): its own strides, the same rows.
+      Napi::Value dv = m.Get("dbias");
+      if (!dv.IsUndefined()) {
+        F32 dbias = f32Arg(dv, name + ".dbias");
+        keep.add(dv);
+        mod.dbBatchStride = intField(m, prefix.c_str(), "dbiasBatchStride", 0);
+        mod.dbHeadStride = intField(m, prefix.c_str(), "dbiasHeadStride", 0);
+        const int64_t dneed = p.batch == 0 || p.maxSeqQ == 0 || p.maxSeqK == 0
+                                  ? 0
+                                  : (p.batch - 1) * mod.dbBatchStride +
+                                        (p.hq - 1) * mod.dbHeadStride +
+                                        (p.maxSeqQ - 1) * mod.rowStride + p.maxSeqK;
+        if (dbias.length < dneed)
+          rangeError(env, name + ".dbias",
+                     "at least " + std::to_string(dneed) + " elements (from the dbias strides)",
+                     std::to_string(dbias.length) + " elements");
+        mod.dbias = dbias.data;
+      }
     } else {
       rangeError(env, name + ".kind",
                  "\"softcap\", \"alibi\" or \"bias\" (the native engine runs the built-in score "

@@ -26,6 +26,12 @@ struct ScoreMod {
   const float* slopes;  // [hq]
   const float* bias;
   int64_t batchStride, headStride, rowStride;
+  // Backward of a bias with grad: dS (the gradient at the score after the scale and the mods'
+  // chain rule, 0 where masked) stored at dbias[b * dbBatchStride + h * dbHeadStride +
+  // i * rowStride + j]; null = none. The caller gives every (b, h) its own elements (a broadcast
+  // bias gets a [B, Hq, R, C] buffer reduced afterwards), so the stores never collide.
+  float* dbias;
+  int64_t dbBatchStride, dbHeadStride;
 };
 
 constexpr int kMaxScoreMods = 8;

@@ -336,6 +336,16 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
     const int64_t gRow = dpad;
     float* g = dqAcc + (task.row + (hh - task.hh0) * s.nq) * dpad;
     const int64_t block = bs != nullptr ? p.bsBlockQ : 0;
+    // A bias with grad (engine.h ScoreMod::dbias): this (b, h)'s plane of dbias, or null.
+    float* dbias = nullptr;
+    int64_t dbRow = 0;
+    for (int32_t t = 0; t < p.numMods; t++) {
+      const ScoreMod& sm = p.mods[t];
+      if (sm.kind == ScoreModKind::kBias && sm.dbias != nullptr) {
+        dbias = sm.dbias + b * sm.dbBatchStride + h * sm.dbHeadStride + j0;
+        dbRow = sm.rowStride;
+      }
+    }
     for (int64_t i0 = rowStart; i0 < rowEnd;) {
       const int64_t i1 = tileEnd(i0, rowEnd, sh.tileQ, block);
       const Vis vis = classifyTile(p, s, bs, i0, i1, j0, j1);
@@ -400,6 +410,12 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
           V ds = V::load(prow + u * V::L) * (V::load(drow + u * V::L) - di);
           ds.store(drow + u * V::L);
         }
+      }
+      if (dbias != nullptr) {
+        // dS is d loss / d bias (the mods before a bias with grad are additive): each
+        // (b, h, i, j) belongs to this one task, so plain stores (masked keys hold 0).
+        for (int64_t i = 0; i < nr; i++)
+          std::copy(sc.ds + i * kBwdBk, sc.ds + i * kBwdBk + kcols, dbias + (i0 + i) * dbRow);
       }
       int64_t c = 0;
       for (; c + kBwdMR <= dv; c += kBwdMR)

@@ -35,6 +35,10 @@ import {
  * Permuted tiles (hooks.permQ / permK): Q, dO, O, LSE rows are read through permQ and K, V
  * rows through permK; dK, dV rows are written at permK, and a Q tile's dQ rows (not a strided
  * block then) are copied into a scratch tile, accumulated there and copied back.
+ * `dBias` (a bias mod with grad, see ../hooks.ts biasGradMod): each tile's dS, the gradient at
+ * the score after the scale and the mods' chain rule (0 at masked keys), is added at the bias's
+ * element of (b, h, tiled i, tiled j); += sums the broadcast dims in this one thread. Elements no
+ * tile reaches (outside every sequence, skipped tiles) keep the caller's zeros.
  */
 export function tiledBackward(
   p: AttentionProblem,
@@ -50,6 +54,7 @@ export function tiledBackward(
   dV: Float32Array,
   bq: number,
   bk: number,
+  dBias?: { data: Float32Array; batchStride: number; headStride: number; rowStride: number },
 ): void {
   const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
   const { pointwise: pw, factor, mods, permQ, permK } = hooks;
@@ -160,6 +165,14 @@ export function tiledBackward(
             if (gm) {
               // Chain rule through the mods (zeros outside the rows' ranges stay zero).
               for (let j = 0, e = rows * bk; j < e; j++) ds[j] = ds[j]! * gm[j]!;
+            }
+            if (dBias) {
+              const db = dBias.data;
+              const base = b * dBias.batchStride + h * dBias.headStride + k0;
+              for (let r = 0; r < rows; r++) {
+                const bo = base + (q0 + r) * dBias.rowStride;
+                for (let c = 0, so = r * bk; c < cols; c++) db[bo + c] = db[bo + c]! + ds[so + c]!;
+              }
             }
             // dV += P^T dO, dK += dS^T (scale Q), dQ += dS K (scaled once at the end).
             gemm(s, 0, 1, bk, gt, 0, dv, 1, dva, 0, dv, cols, dv, rows);

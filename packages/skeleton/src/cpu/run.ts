@@ -11,7 +11,7 @@ import {
   Tensor,
   ValueError,
 } from '@attnkit/tensor';
-import type { TiledHooks } from '../hooks.js';
+import { biasGradMod, type TiledHooks } from '../hooks.js';
 import { planFlashTiles } from '../plan.js';
 import { allocF32 } from './alloc.js';
 import { tiledBackward } from './backward.js';
@@ -246,9 +246,10 @@ export function tiledBackwardTs(
   lse: Tensor | undefined,
   dO: Tensor,
   opts?: TsTileOptions,
-): { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor } {
+): { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor } {
   const { bq, bk } = prepare(p, hooks, q, opts, 'backward');
   const h = compileHooks(p, hooks);
+  const grad = biasGradMod(hooks.scoreMods);
   let O: Float32Array | undefined;
   let LSE: Float32Array | undefined;
   if (!h.pointwise) {
@@ -259,6 +260,9 @@ export function tiledBackwardTs(
   const dQ = allocF32(q.size, 'output');
   const dK = allocF32(k.size, 'output');
   const dV = allocF32(v.size, 'output');
+  // One thread: dS accumulates into dbias itself, broadcast dims included (zeros first: the
+  // elements no tile reaches are 0).
+  const dBias = grad ? allocF32(grad.mod.bias.size, 'output').fill(0) : undefined;
   tiledBackward(
     p,
     h,
@@ -273,13 +277,15 @@ export function tiledBackwardTs(
     dV,
     bq,
     bk,
+    dBias && grad ? { ...grad.mod, data: dBias } : undefined,
   );
-  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor } = {
+  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor } = {
     dq: encodeOutput(dQ, q.shape, q.dtype),
     dk: encodeOutput(dK, k.shape, q.dtype),
     dv: encodeOutput(dV, v.shape, q.dtype),
   };
   if (h.sinks) out.dsinks = Tensor.from(sinkGradients(p, h.sinks, O!, LSE!, G), [p.hq]);
+  if (dBias && grad) out.dbias = Tensor.from(dBias, grad.mod.bias.shape);
   return out;
 }
 

@@ -1,7 +1,7 @@
 import type { AttentionProblem, ResolvedMaskMod } from '@attnkit/attention';
 import type { Tensor } from '@attnkit/tensor';
 import type { UniformField, WgslBinding } from '@attnkit/webgpu';
-import type { TiledHooks } from '../hooks.js';
+import { biasGradLayout, biasGradMod, type TiledHooks } from '../hooks.js';
 
 /**
  * The WGSL side of the skeleton's hooks (../hooks.ts): what the generator needs to know about
@@ -27,6 +27,13 @@ export interface WgslHooks {
    * startQ + i) and `permk` (entry b P.pkBatch + hk P.pkHead + startK + j, uniforms added here).
    */
   permute?: { q: boolean; k: boolean } | undefined;
+  /**
+   * Backward with a bias mod that asks for its gradient (../hooks.ts biasGradMod): the dQ pass
+   * stores dS into the storage binding `dbias` (declared by that kernel only) at
+   * b P.dbBatch + h P.dbHead + i P.dbRow + j (uniforms added here). Absent otherwise, so
+   * kernels without it are unchanged.
+   */
+  dbias?: boolean | undefined;
   /** Bindings the hooks add after the kernel's own, and fields they add to the uniform struct. */
   bindings: readonly WgslBinding[];
   uniforms: readonly UniformField[];
@@ -66,7 +73,7 @@ export function hookResources(
   tiled: TiledHooks,
   maskMod: ResolvedMaskMod | undefined,
   pass: 'forward' | 'backward',
-  p?: Pick<AttentionProblem, 'layout' | 'hkv' | 'maxSeqK' | 'totalK'>,
+  p?: Pick<AttentionProblem, 'layout' | 'hkv' | 'maxSeqK' | 'totalK' | 'batch' | 'hq'>,
 ): HookResources {
   const bindings: WgslBinding[] = [];
   const uniforms: UniformField[] = [];
@@ -119,6 +126,14 @@ export function hookResources(
     uniform('pkHead', 'u32', bhnd ? p.maxSeqK : p.totalK);
   }
   const permute = perm && (perm.q || perm.k) ? { q: !!perm.q, k: !!perm.k } : undefined;
+  const grad = pass === 'backward' ? biasGradMod(tiled.scoreMods) : undefined;
+  if (grad) {
+    if (!p) throw new Error('hookResources: a bias gradient needs the problem (its layout)');
+    const layout = biasGradLayout(p, grad.mod);
+    uniform('dbBatch', 'u32', layout.batchStride);
+    uniform('dbHead', 'u32', layout.headStride);
+    uniform('dbRow', 'u32', grad.mod.rowStride);
+  }
   return {
     hooks: {
       normalize: norm.kind,
@@ -126,6 +141,7 @@ export function hookResources(
       mods,
       maskMod: maskMod ? { name: maskMod.name, wgsl: maskMod.wgsl ?? '' } : undefined,
       ...(permute ? { permute } : {}),
+      ...(grad ? { dbias: true } : {}),
       bindings,
       uniforms,
     },

@@ -23,7 +23,7 @@ import {
   webGpuStorageOf,
 } from '@attnkit/webgpu';
 import { scheduleSplits } from '../cpu/schedule.js';
-import type { TiledHooks } from '../hooks.js';
+import { biasGradLayout, biasGradMod, reduceBiasGrad, type TiledHooks } from '../hooks.js';
 import { type AuxTables, buildAux, buildParams } from './aux.js';
 import { type HookResources, hookResources } from './hooks.js';
 import { packParams } from './params.js';
@@ -567,7 +567,7 @@ export async function tiledBackwardWebGpu(
   lse: Tensor | undefined,
   dO: Tensor,
   opts: WebGpuTileOptions = {},
-): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor }> {
+): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor }> {
   const pr = prepare(p, hooks, q, k, v, opts, 'backward');
   const { ctx } = pr;
   const norm = hooks.normalize;
@@ -608,7 +608,20 @@ export async function tiledBackwardWebGpu(
   const dv = emptyWebGpu(v.shape, pr.dtype, ctx);
   const owned: GpuBuffer[] = [];
   let dsinks: Tensor | undefined;
+  // A bias with grad: the dQ pass stores dS per (b, h) into zeros (pairs it never visits stay
+  // 0): dbias itself when no dim of the bias is broadcast, else a [B, Hq, R, C] buffer that is
+  // read back and summed over the broadcast dims on the CPU (as dsinks), then uploaded.
+  const grad = biasGradMod(hooks.scoreMods);
+  const gradLayout = grad && biasGradLayout(p, grad.mod);
+  let dbias: Tensor | undefined;
+  let dbFull: GpuBuffer | undefined;
+  if (grad && gradLayout?.direct)
+    dbias = toWebGpu(Tensor.from(new Float32Array(grad.mod.bias.size), grad.mod.bias.shape), ctx);
   try {
+    if (grad && gradLayout && !gradLayout.direct) {
+      dbFull = ctx.createFromData(new Float32Array(gradLayout.size), 'flash backward dbias');
+      owned.push(dbFull);
+    }
     const stats = softmax
       ? ctx.createStorageBuffer(lse!.size * 8, 'flash backward stats')
       : undefined;
@@ -641,7 +654,13 @@ export async function tiledBackwardWebGpu(
       },
       {
         program: dqProgram,
-        buffers: bindBuffers(dqKernel.bindings, { ...shared, P: uq, aux: auxq, dq: buf(dq) }),
+        buffers: bindBuffers(dqKernel.bindings, {
+          ...shared,
+          P: uq,
+          aux: auxq,
+          dq: buf(dq),
+          dbias: dbias ? buf(dbias) : dbFull,
+        }),
         workgroups: [Math.ceil(p.maxSeqQ / qp.br), p.hq, p.batch],
         label: 'flash backward dq',
       },
@@ -651,11 +670,24 @@ export async function tiledBackwardWebGpu(
       const rows = new Float32Array(await ctx.readBuffer(stats, lse!.size * 8));
       dsinks = toWebGpu(Tensor.from(sinkGradientsFromStats(p, sinks, rows), [p.hq]), ctx);
     }
+    if (grad && gradLayout && dbFull) {
+      const full = new Float32Array(await ctx.readBuffer(dbFull, gradLayout.size * 4));
+      const sum = reduceBiasGrad(p, grad.mod, full, new Float32Array(grad.mod.bias.size));
+      dbias = toWebGpu(Tensor.from(sum, grad.mod.bias.shape), ctx);
+    }
   } catch (e) {
     for (const t of [dq, dk, dv]) t.dispose();
+    dbias?.dispose();
     throw e;
   } finally {
     for (const b of owned) ctx.pool.release(b);
   }
-  return dsinks ? { dq, dk, dv, dsinks } : { dq, dk, dv };
+  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor } = {
+    dq,
+    dk,
+    dv,
+  };
+  if (dsinks) out.dsinks = dsinks;
+  if (dbias) out.dbias = dbias;
+  return out;
 }

@@ -841,6 +841,28 @@ function LSE_OF(m: string, l: string): string {
   return `bitcast<f32>(bitcast<u32>(${m} * LN2) ^ ${ROUNDED}) + log(${l})`;
 }
 
+/** The gradient of a bias mod with grad (WgslHooks.dbias), written by the dQ pass. */
+const DBIAS: WgslBinding = { name: 'dbias', kind: 'storage', type: 'array<f32>' };
+
+/**
+ * dS of the tile (x, natural units, 0 at masked pairs) stored as the bias's gradient: the dQ
+ * pass visits each (row, key) of a head once, and the host gives every (b, h) its own elements
+ * (WgslHooks.dbias), so plain stores. Padding rows and columns store nothing; pairs of tiles
+ * the band skips keep the host's zeros.
+ */
+function storeDbias(p: WebGpuFlashPlan): string {
+  return tile(p, p.cu, (i, u) =>
+    rep(
+      4,
+      (e) => `{
+      let row = r0 + ${rowOf(p, i)};
+      let col = c0 + (tx + ${u * p.tx}u) * 4u + ${e}u;
+      if (row < nq && col < nk) { dbias[b * P.dbBatch + h * P.dbHead + row * P.dbRow + col] = x_${i}_${u}.${E[e]}; }
+    }`,
+    ),
+  );
+}
+
 /**
  * dQ pass (FA2 backward, the dQ half of Algorithm 2 run as its own pass so no two workgroups
  * write one dQ row): per query tile, over key tiles, S = Q K^T and dP = dO V^T recomputed,
@@ -850,6 +872,7 @@ function LSE_OF(m: string, l: string): string {
 export function dqShader(spec: ShaderSpec): WgslKernel {
   const p = spec.plan;
   const softmax = spec.hooks.normalize === 'softmax';
+  const dbias = spec.hooks.dbias === true;
   const grad = modsHaveGrad(spec.hooks);
   const g = (i: number, u: number) => (grad ? ` * g_${i}_${u}` : '');
   const q: Operand = {
@@ -893,7 +916,12 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
     ${ntGemm(p, 'y', dO, v, 'P.dv')}
     ${scoreCode(spec, false, grad)}
     ${maskCode(spec, false)}
-    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = prob(x_${i}_${u}, vec4<f32>(st${i}.x)) * (y_${i}_${u} - vec4<f32>(st${i}.y))${g(i, u)};` : `x_${i}_${u} = y_${i}_${u} * ${pointwiseFn(spec.hooks)}(x_${i}_${u}).dw${g(i, u)};`))}
+    ${tile(p, p.cu, (i, u) => (softmax ? `x_${i}_${u} = prob(x_${i}_${u}, vec4<f32>(st${i}.x)) * (y_${i}_${u} - vec4<f32>(st${i}.y))${g(i, u)};` : `x_${i}_${u} = y_${i}_${u} * ${pointwiseFn(spec.hooks)}(x_${i}_${u}).dw${g(i, u)};`))}${
+      dbias
+        ? `
+    ${storeDbias(p)}`
+        : ''
+    }
     ${writeZ(p, 'x')}
     workgroupBarrier();
     ${nnGemm(p, 'acc', k, 'P.d', p.wuD)}`;
@@ -916,6 +944,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
     AUX,
     tensorBinding('storage', 'dq', spec.dtype, spec.vecD),
     ...spec.hooks.bindings,
+    ...(dbias ? [DBIAS] : []),
   ];
   const code = `${header(spec, bindings, true, false)}
 ${rangeFns(false)}${softmax ? `\n${STAT}` : ''}
