@@ -12,7 +12,12 @@ for (const name of readdirSync(packages))
   alias[`@attnkit/${name}`] = join(packages, name, 'src/index.ts');
 
 await build({
-  entryPoints: [join(here, 'bench-webgpu.ts'), join(here, 'bench-hstu.ts')],
+  entryPoints: [
+    join(here, 'bench-webgpu.ts'),
+    join(here, 'bench-hstu.ts'),
+    // The CLI too, for `attnkit info` on the device (native is not there: it says so).
+    { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
+  ],
   outdir: join(here, 'dist'),
   outExtension: { '.js': '.mjs' },
   bundle: true,
@@ -23,4 +28,4 @@ await build({
   alias,
   logLevel: 'warning',
 });
-console.log('built benchmarks/gpu/dist/bench-webgpu.mjs, bench-hstu.mjs');
+console.log('built benchmarks/gpu/dist/bench-webgpu.mjs, bench-hstu.mjs, attnkit.mjs');
