@@ -63,6 +63,8 @@ export interface FlashAttentionGrads {
   dv: Tensor;
   /** With `sinks`: d loss / d sink, f32 [Hq]. */
   dsinks?: Tensor;
+  /** With `scoreBias(bias, { grad: true })`: d loss / d bias, f32 in the bias's shape. */
+  dbias?: Tensor;
 }
 
 function softmaxHook(p: AttentionProblem, options: FlashAttentionOptions) {
