@@ -322,3 +322,69 @@ describe.runIf(base)('hooks: edges', () => {
     expect(Tensor.from(lse, [2, 2, 20]).toFloat32Array().every(Number.isFinite)).toBe(true);
   });
 });
+
+describe('bias gradient output (scoreMods[n].dbias)', () => {
+  test('stores dS per (b, h): dQ = scale dS K, 0 at masked pairs; a short dbias is a RangeError', async () => {
+    const rng = new Rng(17);
+    const [B, H, Nq, Nk, D] = [2, 2, 13, 17, 8];
+    const q = rng.randn([B, H, Nq, D]);
+    const k = rng.randn([B, H, Nk, D]);
+    const v = rng.randn([B, H, Nk, D]);
+    const dO = rng.randn([B, H, Nq, D]);
+    const bias = rng.randn([B, H, Nq, Nk]);
+    const { resolveAttentionProblem } = await import('@attnkit/attention');
+    const p = resolveAttentionProblem(q, k, v, { causal: true });
+    const dbias = new Float32Array(B * H * Nq * Nk);
+    const mod: NativeScoreMod = {
+      kind: 'bias',
+      bias: bias.toFloat32Array(),
+      batchStride: H * Nq * Nk,
+      headStride: Nq * Nk,
+      rowStride: Nk,
+      dbias,
+      dbiasBatchStride: H * Nq * Nk,
+      dbiasHeadStride: Nq * Nk,
+    };
+    const np: NativeAttentionProblem = { ...p, scoreMods: [mod] };
+    const [Q, K, V, G] = [q, k, v, dO].map((t) => t.toFloat32Array()) as Float32Array[];
+    const o = poisoned(B * H * Nq * D);
+    const lse = poisoned(B * H * Nq);
+    await base!.run('attention.forward', np, { q: Q!, k: K!, v: V! }, { o, lse });
+    const dq = poisoned(Q!.length);
+    const dk = poisoned(K!.length);
+    const dv = poisoned(V!.length);
+    await base!.run(
+      'attention.backward',
+      np,
+      { q: Q!, k: K!, v: V!, o, lse, dO: G! },
+      { dq, dk, dv },
+    );
+    let worst = 0;
+    for (let b = 0; b < B; b++)
+      for (let h = 0; h < H; h++)
+        for (let i = 0; i < Nq; i++) {
+          const row = ((b * H + h) * Nq + i) * Nk;
+          for (let j = 0; j < Nk; j++) {
+            // Bottom-right causal: key j is allowed iff j <= i + Nk - Nq.
+            if (j > i + Nk - Nq) expect(Math.abs(dbias[row + j]!)).toBe(0);
+          }
+          for (let c = 0; c < D; c++) {
+            let s = 0;
+            for (let j = 0; j < Nk; j++) s += dbias[row + j]! * K![((b * H + h) * Nk + j) * D + c]!;
+            const want = p.scale * s;
+            const got = dq[((b * H + h) * Nq + i) * D + c]!;
+            worst = Math.max(worst, Math.abs(got - want) / Math.max(1, Math.abs(want)));
+          }
+        }
+    expect(worst).toBeLessThanOrEqual(1e-5);
+    const short = { ...np, scoreMods: [{ ...mod, dbias: new Float32Array(10) }] };
+    await expect(
+      base!.run(
+        'attention.backward',
+        short,
+        { q: Q!, k: K!, v: V!, o, lse, dO: G! },
+        { dq, dk, dv },
+      ),
+    ).rejects.toThrow(/scoreMods\[0\]\.dbias/);
+  });
+});
