@@ -50,3 +50,12 @@ export type {
   WebGpuTileConfig,
 } from './webgpu/plan.js';
 export { planWebGpuFlash } from './webgpu/plan.js';
+export {
+  describeTcPlan,
+  planTensorCoreTiles,
+  TC_MAX_MATRICES_PER_SIDE,
+  TC_REGISTER_BUDGET_FLOATS,
+  type TcPass,
+  type TcPlanInput,
+  type TcTilePlan,
+} from './webgpu/tc-plan.js';
