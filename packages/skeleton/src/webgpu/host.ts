@@ -278,8 +278,16 @@ function spec(pr: Prepared, plan: WebGpuFlashPlan): ShaderSpec {
   };
 }
 
-/** The kernel's pipeline (cached by its code and layout). */
-function compile(ctx: WebGpuContext, kernel: WgslKernel, label: string): Promise<CompiledProgram> {
+/**
+ * The kernel's pipeline (cached by its code and layout); `config` (its tile plan) is named in a
+ * PipelineTimeoutError should the compile not come back in time.
+ */
+function compile(
+  ctx: WebGpuContext,
+  kernel: WgslKernel,
+  label: string,
+  config?: unknown,
+): Promise<CompiledProgram> {
   const max = ctx.limits.maxStorageBuffersPerShaderStage;
   const n = storageBindingCount(kernel.bindings);
   if (n > max) {
@@ -288,7 +296,12 @@ function compile(ctx: WebGpuContext, kernel: WgslKernel, label: string): Promise
       'scoreMod',
     );
   }
-  return ctx.pipelines.get({ code: kernel.code, bindings: bindingKinds(kernel.bindings), label });
+  return ctx.pipelines.get({
+    code: kernel.code,
+    bindings: bindingKinds(kernel.bindings),
+    label,
+    config,
+  });
 }
 
 /** Uniform and aux buffers of one launch; released to the pool once the work is queued. */
@@ -376,7 +389,7 @@ export async function tiledForwardWebGpu(
   const fp = plan(pr, 'forward', opts);
   if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
   const kernel = forwardShader(spec(pr, fp));
-  const program = await compile(ctx, kernel, 'flash-attention forward');
+  const program = await compile(ctx, kernel, 'flash-attention forward', fp);
   const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
   const lse = hooks.normalize.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
   const owned: GpuBuffer[] = [];
@@ -429,8 +442,8 @@ async function splitKForward(
   const kernel = forwardShader(s);
   const combine = combineShader(s);
   const [program, combineProgram] = await Promise.all([
-    compile(ctx, kernel, 'flash-attention forward split-K'),
-    compile(ctx, combine, 'flash-attention split-K combine'),
+    compile(ctx, kernel, 'flash-attention forward split-K', fp),
+    compile(ctx, combine, 'flash-attention split-K combine', fp),
   ]);
   const rows = p.lseShape.reduce((a, x) => a * x, 1);
   const accBytes = rows * splits * p.dv * 4;
@@ -600,8 +613,8 @@ export async function tiledBackwardWebGpu(
   const dkdvKernel = dkdvShader(spec(pr, kp));
   const [statsProgram, dqProgram, dkdvProgram] = await Promise.all([
     statsKernel && compile(ctx, statsKernel, 'flash-attention backward stats'),
-    compile(ctx, dqKernel, 'flash-attention dq'),
-    compile(ctx, dkdvKernel, 'flash-attention dk dv'),
+    compile(ctx, dqKernel, 'flash-attention dq', qp),
+    compile(ctx, dkdvKernel, 'flash-attention dk dv', kp),
   ]);
   const dq = emptyWebGpu(q.shape, pr.dtype, ctx);
   const dk = emptyWebGpu(k.shape, pr.dtype, ctx);
