@@ -34,6 +34,36 @@ describe('hstuAttention / hstuAttentionBackward', () => {
     }
   });
 
+  test('mask options: the default cpu backend (ts; native declines them) matches the reference', async () => {
+    const masked: HstuAttentionOptions = {
+      ...options,
+      numTargets: [3, 0, 27],
+      contextualSeqLen: 2,
+      maxAttnLen: 4,
+      minFullAttnSeqLen: 1,
+    };
+    const { o } = await hstuAttention(q, k, v, masked);
+    const ref = hstuAttentionReference(q, k, v, masked);
+    expect(accuracy(o, ref.o).relL2).toBeLessThanOrEqual(tol);
+    const dO = rng.randn([40, 2, 24]);
+    const g = await hstuAttentionBackward(q, k, v, dO, masked);
+    const rg = hstuAttentionReferenceBackward(q, k, v, dO, masked);
+    for (const n of ['dq', 'dk', 'dv'] as const)
+      expect(accuracy(g[n], rg[n]).relL2, n).toBeLessThanOrEqual(tol);
+    await expect(hstuAttention(q, k, v, { ...masked, backend: 'native' })).rejects.toThrow(
+      /numTargets \/ contextualSeqLen \/ maxAttnLen/,
+    );
+    // All-zero numTargets (and no other option) is no mask: every backend runs it.
+    const none = await hstuAttention(q, k, v, {
+      ...options,
+      numTargets: [0, 0, 0],
+      backend: 'native',
+    });
+    expect(accuracy(none.o, hstuAttentionReference(q, k, v, options).o).relL2).toBeLessThanOrEqual(
+      tol,
+    );
+  });
+
   test('f16 inputs give f16 outputs on every cpu backend', async () => {
     const h = (t: typeof q) => t.astype('f16');
     for (const backend of ['ts', 'native'] as const) {

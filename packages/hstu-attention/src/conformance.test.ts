@@ -85,6 +85,35 @@ function withRab(
   return { ...o, rab };
 }
 
+/**
+ * generative-recommenders' mask options for a jagged case: per-sequence numTargets drawn from
+ * 0, the whole length and values between (an empty sequence gets 0), a contextual prefix, a
+ * window (maxAttnLen) with minFullAttnSeqLen, as the set asks.
+ */
+function withMask(
+  rng: Rng,
+  o: ConformanceOptions,
+  m: { targets?: boolean; contextual?: boolean; window?: boolean } = {},
+): ConformanceOptions {
+  const so = o.seqOffsets as Int32Array;
+  const out: ConformanceOptions = { ...o };
+  if (m.targets) {
+    const nt: number[] = [];
+    for (let b = 0; b + 1 < so.length; b++) {
+      const len = so[b + 1]! - so[b]!;
+      const pick = rng.int(0, 4);
+      nt.push(pick === 0 ? 0 : pick === 1 ? len : rng.int(0, len + 1));
+    }
+    out.numTargets = Int32Array.from(nt);
+  }
+  if (m.contextual) out.contextualSeqLen = rng.int(1, 7);
+  if (m.window) {
+    out.maxAttnLen = rng.int(1, 12);
+    out.minFullAttnSeqLen = rng.int(0, 6);
+  }
+  return out;
+}
+
 const SETS: readonly GridSet[] = [
   { name: 'causal', heads: 'mha', options: (rng, d) => jagged(rng, d) },
   {
@@ -142,6 +171,50 @@ const SETS: readonly GridSet[] = [
       ...withRab(rng, jagged(rng, d, { empty: true }), d.hq, { batch: true, heads: true }),
       numSplits: rng.int(2, 5),
     }),
+  },
+  {
+    name: 'numTargets (0, whole lengths), an empty sequence',
+    heads: 'mha',
+    options: (rng, d) =>
+      withMask(rng, jagged(rng, d, { empty: true, batch: [2, 5] }), { targets: true }),
+  },
+  {
+    name: 'contextualSeqLen and numTargets',
+    heads: 'mha',
+    options: (rng, d) =>
+      withMask(rng, jagged(rng, d, { batch: [2, 4] }), { targets: true, contextual: true }),
+  },
+  {
+    name: 'maxAttnLen, minFullAttnSeqLen and numTargets, odd tiles',
+    heads: 'mha',
+    options: (rng, d) => ({
+      ...withMask(rng, jagged(rng, d, { empty: true }), { targets: true, window: true }),
+      blockQ: rng.int(1, 40),
+      blockK: rng.int(1, 40),
+    }),
+  },
+  {
+    name: 'every mask option, not causal, split-K',
+    heads: 'mha',
+    options: (rng, d) => ({
+      ...withMask(rng, jagged(rng, d, { empty: true }), {
+        targets: true,
+        contextual: true,
+        window: true,
+      }),
+      causal: false,
+      numSplits: rng.int(2, 5),
+    }),
+  },
+  {
+    name: 'every mask option with rab [B, H]',
+    heads: 'mha',
+    options: (rng, d) =>
+      withMask(rng, withRab(rng, jagged(rng, d, { batch: [2, 4] }), d.hq), {
+        targets: true,
+        contextual: true,
+        window: true,
+      }),
   },
 ];
 
@@ -255,6 +328,54 @@ const spec: ConformanceSpec = {
       options: { cuSeqlensQ: [0, 9, 20] },
       error: ValueError,
       argument: 'cuSeqlensQ',
+    },
+    {
+      name: 'numTargets negative',
+      options: { numTargets: [-1, 0] },
+      error: ValueError,
+      argument: 'numTargets',
+    },
+    {
+      name: 'numTargets above its sequence length',
+      options: { numTargets: [0, 12] },
+      error: ValueError,
+      argument: 'numTargets',
+    },
+    {
+      name: 'numTargets not integers',
+      options: { numTargets: [1.5, 0] },
+      error: ValueError,
+      argument: 'numTargets',
+    },
+    {
+      name: 'numTargets of the wrong length',
+      options: { numTargets: [1, 2, 3] },
+      error: ValueError,
+      argument: 'numTargets',
+    },
+    {
+      name: 'numTargets not an array',
+      options: { numTargets: 3 },
+      error: ValueError,
+      argument: 'numTargets',
+    },
+    {
+      name: 'contextualSeqLen negative',
+      options: { contextualSeqLen: -1 },
+      error: ValueError,
+      argument: 'contextualSeqLen',
+    },
+    {
+      name: 'maxAttnLen not an integer',
+      options: { maxAttnLen: 2.5 },
+      error: ValueError,
+      argument: 'maxAttnLen',
+    },
+    {
+      name: 'minFullAttnSeqLen negative',
+      options: { minFullAttnSeqLen: -2 },
+      error: ValueError,
+      argument: 'minFullAttnSeqLen',
     },
     {
       name: 'k with fewer heads (HSTU has no GQA)',

@@ -1,5 +1,5 @@
 import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
-import { defineTiledFamily, type TiledOptions } from '@attnkit/skeleton';
+import { defineTiledFamily, type HstuMaskHook, type TiledOptions } from '@attnkit/skeleton';
 import {
   DeviceError,
   DTypeError,
@@ -40,7 +40,22 @@ export interface HstuAttentionOptions
    * within sequence b; on q's device. The backward then also returns `drab`.
    */
   rab?: Tensor;
+  /**
+   * Per sequence (length B): how many of its last tokens are targets (candidates), each in
+   * [0, its length]. A target attends to the history and to itself, not to other targets; the
+   * history never sees a target. Default: none (0 everywhere).
+   */
+  numTargets?: Int32Array | readonly number[];
+  /** Length of the contextual prefix (user features) every token sees; the prefix sees the whole history. Default 0. */
+  contextualSeqLen?: number;
+  /** Local window in (shifted) positions: j sees back at most this far; 0 (default) means none. */
+  maxAttnLen?: number;
+  /** With maxAttnLen > 0: the last rows of the history (and the targets) that ignore the window. Default 0. */
+  minFullAttnSeqLen?: number;
 }
+
+/** The mask options (generative-recommenders' numTargets, contextualSeqLen, maxAttnLen, minFullAttnSeqLen). */
+const MASK_OPTIONS = ['numTargets', 'contextualSeqLen', 'maxAttnLen', 'minFullAttnSeqLen'];
 
 /** Options the skeleton derives from HSTU's (seqOffsets, alpha): passing them is a typo. */
 const DERIVED = ['scale', 'layout', 'cuSeqlensQ', 'cuSeqlensK'];
@@ -81,6 +96,69 @@ function checkOffsets(x: unknown, total: number): Int32Array {
   return Int32Array.from(a as ArrayLike<number>);
 }
 
+function checkCount(x: unknown, name: string): number {
+  if (x === undefined) return 0;
+  if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > 0x7fffffff)
+    fail(ValueError, name, 'a non-negative integer', describe(x));
+  return x;
+}
+
+/**
+ * The mask options as the skeleton's HSTU mask hook (typed errors naming the option, in the
+ * reference's terms), or undefined when none is active (no targets, no prefix, no window: the
+ * plain causal / full band, at no cost). `offsets` are the validated seqOffsets.
+ */
+function maskOf(
+  o: HstuAttentionOptions,
+  offsets: Int32Array,
+  causal: boolean,
+): HstuMaskHook | undefined {
+  const batch = offsets.length - 1;
+  const numTargets = new Int32Array(batch);
+  const nt = o.numTargets as unknown;
+  if (nt !== undefined) {
+    if (!(nt instanceof Int32Array) && !Array.isArray(nt))
+      fail(
+        ValueError,
+        'numTargets',
+        `an Int32Array or number[] of length B = ${batch}`,
+        describe(nt),
+      );
+    const a = nt as ArrayLike<unknown>;
+    if (a.length !== batch)
+      fail(
+        ValueError,
+        'numTargets',
+        `length B = ${batch} (one per sequence)`,
+        `length ${a.length}`,
+      );
+    for (let b = 0; b < batch; b++) {
+      const t = a[b];
+      const len = offsets[b + 1]! - offsets[b]!;
+      if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > len)
+        fail(
+          ValueError,
+          'numTargets',
+          `integers in [0, sequence length] (sequence ${b} has length ${len})`,
+          `${describe(t)} at ${b}`,
+        );
+      numTargets[b] = t;
+    }
+  }
+  const contextual = checkCount(o.contextualSeqLen, 'contextualSeqLen');
+  const maxAttnLen = checkCount(o.maxAttnLen, 'maxAttnLen');
+  const minFull = checkCount(o.minFullAttnSeqLen, 'minFullAttnSeqLen');
+  if (contextual === 0 && maxAttnLen === 0 && numTargets.every((t) => t === 0)) return undefined;
+  return { kind: 'hstu', numTargets, contextual, maxAttnLen, minFull, causal };
+}
+
+/** Whether raw options set an active mask option (the registry's declines read it unvalidated). */
+function maskActive(o: Readonly<Record<string, unknown>>): boolean {
+  const nt = o.numTargets as ArrayLike<unknown> | undefined;
+  if (nt && typeof nt === 'object' && Array.from(nt).some((t) => t !== 0)) return true;
+  return [o.contextualSeqLen, o.maxAttnLen].some((x) => x !== undefined && x !== 0);
+}
+
 /**
  * HSTU's options as the skeleton's: q, k [L, H, D] and v [L, H, Dv] (one head count: HSTU has
  * no GQA) are THD tensors with cuSeqlensQ = cuSeqlensK = seqOffsets, alpha the scale, causal
@@ -119,14 +197,18 @@ function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): Tile
     fail(ValueError, 'alpha', 'a finite number', describe(alpha));
   const causal = (o.causal as unknown) ?? true;
   if (typeof causal !== 'boolean') fail(ValueError, 'causal', 'a boolean', describe(causal));
+  const mask = maskOf(o, offsets, causal);
   const { seqOffsets: _s, maxSeqLen: _n, alpha: _a, rab: _r, ...rest } = o;
   return {
+    // The mask options stay (the registry's declines read them); the skeleton ignores them.
     ...rest,
     layout: 'THD',
     cuSeqlensQ: offsets,
     cuSeqlensK: offsets,
     scale: alpha,
-    causal,
+    // The band must contain the mask (HstuMaskHook (b)): a contextual prefix's rows see later
+    // tokens, so with one there is no band and the mask's rule does all the masking.
+    causal: causal && (mask === undefined || mask.contextual === 0),
   };
 }
 
@@ -169,12 +251,19 @@ const family = defineTiledFamily<HstuAttentionOptions>({
   family: 'hstu',
   // w = silu(s) / maxSeqLen (toTiled has checked maxSeqLen).
   normalize: (_p: AttentionProblem, o) => ({ kind: 'silu', factor: 1 / o.maxSeqLen }),
-  extraOptions: ['seqOffsets', 'maxSeqLen', 'alpha', 'rab'],
+  extraOptions: ['seqOffsets', 'maxSeqLen', 'alpha', 'rab', ...MASK_OPTIONS],
   omitOptions: DERIVED,
   forwardOutputs: ['o'], // no LSE
   toTiled,
   scoreMods: rabMod,
   biasGradOutput: 'drab',
+  // toTiled has validated the options: this only rebuilds the hook from them.
+  mask: (_p, o) =>
+    maskOf(o, Int32Array.from(o.seqOffsets as ArrayLike<number>), (o.causal as boolean) ?? true),
+  declines: (backend, _pass, o) =>
+    backend !== 'ts' && maskActive(o)
+      ? `the ${backend} kernels do not implement HSTU's numTargets / contextualSeqLen / maxAttnLen masks yet (ts does)`
+      : undefined,
 });
 
 /**

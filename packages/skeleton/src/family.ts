@@ -12,11 +12,12 @@ import {
   resolveScoreMods,
   type ScoreMod,
   selectKernel,
+  UnsupportedError,
 } from '@attnkit/attention';
 import { describe, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
 import type { GpuProfiler } from '@attnkit/webgpu';
 import { tiledBackwardTs, tiledForwardTs } from './cpu/run.js';
-import { biasGradMod, type NormalizeHook, type TiledHooks } from './hooks.js';
+import { biasGradMod, type HstuMaskHook, type NormalizeHook, type TiledHooks } from './hooks.js';
 import {
   loadNativeBackend,
   nativeAvailable,
@@ -130,6 +131,21 @@ export interface TiledFamilyDef<O extends TiledOptions> {
    * backward returns it as `dbias`, unlisted.
    */
   biasGradOutput?: string;
+  /**
+   * The family's built-in mask hook from its own options (e.g. HSTU's numTargets /
+   * contextualSeqLen / maxAttnLen, see HstuMaskHook), validated here with typed errors;
+   * undefined when no mask option is active (the plain band path).
+   */
+  mask?: (p: AttentionProblem, options: O) => HstuMaskHook | undefined;
+  /**
+   * Why `backend` cannot run these (raw or toTiled) options, beyond the skeleton's own reasons;
+   * the registry then selects another backend (e.g. HSTU's masks run on ts only for now).
+   */
+  declines?: (
+    backend: TiledBackend,
+    pass: KernelPass,
+    options: Readonly<Record<string, unknown>>,
+  ) => string | undefined;
 }
 
 export interface TiledFamily<O extends TiledOptions> {
@@ -350,6 +366,13 @@ async function runOn(
   options: TiledOptions,
 ): Promise<KernelTensors> {
   const { p, hooks } = r;
+  // Only the TS kernels implement the built-in mask hook; the others would ignore it.
+  if (hooks.mask && backend !== 'ts')
+    throw new UnsupportedError(
+      `backend: '${backend}' cannot run the ${hooks.mask.kind} mask (numTargets / contextualSeqLen / maxAttnLen): only the ts backend implements it`,
+      'backend',
+      { [backend]: `no ${hooks.mask.kind} mask` },
+    );
   if (pass === 'forward') {
     const res =
       backend === 'ts'
@@ -390,6 +413,8 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     // Typed error now (not only in a backward) for a bias grad the kernels cannot give.
     biasGradMod(scoreMods);
     const hooks: TiledHooks = { normalize: def.normalize(p, fo), scoreMods };
+    const mask = def.mask?.(p, fo);
+    if (mask) hooks.mask = mask;
     if (o.numSplits !== undefined && o.numSplits > 1)
       hooks.schedule = { kind: 'splitK', splits: o.numSplits };
     const permute = resolvePermute(o.permute, p);
@@ -411,7 +436,10 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
         backend,
         ...BACKENDS[backend],
         available: backend === 'native' ? nativeAvailable : undefined,
-        supports: (req: KernelRequest) => declines(backend, pass, req.options) ?? true,
+        supports: (req: KernelRequest) =>
+          declines(backend, pass, req.options) ??
+          def.declines?.(backend, pass, req.options) ??
+          true,
         outputs: pass === 'forward' ? def.forwardOutputs : backwardOutputs,
         run: async (t, options) => {
           const r = resolve(t, options);

@@ -56,8 +56,69 @@ export function isPointwise(n: NormalizeHook | undefined): boolean {
  */
 export type ScheduleHook = { kind: 'band' } | { kind: 'splitK'; splits: number };
 
+/**
+ * Built-in mask hook: generative-recommenders' HSTU masks (issue 10 item 3), one rule per
+ * sequence of a jagged batch. Design:
+ *
+ * (a) Element rule: `hstuMaskAllowed(mask, b, i, j, n)` with i, j positions within sequence b
+ *     (n its length, Nq = Nk) is exactly @attnkit/attention's `hstuAllowed(i, j, n, {causal,
+ *     numTargets: numTargets[b], contextualSeqLen: contextual, maxAttnLen, minFullAttnSeqLen:
+ *     minFull})` (same integer arithmetic, re-typed here so the skeleton has no reference import).
+ *     The rule is complete by itself: it includes the causal direction, so the problem's band
+ *     only has to be a superset of it.
+ * (b) Tile classification (conservative: never skips an allowed pair). The family passes the
+ *     problem's band as the superset: the causal band (j <= i) when `causal` and no contextual
+ *     prefix (every HSTU mask is then a subset of j <= i: targets and windows only remove
+ *     pairs), and no band at all (every key) when `causal` is false or contextual > 0 (the
+ *     prefix rows r == 0 see later history tokens, j > i). Tiles the band skips are skipped;
+ *     every tile the band visits is PARTIAL: the element rule runs on every pair of it (masked
+ *     score -inf: weight 0, dS 0). Skipping tiles by the window (maxAttnLen) or by the target
+ *     block is left for later; it only saves work.
+ * A hook is built only when a mask option is active (some numTargets > 0, contextual > 0 or
+ * maxAttnLen > 0): without one the problem runs the plain band path, at no cost.
+ * Backends: ts implements it (cpu/scores.ts applyHstuMask, forward FA1/FA2 and backward);
+ * native and webgpu decline the options (family.ts `declines`), so auto-selection picks ts.
+ */
+export interface HstuMaskHook {
+  kind: 'hstu';
+  /** Targets per sequence (length B), each in [0, its length]. */
+  numTargets: Int32Array;
+  /** contextualSeqLen (0: none). */
+  contextual: number;
+  /** maxAttnLen (0: no window). */
+  maxAttnLen: number;
+  /** minFullAttnSeqLen (read only with maxAttnLen > 0). */
+  minFull: number;
+  /** The rule's direction (the problem's band may be wider, see above). */
+  causal: boolean;
+}
+
+/** `hstuAllowed` of @attnkit/attention for sequence b of length n (see HstuMaskHook). */
+export function hstuMaskAllowed(
+  mask: HstuMaskHook,
+  b: number,
+  i: number,
+  j: number,
+  n: number,
+): boolean {
+  const c = mask.contextual;
+  const m = mask.maxAttnLen;
+  const f = mask.minFull;
+  const top = (c > 0 ? n - c + 1 : n) - mask.numTargets[b]!;
+  const r = Math.min(c > 0 ? Math.max(i - c + 1, 0) : i, top);
+  const s = Math.min(c > 0 ? Math.max(j - c + 1, 0) : j, top);
+  let d = r - s;
+  if (!mask.causal) d = Math.abs(d);
+  let ok = i === j || d > 0;
+  if (m > 0) ok = ok && (d <= m || (f > 0 && r >= top - f));
+  if (c > 0) ok = ok || (r === 0 && s < top);
+  return ok;
+}
+
 export interface TiledHooks {
   normalize: NormalizeHook;
+  /** Built-in HSTU mask, on top of the problem's band (absent: none); see HstuMaskHook. */
+  mask?: HstuMaskHook | undefined;
   scoreMods: readonly ResolvedScoreMod[];
   /** Key-tile work schedule of the forward (absent = 'band'); see ScheduleHook. */
   schedule?: ScheduleHook | undefined;

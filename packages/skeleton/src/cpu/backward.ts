@@ -1,6 +1,7 @@
 import { type AttentionProblem, kBase, lseBase, permKBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import {
+  applyHstuMask,
   applyMaskMod,
   applyScoreMods,
   CPU_SOFTMAX,
@@ -128,6 +129,8 @@ export function tiledBackward(
             if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
               applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, gm);
             }
+            if (hooks.mask)
+              applyHstuMask(hooks.mask, b, p.seqK[b]!, q0, rows, k0, s, bk, lo, hi, gm);
             if (pw) {
               for (let r = 0; r < rows; r++) {
                 const so = r * bk;

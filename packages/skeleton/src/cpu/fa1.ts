@@ -1,6 +1,12 @@
 import { type AttentionProblem, kBase, lseBase, permKBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
-import { applyMaskMod, applyScoreMods, CPU_SOFTMAX, type CpuHooks } from './scores.js';
+import {
+  applyHstuMask,
+  applyMaskMod,
+  applyScoreMods,
+  CPU_SOFTMAX,
+  type CpuHooks,
+} from './scores.js';
 import {
   allFinite,
   classifyTile,
@@ -95,6 +101,8 @@ export function fa1Forward(
           if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
             applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
           }
+          if (hooks.mask)
+            applyHstuMask(hooks.mask, b, p.seqK[b]!, q0, rows, k0, s, bk, lo, hi, undefined);
           for (let r = 0; r < rows; r++) {
             const jlo = lo[r]!;
             const jhi = hi[r]!;

@@ -9,6 +9,7 @@ import {
 import { allocF32, allocI32 } from './alloc.js';
 import { combinePartials, splitKeyTiles } from './schedule.js';
 import {
+  applyHstuMask,
   applyMaskMod,
   applyScoreMods,
   CPU_SOFTMAX,
@@ -95,6 +96,7 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
     if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
       applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
     }
+    if (hooks.mask) applyHstuMask(hooks.mask, b, nk, q0, rows, k0, s, bk, lo, hi, undefined);
     if (pw) {
       for (let r = 0; r < rows; r++) {
         const so = r * bk;

@@ -1,6 +1,11 @@
 import type { AttentionProblem, ResolvedMaskMod, ResolvedScoreMod } from '@attnkit/attention';
 import { describe, ValueError } from '@attnkit/tensor';
-import type { PointwiseKind, TiledHooks } from '../hooks.js';
+import {
+  type HstuMaskHook,
+  hstuMaskAllowed,
+  type PointwiseKind,
+  type TiledHooks,
+} from '../hooks.js';
 import { scheduleSplits } from './schedule.js';
 
 /**
@@ -46,6 +51,8 @@ export interface CpuHooks {
   permQ?: Int32Array | undefined;
   /** Likewise for the keys: [B, Hkv, Nk] or [Hkv, totalK] (slice offset: @attnkit/attention permKBase). */
   permK?: Int32Array | undefined;
+  /** Built-in HSTU mask (HstuMaskHook): its element rule runs on every visited tile. */
+  mask?: HstuMaskHook | undefined;
 }
 
 /** Plain softmax, no mods. */
@@ -122,7 +129,22 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
   if (permute !== undefined && (permute === null || typeof permute !== 'object')) {
     bad('hooks.permute', '{ q?, k? } Int32Array index arrays', permute);
   }
+  const mask = hooks.mask;
+  if (mask !== undefined) {
+    if (
+      mask === null ||
+      mask.kind !== 'hstu' ||
+      !(mask.numTargets instanceof Int32Array) ||
+      mask.numTargets.length !== p.batch
+    )
+      bad(
+        'hooks.mask',
+        `{ kind: "hstu", numTargets: Int32Array of length B = ${p.batch}, ... }`,
+        mask,
+      );
+  }
   return {
+    mask,
     pointwise,
     bias,
     factor,
@@ -265,6 +287,36 @@ export function applyMaskMod(
     const i = q0 + r;
     for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
       if (!test(b, h, i, k0 + c)) {
+        s[so + c] = Number.NEGATIVE_INFINITY;
+        if (g) g[so + c] = 0;
+      }
+    }
+  }
+}
+
+/**
+ * The HSTU mask hook's element rule on rows [0, rows) of a visited tile (positions q0 + r,
+ * k0 + c within sequence b of length n): pairs it refuses get score -inf (weight 0) and, with
+ * `g` (the backward's mod derivative), g = 0. Every visited tile runs it (HstuMaskHook (b)).
+ */
+export function applyHstuMask(
+  mask: HstuMaskHook,
+  b: number,
+  n: number,
+  q0: number,
+  rows: number,
+  k0: number,
+  s: Float32Array,
+  ld: number,
+  lo: Int32Array,
+  hi: Int32Array,
+  g: Float32Array | undefined,
+): void {
+  for (let r = 0; r < rows; r++) {
+    const so = r * ld;
+    const i = q0 + r;
+    for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
+      if (!hstuMaskAllowed(mask, b, i, k0 + c, n)) {
         s[so + c] = Number.NEGATIVE_INFINITY;
         if (g) g[so + c] = 0;
       }
