@@ -261,8 +261,8 @@ const family = defineTiledFamily<HstuAttentionOptions>({
   mask: (_p, o) =>
     maskOf(o, Int32Array.from(o.seqOffsets as ArrayLike<number>), (o.causal as boolean) ?? true),
   declines: (backend, _pass, o) =>
-    backend !== 'ts' && maskActive(o)
-      ? `the ${backend} kernels do not implement HSTU's numTargets / contextualSeqLen / maxAttnLen masks yet (ts does)`
+    backend === 'webgpu' && maskActive(o)
+      ? "the WGSL kernels do not implement HSTU's numTargets / contextualSeqLen / maxAttnLen masks yet (ts and native do)"
       : undefined,
 });
 

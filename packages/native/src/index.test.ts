@@ -309,6 +309,34 @@ describe.runIf(base)(
       ).rejects.toThrow(/^problem\.blockSparse\.nbq/);
     });
 
+    test('problem.hstuMask: square sequences, numTargets per batch entry, counts', async () => {
+      const hm = {
+        numTargets: Int32Array.of(3),
+        contextual: 1,
+        maxAttnLen: 2,
+        minFull: 0,
+        causal: true,
+      };
+      const sq = { ...p, seqK: Int32Array.of(10) };
+      await expect(fwd({ ...p, hstuMask: hm })).rejects.toThrow(
+        /^problem\.seqK\[0\]: expected seqQ \(the HSTU mask is square per sequence\)/,
+      );
+      await expect(fwd({ ...sq, hstuMask: { ...hm, numTargets: [3] } })).rejects.toThrow(TypeError);
+      await expect(
+        fwd({ ...sq, hstuMask: { ...hm, numTargets: Int32Array.of(1, 2) } }),
+      ).rejects.toThrow(/^problem\.hstuMask\.numTargets/);
+      await expect(
+        fwd({ ...sq, hstuMask: { ...hm, numTargets: Int32Array.of(11) } }),
+      ).rejects.toThrow(
+        /^problem\.hstuMask\.numTargets\[0\]: expected an integer in \[0, seqQ = 10\], got 11/,
+      );
+      await expect(fwd({ ...sq, hstuMask: { ...hm, contextual: -1 } })).rejects.toThrow(
+        /^problem\.hstuMask\.contextual/,
+      );
+      await expect(fwd({ ...sq, hstuMask: { ...hm, causal: 1 } })).rejects.toThrow(TypeError);
+      await expect(fwd({ ...sq, hstuMask: hm })).resolves.toBeUndefined(); // valid: runs
+    });
+
     test('problem hooks: normalize and score mods', async () => {
       const norm = (normalize: unknown) => fwd({ ...p, normalize });
       await expect(norm({ kind: 'relu' })).rejects.toThrow(

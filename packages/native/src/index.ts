@@ -115,6 +115,21 @@ export interface NativeAttentionProblem {
   normalize?: NativeNormalize | undefined;
   /** At most 8, applied in order. */
   scoreMods?: readonly NativeScoreMod[] | undefined;
+  /**
+   * HSTU's mask (the skeleton's HstuMaskHook; generative-recommenders' numTargets,
+   * contextualSeqLen, maxAttnLen, minFullAttnSeqLen) on top of the band, per pair of sequence b
+   * (seqQ[b] = seqK[b] required, numTargets[b] in [0, seqQ[b]]). Default none.
+   */
+  hstuMask?: NativeHstuMask | undefined;
+}
+
+/** See NativeAttentionProblem.hstuMask; the rule is @attnkit/attention's `hstuAllowed`. */
+export interface NativeHstuMask {
+  numTargets: Int32Array;
+  contextual: number;
+  maxAttnLen: number;
+  minFull: number;
+  causal: boolean;
 }
 
 /** C = alpha * op(A) op(B) + beta * C, row-major; op(A) is m x k, op(B) is k x n. */

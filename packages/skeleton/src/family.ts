@@ -366,10 +366,10 @@ async function runOn(
   options: TiledOptions,
 ): Promise<KernelTensors> {
   const { p, hooks } = r;
-  // Only the TS kernels implement the built-in mask hook; the others would ignore it.
-  if (hooks.mask && backend !== 'ts')
+  // The WGSL kernels do not implement the built-in mask hook yet; they would ignore it.
+  if (hooks.mask && backend === 'webgpu')
     throw new UnsupportedError(
-      `backend: '${backend}' cannot run the ${hooks.mask.kind} mask (numTargets / contextualSeqLen / maxAttnLen): only the ts backend implements it`,
+      `backend: '${backend}' cannot run the ${hooks.mask.kind} mask (numTargets / contextualSeqLen / maxAttnLen): the ts and native backends implement it`,
       'backend',
       { [backend]: `no ${hooks.mask.kind} mask` },
     );

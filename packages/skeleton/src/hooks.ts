@@ -76,8 +76,11 @@ export type ScheduleHook = { kind: 'band' } | { kind: 'splitK'; splits: number }
  *     block is left for later; it only saves work.
  * A hook is built only when a mask option is active (some numTargets > 0, contextual > 0 or
  * maxAttnLen > 0): without one the problem runs the plain band path, at no cost.
- * Backends: ts implements it (cpu/scores.ts applyHstuMask, forward FA1/FA2 and backward);
- * native and webgpu decline the options (family.ts `declines`), so auto-selection picks ts.
+ * Backends: ts (cpu/scores.ts applyHstuMask: forward FA1/FA2 and backward) and native
+ * (engine.h AttnProblem.hstuTargets...: flash_common.h hstuAllowed, classifyTile makes every
+ * visited tile partial, fwdHstuMask / the backward's P and W passes mask per pair; problems
+ * without it run the unchanged code) implement it. webgpu declines the options (the hstu
+ * family's `declines`), so webgpu tensors get an UnsupportedError naming them.
  */
 export interface HstuMaskHook {
   kind: 'hstu';

@@ -259,6 +259,11 @@ function nativeProblem(
           ? { kind: 'sigmoid', bias: n.bias }
           : { kind: 'silu', factor: n.factor };
     out.scoreMods = hooks.scoreMods.map(nativeMod);
+    const m = hooks.mask;
+    if (m) {
+      const { numTargets, contextual, maxAttnLen, minFull, causal } = m;
+      out.hstuMask = { numTargets, contextual, maxAttnLen, minFull, causal };
+    }
     // More splits than key tiles only adds empty ranges; the engine takes up to 65536.
     const splits = Math.min(scheduleSplits(hooks.schedule), 65536);
     if (splits > 1) out.splits = splits;

@@ -290,6 +290,40 @@ void scoreModsArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
   }
 }
 
+// problem.hstuMask: undefined, or { numTargets: Int32Array [batch] (each in [0, seqQ[b]], with
+// seqQ = seqK), contextual, maxAttnLen, minFull (non-negative integers), causal (boolean) }:
+// packages/skeleton/src/hooks.ts HstuMaskHook.
+void hstuMaskArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
+  Napi::Env env = v.Env();
+  p.hstuTargets = nullptr;
+  if (v.IsUndefined() || v.IsNull()) return;
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    typeError(env, "problem.hstuMask",
+              "{ numTargets, contextual, maxAttnLen, minFull, causal } or undefined", v);
+  Napi::Object o = v.As<Napi::Object>();
+  const char* H = "problem.hstuMask.";
+  Napi::Value nt = o.Get("numTargets");
+  auto arr = arrayArg<int32_t, napi_int32_array>(nt, "problem.hstuMask.numTargets", "Int32Array");
+  keep.add(nt);
+  expectLength(env, "problem.hstuMask.numTargets", arr.length, p.batch, "one per batch entry");
+  for (int64_t b = 0; b < p.batch; b++) {
+    if (p.seqQ[b] != p.seqK[b])
+      rangeError(env, "problem.seqK[" + std::to_string(b) + "]",
+                 "seqQ (the HSTU mask is square per sequence)", std::to_string(p.seqK[b]));
+    if (arr.data[b] < 0 || arr.data[b] > p.seqQ[b])
+      rangeError(env, "problem.hstuMask.numTargets[" + std::to_string(b) + "]",
+                 "an integer in [0, seqQ = " + std::to_string(p.seqQ[b]) + "]",
+                 std::to_string(arr.data[b]));
+  }
+  p.hstuContextual = intField(o, H, "contextual", 0, INT64_C(1) << 31);
+  p.hstuMaxAttnLen = intField(o, H, "maxAttnLen", 0, INT64_C(1) << 31);
+  p.hstuMinFull = intField(o, H, "minFull", 0, INT64_C(1) << 31);
+  Napi::Value c = o.Get("causal");
+  if (!c.IsBoolean()) typeError(env, "problem.hstuMask.causal", "a boolean", c);
+  p.hstuCausal = c.As<Napi::Boolean>().Value();
+  p.hstuTargets = arr.data;
+}
+
 AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
   Napi::Env env = value.Env();
   if (!value.IsObject() || value.IsArray() || value.IsTypedArray())
@@ -393,6 +427,7 @@ AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
                describe(mm));
   normalizeArg(o.Get("normalize"), p, keep);
   scoreModsArg(o.Get("scoreMods"), p, keep);
+  hstuMaskArg(o.Get("hstuMask"), p, keep);
   return p;
 }
 

@@ -63,6 +63,13 @@ struct AttnProblem {
   float siluFactor;          // silu: c of w = c silu(s)
   int32_t numMods;
   ScoreMod mods[kMaxScoreMods];
+  // HSTU mask (packages/skeleton/src/hooks.ts HstuMaskHook; generative-recommenders' numTargets,
+  // contextualSeqLen, maxAttnLen, minFullAttnSeqLen): null hstuTargets = none (the code paths of
+  // problems without it are unchanged). With it every visited tile is partial and each pair of
+  // sequence b is tested by flash_common.h hstuAllowed on top of the band.
+  const int32_t* hstuTargets;  // [batch]
+  int64_t hstuContextual, hstuMaxAttnLen, hstuMinFull;
+  bool hstuCausal;
 };
 
 // Permuted tiles (packages/skeleton/src/hooks.ts PermuteHook): row i of the tiled order of

@@ -247,6 +247,10 @@ ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const
       rowP(std::false_type{}, i, row);
     else
       rowP(std::true_type{}, i, row);
+    if (p.hstuTargets != nullptr) {
+      for (int64_t j = 0; j < kcols; j++)
+        if (!hstuAllowed(p, s.b, i0 + i, j0 + j, s.nk)) row[j] = 0.0f;
+    }
   }
 }
 
@@ -271,6 +275,11 @@ ATTNKIT_ALWAYS_INLINE void bwdPointwiseW(const AttnProblem& p, const Seq& s, con
           sc.kept[j] = j < kcols && bs[keptBlock * p.bsNbk + (j0 + j) / p.bsBlockK] != 0;
         }
       }
+    }
+    // The HSTU mask (every visited tile is partial with it): refused pairs -> -inf, as the band's.
+    if (p.hstuTargets != nullptr) {
+      for (int64_t j = 0; j < kcols; j++)
+        if (!hstuAllowed(p, s.b, i0 + i, j0 + j, s.nk)) row[j] = -kInf;
     }
     for (int u = 0; u < kBwdNV; u++) {
       V x = V::load(row + u * V::L);

@@ -30,10 +30,11 @@ inline float lseOf(float m2, double l) {
 struct Seq {
   int64_t nq, nk;
   int64_t off;  // nk - nq: the bottom-right diagonal offset
+  int64_t b;    // the batch entry (the HSTU mask's numTargets[b])
 };
 
 inline Seq seqOf(const AttnProblem& p, int64_t b) {
-  Seq s{p.seqQ[b], p.seqK[b], 0};
+  Seq s{p.seqQ[b], p.seqK[b], 0, b};
   s.off = s.nk - s.nq;
   return s;
 }
@@ -72,6 +73,22 @@ inline const uint8_t* sparseBase(const AttnProblem& p, int64_t b, int64_t h) {
   return p.bsMask == nullptr ? nullptr : p.bsMask + b * p.bsBatchStride + h * p.bsHeadStride;
 }
 
+// The HSTU mask's rule for query i, key j of sequence b of length n (p.hstuTargets non-null):
+// packages/skeleton/src/hooks.ts hstuMaskAllowed (= @attnkit/attention hstuAllowed), same
+// integer arithmetic.
+inline bool hstuAllowed(const AttnProblem& p, int64_t b, int64_t i, int64_t j, int64_t n) {
+  const int64_t c = p.hstuContextual, m = p.hstuMaxAttnLen, f = p.hstuMinFull;
+  const int64_t top = (c > 0 ? n - c + 1 : n) - p.hstuTargets[b];
+  const int64_t r = imin(c > 0 ? imax(i - c + 1, 0) : i, top);
+  const int64_t s = imin(c > 0 ? imax(j - c + 1, 0) : j, top);
+  int64_t d = r - s;
+  if (!p.hstuCausal && d < 0) d = -d;
+  bool ok = i == j || d > 0;
+  if (m > 0) ok = ok && (d <= m || (f > 0 && r >= top - f));
+  if (c > 0) ok = ok || (r == 0 && s < top);
+  return ok;
+}
+
 enum class Vis { kSkip, kFull, kPartial };
 
 // Visibility of the tile rows [i0, i1) x keys [j0, j1) of one (b, h) under spec.ts `allowed`
@@ -84,6 +101,8 @@ inline Vis classifyTile(const AttnProblem& p, const Seq& s, const uint8_t* bs, i
   const int64_t endRow = p.left < 0 ? i1 : imin(i1, j1 - s.off + p.left);
   if (firstRow >= endRow) return Vis::kSkip;
   Vis vis = keyLo(p, s, i1 - 1) <= j0 && j1 <= keyHi(p, s, i0) ? Vis::kFull : Vis::kPartial;
+  // HstuMaskHook (b): the band contains the HSTU mask; every tile it visits is tested per pair.
+  if (p.hstuTargets != nullptr) vis = Vis::kPartial;
   if (bs != nullptr) {
     int64_t kept = 0, total = 0;
     for (int64_t qb = firstRow / p.bsBlockQ; qb <= (endRow - 1) / p.bsBlockQ; qb++) {

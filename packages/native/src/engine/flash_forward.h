@@ -128,6 +128,17 @@ inline void fwdMask(const AttnProblem& p, const uint8_t* bs, const FwdBlockState
   }
 }
 
+// The HSTU mask on the scores of keys [j0, j1) of a visited tile (every one is partial with
+// it): pairs hstuAllowed refuses get -inf, as fwdMask's. Scalar: HSTU problems only.
+inline void fwdHstuMask(const AttnProblem& p, int64_t b, int64_t n, const FwdBlockState& blk,
+                        int64_t j0, int64_t j1, const FwdScratch& sc) {
+  for (int64_t j = j0; j < j1; j++) {
+    float* row = sc.st + (j - j0) * kFwdBq;
+    for (int64_t i = 0; i < blk.rows; i++)
+      if (!hstuAllowed(p, b, blk.i0 + i, j, n)) row[i] = -kInf;
+  }
+}
+
 // Softmax policy on a tile of scores: new max, rescale factor alpha = exp2(m_old - m_new),
 // P = exp2(S - m_new) in place, l = alpha l + rowsum(P).
 ATTNKIT_ALWAYS_INLINE void fwdSoftmax(int64_t nkeys, const FwdBlockState& blk, const FwdScratch& sc, V* alpha) {
@@ -193,6 +204,7 @@ struct FwdHead {
   float factor;  // silu: c of w = c silu(s)
   float sink;   // softmax with sinks: sink_h (natural log units)
   bool hasSink;
+  int64_t b, n;  // the batch entry and its length (the HSTU mask's rule)
 };
 
 // O^T = alpha O^T + P V over the keys of a tile (P^T in st, V rows at vj).
@@ -218,7 +230,7 @@ inline bool fwdRowsFinite(const float* vj, int64_t vRow, int64_t nkeys, int64_t 
 ATTNKIT_NOINLINE inline void fwdPVNonFinite(const AttnProblem& p, const uint8_t* bs, const float* vj,
                                             int64_t vRow, int64_t j0, int64_t j1,
                                             const FwdBlockState& blk, const FwdScratch& sc,
-                                            const V* alpha) {
+                                            const V* alpha, int64_t b, int64_t n) {
   const int64_t nkeys = j1 - j0, dv = p.dv;
   std::vector<float> vz(static_cast<size_t>(nkeys * dv));
   std::vector<int64_t> bad;
@@ -243,6 +255,7 @@ ATTNKIT_NOINLINE inline void fwdPVNonFinite(const AttnProblem& p, const uint8_t*
       const float rel = static_cast<float>(j) - blk.diag[i];
       if (!(rel >= lo && rel <= hi)) continue;
       if (bs != nullptr && bs[(blk.i0 + i) / p.bsBlockQ * p.bsNbk + j / p.bsBlockK] == 0) continue;
+      if (p.hstuTargets != nullptr && !hstuAllowed(p, b, blk.i0 + i, j, n)) continue;
       const float w = sc.st[jj * kFwdBq + i];
       for (int64_t c = 0; c < dv; c++) blk.ot[c * kFwdBq + i] += w * vj[jj * vRow + c];
     }
@@ -264,6 +277,7 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
     withRows<FwdScores, kFwdMR>(nkeys - r, p.d, blk.qt, k + r * kRow, kRow, sc.st + r * kFwdBq);
   if constexpr (M::kActive) fwdMods<kFwdBq, kFwdNV>(hd.mods, blk.i0, blk.rows, blk.diag, j0, j1, sc.st);
   if (vis == Vis::kPartial) fwdMask(p, bs, blk, j0, j1, sc);
+  if (p.hstuTargets != nullptr) fwdHstuMask(p, hd.b, hd.n, blk, j0, j1, sc);
 
   V alpha[kFwdNV];
   if constexpr (Norm::kPointwise)
@@ -271,7 +285,7 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
   else
     fwdSoftmax(nkeys, blk, sc, alpha);
   if (vis == Vis::kPartial && !fwdRowsFinite(vj, vRow, nkeys, p.dv)) {
-    fwdPVNonFinite(p, bs, vj, vRow, j0, j1, blk, sc, alpha);
+    fwdPVNonFinite(p, bs, vj, vRow, j0, j1, blk, sc, alpha, hd.b, hd.n);
     return;
   }
   fwdPV(p.dv, nkeys, sc.st, vj, vRow, blk.ot, alpha);
@@ -348,6 +362,8 @@ inline FwdGroup fwdGroup(const AttnProblem& p, int64_t b, int64_t h, int64_t i0,
   g.hd.factor = p.siluFactor;
   g.hd.hasSink = !Norm::kPointwise && p.sinks != nullptr;
   g.hd.sink = g.hd.hasSink ? p.sinks[h] : 0.0f;
+  g.hd.b = b;
+  g.hd.n = g.s.nk;
   g.jStart = keyLo(p, g.s, i0);
   g.jEnd = g.rowsAll > 0 ? keyHi(p, g.s, i0 + g.rowsAll - 1) : 0;
   return g;
