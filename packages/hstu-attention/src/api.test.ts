@@ -34,7 +34,7 @@ describe('hstuAttention / hstuAttentionBackward', () => {
     }
   });
 
-  test('mask options on every cpu backend match the reference (webgpu declines them)', async () => {
+  test('mask options on every cpu backend match the reference', async () => {
     const masked: HstuAttentionOptions = {
       ...options,
       numTargets: [3, 0, 27],

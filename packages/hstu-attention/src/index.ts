@@ -152,13 +152,6 @@ function maskOf(
   return { kind: 'hstu', numTargets, contextual, maxAttnLen, minFull, causal };
 }
 
-/** Whether raw options set an active mask option (the registry's declines read it unvalidated). */
-function maskActive(o: Readonly<Record<string, unknown>>): boolean {
-  const nt = o.numTargets as ArrayLike<unknown> | undefined;
-  if (nt && typeof nt === 'object' && Array.from(nt).some((t) => t !== 0)) return true;
-  return [o.contextualSeqLen, o.maxAttnLen].some((x) => x !== undefined && x !== 0);
-}
-
 /**
  * HSTU's options as the skeleton's: q, k [L, H, D] and v [L, H, Dv] (one head count: HSTU has
  * no GQA) are THD tensors with cuSeqlensQ = cuSeqlensK = seqOffsets, alpha the scale, causal
@@ -198,9 +191,18 @@ function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): Tile
   const causal = (o.causal as unknown) ?? true;
   if (typeof causal !== 'boolean') fail(ValueError, 'causal', 'a boolean', describe(causal));
   const mask = maskOf(o, offsets, causal);
-  const { seqOffsets: _s, maxSeqLen: _n, alpha: _a, rab: _r, ...rest } = o;
+  const {
+    seqOffsets: _s,
+    maxSeqLen: _n,
+    alpha: _a,
+    rab: _r,
+    numTargets: _t,
+    contextualSeqLen: _c,
+    maxAttnLen: _m,
+    minFullAttnSeqLen: _f,
+    ...rest
+  } = o;
   return {
-    // The mask options stay (the registry's declines read them); the skeleton ignores them.
     ...rest,
     layout: 'THD',
     cuSeqlensQ: offsets,
@@ -260,10 +262,6 @@ const family = defineTiledFamily<HstuAttentionOptions>({
   // toTiled has validated the options: this only rebuilds the hook from them.
   mask: (_p, o) =>
     maskOf(o, Int32Array.from(o.seqOffsets as ArrayLike<number>), (o.causal as boolean) ?? true),
-  declines: (backend, _pass, o) =>
-    backend === 'webgpu' && maskActive(o)
-      ? "the WGSL kernels do not implement HSTU's numTargets / contextualSeqLen / maxAttnLen masks yet (ts and native do)"
-      : undefined,
 });
 
 /**

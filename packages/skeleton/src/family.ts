@@ -12,7 +12,6 @@ import {
   resolveScoreMods,
   type ScoreMod,
   selectKernel,
-  UnsupportedError,
 } from '@attnkit/attention';
 import { describe, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
 import type { GpuProfiler } from '@attnkit/webgpu';
@@ -137,15 +136,6 @@ export interface TiledFamilyDef<O extends TiledOptions> {
    * undefined when no mask option is active (the plain band path).
    */
   mask?: (p: AttentionProblem, options: O) => HstuMaskHook | undefined;
-  /**
-   * Why `backend` cannot run these (raw or toTiled) options, beyond the skeleton's own reasons;
-   * the registry then selects another backend (e.g. HSTU's masks run on ts only for now).
-   */
-  declines?: (
-    backend: TiledBackend,
-    pass: KernelPass,
-    options: Readonly<Record<string, unknown>>,
-  ) => string | undefined;
 }
 
 export interface TiledFamily<O extends TiledOptions> {
@@ -366,13 +356,6 @@ async function runOn(
   options: TiledOptions,
 ): Promise<KernelTensors> {
   const { p, hooks } = r;
-  // The WGSL kernels do not implement the built-in mask hook yet; they would ignore it.
-  if (hooks.mask && backend === 'webgpu')
-    throw new UnsupportedError(
-      `backend: '${backend}' cannot run the ${hooks.mask.kind} mask (numTargets / contextualSeqLen / maxAttnLen): the ts and native backends implement it`,
-      'backend',
-      { [backend]: `no ${hooks.mask.kind} mask` },
-    );
   if (pass === 'forward') {
     const res =
       backend === 'ts'
@@ -436,10 +419,7 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
         backend,
         ...BACKENDS[backend],
         available: backend === 'native' ? nativeAvailable : undefined,
-        supports: (req: KernelRequest) =>
-          declines(backend, pass, req.options) ??
-          def.declines?.(backend, pass, req.options) ??
-          true,
+        supports: (req: KernelRequest) => declines(backend, pass, req.options) ?? true,
         outputs: pass === 'forward' ? def.forwardOutputs : backwardOutputs,
         run: async (t, options) => {
           const r = resolve(t, options);

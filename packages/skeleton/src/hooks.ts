@@ -79,8 +79,9 @@ export type ScheduleHook = { kind: 'band' } | { kind: 'splitK'; splits: number }
  * Backends: ts (cpu/scores.ts applyHstuMask: forward FA1/FA2 and backward) and native
  * (engine.h AttnProblem.hstuTargets...: flash_common.h hstuAllowed, classifyTile makes every
  * visited tile partial, fwdHstuMask / the backward's P and W passes mask per pair; problems
- * without it run the unchanged code) implement it. webgpu declines the options (the hstu
- * family's `declines`), so webgpu tensors get an UnsupportedError naming them.
+ * without it run the unchanged code) and webgpu (webgpu/hooks.ts: numTargets as the u32
+ * binding `hstut`, the counts as uniforms, `hk_hstu` run by shaders.ts maskCode on every pair
+ * of every visited tile; kernels without it generate unchanged text) implement it.
  */
 export interface HstuMaskHook {
   kind: 'hstu';

@@ -34,6 +34,12 @@ export interface WgslHooks {
    * kernels without it are unchanged.
    */
   dbias?: boolean | undefined;
+  /**
+   * The HSTU mask hook (../hooks.ts HstuMaskHook): binding `hstut` (numTargets as u32, one per
+   * batch entry) and uniforms hstuCtx, hstuWin, hstuFull, hstuCausal; `hk_hstu` tests each pair
+   * of every visited tile (maskCode). Absent otherwise, so kernels without it are unchanged.
+   */
+  hstu?: boolean | undefined;
   /** Bindings the hooks add after the kernel's own, and fields they add to the uniform struct. */
   bindings: readonly WgslBinding[];
   uniforms: readonly UniformField[];
@@ -134,6 +140,15 @@ export function hookResources(
     uniform('dbHead', 'u32', layout.headStride);
     uniform('dbRow', 'u32', grad.mod.rowStride);
   }
+  const hm = tiled.mask;
+  if (hm) {
+    bindings.push({ name: 'hstut', kind: 'read', type: 'array<u32>' });
+    data.hstut = indexData(hm.numTargets);
+    uniform('hstuCtx', 'u32', hm.contextual);
+    uniform('hstuWin', 'u32', hm.maxAttnLen);
+    uniform('hstuFull', 'u32', hm.minFull);
+    uniform('hstuCausal', 'u32', hm.causal ? 1 : 0);
+  }
   return {
     hooks: {
       normalize: norm.kind,
@@ -142,6 +157,7 @@ export function hookResources(
       maskMod: maskMod ? { name: maskMod.name, wgsl: maskMod.wgsl ?? '' } : undefined,
       ...(permute ? { permute } : {}),
       ...(grad ? { dbias: true } : {}),
+      ...(hm ? { hstu: true } : {}),
       bindings,
       uniforms,
     },
@@ -154,6 +170,32 @@ export function hookResources(
 export function modsHaveGrad(h: WgslHooks): boolean {
   return h.mods.some((m) => m.kind === 'softcap' || m.kind === 'custom');
 }
+
+/**
+ * ../hooks.ts hstuMaskAllowed (= @attnkit/attention hstuAllowed) for query i, key j of
+ * sequence b of length n, in i32 (positions and counts are far below 2^31).
+ */
+const HSTU_FN = `fn hk_hstu(b: u32, i: i32, j: i32, n: i32) -> bool {
+  let c = i32(P.hstuCtx);
+  let m = i32(P.hstuWin);
+  let f = i32(P.hstuFull);
+  var top = n - i32(hstut[b]);
+  var r = i;
+  var s = j;
+  if (c > 0) {
+    top = top - c + 1;
+    r = max(i - c + 1, 0);
+    s = max(j - c + 1, 0);
+  }
+  r = min(r, top);
+  s = min(s, top);
+  var d = r - s;
+  if (P.hstuCausal == 0u) { d = abs(d); }
+  var ok = i == j || d > 0;
+  if (m > 0) { ok = ok && (d <= m || (f > 0 && r >= top - f)); }
+  if (c > 0) { ok = ok || (r == 0 && s < top); }
+  return ok;
+}`;
 
 const ARGS = 'b, h, i, j, nq, nk';
 const PARAMS = 'b: u32, h: u32, i: vec4<u32>, j: vec4<u32>, nq: u32, nk: u32';
@@ -213,6 +255,7 @@ export function hookFunctions(h: WgslHooks, backward: boolean): string {
   }
   if (h.maskMod) user.add(h.maskMod.wgsl);
   parts.push(...[...user].map((s) => s.trim()));
+  if (h.hstu) parts.push(HSTU_FN);
   if (h.mods.length > 0) {
     parts.push(...h.mods.map((m, n) => modFunctions(m, n, backward)));
     if (backward && modsHaveGrad(h)) {

@@ -392,9 +392,23 @@ function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
       x_${i}_${u} = select(vec4<f32>(NEG), x_${i}_${u}, ok);
     }`,
   )}`;
-  if (!spec.blockSparse) return `if (!full) {\n${ranges}\n  }`;
   const q = rowsAreKeys ? 'col' : 'row';
   const k = rowsAreKeys ? 'row' : 'col';
+  // The HSTU mask hook (../hooks.ts HstuMaskHook): every visited tile, full or not, tests each
+  // pair (nq = nk per sequence); kernels without it are unchanged.
+  const hstu = spec.hooks.hstu
+    ? `\n${tile(p, p.cu, (i, u) =>
+        rep(
+          4,
+          (e) => `{
+      let row = r0 + ${rowOf(p, i)};
+      let col = c0 + (tx + ${u * p.tx}u) * 4u + ${e}u;
+      if (!hk_hstu(b, i32(${q}), i32(${k}), i32(nk))) { x_${i}_${u}.${E[e]} = NEG; }
+    }`,
+        ),
+      )}`
+    : '';
+  if (!spec.blockSparse) return `if (!full) {\n${ranges}\n  }${hstu}`;
   const block = `aux[P.bsOff + slice * P.nbq * P.nbk + (${q} / P.bsQ) * P.nbk + ${k} / P.bsK]`;
   const mm = spec.hooks.maskMod;
   const test = (x: string) =>
@@ -412,7 +426,7 @@ function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
     }`,
     ),
   );
-  return `if (!full) {\n${ranges}\n    if (mixed) {\n${blocks}\n    }\n  }`;
+  return `if (!full) {\n${ranges}\n    if (mixed) {\n${blocks}\n    }\n  }${hstu}`;
 }
 
 /**
