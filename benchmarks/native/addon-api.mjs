@@ -18,3 +18,27 @@ export function attentionCalls(addon) {
       addon.flashBackward(isa, p, q, k, v, o, lse, dO, dq, dk, dv, true),
   };
 }
+
+// The native problem of a dense, single-sequence BHND attention (no GQA, D = Dv), plain or
+// causal: what every A/B script here runs.
+export function denseProblem(B, H, N, D, causal) {
+  return {
+    layout: 'BHND',
+    batch: B,
+    hq: H,
+    hkv: H,
+    d: D,
+    dv: D,
+    scale: 1 / Math.sqrt(D),
+    left: -1,
+    right: causal ? 0 : -1,
+    seqQ: Int32Array.of(N),
+    seqK: Int32Array.of(N),
+    startQ: Int32Array.of(0),
+    startK: Int32Array.of(0),
+    maxSeqQ: N,
+    maxSeqK: N,
+    totalQ: N,
+    totalK: N,
+  };
+}

@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { setTimeout } from 'node:timers/promises';
-import { attentionCalls } from './addon-api.mjs';
+import { attentionCalls, denseProblem } from './addon-api.mjs';
 
 const req = createRequire(import.meta.url);
 const A = req(resolve(process.argv[2]));
@@ -21,25 +21,7 @@ for (const [B, H, N, D] of [
     const size = B * H * N * D;
     const mk = () => Float32Array.from({ length: size }, () => Math.random() * 2 - 1);
     const [q, k, v, dO] = [mk(), mk(), mk(), mk()];
-    const p = {
-      layout: 'BHND',
-      batch: B,
-      hq: H,
-      hkv: H,
-      d: D,
-      dv: D,
-      scale: 1 / Math.sqrt(D),
-      left: -1,
-      right: causal ? 0 : -1,
-      seqQ: Int32Array.of(N),
-      seqK: Int32Array.of(N),
-      startQ: Int32Array.of(0),
-      startK: Int32Array.of(0),
-      maxSeqQ: N,
-      maxSeqK: N,
-      totalQ: N,
-      totalK: N,
-    };
+    const p = denseProblem(B, H, N, D, causal);
     const o = new Float32Array(size),
       lse = new Float32Array(B * H * N);
     await calls[0].forward(p, q, k, v, o, lse);

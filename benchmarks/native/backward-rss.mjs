@@ -3,32 +3,14 @@
 //   for t in 1 2 8 32; do ATTNKIT_NUM_THREADS=$t node benchmarks/native/backward-rss.mjs ADDON.node; done
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
-import { attentionCalls } from './addon-api.mjs';
+import { attentionCalls, denseProblem } from './addon-api.mjs';
 
 const m = createRequire(import.meta.url)(resolve(process.argv[2]));
 const [B, H, N, D] = [1, 8, 4096, 128];
 const size = B * H * N * D;
 const mk = () => Float32Array.from({ length: size }, () => Math.random() * 2 - 1);
 const [q, k, v, dO] = [mk(), mk(), mk(), mk()];
-const p = {
-  layout: 'BHND',
-  batch: B,
-  hq: H,
-  hkv: H,
-  d: D,
-  dv: D,
-  scale: 1 / Math.sqrt(D),
-  left: -1,
-  right: 0,
-  seqQ: Int32Array.of(N),
-  seqK: Int32Array.of(N),
-  startQ: Int32Array.of(0),
-  startK: Int32Array.of(0),
-  maxSeqQ: N,
-  maxSeqK: N,
-  totalQ: N,
-  totalK: N,
-};
+const p = denseProblem(B, H, N, D, true);
 const o = new Float32Array(size),
   lse = new Float32Array(B * H * N);
 const [dq, dk, dv] = [0, 1, 2].map(() => new Float32Array(size).fill(1));

@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadNative } from '../../packages/native/dist/index.js';
 import { Rng, Tensor } from '../../packages/tensor/dist/index.js';
+import { denseProblem } from './addon-api.mjs';
 import { multiHeadAttentionModel } from './onnx.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -119,25 +120,7 @@ for (const [B, H, N, D] of [
       rng.fillNormal(x);
       return x;
     });
-    const p = {
-      layout: 'BHND',
-      batch: B,
-      hq: H,
-      hkv: H,
-      d: D,
-      dv: D,
-      scale: 1 / Math.sqrt(D),
-      left: -1,
-      right: causal ? 0 : -1,
-      seqQ: Int32Array.of(N),
-      seqK: Int32Array.of(N),
-      startQ: Int32Array.of(0),
-      startK: Int32Array.of(0),
-      maxSeqQ: N,
-      maxSeqK: N,
-      totalQ: N,
-      totalK: N,
-    };
+    const p = denseProblem(B, H, N, D, causal);
     // FlashAttention's count: 4 B H N^2 D forward (halved when causal), backward 2.5x.
     const fwdFlops = (4 * B * H * N * N * D) / (causal ? 2 : 1);
     const o = new Float32Array(size);

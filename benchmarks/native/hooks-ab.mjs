@@ -20,7 +20,7 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { attentionCalls } from './addon-api.mjs';
+import { attentionCalls, denseProblem as problem } from './addon-api.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -62,28 +62,6 @@ function filled(n) {
     x[i] = (seed >>> 0) / 2 ** 31 - 1;
   }
   return x;
-}
-
-function problem(B, H, N, D, causal) {
-  return {
-    layout: 'BHND',
-    batch: B,
-    hq: H,
-    hkv: H,
-    d: D,
-    dv: D,
-    scale: 1 / Math.sqrt(D),
-    left: -1,
-    right: causal ? 0 : -1,
-    seqQ: Int32Array.of(N),
-    seqK: Int32Array.of(N),
-    startQ: Int32Array.of(0),
-    startK: Int32Array.of(0),
-    maxSeqQ: N,
-    maxSeqK: N,
-    totalQ: N,
-    totalK: N,
-  };
 }
 
 // Best seconds of each fn over n rounds, wall clock and CPU time of this process (user +

@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { setTimeout } from 'node:timers/promises';
+import { denseProblem } from './addon-api.mjs';
 
 const req = createRequire(import.meta.url);
 const addons = [req(resolve(process.argv[2])), req(resolve(process.argv[3]))];
@@ -18,26 +19,7 @@ for (const normalize of [
   { kind: 'sigmoid', bias: Float32Array.of(-Math.log(N)) },
 ]) {
   for (const causal of [false, true]) {
-    const p = {
-      layout: 'BHND',
-      batch: B,
-      hq: H,
-      hkv: H,
-      d: D,
-      dv: D,
-      scale: 1 / Math.sqrt(D),
-      left: -1,
-      right: causal ? 0 : -1,
-      seqQ: Int32Array.of(N),
-      seqK: Int32Array.of(N),
-      startQ: Int32Array.of(0),
-      startK: Int32Array.of(0),
-      maxSeqQ: N,
-      maxSeqK: N,
-      totalQ: N,
-      totalK: N,
-      normalize,
-    };
+    const p = { ...denseProblem(B, H, N, D, causal), normalize };
     const outs = [0, 1].map(() => [0, 1, 2, 3].map(() => new Float32Array(size)));
     const calls = addons.map((a, i) => ({
       forward: () => a.run('attention.forward', p, { q, k, v }, { o: outs[i][0] }),
