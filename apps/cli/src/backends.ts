@@ -2,6 +2,7 @@ import {
   type Golden,
   type GoldenKind,
   goldenAttentionOptions,
+  goldenHstuOptions,
   goldenSigmoidOptions,
   type KernelTensors,
   registeredKernels,
@@ -10,6 +11,7 @@ import {
 } from '@attnkit/attention';
 // The family packages register their kernels when imported.
 import { loadNativeBackend } from '@attnkit/flash-attention';
+import '@attnkit/hstu-attention';
 import '@attnkit/sigmoid-attention';
 import { BackendUnavailableError, type Tensor, ValueError } from '@attnkit/tensor';
 import { getWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
@@ -59,8 +61,8 @@ export async function prepareBackends(): Promise<void> {
 /**
  * What `attnkit verify` can run a golden on: every backend the registry has for the golden's
  * family (ts, native, webgpu, ... as the family packages registered them), plus `reference`
- * (the float64 references of @attnkit/attention, every kind). A new family or backend needs no
- * change here: it is a registration.
+ * (the float64 references of @attnkit/attention, every kind). A new backend needs no change
+ * here (it is a registration); a new golden kind needs its entry in FAMILIES below.
  */
 export interface GoldenBackend {
   name: string;
@@ -71,13 +73,33 @@ export interface GoldenBackend {
 
 const ALL_KINDS: readonly GoldenKind[] = ['softmax', 'softmax_varlen', 'sigmoid', 'gla', 'hstu'];
 
-/** The registry family that computes a golden kind, and the golden's options for it. */
+/**
+ * The registry family that computes a golden kind, and the golden's options for it. `put`
+ * moves a tensor option onto the inputs' device (identity on cpu; an upload for webgpu, whose
+ * kernels take tensor options such as HSTU's `rab` only on q's device).
+ */
 const FAMILIES: Partial<
-  Record<GoldenKind, { family: string; options: (g: Golden) => Record<string, unknown> }>
+  Record<
+    GoldenKind,
+    {
+      family: string;
+      options: (g: Golden, put: (t: Tensor) => Tensor) => Record<string, unknown>;
+    }
+  >
 > = {
   softmax: { family: 'softmax', options: (g) => ({ ...goldenAttentionOptions(g) }) },
   softmax_varlen: { family: 'softmax', options: (g) => ({ ...goldenAttentionOptions(g) }) },
   sigmoid: { family: 'sigmoid', options: (g) => ({ ...goldenSigmoidOptions(g) }) },
+  // seqOffsets, maxSeqLen, alpha, causal and the dense rab: exactly HstuAttentionOptions, which
+  // the family's registrations take (its toTiled maps them to the skeleton's THD options).
+  hstu: {
+    family: 'hstu',
+    options: (g, put) => {
+      const o: Record<string, unknown> = { ...goldenHstuOptions(g) };
+      if (o.rab) o.rab = put(o.rab as Tensor);
+      return o;
+    },
+  },
 };
 
 function kindsOf(backend: string): GoldenKind[] {
@@ -94,7 +116,6 @@ function registryBackend(name: string): GoldenBackend {
     kinds: kindsOf(name),
     async run(g, { algorithm }) {
       const f = FAMILIES[g.kind]!;
-      const options = { ...f.options(g), algorithm, backend: name };
       const pick = (pass: 'forward' | 'backward') =>
         registeredKernels({ family: f.family, pass }).find((r) => r.backend === name)!;
       const forward = pick('forward');
@@ -107,6 +128,7 @@ function registryBackend(name: string): GoldenBackend {
         uploaded.push(u);
         return u;
       };
+      const options = { ...f.options(g, put), algorithm, backend: name };
       const inputs: KernelTensors = {
         q: put(g.tensors.q!),
         k: put(g.tensors.k!),

@@ -3,6 +3,8 @@ import { freemem } from 'node:os';
 import {
   alibi,
   alibiSlopes,
+  hstuAttentionReference,
+  hstuAttentionReferenceBackward,
   type KernelTensors,
   moddedAttentionReference,
   moddedAttentionReferenceBackward,
@@ -16,7 +18,7 @@ import { toWebGpu } from '@attnkit/webgpu';
 import { cliWebGpuContext, prepareBackends } from './backends.js';
 
 /** Families `attnkit bench` times (registry names; 'flash' is softmax's alias). */
-export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid'] as const;
+export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid', 'hstu'] as const;
 export type BenchFamily = (typeof BENCH_FAMILIES)[number];
 
 export interface BenchOptions {
@@ -28,8 +30,12 @@ export interface BenchOptions {
   backend: string | undefined;
   /** 'none', 'softcap:<cap>' or 'alibi' (the paper's slopes): the cost of a built-in mod. */
   scoreMod: string;
-  /** [B, H, N, D] */
+  /**
+   * [B, H, N, D]. For hstu: B sequences of N tokens each, jagged LHD tensors [B*N, H, D] with
+   * seqOffsets 0, N, 2N, ..., maxSeqLen N and alpha 1/sqrt(D) (see hstuBenchOptions).
+   */
   shape: [number, number, number, number];
+  /** Every family, hstu included, is timed with the full (non-causal) mask unless this is set. */
   causal: boolean;
   algorithm: FlashAlgorithm;
   warmup: number;
@@ -153,6 +159,26 @@ export function checkBenchMemory(
   }
 }
 
+/**
+ * The HSTU problem `bench --family hstu` times for a [B, H, N, D] shape: B sequences of full
+ * length N packed on the L axis (seqOffsets 0, N, ..., B*N; so the same work as a BHND problem of
+ * that shape, and FlashAttention's FLOP count applies), maxSeqLen N (the 1/N normalisation),
+ * alpha 1/sqrt(D) (the usual scale of q.k) and the CLI's causal flag. These are the options of
+ * hstuAttention, which the family's registered kernels take (its toTiled maps them to THD).
+ */
+export function hstuBenchOptions(
+  shape: readonly [number, number, number, number],
+  causal: boolean,
+): { seqOffsets: Int32Array; maxSeqLen: number; alpha: number; causal: boolean } {
+  const [B, , N, D] = shape;
+  return {
+    seqOffsets: Int32Array.from({ length: B + 1 }, (_, b) => b * N),
+    maxSeqLen: N,
+    alpha: 1 / Math.sqrt(D),
+    causal,
+  };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -171,30 +197,53 @@ async function time(fn: () => Promise<unknown> | unknown, warmup: number, repeat
 }
 
 /**
- * Times FlashAttention forward and backward on random normal inputs (median of `repeats`
- * after `warmup`), beside the float64 reference on the same shape. GFLOP/s use the
- * conventional count: 4*B*H*N^2*D forward, 2.5x backward, halved when causal.
+ * Times a family's forward and backward on random normal inputs (median of `repeats` after
+ * `warmup`), beside the float64 reference on the same shape. GFLOP/s use the conventional count
+ * (FlashAttention's, for every family: HSTU's silu and softmax's exp alike are not counted):
+ * 4*B*H*N^2*D forward, 2.5x backward, halved when causal.
  */
 export async function runBench(
   opts: BenchOptions,
   log: (line: string) => void = () => {},
 ): Promise<BenchRow[]> {
   const [B, H, N, D] = opts.shape;
-  // Before any allocation: a shape that cannot fit fails now, not after filling memory.
+  const family = opts.family === 'flash' ? 'softmax' : opts.family;
+  const hstu = family === 'hstu' ? hstuBenchOptions(opts.shape, opts.causal) : undefined;
+  const scoreMod = parseScoreMod(opts.scoreMod, H);
+  // HSTU's kernels take score mods (after alpha q.k), but its float64 peer has none: a peer
+  // time for a different function would be misleading.
+  if (hstu && scoreMod && opts.reference) {
+    throw new ValueError(
+      `--score-mod: expected none with --family hstu (its float64 reference, hstuAttentionReference, has no score mods), got "${opts.scoreMod}"; add --no-reference to time the kernels alone`,
+      'scoreMod',
+    );
+  }
+  // Before any allocation: a shape that cannot fit fails now, not after filling memory (HSTU's
+  // [B*N, H, D] tensors hold as many elements as the BHND ones, and it keeps no lse).
   checkBenchMemory(opts);
   const rng = new Rng(opts.seed);
-  const q = rng.randn([B, H, N, D]);
-  const k = rng.randn([B, H, N, D]);
-  const v = rng.randn([B, H, N, D]);
-  const dO = rng.randn([B, H, N, D]);
-  const family = opts.family === 'flash' ? 'softmax' : opts.family;
-  const scoreMod = parseScoreMod(opts.scoreMod, H);
+  const dims = hstu ? [B * N, H, D] : [B, H, N, D];
+  const q = rng.randn(dims);
+  const k = rng.randn(dims);
+  const v = rng.randn(dims);
+  const dO = rng.randn(dims);
+  // The family's own options, as its public function takes them (hstuAttention's for hstu).
   const options: Record<string, unknown> = {
-    causal: opts.causal,
+    ...(hstu ?? { causal: opts.causal }),
     algorithm: opts.algorithm,
     scoreMod,
   };
   const normalize = family === 'sigmoid' ? ('sigmoid' as const) : ('softmax' as const);
+  const referencePass = (pass: 'forward' | 'backward') => {
+    if (hstu)
+      return pass === 'forward'
+        ? hstuAttentionReference(q, k, v, hstu)
+        : hstuAttentionReferenceBackward(q, k, v, dO, hstu);
+    const o = { causal: opts.causal, scoreMod, normalize };
+    return pass === 'forward'
+      ? moddedAttentionReference(q, k, v, o)
+      : moddedAttentionReferenceBackward(q, k, v, dO, o);
+  };
   await prepareBackends();
   const ctx = opts.backend === 'webgpu' ? await cliWebGpuContext() : undefined;
   const on = (t: Tensor) => (ctx ? toWebGpu(t, ctx) : t);
@@ -218,7 +267,7 @@ export async function runBench(
   const fwd = await forward.run(inputs, options);
   const bwdInputs: KernelTensors = { ...inputs, ...fwd, do: xdO };
   const rows: BenchRow[] = [];
-  const dims = { batch: B, hq: H, nq: N, nk: N, d: D, causal: opts.causal };
+  const problem = { batch: B, hq: H, nq: N, nk: N, d: D, causal: opts.causal };
   for (const pass of opts.passes) {
     log(`timing ${pass} (${opts.warmup} warm-up, ${opts.repeats} repeats)...`);
     const t =
@@ -236,21 +285,10 @@ export async function runBench(
     let referenceMs: number | null = null;
     if (opts.reference) {
       log(`timing the float64 reference ${pass} (once)...`);
-      const r = await time(
-        () =>
-          pass === 'forward'
-            ? moddedAttentionReference(q, k, v, { causal: opts.causal, scoreMod, normalize })
-            : moddedAttentionReferenceBackward(q, k, v, dO, {
-                causal: opts.causal,
-                scoreMod,
-                normalize,
-              }),
-        0,
-        1,
-      );
+      const r = await time(() => referencePass(pass), 0, 1);
       referenceMs = r.medianMs;
     }
-    const flops = flashFlops(dims, pass);
+    const flops = flashFlops(problem, pass);
     rows.push({
       family: opts.scoreMod === 'none' ? family : `${family}+${opts.scoreMod}`,
       backend: forward.backend,

@@ -1,11 +1,13 @@
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { loadGolden } from '@attnkit/attention';
+import { accuracy, hstuAttentionReference, loadGolden, selectKernel } from '@attnkit/attention';
 import { nativeAvailable } from '@attnkit/flash-attention';
-import { readSafetensors, Tensor, writeSafetensors } from '@attnkit/tensor';
+import { Rng, readSafetensors, Tensor, writeSafetensors } from '@attnkit/tensor';
 import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
+import { prepareBackends } from './backends.js';
+import { hstuBenchOptions } from './bench.js';
 import { type CliIo, runCli, USAGE } from './cli.js';
 import { verifyFile, verifyGolden } from './verify.js';
 
@@ -28,11 +30,11 @@ describe('every golden verifies through the attnkit verify code path', () => {
       const report = await verifyFile(file);
       expect(Object.keys(report.tensors).length).toBeGreaterThan(0);
       expect(report.tensors, JSON.stringify(report)).toSatisfy(() => report.ok);
-      if (report.kind.startsWith('softmax') || report.kind === 'sigmoid') {
+      if (report.kind !== 'gla') {
         expect(report.backend).toBe((await nativeAvailable()) ? 'native' : 'ts');
       }
     });
-    if (/^(softmax|sigmoid)/.test(basename(file))) {
+    if (/^(softmax|sigmoid|hstu)/.test(basename(file))) {
       test(`${goldenLabel(file)} on the pure-TS backend`, async () => {
         const report = await verifyFile(file, { backend: 'ts' });
         expect(report.backend).toBe('ts');
@@ -148,6 +150,32 @@ describe('attnkit verify output', () => {
     expect(strict.ok).toBe(false);
   });
 
+  test('hstu goldens verify on the ts kernels, drab included, and a perturbed drab fails', async () => {
+    const rab = files.find((f) => basename(f) === 'hstu_rab.safetensors')!;
+    const io = captureIo();
+    expect(await runCli(['verify', rab, '--backend', 'ts', '--json'], io)).toBe(0);
+    const report = JSON.parse(io.stdout.join(''));
+    expect(report).toMatchObject({ kind: 'hstu', backend: 'ts', ok: true });
+    expect(Object.keys(report.tensors)).toEqual(['o', 'dq', 'dk', 'dv', 'drab']);
+    expect(report.tensors.drab.relL2).toBeLessThan(1e-5);
+    // The kernels' drab is compared, not skipped: one element of the golden's drab off fails it
+    // (a random allowed pair: j <= i < 9, within the first sequence of length 9).
+    const golden = await loadGolden(rab);
+    const drab = golden.tensors.drab!.toFloat64Array();
+    const i = 1 + Math.floor(Math.random() * 8);
+    const j = Math.floor(Math.random() * (i + 1));
+    drab[i * 18 + j] = drab[i * 18 + j]! + 0.5;
+    golden.tensors.drab = Tensor.from(drab, golden.tensors.drab!.shape);
+    const bad = await verifyGolden(golden, { backend: 'ts' });
+    expect(bad.ok).toBe(false);
+    expect(bad.tensors.drab!.ok).toBe(false);
+    expect(bad.tensors.o!.ok).toBe(true);
+    // FA1's loop order is softmax's only: a usage error naming the option, not a FAIL.
+    const fa1 = captureIo();
+    expect(await runCli(['verify', rab, '--backend', 'ts', '--algorithm', 'fa1'], fa1)).toBe(2);
+    expect(fa1.stderr.join('\n')).toMatch(/^attnkit: algorithm: expected "fa2" for "silu"/);
+  });
+
   test('a missing or malformed file is a clear error', async () => {
     const io = captureIo();
     expect(await runCli(['verify', '/nonexistent/x.safetensors'], io)).toBe(2);
@@ -216,7 +244,79 @@ describe('attnkit bench', () => {
     );
     const io4 = captureIo();
     expect(await runCli(['bench', '--family', 'gla', ...args], io4)).toBe(2);
-    expect(io4.stderr.join('\n')).toMatch(/--family: expected flash, softmax, sigmoid, got "gla"/);
+    expect(io4.stderr.join('\n')).toMatch(
+      /--family: expected flash, softmax, sigmoid, hstu, got "gla"/,
+    );
+  });
+
+  test('--family hstu times the registered HSTU kernels on jagged sequences of length N', async () => {
+    // Odd sizes: 3 sequences of 37 tokens, D 12.
+    const [B, H, N, D] = [3, 2, 37, 12];
+    const args = ['--shape', `${B},${H},${N},${D}`, '--repeats', '1', '--warmup', '0'];
+    const io = captureIo();
+    expect(
+      await runCli(['bench', '--family', 'hstu', '--backend', 'ts', '--causal', ...args], io),
+    ).toBe(0);
+    const table = io.stdout.join('\n').split('\n');
+    expect(table[0]).toMatch(/^family +backend +algo +B,H,N,D +causal +pass /);
+    expect(table.slice(2).map((l) => l.split(/ +/).slice(0, 6))).toEqual([
+      ['hstu', 'ts', 'fa2', '3,2,37,12', 'yes', 'forward'],
+      ['hstu', 'ts', 'fa2', '3,2,37,12', 'yes', 'backward'],
+    ]);
+    // --json: FlashAttention's count (4 B H N^2 D forward, 2.5x backward, halved when causal).
+    const json = captureIo();
+    expect(
+      await runCli(['bench', '--family', 'hstu', '--backend', 'ts', '--json', ...args], json),
+    ).toBe(0);
+    const rows = JSON.parse(json.stdout.join('\n')).rows;
+    expect(rows.map((r: { family: string; pass: string }) => `${r.family} ${r.pass}`)).toEqual([
+      'hstu forward',
+      'hstu backward',
+    ]);
+    const forward = 4 * B * H * N * N * D;
+    expect(rows[0]).toMatchObject({ backend: 'ts', causal: false, flops: forward });
+    expect(rows[1].flops).toBe(2.5 * forward);
+    for (const r of rows) {
+      expect(r.shape).toEqual([B, H, N, D]);
+      expect(r.gflops).toBeCloseTo(r.flops / (r.medianMs * 1e6), 6);
+      // Sane: positive, and nowhere near what a CPU cannot do (a wrong count by N would show).
+      expect(r.gflops).toBeGreaterThan(1e-4);
+      expect(r.gflops).toBeLessThan(1e4);
+      expect(r.referenceMs).toBeGreaterThan(0);
+    }
+  });
+
+  test('--family hstu runs the options the HSTU registration takes, and its peer', async () => {
+    const shape = [2, 3, 29, 8] as [number, number, number, number];
+    const hstu = hstuBenchOptions(shape, true);
+    expect([...hstu.seqOffsets]).toEqual([0, 29, 58]);
+    expect(hstu).toMatchObject({ maxSeqLen: 29, alpha: 1 / Math.sqrt(8), causal: true });
+    // What the bench times is HSTU itself: the registered kernel on these options matches the
+    // float64 reference (KERNELS.md f32 tolerance) on fresh inputs, and differs from the
+    // non-causal result.
+    await prepareBackends();
+    const rng = new Rng(Date.now() % 2 ** 31);
+    const [q, k, v] = [0, 1, 2].map(() => rng.randn([2 * 29, 3, 8]));
+    const kernel = selectKernel(
+      { family: 'hstu', pass: 'forward', device: 'cpu', dtype: 'f32', options: hstu },
+      'ts',
+    );
+    const got = (await kernel.run({ q: q!, k: k!, v: v! }, { ...hstu, algorithm: 'fa2' })).o!;
+    const want = hstuAttentionReference(q!, k!, v!, hstu).o;
+    expect(accuracy(got, want).relL2).toBeLessThan(1e-5);
+    const full = hstuAttentionReference(q!, k!, v!, { ...hstu, causal: false }).o;
+    expect(accuracy(got, full).relL2).toBeGreaterThan(1e-2);
+    // Its float64 peer has no score mods: asking for one needs --no-reference.
+    const io = captureIo();
+    const args = ['bench', '--family', 'hstu', '--shape', '1,1,8,4', '--score-mod', 'softcap:5'];
+    expect(await runCli(args, io)).toBe(2);
+    expect(io.stderr.join('\n')).toMatch(
+      /^attnkit: --score-mod: expected none with --family hstu .*add --no-reference/,
+    );
+    const io2 = captureIo();
+    const more = ['--no-reference', '--repeats', '1', '--warmup', '0', '--json', '--backend', 'ts'];
+    expect(await runCli([...args, ...more], io2)).toBe(0);
+    expect(JSON.parse(io2.stdout.join('\n')).rows[0].family).toBe('hstu+softcap:5');
   });
 
   test('--repeats 0 and malformed counts are usage errors naming the flag', async () => {
@@ -293,7 +393,7 @@ describe('attnkit bench', () => {
 describe('--help on each command', () => {
   for (const [command, first] of [
     ['verify', '  attnkit verify <file.safetensors>'],
-    ['bench', '  attnkit bench [--family flash|softmax|sigmoid]'],
+    ['bench', '  attnkit bench [--family flash|softmax|sigmoid|hstu]'],
     ['io', '  attnkit io --algo '],
   ] as const) {
     for (const flag of ['--help', '-h']) {

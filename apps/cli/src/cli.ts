@@ -31,18 +31,22 @@ export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <
       Runs a golden reference file on a backend and compares every reference tensor with the
       KERNELS.md tolerance; exits 0 only if all are within it.
       Backends: every one the kernel registry has for the golden's family — ts (pure
-      TypeScript), native (C++ engine: threads + SIMD), webgpu (WGSL on Dawn); softmax and
-      sigmoid kinds — and reference (float64, every kind). Every reference tensor in the file
+      TypeScript), native (C++ engine: threads + SIMD), webgpu (WGSL on Dawn); softmax, sigmoid
+      and hstu kinds — and reference (float64, every kind). Every reference tensor in the file
       must be produced and within tolerance: one the backend does not produce is a FAIL.
       Default: the registry's choice for cpu tensors (native when the addon loads, else ts);
-      reference for kinds without a fast kernel.`;
+      reference for kinds without a fast kernel (gla).`;
 
-export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
+export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
                 [--algorithm fa1|fa2] [--score-mod none|alibi|softcap:<cap>]
                 [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json|dir]
       Times forward and backward through the kernel registry (median after warm-up), prints
       GFLOP/s beside the float64 reference's time on the same shape. Default backend: the
       registry's choice for cpu tensors (native when the addon loads, else ts).
+      --family hstu: B sequences of length N (seqOffsets 0,N,2N,...; [B*N,H,D] tensors),
+      maxSeqLen N, alpha 1/sqrt(D), peer hstuAttentionReference; full mask unless --causal (as
+      for every family, although hstuAttention itself defaults to causal); FLOPs counted as
+      FlashAttention's. --score-mod with hstu needs --no-reference (its peer has no mods).
       --repeats is at least 1; --warmup may be 0. --out writes the JSON results to a file, or to
       bench-<date>.json inside an existing directory; its directory must exist (checked before
       the run). Without --out nothing is written.`;

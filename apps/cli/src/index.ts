@@ -11,6 +11,7 @@ export {
   type BenchRow,
   DEFAULT_BENCH,
   formatBenchTable,
+  hstuBenchOptions,
   parseScoreMod,
   parseShape,
   runBench,

@@ -26,6 +26,7 @@ function captureIo(): CliIo & { stdout: string[]; stderr: string[] } {
 }
 
 const softmax = goldenFiles().filter((f) => basename(f).startsWith('softmax'));
+const hstu = goldenFiles().filter((f) => basename(f).startsWith('hstu'));
 
 describe.runIf(engine)('attnkit verify --backend native', () => {
   test('there are softmax goldens', () => {
@@ -35,6 +36,18 @@ describe.runIf(engine)('attnkit verify --backend native', () => {
     const report = await verifyFile(file, { backend: 'native' });
     expect(report.backend).toBe('native');
     expect(report.ok, JSON.stringify(report)).toBe(true);
+  });
+
+  test('there are hstu goldens (hstu_causal and hstu_rab)', () => {
+    expect(hstu.map((f) => basename(f))).toEqual(
+      expect.arrayContaining(['hstu_causal.safetensors', 'hstu_rab.safetensors']),
+    );
+  });
+  test.each(hstu.map((f) => [goldenLabel(f), f] as const))('%s', async (_name, file) => {
+    const report = await verifyFile(file, { backend: 'native' });
+    expect(report.backend).toBe('native');
+    expect(report.ok, JSON.stringify(report)).toBe(true);
+    if (basename(file) === 'hstu_rab.safetensors') expect(report.tensors.drab?.ok).toBe(true);
   });
 
   test('exit 0 through the command line; FA1 is a usage error', async () => {
@@ -70,6 +83,18 @@ describe.runIf(engine)('attnkit bench --backend native', () => {
     expect(rows.map((r: { pass: string }) => r.pass)).toEqual(['forward', 'backward']);
     for (const r of rows) {
       expect(r.backend).toBe('native');
+      expect(r.gflops).toBeGreaterThan(0);
+    }
+  });
+
+  test('--family hstu times the native HSTU kernels', async () => {
+    const io = captureIo();
+    const args = ['--shape', '2,2,77,16', '--repeats', '2', '--json', '--no-reference'];
+    expect(await runCli(['bench', '--family', 'hstu', '--backend', 'native', ...args], io)).toBe(0);
+    const { rows } = JSON.parse(io.stdout.join(''));
+    expect(rows.map((r: { pass: string }) => r.pass)).toEqual(['forward', 'backward']);
+    for (const r of rows) {
+      expect(r).toMatchObject({ family: 'hstu', backend: 'native', referenceMs: null });
       expect(r.gflops).toBeGreaterThan(0);
     }
   });

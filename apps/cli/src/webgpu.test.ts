@@ -22,8 +22,10 @@ function captureIo(): CliIo & { stdout: string[]; stderr: string[] } {
 
 describe.skipIf(!ctx)('attnkit --backend webgpu', () => {
   const softmax = goldenFiles().filter((f) => basename(f).startsWith('softmax'));
+  // HSTU's goldens too: rab is uploaded beside q, k, v, and drab read back.
+  const hstu = goldenFiles().filter((f) => basename(f).startsWith('hstu'));
 
-  test.each(softmax.map((f) => [goldenLabel(f), f]))('verify %s', async (_, file) => {
+  test.each([...softmax, ...hstu].map((f) => [goldenLabel(f), f]))('verify %s', async (_, file) => {
     const report = await verifyFile(file, { backend: 'webgpu' });
     expect(report.backend).toBe('webgpu');
     expect(report.ok, JSON.stringify(report)).toBe(true);
@@ -59,6 +61,18 @@ describe.skipIf(!ctx)('attnkit --backend webgpu', () => {
       expect(r.backend).toBe('webgpu');
       expect(r.medianMs).toBeGreaterThan(0);
     }
+  });
+
+  test('bench --family hstu times the WGSL HSTU kernels', async () => {
+    const io = captureIo();
+    const args = ['--shape', '2,2,40,16', '--causal', '--repeats', '1', '--no-reference', '--json'];
+    expect(await runCli(['bench', '--family', 'hstu', '--backend', 'webgpu', ...args], io)).toBe(0);
+    const { rows } = JSON.parse(io.stdout.join('\n'));
+    expect(rows.map((r: { family: string; pass: string }) => `${r.family} ${r.pass}`)).toEqual([
+      'hstu forward',
+      'hstu backward',
+    ]);
+    for (const r of rows) expect(r.backend).toBe('webgpu');
   });
 });
 
