@@ -1,6 +1,6 @@
-// Bundles bench-webgpu.ts and bench-hstu.ts, each into one ES module for node: workspace packages inlined from their
+// Bundles bench-webgpu.ts, bench-hstu.ts and bench-mfalcon.ts, each into one ES module for node: workspace packages inlined from their
 // sources, only `webgpu` (Dawn's native addon) left external.
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -15,6 +15,7 @@ await build({
   entryPoints: [
     join(here, 'bench-webgpu.ts'),
     join(here, 'bench-hstu.ts'),
+    join(here, 'bench-mfalcon.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
@@ -28,4 +29,12 @@ await build({
   alias,
   logLevel: 'warning',
 });
-console.log('built benchmarks/gpu/dist/bench-webgpu.mjs, bench-hstu.mjs, attnkit.mjs');
+// The skeleton imports @attnkit/native optionally (a computed specifier the bundle keeps): a
+// link beside the bundles lets them find this checkout's addon, so `--backend native` runs here.
+const link = join(here, 'dist/node_modules/@attnkit/native');
+rmSync(link, { force: true, recursive: true });
+mkdirSync(dirname(link), { recursive: true });
+symlinkSync(join(packages, 'native'), link, 'dir');
+console.log(
+  'built benchmarks/gpu/dist/bench-webgpu.mjs, bench-hstu.mjs, bench-mfalcon.mjs, attnkit.mjs',
+);

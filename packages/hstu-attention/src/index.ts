@@ -77,23 +77,56 @@ function checkLhd(t: Tensor, name: string, what: string): readonly number[] {
 }
 
 /** seqOffsets validated against L: an Int32Array [B+1] starting at 0, non-decreasing, ending at L. */
-function checkOffsets(x: unknown, total: number): Int32Array {
-  const what = `an Int32Array or number[] of B+1 offsets (first 0, non-decreasing, last L = ${total})`;
-  if (!(x instanceof Int32Array) && !Array.isArray(x))
-    fail(ValueError, 'seqOffsets', what, describe(x));
+function checkOffsets(
+  x: unknown,
+  total: number,
+  name = 'seqOffsets',
+  what = `an Int32Array or number[] of B+1 offsets (first 0, non-decreasing, last L = ${total})`,
+): Int32Array {
+  if (!(x instanceof Int32Array) && !Array.isArray(x)) fail(ValueError, name, what, describe(x));
   const a = x as ArrayLike<unknown>;
-  if (a.length < 2) fail(ValueError, 'seqOffsets', what, `length ${a.length}`);
+  if (a.length < 2) fail(ValueError, name, what, `length ${a.length}`);
   for (let i = 0; i < a.length; i++) {
     const v = a[i];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0x7fffffff)
-      fail(ValueError, 'seqOffsets', what, `${describe(v)} at ${i}`);
-    if (i === 0 && v !== 0) fail(ValueError, 'seqOffsets', what, `first entry ${v}`);
+      fail(ValueError, name, what, `${describe(v)} at ${i}`);
+    if (i === 0 && v !== 0) fail(ValueError, name, what, `first entry ${v}`);
     if (i > 0 && v < (a[i - 1] as number))
-      fail(ValueError, 'seqOffsets', what, `${v} after ${a[i - 1]} at ${i}`);
+      fail(ValueError, name, what, `${v} after ${a[i - 1]} at ${i}`);
   }
   const last = a[a.length - 1] as number;
-  if (last !== total) fail(ValueError, 'seqOffsets', what, `last entry ${last}`);
+  if (last !== total) fail(ValueError, name, what, `last entry ${last}`);
   return Int32Array.from(a as ArrayLike<number>);
+}
+
+/** The family's options with M-FALCON's `deltaOffsets` (hstuCachedAttention). */
+type CachedOptions = HstuAttentionOptions & { deltaOffsets?: Int32Array | readonly number[] };
+
+/**
+ * deltaOffsets validated against deltaQ's Ld rows and the sequences: B+1 offsets (as
+ * seqOffsets), first 0, non-decreasing, last Ld, each sequence's count at most its length.
+ */
+function checkDeltaOffsets(o: CachedOptions, offsets: Int32Array, rows: number): Int32Array {
+  const batch = offsets.length - 1;
+  const what = `an Int32Array or number[] of B+1 = ${batch + 1} offsets into deltaQ's rows (first 0, non-decreasing, last Ld = ${rows})`;
+  const x = o.deltaOffsets as unknown;
+  if (!(x instanceof Int32Array) && !Array.isArray(x))
+    fail(ValueError, 'deltaOffsets', what, describe(x));
+  const a = x as ArrayLike<unknown>;
+  if (a.length !== batch + 1)
+    fail(ValueError, 'deltaOffsets', what, `length ${a.length} (seqOffsets has ${batch + 1})`);
+  const d = checkOffsets(a as ArrayLike<number> as Int32Array, rows, 'deltaOffsets', what);
+  for (let b = 0; b < batch; b++) {
+    const len = offsets[b + 1]! - offsets[b]!;
+    if (d[b + 1]! - d[b]! > len)
+      fail(
+        ValueError,
+        'deltaOffsets',
+        `at most the sequence's length of queries per sequence (sequence ${b} has length ${len})`,
+        `${d[b + 1]! - d[b]!} queries`,
+      );
+  }
+  return d;
 }
 
 function checkCount(x: unknown, name: string): number {
@@ -112,9 +145,14 @@ function maskOf(
   o: HstuAttentionOptions,
   offsets: Int32Array,
   causal: boolean,
+  qOffsets: Int32Array = offsets,
 ): HstuMaskHook | undefined {
   const batch = offsets.length - 1;
   const numTargets = new Int32Array(batch);
+  // Cached (M-FALCON): the candidates are the targets unless numTargets says otherwise, so each
+  // one sees the history and itself only and scoring them together equals scoring each alone.
+  if (qOffsets !== offsets && o.numTargets === undefined)
+    for (let b = 0; b < batch; b++) numTargets[b] = qOffsets[b + 1]! - qOffsets[b]!;
   const nt = o.numTargets as unknown;
   if (nt !== undefined) {
     if (!(nt instanceof Int32Array) && !Array.isArray(nt))
@@ -167,11 +205,20 @@ function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): Tile
   }
   const ks = checkLhd(k, 'k', '[L, H, D]');
   const vs = checkLhd(v, 'v', '[L, H, Dv]');
-  const [L, H, D] = qs as [number, number, number];
+  const cached = (o as CachedOptions).deltaOffsets !== undefined;
+  const [Lq, H, D] = qs as [number, number, number];
+  // Cached (M-FALCON): q holds only the candidates' rows, k and v the whole sequences.
+  const L = cached ? ks[0]! : Lq;
   if (ks[0] !== L || ks[1] !== H || ks[2] !== D)
-    fail(ShapeError, 'k', `shape [${L}, ${H}, ${D}] (as q)`, `shape [${ks}]`);
+    fail(
+      ShapeError,
+      'k',
+      cached ? `shape [L, ${H}, ${D}] (heads and D as deltaQ)` : `shape [${L}, ${H}, ${D}] (as q)`,
+      `shape [${ks}]`,
+    );
   if (vs[0] !== L || vs[1] !== H) fail(ShapeError, 'v', `shape [${L}, ${H}, Dv]`, `shape [${vs}]`);
   const offsets = checkOffsets(o.seqOffsets, L);
+  const qOffsets = cached ? checkDeltaOffsets(o as CachedOptions, offsets, Lq) : offsets;
   let longest = 0;
   for (let b = 1; b < offsets.length; b++)
     longest = Math.max(longest, offsets[b]! - offsets[b - 1]!);
@@ -190,7 +237,7 @@ function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): Tile
     fail(ValueError, 'alpha', 'a finite number', describe(alpha));
   const causal = (o.causal as unknown) ?? true;
   if (typeof causal !== 'boolean') fail(ValueError, 'causal', 'a boolean', describe(causal));
-  const mask = maskOf(o, offsets, causal);
+  const mask = maskOf(o, offsets, causal, qOffsets);
   const {
     seqOffsets: _s,
     maxSeqLen: _n,
@@ -200,12 +247,16 @@ function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): Tile
     contextualSeqLen: _c,
     maxAttnLen: _m,
     minFullAttnSeqLen: _f,
+    deltaOffsets: _d,
     ...rest
-  } = o;
+  } = o as CachedOptions;
   return {
     ...rest,
     layout: 'THD',
-    cuSeqlensQ: offsets,
+    // Cached: each sequence's queries are its last delta_b tokens, which is the skeleton's
+    // bottom-right alignment of Nq < Nk (causal band j <= r + nk - nq; the mask hook shifts
+    // rows the same way).
+    cuSeqlensQ: qOffsets,
     cuSeqlensK: offsets,
     scale: alpha,
     // The band must contain the mask (HstuMaskHook (b)): a contextual prefix's rows see later
@@ -253,15 +304,23 @@ const family = defineTiledFamily<HstuAttentionOptions>({
   family: 'hstu',
   // w = silu(s) / maxSeqLen (toTiled has checked maxSeqLen).
   normalize: (_p: AttentionProblem, o) => ({ kind: 'silu', factor: 1 / o.maxSeqLen }),
-  extraOptions: ['seqOffsets', 'maxSeqLen', 'alpha', 'rab', ...MASK_OPTIONS],
+  extraOptions: ['seqOffsets', 'maxSeqLen', 'alpha', 'rab', 'deltaOffsets', ...MASK_OPTIONS],
   omitOptions: DERIVED,
   forwardOutputs: ['o'], // no LSE
   toTiled,
   scoreMods: rabMod,
   biasGradOutput: 'drab',
   // toTiled has validated the options: this only rebuilds the hook from them.
-  mask: (_p, o) =>
-    maskOf(o, Int32Array.from(o.seqOffsets as ArrayLike<number>), (o.causal as boolean) ?? true),
+  mask: (_p, o) => {
+    const offsets = Int32Array.from(o.seqOffsets as ArrayLike<number>);
+    const delta = (o as CachedOptions).deltaOffsets;
+    return maskOf(
+      o,
+      offsets,
+      (o.causal as boolean) ?? true,
+      delta === undefined ? offsets : Int32Array.from(delta as ArrayLike<number>),
+    );
+  },
 });
 
 /**
@@ -275,7 +334,63 @@ export async function hstuAttention(
   v: Tensor,
   options: HstuAttentionOptions,
 ): Promise<{ o: Tensor }> {
+  noDelta(options, 'hstuAttention');
   const { o } = await family.forward(q, k, v, options);
+  return { o };
+}
+
+/** deltaOffsets belongs to hstuCachedAttention: the plain entry points refuse it by name. */
+function noDelta(options: unknown, fn: string): void {
+  if (options && typeof options === 'object' && 'deltaOffsets' in options)
+    fail(
+      ValueError,
+      'deltaOffsets',
+      `no deltaOffsets option in ${fn} (cached candidate scoring is hstuCachedAttention)`,
+      'deltaOffsets',
+    );
+}
+
+export interface HstuCachedAttentionOptions extends Omit<HstuAttentionOptions, 'rab'> {
+  /**
+   * Int32 offsets (length B+1, as seqOffsets) into deltaQ's rows: sequence b's queries are its
+   * last deltaOffsets[b+1] - deltaOffsets[b] tokens (the candidates; at most its length).
+   */
+  deltaOffsets: Int32Array | readonly number[];
+  /**
+   * Per sequence: its last tokens that are targets. Default: the candidate counts (each
+   * candidate sees the history and itself, not the other candidates).
+   */
+  numTargets?: Int32Array | readonly number[];
+}
+
+/**
+ * M-FALCON cached inference (generative-recommenders' `delta_hstu_mha`): score the candidates
+ * of each sequence — its last delta_b tokens, the rows of deltaQ [Ld, H, D] — against k, v
+ * [L, H, D|Dv] of the whole sequence (the cached history's k, v followed by the candidates'
+ * own), in one call. Positions and masks are the full sequence's; numTargets defaults to the
+ * candidate counts, so each candidate attends to the history and to itself only, and row r of
+ * sequence b equals row len_b - delta_b + r of hstuAttention on the full sequence (with
+ * numTargets = delta_b): many candidates cost one call, not one call each. Returns o [Ld, H, Dv].
+ * Forward only (inference); no `rab` (as upstream's delta_hstu_mha).
+ */
+export async function hstuCachedAttention(
+  deltaQ: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: HstuCachedAttentionOptions,
+): Promise<{ o: Tensor }> {
+  if (!options || typeof options !== 'object')
+    fail(ValueError, 'options', 'an object (HstuCachedAttentionOptions)', describe(options));
+  if ((options as HstuAttentionOptions).rab !== undefined)
+    fail(
+      ValueError,
+      'rab',
+      'no rab in hstuCachedAttention (cached scoring takes no dense bias, as upstream delta_hstu_mha)',
+      'a rab',
+    );
+  if (options.deltaOffsets === undefined)
+    fail(ValueError, 'deltaOffsets', 'B+1 offsets into deltaQ (required)', 'undefined');
+  const { o } = await family.forward(deltaQ, k, v, options as HstuAttentionOptions);
   return { o };
 }
 
@@ -304,6 +419,7 @@ export async function hstuAttentionBackward(
   dO: Tensor,
   options: HstuAttentionOptions,
 ): Promise<HstuAttentionGrads> {
+  noDelta(options, 'hstuAttentionBackward');
   const g = await family.backward(q, k, v, undefined, undefined, dO, options);
   const { dq, dk, dv } = g;
   return g.dbias ? { dq, dk, dv, drab: g.dbias } : { dq, dk, dv };

@@ -309,7 +309,7 @@ describe.runIf(base)(
       ).rejects.toThrow(/^problem\.blockSparse\.nbq/);
     });
 
-    test('problem.hstuMask: square sequences, numTargets per batch entry, counts', async () => {
+    test('problem.hstuMask: seqQ <= seqK, numTargets per batch entry, counts', async () => {
       const hm = {
         numTargets: Int32Array.of(3),
         contextual: 1,
@@ -318,8 +318,9 @@ describe.runIf(base)(
         causal: true,
       };
       const sq = { ...p, seqK: Int32Array.of(10) };
-      await expect(fwd({ ...p, hstuMask: hm })).rejects.toThrow(
-        /^problem\.seqK\[0\]: expected seqQ \(the HSTU mask is square per sequence\)/,
+      // Queries are the sequence's last tokens: more queries than keys is refused.
+      await expect(fwd({ ...p, seqK: Int32Array.of(p.seqQ[0]! - 1), hstuMask: hm })).rejects.toThrow(
+        /^problem\.seqQ\[0\]: expected at most seqK = \d+ \(HSTU's queries are the sequence's last tokens\)/,
       );
       await expect(fwd({ ...sq, hstuMask: { ...hm, numTargets: [3] } })).rejects.toThrow(TypeError);
       await expect(
@@ -328,7 +329,7 @@ describe.runIf(base)(
       await expect(
         fwd({ ...sq, hstuMask: { ...hm, numTargets: Int32Array.of(11) } }),
       ).rejects.toThrow(
-        /^problem\.hstuMask\.numTargets\[0\]: expected an integer in \[0, seqQ = 10\], got 11/,
+        /^problem\.hstuMask\.numTargets\[0\]: expected an integer in \[0, seqK = 10\], got 11/,
       );
       await expect(fwd({ ...sq, hstuMask: { ...hm, contextual: -1 } })).rejects.toThrow(
         /^problem\.hstuMask\.contextual/,

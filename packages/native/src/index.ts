@@ -118,7 +118,9 @@ export interface NativeAttentionProblem {
   /**
    * HSTU's mask (the skeleton's HstuMaskHook; generative-recommenders' numTargets,
    * contextualSeqLen, maxAttnLen, minFullAttnSeqLen) on top of the band, per pair of sequence b
-   * (seqQ[b] = seqK[b] required, numTargets[b] in [0, seqQ[b]]). Default none.
+   * (seqQ[b] <= seqK[b]: the queries are the sequence's last seqQ[b] tokens, query row i is
+   * position i + seqK[b] - seqQ[b], as M-FALCON's candidates; numTargets[b] in [0, seqK[b]]).
+   * Default none.
    */
   hstuMask?: NativeHstuMask | undefined;
 }

@@ -61,7 +61,8 @@ export type ScheduleHook = { kind: 'band' } | { kind: 'splitK'; splits: number }
  * sequence of a jagged batch. Design:
  *
  * (a) Element rule: `hstuMaskAllowed(mask, b, i, j, n)` with i, j positions within sequence b
- *     (n its length, Nq = Nk) is exactly @attnkit/attention's `hstuAllowed(i, j, n, {causal,
+ *     (n its length = its key count Nk; the queries are its last Nq <= Nk tokens, so query row
+ *     r is position i = r + Nk - Nq: M-FALCON's candidates when Nq < Nk) is exactly @attnkit/attention's `hstuAllowed(i, j, n, {causal,
  *     numTargets: numTargets[b], contextualSeqLen: contextual, maxAttnLen, minFullAttnSeqLen:
  *     minFull})` (same integer arithmetic, re-typed here so the skeleton has no reference import).
  *     The rule is complete by itself: it includes the causal direction, so the problem's band

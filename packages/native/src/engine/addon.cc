@@ -290,8 +290,8 @@ void scoreModsArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
   }
 }
 
-// problem.hstuMask: undefined, or { numTargets: Int32Array [batch] (each in [0, seqQ[b]], with
-// seqQ = seqK), contextual, maxAttnLen, minFull (non-negative integers), causal (boolean) }:
+// problem.hstuMask: undefined, or { numTargets: Int32Array [batch] (each in [0, seqK[b]], with
+// seqQ <= seqK: query row i is position i + seqK - seqQ), contextual, maxAttnLen, minFull (non-negative integers), causal (boolean) }:
 // packages/skeleton/src/hooks.ts HstuMaskHook.
 void hstuMaskArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
   Napi::Env env = v.Env();
@@ -307,12 +307,15 @@ void hstuMaskArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
   keep.add(nt);
   expectLength(env, "problem.hstuMask.numTargets", arr.length, p.batch, "one per batch entry");
   for (int64_t b = 0; b < p.batch; b++) {
-    if (p.seqQ[b] != p.seqK[b])
-      rangeError(env, "problem.seqK[" + std::to_string(b) + "]",
-                 "seqQ (the HSTU mask is square per sequence)", std::to_string(p.seqK[b]));
-    if (arr.data[b] < 0 || arr.data[b] > p.seqQ[b])
+    // Queries are the sequence's last seqQ[b] tokens (M-FALCON's candidates when fewer).
+    if (p.seqQ[b] > p.seqK[b])
+      rangeError(env, "problem.seqQ[" + std::to_string(b) + "]",
+                 "at most seqK = " + std::to_string(p.seqK[b]) +
+                     " (HSTU's queries are the sequence's last tokens)",
+                 std::to_string(p.seqQ[b]));
+    if (arr.data[b] < 0 || arr.data[b] > p.seqK[b])
       rangeError(env, "problem.hstuMask.numTargets[" + std::to_string(b) + "]",
-                 "an integer in [0, seqQ = " + std::to_string(p.seqQ[b]) + "]",
+                 "an integer in [0, seqK = " + std::to_string(p.seqK[b]) + "]",
                  std::to_string(arr.data[b]));
   }
   p.hstuContextual = intField(o, H, "contextual", 0, INT64_C(1) << 31);

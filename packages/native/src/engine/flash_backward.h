@@ -249,7 +249,7 @@ ATTNKIT_ALWAYS_INLINE void bwdSoftmaxP(const AttnProblem& p, const Seq& s, const
       rowP(std::true_type{}, i, row);
     if (p.hstuTargets != nullptr) {
       for (int64_t j = 0; j < kcols; j++)
-        if (!hstuAllowed(p, s.b, i0 + i, j0 + j, s.nk)) row[j] = 0.0f;
+        if (!hstuAllowed(p, s.b, i0 + i + s.off, j0 + j, s.nk)) row[j] = 0.0f;
     }
   }
 }
@@ -279,7 +279,7 @@ ATTNKIT_ALWAYS_INLINE void bwdPointwiseW(const AttnProblem& p, const Seq& s, con
     // The HSTU mask (every visited tile is partial with it): refused pairs -> -inf, as the band's.
     if (p.hstuTargets != nullptr) {
       for (int64_t j = 0; j < kcols; j++)
-        if (!hstuAllowed(p, s.b, i0 + i, j0 + j, s.nk)) row[j] = -kInf;
+        if (!hstuAllowed(p, s.b, i0 + i + s.off, j0 + j, s.nk)) row[j] = -kInf;
     }
     for (int u = 0; u < kBwdNV; u++) {
       V x = V::load(row + u * V::L);

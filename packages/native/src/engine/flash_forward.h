@@ -130,12 +130,12 @@ inline void fwdMask(const AttnProblem& p, const uint8_t* bs, const FwdBlockState
 
 // The HSTU mask on the scores of keys [j0, j1) of a visited tile (every one is partial with
 // it): pairs hstuAllowed refuses get -inf, as fwdMask's. Scalar: HSTU problems only.
-inline void fwdHstuMask(const AttnProblem& p, int64_t b, int64_t n, const FwdBlockState& blk,
-                        int64_t j0, int64_t j1, const FwdScratch& sc) {
+inline void fwdHstuMask(const AttnProblem& p, int64_t b, int64_t n, int64_t off,
+                        const FwdBlockState& blk, int64_t j0, int64_t j1, const FwdScratch& sc) {
   for (int64_t j = j0; j < j1; j++) {
     float* row = sc.st + (j - j0) * kFwdBq;
     for (int64_t i = 0; i < blk.rows; i++)
-      if (!hstuAllowed(p, b, blk.i0 + i, j, n)) row[i] = -kInf;
+      if (!hstuAllowed(p, b, blk.i0 + i + off, j, n)) row[i] = -kInf;
   }
 }
 
@@ -204,7 +204,9 @@ struct FwdHead {
   float factor;  // silu: c of w = c silu(s)
   float sink;   // softmax with sinks: sink_h (natural log units)
   bool hasSink;
-  int64_t b, n;  // the batch entry and its length (the HSTU mask's rule)
+  // The batch entry, its key count and nk - nq (the HSTU mask's rule: query row i is position
+  // i + off of the length-n sequence; off > 0 for M-FALCON's candidates).
+  int64_t b, n, off;
 };
 
 // O^T = alpha O^T + P V over the keys of a tile (P^T in st, V rows at vj).
@@ -230,7 +232,8 @@ inline bool fwdRowsFinite(const float* vj, int64_t vRow, int64_t nkeys, int64_t 
 ATTNKIT_NOINLINE inline void fwdPVNonFinite(const AttnProblem& p, const uint8_t* bs, const float* vj,
                                             int64_t vRow, int64_t j0, int64_t j1,
                                             const FwdBlockState& blk, const FwdScratch& sc,
-                                            const V* alpha, int64_t b, int64_t n) {
+                                            const V* alpha, int64_t b, int64_t n,
+                                            int64_t off) {
   const int64_t nkeys = j1 - j0, dv = p.dv;
   std::vector<float> vz(static_cast<size_t>(nkeys * dv));
   std::vector<int64_t> bad;
@@ -255,7 +258,7 @@ ATTNKIT_NOINLINE inline void fwdPVNonFinite(const AttnProblem& p, const uint8_t*
       const float rel = static_cast<float>(j) - blk.diag[i];
       if (!(rel >= lo && rel <= hi)) continue;
       if (bs != nullptr && bs[(blk.i0 + i) / p.bsBlockQ * p.bsNbk + j / p.bsBlockK] == 0) continue;
-      if (p.hstuTargets != nullptr && !hstuAllowed(p, b, blk.i0 + i, j, n)) continue;
+      if (p.hstuTargets != nullptr && !hstuAllowed(p, b, blk.i0 + i + off, j, n)) continue;
       const float w = sc.st[jj * kFwdBq + i];
       for (int64_t c = 0; c < dv; c++) blk.ot[c * kFwdBq + i] += w * vj[jj * vRow + c];
     }
@@ -277,7 +280,7 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
     withRows<FwdScores, kFwdMR>(nkeys - r, p.d, blk.qt, k + r * kRow, kRow, sc.st + r * kFwdBq);
   if constexpr (M::kActive) fwdMods<kFwdBq, kFwdNV>(hd.mods, blk.i0, blk.rows, blk.diag, j0, j1, sc.st);
   if (vis == Vis::kPartial) fwdMask(p, bs, blk, j0, j1, sc);
-  if (p.hstuTargets != nullptr) fwdHstuMask(p, hd.b, hd.n, blk, j0, j1, sc);
+  if (p.hstuTargets != nullptr) fwdHstuMask(p, hd.b, hd.n, hd.off, blk, j0, j1, sc);
 
   V alpha[kFwdNV];
   if constexpr (Norm::kPointwise)
@@ -285,7 +288,7 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
   else
     fwdSoftmax(nkeys, blk, sc, alpha);
   if (vis == Vis::kPartial && !fwdRowsFinite(vj, vRow, nkeys, p.dv)) {
-    fwdPVNonFinite(p, bs, vj, vRow, j0, j1, blk, sc, alpha, hd.b, hd.n);
+    fwdPVNonFinite(p, bs, vj, vRow, j0, j1, blk, sc, alpha, hd.b, hd.n, hd.off);
     return;
   }
   fwdPV(p.dv, nkeys, sc.st, vj, vRow, blk.ot, alpha);
@@ -364,6 +367,7 @@ inline FwdGroup fwdGroup(const AttnProblem& p, int64_t b, int64_t h, int64_t i0,
   g.hd.sink = g.hd.hasSink ? p.sinks[h] : 0.0f;
   g.hd.b = b;
   g.hd.n = g.s.nk;
+  g.hd.off = g.s.off;
   g.jStart = keyLo(p, g.s, i0);
   g.jEnd = g.rowsAll > 0 ? keyHi(p, g.s, i0 + g.rowsAll - 1) : 0;
   return g;

@@ -130,7 +130,7 @@ export function tiledBackward(
               applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, gm);
             }
             if (hooks.mask)
-              applyHstuMask(hooks.mask, b, p.seqK[b]!, q0, rows, k0, s, bk, lo, hi, gm);
+              applyHstuMask(hooks.mask, b, p.seqQ[b]!, p.seqK[b]!, q0, rows, k0, s, bk, lo, hi, gm);
             if (pw) {
               for (let r = 0; r < rows; r++) {
                 const so = r * bk;

@@ -102,7 +102,7 @@ export function fa1Forward(
             applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
           }
           if (hooks.mask)
-            applyHstuMask(hooks.mask, b, p.seqK[b]!, q0, rows, k0, s, bk, lo, hi, undefined);
+            applyHstuMask(hooks.mask, b, nq, p.seqK[b]!, q0, rows, k0, s, bk, lo, hi, undefined);
           for (let r = 0; r < rows; r++) {
             const jlo = lo[r]!;
             const jhi = hi[r]!;

@@ -96,7 +96,8 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
     if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
       applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
     }
-    if (hooks.mask) applyHstuMask(hooks.mask, b, nk, q0, rows, k0, s, bk, lo, hi, undefined);
+    if (hooks.mask)
+      applyHstuMask(hooks.mask, b, p.seqQ[b]!, nk, q0, rows, k0, s, bk, lo, hi, undefined);
     if (pw) {
       for (let r = 0; r < rows; r++) {
         const so = r * bk;

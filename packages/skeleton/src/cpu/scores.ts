@@ -295,13 +295,16 @@ export function applyMaskMod(
 }
 
 /**
- * The HSTU mask hook's element rule on rows [0, rows) of a visited tile (positions q0 + r,
- * k0 + c within sequence b of length n): pairs it refuses get score -inf (weight 0) and, with
- * `g` (the backward's mod derivative), g = 0. Every visited tile runs it (HstuMaskHook (b)).
+ * The HSTU mask hook's element rule on rows [0, rows) of a visited tile (query rows q0 + r of
+ * the nq queries, keys k0 + c of the nk keys of sequence b): pairs it refuses get score -inf
+ * (weight 0) and, with `g` (the backward's mod derivative), g = 0. Every visited tile runs it
+ * (HstuMaskHook (b)). The queries are the sequence's last nq tokens (M-FALCON's candidates
+ * when nq < nk), so query row r is position r + nk - nq of the length-nk sequence.
  */
 export function applyHstuMask(
   mask: HstuMaskHook,
   b: number,
+  nq: number,
   n: number,
   q0: number,
   rows: number,
@@ -314,7 +317,7 @@ export function applyHstuMask(
 ): void {
   for (let r = 0; r < rows; r++) {
     const so = r * ld;
-    const i = q0 + r;
+    const i = q0 + r + n - nq;
     for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
       if (!hstuMaskAllowed(mask, b, i, k0 + c, n)) {
         s[so + c] = Number.NEGATIVE_INFINITY;

@@ -395,7 +395,8 @@ function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
   const q = rowsAreKeys ? 'col' : 'row';
   const k = rowsAreKeys ? 'row' : 'col';
   // The HSTU mask hook (../hooks.ts HstuMaskHook): every visited tile, full or not, tests each
-  // pair (nq = nk per sequence); kernels without it are unchanged.
+  // pair; query row i is position i + nk - nq of the sequence (the queries are its last nq
+  // tokens: M-FALCON's candidates when nq < nk). Kernels without it are unchanged.
   const hstu = spec.hooks.hstu
     ? `\n${tile(p, p.cu, (i, u) =>
         rep(
@@ -403,7 +404,7 @@ function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
           (e) => `{
       let row = r0 + ${rowOf(p, i)};
       let col = c0 + (tx + ${u * p.tx}u) * 4u + ${e}u;
-      if (!hk_hstu(b, i32(${q}), i32(${k}), i32(nk))) { x_${i}_${u}.${E[e]} = NEG; }
+      if (!hk_hstu(b, i32(${q}) + i32(nk) - i32(nq), i32(${k}), i32(nk))) { x_${i}_${u}.${E[e]} = NEG; }
     }`,
         ),
       )}`
