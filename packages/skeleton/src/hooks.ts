@@ -1,5 +1,6 @@
 import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
 import { ValueError } from '@attnkit/tensor';
+import type { HstuRabHook } from './hstu-rab.js';
 
 /**
  * The skeleton's hooks, shared by its three backends (TS kernel, WGSL generator, C++
@@ -124,6 +125,8 @@ export interface TiledHooks {
   normalize: NormalizeHook;
   /** Built-in HSTU mask, on top of the problem's band (absent: none); see HstuMaskHook. */
   mask?: HstuMaskHook | undefined;
+  /** Built-in HSTU bucketed relative attention bias (absent: none); see HstuRabHook. */
+  rab?: HstuRabHook | undefined;
   scoreMods: readonly ResolvedScoreMod[];
   /** Key-tile work schedule of the forward (absent = 'band'); see ScheduleHook. */
   schedule?: ScheduleHook | undefined;

@@ -21,6 +21,7 @@ export {
 export { splitKeyTiles } from './cpu/schedule.js';
 export * from './family.js';
 export * from './hooks.js';
+export * from './hstu-rab.js';
 export {
   loadNativeBackend,
   NATIVE_INSTALL_COMMAND,
