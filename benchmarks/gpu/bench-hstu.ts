@@ -6,6 +6,7 @@
  *
  *   node bench-hstu.mjs [--out hstu-webgpu.json] [--quick] [--repeats 10] [--seed 0]
  *                       [--batch 16] [--max-seq-len 4096] [--heads 4] [--dim 128] [--dtypes f32,f16]
+ *                       [--ab-rounds 0]
  *
  * Correctness first (stops on a mismatch): HSTU and causal FA2 on a small jagged batch (odd
  * lengths, f32 and packed f16) against the float64 references, forward and backward. Then the
@@ -32,7 +33,7 @@ import {
   type WebGpuContext,
 } from '@attnkit/webgpu';
 import { jaggedLengths, seqOffsets } from '../hstu/lengths.mjs';
-import { tensor, timeCall } from './common.js';
+import { median, tensor, timeCall } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -51,6 +52,8 @@ const SEED = num('seed', 0, 0);
 const REPEATS = num('repeats', 10, 3);
 const ALPHA = Number(value('alpha') ?? 1 / D);
 const DTYPES = (value('dtypes') ?? 'f32,f16').split(',') as ('f32' | 'f16')[];
+/** Interleaved forward A/B rounds of HSTU vs FA2 (0: none). */
+const AB_ROUNDS = num('ab-rounds', 0, 0);
 
 interface Row {
   impl: string;
@@ -136,6 +139,7 @@ async function main(): Promise<void> {
   const lengths = jaggedLengths(SEED, B, N) as number[];
   const flopsFwd = 2 * lengths.reduce((a, n) => a + (n * (n + 1)) / 2, 0) * H * (D + D);
   const rows: Row[] = [];
+  const abRows: unknown[] = [];
   const out = value('out');
   for (const dtype of DTYPES) {
     const x = jagged(ctx, lengths, dtype, SEED);
@@ -192,12 +196,40 @@ async function main(): Promise<void> {
         if (out) writeFileSync(out, `${JSON.stringify({ partial: true, rows }, null, 2)}\n`);
       }
     }
+    // Forward A/B, interleaved: rounds alternate HSTU and FA2 (each a timeCall of REPEATS
+    // calls), so a drift of the GPU's clocks hits both; the ratio per round and its median.
+    if (AB_ROUNDS > 0) {
+      const ratios: number[] = [];
+      for (let r = 0; r < AB_ROUNDS; r++) {
+        const order =
+          r % 2
+            ? ['attnkit_fa2_causal_webgpu', 'attnkit_hstu_webgpu']
+            : ['attnkit_hstu_webgpu', 'attnkit_fa2_causal_webgpu'];
+        const ms: Record<string, number> = {};
+        for (const impl of order)
+          ms[impl] = (await timeCall(ctx, impls[impl]!.forward, REPEATS)).medianMs;
+        ratios.push(ms.attnkit_fa2_causal_webgpu! / ms.attnkit_hstu_webgpu!);
+      }
+      const sorted = [...ratios].sort((a, b) => a - b);
+      const ab = {
+        dtype,
+        rounds: AB_ROUNDS,
+        ratios,
+        median: median(ratios),
+        min: sorted[0]!,
+        max: sorted[sorted.length - 1]!,
+      };
+      abRows.push(ab);
+      console.log(
+        `forward A/B ${dtype}: FA2 time / HSTU time over ${AB_ROUNDS} interleaved rounds: median ${ab.median.toFixed(4)} (min ${ab.min.toFixed(4)}, max ${ab.max.toFixed(4)})`,
+      );
+    }
     for (const t of x.gpu) t.dispose();
   }
   if (out)
     writeFileSync(
       out,
-      `${JSON.stringify({ adapter: ctx.adapterInfo, backend: ctx.backend, alpha: ALPHA, lengths, rows }, null, 2)}\n`,
+      `${JSON.stringify({ adapter: ctx.adapterInfo, backend: ctx.backend, alpha: ALPHA, lengths, rows, forwardAB: abRows }, null, 2)}\n`,
     );
   ctx.destroy();
 }
