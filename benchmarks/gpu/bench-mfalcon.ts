@@ -82,9 +82,10 @@ async function check(): Promise<void> {
     maxSeqLen: nh + c,
     alpha: 0.3,
   };
-  const got = await host(
-    (await hstuCachedAttention(dev(dq), dev(k), dev(v), { ...o, backend: BACKEND })).o,
-  );
+  const inputs = [dq, k, v].map(dev) as [Tensor, Tensor, Tensor];
+  const out = (await hstuCachedAttention(...inputs, { ...o, backend: BACKEND })).o;
+  const got = await host(out);
+  for (const t of [...inputs, out]) if (t.device !== 'cpu') t.dispose();
   const e = accuracy(got, hstuCachedReference(dq, k, v, o).o).relL2;
   if (!(e <= toleranceFor({ dtype: 'f32' }))) throw new Error(`batched vs float64: rel_l2 ${e}`);
   console.log(`check batched ${BACKEND} vs float64: rel_l2 ${e.toExponential(2)}`);
