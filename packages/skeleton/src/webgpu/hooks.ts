@@ -97,7 +97,11 @@ export function hookResources(
   const sinks = norm.kind === 'softmax' && pass === 'forward' ? norm.sinks : undefined;
   if (sinks) bind('sinks', sinks);
   if (norm.kind === 'sigmoid') bind('sigmoidBias', norm.bias);
-  if (norm.kind === 'silu') uniform('siluFactor', 'f32', norm.factor);
+  if (norm.kind === 'silu') {
+    uniform('siluFactor', 'f32', norm.factor);
+    // The forward's weights leave out c ln 2 (hk_silu below); its output stores apply it once.
+    if (pass === 'forward') uniform('siluOut', 'f32', norm.factor * Math.LN2);
+  }
   const mods = tiled.scoreMods.map((m, n): WgslScoreMod => {
     switch (m.kind) {
       case 'softcap':
@@ -291,14 +295,15 @@ fn hk_sigmoid(x: vec4<f32>) -> HkSigmoid {
 }`);
   }
   if (h.normalize === 'silu' && !backward) {
-    // The forward needs w alone: c z / (1 + 2^-x) with z = x ln 2, one exp2 and one division and
-    // no selects (the form below costs about 3% of the H200 forward more). A masked score (NEG,
-    // or -inf from a mod) has z clamped finite and 2^-x = inf, so w = z / inf = 0; NaN stays NaN
-    // through 1 + 2^-x whatever max does with it; large negative x overflow 2^-x to inf, w = -0.
+    // The forward needs w alone, and only through O = sum w v: it takes w / (c ln 2) =
+    // x / (1 + 2^-x) (z = x ln 2), one exp2 and one division, no selects, and the output stores
+    // multiply by P.siluOut = c ln 2 once per element of O (`pointwiseOut`) instead of twice per
+    // score. A masked score (NEG, or -inf from a mod) has x clamped finite and 2^-x = inf, so
+    // w = x / inf = 0; NaN stays NaN through 1 + 2^-x whatever max does with it; large negative
+    // x overflow 2^-x to inf, w = -0.
     parts.push(`struct HkSilu { w: vec4<f32>, dw: vec4<f32> }
 fn hk_silu(x: vec4<f32>) -> HkSilu {
-  let z = max(x, vec4<f32>(-1.0e38)) * 0.6931471805599453;
-  return HkSilu(P.siluFactor * z / (1.0 + exp2(-x)), vec4<f32>(0.0));
+  return HkSilu(max(x, vec4<f32>(-1.0e38)) / (1.0 + exp2(-x)), vec4<f32>(0.0));
 }`);
   } else if (h.normalize === 'silu') {
     // w = c silu(z) = c z sig(z) with z = x ln 2 (x: the kernels' log2 units, converted here);
@@ -324,6 +329,11 @@ fn hk_silu(x: vec4<f32>) -> HkSilu {
 /** The WGSL weight function (w, dw in one struct) of a pointwise normalisation. */
 export function pointwiseFn(h: WgslHooks): string {
   return h.normalize === 'silu' ? 'hk_silu' : 'hk_sigmoid';
+}
+
+/** The forward's factor on a pointwise O (and split-K partial): silu's c ln 2 (see hk_silu). */
+export function pointwiseOut(h: WgslHooks): string {
+  return h.normalize === 'silu' ? ' * P.siluOut' : '';
 }
 
 /** Per-sequence setup of a pointwise normalisation's kernels (sigmoid: its bias in log2 units). */

@@ -9,6 +9,7 @@ import {
   hookFunctions,
   modsHaveGrad,
   pointwiseFn,
+  pointwiseOut,
   pointwisePrelude,
   type WgslHooks,
 } from './hooks.js';
@@ -590,7 +591,9 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
     workgroupBarrier();
     ${nnGemm(p, 'acc', v, 'P.dv', p.wuV)}`;
   const store = tile(p, p.wuV, (i, u) => {
-    const value = softmax ? `acc_${i}_${u} * ${rowVec('inv', i)}` : `acc_${i}_${u}`;
+    const value = softmax
+      ? `acc_${i}_${u} * ${rowVec('inv', i)}`
+      : `acc_${i}_${u}${pointwiseOut(spec.hooks)}`;
     return `{
     let row = r0 + ${rowOf(p, i)};
     let w = (tx + ${u * p.tx}u) * 4u;
@@ -627,7 +630,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
     (i, u) => `{
     let row = r0 + ${rowOf(p, i)};
     let w = (tx + ${u * p.tx}u) * 4u;
-    if (row < nq && w < P.dv) { st_pacc(((lB + row) * P.splits + split) * P.dv + w, acc_${i}_${u}, min(4u, P.dv - w)); }
+    if (row < nq && w < P.dv) { st_pacc(((lB + row) * P.splits + split) * P.dv + w, acc_${i}_${u}${softmax ? '' : pointwiseOut(spec.hooks)}, min(4u, P.dv - w)); }
   }`,
   )}`;
   const splitEpilogue = softmax
