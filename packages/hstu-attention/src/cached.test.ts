@@ -93,6 +93,7 @@ const CASES: Array<{ name: string; extra: Partial<HstuCachedAttentionOptions> }>
   { name: 'contextual prefix 3', extra: { contextualSeqLen: 3 } },
   { name: 'window 9, last 4 full', extra: { maxAttnLen: 9, minFullAttnSeqLen: 4 } },
   { name: 'non-causal', extra: { causal: false } },
+  { name: 'split-K (numSplits 3)', extra: { numSplits: 3 } },
 ];
 
 describe('hstuCachedAttention (M-FALCON) on every backend', () => {
