@@ -149,7 +149,14 @@ describe.runIf(base)('the op registry', () => {
       'permQ',
       'permK',
     ]);
-    expect(ops['attention.backward'].outputs).toEqual(['dq', 'dk', 'dv', 'dsinks']);
+    expect(ops['attention.backward'].outputs).toEqual([
+      'dq',
+      'dk',
+      'dv',
+      'dsinks',
+      'dPositionTable',
+      'dTimestampTable',
+    ]);
     expect(ops.gemm.inputs).toEqual(['a', 'b']);
     // A forced ISA caps the choice per op.
     const scalar = loadNative({ isa: 'scalar' })!;
@@ -319,7 +326,9 @@ describe.runIf(base)(
       };
       const sq = { ...p, seqK: Int32Array.of(10) };
       // Queries are the sequence's last tokens: more queries than keys is refused.
-      await expect(fwd({ ...p, seqK: Int32Array.of(p.seqQ[0]! - 1), hstuMask: hm })).rejects.toThrow(
+      await expect(
+        fwd({ ...p, seqK: Int32Array.of(p.seqQ[0]! - 1), hstuMask: hm }),
+      ).rejects.toThrow(
         /^problem\.seqQ\[0\]: expected at most seqK = \d+ \(HSTU's queries are the sequence's last tokens\)/,
       );
       await expect(fwd({ ...sq, hstuMask: { ...hm, numTargets: [3] } })).rejects.toThrow(TypeError);

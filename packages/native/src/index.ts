@@ -123,6 +123,45 @@ export interface NativeAttentionProblem {
    * Default none.
    */
   hstuMask?: NativeHstuMask | undefined;
+  /**
+   * HSTU's bucketed relative attention bias (the skeleton's HstuRabHook), added to the scaled
+   * score before the score mods. Default none. See NativeHstuRab.
+   */
+  hstuRab?: NativeHstuRab | undefined;
+}
+
+/**
+ * HSTU's bucketed rab: per pair of sequence b (query row r is position i = r + seqK[b] -
+ * seqQ[b], so seqQ[b] <= seqK[b]; key j), z = scale q.k + posTable[h', pc] + timeTable[h', tc]
+ * with h' = h, or 0 for a table of one row (heads: 1 or hq), pc = clamp(j - i + (numPos - 1) / 2,
+ * 0, numPos - 1) (numPos odd) and tc = the last t with thresholds[t] <= |nextTime[s + i] -
+ * keyTime[s + j]|, s = startK[b] (THD; BHND: b maxSeqK), in int32 arithmetic (times >= 0:
+ * @attnkit/skeleton hstuRabTimes; thresholds: hstuTimeThresholds, 1..numTime entries from 0,
+ * non-decreasing). At least one table. attention.backward's optional outputs
+ * `dPositionTable` / `dTimestampTable` (the tables' lengths) get dZ summed per column over the
+ * allowed pairs. No permQ / permK with it (RangeError): positions are the sequence order's.
+ */
+export interface NativeHstuRab {
+  /** [posHeads, numPos], row-major. */
+  posTable?: Float32Array | undefined;
+  posHeads?: number;
+  numPos?: number;
+  /** [timeHeads, numTime], row-major. */
+  timeTable?: Float32Array | undefined;
+  timeHeads?: number;
+  numTime?: number;
+  /** With timeTable: per token of the key axis (totalK; BHND: batch x maxSeqK), >= 0. */
+  keyTime?: Int32Array | undefined;
+  /** With timeTable: the time of the token after each key-axis token (the last: its own). */
+  nextTime?: Int32Array | undefined;
+  /** With timeTable: the time buckets' integer lower bounds. */
+  thresholds?: Int32Array | undefined;
+}
+
+/** attention.backward's outputs of HstuRab's table gradients (NativeHstuRab). */
+export interface NativeRabGrads {
+  dPositionTable?: Float32Array | undefined;
+  dTimestampTable?: Float32Array | undefined;
 }
 
 /** See NativeAttentionProblem.hstuMask; the rule is @attnkit/attention's `hstuAllowed`. */
@@ -202,6 +241,10 @@ export interface NativeOpMap {
       dk: Float32Array;
       dv: Float32Array;
       dsinks?: Float32Array | undefined;
+      /** With problem.hstuRab.posTable: its gradient (optional). */
+      dPositionTable?: Float32Array | undefined;
+      /** With problem.hstuRab.timeTable: its gradient (optional). */
+      dTimestampTable?: Float32Array | undefined;
     };
   };
   gemm: {
@@ -270,7 +313,7 @@ export interface NativeEngine {
   ): Promise<void>;
   /**
    * run('attention.backward', ...): writes dq, dk, dv (and dsinks with sinks); `perm`: permQ /
-   * permK (the forward's).
+   * permK (the forward's); `rab`: the hstuRab tables' gradients to write.
    */
   flashBackward(
     p: NativeAttentionProblem,
@@ -285,6 +328,7 @@ export interface NativeEngine {
     dv: Float32Array,
     dsinks?: Float32Array,
     perm?: NativePermutation,
+    rab?: NativeRabGrads,
   ): Promise<void>;
   /** run('gemm', ...) with the matrices beside the problem. */
   gemm(args: NativeGemmArgs): Promise<void>;
@@ -681,7 +725,7 @@ function makeEngine(
       if (perm?.permK !== undefined) inputs.permK = perm.permK;
       return engine.run('attention.forward', p, inputs, lse === undefined ? { o } : { o, lse });
     },
-    flashBackward: (p, q, k, v, o, lse, dO, dq, dk, dv, dsinks, perm) => {
+    flashBackward: (p, q, k, v, o, lse, dO, dq, dk, dv, dsinks, perm, rab) => {
       const inputs: NativeOpMap['attention.backward']['inputs'] = { q, k, v, dO };
       if (o !== undefined) inputs.o = o;
       if (lse !== undefined) inputs.lse = lse;
@@ -689,6 +733,8 @@ function makeEngine(
       if (perm?.permK !== undefined) inputs.permK = perm.permK;
       const outputs: NativeOpMap['attention.backward']['outputs'] = { dq, dk, dv };
       if (dsinks !== undefined) outputs.dsinks = dsinks;
+      if (rab?.dPositionTable !== undefined) outputs.dPositionTable = rab.dPositionTable;
+      if (rab?.dTimestampTable !== undefined) outputs.dTimestampTable = rab.dTimestampTable;
       return engine.run('attention.backward', p, inputs, outputs);
     },
     gemm: async (args) => {

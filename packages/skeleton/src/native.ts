@@ -4,7 +4,9 @@ import type * as NativePackage from '@attnkit/native';
 import type {
   NativeAttentionProblem,
   NativeEngine,
+  NativeHstuRab,
   NativePermutation,
+  NativeRabGrads,
   NativeScoreMod,
 } from '@attnkit/native';
 import { BackendUnavailableError, describe, Tensor, ValueError } from '@attnkit/tensor';
@@ -12,6 +14,7 @@ import { allocF32 } from './cpu/alloc.js';
 import { checkCpuQ, checkLike, encodeOutput } from './cpu/run.js';
 import { scheduleSplits } from './cpu/schedule.js';
 import { biasGradLayout, biasGradMod, reduceBiasGrad, type TiledHooks } from './hooks.js';
+import type { HstuRabHook } from './hstu-rab.js';
 import { planNativeTiles } from './plan.js';
 
 /**
@@ -183,6 +186,15 @@ function unsupported(
       why: `the native engine runs at most ${MAX_MODS} score mods`,
     };
   }
+  const perm = hooks.permute;
+  if (hooks.rab && perm && (perm.q !== undefined || perm.k !== undefined)) {
+    return {
+      argument: 'permute',
+      message:
+        "permute: expected no permuted tiles with HSTU's bucketed rab on the native backend (the rab reads the sequence order's positions), got a permutation",
+      why: "the native engine runs HSTU's bucketed rab on unpermuted tiles only",
+    };
+  }
   if (p.maskMod !== undefined) {
     return {
       argument: 'maskMod',
@@ -233,6 +245,31 @@ function nativeMod(m: ResolvedScoreMod): NativeScoreMod {
   }
 }
 
+/**
+ * HSTU's bucketed rab hook as the engine's problem.hstuRab: the tables' f32 data with their
+ * shapes (the family layer validated them: [1 or Hq, P odd], [1 or Hq, T]), the per-token times
+ * and the thresholds as they are (the engine checks lengths and ranges: RangeError naming them).
+ */
+function nativeRab(r: HstuRabHook): NativeHstuRab {
+  const out: NativeHstuRab = {};
+  if (r.positionTable) {
+    const [heads, cols] = r.positionTable.shape as [number, number];
+    out.posTable = engineInput(r.positionTable);
+    out.posHeads = heads;
+    out.numPos = cols;
+  }
+  if (r.timestampTable) {
+    const [heads, cols] = r.timestampTable.shape as [number, number];
+    out.timeTable = engineInput(r.timestampTable);
+    out.timeHeads = heads;
+    out.numTime = cols;
+    out.keyTime = r.keyTime;
+    out.nextTime = r.nextTime;
+    out.thresholds = r.thresholds;
+  }
+  return out;
+}
+
 /** The engine's problem: the resolved problem, its hooks and the tile hints. */
 function nativeProblem(
   p: AttentionProblem,
@@ -264,6 +301,7 @@ function nativeProblem(
       const { numTargets, contextual, maxAttnLen, minFull, causal } = m;
       out.hstuMask = { numTargets, contextual, maxAttnLen, minFull, causal };
     }
+    if (hooks.rab) out.hstuRab = nativeRab(hooks.rab);
     // More splits than key tiles only adds empty ranges; the engine takes up to 65536.
     const splits = Math.min(scheduleSplits(hooks.schedule), 65536);
     if (splits > 1) out.splits = splits;
@@ -341,6 +379,17 @@ export async function tiledForwardNative(
   };
 }
 
+/** tiledBackwardNative's result: with HSTU's rab with grad, the tables' gradients (f32). */
+export interface NativeGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  dsinks?: Tensor;
+  dbias?: Tensor;
+  dPositionTable?: Tensor;
+  dTimestampTable?: Tensor;
+}
+
 /**
  * The skeleton's backward on the native engine. Softmax needs the forward's o (q's dtype) and
  * lse (f32); the pointwise sigmoid and silu ignore them. dO in q's dtype. ShapeError / DTypeError / DeviceError name
@@ -357,7 +406,7 @@ export async function tiledBackwardNative(
   lse: Tensor | undefined,
   dO: Tensor,
   opts?: NativeTileOptions,
-): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor }> {
+): Promise<NativeGrads> {
   const { engine, problem } = await prepare(p, hooks, q, opts);
   const softmax = hooks.normalize.kind === 'softmax';
   const O = softmax ? engineInput(checkLike(o, 'o', p.oShape, q.dtype, 'native')) : undefined;
@@ -387,6 +436,11 @@ export async function tiledBackwardNative(
         : x,
     );
   }
+  // HSTU's rab with grad: the engine sums dZ per table column (per-thread f64 partials).
+  const rab = hooks.rab?.grad ? hooks.rab : undefined;
+  const rabGrads: NativeRabGrads = {};
+  if (rab?.positionTable) rabGrads.dPositionTable = allocF32(rab.positionTable.size, 'output');
+  if (rab?.timestampTable) rabGrads.dTimestampTable = allocF32(rab.timestampTable.size, 'output');
   await engine.flashBackward(
     problem,
     engineInput(q),
@@ -400,8 +454,9 @@ export async function tiledBackwardNative(
     dv,
     dsinks,
     nativePermutation(hooks),
+    rabGrads,
   );
-  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor } = {
+  const out: NativeGrads = {
     dq: encodeOutput(dq, q.shape, q.dtype),
     dk: encodeOutput(dk, k.shape, q.dtype),
     dv: encodeOutput(dv, v.shape, q.dtype),
@@ -411,5 +466,9 @@ export async function tiledBackwardNative(
     if (dbFull !== dbias) reduceBiasGrad(p, grad.mod, dbFull, dbias);
     out.dbias = Tensor.from(dbias, grad.mod.bias.shape);
   }
+  if (rab?.positionTable && rabGrads.dPositionTable)
+    out.dPositionTable = Tensor.from(rabGrads.dPositionTable, rab.positionTable.shape);
+  if (rab?.timestampTable && rabGrads.dTimestampTable)
+    out.dTimestampTable = Tensor.from(rabGrads.dTimestampTable, rab.timestampTable.shape);
   return out;
 }

@@ -327,6 +327,105 @@ void hstuMaskArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
   p.hstuTargets = arr.data;
 }
 
+// problem.hstuRab: undefined, or HSTU's bucketed rab (packages/skeleton/src/hstu-rab.ts
+// HstuRabHook; engine.h AttnProblem.rabPos...): { posTable?: Float32Array [posHeads, numPos]
+// (numPos odd), posHeads, numPos, timeTable?: Float32Array [timeHeads, numTime], timeHeads,
+// numTime, keyTime, nextTime: Int32Array (one per token of the key axis, >= 0), thresholds:
+// Int32Array (1..numTime entries, thresholds[0] = 0, non-decreasing) }, at least one table;
+// heads 1 (shared) or hq. Table values are data (not checked, as a bias's: NaN propagates).
+void hstuRabArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
+  Napi::Env env = v.Env();
+  p.rabPos = p.rabTime = nullptr;
+  p.rabKeyTime = p.rabNextTime = p.rabThresholds = nullptr;
+  p.rabDPos = p.rabDTime = nullptr;
+  p.rabLut = nullptr;
+  if (v.IsUndefined() || v.IsNull()) return;
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    typeError(env, "problem.hstuRab",
+              "{ posTable?, posHeads, numPos, timeTable?, timeHeads, numTime, keyTime, nextTime, "
+              "thresholds } or undefined",
+              v);
+  Napi::Object o = v.As<Napi::Object>();
+  const char* H = "problem.hstuRab.";
+  for (int64_t b = 0; b < p.batch; b++) {
+    // Query row r is position r + seqK - seqQ (the sequence's last seqQ tokens).
+    if (p.seqQ[b] > p.seqK[b])
+      rangeError(env, "problem.seqQ[" + std::to_string(b) + "]",
+                 "at most seqK = " + std::to_string(p.seqK[b]) +
+                     " (HSTU's queries are the sequence's last tokens)",
+                 std::to_string(p.seqQ[b]));
+  }
+  // heads: 1 (a table shared by all heads) or hq.
+  auto heads = [&](const char* key) {
+    const int64_t h = intField(o, H, key, 1, p.hq);
+    if (h != 1 && h != p.hq)
+      rangeError(env, std::string(H) + key, "1 (shared) or hq = " + std::to_string(p.hq),
+                 std::to_string(h));
+    return h;
+  };
+  auto table = [&](const char* key, int64_t rows, int64_t cols) {
+    Napi::Value t = o.Get(key);
+    F32 a = f32Arg(t, std::string(H) + key);
+    keep.add(t);
+    expectLength(env, std::string(H) + key, a.length, rows * cols,
+                 std::to_string(rows) + " heads x " + std::to_string(cols) + " columns");
+    return a.data;
+  };
+  Napi::Value pt = o.Get("posTable");
+  if (!pt.IsUndefined()) {
+    p.rabPosHeads = heads("posHeads");
+    p.rabNumPos = intField(o, H, "numPos", 1, INT64_C(1) << 31);
+    if (p.rabNumPos % 2 == 0)
+      rangeError(env, std::string(H) + "numPos", "an odd integer (column (numPos - 1) / 2 is j = i)",
+                 std::to_string(p.rabNumPos));
+    p.rabPos = table("posTable", p.rabPosHeads, p.rabNumPos);
+  }
+  Napi::Value tt = o.Get("timeTable");
+  if (!tt.IsUndefined()) {
+    p.rabTimeHeads = heads("timeHeads");
+    p.rabNumTime = intField(o, H, "numTime", 1, INT64_C(1) << 31);
+    const int64_t keys = p.thd ? p.totalK : p.batch * p.maxSeqK;
+    const char* why = p.thd ? "one per key token: totalK" : "one per key row: batch x maxSeqK";
+    const int32_t* times[2];
+    const char* names[2] = {"keyTime", "nextTime"};
+    for (int n = 0; n < 2; n++) {
+      const std::string name = std::string(H) + names[n];
+      Napi::Value x = o.Get(names[n]);
+      auto arr = arrayArg<int32_t, napi_int32_array>(x, name, "Int32Array");
+      keep.add(x);
+      expectLength(env, name, arr.length, keys, why);
+      for (int64_t t = 0; t < arr.length; t++)
+        if (arr.data[t] < 0)
+          rangeError(env, name + "[" + std::to_string(t) + "]",
+                     "a time >= 0 (rebased per sequence: hstuRabTimes)",
+                     std::to_string(arr.data[t]));
+      times[n] = arr.data;
+    }
+    const std::string tn = std::string(H) + "thresholds";
+    Napi::Value th = o.Get("thresholds");
+    auto thr = arrayArg<int32_t, napi_int32_array>(th, tn, "Int32Array");
+    keep.add(th);
+    if (thr.length < 1 || thr.length > p.rabNumTime)
+      rangeError(env, tn, "1 to numTime = " + std::to_string(p.rabNumTime) + " entries",
+                 std::to_string(thr.length) + " entries");
+    if (thr.data[0] != 0) rangeError(env, tn + "[0]", "0", std::to_string(thr.data[0]));
+    for (int64_t t = 1; t < thr.length; t++)
+      if (thr.data[t] < thr.data[t - 1])
+        rangeError(env, tn + "[" + std::to_string(t) + "]",
+                   "at least thresholds[" + std::to_string(t - 1) +
+                       "] = " + std::to_string(thr.data[t - 1]) + " (non-decreasing)",
+                   std::to_string(thr.data[t]));
+    p.rabTime = table("timeTable", p.rabTimeHeads, p.rabNumTime);
+    p.rabKeyTime = times[0];
+    p.rabNextTime = times[1];
+    p.rabThresholds = thr.data;
+    p.rabNumThresholds = thr.length;
+  }
+  if (p.rabPos == nullptr && p.rabTime == nullptr)
+    rangeError(env, "problem.hstuRab", "posTable or timeTable (at least one table)",
+               "neither");
+}
+
 AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
   Napi::Env env = value.Env();
   if (!value.IsObject() || value.IsArray() || value.IsTypedArray())
@@ -431,6 +530,7 @@ AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
   normalizeArg(o.Get("normalize"), p, keep);
   scoreModsArg(o.Get("scoreMods"), p, keep);
   hstuMaskArg(o.Get("hstuMask"), p, keep);
+  hstuRabArg(o.Get("hstuRab"), p, keep);
   return p;
 }
 
@@ -484,16 +584,21 @@ bool pointwise(const AttnProblem& p) {
   return p.normalize == Normalize::kSigmoid || p.normalize == Normalize::kSilu;
 }
 
+bool hasRab(const AttnProblem& p) { return p.rabPos != nullptr || p.rabTime != nullptr; }
+constexpr const char* kRabNoPermutation =
+    "problem.hstuRab reads the sequence order's positions: no permuted tiles with it";
+
 // attention.forward: inputs q, k, v; outputs o and (softmax) lse.
 class AttentionForward : public Call {
  public:
   explicit AttentionForward(const AttnProblem& p) : z_(sizesOf(p)) { c_.p = p; }
   Presence presence(bool output, size_t i) const override {
-    if (!output && i >= 3) return Presence::kOptional;
+    if (!output && i >= 3) return hasRab(c_.p) ? Presence::kAbsent : Presence::kOptional;
     const bool lse = output && i == 1;
     return lse && pointwise(c_.p) ? Presence::kAbsent : Presence::kRequired;
   }
-  const char* absentWhy(bool, size_t) const override {
+  const char* absentWhy(bool output, size_t) const override {
+    if (!output) return kRabNoPermutation;
     return c_.p.normalize == Normalize::kSilu ? "silu attention has no LSE"
                                               : "sigmoid attention has no LSE";
   }
@@ -541,23 +646,34 @@ class AttentionBackward : public Call {
   Presence presence(bool output, size_t i) const override {
     if (!output && (i == 3 || i == 4)) return pointwise(c_.p) ? Presence::kAbsent : Presence::kRequired;
     if (output && i == 3) return c_.p.sinks != nullptr ? Presence::kRequired : Presence::kAbsent;
-    if (!output && i >= 6) return Presence::kOptional;
+    // The rab's table gradients: optional with the table (absent: none computed).
+    if (output && i == 4) return c_.p.rabPos != nullptr ? Presence::kOptional : Presence::kAbsent;
+    if (output && i == 5) return c_.p.rabTime != nullptr ? Presence::kOptional : Presence::kAbsent;
+    if (!output && i >= 6) return hasRab(c_.p) ? Presence::kAbsent : Presence::kOptional;
     return Presence::kRequired;
   }
-  const char* absentWhy(bool output, size_t) const override {
+  const char* absentWhy(bool output, size_t i) const override {
+    if (output && i == 4) return "the problem has no hstuRab.posTable";
+    if (output && i == 5) return "the problem has no hstuRab.timeTable";
     if (output) return "the problem has no sinks";
+    if (i >= 6) return kRabNoPermutation;
     return c_.p.normalize == Normalize::kSilu
                ? "silu's backward reads no forward output (dS = dP dw/ds)"
                : "sigmoid's backward reads no forward output (dS = dP w (1 - w))";
   }
   int64_t length(bool output, size_t i) const override {
-    if (output) return i == 0 ? z_.q : i == 1 ? z_.k : i == 2 ? z_.v : c_.p.hq;
+    if (output) {
+      const int64_t n[6] = {z_.q, z_.k, z_.v, c_.p.hq, c_.p.rabPosHeads * c_.p.rabNumPos,
+                            c_.p.rabTimeHeads * c_.p.rabNumTime};
+      return n[i];
+    }
     const int64_t n[8] = {z_.q, z_.k, z_.v, z_.o, z_.lse, z_.o, z_.lse, z_.kIdx};
     return n[i];
   }
   const char* lengthWhy(bool output, size_t i) const override {
     if (output) {
-      const char* w[4] = {"query rows x d", "key rows x d", "key rows x dv", "one per query head"};
+      const char* w[6] = {"query rows x d", "key rows x d", "key rows x dv", "one per query head",
+                          "hstuRab.posHeads x numPos", "hstuRab.timeHeads x numTime"};
       return w[i];
     }
     const char* w[8] = {"query rows x d",
@@ -576,7 +692,7 @@ class AttentionBackward : public Call {
   void bind(bool output, size_t i, float* x) override {
     FlashBackwardArgs& a = c_.a;
     if (output) {
-      float** w[4] = {&a.dq, &a.dk, &a.dv, &a.dsinks};
+      float** w[6] = {&a.dq, &a.dk, &a.dv, &a.dsinks, &c_.p.rabDPos, &c_.p.rabDTime};
       *w[i] = x;
     } else {
       const float** r[6] = {&a.q, &a.k, &a.v, &a.o, &a.lse, &a.dO};
@@ -672,7 +788,7 @@ const std::vector<OpDesc>& descriptors() {
        AttentionForward::parse},
       {kOpAttentionBackward,
        {{"q"}, {"k"}, {"v"}, {"o"}, {"lse"}, {"dO"}, {"permQ", true}, {"permK", true}},
-       {{"dq"}, {"dk"}, {"dv"}, {"dsinks"}},
+       {{"dq"}, {"dk"}, {"dv"}, {"dsinks"}, {"dPositionTable"}, {"dTimestampTable"}},
        AttentionBackward::parse},
       {kOpGemm, {{"a"}, {"b"}}, {{"c"}}, Gemm::parse},
   };

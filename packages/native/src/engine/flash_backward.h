@@ -147,6 +147,9 @@ struct BwdScratch {
   float* qs = nullptr;
   float* dos = nullptr;
   float* qsc = nullptr;  // tileQ x d: the tile's Q rows times scale log2 e (S, as the forward)
+  // HSTU's rab with grad (engine.h rabDPos / rabDTime): this thread's partial table gradients
+  // (rabGradDoubles), summed over the threads at the end; null otherwise.
+  double* rabAcc = nullptr;
   static int64_t floats(int64_t d, int64_t dv, int64_t dpad, int64_t tileQ, bool withG) {
     return (2 * d + 2 * dv + dpad + (withG ? 3 : 2) * tileQ + 2) * kBwdBk;
   }
@@ -335,6 +338,8 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
     const uint8_t* bs = sparseBase(p, b, h);
     HeadMods mods;
     if constexpr (M::kActive) mods = headMods(p, b, h);
+    RabHead rab = rabHead(p, b, h);
+    if (rab.on && sc.rabAcc != nullptr) rabGradRows(p, h, sc.rabAcc, rab);
     // d weight / d score kept per element: the pointwise dw/ds and the softcaps' derivatives.
     const bool useG = Norm::kPointwise || (M::kActive && mods.softcap);
     const float* q = a.q + qBase(p, b, h, d);
@@ -386,6 +391,11 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
       for (int64_t i = 0; i < nr; i++)
         for (int64_t c = 0; c < d; c++) sc.qsc[i * d + c] = qi[i * qiRow + c] * qScale;
       bwdScores(nr, d, sc.qsc, d, sc.kt, sc.pm, 1.0f);
+      // HSTU's rab, as the forward adds it (first, the same fma): P / W below, the exact
+      // large-logit path included, see the forward's scores.
+      if (rab.on) {
+        for (int64_t i = 0; i < nr; i++) bwdRab(rab, i0 + i + s.off, j0, kcols, sc.pm + i * kBwdBk);
+      }
       if constexpr (M::kActive) {
         for (int64_t i = 0; i < nr; i++) {
           bwdMods<kBwdNV>(mods, i0 + i, s.off, j0, kcols, sc.jidx, sc.pm + i * kBwdBk,
@@ -419,6 +429,11 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
           V ds = V::load(prow + u * V::L) * (V::load(drow + u * V::L) - di);
           ds.store(drow + u * V::L);
         }
+      }
+      if (rab.dpos != nullptr || rab.dtime != nullptr) {
+        // dS is dZ (the rab precedes every mod; their chain rule is in dS), 0 at masked pairs.
+        for (int64_t i = 0; i < nr; i++)
+          bwdRabGrad(rab, i0 + i + s.off, j0, kcols, sc.ds + i * kBwdBk);
       }
       if (dbias != nullptr) {
         // dS is d loss / d bias (the mods before a bias with grad are additive): each
@@ -518,7 +533,7 @@ inline void flashBackwardScratch(const AttnProblem& p, int64_t* perThread, int64
   const int64_t dpad = roundUp(p.d, V::L);
   const BwdPlan plan(p);
   *perThread = plan.waveRows * dpad + bwdBlockScratchFloats(p, dpad, tileQ) +
-               roundUp(tileQ * p.d, 16);
+               roundUp(tileQ * p.d, 16) + 2 * rabGradDoubles(p);
   *shared = bwdSharedFloats(p);
 }
 
@@ -540,8 +555,15 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
   const int64_t stagePer = roundUp(tileQ * p.d, 16) +
                            (a.permQ != nullptr ? roundUp(tileQ * (p.d + p.dv), 16) : 0);
   Floats stage(stagePer * threads);
-  if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok() || !stage.ok())
+  // HSTU's rab gradients: per-thread partial tables in f64 (rabGradDoubles each, 2 floats a
+  // double; tasks run in parallel and share table columns), summed after the waves.
+  const int64_t rabPer = rabGradDoubles(p);
+  Floats rabAcc(2 * rabPer * threads);
+  if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok() || !stage.ok() ||
+      !rabAcc.ok())
     return kOutOfMemory;
+  double* rabParts = reinterpret_cast<double*>(rabAcc.get());
+  for (int64_t e = 0; e < rabPer * threads; e++) rabParts[e] = 0.0;
   BwdShared sh{p, a, prep.get(), Norm::kPointwise ? nullptr : prep.get() + nLse, dpad, tileQ};
 
   if constexpr (!Norm::kPointwise) {
@@ -640,6 +662,7 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
     auto body = [&](int64_t t, int thread) {
       BwdScratch sc(scratch.get() + per * thread, p.d, p.dv, dpad, tileQ);
       sc.qsc = stage.get() + stagePer * thread;
+      if (rabPer > 0) sc.rabAcc = rabParts + rabPer * thread;
       if (a.permQ != nullptr) {
         sc.qs = sc.qsc + roundUp(tileQ * p.d, 16);
         sc.dos = sc.qs + tileQ * p.d;
@@ -679,11 +702,22 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
     };
     parallel(ceilDiv(w.rows, rowsPer), reduce);
   }
+  if (rabPer > 0) {
+    // The rab's table gradients: the threads' partials summed in thread order.
+    for (int64_t e = 0; e < rabPer; e++) {
+      double sum = 0.0;
+      for (int th = 0; th < threads; th++) sum += rabParts[th * rabPer + e];
+      const int64_t np = p.rabDPos != nullptr ? p.rabPosHeads * p.rabNumPos : 0;
+      (e < np ? p.rabDPos[e] : p.rabDTime[e - np]) = static_cast<float>(sum);
+    }
+  }
   return nullptr;
 }
 
 // The instantiation of the problem's hooks.
-inline const char* flashBackward(const AttnProblem& p, const FlashBackwardArgs& a) {
+inline const char* flashBackward(const AttnProblem& problem, const FlashBackwardArgs& a) {
+  RabLutStore lut;
+  const AttnProblem p = withRabLut(problem, lut);
   const bool mods = p.numMods > 0;
   if (p.normalize == Normalize::kSigmoid)
     return mods ? flashBackwardImpl<Sigmoid, Mods>(p, a) : flashBackwardImpl<Sigmoid, NoMods>(p, a);

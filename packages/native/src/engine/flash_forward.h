@@ -207,6 +207,7 @@ struct FwdHead {
   // The batch entry, its key count and nk - nq (the HSTU mask's rule: query row i is position
   // i + off of the length-n sequence; off > 0 for M-FALCON's candidates).
   int64_t b, n, off;
+  RabHead rab;  // HSTU's bucketed rab (rab.on false: none)
 };
 
 // O^T = alpha O^T + P V over the keys of a tile (P^T in st, V rows at vj).
@@ -278,6 +279,8 @@ ATTNKIT_NOINLINE void fwdTile(const AttnProblem& p, const uint8_t* bs, const flo
     FwdScores<kFwdMR>::run(p.d, blk.qt, k + r * kRow, kRow, sc.st + r * kFwdBq);
   if (r < nkeys)
     withRows<FwdScores, kFwdMR>(nkeys - r, p.d, blk.qt, k + r * kRow, kRow, sc.st + r * kFwdBq);
+  // HSTU's rab joins the scaled score first, before the mods (engine.h AttnProblem.rabPos).
+  if (hd.rab.on) fwdRab<kFwdBq>(hd.rab, blk.i0, blk.rows, hd.off, j0, j1, sc.st);
   if constexpr (M::kActive) fwdMods<kFwdBq, kFwdNV>(hd.mods, blk.i0, blk.rows, blk.diag, j0, j1, sc.st);
   if (vis == Vis::kPartial) fwdMask(p, bs, blk, j0, j1, sc);
   if (p.hstuTargets != nullptr) fwdHstuMask(p, hd.b, hd.n, hd.off, blk, j0, j1, sc);
@@ -368,6 +371,7 @@ inline FwdGroup fwdGroup(const AttnProblem& p, int64_t b, int64_t h, int64_t i0,
   g.hd.b = b;
   g.hd.n = g.s.nk;
   g.hd.off = g.s.off;
+  g.hd.rab = rabHead(p, b, h);
   g.jStart = keyLo(p, g.s, i0);
   g.jEnd = g.rowsAll > 0 ? keyHi(p, g.s, i0 + g.rowsAll - 1) : 0;
   return g;
@@ -632,7 +636,9 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
 }
 
 // The instantiation of the problem's hooks.
-inline const char* flashForward(const AttnProblem& p, const FlashForwardArgs& a) {
+inline const char* flashForward(const AttnProblem& problem, const FlashForwardArgs& a) {
+  RabLutStore lut;
+  const AttnProblem p = withRabLut(problem, lut);
   const bool mods = p.numMods > 0;
   if (p.normalize == Normalize::kSigmoid)
     return mods ? flashForwardImpl<Sigmoid, Mods>(p, a) : flashForwardImpl<Sigmoid, NoMods>(p, a);

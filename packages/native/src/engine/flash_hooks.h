@@ -183,5 +183,161 @@ inline void bwdMods(const HeadMods& m, int64_t i, int64_t off, int64_t j0, int64
   }
 }
 
+// HSTU's bucketed rab (engine.h AttnProblem.rabPos...). Its time column needs the last
+// threshold <= |dt| per pair; instead of a binary search each pair starts from a lookup table
+// indexed by |dt|'s octave and its next 4 bits (448 cells for |dt| < 2^31), holding the column
+// of the cell's smallest integer, and steps up past the thresholds inside the cell: none or one
+// for the log buckets (a cell spans 1/16 octave, a bucket 0.301 / ln 2 = 0.43 octave), a few
+// for sqrt's. Integer arithmetic throughout: the column is the reference's exactly.
+struct RabLut {
+  static constexpr int kCells = 16 + 27 * 16;
+  // Cell of a (0 <= a < 2^31): a itself below 16, else 16 cells per octave.
+  static ATTNKIT_ALWAYS_INLINE int cell(uint32_t a) {
+    if (a < 16) return static_cast<int>(a);
+    const int e = 31 - __builtin_clz(a);
+    return 16 + (e - 4) * 16 + static_cast<int>((a >> (e - 4)) & 15);
+  }
+  // The smallest integer of cell c.
+  static int64_t low(int c) {
+    if (c < 16) return c;
+    const int e = (c - 16) / 16 + 4, sub = (c - 16) % 16;
+    return static_cast<int64_t>(16 + sub) << (e - 4);
+  }
+  // lut[c] = the column of low(c) (binary search, once per call).
+  static void build(const int32_t* thr, int64_t n, int32_t* lut) {
+    for (int c = 0; c < kCells; c++) {
+      const int64_t a = low(c);
+      int64_t lo = 0, hi = n - 1;
+      while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (thr[mid] <= a) lo = mid; else hi = mid - 1;
+      }
+      lut[c] = static_cast<int32_t>(lo);
+    }
+  }
+};
+
+// The rab of one (batch, query head): the tables' rows of head h (null = that term is absent),
+// the sequence's key-axis times, and in the backward this thread's partial gradient rows.
+struct RabHead {
+  bool on = false;
+  const float* pos = nullptr;
+  const float* time = nullptr;
+  int64_t numPos = 0, center = 0;
+  const int32_t* keyTime = nullptr;   // key j of the sequence at keyTime[j]
+  const int32_t* nextTime = nullptr;  // position i at nextTime[i]
+  const int32_t* thr = nullptr;
+  const int32_t* lut = nullptr;
+  int64_t numThr = 0;
+  double* dpos = nullptr;
+  double* dtime = nullptr;
+
+  ATTNKIT_ALWAYS_INLINE int64_t posCol(int64_t i, int64_t j) const {
+    return imin(imax(j - i + center, 0), numPos - 1);
+  }
+  ATTNKIT_ALWAYS_INLINE int64_t timeCol(int64_t i, int64_t j) const {
+    int64_t dt = static_cast<int64_t>(nextTime[i]) - keyTime[j];
+    if (dt < 0) dt = -dt;
+    int64_t c = lut[RabLut::cell(static_cast<uint32_t>(dt))];
+    while (c + 1 < numThr && thr[c + 1] <= dt) c++;
+    return c;
+  }
+  // pos + time of query position i, key j, as an f32 sum (forward and backward alike, so the
+  // backward recomputes the forward's scores bit for bit).
+  ATTNKIT_ALWAYS_INLINE float value(int64_t i, int64_t j) const {
+    float x = 0.0f;
+    if (pos != nullptr) x += pos[posCol(i, j)];
+    if (time != nullptr) x += time[timeCol(i, j)];
+    return x;
+  }
+};
+
+// Start of sequence b on the key axis (the index of the per-token times).
+inline int64_t rabKeyStart(const AttnProblem& p, int64_t b) {
+  return p.thd ? p.startK[b] : b * p.maxSeqK;
+}
+
+inline RabHead rabHead(const AttnProblem& p, int64_t b, int64_t h) {
+  RabHead r;
+  if (p.rabPos == nullptr && p.rabTime == nullptr) return r;
+  r.on = true;
+  if (p.rabPos != nullptr) {
+    r.pos = p.rabPos + (p.rabPosHeads == 1 ? 0 : h) * p.rabNumPos;
+    r.numPos = p.rabNumPos;
+    r.center = (p.rabNumPos - 1) / 2;
+  }
+  if (p.rabTime != nullptr) {
+    r.time = p.rabTime + (p.rabTimeHeads == 1 ? 0 : h) * p.rabNumTime;
+    const int64_t s = rabKeyStart(p, b);
+    r.keyTime = p.rabKeyTime + s;
+    r.nextTime = p.rabNextTime + s;
+    r.thr = p.rabThresholds;
+    r.numThr = p.rabNumThresholds;
+    r.lut = p.rabLut;
+  }
+  return r;
+}
+
+// Doubles of one thread's partial rab gradients: the position table, then the time table.
+inline int64_t rabGradDoubles(const AttnProblem& p) {
+  int64_t n = 0;
+  if (p.rabDPos != nullptr) n += p.rabPosHeads * p.rabNumPos;
+  if (p.rabDTime != nullptr) n += p.rabTimeHeads * p.rabNumTime;
+  return n;
+}
+
+// Points r's gradient rows at head h of one thread's partials (acc: rabGradDoubles of them).
+inline void rabGradRows(const AttnProblem& p, int64_t h, double* acc, RabHead& r) {
+  if (p.rabDPos != nullptr) {
+    r.dpos = acc + (p.rabPosHeads == 1 ? 0 : h) * p.rabNumPos;
+    acc += p.rabPosHeads * p.rabNumPos;
+  }
+  if (p.rabDTime != nullptr) r.dtime = acc + (p.rabTimeHeads == 1 ? 0 : h) * p.rabNumTime;
+}
+
+// Forward: the rab on a score tile st [keys j0..j1) x [Bq lanes] (lane i = query row i0 + i,
+// position i0 + i + off; rows valid lanes), in log2 units as fwdMods' bias.
+template <int64_t Bq>
+inline void fwdRab(const RabHead& r, int64_t i0, int64_t rows, int64_t off, int64_t j0,
+                   int64_t j1, float* st) {
+  for (int64_t i = 0; i < rows; i++) {
+    const int64_t qi = i0 + i + off;
+    for (int64_t j = j0; j < j1; j++) {
+      float& x = st[(j - j0) * Bq + i];
+      x = std::fma(r.value(qi, j), kLog2e, x);
+    }
+  }
+}
+
+// Backward: the rab on one score row x of query position qi, lanes = keys j0 + [0, kcols).
+inline void bwdRab(const RabHead& r, int64_t qi, int64_t j0, int64_t kcols, float* x) {
+  for (int64_t jl = 0; jl < kcols; jl++) x[jl] = std::fma(r.value(qi, j0 + jl), kLog2e, x[jl]);
+}
+
+// Backward: dZ of one row (ds, 0 at masked pairs) summed into the thread's gradient rows.
+inline void bwdRabGrad(const RabHead& r, int64_t qi, int64_t j0, int64_t kcols, const float* ds) {
+  if (r.dpos != nullptr) {
+    for (int64_t jl = 0; jl < kcols; jl++) r.dpos[r.posCol(qi, j0 + jl)] += ds[jl];
+  }
+  if (r.dtime != nullptr) {
+    for (int64_t jl = 0; jl < kcols; jl++) r.dtime[r.timeCol(qi, j0 + jl)] += ds[jl];
+  }
+}
+
+// The per-call setup of the rab: a copy of p with rabLut pointing at `lut` when the problem
+// has a time table (on the kernel's stack: no standard container, see common_impl.h Floats).
+struct RabLutStore {
+  int32_t v[RabLut::kCells];
+};
+inline AttnProblem withRabLut(const AttnProblem& p, RabLutStore& lut) {
+  AttnProblem q = p;
+  q.rabLut = nullptr;
+  if (p.rabTime != nullptr) {
+    RabLut::build(p.rabThresholds, p.rabNumThresholds, lut.v);
+    q.rabLut = lut.v;
+  }
+  return q;
+}
+
 }  // namespace ATTNKIT_NS
 }  // namespace attnkit
