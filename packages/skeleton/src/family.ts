@@ -17,6 +17,7 @@ import { describe, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
 import type { GpuProfiler } from '@attnkit/webgpu';
 import { tiledBackwardTs, tiledForwardTs } from './cpu/run.js';
 import { biasGradMod, type HstuMaskHook, type NormalizeHook, type TiledHooks } from './hooks.js';
+import type { HstuRabHook } from './hstu-rab.js';
 import {
   loadNativeBackend,
   nativeAvailable,
@@ -98,7 +99,17 @@ export interface TiledGrads {
    * allowed (i, j) reads it).
    */
   dbias?: Tensor;
+  /**
+   * With a bucketed rab hook with grad (TiledHooks.rab, HSTU's `bucketedRab`): d loss / d
+   * position table (f32, its shape): dZ summed per column over the pairs the mask allows.
+   */
+  dPositionTable?: Tensor;
+  /** Likewise for the time table of the bucketed rab hook. */
+  dTimestampTable?: Tensor;
 }
+
+/** The backward outputs of a bucketed rab hook with grad (listed when a family has `rab`). */
+export const RAB_GRAD_OUTPUTS = ['dPositionTable', 'dTimestampTable'] as const;
 
 export interface TiledFamilyDef<O extends TiledOptions> {
   /** Registry name (also the golden kind it verifies). */
@@ -136,6 +147,18 @@ export interface TiledFamilyDef<O extends TiledOptions> {
    * undefined when no mask option is active (the plain band path).
    */
   mask?: (p: AttentionProblem, options: O) => HstuMaskHook | undefined;
+  /**
+   * The family's built-in bucketed rab hook from its own options (HSTU's `bucketedRab`, see
+   * HstuRabHook), validated here with typed errors (`q` is the caller's: the tables' device);
+   * undefined when the option is absent. Its table gradients are backward outputs
+   * (RAB_GRAD_OUTPUTS).
+   */
+  rab?: (p: AttentionProblem, options: O, q: Tensor) => HstuRabHook | undefined;
+  /**
+   * The option of the family that turns `rab` on (e.g. 'bucketedRab'): the registry's declines
+   * read it from the options, unresolved, to refuse backends without the hook.
+   */
+  rabOption?: string;
 }
 
 export interface TiledFamily<O extends TiledOptions> {
@@ -309,6 +332,7 @@ function declines(
   backend: TiledBackend,
   pass: KernelPass,
   options: Readonly<Record<string, unknown>>,
+  rabOption?: string,
 ): string | undefined {
   const mods = options.scoreMod === undefined ? [] : [options.scoreMod].flat();
   const custom = mods.filter(
@@ -320,15 +344,19 @@ function declines(
   const split = typeof options.numSplits === 'number' && options.numSplits > 1;
   if (fa1 && split)
     return "FA1's loop runs key tiles outside, so it has no per-query-tile key split (numSplits)";
+  // The bucketed rab hook (TiledHooks.rab): the backends without it would ignore it.
+  const rab = rabOption !== undefined && options[rabOption] !== undefined;
   if (backend === 'native') {
     if (custom.length > 0)
       return 'the native engine runs the built-in score mods only (softcap, alibi, bias); custom mods run on ts and webgpu';
     if (mask !== undefined)
       return 'the native engine runs no user mask mods (they are TS/WGSL functions); use ts or webgpu';
     if (fa1) return 'the native engine implements FA2 only';
+    if (rab) return "the native engine does not run HSTU's bucketed rab yet (ts does)";
   }
   if (backend === 'webgpu') {
     if (fa1) return 'the WGSL kernels implement FA2 only';
+    if (rab) return "the WGSL kernels do not run HSTU's bucketed rab yet (ts does)";
     if (options.blockQ !== undefined || options.blockK !== undefined)
       return "the WGSL kernels take their tile sizes per kernel from `tiles` (blockQ/blockK size the cpu backends' tiles)";
     const noWgsl = custom.find((m) => typeof m.wgsl !== 'string');
@@ -398,6 +426,8 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     const hooks: TiledHooks = { normalize: def.normalize(p, fo), scoreMods };
     const mask = def.mask?.(p, fo);
     if (mask) hooks.mask = mask;
+    const rab = def.rab?.(p, fo, q);
+    if (rab) hooks.rab = rab;
     if (o.numSplits !== undefined && o.numSplits > 1)
       hooks.schedule = { kind: 'splitK', splits: o.numSplits };
     const permute = resolvePermute(o.permute, p);
@@ -405,7 +435,13 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     return { p, hooks, o };
   };
   const gradName = def.biasGradOutput;
-  const backwardOutputs = ['dq', 'dk', 'dv', ...(gradName ? [gradName] : [])];
+  const backwardOutputs = [
+    'dq',
+    'dk',
+    'dv',
+    ...(gradName ? [gradName] : []),
+    ...(def.rab ? RAB_GRAD_OUTPUTS : []),
+  ];
   const renameBiasGrad = (t: KernelTensors): KernelTensors => {
     if (!gradName || t.dbias === undefined) return t;
     const { dbias, ...rest } = t;
@@ -419,7 +455,8 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
         backend,
         ...BACKENDS[backend],
         available: backend === 'native' ? nativeAvailable : undefined,
-        supports: (req: KernelRequest) => declines(backend, pass, req.options) ?? true,
+        supports: (req: KernelRequest) =>
+          declines(backend, pass, req.options, def.rabOption) ?? true,
         outputs: pass === 'forward' ? def.forwardOutputs : backwardOutputs,
         run: async (t, options) => {
           const r = resolve(t, options);
@@ -443,7 +480,10 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
         pass,
         device: q.device,
         dtype: q.dtype,
-        options: r.o as Record<string, unknown>,
+        // The skeleton's options, plus the family's rab option (toTiled drops it) for declines.
+        options: (def.rabOption && r.hooks.rab
+          ? { ...r.o, [def.rabOption]: (options as Record<string, unknown>)[def.rabOption] }
+          : r.o) as Record<string, unknown>,
       },
       r.o.backend,
     );

@@ -1,7 +1,9 @@
 import { type AttentionProblem, kBase, lseBase, permKBase, qBase } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
 import {
+  accumulateRabGrad,
   applyHstuMask,
+  applyHstuRab,
   applyMaskMod,
   applyScoreMods,
   CPU_SOFTMAX,
@@ -40,6 +42,8 @@ import {
  * the score after the scale and the mods' chain rule (0 at masked keys), is added at the bias's
  * element of (b, h, tiled i, tiled j); += sums the broadcast dims in this one thread. Elements no
  * tile reaches (outside every sequence, skipped tiles) keep the caller's zeros.
+ * `rabGrad` (hooks.rab with grad, HstuRabHook): the same dS summed per table column into the
+ * caller's zeroed float64 accumulators (dPositionTable, dTimestampTable in the tables' shapes).
  */
 export function tiledBackward(
   p: AttentionProblem,
@@ -56,6 +60,7 @@ export function tiledBackward(
   bq: number,
   bk: number,
   dBias?: { data: Float32Array; batchStride: number; headStride: number; rowStride: number },
+  rabGrad?: { pos: Float64Array | undefined; time: Float64Array | undefined },
 ): void {
   const { d, dv, qRow, kRow, vRow, oRow, scale, group } = p;
   const { pointwise: pw, factor, mods, permQ, permK } = hooks;
@@ -122,6 +127,9 @@ export function tiledBackward(
             // dP = dO V^T.
             ds.fill(0, 0, rows * bk);
             gemm(gt, 0, dv, 1, vt, 0, 1, dv, ds, 0, bk, rows, cols, dv);
+            // HSTU's bucketed rab joins the scaled score first (before the mods and masks);
+            // additive, so the gradient at z is dS after the mods' chain rule below.
+            if (hooks.rab) applyHstuRab(hooks.rab, p, b, h, q0, rows, k0, s, bk, lo, hi);
             if (gm) {
               gm.fill(1, 0, rows * bk);
               applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, gm);
@@ -177,6 +185,22 @@ export function tiledBackward(
                 for (let c = 0, so = r * bk; c < cols; c++) db[bo + c] = db[bo + c]! + ds[so + c]!;
               }
             }
+            if (rabGrad)
+              accumulateRabGrad(
+                hooks.rab!,
+                p,
+                b,
+                h,
+                q0,
+                rows,
+                k0,
+                ds,
+                bk,
+                lo,
+                hi,
+                rabGrad.pos,
+                rabGrad.time,
+              );
             // dV += P^T dO, dK += dS^T (scale Q), dQ += dS K (scaled once at the end).
             gemm(s, 0, 1, bk, gt, 0, dv, 1, dva, 0, dv, cols, dv, rows);
             gemm(ds, 0, 1, bk, qt, 0, d, 1, dka, 0, d, cols, d, rows);

@@ -2,6 +2,7 @@ import { type AttentionProblem, kBase, lseBase, permKBase, qBase } from '@attnki
 import { allocF32, allocI32 } from './alloc.js';
 import {
   applyHstuMask,
+  applyHstuRab,
   applyMaskMod,
   applyScoreMods,
   CPU_SOFTMAX,
@@ -97,6 +98,7 @@ export function fa1Forward(
           }
           s.fill(0, 0, rows * bk);
           gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
+          if (hooks.rab) applyHstuRab(hooks.rab, p, b, h, q0, rows, k0, s, bk, lo, hi);
           if (hasMods) applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
           if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
             applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, undefined);

@@ -10,6 +10,7 @@ import { allocF32, allocI32 } from './alloc.js';
 import { combinePartials, splitKeyTiles } from './schedule.js';
 import {
   applyHstuMask,
+  applyHstuRab,
   applyMaskMod,
   applyScoreMods,
   CPU_SOFTMAX,
@@ -92,6 +93,8 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
     stageTile(V, vBase0, vRow, permK, kIdx0, k0, cols, dv, vt, 1);
     s.fill(0, 0, rows * bk);
     gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
+    // HSTU's bucketed rab joins the scaled score first (before the mods and masks).
+    if (hooks.rab) applyHstuRab(hooks.rab, p, b, h, q0, rows, k0, s, bk, lo, hi);
     if (hasMods) applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
     if (maskMod && needsMaskTest(p, b, h, q0, k0)) {
       applyMaskMod(maskMod, b, h, q0, rows, k0, s, bk, lo, hi, undefined);

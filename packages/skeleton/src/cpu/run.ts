@@ -230,10 +230,23 @@ export function tiledForwardTs(
   };
 }
 
+/** The TS backward's results (TiledGrads of ../family.ts). */
+export interface TsGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  dsinks?: Tensor;
+  dbias?: Tensor;
+  /** hooks.rab with grad and a position table: f32, its shape. */
+  dPositionTable?: Tensor;
+  /** hooks.rab with grad and a time table: f32, its shape. */
+  dTimestampTable?: Tensor;
+}
+
 /**
  * o/lse required for softmax (shape/dtype-checked: ShapeError/DTypeError naming o, lse, dO),
  * ignored for the pointwise sigmoid and silu. hooks.schedule is validated but otherwise ignored: it does not change
- * the math, and the backward's P comes from the forward's LSE whatever schedule made it. Returns grads in q's dtype, dsinks f32 [Hq] when hooks has sinks. Both
+ * the math, and the backward's P comes from the forward's LSE whatever schedule made it. Returns grads in q's dtype, dsinks f32 [Hq] when hooks has sinks, dPositionTable / dTimestampTable (f32, the tables' shapes) when hooks.rab has grad. Both
  * algorithms share FA2's Algorithm 2 (FA1's backward has the same loop order).
  */
 export function tiledBackwardTs(
@@ -246,7 +259,7 @@ export function tiledBackwardTs(
   lse: Tensor | undefined,
   dO: Tensor,
   opts?: TsTileOptions,
-): { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor } {
+): TsGrads {
   const { bq, bk } = prepare(p, hooks, q, opts, 'backward');
   const h = compileHooks(p, hooks);
   const grad = biasGradMod(hooks.scoreMods);
@@ -263,6 +276,12 @@ export function tiledBackwardTs(
   // One thread: dS accumulates into dbias itself, broadcast dims included (zeros first: the
   // elements no tile reaches are 0).
   const dBias = grad ? allocF32(grad.mod.bias.size, 'output').fill(0) : undefined;
+  // HSTU's bucketed rab with grad: dZ summed per column in float64 (many pairs share a column).
+  const rab = h.rab?.grad ? h.rab : undefined;
+  const rabGrad = rab && {
+    pos: rab.pos && new Float64Array(rab.pos.data.length),
+    time: rab.time && new Float64Array(rab.time.data.length),
+  };
   tiledBackward(
     p,
     h,
@@ -278,14 +297,25 @@ export function tiledBackwardTs(
     bq,
     bk,
     dBias && grad ? { ...grad.mod, data: dBias } : undefined,
+    rabGrad,
   );
-  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor } = {
+  const out: TsGrads = {
     dq: encodeOutput(dQ, q.shape, q.dtype),
     dk: encodeOutput(dK, k.shape, q.dtype),
     dv: encodeOutput(dV, v.shape, q.dtype),
   };
   if (h.sinks) out.dsinks = Tensor.from(sinkGradients(p, h.sinks, O!, LSE!, G), [p.hq]);
   if (dBias && grad) out.dbias = Tensor.from(dBias, grad.mod.bias.shape);
+  if (rabGrad?.pos)
+    out.dPositionTable = Tensor.from(
+      Float32Array.from(rabGrad.pos),
+      hooks.rab!.positionTable!.shape,
+    );
+  if (rabGrad?.time)
+    out.dTimestampTable = Tensor.from(
+      Float32Array.from(rabGrad.time),
+      hooks.rab!.timestampTable!.shape,
+    );
   return out;
 }
 

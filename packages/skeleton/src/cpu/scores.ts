@@ -1,11 +1,19 @@
 import type { AttentionProblem, ResolvedMaskMod, ResolvedScoreMod } from '@attnkit/attention';
-import { describe, ValueError } from '@attnkit/tensor';
+import {
+  DeviceError,
+  DTypeError,
+  describe,
+  ShapeError,
+  type Tensor,
+  ValueError,
+} from '@attnkit/tensor';
 import {
   type HstuMaskHook,
   hstuMaskAllowed,
   type PointwiseKind,
   type TiledHooks,
 } from '../hooks.js';
+import { type HstuRabHook, hstuTimeColumn } from '../hstu-rab.js';
 import { scheduleSplits } from './schedule.js';
 
 /**
@@ -53,6 +61,27 @@ export interface CpuHooks {
   permK?: Int32Array | undefined;
   /** Built-in HSTU mask (HstuMaskHook): its element rule runs on every visited tile. */
   mask?: HstuMaskHook | undefined;
+  /** Built-in HSTU bucketed rab (HstuRabHook), tables decoded: added to every visited pair. */
+  rab?: CpuRab | undefined;
+}
+
+/**
+ * HstuRabHook bound for the TS kernels: tables decoded to f32 once per call (head stride 0 for
+ * a shared one-row table), P / T their widths; `time` absent without a time table.
+ */
+export interface CpuRab {
+  pos: { data: Float32Array; headStride: number; cols: number } | undefined;
+  time:
+    | {
+        data: Float32Array;
+        headStride: number;
+        cols: number;
+        keyTime: Int32Array;
+        nextTime: Int32Array;
+        thresholds: Int32Array;
+      }
+    | undefined;
+  grad: boolean;
 }
 
 /** Plain softmax, no mods. */
@@ -145,6 +174,7 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
   }
   return {
     mask,
+    rab: hooks.rab === undefined ? undefined : compileRab(p, hooks.rab),
     pointwise,
     bias,
     factor,
@@ -179,6 +209,186 @@ function checkPermIndex(
     bad(name, `an Int32Array of length ${length} (the LSE layout)`, index);
   }
   return index;
+}
+
+/** A table of HstuRabHook: an f32 cpu Tensor [1 or Hq, cols]; typed errors naming `name`. */
+function rabTable(
+  t: unknown,
+  name: string,
+  hq: number,
+  odd: boolean,
+): { data: Float32Array; headStride: number; cols: number } {
+  const tt = t as Tensor;
+  if (!tt || typeof tt !== 'object' || !Array.isArray(tt.shape))
+    throw new ShapeError(
+      `${name}: expected a Tensor [1 or Hq = ${hq}, columns], got ${describe(t)}`,
+      name,
+    );
+  const s = tt.shape;
+  if (s.length !== 2 || (s[0] !== 1 && s[0] !== hq) || s[1]! < 1 || (odd && s[1]! % 2 !== 1))
+    throw new ShapeError(
+      `${name}: expected shape [1 or Hq = ${hq}, ${odd ? 'P (odd)' : 'T >= 1'}], got [${s.join(', ')}]`,
+      name,
+    );
+  if (tt.dtype !== 'f32')
+    throw new DTypeError(`${name}: expected dtype f32, got ${tt.dtype}`, name);
+  if (tt.device !== 'cpu')
+    throw new DeviceError(
+      `${name}: expected a cpu tensor for the 'ts' backend, got one on ${tt.device}`,
+      name,
+    );
+  return { data: tt.toFloat32Array(), headStride: s[0] === 1 ? 0 : s[1]!, cols: s[1]! };
+}
+
+/**
+ * Validates hooks.rab (HstuRabHook) against the problem and decodes its tables; every malformed
+ * field is a typed error naming `hooks.rab.<field>`. The time term reads per-token times on the
+ * key axis of a jagged (THD) batch, so it needs the THD layout.
+ */
+function compileRab(p: AttentionProblem, rab: HstuRabHook): CpuRab {
+  if (rab === null || typeof rab !== 'object' || rab.kind !== 'hstuRab')
+    bad('hooks.rab', '{ kind: "hstuRab", positionTable?, timestampTable?, ... }', rab);
+  if (rab.positionTable === undefined && rab.timestampTable === undefined)
+    bad('hooks.rab', 'a positionTable or a timestampTable', rab);
+  if (typeof rab.grad !== 'boolean') bad('hooks.rab.grad', 'a boolean', rab.grad);
+  const pos =
+    rab.positionTable === undefined
+      ? undefined
+      : rabTable(rab.positionTable, 'hooks.rab.positionTable', p.hq, true);
+  let time: CpuRab['time'];
+  if (rab.timestampTable !== undefined) {
+    const t = rabTable(rab.timestampTable, 'hooks.rab.timestampTable', p.hq, false);
+    if (p.layout !== 'THD')
+      bad(
+        'hooks.rab.timestampTable',
+        'the THD layout (times are per token of the key axis)',
+        p.layout,
+      );
+    const times = (x: unknown, name: string): Int32Array => {
+      if (!(x instanceof Int32Array) || x.length !== p.totalK)
+        bad(name, `an Int32Array of length totalK = ${p.totalK} (one per key token)`, x);
+      for (let e = 0; e < x.length; e++)
+        if (x[e]! < 0) bad(name, 'non-negative rebased times (hstuRabTimes)', `${x[e]} at ${e}`);
+      return x;
+    };
+    for (let b = 0; b < p.batch; b++)
+      if (p.seqQ[b]! > p.seqK[b]!)
+        bad(
+          'hooks.rab.timestampTable',
+          'at most as many queries as keys per sequence (query row r is position r + Nk - Nq)',
+          `${p.seqQ[b]} queries and ${p.seqK[b]} keys in sequence ${b}`,
+        );
+    const keyTime = times(rab.keyTime, 'hooks.rab.keyTime');
+    const nextTime = times(rab.nextTime, 'hooks.rab.nextTime');
+    const th = rab.thresholds as unknown;
+    const what = `an Int32Array of 1 to T = ${t.cols} non-decreasing entries, the first 0 (hstuTimeThresholds)`;
+    if (!(th instanceof Int32Array) || th.length < 1 || th.length > t.cols || th[0] !== 0)
+      bad('hooks.rab.thresholds', what, th);
+    for (let e = 1; e < th.length; e++)
+      if (th[e]! < th[e - 1]!)
+        bad('hooks.rab.thresholds', what, `${th[e]} after ${th[e - 1]} at ${e}`);
+    time = { ...t, keyTime, nextTime, thresholds: th };
+  }
+  return { pos, time, grad: rab.grad };
+}
+
+/**
+ * Calls f(e, pc, tc) for the in-range pairs [lo[r], hi[r]) of rows [0, rows) of a tile (element
+ * e = r * ld + c) with the rab's position and time columns (-1 for an absent table). Query row
+ * q0 + r of sequence b is position i = q0 + r + nk - nq (as the HSTU mask hook's rule), key
+ * k0 + c is j; times are read on the key axis at startK[b] + i (nextTime) and + j (keyTime).
+ */
+function forRabPairs(
+  rab: CpuRab,
+  p: AttentionProblem,
+  b: number,
+  q0: number,
+  rows: number,
+  k0: number,
+  ld: number,
+  lo: Int32Array,
+  hi: Int32Array,
+  f: (e: number, pc: number, tc: number) => void,
+): void {
+  const nq = p.seqQ[b]!;
+  const nk = p.seqK[b]!;
+  const P = rab.pos?.cols ?? 1;
+  const half = (P - 1) / 2;
+  const time = rab.time;
+  const start = p.startK[b]!;
+  for (let r = 0; r < rows; r++) {
+    const i = q0 + r + nk - nq;
+    const so = r * ld;
+    const next = time ? time.nextTime[start + i]! : 0;
+    for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
+      const j = k0 + c;
+      const pc = rab.pos ? Math.min(Math.max(j - i + half, 0), P - 1) : -1;
+      // |dt| of two rebased int32 times fits an int32 exactly (both in [0, 2^31)).
+      const tc = time
+        ? hstuTimeColumn(time.thresholds, Math.abs(next - time.keyTime[start + j]!))
+        : -1;
+      f(so + c, pc, tc);
+    }
+  }
+}
+
+/**
+ * The HSTU bucketed rab (HstuRabHook) on the in-range scores of a visited tile: s += pos[h, pc]
+ * + time[h, tc]. Runs right after S = scale Q K^T, before the score mods and masks (the hook's
+ * term joins the scaled score first); masked pairs become -inf afterwards regardless.
+ */
+export function applyHstuRab(
+  rab: CpuRab,
+  p: AttentionProblem,
+  b: number,
+  h: number,
+  q0: number,
+  rows: number,
+  k0: number,
+  s: Float32Array,
+  ld: number,
+  lo: Int32Array,
+  hi: Int32Array,
+): void {
+  const pd = rab.pos?.data;
+  const po = rab.pos ? h * rab.pos.headStride : 0;
+  const td = rab.time?.data;
+  const to = rab.time ? h * rab.time.headStride : 0;
+  forRabPairs(rab, p, b, q0, rows, k0, ld, lo, hi, (e, pc, tc) => {
+    let x = 0;
+    if (pd) x += pd[po + pc]!;
+    if (td) x += td[to + tc]!;
+    s[e] = s[e]! + x;
+  });
+}
+
+/**
+ * The backward's table gradients of a tile: dZ (ds, the gradient at the score after the scale
+ * and the mods' chain rule, 0 at masked pairs) added at each pair's columns of head h (row 0 of
+ * a shared table). dPos / dTime are float64 accumulators in the tables' shapes.
+ */
+export function accumulateRabGrad(
+  rab: CpuRab,
+  p: AttentionProblem,
+  b: number,
+  h: number,
+  q0: number,
+  rows: number,
+  k0: number,
+  ds: Float32Array,
+  ld: number,
+  lo: Int32Array,
+  hi: Int32Array,
+  dPos: Float64Array | undefined,
+  dTime: Float64Array | undefined,
+): void {
+  const po = rab.pos ? h * rab.pos.headStride : 0;
+  const to = rab.time ? h * rab.time.headStride : 0;
+  forRabPairs(rab, p, b, q0, rows, k0, ld, lo, hi, (e, pc, tc) => {
+    const g = ds[e]!;
+    if (dPos) dPos[po + pc] = dPos[po + pc]! + g;
+    if (dTime) dTime[to + tc] = dTime[to + tc]! + g;
+  });
 }
 
 /**
