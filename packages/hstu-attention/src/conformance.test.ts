@@ -86,6 +86,40 @@ function withRab(
 }
 
 /**
+ * A bucketed rab (the paper's position / time tables) for a jagged case: tables [H or 1, P] (P =
+ * 2 maxSeqLen - 1, or a small odd P that clamps) and [H or 1, T] with values of a unit's size,
+ * integer Unix-second timestamps with repeats and gaps from seconds to months, 'log' or 'sqrt'
+ * buckets, as the set asks.
+ */
+function withBucketedRab(
+  rng: Rng,
+  o: ConformanceOptions,
+  hq: number,
+  b: { shared?: boolean; position?: boolean; time?: boolean; sqrt?: boolean } = {},
+): ConformanceOptions {
+  const so = o.seqOffsets as Int32Array;
+  const n = o.maxSeqLen as number;
+  const rows = b.shared ? 1 : hq;
+  const br: Record<string, unknown> = {};
+  if (b.position !== false)
+    br.positionTable = rng.randn([rows, rng.int(0, 2) === 0 ? 2 * n - 1 : 2 * rng.int(0, 6) + 1]);
+  if (b.time !== false) {
+    br.timestampTable = rng.randn([rows, rng.int(1, 60)]);
+    const stamps: number[] = [];
+    for (let s = 0; s + 1 < so.length; s++) {
+      let t = 1_700_000_000 + rng.int(0, 1e6);
+      for (let i = so[s]!; i < so[s + 1]!; i++) {
+        const u = rng.uniform();
+        stamps.push((t += u < 0.25 ? 0 : Math.floor(10 ** (u * 7))));
+      }
+    }
+    br.timestamps = stamps;
+    if (b.sqrt) Object.assign(br, { bucketFn: 'sqrt', bucketDivisor: 30 });
+  }
+  return { ...o, bucketedRab: br };
+}
+
+/**
  * generative-recommenders' mask options for a jagged case: per-sequence numTargets drawn from
  * 0, the whole length and values between (an empty sequence gets 0), a contextual prefix, a
  * window (maxAttnLen) with minFullAttnSeqLen, as the set asks.
@@ -216,6 +250,45 @@ const SETS: readonly GridSet[] = [
         window: true,
       }),
   },
+  {
+    name: 'bucketedRab per-head tables, an empty sequence',
+    heads: 'mha',
+    options: (rng, d) => withBucketedRab(rng, jagged(rng, d, { empty: true }), d.hq),
+  },
+  {
+    name: 'bucketedRab shared tables (sqrt), every mask option, odd tiles',
+    heads: 'mha',
+    options: (rng, d) => ({
+      ...withMask(
+        rng,
+        withBucketedRab(rng, jagged(rng, d, { batch: [2, 4] }), d.hq, { shared: true, sqrt: true }),
+        { targets: true, contextual: true, window: true },
+      ),
+      blockQ: rng.int(1, 40),
+      blockK: rng.int(1, 40),
+    }),
+  },
+  {
+    name: 'bucketedRab time only, not causal, split-K',
+    heads: 'mha',
+    options: (rng, d) => ({
+      ...withBucketedRab(rng, jagged(rng, d, { empty: true }), d.hq, { position: false }),
+      causal: false,
+      numSplits: rng.int(2, 5),
+    }),
+  },
+  {
+    name: 'bucketedRab position only, numTargets',
+    heads: 'mha',
+    options: (rng, d) =>
+      withMask(
+        rng,
+        withBucketedRab(rng, jagged(rng, d, { batch: [2, 4] }), d.hq, { time: false }),
+        {
+          targets: true,
+        },
+      ),
+  },
 ];
 
 const reference = {
@@ -230,20 +303,32 @@ const reference = {
       dO!,
       hstuOnly(o) as unknown as HstuOptions,
     );
-    return g.drab
-      ? { dq: g.dq, dk: g.dk, dv: g.dv, drab: g.drab }
-      : { dq: g.dq, dk: g.dk, dv: g.dv };
+    const out: KernelTensors = { dq: g.dq, dk: g.dk, dv: g.dv };
+    for (const n of ['drab', 'dPositionTable', 'dTimestampTable'] as const)
+      if (g[n]) out[n] = g[n]!;
+    return out;
   },
 };
 
 /**
- * rab on q's device: the runner moves the tensor inputs to the backend's device but not the
+ * rab (and bucketedRab's tables) on q's device: the runner moves the tensor inputs to the backend's device but not the
  * tensors inside options (goldens and grid cases carry rab there, on the cpu).
  */
 function rabOnDevice(o: ConformanceOptions, q: Tensor | undefined): ConformanceOptions {
-  const rab = o.rab as Tensor | undefined;
-  if (!(rab instanceof Tensor) || !q || q.device !== 'webgpu' || rab.device !== 'cpu') return o;
-  return { ...o, rab: toWebGpu(rab, webGpuStorageOf(q, 'q').ctx) };
+  if (!q || q.device !== 'webgpu') return o;
+  const move = (t: unknown) =>
+    t instanceof Tensor && t.device === 'cpu' ? toWebGpu(t, webGpuStorageOf(q, 'q').ctx) : t;
+  const out = { ...o };
+  if (o.rab !== undefined) out.rab = move(o.rab);
+  const br = o.bucketedRab as Record<string, unknown> | undefined;
+  // bucketedRab's tables too (its timestamps stay host data).
+  if (br)
+    out.bucketedRab = {
+      ...br,
+      positionTable: move(br.positionTable),
+      timestampTable: move(br.timestampTable),
+    };
+  return out;
 }
 
 /** The valid problem of the bad inputs: two sequences (9 and 11 tokens), H 2, D 16. */

@@ -1,12 +1,19 @@
 import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
-import { defineTiledFamily, type HstuMaskHook, type TiledOptions } from '@attnkit/skeleton';
+import {
+  defineTiledFamily,
+  type HstuMaskHook,
+  type HstuRabHook,
+  hstuRabTimes,
+  hstuTimeThresholds,
+  type TiledOptions,
+} from '@attnkit/skeleton';
 import {
   DeviceError,
   DTypeError,
   describe,
   formatShape,
   ShapeError,
-  type Tensor,
+  Tensor,
   ValueError,
 } from '@attnkit/tensor';
 
@@ -41,6 +48,13 @@ export interface HstuAttentionOptions
    */
   rab?: Tensor;
   /**
+   * The paper's bucketed relative attention bias, computed inside the kernels from two small
+   * learned tables and per-token timestamps (no dense [B, H, N, N] tensor); exclusive with
+   * `rab`. The backward then also returns `dPositionTable` / `dTimestampTable`. See
+   * HstuBucketedRabOptions.
+   */
+  bucketedRab?: HstuBucketedRabOptions;
+  /**
    * Per sequence (length B): how many of its last tokens are targets (candidates), each in
    * [0, its length]. A target attends to the history and to itself, not to other targets; the
    * history never sees a target. Default: none (0 everywhere).
@@ -52,6 +66,151 @@ export interface HstuAttentionOptions
   maxAttnLen?: number;
   /** With maxAttnLen > 0: the last rows of the history (and the targets) that ignore the window. Default 0. */
   minFullAttnSeqLen?: number;
+}
+
+/**
+ * HSTU's bucketed relative attention bias (generative-recommenders'
+ * `RelativeBucketedTimeAndPositionBasedBias`), with exactly the meaning of @attnkit/attention's
+ * `HstuBucketedRab` (the float64 reference): for query position i and key position j of a
+ * sequence,
+ *
+ *     rab(i, j) = positionTable[h, clamp(j - i + (P - 1) / 2, 0, P - 1)]
+ *               + timestampTable[h, bucket(|ts(i + 1) - ts(j)|)]
+ *
+ * with ts(i + 1) the timestamp of the token after i (the last token's own) and bucket(a) =
+ * trunc(ln(max(a, 1)) / bucketDivisor) ('log') or trunc(sqrt(a) / bucketDivisor) ('sqrt'),
+ * clamped to [0, T - 1]. It joins alpha q.k before anything else (before a user scoreMod).
+ */
+export interface HstuBucketedRabOptions {
+  /**
+   * f32 [H or 1, P], P odd (upstream: P = 2 maxSeqLen - 1), on q's device (a webgpu tensor for
+   * webgpu inputs); one row is shared by all heads. Absent: no position term.
+   */
+  positionTable?: Tensor;
+  /** f32 [H or 1, T] (upstream: T = num_buckets + 1), on q's device. Absent: no time term. */
+  timestampTable?: Tensor;
+  /**
+   * Required with timestampTable: one timestamp per token (length L, the token axis of k; for
+   * hstuCachedAttention the whole sequences'), host data: a cpu Tensor, Int32Array,
+   * Float64Array or number[]. The kernels need INTEGERS (e.g. seconds, as upstream) whose span
+   * within a sequence is below 2^31, so every difference is an exact int32 and the bucket is the
+   * float64 reference's exactly; anything else is a ValueError naming
+   * `bucketedRab.timestamps`.
+   */
+  timestamps?: Tensor | Int32Array | Float64Array | readonly number[];
+  /** Default 'log' (the research HSTU model's bucketisation). */
+  bucketFn?: 'log' | 'sqrt';
+  /** Default 0.301 for 'log' (upstream's), 1 for 'sqrt'. A positive finite number. */
+  bucketDivisor?: number;
+}
+
+const BUCKETED_KEYS = [
+  'positionTable',
+  'timestampTable',
+  'timestamps',
+  'bucketFn',
+  'bucketDivisor',
+];
+
+/** A table of bucketedRab: an f32 Tensor [H or 1, columns] on q's device; typed errors naming it. */
+function checkRabTable(t: unknown, name: string, H: number, q: Tensor, odd: boolean): Tensor {
+  const what = `shape [${H} or 1, ${odd ? 'P' : 'T'}] ([H or 1, ${odd ? 'P' : 'T'}]${odd ? ', P odd' : ', T >= 1'})`;
+  if (!t || typeof t !== 'object' || !Array.isArray((t as Tensor).shape))
+    fail(ShapeError, name, `a Tensor of ${what}`, describe(t));
+  const tt = t as Tensor;
+  const s = tt.shape;
+  if (s.length !== 2 || (s[0] !== H && s[0] !== 1) || s[1]! < 1 || (odd && s[1]! % 2 !== 1))
+    fail(ShapeError, name, what, `shape ${formatShape(s)}`);
+  if (tt.dtype !== 'f32')
+    throw new DTypeError(`${name}: expected dtype f32, got ${tt.dtype}`, name);
+  if (tt.device !== q.device)
+    throw new DeviceError(
+      `${name}: expected a tensor on ${q.device} (q's device), got one on ${tt.device}`,
+      name,
+    );
+  return tt;
+}
+
+/**
+ * `bucketedRab` as the skeleton's HstuRabHook (typed errors naming `bucketedRab.<field>`), or
+ * undefined without it. `offsets` are the validated seqOffsets (the key axis: timestamps are
+ * the whole sequences' for hstuCachedAttention too); the time bucket boundaries become exact
+ * integer thresholds (hstuTimeThresholds) and the timestamps rebased int32 times (hstuRabTimes).
+ */
+function bucketedRabOf(
+  o: HstuAttentionOptions,
+  offsets: Int32Array,
+  H: number,
+  q: Tensor,
+): HstuRabHook | undefined {
+  const br = o.bucketedRab as unknown;
+  if (br === undefined) return undefined;
+  if (o.rab !== undefined)
+    fail(
+      ValueError,
+      'bucketedRab',
+      'either rab (dense) or bucketedRab (tables), not both',
+      'both rab and bucketedRab',
+    );
+  if (br === null || typeof br !== 'object' || Array.isArray(br) || br instanceof Tensor)
+    fail(
+      ValueError,
+      'bucketedRab',
+      '{ positionTable?, timestampTable?, timestamps?, bucketFn?, bucketDivisor? }',
+      describe(br),
+    );
+  const b = br as Record<string, unknown>;
+  for (const key of Object.keys(b))
+    if (!BUCKETED_KEYS.includes(key) && b[key] !== undefined)
+      fail(
+        ValueError,
+        `bucketedRab.${key}`,
+        `one of ${BUCKETED_KEYS.join(', ')} (unknown field)`,
+        describe(b[key]),
+      );
+  if (b.positionTable === undefined && b.timestampTable === undefined)
+    fail(ValueError, 'bucketedRab', 'a positionTable or a timestampTable (or both)', 'neither');
+  const fn = (b.bucketFn as unknown) ?? 'log';
+  if (fn !== 'log' && fn !== 'sqrt')
+    fail(ValueError, 'bucketedRab.bucketFn', "'log' or 'sqrt'", describe(fn));
+  const divisor = (b.bucketDivisor as unknown) ?? (fn === 'log' ? 0.301 : 1);
+  if (typeof divisor !== 'number' || !Number.isFinite(divisor) || divisor <= 0)
+    fail(ValueError, 'bucketedRab.bucketDivisor', 'a positive finite number', describe(divisor));
+  const hook: HstuRabHook = { kind: 'hstuRab', grad: true };
+  if (b.positionTable !== undefined)
+    hook.positionTable = checkRabTable(b.positionTable, 'bucketedRab.positionTable', H, q, true);
+  if (b.timestampTable !== undefined) {
+    const table = checkRabTable(b.timestampTable, 'bucketedRab.timestampTable', H, q, false);
+    const name = 'bucketedRab.timestamps';
+    const L = offsets[offsets.length - 1]!;
+    const ts = b.timestamps as unknown;
+    let stamps: ArrayLike<number>;
+    if (ts instanceof Tensor) {
+      if (ts.device !== 'cpu')
+        throw new DeviceError(
+          `${name}: expected host data (a cpu Tensor or a number array; the kernels get them as int32 times), got a tensor on ${ts.device}`,
+          name,
+        );
+      if (ts.shape.length !== 1 || ts.shape[0] !== L)
+        fail(ShapeError, name, `shape [${L}] (one per token)`, `shape ${formatShape(ts.shape)}`);
+      stamps = ts.toFloat64Array();
+    } else if (ts instanceof Int32Array || ts instanceof Float64Array || Array.isArray(ts)) {
+      stamps = ts as ArrayLike<number>;
+    } else {
+      fail(
+        ValueError,
+        name,
+        `a Tensor, Int32Array, Float64Array or number[] of length L = ${L} (required with timestampTable)`,
+        describe(ts),
+      );
+    }
+    const { keyTime, nextTime } = hstuRabTimes(offsets, stamps, name);
+    hook.timestampTable = table;
+    hook.keyTime = keyTime;
+    hook.nextTime = nextTime;
+    hook.thresholds = hstuTimeThresholds(table.shape[1]!, fn, divisor);
+  }
+  return hook;
 }
 
 /** The mask options (generative-recommenders' numTargets, contextualSeqLen, maxAttnLen, minFullAttnSeqLen). */
@@ -238,11 +397,14 @@ function toTiled(o: HstuAttentionOptions, q: Tensor, k: Tensor, v: Tensor): Tile
   const causal = (o.causal as unknown) ?? true;
   if (typeof causal !== 'boolean') fail(ValueError, 'causal', 'a boolean', describe(causal));
   const mask = maskOf(o, offsets, causal, qOffsets);
+  // Validated here, before the problem (typed errors first); the family's `rab` rebuilds it.
+  bucketedRabOf(o, offsets, H, q);
   const {
     seqOffsets: _s,
     maxSeqLen: _n,
     alpha: _a,
     rab: _r,
+    bucketedRab: _br,
     numTargets: _t,
     contextualSeqLen: _c,
     maxAttnLen: _m,
@@ -304,12 +466,23 @@ const family = defineTiledFamily<HstuAttentionOptions>({
   family: 'hstu',
   // w = silu(s) / maxSeqLen (toTiled has checked maxSeqLen).
   normalize: (_p: AttentionProblem, o) => ({ kind: 'silu', factor: 1 / o.maxSeqLen }),
-  extraOptions: ['seqOffsets', 'maxSeqLen', 'alpha', 'rab', 'deltaOffsets', ...MASK_OPTIONS],
+  extraOptions: [
+    'seqOffsets',
+    'maxSeqLen',
+    'alpha',
+    'rab',
+    'bucketedRab',
+    'deltaOffsets',
+    ...MASK_OPTIONS,
+  ],
   omitOptions: DERIVED,
   forwardOutputs: ['o'], // no LSE
   toTiled,
   scoreMods: rabMod,
   biasGradOutput: 'drab',
+  // toTiled has validated it: this rebuilds the hook (tables on q's device, int32 times).
+  rab: (p, o, q) => bucketedRabOf(o, Int32Array.from(o.seqOffsets as ArrayLike<number>), p.hq, q),
+  rabOption: 'bucketedRab',
   // toTiled has validated the options: this only rebuilds the hook from them.
   mask: (_p, o) => {
     const offsets = Int32Array.from(o.seqOffsets as ArrayLike<number>);
@@ -371,7 +544,8 @@ export interface HstuCachedAttentionOptions extends Omit<HstuAttentionOptions, '
  * candidate counts, so each candidate attends to the history and to itself only, and row r of
  * sequence b equals row len_b - delta_b + r of hstuAttention on the full sequence (with
  * numTargets = delta_b): many candidates cost one call, not one call each. Returns o [Ld, H, Dv].
- * Forward only (inference); no `rab` (as upstream's delta_hstu_mha).
+ * Forward only (inference); no dense `rab` (as upstream's delta_hstu_mha), but `bucketedRab`
+ * with the full sequences' positions and timestamps (length L of k).
  */
 export async function hstuCachedAttention(
   deltaQ: Tensor,
@@ -404,13 +578,21 @@ export interface HstuAttentionGrads {
    * sequence's length).
    */
   drab?: Tensor;
+  /**
+   * With `bucketedRab.positionTable`: d loss / d positionTable, f32 in its shape: dZ summed
+   * per column (and head; over all heads for a shared one-row table) over the allowed pairs.
+   */
+  dPositionTable?: Tensor;
+  /** With `bucketedRab.timestampTable`: d loss / d timestampTable, likewise (timestamps get none). */
+  dTimestampTable?: Tensor;
 }
 
 /**
  * Gradients of HSTU attention for the upstream gradient dO [L, H, Dv]: with
  * z = alpha q_i.k_j + rab_ij and A = silu(z) / N, dV = A^T dO,
  * dZ = (dO V^T) sig(z) (1 + z (1 - sig(z))) / N, dQ = alpha dZ K, dK = alpha dZ^T Q and, with
- * `rab`, drab = dZ. The forward's o is not needed.
+ * `rab`, drab = dZ; with `bucketedRab`, dPositionTable / dTimestampTable = dZ summed per
+ * table column. The forward's o is not needed.
  */
 export async function hstuAttentionBackward(
   q: Tensor,
@@ -422,5 +604,9 @@ export async function hstuAttentionBackward(
   noDelta(options, 'hstuAttentionBackward');
   const g = await family.backward(q, k, v, undefined, undefined, dO, options);
   const { dq, dk, dv } = g;
-  return g.dbias ? { dq, dk, dv, drab: g.dbias } : { dq, dk, dv };
+  const out: HstuAttentionGrads = { dq, dk, dv };
+  if (g.dbias) out.drab = g.dbias;
+  if (g.dPositionTable) out.dPositionTable = g.dPositionTable;
+  if (g.dTimestampTable) out.dTimestampTable = g.dTimestampTable;
+  return out;
 }
