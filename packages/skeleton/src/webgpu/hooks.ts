@@ -40,6 +40,16 @@ export interface WgslHooks {
    * of every visited tile (maskCode). Absent otherwise, so kernels without it are unchanged.
    */
   hstu?: boolean | undefined;
+  /**
+   * HSTU's bucketed rab (../hstu-rab.ts HstuRabHook): which tables it has (`pos`: binding
+   * `rabp`, uniforms rabP (columns) and rabPH (head stride); `time`: binding `rabt`, uniform
+   * rabTH, and the u32 binding `rabi` packing thresholds (rabT of them) at 0, keyTime at rabKT
+   * and nextTime at rabNT) and, in the backward, whether the dQ pass accumulates the tables'
+   * gradients (`grad`: storage bindings `drabp` / `drabt` declared by that kernel only).
+   * `hk_rab` adds the term to the scaled score before the mods (scoreCode). Absent otherwise,
+   * so kernels without it are unchanged.
+   */
+  rab?: { pos: boolean; time: boolean; grad: boolean } | undefined;
   /** Bindings the hooks add after the kernel's own, and fields they add to the uniform struct. */
   bindings: readonly WgslBinding[];
   uniforms: readonly UniformField[];
@@ -144,6 +154,7 @@ export function hookResources(
     uniform('dbHead', 'u32', layout.headStride);
     uniform('dbRow', 'u32', grad.mod.rowStride);
   }
+  const rab = rabResources(tiled, pass, bindings, uniform, data);
   const hm = tiled.mask;
   if (hm) {
     bindings.push({ name: 'hstut', kind: 'read', type: 'array<u32>' });
@@ -162,12 +173,61 @@ export function hookResources(
       ...(permute ? { permute } : {}),
       ...(grad ? { dbias: true } : {}),
       ...(hm ? { hstu: true } : {}),
+      ...(rab ? { rab } : {}),
       bindings,
       uniforms,
     },
     data,
     values,
   };
+}
+
+/**
+ * The bucketed rab hook's bindings and uniforms (WgslHooks.rab): each table as its own f32
+ * binding (a webgpu tensor binds its buffer, a cpu one is uploaded), and the time term's three
+ * int32 arrays packed into one u32 binding (thresholds, keyTime, nextTime; offsets as uniforms),
+ * so the hook costs at most three storage buffers, five in the dQ pass with grad (its two
+ * gradient outputs): HSTU's dQ pass with the mask hook then binds 12 (host.ts compile checks
+ * the device's maxStorageBuffersPerShaderStage: 16 on the H200 and on llvmpipe; WebGPU's
+ * default of 8 would need the tables packed into one buffer).
+ */
+function rabResources(
+  tiled: TiledHooks,
+  pass: 'forward' | 'backward',
+  bindings: WgslBinding[],
+  uniform: (name: string, type: 'u32' | 'f32', value: number) => void,
+  data: Record<string, Float32Array | Uint32Array | Tensor>,
+): WgslHooks['rab'] {
+  const r = tiled.rab;
+  if (!r) return undefined;
+  const table = (t: Tensor) => (t.device === 'cpu' ? t.toFloat32Array() : t);
+  const pos = r.positionTable;
+  if (pos) {
+    bindings.push({ name: 'rabp', kind: 'read', type: 'array<f32>' });
+    data.rabp = table(pos);
+    const cols = pos.shape[1]!;
+    uniform('rabP', 'u32', cols);
+    uniform('rabPH', 'u32', pos.shape[0] === 1 ? 0 : cols);
+  }
+  const time = r.timestampTable;
+  if (time) {
+    bindings.push({ name: 'rabt', kind: 'read', type: 'array<f32>' });
+    data.rabt = table(time);
+    bindings.push({ name: 'rabi', kind: 'read', type: 'array<u32>' });
+    const th = r.thresholds!;
+    const kt = r.keyTime!;
+    const nt = r.nextTime!;
+    const packed = new Int32Array(th.length + kt.length + nt.length);
+    packed.set(th, 0);
+    packed.set(kt, th.length);
+    packed.set(nt, th.length + kt.length);
+    data.rabi = indexData(packed);
+    uniform('rabTH', 'u32', time.shape[0] === 1 ? 0 : time.shape[1]!);
+    uniform('rabT', 'u32', th.length);
+    uniform('rabKT', 'u32', th.length);
+    uniform('rabNT', 'u32', th.length + kt.length);
+  }
+  return { pos: !!pos, time: !!time, grad: pass === 'backward' && r.grad };
 }
 
 /** Whether the backward multiplies dS by mod derivatives (1 for the additive mods). */
@@ -200,6 +260,49 @@ const HSTU_FN = `fn hk_hstu(b: u32, i: i32, j: i32, n: i32) -> bool {
   if (c > 0) { ok = ok || (r == 0 && s < top); }
   return ok;
 }`;
+
+/**
+ * The bucketed rab term (../hstu-rab.ts HstuRabHook) in WGSL: `hk_tcol` is the time column of
+ * query position i, key position j (sequence keys from sk): the last threshold <= |dt|, by
+ * binary search over the rabT thresholds (at most 72 with the default log buckets), exact in
+ * i32 (both rebased times are in [0, 2^31)). `hk_rab` adds pos + time to 4 scaled scores of
+ * query rows i (position i + nk - nq) and keys j; padding rows and columns read nothing.
+ */
+function rabFunctions(r: NonNullable<WgslHooks['rab']>): string {
+  const tcol = r.time
+    ? `fn hk_tcol(i: u32, j: u32, sk: u32) -> u32 {
+  let dt = abs(bitcast<i32>(rabi[P.rabNT + sk + i]) - bitcast<i32>(rabi[P.rabKT + sk + j]));
+  var lo = 0u;
+  var hi = P.rabT - 1u;
+  while (lo < hi) {
+    let mid = (lo + hi + 1u) >> 1u;
+    if (bitcast<i32>(rabi[mid]) <= dt) { lo = mid; } else { hi = mid - 1u; }
+  }
+  return lo;
+}
+`
+    : '';
+  const terms = [
+    ...(r.pos
+      ? [
+          `let np = i32(P.rabP);
+      let pc = clamp(i32(j[c]) - i32(qi) + (np - 1) / 2, 0, np - 1);
+      r[c] += rabp[h * P.rabPH + u32(pc)];`,
+        ]
+      : []),
+    ...(r.time ? ['r[c] += rabt[h * P.rabTH + hk_tcol(qi, j[c], sk)];'] : []),
+  ];
+  return `${tcol}fn hk_rab(s: vec4<f32>, h: u32, i: vec4<u32>, j: vec4<u32>, nq: u32, nk: u32, sk: u32) -> vec4<f32> {
+  var r = s;
+  for (var c = 0u; c < 4u; c++) {
+    if (i[c] < nq && j[c] < nk) {
+      let qi = i[c] + nk - nq;
+      ${terms.join('\n      ')}
+    }
+  }
+  return r;
+}`;
+}
 
 const ARGS = 'b, h, i, j, nq, nk';
 const PARAMS = 'b: u32, h: u32, i: vec4<u32>, j: vec4<u32>, nq: u32, nk: u32';
@@ -260,6 +363,7 @@ export function hookFunctions(h: WgslHooks, backward: boolean): string {
   if (h.maskMod) user.add(h.maskMod.wgsl);
   parts.push(...[...user].map((s) => s.trim()));
   if (h.hstu) parts.push(HSTU_FN);
+  if (h.rab) parts.push(rabFunctions(h.rab));
   if (h.mods.length > 0) {
     parts.push(...h.mods.map((m, n) => modFunctions(m, n, backward)));
     if (backward && modsHaveGrad(h)) {

@@ -38,6 +38,7 @@ import {
   dkdvShader,
   dqShader,
   forwardShader,
+  RAB_TIME_COLS,
   type ShaderSpec,
   SPLITS_FIELD,
   type StorageDType,
@@ -222,6 +223,7 @@ function prepare(
       );
   }
   checkPermute(p, hooks);
+  checkRab(p, hooks, sq.ctx);
   sq.ctx.checkAlive();
   return {
     p,
@@ -251,13 +253,99 @@ function checkPermute(p: AttentionProblem, hooks: TiledHooks): void {
   }
 }
 
+/**
+ * hooks.rab (HstuRabHook, built by the family layer, which has validated the user's options):
+ * its tables f32 [H or 1, cols] (P odd) on the cpu or q's device, the time term's int32 arrays
+ * of the key axis and its thresholds; typed errors naming `rab.<field>`. Permuted tiles would
+ * need the rab's positions through the index: declined.
+ */
+function checkRab(p: AttentionProblem, hooks: TiledHooks, ctx: WebGpuContext): void {
+  const r = hooks.rab;
+  if (r === undefined) return;
+  if (r.positionTable === undefined && r.timestampTable === undefined)
+    throw new ValueError(
+      'rab: expected a positionTable or a timestampTable, got neither',
+      'rab.positionTable',
+    );
+  if (hooks.permute !== undefined)
+    throw new ValueError(
+      'permute: expected no permuted tiles with the bucketed rab hook (its positions are sequence positions), got a permutation',
+      'permute',
+    );
+  for (const [t, name] of [
+    [r.positionTable, 'rab.positionTable'],
+    [r.timestampTable, 'rab.timestampTable'],
+  ] as const) {
+    if (t === undefined) continue;
+    if (!(t instanceof Tensor))
+      throw new ValueError(`${name}: expected a Tensor, got ${describe(t)}`, name);
+    if (t.dtype !== 'f32')
+      throw new DTypeError(`${name}: expected dtype f32, got ${t.dtype}`, name);
+    const s = t.shape;
+    const odd = name === 'rab.positionTable';
+    if (s.length !== 2 || (s[0] !== 1 && s[0] !== p.hq) || s[1]! < 1 || (odd && s[1]! % 2 !== 1))
+      throw new ShapeError(
+        `${name}: expected shape [${p.hq} or 1, ${odd ? 'P (odd)' : 'T'}], got ${formatShape(s)}`,
+        name,
+      );
+    if (t.device !== 'cpu' && webGpuStorageOf(t, name).ctx !== ctx)
+      throw new DeviceError(
+        `${name}: expected a tensor on q's WebGPU device (or the cpu), got one on another device`,
+        name,
+      );
+  }
+  if (r.timestampTable === undefined) return;
+  for (const name of ['keyTime', 'nextTime'] as const) {
+    const x = r[name];
+    if (!(x instanceof Int32Array) || x.length !== p.totalK)
+      throw new ValueError(
+        `rab.${name}: expected an Int32Array of length ${p.totalK} (one per key token), got ${describe(x)}`,
+        `rab.${name}`,
+      );
+  }
+  const th = r.thresholds;
+  const cols = r.timestampTable.shape[1]!;
+  if (!(th instanceof Int32Array) || th.length < 1 || th.length > cols || th[0] !== 0)
+    throw new ValueError(
+      `rab.thresholds: expected an Int32Array of 1 to ${cols} entries starting at 0 (hstuTimeThresholds), got ${describe(th)}`,
+      'rab.thresholds',
+    );
+}
+
+/** Workgroup bytes the dQ pass's table-gradient partials take with `plan` (see shaders.ts rabGradDecls). */
+function rabGradBytes(pr: Prepared, kernel: WebGpuFlashKernel, fp: WebGpuFlashPlan): number {
+  const r = pr.hooks.hooks.rab;
+  if (kernel !== 'dq' || !r?.grad) return 0;
+  return 4 * ((r.pos ? fp.br + fp.bc - 1 : 0) + (r.time ? RAB_TIME_COLS : 0));
+}
+
+/**
+ * The kernel's tile plan; the dQ pass with the rab's table gradients keeps room for their
+ * workgroup partials (planned again under the smaller budget when the first plan leaves none).
+ */
 function plan(pr: Prepared, kernel: WebGpuFlashKernel, opts: WebGpuTileOptions): WebGpuFlashPlan {
+  const limit = pr.ctx.limits.maxComputeWorkgroupStorageSize;
+  let fp = planOnce(pr, kernel, opts, limit);
+  for (let n = 0; n < 3; n++) {
+    const extra = rabGradBytes(pr, kernel, fp);
+    if (fp.workgroupBytes + extra <= limit) break;
+    fp = planOnce(pr, kernel, opts, limit - extra);
+  }
+  return fp;
+}
+
+function planOnce(
+  pr: Prepared,
+  kernel: WebGpuFlashKernel,
+  opts: WebGpuTileOptions,
+  storage: number,
+): WebGpuFlashPlan {
   const { ctx, p } = pr;
   return planWebGpuFlash({
     kernel,
     d: p.d,
     dv: p.dv,
-    maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
+    maxComputeWorkgroupStorageSize: storage,
     maxComputeInvocationsPerWorkgroup: Math.min(
       ctx.limits.maxComputeInvocationsPerWorkgroup,
       ctx.limits.maxComputeWorkgroupSizeX,
@@ -562,6 +650,19 @@ function sinkGradientsFromStats(
   return out;
 }
 
+/** The backward's outputs (webgpu tensors); the optional ones as their hooks ask. */
+export interface WebGpuGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+  dsinks?: Tensor;
+  dbias?: Tensor;
+  /** hooks.rab with grad and a position table: dZ summed per column (f32, the table's shape). */
+  dPositionTable?: Tensor;
+  /** hooks.rab with grad and a time table: likewise. */
+  dTimestampTable?: Tensor;
+}
+
 /**
  * The tiled FlashAttention-2 backward in WGSL with the skeleton's hooks: for softmax a
  * D = rowsum(dO * O) pre-pass, then a dK/dV pass parallel over key tiles and a dQ pass parallel
@@ -580,7 +681,7 @@ export async function tiledBackwardWebGpu(
   lse: Tensor | undefined,
   dO: Tensor,
   opts: WebGpuTileOptions = {},
-): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor }> {
+): Promise<WebGpuGrads> {
   const pr = prepare(p, hooks, q, k, v, opts, 'backward');
   const { ctx } = pr;
   const norm = hooks.normalize;
@@ -630,6 +731,14 @@ export async function tiledBackwardWebGpu(
   let dbFull: GpuBuffer | undefined;
   if (grad && gradLayout?.direct)
     dbias = toWebGpu(Tensor.from(new Float32Array(grad.mod.bias.size), grad.mod.bias.shape), ctx);
+  // The rab's table gradients: the dQ pass adds into zeros uploaded here (never a poisoned
+  // output buffer: its atomics add to what is there).
+  const zerosLike = (t: Tensor | undefined) =>
+    hooks.rab?.grad && t
+      ? toWebGpu(Tensor.from(new Float32Array(t.size), t.shape), ctx)
+      : undefined;
+  const dPositionTable = zerosLike(hooks.rab?.positionTable);
+  const dTimestampTable = zerosLike(hooks.rab?.timestampTable);
   try {
     if (grad && gradLayout && !gradLayout.direct) {
       dbFull = ctx.createFromData(new Float32Array(gradLayout.size), 'flash backward dbias');
@@ -673,6 +782,8 @@ export async function tiledBackwardWebGpu(
           aux: auxq,
           dq: buf(dq),
           dbias: dbias ? buf(dbias) : dbFull,
+          drabp: dPositionTable && buf(dPositionTable),
+          drabt: dTimestampTable && buf(dTimestampTable),
         }),
         workgroups: [Math.ceil(p.maxSeqQ / qp.br), p.hq, p.batch],
         label: 'flash backward dq',
@@ -691,16 +802,16 @@ export async function tiledBackwardWebGpu(
   } catch (e) {
     for (const t of [dq, dk, dv]) t.dispose();
     dbias?.dispose();
+    dPositionTable?.dispose();
+    dTimestampTable?.dispose();
     throw e;
   } finally {
     for (const b of owned) ctx.pool.release(b);
   }
-  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dsinks?: Tensor; dbias?: Tensor } = {
-    dq,
-    dk,
-    dv,
-  };
+  const out: WebGpuGrads = { dq, dk, dv };
   if (dsinks) out.dsinks = dsinks;
   if (dbias) out.dbias = dbias;
+  if (dPositionTable) out.dPositionTable = dPositionTable;
+  if (dTimestampTable) out.dTimestampTable = dTimestampTable;
   return out;
 }

@@ -439,16 +439,28 @@ function maskCode(spec: ShaderSpec, rowsAreKeys: boolean): string {
 function scoreCode(spec: ShaderSpec, rowsAreKeys: boolean, grad: boolean): string {
   const p = spec.plan;
   const bias = spec.hooks.normalize === 'sigmoid' ? ' + vec4<f32>(sb)' : '';
+  // HSTU's bucketed rab joins the scaled score first, before the mods (hooks.rab).
+  const rab = spec.hooks.rab !== undefined;
+  const where = (i: number, u: number) => {
+    const rows = `vec4<u32>(r0 + ${rowOf(p, i)})`;
+    const cols = `vec4<u32>(c0 + (tx + ${u * p.tx}u) * 4u) + vec4<u32>(0u, 1u, 2u, 3u)`;
+    return rowsAreKeys ? [cols, rows] : [rows, cols];
+  };
+  const scaled = (i: number, u: number) => {
+    if (!rab) return `x_${i}_${u} * P.scale`;
+    const [qi, kj] = where(i, u);
+    return `hk_rab(x_${i}_${u} * P.scale, h, ${qi}, ${kj}, nq, nk, startK)`;
+  };
+  if (spec.hooks.mods.length === 0 && rab)
+    return tile(p, p.cu, (i, u) => `x_${i}_${u} = ${scaled(i, u)} * LOG2E${bias};`);
   if (spec.hooks.mods.length === 0) {
     return bias
       ? tile(p, p.cu, (i, u) => `x_${i}_${u} = x_${i}_${u} * P.scaleLog2${bias};`)
       : tile(p, p.cu, (i, u) => `x_${i}_${u} *= P.scaleLog2;`);
   }
   return tile(p, p.cu, (i, u) => {
-    const rows = `vec4<u32>(r0 + ${rowOf(p, i)})`;
-    const cols = `vec4<u32>(c0 + (tx + ${u * p.tx}u) * 4u) + vec4<u32>(0u, 1u, 2u, 3u)`;
-    const [qi, kj] = rowsAreKeys ? [cols, rows] : [rows, cols];
-    const args = `x_${i}_${u} * P.scale, b, h, ${qi}, ${kj}, nq, nk`;
+    const [qi, kj] = where(i, u);
+    const args = `${scaled(i, u)}, b, h, ${qi}, ${kj}, nq, nk`;
     return grad
       ? `{
       let md = hk_score_bwd(${args});
@@ -861,6 +873,9 @@ function LSE_OF(m: string, l: string): string {
 
 /** The gradient of a bias mod with grad (WgslHooks.dbias), written by the dQ pass. */
 const DBIAS: WgslBinding = { name: 'dbias', kind: 'storage', type: 'array<f32>' };
+/** The bucketed rab's table gradients (WgslHooks.rab.grad): f32 bits, added by compare-exchange. */
+const DRABP: WgslBinding = { name: 'drabp', kind: 'storage', type: 'array<atomic<u32>>' };
+const DRABT: WgslBinding = { name: 'drabt', kind: 'storage', type: 'array<atomic<u32>>' };
 
 /**
  * dS of the tile (x, natural units, 0 at masked pairs) stored as the bias's gradient: the dQ
@@ -881,6 +896,95 @@ function storeDbias(p: WebGpuFlashPlan): string {
   );
 }
 
+/** Time columns whose gradient the dQ pass sums in workgroup memory (later ones: in global memory). */
+export const RAB_TIME_COLS = 128;
+
+/**
+ * The bucketed rab's table gradients (WgslHooks.rab.grad) in the dQ pass: each pair's dZ (the
+ * tile's dS) joins a per-workgroup partial in workgroup memory, `rabg` (WGSL has no float
+ * atomics: a compare-exchange loop on the f32 bits), which is flushed into the storage buffers
+ * `drabp` / `drabt` (f32 bits as atomic<u32>, zeros from the host) after every key tile. The
+ * position columns a tile touches are BR + BC - 1 consecutive raw columns j - i + (P - 1) / 2
+ * (slot c - r + BR - 1 for tile row r, tile column c; clamped to the table at the flush); time
+ * columns below RAB_TIME_COLS have a slot each, the rest go to global memory directly.
+ */
+function rabGradDecls(spec: ShaderSpec): string {
+  const r = spec.hooks.rab!;
+  const np = r.pos ? spec.plan.br + spec.plan.bc - 1 : 0;
+  const tw = r.time ? RAB_TIME_COLS : 0;
+  const cas = (name: string, space: string) => `fn ${name}(e: u32, x: f32) {
+  var old = atomicLoad(&${space}[e]);
+  loop {
+    let r = atomicCompareExchangeWeak(&${space}[e], old, bitcast<u32>(bitcast<f32>(old) + x));
+    if (r.exchanged) { break; }
+    old = r.old_value;
+  }
+}`;
+  return `const RNP = ${np}u;
+const RTW = ${tw}u;
+var<workgroup> rabg: array<atomic<u32>, ${np + tw}>;
+${cas('hk_wadd', 'rabg')}${
+  r.pos
+    ? `
+${cas('hk_gpos', 'drabp')}`
+    : ''
+}${
+  r.time
+    ? `
+${cas('hk_gtime', 'drabt')}`
+    : ''
+}`;
+}
+
+/** Each in-range pair's dZ (x_i_u after dS) into the workgroup partial (see rabGradDecls). */
+function rabGradAdd(spec: ShaderSpec): string {
+  const p = spec.plan;
+  const r = spec.hooks.rab!;
+  return tile(p, p.cu, (i, u) =>
+    rep(
+      4,
+      (e) => `{
+      let row = r0 + ${rowOf(p, i)};
+      let col = c0 + (tx + ${u * p.tx}u) * 4u + ${e}u;
+      let g = x_${i}_${u}.${E[e]};
+      if (row < nq && col < nk && g != 0.0) {${
+        r.pos
+          ? `
+        hk_wadd(col - c0 + BR - 1u - (row - r0), g);`
+          : ''
+      }${
+        r.time
+          ? `
+        let tc = hk_tcol(row + nk - nq, col, startK);
+        if (tc < RTW) { hk_wadd(RNP + tc, g); } else { hk_gtime(h * P.rabTH + tc, g); }`
+          : ''
+      }
+      }
+    }`,
+    ),
+  );
+}
+
+/** The tile's partials into drabp / drabt, slots reset to 0 (after a barrier past rabGradAdd). */
+function rabGradFlush(spec: ShaderSpec): string {
+  const r = spec.hooks.rab!;
+  const slots = r.pos && r.time ? 'RNP + min(RTW, P.rabT)' : r.pos ? 'RNP' : 'min(RTW, P.rabT)';
+  const pos = 'hk_gpos(h * P.rabPH + u32(clamp(pb + i32(s), 0, i32(P.rabP) - 1)), v);';
+  const time = 'hk_gtime(h * P.rabTH + s - RNP, v);';
+  const flush = r.pos && r.time ? `if (s < RNP) { ${pos} } else { ${time} }` : r.pos ? pos : time;
+  return `{${
+    r.pos
+      ? `
+      let pb = i32(c0) - i32(r0) - off + (i32(P.rabP) - 1) / 2 - i32(BR - 1u);`
+      : ''
+  }
+      for (var s = lid; s < ${slots}; s += T) {
+        let v = bitcast<f32>(atomicExchange(&rabg[s], 0u));
+        if (v != 0.0) { ${flush} }
+      }
+    }`;
+}
+
 /**
  * dQ pass (FA2 backward, the dQ half of Algorithm 2 run as its own pass so no two workgroups
  * write one dQ row): per query tile, over key tiles, S = Q K^T and dP = dO V^T recomputed,
@@ -891,6 +995,7 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
   const p = spec.plan;
   const softmax = spec.hooks.normalize === 'softmax';
   const dbias = spec.hooks.dbias === true;
+  const rabGrad = spec.hooks.rab?.grad === true;
   const grad = modsHaveGrad(spec.hooks);
   const g = (i: number, u: number) => (grad ? ` * g_${i}_${u}` : '');
   const q: Operand = {
@@ -939,9 +1044,19 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
         ? `
     ${storeDbias(p)}`
         : ''
+    }${
+      rabGrad
+        ? `
+    ${rabGradAdd(spec)}`
+        : ''
     }
     ${writeZ(p, 'x')}
-    workgroupBarrier();
+    workgroupBarrier();${
+      rabGrad
+        ? `
+    ${rabGradFlush(spec)}`
+        : ''
+    }
     ${nnGemm(p, 'acc', k, 'P.d', p.wuD)}`;
   const store = tile(
     p,
@@ -963,8 +1078,10 @@ export function dqShader(spec: ShaderSpec): WgslKernel {
     tensorBinding('storage', 'dq', spec.dtype, spec.vecD),
     ...spec.hooks.bindings,
     ...(dbias ? [DBIAS] : []),
+    ...(rabGrad && spec.hooks.rab?.pos ? [DRABP] : []),
+    ...(rabGrad && spec.hooks.rab?.time ? [DRABT] : []),
   ];
-  const code = `${header(spec, bindings, true, false)}
+  const code = `${header(spec, bindings, true, false)}${rabGrad ? `\n${rabGradDecls(spec)}` : ''}
 ${rangeFns(false)}${softmax ? `\n${STAT}` : ''}
 
 @compute @workgroup_size(${p.threads})
