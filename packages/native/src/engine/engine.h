@@ -87,8 +87,10 @@ struct AttnProblem {
   // Backward outputs (the tables' shapes), or null: dZ summed per column over the allowed pairs.
   float* rabDPos;
   float* rabDTime;
-  // Set by the kernels, not the caller: rabThresholds' lookup table (flash_hooks.h RabLut).
+  // Set by the kernels, not the caller: rabThresholds' lookup table and its correction steps
+  // (flash_hooks.h RabLut).
   const int32_t* rabLut;
+  int32_t rabSteps;
 };
 
 // Permuted tiles (packages/skeleton/src/hooks.ts PermuteHook): row i of the tiled order of

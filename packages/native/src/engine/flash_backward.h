@@ -150,6 +150,7 @@ struct BwdScratch {
   // HSTU's rab with grad (engine.h rabDPos / rabDTime): this thread's partial table gradients
   // (rabGradDoubles), summed over the threads at the end; null otherwise.
   double* rabAcc = nullptr;
+  int32_t* tcol = nullptr;  // with dTimestampTable: tileQ x Bk time columns of the query tile
   static int64_t floats(int64_t d, int64_t dv, int64_t dpad, int64_t tileQ, bool withG) {
     return (2 * d + 2 * dv + dpad + (withG ? 3 : 2) * tileQ + 2) * kBwdBk;
   }
@@ -340,6 +341,7 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
     if constexpr (M::kActive) mods = headMods(p, b, h);
     RabHead rab = rabHead(p, b, h);
     if (rab.on && sc.rabAcc != nullptr) rabGradRows(p, h, sc.rabAcc, rab);
+    int32_t* tcol = rab.dtime != nullptr ? sc.tcol : nullptr;
     // d weight / d score kept per element: the pointwise dw/ds and the softcaps' derivatives.
     const bool useG = Norm::kPointwise || (M::kActive && mods.softcap);
     const float* q = a.q + qBase(p, b, h, d);
@@ -394,7 +396,9 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
       // HSTU's rab, as the forward adds it (first, the same fma): P / W below, the exact
       // large-logit path included, see the forward's scores.
       if (rab.on) {
-        for (int64_t i = 0; i < nr; i++) bwdRab(rab, i0 + i + s.off, j0, kcols, sc.pm + i * kBwdBk);
+        for (int64_t i = 0; i < nr; i++)
+          bwdRab(rab, i0 + i + s.off, j0, kcols, sc.pm + i * kBwdBk,
+                 tcol != nullptr ? tcol + i * kBwdBk : nullptr);
       }
       if constexpr (M::kActive) {
         for (int64_t i = 0; i < nr; i++) {
@@ -433,7 +437,8 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
       if (rab.dpos != nullptr || rab.dtime != nullptr) {
         // dS is dZ (the rab precedes every mod; their chain rule is in dS), 0 at masked pairs.
         for (int64_t i = 0; i < nr; i++)
-          bwdRabGrad(rab, i0 + i + s.off, j0, kcols, sc.ds + i * kBwdBk);
+          bwdRabGrad(rab, i0 + i + s.off, j0, kcols, sc.ds + i * kBwdBk,
+                     tcol != nullptr ? tcol + i * kBwdBk : nullptr);
       }
       if (dbias != nullptr) {
         // dS is d loss / d bias (the mods before a bias with grad are additive): each
@@ -533,7 +538,8 @@ inline void flashBackwardScratch(const AttnProblem& p, int64_t* perThread, int64
   const int64_t dpad = roundUp(p.d, V::L);
   const BwdPlan plan(p);
   *perThread = plan.waveRows * dpad + bwdBlockScratchFloats(p, dpad, tileQ) +
-               roundUp(tileQ * p.d, 16) + 2 * rabGradDoubles(p);
+               roundUp(tileQ * p.d, 16) + 2 * rabGradDoubles(p) +
+               (p.rabDTime != nullptr ? roundUp(tileQ * kBwdBk, 16) : 0);
   *shared = bwdSharedFloats(p);
 }
 
@@ -559,8 +565,10 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
   // double; tasks run in parallel and share table columns), summed after the waves.
   const int64_t rabPer = rabGradDoubles(p);
   Floats rabAcc(2 * rabPer * threads);
+  const int64_t tcolPer = p.rabDTime != nullptr ? roundUp(tileQ * kBwdBk, 16) : 0;
+  Floats tcols(tcolPer * threads);
   if (!prep.ok() || !dqAcc.ok() || !scratch.ok() || !covered.ok() || !stage.ok() ||
-      !rabAcc.ok())
+      !rabAcc.ok() || !tcols.ok())
     return kOutOfMemory;
   double* rabParts = reinterpret_cast<double*>(rabAcc.get());
   for (int64_t e = 0; e < rabPer * threads; e++) rabParts[e] = 0.0;
@@ -663,6 +671,7 @@ inline const char* flashBackwardImpl(const AttnProblem& p, const FlashBackwardAr
       BwdScratch sc(scratch.get() + per * thread, p.d, p.dv, dpad, tileQ);
       sc.qsc = stage.get() + stagePer * thread;
       if (rabPer > 0) sc.rabAcc = rabParts + rabPer * thread;
+      if (tcolPer > 0) sc.tcol = reinterpret_cast<int32_t*>(tcols.get() + tcolPer * thread);
       if (a.permQ != nullptr) {
         sc.qs = sc.qsc + roundUp(tileQ * p.d, 16);
         sc.dos = sc.qs + tileQ * p.d;

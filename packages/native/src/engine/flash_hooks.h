@@ -8,6 +8,7 @@
 #pragma once
 
 #include <limits>
+#include <type_traits>
 
 #include "flash_common.h"
 
@@ -186,9 +187,11 @@ inline void bwdMods(const HeadMods& m, int64_t i, int64_t off, int64_t j0, int64
 // HSTU's bucketed rab (engine.h AttnProblem.rabPos...). Its time column needs the last
 // threshold <= |dt| per pair; instead of a binary search each pair starts from a lookup table
 // indexed by |dt|'s octave and its next 4 bits (448 cells for |dt| < 2^31), holding the column
-// of the cell's smallest integer, and steps up past the thresholds inside the cell: none or one
-// for the log buckets (a cell spans 1/16 octave, a bucket 0.301 / ln 2 = 0.43 octave), a few
-// for sqrt's. Integer arithmetic throughout: the column is the reference's exactly.
+// of the cell's smallest integer, and steps up past the thresholds inside the cell: a fixed
+// number of branch-free steps, the most thresholds any cell holds (rabSteps: 1 for the log
+// buckets, whose width is 0.301 / ln 2 = 0.43 octave against a cell's 1/16; a few for sqrt's).
+// A data-dependent loop instead mispredicted about every other pair. Integer arithmetic
+// throughout: the column is the reference's exactly.
 struct RabLut {
   static constexpr int kCells = 16 + 27 * 16;
   // Cell of a (0 <= a < 2^31): a itself below 16, else 16 cells per octave.
@@ -203,17 +206,27 @@ struct RabLut {
     const int e = (c - 16) / 16 + 4, sub = (c - 16) % 16;
     return static_cast<int64_t>(16 + sub) << (e - 4);
   }
-  // lut[c] = the column of low(c) (binary search, once per call).
-  static void build(const int32_t* thr, int64_t n, int32_t* lut) {
-    for (int c = 0; c < kCells; c++) {
-      const int64_t a = low(c);
-      int64_t lo = 0, hi = n - 1;
-      while (lo < hi) {
-        const int64_t mid = (lo + hi + 1) / 2;
-        if (thr[mid] <= a) lo = mid; else hi = mid - 1;
-      }
-      lut[c] = static_cast<int32_t>(lo);
+  static int64_t column(const int32_t* thr, int64_t n, int64_t a) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+      const int64_t mid = (lo + hi + 1) / 2;
+      if (thr[mid] <= a)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
+    return lo;
+  }
+  // lut[c] = the column of low(c) (binary search, once per call); returns the steps: the most
+  // columns by which a cell's largest integer exceeds its smallest.
+  static int32_t build(const int32_t* thr, int64_t n, int32_t* lut) {
+    int64_t steps = 0;
+    for (int c = 0; c < kCells; c++) {
+      lut[c] = static_cast<int32_t>(column(thr, n, low(c)));
+      const int64_t last = c + 1 < kCells ? low(c + 1) - 1 : INT64_C(0x7fffffff);
+      steps = imax(steps, column(thr, n, last) - lut[c]);
+    }
+    return static_cast<int32_t>(steps);
   }
 };
 
@@ -229,26 +242,23 @@ struct RabHead {
   const int32_t* thr = nullptr;
   const int32_t* lut = nullptr;
   int64_t numThr = 0;
+  int32_t steps = 0;
   double* dpos = nullptr;
   double* dtime = nullptr;
 
   ATTNKIT_ALWAYS_INLINE int64_t posCol(int64_t i, int64_t j) const {
     return imin(imax(j - i + center, 0), numPos - 1);
   }
-  ATTNKIT_ALWAYS_INLINE int64_t timeCol(int64_t i, int64_t j) const {
-    int64_t dt = static_cast<int64_t>(nextTime[i]) - keyTime[j];
-    if (dt < 0) dt = -dt;
+  // The time column of |a - b| (a, b in [0, 2^31)).
+  ATTNKIT_ALWAYS_INLINE int64_t timeCol(int32_t a, int32_t b) const {
+    const int32_t dt = a > b ? a - b : b - a;
     int64_t c = lut[RabLut::cell(static_cast<uint32_t>(dt))];
-    while (c + 1 < numThr && thr[c + 1] <= dt) c++;
+    for (int32_t s = 0; s < steps; s++) {
+      // Never past the last column (n = c there); thresholds are non-decreasing.
+      const int64_t n = imin(c + 1, numThr - 1);
+      c = thr[n] <= dt ? n : c;
+    }
     return c;
-  }
-  // pos + time of query position i, key j, as an f32 sum (forward and backward alike, so the
-  // backward recomputes the forward's scores bit for bit).
-  ATTNKIT_ALWAYS_INLINE float value(int64_t i, int64_t j) const {
-    float x = 0.0f;
-    if (pos != nullptr) x += pos[posCol(i, j)];
-    if (time != nullptr) x += time[timeCol(i, j)];
-    return x;
   }
 };
 
@@ -274,6 +284,7 @@ inline RabHead rabHead(const AttnProblem& p, int64_t b, int64_t h) {
     r.thr = p.rabThresholds;
     r.numThr = p.rabNumThresholds;
     r.lut = p.rabLut;
+    r.steps = p.rabSteps;
   }
   return r;
 }
@@ -295,45 +306,102 @@ inline void rabGradRows(const AttnProblem& p, int64_t h, double* acc, RabHead& r
   if (p.rabDTime != nullptr) r.dtime = acc + (p.rabTimeHeads == 1 ? 0 : h) * p.rabNumTime;
 }
 
+// Runs f(std::bool_constant<P>, std::bool_constant<T>) for which of the two terms r has, so
+// the per-pair code carries no test of them.
+template <class F>
+ATTNKIT_ALWAYS_INLINE void rabTerms(const RabHead& r, F&& f) {
+  if (r.pos != nullptr && r.time != nullptr)
+    f(std::true_type{}, std::true_type{});
+  else if (r.pos != nullptr)
+    f(std::true_type{}, std::false_type{});
+  else
+    f(std::false_type{}, std::true_type{});
+}
+
 // Forward: the rab on a score tile st [keys j0..j1) x [Bq lanes] (lane i = query row i0 + i,
-// position i0 + i + off; rows valid lanes), in log2 units as fwdMods' bias.
+// position i0 + i + off; rows valid lanes), in log2 units as fwdMods' bias: x = fma(pos + time,
+// log2 e, x), the f32 sum and the fma bwdRab repeats, so the backward recomputes S bit for bit.
 template <int64_t Bq>
-inline void fwdRab(const RabHead& r, int64_t i0, int64_t rows, int64_t off, int64_t j0,
-                   int64_t j1, float* st) {
-  for (int64_t i = 0; i < rows; i++) {
-    const int64_t qi = i0 + i + off;
+ATTNKIT_NOINLINE void fwdRab(const RabHead& r, int64_t i0, int64_t rows, int64_t off, int64_t j0,
+                             int64_t j1, float* st) {
+  rabTerms(r, [&](auto hasPos, auto hasTime) {
+    constexpr bool kPos = decltype(hasPos)::value, kTime = decltype(hasTime)::value;
+    int32_t next[Bq];
+    if constexpr (kTime)
+      for (int64_t i = 0; i < rows; i++) next[i] = r.nextTime[i0 + i + off];
     for (int64_t j = j0; j < j1; j++) {
-      float& x = st[(j - j0) * Bq + i];
-      x = std::fma(r.value(qi, j), kLog2e, x);
+      float* row = st + (j - j0) * Bq;
+      // Lane i reads position column j - (i0 + off + i) + center: one slice, walked backwards.
+      const int64_t c0 = j - i0 - off + r.center;
+      const int32_t kt = kTime ? r.keyTime[j] : 0;
+      for (int64_t i = 0; i < rows; i++) {
+        float x = 0.0f;
+        if constexpr (kPos) x += r.pos[imin(imax(c0 - i, 0), r.numPos - 1)];
+        if constexpr (kTime) x += r.time[r.timeCol(next[i], kt)];
+        row[i] = std::fma(x, kLog2e, row[i]);
+      }
     }
-  }
+  });
 }
 
-// Backward: the rab on one score row x of query position qi, lanes = keys j0 + [0, kcols).
-inline void bwdRab(const RabHead& r, int64_t qi, int64_t j0, int64_t kcols, float* x) {
-  for (int64_t jl = 0; jl < kcols; jl++) x[jl] = std::fma(r.value(qi, j0 + jl), kLog2e, x[jl]);
+// Backward: the rab on one score row x of query position qi, lanes = keys j0 + [0, kcols); with
+// tcol, the row's time columns are kept there for bwdRabGrad.
+ATTNKIT_NOINLINE inline void bwdRab(const RabHead& r, int64_t qi, int64_t j0, int64_t kcols,
+                                    float* x, int32_t* tcol) {
+  rabTerms(r, [&](auto hasPos, auto hasTime) {
+    constexpr bool kPos = decltype(hasPos)::value, kTime = decltype(hasTime)::value;
+    const int64_t c0 = j0 - qi + r.center;
+    const int32_t next = kTime ? r.nextTime[qi] : 0;
+    for (int64_t jl = 0; jl < kcols; jl++) {
+      float v = 0.0f;
+      if constexpr (kPos) v += r.pos[imin(imax(c0 + jl, 0), r.numPos - 1)];
+      if constexpr (kTime) {
+        const int64_t tc = r.timeCol(next, r.keyTime[j0 + jl]);
+        if (tcol != nullptr) tcol[jl] = static_cast<int32_t>(tc);
+        v += r.time[tc];
+      }
+      x[jl] = std::fma(v, kLog2e, x[jl]);
+    }
+  });
 }
 
-// Backward: dZ of one row (ds, 0 at masked pairs) summed into the thread's gradient rows.
-inline void bwdRabGrad(const RabHead& r, int64_t qi, int64_t j0, int64_t kcols, const float* ds) {
+// Backward: dZ of one row (ds, 0 at masked pairs) summed into the thread's gradient rows (tcol:
+// the row's time columns from bwdRab). Equal neighbouring time columns (the usual case: the
+// keys of a time-sorted sequence) are summed in a register before their one store.
+ATTNKIT_NOINLINE inline void bwdRabGrad(const RabHead& r, int64_t qi, int64_t j0, int64_t kcols,
+                                        const float* ds, const int32_t* tcol) {
   if (r.dpos != nullptr) {
-    for (int64_t jl = 0; jl < kcols; jl++) r.dpos[r.posCol(qi, j0 + jl)] += ds[jl];
+    const int64_t c0 = j0 - qi + r.center;
+    for (int64_t jl = 0; jl < kcols; jl++)
+      r.dpos[imin(imax(c0 + jl, 0), r.numPos - 1)] += ds[jl];
   }
-  if (r.dtime != nullptr) {
-    for (int64_t jl = 0; jl < kcols; jl++) r.dtime[r.timeCol(qi, j0 + jl)] += ds[jl];
+  if (r.dtime != nullptr && kcols > 0) {
+    int32_t cur = tcol[0];
+    double run = 0.0;
+    for (int64_t jl = 0; jl < kcols; jl++) {
+      if (tcol[jl] != cur) {
+        r.dtime[cur] += run;
+        cur = tcol[jl];
+        run = 0.0;
+      }
+      run += ds[jl];
+    }
+    r.dtime[cur] += run;
   }
 }
 
-// The per-call setup of the rab: a copy of p with rabLut pointing at `lut` when the problem
-// has a time table (on the kernel's stack: no standard container, see common_impl.h Floats).
+// The per-call setup of the rab: a copy of p with rabLut pointing at `lut` (and rabSteps) when
+// the problem has a time table (on the kernel's stack: no standard container, see
+// common_impl.h Floats).
 struct RabLutStore {
   int32_t v[RabLut::kCells];
 };
 inline AttnProblem withRabLut(const AttnProblem& p, RabLutStore& lut) {
   AttnProblem q = p;
   q.rabLut = nullptr;
+  q.rabSteps = 0;
   if (p.rabTime != nullptr) {
-    RabLut::build(p.rabThresholds, p.rabNumThresholds, lut.v);
+    q.rabSteps = RabLut::build(p.rabThresholds, p.rabNumThresholds, lut.v);
     q.rabLut = lut.v;
   }
   return q;
