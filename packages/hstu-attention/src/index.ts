@@ -23,7 +23,8 @@ import {
  *
  *     A = silu(alpha Q K^T + rab) / maxSeqLen, masked to j <= i within each sequence; Y = A V
  *
- * (rab, the optional dense relative attention bias, is the skeleton's bias score mod.)
+ * (rab, the optional dense relative attention bias, is the skeleton's bias score mod; the
+ * paper's bucketed form from position / time tables, `bucketedRab`, the skeleton's rab hook.)
  *
  * No softmax and no LSE: the fixed 1/maxSeqLen keeps Y's scale independent of the length. On the
  * tiled skeleton this family is one hook (pointwise silu, w = silu(s) / maxSeqLen with
@@ -44,7 +45,8 @@ export interface HstuAttentionOptions
   /**
    * Dense relative attention bias, added to alpha q.k before silu: f32 [B or 1, H or 1,
    * maxSeqLen, maxSeqLen] (B = seqOffsets.length - 1), element (b, h, i, j) for positions i, j
-   * within sequence b; on q's device. The backward then also returns `drab`.
+   * within sequence b; on q's device. The backward then also returns `drab`. Exclusive with
+   * `bucketedRab`.
    */
   rab?: Tensor;
   /**

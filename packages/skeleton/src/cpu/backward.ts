@@ -80,6 +80,11 @@ export function tiledBackward(
   const dqt = permQ === undefined ? undefined : allocF32(bq * d, 'tile');
   // The chain-rule factor of the score mods (only with mods).
   const gm = hasMods ? allocF32(bq * bk, 'tile') : undefined;
+  // The rab's table columns of each pair of the tile, kept for its gradient (with rabGrad).
+  const rabCols =
+    rabGrad && hooks.rab
+      ? { pc: allocI32(bq * bk, 'tile'), tc: allocI32(bq * bk, 'tile') }
+      : undefined;
   // D_i = dO_i . O_i per row of the heads of one kv head (softmax only).
   const Dr = pw ? undefined : allocF32(group * p.maxSeqQ, 'rows');
   dQ.fill(0);
@@ -129,7 +134,7 @@ export function tiledBackward(
             gemm(gt, 0, dv, 1, vt, 0, 1, dv, ds, 0, bk, rows, cols, dv);
             // HSTU's bucketed rab joins the scaled score first (before the mods and masks);
             // additive, so the gradient at z is dS after the mods' chain rule below.
-            if (hooks.rab) applyHstuRab(hooks.rab, p, b, h, q0, rows, k0, s, bk, lo, hi);
+            if (hooks.rab) applyHstuRab(hooks.rab, p, b, h, q0, rows, k0, s, bk, lo, hi, rabCols);
             if (gm) {
               gm.fill(1, 0, rows * bk);
               applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, gm);
@@ -185,19 +190,16 @@ export function tiledBackward(
                 for (let c = 0, so = r * bk; c < cols; c++) db[bo + c] = db[bo + c]! + ds[so + c]!;
               }
             }
-            if (rabGrad)
+            if (rabGrad && rabCols)
               accumulateRabGrad(
                 hooks.rab!,
-                p,
-                b,
                 h,
-                q0,
                 rows,
-                k0,
                 ds,
                 bk,
                 lo,
                 hi,
+                rabCols,
                 rabGrad.pos,
                 rabGrad.time,
               );

@@ -293,49 +293,13 @@ function compileRab(p: AttentionProblem, rab: HstuRabHook): CpuRab {
 }
 
 /**
- * Calls f(e, pc, tc) for the in-range pairs [lo[r], hi[r]) of rows [0, rows) of a tile (element
- * e = r * ld + c) with the rab's position and time columns (-1 for an absent table). Query row
- * q0 + r of sequence b is position i = q0 + r + nk - nq (as the HSTU mask hook's rule), key
- * k0 + c is j; times are read on the key axis at startK[b] + i (nextTime) and + j (keyTime).
- */
-function forRabPairs(
-  rab: CpuRab,
-  p: AttentionProblem,
-  b: number,
-  q0: number,
-  rows: number,
-  k0: number,
-  ld: number,
-  lo: Int32Array,
-  hi: Int32Array,
-  f: (e: number, pc: number, tc: number) => void,
-): void {
-  const nq = p.seqQ[b]!;
-  const nk = p.seqK[b]!;
-  const P = rab.pos?.cols ?? 1;
-  const half = (P - 1) / 2;
-  const time = rab.time;
-  const start = p.startK[b]!;
-  for (let r = 0; r < rows; r++) {
-    const i = q0 + r + nk - nq;
-    const so = r * ld;
-    const next = time ? time.nextTime[start + i]! : 0;
-    for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
-      const j = k0 + c;
-      const pc = rab.pos ? Math.min(Math.max(j - i + half, 0), P - 1) : -1;
-      // |dt| of two rebased int32 times fits an int32 exactly (both in [0, 2^31)).
-      const tc = time
-        ? hstuTimeColumn(time.thresholds, Math.abs(next - time.keyTime[start + j]!))
-        : -1;
-      f(so + c, pc, tc);
-    }
-  }
-}
-
-/**
- * The HSTU bucketed rab (HstuRabHook) on the in-range scores of a visited tile: s += pos[h, pc]
- * + time[h, tc]. Runs right after S = scale Q K^T, before the score mods and masks (the hook's
- * term joins the scaled score first); masked pairs become -inf afterwards regardless.
+ * The HSTU bucketed rab (HstuRabHook) on the in-range scores [lo[r], hi[r]) of rows [0, rows) of
+ * a visited tile (row stride ld): s += pos[h, pc] + time[h, tc]. Query row q0 + r of sequence b
+ * is position i = q0 + r + nk - nq (as the HSTU mask hook's rule), key k0 + c is j; times are
+ * read on the key axis at startK[b] + i (nextTime) and startK[b] + j (keyTime). Runs right after
+ * S = scale Q K^T, before the score mods and masks (the hook's term joins the scaled score
+ * first; masked pairs become -inf afterwards regardless). With `cols` (the backward), each
+ * pair's columns are kept there (element r * ld + c) for accumulateRabGrad.
  */
 export function applyHstuRab(
   rab: CpuRab,
@@ -349,46 +313,68 @@ export function applyHstuRab(
   ld: number,
   lo: Int32Array,
   hi: Int32Array,
+  cols?: { pc: Int32Array; tc: Int32Array },
 ): void {
-  const pd = rab.pos?.data;
-  const po = rab.pos ? h * rab.pos.headStride : 0;
-  const td = rab.time?.data;
-  const to = rab.time ? h * rab.time.headStride : 0;
-  forRabPairs(rab, p, b, q0, rows, k0, ld, lo, hi, (e, pc, tc) => {
-    let x = 0;
-    if (pd) x += pd[po + pc]!;
-    if (td) x += td[to + tc]!;
-    s[e] = s[e]! + x;
-  });
+  const nq = p.seqQ[b]!;
+  const nk = p.seqK[b]!;
+  const start = p.startK[b]!;
+  const pos = rab.pos;
+  const time = rab.time;
+  const P = pos ? pos.cols : 1;
+  const half = (P - 1) / 2;
+  const po = pos ? h * pos.headStride : 0;
+  const to = time ? h * time.headStride : 0;
+  for (let r = 0; r < rows; r++) {
+    const i = q0 + r + nk - nq;
+    const so = r * ld;
+    const next = time ? time.nextTime[start + i]! : 0;
+    for (let c = lo[r]!, e = hi[r]!; c < e; c++) {
+      const j = k0 + c;
+      let x = 0;
+      if (pos) {
+        const pc = Math.min(Math.max(j - i + half, 0), P - 1);
+        x += pos.data[po + pc]!;
+        if (cols) cols.pc[so + c] = pc;
+      }
+      if (time) {
+        // |dt| of two rebased int32 times fits an int32 exactly (both in [0, 2^31)).
+        const tc = hstuTimeColumn(time.thresholds, Math.abs(next - time.keyTime[start + j]!));
+        x += time.data[to + tc]!;
+        if (cols) cols.tc[so + c] = tc;
+      }
+      s[so + c] = s[so + c]! + x;
+    }
+  }
 }
 
 /**
  * The backward's table gradients of a tile: dZ (ds, the gradient at the score after the scale
- * and the mods' chain rule, 0 at masked pairs) added at each pair's columns of head h (row 0 of
- * a shared table). dPos / dTime are float64 accumulators in the tables' shapes.
+ * and the mods' chain rule, 0 at masked pairs) added at each in-range pair's columns (`cols`,
+ * kept by applyHstuRab for this tile) of head h (row 0 of a shared table). dPos / dTime are
+ * float64 accumulators in the tables' shapes.
  */
 export function accumulateRabGrad(
   rab: CpuRab,
-  p: AttentionProblem,
-  b: number,
   h: number,
-  q0: number,
   rows: number,
-  k0: number,
   ds: Float32Array,
   ld: number,
   lo: Int32Array,
   hi: Int32Array,
+  cols: { pc: Int32Array; tc: Int32Array },
   dPos: Float64Array | undefined,
   dTime: Float64Array | undefined,
 ): void {
   const po = rab.pos ? h * rab.pos.headStride : 0;
   const to = rab.time ? h * rab.time.headStride : 0;
-  forRabPairs(rab, p, b, q0, rows, k0, ld, lo, hi, (e, pc, tc) => {
-    const g = ds[e]!;
-    if (dPos) dPos[po + pc] = dPos[po + pc]! + g;
-    if (dTime) dTime[to + tc] = dTime[to + tc]! + g;
-  });
+  for (let r = 0; r < rows; r++) {
+    const so = r * ld;
+    for (let e = so + lo[r]!, end = so + hi[r]!; e < end; e++) {
+      const g = ds[e]!;
+      if (dPos) dPos[po + cols.pc[e]!] += g;
+      if (dTime) dTime[to + cols.tc[e]!] += g;
+    }
+  }
 }
 
 /**
