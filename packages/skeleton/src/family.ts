@@ -352,7 +352,6 @@ function declines(
     if (mask !== undefined)
       return 'the native engine runs no user mask mods (they are TS/WGSL functions); use ts or webgpu';
     if (fa1) return 'the native engine implements FA2 only';
-    if (rab) return "the native engine does not run HSTU's bucketed rab yet (ts does)";
   }
   if (backend === 'webgpu') {
     if (fa1) return 'the WGSL kernels implement FA2 only';
