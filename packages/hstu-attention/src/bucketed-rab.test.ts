@@ -35,7 +35,7 @@ import {
 // exact decline (an UnsupportedError with its reason) and pass. When the decline line is removed
 // the same tests compare its results for real; add the backend to RAB_BACKENDS then, so that a
 // decline is a failure from there on.
-const RAB_BACKENDS: readonly Backend[] = ['ts', 'native'];
+const RAB_BACKENDS: readonly Backend[] = ['ts', 'native', 'webgpu'];
 const DECLINES: Record<Backend, RegExp> = {
   ts: /^$/,
   native: /^the native engine does not run HSTU's bucketed rab yet/,

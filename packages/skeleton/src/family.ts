@@ -355,7 +355,6 @@ function declines(
   }
   if (backend === 'webgpu') {
     if (fa1) return 'the WGSL kernels implement FA2 only';
-    if (rab) return "the WGSL kernels do not run HSTU's bucketed rab yet (ts does)";
     if (options.blockQ !== undefined || options.blockK !== undefined)
       return "the WGSL kernels take their tile sizes per kernel from `tiles` (blockQ/blockK size the cpu backends' tiles)";
     const noWgsl = custom.find((m) => typeof m.wgsl !== 'string');
