@@ -12,9 +12,10 @@ import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import type { HstuMaskHook, TiledHooks } from '../hooks.js';
 import { type HstuRabHook, hstuRabTimes, hstuTimeThresholds } from '../hstu-rab.js';
-import { hookFunctions, hookResources } from './hooks.js';
+import { hookResources, type WgslHooks } from './hooks.js';
 import { tiledBackwardWebGpu, tiledForwardWebGpu } from './host.js';
-import { dqShader, forwardShader } from './shaders.js';
+import { planWebGpuFlash } from './plan.js';
+import { dkdvShader, dqShader, forwardShader } from './shaders.js';
 
 // Fails here when no adapter can be had (Dawn on Mesa llvmpipe in CI), unless
 // ATTNKIT_ALLOW_NO_WEBGPU=1 declares a machine without WebGPU. Outputs start as NaN.
@@ -349,27 +350,59 @@ describe.skipIf(!ctx)('HSTU bucketed rab on the WGSL kernels vs the float64 refe
 });
 
 describe('WGSL text of the bucketed rab hook', () => {
-  test('kernels without the hook are unchanged; with it the rab joins before the mods', () => {
-    const plain = hookFunctions(
-      { normalize: 'silu', sinks: false, mods: [], maskMod: undefined, bindings: [], uniforms: [] },
-      true,
-    );
-    expect(plain).not.toMatch(/hk_rab/);
-    const withRab = hookFunctions(
-      {
-        normalize: 'silu',
-        sinks: false,
-        mods: [],
-        maskMod: undefined,
-        rab: { pos: true, time: true, grad: true },
-        bindings: [],
-        uniforms: [],
-      },
-      true,
-    );
-    expect(withRab).toMatch(/fn hk_tcol/);
-    expect(withRab).toMatch(/fn hk_rab/);
-    expect(forwardShader).toBeTypeOf('function');
-    expect(dqShader).toBeTypeOf('function');
+  const plan = (kernel: 'forward' | 'dq' | 'dkdv') =>
+    planWebGpuFlash({
+      kernel,
+      d: 16,
+      dv: 16,
+      maxComputeWorkgroupStorageSize: 32768,
+      maxComputeInvocationsPerWorkgroup: 256,
+    });
+  const wgsl = (kernel: 'forward' | 'dq' | 'dkdv', rab: WgslHooks['rab']) => {
+    const hooks: WgslHooks = {
+      normalize: 'silu',
+      sinks: false,
+      mods: [],
+      maskMod: undefined,
+      ...(rab ? { rab } : {}),
+      bindings: [],
+      uniforms: [],
+    };
+    const spec = {
+      plan: plan(kernel),
+      dtype: 'f32',
+      vecD: true,
+      vecV: true,
+      blockSparse: false,
+      hooks,
+    } as const;
+    const k =
+      kernel === 'forward'
+        ? forwardShader(spec)
+        : kernel === 'dq'
+          ? dqShader(spec)
+          : dkdvShader(spec);
+    return { code: k.code, names: k.bindings.map((b) => b.name) };
+  };
+
+  test('only the dQ pass with grad declares the gradient partials and outputs', () => {
+    for (const kernel of ['forward', 'dq', 'dkdv'] as const) {
+      const plain = wgsl(kernel, undefined);
+      expect(plain.code).not.toMatch(/hk_rab|rabg|drab/);
+      const fwd = wgsl(kernel, { pos: true, time: true, grad: false });
+      expect(fwd.code).toMatch(/hk_rab\(x_0_0 \* P\.scale, h, /);
+      expect(fwd.code).not.toMatch(/rabg|drab/);
+      const grad = wgsl(kernel, { pos: true, time: true, grad: true });
+      expect(grad.names.includes('drabp')).toBe(kernel === 'dq');
+      expect(grad.names.includes('drabt')).toBe(kernel === 'dq');
+      expect(/var<workgroup> rabg/.test(grad.code)).toBe(kernel === 'dq');
+    }
+    const posOnly = wgsl('dq', { pos: true, time: false, grad: true });
+    expect(posOnly.names).toContain('drabp');
+    expect(posOnly.names).not.toContain('drabt');
+    expect(posOnly.code).not.toMatch(/hk_tcol|rabi|rabt/);
+    const timeOnly = wgsl('dq', { pos: false, time: true, grad: true });
+    expect(timeOnly.names).toEqual(expect.arrayContaining(['drabt']));
+    expect(timeOnly.code).not.toMatch(/rabp|P\.rabP/);
   });
 });
