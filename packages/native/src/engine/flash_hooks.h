@@ -318,6 +318,114 @@ ATTNKIT_ALWAYS_INLINE void rabTerms(const RabHead& r, F&& f) {
     f(std::false_type{}, std::true_type{});
 }
 
+// n lanes (n <= V::L) of one row of pairs: lane l's pair has |dt| = |t[l] - t0| and position
+// column clamp(c0 + step l, 0, numPos - 1); x[l] = fma(pos + time, log2 e, x[l]) (the f32 sum
+// and the fma of every rab path), and with tcol the time columns are kept there. A whole
+// vector (n = V::L) runs on the ISA's integer lanes and gathers: the same cells, table and
+// steps as RabHead::timeCol, so the same columns; the rest pair by pair.
+template <bool kPos, bool kTime>
+ATTNKIT_ALWAYS_INLINE void rabLanes(const RabHead& r, int64_t n, int64_t c0, int step,
+                                    const int32_t* t, int32_t t0, float* x, int32_t* tcol) {
+#if defined(ATTNKIT_ISA_AVX512)
+  if (n == V::L) {
+    __m512 v = _mm512_setzero_ps();
+    // The position columns are one contiguous slice (forward: walked backwards) unless clamped.
+    const int64_t lo = step > 0 ? c0 : c0 - (V::L - 1), hi = lo + V::L - 1;
+    if (kPos && lo >= 0 && hi < r.numPos) {
+      v = _mm512_loadu_ps(r.pos + lo);
+      if (step < 0)
+        v = _mm512_permutexvar_ps(
+            _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), v);
+    } else if constexpr (kPos) {
+      const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+      __m512i pc = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(c0)),
+                                    _mm512_mullo_epi32(lane, _mm512_set1_epi32(step)));
+      pc = _mm512_min_epi32(_mm512_max_epi32(pc, _mm512_setzero_si512()),
+                            _mm512_set1_epi32(static_cast<int32_t>(r.numPos - 1)));
+      v = _mm512_i32gather_ps(pc, r.pos, 4);
+    }
+    if constexpr (kTime) {
+      const __m512i dt = _mm512_abs_epi32(
+          _mm512_sub_epi32(_mm512_loadu_si512(t), _mm512_set1_epi32(t0)));
+      const __m512i one = _mm512_set1_epi32(1);
+      // The octave from the f32 conversion's exponent, one lower where rounding reached the next
+      // power of two; cells below 16 are |dt| itself.
+      __m512i e = _mm512_sub_epi32(
+          _mm512_srli_epi32(_mm512_castps_si512(_mm512_cvtepi32_ps(dt)), 23), _mm512_set1_epi32(127));
+      e = _mm512_mask_sub_epi32(e, _mm512_cmpgt_epi32_mask(_mm512_sllv_epi32(one, e), dt), e, one);
+      const __m512i sh = _mm512_max_epi32(_mm512_sub_epi32(e, _mm512_set1_epi32(4)),
+                                          _mm512_setzero_si512());
+      __m512i cell = _mm512_add_epi32(
+          _mm512_add_epi32(_mm512_set1_epi32(16), _mm512_slli_epi32(sh, 4)),
+          _mm512_and_si512(_mm512_srlv_epi32(dt, sh), _mm512_set1_epi32(15)));
+      cell = _mm512_mask_mov_epi32(cell, _mm512_cmplt_epi32_mask(dt, _mm512_set1_epi32(16)), dt);
+      __m512i c = _mm512_i32gather_epi32(cell, r.lut, 4);
+      const __m512i last = _mm512_set1_epi32(static_cast<int32_t>(r.numThr - 1));
+      for (int32_t s = 0; s < r.steps; s++) {
+        const __m512i nx = _mm512_min_epi32(_mm512_add_epi32(c, one), last);
+        const __m512i th = _mm512_i32gather_epi32(nx, r.thr, 4);
+        c = _mm512_mask_mov_epi32(c, _mm512_cmple_epi32_mask(th, dt), nx);
+      }
+      if (tcol != nullptr) _mm512_storeu_si512(tcol, c);
+      v = _mm512_add_ps(v, _mm512_i32gather_ps(c, r.time, 4));
+    }
+    _mm512_storeu_ps(x, _mm512_fmadd_ps(v, _mm512_set1_ps(kLog2e), _mm512_loadu_ps(x)));
+    return;
+  }
+#elif defined(ATTNKIT_ISA_AVX2)
+  if (n == V::L) {
+    __m256 v = _mm256_setzero_ps();
+    const int64_t lo = step > 0 ? c0 : c0 - (V::L - 1), hi = lo + V::L - 1;
+    if (kPos && lo >= 0 && hi < r.numPos) {
+      v = _mm256_loadu_ps(r.pos + lo);
+      if (step < 0) v = _mm256_permutevar8x32_ps(v, _mm256_set_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    } else if constexpr (kPos) {
+      const __m256i lane = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+      __m256i pc = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(c0)),
+                                    _mm256_mullo_epi32(lane, _mm256_set1_epi32(step)));
+      pc = _mm256_min_epi32(_mm256_max_epi32(pc, _mm256_setzero_si256()),
+                            _mm256_set1_epi32(static_cast<int32_t>(r.numPos - 1)));
+      v = _mm256_i32gather_ps(r.pos, pc, 4);
+    }
+    if constexpr (kTime) {
+      const __m256i dt = _mm256_abs_epi32(_mm256_sub_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t)), _mm256_set1_epi32(t0)));
+      const __m256i one = _mm256_set1_epi32(1);
+      __m256i e = _mm256_sub_epi32(
+          _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(dt)), 23), _mm256_set1_epi32(127));
+      e = _mm256_add_epi32(e, _mm256_cmpgt_epi32(_mm256_sllv_epi32(one, e), dt));  // -1 where over
+      const __m256i sh = _mm256_max_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(4)),
+                                          _mm256_setzero_si256());
+      __m256i cell = _mm256_add_epi32(
+          _mm256_add_epi32(_mm256_set1_epi32(16), _mm256_slli_epi32(sh, 4)),
+          _mm256_and_si256(_mm256_srlv_epi32(dt, sh), _mm256_set1_epi32(15)));
+      cell = _mm256_blendv_epi8(cell, dt, _mm256_cmpgt_epi32(_mm256_set1_epi32(16), dt));
+      __m256i c = _mm256_i32gather_epi32(r.lut, cell, 4);
+      const __m256i last = _mm256_set1_epi32(static_cast<int32_t>(r.numThr - 1));
+      for (int32_t s = 0; s < r.steps; s++) {
+        const __m256i nx = _mm256_min_epi32(_mm256_add_epi32(c, one), last);
+        const __m256i th = _mm256_i32gather_epi32(r.thr, nx, 4);
+        c = _mm256_blendv_epi8(nx, c, _mm256_cmpgt_epi32(th, dt));
+      }
+      if (tcol != nullptr) _mm256_storeu_si256(reinterpret_cast<__m256i*>(tcol), c);
+      v = _mm256_add_ps(v, _mm256_i32gather_ps(r.time, c, 4));
+    }
+    _mm256_storeu_ps(x, _mm256_fmadd_ps(v, _mm256_set1_ps(kLog2e), _mm256_loadu_ps(x)));
+    return;
+  }
+#endif
+  for (int64_t l = 0; l < n; l++) {
+    float v = 0.0f;
+    if constexpr (kPos) v += r.pos[imin(imax(c0 + step * l, 0), r.numPos - 1)];
+    if constexpr (kTime) {
+      const int64_t tc = r.timeCol(t[l], t0);
+      if (tcol != nullptr) tcol[l] = static_cast<int32_t>(tc);
+      v += r.time[tc];
+    }
+    x[l] = std::fma(v, kLog2e, x[l]);
+  }
+}
+
 // Forward: the rab on a score tile st [keys j0..j1) x [Bq lanes] (lane i = query row i0 + i,
 // position i0 + i + off; rows valid lanes), in log2 units as fwdMods' bias: x = fma(pos + time,
 // log2 e, x), the f32 sum and the fma bwdRab repeats, so the backward recomputes S bit for bit.
@@ -326,7 +434,7 @@ ATTNKIT_NOINLINE void fwdRab(const RabHead& r, int64_t i0, int64_t rows, int64_t
                              int64_t j1, float* st) {
   rabTerms(r, [&](auto hasPos, auto hasTime) {
     constexpr bool kPos = decltype(hasPos)::value, kTime = decltype(hasTime)::value;
-    int32_t next[Bq];
+    alignas(64) int32_t next[Bq];
     if constexpr (kTime)
       for (int64_t i = 0; i < rows; i++) next[i] = r.nextTime[i0 + i + off];
     for (int64_t j = j0; j < j1; j++) {
@@ -334,12 +442,8 @@ ATTNKIT_NOINLINE void fwdRab(const RabHead& r, int64_t i0, int64_t rows, int64_t
       // Lane i reads position column j - (i0 + off + i) + center: one slice, walked backwards.
       const int64_t c0 = j - i0 - off + r.center;
       const int32_t kt = kTime ? r.keyTime[j] : 0;
-      for (int64_t i = 0; i < rows; i++) {
-        float x = 0.0f;
-        if constexpr (kPos) x += r.pos[imin(imax(c0 - i, 0), r.numPos - 1)];
-        if constexpr (kTime) x += r.time[r.timeCol(next[i], kt)];
-        row[i] = std::fma(x, kLog2e, row[i]);
-      }
+      for (int64_t i = 0; i < rows; i += V::L)
+        rabLanes<kPos, kTime>(r, imin(V::L, rows - i), c0 - i, -1, next + i, kt, row + i, nullptr);
     }
   });
 }
@@ -352,16 +456,10 @@ ATTNKIT_NOINLINE inline void bwdRab(const RabHead& r, int64_t qi, int64_t j0, in
     constexpr bool kPos = decltype(hasPos)::value, kTime = decltype(hasTime)::value;
     const int64_t c0 = j0 - qi + r.center;
     const int32_t next = kTime ? r.nextTime[qi] : 0;
-    for (int64_t jl = 0; jl < kcols; jl++) {
-      float v = 0.0f;
-      if constexpr (kPos) v += r.pos[imin(imax(c0 + jl, 0), r.numPos - 1)];
-      if constexpr (kTime) {
-        const int64_t tc = r.timeCol(next, r.keyTime[j0 + jl]);
-        if (tcol != nullptr) tcol[jl] = static_cast<int32_t>(tc);
-        v += r.time[tc];
-      }
-      x[jl] = std::fma(v, kLog2e, x[jl]);
-    }
+    const int32_t* kt = kTime ? r.keyTime + j0 : nullptr;
+    for (int64_t jl = 0; jl < kcols; jl += V::L)
+      rabLanes<kPos, kTime>(r, imin(V::L, kcols - jl), c0 + jl, 1, kTime ? kt + jl : nullptr, next, x + jl,
+                            tcol != nullptr ? tcol + jl : nullptr);
   });
 }
 
@@ -371,9 +469,17 @@ ATTNKIT_NOINLINE inline void bwdRab(const RabHead& r, int64_t qi, int64_t j0, in
 ATTNKIT_NOINLINE inline void bwdRabGrad(const RabHead& r, int64_t qi, int64_t j0, int64_t kcols,
                                         const float* ds, const int32_t* tcol) {
   if (r.dpos != nullptr) {
+    // Lanes [0, a) clamp to column 0, [b, kcols) to numPos - 1, [a, b) are the contiguous
+    // columns c0 + jl (a loop the compiler vectorises).
     const int64_t c0 = j0 - qi + r.center;
-    for (int64_t jl = 0; jl < kcols; jl++)
-      r.dpos[imin(imax(c0 + jl, 0), r.numPos - 1)] += ds[jl];
+    const int64_t a = imin(imax(-c0, 0), kcols), b = imax(imin(r.numPos - 1 - c0, kcols), a);
+    double first = 0.0, last = 0.0;
+    for (int64_t jl = 0; jl < a; jl++) first += ds[jl];
+    double* dp = r.dpos + c0;
+    for (int64_t jl = a; jl < b; jl++) dp[jl] += ds[jl];
+    for (int64_t jl = b; jl < kcols; jl++) last += ds[jl];
+    if (a > 0) r.dpos[0] += first;
+    if (b < kcols) r.dpos[r.numPos - 1] += last;
   }
   if (r.dtime != nullptr && kcols > 0) {
     int32_t cur = tcol[0];
