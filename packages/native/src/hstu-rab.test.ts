@@ -65,9 +65,54 @@ interface RabCase {
   fn?: 'log' | 'sqrt';
   causal?: boolean;
   mask?: Pick<HstuOptions, 'numTargets' | 'contextualSeqLen' | 'maxAttnLen' | 'minFullAttnSeqLen'>;
+  /** The timestamps (default stampsOf). */
+  stamps?: number[];
 }
 
+/**
+ * Timestamps whose differences sit on every bucket boundary of `thresholds` and every power of
+ * two up to 2^30, each -1, +0 and +1: where an f32 |dt| would round into the next bucket or
+ * octave (the vector paths' cell of |dt| comes from its f32 exponent, corrected).
+ */
+function edgeStamps(thresholds: Int32Array): number[] {
+  const set = new Set<number>([0]);
+  const edges = [...thresholds, ...Array.from({ length: 31 }, (_, e) => 2 ** e)];
+  for (const x of edges) for (const d of [-1, 0, 1]) if (x + d >= 0) set.add(x + d);
+  // Shuffled: neighbouring keys then fall in unrelated buckets.
+  const out = [...set];
+  const r = new Rng(5);
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(r.uniform() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out.map((x) => x + 1_000_000_000);
+}
+
+const LOG_EDGES = edgeStamps(thresholdsOf(72, 'log'));
+const SQRT_EDGES = edgeStamps(thresholdsOf(40, 'sqrt'));
+
 const CASES: RabCase[] = [
+  {
+    name: 'time columns on every log bucket boundary and power of two (+-1)',
+    lens: [LOG_EDGES.length],
+    heads: 1,
+    posRows: 0,
+    timeRows: 1,
+    numTime: 72,
+    causal: false,
+    stamps: LOG_EDGES,
+  },
+  {
+    name: 'time columns on every sqrt bucket boundary and power of two (+-1)',
+    lens: [SQRT_EDGES.length],
+    heads: 1,
+    posRows: 0,
+    timeRows: 1,
+    numTime: 40,
+    fn: 'sqrt',
+    causal: false,
+    stamps: SQRT_EDGES,
+  },
   {
     name: 'per-head tables, causal, odd lengths, an empty sequence',
     lens: [13, 0, 29, 7],
@@ -187,7 +232,7 @@ function build(rng: Rng, c: RabCase) {
   const rows = (r: 'h' | 1 | 0) => (r === 'h' ? H : 1);
   const positionTable = c.posRows ? rng.randn([rows(c.posRows), numPos]) : undefined;
   const timestampTable = c.timeRows ? rng.randn([rows(c.timeRows), numTime]) : undefined;
-  const stamps = stampsOf(rng, L);
+  const stamps = c.stamps ?? stampsOf(rng, L);
   const alpha = 0.4;
   const causal = c.causal ?? true;
   const contextual = c.mask?.contextualSeqLen ?? 0;
@@ -255,6 +300,9 @@ function build(rng: Rng, c: RabCase) {
   };
 }
 
+/** The per-head case with both tables (the typed-error and no-grad tests start from it). */
+const BASE_CASE = CASES.find((c) => c.name.startsWith('per-head tables'))!;
+
 const nan = (n: number) => new Float32Array(n).fill(Number.NaN);
 
 describe.each(engines.map((e) => [e.isa, e] as const))('hstuRab on %s', (_isa, engine) => {
@@ -305,7 +353,7 @@ describe.each(engines.map((e) => [e.isa, e] as const))('hstuRab on %s', (_isa, e
   }
 
   test('without the table gradients the backward gives the same dq, dk, dv', async () => {
-    const x = build(rng, CASES[0]!);
+    const x = build(rng, BASE_CASE);
     const args = [x.q, x.k, x.v].map((t) => t.toFloat32Array());
     const run = async (grads: boolean) => {
       const out = [nan(x.q.size), nan(x.k.size), nan(x.v.size)] as const;
@@ -338,7 +386,7 @@ describe.each(engines.map((e) => [e.isa, e] as const))('hstuRab on %s', (_isa, e
 describe('problem.hstuRab: typed errors naming the argument', () => {
   if (!base) return;
   const rng = new Rng(7);
-  const x = build(rng, CASES[0]!);
+  const x = build(rng, BASE_CASE);
   const fwd = (rab: unknown) =>
     base.run(
       'attention.forward',
