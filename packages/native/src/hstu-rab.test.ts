@@ -322,6 +322,17 @@ describe.each(engines.map((e) => [e.isa, e] as const))('hstuRab on %s', (_isa, e
       );
       const ref = hstuAttentionReference(x.qFull, x.k, x.v, x.refOptions);
       expectClose(o, rowsOf(ref.o, x.qRows), tol, 'o');
+      // Split-K (FlashDecoding): the same tile code on key ranges of parallel tasks.
+      const o3 = nan(o.length);
+      await engine.flashForward(
+        { ...x.problem, splits: 3 },
+        x.q.toFloat32Array(),
+        x.k.toFloat32Array(),
+        x.v.toFloat32Array(),
+        o3,
+        undefined,
+      );
+      expectClose(o3, rowsOf(ref.o, x.qRows), tol, 'o (split-K)');
 
       const dq = nan(x.q.size);
       const dk = nan(x.k.size);
@@ -351,6 +362,46 @@ describe.each(engines.map((e) => [e.isa, e] as const))('hstuRab on %s', (_isa, e
       if (dTimestampTable) expectClose(dTimestampTable, g.dTimestampTable!, tol, 'dTimestampTable');
     });
   }
+
+  test('BHND layout: the key-axis times at b maxSeqK + j', async () => {
+    const c: RabCase = { name: 'bhnd', lens: [11, 11, 11], heads: 2, posRows: 'h', timeRows: 'h' };
+    const x = build(rng, c);
+    const [B, H, N, D, Dv] = [3, 2, 11, 16, 8];
+    // [B N, H, X] (THD, equal lengths) <-> [B, H, N, X].
+    const toBhnd = (t: Float32Array, X: number, back = false) => {
+      const out = new Float32Array(t.length);
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < H; h++)
+          for (let i = 0; i < N; i++)
+            for (let e = 0; e < X; e++) {
+              const thd = ((b * N + i) * H + h) * X + e;
+              const bhnd = ((b * H + h) * N + i) * X + e;
+              if (back) out[thd] = t[bhnd]!;
+              else out[bhnd] = t[thd]!;
+            }
+      return out;
+    };
+    const starts = Int32Array.of(0, 0, 0);
+    const problem: NativeAttentionProblem = {
+      ...x.problem,
+      layout: 'BHND',
+      startQ: starts,
+      startK: starts,
+      totalQ: 0,
+      totalK: 0,
+    };
+    const o = nan(B * H * N * Dv);
+    await engine.flashForward(
+      problem,
+      toBhnd(x.q.toFloat32Array(), D),
+      toBhnd(x.k.toFloat32Array(), D),
+      toBhnd(x.v.toFloat32Array(), Dv),
+      o,
+      undefined,
+    );
+    const ref = hstuAttentionReference(x.qFull, x.k, x.v, x.refOptions);
+    expectClose(toBhnd(o, Dv, true), ref.o, toleranceFor({ maxSeqLen: N }), 'o');
+  });
 
   test('without the table gradients the backward gives the same dq, dk, dv', async () => {
     const x = build(rng, BASE_CASE);
