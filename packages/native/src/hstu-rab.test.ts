@@ -2,8 +2,14 @@ import {
   type HstuOptions,
   hstuAttentionReference,
   hstuAttentionReferenceBackward,
+  hstuBucketedRabDense,
+  hstuPositionBucket,
   hstuTimeBucket,
+  moddedAttentionReference,
+  moddedAttentionReferenceBackward,
   resolveAttentionProblem,
+  scoreBias,
+  softcap,
   toleranceFor,
 } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
@@ -401,6 +407,104 @@ describe.each(engines.map((e) => [e.isa, e] as const))('hstuRab on %s', (_isa, e
     );
     const ref = hstuAttentionReference(x.qFull, x.k, x.v, x.refOptions);
     expectClose(toBhnd(o, Dv, true), ref.o, toleranceFor({ maxSeqLen: N }), 'o');
+  });
+
+  test('softmax with a softcap after the rab: equals the dense bias (reference and the dense dbias)', async () => {
+    const x = build(rng, {
+      name: 'softmax',
+      lens: [13, 0, 21, 8],
+      heads: 2,
+      posRows: 'h',
+      timeRows: 'h',
+    });
+    const { seqOffsets: cu, maxSeqLen: N, bucketedRab } = x.refOptions;
+    const dense = hstuBucketedRabDense(cu, N, bucketedRab!);
+    const [B, H] = dense.shape as [number, number];
+    const strides = { batchStride: H * N * N, headStride: N * N, rowStride: N };
+    const ref = {
+      layout: 'THD' as const,
+      cuSeqlensQ: cu,
+      cuSeqlensK: cu,
+      scale: 0.4,
+      causal: true,
+      scoreMod: [scoreBias(Tensor.from(dense.toFloat32Array(), dense.shape)), softcap(5)],
+    };
+    const problem: NativeAttentionProblem = {
+      ...x.problem,
+      normalize: { kind: 'softmax' },
+      scoreMods: [{ kind: 'softcap', cap: 5 }],
+    };
+    const [q, k, v, dO] = [x.q, x.k, x.v, x.dOq].map((t) => t.toFloat32Array()) as [
+      Float32Array,
+      Float32Array,
+      Float32Array,
+      Float32Array,
+    ];
+    const o = nan(x.dOq.size);
+    const lse = nan(x.q.size / 16);
+    await engine.flashForward(problem, q, k, v, o, lse);
+    const r = moddedAttentionReference(x.q, x.k, x.v, ref);
+    const tol = toleranceFor({ maxSeqLen: N });
+    expectClose(o, r.o, tol, 'o');
+    expectClose(lse, r.lse!, tol, 'lse');
+    const [dq, dk, dv] = [nan(x.q.size), nan(x.k.size), nan(x.v.size)];
+    const dPositionTable = nan(x.positionTable!.size);
+    const dTimestampTable = nan(x.timestampTable!.size);
+    await engine.flashBackward(problem, q, k, v, o, lse, dO, dq, dk, dv, undefined, undefined, {
+      dPositionTable,
+      dTimestampTable,
+    });
+    const g = moddedAttentionReferenceBackward(x.q, x.k, x.v, x.dOq, ref);
+    expectClose(dq, g.dq, tol, 'dq');
+    expectClose(dk, g.dk, tol, 'dk');
+    expectClose(dv, g.dv, tol, 'dv');
+    // The tables' gradients = the dense bias's dS (the engine's dbias) summed per column.
+    const dbias = new Float32Array(dense.size);
+    await engine.flashBackward(
+      {
+        ...problem,
+        hstuRab: undefined,
+        scoreMods: [
+          {
+            kind: 'bias',
+            bias: dense.toFloat32Array(),
+            ...strides,
+            dbias,
+            dbiasBatchStride: strides.batchStride,
+            dbiasHeadStride: strides.headStride,
+          },
+          { kind: 'softcap', cap: 5 },
+        ],
+      },
+      q,
+      k,
+      v,
+      o,
+      lse,
+      dO,
+      nan(x.q.size),
+      nan(x.k.size),
+      nan(x.v.size),
+    );
+    const P = x.positionTable!.shape[1]!;
+    const T = x.timestampTable!.shape[1]!;
+    const wantP = new Float64Array(H * P);
+    const wantT = new Float64Array(H * T);
+    const stamps = bucketedRab!.timestamps as number[];
+    for (let b = 0; b < B; b++) {
+      const s = cu[b]!;
+      const n = cu[b + 1]! - s;
+      for (let h = 0; h < H; h++)
+        for (let i = 0; i < n; i++)
+          for (let j = 0; j < n; j++) {
+            const dz = dbias[b * strides.batchStride + h * strides.headStride + i * N + j]!;
+            wantP[h * P + hstuPositionBucket(i, j, P)]! += dz;
+            const dt = stamps[s + Math.min(i + 1, n - 1)]! - stamps[s + j]!;
+            wantT[h * T + hstuTimeBucket(dt, T)]! += dz;
+          }
+    }
+    expectClose(dPositionTable, wantP, tol, 'dPositionTable');
+    expectClose(dTimestampTable, wantT, tol, 'dTimestampTable');
   });
 
   test('without the table gradients the backward gives the same dq, dk, dv', async () => {
