@@ -9,7 +9,6 @@ import {
   hstuTimeBucket,
   softcap,
   toleranceFor,
-  type UnsupportedError,
 } from '@attnkit/attention';
 import { DeviceError, DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
@@ -28,19 +27,7 @@ import {
 // functions: o and every gradient (tables included) against the float64 reference with the same
 // bucketedRab, equality with the dense form (hstuBucketedRabDense as `rab`, its drab summed per
 // column), finite differences of the tables' gradients (ts), M-FALCON cached scoring, typed
-// errors.
-//
-// Backends: every test runs on ts, native and webgpu. A backend whose kernels do not run the
-// hook yet declines it in the skeleton (family.ts declines()); until then its tests check that
-// exact decline (an UnsupportedError with its reason) and pass. When the decline line is removed
-// the same tests compare its results for real; add the backend to RAB_BACKENDS then, so that a
-// decline is a failure from there on.
-const RAB_BACKENDS: readonly Backend[] = ['ts', 'native', 'webgpu'];
-const DECLINES: Record<Backend, RegExp> = {
-  ts: /^$/,
-  native: /^the native engine does not run HSTU's bucketed rab yet/,
-  webgpu: /^the WGSL kernels do not run HSTU's bucketed rab yet/,
-};
+// errors. Every backend runs it (ts, native, webgpu).
 const BACKENDS = ['ts', 'native', 'webgpu'] as const;
 type Backend = (typeof BACKENDS)[number];
 
@@ -156,27 +143,6 @@ function rabOn(br: HstuBucketedRab, backend: Backend): HstuBucketedRabOptions {
   return out;
 }
 
-/**
- * Runs `f` on `backend`: its result, or undefined when the backend (not yet in RAB_BACKENDS)
- * declines the hook with exactly its reason. Any other error, or a decline of a backend in
- * RAB_BACKENDS, fails the test.
- */
-async function attempt<T>(backend: Backend, f: () => Promise<T>): Promise<T | undefined> {
-  try {
-    return await f();
-  } catch (e) {
-    const why = (e as UnsupportedError).reasons?.[backend];
-    if (
-      RAB_BACKENDS.includes(backend) ||
-      (e as Error).name !== 'UnsupportedError' ||
-      typeof why !== 'string' ||
-      !DECLINES[backend].test(why)
-    )
-      throw e;
-    return undefined;
-  }
-}
-
 /** Skips `backend` when it needs WebGPU and there is none. */
 function needs(backend: Backend, c: { skip: (why: string) => void }): void {
   if (backend === 'webgpu' && !ctx) c.skip('no WebGPU adapter');
@@ -196,12 +162,8 @@ describe('bucketedRab vs the float64 reference on every backend', () => {
             bucketedRab: rabOn(br, backend),
             backend,
           };
-          const fwd = await attempt(backend, () => hstuAttention(cast(q), cast(k), cast(v), o));
-          const g = await attempt(backend, () =>
-            hstuAttentionBackward(cast(q), cast(k), cast(v), cast(dO), o),
-          );
-          expect(fwd === undefined, 'forward and backward decline together').toBe(g === undefined);
-          if (!fwd || !g) return;
+          const fwd = await hstuAttention(cast(q), cast(k), cast(v), o);
+          const g = await hstuAttentionBackward(cast(q), cast(k), cast(v), cast(dO), o);
           const h = (t: Tensor) => t.astype(dtype);
           const ref = { ...base, ...cfg.extra, bucketedRab: br };
           const rf = hstuAttentionReference(h(q), h(k), h(v), ref);
@@ -303,11 +265,10 @@ describe('bucketedRab equals its dense form (hstuBucketedRabDense as rab)', () =
           Tensor,
           Tensor,
         ];
-        const fb = await attempt(backend, () => hstuAttention(Q, K, V, oB));
-        if (!fb) return;
+        const fb = await hstuAttention(Q, K, V, oB);
         const fd = await hstuAttention(Q, K, V, oD);
         expect(accuracy(await toCpu(fb.o), await toCpu(fd.o)).relL2).toBeLessThanOrEqual(1e-5);
-        const gb = (await attempt(backend, () => hstuAttentionBackward(Q, K, V, G, oB)))!;
+        const gb = await hstuAttentionBackward(Q, K, V, G, oB);
         const gd = await hstuAttentionBackward(Q, K, V, G, oD);
         for (const n of ['dq', 'dk', 'dv'] as const)
           expect(accuracy(await toCpu(gb[n]), await toCpu(gd[n])).relL2, n).toBeLessThanOrEqual(
@@ -428,15 +389,12 @@ describe('hstuCachedAttention (M-FALCON) with bucketedRab', () => {
           alpha: 0.4,
           ...extra,
         };
-        const got = await attempt(backend, () =>
-          hstuCachedAttention(
-            onDevice(p.deltaQ, backend),
-            onDevice(p.k, backend),
-            onDevice(p.v, backend),
-            { ...options, bucketedRab: rabOn(br, backend), backend },
-          ),
+        const got = await hstuCachedAttention(
+          onDevice(p.deltaQ, backend),
+          onDevice(p.k, backend),
+          onDevice(p.v, backend),
+          { ...options, bucketedRab: rabOn(br, backend), backend },
         );
-        if (!got) return;
         const ref = hstuCachedReference(p.deltaQ, p.k, p.v, { ...options, bucketedRab: br }).o;
         const o = await toCpu(got.o);
         expect(accuracy(o, ref).relL2).toBeLessThanOrEqual(toleranceFor({ dtype: 'f32' }));
@@ -575,27 +533,35 @@ describe('bucketedRab errors', () => {
     });
     expect(ok.o.shape).toEqual([5, H, 12]);
   });
-  test('a backend that declines names its reason (explicit backend)', async () => {
-    for (const backend of ['native', 'webgpu'] as const) {
-      if (RAB_BACKENDS.includes(backend)) continue;
-      if (backend === 'webgpu' && !ctx) continue;
-      const e = (await hstuAttention(
+  test('permuted tiles are refused on every backend (ValueError naming permute)', async (c) => {
+    // Identity permutations of each (head, sequence) slice: still a permutation hook.
+    const idx = new Int32Array(H * L);
+    for (let h = 0; h < H; h++)
+      for (let b = 0; b + 1 < seqOffsets.length; b++)
+        for (let t = seqOffsets[b]!; t < seqOffsets[b + 1]!; t++)
+          idx[h * L + t] = t - seqOffsets[b]!;
+    for (const backend of BACKENDS) {
+      if (backend === 'webgpu' && !ctx) c.skip('no WebGPU adapter');
+      const o: HstuAttentionOptions = {
+        ...base,
+        bucketedRab: rabOn({ positionTable: table(H, 9) }, backend),
+        permute: { q: idx, k: idx },
+        backend,
+      };
+      const e = await hstuAttention(
         onDevice(q, backend),
         onDevice(k, backend),
         onDevice(v, backend),
-        {
-          ...base,
-          bucketedRab: rabOn({ positionTable: table(H, 9) }, backend),
-          backend,
-        },
+        o,
       ).then(
         () => undefined,
         (x: unknown) => x,
-      )) as UnsupportedError | undefined;
-      // Once the decline line goes, the call succeeds: add the backend to RAB_BACKENDS.
-      if (e === undefined) continue;
-      expect(e.name).toBe('UnsupportedError');
-      expect(e.reasons[backend]).toMatch(DECLINES[backend]);
+      );
+      expect(e, backend).toBeInstanceOf(ValueError);
+      expect((e as ValueError).argument, backend).toBe('permute');
+      // Without the rab the same permutation runs.
+      const { bucketedRab: _, ...plain } = o;
+      await hstuAttention(onDevice(q, backend), onDevice(k, backend), onDevice(v, backend), plain);
     }
   });
 });

@@ -315,7 +315,7 @@ const reference = {
  * tensors inside options (goldens and grid cases carry rab there, on the cpu).
  */
 function rabOnDevice(o: ConformanceOptions, q: Tensor | undefined): ConformanceOptions {
-  if (!q || q.device !== 'webgpu') return o;
+  if (q?.device !== 'webgpu') return o;
   const move = (t: unknown) =>
     t instanceof Tensor && t.device === 'cpu' ? toWebGpu(t, webGpuStorageOf(q, 'q').ctx) : t;
   const out = { ...o };

@@ -484,7 +484,6 @@ const family = defineTiledFamily<HstuAttentionOptions>({
   biasGradOutput: 'drab',
   // toTiled has validated it: this rebuilds the hook (tables on q's device, int32 times).
   rab: (p, o, q) => bucketedRabOf(o, Int32Array.from(o.seqOffsets as ArrayLike<number>), p.hq, q),
-  rabOption: 'bucketedRab',
   // toTiled has validated the options: this only rebuilds the hook from them.
   mask: (_p, o) => {
     const offsets = Int32Array.from(o.seqOffsets as ArrayLike<number>);

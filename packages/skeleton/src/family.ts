@@ -154,11 +154,6 @@ export interface TiledFamilyDef<O extends TiledOptions> {
    * (RAB_GRAD_OUTPUTS).
    */
   rab?: (p: AttentionProblem, options: O, q: Tensor) => HstuRabHook | undefined;
-  /**
-   * The option of the family that turns `rab` on (e.g. 'bucketedRab'): the registry's declines
-   * read it from the options, unresolved, to refuse backends without the hook.
-   */
-  rabOption?: string;
 }
 
 export interface TiledFamily<O extends TiledOptions> {
@@ -332,7 +327,6 @@ function declines(
   backend: TiledBackend,
   pass: KernelPass,
   options: Readonly<Record<string, unknown>>,
-  rabOption?: string,
 ): string | undefined {
   const mods = options.scoreMod === undefined ? [] : [options.scoreMod].flat();
   const custom = mods.filter(
@@ -344,8 +338,6 @@ function declines(
   const split = typeof options.numSplits === 'number' && options.numSplits > 1;
   if (fa1 && split)
     return "FA1's loop runs key tiles outside, so it has no per-query-tile key split (numSplits)";
-  // The bucketed rab hook (TiledHooks.rab): the backends without it would ignore it.
-  const rab = rabOption !== undefined && options[rabOption] !== undefined;
   if (backend === 'native') {
     if (custom.length > 0)
       return 'the native engine runs the built-in score mods only (softcap, alibi, bias); custom mods run on ts and webgpu';
@@ -453,8 +445,7 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
         backend,
         ...BACKENDS[backend],
         available: backend === 'native' ? nativeAvailable : undefined,
-        supports: (req: KernelRequest) =>
-          declines(backend, pass, req.options, def.rabOption) ?? true,
+        supports: (req: KernelRequest) => declines(backend, pass, req.options) ?? true,
         outputs: pass === 'forward' ? def.forwardOutputs : backwardOutputs,
         run: async (t, options) => {
           const r = resolve(t, options);
@@ -478,10 +469,7 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
         pass,
         device: q.device,
         dtype: q.dtype,
-        // The skeleton's options, plus the family's rab option (toTiled drops it) for declines.
-        options: (def.rabOption && r.hooks.rab
-          ? { ...r.o, [def.rabOption]: (options as Record<string, unknown>)[def.rabOption] }
-          : r.o) as Record<string, unknown>,
+        options: r.o as Record<string, unknown>,
       },
       r.o.backend,
     );

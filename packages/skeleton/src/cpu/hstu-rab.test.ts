@@ -202,6 +202,14 @@ describe('hstu rab hook (ts kernels, softmax)', () => {
         expect((e as ValueError).argument, argument).toBe(argument);
       }
     }
+    // Permuted tiles: refused (the rab's positions and times are the sequence order's).
+    const ident = new Int32Array(H * Lq);
+    for (let h = 0; h < H; h++)
+      for (let b = 0; b < lensQ.length; b++)
+        for (let t = cuQ[b]!; t < cuQ[b + 1]!; t++) ident[h * Lq + t] = t - cuQ[b]!;
+    expect(() =>
+      tiledForwardTs(p, { ...SOFTMAX_HOOKS, rab: r, permute: { q: ident } }, q, k, v),
+    ).toThrow(/^permute: expected no permuted tiles with HSTU's bucketed rab/);
     // The time term needs the THD layout (times per token of the key axis).
     const bq = rng.randn([1, H, 5, 8]);
     const pb = resolveAttentionProblem(bq, bq, bq, {});

@@ -174,7 +174,7 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
   }
   return {
     mask,
-    rab: hooks.rab === undefined ? undefined : compileRab(p, hooks.rab),
+    rab: hooks.rab === undefined ? undefined : compileRab(p, hooks.rab, permute),
     pointwise,
     bias,
     factor,
@@ -242,10 +242,17 @@ function rabTable(
 
 /**
  * Validates hooks.rab (HstuRabHook) against the problem and decodes its tables; every malformed
- * field is a typed error naming `hooks.rab.<field>`. The time term reads per-token times on the
+ * field is a typed error naming `hooks.rab.<field>` (permuted tiles: `permute`). The time term reads per-token times on the
  * key axis of a jagged (THD) batch, so it needs the THD layout.
  */
-function compileRab(p: AttentionProblem, rab: HstuRabHook): CpuRab {
+function compileRab(p: AttentionProblem, rab: HstuRabHook, permute: TiledHooks['permute']): CpuRab {
+  // Its positions and times are the sequence order's (as the native and WGSL kernels: all three
+  // refuse permuted tiles with it rather than read tiled positions).
+  if (permute && (permute.q !== undefined || permute.k !== undefined))
+    throw new ValueError(
+      "permute: expected no permuted tiles with HSTU's bucketed rab (its positions and times are the sequence order's), got a permutation",
+      'permute',
+    );
   if (rab === null || typeof rab !== 'object' || rab.kind !== 'hstuRab')
     bad('hooks.rab', '{ kind: "hstuRab", positionTable?, timestampTable?, ... }', rab);
   if (rab.positionTable === undefined && rab.timestampTable === undefined)
