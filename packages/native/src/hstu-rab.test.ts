@@ -96,6 +96,8 @@ function edgeStamps(thresholds: Int32Array): number[] {
 
 const LOG_EDGES = edgeStamps(thresholdsOf(72, 'log'));
 const SQRT_EDGES = edgeStamps(thresholdsOf(40, 'sqrt'));
+// 200 reachable columns: more than the AVX-512 path keeps in registers (128), so it gathers.
+const WIDE_EDGES = edgeStamps(thresholdsOf(200, 'sqrt'));
 
 const CASES: RabCase[] = [
   {
@@ -118,6 +120,17 @@ const CASES: RabCase[] = [
     fn: 'sqrt',
     causal: false,
     stamps: SQRT_EDGES,
+  },
+  {
+    name: 'time columns on every boundary of 200 sqrt buckets (+-1), per-head',
+    lens: [WIDE_EDGES.length],
+    heads: 2,
+    posRows: 0,
+    timeRows: 'h',
+    numTime: 200,
+    fn: 'sqrt',
+    causal: false,
+    stamps: WIDE_EDGES,
   },
   {
     name: 'per-head tables, causal, odd lengths, an empty sequence',

@@ -395,11 +395,7 @@ ATTNKIT_NOINLINE void bwdBlock(const BwdShared& sh, const BwdTask& task, const B
       bwdScores(nr, d, sc.qsc, d, sc.kt, sc.pm, 1.0f);
       // HSTU's rab, as the forward adds it (first, the same fma): P / W below, the exact
       // large-logit path included, see the forward's scores.
-      if (rab.on) {
-        for (int64_t i = 0; i < nr; i++)
-          bwdRab(rab, i0 + i + s.off, j0, kcols, sc.pm + i * kBwdBk,
-                 tcol != nullptr ? tcol + i * kBwdBk : nullptr);
-      }
+      if (rab.on) bwdRab(rab, i0 + s.off, nr, j0, kcols, sc.pm, tcol, kBwdBk);
       if constexpr (M::kActive) {
         for (int64_t i = 0; i < nr; i++) {
           bwdMods<kBwdNV>(mods, i0 + i, s.off, j0, kcols, sc.jidx, sc.pm + i * kBwdBk,

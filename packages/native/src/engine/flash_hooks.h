@@ -318,14 +318,62 @@ ATTNKIT_ALWAYS_INLINE void rabTerms(const RabHead& r, F&& f) {
     f(std::false_type{}, std::true_type{});
 }
 
+#if defined(ATTNKIT_ISA_AVX512)
+// The time table's and the thresholds' entries in registers when every reachable column fits in
+// eight (numThr <= 128: the log buckets reach 72), so that the lookups are two-source permutes
+// (4 and 3 blends) instead of 16-element gathers, the costliest part of the rab.
+struct RabRegs {
+  bool on = false;
+  __m512 time[8];
+  __m512i thr[8];
+};
+inline void rabRegs(const RabHead& r, RabRegs& g) {
+  g.on = r.time != nullptr && r.numThr <= 128;
+  if (!g.on) return;
+  for (int k = 0; k < 8; k++) {
+    const int64_t n = imax(0, imin(16, r.numThr - 16 * k));
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    // Columns past numThr are never read; a threshold there is never <= |dt|.
+    g.time[k] = n > 0 ? _mm512_maskz_loadu_ps(m, r.time + 16 * k) : _mm512_setzero_ps();
+    g.thr[k] = n > 0 ? _mm512_mask_loadu_epi32(_mm512_set1_epi32(0x7fffffff), m, r.thr + 16 * k)
+                     : _mm512_set1_epi32(0x7fffffff);
+  }
+}
+// t[idx] for idx in [0, 128), t in 8 registers of 16.
+ATTNKIT_ALWAYS_INLINE __m512i rabPermute(const __m512i* t, __m512i idx) {
+  const __mmask16 b5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+  const __mmask16 b6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
+  const __m512i lo = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(t[0], idx, t[1]),
+                                             _mm512_permutex2var_epi32(t[2], idx, t[3]));
+  const __m512i hi = _mm512_mask_blend_epi32(b5, _mm512_permutex2var_epi32(t[4], idx, t[5]),
+                                             _mm512_permutex2var_epi32(t[6], idx, t[7]));
+  return _mm512_mask_blend_epi32(b6, lo, hi);
+}
+ATTNKIT_ALWAYS_INLINE __m512 rabPermute(const __m512* t, __m512i idx) {
+  const __mmask16 b5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+  const __mmask16 b6 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(64));
+  const __m512 lo = _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(t[0], idx, t[1]),
+                                         _mm512_permutex2var_ps(t[2], idx, t[3]));
+  const __m512 hi = _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(t[4], idx, t[5]),
+                                         _mm512_permutex2var_ps(t[6], idx, t[7]));
+  return _mm512_mask_blend_ps(b6, lo, hi);
+}
+#else
+struct RabRegs {
+  bool on = false;
+};
+inline void rabRegs(const RabHead&, RabRegs&) {}
+#endif
+
 // n lanes (n <= V::L) of one row of pairs: lane l's pair has |dt| = |t[l] - t0| and position
 // column clamp(c0 + step l, 0, numPos - 1); x[l] = fma(pos + time, log2 e, x[l]) (the f32 sum
 // and the fma of every rab path), and with tcol the time columns are kept there. A whole
 // vector (n = V::L) runs on the ISA's integer lanes and gathers: the same cells, table and
 // steps as RabHead::timeCol, so the same columns; the rest pair by pair.
 template <bool kPos, bool kTime>
-ATTNKIT_ALWAYS_INLINE void rabLanes(const RabHead& r, int64_t n, int64_t c0, int step,
-                                    const int32_t* t, int32_t t0, float* x, int32_t* tcol) {
+ATTNKIT_ALWAYS_INLINE void rabLanes(const RabHead& r, const RabRegs& rg, int64_t n, int64_t c0,
+                                    int step, const int32_t* t, int32_t t0, float* x,
+                                    int32_t* tcol) {
 #if defined(ATTNKIT_ISA_AVX512)
   if (n == V::L) {
     __m512 v = _mm512_setzero_ps();
@@ -363,11 +411,11 @@ ATTNKIT_ALWAYS_INLINE void rabLanes(const RabHead& r, int64_t n, int64_t c0, int
       const __m512i last = _mm512_set1_epi32(static_cast<int32_t>(r.numThr - 1));
       for (int32_t s = 0; s < r.steps; s++) {
         const __m512i nx = _mm512_min_epi32(_mm512_add_epi32(c, one), last);
-        const __m512i th = _mm512_i32gather_epi32(nx, r.thr, 4);
+        const __m512i th = rg.on ? rabPermute(rg.thr, nx) : _mm512_i32gather_epi32(nx, r.thr, 4);
         c = _mm512_mask_mov_epi32(c, _mm512_cmple_epi32_mask(th, dt), nx);
       }
       if (tcol != nullptr) _mm512_storeu_si512(tcol, c);
-      v = _mm512_add_ps(v, _mm512_i32gather_ps(c, r.time, 4));
+      v = _mm512_add_ps(v, rg.on ? rabPermute(rg.time, c) : _mm512_i32gather_ps(c, r.time, 4));
     }
     _mm512_storeu_ps(x, _mm512_fmadd_ps(v, _mm512_set1_ps(kLog2e), _mm512_loadu_ps(x)));
     return;
@@ -435,6 +483,8 @@ ATTNKIT_NOINLINE void fwdRab(const RabHead& r, int64_t i0, int64_t rows, int64_t
   rabTerms(r, [&](auto hasPos, auto hasTime) {
     constexpr bool kPos = decltype(hasPos)::value, kTime = decltype(hasTime)::value;
     alignas(64) int32_t next[Bq];
+    RabRegs rg;
+    if constexpr (kTime) rabRegs(r, rg);
     if constexpr (kTime)
       for (int64_t i = 0; i < rows; i++) next[i] = r.nextTime[i0 + i + off];
     for (int64_t j = j0; j < j1; j++) {
@@ -443,23 +493,32 @@ ATTNKIT_NOINLINE void fwdRab(const RabHead& r, int64_t i0, int64_t rows, int64_t
       const int64_t c0 = j - i0 - off + r.center;
       const int32_t kt = kTime ? r.keyTime[j] : 0;
       for (int64_t i = 0; i < rows; i += V::L)
-        rabLanes<kPos, kTime>(r, imin(V::L, rows - i), c0 - i, -1, next + i, kt, row + i, nullptr);
+        rabLanes<kPos, kTime>(r, rg, imin(V::L, rows - i), c0 - i, -1, next + i, kt, row + i,
+                              nullptr);
     }
   });
 }
 
-// Backward: the rab on one score row x of query position qi, lanes = keys j0 + [0, kcols); with
-// tcol, the row's time columns are kept there for bwdRabGrad.
-ATTNKIT_NOINLINE inline void bwdRab(const RabHead& r, int64_t qi, int64_t j0, int64_t kcols,
-                                    float* x, int32_t* tcol) {
+// Backward: the rab on the score rows x (row stride ldx) of query positions qi0 + [0, nr), lanes
+// = keys j0 + [0, kcols); with tcol (same strides), the time columns are kept for bwdRabGrad.
+ATTNKIT_NOINLINE inline void bwdRab(const RabHead& r, int64_t qi0, int64_t nr, int64_t j0,
+                                    int64_t kcols, float* x, int32_t* tcol, int64_t ldx) {
   rabTerms(r, [&](auto hasPos, auto hasTime) {
     constexpr bool kPos = decltype(hasPos)::value, kTime = decltype(hasTime)::value;
-    const int64_t c0 = j0 - qi + r.center;
-    const int32_t next = kTime ? r.nextTime[qi] : 0;
+    RabRegs rg;
+    if constexpr (kTime) rabRegs(r, rg);
     const int32_t* kt = kTime ? r.keyTime + j0 : nullptr;
-    for (int64_t jl = 0; jl < kcols; jl += V::L)
-      rabLanes<kPos, kTime>(r, imin(V::L, kcols - jl), c0 + jl, 1, kTime ? kt + jl : nullptr, next, x + jl,
-                            tcol != nullptr ? tcol + jl : nullptr);
+    for (int64_t i = 0; i < nr; i++) {
+      const int64_t qi = qi0 + i;
+      const int64_t c0 = j0 - qi + r.center;
+      const int32_t next = kTime ? r.nextTime[qi] : 0;
+      float* xr = x + i * ldx;
+      int32_t* tr = tcol != nullptr ? tcol + i * ldx : nullptr;
+      for (int64_t jl = 0; jl < kcols; jl += V::L)
+        rabLanes<kPos, kTime>(r, rg, imin(V::L, kcols - jl), c0 + jl, 1,
+                              kTime ? kt + jl : nullptr, next, xr + jl,
+                              tr != nullptr ? tr + jl : nullptr);
+    }
   });
 }
 
