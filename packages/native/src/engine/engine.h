@@ -74,14 +74,14 @@ struct AttnProblem {
   // time[h', tc] on the scaled score, before the mods (flash_hooks.h RabHead). Null rabPos and
   // rabTime = none (problems without it keep their code paths). h' = h, or 0 for a table of one
   // row; pc = clamp(j - i + (rabNumPos - 1) / 2, 0, rabNumPos - 1); tc = the last t with
-  // rabThresholds[t] <= |rabNextTime[startK + i] - rabKeyTime[startK + j]| (i = r + nk - nq).
-  // THD only (the key-axis times are indexed by startK).
+  // rabThresholds[t] <= |rabNextTime[s + i] - rabKeyTime[s + j]| (i = r + nk - nq; s = startK[b],
+  // BHND: b maxSeqK).
   const float* rabPos;  // [rabPosHeads, rabNumPos]
   int64_t rabPosHeads, rabNumPos;
   const float* rabTime;  // [rabTimeHeads, rabNumTime]
   int64_t rabTimeHeads, rabNumTime;
-  const int32_t* rabKeyTime;   // [totalK]
-  const int32_t* rabNextTime;  // [totalK]
+  const int32_t* rabKeyTime;   // [totalK] (BHND: batch maxSeqK)
+  const int32_t* rabNextTime;  // as rabKeyTime
   const int32_t* rabThresholds;
   int64_t rabNumThresholds;  // 1..rabNumTime
   // Backward outputs (the tables' shapes), or null: dZ summed per column over the allowed pairs.

@@ -368,8 +368,8 @@ inline void rabRegs(const RabHead&, RabRegs&) {}
 // n lanes (n <= V::L) of one row of pairs: lane l's pair has |dt| = |t[l] - t0| and position
 // column clamp(c0 + step l, 0, numPos - 1); x[l] = fma(pos + time, log2 e, x[l]) (the f32 sum
 // and the fma of every rab path), and with tcol the time columns are kept there. A whole
-// vector (n = V::L) runs on the ISA's integer lanes and gathers: the same cells, table and
-// steps as RabHead::timeCol, so the same columns; the rest pair by pair.
+// vector (n = V::L) runs on the ISA's integer lanes, with gathers (or RabRegs' permutes): the
+// same cells, table and steps as RabHead::timeCol, so the same columns; the rest pair by pair.
 template <bool kPos, bool kTime>
 ATTNKIT_ALWAYS_INLINE void rabLanes(const RabHead& r, const RabRegs& rg, int64_t n, int64_t c0,
                                     int step, const int32_t* t, int32_t t0, float* x,
@@ -484,9 +484,10 @@ ATTNKIT_NOINLINE void fwdRab(const RabHead& r, int64_t i0, int64_t rows, int64_t
     constexpr bool kPos = decltype(hasPos)::value, kTime = decltype(hasTime)::value;
     alignas(64) int32_t next[Bq];
     RabRegs rg;
-    if constexpr (kTime) rabRegs(r, rg);
-    if constexpr (kTime)
+    if constexpr (kTime) {
+      rabRegs(r, rg);
       for (int64_t i = 0; i < rows; i++) next[i] = r.nextTime[i0 + i + off];
+    }
     for (int64_t j = j0; j < j1; j++) {
       float* row = st + (j - j0) * Bq;
       // Lane i reads position column j - (i0 + off + i) + center: one slice, walked backwards.
@@ -534,8 +535,7 @@ ATTNKIT_NOINLINE inline void bwdRabGrad(const RabHead& r, int64_t qi, int64_t j0
     const int64_t a = imin(imax(-c0, 0), kcols), b = imax(imin(r.numPos - 1 - c0, kcols), a);
     double first = 0.0, last = 0.0;
     for (int64_t jl = 0; jl < a; jl++) first += ds[jl];
-    double* dp = r.dpos + c0;
-    for (int64_t jl = a; jl < b; jl++) dp[jl] += ds[jl];
+    for (int64_t jl = a; jl < b; jl++) r.dpos[c0 + jl] += ds[jl];
     for (int64_t jl = b; jl < kcols; jl++) last += ds[jl];
     if (a > 0) r.dpos[0] += first;
     if (b < kcols) r.dpos[r.numPos - 1] += last;
