@@ -4,13 +4,18 @@ import {
   resolveAttentionProblem,
   toleranceFor,
 } from '@attnkit/attention';
-import { Rng, type Tensor, ValueError } from '@attnkit/tensor';
+import { BackendUnavailableError, Rng, type Tensor, ValueError } from '@attnkit/tensor';
 import { expectClose } from '@attnkit/testing';
 import { afterEach, describe, expect, test } from 'vitest';
 import { setAllocHook } from './cpu/alloc.js';
 import type { TiledHooks } from './hooks.js';
 import { hstuRabTimes, hstuTimeThresholds } from './hstu-rab.js';
-import { loadNativeBackend, tiledBackwardNative, tiledForwardNative } from './native.js';
+import {
+  loadNativeBackend,
+  setNativeImporter,
+  tiledBackwardNative,
+  tiledForwardNative,
+} from './native.js';
 
 /**
  * The native bridge of HSTU's bucketed rab hook (native.ts: hooks.rab -> problem.hstuRab, the
@@ -22,7 +27,10 @@ import { loadNativeBackend, tiledBackwardNative, tiledForwardNative } from './na
  */
 const available = await loadNativeBackend();
 
-afterEach(() => setAllocHook(undefined));
+afterEach(() => {
+  setAllocHook(undefined);
+  setNativeImporter();
+});
 
 const rng = new Rng(97);
 const lens = [14, 0, 23, 9];
@@ -155,5 +163,37 @@ describe.runIf(available === true)('HstuRabHook on the native backend (native.ts
     expect((e as Error).message).toMatch(
       /^permute: expected no permuted tiles with HSTU's bucketed rab/,
     );
+  });
+
+  test('an addon that predates the hook is refused, not run without the rab', async () => {
+    const real = await import('@attnkit/native');
+    const engine = real.loadNative()!;
+    // The engine of an older build: the same ops, without the rab's backward outputs.
+    const stale = {
+      ...engine,
+      ops: () => {
+        const ops = engine.ops();
+        const bwd = ops['attention.backward'];
+        return {
+          ...ops,
+          'attention.backward': {
+            ...bwd,
+            outputs: bwd.outputs.filter((x) => !x.startsWith('dP') && !x.startsWith('dT')),
+          },
+        };
+      },
+    };
+    setNativeImporter(async () => ({ ...real, loadNative: () => stale }));
+    const hooks = hooksOf(rng.randn([H, 2 * N - 1]), rng.randn([H, 30]), undefined);
+    const p = resolveAttentionProblem(q, k, v, {
+      layout: 'THD',
+      cuSeqlensQ: cu,
+      cuSeqlensK: cu,
+      scale: 0.35,
+      causal: true,
+    });
+    const e = await tiledForwardNative(p, hooks, q, k, v).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(BackendUnavailableError);
+    expect((e as Error).message).toMatch(/predates it; rebuild it/);
   });
 });

@@ -344,7 +344,16 @@ async function prepare(
   if (no) throw new ValueError(no.message, no.argument);
   checkCpuQ(q, 'native');
   const problem = nativeProblem(p, hooks, options);
-  return { engine: await requireNativeEngine(), problem };
+  const engine = await requireNativeEngine();
+  // An addon built before problem.hstuRab would ignore it and return attention without the rab:
+  // its op registry (the backward's outputs) says whether it knows the hook.
+  if (hooks.rab && !engine.ops()['attention.backward'].outputs.includes('dPositionTable')) {
+    throw new BackendUnavailableError(
+      "backend: expected a native addon that runs HSTU's bucketed rab (problem.hstuRab), but the loaded one predates it; rebuild it (`pnpm --filter @attnkit/native build:addon`, or reinstall @attnkit/native)",
+      'backend',
+    );
+  }
+  return { engine, problem };
 }
 
 /**
