@@ -6,7 +6,7 @@
  *
  *   node bench-hstu.mjs [--out hstu-webgpu.json] [--quick] [--repeats 10] [--seed 0]
  *                       [--batch 16] [--max-seq-len 4096] [--heads 4] [--dim 128] [--dtypes f32,f16]
- *                       [--ab-rounds 0]
+ *                       [--ab-rounds 0] [--rab]
  *
  * Correctness first (stops on a mismatch): HSTU and causal FA2 on a small jagged batch (odd
  * lengths, f32 and packed f16) against the float64 references, forward and backward. Then the
@@ -25,7 +25,7 @@ import {
 } from '@attnkit/attention';
 import { flashAttention, flashAttentionBackward } from '@attnkit/flash-attention';
 import { hstuAttention, hstuAttentionBackward } from '@attnkit/hstu-attention';
-import type { Tensor } from '@attnkit/tensor';
+import { Rng, type Tensor } from '@attnkit/tensor';
 import {
   createWebGpuContext,
   type GpuProfiler,
@@ -54,6 +54,8 @@ const ALPHA = Number(value('alpha') ?? 1 / D);
 const DTYPES = (value('dtypes') ?? 'f32,f16').split(',') as ('f32' | 'f16')[];
 /** Interleaved forward A/B rounds of HSTU vs FA2 (0: none). */
 const AB_ROUNDS = num('ab-rounds', 0, 0);
+/** Also time HSTU with the bucketed rab (position + time tables, timestamps). */
+const RAB = flag('rab');
 
 interface Row {
   impl: string;
@@ -128,6 +130,45 @@ async function check(ctx: WebGpuContext): Promise<void> {
       console.log(`check ${impl} ${dtype} lengths ${lengths}: ${errs.join(', ')}`);
       for (const t of Object.values(got[impl])) (t as Tensor).dispose();
     }
+    if (RAB && dtype === 'f32') {
+      // The bucketed rab against float64 too (o, dq, dk, dv and both tables' gradients).
+      const rng = new Rng(9);
+      const pos = rng.randn([H, 2 * maxSeqLen - 1]);
+      const time = rng.randn([H, 129]);
+      const stamps = Array.from(
+        { length: x.L },
+        (_, i) => 1_700_000_000 + 997 * i + rng.int(0, 500),
+      );
+      const br = { positionTable: pos, timestampTable: time, timestamps: stamps };
+      const ro = { ...opts, bucketedRab: br };
+      const go = {
+        ...opts,
+        bucketedRab: {
+          ...br,
+          positionTable: toWebGpu(pos, ctx),
+          timestampTable: toWebGpu(time, ctx),
+        },
+      };
+      const ref = {
+        ...hstuAttentionReference(x.cpu.q, x.cpu.k, x.cpu.v, ro),
+        ...hstuAttentionReferenceBackward(x.cpu.q, x.cpu.k, x.cpu.v, x.cpu.dO, ro),
+      } as Record<string, Tensor>;
+      const got = {
+        ...(await hstuAttention(q, k, v, go)),
+        ...(await hstuAttentionBackward(q, k, v, dO, go)),
+      } as Record<string, Tensor>;
+      const errs: string[] = [];
+      for (const name of ['o', 'dq', 'dk', 'dv', 'dPositionTable', 'dTimestampTable']) {
+        const a = accuracy(await got[name]!.toCpu(), ref[name]!);
+        if (!(a.relL2 <= tol) || a.nonFinite > 0)
+          throw new Error(`correctness: hstu bucketed rab ${name} rel_l2 ${a.relL2} (tol ${tol})`);
+        errs.push(`${name} ${a.relL2.toExponential(1)}`);
+      }
+      console.log(`check hstu bucketed rab f32 lengths ${lengths}: ${errs.join(', ')}`);
+      for (const t of Object.values(got)) t.dispose();
+      go.bucketedRab.positionTable.dispose();
+      go.bucketedRab.timestampTable.dispose();
+    }
     for (const t of x.gpu) t.dispose();
   }
 }
@@ -173,6 +214,37 @@ async function main(): Promise<void> {
         },
       },
     };
+    // --rab: HSTU with the paper's bucketed relative attention bias computed in the kernels
+    // (position table [H, 2N - 1], time table [H, 129] with log buckets as upstream, integer
+    // timestamps increasing by random gaps of up to a day): what the bias costs on top.
+    let rabTables: Tensor[] = [];
+    if (RAB) {
+      const rng = new Rng(SEED + 7);
+      const pos = toWebGpu(rng.randn([H, 2 * N - 1]), ctx);
+      const time = toWebGpu(rng.randn([H, 129]), ctx);
+      rabTables = [pos, time];
+      const stamps = new Float64Array(x.L);
+      for (let b = 0; b + 1 < x.offsets.length; b++) {
+        let t = 1_700_000_000;
+        for (let i = x.offsets[b]!; i < x.offsets[b + 1]!; i++) stamps[i] = t += rng.int(0, 86_400);
+      }
+      const withRab = {
+        ...hstu,
+        bucketedRab: { positionTable: pos, timestampTable: time, timestamps: stamps },
+      };
+      impls.attnkit_hstu_bucketed_rab_webgpu = {
+        forward: async (profiler) => ({
+          ...(await hstuAttention(q, k, v, { ...withRab, profiler })),
+        }),
+        both: async (profiler) => {
+          const g = await hstuAttentionBackward(q, k, v, dO, { ...withRab, profiler });
+          return { ...(await hstuAttention(q, k, v, { ...withRab, profiler })), ...g } as Record<
+            string,
+            Tensor
+          >;
+        },
+      };
+    }
     for (const [impl, fns] of Object.entries(impls)) {
       for (const pass of ['forward', 'forward+backward'] as const) {
         const t = await timeCall(ctx, pass === 'forward' ? fns.forward : fns.both, REPEATS);
@@ -224,7 +296,7 @@ async function main(): Promise<void> {
         `forward A/B ${dtype}: FA2 time / HSTU time over ${AB_ROUNDS} interleaved rounds: median ${ab.median.toFixed(4)} (min ${ab.min.toFixed(4)}, max ${ab.max.toFixed(4)})`,
       );
     }
-    for (const t of x.gpu) t.dispose();
+    for (const t of [...x.gpu, ...rabTables]) t.dispose();
   }
   if (out)
     writeFileSync(

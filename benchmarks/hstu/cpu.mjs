@@ -3,7 +3,7 @@
 // `node benchmarks/hstu/table.mjs` can merge it with a CPU torch run.
 //
 //   pnpm build && node benchmarks/hstu/cpu.mjs [--batch 4] [--max-seq-len 1024] [--heads 4]
-//       [--dim 64] [--seed 0] [--repeats 5] [--backends native] [--out hstu-cpu.json]
+//       [--dim 64] [--seed 0] [--repeats 5] [--backends native] [--rab] [--out hstu-cpu.json]
 //
 // Correctness first (stops on a mismatch): each backend on a small jagged batch against the
 // float64 references. Timing: wall time per call after a warm-up, HSTU and FA2 interleaved, best
@@ -40,6 +40,7 @@ const { values: a } = parseArgs({
     seed: { type: 'string', default: '0' },
     repeats: { type: 'string', default: '5' },
     backends: { type: 'string', default: 'native' },
+    rab: { type: 'boolean', default: false },
     out: { type: 'string' },
   },
 });
@@ -57,6 +58,24 @@ function inputs(lengths, seed) {
   const rng = new Rng(seed);
   const [q, k, v, dO] = [0, 1, 2, 3].map(() => rng.randn([L, H, D]));
   return { offsets, L, q, k, v, dO };
+}
+
+// --rab: the paper's bucketed relative attention bias computed in the kernels (position table
+// [H, 2N - 1], time table [H, 129] with upstream's log buckets, integer timestamps rising by
+// random gaps of up to a day), the cost on top of plain HSTU.
+function bucketed(offsets, n, seed) {
+  const rng = new Rng(seed);
+  const L = offsets[offsets.length - 1];
+  const timestamps = new Float64Array(L);
+  for (let b = 0; b + 1 < offsets.length; b++) {
+    let t = 1_700_000_000;
+    for (let i = offsets[b]; i < offsets[b + 1]; i++) timestamps[i] = t += rng.int(0, 86_400);
+  }
+  return {
+    positionTable: rng.randn([H, 2 * n - 1]),
+    timestampTable: rng.randn([H, 129]),
+    timestamps,
+  };
 }
 
 // Interleaved timing: each round calls every contender once (the order flips every round), so
@@ -94,6 +113,27 @@ async function timeAll(fns) {
       ...softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, fa2),
     },
   };
+  if (a.rab) {
+    const br = { ...hstu, bucketedRab: bucketed(x.offsets, 70, SEED + 3) };
+    const want = {
+      ...hstuAttentionReference(x.q, x.k, x.v, br),
+      ...hstuAttentionReferenceBackward(x.q, x.k, x.v, x.dO, br),
+    };
+    for (const backend of backends) {
+      const got = {
+        ...(await hstuAttention(x.q, x.k, x.v, { ...br, backend })),
+        ...(await hstuAttentionBackward(x.q, x.k, x.v, x.dO, { ...br, backend })),
+      };
+      const names = ['o', 'dq', 'dk', 'dv', 'dPositionTable', 'dTimestampTable'];
+      const errs = names.map((n) => [n, accuracy(got[n], want[n])]);
+      for (const [n, e] of errs)
+        if (!(e.relL2 <= 1e-5) || e.nonFinite > 0)
+          throw new Error(`correctness: hstu bucketed rab ${backend} ${n} rel_l2 ${e.relL2}`);
+      console.log(
+        `check hstu bucketed rab ${backend}: ${errs.map(([n, e]) => `${n} ${e.relL2.toExponential(1)}`).join(', ')}`,
+      );
+    }
+  }
   for (const backend of backends) {
     const got = {
       hstu: {
@@ -135,7 +175,19 @@ for (const backend of backends) {
     scale: ALPHA,
     backend,
   };
+  const withRab = a.rab ? { ...hstu, bucketedRab: bucketed(x.offsets, N, SEED + 5) } : undefined;
   const impls = {
+    ...(withRab
+      ? {
+          [`attnkit_hstu_bucketed_rab_${backend}`]: {
+            forward: () => hstuAttention(x.q, x.k, x.v, withRab),
+            'forward+backward': async () => {
+              await hstuAttention(x.q, x.k, x.v, withRab);
+              await hstuAttentionBackward(x.q, x.k, x.v, x.dO, withRab);
+            },
+          },
+        }
+      : {}),
     [`attnkit_hstu_${backend}`]: {
       forward: () => hstuAttention(x.q, x.k, x.v, hstu),
       'forward+backward': async () => {
