@@ -16,6 +16,7 @@ await build({
     join(here, 'bench-webgpu.ts'),
     join(here, 'bench-hstu.ts'),
     join(here, 'bench-mfalcon.ts'),
+    join(here, 'bench-tc.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],

@@ -38,6 +38,12 @@ export type {
   NativeTileProblem,
 } from './plan.js';
 export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
+export {
+  TC_SUBGROUP_SIZE,
+  type TcForwardConfig,
+  tcForwardShader,
+  tcForwardWorkgroupBytes,
+} from './webgpu/tc-forward.js';
 export type { WebGpuTileOptions } from './webgpu/host.js';
 export {
   tiledBackwardWebGpu,

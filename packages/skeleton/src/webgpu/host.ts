@@ -28,6 +28,12 @@ import { type AuxTables, buildAux, buildParams } from './aux.js';
 import { type HookResources, hookResources } from './hooks.js';
 import { packParams } from './params.js';
 import {
+  TC_SUBGROUP_SIZE,
+  type TcForwardConfig,
+  tcForwardShader,
+  tcForwardWorkgroupBytes,
+} from './tc-forward.js';
+import {
   planWebGpuFlash,
   type WebGpuFlashKernel,
   type WebGpuFlashPlan,
@@ -54,6 +60,13 @@ type Pass = 'forward' | 'backward';
 export interface WebGpuTileOptions {
   /** Tile sizes per kernel instead of the planner's (benchmarks sweep these). */
   tiles?: Partial<Record<WebGpuFlashKernel, Partial<WebGpuTileConfig>>>;
+  /**
+   * The forward on tensor cores (./tc-forward.ts; f16 softmax without mods, sinks, block
+   * sparsity, permutation or split-K, D and Dv multiples of 16, an adapter with f16 x f16 -> f32
+   * 16x16x16 subgroup matrices and 32-wide subgroups): true (the default config) or a config.
+   * Opt-in while issue 20 is open; a ValueError says why when the problem does not qualify.
+   */
+  tensorCores?: boolean | Partial<Omit<TcForwardConfig, 'd' | 'dv'>>;
   /** Times each kernel's pass with timestamp queries (when the device has them). */
   profiler?: GpuProfiler;
   /** The WGSL kernels implement FA2 only. */
@@ -476,13 +489,20 @@ export async function tiledForwardWebGpu(
   checkBindingSizes(ctx, { q, k, v }, hooks);
   const fp = plan(pr, 'forward', opts);
   if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
-  const kernel = forwardShader(spec(pr, fp));
-  const program = await compile(ctx, kernel, 'flash-attention forward', fp);
+  const tc = opts.tensorCores ? tcConfig(pr, hooks, opts.tensorCores) : undefined;
+  const kernel = tc ? tcForwardShader(tc) : forwardShader(spec(pr, fp));
+  const program = await compile(
+    ctx,
+    kernel,
+    tc ? 'flash-attention forward (tensor cores)' : 'flash-attention forward',
+    tc ?? fp,
+  );
+  const br = tc ? 16 * tc.subgroups : fp.br;
   const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
   const lse = hooks.normalize.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
   const owned: GpuBuffer[] = [];
   try {
-    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: fp.br, tileK: fp.bc }));
+    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: br, tileK: fp.bc }));
     owned.push(uniform, aux);
     const buffers = {
       ...hookBuffers(pr, owned),
@@ -497,7 +517,7 @@ export async function tiledForwardWebGpu(
         {
           program,
           buffers: bindBuffers(kernel.bindings, buffers),
-          workgroups: [Math.ceil(p.maxSeqQ / fp.br), p.hq, p.batch],
+          workgroups: [Math.ceil(p.maxSeqQ / br), p.hq, p.batch],
           label: 'flash forward',
         },
       ],
@@ -511,6 +531,45 @@ export async function tiledForwardWebGpu(
     for (const b of owned) ctx.pool.release(b);
   }
   return { o, lse };
+}
+
+/**
+ * The tensor-core forward's config for this problem (WebGpuTileOptions.tensorCores), or a
+ * ValueError naming `tensorCores` with the reason the problem or the adapter does not qualify.
+ */
+function tcConfig(
+  pr: Prepared,
+  hooks: TiledHooks,
+  want: true | Partial<Omit<TcForwardConfig, 'd' | 'dv'>>,
+): TcForwardConfig {
+  const { ctx, p } = pr;
+  const f = ctx.features;
+  const no = (why: string): never => {
+    throw new ValueError(
+      `tensorCores: expected a problem and adapter the tensor-core forward runs, got one where ${why}`,
+      'tensorCores',
+    );
+  };
+  if (!f.shaderF16 || !f.subgroupMatrixConfigs.some((c) => c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16))
+    no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
+  if (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
+    no(`the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`);
+  if (pr.dtype !== 'f16') no(`the inputs are ${pr.dtype}, not f16`);
+  if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks) no('the normalisation is not plain softmax');
+  if (hooks.scoreMods.length > 0 || hooks.mask || hooks.permute || p.maskMod) no('score mods, masks or a permutation are set');
+  if (p.blockSparse) no('a block-sparse mask is set');
+  if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
+  const c: TcForwardConfig = {
+    d: p.d,
+    dv: p.dv,
+    subgroups: 4,
+    keyMatrices: 4,
+    lazy: 8,
+    ...(want === true ? {} : want),
+  };
+  if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
+    no(`the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`);
+  return c;
 }
 
 /**

@@ -1,0 +1,64 @@
+import { resolveAttentionProblem } from '@attnkit/attention';
+import { Rng } from '@attnkit/tensor';
+import { webGpuTestContext } from '@attnkit/testing';
+import { toWebGpu } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
+import { SOFTMAX_HOOKS } from '../hooks.js';
+import { tiledForwardWebGpu } from './host.js';
+import { tcForwardShader, tcForwardWorkgroupBytes } from './tc-forward.js';
+
+// What CI can check of the tensor-core forward (llvmpipe has no subgroup matrices): the
+// generator's text and validation, the workgroup-memory model, and that a request on an adapter
+// without the configs is a ValueError naming tensorCores (nothing falls through silently). The
+// kernel itself is verified on the device (benchmarks/gpu/bench-tc.ts; results committed).
+describe('tensor-core forward generator', () => {
+  test('unrolls one named matrix per 16 columns, no arrays of matrices', () => {
+    const { code, bindings } = tcForwardShader({ d: 64, dv: 32, subgroups: 4, keyMatrices: 2, lazy: 8 });
+    expect(code).toContain('enable chromium_experimental_subgroup_matrix;');
+    expect(code).toContain('@workgroup_size(128)');
+    for (let i = 0; i < 4; i++) expect(code).toContain(`let qa${i} = subgroupMatrixLoad`);
+    expect(code).not.toContain('let qa4');
+    expect(code).toContain('var o1 = subgroup_matrix_result<f32, 16, 16>();');
+    expect(code).not.toContain('var o2 ');
+    expect(code).toContain('var s1 = ');
+    expect(code).not.toContain('var s2 ');
+    expect(code).toContain('tmax > m + 8.0');
+    expect(code).not.toMatch(/array<subgroup_matrix/);
+    expect(bindings.map((b) => b.name)).toEqual(['P', 'q', 'k', 'v', 'aux', 'o', 'lse']);
+    expect(tcForwardShader({ d: 16, dv: 16, subgroups: 1, keyMatrices: 1, lazy: 0 }).code).toContain(
+      'if (tmax > m)',
+    );
+  });
+
+  test('validation names the field', () => {
+    const ok = { d: 64, dv: 64, subgroups: 4, keyMatrices: 4, lazy: 8 };
+    expect(() => tcForwardShader({ ...ok, d: 72 })).toThrow(/^d: expected a positive multiple of 16, got 72/);
+    expect(() => tcForwardShader({ ...ok, dv: 0 })).toThrow(/^dv:/);
+    expect(() => tcForwardShader({ ...ok, subgroups: 0 })).toThrow(/^subgroups:/);
+    expect(() => tcForwardShader({ ...ok, keyMatrices: 9 })).toThrow(/^keyMatrices:/);
+    expect(() => tcForwardShader({ ...ok, lazy: -1 })).toThrow(/^lazy:/);
+  });
+
+  test('workgroup memory: S/O scratch, P, exchange and flag', () => {
+    // 4 subgroups x (16 x max(64, 128) f32 + 16 x 64 f16 + 32 f32) + 64 alphas + the flag.
+    expect(tcForwardWorkgroupBytes({ d: 128, dv: 128, subgroups: 4, keyMatrices: 4, lazy: 8 })).toBe(
+      4 * (16 * 128 * 4 + 16 * 64 * 2 + 32 * 4) + 64 * 4 + 4,
+    );
+  });
+});
+
+const ctx = await webGpuTestContext();
+afterAll(() => ctx?.destroy());
+
+describe.skipIf(!ctx)('tensorCores on an adapter without subgroup matrices', () => {
+  test('is a ValueError naming tensorCores, with the reason', async () => {
+    const rng = new Rng(3);
+    const [q, k, v] = [0, 1, 2].map(() => rng.randn([1, 2, 20, 32]).astype('f16'));
+    const p = resolveAttentionProblem(q!, k!, v!);
+    const g = [q!, k!, v!].map((t) => toWebGpu(t, ctx!));
+    const run = tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, { tensorCores: true });
+    if (ctx!.features.subgroupMatrixConfigs.length === 0)
+      await expect(run).rejects.toThrow(/^tensorCores: expected a problem and adapter the tensor-core forward runs, got one where the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices/);
+    else await run;
+  });
+});
