@@ -4,6 +4,7 @@
  * (dist/bench-tc.mjs); runs from .gpu/ via run.sh on the H200 (CI has no subgroup matrices).
  *
  *   node bench-tc.mjs [--out tc.json] [--repeats 10] [--skip-variants] [--skip-table]
+ *                     [--variants '[{"subgroups":4,"keyMatrices":4,"lazy":8}]']
  *
  * 1. Verification (outputs poisoned: the context fills them with NaN before each kernel): random
  *    shapes with odd lengths, Nq != Nk, GQA, causal, window, varlen (THD), D != Dv, f16 inputs,
@@ -81,13 +82,57 @@ const CASES: Case[] = [
   { name: 'square', b: 2, hq: 2, hkv: 2, nq: 128, nk: 128, d: 64, dv: 64 },
   { name: 'odd lengths, Nq != Nk', b: 1, hq: 3, hkv: 3, nq: 77, nk: 205, d: 64, dv: 64 },
   { name: 'causal odd', b: 2, hq: 2, hkv: 2, nq: 131, nk: 131, d: 128, dv: 128 },
-  { name: 'causal Nq < Nk (bottom-right)', b: 1, hq: 2, hkv: 2, nq: 45, nk: 300, d: 64, dv: 64, attn: { causal: true } },
+  {
+    name: 'causal Nq < Nk (bottom-right)',
+    b: 1,
+    hq: 2,
+    hkv: 2,
+    nq: 45,
+    nk: 300,
+    d: 64,
+    dv: 64,
+    attn: { causal: true },
+  },
   { name: 'GQA 8/2', b: 1, hq: 8, hkv: 2, nq: 96, nk: 150, d: 128, dv: 128 },
-  { name: 'window (33, 7)', b: 1, hq: 2, hkv: 1, nq: 200, nk: 200, d: 64, dv: 64, attn: { window: [33, 7] } },
+  {
+    name: 'window (33, 7)',
+    b: 1,
+    hq: 2,
+    hkv: 1,
+    nq: 200,
+    nk: 200,
+    d: 64,
+    dv: 64,
+    attn: { window: [33, 7] },
+  },
   { name: 'D != Dv (64, 32)', b: 1, hq: 2, hkv: 2, nq: 90, nk: 110, d: 64, dv: 32 },
   { name: 'D 16, Dv 48', b: 1, hq: 1, hkv: 1, nq: 33, nk: 47, d: 16, dv: 48 },
-  { name: 'varlen THD causal', b: 3, hq: 2, hkv: 2, nq: 0, nk: 0, d: 64, dv: 64, attn: { causal: true }, varlen: [[17, 64, 100], [17, 90, 100]] },
-  { name: 'large N 2048 causal', b: 1, hq: 2, hkv: 2, nq: 2048, nk: 2048, d: 128, dv: 128, attn: { causal: true } },
+  {
+    name: 'varlen THD causal',
+    b: 3,
+    hq: 2,
+    hkv: 2,
+    nq: 0,
+    nk: 0,
+    d: 64,
+    dv: 64,
+    attn: { causal: true },
+    varlen: [
+      [17, 64, 100],
+      [17, 90, 100],
+    ],
+  },
+  {
+    name: 'large N 2048 causal',
+    b: 1,
+    hq: 2,
+    hkv: 2,
+    nq: 2048,
+    nk: 2048,
+    d: 128,
+    dv: 128,
+    attn: { causal: true },
+  },
 ];
 
 function inputs(c: Case, seed: number) {
@@ -96,7 +141,8 @@ function inputs(c: Case, seed: number) {
     const [lq, lk] = c.varlen;
     const tq = lq.reduce((a, x) => a + x, 0);
     const tk = lk.reduce((a, x) => a + x, 0);
-    const cu = (ls: number[]) => Int32Array.from([0, ...ls.map((_, i) => ls.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
+    const cu = (ls: number[]) =>
+      Int32Array.from([0, ...ls.map((_, i) => ls.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
     return {
       q: rng.randn([tq, c.hq, c.d]).astype('f16'),
       k: rng.randn([tk, c.hkv, c.d]).astype('f16'),
@@ -135,7 +181,15 @@ async function verify(tc: TcOpt, label: string) {
       const ok = eo.relL2 <= tol && el.relL2 <= tol && eo.nonFinite === 0 && el.nonFinite === 0;
       if (!ok) failures++;
       line = `${ok ? 'ok  ' : 'FAIL'} ${label} ${c.name}: o ${eo.relL2.toExponential(2)} (nonfinite ${eo.nonFinite}), lse ${el.relL2.toExponential(2)} (nonfinite ${el.nonFinite}); SIMT f16 o ${es.relL2.toExponential(2)}; tol ${tol}; first call ${ms.toFixed(0)} ms`;
-      rows.push({ case: c.name, ok, o: eo.relL2, lse: el.relL2, simt: es.relL2, nonFinite: eo.nonFinite + el.nonFinite, firstCallMs: ms });
+      rows.push({
+        case: c.name,
+        ok,
+        o: eo.relL2,
+        lse: el.relL2,
+        simt: es.relL2,
+        nonFinite: eo.nonFinite + el.nonFinite,
+        firstCallMs: ms,
+      });
       for (const t of [r.o, r.lse!, simt.o, simt.lse!]) t.dispose();
     } catch (e) {
       failures++;
@@ -150,7 +204,8 @@ async function verify(tc: TcOpt, label: string) {
   return rows;
 }
 
-const flopsOf = (s: number[], causal: boolean) => (4 * s[0]! * s[1]! * s[2]! * s[2]! * s[3]!) / (causal ? 2 : 1);
+const flopsOf = (s: number[], causal: boolean) =>
+  (4 * s[0]! * s[1]! * s[2]! * s[2]! * s[3]!) / (causal ? 2 : 1);
 
 async function timeIt(shape: number[], causal: boolean, dtype: 'f16' | 'f32', tc: TcOpt) {
   const [b, h, n, d] = shape as [number, number, number, number];
@@ -163,7 +218,12 @@ async function timeIt(shape: number[], causal: boolean, dtype: 'f16' | 'f32', tc
     await ctx.sync();
     const firstMs = performance.now() - t0;
     const o = first.o;
-    const t = await timeCall(ctx, async (profiler) => ({ ...(await forward(q, k, v, { causal }, tc, profiler)) }) as Record<string, Tensor>, REPEATS);
+    const t = await timeCall(
+      ctx,
+      async (profiler) =>
+        ({ ...(await forward(q, k, v, { causal }, tc, profiler)) }) as Record<string, Tensor>,
+      REPEATS,
+    );
     return { firstMs, o, ...t, tflops: flopsOf(shape, causal) / (t.medianMs * 1e9) };
   } finally {
     for (const x of [q, k, v]) x.dispose();
@@ -176,18 +236,31 @@ async function main() {
     const shape = [4, 16, 4096, 128];
     const simt = await timeIt(shape, false, 'f16', undefined);
     const ref = await simt.o.toCpu();
-    console.log(`variant SIMT f16 ${shape}: ${simt.medianMs.toFixed(3)} ms ${simt.tflops.toFixed(1)} TFLOP/s`);
+    console.log(
+      `variant SIMT f16 ${shape}: ${simt.medianMs.toFixed(3)} ms ${simt.tflops.toFixed(1)} TFLOP/s`,
+    );
     const variants: Array<Partial<TcForwardConfig>> = [];
-    for (const subgroups of [4, 2])
-      for (const keyMatrices of [4, 2])
-        for (const lazy of [8, 0]) variants.push({ subgroups, keyMatrices, lazy });
+    const list = value('variants');
+    if (list) for (const v of JSON.parse(list) as Array<Partial<TcForwardConfig>>) variants.push(v);
+    else
+      for (const subgroups of [4, 2])
+        for (const keyMatrices of [4, 2])
+          for (const lazy of [8, 0]) variants.push({ subgroups, keyMatrices, lazy });
     const rows: unknown[] = [{ variant: 'simt f16', ms: simt.medianMs, tflops: simt.tflops }];
     for (const vt of variants) {
       try {
         const r = await timeIt(shape, false, 'f16', vt);
         const e = accuracy(await r.o.toCpu(), ref);
         r.o.dispose();
-        rows.push({ variant: vt, ms: r.medianMs, min: r.minMs, tflops: r.tflops, firstCallMs: r.firstMs, vsSimt: e.relL2, nonFinite: e.nonFinite });
+        rows.push({
+          variant: vt,
+          ms: r.medianMs,
+          min: r.minMs,
+          tflops: r.tflops,
+          firstCallMs: r.firstMs,
+          vsSimt: e.relL2,
+          nonFinite: e.nonFinite,
+        });
         console.log(
           `variant ${JSON.stringify(vt)}: ${r.medianMs.toFixed(3)} ms ${r.tflops.toFixed(1)} TFLOP/s, first call ${r.firstMs.toFixed(0)} ms, vs SIMT ${e.relL2.toExponential(2)}`,
         );
@@ -195,21 +268,35 @@ async function main() {
         rows.push({ variant: vt, error: (e as Error).message });
         console.log(`variant ${JSON.stringify(vt)}: ${(e as Error).message}`);
       }
-      if (value('out')) writeFileSync(value('out')!, `${JSON.stringify({ ...out, variants: rows, partial: true }, null, 2)}\n`);
+      if (value('out'))
+        writeFileSync(
+          value('out')!,
+          `${JSON.stringify({ ...out, variants: rows, partial: true }, null, 2)}\n`,
+        );
     }
     simt.o.dispose();
     out.variants = rows;
   }
   if (!flag('skip-table')) {
     const rows: unknown[] = [];
-    for (const shape of [[16, 16, 1024, 64], [4, 16, 4096, 128], [2, 16, 8192, 128]])
+    for (const shape of [
+      [16, 16, 1024, 64],
+      [4, 16, 4096, 128],
+      [2, 16, 8192, 128],
+    ])
       for (const causal of [false, true])
-        for (const [impl, dtype, tc] of [['tc f16', 'f16', true], ['simt f16', 'f16', undefined], ['simt f32', 'f32', undefined]] as const) {
+        for (const [impl, dtype, tc] of [
+          ['tc f16', 'f16', true],
+          ['simt f16', 'f16', undefined],
+          ['simt f32', 'f32', undefined],
+        ] as const) {
           try {
             const r = await timeIt(shape, causal, dtype, tc);
             r.o.dispose();
             rows.push({ impl, shape, causal, ms: r.medianMs, tflops: r.tflops });
-            console.log(`table ${impl} ${shape} causal=${causal}: ${r.medianMs.toFixed(3)} ms ${r.tflops.toFixed(1)} TFLOP/s`);
+            console.log(
+              `table ${impl} ${shape} causal=${causal}: ${r.medianMs.toFixed(3)} ms ${r.tflops.toFixed(1)} TFLOP/s`,
+            );
           } catch (e) {
             rows.push({ impl, shape, causal, error: (e as Error).message });
             console.log(`table ${impl} ${shape} causal=${causal}: ${(e as Error).message}`);

@@ -28,12 +28,6 @@ import { type AuxTables, buildAux, buildParams } from './aux.js';
 import { type HookResources, hookResources } from './hooks.js';
 import { packParams } from './params.js';
 import {
-  TC_SUBGROUP_SIZE,
-  type TcForwardConfig,
-  tcForwardShader,
-  tcForwardWorkgroupBytes,
-} from './tc-forward.js';
-import {
   planWebGpuFlash,
   type WebGpuFlashKernel,
   type WebGpuFlashPlan,
@@ -51,6 +45,12 @@ import {
   statsShader,
   type WgslKernel,
 } from './shaders.js';
+import {
+  TC_SUBGROUP_SIZE,
+  type TcForwardConfig,
+  tcForwardShader,
+  tcForwardWorkgroupBytes,
+} from './tc-forward.js';
 
 /** WebGPU's buffer type, named through @attnkit/webgpu so this package needs no WebGPU typings of its own. */
 type GpuBuffer = WebGpuStorage['buffer'];
@@ -550,25 +550,34 @@ function tcConfig(
       'tensorCores',
     );
   };
-  if (!f.shaderF16 || !f.subgroupMatrixConfigs.some((c) => c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16))
+  if (
+    !f.shaderF16 ||
+    !f.subgroupMatrixConfigs.some(
+      (c) => c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
+    )
+  )
     no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
   if (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
     no(`the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`);
   if (pr.dtype !== 'f16') no(`the inputs are ${pr.dtype}, not f16`);
-  if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks) no('the normalisation is not plain softmax');
-  if (hooks.scoreMods.length > 0 || hooks.mask || hooks.permute || p.maskMod) no('score mods, masks or a permutation are set');
+  if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks)
+    no('the normalisation is not plain softmax');
+  if (hooks.scoreMods.length > 0 || hooks.mask || hooks.permute || p.maskMod)
+    no('score mods, masks or a permutation are set');
   if (p.blockSparse) no('a block-sparse mask is set');
   if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
   const c: TcForwardConfig = {
     d: p.d,
     dv: p.dv,
     subgroups: 4,
-    keyMatrices: 4,
+    keyMatrices: 2,
     lazy: 8,
     ...(want === true ? {} : want),
   };
   if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
-    no(`the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`);
+    no(
+      `the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,
+    );
   return c;
 }
 
