@@ -78,7 +78,7 @@ interface Case {
   varlen?: [number[], number[]];
 }
 
-const CASES: Case[] = [
+const ALL_CASES: Case[] = [
   { name: 'square', b: 2, hq: 2, hkv: 2, nq: 128, nk: 128, d: 64, dv: 64 },
   { name: 'odd lengths, Nq != Nk', b: 1, hq: 3, hkv: 3, nq: 77, nk: 205, d: 64, dv: 64 },
   { name: 'causal odd', b: 2, hq: 2, hkv: 2, nq: 131, nk: 131, d: 128, dv: 128 },
@@ -135,6 +135,11 @@ const CASES: Case[] = [
   },
 ];
 
+const only = value('cases');
+const CASES = only
+  ? ALL_CASES.filter((_, i) => only.split(',').map(Number).includes(i))
+  : ALL_CASES;
+
 function inputs(c: Case, seed: number) {
   const rng = new Rng(seed);
   if (c.varlen) {
@@ -161,7 +166,8 @@ function inputs(c: Case, seed: number) {
 async function verify(tc: TcOpt, label: string) {
   const rows: unknown[] = [];
   const tol = toleranceFor({ dtype: 'f16' });
-  for (const [n, c] of CASES.entries()) {
+  for (const c of CASES) {
+    const n = ALL_CASES.indexOf(c);
     const x = inputs(c, 100 + n);
     const g = [x.q, x.k, x.v].map((t) => toWebGpu(t, ctx));
     ctx.poisonOutputs = true;
@@ -179,6 +185,25 @@ async function verify(tc: TcOpt, label: string) {
       const el = accuracy(lse, ref.lse);
       const es = accuracy(so, ref.o);
       const ok = eo.relL2 <= tol && el.relL2 <= tol && eo.nonFinite === 0 && el.nonFinite === 0;
+      // --dump DIR: a failing case's inputs and outputs, to study offline.
+      if (!ok && value('dump')) {
+        const arr = (t: Tensor) => Array.from(t.toFloat32Array());
+        writeFileSync(
+          `${value('dump')}/case${n}.json`,
+          JSON.stringify({
+            case: c,
+            attn: x.attn,
+            shapes: [x.q.shape, x.k.shape, x.v.shape],
+            q: arr(x.q),
+            k: arr(x.k),
+            v: arr(x.v),
+            o: arr(o),
+            lse: arr(lse),
+            refO: arr(ref.o),
+            refLse: arr(ref.lse as Tensor),
+          }),
+        );
+      }
       if (!ok) failures++;
       line = `${ok ? 'ok  ' : 'FAIL'} ${label} ${c.name}: o ${eo.relL2.toExponential(2)} (nonfinite ${eo.nonFinite}), lse ${el.relL2.toExponential(2)} (nonfinite ${el.nonFinite}); SIMT f16 o ${es.relL2.toExponential(2)}; tol ${tol}; first call ${ms.toFixed(0)} ms`;
       rows.push({
@@ -231,7 +256,13 @@ async function timeIt(shape: number[], causal: boolean, dtype: 'f16' | 'f32', tc
 }
 
 async function main() {
-  out.verify = await verify(true, 'tc default');
+  const vv = value('verify-variants');
+  if (vv) {
+    const rows: unknown[] = [];
+    for (const cfg of JSON.parse(vv) as Array<Partial<TcForwardConfig>>)
+      rows.push(await verify(cfg, JSON.stringify(cfg)));
+    out.verifyVariants = rows;
+  } else out.verify = await verify(true, 'tc default');
   if (!flag('skip-variants')) {
     const shape = [4, 16, 4096, 128];
     const simt = await timeIt(shape, false, 'f16', undefined);

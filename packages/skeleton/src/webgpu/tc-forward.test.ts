@@ -22,7 +22,12 @@ describe('tensor-core forward generator', () => {
     });
     expect(code).toContain('enable chromium_experimental_subgroup_matrix;');
     expect(code).toContain('@workgroup_size(128)');
-    expect(code.match(/let qa = subgroupMatrixLoad/g)).toHaveLength(4);
+    expect(
+      code.match(/let qa = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>\(&qs,/g),
+    ).toHaveLength(4);
+    // Q is staged into its own region (once), K and V into kv (per tile).
+    expect(code.match(/qs\[d \+ 0u\] = h0\.x;/g)).toHaveLength(1);
+    expect(code.match(/kv\[kvB \+ d \+ 0u\] = h0\.x;/g)).toHaveLength(2);
     expect(code).toContain('var o1 = subgroup_matrix_result<f32, 16, 16>();');
     expect(code).not.toContain('var o2 ');
     expect(code).toContain('var s1 = ');
@@ -47,11 +52,11 @@ describe('tensor-core forward generator', () => {
   });
 
   test('workgroup memory: K/V staging, the Q block, S scratch, P, exchange, alphas and flag', () => {
-    // K/V staging BC 32 x max(D, Dv) f16, the Q block BR 64 x D f16, then per subgroup 16 x 32
-    // f32 S, 16 x 32 f16 P, 32 exchange floats and 16 alphas, then the flag.
+    // K/V staging 2 x BC 32 x max(D, Dv) f16 (two halves), the Q block BR 64 x D f16, then per
+    // subgroup 16 x 32 f32 S, 16 x 32 f16 P, 32 exchange floats and 16 alphas, then the flag.
     expect(
       tcForwardWorkgroupBytes({ d: 128, dv: 128, subgroups: 4, keyMatrices: 2, lazy: 8 }),
-    ).toBe(32 * 128 * 2 + 64 * 128 * 2 + 4 * (16 * 32 * 4 + 16 * 32 * 2 + 32 * 4 + 16 * 4) + 4);
+    ).toBe(2 * 32 * 128 * 2 + 64 * 128 * 2 + 4 * (16 * 32 * 4 + 16 * 32 * 2 + 32 * 4 + 16 * 4) + 4);
   });
 });
 

@@ -50,6 +50,10 @@ export interface TcForwardConfig {
   keyMatrices: number;
   /** Lazy-rescale threshold in log2 units (0: rescale on every increase of a row's max). */
   lazy: number;
+  /** Staging converts through unpack2x16float instead of bitcast<vec2<f16>> (an A/B of the two). */
+  unpack?: boolean;
+  /** Debug: read these operands straight from storage instead of staging them ('q', 'k', 'v'). */
+  direct?: string;
 }
 
 /** The subgroup size the kernel assumes (NVIDIA's warp; the planner requires it). */
@@ -84,7 +88,7 @@ function check(c: TcForwardConfig): void {
 /** Workgroup memory of the kernel, bytes: Q block, K/V staging, S scratch, P, the row exchange, alphas, flag. */
 export function tcForwardWorkgroupBytes(c: TcForwardConfig): number {
   const bc = 16 * c.keyMatrices;
-  const stage = bc * Math.max(c.d, c.dv) * 2 + 16 * c.subgroups * c.d * 2;
+  const stage = 2 * bc * Math.max(c.d, c.dv) * 2 + 16 * c.subgroups * c.d * 2;
   return stage + c.subgroups * (16 * bc * 4 + 16 * bc * 2 + TC_SUBGROUP_SIZE * 4 + 16 * 4) + 4;
 }
 
@@ -99,14 +103,17 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const HALF = BC / 2;
   const CH = Math.ceil(c.dv / BC); // O round-trip chunks of BC columns
   const STAGE = BC * Math.max(c.d, c.dv);
+  const dq = c.direct?.includes('q') ?? false;
+  const dk = c.direct?.includes('k') ?? false;
+  const dv = c.direct?.includes('v') ?? false;
   const L = 'subgroup_matrix_left<f16, 16, 16>';
   const R = 'subgroup_matrix_right<f16, 16, 16>';
   const A = 'subgroup_matrix_result<f32, 16, 16>';
   const bindings: WgslBinding[] = [
     { name: 'P', kind: 'uniform', type: 'Params' },
-    { name: 'q', kind: 'read', type: 'array<vec4<u32>>' },
-    { name: 'k', kind: 'read', type: 'array<vec4<u32>>' },
-    { name: 'v', kind: 'read', type: 'array<vec4<u32>>' },
+    { name: 'q', kind: 'read', type: dq ? 'array<f16>' : 'array<vec4<u32>>' },
+    { name: 'k', kind: 'read', type: dk ? 'array<f16>' : 'array<vec4<u32>>' },
+    { name: 'v', kind: 'read', type: dv ? 'array<f16>' : 'array<vec4<u32>>' },
     { name: 'aux', kind: 'read', type: 'array<u32>' },
     { name: 'o', kind: 'storage', type: 'array<vec4<u32>>' },
     { name: 'lse', kind: 'storage', type: 'array<f32>' },
@@ -132,9 +139,11 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
       let d = r * ${W}u + c8 * 8u;
       ${[0, 1, 2, 3]
         .map(
-          (i) => `let h${i} = vec2<f16>(unpack2x16float(w[${i}]));
-      kv[d + ${2 * i}u] = h${i}.x;
-      kv[d + ${2 * i + 1}u] = h${i}.y;`,
+          (
+            i,
+          ) => `let h${i} = ${c.unpack ? `vec2<f16>(unpack2x16float(w[${i}]))` : `bitcast<vec2<f16>>(w[${i}])`};
+      ${dst}[${dst === 'kv' ? 'kvB + ' : ''}d + ${2 * i}u] = h${i}.x;
+      ${dst}[${dst === 'kv' ? 'kvB + ' : ''}d + ${2 * i + 1}u] = h${i}.y;`,
         )
         .join('\n      ')}
     }`;
@@ -145,7 +154,7 @@ const BC = ${BC}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
-var<workgroup> kv: array<f16, ${STAGE}>;
+var<workgroup> kv: array<f16, ${2 * STAGE}>;
 var<workgroup> qs: array<f16, ${BR * c.d}>;
 var<workgroup> sc: array<f32, ${c.subgroups * 16 * BC}>;
 var<workgroup> sp: array<f16, ${c.subgroups * 16 * BC}>;
@@ -186,11 +195,9 @@ fn main(
   let rLast = i32(min(r0 + ${BR}u, nq)) - 1;
   let rowLo = key_lo(row, off, ncols);
   let rowHi = key_hi(row, off, ncols);
-  // Q's block through kv (rows past the sequence as zeros), then into registers.
-  // It stays there: the loop reloads its matrices per tile. Held in registers across the loop
-  // (loaded once from kv), NVIDIA's compiler re-read them from kv inside the loop after the K
-  // and V tiles had overwritten it (wrong scores on the H200), so Q gets a region of its own.
-  ${stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, 'qs')}
+  // Q's block into its own region qs (rows past the sequence as zeros); the loop reloads its
+  // matrices per tile rather than holding 2 D / 16 of them in registers across the loop.
+  ${dq ? '' : stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, 'qs')}
   ${rep(KV, (j) => `var o${j} = ${A}();`, '\n  ')}
   var m = M0;
   var l = 0.0;
@@ -198,22 +205,26 @@ fn main(
   let hiLast = max(key_hi(rLast, off, ncols), 0);
   for (var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++) {
     let c0 = ct * BC;
+    // Tiles alternate between two halves of kv: with one constant-address buffer, NVIDIA's
+    // compiler hoisted the subgroup-matrix loads of K and V out of the loop past the barriers
+    // (wrong scores on the H200; Q in its own buffer, staged once, was read correctly).
+    let kvB = (ct & 1u) * ${STAGE}u;
     workgroupBarrier();
     if (lid == 0u) { sflag = 0u; }
-    ${stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d)}
+    ${dk ? '' : stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d)}
     workgroupBarrier();
     ${rep(NC, (n) => `var s${n} = ${A}();`, '\n    ')}
     ${rep(
       KD,
       (i) => `{
-      let qa = subgroupMatrixLoad<${L}>(&qs, sg * ${16 * c.d}u + ${16 * i}u, false, ${c.d}u);
-      ${rep(NC, (n) => `s${n} = subgroupMatrixMultiplyAccumulate(qa, subgroupMatrixLoad<${R}>(&kv, ${16 * n * c.d + 16 * i}u, true, ${c.d}u), s${n});`, '\n      ')}
+      let qa = subgroupMatrixLoad<${L}>(${dq ? `&q, qB + (r0 + sg * 16u) * P.qRow + ${16 * i}u, false, P.qRow` : `&qs, sg * ${16 * c.d}u + ${16 * i}u, false, ${c.d}u`});
+      ${rep(NC, (n) => `s${n} = subgroupMatrixMultiplyAccumulate(qa, subgroupMatrixLoad<${R}>(${dk ? `&k, kB + (c0 + ${16 * n}u) * P.kRow + ${16 * i}u, true, P.kRow` : `&kv, kvB + ${16 * n * c.d + 16 * i}u, true, ${c.d}u`}), s${n});`, '\n      ')}
     }`,
       '\n    ',
     )}
     ${rep(NC, (n) => `subgroupMatrixStore(&sc, scB + ${16 * n}u, s${n}, false, BC);`, '\n    ')}
     workgroupBarrier();
-    ${stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv)}
+    ${dv ? '' : stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv)}
     var tmax = NEG;
     for (var c = 0u; c < ${HALF}u; c++) {
       let col = hh * ${HALF}u + c;
@@ -263,7 +274,7 @@ fn main(
       NC,
       (n) => `{
       let pa = subgroupMatrixLoad<${L}>(&sp, scB + ${16 * n}u, false, BC);
-      ${rep(KV, (j) => `o${j} = subgroupMatrixMultiplyAccumulate(pa, subgroupMatrixLoad<${R}>(&kv, ${16 * n * c.dv + 16 * j}u, false, ${c.dv}u), o${j});`, '\n      ')}
+      ${rep(KV, (j) => `o${j} = subgroupMatrixMultiplyAccumulate(pa, subgroupMatrixLoad<${R}>(${dv ? `&v, vB + (c0 + ${16 * n}u) * P.vRow + ${16 * j}u, false, P.vRow` : `&kv, kvB + ${16 * n * c.dv + 16 * j}u, false, ${c.dv}u`}), o${j});`, '\n      ')}
     }`,
       '\n    ',
     )}
