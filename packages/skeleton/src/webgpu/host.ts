@@ -64,7 +64,10 @@ export interface WebGpuTileOptions {
    * The forward on tensor cores (./tc-forward.ts; f16 softmax without mods, sinks, block
    * sparsity, permutation or split-K, D and Dv multiples of 16, an adapter with f16 x f16 -> f32
    * 16x16x16 subgroup matrices and 32-wide subgroups): true (the default config) or a config.
-   * Opt-in while issue 20 is open; a ValueError says why when the problem does not qualify.
+   * EXPERIMENTAL and unverified (issue 20 is open): the last kernel version has not yet passed
+   * its device verification (benchmarks/gpu/results/tc-wip/VARIANTS.md); nothing selects it
+   * automatically and no family option reaches it. A ValueError says why when the problem or
+   * the adapter does not qualify.
    */
   tensorCores?: boolean | Partial<Omit<TcForwardConfig, 'd' | 'dv'>>;
   /** Times each kernel's pass with timestamp queries (when the device has them). */
@@ -562,7 +565,7 @@ function tcConfig(
   if (pr.dtype !== 'f16') no(`the inputs are ${pr.dtype}, not f16`);
   if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks)
     no('the normalisation is not plain softmax');
-  if (hooks.scoreMods.length > 0 || hooks.mask || hooks.permute || p.maskMod)
+  if (hooks.scoreMods.length > 0 || hooks.mask || hooks.rab || hooks.permute || p.maskMod)
     no('score mods, masks or a permutation are set');
   if (p.blockSparse) no('a block-sparse mask is set');
   if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
