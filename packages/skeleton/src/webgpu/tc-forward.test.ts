@@ -27,7 +27,18 @@ describe('tensor-core forward generator', () => {
     ).toHaveLength(4);
     // Q is staged into its own region (once), K and V into kv (per tile).
     expect(code.match(/qs\[d \+ 0u\] = h0\.x;/g)).toHaveLength(1);
-    expect(code.match(/kv\[kvB \+ d \+ 0u\] = h0\.x;/g)).toHaveLength(2);
+    expect(code.match(/kv\[kvK \+ d \+ 0u\] = h0\.x;/g)).toHaveLength(1);
+    expect(code.match(/kv\[kvV \+ d \+ 0u\] = h0\.x;/g)).toHaveLength(1);
+    expect(code).toContain('let kvK = (ct & 1u) * 2048u;');
+    const split = tcForwardShader({
+      d: 64,
+      dv: 32,
+      subgroups: 4,
+      keyMatrices: 2,
+      lazy: 8,
+      kvLayout: 'split',
+    }).code;
+    expect(split).toContain('let kvV = 2048u;');
     expect(code).toContain('var o1 = subgroup_matrix_result<f32, 16, 16>();');
     expect(code).not.toContain('var o2 ');
     expect(code).toContain('var s1 = ');

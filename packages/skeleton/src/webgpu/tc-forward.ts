@@ -54,6 +54,12 @@ export interface TcForwardConfig {
   unpack?: boolean;
   /** Debug: read these operands straight from storage instead of staging them ('q', 'k', 'v'). */
   direct?: string;
+  /**
+   * Where K and V tiles are staged (default 'parity'): 'parity' alternates two halves of the
+   * buffer by tile (K and V of a tile share one half); 'split' keeps K in one half and V in the
+   * other; 'single' uses one half for both (wrong on the H200: see the comment in the loop).
+   */
+  kvLayout?: 'parity' | 'split' | 'single';
 }
 
 /** The subgroup size the kernel assumes (NVIDIA's warp; the planner requires it). */
@@ -88,7 +94,8 @@ function check(c: TcForwardConfig): void {
 /** Workgroup memory of the kernel, bytes: Q block, K/V staging, S scratch, P, the row exchange, alphas, flag. */
 export function tcForwardWorkgroupBytes(c: TcForwardConfig): number {
   const bc = 16 * c.keyMatrices;
-  const stage = 2 * bc * Math.max(c.d, c.dv) * 2 + 16 * c.subgroups * c.d * 2;
+  const halves = c.kvLayout === 'single' ? 1 : 2;
+  const stage = halves * bc * Math.max(c.d, c.dv) * 2 + 16 * c.subgroups * c.d * 2;
   return stage + c.subgroups * (16 * bc * 4 + 16 * bc * 2 + TC_SUBGROUP_SIZE * 4 + 16 * 4) + 4;
 }
 
@@ -103,6 +110,14 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const HALF = BC / 2;
   const CH = Math.ceil(c.dv / BC); // O round-trip chunks of BC columns
   const STAGE = BC * Math.max(c.d, c.dv);
+  const layout = c.kvLayout ?? 'parity';
+  // Where this tile's K and V go in kv (see TcForwardConfig.kvLayout).
+  const kvBases =
+    layout === 'parity'
+      ? `let kvK = (ct & 1u) * ${STAGE}u;\n    let kvV = kvK;`
+      : layout === 'split'
+        ? `let kvK = 0u;\n    let kvV = ${STAGE}u;`
+        : `let kvK = 0u;\n    let kvV = 0u;`;
   const dq = c.direct?.includes('q') ?? false;
   const dk = c.direct?.includes('k') ?? false;
   const dv = c.direct?.includes('v') ?? false;
@@ -130,6 +145,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
     limit: string,
     W: number,
     dst = 'kv',
+    at = '',
   ) => `
     for (var e = lid; e < ${(rows * W) / 8}u; e += ${T}u) {
       let r = e / ${W / 8}u;
@@ -142,8 +158,8 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
           (
             i,
           ) => `let h${i} = ${c.unpack ? `vec2<f16>(unpack2x16float(w[${i}]))` : `bitcast<vec2<f16>>(w[${i}])`};
-      ${dst}[${dst === 'kv' ? 'kvB + ' : ''}d + ${2 * i}u] = h${i}.x;
-      ${dst}[${dst === 'kv' ? 'kvB + ' : ''}d + ${2 * i + 1}u] = h${i}.y;`,
+      ${dst}[${at}d + ${2 * i}u] = h${i}.x;
+      ${dst}[${at}d + ${2 * i + 1}u] = h${i}.y;`,
         )
         .join('\n      ')}
     }`;
@@ -154,7 +170,7 @@ const BC = ${BC}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
-var<workgroup> kv: array<f16, ${2 * STAGE}>;
+var<workgroup> kv: array<f16, ${layout === 'single' ? STAGE : 2 * STAGE}>;
 var<workgroup> qs: array<f16, ${BR * c.d}>;
 var<workgroup> sc: array<f32, ${c.subgroups * 16 * BC}>;
 var<workgroup> sp: array<f16, ${c.subgroups * 16 * BC}>;
@@ -205,26 +221,28 @@ fn main(
   let hiLast = max(key_hi(rLast, off, ncols), 0);
   for (var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++) {
     let c0 = ct * BC;
-    // Tiles alternate between two halves of kv: with one constant-address buffer, NVIDIA's
-    // compiler hoisted the subgroup-matrix loads of K and V out of the loop past the barriers
-    // (wrong scores on the H200; Q in its own buffer, staged once, was read correctly).
-    let kvB = (ct & 1u) * ${STAGE}u;
+    // K and V tiles by kvLayout (default: alternating halves by tile). With one constant-address
+    // buffer ('single') the H200 computed wrong scores while Q, staged once in its own buffer,
+    // was read correctly: read as NVIDIA's compiler hoisting the loop-invariant matrix loads
+    // past the barriers. 'parity' makes the addresses vary per tile; 'split' tests the other
+    // reading (V overwriting K). Neither has run on the device yet.
+    ${kvBases}
     workgroupBarrier();
     if (lid == 0u) { sflag = 0u; }
-    ${dk ? '' : stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d)}
+    ${dk ? '' : stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, 'kv', 'kvK + ')}
     workgroupBarrier();
     ${rep(NC, (n) => `var s${n} = ${A}();`, '\n    ')}
     ${rep(
       KD,
       (i) => `{
       let qa = subgroupMatrixLoad<${L}>(${dq ? `&q, qB + (r0 + sg * 16u) * P.qRow + ${16 * i}u, false, P.qRow` : `&qs, sg * ${16 * c.d}u + ${16 * i}u, false, ${c.d}u`});
-      ${rep(NC, (n) => `s${n} = subgroupMatrixMultiplyAccumulate(qa, subgroupMatrixLoad<${R}>(${dk ? `&k, kB + (c0 + ${16 * n}u) * P.kRow + ${16 * i}u, true, P.kRow` : `&kv, kvB + ${16 * n * c.d + 16 * i}u, true, ${c.d}u`}), s${n});`, '\n      ')}
+      ${rep(NC, (n) => `s${n} = subgroupMatrixMultiplyAccumulate(qa, subgroupMatrixLoad<${R}>(${dk ? `&k, kB + (c0 + ${16 * n}u) * P.kRow + ${16 * i}u, true, P.kRow` : `&kv, kvK + ${16 * n * c.d + 16 * i}u, true, ${c.d}u`}), s${n});`, '\n      ')}
     }`,
       '\n    ',
     )}
     ${rep(NC, (n) => `subgroupMatrixStore(&sc, scB + ${16 * n}u, s${n}, false, BC);`, '\n    ')}
     workgroupBarrier();
-    ${dv ? '' : stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv)}
+    ${dv ? '' : stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, 'kv', 'kvV + ')}
     var tmax = NEG;
     for (var c = 0u; c < ${HALF}u; c++) {
       let col = hh * ${HALF}u + c;
@@ -274,7 +292,7 @@ fn main(
       NC,
       (n) => `{
       let pa = subgroupMatrixLoad<${L}>(&sp, scB + ${16 * n}u, false, BC);
-      ${rep(KV, (j) => `o${j} = subgroupMatrixMultiplyAccumulate(pa, subgroupMatrixLoad<${R}>(${dv ? `&v, vB + (c0 + ${16 * n}u) * P.vRow + ${16 * j}u, false, P.vRow` : `&kv, kvB + ${16 * n * c.dv + 16 * j}u, false, ${c.dv}u`}), o${j});`, '\n      ')}
+      ${rep(KV, (j) => `o${j} = subgroupMatrixMultiplyAccumulate(pa, subgroupMatrixLoad<${R}>(${dv ? `&v, vB + (c0 + ${16 * n}u) * P.vRow + ${16 * j}u, false, P.vRow` : `&kv, kvV + ${16 * n * c.dv + 16 * j}u, false, ${c.dv}u`}), o${j});`, '\n      ')}
     }`,
       '\n    ',
     )}
