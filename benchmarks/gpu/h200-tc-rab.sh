@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One device command for this session's two measurements (.gpu/ packed with bench-tc.mjs and
 # bench-hstu.mjs): the tensor-core forward's verification and tile variants (issue 20, WIP),
-# (first: which K/V staging layout verifies, on three shapes), then HSTU with and without the bucketed rab beside causal FA2 (issue 10). Logs under $OUT.
+# (first: which K/V staging layout verifies, on three shapes), then HSTU with and without the
+# bucketed rab beside causal FA2 (issue 10). Logs under $OUT. Pack: node benchmarks/gpu/build.mjs &&
+# bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-tc.mjs benchmarks/gpu/dist/bench-hstu.mjs
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
