@@ -38,12 +38,6 @@ export type {
   NativeTileProblem,
 } from './plan.js';
 export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
-export {
-  TC_SUBGROUP_SIZE,
-  type TcForwardConfig,
-  tcForwardShader,
-  tcForwardWorkgroupBytes,
-} from './webgpu/tc-forward.js';
 export type { WebGpuTileOptions } from './webgpu/host.js';
 export {
   tiledBackwardWebGpu,
@@ -57,6 +51,12 @@ export type {
   WebGpuTileConfig,
 } from './webgpu/plan.js';
 export { planWebGpuFlash } from './webgpu/plan.js';
+export {
+  TC_SUBGROUP_SIZE,
+  type TcForwardConfig,
+  tcForwardShader,
+  tcForwardWorkgroupBytes,
+} from './webgpu/tc-forward.js';
 export {
   describeTcPlan,
   planTensorCoreTiles,
