@@ -360,7 +360,13 @@ export class WebGpuContext {
       result = fn();
     } finally {
       const errors: [GPUErrorFilter, GPUError | null][] = [];
-      for (const f of [...filters].reverse()) errors.push([f, await device.popErrorScope()]);
+      // Pop all scopes now (popErrorScope pops synchronously, in LIFO order) and await their
+      // results together: one round trip to the device instead of three in a row.
+      const order = [...filters].reverse();
+      const popped = await Promise.all(order.map(() => device.popErrorScope()));
+      order.forEach((f, i) => {
+        errors.push([f, popped[i]!]);
+      });
       this.checkAlive();
       const first = errors.find(([, e]) => e !== null);
       if (first) {

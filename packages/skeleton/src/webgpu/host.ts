@@ -383,8 +383,35 @@ function spec(pr: Prepared, plan: WebGpuFlashPlan): ShaderSpec {
 }
 
 /**
- * The kernel's pipeline (cached by its code and layout); `config` (its tile plan) is named in a
- * PipelineTimeoutError should the compile not come back in time.
+ * Generated kernels by (generator, arguments). A decode-sized call spends more host time making
+ * its WGSL (~20 KB of text from the template functions) and hashing that text into the pipeline
+ * cache's key than the GPU spends on the work, so each spec's kernel is generated once and its
+ * pipeline is then found by the kernel object's identity (`compile`). Bounded: cleared past
+ * 512 specs. The specs are plain data (plans, flags, the hooks' names and WGSL sources), so
+ * their JSON is the key.
+ */
+const KERNELS = new Map<string, WgslKernel>();
+const PROGRAMS = new WeakMap<WgslKernel, WeakMap<WebGpuContext, Promise<CompiledProgram>>>();
+
+export function generatedKernel<A extends unknown[]>(
+  name: string,
+  make: (...args: A) => WgslKernel,
+  ...args: A
+): WgslKernel {
+  const key = `${name}|${JSON.stringify(args)}`;
+  let kernel = KERNELS.get(key);
+  if (kernel === undefined) {
+    kernel = make(...args);
+    if (KERNELS.size >= 512) KERNELS.clear();
+    KERNELS.set(key, kernel);
+  }
+  return kernel;
+}
+
+/**
+ * The kernel's pipeline (cached by its code and layout; a kernel from `generatedKernel` is found
+ * by identity first); `config` (its tile plan) is named in a PipelineTimeoutError should the
+ * compile not come back in time.
  */
 function compile(
   ctx: WebGpuContext,
@@ -400,12 +427,20 @@ function compile(
       'scoreMod',
     );
   }
-  return ctx.pipelines.get({
+  let byContext = PROGRAMS.get(kernel);
+  const known = byContext?.get(ctx);
+  if (known) return known;
+  const program = ctx.pipelines.get({
     code: kernel.code,
     bindings: bindingKinds(kernel.bindings),
     label,
     config,
   });
+  if (!byContext) PROGRAMS.set(kernel, (byContext = new WeakMap()));
+  byContext.set(ctx, program);
+  // A compile that failed (or timed out) is not remembered: the next call asks the cache again.
+  program.catch(() => byContext.delete(ctx));
+  return program;
 }
 
 /** Uniform and aux buffers of one launch; released to the pool once the work is queued. */
@@ -493,7 +528,9 @@ export async function tiledForwardWebGpu(
   const fp = plan(pr, 'forward', opts);
   if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
   const tc = opts.tensorCores ? tcConfig(pr, hooks, opts.tensorCores) : undefined;
-  const kernel = tc ? tcForwardShader(tc) : forwardShader(spec(pr, fp));
+  const kernel = tc
+    ? generatedKernel('tc forward', tcForwardShader, tc)
+    : generatedKernel('forward', forwardShader, spec(pr, fp));
   const program = await compile(
     ctx,
     kernel,
@@ -598,8 +635,8 @@ async function splitKForward(
   const { ctx, p } = pr;
   const softmax = pr.hooks.hooks.normalize === 'softmax';
   const s: ShaderSpec = { ...spec(pr, fp), schedule: 'splitK' };
-  const kernel = forwardShader(s);
-  const combine = combineShader(s);
+  const kernel = generatedKernel('forward', forwardShader, s);
+  const combine = generatedKernel('combine', combineShader, s);
   const [program, combineProgram] = await Promise.all([
     compile(ctx, kernel, 'flash-attention forward split-K', fp),
     compile(ctx, combine, 'flash-attention split-K combine', fp),
@@ -779,10 +816,16 @@ export async function tiledBackwardWebGpu(
   const qp = plan(pr, 'dq', opts);
   const kp = plan(pr, 'dkdv', opts);
   const statsKernel = softmax
-    ? statsShader(pr.dtype, p.dv % 4 === 0, pr.hooks.hooks.permute?.q === true)
+    ? generatedKernel(
+        'stats',
+        statsShader,
+        pr.dtype,
+        p.dv % 4 === 0,
+        pr.hooks.hooks.permute?.q === true,
+      )
     : undefined;
-  const dqKernel = dqShader(spec(pr, qp));
-  const dkdvKernel = dkdvShader(spec(pr, kp));
+  const dqKernel = generatedKernel('dq', dqShader, spec(pr, qp));
+  const dkdvKernel = generatedKernel('dkdv', dkdvShader, spec(pr, kp));
   const [statsProgram, dqProgram, dkdvProgram] = await Promise.all([
     statsKernel && compile(ctx, statsKernel, 'flash-attention backward stats'),
     compile(ctx, dqKernel, 'flash-attention dq', qp),
