@@ -61,6 +61,17 @@ export interface TiledOptions extends AttentionOptions {
    */
   numSplits?: number;
   /**
+   * Stream-K partition (LeanAttention; the skeleton's `streamK` schedule): the key tiles of every
+   * (batch, head, query tile) of the call, concatenated, are cut into this many contiguous
+   * ranges balanced to one tile (planDecodePartition), one per worker; a range crossing a head
+   * boundary yields partials that a fix-up pass merges. Balances a decode batch whose sequences
+   * differ in length, or few heads with a long context, where numSplits' per-head split cannot.
+   * A positive integer (the device's concurrent workers); forward only; the result is the same
+   * up to f32 rounding. ts backend (fa2) only: native and webgpu decline it (on cpu tensors the
+   * default backend choice then falls to ts). Not together with numSplits (ValueError).
+   */
+  streamKWorkers?: number;
+  /**
    * Tile the rows in a permuted order without copying them (the schedule sorted-order
    * families such as HyperAttention use): `q` [B, Hq, Nq] (or [Hq, totalQ]) and `k` [B, Hkv, Nk]
    * (or [Hkv, totalK]) Int32 index arrays whose (b, h) slices are permutations; the result is
@@ -194,6 +205,7 @@ const COMMON_OPTIONS = [
   'tiles',
   'profiler',
   'numSplits',
+  'streamKWorkers',
   'permute',
   'checkFinite',
 ];
@@ -238,6 +250,17 @@ function checkOptions(options: unknown, known: readonly string[]): Record<string
   const n = o.numSplits;
   if (n !== undefined && (typeof n !== 'number' || !Number.isInteger(n) || n < 1))
     throw new ValueError(`numSplits: expected a positive integer, got ${describe(n)}`, 'numSplits');
+  const w = o.streamKWorkers;
+  if (w !== undefined && (typeof w !== 'number' || !Number.isSafeInteger(w) || w < 1))
+    throw new ValueError(
+      `streamKWorkers: expected a positive integer, got ${describe(w)}`,
+      'streamKWorkers',
+    );
+  if (w !== undefined && n !== undefined)
+    throw new ValueError(
+      `streamKWorkers: expected no numSplits with it (stream-K and split-K are two partitions of the same work; pick one), got streamKWorkers ${w} and numSplits ${n}`,
+      'streamKWorkers',
+    );
   if (o.algorithm !== undefined && o.algorithm !== 'fa1' && o.algorithm !== 'fa2')
     throw new ValueError(
       `algorithm: expected "fa1" or "fa2", got ${describe(o.algorithm)}`,
@@ -338,6 +361,12 @@ function declines(
   const split = typeof options.numSplits === 'number' && options.numSplits > 1;
   if (fa1 && split)
     return "FA1's loop runs key tiles outside, so it has no per-query-tile key split (numSplits)";
+  const streamK = options.streamKWorkers !== undefined;
+  if (fa1 && streamK)
+    return "FA1's loop runs key tiles outside, so it has no stream-K key partition (streamKWorkers)";
+  // The backward ignores the schedule, so only the forward is declined.
+  if (streamK && pass === 'forward' && backend !== 'ts')
+    return `the stream-K partition (streamKWorkers) runs on the ts backend only; ${backend} implements band and numSplits`;
   if (backend === 'native') {
     if (custom.length > 0)
       return 'the native engine runs the built-in score mods only (softcap, alibi, bias); custom mods run on ts and webgpu';
@@ -420,6 +449,8 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     if (rab) hooks.rab = rab;
     if (o.numSplits !== undefined && o.numSplits > 1)
       hooks.schedule = { kind: 'splitK', splits: o.numSplits };
+    if (o.streamKWorkers !== undefined)
+      hooks.schedule = { kind: 'streamK', workers: o.streamKWorkers };
     const permute = resolvePermute(o.permute, p);
     if (permute) hooks.permute = permute;
     return { p, hooks, o };

@@ -38,7 +38,7 @@ export function isPointwise(n: NormalizeHook | undefined): boolean {
 }
 
 /**
- * The forward's work schedule over the key tiles of one (b, h, Q tile).
+ * The forward's work schedule over the key tiles of each (b, h, Q tile).
  * - `band` (default, also when `schedule` is absent): one pass over the key tiles the mask rule
  *   allows (the causal / window band; block-sparse and mask-mod blocks skipped), one online
  *   softmax state per row.
@@ -48,14 +48,31 @@ export function isPointwise(n: NormalizeHook | undefined): boolean {
  *   of w v) and a combine pass merges them with the associative online-softmax rule
  *   (KERNELS.md "LeanAttention"); sinks join once, after the combine. `splits` is a positive
  *   integer (ValueError naming `schedule.splits` otherwise). Equal to 'band' up to f32 rounding.
+ * - `streamK` (stream-K, LeanAttention): the work units are every (b, h, Q tile) of the call,
+ *   each with its band's key tiles (the tiles 'band' visits); their tiles, concatenated in
+ *   unit order, are cut into `workers` contiguous ranges balanced to one tile
+ *   (cpu/partition.ts planDecodePartition), a range crossing a unit boundary split into one
+ *   piece per unit. Each piece yields a partial (m, l, acc) like a split-K range, and a fix-up
+ *   pass merges the pieces of each unit with the same associative rule (combinePartials;
+ *   pointwise normalisations sum the partials; sinks join once, after the fix-up). A unit with
+ *   no tiles (an empty sequence) has no piece: O = 0, LSE = -inf as in 'band'. `workers` is a
+ *   positive integer (ValueError naming `schedule.workers` otherwise); more workers than tiles
+ *   leaves some idle. Same math as 'band', only the order of the reduction differs: O and LSE
+ *   equal 'band' up to f32 rounding.
  *
  * `splitK` is implemented by the FA2 forward of every backend (TS cpu/fa2.ts, WGSL
  * webgpu/host.ts + combineShader, C++ flash_forward.h); not by the TS FA1 loop order, whose key
  * tiles are the outer loop (the family layer declines it there). Users set it with the
- * `numSplits` option. The backward ignores `schedule` (it does not change the math: the backward recomputes P from
- * the forward's LSE, whichever schedule produced it).
+ * `numSplits` option. `streamK` is implemented by the TS FA2 forward only: the native and
+ * webgpu backends decline it (the family layer; called directly with the hook they throw
+ * UnsupportedError naming `schedule`, see cpu/schedule.ts scheduleSplits), as does FA1. Users
+ * set it with the `streamKWorkers` option. The backward ignores `schedule` (it does not change
+ * the math: the backward recomputes P from the forward's LSE, whichever schedule produced it).
  */
-export type ScheduleHook = { kind: 'band' } | { kind: 'splitK'; splits: number };
+export type ScheduleHook =
+  | { kind: 'band' }
+  | { kind: 'splitK'; splits: number }
+  | { kind: 'streamK'; workers: number };
 
 /**
  * Built-in mask hook: generative-recommenders' HSTU masks (issue 10 item 3), one rule per

@@ -10,6 +10,14 @@ export { fa2Backward } from './cpu/backward.js';
 export { fa1Forward } from './cpu/fa1.js';
 export { fa2Forward } from './cpu/fa2.js';
 export {
+  type DecodePartitionKind,
+  type DecodePartitionRequest,
+  type DecodePiece,
+  type DecodeUnit,
+  piecesByUnit,
+  planDecodePartition,
+} from './cpu/partition.js';
+export {
   checkLike,
   encodeOutput,
   sinkGradients,
@@ -18,7 +26,12 @@ export {
   tiledForwardTs,
   tsSupports,
 } from './cpu/run.js';
-export { splitKeyTiles } from './cpu/schedule.js';
+export {
+  type KeyTileRange,
+  type ResolvedSchedule,
+  resolveSchedule,
+  splitKeyTiles,
+} from './cpu/schedule.js';
 export * from './family.js';
 export * from './hooks.js';
 export * from './hstu-rab.js';

@@ -7,6 +7,7 @@ import {
   qBase,
 } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
+import { type DecodePiece, piecesByUnit, planDecodePartition } from './partition.js';
 import { combinePartials, splitKeyTiles } from './schedule.js';
 import {
   applyHstuMask,
@@ -62,7 +63,7 @@ interface ForwardState {
  * One key-range pass: the partial (m, l, acc) of rows [0, rows) of the staged Q tile over key
  * tiles [t0, t1) into partial slot `slot` (reset first, so an empty range leaves m = -inf,
  * l = 0, acc = 0). The 'band' schedule runs it once over all the band's tiles, 'splitK' once
- * per range. Per tile:
+ * per range, 'streamK' once per piece of the stream-K plan. Per tile:
  *   S = scale Q K^T  ->  score mods (in order)  ->  mask-mod element test (block value 1 only)
  *   ->  weights  ->  acc += W V.
  * softmax: online max/sum, rescaling acc only when the row maximum grows (FA2 Sec. 3.1.1);
@@ -220,16 +221,65 @@ function finishRows(
 }
 
 /**
+ * Visits every (b, h, Q tile) of the problem in the forward's order (b, then h, then q0) with
+ * its band of key tiles [tFirst, tEnd): the tiles between the first row's lower and the last
+ * row's upper key bound (block sparsity and the mask mod's block mask skip tiles inside it,
+ * per tile, in forwardKeyRange). The one place that order and band are computed: the forward
+ * and stream-K's unit list both walk it, so the planner's units are the tiles the loop visits.
+ */
+function forEachQTile(
+  p: AttentionProblem,
+  bq: number,
+  bk: number,
+  visit: (b: number, h: number, q0: number, rows: number, tFirst: number, tEnd: number) => void,
+): void {
+  for (let b = 0; b < p.batch; b++) {
+    const nq = p.seqQ[b]!;
+    const nk = p.seqK[b]!;
+    for (let h = 0; h < p.hq; h++) {
+      for (let q0 = 0; q0 < nq; q0 += bq) {
+        const rows = Math.min(bq, nq - q0);
+        const kFrom = Math.max(0, keyRange(p, q0, nq, nk)[0]);
+        const kTo = Math.min(nk, keyRange(p, q0 + rows - 1, nq, nk)[1]);
+        const tFirst = Math.floor(kFrom / bk);
+        const tEnd = Math.max(tFirst, Math.ceil(kTo / bk));
+        visit(b, h, q0, rows, tFirst, tEnd);
+      }
+    }
+  }
+}
+
+/**
+ * Stream-K's plan for this call: the units are the (b, h, Q tile)s in forEachQTile order with
+ * their band's tile counts, cut among `workers` by planDecodePartition; returned per unit (the
+ * fix-up's view), each piece's tiles relative to the unit's tFirst.
+ */
+function streamKPieces(
+  p: AttentionProblem,
+  bq: number,
+  bk: number,
+  workers: number,
+): DecodePiece[][] {
+  const units: { tiles: number }[] = [];
+  forEachQTile(p, bq, bk, (_b, _h, _q0, _rows, tFirst, tEnd) => {
+    units.push({ tiles: tEnd - tFirst });
+  });
+  return piecesByUnit(planDecodePartition({ kind: 'streamK', workers, units }), units.length);
+}
+
+/**
  * The tiled forward, FlashAttention-2 loop order (Dao 2023, Algorithm 1), parameterised by the
- * hooks. Outer loop over Q tiles; for each, the K/V tiles the Q tile can see (the causal /
- * window band between its first row's lower and last row's upper key bound; block sparsity and
- * the mask mod's block mask skip the rest inside) are cut by the schedule into key ranges:
- * one for 'band' (hooks.splits = 1), `splits` contiguous balanced ranges for 'splitK'
- * (splitKeyTiles). Each range runs forwardKeyRange into its own partial (m, l, acc);
- * combinePartials merges them (associative online-softmax rule; plain sums for the pointwise
- * normalisations) and
- * finishRows divides by l once and joins the sinks. The ranges of one Q tile are independent
- * (FlashDecoding runs them in parallel); here they run in turn.
+ * hooks. Outer loop over Q tiles (forEachQTile); for each, the K/V tiles the Q tile can see
+ * (the causal / window band between its first row's lower and last row's upper key bound;
+ * block sparsity and the mask mod's block mask skip the rest inside) are cut by the schedule
+ * into key ranges: one for 'band' (hooks.splits = 1), `splits` contiguous balanced ranges for
+ * 'splitK' (splitKeyTiles), and for 'streamK' (hooks.streamKWorkers) the unit's pieces of the
+ * stream-K plan over all Q tiles of the call (streamKPieces; zero or more per Q tile).
+ * Each range runs forwardKeyRange into its own partial (m, l, acc); combinePartials merges
+ * them (associative online-softmax rule; plain sums for the pointwise normalisations; for
+ * stream-K this is the fix-up) and finishRows divides by l once and joins the sinks. The
+ * ranges are independent (FlashDecoding and LeanAttention run them on different workers);
+ * here they run in turn, one Q tile at a time, so only one Q tile's partials are held.
  * Q, K, V: decoded inputs in the problem's layout; O (and LSE for softmax) are written completely.
  * Permuted tiles (hooks.permQ / permK, PermuteHook): Q, K, V rows are staged through the index
  * (stageTile, one branch per tile) and O, LSE rows written through it; every position rule
@@ -248,6 +298,11 @@ export function tiledForward(
 ): void {
   const { d, dv, qRow, scale, group } = p;
   const splits = hooks.splits;
+  const workers = hooks.streamKWorkers;
+  const byUnit = workers === undefined ? undefined : streamKPieces(p, bq, bk, workers);
+  // Partial slots: one per key range of a Q tile (stream-K: the most pieces any unit has).
+  let slots = splits;
+  if (byUnit) for (const pieces of byUnit) slots = Math.max(slots, pieces.length);
   const st: ForwardState = {
     p,
     hooks,
@@ -261,9 +316,9 @@ export function tiledForward(
     s: allocF32(bq * bk, 'tile'),
     lo: allocI32(bq, 'tile'),
     hi: allocI32(bq, 'tile'),
-    m: allocF32(splits * bq, 'tile'),
-    l: allocF32(splits * bq, 'tile'),
-    acc: allocF32(splits * bq * dv, 'tile'),
+    m: allocF32(slots * bq, 'tile'),
+    l: allocF32(slots * bq, 'tile'),
+    acc: allocF32(slots * bq * dv, 'tile'),
     b: 0,
     h: 0,
     kBase0: 0,
@@ -273,44 +328,41 @@ export function tiledForward(
     q0: 0,
     rows: 0,
   };
-
-  for (let b = 0; b < p.batch; b++) {
-    const nq = p.seqQ[b]!;
-    const nk = p.seqK[b]!;
+  const pointwise = hooks.pointwise !== undefined;
+  let unit = 0;
+  forEachQTile(p, bq, bk, (b, h, q0, rows, tFirst, tEnd) => {
+    const kvh = Math.floor(h / group);
+    const oBase0 = qBase(p, b, h, dv);
+    const lBase0 = lseBase(p, b, h);
     st.b = b;
     st.bias = hooks.pointwise === 'sigmoid' ? hooks.bias![b]! : 0;
-    for (let h = 0; h < p.hq; h++) {
-      const kvh = Math.floor(h / group);
-      const qBase0 = qBase(p, b, h, d);
-      const oBase0 = qBase(p, b, h, dv);
-      const lBase0 = lseBase(p, b, h);
-      st.h = h;
-      st.kBase0 = kBase(p, b, kvh, d);
-      st.vBase0 = kBase(p, b, kvh, dv);
-      st.kIdx0 = permKBase(p, b, kvh);
-      for (let q0 = 0; q0 < nq; q0 += bq) {
-        const rows = Math.min(bq, nq - q0);
-        st.q0 = q0;
-        st.rows = rows;
-        // Folding the scale into the staged Q tile saves a multiply per score.
-        // With hooks.permQ the rows come through the index (the LSE layout: slice lBase0).
-        stageTile(Q, qBase0, qRow, hooks.permQ, lBase0, q0, rows, d, st.qt, scale);
-        // Only K tiles between the first row's lower and the last row's upper key bound.
-        const kFrom = Math.max(0, keyRange(p, q0, nq, nk)[0]);
-        const kTo = Math.min(nk, keyRange(p, q0 + rows - 1, nq, nk)[1]);
-        const tFirst = Math.floor(kFrom / bk);
-        const tEnd = Math.max(tFirst, Math.ceil(kTo / bk));
-        if (splits === 1) {
-          forwardKeyRange(st, 0, tFirst, tEnd);
-        } else {
-          const ranges = splitKeyTiles(tFirst, tEnd - 1, splits);
-          for (let r = 0; r < splits; r++) forwardKeyRange(st, r, ranges[r]![0], ranges[r]![1]);
-          combinePartials(splits, rows, bq, dv, hooks.pointwise !== undefined, st.m, st.l, st.acc);
-        }
-        finishRows(st, O, LSE, oBase0, lBase0);
+    st.h = h;
+    st.kBase0 = kBase(p, b, kvh, d);
+    st.vBase0 = kBase(p, b, kvh, dv);
+    st.kIdx0 = permKBase(p, b, kvh);
+    st.q0 = q0;
+    st.rows = rows;
+    // Folding the scale into the staged Q tile saves a multiply per score.
+    // With hooks.permQ the rows come through the index (the LSE layout: slice lBase0).
+    stageTile(Q, qBase(p, b, h, d), qRow, hooks.permQ, lBase0, q0, rows, d, st.qt, scale);
+    if (byUnit) {
+      const pieces = byUnit[unit++]!;
+      // No piece (no tiles): the empty range resets slot 0 to m = -inf, l = 0, acc = 0.
+      if (pieces.length === 0) forwardKeyRange(st, 0, tFirst, tFirst);
+      for (let j = 0; j < pieces.length; j++) {
+        forwardKeyRange(st, j, tFirst + pieces[j]!.begin, tFirst + pieces[j]!.end);
       }
+      // The fix-up: the pieces of this unit (possibly on different workers) merged in key order.
+      combinePartials(pieces.length, rows, bq, dv, pointwise, st.m, st.l, st.acc);
+    } else if (splits === 1) {
+      forwardKeyRange(st, 0, tFirst, tEnd);
+    } else {
+      const ranges = splitKeyTiles(tFirst, tEnd - 1, splits);
+      for (let r = 0; r < splits; r++) forwardKeyRange(st, r, ranges[r]![0], ranges[r]![1]);
+      combinePartials(splits, rows, bq, dv, pointwise, st.m, st.l, st.acc);
     }
-  }
+    finishRows(st, O, LSE, oBase0, lBase0);
+  });
 }
 
 /**

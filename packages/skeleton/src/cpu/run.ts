@@ -49,11 +49,13 @@ function unsupported(
       why: `FA1's loop order runs softmax normalisation only, not ${describe(kind)}; use algorithm "fa2"`,
     };
   }
-  if (pass === 'forward' && algorithm === 'fa1' && hooks?.schedule?.kind === 'splitK') {
+  const sched = hooks?.schedule?.kind;
+  if (pass === 'forward' && algorithm === 'fa1' && (sched === 'splitK' || sched === 'streamK')) {
+    const what = sched === 'splitK' ? 'split-K' : 'stream-K';
     return {
       argument: 'algorithm',
-      message: `algorithm: expected "fa2" for the splitK schedule (FA1's loop order runs key tiles outside Q tiles, it has no per-Q-tile key split), got "fa1"`,
-      why: `FA1's loop order has no split-K schedule; use algorithm "fa2"`,
+      message: `algorithm: expected "fa2" for the ${sched} schedule (FA1's loop order runs key tiles outside Q tiles, it has no per-Q-tile key split), got "fa1"`,
+      why: `FA1's loop order has no ${what} schedule; use algorithm "fa2"`,
     };
   }
   if (pass === 'backward') {

@@ -19,7 +19,8 @@ import { combinePartials, splitKeyTiles } from './schedule.js';
 /**
  * The `schedule` hook of the TS forward: the split-K planner (splitKeyTiles), the combine pass
  * (combinePartials) and the forward under { kind: 'splitK', splits } for splits in {1, 2, 3, 7,
- * more than the key tiles} against the float64 modded reference and against the band schedule,
+ * more than the key tiles} and { kind: 'streamK', workers } for workers in {1, 3, 8, 5000}
+ * against the float64 modded reference and against the band schedule,
  * over causal, window, GQA, varlen, block-sparse, mask-mod and decode (Nq = 1) problems with
  * softmax, sinks, sigmoid and score mods; every kernel allocation poisoned with NaN.
  */
@@ -338,9 +339,20 @@ describe('splitK forward equals the band schedule and the float64 reference', ()
     const ref = moddedAttentionReference(c.q, c.k, c.v, c.ref);
     const band = run(c, undefined);
     expectClose(band.o, ref.o, TOL, 'band o');
-    for (const splits of [1, 2, 3, 7, c.keyTiles + 3]) {
-      const got = run(c, { kind: 'splitK', splits });
-      const label = `splits ${splits}`;
+    // Stream-K (cpu/streamk.test.ts has its own decode cases): workers 1, a few, and more than
+    // all Q tiles' key tiles together (idle workers) over the same shapes and variants.
+    const schedules: [string, ScheduleHook][] = [
+      ...[1, 2, 3, 7, c.keyTiles + 3].map((splits): [string, ScheduleHook] => [
+        `splits ${splits}`,
+        { kind: 'splitK', splits },
+      ]),
+      ...[1, 3, 8, 5000].map((workers): [string, ScheduleHook] => [
+        `streamK workers ${workers}`,
+        { kind: 'streamK', workers },
+      ]),
+    ];
+    for (const [label, schedule] of schedules) {
+      const got = run(c, schedule);
       expectClose(got.o, ref.o, TOL, `${label} o vs reference`);
       expectClose(got.o, band.o, TOL, `${label} o vs band`);
       if (c.hooks.normalize.kind === 'sigmoid') {
@@ -374,7 +386,7 @@ describe('schedule hook validation', () => {
   );
 
   test('unknown kind and non-object schedules', () => {
-    const kind = () => run(c, { kind: 'streamK' } as unknown as ScheduleHook);
+    const kind = () => run(c, { kind: 'ring' } as unknown as ScheduleHook);
     expect(kind).toThrow(expect.objectContaining({ argument: 'schedule.kind' }));
     const obj = () => run(c, 3 as unknown as ScheduleHook);
     expect(obj).toThrow(expect.objectContaining({ argument: 'schedule' }));

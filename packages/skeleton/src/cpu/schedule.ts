@@ -1,10 +1,12 @@
+import { UnsupportedError } from '@attnkit/attention';
 import { describe, ValueError } from '@attnkit/tensor';
 import type { ScheduleHook } from '../hooks.js';
 
 /**
  * The TS forward's `schedule` hook: how the key tiles of one (b, h, Q tile) are cut into
  * contiguous ranges, each reduced to a partial (m, l, acc), and how the partials are merged.
- * 'band' is one range (the plain FA2 loop); 'splitK' (FlashDecoding) is `splits` ranges.
+ * 'band' is one range (the plain FA2 loop); 'splitK' (FlashDecoding) is `splits` ranges;
+ * 'streamK' (LeanAttention) cuts the key tiles of all Q tiles together (cpu/partition.ts).
  */
 
 /** A half-open range of key tile indices: tiles begin, begin + 1, ..., end - 1. */
@@ -41,38 +43,68 @@ export function splitKeyTiles(firstTile: number, lastTile: number, splits: numbe
   return out;
 }
 
+/** A validated `hooks.schedule`: key ranges per Q tile, or the stream-K worker count. */
+export interface ResolvedSchedule {
+  /** Key ranges per Q tile: 1 for 'band' (and for 'streamK', whose ranges the planner sets). */
+  splits: number;
+  /** 'streamK': the workers the planner cuts all Q tiles' key tiles among; else undefined. */
+  streamKWorkers: number | undefined;
+}
+
+const KINDS = '{ kind: "band" }, { kind: "splitK", splits } or { kind: "streamK", workers }';
+
+function positiveCount(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
+    throw new ValueError(`${name}: expected a positive integer, got ${describe(value)}`, name);
+  return value;
+}
+
 /**
- * Validates `hooks.schedule` and returns the number of key ranges per Q tile (1 for 'band' or
- * absent). ValueError naming `schedule` (not an object / unknown kind) or `schedule.splits`
- * (not a positive integer).
+ * Validates `hooks.schedule` (every kind; absent = 'band'). ValueError naming `schedule` (not
+ * an object), `schedule.kind` (unknown kind), `schedule.splits` or `schedule.workers` (not a
+ * positive integer).
  */
-export function scheduleSplits(schedule: ScheduleHook | undefined): number {
-  if (schedule === undefined) return 1;
+export function resolveSchedule(schedule: ScheduleHook | undefined): ResolvedSchedule {
+  if (schedule === undefined) return { splits: 1, streamKWorkers: undefined };
   if (schedule === null || typeof schedule !== 'object') {
-    throw new ValueError(
-      `schedule: expected { kind: "band" } or { kind: "splitK", splits }, got ${describe(schedule)}`,
-      'schedule',
-    );
+    throw new ValueError(`schedule: expected ${KINDS}, got ${describe(schedule)}`, 'schedule');
   }
-  if (schedule.kind === 'band') return 1;
+  if (schedule.kind === 'band') return { splits: 1, streamKWorkers: undefined };
   if (schedule.kind === 'splitK') {
-    const splits: unknown = schedule.splits;
-    if (typeof splits !== 'number' || !Number.isInteger(splits) || splits < 1) {
-      throw new ValueError(
-        `schedule.splits: expected a positive integer, got ${describe(splits)}`,
-        'schedule.splits',
-      );
-    }
-    return splits;
+    return { splits: positiveCount(schedule.splits, 'schedule.splits'), streamKWorkers: undefined };
+  }
+  if (schedule.kind === 'streamK') {
+    return { splits: 1, streamKWorkers: positiveCount(schedule.workers, 'schedule.workers') };
   }
   throw new ValueError(
-    `schedule.kind: expected "band" or "splitK", got ${describe((schedule as { kind: unknown }).kind)}`,
+    `schedule.kind: expected "band", "splitK" or "streamK", got ${describe((schedule as { kind: unknown }).kind)}`,
     'schedule.kind',
   );
 }
 
 /**
- * The combine pass of split-K: merges the partials in slots 1..n-1 into slot 0, rows [0, rows)
+ * The schedule as the backends that implement 'band' and 'splitK' only (native, webgpu) read
+ * it: validates it (resolveSchedule) and returns the number of key ranges per Q tile (1 for
+ * 'band' or absent). A valid 'streamK' schedule throws UnsupportedError naming `schedule`:
+ * its planner and fix-up run on the ts backend only, and silently running 'band' instead
+ * would hide that the requested partition was not measured.
+ */
+export function scheduleSplits(schedule: ScheduleHook | undefined): number {
+  const r = resolveSchedule(schedule);
+  if (r.streamKWorkers !== undefined) {
+    const why =
+      'the stream-K schedule (LeanAttention) runs on the ts backend only; native and webgpu implement band and splitK';
+    throw new UnsupportedError(
+      `schedule: expected { kind: "band" } or { kind: "splitK", splits } on this backend (${why}), got { kind: "streamK", workers: ${r.streamKWorkers} }`,
+      'schedule',
+      { native: why, webgpu: why },
+    );
+  }
+  return r.splits;
+}
+
+/**
+ * The combine pass of split-K, and stream-K's fix-up: merges the partials in slots 1..n-1 into slot 0, rows [0, rows)
  * (slot s, row r: m[s * bq + r], l[s * bq + r], acc[(s * bq + r) * dv + c]). softmax uses the
  * associative online-softmax rule (KERNELS.md "LeanAttention"):
  *   m = max_s m_s,  l = sum_s l_s e^(m_s - m),  acc = sum_s acc_s e^(m_s - m);

@@ -14,7 +14,7 @@ import {
   type TiledHooks,
 } from '../hooks.js';
 import { type HstuRabHook, hstuTimeColumn } from '../hstu-rab.js';
-import { scheduleSplits } from './schedule.js';
+import { resolveSchedule } from './schedule.js';
 
 /**
  * The TS kernels' view of the hooks (TiledHooks), bound once per call: bias tensors decoded to
@@ -52,6 +52,8 @@ export interface CpuHooks {
   mods: readonly CpuScoreMod[];
   /** forward: key ranges per Q tile (1 = the 'band' schedule, > 1 = split-K); see schedule.ts. */
   splits: number;
+  /** forward, 'streamK' schedule: the planner's worker count (cpu/partition.ts); else absent. */
+  streamKWorkers?: number | undefined;
   /**
    * Permuted tiles (PermuteHook): the sequence position of each tiled query row, LSE layout
    * ([B, Hq, Nq] or [Hq, totalQ]; slice offset lseBase); absent = identity.
@@ -180,7 +182,7 @@ export function compileHooks(p: AttentionProblem, hooks: TiledHooks): CpuHooks {
     factor,
     sinks,
     mods,
-    splits: scheduleSplits(hooks.schedule),
+    ...resolveSchedule(hooks.schedule),
     permQ: checkPermIndex(
       permute?.q,
       'permute.q',
