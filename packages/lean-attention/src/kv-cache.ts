@@ -1,0 +1,387 @@
+import {
+  allocStorage,
+  CpuStorage,
+  DeviceError,
+  DTypeError,
+  describe,
+  formatShape,
+  ShapeError,
+  Tensor,
+  ValueError,
+} from '@attnkit/tensor';
+import { CacheFullError } from './errors.js';
+
+/** Storage dtypes of a KV cache (f16 is stored as raw bit patterns, like every f16 tensor). */
+export type KvCacheDType = 'f32' | 'f16';
+
+export interface KvCacheOptions {
+  /** Layers sharing the block tables; only 1 today (make one cache per layer). */
+  numLayers?: 1;
+  /** Key/value heads (Hkv). */
+  numKvHeads: number;
+  /** Key head dimension (D). */
+  headDim: number;
+  /** Value head dimension (Dv); default `headDim`. */
+  valueDim?: number;
+  /** Tokens per page: a power of two, default 16 (64 is the other common choice). */
+  pageSize?: number;
+  /** Pages in the pool: its capacity is numPages * pageSize tokens over all sequences. */
+  numPages: number;
+  /** Storage dtype of K and V; appended tensors must have it. */
+  dtype: KvCacheDType;
+}
+
+/** Several sequences' block tables in the form a decode kernel reads. */
+export interface BlockTables {
+  /** [B, maxPages] row-major page ids; entries past a sequence's pages are -1. */
+  blockTable: Int32Array;
+  /** Columns of `blockTable`: the most pages any of the sequences holds (0 if all are empty). */
+  maxPages: number;
+  /** [B] tokens in each sequence. */
+  lengths: Int32Array;
+}
+
+interface Sequence {
+  /** Page ids in token order: token t lives in pages[t / pageSize], slot t % pageSize. */
+  pages: number[];
+  length: number;
+}
+
+const OPTION_KEYS = [
+  'numLayers',
+  'numKvHeads',
+  'headDim',
+  'valueDim',
+  'pageSize',
+  'numPages',
+  'dtype',
+] as const;
+
+// Block tables, lengths and token positions are int32 in the kernels (WGSL has no 64-bit
+// integers), so no sequence may grow past this.
+const INT32_MAX = 2 ** 31 - 1;
+
+/**
+ * A paged KV cache (vLLM's PagedAttention layout, as LeanAttention decodes over it): K and V of
+ * every sequence live in fixed-size pages of one shared pool, and a sequence is its block table
+ * (the page ids, in order) plus its length. Appending takes free pages as a sequence grows past
+ * a page boundary; removing a sequence returns its pages for reuse, so no sequence needs a
+ * contiguous reservation of its maximum length.
+ *
+ * Pools: `kPool` [numPages, pageSize, Hkv, D] and `vPool` [numPages, pageSize, Hkv, Dv], cpu
+ * tensors in `dtype`; token t of a sequence is row t % pageSize of page blockTable[t / pageSize].
+ * Decode kernels will read K and V through the block table; `gather` copies a sequence out
+ * contiguously, for tests and as the reference path.
+ *
+ * Every mutating call validates everything before it changes anything: a refused call leaves
+ * the pool, the block tables and the lengths as they were. Invariant: `pagesInUse` equals the
+ * sum over live sequences of ceil(length / pageSize), and `pagesInUse + freePages = numPages`.
+ */
+export class KvCache {
+  readonly numLayers = 1;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly valueDim: number;
+  readonly pageSize: number;
+  readonly numPages: number;
+  readonly dtype: KvCacheDType;
+  /** [numPages, pageSize, Hkv, D]: what a kernel reads through a block table. Do not write into it. */
+  readonly kPool: Tensor;
+  /** [numPages, pageSize, Hkv, Dv]. Do not write into it. */
+  readonly vPool: Tensor;
+
+  private readonly kData: Float32Array | Uint16Array;
+  private readonly vData: Float32Array | Uint16Array;
+  /** A stack of free page ids; the top is free[freeCount - 1]. */
+  private readonly free: Int32Array;
+  private freeCount: number;
+  private readonly sequences = new Map<number, Sequence>();
+  /** Ids are never reused, so a removed id stays an error instead of naming a newer sequence. */
+  private nextId = 0;
+
+  constructor(options: KvCacheOptions) {
+    if (typeof options !== 'object' || options === null) {
+      throw new ValueError(
+        `options: expected { numKvHeads, headDim, numPages, dtype, ... }, got ${describe(options)}`,
+        'options',
+      );
+    }
+    for (const key of Object.keys(options)) {
+      if (!(OPTION_KEYS as readonly string[]).includes(key)) {
+        throw new ValueError(
+          `${key}: not a KvCache option (expected one of ${OPTION_KEYS.join(', ')})`,
+          key,
+        );
+      }
+    }
+    if (options.numLayers !== undefined && options.numLayers !== 1) {
+      throw new ValueError(
+        `numLayers: one layer per KvCache for now (make one cache per layer), got ${describe(options.numLayers)}`,
+        'numLayers',
+      );
+    }
+    this.numKvHeads = positiveInt(options.numKvHeads, 'numKvHeads');
+    this.headDim = positiveInt(options.headDim, 'headDim');
+    this.valueDim =
+      options.valueDim === undefined ? this.headDim : positiveInt(options.valueDim, 'valueDim');
+    const pageSize = options.pageSize ?? 16;
+    // A power of two lets a kernel find a token's page and slot with a shift and a mask.
+    if (
+      !Number.isInteger(pageSize) ||
+      pageSize < 1 ||
+      pageSize > 2 ** 30 ||
+      pageSize & (pageSize - 1)
+    ) {
+      throw new ValueError(
+        `pageSize: expected a power of two >= 1 (16 or 64 are usual), got ${describe(pageSize)}`,
+        'pageSize',
+      );
+    }
+    this.pageSize = pageSize;
+    this.numPages = positiveInt(options.numPages, 'numPages');
+    if (this.numPages * pageSize > INT32_MAX) {
+      throw new ValueError(
+        `numPages: ${this.numPages} pages of ${pageSize} tokens hold ${this.numPages * pageSize} tokens, past the int32 positions the kernels use (at most ${INT32_MAX})`,
+        'numPages',
+      );
+    }
+    if (options.dtype !== 'f32' && options.dtype !== 'f16') {
+      throw new DTypeError(
+        `dtype: expected 'f32' or 'f16' (the storage of K and V), got ${describe(options.dtype)}`,
+        'dtype',
+      );
+    }
+    this.dtype = options.dtype;
+
+    const kShape = [this.numPages, pageSize, this.numKvHeads, this.headDim];
+    const vShape = [this.numPages, pageSize, this.numKvHeads, this.valueDim];
+    // allocStorage turns a pool the runtime cannot hold into an AllocationError naming the shape.
+    this.kData = allocStorage(
+      this.dtype,
+      kShape.reduce((a, b) => a * b),
+      kShape,
+    );
+    this.vData = allocStorage(
+      this.dtype,
+      vShape.reduce((a, b) => a * b),
+      vShape,
+    );
+    this.kPool = new Tensor(new CpuStorage(this.dtype, this.kData), kShape);
+    this.vPool = new Tensor(new CpuStorage(this.dtype, this.vData), vShape);
+
+    // Pages leave the stack as 0, 1, 2, ...: a fresh cache fills its pool in order.
+    this.free = new Int32Array(this.numPages);
+    for (let i = 0; i < this.numPages; i++) this.free[i] = this.numPages - 1 - i;
+    this.freeCount = this.numPages;
+  }
+
+  /** Pages held by live sequences. */
+  get pagesInUse(): number {
+    return this.numPages - this.freeCount;
+  }
+
+  /** Pages available to appends. */
+  get freePages(): number {
+    return this.freeCount;
+  }
+
+  /** The live sequence ids, oldest first. */
+  sequenceIds(): number[] {
+    return [...this.sequences.keys()];
+  }
+
+  /** Whether `id` names a live sequence. */
+  has(id: number): boolean {
+    return this.sequences.has(id);
+  }
+
+  /** A new empty sequence (no pages yet); returns its id. */
+  addSequence(): number {
+    const id = this.nextId++;
+    this.sequences.set(id, { pages: [], length: 0 });
+    return id;
+  }
+
+  /** Removes sequence `id`; its pages go back to the pool. */
+  removeSequence(id: number): void {
+    const seq = this.sequence(id, 'id');
+    // Pushed in reverse so that the next append takes them back in their old order.
+    for (let i = seq.pages.length - 1; i >= 0; i--) this.free[this.freeCount++] = seq.pages[i]!;
+    this.sequences.delete(id);
+  }
+
+  /** Tokens in sequence `id`. */
+  length(id: number): number {
+    return this.sequence(id, 'id').length;
+  }
+
+  /** Sequence `id`'s page ids in token order (a copy): ceil(length / pageSize) entries. */
+  blockTable(id: number): Int32Array {
+    return Int32Array.from(this.sequence(id, 'id').pages);
+  }
+
+  /**
+   * The block tables of `ids` (a batch, in this order) padded to one [B, maxPages] int32 array,
+   * with their lengths: what a decode kernel takes beside `kPool` and `vPool`. Padding is -1; a
+   * kernel never reads it, as it stops at ceil(length / pageSize) pages.
+   */
+  blockTables(ids: readonly number[] | Int32Array): BlockTables {
+    if (!Array.isArray(ids) && !(ids instanceof Int32Array)) {
+      throw new ValueError(`ids: expected an array of sequence ids, got ${describe(ids)}`, 'ids');
+    }
+    const seqs = Array.from(ids, (id, b) => this.sequence(id, `ids[${b}]`));
+    let maxPages = 0;
+    for (const s of seqs) maxPages = Math.max(maxPages, s.pages.length);
+    const blockTable = new Int32Array(seqs.length * maxPages).fill(-1);
+    const lengths = new Int32Array(seqs.length);
+    seqs.forEach((s, b) => {
+      blockTable.set(s.pages, b * maxPages);
+      lengths[b] = s.length;
+    });
+    return { blockTable, maxPages, lengths };
+  }
+
+  /**
+   * Appends n >= 1 tokens to sequence `id`: k [n, Hkv, D] and v [n, Hkv, Dv], cpu tensors in the
+   * cache's dtype (any strides). Takes ceil((length + n) / pageSize) - ceil(length / pageSize)
+   * pages from the pool. Nothing changes when it throws: ValueError for an unknown or removed
+   * id, ShapeError / DTypeError / DeviceError for k or v, CacheFullError when the pool has too
+   * few free pages.
+   */
+  append(id: number, k: Tensor, v: Tensor): void {
+    const seq = this.sequence(id, 'id');
+    const n = this.checkRows(k, 'k', this.headDim, 'headDim');
+    const nv = this.checkRows(v, 'v', this.valueDim, 'valueDim');
+    if (nv !== n) {
+      throw new ShapeError(
+        `v: expected ${n} tokens (as many as k), got ${formatShape(v.shape)}`,
+        'v',
+      );
+    }
+    const needed = Math.ceil((seq.length + n) / this.pageSize) - seq.pages.length;
+    if (needed > this.freeCount) {
+      throw new CacheFullError(
+        `k: appending ${n} tokens to sequence ${id} (length ${seq.length}, ${seq.pages.length} pages) needs ${needed} more pages of ${this.pageSize} tokens, but ${this.freeCount} of ${this.numPages} are free (remove sequences or use a larger numPages)`,
+        'k',
+        needed,
+        this.freeCount,
+      );
+    }
+    // Read both sources before taking pages: data() of a strided view allocates and may throw.
+    const kSrc = ownCopy(k.data() as Float32Array | Uint16Array, this.kData);
+    const vSrc = ownCopy(v.data() as Float32Array | Uint16Array, this.vData);
+    for (let i = 0; i < needed; i++) seq.pages.push(this.free[--this.freeCount]!);
+    this.copyRows(seq, seq.length, n, kSrc, this.kData, this.numKvHeads * this.headDim, 'in');
+    this.copyRows(seq, seq.length, n, vSrc, this.vData, this.numKvHeads * this.valueDim, 'in');
+    seq.length += n;
+  }
+
+  /**
+   * Sequence `id`'s K [length, Hkv, D] and V [length, Hkv, Dv], copied out of its pages into new
+   * contiguous tensors in the cache's dtype. The reference path: decode kernels read through the
+   * block table instead of gathering.
+   */
+  gather(id: number): { k: Tensor; v: Tensor } {
+    const seq = this.sequence(id, 'id');
+    const kRow = this.numKvHeads * this.headDim;
+    const vRow = this.numKvHeads * this.valueDim;
+    const kShape = [seq.length, this.numKvHeads, this.headDim];
+    const vShape = [seq.length, this.numKvHeads, this.valueDim];
+    const kOut = allocStorage(this.dtype, seq.length * kRow, kShape);
+    const vOut = allocStorage(this.dtype, seq.length * vRow, vShape);
+    this.copyRows(seq, 0, seq.length, kOut, this.kData, kRow, 'out');
+    this.copyRows(seq, 0, seq.length, vOut, this.vData, vRow, 'out');
+    return { k: Tensor.from(kOut, kShape, this.dtype), v: Tensor.from(vOut, vShape, this.dtype) };
+  }
+
+  toString(): string {
+    return `KvCache(${this.dtype}, Hkv ${this.numKvHeads}, D ${this.headDim}, Dv ${this.valueDim}, ${this.pagesInUse}/${this.numPages} pages of ${this.pageSize}, ${this.sequences.size} sequences)`;
+  }
+
+  // ---- internals --------------------------------------------------------------------------
+
+  private sequence(id: number, argument: string): Sequence {
+    const seq = this.sequences.get(id);
+    if (seq) return seq;
+    const removed = Number.isInteger(id) && id >= 0 && id < this.nextId;
+    throw new ValueError(
+      removed
+        ? `${argument}: sequence ${id} was removed (expected a live sequence id)`
+        : `${argument}: expected a live sequence id from addSequence(), got ${describe(id)}`,
+      argument,
+    );
+  }
+
+  /** Checks k or v against the cache; returns its token count n. */
+  private checkRows(t: Tensor, argument: 'k' | 'v', width: number, widthName: string): number {
+    const expected = `[n >= 1, ${this.numKvHeads} (numKvHeads), ${width} (${widthName})]`;
+    if (!(t instanceof Tensor)) {
+      throw new ValueError(
+        `${argument}: expected a Tensor ${expected}, got ${describe(t)}`,
+        argument,
+      );
+    }
+    if (t.device !== 'cpu') {
+      throw new DeviceError(
+        `${argument}: expected a cpu tensor, got one on ${t.device} (use await ${argument}.toCpu())`,
+        argument,
+      );
+    }
+    if (t.dtype !== this.dtype) {
+      throw new DTypeError(
+        `${argument}: expected ${this.dtype} (the cache's dtype), got ${t.dtype}`,
+        argument,
+      );
+    }
+    const [n, h, d] = t.shape;
+    if (t.ndim !== 3 || n! < 1 || h !== this.numKvHeads || d !== width) {
+      throw new ShapeError(
+        `${argument}: expected ${expected}, got ${formatShape(t.shape)}`,
+        argument,
+      );
+    }
+    return n!;
+  }
+
+  /**
+   * Copies n token rows (`row` elements each) between contiguous `flat` and the pages of `seq`,
+   * starting at token `start`: 'in' writes flat into the pool, 'out' reads the pool into flat.
+   * One typed-array copy per run of tokens inside a page.
+   */
+  private copyRows(
+    seq: Sequence,
+    start: number,
+    n: number,
+    flat: Float32Array | Uint16Array,
+    pool: Float32Array | Uint16Array,
+    row: number,
+    direction: 'in' | 'out',
+  ): void {
+    let t = 0;
+    while (t < n) {
+      const pos = start + t;
+      const slot = pos % this.pageSize;
+      const run = Math.min(this.pageSize - slot, n - t);
+      const at = (seq.pages[Math.floor(pos / this.pageSize)]! * this.pageSize + slot) * row;
+      if (direction === 'in') pool.set(flat.subarray(t * row, (t + run) * row), at);
+      else flat.set(pool.subarray(at, at + run * row), t * row);
+      t += run;
+    }
+  }
+}
+
+function positiveInt(value: unknown, argument: string): number {
+  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > INT32_MAX) {
+    throw new ValueError(
+      `${argument}: expected an integer in [1, ${INT32_MAX}], got ${describe(value)}`,
+      argument,
+    );
+  }
+  return value as number;
+}
+
+/** `src` itself, or a copy when it is a view of `pool` (k sliced from kPool): the page-by-page
+ * copy would otherwise overwrite source rows it has yet to read. */
+function ownCopy<T extends Float32Array | Uint16Array>(src: T, pool: T): T {
+  return src.buffer === pool.buffer ? (src.slice() as T) : src;
+}
