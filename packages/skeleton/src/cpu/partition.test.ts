@@ -70,6 +70,17 @@ describe('planDecodePartition: examples', () => {
     ]);
   });
 
+  test("the README's example", () => {
+    expect(planDecodePartition({ kind: 'streamK', workers: 3, units: units(5, 3) })).toEqual([
+      [{ unit: 0, begin: 0, end: 3 }],
+      [
+        { unit: 0, begin: 3, end: 5 },
+        { unit: 1, begin: 0, end: 1 },
+      ],
+      [{ unit: 1, begin: 1, end: 3 }],
+    ]);
+  });
+
   test('fa2: one worker per unit, empty units idle', () => {
     expect(planDecodePartition({ kind: 'fa2', units: units(3, 0, 1) })).toEqual([
       [{ unit: 0, begin: 0, end: 3 }],
