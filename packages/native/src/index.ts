@@ -111,6 +111,17 @@ export interface NativeAttentionProblem {
    * decode (few query rows, long Nk), where the band schedule leaves threads idle. 1..65536.
    */
   splits?: number | undefined;
+  /**
+   * The forward's stream-K schedule (LeanAttention; attention.forward only; not with
+   * splits > 1): the units are every (b, h, block of query rows) of the call, each with the key
+   * tiles its band visits; their tiles, concatenated in unit order, are cut into `workers`
+   * contiguous ranges balanced to one tile (planStreamK), one pool task per worker reduces its
+   * pieces into partial softmax statistics, and a fix-up merges each unit's pieces (sinks join
+   * once, after). Balanced across units whatever their lengths (decode over ragged KV
+   * lengths). `workers` 1..2^24; more than the pool's threads queue, more than the tiles idle.
+   * Same math as the band schedule, only the order of the reduction differs.
+   */
+  streamK?: { workers: number } | undefined;
   /** Default { kind: 'softmax' }. */
   normalize?: NativeNormalize | undefined;
   /** At most 8, applied in order. */
@@ -339,6 +350,20 @@ export interface NativeEngine {
    * adds blockQ (d + dv) floats per thread (its gathered query tile), not counted here.
    */
   backwardScratch(p: NativeAttentionProblem): NativeBackwardScratch;
+  /**
+   * The planner attention.forward's `streamK` runs (the C++ twin of the skeleton's
+   * planDecodePartition({ kind: 'streamK' })), for tests and tools: `tiles[u]` key tiles of
+   * unit u, `workers` 1..2^24. Worker w's pieces are `pieces[3 k .. 3 k + 2]` = (unit, begin,
+   * end) for k in [workerStart[w], workerStart[w + 1]). TypeError / RangeError naming `tiles`
+   * or `workers`.
+   */
+  planStreamK(tiles: Float64Array, workers: number): NativeStreamKPlan;
+}
+
+/** See NativeEngine.planStreamK. */
+export interface NativeStreamKPlan {
+  workerStart: Float64Array;
+  pieces: Float64Array;
 }
 
 export interface LoadNativeOptions {
@@ -351,6 +376,7 @@ interface Addon {
   ops(isa?: string): Record<NativeOp, NativeOpInfo>;
   run(op: string, problem: unknown, inputs: unknown, outputs: unknown, isa?: string): Promise<void>;
   scratch(op: string, problem: unknown, isa?: string): NativeBackwardScratch;
+  planStreamK(tiles: Float64Array, workers: number): NativeStreamKPlan;
 }
 
 interface NodeBuiltins {
@@ -748,6 +774,7 @@ function makeEngine(
       const { perThreadBytes, sharedBytes } = a.scratch('attention.backward', p, cap);
       return { perThreadBytes, sharedBytes };
     },
+    planStreamK: (tiles, workers) => a.planStreamK(tiles, workers),
   };
   return engine;
 }

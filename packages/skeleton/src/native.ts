@@ -12,7 +12,7 @@ import type {
 import { BackendUnavailableError, describe, Tensor, ValueError } from '@attnkit/tensor';
 import { allocF32 } from './cpu/alloc.js';
 import { checkCpuQ, checkLike, encodeOutput } from './cpu/run.js';
-import { scheduleSplits } from './cpu/schedule.js';
+import { resolveSchedule } from './cpu/schedule.js';
 import { biasGradLayout, biasGradMod, reduceBiasGrad, type TiledHooks } from './hooks.js';
 import type { HstuRabHook } from './hstu-rab.js';
 import { planNativeTiles } from './plan.js';
@@ -303,8 +303,15 @@ function nativeProblem(
     }
     if (hooks.rab) out.hstuRab = nativeRab(hooks.rab);
     // More splits than key tiles only adds empty ranges; the engine takes up to 65536.
-    const splits = Math.min(scheduleSplits(hooks.schedule), 65536);
+    const schedule = resolveSchedule(hooks.schedule);
+    const splits = Math.min(schedule.splits, 65536);
     if (splits > 1) out.splits = splits;
+    // Stream-K: the engine plans it from its own tiling (its units and key tiles are not the
+    // TS kernel's), with the same rule as planDecodePartition. It takes up to 2^24 workers;
+    // clamping changes the plan only past 2^24 key tiles in total (below, the extra workers
+    // would be idle).
+    if (schedule.streamKWorkers !== undefined)
+      out.streamK = { workers: Math.min(schedule.streamKWorkers, 1 << 24) };
   }
   return out;
 }

@@ -15,6 +15,10 @@
 #include <vector>
 
 #include "engine.h"
+// The addon's own instance of the stream-K planner (the kernels have one per ISA namespace).
+#define ATTNKIT_NS host
+#include "stream_k.h"
+#undef ATTNKIT_NS
 
 namespace attnkit {
 namespace {
@@ -588,6 +592,20 @@ bool hasRab(const AttnProblem& p) { return p.rabPos != nullptr || p.rabTime != n
 constexpr const char* kRabNoPermutation =
     "problem.hstuRab reads the sequence order's positions: no permuted tiles with it";
 
+// The most stream-K workers: the plan holds O(workers) offsets, and more workers than key tiles
+// only adds idle ones.
+constexpr int64_t kMaxStreamKWorkers = INT64_C(1) << 24;
+
+// problem.streamK: undefined (off, 0) or { workers } (stream-K, LeanAttention; engine.h
+// AttnProblem.streamKWorkers).
+int64_t streamKField(const Napi::Object& o) {
+  Napi::Value v = o.Get("streamK");
+  if (v.IsUndefined()) return 0;
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    typeError(o.Env(), "problem.streamK", "undefined or { workers }", v);
+  return intField(v.As<Napi::Object>(), "problem.streamK.", "workers", 1, kMaxStreamKWorkers);
+}
+
 // attention.forward: inputs q, k, v; outputs o and (softmax) lse.
 class AttentionForward : public Call {
  public:
@@ -630,6 +648,10 @@ class AttentionForward : public Call {
     AttnProblem p = problemArg(v, keep);
     Napi::Object o = v.As<Napi::Object>();
     p.splits = o.Get("splits").IsUndefined() ? 1 : intField(o, "problem.", "splits", 1, 1 << 16);
+    p.streamKWorkers = streamKField(o);
+    if (p.streamKWorkers > 0 && p.splits > 1)
+      rangeError(o.Env(), "problem.streamK", "no problem.splits > 1 with it (two partitions of the same key tiles; pick one)",
+                 "problem.splits " + std::to_string(p.splits));
     return std::make_unique<AttentionForward>(p);
   }
 
@@ -1010,6 +1032,45 @@ Napi::Value Ops(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// planStreamK(tiles: Float64Array, workers) -> { workerStart: Float64Array (workers + 1),
+// pieces: Float64Array (unit, begin, end triplets) }: the planner attention.forward's stream-K
+// runs (stream_k.h), exposed so that a test can hold it to the TS planDecodePartition.
+Napi::Value PlanStreamK(const Napi::CallbackInfo& info) {
+  expectArgs(info, 2, 2, "planStreamK");
+  Napi::Env env = info.Env();
+  const auto tiles = arrayArg<double, napi_float64_array>(info[0], "tiles", "Float64Array");
+  std::vector<int64_t> t(static_cast<size_t>(tiles.length));
+  double total = 0;
+  for (int64_t u = 0; u < tiles.length; u++) {
+    const double x = tiles.data[u];
+    if (!(x >= 0 && x <= 9007199254740991.0 && std::floor(x) == x))
+      rangeError(env, "tiles[" + std::to_string(u) + "]", "a non-negative integer",
+                 Napi::Number::New(env, x).ToString().Utf8Value());
+    t[u] = static_cast<int64_t>(x);
+    total += x;
+  }
+  if (total > 9007199254740991.0)
+    rangeError(env, "tiles", "a total <= 2^53 - 1", Napi::Number::New(env, total).ToString().Utf8Value());
+  if (!info[1].IsNumber()) typeError(env, "workers", "an integer", info[1]);
+  const double w = info[1].As<Napi::Number>().DoubleValue();
+  if (!(w >= 1 && w <= static_cast<double>(kMaxStreamKWorkers) && std::floor(w) == w))
+    rangeError(env, "workers", "an integer in [1, " + std::to_string(kMaxStreamKWorkers) + "]",
+               info[1].ToString().Utf8Value());
+  const host::StreamKPlan plan = host::planStreamK(t.data(), tiles.length, static_cast<int64_t>(w));
+  Napi::Float64Array starts = Napi::Float64Array::New(env, plan.workerStart.size());
+  for (size_t i = 0; i < plan.workerStart.size(); i++) starts[i] = static_cast<double>(plan.workerStart[i]);
+  Napi::Float64Array pieces = Napi::Float64Array::New(env, plan.pieces.size() * 3);
+  for (size_t i = 0; i < plan.pieces.size(); i++) {
+    pieces[3 * i] = static_cast<double>(plan.pieces[i].unit);
+    pieces[3 * i + 1] = static_cast<double>(plan.pieces[i].begin);
+    pieces[3 * i + 2] = static_cast<double>(plan.pieces[i].end);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("workerStart", starts);
+  out.Set("pieces", pieces);
+  return out;
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
@@ -1026,6 +1087,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ops", Napi::Function::New(env, Ops, "ops"));
   exports.Set("run", Napi::Function::New(env, Run, "run"));
   exports.Set("scratch", Napi::Function::New(env, Scratch, "scratch"));
+  exports.Set("planStreamK", Napi::Function::New(env, PlanStreamK, "planStreamK"));
   return exports;
 }
 

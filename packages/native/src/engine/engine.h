@@ -57,6 +57,13 @@ struct AttnProblem {
   // > 1 = split-K (FlashDecoding): each group's visited key tiles are cut into `splits`
   // contiguous ranges, computed as partial (m, l, acc) by parallel tasks and then combined.
   int64_t splits;
+  // > 0 = stream-K (LeanAttention) with this many workers instead: the units are the
+  // (b, h, query block of kFwdBq rows) in that order, each with the key tiles its band visits;
+  // stream_k.h planStreamK cuts their concatenation into `streamKWorkers` contiguous ranges
+  // balanced to one tile, one pool task per worker reduces its pieces into partial (m, l, acc)
+  // slots, and a fix-up merges each unit's pieces as split-K's combine does. 0 = off; the
+  // caller never sets both this and splits > 1.
+  int64_t streamKWorkers;
   Normalize normalize;
   const float* sinks;        // softmax: one logit per query head joining every row, or null
   const float* sigmoidBias;  // sigmoid: b of sigmoid(s + b), one per batch entry

@@ -18,6 +18,7 @@
 #include <cmath>
 
 #include "flash_hooks.h"
+#include "stream_k.h"
 
 namespace attnkit {
 namespace ATTNKIT_NS {
@@ -550,6 +551,61 @@ inline void fwdCombineTask(const AttnProblem& p, const FlashForwardArgs& a, int6
   fwdFinishGroup<Norm>(p, a, b, h, g, sc);
 }
 
+// Stream-K (AttnProblem.streamKWorkers, LeanAttention): units are the groups of one query
+// block (nsub = 1) in (b, h, i0) order, their visited key tiles counted by fwdVisitedTiles
+// (the tiles the band loop and split-K visit); planStreamK assigns each worker its pieces. One
+// pool task per worker reduces its pieces in order, each from an empty state into its own
+// partial slot (numbered as the plan's pieces); then one fix-up per unit merges its pieces
+// (consecutive slots) with split-K's combine, which also finishes the unit (sinks once; a unit
+// without pieces, an empty sequence or fully masked band, gets O = 0 and LSE = -inf or the sink).
+template <class Norm, class M, class ScratchOf>
+inline const char* fwdStreamK(const AttnProblem& p, const FlashForwardArgs& a, int64_t tileK,
+                              const std::vector<Task>& groups, ScratchOf& scratchOf) {
+  const int64_t nunits = static_cast<int64_t>(groups.size());
+  std::vector<int64_t> tiles(static_cast<size_t>(nunits));
+  for (int64_t u = 0; u < nunits; u++) {
+    const FwdGroup g = fwdGroup<Norm, M>(p, groups[u].b, groups[u].h, groups[u].x0, 1, a);
+    int64_t ja, jb;
+    tiles[u] = fwdVisitedTiles(p, g, tileK, -1, -1, &ja, &jb);
+  }
+  const StreamKPlan plan = planStreamK(tiles.data(), nunits, p.streamKWorkers);
+  const int64_t npieces = static_cast<int64_t>(plan.pieces.size());
+  const int64_t partStride = fwdPartialFloats(p.dv);
+  Floats parts(npieces * partStride);
+  if (!parts.ok()) return kOutOfMemory;
+  auto work = [&](int64_t w, int thread) {
+    const FwdScratch sc = scratchOf(thread);
+    for (int64_t k = plan.workerStart[w]; k < plan.workerStart[w + 1]; k++) {
+      const StreamKPiece& piece = plan.pieces[k];
+      const Task& unit = groups[piece.unit];
+      const FwdGroup g = fwdGroup<Norm, M>(p, unit.b, unit.h, unit.x0, 1, a);
+      int64_t ja, jb;
+      fwdVisitedTiles(p, g, tileK, piece.begin, piece.end, &ja, &jb);
+      fwdStart(p, g, a.q + qBase(p, unit.b, unit.h, p.d), sc);
+      fwdTiles<Norm, M>(p, g, ja, jb, tileK, sc);
+      const FwdBlockState blk = fwdBlock(g, sc, 0);
+      float* x = parts.get() + k * partStride;
+      std::copy(blk.ot, blk.ot + p.dv * kFwdBq, x);
+      std::copy(blk.m, blk.m + kFwdBq, x + p.dv * kFwdBq);
+      std::copy(blk.l, blk.l + kFwdBq, x + (p.dv + 1) * kFwdBq);
+    }
+  };
+  parallel(p.streamKWorkers, work);
+  // Each unit's pieces are consecutive in plan order: first[u], count[u] (0 for no tiles).
+  std::vector<int64_t> first(static_cast<size_t>(nunits), 0), count(static_cast<size_t>(nunits), 0);
+  for (int64_t k = npieces - 1; k >= 0; k--) {
+    first[plan.pieces[k].unit] = k;
+    count[plan.pieces[k].unit]++;
+  }
+  auto fixup = [&](int64_t u, int thread) {
+    const FwdScratch sc = scratchOf(thread);
+    fwdCombineTask<Norm, M>(p, a, groups[u].b, groups[u].h, groups[u].x0, 1, count[u], sc,
+                            parts.get() + first[u] * partStride);
+  };
+  parallel(nunits, fixup);
+  return nullptr;
+}
+
 template <class Norm, class M>
 inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs& a) {
   const int64_t tileK = p.tileK > 0 ? p.tileK : kFwdTileK;
@@ -564,6 +620,9 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
   const bool kvInL2 = p.maxSeqK * (p.d + p.dv) * 4 <= (512 << 10);
   int64_t nsub = kvInL2 ? 1 : kFwdMaxSub;
   while (nsub > 1 && blocksTotal * splits < nsub * 8 * threads) nsub /= 2;
+  // Stream-K's units are single query blocks (the decode case it is for has one or two per
+  // head; its balance comes from the key partition, not from sharing tiles among blocks).
+  if (p.streamKWorkers > 0) nsub = 1;
   // Tasks run head by head (the head's K and V stay in L3), heavy blocks first within a head.
   std::vector<Task> groups;
   for (int64_t b = 0; b < p.batch; b++) {
@@ -591,6 +650,7 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
     }
     return sc;
   };
+  if (p.streamKWorkers > 0) return fwdStreamK<Norm, M>(p, a, tileK, groups, scratchOf);
   if (splits == 1) {
     sortByCostPerHead(groups);
     auto body = [&](int64_t t, int thread) {
