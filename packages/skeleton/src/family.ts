@@ -364,9 +364,6 @@ function declines(
   const streamK = options.streamKWorkers !== undefined;
   if (fa1 && streamK)
     return "FA1's loop runs key tiles outside, so it has no stream-K key partition (streamKWorkers)";
-  // The backward ignores the schedule, so only the forward is declined.
-  if (streamK && pass === 'forward' && backend === 'webgpu')
-    return `the stream-K partition (streamKWorkers) runs on the ts and native backends; ${backend} implements band and numSplits`;
   if (backend === 'native') {
     if (custom.length > 0)
       return 'the native engine runs the built-in score mods only (softcap, alibi, bias); custom mods run on ts and webgpu';

@@ -23,8 +23,7 @@ import { scheduleSplits } from './schedule.js';
  * sinks and the pointwise sigmoid, for workers from 1 to more than all key tiles together.
  * Each equals the float64 reference (KERNELS.md tolerances) and the band schedule; every
  * kernel allocation is poisoned with NaN, so a partial slot the fix-up forgets shows up.
- * Also: the option (streamKWorkers) through a family, its typed errors, and the webgpu
- * backend declining it.
+ * Also: the option (streamKWorkers) through a family and its typed errors.
  */
 
 let acct: Accounting;
@@ -266,13 +265,13 @@ describe('streamK schedule: validation and backends', () => {
     expectClose(a.dk, b.dk, 0, 'dk');
   });
 
-  test('native and webgpu hook readers throw UnsupportedError instead of running band', () => {
+  test('the band/splitK-only reader throws UnsupportedError instead of running band', () => {
     const hooks: TiledHooks = { ...c.hooks, schedule: { kind: 'streamK', workers: 4 } };
-    for (const call of [() => scheduleSplits(hooks.schedule), () => splitsOf(hooks)]) {
-      expect(call).toThrow(UnsupportedError);
-      expect(call).toThrow(expect.objectContaining({ argument: 'schedule' }));
-      expect(call).toThrow(/stream-K schedule \(LeanAttention\) runs on the ts backend only/);
-    }
+    const call = () => scheduleSplits(hooks.schedule);
+    expect(call).toThrow(UnsupportedError);
+    expect(call).toThrow(expect.objectContaining({ argument: 'schedule' }));
+    // webgpu runs stream-K (webgpu/streamk.test.ts): its reader says "no split count".
+    expect(splitsOf(hooks)).toBeUndefined();
     // An invalid streamK hook is still a ValueError first (validation is shared).
     const bad = () => scheduleSplits({ kind: 'streamK', workers: 0 });
     expect(bad).toThrow(expect.objectContaining({ argument: 'schedule.workers' }));
@@ -312,7 +311,7 @@ describe('streamKWorkers option (family layer)', () => {
     }
   });
 
-  test('webgpu declines it for the forward with the reason; ts, native and backwards take it', () => {
+  test('every backend takes it for both passes; FA1 declines it', () => {
     const regs = registeredKernels({ family: 'streamk-option-test' });
     const ask = (backend: string, pass: 'forward' | 'backward', options: Record<string, unknown>) =>
       regs
@@ -321,12 +320,11 @@ describe('streamKWorkers option (family layer)', () => {
     for (const backend of ['native', 'webgpu']) {
       expect(ask(backend, 'backward', { streamKWorkers: 4 })).toBe(true);
     }
-    expect(ask('webgpu', 'forward', { streamKWorkers: 4 })).toMatch(
-      /stream-K partition \(streamKWorkers\) runs on the ts and native backends/,
-    );
-    // native runs it (its forward: native-streamk.test.ts); whether the addon has loaded here
-    // is another question, so only the absence of a stream-K reason is checked.
-    expect(String(ask('native', 'forward', { streamKWorkers: 4 }))).not.toMatch(/stream-K/);
+    // native and webgpu run it (their forwards: native-streamk.test.ts, webgpu/streamk.test.ts);
+    // whether the addon or a device is there is another question, so only the absence of a
+    // stream-K reason is checked.
+    for (const backend of ['native', 'webgpu'])
+      expect(String(ask(backend, 'forward', { streamKWorkers: 4 }))).not.toMatch(/stream-K/);
     expect(ask('ts', 'forward', { streamKWorkers: 4 })).toBe(true);
     expect(ask('ts', 'forward', { streamKWorkers: 4, algorithm: 'fa1' })).toMatch(/stream-K/);
   });

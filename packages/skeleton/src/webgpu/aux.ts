@@ -1,4 +1,5 @@
 import type { AttentionProblem } from '@attnkit/attention';
+import { planDecodePartition } from '../cpu/partition.js';
 import type { Params } from './params.js';
 
 /**
@@ -122,5 +123,102 @@ export function buildParams(p: AttentionProblem, tables: AuxTables): Params {
     negInf: 0xff800000,
     scale: p.scale,
     scaleLog2: p.scale * Math.LOG2E,
+  };
+}
+
+/** A stream-K launch's tables (appended to the kernel's aux) and its uniform values. */
+export interface StreamKTables {
+  /** The kernel's aux tables followed by the plan's (see STREAMK_FIELDS in shaders.ts). */
+  aux: Uint32Array;
+  /** Uniform values of STREAMK_FIELDS. */
+  values: Record<'splits' | 'skWorkers' | 'skRecords' | 'skUnits' | 'skCounts' | 'skHeads', number>;
+  /** Workgroups to dispatch: the workers that hold a piece (at least 1; trailing ones are empty). */
+  workers: number;
+  /** The plan's units' tile counts, in unit order (b, h, query tile): for tests and checks. */
+  unitTiles: number[];
+}
+
+/**
+ * Stream-K's plan for the WGSL forward (KERNELS.md "LeanAttention"): the units are the
+ * (b, h, query tile of `tileQ` rows) with rows, b outer, then h, then the tile; each unit's
+ * key tiles are counted exactly as the forward's tileLoop visits them (the band's column
+ * tiles [u32(loFirst) / BC, max(ceil(hiLast / BC), that)) with key_lo / key_hi of the tile's
+ * first and last rows, shaders.ts rangeFns), so a piece's [begin, end) maps onto the
+ * kernel's loop. planDecodePartition cuts them among `workers`; the result is appended to
+ * `tables.aux`: worker offsets (dispatched workers + 1), piece records (b, h, query tile,
+ * first key tile, end key tile, slot: the piece's index among its unit's pieces), the first
+ * unit of each (b, h), and each unit's piece count. No block sparsity (its per-tile summary
+ * would change the counts; the host declines it).
+ */
+export function buildStreamK(
+  p: AttentionProblem,
+  tables: AuxTables,
+  tiling: KernelTiling,
+  workers: number,
+): StreamKTables {
+  const { tileQ: br, tileK: bc } = tiling;
+  const units: { tiles: number }[] = [];
+  const unitTile: [b: number, h: number, qt: number, ctLo: number][] = [];
+  const unitBase: number[] = [];
+  for (let b = 0; b < p.batch; b++) {
+    const nq = p.seqQ[b]!;
+    const nk = p.seqK[b]!;
+    const off = nk - nq;
+    // shaders.ts key_lo / key_hi (spec.ts keyRange), in the kernel's integer arithmetic.
+    const keyLo = (r: number) => (p.left < 0 ? 0 : Math.max(r + off - p.left, 0));
+    const keyHi = (r: number) =>
+      p.right < 0 ? nk : Math.min(Math.max(r + off + p.right + 1, 0), nk);
+    for (let h = 0; h < p.hq; h++) {
+      unitBase.push(units.length);
+      for (let qt = 0; qt * br < nq; qt++) {
+        const rFirst = qt * br;
+        const rLast = Math.min(rFirst + br, nq) - 1;
+        const loFirst = keyLo(rFirst);
+        const hiLast = Math.max(keyHi(rLast), 0);
+        const ctLo = Math.floor(loFirst / bc);
+        const ctHi = Math.max(Math.ceil(hiLast / bc), ctLo);
+        units.push({ tiles: ctHi - ctLo });
+        unitTile.push([b, h, qt, ctLo]);
+      }
+    }
+  }
+  const plan = planDecodePartition({ kind: 'streamK', workers, units });
+  // Trailing workers of a plan with more workers than tiles hold nothing: not dispatched.
+  let used = plan.length;
+  while (used > 1 && plan[used - 1]!.length === 0) used--;
+  const pieces = plan.slice(0, used).reduce((n, w) => n + w.length, 0);
+  const base = tables.aux.length;
+  const skWorkers = base;
+  const skRecords = skWorkers + used + 1;
+  const skUnits = skRecords + 6 * pieces;
+  const skCounts = skUnits + unitBase.length;
+  const aux = new Uint32Array(Math.max(1, skCounts + units.length));
+  aux.set(tables.aux);
+  const counts = new Uint32Array(units.length);
+  let rec = 0;
+  for (let w = 0; w < used; w++) {
+    aux[skWorkers + w] = rec;
+    for (const piece of plan[w]!) {
+      const [b, h, qt, ctLo] = unitTile[piece.unit]!;
+      const r = skRecords + 6 * rec++;
+      aux[r] = b;
+      aux[r + 1] = h;
+      aux[r + 2] = qt;
+      aux[r + 3] = ctLo + piece.begin;
+      aux[r + 4] = ctLo + piece.end;
+      // Pieces of a unit come in worker order (= key order): the slot is the count so far.
+      aux[r + 5] = counts[piece.unit]!++;
+    }
+  }
+  aux[skWorkers + used] = rec;
+  aux.set(unitBase, skUnits);
+  aux.set(counts, skCounts);
+  let splits = 1;
+  for (const c of counts) splits = Math.max(splits, c);
+  return {
+    aux,
+    values: { splits, skWorkers, skRecords, skUnits, skCounts, skHeads: p.hq },
+    workers: used,
+    unitTiles: units.map((u) => u.tiles),
   };
 }

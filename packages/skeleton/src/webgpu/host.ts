@@ -1,4 +1,4 @@
-import { type AttentionProblem, lseBase, type MaskMod } from '@attnkit/attention';
+import { type AttentionProblem, lseBase, type MaskMod, UnsupportedError } from '@attnkit/attention';
 import {
   DeviceError,
   DTypeError,
@@ -18,13 +18,14 @@ import {
   type GpuProfiler,
   storageBindingCount,
   toWebGpu,
+  type UniformField,
   type WebGpuContext,
   type WebGpuStorage,
   webGpuStorageOf,
 } from '@attnkit/webgpu';
-import { scheduleSplits } from '../cpu/schedule.js';
+import { resolveSchedule } from '../cpu/schedule.js';
 import { biasGradLayout, biasGradMod, reduceBiasGrad, type TiledHooks } from '../hooks.js';
-import { type AuxTables, buildAux, buildParams } from './aux.js';
+import { type AuxTables, buildAux, buildParams, buildStreamK } from './aux.js';
 import { type HookResources, hookResources } from './hooks.js';
 import { packParams } from './params.js';
 import {
@@ -41,6 +42,7 @@ import {
   RAB_TIME_COLS,
   type ShaderSpec,
   SPLITS_FIELD,
+  STREAMK_FIELDS,
   type StorageDType,
   statsShader,
   type WgslKernel,
@@ -443,19 +445,32 @@ function compile(
   return program;
 }
 
-/** Uniform and aux buffers of one launch; released to the pool once the work is queued. */
-function launchBuffers(pr: Prepared, tables: AuxTables, splits?: number): [GpuBuffer, GpuBuffer] {
+/** Uniform fields a schedule adds after the hooks' (split-K's count, stream-K's tables). */
+interface ScheduleUniforms {
+  fields: readonly UniformField[];
+  values: Readonly<Record<string, number>>;
+}
+
+/**
+ * Uniform and aux buffers of one launch; released to the pool once the work is queued.
+ * `aux` replaces tables.aux (stream-K appends its plan to it; the offsets stay valid).
+ */
+function launchBuffers(
+  pr: Prepared,
+  tables: AuxTables,
+  schedule?: ScheduleUniforms,
+  aux: Uint32Array = tables.aux,
+): [GpuBuffer, GpuBuffer] {
   const { hooks } = pr.hooks;
   const params =
-    splits === undefined
+    schedule === undefined
       ? packParams(buildParams(pr.p, tables), hooks.uniforms, pr.hooks.values)
-      : packParams(buildParams(pr.p, tables), [...hooks.uniforms, SPLITS_FIELD], {
+      : packParams(buildParams(pr.p, tables), [...hooks.uniforms, ...schedule.fields], {
           ...pr.hooks.values,
-          splits,
+          ...schedule.values,
         });
   const uniform = pr.ctx.createUniform(new Uint8Array(params));
-  const aux = pr.ctx.createFromData(tables.aux);
-  return [uniform, aux];
+  return [uniform, pr.ctx.createFromData(aux)];
 }
 
 /** Buffers of the hooks' bindings by name; `owned` are the uploads to release after the launch. */
@@ -497,11 +512,19 @@ function buf(t: Tensor): GpuBuffer {
   return (t.storage as WebGpuStorage).buffer;
 }
 
-/** The forward's tile schedule (TiledHooks.schedule): the split count of split-K, or undefined for band. */
+/**
+ * The forward's tile schedule (TiledHooks.schedule): the split count of split-K, or undefined
+ * for band and stream-K (streamKWorkersOf). Validates every kind (ValueError naming `schedule`,
+ * `schedule.kind`, `schedule.splits` or `schedule.workers`); never throws for a valid one.
+ */
 export function splitsOf(hooks: TiledHooks): number | undefined {
-  // One validation for every backend (ValueError naming schedule / schedule.kind / .splits).
-  const splits = scheduleSplits(hooks.schedule);
-  return hooks.schedule?.kind === 'splitK' ? splits : undefined;
+  const r = resolveSchedule(hooks.schedule);
+  return hooks.schedule?.kind === 'splitK' ? r.splits : undefined;
+}
+
+/** Stream-K's worker count (TiledHooks.schedule { kind: 'streamK', workers }), else undefined. */
+export function streamKWorkersOf(hooks: TiledHooks): number | undefined {
+  return resolveSchedule(hooks.schedule).streamKWorkers;
 }
 
 /**
@@ -511,7 +534,9 @@ export function splitsOf(hooks: TiledHooks): number | undefined {
  * of KERNELS.md "Common". Returns o (q's dtype) and, for softmax, lse (f32) as webgpu tensors;
  * lse is undefined for the pointwise sigmoid and silu. Resolves once the work is queued and validated. With
  * `hooks.schedule` { kind: 'splitK', splits } (FlashDecoding) each (query tile, head, batch)'s
- * key tiles are split among `splits` workgroups and a combine kernel merges their partials.
+ * key tiles are split among `splits` workgroups and a combine kernel merges their partials;
+ * with { kind: 'streamK', workers } (LeanAttention) all of them, concatenated, are cut among
+ * `workers` workgroups and a fix-up kernel merges each unit's pieces (streamKForward).
  */
 export async function tiledForwardWebGpu(
   p: AttentionProblem,
@@ -522,11 +547,13 @@ export async function tiledForwardWebGpu(
   opts: WebGpuTileOptions = {},
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   const splits = splitsOf(hooks);
+  const workers = streamKWorkersOf(hooks);
   const pr = prepare(p, hooks, q, k, v, opts, 'forward');
   const { ctx } = pr;
   checkBindingSizes(ctx, { q, k, v }, hooks);
   const fp = plan(pr, 'forward', opts);
   if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
+  if (workers !== undefined) return streamKForward(pr, fp, workers, opts);
   const tc = opts.tensorCores ? tcConfig(pr, hooks, opts.tensorCores) : undefined;
   const kernel = tc
     ? generatedKernel('tc forward', tcForwardShader, tc)
@@ -666,7 +693,10 @@ async function splitKForward(
       ? ctx.createOutput(Math.max(16, rows * splits * 8), 'flash split-K stats')
       : undefined;
     if (pstat) owned.push(pstat);
-    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: fp.br, tileK: fp.bc }), splits);
+    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: fp.br, tileK: fp.bc }), {
+      fields: [SPLITS_FIELD],
+      values: { splits },
+    });
     owned.push(uniform, aux);
     const buffers = {
       ...hookBuffers(pr, owned),
@@ -691,6 +721,111 @@ async function splitKForward(
           buffers: bindBuffers(combine.bindings, buffers),
           workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
           label: 'flash split-K combine',
+        },
+      ],
+      opts.profiler,
+    );
+  } catch (e) {
+    o.dispose();
+    lse?.dispose();
+    throw e;
+  } finally {
+    for (const b of owned) ctx.pool.release(b);
+  }
+  return { o, lse };
+}
+
+/**
+ * Stream-K (LeanAttention, KERNELS.md "LeanAttention"): the key tiles of every (b, h, query
+ * tile) unit, concatenated, cut among `workers` by planDecodePartition (aux.ts buildStreamK);
+ * the forward kernel with schedule 'streamK' runs one workgroup per worker over its pieces,
+ * writing each piece's partial (m, l, acc) into slot (row, piece of its unit) of split-K's
+ * scratch layout, and the fix-up (combineShader with schedule 'streamK') merges each row's
+ * pieces; both queued in one command buffer. Block sparsity is declined (UnsupportedError
+ * naming `schedule`): the plan counts the band's tiles, not the mask's kept ones.
+ */
+async function streamKForward(
+  pr: Prepared,
+  fp: WebGpuFlashPlan,
+  workers: number,
+  opts: WebGpuTileOptions,
+): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const { ctx, p } = pr;
+  if (p.blockSparse !== undefined) {
+    const why =
+      'the WGSL stream-K plan counts the band key tiles, not the block mask kept ones; use band or splitK with block sparsity';
+    throw new UnsupportedError(
+      `schedule: expected { kind: "band" } or { kind: "splitK", splits } with a block-sparse mask on webgpu (${why}), got { kind: "streamK", workers: ${workers} }`,
+      'schedule',
+      { webgpu: why },
+    );
+  }
+  const softmax = pr.hooks.hooks.normalize === 'softmax';
+  const s: ShaderSpec = { ...spec(pr, fp), schedule: 'streamK' };
+  const tables = buildAux(p, { tileQ: fp.br, tileK: fp.bc });
+  const sk = buildStreamK(p, tables, { tileQ: fp.br, tileK: fp.bc }, workers);
+  const maxX = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (sk.workers > maxX)
+    throw new ValueError(
+      `schedule.workers: expected at most ${maxX} workers that hold key tiles (the device's workgroups per dimension), got ${sk.workers}`,
+      'schedule.workers',
+    );
+  const slots = sk.values.splits;
+  const rows = p.lseShape.reduce((a, x) => a * x, 1);
+  const accBytes = rows * slots * p.dv * 4;
+  const max = ctx.limits.maxStorageBufferBindingSize;
+  if (accBytes > max)
+    throw new ValueError(
+      `schedule: stream-K's partials take ${accBytes} bytes (${rows} rows x ${slots} pieces of one unit x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
+      'schedule',
+    );
+  const kernel = generatedKernel('forward', forwardShader, s);
+  const fixup = generatedKernel('combine', combineShader, s);
+  const [program, fixupProgram] = await Promise.all([
+    compile(ctx, kernel, 'flash-attention forward stream-K', fp),
+    compile(ctx, fixup, 'flash-attention stream-K fix-up', fp),
+  ]);
+  const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
+  const lse = softmax ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
+  const owned: GpuBuffer[] = [];
+  try {
+    // Every slot the fix-up reads (slot < the row's unit's piece count) is written by a piece.
+    const pacc = ctx.createOutput(Math.max(16, accBytes), 'flash stream-K acc');
+    owned.push(pacc);
+    const pstat = softmax
+      ? ctx.createOutput(Math.max(16, rows * slots * 8), 'flash stream-K stats')
+      : undefined;
+    if (pstat) owned.push(pstat);
+    const [uniform, aux] = launchBuffers(
+      pr,
+      tables,
+      { fields: STREAMK_FIELDS, values: sk.values },
+      sk.aux,
+    );
+    owned.push(uniform, aux);
+    const buffers = {
+      ...hookBuffers(pr, owned),
+      ...pr.buffers,
+      P: uniform,
+      aux,
+      pacc,
+      pstat,
+      o: buf(o),
+      lse: lse && buf(lse),
+    };
+    await ctx.dispatch(
+      [
+        {
+          program,
+          buffers: bindBuffers(kernel.bindings, buffers),
+          workgroups: [sk.workers, 1, 1],
+          label: 'flash forward stream-K',
+        },
+        {
+          program: fixupProgram,
+          buffers: bindBuffers(fixup.bindings, buffers),
+          workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
+          label: 'flash stream-K fix-up',
         },
       ],
       opts.profiler,

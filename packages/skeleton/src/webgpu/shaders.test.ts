@@ -227,6 +227,33 @@ describe('WGSL generators are pinned', () => {
       expect(k.code).toContain('  splits: u32,');
     }
   });
+  test('stream-K: split-K bindings (no new storage buffer), its plan fields, no block sparsity', () => {
+    const plan = planWebGpuFlash({
+      kernel: 'forward',
+      d: 8,
+      dv: 8,
+      maxComputeWorkgroupStorageSize: 16384,
+      maxComputeInvocationsPerWorkgroup: 256,
+    });
+    const hooks = hookResources(hooked, undefined, 'forward').hooks;
+    const spec = { plan, dtype: 'f16' as const, vecD: true, vecV: true, blockSparse: false, hooks };
+    const fwd = forwardShader({ ...spec, schedule: 'streamK' });
+    const fix = combineShader({ ...spec, schedule: 'streamK' });
+    expect(names(fwd)).toEqual(names(forwardShader({ ...spec, schedule: 'splitK' })));
+    expect(names(fix)).toEqual(names(combineShader({ ...spec, schedule: 'splitK' })));
+    for (const k of [fwd, fix]) {
+      expect(declared(k.code)).toEqual(names(k));
+      for (const f of ['splits', 'skWorkers', 'skRecords', 'skUnits', 'skCounts', 'skHeads'])
+        expect(k.code).toContain(`  ${f}: u32,`);
+    }
+    // One workgroup per worker, looping over its pieces; the fix-up merges the unit's count.
+    expect(fwd.code).toContain('for (var pc = aux[P.skWorkers + wg.x]; pc < pcEnd; pc++)');
+    expect(fwd.code).toContain('var ct = ctBegin; ct < ctEnd; ct++');
+    expect(fix.code).toContain(`+ i / ${plan.br}u];`);
+    expect(() => forwardShader({ ...spec, blockSparse: true, schedule: 'streamK' })).toThrow(
+      expect.objectContaining({ argument: 'schedule' }),
+    );
+  });
   test('sha256 of the band kernels', () => {
     expect(createHash('sha256').update(all()).digest('hex')).toBe(
       'ca8fc90715ac188f5811cc73271b40fbc3104bff5349eb219cc9daa1d7e09cce',

@@ -1,3 +1,4 @@
+import { ValueError } from '@attnkit/tensor';
 import {
   declareBindings,
   halfCodec,
@@ -54,12 +55,34 @@ export interface ShaderSpec {
    * The forward's tile schedule: absent (or 'band') is FA2's one workgroup per query tile;
    * 'splitK' (FlashDecoding) splits each query tile's visited key tiles among P.splits
    * workgroups, which write partials that `combineShader` merges.
+   * 'streamK' (LeanAttention) runs one workgroup per stream-K worker over its pieces of the
+   * host's plan (host.ts streamKForward, aux.ts buildStreamK), writing partials in the split-K
+   * layout that `combineShader` (the fix-up) merges; no block sparsity.
    */
-  schedule?: 'band' | 'splitK';
+  schedule?: 'band' | 'splitK' | 'streamK';
 }
 
 /** The uniform field a split-K forward and its combine add after the hooks' (the split count). */
 export const SPLITS_FIELD: UniformField = ['splits', 'u32'];
+
+/**
+ * The uniform fields a stream-K forward and its fix-up add after the hooks': `splits` (partial
+ * slots per row: the most pieces any unit has), then the offsets in aux of the plan's tables
+ * (aux.ts buildStreamK): skWorkers (worker w's pieces are records aux[skWorkers + w] up to
+ * aux[skWorkers + w + 1]), skRecords (6 u32 per piece: b, h, query tile, first and end key tile,
+ * slot), skUnits (per (b, h): its first unit), skCounts (per unit: its pieces), and skHeads (Hq).
+ */
+export const STREAMK_FIELDS: readonly UniformField[] = [
+  SPLITS_FIELD,
+  ['skWorkers', 'u32'],
+  ['skRecords', 'u32'],
+  ['skUnits', 'u32'],
+  ['skCounts', 'u32'],
+  ['skHeads', 'u32'],
+];
+
+/** The forward's schedule as the generators read it (absent = 'band'). */
+type Schedule = NonNullable<ShaderSpec['schedule']>;
 
 /** A generated kernel: its WGSL and the bindings it declares (host buffers bind by their names). */
 export interface WgslKernel {
@@ -324,8 +347,9 @@ function tileLoop(
   rowsAreKeys: boolean,
   stateIndex: string,
   body: string,
-  splitK = false,
+  schedule: Schedule = 'band',
 ): string {
+  const splitK = schedule === 'splitK';
   const [lo, hi] = rangeNames(rowsAreKeys);
   const stateOf = `aux[P.tsOff + slice * P.ntq * P.ntk + ${stateIndex}]`;
   // Split-K with block sparsity: shares are of the visited tiles (state != 0), counted first.
@@ -343,8 +367,12 @@ function tileLoop(
       full = full && !mixed;`
     : '';
   // Split-K: this workgroup's contiguous share of the visited tiles, balanced to one tile.
+  // Stream-K: the piece's key tiles [ctBegin, ctEnd), a sub-range of the band's (the host
+  // counts the band's tiles exactly as the range below does).
   const range = !splitK
-    ? 'var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++'
+    ? schedule === 'streamK'
+      ? 'var ct = ctBegin; ct < ctEnd; ct++'
+      : 'var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++'
     : spec.blockSparse
       ? 'var ct = ctLo; ct < ctHi; ct++'
       : 'var ct = ctLo + nvis * split / P.splits; ct < ctLo + nvis * (split + 1u) / P.splits; ct++';
@@ -524,8 +552,18 @@ function rowRanges(p: WebGpuFlashPlan, rowsAreKeys: boolean): string {
  * row statistics: O = sum_j w(S_ij) v_j, w = sigmoid(S + bias) or c silu(S) (`pointwiseFn`).
  */
 export function forwardShader(input: ShaderSpec): WgslKernel {
-  const splitK = input.schedule === 'splitK';
-  const spec = splitK ? splitSpec(input) : input;
+  const schedule = input.schedule ?? 'band';
+  const streamK = schedule === 'streamK';
+  // The host declines it first (host.ts streamKForward); the per-tile summary would have to be
+  // counted into the plan's pieces, which the plan does not do.
+  if (streamK && input.blockSparse)
+    throw new ValueError(
+      'schedule: expected no block-sparse mask with the stream-K forward, got one',
+      'schedule',
+    );
+  // Split-K and stream-K write partials (m, l, acc) per (row, slot) instead of o and lse.
+  const splitK = schedule === 'splitK' || streamK;
+  const spec = splitK ? splitSpec(input, streamK) : input;
   const p = spec.plan;
   const softmax = spec.hooks.normalize === 'softmax';
   const sub = softmax && p.subgroupReduce;
@@ -662,15 +700,8 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
     ...(softmax && !splitK ? [{ name: 'lse', kind: 'storage', type: 'array<f32>' } as const] : []),
     ...spec.hooks.bindings,
   ];
-  const code = `${header(spec, bindings, false, sub)}
-${rangeFns(false)}
-
-@compute @workgroup_size(${p.threads})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  ${seq(splitK)}
-  let h = wg.y;
-  let r0 = wg.x * BR;
-  if (r0 >= nq) { return; }
+  // One (query tile, head, batch): the workgroup's, or a stream-K piece's.
+  const work = `
   let hk = h / P.group;
   let slice = b * P.bsBatch + h * P.bsHead;
   let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
@@ -683,15 +714,54 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   ${softmax ? perGroup((g) => `var m${g} = vec4<f32>(M0);\n  var l${g} = vec4<f32>(0.0);`, '\n  ') : pointwisePrelude(spec.hooks)}
   ${declare(p, 'x', p.cu)}
   ${declare(p, 'acc', p.wuV)}
-  ${tileLoop(spec, false, 'wg.x * P.ntk + ct', body, splitK)}
-  ${splitK ? splitEpilogue : epilogue}
+  ${tileLoop(spec, false, 'wg.x * P.ntk + ct', body, schedule)}
+  ${splitK ? splitEpilogue : epilogue}`;
+  // Stream-K: workgroup wg.x is one worker; it runs its pieces in turn (records in aux, see
+  // STREAMK_FIELDS), each a (b, h, query tile) over a key-tile range into partial slot `split`.
+  // Every piece has rows (the host plans units of r0 < nq only). The loop bounds come from aux
+  // at the workgroup's index, so they are uniform and the barriers inside stay legal; the
+  // closing barrier keeps the next piece's first writes to workgroup memory after this
+  // piece's last reads of it.
+  const main = streamK
+    ? `
+  let pcEnd = aux[P.skWorkers + wg.x + 1u];
+  for (var pc = aux[P.skWorkers + wg.x]; pc < pcEnd; pc++) {
+  let pe = P.skRecords + 6u * pc;
+  let b = aux[pe];
+  let h = aux[pe + 1u];
+  let r0 = aux[pe + 2u] * BR;
+  let ctBegin = aux[pe + 3u];
+  let ctEnd = aux[pe + 4u];
+  let split = aux[pe + 5u];
+  let startQ = aux[4u * b];
+  let startK = aux[4u * b + 1u];
+  let nq = aux[4u * b + 2u];
+  let nk = aux[4u * b + 3u];
+  let off = i32(nk) - i32(nq);
+  let tx = lid % TX;
+  let ty = lid / TX;${work}
+  workgroupBarrier();
+  }`
+    : `
+  ${seq(splitK)}
+  let h = wg.y;
+  let r0 = wg.x * BR;
+  if (r0 >= nq) { return; }${work}`;
+  const code = `${header(spec, bindings, false, sub)}
+${rangeFns(false)}
+
+@compute @workgroup_size(${p.threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {${main}
 }
 `;
   return { code, bindings };
 }
 
-/** The split-K forward's hooks: sinks join in the combine; the uniforms gain the split count. */
-function splitSpec(spec: ShaderSpec): ShaderSpec {
+/**
+ * The split-K (stream-K) forward's hooks: sinks join in the combine (fix-up); the uniforms gain
+ * the split count (stream-K's fields, STREAMK_FIELDS).
+ */
+function splitSpec(spec: ShaderSpec, streamK = false): ShaderSpec {
   const h = spec.hooks;
   return {
     ...spec,
@@ -699,7 +769,7 @@ function splitSpec(spec: ShaderSpec): ShaderSpec {
       ...h,
       sinks: false,
       bindings: h.bindings.filter((b) => b.name !== 'sinks'),
-      uniforms: [...h.uniforms, SPLITS_FIELD],
+      uniforms: [...h.uniforms, ...(streamK ? STREAMK_FIELDS : [SPLITS_FIELD])],
     },
   };
 }
@@ -721,9 +791,15 @@ function partials(softmax: boolean, vecV: boolean, kind: 'read' | 'storage'): Wg
  * sinks join once here; the pointwise ones' partials are plain sums. Writes o (the storage dtype) and lse;
  * rows without keys get O = 0 and LSE = -inf (or the sink). Bindings and uniforms as the split-K
  * forward of the same spec (one uniform buffer serves both).
+ *
+ * With schedule 'streamK' it is stream-K's fix-up: the same merge over the pieces of the row's
+ * unit (its query tile), whose count the plan's tables give (a unit may have fewer pieces than
+ * P.splits slots; a unit without tiles has none: O = 0, LSE = -inf or the sink).
  */
 export function combineShader(input: ShaderSpec): WgslKernel {
-  const spec = splitSpec(input);
+  const streamK = input.schedule === 'streamK';
+  const spec = splitSpec(input, streamK);
+  const n = streamK ? 'n' : 'P.splits';
   const softmax = spec.hooks.normalize === 'softmax';
   const sinks = softmax && input.hooks.sinks;
   // hooks.permute.q: partials are in the tiled order; o and lse rows go through the index.
@@ -742,9 +818,9 @@ export function combineShader(input: ShaderSpec): WgslKernel {
   const stats = softmax
     ? `
   var m = M0;
-  for (var s = 0u; s < P.splits; s++) { m = max(m, pstat[pB + s].x); }
+  for (var s = 0u; s < ${n}; s++) { m = max(m, pstat[pB + s].x); }
   var l = 0.0;
-  for (var s = 0u; s < P.splits; s++) { l += pstat[pB + s].y * exp2(pstat[pB + s].x - m); }${
+  for (var s = 0u; s < ${n}; s++) { l += pstat[pB + s].y * exp2(pstat[pB + s].x - m); }${
     sinks
       ? `
   let sink = sinks[h] * LOG2E;
@@ -774,10 +850,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (i >= nq) { return; }
   let li = b * P.lBatch + h * P.lHead + startQ + i;${permute ? '\n  let pi = permq[li];' : ''}
   let oE = b * P.oBatch + h * P.oHead + (startQ + ${row}) * P.oRow;
-  let pB = li * P.splits;${stats}
+  let pB = li * P.splits;${
+    streamK
+      ? `
+  let n = aux[P.skCounts + aux[P.skUnits + b * P.skHeads + h] + i / ${spec.plan.br}u];`
+      : ''
+  }${stats}
   for (var w = 0u; w < P.dv; w += 4u) {
     var a = vec4<f32>(0.0);
-    for (var s = 0u; s < P.splits; s++) {
+    for (var s = 0u; s < ${n}; s++) {
       let e = (pB + s) * P.dv + w;
       var val = vec4<f32>(0.0);
       ${load4('val', 'pacc', 'e', 'w', 'P.dv', spec.vecV)}
