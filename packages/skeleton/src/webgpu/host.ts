@@ -752,10 +752,11 @@ async function streamKForward(
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   const { ctx, p } = pr;
   if (p.blockSparse !== undefined) {
+    // A mask mod brings its block mask here too (resolveAttentionProblem).
     const why =
-      'the WGSL stream-K plan counts the band key tiles, not the block mask kept ones; use band or splitK with block sparsity';
+      'the WGSL stream-K plan counts the band key tiles, not the block mask kept ones; use band or splitK with block sparsity or a mask mod';
     throw new UnsupportedError(
-      `schedule: expected { kind: "band" } or { kind: "splitK", splits } with a block-sparse mask on webgpu (${why}), got { kind: "streamK", workers: ${workers} }`,
+      `schedule: expected { kind: "band" } or { kind: "splitK", splits } with a block-sparse mask or a mask mod on webgpu (${why}), got { kind: "streamK", workers: ${workers} }`,
       'schedule',
       { webgpu: why },
     );

@@ -1,8 +1,12 @@
 import {
   type AttentionOptions,
+  alibi,
+  alibiSlopes,
   type ModdedReferenceOptions,
   moddedAttentionReference,
   resolveAttentionProblem,
+  resolveScoreMods,
+  softcap,
   toleranceFor,
   UnsupportedError,
 } from '@attnkit/attention';
@@ -195,6 +199,47 @@ describe.skipIf(!ctx)('WGSL stream-K forward vs the float64 reference and WGSL b
       for (const t of [gq, gk, gv, got.o, got.lse, band.o, band.lse]) t?.dispose();
     });
   }
+
+  test('permuted tiles and score mods: stream-K equals WGSL band', async () => {
+    // Band with these hooks is checked against the reference in permute.test.ts; here the
+    // pieces must reproduce it (partials in the tiled order, o and lse through the index).
+    const [batch, hq, hkv, nq, nk, d] = [2, 4, 2, 11, 403, 8];
+    const perm = (heads: number, n: number) => {
+      const out = new Int32Array(batch * heads * n);
+      for (let s = 0; s < batch * heads; s++) {
+        const p = Array.from({ length: n }, (_, i) => i);
+        for (let i = n - 1; i > 0; i--) {
+          const j = Math.floor(rng.uniform() * (i + 1));
+          [p[i], p[j]] = [p[j]!, p[i]!];
+        }
+        out.set(p, s * n);
+      }
+      return out;
+    };
+    const [gq, gk, gv] = [
+      [batch, hq, nq, d],
+      [batch, hkv, nk, d],
+      [batch, hkv, nk, d],
+    ].map((s) => toWebGpu(rng.randn(s), ctx!)) as Tensor[];
+    const p = resolveAttentionProblem(gq!, gk!, gv!, { causal: true });
+    const base: TiledHooks = {
+      normalize: { kind: 'softmax', sinks: Float32Array.from({ length: hq }, (_, h) => h - 1) },
+      scoreMods: resolveScoreMods([softcap(5), alibi(alibiSlopes(hq))], p, 'webgpu'),
+      permute: { q: perm(hq, nq), k: perm(hkv, nk) },
+    };
+    const run = (schedule: ScheduleHook) =>
+      tiledForwardWebGpu(p, { ...base, schedule }, gq!, gk!, gv!, { tiles: SMALL });
+    const band = await run({ kind: 'band' });
+    const [bo, bl] = [await band.o.toCpu(), await band.lse!.toCpu()];
+    for (const workers of [3, 64]) {
+      const got = await run({ kind: 'streamK', workers });
+      expectClose(await got.o.toCpu(), bo, 1e-5, `workers ${workers} o`);
+      expectClose(await got.lse!.toCpu(), bl, 1e-5, `workers ${workers} lse`);
+      got.o.dispose();
+      got.lse?.dispose();
+    }
+    for (const t of [gq, gk, gv, band.o, band.lse]) t?.dispose();
+  });
 
   test('typed errors: bad workers, block sparsity, too many workers for one dispatch', async () => {
     const [q, k, v] = [0, 1, 2].map(() => toWebGpu(rng.randn([1, 1, 4, 8]), ctx!)) as Tensor[];
