@@ -1,4 +1,5 @@
 import type { AttentionProblem } from '@attnkit/attention';
+import { describe, ValueError } from '@attnkit/tensor';
 import { planDecodePartition } from '../cpu/partition.js';
 import type { Params } from './params.js';
 
@@ -156,6 +157,12 @@ export function buildStreamK(
   tiling: KernelTiling,
   workers: number,
 ): StreamKTables {
+  // Checked here as the planner would: the clamp below must not hide a bad count.
+  if (!Number.isSafeInteger(workers) || workers < 1)
+    throw new ValueError(
+      `workers: expected a positive integer, got ${describe(workers)}`,
+      'workers',
+    );
   const { tileQ: br, tileK: bc } = tiling;
   const units: { tiles: number }[] = [];
   const unitTile: [b: number, h: number, qt: number, ctLo: number][] = [];
@@ -182,8 +189,15 @@ export function buildStreamK(
       }
     }
   }
-  const plan = planDecodePartition({ kind: 'streamK', workers, units });
-  // Trailing workers of a plan with more workers than tiles hold nothing: not dispatched.
+  // More workers than tiles: the first `total` hold one tile each and the rest nothing, which
+  // is the plan for `total` workers; planning that many keeps a huge count O(units).
+  const total = units.reduce((n, u) => n + u.tiles, 0);
+  const plan = planDecodePartition({
+    kind: 'streamK',
+    workers: Math.max(1, Math.min(workers, total)),
+    units,
+  });
+  // A plan without tiles has one empty worker: one workgroup that does nothing is dispatched.
   let used = plan.length;
   while (used > 1 && plan[used - 1]!.length === 0) used--;
   const pieces = plan.slice(0, used).reduce((n, w) => n + w.length, 0);

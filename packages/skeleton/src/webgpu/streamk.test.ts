@@ -315,7 +315,16 @@ describe('stream-K plan tables (no device)', () => {
   });
 
   const rng = new Rng(5);
-  test.each([1, 2, 3, 7, 64, MANY])(
+  test('a bad worker count is a ValueError naming workers', () => {
+    const q = rng.randn([1, 1, 1, 4]);
+    const p = resolveAttentionProblem(q, q, q);
+    const tiling = { tileQ: 4, tileK: 16 };
+    for (const w of [0, -1, 2.5, Number.NaN])
+      expect(() => buildStreamK(p, buildAux(p, tiling), tiling, w)).toThrow(
+        expect.objectContaining({ argument: 'workers' }),
+      );
+  });
+  test.each([1, 2, 3, 7, 64, MANY, 2 ** 40])(
     'every band tile of every unit in exactly one piece, slots in key order (workers %i)',
     (workers) => {
       const q = rng.randn([10, 3, 4]);
