@@ -265,6 +265,22 @@ describe.runIf(base)('stream-K: problem.streamK and planStreamK', () => {
     await expect(run({ ...problem, streamK: { workers: 2 }, splits: 1 })).resolves.toBeUndefined();
   });
 
+  test('workers 2^24 (the most) on a small problem equals band', async () => {
+    const c = makeCase(new Rng(17), {
+      nq: 2,
+      nk: 300,
+      mask: 'causal',
+      variant: 'sinks',
+      blockK: 16,
+    });
+    for (const e of engines) {
+      const band = await forward(e, c, undefined);
+      const got = await forward(e, c, 2 ** 24);
+      expectClose(got.o, band.o, 1e-5, `${e.isa} o`);
+      expectClose(got.lse!, band.lse!, 1e-5, `${e.isa} lse`);
+    }
+  });
+
   test('planStreamK: every tile once, balanced to one tile, units in order; typed errors', () => {
     const prng = new Rng(123);
     for (let trial = 0; trial < 200; trial++) {

@@ -568,7 +568,13 @@ inline const char* fwdStreamK(const AttnProblem& p, const FlashForwardArgs& a, i
     int64_t ja, jb;
     tiles[u] = fwdVisitedTiles(p, g, tileK, -1, -1, &ja, &jb);
   }
-  const StreamKPlan plan = planStreamK(tiles.data(), nunits, p.streamKWorkers);
+  // Workers past the total number of tiles would get no piece (the first `total` workers get
+  // one tile each either way), so they are not launched: the same pieces, without up to 2^24
+  // empty tasks and offsets.
+  int64_t total = 0;
+  for (const int64_t t : tiles) total += t;
+  const int64_t workers = imax(1, imin(p.streamKWorkers, total));
+  const StreamKPlan plan = planStreamK(tiles.data(), nunits, workers);
   const int64_t npieces = static_cast<int64_t>(plan.pieces.size());
   const int64_t partStride = fwdPartialFloats(p.dv);
   Floats parts(npieces * partStride);
@@ -590,7 +596,7 @@ inline const char* fwdStreamK(const AttnProblem& p, const FlashForwardArgs& a, i
       std::copy(blk.l, blk.l + kFwdBq, x + (p.dv + 1) * kFwdBq);
     }
   };
-  parallel(p.streamKWorkers, work);
+  parallel(workers, work);
   // Each unit's pieces are consecutive in plan order: first[u], count[u] (0 for no tiles).
   std::vector<int64_t> first(static_cast<size_t>(nunits), 0), count(static_cast<size_t>(nunits), 0);
   for (int64_t k = npieces - 1; k >= 0; k--) {
