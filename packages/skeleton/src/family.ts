@@ -67,8 +67,8 @@ export interface TiledOptions extends AttentionOptions {
    * boundary yields partials that a fix-up pass merges. Balances a decode batch whose sequences
    * differ in length, or few heads with a long context, where numSplits' per-head split cannot.
    * A positive integer (the device's concurrent workers); forward only; the result is the same
-   * up to f32 rounding. ts backend (fa2) only: native and webgpu decline it (on cpu tensors the
-   * default backend choice then falls to ts). Not together with numSplits (ValueError).
+   * up to f32 rounding. Every backend's FA2 forward (FA1 declines it; WGSL refuses it with
+   * block sparsity or a mask mod). Not together with numSplits (ValueError).
    */
   streamKWorkers?: number;
   /**

@@ -63,9 +63,11 @@ export function isPointwise(n: NormalizeHook | undefined): boolean {
  * `splitK` is implemented by the FA2 forward of every backend (TS cpu/fa2.ts, WGSL
  * webgpu/host.ts + combineShader, C++ flash_forward.h); not by the TS FA1 loop order, whose key
  * tiles are the outer loop (the family layer declines it there). Users set it with the
- * `numSplits` option. `streamK` is implemented by the TS FA2 forward only: the native and
- * webgpu backends decline it (the family layer; called directly with the hook they throw
- * UnsupportedError naming `schedule`, see cpu/schedule.ts scheduleSplits), as does FA1. Users
+ * `numSplits` option. `streamK` is implemented by the FA2 forward of every backend (TS
+ * cpu/fa2.ts with planDecodePartition; C++ stream_k.h + flash_forward.h with the same
+ * balanced-contiguous rule over the engine's own tiles, one pool task per worker; WGSL one
+ * workgroup per worker over a plan in `aux`, combineShader as the fix-up); FA1 declines it, and
+ * WGSL refuses it with block sparsity or a mask mod (UnsupportedError naming `schedule`). Users
  * set it with the `streamKWorkers` option. The backward ignores `schedule` (it does not change
  * the math: the backward recomputes P from the forward's LSE, whichever schedule produced it).
  */

@@ -83,17 +83,16 @@ export function resolveSchedule(schedule: ScheduleHook | undefined): ResolvedSch
 }
 
 /**
- * The schedule as the backends that implement 'band' and 'splitK' only (native, webgpu) read
- * it: validates it (resolveSchedule) and returns the number of key ranges per Q tile (1 for
- * 'band' or absent). A valid 'streamK' schedule throws UnsupportedError naming `schedule`:
- * its planner and fix-up run on the ts backend only, and silently running 'band' instead
- * would hide that the requested partition was not measured.
+ * The schedule as a reader that implements 'band' and 'splitK' only reads it: validates it
+ * (resolveSchedule) and returns the number of key ranges per Q tile (1 for 'band' or absent).
+ * A valid 'streamK' schedule throws UnsupportedError naming `schedule` rather than silently
+ * running 'band'. The backends themselves read `resolveSchedule` (every one runs stream-K).
  */
 export function scheduleSplits(schedule: ScheduleHook | undefined): number {
   const r = resolveSchedule(schedule);
   if (r.streamKWorkers !== undefined) {
     const why =
-      'the stream-K schedule (LeanAttention) runs on the ts backend only; native and webgpu implement band and splitK';
+      'this reader implements band and splitK only (the backends read resolveSchedule, which includes stream-K)';
     throw new UnsupportedError(
       `schedule: expected { kind: "band" } or { kind: "splitK", splits } on this backend (${why}), got { kind: "streamK", workers: ${r.streamKWorkers} }`,
       'schedule',
