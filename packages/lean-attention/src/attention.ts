@@ -1,0 +1,176 @@
+import {
+  defineTiledFamily,
+  nativeAvailable,
+  type TiledBackend,
+  type TiledOptions,
+} from '@attnkit/skeleton';
+import { DTypeError, describe, type Tensor, ValueError } from '@attnkit/tensor';
+
+/** The three partitions of the LeanAttention paper's comparison (KERNELS.md "LeanAttention"). */
+export type LeanPartition = 'fa2' | 'splitK' | 'streamK';
+
+/**
+ * Options of leanAttention: KERNELS.md "Common" (scale, causal, window, layout, cuSeqlensQ/K,
+ * score and mask mods, backend, checkFinite, ...) plus the decode partition. The
+ * skeleton's own partition options (numSplits, streamKWorkers) and `algorithm` are not taken:
+ * `partition`, `splits` and `workers` say it once.
+ */
+export interface LeanAttentionOptions
+  extends Omit<TiledOptions, 'numSplits' | 'streamKWorkers' | 'algorithm'> {
+  /**
+   * How the key tiles are spread over workers (default 'streamK'):
+   * - 'fa2': one worker per (batch, head, query tile), no split (the skeleton's band schedule);
+   * - 'splitK': each unit's key tiles cut into `splits` ranges and merged (FlashDecoding);
+   * - 'streamK': all units' key tiles cut into `workers` equal ranges, partials merged by a
+   *   fix-up (LeanAttention).
+   */
+  partition?: LeanPartition;
+  /** streamK only: the number of workers; default DEFAULT_WORKERS' rule for the backend. */
+  workers?: number;
+  /** splitK only: key ranges per unit; default DEFAULT_SPLITS (4). */
+  splits?: number;
+}
+
+/** splitK's default number of key ranges per (batch, head, query tile) (FlashDecoding's few). */
+export const DEFAULT_SPLITS = 4;
+/** Compute units assumed for a WebGPU adapter (WebGPU does not report them): an H100/H200's SMs. */
+export const WEBGPU_ASSUMED_COMPUTE_UNITS = 132;
+/** Workers per compute unit / CPU thread for stream-K: a few per unit hide a tail's imbalance. */
+export const WORKERS_PER_UNIT = 2;
+/** CPU threads assumed until they are known (loadCpuThreads), e.g. in a bundle without Node. */
+const FALLBACK_CPU_THREADS = 8;
+
+let cpuThreads: number | undefined;
+
+/**
+ * The native engine's thread count, by its own rule (ATTNKIT_NUM_THREADS, else the CPUs
+ * available), read once; leanAttention awaits it before planning. Outside Node it stays
+ * unknown and FALLBACK_CPU_THREADS (8) is assumed.
+ */
+async function loadCpuThreads(): Promise<void> {
+  if (cpuThreads !== undefined) return;
+  const g = globalThis as { process?: { env?: Record<string, string | undefined> } };
+  const fromEnv = Number(g.process?.env?.ATTNKIT_NUM_THREADS);
+  if (Number.isSafeInteger(fromEnv) && fromEnv > 0) {
+    cpuThreads = fromEnv;
+    return;
+  }
+  try {
+    // A computed specifier: bundlers do not follow it, so a browser bundle stays Node-free.
+    const osName = 'node:os';
+    const os = (await import(/* @vite-ignore */ /* webpackIgnore: true */ osName)) as {
+      availableParallelism?: () => number;
+      cpus: () => unknown[];
+    };
+    cpuThreads = os.availableParallelism?.() ?? os.cpus().length;
+  } catch {
+    cpuThreads = FALLBACK_CPU_THREADS;
+  }
+}
+
+/** The backend a call will run on: `backend`, else the registry's default for q's device. */
+function backendOf(options: LeanAttentionOptions, q: Tensor): TiledBackend {
+  if (options.backend !== undefined) return options.backend;
+  if (q.device === 'webgpu') return 'webgpu';
+  return nativeAvailable() === true ? 'native' : 'ts';
+}
+
+/** (batch, query head) pairs: the units when Nq fits one query tile (decode). */
+function headUnits(options: LeanAttentionOptions, q: Tensor): number {
+  const s = q.shape;
+  const cu = options.cuSeqlensQ;
+  const b = options.layout === 'THD' ? (cu?.length ?? 2) - 1 : (s[0] ?? 1);
+  return Math.max(1, b * (s[1] ?? 1));
+}
+
+/**
+ * The default stream-K worker count for a backend (documented in the README):
+ * - ts: one worker per (batch, query head) unit (the TS loop is sequential: the plan still
+ *   balances the key tiles across units, which exercises the same fix-up);
+ * - native: WORKERS_PER_UNIT (2) x the engine's threads;
+ * - webgpu: WORKERS_PER_UNIT (2) x WEBGPU_ASSUMED_COMPUTE_UNITS (132) = 264 workgroups.
+ * More workers than key tiles is fine: the planner leaves the extra ones empty.
+ */
+export function defaultLeanWorkers(backend: TiledBackend, units: number): number {
+  if (backend === 'ts') return Math.max(1, units);
+  if (backend === 'native') return WORKERS_PER_UNIT * (cpuThreads ?? FALLBACK_CPU_THREADS);
+  return WORKERS_PER_UNIT * WEBGPU_ASSUMED_COMPUTE_UNITS;
+}
+
+function positiveInt(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
+    throw new ValueError(`${name}: expected a positive integer, got ${describe(value)}`, name);
+  return value;
+}
+
+/** The lean options as the skeleton's: partition -> band / numSplits / streamKWorkers. */
+function toTiled(options: LeanAttentionOptions, q: Tensor): TiledOptions {
+  const { partition = 'streamK', workers, splits, ...rest } = options;
+  if (partition !== 'fa2' && partition !== 'splitK' && partition !== 'streamK')
+    throw new ValueError(
+      `partition: expected "fa2", "splitK" or "streamK", got ${describe(partition)}`,
+      'partition',
+    );
+  if (workers !== undefined && partition !== 'streamK')
+    throw new ValueError(
+      `workers: expected only with partition "streamK" (the stream-K worker count), got workers ${describe(workers)} with partition "${partition}"`,
+      'workers',
+    );
+  if (splits !== undefined && partition !== 'splitK')
+    throw new ValueError(
+      `splits: expected only with partition "splitK" (key ranges per unit), got splits ${describe(splits)} with partition "${partition}"`,
+      'splits',
+    );
+  const o: TiledOptions = { ...rest };
+  if (partition === 'splitK')
+    o.numSplits = splits === undefined ? DEFAULT_SPLITS : positiveInt(splits, 'splits');
+  if (partition === 'streamK')
+    o.streamKWorkers =
+      workers === undefined
+        ? defaultLeanWorkers(backendOf(options, q), headUnits(options, q))
+        : positiveInt(workers, 'workers');
+  return o;
+}
+
+/**
+ * The 'lean' family on the tiled skeleton: softmax normalisation (o and the natural-log LSE),
+ * the partition mapped to the skeleton's schedule. Registered on ts, native and webgpu.
+ */
+const family = defineTiledFamily<LeanAttentionOptions>({
+  family: 'lean',
+  normalize: () => ({ kind: 'softmax' as const }),
+  extraOptions: ['partition', 'workers', 'splits'],
+  omitOptions: ['numSplits', 'streamKWorkers', 'algorithm'],
+  forwardOutputs: ['o', 'lse'],
+  toTiled: (o, q) => toTiled(o, q),
+});
+
+export interface LeanAttentionResult {
+  /** Layout of q, dtype of q. */
+  o: Tensor;
+  /** Natural-log LSE, f32 ([B, Hq, Nq] or [Hq, totalQ]); -Infinity for a row without keys. */
+  lse: Tensor;
+}
+
+/**
+ * Decode attention over contiguous K/V (KERNELS.md "Common" and "LeanAttention"): softmax
+ * attention of a few query tokens per sequence (Nq 1..16 is the intended regime; any Nq works,
+ * a long one just tiles its queries as FlashAttention does) against Nk keys, with the key tiles
+ * partitioned as `partition` says. Typed errors name the argument (ShapeError / DTypeError /
+ * ValueError / UnsupportedError from @attnkit/tensor).
+ */
+export async function leanAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: LeanAttentionOptions = {},
+): Promise<LeanAttentionResult> {
+  if (q && (q as Tensor).dtype === 'f64')
+    throw new DTypeError(
+      'q: expected f32, f16 or bf16 (the kernels compute in f32), got f64; for float64 results use softmaxAttentionReference from @attnkit/attention',
+      'q',
+    );
+  await loadCpuThreads();
+  const r = await family.forward(q, k, v, options);
+  return { o: r.o, lse: r.lse! };
+}
