@@ -12,6 +12,7 @@ import {
 // The family packages register their kernels when imported.
 import { loadNativeBackend } from '@attnkit/flash-attention';
 import '@attnkit/hstu-attention';
+import '@attnkit/lean-attention';
 import '@attnkit/sigmoid-attention';
 import { BackendUnavailableError, type Tensor, ValueError } from '@attnkit/tensor';
 import { getWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
@@ -102,6 +103,57 @@ const FAMILIES: Partial<
   },
 };
 
+/**
+ * Families `attnkit verify --family <name>` runs a golden through instead of its kind's own
+ * (FAMILIES): LeanAttention's decode kernels ('lean', @attnkit/lean-attention) compute softmax
+ * attention, so they verify the softmax goldens (softmax_decode is theirs) with the golden's
+ * options plus the `partition` (fa2, splitK or streamK; default the family's, streamK).
+ */
+export const VERIFY_FAMILIES = ['lean'] as const;
+export type VerifyFamily = (typeof VERIFY_FAMILIES)[number];
+export const LEAN_PARTITIONS = ['fa2', 'splitK', 'streamK'] as const;
+export type LeanPartitionName = (typeof LEAN_PARTITIONS)[number];
+
+/** How one golden run is routed: the registry family and the golden's options for it. */
+interface Route {
+  family: string;
+  options: (g: Golden, put: (t: Tensor) => Tensor) => Record<string, unknown>;
+}
+
+const VERIFY_ROUTES: Record<VerifyFamily, { kinds: readonly GoldenKind[]; route: Route }> = {
+  lean: {
+    kinds: ['softmax', 'softmax_varlen'],
+    route: { family: 'lean', options: (g) => ({ ...goldenAttentionOptions(g) }) },
+  },
+};
+
+/** The route of `--family` (with its `--partition`), typed errors naming the flag. */
+function verifyRoute(family: string, kind: GoldenKind, partition: string | undefined): Route {
+  if (!(VERIFY_FAMILIES as readonly string[]).includes(family))
+    throw new ValueError(
+      `--family: expected one of ${VERIFY_FAMILIES.join(', ')}, got "${family}"`,
+      'family',
+    );
+  const r = VERIFY_ROUTES[family as VerifyFamily];
+  if (!r.kinds.includes(kind))
+    throw new ValueError(
+      `--family: "${family}" verifies golden kinds ${r.kinds.join(', ')}, got a golden of kind "${kind}"`,
+      'family',
+    );
+  if (partition !== undefined && !(LEAN_PARTITIONS as readonly string[]).includes(partition))
+    throw new ValueError(
+      `--partition: expected one of ${LEAN_PARTITIONS.join(', ')}, got "${partition}"`,
+      'partition',
+    );
+  return {
+    family: r.route.family,
+    options: (g, put) => ({
+      ...r.route.options(g, put),
+      ...(partition === undefined ? {} : { partition }),
+    }),
+  };
+}
+
 function kindsOf(backend: string): GoldenKind[] {
   return ALL_KINDS.filter((kind) => {
     const f = FAMILIES[kind];
@@ -110,12 +162,12 @@ function kindsOf(backend: string): GoldenKind[] {
 }
 
 /** Runs a golden through the registry's forward (and backward) of one backend. */
-function registryBackend(name: string): GoldenBackend {
+function registryBackend(name: string, route?: Route): GoldenBackend {
   return {
     name,
-    kinds: kindsOf(name),
+    kinds: route ? ALL_KINDS.filter((k) => k.startsWith('softmax')) : kindsOf(name),
     async run(g, { algorithm }) {
-      const f = FAMILIES[g.kind]!;
+      const f = route ?? FAMILIES[g.kind]!;
       const pick = (pass: 'forward' | 'backward') =>
         registeredKernels({ family: f.family, pass }).find((r) => r.backend === name)!;
       const forward = pick('forward');
@@ -165,7 +217,7 @@ const reference: GoldenBackend = {
 /** Every backend name the registry knows, then `reference`. */
 export function goldenBackends(): GoldenBackend[] {
   const names = [...new Set(registeredKernels().map((r) => r.backend))];
-  return [...names.map(registryBackend), reference];
+  return [...names.map((n) => registryBackend(n)), reference];
 }
 
 /**
@@ -185,6 +237,38 @@ export function defaultBackendFor(kind: GoldenKind, algorithm?: 'fa1' | 'fa2'): 
     options,
   });
   return registryBackend(reg.backend);
+}
+
+/**
+ * A backend of `--family` (the 'lean' registrations): `name`, else the registry's choice for
+ * cpu tensors (native when its addon loads, else ts). The float64 reference is not one of its
+ * backends (it is no 'lean' kernel).
+ */
+export function familyGoldenBackend(
+  family: string,
+  name: string | undefined,
+  kind: GoldenKind,
+  partition?: string,
+): GoldenBackend {
+  const route = verifyRoute(family, kind, partition);
+  const names = [
+    ...new Set(registeredKernels({ family: route.family, pass: 'forward' }).map((r) => r.backend)),
+  ];
+  const chosen =
+    name ??
+    selectKernel({
+      family: route.family,
+      pass: 'forward',
+      device: 'cpu',
+      dtype: 'f32',
+      options: {},
+    }).backend;
+  if (!names.includes(chosen))
+    throw new ValueError(
+      `--backend: expected one of ${names.join(', ')} (the "${family}" registrations), got "${chosen}"`,
+      'backend',
+    );
+  return registryBackend(chosen, route);
 }
 
 export function goldenBackend(

@@ -28,6 +28,7 @@ const consoleIo: CliIo = {
 };
 
 export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <name>] [--algorithm fa1|fa2] [--json]
+                 [--family lean [--partition fa2|splitK|streamK]]
       Runs a golden reference file on a backend and compares every reference tensor with the
       KERNELS.md tolerance; exits 0 only if all are within it.
       Backends: every one the kernel registry has for the golden's family — ts (pure
@@ -35,7 +36,11 @@ export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <
       and hstu kinds — and reference (float64, every kind). Every reference tensor in the file
       must be produced and within tolerance: one the backend does not produce is a FAIL.
       Default: the registry's choice for cpu tensors (native when the addon loads, else ts);
-      reference for kinds without a fast kernel (gla).`;
+      reference for kinds without a fast kernel (gla).
+      --family lean: runs a softmax golden (softmax_decode is LeanAttention's) through the
+      LeanAttention decode kernels of @attnkit/lean-attention (ts, native, webgpu) instead,
+      with --partition fa2, splitK or streamK (default streamK, with the backend's default
+      workers); not with --algorithm.`;
 
 export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
                 [--algorithm fa1|fa2] [--score-mod none|alibi|softcap:<cap>]
@@ -109,6 +114,8 @@ async function verify(args: string[], io: CliIo): Promise<number> {
       help: { type: 'boolean', short: 'h', default: false },
       backend: { type: 'string' },
       algorithm: { type: 'string' },
+      family: { type: 'string' },
+      partition: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -124,7 +131,12 @@ async function verify(args: string[], io: CliIo): Promise<number> {
   let allOk = true;
   const reports = [];
   for (const file of positionals) {
-    const report = await verifyFile(file, { backend: values.backend, algorithm });
+    const report = await verifyFile(file, {
+      backend: values.backend,
+      algorithm,
+      family: values.family,
+      partition: values.partition,
+    });
     allOk &&= report.ok;
     reports.push(report);
     if (!values.json) {

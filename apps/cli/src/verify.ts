@@ -1,5 +1,6 @@
 import { type Accuracy, accuracy, type Golden, loadGolden, toleranceFor } from '@attnkit/attention';
-import { goldenBackend, prepareBackends } from './backends.js';
+import { ValueError } from '@attnkit/tensor';
+import { familyGoldenBackend, goldenBackend, prepareBackends } from './backends.js';
 
 export interface TensorVerdict {
   relL2: number;
@@ -18,6 +19,13 @@ export interface VerifyReport {
 export interface VerifyOptions {
   backend?: string;
   algorithm?: 'fa1' | 'fa2';
+  /**
+   * Run the golden through this family's registrations instead of its kind's own: 'lean'
+   * (LeanAttention's decode kernels) for the softmax goldens. Not together with `algorithm`.
+   */
+  family?: string;
+  /** With family 'lean': 'fa2', 'splitK' or 'streamK' (default: the family's, streamK). */
+  partition?: string;
 }
 
 /** Longest sequence of a golden, which decides the f32 tolerance (KERNELS.md: 2e-5 from 4096). */
@@ -44,7 +52,20 @@ export async function verifyGolden(
   options: VerifyOptions = {},
 ): Promise<VerifyReport> {
   await prepareBackends();
-  const backend = goldenBackend(options.backend, golden.kind, options.algorithm);
+  if (options.family === undefined && options.partition !== undefined)
+    throw new ValueError(
+      `--partition: expected only with --family lean, got --partition ${options.partition}`,
+      'partition',
+    );
+  if (options.family !== undefined && options.algorithm !== undefined)
+    throw new ValueError(
+      `--algorithm: expected none with --family ${options.family} (its kernels run the FA2 loop; the partition is --partition), got ${options.algorithm}`,
+      'algorithm',
+    );
+  const backend =
+    options.family === undefined
+      ? goldenBackend(options.backend, golden.kind, options.algorithm)
+      : familyGoldenBackend(options.family, options.backend, golden.kind, options.partition);
   const produced = await backend.run(golden, { algorithm: options.algorithm });
   const tol = toleranceFor({
     dtype: 'f32',
