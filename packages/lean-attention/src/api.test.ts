@@ -8,6 +8,7 @@ import {
   defaultLeanWorkers,
   type LeanAttentionOptions,
   leanAttention,
+  leanTiledOptions,
   WEBGPU_ASSUMED_COMPUTE_UNITS,
   WORKERS_PER_UNIT,
 } from './index.js';
@@ -105,6 +106,23 @@ describe('leanAttention (the public function)', () => {
     const q64 = Tensor.from(new Float64Array(32), [1, 2, 1, 16], 'f64');
     const e = await leanAttention(q64, k, k).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(DTypeError);
+  });
+
+  test("each partition becomes the skeleton's schedule option, and nothing else", () => {
+    const q = new Rng(1).randn([3, 4, 1, 16]);
+    const cu = Int32Array.of(0, 1, 1, 3);
+    const qt = new Rng(2).randn([3, 6, 16]);
+    expect(leanTiledOptions({ partition: 'fa2', causal: true }, q)).toEqual({ causal: true });
+    expect(leanTiledOptions({ partition: 'splitK' }, q)).toEqual({ numSplits: DEFAULT_SPLITS });
+    expect(leanTiledOptions({ partition: 'splitK', splits: 7 }, q)).toEqual({ numSplits: 7 });
+    expect(leanTiledOptions({ workers: 9 }, q)).toEqual({ streamKWorkers: 9 });
+    // Default workers: ts one per (batch, query head): 3 x 4 BHND; THD 3 sequences x 6 heads.
+    expect(leanTiledOptions({ backend: 'ts' }, q)).toEqual({ backend: 'ts', streamKWorkers: 12 });
+    const thd = { backend: 'ts', layout: 'THD', cuSeqlensQ: cu, cuSeqlensK: cu } as const;
+    expect(leanTiledOptions(thd, qt).streamKWorkers).toBe(18);
+    expect(leanTiledOptions({ backend: 'webgpu' }, q).streamKWorkers).toBe(
+      WORKERS_PER_UNIT * WEBGPU_ASSUMED_COMPUTE_UNITS,
+    );
   });
 
   test('default workers and splits follow the documented rule', () => {

@@ -103,8 +103,13 @@ function positiveInt(value: unknown, name: string): number {
   return value;
 }
 
-/** The lean options as the skeleton's: partition -> band / numSplits / streamKWorkers. */
-function toTiled(options: LeanAttentionOptions, q: Tensor): TiledOptions {
+/**
+ * The lean options as the skeleton's: partition 'fa2' -> the band schedule (neither option),
+ * 'splitK' -> numSplits, 'streamK' -> streamKWorkers (with the backend's default workers).
+ * Typed errors naming partition / workers / splits. Exported for tests.
+ * @internal
+ */
+export function leanTiledOptions(options: LeanAttentionOptions, q: Tensor): TiledOptions {
   const { partition = 'streamK', workers, splits, ...rest } = options;
   if (partition !== 'fa2' && partition !== 'splitK' && partition !== 'streamK')
     throw new ValueError(
@@ -142,7 +147,7 @@ const family = defineTiledFamily<LeanAttentionOptions>({
   extraOptions: ['partition', 'workers', 'splits'],
   omitOptions: ['numSplits', 'streamKWorkers', 'algorithm'],
   forwardOutputs: ['o', 'lse'],
-  toTiled: (o, q) => toTiled(o, q),
+  toTiled: (o, q) => leanTiledOptions(o, q),
 });
 
 export interface LeanAttentionResult {

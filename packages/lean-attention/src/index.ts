@@ -5,6 +5,7 @@ export {
   type LeanAttentionResult,
   type LeanPartition,
   leanAttention,
+  leanTiledOptions,
   WEBGPU_ASSUMED_COMPUTE_UNITS,
   WORKERS_PER_UNIT,
 } from './attention.js';
