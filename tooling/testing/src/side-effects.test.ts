@@ -16,6 +16,7 @@ const FAMILIES = [
   ['@attnkit/flash-attention', 'flash-attention', 'softmax'],
   ['@attnkit/sigmoid-attention', 'sigmoid-attention', 'sigmoid'],
   ['@attnkit/hstu-attention', 'hstu-attention', 'hstu'],
+  ['@attnkit/lean-attention', 'lean-attention', 'lean'],
 ] as const;
 const dir = mkdtempSync(join(tmpdir(), 'attnkit-side-effects-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
