@@ -17,6 +17,7 @@
 #include <vector>
 #include <cmath>
 
+#include "flash_decode.h"
 #include "flash_hooks.h"
 #include "stream_k.h"
 
@@ -705,6 +706,8 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
 inline const char* flashForward(const AttnProblem& problem, const FlashForwardArgs& a) {
   RabLutStore lut;
   const AttnProblem p = withRabLut(problem, lut);
+  // Few query rows per sequence: keys in the lanes, GQA heads together (flash_decode.h).
+  if (decodeEligible(p, a)) return flashDecode(p, a);
   const bool mods = p.numMods > 0;
   if (p.normalize == Normalize::kSigmoid)
     return mods ? flashForwardImpl<Sigmoid, Mods>(p, a) : flashForwardImpl<Sigmoid, NoMods>(p, a);

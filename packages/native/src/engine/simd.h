@@ -72,6 +72,8 @@ struct V {
   static V round(V x) { return {_mm512_roundscale_ps(x.v, _MM_FROUND_TO_NEAREST_INT)}; }
   // p * 2^n for integral n in [-125, 127].
   static V scale2(V p, V n) { return {_mm512_scalef_ps(p.v, n.v)}; }
+  // The sum of the lanes (the decode path's dot products, flash_decode.h).
+  static float hsum(V a) { return _mm512_reduce_add_ps(a.v); }
 };
 
 #elif defined(ATTNKIT_ISA_AVX2)
@@ -110,6 +112,12 @@ struct V {
   static V scale2(V p, V n) {
     __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n.v), 23);
     return {_mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.v), e))};
+  }
+  static float hsum(V a) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
   }
 };
 
@@ -156,6 +164,7 @@ struct V {
     std::memcpy(&r, &bits, 4);
     return {r};
   }
+  static float hsum(V a) { return a.v; }
 };
 
 #endif

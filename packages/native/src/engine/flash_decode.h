@@ -1,0 +1,319 @@
+// Decode forward (issue 12, LeanAttention decode): a few query rows per sequence (nq <=
+// kDecMaxRows), plain softmax over the band (causal / window), optional sinks. The FA2 forward
+// (flash_forward.h) puts kFwdBq = 64 query rows in the SIMD lanes, so one decode row wastes 63
+// of them, and every query head of a GQA group reads the same K and V again. Here one task is
+// one (b, kv head) and a contiguous range of its keys: its R = group * nq rows (the query heads
+// sharing the kv head, each with its nq rows; row r = head (r / nq), query r % nq) read each
+// key once. Scores are dot products with d in the lanes (four keys at a time, one horizontal sum
+// each), the online softmax runs with keys in the lanes, and P V accumulates with dv in the
+// lanes. K and V are read in place. Long bands with few (b, kv head) pairs are cut into
+// contiguous key splits (FlashDecoding), merged by the associative combine of split-K
+// (flash_forward.h fwdCombineTask) and finished as fwdFinish.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "flash_hooks.h"
+
+namespace attnkit {
+namespace ATTNKIT_NS {
+
+constexpr int64_t kDecMaxRows = 4;
+// Keys per tile: the scores of one tile (R x kDecTile floats) and its V rows stay in L1.
+constexpr int64_t kDecTile = 64;
+static_assert(kDecTile % V::L == 0, "decode tiles are whole vectors");
+
+// Whether the problem takes the decode path: softmax without score mods, block-sparse mask,
+// permutation, HSTU mask or rab, and at most kDecMaxRows query rows in every sequence.
+inline bool decodeEligible(const AttnProblem& p, const FlashForwardArgs& a) {
+  if (p.normalize != Normalize::kSoftmax || p.numMods > 0 || p.bsMask != nullptr ||
+      a.permQ != nullptr || a.permK != nullptr || p.hstuTargets != nullptr ||
+      p.rabPos != nullptr || p.rabTime != nullptr || p.batch <= 0 || p.d <= 0 || p.dv <= 0)
+    return false;
+  for (int64_t b = 0; b < p.batch; b++)
+    if (p.seqQ[b] > kDecMaxRows) return false;
+  return true;
+}
+
+// st[r][jj + t] = qs[r] . k[jj + t] (t < T) for every row: T independent FMA chains over d.
+template <int T>
+struct DecScores {
+  static ATTNKIT_ALWAYS_INLINE void run(int64_t rows, int64_t d, const float* qs, const float* k,
+                                        int64_t kRow, float* st) {
+    for (int64_t r = 0; r < rows; r++) {
+      const float* q = qs + r * d;
+      V acc[T];
+      for (int t = 0; t < T; t++) acc[t] = V::zero();
+      int64_t c = 0;
+      for (; c + V::L <= d; c += V::L) {
+        const V x = V::load(q + c);
+        for (int t = 0; t < T; t++) acc[t] = V::fma(x, V::load(k + t * kRow + c), acc[t]);
+      }
+      for (int t = 0; t < T; t++) {
+        float s = V::hsum(acc[t]);
+        for (int64_t cc = c; cc < d; cc++) s += q[cc] * k[t * kRow + cc];
+        st[r * kDecTile + t] = s;
+      }
+    }
+  }
+};
+
+// O[r][c0 .. c0 + CV L) = alpha_r O[r] + sum_j P[r][j] V[j] for RB rows (RB x CV accumulators).
+template <int CV>
+struct DecPV {
+  template <int RB>
+  struct K {
+    static ATTNKIT_ALWAYS_INLINE void run(int64_t nkeys, const float* pt, const float* v,
+                                          int64_t vRow, float* o, int64_t dv,
+                                          const float* alpha) {
+      V acc[RB][CV];
+      for (int r = 0; r < RB; r++)
+        for (int u = 0; u < CV; u++)
+          acc[r][u] = V::set1(alpha[r]) * V::load(o + r * dv + u * V::L);
+      for (int64_t j = 0; j < nkeys; j++) {
+        V x[CV];
+        for (int u = 0; u < CV; u++) x[u] = V::load(v + j * vRow + u * V::L);
+        for (int r = 0; r < RB; r++) {
+          const V pj = V::set1(pt[r * kDecTile + j]);
+          for (int u = 0; u < CV; u++) acc[r][u] = V::fma(pj, x[u], acc[r][u]);
+        }
+      }
+      for (int r = 0; r < RB; r++)
+        for (int u = 0; u < CV; u++) acc[r][u].store(o + r * dv + u * V::L);
+    }
+  };
+};
+
+// One key tile [j0, j1) of a (b, kv head) task: scores, band mask, online softmax, P V.
+// qs: R x d pre-scaled queries; o: R x dv, m, l: R (the partial state); st: R x kDecTile;
+// alpha: R (each row's rescale factor of this tile).
+ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t rows, int64_t nq,
+                                     const float* qs, const float* k, int64_t kRow,
+                                     const float* v, int64_t vRow, int64_t j0, int64_t j1,
+                                     float* st, float* alpha, float* o, float* m, float* l) {
+  const int64_t nkeys = j1 - j0, d = p.d, dv = p.dv;
+  int64_t t = 0;
+  for (; t + 4 <= nkeys; t += 4) DecScores<4>::run(rows, d, qs, k + t * kRow, kRow, st + t);
+  for (; t < nkeys; t++) DecScores<1>::run(rows, d, qs, k + t * kRow, kRow, st + t);
+  const int64_t nv = (nkeys + V::L - 1) / V::L;
+  float buf[V::L];
+  bool partialV = false;
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t i = r % nq;
+    // The band: keys outside [keyLo, keyHi) of row i (and the padding to whole vectors) are -inf.
+    const int64_t lo = keyLo(p, s, i) - j0, hi = keyHi(p, s, i) - j0;
+    float* row = st + r * kDecTile;
+    if (lo > 0 || hi < nkeys) partialV = true;
+    for (int64_t jj = 0; jj < nv * V::L; jj++)
+      if (jj < lo || jj >= hi || jj >= nkeys) row[jj] = -kInf;
+    V mx = V::set1(m[r]), tot = V::zero();
+    for (int64_t u = 0; u < nv; u++) {
+      const V x = V::load(row + u * V::L);
+      mx = V::max(mx, x);
+      // As fwdSoftmax: the plain sum is NaN iff a score is NaN (or +inf meets -inf).
+      tot = tot + x;
+    }
+    mx.store(buf);
+    float top = m[r];
+    for (int u = 0; u < V::L; u++) top = std::max(top, buf[u]);
+    const float safe = top >= -3.0e38f && top <= 3.0e38f ? top : 0.0f;
+    exp2v(V::set1(m[r] - safe)).store(buf);
+    const float a = buf[0];
+    V sum = V::zero();
+    const V sv = V::set1(safe);
+    for (int64_t u = 0; u < nv; u++) {
+      const V e = exp2v(V::load(row + u * V::L) - sv);
+      sum = sum + e;
+      e.store(row + u * V::L);
+    }
+    l[r] = l[r] * a + V::hsum(sum);
+    m[r] = top;
+    const float nan = V::hsum(tot);
+    // A NaN score, or a +inf one, poisons the row (fwdSoftmax): l = NaN stays NaN.
+    if (nan != nan || top == kInf) l[r] = std::numeric_limits<float>::quiet_NaN();
+    alpha[r] = a;
+  }
+  // A non-finite V row of a key outside some row's band would give that row 0 * NaN = NaN in
+  // the dense product (the reference sums allowed keys only): such tiles run row by row over
+  // each row's own keys.
+  float fin = 0.0f;
+  if (partialV)
+    for (int64_t j = 0; j < nkeys; j++)
+      for (int64_t c = 0; c < dv; c++) fin += v[j * vRow + c] * 0.0f;
+  if (fin != 0.0f) {
+    for (int64_t r = 0; r < rows; r++) {
+      const int64_t i = r % nq;
+      const int64_t lo = imax(0, keyLo(p, s, i) - j0), hi = imin(nkeys, keyHi(p, s, i) - j0);
+      float* orow = o + r * dv;
+      for (int64_t c = 0; c < dv; c++) orow[c] *= alpha[r];
+      for (int64_t jj = lo; jj < hi; jj++) {
+        const float w = st[r * kDecTile + jj];
+        for (int64_t c = 0; c < dv; c++) orow[c] += w * v[jj * vRow + c];
+      }
+    }
+    return;
+  }
+  for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+    const int64_t rb = imin(4, rows - r0);
+    const float* al = alpha + r0;
+    const float* pt = st + r0 * kDecTile;
+    float* orow = o + r0 * dv;
+    int64_t c = 0;
+    for (; c + 4 * V::L <= dv; c += 4 * V::L)
+      withRows<DecPV<4>::template K, 4>(rb, nkeys, pt, v + c, vRow, orow + c, dv, al);
+    for (; c + V::L <= dv; c += V::L)
+      withRows<DecPV<1>::template K, 4>(rb, nkeys, pt, v + c, vRow, orow + c, dv, al);
+    for (; c < dv; c++)
+      for (int64_t r = 0; r < rb; r++) {
+        float acc = orow[r * dv + c] * al[r];
+        for (int64_t j = 0; j < nkeys; j++) acc += pt[r * kDecTile + j] * v[j * vRow + c];
+        orow[r * dv + c] = acc;
+      }
+  }
+}
+
+// One decode task: (b, kv head) and its keys [ja, jb) into the partial slot `part`
+// (R x dv unnormalised O, then m and l, R each).
+inline void decTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t kvh,
+                    int64_t ja, int64_t jb, float* scratch, float* part) {
+  const Seq s = seqOf(p, b);
+  const int64_t nq = s.nq, rows = p.group * nq, d = p.d, dv = p.dv;
+  float* o = part;
+  float* m = o + rows * dv;
+  float* l = m + rows;
+  float* qs = scratch;
+  float* st = qs + rows * d;
+  float* alpha = st + rows * kDecTile;
+  const float qScale = p.scale * kLog2e;  // scores in log2 units, as fwdStart
+  const int64_t qRow = qRowStride(p, d);
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t h = kvh * p.group + r / nq, i = r % nq;
+    const float* q = a.q + qBase(p, b, h, d) + i * qRow;
+    for (int64_t c = 0; c < d; c++) qs[r * d + c] = q[c] * qScale;
+    for (int64_t c = 0; c < dv; c++) o[r * dv + c] = 0.0f;
+    m[r] = -kInf;
+    l[r] = 0.0f;
+  }
+  const int64_t kRow = kRowStride(p, d), vRow = kRowStride(p, dv);
+  const float* k = a.k + kBase(p, b, kvh, d);
+  const float* v = a.v + kBase(p, b, kvh, dv);
+  for (int64_t j0 = ja; j0 < jb; j0 += kDecTile) {
+    const int64_t j1 = imin(jb, j0 + kDecTile);
+    decTile(p, s, rows, nq, qs, k + j0 * kRow, kRow, v + j0 * vRow, vRow, j0, j1, st, alpha, o, m, l);
+  }
+}
+
+// Merges the `splits` partial slots of (b, kv head) (fwdCombineTask's rule: M = max m_s,
+// l = sum l_s 2^(m_s - M), O = sum O_s 2^(m_s - M)) and writes O and LSE as fwdFinish does.
+inline void decFinish(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t kvh,
+                      int64_t splits, const float* parts) {
+  const Seq s = seqOf(p, b);
+  const int64_t nq = s.nq, rows = p.group * nq, dv = p.dv;
+  const int64_t stride = rows * (dv + 2);
+  const int64_t oRow = qRowStride(p, dv);
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t h = kvh * p.group + r / nq, i = r % nq;
+    float* out = a.o + qBase(p, b, h, dv) + i * oRow;
+    float* lse = a.lse + lseBase(p, b, h) + i;
+    float top = -kInf;
+    for (int64_t sp = 0; sp < splits; sp++) top = std::max(top, parts[sp * stride + rows * dv + r]);
+    float lsum = 0.0f;
+    for (int64_t c = 0; c < dv; c++) out[c] = 0.0f;
+    for (int64_t sp = 0; sp < splits; sp++) {
+      const float* x = parts + sp * stride;
+      const float ms = x[rows * dv + r], ls = x[rows * dv + rows + r];
+      // A split without keys for this row has m_s = -inf and l_s = 0: weight 0.
+      const float w = ms == -kInf ? 0.0f : std::exp2(ms - top);
+      lsum += ls * w;
+      for (int64_t c = 0; c < dv; c++) out[c] += x[r * dv + c] * w;
+    }
+    if (p.sinks == nullptr) {
+      // lsum = NaN: a poisoned row (NaN or +inf score), O = NaN and LSE = NaN.
+      const bool live = lsum > 0.0f || lsum != lsum;
+      const float inv = live ? 1.0f / lsum : 0.0f;
+      for (int64_t c = 0; c < dv; c++) out[c] *= inv;
+      *lse = live ? lseOf(top, lsum) : -kInf;
+    } else {
+      // As fwdFinish: the sink as a log2-unit f32 score joining once.
+      const float s2 = static_cast<float>(static_cast<double>(p.sinks[h]) / kLn2);
+      const float mm = top > s2 ? top : s2;
+      const double scale =
+          lsum > 0.0f || lsum != lsum ? std::exp2(static_cast<double>(top) - mm) : 0.0;
+      const double lt = lsum * scale + std::exp2(static_cast<double>(s2) - mm);
+      const float inv = static_cast<float>(scale / lt);
+      for (int64_t c = 0; c < dv; c++) out[c] *= inv;
+      *lse = lseOf(mm, lt);
+    }
+  }
+}
+
+// The decode schedule: tasks (b, kv head, key split). Splits: the caller's split-K count, or
+// stream-K's workers spread over the pairs, or enough for two tasks per thread; each split keeps
+// two tiles at least (a split with fewer keys would cost more in its combine than it saves).
+inline const char* flashDecode(const AttnProblem& p, const FlashForwardArgs& a) {
+  const int threads = poolThreads();
+  int64_t pairs = 0, maxRows = 0;
+  for (int64_t b = 0; b < p.batch; b++)
+    if (p.seqQ[b] > 0) {
+      pairs += p.hkv;
+      maxRows = imax(maxRows, p.group * p.seqQ[b]);
+    }
+  if (pairs == 0) return nullptr;
+  int64_t want;
+  if (p.splits > 1)
+    want = p.splits;
+  else if (p.streamKWorkers > 0)
+    want = ceilDiv(p.streamKWorkers, pairs);
+  else
+    want = ceilDiv(2 * threads, pairs);
+  std::vector<Task> tasks;
+  std::vector<int64_t> first;  // per pair: its first task (and partial slot); then the end
+  for (int64_t b = 0; b < p.batch; b++) {
+    const Seq s = seqOf(p, b);
+    if (s.nq == 0) continue;
+    const int64_t lo = keyLo(p, s, 0), hi = keyHi(p, s, s.nq - 1);
+    const int64_t tiles = hi > lo ? ceilDiv(hi - lo, kDecTile) : 0;
+    const int64_t splits = imax(1, imin(want, p.splits > 1 || p.streamKWorkers > 0 ? tiles : tiles / 2));
+    for (int64_t kvh = 0; kvh < p.hkv; kvh++) {
+      first.push_back(static_cast<int64_t>(tasks.size()));
+      for (int64_t sp = 0; sp < splits; sp++) {
+        // Tile-aligned key range of split sp.
+        Task t{b, kvh, imin(hi, lo + tiles * sp / splits * kDecTile), 0};
+        t.cost = imin(hi, lo + tiles * (sp + 1) / splits * kDecTile);  // the range's end
+        t.group = static_cast<int64_t>(first.size()) - 1;
+        t.split = sp;
+        tasks.push_back(t);
+      }
+    }
+  }
+  first.push_back(static_cast<int64_t>(tasks.size()));
+  const int64_t slot = maxRows * (p.dv + 2);
+  Floats parts(static_cast<int64_t>(tasks.size()) * slot);
+  if (!parts.ok()) return kOutOfMemory;
+  const int64_t per = roundUp(maxRows * (p.d + kDecTile + 1), 16);
+  Floats scratch(per * threads);
+  if (!scratch.ok()) return kOutOfMemory;
+  // Partial slots of one pair are consecutive, each `rows (dv + 2)` floats of its own pair's
+  // row count (decFinish's stride), so they are packed by the pair's rows, not maxRows.
+  std::vector<int64_t> off(tasks.size() + 1, 0);
+  for (size_t t = 0; t < tasks.size(); t++)
+    off[t + 1] = off[t] + p.group * p.seqQ[tasks[t].b] * (p.dv + 2);
+  auto body = [&](int64_t t, int thread) {
+    const Task& task = tasks[t];
+    decTask(p, a, task.b, task.h, task.x0, task.cost, scratch.get() + per * thread,
+            parts.get() + off[t]);
+  };
+  parallel(static_cast<int64_t>(tasks.size()), body);
+  auto finish = [&](int64_t g, int) {
+    const Task& task = tasks[first[g]];
+    decFinish(p, a, task.b, task.h, first[g + 1] - first[g], parts.get() + off[first[g]]);
+  };
+  parallel(static_cast<int64_t>(first.size()) - 1, finish);
+  return nullptr;
+}
+
+}  // namespace ATTNKIT_NS
+}  // namespace attnkit
