@@ -660,7 +660,6 @@ async function splitKForward(
   opts: WebGpuTileOptions,
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   const { ctx, p } = pr;
-  const softmax = pr.hooks.hooks.normalize === 'softmax';
   const s: ShaderSpec = { ...spec(pr, fp), schedule: 'splitK' };
   const kernel = generatedKernel('forward', forwardShader, s);
   const combine = generatedKernel('combine', combineShader, s);
@@ -683,56 +682,20 @@ async function splitKForward(
       `schedule.splits: expected batch (${p.batch}) x splits <= ${maxZ} (the device's workgroups per dimension), got ${splits} splits`,
       'schedule.splits',
     );
-  const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
-  const lse = softmax ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
-  const owned: GpuBuffer[] = [];
-  try {
-    const pacc = ctx.createOutput(Math.max(16, accBytes), 'flash split-K acc');
-    owned.push(pacc);
-    const pstat = softmax
-      ? ctx.createOutput(Math.max(16, rows * splits * 8), 'flash split-K stats')
-      : undefined;
-    if (pstat) owned.push(pstat);
-    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: fp.br, tileK: fp.bc }), {
-      fields: [SPLITS_FIELD],
-      values: { splits },
-    });
-    owned.push(uniform, aux);
-    const buffers = {
-      ...hookBuffers(pr, owned),
-      ...pr.buffers,
-      P: uniform,
-      aux,
-      pacc,
-      pstat,
-      o: buf(o),
-      lse: lse && buf(lse),
-    };
-    await ctx.dispatch(
-      [
-        {
-          program,
-          buffers: bindBuffers(kernel.bindings, buffers),
-          workgroups: [Math.ceil(p.maxSeqQ / fp.br), p.hq, p.batch * splits],
-          label: 'flash forward split-K',
-        },
-        {
-          program: combineProgram,
-          buffers: bindBuffers(combine.bindings, buffers),
-          workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
-          label: 'flash split-K combine',
-        },
-      ],
-      opts.profiler,
-    );
-  } catch (e) {
-    o.dispose();
-    lse?.dispose();
-    throw e;
-  } finally {
-    for (const b of owned) ctx.pool.release(b);
-  }
-  return { o, lse };
+  return launchWithPartials(pr, opts, {
+    name: 'split-K',
+    combineName: 'combine',
+    partial: {
+      kernel,
+      program,
+      workgroups: [Math.ceil(p.maxSeqQ / fp.br), p.hq, p.batch * splits],
+    },
+    combine: { kernel: combine, program: combineProgram },
+    slots: splits,
+    accBytes,
+    tables: buildAux(p, { tileQ: fp.br, tileK: fp.bc }),
+    schedule: { fields: [SPLITS_FIELD], values: { splits } },
+  });
 }
 
 /**
@@ -761,7 +724,6 @@ async function streamKForward(
       { webgpu: why },
     );
   }
-  const softmax = pr.hooks.hooks.normalize === 'softmax';
   const s: ShaderSpec = { ...spec(pr, fp), schedule: 'streamK' };
   const tables = buildAux(p, { tileQ: fp.br, tileK: fp.bc });
   const sk = buildStreamK(p, tables, { tileQ: fp.br, tileK: fp.bc }, workers);
@@ -786,23 +748,55 @@ async function streamKForward(
     compile(ctx, kernel, 'flash-attention forward stream-K', fp),
     compile(ctx, fixup, 'flash-attention stream-K fix-up', fp),
   ]);
+  // Every slot the fix-up reads (slot < the row's unit's piece count) is written by a piece.
+  return launchWithPartials(pr, opts, {
+    name: 'stream-K',
+    combineName: 'fix-up',
+    partial: { kernel, program, workgroups: [sk.workers, 1, 1] },
+    combine: { kernel: fixup, program: fixupProgram },
+    slots,
+    accBytes,
+    tables,
+    schedule: { fields: STREAMK_FIELDS, values: sk.values },
+    aux: sk.aux,
+  });
+}
+
+/**
+ * The launch split-K and stream-K share: o (and lse), the partials' scratch (`slots` per row:
+ * Dv f32 accumulators, and (m, l) for softmax), the uniforms with the schedule's fields, then the
+ * partial kernel and the combine (fix-up) kernel queued in one command buffer. On failure o and
+ * lse are disposed; the scratch and launch buffers always go back to the pool.
+ */
+async function launchWithPartials(
+  pr: Prepared,
+  opts: WebGpuTileOptions,
+  l: {
+    name: string;
+    combineName: string;
+    partial: { kernel: WgslKernel; program: CompiledProgram; workgroups: [number, number, number] };
+    combine: { kernel: WgslKernel; program: CompiledProgram };
+    slots: number;
+    accBytes: number;
+    tables: AuxTables;
+    schedule: ScheduleUniforms;
+    aux?: Uint32Array;
+  },
+): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const { ctx, p } = pr;
+  const softmax = pr.hooks.hooks.normalize === 'softmax';
+  const rows = p.lseShape.reduce((a, x) => a * x, 1);
   const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
   const lse = softmax ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
   const owned: GpuBuffer[] = [];
   try {
-    // Every slot the fix-up reads (slot < the row's unit's piece count) is written by a piece.
-    const pacc = ctx.createOutput(Math.max(16, accBytes), 'flash stream-K acc');
+    const pacc = ctx.createOutput(Math.max(16, l.accBytes), `flash ${l.name} acc`);
     owned.push(pacc);
     const pstat = softmax
-      ? ctx.createOutput(Math.max(16, rows * slots * 8), 'flash stream-K stats')
+      ? ctx.createOutput(Math.max(16, rows * l.slots * 8), `flash ${l.name} stats`)
       : undefined;
     if (pstat) owned.push(pstat);
-    const [uniform, aux] = launchBuffers(
-      pr,
-      tables,
-      { fields: STREAMK_FIELDS, values: sk.values },
-      sk.aux,
-    );
+    const [uniform, aux] = launchBuffers(pr, l.tables, l.schedule, l.aux);
     owned.push(uniform, aux);
     const buffers = {
       ...hookBuffers(pr, owned),
@@ -817,16 +811,16 @@ async function streamKForward(
     await ctx.dispatch(
       [
         {
-          program,
-          buffers: bindBuffers(kernel.bindings, buffers),
-          workgroups: [sk.workers, 1, 1],
-          label: 'flash forward stream-K',
+          program: l.partial.program,
+          buffers: bindBuffers(l.partial.kernel.bindings, buffers),
+          workgroups: l.partial.workgroups,
+          label: `flash forward ${l.name}`,
         },
         {
-          program: fixupProgram,
-          buffers: bindBuffers(fixup.bindings, buffers),
+          program: l.combine.program,
+          buffers: bindBuffers(l.combine.kernel.bindings, buffers),
           workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
-          label: 'flash stream-K fix-up',
+          label: `flash ${l.name} ${l.combineName}`,
         },
       ],
       opts.profiler,
