@@ -18,22 +18,23 @@ function varint(n) {
 const VARINT = 0;
 const LEN = 2;
 const tag = (field, wire) => varint((field << 3) | wire);
-const int = (field, value) => [...tag(field, VARINT), ...varint(value)];
-const bytes = (field, b) => [...tag(field, LEN), ...varint(b.length), ...b];
-const str = (field, s) => bytes(field, [...utf8.encode(s)]);
+// The protobuf field writers (also used by benchmarks/lean/onnx-decode.mjs).
+export const int = (field, value) => [...tag(field, VARINT), ...varint(value)];
+export const bytes = (field, b) => [...tag(field, LEN), ...varint(b.length), ...b];
+export const str = (field, s) => bytes(field, [...utf8.encode(s)]);
 
 const FLOAT = 1; // TensorProto.DataType.FLOAT
 const ATTR_INT = 2; // AttributeProto.AttributeType.INT
 
 // ValueInfoProto { name = 1, type = 2 { tensor_type = 1 { elem_type = 1, shape = 2 { dim = 1 } } } }
-function valueInfo(name, dims) {
+export function valueInfo(name, dims) {
   const shape = dims.flatMap((d) => bytes(1, typeof d === 'number' ? int(1, d) : str(2, d)));
   const tensorType = [...int(1, FLOAT), ...bytes(2, shape)];
   return [...str(1, name), ...bytes(2, bytes(1, tensorType))];
 }
 
 // AttributeProto { name = 1, i = 3, type = 20 }
-const intAttr = (name, value) => [...str(1, name), ...int(3, value), ...int(20, ATTR_INT)];
+export const intAttr = (name, value) => [...str(1, name), ...int(3, value), ...int(20, ATTR_INT)];
 
 /**
  * ModelProto bytes of y = MultiHeadAttention(query, key, value) with query, key, value and y
