@@ -39,6 +39,33 @@ export interface AttentionOptions {
   blockSparse?: BlockSparseOptions;
   /** A user mask on top of causal / window (FlexAttention's mask_mod); see mods.ts. */
   maskMod?: MaskMod;
+  /**
+   * Paged K/V (vLLM's PagedAttention block tables): k and v are page pools
+   * [numPages, pageSize, Hkv, D] / [numPages, pageSize, Hkv, Dv] and sequence b's key t is row
+   * t % pageSize of page blockTable[b * maxPages + floor(t / pageSize)]; Nk_b = lengths[b].
+   * q is BHND [B, Hq, Nq, D] (layout THD is not taken with it). Causal / window are bottom-right
+   * relative to lengths[b], as for varlen.
+   */
+  paged?: PagedOptions;
+}
+
+/** AttentionOptions.paged: the block tables of a paged K/V pool. */
+export interface PagedOptions {
+  /** Tokens per page: k.shape[1]. */
+  pageSize: number;
+  /** Row-major [B, maxPages]: page of each sequence's page slot; only the slots a length needs are read. */
+  blockTable: Int32Array;
+  /** [B]: keys of each sequence, each <= maxPages * pageSize. */
+  lengths: Int32Array;
+}
+
+/** The resolved paged K/V (AttentionProblem.paged). */
+export interface ResolvedPaged {
+  pageSize: number;
+  maxPages: number;
+  numPages: number;
+  /** [B, maxPages] row-major; entries of the slots lengths[b] needs are in [0, numPages). */
+  blockTable: Int32Array;
 }
 
 export interface ResolvedBlockSparse {
@@ -87,6 +114,12 @@ export interface AttentionProblem {
   blockSparse: ResolvedBlockSparse | undefined;
   /** The user mask (its block mask is `blockSparse`, values 0 / 1 / 2). */
   maskMod: ResolvedMaskMod | undefined;
+  /**
+   * Paged K/V (AttentionOptions.paged) or undefined. With it kBase(b, h) is the pool's token 0
+   * of head h, kRow / vRow are Hkv D / Hkv Dv, and key j of sequence b lives at pool row
+   * keyRow(p, b, j): every K/V row address goes through keyRow.
+   */
+  paged?: ResolvedPaged | undefined;
   /** Shapes of the outputs in this layout. */
   oShape: number[];
   lseShape: number[];
@@ -99,11 +132,26 @@ export function qBase(p: AttentionProblem, b: number, h: number, width: number):
     : (p.startQ[b]! * p.hq + h) * width;
 }
 
-/** Element offset of token 0 of (batch b, kv head h) in k (width d) or v (width dv). */
+/**
+ * Element offset of token 0 of (batch b, kv head h) in k (width d) or v (width dv); key j is at
+ * kBase + keyRow(p, b, j) * kRow (vRow). Paged: token 0 of the pool, head h.
+ */
 export function kBase(p: AttentionProblem, b: number, h: number, width: number): number {
+  if (p.paged) return h * width;
   return p.layout === 'BHND'
     ? (b * p.hkv + h) * p.maxSeqK * width
     : (p.startK[b]! * p.hkv + h) * width;
+}
+
+/**
+ * The stored row of key j of sequence b, relative to kBase: j for contiguous K/V; paged, row
+ * j % pageSize of page blockTable[b * maxPages + floor(j / pageSize)] of the pool.
+ */
+export function keyRow(p: Pick<AttentionProblem, 'paged'>, b: number, j: number): number {
+  const pg = p.paged;
+  if (!pg) return j;
+  const slot = Math.floor(j / pg.pageSize);
+  return pg.blockTable[b * pg.maxPages + slot]! * pg.pageSize + (j - slot * pg.pageSize);
 }
 
 /** Offset of LSE[b, h, 0]: BHND lse is [B, Hq, Nq]; THD lse is [Hq, totalQ] (as FlashAttention's varlen API). */
@@ -273,6 +321,8 @@ export function resolveAttentionProblem(
     fail(ValueError, 'options', 'an object', options);
   const layout = options.layout ?? 'BHND';
   if (layout !== 'BHND' && layout !== 'THD') fail(ValueError, 'layout', '"BHND" or "THD"', layout);
+  if (options.paged !== undefined && layout !== 'BHND')
+    fail(ValueError, 'layout', '"BHND" with paged K/V (q [B, Hq, Nq, D])', layout);
   const rank = layout === 'BHND' ? 4 : 3;
   checkTensor(q, 'q', rank);
   checkTensor(k, 'k', rank);
@@ -291,9 +341,30 @@ export function resolveAttentionProblem(
   let startK: Int32Array;
   let totalQ: number;
   let totalK: number;
+  let paged: ResolvedPaged | undefined;
   const d = q.shape[rank - 1]!;
   const dv = v.shape[rank - 1]!;
-  if (layout === 'BHND') {
+  if (options.paged !== undefined) {
+    if (options.cuSeqlensQ !== undefined || options.cuSeqlensK !== undefined)
+      fail(
+        ValueError,
+        'paged',
+        'no cu_seqlens beside it (lengths are paged.lengths)',
+        'cu_seqlens',
+      );
+    const [B, Hq, Nq] = q.shape as [number, number, number, number];
+    const r = resolvePaged(options.paged, k, v, B, d);
+    paged = r.paged;
+    batch = B;
+    hq = Hq;
+    hkv = k.shape[2]!;
+    seqQ = new Int32Array(B).fill(Nq);
+    seqK = r.lengths;
+    startQ = new Int32Array(B);
+    startK = new Int32Array(B);
+    totalQ = B * Nq;
+    totalK = paged.numPages * paged.pageSize;
+  } else if (layout === 'BHND') {
     const [B, Hq, Nq] = q.shape as [number, number, number, number];
     const [Bk, Hkv, Nk, Dk] = k.shape as [number, number, number, number];
     if (Bk !== B || Dk !== d)
@@ -425,14 +496,102 @@ export function resolveAttentionProblem(
     maxSeqQ,
     maxSeqK,
     qRow: layout === 'BHND' ? d : hq * d,
-    kRow: layout === 'BHND' ? d : hkv * d,
-    vRow: layout === 'BHND' ? dv : hkv * dv,
+    kRow: layout === 'BHND' && !paged ? d : hkv * d,
+    vRow: layout === 'BHND' && !paged ? dv : hkv * dv,
     oRow: layout === 'BHND' ? dv : hq * dv,
     blockSparse,
     maskMod,
+    paged,
     oShape,
     lseShape,
   };
+}
+
+/** An Int32Array (or integer number[]) option of paged, as an Int32Array; ValueError naming it. */
+function int32Option(v: unknown, name: string, length: number, what: string): Int32Array {
+  if (!(v instanceof Int32Array) && !Array.isArray(v))
+    fail(ValueError, name, `an Int32Array ${what}`, v);
+  const arr = v as ArrayLike<number>;
+  if (arr.length !== length)
+    fail(ValueError, name, `length ${length} (${what})`, `length ${arr.length}`);
+  for (let i = 0; i < arr.length; i++) {
+    const x = arr[i];
+    if (!Number.isInteger(x) || Math.abs(x!) > INT32_MAX)
+      fail(ValueError, name, `int32 entries (entry ${i} is ${describe(x)})`, v);
+  }
+  return v instanceof Int32Array ? v : Int32Array.from(arr);
+}
+
+/**
+ * Validates AttentionOptions.paged against the pools k [numPages, pageSize, Hkv, D] and
+ * v [numPages, pageSize, Hkv, Dv] and q's batch B: ShapeError naming k / v, ValueError naming
+ * paged, paged.pageSize, paged.blockTable, paged.lengths.
+ */
+function resolvePaged(
+  opt: unknown,
+  k: Tensor,
+  v: Tensor,
+  batch: number,
+  d: number,
+): { paged: ResolvedPaged; lengths: Int32Array } {
+  if (opt === null || typeof opt !== 'object' || Array.isArray(opt))
+    fail(ValueError, 'paged', '{ pageSize, blockTable, lengths }', opt);
+  const o = opt as PagedOptions;
+  const ps = o.pageSize;
+  if (typeof ps !== 'number' || !Number.isSafeInteger(ps) || ps < 1)
+    fail(ValueError, 'paged.pageSize', 'a positive integer', ps);
+  const [numPages, kps, , dk] = k.shape as [number, number, number, number];
+  if (kps !== ps || dk !== d)
+    fail(
+      ShapeError,
+      'k',
+      `a page pool [numPages, pageSize ${ps}, Hkv, D ${d}] with paged K/V`,
+      `shape ${formatShape(k.shape)}`,
+    );
+  if (numPages < 1)
+    fail(ShapeError, 'k', 'a pool of at least one page', `shape ${formatShape(k.shape)}`);
+  if (v.shape[0] !== numPages || v.shape[1] !== ps || v.shape[2] !== k.shape[2])
+    fail(
+      ShapeError,
+      'v',
+      `shape [${numPages}, ${ps}, ${k.shape[2]}, Dv] (k is ${formatShape(k.shape)})`,
+      `shape ${formatShape(v.shape)}`,
+    );
+  const lengths = int32Option(o.lengths, 'paged.lengths', batch, 'one key count per batch entry');
+  const bt = o.blockTable;
+  if (!(bt instanceof Int32Array) && !Array.isArray(bt))
+    fail(ValueError, 'paged.blockTable', 'an Int32Array [B, maxPages]', bt);
+  const n = (bt as ArrayLike<number>).length;
+  if (batch > 0 && n % batch !== 0)
+    fail(
+      ValueError,
+      'paged.blockTable',
+      `a length that is a multiple of B = ${batch} ([B, maxPages] row-major)`,
+      `length ${n}`,
+    );
+  const maxPages = batch > 0 ? n / batch : 0;
+  const table = int32Option(bt, 'paged.blockTable', n, '[B, maxPages] row-major');
+  for (let b = 0; b < batch; b++) {
+    const len = lengths[b]!;
+    if (len < 0 || len > maxPages * ps)
+      fail(
+        ValueError,
+        'paged.lengths',
+        `entries in [0, maxPages x pageSize = ${maxPages * ps}] (entry ${b} is ${len})`,
+        lengths,
+      );
+    for (let slot = 0, need = Math.ceil(len / ps); slot < need; slot++) {
+      const page = table[b * maxPages + slot]!;
+      if (page < 0 || page >= numPages)
+        fail(
+          ValueError,
+          'paged.blockTable',
+          `pages in [0, ${numPages}) (the pool's pages) for every page slot a length needs (batch ${b}, slot ${slot} holds ${page})`,
+          `page ${page}`,
+        );
+    }
+  }
+  return { paged: { pageSize: ps, maxPages, numPages, blockTable: table }, lengths };
 }
 
 function resolveBlockSparse(

@@ -208,6 +208,7 @@ const COMMON_OPTIONS = [
   'streamKWorkers',
   'permute',
   'checkFinite',
+  'paged',
 ];
 
 const BACKENDS: Record<TiledBackend, { priority: number; devices: string[] }> = {
@@ -392,6 +393,22 @@ function declines(
   return undefined;
 }
 
+/**
+ * Paged K/V (AttentionOptions.paged) runs the forward's key-row addressing through the block
+ * table on every backend; hooks that address keys by their own index layout (a key permutation,
+ * HSTU's rab key times) and FA1's loop order do not take it: ValueError naming `paged`.
+ */
+function checkPagedHooks(hooks: TiledHooks, o: TiledOptions): void {
+  const why = hooks.permute
+    ? 'permuted tiles (permute)'
+    : hooks.rab
+      ? "HSTU's bucketed rab (its key times are per stored row)"
+      : o.algorithm === 'fa1'
+        ? 'algorithm "fa1" (the paged kernels are the FA2 loop)'
+        : undefined;
+  if (why) throw new ValueError(`paged: expected no ${why} with paged K/V, got both`, 'paged');
+}
+
 async function runOn(
   backend: TiledBackend,
   pass: KernelPass,
@@ -409,6 +426,11 @@ async function runOn(
           : await tiledForwardWebGpu(p, hooks, t.q!, t.k!, t.v!, options);
     return res.lse ? { o: res.o, lse: res.lse } : { o: res.o };
   }
+  if (p.paged)
+    throw new ValueError(
+      'paged: expected contiguous K/V for the backward (paged K/V is a forward / decode path), got paged pools',
+      'paged',
+    );
   const args = [p, hooks, t.q!, t.k!, t.v!, t.o, t.lse, t.do!, options] as const;
   const g =
     backend === 'ts'
@@ -450,6 +472,7 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
       hooks.schedule = { kind: 'streamK', workers: o.streamKWorkers };
     const permute = resolvePermute(o.permute, p);
     if (permute) hooks.permute = permute;
+    if (p.paged) checkPagedHooks(hooks, o);
     return { p, hooks, o };
   };
   const gradName = def.biasGradOutput;

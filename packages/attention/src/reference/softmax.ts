@@ -5,6 +5,7 @@ import {
   allowed,
   kBase,
   keyRange,
+  keyRow,
   lseBase,
   qBase,
   resolveAttentionProblem,
@@ -47,7 +48,7 @@ function softmaxRow(
   const kb = kBase(p, b, Math.floor(h / p.group), p.d);
   let m = Number.NEGATIVE_INFINITY;
   for (let t = 0; t < keys.length; t++) {
-    const ko = kb + keys[t]! * p.kRow;
+    const ko = kb + keyRow(p, b, keys[t]!) * p.kRow;
     let s = 0;
     for (let c = 0; c < p.d; c++) s += Q[qo + c]! * K[ko + c]!;
     probs[t] = s * p.scale;
@@ -83,7 +84,7 @@ export function softmaxAttentionReference(
         LSE[lseBase(p, b, h) + i] = lse;
         const oo = qBase(p, b, h, p.dv) + i * p.oRow;
         for (let t = 0; t < keys.length; t++) {
-          const vo = vb + keys[t]! * p.vRow;
+          const vo = vb + keyRow(p, b, keys[t]!) * p.vRow;
           for (let c = 0; c < p.dv; c++) O[oo + c] = O[oo + c]! + probs[t]! * V[vo + c]!;
         }
       }
@@ -126,14 +127,14 @@ export function softmaxAttentionReferenceBackward(
         const go = qBase(p, b, h, p.dv) + i * p.oRow;
         o.fill(0);
         for (let t = 0; t < keys.length; t++) {
-          const vo = vb + keys[t]! * p.vRow;
+          const vo = vb + keyRow(p, b, keys[t]!) * p.vRow;
           for (let c = 0; c < p.dv; c++) o[c] = o[c]! + probs[t]! * V[vo + c]!;
         }
         let Di = 0;
         for (let c = 0; c < p.dv; c++) Di += G[go + c]! * o[c]!;
         for (let t = 0; t < keys.length; t++) {
-          const ko = kb + keys[t]! * p.kRow;
-          const vo = vb + keys[t]! * p.vRow;
+          const ko = kb + keyRow(p, b, keys[t]!) * p.kRow;
+          const vo = vb + keyRow(p, b, keys[t]!) * p.vRow;
           const P = probs[t]!;
           let dP = 0;
           for (let c = 0; c < p.dv; c++) {

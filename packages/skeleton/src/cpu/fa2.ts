@@ -2,6 +2,7 @@ import {
   type AttentionProblem,
   kBase,
   keyRange,
+  keyRow,
   lseBase,
   permKBase,
   qBase,
@@ -90,8 +91,14 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
     const kind = classifyTile(p, b, h, q0, rows, k0, cols);
     if (kind === SKIP) continue;
     tileRowRanges(p, b, q0, rows, k0, cols, kind === FULL, lo, hi);
-    stageTile(K, kBase0, kRow, permK, kIdx0, k0, cols, d, kt, 1);
-    stageTile(V, vBase0, vRow, permK, kIdx0, k0, cols, dv, vt, 1);
+    if (p.paged) {
+      // Paged K/V: each key row through the block table (keyRow), read in place from the pool.
+      stagePagedRows(p, b, K, kBase0, kRow, k0, cols, d, kt);
+      stagePagedRows(p, b, V, vBase0, vRow, k0, cols, dv, vt);
+    } else {
+      stageTile(K, kBase0, kRow, permK, kIdx0, k0, cols, d, kt, 1);
+      stageTile(V, vBase0, vRow, permK, kIdx0, k0, cols, dv, vt, 1);
+    }
     s.fill(0, 0, rows * bk);
     gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
     // HSTU's bucketed rab joins the scaled score first (before the mods and masks).
@@ -165,6 +172,34 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
       }
     } else {
       gemm(s, 0, bk, 1, vt, 0, dv, 1, acc, as, dv, rows, dv, cols);
+    }
+  }
+}
+
+/**
+ * Rows [k0, k0 + cols) of sequence b of a paged pool into dst (cols x width): key j is pool row
+ * keyRow(p, b, j), so a page's rows are consecutive and each page is found once per run.
+ */
+function stagePagedRows(
+  p: AttentionProblem,
+  b: number,
+  src: Float32Array,
+  base: number,
+  stride: number,
+  k0: number,
+  cols: number,
+  width: number,
+  dst: Float32Array,
+): void {
+  const ps = p.paged!.pageSize;
+  for (let r = 0; r < cols; ) {
+    const j = k0 + r;
+    // The run of keys [j, j + n) in j's page: consecutive pool rows.
+    const n = Math.min(cols - r, ps - (j % ps));
+    let so = base + keyRow(p, b, j) * stride;
+    for (let e = r + n; r < e; r++, so += stride) {
+      const dOff = r * width;
+      for (let c = 0; c < width; c++) dst[dOff + c] = src[so + c]!;
     }
   }
 }
