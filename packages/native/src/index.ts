@@ -100,6 +100,14 @@ export interface NativeAttentionProblem {
   totalQ: number;
   totalK: number;
   blockSparse?: NativeBlockSparse | undefined;
+  /**
+   * Paged K/V (attention.forward only, layout BHND): k and v are page pools [totalK / pageSize,
+   * pageSize, hkv, d | dv] and key j of sequence b is pool token blockTable[b * maxPages +
+   * floor(j / pageSize)] * pageSize + j % pageSize; seqK[b] <= maxPages * pageSize, and every
+   * slot a length needs names a page in [0, totalK / pageSize) (RangeError otherwise). The
+   * kernels read the rows in place through the table (no gather into contiguous K/V).
+   */
+  paged?: { pageSize: number; maxPages: number; blockTable: Int32Array } | undefined;
   /** Tile hints (1..1024): query rows per backward block; keys per forward tile. */
   blockQ?: number | undefined;
   blockK?: number | undefined;

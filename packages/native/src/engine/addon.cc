@@ -430,6 +430,46 @@ void hstuRabArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
                "neither");
 }
 
+// problem.paged: undefined (contiguous K/V) or { pageSize, maxPages, blockTable } (engine.h
+// AttnProblem.blockTable). Every page slot a sequence's length needs must name a pool page:
+// the pool holds totalK / pageSize pages. BHND only, no permuted keys or rab with it.
+void pagedArg(const Napi::Value& v, AttnProblem& p, Keep& keep) {
+  if (v.IsUndefined() || v.IsNull()) return;
+  Napi::Env env = v.Env();
+  if (!v.IsObject()) typeError(env, "problem.paged", "an object or undefined", v);
+  Napi::Object o = v.As<Napi::Object>();
+  const char* P = "problem.paged.";
+  p.pageSize = intField(o, P, "pageSize", 1);
+  p.maxPages = intField(o, P, "maxPages", 0);
+  if (p.thd) rangeError(env, "problem.paged", "layout BHND (q [B, Hq, Nq, D])", "layout THD");
+  if (p.rabPos != nullptr || p.rabTime != nullptr)
+    rangeError(env, "problem.paged", "no problem.hstuRab with it", "both");
+  if (p.totalK % p.pageSize != 0)
+    rangeError(env, "problem.totalK", "a multiple of paged.pageSize (the pool's tokens)",
+               std::to_string(p.totalK));
+  const int64_t numPages = p.totalK / p.pageSize;
+  Napi::Value tv = o.Get("blockTable");
+  auto table = arrayArg<int32_t, napi_int32_array>(tv, "problem.paged.blockTable", "Int32Array");
+  keep.add(tv);
+  expectLength(env, "problem.paged.blockTable", table.length, p.batch * p.maxPages,
+               "batch x maxPages");
+  for (int64_t b = 0; b < p.batch; b++) {
+    if (p.seqK[b] > p.maxPages * p.pageSize)
+      rangeError(env, "problem.seqK[" + std::to_string(b) + "]",
+                 "<= maxPages x pageSize = " + std::to_string(p.maxPages * p.pageSize),
+                 std::to_string(p.seqK[b]));
+    for (int64_t slot = 0; slot * p.pageSize < p.seqK[b]; slot++) {
+      const int32_t page = table.data[b * p.maxPages + slot];
+      if (page < 0 || page >= numPages)
+        rangeError(env, "problem.paged.blockTable",
+                   "pages in [0, " + std::to_string(numPages) + ") for every slot a length needs",
+                   std::to_string(page) + " at batch " + std::to_string(b) + ", slot " +
+                       std::to_string(slot));
+    }
+  }
+  p.blockTable = table.data;
+}
+
 AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
   Napi::Env env = value.Env();
   if (!value.IsObject() || value.IsArray() || value.IsTypedArray())
@@ -535,6 +575,7 @@ AttnProblem problemArg(const Napi::Value& value, Keep& keep) {
   scoreModsArg(o.Get("scoreMods"), p, keep);
   hstuMaskArg(o.Get("hstuMask"), p, keep);
   hstuRabArg(o.Get("hstuRab"), p, keep);
+  pagedArg(o.Get("paged"), p, keep);
   return p;
 }
 
@@ -544,7 +585,8 @@ struct Sizes {
 
 Sizes sizesOf(const AttnProblem& p) {
   const int64_t rowsQ = p.thd ? p.totalQ * p.hq : p.batch * p.hq * p.maxSeqQ;
-  const int64_t rowsK = p.thd ? p.totalK * p.hkv : p.batch * p.hkv * p.maxSeqK;
+  const int64_t rowsK =
+      p.thd || p.blockTable != nullptr ? p.totalK * p.hkv : p.batch * p.hkv * p.maxSeqK;
   return {rowsQ * p.d, rowsK * p.d, rowsK * p.dv, rowsQ * p.dv, rowsQ, rowsK};
 }
 
@@ -723,7 +765,11 @@ class AttentionBackward : public Call {
   }
   const void* data() const override { return &c_; }
   static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
-    return std::make_unique<AttentionBackward>(problemArg(v, keep));
+    AttnProblem p = problemArg(v, keep);
+    if (p.blockTable != nullptr)
+      rangeError(v.Env(), "problem.paged", "undefined in attention.backward (paged K/V is forward only)",
+                 "a block table");
+    return std::make_unique<AttentionBackward>(p);
   }
 
  private:

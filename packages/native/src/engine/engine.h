@@ -98,6 +98,12 @@ struct AttnProblem {
   // (flash_hooks.h RabLut).
   const int32_t* rabLut;
   int32_t rabSteps;
+  // Paged K/V (packages/attention/src/spec.ts AttentionOptions.paged; forward only): k and v
+  // are page pools [numPages, pageSize, hkv, d|dv] (totalK = numPages * pageSize tokens) and key
+  // j of sequence b is pool token blockTable[b * maxPages + j / pageSize] * pageSize +
+  // j % pageSize (flash_common.h keyRowOf). Null blockTable = contiguous K/V (pageSize 0).
+  const int32_t* blockTable;
+  int64_t pageSize, maxPages;
 };
 
 // Permuted tiles (packages/skeleton/src/hooks.ts PermuteHook): row i of the tiled order of

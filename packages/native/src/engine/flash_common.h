@@ -44,6 +44,8 @@ inline int64_t qBase(const AttnProblem& p, int64_t b, int64_t h, int64_t width) 
   return p.thd ? (p.startQ[b] * p.hq + h) * width : (b * p.hq + h) * p.maxSeqQ * width;
 }
 inline int64_t kBase(const AttnProblem& p, int64_t b, int64_t h, int64_t width) {
+  // Paged: token 0 of the pool, head h; key j is at keyRowOf(p, b, j) rows from it.
+  if (p.blockTable != nullptr) return h * width;
   return p.thd ? (p.startK[b] * p.hkv + h) * width : (b * p.hkv + h) * p.maxSeqK * width;
 }
 inline int64_t lseBase(const AttnProblem& p, int64_t b, int64_t h) {
@@ -57,7 +59,14 @@ inline int64_t qRowStride(const AttnProblem& p, int64_t width) {
   return p.thd ? p.hq * width : width;
 }
 inline int64_t kRowStride(const AttnProblem& p, int64_t width) {
-  return p.thd ? p.hkv * width : width;
+  return p.thd || p.blockTable != nullptr ? p.hkv * width : width;
+}
+// The stored row of key j of sequence b relative to kBase: j, or paged (engine.h blockTable)
+// row j % pageSize of the page the block table gives for slot j / pageSize.
+inline int64_t keyRowOf(const AttnProblem& p, int64_t b, int64_t j) {
+  if (p.blockTable == nullptr) return j;
+  const int64_t slot = j / p.pageSize;
+  return static_cast<int64_t>(p.blockTable[b * p.maxPages + slot]) * p.pageSize + (j - slot * p.pageSize);
 }
 
 // Allowed keys of query row i: [lo, hi) from causal and window alone. Normative rule:

@@ -200,6 +200,17 @@ inline void decTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, 
   const int64_t kRow = kRowStride(p, d), vRow = kRowStride(p, dv);
   const float* k = a.k + kBase(p, b, kvh, d);
   const float* v = a.v + kBase(p, b, kvh, dv);
+  if (p.blockTable != nullptr) {
+    // Paged K/V: tiles cut at page ends too, so each tile's rows are consecutive in the pool
+    // (row keyRowOf(j0) onwards) and are read in place through the block table.
+    for (int64_t j0 = ja; j0 < jb;) {
+      const int64_t j1 = imin(imin(jb, j0 + kDecTile), (j0 / p.pageSize + 1) * p.pageSize);
+      const int64_t row = keyRowOf(p, b, j0);
+      decTile(p, s, rows, nq, qs, k + row * kRow, kRow, v + row * vRow, vRow, j0, j1, st, alpha, o, m, l);
+      j0 = j1;
+    }
+    return;
+  }
   for (int64_t j0 = ja; j0 < jb; j0 += kDecTile) {
     const int64_t j1 = imin(jb, j0 + kDecTile);
     decTile(p, s, rows, nq, qs, k + j0 * kRow, kRow, v + j0 * vRow, vRow, j0, j1, st, alpha, o, m, l);

@@ -342,6 +342,7 @@ struct FwdGroup {
   const float* v;
   const int32_t* pq;  // the (b, h) slice of the query permutation, or null (identity)
   const int32_t* pk;  // the (b, kv head) slice of the key permutation, or null
+  int64_t b;          // the batch entry (paged K/V: its block table row, keyRowOf)
   const uint8_t* bs;
   FwdHead hd;
   int64_t jStart, jEnd;  // the group's key band
@@ -364,6 +365,7 @@ inline FwdGroup fwdGroup(const AttnProblem& p, int64_t b, int64_t h, int64_t i0,
   g.v = a.v + kBase(p, b, g.kvh, p.dv);
   g.pq = a.permQ != nullptr ? a.permQ + lseBase(p, b, h) : nullptr;
   g.pk = a.permK != nullptr ? a.permK + kIdxBase(p, b, g.kvh) : nullptr;
+  g.b = b;
   g.bs = sparseBase(p, b, h);
   if constexpr (M::kActive) g.hd.mods = headMods(p, b, h);
   g.hd.bias2 = std::is_same_v<Norm, Sigmoid> ? p.sigmoidBias[b] * kLog2e : 0.0f;
@@ -441,15 +443,24 @@ inline void fwdTiles(const AttnProblem& p, const FwdGroup& g, int64_t ja, int64_
     const float* kt = g.k + j0 * g.kRow;
     const float* vt = g.v + j0 * g.vRow;
     int64_t kRow = g.kRow, vRow = g.vRow;
-    bool staged = g.pk == nullptr;
+    const bool paged = p.blockTable != nullptr;
+    bool staged = g.pk == nullptr && !paged;
+    if (paged && j0 / p.pageSize == (j1 - 1) / p.pageSize) {
+      // Paged K/V, a tile inside one page: its rows are consecutive in the pool, read in place.
+      kt = g.k + keyRowOf(p, g.b, j0) * g.kRow;
+      vt = g.v + keyRowOf(p, g.b, j0) * g.vRow;
+      staged = true;
+    }
     for (int64_t t = 0; t < g.ns; t++) {
       const FwdBlockState blk = fwdBlock(g, sc, t);
       const Vis vis = classifyTile(p, g.s, g.bs, blk.i0, blk.i0 + blk.rows, j0, j1);
       if (vis == Vis::kSkip) continue;
       if (!staged) {
+        // Permuted keys, or a paged tile across pages: each row through the index / block table.
         for (int64_t j = j0; j < j1; j++) {
-          const float* kr = g.k + g.pk[j] * g.kRow;
-          const float* vr = g.v + g.pk[j] * g.vRow;
+          const int64_t row = g.pk != nullptr ? g.pk[j] : keyRowOf(p, g.b, j);
+          const float* kr = g.k + row * g.kRow;
+          const float* vr = g.v + row * g.vRow;
           std::copy(kr, kr + p.d, sc.ks + (j - j0) * p.d);
           std::copy(vr, vr + p.dv, sc.vs + (j - j0) * p.dv);
         }
@@ -646,7 +657,8 @@ inline const char* flashForwardImpl(const AttnProblem& p, const FlashForwardArgs
   Floats scratch(per * threads);
   if (!scratch.ok()) return kOutOfMemory;
   // A key permutation's gathered tile (K and V rows) per thread.
-  const int64_t stagePer = a.permK != nullptr ? roundUp(tileK * (p.d + p.dv), 16) : 0;
+  const int64_t stagePer =
+      a.permK != nullptr || p.blockTable != nullptr ? roundUp(tileK * (p.d + p.dv), 16) : 0;
   Floats stage(stagePer * threads);
   if (!stage.ok()) return kOutOfMemory;
   auto scratchOf = [&](int thread) {
