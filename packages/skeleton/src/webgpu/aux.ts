@@ -86,8 +86,10 @@ function strides(p: AttentionProblem, heads: number, n: number, width: number): 
 /** The uniform values of one kernel launch (see params.ts for their meaning). */
 export function buildParams(p: AttentionProblem, tables: AuxTables): Params {
   const q = strides(p, p.hq, p.maxSeqQ, p.d);
-  const k = strides(p, p.hkv, p.maxSeqK, p.d);
-  const v = strides(p, p.hkv, p.maxSeqK, p.dv);
+  // Paged K/V: pools of tokens [Hkv, W] (as THD, startK 0); rows through the block table.
+  const pool = (width: number): Strides => ({ batch: 0, head: width, row: p.hkv * width });
+  const k = p.paged ? pool(p.d) : strides(p, p.hkv, p.maxSeqK, p.d);
+  const v = p.paged ? pool(p.dv) : strides(p, p.hkv, p.maxSeqK, p.dv);
   const o = strides(p, p.hq, p.maxSeqQ, p.dv);
   const bs = p.blockSparse;
   const perSlice = bs ? bs.nbq * bs.nbk : 1;

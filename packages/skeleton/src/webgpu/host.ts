@@ -248,7 +248,31 @@ function prepare(
     ctx: sq.ctx,
     dtype,
     buffers: { q: sq.buffer, k: sk.buffer, v: sv.buffer },
-    hooks: hookResources(hooks, p.maskMod, pass, p),
+    hooks: withPaged(hookResources(hooks, p.maskMod, pass, p), p),
+  };
+}
+
+/**
+ * Paged K/V (AttentionProblem.paged): the block table as the u32 binding `pagetab` and its
+ * page size and columns as uniforms pgSize / pgPages, beside the hooks' own (ShaderSpec.paged).
+ */
+function withPaged(r: HookResources, p: AttentionProblem): HookResources {
+  const pg = p.paged;
+  if (!pg) return r;
+  const t = pg.blockTable;
+  return {
+    hooks: {
+      ...r.hooks,
+      bindings: [...r.hooks.bindings, { name: 'pagetab', kind: 'read', type: 'array<u32>' }],
+      uniforms: [...r.hooks.uniforms, ['pgSize', 'u32'], ['pgPages', 'u32']],
+    },
+    // No binding may be empty: one zero for a table of no columns (every length 0).
+    data: {
+      ...r.data,
+      pagetab:
+        t.length === 0 ? new Uint32Array(1) : new Uint32Array(t.buffer, t.byteOffset, t.length),
+    },
+    values: { ...r.values, pgSize: pg.pageSize, pgPages: pg.maxPages },
   };
 }
 
@@ -381,6 +405,7 @@ function spec(pr: Prepared, plan: WebGpuFlashPlan): ShaderSpec {
     vecV: pr.p.dv % 4 === 0,
     blockSparse: pr.p.blockSparse !== undefined,
     hooks: pr.hooks.hooks,
+    ...(pr.p.paged ? { paged: true } : {}),
   };
 }
 
@@ -552,6 +577,11 @@ export async function tiledForwardWebGpu(
   const { ctx } = pr;
   checkBindingSizes(ctx, { q, k, v }, hooks);
   const fp = plan(pr, 'forward', opts);
+  if (p.paged && opts.tensorCores)
+    throw new ValueError(
+      'paged: expected no tensorCores with paged K/V (the tensor-core forward reads contiguous K/V), got both',
+      'paged',
+    );
   if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
   if (workers !== undefined) return streamKForward(pr, fp, workers, opts);
   const tc = opts.tensorCores ? tcConfig(pr, hooks, opts.tensorCores) : undefined;
@@ -617,14 +647,21 @@ function tcConfig(
       'tensorCores',
     );
   };
+  // The emulated kernel (a test aid: TcForwardConfig.emulate) needs none of the features.
+  const emulate = want !== true && want.emulate === true;
   if (
-    !f.shaderF16 ||
-    !f.subgroupMatrixConfigs.some(
-      (c) => c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
-    )
+    !emulate &&
+    (!f.shaderF16 ||
+      !f.subgroupMatrixConfigs.some(
+        (c) =>
+          c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
+      ))
   )
     no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
-  if (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
+  if (
+    !emulate &&
+    (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
+  )
     no(`the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`);
   if (pr.dtype !== 'f16') no(`the inputs are ${pr.dtype}, not f16`);
   if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks)

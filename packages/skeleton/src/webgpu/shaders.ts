@@ -60,6 +60,13 @@ export interface ShaderSpec {
    * layout that `combineShader` (the fix-up) merges; no block sparsity.
    */
   schedule?: 'band' | 'splitK' | 'streamK';
+  /**
+   * Paged K/V (AttentionProblem.paged; the forward only): k and v are page pools and key row t
+   * of batch entry b is pool row `pg_row(b, t)` = pagetab[b P.pgPages + t / P.pgSize] P.pgSize
+   * + t % P.pgSize, read per key through the block table (the u32 binding `pagetab` and the
+   * uniforms pgSize, pgPages, which host.ts adds to the hooks' resources).
+   */
+  paged?: boolean;
 }
 
 /** The uniform field a split-K forward and its combine add after the hooks' (the split count). */
@@ -80,6 +87,13 @@ export const STREAMK_FIELDS: readonly UniformField[] = [
   ['skCounts', 'u32'],
   ['skHeads', 'u32'],
 ];
+
+/** Paged K/V (ShaderSpec.paged): the pool row of key t of batch entry b, through the block table. */
+const PAGED_ROW = `
+fn pg_row(b: u32, t: u32) -> u32 {
+  let slot = t / P.pgSize;
+  return pagetab[b * P.pgPages + slot] * P.pgSize + (t - slot * P.pgSize);
+}`;
 
 /** The forward's schedule as the generators read it (absent = 'band'). */
 type Schedule = NonNullable<ShaderSpec['schedule']>;
@@ -602,9 +616,11 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
     rows: 'nq',
     vec: spec.vecD,
   };
+  // Paged K/V: each key row through the block table (pg_row), else through the key permutation.
+  const keyRows = spec.paged ? (row: string) => `pg_row(b, ${row})` : permK(spec);
   const k: Operand = {
     name: 'k',
-    perm: permK(spec),
+    perm: keyRows,
     base: 'kB',
     stride: 'P.kRow',
     first: 'c0',
@@ -613,7 +629,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
   };
   const v: Operand = {
     name: 'v',
-    perm: permK(spec),
+    perm: keyRows,
     base: 'vB',
     stride: 'P.vRow',
     first: 'c0',
@@ -748,7 +764,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
   let r0 = wg.x * BR;
   if (r0 >= nq) { return; }${work}`;
   const code = `${header(spec, bindings, false, sub)}
-${rangeFns(false)}
+${rangeFns(false)}${spec.paged ? PAGED_ROW : ''}
 
 @compute @workgroup_size(${p.threads})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {${main}
