@@ -10,4 +10,10 @@ export {
   WORKERS_PER_UNIT,
 } from './attention.js';
 export { CacheFullError } from './errors.js';
-export { type BlockTables, KvCache, type KvCacheDType, type KvCacheOptions } from './kv-cache.js';
+export {
+  type BlockTables,
+  KvCache,
+  type KvCacheAttendOptions,
+  type KvCacheDType,
+  type KvCacheOptions,
+} from './kv-cache.js';

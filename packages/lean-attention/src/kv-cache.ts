@@ -9,6 +9,8 @@ import {
   Tensor,
   ValueError,
 } from '@attnkit/tensor';
+import { toWebGpu, type WebGpuContext, webGpuStorageOf } from '@attnkit/webgpu';
+import { type LeanAttentionOptions, type LeanAttentionResult, leanAttention } from './attention.js';
 import { CacheFullError } from './errors.js';
 
 /** Storage dtypes of a KV cache (f16 is stored as raw bit patterns, like every f16 tensor). */
@@ -39,6 +41,24 @@ export interface BlockTables {
   maxPages: number;
   /** [B] tokens in each sequence. */
   lengths: Int32Array;
+}
+
+/**
+ * Options of KvCache.attend: leanAttention's (partition, workers, splits, causal, window,
+ * scale, backend, ...) without the ones the cache supplies (paged, layout, cu_seqlens).
+ */
+export interface KvCacheAttendOptions
+  extends Omit<LeanAttentionOptions, 'paged' | 'layout' | 'cuSeqlensQ' | 'cuSeqlensK'> {
+  /** The sequences of the batch, in q's batch order (q.shape[0] of them). */
+  ids: readonly number[] | Int32Array;
+}
+
+/** The pools uploaded to one WebGPU device, and the pages written since (to upload next). */
+interface GpuMirror {
+  k: Tensor;
+  v: Tensor;
+  /** Pages appended into since the last upload; uploaded (and cleared) by the next attend. */
+  dirty: Set<number>;
 }
 
 interface Sequence {
@@ -92,6 +112,8 @@ export class KvCache {
 
   private readonly kData: Float32Array | Uint16Array;
   private readonly vData: Float32Array | Uint16Array;
+  /** The pools on each WebGPU device an attend ran on (KvCache.attend with a webgpu q). */
+  private readonly mirrors = new Map<WebGpuContext, GpuMirror>();
   /** A stack of free page ids; the top is free[freeCount - 1]. */
   private readonly free: Int32Array;
   private freeCount: number;
@@ -273,6 +295,13 @@ export class KvCache {
     for (let i = 0; i < needed; i++) seq.pages.push(this.free[--this.freeCount]!);
     this.copyRows(seq, seq.length, n, kSrc, this.kData, this.numKvHeads * this.headDim, 'in');
     this.copyRows(seq, seq.length, n, vSrc, this.vData, this.numKvHeads * this.valueDim, 'in');
+    // The device copies get these pages at their next attend.
+    if (this.mirrors.size > 0) {
+      const first = Math.floor(seq.length / this.pageSize);
+      const last = Math.ceil((seq.length + n) / this.pageSize);
+      for (const m of this.mirrors.values())
+        for (let i = first; i < last; i++) m.dirty.add(seq.pages[i]!);
+    }
     seq.length += n;
   }
 
@@ -292,6 +321,62 @@ export class KvCache {
     this.copyRows(seq, 0, seq.length, kOut, this.kData, kRow, 'out');
     this.copyRows(seq, 0, seq.length, vOut, this.vData, vRow, 'out');
     return { k: Tensor.from(kOut, kShape, this.dtype), v: Tensor.from(vOut, vShape, this.dtype) };
+  }
+
+  /**
+   * Decode attention of q [B, Hq, Nq, D] (BHND; B = ids.length, Hq a multiple of numKvHeads)
+   * against the cached keys and values of sequences `ids`: leanAttention with the pools and the
+   * sequences' block tables (`paged`), so the kernels read K and V through the block table
+   * without gathering them. Per-sequence lengths are the sequences' lengths (causal / window
+   * bottom-right relative to each); a sequence of length 0 gives O = 0 and LSE = -Infinity.
+   * Backend: `backend`, else q's device (a webgpu q runs the WGSL kernels; cpu: native, else
+   * ts). On webgpu the pools are uploaded once per device and kept there: appends write into
+   * the cpu pools and mark their pages, which the next attend uploads (only those pages).
+   * Typed errors: ValueError naming `ids` (unknown or removed id, count not B), and
+   * leanAttention's (ShapeError naming q for a head dim or head count that differs, ...).
+   */
+  async attend(q: Tensor, options: KvCacheAttendOptions): Promise<LeanAttentionResult> {
+    if (options === null || typeof options !== 'object')
+      throw new ValueError(`options: expected { ids, ... }, got ${describe(options)}`, 'options');
+    const { ids, ...rest } = options;
+    const t = this.blockTables(ids);
+    const b = q?.shape?.[0];
+    if (q?.ndim !== 4 || b !== t.lengths.length)
+      throw new ValueError(
+        `ids: expected one id per batch entry of q [B, Hq, Nq, D] (${describe(q?.shape)}), got ${t.lengths.length} ids`,
+        'ids',
+      );
+    const paged = { pageSize: this.pageSize, blockTable: t.blockTable, lengths: t.lengths };
+    if (q.device === 'webgpu') {
+      const m = this.mirror(webGpuStorageOf(q, 'q').ctx);
+      return leanAttention(q, m.k, m.v, { ...rest, paged });
+    }
+    return leanAttention(q, this.kPool, this.vPool, { ...rest, paged });
+  }
+
+  /** Frees the pools' device copies (made by attend with webgpu queries). */
+  dispose(): void {
+    for (const m of this.mirrors.values()) {
+      m.k.dispose();
+      m.v.dispose();
+    }
+    this.mirrors.clear();
+  }
+
+  /** The pools on `ctx`, with the pages appended since the last attend uploaded. */
+  private mirror(ctx: WebGpuContext): GpuMirror {
+    let m = this.mirrors.get(ctx);
+    if (!m) {
+      m = { k: toWebGpu(this.kPool, ctx), v: toWebGpu(this.vPool, ctx), dirty: new Set() };
+      this.mirrors.set(ctx, m);
+      return m;
+    }
+    for (const page of m.dirty) {
+      writePage(ctx, m.k, this.kData, page, this.pageSize * this.numKvHeads * this.headDim);
+      writePage(ctx, m.v, this.vData, page, this.pageSize * this.numKvHeads * this.valueDim);
+    }
+    m.dirty.clear();
+    return m;
   }
 
   toString(): string {
@@ -384,4 +469,32 @@ function positiveInt(value: unknown, argument: string): number {
  * copy would otherwise overwrite source rows it has yet to read. */
 function ownCopy<T extends Float32Array | Uint16Array>(src: T, pool: T): T {
   return src.buffer === pool.buffer ? (src.slice() as T) : src;
+}
+
+/**
+ * Uploads page `page` (`per` elements) of a pool into its device copy. writeBuffer takes
+ * 4-byte-aligned ranges: an f16 page of an odd element count widens to the aligned words around
+ * it (the neighbours' bytes are written with their own, unchanged values).
+ */
+function writePage(
+  ctx: WebGpuContext,
+  t: Tensor,
+  data: Float32Array | Uint16Array,
+  page: number,
+  per: number,
+): void {
+  const bpe = data.BYTES_PER_ELEMENT;
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const start = Math.floor((page * per * bpe) / 4) * 4;
+  const end = Math.min(Math.ceil(((page + 1) * per * bpe) / 4) * 4, bytes.length);
+  const buffer = webGpuStorageOf(t, 'pool').buffer;
+  const len = end - start;
+  if (len % 4 === 0) {
+    ctx.device.queue.writeBuffer(buffer, start, bytes, start, len);
+    return;
+  }
+  // The pool's last word is a half: pad the copy to a whole word.
+  const padded = new Uint8Array(len + (4 - (len % 4)));
+  padded.set(bytes.subarray(start, end));
+  ctx.device.queue.writeBuffer(buffer, start, padded);
 }
