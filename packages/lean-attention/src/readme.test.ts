@@ -47,6 +47,10 @@ it("runs the README's KV cache example and prints what its comments say", async 
       [38, 8, 64],
     ],
     [Int32Array.of(0, 1, 2, 3, -1, -1), 3, Int32Array.of(38, 5)],
+    [
+      [2, 32, 1, 64],
+      [2, 32, 1],
+    ],
     [3, 61],
   ]);
 });
