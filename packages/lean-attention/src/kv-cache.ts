@@ -9,7 +9,7 @@ import {
   Tensor,
   ValueError,
 } from '@attnkit/tensor';
-import { toWebGpu, type WebGpuContext, webGpuStorageOf } from '@attnkit/webgpu';
+import { emptyWebGpu, toWebGpu, type WebGpuContext, webGpuStorageOf } from '@attnkit/webgpu';
 import { type LeanAttentionOptions, type LeanAttentionResult, leanAttention } from './attention.js';
 import { CacheFullError } from './errors.js';
 
@@ -31,6 +31,13 @@ export interface KvCacheOptions {
   numPages: number;
   /** Storage dtype of K and V; appended tensors must have it. */
   dtype: KvCacheDType;
+  /**
+   * Where the pools live: 'cpu' (default) or 'webgpu' (GPU buffers on `context`; appends write
+   * into them, `attend` takes webgpu queries on that device and reads them in place).
+   */
+  device?: 'cpu' | 'webgpu';
+  /** The WebGPU device of a 'webgpu' cache (from createWebGpuContext / getWebGpuContext). */
+  context?: WebGpuContext;
 }
 
 /** Several sequences' block tables in the form a decode kernel reads. */
@@ -75,6 +82,8 @@ const OPTION_KEYS = [
   'pageSize',
   'numPages',
   'dtype',
+  'device',
+  'context',
 ] as const;
 
 // Block tables, lengths and token positions are int32 in the kernels (WGSL has no 64-bit
@@ -105,13 +114,18 @@ export class KvCache {
   readonly pageSize: number;
   readonly numPages: number;
   readonly dtype: KvCacheDType;
+  /** Where the pools live (KvCacheOptions.device). */
+  readonly device: 'cpu' | 'webgpu';
   /** [numPages, pageSize, Hkv, D]: what a kernel reads through a block table. Do not write into it. */
   readonly kPool: Tensor;
   /** [numPages, pageSize, Hkv, Dv]. Do not write into it. */
   readonly vPool: Tensor;
 
+  /** The cpu pools' elements (empty for a 'webgpu' cache). */
   private readonly kData: Float32Array | Uint16Array;
   private readonly vData: Float32Array | Uint16Array;
+  /** A 'webgpu' cache's device. */
+  private readonly ctx: WebGpuContext | undefined;
   /** The pools on each WebGPU device an attend ran on (KvCache.attend with a webgpu q). */
   private readonly mirrors = new Map<WebGpuContext, GpuMirror>();
   /** A stack of free page ids; the top is free[freeCount - 1]. */
@@ -177,19 +191,56 @@ export class KvCache {
 
     const kShape = [this.numPages, pageSize, this.numKvHeads, this.headDim];
     const vShape = [this.numPages, pageSize, this.numKvHeads, this.valueDim];
-    // allocStorage turns a pool the runtime cannot hold into an AllocationError naming the shape.
-    this.kData = allocStorage(
-      this.dtype,
-      kShape.reduce((a, b) => a * b),
-      kShape,
-    );
-    this.vData = allocStorage(
-      this.dtype,
-      vShape.reduce((a, b) => a * b),
-      vShape,
-    );
-    this.kPool = new Tensor(new CpuStorage(this.dtype, this.kData), kShape);
-    this.vPool = new Tensor(new CpuStorage(this.dtype, this.vData), vShape);
+    const device = options.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'webgpu')
+      throw new ValueError(`device: expected 'cpu' or 'webgpu', got ${describe(device)}`, 'device');
+    this.device = device;
+    if (device === 'webgpu') {
+      const ctx = options.context;
+      if (!ctx || typeof (ctx as { checkAlive?: unknown }).checkAlive !== 'function')
+        throw new ValueError(
+          `context: expected the WebGpuContext of a 'webgpu' cache (createWebGpuContext / getWebGpuContext), got ${describe(ctx)}`,
+          'context',
+        );
+      // Appends write whole token rows with writeBuffer / copyBufferToBuffer, whose offsets and
+      // sizes are 4-byte multiples: an f16 row needs an even Hkv x D (as f16 on webgpu needs
+      // even head dims anyway).
+      for (const [w, name] of [
+        [this.headDim, 'headDim'],
+        [this.valueDim, 'valueDim'],
+      ] as const) {
+        if (this.dtype === 'f16' && (this.numKvHeads * w) % 2 !== 0)
+          throw new ValueError(
+            `${name}: expected numKvHeads x ${name} even for an f16 'webgpu' cache (token rows are written in 4-byte words), got ${this.numKvHeads} x ${w}`,
+            name,
+          );
+      }
+      this.ctx = ctx;
+      this.kData = new Float32Array(0);
+      this.vData = new Float32Array(0);
+      this.kPool = emptyWebGpu(kShape, this.dtype, ctx);
+      try {
+        this.vPool = emptyWebGpu(vShape, this.dtype, ctx);
+      } catch (e) {
+        this.kPool.dispose();
+        throw e;
+      }
+    } else {
+      this.ctx = undefined;
+      // allocStorage turns a pool the runtime cannot hold into an AllocationError naming the shape.
+      this.kData = allocStorage(
+        this.dtype,
+        kShape.reduce((a, b) => a * b),
+        kShape,
+      );
+      this.vData = allocStorage(
+        this.dtype,
+        vShape.reduce((a, b) => a * b),
+        vShape,
+      );
+      this.kPool = new Tensor(new CpuStorage(this.dtype, this.kData), kShape);
+      this.vPool = new Tensor(new CpuStorage(this.dtype, this.vData), vShape);
+    }
 
     // Pages leave the stack as 0, 1, 2, ...: a fresh cache fills its pool in order.
     this.free = new Int32Array(this.numPages);
@@ -289,6 +340,18 @@ export class KvCache {
         this.freeCount,
       );
     }
+    if (this.ctx) {
+      this.ctx.checkAlive();
+      // Both sources read (cpu) or checked bindable whole (webgpu: contiguous at offset 0)
+      // before any page is taken, so a refused append changes nothing.
+      const kIn = this.source(k, 'k');
+      const vIn = this.source(v, 'v');
+      for (let i = 0; i < needed; i++) seq.pages.push(this.free[--this.freeCount]!);
+      this.writeRows(seq, n, kIn, this.kPool, this.numKvHeads * this.headDim);
+      this.writeRows(seq, n, vIn, this.vPool, this.numKvHeads * this.valueDim);
+      seq.length += n;
+      return;
+    }
     // Read both sources before taking pages: data() of a strided view allocates and may throw.
     const kSrc = ownCopy(k.data() as Float32Array | Uint16Array, this.kData);
     const vSrc = ownCopy(v.data() as Float32Array | Uint16Array, this.vData);
@@ -312,6 +375,11 @@ export class KvCache {
    */
   gather(id: number): { k: Tensor; v: Tensor } {
     const seq = this.sequence(id, 'id');
+    if (this.ctx)
+      throw new DeviceError(
+        `gather: expected a cpu cache (this one's pools are on webgpu; read them with await kPool.toCpu() / vPool.toCpu() and blockTable(${id}))`,
+        'gather',
+      );
     const kRow = this.numKvHeads * this.headDim;
     const vRow = this.numKvHeads * this.valueDim;
     const kShape = [seq.length, this.numKvHeads, this.headDim];
@@ -347,6 +415,14 @@ export class KvCache {
         'ids',
       );
     const paged = { pageSize: this.pageSize, blockTable: t.blockTable, lengths: t.lengths };
+    if (this.ctx) {
+      if (q.device !== 'webgpu' || webGpuStorageOf(q, 'q').ctx !== this.ctx)
+        throw new DeviceError(
+          `q: expected a webgpu tensor on the cache's device (the pools live there), got one on ${q.device === 'webgpu' ? 'another WebGPU device' : q.device}`,
+          'q',
+        );
+      return leanAttention(q, this.kPool, this.vPool, { ...rest, paged });
+    }
     if (q.device === 'webgpu') {
       const m = this.mirror(webGpuStorageOf(q, 'q').ctx);
       return leanAttention(q, m.k, m.v, { ...rest, paged });
@@ -354,8 +430,12 @@ export class KvCache {
     return leanAttention(q, this.kPool, this.vPool, { ...rest, paged });
   }
 
-  /** Frees the pools' device copies (made by attend with webgpu queries). */
+  /** Frees the pools' device copies (made by attend with webgpu queries), and a 'webgpu' cache's pools. */
   dispose(): void {
+    if (this.ctx) {
+      this.kPool.dispose();
+      this.vPool.dispose();
+    }
     for (const m of this.mirrors.values()) {
       m.k.dispose();
       m.v.dispose();
@@ -406,7 +486,16 @@ export class KvCache {
         argument,
       );
     }
-    if (t.device !== 'cpu') {
+    if (this.ctx) {
+      if (
+        t.device !== 'cpu' &&
+        (t.device !== 'webgpu' || webGpuStorageOf(t, argument).ctx !== this.ctx)
+      )
+        throw new DeviceError(
+          `${argument}: expected a cpu tensor or a webgpu one on the cache's device, got one on ${t.device === 'webgpu' ? 'another WebGPU device' : t.device}`,
+          argument,
+        );
+    } else if (t.device !== 'cpu') {
       throw new DeviceError(
         `${argument}: expected a cpu tensor, got one on ${t.device} (use await ${argument}.toCpu())`,
         argument,
@@ -426,6 +515,45 @@ export class KvCache {
       );
     }
     return n!;
+  }
+
+  /** An append source of a 'webgpu' cache: a webgpu tensor's buffer, or a cpu tensor's bytes. */
+  private source(t: Tensor, argument: 'k' | 'v'): GPUBuffer | Uint8Array {
+    if (t.device === 'webgpu') return webGpuStorageOf(t, argument).buffer;
+    const host = t.data() as Float32Array | Uint16Array;
+    return new Uint8Array(host.buffer, host.byteOffset, host.byteLength);
+  }
+
+  /**
+   * A 'webgpu' cache's append: the n token rows of src (`row` elements each; cpu or webgpu) into
+   * the pool's pages from token seq.length on, one writeBuffer (cpu source) or buffer copy
+   * (webgpu source) per run of tokens inside a page. Queue order puts them before any later
+   * kernel that reads the pool.
+   */
+  private writeRows(
+    seq: Sequence,
+    n: number,
+    src: GPUBuffer | Uint8Array,
+    pool: Tensor,
+    row: number,
+  ): void {
+    const ctx = this.ctx!;
+    const bpr = row * (this.dtype === 'f16' ? 2 : 4);
+    const dst = webGpuStorageOf(pool, 'pool').buffer;
+    const gpu = src instanceof Uint8Array ? undefined : src;
+    const bytes = src instanceof Uint8Array ? src : undefined;
+    const encoder = gpu ? ctx.device.createCommandEncoder({ label: 'kv-cache append' }) : undefined;
+    let t = 0;
+    while (t < n) {
+      const pos = seq.length + t;
+      const slot = pos % this.pageSize;
+      const run = Math.min(this.pageSize - slot, n - t);
+      const at = (seq.pages[Math.floor(pos / this.pageSize)]! * this.pageSize + slot) * bpr;
+      if (encoder) encoder.copyBufferToBuffer(gpu!, t * bpr, dst, at, run * bpr);
+      else ctx.device.queue.writeBuffer(dst, at, bytes!, t * bpr, run * bpr);
+      t += run;
+    }
+    if (encoder) ctx.device.queue.submit([encoder.finish()]);
   }
 
   /**

@@ -1,10 +1,18 @@
 import { toleranceFor } from '@attnkit/attention';
 import { nativeAvailable } from '@attnkit/skeleton';
-import { type DType, encodeHalfArray, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import {
+  DeviceError,
+  type DType,
+  encodeHalfArray,
+  Rng,
+  ShapeError,
+  Tensor,
+  ValueError,
+} from '@attnkit/tensor';
 import { expectClose, poisonAllocations, webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { KvCache, type LeanAttentionOptions, leanAttention } from './index.js';
+import { CacheFullError, KvCache, type LeanAttentionOptions, leanAttention } from './index.js';
 
 /**
  * Paged K/V (AttentionOptions.paged): every backend x partition reads K and V through the block
@@ -325,7 +333,15 @@ describe('KvCache.attend', () => {
   function grow(rng: Rng, cache: KvCache, id: number, n: number, log: Map<number, Float64Array[]>) {
     const k = rng.randn([n, cache.numKvHeads, cache.headDim], cache.dtype);
     const v = rng.randn([n, cache.numKvHeads, cache.valueDim], cache.dtype);
-    cache.append(id, k, v);
+    if (cache.device === 'webgpu' && rng.uniform() < 0.5) {
+      // A webgpu cache takes webgpu tokens too (buffer-to-buffer copies into the pages).
+      const [kg, vg] = [toWebGpu(k, ctx!), toWebGpu(v, ctx!)];
+      cache.append(id, kg, vg);
+      kg.dispose();
+      vg.dispose();
+    } else {
+      cache.append(id, k, v);
+    }
     const [ks, vs] = log.get(id) ?? [new Float64Array(0), new Float64Array(0)];
     const cat = (a: Float64Array, b: Float64Array) => {
       const out = new Float64Array(a.length + b.length);
@@ -336,12 +352,17 @@ describe('KvCache.attend', () => {
     log.set(id, [cat(ks!, f64Of(k)), cat(vs!, f64Of(v))]);
   }
 
-  test.each(BACKENDS)(
-    '%s: append, attend, free, reuse the pages, append, attend: equals the reference of each step',
-    async (backend) => {
+  test.each([
+    ['ts', 'cpu'],
+    ['native', 'cpu'],
+    ['webgpu', 'cpu'],
+    ['webgpu', 'webgpu'],
+  ] as const)(
+    '%s kernels, %s pools: append, attend, free, reuse the pages, append, attend: equals the reference of each step',
+    async (backend, device) => {
       if (backend === 'native' && nativeAvailable() !== true) return;
       if (backend === 'webgpu' && !ctx) return;
-      const rng = new Rng(31 + backend.length);
+      const rng = new Rng(31 + backend.length + device.length);
       for (const dtype of ['f32', 'f16'] as const) {
         const cache = new KvCache({
           numKvHeads: 2,
@@ -350,6 +371,7 @@ describe('KvCache.attend', () => {
           pageSize: 4,
           numPages: 24,
           dtype,
+          ...(device === 'webgpu' ? { device, context: ctx! } : {}),
         });
         const log = new Map<number, Float64Array[]>();
         const a = cache.addSequence();
@@ -430,5 +452,38 @@ describe('KvCache.attend', () => {
     expect(e3.argument).toBe('k');
     const r = await cache.attend(q, { ids: [id], backend: 'ts' });
     expect(r.o.shape).toEqual([1, 2, 1, 8]);
+  });
+
+  test('webgpu pools: typed errors (context, odd f16 rows, a cpu q, gather), a refused append changes nothing', async () => {
+    if (!ctx) return;
+    const base = { numKvHeads: 1, headDim: 8, numPages: 4, dtype: 'f32' as const };
+    const named = (f: () => unknown, argument: string, cls: unknown = ValueError) => {
+      let e: unknown;
+      try {
+        f();
+      } catch (x) {
+        e = x;
+      }
+      expect(e).toBeInstanceOf(cls as never);
+      expect((e as { argument?: string }).argument).toBe(argument);
+    };
+    named(() => new KvCache({ ...base, device: 'webgpu' }), 'context');
+    named(() => new KvCache({ ...base, device: 'gpu' as never, context: ctx! }), 'device');
+    named(
+      () => new KvCache({ ...base, headDim: 7, dtype: 'f16', device: 'webgpu', context: ctx! }),
+      'headDim',
+    );
+    const cache = new KvCache({ ...base, pageSize: 2, device: 'webgpu', context: ctx! });
+    expect(cache.kPool.device).toBe('webgpu');
+    const id = cache.addSequence();
+    const rng = new Rng(9);
+    cache.append(id, rng.randn([3, 1, 8]), rng.randn([3, 1, 8]));
+    named(() => cache.append(id, rng.randn([7, 1, 8]), rng.randn([7, 1, 8])), 'k', CacheFullError);
+    expect([cache.length(id), cache.pagesInUse]).toEqual([3, 2]);
+    named(() => cache.gather(id), 'gather', DeviceError);
+    const e = await cache.attend(rng.randn([1, 1, 1, 8]), { ids: [id] }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(DeviceError);
+    expect((e as DeviceError).argument).toBe('q');
+    cache.dispose();
   });
 });
