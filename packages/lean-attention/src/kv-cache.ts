@@ -98,8 +98,9 @@ const INT32_MAX = 2 ** 31 - 1;
  * contiguous reservation of its maximum length.
  *
  * Pools: `kPool` [numPages, pageSize, Hkv, D] and `vPool` [numPages, pageSize, Hkv, Dv], cpu
- * tensors in `dtype`; token t of a sequence is row t % pageSize of page blockTable[t / pageSize].
- * Decode kernels will read K and V through the block table; `gather` copies a sequence out
+ * tensors in `dtype` (GPU buffers with `device: 'webgpu'`); token t of a sequence is row
+ * t % pageSize of page blockTable[t / pageSize]. `attend` runs the decode kernels, which read K
+ * and V through the block table (leanAttention's `paged` option); `gather` copies a sequence out
  * contiguously, for tests and as the reference path.
  *
  * Every mutating call validates everything before it changes anything: a refused call leaves
