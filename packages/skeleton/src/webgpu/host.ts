@@ -647,14 +647,21 @@ function tcConfig(
       'tensorCores',
     );
   };
+  // The emulated kernel (a test aid: TcForwardConfig.emulate) needs none of the features.
+  const emulate = want !== true && want.emulate === true;
   if (
-    !f.shaderF16 ||
-    !f.subgroupMatrixConfigs.some(
-      (c) => c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
-    )
+    !emulate &&
+    (!f.shaderF16 ||
+      !f.subgroupMatrixConfigs.some(
+        (c) =>
+          c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
+      ))
   )
     no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
-  if (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
+  if (
+    !emulate &&
+    (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
+  )
     no(`the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`);
   if (pr.dtype !== 'f16') no(`the inputs are ${pr.dtype}, not f16`);
   if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks)

@@ -1,11 +1,17 @@
-import { resolveAttentionProblem } from '@attnkit/attention';
-import { Rng } from '@attnkit/tensor';
+import {
+  type AttentionOptions,
+  accuracy,
+  resolveAttentionProblem,
+  softmaxAttentionReference,
+  toleranceFor,
+} from '@attnkit/attention';
+import { Rng, type Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import { SOFTMAX_HOOKS } from '../hooks.js';
 import { tiledForwardWebGpu } from './host.js';
-import { tcForwardShader, tcForwardWorkgroupBytes } from './tc-forward.js';
+import { type TcForwardConfig, tcForwardShader, tcForwardWorkgroupBytes } from './tc-forward.js';
 
 // What CI can check of the tensor-core forward (llvmpipe has no subgroup matrices): the
 // generator's text and validation, the workgroup-memory model, and that a request on an adapter
@@ -25,10 +31,12 @@ describe('tensor-core forward generator', () => {
     expect(
       code.match(/let qa = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>\(&qs,/g),
     ).toHaveLength(4);
-    // Q is staged into its own region (once), K and V into kv (per tile).
-    expect(code.match(/qs\[d \+ 0u\] = h0\.x;/g)).toHaveLength(1);
-    expect(code.match(/kv\[kvK \+ d \+ 0u\] = h0\.x;/g)).toHaveLength(1);
-    expect(code.match(/kv\[kvV \+ d \+ 0u\] = h0\.x;/g)).toHaveLength(1);
+    // Q is staged into its own region (once), K and V into kv (per tile), rows D (Dv) apart
+    // unpadded, D + 8 padded; the tile's halves alternate by parity.
+    expect(code.match(/let d = r \* 64u \+ c8 \* 8u;/g)).toHaveLength(1);
+    expect(code).toContain('qs[d + 0u] = h0.x;');
+    expect(code.match(/let d = kvK \+ r \* 64u \+ c8 \* 8u;/g)).toHaveLength(1);
+    expect(code.match(/let d = kvV \+ r \* 32u \+ c8 \* 8u;/g)).toHaveLength(1);
     expect(code).toContain('let kvK = (ct & 1u) * 2048u;');
     const split = tcForwardShader({
       d: 64,
@@ -39,6 +47,29 @@ describe('tensor-core forward generator', () => {
       kvLayout: 'split',
     }).code;
     expect(split).toContain('let kvV = 2048u;');
+    const tuned = tcForwardShader({
+      d: 64,
+      dv: 32,
+      subgroups: 4,
+      keyMatrices: 2,
+      lazy: 8,
+      fused: true,
+      pad: 8,
+      qRegs: true,
+      shuffle: true,
+      swizzle: true,
+    }).code;
+    // Fused: [K | V] halves of 32 * (72 + 40) halves; Q's block in its own region (through kv it was wrong on the H200).
+    expect(tuned).toContain('let kvK = (ct & 1u) * 3584u;');
+    expect(tuned).toContain('let kvV = kvK + 2304u;');
+    expect(tuned).toContain('var<workgroup> qs: array<f16, 4608>;');
+    expect(tuned).toContain(
+      'let qa3 = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&qs, sg * 1152u + 48u, false, 72u);',
+    );
+    expect(tuned).toContain('subgroupShuffleXor(tmax, 1u)');
+    expect(tuned).not.toContain('var<workgroup> sx');
+    expect(tuned).toContain('(c + rot) % 16u');
+    expect(tuned).toContain('enable subgroups;');
     expect(code).toContain('var o1 = subgroup_matrix_result<f32, 16, 16>();');
     expect(code).not.toContain('var o2 ');
     expect(code).toContain('var s1 = ');
@@ -87,4 +118,126 @@ describe.skipIf(!ctx)('tensorCores on an adapter without subgroup matrices', () 
       );
     else await run;
   });
+});
+
+// The kernel itself, emulated (TcForwardConfig.emulate: the same generator with the subgroup
+// matrices in plain WGSL), against the float64 reference: staging, tails, masks, the lazy
+// online softmax, rescaling and the epilogue of every variant run on llvmpipe. What emulation
+// cannot show (the real builtins' layouts, the compiler) the device run checks
+// (benchmarks/gpu/bench-tc.ts).
+interface EmuCase {
+  name: string;
+  b: number;
+  hq: number;
+  hkv: number;
+  nq: number;
+  nk: number;
+  d: number;
+  dv: number;
+  attn?: AttentionOptions;
+  varlen?: [number[], number[]];
+}
+const EMU_CASES: EmuCase[] = [
+  { name: 'odd square', b: 1, hq: 2, hkv: 2, nq: 37, nk: 37, d: 16, dv: 16 },
+  {
+    name: 'Nq != Nk causal, GQA 4/2',
+    b: 2,
+    hq: 4,
+    hkv: 2,
+    nq: 19,
+    nk: 53,
+    d: 16,
+    dv: 16,
+    attn: { causal: true },
+  },
+  { name: 'window', b: 1, hq: 1, hkv: 1, nq: 70, nk: 61, d: 16, dv: 16, attn: { window: [9, 4] } },
+  {
+    name: 'varlen THD causal, an empty sequence',
+    b: 3,
+    hq: 2,
+    hkv: 1,
+    nq: 0,
+    nk: 0,
+    d: 16,
+    dv: 16,
+    attn: { causal: true },
+    varlen: [
+      [5, 0, 33],
+      [21, 3, 40],
+    ],
+  },
+];
+
+const EMU_DV: EmuCase = { name: 'D 16, Dv 32', b: 1, hq: 2, hkv: 1, nq: 21, nk: 34, d: 16, dv: 32 };
+
+function emuInputs(c: EmuCase, seed: number) {
+  const rng = new Rng(seed);
+  if (c.varlen) {
+    const [lq, lk] = c.varlen;
+    const cu = (ls: number[]) =>
+      Int32Array.from([0, ...ls.map((_, i) => ls.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
+    const tq = lq.reduce((a, x) => a + x, 0);
+    const tk = lk.reduce((a, x) => a + x, 0);
+    return {
+      q: rng.randn([tq, c.hq, c.d]).astype('f16'),
+      k: rng.randn([tk, c.hkv, c.d]).astype('f16'),
+      v: rng.randn([tk, c.hkv, c.dv]).astype('f16'),
+      attn: { ...c.attn, layout: 'THD' as const, cuSeqlensQ: cu(lq), cuSeqlensK: cu(lk) },
+    };
+  }
+  return {
+    q: rng.randn([c.b, c.hq, c.nq, c.d]).astype('f16'),
+    k: rng.randn([c.b, c.hkv, c.nk, c.d]).astype('f16'),
+    // Scaled scores so the lazy rescale (threshold 8 in log2 units) and its skipped rescales run.
+    v: rng.randn([c.b, c.hkv, c.nk, c.dv]).astype('f16'),
+    attn: { scale: 1.5, ...c.attn },
+  };
+}
+
+const EMU_VARIANTS: Array<Partial<TcForwardConfig>> = [
+  { subgroups: 2, keyMatrices: 1, lazy: 8 },
+  { subgroups: 2, keyMatrices: 2, lazy: 0, kvLayout: 'split', unpack: true },
+  { subgroups: 1, keyMatrices: 2, lazy: 8, kvLayout: 'single' },
+  { subgroups: 2, keyMatrices: 1, lazy: 8, fused: true, pad: 8, swizzle: true, qRegs: true },
+  { subgroups: 1, keyMatrices: 2, lazy: 4, fused: true, pad: 8, swizzle: true, narrow: true },
+  { subgroups: 1, keyMatrices: 1, lazy: 8, pad: 8, qRegs: true },
+];
+
+describe.skipIf(!ctx)('tensor-core forward, emulated, vs the float64 reference', () => {
+  for (const variant of EMU_VARIANTS)
+    test(`${JSON.stringify(variant)}`, { timeout: 120_000 }, async () => {
+      const tol = toleranceFor({ dtype: 'f16' });
+      // D != Dv costs a second compile (seconds on llvmpipe): the first variant only.
+      const cases = variant === EMU_VARIANTS[0] ? [...EMU_CASES, EMU_DV] : EMU_CASES;
+      for (const [n, c] of cases.entries()) {
+        const x = emuInputs(c, 40 + n);
+        const g = [x.q, x.k, x.v].map((t) => toWebGpu(t, ctx!));
+        const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
+        ctx!.poisonOutputs = true;
+        try {
+          const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+            tensorCores: { ...variant, emulate: true },
+          });
+          const ref = softmaxAttentionReference(x.q, x.k, x.v, x.attn);
+          const eo = accuracy(await r.o.toCpu(), ref.o);
+          const el = accuracy(await r.lse!.toCpu(), ref.lse as Tensor);
+          expect({
+            case: c.name,
+            o: eo.relL2 <= tol,
+            lse: el.relL2 <= tol,
+            nonFinite: eo.nonFinite + el.nonFinite,
+          }).toEqual({
+            case: c.name,
+            o: true,
+            lse: true,
+            nonFinite: 0,
+          });
+          r.o.dispose();
+          r.lse!.dispose();
+        } finally {
+          ctx!.poisonOutputs = false;
+          for (const t of g) t.dispose();
+        }
+      }
+    });
 });

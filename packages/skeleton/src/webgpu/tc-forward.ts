@@ -52,14 +52,121 @@ export interface TcForwardConfig {
   lazy: number;
   /** Staging converts through unpack2x16float instead of bitcast<vec2<f16>> (an A/B of the two). */
   unpack?: boolean;
-  /** Debug: read these operands straight from storage instead of staging them ('q', 'k', 'v'). */
-  direct?: string;
   /**
-   * Where K and V tiles are staged (default 'parity'): 'parity' alternates two halves of the
-   * buffer by tile (K and V of a tile share one half); 'split' keeps K in one half and V in the
-   * other; 'single' uses one half for both (wrong on the H200: see the comment in the loop).
+   * Where K and V tiles are staged when they are staged one after the other (not `fused`;
+   * default 'parity'): 'parity' alternates two halves of the buffer by tile (K and V of a tile
+   * share one half); 'split' keeps K in one half and V in the other; 'single' uses one half for
+   * both.
    */
   kvLayout?: 'parity' | 'split' | 'single';
+  /**
+   * Stage K and V of a tile together, before S (one barrier fewer per tile), into halves that
+   * alternate by tile parity.
+   */
+  fused?: boolean;
+  /**
+   * Halves of padding after every staged row (0 or 8; also after every row of P). Rows of
+   * D = 128 halves are 256 bytes apart: every 16-row matrix load then hits the same banks (8-way
+   * conflicts); 16 more bytes per row shift consecutive rows by 4 banks.
+   */
+  pad?: number;
+  /**
+   * Softmax, rescale: each lane walks its row's columns starting at a lane-dependent column
+   * (rotated), so the 32 lanes of a subgroup touch 32 different banks (rows are BC floats
+   * apart: without rotation the 16 rows of a subgroup share banks).
+   */
+  swizzle?: boolean;
+  /** Hold Q's D / 16 left matrices in registers across the key loop (staged once). */
+  qRegs?: boolean;
+  /** Exchange the row statistics of a lane pair with subgroupShuffleXor instead of workgroup memory and a barrier. */
+  shuffle?: boolean;
+  /** Stage with 4-byte loads (consecutive lanes, consecutive words: conflict-free stores) instead of 16-byte ones. */
+  narrow?: boolean;
+  /**
+   * Test aid: emit the same kernel with the subgroup matrices emulated by plain WGSL (each
+   * lane holds 8 elements of a 16x16 matrix in an array<f32, 8>, multiplies go through
+   * workgroup scratch between barriers, f16 values live in f32 arrays rounded to f16 on every
+   * store), so CI machines without subgroups, f16 or subgroup matrices (llvmpipe) run the
+   * kernel's staging, masking, softmax, rescaling and epilogue logic. Not for speed.
+   */
+  emulate?: boolean;
+}
+
+/**
+ * Subgroup-matrix operations as WGSL text: the real builtins, or (emulate) plain WGSL with the
+ * same semantics: lane l holds elements 8 l .. 8 l + 7 of the 16x16 matrix in row-major order;
+ * element (r, c) of a matrix at `off` is arr[off + r * stride + c] (arr[off + c * stride + r]
+ * column-major), for left (M x K), right (K x N) and result (M x N) matrices alike. Generated
+ * helper functions are named per array and major order, since WGSL functions cannot be
+ * generic over the array they read.
+ */
+export function matrixOps(emulate: boolean, subgroups: number) {
+  const helpers = new Map<string, string>();
+  const types = emulate
+    ? { L: 'array<f32, 8>', R: 'array<f32, 8>', A: 'array<f32, 8>', H: 'f32' }
+    : {
+        L: 'subgroup_matrix_left<f16, 16, 16>',
+        R: 'subgroup_matrix_right<f16, 16, 16>',
+        A: 'subgroup_matrix_result<f32, 16, 16>',
+        H: 'f16',
+      };
+  const at = (cm: boolean) =>
+    cm ? 'off + (e % 16u) * stride + e / 16u' : 'off + (e / 16u) * stride + e % 16u';
+  return {
+    ...types,
+    load(kind: 'L' | 'R' | 'A', arr: string, off: string, cm: boolean, stride: string): string {
+      if (!emulate) return `subgroupMatrixLoad<${types[kind]}>(&${arr}, ${off}, ${cm}, ${stride})`;
+      const name = `ld_${arr}_${cm ? 'c' : 'r'}`;
+      helpers.set(
+        name,
+        `fn ${name}(off: u32, stride: u32) -> array<f32, 8> {
+  var x: array<f32, 8>;
+  for (var t = 0u; t < 8u; t++) { let e = e_lane * 8u + t; x[t] = f32(${arr}[${at(cm)}]); }
+  return x;
+}`,
+      );
+      return `${name}(${off}, ${stride})`;
+    },
+    store(arr: string, off: string, m: string, cm: boolean, stride: string): string {
+      if (!emulate) return `subgroupMatrixStore(&${arr}, ${off}, ${m}, ${cm}, ${stride})`;
+      const name = `st_${arr}_${cm ? 'c' : 'r'}`;
+      helpers.set(
+        name,
+        `fn ${name}(off: u32, m: array<f32, 8>, stride: u32) {
+  for (var t = 0u; t < 8u; t++) { let e = e_lane * 8u + t; ${arr}[${at(cm)}] = m[t]; }
+}`,
+      );
+      return `${name}(${off}, ${m}, ${stride})`;
+    },
+    mma(a: string, b: string, acc: string): string {
+      return emulate
+        ? `e_mma(${a}, ${b}, ${acc})`
+        : `subgroupMatrixMultiplyAccumulate(${a}, ${b}, ${acc})`;
+    },
+    /** Module-scope declarations the emulation needs (call after generating the kernel body). */
+    prelude(): string {
+      if (!emulate) return '';
+      return `var<private> e_lane: u32;
+var<private> e_sg: u32;
+var<workgroup> e_ab: array<f32, ${subgroups * 512}>;
+fn r16(x: f32) -> f32 { return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x; }
+fn e_mma(a: array<f32, 8>, b: array<f32, 8>, c: array<f32, 8>) -> array<f32, 8> {
+  let base = e_sg * 512u;
+  for (var t = 0u; t < 8u; t++) { e_ab[base + e_lane * 8u + t] = a[t]; e_ab[base + 256u + e_lane * 8u + t] = b[t]; }
+  workgroupBarrier();
+  var r = c;
+  for (var t = 0u; t < 8u; t++) {
+    let e = e_lane * 8u + t;
+    var acc = r[t];
+    for (var k = 0u; k < 16u; k++) { acc += e_ab[base + (e / 16u) * 16u + k] * e_ab[base + 256u + k * 16u + e % 16u]; }
+    r[t] = acc;
+  }
+  workgroupBarrier();
+  return r;
+}
+${[...helpers.values()].join('\n')}`;
+    },
+  };
 }
 
 /** The subgroup size the kernel assumes (NVIDIA's warp; the planner requires it). */
@@ -89,14 +196,45 @@ function check(c: TcForwardConfig): void {
     );
   if (!(Number.isFinite(c.lazy) && c.lazy >= 0 && c.lazy <= 12))
     throw new ValueError(`lazy: expected a number in [0, 12], got ${c.lazy}`, 'lazy');
+  if (c.pad !== undefined && c.pad !== 0 && c.pad !== 8)
+    throw new ValueError(`pad: expected 0 or 8, got ${c.pad}`, 'pad');
 }
 
-/** Workgroup memory of the kernel, bytes: Q block, K/V staging, S scratch, P, the row exchange, alphas, flag. */
+/** Sizes (in elements) of the kernel's workgroup arrays. */
+function layoutOf(c: TcForwardConfig) {
+  const pad = c.pad ?? 0;
+  const BC = 16 * c.keyMatrices;
+  const BR = 16 * c.subgroups;
+  const KW = c.d + pad;
+  const VW = c.dv + pad;
+  const SPW = BC + pad;
+  const fused = c.fused ?? false;
+  const layout = c.kvLayout ?? 'parity';
+  // fused: [K | V] of even tiles, then [K | V] of odd ones; otherwise STAGE-sized halves.
+  const HALFSZ = fused ? BC * (KW + VW) : BC * Math.max(KW, VW);
+  const kvSize = fused || layout !== 'single' ? 2 * HALFSZ : HALFSZ;
+  // Q's block keeps a region of its own even when its matrices are held in registers: staged
+  // through kv (rewritten by the first K tile after the matrices were loaded) it gave wrong
+  // scores on the H200 (run 12, VARIANTS.md): NVIDIA's compiler moved the loads past the barrier.
+  const qsSize = BR * KW;
+  return { pad, BC, BR, KW, VW, SPW, fused, layout, HALFSZ, kvSize, qsSize };
+}
+
+/** Workgroup memory of the kernel, bytes: K/V staging, the Q block, S scratch, P, the row exchange, alphas, flag. */
 export function tcForwardWorkgroupBytes(c: TcForwardConfig): number {
-  const bc = 16 * c.keyMatrices;
-  const halves = c.kvLayout === 'single' ? 1 : 2;
-  const stage = halves * bc * Math.max(c.d, c.dv) * 2 + 16 * c.subgroups * c.d * 2;
-  return stage + c.subgroups * (16 * bc * 4 + 16 * bc * 2 + TC_SUBGROUP_SIZE * 4 + 16 * 4) + 4;
+  const L = layoutOf(c);
+  // The emulation keeps f16 values in f32 arrays and needs 512 floats of scratch per subgroup.
+  const h = c.emulate ? 4 : 2;
+  return (
+    (L.kvSize + L.qsSize) * h +
+    c.subgroups *
+      (16 * L.BC * 4 +
+        16 * L.SPW * h +
+        (c.shuffle ? 0 : TC_SUBGROUP_SIZE * 4) +
+        16 * 4 +
+        (c.emulate ? 512 * 4 : 0)) +
+    4
+  );
 }
 
 export function tcForwardShader(c: TcForwardConfig): WgslKernel {
@@ -104,80 +242,124 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const KD = c.d / 16;
   const KV = c.dv / 16;
   const NC = c.keyMatrices;
-  const BC = 16 * NC;
-  const BR = 16 * c.subgroups;
+  const Lo = layoutOf(c);
+  const { BC, BR, KW, VW, SPW, fused, layout, HALFSZ } = Lo;
   const T = c.subgroups * TC_SUBGROUP_SIZE;
   const HALF = BC / 2;
   const CH = Math.ceil(c.dv / BC); // O round-trip chunks of BC columns
-  const STAGE = BC * Math.max(c.d, c.dv);
-  const layout = c.kvLayout ?? 'parity';
-  // Where this tile's K and V go in kv (see TcForwardConfig.kvLayout).
-  const kvBases =
-    layout === 'parity'
-      ? `let kvK = (ct & 1u) * ${STAGE}u;\n    let kvV = kvK;`
+  const narrow = c.narrow ?? false;
+  const swz = c.swizzle ?? false;
+  const shuffle = c.shuffle ?? false;
+  const qRegs = c.qRegs ?? false;
+  // Where this tile's K and V go in kv.
+  const kvBases = fused
+    ? `let kvK = (ct & 1u) * ${HALFSZ}u;\n    let kvV = kvK + ${BC * KW}u;`
+    : layout === 'parity'
+      ? `let kvK = (ct & 1u) * ${HALFSZ}u;\n    let kvV = kvK;`
       : layout === 'split'
-        ? `let kvK = 0u;\n    let kvV = ${STAGE}u;`
+        ? `let kvK = 0u;\n    let kvV = ${HALFSZ}u;`
         : `let kvK = 0u;\n    let kvV = 0u;`;
-  const dq = c.direct?.includes('q') ?? false;
-  const dk = c.direct?.includes('k') ?? false;
-  const dv = c.direct?.includes('v') ?? false;
-  const L = 'subgroup_matrix_left<f16, 16, 16>';
-  const R = 'subgroup_matrix_right<f16, 16, 16>';
-  const A = 'subgroup_matrix_result<f32, 16, 16>';
+  // A barrier at the top of the loop is only needed when a tile's K overwrites the previous
+  // tile's V while other subgroups may still multiply with it ('single').
+  const topBarrier = !fused && layout === 'single';
+  const emu = c.emulate ?? false;
+  const mx = matrixOps(emu, c.subgroups);
+  const { A, H } = mx;
+  const src = narrow ? 'array<u32>' : 'array<vec4<u32>>';
   const bindings: WgslBinding[] = [
     { name: 'P', kind: 'uniform', type: 'Params' },
-    { name: 'q', kind: 'read', type: dq ? 'array<f16>' : 'array<vec4<u32>>' },
-    { name: 'k', kind: 'read', type: dk ? 'array<f16>' : 'array<vec4<u32>>' },
-    { name: 'v', kind: 'read', type: dv ? 'array<f16>' : 'array<vec4<u32>>' },
+    { name: 'q', kind: 'read', type: src },
+    { name: 'k', kind: 'read', type: src },
+    { name: 'v', kind: 'read', type: src },
     { name: 'aux', kind: 'read', type: 'array<u32>' },
     { name: 'o', kind: 'storage', type: 'array<vec4<u32>>' },
     { name: 'lse', kind: 'storage', type: 'array<f32>' },
   ];
   const moved = c.lazy > 0 ? `tmax > m + ${c.lazy.toFixed(1)}` : 'tmax > m';
+  const cvt = (x: string) =>
+    emu
+      ? `unpack2x16float(${x})`
+      : c.unpack
+        ? `vec2<f16>(unpack2x16float(${x}))`
+        : `bitcast<vec2<f16>>(${x})`;
   // Copies `rows` rows of width W (halves) from `src` (base in halves, row stride in halves)
-  // into kv (row-major, stride W), rows at or past `limit` as zeros; 8 halves per load.
+  // into dst at `at` (row-major, row stride DW), rows at or past `limit` as zeros.
   const stage = (
-    src: string,
+    s: string,
     base: string,
     stride: string,
     first: string,
     rows: number,
     limit: string,
     W: number,
-    dst = 'kv',
-    at = '',
-  ) => `
+    DW: number,
+    dst: string,
+    at: string,
+  ) =>
+    narrow
+      ? `
+    for (var e = lid; e < ${(rows * W) / 2}u; e += ${T}u) {
+      let r = e / ${W / 2}u;
+      let c2 = e % ${W / 2}u;
+      var w = 0u;
+      if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 2u + c2]; }
+      let d = ${at}r * ${DW}u + c2 * 2u;
+      let h = ${cvt('w')};
+      ${dst}[d] = h.x;
+      ${dst}[d + 1u] = h.y;
+    }`
+      : `
     for (var e = lid; e < ${(rows * W) / 8}u; e += ${T}u) {
       let r = e / ${W / 8}u;
       let c8 = e % ${W / 8}u;
       var w = vec4<u32>(0u);
-      if (${first} + r < ${limit}) { w = ${src}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
-      let d = r * ${W}u + c8 * 8u;
+      if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
+      let d = ${at}r * ${DW}u + c8 * 8u;
       ${[0, 1, 2, 3]
         .map(
-          (
-            i,
-          ) => `let h${i} = ${c.unpack ? `vec2<f16>(unpack2x16float(w[${i}]))` : `bitcast<vec2<f16>>(w[${i}])`};
-      ${dst}[${at}d + ${2 * i}u] = h${i}.x;
-      ${dst}[${at}d + ${2 * i + 1}u] = h${i}.y;`,
+          (i) => `let h${i} = ${cvt(`w[${i}]`)};
+      ${dst}[d + ${2 * i}u] = h${i}.x;
+      ${dst}[d + ${2 * i + 1}u] = h${i}.y;`,
         )
         .join('\n      ')}
     }`;
-  const code = `enable f16;
-enable chromium_experimental_subgroup_matrix;
+  // Column of a lane's row at step c of its half (rotated when swizzled: see `swizzle`).
+  const col = (cv: string) =>
+    swz ? `hh * ${HALF}u + (${cv} + rot) % ${HALF}u` : `hh * ${HALF}u + ${cv}`;
+  // The partner lane's value (the other half of the row).
+  const partner = (x: string) =>
+    shuffle
+      ? `${x} = ${x.startsWith('l') ? `${x} + subgroupShuffleXor(${x}, 1u)` : `max(${x}, subgroupShuffleXor(${x}, 1u))`};`
+      : `sx[sg * ${TC_SUBGROUP_SIZE}u + lane] = ${x};
+    workgroupBarrier();
+    ${x} = ${x.startsWith('l') ? `${x} + sx[sg * ${TC_SUBGROUP_SIZE}u + (lane ^ 1u)]` : `max(${x}, sx[sg * ${TC_SUBGROUP_SIZE}u + (lane ^ 1u)])`};`;
+  const qStage = 'qs';
+  const qLoad = (i: number) =>
+    mx.load('L', qStage, `sg * ${16 * KW}u + ${16 * i}u`, false, `${KW}u`);
+  const stageK = stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ');
+  const stageV = stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ');
+  const oChunk = (ch: number) =>
+    Array.from({ length: KV }, (_, j) => j).filter((j) => Math.floor((16 * j) / BC) === ch);
+  if (emu && shuffle)
+    throw new ValueError(
+      'shuffle: expected false with emulate (no subgroups to shuffle), got true',
+      'shuffle',
+    );
+  const code = `${emu ? '' : 'enable f16;\n'}${shuffle ? 'enable subgroups;\n' : ''}${emu ? '' : 'enable chromium_experimental_subgroup_matrix;'}
 ${paramsStruct()}
 const BC = ${BC}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
-var<workgroup> kv: array<f16, ${layout === 'single' ? STAGE : 2 * STAGE}>;
-var<workgroup> qs: array<f16, ${BR * c.d}>;
+var<workgroup> kv: array<${H}, ${Lo.kvSize}>;
+var<workgroup> qs: array<${H}, ${Lo.qsSize}>;
 var<workgroup> sc: array<f32, ${c.subgroups * 16 * BC}>;
-var<workgroup> sp: array<f16, ${c.subgroups * 16 * BC}>;
-var<workgroup> sx: array<f32, ${c.subgroups * TC_SUBGROUP_SIZE}>;
+var<workgroup> sp: array<${H}, ${c.subgroups * 16 * SPW}>;
+${shuffle ? '' : `var<workgroup> sx: array<f32, ${c.subgroups * TC_SUBGROUP_SIZE}>;`}
 var<workgroup> salpha: array<f32, ${c.subgroups * 16}>;
 var<workgroup> sflag: u32;
 ${declareBindings(bindings)}
+__PRELUDE__
 fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
 fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }
 
@@ -185,9 +367,9 @@ fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols
 fn main(
   @builtin(workgroup_id) wg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
-  @builtin(subgroup_id) sg: u32,
-  @builtin(subgroup_invocation_id) lane: u32,
+  ${emu ? '' : '@builtin(subgroup_id) sg: u32,\n  @builtin(subgroup_invocation_id) lane: u32,'}
 ) {
+  ${emu ? `let sg = lid / ${TC_SUBGROUP_SIZE}u;\n  let lane = lid % ${TC_SUBGROUP_SIZE}u;\n  e_lane = lane;\n  e_sg = sg;` : ''}
   let b = wg.z;
   let startQ = aux[4u * b];
   let startK = aux[4u * b + 1u];
@@ -200,20 +382,28 @@ fn main(
   let hk = h / P.group;
   let rr = lane / 2u;
   let hh = lane % 2u;
+  let rot = rr + 16u * hh;
   let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
   let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
   let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
   let scB = sg * ${16 * BC}u;
+  let spB = sg * ${16 * SPW}u;
   let row = i32(r0 + sg * 16u + rr);
   let ncols = i32(nk);
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + ${BR}u, nq)) - 1;
   let rowLo = key_lo(row, off, ncols);
   let rowHi = key_hi(row, off, ncols);
-  // Q's block into its own region qs (rows past the sequence as zeros); the loop reloads its
-  // matrices per tile rather than holding 2 D / 16 of them in registers across the loop.
-  ${dq ? '' : stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, 'qs')}
+  // Q's block (rows past the sequence as zeros), once.
+  ${stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '')}
+  ${
+    qRegs
+      ? `workgroupBarrier();
+  ${rep(KD, (i) => `let qa${i} = ${qLoad(i)};`, '\n  ')}
+`
+      : ''
+  }
   ${rep(KV, (j) => `var o${j} = ${A}();`, '\n  ')}
   var m = M0;
   var l = 0.0;
@@ -221,49 +411,46 @@ fn main(
   let hiLast = max(key_hi(rLast, off, ncols), 0);
   for (var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++) {
     let c0 = ct * BC;
-    // K and V tiles by kvLayout (default: alternating halves by tile). With one constant-address
-    // buffer ('single') the H200 computed wrong scores while Q, staged once in its own buffer,
-    // was read correctly: read as NVIDIA's compiler hoisting the loop-invariant matrix loads
-    // past the barriers. 'parity' makes the addresses vary per tile; 'split' tests the other
-    // reading (V overwriting K). Neither has run on the device yet.
+    // K and V tiles alternate between two halves of kv by tile parity (fused, 'parity'): with
+    // one constant-address buffer ('single') the H200 computed wrong scores (run 11 of
+    // benchmarks/gpu/results/tc-wip/VARIANTS.md).
     ${kvBases}
-    workgroupBarrier();
+    ${topBarrier ? 'workgroupBarrier();' : ''}
     if (lid == 0u) { sflag = 0u; }
-    ${dk ? '' : stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, 'kv', 'kvK + ')}
+    ${stageK}
+    ${fused ? stageV : ''}
     workgroupBarrier();
     ${rep(NC, (n) => `var s${n} = ${A}();`, '\n    ')}
     ${rep(
       KD,
       (i) => `{
-      let qa = subgroupMatrixLoad<${L}>(${dq ? `&q, qB + (r0 + sg * 16u) * P.qRow + ${16 * i}u, false, P.qRow` : `&qs, sg * ${16 * c.d}u + ${16 * i}u, false, ${c.d}u`});
-      ${rep(NC, (n) => `s${n} = subgroupMatrixMultiplyAccumulate(qa, subgroupMatrixLoad<${R}>(${dk ? `&k, kB + (c0 + ${16 * n}u) * P.kRow + ${16 * i}u, true, P.kRow` : `&kv, kvK + ${16 * n * c.d + 16 * i}u, true, ${c.d}u`}), s${n});`, '\n      ')}
+      let qa = ${qRegs ? `qa${i}` : qLoad(i)};
+      ${rep(NC, (n) => `s${n} = ${mx.mma('qa', mx.load('R', 'kv', `kvK + ${16 * n * KW + 16 * i}u`, true, `${KW}u`), `s${n}`)};`, '\n      ')}
     }`,
       '\n    ',
     )}
-    ${rep(NC, (n) => `subgroupMatrixStore(&sc, scB + ${16 * n}u, s${n}, false, BC);`, '\n    ')}
+    ${rep(NC, (n) => `${mx.store('sc', `scB + ${16 * n}u`, `s${n}`, false, 'BC')};`, '\n    ')}
     workgroupBarrier();
-    ${dv ? '' : stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, 'kv', 'kvV + ')}
+    ${fused ? '' : stageV}
     var tmax = NEG;
     for (var c = 0u; c < ${HALF}u; c++) {
-      let col = hh * ${HALF}u + c;
-      let j = i32(c0 + col);
-      let e = scB + rr * BC + col;
+      let cl = ${col('c')};
+      let j = i32(c0 + cl);
+      let e = scB + rr * BC + cl;
       let x = select(NEG, sc[e] * P.scaleLog2, j >= rowLo && j < rowHi);
       sc[e] = x;
       tmax = max(tmax, x);
     }
-    sx[sg * ${TC_SUBGROUP_SIZE}u + lane] = tmax;
-    workgroupBarrier();
-    tmax = max(tmax, sx[sg * ${TC_SUBGROUP_SIZE}u + (lane ^ 1u)]);
+    ${partner('tmax')}
     var mn = m;
     if (${moved}) { mn = tmax; }
     let alpha = exp2(m - mn);
     m = mn;
     var ps = 0.0;
     for (var c = 0u; c < ${HALF}u; c++) {
-      let col = hh * ${HALF}u + c;
-      let p = exp2(sc[scB + rr * BC + col] - mn);
-      sp[scB + rr * BC + col] = f16(p);
+      let cl = ${col('c')};
+      let p = exp2(sc[scB + rr * BC + cl] - mn);
+      sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16(p)' : 'f16(p)'};
       ps += p;
     }
     l = l * alpha + ps;
@@ -273,17 +460,15 @@ fn main(
       ${rep(
         CH,
         (ch) => {
-          const js = Array.from({ length: KV }, (_, j) => j).filter(
-            (j) => Math.floor((16 * j) / BC) === ch,
-          );
-          return `${js.map((j) => `subgroupMatrixStore(&sc, scB + ${16 * j - ch * BC}u, o${j}, false, BC);`).join('\n      ')}
+          const js = oChunk(ch);
+          return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};`).join('\n      ')}
       workgroupBarrier();
       for (var c = 0u; c < ${HALF}u; c++) {
-        let e = scB + rr * BC + hh * ${HALF}u + c;
+        let e = scB + rr * BC + ${col('c')};
         sc[e] = sc[e] * salpha[sg * 16u + rr];
       }
       workgroupBarrier();
-      ${js.map((j) => `o${j} = subgroupMatrixLoad<${A}>(&sc, scB + ${16 * j - ch * BC}u, false, BC);`).join('\n      ')}`;
+      ${js.map((j) => `o${j} = ${mx.load('A', 'sc', `scB + ${16 * j - ch * BC}u`, false, 'BC')};`).join('\n      ')}`;
         },
         '\n      workgroupBarrier();\n      ',
       )}
@@ -291,8 +476,8 @@ fn main(
     ${rep(
       NC,
       (n) => `{
-      let pa = subgroupMatrixLoad<${L}>(&sp, scB + ${16 * n}u, false, BC);
-      ${rep(KV, (j) => `o${j} = subgroupMatrixMultiplyAccumulate(pa, subgroupMatrixLoad<${R}>(${dv ? `&v, vB + (c0 + ${16 * n}u) * P.vRow + ${16 * j}u, false, P.vRow` : `&kv, kvV + ${16 * n * c.dv + 16 * j}u, false, ${c.dv}u`}), o${j});`, '\n      ')}
+      let pa = ${mx.load('L', 'sp', `spB + ${16 * n}u`, false, `${SPW}u`)};
+      ${rep(KV, (j) => `o${j} = ${mx.mma('pa', mx.load('R', 'kv', `kvV + ${16 * n * VW + 16 * j}u`, false, `${VW}u`), `o${j}`)};`, '\n      ')}
     }`,
       '\n    ',
     )}
@@ -300,18 +485,14 @@ fn main(
   // Both lanes of a row hold partial sums of l: add the partner's; O leaves through scratch in
   // chunks of BC columns, each lane writing 8 halves at a time.
   workgroupBarrier();
-  sx[sg * ${TC_SUBGROUP_SIZE}u + lane] = l;
-  workgroupBarrier();
-  l = l + sx[sg * ${TC_SUBGROUP_SIZE}u + (lane ^ 1u)];
+  ${partner('l')}
   let inv = select(1.0 / l, 0.0, l == 0.0);
   ${rep(
     CH,
     (ch) => {
-      const js = Array.from({ length: KV }, (_, j) => j).filter(
-        (j) => Math.floor((16 * j) / BC) === ch,
-      );
+      const js = oChunk(ch);
       const width = Math.min(BC, c.dv - ch * BC);
-      return `${js.map((j) => `subgroupMatrixStore(&sc, scB + ${16 * j - ch * BC}u, o${j}, false, BC);`).join('\n  ')}
+      return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};`).join('\n  ')}
   workgroupBarrier();
   if (u32(row) < nq) {
     for (var c8 = hh; c8 < ${width / 8}u; c8 += 2u) {
@@ -330,5 +511,6 @@ fn main(
   }
 }
 `;
-  return { code, bindings };
+  // The emulation's helpers are known once the body has been generated.
+  return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
 }
