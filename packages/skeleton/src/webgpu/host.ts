@@ -48,6 +48,14 @@ import {
   type WgslKernel,
 } from './shaders.js';
 import {
+  type TcBackwardConfig,
+  type TcBackwardTile,
+  tcBackwardConfigFor,
+  tcBackwardWorkgroupBytes,
+  tcDkdvShader,
+  tcDqShader,
+} from './tc-backward.js';
+import {
   TC_SUBGROUP_SIZE,
   type TcForwardConfig,
   tcForwardShader,
@@ -72,6 +80,14 @@ export interface WebGpuTileOptions {
    * the adapter does not qualify.
    */
   tensorCores?: boolean | Partial<Omit<TcForwardConfig, 'd' | 'dv'>>;
+  /**
+   * Tiles of the tensor-core backward's passes (./tc-backward.ts), which `tensorCores` selects
+   * in tiledBackwardWebGpu (f16 softmax, the forward's conditions; of its config only `emulate`
+   * applies there): per pass subgroups, keyMatrices and pad; unset fields come from the
+   * largest default tile that fits the device's workgroup memory (tcBackwardConfigs).
+   * EXPERIMENTAL: emulated runs only so far, no device verification yet.
+   */
+  tensorCoreBackward?: { dq?: Partial<TcBackwardTile>; dkdv?: Partial<TcBackwardTile> };
   /** Times each kernel's pass with timestamp queries (when the device has them). */
   profiler?: GpuProfiler;
   /** The WGSL kernels implement FA2 only. */
@@ -630,6 +646,15 @@ export async function tiledForwardWebGpu(
   return { o, lse };
 }
 
+/** Tiles of the tensor-core forward tried by default, best first (subgroups x keyMatrices). */
+const TC_DEFAULT_TILES = [
+  { subgroups: 4, keyMatrices: 2 },
+  { subgroups: 4, keyMatrices: 1 },
+  { subgroups: 2, keyMatrices: 2 },
+  { subgroups: 2, keyMatrices: 1 },
+  { subgroups: 1, keyMatrices: 1 },
+];
+
 /**
  * The tensor-core forward's config for this problem (WebGpuTileOptions.tensorCores), or a
  * ValueError naming `tensorCores` with the reason the problem or the adapter does not qualify.
@@ -663,21 +688,25 @@ function tcConfig(
     (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
   )
     no(`the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`);
-  if (pr.dtype !== 'f16') no(`the inputs are ${pr.dtype}, not f16`);
+  // f32 inputs run as split-f16 (TcForwardConfig.split); bf16 has no subgroup-matrix config.
+  if (pr.dtype !== 'f16' && pr.dtype !== 'f32') no(`the inputs are ${pr.dtype}, not f16 or f32`);
+  const split = pr.dtype === 'f32';
   if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks)
     no('the normalisation is not plain softmax');
   if (hooks.scoreMods.length > 0 || hooks.mask || hooks.rab || hooks.permute || p.maskMod)
     no('score mods, masks or a permutation are set');
   if (p.blockSparse) no('a block-sparse mask is set');
   if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
-  const c: TcForwardConfig = {
-    d: p.d,
-    dv: p.dv,
-    subgroups: 4,
-    keyMatrices: 2,
-    lazy: 8,
-    ...(want === true ? {} : want),
-  };
+  // Defaults: the fastest verified variant on the H200 (benchmarks/gpu/results/tc-wip/
+  // VARIANTS.md, run 12), with the largest tile of TC_DEFAULT_TILES that fits the device's
+  // workgroup memory; fields the caller gives win.
+  const given = want === true ? {} : want;
+  const base = { d: p.d, dv: p.dv, lazy: 8, pad: 8, swizzle: true, split };
+  const fits = (t: { subgroups: number; keyMatrices: number }) =>
+    tcForwardWorkgroupBytes({ ...base, ...t, ...given, split }) <=
+    ctx.limits.maxComputeWorkgroupStorageSize;
+  const tile = TC_DEFAULT_TILES.find(fits) ?? TC_DEFAULT_TILES[0]!;
+  const c: TcForwardConfig = { ...base, ...tile, ...given, split };
   if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
     no(
       `the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,
@@ -991,13 +1020,22 @@ export async function tiledBackwardWebGpu(
         pr.hooks.hooks.permute?.q === true,
       )
     : undefined;
-  const dqKernel = generatedKernel('dq', dqShader, spec(pr, qp));
-  const dkdvKernel = generatedKernel('dkdv', dkdvShader, spec(pr, kp));
+  // The tensor-core passes (tc-backward.ts) replace the SIMT dQ and dK/dV kernels; the stats
+  // pre-pass, buffers and uniforms stay.
+  const tc = opts.tensorCores ? tcBackwardConfigs(pr, hooks, opts) : undefined;
+  const dqKernel = tc
+    ? generatedKernel('tc dq', tcDqShader, tc.dq)
+    : generatedKernel('dq', dqShader, spec(pr, qp));
+  const dkdvKernel = tc
+    ? generatedKernel('tc dkdv', tcDkdvShader, tc.dkdv)
+    : generatedKernel('dkdv', dkdvShader, spec(pr, kp));
   const [statsProgram, dqProgram, dkdvProgram] = await Promise.all([
     statsKernel && compile(ctx, statsKernel, 'flash-attention backward stats'),
-    compile(ctx, dqKernel, 'flash-attention dq', qp),
-    compile(ctx, dkdvKernel, 'flash-attention dk dv', kp),
+    compile(ctx, dqKernel, `flash-attention dq${tc ? ' (tensor cores)' : ''}`, tc?.dq ?? qp),
+    compile(ctx, dkdvKernel, `flash-attention dk dv${tc ? ' (tensor cores)' : ''}`, tc?.dkdv ?? kp),
   ]);
+  const dqRows = tc ? 16 * tc.dq.subgroups : qp.br;
+  const dkdvRows = tc ? 16 * tc.dkdv.subgroups : kp.br;
   const dq = emptyWebGpu(q.shape, pr.dtype, ctx);
   const dk = emptyWebGpu(k.shape, pr.dtype, ctx);
   const dv = emptyWebGpu(v.shape, pr.dtype, ctx);
@@ -1052,7 +1090,7 @@ export async function tiledBackwardWebGpu(
           dk: buf(dk),
           dv: buf(dv),
         }),
-        workgroups: [Math.ceil(p.maxSeqK / kp.br), p.hkv, p.batch],
+        workgroups: [Math.ceil(p.maxSeqK / dkdvRows), p.hkv, p.batch],
         label: 'flash backward dk dv',
       },
       {
@@ -1066,7 +1104,7 @@ export async function tiledBackwardWebGpu(
           drabp: dPositionTable && buf(dPositionTable),
           drabt: dTimestampTable && buf(dTimestampTable),
         }),
-        workgroups: [Math.ceil(p.maxSeqQ / qp.br), p.hq, p.batch],
+        workgroups: [Math.ceil(p.maxSeqQ / dqRows), p.hq, p.batch],
         label: 'flash backward dq',
       },
     );
@@ -1095,4 +1133,62 @@ export async function tiledBackwardWebGpu(
   if (dPositionTable) out.dPositionTable = dPositionTable;
   if (dTimestampTable) out.dTimestampTable = dTimestampTable;
   return out;
+}
+
+/**
+ * The tensor-core backward's configs for this problem (WebGpuTileOptions.tensorCores, tiles
+ * from tensorCoreBackward), or a ValueError naming `tensorCores` with the reason the problem or
+ * the adapter does not qualify (the forward's conditions; f16 only). Default tiles:
+ * tc-backward.ts tcBackwardConfigFor under the device's workgroup memory.
+ */
+function tcBackwardConfigs(
+  pr: Prepared,
+  hooks: TiledHooks,
+  opts: WebGpuTileOptions,
+): { dq: TcBackwardConfig; dkdv: TcBackwardConfig } {
+  const { ctx, p } = pr;
+  const f = ctx.features;
+  const no = (why: string): never => {
+    throw new ValueError(
+      `tensorCores: expected a problem and adapter the tensor-core backward runs, got one where ${why}`,
+      'tensorCores',
+    );
+  };
+  const want = opts.tensorCores;
+  const emulate = typeof want === 'object' && want !== null && want.emulate === true;
+  if (
+    !emulate &&
+    (!f.shaderF16 ||
+      !f.subgroupMatrixConfigs.some(
+        (c) =>
+          c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
+      ))
+  )
+    no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
+  if (
+    !emulate &&
+    (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
+  )
+    no(`the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`);
+  if (pr.dtype !== 'f16') no(`the inputs are ${pr.dtype}, not f16`);
+  if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks)
+    no('the normalisation is not plain softmax');
+  if (hooks.scoreMods.length > 0 || hooks.mask || hooks.rab || hooks.permute || p.maskMod)
+    no('score mods, masks or a permutation are set');
+  if (p.blockSparse) no('a block-sparse mask is set');
+  if (p.paged) no('K/V are paged (the tensor-core passes read contiguous K/V)');
+  if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  const pick = (pass: 'dq' | 'dkdv'): TcBackwardConfig => {
+    const c = tcBackwardConfigFor(
+      pass,
+      { d: p.d, dv: p.dv, emulate, ...opts.tensorCoreBackward?.[pass] },
+      limit,
+    );
+    const bytes = tcBackwardWorkgroupBytes(c, pass);
+    if (bytes > limit)
+      no(`the ${pass} config needs ${bytes} bytes of workgroup memory (limit ${limit})`);
+    return c;
+  };
+  return { dq: pick('dq'), dkdv: pick('dkdv') };
 }

@@ -241,3 +241,51 @@ describe.skipIf(!ctx)('tensor-core forward, emulated, vs the float64 reference',
       }
     });
 });
+
+// split-f16 (f32 inputs): emulated, the products are f32-exact, so what this checks is the
+// splitting, the three products and the f32 epilogue, at the f32 tolerance. What the tensor
+// cores' own accumulation gives is measured on the device.
+describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 reference', () => {
+  test('f32 inputs at the f32 tolerance, causal GQA and varlen', { timeout: 120_000 }, async () => {
+    const tol = toleranceFor({ dtype: 'f32' });
+    for (const [n, c] of [EMU_CASES[1]!, EMU_CASES[3]!, EMU_DV].entries()) {
+      const x = emuInputs(c, 70 + n);
+      const [q, k, v] = [x.q, x.k, x.v].map((t) => t.astype('f32'));
+      const g = [q!, k!, v!].map((t) => toWebGpu(t, ctx!));
+      const p = resolveAttentionProblem(q!, k!, v!, x.attn);
+      ctx!.poisonOutputs = true;
+      try {
+        const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+          tensorCores: { subgroups: 1, keyMatrices: 1, emulate: true },
+        });
+        expect(r.o.dtype).toBe('f32');
+        const ref = softmaxAttentionReference(q!, k!, v!, x.attn);
+        const eo = accuracy(await r.o.toCpu(), ref.o);
+        const el = accuracy(await r.lse!.toCpu(), ref.lse as Tensor);
+        expect({
+          case: c.name,
+          o: eo.relL2,
+          lse: el.relL2,
+          nonFinite: eo.nonFinite + el.nonFinite,
+        }).toEqual({
+          case: c.name,
+          o: expect.toSatisfy((e: number) => e <= tol),
+          lse: expect.toSatisfy((e: number) => e <= tol),
+          nonFinite: 0,
+        });
+        r.o.dispose();
+        r.lse!.dispose();
+      } finally {
+        ctx!.poisonOutputs = false;
+        for (const t of g) t.dispose();
+      }
+    }
+  });
+
+  test('split excludes fused, narrow, qRegs and unpack', () => {
+    const ok = { d: 64, dv: 64, subgroups: 2, keyMatrices: 1, lazy: 8, split: true };
+    expect(tcForwardShader(ok).bindings.find((b) => b.name === 'o')?.type).toBe('array<vec4<f32>>');
+    for (const bad of [{ fused: true }, { narrow: true }, { qRegs: true }, { unpack: true }])
+      expect(() => tcForwardShader({ ...ok, ...bad })).toThrow(/^split: expected no fused/);
+  });
+});

@@ -90,6 +90,17 @@ export interface TcForwardConfig {
    * kernel's staging, masking, softmax, rescaling and epilogue logic. Not for speed.
    */
   emulate?: boolean;
+  /**
+   * f32 attention on the f16 tensor cores (issue 20 item 5, precision 'split-f16'): q, k, v and
+   * o are f32; every staged operand x is split into hi = f16(x) and lo = f16(x - hi), P likewise,
+   * and each product is hi*hi + hi*lo + lo*hi accumulated in f32 (the lo*lo term, ~2^-22
+   * relative, is dropped). lo is not scaled by 2^s: with a scaled lo the cross terms would need
+   * accumulators of their own (twice the output matrices: 16 for Dv = 128, the register budget),
+   * and an unscaled lo loses precision only for |x| < ~2^-14 * 2^11, below the f32 tolerance's
+   * reach in the sums (measured against float64 on the device: VARIANTS.md).
+   * Incompatible with fused, narrow, qRegs, unpack.
+   */
+  split?: boolean;
 }
 
 /**
@@ -121,7 +132,7 @@ export function matrixOps(emulate: boolean, subgroups: number) {
         name,
         `fn ${name}(off: u32, stride: u32) -> array<f32, 8> {
   var x: array<f32, 8>;
-  for (var t = 0u; t < 8u; t++) { let e = e_lane * 8u + t; x[t] = f32(${arr}[${at(cm)}]); }
+  for (var t = 0u; t < e_8(); t++) { let e = e_lane * 8u + t; x[t] = f32(${arr}[${at(cm)}]); }
   return x;
 }`,
       );
@@ -133,7 +144,7 @@ export function matrixOps(emulate: boolean, subgroups: number) {
       helpers.set(
         name,
         `fn ${name}(off: u32, m: array<f32, 8>, stride: u32) {
-  for (var t = 0u; t < 8u; t++) { let e = e_lane * 8u + t; ${arr}[${at(cm)}] = m[t]; }
+  for (var t = 0u; t < e_8(); t++) { let e = e_lane * 8u + t; ${arr}[${at(cm)}] = m[t]; }
 }`,
       );
       return `${name}(${off}, ${m}, ${stride})`;
@@ -148,17 +159,21 @@ export function matrixOps(emulate: boolean, subgroups: number) {
       if (!emulate) return '';
       return `var<private> e_lane: u32;
 var<private> e_sg: u32;
+// 8, from a uniform the compiler cannot see through (the kernels' Params P): the emulation's
+// loops stay rolled (unrolled and inlined at every call they made llvmpipe's compiles take
+// minutes).
+fn e_8() -> u32 { return 8u + min(P.group, 0u); }
 var<workgroup> e_ab: array<f32, ${subgroups * 512}>;
 fn r16(x: f32) -> f32 { return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x; }
 fn e_mma(a: array<f32, 8>, b: array<f32, 8>, c: array<f32, 8>) -> array<f32, 8> {
   let base = e_sg * 512u;
-  for (var t = 0u; t < 8u; t++) { e_ab[base + e_lane * 8u + t] = a[t]; e_ab[base + 256u + e_lane * 8u + t] = b[t]; }
+  for (var t = 0u; t < e_8(); t++) { e_ab[base + e_lane * 8u + t] = a[t]; e_ab[base + 256u + e_lane * 8u + t] = b[t]; }
   workgroupBarrier();
   var r = c;
-  for (var t = 0u; t < 8u; t++) {
+  for (var t = 0u; t < e_8(); t++) {
     let e = e_lane * 8u + t;
     var acc = r[t];
-    for (var k = 0u; k < 16u; k++) { acc += e_ab[base + (e / 16u) * 16u + k] * e_ab[base + 256u + k * 16u + e % 16u]; }
+    for (var k = 0u; k < 2u * e_8(); k++) { acc += e_ab[base + (e / 16u) * 16u + k] * e_ab[base + 256u + k * 16u + e % 16u]; }
     r[t] = acc;
   }
   workgroupBarrier();
@@ -196,6 +211,11 @@ function check(c: TcForwardConfig): void {
     );
   if (!(Number.isFinite(c.lazy) && c.lazy >= 0 && c.lazy <= 12))
     throw new ValueError(`lazy: expected a number in [0, 12], got ${c.lazy}`, 'lazy');
+  if (c.split && (c.fused || c.narrow || c.qRegs || c.unpack))
+    throw new ValueError(
+      'split: expected no fused, narrow, qRegs or unpack beside it, got some of them',
+      'split',
+    );
   if (c.pad !== undefined && c.pad !== 0 && c.pad !== 8)
     throw new ValueError(`pad: expected 0 or 8, got ${c.pad}`, 'pad');
 }
@@ -224,7 +244,7 @@ function layoutOf(c: TcForwardConfig) {
 export function tcForwardWorkgroupBytes(c: TcForwardConfig): number {
   const L = layoutOf(c);
   // The emulation keeps f16 values in f32 arrays and needs 512 floats of scratch per subgroup.
-  const h = c.emulate ? 4 : 2;
+  const h = (c.emulate ? 4 : 2) * (c.split ? 2 : 1);
   return (
     (L.kvSize + L.qsSize) * h +
     c.subgroups *
@@ -265,14 +285,15 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const emu = c.emulate ?? false;
   const mx = matrixOps(emu, c.subgroups);
   const { A, H } = mx;
-  const src = narrow ? 'array<u32>' : 'array<vec4<u32>>';
+  const split = c.split ?? false;
+  const src = split ? 'array<vec4<f32>>' : narrow ? 'array<u32>' : 'array<vec4<u32>>';
   const bindings: WgslBinding[] = [
     { name: 'P', kind: 'uniform', type: 'Params' },
     { name: 'q', kind: 'read', type: src },
     { name: 'k', kind: 'read', type: src },
     { name: 'v', kind: 'read', type: src },
     { name: 'aux', kind: 'read', type: 'array<u32>' },
-    { name: 'o', kind: 'storage', type: 'array<vec4<u32>>' },
+    { name: 'o', kind: 'storage', type: split ? 'array<vec4<f32>>' : 'array<vec4<u32>>' },
     { name: 'lse', kind: 'storage', type: 'array<f32>' },
   ];
   const moved = c.lazy > 0 ? `tmax > m + ${c.lazy.toFixed(1)}` : 'tmax > m';
@@ -296,8 +317,24 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
     dst: string,
     at: string,
   ) =>
-    narrow
+    split
       ? `
+    for (var e = lid; e < ${(rows * W) / 4}u; e += ${T}u) {
+      let r = e / ${W / 4}u;
+      let c4 = e % ${W / 4}u;
+      var x = vec4<f32>(0.0);
+      if (${first} + r < ${limit}) { x = ${s}[(${base} + (${first} + r) * ${stride}) / 4u + c4]; }
+      let d = ${at}r * ${DW}u + c4 * 4u;
+      ${[0, 1, 2, 3]
+        .map(
+          (i) => `let h${i} = ${emu ? `r16(x[${i}])` : `f16(x[${i}])`};
+      ${dst}[d + ${i}u] = h${i};
+      ${dst}l[d + ${i}u] = ${emu ? `r16(x[${i}] - h${i})` : `f16(x[${i}] - f32(h${i}))`};`,
+        )
+        .join('\n      ')}
+    }`
+      : narrow
+        ? `
     for (var e = lid; e < ${(rows * W) / 2}u; e += ${T}u) {
       let r = e / ${W / 2}u;
       let c2 = e % ${W / 2}u;
@@ -308,7 +345,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
       ${dst}[d] = h.x;
       ${dst}[d + 1u] = h.y;
     }`
-      : `
+        : `
     for (var e = lid; e < ${(rows * W) / 8}u; e += ${T}u) {
       let r = e / ${W / 8}u;
       let c8 = e % ${W / 8}u;
@@ -353,6 +390,7 @@ const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
 var<workgroup> kv: array<${H}, ${Lo.kvSize}>;
 var<workgroup> qs: array<${H}, ${Lo.qsSize}>;
+${split ? `var<workgroup> kvl: array<${H}, ${Lo.kvSize}>;\nvar<workgroup> qsl: array<${H}, ${Lo.qsSize}>;\nvar<workgroup> spl: array<${H}, ${c.subgroups * 16 * SPW}>;` : ''}
 var<workgroup> sc: array<f32, ${c.subgroups * 16 * BC}>;
 var<workgroup> sp: array<${H}, ${c.subgroups * 16 * SPW}>;
 ${shuffle ? '' : `var<workgroup> sx: array<f32, ${c.subgroups * TC_SUBGROUP_SIZE}>;`}
@@ -425,7 +463,22 @@ fn main(
       KD,
       (i) => `{
       let qa = ${qRegs ? `qa${i}` : qLoad(i)};
-      ${rep(NC, (n) => `s${n} = ${mx.mma('qa', mx.load('R', 'kv', `kvK + ${16 * n * KW + 16 * i}u`, true, `${KW}u`), `s${n}`)};`, '\n      ')}
+      ${split ? `let ql = ${mx.load('L', 'qsl', `sg * ${16 * KW}u + ${16 * i}u`, false, `${KW}u`)};` : ''}
+      ${rep(
+        NC,
+        (n) => {
+          const kOff = `kvK + ${16 * n * KW + 16 * i}u`;
+          // split: the small cross terms first, then hi * hi.
+          return split
+            ? `{
+        let kh = ${mx.load('R', 'kv', kOff, true, `${KW}u`)};
+        s${n} = ${mx.mma('qa', mx.load('R', 'kvl', kOff, true, `${KW}u`), mx.mma('ql', 'kh', `s${n}`))};
+        s${n} = ${mx.mma('qa', 'kh', `s${n}`)};
+      }`
+            : `s${n} = ${mx.mma('qa', mx.load('R', 'kv', kOff, true, `${KW}u`), `s${n}`)};`;
+        },
+        '\n      ',
+      )}
     }`,
       '\n    ',
     )}
@@ -450,7 +503,13 @@ fn main(
     for (var c = 0u; c < ${HALF}u; c++) {
       let cl = ${col('c')};
       let p = exp2(sc[scB + rr * BC + cl] - mn);
-      sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16(p)' : 'f16(p)'};
+      ${
+        split
+          ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
+      sp[spB + rr * ${SPW}u + cl] = ph;
+      spl[spB + rr * ${SPW}u + cl] = ${emu ? 'r16(p - ph)' : 'f16(p - f32(ph))'};`
+          : `sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16(p)' : 'f16(p)'};`
+      }
       ps += p;
     }
     l = l * alpha + ps;
@@ -477,7 +536,21 @@ fn main(
       NC,
       (n) => `{
       let pa = ${mx.load('L', 'sp', `spB + ${16 * n}u`, false, `${SPW}u`)};
-      ${rep(KV, (j) => `o${j} = ${mx.mma('pa', mx.load('R', 'kv', `kvV + ${16 * n * VW + 16 * j}u`, false, `${VW}u`), `o${j}`)};`, '\n      ')}
+      ${split ? `let pl = ${mx.load('L', 'spl', `spB + ${16 * n}u`, false, `${SPW}u`)};` : ''}
+      ${rep(
+        KV,
+        (j) => {
+          const vOff = `kvV + ${16 * n * VW + 16 * j}u`;
+          return split
+            ? `{
+        let vh = ${mx.load('R', 'kv', vOff, false, `${VW}u`)};
+        o${j} = ${mx.mma('pa', mx.load('R', 'kvl', vOff, false, `${VW}u`), mx.mma('pl', 'vh', `o${j}`))};
+        o${j} = ${mx.mma('pa', 'vh', `o${j}`)};
+      }`
+            : `o${j} = ${mx.mma('pa', mx.load('R', 'kv', vOff, false, `${VW}u`), `o${j}`)};`;
+        },
+        '\n      ',
+      )}
     }`,
       '\n    ',
     )}
@@ -495,10 +568,23 @@ fn main(
       return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};`).join('\n  ')}
   workgroupBarrier();
   if (u32(row) < nq) {
-    for (var c8 = hh; c8 < ${width / 8}u; c8 += 2u) {
+    ${
+      split
+        ? `for (var c4 = hh; c4 < ${width / 4}u; c4 += 2u) {
+      let e = scB + rr * BC + c4 * 4u;
+      o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 4u + c4] = vec4<f32>(sc[e], sc[e + 1u], sc[e + 2u], sc[e + 3u]) * inv;
+    }`
+        : ''
+    }
+    ${
+      split
+        ? ''
+        : `for (var c8 = hh; c8 < ${width / 8}u; c8 += 2u) {
       let e = scB + rr * BC + c8 * 8u;
       let x = array<f32, 8>(${[0, 1, 2, 3, 4, 5, 6, 7].map((t) => `sc[e + ${t}u] * inv`).join(', ')});
       o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 8u + c8] = vec4<u32>(pack2x16float(vec2<f32>(x[0], x[1])), pack2x16float(vec2<f32>(x[2], x[3])), pack2x16float(vec2<f32>(x[4], x[5])), pack2x16float(vec2<f32>(x[6], x[7])));
+    }
+`
     }
   }
   workgroupBarrier();`;
