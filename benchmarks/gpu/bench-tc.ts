@@ -22,11 +22,13 @@ import {
   accuracy,
   resolveAttentionProblem,
   softmaxAttentionReference,
+  softmaxAttentionReferenceBackward,
   toleranceFor,
 } from '@attnkit/attention';
 import {
   SOFTMAX_HOOKS,
   type TcForwardConfig,
+  tiledBackwardWebGpu,
   tiledForwardWebGpu,
   type WebGpuTileOptions,
 } from '@attnkit/skeleton';
@@ -81,7 +83,17 @@ interface Case {
 const ALL_CASES: Case[] = [
   { name: 'square', b: 2, hq: 2, hkv: 2, nq: 128, nk: 128, d: 64, dv: 64 },
   { name: 'odd lengths, Nq != Nk', b: 1, hq: 3, hkv: 3, nq: 77, nk: 205, d: 64, dv: 64 },
-  { name: 'causal odd', b: 2, hq: 2, hkv: 2, nq: 131, nk: 131, d: 128, dv: 128 },
+  {
+    name: 'causal odd',
+    b: 2,
+    hq: 2,
+    hkv: 2,
+    nq: 131,
+    nk: 131,
+    d: 128,
+    dv: 128,
+    attn: { causal: true },
+  },
   {
     name: 'causal Nq < Nk (bottom-right)',
     b: 1,
@@ -140,6 +152,10 @@ const CASES = only
   ? ALL_CASES.filter((_, i) => only.split(',').map(Number).includes(i))
   : ALL_CASES;
 
+// --dtype f32: verification on f32 inputs (the tensor-core path runs split-f16 then).
+const DTYPE = (value('dtype') ?? 'f16') as 'f16' | 'f32';
+const cast = (t: Tensor) => (DTYPE === 'f16' ? t.astype('f16') : t);
+
 function inputs(c: Case, seed: number) {
   const rng = new Rng(seed);
   if (c.varlen) {
@@ -149,22 +165,26 @@ function inputs(c: Case, seed: number) {
     const cu = (ls: number[]) =>
       Int32Array.from([0, ...ls.map((_, i) => ls.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
     return {
-      q: rng.randn([tq, c.hq, c.d]).astype('f16'),
-      k: rng.randn([tk, c.hkv, c.d]).astype('f16'),
-      v: rng.randn([tk, c.hkv, c.dv]).astype('f16'),
+      q: cast(rng.randn([tq, c.hq, c.d])),
+      k: cast(rng.randn([tk, c.hkv, c.d])),
+      v: cast(rng.randn([tk, c.hkv, c.dv])),
+      dO: cast(rng.randn([tq, c.hq, c.dv])),
       attn: { ...c.attn, layout: 'THD' as const, cuSeqlensQ: cu(lq), cuSeqlensK: cu(lk) },
     };
   }
   return {
-    q: rng.randn([c.b, c.hq, c.nq, c.d]).astype('f16'),
-    k: rng.randn([c.b, c.hkv, c.nk, c.d]).astype('f16'),
-    v: rng.randn([c.b, c.hkv, c.nk, c.dv]).astype('f16'),
+    q: cast(rng.randn([c.b, c.hq, c.nq, c.d])),
+    k: cast(rng.randn([c.b, c.hkv, c.nk, c.d])),
+    v: cast(rng.randn([c.b, c.hkv, c.nk, c.dv])),
+    dO: cast(rng.randn([c.b, c.hq, c.nq, c.dv])),
     attn: c.attn ?? {},
   };
 }
 
 async function verify(tc: TcOpt, label: string) {
   const rows: unknown[] = [];
+  // f32 (split-f16) is held to the f16 tolerance for pass/fail (the f32 one, 1e-5, is what
+  // decides whether split-f16 becomes the default: reported, see the table's accuracy).
   const tol = toleranceFor({ dtype: 'f16' });
   for (const c of CASES) {
     const n = ALL_CASES.indexOf(c);
@@ -229,6 +249,123 @@ async function verify(tc: TcOpt, label: string) {
   return rows;
 }
 
+async function backward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  dO: Tensor,
+  attn: AttentionOptions,
+  tc: TcOpt,
+  profiler?: GpuProfiler,
+  fwd?: { o: Tensor; lse: Tensor | undefined },
+) {
+  const p = resolveAttentionProblem(q, k, v, attn);
+  const f = fwd ?? (await forward(q, k, v, attn, tc));
+  const g = await tiledBackwardWebGpu(p, SOFTMAX_HOOKS, q, k, v, f.o, f.lse, dO, {
+    ...(tc ? { tensorCores: tc } : {}),
+    ...(profiler ? { profiler } : {}),
+  });
+  if (!fwd) {
+    f.o.dispose();
+    f.lse?.dispose();
+  }
+  return g;
+}
+
+/** --verify-backward: dq, dk, dv of the tensor-core backward (f16) vs float64, outputs poisoned. */
+async function verifyBackward(tc: TcOpt, label: string) {
+  const rows: unknown[] = [];
+  const tol = toleranceFor({ dtype: 'f16' });
+  for (const c of CASES) {
+    const n = ALL_CASES.indexOf(c);
+    const x = inputs(c, 300 + n);
+    const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx));
+    let line: string;
+    ctx.poisonOutputs = true;
+    try {
+      const t0 = performance.now();
+      const r = await backward(g[0]!, g[1]!, g[2]!, g[3]!, x.attn, tc);
+      const got = { dq: await r.dq.toCpu(), dk: await r.dk.toCpu(), dv: await r.dv.toCpu() };
+      const ms = performance.now() - t0;
+      const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
+      const e = {
+        dq: accuracy(got.dq, ref.dq),
+        dk: accuracy(got.dk, ref.dk),
+        dv: accuracy(got.dv, ref.dv),
+      };
+      const ok = Object.values(e).every((a) => a.relL2 <= tol && a.nonFinite === 0);
+      if (!ok) failures++;
+      line = `${ok ? 'ok  ' : 'FAIL'} backward ${label} ${c.name}: dq ${e.dq.relL2.toExponential(2)} dk ${e.dk.relL2.toExponential(2)} dv ${e.dv.relL2.toExponential(2)} (nonfinite ${e.dq.nonFinite + e.dk.nonFinite + e.dv.nonFinite}); tol ${tol}; first call ${ms.toFixed(0)} ms`;
+      rows.push({
+        case: c.name,
+        ok,
+        dq: e.dq.relL2,
+        dk: e.dk.relL2,
+        dv: e.dv.relL2,
+        firstCallMs: ms,
+      });
+      for (const t of [r.dq, r.dk, r.dv]) t.dispose();
+    } catch (e) {
+      failures++;
+      line = `FAIL backward ${label} ${c.name}: ${(e as Error).message.slice(0, 300)}`;
+      rows.push({ case: c.name, ok: false, error: (e as Error).message });
+    } finally {
+      ctx.poisonOutputs = false;
+      for (const t of g) t.dispose();
+    }
+    console.log(line);
+  }
+  return rows;
+}
+
+/**
+ * Relative L2 error of o against float64 attention on sampled rows (the full float64 reference
+ * of a (4, 16, 4096, 128) problem would take minutes on one CPU core): 33 rows spread over each
+ * of the first and last (batch, head), BHND, scale 1/sqrt(D).
+ */
+function sampledError(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  o: Float32Array,
+  shape: number[],
+  causal: boolean,
+): number {
+  const [B, H, N, D] = shape as [number, number, number, number];
+  const scale = 1 / Math.sqrt(D);
+  let num = 0;
+  let den = 0;
+  const s = new Float64Array(N);
+  for (const bh of [0, B * H - 1]) {
+    const base = bh * N * D;
+    for (let t = 0; t <= 32; t++) {
+      const i = Math.min(N - 1, Math.round((t * (N - 1)) / 32));
+      const hi = causal ? i + 1 : N;
+      let m = -Infinity;
+      for (let j = 0; j < hi; j++) {
+        let acc = 0;
+        for (let c = 0; c < D; c++) acc += q[base + i * D + c]! * k[base + j * D + c]!;
+        s[j] = acc * scale;
+        if (s[j]! > m) m = s[j]!;
+      }
+      let l = 0;
+      for (let j = 0; j < hi; j++) {
+        s[j] = Math.exp(s[j]! - m);
+        l += s[j]!;
+      }
+      for (let c = 0; c < D; c++) {
+        let acc = 0;
+        for (let j = 0; j < hi; j++) acc += s[j]! * v[base + j * D + c]!;
+        const ref = acc / l;
+        const d = o[base + i * D + c]! - ref;
+        num += d * d;
+        den += ref * ref;
+      }
+    }
+  }
+  return Math.sqrt(num / den);
+}
+
 const flopsOf = (s: number[], causal: boolean) =>
   (4 * s[0]! * s[1]! * s[2]! * s[2]! * s[3]!) / (causal ? 2 : 1);
 
@@ -262,7 +399,8 @@ async function main() {
     for (const cfg of JSON.parse(vv) as Array<Partial<TcForwardConfig>>)
       rows.push(await verify(cfg, JSON.stringify(cfg)));
     out.verifyVariants = rows;
-  } else out.verify = await verify(true, 'tc default');
+  } else if (!flag('skip-verify')) out.verify = await verify(true, `tc default ${DTYPE}`);
+  if (flag('verify-backward')) out.verifyBackward = await verifyBackward(true, 'tc default f16');
   if (!flag('skip-variants')) {
     const shape = [4, 16, 4096, 128];
     const simt = await timeIt(shape, false, 'f16', undefined);
@@ -310,29 +448,92 @@ async function main() {
   }
   if (!flag('skip-table')) {
     const rows: unknown[] = [];
-    for (const shape of [
-      [16, 16, 1024, 64],
-      [4, 16, 4096, 128],
-      [2, 16, 8192, 128],
-    ])
-      for (const causal of [false, true])
+    const save = () => {
+      out.table = rows;
+      if (value('out'))
+        writeFileSync(value('out')!, `${JSON.stringify({ ...out, partial: true }, null, 2)}\n`);
+    };
+    const shapes = value('shapes')
+      ? (JSON.parse(value('shapes')!) as number[][])
+      : [
+          [16, 16, 1024, 64],
+          [4, 16, 4096, 128],
+          [2, 16, 8192, 128],
+        ];
+    for (const shape of shapes)
+      for (const causal of [false, true]) {
+        const host = [1, 2, 3, 4].map((seed) => tensor(shape, 'f32', seed));
+        const f16 = [1, 2, 3, 4].map((seed) => tensor(shape, 'f16', seed));
+        const data32 = host.map((t) => t.toFloat32Array());
+        const data16 = f16.map((t) => t.toFloat32Array());
         for (const [impl, dtype, tc] of [
           ['tc f16', 'f16', true],
-          ['simt f16', 'f16', undefined],
+          ['split-f16 f32', 'f32', true],
           ['simt f32', 'f32', undefined],
+          ['simt f16', 'f16', undefined],
         ] as const) {
+          const src = dtype === 'f16' ? f16 : host;
+          const g = src.map((t) => toWebGpu(t, ctx));
+          const attn = { causal };
           try {
-            const r = await timeIt(shape, causal, dtype, tc);
-            r.o.dispose();
-            rows.push({ impl, shape, causal, ms: r.medianMs, tflops: r.tflops });
-            console.log(
-              `table ${impl} ${shape} causal=${causal}: ${r.medianMs.toFixed(3)} ms ${r.tflops.toFixed(1)} TFLOP/s`,
+            const t0 = performance.now();
+            const first = await forward(g[0]!, g[1]!, g[2]!, attn, tc);
+            const o = (await first.o.toCpu()).toFloat32Array();
+            const firstMs = performance.now() - t0;
+            const d = dtype === 'f16' ? data16 : data32;
+            const err = sampledError(d[0]!, d[1]!, d[2]!, o, shape, causal);
+            const t = await timeCall(
+              ctx,
+              async (profiler) =>
+                ({ ...(await forward(g[0]!, g[1]!, g[2]!, attn, tc, profiler)) }) as Record<
+                  string,
+                  Tensor
+                >,
+              REPEATS,
             );
+            const tflops = flopsOf(shape, causal) / (t.medianMs * 1e9);
+            rows.push({
+              impl,
+              pass: 'forward',
+              shape,
+              causal,
+              ms: t.medianMs,
+              tflops,
+              relL2: err,
+              firstCallMs: firstMs,
+            });
+            console.log(
+              `table ${impl} forward ${shape} causal=${causal}: ${t.medianMs.toFixed(3)} ms ${tflops.toFixed(1)} TFLOP/s, sampled relL2 vs float64 ${err.toExponential(2)}, first call ${firstMs.toFixed(0)} ms`,
+            );
+            if (impl !== 'split-f16 f32' && !flag('skip-backward')) {
+              const fw = first;
+              const tb = await timeCall(
+                ctx,
+                async (profiler) =>
+                  ({
+                    ...(await backward(g[0]!, g[1]!, g[2]!, g[3]!, attn, tc, profiler, fw)),
+                  }) as unknown as Record<string, Tensor>,
+                REPEATS,
+              );
+              const bt = (2.5 * flopsOf(shape, causal)) / (tb.medianMs * 1e9);
+              rows.push({ impl, pass: 'backward', shape, causal, ms: tb.medianMs, tflops: bt });
+              console.log(
+                `table ${impl} backward ${shape} causal=${causal}: ${tb.medianMs.toFixed(3)} ms ${bt.toFixed(1)} TFLOP/s`,
+              );
+            }
+            first.o.dispose();
+            first.lse?.dispose();
           } catch (e) {
-            rows.push({ impl, shape, causal, error: (e as Error).message });
-            console.log(`table ${impl} ${shape} causal=${causal}: ${(e as Error).message}`);
+            rows.push({ impl, shape, causal, error: (e as Error).message.slice(0, 400) });
+            console.log(
+              `table ${impl} ${shape} causal=${causal}: ${(e as Error).message.slice(0, 300)}`,
+            );
+          } finally {
+            for (const x of g) x.dispose();
           }
+          save();
         }
+      }
     out.table = rows;
   }
   out.failures = failures;

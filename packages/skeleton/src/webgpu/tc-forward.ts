@@ -101,6 +101,12 @@ export interface TcForwardConfig {
    * Incompatible with fused, narrow, qRegs, unpack.
    */
   split?: boolean;
+  /**
+   * Timing aid, wrong results: 'noRoundTrip' leaves S in its matrices (no store, no softmax
+   * loops; P is whatever the scratch holds), 'noSoftmax' keeps the round trip but neither masks
+   * nor exponentiates. The differences to the real kernel price its parts on the device.
+   */
+  debug?: 'noRoundTrip' | 'noSoftmax';
 }
 
 /**
@@ -482,15 +488,15 @@ fn main(
     }`,
       '\n    ',
     )}
-    ${rep(NC, (n) => `${mx.store('sc', `scB + ${16 * n}u`, `s${n}`, false, 'BC')};`, '\n    ')}
+    ${c.debug === 'noRoundTrip' ? '' : rep(NC, (n) => `${mx.store('sc', `scB + ${16 * n}u`, `s${n}`, false, 'BC')};`, '\n    ')}
     workgroupBarrier();
     ${fused ? '' : stageV}
     var tmax = NEG;
-    for (var c = 0u; c < ${HALF}u; c++) {
+    for (var c = 0u; c < ${c.debug === 'noRoundTrip' ? 0 : HALF}u; c++) {
       let cl = ${col('c')};
       let j = i32(c0 + cl);
       let e = scB + rr * BC + cl;
-      let x = select(NEG, sc[e] * P.scaleLog2, j >= rowLo && j < rowHi);
+      let x = ${c.debug === 'noSoftmax' ? 'sc[e]' : 'select(NEG, sc[e] * P.scaleLog2, j >= rowLo && j < rowHi)'};
       sc[e] = x;
       tmax = max(tmax, x);
     }
@@ -500,9 +506,9 @@ fn main(
     let alpha = exp2(m - mn);
     m = mn;
     var ps = 0.0;
-    for (var c = 0u; c < ${HALF}u; c++) {
+    for (var c = 0u; c < ${c.debug === 'noRoundTrip' ? 0 : HALF}u; c++) {
       let cl = ${col('c')};
-      let p = exp2(sc[scB + rr * BC + cl] - mn);
+      let p = ${c.debug === 'noSoftmax' ? 'sc[scB + rr * BC + cl]' : 'exp2(sc[scB + rr * BC + cl] - mn)'};
       ${
         split
           ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
