@@ -65,6 +65,16 @@ export type {
 } from './webgpu/plan.js';
 export { planWebGpuFlash } from './webgpu/plan.js';
 export {
+  TC_BACKWARD_TILES,
+  type TcBackwardConfig,
+  type TcBackwardTile,
+  tcBackwardConfigFor,
+  tcBackwardMatrices,
+  tcBackwardWorkgroupBytes,
+  tcDkdvShader,
+  tcDqShader,
+} from './webgpu/tc-backward.js';
+export {
   TC_SUBGROUP_SIZE,
   type TcForwardConfig,
   tcForwardShader,

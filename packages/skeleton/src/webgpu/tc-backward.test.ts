@@ -1,0 +1,361 @@
+import {
+  type AttentionOptions,
+  accuracy,
+  resolveAttentionProblem,
+  softmaxAttentionReferenceBackward,
+  toleranceFor,
+} from '@attnkit/attention';
+import { Rng, ValueError } from '@attnkit/tensor';
+import { webGpuTestContext } from '@attnkit/testing';
+import { toWebGpu } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
+import { SOFTMAX_HOOKS } from '../hooks.js';
+import { tiledBackwardWebGpu, tiledForwardWebGpu, type WebGpuTileOptions } from './host.js';
+import {
+  type TcBackwardTile,
+  tcBackwardConfigFor,
+  tcBackwardMatrices,
+  tcBackwardWorkgroupBytes,
+  tcDkdvShader,
+  tcDqShader,
+} from './tc-backward.js';
+
+// What the generator's text must hold (the device-only builtins: offsets, padded strides,
+// parity halves, named matrices), then the kernels' logic emulated on llvmpipe against the
+// float64 backward reference. The real builtins are verified on the device.
+describe('tensor-core backward generators', () => {
+  const c = { d: 64, dv: 32, subgroups: 4, keyMatrices: 2 };
+  const left = 'subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>';
+  const right = 'subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>';
+
+  test('dQ: padded rows, K/V halves by tile parity, offsets from subgroup_id, named matrices', () => {
+    const { code, bindings } = tcDqShader(c);
+    expect(code).toContain('enable chromium_experimental_subgroup_matrix;');
+    expect(code).toContain('@workgroup_size(128)');
+    expect(code).toContain('@builtin(subgroup_id) sg: u32');
+    // Q (D 64 + 8) and dO (Dv 32 + 8) blocks in regions of their own; K and V rows padded too.
+    expect(code).toContain('var<workgroup> qs: array<f16, 4608>;');
+    expect(code).toContain('var<workgroup> dos: array<f16, 2560>;');
+    expect(code).toContain('var<workgroup> kv: array<f16, 7168>;');
+    expect(code.match(/let d = r \* 72u \+ c8 \* 8u;/g)).toHaveLength(1);
+    expect(code.match(/let d = r \* 40u \+ c8 \* 8u;/g)).toHaveLength(1);
+    expect(code.match(/let d = kvK \+ r \* 72u \+ c8 \* 8u;/g)).toHaveLength(1);
+    expect(code.match(/let d = kvV \+ r \* 40u \+ c8 \* 8u;/g)).toHaveLength(1);
+    expect(code).toContain('let kvK = (it & 1u) * 3584u;');
+    expect(code).toContain('let kvV = kvK + 2304u;');
+    // S = Q K^T: Q left (row-major), K^T right (column-major) of key matrix 1, column block 1.
+    expect(code).toContain(`let la = ${left}(&qs, sg * 1152u + 48u, false, 72u);`);
+    expect(code).toContain(`${right}(&kv, kvK + 1168u, true, 72u)`);
+    // dP = dO V^T; dQ += dS K with dS from P's padded rows and K row-major.
+    expect(code).toContain(`let la = ${left}(&dos, sg * 640u + 16u, false, 40u);`);
+    expect(code).toContain(`${right}(&kv, kvV + 656u, true, 40u)`);
+    expect(code).toContain(`let la = ${left}(&sp, spB + 16u, false, 40u);`);
+    expect(code).toContain(
+      `aq3 = subgroupMatrixMultiplyAccumulate(la, ${right}(&kv, kvK + 1200u, false, 72u), aq3);`,
+    );
+    expect(code).toContain('var aq3 = subgroup_matrix_result<f32, 16, 16>();');
+    expect(code).not.toContain('var aq4 ');
+    expect(code).toContain('var s1 = ');
+    expect(code).not.toContain('var s2 ');
+    expect(code).not.toMatch(/array<subgroup_matrix/);
+    expect(code).toContain('* P.scale');
+    expect(bindings.map((b) => b.name)).toEqual(['P', 'q', 'k', 'v', 'dout', 'stats', 'aux', 'dq']);
+  });
+
+  test('dK/dV: K and V blocks of their own, Q/dO halves by a running tile count', () => {
+    const { code, bindings } = tcDkdvShader(c);
+    expect(code).toContain('var<workgroup> ks: array<f16, 4608>;');
+    expect(code).toContain('var<workgroup> vs: array<f16, 2560>;');
+    expect(code).toContain('var<workgroup> qd: array<f16, 7168>;');
+    expect(code).toContain('let qdQ = (it & 1u) * 3584u;');
+    expect(code).toContain('let qdO = qdQ + 2304u;');
+    // The count is declared outside the head loop: parity alternates across heads too.
+    expect(code.indexOf('var it = 0u;')).toBeLessThan(code.indexOf('for (var g = 0u;'));
+    expect(code).toContain(`let la = ${left}(&ks, sg * 1152u + 48u, false, 72u);`);
+    expect(code).toContain(`let la = ${left}(&vs, sg * 640u + 16u, false, 40u);`);
+    expect(code).toContain(`${right}(&qd, qdQ + 1168u, true, 72u)`);
+    expect(code).toContain(`let pa = ${left}(&sp, spB + 16u, false, 40u);`);
+    expect(code).toContain(`let da = ${left}(&sq, spB + 16u, false, 40u);`);
+    expect(code).toContain(
+      `av1 = subgroupMatrixMultiplyAccumulate(pa, ${right}(&qd, qdO + 656u, false, 40u), av1);`,
+    );
+    expect(code).toContain(
+      `ak3 = subgroupMatrixMultiplyAccumulate(da, ${right}(&qd, qdQ + 1200u, false, 72u), ak3);`,
+    );
+    expect(code).not.toContain('var ak4 ');
+    expect(code).not.toContain('var av2 ');
+    expect(code).not.toMatch(/array<subgroup_matrix/);
+    expect(bindings.map((b) => b.name)).toEqual([
+      'P',
+      'q',
+      'k',
+      'v',
+      'dout',
+      'stats',
+      'aux',
+      'dk',
+      'dv',
+    ]);
+  });
+
+  test('validation names the field', () => {
+    expect(() => tcDqShader({ ...c, d: 72 })).toThrow(
+      /^d: expected a positive multiple of 16, got 72/,
+    );
+    expect(() => tcDkdvShader({ ...c, dv: 8 })).toThrow(/^dv:/);
+    expect(() => tcDqShader({ ...c, subgroups: 0 })).toThrow(/^subgroups:/);
+    expect(() => tcDkdvShader({ ...c, keyMatrices: 9 })).toThrow(/^keyMatrices:/);
+    expect(() => tcDqShader({ ...c, pad: 4 })).toThrow(/^pad:/);
+  });
+
+  test('workgroup memory and the default tiles at D = Dv = 64 and 128 under 48 KiB', () => {
+    // dQ: Q and dO blocks (BR x (D + 8), BR x (Dv + 8)), two K/V halves of BC rows, then per
+    // subgroup S and dP scratch (16 x BC f32) and dS (16 x (BC + 8) f16).
+    expect(tcBackwardWorkgroupBytes({ d: 64, dv: 64, subgroups: 4, keyMatrices: 1 }, 'dq')).toBe(
+      64 * 144 * 2 + 2 * 16 * 144 * 2 + 4 * (2 * 16 * 16 * 4 + 16 * 24 * 2),
+    );
+    // dK/dV: P^T and dS^T per subgroup.
+    expect(tcBackwardWorkgroupBytes({ d: 64, dv: 64, subgroups: 4, keyMatrices: 1 }, 'dkdv')).toBe(
+      64 * 144 * 2 + 2 * 16 * 144 * 2 + 4 * (2 * 16 * 16 * 4 + 2 * 16 * 24 * 2),
+    );
+    const at = (d: number, pass: 'dq' | 'dkdv') => {
+      const x = tcBackwardConfigFor(pass, { d, dv: d }, 48 * 1024);
+      return {
+        subgroups: x.subgroups,
+        keyMatrices: x.keyMatrices,
+        pad: x.pad,
+        bytes: tcBackwardWorkgroupBytes(x, pass),
+        matrices: tcBackwardMatrices(x, pass),
+      };
+    };
+    expect(at(64, 'dq')).toEqual({
+      subgroups: 4,
+      keyMatrices: 1,
+      pad: 8,
+      bytes: 38912,
+      matrices: 5,
+    });
+    expect(at(64, 'dkdv')).toEqual({
+      subgroups: 4,
+      keyMatrices: 1,
+      pad: 8,
+      bytes: 41984,
+      matrices: 9,
+    });
+    expect(at(128, 'dq')).toEqual({
+      subgroups: 2,
+      keyMatrices: 1,
+      pad: 8,
+      bytes: 40448,
+      matrices: 9,
+    });
+    // 16 accumulators and one score matrix: over the 16 of rule (e), the smallest that fits.
+    expect(at(128, 'dkdv')).toEqual({
+      subgroups: 2,
+      keyMatrices: 1,
+      pad: 8,
+      bytes: 41984,
+      matrices: 17,
+    });
+  });
+});
+
+const ctx = await webGpuTestContext();
+afterAll(() => ctx?.destroy());
+
+interface Case {
+  name: string;
+  b: number;
+  hq: number;
+  hkv: number;
+  nq: number;
+  nk: number;
+  d: number;
+  dv: number;
+  attn?: AttentionOptions;
+  varlen?: [number[], number[]];
+}
+
+const CASES: Case[] = [
+  { name: 'odd square', b: 1, hq: 2, hkv: 2, nq: 37, nk: 37, d: 16, dv: 16 },
+  {
+    name: 'Nq < Nk causal, GQA 4/2',
+    b: 2,
+    hq: 4,
+    hkv: 2,
+    nq: 19,
+    nk: 53,
+    d: 16,
+    dv: 16,
+    attn: { causal: true },
+  },
+  {
+    name: 'Nq > Nk causal: rows without keys',
+    b: 1,
+    hq: 2,
+    hkv: 1,
+    nq: 45,
+    nk: 21,
+    d: 16,
+    dv: 16,
+    attn: { causal: true },
+  },
+  {
+    name: 'window: keys no query sees',
+    b: 1,
+    hq: 1,
+    hkv: 1,
+    nq: 30,
+    nk: 61,
+    d: 16,
+    dv: 16,
+    attn: { window: [9, 4] },
+  },
+  {
+    name: 'varlen THD causal, empty sequences',
+    b: 4,
+    hq: 2,
+    hkv: 1,
+    nq: 0,
+    nk: 0,
+    d: 16,
+    dv: 16,
+    attn: { causal: true },
+    varlen: [
+      [5, 0, 33, 7],
+      [21, 3, 40, 0],
+    ],
+  },
+];
+
+const CASE_DV: Case = {
+  name: 'D 32, Dv 16, GQA causal',
+  b: 1,
+  hq: 4,
+  hkv: 2,
+  nq: 23,
+  nk: 40,
+  d: 32,
+  dv: 16,
+  attn: { causal: true },
+};
+
+function inputs(c: Case, seed: number) {
+  const rng = new Rng(seed);
+  if (c.varlen) {
+    const [lq, lk] = c.varlen;
+    const cu = (ls: number[]) =>
+      Int32Array.from([0, ...ls.map((_, i) => ls.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
+    const tq = lq.reduce((a, x) => a + x, 0);
+    const tk = lk.reduce((a, x) => a + x, 0);
+    return {
+      q: rng.randn([tq, c.hq, c.d]).astype('f16'),
+      k: rng.randn([tk, c.hkv, c.d]).astype('f16'),
+      v: rng.randn([tk, c.hkv, c.dv]).astype('f16'),
+      dO: rng.randn([tq, c.hq, c.dv]).astype('f16'),
+      attn: { ...c.attn, layout: 'THD' as const, cuSeqlensQ: cu(lq), cuSeqlensK: cu(lk) },
+    };
+  }
+  return {
+    q: rng.randn([c.b, c.hq, c.nq, c.d]).astype('f16'),
+    k: rng.randn([c.b, c.hkv, c.nk, c.d]).astype('f16'),
+    v: rng.randn([c.b, c.hkv, c.nk, c.dv]).astype('f16'),
+    dO: rng.randn([c.b, c.hq, c.nq, c.dv]).astype('f16'),
+    // Sharper rows than the default scale, so P spans a wide range.
+    attn: { scale: 0.5, ...c.attn },
+  };
+}
+
+/** Tiles per variant: both passes alike (two compiles per (variant, D, Dv) on llvmpipe). */
+const VARIANTS: TcBackwardTile[] = [
+  // Two subgroups (parity halves shared between them), one key / query matrix per tile.
+  { subgroups: 2, keyMatrices: 1, pad: 8 },
+  // One subgroup, two matrices per tile, unpadded (the emulation cannot see banks).
+  { subgroups: 1, keyMatrices: 2, pad: 0 },
+];
+
+describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference', () => {
+  for (const tile of VARIANTS)
+    test(JSON.stringify(tile), { timeout: 120_000 }, async () => {
+      const tol = toleranceFor({ dtype: 'f16' });
+      // D != Dv costs two more compiles: the first variant only.
+      const cases = tile === VARIANTS[0] ? [...CASES, CASE_DV] : CASES;
+      for (const [n, c] of cases.entries()) {
+        const x = inputs(c, 70 + n);
+        const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
+        const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
+        const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
+        const opts: WebGpuTileOptions = {
+          tensorCores: { emulate: true },
+          tensorCoreBackward: { dq: tile, dkdv: tile },
+        };
+        ctx!.poisonOutputs = true;
+        try {
+          const r = await tiledBackwardWebGpu(
+            p,
+            SOFTMAX_HOOKS,
+            g[0]!,
+            g[1]!,
+            g[2]!,
+            fwd.o,
+            fwd.lse,
+            g[3]!,
+            opts,
+          );
+          const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
+          const got: Record<string, unknown> = { case: c.name };
+          const want: Record<string, unknown> = { case: c.name };
+          for (const name of ['dq', 'dk', 'dv'] as const) {
+            const a = accuracy(await r[name].toCpu(), ref[name]);
+            got[name] = { ok: a.relL2 <= tol, nonFinite: a.nonFinite };
+            want[name] = { ok: true, nonFinite: 0 };
+            if (a.relL2 > tol) got[`${name} relL2`] = a.relL2;
+            r[name].dispose();
+          }
+          expect(got).toEqual(want);
+        } finally {
+          ctx!.poisonOutputs = false;
+          for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
+        }
+      }
+    });
+});
+
+describe.skipIf(!ctx)('tensorCores backward requests that do not qualify', () => {
+  test('is a ValueError naming tensorCores, with the reason', async () => {
+    const rng = new Rng(5);
+    const run = async (dtype: 'f16' | 'f32', tc: WebGpuTileOptions['tensorCores']) => {
+      const [q, k, v, dO] = [0, 1, 2, 3].map(() => rng.randn([1, 2, 20, 16]).astype(dtype));
+      const p = resolveAttentionProblem(q!, k!, v!);
+      const g = [q!, k!, v!, dO!].map((t) => toWebGpu(t, ctx!));
+      const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
+      try {
+        const r = await tiledBackwardWebGpu(
+          p,
+          SOFTMAX_HOOKS,
+          g[0]!,
+          g[1]!,
+          g[2]!,
+          fwd.o,
+          fwd.lse,
+          g[3]!,
+          { tensorCores: tc },
+        );
+        for (const t of [r.dq, r.dk, r.dv]) t.dispose();
+      } finally {
+        for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
+      }
+    };
+    if (ctx!.features.subgroupMatrixConfigs.length === 0)
+      await expect(run('f16', true)).rejects.toThrow(
+        /^tensorCores: expected a problem and adapter the tensor-core backward runs, got one where the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices/,
+      );
+    await expect(run('f32', { emulate: true })).rejects.toThrow(
+      expect.objectContaining({
+        constructor: ValueError,
+        argument: 'tensorCores',
+        message: expect.stringMatching(/the inputs are f32, not f16/),
+      }),
+    );
+  });
+});

@@ -1,0 +1,541 @@
+import { ValueError } from '@attnkit/tensor';
+import type { WgslBinding } from '@attnkit/webgpu';
+import { declareBindings } from '@attnkit/webgpu';
+import { paramsStruct } from './params.js';
+import type { WgslKernel } from './shaders.js';
+import { matrixOps, TC_SUBGROUP_SIZE } from './tc-forward.js';
+
+/**
+ * The tensor-core FlashAttention-2 backward (issue 20 item 3), softmax, f16 q/k/v/o/dO, f32
+ * accumulation, on WGSL subgroup matrices (f16 x f16 -> f32, 16x16x16): the SIMT backward's two
+ * passes (shaders.ts dqShader / dkdvShader) after the same stats pre-pass (statsShader: per query
+ * row the pair (LSE, D = rowsum(dO * O)), LSE 0 for rows without keys).
+ *
+ * dQ pass: one workgroup per (query tile of 16 * subgroups rows, head, batch), each subgroup 16
+ * query rows; per key tile of BC = 16 * keyMatrices keys: S = Q K^T, dP = dO V^T, then (two
+ * lanes per row, through per-subgroup scratch: WGSL has no per-element access to matrices)
+ * P = e^(S scale - LSE) (masked: causal bottom-right / window / keys past the sequence), dS =
+ * P (dP - D) as f16 left matrices, dQ += dS K. dQ scale at the end.
+ *
+ * dK/dV pass: one workgroup per (key tile of 16 * subgroups rows, kv head, batch), each subgroup
+ * 16 key rows; over the query heads of its GQA group and their query tiles of BC queries:
+ * S^T = K Q^T, dP^T = V dO^T, P^T, dS^T = P^T (dP^T - D), dV += P^T dO, dK += dS^T Q; dK scale
+ * at the end. dK and dV of a key row have one owner, so no atomics.
+ *
+ * What the H200 taught the forward (tc-forward.ts, benchmarks/gpu/results/tc-wip/VARIANTS.md)
+ * holds here: every staged row is padded (`pad`, 8 halves: unpadded strides of 64/128 halves
+ * gave wrong results there), the block a workgroup keeps (Q and dO in dQ, K and V in dK/dV) has
+ * regions of its own, and the streamed tiles alternate between two halves by the parity of a
+ * running tile counter (NVIDIA's compiler re-issues matrix loads inside loops, so a region is
+ * never rewritten while a matrix loaded from it may still be read); matrix offsets derive from
+ * @builtin(subgroup_id); matrices are named variables, one per 16 columns; the score matrices
+ * of S and of dP are the same variables (S leaves through scratch before dP is computed), so a
+ * subgroup holds D / 16 (+ Dv / 16) accumulators and keyMatrices score matrices.
+ */
+export interface TcBackwardConfig {
+  /** Head dims (multiples of 16). */
+  d: number;
+  dv: number;
+  /** Subgroups (of 32 invocations) per workgroup: 16 * subgroups rows (queries in dQ, keys in dK/dV). */
+  subgroups: number;
+  /** Column matrices per tile: BC = 16 * keyMatrices keys (dQ) or queries (dK/dV). */
+  keyMatrices: number;
+  /** Halves of padding after every staged row and every row of P / dS (0 or 8; default 8). */
+  pad?: number;
+  /** Test aid: the subgroup matrices emulated in plain WGSL (tc-forward.ts matrixOps). */
+  emulate?: boolean;
+}
+
+/** The tile fields of a backward config (WebGpuTileOptions.tensorCoreBackward). */
+export type TcBackwardTile = Pick<TcBackwardConfig, 'subgroups' | 'keyMatrices' | 'pad'>;
+
+function rep(n: number, f: (i: number) => string, sep = '\n'): string {
+  return Array.from({ length: n }, (_, i) => f(i)).join(sep);
+}
+
+function check(c: TcBackwardConfig): void {
+  for (const [name, v] of [
+    ['d', c.d],
+    ['dv', c.dv],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 16 || v % 16 !== 0)
+      throw new ValueError(`${name}: expected a positive multiple of 16, got ${v}`, name);
+  }
+  if (!Number.isInteger(c.subgroups) || c.subgroups < 1 || c.subgroups > 16)
+    throw new ValueError(
+      `subgroups: expected an integer in [1, 16], got ${c.subgroups}`,
+      'subgroups',
+    );
+  if (!Number.isInteger(c.keyMatrices) || c.keyMatrices < 1 || c.keyMatrices > 8)
+    throw new ValueError(
+      `keyMatrices: expected an integer in [1, 8], got ${c.keyMatrices}`,
+      'keyMatrices',
+    );
+  if (c.pad !== undefined && c.pad !== 0 && c.pad !== 8)
+    throw new ValueError(`pad: expected 0 or 8, got ${c.pad}`, 'pad');
+}
+
+/** Sizes (elements) of a pass's workgroup arrays. */
+function layoutOf(c: TcBackwardConfig, pass: 'dq' | 'dkdv') {
+  const pad = c.pad ?? 8;
+  const BR = 16 * c.subgroups;
+  const BC = 16 * c.keyMatrices;
+  const KW = c.d + pad;
+  const VW = c.dv + pad;
+  const SPW = BC + pad;
+  // One half of the streamed staging: K and V (dQ) or Q and dO (dK/dV) of one tile.
+  const HALFSZ = BC * (KW + VW);
+  return {
+    pad,
+    BR,
+    BC,
+    KW,
+    VW,
+    SPW,
+    HALFSZ,
+    // The kept block: Q and dO (dQ) or K and V (dK/dV), BR rows each.
+    blockSize: BR * (KW + VW),
+    streamSize: 2 * HALFSZ,
+    // Per subgroup: S and dP scratch (f32), then dS (dQ) or P^T and dS^T (dK/dV) as halves.
+    scratch: 2 * 16 * BC,
+    halves: (pass === 'dq' ? 1 : 2) * 16 * SPW,
+  };
+}
+
+/** Workgroup memory of a backward pass, bytes (emulated: halves kept as f32, 2 KiB per subgroup of multiply scratch). */
+export function tcBackwardWorkgroupBytes(c: TcBackwardConfig, pass: 'dq' | 'dkdv'): number {
+  const L = layoutOf(c, pass);
+  const h = c.emulate ? 4 : 2;
+  return (
+    (L.blockSize + L.streamSize) * h +
+    c.subgroups * (L.scratch * 4 + L.halves * h + (c.emulate ? 512 * 4 : 0))
+  );
+}
+
+/** Result matrices (f32 16x16) a subgroup of the pass holds: accumulators and the score matrices. */
+export function tcBackwardMatrices(c: TcBackwardConfig, pass: 'dq' | 'dkdv'): number {
+  return (pass === 'dq' ? c.d / 16 : c.d / 16 + c.dv / 16) + c.keyMatrices;
+}
+
+/** Tiles tried by default, largest first (subgroups x keyMatrices). */
+export const TC_BACKWARD_TILES: ReadonlyArray<{ subgroups: number; keyMatrices: number }> = [
+  { subgroups: 4, keyMatrices: 2 },
+  { subgroups: 4, keyMatrices: 1 },
+  { subgroups: 2, keyMatrices: 2 },
+  { subgroups: 2, keyMatrices: 1 },
+  { subgroups: 1, keyMatrices: 1 },
+];
+
+/**
+ * A pass's config: the given fields, the rest from the first of TC_BACKWARD_TILES whose
+ * workgroup memory fits `limit` bytes and whose subgroups hold at most 16 result matrices (more
+ * spilled registers on the H200), else the first that fits (else the last, which the caller
+ * rejects); pad 8 (unpadded rows gave wrong results on the H200).
+ */
+export function tcBackwardConfigFor(
+  pass: 'dq' | 'dkdv',
+  given: Partial<TcBackwardConfig> & Pick<TcBackwardConfig, 'd' | 'dv'>,
+  limit: number,
+): TcBackwardConfig {
+  const make = (t: { subgroups: number; keyMatrices: number }): TcBackwardConfig => ({
+    pad: 8,
+    ...t,
+    ...given,
+  });
+  const fits = (t: { subgroups: number; keyMatrices: number }) =>
+    tcBackwardWorkgroupBytes(make(t), pass) <= limit;
+  const tile =
+    TC_BACKWARD_TILES.find((t) => fits(t) && tcBackwardMatrices(make(t), pass) <= 16) ??
+    TC_BACKWARD_TILES.find(fits) ??
+    TC_BACKWARD_TILES.at(-1)!;
+  return make(tile);
+}
+
+/** Zero, from a uniform the compiler cannot see through (as shaders.ts ROUNDED): x ln 2 rounded on its own, as the forward's LSE rounded it. */
+const ROUNDED = '(P.negInf ^ 0xff800000u)';
+
+/**
+ * Copies `rows` rows of width W halves from storage `s` (16-byte words; row `first + r` at
+ * base + (first + r) stride halves) into `dst` at `at` + r DW (rows at or past `limit` as zeros).
+ */
+function stage(
+  emu: boolean,
+  T: number,
+  s: string,
+  base: string,
+  stride: string,
+  first: string,
+  rows: number,
+  limit: string,
+  W: number,
+  DW: number,
+  dst: string,
+  at: string,
+): string {
+  const cvt = (x: string) => (emu ? `unpack2x16float(${x})` : `bitcast<vec2<f16>>(${x})`);
+  return `
+    for (var e = lid; e < ${(rows * W) / 8}u; e += ${T}u) {
+      let r = e / ${W / 8}u;
+      let c8 = e % ${W / 8}u;
+      var w = vec4<u32>(0u);
+      if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
+      let d = ${at}r * ${DW}u + c8 * 8u;
+      ${rep(
+        4,
+        (i) => `let h${i} = ${cvt(`w[${i}]`)};
+      ${dst}[d + ${2 * i}u] = h${i}.x;
+      ${dst}[d + ${2 * i + 1}u] = h${i}.y;`,
+        '\n      ',
+      )}
+    }`;
+}
+
+type Ops = ReturnType<typeof matrixOps>;
+
+/**
+ * Result matrices `names[j]` (columns 16 j .. 16 j + 15 of a width-`width` row block of the
+ * subgroup) times `factor`, stored as packed f16 rows of `out` for rows
+ * with `ok` (at base + rowOff halves): through the subgroup's scratch `sc` (16 x BC f32) in chunks of BC columns, each lane
+ * writing 8 halves at a time.
+ */
+function epilogue(
+  mx: Ops,
+  names: (j: number) => string,
+  width: number,
+  BC: number,
+  out: string,
+  base: string,
+  rowOff: string,
+  ok: string,
+  factor: string,
+): string {
+  const chunks = Math.ceil(width / BC);
+  return rep(
+    chunks,
+    (ch) => {
+      const js = Array.from({ length: width / 16 }, (_, j) => j).filter(
+        (j) => Math.floor((16 * j) / BC) === ch,
+      );
+      const w = Math.min(BC, width - ch * BC);
+      return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, names(j), false, `${BC}u`)};`).join('\n  ')}
+  workgroupBarrier();
+  if (${ok}) {
+    for (var c8 = hh; c8 < ${w / 8}u; c8 += 2u) {
+      let e = scB + rr * ${BC}u + c8 * 8u;
+      let x = array<f32, 8>(${rep(8, (t) => `sc[e + ${t}u] * ${factor}`, ', ')});
+      ${out}[(${base} + ${rowOff} + ${ch * BC}u) / 8u + c8] = vec4<u32>(pack2x16float(vec2<f32>(x[0], x[1])), pack2x16float(vec2<f32>(x[2], x[3])), pack2x16float(vec2<f32>(x[4], x[5])), pack2x16float(vec2<f32>(x[6], x[7])));
+    }
+  }
+  workgroupBarrier();`;
+    },
+    '\n  ',
+  );
+}
+
+const TENSOR = 'array<vec4<u32>>';
+
+function bindingsOf(outs: string[]): WgslBinding[] {
+  return [
+    { name: 'P', kind: 'uniform', type: 'Params' },
+    { name: 'q', kind: 'read', type: TENSOR },
+    { name: 'k', kind: 'read', type: TENSOR },
+    { name: 'v', kind: 'read', type: TENSOR },
+    { name: 'dout', kind: 'read', type: TENSOR },
+    { name: 'stats', kind: 'read', type: 'array<vec2<f32>>' },
+    { name: 'aux', kind: 'read', type: 'array<u32>' },
+    ...outs.map((name) => ({ name, kind: 'storage' as const, type: TENSOR })),
+  ];
+}
+
+/** The module's head: enables, uniforms, constants, workgroup arrays, bindings, the emulation's prelude (filled in last). */
+function head(
+  c: TcBackwardConfig,
+  mx: Ops,
+  L: ReturnType<typeof layoutOf>,
+  bindings: WgslBinding[],
+  block: [string, string],
+  stream: string,
+  ranges: string,
+): string {
+  const emu = c.emulate ?? false;
+  const { H } = mx;
+  return `${emu ? '' : 'enable f16;\nenable chromium_experimental_subgroup_matrix;'}
+${paramsStruct()}
+const NEG = -3.0e38;
+const LOG2E = 1.4426950408889634;
+const LN2 = 0.6931471805599453;
+var<workgroup> ${block[0]}: array<${H}, ${L.BR * L.KW}>;
+var<workgroup> ${block[1]}: array<${H}, ${L.BR * L.VW}>;
+var<workgroup> ${stream}: array<${H}, ${L.streamSize}>;
+var<workgroup> sc: array<f32, ${c.subgroups * 16 * L.BC}>;
+var<workgroup> sd: array<f32, ${c.subgroups * 16 * L.BC}>;
+var<workgroup> sp: array<${H}, ${(c.subgroups * L.halves) / (block[0] === 'qs' ? 1 : 2)}>;
+${block[0] === 'ks' ? `var<workgroup> sq: array<${H}, ${(c.subgroups * L.halves) / 2}>;` : ''}
+${declareBindings(bindings)}
+__PRELUDE__
+${ranges}
+/** P of a score x (log2 units) of a row with log-sum-exp lse (natural units), as shaders.ts prob(): clamped to <= 1. */
+fn prob1(x: f32, lse: f32) -> f32 {
+  let t = bitcast<f32>(bitcast<u32>(x * LN2) ^ ${ROUNDED}) - lse;
+  return exp2(select(t, 0.0, t > 0.0) * LOG2E);
+}
+`;
+}
+
+function entry(c: TcBackwardConfig, T: number): string {
+  const emu = c.emulate ?? false;
+  return `@compute @workgroup_size(${T})
+fn main(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+  ${emu ? '' : '@builtin(subgroup_id) sg: u32,\n  @builtin(subgroup_invocation_id) lane: u32,'}
+) {
+  ${emu ? `let sg = lid / ${TC_SUBGROUP_SIZE}u;\n  let lane = lid % ${TC_SUBGROUP_SIZE}u;\n  e_lane = lane;\n  e_sg = sg;` : ''}
+  let b = wg.z;
+  let startQ = aux[4u * b];
+  let startK = aux[4u * b + 1u];
+  let nq = aux[4u * b + 2u];
+  let nk = aux[4u * b + 3u];
+  let off = i32(nk) - i32(nq);
+  let rr = lane / 2u;
+  let hh = lane % 2u;`;
+}
+
+/**
+ * The dQ pass (see the file comment). Bindings P, q, k, v, dout, stats, aux, dq, as the SIMT
+ * dqShader's for softmax; the grid (ceil(maxSeqQ / (16 subgroups)), Hq, B).
+ */
+export function tcDqShader(c: TcBackwardConfig): WgslKernel {
+  check(c);
+  const emu = c.emulate ?? false;
+  const mx = matrixOps(emu, c.subgroups);
+  const L = layoutOf(c, 'dq');
+  const { BR, BC, KW, VW, SPW, HALFSZ } = L;
+  const KD = c.d / 16;
+  const KV = c.dv / 16;
+  const NC = c.keyMatrices;
+  const T = c.subgroups * TC_SUBGROUP_SIZE;
+  const HALF = BC / 2;
+  const { A } = mx;
+  const bindings = bindingsOf(['dq']);
+  const scores = (
+    left: (i: number) => string,
+    n: number,
+    right: (n: number, i: number) => string,
+  ) =>
+    rep(
+      n,
+      (i) => `{
+      let la = ${left(i)};
+      ${rep(NC, (m) => `s${m} = ${mx.mma('la', right(m, i), `s${m}`)};`, '\n      ')}
+    }`,
+      '\n    ',
+    );
+  const body = `
+  ${rep(KD, (i) => `var aq${i} = ${A}();`, '\n  ')}
+  ${rep(NC, (m) => `var s${m} = ${A}();`, '\n  ')}
+  var it = 0u;
+  let loFirst = key_lo(rFirst, off, ncols);
+  let hiLast = max(key_hi(rLast, off, ncols), 0);
+  for (var ct = u32(loFirst) / ${BC}u; ct < (u32(hiLast) + ${BC - 1}u) / ${BC}u; ct++) {
+    let c0 = ct * ${BC}u;
+    // K and V of this tile into the half of its parity: the other half still holds the last
+    // tile's, which other subgroups may be multiplying with.
+    let kvK = (it & 1u) * ${HALFSZ}u;
+    let kvV = kvK + ${BC * KW}u;
+    it++;
+    ${stage(emu, T, 'k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ')}
+    ${stage(emu, T, 'v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ')}
+    workgroupBarrier();
+    // S = Q K^T (K^T: the keys' rows column-major), out through scratch; then dP = dO V^T in the same matrices.
+    ${rep(NC, (m) => `s${m} = ${A}();`, '\n    ')}
+    ${scores(
+      (i) => mx.load('L', 'qs', `sg * ${16 * KW}u + ${16 * i}u`, false, `${KW}u`),
+      KD,
+      (m, i) => mx.load('R', 'kv', `kvK + ${16 * m * KW + 16 * i}u`, true, `${KW}u`),
+    )}
+    ${rep(NC, (m) => `${mx.store('sc', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n    ')}
+    ${rep(NC, (m) => `s${m} = ${A}();`, '\n    ')}
+    ${scores(
+      (j) => mx.load('L', 'dos', `sg * ${16 * VW}u + ${16 * j}u`, false, `${VW}u`),
+      KV,
+      (m, j) => mx.load('R', 'kv', `kvV + ${16 * m * VW + 16 * j}u`, true, `${VW}u`),
+    )}
+    ${rep(NC, (m) => `${mx.store('sd', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n    ')}
+    workgroupBarrier();
+    for (var c = 0u; c < ${HALF}u; c++) {
+      let cl = hh * ${HALF}u + c;
+      let j = i32(c0 + cl);
+      let e = scB + rr * ${BC}u + cl;
+      let x = select(NEG, sc[e] * P.scaleLog2, j >= rowLo && j < rowHi);
+      let p = prob1(x, st.x);
+      sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p * (sd[e] - st.y));
+    }
+    workgroupBarrier();
+    // dQ += dS K (K row-major: keys are the inner dimension).
+    ${rep(
+      NC,
+      (m) => `{
+      let la = ${mx.load('L', 'sp', `spB + ${16 * m}u`, false, `${SPW}u`)};
+      ${rep(KD, (i) => `aq${i} = ${mx.mma('la', mx.load('R', 'kv', `kvK + ${16 * m * KW + 16 * i}u`, false, `${KW}u`), `aq${i}`)};`, '\n      ')}
+    }`,
+      '\n    ',
+    )}
+  }
+  workgroupBarrier();
+  ${epilogue(mx, (i) => `aq${i}`, c.d, BC, 'dq', 'qB', 'u32(row) * P.qRow', 'u32(row) < nq', 'P.scale')}
+}
+`;
+  const code = `${head(c, mx, L, bindings, ['qs', 'dos'], 'kv', RANGES_Q)}
+${entry(c, T)}
+  let h = wg.y;
+  let r0 = wg.x * ${BR}u;
+  if (r0 >= nq) { return; }
+  let hk = h / P.group;
+  let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
+  let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
+  let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
+  let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
+  let lB = b * P.lBatch + h * P.lHead + startQ;
+  let scB = sg * ${16 * BC}u;
+  let spB = sg * ${16 * SPW}u;
+  let row = i32(r0 + sg * 16u + rr);
+  let ncols = i32(nk);
+  let rFirst = i32(r0);
+  let rLast = i32(min(r0 + ${BR}u, nq)) - 1;
+  let rowLo = key_lo(row, off, ncols);
+  let rowHi = key_hi(row, off, ncols);
+  // (LSE, D) of this lane's row; zeros past the sequence (their dS is 0: dO is 0 there).
+  var st = vec2<f32>(0.0);
+  if (u32(row) < nq) { st = stats[lB + u32(row)]; }
+  // The Q and dO blocks, once, each in a region of its own.
+  ${stage(emu, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '')}
+  ${stage(emu, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '')}${body}`;
+  return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
+}
+
+/** spec.ts keyRange(i) = [key_lo, key_hi) of query row r (off = nk - nq, ncols = nk). */
+const RANGES_Q = `fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
+fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }`;
+/** Its transpose: key r is in keyRange(i) iff query_lo(r) <= i < query_hi(r) (ncols = nq). */
+const RANGES_K = `fn query_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return 0; } return max(r - off - P.right, 0); }
+fn query_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return ncols; } return clamp(r - off + P.left + 1, 0, ncols); }`;
+
+/**
+ * The dK/dV pass (see the file comment). Bindings P, q, k, v, dout, stats, aux, dk, dv, as the
+ * SIMT dkdvShader's for softmax; the grid (ceil(maxSeqK / (16 subgroups)), Hkv, B).
+ */
+export function tcDkdvShader(c: TcBackwardConfig): WgslKernel {
+  check(c);
+  const emu = c.emulate ?? false;
+  const mx = matrixOps(emu, c.subgroups);
+  const L = layoutOf(c, 'dkdv');
+  const { BR, BC, KW, VW, SPW, HALFSZ } = L;
+  const KD = c.d / 16;
+  const KV = c.dv / 16;
+  const NC = c.keyMatrices;
+  const T = c.subgroups * TC_SUBGROUP_SIZE;
+  const HALF = BC / 2;
+  const { A } = mx;
+  const bindings = bindingsOf(['dk', 'dv']);
+  const scores = (
+    left: (i: number) => string,
+    n: number,
+    right: (n: number, i: number) => string,
+  ) =>
+    rep(
+      n,
+      (i) => `{
+        let la = ${left(i)};
+        ${rep(NC, (m) => `s${m} = ${mx.mma('la', right(m, i), `s${m}`)};`, '\n        ')}
+      }`,
+      '\n      ',
+    );
+  const tile = `
+      let c0 = ct * ${BC}u;
+      // Q and dO of this query tile into the half of the running tile count's parity (the
+      // count runs on across heads, so consecutive tiles never share a half).
+      let qdQ = (it & 1u) * ${HALFSZ}u;
+      let qdO = qdQ + ${BC * KW}u;
+      it++;
+      ${stage(emu, T, 'q', 'qB', 'P.qRow', 'c0', BC, 'nq', c.d, KW, 'qd', 'qdQ + ')}
+      ${stage(emu, T, 'dout', 'oB', 'P.oRow', 'c0', BC, 'nq', c.dv, VW, 'qd', 'qdO + ')}
+      workgroupBarrier();
+      // S^T = K Q^T, out through scratch; then dP^T = V dO^T in the same matrices.
+      ${rep(NC, (m) => `s${m} = ${A}();`, '\n      ')}
+      ${scores(
+        (i) => mx.load('L', 'ks', `sg * ${16 * KW}u + ${16 * i}u`, false, `${KW}u`),
+        KD,
+        (m, i) => mx.load('R', 'qd', `qdQ + ${16 * m * KW + 16 * i}u`, true, `${KW}u`),
+      )}
+      ${rep(NC, (m) => `${mx.store('sc', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n      ')}
+      ${rep(NC, (m) => `s${m} = ${A}();`, '\n      ')}
+      ${scores(
+        (j) => mx.load('L', 'vs', `sg * ${16 * VW}u + ${16 * j}u`, false, `${VW}u`),
+        KV,
+        (m, j) => mx.load('R', 'qd', `qdO + ${16 * m * VW + 16 * j}u`, true, `${VW}u`),
+      )}
+      ${rep(NC, (m) => `${mx.store('sd', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n      ')}
+      workgroupBarrier();
+      for (var c = 0u; c < ${HALF}u; c++) {
+        let cl = hh * ${HALF}u + c;
+        let j = c0 + cl;
+        var st = vec2<f32>(0.0);
+        if (j < nq) { st = stats[lB + j]; }
+        let e = scB + rr * ${BC}u + cl;
+        let x = select(NEG, sc[e] * P.scaleLog2, i32(j) >= rowLo && i32(j) < rowHi);
+        let p = prob1(x, st.x);
+        sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p);
+        sq[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p * (sd[e] - st.y));
+      }
+      workgroupBarrier();
+      // dV += P^T dO, dK += dS^T Q (dO and Q row-major: queries are the inner dimension).
+      ${rep(
+        NC,
+        (m) => `{
+        let pa = ${mx.load('L', 'sp', `spB + ${16 * m}u`, false, `${SPW}u`)};
+        ${rep(KV, (j) => `av${j} = ${mx.mma('pa', mx.load('R', 'qd', `qdO + ${16 * m * VW + 16 * j}u`, false, `${VW}u`), `av${j}`)};`, '\n        ')}
+        let da = ${mx.load('L', 'sq', `spB + ${16 * m}u`, false, `${SPW}u`)};
+        ${rep(KD, (i) => `ak${i} = ${mx.mma('da', mx.load('R', 'qd', `qdQ + ${16 * m * KW + 16 * i}u`, false, `${KW}u`), `ak${i}`)};`, '\n        ')}
+      }`,
+        '\n      ',
+      )}`;
+  const code = `${head(c, mx, L, bindings, ['ks', 'vs'], 'qd', RANGES_K)}
+${entry(c, T)}
+  let hk = wg.y;
+  let r0 = wg.x * ${BR}u;
+  if (r0 >= nk) { return; }
+  let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
+  let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
+  let scB = sg * ${16 * BC}u;
+  let spB = sg * ${16 * SPW}u;
+  let row = i32(r0 + sg * 16u + rr);
+  let ncols = i32(nq);
+  let rFirst = i32(r0);
+  let rLast = i32(min(r0 + ${BR}u, nk)) - 1;
+  let rowLo = query_lo(row, off, ncols);
+  let rowHi = query_hi(row, off, ncols);
+  // The K and V blocks, once, each in a region of its own.
+  ${stage(emu, T, 'k', 'kB', 'P.kRow', 'r0', BR, 'nk', c.d, KW, 'ks', '')}
+  ${stage(emu, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '')}
+  ${rep(KD, (i) => `var ak${i} = ${A}();`, '\n  ')}
+  ${rep(KV, (j) => `var av${j} = ${A}();`, '\n  ')}
+  ${rep(NC, (m) => `var s${m} = ${A}();`, '\n  ')}
+  var it = 0u;
+  let loFirst = query_lo(rFirst, off, ncols);
+  let hiLast = max(query_hi(rLast, off, ncols), 0);
+  for (var g = 0u; g < P.group; g++) {
+    let h = hk * P.group + g;
+    let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
+    let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
+    let lB = b * P.lBatch + h * P.lHead + startQ;
+    for (var ct = u32(loFirst) / ${BC}u; ct < (u32(hiLast) + ${BC - 1}u) / ${BC}u; ct++) {${tile}
+    }
+  }
+  workgroupBarrier();
+  ${epilogue(mx, (i) => `ak${i}`, c.d, BC, 'dk', 'kB', 'u32(row) * P.kRow', 'u32(row) < nk', 'P.scale')}
+  ${epilogue(mx, (j) => `av${j}`, c.dv, BC, 'dv', 'vB', 'u32(row) * P.vRow', 'u32(row) < nk', '1.0')}
+}
+`;
+  return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
+}
