@@ -1026,13 +1026,20 @@ export async function tiledBackwardWebGpu(
   const dqKernel = tc
     ? generatedKernel('tc dq', tcDqShader, tc.dq)
     : generatedKernel('dq', dqShader, spec(pr, qp));
-  const dkdvKernel = tc
-    ? generatedKernel('tc dkdv', tcDkdvShader, tc.dkdv)
-    : generatedKernel('dkdv', dkdvShader, spec(pr, kp));
-  const [statsProgram, dqProgram, dkdvProgram] = await Promise.all([
+  // TcBackwardConfig.split: dK and dV in two passes (fewer accumulators per subgroup).
+  const dkdvKernels = !tc
+    ? [generatedKernel('dkdv', dkdvShader, spec(pr, kp))]
+    : tc.dkdv.split
+      ? (['dk', 'dv'] as const).map((only) =>
+          generatedKernel('tc dkdv', tcDkdvShader, tc.dkdv, only),
+        )
+      : [generatedKernel('tc dkdv', tcDkdvShader, tc.dkdv)];
+  const [statsProgram, dqProgram, ...dkdvPrograms] = await Promise.all([
     statsKernel && compile(ctx, statsKernel, 'flash-attention backward stats'),
     compile(ctx, dqKernel, `flash-attention dq${tc ? ' (tensor cores)' : ''}`, tc?.dq ?? qp),
-    compile(ctx, dkdvKernel, `flash-attention dk dv${tc ? ' (tensor cores)' : ''}`, tc?.dkdv ?? kp),
+    ...dkdvKernels.map((kernel) =>
+      compile(ctx, kernel, `flash-attention dk dv${tc ? ' (tensor cores)' : ''}`, tc?.dkdv ?? kp),
+    ),
   ]);
   const dqRows = tc ? 16 * tc.dq.subgroups : qp.br;
   const dkdvRows = tc ? 16 * tc.dkdv.subgroups : kp.br;
@@ -1080,10 +1087,10 @@ export async function tiledBackwardWebGpu(
         label: 'flash backward stats',
       });
     }
-    steps.push(
-      {
-        program: dkdvProgram,
-        buffers: bindBuffers(dkdvKernel.bindings, {
+    for (const [n, kernel] of dkdvKernels.entries())
+      steps.push({
+        program: dkdvPrograms[n]!,
+        buffers: bindBuffers(kernel.bindings, {
           ...shared,
           P: uk,
           aux: auxk,
@@ -1092,22 +1099,21 @@ export async function tiledBackwardWebGpu(
         }),
         workgroups: [Math.ceil(p.maxSeqK / dkdvRows), p.hkv, p.batch],
         label: 'flash backward dk dv',
-      },
-      {
-        program: dqProgram,
-        buffers: bindBuffers(dqKernel.bindings, {
-          ...shared,
-          P: uq,
-          aux: auxq,
-          dq: buf(dq),
-          dbias: dbias ? buf(dbias) : dbFull,
-          drabp: dPositionTable && buf(dPositionTable),
-          drabt: dTimestampTable && buf(dTimestampTable),
-        }),
-        workgroups: [Math.ceil(p.maxSeqQ / dqRows), p.hq, p.batch],
-        label: 'flash backward dq',
-      },
-    );
+      });
+    steps.push({
+      program: dqProgram,
+      buffers: bindBuffers(dqKernel.bindings, {
+        ...shared,
+        P: uq,
+        aux: auxq,
+        dq: buf(dq),
+        dbias: dbias ? buf(dbias) : dbFull,
+        drabp: dPositionTable && buf(dPositionTable),
+        drabt: dTimestampTable && buf(dTimestampTable),
+      }),
+      workgroups: [Math.ceil(p.maxSeqQ / dqRows), p.hq, p.batch],
+      label: 'flash backward dq',
+    });
     await ctx.dispatch(steps, opts.profiler);
     if (sinks && stats) {
       const rows = new Float32Array(await ctx.readBuffer(stats, lse!.size * 8));

@@ -98,6 +98,25 @@ describe('tensor-core backward generators', () => {
     ]);
   });
 
+  test('split dK/dV: a pass of dK alone and one of dV alone', () => {
+    const dk = tcDkdvShader(c, 'dk');
+    const dv = tcDkdvShader(c, 'dv');
+    expect(dk.bindings.map((b) => b.name).slice(-2)).toEqual(['aux', 'dk']);
+    expect(dv.bindings.map((b) => b.name).slice(-2)).toEqual(['aux', 'dv']);
+    expect(dk.code).toContain('var ak3 ');
+    expect(dk.code).not.toContain('var av0 ');
+    expect(dk.code).toContain('subgroupMatrixStore(&sd,');
+    expect(dv.code).toContain('var av1 ');
+    expect(dv.code).not.toContain('var ak0 ');
+    // dV alone needs no dP^T, so neither V's block nor its scratch is touched.
+    expect(dv.code).not.toContain('subgroupMatrixStore(&sd,');
+    expect(dv.code).not.toContain('vs[d');
+    expect(dv.code).not.toContain('sq[');
+    expect(
+      tcBackwardMatrices({ d: 128, dv: 128, subgroups: 2, keyMatrices: 1, split: true }, 'dkdv'),
+    ).toBe(9);
+  });
+
   test('validation names the field', () => {
     expect(() => tcDqShader({ ...c, d: 72 })).toThrow(
       /^d: expected a positive multiple of 16, got 72/,
@@ -270,8 +289,9 @@ function inputs(c: Case, seed: number) {
 const VARIANTS: TcBackwardTile[] = [
   // Two subgroups (parity halves shared between them), one key / query matrix per tile.
   { subgroups: 2, keyMatrices: 1, pad: 8 },
-  // One subgroup, two matrices per tile, unpadded (the emulation cannot see banks).
-  { subgroups: 1, keyMatrices: 2, pad: 0 },
+  // One subgroup, two matrices per tile, unpadded (the emulation cannot see banks); dK and dV
+  // in two passes (split applies to the dK/dV pass only).
+  { subgroups: 1, keyMatrices: 2, pad: 0, split: true },
 ];
 
 describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference', () => {

@@ -42,12 +42,18 @@ export interface TcBackwardConfig {
   keyMatrices: number;
   /** Halves of padding after every staged row and every row of P / dS (0 or 8; default 8). */
   pad?: number;
+  /**
+   * dK/dV only: two passes, one accumulating dK and one dV (each recomputes S^T), so a subgroup
+   * holds D / 16 or Dv / 16 accumulators instead of both (D = Dv = 128: 9 result matrices instead
+   * of 17, past the ~16 that fit the H200's registers without spilling).
+   */
+  split?: boolean;
   /** Test aid: the subgroup matrices emulated in plain WGSL (tc-forward.ts matrixOps). */
   emulate?: boolean;
 }
 
 /** The tile fields of a backward config (WebGpuTileOptions.tensorCoreBackward). */
-export type TcBackwardTile = Pick<TcBackwardConfig, 'subgroups' | 'keyMatrices' | 'pad'>;
+export type TcBackwardTile = Pick<TcBackwardConfig, 'subgroups' | 'keyMatrices' | 'pad' | 'split'>;
 
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
   return Array.from({ length: n }, (_, i) => f(i)).join(sep);
@@ -114,7 +120,8 @@ export function tcBackwardWorkgroupBytes(c: TcBackwardConfig, pass: 'dq' | 'dkdv
 
 /** Result matrices (f32 16x16) a subgroup of the pass holds: accumulators and the score matrices. */
 export function tcBackwardMatrices(c: TcBackwardConfig, pass: 'dq' | 'dkdv'): number {
-  return (pass === 'dq' ? c.d / 16 : c.d / 16 + c.dv / 16) + c.keyMatrices;
+  const acc = pass === 'dq' ? c.d / 16 : c.split ? Math.max(c.d, c.dv) / 16 : c.d / 16 + c.dv / 16;
+  return acc + c.keyMatrices;
 }
 
 /** Tiles tried by default, largest first (subgroups x keyMatrices). */
@@ -423,9 +430,11 @@ fn query_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return ncol
 
 /**
  * The dK/dV pass (see the file comment). Bindings P, q, k, v, dout, stats, aux, dk, dv, as the
- * SIMT dkdvShader's for softmax; the grid (ceil(maxSeqK / (16 subgroups)), Hkv, B).
+ * SIMT dkdvShader's for softmax; the grid (ceil(maxSeqK / (16 subgroups)), Hkv, B). `only`
+ * (TcBackwardConfig.split): the pass of dK alone (binding dk, no dV products) or of dV alone
+ * (binding dv; no dP^T, so V is not staged).
  */
-export function tcDkdvShader(c: TcBackwardConfig): WgslKernel {
+export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKernel {
   check(c);
   const emu = c.emulate ?? false;
   const mx = matrixOps(emu, c.subgroups);
@@ -437,7 +446,11 @@ export function tcDkdvShader(c: TcBackwardConfig): WgslKernel {
   const T = c.subgroups * TC_SUBGROUP_SIZE;
   const HALF = BC / 2;
   const { A } = mx;
-  const bindings = bindingsOf(['dk', 'dv']);
+  if (only !== undefined && only !== 'dk' && only !== 'dv')
+    throw new ValueError(`only: expected "dk", "dv" or undefined, got ${String(only)}`, 'only');
+  const wantK = only !== 'dv';
+  const wantV = only !== 'dk';
+  const bindings = bindingsOf(only ? [only] : ['dk', 'dv']);
   const scores = (
     left: (i: number) => string,
     n: number,
@@ -469,13 +482,17 @@ export function tcDkdvShader(c: TcBackwardConfig): WgslKernel {
         (m, i) => mx.load('R', 'qd', `qdQ + ${16 * m * KW + 16 * i}u`, true, `${KW}u`),
       )}
       ${rep(NC, (m) => `${mx.store('sc', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n      ')}
-      ${rep(NC, (m) => `s${m} = ${A}();`, '\n      ')}
+      ${
+        wantK
+          ? `${rep(NC, (m) => `s${m} = ${A}();`, '\n      ')}
       ${scores(
         (j) => mx.load('L', 'vs', `sg * ${16 * VW}u + ${16 * j}u`, false, `${VW}u`),
         KV,
         (m, j) => mx.load('R', 'qd', `qdO + ${16 * m * VW + 16 * j}u`, true, `${VW}u`),
       )}
-      ${rep(NC, (m) => `${mx.store('sd', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n      ')}
+      ${rep(NC, (m) => `${mx.store('sd', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n      ')}`
+          : ''
+      }
       workgroupBarrier();
       for (var c = 0u; c < ${HALF}u; c++) {
         let cl = hh * ${HALF}u + c;
@@ -485,18 +502,26 @@ export function tcDkdvShader(c: TcBackwardConfig): WgslKernel {
         let e = scB + rr * ${BC}u + cl;
         let x = select(NEG, sc[e] * P.scaleLog2, i32(j) >= rowLo && i32(j) < rowHi);
         let p = prob1(x, st.x);
-        sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p);
-        sq[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p * (sd[e] - st.y));
+        ${wantV ? `sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p);` : ''}
+        ${wantK ? `sq[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p * (sd[e] - st.y));` : ''}
       }
       workgroupBarrier();
       // dV += P^T dO, dK += dS^T Q (dO and Q row-major: queries are the inner dimension).
       ${rep(
         NC,
         (m) => `{
-        let pa = ${mx.load('L', 'sp', `spB + ${16 * m}u`, false, `${SPW}u`)};
-        ${rep(KV, (j) => `av${j} = ${mx.mma('pa', mx.load('R', 'qd', `qdO + ${16 * m * VW + 16 * j}u`, false, `${VW}u`), `av${j}`)};`, '\n        ')}
-        let da = ${mx.load('L', 'sq', `spB + ${16 * m}u`, false, `${SPW}u`)};
-        ${rep(KD, (i) => `ak${i} = ${mx.mma('da', mx.load('R', 'qd', `qdQ + ${16 * m * KW + 16 * i}u`, false, `${KW}u`), `ak${i}`)};`, '\n        ')}
+        ${
+          wantV
+            ? `let pa = ${mx.load('L', 'sp', `spB + ${16 * m}u`, false, `${SPW}u`)};
+        ${rep(KV, (j) => `av${j} = ${mx.mma('pa', mx.load('R', 'qd', `qdO + ${16 * m * VW + 16 * j}u`, false, `${VW}u`), `av${j}`)};`, '\n        ')}`
+            : ''
+        }
+        ${
+          wantK
+            ? `let da = ${mx.load('L', 'sq', `spB + ${16 * m}u`, false, `${SPW}u`)};
+        ${rep(KD, (i) => `ak${i} = ${mx.mma('da', mx.load('R', 'qd', `qdQ + ${16 * m * KW + 16 * i}u`, false, `${KW}u`), `ak${i}`)};`, '\n        ')}`
+            : ''
+        }
       }`,
         '\n      ',
       )}`;
@@ -517,9 +542,9 @@ ${entry(c, T)}
   let rowHi = query_hi(row, off, ncols);
   // The K and V blocks, once, each in a region of its own.
   ${stage(emu, T, 'k', 'kB', 'P.kRow', 'r0', BR, 'nk', c.d, KW, 'ks', '')}
-  ${stage(emu, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '')}
-  ${rep(KD, (i) => `var ak${i} = ${A}();`, '\n  ')}
-  ${rep(KV, (j) => `var av${j} = ${A}();`, '\n  ')}
+  ${wantK ? stage(emu, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '') : ''}
+  ${wantK ? rep(KD, (i) => `var ak${i} = ${A}();`, '\n  ') : ''}
+  ${wantV ? rep(KV, (j) => `var av${j} = ${A}();`, '\n  ') : ''}
   ${rep(NC, (m) => `var s${m} = ${A}();`, '\n  ')}
   var it = 0u;
   let loFirst = query_lo(rFirst, off, ncols);
@@ -533,8 +558,8 @@ ${entry(c, T)}
     }
   }
   workgroupBarrier();
-  ${epilogue(mx, (i) => `ak${i}`, c.d, BC, 'dk', 'kB', 'u32(row) * P.kRow', 'u32(row) < nk', 'P.scale')}
-  ${epilogue(mx, (j) => `av${j}`, c.dv, BC, 'dv', 'vB', 'u32(row) * P.vRow', 'u32(row) < nk', '1.0')}
+  ${wantK ? epilogue(mx, (i) => `ak${i}`, c.d, BC, 'dk', 'kB', 'u32(row) * P.kRow', 'u32(row) < nk', 'P.scale') : ''}
+  ${wantV ? epilogue(mx, (j) => `av${j}`, c.dv, BC, 'dv', 'vB', 'u32(row) * P.vRow', 'u32(row) < nk', '1.0') : ''}
 }
 `;
   return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
