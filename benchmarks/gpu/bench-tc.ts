@@ -258,11 +258,13 @@ async function backward(
   tc: TcOpt,
   profiler?: GpuProfiler,
   fwd?: { o: Tensor; lse: Tensor | undefined },
+  tiles?: WebGpuTileOptions['tensorCoreBackward'],
 ) {
   const p = resolveAttentionProblem(q, k, v, attn);
   const f = fwd ?? (await forward(q, k, v, attn, tc));
   const g = await tiledBackwardWebGpu(p, SOFTMAX_HOOKS, q, k, v, f.o, f.lse, dO, {
     ...(tc ? { tensorCores: tc } : {}),
+    ...(tiles ? { tensorCoreBackward: tiles } : {}),
     ...(profiler ? { profiler } : {}),
   });
   if (!fwd) {
@@ -273,7 +275,11 @@ async function backward(
 }
 
 /** --verify-backward: dq, dk, dv of the tensor-core backward (f16) vs float64, outputs poisoned. */
-async function verifyBackward(tc: TcOpt, label: string) {
+async function verifyBackward(
+  tc: TcOpt,
+  label: string,
+  tiles?: WebGpuTileOptions['tensorCoreBackward'],
+) {
   const rows: unknown[] = [];
   const tol = toleranceFor({ dtype: 'f16' });
   for (const c of CASES) {
@@ -284,7 +290,7 @@ async function verifyBackward(tc: TcOpt, label: string) {
     ctx.poisonOutputs = true;
     try {
       const t0 = performance.now();
-      const r = await backward(g[0]!, g[1]!, g[2]!, g[3]!, x.attn, tc);
+      const r = await backward(g[0]!, g[1]!, g[2]!, g[3]!, x.attn, tc, undefined, undefined, tiles);
       const got = { dq: await r.dq.toCpu(), dk: await r.dk.toCpu(), dv: await r.dv.toCpu() };
       const ms = performance.now() - t0;
       const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
@@ -401,6 +407,14 @@ async function main() {
     out.verifyVariants = rows;
   } else if (!flag('skip-verify')) out.verify = await verify(true, `tc default ${DTYPE}`);
   if (flag('verify-backward')) out.verifyBackward = await verifyBackward(true, 'tc default f16');
+  // --backward-variants '[{"dq":{...},"dkdv":{...}}]': tiles of the tensor-core backward's passes.
+  const bv = value('backward-variants');
+  if (bv) {
+    const rows: unknown[] = [];
+    for (const tiles of JSON.parse(bv) as Array<WebGpuTileOptions['tensorCoreBackward']>)
+      rows.push(await verifyBackward(true, JSON.stringify(tiles), tiles));
+    out.backwardVariants = rows;
+  }
   if (!flag('skip-variants')) {
     const shape = [4, 16, 4096, 128];
     const simt = await timeIt(shape, false, 'f16', undefined);

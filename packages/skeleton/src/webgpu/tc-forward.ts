@@ -107,6 +107,11 @@ export interface TcForwardConfig {
    * nor exponentiates. The differences to the real kernel price its parts on the device.
    */
   debug?: 'noRoundTrip' | 'noSoftmax';
+  /**
+   * Experiment: declare the small workgroup variables (row exchange, alphas, the flag as 16
+   * bytes) before the f16 arrays, in case the driver places a 4-byte flag between them.
+   */
+  smallFirst?: boolean;
 }
 
 /**
@@ -222,8 +227,11 @@ function check(c: TcForwardConfig): void {
       'split: expected no fused, narrow, qRegs or unpack beside it, got some of them',
       'split',
     );
-  if (c.pad !== undefined && c.pad !== 0 && c.pad !== 8)
-    throw new ValueError(`pad: expected 0 or 8, got ${c.pad}`, 'pad');
+  if (
+    c.pad !== undefined &&
+    !(Number.isInteger(c.pad) && c.pad >= 0 && c.pad <= 128 && c.pad % 8 === 0)
+  )
+    throw new ValueError(`pad: expected a multiple of 8 in [0, 128], got ${c.pad}`, 'pad');
 }
 
 /** Sizes (in elements) of the kernel's workgroup arrays. */
@@ -383,6 +391,10 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const stageV = stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ');
   const oChunk = (ch: number) =>
     Array.from({ length: KV }, (_, j) => j).filter((j) => Math.floor((16 * j) / BC) === ch);
+  const small = `${shuffle ? '' : `var<workgroup> sx: array<f32, ${c.subgroups * TC_SUBGROUP_SIZE}>;`}
+var<workgroup> salpha: array<f32, ${c.subgroups * 16}>;
+var<workgroup> sflag: ${c.smallFirst ? 'array<u32, 4>' : 'u32'};`;
+  const flag = c.smallFirst ? 'sflag[0]' : 'sflag';
   if (emu && shuffle)
     throw new ValueError(
       'shuffle: expected false with emulate (no subgroups to shuffle), got true',
@@ -394,14 +406,13 @@ const BC = ${BC}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
+${c.smallFirst ? small : ''}
 var<workgroup> kv: array<${H}, ${Lo.kvSize}>;
 var<workgroup> qs: array<${H}, ${Lo.qsSize}>;
 ${split ? `var<workgroup> kvl: array<${H}, ${Lo.kvSize}>;\nvar<workgroup> qsl: array<${H}, ${Lo.qsSize}>;\nvar<workgroup> spl: array<${H}, ${c.subgroups * 16 * SPW}>;` : ''}
 var<workgroup> sc: array<f32, ${c.subgroups * 16 * BC}>;
 var<workgroup> sp: array<${H}, ${c.subgroups * 16 * SPW}>;
-${shuffle ? '' : `var<workgroup> sx: array<f32, ${c.subgroups * TC_SUBGROUP_SIZE}>;`}
-var<workgroup> salpha: array<f32, ${c.subgroups * 16}>;
-var<workgroup> sflag: u32;
+${c.smallFirst ? '' : small}
 ${declareBindings(bindings)}
 __PRELUDE__
 fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
@@ -460,7 +471,7 @@ fn main(
     // benchmarks/gpu/results/tc-wip/VARIANTS.md).
     ${kvBases}
     ${topBarrier ? 'workgroupBarrier();' : ''}
-    if (lid == 0u) { sflag = 0u; }
+    if (lid == 0u) { ${flag} = 0u; }
     ${stageK}
     ${fused ? stageV : ''}
     workgroupBarrier();
@@ -520,8 +531,8 @@ fn main(
     }
     l = l * alpha + ps;
     if (hh == 0u) { salpha[sg * 16u + rr] = alpha; }
-    if (alpha != 1.0) { sflag = 1u; }
-    if (workgroupUniformLoad(&sflag) != 0u) {
+    if (alpha != 1.0) { ${flag} = 1u; }
+    if (workgroupUniformLoad(&${flag}) != 0u) {
       ${rep(
         CH,
         (ch) => {
