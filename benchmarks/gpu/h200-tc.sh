@@ -13,8 +13,9 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 log="$out/log.txt"
 STAGES=${STAGES:-verify variants table torch}
-VARIANTS=${VARIANTS:-'[{},{"shuffle":true},{"qRegs":true},{"qRegs":true,"shuffle":true},{"subgroups":4,"keyMatrices":1,"fused":true},{"subgroups":4,"keyMatrices":1},{"debug":"noRoundTrip"},{"debug":"noSoftmax"}]'}
-VERIFY=${VERIFY:-'[{},{"shuffle":true},{"qRegs":true},{"subgroups":4,"keyMatrices":1,"fused":true}]'}
+VARIANTS=${VARIANTS:-'[{},{"smallFirst":false},{"shuffle":true},{"subgroups":4,"keyMatrices":1},{"debug":"noRoundTrip"}]'}
+BWD_VARIANTS=${BWD_VARIANTS:-'[{"dq":{"lead":0},"dkdv":{"lead":0}},{"dkdv":{"split":true}}]'}
+VERIFY=${VERIFY:-'[{},{"smallFirst":false},{"subgroups":4,"keyMatrices":1},{"shuffle":true}]'}
 tc() { # name timeout args...
   local name=$1 t=$2; shift 2
   echo "=== $name: bench-tc $*" >> "$log"
@@ -28,7 +29,8 @@ for stage in $STAGES; do
     verify)
       tc verify-f16 120 --skip-table --skip-variants --verify-variants "$VERIFY"
       tc verify-f32 60 --skip-table --skip-variants --dtype f32 --verify-variants '[{}]'
-      tc verify-bwd 120 --skip-table --skip-variants --skip-verify --verify-backward ;;
+      tc verify-bwd 150 --skip-table --skip-variants --skip-verify --verify-backward \
+        --backward-variants "$BWD_VARIANTS" ;;
     variants)
       tc variants 150 --skip-table --skip-verify --repeats 7 --variants "$VARIANTS" ;;
     table)

@@ -95,10 +95,13 @@ describe('tensor-core forward generator', () => {
 
   test('workgroup memory: K/V staging, the Q block, S scratch, P, exchange, alphas and flag', () => {
     // K/V staging 2 x BC 32 x max(D, Dv) f16 (two halves), the Q block BR 64 x D f16, then per
-    // subgroup 16 x 32 f32 S, 16 x 32 f16 P, 32 exchange floats and 16 alphas, then the flag.
+    // subgroup 16 x 32 f32 S, 16 x 32 f16 P, 32 exchange floats and 16 alphas, then the flag
+    // (16 bytes: smallFirst).
     expect(
       tcForwardWorkgroupBytes({ d: 128, dv: 128, subgroups: 4, keyMatrices: 2, lazy: 8 }),
-    ).toBe(2 * 32 * 128 * 2 + 64 * 128 * 2 + 4 * (16 * 32 * 4 + 16 * 32 * 2 + 32 * 4 + 16 * 4) + 4);
+    ).toBe(
+      2 * 32 * 128 * 2 + 64 * 128 * 2 + 4 * (16 * 32 * 4 + 16 * 32 * 2 + 32 * 4 + 16 * 4) + 16,
+    );
   });
 });
 
@@ -285,6 +288,12 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
   test('split excludes fused, narrow, qRegs and unpack', () => {
     const ok = { d: 64, dv: 64, subgroups: 2, keyMatrices: 1, lazy: 8, split: true };
     expect(tcForwardShader(ok).bindings.find((b) => b.name === 'o')?.type).toBe('array<vec4<f32>>');
+    // Scaled lo (2^11) with the cross terms in accumulators of their own, joined through scx.
+    const code = tcForwardShader(ok).code;
+    expect(code).toContain('const LOSCALE = 2048.0;');
+    expect(code).toContain('var y3 = subgroup_matrix_result<f32, 16, 16>();');
+    expect(code).toContain('var x0 = subgroup_matrix_result<f32, 16, 16>();');
+    expect(code).toContain('(sc[e] + scx[e] * LOINV) * P.scaleLog2');
     for (const bad of [{ fused: true }, { narrow: true }, { qRegs: true }, { unpack: true }])
       expect(() => tcForwardShader({ ...ok, ...bad })).toThrow(/^split: expected no fused/);
   });

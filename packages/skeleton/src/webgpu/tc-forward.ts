@@ -92,12 +92,12 @@ export interface TcForwardConfig {
   emulate?: boolean;
   /**
    * f32 attention on the f16 tensor cores (issue 20 item 5, precision 'split-f16'): q, k, v and
-   * o are f32; every staged operand x is split into hi = f16(x) and lo = f16(x - hi), P likewise,
-   * and each product is hi*hi + hi*lo + lo*hi accumulated in f32 (the lo*lo term, ~2^-22
-   * relative, is dropped). lo is not scaled by 2^s: with a scaled lo the cross terms would need
-   * accumulators of their own (twice the output matrices: 16 for Dv = 128, the register budget),
-   * and an unscaled lo loses precision only for |x| < ~2^-14 * 2^11, below the f32 tolerance's
-   * reach in the sums (measured against float64 on the device: VARIANTS.md).
+   * o are f32; every staged operand x is split into hi = f16(x) and lo = f16((x - hi) 2^11), P
+   * likewise, and each product is hi*hi + (hi*lo + lo*hi) 2^-11, the hi*hi and the cross terms
+   * in accumulators of their own (f32; S's and O's cross accumulators join theirs on every
+   * round trip through scratch); the lo*lo term (~2^-22 relative) is dropped. lo is scaled
+   * because an unscaled one is an f16 subnormal for |x| < 2^-3 and the device flushes those:
+   * unscaled, the H200 gave o within 3-4e-4 of float64 (run 14), no better than f16.
    * Incompatible with fused, narrow, qRegs, unpack.
    */
   split?: boolean;
@@ -108,8 +108,11 @@ export interface TcForwardConfig {
    */
   debug?: 'noRoundTrip' | 'noSoftmax';
   /**
-   * Experiment: declare the small workgroup variables (row exchange, alphas, the flag as 16
-   * bytes) before the f16 arrays, in case the driver places a 4-byte flag between them.
+   * Declare the small workgroup variables (row exchange, alphas, the flag widened to 16 bytes)
+   * before the f16 arrays (default true). Without it the H200 computed wrong results at D = 64
+   * and with 16-key tiles, in every variant and deterministically, while the emulation was
+   * right (runs 13-14, VARIANTS.md): the driver's placement of a 4-byte variable among the
+   * arrays that subgroup-matrix loads read. false reproduces the failure.
    */
   smallFirst?: boolean;
 }
@@ -262,12 +265,12 @@ export function tcForwardWorkgroupBytes(c: TcForwardConfig): number {
   return (
     (L.kvSize + L.qsSize) * h +
     c.subgroups *
-      (16 * L.BC * 4 +
+      (16 * L.BC * 4 * (c.split ? 2 : 1) +
         16 * L.SPW * h +
         (c.shuffle ? 0 : TC_SUBGROUP_SIZE * 4) +
         16 * 4 +
         (c.emulate ? 512 * 4 : 0)) +
-    4
+    (c.smallFirst === false ? 4 : 16)
   );
 }
 
@@ -343,7 +346,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
         .map(
           (i) => `let h${i} = ${emu ? `r16(x[${i}])` : `f16(x[${i}])`};
       ${dst}[d + ${i}u] = h${i};
-      ${dst}l[d + ${i}u] = ${emu ? `r16(x[${i}] - h${i})` : `f16(x[${i}] - f32(h${i}))`};`,
+      ${dst}l[d + ${i}u] = ${emu ? `r16((x[${i}] - h${i}) * LOSCALE)` : `f16((x[${i}] - f32(h${i})) * LOSCALE)`};`,
         )
         .join('\n      ')}
     }`
@@ -391,10 +394,11 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const stageV = stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ');
   const oChunk = (ch: number) =>
     Array.from({ length: KV }, (_, j) => j).filter((j) => Math.floor((16 * j) / BC) === ch);
+  const smallFirst = c.smallFirst ?? true;
   const small = `${shuffle ? '' : `var<workgroup> sx: array<f32, ${c.subgroups * TC_SUBGROUP_SIZE}>;`}
 var<workgroup> salpha: array<f32, ${c.subgroups * 16}>;
-var<workgroup> sflag: ${c.smallFirst ? 'array<u32, 4>' : 'u32'};`;
-  const flag = c.smallFirst ? 'sflag[0]' : 'sflag';
+var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
+  const flag = smallFirst ? 'sflag[0]' : 'sflag';
   if (emu && shuffle)
     throw new ValueError(
       'shuffle: expected false with emulate (no subgroups to shuffle), got true',
@@ -406,13 +410,14 @@ const BC = ${BC}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
-${c.smallFirst ? small : ''}
+${split ? 'const LOSCALE = 2048.0;\nconst LOINV = 0.00048828125;' : ''}
+${smallFirst ? small : ''}
 var<workgroup> kv: array<${H}, ${Lo.kvSize}>;
 var<workgroup> qs: array<${H}, ${Lo.qsSize}>;
-${split ? `var<workgroup> kvl: array<${H}, ${Lo.kvSize}>;\nvar<workgroup> qsl: array<${H}, ${Lo.qsSize}>;\nvar<workgroup> spl: array<${H}, ${c.subgroups * 16 * SPW}>;` : ''}
+${split ? `var<workgroup> kvl: array<${H}, ${Lo.kvSize}>;\nvar<workgroup> qsl: array<${H}, ${Lo.qsSize}>;\nvar<workgroup> spl: array<${H}, ${c.subgroups * 16 * SPW}>;\nvar<workgroup> scx: array<f32, ${c.subgroups * 16 * BC}>;` : ''}
 var<workgroup> sc: array<f32, ${c.subgroups * 16 * BC}>;
 var<workgroup> sp: array<${H}, ${c.subgroups * 16 * SPW}>;
-${c.smallFirst ? '' : small}
+${smallFirst ? '' : small}
 ${declareBindings(bindings)}
 __PRELUDE__
 fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
@@ -459,7 +464,7 @@ fn main(
 `
       : ''
   }
-  ${rep(KV, (j) => `var o${j} = ${A}();`, '\n  ')}
+  ${rep(KV, (j) => `var o${j} = ${A}();${split ? `\n  var y${j} = ${A}();` : ''}`, '\n  ')}
   var m = M0;
   var l = 0.0;
   let loFirst = key_lo(rFirst, off, ncols);
@@ -475,7 +480,7 @@ fn main(
     ${stageK}
     ${fused ? stageV : ''}
     workgroupBarrier();
-    ${rep(NC, (n) => `var s${n} = ${A}();`, '\n    ')}
+    ${rep(NC, (n) => `var s${n} = ${A}();${split ? `\n    var x${n} = ${A}();` : ''}`, '\n    ')}
     ${rep(
       KD,
       (i) => `{
@@ -489,7 +494,7 @@ fn main(
           return split
             ? `{
         let kh = ${mx.load('R', 'kv', kOff, true, `${KW}u`)};
-        s${n} = ${mx.mma('qa', mx.load('R', 'kvl', kOff, true, `${KW}u`), mx.mma('ql', 'kh', `s${n}`))};
+        x${n} = ${mx.mma('qa', mx.load('R', 'kvl', kOff, true, `${KW}u`), mx.mma('ql', 'kh', `x${n}`))};
         s${n} = ${mx.mma('qa', 'kh', `s${n}`)};
       }`
             : `s${n} = ${mx.mma('qa', mx.load('R', 'kv', kOff, true, `${KW}u`), `s${n}`)};`;
@@ -499,7 +504,7 @@ fn main(
     }`,
       '\n    ',
     )}
-    ${c.debug === 'noRoundTrip' ? '' : rep(NC, (n) => `${mx.store('sc', `scB + ${16 * n}u`, `s${n}`, false, 'BC')};`, '\n    ')}
+    ${c.debug === 'noRoundTrip' ? '' : rep(NC, (n) => `${mx.store('sc', `scB + ${16 * n}u`, `s${n}`, false, 'BC')};${split ? `\n    ${mx.store('scx', `scB + ${16 * n}u`, `x${n}`, false, 'BC')};` : ''}`, '\n    ')}
     workgroupBarrier();
     ${fused ? '' : stageV}
     var tmax = NEG;
@@ -507,7 +512,7 @@ fn main(
       let cl = ${col('c')};
       let j = i32(c0 + cl);
       let e = scB + rr * BC + cl;
-      let x = ${c.debug === 'noSoftmax' ? 'sc[e]' : 'select(NEG, sc[e] * P.scaleLog2, j >= rowLo && j < rowHi)'};
+      let x = ${c.debug === 'noSoftmax' ? 'sc[e]' : `select(NEG, ${split ? '(sc[e] + scx[e] * LOINV)' : 'sc[e]'} * P.scaleLog2, j >= rowLo && j < rowHi)`};
       sc[e] = x;
       tmax = max(tmax, x);
     }
@@ -524,7 +529,7 @@ fn main(
         split
           ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
       sp[spB + rr * ${SPW}u + cl] = ph;
-      spl[spB + rr * ${SPW}u + cl] = ${emu ? 'r16(p - ph)' : 'f16(p - f32(ph))'};`
+      spl[spB + rr * ${SPW}u + cl] = ${emu ? 'r16((p - ph) * LOSCALE)' : 'f16((p - f32(ph)) * LOSCALE)'};`
           : `sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16(p)' : 'f16(p)'};`
       }
       ps += p;
@@ -537,14 +542,14 @@ fn main(
         CH,
         (ch) => {
           const js = oChunk(ch);
-          return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};`).join('\n      ')}
+          return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};${split ? `\n      ${mx.store('scx', `scB + ${16 * j - ch * BC}u`, `y${j}`, false, 'BC')};` : ''}`).join('\n      ')}
       workgroupBarrier();
       for (var c = 0u; c < ${HALF}u; c++) {
         let e = scB + rr * BC + ${col('c')};
-        sc[e] = sc[e] * salpha[sg * 16u + rr];
+        sc[e] = ${split ? '(sc[e] + scx[e] * LOINV)' : 'sc[e]'} * salpha[sg * 16u + rr];
       }
       workgroupBarrier();
-      ${js.map((j) => `o${j} = ${mx.load('A', 'sc', `scB + ${16 * j - ch * BC}u`, false, 'BC')};`).join('\n      ')}`;
+      ${js.map((j) => `o${j} = ${mx.load('A', 'sc', `scB + ${16 * j - ch * BC}u`, false, 'BC')};${split ? `\n      y${j} = ${A}();` : ''}`).join('\n      ')}`;
         },
         '\n      workgroupBarrier();\n      ',
       )}
@@ -561,7 +566,7 @@ fn main(
           return split
             ? `{
         let vh = ${mx.load('R', 'kv', vOff, false, `${VW}u`)};
-        o${j} = ${mx.mma('pa', mx.load('R', 'kvl', vOff, false, `${VW}u`), mx.mma('pl', 'vh', `o${j}`))};
+        y${j} = ${mx.mma('pa', mx.load('R', 'kvl', vOff, false, `${VW}u`), mx.mma('pl', 'vh', `y${j}`))};
         o${j} = ${mx.mma('pa', 'vh', `o${j}`)};
       }`
             : `o${j} = ${mx.mma('pa', mx.load('R', 'kv', vOff, false, `${VW}u`), `o${j}`)};`;
@@ -582,14 +587,14 @@ fn main(
     (ch) => {
       const js = oChunk(ch);
       const width = Math.min(BC, c.dv - ch * BC);
-      return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};`).join('\n  ')}
+      return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};${split ? `\n  ${mx.store('scx', `scB + ${16 * j - ch * BC}u`, `y${j}`, false, 'BC')};` : ''}`).join('\n  ')}
   workgroupBarrier();
   if (u32(row) < nq) {
     ${
       split
         ? `for (var c4 = hh; c4 < ${width / 4}u; c4 += 2u) {
       let e = scB + rr * BC + c4 * 4u;
-      o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 4u + c4] = vec4<f32>(sc[e], sc[e + 1u], sc[e + 2u], sc[e + 3u]) * inv;
+      o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 4u + c4] = (vec4<f32>(sc[e], sc[e + 1u], sc[e + 2u], sc[e + 3u]) + vec4<f32>(scx[e], scx[e + 1u], scx[e + 2u], scx[e + 3u]) * LOINV) * inv;
     }`
         : ''
     }
