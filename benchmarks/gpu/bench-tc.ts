@@ -62,7 +62,7 @@ async function forward(
 ) {
   const p = resolveAttentionProblem(q, k, v, attn);
   return tiledForwardWebGpu(p, SOFTMAX_HOOKS, q, k, v, {
-    ...(tc ? { tensorCores: tc } : {}),
+    ...(tc !== undefined ? { tensorCores: tc } : {}),
     ...(profiler ? { profiler } : {}),
   });
 }
@@ -198,7 +198,7 @@ async function verify(tc: TcOpt, label: string) {
       const o = await r.o.toCpu();
       const lse = await r.lse!.toCpu();
       const ms = performance.now() - t0;
-      const simt = await forward(g[0]!, g[1]!, g[2]!, x.attn, undefined);
+      const simt = await forward(g[0]!, g[1]!, g[2]!, x.attn, false);
       const so = await simt.o.toCpu();
       const ref = softmaxAttentionReference(x.q, x.k, x.v, x.attn);
       const eo = accuracy(o, ref.o);
@@ -263,7 +263,7 @@ async function backward(
   const p = resolveAttentionProblem(q, k, v, attn);
   const f = fwd ?? (await forward(q, k, v, attn, tc));
   const g = await tiledBackwardWebGpu(p, SOFTMAX_HOOKS, q, k, v, f.o, f.lse, dO, {
-    ...(tc ? { tensorCores: tc } : {}),
+    ...(tc !== undefined ? { tensorCores: tc } : {}),
     ...(tiles ? { tensorCoreBackward: tiles } : {}),
     ...(profiler ? { profiler } : {}),
   });
@@ -417,7 +417,7 @@ async function main() {
   }
   if (!flag('skip-variants')) {
     const shape = [4, 16, 4096, 128];
-    const simt = await timeIt(shape, false, 'f16', undefined);
+    const simt = await timeIt(shape, false, 'f16', false);
     const ref = await simt.o.toCpu();
     console.log(
       `variant SIMT f16 ${shape}: ${simt.medianMs.toFixed(3)} ms ${simt.tflops.toFixed(1)} TFLOP/s`,
@@ -483,8 +483,8 @@ async function main() {
         for (const [impl, dtype, tc] of [
           ['tc f16', 'f16', true],
           ['split-f16 f32', 'f32', true],
-          ['simt f32', 'f32', undefined],
-          ['simt f16', 'f16', undefined],
+          ['simt f32', 'f32', false],
+          ['simt f16', 'f16', false],
         ] as const) {
           const src = dtype === 'f16' ? f16 : host;
           const g = src.map((t) => toWebGpu(t, ctx));

@@ -47,6 +47,7 @@ import {
   statsShader,
   type WgslKernel,
 } from './shaders.js';
+import { tcAutoSelect } from './tc-auto.js';
 import {
   type TcBackwardConfig,
   type TcBackwardTile,
@@ -600,7 +601,12 @@ export async function tiledForwardWebGpu(
     );
   if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
   if (workers !== undefined) return streamKForward(pr, fp, workers, opts);
-  const tc = opts.tensorCores ? tcConfig(pr, hooks, opts.tensorCores) : undefined;
+  const tc = opts.tensorCores
+    ? tcConfig(pr, hooks, opts.tensorCores)
+    : opts.tensorCores === undefined &&
+        tcAutoSelect('forward', { d: p.d, dv: p.dv, dtype: pr.dtype }, ctx.adapterInfo.vendor)
+      ? qualifying(() => tcConfig(pr, hooks, true))
+      : undefined;
   const kernel = tc
     ? generatedKernel('tc forward', tcForwardShader, tc)
     : generatedKernel('forward', forwardShader, spec(pr, fp));
@@ -644,6 +650,19 @@ export async function tiledForwardWebGpu(
     for (const b of owned) ctx.pool.release(b);
   }
   return { o, lse };
+}
+
+/**
+ * A tensor-core config chosen without being asked (tc-auto.ts), or undefined (the SIMT kernels)
+ * when the problem or adapter does not qualify: the ValueError an explicit request would get.
+ */
+function qualifying<T>(config: () => T): T | undefined {
+  try {
+    return config();
+  } catch (e) {
+    if (e instanceof ValueError) return undefined;
+    throw e;
+  }
 }
 
 /** Tiles of the tensor-core forward tried by default, best first (subgroups x keyMatrices). */
@@ -1022,7 +1041,12 @@ export async function tiledBackwardWebGpu(
     : undefined;
   // The tensor-core passes (tc-backward.ts) replace the SIMT dQ and dK/dV kernels; the stats
   // pre-pass, buffers and uniforms stay.
-  const tc = opts.tensorCores ? tcBackwardConfigs(pr, hooks, opts) : undefined;
+  const tc = opts.tensorCores
+    ? tcBackwardConfigs(pr, hooks, opts)
+    : opts.tensorCores === undefined &&
+        tcAutoSelect('backward', { d: p.d, dv: p.dv, dtype: pr.dtype }, ctx.adapterInfo.vendor)
+      ? qualifying(() => tcBackwardConfigs(pr, hooks, { ...opts, tensorCores: true }))
+      : undefined;
   const dqKernel = tc
     ? generatedKernel('tc dq', tcDqShader, tc.dq)
     : generatedKernel('dq', dqShader, spec(pr, qp));

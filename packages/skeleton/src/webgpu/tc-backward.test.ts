@@ -129,15 +129,14 @@ describe('tensor-core backward generators', () => {
 
   test('workgroup memory and the default tiles at D = Dv = 64 and 128 under 48 KiB', () => {
     // dQ: Q and dO blocks (BR x (D + 8), BR x (Dv + 8)), two K/V halves of BC rows, then per
-    // subgroup S and dP scratch (16 x BC f32) and dS (16 x (BC + 8) f16), and the 196-word lead.
+    // subgroup S and dP scratch (16 x BC f32) and dS (16 x (BC + 8) f16).
     expect(tcBackwardWorkgroupBytes({ d: 64, dv: 64, subgroups: 4, keyMatrices: 1 }, 'dq')).toBe(
-      64 * 144 * 2 + 2 * 16 * 144 * 2 + 4 * (2 * 16 * 16 * 4 + 16 * 24 * 2) + 784,
+      64 * 144 * 2 + 2 * 16 * 144 * 2 + 4 * (2 * 16 * 16 * 4 + 16 * 24 * 2),
     );
     // dK/dV: P^T and dS^T per subgroup.
     expect(tcBackwardWorkgroupBytes({ d: 64, dv: 64, subgroups: 4, keyMatrices: 1 }, 'dkdv')).toBe(
-      64 * 144 * 2 + 2 * 16 * 144 * 2 + 4 * (2 * 16 * 16 * 4 + 2 * 16 * 24 * 2) + 784,
+      64 * 144 * 2 + 2 * 16 * 144 * 2 + 4 * (2 * 16 * 16 * 4 + 2 * 16 * 24 * 2),
     );
-    // Bytes include the 784-byte leading array (TcBackwardConfig.lead).
     const at = (d: number, pass: 'dq' | 'dkdv') => {
       const x = tcBackwardConfigFor(pass, { d, dv: d }, 48 * 1024);
       return {
@@ -152,21 +151,21 @@ describe('tensor-core backward generators', () => {
       subgroups: 4,
       keyMatrices: 1,
       pad: 8,
-      bytes: 38912 + 784,
+      bytes: 38912,
       matrices: 5,
     });
     expect(at(64, 'dkdv')).toEqual({
       subgroups: 4,
       keyMatrices: 1,
       pad: 8,
-      bytes: 41984 + 784,
+      bytes: 41984,
       matrices: 9,
     });
     expect(at(128, 'dq')).toEqual({
       subgroups: 2,
       keyMatrices: 1,
       pad: 8,
-      bytes: 40448 + 784,
+      bytes: 40448,
       matrices: 9,
     });
     // 16 accumulators and one score matrix: over the 16 of rule (e), the smallest that fits.
@@ -174,7 +173,7 @@ describe('tensor-core backward generators', () => {
       subgroups: 2,
       keyMatrices: 1,
       pad: 8,
-      bytes: 41984 + 784,
+      bytes: 41984,
       matrices: 17,
     });
   });

@@ -50,22 +50,10 @@ export interface TcBackwardConfig {
   split?: boolean;
   /** Test aid: the subgroup matrices emulated in plain WGSL (tc-forward.ts matrixOps). */
   emulate?: boolean;
-  /**
-   * Words (u32) of a workgroup array declared before the kernel's arrays and used (it carries
-   * the GQA group size to every invocation); default 196 (784 bytes, what the forward's row
-   * exchange, alphas and flag take at 4 subgroups). On the H200 the forward computed wrong
-   * results for some head dims and tiles (D = 64, 16-key tiles) unless its small arrays came
-   * first with the flag widened to 16 bytes (run 14, VARIANTS.md): a placement effect of the
-   * driver's workgroup layout that the emulation cannot show. 0: none.
-   */
-  lead?: number;
 }
 
 /** The tile fields of a backward config (WebGpuTileOptions.tensorCoreBackward). */
-export type TcBackwardTile = Pick<
-  TcBackwardConfig,
-  'subgroups' | 'keyMatrices' | 'pad' | 'split' | 'lead'
->;
+export type TcBackwardTile = Pick<TcBackwardConfig, 'subgroups' | 'keyMatrices' | 'pad' | 'split'>;
 
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
   return Array.from({ length: n }, (_, i) => f(i)).join(sep);
@@ -91,8 +79,6 @@ function check(c: TcBackwardConfig): void {
     );
   if (c.pad !== undefined && c.pad !== 0 && c.pad !== 8)
     throw new ValueError(`pad: expected 0 or 8, got ${c.pad}`, 'pad');
-  if (c.lead !== undefined && !(Number.isInteger(c.lead) && c.lead >= 0 && c.lead <= 1024))
-    throw new ValueError(`lead: expected an integer in [0, 1024], got ${c.lead}`, 'lead');
 }
 
 /** Sizes (elements) of a pass's workgroup arrays. */
@@ -128,8 +114,7 @@ export function tcBackwardWorkgroupBytes(c: TcBackwardConfig, pass: 'dq' | 'dkdv
   const h = c.emulate ? 4 : 2;
   return (
     (L.blockSize + L.streamSize) * h +
-    c.subgroups * (L.scratch * 4 + L.halves * h + (c.emulate ? 512 * 4 : 0)) +
-    4 * lead(c)
+    c.subgroups * (L.scratch * 4 + L.halves * h + (c.emulate ? 512 * 4 : 0))
   );
 }
 
@@ -286,7 +271,6 @@ ${paramsStruct()}
 const NEG = -3.0e38;
 const LOG2E = 1.4426950408889634;
 const LN2 = 0.6931471805599453;
-${lead(c) > 0 ? `var<workgroup> lead: array<u32, ${lead(c)}>;` : ''}
 var<workgroup> ${block[0]}: array<${H}, ${L.BR * L.KW}>;
 var<workgroup> ${block[1]}: array<${H}, ${L.BR * L.VW}>;
 var<workgroup> ${stream}: array<${H}, ${L.streamSize}>;
@@ -305,11 +289,6 @@ fn prob1(x: f32, lse: f32) -> f32 {
 `;
 }
 
-/** Words of the leading array (TcBackwardConfig.lead). */
-function lead(c: TcBackwardConfig): number {
-  return c.lead ?? 196;
-}
-
 function entry(c: TcBackwardConfig, T: number): string {
   const emu = c.emulate ?? false;
   return `@compute @workgroup_size(${T})
@@ -319,7 +298,6 @@ fn main(
   ${emu ? '' : '@builtin(subgroup_id) sg: u32,\n  @builtin(subgroup_invocation_id) lane: u32,'}
 ) {
   ${emu ? `let sg = lid / ${TC_SUBGROUP_SIZE}u;\n  let lane = lid % ${TC_SUBGROUP_SIZE}u;\n  e_lane = lane;\n  e_sg = sg;` : ''}
-  ${lead(c) > 0 ? 'if (lid == 0u) { lead[0] = P.group; }\n  let group = workgroupUniformLoad(&lead[0]);' : 'let group = P.group;'}
   let b = wg.z;
   let startQ = aux[4u * b];
   let startK = aux[4u * b + 1u];
@@ -420,7 +398,7 @@ ${entry(c, T)}
   let h = wg.y;
   let r0 = wg.x * ${BR}u;
   if (r0 >= nq) { return; }
-  let hk = h / group;
+  let hk = h / P.group;
   let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
   let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
@@ -571,8 +549,8 @@ ${entry(c, T)}
   var it = 0u;
   let loFirst = query_lo(rFirst, off, ncols);
   let hiLast = max(query_hi(rLast, off, ncols), 0);
-  for (var g = 0u; g < group; g++) {
-    let h = hk * group + g;
+  for (var g = 0u; g < P.group; g++) {
+    let h = hk * P.group + g;
     let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
     let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
     let lB = b * P.lBatch + h * P.lHead + startQ;

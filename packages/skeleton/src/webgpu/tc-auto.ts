@@ -1,0 +1,21 @@
+/**
+ * Whether the tiled kernels use the tensor-core (subgroup-matrix) passes when the caller left
+ * `tensorCores` unset: only where the H200 measured them faster than the SIMT kernels in the
+ * same run (run 15, BENCHMARKS.md "WebGPU tensor cores"): the forward at D = Dv = 128 ran
+ * 1.08-1.14x the SIMT f16 kernel (at D = 64 0.69x), the backward at D = Dv = 64 1.13-1.18x (at
+ * D = 128 0.53x). f16 inputs only: split-f16 for f32 (`tensorCores` on f32 tensors) stays
+ * opt-in, since it reached 2.3-4.4e-4 against float64, not the f32 tolerance. NVIDIA adapters
+ * only: the kernels were verified there alone, and their correctness turned on how the driver
+ * places workgroup memory (tc-forward.ts `smallFirst`). The adapter must also qualify (f16 x
+ * f16 -> f32 16x16x16 configs, 32-wide subgroups): the caller checks that and falls back.
+ * Pure: unit-tested without a device.
+ */
+export function tcAutoSelect(
+  pass: 'forward' | 'backward',
+  problem: { d: number; dv: number; dtype: string },
+  vendor: string,
+): boolean {
+  if (problem.dtype !== 'f16' || vendor.toLowerCase() !== 'nvidia') return false;
+  const { d, dv } = problem;
+  return pass === 'forward' ? d === 128 && dv === 128 : d === 64 && dv === 64;
+}
