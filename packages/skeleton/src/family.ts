@@ -24,7 +24,7 @@ import {
   tiledBackwardNative,
   tiledForwardNative,
 } from './native.js';
-import { tiledBackwardWebGpu, tiledForwardWebGpu } from './webgpu/host.js';
+import { tiledBackwardWebGpu, tiledForwardWebGpu, type WebGpuTileOptions } from './webgpu/host.js';
 import type { WebGpuFlashKernel, WebGpuTileConfig } from './webgpu/plan.js';
 
 /**
@@ -89,6 +89,16 @@ export interface TiledOptions extends AttentionOptions {
   tiles?: Partial<Record<WebGpuFlashKernel, Partial<WebGpuTileConfig>>>;
   /** webgpu: times each kernel's pass with timestamp queries. */
   profiler?: GpuProfiler;
+  /**
+   * webgpu: the tensor-core (subgroup-matrix) kernels. true, or a partial forward config, uses
+   * them (a ValueError naming tensorCores when the adapter or the problem does not qualify; f32
+   * tensors run split-f16); false keeps the SIMT kernels; unset uses them where they were
+   * measured faster (webgpu/tc-auto.ts: f16 forward at D = Dv = 128, f16 backward at D = Dv =
+   * 64, NVIDIA). Experimental: see the skeleton README.
+   */
+  tensorCores?: WebGpuTileOptions['tensorCores'];
+  /** webgpu: tiles of the tensor-core backward's passes (webgpu/tc-backward.ts). */
+  tensorCoreBackward?: WebGpuTileOptions['tensorCoreBackward'];
 }
 
 export interface TiledForwardResult {
@@ -204,6 +214,8 @@ const COMMON_OPTIONS = [
   'blockK',
   'tiles',
   'profiler',
+  'tensorCores',
+  'tensorCoreBackward',
   'numSplits',
   'streamKWorkers',
   'permute',
