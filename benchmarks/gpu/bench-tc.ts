@@ -16,10 +16,12 @@
  *    its GPU time (timestamp queries, median) — the variant log of issue 20 item 7.
  * 3. Table: the issue's shapes, causal and not: tensor cores (default config), SIMT f16, SIMT f32.
  */
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import {
   type AttentionOptions,
   accuracy,
+  goldenAttentionOptions,
+  loadGolden,
   resolveAttentionProblem,
   softmaxAttentionReference,
   softmaxAttentionReferenceBackward,
@@ -325,6 +327,64 @@ async function verifyBackward(
 }
 
 /**
+ * --goldens DIR: every softmax golden (softmax*.safetensors, ../shared/goldens) through the
+ * tensor-core forward and backward (inputs cast to f16, outputs against the golden's float64
+ * references at the f16 tolerance), beside the SIMT f16 kernels on the same inputs. A golden
+ * the tensor-core path does not support (a ValueError naming tensorCores) is reported as such.
+ */
+async function verifyGoldens(dir: string) {
+  const rows: unknown[] = [];
+  const tol = toleranceFor({ dtype: 'f16' });
+  for (const file of readdirSync(dir)
+    .filter((f) => /^softmax.*\.safetensors$/.test(f))
+    .sort()) {
+    const g = await loadGolden(`${dir}/${file}`);
+    const attn = goldenAttentionOptions(g);
+    const t = g.tensors;
+    const host = [t.q!, t.k!, t.v!, t.do ?? t.q!].map((x) => x.astype('f16'));
+    const dev = host.map((x) => toWebGpu(x, ctx));
+    const errs: Record<string, number> = {};
+    let line: string;
+    ctx.poisonOutputs = true;
+    try {
+      for (const [label, tc] of [
+        ['tc', true],
+        ['simt', false],
+      ] as const) {
+        const f = await forward(dev[0]!, dev[1]!, dev[2]!, attn, tc);
+        errs[`${label} o`] = accuracy(await f.o.toCpu(), t.o!).relL2;
+        if (t.lse) errs[`${label} lse`] = accuracy(await f.lse!.toCpu(), t.lse).relL2;
+        if (g.hasBackward) {
+          const b = await backward(dev[0]!, dev[1]!, dev[2]!, dev[3]!, attn, tc, undefined, f);
+          for (const n of ['dq', 'dk', 'dv'] as const)
+            if (t[n]) errs[`${label} ${n}`] = accuracy(await b[n].toCpu(), t[n]!).relL2;
+          for (const x of [b.dq, b.dk, b.dv]) x.dispose();
+        }
+        f.o.dispose();
+        f.lse?.dispose();
+      }
+      const ok = Object.entries(errs).every(([k, e]) => !k.startsWith('tc') || e <= tol);
+      if (!ok) failures++;
+      line = `${ok ? 'ok  ' : 'FAIL'} golden ${file}: ${Object.entries(errs)
+        .map(([k, e]) => `${k} ${e.toExponential(2)}`)
+        .join(', ')}; tol ${tol}`;
+      rows.push({ golden: file, ok, ...errs });
+    } catch (e) {
+      const msg = (e as Error).message;
+      const unsupported = msg.startsWith('tensorCores:');
+      if (!unsupported) failures++;
+      line = `${unsupported ? 'skip' : 'FAIL'} golden ${file}: ${msg.slice(0, 250)}`;
+      rows.push({ golden: file, ok: false, unsupported, error: msg });
+    } finally {
+      ctx.poisonOutputs = false;
+      for (const x of dev) x.dispose();
+    }
+    console.log(line);
+  }
+  return rows;
+}
+
+/**
  * Relative L2 error of o against float64 attention on sampled rows (the full float64 reference
  * of a (4, 16, 4096, 128) problem would take minutes on one CPU core): 33 rows spread over each
  * of the first and last (batch, head), BHND, scale 1/sqrt(D).
@@ -406,6 +466,7 @@ async function main() {
       rows.push(await verify(cfg, JSON.stringify(cfg)));
     out.verifyVariants = rows;
   } else if (!flag('skip-verify')) out.verify = await verify(true, `tc default ${DTYPE}`);
+  if (value('goldens')) out.goldens = await verifyGoldens(value('goldens')!);
   if (flag('verify-backward')) out.verifyBackward = await verifyBackward(true, 'tc default f16');
   // --backward-variants '[{"dq":{...},"dkdv":{...}}]': tiles of the tensor-core backward's passes.
   const bv = value('backward-variants');

@@ -7,7 +7,7 @@
 # few JSON files under $OUT (the device returns at most 8 files).
 # Pack: node benchmarks/gpu/build.mjs &&
 #   bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-tc.mjs benchmarks/gpu/torch_sdpa.py
-# Stages to run: $STAGES (default "verify variants table torch").
+# Stages to run: $STAGES (default "verify variants table torch"; also "goldens").
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -21,7 +21,7 @@ tc() { # name timeout args...
   echo "=== $name: bench-tc $*" >> "$log"
   local s=$SECONDS
   timeout "$t" bash .gpu/run.sh .gpu/app/bench-tc.mjs "$@" --out "$out/$name.json" 2>&1 |
-    grep -v 'deprecated builtin' | grep -E '^(adapter|ok|FAIL|variant|table|verification)|rror' | cut -c1-400 >> "$log"
+    grep -v 'deprecated builtin' | grep -E '^(adapter|ok|FAIL|skip|variant|table|verification)|rror' | cut -c1-400 >> "$log"
   echo "=== $name rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
 }
 for stage in $STAGES; do
@@ -31,6 +31,8 @@ for stage in $STAGES; do
       tc verify-f32 60 --skip-table --skip-variants --dtype f32 --verify-variants '[{}]'
       tc verify-bwd 150 --skip-table --skip-variants --skip-verify --verify-backward \
         --backward-variants "$BWD_VARIANTS" ;;
+    goldens) # pack with benchmarks/gpu/dist/goldens (a copy of ../shared/goldens/softmax*.safetensors)
+      tc goldens 150 --skip-table --skip-variants --skip-verify --goldens .gpu/app/goldens ;;
     variants)
       tc variants 150 --skip-table --skip-verify --repeats 7 --variants "$VARIANTS" ;;
     table)
