@@ -1,4 +1,4 @@
-// Bundles bench-webgpu.ts, bench-hstu.ts and bench-mfalcon.ts, each into one ES module for node: workspace packages inlined from their
+// Bundles bench-webgpu.ts, bench-hstu.ts, bench-mfalcon.ts, bench-tc.ts and bench-lean.ts, each into one ES module for node: workspace packages inlined from their
 // sources, only `webgpu` (Dawn's native addon) left external.
 import { mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,6 +17,7 @@ await build({
     join(here, 'bench-hstu.ts'),
     join(here, 'bench-mfalcon.ts'),
     join(here, 'bench-tc.ts'),
+    join(here, 'bench-lean.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
@@ -37,5 +38,5 @@ rmSync(link, { force: true, recursive: true });
 mkdirSync(dirname(link), { recursive: true });
 symlinkSync(join(packages, 'native'), link, 'dir');
 console.log(
-  'built benchmarks/gpu/dist/bench-webgpu.mjs, bench-hstu.mjs, bench-mfalcon.mjs, attnkit.mjs',
+  'built benchmarks/gpu/dist/bench-webgpu.mjs, bench-hstu.mjs, bench-mfalcon.mjs, bench-tc.mjs, bench-lean.mjs, attnkit.mjs',
 );

@@ -1,0 +1,517 @@
+/**
+ * LeanAttention decode on WebGPU (issue 12 item 7): the three partitions' latency and effective
+ * bandwidth beside the device's own memory ceiling, measured in one run. Bundled with build.mjs
+ * (dist/bench-lean.mjs); on the H200 h200-lean.sh runs it through .gpu/run.sh.
+ *
+ *   node bench-lean.mjs [--quick] [--out lean.json] [--repeats 10] [--nk 8192,32768]
+ *                       [--batch 1,8] [--hkv 32,8] [--torch torch-decode.json]
+ *                       [--skip-verify] [--no-flush] [--ceiling-mib 1024]
+ *
+ * 1. Verification first (outputs poisoned: NaN-filled before each kernel): every partition on
+ *    small random f16 shapes (odd Nk, GQA, MQA, B > 1) against the float64 reference
+ *    (softmaxAttentionReference on the f16 values), o and LSE at KERNELS.md's f16 tolerance.
+ *    A failure is reported and the run goes on; the exit code is 1 at the end.
+ * 2. Ceiling: two WGSL probes over a buffer of >= 1 GiB (--ceiling-mib), vec4<u32> per thread,
+ *    grid-stride, the best of a few grid sizes:
+ *    - read: a sum reduction (one u32 out per workgroup), bandwidth = bytes read / time;
+ *    - copy: src -> dst, bandwidth = (bytes read + bytes written) / time, and its read half.
+ *    THE CEILING IS THE READ PROBE: decode reads K and V and writes almost nothing, and the
+ *    issue's bandwidth counts K/V bytes read per time, so a read-only probe is the like-for-like
+ *    bound (a copy's read+write figure mixes in write traffic decode does not have). The copy
+ *    kernel's figures are printed beside it (fractionOfCopy in the JSON).
+ * 3. Table: B x Hkv x Nk x partition (Hq 32, D 128, Nq 1, f16 q/K/V, default splits/workers,
+ *    printed), median ms from timestamp queries (timeCall: the sum of the call's kernel passes),
+ *    GB/s = 2 * B*Hkv*Nk*D*2 bytes (K and V) / time. A K or V larger than the device's
+ *    maxStorageBufferBindingSize (2 GiB - 4 on the H200) cannot be bound and is skipped, said so.
+ *    Before each timed call a 256 MiB fill (not timed) evicts the L2 (50 MB on the H200), so small
+ *    shapes are not measured out of cache (--no-flush turns it off; without timestamp queries,
+ *    e.g. llvmpipe, there is no flush since wall time would count it); torch_decode.py does the same.
+ * --torch FILE merges torch_decode.py's rows (same shapes) and adds leanStreamK / torch ratios.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { accuracy, softmaxAttentionReference, toleranceFor } from '@attnkit/attention';
+import {
+  DEFAULT_SPLITS,
+  defaultLeanWorkers,
+  type LeanPartition,
+  leanAttention,
+} from '@attnkit/lean-attention';
+import { encodeHalfArray, Rng, type Tensor } from '@attnkit/tensor';
+import {
+  createWebGpuContext,
+  emptyWebGpu,
+  GpuProfiler,
+  toWebGpu,
+  webGpuStorageOf,
+} from '@attnkit/webgpu';
+import { median, randomData, timeCall } from './common.js';
+
+const args = process.argv.slice(2);
+const value = (name: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const flag = (name: string) => args.includes(`--${name}`);
+const list = (name: string, dflt: number[]) =>
+  value(name) ? value(name)!.split(',').map(Number) : dflt;
+
+const QUICK = flag('quick');
+const REPEATS = Number(value('repeats') ?? (QUICK ? 3 : 10));
+const HQ = QUICK ? 8 : 32;
+const D = QUICK ? 64 : 128;
+const BATCHES = list('batch', QUICK ? [1, 2] : [1, 8]);
+const HKVS = list('hkv', QUICK ? [8, 2] : [32, 8]);
+const NKS = list('nk', QUICK ? [512, 2048] : [8192, 32768, 131072, 262144]);
+const CEILING_BYTES = Number(value('ceiling-mib') ?? (QUICK ? 32 : 1024)) * 2 ** 20;
+const FLUSH = !flag('no-flush');
+const FLUSH_BYTES = (QUICK ? 8 : 256) * 2 ** 20;
+const PARTITIONS: LeanPartition[] = ['fa2', 'splitK', 'streamK'];
+
+const ctx = await createWebGpuContext();
+console.log(
+  `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} features=${JSON.stringify(ctx.features)}`,
+);
+console.log(
+  `limits maxStorageBufferBindingSize=${ctx.limits.maxStorageBufferBindingSize} maxBufferSize=${ctx.limits.maxBufferSize}`,
+);
+const out: Record<string, unknown> = {
+  adapter: ctx.adapterInfo,
+  features: ctx.features,
+  limits: ctx.limits,
+  config: { quick: QUICK, repeats: REPEATS, hq: HQ, d: D, nq: 1, dtype: 'f16', flushL2: FLUSH },
+};
+let failures = 0;
+const save = (partial: boolean) => {
+  if (value('out'))
+    writeFileSync(value('out')!, `${JSON.stringify({ ...out, partial }, null, 2)}\n`);
+};
+
+// ---------------------------------------------------------------------------------------------
+// 1. Verification.
+
+async function verify() {
+  const rows: unknown[] = [];
+  const tol = toleranceFor({ dtype: 'f16' });
+  // Odd Nk (not a multiple of any key tile), GQA 4:1, MQA, Hq == Hkv, B > 1, and one long enough
+  // that stream-K's ranges cross head boundaries with the default 264 workers.
+  const cases = [
+    { b: 1, hq: 4, hkv: 4, nk: 77, d: 64 },
+    { b: 2, hq: 8, hkv: 2, nk: 1001, d: 128 },
+    { b: 3, hq: 4, hkv: 1, nk: 333, d: 128 },
+    { b: 1, hq: 32, hkv: 8, nk: QUICK ? 2049 : 8191, d: 128 },
+  ];
+  for (const [n, c] of cases.entries()) {
+    const rng = new Rng(500 + n);
+    const q = rng.randn([c.b, c.hq, 1, c.d]).astype('f16');
+    const k = rng.randn([c.b, c.hkv, c.nk, c.d]).astype('f16');
+    const v = rng.randn([c.b, c.hkv, c.nk, c.d]).astype('f16');
+    const ref = softmaxAttentionReference(q, k, v);
+    const g = [q, k, v].map((t) => toWebGpu(t, ctx));
+    for (const partition of PARTITIONS) {
+      const name = `B${c.b} Hq${c.hq} Hkv${c.hkv} Nk${c.nk} D${c.d}`;
+      ctx.poisonOutputs = true;
+      try {
+        const r = await leanAttention(g[0]!, g[1]!, g[2]!, { partition });
+        const eo = accuracy(await r.o.toCpu(), ref.o);
+        const el = accuracy(await r.lse.toCpu(), ref.lse as Tensor);
+        r.o.dispose();
+        r.lse.dispose();
+        const ok = eo.relL2 <= tol && el.relL2 <= tol && eo.nonFinite + el.nonFinite === 0;
+        if (!ok) failures++;
+        console.log(
+          `${ok ? 'ok  ' : 'FAIL'} verify ${partition} ${name}: o ${eo.relL2.toExponential(2)} lse ${el.relL2.toExponential(2)} (nonfinite ${eo.nonFinite + el.nonFinite}); tol ${tol}`,
+        );
+        rows.push({ partition, ...c, ok, o: eo.relL2, lse: el.relL2 });
+      } catch (e) {
+        failures++;
+        const msg = (e as Error).message.slice(0, 300);
+        console.log(`FAIL verify ${partition} ${name}: ${msg}`);
+        rows.push({ partition, ...c, ok: false, error: msg });
+      } finally {
+        ctx.poisonOutputs = false;
+      }
+    }
+    for (const t of g) t.dispose();
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The bandwidth probes (WGSL, outside the kernel library: raw pipelines on ctx.device).
+
+const WG = 256;
+const COPY_WGSL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let n = arrayLength(&src);
+  let stride = nwg.x * ${WG}u;
+  for (var i = gid.x; i < n; i += stride) { dst[i] = src[i]; }
+}`;
+// Sum of every u32 (integer adds: no float work in the way), a workgroup tree, one u32 out per
+// workgroup (a few KiB against >= 1 GiB read).
+const READ_WGSL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+var<workgroup> part: array<u32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let n = arrayLength(&src);
+  let stride = nwg.x * ${WG}u;
+  var acc = vec4<u32>(0u);
+  for (var i = gid.x; i < n; i += stride) { acc += src[i]; }
+  part[li] = acc.x + acc.y + acc.z + acc.w;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (li < s) { part[li] += part[li + s]; }
+    workgroupBarrier();
+  }
+  if (li == 0u) { dst[wid.x] = part[0]; }
+}`;
+// Overwrites a buffer larger than the L2 between timed calls.
+const FILL_WGSL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> dst: array<vec4<u32>>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let n = arrayLength(&dst);
+  for (var i = gid.x; i < n; i += nwg.x * ${WG}u) { dst[i] = vec4<u32>(i); }
+}`;
+
+const device = ctx.device;
+function pipeline(code: string) {
+  return device.createComputePipeline({
+    layout: 'auto',
+    compute: { module: device.createShaderModule({ code }), entryPoint: 'main' },
+  });
+}
+const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+
+/** Runs one dispatch of `pipe` over `buffers`, timed by a timestamp query when the device has them. */
+async function runProbe(
+  pipe: GPUComputePipeline,
+  buffers: GPUBuffer[],
+  groups: number,
+  profiler?: GpuProfiler,
+): Promise<number> {
+  const bind = device.createBindGroup({
+    layout: pipe.getBindGroupLayout(0),
+    entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  const t0 = performance.now();
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass(
+    profiler ? { timestampWrites: profiler.passTimestamps('probe') } : {},
+  );
+  pass.setPipeline(pipe);
+  pass.setBindGroup(0, bind);
+  pass.dispatchWorkgroups(groups);
+  pass.end();
+  profiler?.resolve(enc);
+  device.queue.submit([enc.finish()]);
+  await device.queue.onSubmittedWorkDone();
+  const wall = performance.now() - t0;
+  if (!profiler) return wall;
+  const t = await profiler.read();
+  return t.reduce((a, p) => a + p.ns, 0) / 1e6;
+}
+
+let fillPipe: GPUComputePipeline | undefined;
+let fillBuf: GPUBuffer | undefined;
+/**
+ * Evicts the L2 before a timed call (its pass gets no timestamps, so it is not counted). Without
+ * timestamp queries the wall time would include it, so then there is no flush.
+ */
+async function flushL2() {
+  if (!FLUSH || !ctx.features.timestampQuery) return;
+  fillPipe ??= pipeline(FILL_WGSL);
+  fillBuf ??= device.createBuffer({ size: FLUSH_BYTES, usage: STORAGE });
+  const bind = device.createBindGroup({
+    layout: fillPipe.getBindGroupLayout(0),
+    entries: [{ binding: 0, resource: { buffer: fillBuf } }],
+  });
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  pass.setPipeline(fillPipe);
+  pass.setBindGroup(0, bind);
+  pass.dispatchWorkgroups(Math.min(4096, FLUSH_BYTES / 16 / WG));
+  pass.end();
+  device.queue.submit([enc.finish()]);
+}
+
+async function ceiling() {
+  const limit = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
+  const bytes = Math.floor(Math.min(CEILING_BYTES, limit) / 16) * 16;
+  const profiler = ctx.features.timestampQuery ? new GpuProfiler(device, 4) : undefined;
+  const src = device.createBuffer({ size: bytes, usage: STORAGE });
+  const dst = device.createBuffer({ size: bytes, usage: STORAGE });
+  const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
+  const grids = (QUICK ? [64, 256] : [1056, 4224, 16896, 65535]).filter((g) => g <= maxGroups);
+  const red = device.createBuffer({ size: Math.max(...grids) * 4, usage: STORAGE });
+  const copyPipe = pipeline(COPY_WGSL);
+  const readPipe = pipeline(READ_WGSL);
+  // Contents do not matter for bandwidth; fill once so the reads see written pages.
+  await runProbe(pipeline(FILL_WGSL), [src], Math.min(4096, maxGroups));
+  const measure = async (pipe: GPUComputePipeline, bufs: GPUBuffer[], groups: number) => {
+    const warm = performance.now();
+    for (let i = 0; i < 3 || performance.now() - warm < (QUICK ? 50 : 300); i++)
+      await runProbe(pipe, bufs, groups);
+    const ms: number[] = [];
+    for (let i = 0; i < REPEATS; i++) ms.push(await runProbe(pipe, bufs, groups, profiler));
+    return median(ms);
+  };
+  const best = { read: { ms: Infinity, groups: 0 }, copy: { ms: Infinity, groups: 0 } };
+  for (const groups of grids) {
+    const r = await measure(readPipe, [src, red], groups);
+    const c = await measure(copyPipe, [src, dst], groups);
+    console.log(
+      `ceiling grid ${groups}x${WG}: read ${((bytes / r) * 1e-6).toFixed(1)} GB/s (${r.toFixed(3)} ms), copy ${(((2 * bytes) / c) * 1e-6).toFixed(1)} GB/s read+write (${c.toFixed(3)} ms)`,
+    );
+    if (r < best.read.ms) best.read = { ms: r, groups };
+    if (c < best.copy.ms) best.copy = { ms: c, groups };
+  }
+  for (const b of [src, dst, red]) b.destroy();
+  profiler?.destroy();
+  const res = {
+    bytes,
+    timing: profiler ? 'timestamp' : 'wall',
+    readGbps: (bytes / best.read.ms) * 1e-6,
+    readMs: best.read.ms,
+    readGrid: best.read.groups,
+    copyGbps: ((2 * bytes) / best.copy.ms) * 1e-6,
+    copyReadGbps: (bytes / best.copy.ms) * 1e-6,
+    copyMs: best.copy.ms,
+    copyGrid: best.copy.groups,
+    ceiling: 'read' as const,
+  };
+  console.log(
+    `ceiling (${(bytes / 2 ** 20).toFixed(0)} MiB, ${res.timing}): read-only ${res.readGbps.toFixed(1)} GB/s [THE CEILING]; copy ${res.copyGbps.toFixed(1)} GB/s read+write (${res.copyReadGbps.toFixed(1)} GB/s of it read)`,
+  );
+  return res;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The table.
+
+/** A webgpu f16 tensor of `shape` filled by repeating one 16 MiB block of random halves. */
+function bigF16(shape: number[], seed: number): Tensor {
+  const n = shape.reduce((a, x) => a * x, 1);
+  const t = emptyWebGpu(shape, 'f16', ctx);
+  const buf = webGpuStorageOf(t, 'bench').buffer;
+  const blockHalves = Math.min(n, 8 * 2 ** 20);
+  const block = encodeHalfArray('f16', randomData(blockHalves, seed)) as Uint16Array;
+  for (let at = 0; at < n; at += blockHalves) {
+    const m = Math.min(blockHalves, n - at);
+    device.queue.writeBuffer(buf, at * 2, block.buffer, block.byteOffset, Math.ceil(m / 2) * 4);
+  }
+  return t;
+}
+
+interface Row {
+  partition: LeanPartition;
+  B: number;
+  hq: number;
+  hkv: number;
+  nk: number;
+  d: number;
+  splits?: number;
+  workers?: number;
+  ms?: number;
+  minMs?: number;
+  gbps?: number;
+  fractionOfCeiling?: number;
+  fractionOfCopy?: number;
+  firstCallMs?: number;
+  timing?: string;
+  skipped?: string;
+  error?: string;
+}
+
+async function table(ceil: { readGbps: number; copyGbps: number }) {
+  const rows: Row[] = [];
+  const limit = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
+  for (const B of BATCHES)
+    for (const hkv of HKVS)
+      for (const nk of NKS) {
+        const kvBytes = B * hkv * nk * D * 2; // one of K, V
+        const base = { B, hq: HQ, hkv, nk, d: D };
+        if (kvBytes > limit) {
+          const why = `K and V each ${(kvBytes / 2 ** 30).toFixed(2)} GiB > max binding ${limit} bytes`;
+          console.log(`skip B${B} Hkv${hkv} Nk${nk}: ${why}`);
+          for (const partition of PARTITIONS) rows.push({ partition, ...base, skipped: why });
+          continue;
+        }
+        let q: Tensor | undefined;
+        let k: Tensor | undefined;
+        let v: Tensor | undefined;
+        try {
+          q = toWebGpu(new Rng(1).randn([B, HQ, 1, D]).astype('f16'), ctx);
+          k = bigF16([B, hkv, nk, D], 2);
+          v = bigF16([B, hkv, nk, D], 3);
+          await ctx.sync();
+        } catch (e) {
+          const msg = (e as Error).message.slice(0, 300);
+          console.log(`skip B${B} Hkv${hkv} Nk${nk}: allocation failed: ${msg}`);
+          for (const partition of PARTITIONS) rows.push({ partition, ...base, error: msg });
+          for (const t of [q, k, v]) t?.dispose();
+          continue;
+        }
+        for (const partition of PARTITIONS) {
+          const used =
+            partition === 'splitK'
+              ? { splits: DEFAULT_SPLITS }
+              : partition === 'streamK'
+                ? { workers: defaultLeanWorkers('webgpu', B * HQ) }
+                : {};
+          try {
+            const t0 = performance.now();
+            const first = await leanAttention(q, k, v, { partition });
+            await ctx.sync();
+            const firstCallMs = performance.now() - t0;
+            first.o.dispose();
+            first.lse.dispose();
+            const t = await timeCall(
+              ctx,
+              async (profiler) => {
+                await flushL2();
+                const r = await leanAttention(q!, k!, v!, {
+                  partition,
+                  ...(profiler ? { profiler } : {}),
+                });
+                return { o: r.o, lse: r.lse };
+              },
+              REPEATS,
+            );
+            const gbps = ((2 * kvBytes) / t.medianMs) * 1e-6;
+            const row: Row = {
+              partition,
+              ...base,
+              ...used,
+              ms: t.medianMs,
+              minMs: t.minMs,
+              gbps,
+              fractionOfCeiling: gbps / ceil.readGbps,
+              fractionOfCopy: gbps / ceil.copyGbps,
+              firstCallMs,
+              timing: t.timing,
+            };
+            rows.push(row);
+            console.log(
+              `row ${partition.padEnd(7)} B${B} Hq${HQ} Hkv${hkv} Nk${nk} ${JSON.stringify(used)}: ${t.medianMs.toFixed(4)} ms ${gbps.toFixed(1)} GB/s ${(100 * row.fractionOfCeiling!).toFixed(1)}% of read ceiling (${t.timing})`,
+            );
+          } catch (e) {
+            const msg = (e as Error).message.slice(0, 300);
+            rows.push({ partition, ...base, ...used, error: msg });
+            console.log(`row ${partition} B${B} Hkv${hkv} Nk${nk}: ERROR ${msg}`);
+          }
+          out.table = rows;
+          save(true);
+        }
+        for (const t of [q, k, v]) t.dispose();
+      }
+  return rows;
+}
+
+interface TorchRow {
+  impl: string;
+  B: number;
+  hq: number;
+  hkv: number;
+  nk: number;
+  ms?: number;
+  gbps?: number;
+  error?: string;
+}
+
+function ratios(rows: Row[], torch: TorchRow[] | undefined) {
+  const key = (r: { B: number; hkv: number; nk: number }) => `${r.B}/${r.hkv}/${r.nk}`;
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
+  const res: Record<string, unknown>[] = [];
+  for (const [, rs] of groups) {
+    const by = (p: LeanPartition) => rs.find((r) => r.partition === p && r.ms !== undefined);
+    const fa2 = by('fa2');
+    const sk = by('streamK');
+    const split = by('splitK');
+    const r0 = rs[0]!;
+    const t = torch
+      ?.filter((x) => x.B === r0.B && x.hkv === r0.hkv && x.nk === r0.nk && x.ms !== undefined)
+      .sort((a, b) => a.ms! - b.ms!)[0];
+    res.push({
+      B: r0.B,
+      hq: r0.hq,
+      hkv: r0.hkv,
+      nk: r0.nk,
+      streamKOverFa2: sk && fa2 ? fa2.ms! / sk.ms! : null, // speed-up: > 1 means stream-K faster
+      streamKOverSplitK: sk && split ? split.ms! / sk.ms! : null,
+      streamKFractionOfCeiling: sk?.fractionOfCeiling ?? null,
+      torchImpl: t?.impl ?? null,
+      torchMs: t?.ms ?? null,
+      torchGbps: t?.gbps ?? null,
+      streamKOverTorch: sk && t ? t.ms! / sk.ms! : null, // > 1: stream-K faster than PyTorch
+      skipped: r0.skipped ?? null,
+    });
+  }
+  return res;
+}
+
+const f = (x: unknown, d = 2) => (typeof x === 'number' ? x.toFixed(d) : '-');
+
+function printTable(rows: Row[], rat: Record<string, unknown>[], torch: TorchRow[] | undefined) {
+  console.log('\ntable (Hq %d, D %d, Nq 1, f16; GB/s = K+V bytes read / median time)', HQ, D);
+  console.log(
+    'B  Hkv      Nk | fa2 ms   GB/s  %ceil | splitK ms GB/s  %ceil | streamK ms GB/s  %ceil | sK/fa2 | torch ms  GB/s  sK/torch',
+  );
+  for (const r of rat) {
+    const cell = (p: LeanPartition) => {
+      const x = rows.find(
+        (y) => y.partition === p && y.B === r.B && y.hkv === r.hkv && y.nk === r.nk,
+      );
+      if (!x || x.ms === undefined) return `${(x?.skipped ? 'skipped' : 'error').padStart(21)}`;
+      return `${f(x.ms, 4).padStart(8)} ${f(x.gbps, 1).padStart(6)} ${f(100 * x.fractionOfCeiling!, 1).padStart(5)}`;
+    };
+    console.log(
+      `${String(r.B).padEnd(2)} ${String(r.hkv).padStart(3)} ${String(r.nk).padStart(7)} | ${cell('fa2')} | ${cell('splitK')}  | ${cell('streamK')}   | ${f(r.streamKOverFa2).padStart(6)} | ${f(r.torchMs, 4).padStart(8)} ${f(r.torchGbps, 1).padStart(5)} ${f(r.streamKOverTorch).padStart(8)}`,
+    );
+  }
+  if (torch)
+    console.log(`torch rows: ${torch.length} (best impl per shape shown; all in the JSON)`);
+}
+
+async function main() {
+  console.log(
+    `defaults: splitK splits=${DEFAULT_SPLITS}; streamK workers=${defaultLeanWorkers('webgpu', 1)} (2 x 132 assumed SMs; same for every shape); fa2: one workgroup per (batch, head)`,
+  );
+  if (!flag('skip-verify')) {
+    out.verify = await verify();
+    console.log(`verification failures: ${failures}`);
+    save(true);
+  }
+  const ceil = await ceiling();
+  out.ceiling = ceil;
+  save(true);
+  const rows = await table(ceil);
+  let torch: TorchRow[] | undefined;
+  const tf = value('torch');
+  if (tf) {
+    try {
+      const j = JSON.parse(readFileSync(tf, 'utf8')) as { rows: TorchRow[] };
+      torch = j.rows;
+      out.torch = j;
+    } catch (e) {
+      console.log(`--torch ${tf}: ${(e as Error).message}`);
+    }
+  }
+  const rat = ratios(rows, torch);
+  out.table = rows;
+  out.ratios = rat;
+  out.failures = failures;
+  printTable(rows, rat, torch);
+  save(false);
+  console.log(`verification failures: ${failures}`);
+  ctx.destroy();
+  process.exit(failures > 0 ? 1 : 0);
+}
+
+await main();
