@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,memory.total,tem
 echo "=== torch_decode.py" >> "$log"
 s=$SECONDS
 # shellcheck disable=SC2086
-timeout 90 python3 .gpu/app/torch_decode.py --out "$out/torch-decode.json" ${TORCH_ARGS:-} >> "$log" 2>&1
+timeout 70 python3 .gpu/app/torch_decode.py --out "$out/torch-decode.json" ${TORCH_ARGS:-} >> "$log" 2>&1
 echo "=== torch rc=$? $((SECONDS - s)) s" >> "$log"
 
 echo "=== bench-lean.mjs" >> "$log"
@@ -28,7 +28,7 @@ s=$SECONDS
 torch_flag=()
 [ -s "$out/torch-decode.json" ] && torch_flag=(--torch "$out/torch-decode.json")
 # shellcheck disable=SC2086
-timeout 150 bash .gpu/run.sh .gpu/app/bench-lean.mjs ${torch_flag[@]+"${torch_flag[@]}"} --out "$out/lean.json" ${LEAN_ARGS:-} 2>&1 |
+timeout 125 bash .gpu/run.sh .gpu/app/bench-lean.mjs ${torch_flag[@]+"${torch_flag[@]}"} --out "$out/lean.json" ${LEAN_ARGS:-} 2>&1 |
   grep -v 'deprecated builtin' | cut -c1-400 >> "$log"
 echo "=== bench-lean rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv >> "$log" 2>&1

@@ -11,6 +11,8 @@
 // (flash_forward.h fwdCombineTask) and finished as fwdFinish.
 #pragma once
 
+#include "stream_k.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -261,9 +263,13 @@ inline void decFinish(const AttnProblem& p, const FlashForwardArgs& a, int64_t b
   }
 }
 
-// The decode schedule: tasks (b, kv head, key split). Splits: the caller's split-K count, or
-// stream-K's workers spread over the pairs, or enough for two tasks per thread; each split keeps
-// two tiles at least (a split with fewer keys would cost more in its combine than it saves).
+// The decode schedule: tasks (b, kv head, key range). Split-K: the caller's count of equal
+// tile-aligned splits per pair; stream-K (LeanAttention): stream_k.h's plan over the pairs' key
+// tiles, cut into `streamKWorkers` equal contiguous ranges, each piece of a range a task (a
+// range crossing pairs gives a piece per pair, merged by decFinish like splits); otherwise
+// enough equal splits for two tasks per thread. Each split keeps two tiles at least (a split with
+// fewer keys would cost more in its combine than it saves); a pair without keys keeps one empty
+// task (its row is 0 with LSE -inf).
 inline const char* flashDecode(const AttnProblem& p, const FlashForwardArgs& a) {
   const int threads = poolThreads();
   int64_t pairs = 0, maxRows = 0;
@@ -273,31 +279,51 @@ inline const char* flashDecode(const AttnProblem& p, const FlashForwardArgs& a) 
       maxRows = imax(maxRows, p.group * p.seqQ[b]);
     }
   if (pairs == 0) return nullptr;
-  int64_t want;
-  if (p.splits > 1)
-    want = p.splits;
-  else if (p.streamKWorkers > 0)
-    want = ceilDiv(p.streamKWorkers, pairs);
-  else
-    want = ceilDiv(2 * threads, pairs);
   std::vector<Task> tasks;
   std::vector<int64_t> first;  // per pair: its first task (and partial slot); then the end
+  // Per pair (b, kv head) in order: its key range [lo, hi) in tile-aligned pieces.
+  std::vector<int64_t> pairB, pairLo, pairHi, pairTiles;
   for (int64_t b = 0; b < p.batch; b++) {
     const Seq s = seqOf(p, b);
     if (s.nq == 0) continue;
     const int64_t lo = keyLo(p, s, 0), hi = keyHi(p, s, s.nq - 1);
-    const int64_t tiles = hi > lo ? ceilDiv(hi - lo, kDecTile) : 0;
-    const int64_t splits = imax(1, imin(want, p.splits > 1 || p.streamKWorkers > 0 ? tiles : tiles / 2));
     for (int64_t kvh = 0; kvh < p.hkv; kvh++) {
+      pairB.push_back(b);
+      pairLo.push_back(lo);
+      pairHi.push_back(hi);
+      pairTiles.push_back(hi > lo ? ceilDiv(hi - lo, kDecTile) : 0);
+    }
+  }
+  auto push = [&](int64_t u, int64_t x0, int64_t x1, int64_t split) {
+    Task t{pairB[u], u % p.hkv, x0, x1};  // x1: the range's end, in `cost`
+    t.group = u;
+    t.split = split;
+    tasks.push_back(t);
+  };
+  if (p.streamKWorkers > 0 && p.splits <= 1) {
+    const StreamKPlan plan = planStreamK(pairTiles.data(), pairs, p.streamKWorkers);
+    size_t next = 0;  // pieces are in (pair, key) order: worker ranges are contiguous
+    for (int64_t u = 0; u < pairs; u++) {
       first.push_back(static_cast<int64_t>(tasks.size()));
-      for (int64_t sp = 0; sp < splits; sp++) {
-        // Tile-aligned key range of split sp.
-        Task t{b, kvh, imin(hi, lo + tiles * sp / splits * kDecTile), 0};
-        t.cost = imin(hi, lo + tiles * (sp + 1) / splits * kDecTile);  // the range's end
-        t.group = static_cast<int64_t>(first.size()) - 1;
-        t.split = sp;
-        tasks.push_back(t);
+      if (pairTiles[u] == 0) {
+        push(u, pairLo[u], pairLo[u], 0);
+        continue;
       }
+      for (int64_t sp = 0; next < plan.pieces.size() && plan.pieces[next].unit == u; next++, sp++) {
+        const StreamKPiece& pc = plan.pieces[next];
+        push(u, pairLo[u] + pc.begin * kDecTile, imin(pairHi[u], pairLo[u] + pc.end * kDecTile), sp);
+      }
+    }
+  } else {
+    const int64_t want = p.splits > 1 ? p.splits : ceilDiv(2 * threads, pairs);
+    for (int64_t u = 0; u < pairs; u++) {
+      first.push_back(static_cast<int64_t>(tasks.size()));
+      const int64_t tiles = pairTiles[u], lo = pairLo[u], hi = pairHi[u];
+      const int64_t splits = imax(1, imin(want, p.splits > 1 ? tiles : tiles / 2));
+      for (int64_t sp = 0; sp < splits; sp++)
+        // Tile-aligned key range of split sp.
+        push(u, imin(hi, lo + tiles * sp / splits * kDecTile),
+             imin(hi, lo + tiles * (sp + 1) / splits * kDecTile), sp);
     }
   }
   first.push_back(static_cast<int64_t>(tasks.size()));
