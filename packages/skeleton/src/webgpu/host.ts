@@ -604,7 +604,11 @@ export async function tiledForwardWebGpu(
   const tc = opts.tensorCores
     ? tcConfig(pr, hooks, opts.tensorCores)
     : opts.tensorCores === undefined &&
-        tcAutoSelect('forward', { d: p.d, dv: p.dv, dtype: pr.dtype }, ctx.adapterInfo.vendor)
+        tcAutoSelect(
+          'forward',
+          { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
+          ctx.adapterInfo.vendor,
+        )
       ? qualifying(() => tcConfig(pr, hooks, true))
       : undefined;
   const kernel = tc
@@ -1044,7 +1048,11 @@ export async function tiledBackwardWebGpu(
   const tc = opts.tensorCores
     ? tcBackwardConfigs(pr, hooks, opts)
     : opts.tensorCores === undefined &&
-        tcAutoSelect('backward', { d: p.d, dv: p.dv, dtype: pr.dtype }, ctx.adapterInfo.vendor)
+        tcAutoSelect(
+          'backward',
+          { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
+          ctx.adapterInfo.vendor,
+        )
       ? qualifying(() => tcBackwardConfigs(pr, hooks, { ...opts, tensorCores: true }))
       : undefined;
   const dqKernel = tc

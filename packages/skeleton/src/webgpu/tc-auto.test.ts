@@ -3,19 +3,95 @@ import { tcAutoSelect } from './tc-auto.js';
 
 describe('tcAutoSelect: tensor cores without being asked, where the H200 measured them faster', () => {
   test('forward: f16 at D = Dv = 128 on NVIDIA only', () => {
-    expect(tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f16' }, 'nvidia')).toBe(true);
-    expect(tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f16' }, 'NVIDIA')).toBe(true);
-    expect(tcAutoSelect('forward', { d: 64, dv: 64, dtype: 'f16' }, 'nvidia')).toBe(false);
-    expect(tcAutoSelect('forward', { d: 128, dv: 64, dtype: 'f16' }, 'nvidia')).toBe(false);
-    expect(tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f32' }, 'nvidia')).toBe(false);
-    expect(tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'bf16' }, 'nvidia')).toBe(false);
-    expect(tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f16' }, 'apple')).toBe(false);
-    expect(tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f16' }, '')).toBe(false);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 128, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+      ),
+    ).toBe(true);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 128, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'NVIDIA',
+      ),
+    ).toBe(true);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 64, dv: 64, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 64, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 128, dtype: 'f32', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 128, dtype: 'bf16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 128, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'apple',
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 }, ''),
+    ).toBe(false);
+  });
+  test('sequences of 1024 rows at least (a decode step stays on SIMT)', () => {
+    const at = (maxSeqQ: number, maxSeqK: number) =>
+      tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f16', maxSeqQ, maxSeqK }, 'nvidia');
+    expect(at(1024, 1024)).toBe(true);
+    expect(at(1, 262144)).toBe(false);
+    expect(at(1023, 4096)).toBe(false);
+    expect(at(4096, 1000)).toBe(false);
   });
   test('backward: f16 at D = Dv = 64 on NVIDIA only', () => {
-    expect(tcAutoSelect('backward', { d: 64, dv: 64, dtype: 'f16' }, 'nvidia')).toBe(true);
-    expect(tcAutoSelect('backward', { d: 128, dv: 128, dtype: 'f16' }, 'nvidia')).toBe(false);
-    expect(tcAutoSelect('backward', { d: 64, dv: 64, dtype: 'f32' }, 'nvidia')).toBe(false);
-    expect(tcAutoSelect('backward', { d: 64, dv: 64, dtype: 'f16' }, 'intel')).toBe(false);
+    expect(
+      tcAutoSelect(
+        'backward',
+        { d: 64, dv: 64, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+      ),
+    ).toBe(true);
+    expect(
+      tcAutoSelect(
+        'backward',
+        { d: 128, dv: 128, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect(
+        'backward',
+        { d: 64, dv: 64, dtype: 'f32', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect(
+        'backward',
+        { d: 64, dv: 64, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'intel',
+      ),
+    ).toBe(false);
   });
 });

@@ -6,16 +6,22 @@
  * D = 128 0.53x). f16 inputs only: split-f16 for f32 (`tensorCores` on f32 tensors) stays
  * opt-in, since it reached 2.3-4.4e-4 against float64, not the f32 tolerance. NVIDIA adapters
  * only: the kernels were verified there alone, and their correctness turned on how the driver
- * places workgroup memory (tc-forward.ts `smallFirst`). The adapter must also qualify (f16 x
- * f16 -> f32 16x16x16 configs, 32-wide subgroups): the caller checks that and falls back.
- * Pure: unit-tested without a device.
+ * places workgroup memory (tc-forward.ts `smallFirst`). Sequences of 1024 query and key rows at
+ * least, the lengths measured (1024-8192): a decode step (a few query rows) would fill 1/16 of
+ * a tensor-core tile of 16 rows per subgroup, and was never measured against the SIMT kernels.
+ * The adapter must also qualify (f16 x f16 -> f32 16x16x16 configs, 32-wide subgroups): the
+ * caller checks that and falls back. Pure: unit-tested without a device.
  */
 export function tcAutoSelect(
   pass: 'forward' | 'backward',
-  problem: { d: number; dv: number; dtype: string },
+  problem: { d: number; dv: number; dtype: string; maxSeqQ: number; maxSeqK: number },
   vendor: string,
 ): boolean {
   if (problem.dtype !== 'f16' || vendor.toLowerCase() !== 'nvidia') return false;
+  if (problem.maxSeqQ < TC_AUTO_MIN_ROWS || problem.maxSeqK < TC_AUTO_MIN_ROWS) return false;
   const { d, dv } = problem;
   return pass === 'forward' ? d === 128 && dv === 128 : d === 64 && dv === 64;
 }
+
+/** Shortest query and key sequences the automatic choice takes (the shortest measured). */
+export const TC_AUTO_MIN_ROWS = 1024;
