@@ -26,6 +26,16 @@ import {
 import { resolveSchedule } from '../cpu/schedule.js';
 import { biasGradLayout, biasGradMod, reduceBiasGrad, type TiledHooks } from '../hooks.js';
 import { type AuxTables, buildAux, buildParams, buildStreamK } from './aux.js';
+import {
+  buildDecodeStreamK,
+  DECODE_BK,
+  DECODE_MAX_ROWS,
+  type DecodePartition,
+  type DecodeSpec,
+  decodeRows,
+  decodeShader,
+  inDecodeRegime,
+} from './decode.js';
 import { type HookResources, hookResources } from './hooks.js';
 import { packParams } from './params.js';
 import {
@@ -579,6 +589,8 @@ export function streamKWorkersOf(hooks: TiledHooks): number | undefined {
  * key tiles are split among `splits` workgroups and a combine kernel merges their partials;
  * with { kind: 'streamK', workers } (LeanAttention) all of them, concatenated, are cut among
  * `workers` workgroups and a fix-up kernel merges each unit's pieces (streamKForward).
+ * Decode-sized plain-softmax problems (decode.ts inDecodeRegime: group x maxSeqQ <= 64 rows per
+ * kv head) take the decode kernel under all three schedules instead (decodeForward).
  */
 export async function tiledForwardWebGpu(
   p: AttentionProblem,
@@ -599,6 +611,8 @@ export async function tiledForwardWebGpu(
       'paged: expected no tensorCores with paged K/V (the tensor-core forward reads contiguous K/V), got both',
       'paged',
     );
+  if (inDecodeRegime(p, hooks, opts, ctx.limits.maxComputeWorkgroupStorageSize))
+    return decodeForward(pr, fp, splits, workers, opts);
   if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
   if (workers !== undefined) return streamKForward(pr, fp, workers, opts);
   const tc = opts.tensorCores
@@ -840,6 +854,144 @@ async function streamKForward(
   // Every slot the fix-up reads (slot < the row's unit's piece count) is written by a piece.
   return launchWithPartials(pr, opts, {
     name: 'stream-K',
+    combineName: 'fix-up',
+    partial: { kernel, program, workgroups: [sk.workers, 1, 1] },
+    combine: { kernel: fixup, program: fixupProgram },
+    slots,
+    accBytes,
+    tables,
+    schedule: { fields: STREAMK_FIELDS, values: sk.values },
+    aux: sk.aux,
+  });
+}
+
+/**
+ * Decode (decode.ts, the regime of inDecodeRegime: plain softmax, group x maxSeqQ <= 64): one
+ * workgroup per (b, kv head, piece) over all the query rows of the kv head, so K/V are read
+ * once per kv head per piece. Without a schedule one piece per (b, kv head) writes o and lse;
+ * split-K's `splits` equal key ranges and stream-K's plan (buildDecodeStreamK: the (b, kv head)
+ * units cut among `workers`) write partials in the split-K layout that the generic combine
+ * (fix-up) merges through launchWithPartials.
+ */
+async function decodeForward(
+  pr: Prepared,
+  fp: WebGpuFlashPlan,
+  splits: number | undefined,
+  workers: number | undefined,
+  opts: WebGpuTileOptions,
+): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const { ctx, p } = pr;
+  const partition: DecodePartition =
+    splits !== undefined ? 'splitK' : workers !== undefined ? 'streamK' : 'fa2';
+  const ds: DecodeSpec = {
+    dtype: pr.dtype,
+    d: p.d,
+    dv: p.dv,
+    rows: decodeRows(p),
+    partition,
+    paged: p.paged !== undefined,
+    hooks: { uniforms: pr.hooks.hooks.uniforms, bindings: pr.hooks.hooks.bindings },
+  };
+  const kernel = generatedKernel('decode', decodeShader, ds);
+  const tables = buildAux(p, { tileQ: Math.max(1, p.maxSeqQ), tileK: DECODE_BK });
+  const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
+  const rows = p.lseShape.reduce((a, x) => a * x, 1);
+  const max = ctx.limits.maxStorageBufferBindingSize;
+  if (partition === 'fa2') {
+    const program = await compile(ctx, kernel, 'flash-attention decode', ds);
+    const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
+    const lse = emptyWebGpu(p.lseShape, 'f32', ctx);
+    const owned: GpuBuffer[] = [];
+    try {
+      const [uniform, aux] = launchBuffers(pr, tables);
+      owned.push(uniform, aux);
+      const buffers = {
+        ...hookBuffers(pr, owned),
+        ...pr.buffers,
+        P: uniform,
+        aux,
+        o: buf(o),
+        lse: buf(lse),
+      };
+      await ctx.dispatch(
+        [
+          {
+            program,
+            buffers: bindBuffers(kernel.bindings, buffers),
+            workgroups: [1, p.hkv, p.batch],
+            label: 'flash decode',
+          },
+        ],
+        opts.profiler,
+      );
+    } catch (e) {
+      o.dispose();
+      lse.dispose();
+      throw e;
+    } finally {
+      for (const b of owned) ctx.pool.release(b);
+    }
+    return { o, lse };
+  }
+  if (partition === 'splitK') {
+    const n = splits!;
+    const accBytes = rows * n * p.dv * 4;
+    if (accBytes > max)
+      throw new ValueError(
+        `schedule: split-K's partials take ${accBytes} bytes (${rows} rows x ${n} splits x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
+        'schedule',
+      );
+    // As the generic split-K's bound (batch x splits workgroups along z there), so the limit
+    // does not depend on which kernel the problem gets.
+    if (p.batch * n > maxDim)
+      throw new ValueError(
+        `schedule.splits: expected batch (${p.batch}) x splits <= ${maxDim} (the device's workgroups per dimension), got ${n} splits`,
+        'schedule.splits',
+      );
+    const combine = generatedKernel('combine', combineShader, {
+      ...spec(pr, fp),
+      schedule: 'splitK',
+    });
+    const [program, combineProgram] = await Promise.all([
+      compile(ctx, kernel, 'flash-attention decode split-K', ds),
+      compile(ctx, combine, 'flash-attention split-K combine', fp),
+    ]);
+    return launchWithPartials(pr, opts, {
+      name: 'decode split-K',
+      combineName: 'combine',
+      partial: { kernel, program, workgroups: [n, p.hkv, p.batch] },
+      combine: { kernel: combine, program: combineProgram },
+      slots: n,
+      accBytes,
+      tables,
+      schedule: { fields: [SPLITS_FIELD], values: { splits: n } },
+    });
+  }
+  const sk = buildDecodeStreamK(p, tables, workers!);
+  if (sk.workers > maxDim)
+    throw new ValueError(
+      `schedule.workers: expected at most ${maxDim} workers that hold key tiles (the device's workgroups per dimension), got ${sk.workers}`,
+      'schedule.workers',
+    );
+  const slots = sk.values.splits;
+  const accBytes = rows * slots * p.dv * 4;
+  if (accBytes > max)
+    throw new ValueError(
+      `schedule: stream-K's partials take ${accBytes} bytes (${rows} rows x ${slots} pieces of one unit x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
+      'schedule',
+    );
+  // The fix-up finds a row's unit as (b, h)'s first unit + row / br: one unit per (b, kv head)
+  // holds every row, so any br >= maxSeqQ (DECODE_MAX_ROWS bounds it in the regime).
+  const fixup = generatedKernel('combine', combineShader, {
+    ...spec(pr, { ...fp, br: DECODE_MAX_ROWS }),
+    schedule: 'streamK',
+  });
+  const [program, fixupProgram] = await Promise.all([
+    compile(ctx, kernel, 'flash-attention decode stream-K', ds),
+    compile(ctx, fixup, 'flash-attention stream-K fix-up', fp),
+  ]);
+  return launchWithPartials(pr, opts, {
+    name: 'decode stream-K',
     combineName: 'fix-up',
     partial: { kernel, program, workgroups: [sk.workers, 1, 1] },
     combine: { kernel: fixup, program: fixupProgram },

@@ -1,0 +1,314 @@
+import {
+  type AttentionOptions,
+  resolveAttentionProblem,
+  softmaxAttentionReference,
+  toleranceFor,
+} from '@attnkit/attention';
+import { Rng, Tensor } from '@attnkit/tensor';
+import { expectClose, webGpuTestContext } from '@attnkit/testing';
+import { toWebGpu } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
+import type { TiledHooks } from '../hooks.js';
+import { buildAux } from './aux.js';
+import {
+  buildDecodeStreamK,
+  DECODE_BK,
+  decodeShader,
+  decodeWorkgroupBytes,
+  inDecodeRegime,
+} from './decode.js';
+import { tiledForwardWebGpu } from './host.js';
+
+// The decode kernel (decode.ts) through tiledForwardWebGpu vs the float64 reference. Outputs and
+// the partials' scratch start as NaN (poisonOutputs), so every o / lse element and every slot
+// the combine reads must have been written.
+const ctx = await webGpuTestContext();
+if (ctx) ctx.poisonOutputs = true;
+afterAll(() => ctx?.destroy());
+
+type Partition =
+  | { kind: 'fa2' }
+  | { kind: 'splitK'; splits: number }
+  | { kind: 'streamK'; workers: number };
+const PARTITIONS: Partition[] = [
+  { kind: 'fa2' },
+  { kind: 'splitK', splits: 3 },
+  { kind: 'streamK', workers: 5 },
+];
+const label = (s: Partition) =>
+  s.kind === 'fa2' ? 'fa2' : s.kind === 'splitK' ? `splitK ${s.splits}` : `streamK ${s.workers}`;
+
+interface Case {
+  name: string;
+  dtype?: 'f32' | 'f16';
+  hq: number;
+  hkv: number;
+  nq: number;
+  nk: number;
+  d?: number;
+  dv?: number;
+  batch?: number;
+  attn?: AttentionOptions;
+  /** THD with these (q, k) lengths per sequence. */
+  varlen?: [number[], number[]];
+  /** Paged K/V with this page size (pages shuffled in the pool). */
+  page?: number;
+}
+
+const CASES: Case[] = [
+  { name: 'gqa 8:1 nq 1, nk odd', hq: 8, hkv: 1, nq: 1, nk: 203 },
+  { name: 'gqa 4:1 nq 3, causal', hq: 8, hkv: 2, nq: 3, nk: 131, attn: { causal: true } },
+  {
+    name: 'mqa nq 4, window',
+    hq: 6,
+    hkv: 1,
+    nq: 4,
+    nk: 150,
+    attn: { causal: true, window: [37, 0] },
+  },
+  { name: 'mha nq 2, d 6 dv 10', hq: 3, hkv: 3, nq: 2, nk: 97, d: 6, dv: 10 },
+  { name: 'one key', hq: 4, hkv: 2, nq: 1, nk: 1 },
+  { name: 'nk a multiple of the tile', hq: 2, hkv: 1, nq: 1, nk: 2 * DECODE_BK },
+  {
+    name: 'f16 gqa 8:1 causal',
+    dtype: 'f16',
+    hq: 8,
+    hkv: 1,
+    nq: 2,
+    nk: 171,
+    attn: { causal: true },
+  },
+  { name: 'f16 mha d 6', dtype: 'f16', hq: 2, hkv: 2, nq: 1, nk: 77, d: 6, dv: 6 },
+  {
+    name: 'varlen, an empty sequence, causal',
+    hq: 4,
+    hkv: 1,
+    nq: 0,
+    nk: 0,
+    varlen: [
+      [2, 0, 1, 3],
+      [70, 0, 0, 141],
+    ],
+    attn: { causal: true },
+  },
+  // Paged: varlen's key lengths are the sequences' lengths (one of them empty); Nq as nq.
+  {
+    name: 'paged, shuffled pages, causal',
+    hq: 4,
+    hkv: 2,
+    nq: 2,
+    nk: 0,
+    page: 16,
+    varlen: [[], [45, 130, 0]],
+    attn: { causal: true },
+  },
+  {
+    name: 'f16 paged, window',
+    dtype: 'f16',
+    hq: 8,
+    hkv: 1,
+    nq: 1,
+    nk: 0,
+    page: 8,
+    varlen: [[], [99, 20]],
+    attn: { causal: true, window: [30, 0] },
+  },
+];
+
+const rng = new Rng(20261202);
+const cu = (lens: number[]) => {
+  const out = [0];
+  for (const n of lens) out.push(out.at(-1)! + n);
+  return out;
+};
+
+/** The case's inputs on the cpu and its attention options. */
+function inputs(c: Case): { q: Tensor; k: Tensor; v: Tensor; attn: AttentionOptions } {
+  const dtype = c.dtype ?? 'f32';
+  const d = c.d ?? 16;
+  const dv = c.dv ?? d;
+  const attn: AttentionOptions = { ...c.attn };
+  if (c.page !== undefined) {
+    const lk = c.varlen![1];
+    const lq = lk;
+    const pagesOf = lk.map((n) => Math.ceil(n / c.page!));
+    const maxPages = Math.max(1, ...pagesOf);
+    const total = pagesOf.reduce((a, x) => a + x, 0) + 2;
+    // Pages handed out in a shuffled order (and two never used).
+    const order = Array.from({ length: total }, (_, i) => i);
+    for (let i = total - 1; i > 0; i--) {
+      const j = Math.floor(rng.uniform() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    const table = new Int32Array(lk.length * maxPages).fill(-1);
+    let next = 0;
+    lk.forEach((_, b) => {
+      for (let t = 0; t < pagesOf[b]!; t++) table[b * maxPages + t] = order[next++]!;
+    });
+    attn.paged = { pageSize: c.page, blockTable: table, lengths: Int32Array.from(lk) };
+    // Paged K/V takes q as [B, Hq, Nq, D] (BHND).
+    const q = rng.randn([lq.length, c.hq, c.nq, d], dtype);
+    const k = rng.randn([total, c.page, c.hkv, d], dtype);
+    const v = rng.randn([total, c.page, c.hkv, dv], dtype);
+    return { q, k, v, attn };
+  }
+  if (c.varlen) {
+    attn.layout = 'THD';
+    attn.cuSeqlensQ = cu(c.varlen[0]);
+    attn.cuSeqlensK = cu(c.varlen[1]);
+    const q = rng.randn([attn.cuSeqlensQ.at(-1)!, c.hq, d], dtype);
+    const k = rng.randn([attn.cuSeqlensK.at(-1)!, c.hkv, d], dtype);
+    const v = rng.randn([attn.cuSeqlensK.at(-1)!, c.hkv, dv], dtype);
+    return { q, k, v, attn };
+  }
+  const b = c.batch ?? 2;
+  return {
+    q: rng.randn([b, c.hq, c.nq, d], dtype),
+    k: rng.randn([b, c.hkv, c.nk, d], dtype),
+    v: rng.randn([b, c.hkv, c.nk, dv], dtype),
+    attn,
+  };
+}
+
+describe.skipIf(!ctx)('decode kernel vs the float64 reference (poisoned outputs)', () => {
+  for (const c of CASES) {
+    test.each(PARTITIONS.map((s) => [label(s), s] as const))(`${c.name}, %s`, async (_, s) => {
+      const { q, k, v, attn } = inputs(c);
+      const want = softmaxAttentionReference(q, k, v, attn);
+      const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as [Tensor, Tensor, Tensor];
+      const p = resolveAttentionProblem(gq, gk, gv, attn);
+      const hooks = {
+        normalize: { kind: 'softmax' },
+        scoreMods: [],
+        ...(s.kind === 'fa2' ? {} : { schedule: s }),
+      } as TiledHooks;
+      expect(inDecodeRegime(p, hooks, {}, ctx!.limits.maxComputeWorkgroupStorageSize)).toBe(true);
+      const { o, lse } = await tiledForwardWebGpu(p, hooks, gq, gk, gv);
+      const tol = toleranceFor({ dtype: c.dtype ?? 'f32' });
+      expect(o.dtype).toBe(c.dtype ?? 'f32');
+      const lseCpu = await lse!.toCpu();
+      expectClose(await o.toCpu(), want.o, tol, `${c.name} o`);
+      // Rows without keys: LSE -inf in both (expectClose counts infinities as non-finite).
+      const got = lseCpu.toFloat64Array();
+      const ref = want.lse.toFloat64Array();
+      const fin = ref.map((x) => (Number.isFinite(x) ? x : 0));
+      for (let i = 0; i < ref.length; i++) {
+        if (!Number.isFinite(ref[i]!)) expect(got[i], `lse ${i}`).toBe(-Infinity);
+      }
+      expectClose(
+        Tensor.from(
+          got.map((x, i) => (Number.isFinite(ref[i]!) ? x : 0)),
+          [got.length],
+        ),
+        Tensor.from(fin, [fin.length]),
+        tol,
+        `${c.name} lse`,
+      );
+      for (const t of [gq, gk, gv, o, lse]) t?.dispose();
+    });
+  }
+});
+
+describe.skipIf(!ctx)('decode partitions at the edges', () => {
+  test.each([
+    ['splitK 9 (more splits than key tiles: empty splits)', { kind: 'splitK', splits: 9 }],
+    ['streamK 64 (more workers than key tiles)', { kind: 'streamK', workers: 64 }],
+    ['streamK 1 (one worker over every kv head)', { kind: 'streamK', workers: 1 }],
+  ] as const)('%s', async (_, schedule) => {
+    const { q, k, v, attn } = inputs({ name: 'edges', hq: 8, hkv: 2, nq: 2, nk: 150, batch: 3 });
+    attn.causal = true;
+    const want = softmaxAttentionReference(q, k, v, attn);
+    const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as [Tensor, Tensor, Tensor];
+    const p = resolveAttentionProblem(gq, gk, gv, attn);
+    const hooks = { normalize: { kind: 'softmax' }, scoreMods: [], schedule } as TiledHooks;
+    const { o, lse } = await tiledForwardWebGpu(p, hooks, gq, gk, gv);
+    const tol = toleranceFor({ dtype: 'f32' });
+    expectClose(await o.toCpu(), want.o, tol, 'o');
+    expectClose(await lse!.toCpu(), want.lse, tol, 'lse');
+    for (const t of [gq, gk, gv, o, lse]) t?.dispose();
+  });
+});
+
+describe('decode regime and plan (pure)', () => {
+  const problem = (hq: number, hkv: number, nq: number, nk: number, d = 128) =>
+    resolveAttentionProblem(
+      Tensor.zeros([1, hq, nq, d]),
+      Tensor.zeros([1, hkv, nk, d]),
+      Tensor.zeros([1, hkv, nk, d]),
+    );
+  const plain = { normalize: { kind: 'softmax' }, scoreMods: [] } as TiledHooks;
+  test('group x maxSeqQ <= 64 rows, plain softmax, no tensor cores or explicit tiles', () => {
+    const big = 1 << 20;
+    expect(inDecodeRegime(problem(32, 8, 1, 4096), plain, {}, big)).toBe(true);
+    expect(inDecodeRegime(problem(64, 1, 1, 10), plain, {}, big)).toBe(true);
+    expect(inDecodeRegime(problem(64, 1, 2, 10), plain, {}, big)).toBe(false);
+    expect(inDecodeRegime(problem(4, 4, 65, 10), plain, {}, big)).toBe(false);
+    expect(inDecodeRegime(problem(4, 1, 1, 10), plain, { tensorCores: true }, big)).toBe(false);
+    expect(inDecodeRegime(problem(4, 1, 1, 10), plain, { tiles: { forward: {} } }, big)).toBe(
+      false,
+    );
+    const sinks = { ...plain, normalize: { kind: 'softmax', sinks: new Float32Array(4) } };
+    expect(inDecodeRegime(problem(4, 1, 1, 10), sinks as TiledHooks, {}, big)).toBe(false);
+    const sigmoid = { ...plain, normalize: { kind: 'sigmoid', bias: new Float32Array(1) } };
+    expect(inDecodeRegime(problem(4, 1, 1, 10), sigmoid as TiledHooks, {}, big)).toBe(false);
+    // Workgroup memory: 64 rows of D 128 need more than 16 KiB.
+    expect(decodeWorkgroupBytes({ rows: 64, d: 128 })).toBeGreaterThan(16384);
+    expect(inDecodeRegime(problem(64, 1, 1, 10), plain, {}, 16384)).toBe(false);
+  });
+
+  test('stream-K plan: every key tile of every (b, kv head) in one piece; query heads map to their kv head', () => {
+    const p = resolveAttentionProblem(
+      Tensor.zeros([11, 6, 8]),
+      Tensor.zeros([500, 2, 8]),
+      Tensor.zeros([500, 2, 8]),
+      { layout: 'THD', cuSeqlensQ: [0, 2, 2, 11], cuSeqlensK: [0, 300, 300, 500], causal: true },
+    );
+    const tables = buildAux(p, { tileQ: p.maxSeqQ, tileK: DECODE_BK });
+    for (const workers of [1, 3, 7, 1000]) {
+      const sk = buildDecodeStreamK(p, tables, workers);
+      const { aux, values } = sk;
+      const seen = new Map<string, number>();
+      for (let pc = aux[values.skWorkers]!; pc < aux[values.skWorkers + sk.workers]!; pc++) {
+        const r = values.skRecords + 6 * pc;
+        for (let t = aux[r + 3]!; t < aux[r + 4]!; t++) {
+          const key = `${aux[r]}/${aux[r + 1]}/${t}`;
+          seen.set(key, (seen.get(key) ?? 0) + 1);
+        }
+      }
+      // Sequence 0: 2 rows, 300 keys causal -> tiles 0..4; sequence 2: 9 rows, 200 keys.
+      const want = 2 * Math.ceil(300 / DECODE_BK) + 2 * Math.ceil(200 / DECODE_BK);
+      expect(seen.size, `workers ${workers}`).toBe(want);
+      for (const n of seen.values()) expect(n).toBe(1);
+      expect(values.skHeads).toBe(6);
+      for (let b = 0; b < 3; b++)
+        for (let h = 0; h < 6; h++) {
+          const mine = aux[values.skUnits + b * 6 + h]!;
+          const first = aux[values.skUnits + b * 6 + 3 * Math.floor(h / 3)]!;
+          expect(mine).toBe(first);
+        }
+    }
+  });
+
+  test('the generated WGSL names its partition and reads K/V through the block table when paged', () => {
+    const hooks = { uniforms: [], bindings: [] };
+    const base = { dtype: 'f16', d: 128, dv: 128, rows: 4, paged: false, hooks } as const;
+    expect(decodeShader({ ...base, partition: 'fa2' }).bindings.map((b) => b.name)).toContain(
+      'lse',
+    );
+    expect(decodeShader({ ...base, partition: 'splitK' }).code).toContain('P.splits');
+    expect(decodeShader({ ...base, partition: 'streamK' }).code).toContain('P.skRecords');
+    const paged = decodeShader({
+      ...base,
+      partition: 'fa2',
+      paged: true,
+      hooks: {
+        uniforms: [
+          ['pgSize', 'u32'],
+          ['pgPages', 'u32'],
+        ],
+        bindings: [{ name: 'pagetab', kind: 'read', type: 'array<u32>' }],
+      },
+    }).code;
+    expect(paged).toContain('pg_row(b, t)');
+  });
+});
