@@ -20,7 +20,12 @@ const engines: NativeEngine[] = base
   ? base.availableIsas.map((isa) => loadNative({ isa }) as NativeEngine)
   : [];
 const TOL = 1e-5;
-const SCHEDULES: Partial<NativeAttentionProblem>[] = [{}, { splits: 3 }, { streamK: { workers: 5 } }, { streamK: { workers: 64 } }];
+const SCHEDULES: Partial<NativeAttentionProblem>[] = [
+  {},
+  { splits: 3 },
+  { streamK: { workers: 5 } },
+  { streamK: { workers: 64 } },
+];
 
 async function check(
   q: Tensor,
