@@ -237,12 +237,16 @@ describe('decode regime and plan (pure)', () => {
       Tensor.zeros([1, hkv, nk, d]),
     );
   const plain = { normalize: { kind: 'softmax' }, scoreMods: [] } as TiledHooks;
-  test('group x maxSeqQ <= 64 rows, plain softmax, no tensor cores or explicit tiles', () => {
+  test('group x maxSeqQ <= 64 rows, Nq <= 16, plain softmax, no tensor cores or explicit tiles', () => {
     const big = 1 << 20;
     expect(inDecodeRegime(problem(32, 8, 1, 4096), plain, {}, big)).toBe(true);
     expect(inDecodeRegime(problem(64, 1, 1, 10), plain, {}, big)).toBe(true);
     expect(inDecodeRegime(problem(64, 1, 2, 10), plain, {}, big)).toBe(false);
     expect(inDecodeRegime(problem(4, 4, 65, 10), plain, {}, big)).toBe(false);
+    // Nq 1..16 only: a 17- or 33-row query is prefill even with a group of 1.
+    expect(inDecodeRegime(problem(2, 2, 16, 10), plain, {}, big)).toBe(true);
+    expect(inDecodeRegime(problem(2, 2, 17, 10), plain, {}, big)).toBe(false);
+    expect(inDecodeRegime(problem(2, 2, 33, 35), plain, {}, big)).toBe(false);
     expect(inDecodeRegime(problem(4, 1, 1, 10), plain, { tensorCores: true }, big)).toBe(false);
     expect(inDecodeRegime(problem(4, 1, 1, 10), plain, { tiles: { forward: {} } }, big)).toBe(
       false,

@@ -37,6 +37,12 @@ import { SPLITS_FIELD, STREAMK_FIELDS, type WgslKernel } from './shaders.js';
 export const DECODE_BK = 64;
 /** Query rows (group x Nq) one workgroup stages: the decode regime's bound. */
 export const DECODE_MAX_ROWS = 64;
+/**
+ * New query tokens per sequence the decode regime takes (LeanAttention's Nq 1..16, issue 12):
+ * longer queries are prefill, for the generic forward (whose tiles they fill), even when a
+ * group of 1 would keep them under DECODE_MAX_ROWS.
+ */
+export const DECODE_MAX_NQ = 16;
 
 export type DecodePartition = 'fa2' | 'splitK' | 'streamK';
 
@@ -83,7 +89,8 @@ export function inDecodeRegime(
   if (n.kind !== 'softmax' || n.sinks !== undefined) return false;
   if (hooks.scoreMods.length > 0 || hooks.mask || hooks.rab || hooks.permute) return false;
   if (p.blockSparse !== undefined || p.maskMod !== undefined) return false;
-  if (p.maxSeqQ < 1 || p.group * p.maxSeqQ > DECODE_MAX_ROWS) return false;
+  if (p.maxSeqQ < 1 || p.maxSeqQ > DECODE_MAX_NQ || p.group * p.maxSeqQ > DECODE_MAX_ROWS)
+    return false;
   return decodeWorkgroupBytes({ rows: decodeRows(p), d: p.d }) <= maxWorkgroupBytes;
 }
 
