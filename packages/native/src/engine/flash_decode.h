@@ -40,28 +40,44 @@ inline bool decodeEligible(const AttnProblem& p, const FlashForwardArgs& a) {
   return true;
 }
 
-// st[r][jj + t] = qs[r] . k[jj + t] (t < T) for every row: T independent FMA chains over d.
-template <int T>
+// st[r][jj + t] = qs[r] . k[jj + t] (t < T) for rows [r0, r0 + RB): RB x T independent FMA
+// chains over d, so each chunk of the T key rows is loaded once for RB query rows (a GQA group's
+// rows share the keys; one row at a time reloaded every key chunk per row, 1.25 loads per FMA
+// instead of (RB + T) / (RB T)).
+template <int T, int RB>
 struct DecScores {
-  static ATTNKIT_ALWAYS_INLINE void run(int64_t rows, int64_t d, const float* qs, const float* k,
+  static ATTNKIT_ALWAYS_INLINE void run(int64_t r0, int64_t d, const float* qs, const float* k,
                                         int64_t kRow, float* st) {
-    for (int64_t r = 0; r < rows; r++) {
-      const float* q = qs + r * d;
-      V acc[T];
-      for (int t = 0; t < T; t++) acc[t] = V::zero();
-      int64_t c = 0;
-      for (; c + V::L <= d; c += V::L) {
-        const V x = V::load(q + c);
-        for (int t = 0; t < T; t++) acc[t] = V::fma(x, V::load(k + t * kRow + c), acc[t]);
-      }
-      for (int t = 0; t < T; t++) {
-        float s = V::hsum(acc[t]);
-        for (int64_t cc = c; cc < d; cc++) s += q[cc] * k[t * kRow + cc];
-        st[r * kDecTile + t] = s;
+    V acc[RB][T];
+    for (int r = 0; r < RB; r++)
+      for (int t = 0; t < T; t++) acc[r][t] = V::zero();
+    const float* q = qs + r0 * d;
+    int64_t c = 0;
+    for (; c + V::L <= d; c += V::L) {
+      V kx[T];
+      for (int t = 0; t < T; t++) kx[t] = V::load(k + t * kRow + c);
+      for (int r = 0; r < RB; r++) {
+        const V x = V::load(q + r * d + c);
+        for (int t = 0; t < T; t++) acc[r][t] = V::fma(x, kx[t], acc[r][t]);
       }
     }
+    for (int r = 0; r < RB; r++)
+      for (int t = 0; t < T; t++) {
+        float s = V::hsum(acc[r][t]);
+        for (int64_t cc = c; cc < d; cc++) s += q[r * d + cc] * k[t * kRow + cc];
+        st[(r0 + r) * kDecTile + t] = s;
+      }
   }
 };
+
+// Every row of a tile's key group: blocks of 4 rows, then the rest one at a time.
+template <int T>
+ATTNKIT_ALWAYS_INLINE void decScoresRows(int64_t rows, int64_t d, const float* qs,
+                                                const float* k, int64_t kRow, float* st) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) DecScores<T, 4>::run(r, d, qs, k, kRow, st);
+  for (; r < rows; r++) DecScores<T, 1>::run(r, d, qs, k, kRow, st);
+}
 
 // O[r][c0 .. c0 + CV L) = alpha_r O[r] + sum_j P[r][j] V[j] for RB rows (RB x CV accumulators).
 template <int CV>
@@ -98,8 +114,8 @@ ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t
                                      float* st, float* alpha, float* o, float* m, float* l) {
   const int64_t nkeys = j1 - j0, d = p.d, dv = p.dv;
   int64_t t = 0;
-  for (; t + 4 <= nkeys; t += 4) DecScores<4>::run(rows, d, qs, k + t * kRow, kRow, st + t);
-  for (; t < nkeys; t++) DecScores<1>::run(rows, d, qs, k + t * kRow, kRow, st + t);
+  for (; t + 4 <= nkeys; t += 4) decScoresRows<4>(rows, d, qs, k + t * kRow, kRow, st + t);
+  for (; t < nkeys; t++) decScoresRows<1>(rows, d, qs, k + t * kRow, kRow, st + t);
   const int64_t nv = (nkeys + V::L - 1) / V::L;
   float buf[V::L];
   bool partialV = false;
