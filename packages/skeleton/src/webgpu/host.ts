@@ -770,14 +770,7 @@ async function splitKForward(
     compile(ctx, kernel, 'flash-attention forward split-K', fp),
     compile(ctx, combine, 'flash-attention split-K combine', fp),
   ]);
-  const rows = p.lseShape.reduce((a, x) => a * x, 1);
-  const accBytes = rows * splits * p.dv * 4;
-  const max = ctx.limits.maxStorageBufferBindingSize;
-  if (accBytes > max)
-    throw new ValueError(
-      `schedule: split-K's partials take ${accBytes} bytes (${rows} rows x ${splits} splits x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
-      'schedule',
-    );
+  const accBytes = partialBytes(pr, splits, 'splitK');
   // batch x splits workgroups along z: a device limit, said before anything is queued.
   const maxZ = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (p.batch * splits > maxZ)
@@ -799,6 +792,36 @@ async function splitKForward(
     tables: buildAux(p, { tileQ: fp.br, tileK: fp.bc }),
     schedule: { fields: [SPLITS_FIELD], values: { splits } },
   });
+}
+
+/**
+ * Bytes of the f32 partial accumulators, `slots` per output row (split-K's splits, stream-K's
+ * pieces of one unit), for the generic and the decode kernels alike; a ValueError naming
+ * `schedule` when one binding cannot hold them.
+ */
+function partialBytes(pr: Prepared, slots: number, kind: 'splitK' | 'streamK'): number {
+  const { ctx, p } = pr;
+  const rows = p.lseShape.reduce((a, x) => a * x, 1);
+  const accBytes = rows * slots * p.dv * 4;
+  const max = ctx.limits.maxStorageBufferBindingSize;
+  if (accBytes > max)
+    throw new ValueError(
+      kind === 'splitK'
+        ? `schedule: split-K's partials take ${accBytes} bytes (${rows} rows x ${slots} splits x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`
+        : `schedule: stream-K's partials take ${accBytes} bytes (${rows} rows x ${slots} pieces of one unit x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
+      'schedule',
+    );
+  return accBytes;
+}
+
+/** Stream-K runs one workgroup per worker that holds key tiles: at most the device's per-dimension count. */
+function checkStreamKWorkers(ctx: WebGpuContext, workers: number): void {
+  const maxX = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (workers > maxX)
+    throw new ValueError(
+      `schedule.workers: expected at most ${maxX} workers that hold key tiles (the device's workgroups per dimension), got ${workers}`,
+      'schedule.workers',
+    );
 }
 
 /**
@@ -830,21 +853,9 @@ async function streamKForward(
   const s: ShaderSpec = { ...spec(pr, fp), schedule: 'streamK' };
   const tables = buildAux(p, { tileQ: fp.br, tileK: fp.bc });
   const sk = buildStreamK(p, tables, { tileQ: fp.br, tileK: fp.bc }, workers);
-  const maxX = ctx.limits.maxComputeWorkgroupsPerDimension;
-  if (sk.workers > maxX)
-    throw new ValueError(
-      `schedule.workers: expected at most ${maxX} workers that hold key tiles (the device's workgroups per dimension), got ${sk.workers}`,
-      'schedule.workers',
-    );
+  checkStreamKWorkers(ctx, sk.workers);
   const slots = sk.values.splits;
-  const rows = p.lseShape.reduce((a, x) => a * x, 1);
-  const accBytes = rows * slots * p.dv * 4;
-  const max = ctx.limits.maxStorageBufferBindingSize;
-  if (accBytes > max)
-    throw new ValueError(
-      `schedule: stream-K's partials take ${accBytes} bytes (${rows} rows x ${slots} pieces of one unit x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
-      'schedule',
-    );
+  const accBytes = partialBytes(pr, slots, 'streamK');
   const kernel = generatedKernel('forward', forwardShader, s);
   const fixup = generatedKernel('combine', combineShader, s);
   const [program, fixupProgram] = await Promise.all([
@@ -895,8 +906,6 @@ async function decodeForward(
   const kernel = generatedKernel('decode', decodeShader, ds);
   const tables = buildAux(p, { tileQ: Math.max(1, p.maxSeqQ), tileK: DECODE_BK });
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
-  const rows = p.lseShape.reduce((a, x) => a * x, 1);
-  const max = ctx.limits.maxStorageBufferBindingSize;
   if (partition === 'fa2') {
     const program = await compile(ctx, kernel, 'flash-attention decode', ds);
     const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
@@ -935,12 +944,7 @@ async function decodeForward(
   }
   if (partition === 'splitK') {
     const n = splits!;
-    const accBytes = rows * n * p.dv * 4;
-    if (accBytes > max)
-      throw new ValueError(
-        `schedule: split-K's partials take ${accBytes} bytes (${rows} rows x ${n} splits x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
-        'schedule',
-      );
+    const accBytes = partialBytes(pr, n, 'splitK');
     // As the generic split-K's bound (batch x splits workgroups along z there), so the limit
     // does not depend on which kernel the problem gets.
     if (p.batch * n > maxDim)
@@ -968,18 +972,9 @@ async function decodeForward(
     });
   }
   const sk = buildDecodeStreamK(p, tables, workers!);
-  if (sk.workers > maxDim)
-    throw new ValueError(
-      `schedule.workers: expected at most ${maxDim} workers that hold key tiles (the device's workgroups per dimension), got ${sk.workers}`,
-      'schedule.workers',
-    );
+  checkStreamKWorkers(ctx, sk.workers);
   const slots = sk.values.splits;
-  const accBytes = rows * slots * p.dv * 4;
-  if (accBytes > max)
-    throw new ValueError(
-      `schedule: stream-K's partials take ${accBytes} bytes (${rows} rows x ${slots} pieces of one unit x Dv ${p.dv} f32), more than one binding may hold on this device (${max})`,
-      'schedule',
-    );
+  const accBytes = partialBytes(pr, slots, 'streamK');
   // The fix-up finds a row's unit as (b, h)'s first unit + row / br: one unit per (b, kv head)
   // holds every row, so any br >= maxSeqQ (DECODE_MAX_ROWS bounds it in the regime).
   const fixup = generatedKernel('combine', combineShader, {
