@@ -3,7 +3,7 @@ import type { WgslBinding } from '@attnkit/webgpu';
 import { declareBindings } from '@attnkit/webgpu';
 import { paramsStruct } from './params.js';
 import type { WgslKernel } from './shaders.js';
-import { matrixOps, TC_SUBGROUP_SIZE } from './tc-forward.js';
+import { matrixOps, stageRows, TC_KEY_RANGES, TC_SUBGROUP_SIZE, tcEntry } from './tc-forward.js';
 
 /**
  * The tensor-core FlashAttention-2 backward (issue 20 item 3), softmax, f16 q/k/v/o/dO, f32
@@ -180,21 +180,7 @@ function stage(
   at: string,
 ): string {
   const cvt = (x: string) => (emu ? `unpack2x16float(${x})` : `bitcast<vec2<f16>>(${x})`);
-  return `
-    for (var e = lid; e < ${(rows * W) / 8}u; e += ${T}u) {
-      let r = e / ${W / 8}u;
-      let c8 = e % ${W / 8}u;
-      var w = vec4<u32>(0u);
-      if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
-      let d = ${at}r * ${DW}u + c8 * 8u;
-      ${rep(
-        4,
-        (i) => `let h${i} = ${cvt(`w[${i}]`)};
-      ${dst}[d + ${2 * i}u] = h${i}.x;
-      ${dst}[d + ${2 * i + 1}u] = h${i}.y;`,
-        '\n      ',
-      )}
-    }`;
+  return stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at);
 }
 
 type Ops = ReturnType<typeof matrixOps>;
@@ -290,20 +276,7 @@ fn prob1(x: f32, lse: f32) -> f32 {
 }
 
 function entry(c: TcBackwardConfig, T: number): string {
-  const emu = c.emulate ?? false;
-  return `@compute @workgroup_size(${T})
-fn main(
-  @builtin(workgroup_id) wg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-  ${emu ? '' : '@builtin(subgroup_id) sg: u32,\n  @builtin(subgroup_invocation_id) lane: u32,'}
-) {
-  ${emu ? `let sg = lid / ${TC_SUBGROUP_SIZE}u;\n  let lane = lid % ${TC_SUBGROUP_SIZE}u;\n  e_lane = lane;\n  e_sg = sg;` : ''}
-  let b = wg.z;
-  let startQ = aux[4u * b];
-  let startK = aux[4u * b + 1u];
-  let nq = aux[4u * b + 2u];
-  let nk = aux[4u * b + 3u];
-  let off = i32(nk) - i32(nq);
+  return `${tcEntry(T, c.emulate ?? false)}
   let rr = lane / 2u;
   let hh = lane % 2u;`;
 }
@@ -393,7 +366,7 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
   ${epilogue(mx, (i) => `aq${i}`, c.d, BC, 'dq', 'qB', 'u32(row) * P.qRow', 'u32(row) < nq', 'P.scale')}
 }
 `;
-  const code = `${head(c, mx, L, bindings, ['qs', 'dos'], 'kv', RANGES_Q)}
+  const code = `${head(c, mx, L, bindings, ['qs', 'dos'], 'kv', TC_KEY_RANGES)}
 ${entry(c, T)}
   let h = wg.y;
   let r0 = wg.x * ${BR}u;
@@ -421,9 +394,6 @@ ${entry(c, T)}
   return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
 }
 
-/** spec.ts keyRange(i) = [key_lo, key_hi) of query row r (off = nk - nq, ncols = nk). */
-const RANGES_Q = `fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
-fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }`;
 /** Its transpose: key r is in keyRange(i) iff query_lo(r) <= i < query_hi(r) (ncols = nq). */
 const RANGES_K = `fn query_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return 0; } return max(r - off - P.right, 0); }
 fn query_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return ncols; } return clamp(r - off + P.left + 1, 0, ncols); }`;

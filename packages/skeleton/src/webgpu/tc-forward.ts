@@ -274,6 +274,69 @@ export function tcForwardWorkgroupBytes(c: TcForwardConfig): number {
   );
 }
 
+/**
+ * Copies `rows` rows of width W halves from storage `s` (16-byte words; row `first + r` at
+ * base + (first + r) stride halves) into the workgroup array `dst` at `at` + r DW (rows at or
+ * past `limit` as zeros), 8 halves per invocation step, each word's halves through `cvt` (WGSL
+ * text of a vec2 of the array's element type from a u32). The tensor-core forward and backward
+ * stage their tiles with it.
+ */
+export function stageRows(
+  T: number,
+  cvt: (x: string) => string,
+  s: string,
+  base: string,
+  stride: string,
+  first: string,
+  rows: number,
+  limit: string,
+  W: number,
+  DW: number,
+  dst: string,
+  at: string,
+): string {
+  return `
+    for (var e = lid; e < ${(rows * W) / 8}u; e += ${T}u) {
+      let r = e / ${W / 8}u;
+      let c8 = e % ${W / 8}u;
+      var w = vec4<u32>(0u);
+      if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
+      let d = ${at}r * ${DW}u + c8 * 8u;
+      ${rep(
+        4,
+        (i) => `let h${i} = ${cvt(`w[${i}]`)};
+      ${dst}[d + ${2 * i}u] = h${i}.x;
+      ${dst}[d + ${2 * i + 1}u] = h${i}.y;`,
+        '\n      ',
+      )}
+    }`;
+}
+
+/** spec.ts keyRange(i) = [key_lo, key_hi) of query row r (off = nk - nq, ncols = nk), in WGSL. */
+export const TC_KEY_RANGES = `fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
+fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }`;
+
+/**
+ * The entry point's head shared by the tensor-core kernels: the builtins (subgroup_id and the
+ * lane, or under emulation their values from the invocation index), then sequence b's starts
+ * and lengths from aux, with off = nk - nq.
+ */
+export function tcEntry(T: number, emulate: boolean): string {
+  return `@compute @workgroup_size(${T})
+fn main(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+  ${emulate ? '' : '@builtin(subgroup_id) sg: u32,\n  @builtin(subgroup_invocation_id) lane: u32,'}
+) {
+  ${emulate ? `let sg = lid / ${TC_SUBGROUP_SIZE}u;\n  let lane = lid % ${TC_SUBGROUP_SIZE}u;\n  e_lane = lane;\n  e_sg = sg;` : ''}
+  let b = wg.z;
+  let startQ = aux[4u * b];
+  let startK = aux[4u * b + 1u];
+  let nq = aux[4u * b + 2u];
+  let nk = aux[4u * b + 3u];
+  let off = i32(nk) - i32(nq);`;
+}
+
 export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   check(c);
   const KD = c.d / 16;
@@ -362,21 +425,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
       ${dst}[d] = h.x;
       ${dst}[d + 1u] = h.y;
     }`
-        : `
-    for (var e = lid; e < ${(rows * W) / 8}u; e += ${T}u) {
-      let r = e / ${W / 8}u;
-      let c8 = e % ${W / 8}u;
-      var w = vec4<u32>(0u);
-      if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
-      let d = ${at}r * ${DW}u + c8 * 8u;
-      ${[0, 1, 2, 3]
-        .map(
-          (i) => `let h${i} = ${cvt(`w[${i}]`)};
-      ${dst}[d + ${2 * i}u] = h${i}.x;
-      ${dst}[d + ${2 * i + 1}u] = h${i}.y;`,
-        )
-        .join('\n      ')}
-    }`;
+        : stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at);
   // Column of a lane's row at step c of its half (rotated when swizzled: see `swizzle`).
   const col = (cv: string) =>
     swz ? `hh * ${HALF}u + (${cv} + rot) % ${HALF}u` : `hh * ${HALF}u + ${cv}`;
@@ -420,22 +469,9 @@ var<workgroup> sp: array<${H}, ${c.subgroups * 16 * SPW}>;
 ${smallFirst ? '' : small}
 ${declareBindings(bindings)}
 __PRELUDE__
-fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
-fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }
+${TC_KEY_RANGES}
 
-@compute @workgroup_size(${T})
-fn main(
-  @builtin(workgroup_id) wg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-  ${emu ? '' : '@builtin(subgroup_id) sg: u32,\n  @builtin(subgroup_invocation_id) lane: u32,'}
-) {
-  ${emu ? `let sg = lid / ${TC_SUBGROUP_SIZE}u;\n  let lane = lid % ${TC_SUBGROUP_SIZE}u;\n  e_lane = lane;\n  e_sg = sg;` : ''}
-  let b = wg.z;
-  let startQ = aux[4u * b];
-  let startK = aux[4u * b + 1u];
-  let nq = aux[4u * b + 2u];
-  let nk = aux[4u * b + 3u];
-  let off = i32(nk) - i32(nq);
+${tcEntry(T, emu)}
   let h = wg.y;
   let r0 = wg.x * ${BR}u;
   if (r0 >= nq) { return; }
