@@ -51,6 +51,20 @@ export type {
   NativeTileProblem,
 } from './plan.js';
 export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
+export {
+  kGroupOf,
+  qGroupOf,
+  rint,
+  SAGE_KEY_TILE,
+  SAGE_Q_BLOCK,
+  type SageCodecCpu,
+  type SageDims,
+  type SageGranularity,
+  type SageGroupCounts,
+  type SageKernelOptions,
+  type SageQuantConfig,
+  sageGroupCounts,
+} from './sage/codec.js';
 export type { WebGpuTileOptions } from './webgpu/host.js';
 export {
   tiledBackwardWebGpu,

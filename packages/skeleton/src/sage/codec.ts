@@ -1,0 +1,128 @@
+/**
+ * SageAttention2's codec: the int8 operands (codes + group scales) that the pre-pass
+ * (quantize.ts, native.ts, webgpu.ts) produces and every kernel reads. The groupings and
+ * rounding are fixed by packages/sage-attention/ARITHMETIC.md; this file holds the shared
+ * types and the group arithmetic so the three backends agree on them by construction.
+ */
+
+/** Scale-group granularity (ARITHMETIC.md "Configuration"). */
+export type SageGranularity = 'block' | 'warp' | 'thread';
+
+export interface SageDims {
+  batch: number;
+  hq: number;
+  hkv: number;
+  nq: number;
+  nk: number;
+  d: number;
+  dv: number;
+}
+
+export interface SageQuantConfig {
+  /** Per query head (length hq), each 4 or 8. */
+  qBits: Uint8Array;
+  granularity: SageGranularity;
+  smoothK: boolean;
+  smoothQ: boolean;
+  pvBits: 8 | 32;
+}
+
+/** Q groups, K groups and 128-row Q blocks (the smoothQ bias rows) of one (b, head). */
+export interface SageGroupCounts {
+  nQG: number;
+  nKG: number;
+  nQB: number;
+}
+
+/** Key tile of the kernel: fixed, P's quantization depends on the running max per tile. */
+export const SAGE_KEY_TILE = 64;
+/** Q rows per smoothQ block (and per 'block' scale group). */
+export const SAGE_Q_BLOCK = 128;
+
+/**
+ * Group counts per (b, head). 'thread' has 8 Q groups per 16-row tile and 4 K groups per
+ * 64-key tile; the last tile's groups may be short or empty (scale 0).
+ */
+export function sageGroupCounts(nq: number, nk: number, g: SageGranularity): SageGroupCounts {
+  const q16 = Math.ceil(nq / 16);
+  const k64 = Math.ceil(nk / SAGE_KEY_TILE);
+  const nQB = Math.ceil(nq / SAGE_Q_BLOCK);
+  switch (g) {
+    case 'block':
+      return { nQG: nQB, nKG: k64, nQB };
+    case 'warp':
+      return { nQG: q16, nKG: k64, nQB };
+    case 'thread':
+      return { nQG: q16 * 8, nKG: k64 * 4, nQB };
+  }
+}
+
+/**
+ * Q scale group of row i: 'block' its 128-row block, 'warp' its 16-row subgroup tile,
+ * 'thread' rows i and i + 8 of a 16-row tile (the two rows one thread holds in an m16n8k32 MMA).
+ */
+export function qGroupOf(i: number, g: SageGranularity): number {
+  switch (g) {
+    case 'block':
+      return i >> 7;
+    case 'warp':
+      return i >> 4;
+    case 'thread':
+      return (i >> 4) * 8 + (i & 7);
+  }
+}
+
+/**
+ * K scale group of key j: 'block' and 'warp' its 64-key tile, 'thread' the 16 keys of a tile
+ * with equal (j & 7) >> 1 (the columns one thread holds).
+ */
+export function kGroupOf(j: number, g: SageGranularity): number {
+  switch (g) {
+    case 'block':
+    case 'warp':
+      return j >> 6;
+    case 'thread':
+      return (j >> 6) * 4 + ((j & 7) >> 1);
+  }
+}
+
+/**
+ * Round half to even (C `nearbyint` in the default rounding mode). `Math.round` rounds halves
+ * towards +inf, so a tie that landed on an odd integer moves back by one. `r - x` is exact for
+ * |x| < 2^52 (above that every double is an integer and r = x).
+ */
+export function rint(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** CPU codec (row-major, independent of the input layout); ARITHMETIC.md "Storage". */
+export interface SageCodecCpu {
+  dims: SageDims;
+  granularity: SageGranularity;
+  pvBits: 8 | 32;
+  /** [B, Hq, Nq, D] codes in [-qmax, qmax]. */
+  qCodes: Int8Array;
+  /** [B, Hq, nQG]. */
+  qScale: Float32Array;
+  /** [B, Hkv, Nk, D]. */
+  kCodes: Int8Array;
+  /** [B, Hkv, nKG]. */
+  kScale: Float32Array;
+  /** pvBits 8: [B, Hkv, Nk, Dv]. */
+  vCodes?: Int8Array | undefined;
+  /** pvBits 8: [B, Hkv, Dv] = dV = f32(sV / 255) (P's 1/255 folded in). */
+  vScale?: Float32Array | undefined;
+  /** pvBits 32: V as f32 [B, Hkv, Nk, Dv]. */
+  v?: Float32Array | undefined;
+  /** smoothQ: [B, Hq, nQB, Nk], the rank-one term qm . Ks added back to S. */
+  bias?: Float32Array | undefined;
+}
+
+export interface SageKernelOptions {
+  scale: number;
+  causal: boolean;
+  /** KERNELS.md "Common" [left, right], -1 unbounded. */
+  window?: readonly [number, number] | undefined;
+  returnLse: boolean;
+}
