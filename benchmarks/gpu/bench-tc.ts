@@ -82,6 +82,15 @@ interface Case {
   varlen?: [number[], number[]];
 }
 
+/** A per-head block mask [hq, nbq, nbk], half kept at random, key block 0 always kept. */
+function sparseMask(hq: number, nbq: number, nbk: number): Tensor {
+  const rng = new Rng(77);
+  const m = Uint8Array.from({ length: hq * nbq * nbk }, (_, i) =>
+    i % nbk === 0 || rng.uniform() < 0.5 ? 1 : 0,
+  );
+  return Tensor.from(m, [hq, nbq, nbk]);
+}
+
 const ALL_CASES: Case[] = [
   { name: 'square', b: 2, hq: 2, hkv: 2, nq: 128, nk: 128, d: 64, dv: 64 },
   { name: 'odd lengths, Nq != Nk', b: 1, hq: 3, hkv: 3, nq: 77, nk: 205, d: 64, dv: 64 },
@@ -135,6 +144,18 @@ const ALL_CASES: Case[] = [
       [17, 64, 100],
       [17, 90, 100],
     ],
+  },
+  {
+    // Tiles skipped (all blocks dropped), mixed and full; key block 0 kept so every row has keys.
+    name: 'block-sparse 48x40 per head, GQA 4/2',
+    b: 2,
+    hq: 4,
+    hkv: 2,
+    nq: 300,
+    nk: 333,
+    d: 64,
+    dv: 64,
+    attn: { blockSparse: { blockQ: 48, blockK: 40, mask: sparseMask(4, 7, 9) } },
   },
   {
     name: 'large N 2048 causal',

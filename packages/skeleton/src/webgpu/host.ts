@@ -639,7 +639,8 @@ export async function tiledForwardWebGpu(
   const lse = hooks.normalize.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
   const owned: GpuBuffer[] = [];
   try {
-    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: br, tileK: fp.bc }));
+    const bc = tc ? 16 * tc.keyMatrices : fp.bc;
+    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: br, tileK: bc }));
     owned.push(uniform, aux);
     const buffers = {
       ...hookBuffers(pr, owned),
@@ -732,7 +733,6 @@ function tcConfig(
     no('the normalisation is not plain softmax');
   if (hooks.scoreMods.length > 0 || hooks.mask || hooks.rab || hooks.permute || p.maskMod)
     no('score mods, masks or a permutation are set');
-  if (p.blockSparse) no('a block-sparse mask is set');
   if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
   // Defaults: the fastest verified variant on the H200 (benchmarks/gpu/results/tc-wip/
   // VARIANTS.md, run 12), with the largest tile of TC_DEFAULT_TILES that fits the device's
@@ -743,7 +743,13 @@ function tcConfig(
     tcForwardWorkgroupBytes({ ...base, ...t, ...given, split }) <=
     ctx.limits.maxComputeWorkgroupStorageSize;
   const tile = TC_DEFAULT_TILES.find(fits) ?? TC_DEFAULT_TILES[0]!;
-  const c: TcForwardConfig = { ...base, ...tile, ...given, split };
+  const c: TcForwardConfig = {
+    ...base,
+    ...tile,
+    ...given,
+    split,
+    ...(p.blockSparse ? { blockSparse: true } : {}),
+  };
   if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
     no(
       `the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,
@@ -1253,8 +1259,16 @@ export async function tiledBackwardWebGpu(
       ? ctx.createStorageBuffer(lse!.size * 8, 'flash backward stats')
       : undefined;
     if (stats) owned.push(stats);
-    const [uq, auxq] = launchBuffers(pr, buildAux(p, { tileQ: qp.br, tileK: qp.bc }));
-    const [uk, auxk] = launchBuffers(pr, buildAux(p, { tileQ: kp.bc, tileK: kp.br }));
+    // The block-sparse tile summaries follow the passes' own tilings (tensor cores: 16 x
+    // subgroups rows by 16 x keyMatrices columns).
+    const dqTile = tc
+      ? { tileQ: 16 * tc.dq.subgroups, tileK: 16 * tc.dq.keyMatrices }
+      : { tileQ: qp.br, tileK: qp.bc };
+    const dkdvTile = tc
+      ? { tileQ: 16 * tc.dkdv.keyMatrices, tileK: 16 * tc.dkdv.subgroups }
+      : { tileQ: kp.bc, tileK: kp.br };
+    const [uq, auxq] = launchBuffers(pr, buildAux(p, dqTile));
+    const [uk, auxk] = launchBuffers(pr, buildAux(p, dkdvTile));
     owned.push(uq, auxq, uk, auxk);
     const shared = { ...hookBuffers(pr, owned), ...pr.buffers, o: bo, lse: bl, dout: bdo, stats };
     const steps: ComputeStep[] = [];
@@ -1360,14 +1374,19 @@ function tcBackwardConfigs(
     no('the normalisation is not plain softmax');
   if (hooks.scoreMods.length > 0 || hooks.mask || hooks.rab || hooks.permute || p.maskMod)
     no('score mods, masks or a permutation are set');
-  if (p.blockSparse) no('a block-sparse mask is set');
   if (p.paged) no('K/V are paged (the tensor-core passes read contiguous K/V)');
   if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   const pick = (pass: 'dq' | 'dkdv'): TcBackwardConfig => {
     const c = tcBackwardConfigFor(
       pass,
-      { d: p.d, dv: p.dv, emulate, ...opts.tensorCoreBackward?.[pass] },
+      {
+        d: p.d,
+        dv: p.dv,
+        emulate,
+        ...opts.tensorCoreBackward?.[pass],
+        ...(p.blockSparse ? { blockSparse: true } : {}),
+      },
       limit,
     );
     const bytes = tcBackwardWorkgroupBytes(c, pass);

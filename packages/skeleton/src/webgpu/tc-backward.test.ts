@@ -5,7 +5,7 @@ import {
   softmaxAttentionReferenceBackward,
   toleranceFor,
 } from '@attnkit/attention';
-import { Rng, ValueError } from '@attnkit/tensor';
+import { Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -246,6 +246,33 @@ const CASES: Case[] = [
     ],
   },
 ];
+
+// Block sparsity: per-head masks of 12 x 10 blocks over (45, 77) with some tiles all dropped
+// (skipped: the parity count runs on visited tiles only), mixed tiles, a query block that keeps
+// nothing (rows without keys: dQ 0) and a key block no query keeps (dK = dV = 0).
+function sparseMask(seed: number, hq: number, nbq: number, nbk: number): Tensor {
+  const rng = new Rng(seed);
+  const mask = Uint8Array.from({ length: hq * nbq * nbk }, () => (rng.uniform() < 0.45 ? 1 : 0));
+  for (let h = 0; h < hq; h++) {
+    for (let kb = 0; kb < nbk; kb++) mask[h * nbq * nbk + nbk + kb] = 0;
+    for (let qb = 0; qb < nbq; qb++) mask[h * nbq * nbk + qb * nbk + 3] = 0;
+  }
+  return Tensor.from(mask, [hq, nbq, nbk]);
+}
+CASES.push({
+  name: 'block-sparse per head, causal GQA 4/2, Nq < Nk',
+  b: 2,
+  hq: 4,
+  hkv: 2,
+  nq: 45,
+  nk: 77,
+  d: 16,
+  dv: 16,
+  attn: {
+    causal: true,
+    blockSparse: { blockQ: 12, blockK: 10, mask: sparseMask(9, 4, 4, 8) },
+  },
+});
 
 const CASE_DV: Case = {
   name: 'D 32, Dv 16, GQA causal',

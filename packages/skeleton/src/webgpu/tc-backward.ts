@@ -50,6 +50,13 @@ export interface TcBackwardConfig {
   split?: boolean;
   /** Test aid: the subgroup matrices emulated in plain WGSL (tc-forward.ts matrixOps). */
   emulate?: boolean;
+  /**
+   * A block-sparse mask: tiles the host's summary (aux.ts buildAux with this pass's tiling: dQ
+   * BR queries x BC keys, dK/dV BC queries x BR keys) marks all-dropped are skipped (the staging
+   * halves already alternate by a running count of visited tiles), mixed tiles mask each pair
+   * outside a kept block. Off: the kernel text is unchanged.
+   */
+  blockSparse?: boolean;
 }
 
 /** The tile fields of a backward config (WebGpuTileOptions.tensorCoreBackward). */
@@ -290,6 +297,7 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
   const emu = c.emulate ?? false;
   const mx = matrixOps(emu, c.subgroups);
   const L = layoutOf(c, 'dq');
+  const bsp = c.blockSparse ?? false;
   const { BR, BC, KW, VW, SPW, HALFSZ } = L;
   const KD = c.d / 16;
   const KV = c.dv / 16;
@@ -316,9 +324,24 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
   ${rep(NC, (m) => `var s${m} = ${A}();`, '\n  ')}
   var it = 0u;
   let loFirst = key_lo(rFirst, off, ncols);
-  let hiLast = max(key_hi(rLast, off, ncols), 0);
+  let hiLast = max(key_hi(rLast, off, ncols), 0);${
+    bsp
+      ? `
+  let slice = b * P.bsBatch + h * P.bsHead;
+  let bsRow = (u32(max(row, 0)) / P.bsQ) * P.nbk;`
+      : ''
+  }
   for (var ct = u32(loFirst) / ${BC}u; ct < (u32(hiLast) + ${BC - 1}u) / ${BC}u; ct++) {
-    let c0 = ct * ${BC}u;
+    let c0 = ct * ${BC}u;${
+      bsp
+        ? `
+    // The host's summary of the tile's blocks (0 all dropped, 1 mixed, 2 all kept), read at a
+    // workgroup-uniform address: a uniform skip, before the tile counts for the parity.
+    let state = aux[P.tsOff + (slice * P.ntq + wg.x) * P.ntk + ct];
+    if (state == 0u) { continue; }
+    let mixed = state == 1u;`
+        : ''
+    }
     // K and V of this tile into the half of its parity: the other half still holds the last
     // tile's, which other subgroups may be multiplying with.
     let kvK = (it & 1u) * ${HALFSZ}u;
@@ -347,7 +370,7 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
       let cl = hh * ${HALF}u + c;
       let j = i32(c0 + cl);
       let e = scB + rr * ${BC}u + cl;
-      let x = select(NEG, sc[e] * P.scaleLog2, j >= rowLo && j < rowHi);
+      let x = select(NEG, sc[e] * P.scaleLog2, j >= rowLo && j < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(j) / P.bsK] != 0u)' : ''});
       let p = prob1(x, st.x);
       sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p * (sd[e] - st.y));
     }
@@ -409,6 +432,7 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
   const emu = c.emulate ?? false;
   const mx = matrixOps(emu, c.subgroups);
   const L = layoutOf(c, 'dkdv');
+  const bsp = c.blockSparse ?? false;
   const { BR, BC, KW, VW, SPW, HALFSZ } = L;
   const KD = c.d / 16;
   const KV = c.dv / 16;
@@ -435,7 +459,16 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
       '\n      ',
     );
   const tile = `
-      let c0 = ct * ${BC}u;
+      let c0 = ct * ${BC}u;${
+        bsp
+          ? `
+      // The tile's block summary (tiling BC queries x BR keys): a uniform skip before the
+      // tile counts for the parity; mixed tiles test each pair below.
+      let state = aux[P.tsOff + (slice * P.ntq + ct) * P.ntk + wg.x];
+      if (state == 0u) { continue; }
+      let mixed = state == 1u;`
+          : ''
+      }
       // Q and dO of this query tile into the half of the running tile count's parity (the
       // count runs on across heads, so consecutive tiles never share a half).
       let qdQ = (it & 1u) * ${HALFSZ}u;
@@ -470,7 +503,7 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
         var st = vec2<f32>(0.0);
         if (j < nq) { st = stats[lB + j]; }
         let e = scB + rr * ${BC}u + cl;
-        let x = select(NEG, sc[e] * P.scaleLog2, i32(j) >= rowLo && i32(j) < rowHi);
+        let x = select(NEG, sc[e] * P.scaleLog2, i32(j) >= rowLo && i32(j) < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + (j / P.bsQ) * P.nbk + bsKey] != 0u)' : ''});
         let p = prob1(x, st.x);
         ${wantV ? `sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p);` : ''}
         ${wantK ? `sq[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p * (sd[e] - st.y));` : ''}
@@ -516,14 +549,14 @@ ${entry(c, T)}
   ${wantK ? rep(KD, (i) => `var ak${i} = ${A}();`, '\n  ') : ''}
   ${wantV ? rep(KV, (j) => `var av${j} = ${A}();`, '\n  ') : ''}
   ${rep(NC, (m) => `var s${m} = ${A}();`, '\n  ')}
-  var it = 0u;
+  var it = 0u;${bsp ? '\n  let bsKey = u32(max(row, 0)) / P.bsK;' : ''}
   let loFirst = query_lo(rFirst, off, ncols);
   let hiLast = max(query_hi(rLast, off, ncols), 0);
   for (var g = 0u; g < P.group; g++) {
     let h = hk * P.group + g;
     let qB = b * P.qBatch + h * P.qHead + startQ * P.qRow;
     let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
-    let lB = b * P.lBatch + h * P.lHead + startQ;
+    let lB = b * P.lBatch + h * P.lHead + startQ;${bsp ? '\n    let slice = b * P.bsBatch + h * P.bsHead;' : ''}
     for (var ct = u32(loFirst) / ${BC}u; ct < (u32(hiLast) + ${BC - 1}u) / ${BC}u; ct++) {${tile}
     }
   }

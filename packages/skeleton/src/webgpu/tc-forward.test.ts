@@ -5,7 +5,7 @@ import {
   softmaxAttentionReference,
   toleranceFor,
 } from '@attnkit/attention';
-import { Rng, type Tensor } from '@attnkit/tensor';
+import { Rng, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -244,6 +244,105 @@ describe.skipIf(!ctx)('tensor-core forward, emulated, vs the float64 reference',
       }
     });
 });
+
+// Block sparsity on the tensor-core forward: the host's tile summary built with the kernel's
+// BR x BC tiling, skipped tiles (a dropped tile between visited ones: the staging halves
+// alternate by the count of visited tiles, not the tile index), mixed tiles masked per element,
+// rows whose every block is dropped (O = 0, LSE = -inf, no NaN), per-head and batched masks.
+function sparseCase(seed: number, causal: boolean, batched: boolean) {
+  const rng = new Rng(seed);
+  const [b, hq, hkv, nq, nk, d] = [2, 4, 2, 45, 77, 16];
+  const [blockQ, blockK] = batched ? [16, 8] : [12, 10];
+  const nbq = Math.ceil(nq / blockQ);
+  const nbk = Math.ceil(nk / blockK);
+  const shape = batched ? [b, hq, nbq, nbk] : [hq, nbq, nbk];
+  const n = shape.reduce((a, x) => a * x, 1);
+  const mask = Uint8Array.from({ length: n }, () => (rng.uniform() < 0.45 ? 1 : 0));
+  // Query block 1 of head 0 keeps nothing (fully masked rows); its block 0 keeps only the
+  // first and last key blocks (tiles between them skipped).
+  const slice0 = 0;
+  for (let kb = 0; kb < nbk; kb++) {
+    mask[slice0 + nbk + kb] = 0;
+    mask[slice0 + kb] = kb === 0 || kb === nbk - 1 ? 1 : 0;
+  }
+  const attn: AttentionOptions = {
+    scale: 1.5,
+    ...(causal ? { causal: true } : {}),
+    blockSparse: { blockQ, blockK, mask: Tensor.from(mask, shape) },
+  };
+  return {
+    q: rng.randn([b, hq, nq, d]).astype('f16'),
+    k: rng.randn([b, hkv, nk, d]).astype('f16'),
+    v: rng.randn([b, hkv, nk, d]).astype('f16'),
+    attn,
+  };
+}
+
+describe.skipIf(!ctx)(
+  'tensor-core forward, block-sparse, emulated, vs the float64 reference',
+  () => {
+    const variants: Array<Partial<TcForwardConfig>> = [
+      { subgroups: 2, keyMatrices: 1, lazy: 8 },
+      { subgroups: 1, keyMatrices: 2, lazy: 8, fused: true, pad: 8, swizzle: true },
+    ];
+    for (const variant of variants)
+      test(`${JSON.stringify(variant)}`, { timeout: 120_000 }, async () => {
+        const tol = toleranceFor({ dtype: 'f16' });
+        for (const [n, [causal, batched]] of [
+          [false, false],
+          [true, true],
+        ].entries()) {
+          const x = sparseCase(70 + n, causal!, batched!);
+          const g = [x.q, x.k, x.v].map((t) => toWebGpu(t, ctx!));
+          const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
+          ctx!.poisonOutputs = true;
+          try {
+            const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+              tensorCores: { ...variant, emulate: true },
+            });
+            const ref = softmaxAttentionReference(x.q, x.k, x.v, x.attn);
+            const o = await r.o.toCpu();
+            const lse = await r.lse!.toCpu();
+            const eo = accuracy(o, ref.o);
+            // LSE of the fully masked rows is -inf in both: compare the finite ones.
+            const lr = (ref.lse as Tensor).toFloat64Array();
+            const lg = lse.toFloat32Array();
+            let masked = 0;
+            let bad = 0;
+            for (let i = 0; i < lr.length; i++) {
+              if (lr[i] === Number.NEGATIVE_INFINITY) {
+                masked++;
+                if (lg[i] !== Number.NEGATIVE_INFINITY) bad++;
+              } else if (!(Math.abs(lg[i]! - lr[i]!) <= 1e-2 * Math.max(1, Math.abs(lr[i]!))))
+                bad++;
+            }
+            expect({ o: eo.relL2 <= tol, nonFinite: eo.nonFinite, lseBad: bad }).toEqual({
+              o: true,
+              nonFinite: 0,
+              lseBad: 0,
+            });
+            expect(masked).toBeGreaterThan(0);
+            r.o.dispose();
+            r.lse!.dispose();
+          } finally {
+            ctx!.poisonOutputs = false;
+            for (const t of g) t.dispose();
+          }
+        }
+      });
+
+    test('generated text: unchanged without block sparsity, a visited-tile parity with it', () => {
+      const base: TcForwardConfig = { d: 64, dv: 64, subgroups: 4, keyMatrices: 2, lazy: 8 };
+      const plain = tcForwardShader(base).code;
+      const sparse = tcForwardShader({ ...base, blockSparse: true }).code;
+      expect(plain).not.toMatch(/P\.tsOff|vis\+\+/);
+      expect(plain).toMatch(/\(ct & 1u\)/);
+      expect(sparse).toMatch(/if \(state == 0u\) \{ continue; \}/);
+      expect(sparse).toMatch(/\(vis & 1u\)/);
+      expect(sparse).toMatch(/!mixed \|\| aux\[P\.bsOff/);
+    });
+  },
+);
 
 // split-f16 (f32 inputs): emulated, the products are f32-exact, so what this checks is the
 // splitting, the three products and the f32 epilogue, at the f32 tolerance. What the tensor

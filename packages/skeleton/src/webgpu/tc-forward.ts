@@ -115,6 +115,14 @@ export interface TcForwardConfig {
    * arrays that subgroup-matrix loads read. false reproduces the failure.
    */
   smallFirst?: boolean;
+  /**
+   * A block-sparse mask (KERNELS.md "Common"): the host's per-tile summary (aux.ts buildAux with
+   * this kernel's tiling, BR x BC) skips tiles whose blocks are all dropped, and in mixed tiles
+   * each score outside a kept block is masked. Skipped tiles break the alternation of the
+   * staging halves by tile index, so the halves alternate by a running count of visited tiles.
+   * Off: the kernel text is unchanged.
+   */
+  blockSparse?: boolean;
 }
 
 /**
@@ -352,10 +360,14 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const shuffle = c.shuffle ?? false;
   const qRegs = c.qRegs ?? false;
   // Where this tile's K and V go in kv.
+  const bsp = c.blockSparse ?? false;
+  // The staging half's parity: the tile index, or (block-sparse: tiles may be skipped) the
+  // count of tiles visited so far.
+  const par = bsp ? 'vis' : 'ct';
   const kvBases = fused
-    ? `let kvK = (ct & 1u) * ${HALFSZ}u;\n    let kvV = kvK + ${BC * KW}u;`
+    ? `let kvK = (${par} & 1u) * ${HALFSZ}u;\n    let kvV = kvK + ${BC * KW}u;`
     : layout === 'parity'
-      ? `let kvK = (ct & 1u) * ${HALFSZ}u;\n    let kvV = kvK;`
+      ? `let kvK = (${par} & 1u) * ${HALFSZ}u;\n    let kvV = kvK;`
       : layout === 'split'
         ? `let kvK = 0u;\n    let kvV = ${HALFSZ}u;`
         : `let kvK = 0u;\n    let kvV = 0u;`;
@@ -504,13 +516,29 @@ ${tcEntry(T, emu)}
   var m = M0;
   var l = 0.0;
   let loFirst = key_lo(rFirst, off, ncols);
-  let hiLast = max(key_hi(rLast, off, ncols), 0);
+  let hiLast = max(key_hi(rLast, off, ncols), 0);${
+    bsp
+      ? `
+  let slice = b * P.bsBatch + h * P.bsHead;
+  let bsRow = (u32(max(row, 0)) / P.bsQ) * P.nbk;
+  var vis = 0u;`
+      : ''
+  }
   for (var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++) {
-    let c0 = ct * BC;
+    let c0 = ct * BC;${
+      bsp
+        ? `
+    // The host's summary of the tile's blocks (aux.ts): 0 all dropped, 1 mixed, 2 all kept.
+    // Read-only storage at a workgroup-uniform address: the skip is uniform, barriers stay legal.
+    let state = aux[P.tsOff + (slice * P.ntq + wg.x) * P.ntk + ct];
+    if (state == 0u) { continue; }
+    let mixed = state == 1u;`
+        : ''
+    }
     // K and V tiles alternate between two halves of kv by tile parity (fused, 'parity'): with
     // one constant-address buffer ('single') the H200 computed wrong scores (run 11 of
     // benchmarks/gpu/results/tc-wip/VARIANTS.md).
-    ${kvBases}
+    ${kvBases}${bsp ? '\n    vis++;' : ''}
     ${topBarrier ? 'workgroupBarrier();' : ''}
     if (lid == 0u) { ${flag} = 0u; }
     ${stageK}
@@ -548,7 +576,7 @@ ${tcEntry(T, emu)}
       let cl = ${col('c')};
       let j = i32(c0 + cl);
       let e = scB + rr * BC + cl;
-      let x = ${c.debug === 'noSoftmax' ? 'sc[e]' : `select(NEG, ${split ? '(sc[e] + scx[e] * LOINV)' : 'sc[e]'} * P.scaleLog2, j >= rowLo && j < rowHi)`};
+      let x = ${c.debug === 'noSoftmax' ? 'sc[e]' : `select(NEG, ${split ? '(sc[e] + scx[e] * LOINV)' : 'sc[e]'} * P.scaleLog2, j >= rowLo && j < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(j) / P.bsK] != 0u)' : ''})`};
       sc[e] = x;
       tmax = max(tmax, x);
     }
