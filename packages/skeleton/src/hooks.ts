@@ -1,6 +1,7 @@
 import type { AttentionProblem, ResolvedScoreMod } from '@attnkit/attention';
 import { ValueError } from '@attnkit/tensor';
 import type { HstuRabHook } from './hstu-rab.js';
+import type { SageCodecCpu } from './sage/codec.js';
 
 /**
  * The skeleton's hooks, shared by its three backends (TS kernel, WGSL generator, C++
@@ -22,7 +23,8 @@ import type { HstuRabHook } from './hstu-rab.js';
  *   backward multiplies dS by each mod's derivative at its input.
  * - `schedule`: how each Q tile's key tiles are cut into work (see ScheduleHook); absent =
  *   'band'. It never changes the math, only the order of the reduction.
- * - `operands` (storage codec) is the dtype of the tensors (f32, f16/bf16 packed).
+ * - `operands` (storage codec) is the dtype of the tensors (f32, f16/bf16 packed); the TS FA2
+ *   loop also takes SageAttention2's int8 codec (OperandsHook below).
  */
 export type NormalizeHook =
   | { kind: 'softmax'; sinks?: Float32Array | undefined }
@@ -139,6 +141,26 @@ export function hstuMaskAllowed(
   if (c > 0) ok = ok || (r === 0 && s < top);
   return ok;
 }
+
+/**
+ * The `operands` hook of the TS FA2 forward (cpu/fa2.ts, bound as CpuHooks.operands by
+ * cpu/int8.ts compileInt8Operands): SageAttention2's codec instead of float Q, K (and V).
+ * Per 64-key tile (ARITHMETIC.md, packages/sage-attention): S = f32(int32 dot of the Q and K
+ * codes) x f32(sQ sK) (+ the smoothQ bias) x scale; the online softmax as for floats; with V
+ * codes (pvBits 8) P~ is quantized to u8 (rint(255 p)) and P~ V accumulated in int32 per tile,
+ * then rescaled by V's per-channel scale; without (pvBits 32) P V runs on the codec's f32 V
+ * through the float path. The key tile must be 64 (P's quantization depends on the running max
+ * per tile), the problem BHND and unpaged, the schedule 'band', no permuted tiles.
+ * Only the TS loop reads it: the generic entry points (tiledForwardTs / Native / WebGpu) take
+ * float tensors; native and WebGPU run Sage through their own kernels (sage/native.ts,
+ * sage/webgpu.ts), tested against this one (sage/forward-ts.ts sageForwardTs).
+ */
+export interface Int8OperandsHook {
+  kind: 'int8';
+  codec: SageCodecCpu;
+}
+
+export type OperandsHook = Int8OperandsHook;
 
 export interface TiledHooks {
   normalize: NormalizeHook;

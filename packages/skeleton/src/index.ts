@@ -52,6 +52,8 @@ export type {
 } from './plan.js';
 export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
 export {
+  checkSageConfig,
+  checkSageFinite,
   kGroupOf,
   qGroupOf,
   rint,
@@ -64,7 +66,10 @@ export {
   type SageKernelOptions,
   type SageQuantConfig,
   sageGroupCounts,
+  sageHeadDimOk,
 } from './sage/codec.js';
+export { sageForwardTs } from './sage/forward-ts.js';
+export { quantizeSageTs } from './sage/quantize.js';
 export type { WebGpuTileOptions } from './webgpu/host.js';
 export {
   tiledBackwardWebGpu,

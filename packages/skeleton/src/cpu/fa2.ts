@@ -8,6 +8,7 @@ import {
   qBase,
 } from '@attnkit/attention';
 import { allocF32, allocI32 } from './alloc.js';
+import { int8PV, int8Scores, int8StageQ } from './int8.js';
 import { type DecodePiece, piecesByUnit, planDecodePartition } from './partition.js';
 import { combinePartials, splitKeyTiles } from './schedule.js';
 import {
@@ -71,12 +72,17 @@ interface ForwardState {
  * pointwise (sigmoid: W = sigmoid(S + bias[b]); silu: W = factor silu(S)): acc a plain sum
  * (m, l untouched). Tiles the mask rule skips (block sparsity, the mask mod's block mask) cost
  * nothing; tiles without mods or element tests run no per-element hook code.
+ * int8 operands (hooks.operands, SageAttention2): S comes from the Q/K codes and, with V codes,
+ * P V from u8-quantized P~ in int32 (int8.ts); the walk, masks and online softmax are these.
  */
 function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number): void {
   const { p, hooks, K, V, bq, bk, qt, kt, vt, s, lo, hi, m, l, acc } = st;
   const { b, h, kBase0, vBase0, kIdx0, bias, q0, rows } = st;
   const { d, dv, kRow, vRow } = p;
-  const { pointwise: pw, factor, mods, permK } = hooks;
+  const { pointwise: pw, factor, mods, permK, operands: ops } = hooks;
+  // int8 operands: S from the Q/K codes (int8Scores), P~ V from the V codes when present
+  // (int8PV); otherwise (pvBits 32) V is the codec's f32 V on the float path below.
+  const intPv = ops?.codec.vCodes !== undefined;
   const hasMods = mods.length > 0;
   const maskMod = p.maskMod;
   const nk = p.seqK[b]!;
@@ -96,11 +102,15 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
       stagePagedRows(p, b, K, kBase0, kRow, k0, cols, d, kt);
       stagePagedRows(p, b, V, vBase0, vRow, k0, cols, dv, vt);
     } else {
-      stageTile(K, kBase0, kRow, permK, kIdx0, k0, cols, d, kt, 1);
-      stageTile(V, vBase0, vRow, permK, kIdx0, k0, cols, dv, vt, 1);
+      if (!ops) stageTile(K, kBase0, kRow, permK, kIdx0, k0, cols, d, kt, 1);
+      if (!intPv) stageTile(V, vBase0, vRow, permK, kIdx0, k0, cols, dv, vt, 1);
     }
-    s.fill(0, 0, rows * bk);
-    gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
+    if (ops) {
+      int8Scores(ops, b, h, Math.floor(h / p.group), q0, rows, k0, cols, s, bk, lo, hi);
+    } else {
+      s.fill(0, 0, rows * bk);
+      gemm(qt, 0, d, 1, kt, 0, 1, d, s, 0, bk, rows, cols, d);
+    }
     // HSTU's bucketed rab joins the scaled score first (before the mods and masks).
     if (hooks.rab) applyHstuRab(hooks.rab, p, b, h, q0, rows, k0, s, bk, lo, hi);
     if (hasMods) applyScoreMods(mods, p, b, h, q0, rows, k0, s, bk, lo, hi, undefined);
@@ -160,7 +170,9 @@ function forwardKeyRange(st: ForwardState, slot: number, t0: number, t1: number)
         l[ms + r] = l[ms + r]! + sum;
       }
     }
-    if (kind !== FULL && !allFinite(vt, cols * dv)) {
+    if (intPv) {
+      int8PV(ops!, b, Math.floor(h / p.group), rows, k0, s, bk, lo, hi, acc, as);
+    } else if (kind !== FULL && !allFinite(vt, cols * dv)) {
       // A non-finite V row that some rows of the tile do not see: 0 * NaN would poison them,
       // so those rows multiply only their own key range (rare: checked on partial tiles only).
       for (let r = 0; r < rows; r++) {
@@ -379,7 +391,8 @@ export function tiledForward(
     st.rows = rows;
     // Folding the scale into the staged Q tile saves a multiply per score.
     // With hooks.permQ the rows come through the index (the LSE layout: slice lBase0).
-    stageTile(Q, qBase(p, b, h, d), qRow, hooks.permQ, lBase0, q0, rows, d, st.qt, scale);
+    if (hooks.operands) int8StageQ(hooks.operands, b, h, q0, rows);
+    else stageTile(Q, qBase(p, b, h, d), qRow, hooks.permQ, lBase0, q0, rows, d, st.qt, scale);
     if (byUnit) {
       const pieces = byUnit[unit++]!;
       // No piece (no tiles): the empty range resets slot 0 to m = -inf, l = 0, acc = 0.

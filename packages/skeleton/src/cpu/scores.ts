@@ -14,6 +14,7 @@ import {
   type TiledHooks,
 } from '../hooks.js';
 import { type HstuRabHook, hstuTimeColumn } from '../hstu-rab.js';
+import type { CpuInt8Operands } from './int8.js';
 import { resolveSchedule } from './schedule.js';
 
 /**
@@ -65,6 +66,8 @@ export interface CpuHooks {
   mask?: HstuMaskHook | undefined;
   /** Built-in HSTU bucketed rab (HstuRabHook), tables decoded: added to every visited pair. */
   rab?: CpuRab | undefined;
+  /** FA2 forward only: int8 operands (Int8OperandsHook, bound by int8.ts withInt8Operands). */
+  operands?: CpuInt8Operands | undefined;
 }
 
 /**

@@ -5,6 +5,8 @@
  * types and the group arithmetic so the three backends agree on them by construction.
  */
 
+import { describe, ValueError } from '@attnkit/tensor';
+
 /** Scale-group granularity (ARITHMETIC.md "Configuration"). */
 export type SageGranularity = 'block' | 'warp' | 'thread';
 
@@ -125,4 +127,66 @@ export interface SageKernelOptions {
   /** KERNELS.md "Common" [left, right], -1 unbounded. */
   window?: readonly [number, number] | undefined;
   returnLse: boolean;
+}
+
+/** The head dims the integer path takes: multiples of 16 in [16, 256] (ARITHMETIC.md). */
+export function sageHeadDimOk(n: number): boolean {
+  return Number.isInteger(n) && n >= 16 && n <= 256 && n % 16 === 0;
+}
+
+function fail(name: string, expected: string, got: unknown): never {
+  throw new ValueError(`${name}: expected ${expected}, got ${describe(got)}`, name);
+}
+
+/**
+ * Checks dims and config for a pre-pass (every backend's): ValueError naming `q` (D), `v` (Dv),
+ * `k` (Hkv), `dims` (counts), `qkBits`, `granularity`, `smoothK`, `smoothQ`, `pvBits`.
+ */
+export function checkSageConfig(dims: SageDims, config: SageQuantConfig): void {
+  if (dims === null || typeof dims !== 'object') fail('dims', 'a SageDims object', dims);
+  for (const key of ['batch', 'hq', 'hkv', 'nq', 'nk', 'd', 'dv'] as const) {
+    const n = dims[key];
+    if (!Number.isInteger(n) || n < 0) fail(`dims.${key}`, 'a non-negative integer', n);
+  }
+  if (dims.hkv < 1 || dims.hq % dims.hkv !== 0)
+    fail('k', `a kv head count dividing Hq = ${dims.hq} (GQA)`, dims.hkv);
+  if (!sageHeadDimOk(dims.d))
+    fail(
+      'q',
+      'head dim D a multiple of 16 in [16, 256] (the int32 scores stay exact in f32)',
+      dims.d,
+    );
+  if (!sageHeadDimOk(dims.dv))
+    fail(
+      'v',
+      'head dim Dv a multiple of 16 in [16, 256] (the int32 P~ V stays exact in f32)',
+      dims.dv,
+    );
+  if (config === null || typeof config !== 'object') fail('config', 'a SageQuantConfig', config);
+  const bits = config.qBits;
+  if (!(bits instanceof Uint8Array) || bits.length !== dims.hq)
+    fail('qkBits', `a Uint8Array of length Hq = ${dims.hq}`, bits);
+  for (let h = 0; h < bits.length; h++)
+    if (bits[h] !== 4 && bits[h] !== 8) fail('qkBits', `4 or 8 (head ${h})`, bits[h]);
+  const g = config.granularity;
+  if (g !== 'block' && g !== 'warp' && g !== 'thread')
+    fail('granularity', '"block", "warp" or "thread"', g);
+  if (typeof config.smoothK !== 'boolean') fail('smoothK', 'a boolean', config.smoothK);
+  if (typeof config.smoothQ !== 'boolean') fail('smoothQ', 'a boolean', config.smoothQ);
+  if (config.pvBits !== 8 && config.pvBits !== 32) fail('pvBits', '8 or 32', config.pvBits);
+}
+
+/**
+ * ValueError naming `name` (q, k or v) at the first NaN or infinity: the quantization scales
+ * (max |x|) would be meaningless.
+ */
+export function checkSageFinite(a: ArrayLike<number>, name: string): void {
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    if (x - x !== 0)
+      throw new ValueError(
+        `${name}: expected finite values (a NaN or infinity makes the quantization scales meaningless), got ${x} at element ${i}`,
+        name,
+      );
+  }
 }
