@@ -11,7 +11,7 @@ import { calibrate, type SageCalibration, sageAttention } from './index.js';
 
 function sample(rng: Rng, n: number, d: number) {
   const mu = new Float32Array(d);
-  rng.fillNormal(mu, 0, 5);
+  rng.fillNormal(mu, 0, 8);
   const q = rng.randn([1, 2, n, d]).toFloat32Array();
   for (let e = 0; e < n * d; e++) q[e] = q[e]! + mu[e % d]!; // head 0 only
   return {
