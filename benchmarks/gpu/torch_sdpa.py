@@ -20,11 +20,15 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--out")
 parser.add_argument("--quick", action="store_true")
 parser.add_argument("--repeats", type=int, default=10)
+parser.add_argument("--shapes", help='B,H,N,D;B,H,N,D... (default: the bench-webgpu shapes)')
+parser.add_argument("--forward-only", action="store_true", help="no backward timing (inference peers, e.g. Sage)")
 args = parser.parse_args()
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 SHAPES = [(2, 4, 512, 64)] if args.quick else [(16, 16, 1024, 64), (4, 16, 4096, 128), (2, 16, 8192, 128)]
+if args.shapes:
+    SHAPES = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")]
 IMPLS = [("flash_fp16", SDPBackend.FLASH_ATTENTION, torch.float16),
          ("cudnn_bf16", SDPBackend.CUDNN_ATTENTION, torch.bfloat16),
          ("mem_efficient_fp32", SDPBackend.EFFICIENT_ATTENTION, torch.float32)]
@@ -55,14 +59,16 @@ for (b, h, n, d) in SHAPES:
             flops = 4 * b * h * n * n * d * (0.5 if causal else 1.0)
             with sdpa_kernel(backend):
                 fwd = time_ms(lambda: sdpa(q, k, v, is_causal=causal))
-                o = sdpa(q, k, v, is_causal=causal)
-                bwd = time_ms(lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True))
-            for pass_, ms, f in (("forward", fwd, flops), ("backward", bwd, 2.5 * flops)):
+                if not args.forward_only:
+                    o = sdpa(q, k, v, is_causal=causal)
+                    bwd = time_ms(lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True))
+            passes = [("forward", fwd, flops)] + ([] if args.forward_only else [("backward", bwd, 2.5 * flops)])
+            for pass_, ms, f in passes:
                 row = {"impl": name, "pass": pass_, "shape": [b, h, n, d], "causal": causal,
                        "ms": ms, "tflops": f / (ms * 1e9)}
                 rows.append(row)
                 print(f"{name:20s} {pass_:8s} {b},{h},{n},{d} causal={causal!s:5s} {ms:8.3f} ms {row['tflops']:7.1f} TFLOP/s", flush=True)
-            del q, k, v, do, o
+            del q, k, v, do
             torch.cuda.empty_cache()
           except RuntimeError as e:  # a backend this build or GPU lacks (cuDNN) is reported, not fatal
             rows.append({"impl": name, "shape": [b, h, n, d], "causal": causal, "error": str(e)[:300]})

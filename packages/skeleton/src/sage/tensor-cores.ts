@@ -3,6 +3,7 @@ import {
   bindBuffers,
   bindingKinds,
   declareBindings,
+  type GpuProfiler,
   packUniform,
   type UniformField,
   uniformStruct,
@@ -383,6 +384,7 @@ export async function sageTcForward(
   granularity: SageGranularity,
   opts: Pick<SageKernelOptions, 'scale' | 'causal' | 'window'>,
   tile: Partial<Pick<SageTcConfig, 'subgroups' | 'units' | 'emulate'>> = {},
+  profiler?: GpuProfiler,
 ): Promise<{ o: GPUBuffer; lse: GPUBuffer }> {
   const c: SageTcConfig = {
     d: dims.d,
@@ -452,7 +454,7 @@ export async function sageTcForward(
           workgroups: [Math.ceil(dims.nq / (16 * c.subgroups)), dims.hq, dims.batch],
           label: 'sage forward (int8 tensor cores)',
         },
-      ]);
+      ], profiler);
   } catch (e) {
     ctx.pool.release(o);
     ctx.pool.release(lse);
