@@ -13,6 +13,7 @@ import {
 import { loadNativeBackend } from '@attnkit/flash-attention';
 import '@attnkit/hstu-attention';
 import '@attnkit/lean-attention';
+import '@attnkit/sage-attention';
 import '@attnkit/sigmoid-attention';
 import { BackendUnavailableError, type Tensor, ValueError } from '@attnkit/tensor';
 import { getWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
@@ -108,8 +109,11 @@ const FAMILIES: Partial<
  * (FAMILIES): LeanAttention's decode kernels ('lean', @attnkit/lean-attention) compute softmax
  * attention, so they verify the softmax goldens (softmax_decode is theirs) with the golden's
  * options plus the `partition` (fa2, splitK or streamK; default the family's, streamK).
+ * SageAttention2 ('sage', @attnkit/sage-attention) is quantized softmax attention: it runs the
+ * BHND softmax goldens' forward (o) with the golden's options plus its own (qkBits,
+ * granularity), and verify judges it by KERNELS.md's accuracy bars, not the f32 tolerance.
  */
-export const VERIFY_FAMILIES = ['lean'] as const;
+export const VERIFY_FAMILIES = ['lean', 'sage'] as const;
 export type VerifyFamily = (typeof VERIFY_FAMILIES)[number];
 export const LEAN_PARTITIONS = ['fa2', 'splitK', 'streamK'] as const;
 export type LeanPartitionName = (typeof LEAN_PARTITIONS)[number];
@@ -125,10 +129,22 @@ const VERIFY_ROUTES: Record<VerifyFamily, { kinds: readonly GoldenKind[]; route:
     kinds: ['softmax', 'softmax_varlen'],
     route: { family: 'lean', options: (g) => ({ ...goldenAttentionOptions(g) }) },
   },
+  sage: {
+    kinds: ['softmax'],
+    route: { family: 'sage', options: (g) => ({ ...goldenAttentionOptions(g) }) },
+  },
 };
 
-/** The route of `--family` (with its `--partition`), typed errors naming the flag. */
-function verifyRoute(family: string, kind: GoldenKind, partition: string | undefined): Route {
+/**
+ * The route of `--family` (with its `--partition`, and a family's own options `extra`), typed
+ * errors naming the flag.
+ */
+function verifyRoute(
+  family: string,
+  kind: GoldenKind,
+  partition: string | undefined,
+  extra: Record<string, unknown> = {},
+): Route {
   if (!(VERIFY_FAMILIES as readonly string[]).includes(family))
     throw new ValueError(
       `--family: expected one of ${VERIFY_FAMILIES.join(', ')}, got "${family}"`,
@@ -140,6 +156,11 @@ function verifyRoute(family: string, kind: GoldenKind, partition: string | undef
       `--family: "${family}" verifies golden kinds ${r.kinds.join(', ')}, got a golden of kind "${kind}"`,
       'family',
     );
+  if (partition !== undefined && family !== 'lean')
+    throw new ValueError(
+      `--partition: expected only with --family lean, got --partition ${partition} with --family ${family}`,
+      'partition',
+    );
   if (partition !== undefined && !(LEAN_PARTITIONS as readonly string[]).includes(partition))
     throw new ValueError(
       `--partition: expected one of ${LEAN_PARTITIONS.join(', ')}, got "${partition}"`,
@@ -150,6 +171,7 @@ function verifyRoute(family: string, kind: GoldenKind, partition: string | undef
     options: (g, put) => ({
       ...r.route.options(g, put),
       ...(partition === undefined ? {} : { partition }),
+      ...extra,
     }),
   };
 }
@@ -188,7 +210,8 @@ function registryBackend(name: string, route?: Route): GoldenBackend {
       };
       const fwd = await forward.run(inputs, options);
       const produced: KernelTensors = { ...fwd };
-      if (g.hasBackward && g.tensors.do) {
+      // An inference family (sage) registers no backward: its goldens' gradients stay unproduced.
+      if (g.hasBackward && g.tensors.do && pick('backward')) {
         const grads = await pick('backward').run(
           { ...inputs, ...fwd, do: put(g.tensors.do) },
           options,
@@ -240,17 +263,18 @@ export function defaultBackendFor(kind: GoldenKind, algorithm?: 'fa1' | 'fa2'): 
 }
 
 /**
- * A backend of `--family` (the 'lean' registrations): `name`, else the registry's choice for
- * cpu tensors (native when its addon loads, else ts). The float64 reference is not one of its
- * backends (it is no 'lean' kernel).
+ * A backend of `--family` (its registrations): `name`, else the registry's choice for cpu
+ * tensors (native when its addon loads, else ts). The float64 reference is not one of its
+ * backends (it is no kernel of the family).
  */
 export function familyGoldenBackend(
   family: string,
   name: string | undefined,
   kind: GoldenKind,
   partition?: string,
+  extra?: Record<string, unknown>,
 ): GoldenBackend {
-  const route = verifyRoute(family, kind, partition);
+  const route = verifyRoute(family, kind, partition, extra);
   const names = [
     ...new Set(registeredKernels({ family: route.family, pass: 'forward' }).map((r) => r.backend)),
   ];

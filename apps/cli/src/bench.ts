@@ -1,6 +1,7 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { freemem } from 'node:os';
 import {
+  accuracy,
   alibi,
   alibiSlopes,
   hstuAttentionReference,
@@ -18,7 +19,7 @@ import { toWebGpu } from '@attnkit/webgpu';
 import { cliWebGpuContext, prepareBackends } from './backends.js';
 
 /** Families `attnkit bench` times (registry names; 'flash' is softmax's alias). */
-export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid', 'hstu'] as const;
+export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid', 'hstu', 'sage'] as const;
 export type BenchFamily = (typeof BENCH_FAMILIES)[number];
 
 export interface BenchOptions {
@@ -44,6 +45,8 @@ export interface BenchOptions {
   reference: boolean;
   passes: ReadonlyArray<'forward' | 'backward'>;
   seed: number;
+  /** --family sage: Q·K bits (default the family's, 8). */
+  qkBits?: 4 | 8 | undefined;
 }
 
 export interface BenchRow {
@@ -61,6 +64,8 @@ export interface BenchRow {
   referenceGflops: number | null;
   /** referenceMs / medianMs */
   speedup: number | null;
+  /** --family sage with the reference: o's cosine similarity to the float64 reference. */
+  cosine?: number;
 }
 
 export const DEFAULT_BENCH: BenchOptions = {
@@ -208,6 +213,17 @@ export async function runBench(
 ): Promise<BenchRow[]> {
   const [B, H, N, D] = opts.shape;
   const family = opts.family === 'flash' ? 'softmax' : opts.family;
+  const sage = family === 'sage';
+  if (sage && opts.passes.includes('backward'))
+    throw new ValueError(
+      '--family: expected --forward-only with sage (an inference kernel: no backward), got both passes',
+      'family',
+    );
+  if (sage && opts.scoreMod !== 'none')
+    throw new ValueError(
+      `--score-mod: expected none with --family sage (its scores are dequantized int32 dots), got "${opts.scoreMod}"`,
+      'scoreMod',
+    );
   const hstu = family === 'hstu' ? hstuBenchOptions(opts.shape, opts.causal) : undefined;
   const scoreMod = parseScoreMod(opts.scoreMod, H);
   // HSTU's kernels take score mods (after alpha q.k), but its float64 peer has none: a peer
@@ -227,12 +243,15 @@ export async function runBench(
   const k = rng.randn(dims);
   const v = rng.randn(dims);
   const dO = rng.randn(dims);
-  // The family's own options, as its public function takes them (hstuAttention's for hstu).
-  const options: Record<string, unknown> = {
-    ...(hstu ?? { causal: opts.causal }),
-    algorithm: opts.algorithm,
-    scoreMod,
-  };
+  // The family's own options, as its public function takes them (hstuAttention's for hstu,
+  // sageAttention's for sage: it has no loop-order or score-mod options).
+  const options: Record<string, unknown> = sage
+    ? { causal: opts.causal, ...(opts.qkBits === undefined ? {} : { qkBits: opts.qkBits }) }
+    : {
+        ...(hstu ?? { causal: opts.causal }),
+        algorithm: opts.algorithm,
+        scoreMod,
+      };
   const normalize = family === 'sigmoid' ? ('sigmoid' as const) : ('softmax' as const);
   const referencePass = (pass: 'forward' | 'backward') => {
     if (hstu)
@@ -262,10 +281,16 @@ export async function runBench(
       opts.backend,
     );
   const forward = request('forward');
-  const backward = request('backward');
+  const backward = opts.passes.includes('backward') ? request('backward') : undefined;
   const inputs: KernelTensors = { q: xq, k: xk, v: xv };
   const fwd = await forward.run(inputs, options);
   const bwdInputs: KernelTensors = { ...inputs, ...fwd, do: xdO };
+  // Sage is approximate: each row says how close its o is to the float64 reference.
+  let cosine: number | undefined;
+  if (sage && opts.reference) {
+    const o = ctx ? await fwd.o!.toCpu() : fwd.o!;
+    cosine = accuracy(o, moddedAttentionReference(q, k, v, { causal: opts.causal }).o).cosine;
+  }
   const rows: BenchRow[] = [];
   const problem = { batch: B, hq: H, nq: N, nk: N, d: D, causal: opts.causal };
   for (const pass of opts.passes) {
@@ -278,7 +303,7 @@ export async function runBench(
             opts.repeats,
           )
         : await time(
-            async () => settle(await backward.run(bwdInputs, options)),
+            async () => settle(await backward!.run(bwdInputs, options)),
             opts.warmup,
             opts.repeats,
           );
@@ -303,6 +328,7 @@ export async function runBench(
       referenceMs,
       referenceGflops: referenceMs === null ? null : flops / (referenceMs * 1e6),
       speedup: referenceMs === null ? null : referenceMs / t.medianMs,
+      ...(cosine === undefined ? {} : { cosine }),
     });
   }
   return rows;
@@ -335,6 +361,12 @@ export function formatBenchTable(rows: BenchRow[]): string {
     r.referenceGflops === null ? '-' : r.referenceGflops.toFixed(2),
     r.speedup === null ? '-' : `${r.speedup.toFixed(1)}x`,
   ]);
+  // Approximate families (sage): how close o is to the float64 reference.
+  if (rows.some((r) => r.cosine !== undefined)) {
+    head.push('cos vs f64');
+    for (const [i, r] of rows.entries())
+      body[i]!.push(r.cosine === undefined ? '-' : r.cosine.toFixed(6));
+  }
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
   const line = (cells: string[]) =>
     cells

@@ -245,7 +245,7 @@ describe('attnkit bench', () => {
     const io4 = captureIo();
     expect(await runCli(['bench', '--family', 'gla', ...args], io4)).toBe(2);
     expect(io4.stderr.join('\n')).toMatch(
-      /--family: expected flash, softmax, sigmoid, hstu, got "gla"/,
+      /--family: expected flash, softmax, sigmoid, hstu, sage, got "gla"/,
     );
   });
 
@@ -393,7 +393,7 @@ describe('attnkit bench', () => {
 describe('--help on each command', () => {
   for (const [command, first] of [
     ['verify', '  attnkit verify <file.safetensors>'],
-    ['bench', '  attnkit bench [--family flash|softmax|sigmoid|hstu]'],
+    ['bench', '  attnkit bench [--family flash|softmax|sigmoid|hstu|sage]'],
     ['io', '  attnkit io --algo '],
   ] as const) {
     for (const flag of ['--help', '-h']) {

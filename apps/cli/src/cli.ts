@@ -29,6 +29,7 @@ const consoleIo: CliIo = {
 
 export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <name>] [--algorithm fa1|fa2] [--json]
                  [--family lean [--partition fa2|splitK|streamK]]
+                 [--family sage [--qk-bits 8|4] [--granularity block|warp|thread]]
       Runs a golden reference file on a backend and compares every reference tensor with the
       KERNELS.md tolerance; exits 0 only if all are within it.
       Backends: every one the kernel registry has for the golden's family — ts (pure
@@ -40,10 +41,14 @@ export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <
       --family lean: runs a softmax golden (softmax_decode is LeanAttention's) through the
       LeanAttention decode kernels of @attnkit/lean-attention (ts, native, webgpu) instead,
       with --partition fa2, splitK or streamK (default streamK, with the backend's default
-      workers); not with --algorithm.`;
+      workers); not with --algorithm.
+      --family sage: runs a BHND softmax golden's forward through SageAttention2
+      (@attnkit/sage-attention; ts, native, webgpu) with INT8 (default) or INT4 Q·K, prints
+      o's cosine similarity, relative L1 and L2 against the golden's float64 o, and passes when
+      KERNELS.md's bars hold (INT8: cos >= 0.999 and rel_l1 <= 0.03; INT4: cos >= 0.99).`;
 
-export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
-                [--algorithm fa1|fa2] [--score-mod none|alibi|softcap:<cap>]
+export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu|sage] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
+                [--algorithm fa1|fa2] [--score-mod none|alibi|softcap:<cap>] [--qk-bits 8|4]
                 [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json|dir]
       Times forward and backward through the kernel registry (median after warm-up), prints
       GFLOP/s beside the float64 reference's time on the same shape. Default backend: the
@@ -52,6 +57,10 @@ export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu
       maxSeqLen N, alpha 1/sqrt(D), peer hstuAttentionReference; full mask unless --causal (as
       for every family, although hstuAttention itself defaults to causal); FLOPs counted as
       FlashAttention's. --score-mod with hstu needs --no-reference (its peer has no mods).
+      --family sage: SageAttention2's forward only (an inference kernel), INT8 Q·K unless
+      --qk-bits 4; the time includes the quantization pre-pass; the rate is TOPS-style
+      4*B*H*N^2*D (halved causal) per second; each row reports o's cosine similarity to the
+      float64 reference when the reference runs.
       --repeats is at least 1; --warmup may be 0. --out writes the JSON results to a file, or to
       bench-<date>.json inside an existing directory; its directory must exist (checked before
       the run). Without --out nothing is written.`;
@@ -116,6 +125,8 @@ async function verify(args: string[], io: CliIo): Promise<number> {
       algorithm: { type: 'string' },
       family: { type: 'string' },
       partition: { type: 'string' },
+      'qk-bits': { type: 'string' },
+      granularity: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -136,6 +147,8 @@ async function verify(args: string[], io: CliIo): Promise<number> {
       algorithm,
       family: values.family,
       partition: values.partition,
+      qkBits: bitsFlag(values['qk-bits']),
+      granularity: values.granularity,
     });
     allOk &&= report.ok;
     reports.push(report);
@@ -150,6 +163,14 @@ async function verify(args: string[], io: CliIo): Promise<number> {
     );
   }
   return allOk ? 0 : 1;
+}
+
+/** --qk-bits: 4 or 8 (ValueError naming it otherwise); undefined when absent. */
+function bitsFlag(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (text !== '4' && text !== '8')
+    throw new ValueError(`--qk-bits: expected 4 or 8, got "${text}"`, 'qkBits');
+  return Number(text);
 }
 
 /** A count flag: decimal digits only (Number() would take "", "1e1" and "0x10"), at least `min`. */
@@ -177,6 +198,7 @@ async function bench(args: string[], io: CliIo): Promise<number> {
       warmup: { type: 'string' },
       'no-reference': { type: 'boolean', default: false },
       'forward-only': { type: 'boolean', default: false },
+      'qk-bits': { type: 'string' },
       json: { type: 'boolean', default: false },
       out: { type: 'string' },
     },
@@ -194,6 +216,9 @@ async function bench(args: string[], io: CliIo): Promise<number> {
   if (values.algorithm !== 'fa1' && values.algorithm !== 'fa2') {
     return fail(io, `--algorithm: expected fa1 or fa2, got "${values.algorithm}"`);
   }
+  const qkBits = bitsFlag(values['qk-bits']);
+  if (qkBits !== undefined && values.family !== 'sage')
+    return fail(io, `--qk-bits: expected only with --family sage, got --family ${values.family}`);
   const date = new Date();
   const outPath = values.out === undefined ? undefined : benchOutPath(values.out, date);
   const rows = await runBench(
@@ -210,7 +235,10 @@ async function bench(args: string[], io: CliIo): Promise<number> {
       repeats: countFlag(values.repeats, 'repeats', DEFAULT_BENCH.repeats, 1),
       warmup: countFlag(values.warmup, 'warmup', DEFAULT_BENCH.warmup, 0),
       reference: !values['no-reference'],
-      passes: values['forward-only'] ? ['forward'] : ['forward', 'backward'],
+      // Sage is an inference kernel: its forward only.
+      passes:
+        values['forward-only'] || values.family === 'sage' ? ['forward'] : ['forward', 'backward'],
+      qkBits: qkBits as 4 | 8 | undefined,
     },
     values.json ? undefined : (line) => io.err(line),
   );

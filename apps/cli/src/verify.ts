@@ -6,6 +6,9 @@ export interface TensorVerdict {
   relL2: number;
   maxAbs: number;
   ok: boolean;
+  /** --family sage: judged by KERNELS.md's accuracy bars on these (cosine similarity, relative L1). */
+  cosine?: number;
+  relL1?: number;
 }
 
 /** The stable `attnkit verify --json` object. */
@@ -26,6 +29,37 @@ export interface VerifyOptions {
   family?: string;
   /** With family 'lean': 'fa2', 'splitK' or 'streamK' (default: the family's, streamK). */
   partition?: string;
+  /** With family 'sage': Q·K bits, 8 (default) or 4. */
+  qkBits?: number;
+  /** With family 'sage': 'block', 'warp' (default) or 'thread'. */
+  granularity?: string;
+}
+
+/**
+ * KERNELS.md "SageAttention2": INT8 Q·K with 8-bit P·V cos >= 0.999 and relL1 <= 0.03; INT4
+ * cos >= 0.99 (against the float64 reference: the golden's o).
+ */
+export function sageBar(qkBits: number, acc: { cosine: number; relL1: number }): boolean {
+  return qkBits === 4 ? acc.cosine >= 0.99 : acc.cosine >= 0.999 && acc.relL1 <= 0.03;
+}
+
+/** `--family sage`'s options for the sage registrations, typed errors naming the flags. */
+function sageOptions(options: VerifyOptions): Record<string, unknown> {
+  const { qkBits, granularity } = options;
+  if (options.family !== 'sage') {
+    if (qkBits !== undefined || granularity !== undefined)
+      throw new ValueError(
+        `--${qkBits !== undefined ? 'qk-bits' : 'granularity'}: expected only with --family sage, got it with ${options.family === undefined ? 'no --family' : `--family ${options.family}`}`,
+        qkBits !== undefined ? 'qkBits' : 'granularity',
+      );
+    return {};
+  }
+  if (qkBits !== undefined && qkBits !== 4 && qkBits !== 8)
+    throw new ValueError(`--qk-bits: expected 4 or 8, got ${qkBits}`, 'qkBits');
+  const o: Record<string, unknown> = {};
+  if (qkBits !== undefined) o.qkBits = qkBits;
+  if (granularity !== undefined) o.granularity = granularity;
+  return o;
 }
 
 /** Longest sequence of a golden, which decides the f32 tolerance (KERNELS.md: 2e-5 from 4096). */
@@ -62,11 +96,29 @@ export async function verifyGolden(
       `--algorithm: expected none with --family ${options.family} (its kernels run the FA2 loop; the partition is --partition), got ${options.algorithm}`,
       'algorithm',
     );
+  const extra = sageOptions(options);
   const backend =
     options.family === undefined
       ? goldenBackend(options.backend, golden.kind, options.algorithm)
-      : familyGoldenBackend(options.family, options.backend, golden.kind, options.partition);
+      : familyGoldenBackend(options.family, options.backend, golden.kind, options.partition, extra);
   const produced = await backend.run(golden, { algorithm: options.algorithm });
+  if (options.family === 'sage') {
+    // Quantized attention: o against the golden's float64 o by the accuracy bars; the other
+    // references (lse, gradients) are not an inference kernel's outputs.
+    const got = produced.o;
+    const want = golden.tensors.o!;
+    const acc = got && sameShape(got.shape, want.shape) ? accuracy(got, want) : undefined;
+    const o: TensorVerdict = acc
+      ? {
+          relL2: acc.relL2,
+          maxAbs: acc.maxAbs,
+          ok: acc.nonFinite === 0 && sageBar(Number(extra.qkBits ?? 8), acc),
+          cosine: acc.cosine,
+          relL1: acc.relL1,
+        }
+      : { relL2: Number.POSITIVE_INFINITY, maxAbs: Number.POSITIVE_INFINITY, ok: false };
+    return { kind: golden.kind, backend: backend.name, ok: o.ok, tensors: { o } };
+  }
   const tol = toleranceFor({
     dtype: 'f32',
     maxSeqLen: maxSeqLen(golden),
@@ -100,13 +152,17 @@ function num(x: number): string {
   return Number.isFinite(x) ? x.toExponential(3) : String(x);
 }
 
-/** One line per reference tensor: `<name> rel_l2=<x> max_abs=<y> ok|FAIL`. */
+/**
+ * One line per reference tensor: `<name> rel_l2=<x> max_abs=<y> ok|FAIL` (--family sage:
+ * `o cos=<c> rel_l1=<r> rel_l2=<x> max_abs=<y> ok|FAIL`).
+ */
 export function formatVerifyReport(report: VerifyReport): string {
   return Object.entries(report.tensors)
-    .map(
-      ([name, t]) =>
-        `${name} rel_l2=${num(t.relL2)} max_abs=${num(t.maxAbs)} ${t.ok ? 'ok' : 'FAIL'}`,
-    )
+    .map(([name, t]) => {
+      const sage =
+        t.cosine === undefined ? '' : `cos=${t.cosine.toFixed(6)} rel_l1=${num(t.relL1!)} `;
+      return `${name} ${sage}rel_l2=${num(t.relL2)} max_abs=${num(t.maxAbs)} ${t.ok ? 'ok' : 'FAIL'}`;
+    })
     .join('\n');
 }
 
