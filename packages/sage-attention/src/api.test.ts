@@ -152,7 +152,10 @@ describe('sageAttention', () => {
       });
       const a = accuracy(lse!, ref.lse);
       expect(a.nonFinite).toBe(0);
-      expect(a.maxAbs).toBeLessThan(0.05);
+      // Without the shift the error would be scale q_i . mean(K) ~ 8 |q_i3| / sqrt(32): units.
+      // What remains is the quantized scores' (larger unsmoothed: K's outlier channel widens
+      // its INT8 step).
+      expect(a.maxAbs, `smoothK ${smoothK} seed ${seed}`).toBeLessThan(smoothK ? 0.05 : 0.12);
       // Nq 40 > Nk 25, bottom-right causal: 15 rows see no key.
       expect(lse!.get(0, 0, 14)).toBe(Number.NEGATIVE_INFINITY);
       expect(lse!.get(0, 1, 15)).toBeGreaterThan(Number.NEGATIVE_INFINITY);
