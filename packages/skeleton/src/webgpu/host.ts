@@ -14,8 +14,10 @@ import {
   bindingKinds,
   type CompiledProgram,
   type ComputeStep,
+  compileFirstInTime,
   emptyWebGpu,
   type GpuProfiler,
+  PipelineFallbackError,
   storageBindingCount,
   toWebGpu,
   type UniformField,
@@ -615,25 +617,41 @@ export async function tiledForwardWebGpu(
     return decodeForward(pr, fp, splits, workers, opts);
   if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
   if (workers !== undefined) return streamKForward(pr, fp, workers, opts);
-  const tc = opts.tensorCores
-    ? tcConfig(pr, hooks, opts.tensorCores)
+  const tcs = opts.tensorCores
+    ? tcConfigs(pr, hooks, opts.tensorCores)
     : opts.tensorCores === undefined &&
         tcAutoSelect(
           'forward',
           { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
           ctx.adapterInfo.vendor,
         )
-      ? qualifying(() => tcConfig(pr, hooks, true))
+      ? qualifying(() => tcConfigs(pr, hooks, true))
       : undefined;
-  const kernel = tc
-    ? generatedKernel('tc forward', tcForwardShader, tc)
-    : generatedKernel('forward', forwardShader, spec(pr, fp));
-  const program = await compile(
-    ctx,
-    kernel,
-    tc ? 'flash-attention forward (tensor cores)' : 'flash-attention forward',
-    tc ?? fp,
-  );
+  // Tensor-core tiles best first: a pipeline that does not compile in time (the cache's limit,
+  // PipelineTimeoutError) or is rejected falls back to the next tile (issue 20 item 4). When
+  // every tile fails, an explicit request rejects with PipelineFallbackError listing them; an
+  // automatic choice runs the SIMT kernel instead.
+  let tc: TcForwardConfig | undefined;
+  let kernel: WgslKernel | undefined;
+  let program: CompiledProgram | undefined;
+  if (tcs) {
+    try {
+      const r = await compileFirstInTime(
+        tcs,
+        (c) => compile(ctx, generatedKernel('tc forward', tcForwardShader, c), TC_FORWARD_LABEL, c),
+        { kernel: TC_FORWARD_LABEL, timeoutMs: Number.POSITIVE_INFINITY },
+      );
+      tc = r.config;
+      kernel = generatedKernel('tc forward', tcForwardShader, tc);
+      program = r.value;
+    } catch (e) {
+      if (opts.tensorCores || !(e instanceof PipelineFallbackError)) throw e;
+    }
+  }
+  if (!kernel || !program) {
+    kernel = generatedKernel('forward', forwardShader, spec(pr, fp));
+    program = await compile(ctx, kernel, 'flash-attention forward', fp);
+  }
   const br = tc ? 16 * tc.subgroups : fp.br;
   const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
   const lse = hooks.normalize.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
@@ -692,6 +710,31 @@ const TC_DEFAULT_TILES = [
   { subgroups: 2, keyMatrices: 1 },
   { subgroups: 1, keyMatrices: 1 },
 ];
+
+const TC_FORWARD_LABEL = 'flash-attention forward (tensor cores)';
+
+/**
+ * The tensor-core forward's configs for this problem, best first (tcConfig's, then the other
+ * tiles of TC_DEFAULT_TILES that fit the device, each with the caller's other fields): the
+ * fallbacks when a pipeline does not compile in time. A caller that names the tile
+ * (subgroups / keyMatrices) gets that tile only.
+ */
+function tcConfigs(
+  pr: Prepared,
+  hooks: TiledHooks,
+  want: true | Partial<Omit<TcForwardConfig, 'd' | 'dv'>>,
+): TcForwardConfig[] {
+  const first = tcConfig(pr, hooks, want);
+  if (want !== true && (want.subgroups !== undefined || want.keyMatrices !== undefined))
+    return [first];
+  const limit = pr.ctx.limits.maxComputeWorkgroupStorageSize;
+  const rest = TC_DEFAULT_TILES.map((t) => ({ ...first, ...t })).filter(
+    (c) =>
+      (c.subgroups !== first.subgroups || c.keyMatrices !== first.keyMatrices) &&
+      tcForwardWorkgroupBytes(c) <= limit,
+  );
+  return [first, ...rest];
+}
 
 /**
  * The tensor-core forward's config for this problem (WebGpuTileOptions.tensorCores), or a
