@@ -61,6 +61,7 @@ import {
 } from './shaders.js';
 import { tcAutoSelect } from './tc-auto.js';
 import {
+  TC_BACKWARD_TILES,
   type TcBackwardConfig,
   type TcBackwardTile,
   tcBackwardConfigFor,
@@ -1241,7 +1242,7 @@ export async function tiledBackwardWebGpu(
     : undefined;
   // The tensor-core passes (tc-backward.ts) replace the SIMT dQ and dK/dV kernels; the stats
   // pre-pass, buffers and uniforms stay.
-  const tc = opts.tensorCores
+  let tc = opts.tensorCores
     ? tcBackwardConfigs(pr, hooks, opts)
     : opts.tensorCores === undefined &&
         tcAutoSelect(
@@ -1251,6 +1252,38 @@ export async function tiledBackwardWebGpu(
         )
       ? qualifying(() => tcBackwardConfigs(pr, hooks, { ...opts, tensorCores: true }))
       : undefined;
+  // Each pass tries its tiles best first, as the forward (a late or rejected pipeline falls
+  // back to the next tile; all failing: PipelineFallbackError for an explicit request, the SIMT
+  // passes for an automatic choice). The programs land in the cache the compiles below read.
+  if (tc) {
+    try {
+      const pick = async (pass: 'dq' | 'dkdv', label: string) =>
+        (
+          await compileFirstInTime(
+            tcBackwardCandidates(pr, pass, tc![pass], opts),
+            (c) =>
+              Promise.all(
+                (pass === 'dq'
+                  ? [generatedKernel('tc dq', tcDqShader, c)]
+                  : c.split
+                    ? (['dk', 'dv'] as const).map((only) =>
+                        generatedKernel('tc dkdv', tcDkdvShader, c, only),
+                      )
+                    : [generatedKernel('tc dkdv', tcDkdvShader, c)]
+                ).map((kernel) => compile(ctx, kernel, label, c)),
+              ),
+            { kernel: label, timeoutMs: Number.POSITIVE_INFINITY },
+          )
+        ).config;
+      tc = {
+        dq: await pick('dq', 'flash-attention dq (tensor cores)'),
+        dkdv: await pick('dkdv', 'flash-attention dk dv (tensor cores)'),
+      };
+    } catch (e) {
+      if (opts.tensorCores || !(e instanceof PipelineFallbackError)) throw e;
+      tc = undefined;
+    }
+  }
   const dqKernel = tc
     ? generatedKernel('tc dq', tcDqShader, tc.dq)
     : generatedKernel('dq', dqShader, spec(pr, qp));
@@ -1375,6 +1408,28 @@ export async function tiledBackwardWebGpu(
   if (dPositionTable) out.dPositionTable = dPositionTable;
   if (dTimestampTable) out.dTimestampTable = dTimestampTable;
   return out;
+}
+
+/**
+ * A backward pass's tensor-core configs best first: `chosen`, then the other tiles of
+ * TC_BACKWARD_TILES that fit the device (with chosen's other fields); a pass whose tile the
+ * caller named (tensorCoreBackward[pass].subgroups / keyMatrices) gets that tile only.
+ */
+function tcBackwardCandidates(
+  pr: Prepared,
+  pass: 'dq' | 'dkdv',
+  chosen: TcBackwardConfig,
+  opts: WebGpuTileOptions,
+): TcBackwardConfig[] {
+  const named = opts.tensorCoreBackward?.[pass];
+  if (named?.subgroups !== undefined || named?.keyMatrices !== undefined) return [chosen];
+  const limit = pr.ctx.limits.maxComputeWorkgroupStorageSize;
+  const rest = TC_BACKWARD_TILES.map((t) => ({ ...chosen, ...t })).filter(
+    (c) =>
+      (c.subgroups !== chosen.subgroups || c.keyMatrices !== chosen.keyMatrices) &&
+      tcBackwardWorkgroupBytes(c, pass) <= limit,
+  );
+  return [chosen, ...rest];
 }
 
 /**
