@@ -70,6 +70,17 @@ export {
 } from './sage/codec.js';
 export { sageForwardTs } from './sage/forward-ts.js';
 export { quantizeSageTs } from './sage/quantize.js';
+export {
+  disposeSageCodecGpu,
+  quantizeSageWebGpu,
+  SAGE_WGSL_FEATURE,
+  type SageCodecGpu,
+  type SageForwardWebGpuOptions,
+  type SageQuantizeWebGpuOptions,
+  sageCodecFromGpu,
+  sageCodecToGpu,
+  sageForwardWebGpu,
+} from './sage/webgpu.js';
 export type { WebGpuTileOptions } from './webgpu/host.js';
 export {
   tiledBackwardWebGpu,

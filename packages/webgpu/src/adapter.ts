@@ -94,6 +94,19 @@ export interface FoundAdapter {
   keepAlive: unknown[];
   /** The Dawn toggles the adapter was created with ([] in browsers and for an explicit `gpu`). */
   dawnToggles: string[];
+  /**
+   * The WGSL language features of the GPU object that gave the adapter (`navigator.gpu` or
+   * Dawn's; e.g. `packed_4x8_integer_dot_product`), or undefined where it does not say.
+   */
+  wgslLanguageFeatures: ReadonlySet<string> | undefined;
+}
+
+/** A copy of `gpu.wgslLanguageFeatures` (a set-like), or undefined when the object has none. */
+export function wgslLanguageFeaturesOf(gpu: unknown): ReadonlySet<string> | undefined {
+  const f = (gpu as { wgslLanguageFeatures?: Iterable<unknown> } | null | undefined)
+    ?.wgslLanguageFeatures;
+  if (f === undefined || f === null || typeof f[Symbol.iterator] !== 'function') return undefined;
+  return new Set([...f].filter((x): x is string => typeof x === 'string'));
 }
 
 interface DawnModule {
@@ -178,7 +191,13 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
     const adapter = await request.gpu.requestAdapter({ powerPreference });
     if (!adapter)
       throw new BackendUnavailableError('webgpu: the given GPU offered no adapter', 'gpu');
-    return { adapter, backend: 'browser', keepAlive: [], dawnToggles: [] };
+    return {
+      adapter,
+      backend: 'browser',
+      keepAlive: [],
+      dawnToggles: [],
+      wgslLanguageFeatures: wgslLanguageFeaturesOf(request.gpu),
+    };
   }
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu && request.backend === undefined) {
@@ -189,7 +208,13 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
         'adapter',
       );
     }
-    return { adapter, backend: 'browser', keepAlive: [], dawnToggles: [] };
+    return {
+      adapter,
+      backend: 'browser',
+      keepAlive: [],
+      dawnToggles: [],
+      wgslLanguageFeatures: wgslLanguageFeaturesOf(nav.gpu),
+    };
   }
   const backends =
     request.backend === undefined
@@ -219,7 +244,14 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
       powerPreference,
       featureLevel,
     } as GPURequestAdapterOptions);
-    if (adapter) return { adapter, backend, keepAlive: [gpu], dawnToggles: toggles };
+    if (adapter)
+      return {
+        adapter,
+        backend,
+        keepAlive: [gpu],
+        dawnToggles: toggles,
+        wgslLanguageFeatures: wgslLanguageFeaturesOf(gpu),
+      };
     tried.push(backend);
   }
   throw new BackendUnavailableError(

@@ -133,6 +133,12 @@ export class WebGpuContext {
   /** Tests set this: every output buffer from `createOutput` starts as NaN (all bits set). */
   poisonOutputs = false;
   /**
+   * WGSL language features of the GPU object the adapter came from (e.g.
+   * `packed_4x8_integer_dot_product`, which dot4I8Packed needs), or undefined where the
+   * implementation does not report them (then a shader that needs one fails to compile).
+   */
+  wgslLanguageFeatures: ReadonlySet<string> | undefined = undefined;
+  /**
    * Warn once when webgpu tensors of this context are garbage-collected without dispose()
    * (default: true unless NODE_ENV is 'production'). Their buffers are released either way.
    */
@@ -514,7 +520,8 @@ export async function createWebGpuContext(
       'pipelineTimeoutMs',
     );
   }
-  const { adapter, backend, keepAlive, dawnToggles } = await findAdapter(options);
+  const { adapter, backend, keepAlive, dawnToggles, wgslLanguageFeatures } =
+    await findAdapter(options);
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
   const requiredLimits: Record<string, number> = {};
   for (const name of LIMIT_NAMES) requiredLimits[name] = adapter.limits[name] as number;
@@ -554,6 +561,7 @@ export async function createWebGpuContext(
     options.pipelineTimeoutMs,
   );
   if (options.warnLeaks !== undefined) ctx.warnLeaks = options.warnLeaks;
+  ctx.wgslLanguageFeatures = wgslLanguageFeatures;
   return ctx;
 }
 

@@ -1,6 +1,12 @@
 import { ValueError } from '@attnkit/tensor';
 import { describe, expect, it, vi } from 'vitest';
-import { checkDawnToggles, DEFAULT_DAWN_TOGGLES, dawnCreateFlags, findAdapter } from './adapter.js';
+import {
+  checkDawnToggles,
+  DEFAULT_DAWN_TOGGLES,
+  dawnCreateFlags,
+  findAdapter,
+  wgslLanguageFeaturesOf,
+} from './adapter.js';
 import { createWebGpuContext } from './context.js';
 import {
   formatSubgroupMatrixConfig,
@@ -16,11 +22,15 @@ import {
 const dawn = vi.hoisted(() => ({
   flags: [] as string[][],
   adapter: undefined as unknown,
+  wgslLanguageFeatures: undefined as unknown,
 }));
 vi.mock('webgpu', () => ({
   create(flags: string[]) {
     dawn.flags.push(flags);
-    return { requestAdapter: async () => dawn.adapter };
+    return {
+      requestAdapter: async () => dawn.adapter,
+      wgslLanguageFeatures: dawn.wgslLanguageFeatures,
+    };
   },
   globals: {},
 }));
@@ -244,5 +254,30 @@ describe('subgroup-matrix configs', () => {
     await expect(createWebGpuContext({ pipelineTimeoutMs: 0 })).rejects.toThrow(
       /^pipelineTimeoutMs: expected a positive number/,
     );
+  });
+});
+
+describe('wgslLanguageFeatures', () => {
+  it('copies the GPU object set-like; undefined where it has none', () => {
+    const f = wgslLanguageFeaturesOf({
+      wgslLanguageFeatures: new Set(['packed_4x8_integer_dot_product']),
+    });
+    expect(f).toEqual(new Set(['packed_4x8_integer_dot_product']));
+    expect(wgslLanguageFeaturesOf({})).toBeUndefined();
+    expect(wgslLanguageFeaturesOf(undefined)).toBeUndefined();
+  });
+
+  it('createWebGpuContext exposes those of the Dawn GPU object that gave the adapter', async () => {
+    dawn.adapter = fakeAdapter(H200_INFO, ALL);
+    dawn.wgslLanguageFeatures = new Set(['packed_4x8_integer_dot_product', 'subgroup_id']);
+    try {
+      const ctx = await createWebGpuContext({ backend: 'vulkan' });
+      expect(ctx.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product')).toBe(true);
+      dawn.wgslLanguageFeatures = undefined;
+      const old = await createWebGpuContext({ backend: 'vulkan' });
+      expect(old.wgslLanguageFeatures).toBeUndefined();
+    } finally {
+      dawn.wgslLanguageFeatures = undefined;
+    }
   });
 });
