@@ -99,6 +99,29 @@ export function sageGroupFns(g: SageGranularity): string {
 fn kgroup(j: u32) -> u32 { return ${k}; }`;
 }
 
+/**
+ * WGSL `sage_exp(x)`: exp(x) for x <= 0 within 1 ulp (shared by the Sage kernels so that P~'s
+ * codes agree with the TS kernel's on every implementation; see the comment inside).
+ */
+export const SAGE_EXP_WGSL = `// exp(x) for x <= 0 within 1 ulp (Cephes' expf: Cody-Waite reduction by ln 2 in two parts,
+// the first exact for |k| < 2^8, then a degree-7 polynomial): ARITHMETIC.md's pCode =
+// rint(f32(p 255)) flips where p is off by ulps near a .5 boundary, and the builtin exp of
+// Mesa llvmpipe is up to 10 ulp off (13% exact; this one 90% exact, 1 ulp at most), so the
+// codes match the TS kernel's (Math.exp) far more often on every implementation. x is
+// clamped at -104 (e^-104 underflows to 0 in f32; the running max's M0 would overflow k).
+fn sage_exp(x0: f32) -> f32 {
+  let x = max(x0, -104.0);
+  let k = round(x * 1.4426950408889634);
+  let r = (x - k * 0.693359375) - k * -2.12194440e-4;
+  var p = 1.9875691500e-4;
+  p = p * r + 1.3981999507e-3;
+  p = p * r + 8.3334519073e-3;
+  p = p * r + 4.1665795894e-2;
+  p = p * r + 1.6666665459e-1;
+  p = p * r + 5.0000001201e-1;
+  return ldexp(p * r * r + r + 1.0, i32(k));
+}`;
+
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
   return Array.from({ length: n }, (_, i) => f(i)).join(sep);
 }
@@ -213,24 +236,7 @@ var<workgroup> pcs: array<u32, ${4 * rows}>;`
 ${sageGroupFns(spec.granularity)}
 fn key_lo(r: i32, off: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
 fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }
-// exp(x) for x <= 0 within 1 ulp (Cephes' expf: Cody-Waite reduction by ln 2 in two parts,
-// the first exact for |k| < 2^8, then a degree-7 polynomial): ARITHMETIC.md's pCode =
-// rint(f32(p 255)) flips where p is off by ulps near a .5 boundary, and the builtin exp of
-// Mesa llvmpipe is up to 10 ulp off (13% exact; this one 90% exact, 1 ulp at most), so the
-// codes match the TS kernel's (Math.exp) far more often on every implementation. x is
-// clamped at -104 (e^-104 underflows to 0 in f32; the running max's M0 would overflow k).
-fn sage_exp(x0: f32) -> f32 {
-  let x = max(x0, -104.0);
-  let k = round(x * 1.4426950408889634);
-  let r = (x - k * 0.693359375) - k * -2.12194440e-4;
-  var p = 1.9875691500e-4;
-  p = p * r + 1.3981999507e-3;
-  p = p * r + 8.3334519073e-3;
-  p = p * r + 4.1665795894e-2;
-  p = p * r + 1.6666665459e-1;
-  p = p * r + 5.0000001201e-1;
-  return ldexp(p * r * r + r + 1.0, i32(k));
-}
+${SAGE_EXP_WGSL}
 fn dot16(a: vec4<u32>, b: vec4<u32>) -> i32 {
   return dot4I8Packed(a.x, b.x) + dot4I8Packed(a.y, b.y) + dot4I8Packed(a.z, b.z) + dot4I8Packed(a.w, b.w);
 }
