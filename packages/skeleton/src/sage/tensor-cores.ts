@@ -103,6 +103,58 @@ export function sageTcWorkgroupBytes(c: Pick<SageTcConfig, 'd' | 'dv' | 'subgrou
   return BK * c.d + BK * c.dv + c.subgroups * perSg;
 }
 
+/**
+ * WGSL copying `rows` rows of `width` codes (bytes; a multiple of 16) from the storage array of
+ * 16-byte words `src` (row r of the slice at (base + first + r) * width / 16) to the workgroup
+ * word array `dst` at `at`, rows at or past `limit` as zeros (then `xor`), spread over `threads`
+ * invocations (index `idx`), unrolled with every load of an invocation issued before its
+ * stores: a loop of load-then-store keeps one load in flight per invocation.
+ */
+function stage4(a: {
+  src: string;
+  dst: string;
+  at: string;
+  base: string;
+  first: string;
+  rows: number;
+  width: number;
+  limit: string;
+  idx: string;
+  threads: number;
+  type: 'i32' | 'u32';
+  xor: string;
+  tag: string;
+}): string {
+  const per = a.width / 16;
+  const nv = a.rows * per;
+  const u = Math.ceil(nv / a.threads);
+  const guard = (i: number) => ((i + 1) * a.threads > nv ? `e${a.tag}${i} < ${nv}u && ` : '');
+  const loads = rep(
+    u,
+    (i) => `let e${a.tag}${i} = ${a.idx} + ${i * a.threads}u;
+    let r${a.tag}${i} = ${a.first} + e${a.tag}${i} / ${per}u;
+    var w${a.tag}${i} = vec4<${a.type}>();
+    if (${guard(i)}r${a.tag}${i} < ${a.limit}) { w${a.tag}${i} = ${a.src}[(${a.base} + r${a.tag}${i}) * ${per}u + e${a.tag}${i} % ${per}u]; }`,
+    '\n    ',
+  );
+  const stores = rep(
+    u,
+    (i) => {
+      const body = ['x', 'y', 'z', 'w']
+        .map(
+          (c, k) => `${a.dst}[${a.at} + e${a.tag}${i} * 4u + ${k}u] = w${a.tag}${i}.${c}${a.xor};`,
+        )
+        .join(' ');
+      return (i + 1) * a.threads > nv ? `if (e${a.tag}${i} < ${nv}u) { ${body} }` : `{ ${body} }`;
+    },
+    '\n    ',
+  );
+  return `{
+    ${loads}
+    ${stores}
+    }`;
+}
+
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
   return Array.from({ length: n }, (_, i) => f(i)).join(sep);
 }
@@ -119,9 +171,10 @@ export function sageTcShader(c: SageTcConfig): WgslKernel {
   const u = (x: string) => (words ? `(${x}) / 4u` : `${x}`);
   const bindings: WgslBinding[] = [
     { name: 'P', kind: 'uniform', type: 'Params' },
-    { name: 'qc', kind: 'read', type: 'array<i32>' },
-    { name: 'kc', kind: 'read', type: 'array<i32>' },
-    { name: 'vc', kind: 'read', type: 'array<u32>' },
+    // 16-byte words: each staging load moves 16 codes (D, Dv are multiples of 32).
+    { name: 'qc', kind: 'read', type: 'array<vec4<i32>>' },
+    { name: 'kc', kind: 'read', type: 'array<vec4<i32>>' },
+    { name: 'vc', kind: 'read', type: 'array<vec4<u32>>' },
     { name: 'qsc', kind: 'read', type: 'array<f32>' },
     { name: 'ksc', kind: 'read', type: 'array<f32>' },
     { name: 'vsc', kind: 'read', type: 'array<f32>' },
@@ -146,7 +199,8 @@ export function sageTcShader(c: SageTcConfig): WgslKernel {
       let cl = hh * ${HALF}u + c;
       var dot = 0i;
       for (var w = 0u; w < ${D / 4}u; w++) {
-        let qw = qc[qRow * ${D / 4}u + w];
+        let qi = qRow * ${D / 4}u + w;
+        let qw = qc[qi / 4u][qi % 4u];
         let kw = kt[cl * ${D / 4}u + w];
         for (var t = 0u; t < 4u; t++) {
           dot += extractBits(qw, 8u * t, 8u) * extractBits(kw, 8u * t, 8u);
@@ -255,10 +309,7 @@ fn main(
       : `// The subgroup's 16 Q rows through its scratch (rows past the sequence as zeros): a
   // matrix load straight from storage could run past the buffer's end on the last head, and
   // robust access may then clamp the whole load, shifting the valid rows too.
-  for (var e = lane; e < ${(16 * D) / 4}u; e += ${SAGE_TC_SUBGROUP}u) {
-    let row = r0 + sg * 16u + e / ${D / 4}u;
-    ss[ssB + e] = select(0i, qc[((b * P.hq + h) * nq + min(row, nq - 1u)) * ${D / 4}u + e % ${D / 4}u], row < nq);
-  }
+  ${stage4({ src: 'qc', dst: 'ss', at: 'ssB', base: '(b * P.hq + h) * nq', first: '(r0 + sg * 16u)', rows: 16, width: D, limit: 'nq', idx: 'lane', threads: SAGE_TC_SUBGROUP, type: 'i32', xor: '', tag: 'q' })}
   workgroupBarrier();
   ${rep(
     KD,
@@ -280,14 +331,8 @@ fn main(
     workgroupBarrier();
     // The tile's K codes, and its V codes as u8 (vCode + 128 = the byte XOR 0x80); keys past
     // the sequence as zeros (their P~ is 0).
-    for (var e = lid; e < ${(BK * D) / 4}u; e += ${T}u) {
-      let key = c0 + e / ${D / 4}u;
-      kt[e] = select(0i, kc[(kRow0 + min(key, nk - 1u)) * ${D / 4}u + e % ${D / 4}u], key < nk);
-    }
-    for (var e = lid; e < ${(BK * DV) / 4}u; e += ${T}u) {
-      let key = c0 + e / ${DV / 4}u;
-      vt[e] = select(0u, vc[(kRow0 + min(key, nk - 1u)) * ${DV / 4}u + e % ${DV / 4}u], key < nk) ^ 0x80808080u;
-    }
+    ${stage4({ src: 'kc', dst: 'kt', at: '0u', base: 'kRow0', first: 'c0', rows: BK, width: D, limit: 'nk', idx: 'lid', threads: T, type: 'i32', xor: '', tag: 'k' })}
+    ${stage4({ src: 'vc', dst: 'vt', at: '0u', base: 'kRow0', first: 'c0', rows: BK, width: DV, limit: 'nk', idx: 'lid', threads: T, type: 'u32', xor: ' ^ 0x80808080u', tag: 'v' })}
     workgroupBarrier();${scores}
     workgroupBarrier();
     // Dequantise, mask, the row's max over the tile (two lanes per row, 32 columns each).
@@ -436,25 +481,28 @@ export async function sageTcForward(
   const lse = ctx.createOutput(Math.max(4, dims.batch * dims.hq * dims.nq * 4), 'sage lse');
   try {
     if (dims.nq > 0)
-      await ctx.dispatch([
-        {
-          program,
-          buffers: bindBuffers(kernel.bindings, {
-            P: uniform,
-            qc: buffers.qCodes,
-            kc: buffers.kCodes,
-            vc: buffers.vCodes,
-            qsc: buffers.qScale,
-            ksc: buffers.kScale,
-            vsc: buffers.vScale,
-            dsb: buffers.bias,
-            o,
-            lse,
-          }),
-          workgroups: [Math.ceil(dims.nq / (16 * c.subgroups)), dims.hq, dims.batch],
-          label: 'sage forward (int8 tensor cores)',
-        },
-      ], profiler);
+      await ctx.dispatch(
+        [
+          {
+            program,
+            buffers: bindBuffers(kernel.bindings, {
+              P: uniform,
+              qc: buffers.qCodes,
+              kc: buffers.kCodes,
+              vc: buffers.vCodes,
+              qsc: buffers.qScale,
+              ksc: buffers.kScale,
+              vsc: buffers.vScale,
+              dsb: buffers.bias,
+              o,
+              lse,
+            }),
+            workgroups: [Math.ceil(dims.nq / (16 * c.subgroups)), dims.hq, dims.batch],
+            label: 'sage forward (int8 tensor cores)',
+          },
+        ],
+        profiler,
+      );
   } catch (e) {
     ctx.pool.release(o);
     ctx.pool.release(lse);
