@@ -81,9 +81,10 @@ export const SAGE_FLAG = { q: 0, k: 1, v: 2 } as const;
  *    (a + b) 1 - a 1 and cancelled again);
  *  - Dekker's two-product with a bit-mask split (a = hi + lo): hi b_hi + hi b_lo was factored
  *    into hi (b_hi + b_lo) = hi b, and the error terms vanished. So exact products are formed
- *    in integers instead (`prod4`: the 24-bit significands split in 12-bit halves, four i32
- *    partial products, each exact in f32 and scaled by ldexp), which no float rewrite can see
- *    through; a compiler that fuses one of them into an add (fma) changes nothing either.
+ *    in integers instead (`prod4` / `prod2`: the 24-bit significands, read from the bits,
+ *    split in 12-bit halves, partial products in i32 / u32, each exact in f32 and scaled by
+ *    ldexp), which no float rewrite can see through; a compiler that fuses one of them into an
+ *    add (fma) changes nothing either.
  */
 const DF = `fn opq(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) ^ P.zero); }
 // a = M 2^e with M a signed 24-bit integer, from the bits (subnormals included).
@@ -95,7 +96,7 @@ fn mant(a: f32) -> vec2<i32> {
   if ((u >> 31u) != 0u) { m = -m; }
   return vec2<i32>(m, max(e, 1) - 150);
 }
-// a b exactly, as four f32 terms (largest first).
+// a b exactly, as four f32 terms (largest first): residuals need only the leading one exact.
 fn prod4(a: f32, b: f32) -> vec4<f32> {
   let x = mant(a);
   let y = mant(b);
@@ -105,6 +106,24 @@ fn prod4(a: f32, b: f32) -> vec4<f32> {
   let yl = y.x - (yh << 12u);
   let e = x.y + y.y;
   return vec4<f32>(ldexp(f32(xh * yh), e + 24), ldexp(f32(xh * yl), e + 12), ldexp(f32(xl * yh), e + 12), ldexp(f32(xl * yl), e));
+}
+// a b exactly as hi + lo: the 48-bit product of the significands as two 24-bit integers
+// (h 2^24 + l, carries propagated in u32), each exact in f32.
+fn prod2(a: f32, b: f32) -> vec2<f32> {
+  let x = mant(a);
+  let y = mant(b);
+  let ma = u32(abs(x.x));
+  let mb = u32(abs(y.x));
+  let ah = ma >> 12u;
+  let al = ma & 0xfffu;
+  let bh = mb >> 12u;
+  let bl = mb & 0xfffu;
+  let mid = ah * bl + al * bh;
+  let l0 = al * bl + ((mid & 0xfffu) << 12u);
+  let h = ah * bh + (mid >> 12u) + (l0 >> 24u);
+  let e = x.y + y.y;
+  let sg = select(1.0, -1.0, (x.x < 0) != (y.x < 0));
+  return vec2<f32>(sg * ldexp(f32(h), e + 24), sg * ldexp(f32(l0 & 0xffffffu), e));
 }
 // x - a b where a b is within a factor 2 of x: the leading term's difference is exact
 // (Sterbenz), the others are ~2^-12 relative and add one rounding.
@@ -124,11 +143,12 @@ fn df_add1(acc: vec2<f32>, b: f32) -> vec2<f32> {
   let t = opq(s.x + e);
   return vec2<f32>(t, e - opq(t - s.x));
 }
-// acc + a b (to double-float precision): the product's leading exact term through two-sum,
-// the three others (each under 2^-11 of it) into the low word, rounded at ~2^-36 relative.
+// acc + a b (to double-float precision): the product's high word through two-sum, its low
+// word (under 2^-24 of it) into acc's low word (one rounding, ~2^-48 of the product: sums
+// that cancel to far below their terms, as the bias can, still round right).
 fn df_add_prod(acc: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
-  let p = prod4(a, b);
-  return df_add1(vec2<f32>(acc.x, acc.y + ((p.y + p.z) + p.w)), p.x);
+  let p = prod2(a, b);
+  return df_add1(vec2<f32>(acc.x, acc.y + p.y), p.x);
 }
 // f32((hi + lo) / b), one correction step on WGSL's division (up to 2.5 ulp off).
 fn div_df(hi: f32, lo: f32, b: f32) -> f32 {
