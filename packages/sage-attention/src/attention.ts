@@ -6,15 +6,18 @@ import {
 } from '@attnkit/attention';
 import * as skeleton from '@attnkit/skeleton';
 import {
+  disposeSageCodecGpu,
   encodeOutput,
   loadNativeBackend,
   nativeAvailable,
   quantizeSageTs,
+  quantizeSageWebGpu,
   type SageCodecCpu,
   type SageDims,
   type SageKernelOptions,
   type SageQuantConfig,
   sageForwardTs,
+  sageForwardWebGpu,
 } from '@attnkit/skeleton';
 import { Tensor } from '@attnkit/tensor';
 import { WebGpuStorage } from '@attnkit/webgpu';
@@ -38,9 +41,8 @@ import {
  */
 
 type GpuBuffer = WebGpuStorage['buffer'];
-type Ctx = WebGpuStorage['ctx'];
 
-/** The native and WebGPU halves (@attnkit/skeleton sage/native.ts, sage/webgpu.ts). */
+/** The native half (@attnkit/skeleton sage/native.ts). */
 interface NativeSage {
   quantizeSageNative(
     q: Float32Array,
@@ -55,41 +57,13 @@ interface NativeSage {
   ): { o: Float32Array; lse?: Float32Array };
 }
 
-interface GpuCodec {
-  dims: SageDims;
-}
-
-interface WebGpuSage {
-  quantizeSageWebGpu(
-    ctx: Ctx,
-    q: GpuBuffer,
-    k: GpuBuffer,
-    v: GpuBuffer,
-    dims: SageDims,
-    config: SageQuantConfig,
-    dtype: 'f32' | 'f16',
-  ): Promise<GpuCodec>;
-  sageForwardWebGpu(
-    ctx: Ctx,
-    codec: GpuCodec,
-    opts: SageKernelOptions,
-  ): Promise<{ o: GpuBuffer; lse?: GpuBuffer }>;
-  disposeSageCodecGpu(ctx: Ctx, codec: GpuCodec): void;
-}
-
-// Looked up by name so this package builds before (and without) the native and WebGPU halves;
-// a backend whose functions are absent reports itself unavailable.
-const exported = skeleton as unknown as Partial<NativeSage & WebGpuSage>;
+// Looked up by name so this package builds before (and without) the native half; while
+// @attnkit/skeleton does not export it, the native backend reports itself unavailable.
+const exported = skeleton as unknown as Partial<NativeSage>;
 
 function nativeSage(): NativeSage | undefined {
   return exported.quantizeSageNative && exported.sageForwardNative
     ? (exported as NativeSage)
-    : undefined;
-}
-
-function webGpuSage(): WebGpuSage | undefined {
-  return exported.quantizeSageWebGpu && exported.sageForwardWebGpu && exported.disposeSageCodecGpu
-    ? (exported as WebGpuSage)
     : undefined;
 }
 
@@ -174,7 +148,6 @@ async function runCpu(
 }
 
 async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Promise<KernelTensors> {
-  const w = webGpuSage()!;
   const storage = (t: Tensor, name: string) => {
     if (!(t.storage instanceof WebGpuStorage) || !t.isContiguous() || t.offset !== 0)
       throw new TypeError(`${name}: expected a contiguous webgpu tensor`);
@@ -182,17 +155,17 @@ async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Prom
   };
   const sq = storage(q, 'q');
   const ctx = sq.ctx;
-  const codec = await w.quantizeSageWebGpu(
+  const codec = await quantizeSageWebGpu(
     ctx,
     sq.buffer,
     storage(k, 'k').buffer,
     storage(v, 'v').buffer,
     r.dims,
     r.config,
-    q.dtype as 'f32' | 'f16',
+    q.dtype as 'f32' | 'f16' | 'bf16',
   );
   try {
-    const res = await w.sageForwardWebGpu(ctx, codec, { ...r.kernel, returnLse: r.returnLse });
+    const res = await sageForwardWebGpu(ctx, codec, { ...r.kernel, returnLse: r.returnLse });
     const { batch, hq, nq, dv } = r.dims;
     const wrap = (b: GpuBuffer, shape: number[]) =>
       new Tensor(
@@ -208,7 +181,7 @@ async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Prom
     if (res.lse) out.lse = wrap(res.lse, [batch, hq, nq]);
     return out;
   } finally {
-    w.disposeSageCodecGpu(ctx, codec);
+    disposeSageCodecGpu(ctx, codec);
   }
 }
 
@@ -224,8 +197,6 @@ function available(backend: SageBackend): true | string {
       return 'the native Sage kernels are not in this build of @attnkit/skeleton (sageForwardNative)';
     return nativeAvailable();
   }
-  if (backend === 'webgpu' && !webGpuSage())
-    return 'the WebGPU Sage kernels are not in this build of @attnkit/skeleton (sageForwardWebGpu)';
   return true;
 }
 
@@ -234,8 +205,6 @@ function supports(backend: SageBackend, req: KernelRequest): true | string {
   const no = unsupportedOption(req.options);
   if (no) return no.why;
   if (backend === 'webgpu') {
-    if (req.dtype !== 'f32' && req.dtype !== 'f16')
-      return `the WebGPU Sage pre-pass reads f32 or f16 inputs, not ${req.dtype}`;
     if (req.options.layout === 'BSHD')
       return 'the WebGPU Sage kernels read BHND buffers (use layout "BHND" or the cpu backends)';
     if (req.options.returnLse === true && req.options.smoothK !== false)
@@ -275,7 +244,7 @@ for (const backend of SAGE_BACKENDS) {
  * SageAttention2 forward: O = softmax(scale Q K^T (masked)) V with Q·K in INT8 or INT4 after
  * smoothing, P~ and V in 8 bit, integer accumulation (ARITHMETIC.md). q [B, Hq, Nq, D],
  * k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (BHND; or [B, N, H, D] with layout 'BSHD'), f32, f16
- * or bf16 on the cpu (f32/f16 on webgpu); D and Dv multiples of 16 in [16, 256]; GQA, Nq != Nk,
+ * or bf16; D and Dv multiples of 16 in [16, 256]; GQA, Nq != Nk,
  * causal (bottom-right) and window. Returns o in q's layout (cpu: q's dtype; webgpu: f32) and,
  * with returnLse, lse [B, Hq, Nq] f32. The backend follows the inputs' device unless
  * `backend` names one.
