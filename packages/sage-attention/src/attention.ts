@@ -20,7 +20,7 @@ import {
   sageForwardWebGpu,
 } from '@attnkit/skeleton';
 import { Tensor } from '@attnkit/tensor';
-import { WebGpuStorage } from '@attnkit/webgpu';
+import { WebGpuStorage, webGpuStorageOf } from '@attnkit/webgpu';
 import {
   type ResolvedSage,
   resolveSage,
@@ -148,11 +148,8 @@ async function runCpu(
 }
 
 async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Promise<KernelTensors> {
-  const storage = (t: Tensor, name: string) => {
-    if (!(t.storage instanceof WebGpuStorage) || !t.isContiguous() || t.offset !== 0)
-      throw new TypeError(`${name}: expected a contiguous webgpu tensor`);
-    return t.storage;
-  };
+  // Whole contiguous buffers (typed errors naming the tensor otherwise).
+  const storage = webGpuStorageOf;
   const sq = storage(q, 'q');
   const ctx = sq.ctx;
   const codec = await quantizeSageWebGpu(

@@ -1,0 +1,62 @@
+import { accuracy, softmaxAttentionReference, UnsupportedError } from '@attnkit/attention';
+import { Rng, type Tensor } from '@attnkit/tensor';
+import { webGpuTestContext } from '@attnkit/testing';
+import { toWebGpu } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
+import { sageAttention } from './index.js';
+
+/**
+ * sageAttention on webgpu tensors (the portable dot4I8Packed kernels; llvmpipe here) through the
+ * package: equal to the ts spec to f32 rounding (ARITHMETIC.md "Equality across backends": O
+ * within relative L2 1e-4), per-head bits and calibration-style arrays, f16 inputs, and what
+ * the webgpu backend declines (BSHD, the smoothed lse). Outputs start poisoned (NaN).
+ */
+const ctx = await webGpuTestContext();
+afterAll(() => ctx?.destroy());
+
+describe.skipIf(!ctx)('sageAttention on webgpu', () => {
+  const rng = new Rng(Date.now() % 100000);
+  const q = rng.randn([2, 4, 77, 64]);
+  const k = rng.randn([2, 2, 131, 64]);
+  const v = rng.randn([2, 2, 131, 32]);
+  const up = (t: Tensor, dt: 'f32' | 'f16' = 'f32') =>
+    toWebGpu(dt === 'f32' ? t : t.astype(dt), ctx!);
+
+  test('equals the ts spec (GQA, Nq != Nk, Dv != D, causal, per-head bits, thread groups)', async () => {
+    const opts = {
+      causal: true,
+      qkBits: [8, 4, 8, 8] as (4 | 8)[],
+      granularity: 'thread' as const,
+    };
+    const gpu = await sageAttention(up(q), up(k), up(v), opts);
+    expect(gpu.o.device).toBe('webgpu');
+    const o = await gpu.o.toCpu();
+    const ts = await sageAttention(q, k, v, { ...opts, backend: 'ts' });
+    expect(accuracy(o, ts.o).relL2).toBeLessThanOrEqual(1e-4);
+    expect(accuracy(o, ts.o).nonFinite).toBe(0);
+    gpu.o.dispose();
+  });
+
+  test('f16 inputs; o f32; the bars vs float64', async () => {
+    const gpu = await sageAttention(up(q, 'f16'), up(k, 'f16'), up(v, 'f16'), {});
+    expect(gpu.o.dtype).toBe('f32');
+    const ref = softmaxAttentionReference(q.astype('f16'), k.astype('f16'), v.astype('f16'), {}).o;
+    const a = accuracy(await gpu.o.toCpu(), ref);
+    expect(a.cosine).toBeGreaterThanOrEqual(0.999);
+    expect(a.relL1).toBeLessThanOrEqual(0.03);
+    gpu.o.dispose();
+  });
+
+  test('lse without smoothK; declined: BSHD, lse of smoothed scores', async () => {
+    const gpu = await sageAttention(up(q), up(k), up(v), { returnLse: true, smoothK: false });
+    const ref = softmaxAttentionReference(q, k, v, {});
+    expect(accuracy(await gpu.lse!.toCpu(), ref.lse).maxAbs).toBeLessThan(0.1);
+    const t = (x: Tensor) => up(x.permute([0, 2, 1, 3]).contiguous());
+    await expect(sageAttention(t(q), t(k), t(v), { layout: 'BSHD' })).rejects.toBeInstanceOf(
+      UnsupportedError,
+    );
+    await expect(sageAttention(up(q), up(k), up(v), { returnLse: true })).rejects.toBeInstanceOf(
+      UnsupportedError,
+    );
+  });
+});
