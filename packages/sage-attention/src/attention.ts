@@ -50,11 +50,12 @@ interface NativeSage {
     v: Float32Array,
     dims: SageDims,
     config: SageQuantConfig,
-  ): SageCodecCpu;
+    options?: { isa?: string | undefined },
+  ): Promise<SageCodecCpu>;
   sageForwardNative(
     codec: SageCodecCpu,
     opts: SageKernelOptions & { isa?: string | undefined; threads?: number | undefined },
-  ): { o: Float32Array; lse?: Float32Array };
+  ): Promise<{ o: Float32Array; lse?: Float32Array }>;
 }
 
 // Looked up by name so this package builds before (and without) the native half; while
@@ -131,8 +132,8 @@ async function runCpu(
     });
   } else {
     const n = nativeSage()!;
-    const codec = n.quantizeSageNative(Q, K, V, r.dims, r.config);
-    res = n.sageForwardNative(codec, {
+    const codec = await n.quantizeSageNative(Q, K, V, r.dims, r.config, { isa: r.isa });
+    res = await n.sageForwardNative(codec, {
       ...r.kernel,
       returnLse: r.returnLse,
       isa: r.isa,

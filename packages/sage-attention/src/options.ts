@@ -78,7 +78,7 @@ export interface SageAttentionOptions {
   /** Default: webgpu for webgpu tensors; native when its addon loads, else ts, for cpu tensors. */
   backend?: SageBackend;
   /** native: the instruction set (default 'auto': the best this CPU has). */
-  isa?: 'auto' | 'avx512vnni' | 'avx2' | 'scalar';
+  isa?: 'auto' | 'avx512vnni' | 'avx512' | 'avx2' | 'scalar';
   /** native: worker threads (default: the engine's). */
   threads?: number;
 }
@@ -268,8 +268,8 @@ export function resolveSage(q: Tensor, k: Tensor, v: Tensor, options: unknown = 
   if (typeof returnLse !== 'boolean') fail('returnLse', 'a boolean', returnLse);
   if (o.backend !== undefined && !SAGE_BACKENDS.includes(o.backend))
     fail('backend', `one of ${SAGE_BACKENDS.join(', ')}`, o.backend);
-  if (o.isa !== undefined && !['auto', 'avx512vnni', 'avx2', 'scalar'].includes(o.isa))
-    fail('isa', '"auto", "avx512vnni", "avx2" or "scalar"', o.isa);
+  if (o.isa !== undefined && !['auto', 'avx512vnni', 'avx512', 'avx2', 'scalar'].includes(o.isa))
+    fail('isa', '"auto", "avx512vnni", "avx512", "avx2" or "scalar"', o.isa);
   if (o.threads !== undefined && (!Number.isSafeInteger(o.threads) || o.threads < 1))
     fail('threads', 'a positive integer', o.threads);
   return {
