@@ -18,9 +18,10 @@ import {
   type SageQuantConfig,
   sageForwardTs,
   sageForwardWebGpu,
+  sageLseShiftTs,
 } from '@attnkit/skeleton';
 import { Tensor } from '@attnkit/tensor';
-import { WebGpuStorage, webGpuStorageOf } from '@attnkit/webgpu';
+import { toWebGpu, WebGpuStorage, webGpuStorageOf } from '@attnkit/webgpu';
 import {
   type ResolvedSage,
   resolveSage,
@@ -86,34 +87,6 @@ function lseTensor(lse: Float32Array | undefined, r: ResolvedSage): Tensor | und
   return Tensor.from(lse, [batch, hq, nq]);
 }
 
-/**
- * The kernels' LSE is that of the scores they compute, which smoothK shifted by
- * -scale q_i . km (km: K's mean over the keys, constant along a row, so O is unchanged):
- * lse_i += scale q_i . km brings back the LSE of the attention asked for. km as the pre-pass's
- * (f32 of the binary64 mean), the dot in binary64, one rounding to f32; -Infinity rows stay.
- */
-function unsmoothLse(lse: Float32Array, Q: Float32Array, K: Float32Array, r: ResolvedSage): void {
-  const { batch, hq, hkv, nq, nk, d } = r.dims;
-  if (nk === 0) return;
-  const km = new Float64Array(d);
-  const group = hq / hkv;
-  for (let b = 0; b < batch; b++)
-    for (let hk = 0; hk < hkv; hk++) {
-      km.fill(0);
-      const kb = (b * hkv + hk) * nk * d;
-      for (let j = 0; j < nk; j++) for (let c = 0; c < d; c++) km[c] += K[kb + j * d + c]!;
-      for (let c = 0; c < d; c++) km[c] = Math.fround(km[c]! / nk);
-      for (let h = hk * group; h < (hk + 1) * group; h++)
-        for (let i = 0; i < nq; i++) {
-          const e = (b * hq + h) * nq + i;
-          if (lse[e] === Number.NEGATIVE_INFINITY) continue;
-          let t = 0;
-          for (let c = 0; c < d; c++) t += Q[e * d + c]! * km[c]!;
-          lse[e] = lse[e]! + r.kernel.scale * t;
-        }
-    }
-}
-
 async function runCpu(
   backend: 'ts' | 'native',
   q: Tensor,
@@ -142,10 +115,30 @@ async function runCpu(
   }
   const out: KernelTensors = { o: fromBhnd(res.o, r, r.dims.dv, q.dtype) };
   if (r.returnLse && res.lse) {
-    if (r.config.smoothK) unsmoothLse(res.lse, Q, K, r);
+    // ARITHMETIC.md "LSE": of the original scores (the kernels saw smoothed K).
+    if (r.config.smoothK) sageLseShiftTs(res.lse, Q, K, r.dims, r.kernel.scale);
     out.lse = lseTensor(res.lse, r)!;
   }
   return out;
+}
+
+/**
+ * The webgpu kernel's lse with the smoothK shift added back (ARITHMETIC.md "LSE"): q, k and the
+ * lse are read back, shifted on the cpu (sageLseShiftTs) and the lse uploaded again. It costs
+ * a read of q and k, paid only by calls that ask for the lse.
+ */
+async function unsmoothLseWebGpu(
+  lse: Tensor,
+  q: Tensor,
+  k: Tensor,
+  r: ResolvedSage,
+): Promise<Tensor> {
+  const ctx = webGpuStorageOf(lse, 'lse').ctx;
+  const [l, qc, kc] = await Promise.all([lse.toCpu(), q.toCpu(), k.toCpu()]);
+  const data = l.toFloat32Array();
+  sageLseShiftTs(data, qc.toFloat32Array(), kc.toFloat32Array(), r.dims, r.kernel.scale);
+  lse.dispose();
+  return toWebGpu(Tensor.from(data, l.shape), ctx);
 }
 
 async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Promise<KernelTensors> {
@@ -176,7 +169,10 @@ async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Prom
         shape,
       );
     const out: KernelTensors = { o: wrap(res.o, [batch, hq, nq, dv]) };
-    if (res.lse) out.lse = wrap(res.lse, [batch, hq, nq]);
+    if (res.lse) {
+      out.lse = wrap(res.lse, [batch, hq, nq]);
+      if (r.config.smoothK) out.lse = await unsmoothLseWebGpu(out.lse, q, k, r);
+    }
     return out;
   } finally {
     disposeSageCodecGpu(ctx, codec);
@@ -205,8 +201,6 @@ function supports(backend: SageBackend, req: KernelRequest): true | string {
   if (backend === 'webgpu') {
     if (req.options.layout === 'BSHD')
       return 'the WebGPU Sage kernels read BHND buffers (use layout "BHND" or the cpu backends)';
-    if (req.options.returnLse === true && req.options.smoothK !== false)
-      return "the WebGPU kernel's lse is of the K-smoothed scores (shifted by -scale q . mean(K)) and the shift needs q and k on the cpu; use smoothK: false or a cpu backend for lse";
   }
   if (backend !== 'native' && (req.options.isa !== undefined || req.options.threads !== undefined))
     return 'isa and threads are options of the native backend';

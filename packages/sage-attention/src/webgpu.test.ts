@@ -9,7 +9,8 @@ import { sageAttention } from './index.js';
  * sageAttention on webgpu tensors (the portable dot4I8Packed kernels; llvmpipe here) through the
  * package: equal to the ts spec to f32 rounding (ARITHMETIC.md "Equality across backends": O
  * within relative L2 1e-4), per-head bits and calibration-style arrays, f16 inputs, and what
- * the webgpu backend declines (BSHD, the smoothed lse). Outputs start poisoned (NaN).
+ * the webgpu backend declines (BSHD); the lse with the smoothing shift added back. Outputs
+ * start poisoned (NaN).
  */
 const ctx = await webGpuTestContext();
 afterAll(() => ctx?.destroy());
@@ -47,15 +48,27 @@ describe.skipIf(!ctx)('sageAttention on webgpu', () => {
     gpu.o.dispose();
   });
 
-  test('lse without smoothK; declined: BSHD, lse of smoothed scores', async () => {
-    const gpu = await sageAttention(up(q), up(k), up(v), { returnLse: true, smoothK: false });
-    const ref = softmaxAttentionReference(q, k, v, {});
-    expect(accuracy(await gpu.lse!.toCpu(), ref.lse).maxAbs).toBeLessThan(0.1);
+  test('lse (the smoothK shift added back, as on the cpu); BSHD declined', async () => {
+    const ref = softmaxAttentionReference(q, k, v, { causal: true });
+    for (const smoothK of [true, false]) {
+      const gpu = await sageAttention(up(q), up(k), up(v), {
+        returnLse: true,
+        smoothK,
+        causal: true,
+      });
+      expect(gpu.lse!.device).toBe('webgpu');
+      const lse = await gpu.lse!.toCpu();
+      const cpu = await sageAttention(q, k, v, {
+        returnLse: true,
+        smoothK,
+        causal: true,
+        backend: 'ts',
+      });
+      expect(accuracy(lse, cpu.lse!).maxAbs).toBeLessThan(1e-4);
+      expect(accuracy(lse, ref.lse).maxAbs).toBeLessThan(0.12);
+    }
     const t = (x: Tensor) => up(x.permute([0, 2, 1, 3]).contiguous());
     await expect(sageAttention(t(q), t(k), t(v), { layout: 'BSHD' })).rejects.toBeInstanceOf(
-      UnsupportedError,
-    );
-    await expect(sageAttention(up(q), up(k), up(v), { returnLse: true })).rejects.toBeInstanceOf(
       UnsupportedError,
     );
   });

@@ -69,7 +69,7 @@ export {
   sageHeadDimOk,
 } from './sage/codec.js';
 export { sageForwardTs } from './sage/forward-ts.js';
-export { quantizeSageTs } from './sage/quantize.js';
+export { quantizeSageTs, sageLseShiftTs } from './sage/quantize.js';
 export {
   disposeSageCodecGpu,
   quantizeSageWebGpu,

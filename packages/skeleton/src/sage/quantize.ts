@@ -187,3 +187,41 @@ function quantizeGroups(
     for (let c = 0; c < d; c++) out[o + c] = clamp(rint(x[r * d + c]! / s), qmax);
   }
 }
+
+/**
+ * The LSE of the original scores from a kernel's LSE of K-smoothed ones (ARITHMETIC.md "LSE"):
+ * smoothK shifts row i's scores by -scale q_i . km (km: K's per-channel mean over the keys,
+ * constant along the row, so O is unchanged), so lse_i += scale q_i . km. km as the pre-pass's
+ * (f32 of the binary64 mean), the dot in binary64, scale as the kernels' (f32), one rounding to
+ * f32; rows with lse = -Infinity (no key) stay. q, k: the pre-pass's BHND f32 inputs; lse
+ * [B, Hq, Nq], updated in place. Every backend whose kernel saw smoothed K applies this (or
+ * an equal computation) after the kernel.
+ */
+export function sageLseShiftTs(
+  lse: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  dims: SageDims,
+  scale: number,
+): void {
+  const { batch, hq, hkv, nq, nk, d } = dims;
+  if (nk === 0) return;
+  const sc = Math.fround(scale);
+  const km = new Float64Array(d);
+  const group = hq / hkv;
+  for (let b = 0; b < batch; b++)
+    for (let hk = 0; hk < hkv; hk++) {
+      km.fill(0);
+      const kb = (b * hkv + hk) * nk * d;
+      for (let j = 0; j < nk; j++) for (let c = 0; c < d; c++) km[c] = km[c]! + k[kb + j * d + c]!;
+      for (let c = 0; c < d; c++) km[c] = Math.fround(km[c]! / nk);
+      for (let h = hk * group; h < (hk + 1) * group; h++)
+        for (let i = 0; i < nq; i++) {
+          const e = (b * hq + h) * nq + i;
+          if (lse[e] === Number.NEGATIVE_INFINITY) continue;
+          let t = 0;
+          for (let c = 0; c < d; c++) t += q[e * d + c]! * km[c]!;
+          lse[e] = lse[e]! + sc * t;
+        }
+    }
+}
