@@ -33,8 +33,21 @@ describe.skipIf(!ctx)('sageAttention on webgpu', () => {
     expect(gpu.o.device).toBe('webgpu');
     const o = await gpu.o.toCpu();
     const ts = await sageAttention(q, k, v, { ...opts, backend: 'ts' });
-    expect(accuracy(o, ts.o).relL2).toBeLessThanOrEqual(1e-4);
     expect(accuracy(o, ts.o).nonFinite).toBe(0);
+    // ARITHMETIC.md "Equality across backends": rows within 1e-5 of the spec, except rows where
+    // a P~ code flipped (exp differs by ulps): at most 1% of rows + 2, each within 1e-2.
+    const a = o.toFloat32Array();
+    const b = ts.o.toFloat32Array();
+    const dv = 32;
+    let flipped = 0;
+    for (let r = 0; r < a.length / dv; r++) {
+      const row = accuracy(a.subarray(r * dv, (r + 1) * dv), b.subarray(r * dv, (r + 1) * dv));
+      if (row.relL2 > 1e-5) {
+        flipped++;
+        expect(row.relL2, `row ${r}`).toBeLessThanOrEqual(1e-2);
+      }
+    }
+    expect(flipped).toBeLessThanOrEqual(Math.floor(a.length / dv / 100) + 2);
     gpu.o.dispose();
   });
 
