@@ -22,7 +22,7 @@
       "conditions": [
         ["target_arch=='x64'", {
           "defines": ["ATTNKIT_X86=1"],
-          "dependencies": ["attnkit_avx2", "attnkit_avx512"]
+          "dependencies": ["attnkit_avx2", "attnkit_avx512", "attnkit_avx512vnni"]
         }]
       ]
     },
@@ -37,6 +37,19 @@
                     "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
       "xcode_settings": {
         "OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma"]
+      }
+    },
+    {
+      "target_name": "attnkit_avx512vnni",
+      "type": "static_library",
+      "sources": ["src/engine/kernels_avx512vnni.cc"],
+      "defines": ["ATTNKIT_X86=1"],
+      # The int8 ops only (SageAttention2's vpdpbusd kernel); the flags as attnkit_avx512's.
+      "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mfma",
+                    "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+      "xcode_settings": {
+        "OTHER_CPLUSPLUSFLAGS": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl",
+                                 "-mavx512vnni", "-mfma"]
       }
     },
     {

@@ -56,7 +56,7 @@ describe.runIf(base)('loading', () => {
 });
 
 describe('an unknown ATTNKIT_ISA is an error at load, not a silent fallback (issue 9)', () => {
-  const reason = 'ATTNKIT_ISA: expected one of avx512, avx2, scalar, got "avx9"';
+  const reason = 'ATTNKIT_ISA: expected one of avx512vnni, avx512, avx2, scalar, got "avx9"';
 
   test('ATTNKIT_ISA=avx9: undefined, one warning and nativeLoadError() with the reason', async () => {
     vi.stubEnv('ATTNKIT_ISA', 'avx9');
@@ -88,7 +88,7 @@ describe('an unknown ATTNKIT_ISA is an error at load, not a silent fallback (iss
       vi.spyOn(console, 'warn').mockImplementation(() => {});
       const fresh = await import('./index.js');
       expect(fresh.nativeLoadError()).toBe(
-        `ATTNKIT_ISA: expected one of avx512, avx2, scalar, got ${JSON.stringify(value)}`,
+        `ATTNKIT_ISA: expected one of avx512vnni, avx512, avx2, scalar, got ${JSON.stringify(value)}`,
       );
     }
     if (!base) return;
@@ -132,11 +132,48 @@ describe.runIf(base)('the op registry', () => {
   test('ops(): every op with its ISAs (best first), the chosen one, and its array names', () => {
     const e = base!;
     const ops = e.ops();
-    expect(Object.keys(ops).sort()).toEqual(['attention.backward', 'attention.forward', 'gemm']);
-    for (const info of Object.values(ops)) {
-      expect(info.isas).toEqual(e.availableIsas);
-      expect(info.chosen).toBe(e.availableIsas[0]);
+    expect(Object.keys(ops).sort()).toEqual([
+      'attention.backward',
+      'attention.forward',
+      'gemm',
+      'sage.forward',
+      'sage.quantize',
+    ]);
+    // avx512vnni has kernels of the int8 ops only; sage.forward has none on plain avx512 (its
+    // AVX-512 kernel is VNNI's), so a CPU without VNNI runs it on avx2.
+    const all = e.availableIsas;
+    const isasOf: Record<string, readonly string[]> = {
+      'attention.forward': all.filter((x) => x !== 'avx512vnni'),
+      'attention.backward': all.filter((x) => x !== 'avx512vnni'),
+      gemm: all.filter((x) => x !== 'avx512vnni'),
+      'sage.quantize': all,
+      'sage.forward': all.filter((x) => x !== 'avx512'),
+    };
+    for (const [op, info] of Object.entries(ops)) {
+      expect(info.isas, op).toEqual(isasOf[op]);
+      expect(info.chosen, op).toBe(isasOf[op]![0]);
     }
+    expect(ops['sage.quantize'].inputs).toEqual(['q', 'k', 'v', 'qBits']);
+    expect(ops['sage.quantize'].outputs).toEqual([
+      'qCodes',
+      'qScale',
+      'kCodes',
+      'kScale',
+      'vCodes',
+      'vScale',
+      'bias',
+    ]);
+    expect(ops['sage.forward'].inputs).toEqual([
+      'qCodes',
+      'qScale',
+      'kCodes',
+      'kScale',
+      'vCodes',
+      'vScale',
+      'v',
+      'bias',
+    ]);
+    expect(ops['sage.forward'].outputs).toEqual(['o', 'lse']);
     expect(ops['attention.forward'].inputs).toEqual(['q', 'k', 'v', 'permQ', 'permK']);
     expect(ops['attention.forward'].outputs).toEqual(['o', 'lse']);
     expect(ops['attention.backward'].inputs).toEqual([
@@ -207,7 +244,7 @@ describe.runIf(base)(
       const run = (op: unknown) => e.run(op as 'gemm', {} as never, {} as never, {} as never);
       await expect(run('attention.fwd')).rejects.toThrow(RangeError);
       await expect(run('attention.fwd')).rejects.toThrow(
-        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", got "attention\.fwd"/,
+        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", "sage\.quantize", "sage\.forward", got "attention\.fwd"/,
       );
       await expect(run(42)).rejects.toThrow(TypeError);
       await expect(run(42)).rejects.toThrow(/^op: expected a string/);

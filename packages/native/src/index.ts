@@ -11,18 +11,23 @@ import type * as NodeUrl from 'node:url';
  * place: a call reads and writes the arrays until its promise settles, so leave them alone
  * until then.
  *
- * The engine is a registry of ops ('attention.forward', 'attention.backward', 'gemm'), each with
- * kernels per ISA; one generic entry point, `run(op, problem, inputs, outputs)`, checks the
+ * The engine is a registry of ops ('attention.forward', 'attention.backward', 'gemm',
+ * 'sage.quantize', 'sage.forward'), each with kernels per ISA; one generic entry point, `run(op, problem, inputs, outputs)`, checks the
  * arrays against the op's descriptor and runs the kernel of the best ISA this CPU has for that
  * op (`ops()` lists them). Importing this module has no side effects and imports no Node
  * module: the addon is loaded by the first `loadNative()` (or `nativeLoadError()`), in Node
  * only, so browser bundles of the packages above it never pull it in.
  */
 
-export type NativeIsa = 'avx512' | 'avx2' | 'scalar';
+/**
+ * The instruction sets with kernels, fastest first. 'avx512vnni' (AVX-512 with vpdpbusd) has the
+ * int8 ops only (SageAttention2's sage.quantize and sage.forward); capping at it runs every other
+ * op on the avx512 kernels.
+ */
+export type NativeIsa = 'avx512vnni' | 'avx512' | 'avx2' | 'scalar';
 
 /** Every ISA the engine has kernels for, fastest first. */
-export const NATIVE_ISAS: readonly NativeIsa[] = ['avx512', 'avx2', 'scalar'];
+export const NATIVE_ISAS: readonly NativeIsa[] = ['avx512vnni', 'avx512', 'avx2', 'scalar'];
 
 /** Block-sparse mask, as `ResolvedBlockSparse` in @attnkit/attention's spec. */
 export interface NativeBlockSparse {
@@ -192,6 +197,46 @@ export interface NativeHstuMask {
   causal: boolean;
 }
 
+/**
+ * SageAttention2's dimensions (packages/sage-attention/ARITHMETIC.md; the codec layouts of
+ * @attnkit/skeleton's sage/codec.ts): one (b, head) has nq query rows and nk keys, BHND,
+ * contiguous; d and dv multiples of 16 in [16, 256]; hq a multiple of hkv. The scale groups:
+ * 'block' (128 query rows, 64-key tiles), 'warp' (16 rows, 64-key tiles), 'thread' (rows i and
+ * i + 8 of 16, the keys of a tile with equal (j & 7) >> 1).
+ */
+export interface NativeSageDims {
+  batch: number;
+  hq: number;
+  hkv: number;
+  nq: number;
+  nk: number;
+  d: number;
+  dv: number;
+  granularity: 'block' | 'warp' | 'thread';
+}
+
+/** sage.quantize: the pre-pass, codes equal to the TS spec's (quantizeSageTs) bit for bit. */
+export interface NativeSageQuantizeProblem extends NativeSageDims {
+  smoothK: boolean;
+  smoothQ: boolean;
+  /** 8: V to codes and per-channel scales; 32: V stays f32 (no vCodes / vScale outputs). */
+  pvBits: 8 | 32;
+}
+
+/** sage.forward: the kernel on a codec (ARITHMETIC.md "Kernel"). */
+export interface NativeSageForwardProblem extends NativeSageDims {
+  pvBits: 8 | 32;
+  /** Whether the codec has the smoothQ bias (then the `bias` input is required, else absent). */
+  smoothQ: boolean;
+  /** Softmax scale (finite). */
+  scale: number;
+  /** The window with causal folded in (right = 0 when causal), -1 = unbounded. */
+  left: number;
+  right: number;
+  /** At most this many pool threads work on the call (1..1024; default all). */
+  threads?: number | undefined;
+}
+
 /** C = alpha * op(A) op(B) + beta * C, row-major; op(A) is m x k, op(B) is k x n. */
 export interface NativeGemmProblem {
   m: number;
@@ -271,6 +316,46 @@ export interface NativeOpMap {
     inputs: { a: Float32Array; b: Float32Array };
     /** C (read too when beta != 0): at least (m - 1) ldc + n elements. */
     outputs: { c: Float32Array };
+  };
+  /**
+   * SageAttention2's pre-pass: q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (f32,
+   * finite: the kernel rejects with an Error whose message starts with the tensor's name
+   * otherwise), qBits [Hq] (4 or 8 each). Outputs in the codec's layout: qCodes [B, Hq, Nq, D],
+   * qScale [B, Hq, Q groups], kCodes [B, Hkv, Nk, D], kScale [B, Hkv, K groups]; pvBits 8:
+   * vCodes [B, Hkv, Nk, Dv], vScale [B, Hkv, Dv] (= sV / 255); smoothQ: bias
+   * [B, Hq, ceil(Nq / 128), Nk].
+   */
+  'sage.quantize': {
+    problem: NativeSageQuantizeProblem;
+    inputs: { q: Float32Array; k: Float32Array; v: Float32Array; qBits: Uint8Array };
+    outputs: {
+      qCodes: Int8Array;
+      qScale: Float32Array;
+      kCodes: Int8Array;
+      kScale: Float32Array;
+      vCodes?: Int8Array | undefined;
+      vScale?: Float32Array | undefined;
+      bias?: Float32Array | undefined;
+    };
+  };
+  /**
+   * SageAttention2's kernel on a codec (codes in [-127, 127], finite scales and bias; RangeError
+   * naming the input otherwise): o [B, Hq, Nq, Dv] and, optionally, lse [B, Hq, Nq] (a row with
+   * no allowed key: o 0, lse -inf). pvBits 8 reads vCodes / vScale, 32 reads v.
+   */
+  'sage.forward': {
+    problem: NativeSageForwardProblem;
+    inputs: {
+      qCodes: Int8Array;
+      qScale: Float32Array;
+      kCodes: Int8Array;
+      kScale: Float32Array;
+      vCodes?: Int8Array | undefined;
+      vScale?: Float32Array | undefined;
+      v?: Float32Array | undefined;
+      bias?: Float32Array | undefined;
+    };
+    outputs: { o: Float32Array; lse?: Float32Array | undefined };
   };
 }
 

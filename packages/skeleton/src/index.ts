@@ -69,6 +69,13 @@ export {
   sageHeadDimOk,
 } from './sage/codec.js';
 export { sageForwardTs } from './sage/forward-ts.js';
+export {
+  quantizeSageNative,
+  type SageForwardNativeOptions,
+  type SageNativeIsa,
+  type SageNativeOptions,
+  sageForwardNative,
+} from './sage/native.js';
 export { quantizeSageTs, sageLseShiftTs } from './sage/quantize.js';
 export {
   disposeSageCodecGpu,

@@ -39,6 +39,8 @@ std::vector<Isa> detectIsas() {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("fma")) {
+    // VNNI (vpdpbusd) has kernels of the int8 ops only; the others run on avx512's.
+    if (__builtin_cpu_supports("avx512vnni")) isas.push_back({"avx512vnni", 3, kernelsAvx512Vnni()});
     isas.push_back({"avx512", 2, kernelsAvx512()});
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
@@ -86,6 +88,8 @@ std::string describe(const Napi::Value& v) {
         return "Int32Array";
       case napi_uint8_array:
         return "Uint8Array";
+      case napi_int8_array:
+        return "Int8Array";
       default:
         return "another TypedArray";
     }
@@ -597,9 +601,17 @@ Sizes sizesOf(const AttnProblem& p) {
 // Whether a named array of an op is needed for a given problem (kOptional: may be omitted).
 enum class Presence { kRequired, kAbsent, kOptional };
 
+// The element type of a named array.
+enum class ArgType {
+  kF32,    // Float32Array
+  kIndex,  // Int32Array (a row permutation)
+  kI8,     // Int8Array (int8 codes)
+  kU8,     // Uint8Array (small per-head integers)
+};
+
 struct ArgSpec {
   const char* name;
-  bool index = false;  // an Int32Array (a row permutation), else a Float32Array
+  ArgType type = ArgType::kF32;
 };
 
 // A call being validated: the op's call struct (engine.h) and what its arrays must be.
@@ -614,9 +626,13 @@ class Call {
   // Whether the length is a minimum (a strided matrix) rather than exact.
   virtual bool atLeast(bool, size_t) const { return false; }
   virtual void bind(bool output, size_t i, float* data) = 0;
-  // Binds an Int32Array argument (ArgSpec::index).
+  // Binds an Int32Array argument (ArgType::kIndex).
   virtual void bindIndex(size_t, const int32_t*) {}
+  // Binds an Int8Array or Uint8Array argument (ArgType::kI8, kU8).
+  virtual void bindBytes(bool, size_t, void*) {}
   virtual const void* data() const = 0;
+  // Checks the values of the bound arrays where the kernel needs more than their lengths.
+  virtual void check(Napi::Env) const {}
 };
 
 struct OpDesc {
@@ -847,18 +863,270 @@ class Gemm : public Call {
   GemmCall c_{};
 };
 
+// ---- SageAttention2 (packages/sage-attention/ARITHMETIC.md; codec layouts:
+// packages/skeleton/src/sage/codec.ts) -----------------------------------------------------
+
+bool boolField(const Napi::Object& o, const char* key) {
+  Napi::Value x = o.Get(key);
+  if (!x.IsBoolean()) typeError(o.Env(), std::string("problem.") + key, "a boolean", x);
+  return x.As<Napi::Boolean>().Value();
+}
+
+// problem { batch, hq, hkv, nq, nk, d, dv, granularity: 'block' | 'warp' | 'thread' }: D and Dv
+// multiples of 16 in [16, 256] (the int32 score of a pair and a tile's P V sum are then exact
+// in f32); the group counts of codec.ts sageGroupCounts.
+SageDims sageDimsArg(const Napi::Object& o) {
+  Napi::Env env = o.Env();
+  const char* P = "problem.";
+  SageDims z{};
+  z.batch = intField(o, P, "batch", 0);
+  z.hq = intField(o, P, "hq", 0);
+  z.hkv = intField(o, P, "hkv", 1);
+  if (z.hq % z.hkv != 0)
+    rangeError(env, "problem.hkv", "a divisor of hq = " + std::to_string(z.hq), std::to_string(z.hkv));
+  z.group = z.hq / z.hkv;
+  z.nq = intField(o, P, "nq", 0, INT64_C(1) << 31);
+  z.nk = intField(o, P, "nk", 0, INT64_C(1) << 31);
+  z.d = intField(o, P, "d", 16, 256);
+  z.dv = intField(o, P, "dv", 16, 256);
+  if (z.d % 16 != 0) rangeError(env, "problem.d", "a multiple of 16 in [16, 256]", std::to_string(z.d));
+  if (z.dv % 16 != 0)
+    rangeError(env, "problem.dv", "a multiple of 16 in [16, 256]", std::to_string(z.dv));
+  Napi::Value g = o.Get("granularity");
+  const char* gWant = "\"block\", \"warp\" or \"thread\"";
+  if (!g.IsString()) typeError(env, "problem.granularity", gWant, g);
+  const std::string gs = g.As<Napi::String>().Utf8Value();
+  const int64_t q16 = (z.nq + 15) / 16, k64 = (z.nk + 63) / 64;
+  z.nQB = (z.nq + 127) / 128;
+  if (gs == "block") {
+    z.granularity = SageGranularity::kBlock;
+    z.nQG = z.nQB;
+    z.nKG = k64;
+  } else if (gs == "warp") {
+    z.granularity = SageGranularity::kWarp;
+    z.nQG = q16;
+    z.nKG = k64;
+  } else if (gs == "thread") {
+    z.granularity = SageGranularity::kThread;
+    z.nQG = q16 * 8;
+    z.nKG = k64 * 4;
+  } else {
+    rangeError(env, "problem.granularity", gWant, "\"" + gs + "\"");
+  }
+  return z;
+}
+
+int32_t pvBitsArg(const Napi::Object& o) {
+  const int64_t bits = intField(o, "problem.", "pvBits", 8, 32);
+  if (bits != 8 && bits != 32)
+    rangeError(o.Env(), "problem.pvBits", "8 or 32", std::to_string(bits));
+  return static_cast<int32_t>(bits);
+}
+
+Napi::Object sageProblemObject(const Napi::Value& v, Keep& keep, const char* what) {
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    typeError(v.Env(), "problem", std::string("an object (") + what + ")", v);
+  Napi::Object o = v.As<Napi::Object>();
+  keep.add(o);
+  return o;
+}
+
+// Whether int8 codes lie in [-127, 127] (the kernels' products assume it: VNNI's offset by 128,
+// AVX2's |q| and sign(q) k never saturate there).
+void checkCodes(Napi::Env env, const char* name, const int8_t* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (x[i] == -128)
+      rangeError(env, std::string(name) + "[" + std::to_string(i) + "]", "a code in [-127, 127]", "-128");
+}
+
+void checkFiniteArray(Napi::Env env, const char* name, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!std::isfinite(x[i]))
+      rangeError(env, std::string(name) + "[" + std::to_string(i) + "]", "a finite number",
+                 std::to_string(x[i]));
+}
+
+// sage.quantize: inputs q, k, v (f32, BHND), qBits (Uint8Array [hq], 4 or 8 each); outputs the
+// codec: qCodes, qScale, kCodes, kScale, vCodes and vScale (pvBits 8), bias (smoothQ).
+class SageQuantize : public Call {
+ public:
+  explicit SageQuantize(const SageQuantizeCall& c) { c_ = c; }
+  Presence presence(bool output, size_t i) const override {
+    if (output && (i == 4 || i == 5)) return c_.pvBits == 8 ? Presence::kRequired : Presence::kAbsent;
+    if (output && i == 6) return c_.smoothQ ? Presence::kRequired : Presence::kAbsent;
+    return Presence::kRequired;
+  }
+  const char* absentWhy(bool, size_t i) const override {
+    return i == 6 ? "problem.smoothQ is false: no bias" : "problem.pvBits is 32: V stays f32";
+  }
+  int64_t length(bool output, size_t i) const override {
+    const SageDims& z = c_.z;
+    const int64_t q = z.batch * z.hq, kv = z.batch * z.hkv;
+    if (output) {
+      const int64_t n[7] = {q * z.nq * z.d, q * z.nQG,       kv * z.nk * z.d, kv * z.nKG,
+                            kv * z.nk * z.dv, kv * z.dv, q * z.nQB * z.nk};
+      return n[i];
+    }
+    const int64_t n[4] = {q * z.nq * z.d, kv * z.nk * z.d, kv * z.nk * z.dv, z.hq};
+    return n[i];
+  }
+  const char* lengthWhy(bool output, size_t i) const override {
+    if (output) {
+      const char* w[7] = {"batch x hq x nq x d",  "batch x hq x Q groups",  "batch x hkv x nk x d",
+                          "batch x hkv x K groups", "batch x hkv x nk x dv", "batch x hkv x dv",
+                          "batch x hq x ceil(nq / 128) x nk"};
+      return w[i];
+    }
+    const char* w[4] = {"batch x hq x nq x d", "batch x hkv x nk x d", "batch x hkv x nk x dv",
+                        "one per query head"};
+    return w[i];
+  }
+  void bind(bool output, size_t i, float* x) override {
+    if (!output) {
+      (i == 0 ? c_.q : i == 1 ? c_.k : c_.v) = x;
+      return;
+    }
+    (i == 1 ? c_.qScale : i == 3 ? c_.kScale : i == 5 ? c_.vScale : c_.bias) = x;
+  }
+  void bindBytes(bool output, size_t i, void* x) override {
+    if (!output) {
+      c_.qBits = static_cast<const uint8_t*>(x);
+      return;
+    }
+    (i == 0 ? c_.qCodes : i == 2 ? c_.kCodes : c_.vCodes) = static_cast<int8_t*>(x);
+  }
+  const void* data() const override { return &c_; }
+  void check(Napi::Env env) const override {
+    for (int64_t h = 0; h < c_.z.hq; h++)
+      if (c_.qBits[h] != 4 && c_.qBits[h] != 8)
+        rangeError(env, "inputs.qBits[" + std::to_string(h) + "]", "4 or 8", std::to_string(c_.qBits[h]));
+  }
+  static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
+    Napi::Object o = sageProblemObject(v, keep, "NativeSageQuantizeProblem");
+    SageQuantizeCall c{};
+    c.z = sageDimsArg(o);
+    c.smoothK = boolField(o, "smoothK");
+    c.smoothQ = boolField(o, "smoothQ");
+    c.pvBits = pvBitsArg(o);
+    return std::make_unique<SageQuantize>(c);
+  }
+
+ private:
+  SageQuantizeCall c_{};
+};
+
+// sage.forward: inputs the codec (qCodes, qScale, kCodes, kScale; vCodes and vScale with
+// pvBits 8, v with 32; bias with smoothQ); outputs o and, optionally, lse.
+class SageForward : public Call {
+ public:
+  explicit SageForward(const SageForwardCall& c, bool smoothQ) : smoothQ_(smoothQ) { c_ = c; }
+  Presence presence(bool output, size_t i) const override {
+    if (output) return i == 1 ? Presence::kOptional : Presence::kRequired;
+    if (i == 4 || i == 5) return c_.pvBits == 8 ? Presence::kRequired : Presence::kAbsent;
+    if (i == 6) return c_.pvBits == 32 ? Presence::kRequired : Presence::kAbsent;
+    if (i == 7) return smoothQ_ ? Presence::kRequired : Presence::kAbsent;
+    return Presence::kRequired;
+  }
+  const char* absentWhy(bool, size_t i) const override {
+    if (i == 7) return "problem.smoothQ is false: no bias";
+    return i == 6 ? "problem.pvBits is 8: V is read as codes" : "problem.pvBits is 32: V is read as f32";
+  }
+  int64_t length(bool output, size_t i) const override {
+    const SageDims& z = c_.z;
+    const int64_t q = z.batch * z.hq, kv = z.batch * z.hkv;
+    if (output) return i == 0 ? q * z.nq * z.dv : q * z.nq;
+    const int64_t n[8] = {q * z.nq * z.d,    q * z.nQG, kv * z.nk * z.d,  kv * z.nKG,
+                          kv * z.nk * z.dv,  kv * z.dv, kv * z.nk * z.dv, q * z.nQB * z.nk};
+    return n[i];
+  }
+  const char* lengthWhy(bool output, size_t i) const override {
+    if (output) return i == 0 ? "batch x hq x nq x dv" : "batch x hq x nq";
+    const char* w[8] = {"batch x hq x nq x d",   "batch x hq x Q groups", "batch x hkv x nk x d",
+                        "batch x hkv x K groups", "batch x hkv x nk x dv", "batch x hkv x dv",
+                        "batch x hkv x nk x dv", "batch x hq x ceil(nq / 128) x nk"};
+    return w[i];
+  }
+  void bind(bool output, size_t i, float* x) override {
+    if (output) {
+      (i == 0 ? c_.o : c_.lse) = x;
+      return;
+    }
+    const float** r[8] = {nullptr, &c_.qScale, nullptr, &c_.kScale, nullptr, &c_.vScale, &c_.v, &c_.bias};
+    *r[i] = x;
+  }
+  void bindBytes(bool, size_t i, void* x) override {
+    (i == 0 ? c_.qCodes : i == 2 ? c_.kCodes : c_.vCodes) = static_cast<const int8_t*>(x);
+  }
+  const void* data() const override { return &c_; }
+  void check(Napi::Env env) const override {
+    const SageDims& z = c_.z;
+    const int64_t q = z.batch * z.hq, kv = z.batch * z.hkv;
+    checkCodes(env, "inputs.qCodes", c_.qCodes, q * z.nq * z.d);
+    checkCodes(env, "inputs.kCodes", c_.kCodes, kv * z.nk * z.d);
+    checkFiniteArray(env, "inputs.qScale", c_.qScale, q * z.nQG);
+    checkFiniteArray(env, "inputs.kScale", c_.kScale, kv * z.nKG);
+    if (c_.vScale != nullptr) checkFiniteArray(env, "inputs.vScale", c_.vScale, kv * z.dv);
+    if (c_.bias != nullptr) checkFiniteArray(env, "inputs.bias", c_.bias, q * z.nQB * z.nk);
+  }
+  // problem: the dims, granularity, pvBits, smoothQ (bias given), scale, left / right (the
+  // window with causal folded in, -1 = unbounded), threads? (at most this many pool threads).
+  static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
+    Napi::Object o = sageProblemObject(v, keep, "NativeSageForwardProblem");
+    Napi::Env env = o.Env();
+    SageForwardCall c{};
+    c.z = sageDimsArg(o);
+    c.pvBits = pvBitsArg(o);
+    const bool smoothQ = boolField(o, "smoothQ");
+    Napi::Value scale = o.Get("scale");
+    if (!scale.IsNumber()) typeError(env, "problem.scale", "a finite number", scale);
+    const double s = scale.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(s)) rangeError(env, "problem.scale", "a finite number", std::to_string(s));
+    c.scale = static_cast<float>(s);
+    c.left = intField(o, "problem.", "left", -1);
+    c.right = intField(o, "problem.", "right", -1);
+    c.threads = o.Get("threads").IsUndefined() ? 0 : intField(o, "problem.", "threads", 1, 1024);
+    return std::make_unique<SageForward>(c, smoothQ);
+  }
+
+ private:
+  SageForwardCall c_{};
+  bool smoothQ_;
+};
+
 const std::vector<OpDesc>& descriptors() {
   static const std::vector<OpDesc> d = {
       // permQ / permK (optional Int32Arrays, engine.h): the permuted-tiles hook.
       {kOpAttentionForward,
-       {{"q"}, {"k"}, {"v"}, {"permQ", true}, {"permK", true}},
+       {{"q"}, {"k"}, {"v"}, {"permQ", ArgType::kIndex}, {"permK", ArgType::kIndex}},
        {{"o"}, {"lse"}},
        AttentionForward::parse},
       {kOpAttentionBackward,
-       {{"q"}, {"k"}, {"v"}, {"o"}, {"lse"}, {"dO"}, {"permQ", true}, {"permK", true}},
+       {{"q"}, {"k"}, {"v"}, {"o"}, {"lse"}, {"dO"}, {"permQ", ArgType::kIndex},
+        {"permK", ArgType::kIndex}},
        {{"dq"}, {"dk"}, {"dv"}, {"dsinks"}, {"dPositionTable"}, {"dTimestampTable"}},
        AttentionBackward::parse},
       {kOpGemm, {{"a"}, {"b"}}, {{"c"}}, Gemm::parse},
+      {kOpSageQuantize,
+       {{"q"}, {"k"}, {"v"}, {"qBits", ArgType::kU8}},
+       {{"qCodes", ArgType::kI8},
+        {"qScale"},
+        {"kCodes", ArgType::kI8},
+        {"kScale"},
+        {"vCodes", ArgType::kI8},
+        {"vScale"},
+        {"bias"}},
+       SageQuantize::parse},
+      {kOpSageForward,
+       {{"qCodes", ArgType::kI8},
+        {"qScale"},
+        {"kCodes", ArgType::kI8},
+        {"kScale"},
+        {"vCodes", ArgType::kI8},
+        {"vScale"},
+        {"v"},
+        {"bias"}},
+       {{"o"}, {"lse"}},
+       SageForward::parse},
   };
   return d;
 }
@@ -916,7 +1184,7 @@ void bindArrays(const Napi::Value& v, bool output, const std::vector<ArgSpec>& s
   std::string names;
   for (const ArgSpec& s : specs) names += (names.empty() ? "" : ", ") + std::string(s.name);
   if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
-    typeError(env, side, "an object { " + names + " } of Float32Arrays", v);
+    typeError(env, side, "an object { " + names + " } of typed arrays", v);
   Napi::Object o = v.As<Napi::Object>();
   keep.add(o);
   Napi::Array keys = o.GetPropertyNames();
@@ -940,7 +1208,24 @@ void bindArrays(const Napi::Value& v, bool output, const std::vector<ArgSpec>& s
     }
     if (presence == Presence::kOptional && a.IsUndefined()) continue;
     const int64_t want = call.length(output, i);
-    if (specs[i].index) {
+    if (specs[i].type == ArgType::kI8 || specs[i].type == ArgType::kU8) {
+      const bool i8 = specs[i].type == ArgType::kI8;
+      const napi_typedarray_type want8 = i8 ? napi_int8_array : napi_uint8_array;
+      if (!a.IsTypedArray() || a.As<Napi::TypedArray>().TypedArrayType() != want8)
+        typeError(env, name, i8 ? "an Int8Array" : "a Uint8Array", a);
+      Napi::TypedArray ta = a.As<Napi::TypedArray>();
+      const int64_t len = static_cast<int64_t>(ta.ElementLength());
+      if (len != want) {
+        rangeError(env, name, std::to_string(want) + " elements (" + call.lengthWhy(output, i) + ")",
+                   std::to_string(len) + " elements");
+      }
+      keep.add(a);
+      uint8_t* data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+      call.bindBytes(output, i, data);
+      bound.push_back({specs[i].name, data, data + len});
+      continue;
+    }
+    if (specs[i].type == ArgType::kIndex) {
       // Values are trusted (the family layer validates the permutations); the length is not.
       auto idx = arrayArg<int32_t, napi_int32_array>(a, name, "Int32Array");
       if (idx.length != want) {
@@ -1026,6 +1311,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   const size_t firstOutput = bound.size();
   bindArrays(info[3], true, d.outputs, d, *call, keep, bound);
   checkOverlaps(env, bound, firstOutput);
+  call->check(env);
   Worker* w = new Worker(env, chosen.kernel, std::move(call), std::move(keep));
   Napi::Promise promise = w->promise();
   w->Queue();

@@ -156,6 +156,8 @@ struct GemmArgs {
 constexpr const char* kOpAttentionForward = "attention.forward";
 constexpr const char* kOpAttentionBackward = "attention.backward";
 constexpr const char* kOpGemm = "gemm";
+constexpr const char* kOpSageQuantize = "sage.quantize";
+constexpr const char* kOpSageForward = "sage.forward";
 
 struct AttentionForwardCall {
   AttnProblem p;
@@ -167,6 +169,57 @@ struct AttentionBackwardCall {
 };
 struct GemmCall {
   GemmArgs g;
+};
+
+// SageAttention2 (packages/sage-attention/ARITHMETIC.md, the contract; packages/skeleton/src/sage
+// codec.ts the layouts): one (batch, head) has Nq query rows, Nk keys; BHND, contiguous.
+enum class SageGranularity : int32_t { kBlock, kWarp, kThread };
+
+struct SageDims {
+  int64_t batch, hq, hkv, group, nq, nk, d, dv;
+  SageGranularity granularity;
+  int64_t nQG, nKG, nQB;  // scale groups of Q and K, 128-row Q blocks (per (b, head))
+};
+
+// sage.quantize: the pre-pass (smoothing, scales and codes). Inputs f32 [B, H, N, D]; qBits one
+// per query head (4 or 8). Outputs in the codec's layout; vCodes / vScale with pvBits 8 only,
+// bias with smoothQ only (null otherwise).
+struct SageQuantizeCall {
+  SageDims z;
+  bool smoothK, smoothQ;
+  int32_t pvBits;
+  const float* q;
+  const float* k;
+  const float* v;
+  const uint8_t* qBits;
+  int8_t* qCodes;
+  float* qScale;
+  int8_t* kCodes;
+  float* kScale;
+  int8_t* vCodes;
+  float* vScale;
+  float* bias;
+};
+
+// sage.forward: the kernel on a codec. pvBits 8 reads vCodes / vScale (dV), 32 reads v (f32);
+// bias null = no smoothQ term. left / right: the window with causal folded in, -1 = unbounded
+// (KERNELS.md "Common"). threads: at most this many pool threads work on the call (0 = all).
+struct SageForwardCall {
+  SageDims z;
+  int32_t pvBits;
+  float scale;
+  int64_t left, right;
+  int64_t threads;
+  const int8_t* qCodes;
+  const float* qScale;
+  const int8_t* kCodes;
+  const float* kScale;
+  const int8_t* vCodes;
+  const float* vScale;
+  const float* v;
+  const float* bias;
+  float* o;
+  float* lse;  // null = not wanted
 };
 
 struct OpKernel {
@@ -189,6 +242,9 @@ const IsaKernels* kernelsScalar();
 #if defined(ATTNKIT_X86)
 const IsaKernels* kernelsAvx2();
 const IsaKernels* kernelsAvx512();
+// AVX-512 with VNNI (vpdpbusd): the int8 ops (SageAttention2) only; every other op falls back
+// to the avx512 kernels.
+const IsaKernels* kernelsAvx512Vnni();
 #endif
 
 // Persistent pool (pool.cc). parallelFor runs fn(ctx, task, thread) for task in [0, n), handing

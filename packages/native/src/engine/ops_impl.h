@@ -1,11 +1,12 @@
 // The ops one ISA translation unit registers (engine.h OpKernel): adapters from the op's call
 // struct to the kernel templates of this ISA. A kernels_<isa>.cc includes it after the kernel
-// headers; an ISA with kernels for only some ops (e.g. a later AVX-512 VNNI one) lists its own.
+// headers; an ISA with kernels for only some ops (AVX-512 VNNI: the int8 ones) lists its own.
 #pragma once
 
 #include "flash_backward.h"
 #include "flash_forward.h"
 #include "gemm_impl.h"
+#include "sage_ops.h"
 
 namespace attnkit {
 namespace ATTNKIT_NS {
@@ -30,6 +31,12 @@ constexpr OpKernel kOps[] = {
     {kOpAttentionForward, runAttentionForward, nullptr},
     {kOpAttentionBackward, runAttentionBackward, scratchAttentionBackward},
     {kOpGemm, runGemm, nullptr},
+    {kOpSageQuantize, runSageQuantize, nullptr},
+#if !defined(ATTNKIT_ISA_AVX512)
+    // AVX-512's SageAttention2 kernel is VNNI's (kernels_avx512vnni.cc); without VNNI the
+    // registry falls back to AVX2's.
+    {kOpSageForward, runSageForward, nullptr},
+#endif
 };
 
 }  // namespace ATTNKIT_NS
