@@ -6,6 +6,19 @@
  *   node bench-lean.mjs [--quick] [--out lean.json] [--repeats 10] [--nk 8192,32768]
  *                       [--batch 1,8] [--hkv 32,8] [--torch torch-decode.json]
  *                       [--skip-verify] [--no-flush] [--ceiling-mib 1024]
+ *                       [--partitions fa2,splitK,streamK] [--workers 264,528,1056]
+ *                       [--splits 4,16] [--tunings default,t128u8,r2]
+ *
+ * Sweeps (each value one row of the table, so one device run finds the best):
+ * - --workers a,b,c: stream-K's worker counts (default: defaultLeanWorkers('webgpu', .));
+ * - --splits a,b: split-K's key ranges per unit (default DEFAULT_SPLITS);
+ * - --tunings x,y: layouts of the decode kernel (skeleton webgpu/decode.ts setDecodeTuning),
+ *   crossed with every partition and worker / split count: 'default' (the kernel's own), else
+ *   letters with powers of two: t threads per workgroup, l lanes per key, r query rows per
+ *   thread, u keys per key group per pass, and w (workgroup-memory lane sums instead of
+ *   subgroup shuffles); e.g. t128u8, r2, l8w. Every tuning is verified first like the default.
+ * The summary table shows each partition's best row per shape; every row is printed as it is
+ * measured ("row ...") and kept in the JSON (table[], with workers / splits / tuning).
  *
  * 1. Verification first (outputs poisoned: NaN-filled before each kernel): every partition on
  *    small random f16 shapes (odd Nk, GQA, MQA, B > 1) against the float64 reference
@@ -19,8 +32,7 @@
  *    issue's bandwidth counts K/V bytes read per time, so a read-only probe is the like-for-like
  *    bound (a copy's read+write figure mixes in write traffic decode does not have). The copy
  *    kernel's figures are printed beside it (fractionOfCopy in the JSON).
- * 3. Table: B x Hkv x Nk x partition (Hq 32, D 128, Nq 1, f16 q/K/V, default splits/workers,
- *    printed), median ms from timestamp queries (timeCall: the sum of the call's kernel passes),
+ * 3. Table: B x Hkv x Nk x partition x sweep value (Hq 32, D 128, Nq 1, f16 q/K/V), median ms from timestamp queries (timeCall: the sum of the call's kernel passes),
  *    GB/s = 2 * B*Hkv*Nk*D*2 bytes (K and V) / time. A K or V larger than the device's
  *    maxStorageBufferBindingSize (2 GiB - 4 on the H200) cannot be bound and is skipped, said so.
  *    Before each timed call a 256 MiB fill (not timed) evicts the L2 (50 MB on the H200), so small
@@ -29,7 +41,12 @@
  * --torch FILE merges torch_decode.py's rows (same shapes) and adds leanStreamK / torch ratios.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { accuracy, softmaxAttentionReference, toleranceFor } from '@attnkit/attention';
+import {
+  type AttentionProblem,
+  accuracy,
+  softmaxAttentionReference,
+  toleranceFor,
+} from '@attnkit/attention';
 import {
   DEFAULT_SPLITS,
   defaultLeanWorkers,
@@ -44,6 +61,12 @@ import {
   toWebGpu,
   webGpuStorageOf,
 } from '@attnkit/webgpu';
+import {
+  type DecodeTuning,
+  decodeLayout,
+  decodeSpecFor,
+  setDecodeTuning,
+} from '../../packages/skeleton/src/webgpu/decode.js';
 import { median, randomData, timeCall } from './common.js';
 
 const args = process.argv.slice(2);
@@ -65,7 +88,48 @@ const NKS = list('nk', QUICK ? [512, 2048] : [8192, 32768, 131072, 262144]);
 const CEILING_BYTES = Number(value('ceiling-mib') ?? (QUICK ? 32 : 1024)) * 2 ** 20;
 const FLUSH = !flag('no-flush');
 const FLUSH_BYTES = (QUICK ? 8 : 256) * 2 ** 20;
-const PARTITIONS: LeanPartition[] = ['fa2', 'splitK', 'streamK'];
+const PARTITIONS = (value('partitions')?.split(',') ?? [
+  'fa2',
+  'splitK',
+  'streamK',
+]) as LeanPartition[];
+for (const p of PARTITIONS)
+  if (p !== 'fa2' && p !== 'splitK' && p !== 'streamK')
+    throw new Error(`--partitions: expected fa2, splitK or streamK, got ${p}`);
+const WORKERS = value('workers') ? list('workers', []) : undefined;
+const SPLITS = value('splits') ? list('splits', []) : undefined;
+
+/** A --tunings entry: 'default', or letters t/l/r/u with a number and w (see the header). */
+function parseTuning(text: string): DecodeTuning | undefined {
+  if (text === 'default') return undefined;
+  const t: DecodeTuning = {};
+  const keys = { t: 'threads', l: 'lanes', r: 'rowsPerThread', u: 'unroll' } as const;
+  const rest = text.replace(/([tlru])(\d+)|w/g, (_m, k: keyof typeof keys | undefined, n) => {
+    if (k) t[keys[k]] = Number(n);
+    else t.reduce = 'workgroup';
+    return '';
+  });
+  if (rest !== '' || Object.keys(t).length === 0)
+    throw new Error(
+      `--tunings: expected 'default' or letters t/l/r/u with numbers and w, got ${text}`,
+    );
+  return t;
+}
+const TUNINGS = (value('tunings')?.split(',') ?? ['default']).map((name) => ({
+  name,
+  tuning: parseTuning(name),
+}));
+
+/** The partition's sweep: its options and what the row records (workers / splits). */
+function variants(
+  partition: LeanPartition,
+  units: number,
+): { workers?: number; splits?: number }[] {
+  if (partition === 'splitK') return (SPLITS ?? [DEFAULT_SPLITS]).map((splits) => ({ splits }));
+  if (partition === 'streamK')
+    return (WORKERS ?? [defaultLeanWorkers('webgpu', units)]).map((workers) => ({ workers }));
+  return [{}];
+}
 
 const ctx = await createWebGpuContext();
 console.log(
@@ -78,7 +142,19 @@ const out: Record<string, unknown> = {
   adapter: ctx.adapterInfo,
   features: ctx.features,
   limits: ctx.limits,
-  config: { quick: QUICK, repeats: REPEATS, hq: HQ, d: D, nq: 1, dtype: 'f16', flushL2: FLUSH },
+  config: {
+    quick: QUICK,
+    repeats: REPEATS,
+    hq: HQ,
+    d: D,
+    nq: 1,
+    dtype: 'f16',
+    flushL2: FLUSH,
+    partitions: PARTITIONS,
+    workers: WORKERS ?? null,
+    splits: SPLITS ?? null,
+    tunings: TUNINGS.map((t) => t.name),
+  },
 };
 let failures = 0;
 const save = (partial: boolean) => {
@@ -93,7 +169,7 @@ async function verify() {
   const rows: unknown[] = [];
   const tol = toleranceFor({ dtype: 'f16' });
   // Odd Nk (not a multiple of any key tile), GQA 4:1, MQA, Hq == Hkv, B > 1, and one long enough
-  // that stream-K's ranges cross head boundaries with the default 264 workers.
+  // that stream-K's ranges cross head boundaries with the default 528 workers.
   const cases = [
     { b: 1, hq: 4, hkv: 4, nk: 77, d: 64 },
     { b: 2, hq: 8, hkv: 2, nk: 1001, d: 128 },
@@ -107,30 +183,34 @@ async function verify() {
     const v = rng.randn([c.b, c.hkv, c.nk, c.d]).astype('f16');
     const ref = softmaxAttentionReference(q, k, v);
     const g = [q, k, v].map((t) => toWebGpu(t, ctx));
-    for (const partition of PARTITIONS) {
-      const name = `B${c.b} Hq${c.hq} Hkv${c.hkv} Nk${c.nk} D${c.d}`;
-      ctx.poisonOutputs = true;
-      try {
-        const r = await leanAttention(g[0]!, g[1]!, g[2]!, { partition });
-        const eo = accuracy(await r.o.toCpu(), ref.o);
-        const el = accuracy(await r.lse.toCpu(), ref.lse as Tensor);
-        r.o.dispose();
-        r.lse.dispose();
-        const ok = eo.relL2 <= tol && el.relL2 <= tol && eo.nonFinite + el.nonFinite === 0;
-        if (!ok) failures++;
-        console.log(
-          `${ok ? 'ok  ' : 'FAIL'} verify ${partition} ${name}: o ${eo.relL2.toExponential(2)} lse ${el.relL2.toExponential(2)} (nonfinite ${eo.nonFinite + el.nonFinite}); tol ${tol}`,
-        );
-        rows.push({ partition, ...c, ok, o: eo.relL2, lse: el.relL2 });
-      } catch (e) {
-        failures++;
-        const msg = (e as Error).message.slice(0, 300);
-        console.log(`FAIL verify ${partition} ${name}: ${msg}`);
-        rows.push({ partition, ...c, ok: false, error: msg });
-      } finally {
-        ctx.poisonOutputs = false;
-      }
-    }
+    for (const { name: tname, tuning } of TUNINGS)
+      for (const partition of PARTITIONS)
+        for (const used of variants(partition, c.b * c.hq)) {
+          const name = `B${c.b} Hq${c.hq} Hkv${c.hkv} Nk${c.nk} D${c.d} ${JSON.stringify(used)} tuning ${tname}`;
+          ctx.poisonOutputs = true;
+          setDecodeTuning(tuning);
+          try {
+            const r = await leanAttention(g[0]!, g[1]!, g[2]!, { partition, ...used });
+            const eo = accuracy(await r.o.toCpu(), ref.o);
+            const el = accuracy(await r.lse.toCpu(), ref.lse as Tensor);
+            r.o.dispose();
+            r.lse.dispose();
+            const ok = eo.relL2 <= tol && el.relL2 <= tol && eo.nonFinite + el.nonFinite === 0;
+            if (!ok) failures++;
+            console.log(
+              `${ok ? 'ok  ' : 'FAIL'} verify ${partition} ${name}: o ${eo.relL2.toExponential(2)} lse ${el.relL2.toExponential(2)} (nonfinite ${eo.nonFinite + el.nonFinite}); tol ${tol}`,
+            );
+            rows.push({ partition, ...c, ...used, tuning: tname, ok, o: eo.relL2, lse: el.relL2 });
+          } catch (e) {
+            failures++;
+            const msg = (e as Error).message.slice(0, 300);
+            console.log(`FAIL verify ${partition} ${name}: ${msg}`);
+            rows.push({ partition, ...c, ...used, tuning: tname, ok: false, error: msg });
+          } finally {
+            ctx.poisonOutputs = false;
+            setDecodeTuning(undefined);
+          }
+        }
     for (const t of g) t.dispose();
   }
   return rows;
@@ -317,6 +397,7 @@ interface Row {
   d: number;
   splits?: number;
   workers?: number;
+  tuning?: string;
   ms?: number;
   minMs?: number;
   gbps?: number;
@@ -357,57 +438,61 @@ async function table(ceil: { readGbps: number; copyGbps: number }) {
           for (const t of [q, k, v]) t?.dispose();
           continue;
         }
-        for (const partition of PARTITIONS) {
-          const used =
-            partition === 'splitK'
-              ? { splits: DEFAULT_SPLITS }
-              : partition === 'streamK'
-                ? { workers: defaultLeanWorkers('webgpu', B * HQ) }
-                : {};
-          try {
-            const t0 = performance.now();
-            const first = await leanAttention(q, k, v, { partition });
-            await ctx.sync();
-            const firstCallMs = performance.now() - t0;
-            first.o.dispose();
-            first.lse.dispose();
-            const t = await timeCall(
-              ctx,
-              async (profiler) => {
-                await flushL2();
-                const r = await leanAttention(q!, k!, v!, {
+        for (const { name: tname, tuning } of TUNINGS)
+          for (const partition of PARTITIONS)
+            for (const used of variants(partition, B * HQ)) {
+              setDecodeTuning(tuning);
+              const label = { ...used, ...(tuning ? { tuning: tname } : {}) };
+              try {
+                const t0 = performance.now();
+                const first = await leanAttention(q, k, v, { partition, ...used });
+                await ctx.sync();
+                const firstCallMs = performance.now() - t0;
+                first.o.dispose();
+                first.lse.dispose();
+                const t = await timeCall(
+                  ctx,
+                  async (profiler) => {
+                    await flushL2();
+                    const r = await leanAttention(q!, k!, v!, {
+                      partition,
+                      ...used,
+                      ...(profiler ? { profiler } : {}),
+                    });
+                    return { o: r.o, lse: r.lse };
+                  },
+                  REPEATS,
+                );
+                const gbps = ((2 * kvBytes) / t.medianMs) * 1e-6;
+                const row: Row = {
                   partition,
-                  ...(profiler ? { profiler } : {}),
-                });
-                return { o: r.o, lse: r.lse };
-              },
-              REPEATS,
-            );
-            const gbps = ((2 * kvBytes) / t.medianMs) * 1e-6;
-            const row: Row = {
-              partition,
-              ...base,
-              ...used,
-              ms: t.medianMs,
-              minMs: t.minMs,
-              gbps,
-              fractionOfCeiling: gbps / ceil.readGbps,
-              fractionOfCopy: gbps / ceil.copyGbps,
-              firstCallMs,
-              timing: t.timing,
-            };
-            rows.push(row);
-            console.log(
-              `row ${partition.padEnd(7)} B${B} Hq${HQ} Hkv${hkv} Nk${nk} ${JSON.stringify(used)}: ${t.medianMs.toFixed(4)} ms ${gbps.toFixed(1)} GB/s ${(100 * row.fractionOfCeiling!).toFixed(1)}% of read ceiling (${t.timing})`,
-            );
-          } catch (e) {
-            const msg = (e as Error).message.slice(0, 300);
-            rows.push({ partition, ...base, ...used, error: msg });
-            console.log(`row ${partition} B${B} Hkv${hkv} Nk${nk}: ERROR ${msg}`);
-          }
-          out.table = rows;
-          save(true);
-        }
+                  ...base,
+                  ...used,
+                  tuning: tname,
+                  ms: t.medianMs,
+                  minMs: t.minMs,
+                  gbps,
+                  fractionOfCeiling: gbps / ceil.readGbps,
+                  fractionOfCopy: gbps / ceil.copyGbps,
+                  firstCallMs,
+                  timing: t.timing,
+                };
+                rows.push(row);
+                console.log(
+                  `row ${partition.padEnd(7)} B${B} Hq${HQ} Hkv${hkv} Nk${nk} ${JSON.stringify(label)}: ${t.medianMs.toFixed(4)} ms ${gbps.toFixed(1)} GB/s ${(100 * row.fractionOfCeiling!).toFixed(1)}% of read ceiling (${t.timing})`,
+                );
+              } catch (e) {
+                const msg = (e as Error).message.slice(0, 300);
+                rows.push({ partition, ...base, ...used, tuning: tname, error: msg });
+                console.log(
+                  `row ${partition} B${B} Hkv${hkv} Nk${nk} ${JSON.stringify(label)}: ERROR ${msg}`,
+                );
+              } finally {
+                setDecodeTuning(undefined);
+              }
+              out.table = rows;
+              save(true);
+            }
         for (const t of [q, k, v]) t.dispose();
       }
   return rows;
@@ -430,7 +515,9 @@ function ratios(rows: Row[], torch: TorchRow[] | undefined) {
   for (const r of rows) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
   const res: Record<string, unknown>[] = [];
   for (const [, rs] of groups) {
-    const by = (p: LeanPartition) => rs.find((r) => r.partition === p && r.ms !== undefined);
+    // A partition's best row of the shape (the sweeps' fastest).
+    const by = (p: LeanPartition) =>
+      rs.filter((r) => r.partition === p && r.ms !== undefined).sort((a, b) => a.ms! - b.ms!)[0];
     const fa2 = by('fa2');
     const sk = by('streamK');
     const split = by('splitK');
@@ -446,6 +533,8 @@ function ratios(rows: Row[], torch: TorchRow[] | undefined) {
       streamKOverFa2: sk && fa2 ? fa2.ms! / sk.ms! : null, // speed-up: > 1 means stream-K faster
       streamKOverSplitK: sk && split ? split.ms! / sk.ms! : null,
       streamKFractionOfCeiling: sk?.fractionOfCeiling ?? null,
+      bestStreamK: sk ? { workers: sk.workers, tuning: sk.tuning } : null,
+      bestSplitK: split ? { splits: split.splits, tuning: split.tuning } : null,
       torchImpl: t?.impl ?? null,
       torchMs: t?.ms ?? null,
       torchGbps: t?.gbps ?? null,
@@ -465,9 +554,9 @@ function printTable(rows: Row[], rat: Record<string, unknown>[], torch: TorchRow
   );
   for (const r of rat) {
     const cell = (p: LeanPartition) => {
-      const x = rows.find(
-        (y) => y.partition === p && y.B === r.B && y.hkv === r.hkv && y.nk === r.nk,
-      );
+      const x = rows
+        .filter((y) => y.partition === p && y.B === r.B && y.hkv === r.hkv && y.nk === r.nk)
+        .sort((a, b) => (a.ms ?? Infinity) - (b.ms ?? Infinity))[0];
       if (!x || x.ms === undefined) return `${(x?.skipped ? 'skipped' : 'error').padStart(21)}`;
       return `${f(x.ms, 4).padStart(8)} ${f(x.gbps, 1).padStart(6)} ${f(100 * x.fractionOfCeiling!, 1).padStart(5)}`;
     };
@@ -477,12 +566,52 @@ function printTable(rows: Row[], rat: Record<string, unknown>[], torch: TorchRow
   }
   if (torch)
     console.log(`torch rows: ${torch.length} (best impl per shape shown; all in the JSON)`);
+  const swept = (WORKERS?.length ?? 0) > 1 || (SPLITS?.length ?? 0) > 1 || TUNINGS.length > 1;
+  if (!swept) return;
+  // Every row of the sweeps, per shape, fastest first.
+  console.log('\nsweep (per shape, fastest first): partition workers/splits tuning ms GB/s %ceil');
+  for (const r of rat) {
+    const mine = rows
+      .filter((y) => y.B === r.B && y.hkv === r.hkv && y.nk === r.nk && y.ms !== undefined)
+      .sort((a, b) => a.ms! - b.ms!);
+    console.log(`B${r.B} Hkv${r.hkv} Nk${r.nk}:`);
+    for (const x of mine)
+      console.log(
+        `  ${x.partition.padEnd(7)} ${String(x.workers ?? x.splits ?? '-').padStart(5)} ${(x.tuning ?? 'default').padEnd(10)} ${f(x.ms, 4).padStart(8)} ${f(x.gbps, 1).padStart(7)} ${f(100 * x.fractionOfCeiling!, 1).padStart(5)}`,
+      );
+  }
 }
 
 async function main() {
   console.log(
-    `defaults: splitK splits=${DEFAULT_SPLITS}; streamK workers=${defaultLeanWorkers('webgpu', 1)} (2 x 132 assumed SMs; same for every shape); fa2: one workgroup per (batch, head)`,
+    `defaults: splitK splits=${DEFAULT_SPLITS}; streamK workers=${defaultLeanWorkers('webgpu', 1)} (same for every shape); fa2: one workgroup per (batch, kv head)`,
   );
+  console.log(
+    `sweeps: partitions ${PARTITIONS.join(',')}; workers ${WORKERS?.join(',') ?? 'default'}; splits ${SPLITS?.join(',') ?? 'default'}; tunings ${TUNINGS.map((t) => t.name).join(',')}`,
+  );
+  // The decode kernel's layout for the table's shapes (GQA group Hq / Hkv rows, Nq 1).
+  for (const { name, tuning } of TUNINGS)
+    for (const hkv of HKVS) {
+      setDecodeTuning(tuning);
+      try {
+        const rows = HQ / hkv;
+        const p = { d: D, dv: D, group: rows, maxSeqQ: 1 } as AttentionProblem;
+        const spec = decodeSpecFor(
+          p,
+          'f16',
+          'streamK',
+          { uniforms: [], bindings: [] },
+          ctx.features,
+        );
+        console.log(
+          `decode layout, tuning ${name}, Hkv ${hkv} (${rows} rows): ${JSON.stringify(decodeLayout(spec))}`,
+        );
+      } catch (e) {
+        console.log(`decode layout, tuning ${name}, Hkv ${hkv}: ${(e as Error).message}`);
+      } finally {
+        setDecodeTuning(undefined);
+      }
+    }
   if (!flag('skip-verify')) {
     out.verify = await verify();
     console.log(`verification failures: ${failures}`);

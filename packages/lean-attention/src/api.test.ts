@@ -121,14 +121,16 @@ describe('leanAttention (the public function)', () => {
     const thd = { backend: 'ts', layout: 'THD', cuSeqlensQ: cu, cuSeqlensK: cu } as const;
     expect(leanTiledOptions(thd, qt).streamKWorkers).toBe(18);
     expect(leanTiledOptions({ backend: 'webgpu' }, q).streamKWorkers).toBe(
-      WORKERS_PER_UNIT * WEBGPU_ASSUMED_COMPUTE_UNITS,
+      4 * WEBGPU_ASSUMED_COMPUTE_UNITS,
     );
   });
 
   test('default workers and splits follow the documented rule', () => {
     expect(DEFAULT_SPLITS).toBe(4);
     expect(defaultLeanWorkers('ts', 6)).toBe(6);
-    expect(defaultLeanWorkers('webgpu', 6)).toBe(WORKERS_PER_UNIT * WEBGPU_ASSUMED_COMPUTE_UNITS);
+    // webgpu: 4 decode workgroups per assumed SM (README), whatever the units.
+    expect(defaultLeanWorkers('webgpu', 6)).toBe(528);
+    expect(defaultLeanWorkers('webgpu', 6000)).toBe(4 * WEBGPU_ASSUMED_COMPUTE_UNITS);
     expect(defaultLeanWorkers('native', 6) % WORKERS_PER_UNIT).toBe(0);
     expect(defaultLeanWorkers('native', 6)).toBeGreaterThanOrEqual(WORKERS_PER_UNIT);
   });

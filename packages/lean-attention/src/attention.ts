@@ -35,8 +35,15 @@ export interface LeanAttentionOptions
 export const DEFAULT_SPLITS = 4;
 /** Compute units assumed for a WebGPU adapter (WebGPU does not report them): an H100/H200's SMs. */
 export const WEBGPU_ASSUMED_COMPUTE_UNITS = 132;
-/** Workers per compute unit / CPU thread for stream-K: a few per unit hide a tail's imbalance. */
+/** Workers per CPU thread for native stream-K: a few per thread hide a tail's imbalance. */
 export const WORKERS_PER_UNIT = 2;
+/**
+ * Stream-K workgroups per assumed compute unit on WebGPU. The decode kernel (the skeleton's
+ * webgpu/decode.ts, 256 threads) leaves room for several resident workgroups per SM, and a
+ * memory-bound stream wants them all filled (bytes in flight); where fewer fit, the equal
+ * ranges run as equal waves, so the extra workers cost only their merges.
+ */
+const WEBGPU_WORKERS_PER_UNIT = 4;
 /** CPU threads assumed until they are known (loadCpuThreads), e.g. in a bundle without Node. */
 const FALLBACK_CPU_THREADS = 8;
 
@@ -88,13 +95,13 @@ function headUnits(options: LeanAttentionOptions, q: Tensor): number {
  * - ts: one worker per (batch, query head) unit (the TS loop is sequential: the plan still
  *   balances the key tiles across units, which exercises the same fix-up);
  * - native: WORKERS_PER_UNIT (2) x the engine's threads;
- * - webgpu: WORKERS_PER_UNIT (2) x WEBGPU_ASSUMED_COMPUTE_UNITS (132) = 264 workgroups.
+ * - webgpu: 4 x WEBGPU_ASSUMED_COMPUTE_UNITS (132) = 528 workgroups.
  * More workers than key tiles is fine: the planner leaves the extra ones empty.
  */
 export function defaultLeanWorkers(backend: TiledBackend, units: number): number {
   if (backend === 'ts') return Math.max(1, units);
   if (backend === 'native') return WORKERS_PER_UNIT * (cpuThreads ?? FALLBACK_CPU_THREADS);
-  return WORKERS_PER_UNIT * WEBGPU_ASSUMED_COMPUTE_UNITS;
+  return WEBGPU_WORKERS_PER_UNIT * WEBGPU_ASSUMED_COMPUTE_UNITS;
 }
 
 function positiveInt(value: unknown, name: string): number {

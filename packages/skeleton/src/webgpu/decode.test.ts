@@ -7,15 +7,19 @@ import {
 import { Rng, Tensor } from '@attnkit/tensor';
 import { expectClose, webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, test } from 'vitest';
 import type { TiledHooks } from '../hooks.js';
 import { buildAux } from './aux.js';
 import {
   buildDecodeStreamK,
   DECODE_BK,
+  type DecodeTuning,
+  decodeLayout,
   decodeShader,
+  decodeSpecFor,
   decodeWorkgroupBytes,
   inDecodeRegime,
+  setDecodeTuning,
 } from './decode.js';
 import { tiledForwardWebGpu } from './host.js';
 
@@ -40,7 +44,7 @@ const label = (s: Partition) =>
 
 interface Case {
   name: string;
-  dtype?: 'f32' | 'f16';
+  dtype?: 'f32' | 'f16' | 'bf16';
   hq: number;
   hkv: number;
   nq: number;
@@ -113,6 +117,38 @@ const CASES: Case[] = [
     varlen: [[], [99, 20]],
     attn: { causal: true, window: [30, 0] },
   },
+  // The layouts of the bandwidth path: 16-byte chunks, several chunks per lane, row slices.
+  {
+    name: 'f32 d 128 (two chunks per lane), nk a tile + 1',
+    hq: 4,
+    hkv: 2,
+    nq: 1,
+    nk: DECODE_BK + 1,
+    d: 128,
+  },
+  {
+    name: 'f16 d 128 dv 64 (8-half chunks, Dv != D), causal',
+    dtype: 'f16',
+    hq: 8,
+    hkv: 2,
+    nq: 2,
+    nk: 150,
+    d: 128,
+    dv: 64,
+    attn: { causal: true },
+  },
+  { name: 'bf16 d 64 dv 128', dtype: 'bf16', hq: 4, hkv: 4, nq: 1, nk: 97, d: 64, dv: 128 },
+  { name: 'f16 d 12 (4-half chunks)', dtype: 'f16', hq: 2, hkv: 1, nq: 3, nk: 70, d: 12 },
+  { name: 'mqa 64 rows (row slices)', hq: 64, hkv: 1, nq: 1, nk: 130, d: 32, batch: 1 },
+  {
+    name: 'gqa 8:1 nq 4 (32 rows), window',
+    hq: 8,
+    hkv: 1,
+    nq: 4,
+    nk: 200,
+    attn: { causal: true, window: [50, 0] },
+    batch: 1,
+  },
 ];
 
 const rng = new Rng(20261202);
@@ -170,43 +206,84 @@ function inputs(c: Case): { q: Tensor; k: Tensor; v: Tensor; attn: AttentionOpti
   };
 }
 
+/** The case through tiledForwardWebGpu (decode kernel) under partition `s` vs float64. */
+async function check(c: Case, s: Partition) {
+  const { q, k, v, attn } = inputs(c);
+  const want = softmaxAttentionReference(q, k, v, attn);
+  const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as [Tensor, Tensor, Tensor];
+  const p = resolveAttentionProblem(gq, gk, gv, attn);
+  const hooks = {
+    normalize: { kind: 'softmax' },
+    scoreMods: [],
+    ...(s.kind === 'fa2' ? {} : { schedule: s }),
+  } as TiledHooks;
+  expect(inDecodeRegime(p, hooks, {}, ctx!.limits.maxComputeWorkgroupStorageSize)).toBe(true);
+  const { o, lse } = await tiledForwardWebGpu(p, hooks, gq, gk, gv);
+  const tol = toleranceFor({ dtype: c.dtype ?? 'f32' });
+  expect(o.dtype).toBe(c.dtype ?? 'f32');
+  const lseCpu = await lse!.toCpu();
+  expectClose(await o.toCpu(), want.o, tol, `${c.name} o`);
+  // Rows without keys: LSE -inf in both (expectClose counts infinities as non-finite).
+  const got = lseCpu.toFloat64Array();
+  const ref = want.lse.toFloat64Array();
+  const fin = ref.map((x) => (Number.isFinite(x) ? x : 0));
+  for (let i = 0; i < ref.length; i++) {
+    if (!Number.isFinite(ref[i]!)) expect(got[i], `lse ${i}`).toBe(-Infinity);
+  }
+  expectClose(
+    Tensor.from(
+      got.map((x, i) => (Number.isFinite(ref[i]!) ? x : 0)),
+      [got.length],
+    ),
+    Tensor.from(fin, [fin.length]),
+    tol,
+    `${c.name} lse`,
+  );
+  for (const t of [gq, gk, gv, o, lse]) t?.dispose();
+}
+
 describe.skipIf(!ctx)('decode kernel vs the float64 reference (poisoned outputs)', () => {
   for (const c of CASES) {
-    test.each(PARTITIONS.map((s) => [label(s), s] as const))(`${c.name}, %s`, async (_, s) => {
-      const { q, k, v, attn } = inputs(c);
-      const want = softmaxAttentionReference(q, k, v, attn);
-      const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as [Tensor, Tensor, Tensor];
-      const p = resolveAttentionProblem(gq, gk, gv, attn);
-      const hooks = {
-        normalize: { kind: 'softmax' },
-        scoreMods: [],
-        ...(s.kind === 'fa2' ? {} : { schedule: s }),
-      } as TiledHooks;
-      expect(inDecodeRegime(p, hooks, {}, ctx!.limits.maxComputeWorkgroupStorageSize)).toBe(true);
-      const { o, lse } = await tiledForwardWebGpu(p, hooks, gq, gk, gv);
-      const tol = toleranceFor({ dtype: c.dtype ?? 'f32' });
-      expect(o.dtype).toBe(c.dtype ?? 'f32');
-      const lseCpu = await lse!.toCpu();
-      expectClose(await o.toCpu(), want.o, tol, `${c.name} o`);
-      // Rows without keys: LSE -inf in both (expectClose counts infinities as non-finite).
-      const got = lseCpu.toFloat64Array();
-      const ref = want.lse.toFloat64Array();
-      const fin = ref.map((x) => (Number.isFinite(x) ? x : 0));
-      for (let i = 0; i < ref.length; i++) {
-        if (!Number.isFinite(ref[i]!)) expect(got[i], `lse ${i}`).toBe(-Infinity);
-      }
-      expectClose(
-        Tensor.from(
-          got.map((x, i) => (Number.isFinite(ref[i]!) ? x : 0)),
-          [got.length],
-        ),
-        Tensor.from(fin, [fin.length]),
-        tol,
-        `${c.name} lse`,
-      );
-      for (const t of [gq, gk, gv, o, lse]) t?.dispose();
-    });
+    test.each(PARTITIONS.map((s) => [label(s), s] as const))(`${c.name}, %s`, (_, s) =>
+      check(c, s),
+    );
   }
+});
+
+// The subgroup path's code (butterfly of subgroupShuffleXor, no barrier in the key loop) with
+// each shuffle done through workgroup memory: llvmpipe has no subgroups.
+describe.skipIf(!ctx)('decode kernel, emulated subgroup shuffles', () => {
+  beforeEach(() => setDecodeTuning({ reduce: 'emulated' }));
+  afterEach(() => setDecodeTuning(undefined));
+  for (const c of CASES) {
+    test.each(PARTITIONS.map((s) => [label(s), s] as const))(`${c.name}, %s`, (_, s) =>
+      check(c, s),
+    );
+  }
+});
+
+describe.skipIf(!ctx)('decode kernel, other layouts', () => {
+  afterEach(() => setDecodeTuning(undefined));
+  const tunings: [string, DecodeTuning][] = [
+    ['64 threads, unroll 1', { threads: 64, unroll: 1 }],
+    ['128 threads, 8 lanes, unroll 8', { threads: 128, lanes: 8, unroll: 8 }],
+    ['4 lanes (several chunks per lane), emulated', { lanes: 4, reduce: 'emulated' }],
+    ['32 lanes (lanes past the chunks)', { lanes: 32 }],
+    ['1 row per thread (more slices)', { rowsPerThread: 1 }],
+    ['512 threads, 2 rows per thread', { threads: 512, rowsPerThread: 2 }],
+  ];
+  const picked = CASES.filter((c) =>
+    /gqa 4:1|d 6 dv 10|f16 d 128 dv 64|bf16|64 rows|one key|paged, shuffled/.test(c.name),
+  );
+  for (const [name, tuning] of tunings)
+    for (const c of picked)
+      test.each(PARTITIONS.map((s) => [label(s), s] as const))(
+        `${name}: ${c.name}, %s`,
+        async (_, s) => {
+          setDecodeTuning(tuning);
+          await check(c, s);
+        },
+      );
 });
 
 describe.skipIf(!ctx)('decode partitions at the edges', () => {
@@ -255,9 +332,24 @@ describe('decode regime and plan (pure)', () => {
     expect(inDecodeRegime(problem(4, 1, 1, 10), sinks as TiledHooks, {}, big)).toBe(false);
     const sigmoid = { ...plain, normalize: { kind: 'sigmoid', bias: new Float32Array(1) } };
     expect(inDecodeRegime(problem(4, 1, 1, 10), sigmoid as TiledHooks, {}, big)).toBe(false);
-    // Workgroup memory: 64 rows of D 128 need more than 16 KiB.
-    expect(decodeWorkgroupBytes({ rows: 64, d: 128 })).toBeGreaterThan(16384);
-    expect(inDecodeRegime(problem(64, 1, 1, 10), plain, {}, 16384)).toBe(false);
+    // Workgroup memory (the merge area and the lane sums; the same for every row count): D 128
+    // fits WebGPU's default 16 KiB, not 8 KiB.
+    const ws = decodeWorkgroupBytes({ dtype: 'f16', d: 128, dv: 128, rows: 64 });
+    expect(ws).toBeLessThanOrEqual(16384);
+    expect(decodeWorkgroupBytes({ dtype: 'f16', d: 128, dv: 512, rows: 64 })).toBe(ws);
+    expect(inDecodeRegime(problem(64, 1, 1, 10), plain, {}, 16384)).toBe(true);
+    expect(inDecodeRegime(problem(64, 1, 1, 10), plain, {}, 8192)).toBe(false);
+    // Off the subgroup path the lane sums take workgroup memory too.
+    expect(
+      decodeWorkgroupBytes({
+        dtype: 'f16',
+        d: 128,
+        dv: 128,
+        rows: 1,
+        reduce: 'subgroup',
+        subgroupSize: 32,
+      }),
+    ).toBeLessThan(ws);
   });
 
   test('stream-K plan: every key tile of every (b, kv head) in one piece; query heads map to their kv head', () => {
@@ -313,6 +405,86 @@ describe('decode regime and plan (pure)', () => {
         bindings: [{ name: 'pagetab', kind: 'read', type: 'array<u32>' }],
       },
     }).code;
-    expect(paged).toContain('pg_row(b, t)');
+    expect(paged).toContain('pg_row(b, t0)');
+  });
+
+  test('layouts: 16-byte chunks, lanes per key, rows per thread, row slices', () => {
+    const f16 = (rows: number, d = 128, dv = d) => decodeLayout({ dtype: 'f16', d, dv, rows });
+    // Hq 32 / Hkv 32 decode: one row, 16 lanes of 8 halves per D 128 key, 16 groups x 4 keys.
+    expect(f16(1)).toMatchObject({ wk: 8, wv: 8, ck: 16, lanes: 16, cpk: 1, rt: 1, slices: 1 });
+    expect(f16(1)).toMatchObject({ threads: 256, groups: 16, unroll: 4, passes: 1 });
+    // GQA 4:1: the group's 4 rows in one thread's registers.
+    expect(f16(4)).toMatchObject({ rt: 4, slices: 1, groups: 16 });
+    // 64 rows: 16 slices of 4 rows, one key group each, 16 passes per tile.
+    expect(f16(64)).toMatchObject({ rt: 4, slices: 16, groups: 1, passes: 16 });
+    // f32 D 128: 32 chunks of 4 -> 16 lanes of 2 chunks; odd widths: 4-element chunks.
+    expect(decodeLayout({ dtype: 'f32', d: 128, dv: 128, rows: 1 })).toMatchObject({
+      wk: 4,
+      ck: 32,
+      lanes: 16,
+      cpk: 2,
+    });
+    expect(f16(2, 6, 10)).toMatchObject({ wk: 4, wv: 4, ck: 2, cv: 3, lanes: 4, cpk: 1 });
+    // Dv != D: the lanes follow the wider row.
+    expect(f16(1, 64, 256)).toMatchObject({ lanes: 16, cpk: 1, cpv: 2 });
+  });
+
+  test('the device picks the lane sum: subgroup shuffles when its smallest subgroup holds the lanes', () => {
+    const p = problem(32, 8, 1, 100);
+    const hooks = { uniforms: [], bindings: [] };
+    const sub = decodeSpecFor(p, 'f16', 'streamK', hooks, { subgroups: true, subgroupMinSize: 32 });
+    expect(sub).toMatchObject({ reduce: 'subgroup', subgroupSize: 32 });
+    expect(decodeLayout(sub).lanes).toBe(16);
+    const code = decodeShader(sub).code;
+    expect(code.startsWith('enable subgroups;')).toBe(true);
+    expect(code).toContain('subgroupShuffleXor');
+    // The key loop has no barrier on the subgroup path: the only ones are the merge's.
+    const loop = code.slice(code.indexOf('for (var kb'), code.indexOf('if (lane == 0u)'));
+    expect(loop).not.toContain('workgroupBarrier');
+    expect(code.slice(0, code.indexOf('fn main'))).not.toContain('workgroupBarrier');
+    // An 8-wide subgroup caps the lanes (two chunks each).
+    const narrow = decodeSpecFor(p, 'f16', 'fa2', hooks, { subgroups: true, subgroupMinSize: 8 });
+    expect(decodeLayout(narrow)).toMatchObject({ lanes: 8, cpk: 2 });
+    // Tuned lanes: up to the subgroup on its path, else the workgroup path takes them.
+    try {
+      setDecodeTuning({ lanes: 32 });
+      const wide = decodeSpecFor(p, 'f16', 'fa2', hooks, { subgroups: true, subgroupMinSize: 32 });
+      expect(wide.reduce).toBe('subgroup');
+      expect(decodeLayout(wide).lanes).toBe(32);
+      const over = decodeSpecFor(p, 'f16', 'fa2', hooks, { subgroups: true, subgroupMinSize: 16 });
+      expect(over.reduce).toBe('workgroup');
+      expect(decodeLayout(over).lanes).toBe(32);
+    } finally {
+      setDecodeTuning(undefined);
+    }
+    // No subgroups, or ones smaller than threads / DECODE_BK lanes: workgroup memory.
+    for (const f of [
+      { subgroups: false, subgroupMinSize: 0 },
+      { subgroups: true, subgroupMinSize: 2 },
+    ]) {
+      const s = decodeSpecFor(p, 'f16', 'fa2', hooks, f);
+      expect(s.reduce).toBe('workgroup');
+      expect(decodeShader(s).code).not.toMatch(/enable subgroups|subgroupShuffle/);
+    }
+  });
+
+  test('tuning overrides are checked and go into the spec', () => {
+    expect(() => setDecodeTuning({ threads: 96 })).toThrow(/tuning\.threads/);
+    expect(() => setDecodeTuning({ lanes: 2 })).toThrow(/tuning\.lanes/);
+    expect(() => setDecodeTuning({ unroll: 3 })).toThrow(/tuning\.unroll/);
+    const p = problem(8, 2, 1, 100);
+    const hooks = { uniforms: [], bindings: [] };
+    const none = { subgroups: false, subgroupMinSize: 0 };
+    try {
+      setDecodeTuning({ threads: 128, unroll: 8 });
+      const s = decodeSpecFor(p, 'f32', 'fa2', hooks, none);
+      expect(s.tuning).toEqual({ threads: 128, unroll: 8 });
+      expect(decodeLayout(s)).toMatchObject({ threads: 128, unroll: 8 });
+      setDecodeTuning({ reduce: 'subgroup' });
+      expect(() => decodeSpecFor(p, 'f32', 'fa2', hooks, none)).toThrow(/tuning\.reduce/);
+    } finally {
+      setDecodeTuning(undefined);
+    }
+    expect(decodeSpecFor(p, 'f32', 'fa2', hooks, none).tuning).toBeUndefined();
   });
 });

@@ -1,9 +1,11 @@
 import type { AttentionProblem } from '@attnkit/attention';
+import { ValueError } from '@attnkit/tensor';
 import {
   declareBindings,
   halfCodec,
   type StorageDType,
   type UniformField,
+  type WebGpuFeatures,
   type WgslBinding,
 } from '@attnkit/webgpu';
 import type { TiledHooks } from '../hooks.js';
@@ -14,18 +16,29 @@ import { SPLITS_FIELD, STREAMK_FIELDS, type WgslKernel } from './shaders.js';
 
 /**
  * Decode attention on WebGPU (LeanAttention, issue 12; the native engine's flash_decode.h on
- * CPU): one workgroup per (b, kv head, piece) stages the query rows of ALL the query heads of
- * its kv head (group x Nq rows) once and streams the piece's keys in tiles of DECODE_BK, so
- * every K/V byte is read once per kv head per piece. The generic forward (shaders.ts) tiles 64
- * query rows per workgroup per query head: at decode it fills one row and re-reads the kv
- * head's K/V once per query head of the group.
+ * CPU): one workgroup per (b, kv head, piece) computes the query rows of ALL the query heads of
+ * its kv head (group x Nq rows) and streams the piece's keys once, so every K/V byte is read
+ * once per kv head per piece. The generic forward (shaders.ts) tiles 64 query rows per
+ * workgroup per query head: at decode it fills one row and re-reads the kv head's K/V once per
+ * query head of the group.
  *
- * Per key tile: lanes over keys (thread t holds key c0 + t: its K row in registers through vec4
- * loads, dot products against the staged rows, masked by the band); one thread per row does
- * the online softmax in f32, log2 units, over the tile's scores in workgroup memory; then threads
- * over (row, 4 Dv columns) accumulate P V, consecutive threads on consecutive columns of a V row
- * (coalesced). Numerics as shaders.ts: masked scores NEG, running max from M0, so rows without
- * keys end with l = 0 (O = 0, LSE = -inf) and no NaN.
+ * Decode is bound by K/V bandwidth, so the layout is about bytes in flight and coalescing
+ * (decodeLayout):
+ * - a key row is cut into 16-byte chunks (8 halves as one vec4<u32> when D % 8 == 0, else 4
+ *   elements), and LANES consecutive threads share a key, lane l reading chunks l, l + LANES,
+ *   ...: a subgroup's load covers whole rows of consecutive keys;
+ * - the threads of a row slice form key groups of LANES lanes; per pass each group takes UNROLL
+ *   keys and issues all their K and V loads before any arithmetic;
+ * - each lane keeps its chunk of q and of the Dv accumulator of RT rows in registers; the lanes
+ *   of a key sum their partial dot products (`lane_sum`: subgroupShuffleXor with `subgroups`,
+ *   else workgroup memory);
+ * - every key group runs its own online softmax over its keys (flash-decoding within the
+ *   workgroup): no barrier in the key loop on the subgroup path, and the groups' (m, l, acc)
+ *   are merged once per piece, through workgroup memory;
+ * - more rows than RT (large GQA groups, Nq > 1) are cut into row slices of RT rows, each slice
+ *   a share of the threads streaming the same keys (the repeats hit the L1/L2, not DRAM).
+ * Numerics as shaders.ts: scores in log2 units, masked scores NEG, running max from M0, so rows
+ * without keys end with l = 0 (O = 0, LSE = -inf) and no NaN.
  *
  * Partitions: 'fa2' one piece per (b, kv head), writing o and lse directly; 'splitK' P.splits
  * equal ranges of the unit's key tiles; 'streamK' the host's stream-K plan (aux.ts buildStreamK
@@ -33,9 +46,9 @@ import { SPLITS_FIELD, STREAMK_FIELDS, type WgslKernel } from './shaders.js';
  * (slot (lse row) x P.splits + piece), which shaders.ts combineShader merges unchanged.
  */
 
-/** Keys per tile, and threads per workgroup. */
+/** Keys per tile: the unit of the split-K ranges and of the stream-K plan. */
 export const DECODE_BK = 64;
-/** Query rows (group x Nq) one workgroup stages: the decode regime's bound. */
+/** Query rows (group x Nq) one workgroup computes: the decode regime's bound. */
 export const DECODE_MAX_ROWS = 64;
 /**
  * New query tokens per sequence the decode regime takes (LeanAttention's Nq 1..16, issue 12):
@@ -43,8 +56,38 @@ export const DECODE_MAX_ROWS = 64;
  * group of 1 would keep them under DECODE_MAX_ROWS.
  */
 export const DECODE_MAX_NQ = 16;
+/** Threads per workgroup by default: 8 subgroups of 32, each key group's loads in flight together. */
+export const DECODE_THREADS = 256;
+/** Keys per key group per pass by default (all their K and V loads issued before the math). */
+export const DECODE_UNROLL = 4;
+/** The most lanes that share one key by default (16 x 16 bytes: a D 128 f16 row). */
+const MAX_LANES = 16;
+/** Registers (f32) per thread for the q and accumulator chunks of its rows, by default. */
+const ROW_REGISTERS = 64;
 
 export type DecodePartition = 'fa2' | 'splitK' | 'streamK';
+
+/**
+ * How the lanes of a key sum their partial dot products: 'subgroup' (subgroupShuffleXor; needs
+ * the device's `subgroups` with its smallest subgroup at least the lanes), 'workgroup' (through
+ * workgroup memory, two barriers per sum), or 'emulated' (the subgroup path's code with each
+ * shuffle done through workgroup memory: runs that path's logic where there are no subgroups).
+ */
+export type DecodeReduce = 'subgroup' | 'workgroup' | 'emulated';
+
+/** Overrides of the layout decodeLayout picks (tests and benchmarks); powers of two. */
+export interface DecodeTuning {
+  /** Threads per workgroup, 64..1024 (default DECODE_THREADS). */
+  threads?: number;
+  /** Lanes per key, at least threads / DECODE_BK (default: the row's 16-byte chunks, <= 16). */
+  lanes?: number;
+  /** Query rows per thread (default: what ROW_REGISTERS holds; raised when the slices run out). */
+  rowsPerThread?: number;
+  /** Keys per key group per pass (default DECODE_UNROLL, at most what a tile holds). */
+  unroll?: number;
+  /** The lane reduction, instead of the device's (decodeSpecFor). */
+  reduce?: DecodeReduce;
+}
 
 export interface DecodeSpec {
   dtype: StorageDType;
@@ -56,26 +99,191 @@ export interface DecodeSpec {
   paged: boolean;
   /** The hooks' uniforms and bindings (paged K/V's pagetab, pgSize, pgPages). */
   hooks: Pick<WgslHooks, 'uniforms' | 'bindings'>;
+  /** Default 'workgroup'. */
+  reduce?: DecodeReduce;
+  /** The device's smallest subgroup ('subgroup' reduce): the lanes of a key stay within one. */
+  subgroupSize?: number;
+  tuning?: DecodeTuning;
+}
+
+/** The kernel's layout (decodeLayout); every count a power of two except the chunk counts. */
+export interface DecodeLayout {
+  threads: number;
+  /** Elements per chunk of a K / V row: 8 (f16/bf16, width % 8 == 0: one vec4<u32>) or 4. */
+  wk: number;
+  wv: number;
+  /** Chunks per K / V row. */
+  ck: number;
+  cv: number;
+  /** Lanes per key, and the chunks each lane holds of a K / V row. */
+  lanes: number;
+  cpk: number;
+  cpv: number;
+  /** Query rows per thread, row slices (rows / rt), key groups per slice. */
+  rt: number;
+  slices: number;
+  groups: number;
+  /** Keys per key group per pass; passes per DECODE_BK-key tile. */
+  unroll: number;
+  passes: number;
+  reduce: DecodeReduce;
+}
+
+const isPow2 = (x: number) => Number.isInteger(x) && x >= 1 && (x & (x - 1)) === 0;
+const nextPow2 = (x: number) => {
+  let r = 1;
+  while (r < x) r *= 2;
+  return r;
+};
+
+function tuned(name: keyof DecodeTuning, v: number | undefined, lo: number, hi: number) {
+  if (v !== undefined && (!isPow2(v) || v < lo || v > hi))
+    throw new ValueError(
+      `tuning.${name}: expected a power of two in [${lo}, ${hi}], got ${String(v)}`,
+      `tuning.${name}`,
+    );
+  return v;
+}
+
+/**
+ * The kernel's layout: chunk widths from the dtype and widths, LANES from the chunks of the
+ * wider row (at least threads / DECODE_BK so that one pass never spans more than a tile, at
+ * most 16, and within a subgroup on the subgroup path), RT rows per thread so that their q and
+ * accumulator chunks take about ROW_REGISTERS f32, row slices rows / RT, and UNROLL keys per
+ * group per pass (DECODE_UNROLL, bounded by the tile). ValueError naming `tuning.*` for an
+ * override that does not fit.
+ */
+export function decodeLayout(
+  spec: Pick<DecodeSpec, 'dtype' | 'd' | 'dv' | 'rows' | 'reduce' | 'subgroupSize' | 'tuning'>,
+): DecodeLayout {
+  const t = spec.tuning ?? {};
+  const reduce = spec.reduce ?? 'workgroup';
+  const half = spec.dtype !== 'f32';
+  const wk = half && spec.d % 8 === 0 ? 8 : 4;
+  const wv = half && spec.dv % 8 === 0 ? 8 : 4;
+  const ck = Math.ceil(spec.d / wk);
+  const cv = Math.ceil(spec.dv / wv);
+  const threads = tuned('threads', t.threads, 64, 1024) ?? DECODE_THREADS;
+  const lanesMin = Math.max(1, threads / DECODE_BK);
+  const cap = reduce === 'subgroup' ? Math.min(MAX_LANES, spec.subgroupSize ?? 0) : MAX_LANES;
+  const lanes =
+    tuned('lanes', t.lanes, lanesMin, reduce === 'subgroup' ? (spec.subgroupSize ?? 0) : threads) ??
+    Math.min(Math.max(nextPow2(Math.max(ck, cv)), lanesMin), Math.max(cap, lanesMin));
+  if (reduce === 'subgroup' && lanes > (spec.subgroupSize ?? 0))
+    throw new ValueError(
+      `subgroupSize: expected at least the ${lanes} lanes of a key (threads / ${DECODE_BK} with ${threads} threads) on the subgroup path, got ${String(spec.subgroupSize)}`,
+      'subgroupSize',
+    );
+  const cpk = Math.ceil(ck / lanes);
+  const cpv = Math.ceil(cv / lanes);
+  const perRow = cpk * wk + cpv * wv;
+  const maxSlices = threads / lanes;
+  let rt =
+    tuned('rowsPerThread', t.rowsPerThread, 1, DECODE_MAX_ROWS) ??
+    Math.min(spec.rows, 2 ** Math.floor(Math.log2(Math.max(1, ROW_REGISTERS / perRow))));
+  // Every slice needs a key group: fewer, fuller slices when the threads run out.
+  rt = Math.min(Math.max(rt, spec.rows / maxSlices), spec.rows);
+  const slices = spec.rows / rt;
+  const groups = maxSlices / slices;
+  const unroll = Math.min(
+    tuned('unroll', t.unroll, 1, DECODE_BK) ?? DECODE_UNROLL,
+    DECODE_BK / groups,
+  );
+  return {
+    threads,
+    wk,
+    wv,
+    ck,
+    cv,
+    lanes,
+    cpk,
+    cpv,
+    rt,
+    slices,
+    groups,
+    unroll,
+    passes: DECODE_BK / (groups * unroll),
+    reduce,
+  };
+}
+
+/**
+ * Workgroup memory of a decode kernel: the exchange area (lane sums off the subgroup path, then
+ * one chunk column of the key groups' accumulators at the merge: threads x the chunk's vec4s,
+ * whatever the row count or Dv) and the key groups' (m, l) of each of their rows.
+ */
+export function decodeWorkgroupBytes(
+  spec: Pick<DecodeSpec, 'dtype' | 'd' | 'dv' | 'rows' | 'reduce' | 'subgroupSize' | 'tuning'>,
+): number {
+  const l = decodeLayout(spec);
+  const keyGroups = l.threads / l.lanes;
+  return xchEntries(l) * 16 + keyGroups * l.rt * 8;
+}
+
+function xchEntries(l: DecodeLayout): number {
+  const merge = l.threads * (l.wv / 4);
+  return l.reduce === 'subgroup' ? merge : Math.max(l.threads, merge);
 }
 
 /** The row capacity of a problem: group x maxSeqQ rounded up to a power of two. */
 export function decodeRows(p: AttentionProblem): number {
-  let r = 1;
-  while (r < p.group * p.maxSeqQ) r *= 2;
-  return r;
+  return nextPow2(p.group * p.maxSeqQ);
 }
 
-/** Workgroup memory of a decode kernel: staged rows, the scores tile, three row statistics. */
-export function decodeWorkgroupBytes(s: Pick<DecodeSpec, 'rows' | 'd'>): number {
-  return s.rows * Math.ceil(s.d / 4) * 16 + s.rows * (DECODE_BK + 1) * 4 + 3 * s.rows * 4;
+let tuningOverride: DecodeTuning | undefined;
+
+/**
+ * Overrides the layout of the decode kernels built from now on (undefined restores the
+ * defaults): for tests (the emulated subgroup path, odd layouts) and benchmark sweeps. The
+ * overrides go into the kernel's spec, so kernels of different tunings are cached apart.
+ * @internal
+ */
+export function setDecodeTuning(t: DecodeTuning | undefined): void {
+  if (t) decodeLayout({ dtype: 'f16', d: 128, dv: 128, rows: 1, tuning: t, subgroupSize: 128 });
+  tuningOverride = t && Object.keys(t).length > 0 ? { ...t } : undefined;
+}
+
+/**
+ * The decode kernel's spec for a problem on a device: the lanes of a key reduce with subgroup
+ * shuffles when the device has `subgroups` whose smallest size holds them (lanes are capped at
+ * that size), else through workgroup memory; setDecodeTuning's overrides on top.
+ */
+export function decodeSpecFor(
+  p: AttentionProblem,
+  dtype: StorageDType,
+  partition: DecodePartition,
+  hooks: Pick<WgslHooks, 'uniforms' | 'bindings'>,
+  features: Pick<WebGpuFeatures, 'subgroups' | 'subgroupMinSize'>,
+): DecodeSpec {
+  const tuning = tuningOverride;
+  const base: DecodeSpec = {
+    dtype,
+    d: p.d,
+    dv: p.dv,
+    rows: decodeRows(p),
+    partition,
+    paged: p.paged !== undefined,
+    hooks,
+    ...(tuning ? { tuning } : {}),
+  };
+  const threads = tuning?.threads ?? DECODE_THREADS;
+  const sg = features.subgroups ? features.subgroupMinSize : 0;
+  const canShuffle = isPow2(sg) && sg >= Math.max(threads / DECODE_BK, tuning?.lanes ?? 0);
+  const reduce = tuning?.reduce ?? (canShuffle ? 'subgroup' : 'workgroup');
+  if (reduce === 'subgroup' && !canShuffle)
+    throw new ValueError(
+      `tuning.reduce: expected "workgroup" or "emulated" on a device whose smallest subgroup (${sg}; 0 = no subgroups) is below the ${Math.max(threads / DECODE_BK, tuning?.lanes ?? 0)} lanes of a key, got "subgroup"`,
+      'tuning.reduce',
+    );
+  return reduce === 'subgroup' ? { ...base, reduce, subgroupSize: sg } : { ...base, reduce };
 }
 
 /**
  * The decode regime (host.ts tiledForwardWebGpu takes the decode kernel there): plain softmax
  * (no sinks, score mods, mask, rab, permutation, block sparsity or mask mod), neither tensor
- * cores nor explicit forward tiles asked for (those select the generic forward), at least one
- * query row, group x maxSeqQ <= 64 rows per kv head (so one workgroup
- * stages all of them), and the kernel's workgroup memory within the device's limit.
+ * cores nor explicit forward tiles asked for (those select the generic forward), Nq 1..16,
+ * group x maxSeqQ <= 64 rows per kv head, and the kernel's workgroup memory within the
+ * device's limit (counted for the larger of the f16 and f32 layouts, off the subgroup path).
  */
 export function inDecodeRegime(
   p: AttentionProblem,
@@ -91,7 +299,18 @@ export function inDecodeRegime(
   if (p.blockSparse !== undefined || p.maskMod !== undefined) return false;
   if (p.maxSeqQ < 1 || p.maxSeqQ > DECODE_MAX_NQ || p.group * p.maxSeqQ > DECODE_MAX_ROWS)
     return false;
-  return decodeWorkgroupBytes({ rows: decodeRows(p), d: p.d }) <= maxWorkgroupBytes;
+  // 'workgroup' and 'emulated' take the same memory, 'subgroup' less.
+  const tuning = { ...tuningOverride, reduce: 'workgroup' as const };
+  const bytes = (dtype: StorageDType) =>
+    decodeWorkgroupBytes({
+      dtype,
+      d: p.d,
+      dv: p.dv,
+      rows: decodeRows(p),
+      reduce: 'workgroup',
+      tuning,
+    });
+  return Math.max(bytes('f16'), bytes('f32')) <= maxWorkgroupBytes;
 }
 
 const UNIFORMS: WgslBinding = { name: 'P', kind: 'uniform', type: 'Params' };
@@ -102,6 +321,10 @@ export function decodeScheduleFields(partition: DecodePartition): readonly Unifo
   return partition === 'fa2' ? [] : partition === 'splitK' ? [SPLITS_FIELD] : STREAMK_FIELDS;
 }
 
+function rep(n: number, f: (i: number) => string, sep = '\n'): string {
+  return Array.from({ length: n }, (_, i) => f(i)).join(sep);
+}
+
 /** 4 elements of a row at element e (column c, a multiple of 4) of width W; zeros past it. */
 function load4(name: string, e: string, c: string, width: number, vec: boolean): string {
   if (vec) return `ld4_${name}(${e})`;
@@ -109,19 +332,67 @@ function load4(name: string, e: string, c: string, width: number, vec: boolean):
   return `vec4<f32>(${el(0)}, ${el(1)}, ${el(2)}, ${el(3)})`;
 }
 
+/**
+ * The lane sum of the reduce: the LANES lanes of a key (consecutive invocations, LANES-aligned)
+ * end with bitwise equal sums (a butterfly adds the same two values on both sides; the
+ * workgroup loop adds in one order), so every lane takes the same softmax steps.
+ */
+function laneSum(reduce: DecodeReduce, lanes: number): string {
+  const steps: string[] = [];
+  for (let s = 1; s < lanes; s *= 2)
+    steps.push(
+      reduce === 'subgroup'
+        ? `  y += subgroupShuffleXor(y, ${s}u);`
+        : // The shuffle through workgroup memory, inline: llvmpipe's GL backend mis-orders
+          // barriers in a function called from this one.
+          `  xch[g_lid] = y;
+  workgroupBarrier();
+  y += xch[g_lid ^ ${s}u];
+  workgroupBarrier();`,
+    );
+  if (reduce !== 'workgroup')
+    return `fn lane_sum(x: vec4<f32>) -> vec4<f32> {
+  var y = x;
+${steps.join('\n')}
+  return y;
+}`;
+  return `fn lane_sum(x: vec4<f32>) -> vec4<f32> {
+  xch[g_lid] = x;
+  workgroupBarrier();
+  let b0 = g_lid & ~(LANES - 1u);
+  var y = xch[b0];
+  for (var i = 1u; i < LANES; i++) { y += xch[b0 + i]; }
+  workgroupBarrier();
+  return y;
+}`;
+}
+
 export function decodeShader(spec: DecodeSpec): WgslKernel {
-  const { d, dv, rows, partition } = spec;
+  const { d, dv, partition } = spec;
+  const L = decodeLayout(spec);
+  const { rt: RT, unroll: U, lanes, cpk, cpv } = L;
   const vecD = d % 4 === 0;
   const vecV = dv % 4 === 0;
-  const d4 = Math.ceil(d / 4);
-  const v4 = Math.ceil(dv / 4);
-  const na = Math.ceil((rows * v4) / DECODE_BK);
+  const wideK = L.wk === 8;
+  const wideV = L.wv === 8;
+  const nk4 = L.wk / 4;
+  const nv4 = L.wv / 4;
+  const quads = Math.ceil(U / 4);
   const partial = partition !== 'fa2';
   const bindings: WgslBinding[] = [
     UNIFORMS,
     { name: 'q', kind: 'read', type: { dtype: spec.dtype, vec: vecD } },
-    { name: 'k', kind: 'read', type: { dtype: spec.dtype, vec: vecD } },
-    { name: 'v', kind: 'read', type: { dtype: spec.dtype, vec: vecV } },
+    // Whole 16-byte chunks (8 halves) when the row allows: the widest load WGSL has.
+    {
+      name: 'k',
+      kind: 'read',
+      type: wideK ? 'array<vec4<u32>>' : { dtype: spec.dtype, vec: vecD },
+    },
+    {
+      name: 'v',
+      kind: 'read',
+      type: wideV ? 'array<vec4<u32>>' : { dtype: spec.dtype, vec: vecV },
+    },
     AUX,
     ...(partial
       ? ([
@@ -134,15 +405,154 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
         ] as const)),
     ...spec.hooks.bindings,
   ];
-  const row = (t: string) => (spec.paged ? `pg_row(b, ${t})` : `(${t})`);
-  // LSE in natural units rounded as the backward's prob() expects (shaders.ts LSE_OF).
-  const lseOf = `bitcast<f32>(bitcast<u32>(m * LN2) ^ (P.negInf ^ 0xff800000u)) + log(l)`;
+  const row = (t: string) => (spec.paged ? `pg_row(b, ${t})` : t);
+  // A lane's chunk j of a row holds chunk index lane + j LANES; lanes past the row's chunks
+  // hold zeros (guarded only where some lane can be past them).
+  const chunkGuard = (j: number, chunks: number) =>
+    (j + 1) * lanes > chunks ? `lane + ${j * lanes}u < ${chunks}u` : '';
+  const guarded = (cond: string, body: string) => (cond ? `if (${cond}) { ${body} }` : body);
+  // f32 vec4 n of K chunk j of key u (from the raw vec4<u32> when wide).
+  const kf = (u: number, j: number, n: number) =>
+    wideK
+      ? `vec4<f32>(h2f(kw${u}_${j}.${n ? 'z' : 'x'}), h2f(kw${u}_${j}.${n ? 'w' : 'y'}))`
+      : `kw${u}_${j}`;
+  const vf = (u: number, j: number, n: number) =>
+    wideV
+      ? `vec4<f32>(h2f(vw${u}_${j}.${n ? 'z' : 'x'}), h2f(vw${u}_${j}.${n ? 'w' : 'y'}))`
+      : `vw${u}_${j}`;
+  const kLoad = (j: number) => {
+    const col = `(lane + ${j * lanes}u) * ${L.wk}u`;
+    return wideK ? `k[(kE + ${col}) >> 3u]` : load4('k', `kE + ${col}`, col, d, vecD);
+  };
+  const vLoad = (j: number) => {
+    const col = `(lane + ${j * lanes}u) * ${L.wv}u`;
+    return wideV ? `v[(vE + ${col}) >> 3u]` : load4('v', `vE + ${col}`, col, dv, vecV);
+  };
+  const zeroK = wideK ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
+  const zeroV = wideV ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
+  const E = ['x', 'y', 'z', 'w'];
+  // Per row r: the score of key u is component u % 4 of quad u / 4.
+  const sc = (r: number, u: number) => `s${r}_${u >> 2}.${E[u & 3]}`;
+  const perRow = (f: (r: number) => string, sep = '\n    ') => rep(RT, f, sep);
+  const qRegs = (f: (r: number, j: number, n: number) => string, sep = '\n    ') =>
+    rep(RT, (r) => rep(cpk, (j) => rep(nk4, (n) => f(r, j, n), sep), sep), sep);
+  const accRegs = (f: (r: number, j: number, n: number) => string, sep = '\n    ') =>
+    rep(RT, (r) => rep(cpv, (j) => rep(nv4, (n) => f(r, j, n), sep), sep), sep);
+
+  const pass = `
+    // Keys kb + u GROUPS + g: a subgroup's loads cover consecutive whole rows.
+    ${rep(U, (u) => `let t${u} = kb + ${u * L.groups}u + g;`, '\n    ')}
+    ${rep(U, (u) => rep(cpk, (j) => `var kw${u}_${j} = ${zeroK};`, ' '), '\n    ')}
+    ${rep(U, (u) => rep(cpv, (j) => `var vw${u}_${j} = ${zeroV};`, ' '), '\n    ')}
+    ${rep(
+      U,
+      (u) => `if (t${u} < nk) {
+      let kr = ${row(`t${u}`)};
+      let kE = kB + kr * P.kRow;
+      let vE = vB + kr * P.vRow;
+      ${rep(cpk, (j) => guarded(chunkGuard(j, L.ck), `kw${u}_${j} = ${kLoad(j)};`), '\n      ')}
+      ${rep(cpv, (j) => guarded(chunkGuard(j, L.cv), `vw${u}_${j} = ${vLoad(j)};`), '\n      ')}
+    }`,
+      '\n    ',
+    )}
+    // Partial dot products over this lane's chunks, summed over the key's lanes.
+    ${perRow((r) =>
+      rep(
+        quads,
+        (qd) =>
+          `var s${r}_${qd} = lane_sum(vec4<f32>(${rep(
+            4,
+            (e) => {
+              const u = 4 * qd + e;
+              if (u >= U) return '0.0';
+              return rep(
+                cpk,
+                (j) => rep(nk4, (n) => `dot(q${r}_${j}_${n}, ${kf(u, j, n)})`, ' + '),
+                ' + ',
+              );
+            },
+            ', ',
+          )}));`,
+        '\n    ',
+      ),
+    )}
+    ${perRow((r) => {
+      const masks = rep(
+        U,
+        (u) =>
+          `${sc(r, u)} = select(NEG, ${sc(r, u)}, i32(t${u}) >= lo${r} && i32(t${u}) < hi${r});`,
+        '\n      ',
+      );
+      const pad = rep(4 * quads - U, (e) => `${sc(r, U + e)} = NEG;`, ' ');
+      const mx = rep(
+        quads,
+        (qd) => `max(max(s${r}_${qd}.x, s${r}_${qd}.y), max(s${r}_${qd}.z, s${r}_${qd}.w))`,
+        ', ',
+      );
+      const ps = rep(quads, (qd) => `let p${qd} = exp2(s${r}_${qd} - vec4<f32>(mn));`, '\n      ');
+      const psum = rep(quads, (qd) => `dot(p${qd}, vec4<f32>(1.0))`, ' + ');
+      const pv = (j: number, n: number) =>
+        rep(U, (u) => `p${u >> 2}.${E[u & 3]} * ${vf(u, j, n)}`, ' + ');
+      return `{
+      ${masks}
+      ${pad}
+      let mn = max(m${r}, ${quads > 1 ? `max(${mx})` : mx});
+      let al = exp2(m${r} - mn);
+      ${ps}
+      l${r} = l${r} * al + ${psum};
+      m${r} = mn;
+      ${rep(cpv, (j) => rep(nv4, (n) => `a${r}_${j}_${n} = a${r}_${j}_${n} * al + ${pv(j, n)};`, '\n      '), '\n      ')}
+    }`;
+    })}`;
+
+  // The rows' outputs: o (normalised) and lse, or the partial (acc, (m, l)) of this piece.
+  const lseOf = `bitcast<f32>(bitcast<u32>(M * LN2) ^ (P.negInf ^ 0xff800000u)) + log(Lt)`;
   const store = partial
-    ? `st_pacc((li * P.splits + split) * P.dv + c, acc[a], min(4u, P.dv - c));`
-    : `st_o(b * P.oBatch + hq * P.oHead + (startQ + i) * P.oRow + c, acc[a] * select(1.0 / ls[r], 0.0, ls[r] == 0.0), min(4u, P.dv - c));`;
+    ? `st_pacc((li * P.splits + split) * P.dv + c, x, min(4u, P.dv - c));`
+    : `st_o(b * P.oBatch + hq * P.oHead + (startQ + i) * P.oRow + c, x * select(1.0 / Lt, 0.0, Lt == 0.0), min(4u, P.dv - c));`;
   const stat = partial
-    ? `pstat[li * P.splits + split] = vec2<f32>(m, l);`
-    : `lse[li] = select(${lseOf}, bitcast<f32>(P.negInf), l == 0.0);`;
+    ? `pstat[li * P.splits + split] = vec2<f32>(M, Lt);`
+    : `lse[li] = select(${lseOf}, bitcast<f32>(P.negInf), Lt == 0.0);`;
+  // Merge of the slice's key groups, one row at a time: their max M, the sum of their l and of
+  // their accumulators, each rescaled by exp2(m - M) (rows of a group without keys: m = M0,
+  // l = 0, acc = 0). The accumulators go through workgroup memory one chunk column (each
+  // lane's chunk j, LW vec4 columns of the row) at a time, so it holds threads x the chunk's
+  // vec4s whatever Dv.
+  const mergeChunk = (r: number, j: number) => `
+    ${guarded(
+      chunkGuard(j, L.cv),
+      rep(nv4, (n) => `xch[gg * LW + lane * ${nv4}u + ${n}u] = a${r}_${j}_${n} * f;`, ' '),
+    )}
+    workgroupBarrier();
+    if (rw < R) {
+      for (var e = lid % SLICE; e < LW; e += SLICE) {
+        let c = (${j}u * LW + e) * 4u;
+        if (c < P.dv) {
+          var x = xch[sl * GROUPS * LW + e];
+          for (var h = 1u; h < GROUPS; h++) { x += xch[(sl * GROUPS + h) * LW + e]; }
+          ${store}
+        }
+      }${j === 0 ? `\n      if (lid % SLICE == 0u) { ${stat} }` : ''}
+    }
+    workgroupBarrier();`;
+  const merge = perRow(
+    (r) => `{
+    var M = M0;
+    for (var h = 0u; h < GROUPS; h++) { M = max(M, ml[(sl * GROUPS + h) * RT + ${r}u].x); }
+    var Lt = 0.0;
+    for (var h = 0u; h < GROUPS; h++) {
+      let st = ml[(sl * GROUPS + h) * RT + ${r}u];
+      Lt += st.y * exp2(st.x - M);
+    }
+    let f = exp2(m${r} - M);
+    let rw = sl * RT + ${r}u;
+    let hq = hk * P.group + rw / nq;
+    let i = rw % nq;
+    let li = b * P.lBatch + hq * P.lHead + startQ + i;${rep(cpv, (j) => mergeChunk(r, j), '')}
+  }`,
+    '\n  ',
+  );
+
   const piece = `
   let startQ = aux[4u * b];
   let startK = aux[4u * b + 1u];
@@ -152,88 +562,47 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   let R = P.group * nq;
   let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
-  // Stage the group's rows (row r: query head hk group + r / nq, query row r % nq), pre-scaled
-  // into log2 units.
-  for (var e = lid; e < R * D4; e += BK) {
-    let r = e / D4;
-    let c = (e % D4) * 4u;
-    let hq = hk * P.group + r / nq;
-    let qE = b * P.qBatch + hq * P.qHead + (startQ + r % nq) * P.qRow + c;
-    qs[e] = ${load4('q', 'qE', 'c', d, vecD)} * P.scaleLog2;
+  // This lane's chunks of its rows (row sl RT + r: query head hk group + row / nq, query row
+  // row % nq), pre-scaled into log2 units; zeros for rows past R, and the rows' key bands.
+  ${qRegs((r, j, n) => `var q${r}_${j}_${n} = vec4<f32>(0.0);`)}
+  ${perRow(
+    (r) => `var lo${r} = 0;
+  var hi${r} = 0;
+  {
+    let rw = sl * RT + ${r}u;
+    if (rw < R) {
+      let i = rw % nq;
+      lo${r} = key_lo(i32(i), off, i32(nk));
+      hi${r} = key_hi(i32(i), off, i32(nk));
+      let qE = b * P.qBatch + (hk * P.group + rw / nq) * P.qHead + (startQ + i) * P.qRow;
+      ${rep(
+        cpk,
+        (j) => {
+          const body = rep(
+            nk4,
+            (n) => {
+              const c = `(lane + ${j * lanes}u) * ${L.wk}u + ${4 * n}u`;
+              return `q${r}_${j}_${n} = ${load4('q', `qE + ${c}`, c, d, vecD)} * P.scaleLog2;`;
+            },
+            ' ',
+          );
+          return guarded(chunkGuard(j, L.ck), body);
+        },
+        '\n      ',
+      )}
+    }
+  }`,
+    '\n  ',
+  )}
+  ${perRow((r) => `var m${r} = M0;\n  var l${r} = 0.0;`, '\n  ')}
+  ${accRegs((r, j, n) => `var a${r}_${j}_${n} = vec4<f32>(0.0);`, '\n  ')}
+  for (var kb = ctBegin * BK; kb < ctEnd * BK; kb += KP) {${pass}
   }
-  if (lid < RM) { ms[lid] = M0; ls[lid] = 0.0; }
-  var acc: array<vec4<f32>, NA>;
-  for (var a = 0u; a < NA; a++) { acc[a] = vec4<f32>(0.0); }
+  if (lane == 0u) {
+    ${perRow((r) => `ml[gg * RT + ${r}u] = vec2<f32>(m${r}, l${r});`)}
+  }
   workgroupBarrier();
-  for (var ct = ctBegin; ct < ctEnd; ct++) {
-    let c0 = ct * BK;
-    let t = c0 + lid;
-    var kr: array<vec4<f32>, D4>;
-    if (t < nk) {
-      let kE = kB + ${row('t')} * P.kRow;
-      for (var c4 = 0u; c4 < D4; c4++) { kr[c4] = ${load4('k', 'kE + c4 * 4u', 'c4 * 4u', d, vecD)}; }
-    }
-    for (var r = 0u; r < R; r++) {
-      var s = 0.0;
-      for (var c4 = 0u; c4 < D4; c4++) { s += dot(qs[r * D4 + c4], kr[c4]); }
-      let i = i32(r % nq);
-      let ok = t < nk && i32(t) >= key_lo(i, off, i32(nk)) && i32(t) < key_hi(i, off, i32(nk));
-      ps[r * PS + lid] = select(NEG, s, ok);
-    }
-    workgroupBarrier();
-    if (lid < R) {
-      var mx = ms[lid];
-      for (var j = 0u; j < BK; j++) { mx = max(mx, ps[lid * PS + j]); }
-      let alpha = exp2(ms[lid] - mx);
-      var sum = 0.0;
-      for (var j = 0u; j < BK; j++) {
-        let pj = exp2(ps[lid * PS + j] - mx);
-        ps[lid * PS + j] = pj;
-        sum += pj;
-      }
-      ls[lid] = ls[lid] * alpha + sum;
-      ms[lid] = mx;
-      al[lid] = alpha;
-    }
-    workgroupBarrier();
-    // Keys past nk are not read (their P is 0, but their bytes are not K/V).
-    let jEnd = min(BK, nk - min(c0, nk));
-    for (var a = 0u; a < NA; a++) {
-      let e = lid + a * BK;
-      let r = e / V4;
-      if (r < R) {
-        let c = (e % V4) * 4u;
-        var x = acc[a] * al[r];
-        for (var j = 0u; j < jEnd; j++) {
-          let vE = vB + ${row('c0 + j')} * P.vRow + c;
-          x += ps[r * PS + j] * ${load4('v', 'vE', 'c', dv, vecV)};
-        }
-        acc[a] = x;
-      }
-    }
-    workgroupBarrier();
-  }
-  for (var a = 0u; a < NA; a++) {
-    let e = lid + a * BK;
-    let r = e / V4;
-    if (r < R) {
-      let c = (e % V4) * 4u;
-      let hq = hk * P.group + r / nq;
-      let i = r % nq;
-      let li = b * P.lBatch + hq * P.lHead + startQ + i;
-      ${store}
-    }
-  }
-  if (lid < R) {
-    let r = lid;
-    let hq = hk * P.group + r / nq;
-    let li = b * P.lBatch + hq * P.lHead + startQ + r % nq;
-    let m = ms[r];
-    let l = ls[r];
-    ${stat}
-  }
-  // The next piece's first writes to workgroup memory come after this one's last reads.
-  workgroupBarrier();`;
+  ${merge}`;
   // The unit's key tiles: the band of its first and last rows (shaders.ts tileLoop, aux.ts
   // buildStreamK with one query tile per (b, kv head)).
   const unitTiles = `
@@ -271,23 +640,24 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   let hk = wg.y;${unitTiles}
   let ctBegin = ctLo;
   let ctEnd = ctHi;${piece}`;
-  const code = `${paramsStruct([...spec.hooks.uniforms, ...decodeScheduleFields(partition)])}
+  const keyGroups = L.threads / lanes;
+  const code = `${L.reduce === 'subgroup' ? 'enable subgroups;\n' : ''}${paramsStruct([...spec.hooks.uniforms, ...decodeScheduleFields(partition)])}
 ${halfCodec(spec.dtype)}
 ${declareBindings(bindings)}
 const BK = ${DECODE_BK}u;
-const PS = ${DECODE_BK + 1}u;
-const RM = ${rows}u;
-const D4 = ${d4}u;
-const V4 = ${v4}u;
-const NA = ${na}u;
+const LANES = ${lanes}u;
+const GROUPS = ${L.groups}u;
+const RT = ${RT}u;
+const SLICE = ${L.threads / L.slices}u;
+const KP = ${L.groups * U}u;
+const LW = ${lanes * nv4}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
-var<workgroup> qs: array<vec4<f32>, ${rows * d4}>;
-var<workgroup> ps: array<f32, ${rows * (DECODE_BK + 1)}>;
-var<workgroup> ms: array<f32, ${rows}>;
-var<workgroup> ls: array<f32, ${rows}>;
-var<workgroup> al: array<f32, ${rows}>;
+var<workgroup> xch: array<vec4<f32>, ${xchEntries(L)}>;
+var<workgroup> ml: array<vec2<f32>, ${keyGroups * RT}>;
+var<private> g_lid: u32;
+${laneSum(L.reduce, lanes)}
 fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
 fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }${
     spec.paged
@@ -299,8 +669,14 @@ fn pg_row(b: u32, t: u32) -> u32 {
       : ''
   }
 
-@compute @workgroup_size(${DECODE_BK})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {${main}
+@compute @workgroup_size(${L.threads})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  g_lid = lid;
+  // Thread lid: lane of key group gg (row slice sl, group g within it).
+  let lane = lid % LANES;
+  let gg = lid / LANES;
+  let sl = gg / GROUPS;
+  let g = gg % GROUPS;${main}
 }
 `;
   return { code, bindings };

@@ -34,8 +34,8 @@ import {
   DECODE_MAX_ROWS,
   type DecodePartition,
   type DecodeSpec,
-  decodeRows,
   decodeShader,
+  decodeSpecFor,
   inDecodeRegime,
 } from './decode.js';
 import { type HookResources, hookResources } from './hooks.js';
@@ -944,15 +944,14 @@ async function decodeForward(
   const { ctx, p } = pr;
   const partition: DecodePartition =
     splits !== undefined ? 'splitK' : workers !== undefined ? 'streamK' : 'fa2';
-  const ds: DecodeSpec = {
-    dtype: pr.dtype,
-    d: p.d,
-    dv: p.dv,
-    rows: decodeRows(p),
+  // The lanes of a key reduce with subgroup shuffles when the device's subgroups hold them.
+  const ds: DecodeSpec = decodeSpecFor(
+    p,
+    pr.dtype,
     partition,
-    paged: p.paged !== undefined,
-    hooks: { uniforms: pr.hooks.hooks.uniforms, bindings: pr.hooks.hooks.bindings },
-  };
+    { uniforms: pr.hooks.hooks.uniforms, bindings: pr.hooks.hooks.bindings },
+    ctx.features,
+  );
   const kernel = generatedKernel('decode', decodeShader, ds);
   const tables = buildAux(p, { tileQ: Math.max(1, p.maxSeqQ), tileK: DECODE_BK });
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
