@@ -4,7 +4,12 @@ import {
   softmaxAttentionReference,
   UnsupportedError,
 } from '@attnkit/attention';
-import { nativeAvailable, quantizeSageTs, sageForwardTs } from '@attnkit/skeleton';
+import {
+  loadNativeBackend,
+  nativeAvailable,
+  quantizeSageTs,
+  sageForwardTs,
+} from '@attnkit/skeleton';
 import {
   BackendUnavailableError,
   DeviceError,
@@ -159,6 +164,36 @@ describe('sageAttention', () => {
       // Nq 40 > Nk 25, bottom-right causal: 15 rows see no key.
       expect(lse!.get(0, 0, 14)).toBe(Number.NEGATIVE_INFINITY);
       expect(lse!.get(0, 1, 15)).toBeGreaterThan(Number.NEGATIVE_INFINITY);
+    }
+  });
+
+  test('native (when its addon loads): the ts spec row by row, lse too, BSHD', async (ctx) => {
+    await loadNativeBackend();
+    if (nativeAvailable() !== true) ctx.skip();
+    const { q, k, v } = problem(1, 4, 2, 77, 131, 64, 32);
+    const t = (x: Tensor) => x.permute([0, 2, 1, 3]).contiguous();
+    // 'auto' (the best this CPU has) and 'scalar' (every CPU); the SIMD ISAs one by one: skeleton tests.
+    for (const isa of ['auto', 'scalar'] as const) {
+      const opts = { causal: true, qkBits: [8, 4, 8, 8] as (4 | 8)[], returnLse: true, isa };
+      const nat = await sageAttention(t(q), t(k), t(v), {
+        ...opts,
+        layout: 'BSHD',
+        backend: 'native',
+      });
+      const ts = await sageAttention(q, k, v, { ...opts, isa: undefined, backend: 'ts' });
+      const a = t(nat.o).toFloat32Array();
+      const b = ts.o.toFloat32Array();
+      // ARITHMETIC.md: rows within 1e-5, except rows with a flipped P~ code (<= 1% + 2, 1e-2).
+      let flipped = 0;
+      for (let r = 0; r < a.length / 32; r++) {
+        const row = accuracy(a.subarray(r * 32, r * 32 + 32), b.subarray(r * 32, r * 32 + 32));
+        if (row.relL2 > 1e-5) {
+          flipped++;
+          expect(row.relL2, `${isa} row ${r}`).toBeLessThanOrEqual(1e-2);
+        }
+      }
+      expect(flipped, isa).toBeLessThanOrEqual(Math.floor(a.length / 32 / 100) + 2);
+      expect(accuracy(nat.lse!, ts.lse!).maxAbs, isa).toBeLessThan(1e-4);
     }
   });
 

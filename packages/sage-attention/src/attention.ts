@@ -4,18 +4,15 @@ import {
   registerKernel,
   selectKernel,
 } from '@attnkit/attention';
-import * as skeleton from '@attnkit/skeleton';
 import {
   disposeSageCodecGpu,
   encodeOutput,
   loadNativeBackend,
   nativeAvailable,
+  quantizeSageNative,
   quantizeSageTs,
   quantizeSageWebGpu,
-  type SageCodecCpu,
-  type SageDims,
-  type SageKernelOptions,
-  type SageQuantConfig,
+  sageForwardNative,
   sageForwardTs,
   sageForwardWebGpu,
   sageLseShiftTs,
@@ -42,32 +39,6 @@ import {
  */
 
 type GpuBuffer = WebGpuStorage['buffer'];
-
-/** The native half (@attnkit/skeleton sage/native.ts). */
-interface NativeSage {
-  quantizeSageNative(
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    dims: SageDims,
-    config: SageQuantConfig,
-    options?: { isa?: string | undefined },
-  ): Promise<SageCodecCpu>;
-  sageForwardNative(
-    codec: SageCodecCpu,
-    opts: SageKernelOptions & { isa?: string | undefined; threads?: number | undefined },
-  ): Promise<{ o: Float32Array; lse?: Float32Array }>;
-}
-
-// Looked up by name so this package builds before (and without) the native half; while
-// @attnkit/skeleton does not export it, the native backend reports itself unavailable.
-const exported = skeleton as unknown as Partial<NativeSage>;
-
-function nativeSage(): NativeSage | undefined {
-  return exported.quantizeSageNative && exported.sageForwardNative
-    ? (exported as NativeSage)
-    : undefined;
-}
 
 /** Inputs as contiguous BHND f32 (f16/bf16 widened exactly; BSHD transposed). */
 function bhndF32(t: Tensor, layout: ResolvedSage['layout']): Float32Array {
@@ -104,9 +75,8 @@ async function runCpu(
       returnLse: r.returnLse,
     });
   } else {
-    const n = nativeSage()!;
-    const codec = await n.quantizeSageNative(Q, K, V, r.dims, r.config, { isa: r.isa });
-    res = await n.sageForwardNative(codec, {
+    const codec = await quantizeSageNative(Q, K, V, r.dims, r.config, { isa: r.isa });
+    res = await sageForwardNative(codec, {
       ...r.kernel,
       returnLse: r.returnLse,
       isa: r.isa,
@@ -186,12 +156,7 @@ const DEVICES: Record<SageBackend, { priority: number; devices: string[] }> = {
 };
 
 function available(backend: SageBackend): true | string {
-  if (backend === 'native') {
-    if (!nativeSage())
-      return 'the native Sage kernels are not in this build of @attnkit/skeleton (sageForwardNative)';
-    return nativeAvailable();
-  }
-  return true;
+  return backend === 'native' ? nativeAvailable() : true;
 }
 
 /** Why `backend` declines these options (other families' options, WebGPU's limits), else true. */
