@@ -38,12 +38,12 @@ export const WEBGPU_ASSUMED_COMPUTE_UNITS = 132;
 /** Workers per CPU thread for native stream-K: a few per thread hide a tail's imbalance. */
 export const WORKERS_PER_UNIT = 2;
 /**
- * Stream-K workgroups per assumed compute unit on WebGPU. The decode kernel (the skeleton's
- * webgpu/decode.ts, 256 threads) leaves room for several resident workgroups per SM, and a
- * memory-bound stream wants them all filled (bytes in flight); where fewer fit, the equal
- * ranges run as equal waves, so the extra workers cost only their merges.
+ * Stream-K workgroups per assumed compute unit on WebGPU: measured on the H200 (bench-lean
+ * --workers 264,528,1056, 2026-12-02, benchmarks/gpu/results/lean-h200/run-sweep): with the
+ * 256-thread decode kernel 2 per SM (264) was fastest or tied on every shape (B 1, Hkv 8 / 32,
+ * Nk 32K / 256K); 528 and 1056 were 1.0-1.5x and 1.7-3x slower (more pieces, more merges).
  */
-const WEBGPU_WORKERS_PER_UNIT = 4;
+const WEBGPU_WORKERS_PER_UNIT = 2;
 /** CPU threads assumed until they are known (loadCpuThreads), e.g. in a bundle without Node. */
 const FALLBACK_CPU_THREADS = 8;
 
@@ -95,7 +95,7 @@ function headUnits(options: LeanAttentionOptions, q: Tensor): number {
  * - ts: one worker per (batch, query head) unit (the TS loop is sequential: the plan still
  *   balances the key tiles across units, which exercises the same fix-up);
  * - native: WORKERS_PER_UNIT (2) x the engine's threads;
- * - webgpu: 4 x WEBGPU_ASSUMED_COMPUTE_UNITS (132) = 528 workgroups.
+ * - webgpu: 2 x WEBGPU_ASSUMED_COMPUTE_UNITS (132) = 264 workgroups (measured best on the H200).
  * More workers than key tiles is fine: the planner leaves the extra ones empty.
  */
 export function defaultLeanWorkers(backend: TiledBackend, units: number): number {
