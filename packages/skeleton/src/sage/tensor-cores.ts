@@ -18,6 +18,7 @@ import {
   type SageKernelOptions,
   sageGroupCounts,
 } from './codec.js';
+import { SAGE_EXP_WGSL } from './webgpu-forward.js';
 
 /**
  * SageAttention2's forward on the int8 tensor cores of WebGPU (issue 11 item 5): Q·K^T on
@@ -31,7 +32,7 @@ import {
  * multiplies its Q left matrices (loaded once from storage) with the K tile into four 16x16 i32
  * score matrices, stored to its scratch (WGSL gives no per-element access to matrices); two
  * lanes per row then dequantise (f32(dot) * f32(sQ sK) [+ bias] * scale), mask, run the online
- * softmax in f32 and write P~'s u8 codes, packed, to the subgroup's P scratch, with the row's
+ * softmax in f32 (exp: SAGE_EXP_WGSL, the portable kernel's) and write P~'s u8 codes, packed, to the subgroup's P scratch, with the row's
  * sum of codes; P~ V then runs in chunks of 32 output columns (two u32 result matrices, stored
  * to scratch), and each lane folds its 16 columns into its f32 accumulators:
  *     acc = acc * alpha + f32(pv - 128 sum(pCode)) * dV[c],
@@ -272,6 +273,7 @@ fn key_lo(r: i32, off: i32) -> i32 { if (P.left < 0) { return 0; } return max(r 
 fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }
 fn qgroup(i: u32) -> u32 { return ${qg}; }
 fn kgroup(j: u32) -> u32 { return ${kg}; }
+${SAGE_EXP_WGSL}
 
 @compute @workgroup_size(${T})
 fn main(
@@ -354,7 +356,9 @@ fn main(
     tmax = max(tmax, sxf[xs + (lane ^ 1u)]);
     let mNew = max(m, tmax);
     // exp(NEG - x) = 0 before the first allowed key; a tile without one leaves alpha = 1.
-    let alpha = exp(m - mNew);
+    // sage_exp (the portable kernel's, within 1 ulp): P~'s codes agree with the TS kernel's
+    // (Math.exp) as often as the portable kernel's do.
+    let alpha = sage_exp(m - mNew);
     m = mNew;
     var ps = 0.0;
     var cs = 0i;
@@ -364,7 +368,7 @@ fn main(
         let cl = hh * ${HALF}u + w * 4u + t;
         let s = bitcast<f32>(ss[ssB + rr * ${BK}u + cl]);
         var p = 0.0;
-        if (s > NEG) { p = exp(s - mNew); }
+        if (s > NEG) { p = sage_exp(s - mNew); }
         // ARITHMETIC.md: pCode = rint(f32(p * 255)); WGSL's round() is half to even.
         let code = u32(round(p * 255.0));
         ps += p;

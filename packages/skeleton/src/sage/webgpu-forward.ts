@@ -1,5 +1,6 @@
 import {
   declareBindings,
+  halfCodec,
   type UniformField,
   uniformStruct,
   type WgslBinding,
@@ -350,6 +351,70 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }`,
     '\n  ',
   )}
+}
+`;
+  return { code, bindings };
+}
+
+/** The uniform fields of the LSE shift pass. */
+export const SAGE_LSE_FIELDS: readonly UniformField[] = [
+  ['hq', 'u32'],
+  ['hkv', 'u32'],
+  ['group', 'u32'],
+  ['nq', 'u32'],
+  // B Hq Nq: the LSE entries.
+  ['rows', 'u32'],
+  ['scale', 'f32'],
+];
+
+/** Rows of the LSE shift pass per workgroup (4 threads each). */
+export const SAGE_LSE_ROWS = 64;
+
+/**
+ * The LSE of the unsmoothed scores from the kernels' (ARITHMETIC.md "Equality across backends",
+ * LSE): smoothK shifted every score of row i by -scale q_i . km (km: K's mean, constant along
+ * the row, so O is unchanged), so lse_i += scale q_i . km puts it back; -Infinity entries (rows
+ * without keys) stay. q is the original Q [B, Hq, Nq, D] of `dtype` (as the pre-pass read it),
+ * km the codec's kMean [B, Hkv, D]. 4 threads per row (quads p, p + 4, ...: a warp reads 8
+ * rows' consecutive bytes), their partial dot products summed in a fixed order in f32.
+ */
+export function sageLseShiftShader(dtype: 'f32' | 'f16' | 'bf16', d: number): WgslKernel {
+  const bindings: WgslBinding[] = [
+    { name: 'P', kind: 'uniform', type: 'Params' },
+    { name: 'q', kind: 'read', type: { dtype, vec: true } },
+    { name: 'km', kind: 'read', type: 'array<vec4<f32>>' },
+    { name: 'lse', kind: 'storage', type: 'array<f32>' },
+  ];
+  const code = `${uniformStruct('Params', SAGE_LSE_FIELDS)}
+${halfCodec(dtype)}
+${declareBindings(bindings)}
+const Q4 = ${d / 4}u;
+const RW = ${SAGE_LSE_ROWS}u;
+var<workgroup> part: array<f32, ${4 * SAGE_LSE_ROWS}>;
+
+@compute @workgroup_size(${4 * SAGE_LSE_ROWS})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let p = lid % 4u;
+  for (var r0 = wg.x * RW; r0 < P.rows; r0 += nwg.x * RW) {
+    let row = r0 + lid / 4u;
+    var s = 0.0;
+    if (row < P.rows) {
+      let bh = row / P.nq;
+      let kmB = ((bh / P.hq) * P.hkv + (bh % P.hq) / P.group) * Q4;
+      ${rep(d / 16, (u) => `let x${u} = ld4_q(row * ${d}u + 4u * (p + ${4 * u}u));`, '\n      ')}
+      ${rep(d / 16, (u) => `s += dot(x${u}, km[kmB + p + ${4 * u}u]);`, '\n      ')}
+    }
+    part[lid] = s;
+    workgroupBarrier();
+    if (p == 0u && row < P.rows) {
+      let l = lse[row];
+      // -Infinity by its bits (compilers may assume no infinities in float compares).
+      if (bitcast<u32>(l) != 0xff800000u) {
+        lse[row] = l + P.scale * ((part[lid] + part[lid + 1u]) + (part[lid + 2u] + part[lid + 3u]));
+      }
+    }
+    workgroupBarrier();
+  }
 }
 `;
   return { code, bindings };

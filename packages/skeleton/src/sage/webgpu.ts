@@ -23,18 +23,25 @@ import {
   type SageQuantConfig,
   sageGroupCounts,
 } from './codec.js';
+import { SAGE_TC_SUBGROUP, sageTcForward, sageTcWorkgroupBytes } from './tensor-cores.js';
 import {
   SAGE_FORWARD_FIELDS,
+  SAGE_LSE_FIELDS,
+  SAGE_LSE_ROWS,
   type SageForwardSpec,
   sageForwardShader,
   sageForwardWorkgroupBytes,
+  sageLseShiftShader,
 } from './webgpu-forward.js';
 import {
+  SAGE_BIAS_KEYS,
   SAGE_FLAG,
   SAGE_QUANT_FIELDS,
   SAGE_QUANT_THREADS,
   type SageQuantPass,
   type SageQuantSpec,
+  sageBiasRows,
+  sageColumnChunkRows,
   sageQuantShader,
 } from './webgpu-quantize.js';
 
@@ -44,7 +51,8 @@ import {
  * buffers to the codec on the GPU, and the forward from the codec (integer Q.K with
  * dot4I8Packed, P~.V with dot4U8Packed). Needs the WGSL language feature
  * packed_4x8_integer_dot_product (core WGSL, in every current browser and in Dawn, llvmpipe
- * included) and nothing optional.
+ * included) and nothing optional. The forward can instead run the int8 tensor-core kernel
+ * (./tensor-cores.ts; opt-in `tensorCores`, slower than the portable one on the H200 today).
  *
  * The codec in GPU buffers (SageCodecGpu) has exactly the bytes of the CPU codec
  * (SageCodecCpu, ARITHMETIC.md "Storage"): codes int8 row-major, 4 to a u32 word (channel
@@ -79,6 +87,12 @@ export interface SageCodecGpu {
   v?: GpuBuffer | undefined;
   /** smoothQ: f32 [B, Hq, nQB, Nk]. */
   bias?: GpuBuffer | undefined;
+  /**
+   * smoothK (quantizeSageWebGpu's codecs): K's mean over the keys, f32 [B, Hkv, D], the km of
+   * ARITHMETIC.md. The kernels never read it; sageForwardWebGpu's `lseShift` adds
+   * scale q_i . km back to the LSE with it.
+   */
+  kMean?: GpuBuffer | undefined;
 }
 
 /** The WGSL language feature of dot4I8Packed / dot4U8Packed. */
@@ -95,8 +109,33 @@ export interface SageQuantizeWebGpuOptions {
 }
 
 export interface SageForwardWebGpuOptions extends SageKernelOptions {
-  /** Query rows per workgroup: 16, 32 or 64 (default: the largest the device's limits fit, at most Nq rounded up). */
+  /**
+   * Query rows per workgroup of the portable kernel: 16, 32 or 64 (default: the largest the
+   * device's limits fit, at most Nq rounded up). Not used with tensorCores.
+   */
   rows?: number;
+  /**
+   * With returnLse and a codec quantized with smoothK: the LSE of the scores asked for. The
+   * kernels see K - km, whose scores are shifted by -scale q_i . km along row i (O is
+   * unchanged), so their LSE is that of the smoothed scores; a small pass after the kernel adds
+   * scale q_i . km (f32 dot product) to every finite entry (-Infinity rows stay). `q` is the
+   * original Q buffer [B, Hq, Nq, D] of `dtype`, as given to quantizeSageWebGpu; km is the
+   * codec's kMean (a ValueError naming lseShift when the codec has none). Ignored without
+   * returnLse.
+   */
+  lseShift?: { q: GpuBuffer; dtype: 'f32' | 'f16' | 'bf16' } | undefined;
+  /**
+   * Run the int8 tensor-core kernel (./tensor-cores.ts: Q K^T on i8 x i8 -> i32 and P~ V on
+   * u8 x u8 -> u32 subgroup matrices, 16x16x32) instead of the portable dot4I8Packed one.
+   * Opt-in (default false): on the H200 it measured 15.7 TOPS at (4, 32, 4096, 128) against the
+   * portable kernel's 31-39, so it is slower there today. Needs an adapter with both configs
+   * (ctx.features.subgroupMatrixConfigs), 32-wide subgroups, D and Dv multiples of 32 and
+   * pvBits 8; otherwise a ValueError naming tensorCores says which is missing. `subgroups`:
+   * 16-row subgroups per workgroup (1-8; default the largest of 4, 2, 1 whose workgroup memory
+   * fits the device). `emulate` (a test aid, as the f16 tensor-core kernels have): the two
+   * products in plain WGSL loops, so any device (llvmpipe) runs the rest of the kernel.
+   */
+  tensorCores?: boolean | { subgroups?: number; emulate?: boolean } | undefined;
   profiler?: GpuProfiler;
 }
 
@@ -339,6 +378,7 @@ export function disposeSageCodecGpu(ctx: WebGpuContext, codec: SageCodecGpu): vo
     const b = codec[name];
     if (b !== undefined) ctx.pool.release(b);
   }
+  if (codec.kMean !== undefined) ctx.pool.release(codec.kMean);
 }
 
 /**
@@ -346,7 +386,9 @@ export function disposeSageCodecGpu(ctx: WebGpuContext, codec: SageCodecGpu): vo
  * are storage buffers holding contiguous BHND tensors q [B, Hq, Nq, D], k [B, Hkv, Nk, D],
  * v [B, Hkv, Nk, Dv] of `dtype` (f16 / bf16 packed two to a u32 and widened exactly in the
  * shader: unpack2x16float, a shift; so f16 needs no shader-f16 feature). Returns the codec in new buffers
- * (codes equal to quantizeSageTs's except near f32 rounding ties, ARITHMETIC.md "WebGPU").
+ * (codes and scales equal to quantizeSageTs's except near f32 rounding ties of the means,
+ * ARITHMETIC.md "WebGPU"; the smoothQ bias an f32 dot product, within (D + 1) 2^-24
+ * sum_c |qm Ks| of the binary64 one; with smoothK, K's mean as `kMean` for lseShift).
  * Non-finite inputs: ValueError naming q, k or v (unless options.checkFinite is false).
  */
 export async function quantizeSageWebGpu(
@@ -388,17 +430,31 @@ export async function quantizeSageWebGpu(
   const has = present(pvBits, smoothQ);
   for (const name of CODE_NAMES)
     if (has[name]) checkBindingBytes(ctx, name, bytes[name], `the codec's ${name} (${WHAT[name]})`);
-  const tmpBytes = { km: 4 * B * hkv * d, qm: 4 * B * hq * counts.nQB * d, svt: 4 * B * hkv * dv };
+  const kch = smoothK ? Math.ceil(nk / sageColumnChunkRows(d)) : 0;
+  const vch = pvBits === 8 ? Math.ceil(nk / sageColumnChunkRows(dv)) : 0;
+  const mRows = (hq / hkv) * counts.nQB;
+  const biasRows = sageBiasRows(mRows);
+  const mTiles = Math.ceil(mRows / biasRows);
+  const kMeanBytes = smoothK ? 4 * B * hkv * d : 0;
+  if (smoothK) checkBindingBytes(ctx, 'kMean', kMeanBytes, "the codec's kMean (f32 [B, Hkv, D])");
+  const tmpBytes = {
+    kp: 32 * B * hkv * kch * (d / 4),
+    vp: 16 * B * hkv * vch * (dv / 4),
+    qm: 4 * B * hq * counts.nQB * d,
+    svt: 8 * B * hkv * dv,
+  };
   for (const [name, n] of Object.entries(tmpBytes))
     checkBindingBytes(ctx, name, n, 'a pre-pass intermediate');
 
-  const spec: SageQuantSpec = { dtype, d, dv, granularity, smoothK, smoothQ };
+  const spec: SageQuantSpec = { dtype, d, dv, granularity, smoothK, smoothQ, pvBits, biasRows };
   const passes: SageQuantPass[] = [
-    ...(smoothK ? (['kmean'] as const) : []),
-    ...(smoothQ ? (['qmean', 'bias'] as const) : []),
-    'qcode',
+    ...(smoothK ? (['kpart'] as const) : []),
+    ...(pvBits === 8 ? (['vpart'] as const) : []),
+    ...(smoothK || pvBits === 8 ? (['colfinal'] as const) : []),
+    'qblock',
     'kcode',
-    ...(pvBits === 8 ? (['vstats', 'vcode'] as const) : (['vcopy'] as const)),
+    ...(smoothQ ? (['bias'] as const) : []),
+    ...(pvBits === 8 ? (['vcode'] as const) : (['vcopy'] as const)),
   ];
   const kernels = passes.map((pass) =>
     generatedKernel(`sage ${pass}`, sageQuantShader, pass, spec),
@@ -408,25 +464,31 @@ export async function quantizeSageWebGpu(
   );
 
   const maxX = ctx.limits.maxComputeWorkgroupsPerDimension;
-  const x = (n: number) => Math.min(maxX, Math.ceil(n / SAGE_QUANT_THREADS));
+  const x = (n: number) => Math.min(maxX, n);
+  checkGrid(ctx, mTiles * hkv, 'dims.hkv', `kv heads x ${mTiles} bias row tiles`);
+  const k64 = Math.ceil(nk / SAGE_BIAS_KEYS);
+  checkGrid(ctx, k64, 'dims.nk', 'key tiles of 64 (the bias pass)');
   const grid: Record<SageQuantPass, [number, number, number]> = {
-    kmean: [x(d), hkv, B],
-    qmean: [x(counts.nQB * d), hq, B],
-    bias: [x(counts.nQB * nk), hq, B],
-    qcode: [Math.min(maxX, counts.nQG), hq, B],
-    kcode: [Math.min(maxX, counts.nKG), hkv, B],
-    vstats: [x(dv), hkv, B],
-    vcode: [x((nk * dv) / 4), hkv, B],
-    vcopy: [x(nk * dv), hkv, B],
+    kpart: [x(kch), hkv, B],
+    vpart: [x(vch), hkv, B],
+    colfinal: [1, hkv, B],
+    qblock: [x(counts.nQB), hq, B],
+    kcode: [x(k64), hkv, B],
+    bias: [k64, mTiles * hkv, B],
+    vcode: [x(Math.ceil((nk * dv) / 4 / SAGE_QUANT_THREADS)), hkv, B],
+    vcopy: [x(Math.ceil((nk * dv) / 4 / SAGE_QUANT_THREADS)), hkv, B],
   };
 
   const out: Partial<Record<CodecName, GpuBuffer>> = {};
+  let kMean: GpuBuffer | undefined;
   const temps: GpuBuffer[] = [];
   try {
     for (const name of CODE_NAMES)
       if (has[name]) out[name] = ctx.createOutput(bytes[name], `sage codec ${name}`);
+    if (smoothK) kMean = ctx.createOutput(Math.max(16, kMeanBytes), 'sage codec kMean');
+    // Intermediates: at least 16 bytes (a binding of an empty head still needs a buffer).
     const tmp = (n: number, label: string) => {
-      const b = ctx.createStorageBuffer(n, label);
+      const b = ctx.createStorageBuffer(Math.max(16, n), label);
       temps.push(b);
       return b;
     };
@@ -454,6 +516,9 @@ export async function quantizeSageWebGpu(
           nKG: counts.nKG,
           nQB: counts.nQB,
           zero: 0,
+          kch,
+          vch,
+          mTiles,
         }),
       ),
       'sage pre-pass params',
@@ -464,7 +529,9 @@ export async function quantizeSageWebGpu(
       q: bq,
       k: bk,
       v: bv,
-      km: smoothK ? tmp(tmpBytes.km, 'sage km') : undefined,
+      kp: smoothK ? tmp(tmpBytes.kp, 'sage K partial sums') : undefined,
+      vp: pvBits === 8 ? tmp(tmpBytes.vp, 'sage V partial max') : undefined,
+      km: kMean,
       qm: smoothQ ? tmp(tmpBytes.qm, 'sage qm') : undefined,
       svt: pvBits === 8 ? tmp(tmpBytes.svt, 'sage sV') : undefined,
       qmax: qmaxBuf,
@@ -496,6 +563,7 @@ export async function quantizeSageWebGpu(
     }
   } catch (e) {
     for (const b of Object.values(out)) ctx.pool.release(b);
+    if (kMean) ctx.pool.release(kMean);
     throw e;
   } finally {
     for (const b of temps) ctx.pool.release(b);
@@ -512,6 +580,7 @@ export async function quantizeSageWebGpu(
     vScale: out.vScale,
     v: out.v,
     bias: out.bias,
+    ...(kMean ? { kMean } : {}),
   };
 }
 
@@ -577,6 +646,8 @@ function checkCodecGpu(ctx: WebGpuContext, codec: unknown): SageCodecGpu {
         `codec.${name}`,
       );
   }
+  if (c.kMean !== undefined)
+    checkBuffer(ctx, c.kMean, 'codec.kMean', 4 * dims.batch * dims.hkv * dims.d, 'f32 [B, Hkv, D]');
   return c;
 }
 
@@ -600,11 +671,106 @@ function pickRows(ctx: WebGpuContext, spec: Omit<SageForwardSpec, 'rows'>, nq: n
   return rows;
 }
 
+/** A tensor-core config the adapter and the problem qualify for, or a ValueError naming tensorCores. */
+function tensorCorePlan(
+  ctx: WebGpuContext,
+  c: SageCodecGpu,
+  want: true | { subgroups?: number; emulate?: boolean },
+): { subgroups: number; emulate: boolean } {
+  const no = (why: string): never => {
+    throw new ValueError(
+      `tensorCores: expected a codec and adapter the int8 tensor-core kernel runs, got one where ${why}`,
+      'tensorCores',
+    );
+  };
+  const given = want === true ? {} : want;
+  const emulate = given.emulate ?? false;
+  if (typeof emulate !== 'boolean')
+    throw new ValueError(
+      `tensorCores.emulate: expected a boolean, got ${describe(emulate)}`,
+      'tensorCores.emulate',
+    );
+  const f = ctx.features;
+  const has = (comp: string, result: string) =>
+    f.subgroupMatrixConfigs.some(
+      (m) => m.component === comp && m.result === result && m.M === 16 && m.N === 16 && m.K === 32,
+    );
+  // The emulated kernel (a test aid) needs none of the features.
+  if (!emulate && !(has('i8', 'i32') && has('u8', 'u32')))
+    no(
+      'the adapter lacks the i8 x i8 -> i32 or u8 x u8 -> u32 16x16x32 subgroup-matrix configs (ctx.features.subgroupMatrixConfigs)',
+    );
+  if (
+    !emulate &&
+    (f.subgroupMinSize !== SAGE_TC_SUBGROUP || f.subgroupMaxSize !== SAGE_TC_SUBGROUP)
+  )
+    no(
+      `the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${SAGE_TC_SUBGROUP} (two lanes per row of 16)`,
+    );
+  const { d, dv } = c.dims;
+  if (d % 32 !== 0 || dv % 32 !== 0)
+    no(`D = ${d}, Dv = ${dv} are not multiples of 32 (K = 32 per product)`);
+  if (c.pvBits !== 8) no('pvBits is 32 (the kernel multiplies 8-bit P~ and V codes)');
+  const fits = (sg: number) =>
+    sageTcWorkgroupBytes({ d, dv, subgroups: sg }) <= ctx.limits.maxComputeWorkgroupStorageSize &&
+    SAGE_TC_SUBGROUP * sg <= ctx.limits.maxComputeInvocationsPerWorkgroup;
+  if (given.subgroups !== undefined) {
+    const sg = given.subgroups;
+    if (!Number.isInteger(sg) || sg < 1 || sg > 8)
+      throw new ValueError(
+        `tensorCores.subgroups: expected an integer in [1, 8], got ${describe(sg)}`,
+        'tensorCores.subgroups',
+      );
+    if (!fits(sg))
+      throw new ValueError(
+        `tensorCores.subgroups: expected a tile whose workgroup fits the device (${ctx.limits.maxComputeWorkgroupStorageSize} bytes), got ${sg} subgroups needing ${sageTcWorkgroupBytes({ d, dv, subgroups: sg })} bytes`,
+        'tensorCores.subgroups',
+      );
+    return { subgroups: sg, emulate };
+  }
+  const sg = [4, 2, 1].find(fits);
+  if (sg === undefined)
+    no(
+      `one subgroup's tile needs ${sageTcWorkgroupBytes({ d, dv, subgroups: 1 })} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,
+    );
+  return { subgroups: sg!, emulate };
+}
+
+/** The LSE shift's inputs checked (ValueError / DTypeError / ShapeError naming lseShift...). */
+function checkLseShift(
+  ctx: WebGpuContext,
+  c: SageCodecGpu,
+  shift: unknown,
+): { q: GpuBuffer; dtype: 'f32' | 'f16' | 'bf16'; km: GpuBuffer } {
+  if (shift === null || typeof shift !== 'object')
+    throw new ValueError(
+      `lseShift: expected { q: GPUBuffer, dtype } (the original Q), got ${describe(shift)}`,
+      'lseShift',
+    );
+  const { q, dtype } = shift as { q: unknown; dtype: unknown };
+  if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16')
+    throw new DTypeError(
+      `lseShift.dtype: expected "f32", "f16" or "bf16", got ${describe(dtype)}`,
+      'lseShift.dtype',
+    );
+  const { batch: B, hq, nq, d } = c.dims;
+  const el = dtype === 'f32' ? 4 : 2;
+  const qb = checkBuffer(ctx, q, 'lseShift.q', B * hq * nq * d * el, `${dtype} [B, Hq, Nq, D]`);
+  if (c.kMean === undefined)
+    throw new ValueError(
+      'lseShift: expected a codec with kMean (quantizeSageWebGpu with smoothK: true; a codec without K smoothing needs no shift), got a codec without it',
+      'lseShift',
+    );
+  return { q: qb, dtype, km: c.kMean };
+}
+
 /**
- * The Sage forward on the GPU (ARITHMETIC.md "Kernel"; ./webgpu-forward.ts) from a codec
- * (quantizeSageWebGpu's, or sageCodecToGpu of a CPU codec). Returns o f32 [B, Hq, Nq, Dv] and,
- * with returnLse, lse f32 [B, Hq, Nq] (natural log; -Infinity and O = 0 for rows without keys)
- * in new buffers of the context's pool. Mask: KERNELS.md "Common" (causal bottom-right, window).
+ * The Sage forward on the GPU (ARITHMETIC.md "Kernel") from a codec (quantizeSageWebGpu's, or
+ * sageCodecToGpu of a CPU codec): the portable kernel (./webgpu-forward.ts), or with
+ * `tensorCores` the int8 tensor-core one (./tensor-cores.ts). Returns o f32 [B, Hq, Nq, Dv]
+ * and, with returnLse, lse f32 [B, Hq, Nq] (natural log; -Infinity and O = 0 for rows without
+ * keys; with `lseShift`, of the unsmoothed scores) in new buffers of the context's pool. Mask:
+ * KERNELS.md "Common" (causal bottom-right, window).
  */
 export async function sageForwardWebGpu(
   ctx: WebGpuContext,
@@ -615,8 +781,97 @@ export async function sageForwardWebGpu(
   const c = checkCodecGpu(ctx, codec);
   const o = checkKernelOptions(opts);
   const [left, right] = band(c.dims, o);
-  checkDot4(ctx);
   const { batch: B, hq, hkv, nq, nk, d, dv } = c.dims;
+  const tc = o.tensorCores ?? false;
+  if (typeof tc !== 'boolean' && (tc === null || typeof tc !== 'object'))
+    throw new ValueError(
+      `tensorCores: expected a boolean or { subgroups?, emulate? }, got ${describe(tc)}`,
+      'tensorCores',
+    );
+  const shift =
+    o.returnLse && o.lseShift !== undefined ? checkLseShift(ctx, c, o.lseShift) : undefined;
+  checkGrid(ctx, hq, 'codec.dims.hq', 'query heads');
+  checkGrid(ctx, B, 'codec.dims.batch', 'batch entries');
+  const oBytes = 4 * B * hq * nq * dv;
+  checkBindingBytes(ctx, 'o', oBytes, 'the output f32 [B, Hq, Nq, Dv]');
+  const counts = sageGroupCounts(nq, nk, c.granularity);
+  // The LSE shift pass, queued after the kernel (its pipeline compiled up front).
+  const shiftKernel = shift
+    ? generatedKernel('sage lse shift', sageLseShiftShader, shift.dtype, d)
+    : undefined;
+  const shiftProgram =
+    shift && shiftKernel
+      ? await compile(ctx, shiftKernel, 'sage lse shift', { d, dtype: shift.dtype })
+      : undefined;
+  const shiftStep = async (lse: GpuBuffer, temps: GpuBuffer[]): Promise<ComputeStep[]> => {
+    if (!shift || !shiftKernel || !shiftProgram) return [];
+    const rows = B * hq * nq;
+    const u = ctx.createUniform(
+      new Uint8Array(
+        packUniform(SAGE_LSE_FIELDS, { hq, hkv, group: hq / hkv, nq, rows, scale: o.scale }),
+      ),
+      'sage lse shift params',
+    );
+    temps.push(u);
+    return [
+      {
+        program: shiftProgram,
+        buffers: bindBuffers(shiftKernel.bindings, { P: u, q: shift.q, km: shift.km, lse }),
+        workgroups: [
+          Math.min(ctx.limits.maxComputeWorkgroupsPerDimension, Math.ceil(rows / SAGE_LSE_ROWS)),
+          1,
+          1,
+        ],
+        label: 'sage lse shift',
+      },
+    ];
+  };
+
+  if (tc !== false) {
+    const plan = tensorCorePlan(ctx, c, tc);
+    checkGrid(
+      ctx,
+      Math.ceil(nq / (16 * plan.subgroups)),
+      'codec.dims.nq',
+      `query tiles of ${16 * plan.subgroups} rows`,
+    );
+    const r = await sageTcForward(
+      ctx,
+      {
+        qCodes: c.qCodes,
+        qScale: c.qScale,
+        kCodes: c.kCodes,
+        kScale: c.kScale,
+        vCodes: c.vCodes!,
+        vScale: c.vScale!,
+        bias: c.bias,
+      },
+      c.dims,
+      c.granularity,
+      // The band as the portable kernel reads it (causal folded in).
+      { scale: o.scale, causal: false, window: [left, right] },
+      { subgroups: plan.subgroups, emulate: plan.emulate },
+      o.profiler,
+    );
+    if (!o.returnLse) {
+      ctx.pool.release(r.lse);
+      return { o: r.o };
+    }
+    const temps: GpuBuffer[] = [];
+    try {
+      const steps = await shiftStep(r.lse, temps);
+      if (steps.length > 0) await ctx.dispatch(steps, o.profiler);
+    } catch (e) {
+      ctx.pool.release(r.o);
+      ctx.pool.release(r.lse);
+      throw e;
+    } finally {
+      for (const b of temps) ctx.pool.release(b);
+    }
+    return r;
+  }
+
+  checkDot4(ctx);
   const base = {
     d,
     dv,
@@ -638,18 +893,13 @@ export async function sageForwardWebGpu(
     );
   const tiles = Math.ceil(nq / rows);
   checkGrid(ctx, tiles, 'codec.dims.nq', `query tiles of ${rows} rows`);
-  checkGrid(ctx, hq, 'codec.dims.hq', 'query heads');
-  checkGrid(ctx, B, 'codec.dims.batch', 'batch entries');
-  const oBytes = 4 * B * hq * nq * dv;
-  checkBindingBytes(ctx, 'o', oBytes, 'the output f32 [B, Hq, Nq, Dv]');
-  const counts = sageGroupCounts(nq, nk, c.granularity);
   const kernel = generatedKernel('sage forward', sageForwardShader, spec);
   const program = await compile(ctx, kernel, 'sage forward', spec);
   const out = ctx.createOutput(oBytes, 'sage o');
   const lse = o.returnLse ? ctx.createOutput(4 * B * hq * nq, 'sage lse') : undefined;
-  let uniform: GpuBuffer | undefined;
+  const temps: GpuBuffer[] = [];
   try {
-    uniform = ctx.createUniform(
+    const uniform = ctx.createUniform(
       new Uint8Array(
         packUniform(SAGE_FORWARD_FIELDS, {
           hq,
@@ -668,6 +918,7 @@ export async function sageForwardWebGpu(
       ),
       'sage forward params',
     );
+    temps.push(uniform);
     const buffers: Record<string, GpuBuffer | undefined> = {
       P: uniform,
       qc: c.qCodes,
@@ -689,6 +940,7 @@ export async function sageForwardWebGpu(
           workgroups: [tiles, hq, B],
           label: 'sage forward',
         },
+        ...(lse ? await shiftStep(lse, temps) : []),
       ],
       o.profiler,
     );
@@ -697,7 +949,7 @@ export async function sageForwardWebGpu(
     if (lse) ctx.pool.release(lse);
     throw e;
   } finally {
-    if (uniform) ctx.pool.release(uniform);
+    for (const b of temps) ctx.pool.release(b);
   }
   return lse ? { o: out, lse } : { o: out };
 }
