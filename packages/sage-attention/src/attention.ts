@@ -18,7 +18,7 @@ import {
   sageLseShiftTs,
 } from '@attnkit/skeleton';
 import { Tensor } from '@attnkit/tensor';
-import { toWebGpu, WebGpuStorage, webGpuStorageOf } from '@attnkit/webgpu';
+import { WebGpuStorage, webGpuStorageOf } from '@attnkit/webgpu';
 import {
   type ResolvedSage,
   resolveSage,
@@ -92,25 +92,6 @@ async function runCpu(
   return out;
 }
 
-/**
- * The webgpu kernel's lse with the smoothK shift added back (ARITHMETIC.md "LSE"): q, k and the
- * lse are read back, shifted on the cpu (sageLseShiftTs) and the lse uploaded again. It costs
- * a read of q and k, paid only by calls that ask for the lse.
- */
-async function unsmoothLseWebGpu(
-  lse: Tensor,
-  q: Tensor,
-  k: Tensor,
-  r: ResolvedSage,
-): Promise<Tensor> {
-  const ctx = webGpuStorageOf(lse, 'lse').ctx;
-  const [l, qc, kc] = await Promise.all([lse.toCpu(), q.toCpu(), k.toCpu()]);
-  const data = l.toFloat32Array();
-  sageLseShiftTs(data, qc.toFloat32Array(), kc.toFloat32Array(), r.dims, r.kernel.scale);
-  lse.dispose();
-  return toWebGpu(Tensor.from(data, l.shape), ctx);
-}
-
 async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Promise<KernelTensors> {
   // Whole contiguous buffers (typed errors naming the tensor otherwise).
   const storage = webGpuStorageOf;
@@ -126,7 +107,14 @@ async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Prom
     q.dtype as 'f32' | 'f16' | 'bf16',
   );
   try {
-    const res = await sageForwardWebGpu(ctx, codec, { ...r.kernel, returnLse: r.returnLse });
+    const res = await sageForwardWebGpu(ctx, codec, {
+      ...r.kernel,
+      returnLse: r.returnLse,
+      // ARITHMETIC.md "LSE": of the original scores (a pass on the GPU adds scale q . km).
+      ...(r.returnLse && r.config.smoothK
+        ? { lseShift: { q: sq.buffer, dtype: q.dtype as 'f32' | 'f16' | 'bf16' } }
+        : {}),
+    });
     const { batch, hq, nq, dv } = r.dims;
     const wrap = (b: GpuBuffer, shape: number[]) =>
       new Tensor(
@@ -139,10 +127,7 @@ async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Prom
         shape,
       );
     const out: KernelTensors = { o: wrap(res.o, [batch, hq, nq, dv]) };
-    if (res.lse) {
-      out.lse = wrap(res.lse, [batch, hq, nq]);
-      if (r.config.smoothK) out.lse = await unsmoothLseWebGpu(out.lse, q, k, r);
-    }
+    if (res.lse) out.lse = wrap(res.lse, [batch, hq, nq]);
     return out;
   } finally {
     disposeSageCodecGpu(ctx, codec);
