@@ -122,8 +122,15 @@ ATTNKIT_ALWAYS_INLINE V sageExp(V x) {
 // 2^y for y <= 8 (the probabilities): 2^n 2^f, n = round(y), 2^f = 1 + f P(f) as sageExp's;
 // y below -125 (masked keys) gives 2^-125 P, a normal number that rounds every code to 0 and
 // adds nothing visible to a sum.
+template <bool kClamp = true>
 ATTNKIT_ALWAYS_INLINE V sageExp2(V y) {
+  // AVX-512's scalef takes any exponent; elsewhere scale2 adds it to the float's bits. Without a
+  // -inf input (kClamp false: no masked key in the tile) AVX-512 skips the clamp.
+#if defined(ATTNKIT_ISA_AVX512)
+  const V yc = kClamp ? V::max(y, V::set1(-125.0f)) : y;
+#else
   const V yc = V::max(y, V::set1(-125.0f));
+#endif
   const V n = V::round(yc);
   const V f = yc - n;
   V p = V::fma(V::set1(1.326472731307149e-3f), f, V::set1(9.671512991189957e-3f));
@@ -150,6 +157,7 @@ struct SageQkArgs {
   const int8_t* k;      // codes of the tile's first key
   const int32_t* corr;  // VNNI: 128 sum_c kCode per key (from the tile's first); else unused
   const float* sk;      // sK per key (from the tile's first)
+  const float* sqsk;    // granularity block / warp: f32(sQ sK) per [vector][key], else null
   const float* bias;    // smoothQ: the term per key (from the tile's first), else null
   float scale;
   float* st;            // [keys][Bq] scores
@@ -163,10 +171,13 @@ struct SageQkArgs {
 // score, but its error grows with |s|, not |s - m|: p off by ~10 ulp flipped enough pCodes to
 // put O 1.2e-4 from the spec, over ARITHMETIC.md's 1e-4.) VNNI's accumulators start at the
 // key's correction -128 sum_c kCode.
+// The register blocks' loops over r are unrolled by pragma: GCC left the epilogue's loop
+// rolled, which made the accumulators an array in memory (24 spills and reloads per block).
 template <int R>
 struct SageScores {
   static ATTNKIT_ALWAYS_INLINE void run(const SageQkArgs& a, int64_t r0) {
     Vi acc[R][kFwdNV];
+    #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
       for (int v = 0; v < kFwdNV; v++) acc[r][v] = kSageCorrection ? viSet1(-a.corr[r0 + r]) : viZero();
     const int8_t* k = a.k + r0 * a.d;
@@ -180,6 +191,7 @@ struct SageScores {
       for (int v = 0; v < kFwdNV; v++) q[v] = viLoad(qg + v * V::L);
 #endif
 #if defined(ATTNKIT_ISA_AVX512)
+      #pragma GCC unroll 8
       for (int r = 0; r < R; r++) {
         const Vi kb = _mm512_set1_epi32(sageLoad32(k + r * a.d + 4 * g));
         for (int v = 0; v < kFwdNV; v++) acc[r][v] = dpbusd(acc[r][v], q[v], kb);
@@ -195,6 +207,7 @@ struct SageScores {
         }
       }
 #else
+      #pragma GCC unroll 8
       for (int r = 0; r < R; r++) {
         const int8_t* kr = k + r * a.d + 4 * g;
         for (int v = 0; v < kFwdNV; v++) {
@@ -204,20 +217,30 @@ struct SageScores {
       }
 #endif
     }
-    V sq[kFwdNV];
-    for (int v = 0; v < kFwdNV; v++) sq[v] = V::load(a.sq + v * V::L);
+    // The running max in registers: the stores to st (float) may alias a.mx (__m512 is
+    // may_alias), so updating it in place would reload and store it after every score.
+    V sq[kFwdNV], mx[kFwdNV];
+    for (int v = 0; v < kFwdNV; v++) {
+      sq[v] = V::load(a.sq + v * V::L);
+      mx[v] = a.mx[v];
+    }
     const V scale = V::set1(a.scale);
+    #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
       const int64_t j = r0 + r;
       const V sk = V::set1(a.sk[j]);
+      const V bj = V::set1(a.bias != nullptr ? a.bias[j] : 0.0f);
       for (int v = 0; v < kFwdNV; v++) {
-        V t = V::opaque(viToF(acc[r][v]) * (sq[v] * sk));
-        if (a.bias != nullptr) t = t + V::set1(a.bias[j]);
+        // f32(sQ sK): from the tile's table when every lane of the vector shares sQ.
+        const V qk = a.sqsk != nullptr ? V::set1(a.sqsk[v * kSageTile + j]) : sq[v] * sk;
+        V t = V::opaque(viToF(acc[r][v]) * qk);
+        if (a.bias != nullptr) t = t + bj;
         const V s = t * scale;
         s.store(a.st + j * kFwdBq + v * V::L);
-        a.mx[v] = V::max(a.mx[v], s);
+        mx[v] = V::max(mx[v], s);
       }
     }
+    for (int v = 0; v < kFwdNV; v++) a.mx[v] = mx[v];
   }
 };
 
@@ -236,12 +259,14 @@ template <int R>
 struct SagePV {
   static ATTNKIT_ALWAYS_INLINE void run(const SagePvArgs& a, int64_t c0) {
     Vi acc[R][kFwdNV];
+    #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
       for (int v = 0; v < kFwdNV; v++) acc[r][v] = viZero();
     const int32_t* vr = a.vp + c0 * kSageGroups;
     for (int64_t g = 0; g < a.ng; g++) {
       Vi p[kFwdNV];
       for (int v = 0; v < kFwdNV; v++) p[v] = viLoad(a.pp + g * kFwdBq + v * V::L);
+      #pragma GCC unroll 8
       for (int r = 0; r < R; r++) {
         const Vi vb = viSet1(vr[r * kSageGroups + g]);
         for (int v = 0; v < kFwdNV; v++) {
@@ -255,10 +280,13 @@ struct SagePV {
         }
       }
     }
+    V alpha[kFwdNV];  // in registers (the stores to ot may alias a.alpha)
+    for (int v = 0; v < kFwdNV; v++) alpha[v] = a.alpha[v];
+    #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
       float* o = a.ot + (c0 + r) * kFwdBq;
       for (int v = 0; v < kFwdNV; v++)
-        V::fma(V::load(o + v * V::L), a.alpha[v], viToF(acc[r][v])).store(o + v * V::L);
+        V::fma(V::load(o + v * V::L), alpha[v], viToF(acc[r][v])).store(o + v * V::L);
     }
   }
 };
@@ -267,6 +295,7 @@ struct SagePV {
 // per lane): m_new, alpha = e^(m - m_new), p = e^(s - m_new), l = alpha l + sum p. pvBits 8 (pp
 // non-null): 255 p from the exponential (l sums 255 p: the finish divides by 255), the codes
 // rint(255 p) packed kSageKpg keys per word (keys past the tile's end 0); pvBits 32: p into st.
+template <bool kMasked>
 ATTNKIT_ALWAYS_INLINE void sageSoftmax(int64_t keys, float* m, float* l, float* st, int32_t* pp,
                                        const V* tileMax, V* alpha) {
   V mx[kFwdNV], base[kFwdNV], sum[kFwdNV];
@@ -284,12 +313,13 @@ ATTNKIT_ALWAYS_INLINE void sageSoftmax(int64_t keys, float* m, float* l, float* 
   for (int64_t g = 0; g < ng; g++) {
     Vi w[kFwdNV];
     for (int v = 0; v < kFwdNV; v++) w[v] = viZero();
+    #pragma GCC unroll 8
     for (int kk = 0; kk < kSageKpg; kk++) {
       const int64_t j = g * kSageKpg + kk;
       float* row = st + j * kFwdBq;
       for (int v = 0; v < kFwdNV; v++) {
         const V x = j < keys ? V::load(row + v * V::L) : V::set1(-kInf);
-        const V e = sageExp2(V::fma(x - base[v], log2e, off));
+        const V e = sageExp2<kMasked>(V::fma(x - base[v], log2e, off));
         sum[v] = sum[v] + e;
         if (pp != nullptr) {
           w[v] = viOr(w[v], viShl(fToVi(e), kk * (32 / kSageKpg)));
@@ -325,8 +355,9 @@ struct SageScratch {
   float* l;
   float* diag;
   float* kept;  // fwdMask's block-sparse flags (unused: no block mask)
+  float* sqsk;  // [kFwdNV][64] f32(sQ sK) of the tile (granularity block / warp)
   static int64_t floats(int64_t d, int64_t dv) {
-    return (d / 4 + 1 + kSageTile + kSageGroups + dv + 4) * kFwdBq;
+    return (d / 4 + 1 + kSageTile + kSageGroups + dv + 4) * kFwdBq + kFwdNV * kSageTile;
   }
   SageScratch(float* base, int64_t d, int64_t dv) {
     qp = reinterpret_cast<int32_t*>(base);
@@ -338,6 +369,7 @@ struct SageScratch {
     l = m + kFwdBq;
     diag = l + kFwdBq;
     kept = diag + kFwdBq;
+    sqsk = kept + kFwdBq;
   }
 };
 
@@ -379,6 +411,11 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
   qa.d = d;
   qa.qp = sc.qp;
   qa.sq = sc.sq;
+  // Block and warp groups span 128 and 16 rows, aligned, so every vector of lanes (16 rows at
+  // most, from a multiple of kFwdBq) shares one sQ: f32(sQ sK) per vector and key is a table
+  // of the tile (one broadcast operand per score instead of a product).
+  const bool sharedSq = z.granularity != SageGranularity::kThread;
+  qa.sqsk = sharedSq ? sc.sqsk : nullptr;
   qa.scale = c.scale;
   qa.st = sc.st;
   const int8_t* kc = c.kCodes + (b * z.hkv + hk) * nk * d;
@@ -399,6 +436,15 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
     qa.corr = kv.corr != nullptr ? kv.corr + j0 : nullptr;
     qa.sk = kv.sk + j0;
     qa.bias = bias != nullptr ? bias + j0 : nullptr;
+    if (sharedSq) {
+      for (int v = 0; v < kFwdNV; v++) {
+        const float sqv = sc.sq[v * V::L];
+        for (int64_t j = 0; j < keys; j++) sc.sqsk[v * kSageTile + j] = sqv * qa.sk[j];
+      }
+    }
+    // Masked scores (-inf) in the tile: the partial tiles' and the padding past a short tile's
+    // last key word.
+    const bool masked = vis == Vis::kPartial || keys % kSageKpg != 0;
     V mx[kFwdNV];
     for (int v = 0; v < kFwdNV; v++) mx[v] = V::set1(-kInf);
     qa.mx = mx;
@@ -414,7 +460,10 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
     }
     V alpha[kFwdNV];
     if (c.pvBits == 8) {
-      sageSoftmax(keys, sc.m, sc.l, sc.st, sc.pp, mx, alpha);
+      if (masked)
+        sageSoftmax<true>(keys, sc.m, sc.l, sc.st, sc.pp, mx, alpha);
+      else
+        sageSoftmax<false>(keys, sc.m, sc.l, sc.st, sc.pp, mx, alpha);
       pa.ng = ceilDiv(keys, kSageKpg);
       pa.vp = kv.vp + (j0 / kSageTile) * dv * kSageGroups;
       pa.alpha = alpha;
@@ -422,7 +471,7 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
       for (; ch + kSageMR <= dv; ch += kSageMR) SagePV<kSageMR>::run(pa, ch);
       if (ch < dv) withRows<SagePV, kSageMR>(dv - ch, pa, ch);
     } else {
-      sageSoftmax(keys, sc.m, sc.l, sc.st, nullptr, mx, alpha);
+      sageSoftmax<true>(keys, sc.m, sc.l, sc.st, nullptr, mx, alpha);
       fwdPV(dv, keys, sc.st, vf + j0 * dv, dv, sc.ot, alpha);
     }
   }

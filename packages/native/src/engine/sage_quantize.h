@@ -44,43 +44,52 @@ inline void sageCodes(const float* x, const float* m, int64_t n, float s, int qm
   }
 }
 
-// max |x - m| over n values (m null: max |x|), finite inputs: a max in the lanes (the compiler
-// would not vectorise a float max reduction itself: NaN makes it order-dependent).
-inline float sageAbsMax(const float* x, const float* m, int64_t n) {
-  V acc = V::zero();
-  int64_t i = 0;
-  for (; i + V::L <= n; i += V::L) {
-    V y = V::load(x + i);
-    if (m != nullptr) y = y - V::load(m + i);
-    acc = V::max(acc, V::abs(y));
+// Per scale group g, max |x[i] - mean(i)| over its rows i (gmax[g]; 0 for an empty group):
+// running maxima in the lanes per group (gvec: nG V::L floats), one reduction per group at the
+// end. d is a multiple of 16, so of V::L. Finite inputs.
+template <class MeanOf, class GroupOf>
+inline void sageGroupMaxima(const float* x, int64_t rows, int64_t d, MeanOf meanOf, GroupOf groupOf,
+                            int64_t nG, float* gvec, float* gmax) {
+  for (int64_t g = 0; g < nG; g++) V::zero().store(gvec + g * V::L);
+  for (int64_t i = 0; i < rows; i++) {
+    const float* m = meanOf(i);
+    float* gv = gvec + groupOf(i) * V::L;
+    V acc = V::load(gv);
+    for (int64_t c = 0; c < d; c += V::L) acc = V::max(acc, V::abs(V::load(x + i * d + c) - V::load(m + c)));
+    acc.store(gv);
   }
-  float lanes[V::L];
-  acc.store(lanes);
-  float a = 0.0f;
-  for (int l = 0; l < V::L; l++) a = lanes[l] > a ? lanes[l] : a;
-  for (; i < n; i++) {
-    const float y = std::fabs(m != nullptr ? x[i] - m[i] : x[i]);
-    a = y > a ? y : a;
+  for (int64_t g = 0; g < nG; g++) {
+    float a = 0.0f;
+    for (int l = 0; l < V::L; l++) a = gvec[g * V::L + l] > a ? gvec[g * V::L + l] : a;
+    gmax[g] = a;
   }
-  return a;
 }
 
-// The bias's sums run over 8 keys x 8 (head, block) pairs at a time: 8 independent vectors of
-// 8 doubles (a chain per key, so the fma latency is hidden), each lane's sum in channel order.
+// The bias's sums run over 4 keys x up to 32 (head, block) pairs at a time: 16 independent
+// vectors of 8 doubles (chains per key and pair block, so the fma latency is hidden; each
+// smoothed key value broadcast once per channel for up to 4 fmas), each lane's sum in channel
+// order.
 typedef double SageD8 __attribute__((vector_size(64)));
-constexpr int64_t kSageBiasKeys = 8;
+constexpr int64_t kSageBiasKeys = 4;
 
-// acc[kk][m0 .. m0 + 8) = sum64_c w[c Mp + m] ks[kk d + c] for the keys kk < 8 (rows of ks).
-ATTNKIT_ALWAYS_INLINE void sageBias8x8(const double* w, int64_t Mp, int64_t m0, const float* ks,
-                                       int64_t d, SageD8* acc) {
-  SageD8 a[kSageBiasKeys];
-  for (int64_t kk = 0; kk < kSageBiasKeys; kk++) a[kk] = SageD8{0, 0, 0, 0, 0, 0, 0, 0};
+// acc[kk * MB + mb] = the sums of pairs m0 + 8 mb .. + 7 for keys kk < 4: sum64_c
+// w[c Mp + m] ksd[kk d + c] (ksd: the keys' smoothed rows in binary64).
+template <int MB>
+ATTNKIT_ALWAYS_INLINE void sageBiasBlock(const double* w, int64_t Mp, int64_t m0, const double* ksd,
+                                         int64_t d, SageD8* acc) {
+  SageD8 a[kSageBiasKeys][MB];
+  for (int64_t kk = 0; kk < kSageBiasKeys; kk++)
+    for (int mb = 0; mb < MB; mb++) a[kk][mb] = SageD8{0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t ch = 0; ch < d; ch++) {
-    SageD8 wc;
-    std::memcpy(&wc, w + ch * Mp + m0, sizeof(wc));
-    for (int64_t kk = 0; kk < kSageBiasKeys; kk++) a[kk] += wc * static_cast<double>(ks[kk * d + ch]);
+    SageD8 wc[MB];
+    for (int mb = 0; mb < MB; mb++) std::memcpy(&wc[mb], w + ch * Mp + m0 + 8 * mb, sizeof(SageD8));
+    for (int64_t kk = 0; kk < kSageBiasKeys; kk++) {
+      const double x = ksd[kk * d + ch];
+      for (int mb = 0; mb < MB; mb++) a[kk][mb] += wc[mb] * x;
+    }
   }
-  for (int64_t kk = 0; kk < kSageBiasKeys; kk++) acc[kk] = a[kk];
+  for (int64_t kk = 0; kk < kSageBiasKeys; kk++)
+    for (int mb = 0; mb < MB; mb++) acc[kk * MB + mb] = a[kk][mb];
 }
 
 // Pass 1, (b, query head h): qm[a, c] = f32(sum64_{i in a} Q[i, c] / n_a) per 128-row block a
@@ -102,11 +111,12 @@ inline bool sageQMeans(const SageQuantizeCall& c, int64_t b, int64_t h, double* 
 }
 
 // Pass 2, (b, kv head hk): K smoothed, its scales and codes; V's; the bias of the group's query
-// heads. Scratch: sum (d doubles), km (d), ks (8 d), gmax (nKG), w (d x Mp doubles, Mp = group
-// nQB rounded up to 8: the block means transposed), vrow (2 dv doubles).
+// heads. Scratch: sum (d doubles), km (d), ks (4 d doubles), gmax (nKG), gvec (nKG V::L),
+// w (d x Mp doubles, Mp = group nQB rounded up to 8: the block means transposed), vrow (2 dv
+// doubles).
 inline bool sageQuantizeKv(const SageQuantizeCall& c, int64_t b, int64_t hk, const float* qmAll,
-                           double* sum, float* km, float* ks, float* gmax, double* w,
-                           double* vrow, bool* vFinite) {
+                           double* sum, float* km, float* ks, float* gmax, float* gvec,
+                           double* w, double* vrow, bool* vFinite) {
   const SageDims& z = c.z;
   const int64_t nk = z.nk, d = z.d, dv = z.dv;
   const float* k = c.k + (b * z.hkv + hk) * nk * d;
@@ -126,11 +136,9 @@ inline bool sageQuantizeKv(const SageQuantizeCall& c, int64_t b, int64_t hk, con
   for (int64_t h = hk * z.group; h < (hk + 1) * z.group; h++)
     if (c.qBits[h] == 8) qmax = 127;
   float* kScale = c.kScale + (b * z.hkv + hk) * z.nKG;
-  for (int64_t g = 0; g < z.nKG; g++) gmax[g] = 0.0f;
-  for (int64_t j = 0; j < nk; j++) {
-    float& gm = gmax[sageKGroup(j, z.granularity)];
-    gm = std::max(gm, sageAbsMax(k + j * d, km, d));
-  }
+  sageGroupMaxima(
+      k, nk, d, [&](int64_t) { return km; },
+      [&](int64_t j) { return sageKGroup(j, z.granularity); }, z.nKG, gvec, gmax);
   for (int64_t g = 0; g < z.nKG; g++) kScale[g] = sageScale(gmax[g], qmax);
   int8_t* kc = c.kCodes + (b * z.hkv + hk) * nk * d;
   for (int64_t j = 0; j < nk; j++)
@@ -140,8 +148,8 @@ inline bool sageQuantizeKv(const SageQuantizeCall& c, int64_t b, int64_t hk, con
     // dS[a, j] = f32(sum64_c qm[a, c] Ks[j, c]) for the M = group nQB (head, block) pairs of
     // this kv head (w: their means transposed, [d][Mp] with Mp = M rounded up to 8, zero
     // padded): the products of two f32 are exact in binary64, so each pair's sum is the
-    // sequential one over c whatever runs in the lanes. Keys 8 at a time (ks: their smoothed
-    // rows; past nk zero).
+    // sequential one over c whatever runs in the lanes. Keys 4 at a time (ksd: their smoothed
+    // rows in binary64; past nk zero).
     const int64_t M = z.group * z.nQB, Mp = roundUp(M, 8);
     for (int64_t ch = 0; ch < d; ch++) {
       for (int64_t m = 0; m < Mp; m++) {
@@ -151,19 +159,29 @@ inline bool sageQuantizeKv(const SageQuantizeCall& c, int64_t b, int64_t hk, con
                   : 0.0;
       }
     }
-    SageD8 acc8[kSageBiasKeys];
+    SageD8 acc[kSageBiasKeys * 4];
+    double* ksd = reinterpret_cast<double*>(ks);  // kSageBiasKeys rows of d doubles
     for (int64_t j0 = 0; j0 < nk; j0 += kSageBiasKeys) {
       const int64_t jn = std::min(kSageBiasKeys, nk - j0);
       for (int64_t kk = 0; kk < kSageBiasKeys; kk++)
         for (int64_t ch = 0; ch < d; ch++)
-          ks[kk * d + ch] = kk < jn ? k[(j0 + kk) * d + ch] - km[ch] : 0.0f;
-      for (int64_t m0 = 0; m0 < Mp; m0 += 8) {
-        sageBias8x8(w, Mp, m0, ks, d, acc8);
-        for (int64_t mm = 0; mm < 8 && m0 + mm < M; mm++) {
-          const int64_t hh = (m0 + mm) / z.nQB, a = (m0 + mm) % z.nQB;
-          float* bias = c.bias + ((b * z.hq + hk * z.group + hh) * z.nQB + a) * nk + j0;
-          for (int64_t kk = 0; kk < jn; kk++) bias[kk] = static_cast<float>(acc8[kk][mm]);
+          ksd[kk * d + ch] = kk < jn ? static_cast<double>(k[(j0 + kk) * d + ch] - km[ch]) : 0.0;
+      for (int64_t m0 = 0; m0 < Mp;) {
+        const int64_t mbs = std::min<int64_t>(4, (Mp - m0) / 8);
+        if (mbs == 4) sageBiasBlock<4>(w, Mp, m0, ksd, d, acc);
+        else if (mbs == 3) sageBiasBlock<3>(w, Mp, m0, ksd, d, acc);
+        else if (mbs == 2) sageBiasBlock<2>(w, Mp, m0, ksd, d, acc);
+        else sageBiasBlock<1>(w, Mp, m0, ksd, d, acc);
+        for (int64_t mb = 0; mb < mbs; mb++) {
+          for (int64_t lane = 0; lane < 8 && m0 + 8 * mb + lane < M; lane++) {
+            const int64_t m = m0 + 8 * mb + lane;
+            const int64_t hh = m / z.nQB, a = m % z.nQB;
+            float* bias = c.bias + ((b * z.hq + hk * z.group + hh) * z.nQB + a) * nk + j0;
+            for (int64_t kk = 0; kk < jn; kk++)
+              bias[kk] = static_cast<float>(acc[kk * mbs + mb][lane]);
+          }
         }
+        m0 += 8 * mbs;
       }
     }
   }
@@ -203,17 +221,15 @@ inline bool sageQuantizeKv(const SageQuantizeCall& c, int64_t b, int64_t hk, con
 
 // Pass 3, (b, query head h): Q's scales and codes from its block means (zeros without smoothQ).
 inline void sageQuantizeQ(const SageQuantizeCall& c, int64_t b, int64_t h, const float* qm,
-                          float* gmax) {
+                          const float* zeros, float* gmax, float* gvec) {
   const SageDims& z = c.z;
   const int64_t nq = z.nq, d = z.d;
   const float* q = c.q + (b * z.hq + h) * nq * d;
   const int qmax = c.qBits[h] == 8 ? 127 : 7;
   float* qs = c.qScale + (b * z.hq + h) * z.nQG;
-  for (int64_t g = 0; g < z.nQG; g++) gmax[g] = 0.0f;
-  for (int64_t i = 0; i < nq; i++) {
-    float& gm = gmax[sageQGroup(i, z.granularity)];
-    gm = std::max(gm, sageAbsMax(q + i * d, qm != nullptr ? qm + (i / kSageQBlock) * d : nullptr, d));
-  }
+  sageGroupMaxima(
+      q, nq, d, [&](int64_t i) { return qm != nullptr ? qm + (i / kSageQBlock) * d : zeros; },
+      [&](int64_t i) { return sageQGroup(i, z.granularity); }, z.nQG, gvec, gmax);
   for (int64_t g = 0; g < z.nQG; g++) qs[g] = sageScale(gmax[g], qmax);
   int8_t* qc = c.qCodes + (b * z.hq + h) * nq * d;
   for (int64_t i = 0; i < nq; i++)
@@ -224,39 +240,54 @@ inline void sageQuantizeQ(const SageQuantizeCall& c, int64_t b, int64_t h, const
 inline const char* sageQuantize(const SageQuantizeCall& c) {
   const SageDims& z = c.z;
   const int threads = poolThreads();
-  // Per thread (floats): sum (2 d: d doubles), km (d), ks (8 d), gmax (max(nKG, nQG)), w (2 d Mp:
-  // d Mp doubles), vrow (4 dv: 2 dv doubles).
-  const int64_t Mp = roundUp(z.group * z.nQB, 8);
+  // Per thread (floats): sum (2 d: d doubles), km (d), zeros (d), ks (8 d: the bias's 4 key rows
+  // in doubles), gmax (nG = max(nKG, nQG)), gvec (nG V::L), w (2 d Mp: d Mp doubles), vrow
+  // (4 dv: 2 dv doubles).
+  const int64_t Mp = roundUp(z.group * z.nQB, 8), nG = std::max(z.nKG, z.nQG);
   const int64_t fSum = roundUp(2 * z.d, 16), fKm = roundUp(z.d, 16), fKs = 8 * z.d;
-  const int64_t fG = roundUp(std::max(z.nKG, z.nQG), 16), fW = roundUp(2 * z.d * Mp, 16);
+  const int64_t fG = roundUp(nG, 16), fGv = roundUp(nG * V::L, 16), fW = roundUp(2 * z.d * Mp, 16);
   const int64_t fV = roundUp(4 * z.dv, 16);
-  const int64_t per = fSum + fKm + fKs + fG + fW + fV;
+  const int64_t per = fSum + 2 * fKm + fKs + fG + fGv + fW + fV;
   const int64_t fQm = c.smoothQ ? roundUp(z.batch * z.hq * z.nQB * z.d, 16) : 0;
   SageBuffer buf(per * threads + fQm);
   if (!buf.ok()) return kOutOfMemory;
   float* scratchBase = buf.get();
   float* qmAll = scratchBase + per * threads;
+  struct Scratch {
+    double* sum;
+    float *km, *zeros, *ks, *gmax, *gvec;
+    double *w, *vrow;
+  };
+  auto scratchOf = [&](int thread) {
+    float* base = scratchBase + per * thread;
+    Scratch x;
+    x.sum = reinterpret_cast<double*>(base);
+    x.km = base + fSum;
+    x.zeros = x.km + fKm;
+    x.ks = x.zeros + fKm;
+    x.gmax = x.ks + fKs;
+    x.gvec = x.gmax + fG;
+    x.w = reinterpret_cast<double*>(x.gvec + fGv);
+    x.vrow = reinterpret_cast<double*>(x.gvec + fGv + fW);
+    for (int64_t ch = 0; ch < z.d; ch++) x.zeros[ch] = 0.0f;
+    return x;
+  };
   int bad = 0;  // bit 0: q, 1: k, 2: v non-finite
   auto means = [&](int64_t t, int thread) {
-    float* base = scratchBase + per * thread;
+    const Scratch x = scratchOf(thread);
     bool ok = true;
     if (c.smoothQ)
-      ok = sageQMeans(c, t / z.hq, t % z.hq, reinterpret_cast<double*>(base), qmAll + t * z.nQB * z.d);
+      ok = sageQMeans(c, t / z.hq, t % z.hq, x.sum, qmAll + t * z.nQB * z.d);
     else
       ok = sageAllFinite(c.q + t * z.nq * z.d, z.nq * z.d);
     if (!ok) __atomic_fetch_or(&bad, 1, __ATOMIC_RELAXED);
   };
   parallel(z.batch * z.hq, means);
   auto kv = [&](int64_t t, int thread) {
-    float* base = scratchBase + per * thread;
-    float* km = base + fSum;
-    float* ks = km + fKm;
-    float* gmax = ks + fKs;
-    double* w = reinterpret_cast<double*>(gmax + fG);
-    double* vrow = reinterpret_cast<double*>(gmax + fG + fW);
+    const Scratch x = scratchOf(thread);
     bool vFinite = true;
-    if (!sageQuantizeKv(c, t / z.hkv, t % z.hkv, qmAll, reinterpret_cast<double*>(base), km,
-                        ks, gmax, w, vrow, &vFinite))
+    if (!sageQuantizeKv(c, t / z.hkv, t % z.hkv, qmAll, x.sum, x.km, x.ks, x.gmax, x.gvec, x.w,
+                        x.vrow, &vFinite))
       __atomic_fetch_or(&bad, 2, __ATOMIC_RELAXED);
     if (!vFinite) __atomic_fetch_or(&bad, 4, __ATOMIC_RELAXED);
   };
@@ -265,8 +296,9 @@ inline const char* sageQuantize(const SageQuantizeCall& c) {
   if (bad & 2) return kSageNonFiniteK;
   if (bad & 4) return kSageNonFiniteV;
   auto qc = [&](int64_t t, int thread) {
-    float* base = scratchBase + per * thread;
-    sageQuantizeQ(c, t / z.hq, t % z.hq, c.smoothQ ? qmAll + t * z.nQB * z.d : nullptr, base);
+    const Scratch x = scratchOf(thread);
+    sageQuantizeQ(c, t / z.hq, t % z.hq, c.smoothQ ? qmAll + t * z.nQB * z.d : nullptr, x.zeros,
+                  x.gmax, x.gvec);
   };
   parallel(z.batch * z.hq, qc);
   return nullptr;
