@@ -17,6 +17,7 @@ const FAMILIES = [
   ['@attnkit/sigmoid-attention', 'sigmoid-attention', 'sigmoid'],
   ['@attnkit/hstu-attention', 'hstu-attention', 'hstu'],
   ['@attnkit/lean-attention', 'lean-attention', 'lean'],
+  ['@attnkit/sage-attention', 'sage-attention', 'sage'],
 ] as const;
 const dir = mkdtempSync(join(tmpdir(), 'attnkit-side-effects-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
