@@ -71,6 +71,9 @@ inline void sageGroupMaxima(const float* x, int64_t rows, int64_t d, MeanOf mean
 // order.
 typedef double SageD8 __attribute__((vector_size(64)));
 constexpr int64_t kSageBiasKeys = 4;
+// Pair blocks of 8 per register block: 4 with AVX-512's 32 registers; one with AVX2's 16 (4 x 4
+// vectors of 8 doubles would spill every fma's accumulator).
+constexpr int64_t kSageBiasMB = V::L == 16 ? 4 : 1;
 
 // acc[kk * MB + mb] = the sums of pairs m0 + 8 mb .. + 7 for keys kk < 4: sum64_c
 // w[c Mp + m] ksd[kk d + c] (ksd: the keys' smoothed rows in binary64).
@@ -167,7 +170,7 @@ inline bool sageQuantizeKv(const SageQuantizeCall& c, int64_t b, int64_t hk, con
         for (int64_t ch = 0; ch < d; ch++)
           ksd[kk * d + ch] = kk < jn ? static_cast<double>(k[(j0 + kk) * d + ch] - km[ch]) : 0.0;
       for (int64_t m0 = 0; m0 < Mp;) {
-        const int64_t mbs = std::min<int64_t>(4, (Mp - m0) / 8);
+        const int64_t mbs = std::min<int64_t>(kSageBiasMB, (Mp - m0) / 8);
         if (mbs == 4) sageBiasBlock<4>(w, Mp, m0, ksd, d, acc);
         else if (mbs == 3) sageBiasBlock<3>(w, Mp, m0, ksd, d, acc);
         else if (mbs == 2) sageBiasBlock<2>(w, Mp, m0, ksd, d, acc);
