@@ -934,9 +934,12 @@ Napi::Object sageProblemObject(const Napi::Value& v, Keep& keep, const char* wha
 // Whether int8 codes lie in [-127, 127] (the kernels' products assume it: VNNI's offset by 128,
 // AVX2's |q| and sign(q) k never saturate there).
 void checkCodes(Napi::Env env, const char* name, const int8_t* x, int64_t n) {
-  for (int64_t i = 0; i < n; i++)
-    if (x[i] == -128)
-      rangeError(env, std::string(name) + "[" + std::to_string(i) + "]", "a code in [-127, 127]", "-128");
+  // memchr: the C library's vectorised scan (a byte loop here took 2% of a forward).
+  const void* hit = n > 0 ? std::memchr(x, 0x80, static_cast<size_t>(n)) : nullptr;
+  if (hit != nullptr) {
+    const int64_t i = static_cast<const int8_t*>(hit) - x;
+    rangeError(env, std::string(name) + "[" + std::to_string(i) + "]", "a code in [-127, 127]", "-128");
+  }
 }
 
 void checkFiniteArray(Napi::Env env, const char* name, const float* x, int64_t n) {
