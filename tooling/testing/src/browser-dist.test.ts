@@ -58,6 +58,11 @@ const SMOKE: Record<string, string> = {
     const mk = (s) => t.Tensor.from(Float32Array.from({ length: 32 }, (_, i) => Math.cos(5 * s + i)), [1, 1, 4, 8]);
     const { o } = await m.sigmoidAttention(mk(1), mk(2), mk(3), { backend: 'ts' });
     return { o: Array.from(o.toFloat32Array()) };`,
+  '@attnkit/linear-attention': `
+    const mk = (s) => t.Tensor.from(Float32Array.from({ length: 40 }, (_, i) => Math.sin(3 * s + i)), [1, 5, 2, 4]);
+    const gk = t.Tensor.from(Float32Array.from({ length: 40 }, (_, i) => -0.1 - 0.01 * i), [1, 5, 2, 4]);
+    const { o, finalState } = await m.chunkGla(mk(1), mk(2), mk(3), gk, { backend: 'ts', chunkSize: 2, outputFinalState: true });
+    return { o: Array.from(o.toFloat32Array()), ht: Array.from(finalState.toFloat32Array()) };`,
   '@attnkit/skeleton': `return { native: m.nativeAvailable() };`,
   '@attnkit/native': `return { engine: m.loadNative() === undefined ? 'none' : 'loaded', why: m.nativeLoadError() };`,
   '@attnkit/webgpu': `return { context: typeof m.getWebGpuContext, adapter: typeof m.findAdapter };`,

@@ -18,6 +18,7 @@ const FAMILIES = [
   ['@attnkit/hstu-attention', 'hstu-attention', 'hstu'],
   ['@attnkit/lean-attention', 'lean-attention', 'lean'],
   ['@attnkit/sage-attention', 'sage-attention', 'sage'],
+  ['@attnkit/linear-attention', 'linear-attention', 'gla'],
 ] as const;
 const dir = mkdtempSync(join(tmpdir(), 'attnkit-side-effects-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
