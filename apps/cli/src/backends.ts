@@ -2,6 +2,7 @@ import {
   type Golden,
   type GoldenKind,
   goldenAttentionOptions,
+  goldenGlaOptions,
   goldenHstuOptions,
   goldenSigmoidOptions,
   type KernelTensors,
@@ -13,6 +14,7 @@ import {
 import { loadNativeBackend } from '@attnkit/flash-attention';
 import '@attnkit/hstu-attention';
 import '@attnkit/lean-attention';
+import '@attnkit/linear-attention';
 import '@attnkit/sage-attention';
 import '@attnkit/sigmoid-attention';
 import { BackendUnavailableError, type Tensor, ValueError } from '@attnkit/tensor';
@@ -80,15 +82,7 @@ const ALL_KINDS: readonly GoldenKind[] = ['softmax', 'softmax_varlen', 'sigmoid'
  * moves a tensor option onto the inputs' device (identity on cpu; an upload for webgpu, whose
  * kernels take tensor options such as HSTU's `rab` only on q's device).
  */
-const FAMILIES: Partial<
-  Record<
-    GoldenKind,
-    {
-      family: string;
-      options: (g: Golden, put: (t: Tensor) => Tensor) => Record<string, unknown>;
-    }
-  >
-> = {
+const FAMILIES: Partial<Record<GoldenKind, Route>> = {
   softmax: { family: 'softmax', options: (g) => ({ ...goldenAttentionOptions(g) }) },
   softmax_varlen: { family: 'softmax', options: (g) => ({ ...goldenAttentionOptions(g) }) },
   sigmoid: { family: 'sigmoid', options: (g) => ({ ...goldenSigmoidOptions(g) }) },
@@ -102,6 +96,17 @@ const FAMILIES: Partial<
       return o;
     },
   },
+  // GLA (@attnkit/linear-attention): gk beside q, k, v; h0 as initialState; dht with dO.
+  gla: {
+    family: 'gla',
+    options: (g, put) => {
+      const o: Record<string, unknown> = { ...goldenGlaOptions(g) };
+      if (o.initialState) o.initialState = put(o.initialState as Tensor);
+      return o;
+    },
+    inputs: ['gk'],
+    gradInputs: ['dht'],
+  },
 };
 
 /**
@@ -112,8 +117,10 @@ const FAMILIES: Partial<
  * SageAttention2 ('sage', @attnkit/sage-attention) is quantized softmax attention: it runs the
  * BHND softmax goldens' forward (o) with the golden's options plus its own (qkBits,
  * granularity), and verify judges it by KERNELS.md's accuracy bars, not the f32 tolerance.
+ * GLA ('gla', @attnkit/linear-attention) verifies the gla goldens on its kernels with the
+ * `form` (chunk, the default, or recurrent), as without --family but naming the form.
  */
-export const VERIFY_FAMILIES = ['lean', 'sage'] as const;
+export const VERIFY_FAMILIES = ['lean', 'sage', 'gla'] as const;
 export type VerifyFamily = (typeof VERIFY_FAMILIES)[number];
 export const LEAN_PARTITIONS = ['fa2', 'splitK', 'streamK'] as const;
 export type LeanPartitionName = (typeof LEAN_PARTITIONS)[number];
@@ -122,6 +129,12 @@ export type LeanPartitionName = (typeof LEAN_PARTITIONS)[number];
 interface Route {
   family: string;
   options: (g: Golden, put: (t: Tensor) => Tensor) => Record<string, unknown>;
+  /** Golden tensors the forward takes beside q, k, v (GLA's gk). */
+  inputs?: readonly string[];
+  /** Golden tensors the backward takes beside dO, when the file has them (GLA's dht). */
+  gradInputs?: readonly string[];
+  /** With --family: the golden kinds it verifies. */
+  kinds?: readonly GoldenKind[];
 }
 
 const VERIFY_ROUTES: Record<VerifyFamily, { kinds: readonly GoldenKind[]; route: Route }> = {
@@ -133,6 +146,7 @@ const VERIFY_ROUTES: Record<VerifyFamily, { kinds: readonly GoldenKind[]; route:
     kinds: ['softmax'],
     route: { family: 'sage', options: (g) => ({ ...goldenAttentionOptions(g) }) },
   },
+  gla: { kinds: ['gla'], route: FAMILIES.gla! },
 };
 
 /**
@@ -167,7 +181,8 @@ function verifyRoute(
       'partition',
     );
   return {
-    family: r.route.family,
+    ...r.route,
+    kinds: r.kinds,
     options: (g, put) => ({
       ...r.route.options(g, put),
       ...(partition === undefined ? {} : { partition }),
@@ -187,7 +202,7 @@ function kindsOf(backend: string): GoldenKind[] {
 function registryBackend(name: string, route?: Route): GoldenBackend {
   return {
     name,
-    kinds: route ? ALL_KINDS.filter((k) => k.startsWith('softmax')) : kindsOf(name),
+    kinds: route ? (route.kinds ?? []) : kindsOf(name),
     async run(g, { algorithm }) {
       const f = route ?? FAMILIES[g.kind]!;
       const pick = (pass: 'forward' | 'backward') =>
@@ -203,19 +218,15 @@ function registryBackend(name: string, route?: Route): GoldenBackend {
         return u;
       };
       const options = { ...f.options(g, put), algorithm, backend: name };
-      const inputs: KernelTensors = {
-        q: put(g.tensors.q!),
-        k: put(g.tensors.k!),
-        v: put(g.tensors.v!),
-      };
+      const inputs: KernelTensors = {};
+      for (const n of ['q', 'k', 'v', ...(f.inputs ?? [])]) inputs[n] = put(g.tensors[n]!);
       const fwd = await forward.run(inputs, options);
       const produced: KernelTensors = { ...fwd };
       // An inference family (sage) registers no backward: its goldens' gradients stay unproduced.
       if (g.hasBackward && g.tensors.do && pick('backward')) {
-        const grads = await pick('backward').run(
-          { ...inputs, ...fwd, do: put(g.tensors.do) },
-          options,
-        );
+        const upstream: KernelTensors = { do: put(g.tensors.do) };
+        for (const n of f.gradInputs ?? []) if (g.tensors[n]) upstream[n] = put(g.tensors[n]!);
+        const grads = await pick('backward').run({ ...inputs, ...fwd, ...upstream }, options);
         Object.assign(produced, grads);
       }
       const out: Record<string, Tensor> = {};

@@ -4,6 +4,8 @@ import {
   accuracy,
   alibi,
   alibiSlopes,
+  glaRecurrentReference,
+  glaRecurrentReferenceBackward,
   hstuAttentionReference,
   hstuAttentionReferenceBackward,
   type KernelTensors,
@@ -14,12 +16,13 @@ import {
   softcap,
 } from '@attnkit/attention';
 import { type FlashAlgorithm, flashFlops } from '@attnkit/flash-attention';
-import { formatBytes, Rng, type Tensor, ValueError } from '@attnkit/tensor';
+import { glaFlops } from '@attnkit/linear-attention';
+import { formatBytes, Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { toWebGpu } from '@attnkit/webgpu';
 import { cliWebGpuContext, prepareBackends } from './backends.js';
 
 /** Families `attnkit bench` times (registry names; 'flash' is softmax's alias). */
-export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid', 'hstu', 'sage'] as const;
+export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid', 'hstu', 'sage', 'gla'] as const;
 export type BenchFamily = (typeof BENCH_FAMILIES)[number];
 
 export interface BenchOptions {
@@ -205,7 +208,8 @@ async function time(fn: () => Promise<unknown> | unknown, warmup: number, repeat
  * Times a family's forward and backward on random normal inputs (median of `repeats` after
  * `warmup`), beside the float64 reference on the same shape. GFLOP/s use the conventional count
  * (FlashAttention's, for every family: HSTU's silu and softmax's exp alike are not counted):
- * 4*B*H*N^2*D forward, 2.5x backward, halved when causal.
+ * 4*B*H*N^2*D forward, 2.5x backward, halved when causal; GLA, linear in N, counts its chunk
+ * form's own products (glaFlops).
  */
 export async function runBench(
   opts: BenchOptions,
@@ -224,6 +228,17 @@ export async function runBench(
       `--score-mod: expected none with --family sage (its scores are dequantized int32 dots), got "${opts.scoreMod}"`,
       'scoreMod',
     );
+  const gla = family === 'gla';
+  if (gla && opts.causal)
+    throw new ValueError(
+      '--causal: expected none with --family gla (GLA is causal by construction), got --causal',
+      'causal',
+    );
+  if (gla && opts.scoreMod !== 'none')
+    throw new ValueError(
+      `--score-mod: expected none with --family gla (it has no scores to modify), got "${opts.scoreMod}"`,
+      'scoreMod',
+    );
   const hstu = family === 'hstu' ? hstuBenchOptions(opts.shape, opts.causal) : undefined;
   const scoreMod = parseScoreMod(opts.scoreMod, H);
   // HSTU's kernels take score mods (after alpha q.k), but its float64 peer has none: a peer
@@ -238,22 +253,39 @@ export async function runBench(
   // [B*N, H, D] tensors hold as many elements as the BHND ones, and it keeps no lse).
   checkBenchMemory(opts);
   const rng = new Rng(opts.seed);
-  const dims = hstu ? [B * N, H, D] : [B, H, N, D];
+  // GLA's layout is BTHK ([B, N, H, D], K = V = D).
+  const dims = hstu ? [B * N, H, D] : gla ? [B, N, H, D] : [B, H, N, D];
   const q = rng.randn(dims);
   const k = rng.randn(dims);
   const v = rng.randn(dims);
   const dO = rng.randn(dims);
+  // GLA's gates as fla's tests draw them: log sigmoid(normal) / 16 (slow decays).
+  const gk = gla
+    ? Tensor.from(
+        rng
+          .randn(dims)
+          .toFloat32Array()
+          .map((x) => -Math.log1p(Math.exp(-x)) / 16),
+        dims,
+      )
+    : undefined;
   // The family's own options, as its public function takes them (hstuAttention's for hstu,
   // sageAttention's for sage: it has no loop-order or score-mod options).
-  const options: Record<string, unknown> = sage
-    ? { causal: opts.causal, ...(opts.qkBits === undefined ? {} : { qkBits: opts.qkBits }) }
-    : {
-        ...(hstu ?? { causal: opts.causal }),
-        algorithm: opts.algorithm,
-        scoreMod,
-      };
+  const options: Record<string, unknown> = gla
+    ? { form: 'chunk' }
+    : sage
+      ? { causal: opts.causal, ...(opts.qkBits === undefined ? {} : { qkBits: opts.qkBits }) }
+      : {
+          ...(hstu ?? { causal: opts.causal }),
+          algorithm: opts.algorithm,
+          scoreMod,
+        };
   const normalize = family === 'sigmoid' ? ('sigmoid' as const) : ('softmax' as const);
   const referencePass = (pass: 'forward' | 'backward') => {
+    if (gk)
+      return pass === 'forward'
+        ? glaRecurrentReference(q, k, v, gk)
+        : glaRecurrentReferenceBackward(q, k, v, gk, dO);
     if (hstu)
       return pass === 'forward'
         ? hstuAttentionReference(q, k, v, hstu)
@@ -267,6 +299,7 @@ export async function runBench(
   const ctx = opts.backend === 'webgpu' ? await cliWebGpuContext() : undefined;
   const on = (t: Tensor) => (ctx ? toWebGpu(t, ctx) : t);
   const [xq, xk, xv, xdO] = [q, k, v, dO].map(on) as [Tensor, Tensor, Tensor, Tensor];
+  const xgk = gk ? on(gk) : undefined;
   // GPU calls return once the work is queued: wait for it, and free the results each round.
   const settle = async (results: Record<string, Tensor>) => {
     if (!ctx) return;
@@ -282,7 +315,7 @@ export async function runBench(
     );
   const forward = request('forward');
   const backward = opts.passes.includes('backward') ? request('backward') : undefined;
-  const inputs: KernelTensors = { q: xq, k: xk, v: xv };
+  const inputs: KernelTensors = xgk ? { q: xq, k: xk, v: xv, gk: xgk } : { q: xq, k: xk, v: xv };
   const fwd = await forward.run(inputs, options);
   const bwdInputs: KernelTensors = { ...inputs, ...fwd, do: xdO };
   // Sage is approximate: each row says how close its o is to the float64 reference.
@@ -313,13 +346,15 @@ export async function runBench(
       const r = await time(() => referencePass(pass), 0, 1);
       referenceMs = r.medianMs;
     }
-    const flops = flashFlops(problem, pass);
+    const flops = gla
+      ? glaFlops({ lengths: Array<number>(B).fill(N), H, K: D, V: D }, 'chunk', pass)
+      : flashFlops(problem, pass);
     rows.push({
       family: opts.scoreMod === 'none' ? family : `${family}+${opts.scoreMod}`,
       backend: forward.backend,
       algorithm: opts.algorithm,
       shape: opts.shape,
-      causal: opts.causal,
+      causal: gla || opts.causal,
       pass,
       flops,
       medianMs: t.medianMs,

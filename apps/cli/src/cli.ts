@@ -30,14 +30,15 @@ const consoleIo: CliIo = {
 export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <name>] [--algorithm fa1|fa2] [--json]
                  [--family lean [--partition fa2|splitK|streamK]]
                  [--family sage [--qk-bits 8|4] [--granularity block|warp|thread]]
+                 [--family gla [--form chunk|recurrent]]
       Runs a golden reference file on a backend and compares every reference tensor with the
       KERNELS.md tolerance; exits 0 only if all are within it.
       Backends: every one the kernel registry has for the golden's family — ts (pure
-      TypeScript), native (C++ engine: threads + SIMD), webgpu (WGSL on Dawn); softmax, sigmoid
-      and hstu kinds — and reference (float64, every kind). Every reference tensor in the file
-      must be produced and within tolerance: one the backend does not produce is a FAIL.
-      Default: the registry's choice for cpu tensors (native when the addon loads, else ts);
-      reference for kinds without a fast kernel (gla).
+      TypeScript), native (C++ engine: threads + SIMD), webgpu (WGSL on Dawn); softmax, sigmoid,
+      hstu and gla kinds, as registered — and reference (float64, every kind). Every reference
+      tensor in the file must be produced and within tolerance: one the backend does not
+      produce is a FAIL. Default: the registry's choice for cpu tensors (native when the addon
+      loads, else ts); reference for kinds without a fast kernel.
       --family lean: runs a softmax golden (softmax_decode is LeanAttention's) through the
       LeanAttention decode kernels of @attnkit/lean-attention (ts, native, webgpu) instead,
       with --partition fa2, splitK or streamK (default streamK, with the backend's default
@@ -45,9 +46,12 @@ export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <
       --family sage: runs a BHND softmax golden's forward through SageAttention2
       (@attnkit/sage-attention; ts, native, webgpu) with INT8 (default) or INT4 Q·K, prints
       o's cosine similarity, relative L1 and L2 against the golden's float64 o, and passes when
-      KERNELS.md's bars hold (INT8: cos >= 0.999 and rel_l1 <= 0.03; INT4: cos >= 0.99).`;
+      KERNELS.md's bars hold (INT8: cos >= 0.999 and rel_l1 <= 0.03; INT4: cos >= 0.99).
+      --family gla: runs a gla golden (o, the final state ht and dq, dk, dv, dgk, dh0) through
+      the GLA kernels of @attnkit/linear-attention in the --form chunk (chunkGla, default) or
+      recurrent (fusedRecurrentGla), at KERNELS.md's chunked-GLA tolerance.`;
 
-export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu|sage] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
+export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu|sage|gla] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
                 [--algorithm fa1|fa2] [--score-mod none|alibi|softcap:<cap>] [--qk-bits 8|4]
                 [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json|dir]
       Times forward and backward through the kernel registry (median after warm-up), prints
@@ -61,6 +65,10 @@ export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu
       --qk-bits 4; the time includes the quantization pre-pass; the rate is TOPS-style
       4*B*H*N^2*D (halved causal) per second; each row reports o's cosine similarity to the
       float64 reference when the reference runs.
+      --family gla: chunkGla (GLA's chunkwise form, C 64) on [B, N, H, D] tensors (BTHK,
+      K = V = D) with gates log sigmoid(normal) / 16; causal by construction (no --causal); the
+      rate counts the chunk form's own FLOPs (glaFlops), not attention's 4 B H N^2 D; peer: the
+      float64 recurrence (glaReference).
       --repeats is at least 1; --warmup may be 0. --out writes the JSON results to a file, or to
       bench-<date>.json inside an existing directory; its directory must exist (checked before
       the run). Without --out nothing is written.`;
@@ -127,6 +135,7 @@ async function verify(args: string[], io: CliIo): Promise<number> {
       partition: { type: 'string' },
       'qk-bits': { type: 'string' },
       granularity: { type: 'string' },
+      form: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -149,6 +158,7 @@ async function verify(args: string[], io: CliIo): Promise<number> {
       partition: values.partition,
       qkBits: bitsFlag(values['qk-bits']),
       granularity: values.granularity,
+      form: values.form,
     });
     allOk &&= report.ok;
     reports.push(report);

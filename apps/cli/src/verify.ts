@@ -33,6 +33,24 @@ export interface VerifyOptions {
   qkBits?: number;
   /** With family 'sage': 'block', 'warp' (default) or 'thread'. */
   granularity?: string;
+  /** With family 'gla': 'chunk' (default, chunkGla) or 'recurrent' (fusedRecurrentGla). */
+  form?: string;
+}
+
+export const GLA_FORMS = ['chunk', 'recurrent'] as const;
+
+/** `--family gla`'s options (the form), typed errors naming --form. */
+function glaOptions(options: VerifyOptions): Record<string, unknown> {
+  const { form } = options;
+  if (form === undefined) return {};
+  if (options.family !== 'gla')
+    throw new ValueError(
+      `--form: expected only with --family gla, got it with ${options.family === undefined ? 'no --family' : `--family ${options.family}`}`,
+      'form',
+    );
+  if (!(GLA_FORMS as readonly string[]).includes(form))
+    throw new ValueError(`--form: expected one of ${GLA_FORMS.join(', ')}, got "${form}"`, 'form');
+  return { form };
 }
 
 /**
@@ -96,7 +114,7 @@ export async function verifyGolden(
       `--algorithm: expected none with --family ${options.family} (its kernels run the FA2 loop; the partition is --partition), got ${options.algorithm}`,
       'algorithm',
     );
-  const extra = sageOptions(options);
+  const extra = { ...sageOptions(options), ...glaOptions(options) };
   const backend =
     options.family === undefined
       ? goldenBackend(options.backend, golden.kind, options.algorithm)
