@@ -6,27 +6,41 @@
 //   bash .gpu/run.sh .gpu/app/probe-i8-gemm.mjs [SIZE=4096] [REGS=4x4,2x2,2x4] [TYPE=i8|u8]
 // Prints one line per reading ("CHECK ...") and per timed variant ("RESULT ...").
 import { create, globals } from 'webgpu';
+
 Object.assign(globalThis, globals);
 const [SIZE = '4096', REGS = '4x4,2x2,2x4', TYPE = 'i8'] = process.argv.slice(2);
 const t0 = performance.now();
 const log = (...a) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1)}s]`, ...a);
-const gpu = create(['backend=vulkan', 'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia']);
+const gpu = create([
+  'backend=vulkan',
+  'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia',
+]);
 const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
 const cfgs = adapter.info.subgroupMatrixConfigs ?? [];
-log('configs', JSON.stringify(cfgs.filter((c) => c.componentType !== 'f16' && c.componentType !== 'f32')));
+log(
+  'configs',
+  JSON.stringify(cfgs.filter((c) => c.componentType !== 'f16' && c.componentType !== 'f32')),
+);
 const device = await adapter.requestDevice({
   requiredFeatures: ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'],
-  requiredLimits: { maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize, maxBufferSize: adapter.limits.maxBufferSize },
+  requiredLimits: {
+    maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+    maxBufferSize: adapter.limits.maxBufferSize,
+  },
 });
 device.addEventListener?.('uncapturederror', (e) => log('uncaptured', e.error?.message));
-const M = 16, N = 16, K = 32; // the 16x16x32 config
+const M = 16,
+  N = 16,
+  K = 32; // the 16x16x32 config
 const ACC = TYPE === 'i8' ? 'i32' : 'u32';
 const ARR = TYPE === 'i8' ? 'i32' : 'u32';
 
 function shader(units, RM, RN, S) {
   const d = units === 'words' ? ' / 4u' : '';
-  const L = (i, off) => `let a${i} = subgroupMatrixLoad<subgroup_matrix_left<${TYPE}, ${K}, ${M}>>(&A, (${off})${d}, false, ${units === 'words' ? S / 4 : S}u);`;
-  const R = (j, off) => `let b${j} = subgroupMatrixLoad<subgroup_matrix_right<${TYPE}, ${N}, ${K}>>(&B, (${off})${d}, true, ${units === 'words' ? S / 4 : S}u);`;
+  const L = (i, off) =>
+    `let a${i} = subgroupMatrixLoad<subgroup_matrix_left<${TYPE}, ${K}, ${M}>>(&A, (${off})${d}, false, ${units === 'words' ? S / 4 : S}u);`;
+  const R = (j, off) =>
+    `let b${j} = subgroupMatrixLoad<subgroup_matrix_right<${TYPE}, ${N}, ${K}>>(&B, (${off})${d}, true, ${units === 'words' ? S / 4 : S}u);`;
   const acc = [];
   for (let i = 0; i < RM; i++) for (let j = 0; j < RN; j++) acc.push([i, j]);
   return `enable chromium_experimental_subgroup_matrix;
@@ -53,7 +67,10 @@ async function pipelineOf(code) {
   const errs = info.messages.filter((m) => m.type === 'error');
   if (errs.length) throw new Error(errs.map((e) => `${e.lineNum}:${e.message}`).join(' | '));
   const t = performance.now();
-  const p = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  const p = await device.createComputePipelineAsync({
+    layout: 'auto',
+    compute: { module, entryPoint: 'main' },
+  });
   return { p, compileS: (performance.now() - t) / 1000 };
 }
 
@@ -67,20 +84,44 @@ function data(S, seed) {
   }
   return bytes;
 }
-const mk = (arr) => { const b = device.createBuffer({ size: arr.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC }); device.queue.writeBuffer(b, 0, arr.buffer, arr.byteOffset, arr.byteLength); return b; };
+const mk = (arr) => {
+  const b = device.createBuffer({
+    size: arr.byteLength,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+  });
+  device.queue.writeBuffer(b, 0, arr.buffer, arr.byteOffset, arr.byteLength);
+  return b;
+};
 
 async function runOnce(pipe, S, RM, RN, reps, bA, bB, bC) {
-  const bind = device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries: [bA, bB, bC].map((buffer, binding) => ({ binding, resource: { buffer } })) });
+  const bind = device.createBindGroup({
+    layout: pipe.getBindGroupLayout(0),
+    entries: [bA, bB, bC].map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
   const enc = device.createCommandEncoder();
-  for (let r = 0; r < reps; r++) { const p = enc.beginComputePass(); p.setPipeline(pipe); p.setBindGroup(0, bind); p.dispatchWorkgroups(S / (2 * RN * N), S / (2 * RM * M)); p.end(); }
+  for (let r = 0; r < reps; r++) {
+    const p = enc.beginComputePass();
+    p.setPipeline(pipe);
+    p.setBindGroup(0, bind);
+    p.dispatchWorkgroups(S / (2 * RN * N), S / (2 * RM * M));
+    p.end();
+  }
   device.queue.submit([enc.finish()]);
   await device.queue.onSubmittedWorkDone();
 }
 async function readC(bC, n) {
-  const rb = device.createBuffer({ size: n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const enc = device.createCommandEncoder(); enc.copyBufferToBuffer(bC, 0, rb, 0, n * 4); device.queue.submit([enc.finish()]);
+  const rb = device.createBuffer({
+    size: n * 4,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(bC, 0, rb, 0, n * 4);
+  device.queue.submit([enc.finish()]);
   await rb.mapAsync(GPUMapMode.READ);
-  const out = TYPE === 'i8' ? new Int32Array(rb.getMappedRange().slice(0)) : new Uint32Array(rb.getMappedRange().slice(0));
+  const out =
+    TYPE === 'i8'
+      ? new Int32Array(rb.getMappedRange().slice(0))
+      : new Uint32Array(rb.getMappedRange().slice(0));
   rb.destroy();
   return out;
 }
@@ -88,7 +129,8 @@ const val = (b) => (TYPE === 'i8' ? b : b & 0xff);
 function check(a, b, c, S, samples) {
   let bad = 0;
   for (let s = 0; s < samples; s++) {
-    const i = (s * 997) % S, j = (s * 1499 + 7) % S;
+    const i = (s * 997) % S,
+      j = (s * 1499 + 7) % S;
     let ref = 0;
     for (let k = 0; k < S; k++) ref += val(a[i * S + k]) * val(b[j * S + k]);
     if (c[i * S + j] !== ref) bad++;
@@ -102,26 +144,38 @@ for (const u of ['elems', 'words']) {
   const S = 128;
   try {
     const { p } = await pipelineOf(shader(u, 2, 2, S));
-    const a = data(S, 1), b = data(S, 2);
-    const bA = mk(a), bB = mk(b);
+    const a = data(S, 1),
+      b = data(S, 2);
+    const bA = mk(a),
+      bB = mk(b);
     const bC = mk(new Int32Array(S * S).fill(0x7fffffff));
     await runOnce(p, S, 2, 2, 1, bA, bB, bC);
     const c = await readC(bC, S * S);
     const bad = check(a, b, c, S, 400);
-    log(`CHECK ${TYPE} reading=${u}: ${bad === 0 ? 'exact' : `${bad}/400 wrong`} (e.g. C[0]=${c[0]})`);
+    log(
+      `CHECK ${TYPE} reading=${u}: ${bad === 0 ? 'exact' : `${bad}/400 wrong`} (e.g. C[0]=${c[0]})`,
+    );
     if (bad === 0 && !units) units = u;
     for (const x of [bA, bB, bC]) x.destroy();
   } catch (e) {
     log(`CHECK ${TYPE} reading=${u}: error ${String(e.message).slice(0, 300)}`);
   }
 }
-if (!units) { log('no exact reading: stop'); process.exit(1); }
+if (!units) {
+  log('no exact reading: stop');
+  process.exit(1);
+}
 
 // 2. Timing at SIZE^3 (verified on samples first; inputs random, output poisoned).
 const S = Number(SIZE);
-const a = data(S, 3), b = data(S, 4);
-const bA = mk(a), bB = mk(b);
-const bC = device.createBuffer({ size: S * S * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+const a = data(S, 3),
+  b = data(S, 4);
+const bA = mk(a),
+  bB = mk(b);
+const bC = device.createBuffer({
+  size: S * S * 4,
+  usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+});
 for (const reg of REGS.split(',')) {
   const [RM, RN] = reg.split('x').map(Number);
   try {
@@ -130,9 +184,15 @@ for (const reg of REGS.split(',')) {
     await runOnce(p, S, RM, RN, 1, bA, bB, bC);
     const bad = check(a, b, await readC(bC, S * S), S, 24);
     const times = [];
-    for (let r = 0; r < 3; r++) { const t = performance.now(); await runOnce(p, S, RM, RN, 5, bA, bB, bC); times.push((performance.now() - t) / 5); }
+    for (let r = 0; r < 3; r++) {
+      const t = performance.now();
+      await runOnce(p, S, RM, RN, 5, bA, bB, bC);
+      times.push((performance.now() - t) / 5);
+    }
     const ms = Math.min(...times);
-    log(`RESULT ${TYPE} ${reg} ${S}^3 reading=${units}: ${ms.toFixed(3)} ms ${((2 * S ** 3) / ms / 1e9).toFixed(1)} TOPS, compile ${compileS.toFixed(2)} s, ${bad}/24 wrong`);
+    log(
+      `RESULT ${TYPE} ${reg} ${S}^3 reading=${units}: ${ms.toFixed(3)} ms ${((2 * S ** 3) / ms / 1e9).toFixed(1)} TOPS, compile ${compileS.toFixed(2)} s, ${bad}/24 wrong`,
+    );
   } catch (e) {
     log(`RESULT ${TYPE} ${reg}: error ${String(e.message).slice(0, 300)}`);
   }
