@@ -121,6 +121,44 @@ export interface SageCodecCpu {
   bias?: Float32Array | undefined;
 }
 
+/**
+ * A pre-pass's arrays as a SageCodecCpu: pvBits 8 carries vCodes / vScale, pvBits 32 carries v;
+ * bias only with smoothQ. Shared by the TS and native pre-passes so both hand out the same shape.
+ */
+export function sageCodecOf(
+  dims: SageDims,
+  granularity: SageGranularity,
+  pvBits: 8 | 32,
+  a: {
+    qCodes: Int8Array;
+    qScale: Float32Array;
+    kCodes: Int8Array;
+    kScale: Float32Array;
+    vCodes?: Int8Array | undefined;
+    vScale?: Float32Array | undefined;
+    v: Float32Array;
+    bias?: Float32Array | undefined;
+  },
+): SageCodecCpu {
+  const codec: SageCodecCpu = {
+    dims: { ...dims },
+    granularity,
+    pvBits,
+    qCodes: a.qCodes,
+    qScale: a.qScale,
+    kCodes: a.kCodes,
+    kScale: a.kScale,
+  };
+  if (pvBits === 8) {
+    codec.vCodes = a.vCodes;
+    codec.vScale = a.vScale;
+  } else {
+    codec.v = a.v;
+  }
+  if (a.bias) codec.bias = a.bias;
+  return codec;
+}
+
 export interface SageKernelOptions {
   scale: number;
   causal: boolean;

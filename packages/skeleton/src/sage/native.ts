@@ -18,6 +18,7 @@ import {
   type SageDims,
   type SageKernelOptions,
   type SageQuantConfig,
+  sageCodecOf,
   sageGroupCounts,
 } from './codec.js';
 
@@ -180,23 +181,16 @@ export async function quantizeSageNative(
   } catch (e) {
     throw typed(e, 'config');
   }
-  const codec: SageCodecCpu = {
-    dims: { batch, hq, hkv, nq, nk, d, dv },
-    granularity: g,
-    pvBits: config.pvBits,
+  return sageCodecOf({ batch, hq, hkv, nq, nk, d, dv }, g, config.pvBits, {
     qCodes,
     qScale,
     kCodes,
     kScale,
-  };
-  if (pv8) {
-    codec.vCodes = vCodes;
-    codec.vScale = vScale;
-  } else {
-    codec.v = v;
-  }
-  if (bias) codec.bias = bias;
-  return codec;
+    vCodes,
+    vScale,
+    v,
+    bias,
+  });
 }
 
 /** A tensor of `shape` holding no data (all strides 0): the problem needs only the shapes. */

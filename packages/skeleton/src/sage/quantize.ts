@@ -9,6 +9,7 @@ import {
   type SageCodecCpu,
   type SageDims,
   type SageQuantConfig,
+  sageCodecOf,
   sageGroupCounts,
 } from './codec.js';
 
@@ -125,23 +126,16 @@ export function quantizeSageTs(
       }
     }
   }
-  const codec: SageCodecCpu = {
-    dims: { ...dims },
-    granularity: g,
-    pvBits: config.pvBits,
+  return sageCodecOf(dims, g, config.pvBits, {
     qCodes,
     qScale,
     kCodes,
     kScale,
-  };
-  if (pv8) {
-    codec.vCodes = vCodes;
-    codec.vScale = vScale;
-  } else {
-    codec.v = v;
-  }
-  if (bias) codec.bias = bias;
-  return codec;
+    vCodes,
+    vScale,
+    v,
+    bias,
+  });
 }
 
 function qmaxOf(bits: number): number {
