@@ -81,8 +81,9 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
       page.on('console', (m) => logs.push(m.text()));
       page.on('pageerror', (e) => logs.push(String(e)));
       await page.goto(url);
+      // Loading the bundle competes with every other package's tests on CI's two cores.
       await page.waitForFunction(() => 'attnkitRunGolden' in globalThis, undefined, {
-        timeout: 10_000,
+        timeout: 60_000,
       });
       for (const [set, name] of SETS.flatMap((s) => FILES.map((f) => [s.name, f] as const))) {
         const result = await page.evaluate(
