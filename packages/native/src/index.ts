@@ -12,7 +12,7 @@ import type * as NodeUrl from 'node:url';
  * until then.
  *
  * The engine is a registry of ops ('attention.forward', 'attention.backward', 'gemm',
- * 'sage.quantize', 'sage.forward'), each with kernels per ISA; one generic entry point, `run(op, problem, inputs, outputs)`, checks the
+ * 'sage.quantize', 'sage.forward', 'gla.forward', 'gla.backward'), each with kernels per ISA; one generic entry point, `run(op, problem, inputs, outputs)`, checks the
  * arrays against the op's descriptor and runs the kernel of the best ISA this CPU has for that
  * op (`ops()` lists them). Importing this module has no side effects and imports no Node
  * module: the addon is loaded by the first `loadNative()` (or `nativeLoadError()`), in Node
@@ -237,6 +237,28 @@ export interface NativeSageForwardProblem extends NativeSageDims {
   threads?: number | undefined;
 }
 
+/**
+ * Gated linear attention, chunk form (KERNELS.md "Gated linear attention"; the TS twin
+ * @attnkit/linear-attention's gla/chunk.ts). Layout BTHK: q, k, gk [batch, t, h, k], v and o
+ * [batch, t, h, v]; states h0, ht, dht, dh0 [n, h, k, v] with n = batch, or with `sequences`
+ * (batch 1, fla's varlen) n = sequences and the cuSeqlens input (sequences + 1 Int32 offsets,
+ * 0 first, t last, non-decreasing). gk: finite log-space gates <= 0 (RangeError naming
+ * inputs.gk[i] otherwise). k and v in [1, 4096].
+ */
+export interface NativeGlaProblem {
+  batch: number;
+  t: number;
+  h: number;
+  k: number;
+  v: number;
+  /** Multiplies q (finite). */
+  scale: number;
+  /** C: a power of two in [16, 256]. */
+  chunkSize: number;
+  /** Varlen: the number of packed sequences (then batch = 1 and cuSeqlens is required). */
+  sequences?: number | undefined;
+}
+
 /** C = alpha * op(A) op(B) + beta * C, row-major; op(A) is m x k, op(B) is k x n. */
 export interface NativeGemmProblem {
   m: number;
@@ -356,6 +378,43 @@ export interface NativeOpMap {
       bias?: Float32Array | undefined;
     };
     outputs: { o: Float32Array; lse?: Float32Array | undefined };
+  };
+  /** GLA chunk forward: o and, optionally, the final states ht (h0 absent = zero states). */
+  'gla.forward': {
+    problem: NativeGlaProblem;
+    inputs: {
+      q: Float32Array;
+      k: Float32Array;
+      v: Float32Array;
+      gk: Float32Array;
+      h0?: Float32Array | undefined;
+      cuSeqlens?: Int32Array | undefined;
+    };
+    outputs: { o: Float32Array; ht?: Float32Array | undefined };
+  };
+  /**
+   * GLA chunk backward (chunk.ts's cancellation-free dgk): dq, dk, dv, dgk and, optionally, dh0;
+   * dht absent = no gradient from the final states.
+   */
+  'gla.backward': {
+    problem: NativeGlaProblem;
+    inputs: {
+      q: Float32Array;
+      k: Float32Array;
+      v: Float32Array;
+      gk: Float32Array;
+      h0?: Float32Array | undefined;
+      dO: Float32Array;
+      dht?: Float32Array | undefined;
+      cuSeqlens?: Int32Array | undefined;
+    };
+    outputs: {
+      dq: Float32Array;
+      dk: Float32Array;
+      dv: Float32Array;
+      dgk: Float32Array;
+      dh0?: Float32Array | undefined;
+    };
   };
 }
 

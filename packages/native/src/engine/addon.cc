@@ -1096,6 +1096,178 @@ class SageForward : public Call {
   bool smoothQ_;
 };
 
+// ---- Gated linear attention (KERNELS.md "Gated linear attention"; engine.h GlaDims) --------
+
+// problem { batch, t, h, k, v, scale, chunkSize, sequences? }: with `sequences` (varlen, batch 1)
+// the cuSeqlens input is required (sequences + 1 offsets), without it absent (n = batch).
+GlaDims glaDimsArg(const Napi::Value& v, Keep& keep) {
+  Napi::Env env = v.Env();
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    typeError(env, "problem", "an object (NativeGlaProblem)", v);
+  Napi::Object o = v.As<Napi::Object>();
+  keep.add(o);
+  const char* P = "problem.";
+  GlaDims z{};
+  z.batch = intField(o, P, "batch", 0);
+  z.t = intField(o, P, "t", 0, INT64_C(1) << 31);
+  z.h = intField(o, P, "h", 1);
+  // K and V bound the per-thread scratch (a few chunk-sized K x V and C x K arrays).
+  z.k = intField(o, P, "k", 1, 4096);
+  z.v = intField(o, P, "v", 1, 4096);
+  Napi::Value sc = o.Get("scale");
+  if (!sc.IsNumber()) typeError(env, "problem.scale", "a finite number", sc);
+  const double scale = sc.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(scale) || !std::isfinite(static_cast<float>(scale)))
+    rangeError(env, "problem.scale", "a finite number", sc.ToString().Utf8Value());
+  z.scale = static_cast<float>(scale);
+  z.chunk = intField(o, P, "chunkSize", 16, 256);
+  if ((z.chunk & (z.chunk - 1)) != 0)
+    rangeError(env, "problem.chunkSize", "a power of two in [16, 256]", std::to_string(z.chunk));
+  if (o.Get("sequences").IsUndefined()) {
+    z.n = z.batch;
+  } else {
+    z.n = intField(o, P, "sequences", 1, INT64_C(1) << 31);
+    if (z.batch != 1)
+      rangeError(env, "problem.batch", "1 with problem.sequences (packed varlen, as fla)",
+                 std::to_string(z.batch));
+  }
+  return z;
+}
+
+// cuSeqlens: 0 first, t last, non-decreasing. gk: finite log-space gates <= 0.
+void checkGla(Napi::Env env, const GlaDims& z, const float* gk, bool varlen) {
+  if (varlen) {
+    const int32_t* cu = z.cuSeqlens;
+    for (int64_t i = 0; i <= z.n; i++) {
+      const int64_t lo = i == 0 ? 0 : cu[i - 1];
+      const int64_t hi = i == 0 ? 0 : z.t;
+      const bool ok = cu[i] >= lo && cu[i] <= hi && (i < z.n || cu[i] == z.t);
+      if (!ok)
+        rangeError(env, "inputs.cuSeqlens[" + std::to_string(i) + "]",
+                   i == 0 ? std::string("0")
+                   : i == z.n
+                       ? "t = " + std::to_string(z.t) + " (the last offset)"
+                       : "an offset in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                             "] (non-decreasing)",
+                   std::to_string(cu[i]));
+    }
+  }
+  const int64_t count = z.batch * z.t * z.h * z.k;
+  for (int64_t i = 0; i < count; i++) {
+    const float g = gk[i];
+    if (g <= 0.0f && std::isfinite(g)) continue;
+    rangeError(env, "inputs.gk[" + std::to_string(i) + "]",
+               "a finite log-space gate <= 0 (gk = log alpha, a decay alpha in (0, 1])",
+               std::to_string(g));
+  }
+}
+
+// gla.forward: inputs q, k, v, gk, h0 (optional), cuSeqlens (with problem.sequences); outputs o
+// and ht (optional).
+class GlaForward : public Call {
+ public:
+  GlaForward(const GlaDims& z, bool varlen) : varlen_(varlen) { c_.z = z; }
+  Presence presence(bool output, size_t i) const override {
+    if (output) return i == 1 ? Presence::kOptional : Presence::kRequired;
+    if (i == 4) return Presence::kOptional;
+    if (i == 5) return varlen_ ? Presence::kRequired : Presence::kAbsent;
+    return Presence::kRequired;
+  }
+  const char* absentWhy(bool, size_t) const override {
+    return "no problem.sequences: the batch rows are the sequences";
+  }
+  int64_t length(bool output, size_t i) const override {
+    const GlaDims& z = c_.z;
+    const int64_t rows = z.batch * z.t * z.h, state = z.n * z.h * z.k * z.v;
+    if (output) return i == 0 ? rows * z.v : state;
+    const int64_t n[6] = {rows * z.k, rows * z.k, rows * z.v, rows * z.k, state, z.n + 1};
+    return n[i];
+  }
+  const char* lengthWhy(bool output, size_t i) const override {
+    if (output) return i == 0 ? "batch x t x h x v" : "n x h x k x v";
+    const char* w[6] = {"batch x t x h x k", "batch x t x h x k", "batch x t x h x v",
+                        "batch x t x h x k", "n x h x k x v", "sequences + 1"};
+    return w[i];
+  }
+  void bind(bool output, size_t i, float* x) override {
+    if (output) {
+      (i == 0 ? c_.o : c_.ht) = x;
+      return;
+    }
+    const float** in[5] = {&c_.q, &c_.k, &c_.v, &c_.gk, &c_.h0};
+    *in[i] = x;
+  }
+  void bindIndex(size_t, const int32_t* x) override { c_.z.cuSeqlens = x; }
+  const void* data() const override { return &c_; }
+  void check(Napi::Env env) const override { checkGla(env, c_.z, c_.gk, varlen_); }
+  static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
+    const GlaDims z = glaDimsArg(v, keep);
+    return std::make_unique<GlaForward>(z, !v.As<Napi::Object>().Get("sequences").IsUndefined());
+  }
+
+ private:
+  GlaForwardCall c_{};
+  bool varlen_;
+};
+
+// gla.backward: inputs q, k, v, gk, h0 (optional), dO, dht (optional), cuSeqlens (with
+// problem.sequences); outputs dq, dk, dv, dgk, dh0 (optional).
+class GlaBackward : public Call {
+ public:
+  GlaBackward(const GlaDims& z, bool varlen) : varlen_(varlen) { c_.z = z; }
+  Presence presence(bool output, size_t i) const override {
+    if (output) return i == 4 ? Presence::kOptional : Presence::kRequired;
+    if (i == 4 || i == 6) return Presence::kOptional;
+    if (i == 7) return varlen_ ? Presence::kRequired : Presence::kAbsent;
+    return Presence::kRequired;
+  }
+  const char* absentWhy(bool, size_t) const override {
+    return "no problem.sequences: the batch rows are the sequences";
+  }
+  int64_t length(bool output, size_t i) const override {
+    const GlaDims& z = c_.z;
+    const int64_t rows = z.batch * z.t * z.h, state = z.n * z.h * z.k * z.v;
+    if (output) {
+      const int64_t n[5] = {rows * z.k, rows * z.k, rows * z.v, rows * z.k, state};
+      return n[i];
+    }
+    const int64_t n[8] = {rows * z.k, rows * z.k, rows * z.v, rows * z.k,
+                          state,      rows * z.v, state,      z.n + 1};
+    return n[i];
+  }
+  const char* lengthWhy(bool output, size_t i) const override {
+    if (output) {
+      const char* w[5] = {"batch x t x h x k", "batch x t x h x k", "batch x t x h x v",
+                          "batch x t x h x k", "n x h x k x v"};
+      return w[i];
+    }
+    const char* w[8] = {"batch x t x h x k", "batch x t x h x k", "batch x t x h x v",
+                        "batch x t x h x k", "n x h x k x v",     "batch x t x h x v",
+                        "n x h x k x v",     "sequences + 1"};
+    return w[i];
+  }
+  void bind(bool output, size_t i, float* x) override {
+    if (output) {
+      float** out[5] = {&c_.dq, &c_.dk, &c_.dv, &c_.dgk, &c_.dh0};
+      *out[i] = x;
+      return;
+    }
+    const float** in[7] = {&c_.q, &c_.k, &c_.v, &c_.gk, &c_.h0, &c_.dO, &c_.dht};
+    *in[i] = x;
+  }
+  void bindIndex(size_t, const int32_t* x) override { c_.z.cuSeqlens = x; }
+  const void* data() const override { return &c_; }
+  void check(Napi::Env env) const override { checkGla(env, c_.z, c_.gk, varlen_); }
+  static std::unique_ptr<Call> parse(const Napi::Value& v, Keep& keep) {
+    const GlaDims z = glaDimsArg(v, keep);
+    return std::make_unique<GlaBackward>(z, !v.As<Napi::Object>().Get("sequences").IsUndefined());
+  }
+
+ private:
+  GlaBackwardCall c_{};
+  bool varlen_;
+};
+
 const std::vector<OpDesc>& descriptors() {
   static const std::vector<OpDesc> d = {
       // permQ / permK (optional Int32Arrays, engine.h): the permuted-tiles hook.
@@ -1130,6 +1302,14 @@ const std::vector<OpDesc>& descriptors() {
         {"bias"}},
        {{"o"}, {"lse"}},
        SageForward::parse},
+      {kOpGlaForward,
+       {{"q"}, {"k"}, {"v"}, {"gk"}, {"h0"}, {"cuSeqlens", ArgType::kIndex}},
+       {{"o"}, {"ht"}},
+       GlaForward::parse},
+      {kOpGlaBackward,
+       {{"q"}, {"k"}, {"v"}, {"gk"}, {"h0"}, {"dO"}, {"dht"}, {"cuSeqlens", ArgType::kIndex}},
+       {{"dq"}, {"dk"}, {"dv"}, {"dgk"}, {"dh0"}},
+       GlaBackward::parse},
   };
   return d;
 }

@@ -158,6 +158,8 @@ constexpr const char* kOpAttentionBackward = "attention.backward";
 constexpr const char* kOpGemm = "gemm";
 constexpr const char* kOpSageQuantize = "sage.quantize";
 constexpr const char* kOpSageForward = "sage.forward";
+constexpr const char* kOpGlaForward = "gla.forward";
+constexpr const char* kOpGlaBackward = "gla.backward";
 
 struct AttentionForwardCall {
   AttnProblem p;
@@ -220,6 +222,49 @@ struct SageForwardCall {
   const float* bias;
   float* o;
   float* lse;  // null = not wanted
+};
+
+// Gated linear attention, chunk form (KERNELS.md "Gated linear attention"; the TS twin
+// packages/linear-attention/src/gla/chunk.ts). Layout BTHK: q, k, gk [batch, t, h, k], v and o
+// [batch, t, h, v]; states h0, ht, dht, dh0 [n, h, k, v]. n = batch sequences of t rows, or
+// with cuSeqlens (batch 1) the n packed sequences [cuSeqlens[i], cuSeqlens[i + 1]). gk holds
+// log-space gates, finite and <= 0 (checked by the N-API layer). chunk: a power of two in
+// [16, 256] (the secondary-level sub-chunks are 16 rows).
+struct GlaDims {
+  int64_t batch, t, h, k, v, n;
+  float scale;
+  int64_t chunk;
+  const int32_t* cuSeqlens;  // n + 1 offsets, or null
+};
+
+// gla.forward: o and, when ht is not null, the final states; h0 null = zero initial states.
+struct GlaForwardCall {
+  GlaDims z;
+  const float* q;
+  const float* k;
+  const float* v;
+  const float* gk;
+  const float* h0;
+  float* o;
+  float* ht;
+};
+
+// gla.backward: dq, dk, dv, dgk and, when dh0 is not null, the initial states' gradient; dht
+// null = no gradient from the final states.
+struct GlaBackwardCall {
+  GlaDims z;
+  const float* q;
+  const float* k;
+  const float* v;
+  const float* gk;
+  const float* h0;
+  const float* dO;
+  const float* dht;
+  float* dq;
+  float* dk;
+  float* dv;
+  float* dgk;
+  float* dh0;
 };
 
 struct OpKernel {

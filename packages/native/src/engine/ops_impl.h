@@ -6,6 +6,7 @@
 #include "flash_backward.h"
 #include "flash_forward.h"
 #include "gemm_impl.h"
+#include "gla_backward.h"
 #include "sage_ops.h"
 
 namespace attnkit {
@@ -27,10 +28,24 @@ inline void scratchAttentionBackward(const void* call, int64_t* perThread, int64
 
 inline const char* runGemm(const void* call) { return gemm(static_cast<const GemmCall*>(call)->g); }
 
+inline const char* runGlaForward(const void* call) {
+  return glaForward(*static_cast<const GlaForwardCall*>(call));
+}
+
+inline const char* runGlaBackward(const void* call) {
+  return glaBackward(*static_cast<const GlaBackwardCall*>(call));
+}
+
+inline void scratchGlaBackward(const void* call, int64_t* perThread, int64_t* shared) {
+  glaBackwardScratch(static_cast<const GlaBackwardCall*>(call)->z, perThread, shared);
+}
+
 constexpr OpKernel kOps[] = {
     {kOpAttentionForward, runAttentionForward, nullptr},
     {kOpAttentionBackward, runAttentionBackward, scratchAttentionBackward},
     {kOpGemm, runGemm, nullptr},
+    {kOpGlaForward, runGlaForward, nullptr},
+    {kOpGlaBackward, runGlaBackward, scratchGlaBackward},
     {kOpSageQuantize, runSageQuantize, nullptr},
 #if !defined(ATTNKIT_ISA_AVX512)
     // AVX-512's SageAttention2 kernel is VNNI's (kernels_avx512vnni.cc); without VNNI the
