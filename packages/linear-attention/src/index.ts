@@ -42,3 +42,5 @@ export {
   glaFormOf,
   glaProblem,
 } from './gla/register.js';
+
+import './gla/webgpu/register.js'; // the 'gla' kernels on WebGPU (backend 'webgpu')
