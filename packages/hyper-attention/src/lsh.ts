@@ -70,6 +70,8 @@ export class AngularLsh {
   readonly dim: number;
   /** The hyperplanes, row-major [P, D] (hyperplane p is row p). */
   readonly projections: Float64Array;
+  /** The same, [D, P]: the hashing loop's layout. */
+  private readonly transposed: Float64Array;
 
   constructor(options: AngularLshOptions) {
     if (options === null || typeof options !== 'object')
@@ -84,6 +86,10 @@ export class AngularLsh {
     const rng = options.rng ?? new Rng(options.seed ?? 0);
     this.projections = new Float64Array(this.numProjections * this.dim);
     rng.fillNormal(this.projections);
+    this.transposed = new Float64Array(this.projections.length);
+    for (let p = 0; p < this.numProjections; p++)
+      for (let c = 0; c < this.dim; c++)
+        this.transposed[c * this.numProjections + p] = this.projections[p * this.dim + c]!;
   }
 
   /** Number of buckets, 2^P. */
@@ -102,16 +108,20 @@ export class AngularLsh {
     out: Int32Array,
     outOffset = 0,
   ): Int32Array {
-    const { dim: d, numProjections: np, projections: r } = this;
+    const { dim: d, numProjections: np } = this;
+    const rt = this.transposed;
+    const dot = new Float64Array(np);
     for (let i = 0; i < rows; i++) {
       const x = offset + i * d;
-      let code = 0;
-      for (let p = 0; p < np; p++) {
-        const rp = p * d;
-        let dot = 0;
-        for (let c = 0; c < d; c++) dot += data[x + c]! * r[rp + c]!;
-        if (dot > 0) code |= 1 << p;
+      // Each element of the row is read once and feeds all P dot products ([D, P] layout).
+      dot.fill(0);
+      for (let c = 0; c < d; c++) {
+        const xc = data[x + c]!;
+        const rc = c * np;
+        for (let p = 0; p < np; p++) dot[p]! += xc * rt[rc + p]!;
       }
+      let code = 0;
+      for (let p = 0; p < np; p++) if (dot[p]! > 0) code |= 1 << p;
       out[outOffset + i] = grayRank(code);
     }
     return out;
