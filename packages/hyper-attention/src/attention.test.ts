@@ -288,9 +288,11 @@ describe('hyperAttention options', () => {
     );
   });
 
-  it('registers family hyper forward on ts and native (cpu)', () => {
-    const regs = registeredKernels({ family: 'hyper', pass: 'forward' });
-    expect(regs.map((r) => r.backend)).toEqual(['native', 'ts']);
-    expect(regs.every((r) => r.devices.includes('cpu'))).toBe(true);
+  it('registers family hyper forward and backward on native and ts (cpu)', () => {
+    for (const pass of ['forward', 'backward'] as const) {
+      const regs = registeredKernels({ family: 'hyper', pass });
+      expect(regs.map((r) => r.backend)).toEqual(['native', 'ts']);
+      expect(regs.every((r) => r.devices.includes('cpu'))).toBe(true);
+    }
   });
 });

@@ -4,9 +4,13 @@ import {
   registerKernel,
   selectKernel,
 } from '@attnkit/attention';
-import { flashAttention, loadNativeBackend } from '@attnkit/flash-attention';
+import {
+  flashAttention,
+  flashAttentionBackward,
+  loadNativeBackend,
+} from '@attnkit/flash-attention';
 import { nativeAvailable } from '@attnkit/skeleton';
-import { Rng, Tensor } from '@attnkit/tensor';
+import { describe, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { mergeSoftmaxRow } from './combine.js';
 import { AngularLsh, sortByBucket } from './lsh.js';
 import {
@@ -84,26 +88,27 @@ const rangeRows = (base: number, a: number, b: number): Int32Array => {
   return out;
 };
 
+/** The exact calls of one hyperAttention: causal leaves, non-causal rectangles + diagonal blocks, residuals. */
+interface Packed {
+  calls: { call: PackedCall; causal: boolean }[];
+  Q: Float32Array;
+  K: Float32Array;
+  V: Float32Array;
+}
+
 /**
- * The forward on cpu tensors, the exact pieces on `exact` (FlashAttention's ts or native
- * kernels). Every (batch, head) runs planHyperJobs' jobs; their pieces are packed into at most
- * three exact calls (causal squares, non-causal rectangles and diagonal blocks, residuals) whose
- * rows are merged into the output through their LSEs.
+ * Every (batch, head) runs planHyperJobs' jobs; their pieces are packed into at most three
+ * exact calls (causal squares; non-causal rectangles and diagonal blocks; residuals) whose rows
+ * the forward merges through their LSEs. Deterministic for the seed, so the backward re-packs
+ * the forward's very pieces (the same buckets and draws).
  */
-async function hyperForwardCpu(
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  r: ResolvedHyper,
-  exact: HyperBackend,
-): Promise<HyperAttentionResult> {
+function pack(q: Tensor, k: Tensor, v: Tensor, r: ResolvedHyper): Packed {
   const { p } = r;
-  const { batch, hq, hkv, group, d, dv, scale } = p;
+  const { batch, hq, hkv, group, d } = p;
   const nq = p.maxSeqQ;
   const nk = p.maxSeqK;
   const Q = f32Of(q);
   const K = f32Of(k);
-  const V = f32Of(v);
   const jobs = planHyperJobs(nq, nk, r.causal, r.minSeqLen);
   // One generator: the hyperplanes first, then the samples of each (batch, head, job) in order.
   const rng = new Rng(r.seed);
@@ -152,14 +157,38 @@ async function hyperForwardCpu(
       }
     }
   }
+  const calls = [
+    { call: causalCall, causal: true },
+    { call: fullCall, causal: false },
+    { call: residualCall, causal: false },
+  ].filter((c) => c.call.lseShift.length > 0);
+  return { calls, Q, K, V: f32Of(v) };
+}
+
+/** THD options of one packed call. */
+const thd = (call: PackedCall, causal: boolean, scale: number, backend: HyperBackend) => ({
+  layout: 'THD' as const,
+  cuSeqlensQ: call.cuQ.view(),
+  cuSeqlensK: call.cuK.view(),
+  scale,
+  causal,
+  backend,
+});
+
+/** The forward on cpu tensors, the exact pieces on `exact` (FlashAttention's ts or native kernels). */
+async function hyperForwardCpu(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  r: ResolvedHyper,
+  exact: HyperBackend,
+): Promise<HyperAttentionResult> {
+  const { batch, hq, d, dv, scale } = r.p;
+  const nq = r.p.maxSeqQ;
+  const { calls, Q, K, V } = pack(q, k, v, r);
   const o = new Float32Array(batch * hq * nq * dv);
   const lse = new Float64Array(batch * hq * nq).fill(Number.NEGATIVE_INFINITY);
-  for (const [call, causal] of [
-    [causalCall, true],
-    [fullCall, false],
-    [residualCall, false],
-  ] as const) {
-    if (call.lseShift.length === 0) continue;
+  for (const { call, causal } of calls) {
     const qRows = call.qRows.view();
     const kRows = call.kRows.view();
     const cuQ = call.cuQ.view();
@@ -167,14 +196,7 @@ async function hyperForwardCpu(
       gatherRows(Q, qRows, d),
       gatherRows(K, kRows, d),
       gatherRows(V, kRows, dv),
-      {
-        layout: 'THD',
-        cuSeqlensQ: cuQ,
-        cuSeqlensK: call.cuK.view(),
-        scale,
-        causal,
-        backend: exact,
-      },
+      thd(call, causal, scale, exact),
     );
     const po = f32Of(res.o);
     const pl = f32Of(res.lse);
@@ -191,12 +213,89 @@ async function hyperForwardCpu(
   };
 }
 
+/**
+ * The gradient of the estimator (as the paper's implementation differentiates it: through its
+ * exact attention calls and their LSE merge). The estimate of row i is one softmax over the
+ * multiset of its keys with log weights (0 in exact pieces, log(Nk / m) for draws):
+ * O_i = sum_j e^(S_ij + w_j - LSE_i) v_j. So each packed call's FlashAttention backward, given the
+ * final O, the final LSE minus the call's shift and dO, yields exactly that softmax's dS on its
+ * keys (D_i = dO_i . O_i of the whole estimate); its dq, dk, dv rows are scattered-added back
+ * (dk, dv summed over the query heads of a kv head and over repeated draws).
+ */
+async function hyperBackwardCpu(
+  t: { q: Tensor; k: Tensor; v: Tensor; o: Tensor; lse: Tensor; dO: Tensor },
+  r: ResolvedHyper,
+  exact: HyperBackend,
+): Promise<HyperGrads> {
+  const { batch, hq, hkv, d, dv, scale } = r.p;
+  const nq = r.p.maxSeqQ;
+  const nk = r.p.maxSeqK;
+  const { calls, Q, K, V } = pack(t.q, t.k, t.v, r);
+  const O = f32Of(t.o);
+  const L = f32Of(t.lse);
+  const dOf = f32Of(t.dO);
+  const dq = new Float32Array(batch * hq * nq * d);
+  const dk = new Float32Array(batch * hkv * nk * d);
+  const dvAcc = new Float32Array(batch * hkv * nk * dv);
+  const scatterAdd = (dst: Float32Array, rows: Int32Array, src: Float32Array, width: number) => {
+    for (let i = 0, at = 0; i < rows.length; i++) {
+      const base = rows[i]! * width;
+      for (let c = 0; c < width; c++) dst[base + c]! += src[at++]!;
+    }
+  };
+  for (const { call, causal } of calls) {
+    const qRows = call.qRows.view();
+    const kRows = call.kRows.view();
+    const cuQ = call.cuQ.view();
+    const lse = new Float32Array(qRows.length);
+    for (let s = 0; s < call.lseShift.length; s++)
+      for (let i = cuQ[s]!; i < cuQ[s + 1]!; i++) lse[i] = L[qRows[i]!]! - call.lseShift[s]!;
+    const g = await flashAttentionBackward(
+      gatherRows(Q, qRows, d),
+      gatherRows(K, kRows, d),
+      gatherRows(V, kRows, dv),
+      gatherRows(O, qRows, dv),
+      Tensor.from(lse, [1, qRows.length]),
+      gatherRows(dOf, qRows, dv),
+      thd(call, causal, scale, exact),
+    );
+    scatterAdd(dq, qRows, f32Of(g.dq), d);
+    scatterAdd(dk, kRows, f32Of(g.dk), d);
+    scatterAdd(dvAcc, kRows, f32Of(g.dv), dv);
+  }
+  const cast = (x: Float32Array, shape: number[]) => {
+    const out = Tensor.from(x, shape);
+    return t.q.dtype === 'f32' ? out : out.astype(t.q.dtype);
+  };
+  return {
+    dq: cast(dq, [batch, hq, nq, d]),
+    dk: cast(dk, [batch, hkv, nk, d]),
+    dv: cast(dvAcc, [batch, hkv, nk, dv]),
+  };
+}
+
+export interface HyperGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+}
+
+function checkLike(t: unknown, name: string, shape: readonly number[]): Tensor {
+  if (!(t instanceof Tensor))
+    throw new ValueError(`${name}: expected a Tensor, got ${describe(t)}`, name);
+  if (t.shape.length !== shape.length || t.shape.some((x, i) => x !== shape[i]))
+    throw new ShapeError(
+      `${name}: expected shape [${shape.join(', ')}], got [${t.shape.join(', ')}]`,
+      name,
+    );
+  return t;
+}
+
 const BACKENDS: readonly HyperBackend[] = ['native', 'ts'];
 
 for (const backend of BACKENDS) {
-  registerKernel({
+  const common = {
     family: 'hyper',
-    pass: 'forward',
     backend,
     priority: backend === 'native' ? 20 : 10,
     devices: ['cpu'],
@@ -205,6 +304,10 @@ for (const backend of BACKENDS) {
       req.dtype === 'f64'
         ? 'f64 inputs: the kernels compute in f32 (softmaxAttentionReference is the float64 path)'
         : true,
+  } as const;
+  registerKernel({
+    ...common,
+    pass: 'forward',
     // The estimator's o is what callers compare (its lse only with returnLse).
     outputs: ['o'],
     run: async (t, options) => {
@@ -215,6 +318,51 @@ for (const backend of BACKENDS) {
       return out;
     },
   });
+  registerKernel({
+    ...common,
+    pass: 'backward',
+    outputs: ['dq', 'dk', 'dv'],
+    run: async (t, options) => {
+      const { q, k, v } = t as { q: Tensor; k: Tensor; v: Tensor };
+      const r = resolveHyper(q, k, v, options);
+      const { batch, hq, dv } = r.p;
+      const oShape = [batch, hq, r.p.maxSeqQ, dv];
+      const grads = await hyperBackwardCpu(
+        {
+          q,
+          k,
+          v,
+          o: checkLike(t.o, 'o', oShape),
+          lse: checkLike(t.lse, 'lse', oShape.slice(0, 3)),
+          dO: checkLike(t.do, 'dO', oShape),
+        },
+        r,
+        backend,
+      );
+      return { ...grads };
+    },
+  });
+}
+
+async function dispatch(
+  pass: 'forward' | 'backward',
+  inputs: KernelTensors,
+  options: HyperAttentionOptions,
+): Promise<KernelTensors> {
+  const { q, k, v } = inputs as { q: Tensor; k: Tensor; v: Tensor };
+  const r = resolveHyper(q, k, v, options);
+  if (q.device === 'cpu') await loadNativeBackend();
+  const reg = selectKernel(
+    {
+      family: 'hyper',
+      pass,
+      device: q.device,
+      dtype: q.dtype,
+      options: options as Record<string, unknown>,
+    },
+    options.backend,
+  );
+  return reg.run(inputs, { ...options, returnLse: r.returnLse });
 }
 
 /**
@@ -237,18 +385,24 @@ export async function hyperAttention(
   v: Tensor,
   options: HyperAttentionOptions = {},
 ): Promise<HyperAttentionResult> {
-  const r = resolveHyper(q, k, v, options);
-  if (q.device === 'cpu') await loadNativeBackend();
-  const reg = selectKernel(
-    {
-      family: 'hyper',
-      pass: 'forward',
-      device: q.device,
-      dtype: q.dtype,
-      options: options as Record<string, unknown>,
-    },
-    options.backend,
-  );
-  const out = await reg.run({ q, k, v }, { ...options, returnLse: r.returnLse });
+  const out = await dispatch('forward', { q, k, v }, options);
   return out.lse ? { o: out.o!, lse: out.lse } : { o: out.o! };
+}
+
+/**
+ * Gradients dq, dk, dv of the estimate hyperAttention computed with the same options (the same
+ * seed: the same buckets and draws), given its o and lse (`returnLse: true`) and the upstream
+ * gradient dO [B, Hq, Nq, Dv]: the gradient of the estimator, not of exact attention.
+ */
+export async function hyperAttentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  dO: Tensor,
+  options: HyperAttentionOptions = {},
+): Promise<HyperGrads> {
+  const out = await dispatch('backward', { q, k, v, o, lse, do: dO }, options);
+  return { dq: out.dq!, dk: out.dk!, dv: out.dv! };
 }

@@ -1,4 +1,4 @@
-export { hyperAttention } from './attention.js';
+export { type HyperGrads, hyperAttention, hyperAttentionBackward } from './attention.js';
 export { mergeSoftmaxRow } from './combine.js';
 export {
   AngularLsh,
