@@ -8,6 +8,7 @@ import {
   type GridSet,
   type StorageDType,
 } from '@attnkit/testing';
+import { toWebGpu, WebGpuStorage } from '@attnkit/webgpu';
 import {
   chunkGla,
   chunkGlaBackward,
@@ -140,12 +141,23 @@ async function call(
   const recurrent = glaFormOf(options) === 'recurrent';
   const { form: _form, ...rest } = options;
   const o = { ...rest, backend };
-  if (pass === 'forward') {
-    const r = await (recurrent ? fusedRecurrentGla : chunkGla)(t.q!, t.k!, t.v!, t.gk!, o);
-    return r.finalState ? { o: r.o, ht: r.finalState } : { o: r.o };
+  // The runner moves the inputs only: initialState (an option) follows q onto webgpu.
+  const h0 = o.initialState;
+  const moved =
+    h0 instanceof Tensor && h0.device === 'cpu' && t.q!.storage instanceof WebGpuStorage
+      ? toWebGpu(h0, t.q!.storage.ctx)
+      : undefined;
+  if (moved) o.initialState = moved;
+  try {
+    if (pass === 'forward') {
+      const r = await (recurrent ? fusedRecurrentGla : chunkGla)(t.q!, t.k!, t.v!, t.gk!, o);
+      return r.finalState ? { o: r.o, ht: r.finalState } : { o: r.o };
+    }
+    const b = recurrent ? fusedRecurrentGlaBackward : chunkGlaBackward;
+    return { ...(await b(t.q!, t.k!, t.v!, t.gk!, t.do!, { ...o, dht: t.dht })) };
+  } finally {
+    moved?.dispose();
   }
-  const b = recurrent ? fusedRecurrentGlaBackward : chunkGlaBackward;
-  return { ...(await b(t.q!, t.k!, t.v!, t.gk!, t.do!, { ...o, dht: t.dht })) };
 }
 
 /** B 1, T 9, H 2, K 8, V 4. */

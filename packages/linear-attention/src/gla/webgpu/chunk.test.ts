@@ -1,0 +1,79 @@
+import { accuracy, toleranceFor } from '@attnkit/attention';
+import { Rng, type Tensor } from '@attnkit/tensor';
+import { webGpuTestContext } from '@attnkit/testing';
+import { toWebGpu } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
+import { chunkGla, chunkGlaBackward, glaReference, glaReferenceBackward } from '../../index.js';
+import { makeProblem, type ProblemSpec } from './testing.js';
+
+/**
+ * chunkGla / chunkGlaBackward on webgpu tensors (Dawn; llvmpipe in CI) against the float64
+ * recurrence: odd T, T not a multiple of C, K != V, varlen with an empty sequence, h0 / hT,
+ * dht / dh0, scale, every supported chunk size, f32 / f16 / bf16 storage, gates of -20 per
+ * step, on outputs poisoned with NaN (webGpuTestContext). A missing adapter fails unless
+ * ATTNKIT_ALLOW_NO_WEBGPU=1.
+ */
+const ctx = await webGpuTestContext();
+afterAll(() => ctx?.destroy());
+
+const seed = Date.now() % 100000;
+
+async function check(spec: ProblemSpec, label: string) {
+  const rng = new Rng(seed + label.length);
+  const pr = makeProblem(rng, spec);
+  const { q, k, v, gk, dO, dht, options } = pr;
+  const ref = glaReference(q, k, v, gk, { ...options, outputFinalState: true });
+  const refB = glaReferenceBackward(q, k, v, gk, dO, { ...options, dht });
+  const up = (t: Tensor) => toWebGpu(t, ctx!);
+  const gpuOpts = {
+    ...options,
+    ...(options.initialState ? { initialState: up(options.initialState) } : {}),
+    outputFinalState: true,
+    backend: 'webgpu',
+    ...(spec.C ? { chunkSize: spec.C } : {}),
+  };
+  const [gq, gk_, gv, ggk, gdo, gdht] = [q, k, v, gk, dO, dht].map(up) as Tensor[];
+  const fwd = await chunkGla(gq!, gk_!, gv!, ggk!, gpuOpts);
+  expect(fwd.o.device).toBe('webgpu');
+  expect(fwd.o.dtype).toBe(q.dtype);
+  const grads = await chunkGlaBackward(gq!, gk_!, gv!, ggk!, gdo!, { ...gpuOpts, dht: gdht });
+  const tol = toleranceFor({ dtype: q.dtype, maxSeqLen: q.shape[1]!, chunked: true });
+  const got: Record<string, Tensor | undefined> = {
+    o: fwd.o,
+    ht: fwd.finalState,
+    dq: grads.dq,
+    dk: grads.dk,
+    dv: grads.dv,
+    dgk: grads.dgk,
+    dh0: grads.dh0,
+  };
+  const want: Record<string, Tensor | undefined> = {
+    o: ref.o,
+    ht: ref.finalState,
+    ...refB,
+  };
+  const report: string[] = [];
+  for (const [name, w] of Object.entries(want)) {
+    if (!w) continue;
+    const g = got[name];
+    expect(g, `${label}: ${name} produced`).toBeDefined();
+    expect(g!.shape, name).toEqual(w.shape);
+    const a = accuracy(await g!.toCpu(), w);
+    report.push(`${name} ${a.relL2.toExponential(2)}`);
+    expect(a.nonFinite, `${label} ${name} non-finite`).toBe(0);
+    expect(a.relL2, `${label} ${name} (${report.join(', ')})`).toBeLessThanOrEqual(tol);
+  }
+  for (const t of [gq, gk_, gv, ggk, gdo, gdht, ...Object.values(got)]) t?.dispose();
+  if (options.initialState) (gpuOpts.initialState as Tensor).dispose();
+}
+
+describe.skipIf(!ctx)('chunkGla on webgpu vs the float64 reference', () => {
+  test.each<[string, ProblemSpec]>([
+    ['B 2, T 37 (odd, < C), K 8, V 8', { B: 2, T: 37, H: 2, K: 8, V: 8 }],
+    [
+      'B 1, T 130 (not a multiple of 64), K 16, V 24, h0',
+      { B: 1, T: 130, H: 2, K: 16, V: 24, h0: true },
+    ],
+    ['K 24 != V 12, h0, dht, scale 0.3', { B: 2, T: 77, H: 1, K: 24, V: 12, h0: true, scale: 0.3 }],
+  ])('%s', async (label, spec) => check(spec, label), 120_000);
+});

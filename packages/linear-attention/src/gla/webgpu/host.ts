@@ -1,0 +1,325 @@
+import { Tensor, ValueError } from '@attnkit/tensor';
+import {
+  type CompiledProgram,
+  type ComputeStep,
+  type GpuProfiler,
+  packUniform,
+  type WebGpuContext,
+  WebGpuStorage,
+  webGpuStorageOf,
+} from '@attnkit/webgpu';
+import { checkGateValues, type GlaProblem } from '../options.js';
+import { glaChunks } from '../plan.js';
+import {
+  CHUNK_META,
+  castShader,
+  GLA_STATE_BLOCK,
+  type GlaKernel,
+  type GlaStorage,
+  kTileOf,
+  outBlock,
+  outputShader,
+  PARAMS_FIELDS,
+  prepShader,
+  qkGradShader,
+  scoreGradShader,
+  scoresShader,
+  stateShader,
+} from './kernels.js';
+
+/**
+ * The host side of GLA's chunkwise form on WebGPU (./kernels.ts): the chunk / sequence table,
+ * the intermediate buffers (G, A, the chunk states; dA and the state gradients backward), the
+ * passes in one command buffer, the gate check read back after it, and the outputs as webgpu
+ * tensors (o, dq, dk, dv in q's dtype, dgk in gk's, dh0 in initialState's, hT in f32).
+ */
+
+type GpuBuffer = WebGpuStorage['buffer'];
+
+export interface GlaWebGpuRunOptions {
+  /** Times every pass (bench-gla); its read() gives the passes of this call. */
+  profiler?: GpuProfiler;
+}
+
+function storageOf(t: Tensor): GlaStorage {
+  if (t.dtype === 'f32' || t.dtype === 'f16' || t.dtype === 'bf16') return t.dtype;
+  throw new ValueError(`dtype: expected f32, f16 or bf16 on webgpu, got ${t.dtype}`, 'dtype');
+}
+
+/** The chunk and sequence tables (kernels.ts CHUNK_META / SEQ_META) and the chunk count. */
+export function glaMeta(p: GlaProblem): { meta: Uint32Array; NC: number } {
+  const chunks: number[] = [];
+  const seqs: number[] = [];
+  for (const seq of p.seqs) {
+    const first = chunks.length / CHUNK_META;
+    const cs = glaChunks(seq.eos - seq.bos, p.chunkSize);
+    for (const [s, e] of cs) chunks.push(seq.batch * p.T + seq.bos + s, e - s, seq.index, 0);
+    seqs.push(first, cs.length, 0, 0);
+  }
+  const NC = chunks.length / CHUNK_META;
+  const meta = new Uint32Array(Math.max(4, chunks.length + seqs.length));
+  meta.set(chunks, 0);
+  meta.set(seqs, NC * CHUNK_META);
+  return { meta, NC };
+}
+
+class Run {
+  readonly steps: ComputeStep[] = [];
+  private readonly temps: GpuBuffer[] = [];
+  constructor(readonly ctx: WebGpuContext) {}
+
+  /** A buffer of at least `bytes` (>= 4) released after the dispatch. */
+  temp(bytes: number, label: string): GpuBuffer {
+    const b = this.ctx.createOutput(Math.max(4, bytes), label);
+    this.temps.push(b);
+    return b;
+  }
+
+  data(view: ArrayBufferView, label: string): GpuBuffer {
+    const b = this.ctx.createFromData(view, label);
+    this.temps.push(b);
+    return b;
+  }
+
+  uniform(values: Record<string, number>): GpuBuffer {
+    const b = this.ctx.createUniform(new Uint8Array(packUniform(PARAMS_FIELDS, values)));
+    this.temps.push(b);
+    return b;
+  }
+
+  async step(
+    k: GlaKernel,
+    params: GpuBuffer,
+    buffers: Record<string, GpuBuffer>,
+    workgroups: [number, number?, number?],
+  ): Promise<void> {
+    const program: CompiledProgram = await this.ctx.pipelines.get({
+      code: k.code,
+      bindings: k.bindings,
+      label: k.label,
+    });
+    const list = k.names.map((n) => {
+      const b = buffers[n];
+      if (!b) throw new Error(`gla webgpu: no buffer for binding ${n} of ${k.label}`);
+      return b;
+    });
+    this.steps.push({ program, buffers: [params, ...list], workgroups, label: k.label });
+  }
+
+  /** f32 src (n elements) into a new output of `dtype` (src itself for f32). */
+  async output(src: GpuBuffer, n: number, dtype: GlaStorage, base: Record<string, number>) {
+    if (dtype === 'f32') return src;
+    this.temps.push(src);
+    const dst = this.ctx.createOutput(Math.max(4, Math.ceil(n / 2) * 4), `gla ${dtype} output`);
+    const words = Math.ceil(n / 2);
+    const groups = Math.ceil(words / 256);
+    const x = Math.min(groups, 65535);
+    await this.step(castShader(dtype), this.uniform({ ...base, NC: n }), { src, dst }, [
+      x,
+      Math.ceil(groups / x),
+    ]);
+    return dst;
+  }
+
+  async submit(profiler?: GpuProfiler): Promise<void> {
+    try {
+      await this.ctx.dispatch(this.steps, profiler);
+    } finally {
+      for (const b of this.temps) this.ctx.pool.release(b);
+      this.temps.length = 0;
+    }
+  }
+}
+
+function wrap(ctx: WebGpuContext, buffer: GpuBuffer, dtype: GlaStorage, shape: number[]): Tensor {
+  const n = shape.reduce((a, x) => a * x, 1);
+  return new Tensor(new WebGpuStorage(ctx, dtype, n, buffer), shape);
+}
+
+/** Reads the gate flag; on a bad gate, throws checkGateValues's ValueError (with its index). */
+async function checkFlag(ctx: WebGpuContext, flag: GpuBuffer, gk: Tensor, dispose: () => void) {
+  const bad = new Uint32Array(await ctx.readBuffer(flag, 4))[0]!;
+  ctx.pool.release(flag);
+  if (bad === 0xffffffff) return;
+  dispose();
+  checkGateValues((await gk.toCpu()).toFloat32Array(), gk.shape);
+  throw new ValueError(
+    `gk: expected finite log-space gates <= 0, got a bad gate at flat index ${bad}`,
+    'gk',
+  );
+}
+
+interface Common {
+  ctx: WebGpuContext;
+  run: Run;
+  dtype: GlaStorage;
+  base: Record<string, number>;
+  params: GpuBuffer;
+  meta: GpuBuffer;
+  NC: number;
+  G: GpuBuffer;
+  A: GpuBuffer;
+  Hs: GpuBuffer;
+  flag: GpuBuffer;
+  dummy: GpuBuffer;
+  dummyOut: GpuBuffer;
+  q: GpuBuffer;
+  k: GpuBuffer;
+  v: GpuBuffer;
+}
+
+/** The passes both directions share: G (with the gate check), the scores A and the chunk states. */
+async function common(
+  p: GlaProblem,
+  t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor },
+  final: GpuBuffer | undefined,
+): Promise<Common> {
+  const sq = webGpuStorageOf(t.q, 'q');
+  const ctx = sq.ctx;
+  const run = new Run(ctx);
+  const dtype = storageOf(t.q);
+  const { H, K, V, N, T, B, chunkSize: C } = p;
+  const { meta: metaData, NC } = glaMeta(p);
+  const nbV = Math.ceil(V / GLA_STATE_BLOCK);
+  const base = {
+    H,
+    K,
+    V,
+    NC,
+    scale: p.scale,
+    hasInit: p.initialState ? 1 : 0,
+    hasFinal: final ? 1 : 0,
+    nbV,
+  };
+  const params = run.uniform(base);
+  const meta = run.data(metaData, 'gla meta');
+  const flag = ctx.createFromData(Uint32Array.of(0xffffffff), 'gla gate flag');
+  // Stand-ins for absent states: one read, one written (a buffer may not be both in a pass).
+  const dummy = run.temp(16, 'gla dummy in');
+  const dummyOut = run.temp(16, 'gla dummy out');
+  const G = run.temp(B * T * H * K * 4, 'gla G');
+  const A = run.temp(NC * H * C * C * 4, 'gla A');
+  const Hs = run.temp(NC * H * K * V * 4, 'gla states');
+  const q = sq.buffer;
+  const k = webGpuStorageOf(t.k, 'k').buffer;
+  const v = webGpuStorageOf(t.v, 'v').buffer;
+  const gk = webGpuStorageOf(t.gk, 'gk').buffer;
+  const init = p.initialState ? webGpuStorageOf(p.initialState, 'initialState').buffer : dummy;
+  await run.step(prepShader(storageOf(t.gk)), params, { tab: meta, gk, Gb: G, flag }, [
+    NC,
+    H,
+    Math.ceil(K / 64),
+  ]);
+  await run.step(scoresShader(C, dtype), params, { tab: meta, q, k, Gb: G, Ab: A }, [NC, H]);
+  const initDType = p.initialState ? storageOf(p.initialState) : 'f32';
+  await run.step(
+    stateShader('h', C, dtype, initDType),
+    params,
+    { tab: meta, k, v, Gb: G, init, Hs, fin: final ?? dummyOut },
+    [Math.ceil(K / GLA_STATE_BLOCK) * nbV, H, N],
+  );
+  return { ctx, run, dtype, base, params, meta, NC, G, A, Hs, flag, dummy, dummyOut, q, k, v };
+}
+
+/** chunkGla's forward on webgpu tensors (validated problem p). */
+export async function glaForwardWebGpu(
+  p: GlaProblem,
+  t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor },
+  opts: GlaWebGpuRunOptions = {},
+): Promise<{ o: Tensor; ht?: Tensor }> {
+  const ctx = webGpuStorageOf(t.q, 'q').ctx;
+  const { B, T, H, K, V, N, chunkSize: C } = p;
+  const ht = p.outputFinalState ? ctx.createOutput(N * H * K * V * 4 || 4, 'gla ht') : undefined;
+  const c = await common(p, t, ht);
+  const { run, dtype, params, meta, NC, G, A, Hs, q, v } = c;
+  const n = B * T * H * V;
+  const oF = ctx.createOutput(Math.max(4, n * 4), 'gla o');
+  await run.step(
+    outputShader('o', C, V, dtype),
+    params,
+    { tab: meta, q, v, Gb: G, Hs, Ab: A, out: oF },
+    [NC, H, Math.ceil(V / outBlock(V))],
+  );
+  const oBuf = await run.output(oF, n, dtype, c.base);
+  await run.submit(opts.profiler);
+  const out: { o: Tensor; ht?: Tensor } = { o: wrap(ctx, oBuf, dtype, [B, T, H, V]) };
+  if (ht) out.ht = wrap(ctx, ht, 'f32', [N, H, K, V]);
+  await checkFlag(ctx, c.flag, t.gk, () => {
+    out.o.dispose();
+    out.ht?.dispose();
+  });
+  return out;
+}
+
+/** chunkGlaBackward on webgpu tensors. */
+export async function glaBackwardWebGpu(
+  p: GlaProblem,
+  t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor | undefined },
+  opts: GlaWebGpuRunOptions = {},
+): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor }> {
+  const ctx = webGpuStorageOf(t.q, 'q').ctx;
+  const { B, T, H, K, V, N, chunkSize: C } = p;
+  const c = await common(p, t, undefined);
+  const { run, dtype, params, meta, NC, G, A, Hs, q, k, v, dummy } = c;
+  const dO = webGpuStorageOf(t.do, 'dO').buffer;
+  const h0 = p.initialState;
+  // Outputs in f32 (the final buffers for f32, else cast by run.output).
+  const f32Out = (n: number, what: string) => ctx.createOutput(Math.max(4, n * 4), `gla ${what}`);
+  const dh0F = h0 ? f32Out(N * H * K * V, 'dh0') : undefined;
+  const dHs = run.temp(NC * H * K * V * 4, 'gla state gradients');
+  const dA = run.temp(NC * H * C * C * 4, 'gla dA');
+  const dhtDType = t.dht ? storageOf(t.dht) : 'f32';
+  const dparams = run.uniform({ ...c.base, hasInit: t.dht ? 1 : 0, hasFinal: h0 ? 1 : 0 });
+  const nbV = Math.ceil(V / GLA_STATE_BLOCK);
+  await run.step(
+    stateShader('dh', C, dtype, dhtDType),
+    dparams,
+    {
+      tab: meta,
+      q,
+      dO,
+      Gb: G,
+      init: t.dht ? webGpuStorageOf(t.dht, 'dht').buffer : dummy,
+      Hs: dHs,
+      fin: dh0F ?? c.dummyOut,
+    },
+    [Math.ceil(K / GLA_STATE_BLOCK) * nbV, H, N],
+  );
+  await run.step(scoreGradShader(C, dtype), params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
+  const nk = B * T * H * K;
+  const nv = B * T * H * V;
+  const gkType = storageOf(t.gk);
+  const dvF = f32Out(nv, 'dv');
+  const dqF = f32Out(nk, 'dq');
+  const dkF = f32Out(nk, 'dk');
+  const dgF = f32Out(nk, 'dgk');
+  await run.step(
+    outputShader('dv', C, V, dtype),
+    params,
+    { tab: meta, k, dO, Gb: G, Hs: dHs, Ab: A, out: dvF },
+    [NC, H, Math.ceil(V / outBlock(V))],
+  );
+  await run.step(
+    qkGradShader(C, dtype),
+    params,
+    { tab: meta, q, k, v, dO, Gb: G, Hs, dHs, dAb: dA, dq: dqF, dk: dkF, dg: dgF },
+    [NC, H, Math.ceil(K / kTileOf(C))],
+  );
+  const dq = await run.output(dqF, nk, dtype, c.base);
+  const dk = await run.output(dkF, nk, dtype, c.base);
+  const dv = await run.output(dvF, nv, dtype, c.base);
+  const dg = await run.output(dgF, nk, gkType, c.base);
+  const dh0 = h0 && dh0F ? await run.output(dh0F, N * H * K * V, storageOf(h0), c.base) : undefined;
+  await run.submit(opts.profiler);
+  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor } = {
+    dq: wrap(ctx, dq, dtype, [B, T, H, K]),
+    dk: wrap(ctx, dk, dtype, [B, T, H, K]),
+    dv: wrap(ctx, dv, dtype, [B, T, H, V]),
+    dgk: wrap(ctx, dg, gkType, [B, T, H, K]),
+  };
+  if (h0 && dh0) out.dh0 = wrap(ctx, dh0, storageOf(h0), [...h0.shape]);
+  await checkFlag(ctx, c.flag, t.gk, () => {
+    for (const x of Object.values(out)) x.dispose();
+  });
+  return out;
+}

@@ -1,0 +1,860 @@
+import { glaSubChunkSize } from '../plan.js';
+
+/**
+ * WGSL of GLA's chunkwise form on WebGPU (fla's fla/ops/gla/chunk.py split into passes; the
+ * algebra of ../chunk.ts and ../chunk-math.ts, whose comments say why each exponent is <= 0).
+ *
+ * Every kernel is generated from TS for one storage dtype set and chunk size C. Layout BTHK:
+ * element (row, h, x) of q, k, gk at (row * H + h) * K + x with `row` the absolute token row
+ * (batch * T + t); states [NC, H, K, V] f32 with NC the chunks of all sequences together. The
+ * chunk and sequence tables sit in one u32 buffer `meta` (CHUNK_META / SEQ_META below).
+ *
+ * The chunk products (q_gated . h, k_gated^T . v, A . v and their backward counterparts) are
+ * each one `tileProduct` loop over workgroup-memory tiles into a register micro-tile, so a
+ * tensor-core (subgroup matrix) variant can replace exactly those loops.
+ *
+ * Inputs of dtype f16 / bf16 are read as packed u32 words and unpacked (no shader-f16 needed,
+ * so one kernel serves every adapter); outputs are written in f32 and cast afterwards
+ * (castShader) when their dtype is a half.
+ */
+
+export type GlaStorage = 'f32' | 'f16' | 'bf16';
+
+/** Threads of the tiled kernels: a 16 x 16 grid of threads with register micro-tiles. */
+export const GLA_THREADS = 256;
+/** Rows (k) and columns (v) of the state block one workgroup of the state passes owns. */
+export const GLA_STATE_BLOCK = 32;
+/** Columns (v) of the output block one workgroup of the o / dv kernels owns, at most. */
+export const GLA_OUT_BLOCK = 64;
+
+/** The chunk sizes the WebGPU kernels run (16 x 16 thread grids over C rows). */
+export const GLA_WEBGPU_CHUNK_SIZES = [16, 32, 64, 128] as const;
+
+/** tab[4 c + i]: chunk c's first absolute token row (i 0), length L (1), sequence (2). */
+export const CHUNK_META = 4;
+/** tab[4 NC + 4 n + i]: sequence n's first chunk (i 0) and chunk count (1). */
+export const SEQ_META = 4;
+
+/** The uniform every kernel binds first. */
+export const PARAMS_FIELDS = [
+  ['H', 'u32'],
+  ['K', 'u32'],
+  ['V', 'u32'],
+  ['NC', 'u32'],
+  ['scale', 'f32'],
+  ['hasInit', 'u32'],
+  ['hasFinal', 'u32'],
+  ['nbV', 'u32'],
+] as const;
+
+const PARAMS = `struct Params {
+  H: u32, K: u32, V: u32, NC: u32,
+  scale: f32, hasInit: u32, hasFinal: u32, nbV: u32,
+}
+@group(0) @binding(0) var<uniform> P: Params;`;
+
+/** A binding of a generated kernel: a read-only input of a storage dtype, or an f32 / u32 array. */
+type Binding =
+  | { name: string; kind: 'in'; dtype: GlaStorage }
+  | { name: string; kind: 'f32' | 'u32' | 'out' | 'outu' | 'atomic' };
+
+/** WGSL declarations (binding 0 is the Params uniform) and the pipeline's binding kinds. */
+function declare(bindings: readonly Binding[]): {
+  code: string;
+  kinds: ('uniform' | 'read' | 'storage')[];
+} {
+  const lines = [PARAMS];
+  const kinds: ('uniform' | 'read' | 'storage')[] = ['uniform'];
+  bindings.forEach((b, i) => {
+    const at = `@group(0) @binding(${i + 1})`;
+    if (b.kind === 'in') {
+      kinds.push('read');
+      if (b.dtype === 'f32') {
+        lines.push(`${at} var<storage, read> ${b.name}: array<f32>;
+fn ld_${b.name}(e: u32) -> f32 { return ${b.name}[e]; }`);
+      } else if (b.dtype === 'f16') {
+        lines.push(`${at} var<storage, read> ${b.name}: array<u32>;
+fn ld_${b.name}(e: u32) -> f32 { return unpack2x16float(${b.name}[e >> 1u])[e & 1u]; }`);
+      } else {
+        // bf16 is the top half of an f32.
+        lines.push(`${at} var<storage, read> ${b.name}: array<u32>;
+fn ld_${b.name}(e: u32) -> f32 {
+  let w = ${b.name}[e >> 1u];
+  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (e & 1u) == 1u));
+}`);
+      }
+    } else if (b.kind === 'f32' || b.kind === 'u32') {
+      kinds.push('read');
+      lines.push(`${at} var<storage, read> ${b.name}: array<${b.kind}>;`);
+    } else if (b.kind === 'out' || b.kind === 'outu') {
+      kinds.push('storage');
+      lines.push(
+        `${at} var<storage, read_write> ${b.name}: array<${b.kind === 'out' ? 'f32' : 'u32'}>;`,
+      );
+    } else {
+      kinds.push('storage');
+      lines.push(`${at} var<storage, read_write> ${b.name}: array<atomic<u32>>;`);
+    }
+  });
+  return { code: lines.join('\n'), kinds };
+}
+
+export interface GlaKernel {
+  code: string;
+  bindings: readonly ('uniform' | 'read' | 'storage')[];
+  /** Binding names after the uniform, in order. */
+  names: readonly string[];
+  label: string;
+}
+
+function kernel(label: string, bindings: readonly Binding[], body: string): GlaKernel {
+  const d = declare(bindings);
+  return {
+    code: `${d.code}\n${body}`,
+    bindings: d.kinds,
+    names: bindings.map((b) => b.name),
+    label,
+  };
+}
+
+const u = (n: number) => `${n}u`;
+
+/**
+ * One chunk product as a tile loop: acc[i * RX + j] += sum_{r < depth} a(row_i, r) * b(r, col_j)
+ * with row_i = ty + TY i and col_j = tx + TX j (a thread's RY x RX micro-tile). a and b give the
+ * WGSL of an operand element from workgroup memory. The loop the tensor-core variant replaces.
+ */
+export function tileProduct(o: {
+  acc: string;
+  RY: number;
+  RX: number;
+  TY: number;
+  TX: number;
+  depth: number;
+  a: (row: string, red: string) => string;
+  b: (red: string, col: string) => string;
+}): string {
+  const lines: string[] = [];
+  lines.push(`for (var r = 0u; r < ${u(o.depth)}; r++) {`);
+  for (let i = 0; i < o.RY; i++) lines.push(`  let a${i} = ${o.a(`(ty + ${u(o.TY * i)})`, 'r')};`);
+  for (let j = 0; j < o.RX; j++) lines.push(`  let b${j} = ${o.b('r', `(tx + ${u(o.TX * j)})`)};`);
+  for (let i = 0; i < o.RY; i++)
+    for (let j = 0; j < o.RX; j++)
+      lines.push(`  ${o.acc}[${i * o.RX + j}] = fma(a${i}, b${j}, ${o.acc}[${i * o.RX + j}]);`);
+  lines.push('}');
+  return lines.join('\n');
+}
+
+/**
+ * Pass 1: G = the chunk-local cumulative sums of gk (f32, gk's layout), and the gate check: the
+ * smallest flat index of a gate that is not finite and <= 0 (bit tests: WGSL may assume no NaN
+ * in comparisons) goes to flag[0]. Workgroups (NC, H, ceil(K / 64)).
+ */
+export function prepShader(gk: GlaStorage): GlaKernel {
+  return kernel(
+    'gla prep',
+    [
+      { name: 'tab', kind: 'u32' },
+      { name: 'gk', kind: 'in', dtype: gk },
+      { name: 'Gb', kind: 'out' },
+      { name: 'flag', kind: 'atomic' },
+    ],
+    `@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let c = wg.x;
+  let h = wg.y;
+  let x = wg.z * 64u + lid.x;
+  if (x >= P.K) { return; }
+  let row0 = tab[${CHUNK_META}u * c];
+  let L = tab[${CHUNK_META}u * c + 1u];
+  var G = 0.0;
+  for (var t = 0u; t < L; t++) {
+    let e = ((row0 + t) * P.H + h) * P.K + x;
+    let g = ld_gk(e);
+    let bits = bitcast<u32>(g);
+    // Positive (sign bit clear, not +0), or Infinity / NaN of either sign.
+    if ((bits != 0u && bits < 0x80000000u) || (bits & 0x7fffffffu) >= 0x7f800000u) {
+      atomicMin(&flag[0], e);
+    }
+    G = G + g;
+    Gb[e] = G;
+  }
+}`,
+  );
+}
+
+/** Loads of a [C, BX] tile of q, k (0 past the chunk) and G (the last row's past it). */
+function qkgTileLoad(C: number, BX: number, W: number, off: { q: string; k: string; g: string }) {
+  return `for (var e = tid; e < ${u(C * BX)}; e += ${u(W)}) {
+      let t = e / ${u(BX)};
+      let x = x0 + e % ${u(BX)};
+      var qv = 0.0;
+      var kv = 0.0;
+      var gv = 0.0;
+      if (x < P.K) {
+        let gi = ((row0 + min(t, L - 1u)) * P.H + h) * P.K + x;
+        gv = Gb[gi];
+        if (t < L) {
+          qv = ld_q(gi);
+          kv = ld_k(gi);
+        }
+      }
+      sm[${off.q} + e] = qv;
+      sm[${off.k} + e] = kv;
+      sm[${off.g} + e] = gv;
+    }`;
+}
+
+/** Key channels per workgroup-memory tile of the scores, dA and dq/dk kernels for chunk size C. */
+export function kTileOf(C: number): number {
+  return Math.max(4, Math.min(32, 2048 / C));
+}
+
+/**
+ * Pass 2: the causal intra-chunk scores A [NC, H, C, C] (f32, 0 above the diagonal and past the
+ * chunk) with the secondary-level sub-chunks of chunk-math.ts: a pair in one sub-chunk takes
+ * its relative gate e^{G_t - G_s} element by element; a pair in sub-chunks j < i factors it as
+ *   (q_t e^{G_t - G_{a_i}}) * e^{G_{a_i} - G_{e_j}} * (k_s e^{G_{e_j} - G_s})
+ * with a_i the first row of i and e_j the last of j: three factors <= 1, the middle one a
+ * vector per sub-chunk pair (d), so the gated tiles are computed once. Workgroups (NC, H).
+ */
+export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
+  const sub = glaSubChunkSize(C);
+  const n = C / sub;
+  const BX = kTileOf(C);
+  const W = Math.min(GLA_THREADS, C * C);
+  const M = (C * C) / W;
+  const T = C * BX;
+  return kernel(
+    'gla scores',
+    [
+      { name: 'tab', kind: 'u32' },
+      { name: 'q', kind: 'in', dtype },
+      { name: 'k', kind: 'in', dtype },
+      { name: 'Gb', kind: 'f32' },
+      { name: 'Ab', kind: 'out' },
+    ],
+    `var<workgroup> sm: array<f32, ${3 * T + n * n * BX}>;
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let c = wg.x;
+  let h = wg.y;
+  let tid = lid.x;
+  let row0 = tab[${CHUNK_META}u * c];
+  let L = tab[${CHUNK_META}u * c + 1u];
+  var acc: array<f32, ${M}>;
+  for (var x0 = 0u; x0 < P.K; x0 += ${u(BX)}) {
+    ${qkgTileLoad(C, BX, W, { q: '0u', k: u(T), g: u(2 * T) })}
+    workgroupBarrier();
+    // Pairs in one sub-chunk: the relative gate element by element (exponent <= 0).
+    for (var m = 0u; m < ${u(M)}; m++) {
+      let e = tid + ${u(W)} * m;
+      let t = e / ${u(C)};
+      let s = e % ${u(C)};
+      if (s <= t && t / ${u(sub)} == s / ${u(sub)}) {
+        var a = 0.0;
+        for (var x = 0u; x < ${u(BX)}; x++) {
+          a += sm[t * ${u(BX)} + x] * sm[${u(T)} + s * ${u(BX)} + x] *
+            exp(sm[${u(2 * T)} + t * ${u(BX)} + x] - sm[${u(2 * T)} + s * ${u(BX)} + x]);
+        }
+        acc[m] += a;
+      }
+    }
+    workgroupBarrier();
+    // Gate in place: q_t e^{G_t - G_{a_i}}, k_s e^{G_{e_j} - G_s}; d_ij = e^{G_{a_i} - G_{e_j}}.
+    for (var e = tid; e < ${u(T)}; e += ${u(W)}) {
+      let t = e / ${u(BX)};
+      let x = e % ${u(BX)};
+      let i = t / ${u(sub)};
+      let g = sm[${u(2 * T)} + e];
+      sm[e] *= exp(g - sm[${u(2 * T)} + i * ${u(sub * BX)} + x]);
+      sm[${u(T)} + e] *= exp(sm[${u(2 * T)} + (i * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + x] - g);
+    }
+    for (var e = tid; e < ${u(n * n * BX)}; e += ${u(W)}) {
+      let ij = e / ${u(BX)};
+      let x = e % ${u(BX)};
+      let i = ij / ${u(n)};
+      let j = ij % ${u(n)};
+      if (j < i) {
+        sm[${u(3 * T)} + e] = exp(sm[${u(2 * T)} + i * ${u(sub * BX)} + x] -
+          sm[${u(2 * T)} + (j * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + x]);
+      }
+    }
+    workgroupBarrier();
+    // Pairs in sub-chunks j < i.
+    for (var m = 0u; m < ${u(M)}; m++) {
+      let e = tid + ${u(W)} * m;
+      let t = e / ${u(C)};
+      let s = e % ${u(C)};
+      let i = t / ${u(sub)};
+      let j = s / ${u(sub)};
+      if (j < i) {
+        var a = 0.0;
+        let d = ${u(3 * T)} + (i * ${u(n)} + j) * ${u(BX)};
+        for (var x = 0u; x < ${u(BX)}; x++) {
+          a += sm[t * ${u(BX)} + x] * sm[d + x] * sm[${u(T)} + s * ${u(BX)} + x];
+        }
+        acc[m] += a;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var m = 0u; m < ${u(M)}; m++) {
+    let e = tid + ${u(W)} * m;
+    let t = e / ${u(C)};
+    let s = e % ${u(C)};
+    Ab[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s] = select(0.0, P.scale * acc[m], s <= t && t < L);
+  }
+}`,
+  );
+}
+
+/**
+ * Passes 3 (forward) and 5 (backward): the chunk states, one workgroup per (sequence, head,
+ * 32 x 32 block of the K x V state) walking its chunks in order (mode 'h') or in reverse
+ * (mode 'dh'), storing the state each chunk sees first into Hs [NC, H, K, V] (f32):
+ *   'h':  S <- diag(e^{G_L}) S + (k * e^{G_L - G})^T v           from h0, hT out
+ *   'dh': dS <- diag(e^{G_L}) dS + scale (q * e^{G})^T dO        from dht, dh0 out
+ * (h stores the state before chunk c, dh the gradient of the state after it). Workgroups
+ * (ceil(K / 32) * nbV, H, N).
+ */
+export function stateShader(
+  mode: 'h' | 'dh',
+  C: number,
+  dtype: GlaStorage,
+  initDType: GlaStorage,
+): GlaKernel {
+  const B = GLA_STATE_BLOCK;
+  const SR = Math.min(C, 32);
+  const TY = 16;
+  const TX = 16;
+  const R = B / 16;
+  const fwd = mode === 'h';
+  const a = fwd ? 'k' : 'q';
+  const b = fwd ? 'v' : 'dO';
+  const rowGate = fwd ? `ld_k(gi) * exp(gl[xx] - Gb[gi])` : `P.scale * ld_q(gi) * exp(Gb[gi])`;
+  return kernel(
+    fwd ? 'gla states' : 'gla state gradients',
+    [
+      { name: 'tab', kind: 'u32' },
+      { name: a, kind: 'in', dtype },
+      { name: b, kind: 'in', dtype },
+      { name: 'Gb', kind: 'f32' },
+      { name: 'init', kind: 'in', dtype: initDType },
+      { name: 'Hs', kind: 'out' },
+      { name: 'fin', kind: 'out' },
+    ],
+    `var<workgroup> sa: array<f32, ${SR * B}>;
+var<workgroup> sb: array<f32, ${SR * B}>;
+var<workgroup> gl: array<f32, ${B}>;
+var<workgroup> decay: array<f32, ${B}>;
+var<workgroup> wFirst: u32;
+var<workgroup> wCount: u32;
+@compute @workgroup_size(${TY * TX})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let h = wg.y;
+  let nseq = wg.z;
+  let tid = lid.x;
+  let ty = tid / ${u(TX)};
+  let tx = tid % ${u(TX)};
+  let k0 = (wg.x / P.nbV) * ${u(B)};
+  let v0 = (wg.x % P.nbV) * ${u(B)};
+  let KV = P.K * P.V;
+  if (tid == 0u) {
+    wFirst = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq];
+    wCount = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq + 1u];
+  }
+  let first = workgroupUniformLoad(&wFirst);
+  let count = workgroupUniformLoad(&wCount);
+  var S: array<f32, ${R * R}>;
+  let sbase = (nseq * P.H + h) * KV;
+  for (var i = 0u; i < ${u(R)}; i++) {
+    for (var j = 0u; j < ${u(R)}; j++) {
+      let x = k0 + ty + ${u(TY)} * i;
+      let y = v0 + tx + ${u(TX)} * j;
+      var s0 = 0.0;
+      if (P.hasInit != 0u && x < P.K && y < P.V) { s0 = ld_init(sbase + x * P.V + y); }
+      S[i * ${u(R)} + j] = s0;
+    }
+  }
+  for (var ci = 0u; ci < count; ci++) {
+    let c = ${fwd ? 'first + ci' : 'first + count - 1u - ci'};
+    let row0 = tab[${CHUNK_META}u * c];
+    let L = tab[${CHUNK_META}u * c + 1u];
+    let hbase = (c * P.H + h) * KV;
+    for (var i = 0u; i < ${u(R)}; i++) {
+      for (var j = 0u; j < ${u(R)}; j++) {
+        let x = k0 + ty + ${u(TY)} * i;
+        let y = v0 + tx + ${u(TX)} * j;
+        if (x < P.K && y < P.V) { Hs[hbase + x * P.V + y] = S[i * ${u(R)} + j]; }
+      }
+    }
+    workgroupBarrier();
+    if (tid < ${u(B)}) {
+      let x = k0 + tid;
+      var g = 0.0;
+      if (x < P.K) { g = Gb[((row0 + L - 1u) * P.H + h) * P.K + x]; }
+      gl[tid] = g;
+      decay[tid] = exp(g);
+    }
+    var acc: array<f32, ${R * R}>;
+    for (var r0 = 0u; r0 < ${u(C)}; r0 += ${u(SR)}) {
+      workgroupBarrier();
+      for (var e = tid; e < ${u(SR * B)}; e += ${u(TY * TX)}) {
+        let t = r0 + e / ${u(B)};
+        let xx = e % ${u(B)};
+        let x = k0 + xx;
+        let y = v0 + xx;
+        var av = 0.0;
+        var bv = 0.0;
+        if (t < L) {
+          if (x < P.K) {
+            let gi = ((row0 + t) * P.H + h) * P.K + x;
+            av = ${rowGate};
+          }
+          if (y < P.V) { bv = ld_${b}(((row0 + t) * P.H + h) * P.V + y); }
+        }
+        sa[e] = av;
+        sb[e] = bv;
+      }
+      workgroupBarrier();
+      ${tileProduct({
+        acc: 'acc',
+        RY: R,
+        RX: R,
+        TY,
+        TX,
+        depth: SR,
+        a: (row, red) => `sa[${red} * ${u(B)} + ${row}]`,
+        b: (red, col) => `sb[${red} * ${u(B)} + ${col}]`,
+      })}
+    }
+    for (var i = 0u; i < ${u(R)}; i++) {
+      for (var j = 0u; j < ${u(R)}; j++) {
+        S[i * ${u(R)} + j] = S[i * ${u(R)} + j] * decay[ty + ${u(TY)} * i] + acc[i * ${u(R)} + j];
+      }
+    }
+  }
+  if (P.hasFinal != 0u) {
+    for (var i = 0u; i < ${u(R)}; i++) {
+      for (var j = 0u; j < ${u(R)}; j++) {
+        let x = k0 + ty + ${u(TY)} * i;
+        let y = v0 + tx + ${u(TX)} * j;
+        if (x < P.K && y < P.V) { fin[sbase + x * P.V + y] = S[i * ${u(R)} + j]; }
+      }
+    }
+  }
+}`,
+  );
+}
+
+/** Columns of the o / dv kernels' blocks for V: 16 * RX with RX in 1..4. */
+export function outBlock(V: number): number {
+  return 16 * Math.min(GLA_OUT_BLOCK / 16, Math.ceil(V / 16));
+}
+
+/**
+ * Pass 4 (forward, mode 'o') and the backward's dv (mode 'dv'), one workgroup per (chunk, head,
+ * block of BV columns of V), two tile products each:
+ *   'o':  o  = (scale q * e^{G}) h_c + A v                  (A causal, from the scores pass)
+ *   'dv': dv = (k * e^{G_L - G}) dh_c + A^T dO
+ * Workgroups (NC, H, ceil(V / BV)).
+ */
+export function outputShader(mode: 'o' | 'dv', C: number, V: number, dtype: GlaStorage): GlaKernel {
+  const BV = outBlock(V);
+  const TY = 16;
+  const TX = 16;
+  const RY = C / TY;
+  const RX = BV / TX;
+  const BX = 32;
+  const o = mode === 'o';
+  const a = o ? 'q' : 'k';
+  const b = o ? 'v' : 'dO';
+  const gate = o ? 'P.scale * ld_q(gi) * exp(Gb[gi])' : 'ld_k(gi) * exp(GL - Gb[gi])';
+  const prod = (aAt: (row: string, red: string) => string) =>
+    tileProduct({
+      acc: 'acc',
+      RY,
+      RX,
+      TY,
+      TX,
+      depth: BX,
+      a: aAt,
+      b: (red, col) => `sb[${red} * ${u(BV)} + ${col}]`,
+    });
+  return kernel(
+    o ? 'gla output' : 'gla dv',
+    [
+      { name: 'tab', kind: 'u32' },
+      { name: a, kind: 'in', dtype },
+      { name: b, kind: 'in', dtype },
+      { name: 'Gb', kind: 'f32' },
+      { name: 'Hs', kind: 'f32' },
+      { name: 'Ab', kind: 'f32' },
+      { name: 'out', kind: 'out' },
+    ],
+    `var<workgroup> sa: array<f32, ${C * BX}>;
+var<workgroup> sb: array<f32, ${BX * BV}>;
+@compute @workgroup_size(${TY * TX})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let c = wg.x;
+  let h = wg.y;
+  let v0 = wg.z * ${u(BV)};
+  let tid = lid.x;
+  let ty = tid / ${u(TX)};
+  let tx = tid % ${u(TX)};
+  let row0 = tab[${CHUNK_META}u * c];
+  let L = tab[${CHUNK_META}u * c + 1u];
+  let hbase = (c * P.H + h) * P.K * P.V;
+  var acc: array<f32, ${RY * RX}>;
+  // The inter-chunk product: gated rows of ${a} [C, K] times the state [K, BV].
+  for (var x0 = 0u; x0 < P.K; x0 += ${u(BX)}) {
+    workgroupBarrier();
+    for (var e = tid; e < ${u(C * BX)}; e += ${u(TY * TX)}) {
+      let t = e / ${u(BX)};
+      let x = x0 + e % ${u(BX)};
+      var av = 0.0;
+      if (t < L && x < P.K) {
+        let gi = ((row0 + t) * P.H + h) * P.K + x;
+        ${o ? '' : 'let GL = Gb[((row0 + L - 1u) * P.H + h) * P.K + x];'}
+        av = ${gate};
+      }
+      sa[e] = av;
+    }
+    for (var e = tid; e < ${u(BX * BV)}; e += ${u(TY * TX)}) {
+      let x = x0 + e / ${u(BV)};
+      let y = v0 + e % ${u(BV)};
+      var bv = 0.0;
+      if (x < P.K && y < P.V) { bv = Hs[hbase + x * P.V + y]; }
+      sb[e] = bv;
+    }
+    workgroupBarrier();
+    ${prod((row, red) => `sa[${row} * ${u(BX)} + ${red}]`)}
+  }
+  // The intra-chunk product: ${o ? 'A [C, C] times v' : 'A^T [C, C] times dO'} [C, BV], ${BX} rows of the reduction at a time.
+  for (var s0 = 0u; s0 < ${u(C)}; s0 += ${u(BX)}) {
+    workgroupBarrier();
+    for (var e = tid; e < ${u(C * BX)}; e += ${u(TY * TX)}) {
+      ${
+        o
+          ? `let t = e / ${u(BX)};
+      let s = s0 + e % ${u(BX)};
+      var av = 0.0;
+      if (s < ${u(C)}) { av = Ab[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s]; }
+      sa[e] = av;`
+          : `let t = s0 + e / ${u(C)};
+      let s = e % ${u(C)};
+      var av = 0.0;
+      if (t < ${u(C)}) { av = Ab[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s]; }
+      sa[e] = av;`
+      }
+    }
+    for (var e = tid; e < ${u(BX * BV)}; e += ${u(TY * TX)}) {
+      let t = s0 + e / ${u(BV)};
+      let y = v0 + e % ${u(BV)};
+      var bv = 0.0;
+      if (t < L && y < P.V) { bv = ld_${b}(((row0 + t) * P.H + h) * P.V + y); }
+      sb[e] = bv;
+    }
+    workgroupBarrier();
+    ${prod(o ? (row, red) => `sa[${row} * ${u(BX)} + ${red}]` : (row, red) => `sa[${red} * ${u(C)} + ${row}]`)}
+  }
+  for (var i = 0u; i < ${u(RY)}; i++) {
+    for (var j = 0u; j < ${u(RX)}; j++) {
+      let t = ty + ${u(TY)} * i;
+      let y = v0 + tx + ${u(TX)} * j;
+      if (t < L && y < P.V) { out[((row0 + t) * P.H + h) * P.V + y] = acc[i * ${u(RX)} + j]; }
+    }
+  }
+}`,
+  );
+}
+
+/**
+ * The backward's dA [NC, H, C, C] = scale dO v^T on and below the diagonal (0 elsewhere and
+ * past the chunk): one tile product over V. Workgroups (NC, H).
+ */
+export function scoreGradShader(C: number, dtype: GlaStorage): GlaKernel {
+  const TY = 16;
+  const TX = 16;
+  const R = C / 16;
+  const BX = kTileOf(C);
+  return kernel(
+    'gla dA',
+    [
+      { name: 'tab', kind: 'u32' },
+      { name: 'dO', kind: 'in', dtype },
+      { name: 'v', kind: 'in', dtype },
+      { name: 'dAb', kind: 'out' },
+    ],
+    `var<workgroup> sa: array<f32, ${C * BX}>;
+var<workgroup> sb: array<f32, ${C * BX}>;
+@compute @workgroup_size(${TY * TX})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let c = wg.x;
+  let h = wg.y;
+  let tid = lid.x;
+  let ty = tid / ${u(TX)};
+  let tx = tid % ${u(TX)};
+  let row0 = tab[${CHUNK_META}u * c];
+  let L = tab[${CHUNK_META}u * c + 1u];
+  var acc: array<f32, ${R * R}>;
+  for (var y0 = 0u; y0 < P.V; y0 += ${u(BX)}) {
+    workgroupBarrier();
+    for (var e = tid; e < ${u(C * BX)}; e += ${u(TY * TX)}) {
+      let t = e / ${u(BX)};
+      let y = y0 + e % ${u(BX)};
+      var a = 0.0;
+      var b = 0.0;
+      if (t < L && y < P.V) {
+        let i = ((row0 + t) * P.H + h) * P.V + y;
+        a = ld_dO(i);
+        b = ld_v(i);
+      }
+      sa[e] = a;
+      sb[e] = b;
+    }
+    workgroupBarrier();
+    ${tileProduct({
+      acc: 'acc',
+      RY: R,
+      RX: R,
+      TY,
+      TX,
+      depth: BX,
+      a: (row, red) => `sa[${row} * ${u(BX)} + ${red}]`,
+      b: (red, col) => `sb[${col} * ${u(BX)} + ${red}]`,
+    })}
+  }
+  for (var i = 0u; i < ${u(R)}; i++) {
+    for (var j = 0u; j < ${u(R)}; j++) {
+      let t = ty + ${u(TY)} * i;
+      let s = tx + ${u(TX)} * j;
+      dAb[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s] =
+        select(0.0, P.scale * acc[i * ${u(R)} + j], s <= t && t < L);
+    }
+  }
+}`,
+  );
+}
+
+/**
+ * The backward's dq, dk and dgk, one workgroup per (chunk, head, block of BX key channels),
+ * each thread a column x and C / TY rows (chunk.ts's chunkGlaBackwardArrays, f32):
+ *   inter:  sdo_t = dO_t . h_c[x, :],  w_s = v_s . dh_c[x, :],  <dh_c, h_c>_x     (products over V)
+ *   intra (strict, s < t), from dA: within a sub-chunk element by element; across sub-chunks
+ *     j < i through the gated tiles and d_ij as the scores pass;
+ *   dq = intra_q + scale e^{G_t} sdo_t + dA_tt k_t,   dk = intra_k + e^{G_L - G_s} w_s + dA_ss q_s
+ *   dgk_t = sum_{u >= t} (q_u (intra_q + inter)_u - k_u intra_k_u)
+ *         + e^{G_L} <dh_c, h_c>_x + sum_{u < t} k_u e^{G_L - G_u} w_u
+ * the cancellation-free form of chunk.ts (the diagonal pairs left out of both sides, the state
+ * terms as a prefix). Workgroups (NC, H, ceil(K / BX)).
+ */
+export function qkGradShader(C: number, dtype: GlaStorage): GlaKernel {
+  const sub = glaSubChunkSize(C);
+  const n = C / sub;
+  const BX = kTileOf(C);
+  const W = GLA_THREADS;
+  const TX = BX;
+  const TY = W / TX;
+  const RY = C / TY;
+  const T = C * BX;
+  const BV = 16;
+  // The inter phase's tiles alias the intra phase's (sm[0 .. 2 C BV + 2 BX BV) <= 3 T).
+  const oDO = 0;
+  const oV = C * BV;
+  const oH = 2 * C * BV;
+  const oDH = 2 * C * BV + BX * BV;
+  const rows = (body: string) =>
+    `for (var i = 0u; i < ${u(RY)}; i++) {
+      let t = ty + ${u(TY)} * i;
+      ${body}
+    }`;
+  return kernel(
+    'gla dq dk dgk',
+    [
+      { name: 'tab', kind: 'u32' },
+      { name: 'q', kind: 'in', dtype },
+      { name: 'k', kind: 'in', dtype },
+      { name: 'v', kind: 'in', dtype },
+      { name: 'dO', kind: 'in', dtype },
+      { name: 'Gb', kind: 'f32' },
+      { name: 'Hs', kind: 'f32' },
+      { name: 'dHs', kind: 'f32' },
+      { name: 'dAb', kind: 'f32' },
+      { name: 'dq', kind: 'out' },
+      { name: 'dk', kind: 'out' },
+      { name: 'dg', kind: 'out' },
+    ],
+    `var<workgroup> sm: array<f32, ${3 * T + n * n * BX}>;
+fn dA(c: u32, h: u32, t: u32, s: u32) -> f32 {
+  return dAb[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s];
+}
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let c = wg.x;
+  let h = wg.y;
+  let x0 = wg.z * ${u(BX)};
+  let tid = lid.x;
+  let ty = tid / ${u(TX)};
+  let tx = tid % ${u(TX)};
+  let x = x0 + tx;
+  let xk = min(x, P.K - 1u);
+  let row0 = tab[${CHUNK_META}u * c];
+  let L = tab[${CHUNK_META}u * c + 1u];
+  let hbase = (c * P.H + h) * P.K * P.V;
+  // Inter-chunk products over V: sdo = dO h_c^T, w = v dh_c^T, hd = <dh_c, h_c> per channel.
+  var sdo: array<f32, ${RY}>;
+  var w: array<f32, ${RY}>;
+  var hd = 0.0;
+  for (var y0 = 0u; y0 < P.V; y0 += ${u(BV)}) {
+    workgroupBarrier();
+    for (var e = tid; e < ${u(C * BV)}; e += ${u(W)}) {
+      let t = e / ${u(BV)};
+      let y = y0 + e % ${u(BV)};
+      var a = 0.0;
+      var b = 0.0;
+      if (t < L && y < P.V) {
+        let i = ((row0 + t) * P.H + h) * P.V + y;
+        a = ld_dO(i);
+        b = ld_v(i);
+      }
+      sm[${u(oDO)} + e] = a;
+      sm[${u(oV)} + e] = b;
+    }
+    for (var e = tid; e < ${u(BX * BV)}; e += ${u(W)}) {
+      let xx = x0 + e / ${u(BV)};
+      let y = y0 + e % ${u(BV)};
+      var a = 0.0;
+      var b = 0.0;
+      if (xx < P.K && y < P.V) {
+        a = Hs[hbase + xx * P.V + y];
+        b = dHs[hbase + xx * P.V + y];
+      }
+      sm[${u(oH)} + e] = a;
+      sm[${u(oDH)} + e] = b;
+    }
+    workgroupBarrier();
+    for (var y = 0u; y < ${u(BV)}; y++) {
+      let hv = sm[${u(oH)} + tx * ${u(BV)} + y];
+      let dhv = sm[${u(oDH)} + tx * ${u(BV)} + y];
+      hd = fma(hv, dhv, hd);
+      ${rows(`sdo[i] = fma(sm[${u(oDO)} + t * ${u(BV)} + y], hv, sdo[i]);
+      w[i] = fma(sm[${u(oV)} + t * ${u(BV)} + y], dhv, w[i]);`)}
+    }
+  }
+  workgroupBarrier();
+  ${qkgTileLoad(C, BX, W, { q: '0u', k: u(T), g: u(2 * T) })}
+  workgroupBarrier();
+  // Raw q, k, G of the thread's elements; the strictly causal pairs within the sub-chunk.
+  var qr: array<f32, ${RY}>;
+  var kr: array<f32, ${RY}>;
+  var gr: array<f32, ${RY}>;
+  var iq: array<f32, ${RY}>;
+  var ik: array<f32, ${RY}>;
+  ${rows(`let e = t * ${u(BX)} + tx;
+      qr[i] = sm[e];
+      kr[i] = sm[${u(T)} + e];
+      gr[i] = sm[${u(2 * T)} + e];
+      let a = (t / ${u(sub)}) * ${u(sub)};
+      var accq = 0.0;
+      for (var s = a; s < t; s++) {
+        accq += dA(c, h, t, s) * sm[${u(T)} + s * ${u(BX)} + tx] * exp(gr[i] - sm[${u(2 * T)} + s * ${u(BX)} + tx]);
+      }
+      var acck = 0.0;
+      for (var s = t + 1u; s < a + ${u(sub)}; s++) {
+        acck += dA(c, h, s, t) * sm[s * ${u(BX)} + tx] * exp(sm[${u(2 * T)} + s * ${u(BX)} + tx] - gr[i]);
+      }
+      iq[i] = accq;
+      ik[i] = acck;`)}
+  workgroupBarrier();
+  // Gate in place (q_t e^{G_t - G_{a_i}}, k_s e^{G_{e_j} - G_s}) and d_ij = e^{G_{a_i} - G_{e_j}}.
+  for (var e = tid; e < ${u(T)}; e += ${u(W)}) {
+    let t = e / ${u(BX)};
+    let xx = e % ${u(BX)};
+    let i = t / ${u(sub)};
+    let g = sm[${u(2 * T)} + e];
+    sm[e] *= exp(g - sm[${u(2 * T)} + i * ${u(sub * BX)} + xx]);
+    sm[${u(T)} + e] *= exp(sm[${u(2 * T)} + (i * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + xx] - g);
+  }
+  for (var e = tid; e < ${u(n * n * BX)}; e += ${u(W)}) {
+    let ij = e / ${u(BX)};
+    let xx = e % ${u(BX)};
+    let i = ij / ${u(n)};
+    let j = ij % ${u(n)};
+    if (j < i) {
+      sm[${u(3 * T)} + e] = exp(sm[${u(2 * T)} + i * ${u(sub * BX)} + xx] -
+        sm[${u(2 * T)} + (j * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + xx]);
+    }
+  }
+  workgroupBarrier();
+  // Pairs across sub-chunks (j < i): per pair of sub-chunks a product of ${sub} rows.
+  ${rows(`let si = t / ${u(sub)};
+      var oq = 0.0;
+      for (var j = 0u; j < si; j++) {
+        var p = 0.0;
+        for (var s = j * ${u(sub)}; s < j * ${u(sub)} + ${u(sub)}; s++) {
+          p = fma(dA(c, h, t, s), sm[${u(T)} + s * ${u(BX)} + tx], p);
+        }
+        oq = fma(sm[${u(3 * T)} + (si * ${u(n)} + j) * ${u(BX)} + tx], p, oq);
+      }
+      iq[i] += exp(gr[i] - sm[${u(2 * T)} + si * ${u(sub * BX)} + tx]) * oq;
+      var ok = 0.0;
+      for (var j = si + 1u; j < ${u(n)}; j++) {
+        var p = 0.0;
+        for (var s = j * ${u(sub)}; s < j * ${u(sub)} + ${u(sub)}; s++) {
+          p = fma(dA(c, h, s, t), sm[s * ${u(BX)} + tx], p);
+        }
+        ok = fma(sm[${u(3 * T)} + (j * ${u(n)} + si) * ${u(BX)} + tx], p, ok);
+      }
+      ik[i] += exp(sm[${u(2 * T)} + (si * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + tx] - gr[i]) * ok;`)}
+  workgroupBarrier();
+  // Combine; the dgk terms per row go through workgroup memory for the suffix / prefix sums.
+  let GL = sm[${u(2 * T)} + ${u((C - 1) * BX)} + tx];
+  var dqv: array<f32, ${RY}>;
+  var dkv: array<f32, ${RY}>;
+  ${rows(`let inter = P.scale * exp(gr[i]) * sdo[i];
+      let fw = exp(GL - gr[i]) * w[i];
+      let dtt = dA(c, h, t, t);
+      dqv[i] = iq[i] + inter + dtt * kr[i];
+      dkv[i] = ik[i] + fw + dtt * qr[i];
+      sm[t * ${u(BX)} + tx] = qr[i] * (iq[i] + inter) - kr[i] * ik[i];
+      sm[${u(T)} + t * ${u(BX)} + tx] = kr[i] * fw;`)}
+  workgroupBarrier();
+  let prefix0 = exp(GL) * hd;
+  ${rows(`if (t < L && x < P.K) {
+        var sg = prefix0;
+        for (var s = 0u; s < t; s++) { sg += sm[${u(T)} + s * ${u(BX)} + tx]; }
+        for (var s = t; s < ${u(C)}; s++) { sg += sm[s * ${u(BX)} + tx]; }
+        let gi = ((row0 + t) * P.H + h) * P.K + x;
+        dq[gi] = dqv[i];
+        dk[gi] = dkv[i];
+        dg[gi] = sg;
+      }`)}
+}`,
+  );
+}
+
+/** f32 -> f16 / bf16 (packed two to a u32 word) over n elements; workgroups ceil(n / 2 / 256). */
+export function castShader(dtype: 'f16' | 'bf16'): GlaKernel {
+  const enc = dtype === 'f16' ? 'pack2x16float(vec2<f32>(a, b))' : 'bf1(a) | (bf1(b) << 16u)';
+  return kernel(
+    `gla cast ${dtype}`,
+    [
+      { name: 'src', kind: 'f32' },
+      { name: 'dst', kind: 'outu' },
+    ],
+    `fn bf1(x: f32) -> u32 { let v = bitcast<u32>(x); return (v + 0x7fffu + ((v >> 16u) & 1u)) >> 16u; }
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  // P.NC holds n, the element count; a 2-D grid for more than 65535 workgroups.
+  let wi = gid.x + gid.y * nw.x * 256u;
+  let e = 2u * wi;
+  if (e >= P.NC) { return; }
+  let a = src[e];
+  var b = 0.0;
+  if (e + 1u < P.NC) { b = src[e + 1u]; }
+  dst[wi] = ${enc};
+}`,
+  );
+}

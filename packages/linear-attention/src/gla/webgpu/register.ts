@@ -1,0 +1,56 @@
+import { type KernelRequest, registerKernel } from '@attnkit/attention';
+import type { Tensor } from '@attnkit/tensor';
+import { GLA_BACKWARD_OUTPUTS, GLA_FAMILY, GLA_FORWARD_OUTPUTS, glaProblem } from '../register.js';
+import { glaBackwardWebGpu, glaForwardWebGpu } from './host.js';
+import { GLA_WEBGPU_CHUNK_SIZES } from './kernels.js';
+
+/**
+ * GLA on WebGPU in the family x backend registry: family 'gla', backend 'webgpu' (priority 30,
+ * webgpu tensors), the chunk form forward and backward (./host.ts, ./kernels.ts).
+ */
+
+/** Why the WebGPU kernels cannot run a request, else true. */
+export function glaWebGpuSupports(req: KernelRequest): true | string {
+  const o = req.options;
+  if (o.form === 'recurrent')
+    return 'the WebGPU GLA kernels run the chunk form only (chunkGla); fusedRecurrentGla runs on ts and native';
+  const C = o.chunkSize ?? 64;
+  if (!(GLA_WEBGPU_CHUNK_SIZES as readonly unknown[]).includes(C))
+    return `the WebGPU GLA kernels take chunk sizes ${GLA_WEBGPU_CHUNK_SIZES.join(', ')} (16 x 16 thread grids over the chunk's rows, tiles within workgroup memory), got ${String(C)}`;
+  if (!['f32', 'f16', 'bf16'].includes(req.dtype))
+    return `WGSL has no ${req.dtype}: the WebGPU GLA kernels read f32, f16 or bf16`;
+  return true;
+}
+
+registerKernel({
+  family: GLA_FAMILY,
+  pass: 'forward',
+  backend: 'webgpu',
+  priority: 30,
+  devices: ['webgpu'],
+  supports: glaWebGpuSupports,
+  outputs: GLA_FORWARD_OUTPUTS,
+  run: async (t, options) => {
+    const p = glaProblem('forward', t, options);
+    return { ...(await glaForwardWebGpu(p, t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor })) };
+  },
+});
+
+registerKernel({
+  family: GLA_FAMILY,
+  pass: 'backward',
+  backend: 'webgpu',
+  priority: 30,
+  devices: ['webgpu'],
+  supports: glaWebGpuSupports,
+  outputs: GLA_BACKWARD_OUTPUTS,
+  run: async (t, options) => {
+    const p = glaProblem('backward', t, options);
+    return {
+      ...(await glaBackwardWebGpu(
+        p,
+        t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor },
+      )),
+    };
+  },
+});
