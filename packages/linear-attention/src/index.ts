@@ -44,3 +44,4 @@ export {
 } from './gla/register.js';
 
 import './gla/webgpu/register.js'; // the 'gla' kernels on WebGPU (backend 'webgpu')
+import './gla/native.js'; // the 'gla' chunk kernels on @attnkit/native (backend 'native')

@@ -1,0 +1,278 @@
+import { type KernelRequest, type KernelTensors, registerKernel } from '@attnkit/attention';
+// Types only: @attnkit/native is an optional dependency, imported lazily below (as the
+// skeleton's sage/native.ts does).
+import type * as NativePackage from '@attnkit/native';
+import type { NativeEngine, NativeGlaProblem } from '@attnkit/native';
+import { allocF32, encodeOutput, loadNativeBackend, nativeAvailable } from '@attnkit/skeleton';
+import { BackendUnavailableError, DeviceError, Tensor } from '@attnkit/tensor';
+import { checkGateValues, type GlaProblem } from './options.js';
+import { isPowerOfTwo } from './plan.js';
+import {
+  GLA_BACKWARD_OUTPUTS,
+  GLA_FAMILY,
+  GLA_FORWARD_OUTPUTS,
+  glaFormOf,
+  glaProblem,
+} from './register.js';
+import { glaBackwardTs, glaForwardTs } from './ts-backend.js';
+
+/**
+ * GLA on @attnkit/native's C++ engine (ops gla.forward and gla.backward): the chunk form of
+ * chunk.ts in f32 with f32 accumulation, threads over (sequence, head) pairs, SIMD chunk products
+ * per ISA (AVX-512, AVX2, scalar; the best this CPU has). Registered as family 'gla', backend
+ * 'native', priority 20 (above ts): cpu tensors run here by default when the addon loads, and
+ * what it declines (f64 inputs, the recurrent form, chunk sizes outside 16..256) falls back to
+ * ts. f16 / bf16 inputs are decoded to f32 here; o, dq, dk, dv come back in q's dtype, dgk in
+ * gk's, dh0 in initialState's, the final state in f32 (as the ts backend).
+ */
+
+/** Chunk sizes the native kernels take (the secondary-level sub-chunks are 16 rows). */
+export const GLA_NATIVE_CHUNK_SIZES = { min: 16, max: 256 } as const;
+
+// A computed specifier, as the skeleton's: no bundler follows it into a browser build.
+const NATIVE_PACKAGE = '@attnkit/native';
+let nativeModule: typeof NativePackage | undefined;
+let moduleLoading: Promise<typeof NativePackage | undefined> | undefined;
+
+function loadModule(): Promise<typeof NativePackage | undefined> {
+  moduleLoading ??= import(/* @vite-ignore */ /* webpackIgnore: true */ NATIVE_PACKAGE).then(
+    (m) => {
+      nativeModule = m as typeof NativePackage;
+      return nativeModule;
+    },
+    () => undefined,
+  );
+  return moduleLoading;
+}
+
+const STALE_ADDON =
+  'the loaded native addon predates the GLA ops (gla.forward, gla.backward); rebuild it (`pnpm --filter @attnkit/native build:addon`, or reinstall @attnkit/native)';
+
+function hasGlaOps(engine: NativeEngine): boolean {
+  const ops = engine.ops() as Record<string, unknown>;
+  return ops['gla.forward'] !== undefined && ops['gla.backward'] !== undefined;
+}
+
+const opsChecked = new WeakMap<NativeEngine, boolean>();
+function glaOpsOf(engine: NativeEngine): boolean {
+  let ok = opsChecked.get(engine);
+  if (ok === undefined) {
+    ok = hasGlaOps(engine);
+    opsChecked.set(engine, ok);
+  }
+  return ok;
+}
+
+/** true when the native engine loads and has the GLA ops, else why not. */
+export function glaNativeAvailable(): true | string {
+  const a = nativeAvailable();
+  if (a !== true) return a;
+  if (!nativeModule) {
+    // The skeleton has the package; ours is one cached import away (run() awaits it).
+    void loadModule();
+    return true;
+  }
+  const engine = nativeModule.loadNative();
+  if (!engine) return `the native engine is unavailable: ${nativeModule.nativeLoadError()}`;
+  return glaOpsOf(engine) ? true : STALE_ADDON;
+}
+
+/**
+ * The engine, or (when the backend was not named) undefined where it cannot run, so that the
+ * caller runs the ts kernels instead: the default cpu backend never fails where ts succeeds.
+ * A named `backend: 'native'` gets BackendUnavailableError saying why.
+ */
+async function engineFor(named: boolean): Promise<NativeEngine | undefined> {
+  const available = await loadNativeBackend();
+  let why: string | undefined;
+  let engine: NativeEngine | undefined;
+  if (available !== true) {
+    why = available;
+  } else {
+    const m = await loadModule();
+    engine = m?.loadNative();
+    if (!engine)
+      why = `it is unavailable: ${m?.nativeLoadError() ?? `${NATIVE_PACKAGE} did not import`}`;
+    else if (!glaOpsOf(engine)) why = STALE_ADDON;
+  }
+  if (why === undefined) return engine;
+  if (!named) return undefined;
+  throw new BackendUnavailableError(`backend: expected the native engine, but ${why}`, 'backend');
+}
+
+/** Why the native backend declines a request (a sentence), else true. */
+export function glaNativeSupports(req: KernelRequest): true | string {
+  if (req.dtype === 'f64')
+    return 'the native engine computes in f32: f64 inputs run on the ts backend (backend "ts")';
+  let form: string;
+  try {
+    form = glaFormOf(req.options);
+  } catch {
+    return true; // run() validates and throws the typed error naming `form`
+  }
+  if (form === 'recurrent')
+    return 'the native engine runs the chunk form only: fusedRecurrentGla runs on the ts backend (backend "ts")';
+  const C = req.options.chunkSize;
+  if (
+    C !== undefined &&
+    (!isPowerOfTwo(C as number) ||
+      (C as number) < GLA_NATIVE_CHUNK_SIZES.min ||
+      (C as number) > GLA_NATIVE_CHUNK_SIZES.max)
+  )
+    return `the native chunk kernels take chunkSize a power of two in [${GLA_NATIVE_CHUNK_SIZES.min}, ${GLA_NATIVE_CHUNK_SIZES.max}] (got ${String(C)}): other chunk sizes run on the ts backend`;
+  return true;
+}
+
+/** f32 data in place (contiguous f32) or decoded (f16, bf16) for the engine. */
+function f32(t: Tensor, name: string): Float32Array {
+  if (t.device !== 'cpu')
+    throw new DeviceError(
+      `${name}: expected a cpu tensor for the 'native' backend, got one on ${t.device}`,
+      name,
+    );
+  return t.dtype === 'f32' ? t.data<'f32'>() : t.toFloat32Array();
+}
+
+function nativeProblem(p: GlaProblem): NativeGlaProblem {
+  const np: NativeGlaProblem = {
+    batch: p.B,
+    t: p.T,
+    h: p.H,
+    k: p.K,
+    v: p.V,
+    scale: p.scale,
+    chunkSize: p.chunkSize,
+  };
+  if (p.cuSeqlens) np.sequences = p.N;
+  return np;
+}
+
+/** The engine's gate error as checkGateValues' typed ValueError (same message as ts). */
+async function withGateErrors<T>(
+  gk: Float32Array,
+  shape: readonly number[],
+  run: () => Promise<T>,
+) {
+  try {
+    return await run();
+  } catch (e) {
+    if (e instanceof Error && /^inputs\.gk\[/.test(e.message)) checkGateValues(gk, shape);
+    throw e;
+  }
+}
+
+/**
+ * The forward on the engine (validated problem from glaProblem / resolveGla). `fallback`: run
+ * the ts kernels where the engine is unavailable (the registry's default choice) instead of
+ * throwing BackendUnavailableError.
+ */
+export async function glaForwardNative(
+  p: GlaProblem,
+  t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor },
+  fallback = false,
+): Promise<{ o: Tensor; ht?: Tensor }> {
+  const engine = await engineFor(!fallback);
+  if (!engine) return glaForwardTs(p, t);
+  const { B, T, H, K, V, N } = p;
+  const gk = f32(t.gk, 'gk');
+  const o = allocF32(B * T * H * V, 'output');
+  const ht = p.outputFinalState ? allocF32(N * H * K * V, 'output') : undefined;
+  const inputs: NativePackage.NativeOpMap['gla.forward']['inputs'] = {
+    q: f32(t.q, 'q'),
+    k: f32(t.k, 'k'),
+    v: f32(t.v, 'v'),
+    gk,
+  };
+  if (p.initialState) inputs.h0 = f32(p.initialState, 'initialState');
+  if (p.cuSeqlens) inputs.cuSeqlens = p.cuSeqlens;
+  await withGateErrors(gk, t.gk.shape, () =>
+    engine.run('gla.forward', nativeProblem(p), inputs, ht ? { o, ht } : { o }),
+  );
+  const out: { o: Tensor; ht?: Tensor } = { o: encodeOutput(o, t.v.shape, t.q.dtype) };
+  if (ht) out.ht = Tensor.from(ht, [N, H, K, V]);
+  return out;
+}
+
+/** The backward on the engine; `fallback` as glaForwardNative's. */
+export async function glaBackwardNative(
+  p: GlaProblem,
+  t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor | undefined },
+  fallback = false,
+): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor }> {
+  const engine = await engineFor(!fallback);
+  if (!engine) return glaBackwardTs(p, t);
+  const { B, T, H, K, V, N } = p;
+  const gk = f32(t.gk, 'gk');
+  const h0 = p.initialState;
+  const inputs: NativePackage.NativeOpMap['gla.backward']['inputs'] = {
+    q: f32(t.q, 'q'),
+    k: f32(t.k, 'k'),
+    v: f32(t.v, 'v'),
+    gk,
+    dO: f32(t.do, 'dO'),
+  };
+  if (h0) inputs.h0 = f32(h0, 'initialState');
+  if (t.dht) inputs.dht = f32(t.dht, 'dht');
+  if (p.cuSeqlens) inputs.cuSeqlens = p.cuSeqlens;
+  const outputs = {
+    dq: allocF32(B * T * H * K, 'output'),
+    dk: allocF32(B * T * H * K, 'output'),
+    dv: allocF32(B * T * H * V, 'output'),
+    dgk: allocF32(B * T * H * K, 'output'),
+    dh0: h0 ? allocF32(N * H * K * V, 'output') : undefined,
+  };
+  await withGateErrors(gk, t.gk.shape, () =>
+    engine.run('gla.backward', nativeProblem(p), inputs, outputs),
+  );
+  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor } = {
+    dq: encodeOutput(outputs.dq, t.q.shape, t.q.dtype),
+    dk: encodeOutput(outputs.dk, t.k.shape, t.q.dtype),
+    dv: encodeOutput(outputs.dv, t.v.shape, t.q.dtype),
+    dgk: encodeOutput(outputs.dgk, t.gk.shape, t.gk.dtype),
+  };
+  if (h0 && outputs.dh0) out.dh0 = encodeOutput(outputs.dh0, h0.shape, h0.dtype);
+  return out;
+}
+
+registerKernel({
+  family: GLA_FAMILY,
+  pass: 'forward',
+  backend: 'native',
+  priority: 20,
+  devices: ['cpu'],
+  available: glaNativeAvailable,
+  supports: glaNativeSupports,
+  outputs: GLA_FORWARD_OUTPUTS,
+  run: async (t: KernelTensors, options) => {
+    const p = glaProblem('forward', t, options);
+    const fallback = options.backend === undefined;
+    return {
+      ...(await glaForwardNative(
+        p,
+        t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor },
+        fallback,
+      )),
+    };
+  },
+});
+
+registerKernel({
+  family: GLA_FAMILY,
+  pass: 'backward',
+  backend: 'native',
+  priority: 20,
+  devices: ['cpu'],
+  available: glaNativeAvailable,
+  supports: glaNativeSupports,
+  outputs: GLA_BACKWARD_OUTPUTS,
+  run: async (t: KernelTensors, options) => {
+    const p = glaProblem('backward', t, options);
+    return {
+      ...(await glaBackwardNative(
+        p,
+        t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor },
+        options.backend === undefined,
+      )),
+    };
+  },
+});
