@@ -75,5 +75,21 @@ describe.skipIf(!ctx)('chunkGla on webgpu vs the float64 reference', () => {
       { B: 1, T: 130, H: 2, K: 16, V: 24, h0: true },
     ],
     ['K 24 != V 12, h0, dht, scale 0.3', { B: 2, T: 77, H: 1, K: 24, V: 12, h0: true, scale: 0.3 }],
-  ])('%s', async (label, spec) => check(spec, label), 120_000);
+    [
+      'varlen with an empty sequence, h0, C 32',
+      { B: 1, T: 100, H: 2, K: 8, V: 16, lengths: [33, 0, 50, 17], h0: true, C: 32 },
+    ],
+    [
+      'gk = -20 per step on half the channels, h0',
+      { B: 1, T: 90, H: 2, K: 16, V: 8, gates: 'strong', h0: true },
+    ],
+    ['C 16, T 50', { B: 1, T: 50, H: 1, K: 8, V: 8, C: 16, h0: true }],
+    ['C 128, T 200', { B: 1, T: 200, H: 1, K: 8, V: 8, C: 128 }],
+    ['f16 storage, h0 f16, T 70', { B: 1, T: 70, H: 2, K: 16, V: 8, dtype: 'f16', h0: true }],
+    [
+      'bf16 storage, -20 gates',
+      { B: 1, T: 45, H: 1, K: 8, V: 16, dtype: 'bf16', gates: 'strong', h0: true },
+    ],
+    ['T 1024 (16 chunks), K 32, V 32', { B: 1, T: 1024, H: 1, K: 32, V: 32, h0: true }],
+  ])('%s', async (label, spec) => check(spec, label), 180_000);
 });
