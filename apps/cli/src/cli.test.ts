@@ -13,6 +13,7 @@ import { verifyFile, verifyGolden } from './verify.js';
 
 // Every golden set: the project's goldens/ and, when present, ../shared/goldens.
 const files = goldenFiles();
+const nativeLoads = await nativeAvailable();
 
 function captureIo(): CliIo & { stdout: string[]; stderr: string[] } {
   const stdout: string[] = [];
@@ -30,10 +31,8 @@ describe('every golden verifies through the attnkit verify code path', () => {
       const report = await verifyFile(file);
       expect(Object.keys(report.tensors).length).toBeGreaterThan(0);
       expect(report.tensors, JSON.stringify(report)).toSatisfy(() => report.ok);
-      // GLA has no native kernel registered yet: ts.
-      if (report.kind !== 'gla') {
-        expect(report.backend).toBe((await nativeAvailable()) ? 'native' : 'ts');
-      } else expect(report.backend).toBe('ts');
+      // Every kind, GLA's chunk form included (issue 13), runs on native when its addon loads.
+      expect(report.backend).toBe((await nativeAvailable()) ? 'native' : 'ts');
     });
     if (/^(softmax|sigmoid|hstu|gla)/.test(basename(file))) {
       test(`${goldenLabel(file)} on the pure-TS backend`, async () => {
@@ -123,15 +122,22 @@ describe('attnkit verify output', () => {
     );
   });
 
-  test('a backend without the kind says which backends have it', async () => {
-    const io = captureIo();
-    // GLA registers ts (issue 13); native is a later registration.
-    const gla = files.find((f) => basename(f) === 'gla.safetensors')!;
-    expect(await runCli(['verify', gla, '--backend', 'native'], io)).toBe(2);
-    expect(io.stderr.join('\n')).toMatch(
-      /does not implement golden kind "gla" \(available: ts, reference\)/,
-    );
-  });
+  test.skipIf(!nativeLoads)(
+    'gla on the native backend: the golden verifies, by file and with --family gla',
+    async () => {
+      // GLA's native chunk kernels (issue 13): chunkGla forward and backward on the C++ engine.
+      const gla = files.find((f) => basename(f) === 'gla.safetensors')!;
+      for (const args of [
+        ['verify', gla, '--backend', 'native'],
+        ['verify', gla, '--family', 'gla', '--backend', 'native'],
+      ]) {
+        const io = captureIo();
+        expect(await runCli(args, io), io.stderr.join('\n')).toBe(0);
+        expect(io.stdout.join('\n')).toMatch(/dgk rel_l2=\S+ max_abs=\S+ ok/);
+      }
+      expect((await verifyFile(gla, { backend: 'native' })).backend).toBe('native');
+    },
+  );
 
   test('a reference tensor the backend does not produce is a FAIL, not a skip', async () => {
     // hstu_rab holds drab: the reference backend must produce it (it does), and a golden kind
