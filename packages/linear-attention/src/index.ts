@@ -44,4 +44,5 @@ export {
 } from './gla/register.js';
 
 import './gla/webgpu/register.js'; // the 'gla' kernels on WebGPU (backend 'webgpu')
-import './gla/native.js'; // the 'gla' chunk kernels on @attnkit/native (backend 'native')
+
+export { glaNativeAvailable } from './gla/native.js'; // the 'gla' chunk kernels on @attnkit/native (backend 'native'); an export, not a bare import, so the bundle keeps the registrations (sideEffects lists only index)
