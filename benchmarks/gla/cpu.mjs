@@ -1,6 +1,6 @@
 // Gated linear attention on the CPU (issue 13 item 6, the CPU half): chunkGla (chunkwise GLA,
-// C 64, @attnkit/linear-attention on the ts backend; native when it registers one) forward and
-// forward + backward, beside our causal FlashAttention-2 (flashAttention, native backend when
+// C 64, @attnkit/linear-attention on the native backend, the C++ engine's gla ops, and on the ts
+// backend) forward and forward + backward, beside our causal FlashAttention-2 (flashAttention, native backend when
 // the addon loads, else ts) at the same (B, H, T, D): B 1, H 8, K = V = D = 64. GLA is BTHK
 // [B, T, H, D] with gates log sigmoid(normal) / 16; FA2 is BHND [B, H, T, D], causal.
 //
@@ -8,11 +8,14 @@
 // flashFlops: 4 B H T^2 D / 2 forward, 2.5x backward); bytes: the minimum each must move (GLA:
 // glaBytes; FA2: q, k, v, o, lse forward, plus dO, dq, dk, dv backward). The crossover is the
 // smallest T of the sweep from which chunkGla stays faster than causal FA2, by median and by
-// best time (on a shared machine the best is the steadier of the two).
+// best time (on a shared machine the best is the steadier of the two), for each GLA backend;
+// `ratio` = FA2 ms / chunkGla ms at each T (> 1: chunkGla faster).
 //
 //   pnpm build   (or at least tensor, attention, skeleton, flash-attention, linear-attention, native)
 //   node benchmarks/gla/cpu.mjs [--reps 3] [--lengths 512,1024,2048,4096,8192] [--quick]
-//       [--out benchmarks/gla/results/<date>-cpu.json]
+//       [--gla native,ts] [--ts-max 32768] [--out benchmarks/gla/results/<date>-cpu.json]
+// --gla: the chunkGla backends to time (native only where its addon loads); --ts-max: the
+// longest T the (slow, one-thread) ts backend runs at.
 //
 // Timing: a warm-up of every contender, then `reps` rounds calling each once (order flipped every
 // other round, a 50 ms pause before each), best and median per contender: other processes on a
@@ -39,6 +42,8 @@ const { values: a } = parseArgs({
     lengths: { type: 'string' },
     quick: { type: 'boolean', default: false },
     'forward-only': { type: 'boolean', default: false },
+    gla: { type: 'string' },
+    'ts-max': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -48,11 +53,14 @@ const LENGTHS = (a.lengths ?? (a.quick ? '512,2048' : '512,1024,2048,4096,8192')
   .map(Number);
 const [B, H, D] = [1, 8, 64];
 const faBackend = (await nativeAvailable()) ? 'native' : 'ts';
-const glaBackend = registeredKernels({ family: 'gla', pass: 'forward' }).some(
+// The registry sees the native backend once @attnkit/native has loaded (nativeAvailable above).
+const nativeGla = registeredKernels({ family: 'gla', pass: 'forward' }).some(
   (r) => r.backend === 'native' && (r.available?.() ?? true) === true,
-)
-  ? 'native'
-  : 'ts';
+);
+const GLA_BACKENDS = (a.gla ?? 'native,ts')
+  .split(',')
+  .filter((b) => b === 'ts' || (b === 'native' && nativeGla));
+const TS_MAX = Number(a['ts-max'] ?? Number.POSITIVE_INFINITY);
 
 async function interleaved(fns) {
   const ms = fns.map(() => []);
@@ -96,21 +104,25 @@ for (const T of LENGTHS) {
   // FA2 gets its own BHND tensors of the same size (the values do not change its work).
   const [fq, fk, fv, fdO] = [0, 1, 2, 3].map(() => rng.randn(bhnd));
   const fa = { causal: true, backend: faBackend };
+  const glas = GLA_BACKENDS.filter((b) => b !== 'ts' || T <= TS_MAX);
+  // [name, backend, fn]
   const contenders = [
-    ['gla forward', () => chunkGla(q, k, v, gk, { backend: glaBackend })],
-    ['fa2 forward', () => flashAttention(fq, fk, fv, fa)],
+    ...glas.map((backend) => ['gla forward', backend, () => chunkGla(q, k, v, gk, { backend })]),
+    ['fa2 forward', faBackend, () => flashAttention(fq, fk, fv, fa)],
   ];
   if (!a['forward-only'])
     contenders.push(
-      [
+      ...glas.map((backend) => [
         'gla fwd+bwd',
+        backend,
         async () => {
-          await chunkGla(q, k, v, gk, { backend: glaBackend });
-          await chunkGlaBackward(q, k, v, gk, dO, { backend: glaBackend });
+          await chunkGla(q, k, v, gk, { backend });
+          await chunkGlaBackward(q, k, v, gk, dO, { backend });
         },
-      ],
+      ]),
       [
         'fa2 fwd+bwd',
+        faBackend,
         async () => {
           const r = await flashAttention(fq, fk, fv, fa);
           await flashAttentionBackward(fq, fk, fv, r.o, r.lse, fdO, fa);
@@ -118,9 +130,9 @@ for (const T of LENGTHS) {
       ],
     );
   process.stderr.write(`T ${T}: ${contenders.length} contenders x ${REPS + 1} calls...\n`);
-  const times = await interleaved(contenders.map((c) => c[1]));
+  const times = await interleaved(contenders.map((c) => c[2]));
   const lengths = Array(B).fill(T);
-  for (const [i, [name]] of contenders.entries()) {
+  for (const [i, [name, backend]] of contenders.entries()) {
     const gla = name.startsWith('gla');
     const both = name.endsWith('fwd+bwd');
     const count = (pass) =>
@@ -135,7 +147,7 @@ for (const T of LENGTHS) {
     rows.push({
       T,
       contender: name,
-      backend: gla ? glaBackend : faBackend,
+      backend,
       flops,
       bytes: moved,
       medianMs: t.medianMs,
@@ -151,10 +163,12 @@ for (const T of LENGTHS) {
  * Smallest T from which GLA stays faster than FA2 by `stat` ('medianMs' or 'bestMs'; null when
  * never, or not at the longest T), with the pairs it was read from.
  */
-function crossover(kind, stat) {
+function crossover(kind, stat, backend) {
   const pairs = LENGTHS.map((T) => ({
     T,
-    gla: rows.find((r) => r.T === T && r.contender === `gla ${kind}`)?.[stat],
+    gla: rows.find((r) => r.T === T && r.contender === `gla ${kind}` && r.backend === backend)?.[
+      stat
+    ],
     fa: rows.find((r) => r.T === T && r.contender === `fa2 ${kind}`)?.[stat],
   })).filter((p) => p.gla !== undefined && p.fa !== undefined);
   let from = null;
@@ -193,12 +207,36 @@ const line = (cells) =>
 console.log(line(head));
 console.log(line(widths.map((w) => '-'.repeat(w))));
 for (const b of body) console.log(line(b));
+const kinds = a['forward-only'] ? ['forward'] : ['forward', 'fwd+bwd'];
+// FA2 ms / chunkGla ms per T, kind and GLA backend (by median and by best).
+const ratios = [];
+for (const r of rows.filter((x) => x.contender.startsWith('gla'))) {
+  const kind = r.contender.slice(4);
+  const fa = rows.find((x) => x.T === r.T && x.contender === `fa2 ${kind}`);
+  if (fa)
+    ratios.push({
+      T: r.T,
+      kind,
+      backend: r.backend,
+      glaGflops: r.gflops,
+      fa2Gflops: fa.gflops,
+      ratioMedian: fa.medianMs / r.medianMs,
+      ratioBest: fa.bestMs / r.bestMs,
+    });
+}
+console.log('');
+for (const x of ratios)
+  console.log(
+    `T ${x.T} ${x.kind} chunkGla (${x.backend}) ${x.glaGflops.toFixed(2)} GFLOP/s vs FA2 ${x.fa2Gflops.toFixed(2)}: FA2 ms / chunkGla ms = ${x.ratioMedian.toFixed(2)} (median), ${x.ratioBest.toFixed(2)} (best)`,
+  );
 const cross = {};
-for (const kind of a['forward-only'] ? ['forward'] : ['forward', 'fwd+bwd'])
-  for (const stat of ['medianMs', 'bestMs']) cross[`${kind} ${stat}`] = crossover(kind, stat);
+for (const backend of GLA_BACKENDS)
+  for (const kind of kinds)
+    for (const stat of ['medianMs', 'bestMs'])
+      cross[`${backend} ${kind} ${stat}`] = crossover(kind, stat, backend);
 for (const [key, c] of Object.entries(cross))
   console.log(
-    `crossover (${key}): ${c.from === null ? `chunkGla not faster within T <= ${Math.max(...LENGTHS)}` : `chunkGla faster than causal FA2 from T = ${c.from} on (of ${LENGTHS.join(', ')})`}`,
+    `crossover (${key}): ${c.from === null ? `chunkGla not faster within T <= ${Math.max(...c.pairs.map((p) => p.T), 0)}` : `chunkGla faster than causal FA2 from T = ${c.from} on (of ${c.pairs.map((p) => p.T).join(', ')})`}`,
   );
 
 const date = new Date().toISOString();
@@ -216,9 +254,12 @@ writeFileSync(
       loadavg: loadavg(),
       shape: { B, H, K: D, V: D, D },
       reps: REPS,
-      glaBackend,
+      glaBackends: GLA_BACKENDS,
+      tsMax: Number.isFinite(TS_MAX) ? TS_MAX : null,
       faBackend,
+      threads: process.env.ATTNKIT_NUM_THREADS ?? null,
       rows,
+      ratios,
       crossover: cross,
     },
     null,
