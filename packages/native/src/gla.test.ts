@@ -35,6 +35,7 @@ function reference(
   c: Case,
   scale: number,
   x: Record<string, Float32Array | undefined>,
+  reverse = false,
 ): Record<string, Float64Array> {
   const { T, H, K, V } = c;
   const seqs = seqsOf(c);
@@ -53,7 +54,11 @@ function reference(
       const states: Float64Array[] = [];
       let S = new Float64Array(K * V);
       if (h0) for (let i = 0; i < K * V; i++) S[i] = h0[sb + i]!;
-      for (let t = bos; t < eos; t++) {
+      // The processing order: t = order(i) for the i-th token.
+      const order = (i: number) => (reverse ? eos - 1 - i : bos + i);
+      const len = eos - bos;
+      for (let i = 0; i < len; i++) {
+        const t = order(i);
         states.push(S);
         const r = (b * T + t) * H + h;
         const next = new Float64Array(K * V);
@@ -72,9 +77,9 @@ function reference(
       ht.set(S, sb);
       const dS = new Float64Array(K * V);
       if (dht) for (let i = 0; i < K * V; i++) dS[i] = dht[sb + i]!;
-      for (let t = eos - 1; t >= bos; t--) {
-        const r = (b * T + t) * H + h;
-        const prev = states[t - bos]!;
+      for (let i = len - 1; i >= 0; i--) {
+        const r = (b * T + order(i)) * H + h;
+        const prev = states[i]!;
         // S_t = a prev + k^T v, recomputed.
         for (let i = 0; i < K; i++)
           for (let j = 0; j < V; j++) dS[i * V + j] += scale * q![r * K + i]! * dO![r * V + j]!;
@@ -148,15 +153,22 @@ function problemOf(c: Case, scale: number, C: number): NativeGlaProblem {
   return p;
 }
 
+/** C = 0: the recurrent form (reverse with `reverse`). */
 async function run(
   e: NativeEngine,
   c: Case,
   C: number,
   x: ReturnType<typeof inputs>,
   withStates: boolean,
+  reverse = false,
 ) {
   const scale = 1 / Math.sqrt(c.K);
   const p = problemOf(c, scale, C);
+  if (C === 0) {
+    delete p.chunkSize;
+    p.form = 'recurrent';
+    p.reverse = reverse;
+  }
   const rows = c.B * c.T * c.H;
   const state = x.h0.length;
   const cuSeqlens = c.cu ? Int32Array.from(c.cu) : undefined;
@@ -178,7 +190,7 @@ async function run(
     { q: x.q, k: x.k, v: x.v, gk: x.gk, h0, dO: x.dO, dht, cuSeqlens },
     g,
   );
-  const want = reference(c, scale, { ...x, h0, dht });
+  const want = reference(c, scale, { ...x, h0, dht }, reverse);
   return { got: { o, ht, ...g } as Record<string, Float32Array>, want };
 }
 
@@ -212,16 +224,31 @@ describe.each(engines.map((e) => [e.isa, e] as const))('%s', (_isa, e) => {
     }
   });
 
+  test.each([
+    ['forward order', false],
+    ['reverse', true],
+  ] as const)('recurrent form, %s: every output and gradient vs float64', async (_n, reverse) => {
+    for (const [, c] of cases) {
+      const rng = new Rng(2000 + c.T);
+      const x = inputs(rng, c, (r) => logsigmoid(r.normal()) / 4);
+      const { got, want } = await run(e, c, 0, x, true, reverse);
+      for (const name of ['o', 'ht', 'dq', 'dk', 'dv', 'dgk', 'dh0'])
+        expect(relL2(got[name]!, want[name]!), `${name} T ${c.T}`).toBeLessThan(2e-5);
+    }
+  });
+
   test('gk = -20 per step in half the channels: no overflow, dgk kept to relative precision', async () => {
     const c: Case = { B: 1, T: 150, H: 1, K: 16, V: 16 };
     const rng = new Rng(77);
     const x = inputs(rng, c, (r) => logsigmoid(r.normal()));
     for (let i = 0; i < x.gk.length; i += 2) x.gk[i] = -20;
-    const { got, want } = await run(e, c, 64, x, true);
-    for (const name of ['o', 'ht', 'dq', 'dk', 'dv', 'dgk', 'dh0'])
-      expect(relL2(got[name]!, want[name]!), name).toBeLessThan(2e-5);
-    const strong = (a: ArrayLike<number>) => Array.from(a).filter((_, i) => i % 2 === 0);
-    expect(relL2(strong(got.dgk!), strong(want.dgk!))).toBeLessThan(1e-5);
+    for (const C of [64, 0]) {
+      const { got, want } = await run(e, c, C, x, true);
+      for (const name of ['o', 'ht', 'dq', 'dk', 'dv', 'dgk', 'dh0'])
+        expect(relL2(got[name]!, want[name]!), `${name} C ${C}`).toBeLessThan(2e-5);
+      const strong = (a: ArrayLike<number>) => Array.from(a).filter((_, i) => i % 2 === 0);
+      expect(relL2(strong(got.dgk!), strong(want.dgk!)), `C ${C}`).toBeLessThan(1e-5);
+    }
   });
 });
 
@@ -248,6 +275,19 @@ describe.skipIf(!base)('descriptor errors', () => {
           { o: new Float32Array(80) },
         ),
       ).rejects.toThrow(/^problem\.chunkSize/);
+  });
+  test('form: chunkSize only for the chunk form, reverse only for the recurrent one', async () => {
+    const y = x();
+    const io = [{ q: y.q, k: y.k, v: y.v, gk: y.gk }, { o: new Float32Array(80) }] as const;
+    await expect(e.run('gla.forward', { ...p, form: 'recurrent' }, ...io)).rejects.toThrow(
+      /^problem\.chunkSize: expected undefined/,
+    );
+    await expect(e.run('gla.forward', { ...p, reverse: true }, ...io)).rejects.toThrow(
+      /^problem\.reverse: expected undefined/,
+    );
+    await expect(
+      e.run('gla.forward', { ...p, form: 'sideways' as 'chunk' }, ...io),
+    ).rejects.toThrow(/^problem\.form/);
   });
   test('cuSeqlens: required with sequences, checked', async () => {
     const y = x();

@@ -238,8 +238,8 @@ export interface NativeSageForwardProblem extends NativeSageDims {
 }
 
 /**
- * Gated linear attention, chunk form (KERNELS.md "Gated linear attention"; the TS twin
- * @attnkit/linear-attention's gla/chunk.ts). Layout BTHK: q, k, gk [batch, t, h, k], v and o
+ * Gated linear attention, chunk form or (form 'recurrent') recurrent form (KERNELS.md "Gated
+ * linear attention"; the TS twins @attnkit/linear-attention's gla/chunk.ts and recurrent.ts). Layout BTHK: q, k, gk [batch, t, h, k], v and o
  * [batch, t, h, v]; states h0, ht, dht, dh0 [n, h, k, v] with n = batch, or with `sequences`
  * (batch 1, fla's varlen) n = sequences and the cuSeqlens input (sequences + 1 Int32 offsets,
  * 0 first, t last, non-decreasing). gk: finite log-space gates <= 0 (RangeError naming
@@ -253,8 +253,12 @@ export interface NativeGlaProblem {
   v: number;
   /** Multiplies q (finite). */
   scale: number;
-  /** C: a power of two in [16, 256]. */
-  chunkSize: number;
+  /** The chunk form's C: a power of two in [16, 256] (required there; absent for 'recurrent'). */
+  chunkSize?: number | undefined;
+  /** 'chunk' (default) or 'recurrent' (fla's fused_recurrent_gla: one token at a time). */
+  form?: 'chunk' | 'recurrent' | undefined;
+  /** Recurrent form only: each sequence from its last token to its first (fla's `reverse`). */
+  reverse?: boolean | undefined;
   /** Varlen: the number of packed sequences (then batch = 1 and cuSeqlens is required). */
   sequences?: number | undefined;
 }

@@ -17,6 +17,7 @@ import {
   chunkGla,
   chunkGlaBackward,
   fusedRecurrentGla,
+  fusedRecurrentGlaBackward,
   glaReference,
   glaReferenceBackward,
 } from '../index.js';
@@ -38,18 +39,23 @@ if (available !== true && process.env.ATTNKIT_ALLOW_NO_NATIVE !== '1')
 const native = describe.skipIf(available !== true);
 
 const files = goldenFiles('gla');
-const chunkSizes = [64, 16, 128] as const;
+const forms = [
+  ['chunk C 64', chunkGla, chunkGlaBackward, { chunkSize: 64 }],
+  ['chunk C 16', chunkGla, chunkGlaBackward, { chunkSize: 16 }],
+  ['chunk C 128', chunkGla, chunkGlaBackward, { chunkSize: 128 }],
+  ['recurrent', fusedRecurrentGla, fusedRecurrentGlaBackward, {}],
+] as const;
 
 native.each(files.map((f) => [goldenLabel(f), f]))('%s on native', (_label, file) => {
-  test.each(chunkSizes)('chunk C %i: o, ht, dq, dk, dv, dgk, dh0', async (chunkSize) => {
+  test.each(forms)('%s: o, ht, dq, dk, dv, dgk, dh0', async (_name, fwd, bwd, extra) => {
     const g = await loadGolden(file);
     const t = g.tensors;
-    const options = { ...goldenGlaOptions(g), chunkSize, backend: 'native' };
+    const options = { ...goldenGlaOptions(g), ...extra, backend: 'native' };
     const acct = poisonAllocations();
     let produced: Record<string, unknown>;
     try {
-      const r = await chunkGla(t.q!, t.k!, t.v!, t.gk!, options);
-      const grads = await chunkGlaBackward(t.q!, t.k!, t.v!, t.gk!, t.do!, {
+      const r = await fwd(t.q!, t.k!, t.v!, t.gk!, options);
+      const grads = await bwd(t.q!, t.k!, t.v!, t.gk!, t.do!, {
         ...options,
         dht: t.dht,
       });
@@ -102,26 +108,27 @@ async function againstReference(
   const options = { initialState: x.h0, outputFinalState: true };
   const ref = glaReference(x.q, x.k, x.v, x.gk, options);
   const refB = glaReferenceBackward(x.q, x.k, x.v, x.gk, x.dO, { ...options, dht: x.dht });
-  const r = await chunkGla(x.q, x.k, x.v, x.gk, { ...options, backend: 'native' });
-  const g = await chunkGlaBackward(x.q, x.k, x.v, x.gk, x.dO, {
-    ...options,
-    dht: x.dht,
-    backend: 'native',
-  });
-  const got = { o: r.o, ht: r.finalState!, ...g } as Record<string, Tensor>;
-  const want = { o: ref.o, ht: ref.finalState!, ...refB } as Record<string, Tensor>;
-  for (const n of ['o', 'ht', 'dq', 'dk', 'dv', 'dgk', 'dh0']) {
-    const a = got[n]!.toFloat64Array();
-    expect(a.every(Number.isFinite), `${n} finite`).toBe(true);
-    expect(relL2(a, want[n]!.toFloat64Array()), n).toBeLessThan(tol);
-  }
-  if (strongChannels) {
-    const K = x.gk.shape[3]!;
-    const pick = (t: Tensor) => t.toFloat64Array().filter((_, i) => strongChannels(i % K));
-    const a = pick(g.dgk);
-    const b = pick(refB.dgk);
-    expect(Math.max(...b.map(Math.abs))).toBeLessThan(1e-6);
-    expect(relL2(a, b), 'dgk of the gk = -20 channels').toBeLessThan(1e-5);
+  for (const [form, fwd, bwd] of [
+    ['chunk', chunkGla, chunkGlaBackward],
+    ['recurrent', fusedRecurrentGla, fusedRecurrentGlaBackward],
+  ] as const) {
+    const r = await fwd(x.q, x.k, x.v, x.gk, { ...options, backend: 'native' });
+    const g = await bwd(x.q, x.k, x.v, x.gk, x.dO, { ...options, dht: x.dht, backend: 'native' });
+    const got = { o: r.o, ht: r.finalState!, ...g } as Record<string, Tensor>;
+    const want = { o: ref.o, ht: ref.finalState!, ...refB } as Record<string, Tensor>;
+    for (const n of ['o', 'ht', 'dq', 'dk', 'dv', 'dgk', 'dh0']) {
+      const a = got[n]!.toFloat64Array();
+      expect(a.every(Number.isFinite), `${form} ${n} finite`).toBe(true);
+      expect(relL2(a, want[n]!.toFloat64Array()), `${form} ${n}`).toBeLessThan(tol);
+    }
+    if (strongChannels) {
+      const K = x.gk.shape[3]!;
+      const pick = (t: Tensor) => t.toFloat64Array().filter((_, i) => strongChannels(i % K));
+      const a = pick(g.dgk);
+      const b = pick(refB.dgk);
+      expect(Math.max(...b.map(Math.abs))).toBeLessThan(1e-6);
+      expect(relL2(a, b), `${form} dgk of the gk = -20 channels`).toBeLessThan(1e-5);
+    }
   }
 }
 
@@ -149,10 +156,13 @@ async function againstTs(
   x: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; dO: Tensor; dht?: Tensor },
   options: Record<string, unknown>,
   tol: number,
+  recurrent = false,
 ) {
+  const fwd = recurrent ? fusedRecurrentGla : chunkGla;
+  const bwd = recurrent ? fusedRecurrentGlaBackward : chunkGlaBackward;
   const run = async (backend: string) => {
-    const r = await chunkGla(x.q, x.k, x.v, x.gk, { ...options, backend });
-    const g = await chunkGlaBackward(x.q, x.k, x.v, x.gk, x.dO, {
+    const r = await fwd(x.q, x.k, x.v, x.gk, { ...options, backend });
+    const g = await bwd(x.q, x.k, x.v, x.gk, x.dO, {
       ...options,
       ...(x.dht && options.initialState ? { dht: x.dht } : {}),
       backend,
@@ -196,6 +206,19 @@ native('native against ts on the same inputs', () => {
     );
   });
 
+  test.each([false, true])('recurrent, reverse %s: varlen, h0, dht, K != V', async (reverse) => {
+    const cu = [0, 33, 33, 140];
+    const x = problem(140, 2, 10, 18, (z) => logsigmoid(z) / 4);
+    const h0 = rng.randn([3, 2, 10, 18]);
+    const dht = rng.randn([3, 2, 10, 18]);
+    await againstTs(
+      { ...x, dht },
+      { cuSeqlens: cu, initialState: h0, outputFinalState: true, reverse },
+      2e-5,
+      true,
+    );
+  });
+
   test.each(['f16', 'bf16'] as const)(
     '%s storage: decoded, results in the input dtypes',
     async (dt) => {
@@ -220,11 +243,11 @@ native('registry', () => {
       expect(reg?.devices).toEqual(['cpu']);
     }
     expect(selectKernel(req({ form: 'chunk' })).backend).toBe('native');
+    expect(selectKernel(req({ form: 'recurrent' })).backend).toBe('native');
   });
 
   test('declines with a sentence what it does not run; the default falls back to ts', () => {
     for (const [options, dtype, pattern] of [
-      [{ form: 'recurrent' }, 'f32', /chunk form only/],
       [{ form: 'chunk' }, 'f64', /f32/],
       [{ form: 'chunk', chunkSize: 512 }, 'f32', /\[16, 256\]/],
       [{ form: 'chunk', chunkSize: 8 }, 'f32', /\[16, 256\]/],
@@ -235,7 +258,7 @@ native('registry', () => {
     }
   });
 
-  test('the default cpu backend runs what ts runs: recurrent, C 8 and f64', async () => {
+  test('the default cpu backend runs what ts runs: C 8 and f64 (on ts)', async () => {
     const x = problem(40, 1, 4, 4, (z) => logsigmoid(z));
     const ref = glaReference(x.q, x.k, x.v, x.gk, {});
     const tol = toleranceFor({ chunked: true });

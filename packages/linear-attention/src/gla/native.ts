@@ -18,11 +18,11 @@ import { glaBackwardTs, glaForwardTs } from './ts-backend.js';
 
 /**
  * GLA on @attnkit/native's C++ engine (ops gla.forward and gla.backward): the chunk form of
- * chunk.ts in f32 with f32 accumulation, threads over (sequence, head) pairs, SIMD chunk products
- * per ISA (AVX-512, AVX2, scalar; the best this CPU has). Registered as family 'gla', backend
- * 'native', priority 20 (above ts): cpu tensors run here by default when the addon loads, and
- * what it declines (f64 inputs, the recurrent form, chunk sizes outside 16..256) falls back to
- * ts. f16 / bf16 inputs are decoded to f32 here; o, dq, dk, dv come back in q's dtype, dgk in
+ * chunk.ts and the recurrent form of recurrent.ts (reverse included) in f32 with f32
+ * accumulation, threads over (sequence, head) pairs, SIMD chunk products per ISA (AVX-512, AVX2,
+ * scalar; the best this CPU has). Registered as family 'gla', backend 'native', priority 20
+ * (above ts): cpu tensors run here by default when the addon loads, and what it declines (f64
+ * inputs, chunk sizes outside 16..256) falls back to ts. f16 / bf16 inputs are decoded to f32 here; o, dq, dk, dv come back in q's dtype, dgk in
  * gk's, dh0 in initialState's, the final state in f32 (as the ts backend).
  */
 
@@ -110,8 +110,7 @@ export function glaNativeSupports(req: KernelRequest): true | string {
   } catch {
     return true; // run() validates and throws the typed error naming `form`
   }
-  if (form === 'recurrent')
-    return 'the native engine runs the chunk form only: fusedRecurrentGla runs on the ts backend (backend "ts")';
+  if (form === 'recurrent') return true;
   const C = req.options.chunkSize;
   if (
     C !== undefined &&
@@ -141,8 +140,13 @@ function nativeProblem(p: GlaProblem): NativeGlaProblem {
     k: p.K,
     v: p.V,
     scale: p.scale,
-    chunkSize: p.chunkSize,
   };
+  if (p.form === 'recurrent') {
+    np.form = 'recurrent';
+    np.reverse = p.reverse;
+  } else {
+    np.chunkSize = p.chunkSize;
+  }
   if (p.cuSeqlens) np.sequences = p.N;
   return np;
 }

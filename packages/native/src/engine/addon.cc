@@ -1098,7 +1098,8 @@ class SageForward : public Call {
 
 // ---- Gated linear attention (KERNELS.md "Gated linear attention"; engine.h GlaDims) --------
 
-// problem { batch, t, h, k, v, scale, chunkSize, sequences? }: with `sequences` (varlen, batch 1)
+// problem { batch, t, h, k, v, scale, chunkSize (chunk form) | form: 'recurrent', reverse?,
+// sequences? }: with `sequences` (varlen, batch 1)
 // the cuSeqlens input is required (sequences + 1 offsets), without it absent (n = batch).
 GlaDims glaDimsArg(const Napi::Value& v, Keep& keep) {
   Napi::Env env = v.Env();
@@ -1120,9 +1121,27 @@ GlaDims glaDimsArg(const Napi::Value& v, Keep& keep) {
   if (!std::isfinite(scale) || !std::isfinite(static_cast<float>(scale)))
     rangeError(env, "problem.scale", "a finite number", sc.ToString().Utf8Value());
   z.scale = static_cast<float>(scale);
-  z.chunk = intField(o, P, "chunkSize", 16, 256);
-  if ((z.chunk & (z.chunk - 1)) != 0)
-    rangeError(env, "problem.chunkSize", "a power of two in [16, 256]", std::to_string(z.chunk));
+  Napi::Value form = o.Get("form");
+  if (!form.IsUndefined()) {
+    const char* want = "\"chunk\" or \"recurrent\"";
+    if (!form.IsString()) typeError(env, "problem.form", want, form);
+    const std::string f = form.As<Napi::String>().Utf8Value();
+    if (f != "chunk" && f != "recurrent") rangeError(env, "problem.form", want, "\"" + f + "\"");
+    z.recurrent = f == "recurrent";
+  }
+  if (z.recurrent) {
+    if (!o.Get("chunkSize").IsUndefined())
+      typeError(env, "problem.chunkSize", "undefined (an option of the chunk form)", o.Get("chunkSize"));
+    z.chunk = 0;
+    Napi::Value r = o.Get("reverse");
+    if (!r.IsUndefined()) z.reverse = boolField(o, "reverse");
+  } else {
+    if (!o.Get("reverse").IsUndefined())
+      typeError(env, "problem.reverse", "undefined (an option of the recurrent form)", o.Get("reverse"));
+    z.chunk = intField(o, P, "chunkSize", 16, 256);
+    if ((z.chunk & (z.chunk - 1)) != 0)
+      rangeError(env, "problem.chunkSize", "a power of two in [16, 256]", std::to_string(z.chunk));
+  }
   if (o.Get("sequences").IsUndefined()) {
     z.n = z.batch;
   } else {

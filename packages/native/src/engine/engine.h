@@ -235,6 +235,9 @@ struct GlaDims {
   float scale;
   int64_t chunk;
   const int32_t* cuSeqlens;  // n + 1 offsets, or null
+  // The recurrent form instead (fla's fused_recurrent_gla; chunk unused), each sequence last
+  // token first with reverse.
+  bool recurrent, reverse;
 };
 
 // gla.forward: o and, when ht is not null, the final states; h0 null = zero initial states.

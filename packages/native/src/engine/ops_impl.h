@@ -7,6 +7,7 @@
 #include "flash_forward.h"
 #include "gemm_impl.h"
 #include "gla_backward.h"
+#include "gla_recurrent.h"
 #include "sage_ops.h"
 
 namespace attnkit {
@@ -29,15 +30,23 @@ inline void scratchAttentionBackward(const void* call, int64_t* perThread, int64
 inline const char* runGemm(const void* call) { return gemm(static_cast<const GemmCall*>(call)->g); }
 
 inline const char* runGlaForward(const void* call) {
-  return glaForward(*static_cast<const GlaForwardCall*>(call));
+  const auto& c = *static_cast<const GlaForwardCall*>(call);
+  return c.z.recurrent ? glaRecurrentForward(c) : glaForward(c);
 }
 
 inline const char* runGlaBackward(const void* call) {
-  return glaBackward(*static_cast<const GlaBackwardCall*>(call));
+  const auto& c = *static_cast<const GlaBackwardCall*>(call);
+  return c.z.recurrent ? glaRecurrentBackward(c) : glaBackward(c);
 }
 
 inline void scratchGlaBackward(const void* call, int64_t* perThread, int64_t* shared) {
-  glaBackwardScratch(static_cast<const GlaBackwardCall*>(call)->z, perThread, shared);
+  const GlaDims& z = static_cast<const GlaBackwardCall*>(call)->z;
+  if (z.recurrent) {
+    *perThread = glaRecurrentBackwardFloats(z);
+    *shared = 0;
+    return;
+  }
+  glaBackwardScratch(z, perThread, shared);
 }
 
 constexpr OpKernel kOps[] = {
