@@ -17,6 +17,9 @@
 namespace attnkit {
 namespace ATTNKIT_NS {
 
+// Vectors of channels a diagonal sub-chunk block keeps in registers.
+constexpr int kGlaXB = 4;
+
 // The strictly causal intra-chunk part of dq (chunk-math.ts intraChunkGradQ): dq (L x Kp).
 inline void glaIntraGradQ(const GlaChunk& c, int64_t L, const float* dA, float* kh, float* kd,
                           float* dq) {
@@ -33,20 +36,35 @@ inline void glaIntraGradQ(const GlaChunk& c, int64_t L, const float* dA, float* 
     } else {
       for (int64_t i = 0; i < (e - a) * Kp; i++) dq[i] = 0.0f;
     }
-    // kd[s] = k_s e^{G_t - G_s} for the current row t, decayed one step per row.
-    for (int64_t t = a; t < e; t++) {
-      const float* dec = c.g + t * Kp;
-      float* out = dq + t * Kp;
-      for (int64_t s = a; s < t; s++) {
-        float* kds = kd + s * Kp;
-        const V w = V::set1(dA[t * C + s]);
-        for (int64_t x = 0; x < Kp; x += V::L) {
-          const V kv = V::load(kds + x) * V::load(dec + x);
-          kv.store(kds + x);
-          V::fma(w, kv, V::load(out + x)).store(out + x);
+    // kd[s] = k_s e^{G_t - G_s} for the current row t, decayed one step per row. Blocks of
+    // kGlaXB vectors of channels: dq_t's block stays in registers while s runs (no store-to-load
+    // chain through memory).
+    for (int64_t x0 = 0; x0 < Kp; x0 += kGlaXB * V::L) {
+      const int nb = static_cast<int>(imin(kGlaXB, (Kp - x0) / V::L));
+      for (int64_t t = a; t < e; t++) {
+        V acc[kGlaXB], dec[kGlaXB];
+        float* out = dq + t * Kp + x0;
+        for (int v = 0; v < kGlaXB; v++) {
+          acc[v] = dec[v] = V::zero();
+          if (v < nb) {
+            acc[v] = V::load(out + v * V::L);
+            dec[v] = V::load(c.g + t * Kp + x0 + v * V::L);
+          }
         }
+        for (int64_t s = a; s < t; s++) {
+          float* kds = kd + s * Kp + x0;
+          const V w = V::set1(dA[t * C + s]);
+          for (int v = 0; v < kGlaXB; v++)
+            if (v < nb) {
+              const V kv = V::load(kds + v * V::L) * dec[v];
+              kv.store(kds + v * V::L);
+              acc[v] = V::fma(w, kv, acc[v]);
+            }
+        }
+        for (int v = 0; v < kGlaXB; v++)
+          if (v < nb) acc[v].store(out + v * V::L);
+        for (int64_t x = x0; x < x0 + nb * V::L; x++) kd[t * Kp + x] = c.k[t * Kp + x];
       }
-      for (int64_t x = 0; x < Kp; x++) kd[t * Kp + x] = c.k[t * Kp + x];
     }
   }
 }
@@ -71,22 +89,34 @@ inline void glaIntraGradK(const GlaChunk& c, int64_t L, const float* dAT, float*
       for (int64_t i = 0; i < (e - a) * Kp; i++) dk[a * Kp + i] = 0.0f;
     }
     // qd[t] = q_t e^{G_t - G_s} for the current row s, t in (s, e); s runs backwards and each
-    // step down multiplies by dec_{s+1}.
-    for (int64_t s = e - 1; s >= a; s--) {
-      float* out = dk + s * Kp;
-      for (int64_t t = s + 1; t < e; t++) {
-        const V w = V::set1(dAT[s * C + t]);
-        const float* qdt = qd + t * Kp;
-        for (int64_t x = 0; x < Kp; x += V::L)
-          V::fma(w, V::load(qdt + x), V::load(out + x)).store(out + x);
+    // step down multiplies by dec_{s+1}. dk_s's block of channels stays in registers.
+    for (int64_t x0 = 0; x0 < Kp; x0 += kGlaXB * V::L) {
+      const int nb = static_cast<int>(imin(kGlaXB, (Kp - x0) / V::L));
+      for (int64_t s = e - 1; s >= a; s--) {
+        V acc[kGlaXB];
+        float* out = dk + s * Kp + x0;
+        for (int v = 0; v < kGlaXB; v++) acc[v] = v < nb ? V::load(out + v * V::L) : V::zero();
+        for (int64_t t = s + 1; t < e; t++) {
+          const V w = V::set1(dAT[s * C + t]);
+          const float* qdt = qd + t * Kp + x0;
+          for (int v = 0; v < kGlaXB; v++)
+            if (v < nb) acc[v] = V::fma(w, V::load(qdt + v * V::L), acc[v]);
+        }
+        for (int v = 0; v < kGlaXB; v++)
+          if (v < nb) acc[v].store(out + v * V::L);
+        if (s == a) break;
+        V dec[kGlaXB];
+        for (int v = 0; v < kGlaXB; v++)
+          dec[v] = v < nb ? V::load(c.g + s * Kp + x0 + v * V::L) : V::zero();
+        for (int64_t t = s + 1; t < e; t++) {
+          float* qdt = qd + t * Kp + x0;
+          for (int v = 0; v < kGlaXB; v++)
+            if (v < nb) (V::load(qdt + v * V::L) * dec[v]).store(qdt + v * V::L);
+        }
+        const float* qs = c.q + s * Kp + x0;
+        for (int v = 0; v < kGlaXB; v++)
+          if (v < nb) (V::load(qs + v * V::L) * dec[v]).store(qd + s * Kp + x0 + v * V::L);
       }
-      if (s == a) break;
-      const float* dec = c.g + s * Kp;
-      for (int64_t t = s + 1; t < e; t++) {
-        float* qdt = qd + t * Kp;
-        for (int64_t x = 0; x < Kp; x += V::L) (V::load(qdt + x) * V::load(dec + x)).store(qdt + x);
-      }
-      for (int64_t x = 0; x < Kp; x++) qd[s * Kp + x] = c.q[s * Kp + x] * dec[x];
     }
   }
 }
