@@ -45,4 +45,4 @@ export {
 
 import './gla/webgpu/register.js'; // the 'gla' kernels on WebGPU (backend 'webgpu')
 
-export { glaNativeAvailable } from './gla/native.js'; // the 'gla' chunk kernels on @attnkit/native (backend 'native'); an export, not a bare import, so the bundle keeps the registrations (sideEffects lists only index)
+export { glaNativeAvailable, glaNativeReady } from './gla/native.js'; // the 'gla' kernels (chunk and recurrent) on @attnkit/native (backend 'native'); an export, not a bare import, so the bundle keeps the registrations (sideEffects lists only index)

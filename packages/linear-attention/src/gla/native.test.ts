@@ -8,7 +8,6 @@ import {
   toleranceFor,
   UnsupportedError,
 } from '@attnkit/attention';
-import { loadNativeBackend } from '@attnkit/skeleton';
 import { Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { poisonAllocations, relL2 } from '@attnkit/testing';
 import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
@@ -21,7 +20,7 @@ import {
   glaReference,
   glaReferenceBackward,
 } from '../index.js';
-import { glaNativeAvailable } from './native.js';
+import { glaNativeReady } from './native.js';
 
 /**
  * The native backend (gla.forward / gla.backward on @attnkit/native) as golden.test.ts and
@@ -32,8 +31,7 @@ import { glaNativeAvailable } from './native.js';
  * not load, unless CI requires it (ATTNKIT_ALLOW_NO_NATIVE unset: then the load must work).
  */
 
-const why = await loadNativeBackend();
-const available = why === true ? glaNativeAvailable() : why;
+const available = await glaNativeReady();
 if (available !== true && process.env.ATTNKIT_ALLOW_NO_NATIVE !== '1')
   throw new Error(`the native GLA backend must load for these tests: ${available}`);
 const native = describe.skipIf(available !== true);

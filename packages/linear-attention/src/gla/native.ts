@@ -63,7 +63,22 @@ function glaOpsOf(engine: NativeEngine): boolean {
   return ok;
 }
 
-/** true when the native engine loads and has the GLA ops, else why not. */
+/**
+ * Loads @attnkit/native (once; Node only) and answers as glaNativeAvailable: true when the
+ * native GLA backend can run here, else why not.
+ */
+export async function glaNativeReady(): Promise<true | string> {
+  const why = await loadNativeBackend();
+  if (why !== true) return why;
+  await loadModule();
+  return glaNativeAvailable();
+}
+
+/**
+ * true when the native engine loads and has the GLA ops, else why not (synchronous: before
+ * glaNativeReady() or a first GLA call on cpu tensors it may answer that the package is still
+ * loading).
+ */
 export function glaNativeAvailable(): true | string {
   const a = nativeAvailable();
   if (a !== true) return a;
