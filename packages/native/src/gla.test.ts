@@ -264,6 +264,19 @@ describe.skipIf(!base)('descriptor errors', () => {
       e.run('gla.forward', p, { q: y.q, k: y.k, v: y.v, gk: y.gk }, { o: new Float32Array(80) }),
     ).rejects.toThrow(/^inputs\.gk\[7\]: expected a finite log-space gate <= 0/);
   });
+  test('NaN, -inf and +inf gates are refused too, at their index', async () => {
+    for (const [at, bad] of [
+      [0, Number.NaN],
+      [33, Number.NEGATIVE_INFINITY],
+      [79, Number.POSITIVE_INFINITY],
+    ] as const) {
+      const y = x();
+      y.gk[at] = bad;
+      await expect(
+        e.run('gla.forward', p, { q: y.q, k: y.k, v: y.v, gk: y.gk }, { o: new Float32Array(80) }),
+      ).rejects.toThrow(new RegExp(`^inputs\\.gk\\[${at}\\]`));
+    }
+  });
   test('chunk sizes other than powers of two in [16, 256]', async () => {
     const y = x();
     for (const chunkSize of [8, 48, 512])

@@ -226,6 +226,9 @@ inline const char* glaBackward(const GlaBackwardCall& call) {
       const int64_t L = imin(C, seq.eos - cs);
       for (int64_t i = 0; i < KVp; i++) states[ci * KVp + i] = S[i];
       c.load(z, nullptr, call.k, call.v, call.gk, seq.batch, h, cs, L);
+      if (cs + C < seq.eos)
+        c.prefetch(z, nullptr, call.k, call.v, call.gk, nullptr, seq.batch, h, cs + C,
+                   imin(C, seq.eos - cs - C));
       lastDecay(L);
       decayRows(S);
       const double* GL = c.G + (L - 1) * Kp;
@@ -245,6 +248,8 @@ inline const char* glaBackward(const GlaBackwardCall& call) {
       c.load(z, call.q, call.k, call.v, call.gk, seq.batch, h, cs, L);
       const int64_t row = (seq.batch * z.t + cs) * z.h + h;
       glaGather(call.dO + row * Vd, z.h * Vd, L, Vd, Vp, dO);
+      if (ci > 0)  // the chunk before, next in this pass (always a whole chunk)
+        c.prefetch(z, call.q, call.k, call.v, call.gk, call.dO, seq.batch, h, cs - C, C);
       for (int64_t t = 0; t < L; t++)
         for (int64_t s = 0; s < Lp; s++) A[t * C + s] = 0.0f;
       glaIntraScores(c, L, scale, A, work, khT, kdT);

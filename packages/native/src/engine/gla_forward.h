@@ -107,6 +107,9 @@ inline const char* glaForward(const GlaForwardCall& call) {
     for (int64_t cs = seq.bos; cs < seq.eos; cs += C) {
       const int64_t L = imin(C, seq.eos - cs);
       c.load(z, call.q, call.k, call.v, call.gk, seq.batch, h, cs, L);
+      if (cs + C < seq.eos)
+        c.prefetch(z, call.q, call.k, call.v, call.gk, nullptr, seq.batch, h, cs + C,
+                   imin(C, seq.eos - cs - C));
       const int64_t Lp = glaPad(L);
       for (int64_t t = 0; t < L; t++)
         for (int64_t s = 0; s < Lp; s++) A[t * C + s] = 0.0f;
