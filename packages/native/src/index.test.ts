@@ -136,6 +136,8 @@ describe.runIf(base)('the op registry', () => {
       'attention.backward',
       'attention.forward',
       'gemm',
+      'gla.backward',
+      'gla.forward',
       'sage.forward',
       'sage.quantize',
     ]);
@@ -146,6 +148,8 @@ describe.runIf(base)('the op registry', () => {
       'attention.forward': all.filter((x) => x !== 'avx512vnni'),
       'attention.backward': all.filter((x) => x !== 'avx512vnni'),
       gemm: all.filter((x) => x !== 'avx512vnni'),
+      'gla.forward': all.filter((x) => x !== 'avx512vnni'),
+      'gla.backward': all.filter((x) => x !== 'avx512vnni'),
       'sage.quantize': all,
       'sage.forward': all.filter((x) => x !== 'avx512'),
     };
@@ -174,6 +178,19 @@ describe.runIf(base)('the op registry', () => {
       'bias',
     ]);
     expect(ops['sage.forward'].outputs).toEqual(['o', 'lse']);
+    expect(ops['gla.forward'].inputs).toEqual(['q', 'k', 'v', 'gk', 'h0', 'cuSeqlens']);
+    expect(ops['gla.forward'].outputs).toEqual(['o', 'ht']);
+    expect(ops['gla.backward'].inputs).toEqual([
+      'q',
+      'k',
+      'v',
+      'gk',
+      'h0',
+      'dO',
+      'dht',
+      'cuSeqlens',
+    ]);
+    expect(ops['gla.backward'].outputs).toEqual(['dq', 'dk', 'dv', 'dgk', 'dh0']);
     expect(ops['attention.forward'].inputs).toEqual(['q', 'k', 'v', 'permQ', 'permK']);
     expect(ops['attention.forward'].outputs).toEqual(['o', 'lse']);
     expect(ops['attention.backward'].inputs).toEqual([
@@ -244,7 +261,7 @@ describe.runIf(base)(
       const run = (op: unknown) => e.run(op as 'gemm', {} as never, {} as never, {} as never);
       await expect(run('attention.fwd')).rejects.toThrow(RangeError);
       await expect(run('attention.fwd')).rejects.toThrow(
-        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", "sage\.quantize", "sage\.forward", got "attention\.fwd"/,
+        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", "sage\.quantize", "sage\.forward", "gla\.forward", "gla\.backward", got "attention\.fwd"/,
       );
       await expect(run(42)).rejects.toThrow(TypeError);
       await expect(run(42)).rejects.toThrow(/^op: expected a string/);
