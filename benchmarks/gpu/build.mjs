@@ -19,6 +19,7 @@ await build({
     join(here, 'bench-tc.ts'),
     join(here, 'bench-lean.ts'),
     join(here, 'bench-sage.ts'),
+    join(here, 'bench-gla.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],

@@ -120,6 +120,14 @@ function kernel(label: string, bindings: readonly Binding[], body: string): GlaK
 const u = (n: number) => `${n}u`;
 
 /**
+ * `body` n times, each in its own block with \`const v = k\`: register arrays indexed by v stay
+ * in registers (a loop counter would index them dynamically, which spills them to memory).
+ */
+function unroll(n: number, v: string, body: string): string {
+  return Array.from({ length: n }, (_, k) => `{\n  const ${v} = ${k}u;\n${body}\n}`).join('\n');
+}
+
+/**
  * One chunk product as a tile loop: acc[i * RX + j] += sum_{r < depth} a(row_i, r) * b(r, col_j)
  * with row_i = ty + TY i and col_j = tx + TX j (a thread's RY x RX micro-tile). a and b give the
  * WGSL of an operand element from workgroup memory. The loop the tensor-core variant replaces.
@@ -222,9 +230,13 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
   const sub = glaSubChunkSize(C);
   const n = C / sub;
   const BX = kTileOf(C);
-  const W = Math.min(GLA_THREADS, C * C);
+  // 16 score entries per thread at most (unrolled: register accumulators); 1024 threads at C 128.
+  const W = Math.min(C * C, Math.max(GLA_THREADS, (C * C) / 16));
   const M = (C * C) / W;
-  const T = C * BX;
+  // Tiles channel-major with a padded row (CP): lanes run along t or s, conflict-free.
+  const CP = C + 1;
+  const T = BX * CP;
+  const at = (tile: number, t: string, x: string) => `sm[${u(tile * T)} + ${x} * ${u(CP)} + ${t}]`;
   return kernel(
     'gla scores',
     [
@@ -244,31 +256,52 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let L = tab[${CHUNK_META}u * c + 1u];
   var acc: array<f32, ${M}>;
   for (var x0 = 0u; x0 < P.K; x0 += ${u(BX)}) {
-    ${qkgTileLoad(C, BX, W, { q: '0u', k: u(T), g: u(2 * T) })}
+    for (var e = tid; e < ${u(C * BX)}; e += ${u(W)}) {
+      let t = e / ${u(BX)};
+      let xl = e % ${u(BX)};
+      let x = x0 + xl;
+      var qv = 0.0;
+      var kv = 0.0;
+      var gv = 0.0;
+      if (x < P.K) {
+        let gi = ((row0 + min(t, L - 1u)) * P.H + h) * P.K + x;
+        gv = Gb[gi];
+        if (t < L) {
+          qv = ld_q(gi);
+          kv = ld_k(gi);
+        }
+      }
+      ${at(0, 't', 'xl')} = qv;
+      ${at(1, 't', 'xl')} = kv;
+      ${at(2, 't', 'xl')} = gv;
+    }
     workgroupBarrier();
     // Pairs in one sub-chunk: the relative gate element by element (exponent <= 0).
-    for (var m = 0u; m < ${u(M)}; m++) {
+    ${unroll(
+      M,
+      'm',
+      `
       let e = tid + ${u(W)} * m;
       let t = e / ${u(C)};
       let s = e % ${u(C)};
       if (s <= t && t / ${u(sub)} == s / ${u(sub)}) {
         var a = 0.0;
         for (var x = 0u; x < ${u(BX)}; x++) {
-          a += sm[t * ${u(BX)} + x] * sm[${u(T)} + s * ${u(BX)} + x] *
-            exp(sm[${u(2 * T)} + t * ${u(BX)} + x] - sm[${u(2 * T)} + s * ${u(BX)} + x]);
+          a += ${at(0, 't', 'x')} * ${at(1, 's', 'x')} * exp(${at(2, 't', 'x')} - ${at(2, 's', 'x')});
         }
         acc[m] += a;
       }
-    }
+    `,
+    )}
     workgroupBarrier();
     // Gate in place: q_t e^{G_t - G_{a_i}}, k_s e^{G_{e_j} - G_s}; d_ij = e^{G_{a_i} - G_{e_j}}.
-    for (var e = tid; e < ${u(T)}; e += ${u(W)}) {
-      let t = e / ${u(BX)};
-      let x = e % ${u(BX)};
+    for (var e = tid; e < ${u(C * BX)}; e += ${u(W)}) {
+      let x = e / ${u(C)};
+      let t = e % ${u(C)};
       let i = t / ${u(sub)};
-      let g = sm[${u(2 * T)} + e];
-      sm[e] *= exp(g - sm[${u(2 * T)} + i * ${u(sub * BX)} + x]);
-      sm[${u(T)} + e] *= exp(sm[${u(2 * T)} + (i * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + x] - g);
+      let g = ${at(2, 't', 'x')};
+      ${at(0, 't', 'x')} *= exp(g - ${at(2, `i * ${u(sub)}`, 'x')});
+      ${at(1, 't', 'x')} *= exp(${at(2, `i * ${u(sub)} + ${u(sub - 1)}`, 'x')} - g);
     }
     for (var e = tid; e < ${u(n * n * BX)}; e += ${u(W)}) {
       let ij = e / ${u(BX)};
@@ -276,13 +309,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       let i = ij / ${u(n)};
       let j = ij % ${u(n)};
       if (j < i) {
-        sm[${u(3 * T)} + e] = exp(sm[${u(2 * T)} + i * ${u(sub * BX)} + x] -
-          sm[${u(2 * T)} + (j * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + x]);
+        sm[${u(3 * T)} + e] = exp(${at(2, `i * ${u(sub)}`, 'x')} - ${at(2, `j * ${u(sub)} + ${u(sub - 1)}`, 'x')});
       }
     }
     workgroupBarrier();
     // Pairs in sub-chunks j < i.
-    for (var m = 0u; m < ${u(M)}; m++) {
+    ${unroll(
+      M,
+      'm',
+      `
       let e = tid + ${u(W)} * m;
       let t = e / ${u(C)};
       let s = e % ${u(C)};
@@ -292,19 +327,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         var a = 0.0;
         let d = ${u(3 * T)} + (i * ${u(n)} + j) * ${u(BX)};
         for (var x = 0u; x < ${u(BX)}; x++) {
-          a += sm[t * ${u(BX)} + x] * sm[d + x] * sm[${u(T)} + s * ${u(BX)} + x];
+          a += ${at(0, 't', 'x')} * sm[d + x] * ${at(1, 's', 'x')};
         }
         acc[m] += a;
       }
-    }
+    `,
+    )}
     workgroupBarrier();
   }
-  for (var m = 0u; m < ${u(M)}; m++) {
+  ${unroll(
+    M,
+    'm',
+    `
     let e = tid + ${u(W)} * m;
     let t = e / ${u(C)};
     let s = e % ${u(C)};
     Ab[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s] = select(0.0, P.scale * acc[m], s <= t && t < L);
-  }
+  `,
+  )}
 }`,
   );
 }
@@ -368,27 +408,43 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let count = workgroupUniformLoad(&wCount);
   var S: array<f32, ${R * R}>;
   let sbase = (nseq * P.H + h) * KV;
-  for (var i = 0u; i < ${u(R)}; i++) {
-    for (var j = 0u; j < ${u(R)}; j++) {
+  ${unroll(
+    R,
+    'i',
+    `
+    ${unroll(
+      R,
+      'j',
+      `
       let x = k0 + ty + ${u(TY)} * i;
       let y = v0 + tx + ${u(TX)} * j;
       var s0 = 0.0;
       if (P.hasInit != 0u && x < P.K && y < P.V) { s0 = ld_init(sbase + x * P.V + y); }
       S[i * ${u(R)} + j] = s0;
-    }
-  }
+    `,
+    )}
+  `,
+  )}
   for (var ci = 0u; ci < count; ci++) {
     let c = ${fwd ? 'first + ci' : 'first + count - 1u - ci'};
     let row0 = tab[${CHUNK_META}u * c];
     let L = tab[${CHUNK_META}u * c + 1u];
     let hbase = (c * P.H + h) * KV;
-    for (var i = 0u; i < ${u(R)}; i++) {
-      for (var j = 0u; j < ${u(R)}; j++) {
+    ${unroll(
+      R,
+      'i',
+      `
+      ${unroll(
+        R,
+        'j',
+        `
         let x = k0 + ty + ${u(TY)} * i;
         let y = v0 + tx + ${u(TX)} * j;
         if (x < P.K && y < P.V) { Hs[hbase + x * P.V + y] = S[i * ${u(R)} + j]; }
-      }
-    }
+      `,
+      )}
+    `,
+    )}
     workgroupBarrier();
     if (tid < ${u(B)}) {
       let x = k0 + tid;
@@ -429,20 +485,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         b: (red, col) => `sb[${red} * ${u(B)} + ${col}]`,
       })}
     }
-    for (var i = 0u; i < ${u(R)}; i++) {
-      for (var j = 0u; j < ${u(R)}; j++) {
+    ${unroll(
+      R,
+      'i',
+      `
+      ${unroll(
+        R,
+        'j',
+        `
         S[i * ${u(R)} + j] = S[i * ${u(R)} + j] * decay[ty + ${u(TY)} * i] + acc[i * ${u(R)} + j];
-      }
-    }
+      `,
+      )}
+    `,
+    )}
   }
   if (P.hasFinal != 0u) {
-    for (var i = 0u; i < ${u(R)}; i++) {
-      for (var j = 0u; j < ${u(R)}; j++) {
+    ${unroll(
+      R,
+      'i',
+      `
+      ${unroll(
+        R,
+        'j',
+        `
         let x = k0 + ty + ${u(TY)} * i;
         let y = v0 + tx + ${u(TX)} * j;
         if (x < P.K && y < P.V) { fin[sbase + x * P.V + y] = S[i * ${u(R)} + j]; }
-      }
-    }
+      `,
+      )}
+    `,
+    )}
   }
 }`,
   );
@@ -559,13 +631,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     workgroupBarrier();
     ${prod(o ? (row, red) => `sa[${row} * ${u(BX)} + ${red}]` : (row, red) => `sa[${red} * ${u(C)} + ${row}]`)}
   }
-  for (var i = 0u; i < ${u(RY)}; i++) {
-    for (var j = 0u; j < ${u(RX)}; j++) {
+  ${unroll(
+    RY,
+    'i',
+    `
+    ${unroll(
+      RX,
+      'j',
+      `
       let t = ty + ${u(TY)} * i;
       let y = v0 + tx + ${u(TX)} * j;
       if (t < L && y < P.V) { out[((row0 + t) * P.H + h) * P.V + y] = acc[i * ${u(RX)} + j]; }
-    }
-  }
+    `,
+    )}
+  `,
+  )}
 }`,
   );
 }
@@ -588,7 +668,7 @@ export function scoreGradShader(C: number, dtype: GlaStorage): GlaKernel {
       { name: 'dAb', kind: 'out' },
     ],
     `var<workgroup> sa: array<f32, ${C * BX}>;
-var<workgroup> sb: array<f32, ${C * BX}>;
+var<workgroup> sb: array<f32, ${C * (BX + 1)}>;
 @compute @workgroup_size(${TY * TX})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let c = wg.x;
@@ -612,7 +692,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         b = ld_v(i);
       }
       sa[e] = a;
-      sb[e] = b;
+      // v's rows padded by one: the product reads them across lanes (s), conflict-free.
+      sb[t * ${u(BX + 1)} + e % ${u(BX)}] = b;
     }
     workgroupBarrier();
     ${tileProduct({
@@ -623,17 +704,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       TX,
       depth: BX,
       a: (row, red) => `sa[${row} * ${u(BX)} + ${red}]`,
-      b: (red, col) => `sb[${col} * ${u(BX)} + ${red}]`,
+      b: (red, col) => `sb[${col} * ${u(BX + 1)} + ${red}]`,
     })}
   }
-  for (var i = 0u; i < ${u(R)}; i++) {
-    for (var j = 0u; j < ${u(R)}; j++) {
+  ${unroll(
+    R,
+    'i',
+    `
+    ${unroll(
+      R,
+      'j',
+      `
       let t = ty + ${u(TY)} * i;
       let s = tx + ${u(TX)} * j;
       dAb[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s] =
         select(0.0, P.scale * acc[i * ${u(R)} + j], s <= t && t < L);
-    }
-  }
+    `,
+    )}
+  `,
+  )}
 }`,
   );
 }
@@ -666,10 +755,14 @@ export function qkGradShader(C: number, dtype: GlaStorage): GlaKernel {
   const oH = 2 * C * BV;
   const oDH = 2 * C * BV + BX * BV;
   const rows = (body: string) =>
-    `for (var i = 0u; i < ${u(RY)}; i++) {
+    `${unroll(
+      RY,
+      'i',
+      `
       let t = ty + ${u(TY)} * i;
       ${body}
-    }`;
+    `,
+    )}`;
   return kernel(
     'gla dq dk dgk',
     [

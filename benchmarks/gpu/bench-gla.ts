@@ -1,0 +1,215 @@
+/**
+ * Gated linear attention (issue 13) on WebGPU: chunkGla's WGSL passes
+ * (packages/linear-attention/src/gla/webgpu) timed forward and forward + backward, beside our
+ * causal FA2 forward at the same (B, H, T, D = K). Bundled with build.mjs (dist/bench-gla.mjs).
+ *
+ *   node bench-gla.mjs [--shapes 4,16,2048,128,128;4,16,8192,128,128] [--dtype f16|f32|bf16]
+ *                      [--chunk 64] [--repeats 10] [--out gla.json] [--skip-verify] [--no-fa2]
+ *
+ * Shapes are B,H,T,K,V (layout BTHK). 1. Verification first (unless --skip-verify): a small
+ * problem (odd T, K != V, h0, dht) on f32 and the chosen dtype against the float64 recurrence,
+ * outputs poisoned, KERNELS.md's tolerances; a failure exits 1 after the table. 2. Table: GPU
+ * time of one call (the sum of its passes from timestamp queries, else wall time between queue
+ * waits), median of --repeats after >= 0.5 s of warm-up; forward (o and hT) and forward +
+ * backward (the backward recomputes G, the scores and the chunk states, as fla's); GFLOP/s of
+ * glaFlops (the chunk form's own products); FA2: tiledForwardWebGpu causal on [B, H, T, K]
+ * tensor-core f16 where the adapter has subgroup matrices, else SIMT.
+ */
+import { writeFileSync } from 'node:fs';
+import { accuracy, resolveAttentionProblem, toleranceFor } from '@attnkit/attention';
+import {
+  glaFlops,
+  glaReference,
+  glaReferenceBackward,
+  resolveGla,
+} from '@attnkit/linear-attention';
+import { SOFTMAX_HOOKS, tiledForwardWebGpu } from '@attnkit/skeleton';
+import { Rng, Tensor } from '@attnkit/tensor';
+import { createWebGpuContext, type GpuProfiler, toWebGpu } from '@attnkit/webgpu';
+import {
+  glaBackwardWebGpu,
+  glaForwardWebGpu,
+} from '../../packages/linear-attention/src/gla/webgpu/host.js';
+import { randomData, timeCall } from './common.js';
+
+const args = process.argv.slice(2);
+const value = (name: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const flag = (name: string) => args.includes(`--${name}`);
+const REPEATS = Number(value('repeats') ?? 10);
+const DTYPE = (value('dtype') ?? 'f16') as 'f32' | 'f16' | 'bf16';
+const CHUNK = Number(value('chunk') ?? 64);
+const SHAPES = (value('shapes') ?? '4,16,2048,128,128;4,16,8192,128,128')
+  .split(';')
+  .map((s) => s.split(',').map(Number) as [number, number, number, number, number]);
+
+const ctx = await createWebGpuContext();
+console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
+const out: Record<string, unknown> = {
+  adapter: ctx.adapterInfo,
+  date: new Date().toISOString(),
+  dtype: DTYPE,
+  chunkSize: CHUNK,
+  repeats: REPEATS,
+};
+const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(out, null, 2));
+let failures = 0;
+
+/** fla's gates: log sigmoid of normal-ish data (mostly in [-3, 0]). */
+function gates(n: number, seed: number): Float32Array {
+  const z = randomData(n, seed);
+  return Float32Array.from(z, (x) => -Math.log1p(Math.exp(-x)));
+}
+
+function cpu(shape: number[], data: Float32Array, dtype: 'f32' | 'f16' | 'bf16'): Tensor {
+  const t = Tensor.from(data, shape);
+  return dtype === 'f32' ? t : t.astype(dtype);
+}
+
+async function verify() {
+  const rng = new Rng(5);
+  const [B, T, H, K, V] = [2, 157, 2, 32, 48];
+  for (const dtype of [...new Set(['f32', DTYPE] as const)]) {
+    const q = rng.randn([B, T, H, K], dtype);
+    const k = rng.randn([B, T, H, K], dtype);
+    const v = rng.randn([B, T, H, V], dtype);
+    const gk = cpu([B, T, H, K], gates(B * T * H * K, 9), dtype);
+    const dO = rng.randn([B, T, H, V], dtype);
+    const h0 = rng.randn([B, H, K, V], dtype);
+    const dht = rng.randn([B, H, K, V], dtype);
+    const ref = glaReference(q, k, v, gk, { initialState: h0, outputFinalState: true });
+    const refB = glaReferenceBackward(q, k, v, gk, dO, { initialState: h0, dht });
+    ctx.poisonOutputs = true;
+    const up = (t: Tensor) => toWebGpu(t, ctx);
+    const g = { q: up(q), k: up(k), v: up(v), gk: up(gk), do: up(dO), dht: up(dht) };
+    const options = { initialState: up(h0), outputFinalState: true, chunkSize: CHUNK };
+    const p = resolveGla(g.q, g.k, g.v, g.gk, options, 'chunk', { dO: g.do, dht: g.dht });
+    const f = await glaForwardWebGpu(p, g);
+    const b = await glaBackwardWebGpu(p, g);
+    ctx.poisonOutputs = false;
+    const tol = toleranceFor({ dtype, chunked: true });
+    const got: Record<string, Tensor | undefined> = { o: f.o, ht: f.ht, ...b };
+    const want: Record<string, Tensor | undefined> = { o: ref.o, ht: ref.finalState, ...refB };
+    const line: string[] = [];
+    for (const [name, w] of Object.entries(want)) {
+      const a = accuracy(await got[name]!.toCpu(), w!);
+      const ok = a.nonFinite === 0 && a.relL2 <= tol;
+      if (!ok) failures++;
+      line.push(`${name} ${a.relL2.toExponential(2)}${ok ? '' : ' FAIL'}`);
+    }
+    console.log(`verify ${dtype} (${B},${T},${H},${K},${V}) tol ${tol}: ${line.join(', ')}`);
+    (out.verify as unknown[] | undefined)?.push({ dtype, line }) ??
+      (out.verify = [{ dtype, line }]);
+    for (const t of [...Object.values(g), options.initialState, ...Object.values(got)])
+      t?.dispose();
+  }
+}
+
+async function table() {
+  const rows: Record<string, unknown>[] = [];
+  for (const [B, H, T, K, V] of SHAPES) {
+    const row: Record<string, unknown> = { shape: { B, H, T, K, V } };
+    const nk = B * T * H * K;
+    const nv = B * T * H * V;
+    const up = (shape: number[], data: Float32Array) => toWebGpu(cpu(shape, data, DTYPE), ctx);
+    const g = {
+      q: up([B, T, H, K], randomData(nk, 1)),
+      k: up([B, T, H, K], randomData(nk, 2)),
+      v: up([B, T, H, V], randomData(nv, 3)),
+      gk: up([B, T, H, K], gates(nk, 4)),
+      do: up([B, T, H, V], randomData(nv, 5)),
+    };
+    const options = { outputFinalState: true, chunkSize: CHUNK };
+    const p = resolveGla(g.q, g.k, g.v, g.gk, options, 'chunk', { dO: g.do });
+    const lengths = Array<number>(B).fill(T);
+    const flops = {
+      forward: glaFlops({ lengths, H, K, V }, 'chunk', 'forward', CHUNK),
+      backward: glaFlops({ lengths, H, K, V }, 'chunk', 'backward', CHUNK),
+    };
+    const asRecord = (r: object) => r as Record<string, Tensor>;
+    try {
+      const fwd = await timeCall(
+        ctx,
+        async (profiler?: GpuProfiler) =>
+          asRecord(await glaForwardWebGpu(p, g, profiler ? { profiler } : {})),
+        REPEATS,
+      );
+      row.forward_ms = fwd.medianMs;
+      row.forward_min_ms = fwd.minMs;
+      row.timing = fwd.timing;
+      row.forward_gflops = flops.forward / fwd.medianMs / 1e6;
+      const both = await timeCall(
+        ctx,
+        async (profiler?: GpuProfiler) => {
+          const o = profiler ? { profiler } : {};
+          const f = await glaForwardWebGpu(p, g, o);
+          const b = await glaBackwardWebGpu(p, g, o);
+          return asRecord({ ...f, ...b });
+        },
+        REPEATS,
+      );
+      row.fwd_bwd_ms = both.medianMs;
+      row.fwd_bwd_min_ms = both.minMs;
+      row.fwd_bwd_gflops = (flops.forward + flops.backward) / both.medianMs / 1e6;
+    } catch (e) {
+      row.gla_error = String(e).slice(0, 400);
+    }
+    for (const t of Object.values(g)) t.dispose();
+    if (!flag('no-fa2') && K === V) {
+      // Our causal FA2 forward at (B, H, T, D = K), BHND.
+      const tc = ctx.features.subgroupMatrix && DTYPE === 'f16';
+      const n = B * H * T * K;
+      const fa = (seed: number) => toWebGpu(cpu([B, H, T, K], randomData(n, seed), DTYPE), ctx);
+      const [q, k, v] = [fa(11), fa(12), fa(13)];
+      try {
+        const pr = resolveAttentionProblem(q, k, v, { causal: true });
+        const r = await timeCall(
+          ctx,
+          async (profiler?: GpuProfiler) => {
+            const x = await tiledForwardWebGpu(pr, SOFTMAX_HOOKS, q, k, v, {
+              tensorCores: tc,
+              ...(profiler ? { profiler } : {}),
+            });
+            return x.lse ? { o: x.o, lse: x.lse } : { o: x.o };
+          },
+          REPEATS,
+        );
+        row.fa2_causal_forward_ms = r.medianMs;
+        row.fa2_kind = tc ? 'tensor-core f16' : `SIMT ${DTYPE}`;
+      } catch (e) {
+        row.fa2_error = String(e).slice(0, 400);
+      }
+      for (const t of [q, k, v]) t.dispose();
+    }
+    rows.push(row);
+    console.log(`row ${JSON.stringify(row)}`);
+    out.table = rows;
+    save();
+  }
+  const f = (x: unknown, d = 3) => (typeof x === 'number' ? x.toFixed(d).padStart(9) : '        -');
+  console.log(
+    `\nchunkGla on WebGPU, ${DTYPE}, C ${CHUNK} (GPU ms, median of ${REPEATS}; GFLOP/s of glaFlops)`,
+  );
+  console.log(
+    '| B | H | T | K | V | fwd ms | fwd GFLOP/s | fwd+bwd ms | fwd+bwd GFLOP/s | FA2 causal fwd ms | FA2 / GLA fwd |',
+  );
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const r of rows) {
+    const s = r.shape as Record<string, number>;
+    const ratio =
+      typeof r.fa2_causal_forward_ms === 'number' && typeof r.forward_ms === 'number'
+        ? r.fa2_causal_forward_ms / r.forward_ms
+        : undefined;
+    console.log(
+      `| ${s.B} | ${s.H} | ${s.T} | ${s.K} | ${s.V} | ${f(r.forward_ms)} | ${f(r.forward_gflops, 1)} | ${f(r.fwd_bwd_ms)} | ${f(r.fwd_bwd_gflops, 1)} | ${f(r.fa2_causal_forward_ms)} | ${f(ratio, 2)} |`,
+    );
+  }
+}
+
+if (!flag('skip-verify')) await verify();
+await table();
+save();
+console.log(`failures ${failures}`);
+process.exit(failures > 0 ? 1 : 0);
