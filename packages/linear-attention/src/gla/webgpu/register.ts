@@ -1,4 +1,4 @@
-import { type KernelRequest, registerKernel } from '@attnkit/attention';
+import { type KernelRequest, registerKernel, UnsupportedError } from '@attnkit/attention';
 import type { Tensor } from '@attnkit/tensor';
 import { GLA_BACKWARD_OUTPUTS, GLA_FAMILY, GLA_FORWARD_OUTPUTS, glaProblem } from '../register.js';
 import { glaBackwardWebGpu, glaForwardWebGpu } from './host.js';
@@ -22,6 +22,25 @@ export function glaWebGpuSupports(req: KernelRequest): true | string {
   return true;
 }
 
+/** run() called directly (not through selectKernel) still refuses what supports() declines. */
+function refuse(
+  pass: 'forward' | 'backward',
+  t: Record<string, Tensor>,
+  options: Record<string, unknown>,
+) {
+  const why = glaWebGpuSupports({
+    family: GLA_FAMILY,
+    pass,
+    device: 'webgpu',
+    dtype: t.q?.dtype ?? 'f32',
+    options,
+  });
+  if (why !== true)
+    throw new UnsupportedError(`backend: webgpu declines this gla ${pass}: ${why}`, 'backend', {
+      webgpu: why,
+    });
+}
+
 registerKernel({
   family: GLA_FAMILY,
   pass: 'forward',
@@ -32,6 +51,7 @@ registerKernel({
   outputs: GLA_FORWARD_OUTPUTS,
   run: async (t, options) => {
     const p = glaProblem('forward', t, options);
+    refuse('forward', t, options);
     return { ...(await glaForwardWebGpu(p, t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor })) };
   },
 });
@@ -46,6 +66,7 @@ registerKernel({
   outputs: GLA_BACKWARD_OUTPUTS,
   run: async (t, options) => {
     const p = glaProblem('backward', t, options);
+    refuse('backward', t, options);
     return {
       ...(await glaBackwardWebGpu(
         p,
