@@ -1,4 +1,5 @@
 import { loadGolden } from '@attnkit/attention';
+import { glaNativeReady } from '@attnkit/linear-attention';
 import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
@@ -46,7 +47,9 @@ describe('attnkit verify --family gla', () => {
       await runCli(['verify', gla[0]!, '--family', 'gla', '--form', 'recurrent', '--json'], json),
     ).toBe(0);
     const report = JSON.parse(json.stdout.join(''));
-    expect([report.kind, report.backend, report.ok]).toEqual(['gla', 'ts', true]);
+    // No --backend: the registry's highest priority for cpu tensors, native where the addon loads.
+    const fallback = (await glaNativeReady()) === true ? 'native' : 'ts';
+    expect([report.kind, report.backend, report.ok]).toEqual(['gla', fallback, true]);
     const plain = captureIo();
     expect(await runCli(['verify', ...gla], plain)).toBe(0);
     expect(plain.stdout.filter((l) => l.startsWith('=='))).toHaveLength(gla.length);

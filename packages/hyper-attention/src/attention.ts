@@ -12,7 +12,7 @@ import {
 import { nativeAvailable } from '@attnkit/skeleton';
 import { describe, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { mergeSoftmaxRow } from './combine.js';
-import { AngularLsh, sortByBucket } from './lsh.js';
+import { AngularLsh, isTensorLike, sortByBucket } from './lsh.js';
 import {
   type HyperAttentionOptions,
   type HyperAttentionResult,
@@ -281,7 +281,7 @@ export interface HyperGrads {
 }
 
 function checkLike(t: unknown, name: string, shape: readonly number[]): Tensor {
-  if (!(t instanceof Tensor))
+  if (!isTensorLike(t))
     throw new ValueError(`${name}: expected a Tensor, got ${describe(t)}`, name);
   if (t.shape.length !== shape.length || t.shape.some((x, i) => x !== shape[i]))
     throw new ShapeError(

@@ -1,4 +1,4 @@
-import { DTypeError, describe, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { DTypeError, describe, Rng, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
 
 /**
  * Angular LSH with Gray-ordered buckets: sortLSH of HyperAttention (Han et al. 2023, Algorithm 1
@@ -150,8 +150,9 @@ export class AngularLsh {
   }
 
   private rowsOf(x: Tensor): { rows: number; data: Float32Array | Float64Array } {
-    if (!(x instanceof Tensor))
-      throw new ValueError(`x: expected a Tensor, got ${describe(x)}`, 'x');
+    // Duck-typed, as the other families: a second copy of @attnkit/tensor (two installed
+    // versions, a bundle beside a dist) makes tensors that fail instanceof but work alike.
+    if (!isTensorLike(x)) throw new ValueError(`x: expected a Tensor, got ${describe(x)}`, 'x');
     if (x.device !== 'cpu')
       throw new ValueError(`x: expected a cpu tensor, got one on ${x.device}`, 'x');
     if (x.ndim < 2 || x.shape[x.ndim - 1] !== this.dim)
@@ -194,4 +195,10 @@ export function sortByBucket(
     [src, dst] = [dst, src];
   }
   return src;
+}
+
+/** A Tensor of any copy of @attnkit/tensor (see rowsOf). */
+export function isTensorLike(t: unknown): t is Tensor {
+  const x = t as Tensor;
+  return !!x && typeof x === 'object' && Array.isArray(x.shape) && typeof x.device === 'string';
 }

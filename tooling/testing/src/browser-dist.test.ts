@@ -63,6 +63,11 @@ const SMOKE: Record<string, string> = {
     const gk = t.Tensor.from(Float32Array.from({ length: 40 }, (_, i) => -0.1 - 0.01 * i), [1, 5, 2, 4]);
     const { o, finalState } = await m.chunkGla(mk(1), mk(2), mk(3), gk, { backend: 'ts', chunkSize: 2, outputFinalState: true });
     return { o: Array.from(o.toFloat32Array()), ht: Array.from(finalState.toFloat32Array()) };`,
+  '@attnkit/hyper-attention': `
+    const mk = (s, h) => t.Tensor.from(Float32Array.from({ length: h * 48 }, (_, i) => Math.sin(5 * s + i)), [1, h, 6, 8]);
+    const { o, lse } = await m.hyperAttention(mk(1, 2), mk(2, 1), mk(3, 1), { backend: 'ts', blockSize: 2, sampleSize: 2, minSeqLen: 2, seed: 3, returnLse: true });
+    const { buckets } = new m.AngularLsh({ numProjections: 3, dim: 8, seed: 1 }).sort(mk(4, 1));
+    return { o: Array.from(o.toFloat32Array()), lse: Array.from(lse.toFloat32Array()), buckets: Array.from(buckets) };`,
   '@attnkit/skeleton': `return { native: m.nativeAvailable() };`,
   '@attnkit/native': `return { engine: m.loadNative() === undefined ? 'none' : 'loaded', why: m.nativeLoadError() };`,
   '@attnkit/webgpu': `return { context: typeof m.getWebGpuContext, adapter: typeof m.findAdapter };`,

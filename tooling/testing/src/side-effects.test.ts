@@ -19,6 +19,7 @@ const FAMILIES = [
   ['@attnkit/lean-attention', 'lean-attention', 'lean'],
   ['@attnkit/sage-attention', 'sage-attention', 'sage'],
   ['@attnkit/linear-attention', 'linear-attention', 'gla'],
+  ['@attnkit/hyper-attention', 'hyper-attention', 'hyper'],
 ] as const;
 const dir = mkdtempSync(join(tmpdir(), 'attnkit-side-effects-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
