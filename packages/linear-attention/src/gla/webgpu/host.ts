@@ -26,6 +26,7 @@ import {
   scoresShader,
   stateShader,
 } from './kernels.js';
+import { GLA_TC_SUBGROUP, type GlaTc } from './tc.js';
 
 /**
  * The host side of GLA's chunkwise form on WebGPU (./kernels.ts): the chunk / sequence table,
@@ -39,6 +40,83 @@ type GpuBuffer = WebGpuStorage['buffer'];
 export interface GlaWebGpuRunOptions {
   /** Times every pass (bench-gla); its read() gives the passes of this call. */
   profiler?: GpuProfiler;
+  /**
+   * The chunk products of the state passes (h, dh) and of the o / dv passes on f16 subgroup
+   * matrices (./tc.ts) instead of the SIMT tile loops: true (a ValueError naming tensorCores
+   * where the adapter or the shape does not qualify), false, or 'auto' (default; glaTcAuto).
+   */
+  tensorCores?: boolean | 'auto';
+  /**
+   * Test aid: the tensor-core kernels with their subgroup matrices emulated in plain WGSL
+   * (./tc.ts GlaTc.emulate), on any adapter (llvmpipe); implies tensorCores true. Not for speed.
+   */
+  emulateTensorCores?: boolean;
+}
+
+/** Whether the adapter has what the tensor-core kernels need: f16 x f16 -> f32 16x16x16, 32-wide subgroups. */
+export function glaTcAdapterQualifies(ctx: WebGpuContext): boolean {
+  const f = ctx.features;
+  return (
+    f.shaderF16 &&
+    f.subgroupMinSize === GLA_TC_SUBGROUP &&
+    f.subgroupMaxSize === GLA_TC_SUBGROUP &&
+    f.subgroupMatrixConfigs.some(
+      (c) => c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
+    )
+  );
+}
+
+/**
+ * The automatic choice (tensorCores 'auto'), mirroring @attnkit/skeleton's tcAutoSelect: the
+ * tensor-core products on NVIDIA adapters only (the skeleton's tensor-core kernels were
+ * verified there alone, and their correctness turned on how the driver places workgroup
+ * memory), half storage only (f16 / bf16: f32 inputs would lose precision as f16 operands, so
+ * they stay SIMT unless tensorCores is true), K and V multiples of 16. UNMEASURED: nothing here
+ * has run on the H200 yet (bench-gla --tc both decides); until then this is the expectation that
+ * the 16x16x16 products beat the SIMT tile loops at C >= 16 as they did for FA2 at D = 128. The
+ * adapter must also qualify (glaTcAdapterQualifies). Pure: unit-tested without a device.
+ */
+export function glaTcAuto(
+  problem: { K: number; V: number; dtype: string },
+  vendor: string,
+  adapterQualifies: boolean,
+): boolean {
+  if (!adapterQualifies || vendor.toLowerCase() !== 'nvidia') return false;
+  if (problem.dtype !== 'f16' && problem.dtype !== 'bf16') return false;
+  return problem.K % 16 === 0 && problem.V % 16 === 0;
+}
+
+/** The tensor-core variant the passes run (undefined: SIMT), or a ValueError naming tensorCores. */
+export function glaTcFor(
+  ctx: WebGpuContext,
+  p: { K: number; V: number },
+  dtype: GlaStorage,
+  opts: GlaWebGpuRunOptions,
+): GlaTc | undefined {
+  const want = opts.emulateTensorCores ? true : (opts.tensorCores ?? 'auto');
+  if (want !== true && want !== false && want !== 'auto')
+    throw new ValueError(
+      `tensorCores: expected true, false or 'auto', got ${String(want)}`,
+      'tensorCores',
+    );
+  if (want === false) return undefined;
+  const qualifies = glaTcAdapterQualifies(ctx);
+  if (want === 'auto')
+    return glaTcAuto({ ...p, dtype }, ctx.adapterInfo.vendor, qualifies)
+      ? { emulate: false }
+      : undefined;
+  if (p.K % 16 !== 0 || p.V % 16 !== 0)
+    throw new ValueError(
+      `tensorCores: expected K and V multiples of 16 (16x16x16 subgroup matrices), got K ${p.K}, V ${p.V}`,
+      'tensorCores',
+    );
+  if (opts.emulateTensorCores) return { emulate: true };
+  if (!qualifies)
+    throw new ValueError(
+      'tensorCores: expected an adapter with f16 x f16 -> f32 16x16x16 subgroup matrices and 32-wide subgroups, got one without',
+      'tensorCores',
+    );
+  return { emulate: false };
 }
 
 function storageOf(t: Tensor): GlaStorage {
@@ -173,6 +251,7 @@ async function common(
   p: GlaProblem,
   t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor },
   final: GpuBuffer | undefined,
+  tc: GlaTc | undefined,
 ): Promise<Common> {
   const sq = webGpuStorageOf(t.q, 'q');
   const ctx = sq.ctx;
@@ -213,7 +292,7 @@ async function common(
   await run.step(scoresShader(C, dtype), params, { tab: meta, q, k, Gb: G, Ab: A }, [NC, H]);
   const initDType = p.initialState ? storageOf(p.initialState) : 'f32';
   await run.step(
-    stateShader('h', C, dtype, initDType),
+    stateShader('h', C, dtype, initDType, tc),
     params,
     { tab: meta, k, v, Gb: G, init, Hs, fin: final ?? dummyOut },
     [Math.ceil(K / GLA_STATE_BLOCK) * nbV, H, N],
@@ -230,12 +309,13 @@ export async function glaForwardWebGpu(
   const ctx = webGpuStorageOf(t.q, 'q').ctx;
   const { B, T, H, K, V, N, chunkSize: C } = p;
   const ht = p.outputFinalState ? ctx.createOutput(N * H * K * V * 4 || 4, 'gla ht') : undefined;
-  const c = await common(p, t, ht);
+  const tc = glaTcFor(ctx, p, storageOf(t.q), opts);
+  const c = await common(p, t, ht, tc);
   const { run, dtype, params, meta, NC, G, A, Hs, q, v } = c;
   const n = B * T * H * V;
   const oF = ctx.createOutput(Math.max(4, n * 4), 'gla o');
   await run.step(
-    outputShader('o', C, V, dtype),
+    outputShader('o', C, V, dtype, tc),
     params,
     { tab: meta, q, v, Gb: G, Hs, Ab: A, out: oF },
     [NC, H, Math.ceil(V / outBlock(V))],
@@ -259,7 +339,8 @@ export async function glaBackwardWebGpu(
 ): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor }> {
   const ctx = webGpuStorageOf(t.q, 'q').ctx;
   const { B, T, H, K, V, N, chunkSize: C } = p;
-  const c = await common(p, t, undefined);
+  const tc = glaTcFor(ctx, p, storageOf(t.q), opts);
+  const c = await common(p, t, undefined, tc);
   const { run, dtype, params, meta, NC, G, A, Hs, q, k, v, dummy } = c;
   const dO = webGpuStorageOf(t.do, 'dO').buffer;
   const h0 = p.initialState;
@@ -272,7 +353,7 @@ export async function glaBackwardWebGpu(
   const dparams = run.uniform({ ...c.base, hasInit: t.dht ? 1 : 0, hasFinal: h0 ? 1 : 0 });
   const nbV = Math.ceil(V / GLA_STATE_BLOCK);
   await run.step(
-    stateShader('dh', C, dtype, dhtDType),
+    stateShader('dh', C, dtype, dhtDType, tc),
     dparams,
     {
       tab: meta,
@@ -294,7 +375,7 @@ export async function glaBackwardWebGpu(
   const dkF = f32Out(nk, 'dk');
   const dgF = f32Out(nk, 'dgk');
   await run.step(
-    outputShader('dv', C, V, dtype),
+    outputShader('dv', C, V, dtype, tc),
     params,
     { tab: meta, k, dO, Gb: G, Hs: dHs, Ab: A, out: dvF },
     [NC, H, Math.ceil(V / outBlock(V))],

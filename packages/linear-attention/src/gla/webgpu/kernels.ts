@@ -1,4 +1,5 @@
 import { glaSubChunkSize } from '../plan.js';
+import { GLA_TC_PAD, type GlaTc, glaMatrixOps, tcEnables, tcEntry } from './tc.js';
 
 /**
  * WGSL of GLA's chunkwise form on WebGPU (fla's fla/ops/gla/chunk.py split into passes; the
@@ -107,10 +108,16 @@ export interface GlaKernel {
   label: string;
 }
 
-function kernel(label: string, bindings: readonly Binding[], body: string): GlaKernel {
+function kernel(
+  label: string,
+  bindings: readonly Binding[],
+  body: string,
+  tc?: { tc: GlaTc | undefined; prelude: string },
+): GlaKernel {
   const d = declare(bindings);
   return {
-    code: `${d.code}\n${body}`,
+    // Enables first (WGSL requires them before any declaration); the emulation's helpers last.
+    code: `${tcEnables(tc?.tc)}${d.code}\n${body}${tc?.prelude ? `\n${tc.prelude}` : ''}`,
     bindings: d.kinds,
     names: bindings.map((b) => b.name),
     label,
@@ -363,18 +370,30 @@ export function stateShader(
   C: number,
   dtype: GlaStorage,
   initDType: GlaStorage,
+  tc?: GlaTc,
 ): GlaKernel {
   const B = GLA_STATE_BLOCK;
   const SR = Math.min(C, 32);
   const TY = 16;
   const TX = 16;
   const R = B / 16;
+  // Tensor cores: the 8 subgroups split the 4 result matrices of the 32 x 32 block and (KS) the
+  // SR rows of each staged slice; the products leave through `scr` ([B, B] f32, one split after
+  // the other: two would not fit llvmpipe's 32 KiB under emulation), where the threads'
+  // register state S takes them as the SIMT loop's acc. Staged rows padded (SW).
+  const mx = tc ? glaMatrixOps(tc.emulate, (TY * TX) / 32) : undefined;
+  const KS = Math.min(2, SR / 16);
+  const STEPS = SR / 16 / KS;
+  const SW = tc ? B + GLA_TC_PAD : B;
+  const ent = tcEntry(tc, 'tid');
+  const stagedAt = (e: string) => (tc ? `(${e} / ${u(B)}) * ${u(SW)} + ${e} % ${u(B)}` : e);
+  const cast = (x: string) => (mx ? mx.half(x) : x);
   const fwd = mode === 'h';
   const a = fwd ? 'k' : 'q';
   const b = fwd ? 'v' : 'dO';
   const rowGate = fwd ? `ld_k(gi) * exp(gl[xx] - Gb[gi])` : `P.scale * ld_q(gi) * exp(Gb[gi])`;
   return kernel(
-    fwd ? 'gla states' : 'gla state gradients',
+    `${fwd ? 'gla states' : 'gla state gradients'}${tc ? ' tc' : ''}`,
     [
       { name: 'tab', kind: 'u32' },
       { name: a, kind: 'in', dtype },
@@ -384,17 +403,22 @@ export function stateShader(
       { name: 'Hs', kind: 'out' },
       { name: 'fin', kind: 'out' },
     ],
-    `var<workgroup> sa: array<f32, ${SR * B}>;
-var<workgroup> sb: array<f32, ${SR * B}>;
-var<workgroup> gl: array<f32, ${B}>;
+    `${
+      // The small variables before the f16 arrays (tc-forward.ts smallFirst: the H200 computed
+      // wrong results with a 4-byte variable placed among arrays subgroup matrices read).
+      ''
+    }var<workgroup> gl: array<f32, ${B}>;
 var<workgroup> decay: array<f32, ${B}>;
 var<workgroup> wFirst: u32;
 var<workgroup> wCount: u32;
+${mx ? `var<workgroup> scr: array<f32, ${B * B}>;\n` : ''}var<workgroup> sa: array<${mx ? mx.H : 'f32'}, ${SR * SW}>;
+var<workgroup> sb: array<${mx ? mx.H : 'f32'}, ${SR * SW}>;
 @compute @workgroup_size(${TY * TX})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>${ent.params}) {
   let h = wg.y;
   let nseq = wg.z;
   let tid = lid.x;
+  ${ent.prologue}
   let ty = tid / ${u(TX)};
   let tx = tid % ${u(TX)};
   let k0 = (wg.x / P.nbV) * ${u(B)};
@@ -453,7 +477,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       gl[tid] = g;
       decay[tid] = exp(g);
     }
-    var acc: array<f32, ${R * R}>;
+    ${mx ? `var mAcc = ${mx.A}();` : `var acc: array<f32, ${R * R}>;`}
     for (var r0 = 0u; r0 < ${u(C)}; r0 += ${u(SR)}) {
       workgroupBarrier();
       for (var e = tid; e < ${u(SR * B)}; e += ${u(TY * TX)}) {
@@ -470,20 +494,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
           }
           if (y < P.V) { bv = ld_${b}(((row0 + t) * P.H + h) * P.V + y); }
         }
-        sa[e] = av;
-        sb[e] = bv;
+        sa[${stagedAt('e')}] = ${cast('av')};
+        sb[${stagedAt('e')}] = ${cast('bv')};
       }
       workgroupBarrier();
-      ${tileProduct({
-        acc: 'acc',
-        RY: R,
-        RX: R,
-        TY,
-        TX,
-        depth: SR,
-        a: (row, red) => `sa[${red} * ${u(B)} + ${row}]`,
-        b: (red, col) => `sb[${red} * ${u(B)} + ${col}]`,
-      })}
+      ${
+        mx
+          ? `// Subgroup sg: result matrix (sg % 4) of the block, rows [16 STEPS (sg / 4 % KS), ...) of
+      // the slice (with KS 1, subgroups 4-7 repeat 0-3's products and store nothing).
+      let ti = (sg % 4u) / 2u;
+      let tj = sg % 2u;
+      for (var st = 0u; st < ${u(STEPS)}; st++) {
+        let r = (((sg / 4u) % ${u(KS)}) * ${u(STEPS)} + st) * 16u;
+        let ma = ${mx.load('L', 'sa', `r * ${u(SW)} + ti * 16u`, true, u(SW))};
+        let mb = ${mx.load('R', 'sb', `r * ${u(SW)} + tj * 16u`, false, u(SW))};
+        mAcc = ${mx.mma('ma', 'mb', 'mAcc')};
+      }`
+          : tileProduct({
+              acc: 'acc',
+              RY: R,
+              RX: R,
+              TY,
+              TX,
+              depth: SR,
+              a: (row, red) => `sa[${red} * ${u(B)} + ${row}]`,
+              b: (red, col) => `sb[${red} * ${u(B)} + ${col}]`,
+            })
+      }
     }
     ${unroll(
       R,
@@ -493,11 +530,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         R,
         'j',
         `
-        S[i * ${u(R)} + j] = S[i * ${u(R)} + j] * decay[ty + ${u(TY)} * i] + acc[i * ${u(R)} + j];
+        S[i * ${u(R)} + j] = S[i * ${u(R)} + j] * decay[ty + ${u(TY)} * i]${mx ? '' : ` + acc[i * ${u(R)} + j]`};
       `,
       )}
     `,
     )}
+    ${
+      mx
+        ? Array.from(
+            { length: KS },
+            (_, s) => `// Split ${s}'s result matrices into S (through scr).
+    if (sg / 4u == ${u(s)}) {
+      ${mx.store('scr', `((sg % 4u) / 2u) * ${u(16 * B)} + (sg % 2u) * 16u`, 'mAcc', false, u(B))};
+    }
+    workgroupBarrier();
+    ${unroll(
+      R,
+      'i',
+      unroll(
+        R,
+        'j',
+        `S[i * ${u(R)} + j] += scr[(ty + ${u(TY)} * i) * ${u(B)} + tx + ${u(TX)} * j];`,
+      ),
+    )}
+    workgroupBarrier();`,
+          ).join('\n    ')
+        : ''
+    }
   }
   if (P.hasFinal != 0u) {
     ${unroll(
@@ -517,6 +576,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     )}
   }
 }`,
+    { tc, prelude: mx?.prelude() ?? '' },
   );
 }
 
@@ -532,7 +592,13 @@ export function outBlock(V: number): number {
  *   'dv': dv = (k * e^{G_L - G}) dh_c + A^T dO
  * Workgroups (NC, H, ceil(V / BV)).
  */
-export function outputShader(mode: 'o' | 'dv', C: number, V: number, dtype: GlaStorage): GlaKernel {
+export function outputShader(
+  mode: 'o' | 'dv',
+  C: number,
+  V: number,
+  dtype: GlaStorage,
+  tc?: GlaTc,
+): GlaKernel {
   const BV = outBlock(V);
   const TY = 16;
   const TX = 16;
@@ -540,6 +606,48 @@ export function outputShader(mode: 'o' | 'dv', C: number, V: number, dtype: GlaS
   const RX = BV / TX;
   const BX = 32;
   const o = mode === 'o';
+  // Tensor cores: the (C / 16) x (BV / 16) result matrices dealt round-robin to the 8 subgroups
+  // (MT each; a subgroup past the last repeats it and stores nothing), operands staged as f16
+  // in padded rows, the results leaving through a 16 x 16 f32 scratch per subgroup.
+  const SG = (TY * TX) / 32;
+  const mx = tc ? glaMatrixOps(tc.emulate, SG) : undefined;
+  const NT = RY * RX;
+  const MT = Math.ceil(NT / SG);
+  const pad = tc ? GLA_TC_PAD : 0;
+  // Row widths of the staged tiles: a is [C, BX] (o, and dv's first product) or [BX, C] (dv's
+  // A^T, read column-major), b is [BX, BV].
+  const AW = BX + pad;
+  const ATW = C + pad;
+  const BW = BV + pad;
+  const ent = tcEntry(tc, 'tid');
+  const cast = (x: string) => (mx ? mx.half(x) : x);
+  // The emulation's own per-subgroup scratch (512 floats, free between multiplies) serves as the
+  // results' scratch there: a second one would not fit llvmpipe's 32 KiB of workgroup memory.
+  const scr = tc?.emulate ? 'e_ab' : 'scr';
+  const scrAt = tc?.emulate ? 'sg * 512u' : 'sg * 256u';
+  const aAt = (e: string, w: number) =>
+    tc ? `(${e} / ${u(w - pad)}) * ${u(w)} + ${e} % ${u(w - pad)}` : e;
+  const tcProd = (aColMajor: boolean) => {
+    if (!mx) return '';
+    const lines: string[] = [];
+    for (let m = 0; m < MT; m++) {
+      lines.push(`{
+      let tile = min(sg + ${u(SG * m)}, ${u(NT - 1)});
+      let ti = tile / ${u(RX)};
+      let tj = tile % ${u(RX)};
+      for (var kk = 0u; kk < ${u(BX / 16)}; kk++) {
+        let ma = ${
+          aColMajor
+            ? mx.load('L', 'sa', `kk * ${u(16 * ATW)} + ti * 16u`, true, u(ATW))
+            : mx.load('L', 'sa', `ti * ${u(16 * AW)} + kk * 16u`, false, u(AW))
+        };
+        let mb = ${mx.load('R', 'sb', `kk * ${u(16 * BW)} + tj * 16u`, false, u(BW))};
+        m${m} = ${mx.mma('ma', 'mb', `m${m}`)};
+      }
+    }`);
+    }
+    return lines.join('\n    ');
+  };
   const a = o ? 'q' : 'k';
   const b = o ? 'v' : 'dO';
   const gate = o ? 'P.scale * ld_q(gi) * exp(Gb[gi])' : 'ld_k(gi) * exp(GL - Gb[gi])';
@@ -555,7 +663,7 @@ export function outputShader(mode: 'o' | 'dv', C: number, V: number, dtype: GlaS
       b: (red, col) => `sb[${red} * ${u(BV)} + ${col}]`,
     });
   return kernel(
-    o ? 'gla output' : 'gla dv',
+    `${o ? 'gla output' : 'gla dv'}${tc ? ' tc' : ''}`,
     [
       { name: 'tab', kind: 'u32' },
       { name: a, kind: 'in', dtype },
@@ -565,20 +673,21 @@ export function outputShader(mode: 'o' | 'dv', C: number, V: number, dtype: GlaS
       { name: 'Ab', kind: 'f32' },
       { name: 'out', kind: 'out' },
     ],
-    `var<workgroup> sa: array<f32, ${C * BX}>;
-var<workgroup> sb: array<f32, ${BX * BV}>;
+    `${mx && !tc?.emulate ? `var<workgroup> scr: array<f32, ${SG * 256}>;\n` : ''}var<workgroup> sa: array<${mx ? mx.H : 'f32'}, ${Math.max(C * AW, BX * ATW)}>;
+var<workgroup> sb: array<${mx ? mx.H : 'f32'}, ${BX * BW}>;
 @compute @workgroup_size(${TY * TX})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>${ent.params}) {
   let c = wg.x;
   let h = wg.y;
   let v0 = wg.z * ${u(BV)};
   let tid = lid.x;
+  ${ent.prologue}
   let ty = tid / ${u(TX)};
   let tx = tid % ${u(TX)};
   let row0 = tab[${CHUNK_META}u * c];
   let L = tab[${CHUNK_META}u * c + 1u];
   let hbase = (c * P.H + h) * P.K * P.V;
-  var acc: array<f32, ${RY * RX}>;
+  ${mx ? Array.from({ length: MT }, (_, m) => `var m${m} = ${mx.A}();`).join('\n  ') : `var acc: array<f32, ${RY * RX}>;`}
   // The inter-chunk product: gated rows of ${a} [C, K] times the state [K, BV].
   for (var x0 = 0u; x0 < P.K; x0 += ${u(BX)}) {
     workgroupBarrier();
@@ -591,17 +700,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         ${o ? '' : 'let GL = Gb[((row0 + L - 1u) * P.H + h) * P.K + x];'}
         av = ${gate};
       }
-      sa[e] = av;
+      sa[${aAt('e', AW)}] = ${cast('av')};
     }
     for (var e = tid; e < ${u(BX * BV)}; e += ${u(TY * TX)}) {
       let x = x0 + e / ${u(BV)};
       let y = v0 + e % ${u(BV)};
       var bv = 0.0;
       if (x < P.K && y < P.V) { bv = Hs[hbase + x * P.V + y]; }
-      sb[e] = bv;
+      sb[${aAt('e', BW)}] = ${cast('bv')};
     }
     workgroupBarrier();
-    ${prod((row, red) => `sa[${row} * ${u(BX)} + ${red}]`)}
+    ${mx ? tcProd(false) : prod((row, red) => `sa[${row} * ${u(BX)} + ${red}]`)}
   }
   // The intra-chunk product: ${o ? 'A [C, C] times v' : 'A^T [C, C] times dO'} [C, BV], ${BX} rows of the reduction at a time.
   for (var s0 = 0u; s0 < ${u(C)}; s0 += ${u(BX)}) {
@@ -613,12 +722,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       let s = s0 + e % ${u(BX)};
       var av = 0.0;
       if (s < ${u(C)}) { av = Ab[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s]; }
-      sa[e] = av;`
+      sa[${aAt('e', AW)}] = ${cast('av')};`
           : `let t = s0 + e / ${u(C)};
       let s = e % ${u(C)};
       var av = 0.0;
       if (t < ${u(C)}) { av = Ab[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s]; }
-      sa[e] = av;`
+      sa[${aAt('e', ATW)}] = ${cast('av')};`
       }
     }
     for (var e = tid; e < ${u(BX * BV)}; e += ${u(TY * TX)}) {
@@ -626,15 +735,43 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       let y = v0 + e % ${u(BV)};
       var bv = 0.0;
       if (t < L && y < P.V) { bv = ld_${b}(((row0 + t) * P.H + h) * P.V + y); }
-      sb[e] = bv;
+      sb[${aAt('e', BW)}] = ${cast('bv')};
     }
     workgroupBarrier();
-    ${prod(o ? (row, red) => `sa[${row} * ${u(BX)} + ${red}]` : (row, red) => `sa[${red} * ${u(C)} + ${row}]`)}
+    ${
+      mx
+        ? tcProd(!o)
+        : prod(
+            o
+              ? (row, red) => `sa[${row} * ${u(BX)} + ${red}]`
+              : (row, red) => `sa[${red} * ${u(C)} + ${row}]`,
+          )
+    }
   }
-  ${unroll(
-    RY,
-    'i',
-    `
+  ${
+    mx
+      ? Array.from(
+          { length: MT },
+          (_, m) => `{
+    // Result matrix m${m} through the subgroup's scratch; lane l writes its elements 8 l .. 8 l + 7.
+    let tile = sg + ${u(SG * m)};
+    let ti = min(tile, ${u(NT - 1)}) / ${u(RX)};
+    let tj = min(tile, ${u(NT - 1)}) % ${u(RX)};
+    ${mx.store(scr, scrAt, `m${m}`, false, '16u')};
+    workgroupBarrier();
+    for (var q8 = 0u; q8 < 8u; q8++) {
+      let e = lane * 8u + q8;
+      let t = ti * 16u + e / 16u;
+      let y = v0 + tj * 16u + e % 16u;
+      if (tile < ${u(NT)} && t < L && y < P.V) { out[((row0 + t) * P.H + h) * P.V + y] = ${scr}[${scrAt} + e]; }
+    }
+    workgroupBarrier();
+  }`,
+        ).join('\n  ')
+      : `${unroll(
+          RY,
+          'i',
+          `
     ${unroll(
       RX,
       'j',
@@ -645,8 +782,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     `,
     )}
   `,
-  )}
+        )}`
+  }
 }`,
+    { tc, prelude: mx?.prelude() ?? '' },
   );
 }
 
