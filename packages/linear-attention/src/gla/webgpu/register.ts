@@ -1,13 +1,30 @@
 import { type KernelRequest, registerKernel, UnsupportedError } from '@attnkit/attention';
 import type { Tensor } from '@attnkit/tensor';
 import { GLA_BACKWARD_OUTPUTS, GLA_FAMILY, GLA_FORWARD_OUTPUTS, glaProblem } from '../register.js';
-import { glaBackwardWebGpu, glaForwardWebGpu } from './host.js';
+import { type GlaWebGpuRunOptions, glaBackwardWebGpu, glaForwardWebGpu } from './host.js';
 import { GLA_WEBGPU_CHUNK_SIZES } from './kernels.js';
 
 /**
  * GLA on WebGPU in the family x backend registry: family 'gla', backend 'webgpu' (priority 30,
  * webgpu tensors), the chunk form forward and backward (./host.ts, ./kernels.ts).
+ *
+ * Option `tensorCores` (true | false | 'auto', default 'auto'; host.ts glaTcFor): the chunk
+ * products on f16 subgroup matrices. It is taken off the options before the common validation
+ * (glaProblem), which does not know it; chunkGla's own option check (options.ts) does not let it
+ * through yet, so until it does, 'auto' decides for calls through chunkGla.
  */
+
+/** `tensorCores` from the registry options, and the options without it. */
+function tcOption(options: Record<string, unknown>): {
+  rest: Record<string, unknown>;
+  run: GlaWebGpuRunOptions;
+} {
+  const { tensorCores, ...rest } = options;
+  return {
+    rest,
+    run: tensorCores === undefined ? {} : { tensorCores: tensorCores as boolean | 'auto' },
+  };
+}
 
 /** Why the WebGPU kernels cannot run a request, else true. */
 export function glaWebGpuSupports(req: KernelRequest): true | string {
@@ -50,9 +67,12 @@ registerKernel({
   supports: glaWebGpuSupports,
   outputs: GLA_FORWARD_OUTPUTS,
   run: async (t, options) => {
-    const p = glaProblem('forward', t, options);
-    refuse('forward', t, options);
-    return { ...(await glaForwardWebGpu(p, t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor })) };
+    const { rest, run } = tcOption(options);
+    const p = glaProblem('forward', t, rest);
+    refuse('forward', t, rest);
+    return {
+      ...(await glaForwardWebGpu(p, t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor }, run)),
+    };
   },
 });
 
@@ -65,12 +85,14 @@ registerKernel({
   supports: glaWebGpuSupports,
   outputs: GLA_BACKWARD_OUTPUTS,
   run: async (t, options) => {
-    const p = glaProblem('backward', t, options);
-    refuse('backward', t, options);
+    const { rest, run } = tcOption(options);
+    const p = glaProblem('backward', t, rest);
+    refuse('backward', t, rest);
     return {
       ...(await glaBackwardWebGpu(
         p,
         t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor },
+        run,
       )),
     };
   },

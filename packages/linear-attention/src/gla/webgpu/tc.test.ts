@@ -1,9 +1,9 @@
-import { accuracy, toleranceFor } from '@attnkit/attention';
+import { accuracy, selectKernel, toleranceFor } from '@attnkit/attention';
 import { Rng, type Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
-import { glaReference, glaReferenceBackward, resolveGla } from '../../index.js';
+import { GLA_FAMILY, glaReference, glaReferenceBackward, resolveGla } from '../../index.js';
 import { glaBackwardWebGpu, glaForwardWebGpu, glaTcAuto, glaTcFor } from './host.js';
 import { outputShader, stateShader } from './kernels.js';
 import { makeProblem, type ProblemSpec } from './testing.js';
@@ -78,6 +78,11 @@ describe.skipIf(!ctx)('GLA tensor-core chunk products (emulated) vs the float64 
       false,
     ],
     [
+      'f16, C 64 (two result matrices per subgroup), T 100, K 32, V 64, h0, fwd + bwd',
+      { B: 1, T: 100, H: 1, K: 32, V: 64, dtype: 'f16', h0: true, C: 64 },
+      true,
+    ],
+    [
       'f32 forced onto f16 operands, C 32, T 50, K 48, V 16, h0',
       { B: 1, T: 50, H: 1, K: 48, V: 16, h0: true, C: 32 },
       false,
@@ -94,6 +99,28 @@ describe.skipIf(!ctx)('GLA tensor-core chunk products (emulated) vs the float64 
     expect(() => glaTcFor(ctx!, { K: 24, V: 64 }, 'f16', { emulateTensorCores: true })).toThrow(
       ValueError,
     );
+  });
+
+  test('the registry entry takes tensorCores off the options (false runs SIMT; a bad value is a ValueError)', async () => {
+    const rng = new Rng(seed);
+    const { q, k, v, gk } = makeProblem(rng, { B: 1, T: 20, H: 1, K: 16, V: 16, dtype: 'f16' });
+    const up = (t: Tensor) => toWebGpu(t, ctx!);
+    const t = { q: up(q), k: up(k), v: up(v), gk: up(gk) };
+    const reg = selectKernel(
+      { family: GLA_FAMILY, pass: 'forward', device: 'webgpu', dtype: 'f16', options: {} },
+      'webgpu',
+    );
+    const ref = glaReference(q, k, v, gk, {});
+    for (const tensorCores of [false, 'auto']) {
+      const out = await reg.run(t, { form: 'chunk', chunkSize: 16, tensorCores });
+      const a = accuracy(await out.o!.toCpu(), ref.o);
+      expect(a.relL2).toBeLessThanOrEqual(toleranceFor({ dtype: 'f16', chunked: true }));
+      out.o!.dispose();
+    }
+    await expect(reg.run(t, { form: 'chunk', tensorCores: 'yes' })).rejects.toThrow(
+      /tensorCores: expected true, false or 'auto'/,
+    );
+    for (const x of Object.values(t)) x.dispose();
   });
 });
 
