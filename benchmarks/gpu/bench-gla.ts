@@ -5,6 +5,13 @@
  *
  *   node bench-gla.mjs [--shapes 4,16,2048,128,128;4,16,8192,128,128] [--dtype f16|f32|bf16]
  *                      [--chunk 64] [--repeats 10] [--out gla.json] [--skip-verify] [--no-fa2]
+ *                      [--tc off|on|both]
+ *
+ * --tc: the chunk products as SIMT tile loops (off), on f16 subgroup matrices (on: the state
+ * passes h / dh and the o / dv passes, kernels.ts `tc`), or both, one row each (default both
+ * where the adapter has f16 16x16x16 subgroup matrices with 32-wide subgroups, else off). Each
+ * variant is verified before it is timed; the tensor-core one on f32 storage against the f16
+ * tolerance (its operands are f16 whatever the storage).
  *
  * Shapes are B,H,T,K,V (layout BTHK). 1. Verification first (unless --skip-verify): a small
  * problem (odd T, K != V, h0, dht) on f32 and the chosen dtype against the float64 recurrence,
@@ -29,6 +36,7 @@ import { createWebGpuContext, type GpuProfiler, toWebGpu } from '@attnkit/webgpu
 import {
   glaBackwardWebGpu,
   glaForwardWebGpu,
+  glaTcAdapterQualifies,
 } from '../../packages/linear-attention/src/gla/webgpu/host.js';
 import { randomData, timeCall } from './common.js';
 
@@ -47,12 +55,32 @@ const SHAPES = (value('shapes') ?? '4,16,2048,128,128;4,16,8192,128,128')
 
 const ctx = await createWebGpuContext();
 console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
+const TC_QUALIFIES = glaTcAdapterQualifies(ctx);
+const TC_FLAG = value('tc') ?? (TC_QUALIFIES ? 'both' : 'off');
+if (!['off', 'on', 'both'].includes(TC_FLAG)) {
+  console.error(`--tc: expected off, on or both, got ${TC_FLAG}`);
+  process.exit(2);
+}
+if (TC_FLAG !== 'off' && !TC_QUALIFIES) {
+  console.error(
+    '--tc: the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices with 32-wide subgroups',
+  );
+  process.exit(2);
+}
+type Variant = 'simt' | 'tc';
+const VARIANTS: Variant[] =
+  TC_FLAG === 'both' ? ['simt', 'tc'] : TC_FLAG === 'on' ? ['tc'] : ['simt'];
+const runOpts = (variant: Variant, profiler?: GpuProfiler) => ({
+  tensorCores: variant === 'tc',
+  ...(profiler ? { profiler } : {}),
+});
 const out: Record<string, unknown> = {
   adapter: ctx.adapterInfo,
   date: new Date().toISOString(),
   dtype: DTYPE,
   chunkSize: CHUNK,
   repeats: REPEATS,
+  variants: VARIANTS,
 };
 const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(out, null, 2));
 let failures = 0;
@@ -68,7 +96,7 @@ function cpu(shape: number[], data: Float32Array, dtype: 'f32' | 'f16' | 'bf16')
   return dtype === 'f32' ? t : t.astype(dtype);
 }
 
-async function verify() {
+async function verify(variant: Variant) {
   const rng = new Rng(5);
   const [B, T, H, K, V] = [2, 157, 2, 32, 48];
   for (const dtype of [...new Set(['f32', DTYPE] as const)]) {
@@ -86,10 +114,12 @@ async function verify() {
     const g = { q: up(q), k: up(k), v: up(v), gk: up(gk), do: up(dO), dht: up(dht) };
     const options = { initialState: up(h0), outputFinalState: true, chunkSize: CHUNK };
     const p = resolveGla(g.q, g.k, g.v, g.gk, options, 'chunk', { dO: g.do, dht: g.dht });
-    const f = await glaForwardWebGpu(p, g);
-    const b = await glaBackwardWebGpu(p, g);
+    const f = await glaForwardWebGpu(p, g, runOpts(variant));
+    const b = await glaBackwardWebGpu(p, g, runOpts(variant));
     ctx.poisonOutputs = false;
-    const tol = toleranceFor({ dtype, chunked: true });
+    // Tensor cores: f16 operands whatever the storage, so f32 storage meets the f16 tolerance.
+    const tolType = variant === 'tc' && dtype === 'f32' ? 'f16' : dtype;
+    const tol = toleranceFor({ dtype: tolType, chunked: true });
     const got: Record<string, Tensor | undefined> = { o: f.o, ht: f.ht, ...b };
     const want: Record<string, Tensor | undefined> = { o: ref.o, ht: ref.finalState, ...refB };
     const line: string[] = [];
@@ -99,9 +129,11 @@ async function verify() {
       if (!ok) failures++;
       line.push(`${name} ${a.relL2.toExponential(2)}${ok ? '' : ' FAIL'}`);
     }
-    console.log(`verify ${dtype} (${B},${T},${H},${K},${V}) tol ${tol}: ${line.join(', ')}`);
-    (out.verify as unknown[] | undefined)?.push({ dtype, line }) ??
-      (out.verify = [{ dtype, line }]);
+    console.log(
+      `verify ${variant} ${dtype} (${B},${T},${H},${K},${V}) tol ${tol}: ${line.join(', ')}`,
+    );
+    (out.verify as unknown[] | undefined)?.push({ variant, dtype, line }) ??
+      (out.verify = [{ variant, dtype, line }]);
     for (const t of [...Object.values(g), options.initialState, ...Object.values(got)])
       t?.dispose();
   }
@@ -110,7 +142,7 @@ async function verify() {
 async function table() {
   const rows: Record<string, unknown>[] = [];
   for (const [B, H, T, K, V] of SHAPES) {
-    const row: Record<string, unknown> = { shape: { B, H, T, K, V } };
+    const shapeRows: Record<string, unknown>[] = [];
     const nk = B * T * H * K;
     const nv = B * T * H * V;
     const up = (shape: number[], data: Float32Array) => toWebGpu(cpu(shape, data, DTYPE), ctx);
@@ -129,32 +161,36 @@ async function table() {
       backward: glaFlops({ lengths, H, K, V }, 'chunk', 'backward', CHUNK),
     };
     const asRecord = (r: object) => r as Record<string, Tensor>;
-    try {
-      const fwd = await timeCall(
-        ctx,
-        async (profiler?: GpuProfiler) =>
-          asRecord(await glaForwardWebGpu(p, g, profiler ? { profiler } : {})),
-        REPEATS,
-      );
-      row.forward_ms = fwd.medianMs;
-      row.forward_min_ms = fwd.minMs;
-      row.timing = fwd.timing;
-      row.forward_gflops = flops.forward / fwd.medianMs / 1e6;
-      const both = await timeCall(
-        ctx,
-        async (profiler?: GpuProfiler) => {
-          const o = profiler ? { profiler } : {};
-          const f = await glaForwardWebGpu(p, g, o);
-          const b = await glaBackwardWebGpu(p, g, o);
-          return asRecord({ ...f, ...b });
-        },
-        REPEATS,
-      );
-      row.fwd_bwd_ms = both.medianMs;
-      row.fwd_bwd_min_ms = both.minMs;
-      row.fwd_bwd_gflops = (flops.forward + flops.backward) / both.medianMs / 1e6;
-    } catch (e) {
-      row.gla_error = String(e).slice(0, 400);
+    for (const variant of VARIANTS) {
+      const row: Record<string, unknown> = { shape: { B, H, T, K, V }, variant };
+      shapeRows.push(row);
+      try {
+        const fwd = await timeCall(
+          ctx,
+          async (profiler?: GpuProfiler) =>
+            asRecord(await glaForwardWebGpu(p, g, runOpts(variant, profiler))),
+          REPEATS,
+        );
+        row.forward_ms = fwd.medianMs;
+        row.forward_min_ms = fwd.minMs;
+        row.timing = fwd.timing;
+        row.forward_gflops = flops.forward / fwd.medianMs / 1e6;
+        const both = await timeCall(
+          ctx,
+          async (profiler?: GpuProfiler) => {
+            const o = runOpts(variant, profiler);
+            const f = await glaForwardWebGpu(p, g, o);
+            const b = await glaBackwardWebGpu(p, g, o);
+            return asRecord({ ...f, ...b });
+          },
+          REPEATS,
+        );
+        row.fwd_bwd_ms = both.medianMs;
+        row.fwd_bwd_min_ms = both.minMs;
+        row.fwd_bwd_gflops = (flops.forward + flops.backward) / both.medianMs / 1e6;
+      } catch (e) {
+        row.gla_error = String(e).slice(0, 400);
+      }
     }
     for (const t of Object.values(g)) t.dispose();
     if (!flag('no-fa2') && K === V) {
@@ -176,15 +212,19 @@ async function table() {
           },
           REPEATS,
         );
-        row.fa2_causal_forward_ms = r.medianMs;
-        row.fa2_kind = tc ? 'tensor-core f16' : `SIMT ${DTYPE}`;
+        for (const row of shapeRows) {
+          row.fa2_causal_forward_ms = r.medianMs;
+          row.fa2_kind = tc ? 'tensor-core f16' : `SIMT ${DTYPE}`;
+        }
       } catch (e) {
-        row.fa2_error = String(e).slice(0, 400);
+        for (const row of shapeRows) row.fa2_error = String(e).slice(0, 400);
       }
       for (const t of [q, k, v]) t.dispose();
     }
-    rows.push(row);
-    console.log(`row ${JSON.stringify(row)}`);
+    for (const row of shapeRows) {
+      rows.push(row);
+      console.log(`row ${JSON.stringify(row)}`);
+    }
     out.table = rows;
     save();
   }
@@ -193,9 +233,9 @@ async function table() {
     `\nchunkGla on WebGPU, ${DTYPE}, C ${CHUNK} (GPU ms, median of ${REPEATS}; GFLOP/s of glaFlops)`,
   );
   console.log(
-    '| B | H | T | K | V | fwd ms | fwd GFLOP/s | fwd+bwd ms | fwd+bwd GFLOP/s | FA2 causal fwd ms | FA2 / GLA fwd |',
+    '| B | H | T | K | V | products | fwd ms | fwd GFLOP/s | fwd+bwd ms | fwd+bwd GFLOP/s | FA2 causal fwd ms | FA2 / GLA fwd |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) {
     const s = r.shape as Record<string, number>;
     const ratio =
@@ -203,12 +243,12 @@ async function table() {
         ? r.fa2_causal_forward_ms / r.forward_ms
         : undefined;
     console.log(
-      `| ${s.B} | ${s.H} | ${s.T} | ${s.K} | ${s.V} | ${f(r.forward_ms)} | ${f(r.forward_gflops, 1)} | ${f(r.fwd_bwd_ms)} | ${f(r.fwd_bwd_gflops, 1)} | ${f(r.fa2_causal_forward_ms)} | ${f(ratio, 2)} |`,
+      `| ${s.B} | ${s.H} | ${s.T} | ${s.K} | ${s.V} | ${r.variant === 'tc' ? 'tensor cores' : 'SIMT'} | ${f(r.forward_ms)} | ${f(r.forward_gflops, 1)} | ${f(r.fwd_bwd_ms)} | ${f(r.fwd_bwd_gflops, 1)} | ${f(r.fa2_causal_forward_ms)} | ${f(ratio, 2)} |`,
     );
   }
 }
 
-if (!flag('skip-verify')) await verify();
+if (!flag('skip-verify')) for (const variant of VARIANTS) await verify(variant);
 await table();
 save();
 console.log(`failures ${failures}`);
