@@ -41,8 +41,8 @@ export interface GlaWebGpuRunOptions {
   /** Times every pass (bench-gla); its read() gives the passes of this call. */
   profiler?: GpuProfiler;
   /**
-   * The chunk products of the state passes (h, dh) and of the o / dv passes on f16 subgroup
-   * matrices (./tc.ts) instead of the SIMT tile loops: true (a ValueError naming tensorCores
+   * The chunk products of the state passes (h, dh), of the o / dv passes and of dA on f16
+   * subgroup matrices (./tc.ts) instead of the SIMT tile loops (dq / dk / dgk stay SIMT): true (a ValueError naming tensorCores
    * where the adapter or the shape does not qualify), false, or 'auto' (default; glaTcAuto).
    */
   tensorCores?: boolean | 'auto';
@@ -366,7 +366,7 @@ export async function glaBackwardWebGpu(
     },
     [Math.ceil(K / GLA_STATE_BLOCK) * nbV, H, N],
   );
-  await run.step(scoreGradShader(C, dtype), params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
+  await run.step(scoreGradShader(C, dtype, tc), params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
   const nk = B * T * H * K;
   const nv = B * T * H * V;
   const gkType = storageOf(t.gk);

@@ -580,6 +580,44 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   );
 }
 
+/**
+ * The tensor-core epilogue: result matrix m (of MT per subgroup; tile sg + SG m of NT, RX per
+ * row of tiles) through the subgroup's 16 x 16 f32 scratch, lane l handing on its elements
+ * 8 l .. 8 l + 7 as write(row t, column, value) (WGSL has no per-element access to subgroup
+ * matrices). Barriers around each: every subgroup runs the same MT (uniform control flow).
+ */
+function tcResultsOut(
+  mx: ReturnType<typeof glaMatrixOps>,
+  o: {
+    MT: number;
+    SG: number;
+    NT: number;
+    RX: number;
+    scr: string;
+    scrAt: string;
+    write: (t: string, col: string, val: string) => string;
+  },
+): string {
+  return Array.from(
+    { length: o.MT },
+    (_, m) => `{
+    let tile = sg + ${u(o.SG * m)};
+    let ti = min(tile, ${u(o.NT - 1)}) / ${u(o.RX)};
+    let tj = min(tile, ${u(o.NT - 1)}) % ${u(o.RX)};
+    ${mx.store(o.scr, o.scrAt, `m${m}`, false, '16u')};
+    workgroupBarrier();
+    for (var q8 = 0u; q8 < 8u; q8++) {
+      let e = lane * 8u + q8;
+      let t = ti * 16u + e / 16u;
+      if (tile < ${u(o.NT)}) {
+        ${o.write('t', '(tj * 16u + e % 16u)', `${o.scr}[${o.scrAt} + e]`)}
+      }
+    }
+    workgroupBarrier();
+  }`,
+  ).join('\n  ');
+}
+
 /** Columns of the o / dv kernels' blocks for V: 16 * RX with RX in 1..4. */
 export function outBlock(V: number): number {
   return 16 * Math.min(GLA_OUT_BLOCK / 16, Math.ceil(V / 16));
@@ -753,24 +791,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
   ${
     mx
-      ? Array.from(
-          { length: MT },
-          (_, m) => `{
-    // Result matrix m${m} through the subgroup's scratch; lane l writes its elements 8 l .. 8 l + 7.
-    let tile = sg + ${u(SG * m)};
-    let ti = min(tile, ${u(NT - 1)}) / ${u(RX)};
-    let tj = min(tile, ${u(NT - 1)}) % ${u(RX)};
-    ${mx.store(scr, scrAt, `m${m}`, false, '16u')};
-    workgroupBarrier();
-    for (var q8 = 0u; q8 < 8u; q8++) {
-      let e = lane * 8u + q8;
-      let t = ti * 16u + e / 16u;
-      let y = v0 + tj * 16u + e % 16u;
-      if (tile < ${u(NT)} && t < L && y < P.V) { out[((row0 + t) * P.H + h) * P.V + y] = ${scr}[${scrAt} + e]; }
-    }
-    workgroupBarrier();
-  }`,
-        ).join('\n  ')
+      ? tcResultsOut(mx, {
+          MT,
+          SG,
+          NT,
+          RX,
+          scr,
+          scrAt,
+          write: (t, col, val) =>
+            `let y = v0 + ${col};
+      if (${t} < L && y < P.V) { out[((row0 + ${t}) * P.H + h) * P.V + y] = ${val}; }`,
+        })
       : `${unroll(
           RY,
           'i',
@@ -796,31 +827,70 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
  * The backward's dA [NC, H, C, C] = scale dO v^T on and below the diagonal (0 elsewhere and
  * past the chunk): one tile product over V. Workgroups (NC, H).
  */
-export function scoreGradShader(C: number, dtype: GlaStorage): GlaKernel {
+export function scoreGradShader(C: number, dtype: GlaStorage, tc?: GlaTc): GlaKernel {
   const TY = 16;
   const TX = 16;
   const R = C / 16;
   const BX = kTileOf(C);
+  // Tensor cores: the (C / 16)^2 result matrices dealt to the 8 subgroups as in outputShader
+  // (upper ones too: every subgroup must run the same multiplies), dO rows [C, BX] left, v rows
+  // read column-major as v^T right; padded rows (unpadded when emulated at C >= 64, to fit).
+  const SG = (TY * TX) / 32;
+  const mx = tc ? glaMatrixOps(tc.emulate, SG) : undefined;
+  const NT = R * R;
+  const MT = Math.ceil(NT / SG);
+  const pad = tc && !(tc.emulate && C >= 64) ? GLA_TC_PAD : 0;
+  const AW = BX + pad;
+  const VW = tc ? BX + pad : BX + 1;
+  const ent = tcEntry(tc, 'tid');
+  const cast = (x: string) => (mx ? mx.half(x) : x);
+  const scr = tc?.emulate ? 'e_ab' : 'scr';
+  const scrAt = tc?.emulate ? 'sg * 512u' : 'sg * 256u';
+  const prod = mx
+    ? Array.from(
+        { length: MT },
+        (_, m) => `{
+      let tile = min(sg + ${u(SG * m)}, ${u(NT - 1)});
+      let ti = tile / ${u(R)};
+      let tj = tile % ${u(R)};
+      for (var kk = 0u; kk < ${u(BX / 16)}; kk++) {
+        let ma = ${mx.load('L', 'sa', `ti * ${u(16 * AW)} + kk * 16u`, false, u(AW))};
+        let mb = ${mx.load('R', 'sb', `tj * ${u(16 * VW)} + kk * 16u`, true, u(VW))};
+        m${m} = ${mx.mma('ma', 'mb', `m${m}`)};
+      }
+    }`,
+      ).join('\n    ')
+    : tileProduct({
+        acc: 'acc',
+        RY: R,
+        RX: R,
+        TY,
+        TX,
+        depth: BX,
+        a: (row, red) => `sa[${row} * ${u(BX)} + ${red}]`,
+        b: (red, col) => `sb[${col} * ${u(BX + 1)} + ${red}]`,
+      });
   return kernel(
-    'gla dA',
+    `gla dA${tc ? ' tc' : ''}`,
     [
       { name: 'tab', kind: 'u32' },
       { name: 'dO', kind: 'in', dtype },
       { name: 'v', kind: 'in', dtype },
       { name: 'dAb', kind: 'out' },
     ],
-    `var<workgroup> sa: array<f32, ${C * BX}>;
-var<workgroup> sb: array<f32, ${C * (BX + 1)}>;
+    `${mx && !tc?.emulate ? `var<workgroup> scr: array<f32, ${SG * 256}>;\n` : ''}var<workgroup> sa: array<${mx ? mx.H : 'f32'}, ${C * AW}>;
+var<workgroup> sb: array<${mx ? mx.H : 'f32'}, ${C * VW}>;
 @compute @workgroup_size(${TY * TX})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>${ent.params}) {
   let c = wg.x;
   let h = wg.y;
   let tid = lid.x;
+  ${ent.prologue}
   let ty = tid / ${u(TX)};
   let tx = tid % ${u(TX)};
   let row0 = tab[${CHUNK_META}u * c];
   let L = tab[${CHUNK_META}u * c + 1u];
-  var acc: array<f32, ${R * R}>;
+  ${mx ? Array.from({ length: MT }, (_, m) => `var m${m} = ${mx.A}();`).join('\n  ') : `var acc: array<f32, ${R * R}>;`}
   for (var y0 = 0u; y0 < P.V; y0 += ${u(BX)}) {
     workgroupBarrier();
     for (var e = tid; e < ${u(C * BX)}; e += ${u(TY * TX)}) {
@@ -833,26 +903,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         a = ld_dO(i);
         b = ld_v(i);
       }
-      sa[e] = a;
+      sa[${tc ? `t * ${u(AW)} + e % ${u(BX)}` : 'e'}] = ${cast('a')};
       // v's rows padded by one: the product reads them across lanes (s), conflict-free.
-      sb[t * ${u(BX + 1)} + e % ${u(BX)}] = b;
+      sb[t * ${u(VW)} + e % ${u(BX)}] = ${cast('b')};
     }
     workgroupBarrier();
-    ${tileProduct({
-      acc: 'acc',
-      RY: R,
-      RX: R,
-      TY,
-      TX,
-      depth: BX,
-      a: (row, red) => `sa[${row} * ${u(BX)} + ${red}]`,
-      b: (red, col) => `sb[${col} * ${u(BX + 1)} + ${red}]`,
-    })}
+    ${prod}
   }
-  ${unroll(
-    R,
-    'i',
-    `
+  ${
+    mx
+      ? tcResultsOut(mx, {
+          MT,
+          SG,
+          NT,
+          RX: R,
+          scr,
+          scrAt,
+          write: (t, col, val) =>
+            `dAb[((c * P.H + h) * ${u(C)} + ${t}) * ${u(C)} + ${col}] =
+          select(0.0, P.scale * ${val}, ${col} <= ${t} && ${t} < L);`,
+        })
+      : `${unroll(
+          R,
+          'i',
+          `
     ${unroll(
       R,
       'j',
@@ -864,8 +938,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     `,
     )}
   `,
-  )}
+        )}`
+  }
 }`,
+    { tc, prelude: mx?.prelude() ?? '' },
   );
 }
 
