@@ -582,8 +582,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 
 /**
  * The tensor-core epilogue: result matrix m (of MT per subgroup; tile sg + SG m of NT, RX per
- * row of tiles) through the subgroup's 16 x 16 f32 scratch, lane l handing on its elements
- * 8 l .. 8 l + 7 as write(row t, column, value) (WGSL has no per-element access to subgroup
+ * row of tiles) through the subgroup's 16 x 16 f32 scratch, each lane handing on 8 of its
+ * elements as write(row t, column, value) (WGSL has no per-element access to subgroup
  * matrices). Barriers around each: every subgroup runs the same MT (uniform control flow).
  */
 function tcResultsOut(
@@ -607,7 +607,8 @@ function tcResultsOut(
     ${mx.store(o.scr, o.scrAt, `m${m}`, false, '16u')};
     workgroupBarrier();
     for (var q8 = 0u; q8 < 8u; q8++) {
-      let e = lane * 8u + q8;
+      // Consecutive lanes, consecutive elements: conflict-free scratch reads, 64-byte row runs.
+      let e = q8 * 32u + lane;
       let t = ti * 16u + e / 16u;
       if (tile < ${u(o.NT)}) {
         ${o.write('t', '(tj * 16u + e % 16u)', `${o.scr}[${o.scrAt} + e]`)}
