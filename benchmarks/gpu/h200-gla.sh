@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 13 on the H200, one device command: bench-gla (chunkGla's WGSL passes verified against
+# the float64 recurrence with poisoned outputs, then forward and forward + backward GPU time at
+# B 4, H 16, K = V = 128, T 2048 / 8192, f16, beside our tensor-core causal FA2 forward), fla's
+# Triton chunk_gla (benchmarks/gla/fla_peer.py: checked against a float64 recurrence first), and
+# PyTorch SDPA causal (FA2) at the same (B, H, T, D). Output under $OUT: log.txt, gla.json,
+# fla.json, torch-gla.json.
+# Pack (fla: a run-only copy of fla-org/flash-linear-attention, never committed; see fla_peer.py):
+#   node benchmarks/gpu/build.mjs && rm -rf .gpu && bash ../shared/gpu/pack.sh \
+#     benchmarks/gpu/dist/bench-gla.mjs benchmarks/gpu/torch_sdpa.py benchmarks/gla/fla_peer.py \
+#     /root/flapeer/src /root/flapeer/fallback
+# Run: bash benchmarks/gpu/h200-gla.sh   (carry [".gpu"]). Env: GLA_ARGS (extra bench-gla flags).
+set -uo pipefail
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+log="$out/log.txt"
+: > "$log"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,driver_version --format=csv >> "$log" 2>&1
+echo "=== bench-gla" >> "$log"
+s=$SECONDS
+# shellcheck disable=SC2086
+timeout 110 bash .gpu/run.sh .gpu/app/bench-gla.mjs --shapes "4,16,2048,128,128;4,16,8192,128,128" \
+  --dtype f16 --repeats 10 --out "$out/gla.json" ${GLA_ARGS:-} 2>&1 |
+  grep -v 'deprecated builtin' | cut -c1-600 >> "$log"
+echo "=== bench-gla rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
+echo "=== fla" >> "$log"
+s=$SECONDS
+python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' >> "$log" 2>&1
+timeout 100 python3 .gpu/app/fla_peer.py --fla .gpu/app/src --fallback .gpu/app/fallback \
+  --shapes "4,16,2048,128;4,16,8192,128" --out "$out/fla.json" >> "$log" 2>&1
+echo "=== fla rc=$? $((SECONDS - s)) s" >> "$log"
+echo "=== torch" >> "$log"
+s=$SECONDS
+timeout 45 python3 .gpu/app/torch_sdpa.py --shapes "4,16,2048,128;4,16,8192,128" --out "$out/torch-gla.json" >> "$log" 2>&1
+echo "=== torch rc=$? $((SECONDS - s)) s" >> "$log"
+nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv >> "$log" 2>&1
