@@ -8,7 +8,7 @@
  *                      [--tc off|on|both]
  *
  * --tc: the chunk products as SIMT tile loops (off), on f16 subgroup matrices (on: the state
- * passes h / dh, the o / dv passes and dA, kernels.ts `tc`), or both, one row each (default both
+ * passes h / dh, the o / dv passes, dA and dq / dk's inter products, kernels.ts `tc`), or both, one row each (default both
  * where the adapter has f16 16x16x16 subgroup matrices with 32-wide subgroups, else off). Each
  * variant is verified before it is timed; the tensor-core one on f32 storage against the f16
  * tolerance (its operands are f16 whatever the storage).

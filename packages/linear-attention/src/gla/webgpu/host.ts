@@ -41,8 +41,9 @@ export interface GlaWebGpuRunOptions {
   /** Times every pass (bench-gla); its read() gives the passes of this call. */
   profiler?: GpuProfiler;
   /**
-   * The chunk products of the state passes (h, dh), of the o / dv passes and of dA on f16
-   * subgroup matrices (./tc.ts) instead of the SIMT tile loops (dq / dk / dgk stay SIMT): true (a ValueError naming tensorCores
+   * The chunk products of the state passes (h, dh), of the o / dv passes, of dA and the inter
+   * products of dq / dk (dO h^T, v dh^T) on f16 subgroup matrices (./tc.ts) instead of the SIMT
+   * tile loops (the scores and the intra-chunk part of dq / dk stay SIMT): true (a ValueError naming tensorCores
    * where the adapter or the shape does not qualify), false, or 'auto' (default; glaTcAuto).
    */
   tensorCores?: boolean | 'auto';
@@ -381,7 +382,9 @@ export async function glaBackwardWebGpu(
     [NC, H, Math.ceil(V / outBlock(V))],
   );
   await run.step(
-    qkGradShader(C, dtype),
+    // Emulated at C >= 64 its workgroup memory (sm alone 26 KiB there) leaves no room for the
+    // emulation's scratch within llvmpipe's 32 KiB: SIMT there (the tests reach it at C 16 / 32).
+    qkGradShader(C, dtype, tc && !(tc.emulate && C >= 64) ? tc : undefined),
     params,
     { tab: meta, q, k, v, dO, Gb: G, Hs, dHs, dAb: dA, dq: dqF, dk: dkF, dg: dgF },
     [NC, H, Math.ceil(K / kTileOf(C))],

@@ -958,7 +958,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
  * the cancellation-free form of chunk.ts (the diagonal pairs left out of both sides, the state
  * terms as a prefix). Workgroups (NC, H, ceil(K / BX)).
  */
-export function qkGradShader(C: number, dtype: GlaStorage): GlaKernel {
+export function qkGradShader(C: number, dtype: GlaStorage, tc?: GlaTc): GlaKernel {
   const sub = glaSubChunkSize(C);
   const n = C / sub;
   const BX = kTileOf(C);
@@ -973,6 +973,41 @@ export function qkGradShader(C: number, dtype: GlaStorage): GlaKernel {
   const oV = C * BV;
   const oH = 2 * C * BV;
   const oDH = 2 * C * BV + BX * BV;
+  // Tensor cores, the inter products only (the intra-chunk part is elementwise over sub-chunks):
+  // subgroup sg < NP owns result matrix (ti, tj) of both sdo [C, BX] and w [C, BX] (NP <= 8 at
+  // every chunk size), f16 slices of 16 columns of V staged in padded rows of YW (in an f16
+  // array; under emulation in sm itself, which is f32 there as the stand-ins are), the results
+  // stored into sm for the threads' registers. hd from the staged values, as the products see
+  // them.
+  const mx = tc ? glaMatrixOps(tc.emulate, W / 32) : undefined;
+  const NP = (C / 16) * (BX / 16);
+  const YW = BV + GLA_TC_PAD;
+  const st = tc?.emulate ? 'sm' : 'sx';
+  const sD = 0;
+  const sV = C * YW;
+  const sH = 2 * C * YW;
+  const sDH = 2 * C * YW + BX * YW;
+  const smSize = Math.max(3 * T + n * n * BX, tc?.emulate ? 2 * (C + BX) * YW : 0);
+  const ent = tcEntry(tc, 'tid');
+  const stage = (off: number, tcOff: number, e: string, val: string) =>
+    mx
+      ? `${st}[${u(tcOff)} + (${e} / ${u(BV)}) * ${u(YW)} + ${e} % ${u(BV)}] = ${mx.half(val)};`
+      : `sm[${u(off)} + ${e}] = ${val};`;
+  const interTc = mx
+    ? `for (var y = 0u; y < ${u(BV)}; y++) {
+      hd = fma(f32(${st}[${u(sH)} + tx * ${u(YW)} + y]), f32(${st}[${u(sDH)} + tx * ${u(YW)} + y]), hd);
+    }
+    {
+      let ma = ${mx.load('L', st, `${u(sD)} + ti * ${u(16 * YW)}`, false, u(YW))};
+      let mb = ${mx.load('R', st, `${u(sH)} + tj * ${u(16 * YW)}`, true, u(YW))};
+      mS = ${mx.mma('ma', 'mb', 'mS')};
+    }
+    {
+      let ma = ${mx.load('L', st, `${u(sV)} + ti * ${u(16 * YW)}`, false, u(YW))};
+      let mb = ${mx.load('R', st, `${u(sDH)} + tj * ${u(16 * YW)}`, true, u(YW))};
+      mW = ${mx.mma('ma', 'mb', 'mW')};
+    }`
+    : '';
   const rows = (body: string) =>
     `${unroll(
       RY,
@@ -983,7 +1018,7 @@ export function qkGradShader(C: number, dtype: GlaStorage): GlaKernel {
     `,
     )}`;
   return kernel(
-    'gla dq dk dgk',
+    `gla dq dk dgk${tc ? ' tc' : ''}`,
     [
       { name: 'tab', kind: 'u32' },
       { name: 'q', kind: 'in', dtype },
@@ -998,16 +1033,18 @@ export function qkGradShader(C: number, dtype: GlaStorage): GlaKernel {
       { name: 'dk', kind: 'out' },
       { name: 'dg', kind: 'out' },
     ],
-    `var<workgroup> sm: array<f32, ${3 * T + n * n * BX}>;
+    `var<workgroup> sm: array<f32, ${smSize}>;
+${mx && !tc?.emulate ? `var<workgroup> sx: array<f16, ${2 * (C + BX) * YW}>;\n` : ''}
 fn dA(c: u32, h: u32, t: u32, s: u32) -> f32 {
   return dAb[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s];
 }
 @compute @workgroup_size(${W})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>${ent.params}) {
   let c = wg.x;
   let h = wg.y;
   let x0 = wg.z * ${u(BX)};
   let tid = lid.x;
+  ${ent.prologue}
   let ty = tid / ${u(TX)};
   let tx = tid % ${u(TX)};
   let x = x0 + tx;
@@ -1019,6 +1056,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var sdo: array<f32, ${RY}>;
   var w: array<f32, ${RY}>;
   var hd = 0.0;
+  ${
+    mx
+      ? `var mS = ${mx.A}();
+  var mW = ${mx.A}();
+  let ti = min(sg, ${u(NP - 1)}) / ${u(BX / 16)};
+  let tj = min(sg, ${u(NP - 1)}) % ${u(BX / 16)};`
+      : ''
+  }
   for (var y0 = 0u; y0 < P.V; y0 += ${u(BV)}) {
     workgroupBarrier();
     for (var e = tid; e < ${u(C * BV)}; e += ${u(W)}) {
@@ -1031,8 +1076,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         a = ld_dO(i);
         b = ld_v(i);
       }
-      sm[${u(oDO)} + e] = a;
-      sm[${u(oV)} + e] = b;
+      ${stage(oDO, sD, 'e', 'a')}
+      ${stage(oV, sV, 'e', 'b')}
     }
     for (var e = tid; e < ${u(BX * BV)}; e += ${u(W)}) {
       let xx = x0 + e / ${u(BV)};
@@ -1043,19 +1088,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         a = Hs[hbase + xx * P.V + y];
         b = dHs[hbase + xx * P.V + y];
       }
-      sm[${u(oH)} + e] = a;
-      sm[${u(oDH)} + e] = b;
+      ${stage(oH, sH, 'e', 'a')}
+      ${stage(oDH, sDH, 'e', 'b')}
     }
     workgroupBarrier();
-    for (var y = 0u; y < ${u(BV)}; y++) {
+    ${
+      mx
+        ? interTc
+        : `for (var y = 0u; y < ${u(BV)}; y++) {
       let hv = sm[${u(oH)} + tx * ${u(BV)} + y];
       let dhv = sm[${u(oDH)} + tx * ${u(BV)} + y];
       hd = fma(hv, dhv, hd);
       ${rows(`sdo[i] = fma(sm[${u(oDO)} + t * ${u(BV)} + y], hv, sdo[i]);
       w[i] = fma(sm[${u(oV)} + t * ${u(BV)} + y], dhv, w[i]);`)}
+    }`
     }
   }
   workgroupBarrier();
+  ${
+    mx
+      ? `// The products into sm (rows t, columns x), then into the threads' registers.
+  if (sg < ${u(NP)}) {
+    ${mx.store('sm', `ti * ${u(16 * BX)} + tj * 16u`, 'mS', false, u(BX))};
+    ${mx.store('sm', `${u(T)} + ti * ${u(16 * BX)} + tj * 16u`, 'mW', false, u(BX))};
+  }
+  workgroupBarrier();
+  ${rows(`sdo[i] = sm[t * ${u(BX)} + tx];
+      w[i] = sm[${u(T)} + t * ${u(BX)} + tx];`)}
+  workgroupBarrier();`
+      : ''
+  }
   ${qkgTileLoad(C, BX, W, { q: '0u', k: u(T), g: u(2 * T) })}
   workgroupBarrier();
   // Raw q, k, G of the thread's elements; the strictly causal pairs within the sub-chunk.
@@ -1144,6 +1206,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         dg[gi] = sg;
       }`)}
 }`,
+    { tc, prelude: mx?.prelude() ?? '' },
   );
 }
 

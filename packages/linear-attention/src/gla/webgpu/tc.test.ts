@@ -5,11 +5,12 @@ import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import { GLA_FAMILY, glaReference, glaReferenceBackward, resolveGla } from '../../index.js';
 import { glaBackwardWebGpu, glaForwardWebGpu, glaTcAuto, glaTcFor } from './host.js';
-import { outputShader, scoreGradShader, stateShader } from './kernels.js';
+import { outputShader, qkGradShader, scoreGradShader, stateShader } from './kernels.js';
 import { makeProblem, type ProblemSpec } from './testing.js';
 
 /**
- * The tensor-core variant of the chunk products (state passes h / dh, o / dv, dA) with its
+ * The tensor-core variant of the chunk products (state passes h / dh, o / dv, dA, the inter
+ * products of dq / dk; at C 64 emulated, dq / dk run SIMT: host.ts) with its
  * subgroup matrices emulated in plain WGSL (llvmpipe has none): forward and backward against
  * the float64 recurrence with the f16 tolerance of KERNELS.md (the operands are f16 whatever
  * the storage), on fresh random shapes: T not a multiple of C, K != V (multiples of 16), varlen
@@ -141,6 +142,7 @@ describe('glaTcAuto (pure)', () => {
       outputShader('o', 64, 128, 'f16', { emulate: false }),
       outputShader('dv', 128, 128, 'bf16', { emulate: false }),
       scoreGradShader(64, 'f16', { emulate: false }),
+      qkGradShader(128, 'f16', { emulate: false }),
     ]) {
       expect(k.code.startsWith('enable f16;\nenable chromium_experimental_subgroup_matrix;')).toBe(
         true,
