@@ -11,7 +11,9 @@
  * passes h / dh, the o / dv passes, dA and dq / dk's inter products, kernels.ts `tc`), or both, one row each (default both
  * where the adapter has f16 16x16x16 subgroup matrices with 32-wide subgroups, else off). Each
  * variant is verified before it is timed; the tensor-core one on f32 storage against the f16
- * tolerance (its operands are f16 whatever the storage).
+ * tolerance (its operands are f16 whatever the storage). With timestamp queries each row also
+ * has forward_passes_ms / backward_passes_ms: GPU ms per pass label (tensor-core passes end in
+ * ' tc'), to see which products the variant sped up and where the time goes.
  *
  * Shapes are B,H,T,K,V (layout BTHK). 1. Verification first (unless --skip-verify): a small
  * problem (odd T, K != V, h0, dht) on f32 and the chosen dtype against the float64 recurrence,
@@ -32,7 +34,7 @@ import {
 } from '@attnkit/linear-attention';
 import { SOFTMAX_HOOKS, tiledForwardWebGpu } from '@attnkit/skeleton';
 import { Rng, Tensor } from '@attnkit/tensor';
-import { createWebGpuContext, type GpuProfiler, toWebGpu } from '@attnkit/webgpu';
+import { createWebGpuContext, GpuProfiler, toWebGpu } from '@attnkit/webgpu';
 import {
   glaBackwardWebGpu,
   glaForwardWebGpu,
@@ -94,6 +96,29 @@ function gates(n: number, seed: number): Float32Array {
 function cpu(shape: number[], data: Float32Array, dtype: 'f32' | 'f16' | 'bf16'): Tensor {
   const t = Tensor.from(data, shape);
   return dtype === 'f32' ? t : t.astype(dtype);
+}
+
+/**
+ * GPU ms per pass label (summed within a call, median over 5 calls) from timestamp queries, or
+ * undefined without them: where the time goes, SIMT beside tensor cores (labels end in ' tc').
+ */
+async function passTimes(
+  run: (profiler: GpuProfiler) => Promise<Record<string, Tensor>>,
+): Promise<Record<string, number> | undefined> {
+  if (!ctx.features.timestampQuery) return undefined;
+  const profiler = new GpuProfiler(ctx.device, 32);
+  const per: Record<string, number[]> = {};
+  for (let i = 0; i < 5; i++) {
+    const r = await run(profiler);
+    await ctx.sync();
+    for (const t of Object.values(r)) t.dispose();
+    const sums: Record<string, number> = {};
+    for (const p of await profiler.read()) sums[p.label] = (sums[p.label] ?? 0) + p.ns / 1e6;
+    for (const [k, v] of Object.entries(sums)) (per[k] ??= []).push(v);
+  }
+  profiler.destroy();
+  const med = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1]!;
+  return Object.fromEntries(Object.entries(per).map(([k, v]) => [k, Number(med(v).toFixed(4))]));
 }
 
 async function verify(variant: Variant) {
@@ -188,6 +213,12 @@ async function table() {
         row.fwd_bwd_ms = both.medianMs;
         row.fwd_bwd_min_ms = both.minMs;
         row.fwd_bwd_gflops = (flops.forward + flops.backward) / both.medianMs / 1e6;
+        row.forward_passes_ms = await passTimes(async (profiler) =>
+          asRecord(await glaForwardWebGpu(p, g, runOpts(variant, profiler))),
+        );
+        row.backward_passes_ms = await passTimes(async (profiler) =>
+          asRecord(await glaBackwardWebGpu(p, g, runOpts(variant, profiler))),
+        );
       } catch (e) {
         row.gla_error = String(e).slice(0, 400);
       }
