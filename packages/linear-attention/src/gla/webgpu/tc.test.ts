@@ -90,6 +90,29 @@ describe.skipIf(!ctx)('GLA tensor-core chunk products (emulated) vs the float64 
     ],
   ])('%s', async (label, spec, backward) => check(spec, label, backward), 300_000);
 
+  test('a random shape (seeded by the run): T, K, V, C, dtype f16 / bf16, h0, varlen', async () => {
+    const rng = new Rng(seed * 7 + 3);
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(rng.uniform() * xs.length) % xs.length]!;
+    const C = pick([16, 32] as const);
+    const varlen = rng.uniform() < 0.5;
+    const lengths = varlen
+      ? Array.from({ length: 3 }, () => Math.floor(rng.uniform() * 2.5 * C))
+      : undefined;
+    const T = lengths ? lengths.reduce((a, x) => a + x, 0) : 1 + Math.floor(rng.uniform() * 3 * C);
+    const spec: ProblemSpec = {
+      B: lengths ? 1 : pick([1, 2]),
+      T: Math.max(T, 1),
+      H: pick([1, 2]),
+      K: pick([16, 32, 48]),
+      V: pick([16, 32, 48]),
+      dtype: pick(['f16', 'bf16'] as const),
+      h0: rng.uniform() < 0.5,
+      C,
+      ...(lengths && T > 0 ? { lengths } : {}),
+    };
+    await check(spec, `random ${JSON.stringify(spec)}`, true);
+  }, 300_000);
+
   test('auto picks SIMT where the adapter has no subgroup matrices (llvmpipe)', () => {
     const p = { K: 64, V: 64 };
     expect(glaTcFor(ctx!, p, 'f16', {})).toBeUndefined();
