@@ -26,9 +26,17 @@ export const GLA_TC_SUBGROUP = 32;
 /** Halves of padding after each staged f16 row (rows of 32 / 64 halves would share banks). */
 export const GLA_TC_PAD = 8;
 
-/** WGSL enables of a tensor-core kernel (none under emulation). */
+/**
+ * WGSL directives of a tensor-core kernel (none under emulation). The matrix operations sit
+ * under branches on the subgroup id (a subgroup past the last result matrix stores nothing):
+ * subgroup-uniform, as the skeleton's offsets from subgroup_id are, which Tint accepted on the
+ * H200; the diagnostic is a safety net should a Tint analyse them at workgroup scope (an
+ * unknown rule name is only a warning).
+ */
 export function tcEnables(tc: GlaTc | undefined): string {
-  return tc && !tc.emulate ? 'enable f16;\nenable chromium_experimental_subgroup_matrix;\n' : '';
+  return tc && !tc.emulate
+    ? 'enable f16;\nenable chromium_experimental_subgroup_matrix;\ndiagnostic(off, subgroup_uniformity);\n'
+    : '';
 }
 
 /**
