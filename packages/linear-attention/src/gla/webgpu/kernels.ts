@@ -11,8 +11,14 @@ import { GLA_TC_PAD, type GlaTc, glaMatrixOps, tcEnables, tcEntry } from './tc.j
  * chunk and sequence tables sit in one u32 buffer `meta` (CHUNK_META / SEQ_META below).
  *
  * The chunk products (q_gated . h, k_gated^T . v, A . v and their backward counterparts) are
- * each one `tileProduct` loop over workgroup-memory tiles into a register micro-tile, so a
- * tensor-core (subgroup matrix) variant can replace exactly those loops.
+ * each one `tileProduct` loop over workgroup-memory tiles into a register micro-tile. With
+ * `tc` (./tc.ts) the same generators emit the tensor-core variant instead: operands staged as
+ * f16 (gates applied in f32 before the cast) in padded rows, 16x16x16 subgroup-matrix products
+ * into f32 result matrices, the results handed through workgroup scratch to the unchanged
+ * elementwise code (stateShader, outputShader, scoreGradShader, qkGradShader's inter products;
+ * the scores pass and the intra-chunk sub-chunk loops stay SIMT). Its kernels declare the
+ * small workgroup variables before the f16 arrays and derive every matrix offset from the
+ * subgroup id (tc-forward.ts in @attnkit/skeleton says why).
  *
  * Inputs of dtype f16 / bf16 are read as packed u32 words and unpacked (no shader-f16 needed,
  * so one kernel serves every adapter); outputs are written in f32 and cast afterwards
