@@ -409,14 +409,10 @@ export function stateShader(
       { name: 'Hs', kind: 'out' },
       { name: 'fin', kind: 'out' },
     ],
-    `${
-      // The small variables before the f16 arrays (tc-forward.ts smallFirst: the H200 computed
-      // wrong results with a 4-byte variable placed among arrays subgroup matrices read).
-      ''
-    }var<workgroup> gl: array<f32, ${B}>;
+    // The small arrays before the f16 ones (tc-forward.ts smallFirst: the H200 computed wrong
+    // results with small workgroup variables placed among arrays subgroup matrices read).
+    `var<workgroup> gl: array<f32, ${B}>;
 var<workgroup> decay: array<f32, ${B}>;
-var<workgroup> wFirst: u32;
-var<workgroup> wCount: u32;
 ${mx ? `var<workgroup> scr: array<f32, ${B * B}>;\n` : ''}var<workgroup> sa: array<${mx ? mx.H : 'f32'}, ${SR * SW}>;
 var<workgroup> sb: array<${mx ? mx.H : 'f32'}, ${SR * SW}>;
 @compute @workgroup_size(${TY * TX})
@@ -430,12 +426,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let k0 = (wg.x / P.nbV) * ${u(B)};
   let v0 = (wg.x % P.nbV) * ${u(B)};
   let KV = P.K * P.V;
-  if (tid == 0u) {
-    wFirst = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq];
-    wCount = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq + 1u];
-  }
-  let first = workgroupUniformLoad(&wFirst);
-  let count = workgroupUniformLoad(&wCount);
+  // The sequence's chunks straight from the read-only table (uniform in WGSL's analysis: the
+  // loop below holds barriers). Read through 4-byte workgroup variables, the loop never ran on
+  // the H200 (run 1, BENCHMARKS.md: ht = h0), the driver's placement of small workgroup
+  // variables that broke the skeleton's tensor-core FA2 (tc-forward.ts smallFirst).
+  let first = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq];
+  let count = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq + 1u];
   var S: array<f32, ${R * R}>;
   let sbase = (nseq * P.H + h) * KV;
   ${unroll(
