@@ -9,7 +9,8 @@
 #   node benchmarks/gpu/build.mjs && rm -rf .gpu && bash ../shared/gpu/pack.sh \
 #     benchmarks/gpu/dist/bench-gla.mjs benchmarks/gpu/torch_sdpa.py benchmarks/gla/fla_peer.py \
 #     /root/flapeer/src /root/flapeer/fallback
-# Run: bash benchmarks/gpu/h200-gla.sh   (carry [".gpu"]). Env: GLA_ARGS (extra bench-gla flags).
+# Run: bash benchmarks/gpu/h200-gla.sh   (carry [".gpu"]). Env: GLA_ARGS (extra bench-gla flags),
+# FLA_TIMEOUT (seconds, default 240). Needs ~420 s of device time with a cold start.
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -26,7 +27,8 @@ echo "=== bench-gla rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
 echo "=== fla" >> "$log"
 s=$SECONDS
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' >> "$log" 2>&1
-timeout 100 python3 .gpu/app/fla_peer.py --fla .gpu/app/src --fallback .gpu/app/fallback \
+# Triton autotunes every fla kernel at each new shape: 100 s did not cover two shapes (run 1).
+timeout ${FLA_TIMEOUT:-240} python3 .gpu/app/fla_peer.py --fla .gpu/app/src --fallback .gpu/app/fallback \
   --shapes "4,16,2048,128;4,16,8192,128" --out "$out/fla.json" >> "$log" 2>&1
 echo "=== fla rc=$? $((SECONDS - s)) s" >> "$log"
 echo "=== torch" >> "$log"

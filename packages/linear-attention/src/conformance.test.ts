@@ -282,6 +282,12 @@ const badInputs: BadInput[] = [
     error: ValueError,
     argument: 'chunkSize',
   },
+  {
+    name: 'tensorCores is no option of fusedRecurrentGla',
+    options: { form: 'recurrent', tensorCores: true },
+    error: ValueError,
+    argument: 'options.tensorCores',
+  },
   { name: 'an unknown form', options: { form: 'fused' }, error: ValueError, argument: 'form' },
   {
     name: 'an unknown option',

@@ -38,6 +38,13 @@ export interface GlaOptions {
 export interface ChunkGlaOptions extends GlaOptions {
   /** C: tokens per chunk, a power of two (default 64, fla's). */
   chunkSize?: number;
+  /**
+   * WebGPU only: the chunk products on f16 subgroup matrices (true; a ValueError where the
+   * adapter or K / V do not allow it), the SIMT tile loops (false), or 'auto' (default: SIMT
+   * until the tensor-core kernels pass verification on a device; see the README). Ignored on
+   * the cpu backends.
+   */
+  tensorCores?: boolean | 'auto';
 }
 
 export interface FusedRecurrentGlaOptions extends GlaOptions {
@@ -158,7 +165,9 @@ export function resolveGla(
   if (options === null || typeof options !== 'object' || Array.isArray(options))
     fail(ValueError, 'options', 'an object', describe(options));
   const o = options as Record<string, unknown>;
-  const allowed = [...COMMON_KEYS, FORM_KEYS[form]];
+  // tensorCores: the webgpu chunk kernels' choice of products (validated there; the cpu
+  // backends have one kind of product and ignore it).
+  const allowed = [...COMMON_KEYS, FORM_KEYS[form], ...(form === 'chunk' ? ['tensorCores'] : [])];
   for (const [key, value] of Object.entries(o)) {
     if (value === undefined || allowed.includes(key)) continue;
     const other = (Object.keys(FORM_KEYS) as GlaForm[]).find((f) => FORM_KEYS[f] === key);

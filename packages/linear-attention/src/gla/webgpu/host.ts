@@ -68,6 +68,13 @@ export function glaTcAdapterQualifies(ctx: WebGpuContext): boolean {
 }
 
 /**
+ * Whether the tensor-core products have passed bench-gla's verification on a device with
+ * subgroup matrices (the H200). false until they have: 'auto' then stays SIMT, so no default
+ * call runs kernels that only the llvmpipe emulation has checked (tensorCores: true opts in).
+ */
+export const GLA_TC_VERIFIED_ON_DEVICE = false;
+
+/**
  * The automatic choice (tensorCores 'auto'), mirroring @attnkit/skeleton's tcAutoSelect: the
  * tensor-core products on NVIDIA adapters only (the skeleton's tensor-core kernels were
  * verified there alone, and their correctness turned on how the driver places workgroup
@@ -81,7 +88,9 @@ export function glaTcAuto(
   problem: { K: number; V: number; dtype: string },
   vendor: string,
   adapterQualifies: boolean,
+  verified: boolean = GLA_TC_VERIFIED_ON_DEVICE,
 ): boolean {
+  if (!verified) return false;
   if (!adapterQualifies || vendor.toLowerCase() !== 'nvidia') return false;
   if (problem.dtype !== 'f16' && problem.dtype !== 'bf16') return false;
   return problem.K % 16 === 0 && problem.V % 16 === 0;

@@ -9,9 +9,8 @@ import { GLA_WEBGPU_CHUNK_SIZES } from './kernels.js';
  * webgpu tensors), the chunk form forward and backward (./host.ts, ./kernels.ts).
  *
  * Option `tensorCores` (true | false | 'auto', default 'auto'; host.ts glaTcFor): the chunk
- * products on f16 subgroup matrices. It is taken off the options before the common validation
- * (glaProblem), which does not know it; chunkGla's own option check (options.ts) does not let it
- * through yet, so until it does, 'auto' decides for calls through chunkGla.
+ * products on f16 subgroup matrices. chunkGla's option check (options.ts) lets it through for
+ * the chunk form; it is taken off the options here before glaProblem resolves the rest.
  */
 
 /** `tensorCores` from the registry options, and the options without it. */

@@ -3,8 +3,20 @@ import { Rng, type Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
-import { GLA_FAMILY, glaReference, glaReferenceBackward, resolveGla } from '../../index.js';
-import { glaBackwardWebGpu, glaForwardWebGpu, glaTcAuto, glaTcFor } from './host.js';
+import {
+  chunkGla,
+  GLA_FAMILY,
+  glaReference,
+  glaReferenceBackward,
+  resolveGla,
+} from '../../index.js';
+import {
+  GLA_TC_VERIFIED_ON_DEVICE,
+  glaBackwardWebGpu,
+  glaForwardWebGpu,
+  glaTcAuto,
+  glaTcFor,
+} from './host.js';
 import { outputShader, qkGradShader, scoreGradShader, stateShader } from './kernels.js';
 import { makeProblem, type ProblemSpec } from './testing.js';
 
@@ -144,18 +156,34 @@ describe.skipIf(!ctx)('GLA tensor-core chunk products (emulated) vs the float64 
     await expect(reg.run(t, { form: 'chunk', tensorCores: 'yes' })).rejects.toThrow(
       /tensorCores: expected true, false or 'auto'/,
     );
+    // Through the public function: chunkGla passes it on (false: SIMT), and names a bad value.
+    const viaApi = await chunkGla(t.q, t.k, t.v, t.gk, { chunkSize: 16, tensorCores: false });
+    expect(accuracy(await viaApi.o.toCpu(), ref.o).relL2).toBeLessThanOrEqual(
+      toleranceFor({ dtype: 'f16', chunked: true }),
+    );
+    viaApi.o.dispose();
+    const bad = await chunkGla(t.q, t.k, t.v, t.gk, {
+      tensorCores: 'yes' as unknown as boolean,
+    }).catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(ValueError);
+    expect((bad as ValueError).argument).toBe('tensorCores');
     for (const x of Object.values(t)) x.dispose();
   });
 });
 
 describe('glaTcAuto (pure)', () => {
-  test('NVIDIA, a qualifying adapter, half storage, K and V multiples of 16', () => {
-    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f16' }, 'nvidia', true)).toBe(true);
-    expect(glaTcAuto({ K: 64, V: 32, dtype: 'bf16' }, 'NVIDIA', true)).toBe(true);
-    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f32' }, 'nvidia', true)).toBe(false);
-    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f16' }, 'nvidia', false)).toBe(false);
-    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f16' }, 'apple', true)).toBe(false);
-    expect(glaTcAuto({ K: 120, V: 128, dtype: 'f16' }, 'nvidia', true)).toBe(false);
+  test('once verified on a device: NVIDIA, a qualifying adapter, half storage, K and V multiples of 16', () => {
+    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f16' }, 'nvidia', true, true)).toBe(true);
+    expect(glaTcAuto({ K: 64, V: 32, dtype: 'bf16' }, 'NVIDIA', true, true)).toBe(true);
+    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f32' }, 'nvidia', true, true)).toBe(false);
+    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f16' }, 'nvidia', false, true)).toBe(false);
+    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f16' }, 'apple', true, true)).toBe(false);
+    expect(glaTcAuto({ K: 120, V: 128, dtype: 'f16' }, 'nvidia', true, true)).toBe(false);
+  });
+
+  test('until the H200 has verified the tensor-core kernels, auto stays SIMT everywhere', () => {
+    expect(GLA_TC_VERIFIED_ON_DEVICE).toBe(false);
+    expect(glaTcAuto({ K: 128, V: 128, dtype: 'f16' }, 'nvidia', true)).toBe(false);
   });
 
   test('the real kernels enable f16 and subgroup matrices and take subgroup_id; SIMT unchanged', () => {
