@@ -13,6 +13,7 @@ import {
 // The family packages register their kernels when imported.
 import { loadNativeBackend } from '@attnkit/flash-attention';
 import '@attnkit/hstu-attention';
+import '@attnkit/hyper-attention';
 import '@attnkit/lean-attention';
 import '@attnkit/linear-attention';
 import '@attnkit/sage-attention';
@@ -119,8 +120,13 @@ const FAMILIES: Partial<Record<GoldenKind, Route>> = {
  * granularity), and verify judges it by KERNELS.md's accuracy bars, not the f32 tolerance.
  * GLA ('gla', @attnkit/linear-attention) verifies the gla goldens on its kernels with the
  * `form` (chunk, the default, or recurrent), as without --family but naming the form.
+ * HyperAttention ('hyper', @attnkit/hyper-attention) is approximate; verify runs it in its exact
+ * limit on the BHND softmax goldens without window or block mask: one sorted diagonal block of
+ * every key (blockSize past any length), no samples, and the causal recursion down to leaves of
+ * one row (minSeqLen 1), so the LSH sort, the permutations, the recursion and the LSE merges
+ * all run and the result must equal the golden within the f32 tolerance, forward and backward.
  */
-export const VERIFY_FAMILIES = ['lean', 'sage', 'gla'] as const;
+export const VERIFY_FAMILIES = ['lean', 'sage', 'gla', 'hyper'] as const;
 export type VerifyFamily = (typeof VERIFY_FAMILIES)[number];
 export const LEAN_PARTITIONS = ['fa2', 'splitK', 'streamK'] as const;
 export type LeanPartitionName = (typeof LEAN_PARTITIONS)[number];
@@ -147,6 +153,19 @@ const VERIFY_ROUTES: Record<VerifyFamily, { kinds: readonly GoldenKind[]; route:
     route: { family: 'sage', options: (g) => ({ ...goldenAttentionOptions(g) }) },
   },
   gla: { kinds: ['gla'], route: FAMILIES.gla! },
+  hyper: {
+    kinds: ['softmax'],
+    route: {
+      family: 'hyper',
+      options: (g) => ({
+        ...goldenAttentionOptions(g),
+        blockSize: 2 ** 30,
+        sampleSize: 0,
+        minSeqLen: 1,
+        returnLse: true,
+      }),
+    },
+  },
 };
 
 /**
@@ -217,7 +236,12 @@ function registryBackend(name: string, route?: Route): GoldenBackend {
         uploaded.push(u);
         return u;
       };
-      const options = { ...f.options(g, put), algorithm, backend: name };
+      // algorithm only when named: families without one (hyper) refuse unknown option keys.
+      const options = {
+        ...f.options(g, put),
+        ...(algorithm === undefined ? {} : { algorithm }),
+        backend: name,
+      };
       const inputs: KernelTensors = {};
       for (const n of ['q', 'k', 'v', ...(f.inputs ?? [])]) inputs[n] = put(g.tensors[n]!);
       const fwd = await forward.run(inputs, options);

@@ -22,7 +22,15 @@ import { toWebGpu } from '@attnkit/webgpu';
 import { cliWebGpuContext, prepareBackends } from './backends.js';
 
 /** Families `attnkit bench` times (registry names; 'flash' is softmax's alias). */
-export const BENCH_FAMILIES = ['flash', 'softmax', 'sigmoid', 'hstu', 'sage', 'gla'] as const;
+export const BENCH_FAMILIES = [
+  'flash',
+  'softmax',
+  'sigmoid',
+  'hstu',
+  'sage',
+  'gla',
+  'hyper',
+] as const;
 export type BenchFamily = (typeof BENCH_FAMILIES)[number];
 
 export interface BenchOptions {
@@ -50,6 +58,8 @@ export interface BenchOptions {
   seed: number;
   /** --family sage: Q·K bits (default the family's, 8). */
   qkBits?: 4 | 8 | undefined;
+  /** --family hyper: HyperAttention's own options (each defaults to the family's). */
+  hyper?: { blockSize?: number; sampleSize?: number; minSeqLen?: number } | undefined;
 }
 
 export interface BenchRow {
@@ -69,6 +79,8 @@ export interface BenchRow {
   speedup: number | null;
   /** --family sage with the reference: o's cosine similarity to the float64 reference. */
   cosine?: number;
+  /** --family hyper with the reference: ||o - o_exact||_F / ||o_exact||_F (float64 exact). */
+  relErr?: number;
 }
 
 export const DEFAULT_BENCH: BenchOptions = {
@@ -239,6 +251,17 @@ export async function runBench(
       `--score-mod: expected none with --family gla (it has no scores to modify), got "${opts.scoreMod}"`,
       'scoreMod',
     );
+  const hyper = family === 'hyper';
+  if (hyper && opts.scoreMod !== 'none')
+    throw new ValueError(
+      `--score-mod: expected none with --family hyper (HyperAttention takes no score mods), got "${opts.scoreMod}"`,
+      'scoreMod',
+    );
+  if (!hyper && opts.hyper !== undefined && Object.keys(opts.hyper).length > 0)
+    throw new ValueError(
+      `hyper: expected HyperAttention's options only with --family hyper, got them with --family ${opts.family}`,
+      'hyper',
+    );
   const hstu = family === 'hstu' ? hstuBenchOptions(opts.shape, opts.causal) : undefined;
   const scoreMod = parseScoreMod(opts.scoreMod, H);
   // HSTU's kernels take score mods (after alpha q.k), but its float64 peer has none: a peer
@@ -273,13 +296,16 @@ export async function runBench(
   // sageAttention's for sage: it has no loop-order or score-mod options).
   const options: Record<string, unknown> = gla
     ? { form: 'chunk' }
-    : sage
-      ? { causal: opts.causal, ...(opts.qkBits === undefined ? {} : { qkBits: opts.qkBits }) }
-      : {
-          ...(hstu ?? { causal: opts.causal }),
-          algorithm: opts.algorithm,
-          scoreMod,
-        };
+    : hyper
+      ? // returnLse: the backward takes the forward's lse.
+        { causal: opts.causal, seed: opts.seed, returnLse: true, ...opts.hyper }
+      : sage
+        ? { causal: opts.causal, ...(opts.qkBits === undefined ? {} : { qkBits: opts.qkBits }) }
+        : {
+            ...(hstu ?? { causal: opts.causal }),
+            algorithm: opts.algorithm,
+            scoreMod,
+          };
   const normalize = family === 'sigmoid' ? ('sigmoid' as const) : ('softmax' as const);
   const referencePass = (pass: 'forward' | 'backward') => {
     if (gk)
@@ -318,11 +344,14 @@ export async function runBench(
   const inputs: KernelTensors = xgk ? { q: xq, k: xk, v: xv, gk: xgk } : { q: xq, k: xk, v: xv };
   const fwd = await forward.run(inputs, options);
   const bwdInputs: KernelTensors = { ...inputs, ...fwd, do: xdO };
-  // Sage is approximate: each row says how close its o is to the float64 reference.
+  // Sage and Hyper are approximate: each row says how close o is to the float64 reference.
   let cosine: number | undefined;
-  if (sage && opts.reference) {
+  let relErr: number | undefined;
+  if ((sage || hyper) && opts.reference) {
     const o = ctx ? await fwd.o!.toCpu() : fwd.o!;
-    cosine = accuracy(o, moddedAttentionReference(q, k, v, { causal: opts.causal }).o).cosine;
+    const a = accuracy(o, moddedAttentionReference(q, k, v, { causal: opts.causal }).o);
+    if (sage) cosine = a.cosine;
+    else relErr = a.relL2;
   }
   const rows: BenchRow[] = [];
   const problem = { batch: B, hq: H, nq: N, nk: N, d: D, causal: opts.causal };
@@ -364,6 +393,7 @@ export async function runBench(
       referenceGflops: referenceMs === null ? null : flops / (referenceMs * 1e6),
       speedup: referenceMs === null ? null : referenceMs / t.medianMs,
       ...(cosine === undefined ? {} : { cosine }),
+      ...(relErr === undefined ? {} : { relErr }),
     });
   }
   return rows;
@@ -401,6 +431,12 @@ export function formatBenchTable(rows: BenchRow[]): string {
     head.push('cos vs f64');
     for (const [i, r] of rows.entries())
       body[i]!.push(r.cosine === undefined ? '-' : r.cosine.toFixed(6));
+  }
+  // Hyper: its o's relative Frobenius error against exact attention (float64).
+  if (rows.some((r) => r.relErr !== undefined)) {
+    head.push('rel err vs f64');
+    for (const [i, r] of rows.entries())
+      body[i]!.push(r.relErr === undefined ? '-' : r.relErr.toExponential(2));
   }
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
   const line = (cells: string[]) =>

@@ -251,9 +251,9 @@ describe('attnkit bench', () => {
       /--score-mod: expected none, alibi or softcap:<cap>, got "tanh"/,
     );
     const io4 = captureIo();
-    expect(await runCli(['bench', '--family', 'hyper', ...args], io4)).toBe(2);
+    expect(await runCli(['bench', '--family', 'hyperr', ...args], io4)).toBe(2);
     expect(io4.stderr.join('\n')).toMatch(
-      /--family: expected flash, softmax, sigmoid, hstu, sage, gla, got "hyper"/,
+      /--family: expected flash, softmax, sigmoid, hstu, sage, gla, hyper, got "hyperr"/,
     );
   });
 
@@ -401,7 +401,7 @@ describe('attnkit bench', () => {
 describe('--help on each command', () => {
   for (const [command, first] of [
     ['verify', '  attnkit verify <file.safetensors>'],
-    ['bench', '  attnkit bench [--family flash|softmax|sigmoid|hstu|sage|gla]'],
+    ['bench', '  attnkit bench [--family flash|softmax|sigmoid|hstu|sage|gla|hyper]'],
     ['io', '  attnkit io --algo '],
   ] as const) {
     for (const flag of ['--help', '-h']) {

@@ -51,8 +51,9 @@ export const VERIFY_USAGE = `  attnkit verify <file.safetensors>... [--backend <
       the GLA kernels of @attnkit/linear-attention in the --form chunk (chunkGla, default) or
       recurrent (fusedRecurrentGla), at KERNELS.md's chunked-GLA tolerance.`;
 
-export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu|sage|gla] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
+export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu|sage|gla|hyper] [--backend ts|webgpu|native] [--shape B,H,N,D] [--causal]
                 [--algorithm fa1|fa2] [--score-mod none|alibi|softcap:<cap>] [--qk-bits 8|4]
+                [--block-size n] [--sample-size n] [--min-seq-len n]
                 [--repeats 5] [--warmup 1] [--no-reference] [--forward-only] [--json] [--out file.json|dir]
       Times forward and backward through the kernel registry (median after warm-up), prints
       GFLOP/s beside the float64 reference's time on the same shape. Default backend: the
@@ -69,6 +70,10 @@ export const BENCH_USAGE = `  attnkit bench [--family flash|softmax|sigmoid|hstu
       K = V = D) with gates log sigmoid(normal) / 16; causal by construction (no --causal); the
       rate counts the chunk form's own FLOPs (glaFlops), not attention's 4 B H N^2 D; peer: the
       float64 recurrence (glaReference).
+      --family hyper: HyperAttention (@attnkit/hyper-attention, approximate) with its defaults or
+      --block-size, --sample-size, --min-seq-len; seed 1; the rate counts exact attention's FLOPs
+      (what the approximation stands in for); each row reports o's relative Frobenius error
+      against exact attention in float64 when the reference runs.
       --repeats is at least 1; --warmup may be 0. --out writes the JSON results to a file, or to
       bench-<date>.json inside an existing directory; its directory must exist (checked before
       the run). Without --out nothing is written.`;
@@ -209,6 +214,9 @@ async function bench(args: string[], io: CliIo): Promise<number> {
       'no-reference': { type: 'boolean', default: false },
       'forward-only': { type: 'boolean', default: false },
       'qk-bits': { type: 'string' },
+      'block-size': { type: 'string' },
+      'sample-size': { type: 'string' },
+      'min-seq-len': { type: 'string' },
       json: { type: 'boolean', default: false },
       out: { type: 'string' },
     },
@@ -229,6 +237,22 @@ async function bench(args: string[], io: CliIo): Promise<number> {
   const qkBits = bitsFlag(values['qk-bits']);
   if (qkBits !== undefined && values.family !== 'sage')
     return fail(io, `--qk-bits: expected only with --family sage, got --family ${values.family}`);
+  // HyperAttention's own options: only with --family hyper; the family validates the values.
+  const hyper: { blockSize?: number; sampleSize?: number; minSeqLen?: number } = {};
+  for (const [flag, key, min] of [
+    ['block-size', 'blockSize', 1],
+    ['sample-size', 'sampleSize', 0],
+    ['min-seq-len', 'minSeqLen', 1],
+  ] as const) {
+    const text = values[flag];
+    if (text === undefined) continue;
+    if (values.family !== 'hyper')
+      return fail(
+        io,
+        `--${flag}: expected only with --family hyper, got --family ${values.family}`,
+      );
+    hyper[key] = countFlag(text, flag, 0, min);
+  }
   const date = new Date();
   const outPath = values.out === undefined ? undefined : benchOutPath(values.out, date);
   const rows = await runBench(
@@ -249,6 +273,7 @@ async function bench(args: string[], io: CliIo): Promise<number> {
       passes:
         values['forward-only'] || values.family === 'sage' ? ['forward'] : ['forward', 'backward'],
       qkBits: qkBits as 4 | 8 | undefined,
+      hyper: values.family === 'hyper' ? hyper : undefined,
     },
     values.json ? undefined : (line) => io.err(line),
   );

@@ -69,7 +69,7 @@ describe('attnkit verify --family lean', () => {
       expect(await runCli(['verify', file, ...args], io)).toBe(2);
       expect(io.stderr.join('\n')).toMatch(pattern);
     };
-    await run(['--family', 'leen'], /--family: expected one of lean, sage, gla, got "leen"/);
+    await run(['--family', 'leen'], /--family: expected one of lean, sage, gla, hyper, got "leen"/);
     await run(
       ['--family', 'lean', '--partition', 'fa3'],
       /--partition: expected one of fa2, splitK, streamK/,
