@@ -129,7 +129,7 @@ export function glaTcFor(
   return { emulate: false };
 }
 
-function storageOf(t: Tensor): GlaStorage {
+export function storageOf(t: Tensor): GlaStorage {
   if (t.dtype === 'f32' || t.dtype === 'f16' || t.dtype === 'bf16') return t.dtype;
   throw new ValueError(`dtype: expected f32, f16 or bf16 on webgpu, got ${t.dtype}`, 'dtype');
 }
@@ -151,7 +151,8 @@ export function glaMeta(p: GlaProblem): { meta: Uint32Array; NC: number } {
   return { meta, NC };
 }
 
-class Run {
+/** One call's passes in one command buffer, with the temporaries released after it (also ./recurrent-host.ts). */
+export class Run {
   readonly steps: ComputeStep[] = [];
   private readonly temps: GpuBuffer[] = [];
   constructor(readonly ctx: WebGpuContext) {}
@@ -169,8 +170,11 @@ class Run {
     return b;
   }
 
-  uniform(values: Record<string, number>): GpuBuffer {
-    const b = this.ctx.createUniform(new Uint8Array(packUniform(PARAMS_FIELDS, values)));
+  uniform(
+    values: Record<string, number>,
+    fields: Parameters<typeof packUniform>[0] = PARAMS_FIELDS,
+  ): GpuBuffer {
+    const b = this.ctx.createUniform(new Uint8Array(packUniform(fields, values)));
     this.temps.push(b);
     return b;
   }
@@ -219,13 +223,23 @@ class Run {
   }
 }
 
-function wrap(ctx: WebGpuContext, buffer: GpuBuffer, dtype: GlaStorage, shape: number[]): Tensor {
+export function wrap(
+  ctx: WebGpuContext,
+  buffer: GpuBuffer,
+  dtype: GlaStorage,
+  shape: number[],
+): Tensor {
   const n = shape.reduce((a, x) => a * x, 1);
   return new Tensor(new WebGpuStorage(ctx, dtype, n, buffer), shape);
 }
 
 /** Reads the gate flag; on a bad gate, throws checkGateValues's ValueError (with its index). */
-async function checkFlag(ctx: WebGpuContext, flag: GpuBuffer, gk: Tensor, dispose: () => void) {
+export async function checkFlag(
+  ctx: WebGpuContext,
+  flag: GpuBuffer,
+  gk: Tensor,
+  dispose: () => void,
+) {
   const bad = new Uint32Array(await ctx.readBuffer(flag, 4))[0]!;
   ctx.pool.release(flag);
   if (bad === 0xffffffff) return;

@@ -1,23 +1,36 @@
 import { type KernelRequest, registerKernel, UnsupportedError } from '@attnkit/attention';
 import type { Tensor } from '@attnkit/tensor';
-import { GLA_BACKWARD_OUTPUTS, GLA_FAMILY, GLA_FORWARD_OUTPUTS, glaProblem } from '../register.js';
+import {
+  GLA_BACKWARD_OUTPUTS,
+  GLA_FAMILY,
+  GLA_FORWARD_OUTPUTS,
+  glaFormOf,
+  glaProblem,
+} from '../register.js';
 import { type GlaWebGpuRunOptions, glaBackwardWebGpu, glaForwardWebGpu } from './host.js';
 import { GLA_WEBGPU_CHUNK_SIZES } from './kernels.js';
+import { glaRecurrentBackwardWebGpu, glaRecurrentForwardWebGpu } from './recurrent-host.js';
 
 /**
  * GLA on WebGPU in the family x backend registry: family 'gla', backend 'webgpu' (priority 30,
- * webgpu tensors), the chunk form forward and backward (./host.ts, ./kernels.ts).
+ * webgpu tensors), both forms forward and backward: the chunk form (./host.ts, ./kernels.ts)
+ * and the recurrent form (form 'recurrent', fusedRecurrentGla: ./recurrent-host.ts,
+ * ./recurrent-kernels.ts).
  *
  * Option `tensorCores` (true | false | 'auto', default 'auto'; host.ts glaTcFor): the chunk
  * products on f16 subgroup matrices. chunkGla's option check (options.ts) lets it through for
  * the chunk form; it is taken off the options here before glaProblem resolves the rest.
  */
 
-/** `tensorCores` from the registry options, and the options without it. */
+/**
+ * `tensorCores` from the registry options, and the options without it. The recurrent form keeps
+ * it in its options: glaProblem then refuses it (a ValueError naming options.tensorCores).
+ */
 function tcOption(options: Record<string, unknown>): {
   rest: Record<string, unknown>;
   run: GlaWebGpuRunOptions;
 } {
+  if (glaFormOf(options) === 'recurrent') return { rest: options, run: {} };
   const { tensorCores, ...rest } = options;
   return {
     rest,
@@ -28,10 +41,8 @@ function tcOption(options: Record<string, unknown>): {
 /** Why the WebGPU kernels cannot run a request, else true. */
 export function glaWebGpuSupports(req: KernelRequest): true | string {
   const o = req.options;
-  if (o.form === 'recurrent')
-    return 'the WebGPU GLA kernels run the chunk form only (chunkGla); fusedRecurrentGla runs on ts and native';
   const C = o.chunkSize ?? 64;
-  if (!(GLA_WEBGPU_CHUNK_SIZES as readonly unknown[]).includes(C))
+  if (o.form !== 'recurrent' && !(GLA_WEBGPU_CHUNK_SIZES as readonly unknown[]).includes(C))
     return `the WebGPU GLA kernels take chunk sizes ${GLA_WEBGPU_CHUNK_SIZES.join(', ')} (16 x 16 thread grids over the chunk's rows, tiles within workgroup memory), got ${String(C)}`;
   if (!['f32', 'f16', 'bf16'].includes(req.dtype))
     return `WGSL has no ${req.dtype}: the WebGPU GLA kernels read f32, f16 or bf16`;
@@ -69,9 +80,9 @@ registerKernel({
     const { rest, run } = tcOption(options);
     const p = glaProblem('forward', t, rest);
     refuse('forward', t, rest);
-    return {
-      ...(await glaForwardWebGpu(p, t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor }, run)),
-    };
+    const inputs = t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor };
+    if (p.form === 'recurrent') return { ...(await glaRecurrentForwardWebGpu(p, inputs)) };
+    return { ...(await glaForwardWebGpu(p, inputs, run)) };
   },
 });
 
@@ -87,12 +98,8 @@ registerKernel({
     const { rest, run } = tcOption(options);
     const p = glaProblem('backward', t, rest);
     refuse('backward', t, rest);
-    return {
-      ...(await glaBackwardWebGpu(
-        p,
-        t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor },
-        run,
-      )),
-    };
+    const inputs = t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor };
+    if (p.form === 'recurrent') return { ...(await glaRecurrentBackwardWebGpu(p, inputs)) };
+    return { ...(await glaBackwardWebGpu(p, inputs, run)) };
   },
 });
