@@ -1,0 +1,61 @@
+export {
+  apply,
+  type BackwardContext,
+  type ForwardContext,
+  isGradEnabled,
+  noGrad,
+  type OpDef,
+  Param,
+  scope,
+  Var,
+  type VarLike,
+} from './autograd.js';
+export {
+  backendFor,
+  kernelsFor,
+  registeredKernelNames,
+  registerKernel,
+  setDeviceBackend,
+} from './dispatch.js';
+export { GraphError } from './errors.js';
+export { type GradcheckResult, gradcheck } from './gradcheck.js';
+export type {
+  AdamWHyper,
+  AttentionKernelOptions,
+  BinaryOp,
+  KernelName,
+  Kernels,
+  RopeSection,
+  SgdHyper,
+  UnaryOp,
+} from './kernels/table.js';
+export { tsKernels } from './kernels/ts/index.js';
+export { type AttentionOptions, attention } from './ops/attention.js';
+export {
+  add,
+  affine,
+  div,
+  exp,
+  gelu,
+  log,
+  mul,
+  neg,
+  relu,
+  sigmoid,
+  silu,
+  sub,
+  tanh,
+} from './ops/elementwise.js';
+export { matmul } from './ops/matmul.js';
+export {
+  crossEntropy,
+  dropout,
+  embedding,
+  layerNorm,
+  logSoftmax,
+  rmsNorm,
+  softmax,
+} from './ops/nn.js';
+export { max, mean, sum } from './ops/reduce.js';
+export { rope, rope3d } from './ops/rope.js';
+export { concat, permute, reshape, slice, transpose } from './ops/shape.js';

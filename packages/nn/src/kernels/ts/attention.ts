@@ -1,0 +1,48 @@
+import { UnsupportedError } from '@attnkit/attention';
+import { flashAttentionBackwardTs, flashAttentionTs } from '@attnkit/flash-attention';
+import { DTypeError, type Tensor } from '@attnkit/tensor';
+import type { AttentionKernelOptions } from '../table.js';
+
+/**
+ * The ts attention kernels: the families' own synchronous TS entry points (FlashAttention-2
+ * forward with LSE, and its backward). Families without a synchronous ts entry are not here
+ * yet; asking for one is an UnsupportedError, never another family's kernel.
+ */
+function familyOptions(op: string, q: Tensor, options: AttentionKernelOptions) {
+  if (options.family !== 'flash') {
+    const why = `backend 'ts' has no attention kernel for family '${options.family}' (available: flash)`;
+    throw new UnsupportedError(`${op}: ${why}`, 'family', { ts: why });
+  }
+  if (q.dtype !== 'f32')
+    throw new DTypeError(
+      `${op}: family 'flash' on backend 'ts' takes f32 q, k, v, got ${q.dtype}`,
+      'q',
+    );
+  const { family: _, ...rest } = options;
+  return rest;
+}
+
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {
+  return flashAttentionTs(q, k, v, familyOptions('attention', q, options));
+}
+
+export function attentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  dO: Tensor,
+  options: AttentionKernelOptions,
+) {
+  const { dq, dk, dv } = flashAttentionBackwardTs(
+    q,
+    k,
+    v,
+    o,
+    lse,
+    dO,
+    familyOptions('attention', q, options),
+  );
+  return { dq, dk, dv };
+}

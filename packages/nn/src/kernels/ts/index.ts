@@ -1,0 +1,71 @@
+import type { Kernels } from '../table.js';
+import { attention, attentionBackward } from './attention.js';
+import {
+  affine,
+  binary,
+  broadcastTo,
+  full,
+  maxTo,
+  maxToBackward,
+  sumSquares,
+  sumTo,
+  unary,
+  unaryBackward,
+} from './elementwise.js';
+import { matmul } from './matmul.js';
+import {
+  crossEntropy,
+  crossEntropyBackward,
+  dropoutMask,
+  gather,
+  layerNorm,
+  layerNormBackward,
+  logSoftmax,
+  logSoftmaxBackward,
+  rmsNorm,
+  rmsNormBackward,
+  rope,
+  scatterAdd,
+  softmax,
+  softmaxBackward,
+} from './nn.js';
+import { adamwStep, sgdStep } from './optim.js';
+import { concat, permute, reshape, slice, sliceBackward } from './shape.js';
+
+/** The pure-TypeScript kernels: simple loops in the tensor's precision, the spec the others match. */
+export const tsKernels: Kernels = {
+  full,
+  binary,
+  affine,
+  unary,
+  unaryBackward,
+  sumTo,
+  broadcastTo,
+  maxTo,
+  maxToBackward,
+  matmul,
+  softmax,
+  softmaxBackward,
+  logSoftmax,
+  logSoftmaxBackward,
+  layerNorm,
+  layerNormBackward,
+  rmsNorm,
+  rmsNormBackward,
+  gather,
+  scatterAdd,
+  crossEntropy,
+  crossEntropyBackward,
+  rope,
+  reshape,
+  permute,
+  slice,
+  sliceBackward,
+  concat,
+  dropoutMask,
+  attention,
+  attentionBackward,
+  sumSquares,
+  sgdStep,
+  adamwStep,
+};
