@@ -10,6 +10,7 @@ import {
   scoresShader,
   stateShader,
 } from './kernels.js';
+import { recBackwardShader, recForwardShader, recSumShader } from './recurrent-kernels.js';
 
 /**
  * A guard on the generated WGSL, for what llvmpipe cannot show: on the H200 (NVIDIA driver
@@ -35,6 +36,19 @@ function kernels(): GlaKernel[] {
         for (const mode of ['o', 'dv'] as const) out.push(outputShader(mode, C, 128, dtype, tc));
         out.push(scoreGradShader(C, dtype, tc), qkGradShader(C, dtype, tc));
       }
+  // The recurrent form (./recurrent-kernels.ts): its loop bounds come from the read-only table.
+  out.push(recSumShader());
+  for (const dtype of ['f32', 'f16', 'bf16'] as const)
+    for (const [K, V] of [
+      [8, 8],
+      [64, 64],
+      [128, 128],
+      [160, 20],
+      [256, 256],
+    ] as const) {
+      out.push(recForwardShader(dtype, dtype, dtype, K, V));
+      out.push(recBackwardShader(dtype, dtype, dtype, dtype, K, V));
+    }
   return out;
 }
 
