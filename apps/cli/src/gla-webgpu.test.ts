@@ -6,7 +6,8 @@ import { type CliIo, runCli } from './cli.js';
 import { verifyGolden } from './verify.js';
 
 // `attnkit verify --family gla --backend webgpu` (issue 13): the gla goldens through
-// @attnkit/linear-attention's WGSL chunk kernels (h0 uploaded as initialState, dht beside dO).
+// @attnkit/linear-attention's WGSL kernels, the chunk form and (--form recurrent) the recurrent
+// form (h0 uploaded as initialState, dht beside dO).
 // Needs an adapter (Dawn on llvmpipe in CI) unless ATTNKIT_ALLOW_NO_WEBGPU=1.
 const ctx = await getWebGpuContext().catch((e) => {
   if (process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1') return undefined;
@@ -36,17 +37,31 @@ describe.skipIf(!ctx)('attnkit verify --family gla --backend webgpu', () => {
     120_000,
   );
 
-  test('prints one line per tensor and exits 0; the recurrent form is declined', async () => {
-    const io = captureIo();
-    expect(await runCli(['verify', gla[0]!, '--family', 'gla', '--backend', 'webgpu'], io)).toBe(0);
-    const lines = io.stdout.join('\n').split('\n');
-    expect(lines.map((l) => l.split(' ')[0])).toEqual(REFERENCES);
-    const rec = captureIo();
-    const code = await runCli(
-      ['verify', gla[0]!, '--family', 'gla', '--form', 'recurrent', '--backend', 'webgpu'],
-      rec,
-    );
-    expect(code).not.toBe(0);
-    expect(rec.stderr.join('\n')).toMatch(/chunk form only/);
+  test.each(gla.map((f) => [goldenLabel(f), f]))(
+    '%s: every tensor within tolerance (recurrent form)',
+    async (_label, f) => {
+      const report = await verifyGolden(await loadGolden(f), {
+        family: 'gla',
+        backend: 'webgpu',
+        form: 'recurrent',
+      });
+      expect(report.backend).toBe('webgpu');
+      expect(Object.keys(report.tensors).sort()).toEqual([...REFERENCES].sort());
+      expect(report.ok, JSON.stringify(report)).toBe(true);
+      for (const t of Object.values(report.tensors)) expect(t.relL2).toBeLessThan(1e-5);
+    },
+    120_000,
+  );
+
+  test('prints one line per tensor and exits 0, both forms', async () => {
+    for (const form of [[], ['--form', 'recurrent']]) {
+      const io = captureIo();
+      expect(
+        await runCli(['verify', gla[0]!, '--family', 'gla', ...form, '--backend', 'webgpu'], io),
+        io.stderr.join('\n'),
+      ).toBe(0);
+      const lines = io.stdout.join('\n').split('\n');
+      expect(lines.map((l) => l.split(' ')[0])).toEqual(REFERENCES);
+    }
   }, 120_000);
 });
