@@ -274,7 +274,9 @@ describe('hyperAttention options', () => {
       [{ causal: 'yes' }, 'ValueError', 'causal'],
       [{ scale: Number.NaN }, 'ValueError', 'scale'],
       [{ window: [2, 2] }, 'ValueError', 'window'],
-      [{ backend: 'webgpu' }, 'ValueError', 'backend'],
+      [{ backend: 'cuda' }, 'ValueError', 'backend'],
+      // cpu tensors on the webgpu backend: nothing moves between devices implicitly.
+      [{ backend: 'webgpu' }, 'DeviceError', 'q'],
     ] as const) {
       await expect(hyperAttention(q, k, v, opts as never), JSON.stringify(opts)).rejects.toThrow(
         expect.objectContaining({ name, argument: arg }),
@@ -288,11 +290,11 @@ describe('hyperAttention options', () => {
     );
   });
 
-  it('registers family hyper forward and backward on native and ts (cpu)', () => {
+  it('registers family hyper forward and backward on webgpu (webgpu), native and ts (cpu)', () => {
     for (const pass of ['forward', 'backward'] as const) {
       const regs = registeredKernels({ family: 'hyper', pass });
-      expect(regs.map((r) => r.backend)).toEqual(['native', 'ts']);
-      expect(regs.every((r) => r.devices.includes('cpu'))).toBe(true);
+      expect(regs.map((r) => r.backend)).toEqual(['webgpu', 'native', 'ts']);
+      expect(regs.map((r) => r.devices)).toEqual([['webgpu'], ['cpu'], ['cpu']]);
     }
   });
 });

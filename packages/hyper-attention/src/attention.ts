@@ -22,6 +22,7 @@ import {
 } from './options.js';
 import { diagonalBlocks, planHyperJobs } from './plan.js';
 import { blockRun, sampleKeys } from './sampler.js';
+import { hyperBackwardWebGpu, hyperForwardWebGpu } from './webgpu/host.js';
 
 /** A growable Int32 list. */
 class IntList {
@@ -291,7 +292,7 @@ function checkLike(t: unknown, name: string, shape: readonly number[]): Tensor {
   return t;
 }
 
-const BACKENDS: readonly HyperBackend[] = ['native', 'ts'];
+const BACKENDS: readonly Exclude<HyperBackend, 'webgpu'>[] = ['native', 'ts'];
 
 for (const backend of BACKENDS) {
   const common = {
@@ -343,6 +344,61 @@ for (const backend of BACKENDS) {
     },
   });
 }
+
+/**
+ * WebGPU (webgpu tensors, f32): the hash, the sort, the gathers and the combine in WGSL
+ * (./webgpu), the exact pieces on FlashAttention's WGSL kernels; nothing read back.
+ */
+const webgpuCommon = {
+  family: 'hyper',
+  backend: 'webgpu',
+  priority: 30,
+  devices: ['webgpu'],
+  supports: (req: KernelRequest) =>
+    req.dtype === 'f32'
+      ? true
+      : `${req.dtype} inputs: the WebGPU hyperAttention reads f32 storage (convert with astype('f32') before toWebGpu)`,
+} as const;
+
+registerKernel({
+  ...webgpuCommon,
+  pass: 'forward',
+  outputs: ['o'],
+  run: async (t, options) => {
+    const { q, k, v } = t as { q: Tensor; k: Tensor; v: Tensor };
+    const r = resolveHyper(q, k, v, options);
+    const res = await hyperForwardWebGpu({ q, k, v }, r);
+    const out: KernelTensors = { o: res.o };
+    if (r.returnLse) out.lse = res.lse;
+    else res.lse.dispose();
+    return out;
+  },
+});
+
+registerKernel({
+  ...webgpuCommon,
+  pass: 'backward',
+  outputs: ['dq', 'dk', 'dv'],
+  run: async (t, options) => {
+    const { q, k, v } = t as { q: Tensor; k: Tensor; v: Tensor };
+    const r = resolveHyper(q, k, v, options);
+    const { batch, hq, dv } = r.p;
+    const oShape = [batch, hq, r.p.maxSeqQ, dv];
+    return {
+      ...(await hyperBackwardWebGpu(
+        {
+          q,
+          k,
+          v,
+          o: checkLike(t.o, 'o', oShape),
+          lse: checkLike(t.lse, 'lse', oShape.slice(0, 3)),
+          dO: checkLike(t.do, 'dO', oShape),
+        },
+        r,
+      )),
+    };
+  },
+});
 
 async function dispatch(
   pass: 'forward' | 'backward',

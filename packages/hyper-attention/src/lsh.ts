@@ -1,4 +1,13 @@
-import { DTypeError, describe, Rng, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
+import {
+  DeviceError,
+  DTypeError,
+  describe,
+  Rng,
+  ShapeError,
+  Tensor,
+  ValueError,
+} from '@attnkit/tensor';
+import { lshSortWebGpu } from './webgpu/host.js';
 
 /**
  * Angular LSH with Gray-ordered buckets: sortLSH of HyperAttention (Han et al. 2023, Algorithm 1
@@ -149,17 +158,42 @@ export class AngularLsh {
     return { buckets, perm };
   }
 
-  private rowsOf(x: Tensor): { rows: number; data: Float32Array | Float64Array } {
-    // Duck-typed, as the other families: a second copy of @attnkit/tensor (two installed
-    // versions, a bundle beside a dist) makes tensors that fail instanceof but work alike.
+  /**
+   * sort() on x's device, the buckets and permutations as Int32 tensors [..., N] there: a cpu
+   * x through sort(); a webgpu x (f32) hashed and sorted on the GPU (./webgpu: the same
+   * buckets as the ts path, up to a dot product within f32 rounding of 0, and the same stable
+   * order), nothing read back.
+   */
+  async sortOnDevice(x: Tensor): Promise<{ buckets: Tensor; perm: Tensor }> {
     if (!isTensorLike(x)) throw new ValueError(`x: expected a Tensor, got ${describe(x)}`, 'x');
-    if (x.device !== 'cpu')
-      throw new ValueError(`x: expected a cpu tensor, got one on ${x.device}`, 'x');
+    if (x.device !== 'webgpu') {
+      const { buckets, perm } = this.sort(x);
+      const shape = x.shape.slice(0, -1);
+      return { buckets: Tensor.from(buckets, shape), perm: Tensor.from(perm, shape) };
+    }
+    this.checkShape(x);
+    if (x.dtype !== 'f32') throw new DTypeError(`x: expected f32 on webgpu, got ${x.dtype}`, 'x');
+    return lshSortWebGpu(x, this.projections, this.numProjections);
+  }
+
+  private checkShape(x: Tensor): void {
     if (x.ndim < 2 || x.shape[x.ndim - 1] !== this.dim)
       throw new ShapeError(
         `x: expected shape [..., N, ${this.dim}], got [${x.shape.join(', ')}]`,
         'x',
       );
+  }
+
+  private rowsOf(x: Tensor): { rows: number; data: Float32Array | Float64Array } {
+    // Duck-typed, as the other families: a second copy of @attnkit/tensor (two installed
+    // versions, a bundle beside a dist) makes tensors that fail instanceof but work alike.
+    if (!isTensorLike(x)) throw new ValueError(`x: expected a Tensor, got ${describe(x)}`, 'x');
+    if (x.device !== 'cpu')
+      throw new DeviceError(
+        `x: expected a cpu tensor (sortOnDevice takes webgpu tensors), got one on ${x.device}`,
+        'x',
+      );
+    this.checkShape(x);
     if (!['f32', 'f64', 'f16', 'bf16'].includes(x.dtype))
       throw new DTypeError(`x: expected a float tensor, got ${x.dtype}`, 'x');
     const data =

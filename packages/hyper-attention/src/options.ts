@@ -2,8 +2,11 @@ import { type AttentionProblem, resolveAttentionProblem } from '@attnkit/attenti
 import { DTypeError, describe, type Tensor, ValueError } from '@attnkit/tensor';
 import { MAX_PROJECTIONS } from './lsh.js';
 
-/** Where the exact pieces run: the FlashAttention kernels of @attnkit/flash-attention on cpu tensors. */
-export type HyperBackend = 'ts' | 'native';
+/**
+ * Where the exact pieces run: the FlashAttention kernels of @attnkit/flash-attention, 'ts' or
+ * 'native' on cpu tensors, 'webgpu' (the whole algorithm in WGSL) on webgpu tensors.
+ */
+export type HyperBackend = 'ts' | 'native' | 'webgpu';
 
 export interface HyperAttentionOptions {
   /** Keys per sorted diagonal block (default 256, the paper's); a positive integer. */
@@ -25,7 +28,7 @@ export interface HyperAttentionOptions {
   scale?: number;
   /** Also return the LSE of the estimate (log of the estimated softmax denominator). */
   returnLse?: boolean;
-  /** Default: native when its addon loads, else ts. */
+  /** Default: webgpu for webgpu tensors; for cpu tensors native when its addon loads, else ts. */
   backend?: HyperBackend;
 }
 
