@@ -22,9 +22,6 @@ export const SEQ_REC = 4;
 /** Steps between the backward's checkpointed states (../recurrent.ts RECURRENT_CHECKPOINT). */
 export const GLA_REC_SEGMENT = 64;
 
-/** Tokens whose partial outputs the forward sums per pair of barriers. */
-const FWD_TOKENS = 8;
-
 /** The uniform every recurrent kernel binds first. */
 export const REC_PARAMS_FIELDS = [
   ['H', 'u32'],
@@ -110,18 +107,41 @@ const gateCheck = (g: string, e: string) => `{
   }
 }`;
 
-/** The forward's thread grid: TK rows x BV columns of threads, R state rows per thread. */
+/** Workgroup memory the kernels keep within (llvmpipe's limit; the H200 has 48 KiB). */
+export const GLA_REC_WORKGROUP_BYTES = 32768;
+
+/**
+ * The forward's thread grid: TK rows x BV columns of threads, R state rows per thread, and TB
+ * tokens staged per pair of barriers (8, fewer where K is large: their q, k, e^{gk} [TB, KP]
+ * and v [TB, BV], and the threads' parts of o [TB, WG], share the workgroup memory).
+ */
 export function recForwardShape(K: number, V: number) {
   const BV = Math.min(32, pow2ceil(V));
   const TK = Math.min(256 / BV, pow2ceil(K));
-  return { BV, TK, R: Math.ceil(K / TK), WG: TK * BV };
+  const R = Math.ceil(K / TK);
+  const KP = TK * R;
+  const WG = TK * BV;
+  const perToken = 3 * KP + BV + WG;
+  const TB = Math.max(1, Math.min(8, Math.floor(GLA_REC_WORKGROUP_BYTES / 4 / perToken)));
+  return { BV, TK, R, KP, WG, TB, bytes: 4 * TB * perToken };
+}
+
+/** Why the recurrent kernels cannot take K, else undefined (their workgroup memory). */
+export function recUnsupportedK(K: number, V: number): string | undefined {
+  const f = recForwardShape(K, V);
+  const b = recBackwardShape(K, V);
+  if (f.bytes <= GLA_REC_WORKGROUP_BYTES && b.bytes <= GLA_REC_WORKGROUP_BYTES) return undefined;
+  return `K and V whose recurrent kernels fit ${GLA_REC_WORKGROUP_BYTES} bytes of workgroup memory (K up to 2048 fits for any V), got K ${K}, V ${V} (forward ${f.bytes} bytes, backward ${b.bytes})`;
 }
 
 /**
- * The forward: workgroups (ceil(V / BV), H, N). Thread (ty, tx) owns column v0 + tx and rows
- * ty + TK i of the state; per token it updates them and leaves its part of o_t[y] (the sum over
- * its rows) in `red`; after FWD_TOKENS tokens one barrier, then the TK parts of each column are
- * summed (the reduction over K) and o written, then a barrier before `red` is reused.
+ * The forward: workgroups (ceil(V / BV), H, N). Per block of TB tokens: the block's q, k,
+ * e^{gk} (with the gate check) and v staged in workgroup memory (one load and one exp per
+ * element, not one per thread of a row); a barrier; thread (ty, tx), owning column v0 + tx and
+ * rows ty + TK i of the state, updates them token by token and leaves its part of o_t[y] (the
+ * sum over its rows) in `red`; a barrier; the TK parts of each column summed (the reduction
+ * over K) and o written. The next block's staging needs no barrier of its own: it writes other
+ * arrays than the sums read, and the second barrier ordered it after this block's updates.
  */
 export function recForwardShader(
   dtype: GlaStorage,
@@ -130,8 +150,12 @@ export function recForwardShader(
   K: number,
   V: number,
 ): GlaKernel {
-  const { BV, TK, R, WG } = recForwardShape(K, V);
-  const TB = FWD_TOKENS;
+  const { BV, TK, R, KP, WG, TB } = recForwardShape(K, V);
+  // Staged tiles: q (scale applied at the end), k, e^{gk} at [TB, KP], v at [TB, BV].
+  const SQ = 0;
+  const SK = TB * KP;
+  const SE = 2 * TB * KP;
+  const SV = 3 * TB * KP;
   return kernel(
     `gla recurrent forward K${K} V${V}`,
     [
@@ -145,7 +169,8 @@ export function recForwardShader(
       { name: 'fin', kind: 'out' },
       { name: 'flag', kind: 'atomic' },
     ],
-    `var<workgroup> red: array<f32, ${TB * WG}>;
+    `var<workgroup> st: array<f32, ${SV + TB * BV}>;
+var<workgroup> red: array<f32, ${TB * WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let n = wg.z;
@@ -169,26 +194,47 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   S[i] = s0;`,
   )}
   for (var i0 = 0u; i0 < len; i0 += ${u(TB)}) {
-    for (var tj = 0u; tj < ${u(TB)}; tj++) {
-      let it = i0 + tj;
-      var part = 0.0;
-      if (it < len) {
+    for (var e = tid; e < ${u(TB * KP)}; e += ${u(WG)}) {
+      let it = i0 + e / ${u(KP)};
+      let x = e % ${u(KP)};
+      var qv = 0.0;
+      var kv = 0.0;
+      var dv = 1.0;
+      if (it < len && x < P.K) {
         let row = row0 + select(it, len - 1u - it, P.reverse != 0u);
-        var vy = 0.0;
-        if (y < P.V) { vy = ld_v((row * P.H + h) * P.V + y); }
-        ${unroll(
-          R,
-          'i',
-          `let x = ty + ${u(TK)} * i;
-        if (x < P.K) {
-          let e = (row * P.H + h) * P.K + x;
-          let g = ld_gk(e);
-          ${gateCheck('g', 'e')}
-          S[i] = fma(exp(g), S[i], ld_k(e) * vy);
-          part = fma(ld_q(e), S[i], part);
-        }`,
-        )}
+        let gi = (row * P.H + h) * P.K + x;
+        let g = ld_gk(gi);
+        ${gateCheck('g', 'gi')}
+        qv = ld_q(gi);
+        kv = ld_k(gi);
+        dv = exp(g);
       }
+      st[${u(SQ)} + e] = qv;
+      st[${u(SK)} + e] = kv;
+      st[${u(SE)} + e] = dv;
+    }
+    for (var e = tid; e < ${u(TB * BV)}; e += ${u(WG)}) {
+      let it = i0 + e / ${u(BV)};
+      let yy = v0 + e % ${u(BV)};
+      var vv = 0.0;
+      if (it < len && yy < P.V) {
+        let row = row0 + select(it, len - 1u - it, P.reverse != 0u);
+        vv = ld_v((row * P.H + h) * P.V + yy);
+      }
+      st[${u(SV)} + e] = vv;
+    }
+    workgroupBarrier();
+    // Tokens past the sequence have k = v = 0 and e^{gk} = 1: S stays as it is.
+    for (var tj = 0u; tj < ${u(TB)}; tj++) {
+      let vy = st[${u(SV)} + tj * ${u(BV)} + tx];
+      var part = 0.0;
+      ${unroll(
+        R,
+        'i',
+        `let a = tj * ${u(KP)} + ty + ${u(TK)} * i;
+      S[i] = fma(st[${u(SE)} + a], S[i], st[${u(SK)} + a] * vy);
+      part = fma(st[${u(SQ)} + a], S[i], part);`,
+      )}
       red[tj * ${u(WG)} + tid] = part;
     }
     workgroupBarrier();
@@ -203,7 +249,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         out[(row * P.H + h) * P.V + v0 + c] = P.scale * s;
       }
     }
-    workgroupBarrier();
   }
   if (P.hasFinal != 0u) {
     ${unroll(
@@ -224,10 +269,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
  */
 export function recBackwardShape(K: number, V: number) {
   const BV = Math.min(pow2ceil(V), K > 128 ? 32 : 64);
-  const TV = Math.min(4, BV);
   const TK = Math.min(64, pow2ceil(K));
   const R = Math.ceil(K / TK);
-  return { BV, TV, CJ: BV / TV, TK, R, KP: TK * R, WG: TK * TV, SEG: GLA_REC_SEGMENT };
+  const KP = TK * R;
+  // 4 column threads, fewer where the row parts [3, KP, TV] would not fit beside dv's [TK, BV].
+  let TV = Math.min(4, BV);
+  while (TV > 1 && 4 * (3 * KP * TV + TK * BV) > GLA_REC_WORKGROUP_BYTES) TV /= 2;
+  const bytes = 4 * (3 * KP * TV + TK * BV);
+  return { BV, TV, CJ: BV / TV, TK, R, KP, WG: TK * TV, SEG: GLA_REC_SEGMENT, bytes };
 }
 
 /** Scratch floats the backward needs per workgroup (the states of one segment). */

@@ -1,6 +1,14 @@
-import { accuracy, toleranceFor } from '@attnkit/attention';
-import { Rng, type Tensor } from '@attnkit/tensor';
+import { basename } from 'node:path';
+import {
+  accuracy,
+  goldenGlaOptions,
+  loadGolden,
+  toleranceFor,
+  UnsupportedError,
+} from '@attnkit/attention';
+import { Rng, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
+import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import {
@@ -17,7 +25,8 @@ import { makeProblem, type ProblemSpec } from './testing.js';
  * tokens per barrier or the backward's 64-step checkpoints), K != V (several V blocks, the
  * backward's parts added up), varlen with an empty sequence, h0 / hT, dht / dh0, scale, f32 /
  * f16 / bf16 storage, gates of -20 per step, on outputs poisoned with NaN (webGpuTestContext).
- * A missing adapter fails unless ATTNKIT_ALLOW_NO_WEBGPU=1.
+ * Also the gla goldens (fla's naive GLA) and the K the kernels refuse. A missing adapter fails
+ * unless ATTNKIT_ALLOW_NO_WEBGPU=1.
  */
 const ctx = await webGpuTestContext();
 afterAll(() => ctx?.destroy());
@@ -115,9 +124,73 @@ describe.skipIf(!ctx)('fusedRecurrentGla on webgpu vs the float64 reference', ()
     ],
     ['T 1 (a decode step) with h0', { B: 3, T: 1, H: 2, K: 16, V: 16, h0: true }],
     ['f16 storage, h0 f16, T 70', { B: 1, T: 70, H: 2, K: 16, V: 8, dtype: 'f16', h0: true }],
+    ['K 1, V 1, T 23', { B: 2, T: 23, H: 1, K: 1, V: 1, h0: true }],
+    [
+      'K 520 (4 tokens staged per barrier, 2-column threads backward), V 3, T 13',
+      { B: 1, T: 13, H: 1, K: 520, V: 3, h0: true, reverse: true },
+    ],
+    [
+      'T 1000 (16 checkpoints), K 32, V 32, reverse, -20 gates',
+      { B: 1, T: 1000, H: 1, K: 32, V: 32, h0: true, reverse: true, gates: 'strong' },
+    ],
     [
       'bf16 storage, -20 gates, reverse',
       { B: 1, T: 45, H: 1, K: 8, V: 16, dtype: 'bf16', gates: 'strong', h0: true, reverse: true },
     ],
   ])('%s', async (label, spec) => check(spec, label), 180_000);
+
+  test("K past the kernels' workgroup memory: UnsupportedError naming backend", async () => {
+    const rng = new Rng(3);
+    const s = [1, 2, 1, 4096];
+    const [q, k, v] = [rng.randn(s), rng.randn(s), rng.randn([1, 2, 1, 32])].map((t) =>
+      toWebGpu(t, ctx!),
+    );
+    const gk = toWebGpu(Tensor.from(new Float32Array(2 * 4096).fill(-0.5), s), ctx!);
+    const run = fusedRecurrentGla(q!, k!, v!, gk, { backend: 'webgpu' });
+    await expect(run).rejects.toThrow(UnsupportedError);
+    await expect(run).rejects.toThrow(/got K 4096, V 32/);
+    for (const t of [q, k, v, gk]) t!.dispose();
+  });
+});
+
+describe.skipIf(!ctx)('gla goldens through fusedRecurrentGla on webgpu', () => {
+  const files = goldenFiles('gla');
+  test('golden files exist', () => expect(files.length).toBeGreaterThanOrEqual(2));
+  test.each(files.map((f) => [goldenLabel(f), f]))(
+    '%s: o, ht, dq, dk, dv, dgk, dh0 within the f32 bound',
+    async (_label, file) => {
+      const g = await loadGolden(file);
+      const t = g.tensors;
+      const made: Tensor[] = [];
+      const up = (x: Tensor) => {
+        const w = toWebGpu(x, ctx!);
+        made.push(w);
+        return w;
+      };
+      const base = goldenGlaOptions(g) as Record<string, unknown>;
+      const options = {
+        ...base,
+        ...(base.initialState ? { initialState: up(base.initialState as Tensor) } : {}),
+        backend: 'webgpu',
+      };
+      const [q, k, v, gk] = [t.q!, t.k!, t.v!, t.gk!].map(up) as [Tensor, Tensor, Tensor, Tensor];
+      const r = await fusedRecurrentGla(q, k, v, gk, options);
+      const grads = await fusedRecurrentGlaBackward(q, k, v, gk, up(t.do!), {
+        ...options,
+        ...(t.dht ? { dht: up(t.dht) } : {}),
+      });
+      const produced: Record<string, Tensor | undefined> = { o: r.o, ht: r.finalState, ...grads };
+      const tol = toleranceFor({ dtype: 'f32', maxSeqLen: t.q!.shape[1]! });
+      expect(g.references.sort()).toEqual(['dgk', 'dh0', 'dk', 'dq', 'dv', 'ht', 'o']);
+      for (const name of g.references) {
+        const got = produced[name];
+        expect(got?.device, name).toBe('webgpu');
+        const acc = accuracy(await got!.toCpu(), t[name]!);
+        expect(acc.nonFinite, name).toBe(0);
+        expect(acc.relL2, `${name} of ${basename(file)}`).toBeLessThanOrEqual(tol);
+      }
+      for (const x of [...made, ...Object.values(produced)]) x?.dispose();
+    },
+    180_000,
+  );
 });

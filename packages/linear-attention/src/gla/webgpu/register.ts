@@ -1,5 +1,6 @@
 import { type KernelRequest, registerKernel, UnsupportedError } from '@attnkit/attention';
 import type { Tensor } from '@attnkit/tensor';
+import type { GlaProblem } from '../options.js';
 import {
   GLA_BACKWARD_OUTPUTS,
   GLA_FAMILY,
@@ -10,6 +11,7 @@ import {
 import { type GlaWebGpuRunOptions, glaBackwardWebGpu, glaForwardWebGpu } from './host.js';
 import { GLA_WEBGPU_CHUNK_SIZES } from './kernels.js';
 import { glaRecurrentBackwardWebGpu, glaRecurrentForwardWebGpu } from './recurrent-host.js';
+import { recUnsupportedK } from './recurrent-kernels.js';
 
 /**
  * GLA on WebGPU in the family x backend registry: family 'gla', backend 'webgpu' (priority 30,
@@ -49,19 +51,26 @@ export function glaWebGpuSupports(req: KernelRequest): true | string {
   return true;
 }
 
-/** run() called directly (not through selectKernel) still refuses what supports() declines. */
+/**
+ * run() called directly (not through selectKernel) still refuses what supports() declines, and
+ * the recurrent form refuses a K whose kernels would not fit the workgroup memory (supports()
+ * sees no shapes).
+ */
 function refuse(
   pass: 'forward' | 'backward',
   t: Record<string, Tensor>,
   options: Record<string, unknown>,
+  p: GlaProblem,
 ) {
-  const why = glaWebGpuSupports({
-    family: GLA_FAMILY,
-    pass,
-    device: 'webgpu',
-    dtype: t.q?.dtype ?? 'f32',
-    options,
-  });
+  const why =
+    (p.form === 'recurrent' ? recUnsupportedK(p.K, p.V) : undefined) ??
+    glaWebGpuSupports({
+      family: GLA_FAMILY,
+      pass,
+      device: 'webgpu',
+      dtype: t.q?.dtype ?? 'f32',
+      options,
+    });
   if (why !== true)
     throw new UnsupportedError(`backend: webgpu declines this gla ${pass}: ${why}`, 'backend', {
       webgpu: why,
@@ -79,7 +88,7 @@ registerKernel({
   run: async (t, options) => {
     const { rest, run } = tcOption(options);
     const p = glaProblem('forward', t, rest);
-    refuse('forward', t, rest);
+    refuse('forward', t, rest, p);
     const inputs = t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor };
     if (p.form === 'recurrent') return { ...(await glaRecurrentForwardWebGpu(p, inputs)) };
     return { ...(await glaForwardWebGpu(p, inputs, run)) };
@@ -97,7 +106,7 @@ registerKernel({
   run: async (t, options) => {
     const { rest, run } = tcOption(options);
     const p = glaProblem('backward', t, rest);
-    refuse('backward', t, rest);
+    refuse('backward', t, rest, p);
     const inputs = t as { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor };
     if (p.form === 'recurrent') return { ...(await glaRecurrentBackwardWebGpu(p, inputs)) };
     return { ...(await glaBackwardWebGpu(p, inputs, run)) };
