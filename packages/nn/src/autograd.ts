@@ -217,7 +217,10 @@ export function apply<A>(
     needsGrad,
     meta,
     save: (...ts) => {
-      if (record) saved.push(...ts.map(track));
+      if (!record) return;
+      // What the op made is the scope's to dispose; the inputs (or views of them) are not.
+      for (const t of ts) if (!tensors.some((u) => u.storage === t.storage)) track(t);
+      saved.push(...ts);
     },
   };
   const out = new Var(track(op.forward(ctx, tensors, attrs)), record);

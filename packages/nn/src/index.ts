@@ -30,6 +30,27 @@ export type {
   UnaryOp,
 } from './kernels/table.js';
 export { tsKernels } from './kernels/ts/index.js';
+export {
+  ConcatKvCache,
+  type KvCache,
+  MultiHeadAttention,
+  type MultiHeadAttentionOptions,
+} from './modules/attention.js';
+export {
+  Dropout,
+  Embedding,
+  type FloatDType,
+  type InitOptions,
+  type Layer,
+  LayerNorm,
+  Linear,
+  MLP,
+  type MlpOptions,
+  RMSNorm,
+  Sequential,
+} from './modules/layers.js';
+export { fromSafetensors, Module, toSafetensors } from './modules/module.js';
+export { TransformerBlock, type TransformerBlockOptions } from './modules/transformer.js';
 export { type AttentionOptions, attention } from './ops/attention.js';
 export {
   add,
@@ -59,3 +80,7 @@ export {
 export { max, mean, sum } from './ops/reduce.js';
 export { rope, rope3d } from './ops/rope.js';
 export { concat, permute, reshape, slice, transpose } from './ops/shape.js';
+export { AdamW, type AdamWOptions } from './optim/adamw.js';
+export { Optimizer } from './optim/optimizer.js';
+export { clipGradNorm, type WarmupCosineOptions, warmupCosine } from './optim/schedule.js';
+export { SGD, type SgdOptions } from './optim/sgd.js';

@@ -1,0 +1,83 @@
+import { UnsupportedError } from '@attnkit/attention';
+import { DTypeError, Rng, ShapeError, Tensor } from '@attnkit/tensor';
+import { describe, expect, it } from 'vitest';
+import { add, attention, matmul, mul, Param, reshape, softmax, sum, type Var } from './index.js';
+
+/**
+ * The attention op (FlashAttention-2's ts forward and backward, f32) against the same
+ * attention composed from ops whose gradients are finite-difference checked, in f64.
+ */
+function composed(q: Var, k: Var, v: Var, causal: boolean): Var {
+  const [b, hq, nq, d] = q.shape as number[];
+  const [, hkv, nk] = k.shape as number[];
+  const g = hq! / hkv!;
+  // GQA: query heads grouped per kv head, k and v broadcast over the group.
+  const qg = reshape(q, [b!, hkv!, g, nq!, d!]);
+  const kg = reshape(k, [b!, hkv!, 1, nk!, d!]);
+  const vg = reshape(v, [b!, hkv!, 1, nk!, v.shape[3]!]);
+  let s = mul(matmul(qg, kg, { transB: true }), 1 / Math.sqrt(d!));
+  if (causal) {
+    // Bottom-right aligned: query i sees key j iff j <= i + nk - nq.
+    const mask = new Float64Array(nq! * nk!);
+    for (let i = 0; i < nq!; i++)
+      for (let j = 0; j < nk!; j++)
+        if (j > i + nk! - nq!) mask[i * nk! + j] = Number.NEGATIVE_INFINITY;
+    s = add(s, Tensor.from(mask, [nq!, nk!], 'f64'));
+  }
+  return reshape(matmul(softmax(s), vg), [b!, hq!, nq!, v.shape[3]!]);
+}
+
+function compare(
+  shapes: { b: number; hq: number; hkv: number; nq: number; nk: number; d: number },
+  causal: boolean,
+) {
+  const rng = new Rng(Date.now() % 1e9);
+  const { b, hq, hkv, nq, nk, d } = shapes;
+  const [q, k, v, dout] = [
+    [b, hq, nq, d],
+    [b, hkv, nk, d],
+    [b, hkv, nk, d],
+    [b, hq, nq, d],
+  ].map((s) => rng.randn(s, 'f64')) as [Tensor, Tensor, Tensor, Tensor];
+  const run = (dtype: 'f32' | 'f64') => {
+    const [pq, pk, pv] = [q, k, v].map((t) => new Param(t.astype(dtype)));
+    const o =
+      dtype === 'f32' ? attention(pq!, pk!, pv!, { causal }) : composed(pq!, pk!, pv!, causal);
+    sum(mul(o, dout.astype(dtype))).backward();
+    return [o.data, pq!.grad!, pk!.grad!, pv!.grad!].map((t) => t.toFloat64Array());
+  };
+  const got = run('f32');
+  const want = run('f64');
+  got.forEach((g, i) => {
+    const w = want[i]!;
+    const scale = Math.max(...w.map(Math.abs));
+    const err = Math.max(...g.map((x, j) => Math.abs(x - w[j]!)));
+    // f32 FlashAttention against the f64 composition: KERNELS.md's f32 tolerance, 1e-4 relative.
+    expect(err / scale, ['o', 'dq', 'dk', 'dv'][i]).toBeLessThan(1e-4);
+  });
+}
+
+describe('attention op (family flash, ts)', () => {
+  it('matches the f64 composition, forward and backward', () => {
+    compare({ b: 2, hq: 2, hkv: 2, nq: 7, nk: 7, d: 8 }, false);
+  });
+  it('causal with Nq != Nk and GQA', () => {
+    compare({ b: 1, hq: 4, hkv: 2, nq: 5, nk: 9, d: 6 }, true);
+    compare({ b: 2, hq: 3, hkv: 1, nq: 11, nk: 11, d: 4 }, true);
+  });
+  it('bad input: shapes, f64, unknown family', () => {
+    const t = (s: number[], dt: 'f32' | 'f64' = 'f32') => Tensor.zeros(s, dt);
+    expect(() => attention(t([1, 2, 4, 8]), t([1, 3, 4, 8]), t([1, 3, 4, 8]))).toThrowError(
+      ShapeError,
+    );
+    expect(() => attention(t([1, 2, 4, 8]), t([1, 2, 4, 6]), t([1, 2, 4, 8]))).toThrowError(
+      /head dims differ/,
+    );
+    expect(() =>
+      attention(t([1, 1, 4, 8], 'f64'), t([1, 1, 4, 8], 'f64'), t([1, 1, 4, 8], 'f64')),
+    ).toThrowError(DTypeError);
+    expect(() =>
+      attention(t([1, 1, 4, 8]), t([1, 1, 4, 8]), t([1, 1, 4, 8]), { family: 'gla' }),
+    ).toThrowError(UnsupportedError);
+  });
+});

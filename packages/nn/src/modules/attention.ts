@@ -1,0 +1,113 @@
+import { describe, Rng, ValueError } from '@attnkit/tensor';
+import { noGrad, type Var, type VarLike } from '../autograd.js';
+import { attention } from '../ops/attention.js';
+import { rope } from '../ops/rope.js';
+import { concat, permute, reshape } from '../ops/shape.js';
+import { type InitOptions, Linear } from './layers.js';
+import { Module } from './module.js';
+
+/**
+ * The decoding hook: one per attention layer. The layer hands it this step's keys and values
+ * ([B, Hkv, T, D], already rotated) and attends over what it returns; `length` (the tokens
+ * cached before this step) is where the new tokens' positions start.
+ */
+export interface KvCache {
+  readonly length: number;
+  update(k: Var, v: Var): { k: Var; v: Var };
+}
+
+/** A KvCache that concatenates along the sequence axis (no gradient: decoding). */
+export class ConcatKvCache implements KvCache {
+  k: Var | null = null;
+  v: Var | null = null;
+  get length(): number {
+    return this.k?.shape[2] ?? 0;
+  }
+  update(k: Var, v: Var): { k: Var; v: Var } {
+    noGrad(() => {
+      this.k = this.k ? concat([this.k, k], 2) : k.detach();
+      this.v = this.v ? concat([this.v, v], 2) : v.detach();
+    });
+    return { k: this.k!, v: this.v! };
+  }
+}
+
+export interface MultiHeadAttentionOptions extends InitOptions {
+  /** Key/value heads (GQA; divides heads). Default: heads. */
+  kvHeads?: number;
+  /** Rotary embeddings on q and k (default true; an object sets the base). */
+  rope?: boolean | { base?: number };
+  causal?: boolean;
+  window?: readonly [number, number];
+  /** Attention family (default 'flash'). */
+  family?: string;
+  bias?: boolean;
+}
+
+/**
+ * Multi-head attention over x [B, T, C]: projections wq [H D, C], wk and wv [Hkv D, C], wo
+ * [C, H D]; q and k rotated (RoPE), attention on the chosen family's kernels.
+ */
+export class MultiHeadAttention extends Module {
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly wq: Linear;
+  readonly wk: Linear;
+  readonly wv: Linear;
+  readonly wo: Linear;
+  readonly options: MultiHeadAttentionOptions;
+  constructor(
+    readonly dim: number,
+    heads: number,
+    options: MultiHeadAttentionOptions = {},
+  ) {
+    super();
+    const kvHeads = options.kvHeads ?? heads;
+    if (!Number.isInteger(heads) || heads < 1 || dim % heads !== 0)
+      throw new ValueError(
+        `MultiHeadAttention: heads expected a positive divisor of dim = ${dim}, got ${describe(heads)}`,
+        'heads',
+      );
+    if (!Number.isInteger(kvHeads) || kvHeads < 1 || heads % kvHeads !== 0)
+      throw new ValueError(
+        `MultiHeadAttention: kvHeads expected a positive divisor of heads = ${heads}, got ${describe(kvHeads)}`,
+        'kvHeads',
+      );
+    this.heads = heads;
+    this.kvHeads = kvHeads;
+    this.headDim = dim / heads;
+    this.options = options;
+    // One Rng for the four projections: separate default Rngs would give them equal weights.
+    const { dtype, rng = new Rng(0), bias = false } = options;
+    const init = { dtype, rng, bias };
+    this.wq = this.child('wq', new Linear(dim, dim, init));
+    this.wk = this.child('wk', new Linear(dim, kvHeads * this.headDim, init));
+    this.wv = this.child('wv', new Linear(dim, kvHeads * this.headDim, init));
+    this.wo = this.child('wo', new Linear(dim, dim, init));
+  }
+
+  forward(x: VarLike, options: { kvCache?: KvCache } = {}): Var {
+    const [b, t] = x.shape as [number, number, number];
+    const split = (y: Var, h: number) => permute(reshape(y, [b, t, h, this.headDim]), [0, 2, 1, 3]);
+    let q = split(this.wq.forward(x), this.heads);
+    let k = split(this.wk.forward(x), this.kvHeads);
+    let v = split(this.wv.forward(x), this.kvHeads);
+    const cache = options.kvCache;
+    const useRope = this.options.rope ?? true;
+    if (useRope) {
+      const base = typeof useRope === 'object' ? useRope.base : undefined;
+      const opts = { offset: cache?.length ?? 0, ...(base !== undefined ? { base } : {}) };
+      q = rope(q, opts);
+      k = rope(k, opts);
+    }
+    if (cache) ({ k, v } = cache.update(k, v));
+    const { family, causal = true, window } = this.options;
+    const o = attention(q, k, v, {
+      causal,
+      ...(family !== undefined ? { family } : {}),
+      ...(window !== undefined ? { window } : {}),
+    });
+    return this.wo.forward(reshape(permute(o, [0, 2, 1, 3]), [b, t, this.dim]));
+  }
+}
