@@ -20,6 +20,7 @@ await build({
     join(here, 'bench-lean.ts'),
     join(here, 'bench-sage.ts'),
     join(here, 'bench-gla.ts'),
+    join(here, 'bench-hyper.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
