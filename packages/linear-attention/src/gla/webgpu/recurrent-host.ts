@@ -16,8 +16,8 @@ import {
 
 /**
  * The host side of GLA's recurrent form on WebGPU (./recurrent-kernels.ts): the sequence table,
- * one forward pass (o, hT) or one backward pass (dq, dk, dgk as parts per V block, added up by
- * the sum pass; dv; dh0) in one command buffer, the gate check read back after it (the same
+ * one forward pass (o, hT) or one backward pass (dq, dk, dgk as parts per V block, added up in
+ * place by the sum pass where there are several; dv; dh0) in one command buffer, the gate check read back after it (the same
  * ValueError as the chunk form), and the outputs as webgpu tensors (o, dq, dk, dv in q's dtype,
  * dgk in gk's, dh0 in initialState's, hT in f32).
  */
@@ -53,8 +53,8 @@ function recParams(p: GlaProblem, nbV: number, hasInit: boolean, hasFinal: boole
     reverse: p.reverse ? 1 : 0,
     n: p.B * p.T * p.H * p.K,
     parts: nbV,
+    scrOff: 0,
     pad0: 0,
-    pad1: 0,
   };
 }
 
@@ -121,19 +121,29 @@ export async function glaRecurrentBackwardWebGpu(
   const { BV } = recBackwardShape(K, V);
   const nbV = Math.ceil(V / BV);
   const h0 = p.initialState;
-  // hasInit: h0 given (and so dh0 written); hasFinal: dht given.
-  const values = recParams(p, nbV, !!h0, !!t.dht);
-  const params = run.uniform(values, REC_PARAMS_FIELDS);
   const { meta: metaData, segments } = glaRecMeta(p);
+  // The workspace: the checkpoints, then one segment of states per workgroup from scrOff on.
+  const scrOff = segments * H * K * V;
+  // hasInit: h0 given (and so dh0 written); hasFinal: dht given.
+  const values = { ...recParams(p, nbV, !!h0, !!t.dht), scrOff };
+  const params = run.uniform(values, REC_PARAMS_FIELDS);
   const meta = run.data(metaData, 'gla recurrent meta');
   const flag = ctx.createFromData(Uint32Array.of(0xffffffff), 'gla gate flag');
   const dummy = run.temp(16, 'gla dummy in');
   const nk = B * T * H * K;
   const nv = B * T * H * V;
-  const ck = run.temp(segments * H * K * V * 4, 'gla recurrent checkpoints');
-  const scr = run.temp(N * H * nbV * recBackwardScratch(K, V) * 4, 'gla recurrent scratch');
-  const part = run.temp(3 * nbV * nk * 4, 'gla recurrent parts');
+  const ws = run.temp(
+    (scrOff + N * H * nbV * recBackwardScratch(K, V)) * 4,
+    'gla recurrent checkpoints and segment states',
+  );
   const f32Out = (n: number, what: string) => ctx.createOutput(Math.max(4, n * 4), `gla ${what}`);
+  // dq, dk, dgk: one part per V block each; the sum pass leaves the total in the first nk floats,
+  // so each part buffer is the f32 output (for halves the cast reads it and it is released).
+  const [pq, pk, pg] = ['dq', 'dk', 'dgk'].map((w) => f32Out(nbV * nk, w)) as [
+    GpuBuffer,
+    GpuBuffer,
+    GpuBuffer,
+  ];
   const dvF = f32Out(nv, 'dv');
   const dh0F = h0 ? f32Out(N * H * K * V, 'dh0') : undefined;
   await run.step(
@@ -155,33 +165,26 @@ export async function glaRecurrentBackwardWebGpu(
       dO: webGpuStorageOf(t.do, 'dO').buffer,
       init: h0 ? webGpuStorageOf(h0, 'initialState').buffer : dummy,
       dht: t.dht ? webGpuStorageOf(t.dht, 'dht').buffer : dummy,
-      ck,
-      scr,
-      part,
+      ws,
+      pq,
+      pk,
+      pg,
       dv: dvF,
       fin: dh0F ?? run.temp(16, 'gla dummy out'),
       flag,
     },
     [nbV, H, N],
   );
-  // dq, dk, dgk: the parts of the V blocks added up (f32), then cast where a half.
-  const sums: GpuBuffer[] = [];
-  for (let which = 0; which < 3; which++) {
-    const dst = f32Out(nk, ['dq', 'dk', 'dgk'][which]!);
+  if (nbV > 1) {
     const groups = Math.ceil(nk / 256);
     const x = Math.max(1, Math.min(groups, 65535));
-    await run.step(
-      recSumShader(),
-      run.uniform({ ...values, pad0: which }, REC_PARAMS_FIELDS),
-      { src: part, dst },
-      [x, Math.max(1, Math.ceil(groups / x))],
-    );
-    sums.push(dst);
+    for (const buf of [pq, pk, pg])
+      await run.step(recSumShader(), params, { buf }, [x, Math.max(1, Math.ceil(groups / x))]);
   }
   const base = castBase(p);
-  const dq = await run.output(sums[0]!, nk, dtype, base);
-  const dk = await run.output(sums[1]!, nk, dtype, base);
-  const dg = await run.output(sums[2]!, nk, gkType, base);
+  const dq = await run.output(pq, nk, dtype, base);
+  const dk = await run.output(pk, nk, dtype, base);
+  const dg = await run.output(pg, nk, gkType, base);
   const dv = await run.output(dvF, nv, dtype, base);
   const dh0 = h0 && dh0F ? await run.output(dh0F, N * H * K * V, storageOf(h0), base) : undefined;
   await run.submit(opts.profiler);

@@ -34,14 +34,14 @@ export const REC_PARAMS_FIELDS = [
   ['reverse', 'u32'],
   ['n', 'u32'],
   ['parts', 'u32'],
+  ['scrOff', 'u32'],
   ['pad0', 'u32'],
-  ['pad1', 'u32'],
 ] as const;
 
 const PARAMS = `struct Params {
   H: u32, K: u32, V: u32, nbV: u32,
   scale: f32, hasInit: u32, hasFinal: u32, reverse: u32,
-  n: u32, parts: u32, pad0: u32, pad1: u32,
+  n: u32, parts: u32, scrOff: u32, pad0: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;`;
 
@@ -288,14 +288,16 @@ export function recBackwardScratch(K: number, V: number): number {
 /**
  * The backward (../recurrent.ts recurrentGlaBackwardArrays on the GPU): workgroups
  * (ceil(V / BV), H, N). A forward sweep keeps the state every SEG steps in `ck` ([segments, H,
- * K, V], each thread its own elements); then the segments in reverse: the segment's states
- * recomputed from its checkpoint into `scr` (per thread, so no barrier), and its tokens in
+ * K, V] at the start of the workspace `ws`, each thread its own elements); then the segments in
+ * reverse: the segment's states recomputed from its checkpoint into the workspace from
+ * P.scrOff on (per thread, so no barrier), and its tokens in
  * reverse with dS (from dht) in registers:
  *   dS += scale q_t^T dO_t;  dq_t = scale S_t dO_t;  dk_t = dS v_t;  dv_t = k_t dS;
  *   dgk_t = e^{gk_t} rowsum(dS * S_{t-1});  dS <- diag(e^{gk_t}) dS
  * (dgk straight from the states: no cancellation for any gate). dv sums over K within the
  * workgroup; dq, dk, dgk sum over this block's columns and leave as one part per V block in
- * `part` ([3, nbV, B T H K]: dq, dk, dgk), added up by recSumShader. dh0 = the final dS.
+ * pq, pk, pg ([nbV, B T H K] each; with one V block the outputs themselves, else added up in
+ * place by recSumShader). dh0 = the final dS. 15 storage bindings (the adapters give 16).
  */
 export function recBackwardShader(
   dtype: GlaStorage,
@@ -347,7 +349,8 @@ export function recBackwardShader(
     }`,
     )}
   }`;
-  const scrAt = (j: string) => `((wl * ${u(SEG)} + ${j}) * ${u(M)} + m) * ${u(WG)} + tid`;
+  const scrAt = (j: string) =>
+    `P.scrOff + ((wl * ${u(SEG)} + ${j}) * ${u(M)} + m) * ${u(WG)} + tid`;
   const RA = 3 * KP * TV;
   return kernel(
     `gla recurrent backward K${K} V${V}`,
@@ -360,9 +363,10 @@ export function recBackwardShader(
       { name: 'dO', kind: 'in', dtype },
       { name: 'init', kind: 'in', dtype: initDType },
       { name: 'dht', kind: 'in', dtype: dhtDType },
-      { name: 'ck', kind: 'out' },
-      { name: 'scr', kind: 'out' },
-      { name: 'part', kind: 'out' },
+      { name: 'ws', kind: 'out' },
+      { name: 'pq', kind: 'out' },
+      { name: 'pk', kind: 'out' },
+      { name: 'pg', kind: 'out' },
       { name: 'dv', kind: 'out' },
       { name: 'fin', kind: 'out' },
       { name: 'flag', kind: 'atomic' },
@@ -399,7 +403,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   for (var it = 0u; it < len; it++) {
     if (it % ${u(SEG)} == 0u) {
       let cb = ((seg0 + it / ${u(SEG)}) * P.H + h) * KV;
-      ${tile('if (x < P.K && y < P.V) { ck[cb + x * P.V + y] = S[m]; }')}
+      ${tile('if (x < P.K && y < P.V) { ws[cb + x * P.V + y] = S[m]; }')}
     }
     ${step('it')}
   }
@@ -409,10 +413,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let i0 = c * ${u(SEG)};
     let cnt = min(len - i0, ${u(SEG)});
     let cb = ((seg0 + c) * P.H + h) * KV;
-    ${tile('var s = 0.0;\n  if (x < P.K && y < P.V) { s = ck[cb + x * P.V + y]; }\n  S[m] = s;')}
+    ${tile('var s = 0.0;\n  if (x < P.K && y < P.V) { s = ws[cb + x * P.V + y]; }\n  S[m] = s;')}
     // The segment's states before each of its tokens, each thread its own elements.
     for (var tj = 0u; tj < cnt; tj++) {
-      ${tile(`scr[${scrAt('tj')}] = S[m];`)}
+      ${tile(`ws[${scrAt('tj')}] = S[m];`)}
       ${step('i0 + tj')}
     }
     for (var jj = 0u; jj < cnt; jj++) {
@@ -450,7 +454,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
           CJ,
           'j',
           `let m = i * ${u(CJ)} + j;
-        let sp = scr[${scrAt('tj')}];
+        let sp = ws[${scrAt('tj')}];
         let st = fma(d, sp, kx * vv[j]);
         let ds = fma(qx, gg[j], dS[m]);
         pq = fma(st, gg[j], pq);
@@ -473,9 +477,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
           if (x < P.K) {
             var s = 0.0;
             for (var r = 0u; r < ${u(TV)}; r++) { s += red[o * ${u(TV)} + r]; }
+            let at = wg.x * nk + (row * P.H + h) * P.K + x;
             // dq carries scale (the scaled q of the forward).
-            if (o < ${u(KP)}) { s = P.scale * s; }
-            part[((o / ${u(KP)}) * P.nbV + wg.x) * nk + (row * P.H + h) * P.K + x] = s;
+            if (o < ${u(KP)}) {
+              pq[at] = P.scale * s;
+            } else if (o < ${u(2 * KP)}) {
+              pk[at] = s;
+            } else {
+              pg[at] = s;
+            }
           }
         } else {
           let c = o - ${u(3 * KP)};
@@ -497,23 +507,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 }
 
 /**
- * dst[e] = sum over b < P.parts of src[(P.parts * which + b) * P.n + e] with `which` in P.pad0:
- * the backward's per-V-block parts of dq, dk or dgk added up (f32). 2-D grid past 65535 groups.
+ * buf[e] = sum over b < P.parts of buf[b * P.n + e]: the backward's per-V-block parts of dq, dk
+ * or dgk added up in place (each invocation reads and writes its own elements only), so the
+ * part buffer's first P.n floats become the output. 2-D grid past 65535 groups.
  */
 export function recSumShader(): GlaKernel {
   return kernel(
     'gla recurrent sum',
-    [
-      { name: 'src', kind: 'f32' },
-      { name: 'dst', kind: 'out' },
-    ],
+    [{ name: 'buf', kind: 'out' }],
     `@compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
   let e = gid.x + gid.y * nw.x * 256u;
   if (e >= P.n) { return; }
   var s = 0.0;
-  for (var b = 0u; b < P.parts; b++) { s += src[(P.parts * P.pad0 + b) * P.n + e]; }
-  dst[e] = s;
+  for (var b = 0u; b < P.parts; b++) { s += buf[b * P.n + e]; }
+  buf[e] = s;
 }`,
   );
 }

@@ -124,6 +124,10 @@ describe.skipIf(!ctx)('fusedRecurrentGla on webgpu vs the float64 reference', ()
     ],
     ['T 1 (a decode step) with h0', { B: 3, T: 1, H: 2, K: 16, V: 16, h0: true }],
     ['f16 storage, h0 f16, T 70', { B: 1, T: 70, H: 2, K: 16, V: 8, dtype: 'f16', h0: true }],
+    [
+      'f16 storage, V 100 (two V blocks: parts cast after the sum), reverse',
+      { B: 1, T: 33, H: 2, K: 8, V: 100, dtype: 'f16', h0: true, reverse: true },
+    ],
     ['K 1, V 1, T 23', { B: 2, T: 23, H: 1, K: 1, V: 1, h0: true }],
     [
       'K 520 (4 tokens staged per barrier, 2-column threads backward), V 3, T 13',
