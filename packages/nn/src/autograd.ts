@@ -1,4 +1,4 @@
-import { describe, type Storage, Tensor, ValueError } from '@attnkit/tensor';
+import { describe, type Storage, type Tensor, ValueError } from '@attnkit/tensor';
 import { backendFor, kernelsFor } from './dispatch.js';
 import { GraphError } from './errors.js';
 import type { Kernels } from './kernels/table.js';
@@ -56,7 +56,7 @@ export class Var {
     public data: Tensor,
     public requiresGrad = false,
   ) {
-    if (!(data instanceof Tensor))
+    if (!isTensor(data))
       throw new ValueError(`data: expected a Tensor, got ${describe(data)}`, 'data');
   }
 
@@ -109,6 +109,21 @@ export class Param extends Var {
   }
 }
 
+/**
+ * A Tensor of any copy of @attnkit/tensor (a bundle beside a dist, two installed versions):
+ * duck-typed, as the family packages do, since instanceof would reject the other copy's.
+ */
+export function isTensor(t: unknown): t is Tensor {
+  const x = t as Tensor;
+  return (
+    !!x &&
+    typeof x === 'object' &&
+    Array.isArray(x.shape) &&
+    typeof x.device === 'string' &&
+    typeof x.data === 'function'
+  );
+}
+
 export type VarLike = Var | Tensor;
 export const asVar = (x: VarLike): Var => (x instanceof Var ? x : new Var(x));
 
@@ -158,7 +173,7 @@ export function scope<T>(fn: () => T): T {
   const visit = (value: unknown): void => {
     if (value === null || typeof value !== 'object' || seen.has(value)) return;
     seen.add(value);
-    if (value instanceof Tensor) keep.add(value.storage);
+    if (isTensor(value)) keep.add(value.storage);
     else if (value instanceof Var) {
       visit(value.data);
       visit(value.grad);
@@ -259,9 +274,9 @@ function backward(root: Var, seed: Tensor | undefined, retainGraph: boolean): vo
         'grad',
       );
     dy = kernelsFor('backward', backendOf).full(root.shape, 1, root.dtype as 'f32' | 'f64');
-  } else if (!(dy instanceof Tensor) || dy.shape.join() !== root.shape.join())
+  } else if (!isTensor(dy) || dy.shape.join() !== root.shape.join())
     throw new ValueError(
-      `backward: grad expected a Tensor of shape [${root.shape}], got ${dy instanceof Tensor ? `[${dy.shape}]` : describe(dy)}`,
+      `backward: grad expected a Tensor of shape [${root.shape}], got ${isTensor(dy) ? `[${dy.shape}]` : describe(dy)}`,
       'grad',
     );
   const grads = new Map<Var, Tensor>([[root, dy]]);

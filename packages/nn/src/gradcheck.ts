@@ -1,5 +1,5 @@
 import { DTypeError, describe, Rng, Tensor, ValueError } from '@attnkit/tensor';
-import { noGrad, Var } from './autograd.js';
+import { isTensor, noGrad, Var } from './autograd.js';
 
 export interface GradcheckResult {
   /** max over elements of |analytic - numeric| / (atol + rtol |numeric|); <= 1 passes. */
@@ -22,7 +22,7 @@ export function gradcheck(
 ): GradcheckResult {
   const { eps = 1e-6, atol = 1e-6, rtol = 1e-5, seed = 1 } = options;
   inputs.forEach((t, i) => {
-    if (!(t instanceof Tensor))
+    if (!isTensor(t))
       throw new ValueError(
         `gradcheck: inputs[${i}] expected a Tensor, got ${describe(t)}`,
         'inputs',

@@ -3,6 +3,7 @@ export {
   type BackwardContext,
   type ForwardContext,
   isGradEnabled,
+  isTensor,
   noGrad,
   type OpDef,
   Param,

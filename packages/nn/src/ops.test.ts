@@ -7,6 +7,7 @@ import {
   concat,
   crossEntropy,
   div,
+  dropout,
   embedding,
   exp,
   gelu,
@@ -17,6 +18,7 @@ import {
   max,
   mean,
   mul,
+  Param,
   permute,
   relu,
   reshape,
@@ -134,5 +136,23 @@ describe('gradients vs finite differences (f64)', () => {
       (a, b) => mul(add(a, b), tanh(matmul(a, b, { transB: true }))),
       [randn(3, 3), randn(3, 3)],
     );
+  });
+});
+
+describe('dropout', () => {
+  it('is seeded, scales kept elements by 1 / (1 - p), and passes the mask to the gradient', () => {
+    const x = new Param(Tensor.full([1000], 2, 'f64'));
+    const y1 = dropout(x, 0.25, new Rng(3));
+    const y2 = dropout(x, 0.25, new Rng(3));
+    const v = y1.data.toFloat64Array();
+    expect(v).toEqual(y2.data.toFloat64Array());
+    expect(new Set(v)).toEqual(new Set([0, 2 / 0.75]));
+    const kept = v.filter((e) => e !== 0).length;
+    expect(kept).toBeGreaterThan(680);
+    expect(kept).toBeLessThan(820);
+    sum(y1).backward();
+    expect(Array.from(x.grad!.toFloat64Array())).toEqual(Array.from(v, (e) => e / 2));
+    expect(dropout(x, 0.5, new Rng(1), false)).toBe(x);
+    expect(() => dropout(x, 1, new Rng(1))).toThrowError(/p expected a number in \[0, 1\)/);
   });
 });

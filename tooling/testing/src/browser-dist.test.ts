@@ -68,6 +68,12 @@ const SMOKE: Record<string, string> = {
     const { o, lse } = await m.hyperAttention(mk(1, 2), mk(2, 1), mk(3, 1), { backend: 'ts', blockSize: 2, sampleSize: 2, minSeqLen: 2, seed: 3, returnLse: true });
     const { buckets } = new m.AngularLsh({ numProjections: 3, dim: 8, seed: 1 }).sort(mk(4, 1));
     return { o: Array.from(o.toFloat32Array()), lse: Array.from(lse.toFloat32Array()), buckets: Array.from(buckets) };`,
+  '@attnkit/nn': `
+    const w = new m.Param(t.Tensor.from([0.5, -1, 2, 0.25, 1.5, -0.75], [2, 3]));
+    const x = t.Tensor.from([1, 2, 3, -1, 0.5, 2], [2, 3]);
+    const loss = m.sum(m.gelu(m.matmul(x, w, { transB: true })));
+    loss.backward();
+    return { loss: loss.item(), grad: Array.from(w.grad.toFloat32Array()) };`,
   '@attnkit/skeleton': `return { native: m.nativeAvailable() };`,
   '@attnkit/native': `return { engine: m.loadNative() === undefined ? 'none' : 'loaded', why: m.nativeLoadError() };`,
   '@attnkit/webgpu': `return { context: typeof m.getWebGpuContext, adapter: typeof m.findAdapter };`,
