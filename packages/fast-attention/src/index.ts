@@ -1,0 +1,44 @@
+/**
+ * @attnkit/fast-attention: FastAttention (Lin et al.) on attnkit's skeleton — two-level tiling
+ * planned from a device's limits, and tiling-mask counters. Importing it registers the 'fast'
+ * family (webgpu and ts forward / backward) in the @attnkit/attention registry.
+ */
+export {
+  deviceClassOf,
+  type FastAttentionGrads,
+  type FastAttentionOptions,
+  type FastAttentionResult,
+  type FastBackend,
+  fastAttention,
+  fastAttentionBackward,
+} from './attention.js';
+export {
+  CPU_L2_1M,
+  CPU_L2_256K,
+  CPU_L2_512K_NEON,
+  type CpuDeviceClass,
+  DEVICE_CLASSES,
+  type DeviceClass,
+  resolveDevice,
+  WEBGPU_DEFAULT,
+  WEBGPU_DESKTOP,
+  WEBGPU_H200,
+  type WebGpuDeviceClass,
+} from './devices.js';
+export {
+  type FastProblem,
+  type InnerTile,
+  invocationRegisters,
+  type OuterTile,
+  planTwoLevel,
+  simdRegisterBlock,
+  type TwoLevelPlan,
+} from './planner.js';
+export {
+  resolveBand,
+  type TileCountOptions,
+  type TileCountProblem,
+  type TileCounts,
+  type TileShape,
+  tileCounts,
+} from './tile-counts.js';

@@ -1,0 +1,42 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, expect, it, vi } from 'vitest';
+
+// The README's example (the ts block after "## Example") runs as written (vitest's workspace
+// aliases resolve its imports to the sources) and prints what its comments say.
+afterEach(() => vi.restoreAllMocks());
+
+it('the README example prints what its comments say', async () => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const code = /## Example\n+```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  expect(code).toBeDefined();
+  const dir = mkdtempSync(join(tmpdir(), 'fast-readme-'));
+  const logged: unknown[][] = [];
+  vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => void logged.push(args));
+  try {
+    writeFileSync(join(dir, 'example.ts'), code!);
+    await import(join(dir, 'example.ts'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  vi.restoreAllMocks();
+  // Each console.log's expected output is the `// ...` comment on its line (or the next line).
+  const lines = code!.split('\n');
+  const expected: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i]!.includes('console.log(')) continue;
+    const same = /\);\s*\/\/ (.*)$/.exec(lines[i]!);
+    const next = /^\s*\/\/ (.*)$/.exec(lines[i + 1] ?? '');
+    expected.push((same ?? next)![1]!);
+  }
+  const printed = logged.map((args) =>
+    args
+      .map((a) =>
+        typeof a === 'object' ? JSON.stringify(a).replace(/"(\w+)":/g, '$1: ') : String(a),
+      )
+      .join(' '),
+  );
+  const norm = (s: string) => s.replace(/\s+/g, '');
+  expect(printed.map(norm)).toEqual(expected.map(norm));
+});
