@@ -109,6 +109,13 @@ class Run {
     });
   }
 
+  /** Releases the temps without dispatching (an error before the submit). */
+  discard(): void {
+    for (const b of this.temps) this.ctx.pool.release(b);
+    this.temps.length = 0;
+    this.steps.length = 0;
+  }
+
   async submit(): Promise<void> {
     try {
       if (this.steps.length > 0) await this.ctx.dispatch(this.steps);
@@ -250,6 +257,14 @@ function planFor(r: ResolvedHyper, maxRows: number): GpuPlan {
   return plan;
 }
 
+export interface HyperWebGpuRunOptions {
+  /**
+   * Packed rows per wave of heads (default: what keeps a packed [rows, 1, max(D, Dv)] f32
+   * tensor within half the binding limit). Tests set it small to run several waves.
+   */
+  maxRows?: number;
+}
+
 /** Packed rows per call so that a packed [rows, 1, max(D, Dv)] f32 tensor stays bindable. */
 function maxRowsOf(ctx: WebGpuContext, width: number): number {
   const bytes = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
@@ -325,6 +340,7 @@ const thd = (call: GpuCall, scale: number) => ({
 export async function hyperForwardWebGpu(
   t: { q: Tensor; k: Tensor; v: Tensor },
   r: ResolvedHyper,
+  opts: HyperWebGpuRunOptions = {},
 ): Promise<{ o: Tensor; lse: Tensor }> {
   const q = f32Buffer(t.q, 'q');
   const k = f32Buffer(t.k, 'k');
@@ -332,7 +348,7 @@ export async function hyperForwardWebGpu(
   const ctx = webGpuStorageOf(t.q, 'q').ctx;
   const { batch, hq, d, dv, scale } = r.p;
   const nq = r.p.maxSeqQ;
-  const plan = planFor(r, maxRowsOf(ctx, Math.max(d, dv)));
+  const plan = planFor(r, opts.maxRows ?? maxRowsOf(ctx, Math.max(d, dv)));
   const rows = batch * hq * nq;
   const O = ctx.createOutput(Math.max(4, rows * dv * 4), 'hyper o');
   const L = ctx.createOutput(Math.max(4, rows * 4), 'hyper lse');
@@ -344,34 +360,38 @@ export async function hyperForwardWebGpu(
     for (const wave of plan.waves) {
       for (const call of wave) {
         const run = new Run(ctx);
-        const cr = await resolveRows(run, call, sorted, plan.qTotal);
-        const nQ = call.qRef.length;
-        const nK = call.kRef.length;
-        const packed = [
-          await gather(run, q, cr.qRows, nQ, d),
-          await gather(run, k, cr.kRows, nK, d),
-          await gather(run, v, cr.kRows, nK, dv),
-        ] as const;
-        // The resolved rows and shifts live on until the merge below.
+        // The resolved rows and shifts live on until the merge (`held`).
         const held = new Run(ctx);
-        run.handOver([cr.qRows, cr.kRows, cr.shift], held);
-        await run.submit();
-        const res = await flashAttention(packed[0], packed[1], packed[2], thd(call, scale));
-        for (const x of packed) x.dispose();
-        const po = webGpuStorageOf(res.o, 'o').buffer;
-        const pl = webGpuStorageOf(res.lse, 'lse').buffer;
-        for (const layer of call.layers) {
-          const pos = held.data(layer, 'hyper layer');
-          await held.step(
-            mergeKernel,
-            { n: layer.length, DV: dv },
-            { pos, rows: cr.qRows, po, pl, shift: cr.shift, O, LSE: L },
-            layer.length,
-          );
+        const tensors: Tensor[] = [];
+        try {
+          const cr = await resolveRows(run, call, sorted, plan.qTotal);
+          const nQ = call.qRef.length;
+          const nK = call.kRef.length;
+          const pq = await gather(run, q, cr.qRows, nQ, d);
+          const pk = await gather(run, k, cr.kRows, nK, d);
+          const pv = await gather(run, v, cr.kRows, nK, dv);
+          tensors.push(pq, pk, pv);
+          run.handOver([cr.qRows, cr.kRows, cr.shift], held);
+          await run.submit();
+          const res = await flashAttention(pq, pk, pv, thd(call, scale));
+          tensors.push(res.o, res.lse);
+          const po = webGpuStorageOf(res.o, 'o').buffer;
+          const pl = webGpuStorageOf(res.lse, 'lse').buffer;
+          for (const layer of call.layers) {
+            const pos = held.data(layer, 'hyper layer');
+            await held.step(
+              mergeKernel,
+              { n: layer.length, DV: dv },
+              { pos, rows: cr.qRows, po, pl, shift: cr.shift, O, LSE: L },
+              layer.length,
+            );
+          }
+          await held.submit();
+        } finally {
+          run.discard();
+          held.discard();
+          for (const x of tensors) x.dispose();
         }
-        await held.submit();
-        res.o.dispose();
-        res.lse.dispose();
       }
     }
   } catch (e) {
@@ -392,6 +412,7 @@ export async function hyperForwardWebGpu(
 export async function hyperBackwardWebGpu(
   t: { q: Tensor; k: Tensor; v: Tensor; o: Tensor; lse: Tensor; dO: Tensor },
   r: ResolvedHyper,
+  opts: HyperWebGpuRunOptions = {},
 ): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor }> {
   const q = f32Buffer(t.q, 'q');
   const k = f32Buffer(t.k, 'k');
@@ -403,7 +424,7 @@ export async function hyperBackwardWebGpu(
   const { batch, hq, hkv, d, dv, scale } = r.p;
   const nq = r.p.maxSeqQ;
   const nk = r.p.maxSeqK;
-  const plan = planFor(r, maxRowsOf(ctx, Math.max(d, dv)));
+  const plan = planFor(r, opts.maxRows ?? maxRowsOf(ctx, Math.max(d, dv)));
   const nQ = batch * hq * nq * d;
   const nK = batch * hkv * nk * d;
   const nV = batch * hkv * nk * dv;
@@ -420,45 +441,47 @@ export async function hyperBackwardWebGpu(
     for (const wave of plan.waves) {
       for (const call of wave) {
         const run = new Run(ctx);
-        const cr = await resolveRows(run, call, sorted, plan.qTotal);
-        const rq = call.qRef.length;
-        const rk = call.kRef.length;
-        const packed = [
-          await gather(run, q, cr.qRows, rq, d),
-          await gather(run, k, cr.kRows, rk, d),
-          await gather(run, v, cr.kRows, rk, dv),
-          await gather(run, o, cr.qRows, rq, dv),
-          await gather(run, dO, cr.qRows, rq, dv),
-        ] as const;
-        const lseB = ctx.createOutput(Math.max(4, rq * 4), 'hyper packed lse');
-        await run.step(
-          gatherLseKernel,
-          { n: rq },
-          { L, rows: cr.qRows, shift: cr.shift, out: lseB },
-          rq,
-        );
-        const lse = wrap(ctx, lseB, 'f32', [1, rq]);
+        // The resolved rows live on until the scatter (`held`).
         const held = new Run(ctx);
-        run.handOver([cr.qRows, cr.kRows], held);
-        await run.submit();
-        const [pq, pk, pv, po, pdo] = packed;
-        const g = await flashAttentionBackward(pq, pk, pv, po, lse, pdo, thd(call, scale));
-        for (const x of packed) x.dispose();
-        lse.dispose();
-        const add = (dst: GpuBuffer, rows: GpuBuffer, src: Tensor, n: number, W: number) =>
-          held.step(
-            scatterAddKernel,
-            { n, W },
-            { rows, src: webGpuStorageOf(src, 'grad').buffer, dst },
-            n * W,
+        const tensors: Tensor[] = [];
+        try {
+          const cr = await resolveRows(run, call, sorted, plan.qTotal);
+          const rq = call.qRef.length;
+          const rk = call.kRef.length;
+          const pq = await gather(run, q, cr.qRows, rq, d);
+          const pk = await gather(run, k, cr.kRows, rk, d);
+          const pv = await gather(run, v, cr.kRows, rk, dv);
+          const po = await gather(run, o, cr.qRows, rq, dv);
+          const pdo = await gather(run, dO, cr.qRows, rq, dv);
+          const lseB = ctx.createOutput(Math.max(4, rq * 4), 'hyper packed lse');
+          const lse = wrap(ctx, lseB, 'f32', [1, rq]);
+          tensors.push(pq, pk, pv, po, pdo, lse);
+          await run.step(
+            gatherLseKernel,
+            { n: rq },
+            { L, rows: cr.qRows, shift: cr.shift, out: lseB },
+            rq,
           );
-        await add(dq, cr.qRows, g.dq, rq, d);
-        await add(dk, cr.kRows, g.dk, rk, d);
-        await add(dvB, cr.kRows, g.dv, rk, dv);
-        await held.submit();
-        g.dq.dispose();
-        g.dk.dispose();
-        g.dv.dispose();
+          run.handOver([cr.qRows, cr.kRows], held);
+          await run.submit();
+          const g = await flashAttentionBackward(pq, pk, pv, po, lse, pdo, thd(call, scale));
+          tensors.push(g.dq, g.dk, g.dv);
+          const add = (dst: GpuBuffer, rows: GpuBuffer, src: Tensor, n: number, W: number) =>
+            held.step(
+              scatterAddKernel,
+              { n, W },
+              { rows, src: webGpuStorageOf(src, 'grad').buffer, dst },
+              n * W,
+            );
+          await add(dq, cr.qRows, g.dq, rq, d);
+          await add(dk, cr.kRows, g.dk, rk, d);
+          await add(dvB, cr.kRows, g.dv, rk, dv);
+          await held.submit();
+        } finally {
+          run.discard();
+          held.discard();
+          for (const x of tensors) x.dispose();
+        }
       }
     }
   } catch (e) {

@@ -9,6 +9,9 @@ import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AngularLsh, hyperAttention, hyperAttentionBackward, sortByBucket } from '../index.js';
+import { resolveHyper } from '../options.js';
+import { hyperBackwardWebGpu, hyperForwardWebGpu } from './host.js';
+import { planHyperGpu } from './plan.js';
 
 // HyperAttention on WebGPU (llvmpipe in CI) against the ts backend on the same seed (the same
 // hyperplanes, buckets and draws, so the same estimate up to f32 rounding) and against the
@@ -179,6 +182,25 @@ describe.skipIf(!ctx)('hyperAttention on WebGPU', () => {
       }
     },
   );
+
+  it('several waves of heads (a small maxRows) give the one-wave result', async () => {
+    const { q, k, v, dO } = inputs([2, 4, 2, 157, 170, 16, 8], SEED + 4);
+    const [gq, gk, gv, gdo] = [up(q), up(k), up(v), up(dO)];
+    for (const causal of [false, true]) {
+      const r = resolveHyper(gq, gk, gv, { ...OPTS, causal, seed: SEED });
+      expect(planHyperGpu(r, 200).waves.length).toBeGreaterThan(4);
+      const t = { q: gq, k: gk, v: gv };
+      const one = await hyperForwardWebGpu(t, r);
+      const many = await hyperForwardWebGpu(t, r, { maxRows: 200 });
+      expectClose(await down(many.o), await down(one.o), `o causal ${causal}`, 1e-6);
+      expectClose(await down(many.lse), await down(one.lse), `lse causal ${causal}`, 1e-6);
+      const b = { ...t, o: one.o, lse: one.lse, dO: gdo };
+      const g1 = await hyperBackwardWebGpu(b, r);
+      const gm = await hyperBackwardWebGpu(b, r, { maxRows: 200 });
+      for (const name of ['dq', 'dk', 'dv'] as const)
+        expectClose(await down(gm[name]), await down(g1[name]), `${name} causal ${causal}`, 1e-6);
+    }
+  });
 
   it('backward equals the exact gradients in the exact limit', async () => {
     const { q, k, v, dO } = inputs([1, 4, 2, 77, 90, 16, 16], SEED + 3);
