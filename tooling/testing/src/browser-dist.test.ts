@@ -74,6 +74,12 @@ const SMOKE: Record<string, string> = {
     const loss = m.sum(m.gelu(m.matmul(x, w, { transB: true })));
     loss.backward();
     return { loss: loss.item(), grad: Array.from(w.grad.toFloat32Array()) };`,
+  '@attnkit/fast-attention': `
+    const mk = (s) => t.Tensor.from(Float32Array.from({ length: 40 }, (_, i) => Math.sin(3 * s + i)), [1, 1, 5, 8]);
+    const { o, lse, plan } = await m.fastAttention(mk(1), mk(2), mk(3), { causal: true, backend: 'ts', device: 'cpu-256k' });
+    const p = m.planTwoLevel('webgpu-default', { seqQ: 1024, seqK: 1024, headDim: 64, causal: true });
+    const c = m.tileCounts({ seqQ: 37, seqK: 53, window: [5, 3] }, { blockQ: 8, blockK: 16 });
+    return { o: Array.from(o.toFloat32Array()), lse: Array.from(lse.toFloat32Array()), outer: plan.outer, tiles: p.webgpu.tiles, io: p.predictedIO, c };`,
   '@attnkit/skeleton': `return { native: m.nativeAvailable() };`,
   '@attnkit/native': `return { engine: m.loadNative() === undefined ? 'none' : 'loaded', why: m.nativeLoadError() };`,
   '@attnkit/webgpu': `return { context: typeof m.getWebGpuContext, adapter: typeof m.findAdapter };`,
