@@ -13,15 +13,18 @@ import {
   exp,
   GraphError,
   gradcheck,
+  keep,
   layerNorm,
   matmul,
   mul,
   noGrad,
   Param,
+  registeredKernelNames,
   registerKernel,
   scope,
   setDeviceBackend,
   sum,
+  tsKernels,
   Var,
 } from './index.js';
 
@@ -98,6 +101,14 @@ describe('tape', () => {
     const saved = y.node!.inputs[0]!.node!.saved!;
     expect(saved.every((t) => !disposed.includes(t))).toBe(true);
     y.backward();
+    // keep() marks state (a KV cache) that no scope disposes.
+    disposed.length = 0;
+    const cache = scope(() => {
+      keep(exp(w));
+      return 1;
+    });
+    expect(cache).toBe(1);
+    expect(disposed).toHaveLength(0);
   });
 });
 
@@ -140,6 +151,11 @@ describe('dispatch errors', () => {
     })();
     expect(err).toBeInstanceOf(UnsupportedError);
     expect(err!.message).toBe("exp: backend 'fakebackend' has no 'unary' kernel");
+  });
+
+  it('the ts backend registers every kernel the ops call', () => {
+    expect(registeredKernelNames('ts').sort()).toEqual(Object.keys(tsKernels).sort());
+    expect(registeredKernelNames('ts')).toHaveLength(34);
   });
 
   it('gradcheck rejects f32 inputs', () => {

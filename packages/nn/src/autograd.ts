@@ -189,7 +189,7 @@ export function scope<T>(fn: () => T): T {
   const parent = scopes[scopes.length - 1];
   const disposed = new Set<Storage>();
   for (const t of made) {
-    if (keep.has(t.storage) || leafGradStorage.has(t.storage)) parent?.add(t);
+    if (keep.has(t.storage) || persistent.has(t.storage)) parent?.add(t);
     else if (!disposed.has(t.storage)) {
       disposed.add(t.storage);
       t.dispose();
@@ -198,8 +198,21 @@ export function scope<T>(fn: () => T): T {
   return result;
 }
 
-// Leaf grads are state (until zeroGrad), never a scope's intermediates.
-const leafGradStorage = new WeakSet<Storage>();
+// Leaf grads and what keep() marks are state, never a scope's intermediates.
+const persistent = new WeakSet<Storage>();
+
+/**
+ * Marks the tensors of `value` (a Tensor, a Var's data and grad, arrays of them) as state that
+ * no scope disposes: a KV cache, running statistics. Returns value.
+ */
+export function keep<T>(value: T): T {
+  if (isTensor(value)) persistent.add(value.storage);
+  else if (value instanceof Var) {
+    keep(value.data);
+    if (value.grad) keep(value.grad);
+  } else if (Array.isArray(value)) for (const v of value) keep(v);
+  return value;
+}
 
 // ---- recording and backward ----------------------------------------------------------------
 
@@ -328,5 +341,5 @@ function backward(root: Var, seed: Tensor | undefined, retainGraph: boolean): vo
 function accumulate(leaf: Var, g: Tensor): void {
   const k = kernelsFor('backward', backendFor('backward', [leaf.data]));
   leaf.grad = leaf.grad ? k.binary('add', leaf.grad, g) : g;
-  leafGradStorage.add(leaf.grad.storage);
+  persistent.add(leaf.grad.storage);
 }

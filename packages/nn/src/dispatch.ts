@@ -47,17 +47,26 @@ export function registeredKernelNames(backend: string): KernelName[] {
  * UnsupportedError naming the op, the kernel and the backend.
  */
 export function kernelsFor(op: string, backend: string): Kernels {
-  return new Proxy({} as Kernels, {
-    get(_, name: string) {
-      const fn = table.get(backend)?.[name as KernelName];
-      if (!fn) {
-        const why = `backend '${backend}' has no '${name}' kernel`;
-        throw new UnsupportedError(`${op}: ${why}`, op, { [backend]: why });
-      }
-      return fn;
-    },
-  });
+  const key = `${op}\u0000${backend}`;
+  let view = views.get(key);
+  if (!view) {
+    // The proxy reads the table on every access, so a kernel registered later is seen.
+    view = new Proxy({} as Kernels, {
+      get(_, name: string) {
+        const fn = table.get(backend)?.[name as KernelName];
+        if (!fn) {
+          const why = `backend '${backend}' has no '${name}' kernel`;
+          throw new UnsupportedError(`${op}: ${why}`, op, { [backend]: why });
+        }
+        return fn;
+      },
+    });
+    views.set(key, view);
+  }
+  return view;
 }
+
+const views = new Map<string, Kernels>();
 
 /**
  * The backend for an op's tensors: one device for all (a mix is a DeviceError naming the op)

@@ -4,6 +4,7 @@ export {
   type ForwardContext,
   isGradEnabled,
   isTensor,
+  keep,
   noGrad,
   type OpDef,
   Param,

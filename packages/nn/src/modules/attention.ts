@@ -1,5 +1,5 @@
-import { describe, Rng, ValueError } from '@attnkit/tensor';
-import { noGrad, type Var, type VarLike } from '../autograd.js';
+import { describe, formatShape, Rng, ShapeError, ValueError } from '@attnkit/tensor';
+import { keep, noGrad, type Var, type VarLike } from '../autograd.js';
 import { attention } from '../ops/attention.js';
 import { rope } from '../ops/rope.js';
 import { concat, permute, reshape } from '../ops/shape.js';
@@ -16,7 +16,10 @@ export interface KvCache {
   update(k: Var, v: Var): { k: Var; v: Var };
 }
 
-/** A KvCache that concatenates along the sequence axis (no gradient: decoding). */
+/**
+ * A KvCache that concatenates along the sequence axis (no gradient: decoding). Its tensors
+ * are kept: a decoding step inside scope() does not dispose the cache.
+ */
 export class ConcatKvCache implements KvCache {
   k: Var | null = null;
   v: Var | null = null;
@@ -25,8 +28,8 @@ export class ConcatKvCache implements KvCache {
   }
   update(k: Var, v: Var): { k: Var; v: Var } {
     noGrad(() => {
-      this.k = this.k ? concat([this.k, k], 2) : k.detach();
-      this.v = this.v ? concat([this.v, v], 2) : v.detach();
+      this.k = keep(this.k ? concat([this.k, k], 2) : k.detach());
+      this.v = keep(this.v ? concat([this.v, v], 2) : v.detach());
     });
     return { k: this.k!, v: this.v! };
   }
@@ -88,6 +91,11 @@ export class MultiHeadAttention extends Module {
   }
 
   forward(x: VarLike, options: { kvCache?: KvCache } = {}): Var {
+    if (x.shape.length !== 3 || x.shape[2] !== this.dim)
+      throw new ShapeError(
+        `MultiHeadAttention: x expected [B, T, ${this.dim}], got ${formatShape(x.shape)}`,
+        'x',
+      );
     const [b, t] = x.shape as [number, number, number];
     const split = (y: Var, h: number) => permute(reshape(y, [b, t, h, this.headDim]), [0, 2, 1, 3]);
     let q = split(this.wq.forward(x), this.heads);

@@ -1,4 +1,5 @@
 import {
+  DeviceError,
   DTypeError,
   describe,
   formatShape,
@@ -124,7 +125,7 @@ export class Module {
       if (t.dtype !== p.dtype)
         throw new DTypeError(`loadStateDict: ${n} expected ${p.dtype}, got ${t.dtype}`, n);
       if (t.device !== p.device)
-        throw new ValueError(
+        throw new DeviceError(
           `loadStateDict: ${n} expected a ${p.device} tensor, got one on ${t.device}`,
           n,
         );

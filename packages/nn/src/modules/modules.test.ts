@@ -117,6 +117,10 @@ describe('MultiHeadAttention / TransformerBlock', () => {
     expect(g.some((v) => v !== 0)).toBe(true);
     expect(() => block.forward(x)).toThrowError(/cond expected/);
     expect(() => new TransformerBlock(8, 3)).toThrowError(/heads expected a positive divisor/);
+    expect(() => block.attn.forward(new Rng(1).randn([2, 3, 6]))).toThrowError(ShapeError);
+    expect(() => block.attn.forward(new Rng(1).randn([2, 3, 6]))).toThrowError(
+      /MultiHeadAttention: x expected \[B, T, 8\], got \[2, 3, 6\]/,
+    );
     expect(Module).toBeDefined();
   });
 });

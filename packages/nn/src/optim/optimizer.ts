@@ -1,4 +1,4 @@
-import { describe, type Tensor, ValueError } from '@attnkit/tensor';
+import { describe, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { Param } from '../autograd.js';
 import { backendFor, kernelsFor } from '../dispatch.js';
 
@@ -74,14 +74,8 @@ export abstract class Optimizer {
     this.state.forEach((s, i) => {
       for (const [slot, t] of Object.entries(s)) out[`${i}.${slot}`] = t;
     });
-    const k = kernelsFor(
-      'stateDict',
-      backendFor(
-        'stateDict',
-        this.params.slice(0, 1).map((p) => p.data),
-      ),
-    );
-    out.step = k.full([], this.stepCount, 'f64');
+    // A host counter: a cpu scalar whatever device the parameters are on.
+    out.step = Tensor.full([], this.stepCount, 'f64');
     return out;
   }
 
@@ -99,7 +93,7 @@ export abstract class Optimizer {
       if (!p || !this.slots.includes(slot) || String(Number(index)) !== index)
         throw new ValueError(`loadStateDict: unexpected key '${key}'`, key);
       if (t.shape.join() !== p.shape.join() || t.dtype !== p.dtype)
-        throw new ValueError(
+        throw new ShapeError(
           `loadStateDict: ${key} expected ${p.dtype} [${p.shape}], got ${t.dtype} [${t.shape}]`,
           key,
         );

@@ -295,17 +295,22 @@ export function rope(
   const out = alloc(dtypeOf(xt), x.length);
   const rows = x.length / d;
   const sign = inverse ? -1 : 1;
+  // Inverse frequencies base^(-2i/dim) per section, computed once.
+  const freqs = sections.map((s) =>
+    Float64Array.from({ length: s.dim / 2 }, (_, i) => base ** ((-2 * i) / s.dim)),
+  );
   for (let r = 0; r < rows; r++) {
     const tok = r % tokens;
     const o = r * d;
     let c0 = o;
-    for (const s of sections) {
+    sections.forEach((s, si) => {
       // Rotate-half within the section (GPT-NeoX / Llama layout): pair (i, i + dim/2) turns by
       // pos * base^(-2i/dim) (RoFormer eq. 15).
       const half = s.dim / 2;
       const pos = s.positions[tok]!;
+      const f = freqs[si]!;
       for (let i = 0; i < half; i++) {
-        const theta = pos * base ** ((-2 * i) / s.dim);
+        const theta = pos * f[i]!;
         const cos = Math.cos(theta);
         const sin = sign * Math.sin(theta);
         const a = x[c0 + i]!;
@@ -314,7 +319,7 @@ export function rope(
         out[c0 + half + i] = b * cos + a * sin;
       }
       c0 += s.dim;
-    }
+    });
     for (let j = c0; j < o + d; j++) out[j] = x[j]!;
   }
   return tensorOf(out, xt.shape);

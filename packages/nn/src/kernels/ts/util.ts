@@ -1,12 +1,4 @@
-import {
-  CpuStorage,
-  DTypeError,
-  formatShape,
-  numel,
-  ShapeError,
-  Tensor,
-  ValueError,
-} from '@attnkit/tensor';
+import { CpuStorage, DTypeError, formatShape, numel, ShapeError, Tensor } from '@attnkit/tensor';
 
 export type Floats = Float32Array | Float64Array;
 export type FloatDType = 'f32' | 'f64';
@@ -88,11 +80,6 @@ export function assertBroadcastsTo(op: string, small: readonly number[], big: re
       `${op}: ${formatShape(small)} does not broadcast to ${formatShape(big)}`,
       op,
     );
-}
-
-export function assertFinite(op: string, name: string, value: number): void {
-  if (!Number.isFinite(value))
-    throw new ValueError(`${op}: ${name} must be finite, got ${value}`, name);
 }
 
 /** Rows of the last axis: [rows, cols]. */
