@@ -107,6 +107,21 @@ describe.skipIf(!ctx)(`fast-attention on WebGPU default limits (seed ${SEED})`, 
     for (const t of [gq, gk, gv, ...h, r.o, r.lse, r16.o, r16.lse]) t!.dispose();
   });
 
+  test('a named class must fit the device: webgpu-default runs, h200 and a cpu class are typed errors', async () => {
+    const rng = new Rng(SEED + 2);
+    const q = rng.randn([1, 1, 67, 16], 'f32');
+    const gq = toWebGpu(q, ctx!);
+    const r = await fastAttention(gq, gq, gq, { device: 'webgpu-default' });
+    expectClose(await r.o.toCpu(), softmaxAttentionReference(q, q, q).o, TOL, 'o');
+    await expect(fastAttention(gq, gq, gq, { device: 'h200' })).rejects.toThrow(
+      /device: expected a class within this device's limits \(16384 bytes, 256 invocations\)/,
+    );
+    await expect(fastAttention(gq, gq, gq, { device: 'cpu-1m' })).rejects.toThrow(
+      /device: expected a webgpu device class for webgpu tensors/,
+    );
+    for (const t of [gq, r.o, r.lse]) t.dispose();
+  });
+
   test('the plan differs from the default and is the one for the webgpu-default class', async () => {
     const plan = planTwoLevel(deviceClassOf(ctx!), { seqQ: 1024, seqK: 1024, headDim: 64 });
     const cls = planTwoLevel(WEBGPU_DEFAULT, { seqQ: 1024, seqK: 1024, headDim: 64 });
