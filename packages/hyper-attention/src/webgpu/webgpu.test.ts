@@ -4,7 +4,7 @@ import {
   softmaxAttentionReferenceBackward,
   toleranceFor,
 } from '@attnkit/attention';
-import { Rng, type Tensor } from '@attnkit/tensor';
+import { Rng, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -103,7 +103,6 @@ describe.skipIf(!ctx)('AngularLsh.sortOnDevice on WebGPU', () => {
     const data = new Float32Array(40 * 8);
     for (let i = 0; i < 40; i++)
       data.set(i % 2 ? row : (rng.randn([8]).data() as Float32Array), i * 8);
-    const { Tensor } = await import('@attnkit/tensor');
     const x = Tensor.from(data, [1, 40, 8]);
     const lsh = new AngularLsh({ numProjections: 5, dim: 8, seed: 3 });
     const got = await lsh.sortOnDevice(up(x));
