@@ -7,7 +7,7 @@ import { add, attention, matmul, mul, Param, reshape, softmax, sum, type Var } f
  * The attention op (FlashAttention-2's ts forward and backward, f32) against the same
  * attention composed from ops whose gradients are finite-difference checked, in f64.
  */
-function composed(q: Var, k: Var, v: Var, causal: boolean): Var {
+function composed(q: Var, k: Var, v: Var, causal: boolean, window?: [number, number]): Var {
   const [b, hq, nq, d] = q.shape as number[];
   const [, hkv, nk] = k.shape as number[];
   const g = hq! / hkv!;
@@ -16,12 +16,19 @@ function composed(q: Var, k: Var, v: Var, causal: boolean): Var {
   const kg = reshape(k, [b!, hkv!, 1, nk!, d!]);
   const vg = reshape(v, [b!, hkv!, 1, nk!, v.shape[3]!]);
   let s = mul(matmul(qg, kg, { transB: true }), 1 / Math.sqrt(d!));
-  if (causal) {
-    // Bottom-right aligned: query i sees key j iff j <= i + nk - nq.
+  if (causal || window) {
+    // Bottom-right aligned (KERNELS.md "Common"): with c = i + nk - nq, query i sees key j iff
+    // c - left <= j <= c + right (-1: unbounded); causal caps right at 0.
+    const [left, right] = window ?? [-1, -1];
     const mask = new Float64Array(nq! * nk!);
     for (let i = 0; i < nq!; i++)
-      for (let j = 0; j < nk!; j++)
-        if (j > i + nk! - nq!) mask[i * nk! + j] = Number.NEGATIVE_INFINITY;
+      for (let j = 0; j < nk!; j++) {
+        const c = i + nk! - nq!;
+        let hi = right < 0 ? Number.POSITIVE_INFINITY : c + right;
+        if (causal) hi = Math.min(hi, c);
+        const lo = left < 0 ? Number.NEGATIVE_INFINITY : c - left;
+        if (j > hi || j < lo) mask[i * nk! + j] = Number.NEGATIVE_INFINITY;
+      }
     s = add(s, Tensor.from(mask, [nq!, nk!], 'f64'));
   }
   return reshape(matmul(softmax(s), vg), [b!, hq!, nq!, v.shape[3]!]);
@@ -30,6 +37,7 @@ function composed(q: Var, k: Var, v: Var, causal: boolean): Var {
 function compare(
   shapes: { b: number; hq: number; hkv: number; nq: number; nk: number; d: number },
   causal: boolean,
+  window?: [number, number],
 ) {
   const rng = new Rng(Date.now() % 1e9);
   const { b, hq, hkv, nq, nk, d } = shapes;
@@ -42,7 +50,9 @@ function compare(
   const run = (dtype: 'f32' | 'f64') => {
     const [pq, pk, pv] = [q, k, v].map((t) => new Param(t.astype(dtype)));
     const o =
-      dtype === 'f32' ? attention(pq!, pk!, pv!, { causal }) : composed(pq!, pk!, pv!, causal);
+      dtype === 'f32'
+        ? attention(pq!, pk!, pv!, { causal, ...(window ? { window } : {}) })
+        : composed(pq!, pk!, pv!, causal, window);
     sum(mul(o, dout.astype(dtype))).backward();
     return [o.data, pq!.grad!, pk!.grad!, pv!.grad!].map((t) => t.toFloat64Array());
   };
@@ -64,6 +74,10 @@ describe('attention op (family flash, ts)', () => {
   it('causal with Nq != Nk and GQA', () => {
     compare({ b: 1, hq: 4, hkv: 2, nq: 5, nk: 9, d: 6 }, true);
     compare({ b: 2, hq: 3, hkv: 1, nq: 11, nk: 11, d: 4 }, true);
+  });
+  it('sliding window, alone and with causal', () => {
+    compare({ b: 1, hq: 2, hkv: 1, nq: 9, nk: 9, d: 4 }, false, [2, 1]);
+    compare({ b: 1, hq: 2, hkv: 2, nq: 6, nk: 10, d: 4 }, true, [3, -1]);
   });
   it('bad input: shapes, f64, unknown family', () => {
     const t = (s: number[], dt: 'f32' | 'f64' = 'f32') => Tensor.zeros(s, dt);
