@@ -1,4 +1,4 @@
-// Bundles bench-webgpu.ts, bench-hstu.ts, bench-mfalcon.ts, bench-tc.ts and bench-lean.ts, each into one ES module for node: workspace packages inlined from their
+// Bundles the bench-*.ts entry points below (and the CLI), each into one ES module for node: workspace packages inlined from their
 // sources, only `webgpu` (Dawn's native addon) left external.
 import { mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -41,5 +41,5 @@ rmSync(link, { force: true, recursive: true });
 mkdirSync(dirname(link), { recursive: true });
 symlinkSync(join(packages, 'native'), link, 'dir');
 console.log(
-  'built benchmarks/gpu/dist/bench-webgpu.mjs, bench-hstu.mjs, bench-mfalcon.mjs, bench-tc.mjs, bench-lean.mjs, attnkit.mjs',
+  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper}.mjs, attnkit.mjs',
 );
