@@ -36,9 +36,13 @@ export {
 } from './planner.js';
 export {
   resolveBand,
+  TILE_FULL,
+  TILE_PARTIAL,
+  TILE_SKIPPED,
   type TileCountOptions,
   type TileCountProblem,
   type TileCounts,
   type TileShape,
+  tileClasses,
   tileCounts,
 } from './tile-counts.js';

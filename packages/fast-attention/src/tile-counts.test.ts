@@ -7,7 +7,13 @@ import {
 import { SOFTMAX_HOOKS, tiledForwardTs } from '@attnkit/skeleton';
 import { Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
-import { resolveBand, type TileCountProblem, type TileCounts, tileCounts } from './tile-counts.js';
+import {
+  resolveBand,
+  type TileCountProblem,
+  type TileCounts,
+  tileClasses,
+  tileCounts,
+} from './tile-counts.js';
 
 const SEED = Number(process.env.ATTNKIT_TEST_SEED ?? Date.now() % 1_000_000);
 
@@ -132,6 +138,18 @@ describe('tileCounts: hand-checked', () => {
       full: 1,
       keyRowsLoaded: 12,
     });
+  });
+  test('tileClasses: the causal 8 x 8 map, row-major [query tile, key tile]', () => {
+    // 0 skipped, 1 masked, 2 mask-free.
+    expect(
+      Array.from(tileClasses({ seqQ: 8, seqK: 8, causal: true }, { blockQ: 4, blockK: 4 })),
+    ).toEqual([1, 0, 2, 1]);
+    expect(
+      Array.from(
+        tileClasses({ seqQ: 5, seqK: 7 }, { blockQ: 4, blockK: 4 }, { backend: 'webgpu' }),
+      ),
+    ).toEqual([2, 1, 2, 1]);
+    expect(() => tileClasses(null as never, { blockQ: 1, blockK: 1 })).toThrow(/problem: expected/);
   });
   test('window [2, 0] on 8 x 8, 4 x 4 tiles: three masked tiles, one skipped', () => {
     // Row i sees keys i-2..i: rows 0-3 see keys 0-3 only; rows 4-7 see 2-7, no tile whole.

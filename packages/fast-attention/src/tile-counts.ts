@@ -133,30 +133,33 @@ function resolve(problem: TileCountProblem): Resolved {
   return { nq, nk, left, right, bs: { blockQ, blockK, nbk, mask: b.mask } };
 }
 
+/** Tile classes of tileClasses: not visited, masked path, mask-free path (the skeleton's SKIP / PARTIAL / FULL). */
+export const TILE_SKIPPED = 0;
+export const TILE_PARTIAL = 1;
+export const TILE_FULL = 2;
+
 /**
- * Counts the (blockQ x blockK) tiles of one (batch, head) that the skeleton's FA2 forward
- * skips, runs masked and runs mask-free (see the module comment for whose rules). O(tiles of
- * the band), no per-element work. ValueError naming the argument for bad sizes; with
- * backend 'ts' and block sparsity the tiles must divide the mask blocks (as the TS kernel
- * requires).
+ * Walks the tiles of one (batch, head) the skeleton's loop visits, in its order: visit(qt, kt,
+ * full, cols) for each tile it runs; returns the tile grid and the count outside the band.
  */
-export function tileCounts(
+function walk(
   problem: TileCountProblem,
   tiles: TileShape,
-  options: TileCountOptions = {},
-): TileCounts {
+  options: TileCountOptions | undefined,
+  visit: (qt: number, kt: number, full: boolean, cols: number) => void,
+): { ntq: number; ntk: number; outsideBand: number } {
   const r = resolve(problem);
   if (tiles === null || typeof tiles !== 'object') {
     throw new ValueError(`tiles: expected { blockQ, blockK }, got ${describe(tiles)}`, 'tiles');
   }
   const bq = int(tiles.blockQ, 'tiles.blockQ', 1);
   const bk = int(tiles.blockK, 'tiles.blockK', 1);
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new ValueError(`options: expected { backend? }, got ${describe(options)}`, 'options');
+  }
   const backend = options?.backend ?? 'ts';
   if (backend !== 'ts' && backend !== 'webgpu') {
-    throw new ValueError(
-      `backend: expected "ts" or "webgpu", got ${describe(options.backend)}`,
-      'backend',
-    );
+    throw new ValueError(`backend: expected "ts" or "webgpu", got ${describe(backend)}`, 'backend');
   }
   const { nq, nk, bs } = r;
   if (bs && backend === 'ts') {
@@ -174,15 +177,8 @@ export function tileCounts(
   }
   const ntq = Math.ceil(nq / bq);
   const ntk = Math.ceil(nk / bk);
-  const out: TileCounts = {
-    total: ntq * ntk,
-    skipped: 0,
-    outsideBand: 0,
-    partial: 0,
-    full: 0,
-    keyRowsLoaded: 0,
-  };
-  for (let q0 = 0; q0 < nq; q0 += bq) {
+  let outsideBand = 0;
+  for (let q0 = 0, qt = 0; q0 < nq; q0 += bq, qt++) {
     const rows = Math.min(bq, nq - q0);
     const [loFirst, hiFirst] = keyRange(r, q0, nq, nk);
     const [loLast, hiLast] = keyRange(r, q0 + rows - 1, nq, nk);
@@ -211,12 +207,54 @@ export function tileCounts(
         if (kept === 0) continue;
         full = full && kept === covered;
       }
-      if (full) out.full++;
-      else out.partial++;
-      out.keyRowsLoaded += k1 - k0;
+      visit(qt, t, full, k1 - k0);
     }
-    out.outsideBand += ntk - (tEnd - tFirst);
+    outsideBand += ntk - (tEnd - tFirst);
   }
-  out.skipped = out.total - out.partial - out.full;
+  return { ntq, ntk, outsideBand };
+}
+
+/**
+ * Counts the (blockQ x blockK) tiles of one (batch, head) that the skeleton's FA2 forward
+ * skips, runs masked and runs mask-free (see the module comment for whose rules). O(tiles of
+ * the band), no per-element work. ValueError naming the argument for bad sizes; with
+ * backend 'ts' and block sparsity the tiles must divide the mask blocks (as the TS kernel
+ * requires).
+ */
+export function tileCounts(
+  problem: TileCountProblem,
+  tiles: TileShape,
+  options: TileCountOptions = {},
+): TileCounts {
+  let partial = 0;
+  let full = 0;
+  let keyRowsLoaded = 0;
+  const { ntq, ntk, outsideBand } = walk(problem, tiles, options, (_qt, _kt, isFull, cols) => {
+    if (isFull) full++;
+    else partial++;
+    keyRowsLoaded += cols;
+  });
+  const total = ntq * ntk;
+  return { total, skipped: total - partial - full, outsideBand, partial, full, keyRowsLoaded };
+}
+
+/**
+ * The class of every tile, row-major [ceil(Nq / blockQ), ceil(Nk / blockK)]: TILE_SKIPPED,
+ * TILE_PARTIAL or TILE_FULL, by the same rules as tileCounts. Holds one byte per tile (never
+ * per element); for inspecting small problems and plotting tile maps.
+ */
+export function tileClasses(
+  problem: TileCountProblem,
+  tiles: TileShape,
+  options: TileCountOptions = {},
+): Uint8Array {
+  const { nq, nk } = resolve(problem);
+  const bq = int(tiles?.blockQ, 'tiles.blockQ', 1);
+  const bk = int(tiles?.blockK, 'tiles.blockK', 1);
+  const ntk = Math.ceil(nk / bk);
+  const out = new Uint8Array(Math.ceil(nq / bq) * ntk);
+  walk(problem, tiles, options, (qt, kt, full) => {
+    out[qt * ntk + kt] = full ? TILE_FULL : TILE_PARTIAL;
+  });
   return out;
 }
