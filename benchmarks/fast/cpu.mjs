@@ -1,9 +1,9 @@
 // FastAttention (issue 15, parts 1 and 2): prints, with no timing and no performance claim,
 // (1) the tiling-mask counters of the skeleton's FA2 forward for a few masks — how many
 // (blockQ x blockK) tiles of one (batch, head) it skips, runs on the masked path and runs on the
-// mask-free path, counted from indices (@attnkit/fast-attention tileCounts; the ts rule, which the
-// native engine shares, and the WGSL kernels' rule) — and (2) the two-level plan of each
-// documented device class for the same problem (outer tile, inner register block, predicted
+// mask-free path, counted from indices (@attnkit/fast-attention tileCounts; the TS kernel's
+// rule, whose band rule the native engine shares, and the WGSL kernels' rule) — and (2) the
+// two-level plan of each documented device class for the same problem (outer tile, inner register block, predicted
 // forward traffic beside the skeleton's default tile's).
 //
 //   pnpm build   (or at least tensor, attention, io-complexity, webgpu, skeleton, fast-attention)

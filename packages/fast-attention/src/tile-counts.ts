@@ -8,7 +8,7 @@ import { describe, ShapeError, ValueError } from '@attnkit/tensor';
  * mask-free path. Computed from indices only (two key ranges per query tile, one mask lookup
  * per tile; never an Nq x Nk mask), with exactly the skeleton's rules:
  *
- * - ts (and native): skeleton cpu/fa2.ts forEachQTile visits key tiles [tFirst, tEnd) between
+ * - ts: skeleton cpu/fa2.ts forEachQTile visits key tiles [tFirst, tEnd) between
  *   the first row's lower and the last row's upper key bound; cpu/tile.ts classifyTile then
  *   skips a tile outside the band or in a dropped block, and marks it mask-free (FULL) when the
  *   last row's lower bound <= k0 and the first row's upper bound >= k0 + cols (cols clipped
@@ -38,7 +38,12 @@ export interface TileShape {
 }
 
 export interface TileCountOptions {
-  /** Whose classification to count: 'ts' (default; native classifies like it) or 'webgpu'. */
+  /**
+   * Whose classification to count: 'ts' (default) or 'webgpu'. The native engine
+   * (flash_common.h classifyTile) has the same band rule on its own tiles (the forward's query
+   * tile is its SIMD block, 64 rows with AVX-512), so 'ts' with those tiles counts its band
+   * decisions; its block-sparse summary (over the rows that reach a tile) is not modelled.
+   */
   backend?: 'ts' | 'webgpu';
 }
 
