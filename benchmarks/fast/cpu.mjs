@@ -3,8 +3,8 @@
 // (blockQ x blockK) tiles of one (batch, head) it skips, runs on the masked path and runs on the
 // mask-free path, counted from indices (@attnkit/fast-attention tileCounts; the TS kernel's
 // rule, whose band rule the native engine shares, and the WGSL kernels' rule) — and (2) the
-// two-level plan of each documented device class for the same problem (outer tile, inner register block, predicted
-// forward traffic beside the skeleton's default tile's).
+// two-level plan of each documented device class for the same problem (outer tile, inner
+// register block, predicted forward traffic beside the skeleton's default tile's).
 //
 //   pnpm build   (or at least tensor, attention, io-complexity, webgpu, skeleton, fast-attention)
 //   node benchmarks/fast/cpu.mjs [--n 4096] [--d 64] [--json]
