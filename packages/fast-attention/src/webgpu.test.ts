@@ -78,6 +78,32 @@ describe.skipIf(!ctx)(`fast-attention on WebGPU default limits (seed ${SEED})`, 
     }
   });
 
+  test('D = 128 (the tightest fit in 16 KiB) over several query and key tiles, causal with Nq < Nk', async () => {
+    const rng = new Rng(SEED + 3);
+    const nq = 2 * rng.int(100, 160) + 1;
+    const nk = nq + rng.int(1, 100);
+    const q = rng.randn([1, 2, nq, 128], 'f32');
+    const k = rng.randn([1, 1, nk, 128], 'f32');
+    const v = rng.randn([1, 1, nk, 128], 'f32');
+    const dO = rng.randn([1, 2, nq, 128], 'f32');
+    const opts = { causal: true };
+    const [gq, gk, gv, gdo] = [q, k, v, dO].map((t) => toWebGpu(t, ctx!)) as Tensor[];
+    const { o, lse, plan } = await fastAttention(gq!, gk!, gv!, opts);
+    for (const kernel of ['forward', 'dq', 'dkdv'] as const)
+      expect(plan.webgpu!.plans[kernel].workgroupBytes).toBeLessThanOrEqual(16384);
+    expect(nq / plan.outer.blockQ).toBeGreaterThan(2);
+    const label = `nq ${nq} nk ${nk}`;
+    const ref = softmaxAttentionReference(q, k, v, opts);
+    expectClose(await o.toCpu(), ref.o, TOL, `${label} o`);
+    expectClose(await lse.toCpu(), ref.lse, TOL, `${label} lse`);
+    const want = softmaxAttentionReferenceBackward(q, k, v, dO, opts);
+    const g = await fastAttentionBackward({ q: gq!, k: gk!, v: gv!, o, lse, dO: gdo! }, opts);
+    expectClose(await g.dq.toCpu(), want.dq, TOL, `${label} dq`);
+    expectClose(await g.dk.toCpu(), want.dk, TOL, `${label} dk`);
+    expectClose(await g.dv.toCpu(), want.dv, TOL, `${label} dv`);
+    for (const t of [gq, gk, gv, gdo, o, lse, g.dq, g.dk, g.dv]) t!.dispose();
+  });
+
   test('block-sparse (tiles straddle the mask blocks) and f16 storage without shader-f16', async () => {
     const rng = new Rng(SEED + 1);
     const nq = 2 * rng.int(40, 100) + 1;
