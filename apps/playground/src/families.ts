@@ -1,6 +1,5 @@
 import {
   type Accuracy,
-  accuracy,
   glaRecurrentReference,
   hstuAttentionReference,
   sigmoidAttentionReference,
@@ -272,21 +271,4 @@ export async function timedKernel(
   const t0 = performance.now();
   const o = await f.kernel(x, spec);
   return { o, ms: performance.now() - t0 };
-}
-
-/** Runs `spec` and checks it against the float64 reference. */
-export async function runAndCheck(
-  spec: RunSpec,
-  ctx: WebGpuContext | undefined,
-  step: (what: string) => Promise<void> = async () => {},
-): Promise<Outcome> {
-  const f = FAMILIES[spec.family];
-  await step('inputs');
-  const x = f.inputs(spec);
-  await step(`${spec.backend} kernel`);
-  const { o, ms } = await timedKernel(f, x, spec, ctx);
-  await step('float64 reference');
-  const ref = f.reference(x, spec);
-  const acc = accuracy(o, ref);
-  return { spec, ms, gflops: f.flops(spec) / (ms * 1e6), acc, verdict: f.judge(acc, spec) };
 }

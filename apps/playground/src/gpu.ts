@@ -34,7 +34,8 @@ async function open(): Promise<GpuState> {
     // warnLeaks off: every run disposes its tensors through ctx.scope; the console stays quiet.
     const ctx = await createWebGpuContext({ warnLeaks: false, pipelineTimeoutMs: 30_000 });
     ctx.device.lost.then((info) => {
-      const why = `device lost (${info.reason || 'unknown'}): ${info.message || 'no message'}`;
+      const message = (info.message || 'no message').replace(/\.+$/, '');
+      const why = `device lost (${info.reason || 'unknown'}): ${message}`;
       current = undefined;
       emit({ kind: 'lost', why });
     });

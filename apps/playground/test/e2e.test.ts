@@ -110,7 +110,7 @@ async function run(
   await p.setChecked('#run-causal', causal);
   await p.selectOption('#run-backend', backend);
   // The previous result goes first, so the wait below sees this run's.
-  await p.evaluate(() => document.getElementById('run-result')?.remove());
+  await p.evaluate('document.getElementById("run-result")?.remove()');
   await p.click('#run-go');
   const r = await p.waitForSelector('#run-result', { timeout: 100_000 });
   return {
@@ -248,6 +248,24 @@ describe.skipIf(skip)('playground in headless Chromium (SwiftShader WebGPU)', ()
     await p.waitForSelector('#bench-progress-text:text-matches("^cancelled")', {
       timeout: 100_000,
     });
+  });
+
+  test('a long ts run is cancelled (its worker stopped) and says so', async () => {
+    const p = thePage();
+    await openPanel(p, 'run');
+    await p.selectOption('#run-family', 'flash');
+    for (const [k, v] of Object.entries({ B: 4, H: 8, N: 8192, D: 128 }))
+      await p.fill(`#run-${k}`, String(v));
+    await p.selectOption('#run-backend', 'ts');
+    await p.evaluate('document.getElementById("run-result")?.remove()');
+    await p.click('#run-go');
+    await p.waitForSelector('#run-progress-text:text-matches("ts kernel")');
+    const t0 = Date.now();
+    await p.click('#run-cancel');
+    const r = await p.waitForSelector('#run-result', { timeout: 10_000 });
+    expect(await r.getAttribute('data-status')).toBe('error');
+    expect(await r.textContent()).toMatch(/^CancelledError: flash on ts: cancelled/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
   test('a device loss is shown in the page, and the next run gets a new device', async () => {

@@ -1,5 +1,5 @@
 import { formatSubgroupMatrixConfig } from '@attnkit/webgpu';
-import { gpu } from '../gpu.js';
+import { gpu, onGpuState } from '../gpu.js';
 import { h, reportError } from '../ui.js';
 
 /** The device panel: what `attnkit info` prints, for this tab's navigator.gpu. */
@@ -24,6 +24,12 @@ export function devicePanel(): HTMLElement {
     'Refresh',
   );
   void render(body);
+  // A lost device: say so here too, and show the new device once a run has asked for one.
+  onGpuState((s) => {
+    if (s.kind === 'lost') {
+      body.prepend(h('p', { id: 'device-lost', class: 'fail' }, `WebGPU ${s.why}`));
+    } else if (s.kind === 'ready' && body.querySelector('#device-lost')) void render(body);
+  });
   return h(
     'section',
     { id: 'panel-device', class: 'panel' },

@@ -1,14 +1,13 @@
-import { FAMILIES, type FamilyId, type Outcome, type RunSpec, runAndCheck } from '../families.js';
+import { runAndCheck } from '../check.js';
+import { FAMILIES, type FamilyId, type Outcome, type RunSpec } from '../families.js';
 import { gpu, requireGpu } from '../gpu.js';
 import {
   checkbox,
   describeError,
   field,
   fixed,
-  guarded,
   h,
   Job,
-  nextFrame,
   numberInput,
   readInt,
   sci,
@@ -65,17 +64,9 @@ export function runPanel(): HTMLElement {
         seed: Math.floor(Math.random() * 2 ** 31),
       };
       const ctx = spec.backend === 'webgpu' ? await requireGpu() : undefined;
-      const steps = ['inputs', `${spec.backend} kernel`, 'float64 reference'];
-      const work = runAndCheck(spec, ctx, async (what) => {
-        if (job.signal.aborted) throw new Error('cancelled');
-        job.progress(steps.indexOf(what), steps.length, what);
-        await nextFrame();
-      });
-      const r = await guarded(
-        work,
-        RUN_TIMEOUT_MS,
-        `${spec.family} on ${spec.backend}`,
-        job.signal,
+      const steps = [`${spec.backend} kernel`, 'float64 reference'];
+      const r = await runAndCheck(spec, ctx, job.signal, RUN_TIMEOUT_MS, (what) =>
+        job.progress(steps.indexOf(what), steps.length, what),
       );
       job.finish('done');
       out.append(result(r));
@@ -146,7 +137,12 @@ function result(r: Outcome): HTMLElement {
           `${fixed(r.ms, 1)} ms (kernel + read-back; the first webgpu run compiles its pipelines)`,
         ),
       ),
-      h('tr', {}, h('th', {}, 'GFLOP/s'), h('td', {}, fixed(r.gflops, 3))),
+      h(
+        'tr',
+        {},
+        h('th', {}, 'GFLOP/s'),
+        h('td', {}, r.gflops < 1 ? r.gflops.toPrecision(3) : fixed(r.gflops, 1)),
+      ),
       h('tr', {}, h('th', {}, 'relL2 vs float64'), h('td', { class: 'rel-l2' }, sci(acc.relL2))),
       h('tr', {}, h('th', {}, 'max abs'), h('td', {}, sci(acc.maxAbs))),
       h('tr', {}, h('th', {}, 'cosine'), h('td', {}, fixed(acc.cosine, 6))),

@@ -154,6 +154,12 @@ export function sagePanel(): HTMLElement {
       field('backend', backend),
       button,
     ),
+    h(
+      'p',
+      { class: 'note' },
+      "KERNELS.md's thresholds are stated for random normal inputs (K outliers off). With outliers " +
+        '(a common offset of scale 8 per K channel, as real keys have) smoothing K is what keeps INT8 and INT4 accurate.',
+    ),
     out,
   );
 }
