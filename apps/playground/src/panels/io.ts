@@ -22,7 +22,7 @@ export function ioPanel(): HTMLElement {
     h(
       'p',
       { class: 'note' },
-      'Exact slow-memory reads + writes (elements) of standard attention, FlashAttention and FlashAttention-2 against the fast-memory size M, with the lower bound (@attnkit/io-complexity ioSweep / sweepSvg).',
+      'Exact slow-memory reads + writes (elements) of standard attention, FlashAttention, FlashAttention-2 (forward and backward) and the small-cache algorithm against the fast-memory size M, with the lower bound (closed forms: @attnkit/io-complexity ioSweep / sweepSvg).',
     ),
     h(
       'div',
