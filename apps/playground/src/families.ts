@@ -226,9 +226,10 @@ export const FAMILIES: Record<FamilyId, Family> = {
       (await hyperAttention(x.q, x.k, x.v, { ...hyperOptions(spec), backend: spec.backend })).o,
     reference: (x, spec) => softmaxAttentionReference(x.q, x.k, x.v, { causal: spec.causal }).o,
     judge: (acc) => ({
-      // KERNELS.md sets no bound for an approximation; BENCHMARKS.md's target is 0.1.
+      // KERNELS.md asks for the error to be reported, with no bound; BENCHMARKS.md's target is
+      // 0.1. Random normal inputs have no heavy keys for the LSH to find, so expect more there.
       pass: acc.relL2 <= 0.1 && acc.nonFinite === 0,
-      rule: 'relL2 <= 0.1 (approximation target, BENCHMARKS.md)',
+      rule: 'relL2 <= 0.1: an approximation target (BENCHMARKS.md), not a bound; random inputs (no heavy keys) land above it',
       kind: 'approx',
     }),
     flops: softmaxFlops,

@@ -103,13 +103,15 @@ export function runPanel(): HTMLElement {
 
 function result(r: Outcome): HTMLElement {
   const { spec, acc, verdict } = r;
-  const status = verdict.pass ? 'pass' : 'fail';
+  // An approximation over its target is not a wrong result: amber, not red.
+  const status = verdict.pass ? 'pass' : verdict.kind === 'approx' ? 'approx' : 'fail';
+  const label = { pass: 'PASS', fail: 'FAIL', approx: 'OVER TARGET (approximate)' }[status];
   const s = spec.shape;
   return h(
     'div',
     {
       id: 'run-result',
-      class: status,
+      class: status === 'approx' ? 'warn' : status,
       'data-status': status,
       'data-family': spec.family,
       'data-backend': spec.backend,
@@ -121,7 +123,7 @@ function result(r: Outcome): HTMLElement {
     h(
       'p',
       { class: 'verdict' },
-      `${verdict.pass ? 'PASS' : 'FAIL'} — ${FAMILIES[spec.family].label} on ${spec.backend}, ` +
+      `${label} — ${FAMILIES[spec.family].label} on ${spec.backend}, ` +
         `B ${s.B} H ${s.H} N ${s.N} D ${s.D}${spec.causal ? ', causal' : ''}`,
     ),
     h(
