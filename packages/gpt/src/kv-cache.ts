@@ -1,0 +1,60 @@
+import { KvCache } from '@attnkit/lean-attention';
+import { type KvCache as LayerKvCache, Var } from '@attnkit/nn';
+import { ShapeError, Tensor } from '@attnkit/tensor';
+
+/**
+ * nn's per-layer decoding hook (`KvCache`: `update(k, v)` then attention over what it returns)
+ * backed by lean-attention's paged KvCache: one page pool per layer, one sequence per batch row.
+ * Each step appends the new keys and values into the pages and hands nn's attention op the
+ * sequence gathered back out ([B, Hkv, L, D]); nn's MultiHeadAttention runs its own attention
+ * op after the hook (FlashAttention-2 on ts), so lean's `attend` (async, outside the autograd
+ * tape) is not what computes the scores here.
+ */
+export class PagedKvCache implements LayerKvCache {
+  readonly pages: KvCache;
+  readonly ids: number[];
+  constructor(options: { batch: number; kvHeads: number; headDim: number; maxTokens: number }) {
+    const { batch, kvHeads, headDim, maxTokens } = options;
+    const pageSize = 16;
+    this.pages = new KvCache({
+      numKvHeads: kvHeads,
+      headDim,
+      pageSize,
+      numPages: batch * Math.ceil(maxTokens / pageSize),
+      dtype: 'f32',
+    });
+    this.ids = Array.from({ length: batch }, () => this.pages.addSequence());
+  }
+
+  get length(): number {
+    return this.pages.length(this.ids[0]!);
+  }
+
+  update(k: Var, v: Var): { k: Var; v: Var } {
+    const [b, h, , d] = k.shape as [number, number, number, number];
+    if (b !== this.ids.length)
+      throw new ShapeError(`PagedKvCache: k expected batch ${this.ids.length}, got ${b}`, 'k');
+    // [B, Hkv, T, D] -> per row [T, Hkv, D], the pool's token-major layout (any strides do).
+    const kd = k.data.contiguous();
+    const vd = v.data.contiguous();
+    this.ids.forEach((id, row) => {
+      const rowOf = (t: Tensor) =>
+        t
+          .slice(0, row, row + 1)
+          .reshape(t.shape.slice(1))
+          .permute([1, 0, 2]);
+      this.pages.append(id, rowOf(kd), rowOf(vd));
+    });
+    const n = this.length;
+    const gathered = this.ids.map((id) => this.pages.gather(id));
+    const stack = (pick: (g: { k: Tensor; v: Tensor }) => Tensor) => {
+      const out = new Float32Array(b * h * n * d);
+      gathered.forEach((g, row) => {
+        // [L, Hkv, D] -> [Hkv, L, D] into row `row` of [B, Hkv, L, D].
+        out.set(pick(g).permute([1, 0, 2]).contiguous().toFloat32Array(), row * h * n * d);
+      });
+      return new Var(Tensor.from(out, [b, h, n, d]));
+    };
+    return { k: stack((g) => g.k), v: stack((g) => g.v) };
+  }
+}

@@ -1,0 +1,265 @@
+import {
+  add,
+  crossEntropy,
+  dropout,
+  Embedding,
+  type KvCache,
+  LayerNorm,
+  Linear,
+  MLP,
+  Module,
+  MultiHeadAttention,
+  matmul,
+  noGrad,
+  reshape,
+  slice,
+  type Var,
+} from '@attnkit/nn';
+import { formatShape, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { type GptConfig, gptConfig } from './config.js';
+import { PagedKvCache } from './kv-cache.js';
+import { type SampleOptions, sampleToken, samplingRng } from './sample.js';
+
+/**
+ * One pre-norm block, as nanoGPT's Block: x + drop(attn(ln1 x)), then x + drop(mlp(ln2 x)).
+ * Written here from nn's parts rather than nn's TransformerBlock because that block has no
+ * residual dropout and does not pass `bias` to its MLP.
+ */
+class Block extends Module {
+  readonly ln1: LayerNorm;
+  readonly attn: MultiHeadAttention;
+  readonly ln2: LayerNorm;
+  readonly mlp: MLP;
+  constructor(
+    readonly c: GptConfig,
+    rng: Rng,
+  ) {
+    super();
+    this.ln1 = this.child('ln1', new LayerNorm(c.nEmbd));
+    this.attn = this.child(
+      'attn',
+      new MultiHeadAttention(c.nEmbd, c.nHead, {
+        kvHeads: c.nKvHead,
+        rope: c.positional === 'rope',
+        causal: true,
+        bias: c.bias,
+        rng,
+      }),
+    );
+    this.ln2 = this.child('ln2', new LayerNorm(c.nEmbd));
+    this.mlp = this.child('mlp', new MLP(c.nEmbd, { activation: 'gelu', bias: c.bias, rng }));
+  }
+  forward(x: Var, drop: Rng, kvCache?: KvCache): Var {
+    const d = (y: Var) => dropout(y, this.c.dropout, drop, this.training);
+    const h = add(x, d(this.attn.forward(this.ln1.forward(x), kvCache ? { kvCache } : {})));
+    return add(h, d(this.mlp.forward(this.ln2.forward(h))));
+  }
+}
+
+export interface GenerateOptions extends SampleOptions {
+  maxNewTokens: number;
+  /**
+   * Decode with the paged KV cache (default): one prefill over the prompt, then one forward of
+   * one token per new token. `false` recomputes the whole (cropped) context every token.
+   */
+  cache?: boolean;
+  /** Called with each new token as it is chosen, and the logits it was drawn from. */
+  onToken?: (token: number, logits: Float32Array) => void;
+}
+
+/** A GPT (nanoGPT's model.py on attnkit): embeddings, blocks, final norm, lm head. */
+export class Gpt extends Module {
+  readonly config: GptConfig;
+  readonly wte: Embedding;
+  readonly wpe: Embedding | null;
+  readonly blocks: Block[];
+  readonly lnF: LayerNorm;
+  readonly lmHead: Linear | null;
+  readonly seed: number;
+  /** Draws the dropout masks; `reseedDropout(step)` makes them a function of the step. */
+  dropoutRng: Rng;
+
+  /** `seed` draws the initial weights (and seeds dropout); the config is checked first. */
+  constructor(config: Partial<GptConfig> & { vocabSize: number }, options: { seed?: number } = {}) {
+    super();
+    const c = gptConfig(config);
+    this.config = c;
+    const seed = options.seed ?? 0;
+    const rng = new Rng(seed);
+    this.wte = this.child('wte', new Embedding(c.vocabSize, c.nEmbd, { rng, std: 0.02 }));
+    this.wpe =
+      c.positional === 'learned'
+        ? this.child('wpe', new Embedding(c.blockSize, c.nEmbd, { rng, std: 0.02 }))
+        : null;
+    this.seed = seed;
+    this.dropoutRng = new Rng(seed + 1);
+    this.blocks = Array.from({ length: c.nLayer }, (_, i) =>
+      this.child(`h${i}`, new Block(c, rng)),
+    );
+    this.lnF = this.child('lnF', new LayerNorm(c.nEmbd));
+    this.lmHead = c.tieWeights
+      ? null
+      : this.child('lmHead', new Linear(c.nEmbd, c.vocabSize, { bias: false, rng }));
+    this.#init(rng);
+  }
+
+  /**
+   * GPT-2's init (nanoGPT's _init_weights): N(0, 0.02) weights, zero biases, and the residual
+   * projections scaled by 1 / sqrt(2 nLayer) so the residual stream's variance does not grow
+   * with depth (GPT-2 paper, sec. 2.3).
+   */
+  #init(rng: Rng) {
+    const std = 0.02;
+    for (const [name, p] of this.namedParameters()) {
+      if (name.startsWith('ln') || name.includes('.ln')) continue;
+      if (name.endsWith('.bias')) {
+        p.data = Tensor.zeros(p.shape, 'f32');
+        continue;
+      }
+      const residual = name.endsWith('attn.wo.weight') || name.endsWith('mlp.fc2.weight');
+      p.data = rng.randn(p.shape, 'f32', residual ? std / Math.sqrt(2 * this.config.nLayer) : std);
+    }
+  }
+
+  /** Dropout masks from (seed, step) alone: a resumed run draws what the uninterrupted one did. */
+  reseedDropout(step: number): void {
+    this.dropoutRng = new Rng(this.seed * 2 ** 21 + 1 + step);
+  }
+
+  /** Parameters in all (the tied head counted once). */
+  numParameters(): number {
+    return this.parameters().reduce((n, p) => n + p.data.size, 0);
+  }
+
+  /**
+   * idx [B, T] token ids (int32, T <= blockSize) -> logits [B, T, vocabSize]; with targets
+   * [B, T], the mean cross-entropy too. `kvCaches` (one per block) decodes: positions start at
+   * the caches' length.
+   */
+  forward(
+    idx: Tensor,
+    targets?: Tensor,
+    kvCaches?: readonly KvCache[],
+  ): { logits: Var; loss?: Var } {
+    const c = this.config;
+    if (idx.shape.length !== 2)
+      throw new ShapeError(
+        `Gpt.forward: idx expected [B, T], got ${formatShape(idx.shape)}`,
+        'idx',
+      );
+    const [b, t] = idx.shape as [number, number];
+    const offset = kvCaches?.[0]?.length ?? 0;
+    if (offset + t > c.blockSize)
+      throw new ShapeError(
+        `Gpt.forward: idx expected at most blockSize = ${c.blockSize} positions, got ${offset} cached + ${t}`,
+        'idx',
+      );
+    if (kvCaches && kvCaches.length !== c.nLayer)
+      throw new ValueError(
+        `Gpt.forward: kvCaches expected one per layer (${c.nLayer}), got ${kvCaches.length}`,
+        'kvCaches',
+      );
+    let x = this.wte.forward(idx);
+    if (this.wpe) {
+      const pos = Tensor.from(
+        Int32Array.from({ length: t }, (_, i) => offset + i),
+        [1, t],
+      );
+      x = add(x, this.wpe.forward(pos));
+    }
+    x = dropout(x, c.dropout, this.dropoutRng, this.training);
+    this.blocks.forEach((block, i) => {
+      x = block.forward(x, this.dropoutRng, kvCaches?.[i]);
+    });
+    x = this.lnF.forward(x);
+    const logits = this.lmHead
+      ? this.lmHead.forward(x)
+      : matmul(x, this.wte.weight, { transB: true });
+    if (!targets) return { logits };
+    if (targets.shape.join() !== idx.shape.join())
+      throw new ShapeError(
+        `Gpt.forward: targets expected ${formatShape(idx.shape)} (as idx), got ${formatShape(targets.shape)}`,
+        'targets',
+      );
+    return {
+      logits,
+      loss: crossEntropy(reshape(logits, [b * t, c.vocabSize]), targets.reshape([b * t])),
+    };
+  }
+
+  /** Fresh per-layer caches for decoding `batch` sequences of up to blockSize tokens. */
+  newKvCaches(batch = 1): PagedKvCache[] {
+    const c = this.config;
+    return this.blocks.map(
+      () =>
+        new PagedKvCache({
+          batch,
+          kvHeads: c.nKvHead,
+          headDim: c.nEmbd / c.nHead,
+          maxTokens: c.blockSize,
+        }),
+    );
+  }
+
+  /**
+   * Continues `prompt` by maxNewTokens tokens (returned without the prompt), in eval mode and
+   * without gradients. With the cache, the context that fills blockSize is cut to its last
+   * blockSize / 2 tokens and prefilled again, so the cached and uncached paths agree token for
+   * token while prompt + new tokens fit in blockSize (beyond, uncached crops every token).
+   */
+  generate(prompt: readonly number[], options: GenerateOptions): number[] {
+    const c = this.config;
+    const { maxNewTokens, cache = true, onToken } = options;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
+      throw new ValueError(
+        `generate: maxNewTokens expected a non-negative integer, got ${maxNewTokens}`,
+        'maxNewTokens',
+      );
+    if (!Array.isArray(prompt) || prompt.length === 0)
+      throw new ValueError('generate: prompt expected at least one token id', 'prompt');
+    for (const id of prompt)
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
+        throw new ValueError(
+          `generate: prompt expected token ids in [0, ${c.vocabSize}), got ${id}`,
+          'prompt',
+        );
+    const rng = samplingRng(options);
+    const wasTraining = this.training;
+    this.eval();
+    const tokens = [...prompt];
+    const out: number[] = [];
+    const lastLogits = (logits: Var) => {
+      const t = logits.shape[1]!;
+      return slice(logits, 1, t - 1, t).data.toFloat32Array();
+    };
+    const ids = (xs: number[]) => Tensor.from(Int32Array.from(xs), [1, xs.length]);
+    try {
+      noGrad(() => {
+        let caches: PagedKvCache[] | null = null;
+        let next: number[] = [];
+        for (let i = 0; i < maxNewTokens; i++) {
+          let logits: Float32Array;
+          if (!cache) {
+            logits = lastLogits(this.forward(ids(tokens.slice(-c.blockSize))).logits);
+          } else {
+            if (!caches || caches[0]!.length + next.length > c.blockSize) {
+              // Prefill: the whole (cut) context in one forward through fresh caches.
+              const keep = caches ? Math.max(1, c.blockSize >> 1) : c.blockSize;
+              caches = this.newKvCaches(1);
+              next = tokens.slice(-keep);
+            }
+            logits = lastLogits(this.forward(ids(next), undefined, caches).logits);
+          }
+          const token = sampleToken(logits, options, rng);
+          tokens.push(token);
+          out.push(token);
+          next = [token];
+          onToken?.(token, logits);
+        }
+      });
+    } finally {
+      this.train(wasTraining);
+    }
+    return out;
+  }
+}
