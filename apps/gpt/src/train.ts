@@ -203,7 +203,14 @@ export async function train(
           loss: last.toFixed(4),
           tps: Math.round((stepsRun * tokensPerStep) / stepSeconds),
         });
-      if (point.val !== undefined) await save();
+      if (point.val !== undefined) {
+        await save();
+        // Without a terminal (a log, CI) each evaluation is a line instead of the bar.
+        if (!showBar)
+          log(
+            `step ${state.step}: train loss ${last.toFixed(4)}, val loss ${point.val.toFixed(4)}, ${Math.round((stepsRun * tokensPerStep) / stepSeconds)} tokens/s`,
+          );
+      }
     }
   } finally {
     if (showBar) bar.stop();

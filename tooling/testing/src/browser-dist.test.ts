@@ -74,6 +74,17 @@ const SMOKE: Record<string, string> = {
     const loss = m.sum(m.gelu(m.matmul(x, w, { transB: true })));
     loss.backward();
     return { loss: loss.item(), grad: Array.from(w.grad.toFloat32Array()) };`,
+  '@attnkit/gpt': `
+    const tok = m.CharTokenizer.fromText('to be or not to be');
+    const model = new m.Gpt({ nLayer: 1, nHead: 2, nKvHead: 1, nEmbd: 8, blockSize: 16, vocabSize: tok.vocabSize }, { seed: 1 });
+    const ids = tok.encode('to be');
+    const x = t.Tensor.from(Int32Array.from(ids.slice(0, 4)), [1, 4]);
+    const y = t.Tensor.from(Int32Array.from(ids.slice(1, 5)), [1, 4]);
+    const { loss } = model.forward(x, y);
+    // Greedy: with the paged KV cache and recomputing the prefix, the same tokens.
+    const cached = model.generate(ids, { maxNewTokens: 6, temperature: 0 });
+    const plain = model.generate(ids, { maxNewTokens: 6, temperature: 0, cache: false });
+    return { loss: loss.item().toFixed(4), cached, plain, text: tok.decode(cached), params: model.numParameters() };`,
   '@attnkit/fast-attention': `
     const mk = (s) => t.Tensor.from(Float32Array.from({ length: 40 }, (_, i) => Math.sin(3 * s + i)), [1, 1, 5, 8]);
     const { o, lse, plan } = await m.fastAttention(mk(1), mk(2), mk(3), { causal: true, backend: 'ts', device: 'cpu-256k' });
