@@ -7,8 +7,8 @@ export interface LossPoint {
 
 /**
  * The loss curve as a standalone SVG: Vega-Lite compiled and rendered headless by Vega (no
- * browser, no canvas), as benchmarks/hyper/plot.mjs does. Train loss per step, val loss as
- * points joined by a line.
+ * browser, no canvas), as benchmarks/hyper/plot.mjs does. Train loss per step as a line,
+ * val loss as points joined by a line.
  */
 export async function lossCurveSvg(
   history: readonly LossPoint[],
@@ -26,12 +26,16 @@ export async function lossCurveSvg(
     width: 480,
     height: 280,
     data: { values },
-    mark: { type: 'line', point: { size: 20 } },
     encoding: {
       x: { field: 'step', type: 'quantitative', title: 'step' },
       y: { field: 'loss', type: 'quantitative', title: 'loss', scale: { zero: false } },
       color: { field: 'split', type: 'nominal', title: null },
     },
+    // A line per split; points only on the (sparse) validation losses.
+    layer: [
+      { mark: { type: 'line', strokeWidth: 1.5 } },
+      { mark: { type: 'point', filled: true }, transform: [{ filter: "datum.split === 'val'" }] },
+    ],
   };
   // biome-ignore lint/suspicious/noExplicitAny: Vega-Lite's TopLevelSpec is a deep union; the spec above is one.
   const view = new View(parse(compile(spec as any).spec), { renderer: 'none' });

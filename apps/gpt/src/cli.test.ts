@@ -1,0 +1,122 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ValueError } from '@attnkit/tensor';
+import { repoRoot } from '@attnkit/vitest-config';
+import { afterAll, describe, expect, test } from 'vitest';
+import { type CliIo, runCli } from './cli.js';
+import { train } from './train.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'attnkit-gpt-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const data = join(dir, 'shakespeare-slice.txt');
+// A small slice of Tiny Shakespeare (../shared/data beside the repository); where shared/ is
+// absent, a passage of it repeated (the tests need text, not that file).
+const corpus = join(repoRoot, '..', 'shared', 'data', 'tinyshakespeare.txt');
+const passage =
+  'First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n';
+writeFileSync(
+  data,
+  existsSync(corpus) ? readFileSync(corpus, 'utf8').slice(0, 12_000) : passage.repeat(100),
+);
+
+function captureIo(): CliIo & { written: string[]; errors: string[] } {
+  const written: string[] = [];
+  const errors: string[] = [];
+  return { written, errors, write: (t) => written.push(t), err: (l) => errors.push(l) };
+}
+
+// Tiny runs: 2 cores are shared in CI.
+const quick = ['--batch-size', '2', '--eval-interval', '2', '--eval-iters', '1'];
+
+describe('attnkit-gpt', () => {
+  test('train writes a checkpoint and a loss-curve SVG; sample streams text from it', async () => {
+    const out = join(dir, 'a.safetensors');
+    const io = captureIo();
+    const code = await runCli(
+      ['train', '--data', data, '--steps', '3', ...quick, '--out', out],
+      io,
+    );
+    expect(io.errors.join('\n')).toMatch(/parameters \(4 layers.*backend ts/);
+    expect(code).toBe(0);
+    expect(io.errors.at(-1)).toMatch(
+      /step 3: train loss [\d.]+, val loss [\d.]+, \d+ tokens\/s \(ts\)/,
+    );
+    const svg = readFileSync(join(dir, 'a.svg'), 'utf8');
+    expect(svg).toMatch(/^<svg/);
+    expect(svg).toContain('</svg>');
+    expect(readFileSync(out).length).toBeGreaterThan(3 * 200_000 * 4);
+
+    const s = captureIo();
+    expect(await runCli(['sample', '--ckpt', out, '--prompt', 'ROMEO:', '--tokens', '12'], s)).toBe(
+      0,
+    );
+    // The prompt, then one piece per token as it is drawn (char tokens), then a newline.
+    expect(s.written[0]).toBe('ROMEO:');
+    expect(s.written).toHaveLength(1 + 12 + 1);
+    expect(s.written.slice(1, 13).every((t) => [...t].length === 1)).toBe(true);
+    const plain = captureIo();
+    await runCli(
+      ['sample', '--ckpt', out, '--prompt', 'ROMEO:', '--tokens', '12', '--no-cache'],
+      plain,
+    );
+    expect(plain.written.join('')).toBe(s.written.join(''));
+  });
+
+  test('--resume continues exactly: the same losses as one uninterrupted run', async () => {
+    const straight = await train(
+      {
+        data,
+        steps: 4,
+        batchSize: 2,
+        evalInterval: 2,
+        evalIters: 1,
+        out: join(dir, 's.safetensors'),
+      },
+      () => {},
+    );
+    await train(
+      {
+        data,
+        steps: 2,
+        batchSize: 2,
+        evalInterval: 2,
+        evalIters: 1,
+        out: join(dir, 'r.safetensors'),
+      },
+      () => {},
+    );
+    const resumed = await train(
+      { data, steps: 4, resume: join(dir, 'r.safetensors'), out: join(dir, 'r2.safetensors') },
+      () => {},
+    );
+    expect(resumed.steps).toBe(4);
+    expect(resumed.history).toEqual(straight.history);
+    // The same bytes: weights, AdamW state and run state (a Buffer compare: toEqual walks bytes).
+    const same = readFileSync(join(dir, 'r2.safetensors')).equals(
+      readFileSync(join(dir, 's.safetensors')),
+    );
+    expect(same).toBe(true);
+  });
+
+  test('a missing data file, a bad config or backend: typed errors and exit code 2', async () => {
+    const missing = join(dir, 'nope.txt');
+    await expect(train({ data: missing }, () => {})).rejects.toMatchObject({
+      name: 'ValueError',
+      argument: 'data',
+    });
+    await expect(train({ data, config: 'huge' }, () => {})).rejects.toBeInstanceOf(ValueError);
+    await expect(train({ data, config: 'huge' }, () => {})).rejects.toThrow(/tiny, small/);
+    await expect(train({ data, backend: 'native' }, () => {})).rejects.toThrow(/--backend/);
+    await expect(train({ data, steps: 0 }, () => {})).rejects.toThrow(/--steps/);
+    const io = captureIo();
+    expect(await runCli(['train', '--data', missing], io)).toBe(2);
+    expect(io.errors[0]).toContain(`ValueError: --data: no such file "${missing}"`);
+    const s = captureIo();
+    expect(await runCli(['sample', '--ckpt', missing], s)).toBe(2);
+    expect(s.errors[0]).toContain('--ckpt: no such file');
+    expect(await runCli(['train', '--data', data, '--bogus'], captureIo())).toBe(2);
+    expect(await runCli(['train'], captureIo())).toBe(2);
+    expect(await runCli(['nope'], captureIo())).toBe(2);
+  });
+});
