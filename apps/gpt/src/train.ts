@@ -205,8 +205,9 @@ export async function train(
         });
       if (point.val !== undefined) {
         await save();
-        // Without a terminal (a log, CI) each evaluation is a line instead of the bar.
-        if (!showBar)
+        // Without a terminal (a log, CI) each evaluation is a line instead of the bar (the last
+        // one is the summary below).
+        if (!showBar && state.step < state.steps)
           log(
             `step ${state.step}: train loss ${last.toFixed(4)}, val loss ${point.val.toFixed(4)}, ${Math.round((stepsRun * tokensPerStep) / stepSeconds)} tokens/s`,
           );
