@@ -49,9 +49,9 @@ describe('attnkit-gpt', () => {
     expect(readFileSync(out).length).toBeGreaterThan(3 * 200_000 * 4);
 
     const s = captureIo();
-    expect(await runCli(['sample', '--ckpt', out, '--prompt', 'Citizen:', '--tokens', '12'], s)).toBe(
-      0,
-    );
+    expect(
+      await runCli(['sample', '--ckpt', out, '--prompt', 'Citizen:', '--tokens', '12'], s),
+    ).toBe(0);
     // The prompt, then one piece per token as it is drawn (char tokens), then a newline.
     expect(s.written[0]).toBe('Citizen:');
     expect(s.written).toHaveLength(1 + 12 + 1);
