@@ -10,7 +10,10 @@
 #     benchmarks/gpu/dist/bench-gla.mjs benchmarks/gpu/torch_sdpa.py benchmarks/gla/fla_peer.py \
 #     /root/flapeer/src /root/flapeer/fallback
 # Run: bash benchmarks/gpu/h200-gla.sh   (carry [".gpu"]). Env: GLA_ARGS (extra bench-gla flags),
-# FLA_TIMEOUT (seconds, default 240). Needs ~420 s of device time with a cold start.
+# GLA_TIMEOUT (seconds for bench-gla, default 110; ~200 with --tc both), FLA_TIMEOUT (seconds, default 240),
+# GLA_SHAPES / FLA_SHAPES / FLA_PASSES (defaults: both shapes; fla's forward for every shape,
+# then forward+backward; fla.json is rewritten after every row, so a timeout keeps what
+# finished), SKIP_TORCH=1. Needs ~420 s of device time with a cold start.
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -20,7 +23,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,driver_versi
 echo "=== bench-gla" >> "$log"
 s=$SECONDS
 # shellcheck disable=SC2086
-timeout 110 bash .gpu/run.sh .gpu/app/bench-gla.mjs --shapes "4,16,2048,128,128;4,16,8192,128,128" \
+timeout ${GLA_TIMEOUT:-110} bash .gpu/run.sh .gpu/app/bench-gla.mjs --shapes "${GLA_SHAPES:-4,16,2048,128,128;4,16,8192,128,128}" \
   --dtype f16 --repeats 10 --out "$out/gla.json" ${GLA_ARGS:-} 2>&1 |
   grep -v 'deprecated builtin' | cut -c1-600 >> "$log"
 echo "=== bench-gla rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
@@ -29,8 +32,10 @@ s=$SECONDS
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' >> "$log" 2>&1
 # Triton autotunes every fla kernel at each new shape: 100 s did not cover two shapes (run 1).
 timeout ${FLA_TIMEOUT:-240} python3 .gpu/app/fla_peer.py --fla .gpu/app/src --fallback .gpu/app/fallback \
-  --shapes "4,16,2048,128;4,16,8192,128" --out "$out/fla.json" >> "$log" 2>&1
+  --shapes "${FLA_SHAPES:-4,16,2048,128;4,16,8192,128}" --passes "${FLA_PASSES:-forward,forward+backward}" \
+  --out "$out/fla.json" >> "$log" 2>&1
 echo "=== fla rc=$? $((SECONDS - s)) s" >> "$log"
+[ "${SKIP_TORCH:-0}" = 1 ] && exit 0
 echo "=== torch" >> "$log"
 s=$SECONDS
 timeout 45 python3 .gpu/app/torch_sdpa.py --shapes "4,16,2048,128;4,16,8192,128" --out "$out/torch-gla.json" >> "$log" 2>&1

@@ -35,7 +35,12 @@ export function attnkitVitest(test = {}) {
       ...test,
       // Dawn on Mesa needs a surfaceless EGL display on a machine without one (CI, containers);
       // a value the caller or the shell set wins.
-      env: { EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless', ...test.env },
+      // ATTNKIT_WGSL_LINT: PipelineCache rejects WGSL patterns some drivers miscompile.
+      env: {
+        EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless',
+        ATTNKIT_WGSL_LINT: process.env.ATTNKIT_WGSL_LINT ?? '1',
+        ...test.env,
+      },
     },
   };
 }

@@ -23,6 +23,20 @@ function emit(s: GpuState): void {
   for (const f of listeners) f(s);
 }
 
+/**
+ * How long a pipeline may take to compile: 30 s, or `?pipelineTimeoutMs=N` in the page's URL
+ * (a software adapter such as SwiftShader on a loaded machine can need more; the e2e test
+ * passes it).
+ */
+function pipelineTimeoutMs(): number {
+  const raw =
+    typeof location === 'undefined'
+      ? null
+      : new URLSearchParams(location.search).get('pipelineTimeoutMs');
+  const n = raw === null ? Number.NaN : Number(raw);
+  return Number.isFinite(n) && n > 0 ? n : 30_000;
+}
+
 async function open(): Promise<GpuState> {
   if (typeof navigator === 'undefined' || !('gpu' in navigator) || !navigator.gpu) {
     return {
@@ -32,7 +46,10 @@ async function open(): Promise<GpuState> {
   }
   try {
     // warnLeaks off: every run disposes its tensors through ctx.scope; the console stays quiet.
-    const ctx = await createWebGpuContext({ warnLeaks: false, pipelineTimeoutMs: 30_000 });
+    const ctx = await createWebGpuContext({
+      warnLeaks: false,
+      pipelineTimeoutMs: pipelineTimeoutMs(),
+    });
     ctx.device.lost.then((info) => {
       const message = (info.message || 'no message').replace(/\.+$/, '');
       const why = `device lost (${info.reason || 'unknown'}): ${message}`;

@@ -73,7 +73,8 @@ beforeAll(async () => {
     page = browser.context.pages()[0] ?? (await browser.context.newPage());
     await page.setViewportSize({ width: 1024, height: 900 });
     page.on('pageerror', (e) => pageErrors.push(String(e)));
-    await page.goto(`${base}/`);
+    // SwiftShader compiles on the CPU that every other package's tests share in CI.
+    await page.goto(`${base}/?pipelineTimeoutMs=90000`);
   } catch (e) {
     launchError = `Chromium (${CHROMIUM}) did not start: ${(e as Error).message}; ${INSTALL_CHROMIUM}`;
   }

@@ -193,6 +193,41 @@ describe('PipelineCache under a time limit', () => {
   });
 });
 
+describe('the WGSL lint (ATTNKIT_WGSL_LINT=1, on in every vitest run)', () => {
+  const bare = {
+    code: 'fn main() {\n  for (var i = 0u; i < 4u; i++) {\n    var acc: array<f32, 4>;\n  }\n}',
+    bindings: ['storage'] as const,
+    label: 'gla states',
+  };
+
+  it('rejects a bare var in a loop body before the device sees it', async () => {
+    expect(process.env.ATTNKIT_WGSL_LINT).toBe('1');
+    const device = fakeDevice();
+    const cache = new PipelineCache(device, { timeoutMs: 50 });
+    await expect(cache.get(bare)).rejects.toThrow(
+      /^gla states: WGSL lint: var declared without an initializer inside a loop \(acc \(line 3\)\)/,
+    );
+    await expect(cache.get(bare)).rejects.toBeInstanceOf(GpuValidationError);
+    expect(device.calls.async).toBe(0);
+    const fixed = {
+      ...bare,
+      code: bare.code.replace('var acc: array<f32, 4>;', 'var acc = array<f32, 4>();'),
+    };
+    await expect(cache.get(fixed)).resolves.toBeDefined();
+  });
+
+  it('is off without the variable (what users get)', async () => {
+    vi.stubEnv('ATTNKIT_WGSL_LINT', '');
+    try {
+      await expect(
+        new PipelineCache(fakeDevice(), { timeoutMs: 50 }).get(bare),
+      ).resolves.toBeDefined();
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
+});
+
 describe('compileFirstInTime (the planner falls back to the next config)', () => {
   const configs = [{ matrices: '4x8' }, { matrices: '4x4' }, { matrices: '2x2' }];
 

@@ -7,6 +7,7 @@ import {
   PipelineTimeoutError,
   WebGpuError,
 } from './errors.js';
+import { loopVarsWithoutInitializer } from './wgsl.js';
 
 /**
  * Default time limit of one compute pipeline's creation. Every subgroup-matrix variant that
@@ -236,6 +237,12 @@ export interface PipelineCacheOptions {
  * and the cache remembers that: the same program rejects at once afterwards instead of
  * starting another compile that would hang too (`forget(program)` allows a retry).
  */
+function wgslLintOn(): boolean {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+    ?.env;
+  return env?.ATTNKIT_WGSL_LINT === '1';
+}
+
 export class PipelineCache {
   private readonly cache = new Map<string, Promise<CompiledProgram>>();
   private readonly failed = new Map<string, PipelineTimeoutError>();
@@ -309,6 +316,17 @@ export class PipelineCache {
   private async compile(program: ComputeProgram): Promise<CompiledProgram> {
     const device = this.device;
     const label = program.label ?? 'attnkit';
+    if (wgslLintOn()) {
+      // Tests (ATTNKIT_WGSL_LINT=1, set by the shared vitest config) reject what compiles on
+      // every adapter but computes wrong on some drivers (wgsl.ts loopVarsWithoutInitializer).
+      const bare = loopVarsWithoutInitializer(program.code);
+      if (bare.length > 0) {
+        throw new GpuValidationError(
+          `${label}: WGSL lint: var declared without an initializer inside a loop (${bare.join(', ')}); Dawn's Vulkan path does not re-zero it each iteration: write \`var x = T();\``,
+          'program.code',
+        );
+      }
+    }
     device.pushErrorScope('validation');
     const module = device.createShaderModule({ code: program.code, label });
     const layout = device.createBindGroupLayout({

@@ -189,3 +189,49 @@ export function packUniform(
   });
   return buf;
 }
+
+/**
+ * Function-scope `var`s declared without an initializer inside a loop body (`for`, `loop`,
+ * `while`), as `name (line n)`. WGSL zero-initializes such a var every time its declaration
+ * runs, but Dawn's Vulkan path did not (Tint's SPIR-V output on the H200 and on SwiftShader,
+ * 2026-12: a per-iteration accumulator kept the previous iteration's sums; the GLSL path on
+ * llvmpipe re-zeroed it). Kernels give such vars an explicit initializer (`var acc =
+ * array<f32, 4>();`); shader tests assert this list is empty.
+ */
+export function loopVarsWithoutInitializer(code: string): string[] {
+  const src = code.replace(/\/\/[^\n]*/g, '').replace(/\/\*[\s\S]*?\*\//g, '');
+  const found: string[] = [];
+  const loops: boolean[] = [];
+  let start = 0;
+  let line = 1;
+  let startLine = 1;
+  let parens = 0;
+  for (let i = 0; i < src.length; i++) {
+    const ch = src[i];
+    if (ch === '\n') line++;
+    // A for header's own `;`s are not statement ends.
+    if (ch === '(') parens++;
+    if (ch === ')') parens--;
+    if ((ch !== '{' && ch !== '}' && ch !== ';') || parens > 0) continue;
+    const text = src.slice(start, i).trim();
+    if (ch === '{') {
+      loops.push(/^(for|loop|while)\b/.test(text));
+    } else if (ch === ';') {
+      const m = /^var\s+(\w+)\s*:[^=]*$/.exec(text);
+      if (m && loops.includes(true))
+        found.push(`${m[1]} (line ${startLine + leadingLines(src, start)})`);
+    } else {
+      loops.pop();
+    }
+    start = i + 1;
+    startLine = line;
+  }
+  return found;
+}
+
+/** Newlines between `from` and the first non-space character after it. */
+function leadingLines(src: string, from: number): number {
+  let n = 0;
+  for (let i = from; i < src.length && /\s/.test(src[i]!); i++) if (src[i] === '\n') n++;
+  return n;
+}

@@ -17,7 +17,10 @@ import {
 let shared: Promise<WebGpuContext> | undefined;
 
 async function runGolden(bytes: Uint8Array, name: string, tiles: WebGpuFlashOptions['tiles']) {
-  shared ??= createWebGpuContext();
+  // SwiftShader compiles each pipeline on the CPU; while every other package's tests share CI's
+  // two cores one compile took over the 20 s default (CI, 2026-12-03). The test's own 180 s
+  // limit still bounds the run.
+  shared ??= createWebGpuContext({ pipelineTimeoutMs: 150_000 });
   const ctx = await shared;
   ctx.poisonOutputs = true;
   {

@@ -171,7 +171,7 @@ export function sageForwardShader(spec: SageForwardSpec): WgslKernel {
     for (var e = lid; e < 16u * (DV / 4u); e += T) {
       let w = e / (DV / 4u);
       let cw = e % (DV / 4u);
-      var x: array<u32, 4>;
+      var x = array<u32, 4>();
       for (var mm = 0u; mm < 4u; mm++) {
         let j = c0 + 4u * w + mm;
         x[mm] = 0u;
@@ -299,7 +299,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       kscl[lid] = sk;
     }
     workgroupBarrier();
-    var s: array<f32, 16>;
+    var s = array<f32, 16>();
     var okb = 0u;
     var mt = NEG;
     for (var jj = 0u; jj < 16u; jj++) {

@@ -1,3 +1,4 @@
+import { loopVarsWithoutInitializer } from '@attnkit/webgpu';
 import { describe, expect, test } from 'vitest';
 import {
   castShader,
@@ -13,13 +14,14 @@ import {
 import { recBackwardShader, recForwardShader, recSumShader } from './recurrent-kernels.js';
 
 /**
- * A guard on the generated WGSL, for what llvmpipe cannot show: on the H200 (NVIDIA driver
- * 580) the state passes once read their loop bounds through 4-byte workgroup variables
- * (workgroupUniformLoad of a u32 written by invocation 0) and the chunk loop never ran (run 1,
- * BENCHMARKS.md: final state = h0), while llvmpipe computed them right; the skeleton's
- * tensor-core FA2 hit the same driver behaviour (tc-forward.ts smallFirst). No GLA kernel
- * declares a scalar workgroup variable or needs workgroupUniformLoad: uniform values come from
- * the uniform Params or the read-only chunk table.
+ * Guards on the generated WGSL, for what llvmpipe (Dawn's GLES path) cannot show. On the H200
+ * the SIMT state pass computed wrong states (runs 1 and 2, BENCHMARKS.md) while llvmpipe passed:
+ * its per-chunk accumulator was a bare `var acc: array<f32, 4>;` in the chunk loop, which Dawn's
+ * Vulkan path (Tint's SPIR-V; reproduced in Chromium's SwiftShader, browser.test.ts) did not
+ * re-zero each chunk. Run 1 was first blamed on loop bounds read through 4-byte workgroup
+ * variables (the skeleton's tensor-core FA2 had trouble with small workgroup variables); moving
+ * them to the read-only table did not change run 2's numbers, the explicit initializer fixed
+ * SwiftShader. Both rules stay: no scalar workgroup variables, no bare var in a loop body.
  */
 function kernels(): GlaKernel[] {
   const out: GlaKernel[] = [
@@ -62,6 +64,19 @@ describe('generated GLA kernels', () => {
         /var<workgroup>\s+\w+\s*:\s*(atomic<)?(u32|i32|f32|f16)\b/,
       );
       expect(k.code, k.label).toMatch(/var<workgroup>|@compute/);
+    }
+  });
+
+  test('declare every var in a loop body with an initializer (wgsl.ts loopVarsWithoutInitializer)', () => {
+    for (const k of kernels()) expect(loopVarsWithoutInitializer(k.code), k.label).toEqual([]);
+    // The state pass's per-chunk accumulator, the one the H200 kept across chunks (run 2).
+    const states = stateShader('h', 64, 'f32', 'f32');
+    expect(states.code).toMatch(/for \(var ci = 0u;[\s\S]*var acc = array<f32, 4>\(\);/);
+  });
+
+  test('the chunk form binds at most 10 storage buffers per pass (browsers grant 10)', () => {
+    for (const k of kernels().filter((x) => !x.label.startsWith('gla recurrent'))) {
+      expect(k.bindings.filter((b) => b !== 'uniform').length, k.label).toBeLessThanOrEqual(10);
     }
   });
 

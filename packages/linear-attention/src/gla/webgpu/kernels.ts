@@ -52,11 +52,14 @@ export const PARAMS_FIELDS = [
   ['hasInit', 'u32'],
   ['hasFinal', 'u32'],
   ['nbV', 'u32'],
+  ['nk', 'u32'],
+  ['srcOff', 'u32'],
 ] as const;
 
 const PARAMS = `struct Params {
   H: u32, K: u32, V: u32, NC: u32,
   scale: f32, hasInit: u32, hasFinal: u32, nbV: u32,
+  nk: u32, srcOff: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;`;
 
@@ -427,9 +430,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let v0 = (wg.x % P.nbV) * ${u(B)};
   let KV = P.K * P.V;
   // The sequence's chunks straight from the read-only table (uniform in WGSL's analysis: the
-  // loop below holds barriers). Read through 4-byte workgroup variables, the loop never ran on
-  // the H200 (run 1, BENCHMARKS.md: ht = h0), the driver's placement of small workgroup
-  // variables that broke the skeleton's tensor-core FA2 (tc-forward.ts smallFirst).
+  // loop below holds barriers; no workgroup variable needed).
   let first = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq];
   let count = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq + 1u];
   var S: array<f32, ${R * R}>;
@@ -479,7 +480,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       gl[tid] = g;
       decay[tid] = exp(g);
     }
-    ${mx ? `var mAcc = ${mx.A}();` : `var acc: array<f32, ${R * R}>;`}
+    // Zeroed per chunk by an explicit initializer: a bare \`var acc: array<...>;\` in the loop
+    // body kept the previous chunks' sums on Dawn's Vulkan path (Tint's SPIR-V; H200 runs 1-2
+    // and SwiftShader: ht off by 1.3 relative) where the GLSL path on llvmpipe re-zeroed it.
+    ${mx ? `var mAcc = ${mx.A}();` : `var acc = array<f32, ${R * R}>();`}
     for (var r0 = 0u; r0 < ${u(C)}; r0 += ${u(SR)}) {
       workgroupBarrier();
       for (var e = tid; e < ${u(SR * B)}; e += ${u(TY * TX)}) {
@@ -1031,9 +1035,9 @@ export function qkGradShader(C: number, dtype: GlaStorage, tc?: GlaTc): GlaKerne
       { name: 'Hs', kind: 'f32' },
       { name: 'dHs', kind: 'f32' },
       { name: 'dAb', kind: 'f32' },
-      { name: 'dq', kind: 'out' },
-      { name: 'dk', kind: 'out' },
-      { name: 'dg', kind: 'out' },
+      // dq, dk, dg in one buffer ([3, nk], P.nk apart): 10 storage buffers, what browsers
+      // grant (Chromium's SwiftShader adapter: 10; with three outputs the pass needed 12).
+      { name: 'dqkg', kind: 'out' },
     ],
     `var<workgroup> sm: array<f32, ${smSize}>;
 ${mx && !tc?.emulate ? `var<workgroup> sx: array<f16, ${2 * (C + BX) * YW}>;\n` : ''}
@@ -1203,23 +1207,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         for (var s = 0u; s < t; s++) { sg += sm[${u(T)} + s * ${u(BX)} + tx]; }
         for (var s = t; s < ${u(C)}; s++) { sg += sm[s * ${u(BX)} + tx]; }
         let gi = ((row0 + t) * P.H + h) * P.K + x;
-        dq[gi] = dqv[i];
-        dk[gi] = dkv[i];
-        dg[gi] = sg;
+        dqkg[gi] = dqv[i];
+        dqkg[P.nk + gi] = dkv[i];
+        dqkg[2u * P.nk + gi] = sg;
       }`)}
 }`,
     { tc, prelude: mx?.prelude() ?? '' },
   );
 }
 
-/** f32 -> f16 / bf16 (packed two to a u32 word) over n elements; workgroups ceil(n / 2 / 256). */
-export function castShader(dtype: 'f16' | 'bf16'): GlaKernel {
+/**
+ * src[P.srcOff ..][0 .. n) (f32) into dst as f16 / bf16 (packed two to a u32 word) or f32 (a
+ * copy: the slices of the dq / dk / dg buffer); workgroups ceil(n / 2 / 256).
+ */
+export function castShader(dtype: 'f32' | 'f16' | 'bf16'): GlaKernel {
   const enc = dtype === 'f16' ? 'pack2x16float(vec2<f32>(a, b))' : 'bf1(a) | (bf1(b) << 16u)';
+  const store =
+    dtype === 'f32'
+      ? `dst[e] = a;
+  if (e + 1u < P.NC) { dst[e + 1u] = b; }`
+      : `dst[wi] = ${enc};`;
   return kernel(
     `gla cast ${dtype}`,
     [
       { name: 'src', kind: 'f32' },
-      { name: 'dst', kind: 'outu' },
+      { name: 'dst', kind: dtype === 'f32' ? 'out' : 'outu' },
     ],
     `fn bf1(x: f32) -> u32 { let v = bitcast<u32>(x); return (v + 0x7fffu + ((v >> 16u) & 1u)) >> 16u; }
 @compute @workgroup_size(256)
@@ -1228,10 +1240,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let wi = gid.x + gid.y * nw.x * 256u;
   let e = 2u * wi;
   if (e >= P.NC) { return; }
-  let a = src[e];
+  let a = src[P.srcOff + e];
   var b = 0.0;
-  if (e + 1u < P.NC) { b = src[e + 1u]; }
-  dst[wi] = ${enc};
+  if (e + 1u < P.NC) { b = src[P.srcOff + e + 1u]; }
+  ${store}
 }`,
   );
 }

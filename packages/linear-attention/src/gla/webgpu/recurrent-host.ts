@@ -38,7 +38,18 @@ export function glaRecMeta(p: GlaProblem): { meta: Uint32Array; segments: number
 
 /** The chunk kernels' uniform for the cast pass (castShader reads its n from NC). */
 function castBase(p: GlaProblem) {
-  return { H: p.H, K: p.K, V: p.V, NC: 0, scale: p.scale, hasInit: 0, hasFinal: 0, nbV: 0 };
+  return {
+    H: p.H,
+    K: p.K,
+    V: p.V,
+    NC: 0,
+    scale: p.scale,
+    hasInit: 0,
+    hasFinal: 0,
+    nbV: 0,
+    nk: 0,
+    srcOff: 0,
+  };
 }
 
 function recParams(p: GlaProblem, nbV: number, hasInit: boolean, hasFinal: boolean) {

@@ -326,7 +326,7 @@ export function recBackwardShader(
   // One step of the recurrence for processed token `i` (with the gate check).
   const step = (i: string) => `{
     let row = row0 + select(${i}, len - 1u - (${i}), P.reverse != 0u);
-    var vv: array<f32, ${CJ}>;
+    var vv = array<f32, ${CJ}>();
     ${unroll(
       CJ,
       'j',
@@ -422,8 +422,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var jj = 0u; jj < cnt; jj++) {
       let tj = cnt - 1u - jj;
       let row = row0 + select(i0 + tj, len - 1u - i0 - tj, P.reverse != 0u);
-      var vv: array<f32, ${CJ}>;
-      var gg: array<f32, ${CJ}>;
+      var vv = array<f32, ${CJ}>();
+      var gg = array<f32, ${CJ}>();
       ${unroll(
         CJ,
         'j',
@@ -437,7 +437,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       vv[j] = a;
       gg[j] = b;`,
       )}
-      var dvp: array<f32, ${CJ}>;
+      var dvp = array<f32, ${CJ}>();
       ${unroll(
         R,
         'i',
