@@ -6,6 +6,7 @@
  *   node bench-gla.mjs [--shapes 4,16,2048,128,128;4,16,8192,128,128] [--dtype f16|f32|bf16]
  *                      [--chunk 64] [--repeats 10] [--out gla.json] [--skip-verify] [--no-fa2]
  *                      [--tc off|on|both]
+ *                      [--order simt|tc] [--warmup-ms 500]
  *
  * --tc: the chunk products as SIMT tile loops (off), on f16 subgroup matrices (on: the state
  * passes h / dh, the o / dv passes, dA and dq / dk's inter products, kernels.ts `tc`), or both, one row each (default both
@@ -70,8 +71,17 @@ if (TC_FLAG !== 'off' && !TC_QUALIFIES) {
   process.exit(2);
 }
 type Variant = 'simt' | 'tc';
+// --order tc: the tensor-core variant first in each shape (2026-12-03 run 3: whichever ran first
+// had whole-call medians far above its per-pass sums; --warmup-ms lengthens the untimed calls).
 const VARIANTS: Variant[] =
-  TC_FLAG === 'both' ? ['simt', 'tc'] : TC_FLAG === 'on' ? ['tc'] : ['simt'];
+  TC_FLAG === 'both'
+    ? value('order') === 'tc'
+      ? ['tc', 'simt']
+      : ['simt', 'tc']
+    : TC_FLAG === 'on'
+      ? ['tc']
+      : ['simt'];
+const WARMUP_MS = Number(value('warmup-ms') ?? 500);
 const runOpts = (variant: Variant, profiler?: GpuProfiler) => ({
   tensorCores: variant === 'tc',
   ...(profiler ? { profiler } : {}),
@@ -195,6 +205,7 @@ async function table() {
           async (profiler?: GpuProfiler) =>
             asRecord(await glaForwardWebGpu(p, g, runOpts(variant, profiler))),
           REPEATS,
+          WARMUP_MS,
         );
         row.forward_ms = fwd.medianMs;
         row.forward_min_ms = fwd.minMs;
@@ -209,6 +220,7 @@ async function table() {
             return asRecord({ ...f, ...b });
           },
           REPEATS,
+          WARMUP_MS,
         );
         row.fwd_bwd_ms = both.medianMs;
         row.fwd_bwd_min_ms = both.minMs;
@@ -242,6 +254,7 @@ async function table() {
             return x.lse ? { o: x.o, lse: x.lse } : { o: x.o };
           },
           REPEATS,
+          WARMUP_MS,
         );
         for (const row of shapeRows) {
           row.fa2_causal_forward_ms = r.medianMs;

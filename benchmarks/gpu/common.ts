@@ -47,13 +47,15 @@ export async function timeCall(
   ctx: WebGpuContext,
   run: (profiler?: GpuProfiler) => Promise<Record<string, Tensor>>,
   repeats: number,
+  /** Untimed calls for at least this long first (and at least 3): clocks and caches settle. */
+  warmupMs = 500,
 ): Promise<{ medianMs: number; minMs: number; timing: 'timestamp' | 'wall' }> {
   const profiler = ctx.features.timestampQuery ? new GpuProfiler(ctx.device, 16) : undefined;
   const dispose = (r: Record<string, Tensor>) => {
     for (const t of Object.values(r)) t.dispose();
   };
   const warm = performance.now();
-  for (let i = 0; i < 3 || performance.now() - warm < 500; i++) {
+  for (let i = 0; i < 3 || performance.now() - warm < warmupMs; i++) {
     dispose(await run());
     await ctx.sync();
   }

@@ -228,6 +228,13 @@ export interface PipelineCacheOptions {
   timeoutMs?: number;
 }
 
+/** ATTNKIT_WGSL_LINT=1 in the environment (Node; never set in a browser). */
+function wgslLintOn(): boolean {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+    ?.env;
+  return env?.ATTNKIT_WGSL_LINT === '1';
+}
+
 /**
  * Compute pipelines keyed by WGSL source, entry point, constants and binding layout, as
  * tfjs-backend-webgpu caches its programs: compiling WGSL costs milliseconds to seconds,
@@ -237,12 +244,6 @@ export interface PipelineCacheOptions {
  * and the cache remembers that: the same program rejects at once afterwards instead of
  * starting another compile that would hang too (`forget(program)` allows a retry).
  */
-function wgslLintOn(): boolean {
-  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
-    ?.env;
-  return env?.ATTNKIT_WGSL_LINT === '1';
-}
-
 export class PipelineCache {
   private readonly cache = new Map<string, Promise<CompiledProgram>>();
   private readonly failed = new Map<string, PipelineTimeoutError>();

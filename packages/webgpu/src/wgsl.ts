@@ -199,7 +199,7 @@ export function packUniform(
  * array<f32, 4>();`); shader tests assert this list is empty.
  */
 export function loopVarsWithoutInitializer(code: string): string[] {
-  const src = code.replace(/\/\/[^\n]*/g, '').replace(/\/\*[\s\S]*?\*\//g, '');
+  const src = stripComments(code);
   const found: string[] = [];
   const loops: boolean[] = [];
   let start = 0;
@@ -215,9 +215,10 @@ export function loopVarsWithoutInitializer(code: string): string[] {
     if ((ch !== '{' && ch !== '}' && ch !== ';') || parens > 0) continue;
     const text = src.slice(start, i).trim();
     if (ch === '{') {
-      loops.push(/^(for|loop|while)\b/.test(text));
+      // Attributes may precede a loop (`@diagnostic(off, ...) for (...) {`).
+      loops.push(/^(@\w+(\([^)]*\))?\s*)*(for|loop|while)\b/.test(text));
     } else if (ch === ';') {
-      const m = /^var\s+(\w+)\s*:[^=]*$/.exec(text);
+      const m = /^var(?:\s*<\s*function\s*>)?\s+(\w+)\s*:[^=]*$/.exec(text);
       if (m && loops.includes(true))
         found.push(`${m[1]} (line ${startLine + leadingLines(src, start)})`);
     } else {
@@ -227,6 +228,33 @@ export function loopVarsWithoutInitializer(code: string): string[] {
     startLine = line;
   }
   return found;
+}
+
+/**
+ * WGSL without its comments, every newline kept (line numbers stay right): line comments, and
+ * block comments, which nest in WGSL.
+ */
+function stripComments(code: string): string {
+  let out = '';
+  let depth = 0;
+  for (let i = 0; i < code.length; i++) {
+    const two = code.slice(i, i + 2);
+    if (two === '/*') {
+      depth++;
+      i++;
+    } else if (depth > 0 && two === '*/') {
+      depth--;
+      i++;
+    } else if (depth === 0 && two === '//') {
+      while (i < code.length && code[i] !== '\n') i++;
+      if (i < code.length) out += '\n';
+    } else if (depth > 0) {
+      if (code[i] === '\n') out += '\n';
+    } else {
+      out += code[i];
+    }
+  }
+  return out;
 }
 
 /** Newlines between `from` and the first non-space character after it. */

@@ -88,8 +88,9 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
         errors: Record<string, { relL2: number; nonFinite: number }>;
       };
       expect(r.adapter.architecture, logs.join('\n')).toBe('swiftshader');
-      // The backward's dq / dk / dgk pass fits the 10 storage buffers this adapter grants.
-      expect(r.limits.maxStorageBuffersPerShaderStage).toBeLessThanOrEqual(10);
+      // Under 12 storage buffers (SwiftShader grants 10) the backward takes the merged
+      // dq / dk / dgk pass; Dawn on llvmpipe (16) tests the split one.
+      logs.push(`maxStorageBuffersPerShaderStage ${r.limits.maxStorageBuffersPerShaderStage}`);
       expect(Object.keys(r.errors).sort()).toEqual(['dgk', 'dh0', 'dk', 'dq', 'dv', 'ht', 'o']);
       const tol = toleranceFor({ dtype: 'f32', chunked: true });
       for (const [name, e] of Object.entries(r.errors)) {

@@ -1,3 +1,4 @@
+import { UnsupportedError } from '@attnkit/attention';
 import { Tensor, ValueError } from '@attnkit/tensor';
 import {
   type CompiledProgram,
@@ -69,29 +70,35 @@ export function glaTcAdapterQualifies(ctx: WebGpuContext): boolean {
 
 /**
  * Whether the tensor-core products have passed bench-gla's verification on a device with
- * subgroup matrices: yes, on the H200 (2026-12-03 runs 2 and 3, BENCHMARKS.md: f32 and f16
+ * subgroup matrices: yes, on the H200 (2026-12-03 runs 2, 3 and 6, BENCHMARKS.md: f32 and f16
  * storage, forward and backward, against the float64 recurrence on poisoned outputs).
  */
 export const GLA_TC_VERIFIED_ON_DEVICE = true;
 
 /**
+ * Whether they were faster there: no. Summed GPU pass times at B 4, H 16, T 8192, K = V = 128,
+ * f16 (runs 3 and 6): forward 12.2-12.6 ms against SIMT's 10.4-11.3, forward + backward
+ * 72.2-73.3 against 67.3-71.7 (the dq/dk/dgk pass, 42-44 ms, dominates both and keeps its
+ * intra-chunk part SIMT). So 'auto' stays SIMT; `tensorCores: true` opts in.
+ */
+export const GLA_TC_FASTER_ON_DEVICE = false;
+
+/**
  * The automatic choice (tensorCores 'auto'), mirroring @attnkit/skeleton's tcAutoSelect: the
- * tensor-core products on NVIDIA adapters only (the skeleton's tensor-core kernels were
+ * tensor-core products only where they were verified and measured faster (`enabled`: both
+ * constants above; false now), on NVIDIA adapters (the skeleton's tensor-core kernels were
  * verified there alone, and their correctness turned on how the driver places workgroup
  * memory), f16 storage only (f32 inputs would lose precision as f16 operands; bf16 ones could
- * leave f16's range, and bf16 was not part of the device verification: both stay SIMT unless
- * tensorCores is true), K and V multiples of 16. Measured on the H200 (B 4, H 16, K = V = 128,
- * f16): forward 2.56 vs 4.16 ms at T 2048 and 11.5 vs 33.3 ms at T 8192; forward + backward
- * 15.3 vs 16.1 and 74.5 vs 73.6 ms (the SIMT dq/dk/dgk pass dominates both). The adapter must
- * also qualify (glaTcAdapterQualifies). Pure: unit-tested without a device.
+ * leave f16's range and were not part of the device verification), K and V multiples of 16,
+ * and an adapter that qualifies (glaTcAdapterQualifies). Pure: unit-tested without a device.
  */
 export function glaTcAuto(
   problem: { K: number; V: number; dtype: string },
   vendor: string,
   adapterQualifies: boolean,
-  verified: boolean = GLA_TC_VERIFIED_ON_DEVICE,
+  enabled: boolean = GLA_TC_VERIFIED_ON_DEVICE && GLA_TC_FASTER_ON_DEVICE,
 ): boolean {
-  if (!verified) return false;
+  if (!enabled) return false;
   if (!adapterQualifies || vendor.toLowerCase() !== 'nvidia') return false;
   if (problem.dtype !== 'f16') return false;
   return problem.K % 16 === 0 && problem.V % 16 === 0;
@@ -380,6 +387,17 @@ export async function glaBackwardWebGpu(
   const ctx = webGpuStorageOf(t.q, 'q').ctx;
   const { B, T, H, K, V, N, chunkSize: C } = p;
   const tc = glaTcFor(ctx, p, storageOf(t.q), opts);
+  const nk = B * T * H * K;
+  // Checked before any buffer is made. Three output buffers where the adapter grants the pass's 12 storage buffers; else one
+  // [3, nk] buffer (10), its slices copied or cast out after the pass.
+  const merged = ctx.limits.maxStorageBuffersPerShaderStage < 12;
+  if (merged && 3 * nk * 4 > ctx.limits.maxStorageBufferBindingSize) {
+    throw new UnsupportedError(
+      `chunkGlaBackward: this adapter grants ${ctx.limits.maxStorageBuffersPerShaderStage} storage buffers per shader stage, so dq, dk and dgk share one buffer of 3 * ${nk} floats (${3 * nk * 4} bytes), over its maxStorageBufferBindingSize ${ctx.limits.maxStorageBufferBindingSize}; split the batch or the heads`,
+      'q',
+      { webgpu: 'dq/dk/dgk buffer over maxStorageBufferBindingSize' },
+    );
+  }
   const c = await common(p, t, undefined, tc);
   const { run, dtype, params, meta, NC, G, A, Hs, q, k, v, dummy } = c;
   const dO = webGpuStorageOf(t.do, 'dO').buffer;
@@ -407,11 +425,13 @@ export async function glaBackwardWebGpu(
     [Math.ceil(K / GLA_STATE_BLOCK) * nbV, H, N],
   );
   await run.step(scoreGradShader(C, dtype, tc), params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
-  const nk = B * T * H * K;
   const nv = B * T * H * V;
   const gkType = storageOf(t.gk);
   const dvF = f32Out(nv, 'dv');
-  const dqkg = run.temp(3 * nk * 4, 'gla dq dk dgk');
+  const dqkg = merged ? run.temp(3 * nk * 4, 'gla dq dk dgk') : undefined;
+  const dqF = merged ? undefined : f32Out(nk, 'dq');
+  const dkF = merged ? undefined : f32Out(nk, 'dk');
+  const dgF = merged ? undefined : f32Out(nk, 'dgk');
   await run.step(
     outputShader('dv', C, V, dtype, tc),
     params,
@@ -421,16 +441,29 @@ export async function glaBackwardWebGpu(
   await run.step(
     // Emulated at C >= 64 its workgroup memory (sm alone 26 KiB there) leaves no room for the
     // emulation's scratch within llvmpipe's 32 KiB: SIMT there (the tests reach it at C 16 / 32).
-    qkGradShader(C, dtype, tc && !(tc.emulate && C >= 64) ? tc : undefined),
+    qkGradShader(
+      C,
+      dtype,
+      tc && !(tc.emulate && C >= 64) ? tc : undefined,
+      merged ? 'merged' : 'split',
+    ),
     params,
-    { tab: meta, q, k, v, dO, Gb: G, Hs, dHs, dAb: dA, dqkg },
+    merged
+      ? { tab: meta, q, k, v, dO, Gb: G, Hs, dHs, dAb: dA, dqkg: dqkg! }
+      : { tab: meta, q, k, v, dO, Gb: G, Hs, dHs, dAb: dA, dq: dqF!, dk: dkF!, dg: dgF! },
     [NC, H, Math.ceil(K / kTileOf(C))],
   );
-  // dqkg is a temp (released after the dispatch): each slice copied or cast out of it.
-  const dq = await run.output(dqkg, nk, dtype, c.base, 0, true);
-  const dk = await run.output(dqkg, nk, dtype, c.base, nk, true);
+  // Merged: dqkg is a temp (released after the dispatch), each slice copied or cast out of it.
+  const dq = dqkg
+    ? await run.output(dqkg, nk, dtype, c.base, 0, true)
+    : await run.output(dqF!, nk, dtype, c.base);
+  const dk = dqkg
+    ? await run.output(dqkg, nk, dtype, c.base, nk, true)
+    : await run.output(dkF!, nk, dtype, c.base);
   const dv = await run.output(dvF, nv, dtype, c.base);
-  const dg = await run.output(dqkg, nk, gkType, c.base, 2 * nk, true);
+  const dg = dqkg
+    ? await run.output(dqkg, nk, gkType, c.base, 2 * nk, true)
+    : await run.output(dgF!, nk, gkType, c.base);
   const dh0 = h0 && dh0F ? await run.output(dh0F, N * H * K * V, storageOf(h0), c.base) : undefined;
   await run.submit(opts.profiler);
   const out: { dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor } = {

@@ -964,7 +964,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
  * the cancellation-free form of chunk.ts (the diagonal pairs left out of both sides, the state
  * terms as a prefix). Workgroups (NC, H, ceil(K / BX)).
  */
-export function qkGradShader(C: number, dtype: GlaStorage, tc?: GlaTc): GlaKernel {
+export function qkGradShader(
+  C: number,
+  dtype: GlaStorage,
+  tc?: GlaTc,
+  outputs: 'split' | 'merged' = 'split',
+): GlaKernel {
   const sub = glaSubChunkSize(C);
   const n = C / sub;
   const BX = kTileOf(C);
@@ -1024,7 +1029,7 @@ export function qkGradShader(C: number, dtype: GlaStorage, tc?: GlaTc): GlaKerne
     `,
     )}`;
   return kernel(
-    `gla dq dk dgk${tc ? ' tc' : ''}`,
+    `gla dq dk dgk${tc ? ' tc' : ''}${outputs === 'merged' ? ' merged' : ''}`,
     [
       { name: 'tab', kind: 'u32' },
       { name: 'q', kind: 'in', dtype },
@@ -1035,9 +1040,15 @@ export function qkGradShader(C: number, dtype: GlaStorage, tc?: GlaTc): GlaKerne
       { name: 'Hs', kind: 'f32' },
       { name: 'dHs', kind: 'f32' },
       { name: 'dAb', kind: 'f32' },
-      // dq, dk, dg in one buffer ([3, nk], P.nk apart): 10 storage buffers, what browsers
-      // grant (Chromium's SwiftShader adapter: 10; with three outputs the pass needed 12).
-      { name: 'dqkg', kind: 'out' },
+      // 'merged': dq, dk, dg in one buffer ([3, nk], P.nk apart), 10 storage buffers, for
+      // adapters that grant fewer than 12 (Chromium's SwiftShader: 10; WebGPU's default 8).
+      ...(outputs === 'merged'
+        ? [{ name: 'dqkg', kind: 'out' } as const]
+        : ([
+            { name: 'dq', kind: 'out' },
+            { name: 'dk', kind: 'out' },
+            { name: 'dg', kind: 'out' },
+          ] as const)),
     ],
     `var<workgroup> sm: array<f32, ${smSize}>;
 ${mx && !tc?.emulate ? `var<workgroup> sx: array<f16, ${2 * (C + BX) * YW}>;\n` : ''}
@@ -1207,9 +1218,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         for (var s = 0u; s < t; s++) { sg += sm[${u(T)} + s * ${u(BX)} + tx]; }
         for (var s = t; s < ${u(C)}; s++) { sg += sm[s * ${u(BX)} + tx]; }
         let gi = ((row0 + t) * P.H + h) * P.K + x;
-        dqkg[gi] = dqv[i];
+        ${
+          outputs === 'merged'
+            ? `dqkg[gi] = dqv[i];
         dqkg[P.nk + gi] = dkv[i];
-        dqkg[2u * P.nk + gi] = sg;
+        dqkg[2u * P.nk + gi] = sg;`
+            : `dq[gi] = dqv[i];
+        dk[gi] = dkv[i];
+        dg[gi] = sg;`
+        }
       }`)}
 }`,
     { tc, prelude: mx?.prelude() ?? '' },
