@@ -4,7 +4,7 @@
 # B 4, H 16, K = V = 128, T 2048 / 8192, f16, beside our tensor-core causal FA2 forward), fla's
 # Triton chunk_gla (benchmarks/gla/fla_peer.py: checked against a float64 recurrence first), and
 # PyTorch SDPA causal (FA2) at the same (B, H, T, D). Output under $OUT: log.txt, gla.json,
-# fla.json, torch-gla.json.
+# fla.json, torch-gla.json, clocks.csv (SM clock and utilization every 200 ms).
 # Pack (fla: a run-only copy of fla-org/flash-linear-attention, never committed; see fla_peer.py):
 #   node benchmarks/gpu/build.mjs && rm -rf .gpu && bash ../shared/gpu/pack.sh \
 #     benchmarks/gpu/dist/bench-gla.mjs benchmarks/gpu/torch_sdpa.py benchmarks/gla/fla_peer.py \
@@ -20,6 +20,11 @@ mkdir -p "$out"
 log="$out/log.txt"
 : > "$log"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,driver_version --format=csv >> "$log" 2>&1
+# SM clocks every 200 ms while everything runs (bench-gla's forward timings disagreed with its
+# per-pass sums in runs 3 and 6; clocks not boosting is the first suspect).
+nvidia-smi --query-gpu=timestamp,clocks.sm,utilization.gpu --format=csv -lms 200 > "$out/clocks.csv" 2>&1 &
+smi=$!
+trap 'kill $smi 2>/dev/null' EXIT
 echo "=== bench-gla" >> "$log"
 s=$SECONDS
 # shellcheck disable=SC2086
