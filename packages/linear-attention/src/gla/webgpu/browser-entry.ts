@@ -1,7 +1,13 @@
 import { accuracy } from '@attnkit/attention';
 import { Rng, type Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
-import { chunkGla, chunkGlaBackward, glaReference, glaReferenceBackward } from '../../index.js';
+import {
+  chunkGla,
+  chunkGlaBackward,
+  fusedRecurrentGlaBackward,
+  glaReference,
+  glaReferenceBackward,
+} from '../../index.js';
 import { makeProblem, type ProblemSpec } from './testing.js';
 
 /**
@@ -40,7 +46,14 @@ async function runGla(spec: ProblemSpec, seed: number, tensorCores: boolean) {
     const a = accuracy(await got[name]!.toCpu(), w);
     errors[name] = { relL2: a.relL2, nonFinite: a.nonFinite };
   }
-  return { adapter: ctx.adapterInfo, limits: ctx.limits, errors };
+  // The recurrent backward needs 15 storage buffers: under that, a typed error up front.
+  let recurrentBackward = 'ran';
+  try {
+    await fusedRecurrentGlaBackward(gq!, gk_!, gv!, ggk!, gdo!, { backend: 'webgpu' });
+  } catch (e) {
+    recurrentBackward = `${(e as Error).name}: ${(e as Error).message}`;
+  }
+  return { adapter: ctx.adapterInfo, limits: ctx.limits, errors, recurrentBackward };
 }
 
 (globalThis as { attnkitRunGla?: typeof runGla }).attnkitRunGla = runGla;

@@ -85,6 +85,7 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
       )) as {
         adapter: { architecture: string };
         limits: { maxStorageBuffersPerShaderStage: number };
+        recurrentBackward: string;
         errors: Record<string, { relL2: number; nonFinite: number }>;
       };
       expect(r.adapter.architecture, logs.join('\n')).toBe('swiftshader');
@@ -92,6 +93,11 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
       // dq / dk / dgk pass; Dawn on llvmpipe (16) tests the split one.
       logs.push(`maxStorageBuffersPerShaderStage ${r.limits.maxStorageBuffersPerShaderStage}`);
       expect(Object.keys(r.errors).sort()).toEqual(['dgk', 'dh0', 'dk', 'dq', 'dv', 'ht', 'o']);
+      if (r.limits.maxStorageBuffersPerShaderStage < 15) {
+        expect(r.recurrentBackward).toMatch(
+          /^UnsupportedError: fusedRecurrentGlaBackward on webgpu: needs 15 storage buffers per shader stage, the adapter grants \d+; chunkGlaBackward/,
+        );
+      }
       const tol = toleranceFor({ dtype: 'f32', chunked: true });
       for (const [name, e] of Object.entries(r.errors)) {
         expect(e.nonFinite, `seed ${seed} ${name}`).toBe(0);

@@ -11,6 +11,7 @@ import {
   scoresShader,
   stateShader,
 } from './kernels.js';
+import { GLA_RECURRENT_BACKWARD_STORAGE_BUFFERS } from './recurrent-host.js';
 import { recBackwardShader, recForwardShader, recSumShader } from './recurrent-kernels.js';
 
 /**
@@ -86,6 +87,13 @@ describe('generated GLA kernels', () => {
       else expect(storage(k), k.label).toBeLessThanOrEqual(10);
     }
     expect(storage(qkGradShader(64, 'f16', undefined, 'merged'))).toBe(10);
+  });
+
+  test('the recurrent backward binds what its host checks the adapter for', () => {
+    const k = recBackwardShader('f32', 'f32', 'f32', 'f32', 64, 64);
+    expect(k.bindings.filter((b) => b !== 'uniform').length).toBe(
+      GLA_RECURRENT_BACKWARD_STORAGE_BUFFERS,
+    );
   });
 
   test('the pattern catches the construct that failed on the H200', () => {

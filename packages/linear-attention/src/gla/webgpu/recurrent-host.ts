@@ -1,3 +1,4 @@
+import { UnsupportedError } from '@attnkit/attention';
 import type { Tensor } from '@attnkit/tensor';
 import { type WebGpuStorage, webGpuStorageOf } from '@attnkit/webgpu';
 import type { GlaProblem } from '../options.js';
@@ -117,6 +118,9 @@ export async function glaRecurrentForwardWebGpu(
   return out;
 }
 
+/** Storage buffers of the recurrent backward's pass (recBackwardShader's bindings). */
+export const GLA_RECURRENT_BACKWARD_STORAGE_BUFFERS = 15;
+
 /** fusedRecurrentGlaBackward on webgpu tensors. */
 export async function glaRecurrentBackwardWebGpu(
   p: GlaProblem,
@@ -125,6 +129,17 @@ export async function glaRecurrentBackwardWebGpu(
 ): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor }> {
   const sq = webGpuStorageOf(t.q, 'q');
   const ctx = sq.ctx;
+  // One pass binds 15 storage buffers: refused up front, with the way out, on adapters that
+  // grant fewer (browsers: WebGPU's default 8, SwiftShader 10), before any buffer is made.
+  const granted = ctx.limits.maxStorageBuffersPerShaderStage;
+  if (granted < GLA_RECURRENT_BACKWARD_STORAGE_BUFFERS) {
+    const why = `needs ${GLA_RECURRENT_BACKWARD_STORAGE_BUFFERS} storage buffers per shader stage, the adapter grants ${granted}`;
+    throw new UnsupportedError(
+      `fusedRecurrentGlaBackward on webgpu: ${why}; chunkGlaBackward (the chunk form) runs within 10`,
+      'q',
+      { webgpu: why },
+    );
+  }
   const run = new Run(ctx);
   const dtype = storageOf(t.q);
   const gkType = storageOf(t.gk);
