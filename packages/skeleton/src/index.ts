@@ -112,6 +112,7 @@ export {
   tcDqShader,
 } from './webgpu/tc-backward.js';
 export {
+  matrixOps,
   TC_SUBGROUP_SIZE,
   type TcForwardConfig,
   tcForwardShader,

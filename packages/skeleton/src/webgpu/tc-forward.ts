@@ -132,8 +132,12 @@ export interface TcForwardConfig {
  * column-major), for left (M x K), right (K x N) and result (M x N) matrices alike. Generated
  * helper functions are named per array and major order, since WGSL functions cannot be
  * generic over the array they read.
+ *
+ * `opaqueZero`: WGSL of a u32 from the kernel's uniform that the compiler cannot fold (the
+ * emulation's 8 is `8u + min(opaqueZero, 0u)`); the skeleton's Params have `group`, another
+ * kernel passes a field of its own (GLA: `P.H`).
  */
-export function matrixOps(emulate: boolean, subgroups: number) {
+export function matrixOps(emulate: boolean, subgroups: number, opaqueZero = 'P.group') {
   const helpers = new Map<string, string>();
   const types = emulate
     ? { L: 'array<f32, 8>', R: 'array<f32, 8>', A: 'array<f32, 8>', H: 'f32' }
@@ -147,6 +151,10 @@ export function matrixOps(emulate: boolean, subgroups: number) {
     cm ? 'off + (e % 16u) * stride + e / 16u' : 'off + (e / 16u) * stride + e % 16u';
   return {
     ...types,
+    /** WGSL of an f32 value cast to the staging element type (rounded to f16 under emulation). */
+    half(x: string): string {
+      return emulate ? `r16(${x})` : `f16(${x})`;
+    },
     load(kind: 'L' | 'R' | 'A', arr: string, off: string, cm: boolean, stride: string): string {
       if (!emulate) return `subgroupMatrixLoad<${types[kind]}>(&${arr}, ${off}, ${cm}, ${stride})`;
       const name = `ld_${arr}_${cm ? 'c' : 'r'}`;
@@ -181,10 +189,10 @@ export function matrixOps(emulate: boolean, subgroups: number) {
       if (!emulate) return '';
       return `var<private> e_lane: u32;
 var<private> e_sg: u32;
-// 8, from a uniform the compiler cannot see through (the kernels' Params P): the emulation's
+// 8, from a uniform the compiler cannot see through (the kernel's Params P): the emulation's
 // loops stay rolled (unrolled and inlined at every call they made llvmpipe's compiles take
 // minutes).
-fn e_8() -> u32 { return 8u + min(P.group, 0u); }
+fn e_8() -> u32 { return 8u + min(${opaqueZero}, 0u); }
 var<workgroup> e_ab: array<f32, ${subgroups * 512}>;
 fn r16(x: f32) -> f32 { return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x; }
 fn e_mma(a: array<f32, 8>, b: array<f32, 8>, c: array<f32, 8>) -> array<f32, 8> {
