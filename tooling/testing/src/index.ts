@@ -12,5 +12,6 @@ export * from './gradients.js';
 export * from './large-logits.js';
 export * from './native.js';
 export * from './nonfinite.js';
+export * from './page.js';
 export * from './poison.js';
 export * from './webgpu.js';

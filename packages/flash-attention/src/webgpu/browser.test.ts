@@ -1,10 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM, launchChromium, SWIFTSHADER_WEBGPU } from '@attnkit/testing';
+import { CHROMIUM, launchChromium, SWIFTSHADER_WEBGPU, serveBundledPage } from '@attnkit/testing';
 import { goldenSets } from '@attnkit/vitest-config';
-import { build } from 'esbuild';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 
 /**
@@ -16,58 +14,35 @@ const allowMissing = process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1';
 // Every golden set: the project's goldens/ and, when present, ../shared/goldens.
 const SETS = goldenSets();
 const FILES = ['softmax_gqa', 'softmax_varlen'];
-const root = fileURLToPath(new URL('../../../../', import.meta.url));
 // Small workgroups compile quickly in SwiftShader; TX = 4 matches its 4-lane subgroups.
 const SMALL = { tx: 4, ty: 8, cu: 2, kc: 16, mc: 16 };
 const TILES = { forward: SMALL, dq: SMALL, dkdv: SMALL };
 
-let server: Server | undefined;
+let served: Awaited<ReturnType<typeof serveBundledPage>> | undefined;
 let url = '';
 
 beforeAll(async () => {
-  const alias: Record<string, string> = {};
-  for (const name of ['tensor', 'attention', 'io-complexity', 'webgpu', 'flash-attention']) {
-    alias[`@attnkit/${name}`] = join(root, 'packages', name, 'src/index.ts');
-  }
-  const bundle = await build({
-    entryPoints: [fileURLToPath(new URL('./browser-entry.ts', import.meta.url))],
-    bundle: true,
-    write: false,
-    platform: 'browser',
-    format: 'esm',
-    target: 'chrome120',
-    alias,
-    // Node-only modules behind dynamic imports that a page never reaches.
-    external: ['webgpu', 'node:*'],
-    logLevel: 'error',
-  });
-  const js = bundle.outputFiles[0]!.text;
-  const html =
-    '<!doctype html><meta charset="utf-8"><script type="module" src="/bundle.js"></script>';
-  server = createServer((req, res) => {
-    if (req.url === '/bundle.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' }).end(js);
-    } else if (req.url?.startsWith('/golden/')) {
-      const [set, file] = req.url.slice('/golden/'.length).split('/');
+  served = await serveBundledPage({
+    entry: fileURLToPath(new URL('./browser-entry.ts', import.meta.url)),
+    packages: ['tensor', 'attention', 'io-complexity', 'webgpu', 'flash-attention'],
+    route(path, res) {
+      if (!path.startsWith('/golden/')) return false;
+      const [set, file] = path.slice('/golden/'.length).split('/');
       const dir = SETS.find((s) => s.name === set)?.dir;
       const name = (file ?? '').replace(/[^a-z_]/g, '');
-      if (!dir) {
-        res.writeHead(404).end();
-        return;
+      if (!dir) res.writeHead(404).end();
+      else {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        res.end(readFileSync(join(dir, `${name}.safetensors`)));
       }
-      res.writeHead(200, { 'content-type': 'application/octet-stream' });
-      res.end(readFileSync(join(dir, `${name}.safetensors`)));
-    } else {
-      res.writeHead(200, { 'content-type': 'text/html' }).end(html);
-    }
+      return true;
+    },
   });
-  await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
-  const address = server.address() as { port: number };
-  url = `http://127.0.0.1:${address.port}/`;
+  url = served.url;
 });
 
 afterAll(() => {
-  server?.close();
+  served?.close();
 });
 
 test.skipIf(allowMissing && !existsSync(CHROMIUM))(

@@ -1,10 +1,7 @@
 import { existsSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { toleranceFor } from '@attnkit/attention';
-import { CHROMIUM, launchChromium, SWIFTSHADER_WEBGPU } from '@attnkit/testing';
-import { build } from 'esbuild';
+import { CHROMIUM, launchChromium, SWIFTSHADER_WEBGPU, serveBundledPage } from '@attnkit/testing';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { ProblemSpec } from './testing.js';
 
@@ -17,45 +14,22 @@ import type { ProblemSpec } from './testing.js';
  * under a browser's storage-buffer limit (10 here).
  */
 const allowMissing = process.env.ATTNKIT_ALLOW_NO_WEBGPU === '1';
-const root = fileURLToPath(new URL('../../../../../', import.meta.url));
 const seed = Date.now() % 100000;
 
-let server: Server | undefined;
+let served: Awaited<ReturnType<typeof serveBundledPage>> | undefined;
 let url = '';
 
 beforeAll(async () => {
-  const alias: Record<string, string> = {};
-  for (const name of ['tensor', 'attention', 'webgpu', 'skeleton', 'io-complexity']) {
-    alias[`@attnkit/${name}`] = join(root, 'packages', name, 'src/index.ts');
-  }
-  const bundle = await build({
-    entryPoints: [fileURLToPath(new URL('./browser-entry.ts', import.meta.url))],
-    bundle: true,
-    write: false,
-    platform: 'browser',
-    format: 'esm',
-    target: 'chrome120',
-    alias,
-    // Node-only modules behind dynamic imports that a page never reaches.
-    external: ['webgpu', 'node:*', '@attnkit/native'],
-    logLevel: 'error',
+  served = await serveBundledPage({
+    entry: fileURLToPath(new URL('./browser-entry.ts', import.meta.url)),
+    packages: ['tensor', 'attention', 'webgpu', 'skeleton', 'io-complexity'],
+    external: ['@attnkit/native'],
   });
-  const js = bundle.outputFiles[0]!.text;
-  const html =
-    '<!doctype html><meta charset="utf-8"><script type="module" src="/bundle.js"></script>';
-  server = createServer((req, res) => {
-    if (req.url === '/bundle.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' }).end(js);
-    } else {
-      res.writeHead(200, { 'content-type': 'text/html' }).end(html);
-    }
-  });
-  await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
-  url = `http://127.0.0.1:${(server.address() as { port: number }).port}/`;
+  url = served.url;
 }, 120_000);
 
 afterAll(() => {
-  server?.close();
+  served?.close();
 });
 
 test.skipIf(allowMissing && !existsSync(CHROMIUM))(
