@@ -1,7 +1,15 @@
+import { ValueError } from '@attnkit/tensor';
 import { describe, expect, test } from 'vitest';
 import { loopVarsWithoutInitializer } from './wgsl.js';
 
 describe('loopVarsWithoutInitializer', () => {
+  test('code that is not a string is a ValueError naming code', () => {
+    expect(() => loopVarsWithoutInitializer(undefined as unknown as string)).toThrow(ValueError);
+    expect(() => loopVarsWithoutInitializer(42 as unknown as string)).toThrow(
+      /^code: expected WGSL source text, got /,
+    );
+  });
+
   test('reports a bare var in a for, loop or while body, with its line', () => {
     const code = [
       'fn main() {',

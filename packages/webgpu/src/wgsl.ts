@@ -199,6 +199,8 @@ export function packUniform(
  * array<f32, 4>();`); shader tests assert this list is empty.
  */
 export function loopVarsWithoutInitializer(code: string): string[] {
+  if (typeof code !== 'string')
+    throw new ValueError(`code: expected WGSL source text, got ${describe(code)}`, 'code');
   const src = stripComments(code);
   const found: string[] = [];
   const loops: boolean[] = [];

@@ -5,13 +5,18 @@ import {
   softmaxAttentionReference,
   toleranceFor,
 } from '@attnkit/attention';
-import { Rng, Tensor } from '@attnkit/tensor';
+import { Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { PipelineFallbackError, PipelineTimeoutError, toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test, vi } from 'vitest';
 import { SOFTMAX_HOOKS } from '../hooks.js';
 import { tiledForwardWebGpu } from './host.js';
-import { type TcForwardConfig, tcForwardShader, tcForwardWorkgroupBytes } from './tc-forward.js';
+import {
+  matrixOps,
+  type TcForwardConfig,
+  tcForwardShader,
+  tcForwardWorkgroupBytes,
+} from './tc-forward.js';
 
 // What CI can check of the tensor-core forward (llvmpipe has no subgroup matrices): the
 // generator's text and validation, the workgroup-memory model, and that a request on an adapter
@@ -475,5 +480,22 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
     expect(code).toContain('(sc[e] + scx[e] * LOINV) * P.scaleLog2');
     for (const bad of [{ fused: true }, { narrow: true }, { qRegs: true }, { unpack: true }])
       expect(() => tcForwardShader({ ...ok, ...bad })).toThrow(/^split: expected no fused/);
+  });
+});
+
+describe('matrixOps (exported for kernels outside the skeleton)', () => {
+  test('the emulation reads its opaque 8 from the given uniform; bad arguments are ValueErrors', () => {
+    const mx = matrixOps(true, 2, 'P.H');
+    mx.load('L', 'sa', '0u', false, '16u');
+    expect(mx.prelude()).toContain('fn e_8() -> u32 { return 8u + min(P.H, 0u); }');
+    expect(matrixOps(true, 2).prelude()).toContain('min(P.group, 0u)');
+    expect(mx.half('x')).toBe('r16(x)');
+    expect(matrixOps(false, 2).half('x')).toBe('f16(x)');
+    expect(() => matrixOps(true, 0)).toThrow(ValueError);
+    expect(() => matrixOps(true, 1.5)).toThrow(/^subgroups: expected a positive integer/);
+    expect(() => matrixOps('yes' as unknown as boolean, 2)).toThrow(/^emulate: expected a boolean/);
+    expect(() => matrixOps(true, 2, ' ')).toThrow(
+      /^opaqueZero: expected the WGSL of a uniform u32/,
+    );
   });
 });

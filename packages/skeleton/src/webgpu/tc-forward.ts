@@ -1,4 +1,4 @@
-import { ValueError } from '@attnkit/tensor';
+import { describe, ValueError } from '@attnkit/tensor';
 import type { WgslBinding } from '@attnkit/webgpu';
 import { declareBindings } from '@attnkit/webgpu';
 import { paramsStruct } from './params.js';
@@ -138,6 +138,18 @@ export interface TcForwardConfig {
  * kernel passes a field of its own (GLA: `P.H`).
  */
 export function matrixOps(emulate: boolean, subgroups: number, opaqueZero = 'P.group') {
+  if (typeof emulate !== 'boolean')
+    throw new ValueError(`emulate: expected a boolean, got ${describe(emulate)}`, 'emulate');
+  if (!Number.isInteger(subgroups) || subgroups < 1)
+    throw new ValueError(
+      `subgroups: expected a positive integer, got ${describe(subgroups)}`,
+      'subgroups',
+    );
+  if (typeof opaqueZero !== 'string' || opaqueZero.trim() === '')
+    throw new ValueError(
+      `opaqueZero: expected the WGSL of a uniform u32, got ${describe(opaqueZero)}`,
+      'opaqueZero',
+    );
   const helpers = new Map<string, string>();
   const types = emulate
     ? { L: 'array<f32, 8>', R: 'array<f32, 8>', A: 'array<f32, 8>', H: 'f32' }
