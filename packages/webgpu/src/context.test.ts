@@ -48,6 +48,32 @@ describe('pure parts', () => {
     expect(() => BufferPool.sizeClass(-1)).toThrow(/bytes: expected a non-negative integer/);
   });
 
+  it('keeps the high-water mark of the bytes handed out, reset on request', () => {
+    const made: { size: number; usage: number }[] = [];
+    const device = {
+      createBuffer: (d: { size: number; usage: number }) => {
+        const b = { size: d.size, usage: d.usage, destroy() {} };
+        made.push(b);
+        return b;
+      },
+    } as unknown as GPUDevice;
+    const pool = new BufferPool(device);
+    const a = pool.acquire(1000, 1);
+    const b = pool.acquire(300, 1);
+    expect(pool.highWaterBytes).toBe(1024 + 512);
+    pool.release(a);
+    pool.release(b);
+    expect(pool.liveBytes).toBe(0);
+    expect(pool.highWaterBytes).toBe(1536);
+    // A reused buffer counts as handed out again.
+    const c = pool.acquire(1000, 1);
+    expect(made).toHaveLength(2);
+    expect(pool.resetHighWater()).toBe(1024);
+    expect(pool.highWaterBytes).toBe(1024);
+    pool.release(c);
+    expect(pool.highWaterBytes).toBe(1024);
+  });
+
   it('pipeline keys differ by source, constants, entry point and bindings', () => {
     const base = { code: 'x', bindings: ['read'] as const };
     const keys = new Set([

@@ -12,6 +12,11 @@ export class BufferPool {
   /** Buffers handed out and not yet released, and their bytes. */
   live = 0;
   liveBytes = 0;
+  /**
+   * The most bytes handed out at once (liveBytes' peak) since the pool was made or
+   * `resetHighWater()` last ran: what a caller with a GPU memory budget asserts against.
+   */
+  highWaterBytes = 0;
 
   constructor(
     private readonly device: GPUDevice,
@@ -46,6 +51,7 @@ export class BufferPool {
     else buffer = this.device.createBuffer({ size, usage, label });
     this.live++;
     this.liveBytes += size;
+    if (this.liveBytes > this.highWaterBytes) this.highWaterBytes = this.liveBytes;
     return buffer;
   }
 
@@ -61,6 +67,12 @@ export class BufferPool {
     if (!list) this.free.set(key, (list = []));
     list.push(buffer);
     this.cached += buffer.size;
+  }
+
+  /** Starts a new high-water mark at the bytes handed out now; returns them. */
+  resetHighWater(): number {
+    this.highWaterBytes = this.liveBytes;
+    return this.liveBytes;
   }
 
   /** Bytes held for reuse. */
