@@ -35,6 +35,24 @@ export {
   type TwoLevelPlan,
 } from './planner.js';
 export {
+  GpuBudgetError,
+  type KeyChunk,
+  planStreaming,
+  type StreamBuffers,
+  type StreamDType,
+  type StreamLimits,
+  type StreamPlan,
+  type StreamProblem,
+  streamSchedule,
+} from './streaming/plan.js';
+export {
+  type StreamingAttentionOptions,
+  type StreamingAttentionResult,
+  type StreamingStats,
+  type StreamProgress,
+  streamingAttention,
+} from './streaming/stream.js';
+export {
   resolveBand,
   TILE_FULL,
   TILE_PARTIAL,
