@@ -14,9 +14,8 @@ import {
  * folds one key chunk's (o_c, lse_c) into a work group's running state (acc f32, lse f32) by
  * the associative LSE rule (o and LSE of a union of key sets:
  *   lse = log(e^lse_a + e^lse_b),  o = e^(lse_a - lse) o_a + e^(lse_b - lse) o_b),
- * exact up to the rounding of o_c to its dtype; `finish` stores acc in the output dtype. One
- * invocation per row (it reads the row's two LSEs once, then its Dv columns), grid-strided
- * over rows. A row without any allowed key keeps acc 0 and lse -Infinity (KERNELS.md "Common").
+ * exact up to the rounding of o_c to its dtype; `finish` stores acc in the output dtype. A row
+ * without any allowed key keeps acc 0 and lse -Infinity (KERNELS.md "Common").
  */
 
 const FIELDS: readonly UniformField[] = [
@@ -52,23 +51,28 @@ function loadPair(dtype: StorageDType): string {
 }
 
 function mergeShader(dtype: StorageDType): string {
+  // A workgroup per row (grid-strided): its threads read the row's two LSEs (one broadcast
+  // load) and walk the columns in pairs, so neighbouring threads touch neighbouring words.
   return `${halfCodec(dtype)}
 ${uniformStruct('Params', FIELDS)}
 ${declareBindings(chunkBindings(dtype))}
 ${loadPair(dtype)}
-// -Infinity (a row the chunk does not reach) compares below every finite f32.
+// -Infinity (a row the chunk does not reach, or no chunk yet) compares below every finite f32.
 const EMPTY: f32 = -3.0e38;
 @compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let stride = nwg.x * ${WG}u;
-  for (var r = gid.x; r < P.rows; r += stride) {
-    let b = lc[r];
-    if (b < EMPTY) { continue; }
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+  for (var r = wid.x; r < P.rows; r += nwg.x) {
     let a = lse[r];
-    var wa = 0.0;
-    var wb = 1.0;
-    var m = b;
-    if (a >= EMPTY) {
+    let b = lc[r];
+    var wa = 1.0;
+    var wb = 0.0;
+    var m = a;
+    if (b >= EMPTY && a < EMPTY) {
+      wa = 0.0;
+      wb = 1.0;
+      m = b;
+    } else if (b >= EMPTY) {
       let hi = max(a, b);
       let ea = exp(a - hi);
       let eb = exp(b - hi);
@@ -77,12 +81,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       wb = eb / (ea + eb);
     }
     let base = r * P.dv;
-    for (var c = 0u; c < P.dv; c += 2u) {
+    for (var c = 2u * lid; c < P.dv; c += ${2 * WG}u) {
       let x = ld2(base + c);
       acc[base + c] = wa * acc[base + c] + wb * x.x;
       acc[base + c + 1u] = wa * acc[base + c + 1u] + wb * x.y;
     }
-    lse[r] = m;
+    // Every thread has read lse[r] before it is overwritten.
+    storageBarrier();
+    if (lid == 0u) { lse[r] = m; }
   }
 }`;
 }
@@ -92,17 +98,16 @@ function finishShader(dtype: StorageDType): string {
     dtype === 'f32'
       ? 'o[e] = acc[e]; o[e + 1u] = acc[e + 1u];'
       : 'o[e >> 1u] = f2h(vec2<f32>(acc[e], acc[e + 1u]));';
+  // One pair of elements per thread, grid-strided (rows x Dv is even: Dv is, for packed dtypes).
   return `${halfCodec(dtype)}
 ${uniformStruct('Params', FIELDS)}
 ${declareBindings(finishBindings(dtype))}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let stride = nwg.x * ${WG}u;
-  for (var r = gid.x; r < P.rows; r += stride) {
-    for (var c = 0u; c < P.dv; c += 2u) {
-      let e = r * P.dv + c;
-      ${store}
-    }
+  let pairs = (P.rows * P.dv) / 2u;
+  for (var i = gid.x; i < pairs; i += nwg.x * ${WG}u) {
+    let e = 2u * i;
+    ${store}
   }
 }`;
 }
@@ -138,9 +143,15 @@ export function mergeParams(rows: number, dv: number): Uint32Array {
   return new Uint32Array([rows, dv, 0, 0]);
 }
 
-/** Workgroups of a launch over `rows` rows (grid-strided past the device's per-dimension limit). */
-export function mergeWorkgroups(rows: number, maxPerDimension: number): [number, number, number] {
-  return [Math.max(1, Math.min(Math.ceil(rows / WG), maxPerDimension)), 1, 1];
+/** Workgroups of the merge (one per row) and the finish (one per 2 x 64 elements), grid-strided past the per-dimension limit. */
+export function mergeWorkgroups(
+  kernel: 'merge' | 'finish',
+  rows: number,
+  dv: number,
+  maxPerDimension: number,
+): [number, number, number] {
+  const n = kernel === 'merge' ? rows : Math.ceil((rows * dv) / (2 * WG));
+  return [Math.max(1, Math.min(n, maxPerDimension)), 1, 1];
 }
 
 /** For the WGSL lint in tests. */

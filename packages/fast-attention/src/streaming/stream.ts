@@ -341,7 +341,7 @@ export async function runStreaming(
                       acc,
                       lse: lseS,
                     }),
-                    workgroups: mergeWorkgroups(rows, maxX),
+                    workgroups: mergeWorkgroups('merge', rows, dv, maxX),
                     label: 'streaming attention merge',
                   },
                 ]);
@@ -359,7 +359,7 @@ export async function runStreaming(
               {
                 program: kernels.finish,
                 buffers: bindBuffers(kernels.finishBindings, { P: uniform, acc, o: groupO }),
-                workgroups: mergeWorkgroups(rows, maxX),
+                workgroups: mergeWorkgroups('finish', rows, dv, maxX),
                 label: 'streaming attention finish',
               },
             ]);
