@@ -1,7 +1,12 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts'],
+  // The tiling-AllReduce's device worker is a script of its own (new Worker(url) beside
+  // dist/index.js), not a module the index imports.
+  entry: { index: 'src/index.ts', 'allreduce-worker': 'src/allreduce/worker.ts' },
+  // An optional dependency (tsup bundles those): the worker imports the installed package, whose
+  // loader finds the addon beside itself.
+  external: ['@attnkit/native'],
   format: ['esm'],
   dts: true,
   sourcemap: true,

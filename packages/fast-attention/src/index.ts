@@ -1,8 +1,29 @@
 /**
  * @attnkit/fast-attention: FastAttention (Lin et al.) on attnkit's skeleton — two-level tiling
- * planned from a device's limits, and tiling-mask counters. Importing it registers the 'fast'
+ * planned from a device's limits, tiling-mask counters, and the tiling-AllReduce of heads split
+ * over device workers (Node). Importing it registers the 'fast'
  * family (webgpu and ts forward / backward) in the @attnkit/attention registry.
  */
+export { DeviceWorkerError } from './allreduce/errors.js';
+export {
+  type AllReduceBackend,
+  AllReduceGroup,
+  type AllReduceGroupOptions,
+  type AllReduceTimings,
+  type TiledAllReduceOptions,
+  type TiledAllReduceResult,
+  tiledAllReduceAttention,
+} from './allreduce/group.js';
+export {
+  type AllReducePlan,
+  type AllReduceProblem,
+  type HeadShard,
+  planHeadShards,
+  planRowTiles,
+  planTiledAllReduce,
+  type RowTile,
+  tileKeyLength,
+} from './allreduce/plan.js';
 export {
   deviceClassOf,
   type FastAttentionGrads,
