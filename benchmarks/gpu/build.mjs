@@ -21,6 +21,7 @@ await build({
     join(here, 'bench-sage.ts'),
     join(here, 'bench-gla.ts'),
     join(here, 'bench-hyper.ts'),
+    join(here, 'bench-stream.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
@@ -41,5 +42,5 @@ rmSync(link, { force: true, recursive: true });
 mkdirSync(dirname(link), { recursive: true });
 symlinkSync(join(packages, 'native'), link, 'dir');
 console.log(
-  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper}.mjs, attnkit.mjs',
+  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream}.mjs, attnkit.mjs',
 );
