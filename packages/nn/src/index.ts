@@ -33,6 +33,12 @@ export type {
 } from './kernels/table.js';
 export { tsKernels } from './kernels/ts/index.js';
 export {
+  registerWebGpuKernels,
+  syncWebGpu,
+  webGpuQueueStats,
+  webgpuKernels,
+} from './kernels/webgpu/index.js';
+export {
   ConcatKvCache,
   type KvCache,
   MultiHeadAttention,

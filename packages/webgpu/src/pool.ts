@@ -55,7 +55,27 @@ export class BufferPool {
     return buffer;
   }
 
+  /**
+   * Set by code that encodes GPU work later than its callers ask for it (@attnkit/nn's webgpu
+   * kernels queue theirs): while it returns a promise, a released buffer goes back to the free
+   * lists (or is destroyed) only once that promise settles, i.e. once the queued work that may
+   * still read or write the buffer has been submitted. Queue order then makes reuse safe, as
+   * for buffers released after a submit.
+   */
+  releaseFence: (() => Promise<unknown> | undefined) | undefined = undefined;
+
   release(buffer: GPUBuffer): void {
+    const fence = this.releaseFence?.();
+    if (fence) {
+      const now = () => this.releaseNow(buffer);
+      fence.then(now, now);
+      return;
+    }
+    this.releaseNow(buffer);
+  }
+
+  /** release() without the fence: for buffers no queued work can use. */
+  releaseNow(buffer: GPUBuffer): void {
     this.live--;
     this.liveBytes -= buffer.size;
     if (this.cached + buffer.size > this.maxCachedBytes) {

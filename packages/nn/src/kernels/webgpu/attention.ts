@@ -1,0 +1,87 @@
+import { UnsupportedError } from '@attnkit/attention';
+import { flashAttention, flashAttentionBackward } from '@attnkit/flash-attention';
+import type { Tensor } from '@attnkit/tensor';
+import type { WebGpuStorage } from '@attnkit/webgpu';
+import type { AttentionKernelOptions } from '../table.js';
+import { gpuContext } from './context.js';
+import { output, type QueuedStorage, queueOf, storageOf } from './queue.js';
+
+/**
+ * Attention on webgpu tensors: the families' own async WebGPU kernels (FlashAttention-2's
+ * forward with LSE, and its backward: @attnkit/flash-attention on the skeleton's WGSL), run
+ * inside the queue. Their results are copied into the outputs this kernel returned at once.
+ */
+function familyOptions(op: string, options: AttentionKernelOptions) {
+  if (options.family !== 'flash') {
+    const why = `backend 'webgpu' has no attention kernel for family '${options.family}' (available: flash)`;
+    throw new UnsupportedError(`${op}: ${why}`, 'family', { webgpu: why });
+  }
+  const { family: _, ...rest } = options;
+  return { ...rest, backend: 'webgpu' as const };
+}
+
+const storages = (ts: readonly Tensor[]) => ts.map((t) => t.storage as WebGpuStorage);
+
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {
+  const opts = familyOptions('attention', options);
+  const ctx = gpuContext('attention');
+  for (const [t, name] of [
+    [q, 'q'],
+    [k, 'k'],
+    [v, 'v'],
+  ] as const)
+    storageOf(t, 'attention', name, ctx);
+  const [b, hq, nq] = q.shape as [number, number, number, number];
+  const o = output(ctx, [b, hq, nq, v.shape[3]!], q.dtype);
+  const lse = output(ctx, [b, hq, nq], 'f32');
+  const queue = queueOf(ctx);
+  queue.external('attention', storages([q, k, v]), storages([o, lse]), async () => {
+    const r = await flashAttention(q, k, v, opts);
+    queue.copyNow(r.o, o.storage as QueuedStorage);
+    queue.copyNow(r.lse, lse.storage as QueuedStorage);
+    r.o.dispose();
+    r.lse.dispose();
+  });
+  return { o, lse };
+}
+
+export function attentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  dO: Tensor,
+  options: AttentionKernelOptions,
+) {
+  const opts = familyOptions('attention', options);
+  const ctx = gpuContext('attention');
+  for (const [t, name] of [
+    [q, 'q'],
+    [k, 'k'],
+    [v, 'v'],
+    [o, 'o'],
+    [lse, 'lse'],
+    [dO, 'dO'],
+  ] as const)
+    storageOf(t, 'attention', name, ctx);
+  const grads = {
+    dq: output(ctx, q.shape, q.dtype),
+    dk: output(ctx, k.shape, k.dtype),
+    dv: output(ctx, v.shape, v.dtype),
+  };
+  const queue = queueOf(ctx);
+  queue.external(
+    'attention backward',
+    storages([q, k, v, o, lse, dO]),
+    storages([grads.dq, grads.dk, grads.dv]),
+    async () => {
+      const r = await flashAttentionBackward(q, k, v, o, lse, dO, opts);
+      for (const name of ['dq', 'dk', 'dv'] as const) {
+        queue.copyNow(r[name], grads[name].storage as QueuedStorage);
+        r[name].dispose();
+      }
+    },
+  );
+  return grads;
+}

@@ -1,0 +1,100 @@
+import type { WebGpuContext } from '@attnkit/webgpu';
+import { registerKernel } from '../../dispatch.js';
+import type { KernelName, Kernels } from '../table.js';
+import { attention, attentionBackward } from './attention.js';
+import { bindContext } from './context.js';
+import { affine, binary, broadcastTo, full, unary, unaryBackward } from './elementwise.js';
+import { matmul } from './matmul.js';
+import { adamwStep, sgdStep } from './optim.js';
+import { queueOf } from './queue.js';
+import { maxTo, maxToBackward, sumTo } from './reduce.js';
+import {
+  crossEntropy,
+  crossEntropyBackward,
+  layerNorm,
+  layerNormBackward,
+  logSoftmax,
+  logSoftmaxBackward,
+  rmsNorm,
+  rmsNormBackward,
+  softmax,
+  softmaxBackward,
+} from './rows.js';
+import {
+  concat,
+  dropoutMask,
+  gather,
+  permute,
+  reshape,
+  rope,
+  scatterAdd,
+  slice,
+  sliceBackward,
+} from './shape.js';
+
+/**
+ * The WGSL kernels (f32, and f16 storage with f32 math). `sumSquares` is absent: it returns a
+ * host number synchronously, which no GPU kernel can (it stays an UnsupportedError).
+ */
+export const webgpuKernels: Omit<Kernels, 'sumSquares'> = {
+  full: full as Kernels['full'],
+  binary,
+  affine,
+  unary,
+  unaryBackward,
+  sumTo,
+  broadcastTo,
+  maxTo,
+  maxToBackward,
+  matmul,
+  softmax,
+  softmaxBackward,
+  logSoftmax,
+  logSoftmaxBackward,
+  layerNorm,
+  layerNormBackward,
+  rmsNorm,
+  rmsNormBackward,
+  gather,
+  scatterAdd,
+  crossEntropy,
+  crossEntropyBackward,
+  rope,
+  reshape,
+  permute,
+  slice,
+  sliceBackward,
+  concat,
+  dropoutMask: dropoutMask as Kernels['dropoutMask'],
+  attention,
+  attentionBackward,
+  sgdStep,
+  adamwStep,
+};
+
+/**
+ * Registers the WGSL kernels as backend 'webgpu' (the backend of device 'webgpu'), bound to
+ * `ctx`: every webgpu tensor an op takes must live there, and kernels without tensor inputs
+ * (full, dropout masks) allocate there. Call again to rebind to another context.
+ */
+export function registerWebGpuKernels(ctx: WebGpuContext): void {
+  bindContext(ctx);
+  queueOf(ctx);
+  for (const [name, fn] of Object.entries(webgpuKernels))
+    registerKernel(name as KernelName, 'webgpu', fn as Kernels[KernelName]);
+}
+
+/**
+ * Resolves when every nn kernel queued on `ctx` has been submitted and the GPU has finished it;
+ * rejects with the first error raised in the queue since the last await (a typed WebGpuError,
+ * or the kernel's own AttnkitError).
+ */
+export async function syncWebGpu(ctx: WebGpuContext): Promise<void> {
+  await queueOf(ctx).idle();
+  await ctx.sync();
+}
+
+/** Passes encoded and command buffers submitted by nn's queue on ctx. */
+export function webGpuQueueStats(ctx: WebGpuContext): { passes: number; submits: number } {
+  return { ...queueOf(ctx).stats };
+}

@@ -1,0 +1,406 @@
+import { Rng, Tensor } from '@attnkit/tensor';
+import { webGpuTestContext } from '@attnkit/testing';
+import { toWebGpu } from '@attnkit/webgpu';
+import { describe, expect, it } from 'vitest';
+import type { Kernels, UnaryOp } from '../table.js';
+import { tsKernels } from '../ts/index.js';
+import { registerWebGpuKernels, syncWebGpu, webgpuKernels } from './index.js';
+
+// Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
+// on random odd shapes, with poisoned (NaN-filled) outputs: an element a kernel forgets to
+// write fails the comparison.
+
+const ctx = await webGpuTestContext();
+if (ctx) registerWebGpuKernels(ctx);
+const gpu = webgpuKernels as Kernels;
+const ts = tsKernels;
+
+type Dt = 'f32' | 'f16';
+const rng = new Rng(1234);
+
+function rand(shape: readonly number[], lo = -1, hi = 1): Tensor {
+  const u = rng.rand(shape).toFloat64Array();
+  return Tensor.from(
+    u.map((x) => lo + (hi - lo) * x),
+    shape,
+    'f64',
+  );
+}
+/** The values as the storage holds them (f16 rounds), in f64 for the reference. */
+const rounded = (t: Tensor, dt: Dt) =>
+  (dt === 'f32' ? t.astype('f32') : t.astype('f16')).astype('f64');
+const up = (t: Tensor, dt: Dt) => toWebGpu(t.dtype === 'i32' ? t : t.astype(dt), ctx!);
+const ids = (shape: readonly number[], hi: number) =>
+  Tensor.from(
+    Int32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.int(0, hi)),
+    shape,
+  );
+
+async function close(got: Tensor, want: Tensor, tol: number, label: string) {
+  expect(got.device, label).toBe('webgpu');
+  expect([...got.shape], label).toEqual([...want.shape]);
+  const g = (await got.toCpu()).toFloat64Array();
+  const w = want.toFloat64Array();
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < w.length; i++) {
+    const d = Math.abs(g[i]! - w[i]!) / (1 + Math.abs(w[i]!));
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  expect(worst, `${label}: worst at ${at}: got ${g[at]}, want ${w[at]}`).toBeLessThanOrEqual(tol);
+}
+
+const TOL: Record<Dt, number> = { f32: 2e-5, f16: 4e-3 };
+
+describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
+  for (const dt of ['f32', 'f16'] as const) {
+    const tol = TOL[dt];
+    it(`${dt}: full, affine, binary with broadcasting, broadcastTo`, async () => {
+      await close(gpu.full([3, 5], 0.25, dt), ts.full([3, 5], 0.25, 'f64'), tol, 'full');
+      const x = rand([3, 7, 5]);
+      await close(
+        gpu.affine(up(x, dt), -1.5, 0.5),
+        ts.affine(rounded(x, dt), -1.5, 0.5),
+        tol,
+        'affine',
+      );
+      const shapes: [number[], number[]][] = [
+        [
+          [3, 7, 5],
+          [3, 7, 5],
+        ],
+        [[3, 7, 5], [5]],
+        [
+          [3, 1, 5],
+          [7, 1],
+        ],
+        [[1], [2, 3]],
+        [
+          [4, 1, 3, 1],
+          [1, 5, 1, 2],
+        ],
+      ];
+      for (const [sa, sb] of shapes)
+        for (const op of ['add', 'sub', 'mul', 'div'] as const) {
+          const a = rand(sa);
+          const b = rand(sb, 0.5, 2);
+          await close(
+            gpu.binary(op, up(a, dt), up(b, dt)),
+            ts.binary(op, rounded(a, dt), rounded(b, dt)),
+            2 * tol,
+            `${op} [${sa}] [${sb}]`,
+          );
+        }
+      const s = rand([3, 1, 5]);
+      await close(
+        gpu.broadcastTo(up(s, dt), [2, 3, 4, 5]),
+        ts.broadcastTo(rounded(s, dt), [2, 3, 4, 5]),
+        tol,
+        'broadcastTo',
+      );
+    });
+
+    it(`${dt}: unary forward and backward`, async () => {
+      for (const op of ['exp', 'log', 'relu', 'gelu', 'silu', 'sigmoid', 'tanh'] as UnaryOp[]) {
+        const x = op === 'log' ? rand([5, 9], 0.2, 3) : rand([5, 9], -4, 4);
+        const dy = rand([5, 9]);
+        const [xg, xr] = [up(x, dt), rounded(x, dt)];
+        const yg = gpu.unary(op, xg);
+        const yr = ts.unary(op, xr);
+        await close(yg, yr, 2 * tol, op);
+        // The backward gets the same y on both sides (the rounded reference).
+        await close(
+          gpu.unaryBackward(op, xg, up(yr, dt), up(dy, dt)),
+          ts.unaryBackward(op, xr, rounded(yr, dt), rounded(dy, dt)),
+          4 * tol,
+          `${op} backward`,
+        );
+      }
+    });
+
+    it(`${dt}: sumTo, maxTo and its backward`, async () => {
+      const cases: [number[], number[]][] = [
+        [[3, 7, 5], [5]],
+        [
+          [3, 7, 5],
+          [3, 1, 1],
+        ],
+        [
+          [3, 7, 5],
+          [3, 7, 1],
+        ],
+        [
+          [3, 7, 5],
+          [1, 7, 1],
+        ],
+        [[300, 33], [33]],
+        [
+          [2, 3000],
+          [2, 1],
+        ],
+      ];
+      for (const [sx, sk] of cases) {
+        const x = rand(sx);
+        const [xg, xr] = [up(x, dt), rounded(x, dt)];
+        const red = sx.reduce((a, b) => a * b, 1) / sk.reduce((a, b) => a * b, 1);
+        await close(
+          gpu.sumTo(xg, sk),
+          ts.sumTo(xr, sk),
+          tol * Math.sqrt(red),
+          `sumTo [${sx}] -> [${sk}]`,
+        );
+        const keep = [...new Array(sx.length - sk.length).fill(1), ...sk];
+        const yr = ts.maxTo(xr, keep);
+        await close(gpu.maxTo(xg, keep), yr, tol, `maxTo [${sx}] -> [${keep}]`);
+        const dy = rand(keep);
+        await close(
+          gpu.maxToBackward(xg, up(yr, dt), up(dy, dt)),
+          ts.maxToBackward(xr, rounded(yr, dt), rounded(dy, dt)),
+          tol,
+          `maxTo backward [${sx}]`,
+        );
+      }
+      // Ties: the gradient goes to the first maximal element only.
+      const tie = Tensor.from(Float64Array.of(1, 3, 3, 2, 2, 0), [2, 3], 'f64');
+      const y = ts.maxTo(tie, [2, 1]);
+      const dy = Tensor.from(Float64Array.of(5, 7), [2, 1], 'f64');
+      await close(
+        gpu.maxToBackward(up(tie, dt), up(y, dt), up(dy, dt)),
+        ts.maxToBackward(tie, y, dy),
+        0,
+        'ties',
+      );
+    });
+
+    it(`${dt}: matmul (transposes, batch broadcasting, odd sizes)`, async () => {
+      const cases: [number[], number[], boolean, boolean][] = [
+        [[67, 33], [33, 70], false, false],
+        [[33, 67], [33, 70], true, false],
+        [[67, 33], [71, 33], false, true],
+        [[33, 67], [71, 33], true, true],
+        [[2, 3, 17, 9], [9, 13], false, false],
+        [[3, 1, 17, 9], [2, 13, 9], false, true],
+        [[1, 4, 5], [5, 2, 4, 3], true, false],
+        [[129, 80], [80, 65], false, false],
+      ];
+      for (const [sa, sb, ta, tb] of cases) {
+        const a = rand(sa);
+        const b = rand(sb);
+        const k = ta ? sa[sa.length - 2]! : sa[sa.length - 1]!;
+        await close(
+          gpu.matmul(up(a, dt), up(b, dt), ta, tb),
+          ts.matmul(rounded(a, dt), rounded(b, dt), ta, tb),
+          tol * Math.sqrt(k),
+          `matmul [${sa}]${ta ? '^T' : ''} [${sb}]${tb ? '^T' : ''}`,
+        );
+      }
+    });
+
+    it(`${dt}: softmax, logSoftmax and their backward`, async () => {
+      for (const shape of [
+        [3, 7, 5],
+        [4, 300],
+        [2, 1],
+      ]) {
+        const x = rand(shape, -5, 5);
+        const dy = rand(shape);
+        const xr = rounded(x, dt);
+        for (const [f, b] of [
+          ['softmax', 'softmaxBackward'],
+          ['logSoftmax', 'logSoftmaxBackward'],
+        ] as const) {
+          const yr = ts[f](xr);
+          await close(gpu[f](up(x, dt)), yr, 2 * tol, `${f} [${shape}]`);
+          await close(
+            gpu[b](up(yr, dt), up(dy, dt)),
+            ts[b](rounded(yr, dt), rounded(dy, dt)),
+            4 * tol,
+            `${b} [${shape}]`,
+          );
+        }
+      }
+      const masked = Tensor.from(Float64Array.of(-Infinity, -Infinity, 1, 2), [2, 2], 'f64');
+      await close(gpu.softmax(up(masked, dt)), ts.softmax(masked), tol, 'softmax of a masked row');
+    });
+
+    it(`${dt}: layerNorm and rmsNorm, forward and backward`, async () => {
+      for (const [shape, affine] of [
+        [[3, 7, 33], true],
+        [[5, 300], false],
+      ] as const) {
+        const c = shape[shape.length - 1]!;
+        const x = rand(shape, -2, 3);
+        const w = affine ? rand([c]) : null;
+        const b = affine ? rand([c]) : null;
+        const dy = rand(shape);
+        const [xg, xr, dyg, dyr] = [up(x, dt), rounded(x, dt), up(dy, dt), rounded(dy, dt)];
+        const wg = w && up(w, dt);
+        const wr = w && rounded(w, dt);
+        const ln = ts.layerNorm(xr, wr, b && rounded(b, dt), 1e-5);
+        const lg = gpu.layerNorm(xg, wg, b && up(b, dt), 1e-5);
+        await close(lg.y, ln.y, 4 * tol, 'layerNorm y');
+        await close(lg.mean, ln.mean, tol, 'layerNorm mean');
+        await close(lg.rstd, ln.rstd, 4 * tol, 'layerNorm rstd');
+        const lb = ts.layerNormBackward(xr, wr, ln.mean, ln.rstd, dyr);
+        const gb = gpu.layerNormBackward(xg, wg, lg.mean, lg.rstd, dyg);
+        const rows = x.size / c;
+        await close(gb.dx, lb.dx, 8 * tol, 'layerNorm dx');
+        await close(gb.dweight, lb.dweight, 4 * tol * Math.sqrt(rows), 'layerNorm dweight');
+        await close(gb.dbias, lb.dbias, 4 * tol * Math.sqrt(rows), 'layerNorm dbias');
+        const rn = ts.rmsNorm(xr, wr, 1e-6);
+        const rg = gpu.rmsNorm(xg, wg, 1e-6);
+        await close(rg.y, rn.y, 4 * tol, 'rmsNorm y');
+        await close(rg.rstd, rn.rstd, 4 * tol, 'rmsNorm rstd');
+        const rb = ts.rmsNormBackward(xr, wr, rn.rstd, dyr);
+        const rgb = gpu.rmsNormBackward(xg, wg, rg.rstd, dyg);
+        await close(rgb.dx, rb.dx, 8 * tol, 'rmsNorm dx');
+        await close(rgb.dweight, rb.dweight, 4 * tol * Math.sqrt(rows), 'rmsNorm dweight');
+      }
+    });
+
+    it(`${dt}: embedding gather / scatterAdd, crossEntropy with ignoreIndex`, async () => {
+      const w = rand([11, 7]);
+      const i = ids([3, 9], 11);
+      await close(gpu.gather(up(w, dt), up(i, dt)), ts.gather(rounded(w, dt), i), 0, 'gather');
+      const dy = rand([3, 9, 7]);
+      await close(
+        gpu.scatterAdd(up(i, dt), up(dy, dt), 11),
+        ts.scatterAdd(i, rounded(dy, dt), 11),
+        4 * tol,
+        'scatterAdd',
+      );
+      const logits = rand([4, 5, 13], -3, 3);
+      const t = ids([4, 5], 13);
+      const td = t.data() as Int32Array;
+      td[3] = -100;
+      td[7] = -100;
+      const lr = rounded(logits, dt);
+      const ref = ts.crossEntropy(lr, t, -100);
+      const got = gpu.crossEntropy(up(logits, dt), up(t, dt), -100);
+      await close(got.loss, ref.loss, 2 * tol, 'crossEntropy loss');
+      const dl = Tensor.from(Float64Array.of(1.7), [], 'f64');
+      await close(
+        gpu.crossEntropyBackward(up(logits, dt), up(t, dt), got.lse, up(dl, dt), -100, got.count),
+        ts.crossEntropyBackward(lr, t, ref.lse, rounded(dl, dt), -100, ref.count),
+        2 * tol,
+        'crossEntropy backward',
+      );
+      // Every row ignored: loss 0 and zero gradients, as ts.
+      const none = Tensor.from(new Int32Array(20).fill(-100), [4, 5]);
+      const z = gpu.crossEntropy(up(logits, dt), up(none, dt), -100);
+      await close(z.loss, ts.crossEntropy(lr, none, -100).loss, 0, 'all ignored');
+    });
+
+    it(`${dt}: rope (1D and 3D sections, inverse), permute, slice, sliceBackward, concat`, async () => {
+      const x = rand([2, 3, 7, 12]);
+      const pos = Float64Array.from({ length: 7 }, (_, i) => 3 + i);
+      const secs = [
+        [{ dim: 12, positions: pos }],
+        [
+          { dim: 4, positions: pos },
+          { dim: 4, positions: pos.map((p) => p % 3) },
+          { dim: 2, positions: pos.map((p) => p * 2) },
+        ],
+      ];
+      for (const s of secs)
+        for (const inv of [false, true])
+          await close(
+            gpu.rope(up(x, dt), s, 10000, inv),
+            ts.rope(rounded(x, dt), s, 10000, inv),
+            2 * tol,
+            `rope ${s.length} ${inv}`,
+          );
+      const xr = rounded(x, dt);
+      await close(gpu.permute(up(x, dt), [2, 0, 3, 1]), ts.permute(xr, [2, 0, 3, 1]), 0, 'permute');
+      await close(gpu.slice(up(x, dt), 2, 1, 6), ts.slice(xr, 2, 1, 6), 0, 'slice');
+      const d = rand([2, 3, 5, 12]);
+      await close(
+        gpu.sliceBackward(up(d, dt), [2, 3, 7, 12], 2, 1),
+        ts.sliceBackward(rounded(d, dt), [2, 3, 7, 12], 2, 1),
+        0,
+        'sliceBackward',
+      );
+      const parts = [1, 3, 2, 1, 1, 2, 1, 3].map((n) => rand([2, n, 5]));
+      for (const k of [2, 8])
+        await close(
+          gpu.concat(
+            parts.slice(0, k).map((p) => up(p, dt)),
+            1,
+          ),
+          ts.concat(
+            parts.slice(0, k).map((p) => rounded(p, dt)),
+            1,
+          ),
+          0,
+          `concat of ${k}`,
+        );
+    });
+
+    it(`${dt}: sgd and adamw steps`, async () => {
+      const p = rand([5, 7]);
+      const g = rand([5, 7]);
+      const m = rand([5, 7], -0.1, 0.1);
+      const v = rand([5, 7], 0, 0.01);
+      const h = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 };
+      const r = ts.adamwStep(rounded(p, dt), rounded(g, dt), m, v, h);
+      const o = gpu.adamwStep(up(p, dt), up(g, dt), up(m, 'f32'), up(v, 'f32'), h);
+      await close(o.p, r.p, tol, 'adamw p');
+      await close(o.m, r.m, 1e-6, 'adamw m');
+      await close(o.v, r.v, 1e-6, 'adamw v');
+      for (const nesterov of [false, true]) {
+        const hs = { lr: 0.1, momentum: 0.9, dampening: 0.1, weightDecay: 0.01, nesterov };
+        const buf = rand([5, 7]);
+        const s = ts.sgdStep(rounded(p, dt), rounded(g, dt), buf, hs);
+        const sg = gpu.sgdStep(up(p, dt), up(g, dt), up(buf, 'f32'), hs);
+        await close(sg.p, s.p, 2 * tol, 'sgd p');
+        await close(sg.buf!, s.buf!, 1e-6, 'sgd buf');
+      }
+      const plain = { lr: 0.1, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false };
+      const sp = gpu.sgdStep(up(p, dt), up(g, dt), null, plain);
+      expect(sp.buf).toBeNull();
+      await close(sp.p, ts.sgdStep(rounded(p, dt), rounded(g, dt), null, plain).p, 2 * tol, 'sgd');
+    });
+  }
+
+  it('dropoutMask: seeded, a fraction p of zeros, 1 / (1 - p) elsewhere', async () => {
+    const a = await gpu.dropoutMask([40, 50], 0.3, new Rng(7), 'f32').toCpu();
+    const b = await gpu.dropoutMask([40, 50], 0.3, new Rng(7), 'f32').toCpu();
+    const x = a.toFloat64Array();
+    expect([...b.toFloat64Array()]).toEqual([...x]);
+    const zeros = x.filter((v) => v === 0).length / x.length;
+    expect(Math.abs(zeros - 0.3)).toBeLessThan(0.04);
+    expect(x.every((v) => v === 0 || Math.abs(v - 1 / 0.7) < 1e-6)).toBe(true);
+  });
+
+  it('attention: FlashAttention-2 forward (o, lse) and backward vs the ts kernels', async () => {
+    const [b, h, hkv, nq, nk, d] = [2, 4, 2, 19, 23, 16];
+    const f32 = (t: Tensor) => t.astype('f32');
+    const q = f32(rand([b, h, nq, d]));
+    const k = f32(rand([b, hkv, nk, d]));
+    const v = f32(rand([b, hkv, nk, d]));
+    const dO = f32(rand([b, h, nq, d]));
+    for (const opts of [{ family: 'flash' }, { family: 'flash', causal: true, scale: 0.3 }]) {
+      const ref = ts.attention(q, k, v, opts);
+      const got = gpu.attention(up(q, 'f32'), up(k, 'f32'), up(v, 'f32'), opts);
+      await close(got.o, ref.o, 1e-5, 'attention o');
+      await close(got.lse, ref.lse, 1e-5, 'attention lse');
+      const rb = ts.attentionBackward(q, k, v, ref.o, ref.lse, dO, opts);
+      const gb = gpu.attentionBackward(
+        up(q, 'f32'),
+        up(k, 'f32'),
+        up(v, 'f32'),
+        got.o,
+        got.lse,
+        up(dO, 'f32'),
+        opts,
+      );
+      await close(gb.dq, rb.dq, 1e-4, 'attention dq');
+      await close(gb.dk, rb.dk, 1e-4, 'attention dk');
+      await close(gb.dv, rb.dv, 1e-4, 'attention dv');
+    }
+    await syncWebGpu(ctx!);
+  });
+});

@@ -1,0 +1,280 @@
+import {
+  AttnkitError,
+  bytesPerElement,
+  DeviceError,
+  type DType,
+  DTypeError,
+  numel,
+  Tensor,
+} from '@attnkit/tensor';
+import {
+  type ComputeProgram,
+  fromGpuError,
+  GpuValidationError,
+  type WebGpuContext,
+  WebGpuStorage,
+} from '@attnkit/webgpu';
+
+/**
+ * nn's kernels are synchronous (tensors in, tensors out: autograd records as it goes), WebGPU's
+ * compilation, error scopes and readback are not. As tfjs-backend-webgpu does, a webgpu kernel
+ * returns its outputs at once (buffers taken from the context's pool synchronously) and appends
+ * its GPU work to this per-context queue, which runs in call order: compile (cached) -> encode
+ * into the open command encoder -> submit (when the queue runs dry, every BATCH passes, and
+ * before work that submits on its own, such as attention). Reading a queued tensor (`toCpu`)
+ * waits for the queue first. An error inside the queue (a shader rejected, a validation error at
+ * submit, a lost device) marks the outputs of the failed work, and of everything computed from
+ * them, as failed; it rejects the next `await` on the queue (syncWebGpu, any toCpu) once, and
+ * every read of a failed tensor afterwards. A buffer released while work is queued (dispose, a
+ * scope ending) returns to the pool only after that work has been submitted
+ * (BufferPool.releaseFence), after which WebGPU's queue order makes its reuse safe.
+ */
+export class GpuQueue {
+  private tail: Promise<void> = Promise.resolve();
+  private pending = 0;
+  private encoder: GPUCommandEncoder | null = null;
+  private passes = 0;
+  private uniforms: GPUBuffer[] = [];
+  private batchOutputs: QueuedStorage[] = [];
+  private surfaced: Error | undefined;
+  /** Compute passes encoded and command buffers submitted (for tests and profiles). */
+  readonly stats = { passes: 0, submits: 0 };
+
+  constructor(readonly ctx: WebGpuContext) {
+    ctx.pool.releaseFence = () => (this.pending > 0 ? this.tail : undefined);
+  }
+
+  /** Queues one compute pass: `storages` bind at 1.. in order (a uniform with `params` at 0). */
+  pass(
+    program: ComputeProgram,
+    params: Uint32Array,
+    storages: readonly WebGpuStorage[],
+    workgroups: readonly [number, number, number],
+    outputs: readonly WebGpuStorage[],
+  ): void {
+    const inputs = storages.filter((s) => !outputs.includes(s));
+    this.enqueue(program.label ?? 'nn webgpu', inputs, outputs, async () => {
+      const compiled = await this.ctx.pipelines.get(program);
+      const enc = this.open();
+      const uniform = this.ctx.createUniform(params);
+      this.uniforms.push(uniform);
+      const entries = [uniform, ...storages.map((s) => s.buffer)].map((buffer, binding) => ({
+        binding,
+        resource: { buffer },
+      }));
+      const bindGroup = this.ctx.device.createBindGroup({ layout: compiled.layout, entries });
+      const p = enc.beginComputePass({ label: program.label });
+      p.setPipeline(compiled.pipeline);
+      p.setBindGroup(0, bindGroup);
+      p.dispatchWorkgroups(...workgroups);
+      p.end();
+      for (const o of outputs) if (o instanceof QueuedStorage) this.batchOutputs.push(o);
+      this.stats.passes++;
+      if (++this.passes >= BATCH) await this.flush();
+    });
+  }
+
+  /** Inside a queued task only: encodes a copy of `from` into `to` (whole words). */
+  copyNow(from: Tensor, to: QueuedStorage): void {
+    const bytes = Math.ceil(to.byteLength / 4) * 4;
+    if (bytes > 0)
+      this.open().copyBufferToBuffer(
+        (from.storage as WebGpuStorage).buffer,
+        0,
+        to.buffer,
+        0,
+        bytes,
+      );
+    this.batchOutputs.push(to);
+  }
+
+  /** Queues work that submits on its own (the attention families' async API): flushes first. */
+  external(
+    label: string,
+    inputs: readonly WebGpuStorage[],
+    outputs: readonly WebGpuStorage[],
+    run: () => Promise<void>,
+  ): void {
+    this.enqueue(label, inputs, outputs, async () => {
+      await this.flush();
+      await run();
+    });
+  }
+
+  /**
+   * Resolves once every queued task has run and its work is submitted; rejects (once) with the
+   * first error raised in the queue since the last await.
+   */
+  async idle(): Promise<void> {
+    // The task that brings `pending` to 0 submits what is encoded (never flush from outside
+    // the chain: a task may be encoding).
+    while (this.pending > 0) await this.tail;
+    const e = this.surfaced;
+    this.surfaced = undefined;
+    if (e) throw e;
+    this.ctx.checkAlive();
+  }
+
+  private enqueue(
+    label: string,
+    inputs: readonly WebGpuStorage[],
+    outputs: readonly WebGpuStorage[],
+    work: () => Promise<void> | void,
+  ): void {
+    this.pending++;
+    this.tail = this.tail.then(async () => {
+      try {
+        const failed = inputs.find((s) => s instanceof QueuedStorage && s.failure);
+        if (failed) markFailed(outputs, (failed as QueuedStorage).failure!);
+        else await work();
+      } catch (e) {
+        const err = asTyped(e, label);
+        markFailed(outputs, err);
+        this.surfaced ??= err;
+      } finally {
+        this.pending--;
+        if (this.pending === 0) await this.flush();
+      }
+    });
+  }
+
+  private open(): GPUCommandEncoder {
+    if (!this.encoder) {
+      this.ctx.checkAlive();
+      for (const f of SCOPES) this.ctx.device.pushErrorScope(f);
+      this.encoder = this.ctx.device.createCommandEncoder({ label: 'nn webgpu' });
+    }
+    return this.encoder;
+  }
+
+  /** Submits the open encoder; a GPU error fails the outputs of its passes. */
+  private async flush(): Promise<void> {
+    const encoder = this.encoder;
+    if (!encoder) return;
+    const uniforms = this.uniforms;
+    const outputs = this.batchOutputs;
+    this.encoder = null;
+    this.passes = 0;
+    this.uniforms = [];
+    this.batchOutputs = [];
+    const device = this.ctx.device;
+    let thrown: unknown;
+    try {
+      device.queue.submit([encoder.finish()]);
+      this.stats.submits++;
+    } catch (e) {
+      thrown = e;
+    }
+    const popped = await Promise.all(SCOPES.map(() => device.popErrorScope()));
+    for (const u of uniforms) this.ctx.pool.releaseNow(u);
+    const order = [...SCOPES].reverse();
+    const i = popped.findIndex((e) => e !== null);
+    let err: Error | undefined;
+    if (i >= 0) err = fromGpuError(order[i]!, popped[i]!, 'nn webgpu submit');
+    else if (thrown) err = asTyped(thrown, 'nn webgpu submit');
+    if (this.ctx.lost) err = asTyped(undefined, 'nn webgpu submit', this.ctx);
+    if (err) {
+      markFailed(outputs, err);
+      this.surfaced ??= err;
+    }
+  }
+}
+
+const SCOPES: GPUErrorFilter[] = ['internal', 'out-of-memory', 'validation'];
+/** Passes per command buffer: submitting while the queue still encodes keeps the GPU busy. */
+const BATCH = 64;
+
+function markFailed(outputs: readonly WebGpuStorage[], err: Error): void {
+  for (const o of outputs) if (o instanceof QueuedStorage) o.failure ??= err;
+}
+
+function asTyped(e: unknown, label: string, ctx?: WebGpuContext): Error {
+  if (ctx) {
+    try {
+      ctx.checkAlive();
+    } catch (lost) {
+      return lost as Error;
+    }
+  }
+  if (e instanceof AttnkitError) return e;
+  const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  return new GpuValidationError(`${label}: ${text}`, label);
+}
+
+/**
+ * A webgpu tensor storage whose contents a queued kernel writes: reading it waits for the
+ * queue (and rejects with the error of the work that should have written it, if that failed).
+ * `extras` are tensors that live and die with it (crossEntropy's row count).
+ */
+export class QueuedStorage extends WebGpuStorage {
+  failure: Error | undefined = undefined;
+  extras: Tensor[] = [];
+  override async read() {
+    this.checkLive('tensor', 'read');
+    await queueOf(this.ctx).idle();
+    if (this.failure) throw this.failure;
+    return super.read();
+  }
+  override dispose(): void {
+    if (this.isDisposed) return;
+    for (const t of this.extras) t.dispose();
+    super.dispose();
+  }
+}
+
+const queues = new WeakMap<WebGpuContext, GpuQueue>();
+
+export function queueOf(ctx: WebGpuContext): GpuQueue {
+  let q = queues.get(ctx);
+  if (!q) queues.set(ctx, (q = new GpuQueue(ctx)));
+  return q;
+}
+
+/** A new queued tensor on ctx (NaN-filled when ctx.poisonOutputs is set). */
+export function output(ctx: WebGpuContext, shape: readonly number[], dtype: DType): Tensor {
+  const n = numel(shape);
+  const buffer = ctx.createOutput(Math.max(n * bytesPerElement(dtype), 4), `nn ${dtype}[${shape}]`);
+  return new Tensor(new QueuedStorage(ctx, dtype, n, buffer), shape);
+}
+
+/** The dtypes the nn webgpu kernels take for floats: f32, or f16 storage with f32 math. */
+export type GpuFloat = 'f32' | 'f16';
+
+/**
+ * The storage of a webgpu tensor a kernel binds whole, on `ctx`; `floats` checks its dtype is
+ * f32 or f16, `ints` i32. Strided views are made contiguous by the caller (kernels only see
+ * what ops made, which is contiguous).
+ */
+export function storageOf(
+  t: Tensor,
+  op: string,
+  argument: string,
+  ctx: WebGpuContext,
+  kind: 'float' | 'int' = 'float',
+): WebGpuStorage {
+  const s = t.storage;
+  if (!(s instanceof WebGpuStorage))
+    throw new DeviceError(
+      `${op}: backend 'webgpu' takes webgpu tensors, got ${argument} on ${t.device}`,
+      argument,
+    );
+  if (s.ctx !== ctx)
+    throw new DeviceError(
+      `${op}: ${argument} lives on another WebGpuContext than the one registered with registerWebGpuKernels`,
+      argument,
+    );
+  if (!t.isContiguous() || t.offset !== 0)
+    throw new DeviceError(
+      `${op}: ${argument} expected a contiguous webgpu tensor at offset 0, got a strided view`,
+      argument,
+    );
+  s.checkLive(argument, op);
+  if (kind === 'float' && s.dtype !== 'f32' && s.dtype !== 'f16')
+    throw new DTypeError(
+      `${op}: backend 'webgpu' takes f32 or f16 tensors, got ${argument} in ${s.dtype}`,
+      argument,
+    );
+  if (kind === 'int' && s.dtype !== 'i32')
+    throw new DTypeError(`${op}: ${argument} expected i32 indices, got ${s.dtype}`, argument);
+  return s;
+}

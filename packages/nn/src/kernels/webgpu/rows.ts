@@ -1,0 +1,479 @@
+import { formatShape, ShapeError, type Tensor } from '@attnkit/tensor';
+import { rowsCols } from '../ts/util.js';
+import { gpuContext } from './context.js';
+import { cast } from './elementwise.js';
+import { Params, runMap, runRows } from './program.js';
+import { type GpuFloat, output, type QueuedStorage, storageOf } from './queue.js';
+import { sumTo } from './reduce.js';
+
+/**
+ * Softmax, the norms and cross-entropy as two passes each: a row kernel (one workgroup per row)
+ * writes f32 statistics (max and sum, mean and rstd, ...), then a map kernel writes every
+ * element from them, so f16 outputs are written a whole u32 word per thread whatever the row
+ * width. Weight and bias gradients are column sums (sumTo) of f32 products.
+ */
+
+const LOOP = (body: string) => `for (var j = li; j < cols; j = j + 256u) { ${body} }`;
+
+function check(op: string, ts: readonly [Tensor | null, string][]): void {
+  const ctx = gpuContext(op);
+  for (const [t, name] of ts) if (t) storageOf(t, op, name, ctx);
+}
+
+function checkChannels(op: string, name: string, t: Tensor | null, cols: number): void {
+  if (t && (t.ndim !== 1 || t.shape[0] !== cols))
+    throw new ShapeError(`${op}: ${name} expected [${cols}], got ${formatShape(t.shape)}`, name);
+}
+
+/** Per-row max and sum of exp(x - max) into [rows, 2] f32. */
+function softmaxStats(x: Tensor): Tensor {
+  const ctx = gpuContext('softmax');
+  const [rows, cols] = rowsCols(x.shape);
+  const stats = output(ctx, [rows, 2], 'f32');
+  runRows(
+    ctx,
+    'softmax stats',
+    [{ name: 'x', t: x }],
+    [stats],
+    rows,
+    cols,
+    `  var m = ninf();
+  ${LOOP('m = max(m, ld_x(o + j));')}
+  m = wmax(li, m);
+  var s = 0.0;
+  if (m > ninf()) { ${LOOP('s = s + exp(ld_x(o + j) - m);')} }
+  s = wsum(li, s);
+  if (li == 0u) { o0[2u * row] = m; o0[2u * row + 1u] = s; }`,
+    new Params(),
+  );
+  return stats;
+}
+
+export function softmax(x: Tensor): Tensor {
+  check('softmax', [[x, 'x']]);
+  const ctx = gpuContext('softmax');
+  const stats = softmaxStats(x);
+  const y = output(ctx, x.shape, x.dtype);
+  const [, cols] = rowsCols(x.shape);
+  runMap(
+    ctx,
+    'softmax',
+    [
+      { name: 'x', t: x },
+      { name: 's', t: stats },
+    ],
+    [y],
+    // A row of -Infinity (fully masked) gives zeros, not NaN.
+    `let r = e / pu(4u);
+  let m = ld_s(2u * r);
+  if (m == ninf()) { return vec4<f32>(0.0); }
+  return vec4<f32>(exp(ld_x(e) - m) / ld_s(2u * r + 1u));`,
+    new Params().u(4, cols),
+  );
+  stats.dispose();
+  return y;
+}
+
+export function logSoftmax(x: Tensor): Tensor {
+  check('logSoftmax', [[x, 'x']]);
+  const ctx = gpuContext('logSoftmax');
+  const stats = softmaxStats(x);
+  const y = output(ctx, x.shape, x.dtype);
+  const [, cols] = rowsCols(x.shape);
+  runMap(
+    ctx,
+    'logSoftmax',
+    [
+      { name: 'x', t: x },
+      { name: 's', t: stats },
+    ],
+    [y],
+    `let r = e / pu(4u);
+  return vec4<f32>(ld_x(e) - (ld_s(2u * r) + log(ld_s(2u * r + 1u))));`,
+    new Params().u(4, cols),
+  );
+  stats.dispose();
+  return y;
+}
+
+/** Per-row sum of f(y, dy) into [rows] f32. */
+function rowSum(op: string, y: Tensor, dy: Tensor, expr: string): Tensor {
+  const ctx = gpuContext(op);
+  const [rows, cols] = rowsCols(y.shape);
+  const out = output(ctx, [rows], 'f32');
+  runRows(
+    ctx,
+    `${op} stats`,
+    [
+      { name: 'y', t: y },
+      { name: 'dy', t: dy },
+    ],
+    [out],
+    rows,
+    cols,
+    `  var s = 0.0;
+  ${LOOP(`s = s + ${expr};`)}
+  s = wsum(li, s);
+  if (li == 0u) { o0[row] = s; }`,
+    new Params(),
+  );
+  return out;
+}
+
+function rowMap(op: string, y: Tensor, dy: Tensor, stat: Tensor, expr: string): Tensor {
+  const ctx = gpuContext(op);
+  const out = output(ctx, y.shape, y.dtype);
+  runMap(
+    ctx,
+    op,
+    [
+      { name: 'y', t: y },
+      { name: 'dy', t: dy },
+      { name: 's', t: stat },
+    ],
+    [out],
+    `let s = ld_s(e / pu(4u));\n  let y = ld_y(e);\n  let dy = ld_dy(e);\n  return vec4<f32>(${expr});`,
+    new Params().u(4, rowsCols(y.shape)[1]),
+  );
+  stat.dispose();
+  return out;
+}
+
+export function softmaxBackward(y: Tensor, dy: Tensor): Tensor {
+  check('softmax', [
+    [y, 'y'],
+    [dy, 'dy'],
+  ]);
+  const dot = rowSum('softmax backward', y, dy, 'ld_y(o + j) * ld_dy(o + j)');
+  return rowMap('softmax backward', y, dy, dot, 'y * (dy - s)');
+}
+
+export function logSoftmaxBackward(y: Tensor, dy: Tensor): Tensor {
+  check('logSoftmax', [
+    [y, 'y'],
+    [dy, 'dy'],
+  ]);
+  const sum = rowSum('logSoftmax backward', y, dy, 'ld_dy(o + j)');
+  return rowMap('logSoftmax backward', y, dy, sum, 'dy - exp(y) * s');
+}
+
+/** The inputs and WGSL of an optional per-channel tensor c (weight or bias). */
+const channel = (name: string, t: Tensor | null, absent: string) =>
+  t ? { inputs: [{ name, t }], wgsl: `ld_${name}(e % pu(4u))` } : { inputs: [], wgsl: absent };
+
+export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: number) {
+  check('layerNorm', [
+    [x, 'x'],
+    [w, 'weight'],
+    [b, 'bias'],
+  ]);
+  const ctx = gpuContext('layerNorm');
+  const [rows, cols] = rowsCols(x.shape);
+  checkChannels('layerNorm', 'weight', w, cols);
+  checkChannels('layerNorm', 'bias', b, cols);
+  const rowShape = x.shape.slice(0, -1);
+  const mean = output(ctx, rowShape, 'f32');
+  const rstd = output(ctx, rowShape, 'f32');
+  runRows(
+    ctx,
+    'layerNorm stats',
+    [{ name: 'x', t: x }],
+    [mean, rstd],
+    rows,
+    cols,
+    `  var s = 0.0;
+  ${LOOP('s = s + ld_x(o + j);')}
+  let mu = wsum(li, s) / f32(cols);
+  var v = 0.0;
+  ${LOOP('let d = ld_x(o + j) - mu; v = v + d * d;')}
+  let rs = inverseSqrt(wsum(li, v) / f32(cols) + pf(4u));
+  if (li == 0u) { o0[row] = mu; o1[row] = rs; }`,
+    new Params().fl(4, eps),
+  );
+  const y = output(ctx, x.shape, x.dtype);
+  const cw = channel('w', w, '1.0');
+  const cb = channel('b', b, '0.0');
+  runMap(
+    ctx,
+    'layerNorm',
+    [
+      { name: 'x', t: x },
+      { name: 'mean', t: mean },
+      { name: 'rstd', t: rstd },
+      ...cw.inputs,
+      ...cb.inputs,
+    ],
+    [y],
+    `let r = e / pu(4u);
+  return vec4<f32>((ld_x(e) - ld_mean(r)) * ld_rstd(r) * ${cw.wgsl} + ${cb.wgsl});`,
+    new Params().u(4, cols),
+  );
+  return { y, mean, rstd };
+}
+
+export function layerNormBackward(
+  x: Tensor,
+  w: Tensor | null,
+  mean: Tensor,
+  rstd: Tensor,
+  dy: Tensor,
+) {
+  check('layerNorm', [
+    [x, 'x'],
+    [w, 'weight'],
+    [mean, 'mean'],
+    [rstd, 'rstd'],
+    [dy, 'dy'],
+  ]);
+  const ctx = gpuContext('layerNorm');
+  const [rows, cols] = rowsCols(x.shape);
+  const cw = channel('w', w, '1.0');
+  const wj = w ? 'ld_w(j)' : '1.0';
+  const inputs = [
+    { name: 'x', t: x },
+    { name: 'mean', t: mean },
+    { name: 'rstd', t: rstd },
+    { name: 'dy', t: dy },
+    ...cw.inputs,
+  ];
+  // dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * w.
+  const stats = output(ctx, [rows, 2], 'f32');
+  runRows(
+    ctx,
+    'layerNorm backward stats',
+    inputs,
+    [stats],
+    rows,
+    cols,
+    `  let mu = ld_mean(row);
+  let rs = ld_rstd(row);
+  var mg = 0.0;
+  var mgx = 0.0;
+  ${LOOP(`let g = ld_dy(o + j) * ${wj}; mg = mg + g; mgx = mgx + g * (ld_x(o + j) - mu) * rs;`)}
+  mg = wsum(li, mg) / f32(cols);
+  mgx = wsum(li, mgx) / f32(cols);
+  if (li == 0u) { o0[2u * row] = mg; o0[2u * row + 1u] = mgx; }`,
+    new Params(),
+  );
+  const dx = output(ctx, x.shape, x.dtype);
+  const dyxh = output(ctx, x.shape, 'f32');
+  runMap(
+    ctx,
+    'layerNorm backward',
+    [...inputs, { name: 's', t: stats }],
+    [dx, dyxh],
+    `let r = e / pu(4u);
+  let rs = ld_rstd(r);
+  let xh = (ld_x(e) - ld_mean(r)) * rs;
+  let dy = ld_dy(e);
+  let g = dy * ${cw.wgsl};
+  return vec4<f32>(rs * (g - ld_s(2u * r) - xh * ld_s(2u * r + 1u)), dy * xh, 0.0, 0.0);`,
+    new Params().u(4, cols),
+  );
+  stats.dispose();
+  const dt = x.dtype as GpuFloat;
+  const dweight = columnSum(dyxh, cols, dt);
+  const dbias = columnSum(dy, cols, dt);
+  dyxh.dispose();
+  return { dx, dweight, dbias };
+}
+
+/** Sum over every row of [rows, cols] -> [cols] in dtype. */
+function columnSum(t: Tensor, cols: number, dtype: GpuFloat): Tensor {
+  const s = sumTo(t.reshape([t.size / Math.max(cols, 1), cols]), [cols]);
+  if (s.dtype === dtype) return s;
+  const c = cast(s, dtype);
+  s.dispose();
+  return c;
+}
+
+export function rmsNorm(x: Tensor, w: Tensor | null, eps: number) {
+  check('rmsNorm', [
+    [x, 'x'],
+    [w, 'weight'],
+  ]);
+  const ctx = gpuContext('rmsNorm');
+  const [rows, cols] = rowsCols(x.shape);
+  checkChannels('rmsNorm', 'weight', w, cols);
+  const rstd = output(ctx, x.shape.slice(0, -1), 'f32');
+  runRows(
+    ctx,
+    'rmsNorm stats',
+    [{ name: 'x', t: x }],
+    [rstd],
+    rows,
+    cols,
+    `  var s = 0.0;
+  ${LOOP('let v = ld_x(o + j); s = s + v * v;')}
+  let rs = inverseSqrt(wsum(li, s) / f32(cols) + pf(4u));
+  if (li == 0u) { o0[row] = rs; }`,
+    new Params().fl(4, eps),
+  );
+  const y = output(ctx, x.shape, x.dtype);
+  const cw = channel('w', w, '1.0');
+  runMap(
+    ctx,
+    'rmsNorm',
+    [{ name: 'x', t: x }, { name: 'rstd', t: rstd }, ...cw.inputs],
+    [y],
+    `return vec4<f32>(ld_x(e) * ld_rstd(e / pu(4u)) * ${cw.wgsl});`,
+    new Params().u(4, cols),
+  );
+  return { y, rstd };
+}
+
+export function rmsNormBackward(x: Tensor, w: Tensor | null, rstd: Tensor, dy: Tensor) {
+  check('rmsNorm', [
+    [x, 'x'],
+    [w, 'weight'],
+    [rstd, 'rstd'],
+    [dy, 'dy'],
+  ]);
+  const ctx = gpuContext('rmsNorm');
+  const [rows, cols] = rowsCols(x.shape);
+  const cw = channel('w', w, '1.0');
+  const wj = w ? 'ld_w(j)' : '1.0';
+  const inputs = [
+    { name: 'x', t: x },
+    { name: 'rstd', t: rstd },
+    { name: 'dy', t: dy },
+    ...cw.inputs,
+  ];
+  // dx = rstd (g - xhat mean(g xhat)), g = dy * w, xhat = x rstd.
+  const stats = output(ctx, [rows], 'f32');
+  runRows(
+    ctx,
+    'rmsNorm backward stats',
+    inputs,
+    [stats],
+    rows,
+    cols,
+    `  let rs = ld_rstd(row);
+  var s = 0.0;
+  ${LOOP(`s = s + ld_dy(o + j) * ${wj} * ld_x(o + j) * rs;`)}
+  s = wsum(li, s) / f32(cols);
+  if (li == 0u) { o0[row] = s; }`,
+    new Params(),
+  );
+  const dx = output(ctx, x.shape, x.dtype);
+  const dyxh = output(ctx, x.shape, 'f32');
+  runMap(
+    ctx,
+    'rmsNorm backward',
+    [...inputs, { name: 's', t: stats }],
+    [dx, dyxh],
+    `let r = e / pu(4u);
+  let rs = ld_rstd(r);
+  let x = ld_x(e);
+  let dy = ld_dy(e);
+  return vec4<f32>(rs * (dy * ${cw.wgsl} - x * rs * ld_s(r)), dy * x * rs, 0.0, 0.0);`,
+    new Params().u(4, cols),
+  );
+  stats.dispose();
+  const dweight = columnSum(dyxh, cols, x.dtype as GpuFloat);
+  dyxh.dispose();
+  return { dx, dweight };
+}
+
+/**
+ * The rows' loss sum and count ([1, 2] f32) of each crossEntropy's lse, read by its backward
+ * on the GPU: the count of rows not ignored is not known on the host without a readback.
+ */
+const totals = new WeakMap<object, Tensor>();
+
+export function crossEntropy(logits: Tensor, targets: Tensor, ignoreIndex: number) {
+  const ctx = gpuContext('crossEntropy');
+  storageOf(logits, 'crossEntropy', 'logits', ctx);
+  storageOf(targets, 'crossEntropy', 'targets', ctx, 'int');
+  const [rows, cols] = rowsCols(logits.shape);
+  const lse = output(ctx, [rows], 'f32');
+  const lv = output(ctx, [rows, 2], 'f32');
+  // A target outside [0, cols) that is not ignoreIndex makes the loss NaN (ts: a ValueError;
+  // the GPU cannot throw).
+  runRows(
+    ctx,
+    'crossEntropy stats',
+    [
+      { name: 'x', t: logits },
+      { name: 'tg', t: targets },
+    ],
+    [lse, lv],
+    rows,
+    cols,
+    `  let tgt = ld_tg(row);
+  var m = ninf();
+  ${LOOP('m = max(m, ld_x(o + j));')}
+  m = wmax(li, m);
+  var s = 0.0;
+  ${LOOP('s = s + exp(ld_x(o + j) - m);')}
+  s = wsum(li, s);
+  if (li == 0u) {
+    if (tgt == bitcast<i32>(pu(4u))) {
+      o0[row] = 0.0; o1[2u * row] = 0.0; o1[2u * row + 1u] = 0.0;
+    } else if (tgt < 0 || u32(tgt) >= cols) {
+      o0[row] = nan(); o1[2u * row] = nan(); o1[2u * row + 1u] = 1.0;
+    } else {
+      let l = m + log(s);
+      o0[row] = l; o1[2u * row] = l - ld_x(o + u32(tgt)); o1[2u * row + 1u] = 1.0;
+    }
+  }`,
+    new Params().s(4, ignoreIndex),
+  );
+  const total = sumTo(lv, [1, 2]);
+  lv.dispose();
+  const loss = output(ctx, [], logits.dtype);
+  runMap(
+    ctx,
+    'crossEntropy loss',
+    [{ name: 'tot', t: total }],
+    [loss],
+    'return vec4<f32>(ld_tot(0u) / max(ld_tot(1u), 1.0));',
+    new Params(),
+  );
+  totals.set(lse.storage, total);
+  (lse.storage as QueuedStorage).extras.push(total);
+  // The count stays on the GPU (NaN here); crossEntropyBackward reads it there.
+  return { loss, lse, count: Number.NaN };
+}
+
+export function crossEntropyBackward(
+  logits: Tensor,
+  targets: Tensor,
+  lse: Tensor,
+  dy: Tensor,
+  ignoreIndex: number,
+  _count: number,
+): Tensor {
+  const ctx = gpuContext('crossEntropy');
+  storageOf(logits, 'crossEntropy', 'logits', ctx);
+  storageOf(targets, 'crossEntropy', 'targets', ctx, 'int');
+  storageOf(dy, 'crossEntropy', 'dy', ctx);
+  const total = totals.get(lse.storage);
+  if (!total)
+    throw new ShapeError(
+      'crossEntropy: lse expected the one the webgpu crossEntropy kernel returned (it carries the row count), got another tensor',
+      'lse',
+    );
+  const [, cols] = rowsCols(logits.shape);
+  const dx = output(ctx, logits.shape, logits.dtype);
+  runMap(
+    ctx,
+    'crossEntropy backward',
+    [
+      { name: 'x', t: logits },
+      { name: 'tg', t: targets },
+      { name: 'lse', t: lse },
+      { name: 'dy', t: dy },
+      { name: 'tot', t: total },
+    ],
+    [dx],
+    `let r = e / pu(4u);
+  let c = e % pu(4u);
+  let tgt = ld_tg(r);
+  if (tgt == bitcast<i32>(pu(5u))) { return vec4<f32>(0.0); }
+  let scale = ld_dy(0u) / max(ld_tot(1u), 1.0);
+  return vec4<f32>((exp(ld_x(e) - ld_lse(r)) - select(0.0, 1.0, i32(c) == tgt)) * scale);`,
+    new Params().u(4, cols).s(5, ignoreIndex),
+  );
+  return dx;
+}
