@@ -128,6 +128,24 @@ describe('missing or broken addon', () => {
   });
 });
 
+// @attnkit/nn's native backend (src/engine/nn_ops.h); tested against its ts kernels in nn.
+const NN_OPS = [
+  'nn.adamw',
+  'nn.crossEntropy',
+  'nn.crossEntropyBackward',
+  'nn.gather',
+  'nn.map',
+  'nn.matmul',
+  'nn.norm',
+  'nn.normBackward',
+  'nn.rope',
+  'nn.scatterAdd',
+  'nn.sgd',
+  'nn.softmax',
+  'nn.sumSquares',
+  'nn.unary',
+];
+
 describe.runIf(base)('the op registry', () => {
   test('ops(): every op with its ISAs (best first), the chosen one, and its array names', () => {
     const e = base!;
@@ -138,6 +156,7 @@ describe.runIf(base)('the op registry', () => {
       'gemm',
       'gla.backward',
       'gla.forward',
+      ...NN_OPS,
       'sage.forward',
       'sage.quantize',
     ]);
@@ -152,6 +171,7 @@ describe.runIf(base)('the op registry', () => {
       'gla.backward': all.filter((x) => x !== 'avx512vnni'),
       'sage.quantize': all,
       'sage.forward': all.filter((x) => x !== 'avx512'),
+      ...Object.fromEntries(NN_OPS.map((op) => [op, all.filter((x) => x !== 'avx512vnni')])),
     };
     for (const [op, info] of Object.entries(ops)) {
       expect(info.isas, op).toEqual(isasOf[op]);
@@ -217,9 +237,9 @@ describe.runIf(base)('the op registry', () => {
     expect(scalar.ops()['attention.forward'].chosen).toBe('scalar');
   });
 
-  test('no *Sync twins: every call is a promise', () => {
+  test('one *Sync twin: runSync (for synchronous callers); every other call is a promise', () => {
     const e = base! as unknown as Record<string, unknown>;
-    for (const name of Object.keys(e)) expect(name).not.toMatch(/Sync$/);
+    expect(Object.keys(e).filter((name) => name.endsWith('Sync'))).toEqual(['runSync']);
   });
 
   test('the addon loads lazily: importing the module loads nothing', async () => {
@@ -255,13 +275,35 @@ describe.runIf(base)(
         { o: a.o, lse: a.lse },
       );
 
+    test('runSync: the kernel runs before it returns; the same checks, thrown', () => {
+      const e = base!;
+      const a = Float32Array.of(1, 2, 3, 4);
+      const b = Float32Array.of(5, 6, 7, 8);
+      const c = new Float32Array(4).fill(Number.NaN);
+      e.runSync('gemm', { m: 2, n: 2, k: 2 }, { a, b }, { c });
+      expect([...c]).toEqual([19, 22, 43, 50]);
+      expect(() =>
+        e.runSync('gemm', { m: 2, n: 2, k: 2 }, { a, b }, { c: new Float32Array(3) }),
+      ).toThrow(/^outputs\.c: expected at least 4 elements/);
+      expect(() => e.runSync('nn.fwd' as 'gemm', {} as never, {}, {})).toThrow(RangeError);
+      const ids = Int32Array.of(0, 3);
+      expect(() =>
+        e.runSync(
+          'nn.gather',
+          { rows: 3, dim: 1, count: 2 },
+          { weight: a.subarray(0, 3), ids },
+          { y: c.subarray(0, 2) },
+        ),
+      ).toThrow(/^inputs\.ids\[1\]: expected an integer in \[0, 2\], got 3/);
+    });
+
     test('op: unknown names and non-strings', async () => {
       const e = base!;
       const a = args();
       const run = (op: unknown) => e.run(op as 'gemm', {} as never, {} as never, {} as never);
       await expect(run('attention.fwd')).rejects.toThrow(RangeError);
       await expect(run('attention.fwd')).rejects.toThrow(
-        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", "sage\.quantize", "sage\.forward", "gla\.forward", "gla\.backward", got "attention\.fwd"/,
+        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", "sage\.quantize", "sage\.forward", "gla\.forward", "gla\.backward", "nn\.map", .*"nn\.sumSquares", got "attention\.fwd"/,
       );
       await expect(run(42)).rejects.toThrow(TypeError);
       await expect(run(42)).rejects.toThrow(/^op: expected a string/);

@@ -12,7 +12,9 @@ import type * as NodeUrl from 'node:url';
  * until then.
  *
  * The engine is a registry of ops ('attention.forward', 'attention.backward', 'gemm',
- * 'sage.quantize', 'sage.forward', 'gla.forward', 'gla.backward'), each with kernels per ISA; one generic entry point, `run(op, problem, inputs, outputs)`, checks the
+ * 'sage.quantize', 'sage.forward', 'gla.forward', 'gla.backward', and the nn.* ops of
+ * @attnkit/nn's native backend), each with kernels per ISA; one generic entry point,
+ * `run(op, problem, inputs, outputs)` (and its synchronous twin `runSync`), checks the
  * arrays against the op's descriptor and runs the kernel of the best ISA this CPU has for that
  * op (`ops()` lists them). Importing this module has no side effects and imports no Node
  * module: the addon is loaded by the first `loadNative()` (or `nativeLoadError()`), in Node
@@ -302,7 +304,37 @@ export interface NativeGemmArgs extends NativeGemmProblem {
  * permutation of 0..n-1 (not checked here; lengths are: RangeError naming the input). Absent =
  * identity.
  */
-export interface NativeOpMap {
+/**
+ * The nn ops (@attnkit/nn's native backend; src/engine/nn_ops.h): dense f32 kernels whose
+ * problems are integer fields (Arrays of integers for nn.map's dims and strides and nn.rope's
+ * dims) and finite numbers, named as the descriptors in src/engine/addon.cc (nnSpecs) list
+ * them; Int32Array inputs are indices (targets, ids, batch maps), checked against their range.
+ */
+export type NativeNnOp =
+  | 'nn.map'
+  | 'nn.unary'
+  | 'nn.softmax'
+  | 'nn.norm'
+  | 'nn.normBackward'
+  | 'nn.crossEntropy'
+  | 'nn.crossEntropyBackward'
+  | 'nn.gather'
+  | 'nn.scatterAdd'
+  | 'nn.rope'
+  | 'nn.matmul'
+  | 'nn.adamw'
+  | 'nn.sgd'
+  | 'nn.sumSquares';
+
+export type NativeNnOps = {
+  [Op in NativeNnOp]: {
+    problem: Record<string, number | readonly number[]>;
+    inputs: Record<string, Float32Array | Int32Array>;
+    outputs: Record<string, Float32Array>;
+  };
+};
+
+export interface NativeOpMap extends NativeNnOps {
   'attention.forward': {
     problem: NativeAttentionProblem;
     inputs: {
@@ -468,6 +500,18 @@ export interface NativeEngine {
     inputs: NativeOpMap[Op]['inputs'],
     outputs: NativeOpMap[Op]['outputs'],
   ): Promise<void>;
+  /**
+   * `run` on the calling thread: the same registry and argument checks (TypeError / RangeError
+   * thrown), the kernel run before it returns, its parallel work on the engine's pool. It blocks
+   * the JS thread meanwhile: for synchronous callers (@attnkit/nn's kernels), whose arrays are
+   * theirs alone during the call.
+   */
+  runSync<Op extends NativeOp>(
+    op: Op,
+    problem: NativeOpMap[Op]['problem'],
+    inputs: NativeOpMap[Op]['inputs'],
+    outputs: NativeOpMap[Op]['outputs'],
+  ): void;
   /** run('attention.forward', ...): writes o and (softmax) lse; `perm`: permQ / permK. */
   flashForward(
     p: NativeAttentionProblem,
@@ -531,6 +575,7 @@ interface Addon {
   info(): { isas: NativeIsa[]; threads: number };
   ops(isa?: string): Record<NativeOp, NativeOpInfo>;
   run(op: string, problem: unknown, inputs: unknown, outputs: unknown, isa?: string): Promise<void>;
+  runSync(op: string, problem: unknown, inputs: unknown, outputs: unknown, isa?: string): void;
   scratch(op: string, problem: unknown, isa?: string): NativeBackwardScratch;
   planStreamK(tiles: Float64Array, workers: number): NativeStreamKPlan;
 }
@@ -901,6 +946,7 @@ function makeEngine(
     availableIsas: Object.freeze([...isas]),
     ops: () => a.ops(cap),
     run: async (op, problem, inputs, outputs) => a.run(op, problem, inputs, outputs, cap),
+    runSync: (op, problem, inputs, outputs) => a.runSync(op, problem, inputs, outputs, cap),
     flashForward: (p, q, k, v, o, lse, perm) => {
       const inputs: NativeOpMap['attention.forward']['inputs'] = { q, k, v };
       if (perm?.permQ !== undefined) inputs.permQ = perm.permQ;

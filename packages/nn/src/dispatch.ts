@@ -1,20 +1,36 @@
 import { UnsupportedError } from '@attnkit/attention';
-import { DeviceError, DTypeError, describe, type Tensor, ValueError } from '@attnkit/tensor';
+import {
+  BackendUnavailableError,
+  DeviceError,
+  DTypeError,
+  describe,
+  type Tensor,
+  ValueError,
+} from '@attnkit/tensor';
+import { registerNativeKernels } from './kernels/native/index.js';
 import type { KernelName, Kernels } from './kernels/table.js';
 import { tsKernels } from './kernels/ts/index.js';
 
 /**
  * The op table: (kernel, backend) -> function. The ts kernels are in it from the start (no
- * import side effects); native and webgpu register theirs. A kernel missing for the backend an
+ * import side effects); native (kernels/native, on the first cpu op) and webgpu register theirs. A kernel missing for the backend an
  * op runs on is an UnsupportedError naming both: nothing falls back to another backend.
  */
 const table = new Map<string, Partial<Kernels>>([['ts', { ...tsKernels }]]);
 
-/** Which backend runs ops on tensors of each device ('cpu' -> 'ts' until native registers). */
-const deviceBackend = new Map<string, string>([
-  ['cpu', 'ts'],
-  ['webgpu', 'webgpu'],
-]);
+/**
+ * Which backend runs ops on tensors of each device. 'cpu' is decided on its first op unless set:
+ * 'native' when the engine loads (registerNativeKernels), else 'ts' (@attnkit/native has warned
+ * once why; outside Node silently).
+ */
+const deviceBackend = new Map<string, string>([['webgpu', 'webgpu']]);
+
+function defaultBackend(device: string): string | undefined {
+  if (device !== 'cpu') return undefined;
+  const backend = registerNativeKernels() === true ? 'native' : 'ts';
+  deviceBackend.set(device, backend);
+  return backend;
+}
 
 export function registerKernel<K extends KernelName>(
   kernel: K,
@@ -28,14 +44,28 @@ export function registerKernel<K extends KernelName>(
   entry[kernel] = fn;
 }
 
-/** Runs the ops on `device`'s tensors with `backend` (e.g. setDeviceBackend('cpu', 'native')). */
+/**
+ * Runs the ops on `device`'s tensors with `backend` (e.g. setDeviceBackend('cpu', 'ts') to
+ * force the ts kernels). 'native' registers the native kernels first: a BackendUnavailableError
+ * saying why when the engine does not load.
+ */
 export function setDeviceBackend(device: string, backend: string): void {
   if (typeof backend !== 'string' || backend.length === 0)
     throw new ValueError(
       `backend: expected a non-empty string, got ${describe(backend)}`,
       'backend',
     );
+  if (backend === 'native') {
+    const ok = registerNativeKernels();
+    if (ok !== true)
+      throw new BackendUnavailableError(`backend: 'native' is unavailable: ${ok}`, 'backend');
+  }
   deviceBackend.set(device, backend);
+}
+
+/** The backend ops on `device`'s tensors run with (deciding 'cpu' if no op has yet). */
+export function deviceBackendOf(device: string): string | undefined {
+  return deviceBackend.get(device) ?? defaultBackend(device);
 }
 
 export function registeredKernelNames(backend: string): KernelName[] {
@@ -89,7 +119,7 @@ export function backendFor(op: string, tensors: readonly Tensor[], floats = tens
         op,
       );
   }
-  const backend = deviceBackend.get(device);
+  const backend = deviceBackendOf(device);
   if (!backend) {
     const why = `no backend runs tensors on device '${device}'`;
     throw new UnsupportedError(`${op}: ${why}`, op, {});

@@ -14,6 +14,7 @@ export {
 } from './autograd.js';
 export {
   backendFor,
+  deviceBackendOf,
   kernelsFor,
   registeredKernelNames,
   registerKernel,
@@ -21,6 +22,7 @@ export {
 } from './dispatch.js';
 export { GraphError } from './errors.js';
 export { type GradcheckResult, gradcheck } from './gradcheck.js';
+export { nativeKernels, registerNativeKernels } from './kernels/native/index.js';
 export type {
   AdamWHyper,
   AttentionKernelOptions,

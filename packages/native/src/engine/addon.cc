@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -1301,8 +1302,338 @@ class GlaBackward : public Call {
   bool varlen_;
 };
 
+// ---- The nn ops (engine.h NnCall) ------------------------------------------------------------
+
+// A field of an nn op's problem, stored in order: `count` integers in [min, max] (count > 1: an
+// Array of exactly count) into NnCall.n, or (count 0) a finite number into NnCall.x.
+struct NnField {
+  const char* key;
+  int count;
+  int64_t min, max;
+};
+
+struct NnSpec {
+  const char* name;
+  std::vector<NnField> fields;
+  std::vector<ArgSpec> inputs, outputs;
+  // Which arrays the problem uses (null: all required).
+  Presence (*presence)(const NnCall& c, bool output, size_t i);
+  int64_t (*length)(const NnCall& c, bool output, size_t i);
+  const char* lengthWhy;
+  bool atLeast;  // the lengths are minimums (nn.map's strided views)
+  // The problem's values beyond each field's range, and the bound index arrays' values
+  // (null: nothing to check); they throw RangeError naming the field or element.
+  void (*checkProblem)(Napi::Env env, const NnCall& c);
+  void (*checkArrays)(Napi::Env env, const NnCall& c);
+};
+
+constexpr int64_t kI32Max = (INT64_C(1) << 31) - 1;
+constexpr int64_t kLen = INT64_C(1) << 40;
+
+Presence requiredIf(bool yes) { return yes ? Presence::kRequired : Presence::kAbsent; }
+
+int64_t stridedSpan(const NnCall& c, const int64_t* strides) {
+  int64_t s = 1;
+  for (int64_t d = 0; d < c.n[1]; d++) {
+    if (c.n[2 + d] == 0) return 0;
+    s += (c.n[2 + d] - 1) * strides[d];
+  }
+  return s;
+}
+
+void checkIds(Napi::Env env, const char* name, const int32_t* ids, int64_t count, int64_t lo,
+              int64_t hi, int64_t allowed = INT64_MIN) {
+  for (int64_t i = 0; i < count; i++) {
+    if (ids[i] == allowed) continue;
+    if (ids[i] < lo || ids[i] >= hi)
+      rangeError(env, std::string("inputs.") + name + "[" + std::to_string(i) + "]",
+                 "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi - 1) + "]" +
+                     (allowed != INT64_MIN ? " or " + std::to_string(allowed) : ""),
+                 std::to_string(ids[i]));
+  }
+}
+
+const std::vector<NnSpec>& nnSpecs() {
+  static const std::vector<NnSpec> s = {
+      {kOpNnMap,
+       {{"op", 1, 0, kMapMaxBackward}, {"rank", 1, 0, kNnMaxRank}, {"dims", kNnMaxRank, 0, kLen},
+        {"yOffset", 1, 0, kLen}, {"yStrides", kNnMaxRank, 0, kLen}, {"aOffset", 1, 0, kLen},
+        {"aStrides", kNnMaxRank, 0, kLen}, {"bStrides", kNnMaxRank, 0, kLen}},
+       {{"a"}, {"b"}, {"c"}},
+       {{"y"}},
+       [](const NnCall& c, bool output, size_t i) {
+         const int64_t op = c.n[0];
+         if (output || i == 0) return Presence::kRequired;
+         return requiredIf(i == 1 ? op <= kMapDiv || op == kMapMaxBackward : op == kMapMaxBackward);
+       },
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return c.n[10] + stridedSpan(c, c.n + 11);
+         return i == 0 ? c.n[19] + stridedSpan(c, c.n + 20) : stridedSpan(c, c.n + 28);
+       },
+       "offset + the last element the dims and strides reach",
+       true, nullptr, nullptr},
+      {kOpNnUnary,
+       {{"op", 1, 0, kUnAffine}, {"count", 1, 0, kLen}, {"backward", 1, 0, 1}, {"a", 0, 0, 0},
+        {"b", 0, 0, 0}},
+       {{"x"}, {"y"}, {"dy"}},
+       {{"out"}},
+       [](const NnCall& c, bool output, size_t i) {
+         return requiredIf(output || i == 0 || c.n[2] != 0);
+       },
+       [](const NnCall& c, bool, size_t) { return c.n[1]; },
+       "problem.count", false,
+       [](Napi::Env env, const NnCall& c) {
+         if (c.n[2] != 0 && c.n[0] == kUnAffine)
+           rangeError(env, "problem.backward", "0 for op affine (its gradient is a * dy)", "1");
+       },
+       nullptr},
+      {kOpNnSoftmax,
+       {{"rows", 1, 0, kLen}, {"cols", 1, 0, kLen}, {"log", 1, 0, 1}, {"backward", 1, 0, 1}},
+       {{"x"}, {"dy"}},
+       {{"out"}},
+       [](const NnCall& c, bool output, size_t i) { return requiredIf(output || i == 0 || c.n[3] != 0); },
+       [](const NnCall& c, bool, size_t) { return c.n[0] * c.n[1]; },
+       "rows x cols", false, nullptr, nullptr},
+      {kOpNnNorm,
+       {{"rows", 1, 0, kLen}, {"cols", 1, 1, kLen}, {"rms", 1, 0, 1}, {"hasWeight", 1, 0, 1},
+        {"hasBias", 1, 0, 1}, {"eps", 0, 0, 0}},
+       {{"x"}, {"weight"}, {"bias"}},
+       {{"y"}, {"mean"}, {"rstd"}},
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return requiredIf(i != 1 || c.n[2] == 0);
+         return requiredIf(i == 0 || (i == 1 ? c.n[3] != 0 : c.n[4] != 0));
+       },
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return i == 0 ? c.n[0] * c.n[1] : c.n[0];
+         return i == 0 ? c.n[0] * c.n[1] : c.n[1];
+       },
+       "rows x cols for x and y, cols for weight and bias, rows for mean and rstd", false,
+       [](Napi::Env env, const NnCall& c) {
+         if (c.n[2] != 0 && c.n[4] != 0)
+           rangeError(env, "problem.hasBias", "0 with rms (rmsNorm has no bias)", "1");
+       },
+       nullptr},
+      {kOpNnNormBackward,
+       {{"rows", 1, 0, kLen}, {"cols", 1, 1, kLen}, {"rms", 1, 0, 1}, {"hasWeight", 1, 0, 1}},
+       {{"x"}, {"weight"}, {"mean"}, {"rstd"}, {"dy"}},
+       {{"dx"}, {"dweight"}, {"dbias"}},
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return requiredIf(i != 2 || c.n[2] == 0);
+         return requiredIf(i == 1 ? c.n[3] != 0 : i != 2 || c.n[2] == 0);
+       },
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return i == 0 ? c.n[0] * c.n[1] : c.n[1];
+         const int64_t n[5] = {c.n[0] * c.n[1], c.n[1], c.n[0], c.n[0], c.n[0] * c.n[1]};
+         return n[i];
+       },
+       "rows x cols for x, dy and dx, cols for weight and its gradients, rows for mean and rstd",
+       false, nullptr, nullptr},
+      {kOpNnCrossEntropy,
+       {{"rows", 1, 0, kLen}, {"cols", 1, 1, kLen}, {"ignoreIndex", 1, -kI32Max - 1, kI32Max}},
+       {{"logits"}, {"targets", ArgType::kIndex}},
+       {{"lse"}},
+       nullptr,
+       [](const NnCall& c, bool output, size_t i) {
+         return !output && i == 0 ? c.n[0] * c.n[1] : c.n[0];
+       },
+       "rows x cols for logits, rows for targets and lse", false, nullptr,
+       [](Napi::Env env, const NnCall& c) { checkIds(env, "targets", c.idx[1], c.n[0], 0, c.n[1], c.n[2]); }},
+      {kOpNnCrossEntropyBackward,
+       {{"rows", 1, 0, kLen}, {"cols", 1, 1, kLen}, {"ignoreIndex", 1, -kI32Max - 1, kI32Max},
+        {"scale", 0, 0, 0}},
+       {{"logits"}, {"targets", ArgType::kIndex}, {"lse"}},
+       {{"dx"}},
+       nullptr,
+       [](const NnCall& c, bool output, size_t i) {
+         return output || i == 0 ? c.n[0] * c.n[1] : c.n[0];
+       },
+       "rows x cols for logits and dx, rows for targets and lse", false, nullptr,
+       [](Napi::Env env, const NnCall& c) { checkIds(env, "targets", c.idx[1], c.n[0], 0, c.n[1], c.n[2]); }},
+      {kOpNnGather,
+       {{"rows", 1, 0, kLen}, {"dim", 1, 0, kLen}, {"count", 1, 0, kLen}},
+       {{"weight"}, {"ids", ArgType::kIndex}},
+       {{"y"}},
+       nullptr,
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return c.n[2] * c.n[1];
+         return i == 0 ? c.n[0] * c.n[1] : c.n[2];
+       },
+       "rows x dim for weight, count for ids, count x dim for y", false, nullptr,
+       [](Napi::Env env, const NnCall& c) { checkIds(env, "ids", c.idx[1], c.n[2], 0, c.n[0]); }},
+      {kOpNnScatterAdd,
+       {{"rows", 1, 0, kLen}, {"dim", 1, 0, kLen}, {"count", 1, 0, kLen}},
+       {{"ids", ArgType::kIndex}, {"dy"}},
+       {{"y"}},
+       nullptr,
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return c.n[0] * c.n[1];
+         return i == 0 ? c.n[2] : c.n[2] * c.n[1];
+       },
+       "count for ids, count x dim for dy, rows x dim for y", false, nullptr,
+       [](Napi::Env env, const NnCall& c) { checkIds(env, "ids", c.idx[0], c.n[2], 0, c.n[0]); }},
+      {kOpNnRope,
+       {{"rows", 1, 0, kLen}, {"d", 1, 0, kLen}, {"tokens", 1, 1, kLen}, {"halves", 1, 0, kLen},
+        {"sections", 1, 0, 4}, {"dims", 4, 0, kLen}},
+       {{"x"}, {"cos"}, {"sin"}},
+       {{"y"}},
+       nullptr,
+       [](const NnCall& c, bool output, size_t i) {
+         return output || i == 0 ? c.n[0] * c.n[1] : c.n[2] * c.n[3];
+       },
+       "rows x d for x and y, tokens x halves for cos and sin", false,
+       [](Napi::Env env, const NnCall& c) {
+         int64_t total = 0;
+         for (int64_t s = 0; s < c.n[4]; s++) {
+           if (c.n[5 + s] % 2 != 0)
+             rangeError(env, "problem.dims[" + std::to_string(s) + "]", "an even number",
+                        std::to_string(c.n[5 + s]));
+           total += c.n[5 + s];
+         }
+         if (total > c.n[1] || total != 2 * c.n[3])
+           rangeError(env, "problem.halves",
+                      "half the sections' dims (" + std::to_string(total) + ", at most d = " +
+                          std::to_string(c.n[1]) + ")",
+                      std::to_string(c.n[3]));
+         if (c.n[0] % c.n[2] != 0)
+           rangeError(env, "problem.rows", "a multiple of tokens = " + std::to_string(c.n[2]),
+                      std::to_string(c.n[0]));
+       },
+       nullptr},
+      {kOpNnMatmul,
+       {{"batch", 1, 0, kLen}, {"m", 1, 0, kLen}, {"n", 1, 0, kLen}, {"k", 1, 0, kLen},
+        {"transA", 1, 0, 1}, {"transB", 1, 0, 1}, {"matsA", 1, 0, kLen}, {"matsB", 1, 0, kLen}},
+       {{"a"}, {"b"}, {"ia", ArgType::kIndex}, {"ib", ArgType::kIndex}},
+       {{"c"}},
+       nullptr,
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return c.n[0] * c.n[1] * c.n[2];
+         const int64_t n[4] = {c.n[6] * c.n[1] * c.n[3], c.n[7] * c.n[3] * c.n[2], c.n[0], c.n[0]};
+         return n[i];
+       },
+       "matsA x m x k for a, matsB x k x n for b, batch for ia and ib, batch x m x n for c",
+       false, nullptr,
+       [](Napi::Env env, const NnCall& c) {
+         checkIds(env, "ia", c.idx[2], c.n[0], 0, c.n[6]);
+         checkIds(env, "ib", c.idx[3], c.n[0], 0, c.n[7]);
+       }},
+      {kOpNnAdamw,
+       {{"count", 1, 0, kLen}, {"lr", 0, 0, 0}, {"beta1", 0, 0, 0}, {"beta2", 0, 0, 0},
+        {"eps", 0, 0, 0}, {"weightDecay", 0, 0, 0}, {"bc1", 0, 0, 0}, {"bc2", 0, 0, 0}},
+       {{"p"}, {"g"}, {"m"}, {"v"}},
+       {{"p"}, {"m"}, {"v"}},
+       nullptr, [](const NnCall& c, bool, size_t) { return c.n[0]; }, "problem.count", false,
+       nullptr, nullptr},
+      {kOpNnSgd,
+       {{"count", 1, 0, kLen}, {"hasBuf", 1, 0, 1}, {"momentumBuf", 1, 0, 1}, {"lr", 0, 0, 0},
+        {"momentum", 0, 0, 0}, {"dampening", 0, 0, 0}, {"weightDecay", 0, 0, 0},
+        {"nesterov", 0, 0, 0}},
+       {{"p"}, {"g"}, {"buf"}},
+       {{"p"}, {"buf"}},
+       [](const NnCall& c, bool output, size_t i) {
+         if (output) return requiredIf(i == 0 || c.n[2] != 0);
+         return requiredIf(i < 2 || c.n[1] != 0);
+       },
+       [](const NnCall& c, bool, size_t) { return c.n[0]; }, "problem.count", false, nullptr,
+       nullptr},
+      {kOpNnSumSquares,
+       {{"count", 1, 0, kLen}, {"chunks", 1, 1, 1 << 20}},
+       {{"x"}},
+       {{"partials"}},
+       nullptr,
+       [](const NnCall& c, bool output, size_t) { return output ? c.n[1] : c.n[0]; },
+       "problem.count for x, problem.chunks for partials", false, nullptr, nullptr},
+  };
+  return s;
+}
+
+constexpr size_t kNnOps = 14;
+
+// A call of one nn op: its fields parsed into an NnCall, the arrays bound by position.
+class NnOp : public Call {
+ public:
+  explicit NnOp(const NnSpec& s) : s_(s) {}
+  Presence presence(bool output, size_t i) const override {
+    return s_.presence != nullptr ? s_.presence(c_, output, i) : Presence::kRequired;
+  }
+  const char* absentWhy(bool, size_t) const override {
+    return "not used by this problem's flags";
+  }
+  int64_t length(bool output, size_t i) const override { return s_.length(c_, output, i); }
+  const char* lengthWhy(bool, size_t) const override { return s_.lengthWhy; }
+  bool atLeast(bool, size_t) const override { return s_.atLeast; }
+  void bind(bool output, size_t i, float* x) override {
+    if (output)
+      c_.out[i] = x;
+    else
+      c_.in[i] = x;
+  }
+  void bindIndex(size_t i, const int32_t* x) override { c_.idx[i] = x; }
+  const void* data() const override { return &c_; }
+  void check(Napi::Env env) const override {
+    if (s_.checkArrays != nullptr) s_.checkArrays(env, c_);
+  }
+
+  static std::unique_ptr<Call> parse(const NnSpec& s, const Napi::Value& v, Keep& keep) {
+    Napi::Env env = v.Env();
+    if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+      typeError(env, "problem", std::string("an object (the problem of ") + s.name + ")", v);
+    Napi::Object o = v.As<Napi::Object>();
+    keep.add(o);
+    auto call = std::make_unique<NnOp>(s);
+    NnCall& c = call->c_;
+    int ni = 0, nx = 0;
+    for (const NnField& f : s.fields) {
+      const std::string name = std::string("problem.") + f.key;
+      if (f.count == 0) {
+        Napi::Value x = o.Get(f.key);
+        if (!x.IsNumber()) typeError(env, name, "a finite number", x);
+        const double d = x.As<Napi::Number>().DoubleValue();
+        if (!std::isfinite(d)) rangeError(env, name, "a finite number", x.ToString().Utf8Value());
+        c.x[nx++] = d;
+      } else if (f.count == 1) {
+        c.n[ni++] = intField(o, "problem.", f.key, f.min, f.max);
+      } else {
+        Napi::Value a = o.Get(f.key);
+        if (!a.IsArray() || a.As<Napi::Array>().Length() != static_cast<uint32_t>(f.count))
+          typeError(env, name, "an Array of " + std::to_string(f.count) + " integers", a);
+        Napi::Array arr = a.As<Napi::Array>();
+        for (uint32_t i = 0; i < static_cast<uint32_t>(f.count); i++) {
+          const std::string at = name + "[" + std::to_string(i) + "]";
+          Napi::Value e = arr.Get(i);
+          const double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : NAN;
+          if (!e.IsNumber()) typeError(env, at, "an integer", e);
+          if (!std::isfinite(d) || std::floor(d) != d || d < static_cast<double>(f.min) ||
+              d > static_cast<double>(f.max))
+            rangeError(env, at,
+                       "an integer in [" + std::to_string(f.min) + ", " + std::to_string(f.max) + "]",
+                       e.ToString().Utf8Value());
+          c.n[ni++] = static_cast<int64_t>(d);
+        }
+      }
+    }
+    if (s.checkProblem != nullptr) s.checkProblem(env, c);
+    return call;
+  }
+
+ private:
+  const NnSpec& s_;
+  NnCall c_{};
+};
+
+template <size_t I>
+std::unique_ptr<Call> parseNn(const Napi::Value& v, Keep& keep) {
+  return NnOp::parse(nnSpecs()[I], v, keep);
+}
+
+template <size_t... I>
+void addNnDescriptors(std::vector<OpDesc>& d, std::index_sequence<I...>) {
+  if (nnSpecs().size() != sizeof...(I)) std::abort();  // kNnOps is the length of nnSpecs()
+  (d.push_back({nnSpecs()[I].name, nnSpecs()[I].inputs, nnSpecs()[I].outputs, parseNn<I>}), ...);
+}
+
 const std::vector<OpDesc>& descriptors() {
-  static const std::vector<OpDesc> d = {
+  static const std::vector<OpDesc> d = [] {
+    std::vector<OpDesc> v = {
       // permQ / permK (optional Int32Arrays, engine.h): the permuted-tiles hook.
       {kOpAttentionForward,
        {{"q"}, {"k"}, {"v"}, {"permQ", ArgType::kIndex}, {"permK", ArgType::kIndex}},
@@ -1343,7 +1674,10 @@ const std::vector<OpDesc>& descriptors() {
        {{"q"}, {"k"}, {"v"}, {"gk"}, {"h0"}, {"dO"}, {"dht"}, {"cuSeqlens", ArgType::kIndex}},
        {{"dq"}, {"dk"}, {"dv"}, {"dgk"}, {"dh0"}},
        GlaBackward::parse},
-  };
+    };
+    addNnDescriptors(v, std::make_index_sequence<kNnOps>{});
+    return v;
+  }();
   return d;
 }
 
@@ -1513,10 +1847,17 @@ void expectArgs(const Napi::CallbackInfo& info, size_t min, size_t max, const ch
                                                " arguments, got " + std::to_string(info.Length()));
 }
 
-// run(op, problem, inputs, outputs, isa?) -> Promise<void>: the op's kernel on the best ISA
-// (capped by isa), off the JS thread. Validation errors throw synchronously.
-Napi::Value Run(const Napi::CallbackInfo& info) {
-  expectArgs(info, 4, 5, "run");
+// A checked call: the op's kernel on the chosen ISA, its call struct and the JS values it holds.
+struct Prepared {
+  const OpKernel* kernel;
+  std::unique_ptr<Call> call;
+  Keep keep;
+};
+
+// Validates (op, problem, inputs, outputs, isa?) against the op's descriptor; throws TypeError /
+// RangeError naming the argument.
+Prepared prepare(const Napi::CallbackInfo& info, const char* fn) {
+  expectArgs(info, 4, 5, fn);
   Napi::Env env = info.Env();
   const OpDesc& d = opArg(info[0]);
   const Chosen chosen = choose(env, d.name, isaArg(info[4]));
@@ -1528,10 +1869,27 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   bindArrays(info[3], true, d.outputs, d, *call, keep, bound);
   checkOverlaps(env, bound, firstOutput);
   call->check(env);
-  Worker* w = new Worker(env, chosen.kernel, std::move(call), std::move(keep));
+  return {chosen.kernel, std::move(call), std::move(keep)};
+}
+
+// run(op, problem, inputs, outputs, isa?) -> Promise<void>: the op's kernel on the best ISA
+// (capped by isa), off the JS thread. Validation errors throw synchronously.
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  Prepared p = prepare(info, "run");
+  Worker* w = new Worker(info.Env(), p.kernel, std::move(p.call), std::move(p.keep));
   Napi::Promise promise = w->promise();
   w->Queue();
   return promise;
+}
+
+// runSync(op, problem, inputs, outputs, isa?) -> undefined: as run, but the calling thread runs
+// the kernel (and takes part in its parallel regions on the pool) and returns when it is done;
+// for callers whose API is synchronous (@attnkit/nn's kernels). Blocks the JS thread meanwhile.
+Napi::Value RunSync(const Napi::CallbackInfo& info) {
+  Prepared p = prepare(info, "runSync");
+  const char* err = p.kernel->run(p.call->data());
+  if (err != nullptr) throw Napi::Error::New(info.Env(), err);
+  return info.Env().Undefined();
 }
 
 // scratch(op, problem, isa?) -> { perThreadBytes, sharedBytes, isa }: what the op's kernel
@@ -1634,6 +1992,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("ops", Napi::Function::New(env, Ops, "ops"));
   exports.Set("run", Napi::Function::New(env, Run, "run"));
+  exports.Set("runSync", Napi::Function::New(env, RunSync, "runSync"));
   exports.Set("scratch", Napi::Function::New(env, Scratch, "scratch"));
   exports.Set("planStreamK", Napi::Function::New(env, PlanStreamK, "planStreamK"));
   return exports;

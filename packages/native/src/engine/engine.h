@@ -270,6 +270,46 @@ struct GlaBackwardCall {
   float* dh0;
 };
 
+// The nn ops (@attnkit/nn's native backend, packages/nn/src/kernels/native): dense f32 kernels
+// whose problems are a few integers and numbers, so they share one call struct. The meaning
+// of n[] and x[] per op is the field list of its descriptor in addon.cc (kNnSpecs), in order;
+// the kernels are nn_ops.h.
+constexpr int kNnInts = 40;
+constexpr int kNnNums = 8;
+constexpr int kNnArrays = 6;
+// Most dims of nn.map's strided iteration (after merging, see packages/nn's collapseDims).
+constexpr int kNnMaxRank = 8;
+
+struct NnCall {
+  int64_t n[kNnInts];
+  double x[kNnNums];
+  const float* in[kNnArrays];
+  const int32_t* idx[kNnArrays];  // Int32Array inputs, by input position
+  float* out[kNnArrays];
+};
+
+// nn.map op codes: y = a op b (add sub mul div), y = a (copy), y += a (sum, y zeroed first over
+// its span), y = max(y, a) (max, y filled with -inf first; NaN wins), and max's backward
+// (y = c where a == b at the first such element of each b position, else 0).
+enum NnMapOp : int32_t { kMapAdd, kMapSub, kMapMul, kMapDiv, kMapCopy, kMapSum, kMapMax, kMapMaxBackward };
+// nn.unary op codes (packages/nn UnaryOp order, then affine a x + b).
+enum NnUnaryOp : int32_t { kUnExp, kUnLog, kUnRelu, kUnGelu, kUnSilu, kUnSigmoid, kUnTanh, kUnAffine };
+
+constexpr const char* kOpNnMap = "nn.map";
+constexpr const char* kOpNnUnary = "nn.unary";
+constexpr const char* kOpNnSoftmax = "nn.softmax";
+constexpr const char* kOpNnNorm = "nn.norm";
+constexpr const char* kOpNnNormBackward = "nn.normBackward";
+constexpr const char* kOpNnCrossEntropy = "nn.crossEntropy";
+constexpr const char* kOpNnCrossEntropyBackward = "nn.crossEntropyBackward";
+constexpr const char* kOpNnGather = "nn.gather";
+constexpr const char* kOpNnScatterAdd = "nn.scatterAdd";
+constexpr const char* kOpNnRope = "nn.rope";
+constexpr const char* kOpNnMatmul = "nn.matmul";
+constexpr const char* kOpNnAdamw = "nn.adamw";
+constexpr const char* kOpNnSgd = "nn.sgd";
+constexpr const char* kOpNnSumSquares = "nn.sumSquares";
+
 struct OpKernel {
   const char* op;
   // Runs the call (a pointer to the op's call struct): nullptr on success or a static message

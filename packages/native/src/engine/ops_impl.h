@@ -8,6 +8,7 @@
 #include "gemm_impl.h"
 #include "gla_backward.h"
 #include "gla_recurrent.h"
+#include "nn_ops.h"
 #include "sage_ops.h"
 
 namespace attnkit {
@@ -56,6 +57,20 @@ constexpr OpKernel kOps[] = {
     {kOpGlaForward, runGlaForward, nullptr},
     {kOpGlaBackward, runGlaBackward, scratchGlaBackward},
     {kOpSageQuantize, runSageQuantize, nullptr},
+    {kOpNnMap, runNnMap, nullptr},
+    {kOpNnUnary, runNnUnary, nullptr},
+    {kOpNnSoftmax, runNnSoftmax, nullptr},
+    {kOpNnNorm, runNnNorm, nullptr},
+    {kOpNnNormBackward, runNnNormBackward, nullptr},
+    {kOpNnCrossEntropy, runNnCrossEntropy, nullptr},
+    {kOpNnCrossEntropyBackward, runNnCrossEntropyBackward, nullptr},
+    {kOpNnGather, runNnGather, nullptr},
+    {kOpNnScatterAdd, runNnScatterAdd, nullptr},
+    {kOpNnRope, runNnRope, nullptr},
+    {kOpNnMatmul, runNnMatmul, nullptr},
+    {kOpNnAdamw, runNnAdamw, nullptr},
+    {kOpNnSgd, runNnSgd, nullptr},
+    {kOpNnSumSquares, runNnSumSquares, nullptr},
 #if !defined(ATTNKIT_ISA_AVX512)
     // AVX-512's SageAttention2 kernel is VNNI's (kernels_avx512vnni.cc); without VNNI the
     // registry falls back to AVX2's.
