@@ -11,7 +11,6 @@ import {
   DTypeError,
   describe,
   Tensor,
-  type TypedArray,
   ValueError,
 } from '@attnkit/tensor';
 import {
@@ -112,11 +111,6 @@ function shapeOnly(t: Tensor): Tensor {
     [...t.shape],
     t.shape.map(() => 0),
   );
-}
-
-function hostData(t: Tensor): TypedArray {
-  const c = t.isContiguous() && t.offset === 0 ? t : t.contiguous();
-  return (c.storage as CpuStorage).data;
 }
 
 /**
@@ -234,9 +228,10 @@ export async function runStreaming(
   });
   const kernels = await mergeKernels(ctx, dtype);
   const e = dtype === 'f32' ? 4 : 2;
-  const kData = hostData(k);
-  const vData = hostData(v);
-  const qData = onGpu ? undefined : hostData(q);
+  // Row-major elements (a view when contiguous), f16 / bf16 as bit patterns.
+  const kData = k.data();
+  const vData = v.data();
+  const qData = onGpu ? undefined : q.data();
   const qSrc = onGpu ? webGpuStorageOf(q, 'q').buffer : undefined;
   const device = ctx.device;
   const stats: StreamingStats = {
