@@ -5,14 +5,7 @@ import {
   tiledForwardWebGpu,
   type WebGpuTileOptions,
 } from '@attnkit/skeleton';
-import {
-  CpuStorage,
-  DeviceError,
-  DTypeError,
-  describe,
-  Tensor,
-  ValueError,
-} from '@attnkit/tensor';
+import { CpuStorage, DeviceError, DTypeError, describe, Tensor, ValueError } from '@attnkit/tensor';
 import {
   bindBuffers,
   emptyWebGpu,
