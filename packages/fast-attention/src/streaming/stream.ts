@@ -287,38 +287,50 @@ export async function runStreaming(
             const chunks = streamSchedule({ nq, nk, left: p.left, right: p.right }, q0, q1, Kc);
             stats.denseBytes += hkvG * nk * (d + dv) * e;
             const done: Promise<unknown>[] = [];
-            for (const [i, ch] of chunks.entries()) {
-              const slot = i % 2;
-              // The buffer of this slot was last read by chunk i - 2; chunk i - 1 may still
-              // run while this one uploads.
-              if (i >= 2) {
-                const t0 = performance.now();
-                await done[i - 2];
-                stats.waitMs += performance.now() - t0;
+            const upload = (i: number) => {
+              const { k0, k1 } = chunks[i]!;
+              const kl = k1 - k0;
+              if (!uploads) return;
+              const t0 = performance.now();
+              for (let h = 0; h < hkvG; h++) {
+                const row = (b * hkv + g * hkvG + h) * nk + k0;
+                device.queue.writeBuffer(kBufs[i % 2]!, h * kl * d * e, kData, row * d, kl * d);
+                device.queue.writeBuffer(vBufs[i % 2]!, h * kl * dv * e, vData, row * dv, kl * dv);
               }
+              stats.uploadMs += performance.now() - t0;
+              stats.uploadedBytes += hkvG * kl * (d + dv) * e;
+            };
+            if (chunks.length > 0) upload(0);
+            for (const [i, ch] of chunks.entries()) {
               ctx.checkAlive();
               const kl = ch.k1 - ch.k0;
-              if (uploads) {
-                const t0 = performance.now();
-                for (let h = 0; h < hkvG; h++) {
-                  const row = (b * hkv + g * hkvG + h) * nk + ch.k0;
-                  device.queue.writeBuffer(kBufs[slot]!, h * kl * d * e, kData, row * d, kl * d);
-                  device.queue.writeBuffer(vBufs[slot]!, h * kl * dv * e, vData, row * dv, kl * dv);
-                }
-                stats.uploadMs += performance.now() - t0;
-                stats.uploadedBytes += hkvG * kl * (d + dv) * e;
-              }
-              const kT = view(ctx, kBufs[slot]!, dtype, [1, hkvG, kl, d]);
-              const vT = view(ctx, vBufs[slot]!, dtype, [1, hkvG, kl, dv]);
+              const kT = view(ctx, kBufs[i % 2]!, dtype, [1, hkvG, kl, d]);
+              const vT = view(ctx, vBufs[i % 2]!, dtype, [1, hkvG, kl, dv]);
               const sub = resolveAttentionProblem(qT, kT, vT, {
                 scale: p.scale,
                 window: [ch.left, ch.right],
               });
-              const r = await tiledForwardWebGpu(sub, SOFTMAX_HOOKS, qT, kT, vT, {
+              const run = tiledForwardWebGpu(sub, SOFTMAX_HOOKS, qT, kT, vT, {
                 tiles,
                 tensorCores: false,
               });
+              // Awaited below; a rejection meanwhile must not count as unhandled.
+              run.catch(() => undefined);
+              let r: Awaited<typeof run> | undefined;
               try {
+                // The next chunk goes into the other buffer while this one's kernel is queued
+                // and runs; that buffer was last read by chunk i - 1, so wait for it first
+                // (which also bounds the driver's staging memory to about two chunks).
+                if (i + 1 < chunks.length) {
+                  if (i >= 1) {
+                    const t0 = performance.now();
+                    await done[i - 1];
+                    stats.waitMs += performance.now() - t0;
+                    ctx.checkAlive();
+                  }
+                  upload(i + 1);
+                }
+                r = await run;
                 await ctx.dispatch([
                   {
                     program: kernels.merge,
@@ -334,8 +346,13 @@ export async function runStreaming(
                   },
                 ]);
               } finally {
-                r.o.dispose();
-                r.lse?.dispose();
+                const release = (x: Awaited<typeof run>) => {
+                  x.o.dispose();
+                  x.lse?.dispose();
+                };
+                // Failed before the kernel's outputs came back: release them when they do.
+                if (r) release(r);
+                else run.then(release, () => undefined);
                 kT.dispose();
                 vT.dispose();
               }
