@@ -286,7 +286,7 @@ function backward(root: Var, seed: Tensor | undefined, retainGraph: boolean): vo
         `backward: a non-scalar output (shape [${root.shape}]) needs grad in its shape`,
         'grad',
       );
-    dy = kernelsFor('backward', backendOf).full(root.shape, 1, root.dtype as 'f32' | 'f64');
+    dy = track(kernelsFor('backward', backendOf).full(root.shape, 1, root.dtype as 'f32' | 'f64'));
   } else if (!isTensor(dy) || dy.shape.join() !== root.shape.join())
     throw new ValueError(
       `backward: grad expected a Tensor of shape [${root.shape}], got ${isTensor(dy) ? `[${dy.shape}]` : describe(dy)}`,

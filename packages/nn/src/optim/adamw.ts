@@ -1,7 +1,7 @@
 import type { Tensor } from '@attnkit/tensor';
 import type { Param } from '../autograd.js';
 import type { kernelsFor } from '../dispatch.js';
-import { checkHyper, Optimizer } from './optimizer.js';
+import { checkHyper, Optimizer, stateDtype } from './optimizer.js';
 
 export interface AdamWOptions {
   lr: number;
@@ -33,8 +33,10 @@ export class AdamW extends Optimizer {
     g: Tensor,
     s: Record<string, Tensor>,
   ) {
-    const zeros = () => k.full(p.shape, 0, p.dtype as 'f32' | 'f64');
-    const out = k.adamwStep(p.data, g, s.exp_avg ?? zeros(), s.exp_avg_sq ?? zeros(), {
+    const zeros = () => k.full(p.shape, 0, stateDtype(p.dtype));
+    const [m, v] = [s.exp_avg ?? zeros(), s.exp_avg_sq ?? zeros()];
+    const old = p.data;
+    const out = k.adamwStep(old, g, m, v, {
       lr: this.lr,
       beta1: this.betas[0],
       beta2: this.betas[1],
@@ -45,5 +47,6 @@ export class AdamW extends Optimizer {
     p.data = out.p;
     s.exp_avg = out.m;
     s.exp_avg_sq = out.v;
+    for (const t of [old, m, v]) t.dispose();
   }
 }

@@ -26,6 +26,9 @@ export function checkHyper(
   return value;
 }
 
+/** Optimizer state is kept in f32 for 16-bit parameters (f16 storage on webgpu), else in theirs. */
+export const stateDtype = (dtype: string): 'f32' | 'f64' => (dtype === 'f64' ? 'f64' : 'f32');
+
 /**
  * The optimizer base: its parameters in order, a learning rate the schedule may change, the
  * per-parameter state tensors, and a state dict ("<index>.<slot>" plus "step") that writes to
@@ -45,11 +48,19 @@ export abstract class Optimizer {
     this.state = this.params.map(() => ({}));
   }
 
+  /** Drops the gradients (on a GPU their buffers return to the pool). */
   zeroGrad(): void {
-    for (const p of this.params) p.grad = null;
+    for (const p of this.params) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
   }
 
-  /** Updates every parameter that has a gradient. */
+  /**
+   * Updates every parameter that has a gradient. The replaced parameter data and state tensors
+   * are disposed (on a GPU their buffers return to the pool): read a stateDict() before the
+   * next step.
+   */
   step(): void {
     this.stepCount++;
     this.params.forEach((p, i) => {
@@ -92,9 +103,9 @@ export abstract class Optimizer {
       const p = this.params[Number(index)];
       if (!p || !this.slots.includes(slot) || String(Number(index)) !== index)
         throw new ValueError(`loadStateDict: unexpected key '${key}'`, key);
-      if (t.shape.join() !== p.shape.join() || t.dtype !== p.dtype)
+      if (t.shape.join() !== p.shape.join() || t.dtype !== stateDtype(p.dtype))
         throw new ShapeError(
-          `loadStateDict: ${key} expected ${p.dtype} [${p.shape}], got ${t.dtype} [${t.shape}]`,
+          `loadStateDict: ${key} expected ${stateDtype(p.dtype)} [${p.shape}], got ${t.dtype} [${t.shape}]`,
           key,
         );
       next[Number(index)]![slot] = t;

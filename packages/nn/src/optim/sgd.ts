@@ -38,7 +38,9 @@ export class SGD extends Optimizer {
       weightDecay: this.weightDecay,
       nesterov: this.nesterov,
     });
+    const old = [p.data, ...(out.buf && s.momentum_buffer ? [s.momentum_buffer] : [])];
     p.data = out.p;
     if (out.buf) s.momentum_buffer = out.buf;
+    for (const t of old) t.dispose();
   }
 }

@@ -1,7 +1,7 @@
 import { UnsupportedError } from '@attnkit/attention';
 import { flashAttention, flashAttentionBackward } from '@attnkit/flash-attention';
-import type { Tensor } from '@attnkit/tensor';
-import type { WebGpuStorage } from '@attnkit/webgpu';
+import { Tensor } from '@attnkit/tensor';
+import { WebGpuStorage } from '@attnkit/webgpu';
 import type { AttentionKernelOptions } from '../table.js';
 import { gpuContext } from './context.js';
 import { output, type QueuedStorage, queueOf, storageOf } from './queue.js';
@@ -22,6 +22,20 @@ function familyOptions(op: string, options: AttentionKernelOptions) {
 
 const storages = (ts: readonly Tensor[]) => ts.map((t) => t.storage as WebGpuStorage);
 
+/**
+ * The tensor as the family's kernels see it when the queue reaches them: a scope may have
+ * disposed it since (its buffer stays fenced until this work is submitted), and the families
+ * check liveness, so a disposed one is lent as an untracked storage on the same buffer.
+ */
+function lent(t: Tensor): Tensor {
+  const s = t.storage as WebGpuStorage;
+  if (!s.isDisposed) return t;
+  const view = new WebGpuStorage(s.ctx, s.dtype, s.length, s.buffer);
+  // Never disposed nor collected into the pool: the owner's release covers the buffer.
+  s.ctx.untrack(view);
+  return new Tensor(view, t.shape, t.strides, t.offset);
+}
+
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {
   const opts = familyOptions('attention', options);
   const ctx = gpuContext('attention');
@@ -36,7 +50,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKer
   const lse = output(ctx, [b, hq, nq], 'f32');
   const queue = queueOf(ctx);
   queue.external('attention', storages([q, k, v]), storages([o, lse]), async () => {
-    const r = await flashAttention(q, k, v, opts);
+    const r = await flashAttention(lent(q), lent(k), lent(v), opts);
     queue.copyNow(r.o, o.storage as QueuedStorage);
     queue.copyNow(r.lse, lse.storage as QueuedStorage);
     r.o.dispose();
@@ -76,7 +90,15 @@ export function attentionBackward(
     storages([q, k, v, o, lse, dO]),
     storages([grads.dq, grads.dk, grads.dv]),
     async () => {
-      const r = await flashAttentionBackward(q, k, v, o, lse, dO, opts);
+      const r = await flashAttentionBackward(
+        lent(q),
+        lent(k),
+        lent(v),
+        lent(o),
+        lent(lse),
+        lent(dO),
+        opts,
+      );
       for (const name of ['dq', 'dk', 'dv'] as const) {
         queue.copyNow(r[name], grads[name].storage as QueuedStorage);
         r[name].dispose();

@@ -1,4 +1,3 @@
-import { UnsupportedError } from '@attnkit/attention';
 import { numel, sameShape, type Tensor } from '@attnkit/tensor';
 import type { WebGpuStorage } from '@attnkit/webgpu';
 import { assertBroadcastsTo } from '../ts/util.js';
@@ -163,10 +162,4 @@ function toDtype(t: Tensor, dtype: GpuFloat): Tensor {
   const c = cast(t, dtype);
   t.dispose();
   return c;
-}
-
-export function sumSquares(): number {
-  const why =
-    "backend 'webgpu' has no 'sumSquares' kernel: it returns a host number synchronously, which a GPU cannot (read back with await)";
-  throw new UnsupportedError(`clipGradNorm: ${why}`, 'sumSquares', { webgpu: why });
 }
