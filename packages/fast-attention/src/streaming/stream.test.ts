@@ -16,7 +16,7 @@ import { streamingAttention } from './stream.js';
  */
 const ctx = await webGpuTestContext();
 const SEED = Number(process.env.ATTNKIT_TEST_SEED ?? Date.now() % 1_000_000);
-const TOL = { f32: 2e-5, f16: 2e-3 } as const;
+const TOL = { f32: 2e-5, f16: 2e-3, bf16: 1e-2 } as const;
 
 afterAll(() => ctx?.destroy());
 
@@ -28,7 +28,7 @@ interface Case {
   nk: number;
   d: number;
   dv: number;
-  dtype: 'f32' | 'f16';
+  dtype: 'f32' | 'f16' | 'bf16';
   causal?: boolean;
   window?: [number, number];
   qOnGpu: boolean;
@@ -266,6 +266,55 @@ describe.skipIf(!ctx)(`streamingAttention on WebGPU (seed ${SEED})`, () => {
       streamingAttention(q, k, v, { gpuBudgetBytes: -1, ctx: ctx! }),
     ).rejects.toBeInstanceOf(ValueError);
     expect(ctx!.pool.live).toBe(live);
+  });
+
+  test('bf16 storage, causal with GQA', async () => {
+    const rng = new Rng(SEED + 5);
+    const c: Case = {
+      batch: 1,
+      hq: 4,
+      hkv: 2,
+      nq: 2 * rng.int(60, 120) + 1,
+      nk: 2 * rng.int(100, 160) + 1,
+      d: 32,
+      dv: 16,
+      dtype: 'bf16',
+      causal: true,
+      qOnGpu: false,
+    };
+    const r = await check(c, budgetFor(c, 1, 2), 'bf16');
+    expect(r.stats.chunks).toBeGreaterThan(r.stats.groups);
+  });
+
+  test('an error mid-run (a callback that throws) rejects with it and releases every buffer', async () => {
+    const rng = new Rng(SEED + 3);
+    const c: Case = {
+      batch: 1,
+      hq: 2,
+      hkv: 1,
+      nq: 130,
+      nk: 301,
+      d: 16,
+      dv: 16,
+      dtype: 'f32',
+      qOnGpu: true,
+    };
+    const q = toWebGpu(rng.randn([1, 2, 130, 16], 'f32'), ctx!);
+    const k = rng.randn([1, 1, 301, 16], 'f32');
+    const v = rng.randn([1, 1, 301, 16], 'f32');
+    const before = ctx!.pool.liveBytes;
+    const boom = new ValueError('stop', 'onChunk');
+    await expect(
+      streamingAttention(q, k, v, {
+        gpuBudgetBytes: budgetFor(c, 1, 1),
+        ctx: ctx!,
+        onChunk: ({ chunk }) => {
+          if (chunk === 2) throw boom;
+        },
+      }),
+    ).rejects.toBe(boom);
+    expect(ctx!.pool.liveBytes).toBe(before);
+    q.dispose();
   });
 
   test('a device lost mid-run rejects with GpuDeviceLostError and releases every buffer', async () => {
