@@ -263,6 +263,9 @@ describe.skipIf(!ctx)(`streamingAttention on WebGPU (seed ${SEED})`, () => {
       }),
     ).rejects.toThrow(/^v: /);
     await expect(
+      streamingAttention(q, k, v, { gpuBudgetBytes: 2 ** 24, ctx: ctx!, layout: 'THD' } as never),
+    ).rejects.toThrow(/layout: expected "BHND"/);
+    await expect(
       streamingAttention(q, k, v, { gpuBudgetBytes: -1, ctx: ctx! }),
     ).rejects.toBeInstanceOf(ValueError);
     expect(ctx!.pool.live).toBe(live);

@@ -149,6 +149,11 @@ export async function runStreaming(
       );
   }
   const { gpuBudgetBytes, ctx: given, tiles, onChunk, ...attn } = options;
+  if (attn.layout !== undefined && attn.layout !== 'BHND')
+    throw new ValueError(
+      `layout: expected "BHND" (K/V chunks are contiguous key ranges per head), got ${describe(attn.layout)}`,
+      'layout',
+    );
   if (onChunk !== undefined && typeof onChunk !== 'function')
     throw new ValueError(`onChunk: expected a function, got ${describe(onChunk)}`, 'onChunk');
   if (!(q instanceof Tensor)) throw new ValueError(`q: expected a Tensor, got ${describe(q)}`, 'q');
