@@ -23,6 +23,7 @@ import {
   T_COMPUTE_MS,
   T_END,
   T_REDUCE_MS,
+  T_REDUCE_OVERLAPPED_MS,
   T_SETUP_MS,
   T_START,
   TIMING_FIELDS,
@@ -364,7 +365,12 @@ export interface AllReduceTimings {
   loopMs: number;
   /** Every partial written to the last tile reduced: with overlap off, the reduction alone. */
   reducePhaseMs: number;
-  devices: { setupMs: number; computeMs: number; reduceMs: number }[];
+  /**
+   * Per device: gathering its heads; its tiles' compute (attention + projection, each from
+   * submit to done); its owned tiles' sums, and the part of those done while one of its own
+   * tiles was computing (the schedule's overlap; 0 with overlap off).
+   */
+  devices: { setupMs: number; computeMs: number; reduceMs: number; reduceOverlappedMs: number }[];
 }
 
 export interface TiledAllReduceResult {
@@ -542,6 +548,7 @@ export async function tiledAllReduceAttention(
         setupMs: field(d, T_SETUP_MS),
         computeMs: field(d, T_COMPUTE_MS),
         reduceMs: field(d, T_REDUCE_MS),
+        reduceOverlappedMs: field(d, T_REDUCE_OVERLAPPED_MS),
       })),
     },
   };

@@ -68,7 +68,8 @@ export const T_END = 2; // last owned tile reduced
 export const T_COMPUTE_MS = 3; // sum of tile compute times (attention + projection)
 export const T_REDUCE_MS = 4; // sum of reduce times of owned tiles
 export const T_SETUP_MS = 5; // gathering the device's heads
-export const TIMING_FIELDS = 6;
+export const T_REDUCE_OVERLAPPED_MS = 6; // the part of T_REDUCE_MS spent while its own tile computed
+export const TIMING_FIELDS = 7;
 
 export type ToWorker =
   | { kind: 'init'; device: number; backend: 'native' | 'webgpu' }
