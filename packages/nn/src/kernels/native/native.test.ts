@@ -1,7 +1,14 @@
 import { UnsupportedError } from '@attnkit/attention';
 import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registeredKernelNames } from '../../dispatch.js';
+import {
+  backendFor,
+  deviceBackendOf,
+  kernelsFor,
+  registeredKernelNames,
+  setDeviceBackend,
+} from '../../dispatch.js';
+import { exp } from '../../ops/elementwise.js';
 import type { BinaryOp, Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
 import { setOutputPoison } from './engine.js';
@@ -395,5 +402,29 @@ describe.runIf(available)('native kernels vs ts', () => {
         family: 'sigmoid',
       }),
     ).toThrow(UnsupportedError);
+  });
+});
+
+describe.runIf(available)('choosing the native backend', () => {
+  it('cpu tensors run on native once the engine loads; setDeviceBackend forces ts and back', () => {
+    const x = rand([2, 3]);
+    expect(deviceBackendOf('cpu')).toBe('native');
+    expect(backendFor('exp', [x])).toBe('native');
+    const half = Tensor.from([1, 2], [2], 'f16');
+    expect(() => exp(half)).toThrow(/^exp: backend 'native' takes f32/);
+    setDeviceBackend('cpu', 'ts');
+    try {
+      expect(backendFor('exp', [x])).toBe('ts');
+      expect(() => exp(half)).toThrow(/^exp: backend 'ts' takes f32 or f64/);
+    } finally {
+      setDeviceBackend('cpu', 'native');
+    }
+    expect(backendFor('exp', [x])).toBe('native');
+  });
+
+  it('a kernel the native table lacks is an UnsupportedError naming op and backend', () => {
+    const k = kernelsFor('myOp', 'native') as unknown as Record<string, unknown>;
+    expect(() => k.fusedThing).toThrow(UnsupportedError);
+    expect(() => k.fusedThing).toThrow(/^myOp: backend 'native' has no 'fusedThing' kernel/);
   });
 });
