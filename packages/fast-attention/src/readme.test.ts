@@ -1,18 +1,25 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, expect, it, vi } from 'vitest';
+import { afterEach, beforeAll, expect, it, vi } from 'vitest';
+import { buildWorkerForTests } from './allreduce/test-worker.js';
 
 // The README's examples (the ts block after each "## ...example" heading) run as written
 // (vitest's workspace aliases resolve their imports to the sources) and print what their
 // comments say.
 afterEach(() => vi.restoreAllMocks());
+// The tiling-AllReduce example's device workers run the built worker script.
+beforeAll(buildWorkerForTests, 60000);
 
 const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
 const examples = [...readme.matchAll(/## ([^\n]*[Ee]xample)\n+```ts\n([\s\S]*?)```/g)];
 
 it('the README has its examples', () => {
-  expect(examples.map((m) => m[1])).toEqual(['Example', 'Long-context example']);
+  expect(examples.map((m) => m[1])).toEqual([
+    'Example',
+    'Long-context example',
+    'Tiling-AllReduce example',
+  ]);
 });
 
 it.each(examples.map((m) => [m[1]!, m[2]!]))(

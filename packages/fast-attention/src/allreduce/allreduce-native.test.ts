@@ -1,30 +1,11 @@
-import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { accuracy, softmaxAttentionReference } from '@attnkit/attention';
 import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DeviceWorkerError } from './errors.js';
 import { AllReduceGroup, type TiledAllReduceOptions, tiledAllReduceAttention } from './group.js';
+import { buildWorkerForTests } from './test-worker.js';
 
-// The device workers run the built worker script (a worker thread cannot run the TS sources):
-// bundled here exactly as tsup's `allreduce-worker` entry makes dist/allreduce-worker.js.
-beforeAll(() => {
-  const pkg = fileURLToPath(new URL('../..', import.meta.url));
-  execFileSync(
-    fileURLToPath(new URL('../../../../node_modules/.bin/esbuild', import.meta.url)),
-    [
-      'src/allreduce/worker.ts',
-      '--bundle',
-      '--platform=node',
-      '--format=esm',
-      '--target=node20',
-      '--packages=external',
-      '--outfile=dist/allreduce-worker.js',
-      '--log-level=warning',
-    ],
-    { cwd: pkg },
-  );
-}, 60000);
+beforeAll(buildWorkerForTests, 60000);
 
 interface Case {
   batch: number;

@@ -1,3 +1,6 @@
+import type * as NodeFs from 'node:fs';
+import type * as NodeUrl from 'node:url';
+import type * as NodeWorkerThreads from 'node:worker_threads';
 import type { Worker } from 'node:worker_threads';
 import { resolveAttentionProblem } from '@attnkit/attention';
 import {
@@ -33,8 +36,9 @@ import {
 
 /**
  * FastAttention's tiling-AllReduce on one host: P device workers (worker_threads, one per
- * device) and SharedArrayBuffers between them and the caller. Node only; node:worker_threads is
- * imported when a group is created, so importing the package stays browser-safe.
+ * device) and SharedArrayBuffers between them and the caller. Node only; the Node modules are
+ * fetched when a group is created (process.getBuiltinModule), so the package's entry point stays
+ * browser-safe.
  */
 
 export type AllReduceBackend = 'native';
@@ -70,13 +74,30 @@ function fromWorker(info: WorkerErrorInfo, device: number): AttnkitError {
   );
 }
 
+// Not literals in `new URL(...)`: bundlers would copy the Node-only worker into browser builds.
+const WORKER_BESIDE_INDEX = './allreduce-worker.js';
+const WORKER_FROM_SOURCES = '../../dist/allreduce-worker.js';
+
 function defaultWorkerUrl(): URL {
   // Bundled, this module is dist/index.js beside dist/allreduce-worker.js; from the sources
   // (tests), the worker is the built one.
   const here = import.meta.url;
-  return /\.ts$/.test(here)
-    ? new URL('../../dist/allreduce-worker.js', here)
-    : new URL('./allreduce-worker.js', here);
+  return new URL(/\.ts$/.test(here) ? WORKER_FROM_SOURCES : WORKER_BESIDE_INDEX, here);
+}
+
+type GetBuiltin = (id: string) => unknown;
+
+/** A Node built-in module fetched at run time (no import a browser bundler would follow). */
+function nodeBuiltin<T>(id: string): T {
+  const get = (globalThis as { process?: { getBuiltinModule?: GetBuiltin } }).process
+    ?.getBuiltinModule;
+  if (typeof get !== 'function') {
+    throw new BackendUnavailableError(
+      'devices: the tiling-AllReduce runs its devices in Node worker threads (Node >= 20.16 only)',
+      'devices',
+    );
+  }
+  return get(id) as T;
 }
 
 /**
@@ -119,23 +140,16 @@ export class AllReduceGroup {
         'startTimeoutMs',
       );
     }
-    const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
-    if (typeof proc?.versions?.node !== 'string') {
-      throw new BackendUnavailableError(
-        'devices: the tiling-AllReduce runs its devices in Node worker threads (Node only)',
-        'devices',
-      );
-    }
+    const { existsSync } = nodeBuiltin<typeof NodeFs>('node:fs');
+    const { fileURLToPath } = nodeBuiltin<typeof NodeUrl>('node:url');
+    const { Worker } = nodeBuiltin<typeof NodeWorkerThreads>('node:worker_threads');
     const url = options.workerUrl ?? defaultWorkerUrl();
-    const { existsSync } = await import('node:fs');
-    const { fileURLToPath } = await import('node:url');
     if (!existsSync(fileURLToPath(url))) {
       throw new BackendUnavailableError(
         `devices: expected the device worker script at ${fileURLToPath(url)}, but it does not exist (build @attnkit/fast-attention: pnpm build)`,
         'devices',
       );
     }
-    const { Worker } = await import('node:worker_threads');
     const group = new AllReduceGroup(devices, backend);
     try {
       await group.start(Worker, url, startTimeoutMs);
