@@ -22,6 +22,7 @@ await build({
     join(here, 'bench-gla.ts'),
     join(here, 'bench-hyper.ts'),
     join(here, 'bench-stream.ts'),
+    join(here, 'bench-nn-block.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
@@ -42,5 +43,5 @@ rmSync(link, { force: true, recursive: true });
 mkdirSync(dirname(link), { recursive: true });
 symlinkSync(join(packages, 'native'), link, 'dir');
 console.log(
-  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream}.mjs, attnkit.mjs',
+  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream,nn-block}.mjs, attnkit.mjs',
 );

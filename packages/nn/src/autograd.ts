@@ -292,6 +292,9 @@ function backward(root: Var, seed: Tensor | undefined, retainGraph: boolean): vo
       `backward: grad expected a Tensor of shape [${root.shape}], got ${isTensor(dy) ? `[${dy.shape}]` : describe(dy)}`,
       'grad',
     );
+  // The caller's gradient is theirs: gradients that alias it (an add passes dy through) would
+  // be disposed by a scope or zeroGrad, so the backward starts from a copy of it.
+  else dy = track(kernelsFor('backward', backendOf).affine(dy, 1, 0));
   const grads = new Map<Var, Tensor>([[root, dy]]);
   const prev = gradEnabled;
   gradEnabled = false;

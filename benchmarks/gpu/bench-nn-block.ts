@@ -1,0 +1,184 @@
+/**
+ * Issue 16 item 7: one TransformerBlock training step of @attnkit/nn on webgpu (forward +
+ * backward + AdamW), f32 and f16 storage, at B 8, T 1024, C 768, H 12 (pre-norm: LayerNorm,
+ * RoPE, causal FlashAttention-2, GELU MLP 4C). Before timing, the same block at a small shape
+ * is checked against the ts backend (forward output and every parameter's gradient). Each
+ * timed step is wall time from the first op to the GPU finishing AdamW (syncWebGpu), the JS
+ * that records and encodes the step included; median of --steps after --warmup steps.
+ *
+ *   node bench-nn-block.mjs [--shape 8,1024,768,12] [--dtypes f32,f16] [--steps 10]
+ *                           [--warmup 3] [--out nn-block.json]
+ *
+ * PyTorch's peer (eager fp32 and bf16 autocast of the same block + AdamW): torch_nn_block.py.
+ */
+import { writeFileSync } from 'node:fs';
+import {
+  AdamW,
+  registerWebGpuKernels,
+  scope,
+  syncWebGpu,
+  TransformerBlock,
+  webGpuQueueStats,
+} from '@attnkit/nn';
+import { Rng, Tensor } from '@attnkit/tensor';
+import { createWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
+import { median, randomData } from './common.js';
+
+const args = process.argv.slice(2);
+const value = (name: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const [B, T, C, H] = (value('shape') ?? '8,1024,768,12').split(',').map(Number) as [
+  number,
+  number,
+  number,
+  number,
+];
+const DTYPES = (value('dtypes') ?? 'f32,f16').split(',') as ('f32' | 'f16')[];
+const STEPS = Number(value('steps') ?? 10);
+const WARMUP = Number(value('warmup') ?? 3);
+for (const [name, v] of Object.entries({ B, T, C, H, STEPS, WARMUP }))
+  if (!Number.isInteger(v) || v < (name === 'WARMUP' ? 0 : 1) || (name === 'C' && C % H !== 0)) {
+    console.error(`bad --shape/--steps/--warmup: ${name} = ${v} (shape is B,T,C,H with H | C)`);
+    process.exit(2);
+  }
+
+const ctx = await createWebGpuContext();
+registerWebGpuKernels(ctx);
+console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
+
+const up = (t: Tensor, dtype: 'f32' | 'f16') =>
+  toWebGpu(dtype === 'f32' ? t : t.astype('f16'), ctx);
+
+function makeBlock(c: number, h: number, dtype: 'f32' | 'f16', onGpu: boolean) {
+  const block = new TransformerBlock(c, h, { rng: new Rng(1) });
+  if (onGpu) for (const p of block.parameters()) p.data = up(p.data, dtype);
+  return block;
+}
+
+/** One step: zeroGrad, forward, backward with upstream gradient dy, AdamW; the scope frees the rest. */
+function step(block: TransformerBlock, opt: AdamW, x: Tensor, dy: Tensor): void {
+  scope(() => {
+    opt.zeroGrad();
+    block.forward(x).backward(dy);
+    opt.step();
+  });
+}
+
+/** The webgpu block against the ts block at a small shape: output and gradients, max |diff| / (1 + |ref|). */
+async function verify(dtype: 'f32' | 'f16'): Promise<number> {
+  const [b, t, c, h] = [2, 33, 64, 4];
+  const x = Tensor.from(randomData(b * t * c, 7), [b, t, c]);
+  const dy = Tensor.from(randomData(b * t * c, 8), [b, t, c]);
+  const ref = makeBlock(c, h, 'f32', false);
+  const yRef = ref.forward(x);
+  yRef.backward(dy);
+  const gpu = makeBlock(c, h, dtype, true);
+  const [xg, dyg] = [up(x, dtype), up(dy, dtype)];
+  const y = scope(() => {
+    const out = gpu.forward(xg);
+    out.backward(dyg);
+    return out.data;
+  });
+  let worst = 0;
+  const compare = async (got: Tensor, want: Tensor) => {
+    const g = (await got.toCpu()).toFloat64Array();
+    const w = want.toFloat64Array();
+    for (let i = 0; i < w.length; i++) {
+      const d = Math.abs(g[i]! - w[i]!) / (1 + Math.abs(w[i]!));
+      worst = Number.isNaN(d) ? Number.POSITIVE_INFINITY : Math.max(worst, d);
+    }
+  };
+  await compare(y, yRef.data);
+  const refParams = ref.namedParameters();
+  for (const [i, [, p]] of gpu.namedParameters().entries())
+    await compare(p.grad!, refParams[i]![1].grad!);
+  for (const t of [y, xg, dyg, ...gpu.parameters().flatMap((p) => [p.data, p.grad!])]) t.dispose();
+  return worst;
+}
+
+async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
+  const block = makeBlock(C, H, dtype, true);
+  const opt = new AdamW(block.parameters(), { lr: 1e-4 });
+  const x = up(Tensor.from(randomData(B * T * C, 1), [B, T, C]), dtype);
+  const dy = up(Tensor.from(randomData(B * T * C, 2), [B, T, C]), dtype);
+  const t0 = performance.now();
+  for (let i = 0; i < WARMUP; i++) {
+    step(block, opt, x, dy);
+    await syncWebGpu(c);
+  }
+  const warmupMs = performance.now() - t0;
+  const before = webGpuQueueStats(c);
+  const ms: number[] = [];
+  let peak = 0;
+  for (let i = 0; i < STEPS; i++) {
+    const s = performance.now();
+    step(block, opt, x, dy);
+    peak = Math.max(peak, c.pool.liveBytes);
+    await syncWebGpu(c);
+    ms.push(performance.now() - s);
+  }
+  const after = webGpuQueueStats(c);
+  for (const p of block.parameters()) p.data.dispose();
+  opt.zeroGrad();
+  x.dispose();
+  dy.dispose();
+  return {
+    ms,
+    warmupMs,
+    passesPerStep: (after.passes - before.passes) / STEPS,
+    submitsPerStep: (after.submits - before.submits) / STEPS,
+    peakLiveBytes: peak,
+  };
+}
+
+// Matmul FLOPs 3 x 2 x tokens x 12 C^2 (forward, dX, dW); causal attention 4 B T^2 C / 2
+// forward and 2.5x that backward, as FlashAttention's benchmarks count.
+const flops = 6 * B * T * 12 * C * C + 3.5 * 2 * B * T * T * C;
+const rows: Record<string, unknown>[] = [];
+const out = {
+  shape: { B, T, C, H },
+  steps: STEPS,
+  warmup: WARMUP,
+  flopsPerStep: flops,
+  adapter: ctx.adapterInfo,
+  rows,
+};
+const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(out, null, 2));
+for (const dtype of DTYPES) {
+  const row: Record<string, unknown> = { impl: `attnkit webgpu ${dtype}`, dtype };
+  rows.push(row);
+  try {
+    row.verifyError = await verify(dtype);
+    console.log(`verify ${dtype}: max error vs ts ${(row.verifyError as number).toExponential(2)}`);
+    const r = await timeSteps(dtype, ctx);
+    const med = median(r.ms);
+    Object.assign(row, {
+      medianMs: med,
+      minMs: Math.min(...r.ms),
+      ms: r.ms,
+      tflops: flops / med / 1e9,
+      tokensPerS: (B * T) / (med / 1e3),
+      warmupMs: r.warmupMs,
+      passesPerStep: r.passesPerStep,
+      submitsPerStep: r.submitsPerStep,
+      peakLiveMiB: r.peakLiveBytes / 2 ** 20,
+    });
+  } catch (e) {
+    row.error = String(e).slice(0, 600);
+    console.error(`${dtype}: ${row.error}`);
+  }
+  save();
+}
+console.log(`\nTransformerBlock training step (fwd + bwd + AdamW), B ${B} T ${T} C ${C} H ${H}`);
+console.log('| impl | median ms | min ms | TFLOP/s | tokens/s | passes/step | verify err |');
+console.log('| --- | --- | --- | --- | --- | --- | --- |');
+for (const r of rows) {
+  const f = (v: unknown, d = 2) => (typeof v === 'number' ? v.toFixed(d) : '-');
+  console.log(
+    `| ${r.impl} | ${f(r.medianMs)} | ${f(r.minMs)} | ${f(r.tflops)} | ${f(r.tokensPerS, 0)} | ${f(r.passesPerStep, 0)} | ${typeof r.verifyError === 'number' ? r.verifyError.toExponential(1) : (r.error ?? '-')} |`,
+  );
+}
+save();
+ctx.destroy();
