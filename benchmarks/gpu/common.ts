@@ -1,5 +1,5 @@
 import { encodeHalfArray, Tensor } from '@attnkit/tensor';
-import { GpuProfiler, type WebGpuContext } from '@attnkit/webgpu';
+import { DEFAULT_DAWN_TOGGLES, GpuProfiler, type WebGpuContext } from '@attnkit/webgpu';
 
 // What the GPU benches share: seeded input data, the median, and the timing loop.
 
@@ -79,4 +79,13 @@ export async function timeCall(
     dispose(r);
   }
   return { medianMs: median(ms), minMs: Math.min(...ms), timing: 'wall' };
+}
+
+/**
+ * Dawn toggles for a bench's context: the defaults plus a comma-separated list from
+ * EXTRA_DAWN_TOGGLES (e.g. disable_robustness, to see what Tint's bounds clamping costs).
+ */
+export function benchToggles(): string[] {
+  const extra = (process.env.EXTRA_DAWN_TOGGLES ?? '').split(',').filter(Boolean);
+  return [...DEFAULT_DAWN_TOGGLES, ...extra];
 }

@@ -40,7 +40,10 @@ const { values: argv } = parseArgs({
 const [B, T, C, H] = [argv.batch, argv.seq, argv.dim, argv.heads].map(Number);
 
 const engine = loadNative();
-if (!engine) throw new Error('the native engine did not load (build it: pnpm --filter @attnkit/native build:addon)');
+if (!engine)
+  throw new Error(
+    'the native engine did not load (build it: pnpm --filter @attnkit/native build:addon)',
+  );
 
 /** A fresh block, optimizer and batch from seed 0, the step run on `backend`. */
 function makeStep(backend) {
@@ -61,7 +64,13 @@ function makeStep(backend) {
     const t2 = performance.now();
     opt.step();
     const t3 = performance.now();
-    return { forward: t1 - t0, backward: t2 - t1, adamw: t3 - t2, step: t3 - t0, loss: loss.item() };
+    return {
+      forward: t1 - t0,
+      backward: t2 - t1,
+      adamw: t3 - t2,
+      step: t3 - t0,
+      loss: loss.item(),
+    };
   };
 }
 
@@ -133,7 +142,8 @@ const result = {
   ratio,
 };
 const out =
-  argv.out ?? join(here, 'results', `${now.toISOString().slice(0, 10)}-cpu-step-${B}-${T}-${C}-${H}.json`);
+  argv.out ??
+  join(here, 'results', `${now.toISOString().slice(0, 10)}-cpu-step-${B}-${T}-${C}-${H}.json`);
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
 console.log(`wrote ${out}`);

@@ -31,6 +31,8 @@ export interface WebGpuInfo {
   adapter: { vendor: string; architecture: string; device: string; description: string };
   /** Dawn toggles the adapter was created with ([] in browsers). */
   dawnToggles: string[];
+  /** Whether shaders clamp out-of-bounds accesses (false with Dawn's disable_robustness). */
+  robustAccess: boolean;
   /** The optional features attnkit uses, as enabled on the device. */
   features: {
     shaderF16: boolean;
@@ -84,6 +86,7 @@ export async function collectInfo(options: InfoOptions = {}): Promise<InfoReport
         backend: ctx.backend,
         adapter: { ...ctx.adapterInfo },
         dawnToggles: [...ctx.dawnToggles],
+        robustAccess: ctx.robustAccess,
         features: {
           shaderF16: f.shaderF16,
           subgroups: f.subgroups,
@@ -165,6 +168,10 @@ export function formatInfo(r: InfoReport): string {
   row('description', w.adapter.description || '-');
   row('backend', w.backend === 'browser' ? 'browser (navigator.gpu)' : `${w.backend} (Dawn)`);
   row('dawn toggles', w.dawnToggles.length > 0 ? w.dawnToggles.join(', ') : '(none)');
+  row(
+    'robust access',
+    w.robustAccess ? 'yes' : 'no (disable_robustness: no bounds checks in shaders)',
+  );
   row(
     'features',
     `shader-f16 ${yesNo(w.features.shaderF16)}, subgroups ${yesNo(w.features.subgroups)}, ` +

@@ -104,12 +104,21 @@ describe.skipIf(!ctx)('attnkit info', () => {
     const w = report.webgpu!;
     expect(w.backend).toBe(ctx!.backend);
     expect(w.dawnToggles).toEqual([]);
+    expect(w.robustAccess).toBe(true);
     expect(w.adapter).toEqual(ctx!.adapterInfo);
     expect(w.features.shaderF16).toBe(ctx!.features.shaderF16);
     expect(w.subgroupMatrixConfigs).toEqual(ctx!.features.subgroupMatrixConfigs);
     expect(w.limits).toEqual(ctx!.limits);
     expect(report.backends.find((b) => b.name === 'webgpu')?.available).toBe(true);
     expect(report.backends.find((b) => b.name === 'ts')?.available).toBe(true);
+  });
+
+  test('--dawn-toggles with disable_robustness reports robust access off', async () => {
+    const io = captureIo();
+    expect(await runCli(['info', '--json', '--dawn-toggles', 'disable_robustness'], io)).toBe(0);
+    const w = (JSON.parse(io.stdout.join('\n')) as InfoReport).webgpu!;
+    expect(w.dawnToggles).toEqual(['disable_robustness']);
+    expect(w.robustAccess).toBe(false);
   });
 
   test('a bad toggle name or backend is a usage error naming the option', async () => {

@@ -43,6 +43,15 @@ export const DEFAULT_DAWN_TOGGLES: readonly string[] = [
   'vulkan_enable_f16_on_nvidia',
 ];
 
+/**
+ * The Dawn toggle `robustness: false` adds: no bounds clamping of buffer and workgroup-memory
+ * accesses in the generated shaders. On the H200 (driver 580) Tint's clamping of every
+ * subgroup-matrix load was what held the tensor-core kernels back: a workgroup-memory matrix
+ * load cost ~19 SM cycles with it and ~4 without, and the tensor-core FA2 forward ran 2x faster
+ * (BENCHMARKS.md "WebGPU tensor cores without robustness").
+ */
+export const DISABLE_ROBUSTNESS_TOGGLE = 'disable_robustness';
+
 /** Dawn toggle names are snake_case identifiers; a comma would split one into two. */
 const TOGGLE_NAME = /^[a-z0-9_]+$/;
 
@@ -81,6 +90,15 @@ export interface AdapterRequest {
    * `vulkan_enable_f16_on_nvidia`); `[]` enables none. Browsers and an explicit `gpu` ignore it.
    */
   dawnToggles?: readonly string[];
+  /**
+   * Node only: `false` adds Dawn's `disable_robustness` toggle (DISABLE_ROBUSTNESS_TOGGLE): the
+   * shaders of this device run without bounds checks, so a kernel bug reads or writes outside
+   * its buffers instead of being clamped. attnkit's kernels keep their accesses in bounds and
+   * the tensor-core kernels were verified on the H200 this way; they run up to 2x faster.
+   * Default true (robust). Browsers always keep robustness (and ignore it, as dawnToggles);
+   * `ctx.robustAccess` says what the device got.
+   */
+  robustness?: boolean;
   powerPreference?: GPUPowerPreference;
   /** An explicit GPU object (e.g. navigator.gpu of another realm); skips discovery. */
   gpu?: GPU;
@@ -187,6 +205,14 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
   const powerPreference = request.powerPreference ?? 'high-performance';
   // Checked here, before any adapter is requested, in browsers too: a typo is an error everywhere.
   const toggles = checkDawnToggles(request.dawnToggles);
+  if (request.robustness !== undefined && typeof request.robustness !== 'boolean') {
+    throw new ValueError(
+      `robustness: expected a boolean, got ${describe(request.robustness)}`,
+      'robustness',
+    );
+  }
+  if (request.robustness === false && !toggles.includes(DISABLE_ROBUSTNESS_TOGGLE))
+    toggles.push(DISABLE_ROBUSTNESS_TOGGLE);
   if (request.gpu) {
     const adapter = await request.gpu.requestAdapter({ powerPreference });
     if (!adapter)

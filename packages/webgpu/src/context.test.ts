@@ -285,6 +285,50 @@ describe.skipIf(!ctx)('on a device', () => {
   });
 });
 
+describe('robustness', () => {
+  it('is on by default and off with robustness: false (Dawn toggle), where kernels still run', async () => {
+    expect(ctx!.robustAccess).toBe(true);
+    const c = await testContext({ robustness: false });
+    if (!c) return;
+    try {
+      if (c.backend !== 'browser') {
+        expect(c.dawnToggles).toContain('disable_robustness');
+        expect(c.robustAccess).toBe(false);
+      }
+      const program = { code: SCALE_WGSL, bindings: ['uniform', 'read', 'storage'] as const };
+      const compiled = await c.pipelines.get(program);
+      const x = new Rng(11).randn([77]);
+      const src = toWebGpu(x, c);
+      const dst = emptyWebGpu([77], 'f32', c);
+      const factor = c.createUniform(new Float32Array([-1.5, 0, 0, 0]));
+      await c.dispatch([
+        {
+          program: compiled,
+          buffers: [
+            factor,
+            (src.storage as WebGpuStorage).buffer,
+            (dst.storage as WebGpuStorage).buffer,
+          ],
+          workgroups: [2],
+        },
+      ]);
+      const y = (await dst.toCpu()).toFloat32Array();
+      expect(Array.from(y)).toEqual(Array.from(x.toFloat32Array().map((v) => v * -1.5)));
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it('rejects a robustness that is not a boolean, naming it', async () => {
+    await expect(findAdapter({ robustness: 'off' as unknown as boolean })).rejects.toThrow(
+      /^robustness: expected a boolean, got/,
+    );
+    await expect(findAdapter({ robustness: 0 as unknown as boolean })).rejects.toBeInstanceOf(
+      ValueError,
+    );
+  });
+});
+
 describe('device loss', () => {
   it('turns a destroyed device into GpuDeviceLostError', async () => {
     const c = await testContext();

@@ -1,6 +1,7 @@
 import { AttnkitError, describe, Tensor, ValueError } from '@attnkit/tensor';
 import {
   type AdapterRequest,
+  DISABLE_ROBUSTNESS_TOGGLE,
   findAdapter,
   OPTIONAL_FEATURES,
   type OptionalFeature,
@@ -179,6 +180,14 @@ export class WebGpuContext {
   }
 
   /** True once the device is lost or destroyed. */
+  /**
+   * Whether the device's shaders clamp out-of-bounds accesses (WebGPU's default; false when
+   * created with `robustness: false` or the `disable_robustness` Dawn toggle).
+   */
+  get robustAccess(): boolean {
+    return !this.dawnToggles.includes(DISABLE_ROBUSTNESS_TOGGLE);
+  }
+
   get lost(): boolean {
     return this.lostError !== undefined;
   }

@@ -625,6 +625,7 @@ export async function tiledForwardWebGpu(
           'forward',
           { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
           ctx.adapterInfo.vendor,
+          ctx.robustAccess,
         )
       ? qualifying(() => tcConfigs(pr, hooks, true))
       : undefined;
@@ -1248,6 +1249,7 @@ export async function tiledBackwardWebGpu(
           'backward',
           { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
           ctx.adapterInfo.vendor,
+          ctx.robustAccess,
         )
       ? qualifying(() => tcBackwardConfigs(pr, hooks, { ...opts, tensorCores: true }))
       : undefined;

@@ -94,4 +94,42 @@ describe('tcAutoSelect: tensor cores without being asked, where the H200 measure
       ),
     ).toBe(false);
   });
+  test('without robust access (robustness: false): both passes at D = Dv = 64 and 128', () => {
+    const at = (pass: 'forward' | 'backward', d: number, dv: number, robust: boolean) =>
+      tcAutoSelect(pass, { d, dv, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 }, 'nvidia', robust);
+    for (const pass of ['forward', 'backward'] as const) {
+      expect(at(pass, 64, 64, false)).toBe(true);
+      expect(at(pass, 128, 128, false)).toBe(true);
+      expect(at(pass, 128, 64, false)).toBe(false);
+      expect(at(pass, 32, 32, false)).toBe(false);
+    }
+    // The robust default keeps the run-15 choice.
+    expect(at('forward', 64, 64, true)).toBe(false);
+    expect(at('backward', 128, 128, true)).toBe(false);
+    // Never for f32, short sequences or other vendors, robust or not.
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 128, dtype: 'f32', maxSeqQ: 4096, maxSeqK: 4096 },
+        'nvidia',
+        false,
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 128, dtype: 'f16', maxSeqQ: 16, maxSeqK: 4096 },
+        'nvidia',
+        false,
+      ),
+    ).toBe(false);
+    expect(
+      tcAutoSelect(
+        'backward',
+        { d: 64, dv: 64, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 },
+        'amd',
+        false,
+      ),
+    ).toBe(false);
+  });
 });
