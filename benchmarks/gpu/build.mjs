@@ -23,6 +23,7 @@ await build({
     join(here, 'bench-hyper.ts'),
     join(here, 'bench-stream.ts'),
     join(here, 'bench-nn-block.ts'),
+    join(here, 'bench-tc-micro.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
