@@ -41,12 +41,16 @@ import {
  * browser-safe.
  */
 
-export type AllReduceBackend = 'native';
+/**
+ * What each device computes with: 'native', the C++ engine (cpu); 'webgpu', its own WebGPU
+ * device (Dawn) on the first adapter — P workers on one GPU simulate P GPUs.
+ */
+export type AllReduceBackend = 'native' | 'webgpu';
 
 export interface AllReduceGroupOptions {
   /** Devices (one worker each), >= 1. */
   devices: number;
-  /** What each device computes with (default 'native': the C++ engine, one per worker). */
+  /** What each device computes with (default 'native'). */
   backend?: AllReduceBackend;
   /** Milliseconds a worker may take to start and load its backend (default 30000). */
   startTimeoutMs?: number;
@@ -131,8 +135,11 @@ export class AllReduceGroup {
         'devices',
       );
     }
-    if (backend !== 'native') {
-      throw new ValueError(`backend: expected "native", got ${describe(backend)}`, 'backend');
+    if (backend !== 'native' && backend !== 'webgpu') {
+      throw new ValueError(
+        `backend: expected "native" or "webgpu", got ${describe(backend)}`,
+        'backend',
+      );
     }
     if (!(startTimeoutMs > 0)) {
       throw new ValueError(
@@ -150,11 +157,19 @@ export class AllReduceGroup {
         'devices',
       );
     }
+    if (backend === 'webgpu') {
+      // Mesa's EGL reads EGL_PLATFORM from the process environment, which a worker thread
+      // cannot set (its process.env is a copy): as @attnkit/webgpu does on the main thread,
+      // surfaceless (no display server needed) unless the caller chose.
+      const proc = (globalThis as { process?: { platform?: string; env?: Record<string, string> } })
+        .process;
+      if (proc?.platform === 'linux' && proc.env) proc.env.EGL_PLATFORM ??= 'surfaceless';
+    }
     const group = new AllReduceGroup(devices, backend);
     try {
       await group.start(Worker, url, startTimeoutMs);
     } catch (e) {
-      await group.close();
+      await group.shutdown();
       throw e;
     }
     return group;
@@ -242,14 +257,42 @@ export class AllReduceGroup {
   /** A worker failed: the run in flight (if any) rejects; the group closes either way. */
   private failRun(err: AttnkitError): void {
     if (this.handlers) this.handlers.fail(err);
-    else if (!this.closing) void this.close();
+    else if (!this.closing) void this.shutdown();
   }
 
-  /** Terminates every worker and waits for them to exit. */
+  /**
+   * Ends every worker and waits for them to exit: each is asked to release its device and exit
+   * (terminating a thread that holds a Dawn device crashes the process), and terminated if it
+   * has not within 5 s (a worker stuck outside its engine).
+   */
   async close(): Promise<void> {
+    // After the runs in flight or queued (a worker is only ended between engine calls).
+    await this.queue;
+    await this.shutdown();
+  }
+
+  private async shutdown(): Promise<void> {
     this.closing = true;
     this.handlers = undefined;
-    await Promise.all(this.workers.map((w) => w.terminate().catch(() => undefined)));
+    // One at a time: two Dawn instances torn down at once crashed the process.
+    for (const w of this.workers) {
+      {
+        if (!this.live.has(w)) continue;
+        const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+        try {
+          w.postMessage({ kind: 'close' } satisfies ToWorker);
+        } catch {
+          // Already gone.
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), 5000);
+        });
+        if (await Promise.race([exited.then(() => false), late])) await w.terminate();
+        clearTimeout(timer);
+        await exited;
+      }
+    }
   }
 
   /** One run at a time: runs queue behind each other. @internal */
@@ -333,7 +376,7 @@ export class AllReduceGroup {
         };
         onSettled();
       });
-      await this.close();
+      await this.shutdown();
       throw e;
     } finally {
       clearInterval(watchdog);
@@ -492,9 +535,9 @@ export async function tiledAllReduceAttention(
     );
   }
   const backend = options.backend ?? given?.backend ?? 'native';
-  if (backend !== 'native' || (given && given.backend !== backend)) {
+  if ((backend !== 'native' && backend !== 'webgpu') || (given && given.backend !== backend)) {
     throw new ValueError(
-      `backend: expected "native"${given ? ` (the group's)` : ''}, got ${describe(backend)}`,
+      `backend: expected ${given ? `"${given.backend}" (the group's)` : '"native" or "webgpu"'}, got ${describe(backend)}`,
       'backend',
     );
   }

@@ -73,7 +73,9 @@ export const TIMING_FIELDS = 7;
 
 export type ToWorker =
   | { kind: 'init'; device: number; backend: 'native' | 'webgpu' }
-  | { kind: 'run'; job: AllReduceJob };
+  | { kind: 'run'; job: AllReduceJob }
+  /** Release the device (a WebGPU device is destroyed) and exit. */
+  | { kind: 'close' };
 
 export interface WorkerErrorInfo {
   name: string;

@@ -1,7 +1,9 @@
 import { parentPort } from 'node:worker_threads';
 import type { NativeEngine } from '@attnkit/native';
+import type { WebGpuContext } from '@attnkit/webgpu';
 import { createNativeTileDevice } from './native-device.js';
 import {
+  type AllReduceJob,
   type FromWorker,
   T_SETUP_MS,
   TIMING_FIELDS,
@@ -21,6 +23,7 @@ const port = parentPort;
 if (!port) throw new Error('allreduce-worker: expected to run in a worker thread');
 
 let engine: NativeEngine | undefined;
+let gpu: WebGpuContext | undefined;
 let device = -1;
 const post = (m: FromWorker) => port.postMessage(m);
 
@@ -34,11 +37,11 @@ function errorInfo(e: unknown): WorkerErrorInfo {
 }
 
 async function init(backend: 'native' | 'webgpu'): Promise<void> {
-  if (backend !== 'native') {
-    throw Object.assign(new Error(`backend: expected "native", got ${JSON.stringify(backend)}`), {
-      name: 'ValueError',
-      argument: 'backend',
-    });
+  if (backend === 'webgpu') {
+    // Its own Dawn device: P workers are P devices, on one adapter or several.
+    const { createWebGpuContext } = await import('@attnkit/webgpu');
+    gpu = await createWebGpuContext();
+    return;
   }
   const native = await import('@attnkit/native');
   engine = native.loadNative() ?? undefined;
@@ -50,8 +53,24 @@ async function init(backend: 'native' | 'webgpu'): Promise<void> {
   }
 }
 
+async function tileDevice(job: AllReduceJob): Promise<TileDevice & { dispose?(): void }> {
+  const shard = job.plan.shards[device]!;
+  if (gpu) {
+    const { createWebGpuTileDevice } = await import('./webgpu-device.js');
+    return createWebGpuTileDevice(gpu, job, shard);
+  }
+  return createNativeTileDevice(engine!, job, shard);
+}
+
 port.on('message', async (msg: ToWorker) => {
   try {
+    if (msg.kind === 'close') {
+      // Dawn's device must go before the thread: terminating a thread that still holds one
+      // crashes the process.
+      gpu?.destroy();
+      gpu = undefined;
+      process.exit(0);
+    }
     if (msg.kind === 'init') {
       device = msg.device;
       await init(msg.backend);
@@ -59,22 +78,25 @@ port.on('message', async (msg: ToWorker) => {
       return;
     }
     const { job } = msg;
-    const shard = job.plan.shards[device]!;
     const t0 = performance.now();
-    const dev: TileDevice = createNativeTileDevice(engine!, job, shard);
+    const dev = await tileDevice(job);
     new Float64Array(job.timings, device * TIMING_FIELDS * 8, TIMING_FIELDS)[T_SETUP_MS] =
       performance.now() - t0;
     const fault = job.fault?.device === device ? job.fault : undefined;
-    await runTileLoop(job, device, dev, {
-      beforeTile: fault
-        ? (tile) => {
-            if (tile.index !== fault.tile) return;
-            if (fault.kind === 'exit') process.exit(1);
-            if (fault.kind === 'throw') throw new Error(`injected failure at tile ${tile.index}`);
-            return new Promise<void>(() => {});
-          }
-        : undefined,
-    });
+    try {
+      await runTileLoop(job, device, dev, {
+        beforeTile: fault
+          ? (tile) => {
+              if (tile.index !== fault.tile) return;
+              if (fault.kind === 'exit') process.exit(1);
+              if (fault.kind === 'throw') throw new Error(`injected failure at tile ${tile.index}`);
+              return new Promise<void>(() => {});
+            }
+          : undefined,
+      });
+    } finally {
+      dev.dispose?.();
+    }
     post({ kind: 'done' });
   } catch (e) {
     // Aborted: the caller failed the run and terminates this worker once it says it stopped.
