@@ -1,4 +1,5 @@
 import type { NativeAttentionProblem, NativeEngine } from '@attnkit/native';
+import { gatherHeads } from './gather.js';
 import { type HeadShard, type RowTile, tileKeyLength } from './plan.js';
 import type { AllReduceDims, AllReduceJob } from './protocol.js';
 import type { TileDevice } from './tile-loop.js';
@@ -12,27 +13,6 @@ import type { TileDevice } from './tile-loop.js';
  * the shared partial slot. The engine's thread pool is per process: P devices in one process
  * share it (ATTNKIT_NUM_THREADS threads), each call a parallel region of its own.
  */
-
-/** src [B, H, N, X] (heads [h0, h1)) -> dst [B N, h1 - h0, X]. */
-function gatherHeads(
-  src: Float32Array,
-  dims: { batch: number; heads: number; n: number; x: number },
-  h0: number,
-  h1: number,
-): Float32Array {
-  const { batch, heads, n, x } = dims;
-  const hp = h1 - h0;
-  const dst = new Float32Array(batch * n * hp * x);
-  for (let b = 0; b < batch; b++) {
-    for (let h = h0; h < h1; h++) {
-      for (let i = 0; i < n; i++) {
-        const from = ((b * heads + h) * n + i) * x;
-        dst.set(src.subarray(from, from + x), ((b * n + i) * hp + (h - h0)) * x);
-      }
-    }
-  }
-  return dst;
-}
 
 export function createNativeTileDevice(
   engine: NativeEngine,
