@@ -5,7 +5,7 @@
 //
 //   pnpm --filter @attnkit/native build:addon && pnpm --filter @attnkit/nn... build
 //   node benchmarks/nn/cpu-step.mjs [--batch 4 --seq 256 --dim 384 --heads 6]
-//        [--native-steps 10] [--ts-steps 2] [--out benchmarks/nn/results/<file>.json]
+//        [--native-steps 10] [--ts-steps 2] [--profile] [--out benchmarks/nn/results/<file>.json]
 //
 // The packages are imported from their dist/ by path (benchmarks/ is no workspace package).
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -19,6 +19,8 @@ import {
   deviceBackendOf,
   mean,
   mul,
+  nativeKernels,
+  registerKernel,
   setDeviceBackend,
   sub,
   TransformerBlock,
@@ -35,6 +37,9 @@ const { values: argv } = parseArgs({
     'native-steps': { type: 'string', default: '10' },
     'ts-steps': { type: 'string', default: '2' },
     out: { type: 'string' },
+    // Also time each native kernel (a wrapper per kernel, in a separate pass after the
+    // measured steps, so the step times above stay unwrapped).
+    profile: { type: 'boolean', default: false },
   },
 });
 const [B, T, C, H] = [argv.batch, argv.seq, argv.dim, argv.heads].map(Number);
@@ -54,14 +59,17 @@ function makeStep(backend) {
   const opt = new AdamW(block.parameters(), { lr: 1e-3, weightDecay: 0.01 });
   const x = rng.randn([B, T, C]);
   const target = rng.randn([B, T, C]);
-  return () => {
+  return (enter = () => {}) => {
+    enter('forward');
     const t0 = performance.now();
     opt.zeroGrad();
     const d = sub(block.forward(x), target);
     const loss = mean(mul(d, d));
     const t1 = performance.now();
+    enter('backward');
     loss.backward();
     const t2 = performance.now();
+    enter('adamw');
     opt.step();
     const t3 = performance.now();
     return {
@@ -98,10 +106,41 @@ function measure(backend, steps) {
   };
 }
 
+/** Median time per step of each native kernel, by phase (forward / backward / adamw). */
+function profileNative(steps) {
+  const totals = new Map();
+  let phase = 'forward';
+  for (const [name, fn] of Object.entries(nativeKernels)) {
+    registerKernel(name, 'native', (...args) => {
+      const t = performance.now();
+      const r = fn(...args);
+      const key = `${phase} ${name}`;
+      totals.set(key, (totals.get(key) ?? 0) + performance.now() - t);
+      return r;
+    });
+  }
+  const step = makeStep('native');
+  for (let s = 0; s < steps + 3; s++) {
+    if (s === 3) totals.clear(); // after the first steps' fresh pages
+    step((p) => {
+      phase = p;
+    });
+  }
+  for (const [name, fn] of Object.entries(nativeKernels)) registerKernel(name, 'native', fn);
+  return Object.fromEntries(
+    [...totals].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, Number((v / steps).toFixed(2))]),
+  );
+}
+
 const load0 = loadavg()[0];
 const native = measure('native', Number(argv['native-steps']));
 const ts = measure('ts', Number(argv['ts-steps']));
 const load1 = loadavg()[0];
+const profile = argv.profile ? profileNative(Number(argv['native-steps'])) : undefined;
+if (profile) {
+  console.log('native kernels, ms per step:');
+  console.table(Object.entries(profile).map(([kernel, ms]) => ({ kernel, ms })));
+}
 
 // FLOPs of the step's matmuls (qkv, proj, the MLP's two: 12 C^2 per token, x2 multiply-add,
 // x3 forward + two backward products) and attention (FlashAttention's count, causal halved).
@@ -140,6 +179,7 @@ const result = {
   native,
   ts,
   ratio,
+  profile,
 };
 const out =
   argv.out ??

@@ -1305,7 +1305,8 @@ class GlaBackward : public Call {
 // ---- The nn ops (engine.h NnCall) ------------------------------------------------------------
 
 // A field of an nn op's problem, stored in order: `count` integers in [min, max] (count > 1: an
-// Array of exactly count) into NnCall.n, or (count 0) a finite number into NnCall.x.
+// Array of exactly count) into NnCall.n, or a number into NnCall.x: finite (count 0) or any
+// (count -1: data such as affine's a and b, where inf and NaN propagate as in the ts kernels).
 struct NnField {
   const char* key;
   int count;
@@ -1373,8 +1374,8 @@ const std::vector<NnSpec>& nnSpecs() {
        "offset + the last element the dims and strides reach",
        true, nullptr, nullptr},
       {kOpNnUnary,
-       {{"op", 1, 0, kUnAffine}, {"count", 1, 0, kLen}, {"backward", 1, 0, 1}, {"a", 0, 0, 0},
-        {"b", 0, 0, 0}},
+       {{"op", 1, 0, kUnAffine}, {"count", 1, 0, kLen}, {"backward", 1, 0, 1}, {"a", -1, 0, 0},
+        {"b", -1, 0, 0}},
        {{"x"}, {"y"}, {"dy"}},
        {{"out"}},
        [](const NnCall& c, bool output, size_t i) {
@@ -1440,7 +1441,7 @@ const std::vector<NnSpec>& nnSpecs() {
        [](Napi::Env env, const NnCall& c) { checkIds(env, "targets", c.idx[1], c.n[0], 0, c.n[1], c.n[2]); }},
       {kOpNnCrossEntropyBackward,
        {{"rows", 1, 0, kLen}, {"cols", 1, 1, kLen}, {"ignoreIndex", 1, -kI32Max - 1, kI32Max},
-        {"scale", 0, 0, 0}},
+        {"scale", -1, 0, 0}},
        {{"logits"}, {"targets", ArgType::kIndex}, {"lse"}},
        {{"dx"}},
        nullptr,
@@ -1584,11 +1585,12 @@ class NnOp : public Call {
     int ni = 0, nx = 0;
     for (const NnField& f : s.fields) {
       const std::string name = std::string("problem.") + f.key;
-      if (f.count == 0) {
+      if (f.count <= 0) {
         Napi::Value x = o.Get(f.key);
-        if (!x.IsNumber()) typeError(env, name, "a finite number", x);
+        if (!x.IsNumber()) typeError(env, name, f.count == 0 ? "a finite number" : "a number", x);
         const double d = x.As<Napi::Number>().DoubleValue();
-        if (!std::isfinite(d)) rangeError(env, name, "a finite number", x.ToString().Utf8Value());
+        if (f.count == 0 && !std::isfinite(d))
+          rangeError(env, name, "a finite number", x.ToString().Utf8Value());
         c.x[nx++] = d;
       } else if (f.count == 1) {
         c.n[ni++] = intField(o, "problem.", f.key, f.min, f.max);

@@ -133,6 +133,9 @@ describe.runIf(available)('native kernels vs ts', () => {
     }
     const x = rand([13, 9]);
     agree('affine', (k, c) => k.affine(c(x), -0.37, 1.5), one);
+    // Non-finite scalars are data: inf and NaN propagate as on ts.
+    expectClose(nk.affine(x, Number.POSITIVE_INFINITY, 0), ts.affine(x, Number.POSITIVE_INFINITY, 0));
+    expectClose(nk.affine(x, 1, Number.NaN), ts.affine(x, 1, Number.NaN));
   });
 
   it('sumTo, broadcastTo, maxTo and its backward', () => {
