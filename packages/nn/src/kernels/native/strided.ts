@@ -55,9 +55,17 @@ export function collapseDims(
 
 /** Strides of `small` read at each index of `big` (numpy broadcasting: 0 on broadcast dims). */
 export function broadcastStrides(small: readonly number[], big: readonly number[]): number[] {
-  const cs = contiguousStrides(small);
-  const off = big.length - small.length;
-  return big.map((_, i) => (i < off || small[i - off] === 1 ? 0 : cs[i - off]!));
+  return readStrides(small, contiguousStrides(small), big);
+}
+
+/** A view's own strides (shape, strides) read at each index of `big`, broadcast as above. */
+function readStrides(
+  shape: readonly number[],
+  strides: readonly number[],
+  big: readonly number[],
+): number[] {
+  const off = big.length - shape.length;
+  return big.map((_, i) => (i < off || shape[i - off] === 1 ? 0 : strides[i - off]!));
 }
 
 const pad = (x: readonly number[]) => [...x, ...new Array<number>(MAX_RANK - x.length).fill(0)];
@@ -105,21 +113,15 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
   const shape = sameShape(a.shape, b.shape) ? [...a.shape] : broadcastShapes(op, a.shape, b.shape);
   const va = view(a, op, 'a');
   const vb = view(b, op, 'b');
-  // b has no offset of its own in nn.map: its view starts at the subarray.
-  const bs = broadcastStrides(b.shape, shape).map((s, i, all) => {
-    const j = i - (all.length - b.ndim);
-    return s === 0 ? 0 : vb.strides[j]!;
-  });
-  const as = broadcastStrides(a.shape, shape).map((s, i, all) => {
-    const j = i - (all.length - a.ndim);
-    return s === 0 ? 0 : va.strides[j]!;
-  });
+  const as = readStrides(a.shape, va.strides, shape);
+  const bs = readStrides(b.shape, vb.strides, shape);
   const y = out(numel(shape));
   map(
     op,
     MAP[op],
     shape,
     { y: contiguousStrides(shape), a: as, b: bs },
+    // nn.map has no offset for b: its view starts at the subarray.
     { a: va.data, b: vb.data.subarray(vb.offset), y },
     { a: va.offset },
   );
@@ -149,10 +151,7 @@ function gatherView(
 export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(x.shape, shape)) return x;
   assertBroadcastsTo('broadcastTo', x.shape, shape);
-  const strides = broadcastStrides(x.shape, shape).map((s, i) =>
-    s === 0 ? 0 : x.strides[i - (shape.length - x.ndim)]!,
-  );
-  return gatherView('broadcastTo', x, shape, strides, x.offset);
+  return gatherView('broadcastTo', x, shape, readStrides(x.shape, x.strides, shape), x.offset);
 }
 
 export const permute = (x: Tensor, dims: readonly number[]) => {
