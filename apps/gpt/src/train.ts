@@ -9,7 +9,7 @@ import {
   saveCheckpoint,
   type Tokenizer,
 } from '@attnkit/gpt';
-import { AdamW, clipGradNorm, noGrad, warmupCosine } from '@attnkit/nn';
+import { AdamW, clipGradNorm, noGrad, setDeviceBackend, warmupCosine } from '@attnkit/nn';
 import { describe, type Tensor, ValueError } from '@attnkit/tensor';
 import cliProgress from 'cli-progress';
 import { type LossPoint, lossCurveSvg } from './plot.js';
@@ -87,6 +87,8 @@ export async function train(
       `--backend expected 'ts' (nn has only ts kernels today; native and webgpu come with them), got ${describe(backend)}`,
       'backend',
     );
+  // nn runs cpu tensors on its native backend by default when the engine loads: the flag says ts.
+  setDeviceBackend('cpu', backend);
   const text = readFileSync(checkFile(options.data, 'data'), 'utf8');
   const out = options.out ?? 'ckpt.safetensors';
   const svg = options.svg ?? `${out.replace(/\.safetensors$/, '')}.svg`;
