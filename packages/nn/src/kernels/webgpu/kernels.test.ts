@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
 import { registerWebGpuKernels, syncWebGpu, webgpuKernels } from './index.js';
+import { simtTile } from './matmul.js';
+import { tensorCoreRegs } from './matmul-tc.js';
 
 // Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
 // on random odd shapes, with poisoned (NaN-filled) outputs: an element a kernel forgets to
@@ -54,6 +56,19 @@ async function close(got: Tensor, want: Tensor, tol: number, label: string) {
 }
 
 const TOL: Record<Dt, number> = { f32: 2e-5, f16: 4e-3 };
+
+describe('matmul plans', () => {
+  it('SIMT tiles of 128 only with a full wave of workgroups; tensor-core tiles by 16s', () => {
+    expect(simtTile(8192, 768, 1)).toBe(128);
+    expect(simtTile(768, 768, 1)).toBe(64);
+    expect(simtTile(130, 129, 40)).toBe(128);
+    expect(tensorCoreRegs(8192, 768, 768, 1)).toBe(4);
+    expect(tensorCoreRegs(768, 768, 8192, 1)).toBe(2);
+    expect(tensorCoreRegs(64, 64, 64, 1)).toBe(1);
+    expect(tensorCoreRegs(64, 64, 60, 1)).toBeUndefined();
+    expect(tensorCoreRegs(48, 64, 64, 1)).toBeUndefined();
+  });
+});
 
 describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
   for (const dt of ['f32', 'f16'] as const) {
@@ -185,6 +200,9 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
         [[3, 1, 17, 9], [2, 13, 9], false, true],
         [[1, 4, 5], [5, 2, 4, 3], true, false],
         [[129, 80], [80, 65], false, false],
+        // Enough workgroups for the 128 x 128 tiles (simtTile).
+        [[40, 130, 20], [20, 129], false, false],
+        [[40, 20, 130], [129, 20], true, true],
       ];
       for (const [sa, sb, ta, tb] of cases) {
         const a = rand(sa);

@@ -4,18 +4,19 @@ import type { WebGpuStorage } from '@attnkit/webgpu';
 import { broadcastShapes } from '../ts/util.js';
 import { gpuContext } from './context.js';
 import { cast } from './elementwise.js';
+import { matmulTensorCores, tensorCoreRegs, tensorCoresQualify } from './matmul-tc.js';
 import { broadcastStrides, coalesce, Params, PRELUDE, readDecl, writeDecl } from './program.js';
 import { output, queueOf, storageOf } from './queue.js';
 
-/** Tile: 64 x 64 outputs per workgroup of 256 threads (4 x 4 each), K in steps of 16. */
-const TILE = 64;
 const MAX_BATCH_DIMS = 4;
 
 /**
  * The tiled SIMT matmul: op(A) [M, K] x op(B) [K, N] per batch element, both tiles staged in
  * workgroup memory (k-major, as vec4 of 4 rows / columns), f32 accumulators; f16 storage is
  * decoded on load and encoded on store (math in f32). Transposes change only which index walks
- * the tile loads.
+ * the tile loads. Tiles of 128 x 128 (8 x 8 outputs per thread of 256, K steps of 8) where the
+ * problem fills the GPU with them, else 64 x 64 (4 x 4 per thread, K steps of 16); both stage
+ * 1,024 elements of each operand per step.
  */
 function shader(
   ta: boolean,
@@ -23,23 +24,45 @@ function shader(
   dtA: 'f32' | 'f16',
   dtB: 'f32' | 'f16',
   dtC: 'f32' | 'f16',
-) {
+  tile: 64 | 128,
+): string {
+  const bk = tile === 64 ? 16 : 8;
+  const halves = tile / 64;
   const loadA = ta
-    ? 'let mm = i % 64u; let kk = i / 64u; let at = (k0 + kk) * M + m0 + mm;'
-    : 'let kk = i % 16u; let mm = i / 16u; let at = (m0 + mm) * K + k0 + kk;';
+    ? `let mm = i % ${tile}u; let kk = i / ${tile}u; let at = (k0 + kk) * M + m0 + mm;`
+    : `let kk = i % ${bk}u; let mm = i / ${bk}u; let at = (m0 + mm) * K + k0 + kk;`;
   const loadB = tb
-    ? 'let kk = i % 16u; let nn = i / 16u; let at = (n0 + nn) * K + k0 + kk;'
-    : 'let nn = i % 64u; let kk = i / 64u; let at = (k0 + kk) * N + n0 + nn;';
-  const store =
+    ? `let kk = i % ${bk}u; let nn = i / ${bk}u; let at = (n0 + nn) * K + k0 + kk;`
+    : `let nn = i % ${tile}u; let kk = i / ${tile}u; let at = (k0 + kk) * N + n0 + nn;`;
+  const blocks: [number, number][] = [];
+  for (let h = 0; h < halves; h++) for (let g = 0; g < halves; g++) blocks.push([h, g]);
+  const fma = blocks
+    .map(([h, g], q) =>
+      [0, 1, 2, 3]
+        .map((i) => `acc[${q * 4 + i}] = acc[${q * 4 + i}] + a${h}[${i}] * b${g};`)
+        .join('\n      '),
+    )
+    .join('\n      ');
+  const store = (q: number, h: number, g: number) =>
     dtC === 'f32'
       ? `for (var j = 0u; j < 4u; j = j + 1u) {
-        let c = n0 + tx * 4u + j;
-        if (c < N) { C[cOff + r * N + c] = acc[i][j]; }
+        let c = n0 + ${g * 64}u + tx * 4u + j;
+        if (c < N) { C[cOff + r * N + c] = acc[${q * 4}u + i][j]; }
       }`
       : `for (var j = 0u; j < 4u; j = j + 2u) {
-        let c = n0 + tx * 4u + j;
-        if (c < N) { C[(cOff + r * N + c) >> 1u] = pack2x16float(vec2<f32>(acc[i][j], acc[i][j + 1u])); }
+        let c = n0 + ${g * 64}u + tx * 4u + j;
+        if (c < N) { C[(cOff + r * N + c) >> 1u] = pack2x16float(vec2<f32>(acc[${q * 4}u + i][j], acc[${q * 4}u + i][j + 1u])); }
       }`;
+  const stores = blocks
+    .map(
+      ([h, g], q) => `for (var i = 0u; i < 4u; i = i + 1u) {
+    let r = m0 + ${h * 64}u + ty * 4u + i;
+    if (r < M) {
+      ${store(q, h, g)}
+    }
+  }`,
+    )
+    .join('\n  ');
   return `${PRELUDE}
 ${readDecl('A', 1, dtA)}
 ${readDecl('B', 2, dtB)}
@@ -67,43 +90,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let cOff = wid.z * M * N;
   let tx = li % 16u;
   let ty = li / 16u;
-  let m0 = wid.y * 64u;
-  let n0 = wid.x * 64u;
-  var acc = array<vec4<f32>, 4>();
-  for (var k0 = 0u; k0 < K; k0 = k0 + 16u) {
+  let m0 = wid.y * ${tile}u;
+  let n0 = wid.x * ${tile}u;
+  var acc = array<vec4<f32>, ${4 * blocks.length}>();
+  for (var k0 = 0u; k0 < K; k0 = k0 + ${bk}u) {
     for (var q = 0u; q < 4u; q = q + 1u) {
       let i = li + q * 256u;
       {
         ${loadA}
         var v = 0.0;
         if (m0 + mm < M && k0 + kk < K) { v = ld_A(aOff + at); }
-        As[kk * 16u + mm / 4u][mm % 4u] = v;
+        As[kk * ${tile / 4}u + mm / 4u][mm % 4u] = v;
       }
       {
         ${loadB}
         var v = 0.0;
         if (n0 + nn < N && k0 + kk < K) { v = ld_B(bOff + at); }
-        Bs[kk * 16u + nn / 4u][nn % 4u] = v;
+        Bs[kk * ${tile / 4}u + nn / 4u][nn % 4u] = v;
       }
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < 16u; kk = kk + 1u) {
-      let a = As[kk * 16u + ty];
-      let b = Bs[kk * 16u + tx];
-      acc[0] = acc[0] + a.x * b;
-      acc[1] = acc[1] + a.y * b;
-      acc[2] = acc[2] + a.z * b;
-      acc[3] = acc[3] + a.w * b;
+    for (var kk = 0u; kk < ${bk}u; kk = kk + 1u) {
+      ${[...Array(halves).keys()].map((h) => `let a${h} = As[kk * ${tile / 4}u + ${h * 16}u + ty];`).join('\n      ')}
+      ${[...Array(halves).keys()].map((g) => `let b${g} = Bs[kk * ${tile / 4}u + ${g * 16}u + tx];`).join('\n      ')}
+      ${fma}
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i = i + 1u) {
-    let r = m0 + ty * 4u + i;
-    if (r < M) {
-      ${store}
-    }
-  }
+  ${stores}
 }`;
+}
+
+/** 128-wide tiles when they alone give the GPU a full wave of workgroups (132 SMs on the H200). */
+export function simtTile(m: number, n: number, batch: number): 64 | 128 {
+  return Math.ceil(m / 128) * Math.ceil(n / 128) * batch >= 132 ? 128 : 64;
 }
 
 export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
@@ -144,19 +164,43 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
     .arr(12, fill(c.strides[0]!, 0))
     .arr(16, fill(c.strides[1]!, 0));
   const dtype = a.dtype as 'f32' | 'f16';
+  const r = dtype === 'f16' && tensorCoresQualify(ctx) ? tensorCoreRegs(m, n, k, nb) : undefined;
+  if (r !== undefined && nb > 0) {
+    const wide = matmulTensorCores(
+      ctx,
+      a,
+      b,
+      transA,
+      transB,
+      [...batch, m, n],
+      { m, n, batch: nb, r },
+      p,
+    );
+    const half = cast(wide, 'f16');
+    wide.dispose();
+    return half;
+  }
   // f16 outputs are stored a u32 word (two columns) per store: an odd N goes through f32.
   const direct = dtype === 'f32' || n % 2 === 0;
   const out = output(ctx, [...batch, m, n], direct ? dtype : 'f32');
   if (out.size > 0) {
+    const tile = simtTile(m, n, nb);
     queueOf(ctx).pass(
       {
-        code: shader(transA, transB, dtype, b.dtype as 'f32' | 'f16', out.dtype as 'f32' | 'f16'),
+        code: shader(
+          transA,
+          transB,
+          dtype,
+          b.dtype as 'f32' | 'f16',
+          out.dtype as 'f32' | 'f16',
+          tile,
+        ),
         bindings: ['uniform', 'read', 'read', 'storage'],
-        label: `nn matmul${transA ? ' A^T' : ''}${transB ? ' B^T' : ''}`,
+        label: `nn matmul ${tile}${transA ? ' A^T' : ''}${transB ? ' B^T' : ''}`,
       },
       p.words,
       [a, b, out].map((t) => t.storage as WebGpuStorage),
-      [Math.ceil(n / TILE), Math.ceil(m / TILE), nb],
+      [Math.ceil(n / tile), Math.ceil(m / tile), nb],
       [out.storage as WebGpuStorage],
     );
   }
