@@ -248,6 +248,7 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
       for (const [shape, affine] of [
         [[3, 7, 33], true],
         [[5, 300], false],
+        [[1, 9], true],
       ] as const) {
         const c = shape[shape.length - 1]!;
         const x = rand(shape, -2, 3);

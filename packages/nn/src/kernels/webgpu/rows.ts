@@ -274,7 +274,8 @@ export function layerNormBackward(
   const dt = x.dtype as GpuFloat;
   const dweight = columnSum(dyxh, cols, dt);
   const dbias = columnSum(dy, cols, dt);
-  dyxh.dispose();
+  // One row: the column sum is dyxh itself (sumTo returns its input when nothing is summed).
+  if (dweight.storage !== dyxh.storage) dyxh.dispose();
   return { dx, dweight, dbias };
 }
 
@@ -371,7 +372,7 @@ export function rmsNormBackward(x: Tensor, w: Tensor | null, rstd: Tensor, dy: T
   );
   stats.dispose();
   const dweight = columnSum(dyxh, cols, x.dtype as GpuFloat);
-  dyxh.dispose();
+  if (dweight.storage !== dyxh.storage) dyxh.dispose();
   return { dx, dweight };
 }
 
