@@ -7,7 +7,10 @@
  * that records and encodes the step included; median of --steps after --warmup steps.
  *
  *   node bench-nn-block.mjs [--shape 8,1024,768,12] [--dtypes f32,f16] [--steps 10]
- *                           [--warmup 3] [--out nn-block.json]
+ *                           [--warmup 3] [--out nn-block.json] [--profile]
+ *
+ * --profile: one more step with every queued pass timed (timestamp queries), summed per kernel
+ * label; attention (FA2 submits on its own) is the step's GPU time minus their sum.
  *
  * PyTorch's peer (eager fp32 and bf16 autocast of the same block + AdamW): torch_nn_block.py.
  */
@@ -16,12 +19,13 @@ import {
   AdamW,
   registerWebGpuKernels,
   scope,
+  setWebGpuProfiler,
   syncWebGpu,
   TransformerBlock,
   webGpuQueueStats,
 } from '@attnkit/nn';
 import { Rng, Tensor } from '@attnkit/tensor';
-import { createWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
+import { createWebGpuContext, GpuProfiler, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { median, randomData } from './common.js';
 
 const args = process.argv.slice(2);
@@ -121,6 +125,23 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
     ms.push(performance.now() - s);
   }
   const after = webGpuQueueStats(c);
+  let profile: { label: string; ms: number; count: number }[] | undefined;
+  if (args.includes('--profile') && c.features.timestampQuery) {
+    const profiler = new GpuProfiler(c.device, 2048);
+    setWebGpuProfiler(c, profiler);
+    step(block, opt, x, dy);
+    await syncWebGpu(c);
+    setWebGpuProfiler(c, undefined);
+    const by = new Map<string, { label: string; ms: number; count: number }>();
+    for (const t of await profiler.read()) {
+      const e = by.get(t.label) ?? { label: t.label, ms: 0, count: 0 };
+      e.ms += t.ns / 1e6;
+      e.count++;
+      by.set(t.label, e);
+    }
+    profiler.destroy();
+    profile = [...by.values()].sort((a, b) => b.ms - a.ms);
+  }
   for (const p of block.parameters()) p.data.dispose();
   opt.zeroGrad();
   x.dispose();
@@ -131,6 +152,7 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
     passesPerStep: (after.passes - before.passes) / STEPS,
     submitsPerStep: (after.submits - before.submits) / STEPS,
     peakLiveBytes: peak,
+    profile,
   };
 }
 
@@ -165,7 +187,16 @@ for (const dtype of DTYPES) {
       passesPerStep: r.passesPerStep,
       submitsPerStep: r.submitsPerStep,
       peakLiveMiB: r.peakLiveBytes / 2 ** 20,
+      profile: r.profile,
     });
+    if (r.profile) {
+      const queued = r.profile.reduce((a, p) => a + p.ms, 0);
+      console.log(
+        `${dtype} profile: queued passes ${queued.toFixed(2)} ms of ${med.toFixed(2)} ms`,
+      );
+      for (const p of r.profile.slice(0, 16))
+        console.log(`  ${p.ms.toFixed(3).padStart(8)} ms  x${p.count}  ${p.label}`);
+    }
   } catch (e) {
     row.error = String(e).slice(0, 600);
     console.error(`${dtype}: ${row.error}`);

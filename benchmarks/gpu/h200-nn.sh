@@ -21,7 +21,7 @@ echo "=== bench-nn-block" >> "$log"
 s=$SECONDS
 # shellcheck disable=SC2086
 timeout "${NN_TIMEOUT:-240}" bash .gpu/run.sh .gpu/app/bench-nn-block.mjs --shape "$shape" \
-  --steps 10 --warmup 3 --out "$out/nn-block.json" ${NN_ARGS:-} 2>&1 |
+  --steps 10 --warmup 3 --profile --out "$out/nn-block.json" ${NN_ARGS:-} 2>&1 |
   grep -v 'deprecated builtin' | cut -c1-600 >> "$log"
 echo "=== bench-nn-block rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
 [ "${SKIP_TORCH:-0}" = 1 ] && exit 0

@@ -36,6 +36,7 @@ export type {
 export { tsKernels } from './kernels/ts/index.js';
 export {
   registerWebGpuKernels,
+  setWebGpuProfiler,
   syncWebGpu,
   webGpuQueueStats,
   webgpuKernels,

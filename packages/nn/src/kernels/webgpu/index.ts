@@ -1,4 +1,4 @@
-import type { WebGpuContext } from '@attnkit/webgpu';
+import type { GpuProfiler, WebGpuContext } from '@attnkit/webgpu';
 import { registerKernel } from '../../dispatch.js';
 import type { KernelName, Kernels } from '../table.js';
 import { attention, attentionBackward } from './attention.js';
@@ -92,6 +92,14 @@ export function registerWebGpuKernels(ctx: WebGpuContext): void {
 export async function syncWebGpu(ctx: WebGpuContext): Promise<void> {
   await queueOf(ctx).idle();
   await ctx.sync();
+}
+
+/**
+ * Times every pass nn's queue encodes on ctx with `profiler` (undefined stops); read its
+ * timings after syncWebGpu. Work that submits on its own (attention) is not in them.
+ */
+export function setWebGpuProfiler(ctx: WebGpuContext, profiler: GpuProfiler | undefined): void {
+  queueOf(ctx).profiler = profiler;
 }
 
 /** Passes encoded and command buffers submitted by nn's queue on ctx. */

@@ -10,6 +10,7 @@ import {
 import {
   type ComputeProgram,
   fromGpuError,
+  type GpuProfiler,
   GpuValidationError,
   type WebGpuContext,
   WebGpuStorage,
@@ -39,6 +40,8 @@ export class GpuQueue {
   private surfaced: Error | undefined;
   /** Compute passes encoded and command buffers submitted (for tests and profiles). */
   readonly stats = { passes: 0, submits: 0 };
+  /** When set, every pass the queue encodes is timed (timestamp queries). */
+  profiler: GpuProfiler | undefined = undefined;
 
   constructor(readonly ctx: WebGpuContext) {
     ctx.pool.releaseFence = () => (this.pending > 0 ? this.tail : undefined);
@@ -63,7 +66,10 @@ export class GpuQueue {
         resource: { buffer },
       }));
       const bindGroup = this.ctx.device.createBindGroup({ layout: compiled.layout, entries });
-      const p = enc.beginComputePass({ label: program.label });
+      const p = enc.beginComputePass({
+        label: program.label,
+        timestampWrites: this.profiler?.passTimestamps(program.label ?? 'pass'),
+      });
       p.setPipeline(compiled.pipeline);
       p.setBindGroup(0, bindGroup);
       p.dispatchWorkgroups(...workgroups);
@@ -160,6 +166,7 @@ export class GpuQueue {
     const device = this.ctx.device;
     let thrown: unknown;
     try {
+      this.profiler?.resolve(encoder);
       device.queue.submit([encoder.finish()]);
       this.stats.submits++;
     } catch (e) {
