@@ -295,6 +295,11 @@ describe.runIf(base)(
           { y: c.subarray(0, 2) },
         ),
       ).toThrow(/^inputs\.ids\[1\]: expected an integer in \[0, 2\], got 3/);
+      // Lengths from huge fields saturate instead of wrapping around to a real array's length.
+      const big = 2 ** 40;
+      expect(() =>
+        e.runSync('nn.softmax', { rows: big, cols: big, log: 0, backward: 0 }, { x: a }, { out: c }),
+      ).toThrow(/^inputs\.x: expected 9223372036854775807 elements/);
     });
 
     test('op: unknown names and non-strings', async () => {

@@ -1333,11 +1333,22 @@ constexpr int64_t kLen = INT64_C(1) << 40;
 
 Presence requiredIf(bool yes) { return yes ? Presence::kRequired : Presence::kAbsent; }
 
+// Lengths from the fields, saturating: a product past int64 must fail the length check, never
+// wrap around to an array's real length.
+int64_t mul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
+}
+int64_t add(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
 int64_t stridedSpan(const NnCall& c, const int64_t* strides) {
   int64_t s = 1;
   for (int64_t d = 0; d < c.n[1]; d++) {
     if (c.n[2 + d] == 0) return 0;
-    s += (c.n[2 + d] - 1) * strides[d];
+    s = add(s, mul(c.n[2 + d] - 1, strides[d]));
   }
   return s;
 }
@@ -1368,8 +1379,8 @@ const std::vector<NnSpec>& nnSpecs() {
          return requiredIf(i == 1 ? op <= kMapDiv || op == kMapMaxBackward : op == kMapMaxBackward);
        },
        [](const NnCall& c, bool output, size_t i) {
-         if (output) return c.n[10] + stridedSpan(c, c.n + 11);
-         return i == 0 ? c.n[19] + stridedSpan(c, c.n + 20) : stridedSpan(c, c.n + 28);
+         if (output) return add(c.n[10], stridedSpan(c, c.n + 11));
+         return i == 0 ? add(c.n[19], stridedSpan(c, c.n + 20)) : stridedSpan(c, c.n + 28);
        },
        "offset + the last element the dims and strides reach",
        true, nullptr, nullptr},
@@ -1393,7 +1404,7 @@ const std::vector<NnSpec>& nnSpecs() {
        {{"x"}, {"dy"}},
        {{"out"}},
        [](const NnCall& c, bool output, size_t i) { return requiredIf(output || i == 0 || c.n[3] != 0); },
-       [](const NnCall& c, bool, size_t) { return c.n[0] * c.n[1]; },
+       [](const NnCall& c, bool, size_t) { return mul(c.n[0], c.n[1]); },
        "rows x cols", false, nullptr, nullptr},
       {kOpNnNorm,
        {{"rows", 1, 0, kLen}, {"cols", 1, 1, kLen}, {"rms", 1, 0, 1}, {"hasWeight", 1, 0, 1},
@@ -1405,8 +1416,8 @@ const std::vector<NnSpec>& nnSpecs() {
          return requiredIf(i == 0 || (i == 1 ? c.n[3] != 0 : c.n[4] != 0));
        },
        [](const NnCall& c, bool output, size_t i) {
-         if (output) return i == 0 ? c.n[0] * c.n[1] : c.n[0];
-         return i == 0 ? c.n[0] * c.n[1] : c.n[1];
+         if (output) return i == 0 ? mul(c.n[0], c.n[1]) : c.n[0];
+         return i == 0 ? mul(c.n[0], c.n[1]) : c.n[1];
        },
        "rows x cols for x and y, cols for weight and bias, rows for mean and rstd", false,
        [](Napi::Env env, const NnCall& c) {
@@ -1423,8 +1434,8 @@ const std::vector<NnSpec>& nnSpecs() {
          return requiredIf(i == 1 ? c.n[3] != 0 : i != 2 || c.n[2] == 0);
        },
        [](const NnCall& c, bool output, size_t i) {
-         if (output) return i == 0 ? c.n[0] * c.n[1] : c.n[1];
-         const int64_t n[5] = {c.n[0] * c.n[1], c.n[1], c.n[0], c.n[0], c.n[0] * c.n[1]};
+         if (output) return i == 0 ? mul(c.n[0], c.n[1]) : c.n[1];
+         const int64_t n[5] = {mul(c.n[0], c.n[1]), c.n[1], c.n[0], c.n[0], mul(c.n[0], c.n[1])};
          return n[i];
        },
        "rows x cols for x, dy and dx, cols for weight and its gradients, rows for mean and rstd",
@@ -1435,7 +1446,7 @@ const std::vector<NnSpec>& nnSpecs() {
        {{"lse"}},
        nullptr,
        [](const NnCall& c, bool output, size_t i) {
-         return !output && i == 0 ? c.n[0] * c.n[1] : c.n[0];
+         return !output && i == 0 ? mul(c.n[0], c.n[1]) : c.n[0];
        },
        "rows x cols for logits, rows for targets and lse", false, nullptr,
        [](Napi::Env env, const NnCall& c) { checkIds(env, "targets", c.idx[1], c.n[0], 0, c.n[1], c.n[2]); }},
@@ -1446,7 +1457,7 @@ const std::vector<NnSpec>& nnSpecs() {
        {{"dx"}},
        nullptr,
        [](const NnCall& c, bool output, size_t i) {
-         return output || i == 0 ? c.n[0] * c.n[1] : c.n[0];
+         return output || i == 0 ? mul(c.n[0], c.n[1]) : c.n[0];
        },
        "rows x cols for logits and dx, rows for targets and lse", false, nullptr,
        [](Napi::Env env, const NnCall& c) { checkIds(env, "targets", c.idx[1], c.n[0], 0, c.n[1], c.n[2]); }},
@@ -1456,8 +1467,8 @@ const std::vector<NnSpec>& nnSpecs() {
        {{"y"}},
        nullptr,
        [](const NnCall& c, bool output, size_t i) {
-         if (output) return c.n[2] * c.n[1];
-         return i == 0 ? c.n[0] * c.n[1] : c.n[2];
+         if (output) return mul(c.n[2], c.n[1]);
+         return i == 0 ? mul(c.n[0], c.n[1]) : c.n[2];
        },
        "rows x dim for weight, count for ids, count x dim for y", false, nullptr,
        [](Napi::Env env, const NnCall& c) { checkIds(env, "ids", c.idx[1], c.n[2], 0, c.n[0]); }},
@@ -1467,8 +1478,8 @@ const std::vector<NnSpec>& nnSpecs() {
        {{"y"}},
        nullptr,
        [](const NnCall& c, bool output, size_t i) {
-         if (output) return c.n[0] * c.n[1];
-         return i == 0 ? c.n[2] : c.n[2] * c.n[1];
+         if (output) return mul(c.n[0], c.n[1]);
+         return i == 0 ? c.n[2] : mul(c.n[2], c.n[1]);
        },
        "count for ids, count x dim for dy, rows x dim for y", false, nullptr,
        [](Napi::Env env, const NnCall& c) { checkIds(env, "ids", c.idx[0], c.n[2], 0, c.n[0]); }},
@@ -1479,7 +1490,7 @@ const std::vector<NnSpec>& nnSpecs() {
        {{"y"}},
        nullptr,
        [](const NnCall& c, bool output, size_t i) {
-         return output || i == 0 ? c.n[0] * c.n[1] : c.n[2] * c.n[3];
+         return output || i == 0 ? mul(c.n[0], c.n[1]) : mul(c.n[2], c.n[3]);
        },
        "rows x d for x and y, tokens x halves for cos and sin", false,
        [](Napi::Env env, const NnCall& c) {
@@ -1507,8 +1518,8 @@ const std::vector<NnSpec>& nnSpecs() {
        {{"c"}},
        nullptr,
        [](const NnCall& c, bool output, size_t i) {
-         if (output) return c.n[0] * c.n[1] * c.n[2];
-         const int64_t n[4] = {c.n[6] * c.n[1] * c.n[3], c.n[7] * c.n[3] * c.n[2], c.n[0], c.n[0]};
+         if (output) return mul(mul(c.n[0], c.n[1]), c.n[2]);
+         const int64_t n[4] = {mul(mul(c.n[6], c.n[1]), c.n[3]), mul(mul(c.n[7], c.n[3]), c.n[2]), c.n[0], c.n[0]};
          return n[i];
        },
        "matsA x m x k for a, matsB x k x n for b, batch for ia and ib, batch x m x n for c",
