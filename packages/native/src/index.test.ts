@@ -298,7 +298,12 @@ describe.runIf(base)(
       // Lengths from huge fields saturate instead of wrapping around to a real array's length.
       const big = 2 ** 40;
       expect(() =>
-        e.runSync('nn.softmax', { rows: big, cols: big, log: 0, backward: 0 }, { x: a }, { out: c }),
+        e.runSync(
+          'nn.softmax',
+          { rows: big, cols: big, log: 0, backward: 0 },
+          { x: a },
+          { out: c },
+        ),
       ).toThrow(/^inputs\.x: expected 9223372036854775807 elements/);
     });
 
