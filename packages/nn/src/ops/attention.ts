@@ -1,9 +1,14 @@
 import { describe, formatShape, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
 import { apply, type OpDef, type Var, type VarLike } from '../autograd.js';
 import type { AttentionKernelOptions } from '../kernels/table.js';
+import { standardAttention } from './standard-attention.js';
 
 export interface AttentionOptions {
-  /** The attention family whose kernels run (default 'flash': FlashAttention-2). */
+  /**
+   * The attention family whose kernels run (default 'flash': FlashAttention-2). 'standard'
+   * is not a kernel: the N x N scores materialised through matmul, softmax and matmul
+   * (standardAttention), the baseline FlashAttention is measured against, on every backend.
+   */
   family?: string;
   /** Bottom-right aligned causal mask (FlashAttention >= 2.1), as KERNELS.md "Common". */
   causal?: boolean;
@@ -52,6 +57,7 @@ export function attention(q: VarLike, k: VarLike, v: VarLike, options: Attention
   if (sq[3] !== sk[3]) fail('q and k head dims differ', 'k');
   if (sq[1]! % sk[1]! !== 0) fail(`Hq = ${sq[1]} is not a multiple of Hkv = ${sk[1]}`, 'k');
   const { family = 'flash', causal, scale, window } = options;
+  if (family === 'standard') return standardAttention(q, k, v, options);
   const opts: AttentionKernelOptions = { family };
   if (causal !== undefined) opts.causal = causal;
   if (scale !== undefined) opts.scale = scale;
