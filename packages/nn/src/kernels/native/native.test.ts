@@ -134,7 +134,10 @@ describe.runIf(available)('native kernels vs ts', () => {
     const x = rand([13, 9]);
     agree('affine', (k, c) => k.affine(c(x), -0.37, 1.5), one);
     // Non-finite scalars are data: inf and NaN propagate as on ts.
-    expectClose(nk.affine(x, Number.POSITIVE_INFINITY, 0), ts.affine(x, Number.POSITIVE_INFINITY, 0));
+    expectClose(
+      nk.affine(x, Number.POSITIVE_INFINITY, 0),
+      ts.affine(x, Number.POSITIVE_INFINITY, 0),
+    );
     expectClose(nk.affine(x, 1, Number.NaN), ts.affine(x, 1, Number.NaN));
   });
 
@@ -225,6 +228,7 @@ describe.runIf(available)('native kernels vs ts', () => {
       [7, 33],
       [64, 384],
       [3, 1],
+      [0, 5],
     ] as const) {
       const x = rand([rows, cols], -3, 3);
       const dy = rand([rows, cols]);
