@@ -13,8 +13,9 @@ import { tsKernels } from './kernels/ts/index.js';
 
 /**
  * The op table: (kernel, backend) -> function. The ts kernels are in it from the start (no
- * import side effects); native (kernels/native, on the first cpu op) and webgpu register theirs. A kernel missing for the backend an
- * op runs on is an UnsupportedError naming both: nothing falls back to another backend.
+ * import side effects); native (kernels/native, on the first cpu op) and webgpu register
+ * theirs. A kernel missing for the backend an op runs on is an UnsupportedError naming both:
+ * nothing falls back to another backend.
  */
 const table = new Map<string, Partial<Kernels>>([['ts', { ...tsKernels }]]);
 

@@ -116,7 +116,7 @@ export function registerNativeKernels(): true | string {
   if (registered !== undefined) return registered;
   if (!inNode()) return (registered = 'the native engine runs in Node only');
   const engine = loadNative();
-  if (!engine) return (registered = `the native engine is unavailable: ${nativeLoadError()}`);
+  if (!engine) return (registered = nativeLoadError() ?? 'the engine did not load');
   setEngine(engine);
   for (const name of Object.keys(nativeKernels) as KernelName[])
     registerKernel(name, 'native', nativeKernels[name] as never);
