@@ -404,6 +404,12 @@ describe.runIf(available)('native kernels vs ts', () => {
     );
     expect(() => nk.concat([x, rand([2, 4])], 0)).toThrow(/^concat: xs\[1\] is \[2, 4\]/);
     expect(() => nk.unary('exp', Tensor.from(Int32Array.of(1), [1]))).toThrow(DTypeError);
+    // Broadcasting that alternates over more than 8 dims does not merge into nn.map's 8.
+    const alt = (first: number) => Array.from({ length: 10 }, (_, i) => ((i + first) % 2 ? 2 : 1));
+    expect(() => nk.binary('add', rand(alt(0)), rand(alt(1)))).toThrow(UnsupportedError);
+    expect(() => nk.binary('add', rand(alt(0)), rand(alt(1)))).toThrow(
+      /^add: backend 'native' walks at most 8 dims that do not merge/,
+    );
     expect(() =>
       nk.attention(rand([1, 1, 2, 4]), rand([1, 1, 2, 4]), rand([1, 1, 2, 4]), {
         family: 'sigmoid',
