@@ -323,6 +323,10 @@ describe.runIf(available)('native kernels vs ts', () => {
     agree('concat dim 1', (k, c) => k.concat(parts.map(c), 1), one);
     agree('concat dim 0', (k, c) => k.concat([c(x), c(x)], 0), one);
     agree('reshape', (k, c) => k.reshape(c(x), [6, 70]), one);
+    agree('full', (k) => k.full([3, 5], -1.25, 'f32'), one);
+    // The dropout mask is the host Rng's stream on both backends: the same seed, the same mask.
+    const mask = (k: Kernels) => k.dropoutMask([7, 9], 0.3, new Rng(42), 'f32').toFloat32Array();
+    expect([...mask(nk)]).toEqual([...mask(ts)]);
   });
 
   it('optimizer steps: sgd (momentum, nesterov) and adamw', () => {
