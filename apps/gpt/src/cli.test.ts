@@ -1,12 +1,14 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { registerNativeKernels } from '@attnkit/nn';
 import { ValueError } from '@attnkit/tensor';
 import { repoRoot } from '@attnkit/vitest-config';
 import { afterAll, describe, expect, test } from 'vitest';
 import { type CliIo, runCli } from './cli.js';
 import { train } from './train.js';
 
+const nativeLoads = registerNativeKernels() === true;
 const dir = mkdtempSync(join(tmpdir(), 'attnkit-gpt-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const data = join(dir, 'shakespeare-slice.txt');
@@ -38,10 +40,13 @@ describe('attnkit-gpt', () => {
       ['train', '--data', data, '--steps', '3', ...quick, '--out', out],
       io,
     );
-    expect(io.errors.join('\n')).toMatch(/parameters \(4 layers.*backend ts/);
+    // No --backend: the best available on the cpu, and the progress output says which.
+    expect(io.errors.join('\n')).toMatch(
+      /parameters \(4 layers.*backend (native|ts) \(default: the best available\)/,
+    );
     expect(code).toBe(0);
     expect(io.errors.at(-1)).toMatch(
-      /step 3: train loss [\d.]+, val loss [\d.]+, \d+ tokens\/s \(ts\)/,
+      /step 3: train loss [\d.]+, val loss [\d.]+, \d+ tokens\/s \((native|ts)\)/,
     );
     const svg = readFileSync(join(dir, 'a.svg'), 'utf8');
     expect(svg).toMatch(/^<svg/);
@@ -100,6 +105,54 @@ describe('attnkit-gpt', () => {
     expect(same).toBe(true);
   });
 
+  test.skipIf(!nativeLoads)(
+    'checkpoints move between backends: webgpu <-> native <-> ts sample the same text',
+    async () => {
+      // The smallest run that exercises every part on llvmpipe (WGSL on the CPU).
+      const small = ['--steps', '2', '--batch-size', '1', '--eval-interval', '2'];
+      const gpu = join(dir, 'gpu.safetensors');
+      const cpu = join(dir, 'cpu.safetensors');
+      const io = captureIo();
+      expect(
+        await runCli(
+          [
+            'train',
+            '--data',
+            data,
+            '--backend',
+            'webgpu',
+            ...small,
+            '--eval-iters',
+            '1',
+            '--out',
+            gpu,
+          ],
+          io,
+        ),
+        io.errors.join('\n'),
+      ).toBe(0);
+      expect(io.errors.join('\n')).toMatch(/backend webgpu \(/);
+      expect(io.errors.at(-1)).toMatch(/tokens\/s \(webgpu\)/);
+      // Resume the webgpu run on native: the checkpoint (safetensors) does not care.
+      const resumed = await train(
+        { data, backend: 'native', resume: gpu, steps: 3, out: cpu },
+        () => {},
+      );
+      expect(resumed.steps).toBe(3);
+      expect(resumed.backend).toBe('native');
+      const text = async (ckpt: string, backend: string) => {
+        const s = captureIo();
+        const args = ['--prompt', 'Citizen:', '--tokens', '8', '--top-k', '1'];
+        expect(await runCli(['sample', '--ckpt', ckpt, '--backend', backend, ...args], s)).toBe(0);
+        return s.written.join('');
+      };
+      const native = await text(cpu, 'native');
+      expect(native).toMatch(/^Citizen:.{8}\n$/s);
+      expect(await text(cpu, 'ts')).toBe(native);
+      expect(await text(cpu, 'webgpu')).toBe(native);
+    },
+  );
+
   test('a missing data file, a bad config or backend: typed errors and exit code 2', async () => {
     const missing = join(dir, 'nope.txt');
     await expect(train({ data: missing }, () => {})).rejects.toMatchObject({
@@ -108,7 +161,17 @@ describe('attnkit-gpt', () => {
     });
     await expect(train({ data, config: 'huge' }, () => {})).rejects.toBeInstanceOf(ValueError);
     await expect(train({ data, config: 'huge' }, () => {})).rejects.toThrow(/tiny, small/);
-    await expect(train({ data, backend: 'native' }, () => {})).rejects.toThrow(/--backend/);
+    await expect(train({ data, backend: 'cuda' }, () => {})).rejects.toMatchObject({
+      name: 'ValueError',
+      argument: 'backend',
+    });
+    await expect(train({ data, backend: 'cuda' }, () => {})).rejects.toThrow(
+      /--backend expected one of ts, native, webgpu, got "cuda"/,
+    );
+    await expect(train({ data, attention: 'linear' }, () => {})).rejects.toMatchObject({
+      name: 'ValueError',
+      argument: 'attention',
+    });
     await expect(train({ data, steps: 0 }, () => {})).rejects.toThrow(/--steps/);
     const io = captureIo();
     expect(await runCli(['train', '--data', missing], io)).toBe(2);
@@ -117,6 +180,11 @@ describe('attnkit-gpt', () => {
     expect(await runCli(['sample', '--ckpt', missing], s)).toBe(2);
     expect(s.errors[0]).toContain('--ckpt: no such file');
     expect(await runCli(['train', '--data', data, '--bogus'], captureIo())).toBe(2);
+    const b = captureIo();
+    expect(
+      await runCli(['sample', '--ckpt', join(dir, 'a.safetensors'), '--backend', 'gpu'], b),
+    ).toBe(2);
+    expect(b.errors[0]).toMatch(/ValueError: --backend expected one of ts, native, webgpu/);
     expect(await runCli(['train'], captureIo())).toBe(2);
     expect(await runCli(['nope'], captureIo())).toBe(2);
   });

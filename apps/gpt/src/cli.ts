@@ -17,17 +17,21 @@ const processIo: CliIo = {
 
 export const USAGE = `attnkit-gpt: train a GPT on a text file and sample from it (@attnkit/gpt on @attnkit/nn)
 
-  attnkit-gpt train --data FILE [--backend ts] [--config tiny|small] [--tokenizer char|gpt2]
+  attnkit-gpt train --data FILE [--backend ts|native|webgpu] [--config tiny|small|gpt2]
+                    [--tokenizer char|gpt2] [--attention flash|standard]
                     [--steps N] [--batch-size N] [--lr X] [--seed N] [--eval-interval N]
                     [--eval-iters N] [--out ckpt.safetensors] [--svg loss.svg] [--resume ckpt]
       Trains from scratch (or continues --resume's run up to --steps), drawing a progress bar
       (step, loss, tokens/s, ETA); every --eval-interval steps and at the end it measures the
       validation loss and writes the checkpoint (model, AdamW state, tokenizer, run state) and
-      the loss curve (SVG). Defaults: --config tiny, --tokenizer char, --steps 200,
+      the loss curve (SVG). --backend: nn's kernels to run on (default: the best available on
+      the cpu, native when its engine loads, else ts; webgpu is a GPU through Dawn); a
+      checkpoint from one backend loads on any other. Defaults: --config tiny, --tokenizer char,
+      --attention flash, --steps 200,
       --batch-size 16, --lr 1e-3, --out ckpt.safetensors, --svg the --out name with .svg.
 
-  attnkit-gpt sample --ckpt FILE [--prompt TEXT] [--tokens N] [--temperature X] [--top-k N]
-                     [--seed N] [--no-cache]
+  attnkit-gpt sample --ckpt FILE [--backend ts|native|webgpu] [--prompt TEXT] [--tokens N]
+                     [--temperature X] [--top-k N] [--seed N] [--no-cache]
       Streams N (default 200) new tokens after the prompt to stdout as they are drawn, decoding
       with the paged KV cache (--no-cache recomputes the whole context every token).
 `;
@@ -44,6 +48,7 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo): Pr
           data: { type: 'string' },
           backend: { type: 'string' },
           config: { type: 'string' },
+          attention: { type: 'string' },
           tokenizer: { type: 'string' },
           steps: { type: 'string' },
           'batch-size': { type: 'string' },
@@ -64,6 +69,7 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo): Pr
         data: values.data,
         backend: values.backend,
         config: values.config,
+        attention: values.attention,
         tokenizer: values.tokenizer as 'char' | 'gpt2' | undefined,
         steps: num(values.steps),
         batchSize: num(values['batch-size']),
@@ -86,6 +92,7 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo): Pr
         args: rest,
         options: {
           ckpt: { type: 'string' },
+          backend: { type: 'string' },
           prompt: { type: 'string' },
           tokens: { type: 'string' },
           temperature: { type: 'string' },
@@ -100,6 +107,7 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo): Pr
       }
       const opts = {
         ckpt: values.ckpt,
+        backend: values.backend,
         prompt: values.prompt,
         tokens: num(values.tokens),
         temperature: num(values.temperature),

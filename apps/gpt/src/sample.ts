@@ -1,10 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { loadCheckpoint } from '@attnkit/gpt';
 import { describe, ValueError } from '@attnkit/tensor';
+import { openBackend } from './backend.js';
 import { checkFile } from './train.js';
 
 export interface SampleCommandOptions {
   ckpt: string;
+  /** 'ts' | 'native' | 'webgpu'; default: the best available on the cpu (native, else ts). */
+  backend?: string;
   prompt?: string;
   tokens?: number;
   temperature?: number;
@@ -25,6 +28,9 @@ export async function sample(
   const { model, tokenizer } = await loadCheckpoint(
     new Uint8Array(readFileSync(checkFile(options.ckpt, 'ckpt'))),
   );
+  // A checkpoint loads on the cpu whatever backend wrote it; webgpu uploads it.
+  const { ctx } = await openBackend(options.backend);
+  if (ctx) model.toWebGpu(ctx);
   const maxNewTokens = options.tokens ?? 200;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
     throw new ValueError(
@@ -42,7 +48,7 @@ export async function sample(
   write(prompt);
   const generated: number[] = [];
   let shown = '';
-  model.generate(ids, {
+  await model.generate(ids, {
     maxNewTokens,
     temperature: options.temperature ?? 0.8,
     ...(options.topK !== undefined ? { topK: options.topK } : {}),
@@ -56,6 +62,7 @@ export async function sample(
       shown = text;
     },
   });
+  ctx?.destroy();
   const all = tokenizer.decode(generated);
   if (all.length > shown.length) write(all.slice(shown.length));
   return prompt + all;

@@ -9,15 +9,20 @@ import {
   saveCheckpoint,
   type Tokenizer,
 } from '@attnkit/gpt';
-import { AdamW, clipGradNorm, noGrad, setDeviceBackend, warmupCosine } from '@attnkit/nn';
+import { AdamW, clipGradNorm, noGrad, scope, warmupCosine } from '@attnkit/nn';
 import { describe, type Tensor, ValueError } from '@attnkit/tensor';
+import { toWebGpu } from '@attnkit/webgpu';
 import cliProgress from 'cli-progress';
+import { clipGradNormOnDevice, openBackend } from './backend.js';
 import { type LossPoint, lossCurveSvg } from './plot.js';
 
 export interface TrainOptions {
   data: string;
+  /** 'ts' | 'native' | 'webgpu'; default: the best available on the cpu (native, else ts). */
   backend?: string;
   config?: string;
+  /** 'flash' (default) or 'standard' (the N x N scores materialised). */
+  attention?: string;
   tokenizer?: 'char' | 'gpt2';
   /** Total steps (a resumed run continues up to this many). */
   steps?: number;
@@ -42,6 +47,8 @@ export interface TrainResult {
   /** Training throughput of this run (tokens of the train batches per second of the steps). */
   tokensPerSecond: number;
   parameters: number;
+  /** The backend it ran on. */
+  backend: string;
   out: string;
   svg: string;
 }
@@ -81,14 +88,6 @@ export async function train(
   options: TrainOptions,
   log: (line: string) => void,
 ): Promise<TrainResult> {
-  const backend = options.backend ?? 'ts';
-  if (backend !== 'ts')
-    throw new ValueError(
-      `--backend expected 'ts' (nn has only ts kernels today; native and webgpu come with them), got ${describe(backend)}`,
-      'backend',
-    );
-  // nn runs cpu tensors on its native backend by default when the engine loads: the flag says ts.
-  setDeviceBackend('cpu', backend);
   const text = readFileSync(checkFile(options.data, 'data'), 'utf8');
   const out = options.out ?? 'ckpt.safetensors';
   const svg = options.svg ?? `${out.replace(/\.safetensors$/, '')}.svg`;
@@ -118,7 +117,16 @@ export async function train(
     tokenizer =
       options.tokenizer === 'gpt2' ? await Gpt2Tokenizer.load() : CharTokenizer.fromText(text);
     const seed = options.seed ?? 1337;
-    model = new Gpt(presetConfig(options.config ?? 'tiny', tokenizer.vocabSize), { seed });
+    const config = presetConfig(options.config ?? 'tiny', tokenizer.vocabSize);
+    if (options.attention !== undefined) {
+      if (options.attention !== 'flash' && options.attention !== 'standard')
+        throw new ValueError(
+          `--attention expected 'flash' or 'standard', got ${describe(options.attention)}`,
+          'attention',
+        );
+      config.attention = options.attention;
+    }
+    model = new Gpt(config, { seed });
     state = {
       step: 0,
       steps: positiveInt('steps', options.steps ?? 200),
@@ -130,6 +138,18 @@ export async function train(
       history: [],
     };
   }
+  // After the file checks: a missing file is reported before a GPU is opened.
+  const backend = await openBackend(options.backend);
+  const ctx = backend.ctx;
+  if (ctx) {
+    model.toWebGpu(ctx);
+    // AdamW's moments go where the parameters are ('step' is a host counter).
+    if (optimizerState)
+      optimizerState = Object.fromEntries(
+        Object.entries(optimizerState).map(([k, t]) => [k, k === 'step' ? t : toWebGpu(t, ctx)]),
+      );
+  }
+  const onDevice = (t: Tensor) => (ctx ? toWebGpu(t, ctx) : t);
   const c = model.config;
   const data = new DataLoader(tokenizer.encode(text), {
     blockSize: c.blockSize,
@@ -145,23 +165,40 @@ export async function train(
     minLr: state.lr / 10,
   });
   log(
-    `attnkit-gpt train: ${model.numParameters()} parameters (${c.nLayer} layers, ${c.nHead} heads, ${c.nKvHead} kv heads, ${c.nEmbd} wide, context ${c.blockSize}, vocab ${c.vocabSize}, ${tokenizer.kind}), backend ts, steps ${state.step} -> ${state.steps}, batch ${state.batchSize}`,
+    `attnkit-gpt train: ${model.numParameters()} parameters (${c.nLayer} layers, ${c.nHead} heads, ${c.nKvHead} kv heads, ${c.nEmbd} wide, context ${c.blockSize}, ${c.attention} attention, vocab ${c.vocabSize}, ${tokenizer.kind}), backend ${backend.label}, steps ${state.step} -> ${state.steps}, batch ${state.batchSize}`,
   );
 
-  // The same val batches every time: evaluations differ by the model alone.
-  const valLoss = () =>
-    noGrad(() => {
-      model.eval();
-      let sum = 0;
-      for (let i = 0; i < state.evalIters; i++) {
-        const { x, y } = data.batch('val', i);
-        sum += model.forward(x, y).loss!.item();
-      }
-      model.train();
-      return sum / state.evalIters;
+  // One batch's loss, read back (a GPU's once its work is done); `learn`: the training step
+  // (backward, clipping, AdamW) too. The scope frees the step's intermediates.
+  const lossOf = async (split: 'train' | 'val', i: number, learn: boolean) => {
+    const batch = data.batch(split, i);
+    const [x, y] = [onDevice(batch.x), onDevice(batch.y)];
+    const loss = scope(() => {
+      if (!learn) return noGrad(() => model.forward(x, y).loss!.data);
+      const l = model.forward(x, y).loss!;
+      l.backward();
+      if (ctx) clipGradNormOnDevice(model.parameters(), 1);
+      else clipGradNorm(model.parameters(), 1);
+      opt.step();
+      return l.data;
     });
+    const value = (await loss.toCpu()).toFloat64Array()[0]!;
+    if (ctx) for (const t of [loss, x, y]) t.dispose();
+    return value;
+  };
+  // The same val batches every time: evaluations differ by the model alone.
+  const valLoss = async () => {
+    model.eval();
+    let sum = 0;
+    for (let i = 0; i < state.evalIters; i++) sum += await lossOf('val', i, false);
+    model.train();
+    return sum / state.evalIters;
+  };
   const save = async () => {
-    writeFileSync(out, saveCheckpoint({ model, tokenizer, optimizer: opt, extra: { ...state } }));
+    writeFileSync(
+      out,
+      await saveCheckpoint({ model, tokenizer, optimizer: opt, extra: { ...state } }),
+    );
     writeFileSync(svg, await lossCurveSvg(state.history));
   };
 
@@ -187,18 +224,13 @@ export async function train(
       opt.lr = schedule(step);
       model.reseedDropout(step);
       opt.zeroGrad();
-      const { x, y } = data.batch('train', step);
-      const { loss } = model.forward(x, y);
-      loss!.backward();
-      clipGradNorm(model.parameters(), 1);
-      opt.step();
-      last = loss!.item();
+      last = await lossOf('train', step, true);
       stepSeconds += (performance.now() - t0) / 1000;
       stepsRun++;
       state.step = step + 1;
       const point: LossPoint = { step: state.step, train: last };
       if (state.step % state.evalInterval === 0 || state.step === state.steps)
-        point.val = valLoss();
+        point.val = await valLoss();
       state.history.push(point);
       if (showBar)
         bar.update(state.step, {
@@ -218,11 +250,13 @@ export async function train(
   } finally {
     if (showBar) bar.stop();
   }
-  const lastVal = [...state.history].reverse().find((p) => p.val !== undefined)?.val ?? valLoss();
+  const lastVal =
+    [...state.history].reverse().find((p) => p.val !== undefined)?.val ?? (await valLoss());
   if (stepsRun === 0) await save();
   const tokensPerSecond = stepsRun > 0 ? (stepsRun * tokensPerStep) / stepSeconds : 0;
+  ctx?.destroy();
   log(
-    `step ${state.step}: train loss ${last.toFixed(4)}, val loss ${lastVal.toFixed(4)}, ${Math.round(tokensPerSecond)} tokens/s (ts); wrote ${out} and ${svg}`,
+    `step ${state.step}: train loss ${last.toFixed(4)}, val loss ${lastVal.toFixed(4)}, ${Math.round(tokensPerSecond)} tokens/s (${backend.name}); wrote ${out} and ${svg}`,
   );
   return {
     steps: state.step,
@@ -230,6 +264,7 @@ export async function train(
     valLoss: lastVal,
     tokensPerSecond,
     parameters: model.numParameters(),
+    backend: backend.name,
     out,
     svg,
   };

@@ -38,7 +38,7 @@ test('a checkpoint round trips and a resumed run gives the same next losses', as
   const model = new Gpt(config, { seed: 4 });
   const opt = new AdamW(model.parameters(), { lr: 1e-2 });
   for (let i = 0; i < 3; i++) step(model, opt, i);
-  const bytes = saveCheckpoint({ model, tokenizer, optimizer: opt, extra: { step: 3 } });
+  const bytes = await saveCheckpoint({ model, tokenizer, optimizer: opt, extra: { step: 3 } });
   const ahead = [3, 4].map((i) => step(model, opt, i));
 
   const ck = await loadCheckpoint(bytes);

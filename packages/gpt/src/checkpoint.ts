@@ -7,18 +7,20 @@ import { type Tokenizer, tokenizerFromJson } from './tokenizer.js';
 /**
  * A checkpoint is one safetensors file: the model's state under `model.`, the optimizer's
  * (AdamW's moments and step) under `optim.`, and in the metadata the config, the tokenizer and
- * whatever the trainer needs to continue (`extra`, JSON).
+ * whatever the trainer needs to continue (`extra`, JSON). Tensors on a GPU are read back first
+ * (hence async); the file does not depend on the backend that wrote it.
  */
-export function saveCheckpoint(parts: {
+export async function saveCheckpoint(parts: {
   model: Gpt;
   tokenizer: Tokenizer;
   optimizer?: Optimizer;
   extra?: Record<string, unknown>;
-}): Uint8Array {
+}): Promise<Uint8Array> {
   const tensors: Record<string, Tensor> = {};
-  for (const [k, t] of Object.entries(parts.model.stateDict())) tensors[`model.${k}`] = t;
+  for (const [k, t] of Object.entries(parts.model.stateDict()))
+    tensors[`model.${k}`] = await t.toCpu();
   for (const [k, t] of Object.entries(parts.optimizer?.stateDict() ?? {}))
-    tensors[`optim.${k}`] = t;
+    tensors[`optim.${k}`] = await t.toCpu();
   return toSafetensors(tensors, {
     format: 'attnkit-gpt',
     config: JSON.stringify(parts.model.config),
@@ -37,7 +39,11 @@ export interface Checkpoint {
   extra: Record<string, unknown>;
 }
 
-/** A model (weights loaded), its tokenizer and the optimizer state, from saveCheckpoint's bytes. */
+/**
+ * A model (weights loaded), its tokenizer and the optimizer state, from saveCheckpoint's
+ * bytes, on the cpu whatever backend wrote them (`model.toWebGpu(ctx)` moves it; upload the
+ * optimizer state too before `loadStateDict`).
+ */
 export async function loadCheckpoint(bytes: Uint8Array): Promise<Checkpoint> {
   const { metadata } = readSafetensors(bytes);
   if (metadata?.format !== 'attnkit-gpt' || !metadata.config || !metadata.tokenizer)

@@ -21,6 +21,12 @@ export interface GptConfig {
   positional: 'learned' | 'rope';
   /** The lm head shares the token embedding's matrix (GPT-2, Press & Wolf 2017). */
   tieWeights: boolean;
+  /**
+   * 'flash': FlashAttention-2's kernels (default); 'standard': the N x N scores materialised
+   * through nn's matmul and softmax (nn's attention family 'standard'), the baseline the
+   * FlashAttention paper measures against. Same function, same weights.
+   */
+  attention: 'flash' | 'standard';
 }
 
 const DEFAULTS: Omit<GptConfig, 'vocabSize'> = {
@@ -33,12 +39,18 @@ const DEFAULTS: Omit<GptConfig, 'vocabSize'> = {
   bias: false,
   positional: 'learned',
   tieWeights: true,
+  attention: 'flash',
 };
 
-/** Named shapes for the command line: 'tiny' (~0.2M parameters at 65 chars), 'small' (~0.75M). */
+/**
+ * Named shapes for the command line: 'tiny' (~0.2M parameters at 65 chars), 'small' (~1.0M,
+ * the issue's character model), 'gpt2' (GPT-2 small's shape: 12 layers, 12 heads, 768 wide,
+ * context 1024; 85M parameters besides the embeddings).
+ */
 export const PRESETS = {
   tiny: { nLayer: 4, nHead: 4, nKvHead: 4, nEmbd: 64, blockSize: 64 },
-  small: { nLayer: 4, nHead: 4, nKvHead: 2, nEmbd: 128, blockSize: 128 },
+  small: { nLayer: 5, nHead: 4, nKvHead: 4, nEmbd: 128, blockSize: 128 },
+  gpt2: { nLayer: 12, nHead: 12, nKvHead: 12, nEmbd: 768, blockSize: 1024 },
 } as const satisfies Record<string, Partial<GptConfig>>;
 
 export type PresetName = keyof typeof PRESETS;
@@ -98,6 +110,11 @@ export function gptConfig(config: Partial<GptConfig> & { vocabSize: number }): G
     throw new ValueError(
       `GptConfig: positional expected 'learned' or 'rope', got ${describe(c.positional)}`,
       'positional',
+    );
+  if (c.attention !== 'flash' && c.attention !== 'standard')
+    throw new ValueError(
+      `GptConfig: attention expected 'flash' or 'standard', got ${describe(c.attention)}`,
+      'attention',
     );
   return c;
 }

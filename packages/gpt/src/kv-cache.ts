@@ -1,5 +1,5 @@
 import { KvCache } from '@attnkit/lean-attention';
-import { type KvCache as LayerKvCache, Var } from '@attnkit/nn';
+import { concat, keep, type KvCache as LayerKvCache, noGrad, Var } from '@attnkit/nn';
 import { ShapeError, Tensor } from '@attnkit/tensor';
 
 /**
@@ -58,3 +58,38 @@ export class PagedKvCache implements LayerKvCache {
     return { k: stack((g) => g.k), v: stack((g) => g.v) };
   }
 }
+
+/**
+ * A per-layer cache that stays on the tensors' device (webgpu): each step concatenates the new
+ * keys and values along the sequence axis and frees the previous tensors, so it holds one copy
+ * of the sequence (O(L) memory, an O(L) device copy per token; nothing read back). Kept from
+ * scopes: a decoding step inside scope() does not free it; dispose() does.
+ */
+export class DeviceKvCache implements LayerKvCache {
+  k: Var | null = null;
+  v: Var | null = null;
+
+  get length(): number {
+    return this.k?.shape[2] ?? 0;
+  }
+
+  update(k: Var, v: Var): { k: Var; v: Var } {
+    noGrad(() => {
+      const [oldK, oldV] = [this.k, this.v];
+      this.k = keep(oldK ? concat([oldK, k], 2) : copy(k));
+      this.v = keep(oldV ? concat([oldV, v], 2) : copy(v));
+      oldK?.data.dispose();
+      oldV?.data.dispose();
+    });
+    return { k: this.k!, v: this.v! };
+  }
+
+  dispose(): void {
+    this.k?.data.dispose();
+    this.v?.data.dispose();
+    this.k = this.v = null;
+  }
+}
+
+/** A tensor of its own (the step's k may be a view the step's scope frees). */
+const copy = (x: Var) => concat([x], 2);

@@ -1,9 +1,37 @@
-import { AdamW } from '@attnkit/nn';
-import { Rng, Tensor, ValueError } from '@attnkit/tensor';
-import { describe, expect, test } from 'vitest';
+import { AdamW, registerNativeKernels, registerWebGpuKernels, setDeviceBackend } from '@attnkit/nn';
+import { DeviceError, Rng, Tensor, ValueError } from '@attnkit/tensor';
+import { webGpuTestContext } from '@attnkit/testing';
+import { toWebGpu } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
+import { type GptConfig, PRESETS } from './config.js';
 import { Gpt } from './model.js';
 
 const tiny = { nLayer: 2, nHead: 4, nKvHead: 2, nEmbd: 32, blockSize: 64, vocabSize: 11 };
+// llvmpipe runs WGSL on the CPU: the webgpu tests take the smallest shapes that still cover
+// GQA, both position kinds and several layers.
+const tinyGpu = { nLayer: 2, nHead: 2, nKvHead: 1, nEmbd: 16, blockSize: 64, vocabSize: 11 };
+
+const nativeLoads = registerNativeKernels() === true;
+const ctx = await webGpuTestContext();
+if (ctx) registerWebGpuKernels(ctx);
+afterAll(() => ctx?.destroy());
+
+type Backend = 'ts' | 'native' | 'webgpu';
+const BACKENDS: Backend[] = ['ts', 'native', 'webgpu'];
+const available = (b: Backend) => (b === 'native' ? nativeLoads : b === 'webgpu' ? !!ctx : true);
+
+/** A model on `backend`: cpu tensors run on ts or native (nn's cpu backend), or on the GPU. */
+function onBackend(
+  backend: Backend,
+  config: Partial<GptConfig> & { vocabSize: number },
+  seed: number,
+) {
+  setDeviceBackend('cpu', backend === 'native' ? 'native' : 'ts');
+  const model = new Gpt(config, { seed });
+  if (backend === 'webgpu') model.toWebGpu(ctx!);
+  const place = (t: Tensor) => (backend === 'webgpu' ? toWebGpu(t, ctx!) : t);
+  return { model, place };
+}
 
 function randomIds(rng: Rng, b: number, t: number, vocab: number): Tensor {
   return Tensor.from(
@@ -13,40 +41,51 @@ function randomIds(rng: Rng, b: number, t: number, vocab: number): Tensor {
 }
 
 describe('Gpt', () => {
-  test.each(['learned', 'rope'] as const)(
-    'a tiny model overfits one batch on ts (%s positions)',
-    (positional) => {
-      const model = new Gpt({ ...tiny, blockSize: 16, positional }, { seed: 1 });
-      const rng = new Rng(7);
-      const x = randomIds(rng, 2, 13, tiny.vocabSize);
-      const y = randomIds(rng, 2, 13, tiny.vocabSize);
-      const opt = new AdamW(model.parameters(), { lr: 3e-2, weightDecay: 0 });
-      const losses: number[] = [];
-      for (let step = 0; step < 40; step++) {
-        opt.zeroGrad();
-        const { loss } = model.forward(x, y);
-        loss!.backward();
-        opt.step();
-        losses.push(loss!.item());
-      }
-      // Starts near ln(11) = 2.40 (uniform guess); memorising 26 random targets drives it down.
-      expect(losses[0]).toBeGreaterThan(2.2);
-      expect(losses[0]).toBeLessThan(2.6);
-      expect(losses.at(-1)).toBeLessThan(0.3);
-    },
-  );
+  test.each(
+    BACKENDS.flatMap((backend) => (['learned', 'rope'] as const).map((p) => [backend, p] as const)),
+  )('a tiny model overfits one batch on %s (%s positions)', async (backend, positional) => {
+    if (!available(backend)) return void console.warn(`${backend} unavailable: skipped`);
+    const gpu = backend === 'webgpu';
+    const { model, place } = onBackend(
+      backend,
+      { ...(gpu ? tinyGpu : tiny), blockSize: 16, positional },
+      1,
+    );
+    const rng = new Rng(7);
+    const [b, t] = gpu ? [1, 12] : [2, 13];
+    const x = place(randomIds(rng, b, t, tiny.vocabSize));
+    const y = place(randomIds(rng, b, t, tiny.vocabSize));
+    const opt = new AdamW(model.parameters(), { lr: 3e-2, weightDecay: 0 });
+    const losses: number[] = [];
+    for (let step = 0; step < 40; step++) {
+      opt.zeroGrad();
+      const { loss } = model.forward(x, y);
+      loss!.backward();
+      opt.step();
+      losses.push((await loss!.data.toCpu()).toFloat64Array()[0]!);
+    }
+    // Starts near ln(11) = 2.40 (uniform guess); memorising the random targets drives it down.
+    expect(losses[0]).toBeGreaterThan(2.2);
+    expect(losses[0]).toBeLessThan(2.6);
+    expect(losses.at(-1)).toBeLessThan(0.3);
+  });
 
   test.each([
-    ['learned', false],
-    ['rope', true],
+    ['ts', 'learned', false],
+    ['ts', 'rope', true],
+    ['native', 'learned', false],
+    ['native', 'rope', true],
+    ['webgpu', 'learned', true],
   ] as const)(
-    'generation with the KV cache equals generation without it, 50 tokens (%s, tied %s)',
-    (positional, tieWeights) => {
-      // GQA (4 query heads over 2 kv heads); biases on the untied model.
-      const model = new Gpt({ ...tiny, positional, tieWeights, bias: !tieWeights }, { seed: 3 });
-      const run = (cache: boolean) => {
+    'generation with the KV cache equals generation without it, 50 tokens (%s, %s, tied %s)',
+    async (backend, positional, tieWeights) => {
+      if (!available(backend)) return void console.warn(`${backend} unavailable: skipped`);
+      // GQA (query heads over fewer kv heads); biases on the untied model.
+      const config = { ...(backend === 'webgpu' ? tinyGpu : tiny), positional, tieWeights };
+      const { model } = onBackend(backend, { ...config, bias: !tieWeights }, 3);
+      const run = async (cache: boolean) => {
         const logits: Float32Array[] = [];
-        const tokens = model.generate([1, 5, 2], {
+        const tokens = await model.generate([1, 5, 2], {
           maxNewTokens: 50,
           temperature: 0.8,
           topK: 5,
@@ -56,8 +95,8 @@ describe('Gpt', () => {
         });
         return { tokens, logits };
       };
-      const cached = run(true);
-      const plain = run(false);
+      const cached = await run(true);
+      const plain = await run(false);
       expect(cached.tokens).toHaveLength(50);
       expect(cached.tokens).toEqual(plain.tokens);
       let worst = 0;
@@ -71,14 +110,42 @@ describe('Gpt', () => {
     },
   );
 
-  test('the cache is cut and refilled past blockSize', () => {
+  test("attention 'standard' computes what 'flash' does (logits and gradients, ts)", () => {
+    setDeviceBackend('cpu', 'ts');
+    const rng = new Rng(4);
+    const x = randomIds(rng, 2, 10, tiny.vocabSize);
+    const y = randomIds(rng, 2, 10, tiny.vocabSize);
+    const run = (attention: 'flash' | 'standard') => {
+      const model = new Gpt({ ...tiny, attention }, { seed: 5 });
+      const { logits, loss } = model.forward(x, y);
+      loss!.backward();
+      return [logits.data, ...model.parameters().map((p) => p.grad!)].map((t) =>
+        t.toFloat32Array(),
+      );
+    };
+    const [flash, standard] = [run('flash'), run('standard')];
+    standard.forEach((got, i) => {
+      got.forEach((v, j) => {
+        expect(v).toBeCloseTo(flash[i]![j]!, 5);
+      });
+    });
+  });
+
+  test('the cache is cut and refilled past blockSize', async () => {
+    setDeviceBackend('cpu', 'ts');
     const model = new Gpt({ ...tiny, blockSize: 8 }, { seed: 2 });
-    const out = model.generate([0, 1, 2], { maxNewTokens: 20, temperature: 0 });
+    const out = await model.generate([0, 1, 2], { maxNewTokens: 20, temperature: 0 });
     expect(out).toHaveLength(20);
     for (const t of out) expect(t).toBeGreaterThanOrEqual(0);
   });
 
-  test('bad configs and inputs are typed errors naming the field', () => {
+  test('the small preset is the issue’s ~1M-parameter character model', () => {
+    const model = new Gpt({ ...PRESETS.small, vocabSize: 65 });
+    expect(model.numParameters()).toBe(1_010_560);
+  });
+
+  test('bad configs and inputs are typed errors naming the field', async () => {
+    setDeviceBackend('cpu', 'ts');
     const bad: [Record<string, unknown>, string][] = [
       [{ nHead: 3 }, 'nHead'],
       [{ nKvHead: 3 }, 'nKvHead'],
@@ -86,6 +153,7 @@ describe('Gpt', () => {
       [{ blockSize: 2.5 }, 'blockSize'],
       [{ dropout: 1 }, 'dropout'],
       [{ positional: 'alibi' }, 'positional'],
+      [{ attention: 'linear' }, 'attention'],
       [{ bias: 'yes' }, 'bias'],
       [{ nEmbed: 32 }, 'nEmbed'],
       [{ vocabSize: -1 }, 'vocabSize'],
@@ -103,7 +171,19 @@ describe('Gpt', () => {
     }
     const model = new Gpt({ ...tiny, blockSize: 4 });
     expect(() => model.forward(Tensor.from(new Int32Array(5), [1, 5]))).toThrow(/blockSize = 4/);
-    expect(() => model.generate([99], { maxNewTokens: 1 })).toThrow(ValueError);
-    expect(() => model.generate([1], { maxNewTokens: 1, topK: 0 })).toThrow(/topK/);
+    await expect(model.generate([99], { maxNewTokens: 1 })).rejects.toThrow(ValueError);
+    await expect(model.generate([1], { maxNewTokens: 1, topK: 0 })).rejects.toThrow(/topK/);
+    if (ctx) {
+      // Ids on another device than the parameters: a DeviceError naming idx, nothing moved.
+      const gpu = new Gpt({ ...tinyGpu, blockSize: 4 }).toWebGpu(ctx);
+      let err: unknown;
+      try {
+        gpu.forward(Tensor.from(new Int32Array(2), [1, 2]));
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(DeviceError);
+      expect((err as DeviceError).argument).toBe('idx');
+    }
   });
 });

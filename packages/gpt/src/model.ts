@@ -12,12 +12,14 @@ import {
   matmul,
   noGrad,
   reshape,
+  scope,
   slice,
   type Var,
 } from '@attnkit/nn';
-import { formatShape, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { DeviceError, formatShape, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { type GptConfig, gptConfig } from './config.js';
-import { PagedKvCache } from './kv-cache.js';
+import { DeviceKvCache, PagedKvCache } from './kv-cache.js';
 import { type SampleOptions, sampleToken, samplingRng } from './sample.js';
 
 /**
@@ -44,6 +46,7 @@ class Block extends Module {
         causal: true,
         bias: c.bias,
         rng,
+        ...(c.attention === 'standard' ? { family: 'standard' } : {}),
       }),
     );
     this.ln2 = this.child('ln2', new LayerNorm(c.nEmbd));
@@ -78,6 +81,8 @@ export class Gpt extends Module {
   readonly seed: number;
   /** Draws the dropout masks; `reseedDropout(step)` makes them a function of the step. */
   dropoutRng: Rng;
+  /** The WebGPU context the parameters live on (toWebGpu), or null: on the cpu. */
+  ctx: WebGpuContext | null = null;
 
   /** `seed` draws the initial weights (and seeds dropout); the config is checked first. */
   constructor(config: Partial<GptConfig> & { vocabSize: number }, options: { seed?: number } = {}) {
@@ -126,14 +131,34 @@ export class Gpt extends Module {
     this.dropoutRng = new Rng(this.seed * 2 ** 21 + 1 + step);
   }
 
+  /**
+   * Moves the parameters onto `ctx`'s GPU (uploads them): forward then runs on nn's webgpu
+   * kernels (registerWebGpuKernels(ctx) first) and uploads the token ids it is given on the
+   * cpu. Build the optimizer after this: it holds the parameters' tensors.
+   */
+  toWebGpu(ctx: WebGpuContext): this {
+    for (const p of this.parameters()) {
+      const old = p.data;
+      p.data = toWebGpu(old, ctx);
+      if (old !== p.data) old.dispose();
+    }
+    this.ctx = ctx;
+    return this;
+  }
+
+  /** Where the parameters are: 'cpu' or 'webgpu'. */
+  get device(): string {
+    return this.wte.weight.data.device;
+  }
+
   /** Parameters in all (the tied head counted once). */
   numParameters(): number {
     return this.parameters().reduce((n, p) => n + p.data.size, 0);
   }
 
   /**
-   * idx [B, T] token ids (int32, T <= blockSize) -> logits [B, T, vocabSize]; with targets
-   * [B, T], the mean cross-entropy too. `kvCaches` (one per block) decodes: positions start at
+   * idx [B, T] token ids (int32, T <= blockSize, on the parameters' device) -> logits
+   * [B, T, vocabSize]; with targets [B, T], the mean cross-entropy too. `kvCaches` (one per block) decodes: positions start at
    * the caches' length.
    */
   forward(
@@ -147,6 +172,15 @@ export class Gpt extends Module {
         `Gpt.forward: idx expected [B, T], got ${formatShape(idx.shape)}`,
         'idx',
       );
+    for (const [name, ids] of [
+      ['idx', idx],
+      ['targets', targets],
+    ] as const)
+      if (ids && ids.device !== this.device)
+        throw new DeviceError(
+          `Gpt.forward: ${name} expected on the parameters' device (${this.device}), got ${ids.device} (toWebGpu it)`,
+          name,
+        );
     const [b, t] = idx.shape as [number, number];
     const offset = kvCaches?.[0]?.length ?? 0;
     if (offset + t > c.blockSize)
@@ -160,13 +194,9 @@ export class Gpt extends Module {
         'kvCaches',
       );
     let x = this.wte.forward(idx);
-    if (this.wpe) {
-      const pos = Tensor.from(
-        Int32Array.from({ length: t }, (_, i) => offset + i),
-        [1, t],
-      );
-      x = add(x, this.wpe.forward(pos));
-    }
+    // Positions offset .. offset + t - 1 are consecutive rows of the table: a slice, not a
+    // gather (and no ids to upload); [t, C] broadcasts over the batch.
+    if (this.wpe) x = add(x, slice(this.wpe.weight, 0, offset, offset + t));
     x = dropout(x, c.dropout, this.dropoutRng, this.training);
     this.blocks.forEach((block, i) => {
       x = block.forward(x, this.dropoutRng, kvCaches?.[i]);
@@ -187,17 +217,22 @@ export class Gpt extends Module {
     };
   }
 
-  /** Fresh per-layer caches for decoding `batch` sequences of up to blockSize tokens. */
-  newKvCaches(batch = 1): PagedKvCache[] {
+  /**
+   * Fresh per-layer caches for decoding `batch` sequences of up to blockSize tokens: the paged
+   * pool (lean-attention's KvCache) on the cpu; on webgpu a device-resident cache (the pages
+   * live in host memory, and the GPU's keys and values should not come back every token).
+   */
+  newKvCaches(batch = 1): KvCache[] {
     const c = this.config;
-    return this.blocks.map(
-      () =>
-        new PagedKvCache({
-          batch,
-          kvHeads: c.nKvHead,
-          headDim: c.nEmbd / c.nHead,
-          maxTokens: c.blockSize,
-        }),
+    return this.blocks.map(() =>
+      this.device === 'webgpu'
+        ? new DeviceKvCache()
+        : new PagedKvCache({
+            batch,
+            kvHeads: c.nKvHead,
+            headDim: c.nEmbd / c.nHead,
+            maxTokens: c.blockSize,
+          }),
     );
   }
 
@@ -206,8 +241,9 @@ export class Gpt extends Module {
    * without gradients. With the cache, the context that fills blockSize is cut to its last
    * blockSize / 2 tokens and prefilled again, so the cached and uncached paths agree token for
    * token while prompt + new tokens fit in blockSize (beyond, uncached crops every token).
+   * Async: on webgpu each token's logits are read back from the GPU.
    */
-  generate(prompt: readonly number[], options: GenerateOptions): number[] {
+  async generate(prompt: readonly number[], options: GenerateOptions): Promise<number[]> {
     const c = this.config;
     const { maxNewTokens, cache = true, onToken } = options;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
@@ -228,38 +264,54 @@ export class Gpt extends Module {
     this.eval();
     const tokens = [...prompt];
     const out: number[] = [];
-    const lastLogits = (logits: Var) => {
-      const t = logits.shape[1]!;
-      return slice(logits, 1, t - 1, t).data.toFloat32Array();
+    // One forward without gradients, the ids uploaded on webgpu; the scope frees the
+    // intermediates (GPU buffers), the caches keep what they hold.
+    const lastLogits = (xs: number[], caches?: KvCache[]) => {
+      const host = Tensor.from(Int32Array.from(xs), [1, xs.length]);
+      const x = this.ctx ? toWebGpu(host, this.ctx) : host;
+      const last = noGrad(() =>
+        scope(() => {
+          const logits = this.forward(x, undefined, caches).logits;
+          const t = logits.shape[1]!;
+          return slice(logits, 1, t - 1, t).data;
+        }),
+      );
+      x.dispose(); // released once the queued forward is submitted
+      return last;
     };
-    const ids = (xs: number[]) => Tensor.from(Int32Array.from(xs), [1, xs.length]);
+    let caches: KvCache[] | null = null;
     try {
-      noGrad(() => {
-        let caches: PagedKvCache[] | null = null;
-        let next: number[] = [];
-        for (let i = 0; i < maxNewTokens; i++) {
-          let logits: Float32Array;
-          if (!cache) {
-            logits = lastLogits(this.forward(ids(tokens.slice(-c.blockSize))).logits);
-          } else {
-            if (!caches || caches[0]!.length + next.length > c.blockSize) {
-              // Prefill: the whole (cut) context in one forward through fresh caches.
-              const keep = caches ? Math.max(1, c.blockSize >> 1) : c.blockSize;
-              caches = this.newKvCaches(1);
-              next = tokens.slice(-keep);
-            }
-            logits = lastLogits(this.forward(ids(next), undefined, caches).logits);
+      let next: number[] = [];
+      for (let i = 0; i < maxNewTokens; i++) {
+        let last: Tensor;
+        if (!cache) {
+          last = lastLogits(tokens.slice(-c.blockSize));
+        } else {
+          if (!caches || caches[0]!.length + next.length > c.blockSize) {
+            // Prefill: the whole (cut) context in one forward through fresh caches.
+            const keep = caches ? Math.max(1, c.blockSize >> 1) : c.blockSize;
+            disposeCaches(caches);
+            caches = this.newKvCaches(1);
+            next = tokens.slice(-keep);
           }
-          const token = sampleToken(logits, options, rng);
-          tokens.push(token);
-          out.push(token);
-          next = [token];
-          onToken?.(token, logits);
+          last = lastLogits(next, caches);
         }
-      });
+        const logits = (await last.toCpu()).toFloat32Array();
+        last.dispose();
+        const token = sampleToken(logits, options, rng);
+        tokens.push(token);
+        out.push(token);
+        next = [token];
+        onToken?.(token, logits);
+      }
     } finally {
+      disposeCaches(caches);
       this.train(wasTraining);
     }
     return out;
   }
+}
+
+function disposeCaches(caches: KvCache[] | null): void {
+  for (const c of caches ?? []) if (c instanceof DeviceKvCache) c.dispose();
 }
