@@ -153,7 +153,7 @@ const out =
   join(
     here,
     'results',
-    `allreduce-n${N}-h${H}-d${D}-m${DMODEL}${causal ? '-causal' : ''}-t${engine.threads}${uvPool ? `-uv${uvPool}` : ''}.json`,
+    `${new Date().toISOString().slice(0, 10)}-allreduce-n${N}-h${H}-d${D}-m${DMODEL}${causal ? '-causal' : ''}-t${engine.threads}${uvPool ? `-uv${uvPool}` : ''}.json`,
   );
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);

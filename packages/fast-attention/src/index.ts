@@ -17,7 +17,9 @@ export {
 export {
   type AllReducePlan,
   type AllReduceProblem,
+  type ColumnChunk,
   type HeadShard,
+  planColumnChunks,
   planHeadShards,
   planRowTiles,
   planTiledAllReduce,

@@ -276,22 +276,20 @@ export class AllReduceGroup {
     this.handlers = undefined;
     // One at a time: two Dawn instances torn down at once crashed the process.
     for (const w of this.workers) {
-      {
-        if (!this.live.has(w)) continue;
-        const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-        try {
-          w.postMessage({ kind: 'close' } satisfies ToWorker);
-        } catch {
-          // Already gone.
-        }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const late = new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(true), 5000);
-        });
-        if (await Promise.race([exited.then(() => false), late])) await w.terminate();
-        clearTimeout(timer);
-        await exited;
+      if (!this.live.has(w)) continue;
+      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+      try {
+        w.postMessage({ kind: 'close' } satisfies ToWorker);
+      } catch {
+        // Already gone.
       }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), 5000);
+      });
+      if (await Promise.race([exited.then(() => false), late])) await w.terminate();
+      clearTimeout(timer);
+      await exited;
     }
   }
 
@@ -462,8 +460,8 @@ function shared(t: Tensor): SharedArrayBuffer {
  * FastAttention's tiling-AllReduce: y = concat_h(softmax attention_h(q, k, v)) W_o, with
  * q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (BHND, GQA), wo [Hq Dv, dModel],
  * all cpu tensors; y [B, Nq, dModel] f32. Device p computes its heads' attention and
- * O_p W_o[p rows] per row tile; the P partials of each tile are summed by the tile's owner
- * while the next tiles compute (`overlap: false`: after all of them). Validation is done before
+ * O_p W_o[p rows] per row tile; the P partials of each tile are summed, device p its chunk p of
+ * the tile's columns, while the next tiles compute (`overlap: false`: after all of them). Validation is done before
  * any worker starts: ValueError / ShapeError / DTypeError / DeviceError naming the argument. A
  * worker that exits, throws or stalls rejects the call with DeviceWorkerError and closes the
  * group (every worker terminated, every shared buffer dropped).
@@ -552,6 +550,7 @@ export async function tiledAllReduceAttention(
     hq: p.hq,
     hkv: p.hkv,
     seqQ: p.maxSeqQ,
+    dModel: wo.shape[1]!,
     devices,
     tileRows: options.tileRows,
     slots: options.slots,

@@ -1,6 +1,12 @@
 import { ValueError } from '@attnkit/tensor';
 import { describe, expect, it } from 'vitest';
-import { planHeadShards, planRowTiles, planTiledAllReduce, tileKeyLength } from './plan.js';
+import {
+  planColumnChunks,
+  planHeadShards,
+  planRowTiles,
+  planTiledAllReduce,
+  tileKeyLength,
+} from './plan.js';
 
 describe('planHeadShards', () => {
   it('splits heads evenly, the first H mod P devices one more', () => {
@@ -66,34 +72,43 @@ describe('planHeadShards', () => {
 });
 
 describe('planRowTiles / planTiledAllReduce', () => {
-  it('cuts each batch entry into row tiles, owners round-robin', () => {
-    const tiles = planRowTiles(2, 5, 2, 2);
-    expect(tiles.map((t) => [t.batch, t.rowStart, t.rowEnd, t.owner])).toEqual([
-      [0, 0, 2, 0],
-      [0, 2, 4, 1],
-      [0, 4, 5, 0],
-      [1, 0, 2, 1],
-      [1, 2, 4, 0],
-      [1, 4, 5, 1],
+  it('cuts each batch entry into row tiles', () => {
+    const tiles = planRowTiles(2, 5, 2);
+    expect(tiles.map((t) => [t.index, t.batch, t.rowStart, t.rowEnd])).toEqual([
+      [0, 0, 0, 2],
+      [1, 0, 2, 4],
+      [2, 0, 4, 5],
+      [3, 1, 0, 2],
+      [4, 1, 2, 4],
+      [5, 1, 4, 5],
     ]);
-    expect(tiles.map((t) => t.index)).toEqual([0, 1, 2, 3, 4, 5]);
   });
 
-  it('every tile reduced once; owners balanced to one tile; slots', () => {
-    for (const [batch, seqQ, tileRows, devices] of [
-      [1, 129, 16, 3],
-      [3, 7, 64, 4],
-      [2, 100, 10, 1],
+  it('cuts the columns into P contiguous chunks, the first dModel mod P one wider', () => {
+    expect(planColumnChunks(10, 3).map((c) => [c.start, c.end])).toEqual([
+      [0, 4],
+      [4, 7],
+      [7, 10],
+    ]);
+    expect(planColumnChunks(2, 3).map((c) => c.end - c.start)).toEqual([1, 1, 0]);
+    expect(planColumnChunks(7, 1)).toEqual([{ device: 0, start: 0, end: 7 }]);
+  });
+
+  it('every output element reduced by exactly one device; slots', () => {
+    for (const [batch, seqQ, tileRows, devices, dModel] of [
+      [1, 129, 16, 3, 20],
+      [3, 7, 64, 4, 9],
+      [2, 100, 10, 1, 5],
     ] as const) {
-      const plan = planTiledAllReduce({ batch, hq: 12, hkv: 12, seqQ, devices, tileRows });
+      const plan = planTiledAllReduce({ batch, hq: 12, hkv: 12, seqQ, dModel, devices, tileRows });
       expect(plan.tileRows).toBe(Math.min(seqQ, tileRows));
       const rows = plan.tiles.reduce((a, t) => a + t.rowEnd - t.rowStart, 0);
       expect(rows).toBe(batch * seqQ);
-      const counts = Array.from(
-        { length: devices },
-        (_, p) => plan.tiles.filter((t) => t.owner === p).length,
-      );
-      expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(1);
+      const cover = new Array<number>(dModel).fill(0);
+      for (const c of plan.chunks) for (let j = c.start; j < c.end; j++) cover[j]!++;
+      expect(cover.every((n) => n === 1)).toBe(true);
+      const widths = plan.chunks.map((c) => c.end - c.start);
+      expect(Math.max(...widths) - Math.min(...widths)).toBeLessThanOrEqual(1);
       expect(plan.slots).toBe(Math.min(4, plan.tiles.length));
       expect(plan.overlap).toBe(true);
     }
@@ -102,6 +117,7 @@ describe('planRowTiles / planTiledAllReduce', () => {
       hq: 4,
       hkv: 4,
       seqQ: 100,
+      dModel: 8,
       devices: 2,
       overlap: false,
       tileRows: 8,
@@ -111,7 +127,7 @@ describe('planRowTiles / planTiledAllReduce', () => {
   });
 
   it('rejects bad fields with ValueError naming them', () => {
-    const base = { batch: 1, hq: 4, hkv: 4, seqQ: 8, devices: 2 };
+    const base = { batch: 1, hq: 4, hkv: 4, seqQ: 8, dModel: 8, devices: 2 };
     for (const [field, value] of [
       ['batch', 0],
       ['seqQ', -1],
@@ -119,6 +135,7 @@ describe('planRowTiles / planTiledAllReduce', () => {
       ['slots', 2.5],
       ['overlap', 'yes'],
       ['devices', 5],
+      ['dModel', 0],
     ] as const) {
       expect(() => planTiledAllReduce({ ...base, [field]: value } as never)).toThrow(
         expect.objectContaining({ name: 'ValueError', argument: field }),

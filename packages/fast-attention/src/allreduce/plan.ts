@@ -6,15 +6,15 @@ import { describe, ValueError } from '@attnkit/tensor';
  * K/V heads it reads are its own — computes their attention and its slice of the output
  * projection, O_p W_o[p rows], and the P partial outputs are summed row tile by row tile.
  *
- * The reduction is a reduce-scatter + all-gather, not a ring. Tile t is reduced by device
- * t mod P, which reads the P partials of that tile once and writes the sum into the one output
- * every device and the caller share; the all-gather is that shared output itself. A ring
- * all-reduce cuts each tile into P chunks passed P - 1 hops to be summed and P - 1 more to be
- * broadcast: it pays off on point-to-point links where every link carries a chunk at every step,
- * but in one address space it only adds 2 (P - 1) dependent steps per tile (each a wait) while
- * moving the same bytes, and it would cut the overlap unit (one row tile) P ways. Round-robin
- * owners keep the reduce work even (every tile has the same rows x dModel sums; the compute of a
- * tile is split by heads, so it is the same on every device whatever the mask).
+ * The reduction is a reduce-scatter + all-gather, not a ring. Every row tile's columns are cut
+ * into P contiguous chunks and device p sums chunk p of every tile: it reads the P partials of
+ * its chunk once and writes the sum into the one output every device and the caller share,
+ * which is the all-gather. All P devices work on each tile at once, so a tile is reduced in
+ * rows x dModel / P sums per device whatever P (a tile owned by one device would take P x that
+ * on one thread, and with few partial buffers the devices would wait for it). A ring all-reduce
+ * passes the same chunks P - 1 hops to be summed and P - 1 more to be broadcast: it pays off on
+ * point-to-point links where every link carries a chunk at every step, but in one address space
+ * it only adds 2 (P - 1) dependent steps (each a wait) per tile while moving the same bytes.
  */
 
 /** The query heads (and their kv heads) one device computes. */
@@ -34,8 +34,13 @@ export interface RowTile {
   batch: number;
   rowStart: number;
   rowEnd: number;
-  /** The device that sums this tile's P partials into the output. */
-  owner: number;
+}
+
+/** Output columns [start, end): the chunk of every row tile one device sums. */
+export interface ColumnChunk {
+  device: number;
+  start: number;
+  end: number;
 }
 
 export interface AllReduceProblem {
@@ -46,13 +51,15 @@ export interface AllReduceProblem {
   hkv: number;
   /** Query rows per batch entry. */
   seqQ: number;
+  /** Output columns (W_o's). */
+  dModel: number;
   /** Devices (workers), 1..hkv. */
   devices: number;
   /** Query rows per tile (default 64, at most seqQ). */
   tileRows?: number | undefined;
   /**
    * Partial-tile buffers per device (default 4): device p may compute tile t once tile t - slots
-   * has been reduced. With overlap off every tile needs its own (slots = tiles).
+   * has been reduced (every chunk). With overlap off every tile needs its own (slots = tiles).
    */
   slots?: number | undefined;
   /** Reduce while computing (default true); false: all tiles computed, then all reduced. */
@@ -66,6 +73,8 @@ export interface AllReducePlan {
   shards: HeadShard[];
   tileRows: number;
   tiles: RowTile[];
+  /** chunks[p]: the columns device p reduces. */
+  chunks: ColumnChunk[];
   /** Partial-tile buffers per device, min(slots, tiles); all tiles with overlap off. */
   slots: number;
   overlap: boolean;
@@ -121,36 +130,47 @@ export function planHeadShards(hq: number, hkv: number, devices: number): HeadSh
   return shards;
 }
 
-/** Row tiles of tileRows query rows per batch entry (the last of each ragged), owners round-robin. */
-export function planRowTiles(
-  batch: number,
-  seqQ: number,
-  tileRows: number,
-  devices: number,
-): RowTile[] {
+/** Row tiles of tileRows query rows per batch entry (the last of each ragged). */
+export function planRowTiles(batch: number, seqQ: number, tileRows: number): RowTile[] {
   const tiles: RowTile[] = [];
   for (let b = 0; b < batch; b++) {
     for (let r = 0; r < seqQ; r += tileRows) {
-      const index = tiles.length;
       tiles.push({
-        index,
+        index: tiles.length,
         batch: b,
         rowStart: r,
         rowEnd: Math.min(seqQ, r + tileRows),
-        owner: index % devices,
       });
     }
   }
   return tiles;
 }
 
-/** The whole plan: head shards, row tiles and their owners, partial buffers. ValueError naming the field. */
+/**
+ * dModel columns in P contiguous chunks, the first dModel mod P one column wider (a device
+ * whose chunk is empty, when dModel < P, reduces nothing).
+ */
+export function planColumnChunks(dModel: number, devices: number): ColumnChunk[] {
+  const base = Math.floor(dModel / devices);
+  const extra = dModel % devices;
+  const chunks: ColumnChunk[] = [];
+  let c = 0;
+  for (let p = 0; p < devices; p++) {
+    const n = base + (p < extra ? 1 : 0);
+    chunks.push({ device: p, start: c, end: c + n });
+    c += n;
+  }
+  return chunks;
+}
+
+/** The whole plan: head shards, row tiles, column chunks, partial buffers. ValueError naming the field. */
 export function planTiledAllReduce(problem: AllReduceProblem): AllReducePlan {
   if (problem === null || typeof problem !== 'object') {
     throw new ValueError(`problem: expected an object, got ${describe(problem)}`, 'problem');
   }
   const batch = positiveInt(problem.batch, 'batch');
   const seqQ = positiveInt(problem.seqQ, 'seqQ');
+  const dModel = positiveInt(problem.dModel, 'dModel');
   const shards = planHeadShards(problem.hq, problem.hkv, problem.devices);
   const tileRows = Math.min(
     seqQ,
@@ -161,13 +181,14 @@ export function planTiledAllReduce(problem: AllReduceProblem): AllReducePlan {
     throw new ValueError(`overlap: expected a boolean, got ${describe(overlap)}`, 'overlap');
   }
   const slotsWanted = positiveInt(problem.slots ?? DEFAULT_SLOTS, 'slots');
-  const tiles = planRowTiles(batch, seqQ, tileRows, problem.devices);
+  const tiles = planRowTiles(batch, seqQ, tileRows);
   return {
     devices: problem.devices,
     groupSize: problem.hq / problem.hkv,
     shards,
     tileRows,
     tiles,
+    chunks: planColumnChunks(dModel, problem.devices),
     slots: overlap ? Math.min(slotsWanted, tiles.length) : tiles.length,
     overlap,
   };

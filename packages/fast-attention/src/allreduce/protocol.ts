@@ -57,16 +57,16 @@ export const EPOCH = 1;
 const HEADER = 2;
 /** control[readySlot(t)]: devices whose partial of tile t is written (P = all). */
 export const readySlot = (t: number): number => HEADER + t;
-/** control[reducedSlot(T, t)]: 1 once tile t is summed into the output (its slots are free). */
+/** control[reducedSlot(T, t)]: devices that have summed their chunk of tile t (P: its slots are free). */
 export const reducedSlot = (tiles: number, t: number): number => HEADER + tiles + t;
 export const controlLength = (tiles: number): number => HEADER + 2 * tiles;
 
 /** Per device, absolute times in ms (performance.timeOrigin + now()) and sums. */
 export const T_START = 0; // tile loop start (after the device's setup)
 export const T_COMPUTE_END = 1; // last tile's partial written
-export const T_END = 2; // last owned tile reduced
+export const T_END = 2; // its chunk of the last tile reduced
 export const T_COMPUTE_MS = 3; // sum of tile compute times (attention + projection)
-export const T_REDUCE_MS = 4; // sum of reduce times of owned tiles
+export const T_REDUCE_MS = 4; // sum of reduce times of its chunks
 export const T_SETUP_MS = 5; // gathering the device's heads
 export const T_REDUCE_OVERLAPPED_MS = 6; // the part of T_REDUCE_MS spent while its own tile computed
 export const TIMING_FIELDS = 7;

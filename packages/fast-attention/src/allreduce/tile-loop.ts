@@ -17,9 +17,9 @@ import {
 /**
  * One device's side of the tiling-AllReduce, whatever computes the tiles: compute every row
  * tile's partial (attention of this device's heads, then O_p W_o[p rows]) into a slot of the
- * shared partials, publish it (ready count + notify), and sum the tiles this device owns once
- * all P partials of a tile are there. With overlap the owned tiles are reduced while the next
- * tile computes (the compute runs off this thread: the native pool or the GPU); without, after
+ * shared partials, publish it (ready count + notify), and sum this device's column chunk of
+ * each tile once all P partials of the tile are there. With overlap the chunks are reduced while
+ * the next tile computes (the compute runs off this thread: the native pool or the GPU); without, after
  * this device's last tile. Every wait is on the control block's epoch with a time slice (never
  * a spin), ends when the caller sets ABORT, and gives up after `timeoutMs` without progress.
  */
@@ -67,8 +67,8 @@ export async function runTileLoop(
   const partials = new Float32Array(job.partials);
   const output = new Float32Array(job.output);
   const slotOf = (p: number, t: number) => (p * S + (t % S)) * slotFloats;
-  const owned = plan.tiles.filter((t) => t.owner === device);
-  let nextOwned = 0;
+  const { start: c0, end: c1 } = plan.chunks[device]!;
+  let nextReduce = 0;
 
   let seen = Atomics.load(ctl, EPOCH);
   let lastProgress = now();
@@ -96,46 +96,49 @@ export async function runTileLoop(
       );
     }
   };
-  /** Sums every owned tile whose P partials are all written, in order. */
+  /** Sums this device's column chunk of every tile whose P partials are all written, in order. */
   const reduceReady = (overlapped = false) => {
-    while (nextOwned < owned.length) {
-      const tile = owned[nextOwned]!;
+    while (nextReduce < T) {
+      const tile = plan.tiles[nextReduce]!;
       if (Atomics.load(ctl, readySlot(tile.index)) !== P) return;
       const t0 = now();
-      const n = (tile.rowEnd - tile.rowStart) * dims.dModel;
+      const rows = tile.rowEnd - tile.rowStart;
       const at = (tile.batch * dims.seqQ + tile.rowStart) * dims.dModel;
-      const y = output.subarray(at, at + n);
-      // A fixed order (device 0, 1, ...): the same sum whatever the timing.
-      y.set(partials.subarray(slotOf(0, tile.index), slotOf(0, tile.index) + n));
-      for (let p = 1; p < P; p++) {
-        const src = slotOf(p, tile.index);
-        for (let i = 0; i < n; i++) y[i]! += partials[src + i]!;
+      for (let r = 0; r < rows; r++) {
+        const row = r * dims.dModel;
+        const y = output.subarray(at + row + c0, at + row + c1);
+        // A fixed order (device 0, 1, ...): the same sum whatever the timing.
+        const s0 = slotOf(0, tile.index) + row;
+        y.set(partials.subarray(s0 + c0, s0 + c1));
+        for (let p = 1; p < P; p++) {
+          const src = slotOf(p, tile.index) + row + c0;
+          for (let i = 0; i < c1 - c0; i++) y[i]! += partials[src + i]!;
+        }
       }
       const ms = now() - t0;
       timing[T_REDUCE_MS]! += ms;
       if (overlapped) timing[T_REDUCE_OVERLAPPED_MS]! += ms;
-      nextOwned++;
+      nextReduce++;
       bump(reducedSlot(T, tile.index), 1);
     }
   };
 
-  // Fault in this device's partial slots and the output rows it owns before the clock starts:
+  // Fault in this device's partial slots and a 1/P share of the output's pages before the clock
+  // starts:
   // with overlap off the slots hold every tile (P x the output), and first-touch page faults
   // inside the loop would be charged to the schedule.
   const page = 1024;
   for (let i = slotOf(device, 0); i < slotOf(device, 0) + S * slotFloats; i += page)
     partials[i] = 0;
-  for (const tile of owned) {
-    const at = (tile.batch * dims.seqQ + tile.rowStart) * dims.dModel;
-    const end = at + (tile.rowEnd - tile.rowStart) * dims.dModel;
-    for (let i = at; i < end; i += page) output[i] = 0;
-  }
+  const outputFloats = dims.batch * dims.seqQ * dims.dModel;
+  for (let i = device * page; i < outputFloats; i += P * page) output[i] = 0;
   timing[T_START] = now();
   for (const tile of plan.tiles) {
-    // The slot of tile t held tile t - S: free once that tile is reduced (by any device).
-    while (tile.index >= S && Atomics.load(ctl, reducedSlot(T, tile.index - S)) === 0) {
+    // The slot of tile t held tile t - S: free once every device has reduced its chunk of it.
+    const freed = () => tile.index < S || Atomics.load(ctl, reducedSlot(T, tile.index - S)) === P;
+    while (!freed()) {
       if (plan.overlap) reduceReady();
-      if (Atomics.load(ctl, reducedSlot(T, tile.index - S)) !== 0) break;
+      if (freed()) break;
       await waitEpoch();
     }
     checkAbort();
@@ -173,7 +176,7 @@ export async function runTileLoop(
   timing[T_COMPUTE_END] = now();
   for (;;) {
     reduceReady();
-    if (nextOwned === owned.length) break;
+    if (nextReduce === T) break;
     await waitEpoch();
   }
   timing[T_END] = now();
