@@ -6,7 +6,7 @@
  * timed step is wall time from the first op to the GPU finishing AdamW (syncWebGpu), the JS
  * that records and encodes the step included; median of --steps after --warmup steps.
  *
- *   node bench-nn-block.mjs [--shape 8,1024,768,12] [--dtypes f32,f16] [--steps 10]
+ *   node bench-nn-block.mjs [--shape 8,1024,768,12] [--dtypes f32,f16,f16-simt] [--steps 10]
  *                           [--warmup 3] [--out nn-block.json] [--profile]
  *
  * --profile: one more step with every queued pass timed (timestamp queries), summed per kernel
@@ -39,7 +39,12 @@ const [B, T, C, H] = (value('shape') ?? '8,1024,768,12').split(',').map(Number) 
   number,
   number,
 ];
-const DTYPES = (value('dtypes') ?? 'f32,f16').split(',') as ('f32' | 'f16')[];
+// f16-simt: f16 storage with the tensor-core matmul turned off (registerWebGpuKernels option).
+const VARIANTS = (value('dtypes') ?? 'f32,f16,f16-simt').split(',');
+if (VARIANTS.some((v) => !['f32', 'f16', 'f16-simt'].includes(v))) {
+  console.error(`--dtypes: expected a list of f32, f16, f16-simt, got ${VARIANTS.join(',')}`);
+  process.exit(2);
+}
 const STEPS = Number(value('steps') ?? 10);
 const WARMUP = Number(value('warmup') ?? 3);
 for (const [name, v] of Object.entries({ B, T, C, H, STEPS, WARMUP }))
@@ -169,12 +174,16 @@ const out = {
   rows,
 };
 const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(out, null, 2));
-for (const dtype of DTYPES) {
-  const row: Record<string, unknown> = { impl: `attnkit webgpu ${dtype}`, dtype };
+for (const variant of VARIANTS) {
+  const dtype = variant === 'f32' ? 'f32' : 'f16';
+  registerWebGpuKernels(ctx, { tensorCores: variant !== 'f16-simt' });
+  const row: Record<string, unknown> = { impl: `attnkit webgpu ${variant}`, dtype };
   rows.push(row);
   try {
     row.verifyError = await verify(dtype);
-    console.log(`verify ${dtype}: max error vs ts ${(row.verifyError as number).toExponential(2)}`);
+    console.log(
+      `verify ${variant}: max error vs ts ${(row.verifyError as number).toExponential(2)}`,
+    );
     const r = await timeSteps(dtype, ctx);
     const med = median(r.ms);
     Object.assign(row, {
@@ -192,14 +201,14 @@ for (const dtype of DTYPES) {
     if (r.profile) {
       const queued = r.profile.reduce((a, p) => a + p.ms, 0);
       console.log(
-        `${dtype} profile: queued passes ${queued.toFixed(2)} ms of ${med.toFixed(2)} ms`,
+        `${variant} profile: queued passes ${queued.toFixed(2)} ms of ${med.toFixed(2)} ms`,
       );
       for (const p of r.profile.slice(0, 16))
         console.log(`  ${p.ms.toFixed(3).padStart(8)} ms  x${p.count}  ${p.label}`);
     }
   } catch (e) {
     row.error = String(e).slice(0, 600);
-    console.error(`${dtype}: ${row.error}`);
+    console.error(`${variant}: ${row.error}`);
   }
   save();
 }

@@ -38,6 +38,7 @@ export {
   registerWebGpuKernels,
   setWebGpuProfiler,
   syncWebGpu,
+  type WebGpuKernelOptions,
   webGpuQueueStats,
   webgpuKernels,
 } from './kernels/webgpu/index.js';

@@ -1,8 +1,9 @@
+import { describe, ValueError } from '@attnkit/tensor';
 import type { GpuProfiler, WebGpuContext } from '@attnkit/webgpu';
 import { registerKernel } from '../../dispatch.js';
 import type { KernelName, Kernels } from '../table.js';
 import { attention, attentionBackward } from './attention.js';
-import { bindContext } from './context.js';
+import { bindContext, type WebGpuKernelOptions } from './context.js';
 import { affine, binary, broadcastTo, full, unary, unaryBackward } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { adamwStep, sgdStep } from './optim.js';
@@ -76,9 +77,20 @@ export const webgpuKernels: Omit<Kernels, 'sumSquares'> = {
  * Registers the WGSL kernels as backend 'webgpu' (the backend of device 'webgpu'), bound to
  * `ctx`: every webgpu tensor an op takes must live there, and kernels without tensor inputs
  * (full, dropout masks) allocate there. Call again to rebind to another context.
+ * `options.tensorCores: false` keeps f16 matmuls on the SIMT kernel.
  */
-export function registerWebGpuKernels(ctx: WebGpuContext): void {
-  bindContext(ctx);
+export function registerWebGpuKernels(ctx: WebGpuContext, options: WebGpuKernelOptions = {}): void {
+  if (options === null || typeof options !== 'object')
+    throw new ValueError(
+      `registerWebGpuKernels: options expected an object, got ${describe(options)}`,
+      'options',
+    );
+  if (options.tensorCores !== undefined && typeof options.tensorCores !== 'boolean')
+    throw new ValueError(
+      `registerWebGpuKernels: options.tensorCores expected a boolean, got ${describe(options.tensorCores)}`,
+      'options.tensorCores',
+    );
+  bindContext(ctx, options);
   queueOf(ctx);
   for (const [name, fn] of Object.entries(webgpuKernels))
     registerKernel(name as KernelName, 'webgpu', fn as Kernels[KernelName]);
@@ -106,3 +118,5 @@ export function setWebGpuProfiler(ctx: WebGpuContext, profiler: GpuProfiler | un
 export function webGpuQueueStats(ctx: WebGpuContext): { passes: number; submits: number } {
   return { ...queueOf(ctx).stats };
 }
+
+export type { WebGpuKernelOptions } from './context.js';

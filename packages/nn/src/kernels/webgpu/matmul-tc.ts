@@ -1,5 +1,5 @@
 import type { Tensor } from '@attnkit/tensor';
-import type { WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
+import type { ComputeProgram, WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
 import { type Params, PRELUDE } from './program.js';
 import { output, queueOf } from './queue.js';
 
@@ -94,6 +94,7 @@ export function matmulTensorCores(
   shape: readonly number[],
   dims: { m: number; n: number; batch: number; r: number },
   p: Params,
+  fallback: { program: ComputeProgram; workgroups: [number, number, number] },
 ): Tensor {
   const out = output(ctx, shape, 'f32');
   const { m, n, batch, r } = dims;
@@ -107,6 +108,7 @@ export function matmulTensorCores(
     [a, b, out].map((t) => t.storage as WebGpuStorage),
     [n / (32 * r), m / (32 * r), batch],
     [out.storage as WebGpuStorage],
+    fallback,
   );
   return out;
 }

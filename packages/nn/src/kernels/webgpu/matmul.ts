@@ -1,8 +1,8 @@
 import { UnsupportedError } from '@attnkit/attention';
 import { formatShape, numel, ShapeError, type Tensor } from '@attnkit/tensor';
-import type { WebGpuStorage } from '@attnkit/webgpu';
+import type { ComputeProgram, WebGpuStorage } from '@attnkit/webgpu';
 import { broadcastShapes } from '../ts/util.js';
-import { gpuContext } from './context.js';
+import { gpuContext, kernelOptions } from './context.js';
 import { cast } from './elementwise.js';
 import { matmulTensorCores, tensorCoreRegs, tensorCoresQualify } from './matmul-tc.js';
 import { broadcastStrides, coalesce, Params, PRELUDE, readDecl, writeDecl } from './program.js';
@@ -121,6 +121,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
 }
 
+export function simtProgram(
+  ta: boolean,
+  tb: boolean,
+  dtA: 'f32' | 'f16',
+  dtB: 'f32' | 'f16',
+  dtC: 'f32' | 'f16',
+  tile: 64 | 128,
+): ComputeProgram {
+  return {
+    code: shader(ta, tb, dtA, dtB, dtC, tile),
+    bindings: ['uniform', 'read', 'read', 'storage'],
+    label: `nn matmul ${tile}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
+  };
+}
+
 /** 128-wide tiles when they alone give the GPU a full wave of workgroups (132 SMs on the H200). */
 export function simtTile(m: number, n: number, batch: number): 64 | 128 {
   return Math.ceil(m / 128) * Math.ceil(n / 128) * batch >= 132 ? 128 : 64;
@@ -164,18 +179,18 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
     .arr(12, fill(c.strides[0]!, 0))
     .arr(16, fill(c.strides[1]!, 0));
   const dtype = a.dtype as 'f32' | 'f16';
-  const r = dtype === 'f16' && tensorCoresQualify(ctx) ? tensorCoreRegs(m, n, k, nb) : undefined;
+  const tc = dtype === 'f16' && kernelOptions().tensorCores && tensorCoresQualify(ctx);
+  const r = tc ? tensorCoreRegs(m, n, k, nb) : undefined;
+  const dtB = b.dtype as 'f32' | 'f16';
   if (r !== undefined && nb > 0) {
-    const wide = matmulTensorCores(
-      ctx,
-      a,
-      b,
-      transA,
-      transB,
-      [...batch, m, n],
-      { m, n, batch: nb, r },
-      p,
-    );
+    // Should the tensor-core pipeline not compile, the SIMT kernel writes the same f32 result.
+    const simt = simtTile(m, n, nb);
+    const fallback = {
+      program: simtProgram(transA, transB, dtype, dtB, 'f32', simt),
+      workgroups: [Math.ceil(n / simt), Math.ceil(m / simt), nb] as [number, number, number],
+    };
+    const dims = { m, n, batch: nb, r };
+    const wide = matmulTensorCores(ctx, a, b, transA, transB, [...batch, m, n], dims, p, fallback);
     const half = cast(wide, 'f16');
     wide.dispose();
     return half;
@@ -186,18 +201,7 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   if (out.size > 0) {
     const tile = simtTile(m, n, nb);
     queueOf(ctx).pass(
-      {
-        code: shader(
-          transA,
-          transB,
-          dtype,
-          b.dtype as 'f32' | 'f16',
-          out.dtype as 'f32' | 'f16',
-          tile,
-        ),
-        bindings: ['uniform', 'read', 'read', 'storage'],
-        label: `nn matmul ${tile}${transA ? ' A^T' : ''}${transB ? ' B^T' : ''}`,
-      },
+      simtProgram(transA, transB, dtype, dtB, out.dtype as 'f32' | 'f16', tile),
       p.words,
       [a, b, out].map((t) => t.storage as WebGpuStorage),
       [Math.ceil(n / tile), Math.ceil(m / tile), nb],

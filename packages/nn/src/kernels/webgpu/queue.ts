@@ -8,11 +8,14 @@ import {
   Tensor,
 } from '@attnkit/tensor';
 import {
+  type CompiledProgram,
   type ComputeProgram,
   fromGpuError,
+  GpuDeviceLostError,
   type GpuProfiler,
   GpuValidationError,
   type WebGpuContext,
+  WebGpuError,
   WebGpuStorage,
 } from '@attnkit/webgpu';
 
@@ -40,6 +43,7 @@ export class GpuQueue {
   private surfaced: Error | undefined;
   /** Compute passes encoded and command buffers submitted (for tests and profiles). */
   readonly stats = { passes: 0, submits: 0 };
+  private readonly warned = new Set<string | undefined>();
   /** When set, every pass the queue encodes is timed (timestamp queries). */
   profiler: GpuProfiler | undefined = undefined;
 
@@ -52,12 +56,26 @@ export class GpuQueue {
     program: ComputeProgram,
     params: Uint32Array,
     storages: readonly WebGpuStorage[],
-    workgroups: readonly [number, number, number],
+    grid: readonly [number, number, number],
     outputs: readonly WebGpuStorage[],
+    /** What runs instead when `program` does not compile (same bindings and uniform). */
+    fallback?: { program: ComputeProgram; workgroups: readonly [number, number, number] },
   ): void {
     const inputs = storages.filter((s) => !outputs.includes(s));
+    let workgroups = grid;
     this.enqueue(program.label ?? 'nn webgpu', inputs, outputs, async () => {
-      const compiled = await this.ctx.pipelines.get(program);
+      let compiled: CompiledProgram;
+      try {
+        compiled = await this.ctx.pipelines.get(program);
+      } catch (e) {
+        if (!fallback || !(e instanceof WebGpuError) || e instanceof GpuDeviceLostError) throw e;
+        if (!this.warned.has(program.label)) {
+          this.warned.add(program.label);
+          console.warn(`${e.message.slice(0, 300)}; running ${fallback.program.label} instead`);
+        }
+        compiled = await this.ctx.pipelines.get(fallback.program);
+        workgroups = fallback.workgroups;
+      }
       const enc = this.open();
       const uniform = this.ctx.createUniform(params);
       this.uniforms.push(uniform);

@@ -1,8 +1,13 @@
 import { UnsupportedError } from '@attnkit/attention';
 import { Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
-import { GpuValidationError, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
-import { describe, expect, it } from 'vitest';
+import {
+  GpuValidationError,
+  toWebGpu,
+  type WebGpuContext,
+  type WebGpuStorage,
+} from '@attnkit/webgpu';
+import { describe, expect, it, vi } from 'vitest';
 import {
   AdamW,
   attention,
@@ -21,6 +26,7 @@ import {
   warmupCosine,
 } from '../../index.js';
 import { registerWebGpuKernels, syncWebGpu } from './index.js';
+import { simtProgram } from './matmul.js';
 import { Params } from './program.js';
 import { output, queueOf } from './queue.js';
 
@@ -180,6 +186,32 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
       gpu(Tensor.from(Float32Array.of(3, 4), [2, 1])),
     );
     expect(await value(ok.data)).toBe(11);
+  });
+
+  it('a pass whose pipeline does not compile runs its fallback (the tensor-core matmul falls back to SIMT)', async () => {
+    const c = ctx as WebGpuContext;
+    const a = gpu(Tensor.from(Float32Array.of(1, 2, 3, 4), [2, 2]));
+    const b = gpu(Tensor.from(Float32Array.of(0, 1, 1, 0), [2, 2]));
+    const out = output(c, [2, 2], 'f32');
+    const p = new Params().u(4, 2).u(5, 2).u(6, 2).arr(8, [1, 1, 1, 1]);
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    queueOf(c).pass(
+      {
+        code: 'not WGSL',
+        bindings: ['uniform', 'read', 'read', 'storage'],
+        label: 'nn tc stand-in',
+      },
+      p.words,
+      [a, b, out].map((t) => t.storage as WebGpuStorage),
+      [1, 1, 1],
+      [out.storage as WebGpuStorage],
+      { program: simtProgram(false, false, 'f32', 'f32', 'f32', 64), workgroups: [1, 1, 1] },
+    );
+    expect([...(await out.toCpu()).toFloat32Array()]).toEqual([2, 1, 4, 3]);
+    expect(warn).toHaveBeenCalledWith(
+      expect.stringMatching(/^nn tc stand-in: [\s\S]*running nn matmul 64 instead$/),
+    );
+    warn.mockRestore();
   });
 
   it("the attention family's typed error (raised in the queue) rejects the read", async () => {
