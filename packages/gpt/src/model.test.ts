@@ -95,8 +95,12 @@ describe('Gpt', () => {
         });
         return { tokens, logits };
       };
+      const live = ctx?.pool.liveBytes;
       const cached = await run(true);
       const plain = await run(false);
+      // Generation gives back every GPU buffer it took (caches, intermediates, the LSEs of
+      // attention under noGrad).
+      if (backend === 'webgpu') expect(ctx!.pool.liveBytes).toBe(live);
       expect(cached.tokens).toHaveLength(50);
       expect(cached.tokens).toEqual(plain.tokens);
       let worst = 0;

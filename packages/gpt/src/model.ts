@@ -158,13 +158,15 @@ export class Gpt extends Module {
 
   /**
    * idx [B, T] token ids (int32, T <= blockSize, on the parameters' device) -> logits
-   * [B, T, vocabSize]; with targets [B, T], the mean cross-entropy too. `kvCaches` (one per block) decodes: positions start at
-   * the caches' length.
+   * [B, T, vocabSize]; with targets [B, T], the mean cross-entropy too. `kvCaches` (one per
+   * block) decodes: positions start at the caches' length. `lastOnly` (without targets): the
+   * last position's logits alone, [B, 1, vocabSize].
    */
   forward(
     idx: Tensor,
     targets?: Tensor,
     kvCaches?: readonly KvCache[],
+    options: { lastOnly?: boolean } = {},
   ): { logits: Var; loss?: Var } {
     const c = this.config;
     if (idx.shape.length !== 2)
@@ -201,6 +203,9 @@ export class Gpt extends Module {
     this.blocks.forEach((block, i) => {
       x = block.forward(x, this.dropoutRng, kvCaches?.[i]);
     });
+    // Inference wants the next token's logits only (nanoGPT's lm_head(x[:, [-1], :])): the
+    // head's [T, vocab] product over the other positions would be thrown away.
+    if (options.lastOnly && !targets) x = slice(x, 1, t - 1, t);
     x = this.lnF.forward(x);
     const logits = this.lmHead
       ? this.lmHead.forward(x)
@@ -271,9 +276,7 @@ export class Gpt extends Module {
       const x = this.ctx ? toWebGpu(host, this.ctx) : host;
       const last = noGrad(() =>
         scope(() => {
-          const logits = this.forward(x, undefined, caches).logits;
-          const t = logits.shape[1]!;
-          return slice(logits, 1, t - 1, t).data;
+          return this.forward(x, undefined, caches, { lastOnly: true }).logits.data;
         }),
       );
       x.dispose(); // released once the queued forward is submitted

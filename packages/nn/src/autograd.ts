@@ -245,10 +245,11 @@ export function apply<A>(
     needsGrad,
     meta,
     save: (...ts) => {
-      if (!record) return;
       // What the op made is the scope's to dispose; the inputs (or views of them) are not.
+      // Under noGrad too: what a kernel returns beside the output (an LSE, a norm's
+      // statistics) is then nobody's, and only a scope gives its GPU buffer back.
       for (const t of ts) if (!tensors.some((u) => u.storage === t.storage)) track(t);
-      saved.push(...ts);
+      if (record) saved.push(...ts);
     },
   };
   const out = new Var(track(op.forward(ctx, tensors, attrs)), record);

@@ -1,0 +1,309 @@
+/**
+ * Issue 17 items 4-5 on webgpu: @attnkit/gpt's GPT (GPT-2 small's shape by default: 12 layers,
+ * 12 heads, 768 wide, context 1024, vocabulary 50257) —
+ *  1. training step time (forward + backward + AdamW, wall time to the loss read back) with
+ *     attention 'flash' (FlashAttention-2's WGSL kernels) vs 'standard' (the N x N scores
+ *     materialised through nn's matmul / softmax / matmul on the same backend), and the peak
+ *     GPU memory of each: the WebGPU buffer pool's high-water mark (BufferPool.highWaterBytes,
+ *     bytes handed out at once) over the timed steps;
+ *  2. generation tokens/s with the KV cache vs recomputing the whole prefix every token, at
+ *     each context of --contexts (default 1024 and 8192; the model's position table is sized
+ *     to the longest): a random prompt of context - tokens ids, then --gen-tokens greedy
+ *     tokens; tokens/s counts the tokens after the first (the prefill is reported apart).
+ * First, at a small shape, flash and standard are checked to give the same loss and gradients
+ * on webgpu (and the same loss as ts), so a device run cannot time a broken path.
+ *
+ *   node bench-gpt.mjs [--shape 12,12,768,1024] [--vocab 50257] [--batch 8] [--steps 5]
+ *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
+ *                      [--skip train|generate] [--out gpt.json]
+ *
+ * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
+ * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
+ * --batch 2 --contexts 64,128 --gen-tokens 8,3.
+ */
+import { writeFileSync } from 'node:fs';
+import { Gpt, type GptConfig } from '@attnkit/gpt';
+import { AdamW, registerWebGpuKernels, scope, setDeviceBackend } from '@attnkit/nn';
+import { Tensor } from '@attnkit/tensor';
+import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
+import { median } from './common.js';
+
+const args = process.argv.slice(2);
+const value = (name: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const ints = (name: string, fallback: string, count?: number) => {
+  const xs = (value(name) ?? fallback).split(',').map(Number);
+  if (
+    (count !== undefined && xs.length !== count) ||
+    !xs.every((x) => Number.isInteger(x) && x >= 0)
+  ) {
+    console.error(
+      `bad --${name} ${value(name)}: expected ${count ?? 'some'} comma-separated integers`,
+    );
+    process.exit(2);
+  }
+  return xs;
+};
+const [L, H, C, T] = ints('shape', '12,12,768,1024', 4) as [number, number, number, number];
+const [VOCAB] = ints('vocab', '50257', 1) as [number];
+const [BATCH] = ints('batch', '8', 1) as [number];
+const [STEPS] = ints('steps', '5', 1) as [number];
+const [WARMUP] = ints('warmup', '2', 1) as [number];
+const CONTEXTS = ints('contexts', '1024,8192');
+const [GEN_CACHED, GEN_RECOMPUTE] = ints('gen-tokens', '32,4', 2) as [number, number];
+const SKIP = value('skip');
+if (C % H !== 0 || L < 1 || T < 2 || STEPS < 1 || GEN_CACHED < 2 || GEN_RECOMPUTE < 2) {
+  console.error(
+    'bad --shape/--steps/--gen-tokens: H must divide C, T >= 2, steps >= 1, tokens >= 2',
+  );
+  process.exit(2);
+}
+
+const ctx = await createWebGpuContext();
+registerWebGpuKernels(ctx);
+console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
+const MiB = 2 ** 20;
+
+const config = (attention: 'flash' | 'standard', blockSize: number): GptConfig => ({
+  nLayer: L,
+  nHead: H,
+  nKvHead: H,
+  nEmbd: C,
+  blockSize,
+  vocabSize: VOCAB,
+  dropout: 0,
+  bias: false,
+  positional: 'learned',
+  tieWeights: true,
+  attention,
+});
+
+/** n seeded token ids in [0, vocab). */
+function randomIds(n: number, seed: number, vocab = VOCAB): Int32Array {
+  let s = seed >>> 0 || 1;
+  return Int32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s % vocab;
+  });
+}
+const ids = (b: number, t: number, seed: number, vocab = VOCAB) =>
+  Tensor.from(randomIds(b * t, seed, vocab), [b, t]);
+
+function release(model: Gpt, opt?: AdamW) {
+  opt?.zeroGrad();
+  for (const t of Object.values(opt?.stateDict() ?? {})) t.dispose();
+  for (const p of model.parameters()) p.data.dispose();
+}
+
+/** One training step in a scope; the loss read back (the step's GPU work done). */
+async function trainStep(model: Gpt, opt: AdamW, x: Tensor, y: Tensor): Promise<number> {
+  const loss = scope(() => {
+    opt.zeroGrad();
+    const l = model.forward(x, y).loss!;
+    l.backward();
+    opt.step();
+    return l.data;
+  });
+  const v = (await loss.toCpu()).toFloat64Array()[0]!;
+  loss.dispose();
+  return v;
+}
+
+/** flash vs standard at a small shape on webgpu (loss and every gradient), and vs ts. */
+async function verify(): Promise<Record<string, number>> {
+  const small: GptConfig = {
+    ...config('flash', 32),
+    nLayer: 2,
+    nHead: 2,
+    nKvHead: 2,
+    nEmbd: 32,
+    vocabSize: 61,
+  };
+  const x = ids(2, 32, 11, 61);
+  const y = ids(2, 32, 12, 61);
+  const run = async (attention: 'flash' | 'standard', gpu: boolean) => {
+    const model = new Gpt({ ...small, attention }, { seed: 3 });
+    if (gpu) model.toWebGpu(ctx);
+    const [xg, yg] = gpu ? [toWebGpu(x, ctx), toWebGpu(y, ctx)] : [x, y];
+    const loss = scope(() => {
+      const l = model.forward(xg, yg).loss!;
+      l.backward();
+      return l.data;
+    });
+    const grads = await Promise.all(
+      model.parameters().map(async (p) => (await p.grad!.toCpu()).toFloat32Array()),
+    );
+    const value = (await loss.toCpu()).toFloat64Array()[0]!;
+    if (gpu) {
+      for (const t of [loss, xg, yg, ...model.parameters().map((p) => p.grad!)]) t.dispose();
+      release(model);
+    }
+    return { value, grads };
+  };
+  setDeviceBackend('cpu', 'ts');
+  const ts = await run('flash', false);
+  const flash = await run('flash', true);
+  const standard = await run('standard', true);
+  let gradErr = 0;
+  flash.grads.forEach((g, i) => {
+    g.forEach((v, j) => {
+      const w = standard.grads[i]![j]!;
+      gradErr = Math.max(gradErr, Math.abs(v - w) / (1 + Math.abs(v)));
+    });
+  });
+  return {
+    lossTs: ts.value,
+    lossFlash: flash.value,
+    lossStandard: standard.value,
+    maxGradDiffFlashVsStandard: gradErr,
+  };
+}
+
+async function timeTraining(attention: 'flash' | 'standard') {
+  const model = new Gpt(config(attention, T), { seed: 1 }).toWebGpu(ctx);
+  const opt = new AdamW(model.parameters(), { lr: 1e-4 });
+  const x = toWebGpu(ids(BATCH, T, 1), ctx);
+  const y = toWebGpu(ids(BATCH, T, 2), ctx);
+  const losses: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < WARMUP; i++) losses.push(await trainStep(model, opt, x, y));
+  const warmupMs = performance.now() - t0;
+  ctx.pool.resetHighWater();
+  const ms: number[] = [];
+  for (let i = 0; i < STEPS; i++) {
+    const s = performance.now();
+    losses.push(await trainStep(model, opt, x, y));
+    ms.push(performance.now() - s);
+  }
+  const peakMiB = ctx.pool.highWaterBytes / MiB;
+  release(model, opt);
+  x.dispose();
+  y.dispose();
+  return {
+    attention,
+    parameters: model.numParameters(),
+    medianMs: median(ms),
+    minMs: Math.min(...ms),
+    ms,
+    warmupMs,
+    tokensPerS: (BATCH * T) / (median(ms) / 1e3),
+    peakMiB,
+    losses,
+  };
+}
+
+async function timeGeneration(context: number, model: Gpt) {
+  const row: Record<string, unknown> = { context };
+  for (const cache of [true, false]) {
+    const n = cache ? GEN_CACHED : GEN_RECOMPUTE;
+    const prompt = Array.from(randomIds(context - n, 7 + context));
+    const stamps: number[] = [];
+    const t0 = performance.now();
+    await model.generate(prompt, {
+      maxNewTokens: n,
+      temperature: 0,
+      cache,
+      onToken: () => stamps.push(performance.now()),
+    });
+    const first = stamps[0]! - t0;
+    const rest = (stamps.at(-1)! - stamps[0]!) / 1e3;
+    row[cache ? 'cached' : 'recompute'] = {
+      tokens: n,
+      firstTokenMs: first,
+      tokensPerS: (n - 1) / rest,
+    };
+  }
+  const cached = row.cached as { tokensPerS: number };
+  const plain = row.recompute as { tokensPerS: number };
+  row.speedup = cached.tokensPerS / plain.tokensPerS;
+  return row;
+}
+
+const out: Record<string, unknown> = {
+  shape: { layers: L, heads: H, width: C, context: T, vocab: VOCAB, batch: BATCH },
+  steps: STEPS,
+  warmup: WARMUP,
+  adapter: ctx.adapterInfo,
+};
+const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(out, null, 2));
+
+try {
+  out.verify = await verify();
+  console.log(`verify (small shape): ${JSON.stringify(out.verify)}`);
+} catch (e) {
+  out.verifyError = String(e).slice(0, 600);
+  console.error(`verify: ${out.verifyError}`);
+}
+save();
+
+const train: Record<string, unknown>[] = [];
+if (SKIP !== 'train') {
+  out.train = train;
+  for (const attention of ['flash', 'standard'] as const) {
+    try {
+      const r = await timeTraining(attention);
+      train.push(r);
+      console.log(
+        `train ${attention}: median ${r.medianMs.toFixed(1)} ms/step, peak ${r.peakMiB.toFixed(0)} MiB, losses ${r.losses.map((l) => l.toFixed(3)).join(' ')}`,
+      );
+    } catch (e) {
+      train.push({ attention, error: String(e).slice(0, 600) });
+      console.error(`train ${attention}: ${String(e).slice(0, 600)}`);
+    }
+    save();
+  }
+}
+
+const generation: Record<string, unknown>[] = [];
+if (SKIP !== 'generate') {
+  out.generation = generation;
+  const longest = Math.max(...CONTEXTS);
+  try {
+    const model = new Gpt(config('flash', longest), { seed: 2 }).toWebGpu(ctx);
+    for (const context of CONTEXTS) {
+      try {
+        const r = await timeGeneration(context, model);
+        generation.push(r);
+        console.log(`generate context ${context}: ${JSON.stringify(r)}`);
+      } catch (e) {
+        generation.push({ context, error: String(e).slice(0, 600) });
+        console.error(`generate ${context}: ${String(e).slice(0, 600)}`);
+      }
+      save();
+    }
+    release(model);
+  } catch (e) {
+    generation.push({ error: String(e).slice(0, 600) });
+    console.error(`generate: ${String(e).slice(0, 600)}`);
+  }
+}
+
+const f = (v: unknown, d = 1) => (typeof v === 'number' ? v.toFixed(d) : '-');
+console.log(
+  `\nGPT training step (fwd + bwd + AdamW), ${L} layers, ${H} heads, ${C} wide, B ${BATCH} T ${T}, vocab ${VOCAB}`,
+);
+console.log('| attention | median ms | min ms | tokens/s | peak pool MiB |');
+console.log('| --- | --- | --- | --- | --- |');
+for (const r of train)
+  console.log(
+    `| ${r.attention} | ${f(r.medianMs)} | ${f(r.minMs)} | ${f(r.tokensPerS, 0)} | ${r.error ? `error: ${String(r.error).slice(0, 80)}` : f(r.peakMiB, 0)} |`,
+  );
+const [fl, st] = train as { medianMs?: number; peakMiB?: number }[];
+if (fl?.medianMs && st?.medianMs)
+  console.log(
+    `flash vs standard: ${(st.medianMs / fl.medianMs).toFixed(2)}x faster, ${(st.peakMiB! / fl.peakMiB!).toFixed(2)}x less peak memory`,
+  );
+console.log('\nGeneration (greedy, batch 1): tokens/s after the first token');
+console.log('| context | KV cache tok/s | recompute tok/s | speed-up | cache first-token ms |');
+console.log('| --- | --- | --- | --- | --- |');
+for (const r of generation) {
+  const c = r.cached as { tokensPerS?: number; firstTokenMs?: number } | undefined;
+  const p = r.recompute as { tokensPerS?: number } | undefined;
+  console.log(
+    `| ${r.context ?? '-'} | ${f(c?.tokensPerS)} | ${f(p?.tokensPerS, 2)} | ${f(r.speedup)}x | ${r.error ? `error: ${String(r.error).slice(0, 80)}` : f(c?.firstTokenMs)} |`,
+  );
+}
+save();
+ctx.destroy();
