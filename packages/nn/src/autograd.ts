@@ -330,8 +330,11 @@ function backward(root: Var, seed: Tensor | undefined, retainGraph: boolean): vo
       );
       node.inputs.forEach((u, j) => {
         const gu = inputGrads[j];
-        if (!u.requiresGrad || !gu) return;
+        if (!gu) return;
+        // A gradient the input does not need (an op may compute all of them) is still the
+        // scope's to dispose: dropped untracked, its GPU buffer would wait for the collector.
         track(gu);
+        if (!u.requiresGrad) return;
         const before = grads.get(u);
         grads.set(u, before ? track(k.binary('add', before, gu)) : gu);
       });

@@ -164,6 +164,33 @@ describe.skipIf(!ctx)('training on webgpu from a fixed seed', () => {
   }, 120_000);
 });
 
+describe.skipIf(!ctx)('no growth with attention, rope and norms', () => {
+  it('a TransformerBlock over 100 steps (gradients nobody needs are scoped too)', async () => {
+    const c = ctx!;
+    const block = new TransformerBlock(32, 4, { rng: new Rng(1) });
+    toGpu(block);
+    const opt = new AdamW(block.parameters(), { lr: 1e-3 });
+    const x = gpu(new Rng(2).rand([2, 16, 32]));
+    const dy = gpu(new Rng(3).rand([2, 16, 32]));
+    const live = () => ({
+      buffers: c.liveBuffers,
+      tensors: c.liveTensors,
+      bytes: c.pool.liveBytes,
+    });
+    let before = live();
+    for (let i = 0; i < 100; i++) {
+      scope(() => {
+        opt.zeroGrad();
+        block.forward(x).backward(dy);
+        opt.step();
+      });
+      await syncWebGpu(c);
+      if (i === 4) before = live();
+    }
+    expect(live()).toEqual(before);
+  }, 120_000);
+});
+
 describe.skipIf(!ctx)('errors on webgpu', () => {
   it('a shader rejected inside the queue surfaces as a GpuValidationError at the next await, and fails what depends on it', async () => {
     const c = ctx as WebGpuContext;
