@@ -26,10 +26,11 @@ import {
  * its GPU work to this per-context queue, which runs in call order: compile (cached) -> encode
  * into the open command encoder -> submit (when the queue runs dry, every BATCH passes, and
  * before work that submits on its own, such as attention). Reading a queued tensor (`toCpu`)
- * waits for the queue first. An error inside the queue (a shader rejected, a validation error at
- * submit, a lost device) marks the outputs of the failed work, and of everything computed from
- * them, as failed; it rejects the next `await` on the queue (syncWebGpu, any toCpu) once, and
- * every read of a failed tensor afterwards. A buffer released while work is queued (dispose, a
+ * waits for the queue first. An error inside a task (a shader rejected, a family's typed error)
+ * fails its outputs and everything computed from them; an error a submit reports (validation,
+ * out-of-memory, a lost device; its error scopes are read without stalling the queue) fails
+ * that batch and all work after it. Either rejects the next `await` on the queue (syncWebGpu,
+ * any toCpu) once, and every read of a failed tensor. A buffer released while work is queued (dispose, a
  * scope ending) returns to the pool only after that work has been submitted
  * (BufferPool.releaseFence), after which WebGPU's queue order makes its reuse safe.
  */
@@ -41,6 +42,11 @@ export class GpuQueue {
   private uniforms: GPUBuffer[] = [];
   private batchOutputs: QueuedStorage[] = [];
   private surfaced: Error | undefined;
+  /** Submitted batches whose error scopes have not reported, in order. */
+  private unchecked: { outputs: QueuedStorage[]; done: boolean }[] = [];
+  private checks: Promise<void>[] = [];
+  /** An error a submit reported: every task after it fails with it until an await surfaces it. */
+  private broken: Error | undefined;
   /** Compute passes encoded and command buffers submitted (for tests and profiles). */
   readonly stats = { passes: 0, submits: 0 };
   private readonly warned = new Set<string | undefined>();
@@ -132,9 +138,17 @@ export class GpuQueue {
   async idle(): Promise<void> {
     // The task that brings `pending` to 0 submits what is encoded (never flush from outside
     // the chain: a task may be encoding).
-    while (this.pending > 0) await this.tail;
+    for (;;) {
+      while (this.pending > 0) await this.tail;
+      if (this.checks.length === 0) break;
+      const checks = this.checks;
+      this.checks = [];
+      await Promise.all(checks);
+    }
     const e = this.surfaced;
     this.surfaced = undefined;
+    this.broken = undefined;
+    this.unchecked = [];
     if (e) throw e;
     this.ctx.checkAlive();
   }
@@ -149,7 +163,8 @@ export class GpuQueue {
     this.tail = this.tail.then(async () => {
       try {
         const failed = inputs.find((s) => s instanceof QueuedStorage && s.failure);
-        if (failed) markFailed(outputs, (failed as QueuedStorage).failure!);
+        if (this.broken) markFailed(outputs, this.broken);
+        else if (failed) markFailed(outputs, (failed as QueuedStorage).failure!);
         else await work();
       } catch (e) {
         const err = asTyped(e, label);
@@ -171,12 +186,16 @@ export class GpuQueue {
     return this.encoder;
   }
 
-  /** Submits the open encoder; a GPU error fails the outputs of its passes. */
+  /**
+   * Submits the open encoder. Its error scopes are not awaited here (that would stall the queue
+   * for a round trip per submit): when they report an error, it fails the outputs of this batch
+   * and of every batch and task after it until an await surfaces it.
+   */
   private async flush(): Promise<void> {
     const encoder = this.encoder;
     if (!encoder) return;
     const uniforms = this.uniforms;
-    const outputs = this.batchOutputs;
+    const batch = { outputs: this.batchOutputs, done: false };
     this.encoder = null;
     this.passes = 0;
     this.uniforms = [];
@@ -190,18 +209,33 @@ export class GpuQueue {
     } catch (e) {
       thrown = e;
     }
-    const popped = await Promise.all(SCOPES.map(() => device.popErrorScope()));
+    const popped = Promise.all(SCOPES.map(() => device.popErrorScope()));
+    // Submitted: queue order makes the uniforms reusable now.
     for (const u of uniforms) this.ctx.pool.releaseNow(u);
+    this.unchecked.push(batch);
     const order = [...SCOPES].reverse();
-    const i = popped.findIndex((e) => e !== null);
-    let err: Error | undefined;
-    if (i >= 0) err = fromGpuError(order[i]!, popped[i]!, 'nn webgpu submit');
-    else if (thrown) err = asTyped(thrown, 'nn webgpu submit');
-    if (this.ctx.lost) err = asTyped(undefined, 'nn webgpu submit', this.ctx);
-    if (err) {
-      markFailed(outputs, err);
-      this.surfaced ??= err;
-    }
+    const check = popped.then(
+      (errors) => {
+        const i = errors.findIndex((e) => e !== null);
+        if (i >= 0) return fromGpuError(order[i]!, errors[i]!, 'nn webgpu submit');
+        return thrown === undefined ? undefined : asTyped(thrown, 'nn webgpu submit');
+      },
+      (e: unknown) => asTyped(e, 'nn webgpu submit'),
+    );
+    this.checks.push(
+      check.then((found) => {
+        const err = this.ctx.lost ? asTyped(undefined, 'nn webgpu submit', this.ctx) : found;
+        batch.done = true;
+        if (err) {
+          const at = this.unchecked.indexOf(batch);
+          for (const b of this.unchecked.slice(Math.max(at, 0))) markFailed(b.outputs, err);
+          markFailed(this.batchOutputs, err);
+          this.broken ??= err;
+          this.surfaced ??= err;
+        }
+        while (this.unchecked[0]?.done && !this.broken) this.unchecked.shift();
+      }),
+    );
   }
 }
 

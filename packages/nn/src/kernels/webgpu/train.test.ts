@@ -27,7 +27,7 @@ import {
 } from '../../index.js';
 import { registerWebGpuKernels, syncWebGpu } from './index.js';
 import { simtProgram } from './matmul.js';
-import { Params } from './program.js';
+import { Params, PRELUDE } from './program.js';
 import { output, queueOf } from './queue.js';
 
 // The training tests of train.test.ts on webgpu tensors (the same models, seeds and data; the
@@ -213,6 +213,35 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
       gpu(Tensor.from(Float32Array.of(3, 4), [2, 1])),
     );
     expect(await value(ok.data)).toBe(11);
+  });
+
+  it('a validation error at submit fails that batch and the work after it, surfaces once, then work runs again', async () => {
+    const c = ctx as WebGpuContext;
+    const out = output(c, [4], 'f32');
+    const p = new Params().u(0, 4).u(1, 1);
+    queueOf(c).pass(
+      {
+        code: `${PRELUDE}\n@group(0) @binding(1) var<storage, read_write> o: array<f32>;\n@compute @workgroup_size(1) fn main() { o[0] = 1.0; }`,
+        bindings: ['uniform', 'storage'],
+        label: 'nn too many workgroups',
+      },
+      p.words,
+      [out.storage as WebGpuStorage],
+      [c.limits.maxComputeWorkgroupsPerDimension + 1, 1, 1],
+      [out.storage as WebGpuStorage],
+    );
+    const later = matmul(
+      gpu(Tensor.from(Float32Array.of(1, 2), [1, 2])),
+      gpu(Tensor.from(Float32Array.of(3, 4), [2, 1])),
+    );
+    await expect(syncWebGpu(c)).rejects.toBeInstanceOf(GpuValidationError);
+    await expect(out.toCpu()).rejects.toBeInstanceOf(GpuValidationError);
+    await expect(later.data.toCpu()).rejects.toBeInstanceOf(GpuValidationError);
+    const again = matmul(
+      gpu(Tensor.from(Float32Array.of(1, 2), [1, 2])),
+      gpu(Tensor.from(Float32Array.of(3, 4), [2, 1])),
+    );
+    expect(await value(again.data)).toBe(11);
   });
 
   it('a pass whose pipeline does not compile runs its fallback (the tensor-core matmul falls back to SIMT)', async () => {
