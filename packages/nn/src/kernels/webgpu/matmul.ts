@@ -43,7 +43,7 @@ function shader(
         .join('\n      '),
     )
     .join('\n      ');
-  const store = (q: number, h: number, g: number) =>
+  const store = (q: number, g: number) =>
     dtC === 'f32'
       ? `for (var j = 0u; j < 4u; j = j + 1u) {
         let c = n0 + ${g * 64}u + tx * 4u + j;
@@ -58,7 +58,7 @@ function shader(
       ([h, g], q) => `for (var i = 0u; i < 4u; i = i + 1u) {
     let r = m0 + ${h * 64}u + ty * 4u + i;
     if (r < M) {
-      ${store(q, h, g)}
+      ${store(q, g)}
     }
   }`,
     )

@@ -1,4 +1,4 @@
-import type { Tensor } from '@attnkit/tensor';
+import { DTypeError, type Tensor } from '@attnkit/tensor';
 import type { WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
 import { queueOf } from './queue.js';
 
@@ -179,7 +179,7 @@ export function runRows(
   if (rows === 0) return;
   const decls = [
     ...inputs.map((b, i) => readDecl(b.name, i + 1, dtOf(b.t))),
-    ...outputs.map((o, k) => writeDecl(`o${k}`, inputs.length + 1 + k, 'f32')),
+    ...outputs.map((_, k) => writeDecl(`o${k}`, inputs.length + 1 + k, 'f32')),
   ];
   const code = `${PRELUDE}
 ${decls.join('\n')}
@@ -221,7 +221,11 @@ ${body}
   p.u(0, rows).u(2, cols);
   const wg = grid(rows, p);
   for (const o of outputs)
-    if (o.dtype !== 'f32') throw new Error(`${label}: row statistics are f32 (got ${o.dtype})`);
+    if (o.dtype !== 'f32')
+      throw new DTypeError(
+        `${label}: row statistics are f32, got an output in ${o.dtype}`,
+        'outputs',
+      );
   queueOf(ctx).pass(
     {
       code,
