@@ -420,6 +420,26 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
       await close(gb.dk, rb.dk, 1e-4, 'attention dk');
       await close(gb.dv, rb.dv, 1e-4, 'attention dv');
     }
+    // f16 storage: the same FA2 kernels on rounded inputs, against ts in f32 on those inputs.
+    const r16 = (t: Tensor) => t.astype('f16').astype('f32');
+    const opts = { family: 'flash', causal: true };
+    const ref = ts.attention(r16(q), r16(k), r16(v), opts);
+    const got = gpu.attention(up(q, 'f16'), up(k, 'f16'), up(v, 'f16'), opts);
+    expect(got.o.dtype).toBe('f16');
+    await close(got.o, ref.o, 4e-3, 'attention f16 o');
+    const rb = ts.attentionBackward(r16(q), r16(k), r16(v), r16(ref.o), ref.lse, r16(dO), opts);
+    const gb = gpu.attentionBackward(
+      up(q, 'f16'),
+      up(k, 'f16'),
+      up(v, 'f16'),
+      got.o,
+      got.lse,
+      up(dO, 'f16'),
+      opts,
+    );
+    await close(gb.dq, rb.dq, 1e-2, 'attention f16 dq');
+    await close(gb.dk, rb.dk, 1e-2, 'attention f16 dk');
+    await close(gb.dv, rb.dv, 1e-2, 'attention f16 dv');
     await syncWebGpu(ctx!);
   });
 });
