@@ -29,8 +29,9 @@ import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 import { median } from './common.js';
 
 const args = process.argv.slice(2);
+// The last occurrence wins: h200-gpt.sh's GPT_ARGS can override its defaults.
 const value = (name: string) => {
-  const i = args.indexOf(`--${name}`);
+  const i = args.lastIndexOf(`--${name}`);
   return i >= 0 ? args[i + 1] : undefined;
 };
 const ints = (name: string, fallback: string, count?: number) => {

@@ -38,6 +38,24 @@ await build({
   alias,
   logLevel: 'warning',
 });
+// attnkit-gpt (apps/gpt) for the H200's webgpu training run: its CommonJS dependencies
+// (cli-progress, vega's) call require, which an ES module has only through createRequire.
+await build({
+  entryPoints: [{ in: join(here, '../../apps/gpt/src/main.ts'), out: 'attnkit-gpt' }],
+  outdir: join(here, 'dist'),
+  outExtension: { '.js': '.mjs' },
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  external: ['webgpu'],
+  alias,
+  nodePaths: [join(here, '../../apps/gpt/node_modules')],
+  banner: {
+    js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+  },
+  logLevel: 'warning',
+});
 // The skeleton imports @attnkit/native optionally (a computed specifier the bundle keeps): a
 // link beside the bundles lets them find this checkout's addon, so `--backend native` runs here.
 const link = join(here, 'dist/node_modules/@attnkit/native');
@@ -45,5 +63,5 @@ rmSync(link, { force: true, recursive: true });
 mkdirSync(dirname(link), { recursive: true });
 symlinkSync(join(packages, 'native'), link, 'dir');
 console.log(
-  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream,nn-block,tc-micro,gpt}.mjs, attnkit.mjs',
+  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream,nn-block,tc-micro,gpt}.mjs, attnkit.mjs, attnkit-gpt.mjs',
 );

@@ -4,13 +4,19 @@
 # the training step (forward + backward + AdamW) with FlashAttention-2 vs standard attention
 # (N x N scores through nn's matmul / softmax, same backend) and the WebGPU pool's peak bytes
 # of each; generation tokens/s with the KV cache vs recomputing the prefix at context 1K and 8K.
-# A small-shape check (flash vs standard vs ts) runs first. Output under $OUT: log.txt, gpt.json.
+# A small-shape check (flash vs standard vs ts) runs first. Then item 4's webgpu half: the
+# attnkit-gpt CLI trains the ~1M-parameter character model (--config small) on Tiny Shakespeare
+# with the CPU run's flags (val loss, tokens/s, loss curve) and samples from it.
+# Output under $OUT: log.txt, gpt.json, small-webgpu.{safetensors,svg}, train-webgpu.txt,
+# sample-webgpu.txt.
 # Pack:
 #   node benchmarks/gpu/build.mjs && rm -rf .gpu && bash ../shared/gpu/pack.sh \
-#     benchmarks/gpu/dist/bench-gpt.mjs
+#     benchmarks/gpu/dist/bench-gpt.mjs benchmarks/gpu/dist/attnkit-gpt.mjs \
+#     ../shared/data/tinyshakespeare.txt
 # Run: bash benchmarks/gpu/h200-gpt.sh   (carry [".gpu"], timeout_s 600). Env: GPT_SHAPE
 # (L,H,C,T; default 12,12,768,1024), GPT_BATCH (default 8), GPT_CONTEXTS (default 1024,8192),
-# GPT_ARGS (extra bench-gpt flags, e.g. "--skip generate"), GPT_TIMEOUT (seconds, default 500).
+# GPT_ARGS (extra bench-gpt flags, e.g. "--skip generate"), GPT_TIMEOUT (seconds, default 330),
+# TRAIN_STEPS (default 2400), TRAIN_TIMEOUT (default 200), SKIP_TRAIN=1.
 # Here (llvmpipe): GPT_SHAPE=2,2,32,64 GPT_BATCH=2 GPT_CONTEXTS=64,128 \
 #   GPT_ARGS="--vocab 65 --gen-tokens 8,3" bash benchmarks/gpu/h200-gpt.sh (with node for .gpu/run.sh:
 #   node benchmarks/gpu/dist/bench-gpt.mjs takes the same flags).
@@ -23,8 +29,24 @@ timeout 20 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,m
 echo "=== bench-gpt" >> "$log"
 s=$SECONDS
 # shellcheck disable=SC2086
-timeout "${GPT_TIMEOUT:-500}" bash .gpu/run.sh .gpu/app/bench-gpt.mjs --shape "${GPT_SHAPE:-12,12,768,1024}" \
+timeout "${GPT_TIMEOUT:-330}" bash .gpu/run.sh .gpu/app/bench-gpt.mjs --shape "${GPT_SHAPE:-12,12,768,1024}" \
   --batch "${GPT_BATCH:-8}" --contexts "${GPT_CONTEXTS:-1024,8192}" --steps 5 --warmup 2 \
   --out "$out/gpt.json" ${GPT_ARGS:-} 2>&1 | grep -v 'deprecated builtin' | cut -c1-600 >> "$log"
 echo "=== bench-gpt rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+  echo "=== attnkit-gpt train --backend webgpu --config small" >> "$log"
+  s=$SECONDS
+  # A checkpoint and the loss curve are written at every evaluation: a run cut by the timeout
+  # still leaves its last one.
+  timeout "${TRAIN_TIMEOUT:-200}" bash .gpu/run.sh .gpu/app/attnkit-gpt.mjs train \
+    --data .gpu/app/tinyshakespeare.txt --backend webgpu --config small --steps "${TRAIN_STEPS:-2400}" \
+    --batch-size 32 --lr 2e-3 --eval-interval 200 --eval-iters 20 \
+    --out "$out/small-webgpu.safetensors" 2>&1 | grep -v 'deprecated builtin' | cut -c1-600 |
+    tee "$out/train-webgpu.txt" >> "$log"
+  echo "=== train rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
+  timeout 40 bash .gpu/run.sh .gpu/app/attnkit-gpt.mjs sample --backend webgpu \
+    --ckpt "$out/small-webgpu.safetensors" --prompt "ROMEO:" --tokens 300 --seed 1 \
+    > "$out/sample-webgpu.txt" 2>> "$log"
+  echo "=== sample rc=$?" >> "$log"
+fi
 timeout 20 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv >> "$log" 2>&1

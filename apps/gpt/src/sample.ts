@@ -62,7 +62,10 @@ export async function sample(
       shown = text;
     },
   });
-  ctx?.destroy();
+  if (ctx) {
+    for (const p of model.parameters()) p.data.dispose();
+    ctx.destroy();
+  }
   const all = tokenizer.decode(generated);
   if (all.length > shown.length) write(all.slice(shown.length));
   return prompt + all;

@@ -254,7 +254,13 @@ export async function train(
     [...state.history].reverse().find((p) => p.val !== undefined)?.val ?? (await valLoss());
   if (stepsRun === 0) await save();
   const tokensPerSecond = stepsRun > 0 ? (stepsRun * tokensPerStep) / stepSeconds : 0;
-  ctx?.destroy();
+  if (ctx) {
+    // The run's GPU state (weights, gradients, AdamW's moments) goes back before the device.
+    opt.zeroGrad();
+    for (const t of Object.values(opt.stateDict())) t.dispose();
+    for (const p of model.parameters()) p.data.dispose();
+    ctx.destroy();
+  }
   log(
     `step ${state.step}: train loss ${last.toFixed(4)}, val loss ${lastVal.toFixed(4)}, ${Math.round(tokensPerSecond)} tokens/s (${backend.name}); wrote ${out} and ${svg}`,
   );
