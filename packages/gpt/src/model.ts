@@ -133,8 +133,8 @@ export class Gpt extends Module {
 
   /**
    * Moves the parameters onto `ctx`'s GPU (uploads them): forward then runs on nn's webgpu
-   * kernels (registerWebGpuKernels(ctx) first) and uploads the token ids it is given on the
-   * cpu. Build the optimizer after this: it holds the parameters' tensors.
+   * kernels (registerWebGpuKernels(ctx) first) and takes token ids on that GPU (generate
+   * uploads its own). Build the optimizer after this: it holds the parameters' tensors.
    */
   toWebGpu(ctx: WebGpuContext): this {
     for (const p of this.parameters()) {
@@ -275,9 +275,7 @@ export class Gpt extends Module {
       const host = Tensor.from(Int32Array.from(xs), [1, xs.length]);
       const x = this.ctx ? toWebGpu(host, this.ctx) : host;
       const last = noGrad(() =>
-        scope(() => {
-          return this.forward(x, undefined, caches, { lastOnly: true }).logits.data;
-        }),
+        scope(() => this.forward(x, undefined, caches, { lastOnly: true }).logits.data),
       );
       x.dispose(); // released once the queued forward is submitted
       return last;
