@@ -4,6 +4,9 @@ export default defineConfig({
   // The tiling-AllReduce's device worker is a script of its own (new Worker(url) beside
   // dist/index.js), not a module the index imports.
   entry: { index: 'src/index.ts', 'allreduce-worker': 'src/allreduce/worker.ts' },
+  // One file per entry: shared chunks would carry the kernel registrations out of
+  // dist/index.js, the one file package.json's sideEffects keeps from tree-shaking.
+  splitting: false,
   // An optional dependency (tsup bundles those): the worker imports the installed package, whose
   // loader finds the addon beside itself.
   external: ['@attnkit/native'],
