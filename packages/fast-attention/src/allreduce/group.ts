@@ -106,8 +106,8 @@ function nodeBuiltin<T>(id: string): T {
 
 /**
  * P device workers kept for several runs (tiledAllReduceAttention with `group`). A run that
- * fails (a worker exits, throws or stalls) closes the group: every worker is terminated.
- * close() when done; idle workers do not keep the process alive.
+ * fails (a worker exits, throws or stalls) closes the group: every worker is ended. close()
+ * when done (after the runs in flight); idle workers do not keep the process alive.
  */
 export class AllReduceGroup {
   readonly devices: number;
@@ -418,12 +418,12 @@ export interface AllReduceTimings {
   wallMs: number;
   /** First device's first tile to the last tile reduced. */
   loopMs: number;
-  /** Every partial written to the last tile reduced: with overlap off, the reduction alone. */
+  /** Every partial written to every tile reduced: with overlap off, the reduction alone. */
   reducePhaseMs: number;
   /**
    * Per device: gathering its heads; its tiles' compute (attention + projection, each from
-   * submit to done); its owned tiles' sums, and the part of those done while one of its own
-   * tiles was computing (the schedule's overlap; 0 with overlap off).
+   * submit to done); the sums of its column chunk of every tile, and the part of those done
+   * while one of its own tiles was computing (the schedule's overlap; 0 with overlap off).
    */
   devices: { setupMs: number; computeMs: number; reduceMs: number; reduceOverlappedMs: number }[];
 }
@@ -449,7 +449,8 @@ const OPTION_KEYS = new Set([
 ]);
 
 function shared(t: Tensor): SharedArrayBuffer {
-  const src = t.dtype === 'f32' && t.isContiguous() ? t.data<'f32'>() : t.toFloat32Array();
+  // data(): a view of a contiguous f32 tensor (offset included), else a gathered copy.
+  const src = t.dtype === 'f32' ? t.data<'f32'>() : t.toFloat32Array();
   const sab = new SharedArrayBuffer(src.length * 4);
   new Float32Array(sab).set(src);
   return sab;
@@ -460,11 +461,11 @@ function shared(t: Tensor): SharedArrayBuffer {
  * FastAttention's tiling-AllReduce: y = concat_h(softmax attention_h(q, k, v)) W_o, with
  * q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (BHND, GQA), wo [Hq Dv, dModel],
  * all cpu tensors; y [B, Nq, dModel] f32. Device p computes its heads' attention and
- * O_p W_o[p rows] per row tile; the P partials of each tile are summed, device p its chunk p of
- * the tile's columns, while the next tiles compute (`overlap: false`: after all of them). Validation is done before
- * any worker starts: ValueError / ShapeError / DTypeError / DeviceError naming the argument. A
- * worker that exits, throws or stalls rejects the call with DeviceWorkerError and closes the
- * group (every worker terminated, every shared buffer dropped).
+ * O_p W_o[p rows] per row tile; the P partials of each tile are summed, device p its chunk p
+ * of the tile's columns, while the next tiles compute (`overlap: false`: after all of them).
+ * Validation is done before any worker starts: ValueError / ShapeError / DTypeError /
+ * DeviceError naming the argument. A worker that exits, throws or stalls rejects the call with
+ * DeviceWorkerError and closes the group (every worker ended, every shared buffer dropped).
  */
 export async function tiledAllReduceAttention(
   q: Tensor,
