@@ -211,6 +211,20 @@ describe('tiledAllReduceAttention failures', () => {
     create.mockRestore();
   });
 
+  it('buffers past what the runtime can allocate are an AllocationError before any worker starts', async () => {
+    const create = vi.spyOn(AllReduceGroup, 'create');
+    const rng = new Rng(1);
+    // 2^20 rows x 2^20 columns: 8 TiB of partials with overlap off.
+    const q = rng.randn([1, 2, 2 ** 20, 1]);
+    const kv = rng.randn([1, 2, 4, 1]);
+    const wo = rng.randn([2, 2 ** 20]);
+    await expect(
+      tiledAllReduceAttention(q, kv, kv, wo, { devices: 2, overlap: false }),
+    ).rejects.toThrow(expect.objectContaining({ name: 'AllocationError', argument: 'slots' }));
+    expect(create).not.toHaveBeenCalled();
+    create.mockRestore();
+  });
+
   it('AllReduceGroup.create rejects bad options', async () => {
     await expect(AllReduceGroup.create({ devices: 0 })).rejects.toThrow(ValueError);
     await expect(AllReduceGroup.create({ devices: 1, backend: 'gpu' as never })).rejects.toThrow(

@@ -4,6 +4,7 @@ import type * as NodeWorkerThreads from 'node:worker_threads';
 import type { Worker } from 'node:worker_threads';
 import { resolveAttentionProblem } from '@attnkit/attention';
 import {
+  AllocationError,
   type AttnkitError,
   BackendUnavailableError,
   DeviceError,
@@ -448,10 +449,26 @@ const OPTION_KEYS = new Set([
   'fault',
 ]);
 
-function shared(t: Tensor): SharedArrayBuffer {
+/** A SharedArrayBuffer of `shape` f32 (or `bytesPer`-byte) elements; AllocationError naming `argument`. */
+function sharedBuffer(shape: readonly number[], argument: string, bytesPer = 4): SharedArrayBuffer {
+  const bytes = shape.reduce((a, x) => a * x, bytesPer);
+  try {
+    return new SharedArrayBuffer(bytes);
+  } catch (e) {
+    throw new AllocationError(
+      shape,
+      bytesPer === 4 ? 'f32' : 'f64',
+      bytes,
+      (e as Error).message,
+      argument,
+    );
+  }
+}
+
+function shared(t: Tensor, argument: string): SharedArrayBuffer {
   // data(): a view of a contiguous f32 tensor (offset included), else a gathered copy.
   const src = t.dtype === 'f32' ? t.data<'f32'>() : t.toFloat32Array();
-  const sab = new SharedArrayBuffer(src.length * 4);
+  const sab = sharedBuffer(t.shape, argument);
   new Float32Array(sab).set(src);
   return sab;
 }
@@ -573,14 +590,15 @@ export async function tiledAllReduceAttention(
       scale: p.scale,
       causal,
     },
-    q: shared(q),
-    k: shared(k),
-    v: shared(v),
-    wo: shared(wo),
-    partials: new SharedArrayBuffer(devices * plan.slots * plan.tileRows * dModel * 4),
-    output: new SharedArrayBuffer(p.batch * p.maxSeqQ * dModel * 4),
+    q: shared(q, 'q'),
+    k: shared(k, 'k'),
+    v: shared(v, 'v'),
+    wo: shared(wo, 'wo'),
+    // The partial slots: [P, slots, tileRows, dModel] (with overlap off, P x the output).
+    partials: sharedBuffer([devices, plan.slots, plan.tileRows, dModel], 'slots'),
+    output: sharedBuffer([p.batch, p.maxSeqQ, dModel], 'wo'),
     control: new SharedArrayBuffer(controlLength(T) * 4),
-    timings: new SharedArrayBuffer(devices * TIMING_FIELDS * 8),
+    timings: sharedBuffer([devices, TIMING_FIELDS], 'devices', 8),
     timeoutMs,
     fault: options.fault,
   };
