@@ -2,8 +2,8 @@ import type { AllReducePlan } from './plan.js';
 
 /**
  * What the caller and the device workers share: the job each worker gets, the layout of the
- * control block (an Int32Array over a SharedArrayBuffer that carries the tile-ready counts and
- * reduced flags every Atomics.wait / notify is on) and of the timings, and the messages.
+ * control block (an Int32Array over a SharedArrayBuffer that carries the per-tile ready and
+ * reduced counts and the epoch every Atomics wait / notify is on), the timings, the messages.
  */
 
 /** The attention problem every device computes a head range of. */
