@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, expect, it, vi } from 'vitest';
-import { buildWorkerForTests } from './allreduce/test-worker.js';
+import { buildWorkerForTests } from '../test/build-worker.js';
 
 // The README's examples (the ts block after each "## ...example" heading) run as written
 // (vitest's workspace aliases resolve their imports to the sources) and print what their

@@ -1,9 +1,9 @@
 import { accuracy, softmaxAttentionReference } from '@attnkit/attention';
 import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { buildWorkerForTests } from '../../test/build-worker.js';
 import { DeviceWorkerError } from './errors.js';
 import { AllReduceGroup, type TiledAllReduceOptions, tiledAllReduceAttention } from './group.js';
-import { buildWorkerForTests } from './test-worker.js';
 
 beforeAll(buildWorkerForTests, 60000);
 

@@ -1,9 +1,9 @@
 import { accuracy, softmaxAttentionReference } from '@attnkit/attention';
 import { BackendUnavailableError, Rng, type Tensor } from '@attnkit/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildWorkerForTests } from '../../test/build-worker.js';
 import { DeviceWorkerError } from './errors.js';
 import { AllReduceGroup, tiledAllReduceAttention } from './group.js';
-import { buildWorkerForTests } from './test-worker.js';
 
 // P WebGPU devices: P workers, each with its own Dawn device on the one adapter (llvmpipe here),
 // small shapes. ATTNKIT_ALLOW_NO_WEBGPU=1 skips where no adapter is found.
