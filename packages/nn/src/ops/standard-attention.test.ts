@@ -1,12 +1,18 @@
 import { Rng } from '@attnkit/tensor';
 import { describe, expect, it } from 'vitest';
 import { Param } from '../autograd.js';
+import { setDeviceBackend } from '../dispatch.js';
+import { registerNativeKernels } from '../kernels/native/index.js';
 import { attention } from './attention.js';
 import { mul } from './elementwise.js';
 import { sum } from './reduce.js';
 
-/** family 'standard' (scores materialised through ops) against 'flash' (FA2's kernels), f32 on ts. */
-describe("attention family 'standard'", () => {
+/**
+ * family 'standard' (scores materialised through ops) against 'flash' (FA2's kernels), f32,
+ * on ts and (when its engine loads) native.
+ */
+const backends = registerNativeKernels() === true ? ['ts', 'native'] : ['ts'];
+describe.each(backends)("attention family 'standard' on %s", (backend) => {
   const cases = [
     { name: 'causal, GQA', b: 2, hq: 4, hkv: 2, nq: 9, nk: 9, d: 8, causal: true },
     { name: 'causal, Nq < Nk (decoding)', b: 1, hq: 2, hkv: 1, nq: 3, nk: 11, d: 4, causal: true },
@@ -15,6 +21,7 @@ describe("attention family 'standard'", () => {
   ];
   for (const c of cases)
     it(`${c.name}: output and gradients match flash`, () => {
+      setDeviceBackend('cpu', backend);
       const rng = new Rng(3);
       const q0 = rng.randn([c.b, c.hq, c.nq, c.d]);
       const k0 = rng.randn([c.b, c.hkv, c.nk, c.d]);
