@@ -114,26 +114,29 @@ describe('Gpt', () => {
     },
   );
 
-  test("attention 'standard' computes what 'flash' does (logits and gradients, ts)", () => {
-    setDeviceBackend('cpu', 'ts');
-    const rng = new Rng(4);
-    const x = randomIds(rng, 2, 10, tiny.vocabSize);
-    const y = randomIds(rng, 2, 10, tiny.vocabSize);
-    const run = (attention: 'flash' | 'standard') => {
-      const model = new Gpt({ ...tiny, attention }, { seed: 5 });
-      const { logits, loss } = model.forward(x, y);
-      loss!.backward();
-      return [logits.data, ...model.parameters().map((p) => p.grad!)].map((t) =>
-        t.toFloat32Array(),
-      );
-    };
-    const [flash, standard] = [run('flash'), run('standard')];
-    standard.forEach((got, i) => {
-      got.forEach((v, j) => {
-        expect(v).toBeCloseTo(flash[i]![j]!, 5);
+  test.each(['ts', 'native', 'webgpu'] as const)(
+    "attention 'standard' computes what 'flash' does (logits and gradients, %s)",
+    async (backend) => {
+      if (!available(backend)) return void console.warn(`${backend} unavailable: skipped`);
+      const config = backend === 'webgpu' ? tinyGpu : tiny;
+      const rng = new Rng(4);
+      const x = randomIds(rng, 2, 10, tiny.vocabSize);
+      const y = randomIds(rng, 2, 10, tiny.vocabSize);
+      const run = async (attention: 'flash' | 'standard') => {
+        const { model, place } = onBackend(backend, { ...config, attention }, 5);
+        const { logits, loss } = model.forward(place(x), place(y));
+        loss!.backward();
+        const ts = [logits.data, ...model.parameters().map((p) => p.grad!)];
+        return Promise.all(ts.map(async (t) => (await t.toCpu()).toFloat32Array()));
+      };
+      const [flash, standard] = [await run('flash'), await run('standard')];
+      standard.forEach((got, i) => {
+        got.forEach((v, j) => {
+          expect(v).toBeCloseTo(flash[i]![j]!, 5);
+        });
       });
-    });
-  });
+    },
+  );
 
   test('the cache is cut and refilled past blockSize', async () => {
     setDeviceBackend('cpu', 'ts');
