@@ -47,13 +47,20 @@ export class PagedKvCache implements LayerKvCache {
     });
     const n = this.length;
     const gathered = this.ids.map((id) => this.pages.gather(id));
+    // Each row's sequence comes out token-major [L, Hkv, D]; the layer gets [B, Hkv, L, D] as a
+    // permuted view of [B, L, Hkv, D] (no transposing copy here: the attention kernel reads or
+    // packs it once).
     const stack = (pick: (g: { k: Tensor; v: Tensor }) => Tensor) => {
-      const out = new Float32Array(b * h * n * d);
-      gathered.forEach((g, row) => {
-        // [L, Hkv, D] -> [Hkv, L, D] into row `row` of [B, Hkv, L, D].
-        out.set(pick(g).permute([1, 0, 2]).contiguous().toFloat32Array(), row * h * n * d);
-      });
-      return new Var(Tensor.from(out, [b, h, n, d]));
+      let rows: Tensor;
+      if (b === 1) rows = pick(gathered[0]!).reshape([1, n, h, d]);
+      else {
+        const out = new Float32Array(b * n * h * d);
+        gathered.forEach((g, row) => {
+          out.set(pick(g).toFloat32Array(), row * n * h * d);
+        });
+        rows = Tensor.from(out, [b, n, h, d]);
+      }
+      return new Var(rows.permute([0, 2, 1, 3]));
     };
     return { k: stack((g) => g.k), v: stack((g) => g.v) };
   }
