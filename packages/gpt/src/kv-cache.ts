@@ -1,5 +1,5 @@
 import { KvCache } from '@attnkit/lean-attention';
-import { concat, keep, type KvCache as LayerKvCache, noGrad, Var } from '@attnkit/nn';
+import { concat, keep, type KvCache as LayerKvCache, noGrad, permute, type Var } from '@attnkit/nn';
 import { ShapeError, Tensor } from '@attnkit/tensor';
 
 /**
@@ -47,9 +47,8 @@ export class PagedKvCache implements LayerKvCache {
     });
     const n = this.length;
     const gathered = this.ids.map((id) => this.pages.gather(id));
-    // Each row's sequence comes out token-major [L, Hkv, D]; the layer gets [B, Hkv, L, D] as a
-    // permuted view of [B, L, Hkv, D] (no transposing copy here: the attention kernel reads or
-    // packs it once).
+    // Each row's sequence comes out token-major [L, Hkv, D]; the layer gets [B, Hkv, L, D]
+    // through nn's permute op: the backend's strided copy (C++ on native), not a JavaScript one.
     const stack = (pick: (g: { k: Tensor; v: Tensor }) => Tensor) => {
       let rows: Tensor;
       if (b === 1) rows = pick(gathered[0]!).reshape([1, n, h, d]);
@@ -60,7 +59,7 @@ export class PagedKvCache implements LayerKvCache {
         });
         rows = Tensor.from(out, [b, n, h, d]);
       }
-      return new Var(rows.permute([0, 2, 1, 3]));
+      return permute(rows, [0, 2, 1, 3]);
     };
     return { k: stack((g) => g.k), v: stack((g) => g.v) };
   }
