@@ -82,8 +82,8 @@ const SMOKE: Record<string, string> = {
     const y = t.Tensor.from(Int32Array.from(ids.slice(1, 5)), [1, 4]);
     const { loss } = model.forward(x, y);
     // Greedy: with the paged KV cache and recomputing the prefix, the same tokens.
-    const cached = model.generate(ids, { maxNewTokens: 6, temperature: 0 });
-    const plain = model.generate(ids, { maxNewTokens: 6, temperature: 0, cache: false });
+    const cached = await model.generate(ids, { maxNewTokens: 6, temperature: 0 });
+    const plain = await model.generate(ids, { maxNewTokens: 6, temperature: 0, cache: false });
     return { loss: loss.item().toFixed(4), cached, plain, text: tok.decode(cached), params: model.numParameters() };`,
   '@attnkit/fast-attention': `
     const mk = (s) => t.Tensor.from(Float32Array.from({ length: 40 }, (_, i) => Math.sin(3 * s + i)), [1, 1, 5, 8]);
