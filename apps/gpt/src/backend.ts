@@ -1,20 +1,8 @@
 import {
-  add,
-  affine,
   deviceBackendOf,
-  exp,
-  keep,
-  log,
-  mul,
-  noGrad,
-  type Param,
   registerNativeKernels,
   registerWebGpuKernels,
-  relu,
-  scope,
   setDeviceBackend,
-  sum,
-  type Var,
 } from '@attnkit/nn';
 import { BackendUnavailableError, describe, ValueError } from '@attnkit/tensor';
 import { createWebGpuContext, type WebGpuContext } from '@attnkit/webgpu';
@@ -68,31 +56,4 @@ export async function openBackend(name: string | undefined): Promise<Backend> {
   if (deviceBackendOf('cpu') !== name)
     throw new BackendUnavailableError(`--backend ${name}: nn did not select it`, 'backend');
   return { name: name as BackendName, ctx: null, label: name };
-}
-
-/**
- * clipGradNorm without reading the norm back: the factor 1 / max(1, norm / maxNorm) is
- * computed on the gradients' device and multiplied in (nn's clipGradNorm sums on the host,
- * which a GPU cannot do synchronously). norm = exp(log(sum g^2) / 2): no sqrt op is needed.
- */
-export function clipGradNormOnDevice(params: readonly Param[], maxNorm: number): void {
-  const withGrad = params.filter((p) => p.grad);
-  if (withGrad.length === 0) return;
-  scope(() =>
-    noGrad(() => {
-      let sq: Var | null = null;
-      for (const p of withGrad) {
-        const s = sum(mul(p.grad!, p.grad!));
-        sq = sq ? add(sq, s) : s;
-      }
-      const norm = exp(affine(log(affine(sq!, 1, 1e-30)), 0.5));
-      // 1 / y as exp(-log y): y >= 1 here.
-      const factor = exp(affine(log(affine(relu(affine(norm, 1 / maxNorm, -1)), 1, 1)), -1));
-      for (const p of withGrad) {
-        const old = p.grad!;
-        p.grad = keep(mul(old, factor).data);
-        old.dispose();
-      }
-    }),
-  );
 }

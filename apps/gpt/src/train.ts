@@ -9,11 +9,18 @@ import {
   saveCheckpoint,
   type Tokenizer,
 } from '@attnkit/gpt';
-import { AdamW, clipGradNorm, noGrad, scope, warmupCosine } from '@attnkit/nn';
+import {
+  AdamW,
+  clipGradNorm,
+  clipGradNormOnDevice,
+  noGrad,
+  scope,
+  warmupCosine,
+} from '@attnkit/nn';
 import { describe, type Tensor, ValueError } from '@attnkit/tensor';
 import { toWebGpu } from '@attnkit/webgpu';
 import cliProgress from 'cli-progress';
-import { clipGradNormOnDevice, openBackend } from './backend.js';
+import { openBackend } from './backend.js';
 import { type LossPoint, lossCurveSvg } from './plot.js';
 
 export interface TrainOptions {
@@ -177,7 +184,7 @@ export async function train(
       if (!learn) return noGrad(() => model.forward(x, y).loss!.data);
       const l = model.forward(x, y).loss!;
       l.backward();
-      if (ctx) clipGradNormOnDevice(model.parameters(), 1);
+      if (ctx) clipGradNormOnDevice(model.parameters(), 1)?.dispose();
       else clipGradNorm(model.parameters(), 1);
       opt.step();
       return l.data;

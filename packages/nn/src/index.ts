@@ -94,5 +94,10 @@ export { rope, rope3d } from './ops/rope.js';
 export { concat, permute, reshape, slice, transpose } from './ops/shape.js';
 export { AdamW, type AdamWOptions } from './optim/adamw.js';
 export { Optimizer } from './optim/optimizer.js';
-export { clipGradNorm, type WarmupCosineOptions, warmupCosine } from './optim/schedule.js';
+export {
+  clipGradNorm,
+  clipGradNormOnDevice,
+  type WarmupCosineOptions,
+  warmupCosine,
+} from './optim/schedule.js';
 export { SGD, type SgdOptions } from './optim/sgd.js';

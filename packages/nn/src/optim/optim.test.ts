@@ -1,8 +1,9 @@
-import { Tensor, ValueError } from '@attnkit/tensor';
+import { Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { describe, expect, it } from 'vitest';
 import {
   AdamW,
   clipGradNorm,
+  clipGradNormOnDevice,
   fromSafetensors,
   Param,
   SGD,
@@ -105,5 +106,41 @@ describe('schedule and clipping', () => {
     expect(vals({ data: b.grad } as Param)[0]).toBeCloseTo(0.8, 6);
     expect(clipGradNorm([a, b], 10)).toBeCloseTo(1, 6);
     expect(vals({ data: a.grad } as Param)[0]).toBeCloseTo(0.6, 6);
+  });
+
+  it.each([0.5, 3, 100])(
+    'clipGradNormOnDevice scales as clipGradNorm does and returns the norm as a tensor (maxNorm %s)',
+    (maxNorm) => {
+      const rng = new Rng(2);
+      const grads = [rng.randn([3, 4]), rng.randn([5]), rng.randn([2, 2, 3])];
+      const params = (): Param[] =>
+        grads.map((g) => {
+          const p = new Param(rng.randn(g.shape));
+          p.grad = g;
+          return p;
+        });
+      const [host, device] = [params(), params()];
+      const want = clipGradNorm(host, maxNorm);
+      const norm = clipGradNormOnDevice(device, maxNorm)!;
+      expect(norm.toFloat32Array()[0]).toBeCloseTo(want, 4);
+      host.forEach((p, i) => {
+        const w = p.grad!.toFloat32Array();
+        device[i]!.grad!.toFloat32Array().forEach((v, j) => {
+          expect(v).toBeCloseTo(w[j]!, 5);
+        });
+      });
+    },
+  );
+
+  it('clipGradNormOnDevice: no gradients, zero gradients and a bad maxNorm', () => {
+    expect(clipGradNormOnDevice([new Param(Tensor.from([1, 2], [2]))], 1)).toBeUndefined();
+    const z = new Param(Tensor.from([1, 2], [2]));
+    z.grad = Tensor.from([0, 0], [2]);
+    clipGradNormOnDevice([z], 1);
+    expect(Array.from(z.grad!.toFloat32Array())).toEqual([0, 0]);
+    expect(() => clipGradNormOnDevice([z], 0)).toThrow(ValueError);
+    expect(() => clipGradNormOnDevice([z], Number.NaN)).toThrow(
+      /^clipGradNormOnDevice: maxNorm expected a positive number/,
+    );
   });
 });

@@ -1,6 +1,8 @@
-import { describe, ValueError } from '@attnkit/tensor';
-import type { Param } from '../autograd.js';
+import { describe, type Tensor, ValueError } from '@attnkit/tensor';
+import { keep, noGrad, type Param, scope, type Var } from '../autograd.js';
 import { backendFor, kernelsFor } from '../dispatch.js';
+import { add, affine, exp, log, mul, relu } from '../ops/elementwise.js';
+import { sum } from '../ops/reduce.js';
 
 export interface WarmupCosineOptions {
   /** Peak learning rate, reached after `warmup` steps. */
@@ -35,7 +37,8 @@ export function warmupCosine(options: WarmupCosineOptions): (step: number) => nu
 
 /**
  * Scales every gradient by min(1, maxNorm / ||g||) where ||g|| is the norm of all gradients
- * together; returns ||g|| before clipping.
+ * together; returns ||g|| before clipping. It reads the norm back to the host, which only the
+ * cpu backends can do synchronously: on webgpu tensors use clipGradNormOnDevice.
  */
 export function clipGradNorm(params: Iterable<Param>, maxNorm: number): number {
   if (typeof maxNorm !== 'number' || !(maxNorm > 0))
@@ -57,4 +60,43 @@ export function clipGradNorm(params: Iterable<Param>, maxNorm: number): number {
         0,
       );
   return norm;
+}
+
+/**
+ * clipGradNorm without reading anything back: ||g|| and the factor min(1, maxNorm / (||g|| +
+ * 1e-6)) are computed with nn's ops on the gradients' device and multiplied in, so it runs on
+ * every backend, webgpu included (whose queue it never stalls). Returns ||g|| before clipping
+ * as a one-element tensor on that device (read it with `await norm.toCpu()` when wanted; the
+ * caller disposes it), or undefined when no parameter has a gradient. The same scaling as
+ * clipGradNorm up to f32 rounding: norm = exp(log(sum g^2) / 2) and 1 / max(1, r) =
+ * exp(-log(max(1, r))), since nn has no sqrt or reciprocal op.
+ */
+export function clipGradNormOnDevice(params: Iterable<Param>, maxNorm: number): Tensor | undefined {
+  if (typeof maxNorm !== 'number' || !(maxNorm > 0))
+    throw new ValueError(
+      `clipGradNormOnDevice: maxNorm expected a positive number, got ${describe(maxNorm)}`,
+      'maxNorm',
+    );
+  const withGrad = [...params].filter((p) => p.grad);
+  if (withGrad.length === 0) return undefined;
+  return scope(() =>
+    noGrad(() => {
+      let sq: Var | null = null;
+      for (const p of withGrad) {
+        const s = sum(mul(p.grad!, p.grad!));
+        sq = sq ? add(sq, s) : s;
+      }
+      // 1e-30 keeps log finite for all-zero gradients (then norm ~1e-15 and the factor is 1).
+      const norm = exp(affine(log(affine(sq!, 1, 1e-30)), 0.5));
+      // r = (norm + 1e-6) / maxNorm; factor = 1 / max(1, r) = exp(-log(relu(r - 1) + 1)).
+      const r1 = affine(norm, 1 / maxNorm, 1e-6 / maxNorm - 1);
+      const factor = exp(affine(log(affine(relu(r1), 1, 1)), -1));
+      for (const p of withGrad) {
+        const old = p.grad!;
+        p.grad = keep(mul(old, factor).data);
+        old.dispose();
+      }
+      return keep(norm.data);
+    }),
+  );
 }

@@ -12,12 +12,14 @@ import {
   AdamW,
   attention,
   clipGradNorm,
+  clipGradNormOnDevice,
   crossEntropy,
   Embedding,
   LayerNorm,
   Linear,
   Module,
   matmul,
+  Param,
   relu,
   scope,
   TransformerBlock,
@@ -291,5 +293,32 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
     expect(() => clipGradNorm(model.parameters(), 1)).toThrow(
       /clipGradNorm: backend 'webgpu' has no 'sumSquares'/,
     );
+  });
+
+  it('clipGradNormOnDevice clips webgpu gradients as clipGradNorm does on the cpu', async () => {
+    const rng = new Rng(4);
+    const grads = [rng.randn([7, 5]), rng.randn([33])];
+    const want = grads.map((g) => {
+      const p = new Param(g);
+      p.grad = Tensor.from(g.toFloat32Array().slice(), [...g.shape]);
+      return p;
+    });
+    const norm = clipGradNorm(want, 0.5);
+    const got = grads.map((g) => {
+      const p = new Param(gpu(g));
+      p.grad = gpu(g);
+      return p;
+    });
+    const n = clipGradNormOnDevice(got, 0.5)!;
+    expect(n.device).toBe('webgpu');
+    expect((await n.toCpu()).toFloat32Array()[0]).toBeCloseTo(norm, 4);
+    for (const [i, p] of got.entries()) {
+      const g = (await p.grad!.toCpu()).toFloat32Array();
+      const w = want[i]!.grad!.toFloat32Array();
+      g.forEach((v, j) => {
+        expect(v).toBeCloseTo(w[j]!, 5);
+      });
+    }
+    n.dispose();
   });
 });
