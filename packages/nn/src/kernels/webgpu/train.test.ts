@@ -44,6 +44,13 @@ const toGpu = (m: Module) => {
   for (const p of m.parameters()) p.data = gpu(p.data);
 };
 const value = async (t: Tensor) => (await t.toCpu()).toFloat64Array()[0]!;
+/**
+ * What the training tests leave undisposed (models, optimizer state, data) stays reachable
+ * here: collected by the garbage collector in the middle of a later test, the safety net would
+ * release those buffers there and change the pool counts the growth tests compare (seen on CI's
+ * loaded cores, never on a quiet machine).
+ */
+const held: unknown[] = [];
 
 class TwoLayer extends Module {
   fc1: Linear;
@@ -102,6 +109,7 @@ describe.skipIf(!ctx)('training on webgpu from a fixed seed', () => {
     const model = new TwoLayer(rng);
     toGpu(model);
     const opt = new AdamW(model.parameters(), { lr: 0.03, weightDecay: 0 });
+    held.push(model, opt, xs, ys);
     let loss = Number.POSITIVE_INFINITY;
     for (let i = 0; i < 300; i++) {
       const l = step(opt, () => crossEntropy(model.forward(xs), ys));
@@ -120,6 +128,7 @@ describe.skipIf(!ctx)('training on webgpu from a fixed seed', () => {
     const steps = 100;
     const schedule = warmupCosine({ lr: 1e-2, warmup: 10, total: steps, minLr: 1e-3 });
     const opt = new AdamW(model.parameters(), { lr: schedule(0), weightDecay: 0.01 });
+    held.push(model, opt);
     let loss = Number.POSITIVE_INFINITY;
     for (let s = 0; s < steps; s++) {
       const ids = new Int32Array(b * t);
@@ -149,6 +158,7 @@ describe.skipIf(!ctx)('training on webgpu from a fixed seed', () => {
     const model = new TwoLayer(rng);
     toGpu(model);
     const opt = new AdamW(model.parameters(), { lr: 0.01 });
+    held.push(model, opt, xs, ys);
     const c = ctx!;
     let before = { buffers: 0, tensors: 0, bytes: 0 };
     for (let i = 0; i < 1000; i++) {
@@ -176,6 +186,7 @@ describe.skipIf(!ctx)('no growth with attention, rope and norms', () => {
     const opt = new AdamW(block.parameters(), { lr: 1e-3 });
     const x = gpu(new Rng(2).rand([2, 16, 32]));
     const dy = gpu(new Rng(3).rand([2, 16, 32]));
+    held.push(block, opt, x, dy);
     const live = () => ({
       buffers: c.liveBuffers,
       tensors: c.liveTensors,
