@@ -21,6 +21,13 @@ const BACKENDS: Backend[] = ['ts', 'native', 'webgpu'];
 const available = (b: Backend) => (b === 'native' ? nativeLoads : b === 'webgpu' ? !!ctx : true);
 
 /** A model on `backend`: cpu tensors run on ts or native (nn's cpu backend), or on the GPU. */
+/**
+ * Every model, optimizer and placed tensor the tests make stays reachable for the file's life:
+ * collected mid-test (CI's loaded cores), the safety net would return their GPU buffers inside
+ * a later test and change the pool bytes the generation test compares.
+ */
+const held: unknown[] = [];
+
 function onBackend(
   backend: Backend,
   config: Partial<GptConfig> & { vocabSize: number },
@@ -29,7 +36,12 @@ function onBackend(
   setDeviceBackend('cpu', backend === 'native' ? 'native' : 'ts');
   const model = new Gpt(config, { seed });
   if (backend === 'webgpu') model.toWebGpu(ctx!);
-  const place = (t: Tensor) => (backend === 'webgpu' ? toWebGpu(t, ctx!) : t);
+  held.push(model);
+  const place = (t: Tensor) => {
+    const placed = backend === 'webgpu' ? toWebGpu(t, ctx!) : t;
+    held.push(placed);
+    return placed;
+  };
   return { model, place };
 }
 
@@ -56,6 +68,7 @@ describe('Gpt', () => {
     const x = place(randomIds(rng, b, t, tiny.vocabSize));
     const y = place(randomIds(rng, b, t, tiny.vocabSize));
     const opt = new AdamW(model.parameters(), { lr: 3e-2, weightDecay: 0 });
+    held.push(opt);
     const losses: number[] = [];
     for (let step = 0; step < 40; step++) {
       opt.zeroGrad();
