@@ -81,11 +81,13 @@ function fromWorker(info: WorkerErrorInfo, device: number): AttnkitError {
 
 // Not literals in `new URL(...)`: bundlers would copy the Node-only worker into browser builds.
 const WORKER_BESIDE_INDEX = './allreduce-worker.js';
-const WORKER_FROM_SOURCES = '../../dist/allreduce-worker.js';
+// Tests bundle it here (test/build-worker.ts), not into dist/: the package's own build cleans
+// dist/ and can run beside its tests.
+const WORKER_FROM_SOURCES = '../../test/dist/allreduce-worker.js';
 
 function defaultWorkerUrl(): URL {
   // Bundled, this module is dist/index.js beside dist/allreduce-worker.js; from the sources
-  // (tests), the worker is the built one.
+  // (tests), the worker is the one the tests bundled.
   const here = import.meta.url;
   return new URL(/\.ts$/.test(here) ? WORKER_FROM_SOURCES : WORKER_BESIDE_INDEX, here);
 }
