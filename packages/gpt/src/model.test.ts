@@ -1,4 +1,10 @@
-import { AdamW, registerNativeKernels, registerWebGpuKernels, setDeviceBackend } from '@attnkit/nn';
+import {
+  AdamW,
+  registerNativeKernels,
+  registerWebGpuKernels,
+  setDeviceBackend,
+  syncWebGpu,
+} from '@attnkit/nn';
 import { DeviceError, Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
@@ -108,9 +114,13 @@ describe('Gpt', () => {
         });
         return { tokens, logits };
       };
+      // Settled first: buffers earlier work released wait for its queued passes (the pool's
+      // release fence), and on CI's loaded cores some were still pending here.
+      if (backend === 'webgpu') await syncWebGpu(ctx!);
       const live = ctx?.pool.liveBytes;
       const cached = await run(true);
       const plain = await run(false);
+      if (backend === 'webgpu') await syncWebGpu(ctx!);
       // Generation gives back every GPU buffer it took (caches, intermediates, the LSEs of
       // attention under noGrad).
       if (backend === 'webgpu') expect(ctx!.pool.liveBytes).toBe(live);
