@@ -12,7 +12,6 @@ import { writeFileSync } from 'node:fs';
 import { createWebGpuContext, GpuProfiler } from '@attnkit/webgpu';
 import { benchToggles } from './common.js';
 
-
 /**
  * name -> { acc, body, note }. Per iteration every subgroup does `body`; `mmas` counts the
  * 16x16x16 multiply-accumulates it issues (2 * 16^3 FLOPs each). Addresses depend on `it` so
@@ -24,11 +23,27 @@ const VARIANTS: Record<string, { acc: 'f32' | 'f16'; mmas: number; body: string 
   'mma-f32': { acc: 'f32', mmas: R, body: mmaAll('a0', 'b0') },
   'mma-f16': { acc: 'f16', mmas: R, body: mmaAll('a0', 'b0') },
   // One workgroup-memory load (left, row-major) feeding R MMAs / 1 MMA.
-  'wgL-1:8': { acc: 'f32', mmas: R, body: `let a = ${loadL('W', wOff(), 'PAD')};\n${mmaAll('a', 'b0')}` },
-  'wgL-1:1': { acc: 'f32', mmas: 1, body: `let a = ${loadL('W', wOff(), 'PAD')};\nc0 = subgroupMatrixMultiplyAccumulate(a, b0, c0);` },
+  'wgL-1:8': {
+    acc: 'f32',
+    mmas: R,
+    body: `let a = ${loadL('W', wOff(), 'PAD')};\n${mmaAll('a', 'b0')}`,
+  },
+  'wgL-1:1': {
+    acc: 'f32',
+    mmas: 1,
+    body: `let a = ${loadL('W', wOff(), 'PAD')};\nc0 = subgroupMatrixMultiplyAccumulate(a, b0, c0);`,
+  },
   // Right matrix, column-major (how K^T and V are read): one load per MMA.
-  'wgR-1:1': { acc: 'f32', mmas: 1, body: `let b = ${loadR('W', wOff(), 'PAD', true)};\nc0 = subgroupMatrixMultiplyAccumulate(a0, b, c0);` },
-  'wgRrow-1:1': { acc: 'f32', mmas: 1, body: `let b = ${loadR('W', wOff(), 'PAD', false)};\nc0 = subgroupMatrixMultiplyAccumulate(a0, b, c0);` },
+  'wgR-1:1': {
+    acc: 'f32',
+    mmas: 1,
+    body: `let b = ${loadR('W', wOff(), 'PAD', true)};\nc0 = subgroupMatrixMultiplyAccumulate(a0, b, c0);`,
+  },
+  'wgRrow-1:1': {
+    acc: 'f32',
+    mmas: 1,
+    body: `let b = ${loadR('W', wOff(), 'PAD', false)};\nc0 = subgroupMatrixMultiplyAccumulate(a0, b, c0);`,
+  },
   // Eight independent left loads, eight MMAs (the attention kernel's ratio, loads in flight).
   'wgL-8:8': { acc: 'f32', mmas: R, body: eightLoads('W', 'PAD') },
   // Eight column-major right loads (K^T / V tiles), eight MMAs.
@@ -53,7 +68,11 @@ let p = ${loadL('Wh', 'sg * 256u', '16u')};
 c1 = subgroupMatrixMultiplyAccumulate(p, b0, c1);`,
   },
   // Only the barriers of the round trip (what two workgroupBarriers cost per iteration).
-  barriers: { acc: 'f32', mmas: 1, body: `workgroupBarrier();\nworkgroupBarrier();\nc0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);` },
+  barriers: {
+    acc: 'f32',
+    mmas: 1,
+    body: `workgroupBarrier();\nworkgroupBarrier();\nc0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);`,
+  },
   // Staging: every lane copies 16 bytes storage -> workgroup as 8 scalar f16 stores (how the
   // kernels stage K/V tiles), 1 MMA beside it.
   stage8: {
@@ -81,7 +100,10 @@ c0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);`,
 };
 
 function mmaAll(a: string, b: string): string {
-  return Array.from({ length: R }, (_, r) => `c${r} = subgroupMatrixMultiplyAccumulate(${a}, ${b}, c${r});`).join('\n');
+  return Array.from(
+    { length: R },
+    (_, r) => `c${r} = subgroupMatrixMultiplyAccumulate(${a}, ${b}, c${r});`,
+  ).join('\n');
 }
 function loadL(src: string, off: string, stride: string): string {
   return `subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&${src}, ${off}, false, ${stride})`;
@@ -157,7 +179,8 @@ for (const n of names) {
   }
 }
 const t0 = performance.now();
-const log = (...a: unknown[]) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1)}s]`, ...a);
+const log = (...a: unknown[]) =>
+  console.log(`[${((performance.now() - t0) / 1000).toFixed(1)}s]`, ...a);
 const ctx = await createWebGpuContext({ pipelineTimeoutMs: 30_000, dawnToggles: benchToggles() });
 log(`adapter ${JSON.stringify(ctx.adapterInfo)} toggles=${ctx.dawnToggles.join(',')}`);
 const device = ctx.device;
@@ -182,7 +205,8 @@ const profiler = new GpuProfiler(device, 16);
 const rows: unknown[] = [];
 for (const name of names) {
   const v = VARIANTS[name]!;
-  const iters = name.endsWith('1:1') || ['rt', 'barriers', 'stage8', 'stageMat'].includes(name) ? 1024 : 4096;
+  const iters =
+    name.endsWith('1:1') || ['rt', 'barriers', 'stage8', 'stageMat'].includes(name) ? 1024 : 4096;
   const bU = ctx.createUniform(new Uint32Array([iters, 0, 0, 0]), 'micro U');
   try {
     const tc = performance.now();
@@ -209,8 +233,17 @@ for (const name of names) {
     const subgroupIters = WGS * 4 * iters;
     const cyc = (med * 1e-3 * 1.98e9 * SMS) / subgroupIters;
     const tflops = (subgroupIters * v.mmas * 2 * 16 ** 3) / (med * 1e-3) / 1e12;
-    rows.push({ variant: name, iters, ms: med, smCyclesPerSubgroupIter: cyc, mmaTflops: tflops, compileS });
-    log(`RESULT ${name}: ${med.toFixed(3)} ms, ${cyc.toFixed(1)} SM-cycles per subgroup-iteration, MMA ${tflops.toFixed(1)} TFLOP/s, compile ${compileS.toFixed(2)} s`);
+    rows.push({
+      variant: name,
+      iters,
+      ms: med,
+      smCyclesPerSubgroupIter: cyc,
+      mmaTflops: tflops,
+      compileS,
+    });
+    log(
+      `RESULT ${name}: ${med.toFixed(3)} ms, ${cyc.toFixed(1)} SM-cycles per subgroup-iteration, MMA ${tflops.toFixed(1)} TFLOP/s, compile ${compileS.toFixed(2)} s`,
+    );
   } catch (e) {
     rows.push({ variant: name, error: (e as Error).message });
     log(`RESULT ${name}: error ${(e as Error).message.slice(0, 300)}`);
@@ -218,7 +251,11 @@ for (const name of names) {
     bU.destroy();
   }
   const out = value('out');
-  if (out) writeFileSync(out, `${JSON.stringify({ device: ctx.adapterInfo, workgroups: WGS, rows }, null, 2)}\n`);
+  if (out)
+    writeFileSync(
+      out,
+      `${JSON.stringify({ device: ctx.adapterInfo, workgroups: WGS, rows }, null, 2)}\n`,
+    );
 }
 profiler.destroy();
 ctx.destroy();
