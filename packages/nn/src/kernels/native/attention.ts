@@ -1,5 +1,6 @@
-import { resolveAttentionProblem, UnsupportedError } from '@attnkit/attention';
-import { DTypeError, type Tensor } from '@attnkit/tensor';
+import { resolveAttentionProblem } from '@attnkit/attention';
+import type { Tensor } from '@attnkit/tensor';
+import { flashOnly } from '../shared.js';
 import type { AttentionKernelOptions } from '../table.js';
 import { f32, out, run, tensorOf } from './engine.js';
 
@@ -10,17 +11,7 @@ import { f32, out, run, tensorOf } from './engine.js';
  * synchronous native entry yet: an UnsupportedError, never another family's kernel.
  */
 function problem(op: string, q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {
-  if (options.family !== 'flash') {
-    const why = `backend 'native' has no attention kernel for family '${options.family}' (available: flash)`;
-    throw new UnsupportedError(`${op}: ${why}`, 'family', { native: why });
-  }
-  if (q.dtype !== 'f32')
-    throw new DTypeError(
-      `${op}: family 'flash' on backend 'native' takes f32 q, k, v, got ${q.dtype}`,
-      'q',
-    );
-  const { family: _, ...rest } = options;
-  return resolveAttentionProblem(q, k, v, rest);
+  return resolveAttentionProblem(q, k, v, flashOnly(op, 'native', q, options, true));
 }
 
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {

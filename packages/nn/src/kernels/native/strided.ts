@@ -1,12 +1,6 @@
 import { UnsupportedError } from '@attnkit/attention';
-import {
-  contiguousStrides,
-  formatShape,
-  numel,
-  ShapeError,
-  sameShape,
-  type Tensor,
-} from '@attnkit/tensor';
+import { contiguousStrides, formatShape, numel, sameShape, type Tensor } from '@attnkit/tensor';
+import { concatShape } from '../shared.js';
 import type { BinaryOp } from '../table.js';
 import { assertBroadcastsTo, broadcastShapes } from '../ts/util.js';
 import { f32, out, run, storageOf, tensorOf } from './engine.js';
@@ -228,19 +222,7 @@ export function sliceBackward(
 }
 
 export function concat(xs: readonly Tensor[], dim: number): Tensor {
-  const first = xs[0]!;
-  const shape = [...first.shape];
-  shape[dim] = 0;
-  for (const [i, x] of xs.entries()) {
-    const same =
-      x.ndim === first.ndim && x.shape.every((d, j) => j === dim || d === first.shape[j]);
-    if (!same)
-      throw new ShapeError(
-        `concat: xs[${i}] is ${formatShape(x.shape)}, expected ${formatShape(first.shape)} except along dim ${dim}`,
-        `xs[${i}]`,
-      );
-    shape[dim] += x.shape[dim]!;
-  }
+  const shape = concatShape(xs, dim);
   const y = out(numel(shape));
   const ys = contiguousStrides(shape);
   let at = 0;

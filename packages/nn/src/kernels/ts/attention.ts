@@ -1,6 +1,6 @@
-import { UnsupportedError } from '@attnkit/attention';
 import { flashAttentionBackwardTs, flashAttentionTs } from '@attnkit/flash-attention';
-import { DTypeError, type Tensor } from '@attnkit/tensor';
+import type { Tensor } from '@attnkit/tensor';
+import { flashOnly } from '../shared.js';
 import type { AttentionKernelOptions } from '../table.js';
 
 /**
@@ -9,17 +9,7 @@ import type { AttentionKernelOptions } from '../table.js';
  * yet; asking for one is an UnsupportedError, never another family's kernel.
  */
 function familyOptions(op: string, q: Tensor, options: AttentionKernelOptions) {
-  if (options.family !== 'flash') {
-    const why = `backend 'ts' has no attention kernel for family '${options.family}' (available: flash)`;
-    throw new UnsupportedError(`${op}: ${why}`, 'family', { ts: why });
-  }
-  if (q.dtype !== 'f32')
-    throw new DTypeError(
-      `${op}: family 'flash' on backend 'ts' takes f32 q, k, v, got ${q.dtype}`,
-      'q',
-    );
-  const { family: _, ...rest } = options;
-  return rest;
+  return flashOnly(op, 'ts', q, options, true);
 }
 
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {

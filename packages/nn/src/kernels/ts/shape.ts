@@ -1,4 +1,5 @@
-import { formatShape, numel, ShapeError, type Tensor } from '@attnkit/tensor';
+import { numel, type Tensor } from '@attnkit/tensor';
+import { concatShape } from '../shared.js';
 import { alloc, dtypeOf, floatsOf, tensorOf } from './util.js';
 
 // Views on cpu tensors share storage; the ops never write into a tensor, so sharing is safe.
@@ -25,18 +26,7 @@ export function sliceBackward(
 
 export function concat(xs: readonly Tensor[], dim: number): Tensor {
   const first = xs[0]!;
-  const shape = [...first.shape];
-  shape[dim] = 0;
-  for (const [i, x] of xs.entries()) {
-    const same =
-      x.ndim === first.ndim && x.shape.every((d, j) => j === dim || d === first.shape[j]);
-    if (!same)
-      throw new ShapeError(
-        `concat: xs[${i}] is ${formatShape(x.shape)}, expected ${formatShape(first.shape)} except along dim ${dim}`,
-        `xs[${i}]`,
-      );
-    shape[dim] += x.shape[dim]!;
-  }
+  const shape = concatShape(xs, dim);
   const out = alloc(dtypeOf(first), numel(shape));
   const inner = numel(shape.slice(dim + 1));
   const outer = numel(shape.slice(0, dim));

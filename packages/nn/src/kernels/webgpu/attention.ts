@@ -1,7 +1,7 @@
-import { UnsupportedError } from '@attnkit/attention';
 import { flashAttention, flashAttentionBackward } from '@attnkit/flash-attention';
 import { Tensor } from '@attnkit/tensor';
 import { WebGpuStorage } from '@attnkit/webgpu';
+import { flashOnly } from '../shared.js';
 import type { AttentionKernelOptions } from '../table.js';
 import { gpuContext } from './context.js';
 import { output, type QueuedStorage, queueOf, storageOf } from './queue.js';
@@ -11,13 +11,8 @@ import { output, type QueuedStorage, queueOf, storageOf } from './queue.js';
  * forward with LSE, and its backward: @attnkit/flash-attention on the skeleton's WGSL), run
  * inside the queue. Their results are copied into the outputs this kernel returned at once.
  */
-function familyOptions(op: string, options: AttentionKernelOptions) {
-  if (options.family !== 'flash') {
-    const why = `backend 'webgpu' has no attention kernel for family '${options.family}' (available: flash)`;
-    throw new UnsupportedError(`${op}: ${why}`, 'family', { webgpu: why });
-  }
-  const { family: _, ...rest } = options;
-  return { ...rest, backend: 'webgpu' as const };
+function familyOptions(op: string, q: Tensor, options: AttentionKernelOptions) {
+  return { ...flashOnly(op, 'webgpu', q, options, false), backend: 'webgpu' as const };
 }
 
 const storages = (ts: readonly Tensor[]) => ts.map((t) => t.storage as WebGpuStorage);
@@ -37,7 +32,7 @@ function lent(t: Tensor): Tensor {
 }
 
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {
-  const opts = familyOptions('attention', options);
+  const opts = familyOptions('attention', q, options);
   const ctx = gpuContext('attention');
   for (const [t, name] of [
     [q, 'q'],
@@ -68,7 +63,7 @@ export function attentionBackward(
   dO: Tensor,
   options: AttentionKernelOptions,
 ) {
-  const opts = familyOptions('attention', options);
+  const opts = familyOptions('attention', q, options);
   const ctx = gpuContext('attention');
   for (const [t, name] of [
     [q, 'q'],

@@ -1,5 +1,6 @@
 import { formatShape, numel, type Rng, ShapeError, Tensor } from '@attnkit/tensor';
 import { type WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
+import { concatShape } from '../shared.js';
 import type { RopeSection } from '../table.js';
 import { gpuContext } from './context.js';
 import { cast, floatDtype } from './elementwise.js';
@@ -105,19 +106,8 @@ export function concat(xs: readonly Tensor[], dim: number): Tensor {
     head.dispose();
     return out;
   }
-  const shape = [...first.shape];
-  shape[dim] = 0;
-  for (const [i, x] of xs.entries()) {
-    const same =
-      x.ndim === first.ndim && x.shape.every((d, j) => j === dim || d === first.shape[j]);
-    if (!same)
-      throw new ShapeError(
-        `concat: xs[${i}] is ${formatShape(x.shape)}, expected ${formatShape(first.shape)} except along dim ${dim}`,
-        `xs[${i}]`,
-      );
-    storageOf(x, 'concat', `xs[${i}]`, ctx);
-    shape[dim] += x.shape[dim]!;
-  }
+  const shape = concatShape(xs, dim);
+  for (const [i, x] of xs.entries()) storageOf(x, 'concat', `xs[${i}]`, ctx);
   const out = output(ctx, shape, first.dtype);
   const inner = numel(shape.slice(dim + 1));
   const p = new Params().u(4, inner).u(5, shape[dim]!);
