@@ -8,6 +8,8 @@ import {
 import { DeviceError, Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, describe, expect, test } from 'vitest';
 import { type GptConfig, PRESETS } from './config.js';
 import { Gpt } from './model.js';
@@ -49,6 +51,23 @@ function onBackend(
     return placed;
   };
   return { model, place };
+}
+
+/**
+ * Collects garbage until the pool's live bytes stop changing, then waits for the queue: the
+ * pool count then holds only what is reachable.
+ */
+async function settleWebGpu(): Promise<void> {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  // Three rounds in a row without change: finalizers run a task or more after the collection.
+  for (let i = 0, still = 0; i < 50 && still < 3; i++) {
+    const before = ctx!.pool.liveBytes;
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+    await syncWebGpu(ctx!);
+    still = ctx!.pool.liveBytes === before ? still + 1 : 0;
+  }
 }
 
 function randomIds(rng: Rng, b: number, t: number, vocab: number): Tensor {
@@ -114,13 +133,14 @@ describe('Gpt', () => {
         });
         return { tokens, logits };
       };
-      // Settled first: buffers earlier work released wait for its queued passes (the pool's
-      // release fence), and on CI's loaded cores some were still pending here.
-      if (backend === 'webgpu') await syncWebGpu(ctx!);
+      // Settled first: earlier tests' unreachable tensors (autograd intermediates) give their
+      // buffers back when collected, which on CI happened in the middle of this test; and
+      // buffers released wait for their queued passes (the pool's release fence).
+      if (backend === 'webgpu') await settleWebGpu();
       const live = ctx?.pool.liveBytes;
       const cached = await run(true);
       const plain = await run(false);
-      if (backend === 'webgpu') await syncWebGpu(ctx!);
+      if (backend === 'webgpu') await settleWebGpu();
       // Generation gives back every GPU buffer it took (caches, intermediates, the LSEs of
       // attention under noGrad).
       if (backend === 'webgpu') expect(ctx!.pool.liveBytes).toBe(live);
