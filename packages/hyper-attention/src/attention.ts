@@ -9,7 +9,7 @@ import {
   flashAttentionBackward,
   loadNativeBackend,
 } from '@attnkit/flash-attention';
-import { nativeAvailable } from '@attnkit/skeleton';
+import { nativeAvailable, nativeEngine } from '@attnkit/skeleton';
 import { describe, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { mergeSoftmaxRow } from './combine.js';
 import { AngularLsh, isTensorLike, sortByBucket } from './lsh.js';
@@ -69,14 +69,56 @@ class PackedCall {
   }
 }
 
-function gatherRows(src: Float32Array, rows: Int32Array, width: number): Tensor {
-  const out = new Float32Array(rows.length * width);
-  // A plain loop: a subarray view per row costs more than copying its 64 floats.
-  for (let r = 0, o = 0; r < rows.length; r++) {
-    const at = rows[r]! * width;
-    for (let c = 0; c < width; c++) out[o++] = src[at + c]!;
+type Engine = NonNullable<ReturnType<typeof nativeEngine>>;
+
+/** [first, first + n) when `rows` is one run of consecutive row indices, else undefined. */
+function runOf(rows: Int32Array): number | undefined {
+  const first = rows[0]!;
+  for (let i = 1; i < rows.length; i++) if (rows[i] !== first + i) return undefined;
+  return first;
+}
+
+/**
+ * Gathers rows of q, k, v (and of o, dO in the backward) into the packed calls' inputs. One
+ * scratch array per role, grown on demand and reused by the next packed call of the same
+ * hyperAttention (fresh pages cost this VM as much as the copy); nothing outlives the call.
+ * A single run of rows (the causal leaves of an MHA head, in order) is a view, no copy; on
+ * the native backend the engine's nn.gather copies, else a copy per run of consecutive rows
+ * (a subarray each: V8's element loop ran at ~4 ns a float).
+ */
+class Gatherer {
+  private readonly scratch = new Map<string, Float32Array>();
+  constructor(private readonly engine: Engine | undefined) {}
+
+  rows(role: string, src: Float32Array, rows: Int32Array, width: number): Tensor {
+    const n = rows.length * width;
+    const first = rows.length > 0 ? runOf(rows) : 0;
+    if (first !== undefined)
+      return Tensor.from(src.subarray(first * width, first * width + n), [rows.length, 1, width]);
+    let buf = this.scratch.get(role);
+    if (!buf || buf.length < n) {
+      buf = new Float32Array(n);
+      this.scratch.set(role, buf);
+    }
+    const out = buf.subarray(0, n);
+    if (this.engine) {
+      this.engine.runSync(
+        'nn.gather',
+        { rows: src.length / width, dim: width, count: rows.length },
+        { weight: src, ids: rows },
+        { y: out },
+      );
+    } else {
+      for (let r = 0; r < rows.length; ) {
+        const at = rows[r]!;
+        let end = r + 1;
+        while (end < rows.length && rows[end] === at + (end - r)) end++;
+        out.set(src.subarray(at * width, (at + end - r) * width), r * width);
+        r = end;
+      }
+    }
+    return Tensor.from(out, [rows.length, 1, width]);
   }
-  return Tensor.from(out, [rows.length, 1, width]);
 }
 
 const f32Of = (t: Tensor): Float32Array =>
@@ -98,12 +140,18 @@ interface Packed {
 }
 
 /**
- * Every (batch, head) runs planHyperJobs' jobs; their pieces are packed into at most three
- * exact calls (causal squares; non-causal rectangles and diagonal blocks; residuals) whose rows
+ * Every (batch, head) runs planHyperJobs' jobs; their pieces are packed into at most four
+ * exact calls (causal squares; non-causal rectangles; diagonal blocks; residuals) whose rows
  * the forward merges through their LSEs. Deterministic for the seed, so the backward re-packs
  * the forward's very pieces (the same buckets and draws).
  */
-function pack(q: Tensor, k: Tensor, v: Tensor, r: ResolvedHyper): Packed {
+function pack(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  r: ResolvedHyper,
+  engine: Engine | undefined,
+): Packed {
   const { p } = r;
   const { batch, hq, hkv, group, d } = p;
   const nq = p.maxSeqQ;
@@ -117,10 +165,38 @@ function pack(q: Tensor, k: Tensor, v: Tensor, r: ResolvedHyper): Packed {
   const lsh = hyper ? new AngularLsh({ numProjections: r.numProjections, dim: d, rng }) : undefined;
   // Hashed once per row: the recursion's jobs reuse the buckets (the paper re-hashes with the
   // same hyperplanes, which gives the same buckets). kv rows once per kv head (GQA).
-  const qBucket = lsh?.hashRows(Q, 0, batch * hq * nq, new Int32Array(batch * hq * nq));
-  const kBucket = lsh?.hashRows(K, 0, batch * hkv * nk, new Int32Array(batch * hkv * nk));
+  const hash = (x: Float32Array, rows: number): Int32Array | undefined => {
+    if (!lsh) return undefined;
+    const out = new Int32Array(rows);
+    if (!engine) return lsh.hashRows(x, 0, rows, out);
+    // On the native backend the dot products run on the engine's GEMM (same buckets).
+    return lsh.hashRowsWith(
+      {
+        gemm: (m, a, b, c) =>
+          engine.runSync('gemm', { m, n: r.numProjections, k: d, transB: true }, { a, b }, { c }),
+        sumSquares: (m, a, squares) => {
+          // nn.sumSquares' partials: one chunk of D per row, at most 2^20 chunks a call.
+          for (let i0 = 0; i0 < m; i0 += 1 << 20) {
+            const n = Math.min(m - i0, 1 << 20);
+            engine.runSync(
+              'nn.sumSquares',
+              { count: n * d, chunks: n },
+              { x: a.subarray(i0 * d, (i0 + n) * d) },
+              { partials: squares.subarray(i0, i0 + n) },
+            );
+          }
+        },
+      },
+      x,
+      rows,
+      out,
+    );
+  };
+  const qBucket = hash(Q, batch * hq * nq);
+  const kBucket = hash(K, batch * hkv * nk);
   const causalCall = new PackedCall();
-  const fullCall = new PackedCall();
+  const rectCall = new PackedCall();
+  const diagCall = new PackedCall();
   const residualCall = new PackedCall();
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < hq; h++) {
@@ -130,7 +206,7 @@ function pack(q: Tensor, k: Tensor, v: Tensor, r: ResolvedHyper): Packed {
         const qr = rangeRows(qBase, job.q0, job.q1);
         const kr = rangeRows(kBase, job.k0, job.k1);
         if (job.kind === 'exact') {
-          (job.causal ? causalCall : fullCall).add(qr, kr, 0);
+          (job.causal ? causalCall : rectCall).add(qr, kr, 0);
           continue;
         }
         const sq = sortByBucket(qr, qBucket!, r.numProjections);
@@ -146,7 +222,7 @@ function pack(q: Tensor, k: Tensor, v: Tensor, r: ResolvedHyper): Packed {
           const [ka, kb] = blocks.k(c);
           if (qa === qb) continue;
           const rows = sq.subarray(qa, qb);
-          fullCall.add(rows, sk.subarray(ka, kb), 0);
+          diagCall.add(rows, sk.subarray(ka, kb), 0);
           if (!samples) continue;
           // Draws in the query's own block are dropped: those keys are in the exact block.
           const [s0, s1] = blockRun(samples, ka, kb);
@@ -160,11 +236,18 @@ function pack(q: Tensor, k: Tensor, v: Tensor, r: ResolvedHyper): Packed {
   }
   const calls = [
     { call: causalCall, causal: true },
-    { call: fullCall, causal: false },
+    { call: rectCall, causal: false },
+    { call: diagCall, causal: false },
     { call: residualCall, causal: false },
   ].filter((c) => c.call.lseShift.length > 0);
   return { calls, Q, K, V: f32Of(v) };
 }
+
+const sameRows = (a: Int32Array, b: Int32Array): boolean => {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+};
 
 /** THD options of one packed call. */
 const thd = (call: PackedCall, causal: boolean, scale: number, backend: HyperBackend) => ({
@@ -186,27 +269,67 @@ async function hyperForwardCpu(
 ): Promise<HyperAttentionResult> {
   const { batch, hq, d, dv, scale } = r.p;
   const nq = r.p.maxSeqQ;
-  const { calls, Q, K, V } = pack(q, k, v, r);
-  const o = new Float32Array(batch * hq * nq * dv);
-  const lse = new Float64Array(batch * hq * nq).fill(Number.NEGATIVE_INFINITY);
+  const engine = exact === 'native' ? nativeEngine() : undefined;
+  const { calls, Q, K, V } = pack(q, k, v, r, engine);
+  const gather = new Gatherer(engine);
+  const rowsTotal = batch * hq * nq;
+  let o: Float32Array | undefined;
+  let lse: Float64Array | undefined;
+  // A call's rows wait here: the residuals' rows are the diagonal blocks' (same order), so
+  // their results merge row by row in place before one scattered merge into o (the scattered
+  // pass over o, rows in LSH order, is the costly one).
+  let pending: { rows: Int32Array; t: Tensor; o: Float32Array; lse: Float64Array } | undefined;
+  const flush = () => {
+    if (!pending) return;
+    if (!o || !lse) {
+      o = new Float32Array(rowsTotal * dv);
+      lse = new Float64Array(rowsTotal).fill(Number.NEGATIVE_INFINITY);
+    }
+    const { rows, o: po, lse: pl } = pending;
+    for (let t = 0; t < rows.length; t++) mergeSoftmaxRow(o, lse, rows[t]!, dv, po, t * dv, pl[t]!);
+    pending = undefined;
+  };
   for (const { call, causal } of calls) {
     const qRows = call.qRows.view();
     const kRows = call.kRows.view();
     const cuQ = call.cuQ.view();
+    const same = pending !== undefined && sameRows(pending.rows, qRows);
+    const qt = same ? pending!.t : gather.rows('q', Q, qRows, d);
     const res = await flashAttention(
-      gatherRows(Q, qRows, d),
-      gatherRows(K, kRows, d),
-      gatherRows(V, kRows, dv),
+      qt,
+      gather.rows('k', K, kRows, d),
+      gather.rows('v', V, kRows, dv),
       thd(call, causal, scale, exact),
     );
     const po = f32Of(res.o);
     const pl = f32Of(res.lse);
-    for (let s = 0; s < call.lseShift.length; s++) {
-      const shift = call.lseShift[s]!;
-      for (let t = cuQ[s]!; t < cuQ[s + 1]!; t++)
-        mergeSoftmaxRow(o, lse, qRows[t]!, dv, po, t * dv, pl[t]! + shift);
+    // Each row's LSE with its piece's shift (the residuals' log importance weight).
+    const rowLse = new Float64Array(qRows.length);
+    for (let sq = 0; sq < call.lseShift.length; sq++) {
+      const shift = call.lseShift[sq]!;
+      for (let t = cuQ[sq]!; t < cuQ[sq + 1]!; t++) rowLse[t] = pl[t]! + shift;
     }
+    if (same) {
+      const p = pending!;
+      for (let t = 0; t < qRows.length; t++)
+        mergeSoftmaxRow(p.o, p.lse, t, dv, po, t * dv, rowLse[t]!);
+      continue;
+    }
+    flush();
+    if (!o && qRows.length === rowsTotal && runOf(qRows) === 0) {
+      // The first call covers every row in order (the causal leaves of MHA heads, one exact
+      // job): its output is the accumulator, nothing to merge.
+      o = po;
+      lse = rowLse;
+      continue;
+    }
+    // qt may view the q scratch: only the next call reads it (when its rows are these),
+    // before any new gather of q.
+    pending = { rows: qRows, t: qt, o: po, lse: rowLse };
   }
+  flush();
+  o ??= new Float32Array(rowsTotal * dv);
+  lse ??= new Float64Array(rowsTotal).fill(Number.NEGATIVE_INFINITY);
   const oT = Tensor.from(o, [batch, hq, nq, dv]);
   return {
     o: q.dtype === 'f32' ? oT : oT.astype(q.dtype),
@@ -231,7 +354,9 @@ async function hyperBackwardCpu(
   const { batch, hq, hkv, d, dv, scale } = r.p;
   const nq = r.p.maxSeqQ;
   const nk = r.p.maxSeqK;
-  const { calls, Q, K, V } = pack(t.q, t.k, t.v, r);
+  const engine = exact === 'native' ? nativeEngine() : undefined;
+  const { calls, Q, K, V } = pack(t.q, t.k, t.v, r, engine);
+  const gather = new Gatherer(engine);
   const O = f32Of(t.o);
   const L = f32Of(t.lse);
   const dOf = f32Of(t.dO);
@@ -252,12 +377,12 @@ async function hyperBackwardCpu(
     for (let s = 0; s < call.lseShift.length; s++)
       for (let i = cuQ[s]!; i < cuQ[s + 1]!; i++) lse[i] = L[qRows[i]!]! - call.lseShift[s]!;
     const g = await flashAttentionBackward(
-      gatherRows(Q, qRows, d),
-      gatherRows(K, kRows, d),
-      gatherRows(V, kRows, dv),
-      gatherRows(O, qRows, dv),
+      gather.rows('q', Q, qRows, d),
+      gather.rows('k', K, kRows, d),
+      gather.rows('v', V, kRows, dv),
+      gather.rows('o', O, qRows, dv),
       Tensor.from(lse, [1, qRows.length]),
-      gatherRows(dOf, qRows, dv),
+      gather.rows('do', dOf, qRows, dv),
       thd(call, causal, scale, exact),
     );
     scatterAdd(dq, qRows, f32Of(g.dq), d);

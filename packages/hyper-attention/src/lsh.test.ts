@@ -1,5 +1,6 @@
+import { loadNativeBackend, nativeEngine } from '@attnkit/skeleton';
 import { Rng, Tensor, ValueError } from '@attnkit/tensor';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { AngularLsh, grayCode, grayRank, sortByBucket } from './index.js';
 
 const popcount = (x: number): number => {
@@ -86,6 +87,96 @@ describe('AngularLsh', () => {
         const cur = buckets[s * N + p[i]!]!;
         expect(prev <= cur).toBe(true);
         if (prev === cur) expect(p[i - 1]! < p[i]!).toBe(true);
+      }
+    }
+  });
+
+  it('hashRowsWith (dot products on a GEMM in f32) gives the buckets of hashRows bit for bit', async () => {
+    await loadNativeBackend();
+    const engine = nativeEngine();
+    // A GEMM in f32 that sums in the reverse order (another rounding than the engine's), and
+    // the engine's own GEMM and nn.sumSquares when the addon loads.
+    const f32 = {
+      gemm: (m: number, a: Float32Array, b: Float32Array, c: Float32Array) => {
+        const [np, d] = [c.length / m, a.length / m];
+        for (let i = 0; i < m; i++)
+          for (let p = 0; p < np; p++) {
+            let s = 0;
+            for (let e = d - 1; e >= 0; e--)
+              s = Math.fround(s + Math.fround(a[i * d + e]! * b[p * d + e]!));
+            c[i * np + p] = s;
+          }
+      },
+      sumSquares: (m: number, a: Float32Array, out: Float32Array) => {
+        const d = a.length / m;
+        for (let i = 0; i < m; i++) {
+          let s = 0;
+          for (let e = 0; e < d; e++) s += a[i * d + e]! ** 2;
+          out[i] = s;
+        }
+      },
+    };
+    const kernels = [['f32 reverse', f32] as const];
+    if (engine) {
+      kernels.push([
+        'engine',
+        {
+          gemm: (m, a, b, c) =>
+            engine.runSync(
+              'gemm',
+              { m, n: b.length / (a.length / m), k: a.length / m, transB: true },
+              { a, b },
+              { c },
+            ),
+          sumSquares: (m, a, out) =>
+            engine.runSync(
+              'nn.sumSquares',
+              { count: a.length, chunks: m },
+              { x: a },
+              { partials: out },
+            ),
+        },
+      ] as const);
+    }
+    const seed = Math.floor(Math.random() * 2 ** 31);
+    const rng = new Rng(seed);
+    for (const [d, np] of [
+      [16, 5],
+      [128, 7],
+      [64, 9],
+    ] as const) {
+      const lsh = new AngularLsh({ numProjections: np, dim: d, seed: rng.int(0, 1e9) });
+      const rows = 300;
+      const x = new Float32Array(rows * d);
+      rng.fillNormal(x);
+      // Rows on a hyperplane (their dot with it is rounding noise around 0: the cases where f32
+      // and f64 can disagree), a zero row, a NaN row and an infinite row.
+      for (let i = 0; i < 40; i++) {
+        const p = i % np;
+        const r = lsh.projections.subarray(p * d, (p + 1) * d);
+        let xr = 0;
+        let rr = 0;
+        for (let c = 0; c < d; c++) {
+          xr += x[i * d + c]! * r[c]!;
+          rr += r[c]! ** 2;
+        }
+        for (let c = 0; c < d; c++) x[i * d + c] = x[i * d + c]! - (xr / rr) * r[c]!;
+      }
+      x.fill(0, 40 * d, 41 * d);
+      x[41 * d + 3] = Number.NaN;
+      x[42 * d + 1] = Number.POSITIVE_INFINITY;
+      const want = lsh.hashRows(x, 0, rows, new Int32Array(rows));
+      for (const [name, k] of kernels) {
+        const spy = vi.spyOn(lsh, 'hashRows');
+        const got = lsh.hashRowsWith(k, x, rows, new Int32Array(rows));
+        // The rows near a plane and the non-finite ones went to the f64 path, the rest not.
+        const redone = spy.mock.calls.length;
+        spy.mockRestore();
+        expect([...got], `${name} d ${d} (seed ${seed})`).toEqual([...want]);
+        expect(redone, `${name} d ${d}: rows hashed again (seed ${seed})`).toBeGreaterThanOrEqual(
+          43,
+        );
+        expect(redone, `${name} d ${d}: rows hashed again (seed ${seed})`).toBeLessThan(60);
       }
     }
   });

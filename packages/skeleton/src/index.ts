@@ -40,6 +40,7 @@ export {
   NATIVE_INSTALL_COMMAND,
   type NativeTileOptions,
   nativeAvailable,
+  nativeEngine,
   nativeSupports,
   tiledBackwardNative,
   tiledForwardNative,

@@ -134,6 +134,15 @@ export function nativeAvailable(): true | string {
     : `the native engine is unavailable: ${nativePackage.nativeLoadError()}`;
 }
 
+/**
+ * The loaded engine, or undefined when the addon is unavailable or still loading (await
+ * loadNativeBackend() first). For families that call engine ops beside attention (gathers,
+ * GEMMs) on the native backend.
+ */
+export function nativeEngine(): NativeEngine | undefined {
+  return nativePackage?.loadNative() ?? undefined;
+}
+
 /** The engine for an explicit `backend: 'native'`, which never falls back silently. */
 async function requireNativeEngine(): Promise<NativeEngine> {
   await startLoading();
