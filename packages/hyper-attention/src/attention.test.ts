@@ -7,7 +7,14 @@ import {
 import { nativeAvailable } from '@attnkit/flash-attention';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { describe, expect, it } from 'vitest';
-import { AngularLsh, diagonalBlocks, hyperAttention, sortByBucket } from './index.js';
+import { setPackedCallBytes } from './attention.js';
+import {
+  AngularLsh,
+  diagonalBlocks,
+  hyperAttention,
+  hyperAttentionBackward,
+  sortByBucket,
+} from './index.js';
 
 const BACKENDS = (await nativeAvailable()) ? (['ts', 'native'] as const) : (['ts'] as const);
 // Fresh inputs each run; the seed is in every failure message.
@@ -155,6 +162,43 @@ describe.each(BACKENDS)('hyperAttention on %s', (backend) => {
         ref.o.toFloat64Array().subarray(30 * 8, 31 * 8),
       ).relL2,
     ).toBeLessThan(1e-6);
+  });
+
+  it('gives the same result with the pieces split over many small calls (bounded memory)', async () => {
+    // GQA, Nq != Nk, odd lengths: causal (recursion, exact rectangles, diagonal blocks,
+    // residuals) and not; forward and backward.
+    const [B, Hq, Hkv, Nq, Nk, D] = [1, 4, 2, 301, 333, 16];
+    const { q, k, v } = inputs([B, Hq, Hkv, Nq, Nk, D, D], SEED + 50);
+    const dO = new Rng(SEED + 51).randn([B, Hq, Nq, D]);
+    for (const causal of [false, true]) {
+      const opts = {
+        blockSize: 16,
+        sampleSize: 8,
+        minSeqLen: 40,
+        causal,
+        backend,
+        returnLse: true,
+      };
+      const run = async () => {
+        const f = await hyperAttention(q, k, v, opts);
+        const g = await hyperAttentionBackward(q, k, v, f.o, f.lse!, dO, opts);
+        return [f.o, f.lse!, g.dq, g.dk, g.dv].map((t) => t.toFloat64Array());
+      };
+      const whole = await run();
+      // 40 rows of 16 floats a call: dozens of calls.
+      setPackedCallBytes(40 * 16 * 4);
+      let split: Float64Array[];
+      try {
+        split = await run();
+      } finally {
+        setPackedCallBytes();
+      }
+      for (const [i, name] of ['o', 'lse', 'dq', 'dk', 'dv'].entries()) {
+        const acc = accuracy(split[i]!, whole[i]!);
+        expect(acc.nonFinite, `${name} causal ${causal} (seed ${SEED})`).toBe(0);
+        expect(acc.relL2, `${name} causal ${causal} (seed ${SEED})`).toBeLessThan(1e-6);
+      }
+    }
   });
 
   it('is deterministic for a seed, differs between seeds, keeps f16 inputs f16', async () => {

@@ -131,6 +131,19 @@ const rangeRows = (base: number, a: number, b: number): Int32Array => {
   return out;
 };
 
+/** Bytes of one packed call's gathered q (or o): the cap on its query rows. */
+const DEFAULT_CHUNK_BYTES = 16 << 20;
+let CHUNK_BYTES = DEFAULT_CHUNK_BYTES;
+
+/**
+ * Sets the bytes of one packed call's gathered q (default 16 MiB; no argument restores it):
+ * tests make calls of a few rows to run the chunked path on small shapes.
+ * @internal
+ */
+export function setPackedCallBytes(bytes?: number): void {
+  CHUNK_BYTES = bytes ?? DEFAULT_CHUNK_BYTES;
+}
+
 /** The exact calls of one hyperAttention: causal leaves, non-causal rectangles + diagonal blocks, residuals. */
 interface Packed {
   calls: { call: PackedCall; causal: boolean }[];
@@ -140,8 +153,8 @@ interface Packed {
 }
 
 /**
- * Every (batch, head) runs planHyperJobs' jobs; their pieces are packed into at most four
- * exact calls (causal squares; non-causal rectangles; diagonal blocks; residuals) whose rows
+ * Every (batch, head) runs planHyperJobs' jobs; their pieces are packed into a few exact calls
+ * (causal squares; non-causal rectangles; diagonal blocks and their residuals) whose rows
  * the forward merges through their LSEs. Deterministic for the seed, so the backward re-packs
  * the forward's very pieces (the same buckets and draws).
  */
@@ -194,10 +207,20 @@ function pack(
   };
   const qBucket = hash(Q, batch * hq * nq);
   const kBucket = hash(K, batch * hkv * nk);
+  // The non-causal pieces go into calls of at most `cap` query rows, so the gathers' scratch
+  // and each call's output stay bounded (about 16 MiB a tensor) however long the sequence and
+  // many the heads: all at once they were several times q's size (each query row is in a
+  // block of every recursion level above it). A diagonal-blocks call and its residuals call
+  // hold the same rows (the forward merges them in place).
+  const cap = Math.max(r.blockSize, Math.floor(CHUNK_BYTES / (4 * Math.max(d, p.dv))));
   const causalCall = new PackedCall();
-  const rectCall = new PackedCall();
-  const diagCall = new PackedCall();
-  const residualCall = new PackedCall();
+  const rectCalls = [new PackedCall()];
+  const diagCalls = [new PackedCall()];
+  const residualCalls = [new PackedCall()];
+  const rectCall = (rows: number): PackedCall => {
+    if (rectCalls.at(-1)!.qRows.length + rows > cap) rectCalls.push(new PackedCall());
+    return rectCalls.at(-1)!;
+  };
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < hq; h++) {
       const qBase = (b * hq + h) * nq;
@@ -206,7 +229,7 @@ function pack(
         const qr = rangeRows(qBase, job.q0, job.q1);
         const kr = rangeRows(kBase, job.k0, job.k1);
         if (job.kind === 'exact') {
-          (job.causal ? causalCall : rectCall).add(qr, kr, 0);
+          (job.causal ? causalCall : rectCall(qr.length)).add(qr, kr, 0);
           continue;
         }
         const sq = sortByBucket(qr, qBucket!, r.numProjections);
@@ -222,23 +245,29 @@ function pack(
           const [ka, kb] = blocks.k(c);
           if (qa === qb) continue;
           const rows = sq.subarray(qa, qb);
-          diagCall.add(rows, sk.subarray(ka, kb), 0);
+          if (diagCalls.at(-1)!.qRows.length + rows.length > cap) {
+            diagCalls.push(new PackedCall());
+            residualCalls.push(new PackedCall());
+          }
+          diagCalls.at(-1)!.add(rows, sk.subarray(ka, kb), 0);
           if (!samples) continue;
           // Draws in the query's own block are dropped: those keys are in the exact block.
           const [s0, s1] = blockRun(samples, ka, kb);
           const keys = new Int32Array(samples.length - (s1 - s0));
           for (let s = 0; s < s0; s++) keys[s] = sk[samples[s]!]!;
           for (let s = s1; s < samples.length; s++) keys[s - s1 + s0] = sk[samples[s]!]!;
-          residualCall.add(rows, keys, logWeight);
+          residualCalls.at(-1)!.add(rows, keys, logWeight);
         }
       }
     }
   }
   const calls = [
     { call: causalCall, causal: true },
-    { call: rectCall, causal: false },
-    { call: diagCall, causal: false },
-    { call: residualCall, causal: false },
+    ...rectCalls.map((call) => ({ call, causal: false })),
+    ...diagCalls.flatMap((call, i) => [
+      { call, causal: false },
+      { call: residualCalls[i]!, causal: false },
+    ]),
   ].filter((c) => c.call.lseShift.length > 0);
   return { calls, Q, K, V: f32Of(v) };
 }
