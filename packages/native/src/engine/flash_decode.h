@@ -105,14 +105,26 @@ struct DecPV {
   };
 };
 
+// Software prefetch of `n` rows of `width` floats `stride` apart into L2: the next tile's K
+// (before this tile's scores) and V (before its P V). One core's hardware prefetchers keep too
+// few lines in flight to stream K and V at the memory's rate; the next tile's 2 x 32 KiB
+// (d = dv = 128, 64 keys) requested a tile ahead fit in L2 beside this tile.
+ATTNKIT_ALWAYS_INLINE void decPrefetch(const float* x, int64_t n, int64_t width, int64_t stride) {
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t c = 0; c < width; c += 16) __builtin_prefetch(x + j * stride + c, 0, 2);
+}
+
 // One key tile [j0, j1) of a (b, kv head) task: scores, band mask, online softmax, P V.
 // qs: R x d pre-scaled queries; o: R x dv, m, l: R (the partial state); st: R x kDecTile;
 // alpha: R (each row's rescale factor of this tile).
 ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t rows, int64_t nq,
                                      const float* qs, const float* k, int64_t kRow,
                                      const float* v, int64_t vRow, int64_t j0, int64_t j1,
-                                     float* st, float* alpha, float* o, float* m, float* l) {
+                                     float* st, float* alpha, float* o, float* m, float* l,
+                                     int64_t nextKeys = 0) {
   const int64_t nkeys = j1 - j0, d = p.d, dv = p.dv;
+  // The next tile's rows follow this tile's (contiguous K / V; 0 on the paged path).
+  if (nextKeys > 0) decPrefetch(k + nkeys * kRow, nextKeys, d, kRow);
   int64_t t = 0;
   for (; t + 4 <= nkeys; t += 4) decScoresRows<4>(rows, d, qs, k + t * kRow, kRow, st + t);
   for (; t < nkeys; t++) decScoresRows<1>(rows, d, qs, k + t * kRow, kRow, st + t);
@@ -157,6 +169,7 @@ ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t
   // A non-finite V row of a key outside some row's band would give that row 0 * NaN = NaN in
   // the dense product (the reference sums allowed keys only): such tiles run row by row over
   // each row's own keys.
+  if (nextKeys > 0) decPrefetch(v + nkeys * vRow, nextKeys, dv, vRow);
   float fin = 0.0f;
   if (partialV)
     for (int64_t j = 0; j < nkeys; j++)
@@ -231,7 +244,8 @@ inline void decTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, 
   }
   for (int64_t j0 = ja; j0 < jb; j0 += kDecTile) {
     const int64_t j1 = imin(jb, j0 + kDecTile);
-    decTile(p, s, rows, nq, qs, k + j0 * kRow, kRow, v + j0 * vRow, vRow, j0, j1, st, alpha, o, m, l);
+    decTile(p, s, rows, nq, qs, k + j0 * kRow, kRow, v + j0 * vRow, vRow, j0, j1, st, alpha, o, m, l,
+            imin(jb, j1 + kDecTile) - j1);
   }
 }
 
