@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Packs every bundle of the device runs that wait for a session with H200 time into one .gpu/,
+# so that they run as consecutive device calls on one warm machine without repacking between
+# them (each call carries [".gpu"]; a call more than 30 s after the last one starts a cold
+# machine):
+#   OUT-relative logs, one call each (timeout_s 600):
+#     bash benchmarks/gpu/h200-stream.sh   issue 15 part 3, 256K streaming vs resident
+#     bash benchmarks/gpu/h200-nn.sh       issue 16 item 7, nn block step vs PyTorch
+#     bash benchmarks/gpu/h200-gpt.sh      issue 17, GPT-2 small FA2 vs standard, KV cache
+# The allreduce bench on the device host's CPUs packs its own folder
+# (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
+# Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+cd "$root"
+node benchmarks/gpu/build.mjs
+rm -rf .gpu/app
+bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-stream.mjs \
+  benchmarks/gpu/dist/bench-nn-block.mjs benchmarks/gpu/torch_nn_block.py \
+  benchmarks/gpu/dist/bench-gpt.mjs benchmarks/gpu/dist/attnkit-gpt.mjs \
+  ../shared/data/tinyshakespeare.txt
+ls .gpu/app
