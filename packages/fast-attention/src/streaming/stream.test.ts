@@ -106,9 +106,12 @@ describe.skipIf(!ctx)(`streamingAttention on WebGPU (seed ${SEED})`, () => {
     }
   });
 
-  test('prefill equals the resident FA2 and float64: odd Nk, Nq != Nk, GQA, causal, window, f32 and f16', async () => {
+  // One test a case: each under its own limit. The five together took ~10 s alone on llvmpipe,
+  // 60-262 s beside other packages' tests on CI's two cores (a timed-out run also kept working
+  // under the next test and changed its pool counts).
+  const prefillCases = ((): Case[] => {
     const rng = new Rng(SEED);
-    const cases: Case[] = [
+    return [
       {
         batch: 2,
         hq: 4,
@@ -171,7 +174,10 @@ describe.skipIf(!ctx)(`streamingAttention on WebGPU (seed ${SEED})`, () => {
         qOnGpu: true,
       },
     ];
-    for (const [n, c] of cases.entries()) {
+  })();
+  test.each(prefillCases.map((c, n) => [n, c] as const))(
+    'prefill equals the resident FA2 and float64 (case %i of odd Nk, Nq != Nk, GQA, causal, window, f32 and f16)',
+    async (n, c) => {
       const r = await check(c, budgetFor(c, 1, 2), `case ${n}`);
       // Streamed for real: several query chunks, each over several key chunks.
       expect(r.stats.groups).toBeGreaterThan(c.batch);
@@ -179,30 +185,34 @@ describe.skipIf(!ctx)(`streamingAttention on WebGPU (seed ${SEED})`, () => {
       // A narrow window's band fits one key chunk per query chunk.
       if (!c.window) expect(r.stats.chunks).toBeGreaterThan(r.stats.groups);
       if (c.causal) expect(r.stats.uploadedBytes).toBeLessThan(r.stats.denseBytes);
-    }
-    // ~10 s alone on llvmpipe; over 60 s beside other packages' tests on CI's two cores (and a
-    // timed-out run kept working under the next test, whose pool counts it then changed).
-  }, 300_000);
+    },
+    300_000,
+  );
 
-  test('decode (Nq 1 and 4, causal, GQA) through the same path, f32 and f16', async () => {
+  // One test a case, as the prefill cases (~110 s together beside CI's other tests).
+  const decodeCases = ((): Case[] => {
     const rng = new Rng(SEED + 7);
-    for (const [n, dtype] of (['f32', 'f16', 'f16'] as const).entries()) {
-      const c: Case = {
-        batch: 2,
-        hq: 8,
-        hkv: 2,
-        nq: n === 2 ? 4 : 1,
-        nk: 2 * rng.int(300, 600) + 1,
-        d: 64,
-        dv: 64,
-        dtype,
-        causal: true,
-        qOnGpu: n !== 1,
-      };
+    return (['f32', 'f16', 'f16'] as const).map((dtype, n) => ({
+      batch: 2,
+      hq: 8,
+      hkv: 2,
+      nq: n === 2 ? 4 : 1,
+      nk: 2 * rng.int(300, 600) + 1,
+      d: 64,
+      dv: 64,
+      dtype,
+      causal: true,
+      qOnGpu: n !== 1,
+    }));
+  })();
+  test.each(decodeCases.map((c, n) => [n, c] as const))(
+    'decode (case %i of Nq 1 and 4, causal, GQA, f32 and f16) through the same path',
+    async (n, c) => {
       const r = await check(c, budgetFor(c, 1, 3), `decode ${n}`);
       expect(r.stats.chunks).toBeGreaterThan(2 * r.stats.groups);
-    }
-  }, 300_000);
+    },
+    300_000,
+  );
 
   test('rows with no allowed key: o 0 and lse -Infinity, as the resident kernel', async () => {
     // Causal with Nq > Nk: the first Nq - Nk rows see nothing.
