@@ -1,5 +1,3 @@
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import {
   AdamW,
   registerNativeKernels,
@@ -8,7 +6,7 @@ import {
   syncWebGpu,
 } from '@attnkit/nn';
 import { DeviceError, Rng, Tensor, ValueError } from '@attnkit/tensor';
-import { webGpuTestContext } from '@attnkit/testing';
+import { exposedGc, webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import { type GptConfig, PRESETS } from './config.js';
@@ -58,8 +56,7 @@ function onBackend(
  * pool count then holds only what is reachable.
  */
 async function settleWebGpu(): Promise<void> {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
+  const gc = exposedGc();
   // Three rounds in a row without change: finalizers run a task or more after the collection.
   for (let i = 0, still = 0; i < 50 && still < 3; i++) {
     const before = ctx!.pool.liveBytes;

@@ -1,7 +1,5 @@
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { Rng, type Tensor } from '@attnkit/tensor';
-import { webGpuTestContext as testContext } from '@attnkit/testing';
+import { exposedGc, webGpuTestContext as testContext } from '@attnkit/testing';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { releaseCollected, WebGpuContext, webgpuScope } from './context.js';
 import { emptyWebGpu, toWebGpu, type WebGpuStorage } from './storage.js';
@@ -183,8 +181,7 @@ describe.skipIf(!ctx)('garbage-collection safety net', () => {
   });
 
   it('a tensor collected without dispose() returns its buffer (real GC)', async () => {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as () => void;
+    const gc = exposedGc();
     const c = sibling(ctx!);
     c.warnLeaks = false;
     const leak = () => {

@@ -8,6 +8,7 @@ export * from './chromium.js';
 export * from './conformance.js';
 export * from './expect.js';
 export * from './flash.js';
+export * from './gc.js';
 export * from './gradients.js';
 export * from './large-logits.js';
 export * from './native.js';
