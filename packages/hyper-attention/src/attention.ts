@@ -304,16 +304,18 @@ async function hyperForwardCpu(
   const rowsTotal = batch * hq * nq;
   let o: Float32Array | undefined;
   let lse: Float64Array | undefined;
+  // Fresh rows: O = 0, LSE = -inf (no keys yet), what every merge starts from.
+  const fresh = (): [Float32Array, Float64Array] => [
+    new Float32Array(rowsTotal * dv),
+    new Float64Array(rowsTotal).fill(Number.NEGATIVE_INFINITY),
+  ];
   // A call's rows wait here: the residuals' rows are the diagonal blocks' (same order), so
   // their results merge row by row in place before one scattered merge into o (the scattered
   // pass over o, rows in LSH order, is the costly one).
   let pending: { rows: Int32Array; t: Tensor; o: Float32Array; lse: Float64Array } | undefined;
   const flush = () => {
     if (!pending) return;
-    if (!o || !lse) {
-      o = new Float32Array(rowsTotal * dv);
-      lse = new Float64Array(rowsTotal).fill(Number.NEGATIVE_INFINITY);
-    }
+    if (!o || !lse) [o, lse] = fresh();
     const { rows, o: po, lse: pl } = pending;
     for (let t = 0; t < rows.length; t++) mergeSoftmaxRow(o, lse, rows[t]!, dv, po, t * dv, pl[t]!);
     pending = undefined;
@@ -357,8 +359,7 @@ async function hyperForwardCpu(
     pending = { rows: qRows, t: qt, o: po, lse: rowLse };
   }
   flush();
-  o ??= new Float32Array(rowsTotal * dv);
-  lse ??= new Float64Array(rowsTotal).fill(Number.NEGATIVE_INFINITY);
+  if (!o || !lse) [o, lse] = fresh();
   const oT = Tensor.from(o, [batch, hq, nq, dv]);
   return {
     o: q.dtype === 'f32' ? oT : oT.astype(q.dtype),

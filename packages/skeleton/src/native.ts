@@ -146,7 +146,7 @@ export function nativeEngine(): NativeEngine | undefined {
 /** The engine for an explicit `backend: 'native'`, which never falls back silently. */
 async function requireNativeEngine(): Promise<NativeEngine> {
   await startLoading();
-  const engine = nativePackage?.loadNative();
+  const engine = nativeEngine();
   if (!engine) {
     throw new BackendUnavailableError(
       `backend: expected the native engine, but it is unavailable: ${packageError ?? nativePackage?.nativeLoadError()}`,
