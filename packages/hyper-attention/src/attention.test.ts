@@ -164,6 +164,14 @@ describe.each(BACKENDS)('hyperAttention on %s', (backend) => {
     ).toBeLessThan(1e-6);
   });
 
+  it('setPackedCallBytes takes a positive integer (or nothing)', () => {
+    for (const bad of [0, -4, 1.5, Number.NaN, '16' as never])
+      expect(() => setPackedCallBytes(bad)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'bytes' }),
+      );
+    setPackedCallBytes();
+  });
+
   it('gives the same result with the pieces split over many small calls (bounded memory)', async () => {
     // GQA, Nq != Nk, odd lengths: causal (recursion, exact rectangles, diagonal blocks,
     // residuals) and not; forward and backward.

@@ -141,6 +141,11 @@ let CHUNK_BYTES = DEFAULT_CHUNK_BYTES;
  * @internal
  */
 export function setPackedCallBytes(bytes?: number): void {
+  if (bytes !== undefined && !(Number.isInteger(bytes) && bytes > 0))
+    throw new ValueError(
+      `bytes: expected an integer > 0 or undefined, got ${describe(bytes)}`,
+      'bytes',
+    );
   CHUNK_BYTES = bytes ?? DEFAULT_CHUNK_BYTES;
 }
 

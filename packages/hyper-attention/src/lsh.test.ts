@@ -217,5 +217,21 @@ describe('AngularLsh', () => {
       expect.objectContaining({ name: 'DTypeError', argument: 'x' }),
     );
     expect(() => sortByBucket(new Int32Array(1), [0], 0)).toThrow(ValueError);
+    const k = { gemm: () => {}, sumSquares: () => {} };
+    const x = new Float32Array(5 * 4);
+    for (const [call, arg] of [
+      [
+        () => lsh.hashRowsWith({ gemm: k.gemm } as never, x, 5, new Int32Array(5)),
+        'kernels.sumSquares',
+      ],
+      [() => lsh.hashRowsWith(null as never, x, 5, new Int32Array(5)), 'kernels.gemm'],
+      [() => lsh.hashRowsWith(k, x, -1, new Int32Array(5)), 'rows'],
+      [() => lsh.hashRowsWith(k, x, 2.5, new Int32Array(5)), 'rows'],
+      [() => lsh.hashRowsWith(k, x, 6, new Int32Array(6)), 'data'],
+      [() => lsh.hashRowsWith(k, new Float64Array(20) as never, 5, new Int32Array(5)), 'data'],
+      [() => lsh.hashRowsWith(k, x, 5, new Int32Array(4)), 'out'],
+    ] as const) {
+      expect(call).toThrow(expect.objectContaining({ name: 'ValueError', argument: arg }));
+    }
   });
 });

@@ -168,6 +168,25 @@ export class AngularLsh {
     out: Int32Array,
   ): Int32Array {
     const { dim: d, numProjections: np, projections: r } = this;
+    for (const name of ['gemm', 'sumSquares'] as const) {
+      if (typeof (kernels as Partial<typeof kernels> | null)?.[name] !== 'function')
+        throw new ValueError(
+          `kernels.${name}: expected a function, got ${describe((kernels as Partial<typeof kernels> | null)?.[name])}`,
+          `kernels.${name}`,
+        );
+    }
+    if (!Number.isInteger(rows) || rows < 0)
+      throw new ValueError(`rows: expected an integer >= 0, got ${describe(rows)}`, 'rows');
+    if (!(data instanceof Float32Array) || data.length < rows * d)
+      throw new ValueError(
+        `data: expected a Float32Array of at least rows x dim = ${rows * d} elements, got ${describe(data)}`,
+        'data',
+      );
+    if (!(out instanceof Int32Array) || out.length < rows)
+      throw new ValueError(
+        `out: expected an Int32Array of at least rows = ${rows} elements, got ${describe(out)}`,
+        'out',
+      );
     const x = data.subarray(0, rows * d);
     const dots = new Float32Array(rows * np);
     kernels.gemm(rows, x, Float32Array.from(r), dots);
