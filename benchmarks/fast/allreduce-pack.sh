@@ -9,7 +9,7 @@ root=$(git rev-parse --show-toplevel)
 cd "$root"
 grep -qx '/.ardev/' .git/info/exclude || echo '/.ardev/' >> .git/info/exclude
 rm -rf .ardev/app && mkdir -p .ardev/app
-esbuild=$root/node_modules/.bin/esbuild
+esbuild=$root/packages/fast-attention/node_modules/.bin/esbuild
 # The bench with static imports (the repo copy loads each package's dist at run time).
 sed -e "s#await dist('\([a-z-]*\)')#await import('@attnkit/\1')#" benchmarks/fast/allreduce.mjs \
   > packages/fast-attention/.allreduce-bench.mjs
