@@ -53,8 +53,26 @@ export class GpuQueue {
   /** When set, every pass the queue encodes is timed (timestamp queries). */
   profiler: GpuProfiler | undefined = undefined;
 
+  /** Resolved by the next flush: fences waiting for the open encoder's submit. */
+  private submitWaiters: (() => void)[] = [];
+
   constructor(readonly ctx: WebGpuContext) {
-    ctx.pool.releaseFence = () => (this.pending > 0 ? this.tail : undefined);
+    ctx.pool.releaseFence = () => this.fence();
+  }
+
+  /**
+   * Settles once the work queued now is submitted; undefined when none is queued or encoded.
+   * The tail alone is not enough: when it settles, the tasks queued so far have *encoded* their
+   * passes, but while later tasks are pending the encoder stays open, and a buffer destroyed
+   * then (the pool over its cache limit) fails the submit ("used in submit while destroyed").
+   */
+  private fence(): Promise<void> | undefined {
+    if (this.pending === 0 && !this.encoder) return undefined;
+    // Runs before any task queued after this call (callbacks on one promise run in order), so
+    // the encoder seen here holds exactly the work queued so far, or is already submitted.
+    return this.tail.then(() =>
+      this.encoder ? new Promise<void>((resolve) => this.submitWaiters.push(resolve)) : undefined,
+    );
   }
 
   /** Queues one compute pass: `storages` bind at 1.. in order (a uniform with `params` at 0). */
@@ -210,8 +228,11 @@ export class GpuQueue {
       thrown = e;
     }
     const popped = Promise.all(SCOPES.map(() => device.popErrorScope()));
-    // Submitted: queue order makes the uniforms reusable now.
+    // Submitted: queue order makes the uniforms, and what the fences hold, reusable now.
     for (const u of uniforms) this.ctx.pool.releaseNow(u);
+    const waiters = this.submitWaiters;
+    this.submitWaiters = [];
+    for (const w of waiters) w();
     this.unchecked.push(batch);
     const order = [...SCOPES].reverse();
     const check = popped.then(

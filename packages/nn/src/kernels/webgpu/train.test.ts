@@ -259,6 +259,28 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
     expect(await value(again.data)).toBe(11);
   });
 
+  it('a buffer released while later work is queued is destroyed only after the submit that uses it', async () => {
+    // Seen on the H200 (GPT-2 small, the pool's cache over its limit): dispose() while tasks
+    // were pending destroyed the buffer once the earlier tasks had *encoded*, before the open
+    // encoder was submitted ("used in submit while destroyed"). A cache limit of 0 bytes
+    // destroys every released buffer, as a full cache does.
+    const c = ctx as WebGpuContext;
+    Object.defineProperty(c.pool, 'cacheLimitBytes', { get: () => 0, configurable: true });
+    try {
+      await syncWebGpu(c);
+      const x = gpu(Tensor.from(Float32Array.of(1, 2), [1, 2]));
+      const y = matmul(x, gpu(Tensor.from(Float32Array.of(3, 4), [2, 1])));
+      x.dispose();
+      const z = matmul(y.data, gpu(Tensor.from(Float32Array.of(2), [1, 1])));
+      expect(await value(z.data)).toBe(22);
+      expect(await value(y.data)).toBe(11);
+      await syncWebGpu(c);
+    } finally {
+      // The prototype's getter again.
+      delete (c.pool as { cacheLimitBytes?: number }).cacheLimitBytes;
+    }
+  });
+
   it('a pass whose pipeline does not compile runs its fallback (the tensor-core matmul falls back to SIMT)', async () => {
     const c = ctx as WebGpuContext;
     const a = gpu(Tensor.from(Float32Array.of(1, 2, 3, 4), [2, 2]));
