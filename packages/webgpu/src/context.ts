@@ -331,66 +331,97 @@ export class WebGpuContext {
    */
   async dispatch(steps: readonly ComputeStep[], profiler?: GpuProfiler): Promise<void> {
     this.checkAlive();
+    const sink = this.dispatchErrorSink;
+    if (!sink) {
+      await this.scoped('dispatch', () => this.encodeAndSubmit(steps, profiler));
+      return;
+    }
+    // Deferred: the scopes' outcome goes to the sink; no round trip to the device here.
+    for (const f of SCOPE_FILTERS) this.device.pushErrorScope(f);
+    let threw = false;
+    try {
+      this.encodeAndSubmit(steps, profiler);
+    } catch (e) {
+      threw = true;
+      throw e;
+    } finally {
+      const check = this.popScopes('dispatch');
+      if (threw) check.catch(() => undefined);
+      else sink(check);
+    }
+  }
+
+  /**
+   * Set by code that runs a family's kernels inside its own queue (@attnkit/nn's webgpu queue,
+   * around each attention call): while set, dispatch() submits and hands its error scopes'
+   * outcome (a typed error, or undefined; a rejection when the device was lost) to this function
+   * instead of awaiting it, and resolves at once. Awaiting the scopes costs an event-loop turn per
+   * dispatch for Dawn to deliver them: GPT-2 small on the H200 spent most of a generated token's
+   * time there (12 attention calls a token). The setter must surface what it receives (nn's queue
+   * fails the work and rejects its next await). Left undefined by everything else.
+   */
+  dispatchErrorSink: ((check: Promise<WebGpuError | undefined>) => void) | undefined = undefined;
+
+  private encodeAndSubmit(steps: readonly ComputeStep[], profiler?: GpuProfiler): void {
     const device = this.device;
     const maxGroups = this.limits.maxComputeWorkgroupsPerDimension;
-    await this.scoped('dispatch', () => {
-      const encoder = device.createCommandEncoder();
-      for (const step of steps) {
-        const [x, y = 1, z = 1] = step.workgroups;
-        for (const n of [x, y, z]) {
-          if (!Number.isInteger(n) || n < 0 || n > maxGroups) {
-            throw new ValueError(
-              `workgroups: expected integers in [0, ${maxGroups}], got ${describe([x, y, z])} (${step.label ?? 'step'})`,
-              'workgroups',
-            );
-          }
+    const encoder = device.createCommandEncoder();
+    for (const step of steps) {
+      const [x, y = 1, z = 1] = step.workgroups;
+      for (const n of [x, y, z]) {
+        if (!Number.isInteger(n) || n < 0 || n > maxGroups) {
+          throw new ValueError(
+            `workgroups: expected integers in [0, ${maxGroups}], got ${describe([x, y, z])} (${step.label ?? 'step'})`,
+            'workgroups',
+          );
         }
-        if (x * y * z === 0) continue;
-        const bindGroup = device.createBindGroup({
-          layout: step.program.layout,
-          entries: step.buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
-        });
-        const pass = encoder.beginComputePass({
-          label: step.label,
-          timestampWrites: profiler?.passTimestamps(step.label ?? 'pass'),
-        });
-        pass.setPipeline(step.program.pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(x, y, z);
-        pass.end();
       }
-      profiler?.resolve(encoder);
-      device.queue.submit([encoder.finish()]);
-    });
+      if (x * y * z === 0) continue;
+      const bindGroup = device.createBindGroup({
+        layout: step.program.layout,
+        entries: step.buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      });
+      const pass = encoder.beginComputePass({
+        label: step.label,
+        timestampWrites: profiler?.passTimestamps(step.label ?? 'pass'),
+      });
+      pass.setPipeline(step.program.pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+    }
+    profiler?.resolve(encoder);
+    device.queue.submit([encoder.finish()]);
   }
 
   /** Runs `fn` inside validation / out-of-memory / internal error scopes; rejects with the first error. */
   async scoped<T>(what: string, fn: () => T): Promise<T> {
     this.checkAlive();
-    const device = this.device;
-    const filters: GPUErrorFilter[] = ['internal', 'out-of-memory', 'validation'];
-    for (const f of filters) device.pushErrorScope(f);
+    for (const f of SCOPE_FILTERS) this.device.pushErrorScope(f);
     let result: T;
     try {
       result = fn();
     } finally {
-      const errors: [GPUErrorFilter, GPUError | null][] = [];
-      // Pop all scopes now (popErrorScope pops synchronously, in LIFO order) and await their
-      // results together: one round trip to the device instead of three in a row.
-      const order = [...filters].reverse();
-      const popped = await Promise.all(order.map(() => device.popErrorScope()));
-      order.forEach((f, i) => {
-        errors.push([f, popped[i]!]);
-      });
-      this.checkAlive();
-      const first = errors.find(([, e]) => e !== null);
-      if (first) {
-        const err: WebGpuError = fromGpuError(first[0], first[1]!, what);
-        // biome-ignore lint/correctness/noUnsafeFinally: the GPU error is the cause the caller needs.
-        throw err;
-      }
+      const err = await this.popScopes(what);
+      // biome-ignore lint/correctness/noUnsafeFinally: the GPU error is the cause the caller needs.
+      if (err) throw err;
     }
     return result;
+  }
+
+  /**
+   * Pops the three scopes pushed last (popErrorScope pops synchronously, in LIFO order) and
+   * resolves with the first error as a typed one, or undefined: one round trip to the device for
+   * all three. Rejects when the device was lost meanwhile.
+   */
+  private popScopes(what: string): Promise<WebGpuError | undefined> {
+    const order = [...SCOPE_FILTERS].reverse();
+    const popped = Promise.all(order.map(() => this.device.popErrorScope()));
+    return popped.then((errors) => {
+      this.checkAlive();
+      const i = errors.findIndex((e) => e !== null);
+      return i >= 0 ? fromGpuError(order[i]!, errors[i]!, what) : undefined;
+    });
   }
 
   /** Resolves when the GPU has finished all submitted work. */
@@ -484,6 +515,9 @@ export function webgpuScope<T>(ctx: WebGpuContext, fn: () => T | Promise<T>): Pr
   }
   return ctx.scope(fn);
 }
+
+/** The error scopes every checked submit runs inside, pushed in this order. */
+const SCOPE_FILTERS: readonly GPUErrorFilter[] = ['internal', 'out-of-memory', 'validation'];
 
 function errorText(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);

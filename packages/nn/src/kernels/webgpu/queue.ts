@@ -145,7 +145,20 @@ export class GpuQueue {
   ): void {
     this.enqueue(label, inputs, outputs, async () => {
       await this.flush();
-      await run();
+      // The family's dispatches hand their error scopes to the queue instead of awaiting them
+      // (an event-loop turn each): an error they report fails this work and all after it, as a
+      // submit's does, and rejects the next await.
+      const batch = { outputs: [...outputs].filter((o) => o instanceof QueuedStorage), done: true };
+      this.unchecked.push(batch);
+      this.ctx.dispatchErrorSink = (check) => {
+        batch.done = false;
+        this.track(batch, check);
+      };
+      try {
+        await run();
+      } finally {
+        this.ctx.dispatchErrorSink = undefined;
+      }
     });
   }
 
@@ -235,27 +248,38 @@ export class GpuQueue {
     for (const w of waiters) w();
     this.unchecked.push(batch);
     const order = [...SCOPES].reverse();
-    const check = popped.then(
-      (errors) => {
-        const i = errors.findIndex((e) => e !== null);
-        if (i >= 0) return fromGpuError(order[i]!, errors[i]!, 'nn webgpu submit');
-        return thrown === undefined ? undefined : asTyped(thrown, 'nn webgpu submit');
-      },
-      (e: unknown) => asTyped(e, 'nn webgpu submit'),
-    );
+    const check = popped.then((errors) => {
+      const i = errors.findIndex((e) => e !== null);
+      if (i >= 0) return fromGpuError(order[i]!, errors[i]!, 'nn webgpu submit');
+      return thrown === undefined ? undefined : asTyped(thrown, 'nn webgpu submit');
+    });
+    this.track(batch, check);
+  }
+
+  /**
+   * Surfaces what `check` (a submit's error scopes) reports: an error fails `batch`'s outputs,
+   * those of every batch submitted after it and of the work encoded since, and rejects the next
+   * await.
+   */
+  private track(
+    batch: { outputs: QueuedStorage[]; done: boolean },
+    check: Promise<Error | undefined>,
+  ) {
     this.checks.push(
-      check.then((found) => {
-        const err = this.ctx.lost ? asTyped(undefined, 'nn webgpu submit', this.ctx) : found;
-        batch.done = true;
-        if (err) {
-          const at = this.unchecked.indexOf(batch);
-          for (const b of this.unchecked.slice(Math.max(at, 0))) markFailed(b.outputs, err);
-          markFailed(this.batchOutputs, err);
-          this.broken ??= err;
-          this.surfaced ??= err;
-        }
-        while (this.unchecked[0]?.done && !this.broken) this.unchecked.shift();
-      }),
+      check
+        .catch((e: unknown) => asTyped(e, 'nn webgpu submit'))
+        .then((found) => {
+          const err = this.ctx.lost ? asTyped(undefined, 'nn webgpu submit', this.ctx) : found;
+          batch.done = true;
+          if (err) {
+            const at = this.unchecked.indexOf(batch);
+            for (const b of this.unchecked.slice(Math.max(at, 0))) markFailed(b.outputs, err);
+            markFailed(this.batchOutputs, err);
+            this.broken ??= err;
+            this.surfaced ??= err;
+          }
+          while (this.unchecked[0]?.done && !this.broken) this.unchecked.shift();
+        }),
     );
   }
 }

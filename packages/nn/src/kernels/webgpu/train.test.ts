@@ -281,6 +281,49 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
     }
   });
 
+  it("a family kernel's dispatch inside the queue reports its errors through the queue, without a round trip", async () => {
+    const c = ctx as WebGpuContext;
+    const program = await c.pipelines.get({
+      code: `${PRELUDE}\n@group(0) @binding(1) var<storage, read_write> o: array<f32>;\n@compute @workgroup_size(1) fn main() { o[0] = 1.0; }`,
+      bindings: ['uniform', 'storage'],
+      label: 'nn test family dispatch',
+    });
+    const step = () => {
+      const gone = c.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+      gone.destroy();
+      return [
+        {
+          program,
+          buffers: [c.createUniform(new Uint32Array(4)), gone],
+          workgroups: [1] as [number],
+        },
+      ];
+    };
+    const out = output(c, [4], 'f32');
+    let resolved = false;
+    queueOf(c).external('test family', [], [out.storage as WebGpuStorage], async () => {
+      await c.dispatch(step());
+      resolved = true;
+    });
+    const later = matmul(
+      gpu(Tensor.from(Float32Array.of(1, 2), [1, 2])),
+      gpu(Tensor.from(Float32Array.of(3, 4), [2, 1])),
+    );
+    await expect(syncWebGpu(c)).rejects.toBeInstanceOf(GpuValidationError);
+    // The dispatch resolved at once; its error failed the family's outputs and the work after.
+    expect(resolved).toBe(true);
+    await expect(out.toCpu()).rejects.toBeInstanceOf(GpuValidationError);
+    await expect(later.data.toCpu()).rejects.toBeInstanceOf(GpuValidationError);
+    expect(c.dispatchErrorSink).toBeUndefined();
+    // Outside the queue the same dispatch rejects by itself; then work runs again.
+    await expect(c.dispatch(step())).rejects.toBeInstanceOf(GpuValidationError);
+    const again = matmul(
+      gpu(Tensor.from(Float32Array.of(1, 2), [1, 2])),
+      gpu(Tensor.from(Float32Array.of(3, 4), [2, 1])),
+    );
+    expect(await value(again.data)).toBe(11);
+  });
+
   it('a pass whose pipeline does not compile runs its fallback (the tensor-core matmul falls back to SIMT)', async () => {
     const c = ctx as WebGpuContext;
     const a = gpu(Tensor.from(Float32Array.of(1, 2, 3, 4), [2, 2]));
