@@ -15,7 +15,7 @@
  *
  *   node bench-gpt.mjs [--shape 12,12,768,1024] [--vocab 50257] [--batch 8] [--steps 5]
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
- *                      [--skip train|generate] [--out gpt.json]
+ *                      [--skip train|generate] [--out gpt.json] [--profile]
  *
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
@@ -23,9 +23,16 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Gpt, type GptConfig } from '@attnkit/gpt';
-import { AdamW, registerWebGpuKernels, scope, setDeviceBackend } from '@attnkit/nn';
+import {
+  AdamW,
+  registerWebGpuKernels,
+  scope,
+  setDeviceBackend,
+  setWebGpuProfiler,
+  syncWebGpu,
+} from '@attnkit/nn';
 import { Tensor } from '@attnkit/tensor';
-import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
+import { createWebGpuContext, GpuProfiler, toWebGpu } from '@attnkit/webgpu';
 import { median } from './common.js';
 
 const args = process.argv.slice(2);
@@ -201,13 +208,22 @@ async function timeGeneration(context: number, model: Gpt) {
     const n = cache ? GEN_CACHED : GEN_RECOMPUTE;
     const prompt = Array.from(randomIds(context - n, 7 + context));
     const stamps: number[] = [];
+    // Monotonic microseconds (V8's profile clock) of the tokens after the first: the window of a
+    // --cpu-prof profile that holds decoding alone (cpuprof-top.mjs --from-us / --to-us).
+    const window: bigint[] = [];
     const t0 = performance.now();
     await model.generate(prompt, {
       maxNewTokens: n,
       temperature: 0,
       cache,
-      onToken: () => stamps.push(performance.now()),
+      onToken: () => {
+        stamps.push(performance.now());
+        window.push(process.hrtime.bigint() / 1000n);
+      },
     });
+    console.log(
+      `window ${cache ? 'cached' : 'recompute'} ${context}: --from-us ${window[0]} --to-us ${window.at(-1)}`,
+    );
     const first = stamps[0]! - t0;
     const rest = (stamps.at(-1)! - stamps[0]!) / 1e3;
     row[cache ? 'cached' : 'recompute'] = {
@@ -216,10 +232,55 @@ async function timeGeneration(context: number, model: Gpt) {
       tokensPerS: (n - 1) / rest,
     };
   }
+  if (args.includes('--profile') && ctx.features.timestampQuery) {
+    try {
+      row.decodeProfile = await profileDecodeToken(context, model);
+    } catch (e) {
+      row.decodeProfile = { error: String(e).slice(0, 300) };
+      console.error(`profile ${context}: ${String(e).slice(0, 300)}`);
+    }
+  }
   const cached = row.cached as { tokensPerS: number };
   const plain = row.recompute as { tokensPerS: number };
   row.speedup = cached.tokensPerS / plain.tokensPerS;
   return row;
+}
+
+/**
+ * --profile: the GPU time of nn's queued passes in one cached decode token (the second
+ * generated), summed per kernel label, beside that token's wall time. Attention submits on its
+ * own and is not in the sum.
+ */
+async function profileDecodeToken(context: number, model: Gpt) {
+  const profiler = new GpuProfiler(ctx.device, 2048);
+  const stamps: number[] = [];
+  await model.generate(Array.from(randomIds(context - 3, 11 + context)), {
+    maxNewTokens: 3,
+    temperature: 0,
+    onToken: (_t, _l) => {
+      stamps.push(performance.now());
+      setWebGpuProfiler(ctx, stamps.length === 1 ? profiler : undefined);
+    },
+  });
+  await syncWebGpu(ctx);
+  const by = new Map<string, { label: string; ms: number; count: number }>();
+  for (const t of await profiler.read()) {
+    const e = by.get(t.label) ?? { label: t.label, ms: 0, count: 0 };
+    e.ms += t.ns / 1e6;
+    e.count++;
+    by.set(t.label, e);
+  }
+  profiler.destroy();
+  const labels = [...by.values()].sort((a, b) => b.ms - a.ms);
+  const queuedMs = labels.reduce((a, l) => a + l.ms, 0);
+  const passes = labels.reduce((a, l) => a + l.count, 0);
+  const tokenMs = stamps[1]! - stamps[0]!;
+  console.log(
+    `decode token at context ${context}: ${tokenMs.toFixed(2)} ms wall, ${passes} queued passes, ${queuedMs.toFixed(2)} ms of their GPU time`,
+  );
+  for (const l of labels.slice(0, 12))
+    console.log(`  ${l.ms.toFixed(3).padStart(8)} ms  x${l.count}  ${l.label}`);
+  return { tokenMs, passes, queuedMs, labels };
 }
 
 const out: Record<string, unknown> = {

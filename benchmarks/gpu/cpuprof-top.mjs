@@ -5,6 +5,10 @@
  * Used on the device machine to see whether a step waits on the GPU (idle) or runs JS.
  *
  *   node cpuprof-top.mjs FILE.cpuprofile [--top 30] [--from-ms 0] [--to-ms Infinity]
+ *                        [--from-us T0 --to-us T1]
+ *
+ * --from-ms / --to-ms count from the profile's start; --from-us / --to-us are monotonic clock
+ * microseconds (process.hrtime.bigint() / 1000n, V8's profile clock), as a program prints them.
  */
 import { readFileSync } from 'node:fs';
 
@@ -19,9 +23,12 @@ const opt = (name, dflt) => {
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
 const top = opt('top', 30);
-const fromMs = opt('from-ms', 0);
-const toMs = opt('to-ms', Number.POSITIVE_INFINITY);
 const profile = JSON.parse(readFileSync(file, 'utf8'));
+const fromUs = opt('from-us', undefined);
+const toUs = opt('to-us', undefined);
+const fromMs = fromUs === undefined ? opt('from-ms', 0) : (fromUs - profile.startTime) / 1e3;
+const toMs =
+  toUs === undefined ? opt('to-ms', Number.POSITIVE_INFINITY) : (toUs - profile.startTime) / 1e3;
 const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
 const self = new Map();
 let t = 0;

@@ -18,5 +18,5 @@ rm -rf .gpu/app
 bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-stream.mjs \
   benchmarks/gpu/dist/bench-nn-block.mjs benchmarks/gpu/torch_nn_block.py \
   benchmarks/gpu/dist/bench-gpt.mjs benchmarks/gpu/dist/attnkit-gpt.mjs \
-  ../shared/data/tinyshakespeare.txt
+  ../shared/data/tinyshakespeare.txt benchmarks/gpu/cpuprof-top.mjs
 ls .gpu/app

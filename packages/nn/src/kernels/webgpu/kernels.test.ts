@@ -203,6 +203,15 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
         // Enough workgroups for the 128 x 128 tiles (simtTile).
         [[40, 130, 20], [20, 129], false, false],
         [[40, 20, 130], [129, 20], true, true],
+        // At most SKINNY_MAX_M rows: the skinny kernel (decoding), every transpose, K past the
+        // lanes and not a multiple of them, batches broadcast, N not a multiple of the columns.
+        [[1, 100], [301, 100], false, true],
+        [[3, 1001], [1001, 67], false, false],
+        [[1001, 3], [1001, 67], true, false],
+        [[200, 8], [67, 200], true, true],
+        [[2, 3, 8, 37], [3, 129, 37], false, true],
+        [[4, 1, 1, 5], [2, 5, 70], false, false],
+        [[1, 7], [7, 1], false, false],
       ];
       for (const [sa, sb, ta, tb] of cases) {
         const a = rand(sa);

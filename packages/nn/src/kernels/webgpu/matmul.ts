@@ -121,6 +121,90 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
 }
 
+/** Rows of op(A) up to which the skinny kernel runs (decoding: one token per sequence). */
+export const SKINNY_MAX_M = 8;
+
+/**
+ * op(A) with at most SKINNY_MAX_M rows (a decoded token's activations) times op(B): one pass over
+ * B, every row of A at once, f32 result. The tiled kernel would give one workgroup a 64-row tile
+ * for 1 row (GPT-2 small's decoding on the H200: 72 linear layers a token took 8 ms, 50x the time
+ * to read their weights). 256 threads split a workgroup's columns and K so that B's loads are
+ * coalesced: B [K, N] -> 64 columns x 4 K lanes (neighbours read neighbouring columns); B^T
+ * [N, K] -> 8 columns x 32 K lanes (neighbours read neighbouring k). The lanes' partial sums
+ * meet in workgroup memory.
+ */
+function skinnyShader(ta: boolean, tb: boolean, dtA: 'f32' | 'f16', dtB: 'f32' | 'f16'): string {
+  const [cols, lanes] = skinnyLayout(tb);
+  const mm = SKINNY_MAX_M;
+  return `${PRELUDE}
+${readDecl('A', 1, dtA)}
+${readDecl('B', 2, dtB)}
+${writeDecl('C', 3, 'f32')}
+var<workgroup> red: array<f32, ${cols * lanes * mm}>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let M = pu(4u);
+  let N = pu(5u);
+  let K = pu(6u);
+  var rem = wid.z;
+  var aOff = 0u;
+  var bOff = 0u;
+  for (var q = 0u; q < ${MAX_BATCH_DIMS}u; q = q + 1u) {
+    let d = ${MAX_BATCH_DIMS - 1}u - q;
+    let size = pu(8u + d);
+    let c = rem % size;
+    rem = rem / size;
+    aOff = aOff + c * pu(12u + d);
+    bOff = bOff + c * pu(16u + d);
+  }
+  aOff = aOff * M * K;
+  bOff = bOff * K * N;
+  let cOff = wid.z * M * N;
+  let col = ${tb ? `li / ${lanes}u` : `li % ${cols}u`};
+  let lane = ${tb ? `li % ${lanes}u` : `li / ${cols}u`};
+  let n = wid.x * ${cols}u + col;
+  var acc = array<f32, ${mm}>();
+  if (n < N) {
+    for (var k = lane; k < K; k = k + ${lanes}u) {
+      let b = ld_B(bOff + ${tb ? 'n * K + k' : 'k * N + n'});
+      for (var m = 0u; m < M; m = m + 1u) {
+        acc[m] = acc[m] + ld_A(aOff + ${ta ? 'k * M + m' : 'm * K + k'}) * b;
+      }
+    }
+  }
+  for (var m = 0u; m < ${mm}u; m = m + 1u) { red[(lane * ${cols}u + col) * ${mm}u + m] = acc[m]; }
+  workgroupBarrier();
+  for (var t = li; t < ${cols * mm}u; t = t + 256u) {
+    let c = t / ${mm}u;
+    let m = t % ${mm}u;
+    let nc = wid.x * ${cols}u + c;
+    if (m < M && nc < N) {
+      var s = 0.0;
+      for (var l = 0u; l < ${lanes}u; l = l + 1u) { s = s + red[(l * ${cols}u + c) * ${mm}u + m]; }
+      C[cOff + m * N + nc] = s;
+    }
+  }
+}`;
+}
+
+/** [columns, K lanes] of a skinny workgroup (256 threads). */
+export function skinnyLayout(tb: boolean): [number, number] {
+  return tb ? [8, 32] : [64, 4];
+}
+
+export function skinnyProgram(
+  ta: boolean,
+  tb: boolean,
+  dtA: 'f32' | 'f16',
+  dtB: 'f32' | 'f16',
+): ComputeProgram {
+  return {
+    code: skinnyShader(ta, tb, dtA, dtB),
+    bindings: ['uniform', 'read', 'read', 'storage'],
+    label: `nn matmul skinny${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
+  };
+}
+
 export function simtProgram(
   ta: boolean,
   tb: boolean,
@@ -193,6 +277,26 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
     const wide = matmulTensorCores(ctx, a, b, transA, transB, [...batch, m, n], dims, p, fallback);
     const half = cast(wide, 'f16');
     wide.dispose();
+    return half;
+  }
+  const [cols] = skinnyLayout(transB);
+  if (
+    m <= SKINNY_MAX_M &&
+    nb > 0 &&
+    Math.ceil(n / cols) <= ctx.limits.maxComputeWorkgroupsPerDimension
+  ) {
+    const out = output(ctx, [...batch, m, n], 'f32');
+    if (out.size > 0)
+      queueOf(ctx).pass(
+        skinnyProgram(transA, transB, dtype, dtB),
+        p.words,
+        [a, b, out].map((t) => t.storage as WebGpuStorage),
+        [Math.ceil(n / cols), 1, nb],
+        [out.storage as WebGpuStorage],
+      );
+    if (dtype === 'f32') return out;
+    const half = cast(out, 'f16');
+    out.dispose();
     return half;
   }
   // f16 outputs are stored a u32 word (two columns) per store: an odd N goes through f32.
