@@ -10,7 +10,7 @@ import {
 import { webGpuTestContext as testContext } from '@attnkit/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findAdapter } from './adapter.js';
-import type { WebGpuContext } from './context.js';
+import { CORE_DEFAULT_LIMITS, createWebGpuContext, type WebGpuContext } from './context.js';
 import {
   fromGpuError,
   GpuDeviceLostError,
@@ -150,6 +150,25 @@ describe('pure parts', () => {
 });
 
 describe.skipIf(!ctx)('on a device', () => {
+  it("limits: 'default' gives WebGPU's core default limits (capped by the adapter's); a bad value is a ValueError", async () => {
+    const small = await createWebGpuContext({ limits: 'default', features: [] });
+    try {
+      for (const [name, value] of Object.entries(CORE_DEFAULT_LIMITS)) {
+        const key = name as keyof typeof CORE_DEFAULT_LIMITS;
+        // ctx asked for the adapter's own limits.
+        expect(small.limits[key], name).toBe(Math.min(value, ctx!.limits[key]));
+      }
+      expect(small.limits.maxComputeWorkgroupStorageSize).toBe(16384);
+      expect(small.features.subgroups).toBe(false);
+      expect(small.features.shaderF16).toBe(false);
+    } finally {
+      small.destroy();
+    }
+    await expect(createWebGpuContext({ limits: 'huge' as never })).rejects.toThrow(
+      /limits: expected 'adapter' or 'default', got "huge"/,
+    );
+  });
+
   it('requests the adapter limits and detects features', () => {
     const c = ctx!;
     expect(c.limits.maxComputeWorkgroupStorageSize).toBeGreaterThanOrEqual(16384);

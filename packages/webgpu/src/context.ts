@@ -61,7 +61,26 @@ export interface WebGpuContextOptions extends AdapterRequest {
    * not come back in time rejects with PipelineTimeoutError (see PipelineCache).
    */
   pipelineTimeoutMs?: number;
+  /**
+   * `'adapter'` (default): the adapter's own limits, as large as it allows. `'default'`:
+   * WebGPU's core default limits (`CORE_DEFAULT_LIMITS`: 16 KiB of workgroup storage, 256
+   * invocations, 8 storage buffers, 128 MiB bindings), or the adapter's where lower — what the
+   * smallest devices give, to develop and test for them on a larger one (with `features: []`,
+   * no optional feature either). Kernels plan their tiles for `ctx.limits`.
+   */
+  limits?: 'adapter' | 'default';
 }
+
+/** WebGPU's core default limits (the spec's `GPUSupportedLimits` defaults) the kernels read. */
+export const CORE_DEFAULT_LIMITS: Readonly<WebGpuLimits> = Object.freeze({
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxStorageBuffersPerShaderStage: 8,
+  maxStorageBufferBindingSize: 134217728,
+  maxBufferSize: 268435456,
+});
 
 export interface ComputeStep {
   program: CompiledProgram;
@@ -563,11 +582,28 @@ export async function createWebGpuContext(
       'pipelineTimeoutMs',
     );
   }
+  if (
+    options.limits !== undefined &&
+    options.limits !== 'adapter' &&
+    options.limits !== 'default'
+  ) {
+    throw new ValueError(
+      `limits: expected 'adapter' or 'default', got ${describe(options.limits)}`,
+      'limits',
+    );
+  }
   const { adapter, backend, keepAlive, dawnToggles, wgslLanguageFeatures } =
     await findAdapter(options);
   const requiredFeatures = wanted.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
   const requiredLimits: Record<string, number> = {};
-  for (const name of LIMIT_NAMES) requiredLimits[name] = adapter.limits[name] as number;
+  // Dawn's OpenGL ES path (llvmpipe) makes a compatibility-mode adapter whose own defaults are
+  // lower still (128 invocations, 4 storage buffers): 'default' asks for the core values
+  // explicitly, capped by what the adapter has.
+  for (const name of LIMIT_NAMES) {
+    const most = adapter.limits[name] as number;
+    requiredLimits[name] =
+      options.limits === 'default' ? Math.min(most, CORE_DEFAULT_LIMITS[name]) : most;
+  }
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
   const info = adapter.info as GPUAdapterInfo & {
     subgroupMinSize?: number;

@@ -1,0 +1,138 @@
+// FastAttention (issue 15 part 1 target): the WGSL FA2 under WebGPU's *default* limits (16 KiB
+// workgroup storage, 256 invocations, no subgroups, no f16: a low-end / mobile GPU), with the
+// two-level planner's tiles (fastAttention), against the tuned kernels (flashAttention with the
+// skeleton's tiles and every feature the adapter has) on the same adapter, in one process.
+// Forward and forward + backward, f32, wall ms (GPU finished: ctx.sync()), medians; the ratio
+// default / tuned is the target's (<= 2x). Outputs checked against each other first.
+//
+//   pnpm build   (tensor, attention, webgpu, skeleton, flash-attention, fast-attention)
+//   EGL_PLATFORM=surfaceless node benchmarks/fast/webgpu-limits.mjs [--n 512,1024] [--d 64,128]
+//       [--heads 4] [--reps 5] [--out file.json]
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'index.js')).href);
+const { Rng } = await dist('tensor');
+const { createWebGpuContext, toWebGpu } = await dist('webgpu');
+const { flashAttention, flashAttentionBackward } = await dist('flash-attention');
+const { fastAttention, fastAttentionBackward } = await dist('fast-attention');
+
+const { values } = parseArgs({
+  options: {
+    n: { type: 'string', default: '512,1024' },
+    d: { type: 'string', default: '64,128' },
+    heads: { type: 'string', default: '4' },
+    reps: { type: 'string', default: '5' },
+    out: { type: 'string' },
+  },
+});
+const list = (s) => s.split(',').map(Number);
+const H = Number(values.heads);
+const REPS = Number(values.reps);
+
+const tuned = await createWebGpuContext();
+const small = await createWebGpuContext({ limits: 'default', features: [] });
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function time(ctx, fn) {
+  const ms = [];
+  for (let i = 0; i <= REPS; i++) {
+    const t = performance.now();
+    const outs = await fn();
+    await ctx.sync();
+    if (i > 0) ms.push(performance.now() - t); // the first call compiles
+    for (const o of outs) o.dispose();
+  }
+  return median(ms);
+}
+
+async function relL2(a, b) {
+  const x = (await a.toCpu()).toFloat64Array();
+  const y = (await b.toCpu()).toFloat64Array();
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < x.length; i++) {
+    num += (x[i] - y[i]) ** 2;
+    den += y[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+const rows = [];
+console.log(
+  `adapter ${tuned.adapterInfo.description || tuned.adapterInfo.device} (${tuned.backend}); tuned limits: ${tuned.limits.maxComputeWorkgroupStorageSize} B workgroup storage, ${tuned.limits.maxComputeInvocationsPerWorkgroup} invocations, subgroups ${tuned.features.subgroups}; default: ${small.limits.maxComputeWorkgroupStorageSize} B, ${small.limits.maxComputeInvocationsPerWorkgroup}, subgroups ${small.features.subgroups}`,
+);
+console.log(
+  '| N | D | causal | tuned fwd ms | default fwd ms | ratio | tuned fwd+bwd ms | default fwd+bwd ms | ratio | o relL2 | plan (BR x BC) |',
+);
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const n of list(values.n))
+  for (const d of list(values.d))
+    for (const causal of [false, true]) {
+      const rng = new Rng(n * 1000 + d);
+      const host = ['q', 'k', 'v', 'dO'].map(() => rng.randn([1, H, n, d], 'f32'));
+      const on = (ctx) => host.map((t) => toWebGpu(t, ctx));
+      const [qt, kt, vt, dOt] = on(tuned);
+      const [qs, ks, vs, dOs] = on(small);
+      const opts = causal ? { causal: true } : {};
+      const ref = await flashAttention(qt, kt, vt, { ...opts, backend: 'webgpu' });
+      const got = await fastAttention(qs, ks, vs, opts);
+      const err = await relL2(got.o, ref.o);
+      const plan = got.plan;
+      const fwdT = await time(tuned, async () => {
+        const r = await flashAttention(qt, kt, vt, { ...opts, backend: 'webgpu' });
+        return [r.o, r.lse];
+      });
+      const fwdS = await time(small, async () => {
+        const r = await fastAttention(qs, ks, vs, opts);
+        return [r.o, r.lse];
+      });
+      const bothT = await time(tuned, async () => {
+        const r = await flashAttention(qt, kt, vt, { ...opts, backend: 'webgpu' });
+        const g = await flashAttentionBackward(qt, kt, vt, r.o, r.lse, dOt, {
+          ...opts,
+          backend: 'webgpu',
+        });
+        return [r.o, r.lse, g.dq, g.dk, g.dv];
+      });
+      const bothS = await time(small, async () => {
+        const r = await fastAttention(qs, ks, vs, opts);
+        const g = await fastAttentionBackward(
+          { q: qs, k: ks, v: vs, o: r.o, lse: r.lse, dO: dOs },
+          opts,
+        );
+        return [r.o, r.lse, g.dq, g.dk, g.dv];
+      });
+      const tile = `${plan.outer.blockQ} x ${plan.outer.blockK}`;
+      const row = { n, d, heads: H, causal, fwdT, fwdS, bothT, bothS, relL2: err, plan };
+      rows.push(row);
+      console.log(
+        `| ${n} | ${d} | ${causal} | ${fwdT.toFixed(1)} | ${fwdS.toFixed(1)} | ${(fwdS / fwdT).toFixed(2)}x | ${bothT.toFixed(1)} | ${bothS.toFixed(1)} | ${(bothS / bothT).toFixed(2)}x | ${err.toExponential(1)} | ${tile} |`,
+      );
+      for (const t of [qt, kt, vt, dOt, qs, ks, vs, dOs, ref.o, ref.lse, got.o, got.lse])
+        t.dispose();
+    }
+if (values.out)
+  writeFileSync(
+    values.out,
+    JSON.stringify(
+      {
+        benchmark: 'fast-attention webgpu default limits vs tuned',
+        date: new Date().toISOString(),
+        adapter: tuned.adapterInfo,
+        backend: tuned.backend,
+        tunedLimits: tuned.limits,
+        defaultLimits: small.limits,
+        reps: REPS,
+        rows,
+      },
+      null,
+      2,
+    ),
+  );
+tuned.destroy();
+small.destroy();
