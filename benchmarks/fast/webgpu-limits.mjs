@@ -8,6 +8,8 @@
 //   pnpm build   (tensor, attention, webgpu, skeleton, flash-attention, fast-attention)
 //   EGL_PLATFORM=surfaceless node benchmarks/fast/webgpu-limits.mjs [--n 512,1024] [--d 64,128]
 //       [--heads 4] [--reps 5] [--out file.json]
+// On the device machine: benchmarks/gpu/build.mjs bundles it (dist/bench-limits.mjs), and
+// benchmarks/gpu/pack-queue.sh packs it.
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';

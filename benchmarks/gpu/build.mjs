@@ -1,6 +1,6 @@
 // Bundles the bench-*.ts entry points below (and the CLI), each into one ES module for node: workspace packages inlined from their
 // sources, only `webgpu` (Dawn's native addon) left external.
-import { mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -56,6 +56,35 @@ await build({
   },
   logLevel: 'warning',
 });
+// benchmarks/fast/webgpu-limits.mjs (FastAttention under WebGPU's default limits vs the tuned
+// kernels) loads each package's dist by path to run in the repo; bundled, those loads become
+// imports of the workspace sources.
+await build({
+  entryPoints: [{ in: join(here, '../fast/webgpu-limits.mjs'), out: 'bench-limits' }],
+  outdir: join(here, 'dist'),
+  outExtension: { '.js': '.mjs' },
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  external: ['webgpu'],
+  alias,
+  plugins: [
+    {
+      name: 'dist-imports',
+      setup(b) {
+        b.onLoad({ filter: /webgpu-limits\.mjs$/ }, async (args) => ({
+          contents: readFileSync(args.path, 'utf8').replace(
+            /await dist\('([a-z-]+)'\)/g,
+            "await import('@attnkit/$1')",
+          ),
+          loader: 'js',
+        }));
+      },
+    },
+  ],
+  logLevel: 'warning',
+});
 // The skeleton imports @attnkit/native optionally (a computed specifier the bundle keeps): a
 // link beside the bundles lets them find this checkout's addon, so `--backend native` runs here.
 const link = join(here, 'dist/node_modules/@attnkit/native');
@@ -63,5 +92,5 @@ rmSync(link, { force: true, recursive: true });
 mkdirSync(dirname(link), { recursive: true });
 symlinkSync(join(packages, 'native'), link, 'dir');
 console.log(
-  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream,nn-block,tc-micro,gpt}.mjs, attnkit.mjs, attnkit-gpt.mjs',
+  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream,nn-block,tc-micro,gpt,limits}.mjs, attnkit.mjs, attnkit-gpt.mjs',
 );

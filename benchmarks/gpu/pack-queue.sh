@@ -7,6 +7,9 @@
 #     bash benchmarks/gpu/h200-stream.sh   issue 15 part 3, 256K streaming vs resident
 #     bash benchmarks/gpu/h200-nn.sh       issue 16 item 7, nn block step vs PyTorch
 #     bash benchmarks/gpu/h200-gpt.sh      issue 17, GPT-2 small FA2 vs standard, KV cache
+#     bash .gpu/run.sh .gpu/app/bench-limits.mjs --n 1024,4096,16384 --d 64,128 --out $OUT/limits.json
+#                                          issue 15 part 1 target: default-limits FastAttention
+#                                          vs the tuned FA2 on the H200 (~2 min)
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
@@ -18,5 +21,6 @@ rm -rf .gpu/app
 bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-stream.mjs \
   benchmarks/gpu/dist/bench-nn-block.mjs benchmarks/gpu/torch_nn_block.py \
   benchmarks/gpu/dist/bench-gpt.mjs benchmarks/gpu/dist/attnkit-gpt.mjs \
-  ../shared/data/tinyshakespeare.txt benchmarks/gpu/cpuprof-top.mjs
+  ../shared/data/tinyshakespeare.txt benchmarks/gpu/cpuprof-top.mjs \
+  benchmarks/gpu/dist/bench-limits.mjs
 ls .gpu/app
