@@ -343,6 +343,20 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
           );
       const xr = rounded(x, dt);
       await close(gpu.permute(up(x, dt), [2, 0, 3, 1]), ts.permute(xr, [2, 0, 3, 1]), 0, 'permute');
+      // Only size-1 dims move: a view of the same buffer, equal to the copy.
+      const one = rand([2, 1, 3, 5]);
+      const oneGpu = up(one, dt);
+      const view = gpu.permute(oneGpu, [0, 2, 1, 3]);
+      expect(view.storage).toBe(oneGpu.storage);
+      await close(view, ts.permute(rounded(one, dt), [0, 2, 1, 3]), 0, 'permute of a size-1 dim');
+      const moved = gpu.permute(oneGpu, [0, 3, 2, 1]);
+      expect(moved.storage).not.toBe(oneGpu.storage);
+      await close(
+        moved,
+        ts.permute(rounded(one, dt), [0, 3, 2, 1]),
+        0,
+        'permute past a size-1 dim',
+      );
       await close(gpu.slice(up(x, dt), 2, 1, 6), ts.slice(xr, 2, 1, 6), 0, 'slice');
       const d = rand([2, 3, 5, 12]);
       await close(

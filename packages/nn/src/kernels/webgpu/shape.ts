@@ -49,6 +49,14 @@ function gatherCopy(
 }
 
 export function permute(x: Tensor, dims: readonly number[]): Tensor {
+  // Moving only dims of size 1 keeps the elements' order: a view, as reshape, and no pass
+  // (decoding one token permutes [B, 1, H, D] <-> [B, H, 1, D] four times a layer).
+  const moved = dims.filter((d) => x.shape[d]! !== 1);
+  if (moved.every((d, i) => i === 0 || moved[i - 1]! < d))
+    return reshape(
+      x,
+      dims.map((d) => x.shape[d]!),
+    );
   const xs = stridesOf(x.shape);
   return gatherCopy(
     'permute',
