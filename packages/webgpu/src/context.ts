@@ -375,9 +375,10 @@ export class WebGpuContext {
    * around each attention call): while set, dispatch() submits and hands its error scopes'
    * outcome (a typed error, or undefined; a rejection when the device was lost) to this function
    * instead of awaiting it, and resolves at once. Awaiting the scopes costs an event-loop turn per
-   * dispatch for Dawn to deliver them: GPT-2 small on the H200 spent most of a generated token's
-   * time there (12 attention calls a token). The setter must surface what it receives (nn's queue
-   * fails the work and rejects its next await). Left undefined by everything else.
+   * dispatch for Dawn to deliver them, a stall in the queue per attention call (12 a generated
+   * token of GPT-2 small). The setter must surface what it receives (nn's queue fails the work
+   * and rejects its next await). While it is set, every dispatch on the context reports there,
+   * other callers' too. Left undefined by everything else.
    */
   dispatchErrorSink: ((check: Promise<WebGpuError | undefined>) => void) | undefined = undefined;
 
