@@ -107,13 +107,14 @@ export class BufferPool {
     // Over the limit, the buffers unused longest go first: a workload that changed its sizes (f32
     // then f16, another batch shape) must not keep the old sizes cached while the new ones are
     // destroyed and re-made every step.
-    for (const [old, oldList] of this.lru) {
-      if (this.cached + buffer.size <= limit) break;
-      this.lru.delete(old);
-      oldList.splice(oldList.indexOf(old), 1);
-      this.cached -= old.size;
-      old.destroy();
-    }
+    if (this.cached + buffer.size > limit)
+      for (const [old, oldList] of this.lru) {
+        if (this.cached + buffer.size <= limit) break;
+        this.lru.delete(old);
+        oldList.splice(oldList.indexOf(old), 1);
+        this.cached -= old.size;
+        old.destroy();
+      }
     const key = `${buffer.usage}:${buffer.size}`;
     let list = this.free.get(key);
     if (!list) this.free.set(key, (list = []));
