@@ -1,0 +1,91 @@
+// The host's share of GPT decoding on WebGPU, without a GPU: Dawn's null backend validates and
+// encodes every pass and runs none, so a decoded token's wall time here is what JS, nn's queue
+// and Dawn's API cost (on the H200 a token was host-bound: 3.8 ms of GPU time in 18-37 ms).
+// Use it to measure host-side changes (fewer passes, cheaper encoding) without device time.
+//
+//   pnpm build   (tensor, webgpu, nn, gpt and their dependencies)
+//   node benchmarks/gpu/host-decode.mjs [--layers 12] [--tokens 200] [--warmup 50] [--reps 3]
+//
+// Prints the median and minimum ms per decoded token after --warmup tokens, and the queued
+// passes per token. The model is GPT-2 small's depth (12 layers, 12 heads) at width 96 and a
+// 65-token vocabulary: the pass count depends on depth, not width. Logits on the null backend
+// are meaningless (greedy decoding picks a fixed token); only the time is.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'index.js')).href);
+const { Gpt } = await dist('gpt');
+const { registerWebGpuKernels, webGpuQueueStats } = await dist('nn');
+const { WebGpuContext } = await dist('webgpu');
+const { create, globals } = createRequire(join(repo, 'packages/webgpu/package.json'))('webgpu');
+Object.assign(globalThis, globals);
+
+const { values } = parseArgs({
+  options: {
+    layers: { type: 'string', default: '12' },
+    tokens: { type: 'string', default: '200' },
+    warmup: { type: 'string', default: '50' },
+    reps: { type: 'string', default: '3' },
+  },
+});
+const layers = Number(values.layers);
+const tokens = Number(values.tokens);
+const warmup = Number(values.warmup);
+
+const gpu = create(['backend=null']);
+const adapter = await gpu.requestAdapter();
+if (!adapter) throw new Error("Dawn's null backend gave no adapter");
+const names = [
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+];
+const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
+const device = await adapter.requestDevice({ requiredLimits });
+const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
+const features = {
+  subgroups: false,
+  shaderF16: false,
+  timestampQuery: false,
+  subgroupMatrix: false,
+  subgroupMinSize: 0,
+  subgroupMaxSize: 0,
+  subgroupMatrixConfigs: [],
+};
+const info = { vendor: '', architecture: '', device: 'null', description: 'Dawn null backend' };
+const ctx = new WebGpuContext(device, features, limits, 'null', info, [gpu]);
+registerWebGpuKernels(ctx);
+
+const config = { nLayer: layers, nHead: 12, nKvHead: 12, nEmbd: 96, blockSize: 512, vocabSize: 65 };
+const model = new Gpt(config, { seed: 1 }).toWebGpu(ctx);
+const prompt = Array.from({ length: 100 }, (_, i) => i % 65);
+for (let rep = 0; rep < Number(values.reps); rep++) {
+  const stamps = [];
+  let passes = 0;
+  let before = webGpuQueueStats(ctx).passes;
+  await model.generate(prompt, {
+    maxNewTokens: tokens,
+    temperature: 0,
+    onToken: () => {
+      stamps.push(performance.now());
+      const now = webGpuQueueStats(ctx).passes;
+      passes = now - before;
+      before = now;
+    },
+  });
+  const per = [];
+  for (let i = warmup + 1; i < stamps.length; i++) per.push(stamps[i] - stamps[i - 1]);
+  per.sort((a, b) => a - b);
+  console.log(
+    `null backend, ${layers} layers, ${per.length} tokens: median ${per[per.length >> 1].toFixed(2)} ms, min ${per[0].toFixed(2)} ms a token, ${passes} queued passes a token`,
+  );
+}
+process.exit(0);
