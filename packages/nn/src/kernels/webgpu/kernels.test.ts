@@ -287,6 +287,15 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
         await close(rgb.dx, rb.dx, 8 * tol, 'rmsNorm dx');
         await close(rgb.dweight, rb.dweight, 4 * tol * Math.sqrt(rows), 'rmsNorm dweight');
       }
+      // A weight without a bias (the one-pass f32 kernel binds only what is given).
+      const x = rand([2, 257], -2, 3);
+      const w = rand([257]);
+      await close(
+        gpu.layerNorm(up(x, dt), up(w, dt), null, 1e-5).y,
+        ts.layerNorm(rounded(x, dt), rounded(w, dt), null, 1e-5).y,
+        4 * tol,
+        'layerNorm y, weight only',
+      );
     });
 
     it(`${dt}: embedding gather / scatterAdd, crossEntropy with ignoreIndex`, async () => {

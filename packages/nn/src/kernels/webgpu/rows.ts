@@ -161,6 +161,15 @@ export function logSoftmaxBackward(y: Tensor, dy: Tensor): Tensor {
 const channel = (name: string, t: Tensor | null, absent: string) =>
   t ? { inputs: [{ name, t }], wgsl: `ld_${name}(e % pu(4u))` } : { inputs: [], wgsl: absent };
 
+/** A row's mean and 1 / sqrt(var + eps) (two passes over the row), into o0[row] and o1[row]. */
+const LAYER_NORM_STATS = `  var s = 0.0;
+  ${LOOP('s = s + ld_x(o + j);')}
+  let mu = wsum(li, s) / f32(cols);
+  var v = 0.0;
+  ${LOOP('let d = ld_x(o + j) - mu; v = v + d * d;')}
+  let rs = inverseSqrt(wsum(li, v) / f32(cols) + pf(4u));
+  if (li == 0u) { o0[row] = mu; o1[row] = rs; }`;
+
 export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: number) {
   check('layerNorm', [
     [x, 'x'],
@@ -174,6 +183,24 @@ export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: nu
   const rowShape = x.shape.slice(0, -1);
   const mean = output(ctx, rowShape, 'f32');
   const rstd = output(ctx, rowShape, 'f32');
+  if (x.dtype === 'f32') {
+    // One pass: the row's workgroup writes y after its statistics (a decoded token's 25
+    // layerNorms were 50 of its passes). f16 outputs are written in pairs by the map kernel.
+    const y = output(ctx, x.shape, 'f32');
+    const ws = [...(w ? [{ name: 'w', t: w }] : []), ...(b ? [{ name: 'b', t: b }] : [])];
+    runRows(
+      ctx,
+      'layerNorm',
+      [{ name: 'x', t: x }, ...ws],
+      [mean, rstd, y],
+      rows,
+      cols,
+      `${LAYER_NORM_STATS}
+  ${LOOP(`o2[o + j] = (ld_x(o + j) - mu) * rs * ${w ? 'ld_w(j)' : '1.0'} + ${b ? 'ld_b(j)' : '0.0'};`)}`,
+      new Params().fl(4, eps),
+    );
+    return { y, mean, rstd };
+  }
   runRows(
     ctx,
     'layerNorm stats',
@@ -181,13 +208,7 @@ export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: nu
     [mean, rstd],
     rows,
     cols,
-    `  var s = 0.0;
-  ${LOOP('s = s + ld_x(o + j);')}
-  let mu = wsum(li, s) / f32(cols);
-  var v = 0.0;
-  ${LOOP('let d = ld_x(o + j) - mu; v = v + d * d;')}
-  let rs = inverseSqrt(wsum(li, v) / f32(cols) + pf(4u));
-  if (li == 0u) { o0[row] = mu; o1[row] = rs; }`,
+    LAYER_NORM_STATS,
     new Params().fl(4, eps),
   );
   const y = output(ctx, x.shape, x.dtype);
@@ -288,6 +309,12 @@ function columnSum(t: Tensor, cols: number, dtype: GpuFloat): Tensor {
   return c;
 }
 
+/** A row's 1 / sqrt(mean(x^2) + eps) into o0[row]. */
+const RMS_NORM_STATS = `  var s = 0.0;
+  ${LOOP('let v = ld_x(o + j); s = s + v * v;')}
+  let rs = inverseSqrt(wsum(li, s) / f32(cols) + pf(4u));
+  if (li == 0u) { o0[row] = rs; }`;
+
 export function rmsNorm(x: Tensor, w: Tensor | null, eps: number) {
   check('rmsNorm', [
     [x, 'x'],
@@ -297,6 +324,22 @@ export function rmsNorm(x: Tensor, w: Tensor | null, eps: number) {
   const [rows, cols] = rowsCols(x.shape);
   checkChannels('rmsNorm', 'weight', w, cols);
   const rstd = output(ctx, x.shape.slice(0, -1), 'f32');
+  if (x.dtype === 'f32') {
+    // One pass, as layerNorm's.
+    const y = output(ctx, x.shape, 'f32');
+    runRows(
+      ctx,
+      'rmsNorm',
+      [{ name: 'x', t: x }, ...(w ? [{ name: 'w', t: w }] : [])],
+      [rstd, y],
+      rows,
+      cols,
+      `${RMS_NORM_STATS}
+  ${LOOP(`o1[o + j] = ld_x(o + j) * rs * ${w ? 'ld_w(j)' : '1.0'};`)}`,
+      new Params().fl(4, eps),
+    );
+    return { y, rstd };
+  }
   runRows(
     ctx,
     'rmsNorm stats',
@@ -304,10 +347,7 @@ export function rmsNorm(x: Tensor, w: Tensor | null, eps: number) {
     [rstd],
     rows,
     cols,
-    `  var s = 0.0;
-  ${LOOP('let v = ld_x(o + j); s = s + v * v;')}
-  let rs = inverseSqrt(wsum(li, s) / f32(cols) + pf(4u));
-  if (li == 0u) { o0[row] = rs; }`,
+    RMS_NORM_STATS,
     new Params().fl(4, eps),
   );
   const y = output(ctx, x.shape, x.dtype);
