@@ -150,7 +150,28 @@ async function verify(): Promise<Record<string, number>> {
     }
     return { value, grads };
   };
+  // Decoding (one-row matmuls, permute views, the cache's concat, decode attention): greedy
+  // tokens with the KV cache on webgpu against ts, logits compared token by token.
+  const decode = async (gpu: boolean) => {
+    const model = new Gpt({ ...small, attention: 'flash' }, { seed: 3 });
+    if (gpu) model.toWebGpu(ctx);
+    const logits: Float32Array[] = [];
+    const tokens = await model.generate(Array.from(x.toFloat64Array().slice(0, 9)), {
+      maxNewTokens: 8,
+      temperature: 0,
+      onToken: (_t, l) => logits.push(Float32Array.from(l)),
+    });
+    if (gpu) release(model);
+    return { tokens, logits };
+  };
   setDeviceBackend('cpu', 'ts');
+  const [decTs, decGpu] = [await decode(false), await decode(true)];
+  let decodeErr = 0;
+  decTs.logits.forEach((l, i) => {
+    l.forEach((v, j) => {
+      decodeErr = Math.max(decodeErr, Math.abs(v - decGpu.logits[i]![j]!) / (1 + Math.abs(v)));
+    });
+  });
   const ts = await run('flash', false);
   const flash = await run('flash', true);
   const standard = await run('standard', true);
@@ -166,6 +187,8 @@ async function verify(): Promise<Record<string, number>> {
     lossFlash: flash.value,
     lossStandard: standard.value,
     maxGradDiffFlashVsStandard: gradErr,
+    decodeMaxLogitDiffVsTs: decodeErr,
+    decodeTokensEqual: Number(decTs.tokens.join() === decGpu.tokens.join()),
   };
 }
 
@@ -294,6 +317,10 @@ const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(o
 try {
   out.verify = await verify();
   console.log(`verify (small shape): ${JSON.stringify(out.verify)}`);
+  const v = out.verify as Record<string, number>;
+  // f32 end to end: the decoded logits agree with ts to rounding (the tests use 1e-4).
+  if (!(v.decodeMaxLogitDiffVsTs! <= 1e-4) || v.decodeTokensEqual !== 1)
+    console.error('verify: DECODING ON WEBGPU DISAGREES WITH TS (see decode* above)');
 } catch (e) {
   out.verifyError = String(e).slice(0, 600);
   console.error(`verify: ${out.verifyError}`);
