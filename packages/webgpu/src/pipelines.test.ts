@@ -185,6 +185,27 @@ describe('PipelineCache under a time limit', () => {
     expect(device.calls.async).toBe(2);
   });
 
+  it('the same program object is served without its key; a failed one goes through the key again', async () => {
+    const device = fakeDevice();
+    const cache = new PipelineCache(device, { timeoutMs: 5 });
+    const keyOf = vi.spyOn(PipelineCache, 'key');
+    const program = { ...fast };
+    const a = await cache.get(program);
+    const keys = keyOf.mock.calls.length;
+    expect(await cache.get(program)).toBe(a);
+    expect(keyOf.mock.calls.length).toBe(keys);
+    // A timed-out program object: not kept per object; the key path rejects it at once.
+    const late = { ...slow };
+    const first = await cache.get(late).catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(PipelineTimeoutError);
+    await expect(cache.get(late)).rejects.toBe(first);
+    expect(keyOf.mock.calls.length).toBeGreaterThan(keys + 1);
+    cache.forget(late);
+    await expect(cache.get(late)).rejects.toThrow(PipelineTimeoutError);
+    expect(device.calls.async).toBe(3);
+    keyOf.mockRestore();
+  });
+
   it('defaults to 20 s; rejects a bad limit', () => {
     expect(new PipelineCache(fakeDevice()).timeoutMs).toBe(20_000);
     expect(() => new PipelineCache(fakeDevice(), { timeoutMs: 0 })).toThrow(

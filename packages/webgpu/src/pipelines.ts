@@ -247,6 +247,12 @@ function wgslLintOn(): boolean {
 export class PipelineCache {
   private readonly cache = new Map<string, Promise<CompiledProgram>>();
   private readonly failed = new Map<string, PipelineTimeoutError>();
+  /**
+   * The same program object asked for again skips validation and the key (its WGSL source,
+   * kilobytes to hash): kernels that build their program once and reuse it (nn's) are looked up
+   * per pass. Program objects are taken as immutable.
+   */
+  private readonly byProgram = new WeakMap<ComputeProgram, Promise<CompiledProgram>>();
   compiled = 0;
   /** Time limit of each pipeline's creation, in ms. */
   readonly timeoutMs: number;
@@ -275,6 +281,8 @@ export class PipelineCache {
 
   /** The compiled pipeline; rejects with GpuValidationError carrying the compiler's messages. */
   get(program: ComputeProgram): Promise<CompiledProgram> {
+    const known = typeof program === 'object' && program !== null && this.byProgram.get(program);
+    if (known) return known;
     if (program === null || typeof program !== 'object' || typeof program.code !== 'string') {
       throw new ValueError(
         `program: expected { code, bindings }, got ${describe(program)}`,
@@ -293,15 +301,22 @@ export class PipelineCache {
     let entry = this.cache.get(key);
     if (!entry) {
       entry = this.compile(program);
-      entry.catch((e: unknown) => {
+      const made = entry;
+      made.catch((e: unknown) => {
         // A rejected shader is not cached (the caller may fix the source and retry); a compile
         // that timed out is remembered, as it would hang again.
-        if (this.cache.get(key) === entry) this.cache.delete(key);
+        if (this.cache.get(key) === made) this.cache.delete(key);
         if (e instanceof PipelineTimeoutError) this.failed.set(key, e);
       });
-      this.cache.set(key, entry);
+      this.cache.set(key, made);
     }
-    return entry;
+    const found = entry;
+    this.byProgram.set(program, found);
+    // Only successes are kept per object: a failed one goes through the key again next time.
+    found.catch(() => {
+      if (this.byProgram.get(program) === found) this.byProgram.delete(program);
+    });
+    return found;
   }
 
   /** The PipelineTimeoutError this program's compile ended with, if it did. */
@@ -311,6 +326,7 @@ export class PipelineCache {
 
   /** Forgets a remembered timeout of this program, so that the next get() compiles it again. */
   forget(program: ComputeProgram): void {
+    this.byProgram.delete(program);
     this.failed.delete(PipelineCache.key(program));
   }
 

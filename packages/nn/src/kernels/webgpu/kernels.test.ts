@@ -5,8 +5,9 @@ import { describe, expect, it } from 'vitest';
 import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
 import { registerWebGpuKernels, syncWebGpu, webgpuKernels } from './index.js';
-import { simtTile } from './matmul.js';
+import { simtProgram, simtTile, skinnyProgram } from './matmul.js';
 import { tensorCoreRegs } from './matmul-tc.js';
+import { memoProgram } from './program.js';
 
 // Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
 // on random odd shapes, with poisoned (NaN-filled) outputs: an element a kernel forgets to
@@ -67,6 +68,21 @@ describe('matmul plans', () => {
     expect(tensorCoreRegs(64, 64, 64, 1)).toBe(1);
     expect(tensorCoreRegs(64, 64, 60, 1)).toBeUndefined();
     expect(tensorCoreRegs(48, 64, 64, 1)).toBeUndefined();
+  });
+
+  it('programs are built once per source and reused (the pipeline cache finds the object)', () => {
+    const a = simtProgram(false, true, 'f32', 'f32', 'f32', 64);
+    expect(simtProgram(false, true, 'f32', 'f32', 'f32', 64)).toBe(a);
+    expect(simtProgram(false, true, 'f32', 'f32', 'f32', 128)).not.toBe(a);
+    expect(skinnyProgram(true, false, 'f16', 'f32')).toBe(skinnyProgram(true, false, 'f16', 'f32'));
+    let made = 0;
+    const make = () => {
+      made++;
+      return { code: 'x', bindings: [] };
+    };
+    const key = `test ${Math.random()}`;
+    expect(memoProgram(key, make)).toBe(memoProgram(key, make));
+    expect(made).toBe(1);
   });
 });
 

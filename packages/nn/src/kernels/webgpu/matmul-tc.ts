@@ -1,6 +1,6 @@
 import type { Tensor } from '@attnkit/tensor';
 import type { ComputeProgram, WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
-import { type Params, PRELUDE } from './program.js';
+import { memoProgram, type Params, PRELUDE } from './program.js';
 import { output, queueOf } from './queue.js';
 
 /**
@@ -99,11 +99,11 @@ export function matmulTensorCores(
   const out = output(ctx, shape, 'f32');
   const { m, n, batch, r } = dims;
   queueOf(ctx).pass(
-    {
+    memoProgram(`tc|${ta}|${tb}|${r}`, () => ({
       code: shader(ta, tb, r),
       bindings: ['uniform', 'read', 'read', 'storage'],
       label: `nn matmul tensor cores ${r}x${r}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
-    },
+    })),
     p.words,
     [a, b, out].map((t) => t.storage as WebGpuStorage),
     [n / (32 * r), m / (32 * r), batch],

@@ -5,7 +5,15 @@ import { broadcastShapes } from '../ts/util.js';
 import { gpuContext, kernelOptions } from './context.js';
 import { cast } from './elementwise.js';
 import { matmulTensorCores, tensorCoreRegs, tensorCoresQualify } from './matmul-tc.js';
-import { broadcastStrides, coalesce, Params, PRELUDE, readDecl, writeDecl } from './program.js';
+import {
+  broadcastStrides,
+  coalesce,
+  memoProgram,
+  Params,
+  PRELUDE,
+  readDecl,
+  writeDecl,
+} from './program.js';
 import { output, queueOf, storageOf } from './queue.js';
 
 const MAX_BATCH_DIMS = 4;
@@ -198,11 +206,11 @@ export function skinnyProgram(
   dtA: 'f32' | 'f16',
   dtB: 'f32' | 'f16',
 ): ComputeProgram {
-  return {
+  return memoProgram(`skinny|${ta}|${tb}|${dtA}|${dtB}`, () => ({
     code: skinnyShader(ta, tb, dtA, dtB),
     bindings: ['uniform', 'read', 'read', 'storage'],
     label: `nn matmul skinny${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
-  };
+  }));
 }
 
 export function simtProgram(
@@ -213,11 +221,11 @@ export function simtProgram(
   dtC: 'f32' | 'f16',
   tile: 64 | 128,
 ): ComputeProgram {
-  return {
+  return memoProgram(`simt|${ta}|${tb}|${dtA}|${dtB}|${dtC}|${tile}`, () => ({
     code: shader(ta, tb, dtA, dtB, dtC, tile),
     bindings: ['uniform', 'read', 'read', 'storage'],
     label: `nn matmul ${tile}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
-  };
+  }));
 }
 
 /** 128-wide tiles when they alone give the GPU a full wave of workgroups (132 SMs on the H200). */

@@ -1,5 +1,5 @@
 import { DTypeError, type Tensor } from '@attnkit/tensor';
-import type { WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
+import type { ComputeProgram, WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
 import { queueOf } from './queue.js';
 
 /**
@@ -106,6 +106,30 @@ export function runMap(
   const n = outputs[0]!.size;
   if (n === 0) return;
   const pair = outputs.some((o) => o.dtype === 'f16');
+  const key = `map|${label}|${inputs.map((b) => `${b.name}:${dtOf(b.t)}`).join(',')}|${outputs.map(dtOf).join(',')}|${helpers}|${body}`;
+  const program = memoProgram(key, () => mapProgram(label, inputs, outputs, body, helpers, pair));
+  p.u(0, n);
+  const threads = pair ? Math.ceil(n / 2) : n;
+  const wg = grid(Math.ceil(threads / WG), p);
+  const storages = [...inputs.map((b) => b.t), ...outputs].map((t) => t.storage as WebGpuStorage);
+  queueOf(ctx).pass(
+    program,
+    p.words,
+    storages,
+    wg,
+    outputs.map((o) => o.storage as WebGpuStorage),
+  );
+}
+
+/** runMap's program (built once per distinct source, see memoProgram). */
+function mapProgram(
+  label: string,
+  inputs: readonly MapInput[],
+  outputs: readonly Tensor[],
+  body: string,
+  helpers: string,
+  pair: boolean,
+): ComputeProgram {
   const decls = [
     ...inputs.map((b, i) => readDecl(b.name, i + 1, dtOf(b.t))),
     ...outputs.map((o, k) => writeDecl(`o${k}`, inputs.length + 1 + k, dtOf(o))),
@@ -139,25 +163,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let n = pu(0u);
   ${main}
 }`;
-  p.u(0, n);
-  const threads = pair ? Math.ceil(n / 2) : n;
-  const wg = grid(Math.ceil(threads / WG), p);
-  const storages = [...inputs.map((b) => b.t), ...outputs].map((t) => t.storage as WebGpuStorage);
-  queueOf(ctx).pass(
-    {
-      code,
-      bindings: [
-        'uniform',
-        ...inputs.map(() => 'read' as const),
-        ...outputs.map(() => 'storage' as const),
-      ],
-      label: `nn ${label}`,
-    },
-    p.words,
-    storages,
-    wg,
-    outputs.map((o) => o.storage as WebGpuStorage),
-  );
+  return {
+    code,
+    bindings: [
+      'uniform',
+      ...inputs.map(() => 'read' as const),
+      ...outputs.map(() => 'storage' as const),
+    ],
+    label: `nn ${label}`,
+  };
+}
+
+/**
+ * The program built for `key` (everything its WGSL depends on), made once and reused: a pass
+ * then costs no WGSL assembly, and the pipeline cache finds the same object without hashing
+ * its source (GPT decoding queues ~160 passes a token, each paid both). Bounded; starts over
+ * when full.
+ */
+const programs = new Map<string, ComputeProgram>();
+export function memoProgram(key: string, make: () => ComputeProgram): ComputeProgram {
+  let program = programs.get(key);
+  if (!program) {
+    if (programs.size >= 1024) programs.clear();
+    programs.set(key, (program = make()));
+  }
+  return program;
 }
 
 /**
@@ -177,9 +207,35 @@ export function runRows(
   p: Params,
 ): void {
   if (rows === 0) return;
+  const key = `rows|${label}|${inputs.map((b) => `${b.name}:${dtOf(b.t)}`).join(',')}|${outputs.length}|${body}`;
+  const program = memoProgram(key, () => rowsProgram(label, inputs, outputs.length, body));
+  p.u(0, rows).u(2, cols);
+  const wg = grid(rows, p);
+  for (const o of outputs)
+    if (o.dtype !== 'f32')
+      throw new DTypeError(
+        `${label}: row statistics are f32, got an output in ${o.dtype}`,
+        'outputs',
+      );
+  queueOf(ctx).pass(
+    program,
+    p.words,
+    [...inputs.map((b) => b.t), ...outputs].map((t) => t.storage as WebGpuStorage),
+    wg,
+    outputs.map((o) => o.storage as WebGpuStorage),
+  );
+}
+
+/** runRows' program (built once per distinct source, see memoProgram). */
+function rowsProgram(
+  label: string,
+  inputs: readonly MapInput[],
+  outputs: number,
+  body: string,
+): ComputeProgram {
   const decls = [
     ...inputs.map((b, i) => readDecl(b.name, i + 1, dtOf(b.t))),
-    ...outputs.map((_, k) => writeDecl(`o${k}`, inputs.length + 1 + k, 'f32')),
+    ...Array.from({ length: outputs }, (_, k) => writeDecl(`o${k}`, inputs.length + 1 + k, 'f32')),
   ];
   const code = `${PRELUDE}
 ${decls.join('\n')}
@@ -218,29 +274,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let o = row * cols;
 ${body}
 }`;
-  p.u(0, rows).u(2, cols);
-  const wg = grid(rows, p);
-  for (const o of outputs)
-    if (o.dtype !== 'f32')
-      throw new DTypeError(
-        `${label}: row statistics are f32, got an output in ${o.dtype}`,
-        'outputs',
-      );
-  queueOf(ctx).pass(
-    {
-      code,
-      bindings: [
-        'uniform',
-        ...inputs.map(() => 'read' as const),
-        ...outputs.map(() => 'storage' as const),
-      ],
-      label: `nn ${label}`,
-    },
-    p.words,
-    [...inputs.map((b) => b.t), ...outputs].map((t) => t.storage as WebGpuStorage),
-    wg,
-    outputs.map((o) => o.storage as WebGpuStorage),
-  );
+  return {
+    code,
+    bindings: [
+      'uniform',
+      ...inputs.map(() => 'read' as const),
+      ...Array.from({ length: outputs }, () => 'storage' as const),
+    ],
+    label: `nn ${label}`,
+  };
 }
 
 /** WGSL that decomposes flat index `e` over `nd` dims at word `shapeAt` into offsets. */
