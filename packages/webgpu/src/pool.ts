@@ -32,14 +32,17 @@ export class BufferPool {
   ) {}
 
   /**
-   * Bytes of released buffers the pool keeps: max(maxCachedBytes, the peak of liveBytes). An
-   * iterative workload (a training step, a layer loop) releases what it allocated and asks for
-   * the same sizes next time; capping the cache below its working set destroyed and re-created
-   * hundreds of MiB of buffers every step (on the H200, a TransformerBlock step at 1.6 GiB live
-   * spent ~60 ms of its 79 in that churn). `trim()` gives the cache back.
+   * Bytes of released buffers the pool keeps now: max(maxCachedBytes, peak - liveBytes), where
+   * peak is the most bytes it ever handed out at once. An iterative workload (a training step, a
+   * layer loop) releases what it allocated and asks for the same sizes next time; capping the
+   * cache below its working set destroyed and re-created hundreds of MiB of buffers every step
+   * (on the H200, a TransformerBlock step at 1.6 GiB live spent ~60 ms of its 79 in that churn).
+   * Counting what is live keeps live + cached within max(peak, live + maxCachedBytes): a new
+   * size evicts old ones instead of the pool growing to twice the peak. `trim()` gives the cache
+   * back.
    */
   get cacheLimitBytes(): number {
-    return Math.max(this.maxCachedBytes, this.peakLiveBytes);
+    return Math.max(this.maxCachedBytes, this.peakLiveBytes - this.liveBytes);
   }
 
   /**
@@ -65,6 +68,7 @@ export class BufferPool {
     const key = `${usage}:${size}`;
     const list = this.free.get(key);
     let buffer = list?.pop();
+    const made = !buffer;
     if (buffer) {
       this.cached -= size;
       this.lru.delete(buffer);
@@ -73,7 +77,22 @@ export class BufferPool {
     this.liveBytes += size;
     if (this.liveBytes > this.highWaterBytes) this.highWaterBytes = this.liveBytes;
     if (this.liveBytes > this.peakLiveBytes) this.peakLiveBytes = this.liveBytes;
+    // A new buffer may leave the cache over its (now lower) limit.
+    if (made) this.evict(0);
     return buffer;
+  }
+
+  /** Destroys the buffers released longest ago until `incoming` more bytes fit in the cache. */
+  private evict(incoming: number): void {
+    const limit = this.cacheLimitBytes;
+    if (this.cached + incoming <= limit) return;
+    for (const [old, oldList] of this.lru) {
+      if (this.cached + incoming <= limit) break;
+      this.lru.delete(old);
+      oldList.splice(oldList.indexOf(old), 1);
+      this.cached -= old.size;
+      old.destroy();
+    }
   }
 
   /**
@@ -107,14 +126,7 @@ export class BufferPool {
     // Over the limit, the buffers unused longest go first: a workload that changed its sizes (f32
     // then f16, another batch shape) must not keep the old sizes cached while the new ones are
     // destroyed and re-made every step.
-    if (this.cached + buffer.size > limit)
-      for (const [old, oldList] of this.lru) {
-        if (this.cached + buffer.size <= limit) break;
-        this.lru.delete(old);
-        oldList.splice(oldList.indexOf(old), 1);
-        this.cached -= old.size;
-        old.destroy();
-      }
+    this.evict(buffer.size);
     const key = `${buffer.usage}:${buffer.size}`;
     let list = this.free.get(key);
     if (!list) this.free.set(key, (list = []));
