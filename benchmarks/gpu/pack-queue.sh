@@ -10,6 +10,7 @@
 #     bash .gpu/run.sh .gpu/app/bench-limits.mjs --n 1024,4096,16384 --d 64,128 --out $OUT/limits.json
 #                                          issue 15 part 1 target: default-limits FastAttention
 #                                          vs the tuned FA2 on the H200 (~2 min)
+#     bash benchmarks/gpu/h200-next.sh     the three above that session 11 left, in one call
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
