@@ -1,6 +1,6 @@
 import type { Tensor } from '@attnkit/tensor';
 import type { ComputeProgram, WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
-import { memoProgram, type Params, PRELUDE } from './program.js';
+import { matmulBatchWgsl, memoProgram, type Params, PRELUDE } from './program.js';
 import { output, queueOf } from './queue.js';
 
 /**
@@ -55,23 +55,7 @@ ${PRELUDE}
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg: u32) {
-  let M = pu(4u);
-  let N = pu(5u);
-  let K = pu(6u);
-  var rem = wg.z;
-  var aOff = 0u;
-  var bOff = 0u;
-  for (var q = 0u; q < 4u; q = q + 1u) {
-    let d = 3u - q;
-    let size = pu(8u + d);
-    let c = rem % size;
-    rem = rem / size;
-    aOff = aOff + c * pu(12u + d);
-    bOff = bOff + c * pu(16u + d);
-  }
-  aOff = aOff * M * K;
-  bOff = bOff * K * N;
-  let cOff = wg.z * M * N;
+  ${matmulBatchWgsl('wg.z')}
   let m0 = wg.y * ${32 * r}u + (sg / 2u) * ${16 * r}u;
   let n0 = wg.x * ${32 * r}u + (sg % 2u) * ${16 * r}u;
   ${pairs.map(([i, j]) => `var c${i}${j} = subgroup_matrix_result<f32, 16, 16>();`).join('\n  ')}

@@ -8,6 +8,8 @@ import { matmulTensorCores, tensorCoreRegs, tensorCoresQualify } from './matmul-
 import {
   broadcastStrides,
   coalesce,
+  MAX_BATCH_DIMS,
+  matmulBatchWgsl,
   memoProgram,
   Params,
   PRELUDE,
@@ -15,8 +17,6 @@ import {
   writeDecl,
 } from './program.js';
 import { output, queueOf, storageOf } from './queue.js';
-
-const MAX_BATCH_DIMS = 4;
 
 /**
  * The tiled SIMT matmul: op(A) [M, K] x op(B) [K, N] per batch element, both tiles staged in
@@ -79,23 +79,7 @@ var<workgroup> As: array<vec4<f32>, 256>;
 var<workgroup> Bs: array<vec4<f32>, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let M = pu(4u);
-  let N = pu(5u);
-  let K = pu(6u);
-  var rem = wid.z;
-  var aOff = 0u;
-  var bOff = 0u;
-  for (var q = 0u; q < ${MAX_BATCH_DIMS}u; q = q + 1u) {
-    let d = ${MAX_BATCH_DIMS - 1}u - q;
-    let size = pu(8u + d);
-    let c = rem % size;
-    rem = rem / size;
-    aOff = aOff + c * pu(12u + d);
-    bOff = bOff + c * pu(16u + d);
-  }
-  aOff = aOff * M * K;
-  bOff = bOff * K * N;
-  let cOff = wid.z * M * N;
+  ${matmulBatchWgsl('wid.z')}
   let tx = li % 16u;
   let ty = li / 16u;
   let m0 = wid.y * ${tile}u;
@@ -151,23 +135,7 @@ ${writeDecl('C', 3, 'f32')}
 var<workgroup> red: array<f32, ${cols * lanes * mm}>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let M = pu(4u);
-  let N = pu(5u);
-  let K = pu(6u);
-  var rem = wid.z;
-  var aOff = 0u;
-  var bOff = 0u;
-  for (var q = 0u; q < ${MAX_BATCH_DIMS}u; q = q + 1u) {
-    let d = ${MAX_BATCH_DIMS - 1}u - q;
-    let size = pu(8u + d);
-    let c = rem % size;
-    rem = rem / size;
-    aOff = aOff + c * pu(12u + d);
-    bOff = bOff + c * pu(16u + d);
-  }
-  aOff = aOff * M * K;
-  bOff = bOff * K * N;
-  let cOff = wid.z * M * N;
+  ${matmulBatchWgsl('wid.z')}
   let col = ${tb ? `li / ${lanes}u` : `li % ${cols}u`};
   let lane = ${tb ? `li % ${lanes}u` : `li / ${cols}u`};
   let n = wid.x * ${cols}u + col;

@@ -285,6 +285,34 @@ ${body}
   };
 }
 
+/** Batch dims of the matmul kernels (merged by coalesce, padded in front to this many). */
+export const MAX_BATCH_DIMS = 4;
+
+/**
+ * The matmul kernels' prologue: M, N, K from words 4-6 and the element offsets aOff, bOff, cOff
+ * of batch element `z` (its index decomposed over the batch sizes at words 8.., with A's and B's
+ * batch strides at 12.. and 16..).
+ */
+export function matmulBatchWgsl(z: string): string {
+  return `let M = pu(4u);
+  let N = pu(5u);
+  let K = pu(6u);
+  var rem = ${z};
+  var aOff = 0u;
+  var bOff = 0u;
+  for (var q = 0u; q < ${MAX_BATCH_DIMS}u; q = q + 1u) {
+    let d = ${MAX_BATCH_DIMS - 1}u - q;
+    let size = pu(8u + d);
+    let c = rem % size;
+    rem = rem / size;
+    aOff = aOff + c * pu(12u + d);
+    bOff = bOff + c * pu(16u + d);
+  }
+  aOff = aOff * M * K;
+  bOff = bOff * K * N;
+  let cOff = ${z} * M * N;`;
+}
+
 /** WGSL that decomposes flat index `e` over `nd` dims at word `shapeAt` into offsets. */
 export function offsetsWgsl(
   name: string,
