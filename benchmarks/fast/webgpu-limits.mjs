@@ -19,6 +19,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
 const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'index.js')).href);
 const { Rng } = await dist('tensor');
+const { accuracy } = await dist('attention');
 const { createWebGpuContext, toWebGpu } = await dist('webgpu');
 const { flashAttention, flashAttentionBackward } = await dist('flash-attention');
 const { fastAttention, fastAttentionBackward } = await dist('fast-attention');
@@ -52,17 +53,7 @@ async function time(ctx, fn) {
   return median(ms);
 }
 
-async function relL2(a, b) {
-  const x = (await a.toCpu()).toFloat64Array();
-  const y = (await b.toCpu()).toFloat64Array();
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < x.length; i++) {
-    num += (x[i] - y[i]) ** 2;
-    den += y[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
+const relL2 = async (a, b) => accuracy(await a.toCpu(), await b.toCpu()).relL2;
 
 const rows = [];
 console.log(

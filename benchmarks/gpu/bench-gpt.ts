@@ -33,7 +33,7 @@ import {
 } from '@attnkit/nn';
 import { Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu } from '@attnkit/webgpu';
-import { median } from './common.js';
+import { byLabel, median } from './common.js';
 
 const args = process.argv.slice(2);
 // The last occurrence wins: h200-gpt.sh's GPT_ARGS can override its defaults.
@@ -286,15 +286,8 @@ async function profileDecodeToken(context: number, model: Gpt) {
     },
   });
   await syncWebGpu(ctx);
-  const by = new Map<string, { label: string; ms: number; count: number }>();
-  for (const t of await profiler.read()) {
-    const e = by.get(t.label) ?? { label: t.label, ms: 0, count: 0 };
-    e.ms += t.ns / 1e6;
-    e.count++;
-    by.set(t.label, e);
-  }
+  const labels = byLabel(await profiler.read());
   profiler.destroy();
-  const labels = [...by.values()].sort((a, b) => b.ms - a.ms);
   const queuedMs = labels.reduce((a, l) => a + l.ms, 0);
   const passes = labels.reduce((a, l) => a + l.count, 0);
   const tokenMs = stamps[1]! - stamps[0]!;

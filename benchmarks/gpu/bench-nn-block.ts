@@ -26,7 +26,7 @@ import {
 } from '@attnkit/nn';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
-import { median, randomData } from './common.js';
+import { byLabel, median, randomData } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -141,15 +141,8 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
     step(block, opt, x, dy);
     await syncWebGpu(c);
     setWebGpuProfiler(c, undefined);
-    const by = new Map<string, { label: string; ms: number; count: number }>();
-    for (const t of await profiler.read()) {
-      const e = by.get(t.label) ?? { label: t.label, ms: 0, count: 0 };
-      e.ms += t.ns / 1e6;
-      e.count++;
-      by.set(t.label, e);
-    }
+    profile = byLabel(await profiler.read());
     profiler.destroy();
-    profile = [...by.values()].sort((a, b) => b.ms - a.ms);
   }
   for (const p of block.parameters()) p.data.dispose();
   opt.zeroGrad();

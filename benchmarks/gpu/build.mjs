@@ -11,6 +11,19 @@ const alias = {};
 for (const name of readdirSync(packages))
   alias[`@attnkit/${name}`] = join(packages, name, 'src/index.ts');
 
+// Every bundle: one ES module for node 20 beside the others, workspace packages inlined from
+// their sources, only Dawn's addon left external.
+const bundleOptions = {
+  outdir: join(here, 'dist'),
+  outExtension: { '.js': '.mjs' },
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  external: ['webgpu'],
+  alias,
+};
+
 await build({
   entryPoints: [
     join(here, 'bench-webgpu.ts'),
@@ -28,28 +41,14 @@ await build({
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
-  outdir: join(here, 'dist'),
-  outExtension: { '.js': '.mjs' },
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  external: ['webgpu'],
-  alias,
+  ...bundleOptions,
   logLevel: 'warning',
 });
 // attnkit-gpt (apps/gpt) for the H200's webgpu training run: its CommonJS dependencies
 // (cli-progress, vega's) call require, which an ES module has only through createRequire.
 await build({
   entryPoints: [{ in: join(here, '../../apps/gpt/src/main.ts'), out: 'attnkit-gpt' }],
-  outdir: join(here, 'dist'),
-  outExtension: { '.js': '.mjs' },
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  external: ['webgpu'],
-  alias,
+  ...bundleOptions,
   nodePaths: [join(here, '../../apps/gpt/node_modules')],
   banner: {
     js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
@@ -61,14 +60,7 @@ await build({
 // imports of the workspace sources.
 await build({
   entryPoints: [{ in: join(here, '../fast/webgpu-limits.mjs'), out: 'bench-limits' }],
-  outdir: join(here, 'dist'),
-  outExtension: { '.js': '.mjs' },
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  external: ['webgpu'],
-  alias,
+  ...bundleOptions,
   plugins: [
     {
       name: 'dist-imports',

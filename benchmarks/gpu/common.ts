@@ -89,3 +89,17 @@ export function benchToggles(): string[] {
   const extra = (process.env.EXTRA_DAWN_TOGGLES ?? '').split(',').filter(Boolean);
   return [...DEFAULT_DAWN_TOGGLES, ...extra];
 }
+
+/** Timestamps a GpuProfiler read back, summed per pass label, largest first. */
+export function byLabel(
+  timings: readonly { label: string; ns: number }[],
+): { label: string; ms: number; count: number }[] {
+  const by = new Map<string, { label: string; ms: number; count: number }>();
+  for (const t of timings) {
+    const e = by.get(t.label) ?? { label: t.label, ms: 0, count: 0 };
+    e.ms += t.ns / 1e6;
+    e.count++;
+    by.set(t.label, e);
+  }
+  return [...by.values()].sort((a, b) => b.ms - a.ms);
+}

@@ -20,7 +20,7 @@ const repo = join(here, '..', '..');
 const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'index.js')).href);
 const { Gpt } = await dist('gpt');
 const { registerWebGpuKernels, webGpuQueueStats } = await dist('nn');
-const { WebGpuContext } = await dist('webgpu');
+const { CORE_DEFAULT_LIMITS, WebGpuContext } = await dist('webgpu');
 const { create, globals } = createRequire(join(repo, 'packages/webgpu/package.json'))('webgpu');
 Object.assign(globalThis, globals);
 
@@ -39,15 +39,8 @@ const warmup = Number(values.warmup);
 const gpu = create(['backend=null']);
 const adapter = await gpu.requestAdapter();
 if (!adapter) throw new Error("Dawn's null backend gave no adapter");
-const names = [
-  'maxComputeWorkgroupStorageSize',
-  'maxComputeInvocationsPerWorkgroup',
-  'maxComputeWorkgroupSizeX',
-  'maxComputeWorkgroupsPerDimension',
-  'maxStorageBuffersPerShaderStage',
-  'maxStorageBufferBindingSize',
-  'maxBufferSize',
-];
+// The limits a WebGpuContext reports (the adapter's own, as createWebGpuContext asks for).
+const names = Object.keys(CORE_DEFAULT_LIMITS);
 const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
 const device = await adapter.requestDevice({ requiredLimits });
 const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
