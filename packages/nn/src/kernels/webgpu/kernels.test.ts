@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
 import { registerWebGpuKernels, syncWebGpu, webgpuKernels } from './index.js';
-import { simtProgram, simtTile, skinnyProgram } from './matmul.js';
-import { tensorCoreRegs } from './matmul-tc.js';
+import { simtPlan, simtProgram, simtTile, skinnyProgram } from './matmul.js';
+import { splitK, tensorCorePlan, tensorCoreRegs } from './matmul-tc.js';
 import { memoProgram } from './program.js';
 
 // Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
@@ -59,12 +59,33 @@ async function close(got: Tensor, want: Tensor, tol: number, label: string) {
 const TOL: Record<Dt, number> = { f32: 2e-5, f16: 4e-3 };
 
 describe('matmul plans', () => {
+  it('splits a long K under few output tiles (weight gradients), never a short K or a full grid', () => {
+    // GPT-2 small's weight gradients at B 8, T 1024 (K = 8192): 36 and 144 tiles of 128.
+    expect(splitK(36, 8192, 8)).toEqual({ splits: 16, kLen: 512 });
+    expect(splitK(144, 8192, 8)).toEqual({ splits: 4, kLen: 2048 });
+    expect(splitK(264, 8192, 8)).toEqual({ splits: 1, kLen: 8192 });
+    expect(splitK(36, 2047, 8)).toEqual({ splits: 1, kLen: 2047 });
+    // An odd K: slices of whole K steps, the last one short, none empty.
+    const odd = splitK(1, 2085, 8);
+    expect(odd.kLen % 8).toBe(0);
+    expect(odd.splits).toBe(Math.ceil(2085 / odd.kLen));
+    expect((odd.splits - 1) * odd.kLen).toBeLessThan(2085);
+    expect(odd.kLen).toBeGreaterThanOrEqual(512);
+    expect(simtPlan(768, 768, 8192, 1)).toEqual({ tile: 128, splits: 16, kLen: 512 });
+    expect(simtPlan(8192, 768, 768, 1)).toEqual({ tile: 128, splits: 1, kLen: 768 });
+    expect(simtPlan(768, 768, 768, 1)).toEqual({ tile: 64, splits: 1, kLen: 768 });
+    expect(tensorCorePlan(768, 3072, 8192, 1)).toEqual({ r: 4, splits: 4, kLen: 2048 });
+    expect(tensorCorePlan(8192, 768, 768, 1)).toEqual({ r: 4, splits: 1, kLen: 768 });
+  });
+
   it('SIMT tiles of 128 only with a full wave of workgroups; tensor-core tiles by 16s', () => {
     expect(simtTile(8192, 768, 1)).toBe(128);
     expect(simtTile(768, 768, 1)).toBe(64);
     expect(simtTile(130, 129, 40)).toBe(128);
     expect(tensorCoreRegs(8192, 768, 768, 1)).toBe(4);
-    expect(tensorCoreRegs(768, 768, 8192, 1)).toBe(2);
+    // A long K under few tiles: the largest R with K split (below), not a smaller R.
+    expect(tensorCoreRegs(768, 768, 8192, 1)).toBe(4);
+    expect(tensorCoreRegs(768, 768, 768, 1)).toBe(2);
     expect(tensorCoreRegs(64, 64, 64, 1)).toBe(1);
     expect(tensorCoreRegs(64, 64, 60, 1)).toBeUndefined();
     expect(tensorCoreRegs(48, 64, 64, 1)).toBeUndefined();
@@ -228,6 +249,10 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
         [[2, 3, 8, 37], [3, 129, 37], false, true],
         [[4, 1, 1, 5], [2, 5, 70], false, false],
         [[1, 7], [7, 1], false, false],
+        // K split in slices (splitK): a weight gradient's shape, odd sizes, a batch broadcast.
+        [[2085, 13], [2085, 11], true, false],
+        [[2, 9, 2100], [2100, 17], false, false],
+        [[2100, 10], [19, 2100], true, true],
       ];
       for (const [sa, sb, ta, tb] of cases) {
         const a = rand(sa);

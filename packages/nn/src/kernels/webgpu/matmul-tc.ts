@@ -30,9 +30,50 @@ const ONE_WAVE = 132;
 
 /** The R to use, or undefined when the shape does not tile by 16s (the SIMT kernel runs). */
 export function tensorCoreRegs(m: number, n: number, k: number, batch: number): number | undefined {
+  return tensorCorePlan(m, n, k, batch)?.r;
+}
+
+/**
+ * R and the K split: a product with few output tiles and a long K (a weight gradient, M and N
+ * the layer's widths, K = batch x tokens) takes the largest R and splits K (splitK) rather than
+ * shrinking R, which leaves each workgroup the whole K and the GPU part-idle (GPT-2 small's
+ * 768 x 768 x 8192 weight gradients ran at 11 TFLOP/s with R 2 on the H200).
+ */
+export function tensorCorePlan(
+  m: number,
+  n: number,
+  k: number,
+  batch: number,
+): { r: number; splits: number; kLen: number } | undefined {
   if (k % 16 !== 0 || k === 0) return undefined;
   const valid = REGS.filter((r) => m % (32 * r) === 0 && n % (32 * r) === 0);
-  return valid.find((r) => (m / (32 * r)) * (n / (32 * r)) * batch >= ONE_WAVE) ?? valid.at(-1);
+  const top = valid[0];
+  if (top === undefined) return undefined;
+  const split = splitK((m / (32 * top)) * (n / (32 * top)) * batch, k, 16);
+  if (split.splits > 1) return { r: top, ...split };
+  const r =
+    valid.find((x) => (m / (32 * x)) * (n / (32 * x)) * batch >= ONE_WAVE) ??
+    (valid.at(-1) as number);
+  return { r, splits: 1, kLen: k };
+}
+
+/** K at which splitting starts to pay (a slice keeps at least SPLIT_MIN_SLICE of it). */
+export const SPLIT_MIN_K = 2048;
+const SPLIT_MIN_SLICE = 512;
+const MAX_SPLITS = 16;
+
+/**
+ * Slices of K for `tiles` output workgroups (pure): none when the tiles alone fill two waves of
+ * the GPU or K is short; else the fewest powers of two that give four waves, each slice at
+ * least SPLIT_MIN_SLICE long and a multiple of `step` (the kernel's K step). The slices' partial
+ * products are summed by a reduction pass (deterministic: no atomics, which WGSL lacks for f32).
+ */
+export function splitK(tiles: number, k: number, step: number): { splits: number; kLen: number } {
+  if (tiles >= 2 * ONE_WAVE || k < SPLIT_MIN_K) return { splits: 1, kLen: k };
+  let s = 1;
+  while (s < MAX_SPLITS && tiles * s < 4 * ONE_WAVE && k / (2 * s) >= SPLIT_MIN_SLICE) s *= 2;
+  const kLen = Math.ceil(Math.ceil(k / s) / step) * step;
+  return { splits: Math.ceil(k / kLen), kLen };
 }
 
 function shader(ta: boolean, tb: boolean, r: number): string {
@@ -59,7 +100,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg: u32) {
   let m0 = wg.y * ${32 * r}u + (sg / 2u) * ${16 * r}u;
   let n0 = wg.x * ${32 * r}u + (sg % 2u) * ${16 * r}u;
   ${pairs.map(([i, j]) => `var c${i}${j} = subgroup_matrix_result<f32, 16, 16>();`).join('\n  ')}
-  for (var k = 0u; k < K; k = k + 16u) {
+  for (var k = kBegin; k < kEnd; k = k + 16u) {
     ${idx.map((i) => `let a${i} = ${loadA(i)};`).join('\n    ')}
     ${idx.map((j) => `let b${j} = ${loadB(j)};`).join('\n    ')}
     ${pairs.map(([i, j]) => `c${i}${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, c${i}${j});`).join('\n    ')}
@@ -76,12 +117,12 @@ export function matmulTensorCores(
   ta: boolean,
   tb: boolean,
   shape: readonly number[],
-  dims: { m: number; n: number; batch: number; r: number },
+  dims: { m: number; n: number; batch: number; r: number; splits: number },
   p: Params,
   fallback: { program: ComputeProgram; workgroups: [number, number, number] },
 ): Tensor {
   const out = output(ctx, shape, 'f32');
-  const { m, n, batch, r } = dims;
+  const { m, n, batch, r, splits } = dims;
   queueOf(ctx).pass(
     memoProgram(`tc|${ta}|${tb}|${r}`, () => ({
       code: shader(ta, tb, r),
@@ -90,7 +131,7 @@ export function matmulTensorCores(
     })),
     p.words,
     [a, b, out].map((t) => t.storage as WebGpuStorage),
-    [n / (32 * r), m / (32 * r), batch],
+    [n / (32 * r), m / (32 * r), batch * splits],
     [out.storage as WebGpuStorage],
     fallback,
   );

@@ -4,7 +4,7 @@ import type { ComputeProgram, WebGpuStorage } from '@attnkit/webgpu';
 import { broadcastShapes } from '../ts/util.js';
 import { gpuContext, kernelOptions } from './context.js';
 import { cast } from './elementwise.js';
-import { matmulTensorCores, tensorCoreRegs, tensorCoresQualify } from './matmul-tc.js';
+import { matmulTensorCores, splitK, tensorCorePlan, tensorCoresQualify } from './matmul-tc.js';
 import {
   broadcastStrides,
   coalesce,
@@ -17,6 +17,7 @@ import {
   writeDecl,
 } from './program.js';
 import { output, queueOf, storageOf } from './queue.js';
+import { sumTo } from './reduce.js';
 
 /**
  * The tiled SIMT matmul: op(A) [M, K] x op(B) [K, N] per batch element, both tiles staged in
@@ -36,6 +37,10 @@ function shader(
 ): string {
   const bk = tile === 64 ? 16 : 8;
   const halves = tile / 64;
+  // A staged row (one k) holds tile / 4 vec4s and one of padding: the loads of a non-transposed
+  // operand write k-neighbours from neighbouring threads, which without it all hit one bank
+  // (the row's length in words is a multiple of 32).
+  const row = tile / 4 + 1;
   const loadA = ta
     ? `let mm = i % ${tile}u; let kk = i / ${tile}u; let at = (k0 + kk) * M + m0 + mm;`
     : `let kk = i % ${bk}u; let mm = i / ${bk}u; let at = (m0 + mm) * K + k0 + kk;`;
@@ -75,8 +80,8 @@ function shader(
 ${readDecl('A', 1, dtA)}
 ${readDecl('B', 2, dtB)}
 ${writeDecl('C', 3, dtC)}
-var<workgroup> As: array<vec4<f32>, 256>;
-var<workgroup> Bs: array<vec4<f32>, 256>;
+var<workgroup> As: array<vec4<f32>, ${bk * row}>;
+var<workgroup> Bs: array<vec4<f32>, ${bk * row}>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   ${matmulBatchWgsl('wid.z')}
@@ -85,26 +90,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m0 = wid.y * ${tile}u;
   let n0 = wid.x * ${tile}u;
   var acc = array<vec4<f32>, ${4 * blocks.length}>();
-  for (var k0 = 0u; k0 < K; k0 = k0 + ${bk}u) {
+  for (var k0 = kBegin; k0 < kEnd; k0 = k0 + ${bk}u) {
     for (var q = 0u; q < 4u; q = q + 1u) {
       let i = li + q * 256u;
       {
         ${loadA}
         var v = 0.0;
-        if (m0 + mm < M && k0 + kk < K) { v = ld_A(aOff + at); }
-        As[kk * ${tile / 4}u + mm / 4u][mm % 4u] = v;
+        if (m0 + mm < M && k0 + kk < kEnd) { v = ld_A(aOff + at); }
+        As[kk * ${row}u + mm / 4u][mm % 4u] = v;
       }
       {
         ${loadB}
         var v = 0.0;
-        if (n0 + nn < N && k0 + kk < K) { v = ld_B(bOff + at); }
-        Bs[kk * ${tile / 4}u + nn / 4u][nn % 4u] = v;
+        if (n0 + nn < N && k0 + kk < kEnd) { v = ld_B(bOff + at); }
+        Bs[kk * ${row}u + nn / 4u][nn % 4u] = v;
       }
     }
     workgroupBarrier();
     for (var kk = 0u; kk < ${bk}u; kk = kk + 1u) {
-      ${[...Array(halves).keys()].map((h) => `let a${h} = As[kk * ${tile / 4}u + ${h * 16}u + ty];`).join('\n      ')}
-      ${[...Array(halves).keys()].map((g) => `let b${g} = Bs[kk * ${tile / 4}u + ${g * 16}u + tx];`).join('\n      ')}
+      ${[...Array(halves).keys()].map((h) => `let a${h} = As[kk * ${row}u + ${h * 16}u + ty];`).join('\n      ')}
+      ${[...Array(halves).keys()].map((g) => `let b${g} = Bs[kk * ${row}u + ${g * 16}u + tx];`).join('\n      ')}
       ${fma}
     }
     workgroupBarrier();
@@ -201,6 +206,22 @@ export function simtTile(m: number, n: number, batch: number): 64 | 128 {
   return Math.ceil(m / 128) * Math.ceil(n / 128) * batch >= 132 ? 128 : 64;
 }
 
+/**
+ * The SIMT kernel's tile and K split (pure): a long K under few 128-wide tiles is split (splitK)
+ * and keeps the 128 tiles, whose workgroups do twice the work per staged element of the 64
+ * ones; otherwise simtTile, unsplit.
+ */
+export function simtPlan(
+  m: number,
+  n: number,
+  k: number,
+  batch: number,
+): { tile: 64 | 128; splits: number; kLen: number } {
+  const split = splitK(Math.ceil(m / 128) * Math.ceil(n / 128) * batch, k, 8);
+  if (split.splits > 1) return { tile: 128, ...split };
+  return { tile: simtTile(m, n, batch), splits: 1, kLen: k };
+}
+
 export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   if (a.ndim < 2 || b.ndim < 2)
     throw new ShapeError(
@@ -239,28 +260,48 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
     .arr(12, fill(c.strides[0]!, 0))
     .arr(16, fill(c.strides[1]!, 0));
   const dtype = a.dtype as 'f32' | 'f16';
-  const tc = dtype === 'f16' && kernelOptions().tensorCores && tensorCoresQualify(ctx);
-  const r = tc ? tensorCoreRegs(m, n, k, nb) : undefined;
   const dtB = b.dtype as 'f32' | 'f16';
-  if (r !== undefined && nb > 0) {
-    // Should the tensor-core pipeline not compile, the SIMT kernel writes the same f32 result.
-    const simt = simtTile(m, n, nb);
-    const fallback = {
-      program: simtProgram(transA, transB, dtype, dtB, 'f32', simt),
-      workgroups: [Math.ceil(n / simt), Math.ceil(m / simt), nb] as [number, number, number],
-    };
-    const dims = { m, n, batch: nb, r };
-    const wide = matmulTensorCores(ctx, a, b, transA, transB, [...batch, m, n], dims, p, fallback);
-    const half = cast(wide, 'f16');
-    wide.dispose();
-    return half;
-  }
+  const tc = dtype === 'f16' && kernelOptions().tensorCores && tensorCoresQualify(ctx);
+  const tcPlan = tc ? tensorCorePlan(m, n, k, nb) : undefined;
+  const simt = simtPlan(m, n, k, nb);
   const [cols] = skinnyLayout(transB);
-  if (
-    m <= SKINNY_MAX_M &&
-    nb > 0 &&
-    Math.ceil(n / cols) <= ctx.limits.maxComputeWorkgroupsPerDimension
-  ) {
+  const skinny =
+    m <= SKINNY_MAX_M && Math.ceil(n / cols) <= ctx.limits.maxComputeWorkgroupsPerDimension;
+  // The grid's z counts (batch element, K slice) pairs: at most 65535 of them.
+  let splits = tcPlan ? tcPlan.splits : skinny ? 1 : simt.splits;
+  let kLen = tcPlan ? tcPlan.kLen : skinny ? k : simt.kLen;
+  if (nb * splits > 65535 || m * n * nb === 0) {
+    splits = 1;
+    kLen = k;
+  }
+  p.u(2, kLen).u(7, splits);
+  const result = (partial: Tensor): Tensor => {
+    // Split K: the slices' partial products [batch, splits, M, N] summed in f32, then stored.
+    let out = partial;
+    if (splits > 1) {
+      out = sumTo(partial, [nb, 1, m, n]).reshape([...batch, m, n]);
+      partial.dispose();
+    }
+    if (out.dtype === dtype) return out;
+    const half = cast(out, dtype);
+    out.dispose();
+    return half;
+  };
+  const shapeOut = splits > 1 ? [nb, splits, m, n] : [...batch, m, n];
+  if (tcPlan !== undefined && nb > 0) {
+    // Should the tensor-core pipeline not compile, the SIMT kernel writes the same f32 result.
+    const fallback = {
+      program: simtProgram(transA, transB, dtype, dtB, 'f32', simt.tile),
+      workgroups: [Math.ceil(n / simt.tile), Math.ceil(m / simt.tile), nb * splits] as [
+        number,
+        number,
+        number,
+      ],
+    };
+    const dims = { m, n, batch: nb, r: tcPlan.r, splits };
+    return result(matmulTensorCores(ctx, a, b, transA, transB, shapeOut, dims, p, fallback));
+  }
+  if (skinny && nb > 0) {
     const out = output(ctx, [...batch, m, n], 'f32');
     if (out.size > 0)
       queueOf(ctx).pass(
@@ -270,26 +311,20 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
         [Math.ceil(n / cols), 1, nb],
         [out.storage as WebGpuStorage],
       );
-    if (dtype === 'f32') return out;
-    const half = cast(out, 'f16');
-    out.dispose();
-    return half;
+    return result(out);
   }
-  // f16 outputs are stored a u32 word (two columns) per store: an odd N goes through f32.
-  const direct = dtype === 'f32' || n % 2 === 0;
-  const out = output(ctx, [...batch, m, n], direct ? dtype : 'f32');
+  // f16 outputs are stored a u32 word (two columns) per store: an odd N goes through f32, as
+  // does a split product (its slices are summed in f32).
+  const direct = splits === 1 && (dtype === 'f32' || n % 2 === 0);
+  const out = output(ctx, shapeOut, direct ? dtype : 'f32');
   if (out.size > 0) {
-    const tile = simtTile(m, n, nb);
     queueOf(ctx).pass(
-      simtProgram(transA, transB, dtype, dtB, out.dtype as 'f32' | 'f16', tile),
+      simtProgram(transA, transB, dtype, dtB, out.dtype as 'f32' | 'f16', simt.tile),
       p.words,
       [a, b, out].map((t) => t.storage as WebGpuStorage),
-      [Math.ceil(n / tile), Math.ceil(m / tile), nb],
+      [Math.ceil(n / simt.tile), Math.ceil(m / simt.tile), nb * splits],
       [out.storage as WebGpuStorage],
     );
   }
-  if (direct) return out;
-  const half = cast(out, 'f16');
-  out.dispose();
-  return half;
+  return result(out);
 }

@@ -291,13 +291,20 @@ export const MAX_BATCH_DIMS = 4;
 /**
  * The matmul kernels' prologue: M, N, K from words 4-6 and the element offsets aOff, bOff, cOff
  * of batch element `z` (its index decomposed over the batch sizes at words 8.., with A's and B's
- * batch strides at 12.. and 16..).
+ * batch strides at 12.. and 16..). Split K: `z` counts (batch element, K slice) pairs, word 7
+ * holding the slices per element and word 2 a slice's length; the kernel sums K from kBegin to
+ * kEnd into the partial product at cOff (slices of one element adjacent: [batch, splits, M, N]).
+ * Unsplit: word 7 is 1 (or 0) and word 2 is K (or 0).
  */
 export function matmulBatchWgsl(z: string): string {
   return `let M = pu(4u);
   let N = pu(5u);
   let K = pu(6u);
-  var rem = ${z};
+  let splits = max(pu(7u), 1u);
+  let kLen = select(pu(2u), K, pu(2u) == 0u);
+  let kBegin = (${z} % splits) * kLen;
+  let kEnd = min(K, kBegin + kLen);
+  var rem = ${z} / splits;
   var aOff = 0u;
   var bOff = 0u;
   for (var q = 0u; q < ${MAX_BATCH_DIMS}u; q = q + 1u) {
