@@ -185,6 +185,24 @@ describe('PipelineCache under a time limit', () => {
     expect(device.calls.async).toBe(2);
   });
 
+  it('ready() gives a program object its pipeline synchronously once compiled, never a failed one', async () => {
+    const device = fakeDevice();
+    const cache = new PipelineCache(device, { timeoutMs: 5 });
+    const program = { ...fast };
+    expect(cache.ready(program)).toBeUndefined();
+    const pending = cache.get(program);
+    expect(cache.ready(program)).toBeUndefined();
+    const a = await pending;
+    expect(cache.ready(program)).toBe(a);
+    // Another object with the same source: compiled, but not asked for by this object yet.
+    expect(cache.ready({ ...fast })).toBeUndefined();
+    cache.forget(program);
+    expect(cache.ready(program)).toBeUndefined();
+    const late = { ...slow };
+    await cache.get(late).catch(() => undefined);
+    expect(cache.ready(late)).toBeUndefined();
+  });
+
   it('the same program object is served without its key; a failed one goes through the key again', async () => {
     const device = fakeDevice();
     const cache = new PipelineCache(device, { timeoutMs: 5 });

@@ -253,6 +253,8 @@ export class PipelineCache {
    * per pass. Program objects are taken as immutable.
    */
   private readonly byProgram = new WeakMap<ComputeProgram, Promise<CompiledProgram>>();
+  /** Programs whose compile has succeeded, by object: ready() answers without a promise. */
+  private readonly done = new WeakMap<ComputeProgram, CompiledProgram>();
   compiled = 0;
   /** Time limit of each pipeline's creation, in ms. */
   readonly timeoutMs: number;
@@ -312,11 +314,26 @@ export class PipelineCache {
     }
     const found = entry;
     this.byProgram.set(program, found);
+    found.then(
+      (c) => {
+        if (this.byProgram.get(program) === found) this.done.set(program, c);
+      },
+      () => {},
+    );
     // Only successes are kept per object: a failed one goes through the key again next time.
     found.catch(() => {
       if (this.byProgram.get(program) === found) this.byProgram.delete(program);
     });
     return found;
+  }
+
+  /**
+   * The compiled pipeline of this program object, synchronously, once a get() of the same object
+   * has resolved; else undefined (ask get()). Lets a caller that records work synchronously
+   * encode it at once instead of waiting a microtask for a cached promise.
+   */
+  ready(program: ComputeProgram): CompiledProgram | undefined {
+    return this.done.get(program);
   }
 
   /** The PipelineTimeoutError this program's compile ended with, if it did. */
@@ -327,6 +344,7 @@ export class PipelineCache {
   /** Forgets a remembered timeout of this program, so that the next get() compiles it again. */
   forget(program: ComputeProgram): void {
     this.byProgram.delete(program);
+    this.done.delete(program);
     this.failed.delete(PipelineCache.key(program));
   }
 

@@ -115,7 +115,11 @@ export function setWebGpuProfiler(ctx: WebGpuContext, profiler: GpuProfiler | un
 }
 
 /** Passes encoded and command buffers submitted by nn's queue on ctx. */
-export function webGpuQueueStats(ctx: WebGpuContext): { passes: number; submits: number } {
+export function webGpuQueueStats(ctx: WebGpuContext): {
+  passes: number;
+  immediate: number;
+  submits: number;
+} {
   return { ...queueOf(ctx).stats };
 }
 

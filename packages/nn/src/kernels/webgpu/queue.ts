@@ -24,8 +24,10 @@ import {
  * compilation, error scopes and readback are not. As tfjs-backend-webgpu does, a webgpu kernel
  * returns its outputs at once (buffers taken from the context's pool synchronously) and appends
  * its GPU work to this per-context queue, which runs in call order: compile (cached) -> encode
- * into the open command encoder -> submit (when the queue runs dry, every BATCH passes, and
- * before work that submits on its own, such as attention). Reading a queued tensor (`toCpu`)
+ * into the open command encoder -> submit (when the queue runs dry, after FIRST_BATCH passes and
+ * then doubling to every BATCH passes, and before work that submits on its own, such as
+ * attention). A pass with nothing queued before it whose pipeline is compiled skips the queue
+ * and is encoded as it is called. Reading a queued tensor (`toCpu`)
  * waits for the queue first. An error inside a task (a shader rejected, a family's typed error)
  * fails its outputs and everything computed from them; an error a submit reports (validation,
  * out-of-memory, a lost device; its error scopes are read without stalling the queue) fails
@@ -47,11 +49,22 @@ export class GpuQueue {
   private checks: Promise<void>[] = [];
   /** An error a submit reported: every task after it fails with it until an await surfaces it. */
   private broken: Error | undefined;
-  /** Compute passes encoded and command buffers submitted (for tests and profiles). */
-  readonly stats = { passes: 0, submits: 0 };
+  /**
+   * Compute passes encoded (`immediate` of them at once, as pass() was called) and command
+   * buffers submitted (for tests and profiles).
+   */
+  readonly stats = { passes: 0, immediate: 0, submits: 0 };
   private readonly warned = new Set<string | undefined>();
   /** When set, every pass the queue encodes is timed (timestamp queries). */
   profiler: GpuProfiler | undefined = undefined;
+
+  /**
+   * Passes after which the open encoder is submitted: FIRST_BATCH after the queue was idle, then
+   * doubling up to BATCH, so that the GPU starts on a step's first passes while the host still
+   * encodes the rest (a step of ~75 passes waited for 64 of them before).
+   */
+  private nextFlush = FIRST_BATCH;
+  private flushScheduled = false;
 
   /** Resolved by the next flush: fences waiting for the open encoder's submit. */
   private submitWaiters: (() => void)[] = [];
@@ -75,7 +88,12 @@ export class GpuQueue {
     );
   }
 
-  /** Queues one compute pass: `storages` bind at 1.. in order (a uniform with `params` at 0). */
+  /**
+   * Queues one compute pass: `storages` bind at 1.. in order (a uniform with `params` at 0).
+   * When nothing is queued before it and its pipeline is compiled, the pass is encoded at once
+   * (no task, no microtask): the forward pass of a step then reaches the GPU while autograd is
+   * still recording, instead of after the whole tape is built.
+   */
   pass(
     program: ComputeProgram,
     params: Uint32Array,
@@ -86,6 +104,21 @@ export class GpuQueue {
     fallback?: { program: ComputeProgram; workgroups: readonly [number, number, number] },
   ): void {
     const inputs = storages.filter((s) => !outputs.includes(s));
+    const ready =
+      this.pending === 0 && !this.broken ? this.ctx.pipelines.ready(program) : undefined;
+    if (ready && !inputs.some((s) => s instanceof QueuedStorage && s.failure)) {
+      try {
+        this.encodePass(ready, program.label, params, storages, grid, outputs);
+        this.stats.immediate++;
+      } catch (e) {
+        const err = asTyped(e, program.label ?? 'nn webgpu');
+        markFailed(outputs, err);
+        this.surfaced ??= err;
+      }
+      if (this.passes >= this.nextFlush) void this.flush();
+      else this.flushSoon();
+      return;
+    }
     let workgroups = grid;
     this.enqueue(program.label ?? 'nn webgpu', inputs, outputs, async () => {
       let compiled: CompiledProgram;
@@ -100,25 +133,51 @@ export class GpuQueue {
         compiled = await this.ctx.pipelines.get(fallback.program);
         workgroups = fallback.workgroups;
       }
-      const enc = this.open();
-      const uniform = this.ctx.createUniform(params);
-      this.uniforms.push(uniform);
-      const entries = [uniform, ...storages.map((s) => s.buffer)].map((buffer, binding) => ({
-        binding,
-        resource: { buffer },
-      }));
-      const bindGroup = this.ctx.device.createBindGroup({ layout: compiled.layout, entries });
-      const p = enc.beginComputePass({
-        label: program.label,
-        timestampWrites: this.profiler?.passTimestamps(program.label ?? 'pass'),
-      });
-      p.setPipeline(compiled.pipeline);
-      p.setBindGroup(0, bindGroup);
-      p.dispatchWorkgroups(...workgroups);
-      p.end();
-      for (const o of outputs) if (o instanceof QueuedStorage) this.batchOutputs.push(o);
-      this.stats.passes++;
-      if (++this.passes >= BATCH) await this.flush();
+      this.encodePass(compiled, program.label, params, storages, workgroups, outputs);
+      if (this.passes >= this.nextFlush) await this.flush();
+    });
+  }
+
+  private encodePass(
+    compiled: CompiledProgram,
+    label: string | undefined,
+    params: Uint32Array,
+    storages: readonly WebGpuStorage[],
+    workgroups: readonly [number, number, number],
+    outputs: readonly WebGpuStorage[],
+  ): void {
+    const enc = this.open();
+    const uniform = this.ctx.createUniform(params);
+    this.uniforms.push(uniform);
+    const entries = [uniform, ...storages.map((s) => s.buffer)].map((buffer, binding) => ({
+      binding,
+      resource: { buffer },
+    }));
+    const bindGroup = this.ctx.device.createBindGroup({ layout: compiled.layout, entries });
+    const p = enc.beginComputePass({
+      label,
+      timestampWrites: this.profiler?.passTimestamps(label ?? 'pass'),
+    });
+    p.setPipeline(compiled.pipeline);
+    p.setBindGroup(0, bindGroup);
+    p.dispatchWorkgroups(...workgroups);
+    p.end();
+    for (const o of outputs) if (o instanceof QueuedStorage) this.batchOutputs.push(o);
+    this.stats.passes++;
+    this.passes++;
+  }
+
+  /** Submits what was encoded at once when the synchronous code that encoded it yields. */
+  private flushSoon(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      // Queued tasks submit when the last of them finishes (enqueue).
+      if (this.pending === 0) {
+        void this.flush();
+        this.nextFlush = FIRST_BATCH;
+      }
     });
   }
 
@@ -171,6 +230,11 @@ export class GpuQueue {
     // the chain: a task may be encoding).
     for (;;) {
       while (this.pending > 0) await this.tail;
+      // Passes encoded at once (pass()) wait for a microtask's flush: submit them now.
+      if (this.encoder) {
+        await this.flush();
+        this.nextFlush = FIRST_BATCH;
+      }
       if (this.checks.length === 0) break;
       const checks = this.checks;
       this.checks = [];
@@ -203,7 +267,10 @@ export class GpuQueue {
         this.surfaced ??= err;
       } finally {
         this.pending--;
-        if (this.pending === 0) await this.flush();
+        if (this.pending === 0) {
+          await this.flush();
+          this.nextFlush = FIRST_BATCH;
+        }
       }
     });
   }
@@ -229,6 +296,7 @@ export class GpuQueue {
     const batch = { outputs: this.batchOutputs, done: false };
     this.encoder = null;
     this.passes = 0;
+    this.nextFlush = Math.min(BATCH, this.nextFlush * 2);
     this.uniforms = [];
     this.batchOutputs = [];
     const device = this.ctx.device;
@@ -287,6 +355,8 @@ export class GpuQueue {
 const SCOPES: GPUErrorFilter[] = ['internal', 'out-of-memory', 'validation'];
 /** Passes per command buffer: submitting while the queue still encodes keeps the GPU busy. */
 const BATCH = 64;
+/** Passes in the first command buffer after the queue was idle (then doubling to BATCH). */
+const FIRST_BATCH = 8;
 
 function markFailed(outputs: readonly WebGpuStorage[], err: Error): void {
   for (const o of outputs) if (o instanceof QueuedStorage) o.failure ??= err;

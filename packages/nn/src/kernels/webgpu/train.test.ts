@@ -27,7 +27,7 @@ import {
   type VarLike,
   warmupCosine,
 } from '../../index.js';
-import { registerWebGpuKernels, syncWebGpu } from './index.js';
+import { registerWebGpuKernels, syncWebGpu, webGpuQueueStats } from './index.js';
 import { simtProgram } from './matmul.js';
 import { Params, PRELUDE } from './program.js';
 import { output, queueOf } from './queue.js';
@@ -228,6 +228,31 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
       gpu(Tensor.from(Float32Array.of(3, 4), [2, 1])),
     );
     expect(await value(ok.data)).toBe(11);
+  });
+
+  it('a pass with nothing queued before it and its pipeline compiled is encoded at once; a failed input still fails it', async () => {
+    const c = ctx as WebGpuContext;
+    const a = gpu(Tensor.from(Float32Array.of(1, 2), [1, 2]));
+    const b = gpu(Tensor.from(Float32Array.of(3, 4), [2, 1]));
+    matmul(a, b);
+    await syncWebGpu(c);
+    const before = webGpuQueueStats(c);
+    const y = matmul(a, b);
+    expect(webGpuQueueStats(c).immediate).toBe(before.immediate + 1);
+    expect(await value(y.data)).toBe(11);
+    const bad = output(c, [2], 'f32');
+    queueOf(c).pass(
+      { code: 'not WGSL either', bindings: ['uniform', 'storage'], label: 'nn broken 2' },
+      new Params().words,
+      [bad.storage as never],
+      [1, 1, 1],
+      [bad.storage as never],
+    );
+    await expect(syncWebGpu(c)).rejects.toBeInstanceOf(GpuValidationError);
+    const mid = webGpuQueueStats(c);
+    const next = matmul(bad.reshape([1, 2]), b);
+    expect(webGpuQueueStats(c).immediate).toBe(mid.immediate);
+    await expect(next.data.toCpu()).rejects.toThrow(/nn broken 2/);
   });
 
   it('a validation error at submit fails that batch and the work after it, surfaces once, then work runs again', async () => {

@@ -1,0 +1,94 @@
+// The host's share of a TransformerBlock training step on WebGPU, without a GPU (issue 16 item
+// 7): Dawn's null backend validates and encodes every pass and runs none, so a step's wall time
+// here is what autograd's tape, nn's queue and Dawn's API cost. On the H200 the f32 step took
+// 25.4 ms with 18.2 ms of queued GPU passes; this measures the rest without device time.
+//
+//   pnpm build   (tensor, webgpu, nn and their dependencies)
+//   node benchmarks/gpu/host-step.mjs [--shape 8,1024,768,12] [--steps 20] [--warmup 3]
+//
+// Prints per step: the record time (the synchronous forward + backward + AdamW that builds the
+// tape and queues the passes) and the time until the queue is idle (every pass encoded and
+// submitted), medians and minima. Values on the null backend are meaningless; only times are.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'index.js')).href);
+const { AdamW, TransformerBlock, registerWebGpuKernels, scope, syncWebGpu, webGpuQueueStats } =
+  await dist('nn');
+const { Rng } = await dist('tensor');
+const { CORE_DEFAULT_LIMITS, WebGpuContext, toWebGpu } = await dist('webgpu');
+const { create, globals } = createRequire(join(repo, 'packages/webgpu/package.json'))('webgpu');
+Object.assign(globalThis, globals);
+
+const { values } = parseArgs({
+  options: {
+    shape: { type: 'string', default: '8,1024,768,12' },
+    steps: { type: 'string', default: '20' },
+    warmup: { type: 'string', default: '3' },
+  },
+});
+const [B, T, C, H] = values.shape.split(',').map(Number);
+
+const gpu = create(['backend=null']);
+const adapter = await gpu.requestAdapter();
+if (!adapter) throw new Error("Dawn's null backend gave no adapter");
+const names = Object.keys(CORE_DEFAULT_LIMITS);
+const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
+const device = await adapter.requestDevice({ requiredLimits });
+const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
+const features = {
+  subgroups: false,
+  shaderF16: false,
+  timestampQuery: false,
+  subgroupMatrix: false,
+  subgroupMinSize: 0,
+  subgroupMaxSize: 0,
+  subgroupMatrixConfigs: [],
+};
+const info = { vendor: '', architecture: '', device: 'null', description: 'Dawn null backend' };
+const ctx = new WebGpuContext(device, features, limits, 'null', info, [gpu]);
+registerWebGpuKernels(ctx);
+
+const block = new TransformerBlock(C, H, { rng: new Rng(1) });
+for (const p of block.parameters()) p.data = toWebGpu(p.data, ctx);
+const opt = new AdamW(block.parameters(), { lr: 1e-4 });
+const rng = new Rng(2);
+const x = toWebGpu(rng.randn([B, T, C], 'f32'), ctx);
+const dy = toWebGpu(rng.randn([B, T, C], 'f32'), ctx);
+const record = [];
+const total = [];
+let passes = 0;
+let immediate = 0;
+let submits = 0;
+for (let i = 0; i < Number(values.warmup) + Number(values.steps); i++) {
+  const before = webGpuQueueStats(ctx);
+  const t0 = performance.now();
+  scope(() => {
+    opt.zeroGrad();
+    block.forward(x).backward(dy);
+    opt.step();
+  });
+  const t1 = performance.now();
+  await syncWebGpu(ctx);
+  const t2 = performance.now();
+  const after = webGpuQueueStats(ctx);
+  passes = after.passes - before.passes;
+  immediate = after.immediate - before.immediate;
+  submits = after.submits - before.submits;
+  if (i >= Number(values.warmup)) {
+    record.push(t1 - t0);
+    total.push(t2 - t0);
+  }
+}
+const stat = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return `median ${s[s.length >> 1].toFixed(2)} ms, min ${s[0].toFixed(2)} ms`;
+};
+console.log(
+  `null backend, block B ${B} T ${T} C ${C} H ${H}, ${record.length} steps, ${passes} passes a step (${immediate} encoded at once), ${submits} submits: record ${stat(record)}; to idle ${stat(total)}`,
+);
+process.exit(0);
