@@ -15,7 +15,7 @@
  *
  *   node bench-gpt.mjs [--shape 12,12,768,1024] [--vocab 50257] [--batch 8] [--steps 5]
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
- *                      [--skip train|generate] [--out gpt.json] [--profile]
+ *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
  *
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
@@ -62,6 +62,13 @@ const [WARMUP] = ints('warmup', '2', 1) as [number];
 const CONTEXTS = ints('contexts', '1024,8192');
 const [GEN_CACHED, GEN_RECOMPUTE] = ints('gen-tokens', '32,4', 2) as [number, number];
 const SKIP = value('skip');
+// Training's parameter storage: f32, or f16 (f32 math; matmuls on tensor cores where the adapter
+// has them).
+const DTYPE = (value('dtype') ?? 'f32') as 'f32' | 'f16';
+if (DTYPE !== 'f32' && DTYPE !== 'f16') {
+  console.error(`--dtype: expected f32 or f16, got ${DTYPE}`);
+  process.exit(2);
+}
 if (C % H !== 0 || L < 1 || T < 2 || STEPS < 1 || GEN_CACHED < 2 || GEN_RECOMPUTE < 2) {
   console.error(
     'bad --shape/--steps/--gen-tokens: H must divide C, T >= 2, steps >= 1, tokens >= 2',
@@ -192,8 +199,14 @@ async function verify(): Promise<Record<string, number>> {
   };
 }
 
+/** The model on webgpu with its parameters stored in `dtype` (f16: nn's tensor-core matmuls). */
+function onGpu(model: Gpt, dtype: 'f32' | 'f16'): Gpt {
+  if (dtype === 'f16') for (const p of model.parameters()) p.data = p.data.astype('f16');
+  return model.toWebGpu(ctx);
+}
+
 async function timeTraining(attention: 'flash' | 'standard') {
-  const model = new Gpt(config(attention, T), { seed: 1 }).toWebGpu(ctx);
+  const model = onGpu(new Gpt(config(attention, T), { seed: 1 }), DTYPE);
   const opt = new AdamW(model.parameters(), { lr: 1e-4 });
   const x = toWebGpu(ids(BATCH, T, 1), ctx);
   const y = toWebGpu(ids(BATCH, T, 2), ctx);
@@ -301,6 +314,7 @@ async function profileDecodeToken(context: number, model: Gpt) {
 
 const out: Record<string, unknown> = {
   shape: { layers: L, heads: H, width: C, context: T, vocab: VOCAB, batch: BATCH },
+  dtype: DTYPE,
   steps: STEPS,
   warmup: WARMUP,
   adapter: ctx.adapterInfo,
@@ -364,7 +378,7 @@ if (SKIP !== 'generate') {
 
 const f = (v: unknown, d = 1) => (typeof v === 'number' ? v.toFixed(d) : '-');
 console.log(
-  `\nGPT training step (fwd + bwd + AdamW), ${L} layers, ${H} heads, ${C} wide, B ${BATCH} T ${T}, vocab ${VOCAB}`,
+  `\nGPT training step (fwd + bwd + AdamW), ${L} layers, ${H} heads, ${C} wide, B ${BATCH} T ${T}, vocab ${VOCAB}, ${DTYPE}`,
 );
 console.log('| attention | median ms | min ms | tokens/s | peak pool MiB |');
 console.log('| --- | --- | --- | --- | --- |');
