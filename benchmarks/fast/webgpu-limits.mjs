@@ -31,8 +31,21 @@ const { values } = parseArgs({
     heads: { type: 'string', default: '4' },
     reps: { type: 'string', default: '5' },
     out: { type: 'string' },
+    // Forward tile configs (tx,ty,rv,cu,kc,mc; ';'-separated) also timed on the default-limits
+    // device beside the planner's, to check the planner's pick: 'none' skips them.
+    'alt-tiles': {
+      type: 'string',
+      default: '8,16,1,1,16,16;8,16,1,1,8,16;16,8,1,1,16,16;8,8,1,1,16,16;4,16,1,1,16,16',
+    },
   },
 });
+const altTiles =
+  values['alt-tiles'] === 'none'
+    ? []
+    : values['alt-tiles'].split(';').map((c) => {
+        const [tx, ty, rv, cu, kc, mc] = c.split(',').map(Number);
+        return { tx, ty, rv, cu, kc, mc };
+      });
 const list = (s) => s.split(',').map(Number);
 const H = Number(values.heads);
 const REPS = Number(values.reps);
@@ -101,7 +114,46 @@ for (const n of list(values.n))
         return [r.o, r.lse, g.dq, g.dk, g.dv];
       });
       const tile = `${plan.outer.blockQ} x ${plan.outer.blockK}`;
-      const row = { n, d, heads: H, causal, fwdT, fwdS, bothT, bothS, relL2: err, plan };
+      // Other forward tiles on the default-limits device (the skeleton rejects what does not fit).
+      const alts = [];
+      for (const cfg of altTiles) {
+        const name = `${4 * cfg.ty * cfg.rv} x ${4 * cfg.tx * cfg.cu} (${Object.values(cfg).join(',')})`;
+        try {
+          const args = { ...opts, backend: 'webgpu', tiles: { forward: cfg } };
+          const r = await flashAttention(qs, ks, vs, args);
+          const e = await relL2(r.o, ref.o);
+          r.o.dispose();
+          r.lse.dispose();
+          const ms = await time(small, async () => {
+            const x = await flashAttention(qs, ks, vs, args);
+            return [x.o, x.lse];
+          });
+          alts.push({ tiles: name, fwdMs: ms, relL2: e });
+        } catch (e) {
+          alts.push({ tiles: name, error: String(e).slice(0, 200) });
+        }
+      }
+      const bestAlt = alts
+        .filter((a) => a.fwdMs !== undefined && a.relL2 < 1e-4)
+        .sort((a, b) => a.fwdMs - b.fwdMs)[0];
+      if (altTiles.length > 0)
+        console.log(
+          `  alt forward tiles (default limits): ${alts.map((a) => (a.error ? `${a.tiles} rejected` : `${a.tiles} ${a.fwdMs.toFixed(2)} ms`)).join('; ')}`,
+        );
+      const row = {
+        n,
+        d,
+        heads: H,
+        causal,
+        fwdT,
+        fwdS,
+        bothT,
+        bothS,
+        relL2: err,
+        plan,
+        alts,
+        bestAlt,
+      };
       rows.push(row);
       console.log(
         `| ${n} | ${d} | ${causal} | ${fwdT.toFixed(1)} | ${fwdS.toFixed(1)} | ${(fwdS / fwdT).toFixed(2)}x | ${bothT.toFixed(1)} | ${bothS.toFixed(1)} | ${(bothS / bothT).toFixed(2)}x | ${err.toExponential(1)} | ${tile} |`,
