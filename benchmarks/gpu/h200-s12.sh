@@ -5,7 +5,9 @@
 # cores) with generation at 1K / 8K after the same changes.
 # Pack: bash benchmarks/gpu/pack-queue.sh. Run (device tool, carry [".gpu"], timeout_s 600):
 #   bash benchmarks/gpu/h200-s12.sh
-# Output under $OUT: log.txt, nn-block.json, torch-nn.json, gpt-f32.json, gpt-f16.json.
+# and issue 15 part 1's default-limits kernels at D 64 beside alternative forward tiles.
+# Output under $OUT: log.txt, nn-block.json, torch-nn.json, gpt-f32.json, gpt-f16.json,
+# limits.json.
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -31,4 +33,8 @@ s=$SECONDS
 timeout 120 bash .gpu/run.sh .gpu/app/bench-gpt.mjs --skip generate --dtype f16 \
   --out "$out/gpt-f16.json" 2>&1 | keep >> "$log"
 echo "=== bench-gpt f16 rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
+echo "=== bench-limits D 64 with alternative forward tiles" >> "$log"
+timeout 120 bash .gpu/run.sh .gpu/app/bench-limits.mjs --n 1024,4096,16384 --d 64 \
+  --out "$out/limits.json" 2>&1 | keep >> "$log"
+echo "=== bench-limits rc=${PIPESTATUS[0]}" >> "$log"
 timeout 10 nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv >> "$log" 2>&1
