@@ -16,6 +16,7 @@
  *   node bench-gpt.mjs [--shape 12,12,768,1024] [--vocab 50257] [--batch 8] [--steps 5]
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
  *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
+ *                      [--queued]
  *
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
@@ -77,7 +78,8 @@ if (C % H !== 0 || L < 1 || T < 2 || STEPS < 1 || GEN_CACHED < 2 || GEN_RECOMPUT
 }
 
 const ctx = await createWebGpuContext();
-registerWebGpuKernels(ctx);
+// --queued: nn's queue without eager encoding (the kernel option encodeEagerly: false), for A/B.
+registerWebGpuKernels(ctx, { encodeEagerly: !args.includes('--queued') });
 console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
 const MiB = 2 ** 20;
 

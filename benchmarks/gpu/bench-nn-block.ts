@@ -40,9 +40,27 @@ const [B, T, C, H] = (value('shape') ?? '8,1024,768,12').split(',').map(Number) 
   number,
 ];
 // f16-simt: f16 storage with the tensor-core matmul turned off (registerWebGpuKernels option).
+// Suffixes turn kernel options off for A/B runs: -nosplit (splitK), -queued (encodeEagerly).
 const VARIANTS = (value('dtypes') ?? 'f32,f16,f16-simt').split(',');
-if (VARIANTS.some((v) => !['f32', 'f16', 'f16-simt'].includes(v))) {
-  console.error(`--dtypes: expected a list of f32, f16, f16-simt, got ${VARIANTS.join(',')}`);
+const SUFFIXES = ['simt', 'nosplit', 'queued'];
+const parseVariant = (v: string) => {
+  const [dtype, ...flags] = v.split('-');
+  if ((dtype !== 'f32' && dtype !== 'f16') || flags.some((f) => !SUFFIXES.includes(f)))
+    return undefined;
+  if (dtype === 'f32' && flags.includes('simt')) return undefined;
+  return {
+    dtype: dtype as 'f32' | 'f16',
+    options: {
+      tensorCores: !flags.includes('simt'),
+      splitK: !flags.includes('nosplit'),
+      encodeEagerly: !flags.includes('queued'),
+    },
+  };
+};
+if (VARIANTS.some((v) => parseVariant(v) === undefined)) {
+  console.error(
+    `--dtypes: expected a list of f32 or f16 with suffixes -simt (f16), -nosplit, -queued, got ${VARIANTS.join(',')}`,
+  );
   process.exit(2);
 }
 const STEPS = Number(value('steps') ?? 10);
@@ -134,6 +152,9 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
   // host time the queue's encoding and the GPU come after.
   const recordMs: number[] = [];
   let peak = 0;
+  // Monotonic microseconds (V8's profile clock) around the timed steps: the window of a
+  // --cpu-prof profile that holds them alone (cpuprof-top.mjs --from-us / --to-us).
+  const from = process.hrtime.bigint() / 1000n;
   for (let i = 0; i < STEPS; i++) {
     const s = performance.now();
     step(block, opt, x, dy);
@@ -143,6 +164,7 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
     ms.push(performance.now() - s);
   }
   const after = webGpuQueueStats(c);
+  console.log(`window ${dtype}: --from-us ${from} --to-us ${process.hrtime.bigint() / 1000n}`);
   let profile: { label: string; ms: number; count: number }[] | undefined;
   if (args.includes('--profile') && c.features.timestampQuery) {
     const profiler = new GpuProfiler(c.device, 2048);
@@ -182,8 +204,8 @@ const out = {
 };
 const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(out, null, 2));
 for (const variant of VARIANTS) {
-  const dtype = variant === 'f32' ? 'f32' : 'f16';
-  registerWebGpuKernels(ctx, { tensorCores: variant !== 'f16-simt' });
+  const { dtype, options } = parseVariant(variant)!;
+  registerWebGpuKernels(ctx, options);
   const row: Record<string, unknown> = { impl: `attnkit webgpu ${variant}`, dtype };
   rows.push(row);
   try {

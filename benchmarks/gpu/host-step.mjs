@@ -29,28 +29,37 @@ const { values } = parseArgs({
     shape: { type: 'string', default: '8,1024,768,12' },
     steps: { type: 'string', default: '20' },
     warmup: { type: 'string', default: '3' },
+    // 'adapter': the machine's own adapter (llvmpipe here, a GPU elsewhere) instead of null.
+    backend: { type: 'string', default: 'null' },
   },
 });
 const [B, T, C, H] = values.shape.split(',').map(Number);
 
-const gpu = create(['backend=null']);
-const adapter = await gpu.requestAdapter();
-if (!adapter) throw new Error("Dawn's null backend gave no adapter");
-const names = Object.keys(CORE_DEFAULT_LIMITS);
-const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
-const device = await adapter.requestDevice({ requiredLimits });
-const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
-const features = {
-  subgroups: false,
-  shaderF16: false,
-  timestampQuery: false,
-  subgroupMatrix: false,
-  subgroupMinSize: 0,
-  subgroupMaxSize: 0,
-  subgroupMatrixConfigs: [],
-};
-const info = { vendor: '', architecture: '', device: 'null', description: 'Dawn null backend' };
-const ctx = new WebGpuContext(device, features, limits, 'null', info, [gpu]);
+async function nullContext() {
+  const gpu = create(['backend=null']);
+  const adapter = await gpu.requestAdapter();
+  if (!adapter) throw new Error("Dawn's null backend gave no adapter");
+  const names = Object.keys(CORE_DEFAULT_LIMITS);
+  const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
+  const device = await adapter.requestDevice({ requiredLimits });
+  const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
+  const features = {
+    subgroups: false,
+    shaderF16: false,
+    timestampQuery: false,
+    subgroupMatrix: false,
+    subgroupMinSize: 0,
+    subgroupMaxSize: 0,
+    subgroupMatrixConfigs: [],
+  };
+  const info = { vendor: '', architecture: '', device: 'null', description: 'Dawn null backend' };
+  const ctx = new WebGpuContext(device, features, limits, 'null', info, [gpu]);
+  return ctx;
+}
+const ctx =
+  values.backend === 'null'
+    ? await nullContext()
+    : await (await dist('webgpu')).createWebGpuContext();
 registerWebGpuKernels(ctx);
 
 const block = new TransformerBlock(C, H, { rng: new Rng(1) });
@@ -64,8 +73,10 @@ const total = [];
 let passes = 0;
 let immediate = 0;
 let submits = 0;
+let created = 0;
 for (let i = 0; i < Number(values.warmup) + Number(values.steps); i++) {
   const before = webGpuQueueStats(ctx);
+  const made = ctx.pool.created;
   const t0 = performance.now();
   scope(() => {
     opt.zeroGrad();
@@ -79,6 +90,7 @@ for (let i = 0; i < Number(values.warmup) + Number(values.steps); i++) {
   passes = after.passes - before.passes;
   immediate = after.immediate - before.immediate;
   submits = after.submits - before.submits;
+  created = ctx.pool.created - made;
   if (i >= Number(values.warmup)) {
     record.push(t1 - t0);
     total.push(t2 - t0);
@@ -89,6 +101,6 @@ const stat = (xs) => {
   return `median ${s[s.length >> 1].toFixed(2)} ms, min ${s[0].toFixed(2)} ms`;
 };
 console.log(
-  `null backend, block B ${B} T ${T} C ${C} H ${H}, ${record.length} steps, ${passes} passes a step (${immediate} encoded at once), ${submits} submits: record ${stat(record)}; to idle ${stat(total)}`,
+  `${values.backend} backend, block B ${B} T ${T} C ${C} H ${H}, ${record.length} steps, ${passes} passes a step (${immediate} encoded at once), ${submits} submits, ${created} buffers created in the last: record ${stat(record)}; to idle ${stat(total)}`,
 );
 process.exit(0);

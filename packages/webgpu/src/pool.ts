@@ -19,6 +19,9 @@ export class BufferPool {
    * `resetHighWater()` last ran: what a caller with a GPU memory budget asserts against.
    */
   highWaterBytes = 0;
+  /** Buffers created and destroyed by the pool over its life (a steady workload creates none). */
+  created = 0;
+  destroyed = 0;
   /** liveBytes' peak over the pool's life (resetHighWater leaves it): the cache's limit. */
   private peakLiveBytes = 0;
 
@@ -72,7 +75,10 @@ export class BufferPool {
     if (buffer) {
       this.cached -= size;
       this.lru.delete(buffer);
-    } else buffer = this.device.createBuffer({ size, usage, label });
+    } else {
+      buffer = this.device.createBuffer({ size, usage, label });
+      this.created++;
+    }
     this.live++;
     this.liveBytes += size;
     if (this.liveBytes > this.highWaterBytes) this.highWaterBytes = this.liveBytes;
@@ -92,6 +98,7 @@ export class BufferPool {
       oldList.splice(oldList.indexOf(old), 1);
       this.cached -= old.size;
       old.destroy();
+      this.destroyed++;
     }
   }
 
@@ -121,6 +128,7 @@ export class BufferPool {
     const limit = this.cacheLimitBytes;
     if (buffer.size > limit) {
       buffer.destroy();
+      this.destroyed++;
       return;
     }
     // Over the limit, the buffers unused longest go first: a workload that changed its sizes (f32

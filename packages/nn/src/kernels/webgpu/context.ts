@@ -9,9 +9,24 @@ export interface WebGpuKernelOptions {
    * 16 x 16 x 16 and the dims tile by 16 (default true); false keeps the SIMT kernel.
    */
   tensorCores?: boolean;
+  /**
+   * Matmuls with few output tiles and a long K (weight gradients) split K across workgroups and
+   * sum the slices in a second pass (default true); false runs each output tile over all of K.
+   */
+  splitK?: boolean;
+  /**
+   * A pass with nothing queued before it and a compiled pipeline is encoded as it is called,
+   * and the first command buffer after an idle queue is submitted after 8 passes (default
+   * true); false queues every pass and submits every 64 (for A/B measurements).
+   */
+  encodeEagerly?: boolean;
 }
 
-let options: Required<WebGpuKernelOptions> = { tensorCores: true };
+let options: Required<WebGpuKernelOptions> = {
+  tensorCores: true,
+  splitK: true,
+  encodeEagerly: true,
+};
 
 export function kernelOptions(): Required<WebGpuKernelOptions> {
   return options;
@@ -29,5 +44,9 @@ export function gpuContext(op: string): WebGpuContext {
 
 export function bindContext(ctx: WebGpuContext, opts: WebGpuKernelOptions = {}): void {
   bound = ctx;
-  options = { tensorCores: opts.tensorCores ?? true };
+  options = {
+    tensorCores: opts.tensorCores ?? true,
+    splitK: opts.splitK ?? true,
+    encodeEagerly: opts.encodeEagerly ?? true,
+  };
 }

@@ -270,7 +270,7 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   // The grid's z counts (batch element, K slice) pairs: at most 65535 of them.
   let splits = tcPlan ? tcPlan.splits : skinny ? 1 : simt.splits;
   let kLen = tcPlan ? tcPlan.kLen : skinny ? k : simt.kLen;
-  if (nb * splits > 65535 || m * n * nb === 0) {
+  if (nb * splits > 65535 || m * n * nb === 0 || !kernelOptions().splitK) {
     splits = 1;
     kLen = k;
   }

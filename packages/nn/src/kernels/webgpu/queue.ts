@@ -18,6 +18,7 @@ import {
   WebGpuError,
   WebGpuStorage,
 } from '@attnkit/webgpu';
+import { kernelOptions } from './context.js';
 
 /**
  * nn's kernels are synchronous (tensors in, tensors out: autograd records as it goes), WebGPU's
@@ -63,7 +64,7 @@ export class GpuQueue {
    * doubling up to BATCH, so that the GPU starts on a step's first passes while the host still
    * encodes the rest (a step of ~75 passes waited for 64 of them before).
    */
-  private nextFlush = FIRST_BATCH;
+  private nextFlush = firstBatch();
   private flushScheduled = false;
 
   /** Resolved by the next flush: fences waiting for the open encoder's submit. */
@@ -104,8 +105,8 @@ export class GpuQueue {
     fallback?: { program: ComputeProgram; workgroups: readonly [number, number, number] },
   ): void {
     const inputs = storages.filter((s) => !outputs.includes(s));
-    const ready =
-      this.pending === 0 && !this.broken ? this.ctx.pipelines.ready(program) : undefined;
+    const eager = this.pending === 0 && !this.broken && kernelOptions().encodeEagerly;
+    const ready = eager ? this.ctx.pipelines.ready(program) : undefined;
     if (ready && !inputs.some((s) => s instanceof QueuedStorage && s.failure)) {
       try {
         this.encodePass(ready, program.label, params, storages, grid, outputs);
@@ -176,7 +177,7 @@ export class GpuQueue {
       // Queued tasks submit when the last of them finishes (enqueue).
       if (this.pending === 0) {
         void this.flush();
-        this.nextFlush = FIRST_BATCH;
+        this.nextFlush = firstBatch();
       }
     });
   }
@@ -233,7 +234,7 @@ export class GpuQueue {
       // Passes encoded at once (pass()) wait for a microtask's flush: submit them now.
       if (this.encoder) {
         await this.flush();
-        this.nextFlush = FIRST_BATCH;
+        this.nextFlush = firstBatch();
       }
       if (this.checks.length === 0) break;
       const checks = this.checks;
@@ -269,7 +270,7 @@ export class GpuQueue {
         this.pending--;
         if (this.pending === 0) {
           await this.flush();
-          this.nextFlush = FIRST_BATCH;
+          this.nextFlush = firstBatch();
         }
       }
     });
@@ -357,6 +358,7 @@ const SCOPES: GPUErrorFilter[] = ['internal', 'out-of-memory', 'validation'];
 const BATCH = 64;
 /** Passes in the first command buffer after the queue was idle (then doubling to BATCH). */
 const FIRST_BATCH = 8;
+const firstBatch = () => (kernelOptions().encodeEagerly ? FIRST_BATCH : BATCH);
 
 function markFailed(outputs: readonly WebGpuStorage[], err: Error): void {
   for (const o of outputs) if (o instanceof QueuedStorage) o.failure ??= err;
