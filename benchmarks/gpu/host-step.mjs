@@ -31,6 +31,8 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '3' },
     // 'adapter': the machine's own adapter (llvmpipe here, a GPU elsewhere) instead of null.
     backend: { type: 'string', default: 'null' },
+    queued: { type: 'boolean', default: false },
+    'log-creates': { type: 'boolean', default: false },
   },
 });
 const [B, T, C, H] = values.shape.split(',').map(Number);
@@ -60,8 +62,24 @@ const ctx =
   values.backend === 'null'
     ? await nullContext()
     : await (await dist('webgpu')).createWebGpuContext();
-registerWebGpuKernels(ctx);
+// --queued: without eager encoding (kernel option encodeEagerly: false), for A/B.
+registerWebGpuKernels(ctx, { encodeEagerly: !process.argv.includes('--queued') });
 
+// --log-creates: the pool's buffer creations during the last step (a steady step makes none).
+let logCreates = false;
+if (process.argv.includes('--log-creates')) {
+  const create = ctx.device.createBuffer.bind(ctx.device);
+  ctx.device.createBuffer = (d) => {
+    if (logCreates) console.log(`  created ${d.label} (${d.size} B, usage ${d.usage})`);
+    const b = create(d);
+    const destroy = b.destroy.bind(b);
+    b.destroy = () => {
+      if (logCreates) console.log(`  destroyed ${d.label} (${d.size} B, usage ${d.usage})`);
+      destroy();
+    };
+    return b;
+  };
+}
 const block = new TransformerBlock(C, H, { rng: new Rng(1) });
 for (const p of block.parameters()) p.data = toWebGpu(p.data, ctx);
 const opt = new AdamW(block.parameters(), { lr: 1e-4 });
@@ -75,6 +93,7 @@ let immediate = 0;
 let submits = 0;
 let created = 0;
 for (let i = 0; i < Number(values.warmup) + Number(values.steps); i++) {
+  logCreates = i === Number(values.warmup) + Number(values.steps) - 1;
   const before = webGpuQueueStats(ctx);
   const made = ctx.pool.created;
   const t0 = performance.now();

@@ -74,9 +74,8 @@ describe('pure parts', () => {
     expect(pool.highWaterBytes).toBe(1024);
   });
 
-  it('caches released buffers up to max(maxCachedBytes, peak - live), the oldest destroyed past it', () => {
-    const destroyedBufs: unknown[] = [];
-    const device = {
+  const fakeDevice = (destroyedBufs: unknown[] = []) =>
+    ({
       createBuffer: (d: { size: number; usage: number }) => {
         const b = {
           size: d.size,
@@ -87,8 +86,12 @@ describe('pure parts', () => {
         };
         return b;
       },
-    } as unknown as GPUDevice;
-    const pool = new BufferPool(device, 1024);
+    }) as unknown as GPUDevice;
+
+  it('caches released buffers up to max(maxCachedBytes, peak - live), the oldest destroyed past it', () => {
+    const destroyedBufs: unknown[] = [];
+    // recentAcquires 0: every released buffer counts as old (the limit alone decides).
+    const pool = new BufferPool(fakeDevice(destroyedBufs), 1024, 0);
     // A working set of 4 KiB, released and asked for again: nothing is destroyed or re-made.
     const set = [pool.acquire(2048, 1), pool.acquire(1024, 1), pool.acquire(1024, 1)];
     for (const b of set) pool.release(b);
@@ -102,7 +105,7 @@ describe('pure parts', () => {
     for (const b of again) pool.release(b);
     expect(pool.cacheLimitBytes).toBe(4096);
     // A new size: live + cached would pass the peak, so the buffer released longest ago
-    // (again[0], 2 KiB) goes, at once; the pool never holds twice its peak.
+    // (again[0], 2 KiB) goes, at once.
     const other = pool.acquire(512, 2);
     expect(destroyedBufs).toEqual([again[0]]);
     expect(pool.cachedBytes + pool.liveBytes).toBeLessThanOrEqual(4096);
@@ -112,9 +115,43 @@ describe('pure parts', () => {
     expect(pool.acquire(512, 2)).toBe(other);
     expect(pool.acquire(2048, 1)).not.toBe(again[0]);
     expect(pool.cachedBytes + pool.liveBytes).toBeLessThanOrEqual(4096);
+    expect(pool.created).toBe(5);
     pool.trim();
     expect(destroyedBufs).toHaveLength(3);
     expect(pool.cachedBytes).toBe(0);
+  });
+
+  it('keeps recently released buffers up to twice the peak: a step whose sizes over time pass its peak makes none after the first', () => {
+    const pool = new BufferPool(fakeDevice(), 0, 4);
+    // 1 KiB then 2 KiB, never both at once: the peak is 2 KiB, the step needs 3. Evicting down
+    // to the peak made and destroyed both every step.
+    const step = () => {
+      pool.release(pool.acquire(1024, 1));
+      pool.release(pool.acquire(2048, 1));
+    };
+    step();
+    const made = pool.created;
+    for (let i = 0; i < 5; i++) step();
+    expect(pool.created).toBe(made);
+    expect(pool.destroyed).toBe(0);
+    expect(pool.cachedBytes).toBe(3072);
+    expect(pool.cachedBytes + pool.liveBytes).toBeLessThanOrEqual(2 * 2048);
+    // Other work for more than recentAcquires, then another size: the old buffers go down to
+    // the peak again.
+    for (let i = 0; i < 4; i++) pool.release(pool.acquire(256, 3));
+    pool.acquire(512, 2);
+    expect(pool.destroyed).toBe(2);
+    expect(pool.cachedBytes).toBe(256);
+  });
+
+  it('never keeps more than twice the peak, recent or not', () => {
+    const pool = new BufferPool(fakeDevice(), 0);
+    const a = [pool.acquire(1024, 1), pool.acquire(1024, 1)];
+    for (const b of a) pool.release(b);
+    // Recent buffers of other sizes: 2 KiB each, peak 2 KiB, so at most 4 KiB in all.
+    for (const usage of [2, 3, 4]) pool.release(pool.acquire(2048, usage));
+    expect(pool.cachedBytes + pool.liveBytes).toBeLessThanOrEqual(2 * pool.highWaterBytes);
+    expect(pool.destroyed).toBeGreaterThan(0);
   });
 
   it('pipeline keys differ by source, constants, entry point and bindings', () => {

@@ -8,8 +8,8 @@ import { describe, ValueError } from '@attnkit/tensor';
  */
 export class BufferPool {
   private readonly free = new Map<string, GPUBuffer[]>();
-  /** The free buffers in the order they were released (oldest first), each with its list. */
-  private readonly lru = new Map<GPUBuffer, GPUBuffer[]>();
+  /** The free buffers in the order they were released (oldest first): their list and when. */
+  private readonly lru = new Map<GPUBuffer, { list: GPUBuffer[]; at: number }>();
   private cached = 0;
   /** Buffers handed out and not yet released, and their bytes. */
   live = 0;
@@ -32,20 +32,38 @@ export class BufferPool {
      * once when that is more. Past the limit the buffers released longest ago are destroyed.
      */
     readonly maxCachedBytes = 512 * 1024 * 1024,
+    /**
+     * Buffers released within this many acquisitions are evicted only past
+     * hardCacheLimitBytes (see cacheLimitBytes): a training step or a decoded token asks for
+     * its sizes again within a few hundred to a few thousand (GPT-2 small's step: ~2,500).
+     */
+    readonly recentAcquires = 8192,
   ) {}
 
+  /** Acquisitions so far: the clock that ages released buffers. */
+  private acquires = 0;
+
   /**
-   * Bytes of released buffers the pool keeps now: max(maxCachedBytes, peak - liveBytes), where
-   * peak is the most bytes it ever handed out at once. An iterative workload (a training step, a
-   * layer loop) releases what it allocated and asks for the same sizes next time; capping the
-   * cache below its working set destroyed and re-created hundreds of MiB of buffers every step
-   * (on the H200, a TransformerBlock step at 1.6 GiB live spent ~60 ms of its 79 in that churn).
-   * Counting what is live keeps live + cached within max(peak, live + maxCachedBytes): a new
-   * size evicts old ones instead of the pool growing to twice the peak. `trim()` gives the cache
-   * back.
+   * Bytes of released buffers the pool keeps now, past which the ones released longest ago
+   * are destroyed: max(maxCachedBytes, peak - liveBytes), where peak is the most bytes it ever
+   * handed out at once. An iterative workload (a training step, a layer loop) releases what it
+   * allocated and asks for the same sizes next time; capping the cache below its working set
+   * destroyed and re-created hundreds of MiB of buffers every step (on the H200, a
+   * TransformerBlock step at 1.6 GiB live spent ~60 ms of its 79 in that churn). Counting what is
+   * live keeps live + cached near the peak: a new size evicts old ones instead of the pool
+   * growing without bound. Buffers released within recentAcquires are kept up to
+   * hardCacheLimitBytes, though: a step's sizes over time can need more buffers than its peak
+   * holds at once (a size wanted while its buffer waits behind a fence), and evicting those
+   * made and destroyed buffers every step (2 ms of the H200 block step's). `trim()` gives the
+   * cache back.
    */
   get cacheLimitBytes(): number {
     return Math.max(this.maxCachedBytes, this.peakLiveBytes - this.liveBytes);
+  }
+
+  /** The limit recently released buffers are kept to: live + cached within twice the peak. */
+  get hardCacheLimitBytes(): number {
+    return Math.max(this.maxCachedBytes, 2 * this.peakLiveBytes - this.liveBytes);
   }
 
   /**
@@ -68,6 +86,7 @@ export class BufferPool {
   /** A buffer of at least `bytes` bytes (its `size` is the size class) with `usage`. */
   acquire(bytes: number, usage: GPUBufferUsageFlags, label?: string): GPUBuffer {
     const size = BufferPool.sizeClass(bytes);
+    this.acquires++;
     const key = `${usage}:${size}`;
     const list = this.free.get(key);
     let buffer = list?.pop();
@@ -88,14 +107,22 @@ export class BufferPool {
     return buffer;
   }
 
-  /** Destroys the buffers released longest ago until `incoming` more bytes fit in the cache. */
+  /**
+   * Destroys the buffers released longest ago until `incoming` more bytes fit under
+   * cacheLimitBytes, except that those released within recentAcquires go only past
+   * hardCacheLimitBytes.
+   */
   private evict(incoming: number): void {
     const limit = this.cacheLimitBytes;
     if (this.cached + incoming <= limit) return;
-    for (const [old, oldList] of this.lru) {
+    const hard = this.hardCacheLimitBytes;
+    const recent = this.acquires - this.recentAcquires;
+    for (const [old, { list, at }] of this.lru) {
       if (this.cached + incoming <= limit) break;
+      // Oldest first: from here on every buffer is recent.
+      if (at > recent && this.cached + incoming <= hard) break;
       this.lru.delete(old);
-      oldList.splice(oldList.indexOf(old), 1);
+      list.splice(list.indexOf(old), 1);
       this.cached -= old.size;
       old.destroy();
       this.destroyed++;
@@ -125,7 +152,7 @@ export class BufferPool {
   releaseNow(buffer: GPUBuffer): void {
     this.live--;
     this.liveBytes -= buffer.size;
-    const limit = this.cacheLimitBytes;
+    const limit = this.hardCacheLimitBytes;
     if (buffer.size > limit) {
       buffer.destroy();
       this.destroyed++;
@@ -139,7 +166,7 @@ export class BufferPool {
     let list = this.free.get(key);
     if (!list) this.free.set(key, (list = []));
     list.push(buffer);
-    this.lru.set(buffer, list);
+    this.lru.set(buffer, { list, at: this.acquires });
     this.cached += buffer.size;
   }
 
