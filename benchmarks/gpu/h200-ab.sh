@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A/B of session 12's two nn changes on the H200 (one device command, ~4 min): split-K weight
-# gradients (kernel option splitK) and eager encoding with early submits (encodeEagerly), on
-# the TransformerBlock step (f32 and f16) and on GPT-2 small's training step and decoding, with
-# a CPU profile of the f32 block steps (where the host time of a step goes).
+# A/B of session 12's nn changes on the H200 (one device command, ~5 min): split-K weight
+# gradients (kernel option splitK, variant suffix -nosplit) and eager encoding with early
+# submits (encodeEagerly, suffix -queued), on the TransformerBlock step (f32 and f16, PyTorch
+# in the same command) and on GPT-2 small's training step and decoding, with a CPU profile of
+# the f32 block steps (where the host time of a step goes). AB_VARIANTS overrides the list.
 # Pack: bash benchmarks/gpu/pack-queue.sh. Run (device tool, carry [".gpu"], timeout_s 600):
 #   bash benchmarks/gpu/h200-ab.sh
 set -uo pipefail
@@ -15,9 +16,12 @@ timeout 10 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu -
 echo "=== bench-nn-block A/B" >> "$log"
 s=$SECONDS
 timeout 200 bash .gpu/run.sh .gpu/app/bench-nn-block.mjs \
-  --dtypes f32,f32-queued,f32-nosplit,f32-nosplit-queued,f16,f16-queued,f32,f32-queued \
+  --dtypes ${AB_VARIANTS:-f32,f32-queued,f16,f16-queued,f32,f32-queued,f16,f16-queued} \
   --steps 10 --warmup 3 --out "$out/nn-ab.json" 2>&1 | keep >> "$log"
 echo "=== rc=${PIPESTATUS[0]} $((SECONDS - s)) s" >> "$log"
+timeout 60 python3 .gpu/app/torch_nn_block.py --shape 8,1024,768,12 --steps 10 --warmup 3 \
+  --out "$out/torch-nn.json" >> "$log" 2>&1
+echo "=== torch rc=$?" >> "$log"
 echo "=== cpu profile, f32 block steps" >> "$log"
 timeout 90 bash .gpu/run.sh --cpu-prof --cpu-prof-dir="$out/prof" .gpu/app/bench-nn-block.mjs \
   --dtypes f32 --steps 20 --warmup 3 2>&1 | keep > "$out/prof-run.txt"
