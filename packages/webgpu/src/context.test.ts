@@ -121,21 +121,21 @@ describe('pure parts', () => {
     expect(pool.cachedBytes).toBe(0);
   });
 
-  it('keeps recently released buffers up to twice the peak: a step whose sizes over time pass its peak makes none after the first', () => {
+  it('keeps recently released buffers up to a quarter past the peak: a step whose sizes over time pass its peak makes none after the first', () => {
     const pool = new BufferPool(fakeDevice(), 0, 4);
-    // 1 KiB then 2 KiB, never both at once: the peak is 2 KiB, the step needs 3. Evicting down
+    // 1 KiB then 4 KiB, never both at once: the peak is 4 KiB, the step needs 5. Evicting down
     // to the peak made and destroyed both every step.
     const step = () => {
       pool.release(pool.acquire(1024, 1));
-      pool.release(pool.acquire(2048, 1));
+      pool.release(pool.acquire(4096, 1));
     };
     step();
     const made = pool.created;
     for (let i = 0; i < 5; i++) step();
     expect(pool.created).toBe(made);
     expect(pool.destroyed).toBe(0);
-    expect(pool.cachedBytes).toBe(3072);
-    expect(pool.cachedBytes + pool.liveBytes).toBeLessThanOrEqual(2 * 2048);
+    expect(pool.cachedBytes).toBe(5120);
+    expect(pool.cachedBytes + pool.liveBytes).toBeLessThanOrEqual(4096 + 1024);
     // Other work for more than recentAcquires, then another size: the old buffers go down to
     // the peak again.
     for (let i = 0; i < 4; i++) pool.release(pool.acquire(256, 3));
@@ -144,13 +144,15 @@ describe('pure parts', () => {
     expect(pool.cachedBytes).toBe(256);
   });
 
-  it('never keeps more than twice the peak, recent or not', () => {
+  it('never keeps more than a quarter past the peak, recent or not', () => {
     const pool = new BufferPool(fakeDevice(), 0);
-    const a = [pool.acquire(1024, 1), pool.acquire(1024, 1)];
+    const a = [pool.acquire(4096, 1), pool.acquire(4096, 1)];
     for (const b of a) pool.release(b);
-    // Recent buffers of other sizes: 2 KiB each, peak 2 KiB, so at most 4 KiB in all.
-    for (const usage of [2, 3, 4]) pool.release(pool.acquire(2048, usage));
-    expect(pool.cachedBytes + pool.liveBytes).toBeLessThanOrEqual(2 * pool.highWaterBytes);
+    // Recent buffers of other sizes: peak 8 KiB, so at most 10 KiB in all.
+    for (const usage of [2, 3, 4]) {
+      pool.release(pool.acquire(2048, usage));
+      expect(pool.cachedBytes + pool.liveBytes).toBeLessThanOrEqual(8192 + 2048);
+    }
     expect(pool.destroyed).toBeGreaterThan(0);
   });
 

@@ -52,7 +52,7 @@ export class BufferPool {
    * TransformerBlock step at 1.6 GiB live spent ~60 ms of its 79 in that churn). Counting what is
    * live keeps live + cached near the peak: a new size evicts old ones instead of the pool
    * growing without bound. Buffers released within recentAcquires are kept up to
-   * hardCacheLimitBytes, though: a step's sizes over time can need more buffers than its peak
+   * hardCacheLimitBytes (the peak and a quarter, at most 1 GiB more), though: a step's sizes over time can need more buffers than its peak
    * holds at once (a size wanted while its buffer waits behind a fence), and evicting those
    * made and destroyed buffers every step (2 ms of the H200 block step's). `trim()` gives the
    * cache back.
@@ -61,9 +61,15 @@ export class BufferPool {
     return Math.max(this.maxCachedBytes, this.peakLiveBytes - this.liveBytes);
   }
 
-  /** The limit recently released buffers are kept to: live + cached within twice the peak. */
+  /**
+   * The limit recently released buffers are kept to: live + cached within the peak plus a
+   * quarter of it, at most 1 GiB more (bounded: a process that trained near the GPU's memory
+   * and then decodes must not hold twice its peak; the H200's 8K decoding slowed 2x with the
+   * cache allowed to twice a 56 GiB peak).
+   */
   get hardCacheLimitBytes(): number {
-    return Math.max(this.maxCachedBytes, 2 * this.peakLiveBytes - this.liveBytes);
+    const slack = Math.min(this.peakLiveBytes / 4, 2 ** 30);
+    return Math.max(this.maxCachedBytes, this.peakLiveBytes + slack - this.liveBytes);
   }
 
   /**
