@@ -88,6 +88,20 @@ describe('planTwoLevel: documented device classes', () => {
     }
   });
 
+  test('WebGPU plans stream tiles of 32 or more where one fits (not the I/O-optimal 128 x 16 at D = 64)', () => {
+    for (const dev of [WEBGPU_DEFAULT, WEBGPU_H200])
+      for (const d of [32, 64, 128]) {
+        const plan = planTwoLevel(dev, { seqQ: 4096, seqK: 4096, headDim: d });
+        const { forward, dq, dkdv } = plan.webgpu!.plans;
+        expect(forward.bc, `${dev.name} D ${d} forward`).toBeGreaterThanOrEqual(32);
+        expect(dq.bc, `${dev.name} D ${d} dq`).toBeGreaterThanOrEqual(32);
+        expect(dkdv.br, `${dev.name} D ${d} dkdv`).toBeGreaterThanOrEqual(32);
+      }
+    // The H200's measured winner under the default limits at D = 64.
+    const d64 = planTwoLevel(WEBGPU_DEFAULT, { seqQ: 4096, seqK: 4096, headDim: 64 });
+    expect(d64.webgpu!.tiles.forward).toEqual({ tx: 8, ty: 16, rv: 1, cu: 1, kc: 16, mc: 16 });
+  });
+
   test('a dense plan predicts exactly the I/O model closed form (FA2 forward, Nq = Nk)', () => {
     for (const dev of [WEBGPU_DEFAULT, WEBGPU_H200, CPU_L2_256K, CPU_L2_1M]) {
       const plan = planTwoLevel(dev, { seqQ: 1000, seqK: 1000, headDim: 64 });

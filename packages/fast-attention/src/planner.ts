@@ -173,6 +173,15 @@ const DEPTHS = [16, 32, 8, 4];
  * I/O it saves shrinks (1/BR), and coarser tiles skip less of a causal or window band.
  */
 const MAX_EXTENT = 128;
+/**
+ * The streamed tile's extent at least (forward and dQ: the key tile BC; dK/dV: the query tile
+ * BR), where some tile has it: every streamed tile costs a barrier-separated staging step and a
+ * rescale of the accumulators that the I/O model does not price. On the H200 under the default
+ * limits (issue 15, session 12) the D = 64 forward's I/O-optimal 128 x 16 ran 1.35-2.1x slower
+ * than 64 x 32 at N 4096-16384 (benchmarks/gpu/results/s12-h200/run1-s12-log.txt); on llvmpipe
+ * the two were within 5%.
+ */
+const MIN_STREAMED = 32;
 
 /**
  * f32 registers one invocation of the skeleton's kernels holds: its 4 rv x 4 cu score block,
@@ -216,8 +225,10 @@ function planWebGpuKernel(
   const depths = DEPTHS.filter((k) => k <= Math.max(4, Math.ceil(contraction / 4) * 4));
   const inv = dev.maxComputeInvocationsPerWorkgroup;
   let best: { plan: WebGpuFlashPlan; io: number } | undefined;
+  const streamed = (p: WebGpuFlashPlan) => (kernel === 'dkdv' ? p.br : p.bc) >= MIN_STREAMED;
   const better = (a: { plan: WebGpuFlashPlan; io: number }) => {
     if (best === undefined) return true;
+    if (streamed(a.plan) !== streamed(best.plan)) return streamed(a.plan);
     if (a.io !== best.io) return a.io < best.io;
     if (a.plan.threads !== best.plan.threads) return a.plan.threads > best.plan.threads;
     if (a.plan.br * a.plan.bc !== best.plan.br * best.plan.bc)
