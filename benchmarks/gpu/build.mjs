@@ -38,6 +38,7 @@ await build({
     join(here, 'bench-nn-block.ts'),
     join(here, 'bench-tc-micro.ts'),
     join(here, 'bench-gpt.ts'),
+    join(here, 'bench-matmul.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
@@ -84,5 +85,5 @@ rmSync(link, { force: true, recursive: true });
 mkdirSync(dirname(link), { recursive: true });
 symlinkSync(join(packages, 'native'), link, 'dir');
 console.log(
-  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream,nn-block,tc-micro,gpt,limits}.mjs, attnkit.mjs, attnkit-gpt.mjs',
+  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream,nn-block,tc-micro,gpt,matmul,limits}.mjs, attnkit.mjs, attnkit-gpt.mjs',
 );

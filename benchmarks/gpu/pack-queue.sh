@@ -24,5 +24,5 @@ bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-stream.mjs \
   benchmarks/gpu/dist/bench-nn-block.mjs benchmarks/gpu/torch_nn_block.py \
   benchmarks/gpu/dist/bench-gpt.mjs benchmarks/gpu/dist/attnkit-gpt.mjs \
   ../shared/data/tinyshakespeare.txt benchmarks/gpu/cpuprof-top.mjs \
-  benchmarks/gpu/dist/bench-limits.mjs
+  benchmarks/gpu/dist/bench-limits.mjs benchmarks/gpu/dist/bench-matmul.mjs
 ls .gpu/app

@@ -56,24 +56,35 @@ function shader(
         .join('\n      '),
     )
     .join('\n      ');
-  const store = (q: number, g: number) =>
+  // Stores with constant indices into acc, unrolled here: a runtime index (the f16 store's loop
+  // stepped by 2 was not unrolled by NVIDIA's compiler) moves the whole accumulator array out of
+  // registers, which made the f16-output kernel ~10x slower than the f32 one on the H200 (the
+  // same kernel with an f32 output ran at the f32 speed; bench-matmul, session 12).
+  const store = (q: number, i: number) =>
     dtC === 'f32'
-      ? `for (var j = 0u; j < 4u; j = j + 1u) {
-        let c = n0 + ${g * 64}u + tx * 4u + j;
-        if (c < N) { C[cOff + r * N + c] = acc[${q * 4}u + i][j]; }
-      }`
-      : `for (var j = 0u; j < 4u; j = j + 2u) {
-        let c = n0 + ${g * 64}u + tx * 4u + j;
-        if (c < N) { C[(cOff + r * N + c) >> 1u] = pack2x16float(vec2<f32>(acc[${q * 4}u + i][j], acc[${q * 4}u + i][j + 1u])); }
-      }`;
+      ? [0, 1, 2, 3]
+          .map(
+            (j) =>
+              `if (c0 + ${j}u < N) { C[cOff + r * N + c0 + ${j}u] = acc[${q * 4 + i}][${j}]; }`,
+          )
+          .join('\n      ')
+      : [0, 2]
+          .map(
+            (j) =>
+              `if (c0 + ${j}u < N) { C[(cOff + r * N + c0 + ${j}u) >> 1u] = pack2x16float(vec2<f32>(acc[${q * 4 + i}][${j}], acc[${q * 4 + i}][${j + 1}])); }`,
+          )
+          .join('\n      ');
   const stores = blocks
-    .map(
-      ([h, g], q) => `for (var i = 0u; i < 4u; i = i + 1u) {
-    let r = m0 + ${h * 64}u + ty * 4u + i;
+    .flatMap(([h, g], q) =>
+      [0, 1, 2, 3].map(
+        (i) => `{
+    let r = m0 + ${h * 64 + i}u + ty * 4u;
+    let c0 = n0 + ${g * 64}u + tx * 4u;
     if (r < M) {
-      ${store(q, g)}
+      ${store(q, i)}
     }
   }`,
+      ),
     )
     .join('\n  ');
   return `${PRELUDE}
