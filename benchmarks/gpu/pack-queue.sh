@@ -12,6 +12,7 @@
 #                                          vs the tuned FA2 on the H200 (~2 min)
 #     bash benchmarks/gpu/h200-next.sh     the three above that session 11 left, in one call
 #     bash benchmarks/gpu/h200-s12.sh      nn block + torch, GPT-2 small f32 and f16, generation
+#     bash benchmarks/gpu/h200-next12.sh   bench-matmul (the unrolled f16 stores), then h200-final.sh
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
