@@ -10,19 +10,16 @@
 // passes per token. The model is GPT-2 small's depth (12 layers, 12 heads) at width 96 and a
 // 65-token vocabulary: the pass count depends on depth, not width. Logits on the null backend
 // are meaningless (greedy decoding picks a fixed token); only the time is.
-import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { nullWebGpuContext } from './null-context.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
 const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'index.js')).href);
 const { Gpt } = await dist('gpt');
 const { registerWebGpuKernels, webGpuQueueStats } = await dist('nn');
-const { CORE_DEFAULT_LIMITS, WebGpuContext } = await dist('webgpu');
-const { create, globals } = createRequire(join(repo, 'packages/webgpu/package.json'))('webgpu');
-Object.assign(globalThis, globals);
 
 const { values } = parseArgs({
   options: {
@@ -36,25 +33,7 @@ const layers = Number(values.layers);
 const tokens = Number(values.tokens);
 const warmup = Number(values.warmup);
 
-const gpu = create(['backend=null']);
-const adapter = await gpu.requestAdapter();
-if (!adapter) throw new Error("Dawn's null backend gave no adapter");
-// The limits a WebGpuContext reports (the adapter's own, as createWebGpuContext asks for).
-const names = Object.keys(CORE_DEFAULT_LIMITS);
-const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
-const device = await adapter.requestDevice({ requiredLimits });
-const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
-const features = {
-  subgroups: false,
-  shaderF16: false,
-  timestampQuery: false,
-  subgroupMatrix: false,
-  subgroupMinSize: 0,
-  subgroupMaxSize: 0,
-  subgroupMatrixConfigs: [],
-};
-const info = { vendor: '', architecture: '', device: 'null', description: 'Dawn null backend' };
-const ctx = new WebGpuContext(device, features, limits, 'null', info, [gpu]);
+const ctx = await nullWebGpuContext();
 registerWebGpuKernels(ctx);
 
 const config = { nLayer: layers, nHead: 12, nKvHead: 12, nEmbd: 96, blockSize: 512, vocabSize: 65 };

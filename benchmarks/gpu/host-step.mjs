@@ -9,10 +9,10 @@
 // Prints per step: the record time (the synchronous forward + backward + AdamW that builds the
 // tape and queues the passes) and the time until the queue is idle (every pass encoded and
 // submitted), medians and minima. Values on the null backend are meaningless; only times are.
-import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { nullWebGpuContext } from './null-context.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -20,9 +20,7 @@ const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'inde
 const { AdamW, TransformerBlock, registerWebGpuKernels, scope, syncWebGpu, webGpuQueueStats } =
   await dist('nn');
 const { Rng } = await dist('tensor');
-const { CORE_DEFAULT_LIMITS, WebGpuContext, toWebGpu } = await dist('webgpu');
-const { create, globals } = createRequire(join(repo, 'packages/webgpu/package.json'))('webgpu');
-Object.assign(globalThis, globals);
+const { createWebGpuContext, toWebGpu } = await dist('webgpu');
 
 const { values } = parseArgs({
   options: {
@@ -37,37 +35,13 @@ const { values } = parseArgs({
 });
 const [B, T, C, H] = values.shape.split(',').map(Number);
 
-async function nullContext() {
-  const gpu = create(['backend=null']);
-  const adapter = await gpu.requestAdapter();
-  if (!adapter) throw new Error("Dawn's null backend gave no adapter");
-  const names = Object.keys(CORE_DEFAULT_LIMITS);
-  const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
-  const device = await adapter.requestDevice({ requiredLimits });
-  const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
-  const features = {
-    subgroups: false,
-    shaderF16: false,
-    timestampQuery: false,
-    subgroupMatrix: false,
-    subgroupMinSize: 0,
-    subgroupMaxSize: 0,
-    subgroupMatrixConfigs: [],
-  };
-  const info = { vendor: '', architecture: '', device: 'null', description: 'Dawn null backend' };
-  const ctx = new WebGpuContext(device, features, limits, 'null', info, [gpu]);
-  return ctx;
-}
-const ctx =
-  values.backend === 'null'
-    ? await nullContext()
-    : await (await dist('webgpu')).createWebGpuContext();
+const ctx = values.backend === 'null' ? await nullWebGpuContext() : await createWebGpuContext();
 // --queued: without eager encoding (kernel option encodeEagerly: false), for A/B.
-registerWebGpuKernels(ctx, { encodeEagerly: !process.argv.includes('--queued') });
+registerWebGpuKernels(ctx, { encodeEagerly: !values.queued });
 
 // --log-creates: the pool's buffer creations during the last step (a steady step makes none).
 let logCreates = false;
-if (process.argv.includes('--log-creates')) {
+if (values['log-creates']) {
   const create = ctx.device.createBuffer.bind(ctx.device);
   ctx.device.createBuffer = (d) => {
     if (logCreates) console.log(`  created ${d.label} (${d.size} B, usage ${d.usage})`);

@@ -314,16 +314,15 @@ export class PipelineCache {
     }
     const found = entry;
     this.byProgram.set(program, found);
+    // Only successes are kept per object: a failed one goes through the key again next time.
     found.then(
       (c) => {
         if (this.byProgram.get(program) === found) this.done.set(program, c);
       },
-      () => {},
+      () => {
+        if (this.byProgram.get(program) === found) this.byProgram.delete(program);
+      },
     );
-    // Only successes are kept per object: a failed one goes through the key again next time.
-    found.catch(() => {
-      if (this.byProgram.get(program) === found) this.byProgram.delete(program);
-    });
     return found;
   }
 

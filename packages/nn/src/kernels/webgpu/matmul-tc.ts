@@ -49,11 +49,10 @@ export function tensorCorePlan(
   const valid = REGS.filter((r) => m % (32 * r) === 0 && n % (32 * r) === 0);
   const top = valid[0];
   if (top === undefined) return undefined;
-  const split = splitK((m / (32 * top)) * (n / (32 * top)) * batch, k, 16);
+  const tiles = (r: number) => (m / (32 * r)) * (n / (32 * r)) * batch;
+  const split = splitK(tiles(top), k, 16);
   if (split.splits > 1) return { r: top, ...split };
-  const r =
-    valid.find((x) => (m / (32 * x)) * (n / (32 * x)) * batch >= ONE_WAVE) ??
-    (valid.at(-1) as number);
+  const r = valid.find((x) => tiles(x) >= ONE_WAVE) ?? (valid.at(-1) as number);
   return { r, splits: 1, kLen: k };
 }
 

@@ -178,10 +178,7 @@ export class GpuQueue {
     queueMicrotask(() => {
       this.flushScheduled = false;
       // Queued tasks submit when the last of them finishes (enqueue).
-      if (this.pending === 0) {
-        void this.flush();
-        this.nextFlush = firstBatch();
-      }
+      if (this.pending === 0) void this.flushIdle();
     });
   }
 
@@ -235,10 +232,7 @@ export class GpuQueue {
     for (;;) {
       while (this.pending > 0) await this.tail;
       // Passes encoded at once (pass()) wait for a microtask's flush: submit them now.
-      if (this.encoder) {
-        await this.flush();
-        this.nextFlush = firstBatch();
-      }
+      if (this.encoder) await this.flushIdle();
       if (this.checks.length === 0) break;
       const checks = this.checks;
       this.checks = [];
@@ -271,10 +265,7 @@ export class GpuQueue {
         this.surfaced ??= err;
       } finally {
         this.pending--;
-        if (this.pending === 0) {
-          await this.flush();
-          this.nextFlush = firstBatch();
-        }
+        if (this.pending === 0) await this.flushIdle();
       }
     });
   }
@@ -286,6 +277,13 @@ export class GpuQueue {
       this.encoder = this.ctx.device.createCommandEncoder({ label: 'nn webgpu' });
     }
     return this.encoder;
+  }
+
+  /** Submits what is encoded because the queue went idle: the next burst starts small again. */
+  private flushIdle(): Promise<void> {
+    const submitted = this.flush();
+    this.nextFlush = firstBatch();
+    return submitted;
   }
 
   /**
