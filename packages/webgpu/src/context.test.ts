@@ -144,6 +144,17 @@ describe('pure parts', () => {
     expect(pool.cachedBytes).toBe(256);
   });
 
+  it('recentAcquires must be a non-negative integer (a ValueError naming it); trim counts what it destroys', () => {
+    for (const bad of [-1, 1.5, Number.NaN, '8' as unknown as number])
+      expect(() => new BufferPool(fakeDevice(), 0, bad)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'recentAcquires' }),
+      );
+    const pool = new BufferPool(fakeDevice(), 0, 0);
+    pool.release(pool.acquire(1024, 1));
+    pool.trim();
+    expect(pool.destroyed).toBe(1);
+  });
+
   it('never keeps more than a quarter past the peak, recent or not', () => {
     const pool = new BufferPool(fakeDevice(), 0);
     const a = [pool.acquire(4096, 1), pool.acquire(4096, 1)];

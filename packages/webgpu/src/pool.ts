@@ -38,7 +38,13 @@ export class BufferPool {
      * its sizes again within a few hundred to a few thousand (GPT-2 small's step: ~2,500).
      */
     readonly recentAcquires = 8192,
-  ) {}
+  ) {
+    if (!Number.isInteger(recentAcquires) || recentAcquires < 0)
+      throw new ValueError(
+        `recentAcquires: expected a non-negative integer, got ${describe(recentAcquires)}`,
+        'recentAcquires',
+      );
+  }
 
   /** Acquisitions so far: the clock that ages released buffers. */
   private acquires = 0;
@@ -52,10 +58,10 @@ export class BufferPool {
    * TransformerBlock step at 1.6 GiB live spent ~60 ms of its 79 in that churn). Counting what is
    * live keeps live + cached near the peak: a new size evicts old ones instead of the pool
    * growing without bound. Buffers released within recentAcquires are kept up to
-   * hardCacheLimitBytes (the peak and a quarter, at most 1 GiB more), though: a step's sizes over time can need more buffers than its peak
-   * holds at once (a size wanted while its buffer waits behind a fence), and evicting those
-   * made and destroyed buffers every step (2 ms of the H200 block step's). `trim()` gives the
-   * cache back.
+   * hardCacheLimitBytes (the peak and a quarter, at most 1 GiB more), though: a step's sizes
+   * over time can need more buffers than its peak holds at once (a size wanted while its buffer
+   * waits behind a fence), and evicting those made and destroyed buffers every step (2 ms of
+   * the H200 block step's). `trim()` gives the cache back.
    */
   get cacheLimitBytes(): number {
     return Math.max(this.maxCachedBytes, this.peakLiveBytes - this.liveBytes);
@@ -189,7 +195,11 @@ export class BufferPool {
 
   /** Destroys every cached buffer (live ones are untouched). */
   trim(): void {
-    for (const list of this.free.values()) for (const b of list) b.destroy();
+    for (const list of this.free.values())
+      for (const b of list) {
+        b.destroy();
+        this.destroyed++;
+      }
     this.free.clear();
     this.lru.clear();
     this.cached = 0;

@@ -85,11 +85,14 @@ export function registerWebGpuKernels(ctx: WebGpuContext, options: WebGpuKernelO
       `registerWebGpuKernels: options expected an object, got ${describe(options)}`,
       'options',
     );
-  if (options.tensorCores !== undefined && typeof options.tensorCores !== 'boolean')
-    throw new ValueError(
-      `registerWebGpuKernels: options.tensorCores expected a boolean, got ${describe(options.tensorCores)}`,
-      'options.tensorCores',
-    );
+  for (const name of ['tensorCores', 'splitK', 'encodeEagerly'] as const) {
+    const v = options[name];
+    if (v !== undefined && typeof v !== 'boolean')
+      throw new ValueError(
+        `registerWebGpuKernels: options.${name} expected a boolean, got ${describe(v)}`,
+        `options.${name}`,
+      );
+  }
   bindContext(ctx, options);
   queueOf(ctx);
   for (const [name, fn] of Object.entries(webgpuKernels))

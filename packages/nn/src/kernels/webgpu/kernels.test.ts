@@ -107,6 +107,21 @@ describe('matmul plans', () => {
   });
 });
 
+describe.skipIf(!ctx)('registerWebGpuKernels options', () => {
+  it('a non-boolean option is a ValueError naming it, and changes nothing', () => {
+    for (const name of ['tensorCores', 'splitK', 'encodeEagerly'])
+      expect(() => registerWebGpuKernels(ctx!, { [name]: 'yes' } as never)).toThrow(
+        expect.objectContaining({
+          name: 'ValueError',
+          argument: `options.${name}`,
+          message: expect.stringMatching(`options.${name} expected a boolean, got`),
+        }),
+      );
+    expect(() => registerWebGpuKernels(ctx!, null as never)).toThrow(/options expected an object/);
+    registerWebGpuKernels(ctx!);
+  });
+});
+
 describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
   for (const dt of ['f32', 'f16'] as const) {
     const tol = TOL[dt];
