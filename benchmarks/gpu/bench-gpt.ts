@@ -34,7 +34,7 @@ import {
 } from '@attnkit/nn';
 import { Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu } from '@attnkit/webgpu';
-import { byLabel, median } from './common.js';
+import { benchToggles, byLabel, median } from './common.js';
 
 const args = process.argv.slice(2);
 // The last occurrence wins: h200-gpt.sh's GPT_ARGS can override its defaults.
@@ -77,10 +77,15 @@ if (C % H !== 0 || L < 1 || T < 2 || STEPS < 1 || GEN_CACHED < 2 || GEN_RECOMPUT
   process.exit(2);
 }
 
-const ctx = await createWebGpuContext();
-// --queued: nn's queue without eager encoding (the kernel option encodeEagerly: false), for A/B.
-registerWebGpuKernels(ctx, { encodeEagerly: !args.includes('--queued') });
-console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
+const ctx = await createWebGpuContext({ dawnToggles: benchToggles() });
+// For A/B runs, kernel options off: --queued (encodeEagerly), --no-reuse (reuseBindings).
+registerWebGpuKernels(ctx, {
+  encodeEagerly: !args.includes('--queued'),
+  reuseBindings: !args.includes('--no-reuse'),
+});
+console.log(
+  `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} robust=${ctx.robustAccess}`,
+);
 const MiB = 2 ** 20;
 
 const config = (attention: 'flash' | 'standard', blockSize: number): GptConfig => ({

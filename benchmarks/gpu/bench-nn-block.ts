@@ -26,7 +26,7 @@ import {
 } from '@attnkit/nn';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
-import { byLabel, median, randomData } from './common.js';
+import { benchToggles, byLabel, median, randomData, timeline } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -40,9 +40,10 @@ const [B, T, C, H] = (value('shape') ?? '8,1024,768,12').split(',').map(Number) 
   number,
 ];
 // f16-simt: f16 storage with the tensor-core matmul turned off (registerWebGpuKernels option).
-// Suffixes turn kernel options off for A/B runs: -nosplit (splitK), -queued (encodeEagerly).
+// Suffixes turn kernel options off for A/B runs: -nosplit (splitK), -queued (encodeEagerly),
+// -nocache (reuseBindings).
 const VARIANTS = (value('dtypes') ?? 'f32,f16,f16-simt').split(',');
-const SUFFIXES = ['simt', 'nosplit', 'queued'];
+const SUFFIXES = ['simt', 'nosplit', 'queued', 'nocache'];
 const parseVariant = (v: string) => {
   const [dtype, ...flags] = v.split('-');
   if ((dtype !== 'f32' && dtype !== 'f16') || flags.some((f) => !SUFFIXES.includes(f)))
@@ -54,6 +55,7 @@ const parseVariant = (v: string) => {
       tensorCores: !flags.includes('simt'),
       splitK: !flags.includes('nosplit'),
       encodeEagerly: !flags.includes('queued'),
+      reuseBindings: !flags.includes('nocache'),
     },
   };
 };
@@ -71,9 +73,11 @@ for (const [name, v] of Object.entries({ B, T, C, H, STEPS, WARMUP }))
     process.exit(2);
   }
 
-const ctx = await createWebGpuContext();
+const ctx = await createWebGpuContext({ dawnToggles: benchToggles() });
 registerWebGpuKernels(ctx);
-console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
+console.log(
+  `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} robust=${ctx.robustAccess}`,
+);
 
 const up = (t: Tensor, dtype: 'f32' | 'f16') =>
   toWebGpu(dtype === 'f32' ? t : t.astype('f16'), ctx);
@@ -166,13 +170,16 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
   const after = webGpuQueueStats(c);
   console.log(`window ${dtype}: --from-us ${from} --to-us ${process.hrtime.bigint() / 1000n}`);
   let profile: { label: string; ms: number; count: number }[] | undefined;
+  let gpuTimeline: ReturnType<typeof timeline> | undefined;
   if (args.includes('--profile') && c.features.timestampQuery) {
     const profiler = new GpuProfiler(c.device, 2048);
     setWebGpuProfiler(c, profiler);
     step(block, opt, x, dy);
     await syncWebGpu(c);
     setWebGpuProfiler(c, undefined);
-    profile = byLabel(await profiler.read());
+    const timings = await profiler.read();
+    profile = byLabel(timings);
+    gpuTimeline = timeline(timings);
     profiler.destroy();
   }
   for (const p of block.parameters()) p.data.dispose();
@@ -187,6 +194,7 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
     submitsPerStep: (after.submits - before.submits) / STEPS,
     peakLiveBytes: peak,
     profile,
+    gpuTimeline,
   };
 }
 
@@ -231,6 +239,7 @@ for (const variant of VARIANTS) {
       submitsPerStep: r.submitsPerStep,
       peakLiveMiB: r.peakLiveBytes / 2 ** 20,
       profile: r.profile,
+      gpuTimeline: r.gpuTimeline,
     });
     if (r.profile) {
       const queued = r.profile.reduce((a, p) => a + p.ms, 0);
@@ -239,6 +248,15 @@ for (const variant of VARIANTS) {
       );
       for (const p of r.profile.slice(0, 16))
         console.log(`  ${p.ms.toFixed(3).padStart(8)} ms  x${p.count}  ${p.label}`);
+      const tl = r.gpuTimeline;
+      if (tl) {
+        const idle = tl.spanMs - tl.busyMs;
+        console.log(
+          `${variant} GPU timeline: first pass start to last end ${tl.spanMs.toFixed(2)} ms, in passes ${tl.busyMs.toFixed(2)}, between passes ${idle.toFixed(2)}; largest gaps:`,
+        );
+        for (const g of tl.gaps)
+          console.log(`  ${g.ms.toFixed(3).padStart(8)} ms  after ${g.after} -> ${g.before}`);
+      }
     }
   } catch (e) {
     row.error = String(e).slice(0, 600);

@@ -103,3 +103,31 @@ export function byLabel(
   }
   return [...by.values()].sort((a, b) => b.ms - a.ms);
 }
+
+/**
+ * Where a profiled stretch of GPU work left the GPU idle: the span from the first timed pass's
+ * start to the last one's end, the time inside passes, and the largest gaps between one pass's
+ * end (the latest so far) and the next one's start, with the labels on either side. Untimed
+ * work (another queue's passes: attention kernels submit their own) shows up as gaps too.
+ */
+export function timeline(
+  timings: readonly { label: string; ns: number; startNs: number }[],
+  top = 6,
+): { spanMs: number; busyMs: number; gaps: { after: string; before: string; ms: number }[] } {
+  const sorted = [...timings].sort((a, b) => a.startNs - b.startNs);
+  let end = 0;
+  let busy = 0;
+  let last = '';
+  const gaps: { after: string; before: string; ms: number }[] = [];
+  for (const t of sorted) {
+    if (last !== '' && t.startNs > end)
+      gaps.push({ after: last, before: t.label, ms: (t.startNs - end) / 1e6 });
+    busy += t.ns;
+    if (t.startNs + t.ns >= end) {
+      end = t.startNs + t.ns;
+      last = t.label;
+    }
+  }
+  gaps.sort((a, b) => b.ms - a.ms);
+  return { spanMs: end / 1e6, busyMs: busy / 1e6, gaps: gaps.slice(0, top) };
+}

@@ -13,6 +13,9 @@
 #     bash benchmarks/gpu/h200-next.sh     the three above that session 11 left, in one call
 #     bash benchmarks/gpu/h200-s12.sh      nn block + torch, GPT-2 small f32 and f16, generation
 #     bash benchmarks/gpu/h200-next12.sh   bench-matmul (the unrolled f16 stores), then h200-final.sh
+#     bash benchmarks/gpu/h200-s13.sh      matmul + block robust / not, GPU timeline, torch, GPT-2 small
+#     bash benchmarks/gpu/h200-s13b.sh     matmul by span, block early submit A/B, decode with cached bindings
+#     bash benchmarks/gpu/h200-s13c.sh     same-process A/B of reuseBindings / submitEarly, decode on/off
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh

@@ -155,6 +155,26 @@ describe('pure parts', () => {
     expect(pool.destroyed).toBe(1);
   });
 
+  it('tells onDestroy about every buffer it destroys, before destroying it (evicted, oversize, trimmed)', () => {
+    const destroyedBufs: unknown[] = [];
+    const pool = new BufferPool(fakeDevice(destroyedBufs), 1024, 0);
+    const told: unknown[] = [];
+    pool.onDestroy = (b) => {
+      // Not yet destroyed when told: a cache can still drop what binds it.
+      expect(destroyedBufs).not.toContain(b);
+      told.push(b);
+    };
+    const a = pool.acquire(4096, 1);
+    pool.release(a);
+    pool.acquire(512, 2); // a new size past the peak evicts `a`
+    const b = pool.acquire(256, 3);
+    pool.release(b);
+    pool.trim();
+    expect(told).toEqual(destroyedBufs);
+    expect(told).toEqual([a, b]);
+    expect(pool.destroyed).toBe(2);
+  });
+
   it('never keeps more than a quarter past the peak, recent or not', () => {
     const pool = new BufferPool(fakeDevice(), 0);
     const a = [pool.acquire(4096, 1), pool.acquire(4096, 1)];

@@ -136,8 +136,7 @@ export class BufferPool {
       this.lru.delete(old);
       list.splice(list.indexOf(old), 1);
       this.cached -= old.size;
-      old.destroy();
-      this.destroyed++;
+      this.destroyBuffer(old);
     }
   }
 
@@ -149,6 +148,18 @@ export class BufferPool {
    * for buffers released after a submit.
    */
   releaseFence: (() => Promise<unknown> | undefined) | undefined = undefined;
+
+  /**
+   * Called with each buffer the pool destroys, before it is destroyed: a cache of bind groups
+   * (@attnkit/nn's) forgets the ones that bind it, which could not be submitted again.
+   */
+  onDestroy: ((buffer: GPUBuffer) => void) | undefined = undefined;
+
+  private destroyBuffer(buffer: GPUBuffer): void {
+    this.onDestroy?.(buffer);
+    buffer.destroy();
+    this.destroyed++;
+  }
 
   release(buffer: GPUBuffer): void {
     const fence = this.releaseFence?.();
@@ -166,8 +177,7 @@ export class BufferPool {
     this.liveBytes -= buffer.size;
     const limit = this.hardCacheLimitBytes;
     if (buffer.size > limit) {
-      buffer.destroy();
-      this.destroyed++;
+      this.destroyBuffer(buffer);
       return;
     }
     // Over the limit, the buffers unused longest go first: a workload that changed its sizes (f32
@@ -195,11 +205,7 @@ export class BufferPool {
 
   /** Destroys every cached buffer (live ones are untouched). */
   trim(): void {
-    for (const list of this.free.values())
-      for (const b of list) {
-        b.destroy();
-        this.destroyed++;
-      }
+    for (const list of this.free.values()) for (const b of list) this.destroyBuffer(b);
     this.free.clear();
     this.lru.clear();
     this.cached = 0;

@@ -4,6 +4,11 @@ export interface PassTiming {
   label: string;
   /** GPU time of the pass in nanoseconds (end - begin timestamps). */
   ns: number;
+  /**
+   * When the pass began, in nanoseconds after the first pass of the same read() began (gaps
+   * between one pass's end and the next one's start are GPU time no timed pass used).
+   */
+  startNs: number;
 }
 
 /**
@@ -75,7 +80,12 @@ export class GpuProfiler {
       this.readBuffer!.getMappedRange(0, labels.length * 16).slice(0),
     );
     this.readBuffer!.unmap();
-    return labels.map((label, i) => ({ label, ns: Number(ticks[2 * i + 1]! - ticks[2 * i]!) }));
+    const t0 = ticks[0]!;
+    return labels.map((label, i) => ({
+      label,
+      ns: Number(ticks[2 * i + 1]! - ticks[2 * i]!),
+      startNs: Number(ticks[2 * i]! - t0),
+    }));
   }
 
   destroy(): void {

@@ -20,12 +20,19 @@ export interface WebGpuKernelOptions {
    * true); false queues every pass and submits every 64 (for A/B measurements).
    */
   encodeEagerly?: boolean;
+  /**
+   * Uniform buffers and bind groups are reused across passes with the same words / buffers
+   * (BindingCache: most of what a pass costs the host in Dawn's API; default true); false makes
+   * both for every pass, for A/B measurements.
+   */
+  reuseBindings?: boolean;
 }
 
 let options: Required<WebGpuKernelOptions> = {
   tensorCores: true,
   splitK: true,
   encodeEagerly: true,
+  reuseBindings: true,
 };
 
 export function kernelOptions(): Required<WebGpuKernelOptions> {
@@ -48,5 +55,6 @@ export function bindContext(ctx: WebGpuContext, opts: WebGpuKernelOptions = {}):
     tensorCores: opts.tensorCores ?? true,
     splitK: opts.splitK ?? true,
     encodeEagerly: opts.encodeEagerly ?? true,
+    reuseBindings: opts.reuseBindings ?? true,
   };
 }

@@ -85,7 +85,7 @@ export function registerWebGpuKernels(ctx: WebGpuContext, options: WebGpuKernelO
       `registerWebGpuKernels: options expected an object, got ${describe(options)}`,
       'options',
     );
-  for (const name of ['tensorCores', 'splitK', 'encodeEagerly'] as const) {
+  for (const name of ['tensorCores', 'splitK', 'encodeEagerly', 'reuseBindings'] as const) {
     const v = options[name];
     if (v !== undefined && typeof v !== 'boolean')
       throw new ValueError(
@@ -122,8 +122,14 @@ export function webGpuQueueStats(ctx: WebGpuContext): {
   passes: number;
   immediate: number;
   submits: number;
+  /** Passes whose uniform / bind group was reused, and those that made one (BindingCache). */
+  uniformHits: number;
+  uniformsMade: number;
+  groupHits: number;
+  groupsMade: number;
 } {
-  return { ...queueOf(ctx).stats };
+  const q = queueOf(ctx);
+  return { ...q.stats, ...q.bindings.stats };
 }
 
 export type { WebGpuKernelOptions } from './context.js';

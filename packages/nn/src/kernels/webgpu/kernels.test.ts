@@ -1,11 +1,11 @@
 import { Rng, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
-import { toWebGpu } from '@attnkit/webgpu';
+import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 import { describe, expect, it } from 'vitest';
 import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
 import { registerWebGpuKernels, syncWebGpu, webgpuKernels } from './index.js';
-import { simtPlan, simtProgram, simtTile, skinnyProgram } from './matmul.js';
+import { simtBuffers, simtPlan, simtProgram, simtTile, skinnyProgram } from './matmul.js';
 import { splitK, tensorCorePlan, tensorCoreRegs } from './matmul-tc.js';
 import { memoProgram } from './program.js';
 
@@ -107,9 +107,47 @@ describe('matmul plans', () => {
   });
 });
 
+describe('SIMT staging buffers', () => {
+  it('two alternating buffers only where workgroup memory holds both padded sets', () => {
+    // WebGPU's default 16 KiB is just short of two sets (2 x 8,448 and 2 x 8,704 bytes).
+    expect(simtBuffers(128, 16384)).toBe(1);
+    expect(simtBuffers(64, 16384)).toBe(1);
+    expect(simtBuffers(128, 16896)).toBe(2);
+    expect(simtBuffers(64, 16896)).toBe(1);
+    expect(simtBuffers(64, 32768)).toBe(2);
+  });
+
+  it.skipIf(!ctx)(
+    'on a device with the default 16 KiB the one-buffer kernel runs, and agrees',
+    async () => {
+      const small = await createWebGpuContext({ limits: 'default', features: [] });
+      try {
+        registerWebGpuKernels(small);
+        for (const [sa, sb, ta, tb] of [
+          [[129, 80], [80, 65], false, false],
+          [[40, 37, 130], [37, 129], true, false],
+          [[40, 130, 37], [129, 37], false, true],
+        ] as [number[], number[], boolean, boolean][]) {
+          const a = rand(sa);
+          const b = rand(sb);
+          await close(
+            gpu.matmul(toWebGpu(a.astype('f32'), small), toWebGpu(b.astype('f32'), small), ta, tb),
+            ts.matmul(rounded(a, 'f32'), rounded(b, 'f32'), ta, tb),
+            TOL.f32 * Math.sqrt(80),
+            `matmul [${sa}]${ta ? '^T' : ''} [${sb}]${tb ? '^T' : ''} at 16 KiB`,
+          );
+        }
+      } finally {
+        registerWebGpuKernels(ctx!);
+        small.destroy();
+      }
+    },
+  );
+});
+
 describe.skipIf(!ctx)('registerWebGpuKernels options', () => {
   it('a non-boolean option is a ValueError naming it, and changes nothing', () => {
-    for (const name of ['tensorCores', 'splitK', 'encodeEagerly'])
+    for (const name of ['tensorCores', 'splitK', 'encodeEagerly', 'reuseBindings'])
       expect(() => registerWebGpuKernels(ctx!, { [name]: 'yes' } as never)).toThrow(
         expect.objectContaining({
           name: 'ValueError',
@@ -255,6 +293,9 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
         // Enough workgroups for the 128 x 128 tiles (simtTile).
         [[40, 130, 20], [20, 129], false, false],
         [[40, 20, 130], [129, 20], true, true],
+        // ... with the other transposes, over several K steps (the staging buffers alternate).
+        [[40, 37, 130], [37, 129], true, false],
+        [[40, 130, 37], [129, 37], false, true],
         // At most SKINNY_MAX_M rows: the skinny kernel (decoding), every transpose, K past the
         // lanes and not a multiple of them, batches broadcast, N not a multiple of the columns.
         [[1, 100], [301, 100], false, true],

@@ -34,6 +34,7 @@ function shader(
   dtB: 'f32' | 'f16',
   dtC: 'f32' | 'f16',
   tile: 64 | 128,
+  buffers: 1 | 2,
 ): string {
   const bk = tile === 64 ? 16 : 8;
   const halves = tile / 64;
@@ -41,12 +42,43 @@ function shader(
   // operand write k-neighbours from neighbouring threads, which without it all hit one bank
   // (the row's length in words is a multiple of 32).
   const row = tile / 4 + 1;
-  const loadA = ta
-    ? `let mm = i % ${tile}u; let kk = i / ${tile}u; let at = (k0 + kk) * M + m0 + mm;`
-    : `let kk = i % ${bk}u; let mm = i / ${bk}u; let at = (m0 + mm) * K + k0 + kk;`;
-  const loadB = tb
-    ? `let kk = i % ${bk}u; let nn = i / ${bk}u; let at = (n0 + nn) * K + k0 + kk;`
-    : `let nn = i % ${tile}u; let kk = i / ${tile}u; let at = (k0 + kk) * N + n0 + nn;`;
+  // Each of the 256 threads stages 4 elements of each operand per K step, at q * 256 + li in the
+  // tile's flat order; 256 is a multiple of both the tile and bk, so a thread's tile coordinate
+  // along the walked index is the same for all four and the other one steps by 256 / width.
+  const stage = (trans: boolean, name: 'A' | 'B', q: number) => {
+    // Neighbouring threads read neighbouring addresses: along M (or N) when the operand is
+    // stored K-major (A^T, B), along K otherwise.
+    const [along, step] = trans === (name === 'A') ? [tile, 256 / tile] : [bk, 256 / bk];
+    const walk = `li % ${along}u`;
+    const other = `li / ${along}u + ${q * step}u`;
+    const [kk, mn] = trans === (name === 'A') ? [other, walk] : [walk, other];
+    const [lim, base] = name === 'A' ? ['M', 'm0'] : ['N', 'n0'];
+    const at =
+      trans === (name === 'A')
+        ? `(k0 + ${kk}) * ${lim} + ${base} + ${mn}`
+        : `(${base} + ${mn}) * K + k0 + ${kk}`;
+    return { kk, mn, lim, base, at };
+  };
+  const fetchTile = (k0: string) =>
+    (['A', 'B'] as const)
+      .flatMap((name) =>
+        [0, 1, 2, 3].map((q) => {
+          const x = stage(name === 'A' ? ta : tb, name, q);
+          const at = x.at.replaceAll('k0', k0);
+          const off = `${name.toLowerCase()}Off`;
+          return `r${name}[${q}] = 0.0; if (${x.base} + ${x.mn} < ${x.lim} && ${k0} + ${x.kk} < kEnd) { r${name}[${q}] = ld_${name}(${off} + ${at}); }`;
+        }),
+      )
+      .join('\n    ');
+  const putTile = (buf: string) =>
+    (['A', 'B'] as const)
+      .flatMap((name) =>
+        [0, 1, 2, 3].map((q) => {
+          const x = stage(name === 'A' ? ta : tb, name, q);
+          return `${name}s[${buf} + (${x.kk}) * ${row}u + (${x.mn}) / 4u][(${x.mn}) % 4u] = r${name}[${q}];`;
+        }),
+      )
+      .join('\n    ');
   const blocks: [number, number][] = [];
   for (let h = 0; h < halves; h++) for (let g = 0; g < halves; g++) blocks.push([h, g]);
   const fma = blocks
@@ -91,8 +123,8 @@ function shader(
 ${readDecl('A', 1, dtA)}
 ${readDecl('B', 2, dtB)}
 ${writeDecl('C', 3, dtC)}
-var<workgroup> As: array<vec4<f32>, ${bk * row}>;
-var<workgroup> Bs: array<vec4<f32>, ${bk * row}>;
+var<workgroup> As: array<vec4<f32>, ${buffers * bk * row}>;
+var<workgroup> Bs: array<vec4<f32>, ${buffers * bk * row}>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   ${matmulBatchWgsl('wid.z')}
@@ -101,29 +133,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let m0 = wid.y * ${tile}u;
   let n0 = wid.x * ${tile}u;
   var acc = array<vec4<f32>, ${4 * blocks.length}>();
+  var rA = vec4<f32>();
+  var rB = vec4<f32>();
+  ${fetchTile('kBegin')}
+  var buf = 0u;
   for (var k0 = kBegin; k0 < kEnd; k0 = k0 + ${bk}u) {
-    for (var q = 0u; q < 4u; q = q + 1u) {
-      let i = li + q * 256u;
-      {
-        ${loadA}
-        var v = 0.0;
-        if (m0 + mm < M && k0 + kk < kEnd) { v = ld_A(aOff + at); }
-        As[kk * ${row}u + mm / 4u][mm % 4u] = v;
-      }
-      {
-        ${loadB}
-        var v = 0.0;
-        if (n0 + nn < N && k0 + kk < kEnd) { v = ld_B(bOff + at); }
-        Bs[kk * ${row}u + nn / 4u][nn % 4u] = v;
-      }
-    }
+    ${putTile('buf')}
     workgroupBarrier();
+    // The next step's elements are fetched into registers before this step's products, so
+    // that their latency hides behind the FMAs. With two staging buffers (where workgroup
+    // memory allows) they alternate and one barrier a step is enough: a buffer is rewritten
+    // only after every thread passed the barrier that follows its last read.
+    let next = k0 + ${bk}u;
+    if (next < kEnd) {
+      ${fetchTile('next')}
+    }
     for (var kk = 0u; kk < ${bk}u; kk = kk + 1u) {
-      ${[...Array(halves).keys()].map((h) => `let a${h} = As[kk * ${row}u + ${h * 16}u + ty];`).join('\n      ')}
-      ${[...Array(halves).keys()].map((g) => `let b${g} = Bs[kk * ${row}u + ${g * 16}u + tx];`).join('\n      ')}
+      ${[...Array(halves).keys()].map((h) => `let a${h} = As[buf + kk * ${row}u + ${h * 16}u + ty];`).join('\n      ')}
+      ${[...Array(halves).keys()].map((g) => `let b${g} = Bs[buf + kk * ${row}u + ${g * 16}u + tx];`).join('\n      ')}
       ${fma}
     }
-    workgroupBarrier();
+    ${buffers === 2 ? `buf = ${bk * row}u - buf;` : 'workgroupBarrier();'}
   }
   ${stores}
 }`;
@@ -204,12 +234,28 @@ export function simtProgram(
   dtB: 'f32' | 'f16',
   dtC: 'f32' | 'f16',
   tile: 64 | 128,
+  buffers: 1 | 2 = 2,
 ): ComputeProgram {
-  return memoProgram(`simt|${ta}|${tb}|${dtA}|${dtB}|${dtC}|${tile}`, () => ({
-    code: shader(ta, tb, dtA, dtB, dtC, tile),
+  return memoProgram(`simt|${ta}|${tb}|${dtA}|${dtB}|${dtC}|${tile}|${buffers}`, () => ({
+    code: shader(ta, tb, dtA, dtB, dtC, tile, buffers),
     bindings: ['uniform', 'read', 'read', 'storage'],
     label: `nn matmul ${tile}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
   }));
+}
+
+/** Workgroup memory of one set of the SIMT kernel's staging buffers (A's and B's tiles, padded). */
+export function simtStagingBytes(tile: 64 | 128): number {
+  const bk = tile === 64 ? 16 : 8;
+  return 2 * bk * (tile / 4 + 1) * 16;
+}
+
+/**
+ * Two alternating staging buffers where the device's workgroup memory holds them (one barrier a
+ * K step), else one (two barriers): WebGPU's default limit, 16 KiB, which browsers and Dawn's
+ * compatibility adapters give, is just short of two padded sets.
+ */
+export function simtBuffers(tile: 64 | 128, workgroupBytes: number): 1 | 2 {
+  return workgroupBytes >= 2 * simtStagingBytes(tile) ? 2 : 1;
 }
 
 /** 128-wide tiles when they alone give the GPU a full wave of workgroups (132 SMs on the H200). */
@@ -275,6 +321,7 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   const tc = dtype === 'f16' && kernelOptions().tensorCores && tensorCoresQualify(ctx);
   const tcPlan = tc ? tensorCorePlan(m, n, k, nb) : undefined;
   const simt = simtPlan(m, n, k, nb);
+  const buffers = simtBuffers(simt.tile, ctx.limits.maxComputeWorkgroupStorageSize);
   const [cols] = skinnyLayout(transB);
   const skinny =
     m <= SKINNY_MAX_M && Math.ceil(n / cols) <= ctx.limits.maxComputeWorkgroupsPerDimension;
@@ -302,7 +349,7 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   if (tcPlan !== undefined && nb > 0) {
     // Should the tensor-core pipeline not compile, the SIMT kernel writes the same f32 result.
     const fallback = {
-      program: simtProgram(transA, transB, dtype, dtB, 'f32', simt.tile),
+      program: simtProgram(transA, transB, dtype, dtB, 'f32', simt.tile, buffers),
       workgroups: [Math.ceil(n / simt.tile), Math.ceil(m / simt.tile), nb * splits] as [
         number,
         number,
@@ -330,7 +377,7 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   const out = output(ctx, shapeOut, direct ? dtype : 'f32');
   if (out.size > 0) {
     queueOf(ctx).pass(
-      simtProgram(transA, transB, dtype, dtB, out.dtype as 'f32' | 'f16', simt.tile),
+      simtProgram(transA, transB, dtype, dtB, out.dtype as 'f32' | 'f16', simt.tile, buffers),
       p.words,
       [a, b, out].map((t) => t.storage as WebGpuStorage),
       [Math.ceil(n / simt.tile), Math.ceil(m / simt.tile), nb * splits],

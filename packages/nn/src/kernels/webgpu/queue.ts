@@ -18,6 +18,7 @@ import {
   WebGpuError,
   WebGpuStorage,
 } from '@attnkit/webgpu';
+import { BindingCache } from './bindings.js';
 import { kernelOptions } from './context.js';
 
 /**
@@ -41,8 +42,9 @@ export class GpuQueue {
   private tail: Promise<void> = Promise.resolve();
   private pending = 0;
   private encoder: GPUCommandEncoder | null = null;
-  private passes = 0;
+  /** Pooled uniforms of the open encoder's passes (reuseBindings: false). */
   private uniforms: GPUBuffer[] = [];
+  private passes = 0;
   private batchOutputs: QueuedStorage[] = [];
   private surfaced: Error | undefined;
   /** Submitted batches whose error scopes have not reported, in order. */
@@ -70,8 +72,19 @@ export class GpuQueue {
   /** Resolved by the next flush: fences waiting for the open encoder's submit. */
   private submitWaiters: (() => void)[] = [];
 
+  /** Uniforms and bind groups reused across passes (the host's cost of a pass, mostly). */
+  readonly bindings: BindingCache;
+
   constructor(readonly ctx: WebGpuContext) {
     ctx.pool.releaseFence = () => this.fence();
+    this.bindings = new BindingCache(ctx.device, (buffer) => {
+      // An evicted uniform may be bound by passes encoded and not yet submitted.
+      const fence = this.fence();
+      const destroy = () => buffer.destroy();
+      if (fence) fence.then(destroy, destroy);
+      else destroy();
+    });
+    ctx.pool.onDestroy = (buffer) => this.bindings.forget(buffer);
   }
 
   /**
@@ -151,13 +164,25 @@ export class GpuQueue {
     outputs: readonly WebGpuStorage[],
   ): void {
     const enc = this.open();
-    const uniform = this.ctx.createUniform(params);
-    this.uniforms.push(uniform);
-    const entries = [uniform, ...storages.map((s) => s.buffer)].map((buffer, binding) => ({
-      binding,
-      resource: { buffer },
-    }));
-    const bindGroup = this.ctx.device.createBindGroup({ layout: compiled.layout, entries });
+    this.ctx.checkAlive();
+    const buffers = storages.map((s) => s.buffer);
+    let bindGroup: GPUBindGroup;
+    if (kernelOptions().reuseBindings) {
+      bindGroup = this.bindings.bindGroup(compiled.layout, [
+        this.bindings.uniform(params),
+        ...buffers,
+      ]);
+    } else {
+      const uniform = this.ctx.createUniform(params);
+      this.uniforms.push(uniform);
+      bindGroup = this.ctx.device.createBindGroup({
+        layout: compiled.layout,
+        entries: [uniform, ...buffers].map((buffer, binding) => ({
+          binding,
+          resource: { buffer },
+        })),
+      });
+    }
     const p = enc.beginComputePass({
       label,
       timestampWrites: this.profiler?.passTimestamps(label ?? 'pass'),
@@ -294,12 +319,12 @@ export class GpuQueue {
   private async flush(): Promise<void> {
     const encoder = this.encoder;
     if (!encoder) return;
-    const uniforms = this.uniforms;
     const batch = { outputs: this.batchOutputs, done: false };
+    const uniforms = this.uniforms;
+    this.uniforms = [];
     this.encoder = null;
     this.passes = 0;
     this.nextFlush = Math.min(BATCH, this.nextFlush * 2);
-    this.uniforms = [];
     this.batchOutputs = [];
     const device = this.ctx.device;
     let thrown: unknown;
@@ -311,7 +336,7 @@ export class GpuQueue {
       thrown = e;
     }
     const popped = Promise.all(SCOPES.map(() => device.popErrorScope()));
-    // Submitted: queue order makes the uniforms, and what the fences hold, reusable now.
+    // Submitted: queue order makes the pooled uniforms, and what the fences hold, reusable now.
     for (const u of uniforms) this.ctx.pool.releaseNow(u);
     const waiters = this.submitWaiters;
     this.submitWaiters = [];

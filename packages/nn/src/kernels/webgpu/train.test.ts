@@ -255,6 +255,36 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
     await expect(next.data.toCpu()).rejects.toThrow(/nn broken 2/);
   });
 
+  it('reuses uniforms and bind groups across passes (reuseBindings), or makes them per pass: the same results', async () => {
+    const c = ctx as WebGpuContext;
+    const rng = new Rng(6);
+    const a = gpu(rng.randn([9, 7]));
+    const b = gpu(rng.randn([7, 5]));
+    const results: number[][] = [];
+    try {
+      for (const reuse of [true, false]) {
+        registerWebGpuKernels(c, { reuseBindings: reuse });
+        matmul(a, b).data.dispose();
+        await syncWebGpu(c);
+        const before = webGpuQueueStats(c);
+        for (let i = 0; i < 3; i++) {
+          // The output's buffer goes back to the pool, which hands it out again: a hit.
+          const y = matmul(a, b).data;
+          results.push([...(await y.toCpu()).toFloat64Array()]);
+          y.dispose();
+        }
+        const after = webGpuQueueStats(c);
+        expect(after.groupHits - before.groupHits, `reuseBindings ${reuse}`).toBe(reuse ? 3 : 0);
+        expect(after.uniformHits - before.uniformHits, `reuseBindings ${reuse}`).toBe(
+          reuse ? 3 : 0,
+        );
+      }
+    } finally {
+      registerWebGpuKernels(c);
+    }
+    for (const r of results) expect(r).toEqual(results[0]);
+  });
+
   it('a validation error at submit fails that batch and the work after it, surfaces once, then work runs again', async () => {
     const c = ctx as WebGpuContext;
     const out = output(c, [4], 'f32');
