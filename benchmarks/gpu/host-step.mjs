@@ -66,7 +66,11 @@ let passes = 0;
 let immediate = 0;
 let submits = 0;
 let created = 0;
+let from = 0n;
 for (let i = 0; i < Number(values.warmup) + Number(values.steps); i++) {
+  // Monotonic microseconds (V8's profile clock) from the first timed step: the window of a
+  // --cpu-prof profile that holds the timed steps alone (cpuprof-top.mjs --from-us / --to-us).
+  if (i === Number(values.warmup)) from = process.hrtime.bigint() / 1000n;
   logCreates = i === Number(values.warmup) + Number(values.steps) - 1;
   const before = webGpuQueueStats(ctx);
   const made = ctx.pool.created;
@@ -96,4 +100,9 @@ const stat = (xs) => {
 console.log(
   `${values.backend} backend, block B ${B} T ${T} C ${C} H ${H}, ${record.length} steps, ${passes} passes a step (${immediate} encoded at once), ${submits} submits, ${created} buffers created in the last: record ${stat(record)}; to idle ${stat(total)}`,
 );
+const st = webGpuQueueStats(ctx);
+console.log(
+  `uniforms reused ${st.uniformHits} / made ${st.uniformsMade}, bind groups reused ${st.groupHits} / made ${st.groupsMade}`,
+);
+console.log(`window: --from-us ${from} --to-us ${process.hrtime.bigint() / 1000n}`);
 process.exit(0);
