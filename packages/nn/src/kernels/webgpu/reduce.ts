@@ -7,6 +7,7 @@ import {
   broadcastStrides,
   coalesce,
   grid,
+  memoProgram,
   offsetsWgsl,
   Params,
   PRELUDE,
@@ -75,44 +76,20 @@ function reduce(x: Tensor, keep: readonly number[], mode: Mode, y?: Tensor): Ten
         : mode === 'first'
           ? 'if (acc == 0xffffffffu && ld_x(base + off) == yv) { acc = base + off; }'
           : 'acc = min(acc, x[base + off]);';
-  const code = `${PRELUDE}
-${xDt === 'u32' ? '@group(0) @binding(1) var<storage, read> x: array<u32>;' : readDecl('x', 1, xDt)}
-${y ? readDecl('y', 2, y.dtype as 'f32') : ''}
-@group(0) @binding(${y ? 3 : 2}) var<storage, read_write> o0: array<${outDt === 'i32' ? 'u32' : 'f32'}>;
-${offsetsWgsl('keptOff', kept.shape.length, 8, [16])}
-${offsetsWgsl('redOff', red.shape.length, 24, [32])}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let t = (wid.y * pu(1u) + wid.x) * ${WG}u + li;
-  let nOut = pu(4u);
-  let o = t % nOut;
-  let chunk = t / nOut;
-  if (chunk >= pu(0u)) { return; }
-  let base = keptOff(o).x;
-  ${mode === 'first' ? 'let yv = ld_y(o);' : ''}
-  var acc = ${init};
-  let start = chunk * pu(6u);
-  let end = min(start + pu(6u), pu(5u));
-  for (var r = start; r < end; r = r + 1u) {
-    let off = redOff(r).x;
-    ${step}
-  }
-  o0[t] = acc;
-}`;
+  const yDt = y?.dtype as GpuFloat | undefined;
+  const nk = kept.shape.length;
+  const nr = red.shape.length;
+  // Built once per source (the pipeline cache then finds it by object, and a pass whose
+  // pipeline is ready can be encoded at once).
+  const program = memoProgram(`reduce|${mode}|${xDt}|${yDt ?? ''}|${nk}|${nr}`, () => ({
+    code: reduceShader(mode, xDt, yDt, outDt, nk, nr, init, step),
+    bindings: ['uniform', 'read', ...(yDt ? (['read'] as const) : []), 'storage'],
+    label: `nn reduce ${mode}`,
+  }));
   p.u(0, chunks);
   const wg = grid(Math.ceil((chunks * nOut) / WG), p);
   const storages = [x, ...(y ? [y] : []), partial].map((t) => t.storage as WebGpuStorage);
-  queueOf(ctx).pass(
-    {
-      code,
-      bindings: ['uniform', 'read', ...(y ? (['read'] as const) : []), 'storage'],
-      label: `nn reduce ${mode}`,
-    },
-    p.words,
-    storages,
-    wg,
-    [partial.storage as WebGpuStorage],
-  );
+  queueOf(ctx).pass(program, p.words, storages, wg, [partial.storage as WebGpuStorage]);
   if (chunks === 1) return partial;
   const next = reduce(partial, [1, nOut], mode === 'first' ? 'minu' : mode);
   partial.dispose();
@@ -162,4 +139,40 @@ function toDtype(t: Tensor, dtype: GpuFloat): Tensor {
   const c = cast(t, dtype);
   t.dispose();
   return c;
+}
+
+function reduceShader(
+  mode: Mode,
+  xDt: 'u32' | 'f32' | 'f16',
+  yDt: GpuFloat | undefined,
+  outDt: 'i32' | 'f32',
+  nk: number,
+  nr: number,
+  init: string,
+  step: string,
+): string {
+  return `${PRELUDE}
+${xDt === 'u32' ? '@group(0) @binding(1) var<storage, read> x: array<u32>;' : readDecl('x', 1, xDt)}
+${yDt ? readDecl('y', 2, yDt) : ''}
+@group(0) @binding(${yDt ? 3 : 2}) var<storage, read_write> o0: array<${outDt === 'i32' ? 'u32' : 'f32'}>;
+${offsetsWgsl('keptOff', nk, 8, [16])}
+${offsetsWgsl('redOff', nr, 24, [32])}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = (wid.y * pu(1u) + wid.x) * ${WG}u + li;
+  let nOut = pu(4u);
+  let o = t % nOut;
+  let chunk = t / nOut;
+  if (chunk >= pu(0u)) { return; }
+  let base = keptOff(o).x;
+  ${mode === 'first' ? 'let yv = ld_y(o);' : ''}
+  var acc = ${init};
+  let start = chunk * pu(6u);
+  let end = min(start + pu(6u), pu(5u));
+  for (var r = start; r < end; r = r + 1u) {
+    let off = redOff(r).x;
+    ${step}
+  }
+  o0[t] = acc;
+}`;
 }

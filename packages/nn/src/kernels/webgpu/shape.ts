@@ -7,6 +7,7 @@ import { cast, floatDtype } from './elementwise.js';
 import {
   coalesce,
   grid,
+  memoProgram,
   offsetsWgsl,
   Params,
   PRELUDE,
@@ -16,7 +17,7 @@ import {
   WG,
   writeDecl,
 } from './program.js';
-import { output, queueOf, storageOf } from './queue.js';
+import { type GpuFloat, output, queueOf, storageOf } from './queue.js';
 
 // Views of contiguous webgpu tensors share the buffer (ops never write into a tensor).
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -186,9 +187,10 @@ export function scatterAdd(ids: Tensor, dy: Tensor, rows: number): Tensor {
   const n = ids.size * dim;
   if (n > 0) {
     const p = new Params().u(0, n).u(4, dim).u(5, rows);
-    const code = `${PRELUDE}
+    const dyDt = dy.dtype as GpuFloat;
+    const code = () => `${PRELUDE}
 ${readDecl('ids', 1, 'i32')}
-${readDecl('dy', 2, dy.dtype as 'f32')}
+${readDecl('dy', 2, dyDt)}
 ${writeDecl('acc', 3, 'f32', true)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -208,7 +210,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
     const wg = grid(Math.ceil(n / WG), p);
     queueOf(ctx).pass(
-      { code, bindings: ['uniform', 'read', 'read', 'storage'], label: 'nn embedding backward' },
+      memoProgram(`embedding backward|${dyDt}`, () => ({
+        code: code(),
+        bindings: ['uniform', 'read', 'read', 'storage'],
+        label: 'nn embedding backward',
+      })),
       p.words,
       [ids, dy, acc].map((t) => t.storage as WebGpuStorage),
       wg,

@@ -22,6 +22,7 @@ import {
   Param,
   relu,
   scope,
+  sum,
   TransformerBlock,
   type Var,
   type VarLike,
@@ -253,6 +254,29 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
     const next = matmul(bad.reshape([1, 2]), b);
     expect(webGpuQueueStats(c).immediate).toBe(mid.immediate);
     await expect(next.data.toCpu()).rejects.toThrow(/nn broken 2/);
+  });
+
+  it('reductions and the embedding backward are built once per source: a repeat is encoded at once', async () => {
+    const c = ctx as WebGpuContext;
+    const rng = new Rng(8);
+    const x = gpu(rng.randn([6, 5, 7]));
+    const emb = new Embedding(11, 4);
+    for (const p of emb.parameters()) p.data = gpu(p.data);
+    const ids = gpu(Tensor.from(Int32Array.of(1, 3, 3, 10, 0), [5]));
+    const run = () => {
+      sum(x, [0, 2]).data.dispose();
+      emb.zeroGrad();
+      scope(() => emb.forward(ids).backward(gpu(rng.randn([5, 4]))));
+    };
+    run();
+    await syncWebGpu(c);
+    const before = webGpuQueueStats(c);
+    run();
+    await syncWebGpu(c);
+    const after = webGpuQueueStats(c);
+    // Every pass of the repeat found its pipeline compiled (none waited in the queue).
+    expect(after.passes - before.passes).toBeGreaterThan(3);
+    expect(after.immediate - before.immediate).toBe(after.passes - before.passes);
   });
 
   it('reuses uniforms and bind groups across passes (reuseBindings), or makes them per pass: the same results', async () => {
