@@ -8,6 +8,18 @@
  * buffers. Both caches are bounded; a bind group is forgotten when one of its buffers is
  * destroyed (BufferPool.onDestroy, or a uniform evicted here).
  */
+/** A bind group of `layout` binding `buffers` whole at 0.. in order. */
+export function createBindGroup(
+  device: GPUDevice,
+  layout: GPUBindGroupLayout,
+  buffers: readonly GPUBuffer[],
+): GPUBindGroup {
+  return device.createBindGroup({
+    layout,
+    entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+}
+
 export class BindingCache {
   /** Uniforms by hash of their words; the words are compared on a hit. */
   private readonly uniforms = new Map<number, { words: Uint32Array; buffer: GPUBuffer }[]>();
@@ -81,7 +93,7 @@ export class BindingCache {
     return buffer;
   }
 
-  /** A bind group of `layout` binding `buffers` whole at 0.. in order. */
+  /** createBindGroup's group, made once per layout and buffers. */
   bindGroup(layout: GPUBindGroupLayout, buffers: readonly GPUBuffer[]): GPUBindGroup {
     let key = `${this.id(layout)}`;
     for (const b of buffers) key += `,${this.id(b)}`;
@@ -90,10 +102,7 @@ export class BindingCache {
       this.stats.groupHits++;
       return hit.group;
     }
-    const group = this.device.createBindGroup({
-      layout,
-      entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
+    const group = createBindGroup(this.device, layout, buffers);
     if (this.groups.size >= this.maxGroups) this.clearGroups();
     this.groups.set(key, { group, buffers: [...buffers] });
     for (const b of buffers) {

@@ -28,12 +28,15 @@ export interface WebGpuKernelOptions {
   reuseBindings?: boolean;
 }
 
-let options: Required<WebGpuKernelOptions> = {
+/** Every kernel option and its default: the one list bindContext and the validation walk. */
+export const KERNEL_OPTION_DEFAULTS: Readonly<Required<WebGpuKernelOptions>> = {
   tensorCores: true,
   splitK: true,
   encodeEagerly: true,
   reuseBindings: true,
 };
+
+let options: Required<WebGpuKernelOptions> = { ...KERNEL_OPTION_DEFAULTS };
 
 export function kernelOptions(): Required<WebGpuKernelOptions> {
   return options;
@@ -51,10 +54,7 @@ export function gpuContext(op: string): WebGpuContext {
 
 export function bindContext(ctx: WebGpuContext, opts: WebGpuKernelOptions = {}): void {
   bound = ctx;
-  options = {
-    tensorCores: opts.tensorCores ?? true,
-    splitK: opts.splitK ?? true,
-    encodeEagerly: opts.encodeEagerly ?? true,
-    reuseBindings: opts.reuseBindings ?? true,
-  };
+  options = { ...KERNEL_OPTION_DEFAULTS };
+  for (const name of Object.keys(options) as (keyof WebGpuKernelOptions)[])
+    options[name] = opts[name] ?? KERNEL_OPTION_DEFAULTS[name];
 }

@@ -3,7 +3,7 @@ import type { GpuProfiler, WebGpuContext } from '@attnkit/webgpu';
 import { registerKernel } from '../../dispatch.js';
 import type { KernelName, Kernels } from '../table.js';
 import { attention, attentionBackward } from './attention.js';
-import { bindContext, type WebGpuKernelOptions } from './context.js';
+import { bindContext, KERNEL_OPTION_DEFAULTS, type WebGpuKernelOptions } from './context.js';
 import { affine, binary, broadcastTo, full, unary, unaryBackward } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { adamwStep, sgdStep } from './optim.js';
@@ -85,7 +85,7 @@ export function registerWebGpuKernels(ctx: WebGpuContext, options: WebGpuKernelO
       `registerWebGpuKernels: options expected an object, got ${describe(options)}`,
       'options',
     );
-  for (const name of ['tensorCores', 'splitK', 'encodeEagerly', 'reuseBindings'] as const) {
+  for (const name of Object.keys(KERNEL_OPTION_DEFAULTS) as (keyof WebGpuKernelOptions)[]) {
     const v = options[name];
     if (v !== undefined && typeof v !== 'boolean')
       throw new ValueError(

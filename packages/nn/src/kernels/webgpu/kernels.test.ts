@@ -6,7 +6,7 @@ import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
 import { registerWebGpuKernels, syncWebGpu, webgpuKernels } from './index.js';
 import { simtBuffers, simtPlan, simtProgram, simtTile, skinnyProgram } from './matmul.js';
-import { splitK, tensorCorePlan, tensorCoreRegs } from './matmul-tc.js';
+import { splitK, tensorCorePlan } from './matmul-tc.js';
 import { memoProgram } from './program.js';
 
 // Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
@@ -82,13 +82,13 @@ describe('matmul plans', () => {
     expect(simtTile(8192, 768, 1)).toBe(128);
     expect(simtTile(768, 768, 1)).toBe(64);
     expect(simtTile(130, 129, 40)).toBe(128);
-    expect(tensorCoreRegs(8192, 768, 768, 1)).toBe(4);
+    expect(tensorCorePlan(8192, 768, 768, 1)?.r).toBe(4);
     // A long K under few tiles: the largest R with K split (below), not a smaller R.
-    expect(tensorCoreRegs(768, 768, 8192, 1)).toBe(4);
-    expect(tensorCoreRegs(768, 768, 768, 1)).toBe(2);
-    expect(tensorCoreRegs(64, 64, 64, 1)).toBe(1);
-    expect(tensorCoreRegs(64, 64, 60, 1)).toBeUndefined();
-    expect(tensorCoreRegs(48, 64, 64, 1)).toBeUndefined();
+    expect(tensorCorePlan(768, 768, 8192, 1)?.r).toBe(4);
+    expect(tensorCorePlan(768, 768, 768, 1)?.r).toBe(2);
+    expect(tensorCorePlan(64, 64, 64, 1)?.r).toBe(1);
+    expect(tensorCorePlan(64, 64, 60, 1)).toBeUndefined();
+    expect(tensorCorePlan(48, 64, 64, 1)).toBeUndefined();
   });
 
   it('programs are built once per source and reused (the pipeline cache finds the object)', () => {

@@ -28,16 +28,13 @@ const REGS = [4, 2, 1] as const;
 /** Workgroups that fill the H200's 132 SMs once: fewer and a smaller R does better. */
 const ONE_WAVE = 132;
 
-/** The R to use, or undefined when the shape does not tile by 16s (the SIMT kernel runs). */
-export function tensorCoreRegs(m: number, n: number, k: number, batch: number): number | undefined {
-  return tensorCorePlan(m, n, k, batch)?.r;
-}
-
 /**
- * R and the K split: a product with few output tiles and a long K (a weight gradient, M and N
- * the layer's widths, K = batch x tokens) takes the largest R and splits K (splitK) rather than
- * shrinking R, which leaves each workgroup the whole K and the GPU part-idle (GPT-2 small's
- * 768 x 768 x 8192 weight gradients ran at 11 TFLOP/s with R 2 on the H200).
+ * R (result matrices per subgroup side) and the K split, or undefined when the shape does not
+ * tile by 16s (the SIMT kernel runs). A product with few output tiles and a long K (a weight
+ * gradient, M and N the layer's widths, K = batch x tokens) takes the largest R and splits K
+ * (splitK) rather than shrinking R, which leaves each workgroup the whole K and the GPU
+ * part-idle (GPT-2 small's 768 x 768 x 8192 weight gradients ran at 11 TFLOP/s with R 2 on the
+ * H200).
  */
 export function tensorCorePlan(
   m: number,

@@ -20,6 +20,17 @@ import { output, queueOf, storageOf } from './queue.js';
 import { sumTo } from './reduce.js';
 
 /**
+ * The SIMT kernel's K step and the length of a staged row in vec4s: tiles of 128 step K by 8,
+ * of 64 by 16 (both stage 1,024 elements of each operand a step). A staged row (one k) holds
+ * tile / 4 vec4s and one of padding: the loads of a non-transposed operand write k-neighbours
+ * from neighbouring threads, which without it all hit one bank (the row's length in words is a
+ * multiple of 32).
+ */
+function simtStaging(tile: 64 | 128): { bk: number; row: number } {
+  return { bk: tile === 64 ? 16 : 8, row: tile / 4 + 1 };
+}
+
+/**
  * The tiled SIMT matmul: op(A) [M, K] x op(B) [K, N] per batch element, both tiles staged in
  * workgroup memory (k-major, as vec4 of 4 rows / columns), f32 accumulators; f16 storage is
  * decoded on load and encoded on store (math in f32). Transposes change only which index walks
@@ -36,12 +47,8 @@ function shader(
   tile: 64 | 128,
   buffers: 1 | 2,
 ): string {
-  const bk = tile === 64 ? 16 : 8;
+  const { bk, row } = simtStaging(tile);
   const halves = tile / 64;
-  // A staged row (one k) holds tile / 4 vec4s and one of padding: the loads of a non-transposed
-  // operand write k-neighbours from neighbouring threads, which without it all hit one bank
-  // (the row's length in words is a multiple of 32).
-  const row = tile / 4 + 1;
   // Each of the 256 threads stages 4 elements of each operand per K step, at q * 256 + li in the
   // tile's flat order; 256 is a multiple of both the tile and bk, so a thread's tile coordinate
   // along the walked index is the same for all four and the other one steps by 256 / width.
@@ -245,8 +252,8 @@ export function simtProgram(
 
 /** Workgroup memory of one set of the SIMT kernel's staging buffers (A's and B's tiles, padded). */
 export function simtStagingBytes(tile: 64 | 128): number {
-  const bk = tile === 64 ? 16 : 8;
-  return 2 * bk * (tile / 4 + 1) * 16;
+  const { bk, row } = simtStaging(tile);
+  return 2 * bk * row * 16;
 }
 
 /**
@@ -274,7 +281,7 @@ export function simtPlan(
   k: number,
   batch: number,
 ): { tile: 64 | 128; splits: number; kLen: number } {
-  const split = splitK(Math.ceil(m / 128) * Math.ceil(n / 128) * batch, k, 8);
+  const split = splitK(Math.ceil(m / 128) * Math.ceil(n / 128) * batch, k, simtStaging(128).bk);
   if (split.splits > 1) return { tile: 128, ...split };
   return { tile: simtTile(m, n, batch), splits: 1, kLen: k };
 }

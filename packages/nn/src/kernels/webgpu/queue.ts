@@ -18,7 +18,7 @@ import {
   WebGpuError,
   WebGpuStorage,
 } from '@attnkit/webgpu';
-import { BindingCache } from './bindings.js';
+import { BindingCache, createBindGroup } from './bindings.js';
 import { kernelOptions } from './context.js';
 
 /**
@@ -175,13 +175,7 @@ export class GpuQueue {
     } else {
       const uniform = this.ctx.createUniform(params);
       this.uniforms.push(uniform);
-      bindGroup = this.ctx.device.createBindGroup({
-        layout: compiled.layout,
-        entries: [uniform, ...buffers].map((buffer, binding) => ({
-          binding,
-          resource: { buffer },
-        })),
-      });
+      bindGroup = createBindGroup(this.ctx.device, compiled.layout, [uniform, ...buffers]);
     }
     const p = enc.beginComputePass({
       label,

@@ -67,22 +67,13 @@ function reduce(x: Tensor, keep: readonly number[], mode: Mode, y?: Tensor): Ten
     .arr(24, red.shape)
     .arr(32, red.strides[0]!);
   const xDt = mode === 'minu' ? 'u32' : (x.dtype as 'f32' | 'f16');
-  const init = mode === 'sum' ? '0.0' : mode === 'max' ? 'ninf()' : '0xffffffffu';
-  const step =
-    mode === 'sum'
-      ? 'acc = acc + ld_x(base + off);'
-      : mode === 'max'
-        ? 'let v = ld_x(base + off); if (v > acc) { acc = v; }'
-        : mode === 'first'
-          ? 'if (acc == 0xffffffffu && ld_x(base + off) == yv) { acc = base + off; }'
-          : 'acc = min(acc, x[base + off]);';
   const yDt = y?.dtype as GpuFloat | undefined;
   const nk = kept.shape.length;
   const nr = red.shape.length;
   // Built once per source (the pipeline cache then finds it by object, and a pass whose
   // pipeline is ready can be encoded at once).
   const program = memoProgram(`reduce|${mode}|${xDt}|${yDt ?? ''}|${nk}|${nr}`, () => ({
-    code: reduceShader(mode, xDt, yDt, outDt, nk, nr, init, step),
+    code: reduceShader(mode, xDt, yDt, outDt, nk, nr),
     bindings: ['uniform', 'read', ...(yDt ? (['read'] as const) : []), 'storage'],
     label: `nn reduce ${mode}`,
   }));
@@ -148,9 +139,16 @@ function reduceShader(
   outDt: 'i32' | 'f32',
   nk: number,
   nr: number,
-  init: string,
-  step: string,
 ): string {
+  const init = mode === 'sum' ? '0.0' : mode === 'max' ? 'ninf()' : '0xffffffffu';
+  const step =
+    mode === 'sum'
+      ? 'acc = acc + ld_x(base + off);'
+      : mode === 'max'
+        ? 'let v = ld_x(base + off); if (v > acc) { acc = v; }'
+        : mode === 'first'
+          ? 'if (acc == 0xffffffffu && ld_x(base + off) == yv) { acc = base + off; }'
+          : 'acc = min(acc, x[base + off]);';
   return `${PRELUDE}
 ${xDt === 'u32' ? '@group(0) @binding(1) var<storage, read> x: array<u32>;' : readDecl('x', 1, xDt)}
 ${yDt ? readDecl('y', 2, yDt) : ''}

@@ -207,17 +207,23 @@ describe.skipIf(!ctx)('no growth with attention, rope and norms', () => {
   }, 300_000);
 });
 
+/** An output that a queued pass whose shader does not compile (`code`) should have written. */
+function brokenPass(c: WebGpuContext, shape: number[], code: string, label: string): Tensor {
+  const bad = output(c, shape, 'f32');
+  queueOf(c).pass(
+    { code, bindings: ['uniform', 'storage'], label },
+    new Params().words,
+    [bad.storage as never],
+    [1, 1, 1],
+    [bad.storage as never],
+  );
+  return bad;
+}
+
 describe.skipIf(!ctx)('errors on webgpu', () => {
   it('a shader rejected inside the queue surfaces as a GpuValidationError at the next await, and fails what depends on it', async () => {
     const c = ctx as WebGpuContext;
-    const bad = output(c, [4], 'f32');
-    queueOf(c).pass(
-      { code: 'this is not WGSL', bindings: ['uniform', 'storage'], label: 'nn broken' },
-      new Params().words,
-      [bad.storage as never],
-      [1, 1, 1],
-      [bad.storage as never],
-    );
+    const bad = brokenPass(c, [4], 'this is not WGSL', 'nn broken');
     const next = matmul(bad.reshape([2, 2]), gpu(Tensor.from(Float32Array.of(1, 0, 0, 1), [2, 2])));
     await expect(syncWebGpu(c)).rejects.toBeInstanceOf(GpuValidationError);
     // Surfaced once; the failed tensors keep failing when read, unrelated work runs again.
@@ -241,14 +247,7 @@ describe.skipIf(!ctx)('errors on webgpu', () => {
     const y = matmul(a, b);
     expect(webGpuQueueStats(c).immediate).toBe(before.immediate + 1);
     expect(await value(y.data)).toBe(11);
-    const bad = output(c, [2], 'f32');
-    queueOf(c).pass(
-      { code: 'not WGSL either', bindings: ['uniform', 'storage'], label: 'nn broken 2' },
-      new Params().words,
-      [bad.storage as never],
-      [1, 1, 1],
-      [bad.storage as never],
-    );
+    const bad = brokenPass(c, [2], 'not WGSL either', 'nn broken 2');
     await expect(syncWebGpu(c)).rejects.toBeInstanceOf(GpuValidationError);
     const mid = webGpuQueueStats(c);
     const next = matmul(bad.reshape([1, 2]), b);
