@@ -13,7 +13,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { nullWebGpuContext } from './null-context.mjs';
+import { bindingStats, nullWebGpuContext } from './null-context.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -56,10 +56,7 @@ for (let rep = 0; rep < Number(values.reps); rep++) {
   const per = [];
   for (let i = warmup + 1; i < stamps.length; i++) per.push(stamps[i] - stamps[i - 1]);
   per.sort((a, b) => a - b);
-  const st = webGpuQueueStats(ctx);
-  console.log(
-    `  uniforms reused ${st.uniformHits} / made ${st.uniformsMade}, bind groups reused ${st.groupHits} / made ${st.groupsMade}`,
-  );
+  console.log(`  ${bindingStats(webGpuQueueStats(ctx))}`);
   console.log(
     `null backend, ${layers} layers, ${per.length} tokens: median ${per[per.length >> 1].toFixed(2)} ms, min ${per[0].toFixed(2)} ms a token, ${passes} queued passes a token`,
   );

@@ -12,7 +12,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { nullWebGpuContext } from './null-context.mjs';
+import { bindingStats, nullWebGpuContext } from './null-context.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -100,9 +100,6 @@ const stat = (xs) => {
 console.log(
   `${values.backend} backend, block B ${B} T ${T} C ${C} H ${H}, ${record.length} steps, ${passes} passes a step (${immediate} encoded at once), ${submits} submits, ${created} buffers created in the last: record ${stat(record)}; to idle ${stat(total)}`,
 );
-const st = webGpuQueueStats(ctx);
-console.log(
-  `uniforms reused ${st.uniformHits} / made ${st.uniformsMade}, bind groups reused ${st.groupHits} / made ${st.groupsMade}`,
-);
+console.log(`${bindingStats(webGpuQueueStats(ctx))}`);
 console.log(`window: --from-us ${from} --to-us ${process.hrtime.bigint() / 1000n}`);
 process.exit(0);

@@ -33,3 +33,8 @@ export async function nullWebGpuContext() {
   const info = { vendor: '', architecture: '', device: 'null', description: 'Dawn null backend' };
   return new WebGpuContext(device, features, limits, 'null', info, [gpu]);
 }
+
+/** nn's binding cache counters from webGpuQueueStats (what host-decode / host-step print). */
+export function bindingStats(st) {
+  return `uniforms reused ${st.uniformHits} / made ${st.uniformsMade}, bind groups reused ${st.groupHits} / made ${st.groupsMade}`;
+}
