@@ -2,7 +2,8 @@
  * nn's webgpu matmul kernels alone, per shape and path (issue 16's open item: the f16 SIMT
  * matmul ran ~10x slower than the f32 one on the H200, and the GPT-2 small LM head, N = 50257,
  * takes that path under f16 storage). For each shape: f32 (SIMT), f16 with the tensor cores off
- * (SIMT, f16 loads), f16 (tensor cores where the shape tiles by 128); GPU ms per call from
+ * (SIMT, f16 loads), f16 on tensor cores where the shape tiles by 32 (loading straight from
+ * storage, then staged through workgroup memory: the default); GPU ms per call from
  * timestamp queries (the span of --reps calls after one warm-up), TFLOP/s, and each result
  * against the f32 one on the same (f16-rounded) inputs, relative max error, before timing.
  *
@@ -51,9 +52,10 @@ const SHAPES = SMALL
     )
   : FULL;
 const PATHS = [
-  { name: 'f32', dtype: 'f32' as const, tensorCores: true },
-  { name: 'f16 SIMT', dtype: 'f16' as const, tensorCores: false },
-  { name: 'f16 tensor cores', dtype: 'f16' as const, tensorCores: true },
+  { name: 'f32', dtype: 'f32' as const, tensorCores: true, stage: true },
+  { name: 'f16 SIMT', dtype: 'f16' as const, tensorCores: false, stage: true },
+  { name: 'f16 tensor cores direct', dtype: 'f16' as const, tensorCores: true, stage: false },
+  { name: 'f16 tensor cores staged', dtype: 'f16' as const, tensorCores: true, stage: true },
 ];
 
 const rows: Record<string, unknown>[] = [];
@@ -68,7 +70,7 @@ for (const [m, k, n, ta, tb, what] of SHAPES) {
   const b16 = Tensor.from(randomData(k * n, 2), tb ? [n, k] : [k, n]).astype('f16');
   let ref: Float32Array | undefined;
   for (const path of PATHS) {
-    registerWebGpuKernels(ctx, { tensorCores: path.tensorCores });
+    registerWebGpuKernels(ctx, { tensorCores: path.tensorCores, stageTensorCores: path.stage });
     const a = toWebGpu(a16.astype(path.dtype), ctx);
     const b = toWebGpu(b16.astype(path.dtype), ctx);
     const row: Record<string, unknown> = { m, k, n, ta, tb, what, path: path.name };

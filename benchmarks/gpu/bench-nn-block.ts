@@ -41,9 +41,10 @@ const [B, T, C, H] = (value('shape') ?? '8,1024,768,12').split(',').map(Number) 
 ];
 // f16-simt: f16 storage with the tensor-core matmul turned off (registerWebGpuKernels option).
 // Suffixes turn kernel options off for A/B runs: -nosplit (splitK), -queued (encodeEagerly),
-// -nocache (reuseBindings).
+// -nocache (reuseBindings), -async (recordAttention), -direct (stageTensorCores), -late
+// (earlySubmit).
 const VARIANTS = (value('dtypes') ?? 'f32,f16,f16-simt').split(',');
-const SUFFIXES = ['simt', 'nosplit', 'queued', 'nocache'];
+const SUFFIXES = ['simt', 'nosplit', 'queued', 'nocache', 'async', 'direct', 'late'];
 const parseVariant = (v: string) => {
   const [dtype, ...flags] = v.split('-');
   if ((dtype !== 'f32' && dtype !== 'f16') || flags.some((f) => !SUFFIXES.includes(f)))
@@ -56,12 +57,15 @@ const parseVariant = (v: string) => {
       splitK: !flags.includes('nosplit'),
       encodeEagerly: !flags.includes('queued'),
       reuseBindings: !flags.includes('nocache'),
+      recordAttention: !flags.includes('async'),
+      stageTensorCores: !flags.includes('direct'),
+      earlySubmit: !flags.includes('late'),
     },
   };
 };
 if (VARIANTS.some((v) => parseVariant(v) === undefined)) {
   console.error(
-    `--dtypes: expected a list of f32 or f16 with suffixes -simt (f16), -nosplit, -queued, got ${VARIANTS.join(',')}`,
+    `--dtypes: expected a list of f32 or f16 with suffixes -simt (f16), -nosplit, -queued, -nocache, -async, -direct, -late, got ${VARIANTS.join(',')}`,
   );
   process.exit(2);
 }
@@ -155,17 +159,24 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
   // The synchronous part of a step (autograd records, kernels allocate and queue their work):
   // host time the queue's encoding and the GPU come after.
   const recordMs: number[] = [];
+  // Per step: wall-clock start (to line up with nvidia-smi's clock samples) and buffers the
+  // pool had to create (a steady step creates none).
+  const startEpochMs: number[] = [];
+  const created: number[] = [];
   let peak = 0;
   // Monotonic microseconds (V8's profile clock) around the timed steps: the window of a
   // --cpu-prof profile that holds them alone (cpuprof-top.mjs --from-us / --to-us).
   const from = process.hrtime.bigint() / 1000n;
   for (let i = 0; i < STEPS; i++) {
+    startEpochMs.push(Date.now());
+    const made = c.pool.created;
     const s = performance.now();
     step(block, opt, x, dy);
     recordMs.push(performance.now() - s);
     peak = Math.max(peak, c.pool.liveBytes);
     await syncWebGpu(c);
     ms.push(performance.now() - s);
+    created.push(c.pool.created - made);
   }
   const after = webGpuQueueStats(c);
   console.log(`window ${dtype}: --from-us ${from} --to-us ${process.hrtime.bigint() / 1000n}`);
@@ -189,6 +200,8 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
   return {
     ms,
     recordMs,
+    startEpochMs,
+    created,
     warmupMs,
     passesPerStep: (after.passes - before.passes) / STEPS,
     submitsPerStep: (after.submits - before.submits) / STEPS,
@@ -218,10 +231,13 @@ for (const variant of VARIANTS) {
   rows.push(row);
   try {
     const errors = [];
-    for (const shape of VERIFY_SHAPES) {
+    // Twice: the first call of a shape compiles the pipelines (attention runs the families'
+    // async path), the second finds them (attention is recorded with the passes around it).
+    for (const [n, shape] of [...VERIFY_SHAPES, ...VERIFY_SHAPES].entries()) {
       const e = await verify(dtype, shape);
       errors.push(e);
-      console.log(`verify ${variant} [${shape}]: max error vs ts ${e.toExponential(2)}`);
+      const when = n < VERIFY_SHAPES.length ? 'first call' : 'again';
+      console.log(`verify ${variant} [${shape}] ${when}: max error vs ts ${e.toExponential(2)}`);
     }
     row.verifyErrors = errors;
     row.verifyError = Math.max(...errors);
@@ -232,6 +248,9 @@ for (const variant of VARIANTS) {
       minMs: Math.min(...r.ms),
       ms: r.ms,
       recordMedianMs: median(r.recordMs),
+      recordMs: r.recordMs,
+      startEpochMs: r.startEpochMs,
+      created: r.created,
       tflops: flops / med / 1e9,
       tokensPerS: (B * T) / (med / 1e3),
       warmupMs: r.warmupMs,

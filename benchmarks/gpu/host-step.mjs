@@ -30,6 +30,10 @@ const { values } = parseArgs({
     // 'adapter': the machine's own adapter (llvmpipe here, a GPU elsewhere) instead of null.
     backend: { type: 'string', default: 'null' },
     queued: { type: 'boolean', default: false },
+    // --async: attention as a queued async task (kernel option recordAttention: false), for A/B.
+    async: { type: 'boolean', default: false },
+    // --late: submits at 64 passes and when the recording yields (earlySubmit: false).
+    late: { type: 'boolean', default: false },
     'log-creates': { type: 'boolean', default: false },
   },
 });
@@ -37,7 +41,11 @@ const [B, T, C, H] = values.shape.split(',').map(Number);
 
 const ctx = values.backend === 'null' ? await nullWebGpuContext() : await createWebGpuContext();
 // --queued: without eager encoding (kernel option encodeEagerly: false), for A/B.
-registerWebGpuKernels(ctx, { encodeEagerly: !values.queued });
+registerWebGpuKernels(ctx, {
+  encodeEagerly: !values.queued,
+  recordAttention: !values.async,
+  earlySubmit: !values.late,
+});
 
 // --log-creates: the pool's buffer creations during the last step (a steady step makes none).
 let logCreates = false;
@@ -65,6 +73,7 @@ const total = [];
 let passes = 0;
 let immediate = 0;
 let submits = 0;
+let recorded = 0;
 let created = 0;
 let from = 0n;
 for (let i = 0; i < Number(values.warmup) + Number(values.steps); i++) {
@@ -87,6 +96,7 @@ for (let i = 0; i < Number(values.warmup) + Number(values.steps); i++) {
   passes = after.passes - before.passes;
   immediate = after.immediate - before.immediate;
   submits = after.submits - before.submits;
+  recorded = after.recorded - before.recorded;
   created = ctx.pool.created - made;
   if (i >= Number(values.warmup)) {
     record.push(t1 - t0);
@@ -98,7 +108,7 @@ const stat = (xs) => {
   return `median ${s[s.length >> 1].toFixed(2)} ms, min ${s[0].toFixed(2)} ms`;
 };
 console.log(
-  `${values.backend} backend, block B ${B} T ${T} C ${C} H ${H}, ${record.length} steps, ${passes} passes a step (${immediate} encoded at once), ${submits} submits, ${created} buffers created in the last: record ${stat(record)}; to idle ${stat(total)}`,
+  `${values.backend} backend, block B ${B} T ${T} C ${C} H ${H}, ${record.length} steps, ${passes} passes a step (${immediate} encoded at once), ${submits} submits, ${recorded} attention calls recorded, ${created} buffers created in the last: record ${stat(record)}; to idle ${stat(total)}`,
 );
 console.log(`${bindingStats(webGpuQueueStats(ctx))}`);
 console.log(`window: --from-us ${from} --to-us ${process.hrtime.bigint() / 1000n}`);

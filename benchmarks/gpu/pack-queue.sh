@@ -17,6 +17,8 @@
 #     bash benchmarks/gpu/h200-s13b.sh     matmul by span, block early submit A/B, decode with cached bindings
 #     bash benchmarks/gpu/h200-s13c.sh     same-process A/B of reuseBindings / submitEarly, decode on/off
 #     bash benchmarks/gpu/h200-s13d.sh     block step on the final code + torch (short)
+#     bash benchmarks/gpu/h200-s14.sh      staged tensor-core matmul, recorded attention A/B, GPT-2 small
+#     bash benchmarks/gpu/h200-s14b.sh     block steps with clock samples, GPU timeline, generation
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh

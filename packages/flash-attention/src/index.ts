@@ -6,6 +6,7 @@ import {
   type TiledOptions,
   tiledBackwardTs,
   tiledForwardTs,
+  type WebGpuEncodeTarget,
 } from '@attnkit/skeleton';
 import { DTypeError, describe, type Tensor, ValueError } from '@attnkit/tensor';
 
@@ -14,6 +15,7 @@ export type {
   FlashTileProblem,
   NativeTilePlan,
   NativeTileProblem,
+  WebGpuEncodeTarget,
   WebGpuFlashKernel,
   WebGpuFlashPlan,
   WebGpuPlanInput,
@@ -142,6 +144,48 @@ export async function flashAttentionBackward(
 ): Promise<FlashAttentionGrads> {
   f64Guard(q);
   return family.backward(q, k, v, o, lse, dO, options);
+}
+
+/**
+ * flashAttention on webgpu tensors, synchronously, for callers that record GPU work in order
+ * and cannot await (@attnkit/nn's queue): the kernel's compute steps are handed to
+ * `target.sink` to encode into the caller's own command encoder and submit with its other
+ * work, and the results are written into `target.outputs` (o, lse) where given. Returns
+ * undefined, having made nothing, whenever only the async flashAttention can run the call:
+ * pipelines not compiled yet (the async call compiles them; later calls find them), cpu
+ * tensors or another backend, `checkFinite`, decode / split-K / stream-K launches. Typed
+ * errors as flashAttention, thrown.
+ *
+ * @example
+ * const r = encodeFlashAttention(q, k, v, { causal: true }, { sink: (steps) => myQueue.encode(steps) })
+ *   ?? (await flashAttention(q, k, v, { causal: true }));
+ */
+export function encodeFlashAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: FlashAttentionOptions,
+  target: WebGpuEncodeTarget,
+): FlashAttentionResult | undefined {
+  f64Guard(q);
+  return family.encodeForward(q, k, v, options, target) as FlashAttentionResult | undefined;
+}
+
+/** flashAttentionBackward likewise (undefined also with sinks or a broadcast bias's gradient: read-backs). */
+export function encodeFlashAttentionBackward(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor,
+  lse: Tensor,
+  dO: Tensor,
+  options: FlashAttentionOptions,
+  target: WebGpuEncodeTarget,
+): FlashAttentionGrads | undefined {
+  f64Guard(q);
+  return family.encodeBackward(q, k, v, o, lse, dO, options, target) as
+    | FlashAttentionGrads
+    | undefined;
 }
 
 /** flashAttention on the pure-TS kernels, synchronously (cpu tensors). */

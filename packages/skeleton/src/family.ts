@@ -24,7 +24,14 @@ import {
   tiledBackwardNative,
   tiledForwardNative,
 } from './native.js';
-import { tiledBackwardWebGpu, tiledForwardWebGpu, type WebGpuTileOptions } from './webgpu/host.js';
+import {
+  encodeBackwardWebGpu,
+  encodeForwardWebGpu,
+  tiledBackwardWebGpu,
+  tiledForwardWebGpu,
+  type WebGpuEncodeTarget,
+  type WebGpuTileOptions,
+} from './webgpu/host.js';
 import type { WebGpuFlashKernel, WebGpuTileConfig } from './webgpu/plan.js';
 
 /**
@@ -196,6 +203,33 @@ export interface TiledFamily<O extends TiledOptions> {
     dO: Tensor,
     options?: O,
   ) => Promise<TiledGrads>;
+  /**
+   * forward() for webgpu tensors, synchronously: its passes go to `target.sink` (to be encoded
+   * into the caller's command encoder, in the caller's order) and its results into
+   * `target.outputs` where given. For a caller that records work and cannot await
+   * (@attnkit/nn's queue). Undefined, with nothing made, where only forward() can run it: cpu
+   * tensors, another backend chosen, `checkFinite` (a read-back), pipelines not compiled yet
+   * (forward() compiles them), several dispatches (decode, split-K, stream-K). The same typed
+   * errors as forward().
+   */
+  encodeForward: (
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    options: O | undefined,
+    target: WebGpuEncodeTarget,
+  ) => TiledForwardResult | undefined;
+  /** backward() likewise (undefined also where its result needs a read-back: sinks, a broadcast bias's grad). */
+  encodeBackward: (
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor | undefined,
+    lse: Tensor | undefined,
+    dO: Tensor,
+    options: O | undefined,
+    target: WebGpuEncodeTarget,
+  ) => TiledGrads | undefined;
 }
 
 const COMMON_OPTIONS = [
@@ -421,6 +455,14 @@ function checkPagedHooks(hooks: TiledHooks, o: TiledOptions): void {
   if (why) throw new ValueError(`paged: expected no ${why} with paged K/V, got both`, 'paged');
 }
 
+function checkBackwardUnpaged(p: AttentionProblem): void {
+  if (p.paged)
+    throw new ValueError(
+      'paged: expected contiguous K/V for the backward (paged K/V is a forward / decode path), got paged pools',
+      'paged',
+    );
+}
+
 async function runOn(
   backend: TiledBackend,
   pass: KernelPass,
@@ -438,11 +480,7 @@ async function runOn(
           : await tiledForwardWebGpu(p, hooks, t.q!, t.k!, t.v!, options);
     return res.lse ? { o: res.o, lse: res.lse } : { o: res.o };
   }
-  if (p.paged)
-    throw new ValueError(
-      'paged: expected contiguous K/V for the backward (paged K/V is a forward / decode path), got paged pools',
-      'paged',
-    );
+  checkBackwardUnpaged(p);
   const args = [p, hooks, t.q!, t.k!, t.v!, t.o, t.lse, t.do!, options] as const;
   const g =
     backend === 'ts'
@@ -539,8 +577,41 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     await checkFiniteInputs(pass, t, r.o);
     return runOn(reg.backend as TiledBackend, pass, r, t, r.o);
   };
+  /** The webgpu kernel the registry picks for these tensors, synchronously (undefined: another). */
+  const webGpuResolved = (pass: KernelPass, t: KernelTensors, options: O | undefined) => {
+    const r = resolve(t, options);
+    const q = t.q!;
+    if (q.device !== 'webgpu' || r.o.checkFinite) return undefined;
+    const reg = selectKernel(
+      {
+        family: def.family,
+        pass,
+        device: q.device,
+        dtype: q.dtype,
+        options: r.o as Record<string, unknown>,
+      },
+      r.o.backend,
+    );
+    return reg.backend === 'webgpu' ? r : undefined;
+  };
   return {
     resolve: (q, k, v, options) => resolve({ q, k, v } as KernelTensors, options),
+    encodeForward: (q, k, v, options, target) => {
+      const r = webGpuResolved('forward', { q, k, v }, options);
+      const res = r && encodeForwardWebGpu(r.p, r.hooks, q, k, v, r.o, target);
+      if (!res) return undefined;
+      return (res.lse ? { o: res.o, lse: res.lse } : { o: res.o }) as TiledForwardResult;
+    },
+    encodeBackward: (q, k, v, o, lse, dO, options, target) => {
+      const t: KernelTensors = { q, k, v, do: dO };
+      if (o !== undefined) t.o = o;
+      if (lse !== undefined) t.lse = lse;
+      const r = webGpuResolved('backward', t, options);
+      if (!r) return undefined;
+      checkBackwardUnpaged(r.p);
+      const g = encodeBackwardWebGpu(r.p, r.hooks, q, k, v, o, lse, dO, r.o, target);
+      return g && ({ ...g } as unknown as TiledGrads);
+    },
     forward: async (q, k, v, options) =>
       (await dispatch('forward', { q, k, v }, options)) as unknown as TiledForwardResult,
     backward: async (q, k, v, o, lse, dO, options) => {

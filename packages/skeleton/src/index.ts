@@ -89,8 +89,10 @@ export {
   sageCodecToGpu,
   sageForwardWebGpu,
 } from './sage/webgpu.js';
-export type { WebGpuTileOptions } from './webgpu/host.js';
+export type { WebGpuEncodeTarget, WebGpuTileOptions } from './webgpu/host.js';
 export {
+  encodeBackwardWebGpu,
+  encodeForwardWebGpu,
   tiledBackwardWebGpu,
   tiledForwardWebGpu,
   webGpuSupports,

@@ -496,7 +496,14 @@ function compile(
   if (!byContext) PROGRAMS.set(kernel, (byContext = new WeakMap()));
   byContext.set(ctx, program);
   // A compile that failed (or timed out) is not remembered: the next call asks the cache again.
-  program.catch(() => byContext.delete(ctx));
+  program.then(
+    (c) => {
+      let ready = READY.get(kernel);
+      if (!ready) READY.set(kernel, (ready = new WeakMap()));
+      ready.set(ctx, c);
+    },
+    () => byContext.delete(ctx),
+  );
   return program;
 }
 
@@ -583,6 +590,274 @@ export function streamKWorkersOf(hooks: TiledHooks): number | undefined {
 }
 
 /**
+ * Compiled programs by kernel and context once their compile has resolved, so that the
+ * synchronous entry points (encodeForwardWebGpu, encodeBackwardWebGpu) find them without
+ * awaiting a promise.
+ */
+const READY = new WeakMap<WgslKernel, WeakMap<WebGpuContext, CompiledProgram>>();
+
+function readyProgram(ctx: WebGpuContext, kernel: WgslKernel): CompiledProgram | undefined {
+  return READY.get(kernel)?.get(ctx);
+}
+
+/**
+ * The tile compileFirstInTime chose, per context and candidate list (null: none compiled and
+ * the SIMT kernels run): the synchronous entry points repeat the async path's choice instead of
+ * guessing which candidate would have compiled.
+ */
+const TC_CHOICE = new WeakMap<WebGpuContext, Map<string, unknown>>();
+
+function rememberChoice(ctx: WebGpuContext, key: string, config: unknown): void {
+  let m = TC_CHOICE.get(ctx);
+  if (!m) TC_CHOICE.set(ctx, (m = new Map()));
+  if (m.size >= 256) m.clear();
+  m.set(key, config);
+}
+
+function choiceOf<C>(ctx: WebGpuContext, key: string): C | null | undefined {
+  return TC_CHOICE.get(ctx)?.get(key) as C | null | undefined;
+}
+
+/** The passes of one launch, built synchronously once its programs are compiled. */
+interface Launch<R> {
+  steps: ComputeStep[];
+  result: R;
+  /** Uniform and aux uploads, released to the pool once the steps are queued. */
+  owned: GpuBuffer[];
+  /** Outputs made here (not the caller's): disposed when the launch fails. */
+  made: Tensor[];
+}
+
+/** Dispatches a launch as its own submit; on failure nothing it made survives. */
+async function dispatchLaunch<R>(
+  ctx: WebGpuContext,
+  launch: Launch<R>,
+  profiler: GpuProfiler | undefined,
+): Promise<R> {
+  try {
+    await ctx.dispatch(launch.steps, profiler);
+  } catch (e) {
+    for (const t of launch.made) t.dispose();
+    throw e;
+  } finally {
+    for (const b of launch.owned) ctx.pool.release(b);
+  }
+  return launch.result;
+}
+
+/** Hands a launch's steps to the caller's encoder (WebGpuEncodeTarget.sink). */
+function sinkLaunch<R>(ctx: WebGpuContext, launch: Launch<R>, target: WebGpuEncodeTarget): R {
+  try {
+    target.sink(launch.steps);
+  } catch (e) {
+    for (const t of launch.made) t.dispose();
+    throw e;
+  } finally {
+    // The pool's release fence (set by the caller's queue) keeps them until its submit.
+    for (const b of launch.owned) ctx.pool.release(b);
+  }
+  return launch.result;
+}
+
+/**
+ * Where the synchronous entry points put their work: `sink` receives the launch's compute
+ * steps (compiled pipelines, buffers in binding order, workgroups) to encode into the caller's
+ * own command encoder, in the caller's order, and submit with the caller's error scopes;
+ * `outputs` are tensors the results are written into (same shape and dtype as the ones the
+ * kernels would make: o, lse; dq, dk, dv) instead of new ones.
+ */
+export interface WebGpuEncodeTarget {
+  sink: (steps: readonly ComputeStep[]) => void;
+  outputs?: Readonly<Partial<Record<'o' | 'lse' | 'dq' | 'dk' | 'dv', Tensor>>>;
+}
+
+/** The caller's output `name` (checked against shape, dtype and device), or a new one. */
+function outputLike(
+  given: Tensor | undefined,
+  name: string,
+  shape: readonly number[],
+  dtype: StorageDType | 'f32',
+  ctx: WebGpuContext,
+  made: Tensor[],
+): Tensor {
+  if (given !== undefined) {
+    checkLike(given, name, shape, dtype, ctx);
+    return given;
+  }
+  const t = emptyWebGpu(shape, dtype, ctx);
+  made.push(t);
+  return t;
+}
+
+interface ForwardSetup {
+  pr: Prepared;
+  hooks: TiledHooks;
+  fp: WebGpuFlashPlan;
+  /** Tensor-core candidates, best first (undefined: the SIMT kernel). */
+  tcs: TcForwardConfig[] | undefined;
+  /** The decode kernel's spec, for decode-sized problems without a split (one workgroup per kv head). */
+  decode?: DecodeSpec;
+  /** Split-K and stream-K forwards (decode-sized or not): two dispatches of their own (async only). */
+  special?: () => Promise<{ o: Tensor; lse: Tensor | undefined }>;
+}
+
+/** Validation, plan and route of a forward (typed errors naming the argument). */
+function forwardSetup(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: WebGpuTileOptions,
+): ForwardSetup {
+  const splits = splitsOf(hooks);
+  const workers = streamKWorkersOf(hooks);
+  const pr = prepare(p, hooks, q, k, v, opts, 'forward');
+  const { ctx } = pr;
+  checkBindingSizes(ctx, { q, k, v }, hooks);
+  const fp = plan(pr, 'forward', opts);
+  if (p.paged && opts.tensorCores)
+    throw new ValueError(
+      'paged: expected no tensorCores with paged K/V (the tensor-core forward reads contiguous K/V), got both',
+      'paged',
+    );
+  const base = { pr, hooks, fp, tcs: undefined };
+  if (inDecodeRegime(p, hooks, opts, ctx.limits.maxComputeWorkgroupStorageSize)) {
+    if (splits === undefined && workers === undefined) {
+      // The lanes of a key reduce with subgroup shuffles when the device's subgroups hold them.
+      const hookShape = { uniforms: pr.hooks.hooks.uniforms, bindings: pr.hooks.hooks.bindings };
+      return { ...base, decode: decodeSpecFor(p, pr.dtype, 'fa2', hookShape, ctx.features) };
+    }
+    return { ...base, special: () => decodeForward(pr, fp, splits, workers, opts) };
+  }
+  if (splits !== undefined) return { ...base, special: () => splitKForward(pr, fp, splits, opts) };
+  if (workers !== undefined)
+    return { ...base, special: () => streamKForward(pr, fp, workers, opts) };
+  const tcs = opts.tensorCores
+    ? tcConfigs(pr, hooks, opts.tensorCores)
+    : opts.tensorCores === undefined &&
+        tcAutoSelect(
+          'forward',
+          { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
+          ctx.adapterInfo.vendor,
+          ctx.robustAccess,
+        )
+      ? qualifying(() => tcConfigs(pr, hooks, true))
+      : undefined;
+  return { ...base, tcs };
+}
+
+interface ForwardPrograms {
+  tc: TcForwardConfig | undefined;
+  kernel: WgslKernel;
+  program: CompiledProgram;
+}
+
+const tcForwardKernel = (c: TcForwardConfig) => generatedKernel('tc forward', tcForwardShader, c);
+const simtForwardKernel = (s: ForwardSetup) =>
+  s.decode
+    ? generatedKernel('decode', decodeShader, s.decode)
+    : generatedKernel('forward', forwardShader, spec(s.pr, s.fp));
+
+/**
+ * Tensor-core tiles best first: a pipeline that does not compile in time (the cache's limit,
+ * PipelineTimeoutError) or is rejected falls back to the next tile (issue 20 item 4). When
+ * every tile fails, an explicit request rejects with PipelineFallbackError listing them; an
+ * automatic choice runs the SIMT kernel instead.
+ */
+async function forwardPrograms(s: ForwardSetup, opts: WebGpuTileOptions): Promise<ForwardPrograms> {
+  const { ctx } = s.pr;
+  if (s.tcs) {
+    const key = `forward|${JSON.stringify(s.tcs)}`;
+    try {
+      const r = await compileFirstInTime(
+        s.tcs,
+        (c) => compile(ctx, tcForwardKernel(c), TC_FORWARD_LABEL, c),
+        { kernel: TC_FORWARD_LABEL, timeoutMs: Number.POSITIVE_INFINITY },
+      );
+      rememberChoice(ctx, key, r.config);
+      return { tc: r.config, kernel: tcForwardKernel(r.config), program: r.value };
+    } catch (e) {
+      if (opts.tensorCores || !(e instanceof PipelineFallbackError)) throw e;
+      rememberChoice(ctx, key, null);
+    }
+  }
+  const kernel = simtForwardKernel(s);
+  return {
+    tc: undefined,
+    kernel,
+    program: s.decode
+      ? await compile(ctx, kernel, 'flash-attention decode', s.decode)
+      : await compile(ctx, kernel, 'flash-attention forward', s.fp),
+  };
+}
+
+/** forwardPrograms' result when every program it needs has compiled before, else undefined. */
+function readyForwardPrograms(s: ForwardSetup): ForwardPrograms | undefined {
+  const { ctx } = s.pr;
+  if (s.tcs) {
+    const c = choiceOf<TcForwardConfig>(ctx, `forward|${JSON.stringify(s.tcs)}`);
+    if (c === undefined) return undefined;
+    if (c !== null) {
+      const kernel = tcForwardKernel(c);
+      const program = readyProgram(ctx, kernel);
+      return program && { tc: c, kernel, program };
+    }
+  }
+  const kernel = simtForwardKernel(s);
+  const program = readyProgram(ctx, kernel);
+  return program && { tc: undefined, kernel, program };
+}
+
+function forwardLaunch(
+  s: ForwardSetup,
+  progs: ForwardPrograms,
+  given: WebGpuEncodeTarget['outputs'] = {},
+): Launch<{ o: Tensor; lse: Tensor | undefined }> {
+  const { pr, fp } = s;
+  const { p, ctx } = pr;
+  const { tc, kernel, program } = progs;
+  const br = tc ? 16 * tc.subgroups : fp.br;
+  const made: Tensor[] = [];
+  const owned: GpuBuffer[] = [];
+  try {
+    const o = outputLike(given.o, 'o', p.oShape, pr.dtype, ctx, made);
+    const lse =
+      s.hooks.normalize.kind === 'softmax'
+        ? outputLike(given.lse, 'lse', p.lseShape, 'f32', ctx, made)
+        : undefined;
+    const bc = tc ? 16 * tc.keyMatrices : fp.bc;
+    const tile = s.decode
+      ? { tileQ: Math.max(1, p.maxSeqQ), tileK: DECODE_BK }
+      : { tileQ: br, tileK: bc };
+    const [uniform, aux] = launchBuffers(pr, buildAux(p, tile));
+    owned.push(uniform, aux);
+    const buffers = {
+      ...hookBuffers(pr, owned),
+      ...pr.buffers,
+      P: uniform,
+      aux,
+      o: buf(o),
+      lse: lse && buf(lse),
+    };
+    const steps: ComputeStep[] = [
+      {
+        program,
+        buffers: bindBuffers(kernel.bindings, buffers),
+        // The decode kernel: one workgroup per (kv head, batch) holding its group's rows.
+        workgroups: s.decode ? [1, p.hkv, p.batch] : [Math.ceil(p.maxSeqQ / br), p.hq, p.batch],
+        label: s.decode ? 'flash decode' : 'flash forward',
+      },
+    ];
+    return { steps, result: { o, lse }, owned, made };
+  } catch (e) {
+    for (const t of made) t.dispose();
+    for (const b of owned) ctx.pool.release(b);
+    throw e;
+  }
+}
+
+/**
  * The tiled FlashAttention-2 forward in WGSL with the skeleton's hooks (normalisation, score
  * mods, the problem's mask mod). `p` is already resolved by the caller (resolveAttentionProblem)
  * from q, k, v: webgpu tensors (f32, or f16/bf16 packed in u32) of one context, in the layouts
@@ -603,92 +878,35 @@ export async function tiledForwardWebGpu(
   v: Tensor,
   opts: WebGpuTileOptions = {},
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
-  const splits = splitsOf(hooks);
-  const workers = streamKWorkersOf(hooks);
-  const pr = prepare(p, hooks, q, k, v, opts, 'forward');
-  const { ctx } = pr;
-  checkBindingSizes(ctx, { q, k, v }, hooks);
-  const fp = plan(pr, 'forward', opts);
-  if (p.paged && opts.tensorCores)
-    throw new ValueError(
-      'paged: expected no tensorCores with paged K/V (the tensor-core forward reads contiguous K/V), got both',
-      'paged',
-    );
-  if (inDecodeRegime(p, hooks, opts, ctx.limits.maxComputeWorkgroupStorageSize))
-    return decodeForward(pr, fp, splits, workers, opts);
-  if (splits !== undefined) return splitKForward(pr, fp, splits, opts);
-  if (workers !== undefined) return streamKForward(pr, fp, workers, opts);
-  const tcs = opts.tensorCores
-    ? tcConfigs(pr, hooks, opts.tensorCores)
-    : opts.tensorCores === undefined &&
-        tcAutoSelect(
-          'forward',
-          { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
-          ctx.adapterInfo.vendor,
-          ctx.robustAccess,
-        )
-      ? qualifying(() => tcConfigs(pr, hooks, true))
-      : undefined;
-  // Tensor-core tiles best first: a pipeline that does not compile in time (the cache's limit,
-  // PipelineTimeoutError) or is rejected falls back to the next tile (issue 20 item 4). When
-  // every tile fails, an explicit request rejects with PipelineFallbackError listing them; an
-  // automatic choice runs the SIMT kernel instead.
-  let tc: TcForwardConfig | undefined;
-  let kernel: WgslKernel | undefined;
-  let program: CompiledProgram | undefined;
-  if (tcs) {
-    try {
-      const r = await compileFirstInTime(
-        tcs,
-        (c) => compile(ctx, generatedKernel('tc forward', tcForwardShader, c), TC_FORWARD_LABEL, c),
-        { kernel: TC_FORWARD_LABEL, timeoutMs: Number.POSITIVE_INFINITY },
-      );
-      tc = r.config;
-      kernel = generatedKernel('tc forward', tcForwardShader, tc);
-      program = r.value;
-    } catch (e) {
-      if (opts.tensorCores || !(e instanceof PipelineFallbackError)) throw e;
-    }
-  }
-  if (!kernel || !program) {
-    kernel = generatedKernel('forward', forwardShader, spec(pr, fp));
-    program = await compile(ctx, kernel, 'flash-attention forward', fp);
-  }
-  const br = tc ? 16 * tc.subgroups : fp.br;
-  const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
-  const lse = hooks.normalize.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
-  const owned: GpuBuffer[] = [];
-  try {
-    const bc = tc ? 16 * tc.keyMatrices : fp.bc;
-    const [uniform, aux] = launchBuffers(pr, buildAux(p, { tileQ: br, tileK: bc }));
-    owned.push(uniform, aux);
-    const buffers = {
-      ...hookBuffers(pr, owned),
-      ...pr.buffers,
-      P: uniform,
-      aux,
-      o: buf(o),
-      lse: lse && buf(lse),
-    };
-    await ctx.dispatch(
-      [
-        {
-          program,
-          buffers: bindBuffers(kernel.bindings, buffers),
-          workgroups: [Math.ceil(p.maxSeqQ / br), p.hq, p.batch],
-          label: 'flash forward',
-        },
-      ],
-      opts.profiler,
-    );
-  } catch (e) {
-    o.dispose();
-    lse?.dispose();
-    throw e;
-  } finally {
-    for (const b of owned) ctx.pool.release(b);
-  }
-  return { o, lse };
+  const s = forwardSetup(p, hooks, q, k, v, opts);
+  if (s.special) return s.special();
+  const progs = await forwardPrograms(s, opts);
+  return dispatchLaunch(s.pr.ctx, forwardLaunch(s, progs), opts.profiler);
+}
+
+/**
+ * tiledForwardWebGpu, synchronously, into the caller's encoder (WebGpuEncodeTarget): the same
+ * validation, plan and kernel, for a caller that records work in order and cannot await
+ * (@attnkit/nn's queue, which then submits attention with the passes around it). Undefined,
+ * with nothing made, when it cannot: a program not compiled yet (the async path compiles it and
+ * remembers the tensor-core tile it chose), the decode / split-K / stream-K routes (several
+ * dispatches), a profiler. Typed errors as the async path.
+ */
+export function encodeForwardWebGpu(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: WebGpuTileOptions,
+  target: WebGpuEncodeTarget,
+): { o: Tensor; lse: Tensor | undefined } | undefined {
+  if (opts.profiler) return undefined;
+  const s = forwardSetup(p, hooks, q, k, v, opts);
+  if (s.special) return undefined;
+  const progs = readyForwardPrograms(s);
+  if (!progs) return undefined;
+  return sinkLaunch(s.pr.ctx, forwardLaunch(s, progs, target.outputs), target);
 }
 
 /**
@@ -930,7 +1148,8 @@ async function streamKForward(
 /**
  * Decode (decode.ts, the regime of inDecodeRegime: plain softmax, group x maxSeqQ <= 64): one
  * workgroup per (b, kv head, piece) over all the query rows of the kv head, so K/V are read
- * once per kv head per piece. Without a schedule one piece per (b, kv head) writes o and lse;
+ * once per kv head per piece. Without a schedule one piece per (b, kv head) writes o and lse
+ * (forwardSetup's `decode` route, one dispatch, which the synchronous path also takes); here
  * split-K's `splits` equal key ranges and stream-K's plan (buildDecodeStreamK: the (b, kv head)
  * units cut among `workers`) write partials in the split-K layout that the generic combine
  * (fix-up) merges through launchWithPartials.
@@ -943,8 +1162,8 @@ async function decodeForward(
   opts: WebGpuTileOptions,
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   const { ctx, p } = pr;
-  const partition: DecodePartition =
-    splits !== undefined ? 'splitK' : workers !== undefined ? 'streamK' : 'fa2';
+  // The unsplit decode (partition 'fa2') is forwardSetup's `decode` route.
+  const partition: DecodePartition = splits !== undefined ? 'splitK' : 'streamK';
   // The lanes of a key reduce with subgroup shuffles when the device's subgroups hold them.
   const ds: DecodeSpec = decodeSpecFor(
     p,
@@ -956,42 +1175,6 @@ async function decodeForward(
   const kernel = generatedKernel('decode', decodeShader, ds);
   const tables = buildAux(p, { tileQ: Math.max(1, p.maxSeqQ), tileK: DECODE_BK });
   const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
-  if (partition === 'fa2') {
-    const program = await compile(ctx, kernel, 'flash-attention decode', ds);
-    const o = emptyWebGpu(p.oShape, pr.dtype, ctx);
-    const lse = emptyWebGpu(p.lseShape, 'f32', ctx);
-    const owned: GpuBuffer[] = [];
-    try {
-      const [uniform, aux] = launchBuffers(pr, tables);
-      owned.push(uniform, aux);
-      const buffers = {
-        ...hookBuffers(pr, owned),
-        ...pr.buffers,
-        P: uniform,
-        aux,
-        o: buf(o),
-        lse: buf(lse),
-      };
-      await ctx.dispatch(
-        [
-          {
-            program,
-            buffers: bindBuffers(kernel.bindings, buffers),
-            workgroups: [1, p.hkv, p.batch],
-            label: 'flash decode',
-          },
-        ],
-        opts.profiler,
-      );
-    } catch (e) {
-      o.dispose();
-      lse.dispose();
-      throw e;
-    } finally {
-      for (const b of owned) ctx.pool.release(b);
-    }
-    return { o, lse };
-  }
   if (partition === 'splitK') {
     const n = splits!;
     const accBytes = partialBytes(pr, n, 'splitK');
@@ -1187,15 +1370,25 @@ export interface WebGpuGrads {
   dTimestampTable?: Tensor;
 }
 
-/**
- * The tiled FlashAttention-2 backward in WGSL with the skeleton's hooks: for softmax a
- * D = rowsum(dO * O) pre-pass, then a dK/dV pass parallel over key tiles and a dQ pass parallel
- * over query tiles, queued in one command buffer; the pointwise normalisations need no pre-pass, and ignore o and
- * lse. Returns dq, dk, dv (q's dtype) as webgpu tensors and, with sinks, dsinks (f32 [Hq]):
- * that one is reduced on the CPU from the pre-pass's row statistics read back, so this call then
- * waits for the GPU.
- */
-export async function tiledBackwardWebGpu(
+interface BackwardSetup {
+  pr: Prepared;
+  hooks: TiledHooks;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  sinks: Float32Array | undefined;
+  shared: { o: GpuBuffer | undefined; lse: GpuBuffer | undefined; dout: GpuBuffer };
+  lseSize: number;
+  qp: WebGpuFlashPlan;
+  kp: WebGpuFlashPlan;
+  statsKernel: WgslKernel | undefined;
+  /** Tensor-core configs per pass (undefined: the SIMT passes). */
+  tc: { dq: TcBackwardConfig; dkdv: TcBackwardConfig } | undefined;
+  grad: ReturnType<typeof biasGradMod>;
+  gradLayout: ReturnType<typeof biasGradLayout> | undefined;
+}
+
+function backwardSetup(
   p: AttentionProblem,
   hooks: TiledHooks,
   q: Tensor,
@@ -1204,13 +1397,12 @@ export async function tiledBackwardWebGpu(
   o: Tensor | undefined,
   lse: Tensor | undefined,
   dO: Tensor,
-  opts: WebGpuTileOptions = {},
-): Promise<WebGpuGrads> {
+  opts: WebGpuTileOptions,
+): BackwardSetup {
   const pr = prepare(p, hooks, q, k, v, opts, 'backward');
   const { ctx } = pr;
   const norm = hooks.normalize;
   const softmax = norm.kind === 'softmax';
-  const sinks = norm.kind === 'softmax' ? norm.sinks : undefined;
   let bo: GpuBuffer | undefined;
   let bl: GpuBuffer | undefined;
   if (softmax) {
@@ -1242,7 +1434,7 @@ export async function tiledBackwardWebGpu(
     : undefined;
   // The tensor-core passes (tc-backward.ts) replace the SIMT dQ and dK/dV kernels; the stats
   // pre-pass, buffers and uniforms stay.
-  let tc = opts.tensorCores
+  const tc = opts.tensorCores
     ? tcBackwardConfigs(pr, hooks, opts)
     : opts.tensorCores === undefined &&
         tcAutoSelect(
@@ -1253,113 +1445,209 @@ export async function tiledBackwardWebGpu(
         )
       ? qualifying(() => tcBackwardConfigs(pr, hooks, { ...opts, tensorCores: true }))
       : undefined;
+  const grad = biasGradMod(hooks.scoreMods);
+  return {
+    pr,
+    hooks,
+    q,
+    k,
+    v,
+    sinks: norm.kind === 'softmax' ? norm.sinks : undefined,
+    shared: { o: bo, lse: bl, dout: bdo },
+    lseSize: softmax ? lse!.size : 0,
+    qp,
+    kp,
+    statsKernel,
+    tc,
+    grad,
+    gradLayout: grad && biasGradLayout(p, grad.mod),
+  };
+}
+
+interface BackwardPrograms {
+  tc: { dq: TcBackwardConfig; dkdv: TcBackwardConfig } | undefined;
+  dqKernel: WgslKernel;
+  dkdvKernels: WgslKernel[];
+  statsProgram: CompiledProgram | undefined;
+  dqProgram: CompiledProgram;
+  dkdvPrograms: CompiledProgram[];
+}
+
+const tcPassKernels = (pass: 'dq' | 'dkdv', c: TcBackwardConfig): WgslKernel[] =>
+  pass === 'dq'
+    ? [generatedKernel('tc dq', tcDqShader, c)]
+    : // TcBackwardConfig.split: dK and dV in two passes (fewer accumulators per subgroup).
+      c.split
+      ? (['dk', 'dv'] as const).map((only) => generatedKernel('tc dkdv', tcDkdvShader, c, only))
+      : [generatedKernel('tc dkdv', tcDkdvShader, c)];
+
+const backwardKernels = (s: BackwardSetup, tc: BackwardPrograms['tc']) => ({
+  dqKernel: tc ? tcPassKernels('dq', tc.dq)[0]! : generatedKernel('dq', dqShader, spec(s.pr, s.qp)),
+  dkdvKernels: tc
+    ? tcPassKernels('dkdv', tc.dkdv)
+    : [generatedKernel('dkdv', dkdvShader, spec(s.pr, s.kp))],
+});
+
+const TC_DQ_LABEL = 'flash-attention dq (tensor cores)';
+const TC_DKDV_LABEL = 'flash-attention dk dv (tensor cores)';
+const backwardKey = (s: BackwardSetup, opts: WebGpuTileOptions) =>
+  `backward|${JSON.stringify(
+    s.tc && {
+      dq: tcBackwardCandidates(s.pr, 'dq', s.tc.dq, opts),
+      dkdv: tcBackwardCandidates(s.pr, 'dkdv', s.tc.dkdv, opts),
+    },
+  )}`;
+
+async function backwardPrograms(
+  s: BackwardSetup,
+  opts: WebGpuTileOptions,
+): Promise<BackwardPrograms> {
+  const { pr } = s;
+  const { ctx } = pr;
+  let tc = s.tc;
   // Each pass tries its tiles best first, as the forward (a late or rejected pipeline falls
   // back to the next tile; all failing: PipelineFallbackError for an explicit request, the SIMT
   // passes for an automatic choice). The programs land in the cache the compiles below read.
   if (tc) {
+    const key = backwardKey(s, opts);
     try {
       const pick = async (pass: 'dq' | 'dkdv', label: string) =>
         (
           await compileFirstInTime(
             tcBackwardCandidates(pr, pass, tc![pass], opts),
             (c) =>
-              Promise.all(
-                (pass === 'dq'
-                  ? [generatedKernel('tc dq', tcDqShader, c)]
-                  : c.split
-                    ? (['dk', 'dv'] as const).map((only) =>
-                        generatedKernel('tc dkdv', tcDkdvShader, c, only),
-                      )
-                    : [generatedKernel('tc dkdv', tcDkdvShader, c)]
-                ).map((kernel) => compile(ctx, kernel, label, c)),
-              ),
+              Promise.all(tcPassKernels(pass, c).map((kernel) => compile(ctx, kernel, label, c))),
             { kernel: label, timeoutMs: Number.POSITIVE_INFINITY },
           )
         ).config;
-      tc = {
-        dq: await pick('dq', 'flash-attention dq (tensor cores)'),
-        dkdv: await pick('dkdv', 'flash-attention dk dv (tensor cores)'),
-      };
+      tc = { dq: await pick('dq', TC_DQ_LABEL), dkdv: await pick('dkdv', TC_DKDV_LABEL) };
+      rememberChoice(ctx, key, tc);
     } catch (e) {
       if (opts.tensorCores || !(e instanceof PipelineFallbackError)) throw e;
+      rememberChoice(ctx, key, null);
       tc = undefined;
     }
   }
-  const dqKernel = tc
-    ? generatedKernel('tc dq', tcDqShader, tc.dq)
-    : generatedKernel('dq', dqShader, spec(pr, qp));
-  // TcBackwardConfig.split: dK and dV in two passes (fewer accumulators per subgroup).
-  const dkdvKernels = !tc
-    ? [generatedKernel('dkdv', dkdvShader, spec(pr, kp))]
-    : tc.dkdv.split
-      ? (['dk', 'dv'] as const).map((only) =>
-          generatedKernel('tc dkdv', tcDkdvShader, tc.dkdv, only),
-        )
-      : [generatedKernel('tc dkdv', tcDkdvShader, tc.dkdv)];
+  const { dqKernel, dkdvKernels } = backwardKernels(s, tc);
   const [statsProgram, dqProgram, ...dkdvPrograms] = await Promise.all([
-    statsKernel && compile(ctx, statsKernel, 'flash-attention backward stats'),
-    compile(ctx, dqKernel, `flash-attention dq${tc ? ' (tensor cores)' : ''}`, tc?.dq ?? qp),
+    s.statsKernel && compile(ctx, s.statsKernel, 'flash-attention backward stats'),
+    compile(ctx, dqKernel, tc ? TC_DQ_LABEL : 'flash-attention dq', tc?.dq ?? s.qp),
     ...dkdvKernels.map((kernel) =>
-      compile(ctx, kernel, `flash-attention dk dv${tc ? ' (tensor cores)' : ''}`, tc?.dkdv ?? kp),
+      compile(ctx, kernel, tc ? TC_DKDV_LABEL : 'flash-attention dk dv', tc?.dkdv ?? s.kp),
     ),
   ]);
-  const dqRows = tc ? 16 * tc.dq.subgroups : qp.br;
-  const dkdvRows = tc ? 16 * tc.dkdv.subgroups : kp.br;
-  const dq = emptyWebGpu(q.shape, pr.dtype, ctx);
-  const dk = emptyWebGpu(k.shape, pr.dtype, ctx);
-  const dv = emptyWebGpu(v.shape, pr.dtype, ctx);
+  return {
+    tc,
+    dqKernel,
+    dkdvKernels,
+    statsProgram,
+    dqProgram: dqProgram!,
+    dkdvPrograms: dkdvPrograms as CompiledProgram[],
+  };
+}
+
+/** backwardPrograms' result when every program it needs has compiled before, else undefined. */
+function readyBackwardPrograms(
+  s: BackwardSetup,
+  opts: WebGpuTileOptions,
+): BackwardPrograms | undefined {
+  const { ctx } = s.pr;
+  let tc = s.tc;
+  if (tc) {
+    const c = choiceOf<{ dq: TcBackwardConfig; dkdv: TcBackwardConfig }>(ctx, backwardKey(s, opts));
+    if (c === undefined) return undefined;
+    tc = c ?? undefined;
+  }
+  const { dqKernel, dkdvKernels } = backwardKernels(s, tc);
+  const statsProgram = s.statsKernel && readyProgram(ctx, s.statsKernel);
+  const dqProgram = readyProgram(ctx, dqKernel);
+  const dkdvPrograms = dkdvKernels.map((kernel) => readyProgram(ctx, kernel));
+  if ((s.statsKernel && !statsProgram) || !dqProgram || dkdvPrograms.some((x) => !x))
+    return undefined;
+  return {
+    tc,
+    dqKernel,
+    dkdvKernels,
+    statsProgram,
+    dqProgram,
+    dkdvPrograms: dkdvPrograms as CompiledProgram[],
+  };
+}
+
+/** What the launch leaves for the async path to finish after its dispatch (read-backs). */
+interface BackwardAfter {
+  grads: WebGpuGrads;
+  stats: GpuBuffer | undefined;
+  dbFull: GpuBuffer | undefined;
+}
+
+function backwardLaunch(
+  s: BackwardSetup,
+  progs: BackwardPrograms,
+  given: WebGpuEncodeTarget['outputs'] = {},
+): Launch<BackwardAfter> {
+  const { pr, hooks, grad, gradLayout } = s;
+  const { p, ctx } = pr;
+  const { tc, dqKernel, dkdvKernels } = progs;
+  const dqRows = tc ? 16 * tc.dq.subgroups : s.qp.br;
+  const dkdvRows = tc ? 16 * tc.dkdv.subgroups : s.kp.br;
+  const made: Tensor[] = [];
   const owned: GpuBuffer[] = [];
-  let dsinks: Tensor | undefined;
-  // A bias with grad: the dQ pass stores dS per (b, h) into zeros (pairs it never visits stay
-  // 0): dbias itself when no dim of the bias is broadcast, else a [B, Hq, R, C] buffer that is
-  // read back and summed over the broadcast dims on the CPU (as dsinks), then uploaded.
-  const grad = biasGradMod(hooks.scoreMods);
-  const gradLayout = grad && biasGradLayout(p, grad.mod);
-  let dbias: Tensor | undefined;
-  let dbFull: GpuBuffer | undefined;
-  if (grad && gradLayout?.direct)
-    dbias = toWebGpu(Tensor.from(new Float32Array(grad.mod.bias.size), grad.mod.bias.shape), ctx);
-  // The rab's table gradients: the dQ pass adds into zeros uploaded here (never a poisoned
-  // output buffer: its atomics add to what is there).
-  const zerosLike = (t: Tensor | undefined) =>
-    hooks.rab?.grad && t
-      ? toWebGpu(Tensor.from(new Float32Array(t.size), t.shape), ctx)
-      : undefined;
-  const dPositionTable = zerosLike(hooks.rab?.positionTable);
-  const dTimestampTable = zerosLike(hooks.rab?.timestampTable);
   try {
+    const dq = outputLike(given.dq, 'dq', s.q.shape, pr.dtype, ctx, made);
+    const dk = outputLike(given.dk, 'dk', s.k.shape, pr.dtype, ctx, made);
+    const dv = outputLike(given.dv, 'dv', s.v.shape, pr.dtype, ctx, made);
+    // A bias with grad: the dQ pass stores dS per (b, h) into zeros (pairs it never visits stay
+    // 0): dbias itself when no dim of the bias is broadcast, else a [B, Hq, R, C] buffer that is
+    // read back and summed over the broadcast dims on the CPU (as dsinks), then uploaded.
+    let dbias: Tensor | undefined;
+    let dbFull: GpuBuffer | undefined;
+    if (grad && gradLayout?.direct) {
+      dbias = toWebGpu(Tensor.from(new Float32Array(grad.mod.bias.size), grad.mod.bias.shape), ctx);
+      made.push(dbias);
+    }
+    // The rab's table gradients: the dQ pass adds into zeros uploaded here (never a poisoned
+    // output buffer: its atomics add to what is there).
+    const zerosLike = (t: Tensor | undefined) => {
+      if (!hooks.rab?.grad || !t) return undefined;
+      const z = toWebGpu(Tensor.from(new Float32Array(t.size), t.shape), ctx);
+      made.push(z);
+      return z;
+    };
+    const dPositionTable = zerosLike(hooks.rab?.positionTable);
+    const dTimestampTable = zerosLike(hooks.rab?.timestampTable);
     if (grad && gradLayout && !gradLayout.direct) {
       dbFull = ctx.createFromData(new Float32Array(gradLayout.size), 'flash backward dbias');
       owned.push(dbFull);
     }
-    const stats = softmax
-      ? ctx.createStorageBuffer(lse!.size * 8, 'flash backward stats')
+    const stats = s.statsKernel
+      ? ctx.createStorageBuffer(s.lseSize * 8, 'flash backward stats')
       : undefined;
     if (stats) owned.push(stats);
     // The block-sparse tile summaries follow the passes' own tilings (tensor cores: 16 x
     // subgroups rows by 16 x keyMatrices columns).
     const dqTile = tc
       ? { tileQ: 16 * tc.dq.subgroups, tileK: 16 * tc.dq.keyMatrices }
-      : { tileQ: qp.br, tileK: qp.bc };
+      : { tileQ: s.qp.br, tileK: s.qp.bc };
     const dkdvTile = tc
       ? { tileQ: 16 * tc.dkdv.keyMatrices, tileK: 16 * tc.dkdv.subgroups }
-      : { tileQ: kp.bc, tileK: kp.br };
+      : { tileQ: s.kp.bc, tileK: s.kp.br };
     const [uq, auxq] = launchBuffers(pr, buildAux(p, dqTile));
     const [uk, auxk] = launchBuffers(pr, buildAux(p, dkdvTile));
     owned.push(uq, auxq, uk, auxk);
-    const shared = { ...hookBuffers(pr, owned), ...pr.buffers, o: bo, lse: bl, dout: bdo, stats };
+    const shared = { ...hookBuffers(pr, owned), ...pr.buffers, ...s.shared, stats };
     const steps: ComputeStep[] = [];
-    if (statsKernel && statsProgram) {
+    if (s.statsKernel && progs.statsProgram) {
       steps.push({
-        program: statsProgram,
-        buffers: bindBuffers(statsKernel.bindings, { ...shared, P: uq, aux: auxq }),
+        program: progs.statsProgram,
+        buffers: bindBuffers(s.statsKernel.bindings, { ...shared, P: uq, aux: auxq }),
         workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
         label: 'flash backward stats',
       });
     }
     for (const [n, kernel] of dkdvKernels.entries())
       steps.push({
-        program: dkdvPrograms[n]!,
+        program: progs.dkdvPrograms[n]!,
         buffers: bindBuffers(kernel.bindings, {
           ...shared,
           P: uk,
@@ -1371,7 +1659,7 @@ export async function tiledBackwardWebGpu(
         label: 'flash backward dk dv',
       });
     steps.push({
-      program: dqProgram,
+      program: progs.dqProgram,
       buffers: bindBuffers(dqKernel.bindings, {
         ...shared,
         P: uq,
@@ -1384,31 +1672,91 @@ export async function tiledBackwardWebGpu(
       workgroups: [Math.ceil(p.maxSeqQ / dqRows), p.hq, p.batch],
       label: 'flash backward dq',
     });
-    await ctx.dispatch(steps, opts.profiler);
-    if (sinks && stats) {
-      const rows = new Float32Array(await ctx.readBuffer(stats, lse!.size * 8));
-      dsinks = toWebGpu(Tensor.from(sinkGradientsFromStats(p, sinks, rows), [p.hq]), ctx);
-    }
-    if (grad && gradLayout && dbFull) {
-      const full = new Float32Array(await ctx.readBuffer(dbFull, gradLayout.size * 4));
-      const sum = reduceBiasGrad(p, grad.mod, full, new Float32Array(grad.mod.bias.size));
-      dbias = toWebGpu(Tensor.from(sum, grad.mod.bias.shape), ctx);
-    }
+    const grads: WebGpuGrads = { dq, dk, dv };
+    if (dbias) grads.dbias = dbias;
+    if (dPositionTable) grads.dPositionTable = dPositionTable;
+    if (dTimestampTable) grads.dTimestampTable = dTimestampTable;
+    return { steps, result: { grads, stats, dbFull }, owned, made };
   } catch (e) {
-    for (const t of [dq, dk, dv]) t.dispose();
-    dbias?.dispose();
-    dPositionTable?.dispose();
-    dTimestampTable?.dispose();
+    for (const t of made) t.dispose();
+    for (const b of owned) ctx.pool.release(b);
     throw e;
+  }
+}
+
+/**
+ * The tiled FlashAttention-2 backward in WGSL with the skeleton's hooks: for softmax a
+ * D = rowsum(dO * O) pre-pass, then a dK/dV pass parallel over key tiles and a dQ pass parallel
+ * over query tiles, queued in one command buffer; the pointwise normalisations need no pre-pass, and ignore o and
+ * lse. Returns dq, dk, dv (q's dtype) as webgpu tensors and, with sinks, dsinks (f32 [Hq]):
+ * that one is reduced on the CPU from the pre-pass's row statistics read back, so this call then
+ * waits for the GPU.
+ */
+export async function tiledBackwardWebGpu(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor | undefined,
+  lse: Tensor | undefined,
+  dO: Tensor,
+  opts: WebGpuTileOptions = {},
+): Promise<WebGpuGrads> {
+  const s = backwardSetup(p, hooks, q, k, v, o, lse, dO, opts);
+  const { ctx } = s.pr;
+  const progs = await backwardPrograms(s, opts);
+  const launch = backwardLaunch(s, progs);
+  // The read-backs below need the buffers the launch owns until they are done.
+  const owned = launch.owned;
+  launch.owned = [];
+  try {
+    const { grads, stats, dbFull } = await dispatchLaunch(ctx, launch, opts.profiler);
+    try {
+      if (s.sinks && stats) {
+        const rows = new Float32Array(await ctx.readBuffer(stats, s.lseSize * 8));
+        grads.dsinks = toWebGpu(Tensor.from(sinkGradientsFromStats(p, s.sinks, rows), [p.hq]), ctx);
+      }
+      if (s.grad && s.gradLayout && dbFull) {
+        const full = new Float32Array(await ctx.readBuffer(dbFull, s.gradLayout.size * 4));
+        const sum = reduceBiasGrad(p, s.grad.mod, full, new Float32Array(s.grad.mod.bias.size));
+        grads.dbias = toWebGpu(Tensor.from(sum, s.grad.mod.bias.shape), ctx);
+      }
+    } catch (e) {
+      for (const t of launch.made) t.dispose();
+      grads.dsinks?.dispose();
+      throw e;
+    }
+    return grads;
   } finally {
     for (const b of owned) ctx.pool.release(b);
   }
-  const out: WebGpuGrads = { dq, dk, dv };
-  if (dsinks) out.dsinks = dsinks;
-  if (dbias) out.dbias = dbias;
-  if (dPositionTable) out.dPositionTable = dPositionTable;
-  if (dTimestampTable) out.dTimestampTable = dTimestampTable;
-  return out;
+}
+
+/**
+ * tiledBackwardWebGpu, synchronously, into the caller's encoder (WebGpuEncodeTarget): undefined,
+ * with nothing made, when the programs have not compiled yet, a profiler is set, or the result
+ * needs a read-back (sinks' gradient, a broadcast bias's gradient). Typed errors as the async
+ * path.
+ */
+export function encodeBackwardWebGpu(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor | undefined,
+  lse: Tensor | undefined,
+  dO: Tensor,
+  opts: WebGpuTileOptions,
+  target: WebGpuEncodeTarget,
+): WebGpuGrads | undefined {
+  if (opts.profiler) return undefined;
+  const s = backwardSetup(p, hooks, q, k, v, o, lse, dO, opts);
+  if (s.sinks || (s.gradLayout && !s.gradLayout.direct)) return undefined;
+  const progs = readyBackwardPrograms(s, opts);
+  if (!progs) return undefined;
+  return sinkLaunch(s.pr.ctx, backwardLaunch(s, progs, target.outputs), target).grads;
 }
 
 /**

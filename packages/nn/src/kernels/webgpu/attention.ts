@@ -1,4 +1,9 @@
-import { flashAttention, flashAttentionBackward } from '@attnkit/flash-attention';
+import {
+  encodeFlashAttention,
+  encodeFlashAttentionBackward,
+  flashAttention,
+  flashAttentionBackward,
+} from '@attnkit/flash-attention';
 import { Tensor } from '@attnkit/tensor';
 import { WebGpuStorage } from '@attnkit/webgpu';
 import { flashOnly } from '../shared.js';
@@ -7,9 +12,12 @@ import { gpuContext } from './context.js';
 import { output, type QueuedStorage, queueOf, storageOf } from './queue.js';
 
 /**
- * Attention on webgpu tensors: the families' own async WebGPU kernels (FlashAttention-2's
- * forward with LSE, and its backward: @attnkit/flash-attention on the skeleton's WGSL), run
- * inside the queue. Their results are copied into the outputs this kernel returned at once.
+ * Attention on webgpu tensors: the families' own WebGPU kernels (FlashAttention-2's forward
+ * with LSE, and its backward: @attnkit/flash-attention on the skeleton's WGSL). Once their
+ * pipelines are compiled they are encoded synchronously into the queue's encoder
+ * (encodeFlashAttention), writing straight into the outputs this kernel returns; the first call
+ * of a shape (and what the synchronous path declines) runs the async API inside the queue, its
+ * results copied into those outputs.
  */
 function familyOptions(op: string, q: Tensor, options: AttentionKernelOptions) {
   return { ...flashOnly(op, 'webgpu', q, options, false), backend: 'webgpu' as const };
@@ -20,7 +28,8 @@ const storages = (ts: readonly Tensor[]) => ts.map((t) => t.storage as WebGpuSto
 /**
  * The tensor as the family's kernels see it when the queue reaches them: a scope may have
  * disposed it since (its buffer stays fenced until this work is submitted), and the families
- * check liveness, so a disposed one is lent as an untracked storage on the same buffer.
+ * check liveness, so a disposed one is lent as an untracked storage on the same buffer. Outputs
+ * too: a gradient nobody needs is disposed before its task runs.
  */
 function lent(t: Tensor): Tensor {
   const s = t.storage as WebGpuStorage;
@@ -44,13 +53,23 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKer
   const o = output(ctx, [b, hq, nq, v.shape[3]!], q.dtype);
   const lse = output(ctx, [b, hq, nq], 'f32');
   const queue = queueOf(ctx);
-  queue.external('attention', storages([q, k, v]), storages([o, lse]), async () => {
-    const r = await flashAttention(lent(q), lent(k), lent(v), opts);
-    queue.copyNow(r.o, o.storage as QueuedStorage);
-    queue.copyNow(r.lse, lse.storage as QueuedStorage);
-    r.o.dispose();
-    r.lse.dispose();
-  });
+  queue.external(
+    'attention',
+    storages([q, k, v]),
+    storages([o, lse]),
+    async () => {
+      const r = await flashAttention(lent(q), lent(k), lent(v), opts);
+      queue.copyNow(r.o, o.storage as QueuedStorage);
+      queue.copyNow(r.lse, lse.storage as QueuedStorage);
+      r.o.dispose();
+      r.lse.dispose();
+    },
+    (sink) =>
+      encodeFlashAttention(lent(q), lent(k), lent(v), opts, {
+        sink,
+        outputs: { o: lent(o), lse: lent(lse) },
+      }) !== undefined,
+  );
   return { o, lse };
 }
 
@@ -99,6 +118,11 @@ export function attentionBackward(
         r[name].dispose();
       }
     },
+    (sink) =>
+      encodeFlashAttentionBackward(lent(q), lent(k), lent(v), lent(o), lent(lse), lent(dO), opts, {
+        sink,
+        outputs: { dq: lent(grads.dq), dk: lent(grads.dk), dv: lent(grads.dv) },
+      }) !== undefined,
   );
   return grads;
 }

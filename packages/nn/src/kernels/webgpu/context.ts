@@ -10,6 +10,13 @@ export interface WebGpuKernelOptions {
    */
   tensorCores?: boolean;
   /**
+   * The tensor-core matmul stages its A and B tiles through workgroup memory (default true;
+   * where the adapter's workgroup memory holds them) and rounds f16 results itself; false loads
+   * the matrices straight from storage and casts in a second pass (the kernel before, for A/B
+   * measurements).
+   */
+  stageTensorCores?: boolean;
+  /**
    * Matmuls with few output tiles and a long K (weight gradients) split K across workgroups and
    * sum the slices in a second pass (default true); false runs each output tile over all of K.
    */
@@ -26,14 +33,32 @@ export interface WebGpuKernelOptions {
    * both for every pass, for A/B measurements.
    */
   reuseBindings?: boolean;
+  /**
+   * Attention's passes (the FlashAttention-2 family's WGSL kernels) are encoded into the queue's
+   * command encoder with the passes around it once its pipelines are compiled
+   * (encodeFlashAttention), so that it and everything recorded after it can be encoded at once
+   * while autograd records (default true); false runs every attention call as a queued async
+   * task that submits on its own, which holds back all later work until the recording yields
+   * (for A/B measurements).
+   */
+  recordAttention?: boolean;
+  /**
+   * Work encoded at once is submitted after 8 passes following an idle queue, then every 16,
+   * 32, 64 (default true), so that the GPU starts on a step while autograd still records it;
+   * false submits every 64 passes and when the recording yields (for A/B measurements).
+   */
+  earlySubmit?: boolean;
 }
 
 /** Every kernel option and its default: the one list bindContext and the validation walk. */
 export const KERNEL_OPTION_DEFAULTS: Readonly<Required<WebGpuKernelOptions>> = {
   tensorCores: true,
+  stageTensorCores: true,
   splitK: true,
   encodeEagerly: true,
   reuseBindings: true,
+  recordAttention: true,
+  earlySubmit: true,
 };
 
 let options: Required<WebGpuKernelOptions> = { ...KERNEL_OPTION_DEFAULTS };

@@ -122,6 +122,8 @@ export function webGpuQueueStats(ctx: WebGpuContext): {
   passes: number;
   immediate: number;
   submits: number;
+  /** Attention calls encoded synchronously with the passes around them (recordAttention). */
+  recorded: number;
   /** Passes whose uniform / bind group was reused, and those that made one (BindingCache). */
   uniformHits: number;
   uniformsMade: number;

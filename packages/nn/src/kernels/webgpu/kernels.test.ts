@@ -4,9 +4,17 @@ import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 import { describe, expect, it } from 'vitest';
 import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
-import { registerWebGpuKernels, syncWebGpu, webgpuKernels } from './index.js';
+import { registerWebGpuKernels, syncWebGpu, webGpuQueueStats, webgpuKernels } from './index.js';
 import { simtBuffers, simtPlan, simtProgram, simtTile, skinnyProgram } from './matmul.js';
-import { splitK, tensorCorePlan } from './matmul-tc.js';
+import {
+  emulateTensorCores,
+  splitK,
+  stagedBuffers,
+  stagedBytes,
+  stagedMaxR,
+  TC_BK,
+  tensorCorePlan,
+} from './matmul-tc.js';
 import { memoProgram } from './program.js';
 
 // Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
@@ -89,6 +97,30 @@ describe('matmul plans', () => {
     expect(tensorCorePlan(64, 64, 64, 1)?.r).toBe(1);
     expect(tensorCorePlan(64, 64, 60, 1)).toBeUndefined();
     expect(tensorCorePlan(48, 64, 64, 1)).toBeUndefined();
+  });
+
+  it('staged tensor-core tiles: two buffers where workgroup memory holds them, K slices of whole steps', () => {
+    // The H200's 48 KiB: R 4 with two buffers in every layout (40 KiB of tiles + 4 KiB epilogue).
+    for (const [ta, tb] of [
+      [false, false],
+      [false, true],
+      [true, false],
+      [true, true],
+    ] as const) {
+      expect(stagedBuffers(4, ta, tb, 49152)).toBe(2);
+      expect(stagedMaxR(ta, tb, 49152)).toBe(4);
+      // WebGPU's default 16 KiB: R 2, one buffer.
+      expect(stagedMaxR(ta, tb, 16384)).toBe(2);
+      expect(stagedBuffers(2, ta, tb, 16384)).toBe(1);
+    }
+    expect(stagedBytes(4, false, true, 2)).toBe(2 * 2 * 128 * 40 * 2 + 4096);
+    expect(stagedBytes(4, true, false, 2)).toBe(2 * 2 * 32 * 136 * 2 + 4096);
+    expect(stagedMaxR(false, false, 4096)).toBe(0);
+    // A K slice of the staged kernel is a multiple of its step (32), the last one shorter.
+    const p = tensorCorePlan(768, 768, 8208, 1, { step: TC_BK, maxR: 4 })!;
+    expect(p.kLen % TC_BK).toBe(0);
+    expect(p.splits).toBe(Math.ceil(8208 / p.kLen));
+    expect(tensorCorePlan(8192, 768, 768, 1, { maxR: 2 })?.r).toBe(2);
   });
 
   it('programs are built once per source and reused (the pipeline cache finds the object)', () => {
@@ -570,5 +602,83 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
     await close(gb.dk, rb.dk, 1e-2, 'attention f16 dk');
     await close(gb.dv, rb.dv, 1e-2, 'attention f16 dv');
     await syncWebGpu(ctx!);
+  });
+
+  it('the staged tensor-core matmul (subgroup matrices emulated): every transpose, one and two buffers, K split and not a multiple of its step, batches; f16 results rounded by the kernel', async () => {
+    emulateTensorCores(true);
+    try {
+      // [batch, M, K, N]: R 1 (two buffers on llvmpipe's 32 KiB), R 2 (a full wave of 64-tiles:
+      // one buffer), K 2064 split into slices of 544 (the last 432: a half step zero-filled).
+      const shapes = [
+        [3, 32, 48, 64],
+        [140, 64, 48, 64],
+        [1, 32, 2064, 32],
+      ] as const;
+      for (const [batch, m, k, n] of shapes) {
+        for (const [ta, tb] of [
+          [false, false],
+          [false, true],
+          [true, false],
+          [true, true],
+        ] as const) {
+          const a = rounded(rand(ta ? [batch, k, m] : [batch, m, k]), 'f16');
+          const b = rounded(rand(tb ? [batch, n, k] : [batch, k, n]), 'f16');
+          const want = ts.matmul(a, b, ta, tb);
+          const got = gpu.matmul(up(a, 'f16'), up(b, 'f16'), ta, tb);
+          expect(got.dtype).toBe('f16');
+          expect(got.shape).toEqual([batch, m, n]);
+          await close(got, rounded(want, 'f16'), 2e-3, `tc ${batch}x${m}x${k}x${n} ${ta} ${tb}`);
+        }
+      }
+    } finally {
+      emulateTensorCores(false);
+    }
+    await syncWebGpu(ctx!);
+  });
+
+  it("attention on compiled pipelines is encoded with the passes around it (recordAttention): at once when nothing is queued, else in its task; the async path's results", async () => {
+    const c = ctx!;
+    const [b, h, hkv, nq, nk, d] = [2, 4, 2, 37, 29, 16];
+    const q = up(rand([b, h, nq, d]), 'f32');
+    const k = up(rand([b, hkv, nk, d]), 'f32');
+    const v = up(rand([b, hkv, nk, d]), 'f32');
+    const dO = up(rand([b, h, nq, d]), 'f32');
+    const opts = { family: 'flash', causal: true };
+    // A pass before and after, as in a block: x2 = 2 q; attention; its backward; dq + dq.
+    const step = () => {
+      const q2 = gpu.binary('mul', q, up(Tensor.from(Float32Array.of(2), [1]), 'f32'));
+      const f = gpu.attention(q2, k, v, opts);
+      const g = gpu.attentionBackward(q2, k, v, f.o, f.lse, dO, opts);
+      return [f.o, f.lse, g.dq, g.dk, g.dv, gpu.binary('add', g.dq, g.dq)];
+    };
+    const read = (ts: Tensor[]) =>
+      Promise.all(ts.map(async (t) => [...(await t.toCpu()).toFloat64Array()]));
+    try {
+      registerWebGpuKernels(c, { recordAttention: false });
+      const before0 = webGpuQueueStats(c);
+      const slow = await read(step());
+      expect(webGpuQueueStats(c).recorded).toBe(before0.recorded);
+      registerWebGpuKernels(c);
+      c.poisonOutputs = true;
+      const before = webGpuQueueStats(c);
+      const fast = step();
+      const mid = webGpuQueueStats(c);
+      // Both attention calls, and every pass (attention's too), encoded before step() returned.
+      expect(mid.recorded - before.recorded).toBe(2);
+      expect(mid.passes - before.passes).toBeGreaterThanOrEqual(6);
+      expect(mid.immediate - before.immediate).toBe(mid.passes - before.passes);
+      expect(await read(fast)).toEqual(slow);
+      // With every pass queued (encodeEagerly: false) attention is recorded in its task.
+      registerWebGpuKernels(c, { encodeEagerly: false });
+      const late = webGpuQueueStats(c);
+      const queued = step();
+      expect(webGpuQueueStats(c).immediate).toBe(late.immediate);
+      expect(webGpuQueueStats(c).recorded).toBe(late.recorded);
+      expect(await read(queued)).toEqual(slow);
+      expect(webGpuQueueStats(c).recorded - late.recorded).toBe(2);
+    } finally {
+      c.poisonOutputs = false;
+      registerWebGpuKernels(c);
+    }
   });
 });

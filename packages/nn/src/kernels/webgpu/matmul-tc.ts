@@ -1,3 +1,4 @@
+import { matrixOps } from '@attnkit/skeleton';
 import type { Tensor } from '@attnkit/tensor';
 import type { ComputeProgram, WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
 import { matmulBatchWgsl, memoProgram, type Params, PRELUDE } from './program.js';
@@ -41,13 +42,15 @@ export function tensorCorePlan(
   n: number,
   k: number,
   batch: number,
+  /** The kernel's K step (a K slice is a multiple of it) and the largest R it may take. */
+  { step = 16, maxR = 4 }: { step?: number; maxR?: number } = {},
 ): { r: number; splits: number; kLen: number } | undefined {
   if (k % 16 !== 0 || k === 0) return undefined;
-  const valid = REGS.filter((r) => m % (32 * r) === 0 && n % (32 * r) === 0);
+  const valid = REGS.filter((r) => r <= maxR && m % (32 * r) === 0 && n % (32 * r) === 0);
   const top = valid[0];
   if (top === undefined) return undefined;
   const tiles = (r: number) => (m / (32 * r)) * (n / (32 * r)) * batch;
-  const split = splitK(tiles(top), k, 16);
+  const split = splitK(tiles(top), k, step);
   if (split.splits > 1) return { r: top, ...split };
   const r = valid.find((x) => tiles(x) >= ONE_WAVE) ?? (valid.at(-1) as number);
   return { r, splits: 1, kLen: k };
@@ -105,7 +108,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg: u32) {
 }`;
 }
 
-/** Queues op(a) op(b) on tensor cores into a new f32 tensor of `shape` (p: the SIMT kernel's uniforms). */
+let emulation = false;
+
+/**
+ * Tests only: runs the staged tensor-core kernel with emulated subgroup matrices on adapters
+ * without them (llvmpipe in CI), to test its staging and indexing; never set in use.
+ */
+export function emulateTensorCores(on: boolean): void {
+  emulation = on;
+}
+
+export function tensorCoresEmulated(): boolean {
+  return emulation;
+}
+
+/**
+ * Queues op(a) op(b) on tensor cores into a new tensor of `shape` (p: the SIMT kernel's
+ * uniforms): f32, or with `staged.out` f16 rounded by the kernel itself.
+ */
 export function matmulTensorCores(
   ctx: WebGpuContext,
   a: Tensor,
@@ -116,15 +136,23 @@ export function matmulTensorCores(
   dims: { m: number; n: number; batch: number; r: number; splits: number },
   p: Params,
   fallback: { program: ComputeProgram; workgroups: [number, number, number] },
+  staged?: Omit<StagedConfig, 'ta' | 'tb' | 'r'>,
 ): Tensor {
-  const out = output(ctx, shape, 'f32');
   const { m, n, batch, r, splits } = dims;
+  const out = output(ctx, shape, staged?.out ?? 'f32');
+  const config = staged && { ta, tb, r, ...staged };
   queueOf(ctx).pass(
-    memoProgram(`tc|${ta}|${tb}|${r}`, () => ({
-      code: shader(ta, tb, r),
-      bindings: ['uniform', 'read', 'read', 'storage'],
-      label: `nn matmul tensor cores ${r}x${r}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
-    })),
+    config
+      ? memoProgram(`tcs|${JSON.stringify(config)}`, () => ({
+          code: stagedShader(config),
+          bindings: ['uniform', 'read', 'read', 'storage'],
+          label: `nn matmul tensor cores staged ${r}x${r}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}${config.out === 'f16' ? ' f16' : ''}`,
+        }))
+      : memoProgram(`tc|${ta}|${tb}|${r}`, () => ({
+          code: shader(ta, tb, r),
+          bindings: ['uniform', 'read', 'read', 'storage'],
+          label: `nn matmul tensor cores ${r}x${r}${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
+        })),
     p.words,
     [a, b, out].map((t) => t.storage as WebGpuStorage),
     [n / (32 * r), m / (32 * r), batch * splits],
@@ -132,4 +160,236 @@ export function matmulTensorCores(
     fallback,
   );
   return out;
+}
+
+/**
+ * The staged tensor-core kernel (the default; `stageTensorCores`): each K step of BK = 32 the
+ * workgroup copies its A and B tiles (32R x 32 each) from storage into workgroup memory with
+ * 16-byte loads, and the subgroups load their matrices from there. On the H200 with robust
+ * access a subgroup-matrix load from storage cost ~75 SM cycles against ~19 from workgroup
+ * memory (bench-tc-micro, BENCHMARKS.md "WebGPU tensor cores without robustness"); the direct
+ * kernel above does one storage load per two MMAs. The next step's tile is fetched into
+ * registers while this step's MMAs run, and two buffers alternate (one barrier a step) where
+ * workgroup memory holds them. Rows of the staged tiles are padded by 8 halves (unpadded
+ * 256-byte rows doubled the load cost in the micro-benchmark: bank conflicts).
+ */
+export const TC_BK = 32;
+const PAD = 8;
+
+/** Halves of one staged tile of A (M x BK, or BK x M when transposed) for result side 32R. */
+function stagedTileHalves(r: number, transposed: boolean, side: 'a' | 'b'): number {
+  const wide = 32 * r;
+  // A row-major [M, K] and B^T [N, K] stage wide rows of BK; A^T [K, M] and B [K, N], BK rows.
+  const byRows = side === 'a' ? !transposed : transposed;
+  return byRows ? wide * (TC_BK + PAD) : TC_BK * (wide + PAD);
+}
+
+/** Workgroup bytes of the staged kernel: its tiles (f16, f32 when emulated), epilogue, emulation. */
+export function stagedBytes(
+  r: number,
+  ta: boolean,
+  tb: boolean,
+  buffers: 1 | 2,
+  emulate = false,
+): number {
+  const halves = stagedTileHalves(r, ta, 'a') + stagedTileHalves(r, tb, 'b');
+  const element = emulate ? 4 : 2;
+  // 4 subgroups x one 16 x 16 f32 result for the f16 epilogue; the emulation's MMA scratch.
+  return buffers * halves * element + 4 * 256 * 4 + (emulate ? 4 * 512 * 4 : 0);
+}
+
+/** Staging buffers that fit `limit` bytes of workgroup memory (2 preferred), or undefined. */
+export function stagedBuffers(
+  r: number,
+  ta: boolean,
+  tb: boolean,
+  limit: number,
+  emulate = false,
+): 1 | 2 | undefined {
+  if (stagedBytes(r, ta, tb, 2, emulate) <= limit) return 2;
+  if (stagedBytes(r, ta, tb, 1, emulate) <= limit) return 1;
+  return undefined;
+}
+
+/** The largest R whose staged tiles fit `limit` (0: none). */
+export function stagedMaxR(ta: boolean, tb: boolean, limit: number, emulate = false): number {
+  return REGS.find((r) => stagedBuffers(r, ta, tb, limit, emulate) !== undefined) ?? 0;
+}
+
+export interface StagedConfig {
+  ta: boolean;
+  tb: boolean;
+  r: number;
+  buffers: 1 | 2;
+  /** f16: results rounded and stored as f16 pairs through workgroup memory (no cast pass). */
+  out: 'f32' | 'f16';
+  /** Subgroup matrices emulated with scalar code (llvmpipe in CI: tests of the indexing). */
+  emulate: boolean;
+}
+
+export function stagedShader(c: StagedConfig): string {
+  const { ta, tb, r, buffers, out, emulate } = c;
+  const mx = matrixOps(emulate, 4, 'pu(4u)');
+  const W = 32 * r;
+  const idx = [...Array(r).keys()];
+  const pairs = idx.flatMap((i) => idx.map((j) => [i, j] as const));
+  const aRows = !ta; // A tile stored as W rows of BK (else BK rows of W)
+  const bRows = tb;
+  const SA = aRows ? TC_BK + PAD : W + PAD;
+  const SB = bRows ? TC_BK + PAD : W + PAD;
+  const HA = stagedTileHalves(r, ta, 'a');
+  const HB = stagedTileHalves(r, tb, 'b');
+  // vec4<u32> words (8 halves) per staged row, and per thread (R for both layouts).
+  const aWords = (aRows ? TC_BK : W) / 8;
+  const bWords = (bRows ? TC_BK : W) / 8;
+  const cvt = (w: string) => (emulate ? `unpack2x16float(${w})` : `bitcast<vec2<f16>>(${w})`);
+  // Fetch: R words of each operand's next tile into registers (zeros past kEnd).
+  const fetch = (op: 'a' | 'b') => {
+    const rowsLayout = op === 'a' ? aRows : bRows;
+    const words = op === 'a' ? aWords : bWords;
+    const src = op === 'a' ? 'A' : 'B';
+    const off = op === 'a' ? 'aOff' : 'bOff';
+    const wide = op === 'a' ? 'M' : 'N';
+    const origin = op === 'a' ? 'mW' : 'nW';
+    return idx
+      .map((i) => {
+        const e = `(lid + ${i * 128}u)`;
+        // Rows of the tile are M (or N) rows of the source: K contiguous.
+        const [cond, at] = rowsLayout
+          ? [
+              `kt + (${e} % ${words}u) * 8u < kEnd`,
+              `(${off} + (${origin} + ${e} / ${words}u) * K + kt + (${e} % ${words}u) * 8u) / 8u`,
+            ]
+          : [
+              `kt + ${e} / ${words}u < kEnd`,
+              `(${off} + (kt + ${e} / ${words}u) * ${wide} + ${origin} + (${e} % ${words}u) * 8u) / 8u`,
+            ];
+        return `${op}${i} = vec4<u32>(0u);
+      if (${cond}) { ${op}${i} = ${src}[${at}]; }`;
+      })
+      .join('\n      ');
+  };
+  // Store: the registers into staging buffer `buf` (row-major rows of the layout, padded).
+  const store = (op: 'a' | 'b') => {
+    const words = op === 'a' ? aWords : bWords;
+    const S = op === 'a' ? SA : SB;
+    const H = op === 'a' ? HA : HB;
+    const dst = op === 'a' ? 'sa' : 'sb';
+    return idx
+      .map((i) => {
+        const e = `(lid + ${i * 128}u)`;
+        return `{
+        let d = buf * ${H}u + (${e} / ${words}u) * ${S}u + (${e} % ${words}u) * 8u;
+        ${[0, 1, 2, 3]
+          .map(
+            (w) =>
+              `let h${w} = ${cvt(`${op}${i}[${w}]`)}; ${dst}[d + ${2 * w}u] = h${w}.x; ${dst}[d + ${2 * w + 1}u] = h${w}.y;`,
+          )
+          .join('\n        ')}
+      }`;
+      })
+      .join('\n      ');
+  };
+  // This subgroup's matrices at sub-step kk (0 or 16) of the staged tile in buffer `cur`.
+  const loadA = (i: number) =>
+    aRows
+      ? mx.load('L', 'sa', `cur * ${HA}u + (mS + ${i * 16}u) * ${SA}u + kk`, false, `${SA}u`)
+      : mx.load('L', 'sa', `cur * ${HA}u + kk * ${SA}u + mS + ${i * 16}u`, true, `${SA}u`);
+  const loadB = (j: number) =>
+    bRows
+      ? mx.load('R', 'sb', `cur * ${HB}u + (nS + ${j * 16}u) * ${SB}u + kk`, true, `${SB}u`)
+      : mx.load('R', 'sb', `cur * ${HB}u + kk * ${SB}u + nS + ${j * 16}u`, false, `${SB}u`);
+  const H = emulate ? 'f32' : 'f16';
+  const epilogue =
+    out === 'f32'
+      ? pairs
+          .map(([i, j]) =>
+            mx.store(
+              'C',
+              `cOff + (mW + mS + ${i * 16}u) * N + nW + nS + ${j * 16}u`,
+              `c${i}${j}`,
+              false,
+              'N',
+            ),
+          )
+          .map((s) => `${s};`)
+          .join('\n  ')
+      : // f16: each 16 x 16 result through this subgroup's 256 f32 of `so`, then 8 values a
+        // lane rounded and packed into one 16-byte store (rows of 16: two lanes a row).
+        pairs
+          .map(
+            ([i, j]) => `${mx.store('so', 'sg * 256u', `c${i}${j}`, false, '16u')};
+  workgroupBarrier();
+  {
+    let s = sg * 256u + lane * 8u;
+    let row = mW + mS + ${i * 16}u + lane / 2u;
+    let col = nW + nS + ${j * 16}u + (lane % 2u) * 8u;
+    C[(cOff + row * N + col) / 8u] = vec4<u32>(
+      pack2x16float(vec2<f32>(so[s], so[s + 1u])),
+      pack2x16float(vec2<f32>(so[s + 2u], so[s + 3u])),
+      pack2x16float(vec2<f32>(so[s + 4u], so[s + 5u])),
+      pack2x16float(vec2<f32>(so[s + 6u], so[s + 7u])));
+  }
+  workgroupBarrier();`,
+          )
+          .join('\n  ');
+  const body = `
+@compute @workgroup_size(128)
+fn main(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+  ${emulate ? '' : '@builtin(subgroup_id) sg: u32,\n  @builtin(subgroup_invocation_id) lane: u32,'}
+) {
+  ${emulate ? 'let sg = lid / 32u;\n  let lane = lid % 32u;\n  e_lane = lane;\n  e_sg = sg;' : ''}
+  ${matmulBatchWgsl('wg.z')}
+  // This workgroup's W x W block of C, and this subgroup's 16R x 16R quarter of it.
+  let mW = wg.y * ${W}u;
+  let nW = wg.x * ${W}u;
+  let mS = (sg / 2u) * ${16 * r}u;
+  let nS = (sg % 2u) * ${16 * r}u;
+  ${pairs.map(([i, j]) => `var c${i}${j} = ${mx.A}();`).join('\n  ')}
+  ${idx.map((i) => `var a${i}: vec4<u32>;\n  var b${i}: vec4<u32>;`).join('\n  ')}
+  let steps = (kEnd - min(kBegin, kEnd) + ${TC_BK - 1}u) / ${TC_BK}u;
+  var kt = kBegin;
+  var buf = 0u;
+  if (steps > 0u) {
+      ${fetch('a')}
+      ${fetch('b')}
+      ${store('a')}
+      ${store('b')}
+  }
+  workgroupBarrier();
+  for (var t = 0u; t < steps; t++) {
+    let cur = ${buffers === 2 ? 't & 1u' : '0u'};
+    kt = kBegin + (t + 1u) * ${TC_BK}u;
+    let more = t + 1u < steps;
+    if (more) {
+      ${fetch('a')}
+      ${fetch('b')}
+    }
+    for (var kk = 0u; kk < ${TC_BK}u; kk += 16u) {
+      ${idx.map((i) => `let l${i} = ${loadA(i)};`).join('\n      ')}
+      ${idx.map((j) => `let r${j} = ${loadB(j)};`).join('\n      ')}
+      ${pairs.map(([i, j]) => `c${i}${j} = ${mx.mma(`l${i}`, `r${j}`, `c${i}${j}`)};`).join('\n      ')}
+    }
+    ${buffers === 2 ? '' : 'workgroupBarrier();'}
+    if (more) {
+      buf = ${buffers === 2 ? 'cur ^ 1u' : '0u'};
+      ${store('a')}
+      ${store('b')}
+    }
+    workgroupBarrier();
+  }
+  ${epilogue}
+}`;
+  return `${emulate ? '' : 'enable f16;\nenable chromium_experimental_subgroup_matrix;'}
+${PRELUDE}
+@group(0) @binding(1) var<storage, read> A: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> B: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> C: array<${out === 'f32' ? 'f32' : 'vec4<u32>'}>;
+var<workgroup> sa: array<${H}, ${buffers * HA}>;
+var<workgroup> sb: array<${H}, ${buffers * HB}>;
+${out === 'f16' ? 'var<workgroup> so: array<f32, 1024>;' : ''}
+${mx.prelude()}
+${body}`;
 }

@@ -4,7 +4,16 @@ import type { ComputeProgram, WebGpuStorage } from '@attnkit/webgpu';
 import { broadcastShapes } from '../ts/util.js';
 import { gpuContext, kernelOptions } from './context.js';
 import { cast } from './elementwise.js';
-import { matmulTensorCores, splitK, tensorCorePlan, tensorCoresQualify } from './matmul-tc.js';
+import {
+  matmulTensorCores,
+  splitK,
+  stagedBuffers,
+  stagedMaxR,
+  TC_BK,
+  tensorCorePlan,
+  tensorCoresEmulated,
+  tensorCoresQualify,
+} from './matmul-tc.js';
 import {
   broadcastStrides,
   coalesce,
@@ -325,8 +334,21 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
     .arr(16, fill(c.strides[1]!, 0));
   const dtype = a.dtype as 'f32' | 'f16';
   const dtB = b.dtype as 'f32' | 'f16';
-  const tc = dtype === 'f16' && kernelOptions().tensorCores && tensorCoresQualify(ctx);
-  const tcPlan = tc ? tensorCorePlan(m, n, k, nb) : undefined;
+  const emulate = tensorCoresEmulated();
+  const tc = dtype === 'f16' && kernelOptions().tensorCores && (emulate || tensorCoresQualify(ctx));
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  // The staged kernel's largest R that fits workgroup memory (0: none; the direct kernel).
+  const stagedR =
+    tc && (kernelOptions().stageTensorCores || emulate)
+      ? stagedMaxR(transA, transB, limit, emulate)
+      : 0;
+  const tcPlan = !tc
+    ? undefined
+    : stagedR > 0
+      ? tensorCorePlan(m, n, k, nb, { step: TC_BK, maxR: stagedR })
+      : emulate
+        ? undefined
+        : tensorCorePlan(m, n, k, nb);
   const simt = simtPlan(m, n, k, nb);
   const buffers = simtBuffers(simt.tile, ctx.limits.maxComputeWorkgroupStorageSize);
   const [cols] = skinnyLayout(transB);
@@ -354,9 +376,19 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   };
   const shapeOut = splits > 1 ? [nb, splits, m, n] : [...batch, m, n];
   if (tcPlan !== undefined && nb > 0) {
-    // Should the tensor-core pipeline not compile, the SIMT kernel writes the same f32 result.
+    // The staged kernel rounds to f16 itself (no cast pass) unless K is split (the slices are
+    // summed in f32).
+    const staged =
+      stagedR > 0
+        ? {
+            buffers: stagedBuffers(tcPlan.r, transA, transB, limit, emulate)!,
+            out: splits === 1 ? dtype : ('f32' as const),
+            emulate,
+          }
+        : undefined;
+    // Should the tensor-core pipeline not compile, the SIMT kernel writes the same result.
     const fallback = {
-      program: simtProgram(transA, transB, dtype, dtB, 'f32', simt.tile, buffers),
+      program: simtProgram(transA, transB, dtype, dtB, staged?.out ?? 'f32', simt.tile, buffers),
       workgroups: [Math.ceil(n / simt.tile), Math.ceil(m / simt.tile), nb * splits] as [
         number,
         number,
@@ -364,7 +396,9 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
       ],
     };
     const dims = { m, n, batch: nb, r: tcPlan.r, splits };
-    return result(matmulTensorCores(ctx, a, b, transA, transB, shapeOut, dims, p, fallback));
+    return result(
+      matmulTensorCores(ctx, a, b, transA, transB, shapeOut, dims, p, fallback, staged),
+    );
   }
   if (skinny && nb > 0) {
     const out = output(ctx, [...batch, m, n], 'f32');

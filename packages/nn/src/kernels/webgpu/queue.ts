@@ -10,6 +10,7 @@ import {
 import {
   type CompiledProgram,
   type ComputeProgram,
+  type ComputeStep,
   fromGpuError,
   GpuDeviceLostError,
   type GpuProfiler,
@@ -53,10 +54,11 @@ export class GpuQueue {
   /** An error a submit reported: every task after it fails with it until an await surfaces it. */
   private broken: Error | undefined;
   /**
-   * Compute passes encoded (`immediate` of them at once, as pass() was called) and command
-   * buffers submitted (for tests and profiles).
+   * Compute passes encoded (`immediate` of them at once, as pass() or external() was called),
+   * command buffers submitted, and external() calls encoded synchronously (`recorded`: attention
+   * on compiled pipelines), for tests and profiles.
    */
-  readonly stats = { passes: 0, immediate: 0, submits: 0 };
+  readonly stats = { passes: 0, immediate: 0, submits: 0, recorded: 0 };
   private readonly warned = new Set<string | undefined>();
   /** When set, every pass the queue encodes is timed (timestamp queries). */
   profiler: GpuProfiler | undefined = undefined;
@@ -129,11 +131,7 @@ export class GpuQueue {
         markFailed(outputs, err);
         this.surfaced ??= err;
       }
-      // No submit while the caller is still recording (a Vulkan submit costs the host about
-      // half a millisecond, measured on the H200): the encoder goes when the recording yields,
-      // or at BATCH passes.
-      if (this.passes >= BATCH) void this.flush();
-      else this.flushSoon();
+      this.afterEager();
       return;
     }
     let workgroups = grid;
@@ -190,6 +188,18 @@ export class GpuQueue {
     this.passes++;
   }
 
+  /**
+   * After work encoded at once: submits the open encoder once it holds FIRST_BATCH passes after
+   * an idle queue, then twice as many each time up to BATCH (earlySubmit), so that the GPU starts
+   * on a step while autograd still records the rest (a Vulkan submit costs the host about half a
+   * millisecond on the H200, fewer than the GPU's time for that many passes); else at BATCH
+   * passes. The rest goes when the recording yields.
+   */
+  private afterEager(): void {
+    if (this.passes >= (kernelOptions().earlySubmit ? this.nextFlush : BATCH)) void this.flush();
+    else this.flushSoon();
+  }
+
   /** Submits what was encoded at once when the synchronous code that encoded it yields. */
   private flushSoon(): void {
     if (this.flushScheduled) return;
@@ -215,14 +225,80 @@ export class GpuQueue {
     this.batchOutputs.push(to);
   }
 
-  /** Queues work that submits on its own (the attention families' async API): flushes first. */
+  /**
+   * Encodes steps a family built (compiled pipelines and their buffers: encodeFlashAttention's
+   * sink) into the open encoder, in order with the passes around them.
+   */
+  private encodeSteps(steps: readonly ComputeStep[], outputs: readonly WebGpuStorage[]): void {
+    const enc = this.open();
+    this.ctx.checkAlive();
+    for (const step of steps) {
+      const [x, y = 1, z = 1] = step.workgroups;
+      if (x * y * z === 0) continue;
+      const bindGroup = kernelOptions().reuseBindings
+        ? this.bindings.bindGroup(step.program.layout, step.buffers)
+        : createBindGroup(this.ctx.device, step.program.layout, step.buffers);
+      const p = enc.beginComputePass({
+        label: step.label,
+        timestampWrites: this.profiler?.passTimestamps(step.label ?? 'pass'),
+      });
+      p.setPipeline(step.program.pipeline);
+      p.setBindGroup(0, bindGroup);
+      p.dispatchWorkgroups(x, y, z);
+      p.end();
+      this.stats.passes++;
+      this.passes++;
+    }
+    for (const o of outputs) if (o instanceof QueuedStorage) this.batchOutputs.push(o);
+    this.stats.recorded++;
+  }
+
+  /**
+   * Queues work of a family's kernels. `record(sink)` tries the synchronous path: it hands the
+   * family's compute steps to `sink` (encoded in order with the passes around them) and returns
+   * true, or returns false having done nothing when only the async API can run it. With nothing
+   * queued before it, it is tried at once (as pass() encodes at once), so that the work
+   * recorded after it is not held back; else, and when it declines, in order as a task. `run`
+   * is the async path: work that submits on its own (the open encoder is submitted first).
+   */
   external(
     label: string,
     inputs: readonly WebGpuStorage[],
     outputs: readonly WebGpuStorage[],
     run: () => Promise<void>,
+    record?: (sink: (steps: readonly ComputeStep[]) => void) => boolean,
   ): void {
+    const sink = (steps: readonly ComputeStep[]) => this.encodeSteps(steps, outputs);
+    const recording = record !== undefined && kernelOptions().recordAttention;
+    const failed = () => inputs.some((s) => s instanceof QueuedStorage && s.failure);
+    if (
+      recording &&
+      this.pending === 0 &&
+      !this.broken &&
+      kernelOptions().encodeEagerly &&
+      !failed()
+    ) {
+      let done: boolean;
+      const passes = this.stats.passes;
+      try {
+        done = record(sink);
+      } catch (e) {
+        const err = asTyped(e, label);
+        markFailed(outputs, err);
+        this.surfaced ??= err;
+        done = true;
+      }
+      if (done) {
+        this.stats.immediate += this.stats.passes - passes;
+        this.afterEager();
+        return;
+      }
+    }
     this.enqueue(label, inputs, outputs, async () => {
+      if (recording && record(sink)) {
+        if (this.passes >= this.nextFlush) await this.flush();
+        return;
+      }
       await this.flush();
       // The family's dispatches hand their error scopes to the queue instead of awaiting them
       // (an event-loop turn each): an error they report fails this work and all after it, as a
