@@ -16,7 +16,7 @@
  *   node bench-gpt.mjs [--shape 12,12,768,1024] [--vocab 50257] [--batch 8] [--steps 5]
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
  *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
- *                      [--queued]
+ *                      [--queued] [--decode-ab]
  *
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
@@ -247,7 +247,14 @@ async function timeTraining(attention: 'flash' | 'standard') {
 
 async function timeGeneration(context: number, model: Gpt) {
   const row: Record<string, unknown> = { context };
-  for (const cache of [true, false]) {
+  // --decode-ab: the cached path pipelined (the default: the next forward recorded from the
+  // GPU-side argmax before this token is read back) and serial, alternating, in this process.
+  const variants = args.includes('--decode-ab')
+    ? (['pipelined', 'serial', 'pipelined', 'serial', 'recompute'] as const)
+    : (['cached', 'recompute'] as const);
+  const ab: { variant: string; tokensPerS: number }[] = [];
+  for (const variant of variants) {
+    const cache = variant !== 'recompute';
     const n = cache ? GEN_CACHED : GEN_RECOMPUTE;
     const prompt = Array.from(randomIds(context - n, 7 + context));
     const stamps: number[] = [];
@@ -259,6 +266,7 @@ async function timeGeneration(context: number, model: Gpt) {
       maxNewTokens: n,
       temperature: 0,
       cache,
+      pipelined: variant !== 'serial',
       onToken: () => {
         stamps.push(performance.now());
         window.push(process.hrtime.bigint() / 1000n);
@@ -269,11 +277,16 @@ async function timeGeneration(context: number, model: Gpt) {
     );
     const first = stamps[0]! - t0;
     const rest = (stamps.at(-1)! - stamps[0]!) / 1e3;
-    row[cache ? 'cached' : 'recompute'] = {
-      tokens: n,
-      firstTokenMs: first,
-      tokensPerS: (n - 1) / rest,
-    };
+    const result = { tokens: n, firstTokenMs: first, tokensPerS: (n - 1) / rest };
+    ab.push({ variant, tokensPerS: result.tokensPerS });
+    const key = cache ? 'cached' : 'recompute';
+    if (row[key] === undefined) row[key] = result;
+  }
+  if (ab.length > 2) {
+    row.decodeAb = ab;
+    console.log(
+      `decode A/B ${context}: ${ab.map((r) => `${r.variant} ${r.tokensPerS.toFixed(1)}`).join(', ')} tok/s`,
+    );
   }
   if (args.includes('--profile') && ctx.features.timestampQuery) {
     try {

@@ -7,7 +7,7 @@
  * that records and encodes the step included; median of --steps after --warmup steps.
  *
  *   node bench-nn-block.mjs [--shape 8,1024,768,12] [--dtypes f32,f16,f16-simt] [--steps 10]
- *                           [--warmup 3] [--out nn-block.json] [--profile]
+ *                           [--warmup 3] [--warmup-ms 1500] [--out nn-block.json] [--profile]
  *
  * --profile: one more step with every queued pass timed (timestamp queries), summed per kernel
  * label; attention (FA2 submits on its own) is the step's GPU time minus their sum.
@@ -71,6 +71,10 @@ if (VARIANTS.some((v) => parseVariant(v) === undefined)) {
 }
 const STEPS = Number(value('steps') ?? 10);
 const WARMUP = Number(value('warmup') ?? 3);
+// The H200's SM clock drops to 345-600 MHz while the GPU idles (the ts verification before each
+// variant) and took up to ~1 s of steps to come back to 1980 MHz (session 14, nvidia-smi
+// sampled beside the steps): warm up for --warmup steps and at least this long.
+const WARMUP_MS = Number(value('warmup-ms') ?? 1500);
 for (const [name, v] of Object.entries({ B, T, C, H, STEPS, WARMUP }))
   if (!Number.isInteger(v) || v < (name === 'WARMUP' ? 0 : 1) || (name === 'C' && C % H !== 0)) {
     console.error(`bad --shape/--steps/--warmup: ${name} = ${v} (shape is B,T,C,H with H | C)`);
@@ -149,7 +153,7 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
   const x = up(Tensor.from(randomData(B * T * C, 1), [B, T, C]), dtype);
   const dy = up(Tensor.from(randomData(B * T * C, 2), [B, T, C]), dtype);
   const t0 = performance.now();
-  for (let i = 0; i < WARMUP; i++) {
+  for (let i = 0; i < WARMUP || performance.now() - t0 < WARMUP_MS; i++) {
     step(block, opt, x, dy);
     await syncWebGpu(c);
   }
@@ -219,6 +223,7 @@ const out = {
   shape: { B, T, C, H },
   steps: STEPS,
   warmup: WARMUP,
+  warmupMs: WARMUP_MS,
   flopsPerStep: flops,
   adapter: ctx.adapterInfo,
   rows,

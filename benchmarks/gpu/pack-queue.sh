@@ -19,6 +19,9 @@
 #     bash benchmarks/gpu/h200-s13d.sh     block step on the final code + torch (short)
 #     bash benchmarks/gpu/h200-s14.sh      staged tensor-core matmul, recorded attention A/B, GPT-2 small
 #     bash benchmarks/gpu/h200-s14b.sh     block steps with clock samples, GPU timeline, generation
+#     bash benchmarks/gpu/h200-s14c.sh     block step at steady clocks, robust and not, + torch
+#     bash benchmarks/gpu/h200-s14d.sh     pipelined greedy decoding at 1K / 8K (two processes), warmed bench-matmul
+#     bash benchmarks/gpu/h200-s14e.sh     decode pipelined / serial A/B, block recorded / async / late-submit A/B
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh

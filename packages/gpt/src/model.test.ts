@@ -154,6 +154,32 @@ describe('Gpt', () => {
     },
   );
 
+  test('greedy decoding on webgpu is pipelined (the next id stays on the GPU): the tokens of recomputation, each the argmax of its logits; across cache refills', async () => {
+    if (!available('webgpu')) return void console.warn('webgpu unavailable: skipped');
+    const { model } = onBackend('webgpu', { ...tinyGpu, blockSize: 16 }, 6);
+    await settleWebGpu();
+    const live = ctx!.pool.liveBytes;
+    const logits: Float32Array[] = [];
+    const greedy = { maxNewTokens: 10, temperature: 0 };
+    const cached = await model.generate([3, 1, 4, 1], {
+      ...greedy,
+      onToken: (_t, l) => logits.push(l),
+    });
+    const plain = await model.generate([3, 1, 4, 1], { ...greedy, cache: false });
+    // Within blockSize the cached and recomputed contexts are the same.
+    expect(cached).toEqual(plain);
+    cached.forEach((t, i) => {
+      const l = logits[i]!;
+      expect(t).toBe(l.indexOf(Math.max(...l)));
+    });
+    // 40 tokens through a 16-token block: the cache is cut and prefilled again on the way.
+    const long = await model.generate([2], { maxNewTokens: 40, temperature: 0 });
+    expect(long).toHaveLength(40);
+    for (const t of long) expect(t >= 0 && t < tinyGpu.vocabSize).toBe(true);
+    await settleWebGpu();
+    expect(ctx!.pool.liveBytes).toBe(live);
+  });
+
   test.each(['ts', 'native', 'webgpu'] as const)(
     "attention 'standard' computes what 'flash' does (logits and gradients, %s)",
     async (backend) => {

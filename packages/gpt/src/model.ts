@@ -1,5 +1,6 @@
 import {
   add,
+  argmax,
   crossEntropy,
   dropout,
   Embedding,
@@ -11,6 +12,7 @@ import {
   MultiHeadAttention,
   matmul,
   noGrad,
+  readWebGpuNow,
   reshape,
   scope,
   slice,
@@ -68,6 +70,12 @@ export interface GenerateOptions extends SampleOptions {
   cache?: boolean;
   /** Called with each new token as it is chosen, and the logits it was drawn from. */
   onToken?: (token: number, logits: Float32Array) => void;
+  /**
+   * Greedy decoding (temperature 0) with the cache on webgpu: record the next token's forward
+   * from the GPU-side argmax before reading this token back (default true); false reads each
+   * token back before recording the next (the sampling path's order), for A/B measurements.
+   */
+  pipelined?: boolean;
 }
 
 /** A GPT (nanoGPT's model.py on attnkit): embeddings, blocks, final norm, lm head. */
@@ -267,6 +275,13 @@ export class Gpt extends Module {
     const rng = samplingRng(options);
     const wasTraining = this.training;
     this.eval();
+    if (cache && this.ctx && (options.temperature ?? 1) === 0 && options.pipelined !== false) {
+      try {
+        return await this.greedyOnGpu(prompt, maxNewTokens, this.ctx, onToken);
+      } finally {
+        this.train(wasTraining);
+      }
+    }
     const tokens = [...prompt];
     const out: number[] = [];
     // One forward without gradients, the ids uploaded on webgpu; the scope frees the
@@ -308,6 +323,96 @@ export class Gpt extends Module {
     } finally {
       disposeCaches(caches);
       this.train(wasTraining);
+    }
+    return out;
+  }
+
+  /**
+   * Greedy decoding with the cache on webgpu, pipelined: each token's id is the argmax of its
+   * logits on the GPU and feeds the next token's forward at once, so the host records token
+   * t + 1 while the GPU still runs token t, and token t is read back (its id, 4 bytes; its
+   * logits too for onToken) only then. Per token that costs about the larger of the host's
+   * recording and the GPU's work instead of their sum plus a read-back's round trip. The tokens
+   * are those of sampleToken at temperature 0 (the first largest logit; NaN aside). A prefill
+   * (the first, and when the context fills blockSize) needs the tokens on the host: the pending
+   * one is read back first.
+   */
+  private async greedyOnGpu(
+    prompt: readonly number[],
+    maxNewTokens: number,
+    ctx: WebGpuContext,
+    onToken: GenerateOptions['onToken'],
+  ): Promise<number[]> {
+    const c = this.config;
+    const tokens = [...prompt];
+    const out: number[] = [];
+    let caches: KvCache[] | null = null;
+    type Step = { logits: Tensor; id: Tensor; reads: Promise<(Tensor | undefined)[]> };
+    // One forward through the caches without gradients (the scope frees the intermediates),
+    // then its reads: copies submitted now, behind this token's passes and ahead of the next
+    // token's (toCpu would wait for those too).
+    const step = (x: Tensor): Step => {
+      const s = noGrad(() =>
+        scope(() => {
+          const logits = this.forward(x, undefined, caches!, { lastOnly: true }).logits.data;
+          return { logits, id: argmax(logits).data };
+        }),
+      );
+      const reads = Promise.all([
+        readWebGpuNow(s.id),
+        onToken ? readWebGpuNow(s.logits) : undefined,
+      ]);
+      // Awaited in settle(); handled here so that a failure before then is not "unhandled".
+      reads.catch(() => undefined);
+      return { ...s, reads };
+    };
+    let pending: Step | null = null;
+    const settle = async () => {
+      if (!pending) return;
+      const { logits, id, reads } = pending;
+      pending = null;
+      let host: (Tensor | undefined)[];
+      try {
+        host = await reads;
+      } finally {
+        logits.dispose();
+        id.dispose();
+      }
+      const token = host[0]!.toFloat64Array()[0]!;
+      const row = host[1]?.toFloat32Array();
+      tokens.push(token);
+      out.push(token);
+      if (onToken) onToken(token, row!);
+    };
+    try {
+      for (let i = 0; i < maxNewTokens; i++) {
+        let next: Step;
+        if (!caches || caches[0]!.length + 1 > c.blockSize) {
+          await settle();
+          const keep = caches ? Math.max(1, c.blockSize >> 1) : c.blockSize;
+          disposeCaches(caches);
+          caches = this.newKvCaches(1);
+          const ids = toWebGpu(
+            Tensor.from(Int32Array.from(tokens.slice(-keep)), [1, Math.min(keep, tokens.length)]),
+            ctx,
+          );
+          next = step(ids);
+          ids.dispose(); // released once the queued forward is submitted
+        } else {
+          // The previous token's id, still on the GPU: [1, 1] i32, as the embedding takes it.
+          next = step(pending!.id);
+        }
+        await settle();
+        pending = next;
+      }
+      await settle();
+    } finally {
+      if (pending) {
+        const p = pending as Step;
+        p.logits.dispose();
+        p.id.dispose();
+      }
+      disposeCaches(caches);
     }
     return out;
   }

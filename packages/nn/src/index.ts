@@ -35,6 +35,7 @@ export type {
 } from './kernels/table.js';
 export { tsKernels } from './kernels/ts/index.js';
 export {
+  readWebGpuNow,
   registerWebGpuKernels,
   setWebGpuProfiler,
   syncWebGpu,
@@ -89,7 +90,7 @@ export {
   rmsNorm,
   softmax,
 } from './ops/nn.js';
-export { max, mean, sum } from './ops/reduce.js';
+export { argmax, max, mean, sum } from './ops/reduce.js';
 export { rope, rope3d } from './ops/rope.js';
 export { concat, permute, reshape, slice, transpose } from './ops/shape.js';
 export { AdamW, type AdamWOptions } from './optim/adamw.js';

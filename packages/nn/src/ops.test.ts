@@ -4,6 +4,7 @@ import type { Var } from './autograd.js';
 import { gradcheck } from './gradcheck.js';
 import {
   add,
+  argmax,
   concat,
   crossEntropy,
   div,
@@ -136,6 +137,53 @@ describe('gradients vs finite differences (f64)', () => {
       (a, b) => mul(add(a, b), tanh(matmul(a, b, { transB: true }))),
       [randn(3, 3), randn(3, 3)],
     );
+  });
+});
+
+describe('argmax', () => {
+  it('the first largest per row along the last axis, NaN never, 0 for a row without a number; i32, no gradient', () => {
+    const inf = Number.POSITIVE_INFINITY;
+    const x = Tensor.from(
+      Float32Array.of(
+        1,
+        3,
+        3,
+        2,
+        -inf,
+        -inf,
+        -inf,
+        -inf,
+        Number.NaN,
+        -5,
+        Number.NaN,
+        -7,
+        0,
+        inf,
+        9,
+        inf,
+        Number.NaN,
+        Number.NaN,
+        Number.NaN,
+        Number.NaN,
+      ),
+      [5, 4],
+    );
+    const p = new Param(x.astype('f64'));
+    const i = argmax(p);
+    expect(i.data.dtype).toBe('i32');
+    expect(i.requiresGrad).toBe(false);
+    expect([...i.data.shape]).toEqual([5]);
+    expect([...i.data.toFloat64Array()]).toEqual([1, 0, 1, 1, 0]);
+    // Over the last axis of a batch; a vector gives a scalar.
+    const r = new Rng(3).randn([2, 3, 17]);
+    const got = argmax(r).data.toFloat64Array();
+    const v = r.toFloat64Array();
+    for (let row = 0; row < 6; row++) {
+      const xs = [...v.slice(row * 17, row * 17 + 17)];
+      expect(got[row]).toBe(xs.indexOf(Math.max(...xs)));
+    }
+    expect([...argmax(Tensor.from(Float32Array.of(2, 5, 1), [3])).data.shape]).toEqual([]);
+    expect(() => argmax(Tensor.from(new Float32Array(0), [2, 0]))).toThrow(/argmax: x expected/);
   });
 });
 

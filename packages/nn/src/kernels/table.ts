@@ -56,6 +56,11 @@ export interface Kernels {
   maxTo(x: Tensor, shape: readonly number[]): Tensor;
   /** dx of maxTo: dy to the first maximal element of each reduced group. */
   maxToBackward(x: Tensor, y: Tensor, dy: Tensor): Tensor;
+  /**
+   * The index of the largest value along the last axis (the first on ties; NaN never wins; 0
+   * for a row without a number), i32 of shape x.shape[:-1]. Not differentiable.
+   */
+  argmax(x: Tensor): Tensor;
   /** [..., M, K] x [..., K, N] (after the transposes), batch dims broadcast. */
   matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor;
   softmax(x: Tensor): Tensor;

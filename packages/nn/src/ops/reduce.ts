@@ -1,5 +1,5 @@
 import { normAxis, ValueError } from '@attnkit/tensor';
-import { apply, asVar, type OpDef, type Var, type VarLike } from '../autograd.js';
+import { apply, asVar, noGrad, type OpDef, type Var, type VarLike } from '../autograd.js';
 import { affine } from './elementwise.js';
 
 interface ReduceAttrs {
@@ -60,4 +60,20 @@ export function mean(x: VarLike, axes?: number | readonly number[], keepdim = fa
 export function max(x: VarLike, axes?: number | readonly number[], keepdim = false): Var {
   const v = asVar(x);
   return apply(maxOp, [v], reduceAttrs('max', v.shape, axes, keepdim));
+}
+
+const argmaxOp: OpDef<Record<string, never>> = {
+  name: 'argmax',
+  forward: ({ k }, [x]) => k.argmax(x!),
+  backward: () => [null],
+};
+
+/**
+ * The index of the largest value along the last axis (the first on ties; NaN never wins; 0 for
+ * a row without a number): i32, shape x.shape[:-1], on x's device, with no gradient. On webgpu
+ * it stays there: greedy decoding feeds it to the next token's embedding without a read-back.
+ */
+export function argmax(x: VarLike): Var {
+  const v = asVar(x);
+  return noGrad(() => apply(argmaxOp, [v], {}));
 }

@@ -55,6 +55,9 @@ const f32Kernels: Kernels = {
   broadcastTo,
   maxTo,
   maxToBackward,
+  // One scan of each row in JS: nothing for the engine's threads or SIMD to add at the sizes
+  // it serves (a logits row per generated token).
+  argmax: tsKernels.argmax,
   matmul,
   softmax,
   softmaxBackward,

@@ -104,6 +104,16 @@ describe.runIf(available)('native kernels vs ts', () => {
     [[1037], [1037]],
   ];
 
+  it('argmax equals ts (ties, -Infinity and NaN rows)', () => {
+    const x = rand([7, 33]);
+    const d = x.toFloat32Array();
+    d.fill(d[5]!, 40, 50);
+    d.fill(Number.NEGATIVE_INFINITY, 66, 99);
+    d[100] = Number.NaN;
+    const t = Tensor.from(d, [7, 33]);
+    expect([...nk.argmax(t).toFloat64Array()]).toEqual([...tsKernels.argmax(t).toFloat64Array()]);
+  });
+
   it('binary with broadcasting (and strided views as inputs)', () => {
     for (const op of ['add', 'sub', 'mul', 'div'] as BinaryOp[]) {
       for (const [sa, sb] of shapes) {

@@ -1,4 +1,4 @@
-import { numel, sameShape, type Tensor } from '@attnkit/tensor';
+import { CpuStorage, formatShape, numel, ShapeError, sameShape, Tensor } from '@attnkit/tensor';
 import type { BinaryOp, UnaryOp } from '../table.js';
 import {
   alloc,
@@ -144,6 +144,33 @@ export function maxToBackward(xt: Tensor, yt: Tensor, dyt: Tensor): Tensor {
     }
   }
   return tensorOf(r, xt.shape);
+}
+
+export function argmax(t: Tensor): Tensor {
+  const x = floatsOf(t, 'argmax');
+  const shape = t.shape.slice(0, -1);
+  const cols = t.shape.at(-1) ?? 1;
+  if (t.ndim === 0 || cols === 0)
+    throw new ShapeError(
+      `argmax: x expected at least one dim with a non-zero last dim, got ${formatShape(t.shape)}`,
+      'x',
+    );
+  const rows = numel(shape);
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    let max = Number.NEGATIVE_INFINITY;
+    // `>` keeps the first of equal values and never takes a NaN.
+    for (let j = 0; j < cols; j++) {
+      const v = x[r * cols + j]!;
+      if (v > max) {
+        max = v;
+        best = j;
+      }
+    }
+    out[r] = best;
+  }
+  return new Tensor(new CpuStorage('i32', out), shape);
 }
 
 export function sumSquares(t: Tensor): number {

@@ -2,6 +2,7 @@ import type { Kernels } from '../table.js';
 import { attention, attentionBackward } from './attention.js';
 import {
   affine,
+  argmax,
   binary,
   broadcastTo,
   full,
@@ -43,6 +44,7 @@ export const tsKernels: Kernels = {
   broadcastTo,
   maxTo,
   maxToBackward,
+  argmax,
   matmul,
   softmax,
   softmaxBackward,

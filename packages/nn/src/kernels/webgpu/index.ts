@@ -1,5 +1,5 @@
-import { describe, ValueError } from '@attnkit/tensor';
-import type { GpuProfiler, WebGpuContext } from '@attnkit/webgpu';
+import { CpuStorage, describe, Tensor, ValueError } from '@attnkit/tensor';
+import { type GpuProfiler, type WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
 import { registerKernel } from '../../dispatch.js';
 import type { KernelName, Kernels } from '../table.js';
 import { attention, attentionBackward } from './attention.js';
@@ -10,6 +10,7 @@ import { adamwStep, sgdStep } from './optim.js';
 import { queueOf } from './queue.js';
 import { maxTo, maxToBackward, sumTo } from './reduce.js';
 import {
+  argmax,
   crossEntropy,
   crossEntropyBackward,
   layerNorm,
@@ -47,6 +48,7 @@ export const webgpuKernels: Omit<Kernels, 'sumSquares'> = {
   broadcastTo,
   maxTo,
   maxToBackward,
+  argmax,
   matmul,
   softmax,
   softmaxBackward,
@@ -115,6 +117,20 @@ export async function syncWebGpu(ctx: WebGpuContext): Promise<void> {
  */
 export function setWebGpuProfiler(ctx: WebGpuContext, profiler: GpuProfiler | undefined): void {
   queueOf(ctx).profiler = profiler;
+}
+
+/**
+ * A webgpu tensor read back with a copy submitted now, behind the work queued so far: work
+ * queued after this call does not delay it, where `toCpu()` waits for everything queued. Call
+ * it right after queuing what writes `t` and before queuing more (greedy decoding reads token t
+ * while token t + 1 runs). Rejects with the error of the work that wrote `t`, as toCpu does;
+ * with async work still queued ahead (a pipeline compiling) it is toCpu. cpu tensors: toCpu.
+ */
+export async function readWebGpuNow(t: Tensor): Promise<Tensor> {
+  const s = t.storage;
+  if (!(s instanceof WebGpuStorage)) return t.toCpu();
+  const data = await queueOf(s.ctx).readNow(s);
+  return new Tensor(new CpuStorage(t.dtype, data), t.shape, t.strides, t.offset);
 }
 
 /** Passes encoded and command buffers submitted by nn's queue on ctx. */

@@ -545,6 +545,32 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
     });
   }
 
+  it("argmax: the ts kernel's indices (ties, -Infinity and NaN rows, rows wider than a workgroup), f32 and f16", async () => {
+    for (const [rows, cols] of [
+      [9, 33],
+      [3, 1000],
+      [1, 50257],
+    ] as const) {
+      const x = rand([rows, cols], -4, 4);
+      const d = x.toFloat32Array();
+      if (rows > 1) {
+        d.fill(3.75, cols, 2 * cols); // a row of ties: the first
+        d.fill(Number.NEGATIVE_INFINITY, 2 * cols, 3 * cols);
+        d[2 * cols + cols - 1] = Number.NaN;
+      }
+      d[cols - 1] = 100; // the last column of row 0
+      for (const dt of ['f32', 'f16'] as const) {
+        const t = rounded(Tensor.from(d, [rows, cols]), dt);
+        const want = ts.argmax(t.astype('f32'));
+        const got = gpu.argmax(up(t, dt));
+        expect(got.dtype).toBe('i32');
+        expect([...(await got.toCpu()).toFloat64Array()], `${rows}x${cols} ${dt}`).toEqual([
+          ...want.toFloat64Array(),
+        ]);
+      }
+    }
+  });
+
   it('dropoutMask: seeded, a fraction p of zeros, 1 / (1 - p) elsewhere', async () => {
     const a = await gpu.dropoutMask([40, 50], 0.3, new Rng(7), 'f32').toCpu();
     const b = await gpu.dropoutMask([40, 50], 0.3, new Rng(7), 'f32').toCpu();

@@ -207,16 +207,17 @@ export function runRows(
   p: Params,
 ): void {
   if (rows === 0) return;
-  const key = `rows|${label}|${inputs.map((b) => `${b.name}:${dtOf(b.t)}`).join(',')}|${outputs.length}|${body}`;
-  const program = memoProgram(key, () => rowsProgram(label, inputs, outputs.length, body));
-  p.u(0, rows).u(2, cols);
-  const wg = grid(rows, p);
   for (const o of outputs)
-    if (o.dtype !== 'f32')
+    if (o.dtype !== 'f32' && o.dtype !== 'i32')
       throw new DTypeError(
-        `${label}: row statistics are f32, got an output in ${o.dtype}`,
+        `${label}: row statistics are f32 (or i32 indices), got an output in ${o.dtype}`,
         'outputs',
       );
+  const dts = outputs.map((o) => o.dtype as 'f32' | 'i32');
+  const key = `rows|${label}|${inputs.map((b) => `${b.name}:${dtOf(b.t)}`).join(',')}|${dts.join(',')}|${body}`;
+  const program = memoProgram(key, () => rowsProgram(label, inputs, dts, body));
+  p.u(0, rows).u(2, cols);
+  const wg = grid(rows, p);
   queueOf(ctx).pass(
     program,
     p.words,
@@ -230,12 +231,12 @@ export function runRows(
 function rowsProgram(
   label: string,
   inputs: readonly MapInput[],
-  outputs: number,
+  outputs: readonly ('f32' | 'i32')[],
   body: string,
 ): ComputeProgram {
   const decls = [
     ...inputs.map((b, i) => readDecl(b.name, i + 1, dtOf(b.t))),
-    ...Array.from({ length: outputs }, (_, k) => writeDecl(`o${k}`, inputs.length + 1 + k, 'f32')),
+    ...outputs.map((dt, k) => writeDecl(`o${k}`, inputs.length + 1 + k, dt)),
   ];
   const code = `${PRELUDE}
 ${decls.join('\n')}
@@ -279,7 +280,7 @@ ${body}
     bindings: [
       'uniform',
       ...inputs.map(() => 'read' as const),
-      ...Array.from({ length: outputs }, () => 'storage' as const),
+      ...outputs.map(() => 'storage' as const),
     ],
     label: `nn ${label}`,
   };

@@ -6,6 +6,7 @@ import {
   DTypeError,
   numel,
   Tensor,
+  type TypedArray,
 } from '@attnkit/tensor';
 import {
   type CompiledProgram,
@@ -314,6 +315,25 @@ export class GpuQueue {
       } finally {
         this.ctx.dispatchErrorSink = undefined;
       }
+    });
+  }
+
+  /**
+   * Reads `s` back with a copy submitted now, behind the work queued so far and ahead of any
+   * queued later (a QueuedStorage's read() waits for the whole queue, later work included).
+   * Needs every pass encoded already (no async task queued); else it is read() itself.
+   * Rejects with the error of the work that wrote `s`, as read() does.
+   */
+  readNow(s: WebGpuStorage): Promise<TypedArray> {
+    s.checkLive('tensor', 'read');
+    if (this.pending > 0 || this.broken) return s.read();
+    // flush() submits before its first await: the encoder's passes precede the copy.
+    if (this.encoder) void this.flushIdle();
+    const checks = [...this.checks];
+    const data = WebGpuStorage.prototype.read.call(s);
+    return Promise.all([data, Promise.all(checks)]).then(([d]) => {
+      if (s instanceof QueuedStorage && s.failure) throw s.failure;
+      return d;
     });
   }
 

@@ -49,6 +49,41 @@ function softmaxStats(x: Tensor): Tensor {
   return stats;
 }
 
+/**
+ * Per row, the index of the largest value (the first on ties; NaN never wins, as `v > m` is
+ * false for it; 0 for a row without a number): the row's max, then the smallest column that
+ * holds it (a workgroup min over f32 column numbers, exact below 2^24 columns).
+ */
+export function argmax(x: Tensor): Tensor {
+  check('argmax', [[x, 'x']]);
+  const ctx = gpuContext('argmax');
+  const cols = x.shape.at(-1) ?? 1;
+  if (x.ndim === 0 || cols === 0 || cols >= 2 ** 24)
+    throw new ShapeError(
+      `argmax: x expected at least one dim with a last dim in [1, 2^24), got ${formatShape(x.shape)}`,
+      'x',
+    );
+  const [rows] = rowsCols(x.shape);
+  const out = output(ctx, x.shape.slice(0, -1), 'i32');
+  runRows(
+    ctx,
+    'argmax',
+    [{ name: 'x', t: x }],
+    [out],
+    rows,
+    cols,
+    `  var m = ninf();
+  ${LOOP('let v = ld_x(o + j); if (v > m) { m = v; }')}
+  m = wmax(li, m);
+  var first = f32(cols);
+  ${LOOP('if (ld_x(o + j) == m) { first = min(first, f32(j)); }')}
+  first = -wmax(li, -first);
+  if (li == 0u) { o0[row] = select(0, i32(first), first < f32(cols)); }`,
+    new Params(),
+  );
+  return out;
+}
+
 export function softmax(x: Tensor): Tensor {
   check('softmax', [[x, 'x']]);
   const ctx = gpuContext('softmax');
