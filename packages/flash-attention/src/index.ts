@@ -153,11 +153,16 @@ export async function flashAttentionBackward(
  * work, and the results are written into `target.outputs` (o, lse) where given. Returns
  * undefined, having made nothing, whenever only the async flashAttention can run the call:
  * pipelines not compiled yet (the async call compiles them; later calls find them), cpu
- * tensors or another backend, `checkFinite`, decode / split-K / stream-K launches. Typed
+ * tensors or another backend, `checkFinite`, split-K / stream-K launches (decode-sized or not). Typed
  * errors as flashAttention, thrown.
  *
+ * The sink also receives the launch's scratch buffers (uniforms, tables): the caller releases
+ * them to the context's pool once it has submitted the steps (WebGpuEncodeTarget).
+ *
  * @example
- * const r = encodeFlashAttention(q, k, v, { causal: true }, { sink: (steps) => myQueue.encode(steps) })
+ * const r = encodeFlashAttention(q, k, v, { causal: true }, {
+ *   sink: (steps, scratch) => myQueue.encode(steps, () => scratch.forEach((b) => ctx.pool.release(b))),
+ * })
  *   ?? (await flashAttention(q, k, v, { causal: true }));
  */
 export function encodeFlashAttention(

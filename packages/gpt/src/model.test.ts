@@ -176,6 +176,18 @@ describe('Gpt', () => {
     const long = await model.generate([2], { maxNewTokens: 40, temperature: 0 });
     expect(long).toHaveLength(40);
     for (const t of long) expect(t >= 0 && t < tinyGpu.vocabSize).toBe(true);
+    // An onToken that throws ends generation with its error and leaves nothing behind (the
+    // token recorded after it included).
+    let seen = 0;
+    await expect(
+      model.generate([5, 6], {
+        ...greedy,
+        onToken: () => {
+          if (++seen === 3) throw new Error('stop here');
+        },
+      }),
+    ).rejects.toThrow('stop here');
+    expect(seen).toBe(3);
     await settleWebGpu();
     expect(ctx!.pool.liveBytes).toBe(live);
   });

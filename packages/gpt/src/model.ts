@@ -366,17 +366,19 @@ export class Gpt extends Module {
       reads.catch(() => undefined);
       return { ...s, reads };
     };
-    let pending: Step | null = null;
+    // Recorded and not yet read back, oldest first (at most two: the one being read and the
+    // next); whatever is left when an error ends the loop is disposed in `finally`.
+    const inflight: Step[] = [];
     const settle = async () => {
-      if (!pending) return;
-      const { logits, id, reads } = pending;
-      pending = null;
+      const oldest = inflight[0];
+      if (!oldest) return;
       let host: (Tensor | undefined)[];
       try {
-        host = await reads;
+        host = await oldest.reads;
       } finally {
-        logits.dispose();
-        id.dispose();
+        inflight.shift();
+        oldest.logits.dispose();
+        oldest.id.dispose();
       }
       const token = host[0]!.toFloat64Array()[0]!;
       const row = host[1]?.toFloat32Array();
@@ -386,9 +388,9 @@ export class Gpt extends Module {
     };
     try {
       for (let i = 0; i < maxNewTokens; i++) {
-        let next: Step;
         if (!caches || caches[0]!.length + 1 > c.blockSize) {
-          await settle();
+          // A prefill needs every token on the host.
+          while (inflight.length > 0) await settle();
           const keep = caches ? Math.max(1, c.blockSize >> 1) : c.blockSize;
           disposeCaches(caches);
           caches = this.newKvCaches(1);
@@ -396,21 +398,23 @@ export class Gpt extends Module {
             Tensor.from(Int32Array.from(tokens.slice(-keep)), [1, Math.min(keep, tokens.length)]),
             ctx,
           );
-          next = step(ids);
-          ids.dispose(); // released once the queued forward is submitted
+          try {
+            inflight.push(step(ids));
+          } finally {
+            ids.dispose(); // released once the queued forward is submitted
+          }
         } else {
           // The previous token's id, still on the GPU: [1, 1] i32, as the embedding takes it.
-          next = step(pending!.id);
+          inflight.push(step(inflight.at(-1)!.id));
         }
-        await settle();
-        pending = next;
+        // Token t is read while token t + 1 (just recorded) runs.
+        if (inflight.length > 1) await settle();
       }
-      await settle();
+      while (inflight.length > 0) await settle();
     } finally {
-      if (pending) {
-        const p = pending as Step;
-        p.logits.dispose();
-        p.id.dispose();
+      for (const s of inflight) {
+        s.logits.dispose();
+        s.id.dispose();
       }
       disposeCaches(caches);
     }

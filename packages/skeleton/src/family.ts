@@ -209,7 +209,7 @@ export interface TiledFamily<O extends TiledOptions> {
    * `target.outputs` where given. For a caller that records work and cannot await
    * (@attnkit/nn's queue). Undefined, with nothing made, where only forward() can run it: cpu
    * tensors, another backend chosen, `checkFinite` (a read-back), pipelines not compiled yet
-   * (forward() compiles them), several dispatches (decode, split-K, stream-K). The same typed
+   * (forward() compiles them), several dispatches (split-K, stream-K). The same typed
    * errors as forward().
    */
   encodeForward: (

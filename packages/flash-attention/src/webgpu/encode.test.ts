@@ -15,15 +15,25 @@ import {
 const ctx = await webGpuTestContext();
 afterAll(() => ctx?.destroy());
 
-/** A sink that keeps the steps; `run` encodes and submits them as one dispatch. */
+/**
+ * A sink that keeps the steps and their scratch buffers; `run` encodes and submits the steps as
+ * one dispatch, then gives the scratch back to the pool (as WebGpuEncodeTarget asks).
+ */
 function collector() {
   const steps: ComputeStep[] = [];
+  const scratch: GPUBuffer[] = [];
   return {
     steps,
-    sink: (s: readonly ComputeStep[]) => {
+    scratch,
+    sink: (s: readonly ComputeStep[], buffers: readonly GPUBuffer[]) => {
       steps.push(...s);
+      scratch.push(...buffers);
     },
-    run: () => ctx!.dispatch(steps),
+    run: async () => {
+      await ctx!.dispatch(steps);
+      for (const b of scratch.splice(0)) ctx!.pool.release(b);
+      steps.length = 0;
+    },
   };
 }
 
@@ -134,6 +144,24 @@ describe.skipIf(!ctx)('encodeFlashAttention: the synchronous path into a caller 
       ),
     ).toThrow(/dk: expected shape/);
     expect(c.steps).toHaveLength(0);
+    expect(() =>
+      encodeFlashAttention(q, k, v, {}, { sink: 5 } as unknown as Parameters<
+        typeof encodeFlashAttention
+      >[4]),
+    ).toThrow(/target.sink: expected a function/);
+    // Two launches into one command buffer: each keeps its own uniforms until the submit (the
+    // scratch buffers are the caller's until it releases them).
+    const two = collector();
+    const a = encodeFlashAttention(q, k, v, { scale: 0.1 }, two)!;
+    const b = encodeFlashAttention(q, k, v, { scale: 0.9 }, two)!;
+    expect(two.scratch.length).toBeGreaterThan(0);
+    await two.run();
+    const [wa, wb] = [
+      await flashAttention(q, k, v, { scale: 0.1 }),
+      await flashAttention(q, k, v, { scale: 0.9 }),
+    ];
+    expect(await values(a.o)).toEqual(await values(wa.o));
+    expect(await values(b.o)).toEqual(await values(wb.o));
     // Several dispatches (split-K), a read-back (checkFinite; the sinks' gradient), cpu tensors.
     expect(encodeFlashAttention(q, k, v, { numSplits: 2 }, c)).toBeUndefined();
     const one = g([1, 2, 1, 8]);

@@ -58,7 +58,7 @@ export interface Kernels {
   maxToBackward(x: Tensor, y: Tensor, dy: Tensor): Tensor;
   /**
    * The index of the largest value along the last axis (the first on ties; NaN never wins; 0
-   * for a row without a number), i32 of shape x.shape[:-1]. Not differentiable.
+   * for a row with nothing above -Infinity), i32 of shape x.shape[:-1]. Not differentiable.
    */
   argmax(x: Tensor): Tensor;
   /** [..., M, K] x [..., K, N] (after the transposes), batch dims broadcast. */

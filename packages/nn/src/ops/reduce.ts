@@ -70,7 +70,7 @@ const argmaxOp: OpDef<Record<string, never>> = {
 
 /**
  * The index of the largest value along the last axis (the first on ties; NaN never wins; 0 for
- * a row without a number): i32, shape x.shape[:-1], on x's device, with no gradient. On webgpu
+ * a row with nothing above -Infinity): i32, shape x.shape[:-1], on x's device, with no gradient. On webgpu
  * it stays there: greedy decoding feeds it to the next token's embedding without a read-back.
  */
 export function argmax(x: VarLike): Var {

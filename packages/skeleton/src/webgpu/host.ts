@@ -601,9 +601,10 @@ function readyProgram(ctx: WebGpuContext, kernel: WgslKernel): CompiledProgram |
 }
 
 /**
- * The tile compileFirstInTime chose, per context and candidate list (null: none compiled and
- * the SIMT kernels run): the synchronous entry points repeat the async path's choice instead of
- * guessing which candidate would have compiled.
+ * The tile compileFirstInTime chose, per context and candidate list: the synchronous entry
+ * points repeat the async path's choice instead of guessing which candidate would have
+ * compiled. A list none of whose tiles compiled is not remembered (the sync path then declines
+ * and the async path tries again).
  */
 const TC_CHOICE = new WeakMap<WebGpuContext, Map<string, unknown>>();
 
@@ -614,8 +615,12 @@ function rememberChoice(ctx: WebGpuContext, key: string, config: unknown): void 
   m.set(key, config);
 }
 
-function choiceOf<C>(ctx: WebGpuContext, key: string): C | null | undefined {
-  return TC_CHOICE.get(ctx)?.get(key) as C | null | undefined;
+function forgetChoice(ctx: WebGpuContext, key: string): void {
+  TC_CHOICE.get(ctx)?.delete(key);
+}
+
+function choiceOf<C>(ctx: WebGpuContext, key: string): C | undefined {
+  return TC_CHOICE.get(ctx)?.get(key) as C | undefined;
 }
 
 /** The passes of one launch, built synchronously once its programs are compiled. */
@@ -645,29 +650,53 @@ async function dispatchLaunch<R>(
   return launch.result;
 }
 
-/** Hands a launch's steps to the caller's encoder (WebGpuEncodeTarget.sink). */
+/**
+ * Hands a launch's steps, and its scratch buffers, to the caller (WebGpuEncodeTarget.sink).
+ * Grids are checked first (as ctx.dispatch does), so that the sink never gets a launch it
+ * cannot encode whole.
+ */
 function sinkLaunch<R>(ctx: WebGpuContext, launch: Launch<R>, target: WebGpuEncodeTarget): R {
+  const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   try {
-    target.sink(launch.steps);
+    for (const step of launch.steps) {
+      const [x, y = 1, z = 1] = step.workgroups;
+      if ([x, y, z].some((n) => !Number.isInteger(n) || n < 0 || n > maxGroups))
+        throw new ValueError(
+          `workgroups: expected integers in [0, ${maxGroups}], got ${describe([x, y, z])} (${step.label ?? 'step'})`,
+          'workgroups',
+        );
+    }
+    target.sink(launch.steps, launch.owned);
   } catch (e) {
     for (const t of launch.made) t.dispose();
-    throw e;
-  } finally {
-    // The pool's release fence (set by the caller's queue) keeps them until its submit.
     for (const b of launch.owned) ctx.pool.release(b);
+    throw e;
   }
   return launch.result;
+}
+
+/** A typed error unless `target` is a WebGpuEncodeTarget (checked before anything is made). */
+function checkTarget(target: WebGpuEncodeTarget): void {
+  if (target === null || typeof target !== 'object' || typeof target.sink !== 'function')
+    throw new ValueError(
+      `target.sink: expected a function (steps, scratch) => void, got ${describe(target?.sink)}`,
+      'target.sink',
+    );
 }
 
 /**
  * Where the synchronous entry points put their work: `sink` receives the launch's compute
  * steps (compiled pipelines, buffers in binding order, workgroups) to encode into the caller's
- * own command encoder, in the caller's order, and submit with the caller's error scopes;
- * `outputs` are tensors the results are written into (same shape and dtype as the ones the
- * kernels would make: o, lse; dq, dk, dv) instead of new ones.
+ * own command encoder, in the caller's order, and submit with the caller's error scopes, and
+ * the launch's `scratch` buffers (uniforms, tables, uploads the steps bind), which are the
+ * caller's from then on: release each to the context's pool (`ctx.pool.release`) once the
+ * command buffer holding the steps is submitted, not before (the pool would hand them out
+ * again). `outputs` are tensors the results are written into (same shape and dtype as the
+ * ones the kernels would make: o, lse; dq, dk, dv) instead of new ones; they must not alias
+ * the inputs.
  */
 export interface WebGpuEncodeTarget {
-  sink: (steps: readonly ComputeStep[]) => void;
+  sink: (steps: readonly ComputeStep[], scratch: readonly GpuBuffer[]) => void;
   outputs?: Readonly<Partial<Record<'o' | 'lse' | 'dq' | 'dk' | 'dv', Tensor>>>;
 }
 
@@ -778,8 +807,10 @@ async function forwardPrograms(s: ForwardSetup, opts: WebGpuTileOptions): Promis
       rememberChoice(ctx, key, r.config);
       return { tc: r.config, kernel: tcForwardKernel(r.config), program: r.value };
     } catch (e) {
+      // Not remembered: a tile that timed out is compiled again next time (compile() forgets
+      // failures), and an explicit request must still get the PipelineFallbackError.
+      forgetChoice(ctx, key);
       if (opts.tensorCores || !(e instanceof PipelineFallbackError)) throw e;
-      rememberChoice(ctx, key, null);
     }
   }
   const kernel = simtForwardKernel(s);
@@ -798,11 +829,9 @@ function readyForwardPrograms(s: ForwardSetup): ForwardPrograms | undefined {
   if (s.tcs) {
     const c = choiceOf<TcForwardConfig>(ctx, `forward|${JSON.stringify(s.tcs)}`);
     if (c === undefined) return undefined;
-    if (c !== null) {
-      const kernel = tcForwardKernel(c);
-      const program = readyProgram(ctx, kernel);
-      return program && { tc: c, kernel, program };
-    }
+    const kernel = tcForwardKernel(c);
+    const program = readyProgram(ctx, kernel);
+    return program && { tc: c, kernel, program };
   }
   const kernel = simtForwardKernel(s);
   const program = readyProgram(ctx, kernel);
@@ -889,7 +918,7 @@ export async function tiledForwardWebGpu(
  * validation, plan and kernel, for a caller that records work in order and cannot await
  * (@attnkit/nn's queue, which then submits attention with the passes around it). Undefined,
  * with nothing made, when it cannot: a program not compiled yet (the async path compiles it and
- * remembers the tensor-core tile it chose), the decode / split-K / stream-K routes (several
+ * remembers the tensor-core tile it chose), the split-K / stream-K routes, decode-sized or not (several
  * dispatches), a profiler. Typed errors as the async path.
  */
 export function encodeForwardWebGpu(
@@ -901,6 +930,7 @@ export function encodeForwardWebGpu(
   opts: WebGpuTileOptions,
   target: WebGpuEncodeTarget,
 ): { o: Tensor; lse: Tensor | undefined } | undefined {
+  checkTarget(target);
   if (opts.profiler) return undefined;
   const s = forwardSetup(p, hooks, q, k, v, opts);
   if (s.special) return undefined;
@@ -1523,8 +1553,8 @@ async function backwardPrograms(
       tc = { dq: await pick('dq', TC_DQ_LABEL), dkdv: await pick('dkdv', TC_DKDV_LABEL) };
       rememberChoice(ctx, key, tc);
     } catch (e) {
+      forgetChoice(ctx, key);
       if (opts.tensorCores || !(e instanceof PipelineFallbackError)) throw e;
-      rememberChoice(ctx, key, null);
       tc = undefined;
     }
   }
@@ -1554,9 +1584,8 @@ function readyBackwardPrograms(
   const { ctx } = s.pr;
   let tc = s.tc;
   if (tc) {
-    const c = choiceOf<{ dq: TcBackwardConfig; dkdv: TcBackwardConfig }>(ctx, backwardKey(s, opts));
-    if (c === undefined) return undefined;
-    tc = c ?? undefined;
+    tc = choiceOf<{ dq: TcBackwardConfig; dkdv: TcBackwardConfig }>(ctx, backwardKey(s, opts));
+    if (tc === undefined) return undefined;
   }
   const { dqKernel, dkdvKernels } = backwardKernels(s, tc);
   const statsProgram = s.statsKernel && readyProgram(ctx, s.statsKernel);
@@ -1751,6 +1780,7 @@ export function encodeBackwardWebGpu(
   opts: WebGpuTileOptions,
   target: WebGpuEncodeTarget,
 ): WebGpuGrads | undefined {
+  checkTarget(target);
   if (opts.profiler) return undefined;
   const s = backwardSetup(p, hooks, q, k, v, o, lse, dO, opts);
   if (s.sinks || (s.gradLayout && !s.gradLayout.direct)) return undefined;

@@ -557,6 +557,9 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
         d.fill(3.75, cols, 2 * cols); // a row of ties: the first
         d.fill(Number.NEGATIVE_INFINITY, 2 * cols, 3 * cols);
         d[2 * cols + cols - 1] = Number.NaN;
+        // NaN first, then -Infinity only: 0, as the ts scan.
+        d.fill(Number.NEGATIVE_INFINITY, 3 * cols, 4 * cols);
+        d[3 * cols] = Number.NaN;
       }
       d[cols - 1] = 100; // the last column of row 0
       for (const dt of ['f32', 'f16'] as const) {

@@ -230,8 +230,14 @@ export class GpuQueue {
    * Encodes steps a family built (compiled pipelines and their buffers: encodeFlashAttention's
    * sink) into the open encoder, in order with the passes around them.
    */
-  private encodeSteps(steps: readonly ComputeStep[], outputs: readonly WebGpuStorage[]): void {
+  private encodeSteps(
+    steps: readonly ComputeStep[],
+    scratch: readonly GPUBuffer[],
+    outputs: readonly WebGpuStorage[],
+  ): void {
     const enc = this.open();
+    // The launch's uniforms and tables go back to the pool once this encoder is submitted.
+    this.uniforms.push(...scratch);
     this.ctx.checkAlive();
     for (const step of steps) {
       const [x, y = 1, z = 1] = step.workgroups;
@@ -267,9 +273,12 @@ export class GpuQueue {
     inputs: readonly WebGpuStorage[],
     outputs: readonly WebGpuStorage[],
     run: () => Promise<void>,
-    record?: (sink: (steps: readonly ComputeStep[]) => void) => boolean,
+    record?: (
+      sink: (steps: readonly ComputeStep[], scratch: readonly GPUBuffer[]) => void,
+    ) => boolean,
   ): void {
-    const sink = (steps: readonly ComputeStep[]) => this.encodeSteps(steps, outputs);
+    const sink = (steps: readonly ComputeStep[], scratch: readonly GPUBuffer[]) =>
+      this.encodeSteps(steps, scratch, outputs);
     const recording = record !== undefined && kernelOptions().recordAttention;
     const failed = () => inputs.some((s) => s instanceof QueuedStorage && s.failure);
     if (
@@ -329,10 +338,15 @@ export class GpuQueue {
     if (this.pending > 0 || this.broken) return s.read();
     // flush() submits before its first await: the encoder's passes precede the copy.
     if (this.encoder) void this.flushIdle();
+    // Settled checks leave the list (track), so this is the submits still unreported.
     const checks = [...this.checks];
     const data = WebGpuStorage.prototype.read.call(s);
     return Promise.all([data, Promise.all(checks)]).then(([d]) => {
-      if (s instanceof QueuedStorage && s.failure) throw s.failure;
+      if (s instanceof QueuedStorage && s.failure) {
+        // Reported here: the next await does not report it again.
+        if (this.surfaced === s.failure) this.surfaced = undefined;
+        throw s.failure;
+      }
       return d;
     });
   }
@@ -450,22 +464,27 @@ export class GpuQueue {
     batch: { outputs: QueuedStorage[]; done: boolean },
     check: Promise<Error | undefined>,
   ) {
-    this.checks.push(
-      check
-        .catch((e: unknown) => asTyped(e, 'nn webgpu submit'))
-        .then((found) => {
-          const err = this.ctx.lost ? asTyped(undefined, 'nn webgpu submit', this.ctx) : found;
-          batch.done = true;
-          if (err) {
-            const at = this.unchecked.indexOf(batch);
-            for (const b of this.unchecked.slice(Math.max(at, 0))) markFailed(b.outputs, err);
-            markFailed(this.batchOutputs, err);
-            this.broken ??= err;
-            this.surfaced ??= err;
-          }
-          while (this.unchecked[0]?.done && !this.broken) this.unchecked.shift();
-        }),
-    );
+    const settled: Promise<void> = check
+      .catch((e: unknown) => asTyped(e, 'nn webgpu submit'))
+      .then((found) => {
+        const err = this.ctx.lost ? asTyped(undefined, 'nn webgpu submit', this.ctx) : found;
+        batch.done = true;
+        if (err) {
+          const at = this.unchecked.indexOf(batch);
+          for (const b of this.unchecked.slice(Math.max(at, 0))) markFailed(b.outputs, err);
+          markFailed(this.batchOutputs, err);
+          this.broken ??= err;
+          this.surfaced ??= err;
+        }
+        while (this.unchecked[0]?.done && !this.broken) this.unchecked.shift();
+      });
+    this.checks.push(settled);
+    // Off the list once settled: a loop that never awaits idle() (pipelined decoding reads
+    // with readNow) would otherwise keep every submit's check.
+    void settled.then(() => {
+      const i = this.checks.indexOf(settled);
+      if (i >= 0) this.checks.splice(i, 1);
+    });
   }
 }
 

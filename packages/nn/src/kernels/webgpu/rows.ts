@@ -51,8 +51,8 @@ function softmaxStats(x: Tensor): Tensor {
 
 /**
  * Per row, the index of the largest value (the first on ties; NaN never wins, as `v > m` is
- * false for it; 0 for a row without a number): the row's max, then the smallest column that
- * holds it (a workgroup min over f32 column numbers, exact below 2^24 columns).
+ * false for it; 0 for a row with nothing above -Infinity): the row's max, then the smallest
+ * column that holds it (a workgroup min over f32 column numbers, exact below 2^24 columns).
  */
 export function argmax(x: Tensor): Tensor {
   check('argmax', [[x, 'x']]);
@@ -76,7 +76,8 @@ export function argmax(x: Tensor): Tensor {
   ${LOOP('let v = ld_x(o + j); if (v > m) { m = v; }')}
   m = wmax(li, m);
   var first = f32(cols);
-  ${LOOP('if (ld_x(o + j) == m) { first = min(first, f32(j)); }')}
+  // A row of -Infinity (and NaN) has no larger value than the first: 0, as the scan's.
+  if (m > ninf()) { ${LOOP('if (ld_x(o + j) == m) { first = min(first, f32(j)); }')} }
   first = -wmax(li, -first);
   if (li == 0u) { o0[row] = select(0, i32(first), first < f32(cols)); }`,
     new Params(),
