@@ -143,6 +143,29 @@ describe.skipIf(!ctx)('encodeFlashAttention: the synchronous path into a caller 
         { ...c, outputs: { dk: g([1, 2, 20, 8]) } },
       ),
     ).toThrow(/dk: expected shape/);
+    // An output may not share a buffer with an input or another output.
+    expect(() => encodeFlashAttention(q, k, v, {}, { ...c, outputs: { o: q } })).toThrow(
+      /outputs.o: expected a tensor of its own/,
+    );
+    const shared = g([1, 2, 11, 8]);
+    expect(() =>
+      encodeFlashAttentionBackward(
+        q,
+        k,
+        v,
+        r.o,
+        r.lse,
+        dO,
+        {},
+        {
+          ...c,
+          outputs: { dk: shared, dv: shared },
+        },
+      ),
+    ).toThrow(/outputs.dv: expected a tensor of its own/);
+    expect(() =>
+      encodeFlashAttentionBackward(q, k, v, r.o, r.lse, dO, {}, { ...c, outputs: { dq: dO } }),
+    ).toThrow(/outputs.dq: expected a tensor of its own/);
     expect(c.steps).toHaveLength(0);
     expect(() =>
       encodeFlashAttention(q, k, v, {}, { sink: 5 } as unknown as Parameters<

@@ -692,8 +692,8 @@ function checkTarget(target: WebGpuEncodeTarget): void {
  * caller's from then on: release each to the context's pool (`ctx.pool.release`) once the
  * command buffer holding the steps is submitted, not before (the pool would hand them out
  * again). `outputs` are tensors the results are written into (same shape and dtype as the
- * ones the kernels would make: o, lse; dq, dk, dv) instead of new ones; they must not alias
- * the inputs.
+ * ones the kernels would make: o, lse; dq, dk, dv) instead of new ones, each with a buffer of
+ * its own (one shared with an input or another output is a ValueError).
  */
 export interface WebGpuEncodeTarget {
   sink: (steps: readonly ComputeStep[], scratch: readonly GpuBuffer[]) => void;
@@ -708,9 +708,17 @@ function outputLike(
   dtype: StorageDType | 'f32',
   ctx: WebGpuContext,
   made: Tensor[],
+  /** Buffers the launch reads or already writes: a given output may not share one. */
+  taken: GpuBuffer[],
 ): Tensor {
   if (given !== undefined) {
-    checkLike(given, name, shape, dtype, ctx);
+    const b = checkLike(given, `outputs.${name}`, shape, dtype, ctx);
+    if (taken.includes(b))
+      throw new ValueError(
+        `outputs.${name}: expected a tensor of its own, got one that shares its buffer with an input or another output`,
+        `outputs.${name}`,
+      );
+    taken.push(b);
     return given;
   }
   const t = emptyWebGpu(shape, dtype, ctx);
@@ -850,10 +858,11 @@ function forwardLaunch(
   const made: Tensor[] = [];
   const owned: GpuBuffer[] = [];
   try {
-    const o = outputLike(given.o, 'o', p.oShape, pr.dtype, ctx, made);
+    const taken = Object.values(pr.buffers);
+    const o = outputLike(given.o, 'o', p.oShape, pr.dtype, ctx, made, taken);
     const lse =
       s.hooks.normalize.kind === 'softmax'
-        ? outputLike(given.lse, 'lse', p.lseShape, 'f32', ctx, made)
+        ? outputLike(given.lse, 'lse', p.lseShape, 'f32', ctx, made, taken)
         : undefined;
     const bc = tc ? 16 * tc.keyMatrices : fp.bc;
     const tile = s.decode
@@ -1623,9 +1632,12 @@ function backwardLaunch(
   const made: Tensor[] = [];
   const owned: GpuBuffer[] = [];
   try {
-    const dq = outputLike(given.dq, 'dq', s.q.shape, pr.dtype, ctx, made);
-    const dk = outputLike(given.dk, 'dk', s.k.shape, pr.dtype, ctx, made);
-    const dv = outputLike(given.dv, 'dv', s.v.shape, pr.dtype, ctx, made);
+    const taken = [...Object.values(pr.buffers), ...Object.values(s.shared)].filter(
+      (b): b is GpuBuffer => b !== undefined,
+    );
+    const dq = outputLike(given.dq, 'dq', s.q.shape, pr.dtype, ctx, made, taken);
+    const dk = outputLike(given.dk, 'dk', s.k.shape, pr.dtype, ctx, made, taken);
+    const dv = outputLike(given.dv, 'dv', s.v.shape, pr.dtype, ctx, made, taken);
     // A bias with grad: the dQ pass stores dS per (b, h) into zeros (pairs it never visits stay
     // 0): dbias itself when no dim of the bias is broadcast, else a [B, Hq, R, C] buffer that is
     // read back and summed over the broadcast dims on the CPU (as dsinks), then uploaded.
