@@ -277,7 +277,7 @@ export class Gpt extends Module {
     this.eval();
     if (cache && this.ctx && (options.temperature ?? 1) === 0 && options.pipelined !== false) {
       try {
-        return await this.greedyOnGpu(prompt, maxNewTokens, this.ctx, onToken);
+        return await this.greedyOnGpu(prompt, maxNewTokens, onToken);
       } finally {
         this.train(wasTraining);
       }
@@ -287,8 +287,7 @@ export class Gpt extends Module {
     // One forward without gradients, the ids uploaded on webgpu; the scope frees the
     // intermediates (GPU buffers), the caches keep what they hold.
     const lastLogits = (xs: number[], caches?: KvCache[]) => {
-      const host = Tensor.from(Int32Array.from(xs), [1, xs.length]);
-      const x = this.ctx ? toWebGpu(host, this.ctx) : host;
+      const x = this.tokenIds(xs);
       const last = noGrad(() =>
         scope(() => this.forward(x, undefined, caches, { lastOnly: true }).logits.data),
       );
@@ -303,13 +302,8 @@ export class Gpt extends Module {
         if (!cache) {
           last = lastLogits(tokens.slice(-c.blockSize));
         } else {
-          if (!caches || caches[0]!.length + next.length > c.blockSize) {
-            // Prefill: the whole (cut) context in one forward through fresh caches.
-            const keep = caches ? Math.max(1, c.blockSize >> 1) : c.blockSize;
-            disposeCaches(caches);
-            caches = this.newKvCaches(1);
-            next = tokens.slice(-keep);
-          }
+          if (!caches || caches[0]!.length + next.length > c.blockSize)
+            ({ caches, context: next } = this.prefill(caches, tokens));
           last = lastLogits(next, caches);
         }
         const logits = (await last.toCpu()).toFloat32Array();
@@ -327,6 +321,25 @@ export class Gpt extends Module {
     return out;
   }
 
+  /** Token ids as a [1, n] i32 tensor on the parameters' device. */
+  private tokenIds(xs: readonly number[]): Tensor {
+    const host = Tensor.from(Int32Array.from(xs), [1, xs.length]);
+    return this.ctx ? toWebGpu(host, this.ctx) : host;
+  }
+
+  /**
+   * Fresh caches for a prefill (the old ones disposed) and the context it runs over: the whole
+   * prompt the first time, the last blockSize / 2 tokens once the context filled blockSize.
+   */
+  private prefill(
+    caches: KvCache[] | null,
+    tokens: readonly number[],
+  ): { caches: KvCache[]; context: number[] } {
+    const keep = caches ? Math.max(1, this.config.blockSize >> 1) : this.config.blockSize;
+    disposeCaches(caches);
+    return { caches: this.newKvCaches(1), context: tokens.slice(-keep) };
+  }
+
   /**
    * Greedy decoding with the cache on webgpu, pipelined: each token's id is the argmax of its
    * logits on the GPU and feeds the next token's forward at once, so the host records token
@@ -340,7 +353,6 @@ export class Gpt extends Module {
   private async greedyOnGpu(
     prompt: readonly number[],
     maxNewTokens: number,
-    ctx: WebGpuContext,
     onToken: GenerateOptions['onToken'],
   ): Promise<number[]> {
     const c = this.config;
@@ -391,13 +403,9 @@ export class Gpt extends Module {
         if (!caches || caches[0]!.length + 1 > c.blockSize) {
           // A prefill needs every token on the host.
           while (inflight.length > 0) await settle();
-          const keep = caches ? Math.max(1, c.blockSize >> 1) : c.blockSize;
-          disposeCaches(caches);
-          caches = this.newKvCaches(1);
-          const ids = toWebGpu(
-            Tensor.from(Int32Array.from(tokens.slice(-keep)), [1, Math.min(keep, tokens.length)]),
-            ctx,
-          );
+          let context: number[];
+          ({ caches, context } = this.prefill(caches, tokens));
+          const ids = this.tokenIds(context);
           try {
             inflight.push(step(ids));
           } finally {

@@ -463,6 +463,26 @@ function checkBackwardUnpaged(p: AttentionProblem): void {
     );
 }
 
+/** A forward's results as the registry's tensors (lse only where the normalisation has one). */
+function forwardTensors(res: { o: Tensor; lse?: Tensor | undefined }): KernelTensors {
+  return res.lse ? { o: res.o, lse: res.lse } : { o: res.o };
+}
+
+/** A backward's inputs as the registry's tensors (o and lse only when given). */
+function backwardTensors(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  o: Tensor | undefined,
+  lse: Tensor | undefined,
+  dO: Tensor,
+): KernelTensors {
+  const t: KernelTensors = { q, k, v, do: dO };
+  if (o !== undefined) t.o = o;
+  if (lse !== undefined) t.lse = lse;
+  return t;
+}
+
 async function runOn(
   backend: TiledBackend,
   pass: KernelPass,
@@ -478,7 +498,7 @@ async function runOn(
         : backend === 'native'
           ? await tiledForwardNative(p, hooks, t.q!, t.k!, t.v!, options)
           : await tiledForwardWebGpu(p, hooks, t.q!, t.k!, t.v!, options);
-    return res.lse ? { o: res.o, lse: res.lse } : { o: res.o };
+    return forwardTensors(res);
   }
   checkBackwardUnpaged(p);
   const args = [p, hooks, t.q!, t.k!, t.v!, t.o, t.lse, t.do!, options] as const;
@@ -564,7 +584,13 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     if (q.device === 'cpu' && (r.o.backend === undefined || r.o.backend === 'native')) {
       await loadNativeBackend();
     }
-    const reg = selectKernel(
+    const reg = backendFor(pass, q, r);
+    await checkFiniteInputs(pass, t, r.o);
+    return runOn(reg.backend as TiledBackend, pass, r, t, r.o);
+  };
+  /** The registry's kernel for this family's pass on q's device and dtype. */
+  const backendFor = (pass: KernelPass, q: Tensor, r: Resolved) =>
+    selectKernel(
       {
         family: def.family,
         pass,
@@ -574,39 +600,22 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
       },
       r.o.backend,
     );
-    await checkFiniteInputs(pass, t, r.o);
-    return runOn(reg.backend as TiledBackend, pass, r, t, r.o);
-  };
   /** The webgpu kernel the registry picks for these tensors, synchronously (undefined: another). */
   const webGpuResolved = (pass: KernelPass, t: KernelTensors, options: O | undefined) => {
     const r = resolve(t, options);
     const q = t.q!;
     if (q.device !== 'webgpu' || r.o.checkFinite) return undefined;
-    const reg = selectKernel(
-      {
-        family: def.family,
-        pass,
-        device: q.device,
-        dtype: q.dtype,
-        options: r.o as Record<string, unknown>,
-      },
-      r.o.backend,
-    );
-    return reg.backend === 'webgpu' ? r : undefined;
+    return backendFor(pass, q, r).backend === 'webgpu' ? r : undefined;
   };
   return {
     resolve: (q, k, v, options) => resolve({ q, k, v } as KernelTensors, options),
     encodeForward: (q, k, v, options, target) => {
       const r = webGpuResolved('forward', { q, k, v }, options);
       const res = r && encodeForwardWebGpu(r.p, r.hooks, q, k, v, r.o, target);
-      if (!res) return undefined;
-      return (res.lse ? { o: res.o, lse: res.lse } : { o: res.o }) as TiledForwardResult;
+      return res && (forwardTensors(res) as unknown as TiledForwardResult);
     },
     encodeBackward: (q, k, v, o, lse, dO, options, target) => {
-      const t: KernelTensors = { q, k, v, do: dO };
-      if (o !== undefined) t.o = o;
-      if (lse !== undefined) t.lse = lse;
-      const r = webGpuResolved('backward', t, options);
+      const r = webGpuResolved('backward', backwardTensors(q, k, v, o, lse, dO), options);
       if (!r) return undefined;
       checkBackwardUnpaged(r.p);
       const g = encodeBackwardWebGpu(r.p, r.hooks, q, k, v, o, lse, dO, r.o, target);
@@ -614,11 +623,11 @@ export function defineTiledFamily<O extends TiledOptions>(def: TiledFamilyDef<O>
     },
     forward: async (q, k, v, options) =>
       (await dispatch('forward', { q, k, v }, options)) as unknown as TiledForwardResult,
-    backward: async (q, k, v, o, lse, dO, options) => {
-      const t: KernelTensors = { q, k, v, do: dO };
-      if (o !== undefined) t.o = o;
-      if (lse !== undefined) t.lse = lse;
-      return (await dispatch('backward', t, options)) as unknown as TiledGrads;
-    },
+    backward: async (q, k, v, o, lse, dO, options) =>
+      (await dispatch(
+        'backward',
+        backwardTensors(q, k, v, o, lse, dO),
+        options,
+      )) as unknown as TiledGrads,
   };
 }

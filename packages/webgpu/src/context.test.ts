@@ -415,6 +415,26 @@ describe.skipIf(!ctx)('on a device', () => {
     ).rejects.toThrow(GpuValidationError);
     c.pool.release(tiny);
   });
+
+  it('grids beyond the device limit or not integers are ValueErrors naming workgroups, before anything is encoded', async () => {
+    const c = ctx!;
+    const compiled = await c.pipelines.get({
+      code: SCALE_WGSL,
+      bindings: ['uniform', 'read', 'storage'],
+    });
+    const max = c.limits.maxComputeWorkgroupsPerDimension;
+    for (const workgroups of [[max + 1], [1, 2.5], [1, 1, -1]] as [number, number?, number?][]) {
+      const step = { program: compiled, buffers: [], workgroups, label: 'too big' };
+      expect(() => c.checkSteps([step])).toThrow(ValueError);
+      expect(() => c.checkSteps([step])).toThrow(
+        /workgroups: expected integers in \[0, \d+\].*\(too big\)/,
+      );
+      await expect(c.dispatch([step])).rejects.toThrow(ValueError);
+    }
+    expect(() =>
+      c.checkSteps([{ program: compiled, buffers: [], workgroups: [max, 1, 0] }]),
+    ).not.toThrow();
+  });
 });
 
 describe('robustness', () => {

@@ -382,20 +382,29 @@ export class WebGpuContext {
    */
   dispatchErrorSink: ((check: Promise<WebGpuError | undefined>) => void) | undefined = undefined;
 
+  /**
+   * ValueError naming `workgroups` unless every step's grid is integers within this device's
+   * maxComputeWorkgroupsPerDimension: dispatch() checks before encoding, and code that encodes
+   * steps into its own encoder (the skeleton's encode path) before handing them over.
+   */
+  checkSteps(steps: readonly ComputeStep[]): void {
+    const maxGroups = this.limits.maxComputeWorkgroupsPerDimension;
+    for (const step of steps) {
+      const [x, y = 1, z = 1] = step.workgroups;
+      if ([x, y, z].some((n) => !Number.isInteger(n) || n < 0 || n > maxGroups))
+        throw new ValueError(
+          `workgroups: expected integers in [0, ${maxGroups}], got ${describe([x, y, z])} (${step.label ?? 'step'})`,
+          'workgroups',
+        );
+    }
+  }
+
   private encodeAndSubmit(steps: readonly ComputeStep[], profiler?: GpuProfiler): void {
     const device = this.device;
-    const maxGroups = this.limits.maxComputeWorkgroupsPerDimension;
+    this.checkSteps(steps);
     const encoder = device.createCommandEncoder();
     for (const step of steps) {
       const [x, y = 1, z = 1] = step.workgroups;
-      for (const n of [x, y, z]) {
-        if (!Number.isInteger(n) || n < 0 || n > maxGroups) {
-          throw new ValueError(
-            `workgroups: expected integers in [0, ${maxGroups}], got ${describe([x, y, z])} (${step.label ?? 'step'})`,
-            'workgroups',
-          );
-        }
-      }
       if (x * y * z === 0) continue;
       const bindGroup = device.createBindGroup({
         layout: step.program.layout,

@@ -656,16 +656,8 @@ async function dispatchLaunch<R>(
  * cannot encode whole.
  */
 function sinkLaunch<R>(ctx: WebGpuContext, launch: Launch<R>, target: WebGpuEncodeTarget): R {
-  const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
   try {
-    for (const step of launch.steps) {
-      const [x, y = 1, z = 1] = step.workgroups;
-      if ([x, y, z].some((n) => !Number.isInteger(n) || n < 0 || n > maxGroups))
-        throw new ValueError(
-          `workgroups: expected integers in [0, ${maxGroups}], got ${describe([x, y, z])} (${step.label ?? 'step'})`,
-          'workgroups',
-        );
-    }
+    ctx.checkSteps(launch.steps);
     target.sink(launch.steps, launch.owned);
   } catch (e) {
     for (const t of launch.made) t.dispose();
@@ -790,6 +782,9 @@ interface ForwardPrograms {
   program: CompiledProgram;
 }
 
+/** TC_CHOICE's key of a forward's tensor-core candidate list (backwardKey: the backward's). */
+const forwardKey = (tcs: readonly TcForwardConfig[]) => `forward|${JSON.stringify(tcs)}`;
+
 const tcForwardKernel = (c: TcForwardConfig) => generatedKernel('tc forward', tcForwardShader, c);
 const simtForwardKernel = (s: ForwardSetup) =>
   s.decode
@@ -805,7 +800,7 @@ const simtForwardKernel = (s: ForwardSetup) =>
 async function forwardPrograms(s: ForwardSetup, opts: WebGpuTileOptions): Promise<ForwardPrograms> {
   const { ctx } = s.pr;
   if (s.tcs) {
-    const key = `forward|${JSON.stringify(s.tcs)}`;
+    const key = forwardKey(s.tcs);
     try {
       const r = await compileFirstInTime(
         s.tcs,
@@ -835,7 +830,7 @@ async function forwardPrograms(s: ForwardSetup, opts: WebGpuTileOptions): Promis
 function readyForwardPrograms(s: ForwardSetup): ForwardPrograms | undefined {
   const { ctx } = s.pr;
   if (s.tcs) {
-    const c = choiceOf<TcForwardConfig>(ctx, `forward|${JSON.stringify(s.tcs)}`);
+    const c = choiceOf<TcForwardConfig>(ctx, forwardKey(s.tcs));
     if (c === undefined) return undefined;
     const kernel = tcForwardKernel(c);
     const program = readyProgram(ctx, kernel);

@@ -75,8 +75,14 @@ export function splitK(tiles: number, k: number, step: number): { splits: number
   return { splits: Math.ceil(k / kLen), kLen };
 }
 
-function shader(ta: boolean, tb: boolean, r: number): string {
+/** A subgroup's R x R result matrices: the indices 0..R-1 and every (row, column) pair. */
+function registerBlock(r: number) {
   const idx = [...Array(r).keys()];
+  return { idx, pairs: idx.flatMap((i) => idx.map((j) => [i, j] as const)) };
+}
+
+function shader(ta: boolean, tb: boolean, r: number): string {
+  const { idx, pairs } = registerBlock(r);
   // Left (M x K) from A [M, K] or, transposed, [K, M]; right (K x N) from B [K, N] or [N, K].
   const loadA = (i: number) =>
     ta
@@ -86,7 +92,6 @@ function shader(ta: boolean, tb: boolean, r: number): string {
     tb
       ? `subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&B, bOff + (n0 + ${j * 16}u) * K + k, true, K)`
       : `subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&B, bOff + k * N + n0 + ${j * 16}u, false, N)`;
-  const pairs = idx.flatMap((i) => idx.map((j) => [i, j] as const));
   return `enable f16;
 enable chromium_experimental_subgroup_matrix;
 ${PRELUDE}
@@ -231,8 +236,7 @@ export function stagedShader(c: StagedConfig): string {
   const { ta, tb, r, buffers, out, emulate } = c;
   const mx = matrixOps(emulate, 4, 'pu(4u)');
   const W = 32 * r;
-  const idx = [...Array(r).keys()];
-  const pairs = idx.flatMap((i) => idx.map((j) => [i, j] as const));
+  const { idx, pairs } = registerBlock(r);
   const aRows = !ta; // A tile stored as W rows of BK (else BK rows of W)
   const bRows = tb;
   const SA = aRows ? TC_BK + PAD : W + PAD;

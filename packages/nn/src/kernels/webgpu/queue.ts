@@ -176,15 +176,26 @@ export class GpuQueue {
       this.uniforms.push(uniform);
       bindGroup = createBindGroup(this.ctx.device, compiled.layout, [uniform, ...buffers]);
     }
+    this.dispatchPass(enc, label, compiled.pipeline, bindGroup, workgroups);
+    for (const o of outputs) if (o instanceof QueuedStorage) this.batchOutputs.push(o);
+  }
+
+  /** One compute pass of one dispatch (timed when a profiler is set), counted. */
+  private dispatchPass(
+    enc: GPUCommandEncoder,
+    label: string | undefined,
+    pipeline: GPUComputePipeline,
+    bindGroup: GPUBindGroup,
+    workgroups: readonly [number, number, number],
+  ): void {
     const p = enc.beginComputePass({
       label,
       timestampWrites: this.profiler?.passTimestamps(label ?? 'pass'),
     });
-    p.setPipeline(compiled.pipeline);
+    p.setPipeline(pipeline);
     p.setBindGroup(0, bindGroup);
     p.dispatchWorkgroups(...workgroups);
     p.end();
-    for (const o of outputs) if (o instanceof QueuedStorage) this.batchOutputs.push(o);
     this.stats.passes++;
     this.passes++;
   }
@@ -245,16 +256,7 @@ export class GpuQueue {
       const bindGroup = kernelOptions().reuseBindings
         ? this.bindings.bindGroup(step.program.layout, step.buffers)
         : createBindGroup(this.ctx.device, step.program.layout, step.buffers);
-      const p = enc.beginComputePass({
-        label: step.label,
-        timestampWrites: this.profiler?.passTimestamps(step.label ?? 'pass'),
-      });
-      p.setPipeline(step.program.pipeline);
-      p.setBindGroup(0, bindGroup);
-      p.dispatchWorkgroups(x, y, z);
-      p.end();
-      this.stats.passes++;
-      this.passes++;
+      this.dispatchPass(enc, step.label, step.program.pipeline, bindGroup, [x, y, z]);
     }
     for (const o of outputs) if (o instanceof QueuedStorage) this.batchOutputs.push(o);
     this.stats.recorded++;
