@@ -258,6 +258,9 @@ describe('Gpt', () => {
     expect(() => model.forward(Tensor.from(new Int32Array(5), [1, 5]))).toThrow(/blockSize = 4/);
     await expect(model.generate([99], { maxNewTokens: 1 })).rejects.toThrow(ValueError);
     await expect(model.generate([1], { maxNewTokens: 1, topK: 0 })).rejects.toThrow(/topK/);
+    await expect(
+      model.generate([1], { maxNewTokens: 1, pipelined: 'yes' as unknown as boolean }),
+    ).rejects.toThrow(/generate: pipelined expected a boolean, got/);
     if (ctx) {
       // Ids on another device than the parameters: a DeviceError naming idx, nothing moved.
       const gpu = new Gpt({ ...tinyGpu, blockSize: 4 }).toWebGpu(ctx);

@@ -18,7 +18,15 @@ import {
   slice,
   type Var,
 } from '@attnkit/nn';
-import { DeviceError, formatShape, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import {
+  DeviceError,
+  describe,
+  formatShape,
+  Rng,
+  ShapeError,
+  Tensor,
+  ValueError,
+} from '@attnkit/tensor';
 import { toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { type GptConfig, gptConfig } from './config.js';
 import { DeviceKvCache, PagedKvCache } from './kv-cache.js';
@@ -266,6 +274,11 @@ export class Gpt extends Module {
       );
     if (!Array.isArray(prompt) || prompt.length === 0)
       throw new ValueError('generate: prompt expected at least one token id', 'prompt');
+    if (options.pipelined !== undefined && typeof options.pipelined !== 'boolean')
+      throw new ValueError(
+        `generate: pipelined expected a boolean, got ${describe(options.pipelined)}`,
+        'pipelined',
+      );
     for (const id of prompt)
       if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
         throw new ValueError(

@@ -127,6 +127,8 @@ export function setWebGpuProfiler(ctx: WebGpuContext, profiler: GpuProfiler | un
  * with async work still queued ahead (a pipeline compiling) it is toCpu. cpu tensors: toCpu.
  */
 export async function readWebGpuNow(t: Tensor): Promise<Tensor> {
+  if (!(t instanceof Tensor))
+    throw new ValueError(`readWebGpuNow: t expected a Tensor, got ${describe(t)}`, 't');
   const s = t.storage;
   if (!(s instanceof WebGpuStorage)) return t.toCpu();
   const data = await queueOf(s.ctx).readNow(s);

@@ -4,7 +4,13 @@ import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 import { describe, expect, it } from 'vitest';
 import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
-import { registerWebGpuKernels, syncWebGpu, webGpuQueueStats, webgpuKernels } from './index.js';
+import {
+  readWebGpuNow,
+  registerWebGpuKernels,
+  syncWebGpu,
+  webGpuQueueStats,
+  webgpuKernels,
+} from './index.js';
 import { simtBuffers, simtPlan, simtProgram, simtTile, skinnyProgram } from './matmul.js';
 import {
   emulateTensorCores,
@@ -572,6 +578,19 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
         ]);
       }
     }
+  });
+
+  it('readWebGpuNow: the values toCpu gives, read behind the work queued so far; a non-tensor is a ValueError naming t', async () => {
+    const x = up(rand([5, 9]), 'f32');
+    const y = gpu.binary('mul', x, x);
+    const early = await readWebGpuNow(y);
+    expect(early.device).toBe('cpu');
+    expect([...early.toFloat64Array()]).toEqual([...(await y.toCpu()).toFloat64Array()]);
+    const cpu = rand([2]);
+    expect(await readWebGpuNow(cpu)).toBe(cpu);
+    await expect(readWebGpuNow([1, 2] as unknown as Tensor)).rejects.toThrow(
+      /readWebGpuNow: t expected a Tensor/,
+    );
   });
 
   it('dropoutMask: seeded, a fraction p of zeros, 1 / (1 - p) elsewhere', async () => {
