@@ -34,7 +34,7 @@ import {
 } from '@attnkit/nn';
 import { Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu } from '@attnkit/webgpu';
-import { benchToggles, byLabel, median } from './common.js';
+import { benchDisabledToggles, benchToggles, byLabel, median } from './common.js';
 
 const args = process.argv.slice(2);
 // The last occurrence wins: h200-gpt.sh's GPT_ARGS can override its defaults.
@@ -77,7 +77,10 @@ if (C % H !== 0 || L < 1 || T < 2 || STEPS < 1 || GEN_CACHED < 2 || GEN_RECOMPUT
   process.exit(2);
 }
 
-const ctx = await createWebGpuContext({ dawnToggles: benchToggles() });
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 // For A/B runs, kernel options off: --queued (encodeEagerly), --no-reuse (reuseBindings).
 registerWebGpuKernels(ctx, {
   encodeEagerly: !args.includes('--queued'),

@@ -20,7 +20,7 @@ import {
 } from '@attnkit/nn';
 import { Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu } from '@attnkit/webgpu';
-import { benchToggles, byLabel, randomData, timeline } from './common.js';
+import { benchDisabledToggles, benchToggles, byLabel, randomData, timeline } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -30,7 +30,10 @@ const value = (name: string) => {
 const REPS = Number(value('reps') ?? 10);
 const WARM_MS = Number(value('warm-ms') ?? 400);
 
-const ctx = await createWebGpuContext({ dawnToggles: benchToggles() });
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} robust=${ctx.robustAccess}`,
 );

@@ -26,7 +26,14 @@ import {
 } from '@attnkit/nn';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
-import { benchToggles, byLabel, median, randomData, timeline } from './common.js';
+import {
+  benchDisabledToggles,
+  benchToggles,
+  byLabel,
+  median,
+  randomData,
+  timeline,
+} from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -42,9 +49,9 @@ const [B, T, C, H] = (value('shape') ?? '8,1024,768,12').split(',').map(Number) 
 // f16-simt: f16 storage with the tensor-core matmul turned off (registerWebGpuKernels option).
 // Suffixes turn kernel options off for A/B runs: -nosplit (splitK), -queued (encodeEagerly),
 // -nocache (reuseBindings), -async (recordAttention), -direct (stageTensorCores), -late
-// (earlySubmit).
+// (earlySubmit), -wdirect (stageTensorCores 'unsplit': split-K products unstaged).
 const VARIANTS = (value('dtypes') ?? 'f32,f16,f16-simt').split(',');
-const SUFFIXES = ['simt', 'nosplit', 'queued', 'nocache', 'async', 'direct', 'late'];
+const SUFFIXES = ['simt', 'nosplit', 'queued', 'nocache', 'async', 'direct', 'late', 'wdirect'];
 const parseVariant = (v: string) => {
   const [dtype, ...flags] = v.split('-');
   if ((dtype !== 'f32' && dtype !== 'f16') || flags.some((f) => !SUFFIXES.includes(f)))
@@ -58,14 +65,18 @@ const parseVariant = (v: string) => {
       encodeEagerly: !flags.includes('queued'),
       reuseBindings: !flags.includes('nocache'),
       recordAttention: !flags.includes('async'),
-      stageTensorCores: !flags.includes('direct'),
+      stageTensorCores: flags.includes('direct')
+        ? false
+        : flags.includes('wdirect')
+          ? ('unsplit' as const)
+          : true,
       earlySubmit: !flags.includes('late'),
     },
   };
 };
 if (VARIANTS.some((v) => parseVariant(v) === undefined)) {
   console.error(
-    `--dtypes: expected a list of f32 or f16 with suffixes -simt (f16), -nosplit, -queued, -nocache, -async, -direct, -late, got ${VARIANTS.join(',')}`,
+    `--dtypes: expected a list of f32 or f16 with suffixes -simt (f16), -nosplit, -queued, -nocache, -async, -direct, -late, -wdirect, got ${VARIANTS.join(',')}`,
   );
   process.exit(2);
 }
@@ -81,7 +92,10 @@ for (const [name, v] of Object.entries({ B, T, C, H, STEPS, WARMUP }))
     process.exit(2);
   }
 
-const ctx = await createWebGpuContext({ dawnToggles: benchToggles() });
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 registerWebGpuKernels(ctx);
 console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} robust=${ctx.robustAccess}`,

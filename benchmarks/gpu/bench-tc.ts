@@ -36,7 +36,7 @@ import {
 } from '@attnkit/skeleton';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, type GpuProfiler, toWebGpu } from '@attnkit/webgpu';
-import { benchToggles, median, tensor, timeCall } from './common.js';
+import { benchDisabledToggles, benchToggles, median, tensor, timeCall } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -45,7 +45,10 @@ const value = (name: string) => {
 };
 const flag = (name: string) => args.includes(`--${name}`);
 const REPEATS = Number(value('repeats') ?? 10);
-const ctx = await createWebGpuContext({ dawnToggles: benchToggles() });
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} features=${JSON.stringify(ctx.features)} toggles=${ctx.dawnToggles.join(',')}`,
 );

@@ -90,6 +90,14 @@ export function benchToggles(): string[] {
   return [...DEFAULT_DAWN_TOGGLES, ...extra];
 }
 
+/**
+ * Dawn toggles a bench's context turns off: DISABLE_DAWN_TOGGLES, comma-separated (e.g.
+ * timestamp_quantization, which otherwise rounds every timestamp down to 65.536 us).
+ */
+export function benchDisabledToggles(): string[] {
+  return (process.env.DISABLE_DAWN_TOGGLES ?? '').split(',').filter(Boolean);
+}
+
 /** Timestamps a GpuProfiler read back, summed per pass label, largest first. */
 export function byLabel(
   timings: readonly { label: string; ns: number }[],

@@ -23,6 +23,7 @@
 #     bash benchmarks/gpu/h200-s14d.sh     pipelined greedy decoding at 1K / 8K (two processes), warmed bench-matmul
 #     bash benchmarks/gpu/h200-s14e.sh     decode pipelined / serial A/B, block recorded / async / late-submit A/B
 #     bash benchmarks/gpu/h200-s14f.sh     final code: block f32 / f16 + torch, decoding at 8K (short)
+#     bash benchmarks/gpu/h200-s15.sh      rows reductions / word copies: block A/B (-wdirect) profiled, torch, GPT-2 small
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh

@@ -75,10 +75,16 @@ export function checkDawnToggles(toggles: unknown, argument = 'dawnToggles'): st
  * no toggles, one `enable-dawn-features=<a>,<b>` string (Dawn reads the toggles comma-joined
  * from a single flag; a second `enable-dawn-features=` would replace the first).
  */
-export function dawnCreateFlags(backend: DawnBackend, toggles: readonly string[]): string[] {
+export function dawnCreateFlags(
+  backend: DawnBackend,
+  toggles: readonly string[],
+  disabled: readonly string[] = [],
+): string[] {
   const flags = [`backend=${checkBackend(backend, 'backend')}`];
   const list = checkDawnToggles(toggles);
   if (list.length > 0) flags.push(`enable-dawn-features=${list.join(',')}`);
+  const off = checkDawnToggles(disabled, 'disabledDawnToggles');
+  if (off.length > 0) flags.push(`disable-dawn-features=${off.join(',')}`);
   return flags;
 }
 
@@ -90,6 +96,12 @@ export interface AdapterRequest {
    * `vulkan_enable_f16_on_nvidia`); `[]` enables none. Browsers and an explicit `gpu` ignore it.
    */
   dawnToggles?: readonly string[];
+  /**
+   * Node only: Dawn toggles to disable (default none), e.g. `timestamp_quantization`, which
+   * Dawn enables by default and which rounds every timestamp query down to 65.536 us (2^16 ns):
+   * a profile of short passes needs it off. Browsers and an explicit `gpu` ignore it.
+   */
+  disabledDawnToggles?: readonly string[];
   /**
    * Node only: `false` adds Dawn's `disable_robustness` toggle (DISABLE_ROBUSTNESS_TOGGLE): the
    * shaders of this device run without bounds checks, so a kernel bug reads or writes outside
@@ -205,6 +217,10 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
   const powerPreference = request.powerPreference ?? 'high-performance';
   // Checked here, before any adapter is requested, in browsers too: a typo is an error everywhere.
   const toggles = checkDawnToggles(request.dawnToggles);
+  const disabled =
+    request.disabledDawnToggles === undefined
+      ? []
+      : checkDawnToggles(request.disabledDawnToggles, 'disabledDawnToggles');
   if (request.robustness !== undefined && typeof request.robustness !== 'boolean') {
     throw new ValueError(
       `robustness: expected a boolean, got ${describe(request.robustness)}`,
@@ -264,7 +280,7 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
     if ((backend === 'opengles' || backend === 'opengl') && typeof process !== 'undefined') {
       process.env.EGL_PLATFORM ??= 'surfaceless';
     }
-    const gpu = mod.create(dawnCreateFlags(backend, toggles));
+    const gpu = mod.create(dawnCreateFlags(backend, toggles, disabled));
     const featureLevel = backend === 'opengles' || backend === 'opengl' ? 'compatibility' : 'core';
     const adapter = await gpu.requestAdapter({
       powerPreference,

@@ -153,6 +153,32 @@ describe('dawnToggles', () => {
     expect(none.dawnToggles).toEqual([]);
   });
 
+  it('disabledDawnToggles go in one disable-dawn-features= string; a bad one names the option', async () => {
+    expect(dawnCreateFlags('vulkan', [], ['timestamp_quantization'])).toEqual([
+      'backend=vulkan',
+      'disable-dawn-features=timestamp_quantization',
+    ]);
+    dawn.adapter = fakeAdapter({}, []);
+    dawn.flags.length = 0;
+    await findAdapter({
+      backend: 'vulkan',
+      dawnToggles: ['allow_unsafe_apis'],
+      disabledDawnToggles: ['timestamp_quantization', 'lazy_clear_resource_on_first_use'],
+    });
+    expect(dawn.flags).toEqual([
+      [
+        'backend=vulkan',
+        'enable-dawn-features=allow_unsafe_apis',
+        'disable-dawn-features=timestamp_quantization,lazy_clear_resource_on_first_use',
+      ],
+    ]);
+    dawn.flags.length = 0;
+    await expect(
+      findAdapter({ backend: 'vulkan', disabledDawnToggles: 'timestamp_quantization' as never }),
+    ).rejects.toThrow(/^disabledDawnToggles: expected an array of Dawn/);
+    expect(dawn.flags).toEqual([]);
+  });
+
   it('findAdapter rejects a bad option before touching Dawn', async () => {
     dawn.flags.length = 0;
     await expect(findAdapter({ backend: 'vulkan', dawnToggles: ['a,b'] })).rejects.toThrow(

@@ -13,9 +13,11 @@ export interface WebGpuKernelOptions {
    * The tensor-core matmul stages its A and B tiles through workgroup memory (default true;
    * where the adapter's workgroup memory holds them) and rounds f16 results itself; false loads
    * the matrices straight from storage and casts in a second pass (the kernel before, for A/B
-   * measurements).
+   * measurements); 'unsplit' stages every product except those whose K is split (weight
+   * gradients), which load straight from storage (bench-matmul measured the direct kernel
+   * faster on the A^T weight gradient: 59.6 against 53.6 TFLOP/s, session 14).
    */
-  stageTensorCores?: boolean;
+  stageTensorCores?: boolean | 'unsplit';
   /**
    * Matmuls with few output tiles and a long K (weight gradients) split K across workgroups and
    * sum the slices in a second pass (default true); false runs each output tile over all of K.
@@ -79,7 +81,12 @@ export function gpuContext(op: string): WebGpuContext {
 
 export function bindContext(ctx: WebGpuContext, opts: WebGpuKernelOptions = {}): void {
   bound = ctx;
-  options = { ...KERNEL_OPTION_DEFAULTS };
-  for (const name of Object.keys(options) as (keyof WebGpuKernelOptions)[])
-    options[name] = opts[name] ?? KERNEL_OPTION_DEFAULTS[name];
+  options = { ...KERNEL_OPTION_DEFAULTS, ...definedOnly(opts) };
+}
+
+/** The options given (an explicit undefined keeps the default). */
+function definedOnly(opts: WebGpuKernelOptions): WebGpuKernelOptions {
+  return Object.fromEntries(
+    Object.entries(opts).filter(([name, v]) => v !== undefined && name in KERNEL_OPTION_DEFAULTS),
+  );
 }

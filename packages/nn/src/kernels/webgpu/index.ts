@@ -89,9 +89,10 @@ export function registerWebGpuKernels(ctx: WebGpuContext, options: WebGpuKernelO
     );
   for (const name of Object.keys(KERNEL_OPTION_DEFAULTS) as (keyof WebGpuKernelOptions)[]) {
     const v = options[name];
-    if (v !== undefined && typeof v !== 'boolean')
+    const unsplit = name === 'stageTensorCores' && v === 'unsplit';
+    if (v !== undefined && typeof v !== 'boolean' && !unsplit)
       throw new ValueError(
-        `registerWebGpuKernels: options.${name} expected a boolean, got ${describe(v)}`,
+        `registerWebGpuKernels: options.${name} expected a boolean${name === 'stageTensorCores' ? " or 'unsplit'" : ''}, got ${describe(v)}`,
         `options.${name}`,
       );
   }

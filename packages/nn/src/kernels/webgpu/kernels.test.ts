@@ -22,6 +22,7 @@ import {
   tensorCorePlan,
 } from './matmul-tc.js';
 import { memoProgram } from './program.js';
+import { rowsLayout, rowsPlan } from './reduce.js';
 
 // Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
 // on random odd shapes, with poisoned (NaN-filled) outputs: an element a kernel forgets to
@@ -145,6 +146,43 @@ describe('matmul plans', () => {
   });
 });
 
+describe('row reductions', () => {
+  it('layouts: [N] or [B, N] kept with N contiguous and one reduced dim of stride N', () => {
+    const k = (shape: number[], strides: number[]) => ({ shape, strides: [strides] });
+    expect(rowsLayout(k([768], [1]), k([8192], [768]))).toEqual({ b: 1, r: 8192, n: 768 });
+    expect(rowsLayout(k([4, 36], [180, 1]), k([5], [36]))).toEqual({ b: 4, r: 5, n: 36 });
+    // Row sums (kept stride != 1), two reduced dims, a gap between batches: the general kernel.
+    expect(rowsLayout(k([21], [5]), k([5], [1]))).toBeUndefined();
+    expect(rowsLayout(k([8], [1]), k([3, 2], [16, 8]))).toBeUndefined();
+    expect(rowsLayout(k([4, 36], [200, 1]), k([5], [36]))).toBeUndefined();
+  });
+
+  it('plans: the fewest lanes that fill the GPU, rows in chunks only where it stays part-idle', () => {
+    // Split-K partials of a 768 x 2304 weight gradient: one pass, 4 lanes, 4 columns a thread.
+    expect(rowsPlan({ b: 1, r: 8, n: 768 * 2304 })).toEqual({
+      vec: 4,
+      lanes: 4,
+      gx: 6912,
+      chunks: 1,
+      per: 8,
+    });
+    // A bias gradient over B T = 8192 rows of 768: 64 lanes, 48 workgroups, 6 chunks of rows.
+    expect(rowsPlan({ b: 1, r: 8192, n: 768 })).toEqual({
+      vec: 4,
+      lanes: 64,
+      gx: 48,
+      chunks: 6,
+      per: 1366,
+    });
+    // Its second pass: 6 rows take 16 lanes (no more than the rows need), one chunk.
+    expect(rowsPlan({ b: 1, r: 6, n: 768 })).toMatchObject({ lanes: 16, chunks: 1, per: 6 });
+    // Odd N: a column a thread.
+    expect(rowsPlan({ b: 1, r: 300, n: 33 })).toMatchObject({ vec: 1, lanes: 64, chunks: 1 });
+    // A grid dimension past 65535: undefined (the general kernel).
+    expect(rowsPlan({ b: 70000, r: 2, n: 4 })).toBeUndefined();
+  });
+});
+
 describe('SIMT staging buffers', () => {
   it('two alternating buffers only where workgroup memory holds both padded sets', () => {
     // WebGPU's default 16 KiB is just short of two sets (2 x 8,448 and 2 x 8,704 bytes).
@@ -193,6 +231,13 @@ describe.skipIf(!ctx)('registerWebGpuKernels options', () => {
           message: expect.stringMatching(`options.${name} expected a boolean, got`),
         }),
       );
+    expect(() => registerWebGpuKernels(ctx!, { stageTensorCores: 'some' } as never)).toThrow(
+      expect.objectContaining({
+        argument: 'options.stageTensorCores',
+        message: expect.stringMatching("expected a boolean or 'unsplit', got"),
+      }),
+    );
+    expect(() => registerWebGpuKernels(ctx!, { stageTensorCores: 'unsplit' })).not.toThrow();
     expect(() => registerWebGpuKernels(ctx!, null as never)).toThrow(/options expected an object/);
     registerWebGpuKernels(ctx!);
   });
@@ -284,6 +329,19 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
           [2, 3000],
           [2, 1],
         ],
+        // The rows kernel (reduce.ts rowsPlan): 4 columns a thread, chunks of rows summed by
+        // a second pass, a batch of [R, N] (split-K partials), few rows, odd N.
+        [[2000, 12], [12]],
+        [[3, 700, 20], [20]],
+        [
+          [3, 5, 36],
+          [3, 1, 36],
+        ],
+        [
+          [2, 3, 1, 8],
+          [2, 1, 1, 8],
+        ],
+        [[1100, 7], [7]],
       ];
       for (const [sx, sk] of cases) {
         const x = rand(sx);
@@ -487,6 +545,37 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
           );
       const xr = rounded(x, dt);
       await close(gpu.permute(up(x, dt), [2, 0, 3, 1]), ts.permute(xr, [2, 0, 3, 1]), 0, 'permute');
+      // Contiguous innermost runs of whole 16-byte words: copied a word a thread (attention's
+      // [B, T, H, D] -> [B, H, T, D]); 8 f16 or 4 f32 a word, so 12 qualifies for f32 only.
+      for (const [shape, dims] of [
+        [
+          [2, 5, 3, 16],
+          [0, 2, 1, 3],
+        ],
+        [
+          [3, 4, 24],
+          [1, 0, 2],
+        ],
+        [
+          [2, 3, 7, 12],
+          [1, 0, 2, 3],
+        ],
+      ] as const) {
+        const w = rand(shape);
+        await close(
+          gpu.permute(up(w, dt), dims),
+          ts.permute(rounded(w, dt), dims),
+          0,
+          `permute [${shape}] by [${dims}]`,
+        );
+      }
+      const wide = rand([2, 3, 7, 16]);
+      await close(
+        gpu.slice(up(wide, dt), 2, 2, 6),
+        ts.slice(rounded(wide, dt), 2, 2, 6),
+        0,
+        'slice of whole rows',
+      );
       // Only size-1 dims move: a view of the same buffer, equal to the copy.
       const one = rand([2, 1, 3, 5]);
       const oneGpu = up(one, dt);

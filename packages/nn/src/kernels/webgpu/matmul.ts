@@ -26,7 +26,7 @@ import {
   writeDecl,
 } from './program.js';
 import { output, queueOf, storageOf } from './queue.js';
-import { sumTo } from './reduce.js';
+import { sumAs } from './reduce.js';
 
 /**
  * The SIMT kernel's K step and the length of a staged row in vec4s: tiles of 128 step K by 8,
@@ -338,17 +338,28 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   const tc = dtype === 'f16' && kernelOptions().tensorCores && (emulate || tensorCoresQualify(ctx));
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   // The staged kernel's largest R that fits workgroup memory (0: none; the direct kernel).
-  const stagedR =
+  let stagedR =
     tc && (kernelOptions().stageTensorCores || emulate)
       ? stagedMaxR(transA, transB, limit, emulate)
       : 0;
-  const tcPlan = !tc
+  let tcPlan = !tc
     ? undefined
     : stagedR > 0
       ? tensorCorePlan(m, n, k, nb, { step: TC_BK, maxR: stagedR })
       : emulate
         ? undefined
         : tensorCorePlan(m, n, k, nb);
+  // 'unsplit': a product whose K is split loads its matrices straight from storage.
+  if (
+    tcPlan &&
+    stagedR > 0 &&
+    tcPlan.splits > 1 &&
+    kernelOptions().stageTensorCores === 'unsplit' &&
+    !emulate
+  ) {
+    stagedR = 0;
+    tcPlan = tensorCorePlan(m, n, k, nb);
+  }
   const simt = simtPlan(m, n, k, nb);
   const buffers = simtBuffers(simt.tile, ctx.limits.maxComputeWorkgroupStorageSize);
   const [cols] = skinnyLayout(transB);
@@ -363,10 +374,11 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   }
   p.u(2, kLen).u(7, splits);
   const result = (partial: Tensor): Tensor => {
-    // Split K: the slices' partial products [batch, splits, M, N] summed in f32, then stored.
+    // Split K: the slices' partial products [batch, splits, M, N] summed in f32, stored in
+    // the product's dtype by the same pass.
     let out = partial;
     if (splits > 1) {
-      out = sumTo(partial, [nb, 1, m, n]).reshape([...batch, m, n]);
+      out = sumAs(partial, [nb, 1, m, n], dtype).reshape([...batch, m, n]);
       partial.dispose();
     }
     if (out.dtype === dtype) return out;

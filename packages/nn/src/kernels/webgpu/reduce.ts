@@ -26,7 +26,14 @@ type Mode = 'sum' | 'max' | 'first' | 'minu';
  * equal to y's in its group). Each thread sums a chunk of its group in order; with more than
  * one chunk a second pass reduces the chunks' partials (deterministic: no atomics).
  */
-function reduce(x: Tensor, keep: readonly number[], mode: Mode, y?: Tensor): Tensor {
+function reduce(
+  x: Tensor,
+  keep: readonly number[],
+  mode: Mode,
+  y?: Tensor,
+  /** The columns' kernel stores this dtype itself; the general one gives f32 (cast after). */
+  dtype: GpuFloat = 'f32',
+): Tensor {
   const ctx = gpuContext('reduce');
   const nd = x.ndim;
   const k = [...new Array<number>(nd - keep.length).fill(1), ...keep];
@@ -49,6 +56,13 @@ function reduce(x: Tensor, keep: readonly number[], mode: Mode, y?: Tensor): Ten
   const red = coalesce(redShape, [redStride]);
   const nOut = numel(keep);
   const total = numel(redShape);
+  if ((mode === 'sum' || mode === 'max') && nOut > 0 && total > 0) {
+    const rows = rowsLayout(kept, red);
+    if (rows) {
+      const r = reduceRows(x, rows, mode, dtype);
+      if (r) return r.reshape(keep);
+    }
+  }
   const chunks = Math.max(1, Math.min(Math.ceil(total / 64), Math.ceil(65536 / Math.max(nOut, 1))));
   const per = Math.ceil(total / chunks);
   const outDt = mode === 'first' || mode === 'minu' ? 'i32' : 'f32';
@@ -91,13 +105,22 @@ export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(x.shape, shape)) return x;
   assertBroadcastsTo('sumTo', shape, x.shape);
   storageOf(x, 'sum', 'x', gpuContext('sum'));
-  return toDtype(reduce(x, shape, 'sum'), x.dtype as GpuFloat);
+  return sumAs(x, shape, x.dtype as GpuFloat);
+}
+
+/**
+ * x summed to `shape` (broadcast-compatible, x's storage checked by the caller), in `dtype`:
+ * f32 sums, rounded once at the end (split-K partials of an f16 product, f16 gradients).
+ */
+export function sumAs(x: Tensor, shape: readonly number[], dtype: GpuFloat): Tensor {
+  return toDtype(reduce(x, shape, 'sum', undefined, dtype), dtype);
 }
 
 export function maxTo(x: Tensor, shape: readonly number[]): Tensor {
   assertBroadcastsTo('max', shape, x.shape);
   storageOf(x, 'max', 'x', gpuContext('max'));
-  return toDtype(reduce(x, shape, 'max'), x.dtype as GpuFloat);
+  const dt = x.dtype as GpuFloat;
+  return toDtype(reduce(x, shape, 'max', undefined, dt), dt);
 }
 
 export function maxToBackward(x: Tensor, y: Tensor, dy: Tensor): Tensor {
@@ -126,7 +149,7 @@ export function maxToBackward(x: Tensor, y: Tensor, dy: Tensor): Tensor {
 }
 
 function toDtype(t: Tensor, dtype: GpuFloat): Tensor {
-  if (dtype === 'f32') return t;
+  if (t.dtype === dtype) return t;
   const c = cast(t, dtype);
   t.dispose();
   return c;
@@ -172,5 +195,185 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     ${step}
   }
   o0[t] = acc;
+}`;
+}
+
+/**
+ * The reductions a training step is made of sum the rows of a row-major [B, R, N] (B may be 1)
+ * into [B, N]: bias and norm-weight gradients (the batch and token rows of [rows, C]) and the K
+ * slices of a split product ([1, S, M N]). The general kernel above decomposes every element's
+ * index over all dims and gives one thread a chunk of one column; here a workgroup takes C
+ * columns x L row lanes, each thread 4 adjacent columns in one 16-byte (f32) or 8-byte (f16)
+ * load where N % 4 = 0, and writes the result in the requested dtype (no cast pass). The
+ * layout, or undefined: kept = [N] or [B, N] with N contiguous, one reduced dim of stride N.
+ */
+export interface RowsLayout {
+  b: number;
+  r: number;
+  n: number;
+}
+
+export function rowsLayout(
+  kept: { shape: number[]; strides: number[][] },
+  red: { shape: number[]; strides: number[][] },
+): RowsLayout | undefined {
+  const ks = kept.shape;
+  const kt = kept.strides[0]!;
+  if (red.shape.length !== 1) return undefined;
+  const r = red.shape[0]!;
+  const rStride = red.strides[0]![0]!;
+  const n = ks.at(-1)!;
+  if (kt.at(-1) !== 1 || rStride !== n) return undefined;
+  if (ks.length === 1) return { b: 1, r, n };
+  if (ks.length === 2 && kt[0] === r * n) return { b: ks[0]!, r, n };
+  return undefined;
+}
+
+/** Row lanes per workgroup of 256 (the rest of its threads are columns), smallest first. */
+const LANES = [4, 16, 64] as const;
+/** Workgroups that keep every SM of a large GPU busy (two per SM of the H200's 132). */
+const ROWS_TARGET_GROUPS = 264;
+/** Rows a lane sums at least before the rows are split into chunks (a second pass). */
+const ROWS_PER_LANE = 16;
+
+/**
+ * How reduceRows covers [B, R, N] (pure): `vec` columns a thread (4 where N % 4 = 0, else 1),
+ * `lanes` row lanes of a workgroup (its other 256 / lanes threads take columns), `gx`
+ * workgroups across the columns, and `chunks` of `per` rows (more than one: a second pass sums
+ * the chunks' partials). The fewest lanes whose workgroups fill the GPU; rows split into
+ * chunks only where that still leaves it part-idle and each lane keeps ROWS_PER_LANE rows.
+ * Undefined when a grid dimension would pass 65535 (the general kernel runs).
+ */
+export function rowsPlan({ b, r, n }: RowsLayout):
+  | {
+      vec: 1 | 4;
+      lanes: 4 | 16 | 64;
+      gx: number;
+      chunks: number;
+      per: number;
+    }
+  | undefined {
+  const vec = n % 4 === 0 ? 4 : 1;
+  const threads = Math.ceil(n / vec);
+  const gxOf = (l: number) => Math.ceil(threads / (256 / l));
+  // Few rows: no more lanes than rows (the smallest count that covers them).
+  const fits = LANES.filter((_, i) => i === 0 || LANES[i - 1]! < r);
+  const lanes = fits.find((l) => gxOf(l) * b >= ROWS_TARGET_GROUPS) ?? fits.at(-1)!;
+  const gx = gxOf(lanes);
+  let chunks = 1;
+  if (gx * b < ROWS_TARGET_GROUPS)
+    chunks = Math.max(
+      1,
+      Math.min(Math.ceil(ROWS_TARGET_GROUPS / (gx * b)), Math.floor(r / (lanes * ROWS_PER_LANE))),
+    );
+  const per = Math.ceil(r / chunks);
+  chunks = Math.ceil(r / per);
+  if (gx > 65535 || chunks > 65535 || b > 65535) return undefined;
+  return { vec, lanes, gx, chunks, per };
+}
+
+/** [B, R, N] summed (or maxed) over R into [B, N] of `dtype`, or undefined (no plan). */
+function reduceRows(
+  x: Tensor,
+  layout: RowsLayout,
+  mode: 'sum' | 'max',
+  dtype: GpuFloat,
+): Tensor | undefined {
+  const plan = rowsPlan(layout);
+  if (!plan) return undefined;
+  const ctx = gpuContext('reduce');
+  const { b, r, n } = layout;
+  const { vec, lanes, gx, chunks, per } = plan;
+  // A thread of one column stores one element: f16 pairs would share words, so f32 (cast after).
+  const outDt: GpuFloat = chunks > 1 || vec === 1 ? 'f32' : dtype;
+  const out = output(ctx, chunks > 1 ? [b, chunks, n] : [b, n], outDt);
+  const xDt = x.dtype as GpuFloat;
+  const program = memoProgram(`rows|${mode}|${xDt}|${outDt}|${vec}|${lanes}`, () => ({
+    code: rowsShader(mode, xDt, outDt, vec, lanes),
+    bindings: ['uniform', 'read', 'storage'],
+    label: `nn reduce ${mode} rows`,
+  }));
+  const p = new Params().u(4, n).u(5, r).u(6, per).u(7, chunks);
+  queueOf(ctx).pass(
+    program,
+    p.words,
+    [x, out].map((t) => t.storage as WebGpuStorage),
+    [gx, chunks, b],
+    [out.storage as WebGpuStorage],
+  );
+  if (chunks === 1) return toDtype(out, dtype);
+  const next = reduceRows(out, { b, r: chunks, n }, mode, dtype);
+  out.dispose();
+  return next;
+}
+
+function rowsShader(
+  mode: 'sum' | 'max',
+  xDt: GpuFloat,
+  outDt: GpuFloat,
+  vec: 1 | 4,
+  lanes: number,
+): string {
+  const cols = 256 / lanes;
+  const xType = vec === 1 ? '' : xDt === 'f32' ? 'vec4<f32>' : 'vec2<u32>';
+  const load =
+    vec === 1 ? 'vec4<f32>(ld_x(e), 0.0, 0.0, 0.0)' : xDt === 'f32' ? 'x[e / 4u]' : 'ld4(e / 4u)';
+  const combine = (a: string, v: string) =>
+    mode === 'sum' ? `${a} + ${v}` : `select(${a}, ${v}, ${v} > ${a})`;
+  const oType = vec === 1 || outDt === 'f32' ? (vec === 1 ? 'f32' : 'vec4<f32>') : 'vec2<u32>';
+  const store =
+    vec === 1
+      ? 'o0[i] = t.x;'
+      : outDt === 'f32'
+        ? 'o0[i / 4u] = t;'
+        : 'o0[i / 4u] = vec2<u32>(pack2x16float(t.xy), pack2x16float(t.zw));';
+  return `${PRELUDE}
+${vec === 1 ? readDecl('x', 1, xDt) : `@group(0) @binding(1) var<storage, read> x: array<${xType}>;`}
+${xDt === 'f16' && vec === 4 ? 'fn ld4(w: u32) -> vec4<f32> { let p = x[w]; return vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)); }' : ''}
+@group(0) @binding(2) var<storage, read_write> o0: array<${oType}>;
+var<workgroup> part: array<vec4<f32>, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let n = pu(4u);
+  let rows = pu(5u);
+  let per = pu(6u);
+  let chunks = pu(7u);
+  let c = li % ${cols}u;
+  let lane = li / ${cols}u;
+  let col = (wg.x * ${cols}u + c) * ${vec}u;
+  let r1 = min((wg.y + 1u) * per, rows);
+  // Rows lane, lane + L, ...: four loads in flight before they are combined (in order).
+  var acc = vec4<f32>(${mode === 'sum' ? '0.0' : 'ninf()'});
+  if (col < n) {
+    let base = wg.z * rows * n + col;
+    var r = wg.y * per + lane;
+    for (; r + ${3 * lanes}u < r1; r += ${4 * lanes}u) {
+      var e = base + r * n;
+      let v0 = ${load};
+      e += ${lanes}u * n;
+      let v1 = ${load};
+      e += ${lanes}u * n;
+      let v2 = ${load};
+      e += ${lanes}u * n;
+      let v3 = ${load};
+      acc = ${combine(combine(combine(combine('acc', 'v0'), 'v1'), 'v2'), 'v3')};
+    }
+    for (; r < r1; r += ${lanes}u) {
+      let e = base + r * n;
+      let v = ${load};
+      acc = ${combine('acc', 'v')};
+    }
+  }
+  part[li] = acc;
+  workgroupBarrier();
+  if (lane == 0u && col < n) {
+    var t = acc;
+    for (var l = 1u; l < ${lanes}u; l++) {
+      let v = part[l * ${cols}u + c];
+      t = ${combine('t', 'v')};
+    }
+    let i = (wg.z * chunks + wg.y) * n + col;
+    ${store}
+  }
 }`;
 }

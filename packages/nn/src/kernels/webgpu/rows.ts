@@ -1,10 +1,9 @@
 import { formatShape, ShapeError, type Tensor } from '@attnkit/tensor';
 import { rowsCols } from '../ts/util.js';
 import { gpuContext } from './context.js';
-import { cast } from './elementwise.js';
 import { Params, runMap, runRows } from './program.js';
 import { type GpuFloat, output, type QueuedStorage, storageOf } from './queue.js';
-import { sumTo } from './reduce.js';
+import { sumAs, sumTo } from './reduce.js';
 
 /**
  * Softmax, the norms and cross-entropy as two passes each: a row kernel (one workgroup per row)
@@ -338,11 +337,7 @@ export function layerNormBackward(
 
 /** Sum over every row of [rows, cols] -> [cols] in dtype. */
 function columnSum(t: Tensor, cols: number, dtype: GpuFloat): Tensor {
-  const s = sumTo(t.reshape([t.size / Math.max(cols, 1), cols]), [cols]);
-  if (s.dtype === dtype) return s;
-  const c = cast(s, dtype);
-  s.dispose();
-  return c;
+  return sumAs(t.reshape([t.size / Math.max(cols, 1), cols]), [cols], dtype);
 }
 
 /** A row's 1 / sqrt(mean(x^2) + eps) into o0[row]. */

@@ -37,6 +37,7 @@ function gatherCopy(
   storageOf(x, op, 'x', ctx);
   const out = output(ctx, shape, x.dtype);
   const c = coalesce(shape, [strides]);
+  if (copyWords(ctx, op, x, out, c, base)) return out;
   runMap(
     ctx,
     op,
@@ -47,6 +48,58 @@ function gatherCopy(
     offsetsWgsl('offs', c.shape.length, 8, [16]),
   );
   return out;
+}
+
+/**
+ * gatherCopy in 16-byte words (4 f32 or 8 f16 a thread) where the innermost run is contiguous
+ * in x and every offset falls on a word: attention's [B, T, H, D] <-> [B, H, T, D] permutes.
+ * One thread an element decomposed its index over every dim per element (the division chain,
+ * not the bytes, set the per-element kernel's time). False where the layout does not qualify.
+ */
+function copyWords(
+  ctx: WebGpuContext,
+  op: string,
+  x: Tensor,
+  out: Tensor,
+  c: { shape: number[]; strides: number[][] },
+  base: number,
+): boolean {
+  const per = x.dtype === 'f16' ? 8 : x.dtype === 'f32' || x.dtype === 'i32' ? 4 : 0;
+  const st = c.strides[0]!;
+  const nd = c.shape.length;
+  if (per === 0 || out.size === 0 || st[nd - 1] !== 1 || base % per !== 0) return false;
+  if (c.shape[nd - 1]! % per !== 0 || st.some((v, d) => d < nd - 1 && v % per !== 0)) return false;
+  const shape = c.shape.map((v, d) => (d === nd - 1 ? v / per : v));
+  const strides = st.map((v, d) => (d === nd - 1 ? 1 : v / per));
+  const words = out.size / per;
+  const p = new Params()
+    .u(0, words)
+    .u(4, base / per)
+    .arr(8, shape)
+    .arr(16, strides);
+  const program = memoProgram(`copyWords|${op}|${nd}`, () => ({
+    code: `${PRELUDE}
+@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> o0: array<vec4<u32>>;
+${offsetsWgsl('offs', nd, 8, [16])}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let t = (wid.y * pu(1u) + wid.x) * ${WG}u + li;
+  if (t >= pu(0u)) { return; }
+  o0[t] = x[pu(4u) + offs(t).x];
+}`,
+    bindings: ['uniform', 'read', 'storage'],
+    label: `nn ${op} words`,
+  }));
+  const wg = grid(Math.ceil(words / WG), p);
+  queueOf(ctx).pass(
+    program,
+    p.words,
+    [x, out].map((t) => t.storage as WebGpuStorage),
+    wg,
+    [out.storage as WebGpuStorage],
+  );
+  return true;
 }
 
 export function permute(x: Tensor, dims: readonly number[]): Tensor {
