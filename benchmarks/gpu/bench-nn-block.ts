@@ -26,6 +26,8 @@ import {
 } from '@attnkit/nn';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
+// The submit schedule's knob is internal to nn (not exported): the bench imports its source.
+import { setFirstSubmitBatch } from '../../packages/nn/src/kernels/webgpu/queue.js';
 import {
   benchDisabledToggles,
   benchToggles,
@@ -49,9 +51,26 @@ const [B, T, C, H] = (value('shape') ?? '8,1024,768,12').split(',').map(Number) 
 // f16-simt: f16 storage with the tensor-core matmul turned off (registerWebGpuKernels option).
 // Suffixes turn kernel options off for A/B runs: -nosplit (splitK), -queued (encodeEagerly),
 // -nocache (reuseBindings), -async (recordAttention), -direct (stageTensorCores), -late
-// (earlySubmit), -wdirect (stageTensorCores 'unsplit': split-K products unstaged).
+// (earlySubmit), -staged (stageTensorCores true: split-K products staged too; the default
+// 'unsplit' loads them from storage), -wdirect (the default, named), -first2 / -first4 /
+// -first8 / -first16 (passes in the first command buffer of a step; 2 by default).
+
 const VARIANTS = (value('dtypes') ?? 'f32,f16,f16-simt').split(',');
-const SUFFIXES = ['simt', 'nosplit', 'queued', 'nocache', 'async', 'direct', 'late', 'wdirect'];
+const SUFFIXES = [
+  'simt',
+  'nosplit',
+  'queued',
+  'nocache',
+  'async',
+  'direct',
+  'late',
+  'wdirect',
+  'staged',
+  'first2',
+  'first4',
+  'first8',
+  'first16',
+];
 const parseVariant = (v: string) => {
   const [dtype, ...flags] = v.split('-');
   if ((dtype !== 'f32' && dtype !== 'f16') || flags.some((f) => !SUFFIXES.includes(f)))
@@ -67,16 +86,16 @@ const parseVariant = (v: string) => {
       recordAttention: !flags.includes('async'),
       stageTensorCores: flags.includes('direct')
         ? false
-        : flags.includes('wdirect')
-          ? ('unsplit' as const)
-          : true,
+        : flags.includes('staged')
+          ? true
+          : ('unsplit' as const),
       earlySubmit: !flags.includes('late'),
     },
   };
 };
 if (VARIANTS.some((v) => parseVariant(v) === undefined)) {
   console.error(
-    `--dtypes: expected a list of f32 or f16 with suffixes -simt (f16), -nosplit, -queued, -nocache, -async, -direct, -late, -wdirect, got ${VARIANTS.join(',')}`,
+    `--dtypes: expected a list of f32 or f16 with suffixes -simt (f16), -nosplit, -queued, -nocache, -async, -direct, -late, -wdirect, -staged, -first2, -first4, -first8, -first16, got ${VARIANTS.join(',')}`,
   );
   process.exit(2);
 }
@@ -246,6 +265,8 @@ const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(o
 for (const variant of VARIANTS) {
   const { dtype, options } = parseVariant(variant)!;
   registerWebGpuKernels(ctx, options);
+  const first = ['first2', 'first4', 'first8', 'first16'].find((f) => variant.split('-').includes(f));
+  setFirstSubmitBatch(first ? Number(first.slice(5)) : undefined);
   const row: Record<string, unknown> = { impl: `attnkit webgpu ${variant}`, dtype };
   rows.push(row);
   try {

@@ -24,6 +24,8 @@
 #     bash benchmarks/gpu/h200-s14e.sh     decode pipelined / serial A/B, block recorded / async / late-submit A/B
 #     bash benchmarks/gpu/h200-s14f.sh     final code: block f32 / f16 + torch, decoding at 8K (short)
 #     bash benchmarks/gpu/h200-s15.sh      rows reductions / word copies: block A/B (-wdirect) profiled, torch, GPT-2 small
+#     bash benchmarks/gpu/h200-s15b.sh     block: first-submit batch A/B (8 / 4 / 2), staged split-K A/B, torch
+#     bash benchmarks/gpu/h200-s15c.sh     the new defaults timed 3x + f32 + first8, torch twice, GPT-2 small (first-batch A/B decode)
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh

@@ -10,12 +10,13 @@ export interface WebGpuKernelOptions {
    */
   tensorCores?: boolean;
   /**
-   * The tensor-core matmul stages its A and B tiles through workgroup memory (default true;
-   * where the adapter's workgroup memory holds them) and rounds f16 results itself; false loads
-   * the matrices straight from storage and casts in a second pass (the kernel before, for A/B
-   * measurements); 'unsplit' stages every product except those whose K is split (weight
-   * gradients), which load straight from storage (bench-matmul measured the direct kernel
-   * faster on the A^T weight gradient: 59.6 against 53.6 TFLOP/s, session 14).
+   * The tensor-core matmul stages its A and B tiles through workgroup memory (where the
+   * adapter's workgroup memory holds them) and rounds f16 results itself. 'unsplit' (the
+   * default) stages every product except those whose K is split (weight gradients: their f32
+   * slices are summed by a second pass anyway), which load their matrices straight from
+   * storage: on the H200 those ran 1.92-1.94 ms against 2.13-2.15 staged for the block step's
+   * six (BENCHMARKS.md, session 15). true stages all; false stages none and casts in a second
+   * pass (the kernel before, for A/B measurements).
    */
   stageTensorCores?: boolean | 'unsplit';
   /**
@@ -25,7 +26,7 @@ export interface WebGpuKernelOptions {
   splitK?: boolean;
   /**
    * A pass with nothing queued before it and a compiled pipeline is encoded as it is called,
-   * and the first command buffer after an idle queue is submitted after 8 passes (default
+   * and the first command buffer after an idle queue is submitted after 2 passes (default
    * true); false queues every pass and submits every 64 (for A/B measurements).
    */
   encodeEagerly?: boolean;
@@ -45,9 +46,11 @@ export interface WebGpuKernelOptions {
    */
   recordAttention?: boolean;
   /**
-   * Work encoded at once is submitted after 8 passes following an idle queue, then every 16,
-   * 32, 64 (default true), so that the GPU starts on a step while autograd still records it;
-   * false submits every 64 passes and when the recording yields (for A/B measurements).
+   * Work encoded at once is submitted after 2 passes following an idle queue, then every 4, 8,
+   * 16, 32, 64 (default true), so that the GPU starts on a step while autograd still records
+   * it (on the H200 a first batch of 2 ran the block step 0.25-0.46 ms faster than 8: the GPU
+   * otherwise waits at the first batch boundaries, session 15); false submits every 64 passes
+   * and when the recording yields (for A/B measurements).
    */
   earlySubmit?: boolean;
 }
@@ -55,7 +58,7 @@ export interface WebGpuKernelOptions {
 /** Every kernel option and its default: the one list bindContext and the validation walk. */
 export const KERNEL_OPTION_DEFAULTS: Readonly<Required<WebGpuKernelOptions>> = {
   tensorCores: true,
-  stageTensorCores: true,
+  stageTensorCores: 'unsplit',
   splitK: true,
   encodeEagerly: true,
   reuseBindings: true,

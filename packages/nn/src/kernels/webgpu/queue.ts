@@ -493,9 +493,24 @@ export class GpuQueue {
 const SCOPES: GPUErrorFilter[] = ['internal', 'out-of-memory', 'validation'];
 /** Passes per command buffer: submitting while the queue still encodes keeps the GPU busy. */
 const BATCH = 64;
-/** Passes in the first command buffer after the queue was idle (then doubling to BATCH). */
-const FIRST_BATCH = 8;
-const firstBatch = () => (kernelOptions().encodeEagerly ? FIRST_BATCH : BATCH);
+/**
+ * Passes in the first command buffer after the queue was idle (then doubling to BATCH): 2 ran
+ * the H200's block step 0.25-0.46 ms faster than 8 (and 4 in between), since early in a step
+ * the GPU runs short passes faster than autograd records them (BENCHMARKS.md, session 15).
+ */
+const FIRST_BATCH = 2;
+let firstBatchSize = FIRST_BATCH;
+const firstBatch = () => (kernelOptions().encodeEagerly ? firstBatchSize : BATCH);
+
+/**
+ * Benchmarks only (not exported by the package): the first command buffer's passes after an
+ * idle queue, for A/B runs of the submit schedule (undefined restores FIRST_BATCH).
+ */
+export function setFirstSubmitBatch(passes: number | undefined): void {
+  if (passes !== undefined && !(Number.isInteger(passes) && passes >= 1 && passes <= BATCH))
+    throw new RangeError(`setFirstSubmitBatch: expected an integer in 1..${BATCH}, got ${passes}`);
+  firstBatchSize = passes ?? FIRST_BATCH;
+}
 
 function markFailed(outputs: readonly WebGpuStorage[], err: Error): void {
   for (const o of outputs) if (o instanceof QueuedStorage) o.failure ??= err;
