@@ -41,7 +41,7 @@ import {
   glaForwardWebGpu,
   glaTcAdapterQualifies,
 } from '../../packages/linear-attention/src/gla/webgpu/host.js';
-import { randomData, timeCall } from './common.js';
+import { benchDisabledToggles, benchToggles, randomData, timeCall } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -56,7 +56,10 @@ const SHAPES = (value('shapes') ?? '4,16,2048,128,128;4,16,8192,128,128')
   .split(';')
   .map((s) => s.split(',').map(Number) as [number, number, number, number, number]);
 
-const ctx = await createWebGpuContext();
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
 const TC_QUALIFIES = glaTcAdapterQualifies(ctx);
 const TC_FLAG = value('tc') ?? (TC_QUALIFIES ? 'both' : 'off');

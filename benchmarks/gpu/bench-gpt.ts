@@ -23,8 +23,6 @@
  * --batch 2 --contexts 64,128 --gen-tokens 8,3.
  */
 import { writeFileSync } from 'node:fs';
-// The submit schedule's knob is internal to nn (not exported): the bench imports its source.
-import { setFirstSubmitBatch } from '../../packages/nn/src/kernels/webgpu/queue.js';
 import { Gpt, type GptConfig } from '@attnkit/gpt';
 import {
   AdamW,
@@ -36,6 +34,8 @@ import {
 } from '@attnkit/nn';
 import { Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu } from '@attnkit/webgpu';
+// The submit schedule's knob is internal to nn (not exported): the bench imports its source.
+import { setFirstSubmitBatch } from '../../packages/nn/src/kernels/webgpu/queue.js';
 import { benchDisabledToggles, benchToggles, byLabel, median } from './common.js';
 
 const args = process.argv.slice(2);

@@ -33,7 +33,7 @@ import {
   type WebGpuContext,
 } from '@attnkit/webgpu';
 import { jaggedLengths, seqOffsets } from '../hstu/lengths.mjs';
-import { median, tensor, timeCall } from './common.js';
+import { benchDisabledToggles, benchToggles, median, tensor, timeCall } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -174,7 +174,10 @@ async function check(ctx: WebGpuContext): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const ctx = await createWebGpuContext();
+  const ctx = await createWebGpuContext({
+    dawnToggles: benchToggles(),
+    disabledDawnToggles: benchDisabledToggles(),
+  });
   console.log(`adapter: ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
   await check(ctx);
   const lengths = jaggedLengths(SEED, B, N) as number[];

@@ -37,7 +37,7 @@ import {
 } from '@attnkit/hyper-attention';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
-import { median, randomData } from './common.js';
+import { benchDisabledToggles, benchToggles, median, randomData } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -65,7 +65,10 @@ const SWEEP = [
   { ...DEFAULT, sampleSize: 1024 },
 ];
 
-const ctx = await createWebGpuContext();
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 console.log(`adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
 const out: Record<string, unknown> = {
   adapter: ctx.adapterInfo,

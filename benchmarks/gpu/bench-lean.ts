@@ -67,7 +67,7 @@ import {
   decodeSpecFor,
   setDecodeTuning,
 } from '../../packages/skeleton/src/webgpu/decode.js';
-import { median, randomData, timeCall } from './common.js';
+import { benchDisabledToggles, benchToggles, median, randomData, timeCall } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -131,7 +131,10 @@ function variants(
   return [{}];
 }
 
-const ctx = await createWebGpuContext();
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} features=${JSON.stringify(ctx.features)}`,
 );

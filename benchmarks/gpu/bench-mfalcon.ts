@@ -35,7 +35,7 @@ import {
   type WebGpuContext,
   webGpuStorageOf,
 } from '@attnkit/webgpu';
-import { median, randomData } from './common.js';
+import { benchDisabledToggles, benchToggles, median, randomData } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -54,7 +54,12 @@ const ALPHA = 1 / D;
 const N = NH + C;
 
 const ctx: WebGpuContext | undefined =
-  BACKEND === 'webgpu' ? await createWebGpuContext() : undefined;
+  BACKEND === 'webgpu'
+    ? await createWebGpuContext({
+        dawnToggles: benchToggles(),
+        disabledDawnToggles: benchDisabledToggles(),
+      })
+    : undefined;
 const dev = (t: Tensor) => (ctx ? toWebGpu(t, ctx) : t);
 const host = async (t: Tensor) => (t.device === 'cpu' ? t : t.toCpu());
 const done = async () => ctx?.sync();

@@ -265,7 +265,9 @@ const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(o
 for (const variant of VARIANTS) {
   const { dtype, options } = parseVariant(variant)!;
   registerWebGpuKernels(ctx, options);
-  const first = ['first2', 'first4', 'first8', 'first16'].find((f) => variant.split('-').includes(f));
+  const first = ['first2', 'first4', 'first8', 'first16'].find((f) =>
+    variant.split('-').includes(f),
+  );
   setFirstSubmitBatch(first ? Number(first.slice(5)) : undefined);
   const row: Record<string, unknown> = { impl: `attnkit webgpu ${variant}`, dtype };
   rows.push(row);

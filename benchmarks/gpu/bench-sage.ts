@@ -42,7 +42,7 @@ import {
   sageCodecToGpu,
   sageForwardWebGpu,
 } from '../../packages/skeleton/src/sage/webgpu.js';
-import { median } from './common.js';
+import { benchDisabledToggles, benchToggles, median } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -57,7 +57,10 @@ const SHAPES = (value('shapes') ?? '4,32,4096,128;4,32,8192,128')
 const SUBGROUPS = (value('subgroups') ?? '4,2').split(',').map(Number);
 const UNITS = (value('units') ?? 'elems').split(',') as Array<'elems' | 'words'>;
 
-const ctx = await createWebGpuContext();
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} features=${JSON.stringify({ ...ctx.features, subgroupMatrixConfigs: ctx.features.subgroupMatrixConfigs.filter((c) => c.componentType !== 'f16') })}`,
 );

@@ -42,7 +42,7 @@ import { SOFTMAX_HOOKS, tiledForwardWebGpu } from '@attnkit/skeleton';
 import { decodeHalfArray, encodeHalfArray, Rng, Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { runStreaming } from '../../packages/fast-attention/src/streaming/stream.js';
-import { median, randomData } from './common.js';
+import { benchDisabledToggles, benchToggles, median, randomData } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -70,7 +70,10 @@ const BUDGET = value('budget-mib')
 const REPEATS = Number(value('repeats') ?? 1);
 const DECODE_REPEATS = Number(value('decode-repeats') ?? 5);
 
-const ctx = await createWebGpuContext();
+const ctx = await createWebGpuContext({
+  dawnToggles: benchToggles(),
+  disabledDawnToggles: benchDisabledToggles(),
+});
 console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} limits maxStorageBufferBindingSize=${ctx.limits.maxStorageBufferBindingSize} maxBufferSize=${ctx.limits.maxBufferSize}`,
 );

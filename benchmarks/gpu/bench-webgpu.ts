@@ -45,7 +45,7 @@ import {
   largeLogitCase,
   largeLogitReference,
 } from '../../tooling/testing/src/large-logits-check.js';
-import { tensor, timeCall as timeCallN } from './common.js';
+import { benchDisabledToggles, benchToggles, tensor, timeCall as timeCallN } from './common.js';
 
 type Shape4 = [number, number, number, number];
 type DType = 'f32' | 'f16';
@@ -484,7 +484,10 @@ function table(rows: Row[], torch: TorchRow[]): string {
 }
 
 async function main(): Promise<void> {
-  const ctx = await createWebGpuContext();
+  const ctx = await createWebGpuContext({
+    dawnToggles: benchToggles(),
+    disabledDawnToggles: benchDisabledToggles(),
+  });
   console.log(`adapter: ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend}`);
   console.log(`features: ${JSON.stringify(ctx.features)}`);
   console.log(`limits: ${JSON.stringify(ctx.limits)}`);

@@ -26,6 +26,7 @@
 #     bash benchmarks/gpu/h200-s15.sh      rows reductions / word copies: block A/B (-wdirect) profiled, torch, GPT-2 small
 #     bash benchmarks/gpu/h200-s15b.sh     block: first-submit batch A/B (8 / 4 / 2), staged split-K A/B, torch
 #     bash benchmarks/gpu/h200-s15c.sh     the new defaults timed 3x + f32 + first8, torch twice, GPT-2 small (first-batch A/B decode)
+#     bash benchmarks/gpu/h200-s15d.sh     block after the rope-key fix + torch, GPT-2 small, lean decode unquantized + torch decode
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
@@ -38,5 +39,6 @@ bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-stream.mjs \
   benchmarks/gpu/dist/bench-nn-block.mjs benchmarks/gpu/torch_nn_block.py \
   benchmarks/gpu/dist/bench-gpt.mjs benchmarks/gpu/dist/attnkit-gpt.mjs \
   ../shared/data/tinyshakespeare.txt benchmarks/gpu/cpuprof-top.mjs \
-  benchmarks/gpu/dist/bench-limits.mjs benchmarks/gpu/dist/bench-matmul.mjs
+  benchmarks/gpu/dist/bench-limits.mjs benchmarks/gpu/dist/bench-matmul.mjs \
+  benchmarks/gpu/dist/bench-lean.mjs benchmarks/gpu/torch_decode.py
 ls .gpu/app

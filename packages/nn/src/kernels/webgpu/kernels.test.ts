@@ -23,6 +23,7 @@ import {
 } from './matmul-tc.js';
 import { memoProgram } from './program.js';
 import { rowsLayout, rowsPlan } from './reduce.js';
+import { positionsKey } from './shape.js';
 
 // Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
 // on random odd shapes, with poisoned (NaN-filled) outputs: an element a kernel forgets to
@@ -143,6 +144,19 @@ describe('matmul plans', () => {
     const key = `test ${Math.random()}`;
     expect(memoProgram(key, make)).toBe(memoProgram(key, make));
     expect(made).toBe(1);
+  });
+});
+
+describe('rope table keys', () => {
+  it('runs by start and step, anything else by a hash of its values', () => {
+    expect(positionsKey(Float64Array.from({ length: 1024 }, (_, i) => i))).toBe('a1024:0:1');
+    expect(positionsKey(Float64Array.of(8191))).toBe('a1:8191:0');
+    expect(positionsKey(Float64Array.of(3, 5, 7))).toBe('a3:3:2');
+    const a = positionsKey(Float64Array.of(4, 0, 6, 1));
+    expect(a).toMatch(/^h4:[0-9a-f]+$/);
+    expect(positionsKey(Float64Array.of(4, 0, 6, 1))).toBe(a);
+    expect(positionsKey(Float64Array.of(4, 0, 1, 6))).not.toBe(a);
+    expect(positionsKey(new Float64Array(0))).toBe('n0');
   });
 });
 
@@ -543,6 +557,19 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
             2 * tol,
             `rope ${s.length} ${inv}`,
           );
+      // Tables are cached by a short key of the positions: same-length positions that differ
+      // (not runs, so hashed) each get their own table, never another's.
+      for (const shuffled of [
+        Float64Array.of(4, 0, 6, 1, 5, 2, 3),
+        Float64Array.of(4, 0, 6, 1, 5, 3, 2),
+        Float64Array.of(4, 0, 6, 1, 5, 2, 3),
+      ])
+        await close(
+          gpu.rope(up(x, dt), [{ dim: 12, positions: shuffled }], 10000, false),
+          ts.rope(rounded(x, dt), [{ dim: 12, positions: shuffled }], 10000, false),
+          2 * tol,
+          `rope at positions ${shuffled}`,
+        );
       const xr = rounded(x, dt);
       await close(gpu.permute(up(x, dt), [2, 0, 3, 1]), ts.permute(xr, [2, 0, 3, 1]), 0, 'permute');
       // Contiguous innermost runs of whole 16-byte words: copied a word a thread (attention's

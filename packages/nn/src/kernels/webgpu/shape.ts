@@ -285,8 +285,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * on the host, and each channel's partner offset, uploaded once per distinct sections / base
  * (the positions of a training step repeat every step).
  */
-const ropeTables = new WeakMap<WebGpuContext, Map<string, { tab: Tensor; part: Tensor }>>();
+interface RopeEntry {
+  tab: Tensor;
+  part: Tensor;
+  /** The sections' positions the table was built from (a key match is checked against them). */
+  positions: Float64Array[];
+}
+const ropeTables = new WeakMap<WebGpuContext, Map<string, RopeEntry>>();
 const ROPE_CACHE = 16;
+
+/**
+ * A short key for a positions array: an arithmetic run (a training step's 0..T-1, a decoding
+ * step's one position) by its start and step, else a 32-bit FNV-1a hash of the values' bits,
+ * which ropeTable confirms against the entry's own copy. The table key used to spell every
+ * position out (Array.join of 1,024 numbers cost ~0.3-0.5 ms of host time per rope call, four
+ * calls a TransformerBlock step: session 15).
+ */
+export function positionsKey(positions: ArrayLike<number>): string {
+  const n = positions.length;
+  if (n === 0) return 'n0';
+  const p0 = positions[0]!;
+  const step = n > 1 ? positions[1]! - p0 : 0;
+  let run = true;
+  for (let i = 1; i < n && run; i++) run = positions[i] === p0 + i * step;
+  if (run) return `a${n}:${p0}:${step}`;
+  const bits = new Uint32Array(Float64Array.from(positions).buffer);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < bits.length; i++) h = Math.imul(h ^ bits[i]!, 0x01000193) >>> 0;
+  return `h${n}:${h.toString(16)}`;
+}
+
+const samePositions = (a: Float64Array, b: ArrayLike<number>) => {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+};
 
 function ropeTable(
   ctx: WebGpuContext,
@@ -296,14 +329,16 @@ function ropeTable(
   d: number,
   tokens: number,
 ) {
-  const key = `${base}|${inverse}|${d}|${tokens}|${sections.map((s) => `${s.dim}:${Array.from(s.positions).join(',')}`).join('|')}`;
+  const key = `${base}|${inverse}|${d}|${tokens}|${sections.map((s) => `${s.dim}:${positionsKey(s.positions)}`).join('|')}`;
   let cache = ropeTables.get(ctx);
   if (!cache) ropeTables.set(ctx, (cache = new Map()));
   const hit = cache.get(key);
   if (
     hit &&
     !(hit.tab.storage as WebGpuStorage).isDisposed &&
-    !(hit.part.storage as WebGpuStorage).isDisposed
+    !(hit.part.storage as WebGpuStorage).isDisposed &&
+    hit.positions.length === sections.length &&
+    sections.every((s, i) => samePositions(hit.positions[i]!, s.positions))
   )
     return hit;
   const tab = new Float32Array(tokens * d * 2);
@@ -335,9 +370,10 @@ function ropeTable(
       new WebGpuStorage(ctx, t.dtype, t.size, ctx.createFromData(t.data(), 'nn rope table')),
       t.shape,
     );
-  const entry = {
+  const entry: RopeEntry = {
     tab: upload(Tensor.from(tab, [tokens, d, 2])),
     part: upload(Tensor.from(part, [d])),
+    positions: sections.map((s) => Float64Array.from(s.positions)),
   };
   if (hit) {
     hit.tab.dispose();
