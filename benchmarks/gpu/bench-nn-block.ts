@@ -105,6 +105,9 @@ const WARMUP = Number(value('warmup') ?? 3);
 // variant) and took up to ~1 s of steps to come back to 1980 MHz (session 14, nvidia-smi
 // sampled beside the steps): warm up for --warmup steps and at least this long.
 const WARMUP_MS = Number(value('warmup-ms') ?? 1500);
+// Steps that must agree (within 10%) before timing starts, and the most extra warm-up for it.
+const STEADY = 5;
+const STEADY_MS = Number(value('steady-ms') ?? 8000);
 for (const [name, v] of Object.entries({ B, T, C, H, STEPS, WARMUP }))
   if (!Number.isInteger(v) || v < (name === 'WARMUP' ? 0 : 1) || (name === 'C' && C % H !== 0)) {
     console.error(`bad --shape/--steps/--warmup: ${name} = ${v} (shape is B,T,C,H with H | C)`);
@@ -186,9 +189,24 @@ async function timeSteps(dtype: 'f32' | 'f16', c: WebGpuContext) {
   const x = up(Tensor.from(randomData(B * T * C, 1), [B, T, C]), dtype);
   const dy = up(Tensor.from(randomData(B * T * C, 2), [B, T, C]), dtype);
   const t0 = performance.now();
-  for (let i = 0; i < WARMUP || performance.now() - t0 < WARMUP_MS; i++) {
+  // Then until steady: the last STEADY steps within 10% of their median (session 15's run 4
+  // saw a process's first variant run 30-40 ms steps for 7 steps after a 3.7 s warm-up), at
+  // most STEADY_MS more.
+  const recent: number[] = [];
+  const steady = () =>
+    recent.length >= STEADY &&
+    recent.slice(-STEADY).every((v) => Math.abs(v - median(recent.slice(-STEADY))) <= 0.1 * v);
+  for (
+    let i = 0;
+    i < WARMUP ||
+    performance.now() - t0 < WARMUP_MS ||
+    (!steady() && performance.now() - t0 < WARMUP_MS + STEADY_MS);
+    i++
+  ) {
+    const s = performance.now();
     step(block, opt, x, dy);
     await syncWebGpu(c);
+    recent.push(performance.now() - s);
   }
   const warmupMs = performance.now() - t0;
   const before = webGpuQueueStats(c);

@@ -271,6 +271,12 @@ describe.skipIf(!ctx)('decode kernel, other layouts', () => {
     ['32 lanes (lanes past the chunks)', { lanes: 32 }],
     ['1 row per thread (more slices)', { rowsPerThread: 1 }],
     ['512 threads, 2 rows per thread', { threads: 512, rowsPerThread: 2 }],
+    // Passes of more keys than a tile: keys past a piece's last tile are the next piece's.
+    ['unroll 8 (a pass spans two tiles)', { unroll: 8 }],
+    [
+      '128 threads, 8 lanes, unroll 16, emulated',
+      { threads: 128, lanes: 8, unroll: 16, reduce: 'emulated' },
+    ],
   ];
   const picked = CASES.filter((c) =>
     /gqa 4:1|d 6 dv 10|f16 d 128 dv 64|bf16|64 rows|one key|paged, shuffled/.test(c.name),
@@ -415,6 +421,10 @@ describe('decode regime and plan (pure)', () => {
     expect(f16(1)).toMatchObject({ threads: 256, groups: 16, unroll: 4, passes: 1 });
     // GQA 4:1: the group's 4 rows in one thread's registers.
     expect(f16(4)).toMatchObject({ rt: 4, slices: 1, groups: 16 });
+    // A tuned unroll past the tile: 16 groups x 8 keys, a pass spans two tiles.
+    expect(
+      decodeLayout({ dtype: 'f16', d: 128, dv: 128, rows: 4, tuning: { unroll: 8 } }),
+    ).toMatchObject({ groups: 16, unroll: 8, passes: 0.5 });
     // 64 rows: 16 slices of 4 rows, one key group each, 16 passes per tile.
     expect(f16(64)).toMatchObject({ rt: 4, slices: 16, groups: 1, passes: 16 });
     // f32 D 128: 32 chunks of 4 -> 16 lanes of 2 chunks; odd widths: 4-element chunks.

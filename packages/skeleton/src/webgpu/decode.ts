@@ -60,6 +60,8 @@ export const DECODE_MAX_NQ = 16;
 export const DECODE_THREADS = 256;
 /** Keys per key group per pass by default (all their K and V loads issued before the math). */
 export const DECODE_UNROLL = 4;
+/** The most keys per key group per pass a tuning may ask for. */
+export const DECODE_MAX_UNROLL = 16;
 /** The most lanes that share one key by default (16 x 16 bytes: a D 128 f16 row). */
 const MAX_LANES = 16;
 /** Registers (f32) per thread for the q and accumulator chunks of its rows, by default. */
@@ -83,7 +85,11 @@ export interface DecodeTuning {
   lanes?: number;
   /** Query rows per thread (default: what ROW_REGISTERS holds; raised when the slices run out). */
   rowsPerThread?: number;
-  /** Keys per key group per pass (default DECODE_UNROLL, at most what a tile holds). */
+  /**
+   * Keys per key group per pass (default DECODE_UNROLL, at most what a tile holds; up to
+   * DECODE_MAX_UNROLL when given: a pass then spans several tiles, the keys past the piece's
+   * last tile masked, for more loads in flight per lane).
+   */
   unroll?: number;
   /** The lane reduction, instead of the device's (decodeSpecFor). */
   reduce?: DecodeReduce;
@@ -123,7 +129,10 @@ export interface DecodeLayout {
   rt: number;
   slices: number;
   groups: number;
-  /** Keys per key group per pass; passes per DECODE_BK-key tile. */
+  /**
+   * Keys per key group per pass; passes per DECODE_BK-key tile (below 1 when a tuned unroll
+   * makes one pass span several tiles).
+   */
   unroll: number;
   passes: number;
   reduce: DecodeReduce;
@@ -185,10 +194,8 @@ export function decodeLayout(
   rt = Math.min(Math.max(rt, spec.rows / maxSlices), spec.rows);
   const slices = spec.rows / rt;
   const groups = maxSlices / slices;
-  const unroll = Math.min(
-    tuned('unroll', t.unroll, 1, DECODE_BK) ?? DECODE_UNROLL,
-    DECODE_BK / groups,
-  );
+  const asked = tuned('unroll', t.unroll, 1, DECODE_MAX_UNROLL);
+  const unroll = asked ?? Math.min(DECODE_UNROLL, DECODE_BK / groups);
   return {
     threads,
     wk,
@@ -379,6 +386,10 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   const nv4 = L.wv / 4;
   const quads = Math.ceil(U / 4);
   const partial = partition !== 'fa2';
+  // A pass of more keys than a tile (a tuned unroll) can reach past the piece's last tile: its
+  // keys from there on belong to the next piece, so loads stop at kLim and scores at hi.
+  const spans = L.groups * U > DECODE_BK;
+  const kLim = spans ? 'kLim' : 'nk';
   const bindings: WgslBinding[] = [
     UNIFORMS,
     { name: 'q', kind: 'read', type: { dtype: spec.dtype, vec: vecD } },
@@ -446,7 +457,7 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
     ${rep(U, (u) => rep(cpv, (j) => `var vw${u}_${j} = ${zeroV};`, ' '), '\n    ')}
     ${rep(
       U,
-      (u) => `if (t${u} < nk) {
+      (u) => `if (t${u} < ${kLim}) {
       let kr = ${row(`t${u}`)};
       let kE = kB + kr * P.kRow;
       let vE = vB + kr * P.vRow;
@@ -484,11 +495,11 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
         '\n      ',
       );
       const pad = rep(4 * quads - U, (e) => `${sc(r, U + e)} = NEG;`, ' ');
-      const mx = rep(
-        quads,
-        (qd) => `max(max(s${r}_${qd}.x, s${r}_${qd}.y), max(s${r}_${qd}.z, s${r}_${qd}.w))`,
-        ', ',
-      );
+      // Each quad's max, folded pairwise (WGSL's max takes two arguments).
+      const mx = Array.from(
+        { length: quads },
+        (_, qd) => `max(max(s${r}_${qd}.x, s${r}_${qd}.y), max(s${r}_${qd}.z, s${r}_${qd}.w))`,
+      ).reduce((a, b) => `max(${a}, ${b})`);
       const ps = rep(quads, (qd) => `let p${qd} = exp2(s${r}_${qd} - vec4<f32>(mn));`, '\n      ');
       const psum = rep(quads, (qd) => `dot(p${qd}, vec4<f32>(1.0))`, ' + ');
       const pv = (j: number, n: number) =>
@@ -496,7 +507,7 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
       return `{
       ${masks}
       ${pad}
-      let mn = max(m${r}, ${quads > 1 ? `max(${mx})` : mx});
+      let mn = max(m${r}, ${mx});
       let al = exp2(m${r} - mn);
       ${ps}
       l${r} = l${r} * al + ${psum};
@@ -594,6 +605,7 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   }`,
     '\n  ',
   )}
+  ${spans ? `let kLim = min(nk, ctEnd * BK);\n  ${perRow((r) => `hi${r} = min(hi${r}, i32(kLim));`, '\n  ')}` : ''}
   ${perRow((r) => `var m${r} = M0;\n  var l${r} = 0.0;`, '\n  ')}
   ${accRegs((r, j, n) => `var a${r}_${j}_${n} = vec4<f32>(0.0);`, '\n  ')}
   for (var kb = ctBegin * BK; kb < ctEnd * BK; kb += KP) {${pass}
