@@ -28,6 +28,7 @@
 #     bash benchmarks/gpu/h200-s15c.sh     the new defaults timed 3x + f32 + first8, torch twice, GPT-2 small (first-batch A/B decode)
 #     bash benchmarks/gpu/h200-s15d.sh     block after the rope-key fix + torch, GPT-2 small, lean decode unquantized + torch decode
 #     bash benchmarks/gpu/h200-s15e.sh     block with steady warm-up + torch, lean decode passes spanning tiles (u8, u16, t512u4)
+#     bash benchmarks/gpu/h200-s15f.sh     lean decode: 512 / 1024-thread layouts, stream-K 132 / 264 workers, split-K 8 / 16
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
