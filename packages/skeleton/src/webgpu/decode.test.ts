@@ -13,6 +13,8 @@ import { buildAux } from './aux.js';
 import {
   buildDecodeStreamK,
   DECODE_BK,
+  DECODE_THREADS,
+  DECODE_WIDE_THREADS,
   type DecodeTuning,
   decodeLayout,
   decodeShader,
@@ -437,6 +439,40 @@ describe('decode regime and plan (pure)', () => {
     expect(f16(2, 6, 10)).toMatchObject({ wk: 4, wv: 4, ck: 2, cv: 3, lanes: 4, cpk: 1 });
     // Dv != D: the lanes follow the wider row.
     expect(f16(1, 64, 256)).toMatchObject({ lanes: 16, cpk: 1, cpv: 2 });
+  });
+
+  test('512 threads where the device holds them and keeps its shuffles, else 256', () => {
+    const p = problem(32, 8, 1, 100);
+    const hooks = { uniforms: [], bindings: [] };
+    const sg32 = { subgroups: true, subgroupMinSize: 32 };
+    const big = { maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupStorageSize: 32768 };
+    const wide = decodeSpecFor(p, 'f16', 'streamK', hooks, sg32, big);
+    expect(wide.tuning).toEqual({ threads: DECODE_WIDE_THREADS });
+    // 32 key groups x 4 keys: a pass spans two 64-key tiles.
+    expect(decodeLayout(wide)).toMatchObject({ threads: 512, groups: 32, unroll: 4, passes: 0.5 });
+    expect(decodeShader(wide).code).toContain('let kLim = min(nk, ctEnd * BK);');
+    // Without limits, with too few invocations, too little workgroup memory (16 KiB: the
+    // 512-thread exchange area alone fills it), or a 4-wide subgroup (shuffles need 8 lanes at
+    // 512 threads): 256 threads.
+    for (const [f, l] of [
+      [sg32, undefined],
+      [sg32, { ...big, maxComputeInvocationsPerWorkgroup: 256 }],
+      [sg32, { ...big, maxComputeWorkgroupStorageSize: 16384 }],
+      [{ subgroups: true, subgroupMinSize: 4 }, big],
+    ] as const) {
+      const s = decodeSpecFor(p, 'f16', 'fa2', hooks, f, l);
+      expect(s.tuning).toBeUndefined();
+      expect(decodeLayout(s).threads).toBe(DECODE_THREADS);
+    }
+    // An explicit thread count, or a tuning the wide layout cannot take, wins.
+    try {
+      setDecodeTuning({ threads: 128 });
+      expect(decodeLayout(decodeSpecFor(p, 'f16', 'fa2', hooks, sg32, big)).threads).toBe(128);
+      setDecodeTuning({ lanes: 4, reduce: 'workgroup' });
+      expect(decodeLayout(decodeSpecFor(p, 'f16', 'fa2', hooks, sg32, big)).threads).toBe(256);
+    } finally {
+      setDecodeTuning(undefined);
+    }
   });
 
   test('the device picks the lane sum: subgroup shuffles when its smallest subgroup holds the lanes', () => {

@@ -58,6 +58,14 @@ export const DECODE_MAX_ROWS = 64;
 export const DECODE_MAX_NQ = 16;
 /** Threads per workgroup by default: 8 subgroups of 32, each key group's loads in flight together. */
 export const DECODE_THREADS = 256;
+/**
+ * Threads per workgroup where the device allows them (decodeSpecFor): with DECODE_UNROLL keys
+ * per key group a pass spans two tiles and a workgroup has twice the K/V bytes in flight. On
+ * the H200 (session 15, unquantized timestamps) B 1, Hq 32, Hkv 8 at 256K ran split-K 16 in
+ * 0.394 ms against 0.503 with 256 threads, stream-K at 132 workers 0.424 against 0.600 at 264
+ * with 256 threads; Hkv 32 at 32K stream-K 0.188 against 0.211.
+ */
+export const DECODE_WIDE_THREADS = 512;
 /** Keys per key group per pass by default (all their K and V loads issued before the math). */
 export const DECODE_UNROLL = 4;
 /** The most keys per key group per pass a tuning may ask for. */
@@ -194,8 +202,9 @@ export function decodeLayout(
   rt = Math.min(Math.max(rt, spec.rows / maxSlices), spec.rows);
   const slices = spec.rows / rt;
   const groups = maxSlices / slices;
-  const asked = tuned('unroll', t.unroll, 1, DECODE_MAX_UNROLL);
-  const unroll = asked ?? Math.min(DECODE_UNROLL, DECODE_BK / groups);
+  // DECODE_UNROLL keys a pass unless tuned: with many key groups (512 threads, one row slice)
+  // a pass then spans several tiles, which the kernel masks at the piece's end.
+  const unroll = tuned('unroll', t.unroll, 1, DECODE_MAX_UNROLL) ?? DECODE_UNROLL;
   return {
     threads,
     wk,
@@ -261,8 +270,13 @@ export function decodeSpecFor(
   partition: DecodePartition,
   hooks: Pick<WgslHooks, 'uniforms' | 'bindings'>,
   features: Pick<WebGpuFeatures, 'subgroups' | 'subgroupMinSize'>,
+  /** The device's limits: DECODE_WIDE_THREADS where they hold its workgroup (else 256). */
+  limits?: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupStorageSize: number },
 ): DecodeSpec {
-  const tuning = tuningOverride;
+  const tuning =
+    tuningOverride?.threads === undefined && limits && wideFits(p, features, limits)
+      ? { ...tuningOverride, threads: DECODE_WIDE_THREADS }
+      : tuningOverride;
   const base: DecodeSpec = {
     dtype,
     d: p.d,
@@ -283,6 +297,37 @@ export function decodeSpecFor(
       'tuning.reduce',
     );
   return reduce === 'subgroup' ? { ...base, reduce, subgroupSize: sg } : { ...base, reduce };
+}
+
+/** Whether the device holds a DECODE_WIDE_THREADS workgroup of the decode kernel (either reduce). */
+function wideFits(
+  p: AttentionProblem,
+  features: Pick<WebGpuFeatures, 'subgroups' | 'subgroupMinSize'>,
+  limits: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupStorageSize: number },
+): boolean {
+  if (limits.maxComputeInvocationsPerWorkgroup < DECODE_WIDE_THREADS) return false;
+  // Not where it would cost the subgroup shuffles (a key's lanes: at least threads / BK).
+  const sg = features.subgroups ? features.subgroupMinSize : 0;
+  const narrowShuffles = sg >= Math.max(DECODE_THREADS / DECODE_BK, tuningOverride?.lanes ?? 0);
+  const wideShuffles = sg >= Math.max(DECODE_WIDE_THREADS / DECODE_BK, tuningOverride?.lanes ?? 0);
+  if (narrowShuffles && !wideShuffles) return false;
+  const tuning = { ...tuningOverride, threads: DECODE_WIDE_THREADS };
+  const bytes = (dtype: StorageDType) =>
+    decodeWorkgroupBytes({
+      dtype,
+      d: p.d,
+      dv: p.dv,
+      rows: decodeRows(p),
+      reduce: 'workgroup',
+      tuning,
+    });
+  try {
+    return Math.max(bytes('f16'), bytes('f32')) <= limits.maxComputeWorkgroupStorageSize;
+  } catch (e) {
+    // A tuning the wide layout cannot take (e.g. fewer lanes than threads / BK): stay narrow.
+    if (e instanceof ValueError) return false;
+    throw e;
+  }
 }
 
 /**

@@ -755,7 +755,10 @@ function forwardSetup(
     if (splits === undefined && workers === undefined) {
       // The lanes of a key reduce with subgroup shuffles when the device's subgroups hold them.
       const hookShape = { uniforms: pr.hooks.hooks.uniforms, bindings: pr.hooks.hooks.bindings };
-      return { ...base, decode: decodeSpecFor(p, pr.dtype, 'fa2', hookShape, ctx.features) };
+      return {
+        ...base,
+        decode: decodeSpecFor(p, pr.dtype, 'fa2', hookShape, ctx.features, ctx.limits),
+      };
     }
     return { ...base, special: () => decodeForward(pr, fp, splits, workers, opts) };
   }
@@ -1205,6 +1208,7 @@ async function decodeForward(
     partition,
     { uniforms: pr.hooks.hooks.uniforms, bindings: pr.hooks.hooks.bindings },
     ctx.features,
+    ctx.limits,
   );
   const kernel = generatedKernel('decode', decodeShader, ds);
   const tables = buildAux(p, { tileQ: Math.max(1, p.maxSeqQ), tileK: DECODE_BK });

@@ -1,0 +1,94 @@
+// Where a TransformerBlock step's host time goes, pass by pass, without a GPU: Dawn's null
+// backend (with f16 and subgroup matrices declared, so the f16 tensor-core path is encoded)
+// runs an f16 step 30 times and prints the last one's timeline: the host time at each pipeline
+// set (one per pass), each submit, the end of the forward and of the recording.
+//
+//   pnpm build   (tensor, webgpu, nn and their dependencies)
+//   node benchmarks/gpu/host-ops.mjs [B,T,C,H]   (default 2,1024,768,12: the null backend's
+//                                                 memory cap refuses B 8)
+//
+// Session 15 found the rope op's table key this way (0.3-0.55 ms a call, BENCHMARKS.md).
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'index.js')).href);
+const { CORE_DEFAULT_LIMITS, WebGpuContext, toWebGpu } = await dist('webgpu');
+const { AdamW, TransformerBlock, registerWebGpuKernels, scope, syncWebGpu } = await dist('nn');
+const { Rng } = await dist('tensor');
+const { create, globals } = createRequire(join(repo, 'packages/webgpu/package.json'))('webgpu');
+Object.assign(globalThis, globals);
+const gpu = create(['backend=null', 'enable-dawn-features=allow_unsafe_apis']);
+const adapter = await gpu.requestAdapter();
+const names = Object.keys(CORE_DEFAULT_LIMITS);
+const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
+const feats = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'].filter((f) =>
+  adapter.features.has(f),
+);
+const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: feats });
+const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
+const features = {
+  subgroups: true,
+  shaderF16: true,
+  timestampQuery: false,
+  subgroupMatrix: true,
+  subgroupMinSize: 32,
+  subgroupMaxSize: 32,
+  subgroupMatrixConfigs: [{ component: 'f16', result: 'f32', M: 16, N: 16, K: 16 }],
+};
+const ctx = new WebGpuContext(
+  device,
+  features,
+  limits,
+  'null',
+  { vendor: 'nvidia', architecture: '', device: 'null', description: 'null' },
+  [gpu],
+);
+registerWebGpuKernels(ctx);
+let log = null;
+const proto = Object.getPrototypeOf(device.createCommandEncoder().beginComputePass());
+const setPipeline = proto.setPipeline;
+proto.setPipeline = function (p) {
+  log?.push([performance.now(), p.label]);
+  return setPipeline.call(this, p);
+};
+const qproto = Object.getPrototypeOf(device.queue);
+const submit = qproto.submit;
+qproto.submit = function (b) {
+  const t = performance.now();
+  const r = submit.call(this, b);
+  log?.push([t, 'SUBMIT ' + (performance.now() - t).toFixed(3)]);
+  return r;
+};
+const [B, T, C, H] = (process.argv[2] ?? '2,1024,768,12').split(',').map(Number);
+const block = new TransformerBlock(C, H, { rng: new Rng(1) });
+for (const p of block.parameters()) p.data = toWebGpu(p.data.astype('f16'), ctx);
+const opt = new AdamW(block.parameters(), { lr: 1e-4 });
+const rng = new Rng(2);
+const x = toWebGpu(rng.randn([B, T, C], 'f32').astype('f16'), ctx);
+const dy = toWebGpu(rng.randn([B, T, C], 'f32').astype('f16'), ctx);
+const runs = [];
+for (let i = 0; i < 30; i++) {
+  log = [];
+  const t0 = performance.now();
+  log.push([t0, 'START']);
+  scope(() => {
+    opt.zeroGrad();
+    const y = block.forward(x);
+    log.push([performance.now(), 'FORWARD DONE']);
+    y.backward(dy);
+    opt.step();
+  });
+  log.push([performance.now(), 'RECORDED']);
+  await syncWebGpu(ctx);
+  runs.push(log);
+}
+const last = runs.at(-1);
+const t0 = last[0][0];
+let prev = t0;
+for (const [t, l] of last) {
+  console.log((t - t0).toFixed(3).padStart(8), ('+' + (t - prev).toFixed(3)).padStart(8), l);
+  prev = t;
+}
+process.exit(0);
