@@ -16,7 +16,7 @@
  *   node bench-gpt.mjs [--shape 12,12,768,1024] [--vocab 50257] [--batch 8] [--steps 5]
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
  *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
- *                      [--queued] [--decode-ab] [--first-ab]
+ *                      [--queued] [--decode-ab] [--first-ab] [--threads-ab]
  *
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
@@ -36,6 +36,8 @@ import { Tensor } from '@attnkit/tensor';
 import { createWebGpuContext, GpuProfiler, toWebGpu } from '@attnkit/webgpu';
 // The submit schedule's knob is internal to nn (not exported): the bench imports its source.
 import { setFirstSubmitBatch } from '../../packages/nn/src/kernels/webgpu/queue.js';
+// The decode kernel's layout override (internal to the skeleton): --threads-ab.
+import { setDecodeTuning } from '../../packages/skeleton/src/webgpu/decode.js';
 import { benchDisabledToggles, benchToggles, byLabel, median } from './common.js';
 
 const args = process.argv.slice(2);
@@ -256,14 +258,19 @@ async function timeGeneration(context: number, model: Gpt) {
   // GPU-side argmax before this token is read back) and serial, alternating, in this process.
   // --first-ab: pipelined with nn's default first command buffer (2 passes after an idle
   // queue) and with the 8 of session 14 (-first8), alternating.
+  // --threads-ab: the decode kernel's default layout (512 threads where the device holds it)
+  // and the 256-thread one (-t256), alternating.
   const variants = args.includes('--decode-ab')
     ? (['pipelined', 'serial', 'pipelined', 'serial', 'recompute'] as const)
     : args.includes('--first-ab')
       ? (['pipelined', 'pipelined-first8', 'pipelined', 'pipelined-first8', 'recompute'] as const)
-      : (['cached', 'recompute'] as const);
+      : args.includes('--threads-ab')
+        ? (['pipelined', 'pipelined-t256', 'pipelined', 'pipelined-t256', 'recompute'] as const)
+        : (['cached', 'recompute'] as const);
   const ab: { variant: string; tokensPerS: number }[] = [];
   for (const variant of variants) {
     setFirstSubmitBatch(variant === 'pipelined-first8' ? 8 : undefined);
+    setDecodeTuning(variant === 'pipelined-t256' ? { threads: 256 } : undefined);
     const cache = variant !== 'recompute';
     const n = cache ? GEN_CACHED : GEN_RECOMPUTE;
     const prompt = Array.from(randomIds(context - n, 7 + context));

@@ -58,7 +58,7 @@ const submit = qproto.submit;
 qproto.submit = function (b) {
   const t = performance.now();
   const r = submit.call(this, b);
-  log?.push([t, 'SUBMIT ' + (performance.now() - t).toFixed(3)]);
+  log?.push([t, `SUBMIT ${(performance.now() - t).toFixed(3)}`]);
   return r;
 };
 const [B, T, C, H] = (process.argv[2] ?? '2,1024,768,12').split(',').map(Number);
@@ -88,7 +88,7 @@ const last = runs.at(-1);
 const t0 = last[0][0];
 let prev = t0;
 for (const [t, l] of last) {
-  console.log((t - t0).toFixed(3).padStart(8), ('+' + (t - prev).toFixed(3)).padStart(8), l);
+  console.log((t - t0).toFixed(3).padStart(8), `+${(t - prev).toFixed(3)}`.padStart(8), l);
   prev = t;
 }
 process.exit(0);

@@ -29,6 +29,8 @@
 #     bash benchmarks/gpu/h200-s15d.sh     block after the rope-key fix + torch, GPT-2 small, lean decode unquantized + torch decode
 #     bash benchmarks/gpu/h200-s15e.sh     block with steady warm-up + torch, lean decode passes spanning tiles (u8, u16, t512u4)
 #     bash benchmarks/gpu/h200-s15f.sh     lean decode: 512 / 1024-thread layouts, stream-K 132 / 264 workers, split-K 8 / 16
+#     bash benchmarks/gpu/h200-s15g.sh     final defaults: lean decode (no tuning) + torch decode, GPT-2 small decoding at 8K
+#     bash benchmarks/gpu/h200-s15h.sh     GPT-2 small decoding at 8K, decode kernel 512 / 256 threads alternating
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
