@@ -121,16 +121,17 @@ describe('leanAttention (the public function)', () => {
     const thd = { backend: 'ts', layout: 'THD', cuSeqlensQ: cu, cuSeqlensK: cu } as const;
     expect(leanTiledOptions(thd, qt).streamKWorkers).toBe(18);
     expect(leanTiledOptions({ backend: 'webgpu' }, q).streamKWorkers).toBe(
-      2 * WEBGPU_ASSUMED_COMPUTE_UNITS,
+      WEBGPU_ASSUMED_COMPUTE_UNITS,
     );
   });
 
   test('default workers and splits follow the documented rule', () => {
     expect(DEFAULT_SPLITS).toBe(4);
     expect(defaultLeanWorkers('ts', 6)).toBe(6);
-    // webgpu: 2 decode workgroups per assumed SM (README; measured best on the H200), whatever the units.
+    // webgpu: one 512-thread decode workgroup per assumed SM (README; measured best on the
+    // H200), whatever the units.
     expect(defaultLeanWorkers('webgpu', 6)).toBe(132);
-    expect(defaultLeanWorkers('webgpu', 6000)).toBe(2 * WEBGPU_ASSUMED_COMPUTE_UNITS);
+    expect(defaultLeanWorkers('webgpu', 6000)).toBe(WEBGPU_ASSUMED_COMPUTE_UNITS);
     expect(defaultLeanWorkers('native', 6) % WORKERS_PER_UNIT).toBe(0);
     expect(defaultLeanWorkers('native', 6)).toBeGreaterThanOrEqual(WORKERS_PER_UNIT);
   });
