@@ -605,6 +605,7 @@ async function main() {
           'streamK',
           { uniforms: [], bindings: [] },
           ctx.features,
+          ctx.limits,
         );
         console.log(
           `decode layout, tuning ${name}, Hkv ${hkv} (${rows} rows): ${JSON.stringify(decodeLayout(spec))}`,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 15's fourth H200 run (~6 min): (1) the block step after the rope-table key fix (the
-# host spelled 1,024 positions into a string per rope call: ~1.2 ms of a step's recording), f16
+# host spelled 1,024 positions into a string per rope call; first estimated at ~1.2 ms of a
+# step's recording, measured later at ~0.3 ms: BENCHMARKS.md), f16
 # three times beside f32, verified against ts first, PyTorch's block before and after; (2)
 # GPT-2 small training (FA2 vs standard) and 8K decoding; (3) LeanAttention decode re-measured
 # with unquantized timestamps (Dawn's timestamp_quantization off: session 5's 32K rows were 3-4

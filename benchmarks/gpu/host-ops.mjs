@@ -84,6 +84,28 @@ for (let i = 0; i < 30; i++) {
   await syncWebGpu(ctx);
   runs.push(log);
 }
+// Medians over the last 20 steps: the forward's and the whole recording's host time, and the
+// host time before each pass's pipeline set, summed per label.
+const med = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const tail = runs.slice(-20);
+const at = (log, label) => log.find(([, l]) => l === label)[0] - log[0][0];
+console.log(
+  `steps ${tail.length}: forward recorded in ${med(tail.map((l) => at(l, 'FORWARD DONE'))).toFixed(3)} ms, whole step ${med(tail.map((l) => at(l, 'RECORDED'))).toFixed(3)} ms (medians)`,
+);
+const per = new Map();
+for (const log of tail) {
+  const sums = new Map();
+  for (let i = 1; i < log.length; i++) {
+    const label = log[i][1].startsWith('SUBMIT') ? 'SUBMIT' : log[i][1];
+    sums.set(label, (sums.get(label) ?? 0) + (log[i][0] - log[i - 1][0]));
+  }
+  for (const [label, v] of sums) per.set(label, [...(per.get(label) ?? []), v]);
+}
+for (const [label, v] of [...per].sort((a, b) => med(b[1]) - med(a[1])).slice(0, 12))
+  console.log(
+    `${med(v).toFixed(3).padStart(8)} ms  ${label} (median per step, host time before it)`,
+  );
+console.log('last step:');
 const last = runs.at(-1);
 const t0 = last[0][0];
 let prev = t0;

@@ -42,8 +42,9 @@ export const WORKERS_PER_UNIT = 2;
  * 512-thread layout (skeleton DECODE_WIDE_THREADS, where the device holds it): on the H200
  * (bench-lean, session 15, benchmarks/gpu/results/s15-h200/run6) 132 workers ran B 1, Hq 32,
  * Hkv 8 at 256K in 0.424 ms against 0.540 at 264 and Hkv 32 at 32K in 0.188 against 0.212 (a
- * second wave of 512-thread workgroups waits for the first). With the 256-thread layout 2 per
- * SM (264) had been fastest (2026-12-02, results/lean-h200/run-sweep).
+ * second wave of 512-thread workgroups waits for the first). With the 256-thread layout the
+ * result is mixed: 132 beat 264 at Hkv 8 (0.484 against 0.600 ms at 256K, 0.171 against 0.271
+ * at 32K) and lost at Hkv 32, 32K (0.262 against 0.211).
  */
 const WEBGPU_WORKERS_PER_UNIT = 1;
 /** CPU threads assumed until they are known (loadCpuThreads), e.g. in a bundle without Node. */

@@ -73,7 +73,8 @@ export function checkDawnToggles(toggles: unknown, argument = 'dawnToggles'): st
 /**
  * The flags of Dawn's `create([...])` for one backend: `backend=<name>` and, unless there are
  * no toggles, one `enable-dawn-features=<a>,<b>` string (Dawn reads the toggles comma-joined
- * from a single flag; a second `enable-dawn-features=` would replace the first).
+ * from a single flag; a second `enable-dawn-features=` would replace the first), and likewise
+ * one `disable-dawn-features=` for the toggles to turn off.
  */
 export function dawnCreateFlags(
   backend: DawnBackend,
@@ -229,6 +230,12 @@ export async function findAdapter(request: AdapterRequest = {}): Promise<FoundAd
   }
   if (request.robustness === false && !toggles.includes(DISABLE_ROBUSTNESS_TOGGLE))
     toggles.push(DISABLE_ROBUSTNESS_TOGGLE);
+  const both = disabled.filter((t) => toggles.includes(t));
+  if (both.length > 0)
+    throw new ValueError(
+      `disabledDawnToggles: expected toggles not also enabled (dawnToggles or robustness: false), got ${both.join(', ')} in both`,
+      'disabledDawnToggles',
+    );
   if (request.gpu) {
     const adapter = await request.gpu.requestAdapter({ powerPreference });
     if (!adapter)

@@ -176,6 +176,23 @@ describe('dawnToggles', () => {
     await expect(
       findAdapter({ backend: 'vulkan', disabledDawnToggles: 'timestamp_quantization' as never }),
     ).rejects.toThrow(/^disabledDawnToggles: expected an array of Dawn/);
+    // A toggle both enabled and disabled (robustness: false enables disable_robustness).
+    await expect(
+      findAdapter({
+        backend: 'vulkan',
+        robustness: false,
+        disabledDawnToggles: ['disable_robustness'],
+      }),
+    ).rejects.toThrow(
+      /^disabledDawnToggles: expected toggles not also enabled.*disable_robustness/,
+    );
+    await expect(
+      findAdapter({
+        backend: 'vulkan',
+        dawnToggles: ['allow_unsafe_apis'],
+        disabledDawnToggles: ['allow_unsafe_apis'],
+      }),
+    ).rejects.toThrow(ValueError);
     expect(dawn.flags).toEqual([]);
   });
 

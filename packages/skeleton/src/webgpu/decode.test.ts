@@ -423,6 +423,13 @@ describe('decode regime and plan (pure)', () => {
     expect(f16(1)).toMatchObject({ threads: 256, groups: 16, unroll: 4, passes: 1 });
     // GQA 4:1: the group's 4 rows in one thread's registers.
     expect(f16(4)).toMatchObject({ rt: 4, slices: 1, groups: 16 });
+    // 256 threads never span a tile by default: D 64 f16 has 8 lanes, 32 groups x 2 keys.
+    expect(f16(1, 64)).toMatchObject({ lanes: 8, groups: 32, unroll: 2, passes: 1 });
+    // 512 threads span two: D 128 32 groups x 4 keys, D 64 64 groups x 2.
+    const wide = (d: number) =>
+      decodeLayout({ dtype: 'f16', d, dv: d, rows: 1, tuning: { threads: 512 } });
+    expect(wide(128)).toMatchObject({ groups: 32, unroll: 4, passes: 0.5 });
+    expect(wide(64)).toMatchObject({ groups: 64, unroll: 2, passes: 0.5 });
     // A tuned unroll past the tile: 16 groups x 8 keys, a pass spans two tiles.
     expect(
       decodeLayout({ dtype: 'f16', d: 128, dv: 128, rows: 4, tuning: { unroll: 8 } }),
@@ -445,19 +452,26 @@ describe('decode regime and plan (pure)', () => {
     const p = problem(32, 8, 1, 100);
     const hooks = { uniforms: [], bindings: [] };
     const sg32 = { subgroups: true, subgroupMinSize: 32 };
-    const big = { maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupStorageSize: 32768 };
+    const big = {
+      maxComputeInvocationsPerWorkgroup: 1024,
+      maxComputeWorkgroupSizeX: 1024,
+      maxComputeWorkgroupStorageSize: 32768,
+    };
     const wide = decodeSpecFor(p, 'f16', 'streamK', hooks, sg32, big);
     expect(wide.tuning).toEqual({ threads: DECODE_WIDE_THREADS });
     // 32 key groups x 4 keys: a pass spans two 64-key tiles.
     expect(decodeLayout(wide)).toMatchObject({ threads: 512, groups: 32, unroll: 4, passes: 0.5 });
     expect(decodeShader(wide).code).toContain('let kLim = min(nk, ctEnd * BK);');
-    // Without limits, with too few invocations, too little workgroup memory (16 KiB: the
-    // 512-thread exchange area alone fills it), or a 4-wide subgroup (shuffles need 8 lanes at
-    // 512 threads): 256 threads.
+    // Without limits, with too few invocations or a workgroup narrower than 512 in x, too
+    // little workgroup memory (16 KiB: the 512-thread exchange area alone fills it), without
+    // subgroups (llvmpipe: the layout was measured with shuffles only) or with a 4-wide one
+    // (shuffles need 8 lanes at 512 threads): 256 threads.
     for (const [f, l] of [
       [sg32, undefined],
       [sg32, { ...big, maxComputeInvocationsPerWorkgroup: 256 }],
+      [sg32, { ...big, maxComputeWorkgroupSizeX: 256 }],
       [sg32, { ...big, maxComputeWorkgroupStorageSize: 16384 }],
+      [{ subgroups: false, subgroupMinSize: 0 }, big],
       [{ subgroups: true, subgroupMinSize: 4 }, big],
     ] as const) {
       const s = decodeSpecFor(p, 'f16', 'fa2', hooks, f, l);

@@ -59,11 +59,13 @@ export const DECODE_MAX_NQ = 16;
 /** Threads per workgroup by default: 8 subgroups of 32, each key group's loads in flight together. */
 export const DECODE_THREADS = 256;
 /**
- * Threads per workgroup where the device allows them (decodeSpecFor): with DECODE_UNROLL keys
- * per key group a pass spans two tiles and a workgroup has twice the K/V bytes in flight. On
- * the H200 (session 15, unquantized timestamps) B 1, Hq 32, Hkv 8 at 256K ran split-K 16 in
- * 0.394 ms against 0.503 with 256 threads, stream-K at 132 workers 0.424 against 0.600 at 264
- * with 256 threads; Hkv 32 at 32K stream-K 0.188 against 0.211.
+ * Threads per workgroup where the device allows them and has subgroup shuffles of 8 lanes
+ * (decodeSpecFor; the layout was measured on such a GPU only): with DECODE_UNROLL keys per key
+ * group a pass spans two tiles and a workgroup has twice the K/V bytes in flight. On the H200
+ * (session 15, unquantized timestamps) B 1, Hq 32, Hkv 8 at 256K: split-K 16 0.394 ms against
+ * 0.503 with 256 threads; stream-K at 132 workers 0.424 against 0.484 with 256 threads (and
+ * 0.600 for session 5's 256 threads at 264 workers); Hkv 32 at 32K stream-K 0.188 against
+ * 0.262 at 132 workers and 0.211 at 264.
  */
 export const DECODE_WIDE_THREADS = 512;
 /** Keys per key group per pass by default (all their K and V loads issued before the math). */
@@ -94,9 +96,10 @@ export interface DecodeTuning {
   /** Query rows per thread (default: what ROW_REGISTERS holds; raised when the slices run out). */
   rowsPerThread?: number;
   /**
-   * Keys per key group per pass (default DECODE_UNROLL, at most what a tile holds; up to
-   * DECODE_MAX_UNROLL when given: a pass then spans several tiles, the keys past the piece's
-   * last tile masked, for more loads in flight per lane).
+   * Keys per key group per pass (default DECODE_UNROLL, at most what threads / DECODE_THREADS
+   * tiles hold: one tile at 256 threads, two at 512; up to DECODE_MAX_UNROLL when given: a pass
+   * then spans several tiles, the keys past the piece's last tile masked, for more loads in
+   * flight per lane).
    */
   unroll?: number;
   /** The lane reduction, instead of the device's (decodeSpecFor). */
@@ -164,11 +167,12 @@ function tuned(name: keyof DecodeTuning, v: number | undefined, lo: number, hi: 
 
 /**
  * The kernel's layout: chunk widths from the dtype and widths, LANES from the chunks of the
- * wider row (at least threads / DECODE_BK so that one pass never spans more than a tile, at
- * most 16, and within a subgroup on the subgroup path), RT rows per thread so that their q and
- * accumulator chunks take about ROW_REGISTERS f32, row slices rows / RT, and UNROLL keys per
- * group per pass (DECODE_UNROLL, bounded by the tile). ValueError naming `tuning.*` for an
- * override that does not fit.
+ * wider row (at least threads / DECODE_BK so that one key a group never spans more than a
+ * tile, at most 16, and within a subgroup on the subgroup path), RT rows per thread so that
+ * their q and accumulator chunks take about ROW_REGISTERS f32, row slices rows / RT, and UNROLL
+ * keys per group per pass (DECODE_UNROLL, bounded by threads / DECODE_THREADS tiles a pass:
+ * the 256-thread layout never spans a tile, the 512-thread one spans two, as measured).
+ * ValueError naming `tuning.*` for an override that does not fit.
  */
 export function decodeLayout(
   spec: Pick<DecodeSpec, 'dtype' | 'd' | 'dv' | 'rows' | 'reduce' | 'subgroupSize' | 'tuning'>,
@@ -202,9 +206,12 @@ export function decodeLayout(
   rt = Math.min(Math.max(rt, spec.rows / maxSlices), spec.rows);
   const slices = spec.rows / rt;
   const groups = maxSlices / slices;
-  // DECODE_UNROLL keys a pass unless tuned: with many key groups (512 threads, one row slice)
-  // a pass then spans several tiles, which the kernel masks at the piece's end.
-  const unroll = tuned('unroll', t.unroll, 1, DECODE_MAX_UNROLL) ?? DECODE_UNROLL;
+  // DECODE_UNROLL keys a pass unless tuned, bounded by threads / DECODE_THREADS tiles (the
+  // 512-thread layout's passes span two tiles, masked at the piece's end: as measured).
+  const span = Math.max(1, threads / DECODE_THREADS);
+  const unroll =
+    tuned('unroll', t.unroll, 1, DECODE_MAX_UNROLL) ??
+    Math.max(1, Math.min(DECODE_UNROLL, (DECODE_BK * span) / groups));
   return {
     threads,
     wk,
@@ -271,7 +278,7 @@ export function decodeSpecFor(
   hooks: Pick<WgslHooks, 'uniforms' | 'bindings'>,
   features: Pick<WebGpuFeatures, 'subgroups' | 'subgroupMinSize'>,
   /** The device's limits: DECODE_WIDE_THREADS where they hold its workgroup (else 256). */
-  limits?: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupStorageSize: number },
+  limits?: DecodeLimits,
 ): DecodeSpec {
   const tuning =
     tuningOverride?.threads === undefined && limits && wideFits(p, features, limits)
@@ -300,17 +307,24 @@ export function decodeSpecFor(
 }
 
 /** Whether the device holds a DECODE_WIDE_THREADS workgroup of the decode kernel (either reduce). */
+/** The device limits the decode kernel's workgroup size depends on. */
+export interface DecodeLimits {
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupSizeX: number;
+  maxComputeWorkgroupStorageSize: number;
+}
+
 function wideFits(
   p: AttentionProblem,
   features: Pick<WebGpuFeatures, 'subgroups' | 'subgroupMinSize'>,
-  limits: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupStorageSize: number },
+  limits: DecodeLimits,
 ): boolean {
-  if (limits.maxComputeInvocationsPerWorkgroup < DECODE_WIDE_THREADS) return false;
-  // Not where it would cost the subgroup shuffles (a key's lanes: at least threads / BK).
+  const most = Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX);
+  if (most < DECODE_WIDE_THREADS) return false;
+  // Only with subgroup shuffles for a key's lanes (at least threads / BK of them): the layout
+  // was measured on such a GPU alone (the workgroup-memory sums, e.g. llvmpipe, keep 256).
   const sg = features.subgroups ? features.subgroupMinSize : 0;
-  const narrowShuffles = sg >= Math.max(DECODE_THREADS / DECODE_BK, tuningOverride?.lanes ?? 0);
-  const wideShuffles = sg >= Math.max(DECODE_WIDE_THREADS / DECODE_BK, tuningOverride?.lanes ?? 0);
-  if (narrowShuffles && !wideShuffles) return false;
+  if (sg < Math.max(DECODE_WIDE_THREADS / DECODE_BK, tuningOverride?.lanes ?? 0)) return false;
   const tuning = { ...tuningOverride, threads: DECODE_WIDE_THREADS };
   const bytes = (dtype: StorageDType) =>
     decodeWorkgroupBytes({

@@ -22,7 +22,7 @@ import {
   tensorCorePlan,
 } from './matmul-tc.js';
 import { memoProgram } from './program.js';
-import { rowsLayout, rowsPlan } from './reduce.js';
+import { rowsLayout, rowsPlan, setRowsGridX } from './reduce.js';
 import { positionsKey } from './shape.js';
 
 // Every webgpu kernel against the ts kernel in float64 on the same (storage-rounded) inputs,
@@ -192,7 +192,10 @@ describe('row reductions', () => {
     expect(rowsPlan({ b: 1, r: 6, n: 768 })).toMatchObject({ lanes: 16, chunks: 1, per: 6 });
     // Odd N: a column a thread.
     expect(rowsPlan({ b: 1, r: 300, n: 33 })).toMatchObject({ vec: 1, lanes: 64, chunks: 1 });
-    // A grid dimension past 65535: undefined (the general kernel).
+    // More column blocks than a grid dimension: walked grid-stride (the LM head's split-K
+    // partials, 768 x 50257 columns: 150,771 blocks of 256 columns).
+    expect(rowsPlan({ b: 1, r: 8, n: 768 * 50257 })).toMatchObject({ gx: 150771, chunks: 1 });
+    // Chunks or B past 65535: undefined (the general kernel).
     expect(rowsPlan({ b: 70000, r: 2, n: 4 })).toBeUndefined();
   });
 });
@@ -377,6 +380,31 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
           tol,
           `maxTo backward [${sx}]`,
         );
+      }
+      // Column blocks walked grid-stride (as past 65535 blocks): a grid of 2 blocks in x.
+      try {
+        setRowsGridX(2);
+        for (const [sx, sk] of [
+          [[40, 3000], [3000]],
+          [[3, 50, 1001], [1001]],
+        ] as [number[], number[]][]) {
+          const x = rand(sx);
+          const rows = sx.reduce((a, b) => a * b, 1) / sk[0]!;
+          await close(
+            gpu.sumTo(up(x, dt), sk),
+            ts.sumTo(rounded(x, dt), sk),
+            tol * Math.sqrt(rows),
+            `sumTo [${sx}] -> [${sk}], 2 blocks a grid`,
+          );
+          await close(
+            gpu.maxTo(up(x, dt), [...new Array(sx.length - 1).fill(1), ...sk]),
+            ts.maxTo(rounded(x, dt), [...new Array(sx.length - 1).fill(1), ...sk]),
+            tol,
+            `maxTo [${sx}], 2 blocks a grid`,
+          );
+        }
+      } finally {
+        setRowsGridX(undefined);
       }
       // Ties: the gradient goes to the first maximal element only.
       const tie = Tensor.from(Float64Array.of(1, 3, 3, 2, 2, 0), [2, 3], 'f64');

@@ -349,16 +349,21 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
       : emulate
         ? undefined
         : tensorCorePlan(m, n, k, nb);
-  // 'unsplit': a product whose K is split loads its matrices straight from storage.
+  // 'unsplit': a product whose K is split loads its matrices straight from storage, when the
+  // split stands (splitK on, the grid's z within 65535) under the direct kernel's own plan.
   if (
     tcPlan &&
     stagedR > 0 &&
     tcPlan.splits > 1 &&
     kernelOptions().stageTensorCores === 'unsplit' &&
+    kernelOptions().splitK &&
     !emulate
   ) {
-    stagedR = 0;
-    tcPlan = tensorCorePlan(m, n, k, nb);
+    const direct = tensorCorePlan(m, n, k, nb);
+    if (direct && direct.splits > 1 && nb * direct.splits <= 65535) {
+      stagedR = 0;
+      tcPlan = direct;
+    }
   }
   const simt = simtPlan(m, n, k, nb);
   const buffers = simtBuffers(simt.tile, ctx.limits.maxComputeWorkgroupStorageSize);

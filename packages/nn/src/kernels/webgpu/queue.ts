@@ -494,9 +494,10 @@ const SCOPES: GPUErrorFilter[] = ['internal', 'out-of-memory', 'validation'];
 /** Passes per command buffer: submitting while the queue still encodes keeps the GPU busy. */
 const BATCH = 64;
 /**
- * Passes in the first command buffer after the queue was idle (then doubling to BATCH): 2 ran
- * the H200's block step 0.25-0.46 ms faster than 8 (and 4 in between), since early in a step
- * the GPU runs short passes faster than autograd records them (BENCHMARKS.md, session 15).
+ * Passes in the first command buffer after the queue was idle (then doubling to BATCH), so the
+ * GPU starts on the step's first short passes at once. On the H200's block step 2 ran 0.07-0.25
+ * ms faster than 8 in same-process pairs, within the run-to-run noise, and never slower
+ * (BENCHMARKS.md, session 15).
  */
 const FIRST_BATCH = 2;
 let firstBatchSize = FIRST_BATCH;

@@ -22,8 +22,9 @@ type Mode = 'sum' | 'max' | 'first' | 'minu';
 
 /**
  * Reduces x over the dims where `keep` has 1 (and x not), numpy-broadcast style, into a new
- * f32 tensor of shape keep (u32 offsets for 'first': the flat offset of the first element
- * equal to y's in its group). Each thread sums a chunk of its group in order; with more than
+ * tensor of shape keep: f32 from the general kernel, `dtype` from the rows kernel (sums over
+ * rows, reduceRows; callers cast what is not yet `dtype`), u32 offsets for 'first' (the flat
+ * offset of the first element equal to y's in its group). Each thread sums a chunk of its group in order; with more than
  * one chunk a second pass reduces the chunks' partials (deterministic: no atomics).
  */
 function reduce(
@@ -242,7 +243,8 @@ const ROWS_PER_LANE = 16;
  * workgroups across the columns, and `chunks` of `per` rows (more than one: a second pass sums
  * the chunks' partials). The fewest lanes whose workgroups fill the GPU; rows split into
  * chunks only where that still leaves it part-idle and each lane keeps ROWS_PER_LANE rows.
- * Undefined when a grid dimension would pass 65535 (the general kernel runs).
+ * Undefined when the chunks or B pass 65535 (the general kernel runs); column blocks past
+ * 65535 are walked grid-stride.
  */
 export function rowsPlan({ b, r, n }: RowsLayout):
   | {
@@ -268,8 +270,15 @@ export function rowsPlan({ b, r, n }: RowsLayout):
     );
   const per = Math.ceil(r / chunks);
   chunks = Math.ceil(r / per);
-  if (gx > 65535 || chunks > 65535 || b > 65535) return undefined;
+  // More column blocks than a grid dimension takes are walked grid-stride (reduceRows).
+  if (chunks > 65535 || b > 65535) return undefined;
   return { vec, lanes, gx, chunks, per };
+}
+
+let rowsGridX = 65535;
+/** Tests only: the grid's x cap of reduceRows (65535), lowered to exercise the block walk. */
+export function setRowsGridX(cap: number | undefined): void {
+  rowsGridX = cap ?? 65535;
 }
 
 /** [B, R, N] summed (or maxed) over R into [B, N] of `dtype`, or undefined (no plan). */
@@ -293,12 +302,13 @@ function reduceRows(
     bindings: ['uniform', 'read', 'storage'],
     label: `nn reduce ${mode} rows`,
   }));
-  const p = new Params().u(4, n).u(5, r).u(6, per).u(7, chunks);
+  const nx = Math.min(gx, rowsGridX);
+  const p = new Params().u(4, n).u(5, r).u(6, per).u(7, chunks).u(8, gx).u(9, nx);
   queueOf(ctx).pass(
     program,
     p.words,
     [x, out].map((t) => t.storage as WebGpuStorage),
-    [gx, chunks, b],
+    [nx, chunks, b],
     [out.storage as WebGpuStorage],
   );
   if (chunks === 1) return toDtype(out, dtype);
@@ -340,8 +350,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let chunks = pu(7u);
   let c = li % ${cols}u;
   let lane = li / ${cols}u;
-  let col = (wg.x * ${cols}u + c) * ${vec}u;
   let r1 = min((wg.y + 1u) * per, rows);
+  // Column blocks wg.x, wg.x + the grid's x, ...: more than a grid dimension takes.
+  for (var blk = wg.x; blk < pu(8u); blk += pu(9u)) {
+  let col = (blk * ${cols}u + c) * ${vec}u;
   // Rows lane, lane + L, ...: four loads in flight before they are combined (in order).
   var acc = vec4<f32>(${mode === 'sum' ? '0.0' : 'ninf()'});
   if (col < n) {
@@ -374,6 +386,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let i = (wg.z * chunks + wg.y) * n + col;
     ${store}
+  }
+  // The next block's lanes overwrite part only after lane 0 read it.
+  workgroupBarrier();
   }
 }`;
 }
