@@ -31,6 +31,7 @@
 #     bash benchmarks/gpu/h200-s15f.sh     lean decode: 512 / 1024-thread layouts, stream-K 132 / 264 workers, split-K 8 / 16
 #     bash benchmarks/gpu/h200-s15g.sh     final defaults: lean decode (no tuning) + torch decode, GPT-2 small decoding at 8K
 #     bash benchmarks/gpu/h200-s15h.sh     GPT-2 small decoding at 8K, decode kernel 512 / 256 threads alternating
+#     bash benchmarks/gpu/h200-s15i.sh     after the review mends: block verified + timed briefly, lean default decode verified + timed
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
