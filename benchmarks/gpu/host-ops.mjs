@@ -7,44 +7,18 @@
 //   node benchmarks/gpu/host-ops.mjs [B,T,C,H]   (default 2,1024,768,12: the null backend's
 //                                                 memory cap refuses B 8)
 //
-// Session 15 found the rope op's table key this way (0.3-0.55 ms a call, BENCHMARKS.md).
-import { createRequire } from 'node:module';
+// Session 15 found the rope op's table key this way (BENCHMARKS.md, session 15).
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { nullWebGpuContext } from './null-context.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const dist = (p) => import(pathToFileURL(join(repo, 'packages', p, 'dist', 'index.js')).href);
-const { CORE_DEFAULT_LIMITS, WebGpuContext, toWebGpu } = await dist('webgpu');
+const { toWebGpu } = await dist('webgpu');
 const { AdamW, TransformerBlock, registerWebGpuKernels, scope, syncWebGpu } = await dist('nn');
 const { Rng } = await dist('tensor');
-const { create, globals } = createRequire(join(repo, 'packages/webgpu/package.json'))('webgpu');
-Object.assign(globalThis, globals);
-const gpu = create(['backend=null', 'enable-dawn-features=allow_unsafe_apis']);
-const adapter = await gpu.requestAdapter();
-const names = Object.keys(CORE_DEFAULT_LIMITS);
-const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
-const feats = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'].filter((f) =>
-  adapter.features.has(f),
-);
-const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: feats });
-const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
-const features = {
-  subgroups: true,
-  shaderF16: true,
-  timestampQuery: false,
-  subgroupMatrix: true,
-  subgroupMinSize: 32,
-  subgroupMaxSize: 32,
-  subgroupMatrixConfigs: [{ component: 'f16', result: 'f32', M: 16, N: 16, K: 16 }],
-};
-const ctx = new WebGpuContext(
-  device,
-  features,
-  limits,
-  'null',
-  { vendor: 'nvidia', architecture: '', device: 'null', description: 'null' },
-  [gpu],
-);
+const ctx = await nullWebGpuContext({ tensorCores: true });
+const { device } = ctx;
 registerWebGpuKernels(ctx);
 let log = null;
 const proto = Object.getPrototypeOf(device.createCommandEncoder().beginComputePass());

@@ -7,30 +7,48 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export async function nullWebGpuContext() {
+//
+// `{ tensorCores: true }`: the device also declares f16, 32-wide subgroups and f16 x f16 -> f32
+// 16x16x16 subgroup matrices as an NVIDIA adapter (Dawn's null backend has them with
+// allow_unsafe_apis), so nn's f16 path encodes its tensor-core passes as on the H200.
+export async function nullWebGpuContext({ tensorCores = false } = {}) {
   const { CORE_DEFAULT_LIMITS, WebGpuContext } = await import(
     pathToFileURL(join(repo, 'packages/webgpu/dist/index.js')).href
   );
   const { create, globals } = createRequire(join(repo, 'packages/webgpu/package.json'))('webgpu');
   Object.assign(globalThis, globals);
-  const gpu = create(['backend=null']);
+  const gpu = create(
+    tensorCores ? ['backend=null', 'enable-dawn-features=allow_unsafe_apis'] : ['backend=null'],
+  );
   const adapter = await gpu.requestAdapter();
   if (!adapter) throw new Error("Dawn's null backend gave no adapter");
   // The limits a WebGpuContext reports (the adapter's own, as createWebGpuContext asks for).
   const names = Object.keys(CORE_DEFAULT_LIMITS);
   const requiredLimits = Object.fromEntries(names.map((n) => [n, adapter.limits[n]]));
-  const device = await adapter.requestDevice({ requiredLimits });
+  const requiredFeatures = tensorCores
+    ? ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'].filter((f) =>
+        adapter.features.has(f),
+      )
+    : [];
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   const limits = Object.fromEntries(names.map((n) => [n, device.limits[n]]));
   const features = {
-    subgroups: false,
-    shaderF16: false,
+    subgroups: tensorCores,
+    shaderF16: tensorCores,
     timestampQuery: false,
-    subgroupMatrix: false,
-    subgroupMinSize: 0,
-    subgroupMaxSize: 0,
-    subgroupMatrixConfigs: [],
+    subgroupMatrix: tensorCores,
+    subgroupMinSize: tensorCores ? 32 : 0,
+    subgroupMaxSize: tensorCores ? 32 : 0,
+    subgroupMatrixConfigs: tensorCores
+      ? [{ component: 'f16', result: 'f32', M: 16, N: 16, K: 16 }]
+      : [],
   };
-  const info = { vendor: '', architecture: '', device: 'null', description: 'Dawn null backend' };
+  const info = {
+    vendor: tensorCores ? 'nvidia' : '',
+    architecture: '',
+    device: 'null',
+    description: 'Dawn null backend',
+  };
   return new WebGpuContext(device, features, limits, 'null', info, [gpu]);
 }
 

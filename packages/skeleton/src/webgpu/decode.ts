@@ -294,19 +294,40 @@ export function decodeSpecFor(
     hooks,
     ...(tuning ? { tuning } : {}),
   };
-  const threads = tuning?.threads ?? DECODE_THREADS;
+  const lanes = shuffledLanes(tuning?.threads ?? DECODE_THREADS, tuning);
   const sg = features.subgroups ? features.subgroupMinSize : 0;
-  const canShuffle = isPow2(sg) && sg >= Math.max(threads / DECODE_BK, tuning?.lanes ?? 0);
+  const canShuffle = isPow2(sg) && sg >= lanes;
   const reduce = tuning?.reduce ?? (canShuffle ? 'subgroup' : 'workgroup');
   if (reduce === 'subgroup' && !canShuffle)
     throw new ValueError(
-      `tuning.reduce: expected "workgroup" or "emulated" on a device whose smallest subgroup (${sg}; 0 = no subgroups) is below the ${Math.max(threads / DECODE_BK, tuning?.lanes ?? 0)} lanes of a key, got "subgroup"`,
+      `tuning.reduce: expected "workgroup" or "emulated" on a device whose smallest subgroup (${sg}; 0 = no subgroups) is below the ${lanes} lanes of a key, got "subgroup"`,
       'tuning.reduce',
     );
   return reduce === 'subgroup' ? { ...base, reduce, subgroupSize: sg } : { ...base, reduce };
 }
 
-/** Whether the device holds a DECODE_WIDE_THREADS workgroup of the decode kernel (either reduce). */
+/** The lanes a subgroup must hold for the shuffle path: threads / DECODE_BK, or tuned lanes. */
+function shuffledLanes(threads: number, tuning: DecodeTuning | undefined): number {
+  return Math.max(threads / DECODE_BK, tuning?.lanes ?? 0);
+}
+
+/**
+ * Workgroup bytes of p's decode kernel under `tuning`: the larger of the f16 and f32 layouts off
+ * the subgroup path ('workgroup' and 'emulated' take the same memory, 'subgroup' less).
+ */
+function decodeBytesBound(p: AttentionProblem, tuning: DecodeTuning | undefined): number {
+  const bytes = (dtype: StorageDType) =>
+    decodeWorkgroupBytes({
+      dtype,
+      d: p.d,
+      dv: p.dv,
+      rows: decodeRows(p),
+      reduce: 'workgroup',
+      ...(tuning ? { tuning } : {}),
+    });
+  return Math.max(bytes('f16'), bytes('f32'));
+}
+
 /** The device limits the decode kernel's workgroup size depends on. */
 export interface DecodeLimits {
   maxComputeInvocationsPerWorkgroup: number;
@@ -314,6 +335,7 @@ export interface DecodeLimits {
   maxComputeWorkgroupStorageSize: number;
 }
 
+/** Whether the device holds a DECODE_WIDE_THREADS workgroup of the decode kernel (either reduce). */
 function wideFits(
   p: AttentionProblem,
   features: Pick<WebGpuFeatures, 'subgroups' | 'subgroupMinSize'>,
@@ -324,19 +346,10 @@ function wideFits(
   // Only with subgroup shuffles for a key's lanes (at least threads / BK of them): the layout
   // was measured on such a GPU alone (the workgroup-memory sums, e.g. llvmpipe, keep 256).
   const sg = features.subgroups ? features.subgroupMinSize : 0;
-  if (sg < Math.max(DECODE_WIDE_THREADS / DECODE_BK, tuningOverride?.lanes ?? 0)) return false;
-  const tuning = { ...tuningOverride, threads: DECODE_WIDE_THREADS };
-  const bytes = (dtype: StorageDType) =>
-    decodeWorkgroupBytes({
-      dtype,
-      d: p.d,
-      dv: p.dv,
-      rows: decodeRows(p),
-      reduce: 'workgroup',
-      tuning,
-    });
+  if (sg < shuffledLanes(DECODE_WIDE_THREADS, tuningOverride)) return false;
   try {
-    return Math.max(bytes('f16'), bytes('f32')) <= limits.maxComputeWorkgroupStorageSize;
+    const tuning = { ...tuningOverride, threads: DECODE_WIDE_THREADS };
+    return decodeBytesBound(p, tuning) <= limits.maxComputeWorkgroupStorageSize;
   } catch (e) {
     // A tuning the wide layout cannot take (e.g. fewer lanes than threads / BK): stay narrow.
     if (e instanceof ValueError) return false;
@@ -365,18 +378,7 @@ export function inDecodeRegime(
   if (p.blockSparse !== undefined || p.maskMod !== undefined) return false;
   if (p.maxSeqQ < 1 || p.maxSeqQ > DECODE_MAX_NQ || p.group * p.maxSeqQ > DECODE_MAX_ROWS)
     return false;
-  // 'workgroup' and 'emulated' take the same memory, 'subgroup' less.
-  const tuning = { ...tuningOverride, reduce: 'workgroup' as const };
-  const bytes = (dtype: StorageDType) =>
-    decodeWorkgroupBytes({
-      dtype,
-      d: p.d,
-      dv: p.dv,
-      rows: decodeRows(p),
-      reduce: 'workgroup',
-      tuning,
-    });
-  return Math.max(bytes('f16'), bytes('f32')) <= maxWorkgroupBytes;
+  return decodeBytesBound(p, tuningOverride) <= maxWorkgroupBytes;
 }
 
 const UNIFORMS: WgslBinding = { name: 'P', kind: 'uniform', type: 'Params' };

@@ -349,18 +349,20 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
       : emulate
         ? undefined
         : tensorCorePlan(m, n, k, nb);
+  // The grid's z counts (batch element, K slice) pairs: at most 65535 of them.
+  const splitStands = (s: number) =>
+    s > 1 && kernelOptions().splitK && nb * s <= 65535 && m * n * nb > 0;
   // 'unsplit': a product whose K is split loads its matrices straight from storage, when the
-  // split stands (splitK on, the grid's z within 65535) under the direct kernel's own plan.
+  // split stands under the direct kernel's own plan.
   if (
     tcPlan &&
     stagedR > 0 &&
     tcPlan.splits > 1 &&
     kernelOptions().stageTensorCores === 'unsplit' &&
-    kernelOptions().splitK &&
     !emulate
   ) {
     const direct = tensorCorePlan(m, n, k, nb);
-    if (direct && direct.splits > 1 && nb * direct.splits <= 65535) {
+    if (direct && splitStands(direct.splits)) {
       stagedR = 0;
       tcPlan = direct;
     }
@@ -370,10 +372,9 @@ export function matmul(a: Tensor, b: Tensor, transA: boolean, transB: boolean): 
   const [cols] = skinnyLayout(transB);
   const skinny =
     m <= SKINNY_MAX_M && Math.ceil(n / cols) <= ctx.limits.maxComputeWorkgroupsPerDimension;
-  // The grid's z counts (batch element, K slice) pairs: at most 65535 of them.
   let splits = tcPlan ? tcPlan.splits : skinny ? 1 : simt.splits;
   let kLen = tcPlan ? tcPlan.kLen : skinny ? k : simt.kLen;
-  if (nb * splits > 65535 || m * n * nb === 0 || !kernelOptions().splitK) {
+  if (!splitStands(splits)) {
     splits = 1;
     kLen = k;
   }

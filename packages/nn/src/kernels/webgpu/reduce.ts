@@ -32,7 +32,7 @@ function reduce(
   keep: readonly number[],
   mode: Mode,
   y?: Tensor,
-  /** The columns' kernel stores this dtype itself; the general one gives f32 (cast after). */
+  /** The rows kernel stores this dtype itself; the general one gives f32 (cast after). */
   dtype: GpuFloat = 'f32',
 ): Tensor {
   const ctx = gpuContext('reduce');

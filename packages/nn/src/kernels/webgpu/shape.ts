@@ -298,8 +298,8 @@ const ROPE_CACHE = 16;
  * A short key for a positions array: an arithmetic run (a training step's 0..T-1, a decoding
  * step's one position) by its start and step, else a 32-bit FNV-1a hash of the values' bits,
  * which ropeTable confirms against the entry's own copy. The table key used to spell every
- * position out (Array.join of 1,024 numbers cost ~0.3-0.5 ms of host time per rope call, four
- * calls a TransformerBlock step: session 15).
+ * position out (Array.join of 1,024 numbers: ~0.3 ms of host time per TransformerBlock step's
+ * four rope calls on a 2-core machine, session 15).
  */
 export function positionsKey(positions: ArrayLike<number>): string {
   const n = positions.length;
