@@ -32,6 +32,7 @@
 #     bash benchmarks/gpu/h200-s15g.sh     final defaults: lean decode (no tuning) + torch decode, GPT-2 small decoding at 8K
 #     bash benchmarks/gpu/h200-s15h.sh     GPT-2 small decoding at 8K, decode kernel 512 / 256 threads alternating
 #     bash benchmarks/gpu/h200-s15i.sh     after the review mends: block verified + timed briefly, lean default decode verified + timed
+#     bash benchmarks/gpu/h200-s16.sh      GLA: rewritten SIMT scores / state / o passes verified, timed unquantized, + torch
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
@@ -45,5 +46,6 @@ bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-stream.mjs \
   benchmarks/gpu/dist/bench-gpt.mjs benchmarks/gpu/dist/attnkit-gpt.mjs \
   ../shared/data/tinyshakespeare.txt benchmarks/gpu/cpuprof-top.mjs \
   benchmarks/gpu/dist/bench-limits.mjs benchmarks/gpu/dist/bench-matmul.mjs \
-  benchmarks/gpu/dist/bench-lean.mjs benchmarks/gpu/torch_decode.py
+  benchmarks/gpu/dist/bench-lean.mjs benchmarks/gpu/torch_decode.py \
+  benchmarks/gpu/dist/bench-gla.mjs benchmarks/gpu/torch_sdpa.py
 ls .gpu/app

@@ -18,13 +18,14 @@ import {
   type GlaKernel,
   type GlaStorage,
   kTileOf,
-  outBlock,
+  outGrid,
   outputShader,
   PARAMS_FIELDS,
   prepShader,
   qkGradShader,
   scoreGradShader,
   scoresShader,
+  stateGrid,
   stateShader,
 } from './kernels.js';
 import { GLA_TC_SUBGROUP, type GlaTc } from './tc.js';
@@ -342,7 +343,7 @@ async function common(
     stateShader('h', C, dtype, initDType, tc),
     params,
     { tab: meta, k, v, Gb: G, init, Hs, fin: final ?? dummyOut },
-    [Math.ceil(K / GLA_STATE_BLOCK) * nbV, H, N],
+    stateGrid(K, V, H, N, !!tc),
   );
   return { ctx, run, dtype, base, params, meta, NC, G, A, Hs, flag, dummy, dummyOut, q, k, v };
 }
@@ -365,7 +366,7 @@ export async function glaForwardWebGpu(
     outputShader('o', C, V, dtype, tc),
     params,
     { tab: meta, q, v, Gb: G, Hs, Ab: A, out: oF },
-    [NC, H, Math.ceil(V / outBlock(V))],
+    [NC, H, outGrid(V, !!tc)],
   );
   const oBuf = await run.output(oF, n, dtype, c.base);
   await run.submit(opts.profiler);
@@ -409,7 +410,6 @@ export async function glaBackwardWebGpu(
   const dA = run.temp(NC * H * C * C * 4, 'gla dA');
   const dhtDType = t.dht ? storageOf(t.dht) : 'f32';
   const dparams = run.uniform({ ...c.base, hasInit: t.dht ? 1 : 0, hasFinal: h0 ? 1 : 0 });
-  const nbV = Math.ceil(V / GLA_STATE_BLOCK);
   await run.step(
     stateShader('dh', C, dtype, dhtDType, tc),
     dparams,
@@ -422,7 +422,7 @@ export async function glaBackwardWebGpu(
       Hs: dHs,
       fin: dh0F ?? c.dummyOut,
     },
-    [Math.ceil(K / GLA_STATE_BLOCK) * nbV, H, N],
+    stateGrid(K, V, H, N, !!tc),
   );
   await run.step(scoreGradShader(C, dtype, tc), params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
   const nv = B * T * H * V;
@@ -436,7 +436,7 @@ export async function glaBackwardWebGpu(
     outputShader('dv', C, V, dtype, tc),
     params,
     { tab: meta, k, dO, Gb: G, Hs: dHs, Ab: A, out: dvF },
-    [NC, H, Math.ceil(V / outBlock(V))],
+    [NC, H, outGrid(V, !!tc)],
   );
   await run.step(
     // Emulated at C >= 64 its workgroup memory (sm alone 26 KiB there) leaves no room for the

@@ -74,9 +74,14 @@ describe('generated GLA kernels', () => {
 
   test('declare every var in a loop body with an initializer (wgsl.ts loopVarsWithoutInitializer)', () => {
     for (const k of kernels()) expect(loopVarsWithoutInitializer(k.code), k.label).toEqual([]);
-    // The state pass's per-chunk accumulator, the one the H200 kept across chunks (run 2).
+    // The per-chunk accumulator of the tensor-core state pass, the kind the H200 kept across
+    // chunks (run 2); the SIMT pass has none since session 16 (the products add into the state
+    // after its decay), every register array of its chunk walk declared with an initializer.
+    const tcStates = stateShader('h', 64, 'f16', 'f32', { emulate: true });
+    expect(tcStates.code).toMatch(/for \(var ci = 0u;[\s\S]*var mAcc = [\w<>, ]+\(\);/);
     const states = stateShader('h', 64, 'f32', 'f32');
-    expect(states.code).toMatch(/for \(var ci = 0u;[\s\S]*var acc = array<f32, 4>\(\);/);
+    expect(states.code).toMatch(/var S = array<f32, 16>\(\);[\s\S]*for \(var ci = 0u;/);
+    expect(states.code).not.toMatch(/var acc/);
   });
 
   test('the chunk form runs in 10 storage buffers per pass (the merged dq/dk/dgk variant)', () => {

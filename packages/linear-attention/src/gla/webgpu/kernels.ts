@@ -236,23 +236,137 @@ export function kTileOf(C: number): number {
 
 /**
  * Pass 2: the causal intra-chunk scores A [NC, H, C, C] (f32, 0 above the diagonal and past the
- * chunk) with the secondary-level sub-chunks of chunk-math.ts: a pair in one sub-chunk takes
- * its relative gate e^{G_t - G_s} element by element; a pair in sub-chunks j < i factors it as
- *   (q_t e^{G_t - G_{a_i}}) * e^{G_{a_i} - G_{e_j}} * (k_s e^{G_{e_j} - G_s})
- * with a_i the first row of i and e_j the last of j: three factors <= 1, the middle one a
- * vector per sub-chunk pair (d), so the gated tiles are computed once. Workgroups (NC, H).
+ * chunk), A_ts = scale sum_x q_tx k_sx e^{G_tx - G_sx}, in 4 x 4 micro-blocks of (t, s), one a
+ * thread (three at C 128), on and below the diagonal. A block below the diagonal (rows of micro-row
+ * a, columns of micro-column b < a: every s before every t) factors its relative gate through
+ * the block's rows and columns:
+ *   e^{G_t - G_s} = e^{G_t - G_{4a}} * e^{G_{4a} - G_{4b+3}} * e^{G_{4b+3} - G_s}
+ * three factors <= 1 (G falls with the row), so q and k are gated once at staging (qh, kg) and
+ * a block costs one exp a channel beside its 16 multiply-adds; a block on the diagonal takes
+ * its 10 entries' gates element by element (no pivot lies between every pair of its rows).
+ * fla's secondary-level chunking at a 4-row grain. Staged as [channel][row] with rows in vec4s
+ * (4 a thread, so the gating needs no second barrier), the next channel tile fetched into
+ * registers while the current one is multiplied. Workgroups (NC, H).
  */
 export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
-  const sub = glaSubChunkSize(C);
-  const n = C / sub;
-  const BX = kTileOf(C);
-  // 16 score entries per thread at most (unrolled: register accumulators); 1024 threads at C 128.
-  const W = Math.min(C * C, Math.max(GLA_THREADS, (C * C) / 16));
-  const M = (C * C) / W;
-  // Tiles channel-major with a padded row (CP): lanes run along t or s, conflict-free.
-  const CP = C + 1;
-  const T = BX * CP;
-  const at = (tile: number, t: string, x: string) => `sm[${u(tile * T)} + ${x} * ${u(CP)} + ${t}]`;
+  const nm = C / 4;
+  // Micro-blocks on and below the diagonal: the nm diagonal ones first (p < nm), then the
+  // others a-major (q = a (a - 1) / 2 + b, b < a).
+  const NB = (nm * (nm + 1)) / 2;
+  const MB = Math.ceil(NB / GLA_THREADS);
+  const W = 32 * Math.ceil(NB / (32 * MB));
+  const BX = Math.min(32, 1024 / C);
+  // A channel's rows padded by one vec4: lanes writing consecutive channels hit distinct banks.
+  const CP4 = nm + 1;
+  const NG = nm * BX;
+  const SE = Math.ceil(NG / W);
+  const fetch = (x0: string) =>
+    unroll(
+      SE,
+      'f',
+      `
+    let e = tid + ${u(W)} * f;
+    let x = ${x0} + e % ${u(BX)};
+    let g = e / ${u(BX)};
+    ${unroll(
+      4,
+      'r',
+      `
+      let t = 4u * g + r;
+      var gv = 0.0;
+      var qv = 0.0;
+      var kv = 0.0;
+      if (e < ${u(NG)} && x < P.K) {
+        let gi = ((row0 + min(t, L - 1u)) * P.H + h) * P.K + x;
+        gv = Gb[gi];
+        if (t < L) {
+          qv = ld_q(gi);
+          kv = ld_k(gi);
+        }
+      }
+      rg[4u * f + r] = gv;
+      rq[4u * f + r] = qv;
+      rk[4u * f + r] = kv;
+    `,
+    )}
+  `,
+    );
+  const blocks = Array.from({ length: MB }, (_, m) => `let p${m} = tid + ${u(W * m)};
+  var a${m} = 0u;
+  var b${m} = 0u;
+  if (p${m} < ${u(nm)}) {
+    a${m} = p${m};
+    b${m} = p${m};
+  } else if (p${m} < ${u(NB)}) {
+    let qq = p${m} - ${u(nm)};
+    var a = 1u;
+    loop {
+      if ((a + 1u) * a / 2u > qq) { break; }
+      a++;
+    }
+    a${m} = a;
+    b${m} = qq - a * (a - 1u) / 2u;
+  }
+  var acc${m} = array<f32, 16>();`).join('\n  ');
+  const diag = (m: number) => {
+    const lines: string[] = [];
+    const comp = ['x', 'y', 'z', 'w'];
+    for (let r = 0; r < 4; r++)
+      for (let c = 0; c <= r; c++)
+        lines.push(
+          r === c
+            ? `acc${m}[${r * 4 + c}] = fma(qv.${comp[r]}, kv.${comp[c]}, acc${m}[${r * 4 + c}]);`
+            : `acc${m}[${r * 4 + c}] = fma(qv.${comp[r]} * kv.${comp[c]}, exp(gv.${comp[r]} - gv.${comp[c]}), acc${m}[${r * 4 + c}]);`,
+        );
+    return lines.join('\n          ');
+  };
+  const outer = (m: number) => {
+    const lines: string[] = [];
+    const comp = ['x', 'y', 'z', 'w'];
+    for (let r = 0; r < 4; r++)
+      for (let c = 0; c < 4; c++)
+        lines.push(
+          `acc${m}[${r * 4 + c}] = fma(qv.${comp[r]}, kv.${comp[c]}, acc${m}[${r * 4 + c}]);`,
+        );
+    return lines.join('\n          ');
+  };
+  const products = Array.from({ length: MB }, (_, m) => `if (p${m} < ${u(NB)}) {
+      if (a${m} == b${m}) {
+        for (var x = 0u; x < ${u(BX)}; x++) {
+          let at = x * ${u(CP4)} + a${m};
+          let qv = sq[at];
+          let kv = sk[at];
+          let gv = sg[at];
+          ${diag(m)}
+        }
+      } else {
+        for (var x = 0u; x < ${u(BX)}; x++) {
+          let ra = x * ${u(CP4)} + a${m};
+          let rb = x * ${u(CP4)} + b${m};
+          let qv = sqh[ra] * exp(sg[ra].x - sg[rb].w);
+          let kv = skg[rb];
+          ${outer(m)}
+        }
+      }
+    }`).join('\n    ');
+  const writes = Array.from({ length: MB }, (_, m) => `if (p${m} < ${u(NB)}) {
+    let base = (c * P.H + h) * ${u(C)};
+    ${unroll(
+      4,
+      'r',
+      `
+      ${unroll(
+        4,
+        'cc',
+        `
+        Ab[(base + 4u * a${m} + r) * ${u(C)} + 4u * b${m} + cc] =
+          select(0.0, P.scale * acc${m}[r * 4u + cc], a${m} != b${m} || cc <= r);
+        if (a${m} != b${m}) { Ab[(base + 4u * b${m} + r) * ${u(C)} + 4u * a${m} + cc] = 0.0; }
+      `,
+      )}
+    `,
+    )}
+  }`).join('\n  ');
   return kernel(
     'gla scores',
     [
@@ -262,7 +376,11 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
       { name: 'Gb', kind: 'f32' },
       { name: 'Ab', kind: 'out' },
     ],
-    `var<workgroup> sm: array<f32, ${3 * T + n * n * BX}>;
+    `var<workgroup> sq: array<vec4<f32>, ${BX * CP4}>;
+var<workgroup> sk: array<vec4<f32>, ${BX * CP4}>;
+var<workgroup> sg: array<vec4<f32>, ${BX * CP4}>;
+var<workgroup> sqh: array<vec4<f32>, ${BX * CP4}>;
+var<workgroup> skg: array<vec4<f32>, ${BX * CP4}>;
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let c = wg.x;
@@ -270,97 +388,213 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let tid = lid.x;
   let row0 = tab[${CHUNK_META}u * c];
   let L = tab[${CHUNK_META}u * c + 1u];
-  var acc: array<f32, ${M}>;
+  ${blocks}
+  // The next tile's rows (4 a group) of q, k and G, in flight while the current one multiplies.
+  var rq = array<f32, ${4 * SE}>();
+  var rk = array<f32, ${4 * SE}>();
+  var rg = array<f32, ${4 * SE}>();
+  ${fetch('0u')}
   for (var x0 = 0u; x0 < P.K; x0 += ${u(BX)}) {
-    for (var e = tid; e < ${u(C * BX)}; e += ${u(W)}) {
-      let t = e / ${u(BX)};
-      let xl = e % ${u(BX)};
-      let x = x0 + xl;
-      var qv = 0.0;
-      var kv = 0.0;
-      var gv = 0.0;
-      if (x < P.K) {
-        let gi = ((row0 + min(t, L - 1u)) * P.H + h) * P.K + x;
-        gv = Gb[gi];
-        if (t < L) {
-          qv = ld_q(gi);
-          kv = ld_k(gi);
-        }
-      }
-      ${at(0, 't', 'xl')} = qv;
-      ${at(1, 't', 'xl')} = kv;
-      ${at(2, 't', 'xl')} = gv;
-    }
     workgroupBarrier();
-    // Pairs in one sub-chunk: the relative gate element by element (exponent <= 0).
+    // Stage: raw q, k and G, and the gated qh = q e^{G - G_{4g}}, kg = k e^{G_{4g+3} - G}
+    // (exponents <= 0: past the chunk G repeats its last row and q = k = 0).
     ${unroll(
-      M,
-      'm',
+      SE,
+      'f',
       `
-      let e = tid + ${u(W)} * m;
-      let t = e / ${u(C)};
-      let s = e % ${u(C)};
-      if (s <= t && t / ${u(sub)} == s / ${u(sub)}) {
-        var a = 0.0;
-        for (var x = 0u; x < ${u(BX)}; x++) {
-          a += ${at(0, 't', 'x')} * ${at(1, 's', 'x')} * exp(${at(2, 't', 'x')} - ${at(2, 's', 'x')});
-        }
-        acc[m] += a;
+      let e = tid + ${u(W)} * f;
+      if (e < ${u(NG)}) {
+        let at = (e % ${u(BX)}) * ${u(CP4)} + e / ${u(BX)};
+        let gv = vec4<f32>(rg[4u * f], rg[4u * f + 1u], rg[4u * f + 2u], rg[4u * f + 3u]);
+        let qv = vec4<f32>(rq[4u * f], rq[4u * f + 1u], rq[4u * f + 2u], rq[4u * f + 3u]);
+        let kv = vec4<f32>(rk[4u * f], rk[4u * f + 1u], rk[4u * f + 2u], rk[4u * f + 3u]);
+        sg[at] = gv;
+        sq[at] = qv;
+        sk[at] = kv;
+        sqh[at] = qv * exp(gv - vec4<f32>(gv.x));
+        skg[at] = kv * exp(vec4<f32>(gv.w) - gv);
       }
     `,
     )}
     workgroupBarrier();
-    // Gate in place: q_t e^{G_t - G_{a_i}}, k_s e^{G_{e_j} - G_s}; d_ij = e^{G_{a_i} - G_{e_j}}.
-    for (var e = tid; e < ${u(C * BX)}; e += ${u(W)}) {
-      let x = e / ${u(C)};
-      let t = e % ${u(C)};
-      let i = t / ${u(sub)};
-      let g = ${at(2, 't', 'x')};
-      ${at(0, 't', 'x')} *= exp(g - ${at(2, `i * ${u(sub)}`, 'x')});
-      ${at(1, 't', 'x')} *= exp(${at(2, `i * ${u(sub)} + ${u(sub - 1)}`, 'x')} - g);
+    if (x0 + ${u(BX)} < P.K) {
+      ${fetch(`(x0 + ${u(BX)})`)}
     }
-    for (var e = tid; e < ${u(n * n * BX)}; e += ${u(W)}) {
-      let ij = e / ${u(BX)};
-      let x = e % ${u(BX)};
-      let i = ij / ${u(n)};
-      let j = ij % ${u(n)};
-      if (j < i) {
-        sm[${u(3 * T)} + e] = exp(${at(2, `i * ${u(sub)}`, 'x')} - ${at(2, `j * ${u(sub)} + ${u(sub - 1)}`, 'x')});
-      }
-    }
-    workgroupBarrier();
-    // Pairs in sub-chunks j < i.
-    ${unroll(
-      M,
-      'm',
-      `
-      let e = tid + ${u(W)} * m;
-      let t = e / ${u(C)};
-      let s = e % ${u(C)};
-      let i = t / ${u(sub)};
-      let j = s / ${u(sub)};
-      if (j < i) {
-        var a = 0.0;
-        let d = ${u(3 * T)} + (i * ${u(n)} + j) * ${u(BX)};
-        for (var x = 0u; x < ${u(BX)}; x++) {
-          a += ${at(0, 't', 'x')} * sm[d + x] * ${at(1, 's', 'x')};
-        }
-        acc[m] += a;
-      }
-    `,
-    )}
-    workgroupBarrier();
+    ${products}
   }
-  ${unroll(
-    M,
-    'm',
-    `
-    let e = tid + ${u(W)} * m;
-    let t = e / ${u(C)};
-    let s = e % ${u(C)};
-    Ab[((c * P.H + h) * ${u(C)} + t) * ${u(C)} + s] = select(0.0, P.scale * acc[m], s <= t && t < L);
-  `,
-  )}
+  ${writes}
+}`,
+  );
+}
+
+/** Rows (k) and columns (v) of the state block one workgroup of the SIMT state passes owns. */
+export const GLA_STATE_BLOCK_SIMT = 64;
+
+/** Workgroups of the state passes: (blocks of the K x V state, H, N). */
+export function stateGrid(K: number, V: number, H: number, N: number, tc: boolean) {
+  const b = tc ? GLA_STATE_BLOCK : GLA_STATE_BLOCK_SIMT;
+  return [Math.ceil(K / b) * Math.ceil(V / b), H, N] as [number, number, number];
+}
+
+/**
+ * The SIMT state passes (stateShader's contract): a 64 x 64 block of the state a workgroup,
+ * 4 x 4 of it a thread (rows 4 ty.., columns 4 tx.., read as vec4s from the staged slices);
+ * slices of SR rows of the chunk staged as [row][column], the next slice (of this chunk or the
+ * next) fetched into registers while the current one multiplies: the walk over the chunks is
+ * sequential, so each step's global latency is what it must hide. One thread loads 4
+ * neighbouring columns of 2 or more rows; the gate's last-row G of its 4 columns with them.
+ */
+function stateShaderSimt(
+  mode: 'h' | 'dh',
+  C: number,
+  dtype: GlaStorage,
+  initDType: GlaStorage,
+): GlaKernel {
+  const B = GLA_STATE_BLOCK_SIMT;
+  const SR = Math.min(C, 32);
+  const NS = C / SR;
+  // Rows of a slice one thread fetches (16 threads a row of 64 columns).
+  const RF = SR / 16;
+  const fwd = mode === 'h';
+  const a = fwd ? 'k' : 'q';
+  const b = fwd ? 'v' : 'dO';
+  const gate = (f: string, j: string) =>
+    fwd
+      ? `pa[${f} * 4u + ${j}] * exp(pl[${j}] - pg[${f} * 4u + ${j}])`
+      : `P.scale * pa[${f} * 4u + ${j}] * exp(pg[${f} * 4u + ${j}])`;
+  const fetch = (chunk: string, slice: string) => `{
+      let fc = ${chunk};
+      let frow0 = tab[${CHUNK_META}u * fc];
+      let fL = tab[${CHUNK_META}u * fc + 1u];
+      ${unroll(
+        4,
+        'j',
+        `
+        let x = k0 + 4u * tx + j;
+        var gl = 0.0;
+        if (x < P.K) { gl = Gb[((frow0 + fL - 1u) * P.H + h) * P.K + x]; }
+        pl[j] = gl;
+      `,
+      )}
+      ${unroll(
+        RF,
+        'f',
+        `
+        let t = (${slice}) * ${u(SR)} + ty + 16u * f;
+        ${unroll(
+          4,
+          'j',
+          `
+          let x = k0 + 4u * tx + j;
+          let y = v0 + 4u * tx + j;
+          var av = 0.0;
+          var gv = 0.0;
+          var bv = 0.0;
+          if (t < fL) {
+            if (x < P.K) {
+              let gi = ((frow0 + t) * P.H + h) * P.K + x;
+              av = ld_${a}(gi);
+              gv = Gb[gi];
+            }
+            if (y < P.V) { bv = ld_${b}(((frow0 + t) * P.H + h) * P.V + y); }
+          }
+          pa[f * 4u + j] = av;
+          pg[f * 4u + j] = gv;
+          pb[f * 4u + j] = bv;
+        `,
+        )}
+      `,
+      )}
+    }`;
+  const cells = (body: string) => unroll(4, 'i', unroll(4, 'j', body));
+  const comp = ['x', 'y', 'z', 'w'];
+  const fma = Array.from({ length: 16 }, (_, e) => {
+    const i = Math.floor(e / 4);
+    const j = e % 4;
+    return `S[${e}] = fma(av.${comp[i]}, bv.${comp[j]}, S[${e}]);`;
+  }).join('\n          ');
+  const chunkOf = (ci: string) => (fwd ? `first + (${ci})` : `first + count - 1u - (${ci})`);
+  return kernel(
+    fwd ? 'gla states' : 'gla state gradients',
+    [
+      { name: 'tab', kind: 'u32' },
+      { name: a, kind: 'in', dtype },
+      { name: b, kind: 'in', dtype },
+      { name: 'Gb', kind: 'f32' },
+      { name: 'init', kind: 'in', dtype: initDType },
+      { name: 'Hs', kind: 'out' },
+      { name: 'fin', kind: 'out' },
+    ],
+    `var<workgroup> sa: array<vec4<f32>, ${SR * 16}>;
+var<workgroup> sb: array<vec4<f32>, ${SR * 16}>;
+var<workgroup> sgl: array<vec4<f32>, 16>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let h = wg.y;
+  let nseq = wg.z;
+  let tid = lid.x;
+  // Compute: rows 4 ty.., columns 4 tx.. of the block. Fetch: columns 4 tx.., rows ty + 16 f.
+  let ty = tid / 16u;
+  let tx = tid % 16u;
+  let nbv = (P.V + ${u(B - 1)}) / ${u(B)};
+  let k0 = (wg.x / nbv) * ${u(B)};
+  let v0 = (wg.x % nbv) * ${u(B)};
+  let KV = P.K * P.V;
+  let first = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq];
+  let count = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq + 1u];
+  let sbase = (nseq * P.H + h) * KV;
+  var S = array<f32, 16>();
+  ${cells(`
+      let x = k0 + 4u * ty + i;
+      let y = v0 + 4u * tx + j;
+      if (P.hasInit != 0u && x < P.K && y < P.V) { S[i * 4u + j] = ld_init(sbase + x * P.V + y); }
+  `)}
+  var pa = array<f32, ${4 * RF}>();
+  var pg = array<f32, ${4 * RF}>();
+  var pb = array<f32, ${4 * RF}>();
+  var pl = array<f32, 4>();
+  if (count > 0u) ${fetch(chunkOf('0u'), '0u')}
+  for (var ci = 0u; ci < count; ci++) {
+    let c = ${chunkOf('ci')};
+    let hbase = (c * P.H + h) * KV;
+    ${cells(`
+        let x = k0 + 4u * ty + i;
+        let y = v0 + 4u * tx + j;
+        if (x < P.K && y < P.V) { Hs[hbase + x * P.V + y] = S[i * 4u + j]; }
+    `)}
+    for (var sl = 0u; sl < ${u(NS)}; sl++) {
+      workgroupBarrier();
+      ${unroll(
+        RF,
+        'f',
+        `
+        let r = ty + 16u * f;
+        sa[r * 16u + tx] = vec4<f32>(${[0, 1, 2, 3].map((j) => gate('f', `${j}u`)).join(', ')});
+        sb[r * 16u + tx] = vec4<f32>(pb[f * 4u], pb[f * 4u + 1u], pb[f * 4u + 2u], pb[f * 4u + 3u]);
+      `,
+      )}
+      if (sl == 0u && ty == 0u) { sgl[tx] = exp(vec4<f32>(pl[0], pl[1], pl[2], pl[3])); }
+      workgroupBarrier();
+      // The state decays by e^{G_L} before the chunk's products add to it.
+      if (sl == 0u) {
+        let d = sgl[ty];
+        ${cells(`S[i * 4u + j] *= d[i];`)}
+      }
+      if (sl + 1u < ${u(NS)}) ${fetch('c', 'sl + 1u')} else if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), '0u')}
+      for (var r = 0u; r < ${u(SR)}; r++) {
+        let av = sa[r * 16u + ty];
+        let bv = sb[r * 16u + tx];
+        ${fma}
+      }
+    }
+  }
+  if (P.hasFinal != 0u) {
+    ${cells(`
+        let x = k0 + 4u * ty + i;
+        let y = v0 + 4u * tx + j;
+        if (x < P.K && y < P.V) { fin[sbase + x * P.V + y] = S[i * 4u + j]; }
+    `)}
+  }
 }`,
   );
 }
@@ -381,6 +615,7 @@ export function stateShader(
   initDType: GlaStorage,
   tc?: GlaTc,
 ): GlaKernel {
+  if (!tc) return stateShaderSimt(mode, C, dtype, initDType);
   const B = GLA_STATE_BLOCK;
   const SR = Math.min(C, 32);
   const TY = 16;
@@ -625,6 +860,239 @@ function tcResultsOut(
   ).join('\n  ');
 }
 
+/** Columns of V one workgroup of the SIMT o / dv passes owns. */
+export const GLA_OUT_BLOCK_SIMT = 64;
+
+/** Workgroups along V of the o / dv passes. */
+export function outGrid(V: number, tc: boolean): number {
+  return Math.ceil(V / (tc ? outBlock(V) : GLA_OUT_BLOCK_SIMT));
+}
+
+/**
+ * The SIMT o / dv passes (outputShader's contract): a [C, 64] block of the output a
+ * workgroup, RY x 4 of it a thread (RY = max(4, C / 16) consecutive rows, 4 consecutive
+ * columns), both products as one walk over tiles of BX reduction indices (ceil(K / BX) of the
+ * state product, then C / BX of the intra-chunk one), each tile staged as [reduction][row] and
+ * [reduction][column] in vec4s, the next tile fetched into registers while the current one
+ * multiplies. The intra-chunk tiles skip what the causal A makes zero for the thread's rows.
+ */
+function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage): GlaKernel {
+  const RY = Math.max(4, C / 16);
+  const VA = RY / 4;
+  const TY = C / RY;
+  const NT = TY * 16;
+  const BX = Math.min(32, C);
+  const NIT = C / BX;
+  const CP4 = C / 4 + 1;
+  // Per thread and tile: GA groups of 4 rows at one reduction index (a), GB rows of 4 columns (b).
+  const GA = (BX * (C / 4)) / NT;
+  const GB = (BX * 16) / NT;
+  const o = mode === 'o';
+  const a = o ? 'q' : 'k';
+  const b = o ? 'v' : 'dO';
+  const comp = ['x', 'y', 'z', 'w'];
+  const fetch = (it: string) => `{
+      let ft = ${it};
+      if (ft < nkt) {
+        let x0 = ft * ${u(BX)};
+        ${unroll(
+          GA,
+          'f',
+          `
+          let e = tid + ${u(NT)} * f;
+          let x = x0 + e % ${u(BX)};
+          let g = e / ${u(BX)};
+          ${unroll(
+            4,
+            'i',
+            `
+            let t = 4u * g + i;
+            var av = 0.0;
+            var gv = 0.0;
+            if (t < L && x < P.K) {
+              let gi = ((row0 + t) * P.H + h) * P.K + x;
+              av = ld_${a}(gi);
+              gv = Gb[gi];
+            }
+            pa[f * 4u + i] = av;
+            pg[f * 4u + i] = gv;
+          `,
+          )}
+        `,
+        )}
+        ${
+          o
+            ? ''
+            : `var gl = 0.0;
+        let xg = x0 + tid % ${u(BX)};
+        if (xg < P.K) { gl = Gb[((row0 + L - 1u) * P.H + h) * P.K + xg]; }
+        pgl = gl;`
+        }
+        ${unroll(
+          GB,
+          'f',
+          `
+          let e = tid + ${u(NT)} * f;
+          let x = x0 + e / 16u;
+          ${unroll(
+            4,
+            'j',
+            `
+            let y = v0 + 4u * (e % 16u) + j;
+            var bv = 0.0;
+            if (x < P.K && y < P.V) { bv = Hs[hbase + x * P.V + y]; }
+            pb[f * 4u + j] = bv;
+          `,
+          )}
+        `,
+        )}
+      } else {
+        let s0 = (ft - nkt) * ${u(BX)};
+        ${unroll(
+          GA,
+          'f',
+          `
+          let e = tid + ${u(NT)} * f;
+          ${unroll(
+            4,
+            'i',
+            o
+              ? `
+            // A^T: reduction s = s0 + e % BX, rows t = 4 g + i.
+            let t = 4u * (e / ${u(BX)}) + i;
+            pa[f * 4u + i] = Ab[(abase + t) * ${u(C)} + s0 + e % ${u(BX)}];
+          `
+              : `
+            // A: reduction t = s0 + e / (C / 4), rows s = 4 g + i.
+            let t = s0 + e / ${u(C / 4)};
+            pa[f * 4u + i] = Ab[(abase + t) * ${u(C)} + 4u * (e % ${u(C / 4)}) + i];
+          `,
+          )}
+        `,
+        )}
+        ${unroll(
+          GB,
+          'f',
+          `
+          let e = tid + ${u(NT)} * f;
+          let t = s0 + e / 16u;
+          ${unroll(
+            4,
+            'j',
+            `
+            let y = v0 + 4u * (e % 16u) + j;
+            var bv = 0.0;
+            if (t < L && y < P.V) { bv = ld_${b}(((row0 + t) * P.H + h) * P.V + y); }
+            pb[f * 4u + j] = bv;
+          `,
+          )}
+        `,
+        )}
+      }
+    }`;
+  const gated = (i: number) =>
+    o
+      ? `P.scale * pa[f * 4u + ${i}u] * exp(pg[f * 4u + ${i}u])`
+      : `pa[f * 4u + ${i}u] * exp(pgl - pg[f * 4u + ${i}u])`;
+  const raw = (i: number) => `pa[f * 4u + ${i}u]`;
+  const fmas: string[] = [];
+  for (let v = 0; v < VA; v++)
+    for (let i = 0; i < 4; i++)
+      for (let j = 0; j < 4; j++) {
+        const e = (4 * v + i) * 4 + j;
+        fmas.push(`acc[${e}] = fma(a${v}.${comp[i]}, bv.${comp[j]}, acc[${e}]);`);
+      }
+  return kernel(
+    o ? 'gla output' : 'gla dv',
+    [
+      { name: 'tab', kind: 'u32' },
+      { name: a, kind: 'in', dtype },
+      { name: b, kind: 'in', dtype },
+      { name: 'Gb', kind: 'f32' },
+      { name: 'Hs', kind: 'f32' },
+      { name: 'Ab', kind: 'f32' },
+      { name: 'out', kind: 'out' },
+    ],
+    `var<workgroup> sa: array<vec4<f32>, ${BX * CP4}>;
+var<workgroup> sb: array<vec4<f32>, ${BX * 16}>;
+@compute @workgroup_size(${NT})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let c = wg.x;
+  let h = wg.y;
+  let v0 = wg.z * ${u(GLA_OUT_BLOCK_SIMT)};
+  let tid = lid.x;
+  let ty = tid / 16u;
+  let tx = tid % 16u;
+  let row0 = tab[${CHUNK_META}u * c];
+  let L = tab[${CHUNK_META}u * c + 1u];
+  let hbase = (c * P.H + h) * P.K * P.V;
+  let abase = (c * P.H + h) * ${u(C)};
+  let nkt = (P.K + ${u(BX - 1)}) / ${u(BX)};
+  let ntl = nkt + ${u(NIT)};
+  var acc = array<f32, ${RY * 4}>();
+  var pa = array<f32, ${4 * GA}>();
+  var pg = array<f32, ${4 * GA}>();
+  var pb = array<f32, ${4 * GB}>();
+  var pgl = 0.0;
+  ${fetch('0u')}
+  for (var it = 0u; it < ntl; it++) {
+    workgroupBarrier();
+    ${unroll(
+      GA,
+      'f',
+      `
+      let e = tid + ${u(NT)} * f;
+      if (it < nkt) {
+        sa[(e % ${u(BX)}) * ${u(CP4)} + e / ${u(BX)}] = vec4<f32>(${[0, 1, 2, 3].map(gated).join(', ')});
+      } else {
+        sa[${o ? `(e % ${u(BX)}) * ${u(CP4)} + e / ${u(BX)}` : `(e / ${u(C / 4)}) * ${u(CP4)} + e % ${u(C / 4)}`}] = vec4<f32>(${[0, 1, 2, 3].map(raw).join(', ')});
+      }
+    `,
+    )}
+    ${unroll(
+      GB,
+      'f',
+      `
+      let e = tid + ${u(NT)} * f;
+      sb[(e / 16u) * 16u + e % 16u] = vec4<f32>(pb[f * 4u], pb[f * 4u + 1u], pb[f * 4u + 2u], pb[f * 4u + 3u]);
+    `,
+    )}
+    workgroupBarrier();
+    // This tile's reduction range for the thread's rows: A is 0 ${o ? 'for s > t' : 'for t < s'}.
+    var r0 = 0u;
+    var r1 = ${u(BX)};
+    if (it >= nkt) {
+      let s0 = i32((it - nkt) * ${u(BX)});
+      ${
+        o
+          ? `r1 = u32(clamp(i32(${u(RY)} * ty + ${u(RY)}) - s0, 0, ${BX}));`
+          : `r0 = u32(clamp(i32(${u(RY)} * ty) - s0, 0, ${BX}));`
+      }
+    }
+    if (it + 1u < ntl) ${fetch('it + 1u')}
+    for (var r = r0; r < r1; r++) {
+      let bv = sb[r * 16u + tx];
+      ${Array.from({ length: VA }, (_, v) => `let a${v} = sa[r * ${u(CP4)} + ${u(VA)} * ty + ${v}u];`).join('\n      ')}
+      ${fmas.join('\n      ')}
+    }
+  }
+  ${unroll(
+    RY,
+    'i',
+    unroll(
+      4,
+      'j',
+      `
+      let t = ${u(RY)} * ty + i;
+      let y = v0 + 4u * tx + j;
+      if (t < L && y < P.V) { out[((row0 + t) * P.H + h) * P.V + y] = acc[i * 4u + j]; }
+    `,
+    ),
+  )}
+}`,
+  );
+}
+
 /** Columns of the o / dv kernels' blocks for V: 16 * RX with RX in 1..4. */
 export function outBlock(V: number): number {
   return 16 * Math.min(GLA_OUT_BLOCK / 16, Math.ceil(V / 16));
@@ -644,6 +1112,7 @@ export function outputShader(
   dtype: GlaStorage,
   tc?: GlaTc,
 ): GlaKernel {
+  if (!tc) return outputShaderSimt(mode, C, dtype);
   const BV = outBlock(V);
   const TY = 16;
   const TX = 16;
