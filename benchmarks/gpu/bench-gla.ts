@@ -6,7 +6,7 @@
  *   node bench-gla.mjs [--shapes 4,16,2048,128,128;4,16,8192,128,128] [--dtype f16|f32|bf16]
  *                      [--chunk 64] [--repeats 10] [--out gla.json] [--skip-verify] [--no-fa2]
  *                      [--tc off|on|both]
- *                      [--order simt|tc] [--warmup-ms 500]
+ *                      [--order simt|tc] [--warmup-ms 500] [--diag "parts;parts;..."]
  *
  * --tc: the chunk products as SIMT tile loops (off), on f16 subgroup matrices (on: the state
  * passes h / dh, the o / dv passes, dA and dq / dk's inter products, kernels.ts `tc`), or both, one row each (default both
@@ -41,6 +41,7 @@ import {
   glaForwardWebGpu,
   glaTcAdapterQualifies,
 } from '../../packages/linear-attention/src/gla/webgpu/host.js';
+import { GLA_DEBUG_SKIP } from '../../packages/linear-attention/src/gla/webgpu/kernels.js';
 import { benchDisabledToggles, benchToggles, randomData, timeCall } from './common.js';
 
 const args = process.argv.slice(2);
@@ -305,6 +306,60 @@ async function table() {
   }
 }
 
+/**
+ * --diag "set;set;...": where the SIMT forward's time goes. Each set (comma-separated
+ * GLA_DEBUG_SKIP parts, '-' for none) regenerates the kernels without those parts and prints
+ * the forward's per-pass GPU ms at every shape (results wrong while parts are left out).
+ */
+async function diag(sets: string[]) {
+  const rows: unknown[] = [];
+  out.diag = rows;
+  for (const [B, H, T, K, V] of SHAPES) {
+    const up = (shape: number[], data: Float32Array) => toWebGpu(cpu(shape, data, DTYPE), ctx);
+    const g = {
+      q: up([B, T, H, K], randomData(B * T * H * K, 1)),
+      k: up([B, T, H, K], randomData(B * T * H * K, 2)),
+      v: up([B, T, H, V], randomData(B * T * H * V, 3)),
+      gk: up([B, T, H, K], gates(B * T * H * K, 4)),
+    };
+    const p = resolveGla(
+      g.q,
+      g.k,
+      g.v,
+      g.gk,
+      { outputFinalState: true, chunkSize: CHUNK },
+      'chunk',
+    );
+    for (const set of sets) {
+      GLA_DEBUG_SKIP.clear();
+      for (const part of set.split(',')) if (part && part !== '-') GLA_DEBUG_SKIP.add(part);
+      // Warm-up (compiles and clocks), then the passes. The first set at least 2.5 s: the H200
+      // idles at 345-525 MHz for ~0.5 s after the first dispatch (run 2's first set: 4x slow).
+      const t0 = performance.now();
+      const warm = set === sets[0] && T === SHAPES[0]![2] ? Math.max(2500, WARMUP_MS) : WARMUP_MS;
+      while (performance.now() - t0 < warm) {
+        const r = await glaForwardWebGpu(p, g, runOpts('simt'));
+        await ctx.sync();
+        r.o.dispose();
+        r.ht?.dispose();
+      }
+      const passes = await passTimes(async (profiler) =>
+        asRecordOf(await glaForwardWebGpu(p, g, runOpts('simt', profiler))),
+      );
+      rows.push({ shape: { B, H, T, K, V }, skip: set, passes });
+      console.log(`diag T ${T} skip ${set}: ${JSON.stringify(passes)}`);
+    }
+    GLA_DEBUG_SKIP.clear();
+    for (const t of Object.values(g)) t.dispose();
+  }
+}
+const asRecordOf = (r: object) => r as Record<string, Tensor>;
+
+if (value('diag') !== undefined) {
+  await diag(value('diag')!.split(';'));
+  save();
+  process.exit(0);
+}
 if (!flag('skip-verify')) for (const variant of VARIANTS) await verify(variant);
 await table();
 save();

@@ -33,6 +33,8 @@
 #     bash benchmarks/gpu/h200-s15h.sh     GPT-2 small decoding at 8K, decode kernel 512 / 256 threads alternating
 #     bash benchmarks/gpu/h200-s15i.sh     after the review mends: block verified + timed briefly, lean default decode verified + timed
 #     bash benchmarks/gpu/h200-s16.sh      GLA: rewritten SIMT scores / state / o passes verified, timed unquantized, + torch
+#     bash benchmarks/gpu/h200-s16b.sh     GLA: where the SIMT forward passes spend their time (--diag), robust / not
+#     bash benchmarks/gpu/h200-s16c.sh     GLA: unrolled product loops verified + timed, --diag again
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh

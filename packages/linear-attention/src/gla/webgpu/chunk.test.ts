@@ -84,6 +84,11 @@ describe.skipIf(!ctx)('chunkGla on webgpu vs the float64 reference', () => {
       { B: 1, T: 90, H: 2, K: 16, V: 8, gates: 'strong', h0: true },
     ],
     ['C 16, T 50', { B: 1, T: 50, H: 1, K: 8, V: 8, C: 16, h0: true }],
+    [
+      'K 10, V 6 (not multiples of 4: element-wise loads), h0',
+      { B: 1, T: 75, H: 2, K: 10, V: 6, h0: true },
+    ],
+    ['K 12, V 20, T 150, C 128 (vec4 loads)', { B: 1, T: 150, H: 1, K: 12, V: 20, C: 128 }],
     ['C 128, T 200', { B: 1, T: 200, H: 1, K: 8, V: 8, C: 128 }],
     ['f16 storage, h0 f16, T 70', { B: 1, T: 70, H: 2, K: 16, V: 8, dtype: 'f16', h0: true }],
     [

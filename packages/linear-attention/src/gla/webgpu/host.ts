@@ -17,6 +17,7 @@ import {
   GLA_STATE_BLOCK,
   type GlaKernel,
   type GlaStorage,
+  glaVec4,
   kTileOf,
   outGrid,
   outputShader,
@@ -324,7 +325,8 @@ async function common(
   // Stand-ins for absent states: one read, one written (a buffer may not be both in a pass).
   const dummy = run.temp(16, 'gla dummy in');
   const dummyOut = run.temp(16, 'gla dummy out');
-  const G = run.temp(B * T * H * K * 4, 'gla G');
+  // Rounded up to whole vec4s: the SIMT state / o / dv passes read G four floats a load.
+  const G = run.temp(Math.ceil((B * T * H * K) / 4) * 16, 'gla G');
   const A = run.temp(NC * H * C * C * 4, 'gla A');
   const Hs = run.temp(NC * H * K * V * 4, 'gla states');
   const q = sq.buffer;
@@ -340,7 +342,7 @@ async function common(
   await run.step(scoresShader(C, dtype), params, { tab: meta, q, k, Gb: G, Ab: A }, [NC, H]);
   const initDType = p.initialState ? storageOf(p.initialState) : 'f32';
   await run.step(
-    stateShader('h', C, dtype, initDType, tc),
+    stateShader('h', C, dtype, initDType, tc, glaVec4(K, V)),
     params,
     { tab: meta, k, v, Gb: G, init, Hs, fin: final ?? dummyOut },
     stateGrid(K, V, H, N, !!tc),
@@ -363,7 +365,7 @@ export async function glaForwardWebGpu(
   const n = B * T * H * V;
   const oF = ctx.createOutput(Math.max(4, n * 4), 'gla o');
   await run.step(
-    outputShader('o', C, V, dtype, tc),
+    outputShader('o', C, V, dtype, tc, glaVec4(K, V)),
     params,
     { tab: meta, q, v, Gb: G, Hs, Ab: A, out: oF },
     [NC, H, outGrid(V, !!tc)],
@@ -411,7 +413,7 @@ export async function glaBackwardWebGpu(
   const dhtDType = t.dht ? storageOf(t.dht) : 'f32';
   const dparams = run.uniform({ ...c.base, hasInit: t.dht ? 1 : 0, hasFinal: h0 ? 1 : 0 });
   await run.step(
-    stateShader('dh', C, dtype, dhtDType, tc),
+    stateShader('dh', C, dtype, dhtDType, tc, glaVec4(K, V)),
     dparams,
     {
       tab: meta,
@@ -433,7 +435,7 @@ export async function glaBackwardWebGpu(
   const dkF = merged ? undefined : f32Out(nk, 'dk');
   const dgF = merged ? undefined : f32Out(nk, 'dgk');
   await run.step(
-    outputShader('dv', C, V, dtype, tc),
+    outputShader('dv', C, V, dtype, tc, glaVec4(K, V)),
     params,
     { tab: meta, k, dO, Gb: G, Hs: dHs, Ab: A, out: dvF },
     [NC, H, outGrid(V, !!tc)],

@@ -27,6 +27,15 @@ import { GLA_TC_PAD, type GlaTc, glaMatrixOps, tcEnables, tcEntry } from './tc.j
 
 export type GlaStorage = 'f32' | 'f16' | 'bf16';
 
+/**
+ * Bench seam (bench-gla --diag), never set by the library: parts of the SIMT scores / states /
+ * output kernels left out of the generated code to see where their time goes ('scores:compute',
+ * 'scores:fetch', 'states:compute', 'states:fetch', 'states:hs', 'output:compute',
+ * 'output:fetch'). Results are wrong while any is set.
+ */
+export const GLA_DEBUG_SKIP = new Set<string>();
+const skip = (part: string) => GLA_DEBUG_SKIP.has(part);
+
 /** Threads of the tiled kernels: a 16 x 16 grid of threads with register micro-tiles. */
 export const GLA_THREADS = 256;
 /** Rows (k) and columns (v) of the state block one workgroup of the state passes owns. */
@@ -65,8 +74,9 @@ const PARAMS = `struct Params {
 
 /** A binding of a generated kernel: a read-only input of a storage dtype, or an f32 / u32 array. */
 type Binding =
-  | { name: string; kind: 'in'; dtype: GlaStorage }
-  | { name: string; kind: 'f32' | 'u32' | 'out' | 'outu' | 'atomic' };
+  | { name: string; kind: 'in'; dtype: GlaStorage; vec?: boolean }
+  | { name: string; kind: 'f32'; vec?: boolean }
+  | { name: string; kind: 'u32' | 'out' | 'outu' | 'atomic' };
 
 /** WGSL declarations (binding 0 is the Params uniform) and the pipeline's binding kinds. */
 function declare(bindings: readonly Binding[]): {
@@ -77,7 +87,35 @@ function declare(bindings: readonly Binding[]): {
   const kinds: ('uniform' | 'read' | 'storage')[] = ['uniform'];
   bindings.forEach((b, i) => {
     const at = `@group(0) @binding(${i + 1})`;
-    if (b.kind === 'in') {
+    if ((b.kind === 'in' || b.kind === 'f32') && b.vec) {
+      // Four elements a load (16 bytes of f32, 8 of a half): ld4_ takes e % 4 == 0, the
+      // tensor's length a multiple of 4 (the host's glaVec4 condition).
+      kinds.push('read');
+      const dt = b.kind === 'f32' ? 'f32' : b.dtype;
+      const n = b.name;
+      if (dt === 'f32') {
+        lines.push(`${at} var<storage, read> ${n}: array<vec4<f32>>;
+fn ld_${n}(e: u32) -> f32 { return ${n}[e >> 2u][e & 3u]; }
+fn ld4_${n}(e: u32) -> vec4<f32> { return ${n}[e >> 2u]; }`);
+      } else if (dt === 'f16') {
+        lines.push(`${at} var<storage, read> ${n}: array<vec2<u32>>;
+fn ld_${n}(e: u32) -> f32 { return unpack2x16float(${n}[e >> 2u][(e >> 1u) & 1u])[e & 1u]; }
+fn ld4_${n}(e: u32) -> vec4<f32> {
+  let w = ${n}[e >> 2u];
+  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}`);
+      } else {
+        lines.push(`${at} var<storage, read> ${n}: array<vec2<u32>>;
+fn ld_${n}(e: u32) -> f32 {
+  let w = ${n}[e >> 2u][(e >> 1u) & 1u];
+  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (e & 1u) == 1u));
+}
+fn ld4_${n}(e: u32) -> vec4<f32> {
+  let w = ${n}[e >> 2u];
+  return bitcast<vec4<f32>>(vec4<u32>(w.x << 16u, w.x & 0xffff0000u, w.y << 16u, w.y & 0xffff0000u));
+}`);
+      }
+    } else if (b.kind === 'in') {
       kinds.push('read');
       if (b.dtype === 'f32') {
         lines.push(`${at} var<storage, read> ${b.name}: array<f32>;
@@ -96,6 +134,7 @@ fn ld_${b.name}(e: u32) -> f32 {
     } else if (b.kind === 'f32' || b.kind === 'u32') {
       kinds.push('read');
       lines.push(`${at} var<storage, read> ${b.name}: array<${b.kind}>;`);
+      if (b.kind === 'f32') lines.push(`fn ld_${b.name}(e: u32) -> f32 { return ${b.name}[e]; }`);
     } else if (b.kind === 'out' || b.kind === 'outu') {
       kinds.push('storage');
       lines.push(
@@ -291,7 +330,9 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
     )}
   `,
     );
-  const blocks = Array.from({ length: MB }, (_, m) => `let p${m} = tid + ${u(W * m)};
+  const blocks = Array.from(
+    { length: MB },
+    (_, m) => `let p${m} = tid + ${u(W * m)};
   var a${m} = 0u;
   var b${m} = 0u;
   if (p${m} < ${u(nm)}) {
@@ -307,7 +348,8 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
     a${m} = a;
     b${m} = qq - a * (a - 1u) / 2u;
   }
-  var acc${m} = array<f32, 16>();`).join('\n  ');
+  var acc${m} = array<f32, 16>();`,
+  ).join('\n  ');
   const diag = (m: number) => {
     const lines: string[] = [];
     const comp = ['x', 'y', 'z', 'w'];
@@ -330,26 +372,37 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
         );
     return lines.join('\n          ');
   };
-  const products = Array.from({ length: MB }, (_, m) => `if (p${m} < ${u(NB)}) {
+  const products = Array.from(
+    { length: MB },
+    (_, m) => `if (p${m} < ${u(NB)}) {
       if (a${m} == b${m}) {
-        for (var x = 0u; x < ${u(BX)}; x++) {
+        ${unroll(
+          BX,
+          'x',
+          `
           let at = x * ${u(CP4)} + a${m};
           let qv = sq[at];
           let kv = sk[at];
           let gv = sg[at];
-          ${diag(m)}
-        }
+          ${diag(m)}`,
+        )}
       } else {
-        for (var x = 0u; x < ${u(BX)}; x++) {
+        ${unroll(
+          BX,
+          'x',
+          `
           let ra = x * ${u(CP4)} + a${m};
           let rb = x * ${u(CP4)} + b${m};
           let qv = sqh[ra] * exp(sg[ra].x - sg[rb].w);
           let kv = skg[rb];
-          ${outer(m)}
-        }
+          ${outer(m)}`,
+        )}
       }
-    }`).join('\n    ');
-  const writes = Array.from({ length: MB }, (_, m) => `if (p${m} < ${u(NB)}) {
+    }`,
+  ).join('\n    ');
+  const writes = Array.from(
+    { length: MB },
+    (_, m) => `if (p${m} < ${u(NB)}) {
     let base = (c * P.H + h) * ${u(C)};
     ${unroll(
       4,
@@ -366,7 +419,8 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
       )}
     `,
     )}
-  }`).join('\n  ');
+  }`,
+  ).join('\n  ');
   return kernel(
     'gla scores',
     [
@@ -417,14 +471,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     `,
     )}
     workgroupBarrier();
-    if (x0 + ${u(BX)} < P.K) {
+    ${
+      skip('scores:fetch')
+        ? ''
+        : `if (x0 + ${u(BX)} < P.K) {
       ${fetch(`(x0 + ${u(BX)})`)}
+    }`
     }
-    ${products}
+    ${skip('scores:compute') ? '' : products}
   }
   ${writes}
 }`,
   );
+}
+
+/**
+ * Whether the SIMT state and o / dv passes load 4 neighbouring elements at once (vec4 of f32,
+ * 4 packed halves): K and V multiples of 4, so every 4-group is whole and every input's length
+ * a multiple of 4. (G's buffer is rounded up to 16 bytes by the host, so it is read as vec4
+ * always.)
+ */
+export function glaVec4(K: number, V: number): boolean {
+  return K % 4 === 0 && V % 4 === 0;
 }
 
 /** Rows (k) and columns (v) of the state block one workgroup of the SIMT state passes owns. */
@@ -449,6 +517,7 @@ function stateShaderSimt(
   C: number,
   dtype: GlaStorage,
   initDType: GlaStorage,
+  vec: boolean,
 ): GlaKernel {
   const B = GLA_STATE_BLOCK_SIMT;
   const SR = Math.min(C, 32);
@@ -458,33 +527,30 @@ function stateShaderSimt(
   const fwd = mode === 'h';
   const a = fwd ? 'k' : 'q';
   const b = fwd ? 'v' : 'dO';
-  const gate = (f: string, j: string) =>
-    fwd
-      ? `pa[${f} * 4u + ${j}] * exp(pl[${j}] - pg[${f} * 4u + ${j}])`
-      : `P.scale * pa[${f} * 4u + ${j}] * exp(pg[${f} * 4u + ${j}])`;
-  const fetch = (chunk: string, slice: string) => `{
-      let fc = ${chunk};
-      let frow0 = tab[${CHUNK_META}u * fc];
-      let fL = tab[${CHUNK_META}u * fc + 1u];
-      ${unroll(
+  // A thread's 4 columns of one row: one load each of the operand, G and b where K and V are
+  // multiples of 4 (vec), else element by element with per-column bounds.
+  const rowFetch = vec
+    ? `
+          let xs = k0 + 4u * tx;
+          let ys = v0 + 4u * tx;
+          var av = vec4<f32>();
+          var gv = vec4<f32>();
+          var bv = vec4<f32>();
+          if (t < fL) {
+            if (xs < P.K) {
+              let gi = ((frow0 + t) * P.H + h) * P.K + xs;
+              av = ld4_${a}(gi);
+              gv = ld4_Gb(gi);
+            }
+            if (ys < P.V) { bv = ld4_${b}(((frow0 + t) * P.H + h) * P.V + ys); }
+          }
+          pa[f] = av;
+          pg[f] = gv;
+          pb[f] = bv;`
+    : unroll(
         4,
         'j',
         `
-        let x = k0 + 4u * tx + j;
-        var gl = 0.0;
-        if (x < P.K) { gl = Gb[((frow0 + fL - 1u) * P.H + h) * P.K + x]; }
-        pl[j] = gl;
-      `,
-      )}
-      ${unroll(
-        RF,
-        'f',
-        `
-        let t = (${slice}) * ${u(SR)} + ty + 16u * f;
-        ${unroll(
-          4,
-          'j',
-          `
           let x = k0 + 4u * tx + j;
           let y = v0 + 4u * tx + j;
           var av = 0.0;
@@ -494,15 +560,40 @@ function stateShaderSimt(
             if (x < P.K) {
               let gi = ((frow0 + t) * P.H + h) * P.K + x;
               av = ld_${a}(gi);
-              gv = Gb[gi];
+              gv = ld_Gb(gi);
             }
             if (y < P.V) { bv = ld_${b}(((frow0 + t) * P.H + h) * P.V + y); }
           }
-          pa[f * 4u + j] = av;
-          pg[f * 4u + j] = gv;
-          pb[f * 4u + j] = bv;
+          pa[f][j] = av;
+          pg[f][j] = gv;
+          pb[f][j] = bv;
         `,
-        )}
+      );
+  const glFetch = vec
+    ? `var gl = vec4<f32>();
+      if (k0 + 4u * tx < P.K) { gl = ld4_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + k0 + 4u * tx); }
+      pl = gl;`
+    : unroll(
+        4,
+        'j',
+        `
+        let x = k0 + 4u * tx + j;
+        var gl = 0.0;
+        if (x < P.K) { gl = ld_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + x); }
+        pl[j] = gl;
+      `,
+      );
+  const fetch = (chunk: string, slice: string) => `{
+      let fc = ${chunk};
+      let frow0 = tab[${CHUNK_META}u * fc];
+      let fL = tab[${CHUNK_META}u * fc + 1u];
+      ${glFetch}
+      ${unroll(
+        RF,
+        'f',
+        `
+        let t = (${slice}) * ${u(SR)} + ty + 16u * f;
+        ${rowFetch}
       `,
       )}
     }`;
@@ -518,9 +609,9 @@ function stateShaderSimt(
     fwd ? 'gla states' : 'gla state gradients',
     [
       { name: 'tab', kind: 'u32' },
-      { name: a, kind: 'in', dtype },
-      { name: b, kind: 'in', dtype },
-      { name: 'Gb', kind: 'f32' },
+      { name: a, kind: 'in', dtype, vec },
+      { name: b, kind: 'in', dtype, vec },
+      { name: 'Gb', kind: 'f32', vec: true },
       { name: 'init', kind: 'in', dtype: initDType },
       { name: 'Hs', kind: 'out' },
       { name: 'fin', kind: 'out' },
@@ -549,19 +640,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       let y = v0 + 4u * tx + j;
       if (P.hasInit != 0u && x < P.K && y < P.V) { S[i * 4u + j] = ld_init(sbase + x * P.V + y); }
   `)}
-  var pa = array<f32, ${4 * RF}>();
-  var pg = array<f32, ${4 * RF}>();
-  var pb = array<f32, ${4 * RF}>();
-  var pl = array<f32, 4>();
+  var pa = array<vec4<f32>, ${RF}>();
+  var pg = array<vec4<f32>, ${RF}>();
+  var pb = array<vec4<f32>, ${RF}>();
+  var pl = vec4<f32>();
   if (count > 0u) ${fetch(chunkOf('0u'), '0u')}
   for (var ci = 0u; ci < count; ci++) {
     let c = ${chunkOf('ci')};
     let hbase = (c * P.H + h) * KV;
-    ${cells(`
+    ${
+      skip('states:hs')
+        ? ''
+        : cells(`
         let x = k0 + 4u * ty + i;
         let y = v0 + 4u * tx + j;
         if (x < P.K && y < P.V) { Hs[hbase + x * P.V + y] = S[i * 4u + j]; }
-    `)}
+    `)
+    }
     for (var sl = 0u; sl < ${u(NS)}; sl++) {
       workgroupBarrier();
       ${unroll(
@@ -569,22 +664,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         'f',
         `
         let r = ty + 16u * f;
-        sa[r * 16u + tx] = vec4<f32>(${[0, 1, 2, 3].map((j) => gate('f', `${j}u`)).join(', ')});
-        sb[r * 16u + tx] = vec4<f32>(pb[f * 4u], pb[f * 4u + 1u], pb[f * 4u + 2u], pb[f * 4u + 3u]);
+        sa[r * 16u + tx] = ${fwd ? 'pa[f] * exp(pl - pg[f])' : 'P.scale * pa[f] * exp(pg[f])'};
+        sb[r * 16u + tx] = pb[f];
       `,
       )}
-      if (sl == 0u && ty == 0u) { sgl[tx] = exp(vec4<f32>(pl[0], pl[1], pl[2], pl[3])); }
+      if (sl == 0u && ty == 0u) { sgl[tx] = exp(pl); }
       workgroupBarrier();
       // The state decays by e^{G_L} before the chunk's products add to it.
       if (sl == 0u) {
         let d = sgl[ty];
         ${cells(`S[i * 4u + j] *= d[i];`)}
       }
-      if (sl + 1u < ${u(NS)}) ${fetch('c', 'sl + 1u')} else if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), '0u')}
-      for (var r = 0u; r < ${u(SR)}; r++) {
+      ${skip('states:fetch') ? '' : `if (sl + 1u < ${u(NS)}) ${fetch('c', 'sl + 1u')} else if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), '0u')}`}
+      ${
+        skip('states:compute')
+          ? ''
+          : // Unrolled: a rolled loop here made the GPU wait for the fetch above before its
+            // first iteration (H200 run 2: fetch and products took the sum of their times).
+            unroll(
+              SR,
+              'r',
+              `
         let av = sa[r * 16u + ty];
         let bv = sb[r * 16u + tx];
-        ${fma}
+        ${fma}`,
+            )
       }
     }
   }
@@ -614,8 +718,9 @@ export function stateShader(
   dtype: GlaStorage,
   initDType: GlaStorage,
   tc?: GlaTc,
+  vec = false,
 ): GlaKernel {
-  if (!tc) return stateShaderSimt(mode, C, dtype, initDType);
+  if (!tc) return stateShaderSimt(mode, C, dtype, initDType, vec);
   const B = GLA_STATE_BLOCK;
   const SR = Math.min(C, 32);
   const TY = 16;
@@ -876,7 +981,7 @@ export function outGrid(V: number, tc: boolean): number {
  * [reduction][column] in vec4s, the next tile fetched into registers while the current one
  * multiplies. The intra-chunk tiles skip what the causal A makes zero for the thread's rows.
  */
-function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage): GlaKernel {
+function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: boolean): GlaKernel {
   const RY = Math.max(4, C / 16);
   const VA = RY / 4;
   const TY = C / RY;
@@ -887,6 +992,8 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage): GlaKe
   // Per thread and tile: GA groups of 4 rows at one reduction index (a), GB rows of 4 columns (b).
   const GA = (BX * (C / 4)) / NT;
   const GB = (BX * 16) / NT;
+  // 4-channel groups of a row in an a-tile (a thread loads one: 4 neighbouring elements).
+  const BQ = BX / 4;
   const o = mode === 'o';
   const a = o ? 'q' : 'k';
   const b = o ? 'v' : 'dO';
@@ -900,33 +1007,50 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage): GlaKe
           'f',
           `
           let e = tid + ${u(NT)} * f;
-          let x = x0 + e % ${u(BX)};
-          let g = e / ${u(BX)};
-          ${unroll(
-            4,
-            'i',
-            `
-            let t = 4u * g + i;
+          let t = e / ${u(BQ)};
+          let xs = x0 + 4u * (e % ${u(BQ)});
+          ${
+            vec
+              ? `var av = vec4<f32>();
+          var gv = vec4<f32>();
+          if (t < L && xs < P.K) {
+            let gi = ((row0 + t) * P.H + h) * P.K + xs;
+            av = ld4_${a}(gi);
+            gv = ld4_Gb(gi);
+          }
+          pa[f] = av;
+          pg[f] = gv;`
+              : unroll(
+                  4,
+                  'j',
+                  `
+            let x = xs + j;
             var av = 0.0;
             var gv = 0.0;
             if (t < L && x < P.K) {
               let gi = ((row0 + t) * P.H + h) * P.K + x;
               av = ld_${a}(gi);
-              gv = Gb[gi];
+              gv = ld_Gb(gi);
             }
-            pa[f * 4u + i] = av;
-            pg[f * 4u + i] = gv;
+            pa[f][j] = av;
+            pg[f][j] = gv;
           `,
-          )}
+                )
+          }
         `,
         )}
         ${
           o
             ? ''
-            : `var gl = 0.0;
-        let xg = x0 + tid % ${u(BX)};
-        if (xg < P.K) { gl = Gb[((row0 + L - 1u) * P.H + h) * P.K + xg]; }
-        pgl = gl;`
+            : unroll(
+                4,
+                'j',
+                `
+        let xg = x0 + 4u * (tid % ${u(BQ)}) + j;
+        var gl = 0.0;
+        if (xg < P.K) { gl = ld_Gb(((row0 + L - 1u) * P.H + h) * P.K + xg); }
+        pgl[j] = gl;`,
+              )
         }
         ${unroll(
           GB,
@@ -934,16 +1058,23 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage): GlaKe
           `
           let e = tid + ${u(NT)} * f;
           let x = x0 + e / 16u;
-          ${unroll(
-            4,
-            'j',
-            `
+          ${
+            vec
+              ? `let ys = v0 + 4u * (e % 16u);
+          var bv = vec4<f32>();
+          if (x < P.K && ys < P.V) { bv = ld4_Hs(hbase + x * P.V + ys); }
+          pb[f] = bv;`
+              : unroll(
+                  4,
+                  'j',
+                  `
             let y = v0 + 4u * (e % 16u) + j;
             var bv = 0.0;
-            if (x < P.K && y < P.V) { bv = Hs[hbase + x * P.V + y]; }
-            pb[f * 4u + j] = bv;
+            if (x < P.K && y < P.V) { bv = ld_Hs(hbase + x * P.V + y); }
+            pb[f][j] = bv;
           `,
-          )}
+                )
+          }
         `,
         )}
       } else {
@@ -953,21 +1084,13 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage): GlaKe
           'f',
           `
           let e = tid + ${u(NT)} * f;
-          ${unroll(
-            4,
-            'i',
+          ${
             o
-              ? `
-            // A^T: reduction s = s0 + e % BX, rows t = 4 g + i.
-            let t = 4u * (e / ${u(BX)}) + i;
-            pa[f * 4u + i] = Ab[(abase + t) * ${u(C)} + s0 + e % ${u(BX)}];
-          `
-              : `
-            // A: reduction t = s0 + e / (C / 4), rows s = 4 g + i.
-            let t = s0 + e / ${u(C / 4)};
-            pa[f * 4u + i] = Ab[(abase + t) * ${u(C)} + 4u * (e % ${u(C / 4)}) + i];
-          `,
-          )}
+              ? `// A^T: row t = e / BQ, reduction s = s0 + 4 (e % BQ) + j.
+          pa[f] = ld4_Ab((abase + e / ${u(BQ)}) * ${u(C)} + s0 + 4u * (e % ${u(BQ)}));`
+              : `// A: reduction t = s0 + e / (C / 4), rows s = 4 (e % (C / 4)) + j.
+          pa[f] = ld4_Ab((abase + s0 + e / ${u(C / 4)}) * ${u(C)} + 4u * (e % ${u(C / 4)}));`
+          }
         `,
         )}
         ${unroll(
@@ -976,16 +1099,23 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage): GlaKe
           `
           let e = tid + ${u(NT)} * f;
           let t = s0 + e / 16u;
-          ${unroll(
-            4,
-            'j',
-            `
+          ${
+            vec
+              ? `let ys = v0 + 4u * (e % 16u);
+          var bv = vec4<f32>();
+          if (t < L && ys < P.V) { bv = ld4_${b}(((row0 + t) * P.H + h) * P.V + ys); }
+          pb[f] = bv;`
+              : unroll(
+                  4,
+                  'j',
+                  `
             let y = v0 + 4u * (e % 16u) + j;
             var bv = 0.0;
             if (t < L && y < P.V) { bv = ld_${b}(((row0 + t) * P.H + h) * P.V + y); }
-            pb[f * 4u + j] = bv;
+            pb[f][j] = bv;
           `,
-          )}
+                )
+          }
         `,
         )}
       }
@@ -1002,15 +1132,21 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage): GlaKe
         const e = (4 * v + i) * 4 + j;
         fmas.push(`acc[${e}] = fma(a${v}.${comp[i]}, bv.${comp[j]}, acc[${e}]);`);
       }
+  // One reduction index of the product, unrolled below (a rolled loop made the GPU wait for the
+  // next tile's fetch before it, H200 run 2), bounded per thread in the intra-chunk tiles.
+  const step = `
+      let bv = sb[r * 16u + tx];
+      ${Array.from({ length: VA }, (_, v) => `let a${v} = sa[r * ${u(CP4)} + ${u(VA)} * ty + ${v}u];`).join('\n      ')}
+      ${fmas.join('\n      ')}`;
   return kernel(
     o ? 'gla output' : 'gla dv',
     [
       { name: 'tab', kind: 'u32' },
-      { name: a, kind: 'in', dtype },
-      { name: b, kind: 'in', dtype },
-      { name: 'Gb', kind: 'f32' },
-      { name: 'Hs', kind: 'f32' },
-      { name: 'Ab', kind: 'f32' },
+      { name: a, kind: 'in', dtype, vec },
+      { name: b, kind: 'in', dtype, vec },
+      { name: 'Gb', kind: 'f32', vec: true },
+      { name: 'Hs', kind: 'f32', vec },
+      { name: 'Ab', kind: 'f32', vec: true },
       { name: 'out', kind: 'out' },
     ],
     `var<workgroup> sa: array<vec4<f32>, ${BX * CP4}>;
@@ -1030,10 +1166,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let nkt = (P.K + ${u(BX - 1)}) / ${u(BX)};
   let ntl = nkt + ${u(NIT)};
   var acc = array<f32, ${RY * 4}>();
-  var pa = array<f32, ${4 * GA}>();
-  var pg = array<f32, ${4 * GA}>();
-  var pb = array<f32, ${4 * GB}>();
-  var pgl = 0.0;
+  var pa = array<vec4<f32>, ${GA}>();
+  var pg = array<vec4<f32>, ${GA}>();
+  var pb = array<vec4<f32>, ${GB}>();
+  var pgl = vec4<f32>();
   ${fetch('0u')}
   for (var it = 0u; it < ntl; it++) {
     workgroupBarrier();
@@ -1042,10 +1178,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       'f',
       `
       let e = tid + ${u(NT)} * f;
+      let t = e / ${u(BQ)};
+      let xq = e % ${u(BQ)};
+      // A row's 4 reduction indices into 4 vec4 slots of the [reduction][row] tile.
       if (it < nkt) {
-        sa[(e % ${u(BX)}) * ${u(CP4)} + e / ${u(BX)}] = vec4<f32>(${[0, 1, 2, 3].map(gated).join(', ')});
+        let gated = ${o ? 'P.scale * pa[f] * exp(pg[f])' : 'pa[f] * exp(pgl - pg[f])'};
+        ${[0, 1, 2, 3].map((j) => `sa[(4u * xq + ${j}u) * ${u(CP4)} + t / 4u][t % 4u] = gated[${j}];`).join('\n        ')}
       } else {
-        sa[${o ? `(e % ${u(BX)}) * ${u(CP4)} + e / ${u(BX)}` : `(e / ${u(C / 4)}) * ${u(CP4)} + e % ${u(C / 4)}`}] = vec4<f32>(${[0, 1, 2, 3].map(raw).join(', ')});
+        ${
+          o
+            ? `${[0, 1, 2, 3].map((j) => `sa[(4u * xq + ${j}u) * ${u(CP4)} + t / 4u][t % 4u] = pa[f][${j}];`).join('\n        ')}`
+            : `sa[(e / ${u(C / 4)}) * ${u(CP4)} + e % ${u(C / 4)}] = pa[f];`
+        }
       }
     `,
     )}
@@ -1054,7 +1198,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       'f',
       `
       let e = tid + ${u(NT)} * f;
-      sb[(e / 16u) * 16u + e % 16u] = vec4<f32>(pb[f * 4u], pb[f * 4u + 1u], pb[f * 4u + 2u], pb[f * 4u + 3u]);
+      sb[(e / 16u) * 16u + e % 16u] = pb[f];
     `,
     )}
     workgroupBarrier();
@@ -1069,11 +1213,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
           : `r0 = u32(clamp(i32(${u(RY)} * ty) - s0, 0, ${BX}));`
       }
     }
-    if (it + 1u < ntl) ${fetch('it + 1u')}
-    for (var r = r0; r < r1; r++) {
-      let bv = sb[r * 16u + tx];
-      ${Array.from({ length: VA }, (_, v) => `let a${v} = sa[r * ${u(CP4)} + ${u(VA)} * ty + ${v}u];`).join('\n      ')}
-      ${fmas.join('\n      ')}
+    ${skip('output:fetch') ? '' : `if (it + 1u < ntl) ${fetch('it + 1u')}`}
+    ${
+      skip('output:compute')
+        ? ''
+        : `if (it < nkt) {
+      ${unroll(BX, 'r', step)}
+    } else {
+      ${unroll(BX, 'r', `if (r >= r0 && r < r1) {\n${step}\n}`)}
+    }`
     }
   }
   ${unroll(
@@ -1111,8 +1259,9 @@ export function outputShader(
   V: number,
   dtype: GlaStorage,
   tc?: GlaTc,
+  vec = false,
 ): GlaKernel {
-  if (!tc) return outputShaderSimt(mode, C, dtype);
+  if (!tc) return outputShaderSimt(mode, C, dtype, vec);
   const BV = outBlock(V);
   const TY = 16;
   const TX = 16;
