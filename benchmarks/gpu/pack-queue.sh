@@ -35,6 +35,7 @@
 #     bash benchmarks/gpu/h200-s16.sh      GLA: rewritten SIMT scores / state / o passes verified, timed unquantized, + torch
 #     bash benchmarks/gpu/h200-s16b.sh     GLA: where the SIMT forward passes spend their time (--diag), robust / not
 #     bash benchmarks/gpu/h200-s16c.sh     GLA: unrolled product loops verified + timed, --diag again
+#     bash benchmarks/gpu/h200-s16d.sh     GLA: 4-element loads (vec4 bindings) verified + timed, --diag
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh

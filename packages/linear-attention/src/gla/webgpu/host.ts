@@ -339,7 +339,7 @@ async function common(
     H,
     Math.ceil(K / 64),
   ]);
-  await run.step(scoresShader(C, dtype), params, { tab: meta, q, k, Gb: G, Ab: A }, [NC, H]);
+  await run.step(scoresShader(C, dtype, glaVec4(K, V)), params, { tab: meta, q, k, Gb: G, Ab: A }, [NC, H]);
   const initDType = p.initialState ? storageOf(p.initialState) : 'f32';
   await run.step(
     stateShader('h', C, dtype, initDType, tc, glaVec4(K, V)),

@@ -287,7 +287,7 @@ export function kTileOf(C: number): number {
  * (4 a thread, so the gating needs no second barrier), the next channel tile fetched into
  * registers while the current one is multiplied. Workgroups (NC, H).
  */
-export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
+export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKernel {
   const nm = C / 4;
   // Micro-blocks on and below the diagonal: the nm diagonal ones first (p < nm), then the
   // others a-major (q = a (a - 1) / 2 + b, b < a).
@@ -297,9 +297,44 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
   const BX = Math.min(32, 1024 / C);
   // A channel's rows padded by one vec4: lanes writing consecutive channels hit distinct banks.
   const CP4 = nm + 1;
-  const NG = nm * BX;
+  // Fetch groups: 4 rows x 1 channel element by element, or (vec: K a multiple of 4) 4 rows x
+  // 4 channels, a row's 4 channels one load each of q, k and G, turned into 4 row-vec4s.
+  const BQ = vec ? BX / 4 : BX;
+  const NG = nm * BQ;
   const SE = Math.ceil(NG / W);
-  const fetch = (x0: string) =>
+  const RV = vec ? 4 * SE : SE;
+  const fetchVec = (x0: string) =>
+    unroll(
+      SE,
+      'f',
+      `
+    let e = tid + ${u(W)} * f;
+    let xs = ${x0} + 4u * (e % ${u(BQ)});
+    let g = e / ${u(BQ)};
+    ${unroll(
+      4,
+      'r',
+      `
+      let t = 4u * g + r;
+      var gv = vec4<f32>();
+      var qv = vec4<f32>();
+      var kv = vec4<f32>();
+      if (e < ${u(NG)} && xs < P.K) {
+        let gi = ((row0 + min(t, L - 1u)) * P.H + h) * P.K + xs;
+        gv = ld4_Gb(gi);
+        if (t < L) {
+          qv = ld4_q(gi);
+          kv = ld4_k(gi);
+        }
+      }
+      rg[4u * f + r] = gv;
+      rq[4u * f + r] = qv;
+      rk[4u * f + r] = kv;
+    `,
+    )}
+  `,
+    );
+  const fetchScalar = (x0: string) =>
     unroll(
       SE,
       'f',
@@ -323,13 +358,14 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
           kv = ld_k(gi);
         }
       }
-      rg[4u * f + r] = gv;
-      rq[4u * f + r] = qv;
-      rk[4u * f + r] = kv;
+      rg[f][r] = gv;
+      rq[f][r] = qv;
+      rk[f][r] = kv;
     `,
     )}
   `,
     );
+  const fetch = vec ? fetchVec : fetchScalar;
   const blocks = Array.from(
     { length: MB },
     (_, m) => `let p${m} = tid + ${u(W * m)};
@@ -425,9 +461,9 @@ export function scoresShader(C: number, dtype: GlaStorage): GlaKernel {
     'gla scores',
     [
       { name: 'tab', kind: 'u32' },
-      { name: 'q', kind: 'in', dtype },
-      { name: 'k', kind: 'in', dtype },
-      { name: 'Gb', kind: 'f32' },
+      { name: 'q', kind: 'in', dtype, vec },
+      { name: 'k', kind: 'in', dtype, vec },
+      { name: 'Gb', kind: 'f32', vec },
       { name: 'Ab', kind: 'out' },
     ],
     `var<workgroup> sq: array<vec4<f32>, ${BX * CP4}>;
@@ -444,9 +480,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let L = tab[${CHUNK_META}u * c + 1u];
   ${blocks}
   // The next tile's rows (4 a group) of q, k and G, in flight while the current one multiplies.
-  var rq = array<f32, ${4 * SE}>();
-  var rk = array<f32, ${4 * SE}>();
-  var rg = array<f32, ${4 * SE}>();
+  var rq = array<vec4<f32>, ${RV}>();
+  var rk = array<vec4<f32>, ${RV}>();
+  var rg = array<vec4<f32>, ${RV}>();
   ${fetch('0u')}
   for (var x0 = 0u; x0 < P.K; x0 += ${u(BX)}) {
     workgroupBarrier();
@@ -455,13 +491,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     ${unroll(
       SE,
       'f',
-      `
+      vec
+        ? `
+      let e = tid + ${u(W)} * f;
+      if (e < ${u(NG)}) {
+        ${unroll(
+          4,
+          'j',
+          `
+        let at = (4u * (e % ${u(BQ)}) + j) * ${u(CP4)} + e / ${u(BQ)};
+        let gv = vec4<f32>(rg[4u * f][j], rg[4u * f + 1u][j], rg[4u * f + 2u][j], rg[4u * f + 3u][j]);
+        let qv = vec4<f32>(rq[4u * f][j], rq[4u * f + 1u][j], rq[4u * f + 2u][j], rq[4u * f + 3u][j]);
+        let kv = vec4<f32>(rk[4u * f][j], rk[4u * f + 1u][j], rk[4u * f + 2u][j], rk[4u * f + 3u][j]);
+        sg[at] = gv;
+        sq[at] = qv;
+        sk[at] = kv;
+        sqh[at] = qv * exp(gv - vec4<f32>(gv.x));
+        skg[at] = kv * exp(vec4<f32>(gv.w) - gv);`,
+        )}
+      }
+    `
+        : `
       let e = tid + ${u(W)} * f;
       if (e < ${u(NG)}) {
         let at = (e % ${u(BX)}) * ${u(CP4)} + e / ${u(BX)};
-        let gv = vec4<f32>(rg[4u * f], rg[4u * f + 1u], rg[4u * f + 2u], rg[4u * f + 3u]);
-        let qv = vec4<f32>(rq[4u * f], rq[4u * f + 1u], rq[4u * f + 2u], rq[4u * f + 3u]);
-        let kv = vec4<f32>(rk[4u * f], rk[4u * f + 1u], rk[4u * f + 2u], rk[4u * f + 3u]);
+        let gv = rg[f];
+        let qv = rq[f];
+        let kv = rk[f];
         sg[at] = gv;
         sq[at] = qv;
         sk[at] = kv;
@@ -989,7 +1045,8 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
   const BX = Math.min(32, C);
   const NIT = C / BX;
   const CP4 = C / 4 + 1;
-  // Per thread and tile: GA groups of 4 rows at one reduction index (a), GB rows of 4 columns (b).
+  // Per thread and tile: GA 4-element groups of the a-tile (4 reduction indices of a row; dv's A:
+  // 4 rows at one reduction index), GB rows of 4 columns of the b-tile.
   const GA = (BX * (C / 4)) / NT;
   const GB = (BX * 16) / NT;
   // 4-channel groups of a row in an a-tile (a thread loads one: 4 neighbouring elements).
@@ -1120,11 +1177,6 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
         )}
       }
     }`;
-  const gated = (i: number) =>
-    o
-      ? `P.scale * pa[f * 4u + ${i}u] * exp(pg[f * 4u + ${i}u])`
-      : `pa[f * 4u + ${i}u] * exp(pgl - pg[f * 4u + ${i}u])`;
-  const raw = (i: number) => `pa[f * 4u + ${i}u]`;
   const fmas: string[] = [];
   for (let v = 0; v < VA; v++)
     for (let i = 0; i < 4; i++)
