@@ -363,14 +363,16 @@ export async function glaForwardWebGpu(
   const c = await common(p, t, ht, tc);
   const { run, dtype, params, meta, NC, G, A, Hs, q, v } = c;
   const n = B * T * H * V;
-  const oF = ctx.createOutput(Math.max(4, n * 4), 'gla o');
+  // SIMT with 4-element loads (glaVec4): the o pass stores o in its dtype itself; else f32, cast after.
+  const direct = !tc && glaVec4(K, V);
+  const oF = ctx.createOutput(Math.max(4, n * (direct && dtype !== 'f32' ? 2 : 4)), 'gla o');
   await run.step(
     outputShader('o', C, V, dtype, tc, glaVec4(K, V)),
     params,
     { tab: meta, q, v, Gb: G, Hs, Ab: A, out: oF },
     [NC, H, outGrid(V, !!tc)],
   );
-  const oBuf = await run.output(oF, n, dtype, c.base);
+  const oBuf = direct ? oF : await run.output(oF, n, dtype, c.base);
   await run.submit(opts.profiler);
   const out: { o: Tensor; ht?: Tensor } = { o: wrap(ctx, oBuf, dtype, [B, T, H, V]) };
   if (ht) out.ht = wrap(ctx, ht, 'f32', [N, H, K, V]);
@@ -429,7 +431,10 @@ export async function glaBackwardWebGpu(
   await run.step(scoreGradShader(C, dtype, tc), params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
   const nv = B * T * H * V;
   const gkType = storageOf(t.gk);
-  const dvF = f32Out(nv, 'dv');
+  const direct = !tc && glaVec4(K, V);
+  const dvF = direct
+    ? ctx.createOutput(Math.max(4, nv * (dtype === 'f32' ? 4 : 2)), 'gla dv')
+    : f32Out(nv, 'dv');
   const dqkg = merged ? run.temp(3 * nk * 4, 'gla dq dk dgk') : undefined;
   const dqF = merged ? undefined : f32Out(nk, 'dq');
   const dkF = merged ? undefined : f32Out(nk, 'dk');
@@ -462,7 +467,7 @@ export async function glaBackwardWebGpu(
   const dk = dqkg
     ? await run.output(dqkg, nk, dtype, c.base, nk, true)
     : await run.output(dkF!, nk, dtype, c.base);
-  const dv = await run.output(dvF, nv, dtype, c.base);
+  const dv = direct ? dvF : await run.output(dvF, nv, dtype, c.base);
   const dg = dqkg
     ? await run.output(dqkg, nk, gkType, c.base, 2 * nk, true)
     : await run.output(dgF!, nk, gkType, c.base);

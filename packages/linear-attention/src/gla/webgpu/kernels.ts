@@ -31,7 +31,9 @@ export type GlaStorage = 'f32' | 'f16' | 'bf16';
  * Bench seam (bench-gla --diag), never set by the library: parts of the SIMT scores / states /
  * output kernels left out of the generated code to see where their time goes ('scores:compute',
  * 'scores:fetch', 'states:compute', 'states:fetch', 'states:hs', 'output:compute',
- * 'output:fetch'). Results are wrong while any is set.
+ * 'output:fetch'; results wrong while any is set), or a variant of them timed beside the default
+ * ('states:sr64', 'states:sr16': the state pass's slice rows; 'states:oneset': one register set
+ * of fetched slices instead of two).
  */
 export const GLA_DEBUG_SKIP = new Set<string>();
 const skip = (part: string) => GLA_DEBUG_SKIP.has(part);
@@ -76,7 +78,7 @@ const PARAMS = `struct Params {
 type Binding =
   | { name: string; kind: 'in'; dtype: GlaStorage; vec?: boolean }
   | { name: string; kind: 'f32'; vec?: boolean }
-  | { name: string; kind: 'u32' | 'out' | 'outu' | 'atomic' };
+  | { name: string; kind: 'u32' | 'out' | 'outu' | 'outv4' | 'outh4' | 'atomic' };
 
 /** WGSL declarations (binding 0 is the Params uniform) and the pipeline's binding kinds. */
 function declare(bindings: readonly Binding[]): {
@@ -135,6 +137,12 @@ fn ld_${b.name}(e: u32) -> f32 {
       kinds.push('read');
       lines.push(`${at} var<storage, read> ${b.name}: array<${b.kind}>;`);
       if (b.kind === 'f32') lines.push(`fn ld_${b.name}(e: u32) -> f32 { return ${b.name}[e]; }`);
+    } else if (b.kind === 'outv4' || b.kind === 'outh4') {
+      // Four f32 (16 bytes) or four packed halves (8 bytes) a store.
+      kinds.push('storage');
+      lines.push(
+        `${at} var<storage, read_write> ${b.name}: array<${b.kind === 'outv4' ? 'vec4<f32>' : 'vec2<u32>'}>;`,
+      );
     } else if (b.kind === 'out' || b.kind === 'outu') {
       kinds.push('storage');
       lines.push(
@@ -231,16 +239,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let row0 = tab[${CHUNK_META}u * c];
   let L = tab[${CHUNK_META}u * c + 1u];
   var G = 0.0;
-  for (var t = 0u; t < L; t++) {
-    let e = ((row0 + t) * P.H + h) * P.K + x;
-    let g = ld_gk(e);
-    let bits = bitcast<u32>(g);
-    // Positive (sign bit clear, not +0), or Infinity / NaN of either sign.
-    if ((bits != 0u && bits < 0x80000000u) || (bits & 0x7fffffffu) >= 0x7f800000u) {
-      atomicMin(&flag[0], e);
-    }
-    G = G + g;
-    Gb[e] = G;
+  // 8 rows' loads issued together (the sum is serial, the loads need not be).
+  for (var t0 = 0u; t0 < L; t0 += 8u) {
+    var gs = array<f32, 8>();
+    ${unroll(
+      8,
+      'r',
+      `
+    if (t0 + r < L) { gs[r] = ld_gk(((row0 + t0 + r) * P.H + h) * P.K + x); }`,
+    )}
+    ${unroll(
+      8,
+      'r',
+      `
+    if (t0 + r < L) {
+      let e = ((row0 + t0 + r) * P.H + h) * P.K + x;
+      let bits = bitcast<u32>(gs[r]);
+      // Positive (sign bit clear, not +0), or Infinity / NaN of either sign.
+      if ((bits != 0u && bits < 0x80000000u) || (bits & 0x7fffffffu) >= 0x7f800000u) {
+        atomicMin(&flag[0], e);
+      }
+      G = G + gs[r];
+      Gb[e] = G;
+    }`,
+    )}
   }
 }`,
   );
@@ -436,23 +458,21 @@ export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKern
       }
     }`,
   ).join('\n    ');
+  // A row of a block is one 16-byte store (A is [.., C, C] with C a multiple of 4); the block
+  // mirrored above the diagonal gets zeros, the diagonal block's upper entries too.
   const writes = Array.from(
     { length: MB },
     (_, m) => `if (p${m} < ${u(NB)}) {
     let base = (c * P.H + h) * ${u(C)};
+    let off = a${m} != b${m};
     ${unroll(
       4,
       'r',
       `
-      ${unroll(
-        4,
-        'cc',
-        `
-        Ab[(base + 4u * a${m} + r) * ${u(C)} + 4u * b${m} + cc] =
-          select(0.0, P.scale * acc${m}[r * 4u + cc], a${m} != b${m} || cc <= r);
-        if (a${m} != b${m}) { Ab[(base + 4u * b${m} + r) * ${u(C)} + 4u * a${m} + cc] = 0.0; }
-      `,
-      )}
+      Ab[(base + 4u * a${m} + r) * ${u(C / 4)} + b${m}] = P.scale * vec4<f32>(
+        acc${m}[r * 4u], select(0.0, acc${m}[r * 4u + 1u], off || r >= 1u),
+        select(0.0, acc${m}[r * 4u + 2u], off || r >= 2u), select(0.0, acc${m}[r * 4u + 3u], off || r >= 3u));
+      if (off) { Ab[(base + 4u * b${m} + r) * ${u(C / 4)} + a${m}] = vec4<f32>(); }
     `,
     )}
   }`,
@@ -464,7 +484,7 @@ export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKern
       { name: 'q', kind: 'in', dtype, vec },
       { name: 'k', kind: 'in', dtype, vec },
       { name: 'Gb', kind: 'f32', vec },
-      { name: 'Ab', kind: 'out' },
+      { name: 'Ab', kind: 'outv4' },
     ],
     `var<workgroup> sq: array<vec4<f32>, ${BX * CP4}>;
 var<workgroup> sk: array<vec4<f32>, ${BX * CP4}>;
@@ -576,16 +596,22 @@ function stateShaderSimt(
   vec: boolean,
 ): GlaKernel {
   const B = GLA_STATE_BLOCK_SIMT;
-  const SR = Math.min(C, 32);
+  // Rows a staged slice: 32 (two slices at C 64, 16 KiB of workgroup memory); bench variants
+  // 'states:sr64' (whole chunks, 32 KiB: not within llvmpipe's) and 'states:sr16'.
+  const SR = skip('states:sr64') ? C : skip('states:sr16') ? Math.min(C, 16) : Math.min(C, 32);
   const NS = C / SR;
   // Rows of a slice one thread fetches (16 threads a row of 64 columns).
   const RF = SR / 16;
+  // Register sets of fetched slices: two where a chunk is two slices (the default C 64), so a
+  // slice's data is fetched a whole chunk of products before it is staged; else one.
+  const NSET = NS === 2 && !skip('states:oneset') ? 2 : 1;
   const fwd = mode === 'h';
   const a = fwd ? 'k' : 'q';
   const b = fwd ? 'v' : 'dO';
   // A thread's 4 columns of one row: one load each of the operand, G and b where K and V are
   // multiples of 4 (vec), else element by element with per-column bounds.
-  const rowFetch = vec
+  const rowFetch = (k: number) =>
+    vec
     ? `
           let xs = k0 + 4u * tx;
           let ys = v0 + 4u * tx;
@@ -600,9 +626,9 @@ function stateShaderSimt(
             }
             if (ys < P.V) { bv = ld4_${b}(((frow0 + t) * P.H + h) * P.V + ys); }
           }
-          pa[f] = av;
-          pg[f] = gv;
-          pb[f] = bv;`
+          pa${k}[f] = av;
+          pg${k}[f] = gv;
+          pb${k}[f] = bv;`
     : unroll(
         4,
         'j',
@@ -620,15 +646,16 @@ function stateShaderSimt(
             }
             if (y < P.V) { bv = ld_${b}(((frow0 + t) * P.H + h) * P.V + y); }
           }
-          pa[f][j] = av;
-          pg[f][j] = gv;
-          pb[f][j] = bv;
+          pa${k}[f][j] = av;
+          pg${k}[f][j] = gv;
+          pb${k}[f][j] = bv;
         `,
       );
-  const glFetch = vec
+  const glFetch = (k: number) =>
+    vec
     ? `var gl = vec4<f32>();
       if (k0 + 4u * tx < P.K) { gl = ld4_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + k0 + 4u * tx); }
-      pl = gl;`
+      pl${k} = gl;`
     : unroll(
         4,
         'j',
@@ -636,20 +663,20 @@ function stateShaderSimt(
         let x = k0 + 4u * tx + j;
         var gl = 0.0;
         if (x < P.K) { gl = ld_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + x); }
-        pl[j] = gl;
+        pl${k}[j] = gl;
       `,
       );
-  const fetch = (chunk: string, slice: string) => `{
+  const fetch = (chunk: string, slice: string, k: number) => `{
       let fc = ${chunk};
       let frow0 = tab[${CHUNK_META}u * fc];
       let fL = tab[${CHUNK_META}u * fc + 1u];
-      ${glFetch}
+      ${glFetch(k)}
       ${unroll(
         RF,
         'f',
         `
         let t = (${slice}) * ${u(SR)} + ty + 16u * f;
-        ${rowFetch}
+        ${rowFetch(k)}
       `,
       )}
     }`;
@@ -660,6 +687,59 @@ function stateShaderSimt(
     const j = e % 4;
     return `S[${e}] = fma(av.${comp[i]}, bv.${comp[j]}, S[${e}]);`;
   }).join('\n          ');
+  // The thread's 4 x 4 of the state into a [.., K, V] f32 buffer: a row a 16-byte store (vec).
+  const store = (buf: string, base: string) =>
+    vec
+      ? unroll(
+          4,
+          'i',
+          `
+        let x = k0 + 4u * ty + i;
+        let ys = v0 + 4u * tx;
+        if (x < P.K && ys < P.V) {
+          ${buf}[(${base} + x * P.V + ys) >> 2u] = vec4<f32>(S[i * 4u], S[i * 4u + 1u], S[i * 4u + 2u], S[i * 4u + 3u]);
+        }`,
+        )
+      : cells(`
+        let x = k0 + 4u * ty + i;
+        let y = v0 + 4u * tx + j;
+        if (x < P.K && y < P.V) { ${buf}[${base} + x * P.V + y] = S[i * 4u + j]; }
+    `);
+  // One slice from register set k: staged, the state decayed (slice 0), the next fetch issued,
+  // the products.
+  const slice = (sl: string, k: number, next: string) => `{
+      workgroupBarrier();
+      ${unroll(
+        RF,
+        'f',
+        `
+        let r = ty + 16u * f;
+        sa[r * 16u + tx] = ${fwd ? `pa${k}[f] * exp(pl${k} - pg${k}[f])` : `P.scale * pa${k}[f] * exp(pg${k}[f])`};
+        sb[r * 16u + tx] = pb${k}[f];
+      `,
+      )}
+      if (${sl} == 0u && ty == 0u) { sgl[tx] = exp(pl${k}); }
+      workgroupBarrier();
+      // The state decays by e^{G_L} before the chunk's products add to it.
+      if (${sl} == 0u) {
+        let d = sgl[ty];
+        ${cells(`S[i * 4u + j] *= d[i];`)}
+      }
+      ${skip('states:fetch') ? '' : next}
+      ${
+        skip('states:compute')
+          ? ''
+          : // Unrolled (constant register indices); H200 run 3 timed it as the rolled loop.
+            unroll(
+              SR,
+              'r',
+              `
+        let av = sa[r * 16u + ty];
+        let bv = sb[r * 16u + tx];
+        ${fma}`,
+            )
+      }
+    }`;
   const chunkOf = (ci: string) => (fwd ? `first + (${ci})` : `first + count - 1u - (${ci})`);
   return kernel(
     fwd ? 'gla states' : 'gla state gradients',
@@ -669,8 +749,8 @@ function stateShaderSimt(
       { name: b, kind: 'in', dtype, vec },
       { name: 'Gb', kind: 'f32', vec: true },
       { name: 'init', kind: 'in', dtype: initDType },
-      { name: 'Hs', kind: 'out' },
-      { name: 'fin', kind: 'out' },
+      { name: 'Hs', kind: vec ? 'outv4' : 'out' },
+      { name: 'fin', kind: vec ? 'outv4' : 'out' },
     ],
     `var<workgroup> sa: array<vec4<f32>, ${SR * 16}>;
 var<workgroup> sb: array<vec4<f32>, ${SR * 16}>;
@@ -696,64 +776,40 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       let y = v0 + 4u * tx + j;
       if (P.hasInit != 0u && x < P.K && y < P.V) { S[i * 4u + j] = ld_init(sbase + x * P.V + y); }
   `)}
-  var pa = array<vec4<f32>, ${RF}>();
-  var pg = array<vec4<f32>, ${RF}>();
-  var pb = array<vec4<f32>, ${RF}>();
-  var pl = vec4<f32>();
-  if (count > 0u) ${fetch(chunkOf('0u'), '0u')}
+  ${Array.from(
+    { length: NSET },
+    (_, k) => `var pa${k} = array<vec4<f32>, ${RF}>();
+  var pg${k} = array<vec4<f32>, ${RF}>();
+  var pb${k} = array<vec4<f32>, ${RF}>();
+  var pl${k} = vec4<f32>();`,
+  ).join('\n  ')}
+  if (count > 0u) {
+    ${Array.from({ length: NSET }, (_, k) => fetch(chunkOf('0u'), `${k}u`, k)).join('\n    ')}
+  }
   for (var ci = 0u; ci < count; ci++) {
     let c = ${chunkOf('ci')};
     let hbase = (c * P.H + h) * KV;
+    ${skip('states:hs') ? '' : store('Hs', 'hbase')}
     ${
-      skip('states:hs')
-        ? ''
-        : cells(`
-        let x = k0 + 4u * ty + i;
-        let y = v0 + 4u * tx + j;
-        if (x < P.K && y < P.V) { Hs[hbase + x * P.V + y] = S[i * 4u + j]; }
-    `)
-    }
-    for (var sl = 0u; sl < ${u(NS)}; sl++) {
-      workgroupBarrier();
-      ${unroll(
-        RF,
-        'f',
-        `
-        let r = ty + 16u * f;
-        sa[r * 16u + tx] = ${fwd ? 'pa[f] * exp(pl - pg[f])' : 'P.scale * pa[f] * exp(pg[f])'};
-        sb[r * 16u + tx] = pb[f];
-      `,
-      )}
-      if (sl == 0u && ty == 0u) { sgl[tx] = exp(pl); }
-      workgroupBarrier();
-      // The state decays by e^{G_L} before the chunk's products add to it.
-      if (sl == 0u) {
-        let d = sgl[ty];
-        ${cells(`S[i * 4u + j] *= d[i];`)}
-      }
-      ${skip('states:fetch') ? '' : `if (sl + 1u < ${u(NS)}) ${fetch('c', 'sl + 1u')} else if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), '0u')}`}
-      ${
-        skip('states:compute')
-          ? ''
-          : // Unrolled: a rolled loop here made the GPU wait for the fetch above before its
-            // first iteration (H200 run 2: fetch and products took the sum of their times).
-            unroll(
-              SR,
-              'r',
-              `
-        let av = sa[r * 16u + ty];
-        let bv = sb[r * 16u + tx];
-        ${fma}`,
+      NSET === 2
+        ? // Two register sets, one a slice: each refilled with its slice of the next chunk
+          // right after staging, a whole chunk of products before it is staged.
+          [0, 1]
+            .map((k) =>
+              slice(
+                `${k}u`,
+                k,
+                `if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), `${k}u`, k)}`,
+              ),
             )
-      }
+            .join('\n    ')
+        : `for (var sl = 0u; sl < ${u(NS)}; sl++) {
+      ${slice('sl', 0, `if (sl + 1u < ${u(NS)}) ${fetch('c', 'sl + 1u', 0)} else if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), '0u', 0)}`)}
+    }`
     }
   }
   if (P.hasFinal != 0u) {
-    ${cells(`
-        let x = k0 + 4u * ty + i;
-        let y = v0 + 4u * tx + j;
-        if (x < P.K && y < P.V) { fin[sbase + x * P.V + y] = S[i * 4u + j]; }
-    `)}
+    ${store('fin', 'sbase')}
   }
 }`,
   );
@@ -1184,8 +1240,8 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
         const e = (4 * v + i) * 4 + j;
         fmas.push(`acc[${e}] = fma(a${v}.${comp[i]}, bv.${comp[j]}, acc[${e}]);`);
       }
-  // One reduction index of the product, unrolled below (a rolled loop made the GPU wait for the
-  // next tile's fetch before it, H200 run 2), bounded per thread in the intra-chunk tiles.
+  // One reduction index of the product, unrolled below (constant register indices; H200 run 3
+  // timed it within 10% of the rolled loop), bounded per thread in the intra-chunk tiles.
   const step = `
       let bv = sb[r * 16u + tx];
       ${Array.from({ length: VA }, (_, v) => `let a${v} = sa[r * ${u(CP4)} + ${u(VA)} * ty + ${v}u];`).join('\n      ')}
@@ -1199,7 +1255,8 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
       { name: 'Gb', kind: 'f32', vec: true },
       { name: 'Hs', kind: 'f32', vec },
       { name: 'Ab', kind: 'f32', vec: true },
-      { name: 'out', kind: 'out' },
+      // vec: the output in its own dtype, 4 elements a store (no cast pass); else f32, cast after.
+      { name: 'out', kind: vec ? (dtype === 'f32' ? 'outv4' : 'outh4') : 'out' },
     ],
     `var<workgroup> sa: array<vec4<f32>, ${BX * CP4}>;
 var<workgroup> sb: array<vec4<f32>, ${BX * 16}>;
@@ -1276,20 +1333,40 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }`
     }
   }
-  ${unroll(
-    RY,
-    'i',
-    unroll(
-      4,
-      'j',
-      `
+  ${
+    vec
+      ? unroll(
+          RY,
+          'i',
+          `
+      let t = ${u(RY)} * ty + i;
+      let ys = v0 + 4u * tx;
+      if (t < L && ys < P.V) {
+        let w = vec4<f32>(acc[i * 4u], acc[i * 4u + 1u], acc[i * 4u + 2u], acc[i * 4u + 3u]);
+        out[(((row0 + t) * P.H + h) * P.V + ys) >> 2u] = ${
+          dtype === 'f32'
+            ? 'w'
+            : dtype === 'f16'
+              ? 'vec2<u32>(pack2x16float(w.xy), pack2x16float(w.zw))'
+              : 'vec2<u32>(bf1(w.x) | (bf1(w.y) << 16u), bf1(w.z) | (bf1(w.w) << 16u))'
+        };
+      }`,
+        )
+      : unroll(
+          RY,
+          'i',
+          unroll(
+            4,
+            'j',
+            `
       let t = ${u(RY)} * ty + i;
       let y = v0 + 4u * tx + j;
       if (t < L && y < P.V) { out[((row0 + t) * P.H + h) * P.V + y] = acc[i * 4u + j]; }
     `,
-    ),
-  )}
-}`,
+          ),
+        )
+  }
+}${BF16_ROUND}`,
   );
 }
 
@@ -1907,6 +1984,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
  * src[P.srcOff ..][0 .. n) (f32) into dst as f16 / bf16 (packed two to a u32 word) or f32 (a
  * copy: the slices of the dq / dk / dg buffer); workgroups ceil(n / 2 / 256).
  */
+/** f32 to bf16 bits, rounded to nearest even (castShader and the o / dv passes' direct stores). */
+const BF16_ROUND = `
+fn bf1(x: f32) -> u32 { let v = bitcast<u32>(x); return (v + 0x7fffu + ((v >> 16u) & 1u)) >> 16u; }`;
+
 export function castShader(dtype: 'f32' | 'f16' | 'bf16'): GlaKernel {
   const enc = dtype === 'f16' ? 'pack2x16float(vec2<f32>(a, b))' : 'bf1(a) | (bf1(b) << 16u)';
   const store =
@@ -1920,7 +2001,7 @@ export function castShader(dtype: 'f32' | 'f16' | 'bf16'): GlaKernel {
       { name: 'src', kind: 'f32' },
       { name: 'dst', kind: dtype === 'f32' ? 'out' : 'outu' },
     ],
-    `fn bf1(x: f32) -> u32 { let v = bitcast<u32>(x); return (v + 0x7fffu + ((v >> 16u) & 1u)) >> 16u; }
+    `${BF16_ROUND}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
   // P.NC holds n, the element count; a 2-D grid for more than 65535 workgroups.
