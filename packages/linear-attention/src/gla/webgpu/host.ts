@@ -78,10 +78,10 @@ export function glaTcAdapterQualifies(ctx: WebGpuContext): boolean {
 export const GLA_TC_VERIFIED_ON_DEVICE = true;
 
 /**
- * Whether they were faster there: no. Summed GPU pass times at B 4, H 16, T 8192, K = V = 128,
- * f16 (runs 3 and 6): forward 12.2-12.6 ms against SIMT's 10.4-11.3, forward + backward
- * 72.2-73.3 against 67.3-71.7 (the dq/dk/dgk pass, 42-44 ms, dominates both and keeps its
- * intra-chunk part SIMT). So 'auto' stays SIMT; `tensorCores: true` opts in.
+ * Whether they were faster there: no. GPU time at B 4, H 16, T 8192, K = V = 128, f16: forward
+ * 7.15 ms against SIMT's 3.76, forward + backward 55.5 against 50.8 (2026-12-04, session 16 run
+ * 6, after the SIMT passes were rewritten; before: 12.2-12.6 against 10.4-11.3 and 72-73 against
+ * 67-72, 2026-12-03 runs 3 and 6). So 'auto' stays SIMT; `tensorCores: true` opts in.
  */
 export const GLA_TC_FASTER_ON_DEVICE = false;
 
@@ -339,7 +339,10 @@ async function common(
     H,
     Math.ceil(K / 64),
   ]);
-  await run.step(scoresShader(C, dtype, glaVec4(K, V)), params, { tab: meta, q, k, Gb: G, Ab: A }, [NC, H]);
+  await run.step(scoresShader(C, dtype, glaVec4(K, V)), params, { tab: meta, q, k, Gb: G, Ab: A }, [
+    NC,
+    H,
+  ]);
   const initDType = p.initialState ? storageOf(p.initialState) : 'f32';
   await run.step(
     stateShader('h', C, dtype, initDType, tc, glaVec4(K, V)),

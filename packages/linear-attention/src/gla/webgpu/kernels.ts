@@ -40,9 +40,9 @@ const skip = (part: string) => GLA_DEBUG_SKIP.has(part);
 
 /** Threads of the tiled kernels: a 16 x 16 grid of threads with register micro-tiles. */
 export const GLA_THREADS = 256;
-/** Rows (k) and columns (v) of the state block one workgroup of the state passes owns. */
+/** Rows (k) and columns (v) of the state block one workgroup of the tensor-core state passes owns. */
 export const GLA_STATE_BLOCK = 32;
-/** Columns (v) of the output block one workgroup of the o / dv kernels owns, at most. */
+/** Columns (v) of the output block one workgroup of the tensor-core o / dv kernels owns, at most. */
 export const GLA_OUT_BLOCK = 64;
 
 /** The chunk sizes the WebGPU kernels run (16 x 16 thread grids over C rows). */
@@ -612,7 +612,7 @@ function stateShaderSimt(
   // multiples of 4 (vec), else element by element with per-column bounds.
   const rowFetch = (k: number) =>
     vec
-    ? `
+      ? `
           let xs = k0 + 4u * tx;
           let ys = v0 + 4u * tx;
           var av = vec4<f32>();
@@ -629,10 +629,10 @@ function stateShaderSimt(
           pa${k}[f] = av;
           pg${k}[f] = gv;
           pb${k}[f] = bv;`
-    : unroll(
-        4,
-        'j',
-        `
+      : unroll(
+          4,
+          'j',
+          `
           let x = k0 + 4u * tx + j;
           let y = v0 + 4u * tx + j;
           var av = 0.0;
@@ -650,22 +650,22 @@ function stateShaderSimt(
           pg${k}[f][j] = gv;
           pb${k}[f][j] = bv;
         `,
-      );
+        );
   const glFetch = (k: number) =>
     vec
-    ? `var gl = vec4<f32>();
+      ? `var gl = vec4<f32>();
       if (k0 + 4u * tx < P.K) { gl = ld4_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + k0 + 4u * tx); }
       pl${k} = gl;`
-    : unroll(
-        4,
-        'j',
-        `
+      : unroll(
+          4,
+          'j',
+          `
         let x = k0 + 4u * tx + j;
         var gl = 0.0;
         if (x < P.K) { gl = ld_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + x); }
         pl${k}[j] = gl;
       `,
-      );
+        );
   const fetch = (chunk: string, slice: string, k: number) => `{
       let fc = ${chunk};
       let frow0 = tab[${CHUNK_META}u * fc];
@@ -796,11 +796,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
           // right after staging, a whole chunk of products before it is staged.
           [0, 1]
             .map((k) =>
-              slice(
-                `${k}u`,
-                k,
-                `if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), `${k}u`, k)}`,
-              ),
+              slice(`${k}u`, k, `if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), `${k}u`, k)}`),
             )
             .join('\n    ')
         : `for (var sl = 0u; sl < ${u(NS)}; sl++) {
@@ -817,12 +813,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 
 /**
  * Passes 3 (forward) and 5 (backward): the chunk states, one workgroup per (sequence, head,
- * 32 x 32 block of the K x V state) walking its chunks in order (mode 'h') or in reverse
+ * block of the K x V state: 64 x 64 SIMT (stateShaderSimt, its own layout), 32 x 32 with `tc`,
+ * the code below) walking its chunks in order (mode 'h') or in reverse
  * (mode 'dh'), storing the state each chunk sees first into Hs [NC, H, K, V] (f32):
  *   'h':  S <- diag(e^{G_L}) S + (k * e^{G_L - G})^T v           from h0, hT out
  *   'dh': dS <- diag(e^{G_L}) dS + scale (q * e^{G})^T dO        from dht, dh0 out
  * (h stores the state before chunk c, dh the gradient of the state after it). Workgroups
- * (ceil(K / 32) * nbV, H, N).
+ * stateGrid(K, V, H, N, tc).
  */
 export function stateShader(
   mode: 'h' | 'dh',
@@ -842,19 +839,19 @@ export function stateShader(
   // SR rows of each staged slice; the products leave through `scr` ([B, B] f32, one split after
   // the other: two would not fit llvmpipe's 32 KiB under emulation), where the threads'
   // register state S takes them as the SIMT loop's acc. Staged rows padded (SW).
-  const mx = tc ? glaMatrixOps(tc.emulate, (TY * TX) / 32) : undefined;
+  const mx = glaMatrixOps(tc.emulate, (TY * TX) / 32);
   const KS = Math.min(2, SR / 16);
   const STEPS = SR / 16 / KS;
-  const SW = tc ? B + GLA_TC_PAD : B;
+  const SW = B + GLA_TC_PAD;
   const ent = tcEntry(tc, 'tid');
-  const stagedAt = (e: string) => (tc ? `(${e} / ${u(B)}) * ${u(SW)} + ${e} % ${u(B)}` : e);
-  const cast = (x: string) => (mx ? mx.half(x) : x);
+  const stagedAt = (e: string) => `(${e} / ${u(B)}) * ${u(SW)} + ${e} % ${u(B)}`;
+  const cast = (x: string) => mx.half(x);
   const fwd = mode === 'h';
   const a = fwd ? 'k' : 'q';
   const b = fwd ? 'v' : 'dO';
   const rowGate = fwd ? `ld_k(gi) * exp(gl[xx] - Gb[gi])` : `P.scale * ld_q(gi) * exp(Gb[gi])`;
   return kernel(
-    `${fwd ? 'gla states' : 'gla state gradients'}${tc ? ' tc' : ''}`,
+    `${fwd ? 'gla states' : 'gla state gradients'} tc`,
     [
       { name: 'tab', kind: 'u32' },
       { name: a, kind: 'in', dtype },
@@ -868,8 +865,9 @@ export function stateShader(
     // results with small workgroup variables placed among arrays subgroup matrices read).
     `var<workgroup> gl: array<f32, ${B}>;
 var<workgroup> decay: array<f32, ${B}>;
-${mx ? `var<workgroup> scr: array<f32, ${B * B}>;\n` : ''}var<workgroup> sa: array<${mx ? mx.H : 'f32'}, ${SR * SW}>;
-var<workgroup> sb: array<${mx ? mx.H : 'f32'}, ${SR * SW}>;
+var<workgroup> scr: array<f32, ${B * B}>;
+var<workgroup> sa: array<${mx.H}, ${SR * SW}>;
+var<workgroup> sb: array<${mx.H}, ${SR * SW}>;
 @compute @workgroup_size(${TY * TX})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>${ent.params}) {
   let h = wg.y;
@@ -935,7 +933,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     // Zeroed per chunk by an explicit initializer: a bare \`var acc: array<...>;\` in the loop
     // body kept the previous chunks' sums on Dawn's Vulkan path (Tint's SPIR-V; H200 runs 1-2
     // and SwiftShader: ht off by 1.3 relative) where the GLSL path on llvmpipe re-zeroed it.
-    ${mx ? `var mAcc = ${mx.A}();` : `var acc = array<f32, ${R * R}>();`}
+    var mAcc = ${mx.A}();
     for (var r0 = 0u; r0 < ${u(C)}; r0 += ${u(SR)}) {
       workgroupBarrier();
       for (var e = tid; e < ${u(SR * B)}; e += ${u(TY * TX)}) {
@@ -956,9 +954,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         sb[${stagedAt('e')}] = ${cast('bv')};
       }
       workgroupBarrier();
-      ${
-        mx
-          ? `// Subgroup sg: result matrix (sg % 4) of the block, rows [16 STEPS (sg / 4 % KS), ...) of
+      // Subgroup sg: result matrix (sg % 4) of the block, rows [16 STEPS (sg / 4 % KS), ...) of
       // the slice (with KS 1, subgroups 4-7 repeat 0-3's products and store nothing).
       let ti = (sg % 4u) / 2u;
       let tj = sg % 2u;
@@ -967,17 +963,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let ma = ${mx.load('L', 'sa', `r * ${u(SW)} + ti * 16u`, true, u(SW))};
         let mb = ${mx.load('R', 'sb', `r * ${u(SW)} + tj * 16u`, false, u(SW))};
         mAcc = ${mx.mma('ma', 'mb', 'mAcc')};
-      }`
-          : tileProduct({
-              acc: 'acc',
-              RY: R,
-              RX: R,
-              TY,
-              TX,
-              depth: SR,
-              a: (row, red) => `sa[${red} * ${u(B)} + ${row}]`,
-              b: (red, col) => `sb[${red} * ${u(B)} + ${col}]`,
-            })
       }
     }
     ${unroll(
@@ -988,16 +973,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         R,
         'j',
         `
-        S[i * ${u(R)} + j] = S[i * ${u(R)} + j] * decay[ty + ${u(TY)} * i]${mx ? '' : ` + acc[i * ${u(R)} + j]`};
+        S[i * ${u(R)} + j] = S[i * ${u(R)} + j] * decay[ty + ${u(TY)} * i];
       `,
       )}
     `,
     )}
-    ${
-      mx
-        ? Array.from(
-            { length: KS },
-            (_, s) => `// Split ${s}'s result matrices into S (through scr).
+    ${Array.from(
+      { length: KS },
+      (_, s) => `// Split ${s}'s result matrices into S (through scr).
     if (sg / 4u == ${u(s)}) {
       ${mx.store('scr', `((sg % 4u) / 2u) * ${u(16 * B)} + (sg % 2u) * 16u`, 'mAcc', false, u(B))};
     }
@@ -1012,9 +995,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       ),
     )}
     workgroupBarrier();`,
-          ).join('\n    ')
-        : ''
-    }
+    ).join('\n    ')}
   }
   if (P.hasFinal != 0u) {
     ${unroll(
@@ -1034,7 +1015,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     )}
   }
 }`,
-    { tc, prelude: mx?.prelude() ?? '' },
+    { tc, prelude: mx.prelude() },
   );
 }
 
@@ -1111,6 +1092,32 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
   const a = o ? 'q' : 'k';
   const b = o ? 'v' : 'dO';
   const comp = ['x', 'y', 'z', 'w'];
+  // The thread's b-tile rows (4 columns each, one load where vec), 0 where `ok` or the
+  // column bound fails: the state's rows (inter tiles) or v / dO's (intra tiles).
+  const bFetch = (row: string, ok: string, buf: string, at: (y: string) => string) =>
+    unroll(
+      GB,
+      'f',
+      `
+          let e = tid + ${u(NT)} * f;
+          let r = ${row};
+          ${
+            vec
+              ? `let ys = v0 + 4u * (e % 16u);
+          var bv = vec4<f32>();
+          if (${ok} && ys < P.V) { bv = ld4_${buf}(${at('ys')}); }
+          pb[f] = bv;`
+              : unroll(
+                  4,
+                  'j',
+                  `
+            let y = v0 + 4u * (e % 16u) + j;
+            var bv = 0.0;
+            if (${ok} && y < P.V) { bv = ld_${buf}(${at('y')}); }
+            pb[f][j] = bv;`,
+                )
+          }`,
+    );
   const fetch = (it: string) => `{
       let ft = ${it};
       if (ft < nkt) {
@@ -1165,31 +1172,7 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
         pgl[j] = gl;`,
               )
         }
-        ${unroll(
-          GB,
-          'f',
-          `
-          let e = tid + ${u(NT)} * f;
-          let x = x0 + e / 16u;
-          ${
-            vec
-              ? `let ys = v0 + 4u * (e % 16u);
-          var bv = vec4<f32>();
-          if (x < P.K && ys < P.V) { bv = ld4_Hs(hbase + x * P.V + ys); }
-          pb[f] = bv;`
-              : unroll(
-                  4,
-                  'j',
-                  `
-            let y = v0 + 4u * (e % 16u) + j;
-            var bv = 0.0;
-            if (x < P.K && y < P.V) { bv = ld_Hs(hbase + x * P.V + y); }
-            pb[f][j] = bv;
-          `,
-                )
-          }
-        `,
-        )}
+        ${bFetch('x0 + e / 16u', 'r < P.K', 'Hs', (y) => `hbase + r * P.V + ${y}`)}
       } else {
         let s0 = (ft - nkt) * ${u(BX)};
         ${unroll(
@@ -1206,31 +1189,7 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
           }
         `,
         )}
-        ${unroll(
-          GB,
-          'f',
-          `
-          let e = tid + ${u(NT)} * f;
-          let t = s0 + e / 16u;
-          ${
-            vec
-              ? `let ys = v0 + 4u * (e % 16u);
-          var bv = vec4<f32>();
-          if (t < L && ys < P.V) { bv = ld4_${b}(((row0 + t) * P.H + h) * P.V + ys); }
-          pb[f] = bv;`
-              : unroll(
-                  4,
-                  'j',
-                  `
-            let y = v0 + 4u * (e % 16u) + j;
-            var bv = 0.0;
-            if (t < L && y < P.V) { bv = ld_${b}(((row0 + t) * P.H + h) * P.V + y); }
-            pb[f][j] = bv;
-          `,
-                )
-          }
-        `,
-        )}
+        ${bFetch('s0 + e / 16u', 'r < L', b, (y) => `((row0 + r) * P.H + h) * P.V + ${y}`)}
       }
     }`;
   const fmas: string[] = [];
@@ -1370,17 +1329,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   );
 }
 
-/** Columns of the o / dv kernels' blocks for V: 16 * RX with RX in 1..4. */
+/** Columns of the tensor-core o / dv kernels' blocks for V: 16 * RX with RX in 1..4. */
 export function outBlock(V: number): number {
   return 16 * Math.min(GLA_OUT_BLOCK / 16, Math.ceil(V / 16));
 }
 
 /**
  * Pass 4 (forward, mode 'o') and the backward's dv (mode 'dv'), one workgroup per (chunk, head,
- * block of BV columns of V), two tile products each:
+ * block of BV columns of V: 64 SIMT (outputShaderSimt, its own layout), outBlock(V) with `tc`,
+ * the code below), two tile products each:
  *   'o':  o  = (scale q * e^{G}) h_c + A v                  (A causal, from the scores pass)
  *   'dv': dv = (k * e^{G_L - G}) dh_c + A^T dO
- * Workgroups (NC, H, ceil(V / BV)).
+ * Workgroups (NC, H, outGrid(V, tc)).
  */
 export function outputShader(
   mode: 'o' | 'dv',
@@ -1402,28 +1362,26 @@ export function outputShader(
   // (MT each; a subgroup past the last repeats it and stores nothing), operands staged as f16
   // in padded rows, the results leaving through a 16 x 16 f32 scratch per subgroup.
   const SG = (TY * TX) / 32;
-  const mx = tc ? glaMatrixOps(tc.emulate, SG) : undefined;
+  const mx = glaMatrixOps(tc.emulate, SG);
   const NT = RY * RX;
   const MT = Math.ceil(NT / SG);
   // Emulated at C >= 64 the rows go unpadded: the f32 stand-ins of the f16 tiles then fill
   // llvmpipe's 32 KiB exactly, so the tests reach several result matrices per subgroup (MT 2,
   // the benchmark's C 64, BV 64); C 16 / 32 test the padded layout.
-  const pad = tc && !(tc.emulate && C >= 64) ? GLA_TC_PAD : 0;
+  const pad = !(tc.emulate && C >= 64) ? GLA_TC_PAD : 0;
   // Row widths of the staged tiles: a is [C, BX] (o, and dv's first product) or [BX, C] (dv's
   // A^T, read column-major), b is [BX, BV].
   const AW = BX + pad;
   const ATW = C + pad;
   const BW = BV + pad;
   const ent = tcEntry(tc, 'tid');
-  const cast = (x: string) => (mx ? mx.half(x) : x);
+  const cast = (x: string) => mx.half(x);
   // The emulation's own per-subgroup scratch (512 floats, free between multiplies) serves as the
   // results' scratch there: a second one would not fit llvmpipe's 32 KiB of workgroup memory.
-  const scr = tc?.emulate ? 'e_ab' : 'scr';
-  const scrAt = tc?.emulate ? 'sg * 512u' : 'sg * 256u';
-  const aAt = (e: string, w: number) =>
-    tc ? `(${e} / ${u(w - pad)}) * ${u(w)} + ${e} % ${u(w - pad)}` : e;
+  const scr = tc.emulate ? 'e_ab' : 'scr';
+  const scrAt = tc.emulate ? 'sg * 512u' : 'sg * 256u';
+  const aAt = (e: string, w: number) => `(${e} / ${u(w - pad)}) * ${u(w)} + ${e} % ${u(w - pad)}`;
   const tcProd = (aColMajor: boolean) => {
-    if (!mx) return '';
     const lines: string[] = [];
     for (let m = 0; m < MT; m++) {
       lines.push(`{
@@ -1446,19 +1404,8 @@ export function outputShader(
   const a = o ? 'q' : 'k';
   const b = o ? 'v' : 'dO';
   const gate = o ? 'P.scale * ld_q(gi) * exp(Gb[gi])' : 'ld_k(gi) * exp(GL - Gb[gi])';
-  const prod = (aAt: (row: string, red: string) => string) =>
-    tileProduct({
-      acc: 'acc',
-      RY,
-      RX,
-      TY,
-      TX,
-      depth: BX,
-      a: aAt,
-      b: (red, col) => `sb[${red} * ${u(BV)} + ${col}]`,
-    });
   return kernel(
-    `${o ? 'gla output' : 'gla dv'}${tc ? ' tc' : ''}`,
+    `${o ? 'gla output' : 'gla dv'} tc`,
     [
       { name: 'tab', kind: 'u32' },
       { name: a, kind: 'in', dtype },
@@ -1468,8 +1415,8 @@ export function outputShader(
       { name: 'Ab', kind: 'f32' },
       { name: 'out', kind: 'out' },
     ],
-    `${mx && !tc?.emulate ? `var<workgroup> scr: array<f32, ${SG * 256}>;\n` : ''}var<workgroup> sa: array<${mx ? mx.H : 'f32'}, ${Math.max(C * AW, BX * ATW)}>;
-var<workgroup> sb: array<${mx ? mx.H : 'f32'}, ${BX * BW}>;
+    `${!tc.emulate ? `var<workgroup> scr: array<f32, ${SG * 256}>;\n` : ''}var<workgroup> sa: array<${mx.H}, ${Math.max(C * AW, BX * ATW)}>;
+var<workgroup> sb: array<${mx.H}, ${BX * BW}>;
 @compute @workgroup_size(${TY * TX})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>${ent.params}) {
   let c = wg.x;
@@ -1482,7 +1429,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let row0 = tab[${CHUNK_META}u * c];
   let L = tab[${CHUNK_META}u * c + 1u];
   let hbase = (c * P.H + h) * P.K * P.V;
-  ${mx ? Array.from({ length: MT }, (_, m) => `var m${m} = ${mx.A}();`).join('\n  ') : `var acc: array<f32, ${RY * RX}>;`}
+  ${Array.from({ length: MT }, (_, m) => `var m${m} = ${mx.A}();`).join('\n  ')}
   // The inter-chunk product: gated rows of ${a} [C, K] times the state [K, BV].
   for (var x0 = 0u; x0 < P.K; x0 += ${u(BX)}) {
     workgroupBarrier();
@@ -1505,7 +1452,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       sb[${aAt('e', BW)}] = ${cast('bv')};
     }
     workgroupBarrier();
-    ${mx ? tcProd(false) : prod((row, red) => `sa[${row} * ${u(BX)} + ${red}]`)}
+    ${tcProd(false)}
   }
   // The intra-chunk product: ${o ? 'A [C, C] times v' : 'A^T [C, C] times dO'} [C, BV], ${BX} rows of the reduction at a time.
   for (var s0 = 0u; s0 < ${u(C)}; s0 += ${u(BX)}) {
@@ -1533,47 +1480,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       sb[${aAt('e', BW)}] = ${cast('bv')};
     }
     workgroupBarrier();
-    ${
-      mx
-        ? tcProd(!o)
-        : prod(
-            o
-              ? (row, red) => `sa[${row} * ${u(BX)} + ${red}]`
-              : (row, red) => `sa[${red} * ${u(C)} + ${row}]`,
-          )
-    }
+    ${tcProd(!o)}
   }
-  ${
-    mx
-      ? tcResultsOut(mx, {
-          MT,
-          SG,
-          NT,
-          RX,
-          scr,
-          scrAt,
-          write: (t, col, val) =>
-            `let y = v0 + ${col};
+  ${tcResultsOut(mx, {
+    MT,
+    SG,
+    NT,
+    RX,
+    scr,
+    scrAt,
+    write: (t, col, val) =>
+      `let y = v0 + ${col};
       if (${t} < L && y < P.V) { out[((row0 + ${t}) * P.H + h) * P.V + y] = ${val}; }`,
-        })
-      : `${unroll(
-          RY,
-          'i',
-          `
-    ${unroll(
-      RX,
-      'j',
-      `
-      let t = ty + ${u(TY)} * i;
-      let y = v0 + tx + ${u(TX)} * j;
-      if (t < L && y < P.V) { out[((row0 + t) * P.H + h) * P.V + y] = acc[i * ${u(RX)} + j]; }
-    `,
-    )}
-  `,
-        )}`
-  }
+  })}
 }`,
-    { tc, prelude: mx?.prelude() ?? '' },
+    { tc, prelude: mx.prelude() },
   );
 }
 
