@@ -4,8 +4,9 @@
 
 DIR holds a checkout of fla (github.com/fla-org/flash-linear-attention) with `fla/` in it,
 brought for the run only (never committed). Its package __init__ files import every layer and
-model (transformers, einops); the run replaces fla/__init__.py and fla/ops/__init__.py with
-empty ones in that run-only copy, which `fla.ops.gla.chunk` does not need. --fallback is a
+model (transformers, einops); the run reduces fla/__init__.py to its `__version__ = ...` line
+(fla.ops imports that name: an empty file fails, 2026-12-04 run 7) and empties
+fla/ops/__init__.py in that run-only copy, which `fla.ops.gla.chunk` does not otherwise need. --fallback is a
 folder appended to sys.path (after the installed packages) for pure-Python modules the
 machine may lack (`packaging`).
 

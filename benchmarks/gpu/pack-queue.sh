@@ -38,6 +38,7 @@
 #     bash benchmarks/gpu/h200-s16d.sh     GLA: 4-element loads (vec4 bindings) verified + timed, --diag
 #     bash benchmarks/gpu/h200-s16e.sh     GLA: 16-byte stores, o in its dtype (no cast), verified + timed, --diag
 #     bash benchmarks/gpu/h200-s16f.sh     GLA final: both variants verified, T 256-8192 table (crossover vs our FA2), state-pass register sets A/B, + torch
+#     bash benchmarks/gpu/h200-s16g.sh     GLA final vs fla chunk_gla forward in one command (see its header for the fla copy)
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh
