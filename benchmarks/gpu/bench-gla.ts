@@ -17,7 +17,8 @@
  * ' tc'), to see which products the variant sped up and where the time goes.
  *
  * Shapes are B,H,T,K,V (layout BTHK). 1. Verification first (unless --skip-verify): a small
- * problem (odd T, K != V, h0, dht) on f32 and the chosen dtype against the float64 recurrence,
+ * problem (odd T, K != V, h0, dht) and one at K = V = 128 (T 300), on f32 and the chosen dtype
+ * against the float64 recurrence,
  * outputs poisoned, KERNELS.md's tolerances; a failure exits 1 after the table. 2. Table: GPU
  * time of one call (the sum of its passes from timestamp queries, else wall time between queue
  * waits), median of --repeats after >= 0.5 s of warm-up; forward (o and hT) and forward +

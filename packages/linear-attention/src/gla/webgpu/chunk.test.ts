@@ -68,6 +68,37 @@ async function check(spec: ProblemSpec, label: string) {
 }
 
 describe.skipIf(!ctx)('chunkGla on webgpu vs the float64 reference', () => {
+  // WebGPU's default limits (16 KiB of workgroup memory, 8 storage buffers a stage): the forward
+  // at chunk sizes up to 32 runs there (the backward's dq / dk / dgk pass binds 10 buffers).
+  test('C 16 and 32 forward under limits: default', async () => {
+    const small = await webGpuTestContext({ limits: 'default', features: [] });
+    try {
+      for (const C of [16, 32]) {
+        const pr = makeProblem(new Rng(seed + C), { B: 1, T: 70, H: 1, K: 20, V: 12, h0: true });
+        const ref = glaReference(pr.q, pr.k, pr.v, pr.gk, {
+          ...pr.options,
+          outputFinalState: true,
+        });
+        const up = (t: Tensor) => toWebGpu(t, small!);
+        const [q, k, v, gk] = [pr.q, pr.k, pr.v, pr.gk].map(up) as Tensor[];
+        const f = await chunkGla(q!, k!, v!, gk!, {
+          initialState: up(pr.options.initialState!),
+          outputFinalState: true,
+          backend: 'webgpu',
+          chunkSize: C,
+        });
+        const tol = toleranceFor({ dtype: 'f32', maxSeqLen: 70, chunked: true });
+        expect(accuracy(await f.o.toCpu(), ref.o).relL2, `C ${C} o`).toBeLessThanOrEqual(tol);
+        expect(
+          accuracy(await f.finalState!.toCpu(), ref.finalState!).relL2,
+          `C ${C} ht`,
+        ).toBeLessThanOrEqual(tol);
+      }
+    } finally {
+      small?.destroy();
+    }
+  }, 180_000);
+
   test.each<[string, ProblemSpec]>([
     ['B 2, T 37 (odd, < C), K 8, V 8', { B: 2, T: 37, H: 2, K: 8, V: 8 }],
     [
@@ -89,6 +120,18 @@ describe.skipIf(!ctx)('chunkGla on webgpu vs the float64 reference', () => {
       { B: 1, T: 75, H: 2, K: 10, V: 6, h0: true },
     ],
     ['K 12, V 20, T 150, C 128 (vec4 loads)', { B: 1, T: 150, H: 1, K: 12, V: 20, C: 128 }],
+    [
+      'K 130, V 70, C 32 (element-wise loads, two 64-wide blocks of the state and of o), h0',
+      { B: 1, T: 70, H: 1, K: 130, V: 70, C: 32, h0: true },
+    ],
+    [
+      'K 68, V 132, C 128, f16 (vec4 loads, several 64-wide blocks)',
+      { B: 1, T: 140, H: 1, K: 68, V: 132, C: 128, dtype: 'f16' },
+    ],
+    [
+      'K 6, V 10, C 16, bf16 (element-wise loads)',
+      { B: 1, T: 41, H: 2, K: 6, V: 10, C: 16, dtype: 'bf16' },
+    ],
     ['C 128, T 200', { B: 1, T: 200, H: 1, K: 8, V: 8, C: 128 }],
     ['f16 storage, h0 f16, T 70', { B: 1, T: 70, H: 2, K: 16, V: 8, dtype: 'f16', h0: true }],
     [

@@ -17,6 +17,7 @@ import {
   GLA_STATE_BLOCK,
   type GlaKernel,
   type GlaStorage,
+  glaDirectOutput,
   glaVec4,
   kTileOf,
   outGrid,
@@ -79,7 +80,7 @@ export const GLA_TC_VERIFIED_ON_DEVICE = true;
 
 /**
  * Whether they were faster there: no. GPU time at B 4, H 16, T 8192, K = V = 128, f16: forward
- * 7.15 ms against SIMT's 3.76, forward + backward 55.5 against 50.8 (2026-12-04, session 16 run
+ * 7.15-7.16 ms against SIMT's 3.76, forward + backward 55.5 against 50.8 (2026-12-04, session 16 run
  * 6, after the SIMT passes were rewritten; before: 12.2-12.6 against 10.4-11.3 and 72-73 against
  * 67-72, 2026-12-03 runs 3 and 6). So 'auto' stays SIMT; `tensorCores: true` opts in.
  */
@@ -306,6 +307,7 @@ async function common(
   const dtype = storageOf(t.q);
   const { H, K, V, N, T, B, chunkSize: C } = p;
   const { meta: metaData, NC } = glaMeta(p);
+  // The tensor-core state passes' column blocks (the SIMT passes derive their own from V).
   const nbV = Math.ceil(V / GLA_STATE_BLOCK);
   const base = {
     H,
@@ -367,7 +369,7 @@ export async function glaForwardWebGpu(
   const { run, dtype, params, meta, NC, G, A, Hs, q, v } = c;
   const n = B * T * H * V;
   // SIMT with 4-element loads (glaVec4): the o pass stores o in its dtype itself; else f32, cast after.
-  const direct = !tc && glaVec4(K, V);
+  const direct = glaDirectOutput(K, V, tc);
   const oF = ctx.createOutput(Math.max(4, n * (direct && dtype !== 'f32' ? 2 : 4)), 'gla o');
   await run.step(
     outputShader('o', C, V, dtype, tc, glaVec4(K, V)),
@@ -434,7 +436,7 @@ export async function glaBackwardWebGpu(
   await run.step(scoreGradShader(C, dtype, tc), params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
   const nv = B * T * H * V;
   const gkType = storageOf(t.gk);
-  const direct = !tc && glaVec4(K, V);
+  const direct = glaDirectOutput(K, V, tc);
   const dvF = direct
     ? ctx.createOutput(Math.max(4, nv * (dtype === 'f32' ? 4 : 2)), 'gla dv')
     : f32Out(nv, 'dv');

@@ -32,9 +32,15 @@ function kernels(): GlaKernel[] {
     castShader('bf16'),
   ];
   for (const C of GLA_WEBGPU_CHUNK_SIZES)
-    for (const dtype of ['f32', 'f16', 'bf16'] as const)
+    for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+      for (const vec of [false, true]) {
+        out.push(scoresShader(C, dtype, vec));
+        for (const mode of ['h', 'dh'] as const)
+          out.push(stateShader(mode, C, dtype, dtype, undefined, vec));
+        for (const mode of ['o', 'dv'] as const)
+          out.push(outputShader(mode, C, 128, dtype, undefined, vec));
+      }
       for (const tc of [undefined, { emulate: false }, { emulate: true }]) {
-        out.push(scoresShader(C, dtype));
         for (const mode of ['h', 'dh'] as const) out.push(stateShader(mode, C, dtype, dtype, tc));
         for (const mode of ['o', 'dv'] as const) out.push(outputShader(mode, C, 128, dtype, tc));
         out.push(
@@ -43,6 +49,7 @@ function kernels(): GlaKernel[] {
           qkGradShader(C, dtype, tc, 'merged'),
         );
       }
+    }
   // The recurrent form (./recurrent-kernels.ts): its loop bounds come from the read-only table.
   out.push(recSumShader());
   for (const dtype of ['f32', 'f16', 'bf16'] as const)
@@ -82,6 +89,27 @@ describe('generated GLA kernels', () => {
     const states = stateShader('h', 64, 'f32', 'f32');
     expect(states.code).toMatch(/var S = array<f32, 16>\(\);[\s\S]*for \(var ci = 0u;/);
     expect(states.code).not.toMatch(/var acc/);
+  });
+
+  test('store whole vec4s into workgroup arrays, never one component (a race under Tint HLSL)', () => {
+    // Writing one component of a vector may touch the whole vector (WGSL; Tint's HLSL emits a
+    // read-modify-write): threads writing different components of one workgroup vec4 race.
+    const componentStores = (code: string) => {
+      const names = [...code.matchAll(/var<workgroup>\s+(\w+)\s*:/g)].map((m) => m[1]!);
+      return names.filter((n) =>
+        new RegExp(`\\b${n}\\[[^\\]]*\\](\\[[^\\]]*\\]|\\.[xyzw])\\s*=[^=]`).test(code),
+      );
+    };
+    for (const k of kernels()) expect(componentStores(k.code), k.label).toEqual([]);
+    // The pattern catches what the o pass did before (2026-12-04 review).
+    expect(
+      componentStores(
+        'var<workgroup> sa: array<vec4<f32>, 8>;\nsa[(4u * xq) * 17u + t / 4u][t % 4u] = g[0];',
+      ),
+    ).toEqual(['sa']);
+    expect(componentStores('var<workgroup> sa: array<vec4<f32>, 8>;\nsa[i].x = 1.0;')).toEqual([
+      'sa',
+    ]);
   });
 
   test('the chunk form runs in 10 storage buffers per pass (the merged dq/dk/dgk variant)', () => {

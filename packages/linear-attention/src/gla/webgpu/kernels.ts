@@ -11,8 +11,12 @@ import { GLA_TC_PAD, type GlaTc, glaMatrixOps, tcEnables, tcEntry } from './tc.j
  * chunk and sequence tables sit in one u32 buffer `meta` (CHUNK_META / SEQ_META below).
  *
  * The chunk products (q_gated . h, k_gated^T . v, A . v and their backward counterparts) are
- * each one `tileProduct` loop over workgroup-memory tiles into a register micro-tile. With
- * `tc` (./tc.ts) the same generators emit the tensor-core variant instead: operands staged as
+ * loops over workgroup-memory tiles into register micro-tiles: the forward's scores, state and
+ * o passes (and the backward's state-gradient and dv passes) with 4 x 4 tiles read as vec4s
+ * from staged tiles whose next one is fetched into registers while the current one multiplies
+ * (scoresShader, stateShaderSimt, outputShaderSimt), dA and dq / dk as `tileProduct` loops.
+ * With `tc` (./tc.ts) the state, o / dv, dA and dq / dk generators emit the tensor-core
+ * variant instead: operands staged as
  * f16 (gates applied in f32 before the cast) in padded rows, 16x16x16 subgroup-matrix products
  * into f32 result matrices, the results handed through workgroup scratch to the unchanged
  * elementwise code (stateShader, outputShader, scoreGradShader, qkGradShader's inter products;
@@ -21,8 +25,9 @@ import { GLA_TC_PAD, type GlaTc, glaMatrixOps, tcEnables, tcEntry } from './tc.j
  * subgroup id (tc-forward.ts in @attnkit/skeleton says why).
  *
  * Inputs of dtype f16 / bf16 are read as packed u32 words and unpacked (no shader-f16 needed,
- * so one kernel serves every adapter); outputs are written in f32 and cast afterwards
- * (castShader) when their dtype is a half.
+ * so one kernel serves every adapter). Outputs are written in f32 and cast afterwards
+ * (castShader) when their dtype is a half, except o and dv from the SIMT passes where
+ * glaDirectOutput holds (K, V multiples of 4): those are stored in their dtype directly.
  */
 
 export type GlaStorage = 'f32' | 'f16' | 'bf16';
@@ -45,7 +50,7 @@ export const GLA_STATE_BLOCK = 32;
 /** Columns (v) of the output block one workgroup of the tensor-core o / dv kernels owns, at most. */
 export const GLA_OUT_BLOCK = 64;
 
-/** The chunk sizes the WebGPU kernels run (16 x 16 thread grids over C rows). */
+/** The chunk sizes the WebGPU kernels run (their thread layouts and tiles are sized for them). */
 export const GLA_WEBGPU_CHUNK_SIZES = [16, 32, 64, 128] as const;
 
 /** tab[4 c + i]: chunk c's first absolute token row (i 0), length L (1), sequence (2). */
@@ -316,7 +321,9 @@ export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKern
   const NB = (nm * (nm + 1)) / 2;
   const MB = Math.ceil(NB / GLA_THREADS);
   const W = 32 * Math.ceil(NB / (32 * MB));
-  const BX = Math.min(32, 1024 / C);
+  // Channels a staged tile: 1024 / C from C 64 on (H200-timed), 512 / C below, so C <= 32 keeps
+  // within WebGPU's default 16 KiB of workgroup memory (5 arrays of BX (C / 4 + 1) vec4s).
+  const BX = C >= 64 ? 1024 / C : 512 / C;
   // A channel's rows padded by one vec4: lanes writing consecutive channels hit distinct banks.
   const CP4 = nm + 1;
   // Fetch groups: 4 rows x 1 channel element by element, or (vec: K a multiple of 4) 4 rows x
@@ -571,6 +578,14 @@ export function glaVec4(K: number, V: number): boolean {
   return K % 4 === 0 && V % 4 === 0;
 }
 
+/**
+ * Whether the o / dv pass stores o / dv in their own dtype (no f32 intermediate, no cast pass):
+ * the SIMT pass with 4-element access (glaVec4); the tensor-core pass writes f32.
+ */
+export function glaDirectOutput(K: number, V: number, tc: GlaTc | undefined): boolean {
+  return !tc && glaVec4(K, V);
+}
+
 /** Rows (k) and columns (v) of the state block one workgroup of the SIMT state passes owns. */
 export const GLA_STATE_BLOCK_SIMT = 64;
 
@@ -586,7 +601,8 @@ export function stateGrid(K: number, V: number, H: number, N: number, tc: boolea
  * slices of SR rows of the chunk staged as [row][column], the next slice (of this chunk or the
  * next) fetched into registers while the current one multiplies: the walk over the chunks is
  * sequential, so each step's global latency is what it must hide. One thread loads 4
- * neighbouring columns of 2 or more rows; the gate's last-row G of its 4 columns with them.
+ * neighbouring columns of 2 or more rows; the last row's G of its 4 columns (the gate) and of its
+ * 4 state rows (the decay) with them.
  */
 function stateShaderSimt(
   mode: 'h' | 'dh',
@@ -596,7 +612,8 @@ function stateShaderSimt(
   vec: boolean,
 ): GlaKernel {
   const B = GLA_STATE_BLOCK_SIMT;
-  // Rows a staged slice: 32 (two slices at C 64, 16 KiB of workgroup memory); bench variants
+  // Rows a staged slice: 32 (two slices at C 64; 16 KiB of workgroup memory, WebGPU's default
+  // limit); bench variants
   // 'states:sr64' (whole chunks, 32 KiB: not within llvmpipe's) and 'states:sr16'.
   const SR = skip('states:sr64') ? C : skip('states:sr16') ? Math.min(C, 16) : Math.min(C, 32);
   const NS = C / SR;
@@ -653,17 +670,25 @@ function stateShaderSimt(
         );
   const glFetch = (k: number) =>
     vec
-      ? `var gl = vec4<f32>();
-      if (k0 + 4u * tx < P.K) { gl = ld4_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + k0 + 4u * tx); }
-      pl${k} = gl;`
+      ? `let gli = ((frow0 + fL - 1u) * P.H + h) * P.K + k0;
+      var gl = vec4<f32>();
+      var gd = vec4<f32>();
+      if (4u * tx < P.K - k0) { gl = ld4_Gb(gli + 4u * tx); }
+      if (4u * ty < P.K - k0) { gd = ld4_Gb(gli + 4u * ty); }
+      pl${k} = gl;
+      pd${k} = gd;`
       : unroll(
           4,
           'j',
           `
         let x = k0 + 4u * tx + j;
+        let xd = k0 + 4u * ty + j;
         var gl = 0.0;
+        var gd = 0.0;
         if (x < P.K) { gl = ld_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + x); }
+        if (xd < P.K) { gd = ld_Gb(((frow0 + fL - 1u) * P.H + h) * P.K + xd); }
         pl${k}[j] = gl;
+        pd${k}[j] = gd;
       `,
         );
   const fetch = (chunk: string, slice: string, k: number) => `{
@@ -718,11 +743,11 @@ function stateShaderSimt(
         sb[r * 16u + tx] = pb${k}[f];
       `,
       )}
-      if (${sl} == 0u && ty == 0u) { sgl[tx] = exp(pl${k}); }
       workgroupBarrier();
-      // The state decays by e^{G_L} before the chunk's products add to it.
+      // The state decays by e^{G_L} (of its rows' channels, fetched with the slice) before the
+      // chunk's products add to it.
       if (${sl} == 0u) {
-        let d = sgl[ty];
+        let d = exp(pd${k});
         ${cells(`S[i * 4u + j] *= d[i];`)}
       }
       ${skip('states:fetch') ? '' : next}
@@ -754,7 +779,6 @@ function stateShaderSimt(
     ],
     `var<workgroup> sa: array<vec4<f32>, ${SR * 16}>;
 var<workgroup> sb: array<vec4<f32>, ${SR * 16}>;
-var<workgroup> sgl: array<vec4<f32>, 16>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let h = wg.y;
@@ -781,7 +805,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     (_, k) => `var pa${k} = array<vec4<f32>, ${RF}>();
   var pg${k} = array<vec4<f32>, ${RF}>();
   var pb${k} = array<vec4<f32>, ${RF}>();
-  var pl${k} = vec4<f32>();`,
+  var pl${k} = vec4<f32>();
+  var pd${k} = vec4<f32>();`,
   ).join('\n  ')}
   if (count > 0u) {
     ${Array.from({ length: NSET }, (_, k) => fetch(chunkOf('0u'), `${k}u`, k)).join('\n    ')}
@@ -1082,11 +1107,13 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
   const BX = Math.min(32, C);
   const NIT = C / BX;
   const CP4 = C / 4 + 1;
-  // Per thread and tile: GA 4-element groups of the a-tile (4 reduction indices of a row; dv's A:
-  // 4 rows at one reduction index), GB rows of 4 columns of the b-tile.
-  const GA = (BX * (C / 4)) / NT;
+  // a-tile groups of 4 reduction indices x 4 rows, at most one a thread (NG of the NT threads
+  // fetch): loaded as 4 runs of 4 neighbouring elements and staged as 4 whole vec4s (a write
+  // of one vec4 component is a read-modify-write of the vector under Tint's HLSL: threads
+  // sharing a vec4 would race). GB rows of 4 columns of the b-tile a thread.
+  const NG = (BX / 4) * (C / 4);
   const GB = (BX * 16) / NT;
-  // 4-channel groups of a row in an a-tile (a thread loads one: 4 neighbouring elements).
+  // Reduction groups of an a-tile (the lanes of a row group, consecutive in memory).
   const BQ = BX / 4;
   const o = mode === 'o';
   const a = o ? 'q' : 'k';
@@ -1120,15 +1147,17 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
     );
   const fetch = (it: string) => `{
       let ft = ${it};
+      let e = tid;
       if (ft < nkt) {
         let x0 = ft * ${u(BX)};
-        ${unroll(
-          GA,
-          'f',
-          `
-          let e = tid + ${u(NT)} * f;
-          let t = e / ${u(BQ)};
+        // Rows 4 (e / BQ) + i, reduction (channels) x0 + 4 (e % BQ) + j.
+        if (e < ${u(NG)}) {
           let xs = x0 + 4u * (e % ${u(BQ)});
+          ${unroll(
+            4,
+            'i',
+            `
+          let t = 4u * (e / ${u(BQ)}) + i;
           ${
             vec
               ? `var av = vec4<f32>();
@@ -1138,8 +1167,8 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
             av = ld4_${a}(gi);
             gv = ld4_Gb(gi);
           }
-          pa[f] = av;
-          pg[f] = gv;`
+          pa[i] = av;
+          pg[i] = gv;`
               : unroll(
                   4,
                   'j',
@@ -1152,13 +1181,12 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
               av = ld_${a}(gi);
               gv = ld_Gb(gi);
             }
-            pa[f][j] = av;
-            pg[f][j] = gv;
-          `,
+            pa[i][j] = av;
+            pg[i][j] = gv;`,
                 )
-          }
-        `,
-        )}
+          }`,
+          )}
+        }
         ${
           o
             ? ''
@@ -1175,20 +1203,19 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
         ${bFetch('x0 + e / 16u', 'r < P.K', 'Hs', (y) => `hbase + r * P.V + ${y}`)}
       } else {
         let s0 = (ft - nkt) * ${u(BX)};
-        ${unroll(
-          GA,
-          'f',
-          `
-          let e = tid + ${u(NT)} * f;
-          ${
+        if (e < ${u(NG)}) {
+          ${unroll(
+            4,
+            'i',
             o
-              ? `// A^T: row t = e / BQ, reduction s = s0 + 4 (e % BQ) + j.
-          pa[f] = ld4_Ab((abase + e / ${u(BQ)}) * ${u(C)} + s0 + 4u * (e % ${u(BQ)}));`
-              : `// A: reduction t = s0 + e / (C / 4), rows s = 4 (e % (C / 4)) + j.
-          pa[f] = ld4_Ab((abase + s0 + e / ${u(C / 4)}) * ${u(C)} + 4u * (e % ${u(C / 4)}));`
-          }
-        `,
-        )}
+              ? `
+          // A^T: rows t = 4 (e / BQ) + i, reduction s = s0 + 4 (e % BQ) + j.
+          pa[i] = ld4_Ab((abase + 4u * (e / ${u(BQ)}) + i) * ${u(C)} + s0 + 4u * (e % ${u(BQ)}));`
+              : `
+          // A: reduction t = s0 + 4 (e / (C / 4)) + i, rows s = 4 (e % (C / 4)) + j.
+          pa[i] = ld4_Ab((abase + s0 + 4u * (e / ${u(C / 4)}) + i) * ${u(C)} + 4u * (e % ${u(C / 4)}));`,
+          )}
+        }
         ${bFetch('s0 + e / 16u', 'r < L', b, (y) => `((row0 + r) * P.H + h) * P.V + ${y}`)}
       }
     }`;
@@ -1234,33 +1261,40 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let nkt = (P.K + ${u(BX - 1)}) / ${u(BX)};
   let ntl = nkt + ${u(NIT)};
   var acc = array<f32, ${RY * 4}>();
-  var pa = array<vec4<f32>, ${GA}>();
-  var pg = array<vec4<f32>, ${GA}>();
+  var pa = array<vec4<f32>, 4>();
+  var pg = array<vec4<f32>, 4>();
   var pb = array<vec4<f32>, ${GB}>();
   var pgl = vec4<f32>();
   ${fetch('0u')}
   for (var it = 0u; it < ntl; it++) {
     workgroupBarrier();
-    ${unroll(
-      GA,
-      'f',
-      `
-      let e = tid + ${u(NT)} * f;
-      let t = e / ${u(BQ)};
-      let xq = e % ${u(BQ)};
-      // A row's 4 reduction indices into 4 vec4 slots of the [reduction][row] tile.
-      if (it < nkt) {
-        let gated = ${o ? 'P.scale * pa[f] * exp(pg[f])' : 'pa[f] * exp(pgl - pg[f])'};
-        ${[0, 1, 2, 3].map((j) => `sa[(4u * xq + ${j}u) * ${u(CP4)} + t / 4u][t % 4u] = gated[${j}];`).join('\n        ')}
-      } else {
-        ${
-          o
-            ? `${[0, 1, 2, 3].map((j) => `sa[(4u * xq + ${j}u) * ${u(CP4)} + t / 4u][t % 4u] = pa[f][${j}];`).join('\n        ')}`
-            : `sa[(e / ${u(C / 4)}) * ${u(CP4)} + e % ${u(C / 4)}] = pa[f];`
+    // The a-tile as [reduction][row] vec4s: a group's 4 rows transposed into 4 whole vec4s.
+    {
+      let e = tid;
+      if (e < ${u(NG)}) {
+        if (it < nkt) {
+          let g = array<vec4<f32>, 4>(${[0, 1, 2, 3].map((i) => (o ? `P.scale * pa[${i}] * exp(pg[${i}])` : `pa[${i}] * exp(pgl - pg[${i}])`)).join(', ')});
+        sa[(4u * (e % ${u(BQ)}) + 0u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(g[0].x, g[1].x, g[2].x, g[3].x);
+        sa[(4u * (e % ${u(BQ)}) + 1u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(g[0].y, g[1].y, g[2].y, g[3].y);
+        sa[(4u * (e % ${u(BQ)}) + 2u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(g[0].z, g[1].z, g[2].z, g[3].z);
+        sa[(4u * (e % ${u(BQ)}) + 3u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(g[0].w, g[1].w, g[2].w, g[3].w);
+        } else {
+          ${
+            o
+              ? `sa[(4u * (e % ${u(BQ)}) + 0u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(pa[0].x, pa[1].x, pa[2].x, pa[3].x);
+        sa[(4u * (e % ${u(BQ)}) + 1u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(pa[0].y, pa[1].y, pa[2].y, pa[3].y);
+        sa[(4u * (e % ${u(BQ)}) + 2u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(pa[0].z, pa[1].z, pa[2].z, pa[3].z);
+        sa[(4u * (e % ${u(BQ)}) + 3u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(pa[0].w, pa[1].w, pa[2].w, pa[3].w);`
+              : [0, 1, 2, 3]
+                  .map(
+                    (r) =>
+                      `sa[(4u * (e / ${u(C / 4)}) + ${r}u) * ${u(CP4)} + e % ${u(C / 4)}] = pa[${r}];`,
+                  )
+                  .join('\n          ')
+          }
         }
       }
-    `,
-    )}
+    }
     ${unroll(
       GB,
       'f',
@@ -1901,14 +1935,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   );
 }
 
-/**
- * src[P.srcOff ..][0 .. n) (f32) into dst as f16 / bf16 (packed two to a u32 word) or f32 (a
- * copy: the slices of the dq / dk / dg buffer); workgroups ceil(n / 2 / 256).
- */
 /** f32 to bf16 bits, rounded to nearest even (castShader and the o / dv passes' direct stores). */
 const BF16_ROUND = `
 fn bf1(x: f32) -> u32 { let v = bitcast<u32>(x); return (v + 0x7fffu + ((v >> 16u) & 1u)) >> 16u; }`;
 
+/**
+ * src[P.srcOff ..][0 .. n) (f32) into dst as f16 / bf16 (packed two to a u32 word) or f32 (a
+ * copy: the slices of the dq / dk / dg buffer); workgroups ceil(n / 2 / 256).
+ */
 export function castShader(dtype: 'f32' | 'f16' | 'bf16'): GlaKernel {
   const enc = dtype === 'f16' ? 'pack2x16float(vec2<f32>(a, b))' : 'bf1(a) | (bf1(b) << 16u)';
   const store =

@@ -45,7 +45,7 @@ export function glaWebGpuSupports(req: KernelRequest): true | string {
   const o = req.options;
   const C = o.chunkSize ?? 64;
   if (o.form !== 'recurrent' && !(GLA_WEBGPU_CHUNK_SIZES as readonly unknown[]).includes(C))
-    return `the WebGPU GLA kernels take chunk sizes ${GLA_WEBGPU_CHUNK_SIZES.join(', ')} (16 x 16 thread grids over the chunk's rows, tiles within workgroup memory), got ${String(C)}`;
+    return `the WebGPU GLA kernels take chunk sizes ${GLA_WEBGPU_CHUNK_SIZES.join(', ')} (thread layouts and tiles sized for them), got ${String(C)}`;
   if (!['f32', 'f16', 'bf16'].includes(req.dtype))
     return `WGSL has no ${req.dtype}: the WebGPU GLA kernels read f32, f16 or bf16`;
   return true;
