@@ -70,7 +70,7 @@ async function check(spec: ProblemSpec, label: string) {
 describe.skipIf(!ctx)('chunkGla on webgpu vs the float64 reference', () => {
   // WebGPU's default limits (16 KiB of workgroup memory, 8 storage buffers a stage): the forward
   // at chunk sizes up to 32 runs there (the backward's dq / dk / dgk pass binds 10 buffers).
-  test('C 16 and 32 forward under limits: default', async () => {
+  test('C 16 and 32 forward under limits: default; what does not fit is refused up front', async () => {
     const small = await webGpuTestContext({ limits: 'default', features: [] });
     try {
       for (const C of [16, 32]) {
@@ -94,6 +94,26 @@ describe.skipIf(!ctx)('chunkGla on webgpu vs the float64 reference', () => {
           `C ${C} ht`,
         ).toBeLessThanOrEqual(tol);
       }
+      // What does not fit is an UnsupportedError before anything runs: C 64's scores pass
+      // (21760 bytes of workgroup memory), the backward's dq / dk / dgk pass (10 buffers > 8).
+      const pr = makeProblem(new Rng(seed), { B: 1, T: 70, H: 1, K: 20, V: 12 });
+      const [q, k, v, gk, dO] = [pr.q, pr.k, pr.v, pr.gk, pr.dO].map((t) =>
+        toWebGpu(t, small!),
+      ) as Tensor[];
+      const opts = { backend: 'webgpu', chunkSize: 64 };
+      await expect(chunkGla(q!, k!, v!, gk!, opts)).rejects.toMatchObject({
+        name: 'UnsupportedError',
+        argument: 'chunkSize',
+        message: expect.stringMatching(
+          /'gla scores' pass at chunkSize 64 needs \d+ bytes of workgroup memory, this context grants 16384/,
+        ),
+      });
+      await expect(
+        chunkGlaBackward(q!, k!, v!, gk!, dO!, { ...opts, chunkSize: 16 }),
+      ).rejects.toMatchObject({
+        name: 'UnsupportedError',
+        message: expect.stringMatching(/binds 10 storage buffers, this context grants 8/),
+      });
     } finally {
       small?.destroy();
     }

@@ -29,6 +29,7 @@ import {
   scoresShader,
   stateGrid,
   stateShader,
+  workgroupBytes,
 } from './kernels.js';
 import { GLA_TC_SUBGROUP, type GlaTc } from './tc.js';
 
@@ -275,6 +276,85 @@ export async function checkFlag(
   );
 }
 
+/** The chunk-form kernels of a pass, generated once: checked against the limits, then run. */
+interface GlaPassKernels {
+  prep: GlaKernel;
+  scores: GlaKernel;
+  states: GlaKernel;
+  output?: GlaKernel;
+  dstates?: GlaKernel;
+  dA?: GlaKernel;
+  dv?: GlaKernel;
+  qkg?: GlaKernel;
+}
+
+/**
+ * Three dq / dk / dgk output buffers where the context grants that pass's 12 storage buffers;
+ * else one [3, nk] buffer (10), its slices copied or cast out after the pass.
+ */
+const mergedQkg = (ctx: WebGpuContext) => ctx.limits.maxStorageBuffersPerShaderStage < 12;
+
+function glaPassKernels(
+  ctx: WebGpuContext,
+  p: GlaProblem,
+  t: { q: Tensor; gk: Tensor; dht?: Tensor | undefined },
+  tc: GlaTc | undefined,
+  pass: 'forward' | 'backward',
+): GlaPassKernels {
+  const dtype = storageOf(t.q);
+  const { K, V, chunkSize: C } = p;
+  const vec = glaVec4(K, V);
+  const initDType = p.initialState ? storageOf(p.initialState) : 'f32';
+  const common = {
+    prep: prepShader(storageOf(t.gk)),
+    scores: scoresShader(C, dtype, vec),
+    states: stateShader('h', C, dtype, initDType, tc, vec),
+  };
+  if (pass === 'forward') return { ...common, output: outputShader('o', C, V, dtype, tc, vec) };
+  const merged = mergedQkg(ctx);
+  return {
+    ...common,
+    dstates: stateShader('dh', C, dtype, t.dht ? storageOf(t.dht) : 'f32', tc, vec),
+    dA: scoreGradShader(C, dtype, tc),
+    dv: outputShader('dv', C, V, dtype, tc, vec),
+    // Emulated at C >= 64 its workgroup memory (sm alone 26 KiB there) leaves no room for the
+    // emulation's scratch within llvmpipe's 32 KiB: SIMT there (the tests reach it at C 16 / 32).
+    qkg: qkGradShader(
+      C,
+      dtype,
+      tc && !(tc.emulate && C >= 64) ? tc : undefined,
+      merged ? 'merged' : 'split',
+    ),
+  };
+}
+
+/**
+ * An UnsupportedError, before any buffer is made, where a kernel of the pass needs more
+ * workgroup memory or storage buffers than the context grants (a context made with
+ * `limits: 'default'`, or a small adapter), naming chunkSize where a smaller one would fit.
+ */
+function checkGlaLimits(ctx: WebGpuContext, ks: GlaPassKernels, C: number, what: string): void {
+  const lim = ctx.limits;
+  for (const k of Object.values(ks) as GlaKernel[]) {
+    const bytes = workgroupBytes(k.code);
+    if (bytes > lim.maxComputeWorkgroupStorageSize)
+      throw new UnsupportedError(
+        `${what}: the '${k.label}' pass at chunkSize ${C} needs ${bytes} bytes of workgroup memory, this context grants ${lim.maxComputeWorkgroupStorageSize}; use a smaller chunkSize or a context with the adapter's limits`,
+        'chunkSize',
+        { webgpu: `${k.label}: workgroup memory ${bytes} > ${lim.maxComputeWorkgroupStorageSize}` },
+      );
+    const storage = k.bindings.filter((b) => b !== 'uniform').length;
+    if (storage > lim.maxStorageBuffersPerShaderStage)
+      throw new UnsupportedError(
+        `${what}: the '${k.label}' pass binds ${storage} storage buffers, this context grants ${lim.maxStorageBuffersPerShaderStage} per shader stage; use a context with the adapter's limits`,
+        'backend',
+        {
+          webgpu: `${k.label}: ${storage} storage buffers > ${lim.maxStorageBuffersPerShaderStage}`,
+        },
+      );
+  }
+}
+
 interface Common {
   ctx: WebGpuContext;
   run: Run;
@@ -300,6 +380,7 @@ async function common(
   t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor },
   final: GpuBuffer | undefined,
   tc: GlaTc | undefined,
+  ks: GlaPassKernels,
 ): Promise<Common> {
   const sq = webGpuStorageOf(t.q, 'q');
   const ctx = sq.ctx;
@@ -336,18 +417,10 @@ async function common(
   const v = webGpuStorageOf(t.v, 'v').buffer;
   const gk = webGpuStorageOf(t.gk, 'gk').buffer;
   const init = p.initialState ? webGpuStorageOf(p.initialState, 'initialState').buffer : dummy;
-  await run.step(prepShader(storageOf(t.gk)), params, { tab: meta, gk, Gb: G, flag }, [
-    NC,
-    H,
-    Math.ceil(K / 64),
-  ]);
-  await run.step(scoresShader(C, dtype, glaVec4(K, V)), params, { tab: meta, q, k, Gb: G, Ab: A }, [
-    NC,
-    H,
-  ]);
-  const initDType = p.initialState ? storageOf(p.initialState) : 'f32';
+  await run.step(ks.prep, params, { tab: meta, gk, Gb: G, flag }, [NC, H, Math.ceil(K / 64)]);
+  await run.step(ks.scores, params, { tab: meta, q, k, Gb: G, Ab: A }, [NC, H]);
   await run.step(
-    stateShader('h', C, dtype, initDType, tc, glaVec4(K, V)),
+    ks.states,
     params,
     { tab: meta, k, v, Gb: G, init, Hs, fin: final ?? dummyOut },
     stateGrid(K, V, H, N, !!tc),
@@ -363,20 +436,21 @@ export async function glaForwardWebGpu(
 ): Promise<{ o: Tensor; ht?: Tensor }> {
   const ctx = webGpuStorageOf(t.q, 'q').ctx;
   const { B, T, H, K, V, N, chunkSize: C } = p;
-  const ht = p.outputFinalState ? ctx.createOutput(N * H * K * V * 4 || 4, 'gla ht') : undefined;
   const tc = glaTcFor(ctx, p, storageOf(t.q), opts);
-  const c = await common(p, t, ht, tc);
+  const ks = glaPassKernels(ctx, p, t, tc, 'forward');
+  checkGlaLimits(ctx, ks, C, 'chunkGla');
+  const ht = p.outputFinalState ? ctx.createOutput(N * H * K * V * 4 || 4, 'gla ht') : undefined;
+  const c = await common(p, t, ht, tc, ks);
   const { run, dtype, params, meta, NC, G, A, Hs, q, v } = c;
   const n = B * T * H * V;
   // SIMT with 4-element loads (glaVec4): the o pass stores o in its dtype itself; else f32, cast after.
   const direct = glaDirectOutput(K, V, tc);
   const oF = ctx.createOutput(Math.max(4, n * (direct && dtype !== 'f32' ? 2 : 4)), 'gla o');
-  await run.step(
-    outputShader('o', C, V, dtype, tc, glaVec4(K, V)),
-    params,
-    { tab: meta, q, v, Gb: G, Hs, Ab: A, out: oF },
-    [NC, H, outGrid(V, !!tc)],
-  );
+  await run.step(ks.output!, params, { tab: meta, q, v, Gb: G, Hs, Ab: A, out: oF }, [
+    NC,
+    H,
+    outGrid(V, !!tc),
+  ]);
   const oBuf = direct ? oF : await run.output(oF, n, dtype, c.base);
   await run.submit(opts.profiler);
   const out: { o: Tensor; ht?: Tensor } = { o: wrap(ctx, oBuf, dtype, [B, T, H, V]) };
@@ -398,9 +472,8 @@ export async function glaBackwardWebGpu(
   const { B, T, H, K, V, N, chunkSize: C } = p;
   const tc = glaTcFor(ctx, p, storageOf(t.q), opts);
   const nk = B * T * H * K;
-  // Checked before any buffer is made. Three output buffers where the adapter grants the pass's 12 storage buffers; else one
-  // [3, nk] buffer (10), its slices copied or cast out after the pass.
-  const merged = ctx.limits.maxStorageBuffersPerShaderStage < 12;
+  // Checked before any buffer is made (mergedQkg: dq, dk, dgk in one buffer on small contexts).
+  const merged = mergedQkg(ctx);
   if (merged && 3 * nk * 4 > ctx.limits.maxStorageBufferBindingSize) {
     throw new UnsupportedError(
       `chunkGlaBackward: this adapter grants ${ctx.limits.maxStorageBuffersPerShaderStage} storage buffers per shader stage, so dq, dk and dgk share one buffer of 3 * ${nk} floats (${3 * nk * 4} bytes), over its maxStorageBufferBindingSize ${ctx.limits.maxStorageBufferBindingSize}; split the batch or the heads`,
@@ -408,7 +481,9 @@ export async function glaBackwardWebGpu(
       { webgpu: 'dq/dk/dgk buffer over maxStorageBufferBindingSize' },
     );
   }
-  const c = await common(p, t, undefined, tc);
+  const ks = glaPassKernels(ctx, p, t, tc, 'backward');
+  checkGlaLimits(ctx, ks, C, 'chunkGlaBackward');
+  const c = await common(p, t, undefined, tc, ks);
   const { run, dtype, params, meta, NC, G, A, Hs, q, k, v, dummy } = c;
   const dO = webGpuStorageOf(t.do, 'dO').buffer;
   const h0 = p.initialState;
@@ -417,10 +492,9 @@ export async function glaBackwardWebGpu(
   const dh0F = h0 ? f32Out(N * H * K * V, 'dh0') : undefined;
   const dHs = run.temp(NC * H * K * V * 4, 'gla state gradients');
   const dA = run.temp(NC * H * C * C * 4, 'gla dA');
-  const dhtDType = t.dht ? storageOf(t.dht) : 'f32';
   const dparams = run.uniform({ ...c.base, hasInit: t.dht ? 1 : 0, hasFinal: h0 ? 1 : 0 });
   await run.step(
-    stateShader('dh', C, dtype, dhtDType, tc, glaVec4(K, V)),
+    ks.dstates!,
     dparams,
     {
       tab: meta,
@@ -433,7 +507,7 @@ export async function glaBackwardWebGpu(
     },
     stateGrid(K, V, H, N, !!tc),
   );
-  await run.step(scoreGradShader(C, dtype, tc), params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
+  await run.step(ks.dA!, params, { tab: meta, dO, v, dAb: dA }, [NC, H]);
   const nv = B * T * H * V;
   const gkType = storageOf(t.gk);
   const direct = glaDirectOutput(K, V, tc);
@@ -444,21 +518,13 @@ export async function glaBackwardWebGpu(
   const dqF = merged ? undefined : f32Out(nk, 'dq');
   const dkF = merged ? undefined : f32Out(nk, 'dk');
   const dgF = merged ? undefined : f32Out(nk, 'dgk');
+  await run.step(ks.dv!, params, { tab: meta, k, dO, Gb: G, Hs: dHs, Ab: A, out: dvF }, [
+    NC,
+    H,
+    outGrid(V, !!tc),
+  ]);
   await run.step(
-    outputShader('dv', C, V, dtype, tc, glaVec4(K, V)),
-    params,
-    { tab: meta, k, dO, Gb: G, Hs: dHs, Ab: A, out: dvF },
-    [NC, H, outGrid(V, !!tc)],
-  );
-  await run.step(
-    // Emulated at C >= 64 its workgroup memory (sm alone 26 KiB there) leaves no room for the
-    // emulation's scratch within llvmpipe's 32 KiB: SIMT there (the tests reach it at C 16 / 32).
-    qkGradShader(
-      C,
-      dtype,
-      tc && !(tc.emulate && C >= 64) ? tc : undefined,
-      merged ? 'merged' : 'split',
-    ),
+    ks.qkg!,
     params,
     merged
       ? { tab: meta, q, k, v, dO, Gb: G, Hs, dHs, dAb: dA, dqkg: dqkg! }

@@ -10,6 +10,7 @@ import {
   scoreGradShader,
   scoresShader,
   stateShader,
+  workgroupBytes,
 } from './kernels.js';
 import { GLA_RECURRENT_BACKWARD_STORAGE_BUFFERS } from './recurrent-host.js';
 import { recBackwardShader, recForwardShader, recSumShader } from './recurrent-kernels.js';
@@ -110,6 +111,23 @@ describe('generated GLA kernels', () => {
     expect(componentStores('var<workgroup> sa: array<vec4<f32>, 8>;\nsa[i].x = 1.0;')).toEqual([
       'sa',
     ]);
+  });
+
+  test('workgroupBytes counts the declared arrays as Dawn does (16-byte rounded)', () => {
+    // Dawn's own figures for these (pipeline-creation errors on llvmpipe, 2026-12-04 review).
+    expect(workgroupBytes(scoresShader(32, 'f32', true).code)).toBe(11520);
+    expect(workgroupBytes(scoresShader(64, 'f32', true).code)).toBe(21760);
+    expect(workgroupBytes(stateShader('h', 64, 'f16', 'f32', undefined, true).code)).toBe(16384);
+    expect(
+      workgroupBytes('var<workgroup> a: array<f32, 3>;\nvar<workgroup> b: array<vec4<f32>, 2>;'),
+    ).toBe(48);
+    expect(() => workgroupBytes('var<workgroup> a: array<mat4x4<f32>, 2>;')).toThrow(
+      /unknown element type/,
+    );
+    // Every declared array is counted (none has an element type the table lacks).
+    for (const k of kernels())
+      if (k.code.includes('var<workgroup>'))
+        expect(workgroupBytes(k.code), k.label).toBeGreaterThan(0);
   });
 
   test('the chunk form runs in 10 storage buffers per pass (the merged dq/dk/dgk variant)', () => {

@@ -161,6 +161,33 @@ fn ld_${b.name}(e: u32) -> f32 {
   return { code: lines.join('\n'), kinds };
 }
 
+/** Bytes of a workgroup array's element types the generated kernels declare. */
+const WORKGROUP_TYPE_BYTES: Record<string, number> = {
+  f32: 4,
+  u32: 4,
+  i32: 4,
+  f16: 2,
+  'vec2<f32>': 8,
+  'vec4<f32>': 16,
+  'vec2<u32>': 8,
+  'vec4<u32>': 16,
+};
+
+/**
+ * Workgroup memory a generated kernel declares (each array rounded up to 16 bytes, as Dawn
+ * counts it against maxComputeWorkgroupStorageSize): the host checks it before any buffer is
+ * made. An element type not in the table throws (a new kernel's type must be added).
+ */
+export function workgroupBytes(code: string): number {
+  let total = 0;
+  for (const m of code.matchAll(/var<workgroup>\s+\w+\s*:\s*array<\s*([\w<>]+)\s*,\s*(\d+)\s*>/g)) {
+    const size = WORKGROUP_TYPE_BYTES[m[1]!];
+    if (size === undefined) throw new Error(`workgroupBytes: unknown element type ${m[1]}`);
+    total += Math.ceil((size * Number(m[2])) / 16) * 16;
+  }
+  return total;
+}
+
 export interface GlaKernel {
   code: string;
   bindings: readonly ('uniform' | 'read' | 'storage')[];
