@@ -14,7 +14,9 @@ import { GLA_TC_PAD, type GlaTc, glaMatrixOps, tcEnables, tcEntry } from './tc.j
  * loops over workgroup-memory tiles into register micro-tiles: the forward's scores, state and
  * o passes (and the backward's state-gradient and dv passes) with 4 x 4 tiles read as vec4s
  * from staged tiles whose next one is fetched into registers while the current one multiplies
- * (scoresShader, stateShaderSimt, outputShaderSimt), dA and dq / dk as `tileProduct` loops.
+ * (scoresShader, stateShaderSimt, outputShaderSimt; on the H200 the fetch still added its time
+ * to the products', BENCHMARKS.md "GLA on the H200 (WebGPU), session 16"), dA and dq / dk as
+ * `tileProduct` loops.
  * With `tc` (./tc.ts) the state, o / dv, dA and dq / dk generators emit the tensor-core
  * variant instead: operands staged as
  * f16 (gates applied in f32 before the cast) in padded rows, 16x16x16 subgroup-matrix products
