@@ -276,6 +276,20 @@ export async function checkFlag(
   );
 }
 
+/**
+ * The buffer the o / dv pass writes n elements into: in the output's dtype where it stores it
+ * directly (glaDirectOutput), else f32 for run.output's cast.
+ */
+function passOutput(
+  ctx: WebGpuContext,
+  n: number,
+  dtype: GlaStorage,
+  direct: boolean,
+  label: string,
+) {
+  return ctx.createOutput(Math.max(4, n * (direct && dtype !== 'f32' ? 2 : 4)), label);
+}
+
 /** The chunk-form kernels of a pass, generated once: checked against the limits, then run. */
 interface GlaPassKernels {
   prep: GlaKernel;
@@ -445,7 +459,7 @@ export async function glaForwardWebGpu(
   const n = B * T * H * V;
   // SIMT with 4-element loads (glaVec4): the o pass stores o in its dtype itself; else f32, cast after.
   const direct = glaDirectOutput(K, V, tc);
-  const oF = ctx.createOutput(Math.max(4, n * (direct && dtype !== 'f32' ? 2 : 4)), 'gla o');
+  const oF = passOutput(ctx, n, dtype, direct, 'gla o');
   await run.step(ks.output!, params, { tab: meta, q, v, Gb: G, Hs, Ab: A, out: oF }, [
     NC,
     H,
@@ -511,9 +525,7 @@ export async function glaBackwardWebGpu(
   const nv = B * T * H * V;
   const gkType = storageOf(t.gk);
   const direct = glaDirectOutput(K, V, tc);
-  const dvF = direct
-    ? ctx.createOutput(Math.max(4, nv * (dtype === 'f32' ? 4 : 2)), 'gla dv')
-    : f32Out(nv, 'dv');
+  const dvF = passOutput(ctx, nv, dtype, direct, 'gla dv');
   const dqkg = merged ? run.temp(3 * nk * 4, 'gla dq dk dgk') : undefined;
   const dqF = merged ? undefined : f32Out(nk, 'dq');
   const dkF = merged ? undefined : f32Out(nk, 'dk');

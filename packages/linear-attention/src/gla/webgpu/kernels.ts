@@ -224,6 +224,23 @@ function unroll(n: number, v: string, body: string): string {
   return Array.from({ length: n }, (_, k) => `{\n  const ${v} = ${k}u;\n${body}\n}`).join('\n');
 }
 
+/** Vector components by index. */
+const XYZW = ['x', 'y', 'z', 'w'] as const;
+
+/**
+ * One step of a 4 x 4 register micro-tile: acc[off + 4 i + j] += a[i] * b[j] for vec4s a, b
+ * (the scores, state and o / dv passes' products).
+ */
+function outer4(acc: string, a: string, b: string, off = 0): string {
+  const lines: string[] = [];
+  for (let i = 0; i < 4; i++)
+    for (let j = 0; j < 4; j++) {
+      const e = off + 4 * i + j;
+      lines.push(`${acc}[${e}] = fma(${a}.${XYZW[i]}, ${b}.${XYZW[j]}, ${acc}[${e}]);`);
+    }
+  return lines.join('\n');
+}
+
 /**
  * One chunk product as a tile loop: acc[i * RX + j] += sum_{r < depth} a(row_i, r) * b(r, col_j)
  * with row_i = ty + TY i and col_j = tx + TX j (a thread's RY x RX micro-tile). a and b give the
@@ -424,6 +441,12 @@ export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKern
   `,
     );
   const fetch = vec ? fetchVec : fetchScalar;
+  // A 4-row group (vec4s gv, qv, kv of one channel) into the raw and gated tiles at `at`.
+  const stage = `sg[at] = gv;
+        sq[at] = qv;
+        sk[at] = kv;
+        sqh[at] = qv * exp(gv - vec4<f32>(gv.x));
+        skg[at] = kv * exp(vec4<f32>(gv.w) - gv);`;
   const blocks = Array.from(
     { length: MB },
     (_, m) => `let p${m} = tid + ${u(W * m)};
@@ -446,23 +469,13 @@ export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKern
   ).join('\n  ');
   const diag = (m: number) => {
     const lines: string[] = [];
-    const comp = ['x', 'y', 'z', 'w'];
+    const [X, acc] = [XYZW, `acc${m}`];
     for (let r = 0; r < 4; r++)
       for (let c = 0; c <= r; c++)
         lines.push(
           r === c
-            ? `acc${m}[${r * 4 + c}] = fma(qv.${comp[r]}, kv.${comp[c]}, acc${m}[${r * 4 + c}]);`
-            : `acc${m}[${r * 4 + c}] = fma(qv.${comp[r]} * kv.${comp[c]}, exp(gv.${comp[r]} - gv.${comp[c]}), acc${m}[${r * 4 + c}]);`,
-        );
-    return lines.join('\n          ');
-  };
-  const outer = (m: number) => {
-    const lines: string[] = [];
-    const comp = ['x', 'y', 'z', 'w'];
-    for (let r = 0; r < 4; r++)
-      for (let c = 0; c < 4; c++)
-        lines.push(
-          `acc${m}[${r * 4 + c}] = fma(qv.${comp[r]}, kv.${comp[c]}, acc${m}[${r * 4 + c}]);`,
+            ? `${acc}[${r * 4 + c}] = fma(qv.${X[r]}, kv.${X[c]}, ${acc}[${r * 4 + c}]);`
+            : `${acc}[${r * 4 + c}] = fma(qv.${X[r]} * kv.${X[c]}, exp(gv.${X[r]} - gv.${X[c]}), ${acc}[${r * 4 + c}]);`,
         );
     return lines.join('\n          ');
   };
@@ -489,7 +502,7 @@ export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKern
           let rb = x * ${u(CP4)} + b${m};
           let qv = sqh[ra] * exp(sg[ra].x - sg[rb].w);
           let kv = skg[rb];
-          ${outer(m)}`,
+          ${outer4(`acc${m}`, 'qv', 'kv')}`,
         )}
       }
     }`,
@@ -559,11 +572,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let gv = vec4<f32>(rg[4u * f][j], rg[4u * f + 1u][j], rg[4u * f + 2u][j], rg[4u * f + 3u][j]);
         let qv = vec4<f32>(rq[4u * f][j], rq[4u * f + 1u][j], rq[4u * f + 2u][j], rq[4u * f + 3u][j]);
         let kv = vec4<f32>(rk[4u * f][j], rk[4u * f + 1u][j], rk[4u * f + 2u][j], rk[4u * f + 3u][j]);
-        sg[at] = gv;
-        sq[at] = qv;
-        sk[at] = kv;
-        sqh[at] = qv * exp(gv - vec4<f32>(gv.x));
-        skg[at] = kv * exp(vec4<f32>(gv.w) - gv);`,
+        ${stage}`,
         )}
       }
     `
@@ -574,11 +583,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let gv = rg[f];
         let qv = rq[f];
         let kv = rk[f];
-        sg[at] = gv;
-        sq[at] = qv;
-        sk[at] = kv;
-        sqh[at] = qv * exp(gv - vec4<f32>(gv.x));
-        skg[at] = kv * exp(vec4<f32>(gv.w) - gv);
+        ${stage}
       }
     `,
     )}
@@ -600,8 +605,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 /**
  * Whether the SIMT state and o / dv passes load 4 neighbouring elements at once (vec4 of f32,
  * 4 packed halves): K and V multiples of 4, so every 4-group is whole and every input's length
- * a multiple of 4. (G's buffer is rounded up to 16 bytes by the host, so it is read as vec4
- * always.)
+ * a multiple of 4. (G's buffer is rounded up to 16 bytes by the host, so the state and o / dv
+ * passes read it as vec4s whatever K.)
  */
 export function glaVec4(K: number, V: number): boolean {
   return K % 4 === 0 && V % 4 === 0;
@@ -642,8 +647,8 @@ function stateShaderSimt(
 ): GlaKernel {
   const B = GLA_STATE_BLOCK_SIMT;
   // Rows a staged slice: 32 (two slices at C 64; 16 KiB of workgroup memory, WebGPU's default
-  // limit); bench variants
-  // 'states:sr64' (whole chunks, 32 KiB: not within llvmpipe's) and 'states:sr16'.
+  // limit); bench variants 'states:sr64' (whole chunks, 32 KiB: not within llvmpipe's) and
+  // 'states:sr16'.
   const SR = skip('states:sr64') ? C : skip('states:sr16') ? Math.min(C, 16) : Math.min(C, 32);
   const NS = C / SR;
   // Rows of a slice one thread fetches (16 threads a row of 64 columns).
@@ -735,12 +740,6 @@ function stateShaderSimt(
       )}
     }`;
   const cells = (body: string) => unroll(4, 'i', unroll(4, 'j', body));
-  const comp = ['x', 'y', 'z', 'w'];
-  const fma = Array.from({ length: 16 }, (_, e) => {
-    const i = Math.floor(e / 4);
-    const j = e % 4;
-    return `S[${e}] = fma(av.${comp[i]}, bv.${comp[j]}, S[${e}]);`;
-  }).join('\n          ');
   // The thread's 4 x 4 of the state into a [.., K, V] f32 buffer: a row a 16-byte store (vec).
   const store = (buf: string, base: string) =>
     vec
@@ -790,7 +789,7 @@ function stateShaderSimt(
               `
         let av = sa[r * 16u + ty];
         let bv = sb[r * 16u + tx];
-        ${fma}`,
+        ${outer4('S', 'av', 'bv')}`,
             )
       }
     }`;
@@ -892,7 +891,7 @@ export function stateShader(
   // Tensor cores: the 8 subgroups split the 4 result matrices of the 32 x 32 block and (KS) the
   // SR rows of each staged slice; the products leave through `scr` ([B, B] f32, one split after
   // the other: two would not fit llvmpipe's 32 KiB under emulation), where the threads'
-  // register state S takes them as the SIMT loop's acc. Staged rows padded (SW).
+  // register state S adds them after its decay. Staged rows padded (SW).
   const mx = glaMatrixOps(tc.emulate, (TY * TX) / 32);
   const KS = Math.min(2, SR / 16);
   const STEPS = SR / 16 / KS;
@@ -1147,7 +1146,6 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
   const o = mode === 'o';
   const a = o ? 'q' : 'k';
   const b = o ? 'v' : 'dO';
-  const comp = ['x', 'y', 'z', 'w'];
   // The thread's b-tile rows (4 columns each, one load where vec), 0 where `ok` or the
   // column bound fails: the state's rows (inter tiles) or v / dO's (intra tiles).
   const bFetch = (row: string, ok: string, buf: string, at: (y: string) => string) =>
@@ -1248,19 +1246,18 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
         ${bFetch('s0 + e / 16u', 'r < L', b, (y) => `((row0 + r) * P.H + h) * P.V + ${y}`)}
       }
     }`;
-  const fmas: string[] = [];
-  for (let v = 0; v < VA; v++)
-    for (let i = 0; i < 4; i++)
-      for (let j = 0; j < 4; j++) {
-        const e = (4 * v + i) * 4 + j;
-        fmas.push(`acc[${e}] = fma(a${v}.${comp[i]}, bv.${comp[j]}, acc[${e}]);`);
-      }
+  // A group's 4 rows (src[i], 4 reduction indices each) as 4 [reduction][row] vec4s of sa.
+  const transposed = (src: string) =>
+    XYZW.map(
+      (c, j) =>
+        `sa[(4u * (e % ${u(BQ)}) + ${j}u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(${[0, 1, 2, 3].map((i) => `${src}[${i}].${c}`).join(', ')});`,
+    ).join('\n        ');
   // One reduction index of the product, unrolled below (constant register indices; H200 run 3
   // timed it within 10% of the rolled loop), bounded per thread in the intra-chunk tiles.
   const step = `
       let bv = sb[r * 16u + tx];
       ${Array.from({ length: VA }, (_, v) => `let a${v} = sa[r * ${u(CP4)} + ${u(VA)} * ty + ${v}u];`).join('\n      ')}
-      ${fmas.join('\n      ')}`;
+      ${Array.from({ length: VA }, (_, v) => outer4('acc', `a${v}`, 'bv', 16 * v)).join('\n')}`;
   return kernel(
     o ? 'gla output' : 'gla dv',
     [
@@ -1303,17 +1300,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       if (e < ${u(NG)}) {
         if (it < nkt) {
           let g = array<vec4<f32>, 4>(${[0, 1, 2, 3].map((i) => (o ? `P.scale * pa[${i}] * exp(pg[${i}])` : `pa[${i}] * exp(pgl - pg[${i}])`)).join(', ')});
-        sa[(4u * (e % ${u(BQ)}) + 0u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(g[0].x, g[1].x, g[2].x, g[3].x);
-        sa[(4u * (e % ${u(BQ)}) + 1u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(g[0].y, g[1].y, g[2].y, g[3].y);
-        sa[(4u * (e % ${u(BQ)}) + 2u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(g[0].z, g[1].z, g[2].z, g[3].z);
-        sa[(4u * (e % ${u(BQ)}) + 3u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(g[0].w, g[1].w, g[2].w, g[3].w);
+        ${transposed('g')}
         } else {
           ${
             o
-              ? `sa[(4u * (e % ${u(BQ)}) + 0u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(pa[0].x, pa[1].x, pa[2].x, pa[3].x);
-        sa[(4u * (e % ${u(BQ)}) + 1u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(pa[0].y, pa[1].y, pa[2].y, pa[3].y);
-        sa[(4u * (e % ${u(BQ)}) + 2u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(pa[0].z, pa[1].z, pa[2].z, pa[3].z);
-        sa[(4u * (e % ${u(BQ)}) + 3u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(pa[0].w, pa[1].w, pa[2].w, pa[3].w);`
+              ? transposed('pa')
               : [0, 1, 2, 3]
                   .map(
                     (r) =>
@@ -1329,7 +1320,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       'f',
       `
       let e = tid + ${u(NT)} * f;
-      sb[(e / 16u) * 16u + e % 16u] = pb[f];
+      sb[e] = pb[f];
     `,
     )}
     workgroupBarrier();
