@@ -136,6 +136,9 @@ async function passTimes(
   return Object.fromEntries(Object.entries(per).map(([k, v]) => [k, Number(med(v).toFixed(4))]));
 }
 
+/** A call's outputs as passTimes / timeCall take them. */
+const asRecord = (r: object) => r as Record<string, Tensor>;
+
 async function verify(variant: Variant) {
   const rng = new Rng(5);
   // The small problem, and the benchmark's head dims (K = V = 128: several channel tiles in
@@ -177,8 +180,9 @@ async function verify(variant: Variant) {
       console.log(
         `verify ${variant} ${dtype} (${B},${T},${H},${K},${V}) tol ${tol}: ${line.join(', ')}`,
       );
-      (out.verify as unknown[] | undefined)?.push({ variant, dtype, line }) ??
-        (out.verify = [{ variant, dtype, line }]);
+      const shape = [B, T, H, K, V];
+      (out.verify as unknown[] | undefined)?.push({ variant, dtype, shape, line }) ??
+        (out.verify = [{ variant, dtype, shape, line }]);
       for (const t of [...Object.values(g), options.initialState, ...Object.values(got)])
         t?.dispose();
     }
@@ -205,7 +209,6 @@ async function table() {
       forward: glaFlops({ lengths, H, K, V }, 'chunk', 'forward', CHUNK),
       backward: glaFlops({ lengths, H, K, V }, 'chunk', 'backward', CHUNK),
     };
-    const asRecord = (r: object) => r as Record<string, Tensor>;
     for (const variant of VARIANTS) {
       const row: Record<string, unknown> = { shape: { B, H, T, K, V }, variant };
       shapeRows.push(row);
@@ -345,7 +348,7 @@ async function diag(sets: string[]) {
         r.ht?.dispose();
       }
       const passes = await passTimes(async (profiler) =>
-        asRecordOf(await glaForwardWebGpu(p, g, runOpts('simt', profiler))),
+        asRecord(await glaForwardWebGpu(p, g, runOpts('simt', profiler))),
       );
       rows.push({ shape: { B, H, T, K, V }, skip: set, passes });
       console.log(`diag T ${T} skip ${set}: ${JSON.stringify(passes)}`);
@@ -354,7 +357,6 @@ async function diag(sets: string[]) {
     for (const t of Object.values(g)) t.dispose();
   }
 }
-const asRecordOf = (r: object) => r as Record<string, Tensor>;
 
 if (value('diag') !== undefined) {
   await diag(value('diag')!.split(';'));
