@@ -102,25 +102,32 @@ function declare(bindings: readonly Binding[]): {
       kinds.push('read');
       const dt = b.kind === 'f32' ? 'f32' : b.dtype;
       const n = b.name;
+      // rd4_: the 4 elements' raw words at a clamped index (any e is safe: a prefetch loads
+      // unconditionally and masks at staging), cv4_ their values. Prefetches keep raw words in
+      // registers and convert only when staging: a conversion next to its load makes the thread
+      // wait for the load there, before the products the prefetch was meant to overlap.
+      const raw = `fn rd4_${n}(e: u32) -> ${rawOf(dt)} { return ${n}[min(e >> 2u, arrayLength(&${n}) - 1u)]; }`;
       if (dt === 'f32') {
         lines.push(`${at} var<storage, read> ${n}: array<vec4<f32>>;
 fn ld_${n}(e: u32) -> f32 { return ${n}[e >> 2u][e & 3u]; }
-fn ld4_${n}(e: u32) -> vec4<f32> { return ${n}[e >> 2u]; }`);
+fn ld4_${n}(e: u32) -> vec4<f32> { return ${n}[e >> 2u]; }
+${raw}
+fn cv4_${n}(w: vec4<f32>) -> vec4<f32> { return w; }`);
       } else if (dt === 'f16') {
         lines.push(`${at} var<storage, read> ${n}: array<vec2<u32>>;
 fn ld_${n}(e: u32) -> f32 { return unpack2x16float(${n}[e >> 2u][(e >> 1u) & 1u])[e & 1u]; }
-fn ld4_${n}(e: u32) -> vec4<f32> {
-  let w = ${n}[e >> 2u];
-  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-}`);
+fn ld4_${n}(e: u32) -> vec4<f32> { return cv4_${n}(${n}[e >> 2u]); }
+${raw}
+fn cv4_${n}(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }`);
       } else {
         lines.push(`${at} var<storage, read> ${n}: array<vec2<u32>>;
 fn ld_${n}(e: u32) -> f32 {
   let w = ${n}[e >> 2u][(e >> 1u) & 1u];
   return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (e & 1u) == 1u));
 }
-fn ld4_${n}(e: u32) -> vec4<f32> {
-  let w = ${n}[e >> 2u];
+fn ld4_${n}(e: u32) -> vec4<f32> { return cv4_${n}(${n}[e >> 2u]); }
+${raw}
+fn cv4_${n}(w: vec2<u32>) -> vec4<f32> {
   return bitcast<vec4<f32>>(vec4<u32>(w.x << 16u, w.x & 0xffff0000u, w.y << 16u, w.y & 0xffff0000u));
 }`);
       }
@@ -161,6 +168,11 @@ fn ld_${b.name}(e: u32) -> f32 {
     }
   });
   return { code: lines.join('\n'), kinds };
+}
+
+/** WGSL type of 4 elements' raw words in a vec binding: vec4<f32>, or 4 packed halves. */
+function rawOf(dtype: GlaStorage): string {
+  return dtype === 'f32' ? 'vec4<f32>' : 'vec2<u32>';
 }
 
 /** Bytes of a workgroup array's element types the generated kernels declare. */
@@ -386,27 +398,19 @@ export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKern
     let e = tid + ${u(W)} * f;
     let xs = ${x0} + 4u * (e % ${u(BQ)});
     let g = e / ${u(BQ)};
+    if (e < ${u(NG)}) {
     ${unroll(
       4,
       'r',
       `
-      let t = 4u * g + r;
-      var gv = vec4<f32>();
-      var qv = vec4<f32>();
-      var kv = vec4<f32>();
-      if (e < ${u(NG)} && xs < P.K) {
-        let gi = ((row0 + min(t, L - 1u)) * P.H + h) * P.K + xs;
-        gv = ld4_Gb(gi);
-        if (t < L) {
-          qv = ld4_q(gi);
-          kv = ld4_k(gi);
-        }
-      }
-      rg[4u * f + r] = gv;
-      rq[4u * f + r] = qv;
-      rk[4u * f + r] = kv;
+      // Raw words, unconditionally (clamped addresses; masked when staged).
+      let gi = ((row0 + min(4u * g + r, L - 1u)) * P.H + h) * P.K + xs;
+      rg[4u * f + r] = rd4_Gb(gi);
+      rq[4u * f + r] = rd4_q(gi);
+      rk[4u * f + r] = rd4_k(gi);
     `,
     )}
+    }
   `,
     );
   const fetchScalar = (x0: string) =>
@@ -549,8 +553,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let L = tab[${CHUNK_META}u * c + 1u];
   ${blocks}
   // The next tile's rows (4 a group) of q, k and G, in flight while the current one multiplies.
-  var rq = array<vec4<f32>, ${RV}>();
-  var rk = array<vec4<f32>, ${RV}>();
+  var rq = array<${vec ? rawOf(dtype) : 'vec4<f32>'}, ${RV}>();
+  var rk = array<${vec ? rawOf(dtype) : 'vec4<f32>'}, ${RV}>();
   var rg = array<vec4<f32>, ${RV}>();
   ${fetch('0u')}
   for (var x0 = 0u; x0 < P.K; x0 += ${u(BX)}) {
@@ -564,14 +568,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         ? `
       let e = tid + ${u(W)} * f;
       if (e < ${u(NG)}) {
+        // The fetched words as values: 0 past K, q and k 0 past the chunk (G repeats its
+        // last row there, fetched so).
+        let okx = x0 + 4u * (e % ${u(BQ)}) < P.K;
+        let t0 = 4u * (e / ${u(BQ)});
+        ${['g', 'q', 'k']
+          .map(
+            (n) =>
+              `let c${n} = array<vec4<f32>, 4>(${[0, 1, 2, 3]
+                .map((r) => {
+                  const w = `r${n}[4u * f + ${r}u]`;
+                  return n === 'g'
+                    ? `select(vec4<f32>(), ${w}, okx)`
+                    : `select(vec4<f32>(), cv4_${n}(${w}), okx && t0 + ${r}u < L)`;
+                })
+                .join(', ')});`,
+          )
+          .join('\n        ')}
         ${unroll(
           4,
           'j',
           `
         let at = (4u * (e % ${u(BQ)}) + j) * ${u(CP4)} + e / ${u(BQ)};
-        let gv = vec4<f32>(rg[4u * f][j], rg[4u * f + 1u][j], rg[4u * f + 2u][j], rg[4u * f + 3u][j]);
-        let qv = vec4<f32>(rq[4u * f][j], rq[4u * f + 1u][j], rq[4u * f + 2u][j], rq[4u * f + 3u][j]);
-        let kv = vec4<f32>(rk[4u * f][j], rk[4u * f + 1u][j], rk[4u * f + 2u][j], rk[4u * f + 3u][j]);
+        let gv = vec4<f32>(cg[0][j], cg[1][j], cg[2][j], cg[3][j]);
+        let qv = vec4<f32>(cq[0][j], cq[1][j], cq[2][j], cq[3][j]);
+        let kv = vec4<f32>(ck[0][j], ck[1][j], ck[2][j], ck[3][j]);
         ${stage}`,
         )}
       }
@@ -591,9 +612,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     ${
       skip('scores:fetch')
         ? ''
-        : `if (x0 + ${u(BX)} < P.K) {
-      ${fetch(`(x0 + ${u(BX)})`)}
-    }`
+        : // The next tile whatever (the last its own again): a fetch under a branch would
+          // wait for its loads before the branch joins.
+          fetch(`min(x0 + ${u(BX)}, ((P.K - 1u) / ${u(BX)}) * ${u(BX)})`)
     }
     ${skip('scores:compute') ? '' : products}
   }
@@ -659,27 +680,21 @@ function stateShaderSimt(
   const fwd = mode === 'h';
   const a = fwd ? 'k' : 'q';
   const b = fwd ? 'v' : 'dO';
-  // A thread's 4 columns of one row: one load each of the operand, G and b where K and V are
-  // multiples of 4 (vec), else element by element with per-column bounds.
+  // The chunk a walk step reaches (its position in the sequence: the walk is reversed for dh).
+  const posOf = (ci: string) => (fwd ? `(${ci})` : `(count - 1u - (${ci}))`);
+  // A chunk's rows from its position: every chunk of a sequence but its last has C rows
+  // (glaChunks), so the walk needs no table load a step (a load whose address waits on another).
+  const lenOf = (p: string) => `select(${u(C)}, lastL, ${p} == count - 1u)`;
+  // A thread's 4 columns of one row. vec (K and V multiples of 4): one load each of the
+  // operand, G and b as raw words, unconditionally (clamped addresses; rows past the chunk and
+  // columns past K / V are masked when staged); else element by element, bounds checked here.
   const rowFetch = (k: number) =>
     vec
       ? `
-          let xs = k0 + 4u * tx;
-          let ys = v0 + 4u * tx;
-          var av = vec4<f32>();
-          var gv = vec4<f32>();
-          var bv = vec4<f32>();
-          if (t < fL) {
-            if (xs < P.K) {
-              let gi = ((frow0 + t) * P.H + h) * P.K + xs;
-              av = ld4_${a}(gi);
-              gv = ld4_Gb(gi);
-            }
-            if (ys < P.V) { bv = ld4_${b}(((frow0 + t) * P.H + h) * P.V + ys); }
-          }
-          pa${k}[f] = av;
-          pg${k}[f] = gv;
-          pb${k}[f] = bv;`
+          let gi = ((frow0 + t) * P.H + h) * P.K + k0 + 4u * tx;
+          pa${k}[f] = rd4_${a}(gi);
+          pg${k}[f] = rd4_Gb(gi);
+          pb${k}[f] = rd4_${b}(((frow0 + t) * P.H + h) * P.V + v0 + 4u * tx);`
       : unroll(
           4,
           'j',
@@ -705,12 +720,8 @@ function stateShaderSimt(
   const glFetch = (k: number) =>
     vec
       ? `let gli = ((frow0 + fL - 1u) * P.H + h) * P.K + k0;
-      var gl = vec4<f32>();
-      var gd = vec4<f32>();
-      if (4u * tx < P.K - k0) { gl = ld4_Gb(gli + 4u * tx); }
-      if (4u * ty < P.K - k0) { gd = ld4_Gb(gli + 4u * ty); }
-      pl${k} = gl;
-      pd${k} = gd;`
+      pl${k} = rd4_Gb(gli + 4u * tx);
+      pd${k} = rd4_Gb(gli + 4u * ty);`
       : unroll(
           4,
           'j',
@@ -725,10 +736,11 @@ function stateShaderSimt(
         pd${k}[j] = gd;
       `,
         );
-  const fetch = (chunk: string, slice: string, k: number) => `{
-      let fc = ${chunk};
-      let frow0 = tab[${CHUNK_META}u * fc];
-      let fL = tab[${CHUNK_META}u * fc + 1u];
+  // Slice `slice` of the chunk at walk step `step` (< count) into register set k.
+  const fetch = (step: string, slice: string, k: number) => `{
+      let fp = ${posOf(step)};
+      let frow0 = seqRow0 + fp * ${u(C)};
+      let fL = ${lenOf('fp')};
       ${glFetch(k)}
       ${unroll(
         RF,
@@ -758,24 +770,31 @@ function stateShaderSimt(
         let y = v0 + 4u * tx + j;
         if (x < P.K && y < P.V) { ${buf}[${base} + x * P.V + y] = S[i * 4u + j]; }
     `);
-  // One slice from register set k: staged, the state decayed (slice 0), the next fetch issued,
-  // the products.
+  const gated = (k: number, av: string) =>
+    fwd ? `${av} * exp(pl${k} - pg${k}[f])` : `P.scale * ${av} * exp(pg${k}[f])`;
+  // One slice from register set k: staged (vec: converted and masked here), the state decayed
+  // (slice 0), the next fetch issued, the products.
   const slice = (sl: string, k: number, next: string) => `{
       workgroupBarrier();
       ${unroll(
         RF,
         'f',
-        `
+        vec
+          ? `
         let r = ty + 16u * f;
-        sa[r * 16u + tx] = ${fwd ? `pa${k}[f] * exp(pl${k} - pg${k}[f])` : `P.scale * pa${k}[f] * exp(pg${k}[f])`};
-        sb[r * 16u + tx] = pb${k}[f];
-      `,
+        let t = (${sl}) * ${u(SR)} + r;
+        sa[r * 16u + tx] = select(vec4<f32>(), ${gated(k, `cv4_${a}(pa${k}[f])`)}, t < Lc && 4u * tx < P.K - k0);
+        sb[r * 16u + tx] = select(vec4<f32>(), cv4_${b}(pb${k}[f]), t < Lc && 4u * tx < P.V - v0);`
+          : `
+        let r = ty + 16u * f;
+        sa[r * 16u + tx] = ${gated(k, `pa${k}[f]`)};
+        sb[r * 16u + tx] = pb${k}[f];`,
       )}
       workgroupBarrier();
       // The state decays by e^{G_L} (of its rows' channels, fetched with the slice) before the
       // chunk's products add to it.
       if (${sl} == 0u) {
-        let d = exp(pd${k});
+        let d = ${vec ? `select(vec4<f32>(), exp(pd${k}), 4u * ty < P.K - k0)` : `exp(pd${k})`};
         ${cells(`S[i * 4u + j] *= d[i];`)}
       }
       ${skip('states:fetch') ? '' : next}
@@ -793,7 +812,8 @@ function stateShaderSimt(
             )
       }
     }`;
-  const chunkOf = (ci: string) => (fwd ? `first + (${ci})` : `first + count - 1u - (${ci})`);
+  const raw = vec ? rawOf(dtype) : 'vec4<f32>';
+  const graw = 'vec4<f32>';
   return kernel(
     fwd ? 'gla states' : 'gla state gradients',
     [
@@ -821,6 +841,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let KV = P.K * P.V;
   let first = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq];
   let count = tab[${CHUNK_META}u * P.NC + ${SEQ_META}u * nseq + 1u];
+  // The sequence's first row and its last chunk's length (entries within the table whatever
+  // count: an empty sequence's first is the next one's, or the first sequence entry).
+  let seqRow0 = tab[${CHUNK_META}u * first];
+  let lastL = tab[${CHUNK_META}u * (first + max(count, 1u) - 1u) + 1u];
   let sbase = (nseq * P.H + h) * KV;
   var S = array<f32, 16>();
   ${cells(`
@@ -830,30 +854,32 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   `)}
   ${Array.from(
     { length: NSET },
-    (_, k) => `var pa${k} = array<vec4<f32>, ${RF}>();
-  var pg${k} = array<vec4<f32>, ${RF}>();
-  var pb${k} = array<vec4<f32>, ${RF}>();
+    (_, k) => `var pa${k} = array<${raw}, ${RF}>();
+  var pg${k} = array<${graw}, ${RF}>();
+  var pb${k} = array<${raw}, ${RF}>();
   var pl${k} = vec4<f32>();
   var pd${k} = vec4<f32>();`,
   ).join('\n  ')}
   if (count > 0u) {
-    ${Array.from({ length: NSET }, (_, k) => fetch(chunkOf('0u'), `${k}u`, k)).join('\n    ')}
+    ${Array.from({ length: NSET }, (_, k) => fetch('0u', `${k}u`, k)).join('\n    ')}
   }
   for (var ci = 0u; ci < count; ci++) {
-    let c = ${chunkOf('ci')};
+    let pc = ${posOf('ci')};
+    let c = first + pc;
+    let Lc = ${lenOf('pc')};
     let hbase = (c * P.H + h) * KV;
+    // The next step's data, fetched whatever (the last step fetches its own chunk again):
+    // a fetch under a branch would wait for its loads before the branch joins.
+    let nci = min(ci + 1u, count - 1u);
     ${skip('states:hs') ? '' : store('Hs', 'hbase')}
     ${
       NSET === 2
         ? // Two register sets, one a slice: each refilled with its slice of the next chunk
           // right after staging, a whole chunk of products before it is staged.
-          [0, 1]
-            .map((k) =>
-              slice(`${k}u`, k, `if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), `${k}u`, k)}`),
-            )
-            .join('\n    ')
+          [0, 1].map((k) => slice(`${k}u`, k, fetch('nci', `${k}u`, k))).join('\n    ')
         : `for (var sl = 0u; sl < ${u(NS)}; sl++) {
-      ${slice('sl', 0, `if (sl + 1u < ${u(NS)}) ${fetch('c', 'sl + 1u', 0)} else if (ci + 1u < count) ${fetch(chunkOf('ci + 1u'), '0u', 0)}`)}
+      let wrap = sl + 1u == ${u(NS)};
+      ${slice('sl', 0, fetch('select(ci, nci, wrap)', 'select(sl + 1u, 0u, wrap)', 0))}
     }`
     }
   }
@@ -1146,8 +1172,10 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
   const o = mode === 'o';
   const a = o ? 'q' : 'k';
   const b = o ? 'v' : 'dO';
-  // The thread's b-tile rows (4 columns each, one load where vec), 0 where `ok` or the
-  // column bound fails: the state's rows (inter tiles) or v / dO's (intra tiles).
+  // vec: the next tile's raw words (pa: q / k, pg: G or, intra, A's f32 rows, pb: the state's
+  // f32 rows or, intra, v / dO's words, as u32s), loaded unconditionally (clamped addresses),
+  // converted and masked when staged (a conversion next to its load would wait for it there).
+  // Else f32 values, bounds checked at the load.
   const bFetch = (row: string, ok: string, buf: string, at: (y: string) => string) =>
     unroll(
       GB,
@@ -1157,10 +1185,13 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
           let r = ${row};
           ${
             vec
-              ? `let ys = v0 + 4u * (e % 16u);
-          var bv = vec4<f32>();
-          if (${ok} && ys < P.V) { bv = ld4_${buf}(${at('ys')}); }
-          pb[f] = bv;`
+              ? `pb[f] = ${
+                  buf === 'Hs'
+                    ? `bitcast<vec4<u32>>(rd4_Hs(${at('v0 + 4u * (e % 16u)')}))`
+                    : dtype === 'f32'
+                      ? `bitcast<vec4<u32>>(rd4_${buf}(${at('v0 + 4u * (e % 16u)')}))`
+                      : `vec4<u32>(rd4_${buf}(${at('v0 + 4u * (e % 16u)')}), 0u, 0u)`
+                };`
               : unroll(
                   4,
                   'j',
@@ -1187,15 +1218,9 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
           let t = 4u * (e / ${u(BQ)}) + i;
           ${
             vec
-              ? `var av = vec4<f32>();
-          var gv = vec4<f32>();
-          if (t < L && xs < P.K) {
-            let gi = ((row0 + t) * P.H + h) * P.K + xs;
-            av = ld4_${a}(gi);
-            gv = ld4_Gb(gi);
-          }
-          pa[i] = av;
-          pg[i] = gv;`
+              ? `let gi = ((row0 + t) * P.H + h) * P.K + xs;
+          pa[i] = rd4_${a}(gi);
+          pg[i] = rd4_Gb(gi);`
               : unroll(
                   4,
                   'j',
@@ -1217,15 +1242,17 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
         ${
           o
             ? ''
-            : unroll(
-                4,
-                'j',
-                `
+            : vec
+              ? `pgl = rd4_Gb(((row0 + L - 1u) * P.H + h) * P.K + x0 + 4u * (tid % ${u(BQ)}));`
+              : unroll(
+                  4,
+                  'j',
+                  `
         let xg = x0 + 4u * (tid % ${u(BQ)}) + j;
         var gl = 0.0;
         if (xg < P.K) { gl = ld_Gb(((row0 + L - 1u) * P.H + h) * P.K + xg); }
         pgl[j] = gl;`,
-              )
+                )
         }
         ${bFetch('x0 + e / 16u', 'r < P.K', 'Hs', (y) => `hbase + r * P.V + ${y}`)}
       } else {
@@ -1237,10 +1264,10 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
             o
               ? `
           // A^T: rows t = 4 (e / BQ) + i, reduction s = s0 + 4 (e % BQ) + j.
-          pa[i] = ld4_Ab((abase + 4u * (e / ${u(BQ)}) + i) * ${u(C)} + s0 + 4u * (e % ${u(BQ)}));`
+          ${vec ? 'pg' : 'pa'}[i] = ${vec ? 'rd4_Ab' : 'ld4_Ab'}((abase + 4u * (e / ${u(BQ)}) + i) * ${u(C)} + s0 + 4u * (e % ${u(BQ)}));`
               : `
           // A: reduction t = s0 + 4 (e / (C / 4)) + i, rows s = 4 (e % (C / 4)) + j.
-          pa[i] = ld4_Ab((abase + s0 + 4u * (e / ${u(C / 4)}) + i) * ${u(C)} + 4u * (e % ${u(C / 4)}));`,
+          ${vec ? 'pg' : 'pa'}[i] = ${vec ? 'rd4_Ab' : 'ld4_Ab'}((abase + s0 + 4u * (e / ${u(C / 4)}) + i) * ${u(C)} + 4u * (e % ${u(C / 4)}));`,
           )}
         }
         ${bFetch('s0 + e / 16u', 'r < L', b, (y) => `((row0 + r) * P.H + h) * P.V + ${y}`)}
@@ -1252,12 +1279,35 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
       (c, j) =>
         `sa[(4u * (e % ${u(BQ)}) + ${j}u) * ${u(CP4)} + e / ${u(BQ)}] = vec4<f32>(${[0, 1, 2, 3].map((i) => `${src}[${i}].${c}`).join(', ')});`,
     ).join('\n        ');
+  // The intra tiles' A rows: in pg where vec (raw f32 words), else pa.
+  const aRows = vec ? 'pg' : 'pa';
+  // An inter tile's gated a-row i (masked where vec: rows past the chunk, channels past K).
+  const gatedRow = (i: number) => {
+    const av = vec ? `cv4_${a}(pa[${i}])` : `pa[${i}]`;
+    const g = o ? `P.scale * ${av} * exp(pg[${i}])` : `${av} * exp(pgl - pg[${i}])`;
+    return vec
+      ? `select(vec4<f32>(), ${g}, 4u * (e / ${u(BQ)}) + ${i}u < L && it * ${u(BX)} + 4u * (e % ${u(BQ)}) < P.K)`
+      : g;
+  };
   // One reduction index of the product, unrolled below (constant register indices; H200 run 3
   // timed it within 10% of the rolled loop), bounded per thread in the intra-chunk tiles.
   const step = `
       let bv = sb[r * 16u + tx];
       ${Array.from({ length: VA }, (_, v) => `let a${v} = sa[r * ${u(CP4)} + ${u(VA)} * ty + ${v}u];`).join('\n      ')}
       ${Array.from({ length: VA }, (_, v) => outer4('acc', `a${v}`, 'bv', 16 * v)).join('\n')}`;
+  // The b-tile rows into sb (vec: the state's f32 words, or v / dO's converted; masked).
+  const bStage = vec
+    ? `
+      let e = tid + ${u(NT)} * f;
+      let ys = v0 + 4u * (e % 16u);
+      if (it < nkt) {
+        sb[e] = select(vec4<f32>(), bitcast<vec4<f32>>(pb[f]), it * ${u(BX)} + e / 16u < P.K && ys < P.V);
+      } else {
+        sb[e] = select(vec4<f32>(), cv4_${b}(${dtype === 'f32' ? 'bitcast<vec4<f32>>(pb[f])' : 'pb[f].xy'}), (it - nkt) * ${u(BX)} + e / 16u < L && ys < P.V);
+      }`
+    : `
+      let e = tid + ${u(NT)} * f;
+      sb[e] = pb[f];`;
   return kernel(
     o ? 'gla output' : 'gla dv',
     [
@@ -1287,9 +1337,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let nkt = (P.K + ${u(BX - 1)}) / ${u(BX)};
   let ntl = nkt + ${u(NIT)};
   var acc = array<f32, ${RY * 4}>();
-  var pa = array<vec4<f32>, 4>();
+  var pa = array<${vec ? rawOf(dtype) : 'vec4<f32>'}, 4>();
   var pg = array<vec4<f32>, 4>();
-  var pb = array<vec4<f32>, ${GB}>();
+  var pb = array<${vec ? 'vec4<u32>' : 'vec4<f32>'}, ${GB}>();
   var pgl = vec4<f32>();
   ${fetch('0u')}
   for (var it = 0u; it < ntl; it++) {
@@ -1299,30 +1349,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       let e = tid;
       if (e < ${u(NG)}) {
         if (it < nkt) {
-          let g = array<vec4<f32>, 4>(${[0, 1, 2, 3].map((i) => (o ? `P.scale * pa[${i}] * exp(pg[${i}])` : `pa[${i}] * exp(pgl - pg[${i}])`)).join(', ')});
+          let g = array<vec4<f32>, 4>(${[0, 1, 2, 3].map(gatedRow).join(', ')});
         ${transposed('g')}
         } else {
           ${
             o
-              ? transposed('pa')
+              ? transposed(aRows)
               : [0, 1, 2, 3]
                   .map(
                     (r) =>
-                      `sa[(4u * (e / ${u(C / 4)}) + ${r}u) * ${u(CP4)} + e % ${u(C / 4)}] = pa[${r}];`,
+                      `sa[(4u * (e / ${u(C / 4)}) + ${r}u) * ${u(CP4)} + e % ${u(C / 4)}] = ${aRows}[${r}];`,
                   )
                   .join('\n          ')
           }
         }
       }
     }
-    ${unroll(
-      GB,
-      'f',
-      `
-      let e = tid + ${u(NT)} * f;
-      sb[e] = pb[f];
-    `,
-    )}
+    ${unroll(GB, 'f', bStage)}
     workgroupBarrier();
     // This tile's reduction range for the thread's rows: A is 0 ${o ? 'for s > t' : 'for t < s'}.
     var r0 = 0u;
@@ -1335,7 +1378,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
           : `r0 = u32(clamp(i32(${u(RY)} * ty) - s0, 0, ${BX}));`
       }
     }
-    ${skip('output:fetch') ? '' : `if (it + 1u < ntl) ${fetch('it + 1u')}`}
+    // The next tile, fetched whatever (the last step its own again): a fetch under a branch
+    // of its own would wait for its loads before the branch joins.
+    ${skip('output:fetch') ? '' : fetch('min(it + 1u, ntl - 1u)')}
     ${
       skip('output:compute')
         ? ''
