@@ -15,8 +15,9 @@
  * - --tunings x,y: layouts of the decode kernel (skeleton webgpu/decode.ts setDecodeTuning),
  *   crossed with every partition and worker / split count: 'default' (the kernel's own), else
  *   letters with powers of two: t threads per workgroup, l lanes per key, r query rows per
- *   thread, u keys per key group per pass, and w (workgroup-memory lane sums instead of
- *   subgroup shuffles); e.g. t128u8, r2, l8w. Every tuning is verified first like the default.
+ *   thread, u keys per key group per pass, w (workgroup-memory lane sums instead of
+ *   subgroup shuffles) and p (the next pass's K / V prefetched during the math); e.g. t128u8,
+ *   r2, l8w, t512u2p. Every tuning is verified first like the default.
  * The summary table shows each partition's best row per shape; every row is printed as it is
  * measured ("row ...") and kept in the JSON (table[], with workers / splits / tuning).
  *
@@ -99,19 +100,20 @@ for (const p of PARTITIONS)
 const WORKERS = value('workers') ? list('workers', []) : undefined;
 const SPLITS = value('splits') ? list('splits', []) : undefined;
 
-/** A --tunings entry: 'default', or letters t/l/r/u with a number and w (see the header). */
+/** A --tunings entry: 'default', or letters t/l/r/u with a number, w and p (see the header). */
 function parseTuning(text: string): DecodeTuning | undefined {
   if (text === 'default') return undefined;
   const t: DecodeTuning = {};
   const keys = { t: 'threads', l: 'lanes', r: 'rowsPerThread', u: 'unroll' } as const;
-  const rest = text.replace(/([tlru])(\d+)|w/g, (_m, k: keyof typeof keys | undefined, n) => {
+  const rest = text.replace(/([tlru])(\d+)|w|p/g, (m, k: keyof typeof keys | undefined, n) => {
     if (k) t[keys[k]] = Number(n);
+    else if (m === 'p') t.prefetch = true;
     else t.reduce = 'workgroup';
     return '';
   });
   if (rest !== '' || Object.keys(t).length === 0)
     throw new Error(
-      `--tunings: expected 'default' or letters t/l/r/u with numbers and w, got ${text}`,
+      `--tunings: expected 'default' or letters t/l/r/u with numbers, w and p, got ${text}`,
     );
   return t;
 }

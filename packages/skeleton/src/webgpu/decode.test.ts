@@ -294,6 +294,33 @@ describe.skipIf(!ctx)('decode kernel, other layouts', () => {
       );
 });
 
+// Prefetch (the next pass's 16-byte K / V words loaded during the current pass's math; opt-in,
+// no faster on the H200: BENCHMARKS.md session 17): on the wide f16 rows it applies to, with
+// passes spanning two tiles (keys past the piece masked), a paged batch with a window, Dv != D.
+describe.skipIf(!ctx)('decode kernel, prefetching the next pass', () => {
+  afterEach(() => setDecodeTuning(undefined));
+  const tunings: [string, DecodeTuning][] = [
+    ['prefetch, unroll 8 (a pass spans two tiles)', { unroll: 8, prefetch: true }],
+  ];
+  const picked = CASES.filter((c) => /^f16 (paged|d 128)/.test(c.name));
+  test('the layout takes it only where K and V rows are 16-byte chunks', () => {
+    const on = { prefetch: true };
+    expect(decodeLayout({ dtype: 'f16', d: 128, dv: 64, rows: 4, tuning: on }).prefetch).toBe(true);
+    expect(decodeLayout({ dtype: 'f16', d: 12, dv: 12, rows: 4, tuning: on }).prefetch).toBe(false);
+    expect(decodeLayout({ dtype: 'f32', d: 128, dv: 128, rows: 4, tuning: on }).prefetch).toBe(false);
+    expect(decodeLayout({ dtype: 'f16', d: 128, dv: 128, rows: 4 }).prefetch).toBe(false);
+  });
+  for (const [name, tuning] of tunings)
+    for (const c of picked)
+      test.each(PARTITIONS.map((s) => [label(s), s] as const))(
+        `${name}: ${c.name}, %s`,
+        async (_, s) => {
+          setDecodeTuning(tuning);
+          await check(c, s);
+        },
+      );
+});
+
 describe.skipIf(!ctx)('decode partitions at the edges', () => {
   test.each([
     ['splitK 9 (more splits than key tiles: empty splits)', { kind: 'splitK', splits: 9 }],

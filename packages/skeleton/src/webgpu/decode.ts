@@ -104,6 +104,12 @@ export interface DecodeTuning {
   unroll?: number;
   /** The lane reduction, instead of the device's (decodeSpecFor). */
   reduce?: DecodeReduce;
+  /**
+   * Software pipelining: the next pass's K / V words loaded into registers while the current
+   * pass's scores and accumulators are computed (twice the K / V registers). Only where both
+   * rows load as whole 16-byte chunks (f16 / bf16, widths multiples of 8), else ignored.
+   */
+  prefetch?: boolean;
 }
 
 export interface DecodeSpec {
@@ -147,6 +153,8 @@ export interface DecodeLayout {
   unroll: number;
   passes: number;
   reduce: DecodeReduce;
+  /** The next pass's K / V loaded during the current one's math (DecodeTuning.prefetch). */
+  prefetch: boolean;
 }
 
 const isPow2 = (x: number) => Number.isInteger(x) && x >= 1 && (x & (x - 1)) === 0;
@@ -227,6 +235,7 @@ export function decodeLayout(
     unroll,
     passes: DECODE_BK / (groups * unroll),
     reduce,
+    prefetch: !!t.prefetch && wk === 8 && wv === 8,
   };
 }
 
@@ -511,9 +520,31 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   const accRegs = (f: (r: number, j: number, n: number) => string, sep = '\n    ') =>
     rep(RT, (r) => rep(cpv, (j) => rep(nv4, (n) => f(r, j, n), sep), sep), sep);
 
-  const pass = `
-    // Keys kb + u GROUPS + g: a subgroup's loads cover consecutive whole rows.
-    ${rep(U, (u) => `let t${u} = kb + ${u * L.groups}u + g;`, '\n    ')}
+  // Prefetch (L.prefetch, wide rows only): pass kb + KP's raw words into nk / nv while pass kb
+  // computes. Loaded whatever the key (rows past the piece clamped to its last, so the last
+  // pass's prefetch reads cached rows) and masked when used (V zeroed past kLim; K's scores are
+  // masked by the key band): a load under a branch, or converted next to it, would make the
+  // thread wait for it there instead of during the math.
+  const prefetchInto = (kbExpr: string) => `{
+      let pkb = ${kbExpr};
+      ${rep(
+        U,
+        (u) => `{
+        let kr = ${row(`min(pkb + ${u * L.groups}u + g, pfLim - 1u)`)};
+        let kE = kB + kr * P.kRow;
+        let vE = vB + kr * P.vRow;
+        ${rep(cpk, (j) => guarded(chunkGuard(j, L.ck), `nk${u}_${j} = ${kLoad(j)};`), '\n        ')}
+        ${rep(cpv, (j) => guarded(chunkGuard(j, L.cv), `nv${u}_${j} = ${vLoad(j)};`), '\n        ')}
+      }`,
+        '\n      ',
+      )}
+    }`;
+  const loads = L.prefetch
+    ? `
+    ${rep(U, (u) => rep(cpk, (j) => `let kw${u}_${j} = nk${u}_${j};`, ' '), '\n    ')}
+    ${rep(U, (u) => rep(cpv, (j) => `let vw${u}_${j} = select(${zeroV}, nv${u}_${j}, t${u} < ${kLim});`, ' '), '\n    ')}
+    ${prefetchInto('kb + KP')}`
+    : `
     ${rep(U, (u) => rep(cpk, (j) => `var kw${u}_${j} = ${zeroK};`, ' '), '\n    ')}
     ${rep(U, (u) => rep(cpv, (j) => `var vw${u}_${j} = ${zeroV};`, ' '), '\n    ')}
     ${rep(
@@ -526,7 +557,10 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
       ${rep(cpv, (j) => guarded(chunkGuard(j, L.cv), `vw${u}_${j} = ${vLoad(j)};`), '\n      ')}
     }`,
       '\n    ',
-    )}
+    )}`;
+  const pass = `
+    // Keys kb + u GROUPS + g: a subgroup's loads cover consecutive whole rows.
+    ${rep(U, (u) => `let t${u} = kb + ${u * L.groups}u + g;`, '\n    ')}${loads}
     // Partial dot products over this lane's chunks, summed over the key's lanes.
     ${perRow((r) =>
       rep(
@@ -669,6 +703,15 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   ${spans ? `let kLim = min(nk, ctEnd * BK);\n  ${perRow((r) => `hi${r} = min(hi${r}, i32(kLim));`, '\n  ')}` : ''}
   ${perRow((r) => `var m${r} = M0;\n  var l${r} = 0.0;`, '\n  ')}
   ${accRegs((r, j, n) => `var a${r}_${j}_${n} = vec4<f32>(0.0);`, '\n  ')}
+  ${
+    L.prefetch
+      ? `// The prefetch's rows end at the piece's (kLim where a pass spans tiles, else nk).
+  let pfLim = max(min(${kLim}, ctEnd * BK), 1u);
+  ${rep(U, (u) => rep(cpk, (j) => `var nk${u}_${j} = ${zeroK};`, ' '), '\n  ')}
+  ${rep(U, (u) => rep(cpv, (j) => `var nv${u}_${j} = ${zeroV};`, ' '), '\n  ')}
+  ${prefetchInto('ctBegin * BK')}`
+      : ''
+  }
   for (var kb = ctBegin * BK; kb < ctEnd * BK; kb += KP) {${pass}
   }
   if (lane == 0u) {
