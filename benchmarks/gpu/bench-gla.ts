@@ -7,6 +7,7 @@
  *                      [--chunk 64] [--repeats 10] [--out gla.json] [--skip-verify] [--no-fa2]
  *                      [--tc off|on|both]
  *                      [--order simt|tc] [--warmup-ms 500] [--diag "parts;parts;..."]
+ *                      [--diag-backward]
  *
  * --tc: the chunk products as SIMT tile loops (off), on f16 subgroup matrices (on: the state
  * passes h / dh, the o / dv passes, dA and dq / dk's inter products, kernels.ts `tc`), or both, one row each (default both
@@ -313,8 +314,11 @@ async function table() {
 /**
  * --diag "set;set;...": where the SIMT forward's time goes. Each set (comma-separated
  * GLA_DEBUG_SKIP parts, '-' for none) regenerates the kernels without those parts and prints
- * the forward's per-pass GPU ms at every shape (results wrong while parts are left out).
+ * the forward's per-pass GPU ms at every shape (results wrong while parts are left out); with
+ * --diag-backward the backward's too (the dq / dk / dgk pass's parts: qkg:intra, qkg:cross,
+ * qkg:prefix).
  */
+const DIAG_BACKWARD = flag('diag-backward');
 async function diag(sets: string[]) {
   const rows: unknown[] = [];
   out.diag = rows;
@@ -325,6 +329,7 @@ async function diag(sets: string[]) {
       k: up([B, T, H, K], randomData(B * T * H * K, 2)),
       v: up([B, T, H, V], randomData(B * T * H * V, 3)),
       gk: up([B, T, H, K], gates(B * T * H * K, 4)),
+      do: up([B, T, H, V], randomData(B * T * H * V, 5)),
     };
     const p = resolveGla(
       g.q,
@@ -350,8 +355,14 @@ async function diag(sets: string[]) {
       const passes = await passTimes(async (profiler) =>
         asRecord(await glaForwardWebGpu(p, g, runOpts('simt', profiler))),
       );
-      rows.push({ shape: { B, H, T, K, V }, skip: set, passes });
+      const backward = DIAG_BACKWARD
+        ? await passTimes(async (profiler) =>
+            asRecord(await glaBackwardWebGpu(p, g, runOpts('simt', profiler))),
+          )
+        : undefined;
+      rows.push({ shape: { B, H, T, K, V }, skip: set, passes, backward });
       console.log(`diag T ${T} skip ${set}: ${JSON.stringify(passes)}`);
+      if (backward) console.log(`diag T ${T} skip ${set} backward: ${JSON.stringify(backward)}`);
     }
     GLA_DEBUG_SKIP.clear();
     for (const t of Object.values(g)) t.dispose();

@@ -1916,12 +1916,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       gr[i] = sm[${u(2 * T)} + e];
       let a = (t / ${u(sub)}) * ${u(sub)};
       var accq = 0.0;
-      for (var s = a; s < t; s++) {
-        accq += dA(c, h, t, s) * sm[${u(T)} + s * ${u(BX)} + tx] * exp(gr[i] - sm[${u(2 * T)} + s * ${u(BX)} + tx]);
-      }
       var acck = 0.0;
-      for (var s = t + 1u; s < a + ${u(sub)}; s++) {
-        acck += dA(c, h, s, t) * sm[s * ${u(BX)} + tx] * exp(sm[${u(2 * T)} + s * ${u(BX)} + tx] - gr[i]);
+      // The sub-chunk's ${sub} rows unrolled, each pair masked (s < t for dq, s > t for dk):
+      // the dA loads of a row are independent and issue together (a loop to t waited on each).
+      ${
+        skip('qkg:intra')
+          ? ''
+          : unroll(
+              sub,
+              'r',
+              `
+      let s = a + r;
+      let gs = sm[${u(2 * T)} + s * ${u(BX)} + tx];
+      accq += select(0.0, dA(c, h, t, s) * sm[${u(T)} + s * ${u(BX)} + tx] * exp(gr[i] - gs), s < t);
+      acck += select(0.0, dA(c, h, s, t) * sm[s * ${u(BX)} + tx] * exp(gs - gr[i]), s > t);`,
+            )
       }
       iq[i] = accq;
       ik[i] = acck;`)}
@@ -1947,25 +1956,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
   workgroupBarrier();
   // Pairs across sub-chunks (j < i): per pair of sub-chunks a product of ${sub} rows.
-  ${rows(`let si = t / ${u(sub)};
+  // (a sub-chunk's ${sub} products unrolled: their dA loads issue together)
+  ${
+    skip('qkg:cross')
+      ? ''
+      : rows(`let si = t / ${u(sub)};
       var oq = 0.0;
       for (var j = 0u; j < si; j++) {
         var p = 0.0;
-        for (var s = j * ${u(sub)}; s < j * ${u(sub)} + ${u(sub)}; s++) {
-          p = fma(dA(c, h, t, s), sm[${u(T)} + s * ${u(BX)} + tx], p);
-        }
+        ${unroll(
+          sub,
+          'r',
+          `let s = j * ${u(sub)} + r;
+        p = fma(dA(c, h, t, s), sm[${u(T)} + s * ${u(BX)} + tx], p);`,
+        )}
         oq = fma(sm[${u(3 * T)} + (si * ${u(n)} + j) * ${u(BX)} + tx], p, oq);
       }
       iq[i] += exp(gr[i] - sm[${u(2 * T)} + si * ${u(sub * BX)} + tx]) * oq;
       var ok = 0.0;
       for (var j = si + 1u; j < ${u(n)}; j++) {
         var p = 0.0;
-        for (var s = j * ${u(sub)}; s < j * ${u(sub)} + ${u(sub)}; s++) {
-          p = fma(dA(c, h, s, t), sm[s * ${u(BX)} + tx], p);
-        }
+        ${unroll(
+          sub,
+          'r',
+          `let s = j * ${u(sub)} + r;
+        p = fma(dA(c, h, s, t), sm[s * ${u(BX)} + tx], p);`,
+        )}
         ok = fma(sm[${u(3 * T)} + (j * ${u(n)} + si) * ${u(BX)} + tx], p, ok);
       }
-      ik[i] += exp(sm[${u(2 * T)} + (si * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + tx] - gr[i]) * ok;`)}
+      ik[i] += exp(sm[${u(2 * T)} + (si * ${u(sub)} + ${u(sub - 1)}) * ${u(BX)} + tx] - gr[i]) * ok;`)
+  }
   workgroupBarrier();
   // Combine; the dgk terms per row go through workgroup memory for the suffix / prefix sums.
   let GL = sm[${u(2 * T)} + ${u((C - 1) * BX)} + tx];
@@ -1979,11 +1999,46 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       sm[t * ${u(BX)} + tx] = qr[i] * (iq[i] + inter) - kr[i] * ik[i];
       sm[${u(T)} + t * ${u(BX)} + tx] = kr[i] * fw;`)}
   workgroupBarrier();
-  let prefix0 = exp(GL) * hd;
+  // dgk_t = e^{G_L} hd + (prefix of the k terms before t) + (suffix of the q terms from t):
+  // the thread's rows t_i = ty + ${TY} i split the chunk into runs of ${TY}, each run summed once,
+  // the prefix forwards and the suffix backwards (sums only: no cancellation).
+  var pre: array<f32, ${RY}>;
+  var suf: array<f32, ${RY}>;
+  ${
+    skip('qkg:prefix')
+      ? ''
+      : `{
+    var acc = exp(GL) * hd;
+    for (var s = 0u; s < ty; s++) { acc += sm[${u(T)} + s * ${u(BX)} + tx]; }
+    ${Array.from(
+      { length: RY },
+      (_, i) =>
+        `pre[${i}] = acc;${
+          i < RY - 1
+            ? `
+    ${unroll(TY, 'r', `acc += sm[${u(T)} + (ty + ${u(TY * i)} + r) * ${u(BX)} + tx];`)}`
+            : ''
+        }`,
+    ).join('\n    ')}
+    var sacc = 0.0;
+    for (var s = ty + ${u(TY * (RY - 1))}; s < ${u(C)}; s++) { sacc += sm[s * ${u(BX)} + tx]; }
+    ${Array.from(
+      { length: RY },
+      (_, k) => RY - 1 - k,
+    )
+      .map(
+        (i) => `suf[${i}] = sacc;${
+          i > 0
+            ? `
+    ${unroll(TY, 'r', `sacc += sm[(ty + ${u(TY * (i - 1))} + r) * ${u(BX)} + tx];`)}`
+            : ''
+        }`,
+      )
+      .join('\n    ')}
+  }`
+  }
   ${rows(`if (t < L && x < P.K) {
-        var sg = prefix0;
-        for (var s = 0u; s < t; s++) { sg += sm[${u(T)} + s * ${u(BX)} + tx]; }
-        for (var s = t; s < ${u(C)}; s++) { sg += sm[s * ${u(BX)} + tx]; }
+        let sg = pre[i] + suf[i];
         let gi = ((row0 + t) * P.H + h) * P.K + x;
         ${
           outputs === 'merged'
