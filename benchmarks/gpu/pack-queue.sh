@@ -39,6 +39,10 @@
 #     bash benchmarks/gpu/h200-s16e.sh     GLA: 16-byte stores, o in its dtype (no cast), verified + timed, --diag
 #     bash benchmarks/gpu/h200-s16f.sh     GLA final: both variants verified, T 256-8192 table (crossover vs our FA2), state-pass register sets A/B, + torch
 #     bash benchmarks/gpu/h200-s16g.sh     GLA final vs fla chunk_gla forward in one command (see its header for the fla copy)
+#     bash benchmarks/gpu/h200-s17.sh      GLA raw-word prefetch verified + timed, A/B vs the previous bundle (its header), --diag
+#     bash benchmarks/gpu/h200-s17b.sh     lean decode: prefetch tunings (p) vs the default, + torch decode
+#     bash benchmarks/gpu/h200-s17c.sh     GLA + dq/dk/dgk pass: T 256-8192 vs our FA2, backward A/B, --diag-backward, torch
+#     bash benchmarks/gpu/h200-s17d.sh     GLA final: both variants verified, T 2048 / 8192, torch, fla fwd (+ bwd) in one command
 # The allreduce bench on the device host's CPUs packs its own folder
 # (benchmarks/fast/allreduce-pack.sh, carry [".ardev"]).
 # Usage, from the project root: bash benchmarks/gpu/pack-queue.sh

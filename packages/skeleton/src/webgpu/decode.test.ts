@@ -307,7 +307,9 @@ describe.skipIf(!ctx)('decode kernel, prefetching the next pass', () => {
     const on = { prefetch: true };
     expect(decodeLayout({ dtype: 'f16', d: 128, dv: 64, rows: 4, tuning: on }).prefetch).toBe(true);
     expect(decodeLayout({ dtype: 'f16', d: 12, dv: 12, rows: 4, tuning: on }).prefetch).toBe(false);
-    expect(decodeLayout({ dtype: 'f32', d: 128, dv: 128, rows: 4, tuning: on }).prefetch).toBe(false);
+    expect(decodeLayout({ dtype: 'f32', d: 128, dv: 128, rows: 4, tuning: on }).prefetch).toBe(
+      false,
+    );
     expect(decodeLayout({ dtype: 'f16', d: 128, dv: 128, rows: 4 }).prefetch).toBe(false);
   });
   for (const [name, tuning] of tunings)

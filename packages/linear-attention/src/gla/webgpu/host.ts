@@ -81,9 +81,10 @@ export const GLA_TC_VERIFIED_ON_DEVICE = true;
 
 /**
  * Whether they were faster there: no. GPU time at B 4, H 16, T 8192, K = V = 128, f16: forward
- * 7.15-7.16 ms against SIMT's 3.76, forward + backward 55.5 against 50.8 (2026-12-04, session 16 run
- * 6, after the SIMT passes were rewritten; before: 12.2-12.6 against 10.4-11.3 and 72-73 against
- * 67-72, 2026-12-03 runs 3 and 6). So 'auto' stays SIMT; `tensorCores: true` opts in.
+ * 6.70 ms against SIMT's 2.64, forward + backward 25.3 against 22.0 (2026-12-04, session 17 run
+ * 5; session 16 run 6: 7.15-7.16 against 3.76 and 55.5 against 50.8; 2026-12-03 runs 3 and 6:
+ * 12.2-12.6 against 10.4-11.3 and 72-73 against 67-72). So 'auto' stays SIMT; `tensorCores:
+ * true` opts in. Session 17 re-verified it (run 5), its scores and dq / dk passes being shared.
  */
 export const GLA_TC_FASTER_ON_DEVICE = false;
 
@@ -338,6 +339,7 @@ function glaPassKernels(
       dtype,
       tc && !(tc.emulate && C >= 64) ? tc : undefined,
       merged ? 'merged' : 'split',
+      vec,
     ),
   };
 }

@@ -48,6 +48,8 @@ function kernels(): GlaKernel[] {
           scoreGradShader(C, dtype, tc),
           qkGradShader(C, dtype, tc),
           qkGradShader(C, dtype, tc, 'merged'),
+          qkGradShader(C, dtype, tc, 'split', true),
+          qkGradShader(C, dtype, tc, 'merged', true),
         );
       }
     }

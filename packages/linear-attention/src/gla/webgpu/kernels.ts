@@ -14,9 +14,14 @@ import { GLA_TC_PAD, type GlaTc, glaMatrixOps, tcEnables, tcEntry } from './tc.j
  * loops over workgroup-memory tiles into register micro-tiles: the forward's scores, state and
  * o passes (and the backward's state-gradient and dv passes) with 4 x 4 tiles read as vec4s
  * from staged tiles whose next one is fetched into registers while the current one multiplies
- * (scoresShader, stateShaderSimt, outputShaderSimt; on the H200 the fetch still added its time
- * to the products', BENCHMARKS.md "GLA on the H200 (WebGPU), session 16"), dA and dq / dk as
- * `tileProduct` loops.
+ * (scoresShader, stateShaderSimt, outputShaderSimt), dA and dq / dk as `tileProduct` loops.
+ * A prefetch keeps the loaded words raw in registers (rd4_: 8 bytes of 4 halves, 16 of f32) and
+ * loads them unconditionally from clamped addresses; they are converted and masked only when
+ * staged. Converting next to the load, or loading under a branch of its own, made the thread
+ * wait for the load right there, before the products it was meant to overlap: on the H200 that
+ * was the difference between fetch and products adding up (session 16) and the fetch hidden
+ * (session 17: forward 3.92 -> 2.63 ms at T 8192; BENCHMARKS.md "GLA on the H200 (WebGPU),
+ * session 17"). The dq / dk pass's V slices are prefetched the same way.
  * With `tc` (./tc.ts) the state, o / dv, dA and dq / dk generators emit the tensor-core
  * variant instead: operands staged as
  * f16 (gates applied in f32 before the cast) in padded rows, 16x16x16 subgroup-matrix products
@@ -38,7 +43,8 @@ export type GlaStorage = 'f32' | 'f16' | 'bf16';
  * Bench seam (bench-gla --diag), never set by the library: parts of the SIMT scores / states /
  * output kernels left out of the generated code to see where their time goes ('scores:compute',
  * 'scores:fetch', 'states:compute', 'states:fetch', 'states:hs', 'output:compute',
- * 'output:fetch'; results wrong while any is set), or a variant of them timed beside the default
+ * 'output:fetch'; of the dq / dk / dgk pass 'qkg:intra', 'qkg:cross', 'qkg:prefix'; results
+ * wrong while any is set), or a variant of them timed beside the default
  * ('states:sr64', 'states:sr16': the state pass's slice rows; 'states:oneset': one register set
  * of fetched slices instead of two).
  */
@@ -1736,6 +1742,7 @@ export function qkGradShader(
   dtype: GlaStorage,
   tc?: GlaTc,
   outputs: 'split' | 'merged' = 'split',
+  vec = false,
 ): GlaKernel {
   const sub = glaSubChunkSize(C);
   const n = C / sub;
@@ -1795,17 +1802,85 @@ export function qkGradShader(
       ${body}
     `,
     )}`;
+  // vec (K, V multiples of 4): the inter phase's V slices as 4-element raw words (dO and v: NE
+  // a tile, Hs and dHs: NH), the next slice's loaded into registers while this one multiplies
+  // (unconditionally, clamped; masked when staged), as the forward passes do.
+  const NE = (C * BV) / 4;
+  const NH = (BX * BV) / 4;
+  const FE = Math.ceil(NE / W);
+  const FH = Math.ceil(NH / W);
+  const interFetch = (y0: string) => `{
+      let fy = ${y0};
+      ${unroll(
+        FE,
+        'f',
+        `let e = tid + ${u(W)} * f;
+      let i = ((row0 + e / 4u) * P.H + h) * P.V + fy + 4u * (e % 4u);
+      pdo[f] = rd4_dO(i);
+      pv[f] = rd4_v(i);`,
+      )}
+      ${unroll(
+        FH,
+        'f',
+        `let e = tid + ${u(W)} * f;
+      let i = hbase + (x0 + e / 4u) * P.V + fy + 4u * (e % 4u);
+      ph[f] = rd4_Hs(i);
+      pdh[f] = rd4_dHs(i);`,
+      )}
+    }`;
+  const interRegs = `var pdo = array<${rawOf(dtype)}, ${FE}>();
+  var pv = array<${rawOf(dtype)}, ${FE}>();
+  var ph = array<vec4<f32>, ${FH}>();
+  var pdh = array<vec4<f32>, ${FH}>();
+  ${interFetch('0u')}`;
+  const interStage = `${unroll(
+    FE,
+    'f',
+    `let e = tid + ${u(W)} * f;
+    if (e < ${u(NE)}) {
+      let t = e / 4u;
+      let yy = 4u * (e % 4u);
+      let ok = t < L && y0 + yy < P.V;
+      let a = select(vec4<f32>(), cv4_dO(pdo[f]), ok);
+      let b = select(vec4<f32>(), cv4_v(pv[f]), ok);
+      ${unroll(
+        4,
+        'j',
+        `${stage(oDO, sD, `(t * ${u(BV)} + yy + j)`, 'a[j]')}
+      ${stage(oV, sV, `(t * ${u(BV)} + yy + j)`, 'b[j]')}`,
+      )}
+    }`,
+  )}
+    ${unroll(
+      FH,
+      'f',
+      `let e = tid + ${u(W)} * f;
+    if (e < ${u(NH)}) {
+      let xx = e / 4u;
+      let yy = 4u * (e % 4u);
+      let ok = x0 + xx < P.K && y0 + yy < P.V;
+      let a = select(vec4<f32>(), ph[f], ok);
+      let b = select(vec4<f32>(), pdh[f], ok);
+      ${unroll(
+        4,
+        'j',
+        `${stage(oH, sH, `(xx * ${u(BV)} + yy + j)`, 'a[j]')}
+      ${stage(oDH, sDH, `(xx * ${u(BV)} + yy + j)`, 'b[j]')}`,
+      )}
+    }`,
+    )}
+    ${interFetch(`min(y0 + ${u(BV)}, ((P.V - 1u) / ${u(BV)}) * ${u(BV)})`)}`;
   return kernel(
     `gla dq dk dgk${tc ? ' tc' : ''}${outputs === 'merged' ? ' merged' : ''}`,
     [
       { name: 'tab', kind: 'u32' },
       { name: 'q', kind: 'in', dtype },
       { name: 'k', kind: 'in', dtype },
-      { name: 'v', kind: 'in', dtype },
-      { name: 'dO', kind: 'in', dtype },
+      { name: 'v', kind: 'in', dtype, vec },
+      { name: 'dO', kind: 'in', dtype, vec },
       { name: 'Gb', kind: 'f32' },
-      { name: 'Hs', kind: 'f32' },
-      { name: 'dHs', kind: 'f32' },
+      { name: 'Hs', kind: 'f32', vec },
+      { name: 'dHs', kind: 'f32', vec },
       { name: 'dAb', kind: 'f32' },
       // 'merged': dq, dk, dg in one buffer ([3, nk], P.nk apart), 10 storage buffers, for
       // adapters that grant fewer than 12 (Chromium's SwiftShader: 10; WebGPU's default 8).
@@ -1848,9 +1923,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let tj = min(sg, ${u(NP - 1)}) % ${u(BX / 16)};`
       : ''
   }
+  ${vec ? interRegs : ''}
   for (var y0 = 0u; y0 < P.V; y0 += ${u(BV)}) {
     workgroupBarrier();
-    for (var e = tid; e < ${u(C * BV)}; e += ${u(W)}) {
+    ${
+      vec
+        ? interStage
+        : `for (var e = tid; e < ${u(C * BV)}; e += ${u(W)}) {
       let t = e / ${u(BV)};
       let y = y0 + e % ${u(BV)};
       var a = 0.0;
@@ -1874,6 +1953,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       }
       ${stage(oH, sH, 'e', 'a')}
       ${stage(oDH, sDH, 'e', 'b')}
+    }`
     }
     workgroupBarrier();
     ${
@@ -2022,17 +2102,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     ).join('\n    ')}
     var sacc = 0.0;
     for (var s = ty + ${u(TY * (RY - 1))}; s < ${u(C)}; s++) { sacc += sm[s * ${u(BX)} + tx]; }
-    ${Array.from(
-      { length: RY },
-      (_, k) => RY - 1 - k,
-    )
+    ${Array.from({ length: RY }, (_, k) => RY - 1 - k)
       .map(
-        (i) => `suf[${i}] = sacc;${
-          i > 0
-            ? `
+        (i) =>
+          `suf[${i}] = sacc;${
+            i > 0
+              ? `
     ${unroll(TY, 'r', `sacc += sm[(ty + ${u(TY * (i - 1))} + r) * ${u(BX)} + tx];`)}`
-            : ''
-        }`,
+              : ''
+          }`,
       )
       .join('\n    ')}
   }`
