@@ -116,7 +116,8 @@ const CASES: Case[] = [
     nq: 1,
     nk: 0,
     page: 8,
-    varlen: [[], [99, 20]],
+    // An empty sequence between: its pieces have no keys and no block-table entries.
+    varlen: [[], [99, 0, 20]],
     attn: { causal: true, window: [30, 0] },
   },
   // The layouts of the bandwidth path: 16-byte chunks, several chunks per lane, row slices.
@@ -301,6 +302,7 @@ describe.skipIf(!ctx)('decode kernel, prefetching the next pass', () => {
   afterEach(() => setDecodeTuning(undefined));
   const tunings: [string, DecodeTuning][] = [
     ['prefetch, unroll 8 (a pass spans two tiles)', { unroll: 8, prefetch: true }],
+    ['prefetch (default unroll: the piece end clamps the rows)', { prefetch: true }],
   ];
   const picked = CASES.filter((c) => /^f16 (paged|d 128)/.test(c.name));
   test('the layout takes it only where K and V rows are 16-byte chunks', () => {

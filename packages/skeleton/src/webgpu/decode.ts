@@ -524,7 +524,8 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   // computes. Loaded whatever the key (rows past the piece clamped to its last, so the last
   // pass's prefetch reads cached rows) and masked when used (V zeroed past kLim; K's scores are
   // masked by the key band): a load under a branch, or converted next to it, would make the
-  // thread wait for it there instead of during the math.
+  // thread wait for it there instead of during the math. A piece without keys prefetches
+  // nothing (its rows, and on the paged path its block-table entries, do not exist).
   const prefetchInto = (kbExpr: string) => `{
       let pkb = ${kbExpr};
       ${rep(
@@ -709,7 +710,7 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   let pfLim = max(min(${kLim}, ctEnd * BK), 1u);
   ${rep(U, (u) => rep(cpk, (j) => `var nk${u}_${j} = ${zeroK};`, ' '), '\n  ')}
   ${rep(U, (u) => rep(cpv, (j) => `var nv${u}_${j} = ${zeroV};`, ' '), '\n  ')}
-  ${prefetchInto('ctBegin * BK')}`
+  if (ctBegin < ctEnd) ${prefetchInto('ctBegin * BK')}`
       : ''
   }
   for (var kb = ctBegin * BK; kb < ctEnd * BK; kb += KP) {${pass}

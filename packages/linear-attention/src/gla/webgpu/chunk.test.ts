@@ -159,5 +159,26 @@ describe.skipIf(!ctx)('chunkGla on webgpu vs the float64 reference', () => {
       { B: 1, T: 45, H: 1, K: 8, V: 16, dtype: 'bf16', gates: 'strong', h0: true },
     ],
     ['T 1024 (16 chunks), K 32, V 32', { B: 1, T: 1024, H: 1, K: 32, V: 32, h0: true }],
+    // The state walk computes each chunk's rows from the sequence's first row and last chunk's
+    // length (no table load a step): varlen at C 64 (two register sets) and C 128 (slices
+    // wrapping into the next chunk), empty sequences first, between and last, strong gates.
+    [
+      'varlen at C 64 with empty sequences (last one too), -20 gates, h0',
+      {
+        B: 1,
+        T: 200,
+        H: 2,
+        K: 16,
+        V: 12,
+        lengths: [70, 0, 129, 1, 0],
+        C: 64,
+        gates: 'strong',
+        h0: true,
+      },
+    ],
+    [
+      'varlen at C 128, f16, an empty first sequence',
+      { B: 1, T: 300, H: 1, K: 20, V: 36, lengths: [0, 140, 33, 127], C: 128, dtype: 'f16' },
+    ],
   ])('%s', async (label, spec) => check(spec, label), 180_000);
 });

@@ -14,7 +14,8 @@ import { GLA_TC_PAD, type GlaTc, glaMatrixOps, tcEnables, tcEntry } from './tc.j
  * loops over workgroup-memory tiles into register micro-tiles: the forward's scores, state and
  * o passes (and the backward's state-gradient and dv passes) with 4 x 4 tiles read as vec4s
  * from staged tiles whose next one is fetched into registers while the current one multiplies
- * (scoresShader, stateShaderSimt, outputShaderSimt), dA and dq / dk as `tileProduct` loops.
+ * (scoresShader, stateShaderSimt, outputShaderSimt), dA as `tileProduct` loops, dq / dk / dgk
+ * (qkGradShader) as inter-chunk products over V slices and unrolled sub-chunk loops.
  * A prefetch keeps the loaded words raw in registers (rd4_: 8 bytes of 4 halves, 16 of f32) and
  * loads them unconditionally from clamped addresses; they are converted and masked only when
  * staged. Converting next to the load, or loading under a branch of its own, made the thread
@@ -409,7 +410,8 @@ export function scoresShader(C: number, dtype: GlaStorage, vec = false): GlaKern
       4,
       'r',
       `
-      // Raw words, unconditionally (clamped addresses; masked when staged).
+      // Raw words, in every fetching thread (e < NG: whole warps) whatever the row or
+      // channel (clamped addresses; masked when staged).
       let gi = ((row0 + min(4u * g + r, L - 1u)) * P.H + h) * P.K + xs;
       rg[4u * f + r] = rd4_Gb(gi);
       rq[4u * f + r] = rd4_q(gi);
@@ -662,7 +664,7 @@ export function stateGrid(K: number, V: number, H: number, N: number, tc: boolea
  * slices of SR rows of the chunk staged as [row][column], the next slice (of this chunk or the
  * next) fetched into registers while the current one multiplies: the walk over the chunks is
  * sequential, so each step's global latency is what it must hide. One thread loads 4
- * neighbouring columns of 2 or more rows; the last row's G of its 4 columns (the gate) and of its
+ * neighbouring columns of SR / 16 rows; the last row's G of its 4 columns (the gate) and of its
  * 4 state rows (the decay) with them.
  */
 function stateShaderSimt(
