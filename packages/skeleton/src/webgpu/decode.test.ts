@@ -265,8 +265,21 @@ describe.skipIf(!ctx)('decode kernel, emulated subgroup shuffles', () => {
   }
 });
 
-describe.skipIf(!ctx)('decode kernel, other layouts', () => {
+/** Every case of `picked` under every tuning (setDecodeTuning), in every partition. */
+function layoutTests(tunings: [string, DecodeTuning][], picked: typeof CASES) {
   afterEach(() => setDecodeTuning(undefined));
+  for (const [name, tuning] of tunings)
+    for (const c of picked)
+      test.each(PARTITIONS.map((s) => [label(s), s] as const))(
+        `${name}: ${c.name}, %s`,
+        async (_, s) => {
+          setDecodeTuning(tuning);
+          await check(c, s);
+        },
+      );
+}
+
+describe.skipIf(!ctx)('decode kernel, other layouts', () => {
   const tunings: [string, DecodeTuning][] = [
     ['64 threads, unroll 1', { threads: 64, unroll: 1 }],
     ['128 threads, 8 lanes, unroll 8', { threads: 128, lanes: 8, unroll: 8 }],
@@ -284,22 +297,13 @@ describe.skipIf(!ctx)('decode kernel, other layouts', () => {
   const picked = CASES.filter((c) =>
     /gqa 4:1|d 6 dv 10|f16 d 128 dv 64|bf16|64 rows|one key|paged, shuffled/.test(c.name),
   );
-  for (const [name, tuning] of tunings)
-    for (const c of picked)
-      test.each(PARTITIONS.map((s) => [label(s), s] as const))(
-        `${name}: ${c.name}, %s`,
-        async (_, s) => {
-          setDecodeTuning(tuning);
-          await check(c, s);
-        },
-      );
+  layoutTests(tunings, picked);
 });
 
 // Prefetch (the next pass's 16-byte K / V words loaded during the current pass's math; opt-in,
 // no faster on the H200: BENCHMARKS.md session 17): on the wide f16 rows it applies to, with
 // passes spanning two tiles (keys past the piece masked), a paged batch with a window, Dv != D.
 describe.skipIf(!ctx)('decode kernel, prefetching the next pass', () => {
-  afterEach(() => setDecodeTuning(undefined));
   const tunings: [string, DecodeTuning][] = [
     ['prefetch, unroll 8 (a pass spans two tiles)', { unroll: 8, prefetch: true }],
     ['prefetch (default unroll: the piece end clamps the rows)', { prefetch: true }],
@@ -314,15 +318,7 @@ describe.skipIf(!ctx)('decode kernel, prefetching the next pass', () => {
     );
     expect(decodeLayout({ dtype: 'f16', d: 128, dv: 128, rows: 4 }).prefetch).toBe(false);
   });
-  for (const [name, tuning] of tunings)
-    for (const c of picked)
-      test.each(PARTITIONS.map((s) => [label(s), s] as const))(
-        `${name}: ${c.name}, %s`,
-        async (_, s) => {
-          setDecodeTuning(tuning);
-          await check(c, s);
-        },
-      );
+  layoutTests(tunings, picked);
 });
 
 describe.skipIf(!ctx)('decode partitions at the edges', () => {

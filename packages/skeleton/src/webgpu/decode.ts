@@ -520,6 +520,13 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   const accRegs = (f: (r: number, j: number, n: number) => string, sep = '\n    ') =>
     rep(RT, (r) => rep(cpv, (j) => rep(nv4, (n) => f(r, j, n), sep), sep), sep);
 
+  // Key u's K and V chunks of this lane from row key `t` into registers k / v{u}_{j}.
+  const rowLoads = (u: number, t: string, k: string, v: string) => `
+      let kr = ${row(t)};
+      let kE = kB + kr * P.kRow;
+      let vE = vB + kr * P.vRow;
+      ${rep(cpk, (j) => guarded(chunkGuard(j, L.ck), `${k}${u}_${j} = ${kLoad(j)};`), '\n      ')}
+      ${rep(cpv, (j) => guarded(chunkGuard(j, L.cv), `${v}${u}_${j} = ${vLoad(j)};`), '\n      ')}`;
   // Prefetch (L.prefetch, wide rows only): pass kb + KP's raw words into nk / nv while pass kb
   // computes. Loaded whatever the key (rows past the piece clamped to its last, so the last
   // pass's prefetch reads cached rows) and masked when used (V zeroed past kLim; K's scores are
@@ -530,12 +537,7 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
       let pkb = ${kbExpr};
       ${rep(
         U,
-        (u) => `{
-        let kr = ${row(`min(pkb + ${u * L.groups}u + g, pfLim - 1u)`)};
-        let kE = kB + kr * P.kRow;
-        let vE = vB + kr * P.vRow;
-        ${rep(cpk, (j) => guarded(chunkGuard(j, L.ck), `nk${u}_${j} = ${kLoad(j)};`), '\n        ')}
-        ${rep(cpv, (j) => guarded(chunkGuard(j, L.cv), `nv${u}_${j} = ${vLoad(j)};`), '\n        ')}
+        (u) => `{${rowLoads(u, `min(pkb + ${u * L.groups}u + g, pfLim - 1u)`, 'nk', 'nv')}
       }`,
         '\n      ',
       )}
@@ -550,12 +552,7 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
     ${rep(U, (u) => rep(cpv, (j) => `var vw${u}_${j} = ${zeroV};`, ' '), '\n    ')}
     ${rep(
       U,
-      (u) => `if (t${u} < ${kLim}) {
-      let kr = ${row(`t${u}`)};
-      let kE = kB + kr * P.kRow;
-      let vE = vB + kr * P.vRow;
-      ${rep(cpk, (j) => guarded(chunkGuard(j, L.ck), `kw${u}_${j} = ${kLoad(j)};`), '\n      ')}
-      ${rep(cpv, (j) => guarded(chunkGuard(j, L.cv), `vw${u}_${j} = ${vLoad(j)};`), '\n      ')}
+      (u) => `if (t${u} < ${kLim}) {${rowLoads(u, `t${u}`, 'kw', 'vw')}
     }`,
       '\n    ',
     )}`;
