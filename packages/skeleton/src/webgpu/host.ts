@@ -1050,6 +1050,10 @@ function tcConfig(
     split,
     ...(p.blockSparse ? { blockSparse: true } : {}),
   };
+  // Staging with every load issued before the stores: 27.7 -> 35.1 TFLOP/s at (4, 16, 4096,
+  // 128) on the H200, verified there (2026-12-04, BENCHMARKS.md "WebGPU tensor cores, session
+  // 17"); not beside split / narrow (their own staging), and a caller's choice wins.
+  c.batchLoads ??= !c.split && !c.narrow;
   if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
     no(
       `the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,

@@ -209,6 +209,11 @@ const EMU_VARIANTS: Array<Partial<TcForwardConfig>> = [
   { subgroups: 2, keyMatrices: 1, lazy: 8, fused: true, pad: 8, swizzle: true, qRegs: true },
   { subgroups: 1, keyMatrices: 2, lazy: 4, fused: true, pad: 8, swizzle: true, narrow: true },
   { subgroups: 1, keyMatrices: 1, lazy: 8, pad: 8, qRegs: true },
+  // Loads first, stores after (the host's default since 2026-12-04; d 16, one subgroup: a
+  // tile's words are 1-2 per invocation), and the loop it replaced.
+  { subgroups: 1, keyMatrices: 2, lazy: 8, batchLoads: true },
+  { subgroups: 1, keyMatrices: 2, lazy: 8, batchLoads: false },
+  { subgroups: 1, keyMatrices: 2, lazy: 4, fused: true, pad: 8, batchLoads: true },
 ];
 
 describe.skipIf(!ctx)('tensor-core forward, emulated, vs the float64 reference', () => {
@@ -467,6 +472,25 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
         for (const t of g) t.dispose();
       }
     }
+  });
+
+  test('batchLoads: loads before stores where a tile is whole words per invocation, else the loop', () => {
+    const base = { d: 16, dv: 16, lazy: 8, batchLoads: true, emulate: true };
+    // K / V tiles of 32 rows x 2 words over 32 invocations: two loads each, both before stores.
+    const code = tcForwardShader({ ...base, subgroups: 1, keyMatrices: 2 }).code;
+    expect(code).toContain('let sw1 = k[min(');
+    const kStage = code.slice(code.indexOf('let sw0 = k['));
+    expect(kStage.indexOf('let sw1 = k[')).toBeLessThan(
+      kStage.indexOf('select(vec4<u32>(0u), sw0'),
+    );
+    // K / V tiles of 16 rows x 2 words over 64 invocations: not whole, the loop (Q's 32 rows
+    // are whole: batched).
+    const loop = tcForwardShader({ ...base, subgroups: 2, keyMatrices: 1 }).code;
+    expect(loop).not.toContain('let sw0 = k[');
+    expect(loop).toContain('let sw0 = q[');
+    expect(() => tcForwardShader({ ...base, subgroups: 1, keyMatrices: 1, narrow: true })).toThrow(
+      /^batchLoads: expected neither narrow nor split/,
+    );
   });
 
   test('split excludes fused, narrow, qRegs and unpack', () => {

@@ -83,6 +83,14 @@ export interface TcForwardConfig {
   /** Stage with 4-byte loads (consecutive lanes, consecutive words: conflict-free stores) instead of 16-byte ones. */
   narrow?: boolean;
   /**
+   * Stage a tile's 16-byte words with every load of the invocation issued first (unrolled,
+   * unconditional at clamped addresses) and the conversions, masks and workgroup stores after
+   * them, instead of a loop that waits for each load before its store (the lesson of the GLA
+   * passes, BENCHMARKS.md "GLA on the H200 (WebGPU), session 17"). Where the tile's words are
+   * not a whole multiple of the invocations the loop stays. Not with narrow or split.
+   */
+  batchLoads?: boolean;
+  /**
    * Test aid: emit the same kernel with the subgroup matrices emulated by plain WGSL (each
    * lane holds 8 elements of a 16x16 matrix in an array<f32, 8>, multiplies go through
    * workgroup scratch between barriers, f16 values live in f32 arrays rounded to f16 on every
@@ -253,6 +261,11 @@ function check(c: TcForwardConfig): void {
     );
   if (!(Number.isFinite(c.lazy) && c.lazy >= 0 && c.lazy <= 12))
     throw new ValueError(`lazy: expected a number in [0, 12], got ${c.lazy}`, 'lazy');
+  if (c.batchLoads && (c.narrow || c.split))
+    throw new ValueError(
+      'batchLoads: expected neither narrow nor split beside it (it stages 16-byte words), got one',
+      'batchLoads',
+    );
   if (c.split && (c.fused || c.narrow || c.qRegs || c.unpack))
     throw new ValueError(
       'split: expected no fused, narrow, qRegs or unpack beside it, got some of them',
@@ -322,9 +335,42 @@ export function stageRows(
   DW: number,
   dst: string,
   at: string,
+  batched = false,
 ): string {
+  const words = (rows * W) / 8;
+  if (batched && words % T === 0) {
+    // Every word of the invocation loaded first, then converted and stored: no store waits
+    // for a load before the next load is issued. Rows at or past `limit` load a clamped word
+    // and store zeros. (Names sr / sc / sw: `first` may be the caller's r0.)
+    const n = words / T;
+    return `
+    {
+      ${rep(
+        n,
+        (i) => `let sr${i} = (lid + ${i * T}u) / ${W / 8}u;
+      let sc${i} = (lid + ${i * T}u) % ${W / 8}u;
+      let sw${i} = ${s}[min((${base} + (${first} + sr${i}) * ${stride}) / 8u + sc${i}, arrayLength(&${s}) - 1u)];`,
+        '\n      ',
+      )}
+      ${rep(
+        n,
+        (i) => `{
+        let w = select(vec4<u32>(0u), sw${i}, ${first} + sr${i} < ${limit});
+        let d = ${at}sr${i} * ${DW}u + sc${i} * 8u;
+        ${rep(
+          4,
+          (j) => `let h${j} = ${cvt(`w[${j}]`)};
+        ${dst}[d + ${2 * j}u] = h${j}.x;
+        ${dst}[d + ${2 * j + 1}u] = h${j}.y;`,
+          '\n        ',
+        )}
+      }`,
+        '\n      ',
+      )}
+    }`;
+  }
   return `
-    for (var e = lid; e < ${(rows * W) / 8}u; e += ${T}u) {
+    for (var e = lid; e < ${words}u; e += ${T}u) {
       let r = e / ${W / 8}u;
       let c8 = e % ${W / 8}u;
       var w = vec4<u32>(0u);
@@ -457,7 +503,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
       ${dst}[d] = h.x;
       ${dst}[d + 1u] = h.y;
     }`
-        : stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at);
+        : stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at, c.batchLoads);
   // Column of a lane's row at step c of its half (rotated when swizzled: see `swizzle`).
   const col = (cv: string) =>
     swz ? `hh * ${HALF}u + (${cv} + rot) % ${HALF}u` : `hh * ${HALF}u + ${cv}`;
