@@ -25,6 +25,11 @@ import {
 // float64 backward reference. The real builtins are verified on the device.
 describe('tensor-core backward generators', () => {
   const c = { d: 64, dv: 32, subgroups: 4, keyMatrices: 2 };
+  test('batchLoads stages K / V with the loads first (opt-in), the loop otherwise', () => {
+    // dQ's K tile: 32 rows x 8 words over 128 invocations, two loads each.
+    expect(tcDqShader({ ...c, batchLoads: true }).code).toContain('let sw1 = k[min(');
+    expect(tcDqShader(c).code).not.toContain('let sw0 = k[');
+  });
   const left = 'subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>';
   const right = 'subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>';
 
@@ -319,6 +324,8 @@ const VARIANTS: TcBackwardTile[] = [
   // One subgroup, two matrices per tile, unpadded (the emulation cannot see banks); dK and dV
   // in two passes (split applies to the dK/dV pass only).
   { subgroups: 1, keyMatrices: 2, pad: 0, split: true },
+  // Loads before stores (opt-in batchLoads; d 16, one subgroup: whole words per invocation).
+  { subgroups: 1, keyMatrices: 2, pad: 8, batchLoads: true },
 ];
 
 describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference', () => {

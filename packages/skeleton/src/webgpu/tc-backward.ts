@@ -48,6 +48,11 @@ export interface TcBackwardConfig {
    * of 17, past the ~16 that fit the H200's registers without spilling).
    */
   split?: boolean;
+  /**
+   * Stage tiles with every 16-byte load of an invocation issued before the stores (as the
+   * forward's `batchLoads`, tc-forward.ts stageRows). Opt-in: not yet timed on a device.
+   */
+  batchLoads?: boolean;
   /** Test aid: the subgroup matrices emulated in plain WGSL (tc-forward.ts matrixOps). */
   emulate?: boolean;
   /**
@@ -60,7 +65,10 @@ export interface TcBackwardConfig {
 }
 
 /** The tile fields of a backward config (WebGpuTileOptions.tensorCoreBackward). */
-export type TcBackwardTile = Pick<TcBackwardConfig, 'subgroups' | 'keyMatrices' | 'pad' | 'split'>;
+export type TcBackwardTile = Pick<
+  TcBackwardConfig,
+  'subgroups' | 'keyMatrices' | 'pad' | 'split' | 'batchLoads'
+>;
 
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
   return Array.from({ length: n }, (_, i) => f(i)).join(sep);
@@ -185,9 +193,10 @@ function stage(
   DW: number,
   dst: string,
   at: string,
+  batched = false,
 ): string {
   const cvt = (x: string) => (emu ? `unpack2x16float(${x})` : `bitcast<vec2<f16>>(${x})`);
-  return stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at);
+  return stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at, batched);
 }
 
 type Ops = ReturnType<typeof matrixOps>;
@@ -347,8 +356,8 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
     let kvK = (it & 1u) * ${HALFSZ}u;
     let kvV = kvK + ${BC * KW}u;
     it++;
-    ${stage(emu, T, 'k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ')}
-    ${stage(emu, T, 'v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ')}
+    ${stage(emu, T, 'k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ', c.batchLoads)}
+    ${stage(emu, T, 'v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ', c.batchLoads)}
     workgroupBarrier();
     // S = Q K^T (K^T: the keys' rows column-major), out through scratch; then dP = dO V^T in the same matrices.
     ${rep(NC, (m) => `s${m} = ${A}();`, '\n    ')}
@@ -412,8 +421,8 @@ ${entry(c, T)}
   var st = vec2<f32>(0.0);
   if (u32(row) < nq) { st = stats[lB + u32(row)]; }
   // The Q and dO blocks, once, each in a region of its own.
-  ${stage(emu, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '')}
-  ${stage(emu, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '')}${body}`;
+  ${stage(emu, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '', c.batchLoads)}
+  ${stage(emu, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '', c.batchLoads)}${body}`;
   return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
 }
 
@@ -474,8 +483,8 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
       let qdQ = (it & 1u) * ${HALFSZ}u;
       let qdO = qdQ + ${BC * KW}u;
       it++;
-      ${stage(emu, T, 'q', 'qB', 'P.qRow', 'c0', BC, 'nq', c.d, KW, 'qd', 'qdQ + ')}
-      ${stage(emu, T, 'dout', 'oB', 'P.oRow', 'c0', BC, 'nq', c.dv, VW, 'qd', 'qdO + ')}
+      ${stage(emu, T, 'q', 'qB', 'P.qRow', 'c0', BC, 'nq', c.d, KW, 'qd', 'qdQ + ', c.batchLoads)}
+      ${stage(emu, T, 'dout', 'oB', 'P.oRow', 'c0', BC, 'nq', c.dv, VW, 'qd', 'qdO + ', c.batchLoads)}
       workgroupBarrier();
       // S^T = K Q^T, out through scratch; then dP^T = V dO^T in the same matrices.
       ${rep(NC, (m) => `s${m} = ${A}();`, '\n      ')}
@@ -544,8 +553,8 @@ ${entry(c, T)}
   let rowLo = query_lo(row, off, ncols);
   let rowHi = query_hi(row, off, ncols);
   // The K and V blocks, once, each in a region of its own.
-  ${stage(emu, T, 'k', 'kB', 'P.kRow', 'r0', BR, 'nk', c.d, KW, 'ks', '')}
-  ${wantK ? stage(emu, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '') : ''}
+  ${stage(emu, T, 'k', 'kB', 'P.kRow', 'r0', BR, 'nk', c.d, KW, 'ks', '', c.batchLoads)}
+  ${wantK ? stage(emu, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '', c.batchLoads) : ''}
   ${wantK ? rep(KD, (i) => `var ak${i} = ${A}();`, '\n  ') : ''}
   ${wantV ? rep(KV, (j) => `var av${j} = ${A}();`, '\n  ') : ''}
   ${rep(NC, (m) => `var s${m} = ${A}();`, '\n  ')}
