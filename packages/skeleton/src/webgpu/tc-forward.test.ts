@@ -23,6 +23,25 @@ import {
 // without the configs is a ValueError naming tensorCores (nothing falls through silently). The
 // kernel itself is verified on the device (benchmarks/gpu/bench-tc.ts; results committed).
 describe('tensor-core forward generator', () => {
+  test('batchLoads: loads before stores where a tile is whole words per invocation, else the loop', () => {
+    const base = { d: 16, dv: 16, lazy: 8, batchLoads: true, emulate: true };
+    // K / V tiles of 32 rows x 2 words over 32 invocations: two loads each, both before stores.
+    const code = tcForwardShader({ ...base, subgroups: 1, keyMatrices: 2 }).code;
+    expect(code).toContain('let sw1 = k[min(');
+    const kStage = code.slice(code.indexOf('let sw0 = k['));
+    expect(kStage.indexOf('let sw1 = k[')).toBeLessThan(
+      kStage.indexOf('select(vec4<u32>(0u), sw0'),
+    );
+    // K / V tiles of 16 rows x 2 words over 64 invocations: not whole, the loop (Q's 32 rows
+    // are whole: batched).
+    const loop = tcForwardShader({ ...base, subgroups: 2, keyMatrices: 1 }).code;
+    expect(loop).not.toContain('let sw0 = k[');
+    expect(loop).toContain('let sw0 = q[');
+    expect(() => tcForwardShader({ ...base, subgroups: 1, keyMatrices: 1, narrow: true })).toThrow(
+      /^batchLoads: expected neither narrow nor split/,
+    );
+  });
+
   test('unrolls one named matrix per 16 columns, no arrays of matrices', () => {
     const { code, bindings } = tcForwardShader({
       d: 64,
@@ -472,25 +491,6 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
         for (const t of g) t.dispose();
       }
     }
-  });
-
-  test('batchLoads: loads before stores where a tile is whole words per invocation, else the loop', () => {
-    const base = { d: 16, dv: 16, lazy: 8, batchLoads: true, emulate: true };
-    // K / V tiles of 32 rows x 2 words over 32 invocations: two loads each, both before stores.
-    const code = tcForwardShader({ ...base, subgroups: 1, keyMatrices: 2 }).code;
-    expect(code).toContain('let sw1 = k[min(');
-    const kStage = code.slice(code.indexOf('let sw0 = k['));
-    expect(kStage.indexOf('let sw1 = k[')).toBeLessThan(
-      kStage.indexOf('select(vec4<u32>(0u), sw0'),
-    );
-    // K / V tiles of 16 rows x 2 words over 64 invocations: not whole, the loop (Q's 32 rows
-    // are whole: batched).
-    const loop = tcForwardShader({ ...base, subgroups: 2, keyMatrices: 1 }).code;
-    expect(loop).not.toContain('let sw0 = k[');
-    expect(loop).toContain('let sw0 = q[');
-    expect(() => tcForwardShader({ ...base, subgroups: 1, keyMatrices: 1, narrow: true })).toThrow(
-      /^batchLoads: expected neither narrow nor split/,
-    );
   });
 
   test('split excludes fused, narrow, qRegs and unpack', () => {

@@ -263,7 +263,7 @@ function check(c: TcForwardConfig): void {
     throw new ValueError(`lazy: expected a number in [0, 12], got ${c.lazy}`, 'lazy');
   if (c.batchLoads && (c.narrow || c.split))
     throw new ValueError(
-      'batchLoads: expected neither narrow nor split beside it (it stages 16-byte words), got one',
+      'batchLoads: expected neither narrow nor split beside it (it stages 16-byte words of halves; f32 inputs run split-f16), got one',
       'batchLoads',
     );
   if (c.split && (c.fused || c.narrow || c.qRegs || c.unpack))
