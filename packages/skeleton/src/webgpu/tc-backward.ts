@@ -178,10 +178,11 @@ const ROUNDED = '(P.negInf ^ 0xff800000u)';
 
 /**
  * Copies `rows` rows of width W halves from storage `s` (16-byte words; row `first + r` at
- * base + (first + r) stride halves) into `dst` at `at` + r DW (rows at or past `limit` as zeros).
+ * base + (first + r) stride halves) into `dst` at `at` + r DW (rows at or past `limit` as zeros),
+ * as c asks: halves emulated as f32 (c.emulate), loads before stores (c.batchLoads).
  */
 function stage(
-  emu: boolean,
+  c: TcBackwardConfig,
   T: number,
   s: string,
   base: string,
@@ -193,10 +194,9 @@ function stage(
   DW: number,
   dst: string,
   at: string,
-  batched = false,
 ): string {
-  const cvt = (x: string) => (emu ? `unpack2x16float(${x})` : `bitcast<vec2<f16>>(${x})`);
-  return stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at, batched);
+  const cvt = (x: string) => (c.emulate ? `unpack2x16float(${x})` : `bitcast<vec2<f16>>(${x})`);
+  return stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at, c.batchLoads);
 }
 
 type Ops = ReturnType<typeof matrixOps>;
@@ -356,8 +356,8 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
     let kvK = (it & 1u) * ${HALFSZ}u;
     let kvV = kvK + ${BC * KW}u;
     it++;
-    ${stage(emu, T, 'k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ', c.batchLoads)}
-    ${stage(emu, T, 'v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ', c.batchLoads)}
+    ${stage(c, T, 'k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ')}
+    ${stage(c, T, 'v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ')}
     workgroupBarrier();
     // S = Q K^T (K^T: the keys' rows column-major), out through scratch; then dP = dO V^T in the same matrices.
     ${rep(NC, (m) => `s${m} = ${A}();`, '\n    ')}
@@ -421,8 +421,8 @@ ${entry(c, T)}
   var st = vec2<f32>(0.0);
   if (u32(row) < nq) { st = stats[lB + u32(row)]; }
   // The Q and dO blocks, once, each in a region of its own.
-  ${stage(emu, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '', c.batchLoads)}
-  ${stage(emu, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '', c.batchLoads)}${body}`;
+  ${stage(c, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '')}
+  ${stage(c, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '')}${body}`;
   return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
 }
 
@@ -483,8 +483,8 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
       let qdQ = (it & 1u) * ${HALFSZ}u;
       let qdO = qdQ + ${BC * KW}u;
       it++;
-      ${stage(emu, T, 'q', 'qB', 'P.qRow', 'c0', BC, 'nq', c.d, KW, 'qd', 'qdQ + ', c.batchLoads)}
-      ${stage(emu, T, 'dout', 'oB', 'P.oRow', 'c0', BC, 'nq', c.dv, VW, 'qd', 'qdO + ', c.batchLoads)}
+      ${stage(c, T, 'q', 'qB', 'P.qRow', 'c0', BC, 'nq', c.d, KW, 'qd', 'qdQ + ')}
+      ${stage(c, T, 'dout', 'oB', 'P.oRow', 'c0', BC, 'nq', c.dv, VW, 'qd', 'qdO + ')}
       workgroupBarrier();
       // S^T = K Q^T, out through scratch; then dP^T = V dO^T in the same matrices.
       ${rep(NC, (m) => `s${m} = ${A}();`, '\n      ')}
@@ -553,8 +553,8 @@ ${entry(c, T)}
   let rowLo = query_lo(row, off, ncols);
   let rowHi = query_hi(row, off, ncols);
   // The K and V blocks, once, each in a region of its own.
-  ${stage(emu, T, 'k', 'kB', 'P.kRow', 'r0', BR, 'nk', c.d, KW, 'ks', '', c.batchLoads)}
-  ${wantK ? stage(emu, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '', c.batchLoads) : ''}
+  ${stage(c, T, 'k', 'kB', 'P.kRow', 'r0', BR, 'nk', c.d, KW, 'ks', '')}
+  ${wantK ? stage(c, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '') : ''}
   ${wantK ? rep(KD, (i) => `var ak${i} = ${A}();`, '\n  ') : ''}
   ${wantV ? rep(KV, (j) => `var av${j} = ${A}();`, '\n  ') : ''}
   ${rep(NC, (m) => `var s${m} = ${A}();`, '\n  ')}

@@ -338,6 +338,15 @@ export function stageRows(
   batched = false,
 ): string {
   const words = (rows * W) / 8;
+  // Word w's 8 halves through cvt into dst at d .. d + 7 (both stagings).
+  const storeWord = (ind: string) =>
+    rep(
+      4,
+      (j) => `let h${j} = ${cvt(`w[${j}]`)};
+${ind}${dst}[d + ${2 * j}u] = h${j}.x;
+${ind}${dst}[d + ${2 * j + 1}u] = h${j}.y;`,
+      `\n${ind}`,
+    );
   if (batched && words % T === 0) {
     // Every word of the invocation loaded first, then converted and stored: no store waits
     // for a load before the next load is issued. Rows at or past `limit` load a clamped word
@@ -357,13 +366,7 @@ export function stageRows(
         (i) => `{
         let w = select(vec4<u32>(0u), sw${i}, ${first} + sr${i} < ${limit});
         let d = ${at}sr${i} * ${DW}u + sc${i} * 8u;
-        ${rep(
-          4,
-          (j) => `let h${j} = ${cvt(`w[${j}]`)};
-        ${dst}[d + ${2 * j}u] = h${j}.x;
-        ${dst}[d + ${2 * j + 1}u] = h${j}.y;`,
-          '\n        ',
-        )}
+        ${storeWord('        ')}
       }`,
         '\n      ',
       )}
@@ -376,13 +379,7 @@ export function stageRows(
       var w = vec4<u32>(0u);
       if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
       let d = ${at}r * ${DW}u + c8 * 8u;
-      ${rep(
-        4,
-        (i) => `let h${i} = ${cvt(`w[${i}]`)};
-      ${dst}[d + ${2 * i}u] = h${i}.x;
-      ${dst}[d + ${2 * i + 1}u] = h${i}.y;`,
-        '\n      ',
-      )}
+      ${storeWord('      ')}
     }`;
 }
 

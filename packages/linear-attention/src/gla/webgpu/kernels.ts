@@ -821,7 +821,6 @@ function stateShaderSimt(
       }
     }`;
   const raw = vec ? rawOf(dtype) : 'vec4<f32>';
-  const graw = 'vec4<f32>';
   return kernel(
     fwd ? 'gla states' : 'gla state gradients',
     [
@@ -863,7 +862,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   ${Array.from(
     { length: NSET },
     (_, k) => `var pa${k} = array<${raw}, ${RF}>();
-  var pg${k} = array<${graw}, ${RF}>();
+  var pg${k} = array<vec4<f32>, ${RF}>();
   var pb${k} = array<${raw}, ${RF}>();
   var pl${k} = vec4<f32>();
   var pd${k} = vec4<f32>();`,
@@ -1194,11 +1193,10 @@ function outputShaderSimt(mode: 'o' | 'dv', C: number, dtype: GlaStorage, vec: b
           ${
             vec
               ? `pb[f] = ${
-                  buf === 'Hs'
-                    ? `bitcast<vec4<u32>>(rd4_Hs(${at('v0 + 4u * (e % 16u)')}))`
-                    : dtype === 'f32'
-                      ? `bitcast<vec4<u32>>(rd4_${buf}(${at('v0 + 4u * (e % 16u)')}))`
-                      : `vec4<u32>(rd4_${buf}(${at('v0 + 4u * (e % 16u)')}), 0u, 0u)`
+                  // f32 words (the state's, or f32 storage's) as they are, packed halves padded.
+                  buf === 'Hs' || dtype === 'f32'
+                    ? `bitcast<vec4<u32>>(rd4_${buf}(${at('v0 + 4u * (e % 16u)')}))`
+                    : `vec4<u32>(rd4_${buf}(${at('v0 + 4u * (e % 16u)')}), 0u, 0u)`
                 };`
               : unroll(
                   4,
@@ -1835,41 +1833,49 @@ export function qkGradShader(
   var ph = array<vec4<f32>, ${FH}>();
   var pdh = array<vec4<f32>, ${FH}>();
   ${interFetch('0u')}`;
-  const interStage = `${unroll(
-    FE,
-    'f',
-    `let e = tid + ${u(W)} * f;
-    if (e < ${u(NE)}) {
-      let t = e / 4u;
-      let yy = 4u * (e % 4u);
-      let ok = t < L && y0 + yy < P.V;
-      let a = select(vec4<f32>(), cv4_dO(pdo[f]), ok);
-      let b = select(vec4<f32>(), cv4_v(pv[f]), ok);
-      ${unroll(
-        4,
-        'j',
-        `${stage(oDO, sD, `(t * ${u(BV)} + yy + j)`, 'a[j]')}
-      ${stage(oV, sV, `(t * ${u(BV)} + yy + j)`, 'b[j]')}`,
-      )}
-    }`,
-  )}
-    ${unroll(
-      FH,
+  // Two arrays' registers (F a thread, N groups of 4 columns in a tile) into their tiles: row
+  // `row` (bounded by rowOk), columns y0 + yy .. + 3 (bounded by V), masked to 0 outside.
+  const stagePair = (
+    F: number,
+    N: number,
+    row: string,
+    rowOk: string,
+    a: { val: string; off: number; tcOff: number },
+    b: { val: string; off: number; tcOff: number },
+  ) =>
+    unroll(
+      F,
       'f',
       `let e = tid + ${u(W)} * f;
-    if (e < ${u(NH)}) {
-      let xx = e / 4u;
+    if (e < ${u(N)}) {
+      let ${row} = e / 4u;
       let yy = 4u * (e % 4u);
-      let ok = x0 + xx < P.K && y0 + yy < P.V;
-      let a = select(vec4<f32>(), ph[f], ok);
-      let b = select(vec4<f32>(), pdh[f], ok);
+      let ok = ${rowOk} && y0 + yy < P.V;
+      let a = select(vec4<f32>(), ${a.val}, ok);
+      let b = select(vec4<f32>(), ${b.val}, ok);
       ${unroll(
         4,
         'j',
-        `${stage(oH, sH, `(xx * ${u(BV)} + yy + j)`, 'a[j]')}
-      ${stage(oDH, sDH, `(xx * ${u(BV)} + yy + j)`, 'b[j]')}`,
+        `${stage(a.off, a.tcOff, `(${row} * ${u(BV)} + yy + j)`, 'a[j]')}
+      ${stage(b.off, b.tcOff, `(${row} * ${u(BV)} + yy + j)`, 'b[j]')}`,
       )}
     }`,
+    );
+  const interStage = `${stagePair(
+    FE,
+    NE,
+    't',
+    't < L',
+    { val: 'cv4_dO(pdo[f])', off: oDO, tcOff: sD },
+    { val: 'cv4_v(pv[f])', off: oV, tcOff: sV },
+  )}
+    ${stagePair(
+      FH,
+      NH,
+      'xx',
+      'x0 + xx < P.K',
+      { val: 'ph[f]', off: oH, tcOff: sH },
+      { val: 'pdh[f]', off: oDH, tcOff: sDH },
     )}
     ${interFetch(`min(y0 + ${u(BV)}, ((P.V - 1u) / ${u(BV)}) * ${u(BV)})`)}`;
   return kernel(
