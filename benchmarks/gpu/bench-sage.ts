@@ -4,6 +4,7 @@
  *
  *   node bench-sage.mjs [--out sage.json] [--repeats 10] [--skip-verify] [--skip-table]
  *                       [--shapes 4,32,4096,128;4,32,8192,128] [--subgroups 4,2] [--units elems,words]
+ *                       [--tc-variants '[{},{"constOffsets":true}]']
  *
  * 1. Verification first, outputs poisoned: the int8 tensor-core kernel (sage/tensor-cores.ts)
  *    and the portable dot4I8Packed kernel (sage/webgpu.ts) on small random shapes (odd lengths,
@@ -21,6 +22,13 @@
  *    - sage portable: the dot4I8Packed kernel;
  *    - our FA2 on the same shapes: tensor-core f16 (tensorCores: true) and SIMT f32.
  *    PyTorch SDPA rows come from torch_sdpa.py --shapes ... --forward-only in the same command.
+ *
+ * --tc-variants: a JSON list of tensor-core kernel options (SageTcConfig's constOffsets; an
+ * optional "name"), each verified and timed in the one process: every tc line, verification
+ * row ("variant") and table key (tc_<variant>_sg4_ms...) names its variant ("default" for {},
+ * else the options set, e.g. "constOffsets"). A variant inexact on the table's reading (the
+ * first exact one) counts a failure and is not timed. Without the flag: one unnamed variant
+ * {}, the output as before.
  */
 import { writeFileSync } from 'node:fs';
 import { accuracy, resolveAttentionProblem, softmaxAttentionReference } from '@attnkit/attention';
@@ -57,6 +65,41 @@ const SHAPES = (value('shapes') ?? '4,32,4096,128;4,32,8192,128')
 const SUBGROUPS = (value('subgroups') ?? '4,2').split(',').map(Number);
 const UNITS = (value('units') ?? 'elems').split(',') as Array<'elems' | 'words'>;
 
+/** A tensor-core kernel variant: its options, its name ('' only for the flag's absence). */
+interface TcVariant {
+  name: string;
+  opts: { constOffsets?: boolean };
+}
+function tcVariants(json: string | undefined): TcVariant[] {
+  if (json === undefined) return [{ name: '', opts: {} }];
+  const list = JSON.parse(json) as unknown;
+  if (!Array.isArray(list) || list.length === 0)
+    throw new Error(`--tc-variants: expected a non-empty JSON list of objects, got ${json}`);
+  const variants = list.map((v: unknown): TcVariant => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      throw new Error(`--tc-variants: expected objects, got ${JSON.stringify(v)}`);
+    const { name, ...opts } = v as Record<string, unknown>;
+    for (const [k, x] of Object.entries(opts))
+      if (k !== 'constOffsets' || typeof x !== 'boolean')
+        throw new Error(
+          `--tc-variants: expected only constOffsets (boolean) and name, got ${k}: ${JSON.stringify(x)}`,
+        );
+    const auto = Object.entries(opts).map(([k, x]) => (x === true ? k : `${k}=${String(x)}`));
+    return {
+      name: typeof name === 'string' && name !== '' ? name : auto.join('+') || 'default',
+      opts: opts as TcVariant['opts'],
+    };
+  });
+  const names = variants.map((v) => v.name);
+  if (new Set(names).size !== names.length)
+    throw new Error(`--tc-variants: expected distinct variants, got names ${names.join(', ')}`);
+  return variants;
+}
+const TC_VARIANTS = tcVariants(value('tc-variants'));
+/** Label suffix and table-key part of a variant (empty for the flag's absence). */
+const vLabel = (v: TcVariant) => (v.name ? ` ${v.name}` : '');
+const vKey = (v: TcVariant) => (v.name ? `${v.name}_` : '');
+
 const ctx = await createWebGpuContext({
   dawnToggles: benchToggles(),
   disabledDawnToggles: benchDisabledToggles(),
@@ -65,6 +108,7 @@ console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} features=${JSON.stringify({ ...ctx.features, subgroupMatrixConfigs: ctx.features.subgroupMatrixConfigs.filter((c) => c.componentType !== 'f16') })}`,
 );
 const out: Record<string, unknown> = { adapter: ctx.adapterInfo, date: new Date().toISOString() };
+if (value('tc-variants') !== undefined) out.tcVariants = TC_VARIANTS;
 const save = () => value('out') && writeFileSync(value('out')!, JSON.stringify(out, null, 2));
 let failures = 0;
 
@@ -125,10 +169,16 @@ function relL2(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(n / d);
 }
 
-async function verify(): Promise<Array<'elems' | 'words'>> {
+async function verify(): Promise<{
+  readings: Array<'elems' | 'words'>;
+  exactVariants: (units: 'elems' | 'words') => TcVariant[];
+}> {
   const rows: unknown[] = [];
-  const exact = new Set<'elems' | 'words'>();
-  const bad = new Set<'elems' | 'words'>();
+  // Per reading, the variants with an exact run and those with an inexact or failed one.
+  const exact = new Set<string>();
+  const bad = new Set<string>();
+  const at = (units: string, v: TcVariant) => `${units} ${v.name}`;
+  const variantOf = (v: TcVariant) => (v.name ? { variant: v.name } : {});
   for (const [n, c] of CASES.entries()) {
     const rng = new Rng(500 + n);
     const { batch, hq, hkv, nq, nk, d, dv } = c.dims;
@@ -156,7 +206,7 @@ async function verify(): Promise<Array<'elems' | 'words'>> {
     });
     const refO = ref.o.toFloat32Array();
     const gpu = sageCodecToGpu(ctx, codec);
-    const check = async (label: string, o: Float32Array) => {
+    const check = async (label: string, o: Float32Array, extra: object = {}) => {
       const vsSpec = relL2(o, spec.o);
       const a = accuracy(Tensor.from(o, ref.o.shape), ref.o);
       const cos = cosine(o, refO);
@@ -169,6 +219,7 @@ async function verify(): Promise<Array<'elems' | 'words'>> {
       );
       rows.push({
         kernel: label,
+        ...extra,
         case: c.name,
         ok,
         vsSpec,
@@ -182,24 +233,32 @@ async function verify(): Promise<Array<'elems' | 'words'>> {
     ctx.poisonOutputs = true;
     try {
       for (const units of UNITS)
-        for (const subgroups of SUBGROUPS) {
-          const label = `tc ${units} sg${subgroups}`;
-          try {
-            const r = await sageTcForward(ctx, gpu as Required<SageCodecGpu>, c.dims, c.g, opts, {
-              subgroups,
-              units,
-            });
-            const o = new Float32Array(await ctx.readBuffer(r.o, spec.o.length * 4));
-            ctx.pool.release(r.o);
-            ctx.pool.release(r.lse);
-            if (await check(label, o)) exact.add(units);
-            else bad.add(units);
-          } catch (e) {
-            bad.add(units);
-            console.log(`FAIL ${label} ${c.name}: ${String((e as Error).message).slice(0, 300)}`);
-            rows.push({ kernel: label, case: c.name, ok: false, error: String(e) });
+        for (const variant of TC_VARIANTS)
+          for (const subgroups of SUBGROUPS) {
+            const label = `tc ${units} sg${subgroups}${vLabel(variant)}`;
+            try {
+              const r = await sageTcForward(ctx, gpu as Required<SageCodecGpu>, c.dims, c.g, opts, {
+                subgroups,
+                units,
+                ...variant.opts,
+              });
+              const o = new Float32Array(await ctx.readBuffer(r.o, spec.o.length * 4));
+              ctx.pool.release(r.o);
+              ctx.pool.release(r.lse);
+              if (await check(label, o, variantOf(variant))) exact.add(at(units, variant));
+              else bad.add(at(units, variant));
+            } catch (e) {
+              bad.add(at(units, variant));
+              console.log(`FAIL ${label} ${c.name}: ${String((e as Error).message).slice(0, 300)}`);
+              rows.push({
+                kernel: label,
+                ...variantOf(variant),
+                case: c.name,
+                ok: false,
+                error: String(e),
+              });
+            }
           }
-        }
       try {
         const r = await sageForwardWebGpu(ctx, gpu, { ...opts, returnLse: true });
         const o = new Float32Array(await ctx.readBuffer(r.o, spec.o.length * 4));
@@ -217,10 +276,19 @@ async function verify(): Promise<Array<'elems' | 'words'>> {
   }
   out.verify = rows;
   save();
-  const good = UNITS.filter((u) => exact.has(u) && !bad.has(u));
-  console.log(`verification: exact readings [${good.join(', ')}]; portable failures ${failures}`);
+  const exactVariants = (units: 'elems' | 'words') =>
+    TC_VARIANTS.filter((v) => exact.has(at(units, v)) && !bad.has(at(units, v)));
+  // A reading is exact when a variant of it is (the flag absent: the one kernel).
+  const good = UNITS.filter((u) => exactVariants(u).length > 0);
+  const names = (u: 'elems' | 'words') => exactVariants(u).map((v) => v.name);
+  const byVariant = TC_VARIANTS[0]!.name
+    ? `; exact tc variants ${UNITS.map((u) => `${u} [${names(u).join(', ')}]`).join(', ')}`
+    : '';
+  console.log(
+    `verification: exact readings [${good.join(', ')}]; portable failures ${failures}${byVariant}`,
+  );
   if (good.length === 0) failures++;
-  return good;
+  return { readings: good, exactVariants };
 }
 
 function cosine(a: Float32Array, b: Float32Array): number {
@@ -257,7 +325,7 @@ function randomF16(shape: number[], seed: number): Tensor {
   return toWebGpu(new Rng(seed).randn(shape).astype('f16'), ctx);
 }
 
-async function table(units: 'elems' | 'words') {
+async function table(units: 'elems' | 'words', variants: TcVariant[]) {
   const rows: Array<Record<string, unknown>> = [];
   for (const [B, H, N, D] of SHAPES) {
     const dims: SageDims = { batch: B, hq: H, hkv: H, nq: N, nk: N, d: D, dv: D };
@@ -287,30 +355,32 @@ async function table(units: 'elems' | 'words') {
       const tops = (ms: number) => ops / (ms * 1e9);
       const opts = { scale: 1 / Math.sqrt(D), causal };
       const row: Record<string, unknown> = { shape: [B, H, N, D], causal, quantMs };
-      for (const sg of SUBGROUPS) {
-        try {
-          const ms = await timeIt(async (profiler) => {
-            const r = await sageTcForward(
-              ctx,
-              codec as Required<SageCodecGpu>,
-              dims,
-              'warp',
-              opts,
-              { subgroups: sg, units },
-              profiler,
-            );
-            return () => {
-              ctx.pool.release(r.o);
-              ctx.pool.release(r.lse);
-            };
-          });
-          row[`tc_sg${sg}_ms`] = ms;
-          row[`tc_sg${sg}_tops`] = tops(ms);
-          row[`tc_sg${sg}_tops_incl_quant`] = tops(ms + quantMs);
-        } catch (e) {
-          row[`tc_sg${sg}_error`] = String(e).slice(0, 300);
+      for (const variant of variants)
+        for (const sg of SUBGROUPS) {
+          const key = `tc_${vKey(variant)}sg${sg}`;
+          try {
+            const ms = await timeIt(async (profiler) => {
+              const r = await sageTcForward(
+                ctx,
+                codec as Required<SageCodecGpu>,
+                dims,
+                'warp',
+                opts,
+                { subgroups: sg, units, ...variant.opts },
+                profiler,
+              );
+              return () => {
+                ctx.pool.release(r.o);
+                ctx.pool.release(r.lse);
+              };
+            });
+            row[`${key}_ms`] = ms;
+            row[`${key}_tops`] = tops(ms);
+            row[`${key}_tops_incl_quant`] = tops(ms + quantMs);
+          } catch (e) {
+            row[`${key}_error`] = String(e).slice(0, 300);
+          }
         }
-      }
       try {
         const ms = await timeIt(async (profiler) => {
           const r = await sageForwardWebGpu(ctx, codec, {
@@ -363,15 +433,32 @@ async function table(units: 'elems' | 'words') {
   );
   for (const r of rows) {
     const f = (x: unknown) => (typeof x === 'number' ? x.toFixed(1).padStart(6) : '     -');
-    const best = Math.max(...SUBGROUPS.map((s) => (r[`tc_sg${s}_tops`] as number) ?? 0));
+    const keys = variants.flatMap((v) => SUBGROUPS.map((s) => `tc_${vKey(v)}sg${s}`));
+    const best = Math.max(...keys.map((k) => (r[`${k}_tops`] as number) ?? 0));
+    const tc = variants
+      .map(
+        (v) => `tc${vLabel(v)} ${SUBGROUPS.map((s) => f(r[`tc_${vKey(v)}sg${s}_tops`])).join(' ')}`,
+      )
+      .join(' | ');
     console.log(
-      `${JSON.stringify(r.shape)} causal=${String(r.causal).padEnd(5)} | tc ${SUBGROUPS.map((s) => f(r[`tc_sg${s}_tops`])).join(' ')} | tc+quant ${f(Math.max(...SUBGROUPS.map((s) => (r[`tc_sg${s}_tops_incl_quant`] as number) ?? 0)))} | quant ${(r.quantMs as number).toFixed(3)} ms | portable ${f(r.portable_tops)} | fa2 tc f16 ${f(r.fa2_tc_f16_tops)} | fa2 simt f16 ${f(r.fa2_simt_f16_tops)} | best tc ${best.toFixed(1)}`,
+      `${JSON.stringify(r.shape)} causal=${String(r.causal).padEnd(5)} | ${tc} | tc+quant ${f(Math.max(...keys.map((k) => (r[`${k}_tops_incl_quant`] as number) ?? 0)))} | quant ${(r.quantMs as number).toFixed(3)} ms | portable ${f(r.portable_tops)} | fa2 tc f16 ${f(r.fa2_tc_f16_tops)} | fa2 simt f16 ${f(r.fa2_simt_f16_tops)} | best tc ${best.toFixed(1)}`,
     );
   }
 }
 
-const readings = flag('skip-verify') ? UNITS : await verify();
-if (!flag('skip-table') && readings.length > 0) await table(readings[0]!);
+const verified = flag('skip-verify')
+  ? { readings: UNITS, exactVariants: () => TC_VARIANTS }
+  : await verify();
+const readings = verified.readings;
+if (readings.length > 0) {
+  const timed = verified.exactVariants(readings[0]!);
+  for (const v of TC_VARIANTS)
+    if (!timed.includes(v)) {
+      failures++;
+      console.log(`FAIL tc${vLabel(v)} inexact on the ${readings[0]} reading: not timed`);
+    }
+  if (!flag('skip-table')) await table(readings[0]!, timed);
+}
 save();
 console.log(`failures ${failures}`);
 process.exit(failures > 0 ? 1 : 0);

@@ -18,67 +18,74 @@ import { benchToggles } from './common.js';
  * that no load is loop-invariant (the driver hoisted such loads out of loops before, run 11).
  */
 const R = 8; // independent accumulators: enough to cover the MMA latency
-const VARIANTS: Record<string, { acc: 'f32' | 'f16'; mmas: number; body: string }> = {
-  // MMA throughput alone: operands in registers, R independent accumulators.
-  'mma-f32': { acc: 'f32', mmas: R, body: mmaAll('a0', 'b0') },
-  'mma-f16': { acc: 'f16', mmas: R, body: mmaAll('a0', 'b0') },
-  // One workgroup-memory load (left, row-major) feeding R MMAs / 1 MMA.
-  'wgL-1:8': {
-    acc: 'f32',
-    mmas: R,
-    body: `let a = ${loadL('W', wOff(), 'PAD')};\n${mmaAll('a', 'b0')}`,
-  },
-  'wgL-1:1': {
-    acc: 'f32',
-    mmas: 1,
-    body: `let a = ${loadL('W', wOff(), 'PAD')};\nc0 = subgroupMatrixMultiplyAccumulate(a, b0, c0);`,
-  },
-  // Right matrix, column-major (how K^T and V are read): one load per MMA.
-  'wgR-1:1': {
-    acc: 'f32',
-    mmas: 1,
-    body: `let b = ${loadR('W', wOff(), 'PAD', true)};\nc0 = subgroupMatrixMultiplyAccumulate(a0, b, c0);`,
-  },
-  'wgRrow-1:1': {
-    acc: 'f32',
-    mmas: 1,
-    body: `let b = ${loadR('W', wOff(), 'PAD', false)};\nc0 = subgroupMatrixMultiplyAccumulate(a0, b, c0);`,
-  },
-  // Eight independent left loads, eight MMAs (the attention kernel's ratio, loads in flight).
-  'wgL-8:8': { acc: 'f32', mmas: R, body: eightLoads('W', 'PAD') },
-  // Eight column-major right loads (K^T / V tiles), eight MMAs.
-  'wgR-8:8': { acc: 'f32', mmas: R, body: eightLoads('W', 'PAD', true) },
-  // wgL-8:8 with every offset masked to a multiple of 8 halves (16 bytes), in case the driver
-  // needs to see the alignment to use wide shared-memory loads.
-  'wgL-8:8-al': { acc: 'f32', mmas: R, body: eightLoads('W', 'PAD', false, true) },
-  // Unpadded rows (stride 128 halves = 256 bytes: the bank-conflict case of run 12).
-  'wgL-8:8-nopad': { acc: 'f32', mmas: R, body: eightLoads('W', '128u') },
-  // The same from a storage buffer (L1/L2 hits: a 64 KiB region).
-  'stL-8:8': { acc: 'f32', mmas: R, body: eightLoads('A', '128u') },
-  // The S round trip: store an f32 result to workgroup memory, convert the subgroup's 16x16
-  // to f16 with scalar code (8 elements per lane), load it back as a left matrix, 1 MMA.
-  rt: {
-    acc: 'f32',
-    mmas: 1,
-    body: `subgroupMatrixStore(&Wf, sg * 256u, c1, false, 16u);
+const VARIANTS: Record<string, { acc: 'f32' | 'f16'; mmas: number; body: string; nest?: boolean }> =
+  {
+    // MMA throughput alone: operands in registers, R independent accumulators.
+    'mma-f32': { acc: 'f32', mmas: R, body: mmaAll('a0', 'b0') },
+    'mma-f16': { acc: 'f16', mmas: R, body: mmaAll('a0', 'b0') },
+    // One workgroup-memory load (left, row-major) feeding R MMAs / 1 MMA.
+    'wgL-1:8': {
+      acc: 'f32',
+      mmas: R,
+      body: `let a = ${loadL('W', wOff(), 'PAD')};\n${mmaAll('a', 'b0')}`,
+    },
+    'wgL-1:1': {
+      acc: 'f32',
+      mmas: 1,
+      body: `let a = ${loadL('W', wOff(), 'PAD')};\nc0 = subgroupMatrixMultiplyAccumulate(a, b0, c0);`,
+    },
+    // Right matrix, column-major (how K^T and V are read): one load per MMA.
+    'wgR-1:1': {
+      acc: 'f32',
+      mmas: 1,
+      body: `let b = ${loadR('W', wOff(), 'PAD', true)};\nc0 = subgroupMatrixMultiplyAccumulate(a0, b, c0);`,
+    },
+    'wgRrow-1:1': {
+      acc: 'f32',
+      mmas: 1,
+      body: `let b = ${loadR('W', wOff(), 'PAD', false)};\nc0 = subgroupMatrixMultiplyAccumulate(a0, b, c0);`,
+    },
+    // Eight independent left loads, eight MMAs (the attention kernel's ratio, loads in flight).
+    'wgL-8:8': { acc: 'f32', mmas: R, body: eightLoads('W', 'PAD') },
+    // Eight column-major right loads (K^T / V tiles), eight MMAs.
+    'wgR-8:8': { acc: 'f32', mmas: R, body: eightLoads('W', 'PAD', true) },
+    // wgL-8:8 with every offset masked to a multiple of 8 halves (16 bytes), in case the driver
+    // needs to see the alignment to use wide shared-memory loads.
+    'wgL-8:8-al': { acc: 'f32', mmas: R, body: eightLoads('W', 'PAD', false, true) },
+    // wgL-8:8 with W declared as 8 blocks of 16 rows (array<array<f16, 16 * PAD>, 8>) and each
+    // load addressing its block &W[i] at a constant offset: Tint's robustness can then prove the
+    // load in bounds at compile time and leave out the `if (in bounds)` it puts around a load at
+    // a dynamic offset (the tensor-core kernels' constOffsets).
+    'wgL-8:8-const': { acc: 'f32', mmas: R, body: eightLoadsNested(), nest: true },
+    'wgR-8:8-const': { acc: 'f32', mmas: R, body: eightLoadsNested(true), nest: true },
+    // Unpadded rows (stride 128 halves = 256 bytes: the bank-conflict case of run 12).
+    'wgL-8:8-nopad': { acc: 'f32', mmas: R, body: eightLoads('W', '128u') },
+    // The same from a storage buffer (L1/L2 hits: a 64 KiB region).
+    'stL-8:8': { acc: 'f32', mmas: R, body: eightLoads('A', '128u') },
+    // The S round trip: store an f32 result to workgroup memory, convert the subgroup's 16x16
+    // to f16 with scalar code (8 elements per lane), load it back as a left matrix, 1 MMA.
+    rt: {
+      acc: 'f32',
+      mmas: 1,
+      body: `subgroupMatrixStore(&Wf, sg * 256u, c1, false, 16u);
 workgroupBarrier();
 for (var e = 0u; e < 8u; e++) { let i = sg * 256u + lane * 8u + e; Wh[i] = f16(Wf[i]); }
 workgroupBarrier();
 let p = ${loadL('Wh', 'sg * 256u', '16u')};
 c1 = subgroupMatrixMultiplyAccumulate(p, b0, c1);`,
-  },
-  // Only the barriers of the round trip (what two workgroupBarriers cost per iteration).
-  barriers: {
-    acc: 'f32',
-    mmas: 1,
-    body: `workgroupBarrier();\nworkgroupBarrier();\nc0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);`,
-  },
-  // Staging: every lane copies 16 bytes storage -> workgroup as 8 scalar f16 stores (how the
-  // kernels stage K/V tiles), 1 MMA beside it.
-  stage8: {
-    acc: 'f32',
-    mmas: 1,
-    body: `let v = A4[(it * 128u + lid) & 4095u];
+    },
+    // Only the barriers of the round trip (what two workgroupBarriers cost per iteration).
+    barriers: {
+      acc: 'f32',
+      mmas: 1,
+      body: `workgroupBarrier();\nworkgroupBarrier();\nc0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);`,
+    },
+    // Staging: every lane copies 16 bytes storage -> workgroup as 8 scalar f16 stores (how the
+    // kernels stage K/V tiles), 1 MMA beside it.
+    stage8: {
+      acc: 'f32',
+      mmas: 1,
+      body: `let v = A4[(it * 128u + lid) & 4095u];
 let base = ((it & 7u) * 128u + lid) * 8u;
 let h0 = bitcast<vec2<f16>>(v.x); let h1 = bitcast<vec2<f16>>(v.y);
 let h2 = bitcast<vec2<f16>>(v.z); let h3 = bitcast<vec2<f16>>(v.w);
@@ -86,18 +93,18 @@ W[base] = h0.x; W[base + 1u] = h0.y; W[base + 2u] = h1.x; W[base + 3u] = h1.y;
 W[base + 4u] = h2.x; W[base + 5u] = h2.y; W[base + 6u] = h3.x; W[base + 7u] = h3.y;
 workgroupBarrier();
 c0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);`,
-  },
-  // Staging through the matrix unit: a storage matrix load + a workgroup matrix store per lane
-  // group (16x16 halves per subgroup), 1 MMA beside it.
-  stageMat: {
-    acc: 'f32',
-    mmas: 1,
-    body: `let t = ${loadL('A', '((it * 4u + sg) & 127u) * 256u', '16u')};
+    },
+    // Staging through the matrix unit: a storage matrix load + a workgroup matrix store per lane
+    // group (16x16 halves per subgroup), 1 MMA beside it.
+    stageMat: {
+      acc: 'f32',
+      mmas: 1,
+      body: `let t = ${loadL('A', '((it * 4u + sg) & 127u) * 256u', '16u')};
 subgroupMatrixStore(&W, ((it & 7u) * 4u + sg) * 256u, t, false, 16u);
 workgroupBarrier();
 c0 = subgroupMatrixMultiplyAccumulate(a0, b0, c0);`,
-  },
-};
+    },
+  };
 
 function mmaAll(a: string, b: string): string {
   return Array.from(
@@ -131,7 +138,26 @@ function eightLoads(src: string, stride: string, right = false, align = false): 
   return lines.join('\n');
 }
 
-function shader(v: { acc: string; body: string }): string {
+function eightLoadsNested(right = false): string {
+  const lines: string[] = [];
+  for (let r = 0; r < R; r++) {
+    const blk = `&W[(it + sg + ${r}u) & 7u]`;
+    lines.push(
+      right
+        ? `let a${r}x = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(${blk}, ${r * 16}u, true, PAD);`
+        : `let a${r}x = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(${blk}, ${r * 16}u, false, PAD);`,
+    );
+  }
+  for (let r = 0; r < R; r++)
+    lines.push(
+      right
+        ? `c${r} = subgroupMatrixMultiplyAccumulate(a0, a${r}x, c${r});`
+        : `c${r} = subgroupMatrixMultiplyAccumulate(a${r}x, b0, c${r});`,
+    );
+  return lines.join('\n');
+}
+
+function shader(v: { acc: string; body: string; nest?: boolean }): string {
   const acc = v.acc;
   return `enable f16;
 enable chromium_experimental_subgroup_matrix;
@@ -140,13 +166,13 @@ const PAD = 136u;
 @group(0) @binding(1) var<storage, read> A4: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> C: array<${acc}>;
 @group(0) @binding(3) var<uniform> U: vec4<u32>;
-var<workgroup> W: array<f16, ${136 * 128}>;
+var<workgroup> W: ${v.nest ? `array<array<f16, ${136 * 16}>, 8>` : `array<f16, ${136 * 128}>`};
 var<workgroup> Wf: array<f32, 1024>;
 var<workgroup> Wh: array<f16, 1024>;
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(subgroup_id) sg: u32,
         @builtin(subgroup_invocation_id) lane: u32, @builtin(local_invocation_index) lid: u32) {
-  for (var e = lid; e < ${136 * 128}u; e += 128u) { W[e] = A[e & 32767u]; }
+  for (var e = lid; e < ${136 * 128}u; e += 128u) { ${v.nest ? `W[e / ${136 * 16}u][e % ${136 * 16}u]` : 'W[e]'} = A[e & 32767u]; }
   for (var e = lid; e < 1024u; e += 128u) { Wf[e] = 0.0; Wh[e] = A[e]; }
   workgroupBarrier();
   let a0 = ${loadL('A', 'sg * 256u', '16u')};

@@ -496,9 +496,65 @@ async function main() {
   const bv = value('backward-variants');
   if (bv) {
     const rows: unknown[] = [];
-    for (const tiles of JSON.parse(bv) as Array<WebGpuTileOptions['tensorCoreBackward']>)
+    // A variant listed twice (to alternate its timing, --time-backward) is verified once.
+    const seen = new Set<string>();
+    for (const tiles of JSON.parse(bv) as Array<WebGpuTileOptions['tensorCoreBackward']>) {
+      if (seen.has(JSON.stringify(tiles))) continue;
+      seen.add(JSON.stringify(tiles));
       rows.push(await verifyBackward(true, JSON.stringify(tiles), tiles));
+    }
     out.backwardVariants = rows;
+  }
+  // --time-backward: the tensor-core backward timed at (4, 16, 4096, 128) f16, non-causal, with
+  // its default tiles and then each of --backward-variants, in the order given (repeat a
+  // variant to alternate), beside the SIMT backward; the forward's o and lse computed once.
+  if (flag('time-backward')) {
+    const shape = [4, 16, 4096, 128];
+    const g = [1, 2, 3, 4].map((seed) => toWebGpu(tensor(shape, 'f16', seed), ctx));
+    const fw = await forward(g[0]!, g[1]!, g[2]!, {}, true);
+    const rows: unknown[] = [];
+    const runs: Array<['simt' | 'tc', WebGpuTileOptions['tensorCoreBackward'] | undefined]> = [
+      ['simt', undefined],
+      ['tc', undefined],
+      ...(bv ? (JSON.parse(bv) as Array<WebGpuTileOptions['tensorCoreBackward']>) : []).map(
+        (t) => ['tc', t] as ['tc', WebGpuTileOptions['tensorCoreBackward']],
+      ),
+    ];
+    for (const [impl, tiles] of runs) {
+      const name = impl === 'simt' ? 'SIMT f16' : JSON.stringify(tiles ?? 'default');
+      try {
+        const t = await timeCall(
+          ctx,
+          async (profiler) =>
+            ({
+              ...(await backward(
+                g[0]!,
+                g[1]!,
+                g[2]!,
+                g[3]!,
+                {},
+                impl === 'tc',
+                profiler,
+                fw,
+                tiles,
+              )),
+            }) as unknown as Record<string, Tensor>,
+          REPEATS,
+        );
+        const tflops = (2.5 * flopsOf(shape, false)) / (t.medianMs * 1e9);
+        rows.push({ impl, tiles, ms: t.medianMs, min: t.minMs, tflops });
+        console.log(
+          `backward ${name} ${shape}: ${t.medianMs.toFixed(3)} ms ${tflops.toFixed(1)} TFLOP/s`,
+        );
+      } catch (e) {
+        rows.push({ impl, tiles, error: (e as Error).message.slice(0, 400) });
+        console.log(`backward ${name}: ${(e as Error).message.slice(0, 300)}`);
+      }
+    }
+    fw.o.dispose();
+    fw.lse?.dispose();
+    for (const x of g) x.dispose();
+    out.backwardTimes = rows;
   }
   if (!flag('skip-variants')) {
     const shape = [4, 16, 4096, 128];

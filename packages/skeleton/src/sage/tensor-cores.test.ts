@@ -39,6 +39,57 @@ describe('int8 tensor-core Sage kernel generator', () => {
     expect(words).not.toMatch(/dsb/);
   });
 
+  test('constOffsets: every workgroup matrix load / store at a literal offset and stride, per-subgroup arrays through their element', () => {
+    for (const units of ['elems', 'words'] as const)
+      for (const [d, dv, subgroups] of [
+        [128, 128, 4],
+        [64, 96, 2],
+        [32, 256, 1],
+      ] as const) {
+        const cfg = { d, dv, granularity: 'thread' as const, subgroups, bias: true, units };
+        const code = sageTcShader({ ...cfg, constOffsets: true }).code;
+        const what = `${units} ${d}/${dv}/${subgroups}`;
+        // Off: the flat layout, as without the option.
+        expect(sageTcShader({ ...cfg, constOffsets: false }).code).toBe(sageTcShader(cfg).code);
+        expect(code, what).toContain(`var<workgroup> ss: array<array<i32, 1024>, ${subgroups}>;`);
+        expect(code, what).toContain(`var<workgroup> pv: array<array<u32, 512>, ${subgroups}>;`);
+        expect(code, what).toContain(`var<workgroup> pc: array<array<u32, 256>, ${subgroups}>;`);
+        const calls = [...code.matchAll(/subgroupMatrix(Load<[^(]*>>|Store)\(([^)]*)\)/g)];
+        // Every builtin call seen (none with nested parentheses).
+        expect(calls.length, what).toBe(code.match(/subgroupMatrix(Load|Store)\b/g)!.length);
+        const seen = new Set<string>();
+        for (const [call, kind, args] of calls) {
+          const a = args!.split(', ');
+          const [ptr, off, stride] = kind === 'Store' ? [a[0], a[1], a[4]] : [a[0], a[1], a[3]];
+          expect({ call, ptr: /^&((ss|pv|pc)\[sg\]|kt|vt)$/.test(ptr!) }, what).toEqual({
+            call,
+            ptr: true,
+          });
+          expect(off, call).toMatch(/^\d+u$/);
+          expect(stride, call).toMatch(/^\d+u$/);
+          seen.add(ptr!);
+        }
+        expect([...seen].sort(), what).toEqual(['&kt', '&pc[sg]', '&pv[sg]', '&ss[sg]', '&vt']);
+        // Scalar accesses go through the element too.
+        expect(code, what).not.toMatch(/\b(ss|pv|pc)\[(?!sg\])/);
+      }
+    // 'words': the offsets and strides divided by 4 in TypeScript.
+    const words = sageTcShader({
+      d: 64,
+      dv: 64,
+      granularity: 'block',
+      subgroups: 2,
+      bias: false,
+      units: 'words',
+      constOffsets: true,
+    }).code;
+    expect(words).toMatch(/\(&kt, 264u, true, 16u\)/);
+    expect(words).toMatch(/\(&ss\[sg\], 8u, false, 16u\)/);
+    expect(words).toMatch(/\(&pc\[sg\], 8u, false, 16u\)/);
+    expect(words).toMatch(/\(&vt, 524u, false, 16u\)/);
+    expect(words).toMatch(/subgroupMatrixStore\(&pv\[sg\], 16u, r1, false, 32u\)/);
+  });
+
   test('validation names the field; workgroup memory fits 48 KiB at D = Dv = 128, 4 subgroups', () => {
     expect(() =>
       sageTcShader({ d: 48, dv: 64, granularity: 'warp', subgroups: 4, bias: false }),
@@ -108,8 +159,16 @@ async function upload(bytes: ArrayBufferView) {
 }
 
 describe.skipIf(!ctx)('int8 tensor-core Sage kernel, emulated, vs the TypeScript spec', () => {
-  for (const subgroups of [1, 2])
-    test(`subgroups ${subgroups}`, { timeout: 120_000 }, async () => {
+  // constOffsets: the per-subgroup scratch nested (array<array<...>, SG>), emulation included.
+  for (const [subgroups, constOffsets] of [
+    [1, false],
+    [2, false],
+    [1, true],
+    [2, true],
+  ] as const)
+    test(`subgroups ${subgroups}${constOffsets ? ', constOffsets' : ''}`, {
+      timeout: 120_000,
+    }, async () => {
       for (const [n, c] of CASES.entries()) {
         const rng = new Rng(300 + n);
         const { batch, hq, hkv, nq, nk, d, dv } = c.dims;
@@ -139,6 +198,7 @@ describe.skipIf(!ctx)('int8 tensor-core Sage kernel, emulated, vs the TypeScript
           const r = await sageTcForward(ctx!, bufs, c.dims, c.g, c.opts, {
             subgroups,
             emulate: true,
+            ...(constOffsets ? { constOffsets } : {}),
           });
           const o = new Float32Array(await ctx!.readBuffer(r.o, spec.o.length * 4));
           const lse = new Float32Array(await ctx!.readBuffer(r.lse, spec.lse!.length * 4));

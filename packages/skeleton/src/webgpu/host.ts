@@ -1054,6 +1054,15 @@ function tcConfig(
   // 128) on the H200, verified there (2026-12-04, BENCHMARKS.md "WebGPU tensor cores, session
   // 17"); not beside split / narrow (their own staging), and a caller's choice wins.
   c.batchLoads ??= !c.split && !c.narrow;
+  // Matrix offsets that are compile-time constants (scratch as arrays of per-subgroup arrays):
+  // robustness then checks them at compile time instead of branching around every load; 35.2
+  // -> 61.2 TFLOP/s at (4, 16, 4096, 128) on the H200 with robust access, verified there
+  // (2026-12-04, BENCHMARKS.md "WebGPU tensor cores, session 18").
+  c.constOffsets ??= true;
+  // The softmax from registers (each score read once) and Q's matrices held in registers: 61.2
+  // -> 89.7 TFLOP/s there (same run of record; qRegs is not available beside split-f16).
+  c.regSoftmax ??= true;
+  c.qRegs ??= !c.split;
   if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
     no(
       `the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,
@@ -1876,6 +1885,11 @@ function tcBackwardConfigs(
         d: p.d,
         dv: p.dv,
         emulate,
+        // Constant matrix offsets and loads issued before stores: 8.9 -> 29.4 TFLOP/s at (4,
+        // 16, 4096, 128) on the H200 with robust access, verified there (2026-12-04,
+        // BENCHMARKS.md "WebGPU tensor cores, session 18"); a caller's fields win.
+        constOffsets: true,
+        batchLoads: true,
         ...opts.tensorCoreBackward?.[pass],
         ...(p.blockSparse ? { blockSparse: true } : {}),
       },

@@ -1,31 +1,31 @@
 /**
  * Whether the tiled kernels use the tensor-core (subgroup-matrix) passes when the caller left
  * `tensorCores` unset: only where the H200 measured them faster than the SIMT kernels in the
- * same run (BENCHMARKS.md "WebGPU tensor cores"). With robust access (WebGPU's default, run 15):
- * the forward at D = Dv = 128 ran 1.08-1.14x the SIMT f16 kernel (at D = 64 0.69x), the backward
- * at D = Dv = 64 1.13-1.18x (at D = 128 0.53x). Without it (`robustAccess` false: a context made
- * with `robustness: false`; 2026-12-03 run 22), where Tint no longer clamps every
- * subgroup-matrix load, both passes win at D = Dv = 64 and 128: forward 1.12-2.08x, backward
- * 1.24-1.38x. f16 inputs only: split-f16 for f32 (`tensorCores` on f32 tensors) stays
- * opt-in, since it reached 2.3-4.4e-4 against float64, not the f32 tolerance. NVIDIA adapters
- * only: the kernels were verified there alone, and their correctness turned on how the driver
- * places workgroup memory (tc-forward.ts `smallFirst`). Sequences of 1024 query and key rows at
- * least, the lengths measured (1024-8192): a decode step (a few query rows) would fill 1/16 of
- * a tensor-core tile of 16 rows per subgroup, and was never measured against the SIMT kernels.
- * The adapter must also qualify (f16 x f16 -> f32 16x16x16 configs, 32-wide subgroups): the
- * caller checks that and falls back. Pure: unit-tested without a device.
+ * same run (BENCHMARKS.md "WebGPU tensor cores"). Since the kernels address their matrices at
+ * compile-time constant offsets (tc-forward.ts `constOffsets`, 2026-12-04 session 18, run 3),
+ * robust access no longer costs them much, and both passes win at D = Dv = 64 and 128 with it:
+ * forward 2.2-3.6x the SIMT f16 kernel, backward 1.7-1.8x (without robustness likewise). Before
+ * (robust: runs 15 and 22) only the forward at D = Dv = 128 and the backward at 64 won; the
+ * `robustAccess` argument is kept for callers and no longer changes the answer. f16 inputs
+ * only: split-f16 for f32 (`tensorCores` on f32 tensors) stays opt-in, since it reached
+ * 2.3-4.4e-4 against float64, not the f32 tolerance. NVIDIA adapters only: the kernels were
+ * verified there alone, and their correctness turned on how the driver places workgroup memory
+ * (tc-forward.ts `smallFirst`). Sequences of 1024 query and key rows at least, the lengths
+ * measured (1024-8192): a decode step (a few query rows) would fill 1/16 of a tensor-core tile
+ * of 16 rows per subgroup, and was never measured against the SIMT kernels. The adapter must
+ * also qualify (f16 x f16 -> f32 16x16x16 configs, 32-wide subgroups): the caller checks that
+ * and falls back. Pure: unit-tested without a device.
  */
 export function tcAutoSelect(
-  pass: 'forward' | 'backward',
+  _pass: 'forward' | 'backward',
   problem: { d: number; dv: number; dtype: string; maxSeqQ: number; maxSeqK: number },
   vendor: string,
-  robustAccess = true,
+  _robustAccess = true,
 ): boolean {
   if (problem.dtype !== 'f16' || vendor.toLowerCase() !== 'nvidia') return false;
   if (problem.maxSeqQ < TC_AUTO_MIN_ROWS || problem.maxSeqK < TC_AUTO_MIN_ROWS) return false;
   const { d, dv } = problem;
-  if (!robustAccess) return d === dv && (d === 64 || d === 128);
-  return pass === 'forward' ? d === 128 && dv === 128 : d === 64 && dv === 64;
+  return d === dv && (d === 64 || d === 128);
 }
 
 /** Shortest query and key sequences the automatic choice takes (the shortest measured). */

@@ -33,6 +33,70 @@ describe('tensor-core backward generators', () => {
   const left = 'subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>';
   const right = 'subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>';
 
+  test('constOffsets: every matrix load and store at a constant offset within an element array', () => {
+    const matrixOps = (code: string) =>
+      code.match(/subgroupMatrix(?:Load<[^>]+>>|Store)\(&[^,]+, [^,]+,/g) ?? [];
+    // Scalar accesses to the workgroup arrays with one index (not `&x[sg]`, not `x[sg][e]`).
+    const flatScalars = (code: string) =>
+      code.match(/(?<!&)\b(?:qs|dos|kv|ks|vs|qd|sc|sd|sp|sq)\[[^\][]*\](?!\[)/g) ?? [];
+    // Elements of each workgroup array: the same totals nested and flat.
+    const sizes = (code: string) =>
+      Object.fromEntries(
+        [
+          ...code.matchAll(
+            /var<workgroup> (\w+): array<(?:array<\w+, (\d+)>, (\d+)|\w+, (\d+))>;/g,
+          ),
+        ].map((m) => [m[1], m[4] ? Number(m[4]) : Number(m[2]) * Number(m[3])]),
+      );
+    const kernels = (x: Parameters<typeof tcDqShader>[0]) => [
+      tcDqShader(x).code,
+      tcDkdvShader(x).code,
+      tcDkdvShader(x, 'dk').code,
+      tcDkdvShader(x, 'dv').code,
+    ];
+    for (const extra of [
+      { pad: 8 },
+      { pad: 0, batchLoads: true },
+      { subgroups: 2, keyMatrices: 1, blockSparse: true },
+    ]) {
+      const base = { ...c, d: 128, dv: 64, ...extra };
+      const flat = kernels(base);
+      for (const [n, code] of kernels({ ...base, constOffsets: true }).entries()) {
+        const ops = matrixOps(code);
+        expect(ops.length).toBeGreaterThan(10);
+        expect(ops.filter((op) => !/\(&\w+\[(?:sg|kvo|qdo)\], \d+u,$/.test(op))).toEqual([]);
+        expect(flatScalars(code)).toEqual([]);
+        expect(Object.keys(sizes(code))).toHaveLength(n === 0 ? 6 : 7);
+        expect(sizes(code)).toEqual(sizes(flat[n]!));
+        // The flat layout addresses by sums (the predicated loads this option avoids).
+        const flatOps = matrixOps(flat[n]!);
+        expect(flatOps.filter((op) => /\(&\w+, [^,]*\+/.test(op)).length).toBe(ops.length);
+        expect(flatScalars(flat[n]!).length).toBeGreaterThan(0);
+      }
+    }
+    const dq = tcDqShader({ ...c, constOffsets: true }).code;
+    expect(dq).toContain('var<workgroup> qs: array<array<f16, 1152>, 4>;');
+    expect(dq).toContain('var<workgroup> kv: array<array<f16, 3584>, 2>;');
+    expect(dq).toContain('var<workgroup> sp: array<array<f16, 640>, 4>;');
+    expect(dq).toContain('let kvo = it & 1u;');
+    expect(dq).toContain(`let la = ${left}(&qs[sg], 48u, false, 72u);`);
+    // dP = dO V^T: V after K's BC rows (2304 halves) within the half.
+    expect(dq).toContain(`${right}(&kv[kvo], ${2304 + 656}u, true, 40u)`);
+    // The block's 16 rows per subgroup; the tile's rows into the parity's half.
+    expect(dq).toContain('let q = r / 16u;');
+    expect(dq).toContain('let d = 2304u + r * 40u + c8 * 8u;');
+    expect(dq).toContain('kv[kvo][d + 7u] = h3.y;');
+    const dkdv = tcDkdvShader({ ...c, constOffsets: true }).code;
+    expect(dkdv).toContain('var<workgroup> sq: array<array<f16, 640>, 4>;');
+    expect(dkdv).toContain(`let da = ${left}(&sq[sg], 16u, false, 40u);`);
+    expect(dkdv).toContain(`${right}(&qd[qdo], ${2304 + 656}u, false, 40u)`);
+    // Emulated: helpers reading element o of the array.
+    const emu = tcDkdvShader({ ...c, constOffsets: true, emulate: true }).code;
+    expect(emu).toContain('fn ld_qd_c_n(o: u32, off: u32, stride: u32)');
+    expect(emu).toContain('ld_ks_r_n(sg, 48u, 72u)');
+    expect(emu).not.toMatch(/fn (?:ld|st)_\w+_[rc]\(/);
+  });
+
   test('dQ: padded rows, K/V halves by tile parity, offsets from subgroup_id, named matrices', () => {
     const { code, bindings } = tcDqShader(c);
     expect(code).toContain('enable chromium_experimental_subgroup_matrix;');
@@ -319,13 +383,23 @@ function inputs(c: Case, seed: number) {
 
 /** Tiles per variant: both passes alike (two compiles per (variant, D, Dv) on llvmpipe). */
 const VARIANTS: TcBackwardTile[] = [
+  // The first three pin the flat layout and the staging loop (the host's defaults add
+  // constOffsets and batchLoads since 2026-12-04).
   // Two subgroups (parity halves shared between them), one key / query matrix per tile.
-  { subgroups: 2, keyMatrices: 1, pad: 8 },
+  { subgroups: 2, keyMatrices: 1, pad: 8, constOffsets: false, batchLoads: false },
   // One subgroup, two matrices per tile, unpadded (the emulation cannot see banks); dK and dV
   // in two passes (split applies to the dK/dV pass only).
-  { subgroups: 1, keyMatrices: 2, pad: 0, split: true },
-  // Loads before stores (opt-in batchLoads; d 16, one subgroup: whole words per invocation).
-  { subgroups: 1, keyMatrices: 2, pad: 8, batchLoads: true },
+  { subgroups: 1, keyMatrices: 2, pad: 0, split: true, constOffsets: false, batchLoads: false },
+  // Loads before stores (d 16, one subgroup: whole words per invocation).
+  { subgroups: 1, keyMatrices: 2, pad: 8, batchLoads: true, constOffsets: false },
+  // Per-subgroup arrays, the kept block and the streamed halves as arrays of arrays, constant
+  // matrix offsets (constOffsets): both passes with two subgroups, then split dK/dV with the
+  // loads first.
+  { subgroups: 2, keyMatrices: 1, pad: 8, constOffsets: true },
+  { subgroups: 2, keyMatrices: 2, pad: 0, split: true, batchLoads: true, constOffsets: true },
+  // The host's defaults (constOffsets, batchLoads) on a two-subgroup tile (2 x 2 needs more
+  // than llvmpipe's 32 KiB with the emulation's f32 arrays).
+  { subgroups: 2, keyMatrices: 1 },
 ];
 
 describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference', () => {

@@ -53,6 +53,19 @@ export interface TcBackwardConfig {
    * forward's `batchLoads`, tc-forward.ts stageRows). Opt-in: not yet timed on a device.
    */
   batchLoads?: boolean;
+  /**
+   * Declare the per-subgroup scratch (S, dP, dS / P^T, dS^T) and the kept block (Q and dO in
+   * dQ, K and V in dK/dV) as arrays of per-subgroup arrays (the block's 16 rows of each
+   * subgroup) and the streamed staging as an array of its two halves, so that every
+   * subgroup-matrix load and store addresses an element array (`&sc[sg]`, `&kv[kvo]`) at a
+   * compile-time constant offset. Tint's robustness transform then proves each access in bounds
+   * at compile time and emits the bare load; with a dynamic offset (the flat layout) it wraps
+   * every load and store in `if (in bounds)` and moves the matrix through a function variable,
+   * which on the H200 cost ~19 SM cycles per workgroup-memory load against ~4 without
+   * robustness (as the forward's `constOffsets`, tc-forward.ts). Same bytes, same layout within
+   * each array. Off: the kernel text is unchanged.
+   */
+  constOffsets?: boolean;
   /** Test aid: the subgroup matrices emulated in plain WGSL (tc-forward.ts matrixOps). */
   emulate?: boolean;
   /**
@@ -67,7 +80,7 @@ export interface TcBackwardConfig {
 /** The tile fields of a backward config (WebGpuTileOptions.tensorCoreBackward). */
 export type TcBackwardTile = Pick<
   TcBackwardConfig,
-  'subgroups' | 'keyMatrices' | 'pad' | 'split' | 'batchLoads'
+  'subgroups' | 'keyMatrices' | 'pad' | 'split' | 'batchLoads' | 'constOffsets'
 >;
 
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
@@ -179,7 +192,9 @@ const ROUNDED = '(P.negInf ^ 0xff800000u)';
 /**
  * Copies `rows` rows of width W halves from storage `s` (16-byte words; row `first + r` at
  * base + (first + r) stride halves) into `dst` at `at` + r DW (rows at or past `limit` as zeros),
- * as c asks: halves emulated as f32 (c.emulate), loads before stores (c.batchLoads).
+ * as c asks: halves emulated as f32 (c.emulate), loads before stores (c.batchLoads). `outer`
+ * (constOffsets: dst an array of arrays): WGSL of the element the rows go to, or the rows per
+ * element (row r to dst[r / outer] at `at` + (r % outer) DW; tc-forward.ts stageRows).
  */
 function stage(
   c: TcBackwardConfig,
@@ -194,12 +209,83 @@ function stage(
   DW: number,
   dst: string,
   at: string,
+  outer?: string | number,
 ): string {
   const cvt = (x: string) => (c.emulate ? `unpack2x16float(${x})` : `bitcast<vec2<f16>>(${x})`);
-  return stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at, c.batchLoads);
+  // A string names dst's element (its rows as a flat tile), a number the rows per element.
+  const into = typeof outer === 'string' ? `${dst}[${outer}]` : dst;
+  const perElement = typeof outer === 'number' ? outer : undefined;
+  return stageRows(
+    T,
+    cvt,
+    s,
+    base,
+    stride,
+    first,
+    rows,
+    limit,
+    W,
+    DW,
+    into,
+    at,
+    c.batchLoads,
+    perElement,
+  );
 }
 
 type Ops = ReturnType<typeof matrixOps>;
+
+/**
+ * How a pass addresses its workgroup arrays: flat (one array, matrix offsets sums of a
+ * subgroup's or a half's base and a constant) or nested (c.constOffsets: arrays of arrays,
+ * matrices at constant offsets within an element: `&sc[sg]`, `&kv[kvo]`).
+ */
+function addressing(c: TcBackwardConfig, mx: Ops) {
+  const nest = c.constOffsets ?? false;
+  // A matrix of subgroup sg's part of a per-subgroup array (flat: the part starts at `base`),
+  // at `off` within it: matrixOps' (offset, outer).
+  const mine = (base: string, off: number): [string, string | undefined] =>
+    nest ? [`${off}u`, 'sg'] : [`${base} + ${off}u`, undefined];
+  return {
+    nest,
+    /** A workgroup array of n parts of `size` elements: nested or flat. */
+    arr: (t: string, size: number, n: number) =>
+      nest ? `array<array<${t}, ${size}>, ${n}>` : `array<${t}, ${size * n}>`,
+    /** A row-major matrix load from the subgroup's part of `a` (flat: at `base`), at `off` within it. */
+    ldSg: (kind: 'L' | 'A', a: string, base: string, off: number, stride: string) => {
+      const [o, outer] = mine(base, off);
+      return mx.load(kind, a, o, false, stride, outer);
+    },
+    /** A row-major matrix store into the subgroup's part of `a` (flat: at `base`), at `off` within it. */
+    stSg: (a: string, base: string, off: number, m: string, stride: string) => {
+      const [o, outer] = mine(base, off);
+      return mx.store(a, o, m, false, stride, outer);
+    },
+    /**
+     * A right matrix of the tile's half of the streamed staging `a`, at `off` within the
+     * region (K / V, Q / dO) that starts at `flat` (WGSL, the flat layout) or at `start`
+     * halves within element `outer` (nested).
+     */
+    ldHalf: (
+      a: string,
+      flat: string,
+      outer: string,
+      start: number,
+      off: number,
+      cm: boolean,
+      stride: string,
+    ) =>
+      nest
+        ? mx.load('R', a, `${start + off}u`, cm, stride, outer)
+        : mx.load('R', a, `${flat} + ${off}u`, cm, stride),
+    /** Scalar x (WGSL) of the subgroup's part of a per-subgroup array (flat: x includes the part's base). */
+    el: (a: string, x: string) => (nest ? `${a}[sg][${x}]` : `${a}[${x}]`),
+    /** The flat layout's part base to add to an index (`scB + `), nothing nested. */
+    at: (base: string) => (nest ? '' : `${base} + `),
+  };
+}
+
+type Addr = ReturnType<typeof addressing>;
 
 /**
  * Result matrices `names[j]` (columns 16 j .. 16 j + 15 of a width-`width` row block of the
@@ -208,7 +294,7 @@ type Ops = ReturnType<typeof matrixOps>;
  * writing 8 halves at a time.
  */
 function epilogue(
-  mx: Ops,
+  ad: Addr,
   names: (j: number) => string,
   width: number,
   BC: number,
@@ -226,12 +312,12 @@ function epilogue(
         (j) => Math.floor((16 * j) / BC) === ch,
       );
       const w = Math.min(BC, width - ch * BC);
-      return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, names(j), false, `${BC}u`)};`).join('\n  ')}
+      return `${js.map((j) => `${ad.stSg('sc', 'scB', 16 * j - ch * BC, names(j), `${BC}u`)};`).join('\n  ')}
   workgroupBarrier();
   if (${ok}) {
     for (var c8 = hh; c8 < ${w / 8}u; c8 += 2u) {
-      let e = scB + rr * ${BC}u + c8 * 8u;
-      let x = array<f32, 8>(${rep(8, (t) => `sc[e + ${t}u] * ${factor}`, ', ')});
+      let e = ${ad.at('scB')}rr * ${BC}u + c8 * 8u;
+      let x = array<f32, 8>(${rep(8, (t) => `${ad.el('sc', `e + ${t}u`)} * ${factor}`, ', ')});
       ${out}[(${base} + ${rowOff} + ${ch * BC}u) / 8u + c8] = vec4<u32>(pack2x16float(vec2<f32>(x[0], x[1])), pack2x16float(vec2<f32>(x[2], x[3])), pack2x16float(vec2<f32>(x[4], x[5])), pack2x16float(vec2<f32>(x[6], x[7])));
     }
   }
@@ -260,6 +346,7 @@ function bindingsOf(outs: string[]): WgslBinding[] {
 function head(
   c: TcBackwardConfig,
   mx: Ops,
+  ad: Addr,
   L: ReturnType<typeof layoutOf>,
   bindings: WgslBinding[],
   block: [string, string],
@@ -273,13 +360,13 @@ ${paramsStruct()}
 const NEG = -3.0e38;
 const LOG2E = 1.4426950408889634;
 const LN2 = 0.6931471805599453;
-var<workgroup> ${block[0]}: array<${H}, ${L.BR * L.KW}>;
-var<workgroup> ${block[1]}: array<${H}, ${L.BR * L.VW}>;
-var<workgroup> ${stream}: array<${H}, ${L.streamSize}>;
-var<workgroup> sc: array<f32, ${c.subgroups * 16 * L.BC}>;
-var<workgroup> sd: array<f32, ${c.subgroups * 16 * L.BC}>;
-var<workgroup> sp: array<${H}, ${(c.subgroups * L.halves) / (block[0] === 'qs' ? 1 : 2)}>;
-${block[0] === 'ks' ? `var<workgroup> sq: array<${H}, ${(c.subgroups * L.halves) / 2}>;` : ''}
+var<workgroup> ${block[0]}: ${ad.arr(H, 16 * L.KW, c.subgroups)};
+var<workgroup> ${block[1]}: ${ad.arr(H, 16 * L.VW, c.subgroups)};
+var<workgroup> ${stream}: ${ad.arr(H, L.HALFSZ, 2)};
+var<workgroup> sc: ${ad.arr('f32', 16 * L.BC, c.subgroups)};
+var<workgroup> sd: ${ad.arr('f32', 16 * L.BC, c.subgroups)};
+var<workgroup> sp: ${ad.arr(H, 16 * L.SPW, c.subgroups)};
+${block[0] === 'ks' ? `var<workgroup> sq: ${ad.arr(H, 16 * L.SPW, c.subgroups)};` : ''}
 ${declareBindings(bindings)}
 __PRELUDE__
 ${ranges}
@@ -305,6 +392,8 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
   check(c);
   const emu = c.emulate ?? false;
   const mx = matrixOps(emu, c.subgroups);
+  const ad = addressing(c, mx);
+  const { nest, el } = ad;
   const L = layoutOf(c, 'dq');
   const bsp = c.blockSparse ?? false;
   const { BR, BC, KW, VW, SPW, HALFSZ } = L;
@@ -353,52 +442,51 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
     }
     // K and V of this tile into the half of its parity: the other half still holds the last
     // tile's, which other subgroups may be multiplying with.
-    let kvK = (it & 1u) * ${HALFSZ}u;
-    let kvV = kvK + ${BC * KW}u;
+    ${nest ? 'let kvo = it & 1u;' : `let kvK = (it & 1u) * ${HALFSZ}u;\n    let kvV = kvK + ${BC * KW}u;`}
     it++;
-    ${stage(c, T, 'k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ')}
-    ${stage(c, T, 'v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ')}
+    ${nest ? stage(c, T, 'k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', '', 'kvo') : stage(c, T, 'k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ')}
+    ${nest ? stage(c, T, 'v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', `${BC * KW}u + `, 'kvo') : stage(c, T, 'v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ')}
     workgroupBarrier();
     // S = Q K^T (K^T: the keys' rows column-major), out through scratch; then dP = dO V^T in the same matrices.
     ${rep(NC, (m) => `s${m} = ${A}();`, '\n    ')}
     ${scores(
-      (i) => mx.load('L', 'qs', `sg * ${16 * KW}u + ${16 * i}u`, false, `${KW}u`),
+      (i) => ad.ldSg('L', 'qs', `sg * ${16 * KW}u`, 16 * i, `${KW}u`),
       KD,
-      (m, i) => mx.load('R', 'kv', `kvK + ${16 * m * KW + 16 * i}u`, true, `${KW}u`),
+      (m, i) => ad.ldHalf('kv', 'kvK', 'kvo', 0, 16 * m * KW + 16 * i, true, `${KW}u`),
     )}
-    ${rep(NC, (m) => `${mx.store('sc', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n    ')}
+    ${rep(NC, (m) => `${ad.stSg('sc', 'scB', 16 * m, `s${m}`, `${BC}u`)};`, '\n    ')}
     ${rep(NC, (m) => `s${m} = ${A}();`, '\n    ')}
     ${scores(
-      (j) => mx.load('L', 'dos', `sg * ${16 * VW}u + ${16 * j}u`, false, `${VW}u`),
+      (j) => ad.ldSg('L', 'dos', `sg * ${16 * VW}u`, 16 * j, `${VW}u`),
       KV,
-      (m, j) => mx.load('R', 'kv', `kvV + ${16 * m * VW + 16 * j}u`, true, `${VW}u`),
+      (m, j) => ad.ldHalf('kv', 'kvV', 'kvo', BC * KW, 16 * m * VW + 16 * j, true, `${VW}u`),
     )}
-    ${rep(NC, (m) => `${mx.store('sd', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n    ')}
+    ${rep(NC, (m) => `${ad.stSg('sd', 'scB', 16 * m, `s${m}`, `${BC}u`)};`, '\n    ')}
     workgroupBarrier();
     for (var c = 0u; c < ${HALF}u; c++) {
       let cl = hh * ${HALF}u + c;
       let j = i32(c0 + cl);
-      let e = scB + rr * ${BC}u + cl;
-      let x = select(NEG, sc[e] * P.scaleLog2, j >= rowLo && j < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(j) / P.bsK] != 0u)' : ''});
+      let e = ${ad.at('scB')}rr * ${BC}u + cl;
+      let x = select(NEG, ${el('sc', 'e')} * P.scaleLog2, j >= rowLo && j < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(j) / P.bsK] != 0u)' : ''});
       let p = prob1(x, st.x);
-      sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p * (sd[e] - st.y));
+      ${el('sp', `${ad.at('spB')}rr * ${SPW}u + cl`)} = ${emu ? 'r16' : 'f16'}(p * (${el('sd', 'e')} - st.y));
     }
     workgroupBarrier();
     // dQ += dS K (K row-major: keys are the inner dimension).
     ${rep(
       NC,
       (m) => `{
-      let la = ${mx.load('L', 'sp', `spB + ${16 * m}u`, false, `${SPW}u`)};
-      ${rep(KD, (i) => `aq${i} = ${mx.mma('la', mx.load('R', 'kv', `kvK + ${16 * m * KW + 16 * i}u`, false, `${KW}u`), `aq${i}`)};`, '\n      ')}
+      let la = ${ad.ldSg('L', 'sp', 'spB', 16 * m, `${SPW}u`)};
+      ${rep(KD, (i) => `aq${i} = ${mx.mma('la', ad.ldHalf('kv', 'kvK', 'kvo', 0, 16 * m * KW + 16 * i, false, `${KW}u`), `aq${i}`)};`, '\n      ')}
     }`,
       '\n    ',
     )}
   }
   workgroupBarrier();
-  ${epilogue(mx, (i) => `aq${i}`, c.d, BC, 'dq', 'qB', 'u32(row) * P.qRow', 'u32(row) < nq', 'P.scale')}
+  ${epilogue(ad, (i) => `aq${i}`, c.d, BC, 'dq', 'qB', 'u32(row) * P.qRow', 'u32(row) < nq', 'P.scale')}
 }
 `;
-  const code = `${head(c, mx, L, bindings, ['qs', 'dos'], 'kv', TC_KEY_RANGES)}
+  const code = `${head(c, mx, ad, L, bindings, ['qs', 'dos'], 'kv', TC_KEY_RANGES)}
 ${entry(c, T)}
   let h = wg.y;
   let r0 = wg.x * ${BR}u;
@@ -409,8 +497,7 @@ ${entry(c, T)}
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
   let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
   let lB = b * P.lBatch + h * P.lHead + startQ;
-  let scB = sg * ${16 * BC}u;
-  let spB = sg * ${16 * SPW}u;
+  ${nest ? '' : `let scB = sg * ${16 * BC}u;\n  let spB = sg * ${16 * SPW}u;`}
   let row = i32(r0 + sg * 16u + rr);
   let ncols = i32(nk);
   let rFirst = i32(r0);
@@ -421,8 +508,8 @@ ${entry(c, T)}
   var st = vec2<f32>(0.0);
   if (u32(row) < nq) { st = stats[lB + u32(row)]; }
   // The Q and dO blocks, once, each in a region of its own.
-  ${stage(c, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '')}
-  ${stage(c, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '')}${body}`;
+  ${stage(c, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '', nest ? 16 : undefined)}
+  ${stage(c, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '', nest ? 16 : undefined)}${body}`;
   return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
 }
 
@@ -440,6 +527,8 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
   check(c);
   const emu = c.emulate ?? false;
   const mx = matrixOps(emu, c.subgroups);
+  const ad = addressing(c, mx);
+  const { nest, el } = ad;
   const L = layoutOf(c, 'dkdv');
   const bsp = c.blockSparse ?? false;
   const { BR, BC, KW, VW, SPW, HALFSZ } = L;
@@ -480,29 +569,28 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
       }
       // Q and dO of this query tile into the half of the running tile count's parity (the
       // count runs on across heads, so consecutive tiles never share a half).
-      let qdQ = (it & 1u) * ${HALFSZ}u;
-      let qdO = qdQ + ${BC * KW}u;
+      ${nest ? 'let qdo = it & 1u;' : `let qdQ = (it & 1u) * ${HALFSZ}u;\n      let qdO = qdQ + ${BC * KW}u;`}
       it++;
-      ${stage(c, T, 'q', 'qB', 'P.qRow', 'c0', BC, 'nq', c.d, KW, 'qd', 'qdQ + ')}
-      ${stage(c, T, 'dout', 'oB', 'P.oRow', 'c0', BC, 'nq', c.dv, VW, 'qd', 'qdO + ')}
+      ${nest ? stage(c, T, 'q', 'qB', 'P.qRow', 'c0', BC, 'nq', c.d, KW, 'qd', '', 'qdo') : stage(c, T, 'q', 'qB', 'P.qRow', 'c0', BC, 'nq', c.d, KW, 'qd', 'qdQ + ')}
+      ${nest ? stage(c, T, 'dout', 'oB', 'P.oRow', 'c0', BC, 'nq', c.dv, VW, 'qd', `${BC * KW}u + `, 'qdo') : stage(c, T, 'dout', 'oB', 'P.oRow', 'c0', BC, 'nq', c.dv, VW, 'qd', 'qdO + ')}
       workgroupBarrier();
       // S^T = K Q^T, out through scratch; then dP^T = V dO^T in the same matrices.
       ${rep(NC, (m) => `s${m} = ${A}();`, '\n      ')}
       ${scores(
-        (i) => mx.load('L', 'ks', `sg * ${16 * KW}u + ${16 * i}u`, false, `${KW}u`),
+        (i) => ad.ldSg('L', 'ks', `sg * ${16 * KW}u`, 16 * i, `${KW}u`),
         KD,
-        (m, i) => mx.load('R', 'qd', `qdQ + ${16 * m * KW + 16 * i}u`, true, `${KW}u`),
+        (m, i) => ad.ldHalf('qd', 'qdQ', 'qdo', 0, 16 * m * KW + 16 * i, true, `${KW}u`),
       )}
-      ${rep(NC, (m) => `${mx.store('sc', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n      ')}
+      ${rep(NC, (m) => `${ad.stSg('sc', 'scB', 16 * m, `s${m}`, `${BC}u`)};`, '\n      ')}
       ${
         wantK
           ? `${rep(NC, (m) => `s${m} = ${A}();`, '\n      ')}
       ${scores(
-        (j) => mx.load('L', 'vs', `sg * ${16 * VW}u + ${16 * j}u`, false, `${VW}u`),
+        (j) => ad.ldSg('L', 'vs', `sg * ${16 * VW}u`, 16 * j, `${VW}u`),
         KV,
-        (m, j) => mx.load('R', 'qd', `qdO + ${16 * m * VW + 16 * j}u`, true, `${VW}u`),
+        (m, j) => ad.ldHalf('qd', 'qdO', 'qdo', BC * KW, 16 * m * VW + 16 * j, true, `${VW}u`),
       )}
-      ${rep(NC, (m) => `${mx.store('sd', `scB + ${16 * m}u`, `s${m}`, false, `${BC}u`)};`, '\n      ')}`
+      ${rep(NC, (m) => `${ad.stSg('sd', 'scB', 16 * m, `s${m}`, `${BC}u`)};`, '\n      ')}`
           : ''
       }
       workgroupBarrier();
@@ -511,11 +599,11 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
         let j = c0 + cl;
         var st = vec2<f32>(0.0);
         if (j < nq) { st = stats[lB + j]; }
-        let e = scB + rr * ${BC}u + cl;
-        let x = select(NEG, sc[e] * P.scaleLog2, i32(j) >= rowLo && i32(j) < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + (j / P.bsQ) * P.nbk + bsKey] != 0u)' : ''});
+        let e = ${ad.at('scB')}rr * ${BC}u + cl;
+        let x = select(NEG, ${el('sc', 'e')} * P.scaleLog2, i32(j) >= rowLo && i32(j) < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + (j / P.bsQ) * P.nbk + bsKey] != 0u)' : ''});
         let p = prob1(x, st.x);
-        ${wantV ? `sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p);` : ''}
-        ${wantK ? `sq[spB + rr * ${SPW}u + cl] = ${emu ? 'r16' : 'f16'}(p * (sd[e] - st.y));` : ''}
+        ${wantV ? `${el('sp', `${ad.at('spB')}rr * ${SPW}u + cl`)} = ${emu ? 'r16' : 'f16'}(p);` : ''}
+        ${wantK ? `${el('sq', `${ad.at('spB')}rr * ${SPW}u + cl`)} = ${emu ? 'r16' : 'f16'}(p * (${el('sd', 'e')} - st.y));` : ''}
       }
       workgroupBarrier();
       // dV += P^T dO, dK += dS^T Q (dO and Q row-major: queries are the inner dimension).
@@ -524,28 +612,27 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
         (m) => `{
         ${
           wantV
-            ? `let pa = ${mx.load('L', 'sp', `spB + ${16 * m}u`, false, `${SPW}u`)};
-        ${rep(KV, (j) => `av${j} = ${mx.mma('pa', mx.load('R', 'qd', `qdO + ${16 * m * VW + 16 * j}u`, false, `${VW}u`), `av${j}`)};`, '\n        ')}`
+            ? `let pa = ${ad.ldSg('L', 'sp', 'spB', 16 * m, `${SPW}u`)};
+        ${rep(KV, (j) => `av${j} = ${mx.mma('pa', ad.ldHalf('qd', 'qdO', 'qdo', BC * KW, 16 * m * VW + 16 * j, false, `${VW}u`), `av${j}`)};`, '\n        ')}`
             : ''
         }
         ${
           wantK
-            ? `let da = ${mx.load('L', 'sq', `spB + ${16 * m}u`, false, `${SPW}u`)};
-        ${rep(KD, (i) => `ak${i} = ${mx.mma('da', mx.load('R', 'qd', `qdQ + ${16 * m * KW + 16 * i}u`, false, `${KW}u`), `ak${i}`)};`, '\n        ')}`
+            ? `let da = ${ad.ldSg('L', 'sq', 'spB', 16 * m, `${SPW}u`)};
+        ${rep(KD, (i) => `ak${i} = ${mx.mma('da', ad.ldHalf('qd', 'qdQ', 'qdo', 0, 16 * m * KW + 16 * i, false, `${KW}u`), `ak${i}`)};`, '\n        ')}`
             : ''
         }
       }`,
         '\n      ',
       )}`;
-  const code = `${head(c, mx, L, bindings, ['ks', 'vs'], 'qd', RANGES_K)}
+  const code = `${head(c, mx, ad, L, bindings, ['ks', 'vs'], 'qd', RANGES_K)}
 ${entry(c, T)}
   let hk = wg.y;
   let r0 = wg.x * ${BR}u;
   if (r0 >= nk) { return; }
   let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
-  let scB = sg * ${16 * BC}u;
-  let spB = sg * ${16 * SPW}u;
+  ${nest ? '' : `let scB = sg * ${16 * BC}u;\n  let spB = sg * ${16 * SPW}u;`}
   let row = i32(r0 + sg * 16u + rr);
   let ncols = i32(nq);
   let rFirst = i32(r0);
@@ -553,8 +640,8 @@ ${entry(c, T)}
   let rowLo = query_lo(row, off, ncols);
   let rowHi = query_hi(row, off, ncols);
   // The K and V blocks, once, each in a region of its own.
-  ${stage(c, T, 'k', 'kB', 'P.kRow', 'r0', BR, 'nk', c.d, KW, 'ks', '')}
-  ${wantK ? stage(c, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '') : ''}
+  ${stage(c, T, 'k', 'kB', 'P.kRow', 'r0', BR, 'nk', c.d, KW, 'ks', '', nest ? 16 : undefined)}
+  ${wantK ? stage(c, T, 'v', 'vB', 'P.vRow', 'r0', BR, 'nk', c.dv, VW, 'vs', '', nest ? 16 : undefined) : ''}
   ${wantK ? rep(KD, (i) => `var ak${i} = ${A}();`, '\n  ') : ''}
   ${wantV ? rep(KV, (j) => `var av${j} = ${A}();`, '\n  ') : ''}
   ${rep(NC, (m) => `var s${m} = ${A}();`, '\n  ')}
@@ -570,8 +657,8 @@ ${entry(c, T)}
     }
   }
   workgroupBarrier();
-  ${wantK ? epilogue(mx, (i) => `ak${i}`, c.d, BC, 'dk', 'kB', 'u32(row) * P.kRow', 'u32(row) < nk', 'P.scale') : ''}
-  ${wantV ? epilogue(mx, (j) => `av${j}`, c.dv, BC, 'dv', 'vB', 'u32(row) * P.vRow', 'u32(row) < nk', '1.0') : ''}
+  ${wantK ? epilogue(ad, (i) => `ak${i}`, c.d, BC, 'dk', 'kB', 'u32(row) * P.kRow', 'u32(row) < nk', 'P.scale') : ''}
+  ${wantV ? epilogue(ad, (j) => `av${j}`, c.dv, BC, 'dv', 'vB', 'u32(row) * P.vRow', 'u32(row) < nk', '1.0') : ''}
 }
 `;
   return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };

@@ -42,6 +42,60 @@ describe('tensor-core forward generator', () => {
     );
   });
 
+  test('constOffsets: every matrix load and store at a constant offset within an element array', () => {
+    const matrixOps = (code: string) =>
+      code.match(/subgroupMatrix(?:Load<[^>]+>>|Store)\(&[^,]+, [^,]+,/g) ?? [];
+    for (const extra of [
+      { pad: 8, swizzle: true, batchLoads: true },
+      { kvLayout: 'split' as const },
+      { fused: true, qRegs: true },
+      { kvLayout: 'single' as const, blockSparse: true },
+    ]) {
+      const base = { d: 128, dv: 64, subgroups: 4, keyMatrices: 2, lazy: 8, ...extra };
+      const code = tcForwardShader({ ...base, constOffsets: true }).code;
+      const ops = matrixOps(code);
+      expect(ops.length).toBeGreaterThan(20);
+      const dynamic = ops.filter(
+        (op) => !/\(&(?:qs|sc|sp)\[sg\], \d+u,$|\(&kv\[(?:kvo|1u)\], \d+u,$/.test(op),
+      );
+      expect(dynamic).toEqual([]);
+      expect(code).toContain(`var<workgroup> sc: array<array<f32, 512>, 4>;`);
+      // The flat layout addresses by sums (the predicated loads this option avoids).
+      const flat = matrixOps(tcForwardShader(base).code);
+      expect(flat.filter((op) => /\(&(?:qs|sc|sp|kv), [^,]*\+/.test(op)).length).toBe(ops.length);
+    }
+    const split = tcForwardShader({
+      d: 32,
+      dv: 32,
+      subgroups: 2,
+      keyMatrices: 1,
+      lazy: 8,
+      split: true,
+      constOffsets: true,
+    }).code;
+    expect(split).toContain('var<workgroup> kvl: array<array<f16, 512>, 2>;');
+    expect(split).toContain(
+      'subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&qsl[sg], 16u, false, 32u)',
+    );
+    expect(split).toContain('let q = r / 16u;');
+  });
+
+  test('regSoftmax: each score read once into a register, no scores written back', () => {
+    const base = { d: 64, dv: 64, subgroups: 4, keyMatrices: 2, lazy: 8, constOffsets: true };
+    const regs = tcForwardShader({ ...base, regSoftmax: true }).code;
+    const loop = tcForwardShader(base).code;
+    // 32-key tiles, 2 lanes a row: 16 scores a lane, read once; the loop reads twice, writes once.
+    expect(regs.match(/let rs\d+ = sc\[sg\]\[rr \* BC \+ cl\d+\];/g)).toHaveLength(16);
+    expect(regs).not.toMatch(/sc\[sg\]\[e\] = x;/);
+    expect(regs.match(/exp2\(ms\d+ - mn\)/g)).toHaveLength(16);
+    expect(loop).toMatch(/sc\[sg\]\[e\] = x;/);
+    // Every load before the first mask.
+    expect(regs.indexOf('let rs15 = ')).toBeLessThan(regs.indexOf('let ms0 = '));
+    const split = tcForwardShader({ ...base, split: true, regSoftmax: true }).code;
+    expect(split).toContain('let rsx15 = scx[sg][rr * BC + cl15];');
+    expect(split).toContain('select(NEG, (rs0 + rsx0 * LOINV) * P.scaleLog2');
+  });
+
   test('unrolls one named matrix per 16 columns, no arrays of matrices', () => {
     const { code, bindings } = tcForwardShader({
       d: 64,
@@ -221,18 +275,68 @@ function emuInputs(c: EmuCase, seed: number) {
   };
 }
 
+// The flat layout, the softmax loop and Q reloaded per tile (the host's defaults before
+// 2026-12-04's session 18, which added constOffsets, regSoftmax and qRegs): pinned in the
+// variants that test other options, so both kernels keep their coverage.
+const FLAT = { constOffsets: false, regSoftmax: false, qRegs: false };
+
 const EMU_VARIANTS: Array<Partial<TcForwardConfig>> = [
-  { subgroups: 2, keyMatrices: 1, lazy: 8 },
-  { subgroups: 2, keyMatrices: 2, lazy: 0, kvLayout: 'split', unpack: true },
-  { subgroups: 1, keyMatrices: 2, lazy: 8, kvLayout: 'single' },
-  { subgroups: 2, keyMatrices: 1, lazy: 8, fused: true, pad: 8, swizzle: true, qRegs: true },
-  { subgroups: 1, keyMatrices: 2, lazy: 4, fused: true, pad: 8, swizzle: true, narrow: true },
-  { subgroups: 1, keyMatrices: 1, lazy: 8, pad: 8, qRegs: true },
+  { ...FLAT, subgroups: 2, keyMatrices: 1, lazy: 8 },
+  { ...FLAT, subgroups: 2, keyMatrices: 2, lazy: 0, kvLayout: 'split', unpack: true },
+  { ...FLAT, subgroups: 1, keyMatrices: 2, lazy: 8, kvLayout: 'single' },
+  {
+    ...FLAT,
+    subgroups: 2,
+    keyMatrices: 1,
+    lazy: 8,
+    fused: true,
+    pad: 8,
+    swizzle: true,
+    qRegs: true,
+  },
+  {
+    ...FLAT,
+    subgroups: 1,
+    keyMatrices: 2,
+    lazy: 4,
+    fused: true,
+    pad: 8,
+    swizzle: true,
+    narrow: true,
+  },
+  { ...FLAT, subgroups: 1, keyMatrices: 1, lazy: 8, pad: 8, qRegs: true },
   // Loads first, stores after (the host's default since 2026-12-04; d 16, one subgroup: a
   // tile's words are 1-2 per invocation), and the loop it replaced.
-  { subgroups: 1, keyMatrices: 2, lazy: 8, batchLoads: true },
-  { subgroups: 1, keyMatrices: 2, lazy: 8, batchLoads: false },
-  { subgroups: 1, keyMatrices: 2, lazy: 4, fused: true, pad: 8, batchLoads: true },
+  { ...FLAT, subgroups: 1, keyMatrices: 2, lazy: 8, batchLoads: true },
+  { ...FLAT, subgroups: 1, keyMatrices: 2, lazy: 8, batchLoads: false },
+  { ...FLAT, subgroups: 1, keyMatrices: 2, lazy: 4, fused: true, pad: 8, batchLoads: true },
+  // Per-subgroup scratch and K/V halves as arrays of arrays, constant matrix offsets, in each
+  // K/V layout and staging.
+  {
+    subgroups: 2,
+    keyMatrices: 2,
+    lazy: 8,
+    pad: 8,
+    swizzle: true,
+    batchLoads: true,
+    constOffsets: true,
+  },
+  { subgroups: 2, keyMatrices: 1, lazy: 0, kvLayout: 'split', constOffsets: true },
+  { subgroups: 1, keyMatrices: 2, lazy: 8, kvLayout: 'single', qRegs: true, constOffsets: true },
+  { subgroups: 1, keyMatrices: 2, lazy: 4, fused: true, pad: 8, narrow: true, constOffsets: true },
+  // The softmax from registers, with the tile's scores read once.
+  {
+    subgroups: 2,
+    keyMatrices: 2,
+    lazy: 8,
+    pad: 8,
+    swizzle: true,
+    constOffsets: true,
+    regSoftmax: true,
+  },
+  { subgroups: 1, keyMatrices: 1, lazy: 0, regSoftmax: true },
+  // The host's defaults on a two-subgroup tile.
+  { subgroups: 2, keyMatrices: 2 },
 ];
 
 describe.skipIf(!ctx)('tensor-core forward, emulated, vs the float64 reference', () => {
@@ -313,6 +417,7 @@ describe.skipIf(!ctx)(
     const variants: Array<Partial<TcForwardConfig>> = [
       { subgroups: 2, keyMatrices: 1, lazy: 8 },
       { subgroups: 1, keyMatrices: 2, lazy: 8, fused: true, pad: 8, swizzle: true },
+      { subgroups: 2, keyMatrices: 1, lazy: 8, pad: 8, constOffsets: true, batchLoads: true },
     ];
     for (const variant of variants)
       test(`${JSON.stringify(variant)}`, { timeout: 120_000 }, async () => {
@@ -457,9 +562,10 @@ describe.skipIf(!ctx)('tensor-core forward pipeline fallback', () => {
 // splitting, the three products and the f32 epilogue, at the f32 tolerance. What the tensor
 // cores' own accumulation gives is measured on the device.
 describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 reference', () => {
-  test('f32 inputs at the f32 tolerance, causal GQA and varlen', { timeout: 120_000 }, async () => {
+  const plain = { subgroups: 1, keyMatrices: 1 };
+  const splitRuns = async (runs: Array<[EmuCase, Partial<TcForwardConfig>]>) => {
     const tol = toleranceFor({ dtype: 'f32' });
-    for (const [n, c] of [EMU_CASES[1]!, EMU_CASES[3]!, EMU_DV].entries()) {
+    for (const [n, [c, tc]] of runs.entries()) {
       const x = emuInputs(c, 70 + n);
       const [q, k, v] = [x.q, x.k, x.v].map((t) => t.astype('f32'));
       const g = [q!, k!, v!].map((t) => toWebGpu(t, ctx!));
@@ -467,7 +573,7 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
       ctx!.poisonOutputs = true;
       try {
         const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
-          tensorCores: { subgroups: 1, keyMatrices: 1, emulate: true },
+          tensorCores: { ...tc, emulate: true },
         });
         expect(r.o.dtype).toBe('f32');
         const ref = softmaxAttentionReference(q!, k!, v!, x.attn);
@@ -491,7 +597,19 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
         for (const t of g) t.dispose();
       }
     }
-  });
+  };
+
+  test('f32 inputs at the f32 tolerance, causal GQA and varlen', { timeout: 120_000 }, () =>
+    splitRuns([
+      [EMU_CASES[1]!, plain],
+      [EMU_CASES[3]!, plain],
+      [EMU_DV, plain],
+    ]),
+  );
+
+  test('constOffsets: the lo arrays (kvl, qsl, spl, scx) nested too', { timeout: 120_000 }, () =>
+    splitRuns([[EMU_CASES[1]!, { ...plain, constOffsets: true }]]),
+  );
 
   test('split excludes fused, narrow, qRegs and unpack', () => {
     const ok = { d: 64, dv: 64, subgroups: 2, keyMatrices: 1, lazy: 8, split: true };

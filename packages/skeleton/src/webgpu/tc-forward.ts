@@ -76,6 +76,13 @@ export interface TcForwardConfig {
    * apart: without rotation the 16 rows of a subgroup share banks).
    */
   swizzle?: boolean;
+  /**
+   * Softmax from registers: each lane reads its half row of S (BC / 2 floats) from the scratch
+   * once, every load issued before the first use, masks and maxes it in registers and writes P
+   * from them; the loop instead stores the masked scores back and reads them again for P (two
+   * reads and a write per score instead of one read), each use waiting for its load.
+   */
+  regSoftmax?: boolean;
   /** Hold Q's D / 16 left matrices in registers across the key loop (staged once). */
   qRegs?: boolean;
   /** Exchange the row statistics of a lane pair with subgroupShuffleXor instead of workgroup memory and a barrier. */
@@ -90,6 +97,17 @@ export interface TcForwardConfig {
    * not a whole multiple of the invocations the loop stays. Not with narrow or split.
    */
   batchLoads?: boolean;
+  /**
+   * Declare the per-subgroup scratch (Q block, S, P) as arrays of per-subgroup arrays and the K/V
+   * staging as an array of halves, so that every subgroup-matrix load and store addresses an
+   * element array (`&sc[sg]`, `&kv[half]`) at a compile-time constant offset. Tint's robustness
+   * transform then proves each access in bounds at compile time and emits the bare load; with
+   * a dynamic offset (the flat layout) it wraps every load and store in `if (in bounds)` and
+   * moves the matrix through a function variable, which on the H200 cost ~19 SM cycles per
+   * workgroup-memory load against ~4 without robustness (BENCHMARKS.md "WebGPU tensor cores
+   * without robustness"). Same bytes, same layout within each array.
+   */
+  constOffsets?: boolean;
   /**
    * Test aid: emit the same kernel with the subgroup matrices emulated by plain WGSL (each
    * lane holds 8 elements of a 16x16 matrix in an array<f32, 8>, multiplies go through
@@ -175,29 +193,54 @@ export function matrixOps(emulate: boolean, subgroups: number, opaqueZero = 'P.g
     half(x: string): string {
       return emulate ? `r16(${x})` : `f16(${x})`;
     },
-    load(kind: 'L' | 'R' | 'A', arr: string, off: string, cm: boolean, stride: string): string {
-      if (!emulate) return `subgroupMatrixLoad<${types[kind]}>(&${arr}, ${off}, ${cm}, ${stride})`;
-      const name = `ld_${arr}_${cm ? 'c' : 'r'}`;
+    /**
+     * `outer`: `arr` is an array of arrays and the matrix lies in its element `outer` (WGSL of
+     * a u32), at `off` within it. With a constant `off` and stride, Tint's robustness proves the
+     * access in bounds at compile time and emits the bare load; a dynamic offset gets an
+     * `if (in bounds)` around every load and store (and the matrix through a function
+     * variable), which cost ~19 SM cycles a load on the H200 against ~4 (bench-tc-micro).
+     */
+    load(
+      kind: 'L' | 'R' | 'A',
+      arr: string,
+      off: string,
+      cm: boolean,
+      stride: string,
+      outer?: string,
+    ): string {
+      const ref = outer === undefined ? arr : `${arr}[${outer}]`;
+      if (!emulate) return `subgroupMatrixLoad<${types[kind]}>(&${ref}, ${off}, ${cm}, ${stride})`;
+      const name = `ld_${arr}_${cm ? 'c' : 'r'}${outer === undefined ? '' : '_n'}`;
+      const el = outer === undefined ? `${arr}[${at(cm)}]` : `${arr}[o][${at(cm)}]`;
       helpers.set(
         name,
-        `fn ${name}(off: u32, stride: u32) -> array<f32, 8> {
+        `fn ${name}(${outer === undefined ? '' : 'o: u32, '}off: u32, stride: u32) -> array<f32, 8> {
   var x: array<f32, 8>;
-  for (var t = 0u; t < e_8(); t++) { let e = e_lane * 8u + t; x[t] = f32(${arr}[${at(cm)}]); }
+  for (var t = 0u; t < e_8(); t++) { let e = e_lane * 8u + t; x[t] = f32(${el}); }
   return x;
 }`,
       );
-      return `${name}(${off}, ${stride})`;
+      return `${name}(${outer === undefined ? '' : `${outer}, `}${off}, ${stride})`;
     },
-    store(arr: string, off: string, m: string, cm: boolean, stride: string): string {
-      if (!emulate) return `subgroupMatrixStore(&${arr}, ${off}, ${m}, ${cm}, ${stride})`;
-      const name = `st_${arr}_${cm ? 'c' : 'r'}`;
+    store(
+      arr: string,
+      off: string,
+      m: string,
+      cm: boolean,
+      stride: string,
+      outer?: string,
+    ): string {
+      const ref = outer === undefined ? arr : `${arr}[${outer}]`;
+      if (!emulate) return `subgroupMatrixStore(&${ref}, ${off}, ${m}, ${cm}, ${stride})`;
+      const name = `st_${arr}_${cm ? 'c' : 'r'}${outer === undefined ? '' : '_n'}`;
+      const el = outer === undefined ? `${arr}[${at(cm)}]` : `${arr}[o][${at(cm)}]`;
       helpers.set(
         name,
-        `fn ${name}(off: u32, m: array<f32, 8>, stride: u32) {
-  for (var t = 0u; t < e_8(); t++) { let e = e_lane * 8u + t; ${arr}[${at(cm)}] = m[t]; }
+        `fn ${name}(${outer === undefined ? '' : 'o: u32, '}off: u32, m: array<f32, 8>, stride: u32) {
+  for (var t = 0u; t < e_8(); t++) { let e = e_lane * 8u + t; ${el} = m[t]; }
 }`,
       );
-      return `${name}(${off}, ${m}, ${stride})`;
+      return `${name}(${outer === undefined ? '' : `${outer}, `}${off}, ${m}, ${stride})`;
     },
     mma(a: string, b: string, acc: string): string {
       return emulate
@@ -319,8 +362,9 @@ export function tcForwardWorkgroupBytes(c: TcForwardConfig): number {
  * Copies `rows` rows of width W halves from storage `s` (16-byte words; row `first + r` at
  * base + (first + r) stride halves) into the workgroup array `dst` at `at` + r DW (rows at or
  * past `limit` as zeros), 8 halves per invocation step, each word's halves through `cvt` (WGSL
- * text of a vec2 of the array's element type from a u32). The tensor-core forward and backward
- * stage their tiles with it.
+ * text of a vec2 of the array's element type from a u32). With `outerRows`, `dst` is an array
+ * of arrays of `outerRows` rows each: row r goes to dst[r / outerRows] at `at` + (r % outerRows)
+ * DW. The tensor-core forward and backward stage their tiles with it.
  */
 export function stageRows(
   T: number,
@@ -336,15 +380,23 @@ export function stageRows(
   dst: string,
   at: string,
   batched = false,
+  outerRows?: number,
 ): string {
   const words = (rows * W) / 8;
-  // Word w's 8 halves through cvt into dst at d .. d + 7 (both stagings).
+  // Where word d's halves go: dst, or dst's element q (outerRows).
+  const target = outerRows === undefined ? dst : `${dst}[q]`;
+  const rowAt = (r: string) =>
+    outerRows === undefined
+      ? `let d = ${at}${r} * ${DW}u`
+      : `let q = ${r} / ${outerRows}u;
+      let d = ${at}(${r} % ${outerRows}u) * ${DW}u`;
+  // Word w's 8 halves through cvt into the target at d .. d + 7 (both stagings).
   const storeWord = (ind: string) =>
     rep(
       4,
       (j) => `let h${j} = ${cvt(`w[${j}]`)};
-${ind}${dst}[d + ${2 * j}u] = h${j}.x;
-${ind}${dst}[d + ${2 * j + 1}u] = h${j}.y;`,
+${ind}${target}[d + ${2 * j}u] = h${j}.x;
+${ind}${target}[d + ${2 * j + 1}u] = h${j}.y;`,
       `\n${ind}`,
     );
   if (batched && words % T === 0) {
@@ -365,7 +417,7 @@ ${ind}${dst}[d + ${2 * j + 1}u] = h${j}.y;`,
         n,
         (i) => `{
         let w = select(vec4<u32>(0u), sw${i}, ${first} + sr${i} < ${limit});
-        let d = ${at}sr${i} * ${DW}u + sc${i} * 8u;
+        ${rowAt(`sr${i}`)} + sc${i} * 8u;
         ${storeWord('        ')}
       }`,
         '\n      ',
@@ -378,7 +430,7 @@ ${ind}${dst}[d + ${2 * j + 1}u] = h${j}.y;`,
       let c8 = e % ${W / 8}u;
       var w = vec4<u32>(0u);
       if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
-      let d = ${at}r * ${DW}u + c8 * 8u;
+      ${rowAt('r')} + c8 * 8u;
       ${storeWord('      ')}
     }`;
 }
@@ -427,13 +479,19 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   // The staging half's parity: the tile index, or (block-sparse: tiles may be skipped) the
   // count of tiles visited so far.
   const par = bsp ? 'vis' : 'ct';
-  const kvBases = fused
-    ? `let kvK = (${par} & 1u) * ${HALFSZ}u;\n    let kvV = kvK + ${BC * KW}u;`
-    : layout === 'parity'
-      ? `let kvK = (${par} & 1u) * ${HALFSZ}u;\n    let kvV = kvK;`
-      : layout === 'split'
-        ? `let kvK = 0u;\n    let kvV = ${HALFSZ}u;`
-        : `let kvK = 0u;\n    let kvV = 0u;`;
+  const nest = c.constOffsets ?? false;
+  // nest: K and V live in kv[kvo] at constant bases kB0 / vB0 (halves); flat: at kvK / kvV.
+  const kB0 = 0;
+  const vB0 = fused ? BC * KW : 0;
+  const kvBases = nest
+    ? `let kvo = ${fused || layout === 'parity' ? `${par} & 1u` : '0u'};`
+    : fused
+      ? `let kvK = (${par} & 1u) * ${HALFSZ}u;\n    let kvV = kvK + ${BC * KW}u;`
+      : layout === 'parity'
+        ? `let kvK = (${par} & 1u) * ${HALFSZ}u;\n    let kvV = kvK;`
+        : layout === 'split'
+          ? `let kvK = 0u;\n    let kvV = ${HALFSZ}u;`
+          : `let kvK = 0u;\n    let kvV = 0u;`;
   // A barrier at the top of the loop is only needed when a tile's K overwrites the previous
   // tile's V while other subgroups may still multiply with it ('single').
   const topBarrier = !fused && layout === 'single';
@@ -471,20 +529,29 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
     DW: number,
     dst: string,
     at: string,
-  ) =>
-    split
+    // nest: the element of dst (an array of arrays) the rows go to, or rows per element.
+    outer?: string | number,
+  ) => {
+    // dst (and split's lo array) as the staging target, and row r's start d within it.
+    const tgt = (a: string) =>
+      outer === undefined ? a : typeof outer === 'string' ? `${a}[${outer}]` : `${a}[q]`;
+    const rowAt = (r: string) =>
+      typeof outer === 'number'
+        ? `let q = ${r} / ${outer}u;\n      let d = ${at}(${r} % ${outer}u) * ${DW}u`
+        : `let d = ${at}${r} * ${DW}u`;
+    return split
       ? `
     for (var e = lid; e < ${(rows * W) / 4}u; e += ${T}u) {
       let r = e / ${W / 4}u;
       let c4 = e % ${W / 4}u;
       var x = vec4<f32>(0.0);
       if (${first} + r < ${limit}) { x = ${s}[(${base} + (${first} + r) * ${stride}) / 4u + c4]; }
-      let d = ${at}r * ${DW}u + c4 * 4u;
+      ${rowAt('r')} + c4 * 4u;
       ${[0, 1, 2, 3]
         .map(
           (i) => `let h${i} = ${emu ? `r16(x[${i}])` : `f16(x[${i}])`};
-      ${dst}[d + ${i}u] = h${i};
-      ${dst}l[d + ${i}u] = ${emu ? `r16((x[${i}] - h${i}) * LOSCALE)` : `f16((x[${i}] - f32(h${i})) * LOSCALE)`};`,
+      ${tgt(dst)}[d + ${i}u] = h${i};
+      ${tgt(`${dst}l`)}[d + ${i}u] = ${emu ? `r16((x[${i}] - h${i}) * LOSCALE)` : `f16((x[${i}] - f32(h${i})) * LOSCALE)`};`,
         )
         .join('\n      ')}
     }`
@@ -495,12 +562,44 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
       let c2 = e % ${W / 2}u;
       var w = 0u;
       if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 2u + c2]; }
-      let d = ${at}r * ${DW}u + c2 * 2u;
+      ${rowAt('r')} + c2 * 2u;
       let h = ${cvt('w')};
-      ${dst}[d] = h.x;
-      ${dst}[d + 1u] = h.y;
+      ${tgt(dst)}[d] = h.x;
+      ${tgt(dst)}[d + 1u] = h.y;
     }`
-        : stageRows(T, cvt, s, base, stride, first, rows, limit, W, DW, dst, at, c.batchLoads);
+        : typeof outer === 'string'
+          ? stageRows(
+              T,
+              cvt,
+              s,
+              base,
+              stride,
+              first,
+              rows,
+              limit,
+              W,
+              DW,
+              tgt(dst),
+              at,
+              c.batchLoads,
+            )
+          : stageRows(
+              T,
+              cvt,
+              s,
+              base,
+              stride,
+              first,
+              rows,
+              limit,
+              W,
+              DW,
+              dst,
+              at,
+              c.batchLoads,
+              outer,
+            );
+  };
   // Column of a lane's row at step c of its half (rotated when swizzled: see `swizzle`).
   const col = (cv: string) =>
     swz ? `hh * ${HALF}u + (${cv} + rot) % ${HALF}u` : `hh * ${HALF}u + ${cv}`;
@@ -512,10 +611,41 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
     workgroupBarrier();
     ${x} = ${x.startsWith('l') ? `${x} + sx[sg * ${TC_SUBGROUP_SIZE}u + (lane ^ 1u)]` : `max(${x}, sx[sg * ${TC_SUBGROUP_SIZE}u + (lane ^ 1u)])`};`;
   const qStage = 'qs';
-  const qLoad = (i: number) =>
-    mx.load('L', qStage, `sg * ${16 * KW}u + ${16 * i}u`, false, `${KW}u`);
-  const stageK = stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ');
-  const stageV = stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ');
+  // K's and V's element of kv (nest).
+  const kOuter = 'kvo';
+  const vOuter = nest && !fused && layout === 'split' ? '1u' : 'kvo';
+  // A matrix of a per-subgroup array (qs, sc, sp...) at `off` within the subgroup's part
+  // (`base` its start in the flat layout), or of kv at `off` within the tile's K or V: the
+  // (offset, outer) of matrixOps' load and store.
+  const mine = (base: string, off: number): [string, string | undefined] =>
+    nest ? [`${off}u`, 'sg'] : [`${base} + ${off}u`, undefined];
+  const kvAt = (isV: boolean, off: number): [string, string | undefined] =>
+    nest
+      ? [`${(isV ? vB0 : kB0) + off}u`, isV ? vOuter : kOuter]
+      : [`${isV ? 'kvV' : 'kvK'} + ${off}u`, undefined];
+  // Scalar element x (WGSL) of a per-subgroup array, and the flat layout's base to add.
+  const el = (a: string, x: string) => (nest ? `${a}[sg][${x}]` : `${a}[${x}]`);
+  const scAt = nest ? '' : 'scB + ';
+  const spAt = nest ? '' : 'spB + ';
+  const ldMine = (kind: 'L' | 'A', a: string, base: string, off: number, stride: string) => {
+    const [o, outer] = mine(base, off);
+    return mx.load(kind, a, o, false, stride, outer);
+  };
+  const stMine = (a: string, base: string, off: number, m: string) => {
+    const [o, outer] = mine(base, off);
+    return mx.store(a, o, m, false, 'BC', outer);
+  };
+  const ldKv = (a: string, isV: boolean, off: number, stride: string) => {
+    const [o, outer] = kvAt(isV, off);
+    return mx.load('R', a, o, !isV, stride, outer);
+  };
+  const qLoad = (i: number) => ldMine('L', qStage, `sg * ${16 * KW}u`, 16 * i, `${KW}u`);
+  const stageK = nest
+    ? stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', `${kB0}u + `, kOuter)
+    : stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ');
+  const stageV = nest
+    ? stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', `${vB0}u + `, vOuter)
+    : stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ');
   const oChunk = (ch: number) =>
     Array.from({ length: KV }, (_, j) => j).filter((j) => Math.floor((16 * j) / BC) === ch);
   const smallFirst = c.smallFirst ?? true;
@@ -523,11 +653,44 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
 var<workgroup> salpha: array<f32, ${c.subgroups * 16}>;
 var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
   const flag = smallFirst ? 'sflag[0]' : 'sflag';
+  // A workgroup array of n parts of `size` elements: nested (nest) or flat.
+  const arr = (t: string, size: number, n: number) =>
+    nest ? `array<array<${t}, ${size}>, ${n}>` : `array<${t}, ${size * n}>`;
   if (emu && shuffle)
     throw new ValueError(
       'shuffle: expected false with emulate (no subgroups to shuffle), got true',
       'shuffle',
     );
+  // The masked score in log2 units of a lane's column (WGSL): raw S (+ split's cross term).
+  const scoreOf = (raw: string, cross: string, j: string) =>
+    c.debug === 'noSoftmax'
+      ? raw
+      : `select(NEG, ${cross ? `(${raw} + ${cross} * LOINV)` : raw} * P.scaleLog2, ${j} >= rowLo && ${j} < rowHi${bsp ? ` && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(${j}) / P.bsK] != 0u)` : ''})`;
+  // P = p at column `cl` of the lane's row into sp (split: hi and scaled lo).
+  const storeP = (cl: string) =>
+    split
+      ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
+      ${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ph;
+      ${el('spl', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16((p - ph) * LOSCALE)' : 'f16((p - f32(ph)) * LOSCALE)'};`
+      : `${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16(p)' : 'f16(p)'};`;
+  // regSoftmax: the lane's HALF scores read once into registers (every load issued before the
+  // first use), masked and maxed ('max'), then exponentiated from the registers into P ('exp').
+  // Names rs / rsx / ms: r0 is the tile's first row and x<n> split's cross accumulators.
+  const regs = (c.regSoftmax ?? false) && c.debug !== 'noRoundTrip';
+  const softmaxRegs = (part: 'max' | 'exp') =>
+    part === 'max'
+      ? `${rep(HALF, (i) => `let cl${i} = ${col(`${i}u`)};`, '\n    ')}
+    ${rep(HALF, (i) => `let rs${i} = ${el('sc', `${scAt}rr * BC + cl${i}`)};${split ? ` let rsx${i} = ${el('scx', `${scAt}rr * BC + cl${i}`)};` : ''}`, '\n    ')}
+    ${rep(HALF, (i) => `let ms${i} = ${scoreOf(`rs${i}`, split ? `rsx${i}` : '', `i32(c0 + cl${i})`)};\n    tmax = max(tmax, ms${i});`, '\n    ')}`
+      : rep(
+          HALF,
+          (i) => `{
+      let p = ${c.debug === 'noSoftmax' ? `ms${i}` : `exp2(ms${i} - mn)`};
+      ${storeP(`cl${i}`)}
+      ps += p;
+    }`,
+          '\n    ',
+        );
   const code = `${emu ? '' : 'enable f16;\n'}${shuffle ? 'enable subgroups;\n' : ''}${emu ? '' : 'enable chromium_experimental_subgroup_matrix;'}
 ${paramsStruct()}
 const BC = ${BC}u;
@@ -536,11 +699,11 @@ const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
 ${split ? 'const LOSCALE = 2048.0;\nconst LOINV = 0.00048828125;' : ''}
 ${smallFirst ? small : ''}
-var<workgroup> kv: array<${H}, ${Lo.kvSize}>;
-var<workgroup> qs: array<${H}, ${Lo.qsSize}>;
-${split ? `var<workgroup> kvl: array<${H}, ${Lo.kvSize}>;\nvar<workgroup> qsl: array<${H}, ${Lo.qsSize}>;\nvar<workgroup> spl: array<${H}, ${c.subgroups * 16 * SPW}>;\nvar<workgroup> scx: array<f32, ${c.subgroups * 16 * BC}>;` : ''}
-var<workgroup> sc: array<f32, ${c.subgroups * 16 * BC}>;
-var<workgroup> sp: array<${H}, ${c.subgroups * 16 * SPW}>;
+var<workgroup> kv: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};
+var<workgroup> qs: ${arr(H, 16 * KW, c.subgroups)};
+${split ? `var<workgroup> kvl: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};\nvar<workgroup> qsl: ${arr(H, 16 * KW, c.subgroups)};\nvar<workgroup> spl: ${arr(H, 16 * SPW, c.subgroups)};\nvar<workgroup> scx: ${arr('f32', 16 * BC, c.subgroups)};` : ''}
+var<workgroup> sc: ${arr('f32', 16 * BC, c.subgroups)};
+var<workgroup> sp: ${arr(H, 16 * SPW, c.subgroups)};
 ${smallFirst ? '' : small}
 ${declareBindings(bindings)}
 __PRELUDE__
@@ -558,8 +721,12 @@ ${tcEntry(T, emu)}
   let kB = b * P.kBatch + hk * P.kHead + startK * P.kRow;
   let vB = b * P.vBatch + hk * P.vHead + startK * P.vRow;
   let oB = b * P.oBatch + h * P.oHead + startQ * P.oRow;
-  let scB = sg * ${16 * BC}u;
-  let spB = sg * ${16 * SPW}u;
+  ${
+    nest
+      ? ''
+      : `let scB = sg * ${16 * BC}u;
+  let spB = sg * ${16 * SPW}u;`
+  }
   let row = i32(r0 + sg * 16u + rr);
   let ncols = i32(nk);
   let rFirst = i32(r0);
@@ -567,7 +734,7 @@ ${tcEntry(T, emu)}
   let rowLo = key_lo(row, off, ncols);
   let rowHi = key_hi(row, off, ncols);
   // Q's block (rows past the sequence as zeros), once.
-  ${stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '')}
+  ${nest ? stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '', 16) : stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '')}
   ${
     qRegs
       ? `workgroupBarrier();
@@ -612,36 +779,40 @@ ${tcEntry(T, emu)}
       KD,
       (i) => `{
       let qa = ${qRegs ? `qa${i}` : qLoad(i)};
-      ${split ? `let ql = ${mx.load('L', 'qsl', `sg * ${16 * KW}u + ${16 * i}u`, false, `${KW}u`)};` : ''}
+      ${split ? `let ql = ${ldMine('L', 'qsl', `sg * ${16 * KW}u`, 16 * i, `${KW}u`)};` : ''}
       ${rep(
         NC,
         (n) => {
-          const kOff = `kvK + ${16 * n * KW + 16 * i}u`;
+          const kOff = 16 * n * KW + 16 * i;
           // split: the small cross terms first, then hi * hi.
           return split
             ? `{
-        let kh = ${mx.load('R', 'kv', kOff, true, `${KW}u`)};
-        x${n} = ${mx.mma('qa', mx.load('R', 'kvl', kOff, true, `${KW}u`), mx.mma('ql', 'kh', `x${n}`))};
+        let kh = ${ldKv('kv', false, kOff, `${KW}u`)};
+        x${n} = ${mx.mma('qa', ldKv('kvl', false, kOff, `${KW}u`), mx.mma('ql', 'kh', `x${n}`))};
         s${n} = ${mx.mma('qa', 'kh', `s${n}`)};
       }`
-            : `s${n} = ${mx.mma('qa', mx.load('R', 'kv', kOff, true, `${KW}u`), `s${n}`)};`;
+            : `s${n} = ${mx.mma('qa', ldKv('kv', false, kOff, `${KW}u`), `s${n}`)};`;
         },
         '\n      ',
       )}
     }`,
       '\n    ',
     )}
-    ${c.debug === 'noRoundTrip' ? '' : rep(NC, (n) => `${mx.store('sc', `scB + ${16 * n}u`, `s${n}`, false, 'BC')};${split ? `\n    ${mx.store('scx', `scB + ${16 * n}u`, `x${n}`, false, 'BC')};` : ''}`, '\n    ')}
+    ${c.debug === 'noRoundTrip' ? '' : rep(NC, (n) => `${stMine('sc', 'scB', 16 * n, `s${n}`)};${split ? `\n    ${stMine('scx', 'scB', 16 * n, `x${n}`)};` : ''}`, '\n    ')}
     workgroupBarrier();
     ${fused ? '' : stageV}
     var tmax = NEG;
-    for (var c = 0u; c < ${c.debug === 'noRoundTrip' ? 0 : HALF}u; c++) {
+    ${
+      regs
+        ? softmaxRegs('max')
+        : `for (var c = 0u; c < ${c.debug === 'noRoundTrip' ? 0 : HALF}u; c++) {
       let cl = ${col('c')};
       let j = i32(c0 + cl);
-      let e = scB + rr * BC + cl;
-      let x = ${c.debug === 'noSoftmax' ? 'sc[e]' : `select(NEG, ${split ? '(sc[e] + scx[e] * LOINV)' : 'sc[e]'} * P.scaleLog2, j >= rowLo && j < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(j) / P.bsK] != 0u)' : ''})`};
-      sc[e] = x;
+      let e = ${scAt}rr * BC + cl;
+      let x = ${scoreOf(el('sc', 'e'), split ? el('scx', 'e') : '', 'j')};
+      ${el('sc', 'e')} = x;
       tmax = max(tmax, x);
+    }`
     }
     ${partner('tmax')}
     var mn = m;
@@ -649,17 +820,15 @@ ${tcEntry(T, emu)}
     let alpha = exp2(m - mn);
     m = mn;
     var ps = 0.0;
-    for (var c = 0u; c < ${c.debug === 'noRoundTrip' ? 0 : HALF}u; c++) {
+    ${
+      regs
+        ? softmaxRegs('exp')
+        : `for (var c = 0u; c < ${c.debug === 'noRoundTrip' ? 0 : HALF}u; c++) {
       let cl = ${col('c')};
-      let p = ${c.debug === 'noSoftmax' ? 'sc[scB + rr * BC + cl]' : 'exp2(sc[scB + rr * BC + cl] - mn)'};
-      ${
-        split
-          ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
-      sp[spB + rr * ${SPW}u + cl] = ph;
-      spl[spB + rr * ${SPW}u + cl] = ${emu ? 'r16((p - ph) * LOSCALE)' : 'f16((p - f32(ph)) * LOSCALE)'};`
-          : `sp[spB + rr * ${SPW}u + cl] = ${emu ? 'r16(p)' : 'f16(p)'};`
-      }
+      let p = ${c.debug === 'noSoftmax' ? el('sc', `${scAt}rr * BC + cl`) : `exp2(${el('sc', `${scAt}rr * BC + cl`)} - mn)`};
+      ${storeP('cl')}
       ps += p;
+    }`
     }
     l = l * alpha + ps;
     if (hh == 0u) { salpha[sg * 16u + rr] = alpha; }
@@ -669,14 +838,14 @@ ${tcEntry(T, emu)}
         CH,
         (ch) => {
           const js = oChunk(ch);
-          return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};${split ? `\n      ${mx.store('scx', `scB + ${16 * j - ch * BC}u`, `y${j}`, false, 'BC')};` : ''}`).join('\n      ')}
+          return `${js.map((j) => `${stMine('sc', 'scB', 16 * j - ch * BC, `o${j}`)};${split ? `\n      ${stMine('scx', 'scB', 16 * j - ch * BC, `y${j}`)};` : ''}`).join('\n      ')}
       workgroupBarrier();
       for (var c = 0u; c < ${HALF}u; c++) {
-        let e = scB + rr * BC + ${col('c')};
-        sc[e] = ${split ? '(sc[e] + scx[e] * LOINV)' : 'sc[e]'} * salpha[sg * 16u + rr];
+        let e = ${scAt}rr * BC + ${col('c')};
+        ${el('sc', 'e')} = ${split ? `(${el('sc', 'e')} + ${el('scx', 'e')} * LOINV)` : el('sc', 'e')} * salpha[sg * 16u + rr];
       }
       workgroupBarrier();
-      ${js.map((j) => `o${j} = ${mx.load('A', 'sc', `scB + ${16 * j - ch * BC}u`, false, 'BC')};${split ? `\n      y${j} = ${A}();` : ''}`).join('\n      ')}`;
+      ${js.map((j) => `o${j} = ${ldMine('A', 'sc', 'scB', 16 * j - ch * BC, 'BC')};${split ? `\n      y${j} = ${A}();` : ''}`).join('\n      ')}`;
         },
         '\n      workgroupBarrier();\n      ',
       )}
@@ -684,19 +853,19 @@ ${tcEntry(T, emu)}
     ${rep(
       NC,
       (n) => `{
-      let pa = ${mx.load('L', 'sp', `spB + ${16 * n}u`, false, `${SPW}u`)};
-      ${split ? `let pl = ${mx.load('L', 'spl', `spB + ${16 * n}u`, false, `${SPW}u`)};` : ''}
+      let pa = ${ldMine('L', 'sp', 'spB', 16 * n, `${SPW}u`)};
+      ${split ? `let pl = ${ldMine('L', 'spl', 'spB', 16 * n, `${SPW}u`)};` : ''}
       ${rep(
         KV,
         (j) => {
-          const vOff = `kvV + ${16 * n * VW + 16 * j}u`;
+          const vOff = 16 * n * VW + 16 * j;
           return split
             ? `{
-        let vh = ${mx.load('R', 'kv', vOff, false, `${VW}u`)};
-        y${j} = ${mx.mma('pa', mx.load('R', 'kvl', vOff, false, `${VW}u`), mx.mma('pl', 'vh', `y${j}`))};
+        let vh = ${ldKv('kv', true, vOff, `${VW}u`)};
+        y${j} = ${mx.mma('pa', ldKv('kvl', true, vOff, `${VW}u`), mx.mma('pl', 'vh', `y${j}`))};
         o${j} = ${mx.mma('pa', 'vh', `o${j}`)};
       }`
-            : `o${j} = ${mx.mma('pa', mx.load('R', 'kv', vOff, false, `${VW}u`), `o${j}`)};`;
+            : `o${j} = ${mx.mma('pa', ldKv('kv', true, vOff, `${VW}u`), `o${j}`)};`;
         },
         '\n      ',
       )}
@@ -714,14 +883,14 @@ ${tcEntry(T, emu)}
     (ch) => {
       const js = oChunk(ch);
       const width = Math.min(BC, c.dv - ch * BC);
-      return `${js.map((j) => `${mx.store('sc', `scB + ${16 * j - ch * BC}u`, `o${j}`, false, 'BC')};${split ? `\n  ${mx.store('scx', `scB + ${16 * j - ch * BC}u`, `y${j}`, false, 'BC')};` : ''}`).join('\n  ')}
+      return `${js.map((j) => `${stMine('sc', 'scB', 16 * j - ch * BC, `o${j}`)};${split ? `\n  ${stMine('scx', 'scB', 16 * j - ch * BC, `y${j}`)};` : ''}`).join('\n  ')}
   workgroupBarrier();
   if (u32(row) < nq) {
     ${
       split
         ? `for (var c4 = hh; c4 < ${width / 4}u; c4 += 2u) {
-      let e = scB + rr * BC + c4 * 4u;
-      o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 4u + c4] = (vec4<f32>(sc[e], sc[e + 1u], sc[e + 2u], sc[e + 3u]) + vec4<f32>(scx[e], scx[e + 1u], scx[e + 2u], scx[e + 3u]) * LOINV) * inv;
+      let e = ${scAt}rr * BC + c4 * 4u;
+      o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 4u + c4] = (vec4<f32>(${[0, 1, 2, 3].map((t) => el('sc', t ? `e + ${t}u` : 'e')).join(', ')}) + vec4<f32>(${[0, 1, 2, 3].map((t) => el('scx', t ? `e + ${t}u` : 'e')).join(', ')}) * LOINV) * inv;
     }`
         : ''
     }
@@ -729,8 +898,8 @@ ${tcEntry(T, emu)}
       split
         ? ''
         : `for (var c8 = hh; c8 < ${width / 8}u; c8 += 2u) {
-      let e = scB + rr * BC + c8 * 8u;
-      let x = array<f32, 8>(${[0, 1, 2, 3, 4, 5, 6, 7].map((t) => `sc[e + ${t}u] * inv`).join(', ')});
+      let e = ${scAt}rr * BC + c8 * 8u;
+      let x = array<f32, 8>(${[0, 1, 2, 3, 4, 5, 6, 7].map((t) => `${el('sc', `e + ${t}u`)} * inv`).join(', ')});
       o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 8u + c8] = vec4<u32>(pack2x16float(vec2<f32>(x[0], x[1])), pack2x16float(vec2<f32>(x[2], x[3])), pack2x16float(vec2<f32>(x[4], x[5])), pack2x16float(vec2<f32>(x[6], x[7])));
     }
 `
