@@ -621,12 +621,16 @@ async function main() {
         const f16 = [1, 2, 3, 4].map((seed) => tensor(shape, 'f16', seed));
         const data32 = host.map((t) => t.toFloat32Array());
         const data16 = f16.map((t) => t.toFloat32Array());
-        for (const [impl, dtype, tc] of [
-          ['tc f16', 'f16', true],
-          ['split-f16 f32', 'f32', true],
-          ['simt f32', 'f32', false],
-          ['simt f16', 'f16', false],
-        ] as const) {
+        // --impls 'tc f16,split-f16 f32': a subset of the table's implementations.
+        const only = value('impls')?.split(',');
+        for (const [impl, dtype, tc] of (
+          [
+            ['tc f16', 'f16', true],
+            ['split-f16 f32', 'f32', true],
+            ['simt f32', 'f32', false],
+            ['simt f16', 'f16', false],
+          ] as const
+        ).filter(([impl]) => !only || only.includes(impl))) {
           const src = dtype === 'f16' ? f16 : host;
           const g = src.map((t) => toWebGpu(t, ctx));
           const attn = { causal };

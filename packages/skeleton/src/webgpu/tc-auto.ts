@@ -4,7 +4,7 @@
  * same run (BENCHMARKS.md "WebGPU tensor cores"). Since the kernels address their matrices at
  * compile-time constant offsets (tc-forward.ts `constOffsets`, 2026-12-04 session 18, run 3),
  * robust access no longer costs them much, and both passes win at D = Dv = 64 and 128 with it:
- * forward 2.2-3.6x the SIMT f16 kernel, backward 1.7-1.8x (without robustness likewise). Before
+ * forward 2.0-3.7x the SIMT f16 kernel, backward 2.1-2.4x (run 7; without robustness likewise). Before
  * (robust: runs 15 and 22) only the forward at D = Dv = 128 and the backward at 64 won; the
  * `robustAccess` argument is kept for callers and no longer changes the answer. f16 inputs
  * only: split-f16 for f32 (`tensorCores` on f32 tensors) stays opt-in, since it reached

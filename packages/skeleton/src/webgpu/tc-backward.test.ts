@@ -33,6 +33,23 @@ describe('tensor-core backward generators', () => {
   const left = 'subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>';
   const right = 'subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>';
 
+  test('regLoops: every load of the scalar pass before its first use, statistics clamped', () => {
+    const c = { d: 64, dv: 64, subgroups: 2, keyMatrices: 2, constOffsets: true, regLoops: true };
+    const dq = tcDqShader(c).code;
+    // 32-column tiles, two lanes a row: 16 scores and 16 dP values a lane.
+    expect(dq.match(/let xs\d+ = sc\[sg\]\[e\d+\];/g)).toHaveLength(16);
+    expect(dq.match(/let ds\d+ = sd\[sg\]\[e\d+\];/g)).toHaveLength(16);
+    expect(dq.indexOf('let ds15 = ')).toBeLessThan(dq.indexOf('prob1(x, st.x) * (ds0 - st.y)'));
+    expect(dq).not.toContain('for (var c = 0u;');
+    const dkdv = tcDkdvShader(c).code;
+    expect(dkdv).toContain('let sw15 = stats[min(lB + j15, arrayLength(&stats) - 1u)];');
+    expect(dkdv).toContain('let st = select(vec2<f32>(0.0), sw0, j0 < nq);');
+    expect(dkdv).not.toContain('if (j < nq) { st = stats[lB + j]; }');
+    // dV alone (split) reads no dP.
+    expect(tcDkdvShader({ ...c, split: true }, 'dv').code).not.toContain('let ds0 = ');
+    expect(tcDqShader({ ...c, regLoops: false }).code).toContain('for (var c = 0u;');
+  });
+
   test('constOffsets: every matrix load and store at a constant offset within an element array', () => {
     const matrixOps = (code: string) =>
       code.match(/subgroupMatrix(?:Load<[^>]+>>|Store)\(&[^,]+, [^,]+,/g) ?? [];
@@ -400,6 +417,9 @@ const VARIANTS: TcBackwardTile[] = [
   // The host's defaults (constOffsets, batchLoads) on a two-subgroup tile (2 x 2 needs more
   // than llvmpipe's 32 KiB with the emulation's f32 arrays).
   { subgroups: 2, keyMatrices: 1 },
+  // The scalar pass unrolled, loads first (regLoops), both passes and split dK / dV.
+  { subgroups: 1, keyMatrices: 2, regLoops: true },
+  { subgroups: 2, keyMatrices: 1, split: true, regLoops: true, constOffsets: false },
 ];
 
 describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference', () => {

@@ -50,9 +50,17 @@ export interface TcBackwardConfig {
   split?: boolean;
   /**
    * Stage tiles with every 16-byte load of an invocation issued before the stores (as the
-   * forward's `batchLoads`, tc-forward.ts stageRows). Opt-in: not yet timed on a device.
+   * forward's `batchLoads`, tc-forward.ts stageRows). The host's default since 2026-12-04
+   * (with constOffsets: 8.9 -> 29.4 TFLOP/s at (4, 16, 4096, 128) on the H200).
    */
   batchLoads?: boolean;
+  /**
+   * The per-tile scalar pass (P, and dS from dP) unrolled over the lane's half row with every
+   * load issued first (S and dP from the scratch; in dK/dV the query rows' statistics from
+   * storage, at clamped addresses), then the math and the stores: the loop waited for each
+   * load before its use (the forward's regSoftmax, tc-forward.ts).
+   */
+  regLoops?: boolean;
   /**
    * Declare the per-subgroup scratch (S, dP, dS / P^T, dS^T) and the kept block (Q and dO in
    * dQ, K and V in dK/dV) as arrays of per-subgroup arrays (the block's 16 rows of each
@@ -80,7 +88,7 @@ export interface TcBackwardConfig {
 /** The tile fields of a backward config (WebGpuTileOptions.tensorCoreBackward). */
 export type TcBackwardTile = Pick<
   TcBackwardConfig,
-  'subgroups' | 'keyMatrices' | 'pad' | 'split' | 'batchLoads' | 'constOffsets'
+  'subgroups' | 'keyMatrices' | 'pad' | 'split' | 'batchLoads' | 'constOffsets' | 'regLoops'
 >;
 
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
@@ -463,13 +471,29 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
     )}
     ${rep(NC, (m) => `${ad.stSg('sd', 'scB', 16 * m, `s${m}`, `${BC}u`)};`, '\n    ')}
     workgroupBarrier();
-    for (var c = 0u; c < ${HALF}u; c++) {
+    ${
+      c.regLoops
+        ? `{
+      ${rep(HALF, (i) => `let e${i} = ${ad.at('scB')}rr * ${BC}u + hh * ${HALF}u + ${i}u;`, '\n      ')}
+      ${rep(HALF, (i) => `let xs${i} = ${el('sc', `e${i}`)};\n      let ds${i} = ${el('sd', `e${i}`)};`, '\n      ')}
+      ${rep(
+        HALF,
+        (i) => `{
+        let j = i32(c0 + hh * ${HALF}u + ${i}u);
+        let x = select(NEG, xs${i} * P.scaleLog2, j >= rowLo && j < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(j) / P.bsK] != 0u)' : ''});
+        ${el('sp', `${ad.at('spB')}rr * ${SPW}u + hh * ${HALF}u + ${i}u`)} = ${emu ? 'r16' : 'f16'}(prob1(x, st.x) * (ds${i} - st.y));
+      }`,
+        '\n      ',
+      )}
+    }`
+        : `for (var c = 0u; c < ${HALF}u; c++) {
       let cl = hh * ${HALF}u + c;
       let j = i32(c0 + cl);
       let e = ${ad.at('scB')}rr * ${BC}u + cl;
       let x = select(NEG, ${el('sc', 'e')} * P.scaleLog2, j >= rowLo && j < rowHi${bsp ? ' && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(j) / P.bsK] != 0u)' : ''});
       let p = prob1(x, st.x);
       ${el('sp', `${ad.at('spB')}rr * ${SPW}u + cl`)} = ${emu ? 'r16' : 'f16'}(p * (${el('sd', 'e')} - st.y));
+    }`
     }
     workgroupBarrier();
     // dQ += dS K (K row-major: keys are the inner dimension).
@@ -594,7 +618,24 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
           : ''
       }
       workgroupBarrier();
-      for (var c = 0u; c < ${HALF}u; c++) {
+      ${
+        c.regLoops
+          ? `{
+        ${rep(HALF, (i) => `let e${i} = ${ad.at('scB')}rr * ${BC}u + hh * ${HALF}u + ${i}u;\n        let j${i} = c0 + hh * ${HALF}u + ${i}u;`, '\n        ')}
+        ${rep(HALF, (i) => `let sw${i} = stats[min(lB + j${i}, arrayLength(&stats) - 1u)];\n        let xs${i} = ${el('sc', `e${i}`)};${wantK ? `\n        let ds${i} = ${el('sd', `e${i}`)};` : ''}`, '\n        ')}
+        ${rep(
+          HALF,
+          (i) => `{
+          let st = select(vec2<f32>(0.0), sw${i}, j${i} < nq);
+          let x = select(NEG, xs${i} * P.scaleLog2, i32(j${i}) >= rowLo && i32(j${i}) < rowHi${bsp ? ` && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + (j${i} / P.bsQ) * P.nbk + bsKey] != 0u)` : ''});
+          let p = prob1(x, st.x);
+          ${wantV ? `${el('sp', `${ad.at('spB')}rr * ${SPW}u + hh * ${HALF}u + ${i}u`)} = ${emu ? 'r16' : 'f16'}(p);` : ''}
+          ${wantK ? `${el('sq', `${ad.at('spB')}rr * ${SPW}u + hh * ${HALF}u + ${i}u`)} = ${emu ? 'r16' : 'f16'}(p * (ds${i} - st.y));` : ''}
+        }`,
+          '\n        ',
+        )}
+      }`
+          : `for (var c = 0u; c < ${HALF}u; c++) {
         let cl = hh * ${HALF}u + c;
         let j = c0 + cl;
         var st = vec2<f32>(0.0);
@@ -604,6 +645,7 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
         let p = prob1(x, st.x);
         ${wantV ? `${el('sp', `${ad.at('spB')}rr * ${SPW}u + cl`)} = ${emu ? 'r16' : 'f16'}(p);` : ''}
         ${wantK ? `${el('sq', `${ad.at('spB')}rr * ${SPW}u + cl`)} = ${emu ? 'r16' : 'f16'}(p * (${el('sd', 'e')} - st.y));` : ''}
+      }`
       }
       workgroupBarrier();
       // dV += P^T dO, dK += dS^T Q (dO and Q row-major: queries are the inner dimension).

@@ -80,6 +80,35 @@ describe('tensor-core forward generator', () => {
     expect(split).toContain('let q = r / 16u;');
   });
 
+  test('prefetchK / splitV: loads apart from their stores where K / V are whole words per invocation', () => {
+    const base = { d: 64, dv: 64, subgroups: 4, keyMatrices: 2, lazy: 8, constOffsets: true };
+    const code = tcForwardShader({ ...base, prefetchK: true, splitV: true }).code;
+    // K tile 32 x 64 halves = 256 words over 128 invocations: 2 each, declared before the loop,
+    // loaded for the first tile there and for the next tile after the staging barrier.
+    expect(code).toContain('var kw1: vec4<u32>;');
+    expect(code.match(/ {2,}kw0 = k\[min\(/g)).toHaveLength(2);
+    expect(code).toContain('(c0 + BC + (lid + 0u) / 8u)');
+    expect(code).toContain('select(vec4<u32>(0u), kw0, c0 + r < nk)');
+    const loop = code.slice(code.indexOf('for (var ct'));
+    expect(loop.indexOf('let vw0 = v[')).toBeLessThan(loop.indexOf('var tmax = NEG;'));
+    expect(loop.indexOf('select(vec4<u32>(0u), vw0')).toBeGreaterThan(
+      loop.indexOf('var ps = 0.0;'),
+    );
+    // Block-sparse (a skipped tile would store the wrong prefetch) keeps K's staging; V splits.
+    const sparse = tcForwardShader({
+      ...base,
+      prefetchK: true,
+      splitV: true,
+      blockSparse: true,
+    }).code;
+    expect(sparse).not.toContain('kw0');
+    expect(sparse).toContain('let vw0 = v[');
+    // Not whole words (D 16 with 128 invocations): the plain staging.
+    const small = tcForwardShader({ ...base, d: 16, dv: 16, prefetchK: true, splitV: true }).code;
+    expect(small).not.toContain('kw0');
+    expect(small).not.toContain('vw0');
+  });
+
   test('regSoftmax: each score read once into a register, no scores written back', () => {
     const base = { d: 64, dv: 64, subgroups: 4, keyMatrices: 2, lazy: 8, constOffsets: true };
     const regs = tcForwardShader({ ...base, regSoftmax: true }).code;
@@ -337,6 +366,17 @@ const EMU_VARIANTS: Array<Partial<TcForwardConfig>> = [
   { subgroups: 1, keyMatrices: 1, lazy: 0, regSoftmax: true },
   // The host's defaults on a two-subgroup tile.
   { subgroups: 2, keyMatrices: 2 },
+  // K loaded a tile ahead, V's loads before the softmax and its stores after (opt-in).
+  { subgroups: 2, keyMatrices: 2, prefetchK: true, splitV: true },
+  {
+    ...FLAT,
+    subgroups: 1,
+    keyMatrices: 2,
+    lazy: 0,
+    prefetchK: true,
+    splitV: true,
+    batchLoads: true,
+  },
 ];
 
 describe.skipIf(!ctx)('tensor-core forward, emulated, vs the float64 reference', () => {

@@ -83,6 +83,19 @@ export interface TcForwardConfig {
    * reads and a write per score instead of one read), each use waiting for its load.
    */
   regSoftmax?: boolean;
+  /**
+   * Load the next key tile's K words into registers right after this tile's staging barrier
+   * and store them at the next tile's start, so their latency is covered by a whole tile of
+   * work (stageParts). Only where batchLoads stages K (whole words per invocation), not with
+   * split, narrow, fused or blockSparse (a skipped tile would store the wrong prefetch).
+   */
+  prefetchK?: boolean;
+  /**
+   * Issue the V tile's loads before the softmax and store them after it (the softmax covers
+   * their latency) instead of staging V in one piece before it. Same conditions as prefetchK
+   * (blockSparse allowed).
+   */
+  splitV?: boolean;
   /** Hold Q's D / 16 left matrices in registers across the key loop (staged once). */
   qRegs?: boolean;
   /** Exchange the row statistics of a lane pair with subgroupShuffleXor instead of workgroup memory and a barrier. */
@@ -435,6 +448,64 @@ ${ind}${target}[d + ${2 * j + 1}u] = h${j}.y;`,
     }`;
 }
 
+/**
+ * stageRows' batched staging cut in two, so that the loads can be issued well before the
+ * stores (prefetchK: a tile ahead; splitV: before the softmax): `load` reads the invocation's
+ * 16-byte words of the rows from `loadFirst` into `${tag}<i>` (`let`s, or assignments to
+ * `var`s that `decl` declares, with `assign`), and `store` converts, masks (rows at or past
+ * `limit`, counted from `storeFirst`) and writes them as stageRows does. Undefined where the
+ * tile's words are not a whole multiple of the invocations (the caller stages as before).
+ */
+export function stageParts(
+  T: number,
+  cvt: (x: string) => string,
+  s: string,
+  base: string,
+  stride: string,
+  loadFirst: string,
+  storeFirst: string,
+  rows: number,
+  limit: string,
+  W: number,
+  DW: number,
+  dst: string,
+  at: string,
+  tag: string,
+  assign: boolean,
+): { decl: string; load: string; store: string } | undefined {
+  const words = (rows * W) / 8;
+  if (words % T !== 0) return undefined;
+  const n = words / T;
+  // Row and 16-byte column of the invocation's word i (as stageRows).
+  const row = (i: number) => `(lid + ${i * T}u) / ${W / 8}u`;
+  const col = (i: number) => `(lid + ${i * T}u) % ${W / 8}u`;
+  return {
+    decl: rep(n, (i) => `var ${tag}${i}: vec4<u32>;`, '\n  '),
+    load: rep(
+      n,
+      (i) =>
+        `${assign ? '' : 'let '}${tag}${i} = ${s}[min((${base} + (${loadFirst} + ${row(i)}) * ${stride}) / 8u + ${col(i)}, arrayLength(&${s}) - 1u)];`,
+      '\n    ',
+    ),
+    store: rep(
+      n,
+      (i) => `{
+      let r = ${row(i)};
+      let w = select(vec4<u32>(0u), ${tag}${i}, ${storeFirst} + r < ${limit});
+      let d = ${at}r * ${DW}u + ${col(i)} * 8u;
+      ${rep(
+        4,
+        (j) => `let h${j} = ${cvt(`w[${j}]`)};
+      ${dst}[d + ${2 * j}u] = h${j}.x;
+      ${dst}[d + ${2 * j + 1}u] = h${j}.y;`,
+        '\n      ',
+      )}
+    }`,
+      '\n    ',
+    ),
+  };
+}
+
 /** spec.ts keyRange(i) = [key_lo, key_hi) of query row r (off = nk - nq, ncols = nk), in WGSL. */
 export const TC_KEY_RANGES = `fn key_lo(r: i32, off: i32, ncols: i32) -> i32 { if (P.left < 0) { return 0; } return max(r + off - P.left, 0); }
 fn key_hi(r: i32, off: i32, ncols: i32) -> i32 { if (P.right < 0) { return ncols; } return clamp(r + off + P.right + 1, 0, ncols); }`;
@@ -646,6 +717,49 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const stageV = nest
     ? stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', `${vB0}u + `, vOuter)
     : stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ');
+  // prefetchK / splitV: the loads apart from the stores (stageParts), where they apply.
+  const partsOk = !split && !narrow && !fused;
+  const kParts = (loadFirst: string) =>
+    stageParts(
+      T,
+      cvt,
+      'k',
+      'kB',
+      'P.kRow',
+      loadFirst,
+      'c0',
+      BC,
+      'nk',
+      c.d,
+      KW,
+      nest ? `kv[${kOuter}]` : 'kv',
+      nest ? `${kB0}u + ` : 'kvK + ',
+      'kw',
+      true,
+    );
+  const pfK = (c.prefetchK ?? false) && partsOk && !bsp ? kParts('c0 + BC') : undefined;
+  // The first tile's K, loaded before the loop.
+  const pfK0 = pfK ? kParts('(u32(loFirst) / BC) * BC') : undefined;
+  const svV =
+    (c.splitV ?? false) && partsOk
+      ? stageParts(
+          T,
+          cvt,
+          'v',
+          'vB',
+          'P.vRow',
+          'c0',
+          'c0',
+          BC,
+          'nk',
+          c.dv,
+          VW,
+          nest ? `kv[${vOuter}]` : 'kv',
+          nest ? `${vB0}u + ` : 'kvV + ',
+          'vw',
+          false,
+        )
+      : undefined;
   const oChunk = (ch: number) =>
     Array.from({ length: KV }, (_, j) => j).filter((j) => Math.floor((16 * j) / BC) === ch);
   const smallFirst = c.smallFirst ?? true;
@@ -747,6 +861,13 @@ ${tcEntry(T, emu)}
   var l = 0.0;
   let loFirst = key_lo(rFirst, off, ncols);
   let hiLast = max(key_hi(rLast, off, ncols), 0);${
+    pfK && pfK0
+      ? `
+  // prefetchK: the first tile's K words (clamped addresses; masked when stored).
+  ${pfK.decl}
+  ${pfK0.load}`
+      : ''
+  }${
     bsp
       ? `
   let slice = b * P.bsBatch + h * P.bsHead;
@@ -771,9 +892,15 @@ ${tcEntry(T, emu)}
     ${kvBases}${bsp ? '\n    vis++;' : ''}
     ${topBarrier ? 'workgroupBarrier();' : ''}
     if (lid == 0u) { ${flag} = 0u; }
-    ${stageK}
+    ${pfK ? pfK.store : stageK}
     ${fused ? stageV : ''}
-    workgroupBarrier();
+    workgroupBarrier();${
+      pfK
+        ? `
+    // The next tile's K words, stored at its start (the last tile reloads a clamped one).
+    ${pfK.load}`
+        : ''
+    }
     ${rep(NC, (n) => `var s${n} = ${A}();${split ? `\n    var x${n} = ${A}();` : ''}`, '\n    ')}
     ${rep(
       KD,
@@ -800,7 +927,7 @@ ${tcEntry(T, emu)}
     )}
     ${c.debug === 'noRoundTrip' ? '' : rep(NC, (n) => `${stMine('sc', 'scB', 16 * n, `s${n}`)};${split ? `\n    ${stMine('scx', 'scB', 16 * n, `x${n}`)};` : ''}`, '\n    ')}
     workgroupBarrier();
-    ${fused ? '' : stageV}
+    ${fused ? '' : svV ? svV.load : stageV}
     var tmax = NEG;
     ${
       regs
@@ -830,6 +957,7 @@ ${tcEntry(T, emu)}
       ps += p;
     }`
     }
+    ${svV ? svV.store : ''}
     l = l * alpha + ps;
     if (hh == 0u) { salpha[sg * 16u + rr] = alpha; }
     if (alpha != 1.0) { ${flag} = 1u; }
