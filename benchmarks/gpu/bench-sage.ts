@@ -4,7 +4,7 @@
  *
  *   node bench-sage.mjs [--out sage.json] [--repeats 10] [--skip-verify] [--skip-table]
  *                       [--shapes 4,32,4096,128;4,32,8192,128] [--subgroups 4,2] [--units elems,words]
- *                       [--tc-variants '[{},{"constOffsets":true}]']
+ *                       [--tc-variants '[{"constOffsets":false},{}]']
  *
  * 1. Verification first, outputs poisoned: the int8 tensor-core kernel (sage/tensor-cores.ts)
  *    and the portable dot4I8Packed kernel (sage/webgpu.ts) on small random shapes (odd lengths,

@@ -198,7 +198,8 @@ describe.skipIf(!ctx)('int8 tensor-core Sage kernel, emulated, vs the TypeScript
           const r = await sageTcForward(ctx!, bufs, c.dims, c.g, c.opts, {
             subgroups,
             emulate: true,
-            ...(constOffsets ? { constOffsets } : {}),
+            // Explicit both ways: the default is on (sageTcForward).
+            constOffsets,
           });
           const o = new Float32Array(await ctx!.readBuffer(r.o, spec.o.length * 4));
           const lse = new Float32Array(await ctx!.readBuffer(r.lse, spec.lse!.length * 4));

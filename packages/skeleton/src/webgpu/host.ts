@@ -770,7 +770,14 @@ function forwardSetup(
     : opts.tensorCores === undefined &&
         tcAutoSelect(
           'forward',
-          { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
+          {
+            d: p.d,
+            dv: p.dv,
+            dtype: pr.dtype,
+            maxSeqQ: p.maxSeqQ,
+            maxSeqK: p.maxSeqK,
+            paged: p.paged !== undefined,
+          },
           ctx.adapterInfo.vendor,
           ctx.robustAccess,
         )
@@ -1033,6 +1040,7 @@ function tcConfig(
     no('the normalisation is not plain softmax');
   if (hooks.scoreMods.length > 0 || hooks.mask || hooks.rab || hooks.permute || p.maskMod)
     no('score mods, masks or a permutation are set');
+  if (p.paged) no('K/V are paged (the tensor-core forward reads contiguous K/V)');
   if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
   // Defaults: the fastest verified variant on the H200 (benchmarks/gpu/results/tc-wip/
   // VARIANTS.md, run 12), with the largest tile of TC_DEFAULT_TILES that fits the device's
@@ -1490,7 +1498,14 @@ function backwardSetup(
     : opts.tensorCores === undefined &&
         tcAutoSelect(
           'backward',
-          { d: p.d, dv: p.dv, dtype: pr.dtype, maxSeqQ: p.maxSeqQ, maxSeqK: p.maxSeqK },
+          {
+            d: p.d,
+            dv: p.dv,
+            dtype: pr.dtype,
+            maxSeqQ: p.maxSeqQ,
+            maxSeqK: p.maxSeqK,
+            paged: p.paged !== undefined,
+          },
           ctx.adapterInfo.vendor,
           ctx.robustAccess,
         )

@@ -56,6 +56,15 @@ describe('tcAutoSelect: tensor cores without being asked, where the H200 measure
       tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 }, ''),
     ).toBe(false);
   });
+  test('never for paged K/V (the kernels read contiguous K/V), whatever else qualifies', () => {
+    for (const pass of ['forward', 'backward'] as const) {
+      const problem = { d: 64, dv: 64, dtype: 'f16', maxSeqQ: 4096, maxSeqK: 4096 };
+      expect(tcAutoSelect(pass, problem, 'nvidia')).toBe(true);
+      expect(tcAutoSelect(pass, { ...problem, paged: false }, 'nvidia')).toBe(true);
+      expect(tcAutoSelect(pass, { ...problem, paged: true }, 'nvidia')).toBe(false);
+      expect(tcAutoSelect(pass, { ...problem, paged: true }, 'nvidia', false)).toBe(false);
+    }
+  });
   test('sequences of 1024 rows at least (a decode step stays on SIMT)', () => {
     const at = (maxSeqQ: number, maxSeqK: number) =>
       tcAutoSelect('forward', { d: 128, dv: 128, dtype: 'f16', maxSeqQ, maxSeqK }, 'nvidia');

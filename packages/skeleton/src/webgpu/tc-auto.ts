@@ -14,15 +14,25 @@
  * measured (1024-8192): a decode step (a few query rows) would fill 1/16 of a tensor-core tile
  * of 16 rows per subgroup, and was never measured against the SIMT kernels. The adapter must
  * also qualify (f16 x f16 -> f32 16x16x16 configs, 32-wide subgroups): the caller checks that
- * and falls back. Pure: unit-tested without a device.
+ * and falls back. Never for paged K/V (a prefill through the paged cache: the kernels read
+ * contiguous K/V). Pure: unit-tested without a device.
  */
 export function tcAutoSelect(
   _pass: 'forward' | 'backward',
-  problem: { d: number; dv: number; dtype: string; maxSeqQ: number; maxSeqK: number },
+  problem: {
+    d: number;
+    dv: number;
+    dtype: string;
+    maxSeqQ: number;
+    maxSeqK: number;
+    /** K/V through a block table: the tensor-core passes read contiguous K/V. */
+    paged?: boolean;
+  },
   vendor: string,
   _robustAccess = true,
 ): boolean {
   if (problem.dtype !== 'f16' || vendor.toLowerCase() !== 'nvidia') return false;
+  if (problem.paged) return false;
   if (problem.maxSeqQ < TC_AUTO_MIN_ROWS || problem.maxSeqK < TC_AUTO_MIN_ROWS) return false;
   const { d, dv } = problem;
   return d === dv && (d === 64 || d === 128);

@@ -100,7 +100,7 @@ describe('tensor-core backward generators', () => {
     // dP = dO V^T: V after K's BC rows (2304 halves) within the half.
     expect(dq).toContain(`${right}(&kv[kvo], ${2304 + 656}u, true, 40u)`);
     // The block's 16 rows per subgroup; the tile's rows into the parity's half.
-    expect(dq).toContain('let q = r / 16u;');
+    expect(dq).toContain('let oq = r / 16u;');
     expect(dq).toContain('let d = 2304u + r * 40u + c8 * 8u;');
     expect(dq).toContain('kv[kvo][d + 7u] = h3.y;');
     const dkdv = tcDkdvShader({ ...c, constOffsets: true }).code;
@@ -109,7 +109,7 @@ describe('tensor-core backward generators', () => {
     expect(dkdv).toContain(`${right}(&qd[qdo], ${2304 + 656}u, false, 40u)`);
     // Emulated: helpers reading element o of the array.
     const emu = tcDkdvShader({ ...c, constOffsets: true, emulate: true }).code;
-    expect(emu).toContain('fn ld_qd_c_n(o: u32, off: u32, stride: u32)');
+    expect(emu).toContain('fn ld_qd_c_n(ou: u32, off: u32, stride: u32)');
     expect(emu).toContain('ld_ks_r_n(sg, 48u, 72u)');
     expect(emu).not.toMatch(/fn (?:ld|st)_\w+_[rc]\(/);
   });
@@ -400,25 +400,34 @@ function inputs(c: Case, seed: number) {
 
 /** Tiles per variant: both passes alike (two compiles per (variant, D, Dv) on llvmpipe). */
 const VARIANTS: TcBackwardTile[] = [
-  // The first three pin the flat layout and the staging loop (the host's defaults add
-  // constOffsets and batchLoads since 2026-12-04).
+  // The first three pin the flat layout, the staging loop and the scalar loop (the host's
+  // defaults add constOffsets, batchLoads and regLoops since 2026-12-04).
   // Two subgroups (parity halves shared between them), one key / query matrix per tile.
-  { subgroups: 2, keyMatrices: 1, pad: 8, constOffsets: false, batchLoads: false },
+  { subgroups: 2, keyMatrices: 1, pad: 8, constOffsets: false, batchLoads: false, regLoops: false },
   // One subgroup, two matrices per tile, unpadded (the emulation cannot see banks); dK and dV
   // in two passes (split applies to the dK/dV pass only).
-  { subgroups: 1, keyMatrices: 2, pad: 0, split: true, constOffsets: false, batchLoads: false },
+  {
+    subgroups: 1,
+    keyMatrices: 2,
+    pad: 0,
+    split: true,
+    constOffsets: false,
+    batchLoads: false,
+    regLoops: false,
+  },
   // Loads before stores (d 16, one subgroup: whole words per invocation).
-  { subgroups: 1, keyMatrices: 2, pad: 8, batchLoads: true, constOffsets: false },
+  { subgroups: 1, keyMatrices: 2, pad: 8, batchLoads: true, constOffsets: false, regLoops: false },
   // Per-subgroup arrays, the kept block and the streamed halves as arrays of arrays, constant
-  // matrix offsets (constOffsets): both passes with two subgroups, then split dK/dV with the
-  // loads first.
-  { subgroups: 2, keyMatrices: 1, pad: 8, constOffsets: true },
-  { subgroups: 2, keyMatrices: 2, pad: 0, split: true, batchLoads: true, constOffsets: true },
-  // The host's defaults (constOffsets, batchLoads) on a two-subgroup tile (2 x 2 needs more
-  // than llvmpipe's 32 KiB with the emulation's f32 arrays).
+  // matrix offsets (constOffsets) with the scalar loop: both passes with two subgroups, then
+  // split dK/dV with the loads first.
+  { subgroups: 2, keyMatrices: 1, pad: 8, constOffsets: true, regLoops: false },
+  { subgroups: 2, keyMatrices: 2, pad: 0, split: true, batchLoads: true, regLoops: false },
+  // The host's defaults (constOffsets, batchLoads, regLoops) on a two-subgroup tile (2 x 2
+  // needs more than llvmpipe's 32 KiB with the emulation's f32 arrays), and on one subgroup
+  // with two matrices.
   { subgroups: 2, keyMatrices: 1 },
-  // The scalar pass unrolled, loads first (regLoops), both passes and split dK / dV.
-  { subgroups: 1, keyMatrices: 2, regLoops: true },
+  { subgroups: 1, keyMatrices: 2 },
+  // regLoops in the flat layout, split dK / dV.
   { subgroups: 2, keyMatrices: 1, split: true, regLoops: true, constOffsets: false },
 ];
 

@@ -86,8 +86,9 @@ export interface TcForwardConfig {
   /**
    * Load the next key tile's K words into registers right after this tile's staging barrier
    * and store them at the next tile's start, so their latency is covered by a whole tile of
-   * work (stageParts). Only where batchLoads stages K (whole words per invocation), not with
-   * split, narrow, fused or blockSparse (a skipped tile would store the wrong prefetch).
+   * work (stageParts). Applies where a K tile is a whole number of 16-byte words per
+   * invocation and not with split, narrow, fused or blockSparse (a skipped tile would store the
+   * wrong prefetch); elsewhere it is ignored and K is staged as before (tested).
    */
   prefetchK?: boolean;
   /**
@@ -224,10 +225,10 @@ export function matrixOps(emulate: boolean, subgroups: number, opaqueZero = 'P.g
       const ref = outer === undefined ? arr : `${arr}[${outer}]`;
       if (!emulate) return `subgroupMatrixLoad<${types[kind]}>(&${ref}, ${off}, ${cm}, ${stride})`;
       const name = `ld_${arr}_${cm ? 'c' : 'r'}${outer === undefined ? '' : '_n'}`;
-      const el = outer === undefined ? `${arr}[${at(cm)}]` : `${arr}[o][${at(cm)}]`;
+      const el = outer === undefined ? `${arr}[${at(cm)}]` : `${arr}[ou][${at(cm)}]`;
       helpers.set(
         name,
-        `fn ${name}(${outer === undefined ? '' : 'o: u32, '}off: u32, stride: u32) -> array<f32, 8> {
+        `fn ${name}(${outer === undefined ? '' : 'ou: u32, '}off: u32, stride: u32) -> array<f32, 8> {
   var x: array<f32, 8>;
   for (var t = 0u; t < e_8(); t++) { let e = e_lane * 8u + t; x[t] = f32(${el}); }
   return x;
@@ -246,10 +247,10 @@ export function matrixOps(emulate: boolean, subgroups: number, opaqueZero = 'P.g
       const ref = outer === undefined ? arr : `${arr}[${outer}]`;
       if (!emulate) return `subgroupMatrixStore(&${ref}, ${off}, ${m}, ${cm}, ${stride})`;
       const name = `st_${arr}_${cm ? 'c' : 'r'}${outer === undefined ? '' : '_n'}`;
-      const el = outer === undefined ? `${arr}[${at(cm)}]` : `${arr}[o][${at(cm)}]`;
+      const el = outer === undefined ? `${arr}[${at(cm)}]` : `${arr}[ou][${at(cm)}]`;
       helpers.set(
         name,
-        `fn ${name}(${outer === undefined ? '' : 'o: u32, '}off: u32, m: array<f32, 8>, stride: u32) {
+        `fn ${name}(${outer === undefined ? '' : 'ou: u32, '}off: u32, m: array<f32, 8>, stride: u32) {
   for (var t = 0u; t < e_8(); t++) { let e = e_lane * 8u + t; ${el} = m[t]; }
 }`,
       );
@@ -396,12 +397,12 @@ export function stageRows(
   outerRows?: number,
 ): string {
   const words = (rows * W) / 8;
-  // Where word d's halves go: dst, or dst's element q (outerRows).
-  const target = outerRows === undefined ? dst : `${dst}[q]`;
+  // Where word d's halves go: dst, or dst's element oq (outerRows; not q, a storage binding).
+  const target = outerRows === undefined ? dst : `${dst}[oq]`;
   const rowAt = (r: string) =>
     outerRows === undefined
       ? `let d = ${at}${r} * ${DW}u`
-      : `let q = ${r} / ${outerRows}u;
+      : `let oq = ${r} / ${outerRows}u;
       let d = ${at}(${r} % ${outerRows}u) * ${DW}u`;
   // Word w's 8 halves through cvt into the target at d .. d + 7 (both stagings).
   const storeWord = (ind: string) =>
@@ -605,10 +606,10 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   ) => {
     // dst (and split's lo array) as the staging target, and row r's start d within it.
     const tgt = (a: string) =>
-      outer === undefined ? a : typeof outer === 'string' ? `${a}[${outer}]` : `${a}[q]`;
+      outer === undefined ? a : typeof outer === 'string' ? `${a}[${outer}]` : `${a}[oq]`;
     const rowAt = (r: string) =>
       typeof outer === 'number'
-        ? `let q = ${r} / ${outer}u;\n      let d = ${at}(${r} % ${outer}u) * ${DW}u`
+        ? `let oq = ${r} / ${outer}u;\n      let d = ${at}(${r} % ${outer}u) * ${DW}u`
         : `let d = ${at}${r} * ${DW}u`;
     return split
       ? `
