@@ -105,7 +105,7 @@ const ctx = await createWebGpuContext({
   disabledDawnToggles: benchDisabledToggles(),
 });
 console.log(
-  `adapter ${JSON.stringify(ctx.adapterInfo)} features=${JSON.stringify({ ...ctx.features, subgroupMatrixConfigs: ctx.features.subgroupMatrixConfigs.filter((c) => c.componentType !== 'f16') })}`,
+  `adapter ${JSON.stringify(ctx.adapterInfo)} features=${JSON.stringify({ ...ctx.features, subgroupMatrixConfigs: ctx.features.subgroupMatrixConfigs.filter((c) => c.component !== 'f16') })}`,
 );
 const out: Record<string, unknown> = { adapter: ctx.adapterInfo, date: new Date().toISOString() };
 if (value('tc-variants') !== undefined) out.tcVariants = TC_VARIANTS;
