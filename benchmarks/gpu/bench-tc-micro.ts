@@ -56,8 +56,18 @@ const VARIANTS: Record<string, { acc: 'f32' | 'f16'; mmas: number; body: string;
     // load addressing its block &W[i] at a constant offset: Tint's robustness can then prove the
     // load in bounds at compile time and leave out the `if (in bounds)` it puts around a load at
     // a dynamic offset (the tensor-core kernels' constOffsets).
-    'wgL-8:8-const': { acc: 'f32', mmas: R, body: eightLoadsNested(), nest: true },
-    'wgR-8:8-const': { acc: 'f32', mmas: R, body: eightLoadsNested(true), nest: true },
+    'wgL-8:8-const': {
+      acc: 'f32',
+      mmas: R,
+      body: eightLoads('W', 'PAD', false, false, true),
+      nest: true,
+    },
+    'wgR-8:8-const': {
+      acc: 'f32',
+      mmas: R,
+      body: eightLoads('W', 'PAD', true, false, true),
+      nest: true,
+    },
     // Unpadded rows (stride 128 halves = 256 bytes: the bank-conflict case of run 12).
     'wgL-8:8-nopad': { acc: 'f32', mmas: R, body: eightLoads('W', '128u') },
     // The same from a storage buffer (L1/L2 hits: a 64 KiB region).
@@ -122,30 +132,26 @@ function loadR(src: string, off: string, stride: string, colMajor: boolean): str
 function wOff(): string {
   return '(((it + sg) & 7u) * 16u) * PAD + ((it >> 3u) & 7u) * 16u';
 }
-function eightLoads(src: string, stride: string, right = false, align = false): string {
+/**
+ * Eight loads (left, or right column-major) then eight MMAs. `nested`: W is 8 blocks of 16
+ * rows and each load addresses its block &W[i] at a constant offset (the others compute a
+ * dynamic offset into a flat array).
+ */
+function eightLoads(
+  src: string,
+  stride: string,
+  right = false,
+  align = false,
+  nested = false,
+): string {
   const lines: string[] = [];
   for (let r = 0; r < R; r++) {
     const at = `(((it + sg + ${r}u) & 7u) * 16u) * ${stride} + ${r * 16}u`;
-    const off = align ? `((${at}) & 0xfffffff8u)` : at;
-    lines.push(`let a${r}x = ${right ? loadR(src, off, stride, true) : loadL(src, off, stride)};`);
-  }
-  for (let r = 0; r < R; r++)
+    const [from, off] = nested
+      ? [`${src}[(it + sg + ${r}u) & 7u]`, `${r * 16}u`]
+      : [src, align ? `((${at}) & 0xfffffff8u)` : at];
     lines.push(
-      right
-        ? `c${r} = subgroupMatrixMultiplyAccumulate(a0, a${r}x, c${r});`
-        : `c${r} = subgroupMatrixMultiplyAccumulate(a${r}x, b0, c${r});`,
-    );
-  return lines.join('\n');
-}
-
-function eightLoadsNested(right = false): string {
-  const lines: string[] = [];
-  for (let r = 0; r < R; r++) {
-    const blk = `&W[(it + sg + ${r}u) & 7u]`;
-    lines.push(
-      right
-        ? `let a${r}x = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(${blk}, ${r * 16}u, true, PAD);`
-        : `let a${r}x = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(${blk}, ${r * 16}u, false, PAD);`,
+      `let a${r}x = ${right ? loadR(from, off, stride, true) : loadL(from, off, stride)};`,
     );
   }
   for (let r = 0; r < R; r++)

@@ -11,6 +11,7 @@ import {
   type WgslBinding,
 } from '@attnkit/webgpu';
 import type { WgslKernel } from '../webgpu/shaders.js';
+import { partsArray } from '../webgpu/tc-forward.js';
 import {
   SAGE_KEY_TILE,
   type SageDims,
@@ -191,9 +192,7 @@ export function sageTcShader(c: SageTcConfig): WgslKernel {
   // builtin's pointer and offset (`flat` the flat layout's offset).
   const at = (a: string, off: number, flat: string) =>
     nest ? `&${a}[sg], ${off}u` : `&${a}, ${flat}`;
-  // A workgroup array of `n` parts of `size` elements: nested (nest) or flat.
-  const arr = (t: string, size: number, n: number) =>
-    nest ? `array<array<${t}, ${size}>, ${n}>` : `array<${t}, ${size * n}>`;
+  const arr = (t: string, size: number, n: number) => partsArray(t, size, n, nest);
   const bindings: WgslBinding[] = [
     { name: 'P', kind: 'uniform', type: 'Params' },
     // 16-byte words: each staging load moves 16 codes (D, Dv are multiples of 32).

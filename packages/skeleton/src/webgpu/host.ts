@@ -768,19 +768,7 @@ function forwardSetup(
   const tcs = opts.tensorCores
     ? tcConfigs(pr, hooks, opts.tensorCores)
     : opts.tensorCores === undefined &&
-        tcAutoSelect(
-          'forward',
-          {
-            d: p.d,
-            dv: p.dv,
-            dtype: pr.dtype,
-            maxSeqQ: p.maxSeqQ,
-            maxSeqK: p.maxSeqK,
-            paged: p.paged !== undefined,
-          },
-          ctx.adapterInfo.vendor,
-          ctx.robustAccess,
-        )
+        tcAutoSelect('forward', tcAutoProblem(pr), ctx.adapterInfo.vendor, ctx.robustAccess)
       ? qualifying(() => tcConfigs(pr, hooks, true))
       : undefined;
   return { ...base, tcs };
@@ -791,6 +779,16 @@ interface ForwardPrograms {
   kernel: WgslKernel;
   program: CompiledProgram;
 }
+
+/** What tcAutoSelect weighs of a prepared problem (both passes ask it alike). */
+const tcAutoProblem = ({ p, dtype }: Prepared) => ({
+  d: p.d,
+  dv: p.dv,
+  dtype,
+  maxSeqQ: p.maxSeqQ,
+  maxSeqK: p.maxSeqK,
+  paged: p.paged !== undefined,
+});
 
 /** TC_CHOICE's key of a forward's tensor-core candidate list (backwardKey: the backward's). */
 const forwardKey = (tcs: readonly TcForwardConfig[]) => `forward|${JSON.stringify(tcs)}`;
@@ -1496,19 +1494,7 @@ function backwardSetup(
   const tc = opts.tensorCores
     ? tcBackwardConfigs(pr, hooks, opts)
     : opts.tensorCores === undefined &&
-        tcAutoSelect(
-          'backward',
-          {
-            d: p.d,
-            dv: p.dv,
-            dtype: pr.dtype,
-            maxSeqQ: p.maxSeqQ,
-            maxSeqK: p.maxSeqK,
-            paged: p.paged !== undefined,
-          },
-          ctx.adapterInfo.vendor,
-          ctx.robustAccess,
-        )
+        tcAutoSelect('backward', tcAutoProblem(pr), ctx.adapterInfo.vendor, ctx.robustAccess)
       ? qualifying(() => tcBackwardConfigs(pr, hooks, { ...opts, tensorCores: true }))
       : undefined;
   const grad = biasGradMod(hooks.scoreMods);

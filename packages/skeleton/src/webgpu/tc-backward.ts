@@ -3,7 +3,14 @@ import type { WgslBinding } from '@attnkit/webgpu';
 import { declareBindings } from '@attnkit/webgpu';
 import { paramsStruct } from './params.js';
 import type { WgslKernel } from './shaders.js';
-import { matrixOps, stageRows, TC_KEY_RANGES, TC_SUBGROUP_SIZE, tcEntry } from './tc-forward.js';
+import {
+  matrixOps,
+  partsArray,
+  stageRows,
+  TC_KEY_RANGES,
+  TC_SUBGROUP_SIZE,
+  tcEntry,
+} from './tc-forward.js';
 
 /**
  * The tensor-core FlashAttention-2 backward (issue 20 item 3), softmax, f16 q/k/v/o/dO, f32
@@ -220,9 +227,6 @@ function stage(
   outer?: string | number,
 ): string {
   const cvt = (x: string) => (c.emulate ? `unpack2x16float(${x})` : `bitcast<vec2<f16>>(${x})`);
-  // A string names dst's element (its rows as a flat tile), a number the rows per element.
-  const into = typeof outer === 'string' ? `${dst}[${outer}]` : dst;
-  const perElement = typeof outer === 'number' ? outer : undefined;
   return stageRows(
     T,
     cvt,
@@ -234,10 +238,10 @@ function stage(
     limit,
     W,
     DW,
-    into,
+    dst,
     at,
     c.batchLoads,
-    perElement,
+    outer,
   );
 }
 
@@ -257,8 +261,7 @@ function addressing(c: TcBackwardConfig, mx: Ops) {
   return {
     nest,
     /** A workgroup array of n parts of `size` elements: nested or flat. */
-    arr: (t: string, size: number, n: number) =>
-      nest ? `array<array<${t}, ${size}>, ${n}>` : `array<${t}, ${size * n}>`,
+    arr: (t: string, size: number, n: number) => partsArray(t, size, n, nest),
     /** A row-major matrix load from the subgroup's part of `a` (flat: at `base`), at `off` within it. */
     ldSg: (kind: 'L' | 'A', a: string, base: string, off: number, stride: string) => {
       const [o, outer] = mine(base, off);

@@ -291,6 +291,16 @@ ${[...helpers.values()].join('\n')}`;
   };
 }
 
+/**
+ * WGSL type of a workgroup array of `n` parts of `size` elements of type `t`: nested, an array
+ * of per-part arrays whose elements subgroup-matrix builtins address at constant offsets
+ * (constOffsets), or flat. The tensor-core forward, backward and Sage's int8 kernel declare
+ * their per-subgroup scratch with it.
+ */
+export function partsArray(t: string, size: number, n: number, nested: boolean): string {
+  return nested ? `array<array<${t}, ${size}>, ${n}>` : `array<${t}, ${size * n}>`;
+}
+
 /** The subgroup size the kernel assumes (NVIDIA's warp; the planner requires it). */
 export const TC_SUBGROUP_SIZE = 32;
 
@@ -373,12 +383,42 @@ export function tcForwardWorkgroupBytes(c: TcForwardConfig): number {
 }
 
 /**
+ * Where a staged row goes, for stageRows, stageParts and the forward's split / narrow stagings:
+ * `outer` undefined, into `dst` itself; a string, into dst's element `outer` (WGSL); a number,
+ * dst is an array of arrays of that many rows each, row r going to dst[r / outer] at `at` +
+ * (r % outer) DW. `target(a)` is the array to index (dst, or one laid out alike such as split's
+ * lo array); `rowAt(r)` declares d, row r's start there (and oq, its element: not q, a storage
+ * binding of the kernels).
+ */
+export function stagingAddress(outer: string | number | undefined, at: string, DW: number) {
+  return {
+    target: (a: string) =>
+      outer === undefined ? a : typeof outer === 'string' ? `${a}[${outer}]` : `${a}[oq]`,
+    rowAt: (r: string) =>
+      typeof outer === 'number'
+        ? `let oq = ${r} / ${outer}u;\n      let d = ${at}(${r} % ${outer}u) * ${DW}u`
+        : `let d = ${at}${r} * ${DW}u`,
+  };
+}
+
+/** WGSL: word w's 8 halves through cvt into `target` at d .. d + 7, lines indented by `ind`. */
+function storeWord(cvt: (x: string) => string, target: string, ind: string): string {
+  return rep(
+    4,
+    (j) => `let h${j} = ${cvt(`w[${j}]`)};
+${ind}${target}[d + ${2 * j}u] = h${j}.x;
+${ind}${target}[d + ${2 * j + 1}u] = h${j}.y;`,
+    `\n${ind}`,
+  );
+}
+
+/**
  * Copies `rows` rows of width W halves from storage `s` (16-byte words; row `first + r` at
  * base + (first + r) stride halves) into the workgroup array `dst` at `at` + r DW (rows at or
  * past `limit` as zeros), 8 halves per invocation step, each word's halves through `cvt` (WGSL
- * text of a vec2 of the array's element type from a u32). With `outerRows`, `dst` is an array
- * of arrays of `outerRows` rows each: row r goes to dst[r / outerRows] at `at` + (r % outerRows)
- * DW. The tensor-core forward and backward stage their tiles with it.
+ * text of a vec2 of the array's element type from a u32). `outer` (constOffsets: dst an array
+ * of arrays): the element the rows go to, or the rows per element (stagingAddress). The
+ * tensor-core forward and backward stage their tiles with it.
  */
 export function stageRows(
   T: number,
@@ -394,25 +434,11 @@ export function stageRows(
   dst: string,
   at: string,
   batched = false,
-  outerRows?: number,
+  outer?: string | number,
 ): string {
   const words = (rows * W) / 8;
-  // Where word d's halves go: dst, or dst's element oq (outerRows; not q, a storage binding).
-  const target = outerRows === undefined ? dst : `${dst}[oq]`;
-  const rowAt = (r: string) =>
-    outerRows === undefined
-      ? `let d = ${at}${r} * ${DW}u`
-      : `let oq = ${r} / ${outerRows}u;
-      let d = ${at}(${r} % ${outerRows}u) * ${DW}u`;
-  // Word w's 8 halves through cvt into the target at d .. d + 7 (both stagings).
-  const storeWord = (ind: string) =>
-    rep(
-      4,
-      (j) => `let h${j} = ${cvt(`w[${j}]`)};
-${ind}${target}[d + ${2 * j}u] = h${j}.x;
-${ind}${target}[d + ${2 * j + 1}u] = h${j}.y;`,
-      `\n${ind}`,
-    );
+  const { target: into, rowAt } = stagingAddress(outer, at, DW);
+  const target = into(dst);
   if (batched && words % T === 0) {
     // Every word of the invocation loaded first, then converted and stored: no store waits
     // for a load before the next load is issued. Rows at or past `limit` load a clamped word
@@ -432,7 +458,7 @@ ${ind}${target}[d + ${2 * j + 1}u] = h${j}.y;`,
         (i) => `{
         let w = select(vec4<u32>(0u), sw${i}, ${first} + sr${i} < ${limit});
         ${rowAt(`sr${i}`)} + sc${i} * 8u;
-        ${storeWord('        ')}
+        ${storeWord(cvt, target, '        ')}
       }`,
         '\n      ',
       )}
@@ -445,7 +471,7 @@ ${ind}${target}[d + ${2 * j + 1}u] = h${j}.y;`,
       var w = vec4<u32>(0u);
       if (${first} + r < ${limit}) { w = ${s}[(${base} + (${first} + r) * ${stride}) / 8u + c8]; }
       ${rowAt('r')} + c8 * 8u;
-      ${storeWord('      ')}
+      ${storeWord(cvt, target, '      ')}
     }`;
 }
 
@@ -494,13 +520,7 @@ export function stageParts(
       let r = ${row(i)};
       let w = select(vec4<u32>(0u), ${tag}${i}, ${storeFirst} + r < ${limit});
       let d = ${at}r * ${DW}u + ${col(i)} * 8u;
-      ${rep(
-        4,
-        (j) => `let h${j} = ${cvt(`w[${j}]`)};
-      ${dst}[d + ${2 * j}u] = h${j}.x;
-      ${dst}[d + ${2 * j + 1}u] = h${j}.y;`,
-        '\n      ',
-      )}
+      ${storeWord(cvt, dst, '      ')}
     }`,
       '\n    ',
     ),
@@ -605,12 +625,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
     outer?: string | number,
   ) => {
     // dst (and split's lo array) as the staging target, and row r's start d within it.
-    const tgt = (a: string) =>
-      outer === undefined ? a : typeof outer === 'string' ? `${a}[${outer}]` : `${a}[oq]`;
-    const rowAt = (r: string) =>
-      typeof outer === 'number'
-        ? `let oq = ${r} / ${outer}u;\n      let d = ${at}(${r} % ${outer}u) * ${DW}u`
-        : `let d = ${at}${r} * ${DW}u`;
+    const { target: tgt, rowAt } = stagingAddress(outer, at, DW);
     return split
       ? `
     for (var e = lid; e < ${(rows * W) / 4}u; e += ${T}u) {
@@ -639,38 +654,22 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
       ${tgt(dst)}[d] = h.x;
       ${tgt(dst)}[d + 1u] = h.y;
     }`
-        : typeof outer === 'string'
-          ? stageRows(
-              T,
-              cvt,
-              s,
-              base,
-              stride,
-              first,
-              rows,
-              limit,
-              W,
-              DW,
-              tgt(dst),
-              at,
-              c.batchLoads,
-            )
-          : stageRows(
-              T,
-              cvt,
-              s,
-              base,
-              stride,
-              first,
-              rows,
-              limit,
-              W,
-              DW,
-              dst,
-              at,
-              c.batchLoads,
-              outer,
-            );
+        : stageRows(
+            T,
+            cvt,
+            s,
+            base,
+            stride,
+            first,
+            rows,
+            limit,
+            W,
+            DW,
+            dst,
+            at,
+            c.batchLoads,
+            outer,
+          );
   };
   // Column of a lane's row at step c of its half (rotated when swizzled: see `swizzle`).
   const col = (cv: string) =>
@@ -768,9 +767,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
 var<workgroup> salpha: array<f32, ${c.subgroups * 16}>;
 var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
   const flag = smallFirst ? 'sflag[0]' : 'sflag';
-  // A workgroup array of n parts of `size` elements: nested (nest) or flat.
-  const arr = (t: string, size: number, n: number) =>
-    nest ? `array<array<${t}, ${size}>, ${n}>` : `array<${t}, ${size * n}>`;
+  const arr = (t: string, size: number, n: number) => partsArray(t, size, n, nest);
   if (emu && shuffle)
     throw new ValueError(
       'shuffle: expected false with emulate (no subgroups to shuffle), got true',
