@@ -55,7 +55,7 @@ describe('bench: a --shape is checked against memory before anything is allocate
     expect(() => checkBenchMemory(DEFAULT_BENCH, 16 * GiB)).not.toThrow();
   });
 
-  test('attnkit bench --shape 1e9,1,1,1 exits 2 in under a second without allocating', async () => {
+  test('attnkit bench --shape 1e9,1,1,1 exits 2 without allocating', async () => {
     // Before: the inputs were drawn first and the process grew to 12 GB before dying.
     if (typeof (process as { availableMemory?: unknown }).availableMemory === 'function') {
       vi.spyOn(
@@ -65,9 +65,8 @@ describe('bench: a --shape is checked against memory before anything is allocate
     }
     const io = captureIo();
     const before = process.memoryUsage().arrayBuffers;
-    const t0 = performance.now();
+    // The memory check is the test (a wall-clock bound would only measure CI's load).
     expect(await runCli(['bench', '--shape', '1e9,1,1,1'], io)).toBe(2);
-    expect(performance.now() - t0).toBeLessThan(1000);
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 * 2 ** 20);
     expect(io.stdout).toEqual([]);
     expect(io.stderr).toHaveLength(1);

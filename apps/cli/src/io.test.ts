@@ -188,9 +188,9 @@ describe('attnkit io: sizes', () => {
     // Before: no --window flag, and the library refused N = 1e7 outright ("N: ... < 2^50").
     const args = ['--algo', 'fa2', '--N', '10000000', '--d', '64', '--M', '100000'];
     const io = captureIo();
-    const t0 = performance.now();
+    // An N^2 simulation (1e14 pairs) would not finish within the test's limit: the limit is
+    // the check, not a wall-clock bound that CI's load can break.
     expect(await ioCommand([...args, '--simulate', '--window', '64,0', '--json'], io)).toBe(0);
-    expect(performance.now() - t0).toBeLessThan(20_000);
     expect(io.stderr).toEqual([]);
     const row = JSON.parse(io.stdout[0]!);
     const problem = { N: 1e7, d: 64, M: 100_000, window: [64, 0] as const };

@@ -272,10 +272,11 @@ describe.skipIf(skip)('playground in headless Chromium (SwiftShader WebGPU)', ()
     await p.waitForSelector('#run-progress-text:text-matches("ts kernel")');
     const t0 = Date.now();
     await p.click('#run-cancel');
-    const r = await p.waitForSelector('#run-result', { timeout: 10_000 });
+    // Uncancelled, this ~1 TFLOP run takes many minutes on ts; 60 s leaves room for CI's load.
+    const r = await p.waitForSelector('#run-result', { timeout: 60_000 });
     expect(await r.getAttribute('data-status')).toBe('error');
     expect(await r.textContent()).toMatch(/^CancelledError: flash on ts: cancelled/);
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(Date.now() - t0).toBeLessThan(60_000);
   });
 
   test('a device loss is shown in the page, and the next run gets a new device', async () => {
