@@ -65,10 +65,17 @@ describe.runIf(base)('decode forward (Nq <= 4) vs the float64 reference, every I
     ['nq 1 GQA 32/8 no mask', 1, 32, 8, 4097, 'none', false],
     ['nq 4 GQA 8/2 causal', 4, 8, 2, 65, 'causal', false],
     ['nq 2 MHA 4/4 causal d 72', 2, 4, 4, 131, 'causal', false],
+    // One row per kv head (16 keys a step) and 3 (single rows only), d with a tail.
+    ['nq 1 MHA 4/4 no mask d 80', 1, 4, 4, 300, 'none', false],
+    ['nq 1 GQA 6/2 causal', 1, 6, 2, 1000, 'causal', false],
   ];
   test.each(cases)('%s', async (name, nq, hq, hkv, nk, mask, withSinks) => {
     const rng = new Rng(1000 + nq * 97 + hq + nk);
-    const [d, dv] = name.includes('d 72') ? [72, 40] : [128, 128];
+    const [d, dv] = name.includes('d 72')
+      ? [72, 40]
+      : name.includes('d 80')
+        ? [80, 48]
+        : [128, 128];
     const q = rng.randn([2, hq, nq, d]);
     const k = rng.randn([2, hkv, nk, d]);
     const v = rng.randn([2, hkv, nk, dv]);

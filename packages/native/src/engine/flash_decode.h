@@ -4,10 +4,11 @@
 // of them, and every query head of a GQA group reads the same K and V again. Here one task is
 // one (b, kv head) and a contiguous range of its keys: its R = group * nq rows (the query heads
 // sharing the kv head, each with its nq rows; row r = head (r / nq), query r % nq) read each
-// key once. Scores are dot products with d in the lanes (four keys at a time, one horizontal sum
-// each), the online softmax runs with keys in the lanes, and P V accumulates with dv in the
-// lanes. K and V are read in place. Long bands with few (b, kv head) pairs are cut into
-// contiguous key splits (FlashDecoding), merged by the associative combine of split-K
+// key once. Scores are dot products with d in the lanes (16 keys at a time for a single row, 4
+// keys x 4 rows for a block of a group), their sums reduced together (hsums); the online
+// softmax runs with keys in the lanes, and P V accumulates with dv in the lanes. K and V are
+// read in place. Long bands with few (b, kv head) pairs are cut into contiguous key splits
+// (FlashDecoding), merged by the associative combine of split-K
 // (flash_forward.h fwdCombineTask) and finished as fwdFinish.
 #pragma once
 
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -40,10 +42,61 @@ inline bool decodeEligible(const AttnProblem& p, const FlashForwardArgs& a) {
   return true;
 }
 
+// out[i] = the sum of x[i]'s lanes (i < N): for N a multiple of 4, one transposing add tree
+// (AVX-512: within 128-bit blocks by unpacks, then across blocks by block shuffles; AVX2: hadd)
+// instead of N horizontal sums, each a serial chain of shuffles and adds that together cost a
+// third of a cache-resident decode's time.
+template <int N>
+ATTNKIT_ALWAYS_INLINE void hsums(const V* x, float* out) {
+#if defined(ATTNKIT_ISA_AVX512)
+  if constexpr (N % 4 == 0) {
+    __m512 e[N / 4];
+    for (int g = 0; g < N / 4; g++) {
+      const __m512 a = x[4 * g].v, b = x[4 * g + 1].v, c = x[4 * g + 2].v, d = x[4 * g + 3].v;
+      // Per 128-bit block: [a0+a2, b0+b2, a1+a3, b1+b3], then [sum a, sum b, sum c, sum d].
+      const __m512d ab = _mm512_castps_pd(
+          _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b)));
+      const __m512d cd = _mm512_castps_pd(
+          _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d)));
+      e[g] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(ab, cd)),
+                           _mm512_castpd_ps(_mm512_unpackhi_pd(ab, cd)));
+    }
+    if constexpr (N == 16) {
+      // Blocks [e0 b0+b1, e0 b2+b3, e1 b0+b1, e1 b2+b3], then every block a whole sum:
+      // lane 4 g + j = the sum of x[4 g + j].
+      const __m512 f = _mm512_add_ps(_mm512_shuffle_f32x4(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f32x4(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
+      const __m512 h = _mm512_add_ps(_mm512_shuffle_f32x4(e[2], e[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f32x4(e[2], e[3], _MM_SHUFFLE(3, 1, 3, 1)));
+      _mm512_storeu_ps(out, _mm512_add_ps(_mm512_shuffle_f32x4(f, h, _MM_SHUFFLE(2, 0, 2, 0)),
+                                          _mm512_shuffle_f32x4(f, h, _MM_SHUFFLE(3, 1, 3, 1))));
+    } else {
+      for (int g = 0; g < N / 4; g++) {
+        const __m256 s = _mm256_add_ps(_mm512_castps512_ps256(e[g]), _mm512_extractf32x8_ps(e[g], 1));
+        _mm_storeu_ps(out + 4 * g,
+                      _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+      }
+    }
+    return;
+  }
+#elif defined(ATTNKIT_ISA_AVX2)
+  if constexpr (N % 4 == 0) {
+    for (int g = 0; g < N / 4; g++) {
+      const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(x[4 * g].v, x[4 * g + 1].v),
+                                      _mm256_hadd_ps(x[4 * g + 2].v, x[4 * g + 3].v));
+      _mm_storeu_ps(out + 4 * g,
+                    _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+    }
+    return;
+  }
+#endif
+  for (int i = 0; i < N; i++) out[i] = V::hsum(x[i]);
+}
+
 // st[r][jj + t] = qs[r] . k[jj + t] (t < T) for rows [r0, r0 + RB): RB x T independent FMA
 // chains over d, so each chunk of the T key rows is loaded once for RB query rows (a GQA group's
 // rows share the keys; one row at a time reloaded every key chunk per row, 1.25 loads per FMA
-// instead of (RB + T) / (RB T)).
+// instead of (RB + T) / (RB T)), and the RB x T sums reduced together (hsums).
 template <int T, int RB>
 struct DecScores {
   static ATTNKIT_ALWAYS_INLINE void run(int64_t r0, int64_t d, const float* qs, const float* k,
@@ -61,21 +114,24 @@ struct DecScores {
         for (int t = 0; t < T; t++) acc[r][t] = V::fma(x, kx[t], acc[r][t]);
       }
     }
+    float s[RB * T];
+    hsums<RB * T>(&acc[0][0], s);
     for (int r = 0; r < RB; r++)
-      for (int t = 0; t < T; t++) {
-        float s = V::hsum(acc[r][t]);
-        for (int64_t cc = c; cc < d; cc++) s += q[r * d + cc] * k[t * kRow + cc];
-        st[(r0 + r) * kDecTile + t] = s;
-      }
+      for (int t = 0; t < T; t++)
+        for (int64_t cc = c; cc < d; cc++) s[r * T + t] += q[r * d + cc] * k[t * kRow + cc];
+    for (int r = 0; r < RB; r++) std::memcpy(st + (r0 + r) * kDecTile, s + r * T, sizeof(float) * T);
   }
 };
 
-// Every row of a tile's key group: blocks of 4 rows, then the rest one at a time.
+// Every row of a tile's key group: blocks of 4 rows, then the rest one at a time. T = 16 keys:
+// a 4-row block takes them 4 at a time (16 accumulators), a single row all 16 at once.
 template <int T>
 ATTNKIT_ALWAYS_INLINE void decScoresRows(int64_t rows, int64_t d, const float* qs,
                                                 const float* k, int64_t kRow, float* st) {
   int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) DecScores<T, 4>::run(r, d, qs, k, kRow, st);
+  constexpr int TB = T > 4 ? 4 : T;
+  for (; r + 4 <= rows; r += 4)
+    for (int t = 0; t < T; t += TB) DecScores<TB, 4>::run(r, d, qs, k + t * kRow, kRow, st + t);
   for (; r < rows; r++) DecScores<T, 1>::run(r, d, qs, k, kRow, st);
 }
 
@@ -126,6 +182,7 @@ ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t
   // The next tile's rows follow this tile's (contiguous K / V; 0 on the paged path).
   if (nextKeys > 0) decPrefetch(k + nkeys * kRow, nextKeys, d, kRow);
   int64_t t = 0;
+  for (; t + 16 <= nkeys; t += 16) decScoresRows<16>(rows, d, qs, k + t * kRow, kRow, st + t);
   for (; t + 4 <= nkeys; t += 4) decScoresRows<4>(rows, d, qs, k + t * kRow, kRow, st + t);
   for (; t < nkeys; t++) decScoresRows<1>(rows, d, qs, k + t * kRow, kRow, st + t);
   const int64_t nv = (nkeys + V::L - 1) / V::L;
@@ -137,8 +194,10 @@ ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t
     const int64_t lo = keyLo(p, s, i) - j0, hi = keyHi(p, s, i) - j0;
     float* row = st + r * kDecTile;
     if (lo > 0 || hi < nkeys) partialV = true;
-    for (int64_t jj = 0; jj < nv * V::L; jj++)
-      if (jj < lo || jj >= hi || jj >= nkeys) row[jj] = -kInf;
+    // A whole tile inside the row's band (every tile but the band's edges) masks nothing.
+    if (lo > 0 || hi < nv * V::L || nkeys < nv * V::L)
+      for (int64_t jj = 0; jj < nv * V::L; jj++)
+        if (jj < lo || jj >= hi || jj >= nkeys) row[jj] = -kInf;
     V mx = V::set1(m[r]), tot = V::zero();
     for (int64_t u = 0; u < nv; u++) {
       const V x = V::load(row + u * V::L);
