@@ -80,10 +80,12 @@ beforeAll(async () => {
   }
 }, 120_000);
 
+// Closing Chromium shares CI's two cores with the other packages' tests (the default hook
+// limit is 10 s).
 afterAll(async () => {
   await browser?.close();
   server?.close();
-});
+}, 120_000);
 
 /** The page, or the reason there is none (fails the test unless ATTNKIT_ALLOW_NO_WEBGPU=1). */
 function thePage(): Page {

@@ -167,10 +167,12 @@ beforeAll(async () => {
   }
 }, 120_000);
 
+// Closing Chromium shares CI's two cores with the other packages' tests (the default hook
+// limit is 10 s).
 afterAll(async () => {
   await browser?.close();
   server?.close();
-});
+}, 120_000);
 
 describe('published dists in a browser', () => {
   test('the published packages are found and built', () => {

@@ -58,10 +58,11 @@ beforeAll(async () => {
   });
 }, HANG);
 
+// Closing Chromium shares CI's two cores too (vitest's default hook limit is 10 s).
 afterAll(async () => {
   await browser?.close();
   served?.close();
-});
+}, HANG);
 
 describe.skipIf(skip)(
   'headless Chromium runs FA2 forward and backward on its WebGPU adapter',
