@@ -1880,20 +1880,23 @@ function tcBackwardConfigs(
   if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   const pick = (pass: 'dq' | 'dkdv'): TcBackwardConfig => {
+    const given = opts.tensorCoreBackward?.[pass];
     const c = tcBackwardConfigFor(
       pass,
       {
         d: p.d,
         dv: p.dv,
         emulate,
-        // Constant matrix offsets and loads issued before stores: 8.9 -> 29.4 TFLOP/s at (4,
-        // 16, 4096, 128) on the H200 with robust access, verified there (2026-12-04,
-        // BENCHMARKS.md "WebGPU tensor cores, session 18"); a caller's fields win.
-        constOffsets: true,
-        batchLoads: true,
+        ...given,
+        // Defaults where the caller's field is absent or undefined (as the forward's ??=; a
+        // spread would let an explicit undefined turn them off). Constant matrix offsets and
+        // loads issued before stores: 8.9 -> 29.4 TFLOP/s at (4, 16, 4096, 128) on the H200
+        // with robust access, verified there (2026-12-04, BENCHMARKS.md "WebGPU tensor cores,
+        // session 18").
+        constOffsets: given?.constOffsets ?? true,
+        batchLoads: given?.batchLoads ?? true,
         // The scalar pass unrolled with its loads first: 29.2 -> 39.2 TFLOP/s there (run 6).
-        regLoops: true,
-        ...opts.tensorCoreBackward?.[pass],
+        regLoops: given?.regLoops ?? true,
         ...(p.blockSparse ? { blockSparse: true } : {}),
       },
       limit,

@@ -550,6 +550,70 @@ describe.skipIf(!ctx)('tensor-core backward pipeline fallback', () => {
   });
 });
 
+// The host's defaults (constOffsets, batchLoads, regLoops) hold where the caller's tile leaves a
+// field undefined, and an explicit false wins (before: the defaults were spread under the
+// caller's object, so { constOffsets: undefined } turned them off).
+describe.skipIf(!ctx)('tensor-core backward: the host defaults under a caller tile', () => {
+  test('undefined fields take the defaults, false stays false', { timeout: 120_000 }, async () => {
+    const c = CASES[1]!;
+    const x = inputs(c, 94);
+    const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
+    const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
+    const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
+    const configs = new Map<string, Record<string, unknown>>();
+    const get = ctx!.pipelines.get.bind(ctx!.pipelines);
+    const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
+      const label = program.label ?? '';
+      if (label.includes('tensor cores') && program.config)
+        configs.set(label, program.config as Record<string, unknown>);
+      return get(program);
+    });
+    try {
+      const r = await tiledBackwardWebGpu(
+        p,
+        SOFTMAX_HOOKS,
+        g[0]!,
+        g[1]!,
+        g[2]!,
+        fwd.o,
+        fwd.lse,
+        g[3]!,
+        {
+          tensorCores: { emulate: true },
+          tensorCoreBackward: {
+            // A 1 x 1 tile no other test compiles (a program the context already holds is not
+            // requested from the pipeline cache again).
+            dq: {
+              subgroups: 1,
+              keyMatrices: 1,
+              constOffsets: undefined,
+              batchLoads: undefined,
+              regLoops: undefined,
+            },
+            dkdv: { subgroups: 1, keyMatrices: 1, constOffsets: false, regLoops: false },
+          },
+        },
+      );
+      for (const t of [r.dq, r.dk, r.dv]) t.dispose();
+      const pick = (pass: string) => {
+        const hit = [...configs].find(([label]) => label.includes(pass));
+        expect(hit, `a ${pass} tensor-core program among ${[...configs.keys()]}`).toBeDefined();
+        const cfg = hit![1];
+        return {
+          constOffsets: cfg.constOffsets,
+          batchLoads: cfg.batchLoads,
+          regLoops: cfg.regLoops,
+        };
+      };
+      expect(pick(' dq ')).toEqual({ constOffsets: true, batchLoads: true, regLoops: true });
+      expect(pick(' dk dv ')).toEqual({ constOffsets: false, batchLoads: true, regLoops: false });
+    } finally {
+      spy.mockRestore();
+      for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
+    }
+  });
+});
+
 describe.skipIf(!ctx)('tensorCores backward requests that do not qualify', () => {
   test('is a ValueError naming tensorCores, with the reason', async () => {
     const rng = new Rng(5);
