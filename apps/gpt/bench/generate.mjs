@@ -7,11 +7,16 @@
 //
 //   node apps/gpt/bench/generate.mjs [--backend native|ts] [--config small | --ckpt FILE]
 //                                    [--contexts 1024,8192] [--gen-tokens 32,4] [--out gen.json]
+//                                    [--gather]
+//
+// --gather: the cached path as it was before 2026-12-04, for an A/B in one build: the paged
+// cache gathers each row's pages and permutes them to [B, Hkv, L, D] for the layer's attention
+// (PagedKvCache.update) instead of attending the pages in place (PagedKvCache.attend).
 //
 // (after `npx -y pnpm@10.34.8 exec turbo run build --filter @attnkit/gpt-app...`)
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Gpt, loadCheckpoint, presetConfig } from '@attnkit/gpt';
+import { Gpt, loadCheckpoint, PagedKvCache, presetConfig } from '@attnkit/gpt';
 import { deviceBackendOf, setDeviceBackend } from '@attnkit/nn';
 
 const { values } = parseArgs({
@@ -22,8 +27,11 @@ const { values } = parseArgs({
     contexts: { type: 'string' },
     'gen-tokens': { type: 'string', default: '32,4' },
     out: { type: 'string' },
+    gather: { type: 'boolean', default: false },
   },
 });
+// The layer calls attend when the hook has it; without it, update (gather + permute).
+if (values.gather) PagedKvCache.prototype.attend = undefined;
 const ints = (s) => s.split(',').map(Number);
 setDeviceBackend('cpu', values.backend);
 let model;
@@ -75,5 +83,15 @@ for (const r of rows)
   console.log(
     `| ${r.context} | ${r.cached.tokensPerS.toFixed(1)} | ${r.recompute.tokensPerS.toFixed(2)} | ${r.speedup.toFixed(1)}x | ${r.cached.firstTokenMs.toFixed(0)} |`,
   );
-const result = { backend, config: c, parameters: model.numParameters(), rows };
+const result = {
+  date: new Date().toISOString(),
+  command: `node apps/gpt/bench/generate.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+  cachedPath: values.gather
+    ? 'gather + permute (PagedKvCache.update)'
+    : 'paged in place (PagedKvCache.attend)',
+  backend,
+  config: c,
+  parameters: model.numParameters(),
+  rows,
+};
 if (values.out) writeFileSync(values.out, `${JSON.stringify(result, null, 2)}\n`);

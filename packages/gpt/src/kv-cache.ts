@@ -1,14 +1,23 @@
 import { KvCache } from '@attnkit/lean-attention';
-import { concat, keep, type KvCache as LayerKvCache, noGrad, permute, type Var } from '@attnkit/nn';
+import {
+  type AttentionOptions,
+  attention,
+  concat,
+  keep,
+  type KvCache as LayerKvCache,
+  noGrad,
+  permute,
+  type Var,
+} from '@attnkit/nn';
 import { ShapeError, Tensor } from '@attnkit/tensor';
 
 /**
- * nn's per-layer decoding hook (`KvCache`: `update(k, v)` then attention over what it returns)
- * backed by lean-attention's paged KvCache: one page pool per layer, one sequence per batch row.
- * Each step appends the new keys and values into the pages and hands nn's attention op the
- * sequence gathered back out ([B, Hkv, L, D]); nn's MultiHeadAttention runs its own attention
- * op after the hook (FlashAttention-2 on ts), so lean's `attend` (async, outside the autograd
- * tape) is not what computes the scores here.
+ * nn's per-layer decoding hook backed by lean-attention's paged KvCache: one page pool per
+ * layer, one sequence per batch row. Each step appends the new keys and values into the pages;
+ * `attend` (what nn's MultiHeadAttention calls when the hook has it) then runs nn's attention op
+ * on the pools through the block tables (its `paged` option: K and V read in place, forward
+ * only), and `update` (the plain hook) hands back the sequence gathered out of the pages
+ * ([B, Hkv, L, D]) for the layer's own attention.
  */
 export class PagedKvCache implements LayerKvCache {
   readonly pages: KvCache;
@@ -30,8 +39,9 @@ export class PagedKvCache implements LayerKvCache {
     return this.pages.length(this.ids[0]!);
   }
 
-  update(k: Var, v: Var): { k: Var; v: Var } {
-    const [b, h, , d] = k.shape as [number, number, number, number];
+  /** This step's k, v ([B, Hkv, T, D], rotated) into each row's pages. */
+  private append(k: Var, v: Var): void {
+    const b = k.shape[0];
     if (b !== this.ids.length)
       throw new ShapeError(`PagedKvCache: k expected batch ${this.ids.length}, got ${b}`, 'k');
     // [B, Hkv, T, D] -> per row [T, Hkv, D], the pool's token-major layout (any strides do).
@@ -45,6 +55,23 @@ export class PagedKvCache implements LayerKvCache {
           .permute([1, 0, 2]);
       this.pages.append(id, rowOf(kd), rowOf(vd));
     });
+  }
+
+  /**
+   * Appends k, v, then attends q over every row's pages in place (no gather, no permute):
+   * before this, gathering the pages and permuting them to [B, Hkv, L, D] were most of a cached
+   * token's time on the CPU at 8K context (apps/gpt/README.md).
+   */
+  attend(q: Var, k: Var, v: Var, options: AttentionOptions): Var {
+    this.append(k, v);
+    const t = this.pages.blockTables(this.ids);
+    const paged = { pageSize: this.pages.pageSize, blockTable: t.blockTable, lengths: t.lengths };
+    return attention(q, this.pages.kPool, this.pages.vPool, { ...options, paged });
+  }
+
+  update(k: Var, v: Var): { k: Var; v: Var } {
+    const [b, h, , d] = k.shape as [number, number, number, number];
+    this.append(k, v);
     const n = this.length;
     const gathered = this.ids.map((id) => this.pages.gather(id));
     // Each row's sequence comes out token-major [L, Hkv, D]; the layer gets [B, Hkv, L, D]

@@ -1,3 +1,4 @@
+import type { PagedOptions } from '@attnkit/attention';
 import type { Rng, Tensor } from '@attnkit/tensor';
 
 export type BinaryOp = 'add' | 'sub' | 'mul' | 'div';
@@ -15,6 +16,8 @@ export interface AttentionKernelOptions {
   causal?: boolean;
   scale?: number;
   window?: readonly [number, number];
+  /** Paged K/V pools (forward only; ops/attention.ts AttentionOptions.paged). */
+  paged?: PagedOptions;
 }
 
 export interface SgdHyper {

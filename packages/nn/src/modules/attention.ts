@@ -1,6 +1,6 @@
 import { describe, formatShape, Rng, ShapeError, ValueError } from '@attnkit/tensor';
 import { keep, noGrad, type Var, type VarLike } from '../autograd.js';
-import { attention } from '../ops/attention.js';
+import { type AttentionOptions, attention } from '../ops/attention.js';
 import { rope } from '../ops/rope.js';
 import { concat, permute, reshape } from '../ops/shape.js';
 import { type InitOptions, Linear } from './layers.js';
@@ -14,6 +14,13 @@ import { Module } from './module.js';
 export interface KvCache {
   readonly length: number;
   update(k: Var, v: Var): { k: Var; v: Var };
+  /**
+   * Optional: store this step's keys and values and attend q ([B, Hq, T, D]) over the whole
+   * sequence itself, returning [B, Hq, T, Dv]; the layer then calls it instead of update() and
+   * its own attention op (a paged cache reads its pages in place: attention's `paged` option,
+   * forward only). `options` are the layer's (family, causal, window).
+   */
+  attend?(q: Var, k: Var, v: Var, options: AttentionOptions): Var;
 }
 
 /**
@@ -109,13 +116,18 @@ export class MultiHeadAttention extends Module {
       q = rope(q, opts);
       k = rope(k, opts);
     }
-    if (cache) ({ k, v } = cache.update(k, v));
     const { family, causal = true, window } = this.options;
-    const o = attention(q, k, v, {
+    const opts: AttentionOptions = {
       causal,
       ...(family !== undefined ? { family } : {}),
       ...(window !== undefined ? { window } : {}),
-    });
+    };
+    let o: Var;
+    if (cache?.attend) o = cache.attend(q, k, v, opts);
+    else {
+      if (cache) ({ k, v } = cache.update(k, v));
+      o = attention(q, k, v, opts);
+    }
     return this.wo.forward(reshape(permute(o, [0, 2, 1, 3]), [b, t, this.dim]));
   }
 }

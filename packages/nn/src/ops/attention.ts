@@ -1,5 +1,6 @@
+import type { PagedOptions } from '@attnkit/attention';
 import { describe, formatShape, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
-import { apply, type OpDef, type Var, type VarLike } from '../autograd.js';
+import { apply, isGradEnabled, type OpDef, type Var, type VarLike } from '../autograd.js';
 import type { AttentionKernelOptions } from '../kernels/table.js';
 import { standardAttention } from './standard-attention.js';
 
@@ -16,6 +17,14 @@ export interface AttentionOptions {
   scale?: number;
   /** Sliding window [left, right] (-1: unbounded). */
   window?: readonly [number, number];
+  /**
+   * Paged K/V, forward only (no gradient): k and v are page pools [numPages, pageSize, Hkv, D]
+   * and [numPages, pageSize, Hkv, Dv] read through the block table (@attnkit/attention
+   * AttentionOptions.paged; causal / window bottom-right relative to each sequence's length).
+   * What a paged KV cache's hook attends with: decoding reads the pages in place instead of
+   * gathering them into [B, Hkv, L, D] every step.
+   */
+  paged?: PagedOptions;
 }
 
 const attentionOp: OpDef<AttentionKernelOptions> = {
@@ -32,6 +41,18 @@ const attentionOp: OpDef<AttentionKernelOptions> = {
   },
 };
 
+// Paged K/V: the forward alone (the families' backward reads contiguous K/V), so attention()
+// refuses it where a gradient would be recorded.
+const pagedAttentionOp: OpDef<AttentionKernelOptions> = {
+  name: 'attention (paged)',
+  forward({ k }, [q, kk, v], options) {
+    return k.attention(q!, kk!, v!, options).o;
+  },
+  backward() {
+    throw new ValueError('attention: paged K/V has no backward', 'paged');
+  },
+};
+
 /**
  * Scaled dot-product attention on a family's kernels: q [B, Hq, Nq, D], k [B, Hkv, Nk, D],
  * v [B, Hkv, Nk, Dv] (GQA when Hkv divides Hq) -> [B, Hq, Nq, Dv]. The forward keeps the LSE
@@ -44,6 +65,26 @@ export function attention(q: VarLike, k: VarLike, v: VarLike, options: Attention
       'options',
     );
   const [sq, sk, sv] = [q.shape, k.shape, v.shape];
+  if (options.paged !== undefined) {
+    if (isGradEnabled() && [q, k, v].some((x) => (x as Var).requiresGrad === true))
+      throw new ValueError(
+        'attention: paged expected without a gradient (forward only: run it under noGrad or on inputs that need none), got inputs that require one',
+        'paged',
+      );
+    if (options.family === 'standard')
+      throw new ValueError(
+        "attention: paged expected a kernel family, got family 'standard' (its matmuls read contiguous K/V)",
+        'paged',
+      );
+    // The shapes (q BHND, k / v pools, block table, lengths) are checked where the kernels
+    // resolve the problem (@attnkit/attention resolveAttentionProblem), with the pools' layout.
+    const { family = 'flash', causal, scale, window, paged } = options;
+    const opts: AttentionKernelOptions = { family, paged };
+    if (causal !== undefined) opts.causal = causal;
+    if (scale !== undefined) opts.scale = scale;
+    if (window !== undefined) opts.window = window;
+    return apply(pagedAttentionOp, [q, k, v], opts);
+  }
   const fail = (why: string, arg: string) => {
     throw new ShapeError(
       `attention: ${why}; got q ${formatShape(sq)}, k ${formatShape(sk)}, v ${formatShape(sv)}`,

@@ -747,6 +747,23 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
     expect(x.every((v) => v === 0 || Math.abs(v - 1 / 0.7) < 1e-6)).toBe(true);
   });
 
+  it('attention with paged K/V (a shuffled page pool, Nq 1 and 5, GQA) vs the ts kernels', async () => {
+    const [b, h, hkv, d, pageSize, numPages] = [2, 4, 2, 16, 8, 9];
+    const lengths = Int32Array.from([13, 30]);
+    // Sequence 0: pages 5, 2; sequence 1: pages 7, 0, 3, 8 (maxPages 4, unused slots -1).
+    const blockTable = Int32Array.from([5, 2, -1, -1, 7, 0, 3, 8]);
+    const paged = { pageSize, blockTable, lengths };
+    const k = rand([numPages, pageSize, hkv, d]).astype('f32');
+    const v = rand([numPages, pageSize, hkv, d]).astype('f32');
+    for (const nq of [1, 5]) {
+      const q = rand([b, h, nq, d]).astype('f32');
+      const opts = { family: 'flash', causal: true, paged };
+      const ref = ts.attention(q, k, v, opts);
+      const got = gpu.attention(up(q, 'f32'), up(k, 'f32'), up(v, 'f32'), opts);
+      await close(got.o, ref.o, 1e-5, `paged attention o, nq ${nq}`);
+    }
+  });
+
   it('attention: FlashAttention-2 forward (o, lse) and backward vs the ts kernels', async () => {
     const [b, h, hkv, nq, nk, d] = [2, 4, 2, 19, 23, 16];
     const f32 = (t: Tensor) => t.astype('f32');
