@@ -25,7 +25,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import { probeMemory, readProbe, readProbeWorkers } from '../lib/read-probe.mjs';
+import { probeMemory, readProbe, readProbeWorkers, roundTrip } from '../lib/read-probe.mjs';
 import { decodeMhaModel } from './onnx-decode.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -130,16 +130,7 @@ function probe(bytes) {
         workerData: { src: srcSab, dst: dstSab, off: t * per, len: per },
       }),
   );
-  const copyAll = () =>
-    Promise.all(
-      copiers.map(
-        (w) =>
-          new Promise((res) => {
-            w.once('message', res);
-            w.postMessage(0);
-          }),
-      ),
-    );
+  const copyAll = () => roundTrip(copiers);
   const read1 = readProbe(memory);
   const readers = readProbeWorkers(memory, len * 4, T);
   let sink = 0;

@@ -167,16 +167,20 @@ export function readProbeWorkers(memory, bytes, threads) {
   );
   return {
     bytes: per * threads,
-    run: () =>
-      Promise.all(
-        workers.map(
-          (w) =>
-            new Promise((res) => {
-              w.once('message', res);
-              w.postMessage(0);
-            }),
-        ),
-      ),
+    run: () => roundTrip(workers),
     close: () => Promise.all(workers.map((w) => w.terminate())),
   };
+}
+
+/** Posts 0 to every worker and resolves with their replies (one message each). */
+export function roundTrip(workers) {
+  return Promise.all(
+    workers.map(
+      (w) =>
+        new Promise((res) => {
+          w.once('message', res);
+          w.postMessage(0);
+        }),
+    ),
+  );
 }

@@ -64,44 +64,41 @@ export function attention(q: VarLike, k: VarLike, v: VarLike, options: Attention
       `attention: options expected an object, got ${describe(options)}`,
       'options',
     );
-  const [sq, sk, sv] = [q.shape, k.shape, v.shape];
-  if (options.paged !== undefined) {
+  const { family = 'flash', causal, scale, window, paged } = options;
+  if (paged !== undefined) {
     if (isGradEnabled() && [q, k, v].some((x) => (x as Var).requiresGrad === true))
       throw new ValueError(
         'attention: paged expected without a gradient (forward only: run it under noGrad or on inputs that need none), got inputs that require one',
         'paged',
       );
-    if (options.family === 'standard')
+    if (family === 'standard')
       throw new ValueError(
         "attention: paged expected a kernel family, got family 'standard' (its matmuls read contiguous K/V)",
         'paged',
       );
     // The shapes (q BHND, k / v pools, block table, lengths) are checked where the kernels
     // resolve the problem (@attnkit/attention resolveAttentionProblem), with the pools' layout.
-    const { family = 'flash', causal, scale, window, paged } = options;
-    const opts: AttentionKernelOptions = { family, paged };
-    if (causal !== undefined) opts.causal = causal;
-    if (scale !== undefined) opts.scale = scale;
-    if (window !== undefined) opts.window = window;
-    return apply(pagedAttentionOp, [q, k, v], opts);
+  } else {
+    const [sq, sk, sv] = [q.shape, k.shape, v.shape];
+    const fail = (why: string, arg: string) => {
+      throw new ShapeError(
+        `attention: ${why}; got q ${formatShape(sq)}, k ${formatShape(sk)}, v ${formatShape(sv)}`,
+        arg,
+      );
+    };
+    if (sq.length !== 4 || sk.length !== 4 || sv.length !== 4)
+      fail('expected 4D [B, H, N, D] q, k, v', 'q');
+    if (sk[0] !== sq[0] || sv[0] !== sq[0]) fail('batch sizes differ', 'k');
+    if (sk[1] !== sv[1] || sk[2] !== sv[2]) fail('k and v differ in heads or length', 'v');
+    if (sq[3] !== sk[3]) fail('q and k head dims differ', 'k');
+    if (sq[1]! % sk[1]! !== 0) fail(`Hq = ${sq[1]} is not a multiple of Hkv = ${sk[1]}`, 'k');
+    if (family === 'standard') return standardAttention(q, k, v, options);
   }
-  const fail = (why: string, arg: string) => {
-    throw new ShapeError(
-      `attention: ${why}; got q ${formatShape(sq)}, k ${formatShape(sk)}, v ${formatShape(sv)}`,
-      arg,
-    );
-  };
-  if (sq.length !== 4 || sk.length !== 4 || sv.length !== 4)
-    fail('expected 4D [B, H, N, D] q, k, v', 'q');
-  if (sk[0] !== sq[0] || sv[0] !== sq[0]) fail('batch sizes differ', 'k');
-  if (sk[1] !== sv[1] || sk[2] !== sv[2]) fail('k and v differ in heads or length', 'v');
-  if (sq[3] !== sk[3]) fail('q and k head dims differ', 'k');
-  if (sq[1]! % sk[1]! !== 0) fail(`Hq = ${sq[1]} is not a multiple of Hkv = ${sk[1]}`, 'k');
-  const { family = 'flash', causal, scale, window } = options;
-  if (family === 'standard') return standardAttention(q, k, v, options);
   const opts: AttentionKernelOptions = { family };
   if (causal !== undefined) opts.causal = causal;
   if (scale !== undefined) opts.scale = scale;
   if (window !== undefined) opts.window = window;
-  return apply(attentionOp, [q, k, v], opts);
+  if (paged === undefined) return apply(attentionOp, [q, k, v], opts);
+  opts.paged = paged;
+  return apply(pagedAttentionOp, [q, k, v], opts);
 }

@@ -7,7 +7,12 @@ import {
 } from '@attnkit/attention';
 import { Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
-import { PipelineTimeoutError, toWebGpu } from '@attnkit/webgpu';
+import {
+  type ComputeProgram,
+  type PipelineCache,
+  PipelineTimeoutError,
+  toWebGpu,
+} from '@attnkit/webgpu';
 import { afterAll, describe, expect, test, vi } from 'vitest';
 import { SOFTMAX_HOOKS } from '../hooks.js';
 import { tiledBackwardWebGpu, tiledForwardWebGpu, type WebGpuTileOptions } from './host.js';
@@ -478,6 +483,40 @@ describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference'
     });
 });
 
+/**
+ * CASES[1]'s emulated tensor-core backward with `opts`, outputs poisoned, every pipeline request
+ * shown to `watch` first (which may answer it instead: a rejection injects a timeout); `check`
+ * sees the results and the inputs before they are disposed.
+ */
+async function backwardWatched(
+  seed: number,
+  opts: WebGpuTileOptions,
+  watch: (program: ComputeProgram) => ReturnType<PipelineCache['get']> | undefined,
+  check: (r: { dq: Tensor; dk: Tensor; dv: Tensor }, x: ReturnType<typeof inputs>) => Promise<void>,
+): Promise<void> {
+  const x = inputs(CASES[1]!, seed);
+  const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
+  const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
+  const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
+  const get = ctx!.pipelines.get.bind(ctx!.pipelines);
+  const spy = vi
+    .spyOn(ctx!.pipelines, 'get')
+    .mockImplementation((program) => watch(program) ?? get(program));
+  ctx!.poisonOutputs = true;
+  let r: { dq: Tensor; dk: Tensor; dv: Tensor } | undefined;
+  try {
+    r = await tiledBackwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, fwd.o, fwd.lse, g[3]!, {
+      tensorCores: { emulate: true },
+      ...opts,
+    });
+    await check(r, x);
+  } finally {
+    spy.mockRestore();
+    ctx!.poisonOutputs = false;
+    for (const t of [...g, fwd.o, fwd.lse!, ...(r ? [r.dq, r.dk, r.dv] : [])]) t.dispose();
+  }
+}
+
 // Issue 20 item 4 for the backward: each pass tries its tiles best first; a tile whose
 // pipeline is late (injected PipelineTimeoutError from the pipeline cache) falls back to the
 // next. pad 0 is used by the second variant above only with split, so these kernels (pad 0,
@@ -486,67 +525,42 @@ describe.skipIf(!ctx)('tensor-core backward pipeline fallback', () => {
   test('the first dQ and dK/dV tiles time out: the next tiles run, results right', {
     timeout: 120_000,
   }, async () => {
-    const c = CASES[1]!;
-    const x = inputs(c, 93);
-    const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
-    const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
-    const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
     const firsts = new Map<string, string>();
     const seen: string[] = [];
-    const get = ctx!.pipelines.get.bind(ctx!.pipelines);
-    const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
-      const cfg = program.config as { subgroups: number; keyMatrices: number } | undefined;
-      const label = program.label ?? '';
-      if (label.includes('tensor cores') && cfg) {
+    await backwardWatched(
+      93,
+      { tensorCoreBackward: { dq: { pad: 0 }, dkdv: { pad: 0 } } },
+      (program) => {
+        const cfg = program.config as { subgroups: number; keyMatrices: number } | undefined;
+        const label = program.label ?? '';
+        if (!label.includes('tensor cores') || !cfg) return undefined;
         const tile = `${label} ${cfg.subgroups}x${cfg.keyMatrices}`;
         seen.push(tile);
         if (!firsts.has(label)) firsts.set(label, tile);
-        if (firsts.get(label) === tile)
-          return Promise.reject(
-            new PipelineTimeoutError(`${label}: late (injected)`, label, cfg, 1),
-          );
-      }
-      return get(program);
-    });
-    ctx!.poisonOutputs = true;
-    try {
-      const r = await tiledBackwardWebGpu(
-        p,
-        SOFTMAX_HOOKS,
-        g[0]!,
-        g[1]!,
-        g[2]!,
-        fwd.o,
-        fwd.lse,
-        g[3]!,
-        {
-          tensorCores: { emulate: true },
-          tensorCoreBackward: { dq: { pad: 0 }, dkdv: { pad: 0 } },
-        },
-      );
-      const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
-      const tol = toleranceFor({ dtype: 'f16' });
-      for (const name of ['dq', 'dk', 'dv'] as const) {
-        const a = accuracy(await r[name].toCpu(), ref[name]);
-        expect({ name, ok: a.relL2 <= tol, nonFinite: a.nonFinite }).toEqual({
-          name,
-          ok: true,
-          nonFinite: 0,
-        });
-        r[name].dispose();
-      }
-      // Both passes saw a rejected first tile and then a different one.
-      expect(firsts.size).toBe(2);
-      for (const [label, first] of firsts) {
-        const tried = seen.filter((t) => t.startsWith(label));
-        expect(tried[0]).toBe(first);
-        expect(tried.some((t) => t !== first)).toBe(true);
-      }
-    } finally {
-      spy.mockRestore();
-      ctx!.poisonOutputs = false;
-      for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
-    }
+        return firsts.get(label) === tile
+          ? Promise.reject(new PipelineTimeoutError(`${label}: late (injected)`, label, cfg, 1))
+          : undefined;
+      },
+      async (r, x) => {
+        const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
+        const tol = toleranceFor({ dtype: 'f16' });
+        for (const name of ['dq', 'dk', 'dv'] as const) {
+          const a = accuracy(await r[name].toCpu(), ref[name]);
+          expect({ name, ok: a.relL2 <= tol, nonFinite: a.nonFinite }).toEqual({
+            name,
+            ok: true,
+            nonFinite: 0,
+          });
+        }
+        // Both passes saw a rejected first tile and then a different one.
+        expect(firsts.size).toBe(2);
+        for (const [label, first] of firsts) {
+          const tried = seen.filter((t) => t.startsWith(label));
+          expect(tried[0]).toBe(first);
+          expect(tried.some((t) => t !== first)).toBe(true);
+        }
+      },
+    );
   });
 });
 
@@ -555,62 +569,44 @@ describe.skipIf(!ctx)('tensor-core backward pipeline fallback', () => {
 // caller's object, so { constOffsets: undefined } turned them off).
 describe.skipIf(!ctx)('tensor-core backward: the host defaults under a caller tile', () => {
   test('undefined fields take the defaults, false stays false', { timeout: 120_000 }, async () => {
-    const c = CASES[1]!;
-    const x = inputs(c, 94);
-    const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
-    const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
-    const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
     const configs = new Map<string, Record<string, unknown>>();
-    const get = ctx!.pipelines.get.bind(ctx!.pipelines);
-    const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
-      const label = program.label ?? '';
-      if (label.includes('tensor cores') && program.config)
-        configs.set(label, program.config as Record<string, unknown>);
-      return get(program);
-    });
-    try {
-      const r = await tiledBackwardWebGpu(
-        p,
-        SOFTMAX_HOOKS,
-        g[0]!,
-        g[1]!,
-        g[2]!,
-        fwd.o,
-        fwd.lse,
-        g[3]!,
-        {
-          tensorCores: { emulate: true },
-          tensorCoreBackward: {
-            // A 1 x 1 tile no other test compiles (a program the context already holds is not
-            // requested from the pipeline cache again).
-            dq: {
-              subgroups: 1,
-              keyMatrices: 1,
-              constOffsets: undefined,
-              batchLoads: undefined,
-              regLoops: undefined,
-            },
-            dkdv: { subgroups: 1, keyMatrices: 1, constOffsets: false, regLoops: false },
+    await backwardWatched(
+      94,
+      {
+        tensorCoreBackward: {
+          // A 1 x 1 tile no other test compiles (a program the context already holds is not
+          // requested from the pipeline cache again).
+          dq: {
+            subgroups: 1,
+            keyMatrices: 1,
+            constOffsets: undefined,
+            batchLoads: undefined,
+            regLoops: undefined,
           },
+          dkdv: { subgroups: 1, keyMatrices: 1, constOffsets: false, regLoops: false },
         },
-      );
-      for (const t of [r.dq, r.dk, r.dv]) t.dispose();
-      const pick = (pass: string) => {
-        const hit = [...configs].find(([label]) => label.includes(pass));
-        expect(hit, `a ${pass} tensor-core program among ${[...configs.keys()]}`).toBeDefined();
-        const cfg = hit![1];
-        return {
-          constOffsets: cfg.constOffsets,
-          batchLoads: cfg.batchLoads,
-          regLoops: cfg.regLoops,
+      },
+      (program) => {
+        const label = program.label ?? '';
+        if (label.includes('tensor cores') && program.config)
+          configs.set(label, program.config as Record<string, unknown>);
+        return undefined;
+      },
+      async () => {
+        const pick = (pass: string) => {
+          const hit = [...configs].find(([label]) => label.includes(pass));
+          expect(hit, `a ${pass} tensor-core program among ${[...configs.keys()]}`).toBeDefined();
+          const cfg = hit![1];
+          return {
+            constOffsets: cfg.constOffsets,
+            batchLoads: cfg.batchLoads,
+            regLoops: cfg.regLoops,
+          };
         };
-      };
-      expect(pick(' dq ')).toEqual({ constOffsets: true, batchLoads: true, regLoops: true });
-      expect(pick(' dk dv ')).toEqual({ constOffsets: false, batchLoads: true, regLoops: false });
-    } finally {
-      spy.mockRestore();
-      for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
-    }
+        expect(pick(' dq ')).toEqual({ constOffsets: true, batchLoads: true, regLoops: true });
+        expect(pick(' dk dv ')).toEqual({ constOffsets: false, batchLoads: true, regLoops: false });
+      },
+    );
   });
 });
 
