@@ -1,4 +1,4 @@
-import { Rng, Tensor, ValueError } from '@attnkit/tensor';
+import { Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   type AttentionOptions,
@@ -104,6 +104,21 @@ describe.each(backends)('attention with paged K/V on %s', (backend) => {
     expect(() => noGrad(() => attention(q, kPool, vPool, { paged, family: 'standard' }))).toThrow(
       /^attention: paged expected a kernel family, got family 'standard'/,
     );
+  });
+
+  it('a block table entry outside the pool and a v pool of another shape are typed errors naming them', () => {
+    setDeviceBackend('cpu', backend);
+    const rng = new Rng(4);
+    const { kPool, vPool, paged } = pooled(rng, [20], 1, 8, 16);
+    const q = rng.randn([1, 1, 1, 8]);
+    const outside = { ...paged, blockTable: Int32Array.from([0, kPool.shape[0]!]) };
+    expect(() => noGrad(() => attention(q, kPool, vPool, { paged: outside }))).toThrow(ValueError);
+    expect(() => noGrad(() => attention(q, kPool, vPool, { paged: outside }))).toThrow(
+      /^paged\.blockTable: expected/,
+    );
+    const narrowV = rng.randn([vPool.shape[0]!, 8, 1, 8]);
+    expect(() => noGrad(() => attention(q, kPool, narrowV, { paged }))).toThrow(ShapeError);
+    expect(() => noGrad(() => attention(q, kPool, narrowV, { paged }))).toThrow(/^v: expected/);
   });
 });
 
