@@ -16,14 +16,14 @@
  *   node bench-gpt.mjs [--shape 12,12,768,1024] [--vocab 50257] [--batch 8] [--steps 5]
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
  *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
- *                      [--queued] [--decode-ab] [--first-ab] [--threads-ab]
+ *                      [--queued] [--decode-ab] [--first-ab] [--threads-ab] [--cache-ab]
  *
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
  * --batch 2 --contexts 64,128 --gen-tokens 8,3.
  */
 import { writeFileSync } from 'node:fs';
-import { Gpt, type GptConfig } from '@attnkit/gpt';
+import { DeviceKvCache, type DevicePagedKvCache, Gpt, type GptConfig } from '@attnkit/gpt';
 import {
   AdamW,
   registerWebGpuKernels,
@@ -260,15 +260,29 @@ async function timeGeneration(context: number, model: Gpt) {
   // queue) and with the 8 of session 14 (-first8), alternating.
   // --threads-ab: the decode kernel's default layout (512 threads where the device holds it)
   // and the 256-thread one (-t256), alternating.
-  const variants = args.includes('--decode-ab')
-    ? (['pipelined', 'serial', 'pipelined', 'serial', 'recompute'] as const)
-    : args.includes('--first-ab')
-      ? (['pipelined', 'pipelined-first8', 'pipelined', 'pipelined-first8', 'recompute'] as const)
-      : args.includes('--threads-ab')
-        ? (['pipelined', 'pipelined-t256', 'pipelined', 'pipelined-t256', 'recompute'] as const)
-        : (['cached', 'recompute'] as const);
+  // --cache-ab: the paged device cache (the default: pages written by queued copies, attended
+  // in place) and session 12's DeviceKvCache (-concat: the sequence concatenated every token),
+  // alternating.
+  const variants = args.includes('--cache-ab')
+    ? (['cached', 'cached-concat', 'cached', 'cached-concat', 'recompute'] as const)
+    : args.includes('--decode-ab')
+      ? (['pipelined', 'serial', 'pipelined', 'serial', 'recompute'] as const)
+      : args.includes('--first-ab')
+        ? (['pipelined', 'pipelined-first8', 'pipelined', 'pipelined-first8', 'recompute'] as const)
+        : args.includes('--threads-ab')
+          ? (['pipelined', 'pipelined-t256', 'pipelined', 'pipelined-t256', 'recompute'] as const)
+          : (['cached', 'recompute'] as const);
   const ab: { variant: string; tokensPerS: number }[] = [];
+  const newKvCaches = model.newKvCaches;
   for (const variant of variants) {
+    model.newKvCaches =
+      variant === 'cached-concat'
+        ? (batch = 1) =>
+            newKvCaches.call(model, batch).map((c) => {
+              (c as DevicePagedKvCache).dispose();
+              return new DeviceKvCache();
+            })
+        : newKvCaches;
     setFirstSubmitBatch(variant === 'pipelined-first8' ? 8 : undefined);
     setDecodeTuning(variant === 'pipelined-t256' ? { threads: 256 } : undefined);
     const cache = variant !== 'recompute';
@@ -296,7 +310,7 @@ async function timeGeneration(context: number, model: Gpt) {
     const rest = (stamps.at(-1)! - stamps[0]!) / 1e3;
     const result = { tokens: n, firstTokenMs: first, tokensPerS: (n - 1) / rest };
     ab.push({ variant, tokensPerS: result.tokensPerS });
-    const key = cache ? 'cached' : 'recompute';
+    const key = variant === 'cached-concat' ? 'cachedConcat' : cache ? 'cached' : 'recompute';
     if (row[key] === undefined) row[key] = result;
   }
   if (ab.length > 2) {

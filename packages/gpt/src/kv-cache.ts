@@ -1,15 +1,19 @@
-import { KvCache } from '@attnkit/lean-attention';
+import { CacheFullError, KvCache } from '@attnkit/lean-attention';
 import {
   type AttentionOptions,
   attention,
   concat,
+  copyIntoWebGpu,
   keep,
   type KvCache as LayerKvCache,
   noGrad,
   permute,
+  reshape,
+  slice,
   type Var,
 } from '@attnkit/nn';
-import { ShapeError, Tensor } from '@attnkit/tensor';
+import { DTypeError, ShapeError, Tensor } from '@attnkit/tensor';
+import type { WebGpuContext } from '@attnkit/webgpu';
 
 /**
  * nn's per-layer decoding hook backed by lean-attention's paged KvCache: one page pool per
@@ -89,6 +93,145 @@ export class PagedKvCache implements LayerKvCache {
       return permute(rows, [0, 2, 1, 3]);
     };
     return { k: stack((g) => g.k), v: stack((g) => g.v) };
+  }
+}
+
+/**
+ * nn's per-layer decoding hook on webgpu: lean-attention's paged KvCache with its pools on the
+ * GPU (device 'webgpu'), one sequence per batch row. Each step's keys and values are written
+ * into the pages by buffer copies queued in order with nn's passes (nn's copyIntoWebGpu, at the
+ * pool rows KvCache.reserve hands out: the step's k / v are computed by passes not submitted
+ * yet, which KvCache.append's own submit would overtake), and `attend` runs nn's attention op
+ * on the pools through the block tables (its `paged` option). Per token and layer: two copies
+ * and the attention, where DeviceKvCache concatenated the whole sequence (an O(L) copy, two
+ * passes and two new buffers). `update` (the plain hook) gathers the pages with nn's slice and
+ * concat ops into [B, Hkv, L, D]. dispose() frees the pools.
+ */
+export class DevicePagedKvCache implements LayerKvCache {
+  readonly pages: KvCache;
+  readonly ids: number[];
+  constructor(options: {
+    batch: number;
+    kvHeads: number;
+    headDim: number;
+    maxTokens: number;
+    dtype: 'f32' | 'f16';
+    context: WebGpuContext;
+    pageSize?: number;
+  }) {
+    const { batch, kvHeads, headDim, maxTokens, dtype, context, pageSize = 16 } = options;
+    this.pages = new KvCache({
+      numKvHeads: kvHeads,
+      headDim,
+      pageSize,
+      numPages: batch * Math.ceil(maxTokens / pageSize),
+      dtype,
+      device: 'webgpu',
+      context,
+    });
+    this.ids = Array.from({ length: batch }, () => this.pages.addSequence());
+  }
+
+  get length(): number {
+    return this.pages.length(this.ids[0]!);
+  }
+
+  /** This step's k, v ([B, Hkv, T, D], rotated) into each row's pages, in queue order. */
+  private append(k: Var, v: Var): void {
+    const { pages, ids } = this;
+    const [b, h, t, d] = k.shape as [number, number, number, number];
+    for (const [x, name] of [
+      [k, 'k'],
+      [v, 'v'],
+    ] as const) {
+      const want = [ids.length, pages.numKvHeads, t, pages.headDim];
+      if (x.shape.length !== 4 || x.shape.some((n, i) => n !== want[i]))
+        throw new ShapeError(
+          `DevicePagedKvCache: ${name} expected [${want}] ([B, Hkv, T, D]), got [${x.shape}]`,
+          name,
+        );
+    }
+    for (const [x, name] of [
+      [k, 'k'],
+      [v, 'v'],
+    ] as const)
+      if (x.dtype !== pages.dtype)
+        throw new DTypeError(
+          `DevicePagedKvCache: ${name} expected ${pages.dtype} (the cache's dtype), got ${x.dtype}`,
+          name,
+        );
+    // Every row's pages checked before any is taken: nothing half-appended.
+    const needed = ids.reduce(
+      (n, id) =>
+        n +
+        Math.ceil((pages.length(id) + t) / pages.pageSize) -
+        Math.ceil(pages.length(id) / pages.pageSize),
+      0,
+    );
+    if (needed > pages.freePages)
+      throw new CacheFullError(
+        `k: appending ${t} tokens to ${b} rows needs ${needed} more pages, but ${pages.freePages} of ${pages.numPages} are free`,
+        'k',
+        needed,
+        pages.freePages,
+      );
+    noGrad(() => {
+      // Token-major [B, T, Hkv, D], the pools' row layout: a view of k itself when T is 1.
+      const rows = (x: Var | Tensor) => {
+        const data = x instanceof Tensor ? x : x.data;
+        return t === 1 && data.isContiguous() ? data : permute(x, [0, 2, 1, 3]).data;
+      };
+      const [kt, vt] = [rows(k), rows(v)];
+      const row = h * d;
+      ids.forEach((id, r) => {
+        for (const run of pages.reserve(id, t)) {
+          const from = (r * t + run.token) * row;
+          copyIntoWebGpu(pages.kPool, run.row * row, kt, from, run.count * row);
+          copyIntoWebGpu(pages.vPool, run.row * row, vt, from, run.count * row);
+        }
+      });
+    });
+  }
+
+  /** Appends k, v, then attends q over every row's pages in place (nn's paged attention). */
+  attend(q: Var, k: Var, v: Var, options: AttentionOptions): Var {
+    this.append(k, v);
+    const t = this.pages.blockTables(this.ids);
+    const paged = { pageSize: this.pages.pageSize, blockTable: t.blockTable, lengths: t.lengths };
+    return attention(q, this.pages.kPool, this.pages.vPool, { ...options, paged });
+  }
+
+  update(k: Var, v: Var): { k: Var; v: Var } {
+    this.append(k, v);
+    const { pages } = this;
+    const [h, d] = [pages.numKvHeads, pages.headDim];
+    // Each row's pages, in order, sliced out of the pool ([numPages x pageSize, Hkv, D]) and
+    // concatenated: [L, Hkv, D] per row, then [B, Hkv, L, D].
+    const gather = (pool: Tensor) =>
+      noGrad(() => {
+        const flat = reshape(pool, [pages.numPages * pages.pageSize, h, d]);
+        const rows = this.ids.map((id) => {
+          const n = pages.length(id);
+          const table = pages.blockTable(id);
+          const parts = Array.from(table, (page, i) =>
+            slice(
+              flat,
+              0,
+              page * pages.pageSize,
+              page * pages.pageSize + Math.min(pages.pageSize, n - i * pages.pageSize),
+            ),
+          );
+          const seq = parts.length === 1 ? parts[0]! : concat(parts, 0);
+          return permute(reshape(seq, [1, n, h, d]), [0, 2, 1, 3]);
+        });
+        return rows.length === 1 ? rows[0]! : concat(rows, 0);
+      });
+    return { k: gather(pages.kPool), v: gather(pages.vPool) };
+  }
+
+  /** Frees the pools. */
+  dispose(): void {
+    this.pages.dispose();
   }
 }
 

@@ -29,7 +29,7 @@ import {
 } from '@attnkit/tensor';
 import { toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { type GptConfig, gptConfig } from './config.js';
-import { DeviceKvCache, PagedKvCache } from './kv-cache.js';
+import { DevicePagedKvCache, PagedKvCache } from './kv-cache.js';
 import { type SampleOptions, sampleToken, samplingRng } from './sample.js';
 
 /**
@@ -240,14 +240,22 @@ export class Gpt extends Module {
 
   /**
    * Fresh per-layer caches for decoding `batch` sequences of up to blockSize tokens: the paged
-   * pool (lean-attention's KvCache) on the cpu; on webgpu a device-resident cache (the pages
-   * live in host memory, and the GPU's keys and values should not come back every token).
+   * pool (lean-attention's KvCache), attended in place: on the cpu PagedKvCache, on webgpu
+   * DevicePagedKvCache (its pools are GPU buffers, written by copies queued with nn's passes:
+   * the keys and values never come back to the host).
    */
   newKvCaches(batch = 1): KvCache[] {
     const c = this.config;
     return this.blocks.map(() =>
-      this.device === 'webgpu'
-        ? new DeviceKvCache()
+      this.ctx && this.device === 'webgpu'
+        ? new DevicePagedKvCache({
+            batch,
+            kvHeads: c.nKvHead,
+            headDim: c.nEmbd / c.nHead,
+            maxTokens: c.blockSize,
+            dtype: this.wte.weight.data.dtype as 'f32' | 'f16',
+            context: this.ctx,
+          })
         : new PagedKvCache({
             batch,
             kvHeads: c.nKvHead,
@@ -444,5 +452,6 @@ export class Gpt extends Module {
 }
 
 function disposeCaches(caches: KvCache[] | null): void {
-  for (const c of caches ?? []) if (c instanceof DeviceKvCache) c.dispose();
+  // Any hook with its own buffers (DevicePagedKvCache's pools, DeviceKvCache's tensors).
+  for (const c of caches ?? []) (c as { dispose?: () => void }).dispose?.();
 }

@@ -204,6 +204,55 @@ describe('KvCache: append, gather, block tables', () => {
     expect(cache.blockTables([]).lengths.length).toBe(0);
   });
 
+  it('reserve takes the pages an append would and returns the pool rows the caller writes, merged where pages are adjacent', () => {
+    const rng = new Rng(12);
+    const cache = new KvCache(base);
+    const [a, b] = [cache.addSequence(), cache.addSequence()];
+    // a: 3 tokens in page 0 (rows 0-2).
+    expect(cache.reserve(a, 3)).toEqual([{ token: 0, row: 0, count: 3 }]);
+    // b: 6 tokens over pages 1 and 2, adjacent in the pool: one run of rows 4-9.
+    expect(cache.reserve(b, 6)).toEqual([{ token: 0, row: 4, count: 6 }]);
+    // a: 2 more, row 3 of page 0 then page 3 (rows 12-15): two runs.
+    expect(cache.reserve(a, 2)).toEqual([
+      { token: 0, row: 3, count: 1 },
+      { token: 1, row: 12, count: 1 },
+    ]);
+    expect(cache.length(a)).toBe(5);
+    expect(cache.blockTable(a)).toEqual(Int32Array.of(0, 3));
+    expectInvariants(cache);
+    // Rows written where reserve said are what gather (and the kernels) read.
+    const want = rng.randn([5, 2, 3]);
+    const runsOfA = [
+      { token: 0, row: 0, count: 3 },
+      { token: 3, row: 3, count: 1 },
+      { token: 4, row: 12, count: 1 },
+    ];
+    const pool = cache.kPool.data<'f32'>();
+    const src = want.data<'f32'>();
+    for (const r of runsOfA)
+      pool.set(src.subarray(r.token * 6, (r.token + r.count) * 6), r.row * 6);
+    expect(raw(cache.gather(a).k)).toEqual(raw(want));
+    // Refusals change nothing: a full pool (2 pages free, 3 needed), n not a positive integer, an unknown id.
+    const before = snapshot(cache);
+    const full = (() => {
+      try {
+        cache.reserve(b, 11);
+      } catch (e) {
+        return e;
+      }
+    })() as CacheFullError;
+    expect(full).toBeInstanceOf(CacheFullError);
+    expect([full.argument, full.pagesNeeded, full.pagesFree]).toEqual(['n', 3, 2]);
+    for (const n of [0, -1, 1.5, Number.NaN, '2'])
+      expect(() => cache.reserve(a, n as number)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'n' }),
+      );
+    expect(() => cache.reserve(99, 1)).toThrow(
+      expect.objectContaining({ name: 'ValueError', argument: 'id' }),
+    );
+    expectUnchanged(cache, before);
+  });
+
   it('gathers an empty sequence as [0, Hkv, D] tensors', () => {
     const cache = new KvCache(base);
     const { k, v } = cache.gather(cache.addSequence());

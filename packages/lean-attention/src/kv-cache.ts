@@ -370,6 +370,57 @@ export class KvCache {
   }
 
   /**
+   * Appends n >= 1 tokens whose rows the caller writes itself: takes the pages they need (as
+   * append does), counts them in the sequence's length and returns where they go, as runs of
+   * consecutive pool rows (pages next to each other in the pool merge into one run): tokens
+   * [token, token + count) of the n land at rows [row, row + count) of both pools, row = page x
+   * pageSize + slot, i.e. elements from row x Hkv x D of kPool (x Dv of vPool). For a caller
+   * whose tokens are computed by GPU work it has not submitted yet (nn's webgpu queue), which
+   * append's own submit would overtake: it writes the runs in order with that work. Every run
+   * must be written before the next attend reads the sequence (the pools keep whatever was
+   * there). Nothing changes when it throws: ValueError naming `id` or `n`, CacheFullError
+   * (naming `n`) when the pool has too few free pages.
+   */
+  reserve(id: number, n: number): { token: number; row: number; count: number }[] {
+    const seq = this.sequence(id, 'id');
+    if (!Number.isInteger(n) || n < 1 || n > INT32_MAX - seq.length)
+      throw new ValueError(
+        `n: expected an integer in [1, ${INT32_MAX - seq.length}] (tokens to append), got ${describe(n)}`,
+        'n',
+      );
+    const needed = Math.ceil((seq.length + n) / this.pageSize) - seq.pages.length;
+    if (needed > this.freeCount) {
+      throw new CacheFullError(
+        `n: reserving ${n} tokens in sequence ${id} (length ${seq.length}, ${seq.pages.length} pages) needs ${needed} more pages of ${this.pageSize} tokens, but ${this.freeCount} of ${this.numPages} are free (remove sequences or use a larger numPages)`,
+        'n',
+        needed,
+        this.freeCount,
+      );
+    }
+    for (let i = 0; i < needed; i++) seq.pages.push(this.free[--this.freeCount]!);
+    const runs: { token: number; row: number; count: number }[] = [];
+    for (let t = 0; t < n; ) {
+      const pos = seq.length + t;
+      const slot = pos % this.pageSize;
+      const count = Math.min(this.pageSize - slot, n - t);
+      const row = seq.pages[Math.floor(pos / this.pageSize)]! * this.pageSize + slot;
+      const last = runs.at(-1);
+      if (last && last.row + last.count === row) last.count += count;
+      else runs.push({ token: t, row, count });
+      t += count;
+    }
+    // A cpu cache's device copies re-upload these pages at their next attend.
+    if (this.mirrors.size > 0) {
+      const first = Math.floor(seq.length / this.pageSize);
+      const end = Math.ceil((seq.length + n) / this.pageSize);
+      for (const m of this.mirrors.values())
+        for (let i = first; i < end; i++) m.dirty.add(seq.pages[i]!);
+    }
+    seq.length += n;
+    return runs;
+  }
+
+  /**
    * Sequence `id`'s K [length, Hkv, D] and V [length, Hkv, Dv], copied out of its pages into new
    * contiguous tensors in the cache's dtype. The reference path: decode kernels read through the
    * block table instead of gathering.

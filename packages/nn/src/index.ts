@@ -35,6 +35,7 @@ export type {
 } from './kernels/table.js';
 export { tsKernels } from './kernels/ts/index.js';
 export {
+  copyIntoWebGpu,
   readWebGpuNow,
   registerWebGpuKernels,
   setWebGpuProfiler,

@@ -1,4 +1,12 @@
-import { CpuStorage, describe, Tensor, ValueError } from '@attnkit/tensor';
+import {
+  bytesPerElement,
+  CpuStorage,
+  DeviceError,
+  DTypeError,
+  describe,
+  Tensor,
+  ValueError,
+} from '@attnkit/tensor';
 import { type GpuProfiler, type WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
 import { registerKernel } from '../../dispatch.js';
 import type { KernelName, Kernels } from '../table.js';
@@ -134,6 +142,87 @@ export async function readWebGpuNow(t: Tensor): Promise<Tensor> {
   if (!(s instanceof WebGpuStorage)) return t.toCpu();
   const data = await queueOf(s.ctx).readNow(s);
   return new Tensor(new CpuStorage(t.dtype, data), t.shape, t.strides, t.offset);
+}
+
+/**
+ * Copies `count` elements of webgpu tensor `src`, from its element `srcOffset` on, into `dst`
+ * from its element `dstOffset` on: in place, in order with the nn work queued on their context
+ * (work queued before it has written src, work queued after reads the new dst), as a buffer
+ * copy (no pass). The one nn kernel that writes into an existing tensor, which no op does: what
+ * a device-resident KV cache appends the step's keys and values with (@attnkit/gpt's
+ * DevicePagedKvCache). Offsets count from each tensor's first element in row-major order; both
+ * contiguous, one dtype, one context, different buffers; byte offsets and sizes whole 4-byte
+ * words (f16: even offsets and counts). Typed errors name the argument; nothing is queued then.
+ * A dst that no nn op made (toWebGpu, emptyWebGpu) does not wait for nn's queue when read with
+ * toCpu: read it after syncWebGpu, or with readWebGpuNow, or through nn ops (queued after).
+ *
+ * @example
+ * // token row t of a [maxTokens, H, D] pool, from a [1, H, D] step
+ * copyIntoWebGpu(pool, t * H * D, step);
+ */
+export function copyIntoWebGpu(
+  dst: Tensor,
+  dstOffset: number,
+  src: Tensor,
+  srcOffset = 0,
+  count?: number,
+): void {
+  const op = 'copyIntoWebGpu';
+  const storageOfArg = (t: Tensor, name: string): WebGpuStorage => {
+    if (!(t instanceof Tensor))
+      throw new ValueError(`${op}: ${name} expected a webgpu Tensor, got ${describe(t)}`, name);
+    const st = t.storage;
+    if (!(st instanceof WebGpuStorage))
+      throw new DeviceError(
+        `${op}: ${name} expected a webgpu tensor, got one on ${t.device}`,
+        name,
+      );
+    if (!t.isContiguous())
+      throw new DeviceError(
+        `${op}: ${name} expected a contiguous tensor, got a strided view`,
+        name,
+      );
+    st.checkLive(name, op);
+    return st;
+  };
+  const d = storageOfArg(dst, 'dst');
+  const s = storageOfArg(src, 'src');
+  if (s.ctx !== d.ctx)
+    throw new DeviceError(`${op}: src expected dst's WebGpuContext, got another one`, 'src');
+  if (src.dtype !== dst.dtype)
+    throw new DTypeError(`${op}: src expected dst's dtype ${dst.dtype}, got ${src.dtype}`, 'src');
+  if (s.buffer === d.buffer)
+    throw new ValueError(`${op}: src expected another buffer than dst's, got the same one`, 'src');
+  const range = (value: number, name: string, max: number) => {
+    if (!Number.isInteger(value) || value < 0 || value > max)
+      throw new ValueError(
+        `${op}: ${name} expected an integer in [0, ${max}], got ${describe(value)}`,
+        name,
+      );
+  };
+  range(srcOffset, 'srcOffset', src.size);
+  const n = count ?? src.size - srcOffset;
+  range(n, 'count', src.size - srcOffset);
+  range(dstOffset, 'dstOffset', dst.size - n);
+  const bpe = bytesPerElement(dst.dtype);
+  const words = (value: number, name: string) => {
+    if ((value * bpe) % 4 !== 0)
+      throw new ValueError(
+        `${op}: ${name} expected a whole number of 4-byte words (${4 / bpe} ${dst.dtype} elements), got ${value}`,
+        name,
+      );
+  };
+  words(dst.offset + dstOffset, 'dstOffset');
+  words(src.offset + srcOffset, 'srcOffset');
+  words(n, 'count');
+  if (n === 0) return;
+  queueOf(d.ctx).copy(
+    s,
+    (src.offset + srcOffset) * bpe,
+    d,
+    (dst.offset + dstOffset) * bpe,
+    n * bpe,
+  );
 }
 
 /** Passes encoded and command buffers submitted by nn's queue on ctx. */

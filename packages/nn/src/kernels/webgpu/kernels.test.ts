@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
 import {
+  copyIntoWebGpu,
   readWebGpuNow,
   registerWebGpuKernels,
   syncWebGpu,
@@ -735,6 +736,100 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
     await expect(readWebGpuNow([1, 2] as unknown as Tensor)).rejects.toThrow(
       /readWebGpuNow: t expected a Tensor/,
     );
+  });
+
+  it('copyIntoWebGpu: writes a range in place, in order with the passes queued around it; bad arguments are typed errors naming them, nothing queued', async () => {
+    for (const dt of ['f32', 'f16'] as const) {
+      const base = rounded(rand([6, 10]), dt);
+      const dst = up(base, dt);
+      const x = up(rounded(rand([3, 8]), dt), dt);
+      // src made by a pass queued just before the copy; a pass after it reads dst.
+      const src = gpu.binary('mul', x, x);
+      copyIntoWebGpu(dst, 12, src, 4, 16);
+      const after = gpu.affine(dst, 1, 0);
+      const want = base.toFloat64Array().slice();
+      const sq = (await src.toCpu()).toFloat64Array();
+      want.set(sq.subarray(4, 20), 12);
+      expect([...(await dst.toCpu()).toFloat64Array()], dt).toEqual([...want]);
+      expect([...(await after.toCpu()).toFloat64Array()], `${dt}: the pass after`).toEqual([
+        ...want,
+      ]);
+      // The whole of src at an offset (count and srcOffset defaulted); a view's offset counts.
+      const row = gpu.full([10], 7, 'f32');
+      const fromRow = dt === 'f32' ? row : gpu.affine(up(rounded(rand([10]), dt), dt), 0, 7);
+      copyIntoWebGpu(dst.reshape([60]).slice(0, 20, 60), 10, fromRow);
+      want.fill(7, 30, 40);
+      // dst is no nn output (toWebGpu made it): its toCpu does not wait for nn's queue.
+      await syncWebGpu(ctx!);
+      expect([...(await dst.toCpu()).toFloat64Array()], `${dt}: defaults`).toEqual([...want]);
+      const before = webGpuQueueStats(ctx!).passes;
+      const bad: [() => void, string, RegExp][] = [
+        [
+          () => copyIntoWebGpu(dst, 55, src, 0, 10),
+          'dstOffset',
+          /dstOffset expected an integer in \[0, 50\]/,
+        ],
+        [() => copyIntoWebGpu(dst, 0, src, 20, 8), 'count', /count expected an integer/],
+        [() => copyIntoWebGpu(dst, 0, src, -2, 4), 'srcOffset', /srcOffset expected/],
+        [() => copyIntoWebGpu(dst, 1.5, src, 0, 4), 'dstOffset', /dstOffset expected/],
+        [() => copyIntoWebGpu(dst, 0, dst, 0, 4), 'src', /another buffer/],
+        [
+          () => copyIntoWebGpu(dst, 0, rand([4]), 0, 4),
+          'src',
+          /expected a webgpu tensor, got one on cpu/,
+        ],
+        [
+          () => copyIntoWebGpu([1] as unknown as Tensor, 0, src),
+          'dst',
+          /dst expected a webgpu Tensor/,
+        ],
+        [
+          () =>
+            copyIntoWebGpu(
+              dst,
+              0,
+              up(rounded(rand([4]), dt === 'f32' ? 'f16' : 'f32'), dt === 'f32' ? 'f16' : 'f32'),
+            ),
+          'src',
+          /dtype/,
+        ],
+        [
+          () =>
+            copyIntoWebGpu(dst, 0, gpu.permute(x, [1, 0]).reshape([8, 3]).transpose(0, 1), 0, 4),
+          'src',
+          /contiguous/,
+        ],
+      ];
+      if (dt === 'f16')
+        bad.push(
+          [
+            () => copyIntoWebGpu(dst, 1, src, 0, 4),
+            'dstOffset',
+            /4-byte words \(2 f16 elements\), got 1/,
+          ],
+          [() => copyIntoWebGpu(dst, 0, src, 0, 3), 'count', /4-byte words/],
+          [() => copyIntoWebGpu(dst, 0, src, 3, 4), 'srcOffset', /4-byte words/],
+        );
+      for (const [call, argument, message] of bad) {
+        let err: unknown;
+        try {
+          call();
+        } catch (e) {
+          err = e;
+        }
+        expect(err, `${dt} ${message}`).toMatchObject({
+          argument,
+          message: expect.stringMatching(message),
+        });
+      }
+      expect(
+        webGpuQueueStats(ctx!).passes - before,
+        'no pass queued by the refusals',
+      ).toBeLessThanOrEqual(2);
+      expect([...(await dst.toCpu()).toFloat64Array()], `${dt}: unchanged by refusals`).toEqual([
+        ...want,
+      ]);
+    }
   });
 
   it('dropoutMask: seeded, a fraction p of zeros, 1 / (1 - p) elsewhere', async () => {

@@ -223,6 +223,38 @@ export class GpuQueue {
     });
   }
 
+  /**
+   * Queues a buffer copy of `bytes` (a multiple of 4) from `from` at byte `fromByte` into `to`
+   * at `toByte`, in order with the passes around it: encoded at once when nothing is queued
+   * before it (as pass() does), else as a task. No pass: the command encoder's copy.
+   */
+  copy(
+    from: WebGpuStorage,
+    fromByte: number,
+    to: WebGpuStorage,
+    toByte: number,
+    bytes: number,
+  ): void {
+    const encode = () => {
+      this.ctx.checkAlive();
+      this.open().copyBufferToBuffer(from.buffer, fromByte, to.buffer, toByte, bytes);
+      if (to instanceof QueuedStorage) this.batchOutputs.push(to);
+    };
+    const failed = from instanceof QueuedStorage && from.failure;
+    if (this.pending === 0 && !this.broken && kernelOptions().encodeEagerly && !failed) {
+      try {
+        encode();
+      } catch (e) {
+        const err = asTyped(e, 'copy');
+        markFailed([to], err);
+        this.surfaced ??= err;
+      }
+      this.afterEager();
+      return;
+    }
+    this.enqueue('copy', [from], [to], encode);
+  }
+
   /** Inside a queued task only: encodes a copy of `from` into `to` (whole words). */
   copyNow(from: Tensor, to: QueuedStorage): void {
     const bytes = Math.ceil(to.byteLength / 4) * 4;
