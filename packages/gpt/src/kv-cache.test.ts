@@ -1,5 +1,13 @@
 import { CacheFullError } from '@attnkit/lean-attention';
-import { attention, concat, registerWebGpuKernels, syncWebGpu, type Var } from '@attnkit/nn';
+import {
+  attention,
+  concat,
+  noGrad,
+  registerWebGpuKernels,
+  scope,
+  syncWebGpu,
+  type Var,
+} from '@attnkit/nn';
 import { DTypeError, Rng, ShapeError, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
@@ -107,6 +115,28 @@ describe('DevicePagedKvCache (webgpu)', () => {
     cache.dispose();
     await syncWebGpu(ctx);
     expect(ctx.pool.liveBytes).toBeLessThan(live);
+  });
+
+  test('attending frees what it made without the garbage collector (the paged op frees its LSE)', async () => {
+    if (!ctx) return void console.warn('webgpu unavailable: skipped');
+    const cache = new DevicePagedKvCache({
+      batch: 1,
+      kvHeads: 2,
+      headDim: 8,
+      maxTokens: 16,
+      dtype: 'f32',
+      context: ctx,
+    });
+    const [q, k, v] = [gpu([1, 4, 1, 8]), gpu([1, 2, 1, 8]), gpu([1, 2, 1, 8])];
+    const step = () => noGrad(() => scope(() => void cache.attend(q, k, v, { causal: true })));
+    step();
+    await syncWebGpu(ctx);
+    const live = ctx.pool.liveBytes;
+    for (let i = 0; i < 5; i++) step();
+    await syncWebGpu(ctx);
+    expect(ctx.pool.liveBytes).toBe(live);
+    expect(cache.length).toBe(6);
+    cache.dispose();
   });
 
   test('the cpu PagedKvCache refuses a batch that differs from its rows', () => {

@@ -46,7 +46,11 @@ const attentionOp: OpDef<AttentionKernelOptions> = {
 const pagedAttentionOp: OpDef<AttentionKernelOptions> = {
   name: 'attention (paged)',
   forward({ k }, [q, kk, v], options) {
-    return k.attention(q!, kk!, v!, options).o;
+    // Nothing saves the LSE (no backward): freed here, not left to the garbage collector
+    // (on webgpu its buffer returns to the pool once the queued kernel is submitted).
+    const { o, lse } = k.attention(q!, kk!, v!, options);
+    lse.dispose();
+    return o;
   },
   backward() {
     throw new ValueError('attention: paged K/V has no backward', 'paged');

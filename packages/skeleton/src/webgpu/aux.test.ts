@@ -1,6 +1,12 @@
 import { allowed, resolveAttentionProblem } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
-import { bindBuffers, bindingKinds, declareBindings, type WgslBinding } from '@attnkit/webgpu';
+import {
+  bindBuffers,
+  bindingKinds,
+  declareBindings,
+  packUniform,
+  type WgslBinding,
+} from '@attnkit/webgpu';
 import { describe, expect, test } from 'vitest';
 import { buildAux, buildParams } from './aux.js';
 import { PARAM_FIELDS, packParams, paramsStruct } from './params.js';
@@ -125,6 +131,29 @@ describe('aux tables', () => {
       else if (type === 'i32') expect(s[i]).toBe(name === 'left' ? -1 : i);
       else expect(u[i]).toBe(i);
     });
+  });
+
+  test('packParams with extra fields equals packUniform over both lists; a missing value is a ValueError naming it', () => {
+    const values = Object.fromEntries(
+      PARAM_FIELDS.map(([name], i) => [name, name === 'left' ? -3 : i * 1.25]),
+    ) as Record<string, number>;
+    const extra = [
+      ['pgSize', 'u32'],
+      ['bias', 'f32'],
+      ['shift', 'i32'],
+    ] as const;
+    const extraValues = { pgSize: 16, bias: -0.75, shift: -2 };
+    const got = new Uint8Array(packParams(values as never, extra, extraValues));
+    const want = new Uint8Array(
+      packUniform([...PARAM_FIELDS, ...extra], { ...extraValues, ...values }),
+    );
+    expect(got.byteLength).toBe(Math.ceil((PARAM_FIELDS.length + 3) / 4) * 16);
+    expect([...got]).toEqual([...want]);
+    expect(() => packParams(values as never, extra, { pgSize: 16, bias: 1 })).toThrow(
+      expect.objectContaining({ name: 'ValueError', argument: 'values.shift' }),
+    );
+    const { scale: _, ...noScale } = values;
+    expect(() => packParams(noScale as never)).toThrow(/values\.scale: expected a number/);
   });
 
   test('bindings: declarations numbered in list order, layout and buffers by name', () => {
