@@ -1,5 +1,6 @@
 import {
   add,
+  addLayerNorm,
   argmax,
   crossEntropy,
   dropout,
@@ -62,10 +63,28 @@ class Block extends Module {
     this.ln2 = this.child('ln2', new LayerNorm(c.nEmbd));
     this.mlp = this.child('mlp', new MLP(c.nEmbd, { activation: 'gelu', bias: c.bias, rng }));
   }
-  forward(x: Var, drop: Rng, kvCache?: KvCache): Var {
+  /**
+   * x + attn(ln1(x)), then + mlp(ln2(.)), given `normed` = ln1(x) (the previous block made it);
+   * returns the output and the output normed by `next` (the next block's ln1, or the final
+   * norm). Each residual add and the norm after it are one nn addLayerNorm: add then layerNorm
+   * when training, one pass on webgpu when decoding (24 fewer passes a token for 12 layers).
+   */
+  forward(
+    x: Var,
+    normed: Var,
+    next: LayerNorm,
+    drop: Rng,
+    kvCache?: KvCache,
+  ): { x: Var; normed: Var } {
     const d = (y: Var) => dropout(y, this.c.dropout, drop, this.training);
-    const h = add(x, d(this.attn.forward(this.ln1.forward(x), kvCache ? { kvCache } : {})));
-    return add(h, d(this.mlp.forward(this.ln2.forward(h))));
+    const norm = (ln: LayerNorm) => [ln.weight, ln.bias, ln.eps] as const;
+    const a = addLayerNorm(
+      x,
+      d(this.attn.forward(normed, kvCache ? { kvCache } : {})),
+      ...norm(this.ln2),
+    );
+    const m = addLayerNorm(a.sum, d(this.mlp.forward(a.normed)), ...norm(next));
+    return { x: m.sum, normed: m.normed };
   }
 }
 
@@ -216,13 +235,17 @@ export class Gpt extends Module {
     // gather (and no ids to upload); [t, C] broadcasts over the batch.
     if (this.wpe) x = add(x, slice(this.wpe.weight, 0, offset, offset + t));
     x = dropout(x, c.dropout, this.dropoutRng, this.training);
+    // The blocks hand each other their output normed by the next one's ln1 (the last block's
+    // by the final norm), which fuses each residual add with the norm after it (Block.forward).
+    let normed = this.blocks[0]!.ln1.forward(x);
     this.blocks.forEach((block, i) => {
-      x = block.forward(x, this.dropoutRng, kvCaches?.[i]);
+      const next = this.blocks[i + 1]?.ln1 ?? this.lnF;
+      ({ x, normed } = block.forward(x, normed, next, this.dropoutRng, kvCaches?.[i]));
     });
+    x = normed;
     // Inference wants the next token's logits only (nanoGPT's lm_head(x[:, [-1], :])): the
     // head's [T, vocab] product over the other positions would be thrown away.
     if (options.lastOnly && !targets) x = slice(x, 1, t - 1, t);
-    x = this.lnF.forward(x);
     const logits = this.lmHead
       ? this.lmHead.forward(x)
       : matmul(x, this.wte.weight, { transB: true });

@@ -257,6 +257,31 @@ export function apply<A>(
   return out;
 }
 
+/**
+ * A kernel with several outputs where no gradient can be recorded (a fused inference path such
+ * as addLayerNorm's): dispatched as apply dispatches (one device, one float dtype over `floats`),
+ * its outputs tracked by the enclosing scope and returned as Vars without a graph. Undefined,
+ * having run nothing, when a gradient would be recorded or the backend's kernels return
+ * undefined from `run` (it has no such kernel): the caller then composes differentiable ops.
+ */
+export function applyWithoutGrad(
+  name: string,
+  inputs: readonly VarLike[],
+  run: (k: Kernels, tensors: Tensor[]) => Tensor[] | undefined,
+  floats: readonly number[] = inputs.map((_, i) => i),
+): Var[] | undefined {
+  const vars = inputs.map(asVar);
+  if (gradEnabled && vars.some((v) => v.requiresGrad)) return undefined;
+  const tensors = vars.map((v) => v.data);
+  const backend = backendFor(
+    name,
+    tensors,
+    floats.map((i) => tensors[i]!),
+  );
+  const outs = run(kernelsFor(name, backend), tensors);
+  return outs?.map((t) => new Var(track(t)));
+}
+
 function backward(root: Var, seed: Tensor | undefined, retainGraph: boolean): void {
   if (!root.requiresGrad)
     throw new GraphError(

@@ -83,6 +83,10 @@ export function kernelsFor(op: string, backend: string): Kernels {
   if (!view) {
     // The proxy reads the table on every access, so a kernel registered later is seen.
     view = new Proxy({} as Kernels, {
+      // `name in kernels`: whether the backend has it (optional kernels such as addLayerNorm).
+      has(_, name: string) {
+        return table.get(backend)?.[name as KernelName] !== undefined;
+      },
       get(_, name: string) {
         const fn = table.get(backend)?.[name as KernelName];
         if (!fn) {

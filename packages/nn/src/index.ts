@@ -83,6 +83,7 @@ export {
 } from './ops/elementwise.js';
 export { matmul } from './ops/matmul.js';
 export {
+  addLayerNorm,
   crossEntropy,
   dropout,
   embedding,

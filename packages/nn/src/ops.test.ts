@@ -4,6 +4,7 @@ import type { Var } from './autograd.js';
 import { gradcheck } from './gradcheck.js';
 import {
   add,
+  addLayerNorm,
   argmax,
   concat,
   crossEntropy,
@@ -104,6 +105,27 @@ describe('gradients vs finite differences (f64)', () => {
     check((a) => softmax(a), [randn(3, 7)]);
     check((a) => logSoftmax(a), [randn(2, 3, 5)]);
   });
+  it('addLayerNorm: add then layerNorm, gradients through both outputs; a shape mismatch is a ShapeError naming y', () => {
+    check(
+      (x, y, w, b) => {
+        const { sum: s, normed } = addLayerNorm(x, y, w, b);
+        return add(mul(s, s), normed);
+      },
+      [randn(3, 7), randn(3, 7), randn(7), randn(7)],
+    );
+    check((x, y) => addLayerNorm(x, y).normed, [randn(2, 3, 5), randn(2, 3, 5)]);
+    const [x, y] = [randn(2, 4), randn(2, 4)];
+    const r = addLayerNorm(x, y, null, null, 1e-3);
+    const want = layerNorm(add(x, y), null, null, 1e-3);
+    expect([...r.normed.data.toFloat64Array()]).toEqual([...want.data.toFloat64Array()]);
+    expect(() => addLayerNorm(x, randn(2, 5))).toThrow(
+      expect.objectContaining({ name: 'ShapeError', argument: 'y' }),
+    );
+    expect(() => addLayerNorm(x, y, randn(3))).toThrow(
+      expect.objectContaining({ name: 'ShapeError', argument: 'weight' }),
+    );
+  });
+
   it('layerNorm, rmsNorm (with and without affine)', () => {
     check((x, w, b) => layerNorm(x, w, b), [randn(3, 7), randn(7), randn(7)]);
     check((x) => layerNorm(x), [randn(2, 3, 5)]);

@@ -76,6 +76,18 @@ export interface Kernels {
     bias: Tensor | null,
     eps: number,
   ): { y: Tensor; mean: Tensor; rstd: Tensor };
+  /**
+   * Optional (inference): sum = x + r and y = layerNorm(sum) (same shapes), without the
+   * statistics; what nn's addLayerNorm runs where no gradient is recorded. A backend without it
+   * gets add then layerNorm.
+   */
+  addLayerNorm?(
+    x: Tensor,
+    r: Tensor,
+    weight: Tensor | null,
+    bias: Tensor | null,
+    eps: number,
+  ): { sum: Tensor; y: Tensor };
   layerNormBackward(
     x: Tensor,
     weight: Tensor | null,

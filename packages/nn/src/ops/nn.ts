@@ -6,8 +6,8 @@ import {
   type Tensor,
   ValueError,
 } from '@attnkit/tensor';
-import { apply, asVar, type OpDef, type Var, type VarLike } from '../autograd.js';
-import { mul } from './elementwise.js';
+import { apply, applyWithoutGrad, asVar, type OpDef, type Var, type VarLike } from '../autograd.js';
+import { add, mul } from './elementwise.js';
 
 const softmaxOp: OpDef<null> = {
   name: 'softmax',
@@ -64,6 +64,44 @@ const layerNormOp: OpDef<{ eps: number; hasW: boolean; hasB: boolean }> = {
     return [dx, ...(hasW ? [dweight] : []), ...(hasB ? [dbias] : [])];
   },
 };
+
+/**
+ * A transformer block's residual add and the norm after it: `sum = x + y` and
+ * `normed = layerNorm(sum, weight, bias, eps)`. Where a gradient is recorded this is add then
+ * layerNorm (their backward); where none is (noGrad, or no input requires one) and the backend
+ * has a fused kernel (webgpu: one pass instead of two, no statistics kept), that runs instead,
+ * with the same values. x and y of one shape (no broadcasting).
+ *
+ * @example
+ * const { sum: h, normed } = addLayerNorm(x, attnOut, ln2.weight, ln2.bias);
+ */
+export function addLayerNorm(
+  x: VarLike,
+  y: VarLike,
+  weight?: VarLike | null,
+  bias?: VarLike | null,
+  eps = 1e-5,
+): { sum: Var; normed: Var } {
+  checkEps('addLayerNorm', eps);
+  if (x.shape.join() !== y.shape.join())
+    throw new ShapeError(
+      `addLayerNorm: y expected x's shape ${formatShape(x.shape)}, got ${formatShape(y.shape)}`,
+      'y',
+    );
+  checkChannels('addLayerNorm', 'weight', x, weight);
+  checkChannels('addLayerNorm', 'bias', x, bias);
+  const inputs = [x, y, ...(weight ? [weight] : []), ...(bias ? [bias] : [])];
+  const fused = applyWithoutGrad('addLayerNorm', inputs, (k, [a, b, ...rest]) => {
+    if (!('addLayerNorm' in k)) return undefined;
+    const w = weight ? rest[0]! : null;
+    const bb = bias ? rest[weight ? 1 : 0]! : null;
+    const r = k.addLayerNorm!(a!, b!, w, bb, eps);
+    return [r.sum, r.y];
+  });
+  if (fused) return { sum: fused[0]!, normed: fused[1]! };
+  const sum = add(x, y);
+  return { sum, normed: layerNorm(sum, weight, bias, eps) };
+}
 
 /** Layer normalisation over the last dim (Ba et al. 2016), optional affine weight and bias. */
 export function layerNorm(

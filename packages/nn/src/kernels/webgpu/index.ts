@@ -18,6 +18,7 @@ import { adamwStep, sgdStep } from './optim.js';
 import { queueOf } from './queue.js';
 import { maxTo, maxToBackward, sumTo } from './reduce.js';
 import {
+  addLayerNorm,
   argmax,
   crossEntropy,
   crossEntropyBackward,
@@ -63,6 +64,7 @@ export const webgpuKernels: Omit<Kernels, 'sumSquares'> = {
   logSoftmax,
   logSoftmaxBackward,
   layerNorm,
+  addLayerNorm,
   layerNormBackward,
   rmsNorm,
   rmsNormBackward,

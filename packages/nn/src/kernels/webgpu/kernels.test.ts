@@ -2,6 +2,9 @@ import { Rng, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 import { describe, expect, it } from 'vitest';
+import type { Var } from '../../autograd.js';
+import { noGrad, Param } from '../../autograd.js';
+import { addLayerNorm } from '../../ops/nn.js';
 import type { Kernels, UnaryOp } from '../table.js';
 import { tsKernels } from '../ts/index.js';
 import {
@@ -487,6 +490,71 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
       }
       const masked = Tensor.from(Float64Array.of(-Infinity, -Infinity, 1, 2), [2, 2], 'f64');
       await close(gpu.softmax(up(masked, dt)), ts.softmax(masked), tol, 'softmax of a masked row');
+    });
+
+    it(`${dt}: addLayerNorm equals binary add then layerNorm (f32 bitwise: one fused pass), with and without affine; other shapes are a ShapeError naming r`, async () => {
+      for (const [shape, affine] of [
+        [[3, 7, 33], true],
+        [[5, 300], false],
+        [[1, 768], true],
+      ] as const) {
+        const c = shape[shape.length - 1]!;
+        const [x, r] = [up(rand(shape, -2, 3), dt), up(rand(shape, -1, 1), dt)];
+        const w = affine ? up(rand([c]), dt) : null;
+        const b = affine ? up(rand([c]), dt) : null;
+        await syncWebGpu(ctx!);
+        const passes = webGpuQueueStats(ctx!).passes;
+        const fused = gpu.addLayerNorm!(x, r, w, b, 1e-5);
+        await syncWebGpu(ctx!);
+        if (dt === 'f32') expect(webGpuQueueStats(ctx!).passes - passes, 'one pass').toBe(1);
+        const sum = gpu.binary('add', x, r);
+        const ln = gpu.layerNorm(sum, w, b, 1e-5);
+        const [fs, fy, ws, wy] = await Promise.all(
+          [fused.sum, fused.y, sum, ln.y].map(async (t) => (await t.toCpu()).toFloat64Array()),
+        );
+        expect(fused.sum.dtype).toBe(dt);
+        expect(
+          fs.findIndex((v, i) => !Object.is(v, ws[i])),
+          `${shape} sum`,
+        ).toBe(-1);
+        expect(
+          fy.findIndex((v, i) => !Object.is(v, wy[i])),
+          `${shape} y`,
+        ).toBe(-1);
+        // And what ts computes in float64, at the kernels' tolerance.
+        const want = ts.layerNorm(
+          ts.binary('add', (await x.toCpu()).astype('f64'), (await r.toCpu()).astype('f64')),
+          w && (await w.toCpu()).astype('f64'),
+          b && (await b.toCpu()).astype('f64'),
+          1e-5,
+        );
+        await close(fused.y, want.y, 8 * tol, 'addLayerNorm y');
+      }
+      expect(() =>
+        gpu.addLayerNorm!(up(rand([2, 4]), dt), up(rand([2, 5]), dt), null, null, 1e-5),
+      ).toThrow(expect.objectContaining({ name: 'ShapeError', argument: 'r' }));
+    });
+
+    it(`${dt}: nn's addLayerNorm op takes the fused kernel where no gradient is recorded, add + layerNorm where one is, with the same values`, async () => {
+      const [x, y, w, b] = [[4, 96], [4, 96], [96], [96]].map((s) => up(rand(s), dt));
+      await syncWebGpu(ctx!);
+      const count = async (f: () => unknown) => {
+        const before = webGpuQueueStats(ctx!).passes;
+        const out = f();
+        await syncWebGpu(ctx!);
+        return { out, passes: webGpuQueueStats(ctx!).passes - before };
+      };
+      const inference = await count(() => noGrad(() => addLayerNorm(x!, y!, w, b)));
+      const wp = new Param(w!);
+      const recorded = await count(() => addLayerNorm(x!, y!, wp, b));
+      const [a, c] = [inference.out, recorded.out] as { sum: Var; normed: Var }[];
+      expect(c!.normed.requiresGrad).toBe(true);
+      expect(a!.normed.requiresGrad).toBe(false);
+      if (dt === 'f32') expect([inference.passes, recorded.passes]).toEqual([1, 2]);
+      for (const k of ['sum', 'normed'] as const) {
+        const [u, v] = await Promise.all([a![k].data.toCpu(), c![k].data.toCpu()]);
+        expect([...u.toFloat64Array()], k).toEqual([...v.toFloat64Array()]);
+      }
     });
 
     it(`${dt}: layerNorm and rmsNorm, forward and backward`, async () => {

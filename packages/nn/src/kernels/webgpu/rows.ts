@@ -1,6 +1,7 @@
 import { formatShape, ShapeError, type Tensor } from '@attnkit/tensor';
 import { rowsCols } from '../ts/util.js';
 import { gpuContext } from './context.js';
+import { binary } from './elementwise.js';
 import { Params, runMap, runRows } from './program.js';
 import { type GpuFloat, output, type QueuedStorage, storageOf } from './queue.js';
 import { sumAs, sumTo } from './reduce.js';
@@ -265,6 +266,65 @@ export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: nu
     new Params().u(4, cols),
   );
   return { y, mean, rstd };
+}
+
+/**
+ * sum = x + r and y = layerNorm(sum) (nn's addLayerNorm where no gradient is recorded: a
+ * block's residual add and the next norm). f32: one pass that writes sum, then reads its own
+ * elements back for the variance and y: the arithmetic of binary('add') then layerNorm's
+ * one-pass kernel, bitwise, with no statistics written (a decoded token's 24 residual adds were
+ * passes of their own). f16: those two kernels.
+ */
+export function addLayerNorm(
+  x: Tensor,
+  r: Tensor,
+  w: Tensor | null,
+  b: Tensor | null,
+  eps: number,
+): { sum: Tensor; y: Tensor } {
+  check('addLayerNorm', [
+    [x, 'x'],
+    [r, 'r'],
+    [w, 'weight'],
+    [b, 'bias'],
+  ]);
+  if (x.shape.join() !== r.shape.join())
+    throw new ShapeError(
+      `addLayerNorm: r expected x's shape ${formatShape(x.shape)}, got ${formatShape(r.shape)}`,
+      'r',
+    );
+  const ctx = gpuContext('addLayerNorm');
+  const [rows, cols] = rowsCols(x.shape);
+  checkChannels('addLayerNorm', 'weight', w, cols);
+  checkChannels('addLayerNorm', 'bias', b, cols);
+  if (x.dtype !== 'f32' || r.dtype !== 'f32') {
+    const sum = binary('add', x, r);
+    const { y, mean, rstd } = layerNorm(sum, w, b, eps);
+    // Released once the queued kernels are submitted (the pool's fence).
+    mean.dispose();
+    rstd.dispose();
+    return { sum, y };
+  }
+  const sum = output(ctx, x.shape, 'f32');
+  const y = output(ctx, x.shape, 'f32');
+  const ws = [...(w ? [{ name: 'w', t: w }] : []), ...(b ? [{ name: 'b', t: b }] : [])];
+  runRows(
+    ctx,
+    'addLayerNorm',
+    [{ name: 'x', t: x }, { name: 'r', t: r }, ...ws],
+    [sum, y],
+    rows,
+    cols,
+    `  var s = 0.0;
+  ${LOOP('let t = ld_x(o + j) + ld_r(o + j); o0[o + j] = t; s = s + t;')}
+  let mu = wsum(li, s) / f32(cols);
+  var v = 0.0;
+  ${LOOP('let d = o0[o + j] - mu; v = v + d * d;')}
+  let rs = inverseSqrt(wsum(li, v) / f32(cols) + pf(4u));
+  ${LOOP(`o1[o + j] = (o0[o + j] - mu) * rs * ${w ? 'ld_w(j)' : '1.0'} + ${b ? 'ld_b(j)' : '0.0'};`)}`,
+    new Params().fl(4, eps),
+  );
+  return { sum, y };
 }
 
 export function layerNormBackward(
