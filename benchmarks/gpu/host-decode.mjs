@@ -73,6 +73,8 @@ for (let rep = 0; rep < Number(values.reps); rep++) {
   for (let i = warmup + 10; i < stamps.length; i += 10) per.push((stamps[i] - stamps[i - 10]) / 10);
   per.sort((a, b) => a - b);
   const n = stamps.length - 1 - warmup;
+  if (per.length === 0)
+    throw new Error(`--tokens ${tokens}: expected at least --warmup + 11 (${warmup + 11})`);
   const mean = (stamps.at(-1) - stamps[warmup]) / n;
   console.log(`  ${bindingStats(webGpuQueueStats(ctx))}`);
   console.log(

@@ -3,6 +3,7 @@ import {
   attention,
   concat,
   noGrad,
+  Param,
   registerWebGpuKernels,
   scope,
   syncWebGpu,
@@ -138,6 +139,76 @@ describe('DevicePagedKvCache (webgpu)', () => {
     expect(cache.length).toBe(6);
     cache.dispose();
   });
+
+  test('what attention would refuse is refused before the step is appended: q of other heads or length, k on the cpu, a recorded gradient, zero tokens', async () => {
+    if (!ctx) return void console.warn('webgpu unavailable: skipped');
+    const cache = new DevicePagedKvCache({
+      batch: 1,
+      kvHeads: 2,
+      headDim: 8,
+      maxTokens: 16,
+      dtype: 'f32',
+      context: ctx,
+    });
+    const [k, v] = [gpu([1, 2, 2, 8]), gpu([1, 2, 2, 8])];
+    const cases: [() => unknown, string, string][] = [
+      [() => cache.attend(gpu([1, 3, 2, 8]), k, v, {}), 'ShapeError', 'q'],
+      [() => cache.attend(gpu([1, 4, 1, 8]), k, v, {}), 'ShapeError', 'q'],
+      [
+        () => cache.attend(gpu([1, 4, 2, 8]), rng.randn([1, 2, 2, 8]).astype('f32'), v, {}),
+        'DeviceError',
+        'k',
+      ],
+      [
+        () => cache.attend(gpu([1, 4, 0, 8]), gpu([1, 2, 0, 8]), gpu([1, 2, 0, 8]), {}),
+        'ShapeError',
+        'k',
+      ],
+      [() => cache.attend(new Param(gpu([1, 4, 2, 8])), k, v, {}), 'ValueError', 'q'],
+    ];
+    for (const [call, name, argument] of cases) {
+      expect(call).toThrow(expect.objectContaining({ name, argument }));
+      expect(cache.length).toBe(0);
+      expect(cache.pages.pagesInUse).toBe(0);
+    }
+    cache.dispose();
+  });
+
+  test.each(['ts', 'webgpu'] as const)(
+    "family 'standard' attends the gathered sequence (its matmuls read contiguous K/V, not pages): the values of attention over the concatenation (%s)",
+    async (backend) => {
+      if (backend === 'webgpu' && !ctx) return void console.warn('webgpu unavailable: skipped');
+      const place = (shape: number[]) =>
+        backend === 'webgpu' ? gpu(shape) : rng.randn(shape).astype('f32');
+      const cache =
+        backend === 'webgpu'
+          ? new DevicePagedKvCache({
+              batch: 1,
+              kvHeads: 1,
+              headDim: 8,
+              maxTokens: 16,
+              dtype: 'f32',
+              context: ctx!,
+              pageSize: 4,
+            })
+          : new PagedKvCache({ batch: 1, kvHeads: 1, headDim: 8, maxTokens: 16 });
+      const opts = { family: 'standard', causal: true };
+      let [ks, vs]: Tensor[][] = [[], []];
+      for (const t of [5, 1]) {
+        const [q, k, v] = [place([1, 2, t, 8]), place([1, 1, t, 8]), place([1, 1, t, 8])];
+        ks = [...ks, k];
+        vs = [...vs, v];
+        const kAll = ks.length > 1 ? concat(ks, 2).data : k;
+        const vAll = vs.length > 1 ? concat(vs, 2).data : v;
+        ks = [kAll];
+        vs = [vAll];
+        const got = cache.attend(q, k, v, opts);
+        expect(await worst(got, attention(q, kAll, vAll, opts))).toBeLessThan(1e-5);
+      }
+      expect(cache.length).toBe(6);
+      (cache as { dispose?: () => void }).dispose?.();
+    },
+  );
 
   test('the cpu PagedKvCache refuses a batch that differs from its rows', () => {
     const cache = new PagedKvCache({ batch: 2, kvHeads: 1, headDim: 4, maxTokens: 8 });

@@ -4,6 +4,7 @@ import {
   attention,
   concat,
   copyIntoWebGpu,
+  isGradEnabled,
   keep,
   type KvCache as LayerKvCache,
   noGrad,
@@ -12,8 +13,83 @@ import {
   slice,
   type Var,
 } from '@attnkit/nn';
-import { DTypeError, ShapeError, Tensor } from '@attnkit/tensor';
-import type { WebGpuContext } from '@attnkit/webgpu';
+import { DeviceError, DTypeError, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { type WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
+
+const tensorOf = (x: Var | Tensor): Tensor => (x instanceof Tensor ? x : x.data);
+
+/**
+ * A step's k and v against the cache ([B, Hkv, T >= 1, D], the cache's dtype) and the pages its
+ * rows need against the pool's free ones, before anything is appended: either the whole step
+ * goes in or nothing does. Returns T.
+ */
+function checkStep(who: string, pages: KvCache, ids: readonly number[], k: Var, v: Var): number {
+  const t = k.shape[2]!;
+  for (const [x, name] of [
+    [k, 'k'],
+    [v, 'v'],
+  ] as const) {
+    const want = [ids.length, pages.numKvHeads, t, pages.headDim];
+    if (x.shape.length !== 4 || x.shape.some((n, i) => n !== want[i]) || !(t >= 1))
+      throw new ShapeError(
+        `${who}: ${name} expected [${want}] ([B, Hkv, T >= 1, D]), got [${x.shape}]`,
+        name,
+      );
+    if (x.dtype !== pages.dtype)
+      throw new DTypeError(
+        `${who}: ${name} expected ${pages.dtype} (the cache's dtype), got ${x.dtype}`,
+        name,
+      );
+  }
+  const needed = ids.reduce(
+    (n, id) =>
+      n +
+      Math.ceil((pages.length(id) + t) / pages.pageSize) -
+      Math.ceil(pages.length(id) / pages.pageSize),
+    0,
+  );
+  if (needed > pages.freePages)
+    throw new CacheFullError(
+      `k: appending ${t} tokens to ${ids.length} rows needs ${needed} more pages, but ${pages.freePages} of ${pages.numPages} are free`,
+      'k',
+      needed,
+      pages.freePages,
+    );
+  return t;
+}
+
+/**
+ * What attend's paged attention would refuse, checked before the step is appended: q [B, Hq, T,
+ * D] for this step (Hq a multiple of Hkv), and no gradient recorded (paged K/V is forward only;
+ * a cache decodes under noGrad).
+ */
+function checkQuery(
+  who: string,
+  pages: KvCache,
+  ids: readonly number[],
+  q: Var,
+  k: Var,
+  paged: boolean,
+): void {
+  const [b, hq, t, d] = q.shape as number[];
+  if (
+    q.shape.length !== 4 ||
+    b !== ids.length ||
+    t !== k.shape[2] ||
+    d !== pages.headDim ||
+    !(hq! >= 1 && hq! % pages.numKvHeads === 0)
+  )
+    throw new ShapeError(
+      `${who}: q expected [${ids.length}, a multiple of ${pages.numKvHeads}, ${k.shape[2]}, ${pages.headDim}] ([B, Hq, T, D]), got [${q.shape}]`,
+      'q',
+    );
+  if (!paged) return;
+  if (isGradEnabled() && [q, k].some((x) => (x as Var).requiresGrad === true))
+    throw new ValueError(
+      `${who}: q expected no gradient (a KV cache decodes forward only: run the step under noGrad), got inputs that require one`,
+      'q',
+    );
+}
 
 /**
  * nn's per-layer decoding hook backed by lean-attention's paged KvCache: one page pool per
@@ -45,12 +121,10 @@ export class PagedKvCache implements LayerKvCache {
 
   /** This step's k, v ([B, Hkv, T, D], rotated) into each row's pages. */
   private append(k: Var, v: Var): void {
-    const b = k.shape[0];
-    if (b !== this.ids.length)
-      throw new ShapeError(`PagedKvCache: k expected batch ${this.ids.length}, got ${b}`, 'k');
+    checkStep('PagedKvCache', this.pages, this.ids, k, v);
     // [B, Hkv, T, D] -> per row [T, Hkv, D], the pool's token-major layout (any strides do).
-    const kd = k.data.contiguous();
-    const vd = v.data.contiguous();
+    const kd = tensorOf(k).contiguous();
+    const vd = tensorOf(v).contiguous();
     this.ids.forEach((id, row) => {
       const rowOf = (t: Tensor) =>
         t
@@ -67,10 +141,12 @@ export class PagedKvCache implements LayerKvCache {
    * token's time on the CPU at 8K context (apps/gpt/README.md).
    */
   attend(q: Var, k: Var, v: Var, options: AttentionOptions): Var {
+    return attendPaged('PagedKvCache', this, q, k, v, options);
+  }
+
+  /** @internal Appends k, v (attendPaged then reads the pools). */
+  appendStep(k: Var, v: Var): void {
     this.append(k, v);
-    const t = this.pages.blockTables(this.ids);
-    const paged = { pageSize: this.pages.pageSize, blockTable: t.blockTable, lengths: t.lengths };
-    return attention(q, this.pages.kPool, this.pages.vPool, { ...options, paged });
   }
 
   update(k: Var, v: Var): { k: Var; v: Var } {
@@ -110,6 +186,7 @@ export class PagedKvCache implements LayerKvCache {
 export class DevicePagedKvCache implements LayerKvCache {
   readonly pages: KvCache;
   readonly ids: number[];
+  private readonly ctx: WebGpuContext;
   constructor(options: {
     batch: number;
     kvHeads: number;
@@ -129,6 +206,11 @@ export class DevicePagedKvCache implements LayerKvCache {
       device: 'webgpu',
       context,
     });
+    this.ctx = context;
+    // State, not a step's intermediate: a scope disposes what ops made inside it, and update's
+    // reshape of a pool is a view that shares the pool's buffer.
+    keep(this.pages.kPool);
+    keep(this.pages.vPool);
     this.ids = Array.from({ length: batch }, () => this.pages.addSequence());
   }
 
@@ -139,50 +221,34 @@ export class DevicePagedKvCache implements LayerKvCache {
   /** This step's k, v ([B, Hkv, T, D], rotated) into each row's pages, in queue order. */
   private append(k: Var, v: Var): void {
     const { pages, ids } = this;
-    const [b, h, t, d] = k.shape as [number, number, number, number];
+    const who = 'DevicePagedKvCache';
+    const t = checkStep(who, pages, ids, k, v);
+    // Webgpu tensors on the pools' device, alive: what copyIntoWebGpu would refuse after the
+    // first row's pages were taken.
     for (const [x, name] of [
       [k, 'k'],
       [v, 'v'],
     ] as const) {
-      const want = [ids.length, pages.numKvHeads, t, pages.headDim];
-      if (x.shape.length !== 4 || x.shape.some((n, i) => n !== want[i]))
-        throw new ShapeError(
-          `DevicePagedKvCache: ${name} expected [${want}] ([B, Hkv, T, D]), got [${x.shape}]`,
+      const st = tensorOf(x).storage;
+      if (!(st instanceof WebGpuStorage) || st.ctx !== this.ctx)
+        throw new DeviceError(
+          `${who}: ${name} expected a webgpu tensor on the cache's device, got one on ${st instanceof WebGpuStorage ? 'another WebGpuContext' : tensorOf(x).device}`,
           name,
         );
+      st.checkLive(name, who);
     }
-    for (const [x, name] of [
-      [k, 'k'],
-      [v, 'v'],
-    ] as const)
-      if (x.dtype !== pages.dtype)
-        throw new DTypeError(
-          `DevicePagedKvCache: ${name} expected ${pages.dtype} (the cache's dtype), got ${x.dtype}`,
-          name,
-        );
-    // Every row's pages checked before any is taken: nothing half-appended.
-    const needed = ids.reduce(
-      (n, id) =>
-        n +
-        Math.ceil((pages.length(id) + t) / pages.pageSize) -
-        Math.ceil(pages.length(id) / pages.pageSize),
-      0,
-    );
-    if (needed > pages.freePages)
-      throw new CacheFullError(
-        `k: appending ${t} tokens to ${b} rows needs ${needed} more pages, but ${pages.freePages} of ${pages.numPages} are free`,
-        'k',
-        needed,
-        pages.freePages,
-      );
+    const bpe = pages.dtype === 'f16' ? 2 : 4;
     noGrad(() => {
-      // Token-major [B, T, Hkv, D], the pools' row layout: a view of k itself when T is 1.
-      const rows = (x: Var | Tensor) => {
-        const data = x instanceof Tensor ? x : x.data;
-        return t === 1 && data.isContiguous() ? data : permute(x, [0, 2, 1, 3]).data;
+      // Token-major [B, T, Hkv, D], the pools' row layout: k itself when T is 1 (and it starts
+      // on a 4-byte word, as buffer copies need), else a permute's copy.
+      const rows = (x: Var) => {
+        const data = tensorOf(x);
+        return t === 1 && data.isContiguous() && (data.offset * bpe) % 4 === 0
+          ? data
+          : permute(x, [0, 2, 1, 3]).data;
       };
       const [kt, vt] = [rows(k), rows(v)];
-      const row = h * d;
+      const row = pages.numKvHeads * pages.headDim;
       ids.forEach((id, r) => {
         for (const run of pages.reserve(id, t)) {
           const from = (r * t + run.token) * row;
@@ -195,10 +261,12 @@ export class DevicePagedKvCache implements LayerKvCache {
 
   /** Appends k, v, then attends q over every row's pages in place (nn's paged attention). */
   attend(q: Var, k: Var, v: Var, options: AttentionOptions): Var {
+    return attendPaged('DevicePagedKvCache', this, q, k, v, options);
+  }
+
+  /** @internal Appends k, v (attendPaged then reads the pools). */
+  appendStep(k: Var, v: Var): void {
     this.append(k, v);
-    const t = this.pages.blockTables(this.ids);
-    const paged = { pageSize: this.pages.pageSize, blockTable: t.blockTable, lengths: t.lengths };
-    return attention(q, this.pages.kPool, this.pages.vPool, { ...options, paged });
   }
 
   update(k: Var, v: Var): { k: Var; v: Var } {
@@ -269,3 +337,29 @@ export class DeviceKvCache implements LayerKvCache {
 
 /** A tensor of its own (the step's k may be a view the step's scope frees). */
 const copy = (x: Var) => concat([x], 2);
+
+/**
+ * A paged cache's attend: checks the step and q first (nothing is appended when attention would
+ * refuse it), appends, then runs nn's attention on the pools through the block tables. Family
+ * 'standard' (the N x N matmuls read contiguous K/V, not pages) attends the sequence `update`
+ * gathers instead.
+ */
+function attendPaged(
+  who: string,
+  cache: PagedKvCache | DevicePagedKvCache,
+  q: Var,
+  k: Var,
+  v: Var,
+  options: AttentionOptions,
+): Var {
+  const inPlace = options.family !== 'standard';
+  checkQuery(who, cache.pages, cache.ids, q, k, inPlace);
+  if (!inPlace) {
+    const kv = cache.update(k, v);
+    return attention(q, kv.k, kv.v, options);
+  }
+  cache.appendStep(k, v);
+  const t = cache.pages.blockTables(cache.ids);
+  const paged = { pageSize: cache.pages.pageSize, blockTable: t.blockTable, lengths: t.lengths };
+  return attention(q, cache.pages.kPool, cache.pages.vPool, { ...options, paged });
+}

@@ -154,6 +154,18 @@ describe('Gpt', () => {
     },
   );
 
+  test.each(['ts', 'webgpu'] as const)(
+    "generation with the KV cache equals generation without it for attention 'standard' (%s)",
+    async (backend) => {
+      if (!available(backend)) return void console.warn(`${backend} unavailable: skipped`);
+      const config = backend === 'webgpu' ? tinyGpu : tiny;
+      const { model } = onBackend(backend, { ...config, attention: 'standard' }, 8);
+      const run = (cache: boolean) =>
+        model.generate([2, 7], { maxNewTokens: 12, temperature: 0, cache, pipelined: false });
+      expect(await run(true)).toEqual(await run(false));
+    },
+  );
+
   test('greedy decoding on webgpu is pipelined (the next id stays on the GPU): the tokens of recomputation, each the argmax of its logits; across cache refills', async () => {
     if (!available('webgpu')) return void console.warn('webgpu unavailable: skipped');
     const { model } = onBackend('webgpu', { ...tinyGpu, blockSize: 16 }, 6);

@@ -204,7 +204,7 @@ export function copyIntoWebGpu(
   };
   range(srcOffset, 'srcOffset', src.size);
   const n = count ?? src.size - srcOffset;
-  range(n, 'count', src.size - srcOffset);
+  range(n, 'count', Math.min(src.size - srcOffset, dst.size));
   range(dstOffset, 'dstOffset', dst.size - n);
   const bpe = bytesPerElement(dst.dtype);
   const words = (value: number, name: string) => {
@@ -232,6 +232,8 @@ export function webGpuQueueStats(ctx: WebGpuContext): {
   passes: number;
   immediate: number;
   submits: number;
+  /** Buffer copies encoded (copyIntoWebGpu). */
+  copies: number;
   /** Attention calls encoded synchronously with the passes around them (recordAttention). */
   recorded: number;
   /** Passes whose uniform / bind group was reused, and those that made one (BindingCache). */

@@ -1,4 +1,4 @@
-import { Rng, Tensor } from '@attnkit/tensor';
+import { Rng, Tensor, ValueError } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 import { describe, expect, it } from 'vitest';
@@ -26,6 +26,7 @@ import {
   tensorCorePlan,
 } from './matmul-tc.js';
 import { memoProgram } from './program.js';
+import { output, type QueuedStorage } from './queue.js';
 import { rowsLayout, rowsPlan, setRowsGridX } from './reduce.js';
 import { positionsKey } from './shape.js';
 
@@ -830,7 +831,8 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
       // dst is no nn output (toWebGpu made it): its toCpu does not wait for nn's queue.
       await syncWebGpu(ctx!);
       expect([...(await dst.toCpu()).toFloat64Array()], `${dt}: defaults`).toEqual([...want]);
-      const before = webGpuQueueStats(ctx!).passes;
+      await syncWebGpu(ctx!);
+      const before = webGpuQueueStats(ctx!).copies;
       const bad: [() => void, string, RegExp][] = [
         [
           () => copyIntoWebGpu(dst, 55, src, 0, 10),
@@ -890,13 +892,24 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
           message: expect.stringMatching(message),
         });
       }
-      expect(
-        webGpuQueueStats(ctx!).passes - before,
-        'no pass queued by the refusals',
-      ).toBeLessThanOrEqual(2);
+      await syncWebGpu(ctx!);
+      expect(webGpuQueueStats(ctx!).copies - before, 'no copy queued by the refusals').toBe(0);
       expect([...(await dst.toCpu()).toFloat64Array()], `${dt}: unchanged by refusals`).toEqual([
         ...want,
       ]);
+      // A source whose work failed: nothing copied, the failure reported at the next await.
+      const failed = output(ctx!, [16], dt);
+      (failed.storage as QueuedStorage).failure = new ValueError(
+        'the work that wrote it failed',
+        'x',
+      );
+      copyIntoWebGpu(dst, 0, failed);
+      await expect(syncWebGpu(ctx!)).rejects.toThrow('the work that wrote it failed');
+      expect(webGpuQueueStats(ctx!).copies - before, 'the failed source copied nothing').toBe(0);
+      expect(
+        [...(await dst.toCpu()).toFloat64Array()],
+        `${dt}: unchanged by a failed source`,
+      ).toEqual([...want]);
     }
   });
 

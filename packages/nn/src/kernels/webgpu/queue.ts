@@ -56,10 +56,11 @@ export class GpuQueue {
   private broken: Error | undefined;
   /**
    * Compute passes encoded (`immediate` of them at once, as pass() or external() was called),
-   * command buffers submitted, and external() calls encoded synchronously (`recorded`: attention
-   * on compiled pipelines), for tests and profiles.
+   * command buffers submitted, external() calls encoded synchronously (`recorded`: attention
+   * on compiled pipelines) and buffer copies encoded (`copies`: copyIntoWebGpu), for tests and
+   * profiles.
    */
-  readonly stats = { passes: 0, immediate: 0, submits: 0, recorded: 0 };
+  readonly stats = { passes: 0, immediate: 0, submits: 0, recorded: 0, copies: 0 };
   private readonly warned = new Set<string | undefined>();
   /** When set, every pass the queue encodes is timed (timestamp queries). */
   profiler: GpuProfiler | undefined = undefined;
@@ -236,12 +237,20 @@ export class GpuQueue {
     bytes: number,
   ): void {
     const encode = () => {
+      // A source whose work failed: dst keeps its old contents, so the failure is reported at
+      // the next await even where dst is no queued output that could carry it (a cache's pool).
+      const failed = from instanceof QueuedStorage ? from.failure : undefined;
+      if (failed) {
+        if (to instanceof QueuedStorage) to.failure ??= failed;
+        this.surfaced ??= failed;
+        return;
+      }
       this.ctx.checkAlive();
       this.open().copyBufferToBuffer(from.buffer, fromByte, to.buffer, toByte, bytes);
+      this.stats.copies++;
       if (to instanceof QueuedStorage) this.batchOutputs.push(to);
     };
-    const failed = from instanceof QueuedStorage && from.failure;
-    if (this.pending === 0 && !this.broken && kernelOptions().encodeEagerly && !failed) {
+    if (this.pending === 0 && !this.broken && kernelOptions().encodeEagerly) {
       try {
         encode();
       } catch (e) {
@@ -252,7 +261,8 @@ export class GpuQueue {
       this.afterEager();
       return;
     }
-    this.enqueue('copy', [from], [to], encode);
+    // No inputs for enqueue to check: encode reports a failed source itself.
+    this.enqueue('copy', [], [to], encode);
   }
 
   /** Inside a queued task only: encodes a copy of `from` into `to` (whole words). */
