@@ -332,15 +332,7 @@ export class KvCache {
         'v',
       );
     }
-    const needed = Math.ceil((seq.length + n) / this.pageSize) - seq.pages.length;
-    if (needed > this.freeCount) {
-      throw new CacheFullError(
-        `k: appending ${n} tokens to sequence ${id} (length ${seq.length}, ${seq.pages.length} pages) needs ${needed} more pages of ${this.pageSize} tokens, but ${this.freeCount} of ${this.numPages} are free (remove sequences or use a larger numPages)`,
-        'k',
-        needed,
-        this.freeCount,
-      );
-    }
+    const needed = this.pagesFor(seq, id, n, 'k', 'appending', 'to');
     if (this.ctx) {
       this.ctx.checkAlive();
       // Both sources read (cpu) or checked bindable whole (webgpu: contiguous at offset 0)
@@ -359,13 +351,7 @@ export class KvCache {
     for (let i = 0; i < needed; i++) seq.pages.push(this.free[--this.freeCount]!);
     this.copyRows(seq, seq.length, n, kSrc, this.kData, this.numKvHeads * this.headDim, 'in');
     this.copyRows(seq, seq.length, n, vSrc, this.vData, this.numKvHeads * this.valueDim, 'in');
-    // The device copies get these pages at their next attend.
-    if (this.mirrors.size > 0) {
-      const first = Math.floor(seq.length / this.pageSize);
-      const last = Math.ceil((seq.length + n) / this.pageSize);
-      for (const m of this.mirrors.values())
-        for (let i = first; i < last; i++) m.dirty.add(seq.pages[i]!);
-    }
+    this.markDirty(seq, n);
     seq.length += n;
   }
 
@@ -388,15 +374,7 @@ export class KvCache {
         `n: expected an integer in [1, ${INT32_MAX - seq.length}] (tokens to append), got ${describe(n)}`,
         'n',
       );
-    const needed = Math.ceil((seq.length + n) / this.pageSize) - seq.pages.length;
-    if (needed > this.freeCount) {
-      throw new CacheFullError(
-        `n: reserving ${n} tokens in sequence ${id} (length ${seq.length}, ${seq.pages.length} pages) needs ${needed} more pages of ${this.pageSize} tokens, but ${this.freeCount} of ${this.numPages} are free (remove sequences or use a larger numPages)`,
-        'n',
-        needed,
-        this.freeCount,
-      );
-    }
+    const needed = this.pagesFor(seq, id, n, 'n', 'reserving', 'in');
     for (let i = 0; i < needed; i++) seq.pages.push(this.free[--this.freeCount]!);
     const runs: { token: number; row: number; count: number }[] = [];
     for (let t = 0; t < n; ) {
@@ -409,13 +387,7 @@ export class KvCache {
       else runs.push({ token: t, row, count });
       t += count;
     }
-    // A cpu cache's device copies re-upload these pages at their next attend.
-    if (this.mirrors.size > 0) {
-      const first = Math.floor(seq.length / this.pageSize);
-      const end = Math.ceil((seq.length + n) / this.pageSize);
-      for (const m of this.mirrors.values())
-        for (let i = first; i < end; i++) m.dirty.add(seq.pages[i]!);
-    }
+    this.markDirty(seq, n);
     seq.length += n;
     return runs;
   }
@@ -516,6 +488,39 @@ export class KvCache {
   }
 
   // ---- internals --------------------------------------------------------------------------
+
+  /**
+   * The pages n more tokens of `seq` need beyond those it holds; CacheFullError naming
+   * `argument` when the pool has fewer free (nothing taken yet).
+   */
+  private pagesFor(
+    seq: Sequence,
+    id: number,
+    n: number,
+    argument: string,
+    verb: string,
+    preposition: string,
+  ): number {
+    const needed = Math.ceil((seq.length + n) / this.pageSize) - seq.pages.length;
+    if (needed > this.freeCount) {
+      throw new CacheFullError(
+        `${argument}: ${verb} ${n} tokens ${preposition} sequence ${id} (length ${seq.length}, ${seq.pages.length} pages) needs ${needed} more pages of ${this.pageSize} tokens, but ${this.freeCount} of ${this.numPages} are free (remove sequences or use a larger numPages)`,
+        argument,
+        needed,
+        this.freeCount,
+      );
+    }
+    return needed;
+  }
+
+  /** A cpu cache's device copies re-upload the pages of n tokens from seq.length at their next attend. */
+  private markDirty(seq: Sequence, n: number): void {
+    if (this.mirrors.size === 0) return;
+    const first = Math.floor(seq.length / this.pageSize);
+    const end = Math.ceil((seq.length + n) / this.pageSize);
+    for (const m of this.mirrors.values())
+      for (let i = first; i < end; i++) m.dirty.add(seq.pages[i]!);
+  }
 
   private sequence(id: number, argument: string): Sequence {
     const seq = this.sequences.get(id);

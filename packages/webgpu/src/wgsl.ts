@@ -171,22 +171,40 @@ export function packUniform(
   fields: readonly UniformField[],
   values: Readonly<Record<string, number>>,
 ): ArrayBuffer {
-  const buf = new ArrayBuffer(Math.ceil(fields.length / 4) * 16);
+  return packUniformParts([[fields, values]]);
+}
+
+/**
+ * packUniform over the fields of several parts, one after the other in one struct, each part's
+ * values read from its own record: a caller with a base block and extra fields (the skeleton's
+ * Params and its hooks') packs them without merging the records into one object (a spread of
+ * ~40 properties, then keyed reads on the dictionary-mode result, cost ~80 us a launch).
+ */
+export function packUniformParts(
+  parts: ReadonlyArray<readonly [readonly UniformField[], Readonly<Record<string, number>>]>,
+): ArrayBuffer {
+  let n = 0;
+  for (const [fields] of parts) n += fields.length;
+  const buf = new ArrayBuffer(Math.ceil(n / 4) * 16);
   const u = new Uint32Array(buf);
   const i = new Int32Array(buf);
   const f = new Float32Array(buf);
-  fields.forEach(([name, type], k) => {
-    const v = values[name];
-    if (typeof v !== 'number') {
-      throw new ValueError(
-        `values.${name}: expected a number for uniform field "${name}", got ${describe(v)}`,
-        `values.${name}`,
-      );
+  let k = 0;
+  for (const [fields, values] of parts) {
+    for (const [name, type] of fields) {
+      const v = values[name];
+      if (typeof v !== 'number') {
+        throw new ValueError(
+          `values.${name}: expected a number for uniform field "${name}", got ${describe(v)}`,
+          `values.${name}`,
+        );
+      }
+      if (type === 'f32') f[k] = v;
+      else if (type === 'i32') i[k] = v;
+      else u[k] = v >>> 0;
+      k++;
     }
-    if (type === 'f32') f[k] = v;
-    else if (type === 'i32') i[k] = v;
-    else u[k] = v >>> 0;
-  });
+  }
   return buf;
 }
 

@@ -1,5 +1,4 @@
-import { describe, ValueError } from '@attnkit/tensor';
-import { type UniformField, uniformStruct } from '@attnkit/webgpu';
+import { packUniformParts, type UniformField, uniformStruct } from '@attnkit/webgpu';
 
 /**
  * The uniform block every FlashAttention WGSL kernel reads. One list drives both the WGSL
@@ -56,38 +55,18 @@ export function paramsStruct(extra: readonly UniformField[] = []): string {
 
 /**
  * The uniform buffer's bytes (a multiple of 16, as uniform structs are sized): PARAM_FIELDS from
- * `p`, then `extra` from `extraValues`, as packUniform lays them out. Written field by field from
- * the two records: spreading both into one object for packUniform cost ~80 us a launch on the
- * 2-core dev VM (a 40-property spread and keyed loads on the dictionary-mode result), the largest
- * share of a decode attention call's host time (benchmarks/gpu/host-attend.mjs).
+ * `p`, then `extra` from `extraValues`. Packed part by part (packUniformParts): spreading both
+ * records into one object for packUniform cost ~80 us a launch on the 2-core dev VM, the largest
+ * share of a decode attention call's host time (BENCHMARKS.md, "GPT generation on the H200 ...
+ * session 20").
  */
 export function packParams(
   p: Params,
   extra: readonly UniformField[] = [],
   extraValues: Readonly<Record<string, number>> = {},
 ): ArrayBuffer {
-  const n = PARAM_FIELDS.length + extra.length;
-  const buf = new ArrayBuffer(Math.ceil(n / 4) * 16);
-  const u = new Uint32Array(buf);
-  const i = new Int32Array(buf);
-  const f = new Float32Array(buf);
-  const put = (k: number, name: string, type: string, v: unknown) => {
-    if (typeof v !== 'number')
-      throw new ValueError(
-        `values.${name}: expected a number for uniform field "${name}", got ${describe(v)}`,
-        `values.${name}`,
-      );
-    if (type === 'f32') f[k] = v;
-    else if (type === 'i32') i[k] = v;
-    else u[k] = v >>> 0;
-  };
-  for (let k = 0; k < PARAM_FIELDS.length; k++) {
-    const [name, type] = PARAM_FIELDS[k]!;
-    put(k, name, type, p[name]);
-  }
-  for (let k = 0; k < extra.length; k++) {
-    const [name, type] = extra[k]!;
-    put(PARAM_FIELDS.length + k, name, type, extraValues[name]);
-  }
-  return buf;
+  return packUniformParts([
+    [PARAM_FIELDS, p],
+    [extra, extraValues],
+  ]);
 }
