@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 20, run 4 (issues 17): (1) h200-s20d.sh's same-machine A/B of the launch-uniform
+# Session 20, run 4 (issue 17): (1) a same-machine A/B of the launch-uniform
 # packing (new / old bundles, alternating processes, cached decoding at 8K); (2) GPT-2 small
 # training steps, FA2 vs standard, f16 and f32 with the vocabulary padded to 50304 (a multiple
 # of 128, as nanoGPT pads it: the tied LM head then takes nn's f16 tensor-core matmul, which

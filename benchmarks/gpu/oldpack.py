@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""For h200-s20d.sh's A/B: writes dist/bench-gpt-oldpack.mjs, dist/bench-gpt.mjs with the
+"""For h200-s20e.sh's A/B: writes dist/bench-gpt-oldpack.mjs, dist/bench-gpt.mjs with the
 skeleton's packParams as it was before 2ebdf37 (PARAM_FIELDS and the hooks' fields spread into one
 object, then packed by a copy of @attnkit/webgpu's packUniform, which the bundle no longer has)."""
 from pathlib import Path
