@@ -34,20 +34,26 @@ async function worst(got: Var | Tensor, want: Var | Tensor): Promise<number> {
   return m;
 }
 
+/** A webgpu paged cache with the tests' defaults (one row, 2 kv heads of 8, 16 tokens, f32). */
+const deviceCache = (
+  options: Partial<ConstructorParameters<typeof DevicePagedKvCache>[0]> = {},
+): DevicePagedKvCache =>
+  new DevicePagedKvCache({
+    batch: 1,
+    kvHeads: 2,
+    headDim: 8,
+    maxTokens: 16,
+    dtype: 'f32',
+    context: ctx!,
+    ...options,
+  });
+
 describe('DevicePagedKvCache (webgpu)', () => {
   test('attend over the pages equals attention over the concatenated keys and values, prefill then one token at a time, two rows, GQA, pages crossed; update gathers the same k / v', async () => {
     if (!ctx) return void console.warn('webgpu unavailable: skipped');
     const [b, hq, hkv, d] = [2, 4, 2, 8];
     const make = () =>
-      new DevicePagedKvCache({
-        batch: b,
-        kvHeads: hkv,
-        headDim: d,
-        maxTokens: 24,
-        dtype: 'f32',
-        context: ctx,
-        pageSize: 4,
-      });
+      deviceCache({ batch: b, kvHeads: hkv, headDim: d, maxTokens: 24, pageSize: 4 });
     const [attending, updating] = [make(), make()];
     let ks: Tensor[] = [];
     let vs: Tensor[] = [];
@@ -75,15 +81,7 @@ describe('DevicePagedKvCache (webgpu)', () => {
 
   test('refusals are typed errors naming k or v, and change nothing: other heads or dims, another dtype, a full pool', async () => {
     if (!ctx) return void console.warn('webgpu unavailable: skipped');
-    const cache = new DevicePagedKvCache({
-      batch: 1,
-      kvHeads: 2,
-      headDim: 8,
-      maxTokens: 8,
-      dtype: 'f32',
-      context: ctx,
-      pageSize: 4,
-    });
+    const cache = deviceCache({ maxTokens: 8, pageSize: 4 });
     const q = gpu([1, 2, 3, 8]);
     const [k, v] = [gpu([1, 2, 3, 8]), gpu([1, 2, 3, 8])];
     const before = attention(q, k, v, { causal: true });
@@ -120,14 +118,7 @@ describe('DevicePagedKvCache (webgpu)', () => {
 
   test('attending frees what it made without the garbage collector (the paged op frees its LSE)', async () => {
     if (!ctx) return void console.warn('webgpu unavailable: skipped');
-    const cache = new DevicePagedKvCache({
-      batch: 1,
-      kvHeads: 2,
-      headDim: 8,
-      maxTokens: 16,
-      dtype: 'f32',
-      context: ctx,
-    });
+    const cache = deviceCache();
     const [q, k, v] = [gpu([1, 4, 1, 8]), gpu([1, 2, 1, 8]), gpu([1, 2, 1, 8])];
     const step = () => noGrad(() => scope(() => void cache.attend(q, k, v, { causal: true })));
     step();
@@ -142,14 +133,7 @@ describe('DevicePagedKvCache (webgpu)', () => {
 
   test('what attention would refuse is refused before the step is appended: q of other heads or length, k on the cpu, a recorded gradient, zero tokens', async () => {
     if (!ctx) return void console.warn('webgpu unavailable: skipped');
-    const cache = new DevicePagedKvCache({
-      batch: 1,
-      kvHeads: 2,
-      headDim: 8,
-      maxTokens: 16,
-      dtype: 'f32',
-      context: ctx,
-    });
+    const cache = deviceCache();
     const [k, v] = [gpu([1, 2, 2, 8]), gpu([1, 2, 2, 8])];
     const cases: [() => unknown, string, string][] = [
       [() => cache.attend(gpu([1, 3, 2, 8]), k, v, {}), 'ShapeError', 'q'],
@@ -182,15 +166,7 @@ describe('DevicePagedKvCache (webgpu)', () => {
         backend === 'webgpu' ? gpu(shape) : rng.randn(shape).astype('f32');
       const cache =
         backend === 'webgpu'
-          ? new DevicePagedKvCache({
-              batch: 1,
-              kvHeads: 1,
-              headDim: 8,
-              maxTokens: 16,
-              dtype: 'f32',
-              context: ctx!,
-              pageSize: 4,
-            })
+          ? deviceCache({ kvHeads: 1, pageSize: 4 })
           : new PagedKvCache({ batch: 1, kvHeads: 1, headDim: 8, maxTokens: 16 });
       const opts = { family: 'standard', causal: true };
       let [ks, vs]: Tensor[][] = [[], []];

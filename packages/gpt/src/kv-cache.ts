@@ -41,13 +41,7 @@ function checkStep(who: string, pages: KvCache, ids: readonly number[], k: Var, 
         name,
       );
   }
-  const needed = ids.reduce(
-    (n, id) =>
-      n +
-      Math.ceil((pages.length(id) + t) / pages.pageSize) -
-      Math.ceil(pages.length(id) / pages.pageSize),
-    0,
-  );
+  const needed = ids.reduce((n, id) => n + pages.pagesNeeded(id, t), 0);
   if (needed > pages.freePages)
     throw new CacheFullError(
       `k: appending ${t} tokens to ${ids.length} rows needs ${needed} more pages, but ${pages.freePages} of ${pages.numPages} are free`,
@@ -92,6 +86,48 @@ function checkQuery(
 }
 
 /**
+ * What both paged hooks share: the lean KvCache (one sequence per batch row), the length, and
+ * `attend`, which checks the step and q first (nothing is appended when attention would refuse
+ * it), appends, then runs nn's attention on the pools through the block tables. Family
+ * 'standard' (the N x N matmuls read contiguous K/V, not pages) attends the sequence `update`
+ * gathers instead. Subclasses write a step's rows into the pages (`append`) and gather them.
+ */
+abstract class PagedHook implements LayerKvCache {
+  readonly ids: number[];
+  protected constructor(
+    readonly pages: KvCache,
+    batch: number,
+    /** The class name the errors carry. */
+    protected readonly who: string,
+  ) {
+    this.ids = Array.from({ length: batch }, () => pages.addSequence());
+  }
+
+  get length(): number {
+    return this.pages.length(this.ids[0]!);
+  }
+
+  /** This step's k, v ([B, Hkv, T, D], rotated) into each row's pages, or nothing on a throw. */
+  protected abstract append(k: Var, v: Var): void;
+
+  abstract update(k: Var, v: Var): { k: Var; v: Var };
+
+  /** Appends k, v, then attends q over every row's pages in place (nn's paged attention). */
+  attend(q: Var, k: Var, v: Var, options: AttentionOptions): Var {
+    const inPlace = options.family !== 'standard';
+    checkQuery(this.who, this.pages, this.ids, q, k, inPlace);
+    if (!inPlace) {
+      const kv = this.update(k, v);
+      return attention(q, kv.k, kv.v, options);
+    }
+    this.append(k, v);
+    const t = this.pages.blockTables(this.ids);
+    const paged = { pageSize: this.pages.pageSize, blockTable: t.blockTable, lengths: t.lengths };
+    return attention(q, this.pages.kPool, this.pages.vPool, { ...options, paged });
+  }
+}
+
+/**
  * nn's per-layer decoding hook backed by lean-attention's paged KvCache: one page pool per
  * layer, one sequence per batch row. Each step appends the new keys and values into the pages;
  * `attend` (what nn's MultiHeadAttention calls when the hook has it) then runs nn's attention op
@@ -99,29 +135,22 @@ function checkQuery(
  * only), and `update` (the plain hook) hands back the sequence gathered out of the pages
  * ([B, Hkv, L, D]) for the layer's own attention.
  */
-export class PagedKvCache implements LayerKvCache {
-  readonly pages: KvCache;
-  readonly ids: number[];
+export class PagedKvCache extends PagedHook {
   constructor(options: { batch: number; kvHeads: number; headDim: number; maxTokens: number }) {
     const { batch, kvHeads, headDim, maxTokens } = options;
     const pageSize = 16;
-    this.pages = new KvCache({
+    const pages = new KvCache({
       numKvHeads: kvHeads,
       headDim,
       pageSize,
       numPages: batch * Math.ceil(maxTokens / pageSize),
       dtype: 'f32',
     });
-    this.ids = Array.from({ length: batch }, () => this.pages.addSequence());
+    super(pages, batch, 'PagedKvCache');
   }
 
-  get length(): number {
-    return this.pages.length(this.ids[0]!);
-  }
-
-  /** This step's k, v ([B, Hkv, T, D], rotated) into each row's pages. */
-  private append(k: Var, v: Var): void {
-    checkStep('PagedKvCache', this.pages, this.ids, k, v);
+  protected append(k: Var, v: Var): void {
+    checkStep(this.who, this.pages, this.ids, k, v);
     // [B, Hkv, T, D] -> per row [T, Hkv, D], the pool's token-major layout (any strides do).
     const kd = tensorOf(k).contiguous();
     const vd = tensorOf(v).contiguous();
@@ -135,20 +164,8 @@ export class PagedKvCache implements LayerKvCache {
     });
   }
 
-  /**
-   * Appends k, v, then attends q over every row's pages in place (no gather, no permute):
-   * before this, gathering the pages and permuting them to [B, Hkv, L, D] were most of a cached
-   * token's time on the CPU at 8K context (apps/gpt/README.md).
-   */
-  attend(q: Var, k: Var, v: Var, options: AttentionOptions): Var {
-    return attendPaged('PagedKvCache', this, q, k, v, options);
-  }
-
-  /** @internal Appends k, v (attendPaged then reads the pools). */
-  appendStep(k: Var, v: Var): void {
-    this.append(k, v);
-  }
-
+  // attend (PagedHook) reads the pages in place: gathering them and permuting to [B, Hkv, L, D]
+  // every step were most of a cached token's time on the CPU at 8K context (apps/gpt/README.md).
   update(k: Var, v: Var): { k: Var; v: Var } {
     const [b, h, , d] = k.shape as [number, number, number, number];
     this.append(k, v);
@@ -183,9 +200,7 @@ export class PagedKvCache implements LayerKvCache {
  * passes and two new buffers). `update` (the plain hook) gathers the pages with nn's slice and
  * concat ops into [B, Hkv, L, D]. dispose() frees the pools.
  */
-export class DevicePagedKvCache implements LayerKvCache {
-  readonly pages: KvCache;
-  readonly ids: number[];
+export class DevicePagedKvCache extends PagedHook {
   private readonly ctx: WebGpuContext;
   constructor(options: {
     batch: number;
@@ -197,7 +212,7 @@ export class DevicePagedKvCache implements LayerKvCache {
     pageSize?: number;
   }) {
     const { batch, kvHeads, headDim, maxTokens, dtype, context, pageSize = 16 } = options;
-    this.pages = new KvCache({
+    const pages = new KvCache({
       numKvHeads: kvHeads,
       headDim,
       pageSize,
@@ -206,22 +221,17 @@ export class DevicePagedKvCache implements LayerKvCache {
       device: 'webgpu',
       context,
     });
+    super(pages, batch, 'DevicePagedKvCache');
     this.ctx = context;
     // State, not a step's intermediate: a scope disposes what ops made inside it, and update's
     // reshape of a pool is a view that shares the pool's buffer.
-    keep(this.pages.kPool);
-    keep(this.pages.vPool);
-    this.ids = Array.from({ length: batch }, () => this.pages.addSequence());
+    keep(pages.kPool);
+    keep(pages.vPool);
   }
 
-  get length(): number {
-    return this.pages.length(this.ids[0]!);
-  }
-
-  /** This step's k, v ([B, Hkv, T, D], rotated) into each row's pages, in queue order. */
-  private append(k: Var, v: Var): void {
-    const { pages, ids } = this;
-    const who = 'DevicePagedKvCache';
+  /** In queue order with nn's passes (copyIntoWebGpu at reserve's rows). */
+  protected append(k: Var, v: Var): void {
+    const { pages, ids, who } = this;
     const t = checkStep(who, pages, ids, k, v);
     // Webgpu tensors on the pools' device, alive: what copyIntoWebGpu would refuse after the
     // first row's pages were taken.
@@ -257,16 +267,6 @@ export class DevicePagedKvCache implements LayerKvCache {
         }
       });
     });
-  }
-
-  /** Appends k, v, then attends q over every row's pages in place (nn's paged attention). */
-  attend(q: Var, k: Var, v: Var, options: AttentionOptions): Var {
-    return attendPaged('DevicePagedKvCache', this, q, k, v, options);
-  }
-
-  /** @internal Appends k, v (attendPaged then reads the pools). */
-  appendStep(k: Var, v: Var): void {
-    this.append(k, v);
   }
 
   update(k: Var, v: Var): { k: Var; v: Var } {
@@ -337,29 +337,3 @@ export class DeviceKvCache implements LayerKvCache {
 
 /** A tensor of its own (the step's k may be a view the step's scope frees). */
 const copy = (x: Var) => concat([x], 2);
-
-/**
- * A paged cache's attend: checks the step and q first (nothing is appended when attention would
- * refuse it), appends, then runs nn's attention on the pools through the block tables. Family
- * 'standard' (the N x N matmuls read contiguous K/V, not pages) attends the sequence `update`
- * gathers instead.
- */
-function attendPaged(
-  who: string,
-  cache: PagedKvCache | DevicePagedKvCache,
-  q: Var,
-  k: Var,
-  v: Var,
-  options: AttentionOptions,
-): Var {
-  const inPlace = options.family !== 'standard';
-  checkQuery(who, cache.pages, cache.ids, q, k, inPlace);
-  if (!inPlace) {
-    const kv = cache.update(k, v);
-    return attention(q, kv.k, kv.v, options);
-  }
-  cache.appendStep(k, v);
-  const t = cache.pages.blockTables(cache.ids);
-  const paged = { pageSize: cache.pages.pageSize, blockTable: t.blockTable, lengths: t.lengths };
-  return attention(q, cache.pages.kPool, cache.pages.vPool, { ...options, paged });
-}

@@ -208,8 +208,15 @@ describe('KvCache: append, gather, block tables', () => {
     const rng = new Rng(12);
     const cache = new KvCache(base);
     const [a, b] = [cache.addSequence(), cache.addSequence()];
+    expect([cache.pagesNeeded(a, 0), cache.pagesNeeded(a, 3), cache.pagesNeeded(a, 5)]).toEqual([
+      0, 1, 2,
+    ]);
     // a: 3 tokens in page 0 (rows 0-2).
     expect(cache.reserve(a, 3)).toEqual([{ token: 0, row: 0, count: 3 }]);
+    // Room for 1 more in page 0, then a page per 4.
+    expect([cache.pagesNeeded(a, 1), cache.pagesNeeded(a, 2), cache.pagesNeeded(a, 5)]).toEqual([
+      0, 1, 1,
+    ]);
     // b: 6 tokens over pages 1 and 2, adjacent in the pool: one run of rows 4-9.
     expect(cache.reserve(b, 6)).toEqual([{ token: 0, row: 4, count: 6 }]);
     // a: 2 more, row 3 of page 0 then page 3 (rows 12-15): two runs.
@@ -248,6 +255,13 @@ describe('KvCache: append, gather, block tables', () => {
         expect.objectContaining({ name: 'ValueError', argument: 'n' }),
       );
     expect(() => cache.reserve(99, 1)).toThrow(
+      expect.objectContaining({ name: 'ValueError', argument: 'id' }),
+    );
+    for (const n of [-1, 0.5, Number.NaN])
+      expect(() => cache.pagesNeeded(a, n)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'n' }),
+      );
+    expect(() => cache.pagesNeeded(99, 1)).toThrow(
       expect.objectContaining({ name: 'ValueError', argument: 'id' }),
     );
     expectUnchanged(cache, before);

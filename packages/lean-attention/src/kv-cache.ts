@@ -356,6 +356,21 @@ export class KvCache {
   }
 
   /**
+   * The pages sequence `id` would take from the pool to grow by n >= 0 tokens (0 while its last
+   * page has room): what `append` / `reserve` take, for a caller that checks several sequences
+   * before touching any. ValueError naming `id` or `n`.
+   */
+  pagesNeeded(id: number, n: number): number {
+    const seq = this.sequence(id, 'id');
+    if (!Number.isInteger(n) || n < 0 || n > INT32_MAX - seq.length)
+      throw new ValueError(
+        `n: expected an integer in [0, ${INT32_MAX - seq.length}] (tokens to add), got ${describe(n)}`,
+        'n',
+      );
+    return Math.ceil((seq.length + n) / this.pageSize) - seq.pages.length;
+  }
+
+  /**
    * Appends n >= 1 tokens whose rows the caller writes itself: takes the pages they need (as
    * append does), counts them in the sequence's length and returns where they go, as runs of
    * consecutive pool rows (pages next to each other in the pool merge into one run): tokens
@@ -501,7 +516,7 @@ export class KvCache {
     verb: string,
     preposition: string,
   ): number {
-    const needed = Math.ceil((seq.length + n) / this.pageSize) - seq.pages.length;
+    const needed = this.pagesNeeded(id, n);
     if (needed > this.freeCount) {
       throw new CacheFullError(
         `${argument}: ${verb} ${n} tokens ${preposition} sequence ${id} (length ${seq.length}, ${seq.pages.length} pages) needs ${needed} more pages of ${this.pageSize} tokens, but ${this.freeCount} of ${this.numPages} are free (remove sequences or use a larger numPages)`,
