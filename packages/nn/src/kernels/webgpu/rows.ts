@@ -197,13 +197,23 @@ export function logSoftmaxBackward(y: Tensor, dy: Tensor): Tensor {
 const channel = (name: string, t: Tensor | null, absent: string) =>
   t ? { inputs: [{ name, t }], wgsl: `ld_${name}(e % pu(4u))` } : { inputs: [], wgsl: absent };
 
-/** A row's mean and 1 / sqrt(var + eps) (two passes over the row), into o0[row] and o1[row]. */
-const LAYER_NORM_STATS = `  var s = 0.0;
-  ${LOOP('s = s + ld_x(o + j);')}
+/**
+ * A row's mean `mu` and 1 / sqrt(var + eps) `rs` (two passes over the row's elements `el`, a WGSL
+ * expression of j): the arithmetic of every layerNorm kernel here, the fused addLayerNorm's too.
+ */
+const rowMoments = (el: string) => `  var s = 0.0;
+  ${LOOP(`s = s + ${el};`)}
   let mu = wsum(li, s) / f32(cols);
   var v = 0.0;
-  ${LOOP('let d = ld_x(o + j) - mu; v = v + d * d;')}
-  let rs = inverseSqrt(wsum(li, v) / f32(cols) + pf(4u));
+  ${LOOP(`let d = ${el} - mu; v = v + d * d;`)}
+  let rs = inverseSqrt(wsum(li, v) / f32(cols) + pf(4u));`;
+
+/** The row's `el` normalised into out[o + j], scaled by ld_w and shifted by ld_b when given. */
+const normedRow = (el: string, out: string, w: Tensor | null, b: Tensor | null) =>
+  LOOP(`${out}[o + j] = (${el} - mu) * rs * ${w ? 'ld_w(j)' : '1.0'} + ${b ? 'ld_b(j)' : '0.0'};`);
+
+/** A row's mean and 1 / sqrt(var + eps), into o0[row] and o1[row]. */
+const LAYER_NORM_STATS = `${rowMoments('ld_x(o + j)')}
   if (li == 0u) { o0[row] = mu; o1[row] = rs; }`;
 
 export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: number) {
@@ -232,7 +242,7 @@ export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: nu
       rows,
       cols,
       `${LAYER_NORM_STATS}
-  ${LOOP(`o2[o + j] = (ld_x(o + j) - mu) * rs * ${w ? 'ld_w(j)' : '1.0'} + ${b ? 'ld_b(j)' : '0.0'};`)}`,
+  ${normedRow('ld_x(o + j)', 'o2', w, b)}`,
       new Params().fl(4, eps),
     );
     return { y, mean, rstd };
@@ -271,8 +281,8 @@ export function layerNorm(x: Tensor, w: Tensor | null, b: Tensor | null, eps: nu
 /**
  * sum = x + r and y = layerNorm(sum) (nn's addLayerNorm where no gradient is recorded: a
  * block's residual add and the next norm). f32: one pass that writes sum, then reads its own
- * elements back for the variance and y: the arithmetic of binary('add') then layerNorm's
- * one-pass kernel, bitwise, with no statistics written (a decoded token's 24 residual adds were
+ * elements back for the statistics and y (rowMoments, normedRow): the arithmetic of
+ * binary('add') then layerNorm's one-pass kernel, bitwise, with no statistics written (a decoded token's 24 residual adds were
  * passes of their own). f16: those two kernels.
  */
 export function addLayerNorm(
@@ -315,13 +325,10 @@ export function addLayerNorm(
     [sum, y],
     rows,
     cols,
-    `  var s = 0.0;
-  ${LOOP('let t = ld_x(o + j) + ld_r(o + j); o0[o + j] = t; s = s + t;')}
-  let mu = wsum(li, s) / f32(cols);
-  var v = 0.0;
-  ${LOOP('let d = o0[o + j] - mu; v = v + d * d;')}
-  let rs = inverseSqrt(wsum(li, v) / f32(cols) + pf(4u));
-  ${LOOP(`o1[o + j] = (o0[o + j] - mu) * rs * ${w ? 'ld_w(j)' : '1.0'} + ${b ? 'ld_b(j)' : '0.0'};`)}`,
+    // Each invocation reads back only the elements it wrote (the same j stride), so no barrier.
+    `  ${LOOP('o0[o + j] = ld_x(o + j) + ld_r(o + j);')}
+${rowMoments('o0[o + j]')}
+  ${normedRow('o0[o + j]', 'o1', w, b)}`,
     new Params().fl(4, eps),
   );
   return { sum, y };
