@@ -76,5 +76,9 @@ describe('packUniform / packUniformParts', () => {
     expect(() => packUniformParts([[a, { n: 1, shift: 0 }]])).toThrow(
       expect.objectContaining({ name: 'ValueError', argument: 'values.scale' }),
     );
+    for (const bad of [undefined, [a], [[a]], [[a, null]], [['n', { n: 1 }]]])
+      expect(() => packUniformParts(bad as never)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'parts' }),
+      );
   });
 });

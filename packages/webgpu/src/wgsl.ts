@@ -183,6 +183,17 @@ export function packUniform(
 export function packUniformParts(
   parts: ReadonlyArray<readonly [readonly UniformField[], Readonly<Record<string, number>>]>,
 ): ArrayBuffer {
+  const isPair = (x: unknown) =>
+    Array.isArray(x) &&
+    Array.isArray(x[0]) &&
+    typeof x[1] === 'object' &&
+    x[1] !== null &&
+    !Array.isArray(x[1]);
+  if (!Array.isArray(parts) || !parts.every(isPair))
+    throw new ValueError(
+      `parts: expected an array of [fields, values] pairs, got ${describe(parts)}`,
+      'parts',
+    );
   let n = 0;
   for (const [fields] of parts) n += fields.length;
   const buf = new ArrayBuffer(Math.ceil(n / 4) * 16);
