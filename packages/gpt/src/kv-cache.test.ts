@@ -186,6 +186,32 @@ describe('DevicePagedKvCache (webgpu)', () => {
     },
   );
 
+  test('bad sizes are ValueErrors naming them (heads, dims, dtype, context: lean KvCache names them)', () => {
+    const good = { batch: 1, kvHeads: 1, headDim: 4, maxTokens: 8 };
+    for (const [bad, argument] of [
+      [{ batch: 0 }, 'batch'],
+      [{ batch: 1.5 }, 'batch'],
+      [{ maxTokens: -1 }, 'maxTokens'],
+      [{ maxTokens: Number.NaN }, 'maxTokens'],
+      [{ kvHeads: 0 }, 'numKvHeads'],
+    ] as const) {
+      expect(() => new PagedKvCache({ ...good, ...bad })).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument }),
+      );
+      if (ctx)
+        expect(() => deviceCache({ ...good, ...bad })).toThrow(
+          expect.objectContaining({ name: 'ValueError', argument }),
+        );
+    }
+    expect(() => new PagedKvCache(null as never)).toThrow(
+      expect.objectContaining({ name: 'ValueError', argument: 'options' }),
+    );
+    if (ctx)
+      expect(() => deviceCache({ context: {} as never })).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'context' }),
+      );
+  });
+
   test('the cpu PagedKvCache refuses a batch that differs from its rows', () => {
     const cache = new PagedKvCache({ batch: 2, kvHeads: 1, headDim: 4, maxTokens: 8 });
     const k = rng.randn([1, 1, 1, 4]).astype('f32');

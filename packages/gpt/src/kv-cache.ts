@@ -13,10 +13,25 @@ import {
   slice,
   type Var,
 } from '@attnkit/nn';
-import { DeviceError, DTypeError, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { DeviceError, DTypeError, describe, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { type WebGpuContext, WebGpuStorage } from '@attnkit/webgpu';
 
 const tensorOf = (x: Var | Tensor): Tensor => (x instanceof Tensor ? x : x.data);
+
+/**
+ * The cache's own sizes (batch rows, tokens a row may hold) as positive integers: ValueError
+ * naming the option. Heads, dims, page size, dtype and context are lean KvCache's to check.
+ */
+function checkSizes<O extends { batch: number; maxTokens: number }>(who: string, options: O): O {
+  if (options === null || typeof options !== 'object')
+    throw new ValueError(`${who}: options expected an object, got ${describe(options)}`, 'options');
+  for (const name of ['batch', 'maxTokens'] as const) {
+    const x = options[name];
+    if (!Number.isInteger(x) || x < 1)
+      throw new ValueError(`${who}: ${name} expected a positive integer, got ${describe(x)}`, name);
+  }
+  return options;
+}
 
 /**
  * A step's k and v against the cache ([B, Hkv, T >= 1, D], the cache's dtype) and the pages its
@@ -137,7 +152,7 @@ abstract class PagedHook implements LayerKvCache {
  */
 export class PagedKvCache extends PagedHook {
   constructor(options: { batch: number; kvHeads: number; headDim: number; maxTokens: number }) {
-    const { batch, kvHeads, headDim, maxTokens } = options;
+    const { batch, kvHeads, headDim, maxTokens } = checkSizes('PagedKvCache', options);
     const pageSize = 16;
     const pages = new KvCache({
       numKvHeads: kvHeads,
@@ -211,7 +226,8 @@ export class DevicePagedKvCache extends PagedHook {
     context: WebGpuContext;
     pageSize?: number;
   }) {
-    const { batch, kvHeads, headDim, maxTokens, dtype, context, pageSize = 16 } = options;
+    const { batch, maxTokens } = checkSizes('DevicePagedKvCache', options);
+    const { kvHeads, headDim, dtype, context, pageSize = 16 } = options;
     const pages = new KvCache({
       numKvHeads: kvHeads,
       headDim,
