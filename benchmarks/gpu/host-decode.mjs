@@ -5,10 +5,12 @@
 //
 //   pnpm build   (tensor, webgpu, nn, gpt and their dependencies)
 //   node benchmarks/gpu/host-decode.mjs [--layers 12] [--tokens 200] [--warmup 50] [--reps 3]
-//                                       [--cache-ab]
+//                                       [--cache-ab] [--option-ab NAME]
 //
 // --cache-ab: the reps alternate the paged device cache (DevicePagedKvCache, the default) and
 // DeviceKvCache (a concat per token).
+// --option-ab NAME: the reps alternate nn's kernel options as default and with NAME false
+// (registerWebGpuKernels' boolean options, e.g. sharePasses, reuseBindings).
 //
 // Prints the median and minimum ms per decoded token after --warmup tokens, and the queued
 // passes per token. The model is GPT-2 small's depth (12 layers, 12 heads) at width 96 and a
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '50' },
     reps: { type: 'string', default: '3' },
     'cache-ab': { type: 'boolean', default: false },
+    'option-ab': { type: 'string' },
   },
 });
 const layers = Number(values.layers);
@@ -47,6 +50,9 @@ const prompt = Array.from({ length: 100 }, (_, i) => i % 65);
 const paged = model.newKvCaches;
 for (let rep = 0; rep < Number(values.reps); rep++) {
   const concat = values['cache-ab'] && rep % 2 === 1;
+  const off = values['option-ab'] !== undefined && rep % 2 === 1;
+  if (values['option-ab'] !== undefined)
+    registerWebGpuKernels(ctx, off ? { [values['option-ab']]: false } : {});
   model.newKvCaches = concat
     ? (batch = 1) =>
         paged.call(model, batch).map((c) => {
@@ -55,6 +61,7 @@ for (let rep = 0; rep < Number(values.reps); rep++) {
         })
     : paged;
   const stamps = [];
+  let cpu0;
   let passes = 0;
   let before = 0;
   await model.generate(prompt, {
@@ -63,7 +70,10 @@ for (let rep = 0; rep < Number(values.reps); rep++) {
     onToken: () => {
       stamps.push(performance.now());
       // Passes queued from the warm-up's last token on.
-      if (stamps.length === warmup + 1) before = webGpuQueueStats(ctx).passes;
+      if (stamps.length === warmup + 1) {
+        before = webGpuQueueStats(ctx).passes;
+        cpu0 = process.cpuUsage();
+      }
       passes = webGpuQueueStats(ctx).passes - before;
     },
   });
@@ -76,9 +86,13 @@ for (let rep = 0; rep < Number(values.reps); rep++) {
   if (per.length === 0)
     throw new Error(`--tokens ${tokens}: expected at least --warmup + 11 (${warmup + 11})`);
   const mean = (stamps.at(-1) - stamps[warmup]) / n;
+  // The process's CPU time (all threads, user + system) a token: less sensitive than wall
+  // time to a shared VM's stolen cycles.
+  const used = process.cpuUsage(cpu0);
+  const cpu = (used.user + used.system) / 1000 / n;
   console.log(`  ${bindingStats(webGpuQueueStats(ctx))}`);
   console.log(
-    `null backend, ${concat ? 'DeviceKvCache' : 'paged'}, ${layers} layers, ${n} tokens: mean ${mean.toFixed(2)} ms, median of 10-token spans ${per[per.length >> 1].toFixed(2)}, min ${per[0].toFixed(2)} ms a token, ${(passes / n).toFixed(1)} queued passes a token`,
+    `null backend, ${concat ? 'DeviceKvCache' : 'paged'}${off ? `, ${values['option-ab']} false` : ''}, ${layers} layers, ${n} tokens: mean ${mean.toFixed(2)} ms, median of 10-token spans ${per[per.length >> 1].toFixed(2)}, min ${per[0].toFixed(2)} ms a token, cpu ${cpu.toFixed(2)} ms a token, ${(passes / n).toFixed(1)} queued passes a token`,
   );
 }
 process.exit(0);

@@ -81,7 +81,7 @@ export {
   sub,
   tanh,
 } from './ops/elementwise.js';
-export { matmul } from './ops/matmul.js';
+export { type LinearActivation, linears, matmul } from './ops/matmul.js';
 export {
   addLayerNorm,
   crossEntropy,

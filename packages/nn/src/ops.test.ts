@@ -14,6 +14,7 @@ import {
   exp,
   gelu,
   layerNorm,
+  linears,
   log,
   logSoftmax,
   matmul,
@@ -124,6 +125,27 @@ describe('gradients vs finite differences (f64)', () => {
     expect(() => addLayerNorm(x, y, randn(3))).toThrow(
       expect.objectContaining({ name: 'ShapeError', argument: 'weight' }),
     );
+  });
+
+  it('linears: act(x W_j^T + b_j) per weight, gradients through x, weights and biases; bad weights, biases, activation are errors naming them', () => {
+    check(
+      (x, w0, w1, b0, b1) => {
+        const [y0, y1] = linears(x, [w0, w1], [b0, b1], 'gelu');
+        return add(sum(mul(y0!, y0!)), sum(y1!));
+      },
+      [randn(2, 3, 5), randn(4, 5), randn(3, 5), randn(4), randn(3)],
+    );
+    const [x, w] = [randn(3, 5), randn(4, 5)];
+    const [y] = linears(x, [w], null, 'silu');
+    const want = silu(matmul(x, w, { transB: true }));
+    expect([...y!.data.toFloat64Array()]).toEqual([...want.data.toFloat64Array()]);
+    const named = (f: () => unknown, name: string, argument: string) =>
+      expect(f).toThrow(expect.objectContaining({ name, argument }));
+    named(() => linears(x, []), 'ValueError', 'weights');
+    named(() => linears(x, [w, randn(4, 6)]), 'ShapeError', 'weights[1]');
+    named(() => linears(x, [w], [randn(4), randn(4)]), 'ValueError', 'biases');
+    named(() => linears(x, [w], [randn(5)]), 'ShapeError', 'biases[0]');
+    named(() => linears(x, [w], null, 'softmax' as never), 'ValueError', 'activation');
   });
 
   it('layerNorm, rmsNorm (with and without affine)', () => {

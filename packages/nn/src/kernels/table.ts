@@ -77,6 +77,18 @@ export interface Kernels {
     eps: number,
   ): { y: Tensor; mean: Tensor; rstd: Tensor };
   /**
+   * Optional (inference): y_j = act(x W_j^T + b_j) for weights W_j [N_j, K] of one x [..., K]
+   * (`biases` one per weight, or null), fused where the backend has a kernel for the shapes;
+   * undefined, having run nothing, where it has none (nn composes matmul, add, act). What nn's
+   * `linears` runs where no gradient is recorded.
+   */
+  linears?(
+    x: Tensor,
+    weights: readonly Tensor[],
+    biases: readonly Tensor[] | null,
+    act: UnaryOp | undefined,
+  ): Tensor[] | undefined;
+  /**
    * Optional (inference): sum = x + r and y = layerNorm(sum) (same shapes), without the
    * statistics; what nn's addLayerNorm runs where no gradient is recorded. A backend without it
    * gets add then layerNorm.

@@ -1,6 +1,7 @@
 import { describe, formatShape, Rng, ShapeError, ValueError } from '@attnkit/tensor';
 import { keep, noGrad, type Var, type VarLike } from '../autograd.js';
 import { type AttentionOptions, attention } from '../ops/attention.js';
+import { linears } from '../ops/matmul.js';
 import { rope } from '../ops/rope.js';
 import { concat, permute, reshape } from '../ops/shape.js';
 import { type InitOptions, Linear } from './layers.js';
@@ -105,9 +106,17 @@ export class MultiHeadAttention extends Module {
       );
     const [b, t] = x.shape as [number, number, number];
     const split = (y: Var, h: number) => permute(reshape(y, [b, t, h, this.headDim]), [0, 2, 1, 3]);
-    let q = split(this.wq.forward(x), this.heads);
-    let k = split(this.wk.forward(x), this.kvHeads);
-    let v = split(this.wv.forward(x), this.kvHeads);
+    // The three projections: one pass where no gradient is recorded and the backend fuses them.
+    const ls = [this.wq, this.wk, this.wv];
+    const bs = ls.map((l) => l.bias);
+    const [qy, ky, vy] = linears(
+      x,
+      ls.map((l) => l.weight),
+      bs.every((b) => b !== null) ? bs : null,
+    ) as [Var, Var, Var];
+    let q = split(qy, this.heads);
+    let k = split(ky, this.kvHeads);
+    let v = split(vy, this.kvHeads);
     const cache = options.kvCache;
     const useRope = this.options.rope ?? true;
     if (useRope) {

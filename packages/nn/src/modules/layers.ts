@@ -1,7 +1,7 @@
 import { type DType, describe, Rng, Tensor, ValueError } from '@attnkit/tensor';
 import type { Param, Var, VarLike } from '../autograd.js';
-import { add, gelu, mul, silu } from '../ops/elementwise.js';
-import { matmul } from '../ops/matmul.js';
+import { mul } from '../ops/elementwise.js';
+import { linears } from '../ops/matmul.js';
 import { dropout, embedding, layerNorm, rmsNorm } from '../ops/nn.js';
 import { Module } from './module.js';
 
@@ -47,8 +47,8 @@ export class Linear extends Module {
     this.bias = bias ? this.param('bias', uniform(rng, [outFeatures], bound, dtype)) : null;
   }
   forward(x: VarLike): Var {
-    const y = matmul(x, this.weight, { transB: true });
-    return this.bias ? add(y, this.bias) : y;
+    // matmul then add; one pass where no gradient is recorded and the backend fuses it.
+    return linears(x, [this.weight], this.bias ? [this.bias] : null)[0]!;
   }
 }
 
@@ -181,9 +181,14 @@ export class MLP extends Module {
     this.fc2 = this.child('fc2', new Linear(hidden, dim, { ...init, bias }));
   }
   forward(x: VarLike): Var {
-    const h = this.gate
-      ? mul(silu(this.fc1.forward(x)), this.gate.forward(x))
-      : gelu(this.fc1.forward(x));
-    return this.fc2.forward(h);
+    // fc1 and its activation: one pass where no gradient is recorded and the backend fuses it.
+    const { fc1 } = this;
+    const h1 = linears(
+      x,
+      [fc1.weight],
+      fc1.bias ? [fc1.bias] : null,
+      this.gate ? 'silu' : 'gelu',
+    )[0]!;
+    return this.fc2.forward(this.gate ? mul(h1, this.gate.forward(x)) : h1);
   }
 }

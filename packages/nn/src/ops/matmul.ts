@@ -1,5 +1,6 @@
-import { formatShape, ShapeError, type Tensor } from '@attnkit/tensor';
-import { apply, type OpDef, type Var, type VarLike } from '../autograd.js';
+import { describe, formatShape, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
+import { apply, applyWithoutGrad, type OpDef, type Var, type VarLike } from '../autograd.js';
+import { add, exp, gelu, log, relu, sigmoid, silu, tanh } from './elementwise.js';
 
 interface MatmulAttrs {
   transA: boolean;
@@ -65,4 +66,93 @@ export function matmul(
       'matmul',
     );
   return apply(matmulOp, [a, b], { transA, transB });
+}
+
+/** Activations `linears` applies after the bias (nn's unary ops of the same names). */
+export type LinearActivation = 'relu' | 'gelu' | 'silu' | 'sigmoid' | 'tanh' | 'exp' | 'log';
+
+const ACTIVATIONS: Record<LinearActivation, (x: VarLike) => Var> = {
+  relu,
+  gelu,
+  silu,
+  sigmoid,
+  tanh,
+  exp,
+  log,
+};
+
+/**
+ * Several Linear layers of one input: y_j = act(x W_j^T + b_j) for each weight W_j [N_j, K]
+ * (PyTorch's Linear layout) of x [..., K], giving [..., N_j]; `biases` one per weight (each
+ * [N_j] or null), `activation` one of nn's unary ops, applied to every output. Where a gradient
+ * is recorded this is matmul, add and the activation (their backward); where none is and the
+ * backend has a fused kernel for the shapes (webgpu: at most 8 rows of x, f32; up to three
+ * weights, i.e. a decoded token's q, k and v projections, or an MLP's first layer with its
+ * gelu), one pass runs instead, with the same sums.
+ *
+ * @example
+ * const [q, k, v] = linears(x, [wq.weight, wk.weight, wv.weight]);
+ * const h = linears(x, [fc1.weight], [fc1.bias], 'gelu')[0];
+ */
+export function linears(
+  x: VarLike,
+  weights: readonly VarLike[],
+  biases?: readonly (VarLike | null | undefined)[] | null,
+  activation?: LinearActivation,
+): Var[] {
+  if (!Array.isArray(weights) || weights.length === 0)
+    throw new ValueError(
+      `linears: weights expected a non-empty array, got ${describe(weights)}`,
+      'weights',
+    );
+  if (biases != null && (!Array.isArray(biases) || biases.length !== weights.length))
+    throw new ValueError(
+      `linears: biases expected null or an array of ${weights.length} (one per weight), got ${describe(biases)}`,
+      'biases',
+    );
+  if (activation !== undefined && !Object.hasOwn(ACTIVATIONS, activation))
+    throw new ValueError(
+      `linears: activation expected one of ${Object.keys(ACTIVATIONS).join(', ')}, got ${describe(activation)}`,
+      'activation',
+    );
+  if (x.shape.length < 1)
+    throw new ShapeError(`linears: x expected at least 1 dim, got ${formatShape(x.shape)}`, 'x');
+  const kx = x.shape.at(-1);
+  weights.forEach((w, j) => {
+    if (w.shape.length !== 2 || w.shape[1] !== kx)
+      throw new ShapeError(
+        `linears: weights[${j}] expected [N, ${kx}] (x's last dim), got ${formatShape(w.shape)}`,
+        `weights[${j}]`,
+      );
+    const b = biases?.[j];
+    if (b != null && (b.shape.length !== 1 || b.shape[0] !== w.shape[0]))
+      throw new ShapeError(
+        `linears: biases[${j}] expected [${w.shape[0]}], got ${formatShape(b.shape)}`,
+        `biases[${j}]`,
+      );
+  });
+  const given = biases?.filter((b): b is VarLike => b != null) ?? [];
+  // The fused kernel takes every bias or none.
+  const fusable = given.length === 0 || given.length === weights.length;
+  if (fusable) {
+    // `in`: the kernels table throws for a kernel the backend lacks (optional ones too).
+    const fused = applyWithoutGrad('linears', [x, ...weights, ...given], (k, [t, ...rest]) =>
+      'linears' in k
+        ? k.linears!(
+            t!,
+            rest.slice(0, weights.length),
+            given.length > 0 ? rest.slice(weights.length) : null,
+            activation,
+          )
+        : undefined,
+    );
+    if (fused) return fused;
+  }
+  const act = activation === undefined ? undefined : ACTIVATIONS[activation];
+  return weights.map((w, j) => {
+    const b = biases?.[j];
+    let y = matmul(x, w, { transB: true });
+    if (b != null) y = add(y, b);
+    return act ? act(y) : y;
+  });
 }

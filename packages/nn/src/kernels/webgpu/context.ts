@@ -53,6 +53,21 @@ export interface WebGpuKernelOptions {
    * the recording yields (for A/B measurements).
    */
   earlySubmit?: boolean;
+  /**
+   * Consecutive dispatches of a command buffer share one compute pass (ended before a buffer
+   * copy and at the submit; WebGPU orders a pass's dispatches as it orders passes, each its own
+   * usage scope), which saves Dawn's begin and end of a pass per dispatch (default true); false
+   * gives every dispatch a pass of its own, as a profiler's timestamps need (for A/B
+   * measurements).
+   */
+  sharePasses?: boolean;
+  /**
+   * Where no gradient is recorded, Linear layers of a decoded token (at most 8 rows, f32) run
+   * as one pass each with their bias and activation (an MLP's first layer and its gelu), and an
+   * attention layer's q, k and v projections as one pass (nn's `linears`; default true); false
+   * composes matmul, add and the activation (for A/B measurements).
+   */
+  fuseLinear?: boolean;
 }
 
 /** Every kernel option and its default: the one list bindContext and the validation walk. */
@@ -64,6 +79,8 @@ export const KERNEL_OPTION_DEFAULTS: Readonly<Required<WebGpuKernelOptions>> = {
   reuseBindings: true,
   recordAttention: true,
   earlySubmit: true,
+  sharePasses: true,
+  fuseLinear: true,
 };
 
 let options: Required<WebGpuKernelOptions> = { ...KERNEL_OPTION_DEFAULTS };

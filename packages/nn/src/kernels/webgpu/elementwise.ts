@@ -92,9 +92,12 @@ export function affine(x: Tensor, a: number, b: number): Tensor {
 }
 
 // gelu, tanh form (Hendrycks & Gimpel 2016): 0.5 x (1 + tanh(c (x + 0.044715 x^3))).
-const MATH = `const GELU_C = 0.7978845608028654;
+export const MATH = `const GELU_C = 0.7978845608028654;
 fn sigm(x: f32) -> f32 { if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); } let z = exp(x); return z / (1.0 + z); }
 fn tanh_s(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }`;
+
+/** The WGSL of `op` applied to an f32 `x` (with MATH's helpers): every kernel's, fused ones too. */
+export const unaryWgsl = (op: UnaryOp): string => UNARY[op];
 
 const UNARY: Record<UnaryOp, string> = {
   exp: 'exp(x)',

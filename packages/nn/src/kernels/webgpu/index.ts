@@ -13,7 +13,7 @@ import type { KernelName, Kernels } from '../table.js';
 import { attention, attentionBackward } from './attention.js';
 import { bindContext, KERNEL_OPTION_DEFAULTS, type WebGpuKernelOptions } from './context.js';
 import { affine, binary, broadcastTo, full, unary, unaryBackward } from './elementwise.js';
-import { matmul } from './matmul.js';
+import { linears, matmul } from './matmul.js';
 import { adamwStep, sgdStep } from './optim.js';
 import { queueOf } from './queue.js';
 import { maxTo, maxToBackward, sumTo } from './reduce.js';
@@ -59,6 +59,7 @@ export const webgpuKernels: Omit<Kernels, 'sumSquares'> = {
   maxToBackward,
   argmax,
   matmul,
+  linears,
   softmax,
   softmaxBackward,
   logSoftmax,

@@ -1,9 +1,10 @@
 import { UnsupportedError } from '@attnkit/attention';
 import { formatShape, numel, ShapeError, type Tensor } from '@attnkit/tensor';
 import type { ComputeProgram, WebGpuStorage } from '@attnkit/webgpu';
+import type { UnaryOp } from '../table.js';
 import { broadcastShapes } from '../ts/util.js';
 import { gpuContext, kernelOptions } from './context.js';
-import { cast } from './elementwise.js';
+import { cast, MATH, unaryWgsl } from './elementwise.js';
 import {
   matmulTensorCores,
   splitK,
@@ -241,6 +242,138 @@ export function skinnyProgram(
     bindings: ['uniform', 'read', 'read', 'storage'],
     label: `nn matmul skinny${ta ? ' A^T' : ''}${tb ? ' B^T' : ''}`,
   }));
+}
+
+/** Weights one fused linear pass takes (three: a layer's q, k and v projections). */
+export const LINEAR_MAX_WEIGHTS = 3;
+
+/**
+ * The skinny kernel's B^T layout (8 columns x 32 K lanes a workgroup, the same sums in the same
+ * order) for up to LINEAR_MAX_WEIGHTS Linear layers of one input at once: y_j = act(x W_j^T +
+ * b_j), x [M, K] (M <= SKINNY_MAX_M), W_j [N_j, K], f32. The weights' columns are laid end to
+ * end over the grid (words 6.. hold their ends); a column reads its weight and is stored, bias
+ * added and activation applied, into its output. A decoded token's q, k and v projections are
+ * one pass instead of three, and an MLP's first layer and its activation one instead of two.
+ */
+function linearShader(count: number, bias: boolean, act: UnaryOp | undefined): string {
+  const [cols, lanes] = skinnyLayout(true);
+  const mm = SKINNY_MAX_M;
+  const js = Array.from({ length: count }, (_, j) => j);
+  const decls = [
+    readDecl('A', 1, 'f32'),
+    ...js.map((j) => readDecl(`B${j}`, 2 + j, 'f32')),
+    ...(bias ? js.map((j) => readDecl(`b${j}`, 2 + count + j, 'f32')) : []),
+    ...js.map((j) => writeDecl(`C${j}`, 2 + (bias ? 2 : 1) * count + j, 'f32')),
+  ];
+  // Column n of the concatenation: weight j where end(j - 1) <= n < end(j) (ends at words 6..).
+  const end = (j: number) => `pu(${6 + j}u)`;
+  const start = (j: number) => (j === 0 ? '0u' : end(j - 1));
+  const pick = (v: string, body: (j: number) => string) =>
+    js.map((j) => `${j > 0 ? ' else ' : ''}if (${v} < ${end(j)}) { ${body(j)} }`).join('');
+  const value = (j: number) => {
+    const at = `m * (${end(j)} - ${start(j)}) + nc - ${start(j)}`;
+    const x = bias ? `s + ld_b${j}(nc - ${start(j)})` : 's';
+    return act ? `let x = ${x}; C${j}[${at}] = ${unaryWgsl(act)};` : `C${j}[${at}] = ${x};`;
+  };
+  return `${PRELUDE}
+${act ? MATH : ''}
+${decls.join('\n')}
+var<workgroup> red: array<f32, ${cols * lanes * mm}>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let M = pu(4u);
+  let K = pu(5u);
+  let col = li / ${lanes}u;
+  let lane = li % ${lanes}u;
+  let n = wid.x * ${cols}u + col;
+  var acc = array<f32, ${mm}>();
+  for (var k = lane; k < K; k = k + ${lanes}u) {
+    var b = 0.0;
+    ${pick('n', (j) => `b = ld_B${j}((n - ${start(j)}) * K + k);`)}
+    for (var m = 0u; m < M; m = m + 1u) {
+      acc[m] = acc[m] + ld_A(m * K + k) * b;
+    }
+  }
+  for (var m = 0u; m < ${mm}u; m = m + 1u) { red[(lane * ${cols}u + col) * ${mm}u + m] = acc[m]; }
+  workgroupBarrier();
+  for (var t = li; t < ${cols * mm}u; t = t + 256u) {
+    let c = t / ${mm}u;
+    let m = t % ${mm}u;
+    let nc = wid.x * ${cols}u + c;
+    if (m < M) {
+      var s = 0.0;
+      for (var l = 0u; l < ${lanes}u; l = l + 1u) { s = s + red[(l * ${cols}u + c) * ${mm}u + m]; }
+      ${pick('nc', value)}
+    }
+  }
+}`;
+}
+
+function linearProgram(count: number, bias: boolean, act: UnaryOp | undefined): ComputeProgram {
+  return memoProgram(`linear|${count}|${bias}|${act}`, () => ({
+    code: linearShader(count, bias, act),
+    bindings: [
+      'uniform',
+      'read',
+      ...new Array<'read'>(count * (bias ? 2 : 1)).fill('read'),
+      ...new Array<'storage'>(count).fill('storage'),
+    ],
+    label: `nn linear${count > 1 ? ` x${count}` : ''}${bias ? ' + bias' : ''}${act ? ` ${act}` : ''}`,
+  }));
+}
+
+/**
+ * nn's `linears` where no gradient is recorded: one pass for y_j = act(x W_j^T + b_j) when x
+ * has at most SKINNY_MAX_M rows (decoding), everything is f32 and contiguous, there are at most
+ * LINEAR_MAX_WEIGHTS weights and the device binds that many buffers; undefined otherwise (nn
+ * composes matmul, add and the activation). `biases` all given or null.
+ */
+export function linears(
+  x: Tensor,
+  weights: readonly Tensor[],
+  biases: readonly Tensor[] | null,
+  act: UnaryOp | undefined,
+): Tensor[] | undefined {
+  if (!kernelOptions().fuseLinear) return undefined;
+  const ctx = gpuContext('linear');
+  const count = weights.length;
+  const k = x.shape.at(-1)!;
+  const m = x.size / Math.max(k, 1);
+  const all = [x, ...weights, ...(biases ?? [])];
+  const storages = ctx.limits.maxStorageBuffersPerShaderStage;
+  const ns = weights.map((w) => w.shape[0]!);
+  const total = ns.reduce((a, b) => a + b, 0);
+  const [cols] = skinnyLayout(true);
+  if (
+    count < 1 ||
+    count > LINEAR_MAX_WEIGHTS ||
+    m < 1 ||
+    m > SKINNY_MAX_M ||
+    k < 1 ||
+    all.some((t) => t.dtype !== 'f32' || !t.isContiguous() || t.offset !== 0) ||
+    all.length + count > storages ||
+    Math.ceil(total / cols) > ctx.limits.maxComputeWorkgroupsPerDimension
+  )
+    return undefined;
+  storageOf(x, 'linear', 'x', ctx);
+  for (const [j, w] of weights.entries()) storageOf(w, 'linear', `weights[${j}]`, ctx);
+  for (const [j, b] of (biases ?? []).entries()) storageOf(b, 'linear', `biases[${j}]`, ctx);
+  const outs = ns.map((n) => output(ctx, [...x.shape.slice(0, -1), n], 'f32'));
+  const p = new Params().u(4, m).u(5, k);
+  let at = 0;
+  ns.forEach((n, j) => {
+    at += n;
+    p.u(6 + j, at);
+  });
+  if (total > 0)
+    queueOf(ctx).pass(
+      linearProgram(count, biases !== null, act),
+      p.words,
+      [...all, ...outs].map((t) => t.storage as WebGpuStorage),
+      [Math.ceil(total / cols), 1, 1],
+      outs.map((t) => t.storage as WebGpuStorage),
+    );
+  return outs;
 }
 
 export function simtProgram(

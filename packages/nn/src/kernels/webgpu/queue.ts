@@ -44,6 +44,8 @@ export class GpuQueue {
   private tail: Promise<void> = Promise.resolve();
   private pending = 0;
   private encoder: GPUCommandEncoder | null = null;
+  /** The open encoder's open compute pass (sharePasses): ended before a copy and at submit. */
+  private computePass: GPUComputePassEncoder | null = null;
   /** Pooled uniforms of the open encoder's passes (reuseBindings: false). */
   private uniforms: GPUBuffer[] = [];
   private passes = 0;
@@ -181,7 +183,10 @@ export class GpuQueue {
     for (const o of outputs) if (o instanceof QueuedStorage) this.batchOutputs.push(o);
   }
 
-  /** One compute pass of one dispatch (timed when a profiler is set), counted. */
+  /**
+   * One dispatch, counted: into the open compute pass (sharePasses), else a pass of its own
+   * (always when a profiler times the passes: its timestamps are written per pass).
+   */
   private dispatchPass(
     enc: GPUCommandEncoder,
     label: string | undefined,
@@ -189,16 +194,34 @@ export class GpuQueue {
     bindGroup: GPUBindGroup,
     workgroups: readonly [number, number, number],
   ): void {
-    const p = enc.beginComputePass({
-      label,
-      timestampWrites: this.profiler?.passTimestamps(label ?? 'pass'),
-    });
+    const own = this.profiler !== undefined || !kernelOptions().sharePasses;
+    // A profiler set while a shared pass is open: that pass ends before the timed ones.
+    if (own) this.endComputePass();
+    let p = own ? null : this.computePass;
+    if (!p) {
+      p = own
+        ? enc.beginComputePass({
+            label,
+            timestampWrites: this.profiler?.passTimestamps(label ?? 'pass'),
+          })
+        : enc.beginComputePass();
+      if (!own) this.computePass = p;
+    }
     p.setPipeline(pipeline);
     p.setBindGroup(0, bindGroup);
-    p.dispatchWorkgroups(...workgroups);
-    p.end();
+    p.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+    if (own) p.end();
     this.stats.passes++;
     this.passes++;
+  }
+
+  /** Ends the shared compute pass, before the encoder records anything else or is finished. */
+  private endComputePass(): void {
+    const p = this.computePass;
+    if (p) {
+      this.computePass = null;
+      p.end();
+    }
   }
 
   /**
@@ -246,7 +269,9 @@ export class GpuQueue {
         return;
       }
       this.ctx.checkAlive();
-      this.open().copyBufferToBuffer(from.buffer, fromByte, to.buffer, toByte, bytes);
+      const enc = this.open();
+      this.endComputePass();
+      enc.copyBufferToBuffer(from.buffer, fromByte, to.buffer, toByte, bytes);
       this.stats.copies++;
       if (to instanceof QueuedStorage) this.batchOutputs.push(to);
     };
@@ -268,14 +293,11 @@ export class GpuQueue {
   /** Inside a queued task only: encodes a copy of `from` into `to` (whole words). */
   copyNow(from: Tensor, to: QueuedStorage): void {
     const bytes = Math.ceil(to.byteLength / 4) * 4;
-    if (bytes > 0)
-      this.open().copyBufferToBuffer(
-        (from.storage as WebGpuStorage).buffer,
-        0,
-        to.buffer,
-        0,
-        bytes,
-      );
+    if (bytes > 0) {
+      const enc = this.open();
+      this.endComputePass();
+      enc.copyBufferToBuffer((from.storage as WebGpuStorage).buffer, 0, to.buffer, 0, bytes);
+    }
     this.batchOutputs.push(to);
   }
 
@@ -467,6 +489,7 @@ export class GpuQueue {
   private async flush(): Promise<void> {
     const encoder = this.encoder;
     if (!encoder) return;
+    this.endComputePass();
     const batch = { outputs: this.batchOutputs, done: false };
     const uniforms = this.uniforms;
     this.uniforms = [];
