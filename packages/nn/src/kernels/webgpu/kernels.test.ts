@@ -245,7 +245,14 @@ describe('SIMT staging buffers', () => {
 
 describe.skipIf(!ctx)('registerWebGpuKernels options', () => {
   it('a non-boolean option is a ValueError naming it, and changes nothing', () => {
-    for (const name of ['tensorCores', 'splitK', 'encodeEagerly', 'reuseBindings'])
+    for (const name of [
+      'tensorCores',
+      'splitK',
+      'encodeEagerly',
+      'reuseBindings',
+      'sharePasses',
+      'fuseLinear',
+    ])
       expect(() => registerWebGpuKernels(ctx!, { [name]: 'yes' } as never)).toThrow(
         expect.objectContaining({
           name: 'ValueError',
@@ -262,6 +269,32 @@ describe.skipIf(!ctx)('registerWebGpuKernels options', () => {
     expect(() => registerWebGpuKernels(ctx!, { stageTensorCores: 'unsplit' })).not.toThrow();
     expect(() => registerWebGpuKernels(ctx!, null as never)).toThrow(/options expected an object/);
     registerWebGpuKernels(ctx!);
+  });
+
+  it('sharePasses: passes that share a compute pass, ended before each copy, give what a pass each gives', async () => {
+    const x = toWebGpu(rand([3, 40]).astype('f32'), ctx!);
+    const results: number[][] = [];
+    for (const sharePasses of [true, false]) {
+      registerWebGpuKernels(ctx!, { sharePasses });
+      try {
+        await syncWebGpu(ctx!);
+        // exp, a copy of it into a buffer the next pass reads, then two more passes.
+        const a = gpu.unary('exp', x);
+        const dst = gpu.binary('mul', x, x);
+        copyIntoWebGpu(dst, 7, a, 3, 50);
+        const y = gpu.binary('add', gpu.unary('tanh', dst), a);
+        results.push([...(await y.toCpu()).toFloat64Array()]);
+      } finally {
+        registerWebGpuKernels(ctx!);
+      }
+    }
+    const [xs, ex] = [(await x.toCpu()).toFloat64Array(), [] as number[]];
+    for (let i = 0; i < xs.length; i++) {
+      const d = i >= 7 && i < 57 ? Math.fround(Math.exp(xs[i - 4]!)) : xs[i]! * xs[i]!;
+      ex.push(Math.tanh(d) + Math.exp(xs[i]!));
+    }
+    expect(results[0]).toEqual(results[1]);
+    results[0]!.forEach((v, i) => expect(v, `element ${i}`).toBeCloseTo(ex[i]!, 4));
   });
 });
 

@@ -111,7 +111,14 @@ describe.skipIf(!ctx)('webgpu linears (the fused decode linear)', () => {
       gpu.linears!(toWebGpu(rand([1, 16]).astype('f16'), ctx!), [w], null, undefined),
     );
     await none(() =>
-      gpu.linears!(up(rand([2, 16])).reshape([16, 2]).transpose(0, 1), [w], null, undefined),
+      gpu.linears!(
+        up(rand([2, 16]))
+          .reshape([16, 2])
+          .transpose(0, 1),
+        [w],
+        null,
+        undefined,
+      ),
     );
     registerWebGpuKernels(ctx!, { fuseLinear: false });
     try {
