@@ -88,6 +88,33 @@ describe('pure parts', () => {
       },
     }) as unknown as GPUDevice;
 
+  it('hands out the oldest free buffer of a size: a loop gets the same buffers in the same order whatever order it released them in', () => {
+    const pool = new BufferPool(fakeDevice());
+    const first = [pool.acquire(300, 1), pool.acquire(300, 1), pool.acquire(300, 1)];
+    // Extra free buffers of the same class (a previous workload's), made after.
+    const extra = [pool.acquire(300, 1), pool.acquire(300, 1)];
+    for (const b of extra) pool.release(b);
+    let prev = first;
+    for (const order of [
+      [0, 1, 2],
+      [2, 0, 1],
+      [1, 2, 0],
+    ]) {
+      for (const i of order) pool.release(prev[i]!);
+      const again = [pool.acquire(300, 1), pool.acquire(300, 1), pool.acquire(300, 1)];
+      expect(again, `released in order ${order}`).toEqual(first);
+      prev = again;
+    }
+    // A buffer the pool did not make sorts as the newest: handed out last.
+    const foreign = { size: 512, usage: 1, destroy() {} } as unknown as GPUBuffer;
+    pool.release(prev[0]!);
+    pool.live++;
+    pool.liveBytes += 512;
+    pool.release(foreign);
+    const next = [0, 1, 2, 3].map(() => pool.acquire(300, 1));
+    expect(next).toEqual([first[0], ...extra, foreign]);
+  });
+
   it('caches released buffers up to max(maxCachedBytes, peak - live), the oldest destroyed past it', () => {
     const destroyedBufs: unknown[] = [];
     // recentAcquires 0: every released buffer counts as old (the limit alone decides).

@@ -7,7 +7,20 @@ import { describe, ValueError } from '@attnkit/tensor';
  * next user's writes come after them.
  */
 export class BufferPool {
+  /**
+   * Free buffers per size class and usage, sorted by creation order, the oldest last: acquire
+   * hands out the oldest free one. A loop that allocates the same sizes in the same order (a
+   * decoded token, a training step) then gets the same buffers back each time whatever order
+   * it released them in, so bind groups made for them are found again (@attnkit/nn caches
+   * them by buffer). Handing out the last released one instead permuted the buffers among a
+   * token's outputs from token to token once more were free than a token needed (a second
+   * generate in a process): every pass missed nn's cache and made its bind group anew (90 a
+   * token, ~15% of a GPT-2 decoded token's host time on Dawn's null backend).
+   */
   private readonly free = new Map<string, GPUBuffer[]>();
+  /** Creation order of the buffers the pool made (the free lists' sort key). */
+  private readonly order = new WeakMap<GPUBuffer, number>();
+  private made = 0;
   /** The free buffers in the order they were released (oldest first): their list and when. */
   private readonly lru = new Map<GPUBuffer, { list: GPUBuffer[]; at: number }>();
   private cached = 0;
@@ -108,6 +121,7 @@ export class BufferPool {
       this.lru.delete(buffer);
     } else {
       buffer = this.device.createBuffer({ size, usage, label });
+      this.order.set(buffer, this.made++);
       this.created++;
     }
     this.live++;
@@ -187,7 +201,18 @@ export class BufferPool {
     const key = `${buffer.usage}:${buffer.size}`;
     let list = this.free.get(key);
     if (!list) this.free.set(key, (list = []));
-    list.push(buffer);
+    // Sorted newest first (acquire pops the oldest); a buffer the pool did not make sorts as
+    // the newest.
+    const rank = this.order.get(buffer) ?? Number.POSITIVE_INFINITY;
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((this.order.get(list[mid]!) ?? Number.POSITIVE_INFINITY) >= rank) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo === list.length) list.push(buffer);
+    else list.splice(lo, 0, buffer);
     this.lru.set(buffer, { list, at: this.acquires });
     this.cached += buffer.size;
   }
