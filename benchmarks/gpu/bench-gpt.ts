@@ -16,7 +16,7 @@
  *   node bench-gpt.mjs [--shape 12,12,768,1024] [--vocab 50257] [--batch 8] [--steps 5]
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
  *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
- *                      [--queued] [--decode-ab] [--first-ab] [--threads-ab] [--cache-ab]
+ *                      [--queued] [--decode-ab] [--first-ab] [--threads-ab] [--cache-ab] [--warm]
  *
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
@@ -264,27 +264,37 @@ async function timeGeneration(context: number, model: Gpt) {
   // in place) and session 12's DeviceKvCache (-concat: the sequence concatenated every token),
   // after an untimed warm-up of each, in ABBA order (tokens/s rose run after run in one process
   // on the H200: a plain alternation favours whichever goes second).
-  const variants = args.includes('--cache-ab')
-    ? ([
-        'warmup',
-        'warmup-concat',
-        'cached',
-        'cached-concat',
-        'cached-concat',
-        'cached',
-        'cached',
-        'cached-concat',
-        'cached-concat',
-        'cached',
-        'recompute',
-      ] as const)
-    : args.includes('--decode-ab')
-      ? (['pipelined', 'serial', 'pipelined', 'serial', 'recompute'] as const)
-      : args.includes('--first-ab')
-        ? (['pipelined', 'pipelined-first8', 'pipelined', 'pipelined-first8', 'recompute'] as const)
-        : args.includes('--threads-ab')
-          ? (['pipelined', 'pipelined-t256', 'pipelined', 'pipelined-t256', 'recompute'] as const)
-          : (['cached', 'recompute'] as const);
+  // --warm: an untimed 20-token warm-up generate, then the cached generate twice (the row
+  // keeps their median), then recompute: a process decoding its second and third sequence.
+  const variants = args.includes('--warm')
+    ? (['warmup', 'cached', 'cached', 'recompute'] as const)
+    : args.includes('--cache-ab')
+      ? ([
+          'warmup',
+          'warmup-concat',
+          'cached',
+          'cached-concat',
+          'cached-concat',
+          'cached',
+          'cached',
+          'cached-concat',
+          'cached-concat',
+          'cached',
+          'recompute',
+        ] as const)
+      : args.includes('--decode-ab')
+        ? (['pipelined', 'serial', 'pipelined', 'serial', 'recompute'] as const)
+        : args.includes('--first-ab')
+          ? ([
+              'pipelined',
+              'pipelined-first8',
+              'pipelined',
+              'pipelined-first8',
+              'recompute',
+            ] as const)
+          : args.includes('--threads-ab')
+            ? (['pipelined', 'pipelined-t256', 'pipelined', 'pipelined-t256', 'recompute'] as const)
+            : (['cached', 'recompute'] as const);
   const ab: { variant: string; tokensPerS: number }[] = [];
   const newKvCaches = model.newKvCaches;
   for (const variant of variants) {
@@ -328,12 +338,13 @@ async function timeGeneration(context: number, model: Gpt) {
     if (row[key] === undefined && !warm) row[key] = result;
   }
   // The A/B's rows: each variant's median tokens/s in place of its first run's.
-  if (args.includes('--cache-ab'))
+  if (args.includes('--cache-ab') || args.includes('--warm'))
     for (const [key, name] of [
       ['cached', 'cached'],
       ['cachedConcat', 'cached-concat'],
     ] as const) {
       const runs = ab.filter((r) => r.variant === name).map((r) => r.tokensPerS);
+      if (runs.length === 0) continue;
       row[key] = { ...(row[key] as object), tokensPerS: median(runs), runs };
     }
   if (ab.length > 2) {
