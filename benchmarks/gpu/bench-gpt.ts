@@ -17,6 +17,7 @@
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
  *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
  *                      [--queued] [--decode-ab] [--first-ab] [--threads-ab] [--cache-ab] [--warm]
+ *                      [--off earlySubmit,fuseLinear,...]
  *
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
@@ -85,11 +86,15 @@ const ctx = await createWebGpuContext({
   dawnToggles: benchToggles(),
   disabledDawnToggles: benchDisabledToggles(),
 });
-// For A/B runs, kernel options off: --queued (encodeEagerly), --no-reuse (reuseBindings).
+// For A/B runs, kernel options off: --queued (encodeEagerly), --no-reuse (reuseBindings),
+// --off NAME[,NAME] (any boolean kernel option, e.g. earlySubmit, fuseLinear, sharePasses).
+const off = args.includes('--off') ? args[args.indexOf('--off') + 1]!.split(',') : [];
 registerWebGpuKernels(ctx, {
   encodeEagerly: !args.includes('--queued'),
   reuseBindings: !args.includes('--no-reuse'),
+  ...Object.fromEntries(off.map((name) => [name, false])),
 });
+if (off.length > 0) console.log(`kernel options off: ${off.join(', ')}`);
 console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} robust=${ctx.robustAccess}`,
 );

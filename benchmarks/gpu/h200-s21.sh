@@ -15,6 +15,14 @@ for b in bench-gpt bench-gpt-s20 bench-gpt-lifo bench-gpt bench-gpt-s20 bench-gp
     --gen-tokens 100,2 --out "$out/$b-8192-$SECONDS.json" 2>&1 | keep >> "$log"
   echo "=== rc=${PIPESTATUS[0]}" >> "$log"
 done
+# Six submits a decoded token (nn's early-submit schedule restarts at 2 passes after each token's
+# readback; a Vulkan submit cost the host ~0.5 ms on the H200): the new code with earlySubmit off.
+for i in 1 2; do
+  echo "=== bench-gpt --off earlySubmit, context 8192" >> "$log"
+  timeout 110 bash .gpu/run.sh .gpu/app/bench-gpt.mjs --skip train --contexts 8192 --warm \
+    --gen-tokens 100,2 --off earlySubmit --out "$out/bench-gpt-late-8192-$SECONDS.json" 2>&1 | keep >> "$log"
+  echo "=== rc=${PIPESTATUS[0]}" >> "$log"
+done
 echo "=== bench-gpt, context 1024" >> "$log"
 timeout 80 bash .gpu/run.sh .gpu/app/bench-gpt.mjs --skip train --contexts 1024 --warm \
   --gen-tokens 100,4 --out "$out/bench-gpt-1024.json" 2>&1 | keep >> "$log"
