@@ -294,7 +294,7 @@ describe.skipIf(!ctx)('registerWebGpuKernels options', () => {
       ex.push(Math.tanh(d) + Math.exp(xs[i]!));
     }
     expect(results[0]).toEqual(results[1]);
-    results[0]!.forEach((v, i) => expect(v, `element ${i}`).toBeCloseTo(ex[i]!, 4));
+    for (const [i, v] of results[0]!.entries()) expect(v, `element ${i}`).toBeCloseTo(ex[i]!, 4);
   });
 });
 
