@@ -142,6 +142,8 @@ describe('gradients vs finite differences (f64)', () => {
     const named = (f: () => unknown, name: string, argument: string) =>
       expect(f).toThrow(expect.objectContaining({ name, argument }));
     named(() => linears(x, []), 'ValueError', 'weights');
+    named(() => linears(randn(5), [w]), 'ShapeError', 'x');
+    named(() => linears(randn(3, 6), [w]), 'ShapeError', 'x');
     named(() => linears(x, [w, randn(4, 6)]), 'ShapeError', 'weights[1]');
     named(() => linears(x, [w], [randn(4), randn(4)]), 'ValueError', 'biases');
     named(() => linears(x, [w], [randn(5)]), 'ShapeError', 'biases[0]');

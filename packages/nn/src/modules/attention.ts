@@ -4,7 +4,7 @@ import { type AttentionOptions, attention } from '../ops/attention.js';
 import { linears } from '../ops/matmul.js';
 import { rope } from '../ops/rope.js';
 import { concat, permute, reshape } from '../ops/shape.js';
-import { type InitOptions, Linear } from './layers.js';
+import { type InitOptions, Linear, plainLinear } from './layers.js';
 import { Module } from './module.js';
 
 /**
@@ -106,13 +106,17 @@ export class MultiHeadAttention extends Module {
       );
     const [b, t] = x.shape as [number, number, number];
     const split = (y: Var, h: number) => permute(reshape(y, [b, t, h, this.headDim]), [0, 2, 1, 3]);
-    // The three projections: one pass where no gradient is recorded and the backend fuses them.
+    // The three projections: one pass where no gradient is recorded and the backend fuses them
+    // (each layer's own forward where a subclass overrides it).
     const ls = [this.wq, this.wk, this.wv];
-    const bs = ls.map((l) => l.bias);
-    const [qy, ky, vy] = linears(
-      x,
-      ls.map((l) => l.weight),
-      bs.every((b) => b !== null) ? bs : null,
+    const [qy, ky, vy] = (
+      ls.every(plainLinear)
+        ? linears(
+            x,
+            ls.map((l) => l.weight),
+            ls.map((l) => l.bias),
+          )
+        : ls.map((l) => l.forward(x))
     ) as [Var, Var, Var];
     let q = split(qy, this.heads);
     let k = split(ky, this.kvHeads);

@@ -1,6 +1,6 @@
 import { type DType, describe, Rng, Tensor, ValueError } from '@attnkit/tensor';
 import type { Param, Var, VarLike } from '../autograd.js';
-import { mul } from '../ops/elementwise.js';
+import { gelu, mul, silu } from '../ops/elementwise.js';
 import { linears } from '../ops/matmul.js';
 import { dropout, embedding, layerNorm, rmsNorm } from '../ops/nn.js';
 import { Module } from './module.js';
@@ -50,6 +50,14 @@ export class Linear extends Module {
     // matmul then add; one pass where no gradient is recorded and the backend fuses it.
     return linears(x, [this.weight], this.bias ? [this.bias] : null)[0]!;
   }
+}
+
+/**
+ * Whether `l` computes what Linear.forward does (no subclass overriding it: LoRA, quantised
+ * layers), so that a module may run it through `linears` together with others.
+ */
+export function plainLinear(l: Linear): boolean {
+  return l.forward === Linear.prototype.forward;
 }
 
 export class Embedding extends Module {
@@ -183,12 +191,12 @@ export class MLP extends Module {
   forward(x: VarLike): Var {
     // fc1 and its activation: one pass where no gradient is recorded and the backend fuses it.
     const { fc1 } = this;
-    const h1 = linears(
-      x,
-      [fc1.weight],
-      fc1.bias ? [fc1.bias] : null,
-      this.gate ? 'silu' : 'gelu',
-    )[0]!;
+    const act = this.gate ? 'silu' : 'gelu';
+    const h1 = plainLinear(fc1)
+      ? linears(x, [fc1.weight], fc1.bias ? [fc1.bias] : null, act)[0]!
+      : act === 'silu'
+        ? silu(fc1.forward(x))
+        : gelu(fc1.forward(x));
     return this.fc2.forward(this.gate ? mul(h1, this.gate.forward(x)) : h1);
   }
 }

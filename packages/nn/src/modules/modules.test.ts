@@ -7,6 +7,8 @@ import {
   LayerNorm,
   Linear,
   MLP,
+  MultiHeadAttention,
+  mul,
   noGrad,
   RMSNorm,
   Sequential,
@@ -116,6 +118,43 @@ describe('module gradients vs finite differences (f64)', () => {
 });
 
 describe('MultiHeadAttention / TransformerBlock', () => {
+  it("projections go through linears with each layer's own bias, and through a subclass's forward where one overrides it", () => {
+    const x = new Rng(3).randn([2, 3, 16]);
+    const mha = new MultiHeadAttention(16, 4, {
+      kvHeads: 2,
+      bias: true,
+      rope: false,
+      rng: new Rng(4),
+    });
+    // One layer without a bias: the others keep theirs.
+    (mha.wk as { bias: unknown }).bias = null;
+    const y = noGrad(() => mha.forward(x)).data.toFloat64Array();
+    // The same projections one by one (what MultiHeadAttention did before linears).
+    class ByLayer extends Linear {
+      override forward(v: Parameters<Linear['forward']>[0]) {
+        return super.forward(v);
+      }
+    }
+    const proto = Object.getPrototypeOf(mha.wq);
+    for (const l of [mha.wq, mha.wk, mha.wv]) Object.setPrototypeOf(l, ByLayer.prototype);
+    const want = noGrad(() => mha.forward(x)).data.toFloat64Array();
+    expect([...y]).toEqual([...want]);
+    // A subclass's forward is called (here it scales the output of q).
+    class Doubled extends Linear {
+      override forward(v: Parameters<Linear['forward']>[0]) {
+        return mul(super.forward(v), 2);
+      }
+    }
+    Object.setPrototypeOf(mha.wq, Doubled.prototype);
+    const doubled = noGrad(() => mha.forward(x)).data.toFloat64Array();
+    expect([...doubled]).not.toEqual([...want]);
+    for (const l of [mha.wq, mha.wk, mha.wv]) Object.setPrototypeOf(l, proto);
+    const mlp = new MLP(16, { rng: new Rng(5) });
+    const plain = noGrad(() => mlp.forward(x)).data.toFloat64Array();
+    Object.setPrototypeOf(mlp.fc1, Doubled.prototype);
+    expect([...noGrad(() => mlp.forward(x)).data.toFloat64Array()]).not.toEqual([...plain]);
+  });
+
   it('decoding through a KV cache gives the full causal forward, token by token (GQA, RoPE)', () => {
     const block = new TransformerBlock(16, 4, {
       kvHeads: 2,

@@ -83,7 +83,8 @@ const ACTIVATIONS: Record<LinearActivation, (x: VarLike) => Var> = {
 
 /**
  * Several Linear layers of one input: y_j = act(x W_j^T + b_j) for each weight W_j [N_j, K]
- * (PyTorch's Linear layout) of x [..., K], giving [..., N_j]; `biases` one per weight (each
+ * (PyTorch's Linear layout) of x [..., rows, K] (at least 2 dims, as matmul), giving
+ * [..., rows, N_j]; `biases` one per weight (each
  * [N_j] or null), `activation` one of nn's unary ops, applied to every output. Where a gradient
  * is recorded this is matmul, add and the activation (their backward); where none is and the
  * backend has a fused kernel for the shapes (webgpu: at most 8 rows of x, f32; up to three
@@ -115,9 +116,19 @@ export function linears(
       `linears: activation expected one of ${Object.keys(ACTIVATIONS).join(', ')}, got ${describe(activation)}`,
       'activation',
     );
-  if (x.shape.length < 1)
-    throw new ShapeError(`linears: x expected at least 1 dim, got ${formatShape(x.shape)}`, 'x');
+  // At least [rows, K], as matmul takes it (every path must accept the same shapes).
+  if (x.shape.length < 2)
+    throw new ShapeError(
+      `linears: x expected [..., rows, K] (at least 2 dims, as matmul), got ${formatShape(x.shape)}`,
+      'x',
+    );
   const kx = x.shape.at(-1);
+  const w0 = weights[0]!.shape;
+  if (w0.length === 2 && w0[1] !== kx)
+    throw new ShapeError(
+      `linears: x expected last dim ${w0[1]} (weights[0] is ${formatShape(w0)}), got ${formatShape(x.shape)}`,
+      'x',
+    );
   weights.forEach((w, j) => {
     if (w.shape.length !== 2 || w.shape[1] !== kx)
       throw new ShapeError(

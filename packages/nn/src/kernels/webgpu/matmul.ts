@@ -335,7 +335,7 @@ export function linears(
   act: UnaryOp | undefined,
 ): Tensor[] | undefined {
   if (!kernelOptions().fuseLinear) return undefined;
-  const ctx = gpuContext('linear');
+  const ctx = gpuContext('linears');
   const count = weights.length;
   const k = x.shape.at(-1)!;
   const m = x.size / Math.max(k, 1);
@@ -347,6 +347,7 @@ export function linears(
   if (
     count < 1 ||
     count > LINEAR_MAX_WEIGHTS ||
+    x.ndim < 2 ||
     m < 1 ||
     m > SKINNY_MAX_M ||
     k < 1 ||
@@ -355,9 +356,9 @@ export function linears(
     Math.ceil(total / cols) > ctx.limits.maxComputeWorkgroupsPerDimension
   )
     return undefined;
-  storageOf(x, 'linear', 'x', ctx);
-  for (const [j, w] of weights.entries()) storageOf(w, 'linear', `weights[${j}]`, ctx);
-  for (const [j, b] of (biases ?? []).entries()) storageOf(b, 'linear', `biases[${j}]`, ctx);
+  storageOf(x, 'linears', 'x', ctx);
+  for (const [j, w] of weights.entries()) storageOf(w, 'linears', `weights[${j}]`, ctx);
+  for (const [j, b] of (biases ?? []).entries()) storageOf(b, 'linears', `biases[${j}]`, ctx);
   const outs = ns.map((n) => output(ctx, [...x.shape.slice(0, -1), n], 'f32'));
   const p = new Params().u(4, m).u(5, k);
   let at = 0;

@@ -489,7 +489,6 @@ export class GpuQueue {
   private async flush(): Promise<void> {
     const encoder = this.encoder;
     if (!encoder) return;
-    this.endComputePass();
     const batch = { outputs: this.batchOutputs, done: false };
     const uniforms = this.uniforms;
     this.uniforms = [];
@@ -500,6 +499,8 @@ export class GpuQueue {
     const device = this.ctx.device;
     let thrown: unknown;
     try {
+      // Inside the try: a throw here must not leave the queue holding the old encoder.
+      this.endComputePass();
       this.profiler?.resolve(encoder);
       device.queue.submit([encoder.finish()]);
       this.stats.submits++;
