@@ -1,6 +1,6 @@
 import { Rng, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
-import { toWebGpu } from '@attnkit/webgpu';
+import { createWebGpuContext, toWebGpu } from '@attnkit/webgpu';
 import { describe, expect, it } from 'vitest';
 import { noGrad, Param, type Var } from '../../autograd.js';
 import { MultiHeadAttention } from '../../modules/attention.js';
@@ -125,6 +125,38 @@ describe.skipIf(!ctx)('webgpu linears (the fused decode linear)', () => {
       await none(() => gpu.linears!(up(rand([1, 16])), [w], null, undefined));
     } finally {
       registerWebGpuKernels(ctx!);
+    }
+  });
+
+  it("on a device with WebGPU's default 8 storage bindings, q, k, v with biases (10 bindings) fuse the products and add the biases (and apply the activation) after: 7 passes, not 9, the same values", async () => {
+    const small = await createWebGpuContext({ limits: 'default', features: [] });
+    try {
+      expect(small.limits.maxStorageBuffersPerShaderStage).toBe(8);
+      registerWebGpuKernels(small);
+      const put = (t: Tensor) => toWebGpu(t.astype('f32'), small);
+      const [x, ...ws] = [rand([1, 1, 40]), rand([40, 40]), rand([8, 40]), rand([8, 40])].map(put);
+      const bs = [rand([40]), rand([8]), rand([8])].map(put);
+      await syncWebGpu(small);
+      const before = webGpuQueueStats(small).passes;
+      const fused = gpu.linears!(x!, ws, bs, 'gelu')!;
+      await syncWebGpu(small);
+      expect(webGpuQueueStats(small).passes - before).toBe(1 + 3 + 3);
+      for (const [j, f] of fused.entries()) {
+        const rows = gpu.reshape(x!, [-1, 40]);
+        const y = gpu.unary(
+          'gelu',
+          gpu.binary('add', gpu.matmul(rows, ws[j]!, false, true), bs[j]!),
+        );
+        const [got, want] = [await f64(f), await f64(y)];
+        expect([...f.shape]).toEqual([1, 1, ws[j]!.shape[0]!]);
+        expect(
+          got.findIndex((v, i) => !Object.is(v, want[i])),
+          `y${j}`,
+        ).toBe(-1);
+      }
+    } finally {
+      registerWebGpuKernels(ctx!);
+      small.destroy();
     }
   });
 

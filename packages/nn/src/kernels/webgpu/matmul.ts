@@ -4,7 +4,7 @@ import type { ComputeProgram, WebGpuStorage } from '@attnkit/webgpu';
 import type { UnaryOp } from '../table.js';
 import { broadcastShapes } from '../ts/util.js';
 import { gpuContext, kernelOptions } from './context.js';
-import { cast, MATH, unaryWgsl } from './elementwise.js';
+import { binary, cast, MATH, unary, unaryWgsl } from './elementwise.js';
 import {
   matmulTensorCores,
   splitK,
@@ -352,10 +352,26 @@ export function linears(
     m > SKINNY_MAX_M ||
     k < 1 ||
     all.some((t) => t.dtype !== 'f32' || !t.isContiguous() || t.offset !== 0) ||
-    all.length + count > storages ||
+    1 + count + count > storages ||
     Math.ceil(total / cols) > ctx.limits.maxComputeWorkgroupsPerDimension
   )
     return undefined;
+  if (biases !== null && all.length + count > storages) {
+    // The biases do not fit the device's storage bindings (WebGPU's default 8: q, k, v with
+    // biases take 10): the products fused, then add and the activation as the composition
+    // does them (the same values).
+    const ys = linears(x, weights, null, undefined)!;
+    return ys.map((y, j) => {
+      let z = binary('add', y, biases[j]!);
+      y.dispose();
+      if (act) {
+        const a = unary(act, z);
+        z.dispose();
+        z = a;
+      }
+      return z;
+    });
+  }
   storageOf(x, 'linears', 'x', ctx);
   for (const [j, w] of weights.entries()) storageOf(w, 'linears', `weights[${j}]`, ctx);
   for (const [j, b] of (biases ?? []).entries()) storageOf(b, 'linears', `biases[${j}]`, ctx);
