@@ -8,6 +8,7 @@ import {
   scope,
   syncWebGpu,
   type Var,
+  webGpuQueueStats,
 } from '@attnkit/nn';
 import { DTypeError, Rng, ShapeError, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
@@ -77,6 +78,23 @@ describe('DevicePagedKvCache (webgpu)', () => {
     expect(attending.pages.pagesInUse).toBe(8);
     attending.dispose();
     updating.dispose();
+  });
+
+  test("update slices a row's consecutive pages as one run: one slice and one permute per pool", async () => {
+    if (!ctx) return void console.warn('webgpu unavailable: skipped');
+    const cache = deviceCache({ maxTokens: 24, pageSize: 4 });
+    const [k, v] = [gpu([1, 2, 13, 8]), gpu([1, 2, 13, 8])];
+    cache.update(k, v);
+    const [k1, v1] = [gpu([1, 2, 1, 8]), gpu([1, 2, 1, 8])];
+    await syncWebGpu(ctx);
+    const before = webGpuQueueStats(ctx).passes;
+    const g = cache.update(k1, v1);
+    await syncWebGpu(ctx);
+    // 14 tokens in 4 consecutive pages: per pool one slice (not 4 and a concat) and the permute.
+    expect(webGpuQueueStats(ctx).passes - before).toBe(4);
+    expect(await worst(g.k, concat([k, k1], 2))).toBe(0);
+    expect(await worst(g.v, concat([v, v1], 2))).toBe(0);
+    cache.dispose();
   });
 
   test('refusals are typed errors naming k or v, and change nothing: other heads or dims, another dtype, a full pool', async () => {

@@ -297,14 +297,17 @@ export class DevicePagedKvCache extends PagedHook {
         const rows = this.ids.map((id) => {
           const n = pages.length(id);
           const table = pages.blockTable(id);
-          const parts = Array.from(table, (page, i) =>
-            slice(
-              flat,
-              0,
-              page * pages.pageSize,
-              page * pages.pageSize + Math.min(pages.pageSize, n - i * pages.pageSize),
-            ),
-          );
+          // One slice per run of consecutive pages (a sequence decoded alone takes its pages
+          // in order: one slice, not one per page, i.e. 512 passes a layer at 8K).
+          const parts: Var[] = [];
+          for (let i = 0; i < table.length; ) {
+            let j = i + 1;
+            while (j < table.length && table[j] === table[j - 1]! + 1) j++;
+            const start = table[i]! * pages.pageSize;
+            const tokens = Math.min((j - i) * pages.pageSize, n - i * pages.pageSize);
+            parts.push(slice(flat, 0, start, start + tokens));
+            i = j;
+          }
           const seq = parts.length === 1 ? parts[0]! : concat(parts, 0);
           return permute(reshape(seq, [1, n, h, d]), [0, 2, 1, 3]);
         });
