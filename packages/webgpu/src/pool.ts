@@ -18,9 +18,8 @@ export class BufferPool {
    * token, ~15% of a GPT-2 decoded token's host time on Dawn's null backend).
    */
   private readonly free = new Map<string, GPUBuffer[]>();
-  /** Creation order of the buffers the pool made (the free lists' sort key). */
+  /** Creation order of the buffers the pool made (the free lists' sort key; `created` then). */
   private readonly order = new WeakMap<GPUBuffer, number>();
-  private made = 0;
   /** The free buffers in the order they were released (oldest first): their list and when. */
   private readonly lru = new Map<GPUBuffer, { list: GPUBuffer[]; at: number }>();
   private cached = 0;
@@ -121,8 +120,7 @@ export class BufferPool {
       this.lru.delete(buffer);
     } else {
       buffer = this.device.createBuffer({ size, usage, label });
-      this.order.set(buffer, this.made++);
-      this.created++;
+      this.order.set(buffer, this.created++);
     }
     this.live++;
     this.liveBytes += size;
