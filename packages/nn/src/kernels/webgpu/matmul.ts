@@ -211,19 +211,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
-  for (var m = 0u; m < ${mm}u; m = m + 1u) { red[(lane * ${cols}u + col) * ${mm}u + m] = acc[m]; }
+  ${skinnyReduce(cols, lanes, 'm < M && nc < N', 'C[cOff + m * N + nc] = s;')}
+}`;
+}
+
+/**
+ * The skinny kernels' end: each thread's per-row partial sums (acc) meet in workgroup memory,
+ * then thread t sums the K lanes of output (row m, column nc) in lane order into `s` and, where
+ * `guard` holds, runs `store`. One text for the matmul and the fused linear, so that their sums
+ * are the same (the fused linear's results equal matmul's bit for bit).
+ */
+function skinnyReduce(cols: number, lanes: number, guard: string, store: string): string {
+  const mm = SKINNY_MAX_M;
+  return `for (var m = 0u; m < ${mm}u; m = m + 1u) { red[(lane * ${cols}u + col) * ${mm}u + m] = acc[m]; }
   workgroupBarrier();
   for (var t = li; t < ${cols * mm}u; t = t + 256u) {
     let c = t / ${mm}u;
     let m = t % ${mm}u;
     let nc = wid.x * ${cols}u + c;
-    if (m < M && nc < N) {
+    if (${guard}) {
       var s = 0.0;
       for (var l = 0u; l < ${lanes}u; l = l + 1u) { s = s + red[(l * ${cols}u + c) * ${mm}u + m]; }
-      C[cOff + m * N + nc] = s;
+      ${store}
     }
-  }
-}`;
+  }`;
 }
 
 /** [columns, K lanes] of a skinny workgroup (256 threads). */
@@ -294,18 +305,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       acc[m] = acc[m] + ld_A(m * K + k) * b;
     }
   }
-  for (var m = 0u; m < ${mm}u; m = m + 1u) { red[(lane * ${cols}u + col) * ${mm}u + m] = acc[m]; }
-  workgroupBarrier();
-  for (var t = li; t < ${cols * mm}u; t = t + 256u) {
-    let c = t / ${mm}u;
-    let m = t % ${mm}u;
-    let nc = wid.x * ${cols}u + c;
-    if (m < M) {
-      var s = 0.0;
-      for (var l = 0u; l < ${lanes}u; l = l + 1u) { s = s + red[(l * ${cols}u + c) * ${mm}u + m]; }
-      ${pick('nc', value)}
-    }
-  }
+  ${skinnyReduce(cols, lanes, 'm < M', pick('nc', value))}
 }`;
 }
 
