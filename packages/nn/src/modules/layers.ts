@@ -1,6 +1,6 @@
 import { type DType, describe, Rng, Tensor, ValueError } from '@attnkit/tensor';
 import type { Param, Var, VarLike } from '../autograd.js';
-import { gelu, mul, silu } from '../ops/elementwise.js';
+import { applyUnary, mul } from '../ops/elementwise.js';
 import { linears } from '../ops/matmul.js';
 import { dropout, embedding, layerNorm, rmsNorm } from '../ops/nn.js';
 import { Module } from './module.js';
@@ -194,9 +194,7 @@ export class MLP extends Module {
     const act = this.gate ? 'silu' : 'gelu';
     const h1 = plainLinear(fc1)
       ? linears(x, [fc1.weight], fc1.bias ? [fc1.bias] : null, act)[0]!
-      : act === 'silu'
-        ? silu(fc1.forward(x))
-        : gelu(fc1.forward(x));
+      : applyUnary(act, fc1.forward(x));
     return this.fc2.forward(this.gate ? mul(h1, this.gate.forward(x)) : h1);
   }
 }

@@ -84,9 +84,19 @@ const unaryOp = (name: UnaryOp): OpDef<null> => ({
   backward: ({ k, saved }, dy) => [k.unaryBackward(name, saved[0]!, saved[1]!, dy)],
 });
 
-const UNARY = Object.fromEntries(
-  (['exp', 'log', 'relu', 'gelu', 'silu', 'sigmoid', 'tanh'] as const).map((n) => [n, unaryOp(n)]),
-) as Record<UnaryOp, OpDef<null>>;
+/** nn's unary ops by name. */
+export const UNARY_OPS = ['exp', 'log', 'relu', 'gelu', 'silu', 'sigmoid', 'tanh'] as const;
+
+const UNARY = Object.fromEntries(UNARY_OPS.map((n) => [n, unaryOp(n)])) as Record<
+  UnaryOp,
+  OpDef<null>
+>;
+
+/** nn's unary op `name` (one of UNARY_OPS) of x, by name. */
+export const applyUnary = (name: UnaryOp, x: VarLike) => apply(UNARY[name], [x], null);
+/** Whether `name` names one of nn's unary ops. */
+export const isUnaryOp = (name: unknown): name is UnaryOp =>
+  typeof name === 'string' && Object.hasOwn(UNARY, name);
 
 export const exp = (x: VarLike) => apply(UNARY.exp, [x], null);
 export const log = (x: VarLike) => apply(UNARY.log, [x], null);

@@ -1,6 +1,7 @@
 import { describe, formatShape, ShapeError, type Tensor, ValueError } from '@attnkit/tensor';
 import { apply, applyWithoutGrad, type OpDef, type Var, type VarLike } from '../autograd.js';
-import { add, exp, gelu, log, relu, sigmoid, silu, tanh } from './elementwise.js';
+import type { UnaryOp } from '../kernels/table.js';
+import { add, applyUnary, isUnaryOp, UNARY_OPS } from './elementwise.js';
 
 interface MatmulAttrs {
   transA: boolean;
@@ -68,18 +69,8 @@ export function matmul(
   return apply(matmulOp, [a, b], { transA, transB });
 }
 
-/** Activations `linears` applies after the bias (nn's unary ops of the same names). */
-export type LinearActivation = 'relu' | 'gelu' | 'silu' | 'sigmoid' | 'tanh' | 'exp' | 'log';
-
-const ACTIVATIONS: Record<LinearActivation, (x: VarLike) => Var> = {
-  relu,
-  gelu,
-  silu,
-  sigmoid,
-  tanh,
-  exp,
-  log,
-};
+/** Activations `linears` applies after the bias: nn's unary ops, by name. */
+export type LinearActivation = UnaryOp;
 
 /**
  * Several Linear layers of one input: y_j = act(x W_j^T + b_j) for each weight W_j [N_j, K]
@@ -111,9 +102,9 @@ export function linears(
       `linears: biases expected null or an array of ${weights.length} (one per weight), got ${describe(biases)}`,
       'biases',
     );
-  if (activation !== undefined && !Object.hasOwn(ACTIVATIONS, activation))
+  if (activation !== undefined && !isUnaryOp(activation))
     throw new ValueError(
-      `linears: activation expected one of ${Object.keys(ACTIVATIONS).join(', ')}, got ${describe(activation)}`,
+      `linears: activation expected one of ${UNARY_OPS.join(', ')}, got ${describe(activation)}`,
       'activation',
     );
   // At least [rows, K], as matmul takes it (every path must accept the same shapes).
@@ -159,11 +150,10 @@ export function linears(
     );
     if (fused) return fused;
   }
-  const act = activation === undefined ? undefined : ACTIVATIONS[activation];
   return weights.map((w, j) => {
     const b = biases?.[j];
     let y = matmul(x, w, { transB: true });
     if (b != null) y = add(y, b);
-    return act ? act(y) : y;
+    return activation ? applyUnary(activation, y) : y;
   });
 }
