@@ -236,6 +236,30 @@ describe.runIf(base)('sage ops: descriptor checks', () => {
     await expect(base!.run('sage.forward', fp, { ...ins, bias: b }, out)).rejects.toThrow(
       /^inputs\.bias\[2\]: expected a finite number/,
     );
+    // The check scans blocks of 1024 elements and then names the element: a bias of 4 x 300
+    // (two blocks) with its last element infinite.
+    const pl = problem({ nq: 20, nk: 300 });
+    const ol = outputs(pl);
+    await base!.run('sage.quantize', pl, inputs(pl, 5) as never, ol as never);
+    const late = ol.bias!.slice();
+    expect(late.length).toBeGreaterThan(1024);
+    late[late.length - 1] = Number.POSITIVE_INFINITY;
+    const insL = {
+      qCodes: ol.qCodes,
+      qScale: ol.qScale,
+      kCodes: ol.kCodes,
+      kScale: ol.kScale,
+      vCodes: ol.vCodes,
+      vScale: ol.vScale,
+    };
+    const fpl: NativeSageForwardProblem = { ...pl, scale: 0.2, left: -1, right: -1 };
+    const outL = { o: new Float32Array(pl.hq * pl.nq * pl.dv) };
+    await expect(
+      base!.run('sage.forward', fpl, { ...insL, bias: ol.bias }, outL),
+    ).resolves.toBeUndefined();
+    await expect(base!.run('sage.forward', fpl, { ...insL, bias: late }, outL)).rejects.toThrow(
+      new RegExp(`^inputs\\.bias\\[${late.length - 1}\\]: expected a finite number, got inf`),
+    );
     await expect(base!.run('sage.forward', { ...fp, smoothQ: false }, ins, out)).rejects.toThrow(
       /^inputs\.bias: expected undefined \(problem\.smoothQ is false/,
     );

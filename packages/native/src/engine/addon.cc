@@ -944,10 +944,25 @@ void checkCodes(Napi::Env env, const char* name, const int8_t* x, int64_t n) {
 }
 
 void checkFiniteArray(Napi::Env env, const char* name, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; i++)
-    if (!std::isfinite(x[i]))
-      rangeError(env, std::string(name) + "[" + std::to_string(i) + "]", "a finite number",
-                 std::to_string(x[i]));
+  // Blocks without an early exit, so the compiler vectorises the test (an exponent of all ones:
+  // inf or NaN); the element is looked for only in a block that has one. The loop with a branch
+  // per element took ~0.1 ms per MiB on the JS thread before every sage.forward (perf: 4.5% of a
+  // call with a near-empty band, its 1 MiB smoothQ bias).
+  constexpr int64_t kBlock = 1024;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = b + kBlock < n ? b + kBlock : n;
+    uint32_t bad = 0;
+    for (int64_t i = b; i < e; i++) {
+      uint32_t bits;
+      std::memcpy(&bits, x + i, 4);
+      bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (bad == 0) continue;
+    for (int64_t i = b; i < e; i++)
+      if (!std::isfinite(x[i]))
+        rangeError(env, std::string(name) + "[" + std::to_string(i) + "]", "a finite number",
+                   std::to_string(x[i]));
+  }
 }
 
 // sage.quantize: inputs q, k, v (f32, BHND), qBits (Uint8Array [hq], 4 or 8 each); outputs the

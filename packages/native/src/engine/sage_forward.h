@@ -128,9 +128,26 @@ ATTNKIT_ALWAYS_INLINE V sageExp2(V y) {
   // -inf input (kClamp false: no masked key in the tile) AVX-512 skips the clamp.
 #if defined(ATTNKIT_ISA_AVX512)
   const V yc = kClamp ? V::max(y, V::set1(-125.0f)) : y;
+  // 2^y = 2^n 2^(i / 32) 2^r with k = 32 n + i = rint(32 y) and |r| <= 1/64: adding 1.5 2^18
+  // (an ulp of 1/32) rounds y to k / 32 and leaves i in the sum's low 5 bits, which index a
+  // 32-entry table of 2^(i / 32) (vpermt2ps); 2^r = 1 + r (c1 + c2 r), so 2^(i/32) 2^r is
+  // T + (T r)(c1 + c2 r): 3 multiplies where the degree-5 polynomial of the other ISAs takes 5.
+  // The multiplies are what this kernel waits on (they share ports with vpdpbusd): the
+  // forward at (1, 8, 2048, 64) ran 2-3% faster (benchmarks/sage/ab.mjs, one thread), and
+  // without any exponential (a wrong kernel, a bound) 15% faster. In a simulation over 2M y in
+  // [-20, 8] it is closer to the correctly rounded 2^y than the polynomial (mean 0.51 ulp, max
+  // 1.72; the polynomial 0.66, 2.0). scalef floors k / 32 to n.
+  const V magic = V::set1(393216.0f);
+  const V t = yc + magic;
+  const V kq = t - magic;
+  const V r = yc - kq;  // exact
+  const __m512 lo = _mm512_setr_ps(0x1.000000p+0f, 0x1.059b0ep+0f, 0x1.0b5586p+0f, 0x1.11301ep+0f, 0x1.172b84p+0f, 0x1.1d4874p+0f, 0x1.2387a6p+0f, 0x1.29e9e0p+0f, 0x1.306fe0p+0f, 0x1.371a74p+0f, 0x1.3dea64p+0f, 0x1.44e086p+0f, 0x1.4bfdaep+0f, 0x1.5342b6p+0f, 0x1.5ab07ep+0f, 0x1.6247ecp+0f);
+  const __m512 hi = _mm512_setr_ps(0x1.6a09e6p+0f, 0x1.71f75ep+0f, 0x1.7a1148p+0f, 0x1.82589ap+0f, 0x1.8ace54p+0f, 0x1.93737cp+0f, 0x1.9c4918p+0f, 0x1.a5503cp+0f, 0x1.ae89fap+0f, 0x1.b7f770p+0f, 0x1.c199bep+0f, 0x1.cb720ep+0f, 0x1.d5818ep+0f, 0x1.dfc974p+0f, 0x1.ea4afap+0f, 0x1.f50766p+0f);
+  const V tab{_mm512_permutex2var_ps(lo, _mm512_castps_si512(t.v), hi)};
+  const V q = V::fma(V::set1(0.24022696912288666f), r, V::set1(0.6931573152542114f));
+  return V::scale2(V::fma(tab * r, q, tab), kq);
 #else
   const V yc = V::max(y, V::set1(-125.0f));
-#endif
   const V n = V::round(yc);
   const V f = yc - n;
   V p = V::fma(V::set1(1.326472731307149e-3f), f, V::set1(9.671512991189957e-3f));
@@ -139,6 +156,7 @@ ATTNKIT_ALWAYS_INLINE V sageExp2(V y) {
   p = V::fma(p, f, V::set1(6.931470036506653e-1f));
   p = V::fma(p, f, V::set1(1.0f));
   return V::scale2(p, n);
+#endif
 }
 
 // log2(255): 255 p = 2^((s - m) log2 e + log2 255), one fma from the exact scores' s - m. Its
@@ -160,6 +178,11 @@ struct SageQkArgs {
   const float* sqsk;    // granularity block / warp: f32(sQ sK) per [vector][key], else null
   const float* bias;    // smoothQ: the term per key (from the tile's first), else null
   float scale;
+  // The scale is a power of two (D 64, 256: 1/8, 1/16): sqsk, sq and bias come multiplied by
+  // it and the scores skip their last product. Scaling by 2^e is exact and commutes with every
+  // rounding (short of subnormals), so f32(f32(t qk) + bias) scale = f32(f32(t (qk scale)) +
+  // bias scale): the same bits, one multiply fewer per score.
+  bool folded;
   float* st;            // [keys][Bq] scores
   V* mx;                // [kFwdNV] the running max of the tile's scores per lane
 };
@@ -173,8 +196,10 @@ struct SageQkArgs {
 // key's correction -128 sum_c kCode.
 // The register blocks' loops over r are unrolled by pragma: GCC left the epilogue's loop
 // rolled, which made the accumulators an array in memory (24 spills and reloads per block).
+template <bool kFolded>
+struct SageScoresOf {
 template <int R>
-struct SageScores {
+struct K {
   static ATTNKIT_ALWAYS_INLINE void run(const SageQkArgs& a, int64_t r0) {
     Vi acc[R][kFwdNV];
     #pragma GCC unroll 8
@@ -222,6 +247,7 @@ struct SageScores {
     V sq[kFwdNV], mx[kFwdNV];
     for (int v = 0; v < kFwdNV; v++) {
       sq[v] = V::load(a.sq + v * V::L);
+      if (kFolded) sq[v] = sq[v] * V::set1(a.scale);
       mx[v] = a.mx[v];
     }
     const V scale = V::set1(a.scale);
@@ -235,7 +261,7 @@ struct SageScores {
         const V qk = a.sqsk != nullptr ? V::set1(a.sqsk[v * kSageTile + j]) : sq[v] * sk;
         V t = V::opaque(viToF(acc[r][v]) * qk);
         if (a.bias != nullptr) t = t + bj;
-        const V s = t * scale;
+        const V s = kFolded ? t : t * scale;
         s.store(a.st + j * kFwdBq + v * V::L);
         mx[v] = V::max(mx[v], s);
       }
@@ -243,6 +269,15 @@ struct SageScores {
     for (int v = 0; v < kFwdNV; v++) a.mx[v] = mx[v];
   }
 };
+};
+
+// All keys of a tile.
+template <bool kFolded>
+ATTNKIT_ALWAYS_INLINE void sageScores(const SageQkArgs& a, int64_t keys) {
+  int64_t r = 0;
+  for (; r + kSageMR <= keys; r += kSageMR) SageScoresOf<kFolded>::template K<kSageMR>::run(a, r);
+  if (r < keys) withRows<SageScoresOf<kFolded>::template K, kSageMR>(keys - r, a, r);
+}
 
 // P V of one key tile (pvBits 8): what a register block of channels needs.
 struct SagePvArgs {
@@ -356,8 +391,9 @@ struct SageScratch {
   float* diag;
   float* kept;  // fwdMask's block-sparse flags (unused: no block mask)
   float* sqsk;  // [kFwdNV][64] f32(sQ sK) of the tile (granularity block / warp)
+  float* bias;  // [64] the tile's smoothQ bias times a power-of-two scale (SageQkArgs::folded)
   static int64_t floats(int64_t d, int64_t dv) {
-    return (d / 4 + 1 + kSageTile + kSageGroups + dv + 4) * kFwdBq + kFwdNV * kSageTile;
+    return (d / 4 + 1 + kSageTile + kSageGroups + dv + 4) * kFwdBq + (kFwdNV + 1) * kSageTile;
   }
   SageScratch(float* base, int64_t d, int64_t dv) {
     qp = reinterpret_cast<int32_t*>(base);
@@ -370,8 +406,42 @@ struct SageScratch {
     diag = l + kFwdBq;
     kept = diag + kFwdBq;
     sqsk = kept + kFwdBq;
+    bias = sqsk + kFwdNV * kSageTile;
   }
 };
+
+#if defined(ATTNKIT_ISA_AVX512)
+// dst[c dstStride + j] = src[j srcStride + c] (j, c < 16) for 32-bit words, each word xor-ed
+// with `flip`: 64 shuffles in registers instead of 256 strided scalar moves. The block's packed
+// Q (64 rows x d / 4 words) and its O (dv x 64 lanes, back to rows) are such transposes; done
+// by scalar moves they took 3% of the forward at (1, 8, 2048, 64).
+ATTNKIT_ALWAYS_INLINE void sageTranspose16(const int32_t* src, int64_t srcStride, int32_t* dst,
+                                           int64_t dstStride, int32_t flip = 0) {
+  __m512i t[16], u[16], v[16];
+  const __m512i x = _mm512_set1_epi32(flip);
+  for (int i = 0; i < 8; i++) {
+    const __m512i a = _mm512_xor_si512(_mm512_loadu_si512(src + 2 * i * srcStride), x);
+    const __m512i b = _mm512_xor_si512(_mm512_loadu_si512(src + (2 * i + 1) * srcStride), x);
+    t[2 * i] = _mm512_unpacklo_epi32(a, b);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(a, b);
+  }
+  for (int i = 0; i < 4; i++) {
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int h = 0; h < 2; h++)
+    for (int k = 0; k < 4; k++) {
+      v[8 * h + k] = _mm512_shuffle_i32x4(u[8 * h + k], u[8 * h + 4 + k], 0x88);
+      v[8 * h + 4 + k] = _mm512_shuffle_i32x4(u[8 * h + k], u[8 * h + 4 + k], 0xdd);
+    }
+  for (int k = 0; k < 8; k++) {
+    _mm512_storeu_si512(dst + k * dstStride, _mm512_shuffle_i32x4(v[k], v[8 + k], 0x88));
+    _mm512_storeu_si512(dst + (8 + k) * dstStride, _mm512_shuffle_i32x4(v[k], v[8 + k], 0xdd));
+  }
+}
+#endif
 
 // One block of query rows [i0, i0 + rows) of (b, h): its key tiles in order, then O and LSE.
 inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const SageKv& kv,
@@ -384,7 +454,17 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
   // The block: packed Q codes (VNNI: + 128, as u8), each lane's sQ, empty statistics.
   const int8_t* qc = c.qCodes + ((b * z.hq + h) * nq + i0) * d;
   const float* qs = c.qScale + (b * z.hq + h) * z.nQG;
-  for (int64_t g = 0; g < d / 4; g++) {
+  int64_t g0 = 0;
+#if defined(ATTNKIT_ISA_AVX512)
+  // Whole blocks: 16 x 16 transposes of the rows' 4-code words (codes are 4-byte aligned: d is
+  // a multiple of 16).
+  if (rows == kFwdBq)
+    for (; g0 + 16 <= d / 4; g0 += 16)
+      for (int64_t ib = 0; ib < kFwdBq; ib += 16)
+        sageTranspose16(reinterpret_cast<const int32_t*>(qc + ib * d) + g0, d / 4,
+                        sc.qp + g0 * kFwdBq + ib, kFwdBq, static_cast<int32_t>(0x80808080u));
+#endif
+  for (int64_t g = g0; g < d / 4; g++) {
     for (int64_t i = 0; i < kFwdBq; i++) {
       int32_t w = i < rows ? sageLoad32(qc + i * d + 4 * g) : 0;
 #if defined(ATTNKIT_ISA_AVX512)
@@ -417,6 +497,8 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
   const bool sharedSq = z.granularity != SageGranularity::kThread;
   qa.sqsk = sharedSq ? sc.sqsk : nullptr;
   qa.scale = c.scale;
+  int scaleExp = 0;
+  qa.folded = std::fabs(std::frexp(c.scale, &scaleExp)) == 0.5f;
   qa.st = sc.st;
   const int8_t* kc = c.kCodes + (b * z.hkv + hk) * nk * d;
   const float* bias =
@@ -436,10 +518,17 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
     qa.corr = kv.corr != nullptr ? kv.corr + j0 : nullptr;
     qa.sk = kv.sk + j0;
     qa.bias = bias != nullptr ? bias + j0 : nullptr;
+    if (qa.folded && bias != nullptr) {
+      for (int64_t j = 0; j < keys; j++) sc.bias[j] = qa.bias[j] * c.scale;
+      qa.bias = sc.bias;
+    }
     if (sharedSq) {
       for (int v = 0; v < kFwdNV; v++) {
         const float sqv = sc.sq[v * V::L];
-        for (int64_t j = 0; j < keys; j++) sc.sqsk[v * kSageTile + j] = sqv * qa.sk[j];
+        for (int64_t j = 0; j < keys; j++) {
+          const float x = sqv * qa.sk[j];  // f32(sQ sK), then exactly times 2^e
+          sc.sqsk[v * kSageTile + j] = qa.folded ? x * c.scale : x;
+        }
       }
     }
     // Masked scores (-inf) in the tile: the partial tiles' and the padding past a short tile's
@@ -448,9 +537,10 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
     V mx[kFwdNV];
     for (int v = 0; v < kFwdNV; v++) mx[v] = V::set1(-kInf);
     qa.mx = mx;
-    int64_t r = 0;
-    for (; r + kSageMR <= keys; r += kSageMR) SageScores<kSageMR>::run(qa, r);
-    if (r < keys) withRows<SageScores, kSageMR>(keys - r, qa, r);
+    if (qa.folded)
+      sageScores<true>(qa, keys);
+    else
+      sageScores<false>(qa, keys);
     if (vis == Vis::kPartial) {
       // The masked tile's max (the scores' epilogue saw them unmasked).
       fwdMask(band, nullptr, blk, j0, j1, fsc);
@@ -482,14 +572,32 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
   const float* dV = c.pvBits == 8 ? c.vScale + (b * z.hkv + hk) * dv : nullptr;
   // pvBits 8: l sums 255 p.
   const float lUnit = c.pvBits == 8 ? 255.0f : 1.0f;
+  // Lanes first (vectors along the rows, as ot holds them): ot[ch][i] = ot dV / l in place, the
+  // spec's rounding (a product, then a division); then a transposing copy into O's rows (a
+  // division per element in a strided scalar loop before: ~1% of the forward at D 64).
+  float* lv = sc.l;  // l in the finish's unit, per lane
+  for (int v = 0; v < kFwdNV; v++) (V::load(sc.l + v * V::L) / V::set1(lUnit)).store(lv + v * V::L);
+  for (int64_t ch = 0; ch < dv; ch++) {
+    float* ot = sc.ot + ch * kFwdBq;
+    const V scale = V::set1(dV != nullptr ? dV[ch] : 1.0f);
+    for (int v = 0; v < kFwdNV; v++) {
+      const V x = V::load(ot + v * V::L);
+      ((dV != nullptr ? x * scale : x) / V::load(lv + v * V::L)).store(ot + v * V::L);
+    }
+  }
+  int64_t iDone = 0;  // rows [0, iDone) copied by transposes (dead rows are zeroed below)
+#if defined(ATTNKIT_ISA_AVX512)
+  if (dv % 16 == 0)
+    for (; iDone + 16 <= rows; iDone += 16)
+      for (int64_t ch = 0; ch < dv; ch += 16)
+        sageTranspose16(reinterpret_cast<const int32_t*>(sc.ot + ch * kFwdBq + iDone), kFwdBq,
+                        reinterpret_cast<int32_t*>(o + iDone * dv + ch), dv);
+#endif
   for (int64_t i = 0; i < rows; i++) {
-    const float li = sc.l[i] / lUnit;
+    const float li = lv[i];
     if (sc.m[i] > -kInf && li > 0.0f) {
-      if (dV != nullptr) {
-        for (int64_t ch = 0; ch < dv; ch++) o[i * dv + ch] = sc.ot[ch * kFwdBq + i] * dV[ch] / li;
-      } else {
-        for (int64_t ch = 0; ch < dv; ch++) o[i * dv + ch] = sc.ot[ch * kFwdBq + i] / li;
-      }
+      if (i >= iDone)
+        for (int64_t ch = 0; ch < dv; ch++) o[i * dv + ch] = sc.ot[ch * kFwdBq + i];
       if (lse != nullptr)
         lse[i] = static_cast<float>(static_cast<double>(sc.m[i]) + std::log(static_cast<double>(li)));
     } else {
@@ -519,6 +627,40 @@ inline void sagePrepare(const SageForwardCall& c, int64_t t, float* sk, int32_t*
   const int64_t tiles = ceilDiv(nk, kSageTile);
   for (int64_t tt = 0; tt < tiles; tt++) {
     int32_t* out = vp + tt * dv * kSageGroups;
+#if defined(ATTNKIT_ISA_AVX512)
+    if ((tt + 1) * kSageTile <= nk && dv % 64 == 0) {
+      // A whole tile's words are its codes transposed (byte 4 g + kk of channel ch's words is
+      // key 4 g + kk), 64 channels at a time: byte unpacks of 4 key rows give each channel's
+      // word of those 4 keys (w[q], per 128-bit block b: channels 16 b + 4 q .. + 3), then
+      // 16 x 16 word transposes put the 16 words of a channel in its row.
+      alignas(64) int32_t w[4][kSageGroups][16];
+      const int8_t* src = vc + tt * kSageTile * dv;
+      for (int64_t c0 = 0; c0 < dv; c0 += 64) {
+        for (int64_t g = 0; g < kSageGroups; g++) {
+          const int8_t* r = src + 4 * g * dv + c0;
+          const __m512i r0 = _mm512_loadu_si512(r), r1 = _mm512_loadu_si512(r + dv);
+          const __m512i r2 = _mm512_loadu_si512(r + 2 * dv), r3 = _mm512_loadu_si512(r + 3 * dv);
+          const __m512i l01 = _mm512_unpacklo_epi8(r0, r1), h01 = _mm512_unpackhi_epi8(r0, r1);
+          const __m512i l23 = _mm512_unpacklo_epi8(r2, r3), h23 = _mm512_unpackhi_epi8(r2, r3);
+          _mm512_store_si512(w[0][g], _mm512_unpacklo_epi16(l01, l23));
+          _mm512_store_si512(w[1][g], _mm512_unpackhi_epi16(l01, l23));
+          _mm512_store_si512(w[2][g], _mm512_unpacklo_epi16(h01, h23));
+          _mm512_store_si512(w[3][g], _mm512_unpackhi_epi16(h01, h23));
+        }
+        // Lane 4 b + i of w[q] is channel c0 + 16 b + 4 q + i; the transpose's row 4 b + i holds
+        // that channel's 16 words.
+        alignas(64) int32_t tr[16][kSageGroups];
+        for (int q = 0; q < 4; q++) {
+          sageTranspose16(&w[q][0][0], 16, &tr[0][0], kSageGroups);
+          for (int b = 0; b < 4; b++)
+            for (int i = 0; i < 4; i++)
+              std::memcpy(out + (c0 + 16 * b + 4 * q + i) * kSageGroups, tr[4 * b + i],
+                          sizeof(int32_t) * kSageGroups);
+        }
+      }
+      continue;
+    }
+#endif
     for (int64_t ch = 0; ch < dv; ch++) {
       for (int64_t g = 0; g < kSageGroups; g++) {
         uint32_t w = 0;
