@@ -115,6 +115,32 @@ describe('pure parts', () => {
     expect(next).toEqual([first[0], ...extra, foreign]);
   });
 
+  it('releases behind a fence return once it settles, oldest first; a settled fence starts a new batch', async () => {
+    const pool = new BufferPool(fakeDevice());
+    const [a, b, c] = [0, 1, 2].map(() => pool.acquire(300, 1));
+    let open!: () => void;
+    const fence = new Promise<void>((r) => {
+      open = r;
+    });
+    pool.releaseFence = () => fence;
+    pool.release(c!);
+    pool.release(a!);
+    // Held until the fence settles: nothing is free, so an acquire makes a buffer.
+    const d = pool.acquire(300, 1);
+    expect([a, b, c]).not.toContain(d);
+    expect(pool.live).toBe(4);
+    open();
+    await fence;
+    expect(pool.live).toBe(2);
+    expect([pool.acquire(300, 1), pool.acquire(300, 1)]).toEqual([a, c]);
+    // The same, settled fence again: its earlier batch is done, so this release gets its own.
+    pool.release(b!);
+    expect(pool.live).toBe(4);
+    await fence;
+    expect(pool.live).toBe(3);
+    expect(pool.acquire(300, 1)).toBe(b);
+  });
+
   it('caches released buffers up to max(maxCachedBytes, peak - live), the oldest destroyed past it', () => {
     const destroyedBufs: unknown[] = [];
     // recentAcquires 0: every released buffer counts as old (the limit alone decides).

@@ -6,6 +6,22 @@ import { describe, ValueError } from '@attnkit/tensor';
  * earlier commands still use it is safe: WebGPU executes a queue's commands in order, so the
  * next user's writes come after them.
  */
+/** A size class's free buffers, newest first, and their creation ranks (the sort key). */
+interface FreeList {
+  buffers: GPUBuffer[];
+  ranks: number[];
+}
+
+/** A buffer's creation rank (Infinity: not made by the pool), size, usage; while free, its list
+ * and the acquisition count it was released at. */
+interface Slot {
+  rank: number;
+  size: number;
+  usage: number;
+  list: FreeList | undefined;
+  at: number;
+}
+
 export class BufferPool {
   /**
    * Free buffers per size class and usage, sorted by creation order, the oldest last: acquire
@@ -17,11 +33,19 @@ export class BufferPool {
    * generate in a process): every pass missed nn's cache and made its bind group anew (90 a
    * token, ~15% of a GPT-2 decoded token's host time on Dawn's null backend).
    */
-  private readonly free = new Map<string, GPUBuffer[]>();
-  /** Creation order of the buffers the pool made (the free lists' sort key; `created` then). */
-  private readonly order = new WeakMap<GPUBuffer, number>();
-  /** The free buffers in the order they were released (oldest first): their list and when. */
-  private readonly lru = new Map<GPUBuffer, { list: GPUBuffer[]; at: number }>();
+  private readonly free = new Map<number, Map<number, FreeList>>();
+  /**
+   * What the pool knows of each buffer it has seen, read once: a GPUBuffer's size and usage are
+   * getters into the WebGPU binding (in Node, a call into Dawn's), and release and acquire run
+   * a few hundred times a decoded token; a string key per call and a WeakMap lookup per step of
+   * the sorted insert made releaseNow ~6% of GPT decoding's host time on Dawn's null backend.
+   */
+  private readonly slots = new WeakMap<GPUBuffer, Slot>();
+  /** The free buffers in the order they were released (oldest first), with their slots. */
+  private readonly lru = new Map<GPUBuffer, Slot>();
+  /** Buffers released behind `fenced` (one promise reaction for all of them). */
+  private fenced: Promise<unknown> | undefined = undefined;
+  private fencedBatch: GPUBuffer[] = [];
   private cached = 0;
   /** Buffers handed out and not yet released, and their bytes. */
   live = 0;
@@ -111,16 +135,16 @@ export class BufferPool {
   acquire(bytes: number, usage: GPUBufferUsageFlags, label?: string): GPUBuffer {
     const size = BufferPool.sizeClass(bytes);
     this.acquires++;
-    const key = `${usage}:${size}`;
-    const list = this.free.get(key);
-    let buffer = list?.pop();
+    const list = this.free.get(usage)?.get(size);
+    let buffer = list?.buffers.pop();
     const made = !buffer;
     if (buffer) {
+      list!.ranks.pop();
       this.cached -= size;
       this.lru.delete(buffer);
     } else {
       buffer = this.device.createBuffer({ size, usage, label });
-      this.order.set(buffer, this.created++);
+      this.slots.set(buffer, { rank: this.created++, size, usage, list: undefined, at: 0 });
     }
     this.live++;
     this.liveBytes += size;
@@ -141,13 +165,16 @@ export class BufferPool {
     if (this.cached + incoming <= limit) return;
     const hard = this.hardCacheLimitBytes;
     const recent = this.acquires - this.recentAcquires;
-    for (const [old, { list, at }] of this.lru) {
+    for (const [old, slot] of this.lru) {
       if (this.cached + incoming <= limit) break;
       // Oldest first: from here on every buffer is recent.
-      if (at > recent && this.cached + incoming <= hard) break;
+      if (slot.at > recent && this.cached + incoming <= hard) break;
       this.lru.delete(old);
-      list.splice(list.indexOf(old), 1);
-      this.cached -= old.size;
+      const list = slot.list!;
+      const i = list.buffers.indexOf(old);
+      list.buffers.splice(i, 1);
+      list.ranks.splice(i, 1);
+      this.cached -= slot.size;
       this.destroyBuffer(old);
     }
   }
@@ -176,8 +203,18 @@ export class BufferPool {
   release(buffer: GPUBuffer): void {
     const fence = this.releaseFence?.();
     if (fence) {
-      const now = () => this.releaseNow(buffer);
-      fence.then(now, now);
+      // The buffers released behind one fence share one promise reaction, in release order.
+      if (fence !== this.fenced) {
+        this.fenced = fence;
+        const batch: GPUBuffer[] = (this.fencedBatch = []);
+        const now = () => {
+          // Later releases behind this (settled) fence start a new batch and reaction.
+          if (this.fenced === fence) this.fenced = undefined;
+          for (const b of batch) this.releaseNow(b);
+        };
+        fence.then(now, now);
+      }
+      this.fencedBatch.push(buffer);
       return;
     }
     this.releaseNow(buffer);
@@ -185,34 +222,55 @@ export class BufferPool {
 
   /** release() without the fence: for buffers no queued work can use. */
   releaseNow(buffer: GPUBuffer): void {
+    let slot = this.slots.get(buffer);
+    if (!slot) {
+      // A buffer the pool did not make sorts as the newest.
+      slot = {
+        rank: Number.POSITIVE_INFINITY,
+        size: buffer.size,
+        usage: buffer.usage,
+        list: undefined,
+        at: 0,
+      };
+      this.slots.set(buffer, slot);
+    }
+    const size = slot.size;
     this.live--;
-    this.liveBytes -= buffer.size;
+    this.liveBytes -= size;
     const limit = this.hardCacheLimitBytes;
-    if (buffer.size > limit) {
+    if (size > limit) {
       this.destroyBuffer(buffer);
       return;
     }
     // Over the limit, the buffers unused longest go first: a workload that changed its sizes (f32
     // then f16, another batch shape) must not keep the old sizes cached while the new ones are
     // destroyed and re-made every step.
-    this.evict(buffer.size);
-    const key = `${buffer.usage}:${buffer.size}`;
-    let list = this.free.get(key);
-    if (!list) this.free.set(key, (list = []));
-    // Sorted newest first (acquire pops the oldest); a buffer the pool did not make sorts as
-    // the newest.
-    const rank = this.order.get(buffer) ?? Number.POSITIVE_INFINITY;
+    this.evict(size);
+    let bySize = this.free.get(slot.usage);
+    if (!bySize) this.free.set(slot.usage, (bySize = new Map()));
+    let list = bySize.get(size);
+    if (!list) bySize.set(size, (list = { buffers: [], ranks: [] }));
+    // Sorted newest first (acquire pops the oldest).
+    const rank = slot.rank;
+    const ranks = list.ranks;
     let lo = 0;
-    let hi = list.length;
+    let hi = ranks.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if ((this.order.get(list[mid]!) ?? Number.POSITIVE_INFINITY) >= rank) lo = mid + 1;
+      if (ranks[mid]! >= rank) lo = mid + 1;
       else hi = mid;
     }
-    if (lo === list.length) list.push(buffer);
-    else list.splice(lo, 0, buffer);
-    this.lru.set(buffer, { list, at: this.acquires });
-    this.cached += buffer.size;
+    if (lo === ranks.length) {
+      list.buffers.push(buffer);
+      ranks.push(rank);
+    } else {
+      list.buffers.splice(lo, 0, buffer);
+      ranks.splice(lo, 0, rank);
+    }
+    slot.list = list;
+    slot.at = this.acquires;
+    this.lru.set(buffer, slot);
+    this.cached += size;
   }
 
   /** Starts a new high-water mark at the bytes handed out now; returns them. */
@@ -228,7 +286,8 @@ export class BufferPool {
 
   /** Destroys every cached buffer (live ones are untouched). */
   trim(): void {
-    for (const list of this.free.values()) for (const b of list) this.destroyBuffer(b);
+    for (const bySize of this.free.values())
+      for (const list of bySize.values()) for (const b of list.buffers) this.destroyBuffer(b);
     this.free.clear();
     this.lru.clear();
     this.cached = 0;
