@@ -15,7 +15,8 @@ def undo(text, old, new):
     return text.replace(old, new)
 
 
-lifo = undo(s, 'if (lo === list.length) list.push(buffer);', 'if (true) list.push(buffer);')
+# The sorted insert always at the end of the free list, where acquire pops: last released first.
+lifo = undo(s, 'if (lo === ranks.length) {', 'if (true) {')
 (dist / 'bench-gpt-lifo.mjs').write_text(lifo)
 s20 = undo(undo(lifo, 'sharePasses: true,', 'sharePasses: false,'), 'fuseLinear: true', 'fuseLinear: false')
 (dist / 'bench-gpt-s20.mjs').write_text(s20)
