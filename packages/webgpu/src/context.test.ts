@@ -115,7 +115,7 @@ describe('pure parts', () => {
     expect(next).toEqual([first[0], ...extra, foreign]);
   });
 
-  it('releases behind a fence return once it settles, oldest first; a settled fence starts a new batch', async () => {
+  it('releases behind a fence return once it settles, oldest first; a fence returned again after it settled still releases', async () => {
     const pool = new BufferPool(fakeDevice());
     const [a, b, c] = [0, 1, 2].map(() => pool.acquire(300, 1));
     let open!: () => void;
@@ -133,7 +133,7 @@ describe('pure parts', () => {
     await fence;
     expect(pool.live).toBe(2);
     expect([pool.acquire(300, 1), pool.acquire(300, 1)]).toEqual([a, c]);
-    // The same, settled fence again: its earlier batch is done, so this release gets its own.
+    // The same fence again, already settled.
     pool.release(b!);
     expect(pool.live).toBe(4);
     await fence;

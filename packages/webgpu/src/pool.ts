@@ -43,9 +43,6 @@ export class BufferPool {
   private readonly slots = new WeakMap<GPUBuffer, Slot>();
   /** The free buffers in the order they were released (oldest first), with their slots. */
   private readonly lru = new Map<GPUBuffer, Slot>();
-  /** Buffers released behind `fenced` (one promise reaction for all of them). */
-  private fenced: Promise<unknown> | undefined = undefined;
-  private fencedBatch: GPUBuffer[] = [];
   private cached = 0;
   /** Buffers handed out and not yet released, and their bytes. */
   live = 0;
@@ -203,18 +200,8 @@ export class BufferPool {
   release(buffer: GPUBuffer): void {
     const fence = this.releaseFence?.();
     if (fence) {
-      // The buffers released behind one fence share one promise reaction, in release order.
-      if (fence !== this.fenced) {
-        this.fenced = fence;
-        const batch: GPUBuffer[] = (this.fencedBatch = []);
-        const now = () => {
-          // Later releases behind this (settled) fence start a new batch and reaction.
-          if (this.fenced === fence) this.fenced = undefined;
-          for (const b of batch) this.releaseNow(b);
-        };
-        fence.then(now, now);
-      }
-      this.fencedBatch.push(buffer);
+      const now = () => this.releaseNow(buffer);
+      fence.then(now, now);
       return;
     }
     this.releaseNow(buffer);

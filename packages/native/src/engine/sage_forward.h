@@ -178,10 +178,14 @@ struct SageQkArgs {
   const float* sqsk;    // granularity block / warp: f32(sQ sK) per [vector][key], else null
   const float* bias;    // smoothQ: the term per key (from the tile's first), else null
   float scale;
-  // The scale is a power of two (D 64, 256: 1/8, 1/16): sqsk, sq and bias come multiplied by
-  // it and the scores skip their last product. Scaling by 2^e is exact and commutes with every
-  // rounding (short of subnormals), so f32(f32(t qk) + bias) scale = f32(f32(t (qk scale)) +
-  // bias scale): the same bits, one multiply fewer per score.
+  // The scale is a power of two in [2^-126, 1] (D 64, 256: 1/8, 1/16): sqsk, sq and bias come
+  // multiplied by it and the scores skip their last product. Scaling by 2^e is exact and
+  // commutes with rounding while nothing is subnormal or overflows, so f32(f32(t qk) + bias)
+  // scale = f32(f32(t (qk scale)) + bias scale): the same bits, one multiply fewer per score.
+  // Outside normal magnitudes (f32(sQ sK) scale or a score below 2^-126: inputs near 1e-19; a
+  // t that overflows f32: inputs near 1e19) the two orders can differ in the last bits or in
+  // where inf appears; a scale above 1 could overflow qk scale where the spec's t is finite,
+  // so it is not folded.
   bool folded;
   float* st;            // [keys][Bq] scores
   V* mx;                // [kFwdNV] the running max of the tile's scores per lane
@@ -498,7 +502,9 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
   qa.sqsk = sharedSq ? sc.sqsk : nullptr;
   qa.scale = c.scale;
   int scaleExp = 0;
-  qa.folded = std::fabs(std::frexp(c.scale, &scaleExp)) == 0.5f;
+  const float scaleAbs = std::fabs(c.scale);
+  qa.folded = std::fabs(std::frexp(c.scale, &scaleExp)) == 0.5f && scaleAbs <= 1.0f &&
+              scaleAbs >= std::numeric_limits<float>::min();
   qa.st = sc.st;
   const int8_t* kc = c.kCodes + (b * z.hkv + hk) * nk * d;
   const float* bias =
