@@ -14,6 +14,7 @@ import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { sageCase } from './case.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -40,22 +41,8 @@ if (a.child) {
   const { flashAttention } = await dist('flash-attention');
   const { quantizeSageNative, sageForwardNative } = await dist('skeleton');
   const shape = a.shape.split(',').map(Number);
-  const [B, H, N, D] = shape;
-  const rng = new Rng(11);
-  const fill = () =>
-    rng
-      .randn([B * H * N * D])
-      .toFloat32Array()
-      .slice();
-  const [q, k, v] = [fill(), fill(), fill()];
-  const dims = { batch: B, hq: H, hkv: H, nq: N, nk: N, d: D, dv: D };
-  const config = {
-    qBits: new Uint8Array(H).fill(8),
-    granularity: 'warp',
-    smoothK: true,
-    smoothQ: true,
-    pvBits: 8,
-  };
+  const D = shape[3];
+  const { q, k, v, dims, config } = sageCase(new Rng(11), shape);
   const codec = await quantizeSageNative(q, k, v, dims, config);
   const kernel = { scale: 1 / Math.sqrt(D), causal: a.causal, returnLse: false };
   const [tq, tk, tv] = [q, k, v].map((x) => Tensor.from(x, shape));

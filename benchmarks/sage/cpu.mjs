@@ -24,6 +24,7 @@ import { setTimeout } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { multiHeadAttentionModel } from '../native/onnx.mjs';
+import { sageCase } from './case.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -162,17 +163,7 @@ const rng = new Rng(11);
 const results = [];
 for (const shape of SHAPES) {
   const [B, H, N, D] = shape;
-  const size = B * H * N * D;
-  const fill = () => rng.randn([size]).toFloat32Array().slice();
-  const [q, k, v] = [fill(), fill(), fill()];
-  const dims = { batch: B, hq: H, hkv: H, nq: N, nk: N, d: D, dv: D };
-  const config = {
-    qBits: new Uint8Array(H).fill(8),
-    granularity: 'warp',
-    smoothK: true,
-    smoothQ: true,
-    pvBits: 8,
-  };
+  const { q, k, v, dims, config } = sageCase(rng, shape);
   const rowRng = new Rng(N + D);
   const rows = [];
   for (let b = 0; b < B; b++)

@@ -166,16 +166,34 @@ class Keep {
   std::vector<Napi::ObjectReference> refs_;
 };
 
+void checkFiniteArray(Napi::Env env, const char* name, const float* x, int64_t n) {
+  // Blocks without an early exit, so the compiler vectorises the test (an exponent of all ones:
+  // inf or NaN); the element is looked for only in a block that has one. The loop with a branch
+  // per element took ~0.1 ms per MiB on the JS thread before every sage.forward (perf: 4.5% of a
+  // call with a near-empty band, its 1 MiB smoothQ bias).
+  constexpr int64_t kBlock = 1024;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = b + kBlock < n ? b + kBlock : n;
+    uint32_t bad = 0;
+    for (int64_t i = b; i < e; i++) {
+      uint32_t bits;
+      std::memcpy(&bits, x + i, 4);
+      bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (bad == 0) continue;
+    for (int64_t i = b; i < e; i++)
+      if (!std::isfinite(x[i]))
+        rangeError(env, std::string(name) + "[" + std::to_string(i) + "]", "a finite number",
+                   std::to_string(x[i]));
+  }
+}
+
 // A Float32Array of exactly `want` finite elements (the hooks' parameters).
 const float* finiteF32(const Napi::Value& v, const std::string& name, int64_t want,
                        const std::string& why, Keep& keep) {
   F32 a = f32Arg(v, name);
   expectLength(v.Env(), name, a.length, want, why);
-  for (int64_t i = 0; i < a.length; i++) {
-    if (!std::isfinite(a.data[i]))
-      rangeError(v.Env(), name + "[" + std::to_string(i) + "]", "a finite number",
-                 std::to_string(a.data[i]));
-  }
+  checkFiniteArray(v.Env(), name.c_str(), a.data, a.length);
   keep.add(v);
   return a.data;
 }
@@ -943,27 +961,6 @@ void checkCodes(Napi::Env env, const char* name, const int8_t* x, int64_t n) {
   }
 }
 
-void checkFiniteArray(Napi::Env env, const char* name, const float* x, int64_t n) {
-  // Blocks without an early exit, so the compiler vectorises the test (an exponent of all ones:
-  // inf or NaN); the element is looked for only in a block that has one. The loop with a branch
-  // per element took ~0.1 ms per MiB on the JS thread before every sage.forward (perf: 4.5% of a
-  // call with a near-empty band, its 1 MiB smoothQ bias).
-  constexpr int64_t kBlock = 1024;
-  for (int64_t b = 0; b < n; b += kBlock) {
-    const int64_t e = b + kBlock < n ? b + kBlock : n;
-    uint32_t bad = 0;
-    for (int64_t i = b; i < e; i++) {
-      uint32_t bits;
-      std::memcpy(&bits, x + i, 4);
-      bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-    }
-    if (bad == 0) continue;
-    for (int64_t i = b; i < e; i++)
-      if (!std::isfinite(x[i]))
-        rangeError(env, std::string(name) + "[" + std::to_string(i) + "]", "a finite number",
-                   std::to_string(x[i]));
-  }
-}
 
 // sage.quantize: inputs q, k, v (f32, BHND), qBits (Uint8Array [hq], 4 or 8 each); outputs the
 // codec: qCodes, qScale, kCodes, kScale, vCodes and vScale (pvBits 8), bias (smoothQ).

@@ -251,7 +251,6 @@ struct K {
     V sq[kFwdNV], mx[kFwdNV];
     for (int v = 0; v < kFwdNV; v++) {
       sq[v] = V::load(a.sq + v * V::L);
-      if (kFolded) sq[v] = sq[v] * V::set1(a.scale);
       mx[v] = a.mx[v];
     }
     const V scale = V::set1(a.scale);
@@ -477,8 +476,14 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
       sc.qp[g * kFwdBq + i] = w;
     }
   }
+  // SageQkArgs::folded: sQ itself carries the scale (exactly), so f32(sQ sK) does too.
+  int scaleExp = 0;
+  const float scaleAbs = std::fabs(c.scale);
+  const bool folded = std::fabs(std::frexp(c.scale, &scaleExp)) == 0.5f && scaleAbs <= 1.0f &&
+                      scaleAbs >= std::numeric_limits<float>::min();
+  const float sqScale = folded ? c.scale : 1.0f;
   for (int64_t i = 0; i < kFwdBq; i++) {
-    sc.sq[i] = i < rows ? qs[sageQGroup(i0 + i, z.granularity)] : 0.0f;
+    sc.sq[i] = i < rows ? qs[sageQGroup(i0 + i, z.granularity)] * sqScale : 0.0f;
     sc.m[i] = -kInf;
     sc.l[i] = 0.0f;
     sc.diag[i] = static_cast<float>(i0 + i + s.off);
@@ -501,10 +506,7 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
   const bool sharedSq = z.granularity != SageGranularity::kThread;
   qa.sqsk = sharedSq ? sc.sqsk : nullptr;
   qa.scale = c.scale;
-  int scaleExp = 0;
-  const float scaleAbs = std::fabs(c.scale);
-  qa.folded = std::fabs(std::frexp(c.scale, &scaleExp)) == 0.5f && scaleAbs <= 1.0f &&
-              scaleAbs >= std::numeric_limits<float>::min();
+  qa.folded = folded;
   qa.st = sc.st;
   const int8_t* kc = c.kCodes + (b * z.hkv + hk) * nk * d;
   const float* bias =
@@ -531,10 +533,7 @@ inline void sageBlock(const SageForwardCall& c, const AttnProblem& band, const S
     if (sharedSq) {
       for (int v = 0; v < kFwdNV; v++) {
         const float sqv = sc.sq[v * V::L];
-        for (int64_t j = 0; j < keys; j++) {
-          const float x = sqv * qa.sk[j];  // f32(sQ sK), then exactly times 2^e
-          sc.sqsk[v * kSageTile + j] = qa.folded ? x * c.scale : x;
-        }
+        for (int64_t j = 0; j < keys; j++) sc.sqsk[v * kSageTile + j] = sqv * qa.sk[j];
       }
     }
     // Masked scores (-inf) in the tile: the partial tiles' and the padding past a short tile's
