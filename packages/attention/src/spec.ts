@@ -126,7 +126,12 @@ export interface AttentionProblem {
 }
 
 /** Element offset of token 0 of (batch b, query head h) in q (width d) or o (width dv). */
-export function qBase(p: AttentionProblem, b: number, h: number, width: number): number {
+export function qBase(
+  p: Pick<AttentionProblem, 'layout' | 'hq' | 'maxSeqQ' | 'startQ'>,
+  b: number,
+  h: number,
+  width: number,
+): number {
   return p.layout === 'BHND'
     ? (b * p.hq + h) * p.maxSeqQ * width
     : (p.startQ[b]! * p.hq + h) * width;

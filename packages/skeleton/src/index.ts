@@ -129,4 +129,5 @@ export {
   type TcPass,
   type TcPlanInput,
   type TcTilePlan,
+  tcQDirectFits,
 } from './webgpu/tc-plan.js';

@@ -75,6 +75,7 @@ import {
   tcForwardShader,
   tcForwardWorkgroupBytes,
 } from './tc-forward.js';
+import { tcQDirectFits } from './tc-plan.js';
 
 /** WebGPU's buffer type, named through @attnkit/webgpu so this package needs no WebGPU typings of its own. */
 type GpuBuffer = WebGpuStorage['buffer'];
@@ -876,6 +877,8 @@ function forwardLaunch(
     const buffers = {
       ...hookBuffers(pr, owned),
       ...pr.buffers,
+      // The tensor-core forward's qDirect binds q's buffer a second time, as halves.
+      q16: pr.buffers.q,
       P: uniform,
       aux,
       o: buf(o),
@@ -1069,6 +1072,19 @@ function tcConfig(
   // -> 89.7 TFLOP/s there (same run of record; qRegs is not available beside split-f16).
   c.regSoftmax ??= true;
   c.qRegs ??= !c.split;
+  // qDirect (Q's matrices from storage) only where every 16-row block it loads lies within q's
+  // buffer (tcQDirectFits); elsewhere Q is staged, and a tile that needed the memory qDirect
+  // frees gives way to the largest default tile that fits without it.
+  if (c.qDirect && !tcQDirectFits(p, pr.buffers.q.size / 2)) {
+    c.qDirect = false;
+    if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize) {
+      const t = TC_DEFAULT_TILES.find(
+        (t) => tcForwardWorkgroupBytes({ ...c, ...t }) <= ctx.limits.maxComputeWorkgroupStorageSize,
+      );
+      if (t)
+        Object.assign(c, t, { kvLayout: given.kvLayout === 'single' ? undefined : given.kvLayout });
+    }
+  }
   if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
     no(
       `the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,

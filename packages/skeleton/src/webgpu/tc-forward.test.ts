@@ -200,6 +200,41 @@ describe('tensor-core forward generator', () => {
     expect(() => tcForwardShader({ ...ok, lazy: -1 })).toThrow(/^lazy:/);
   });
 
+  test("qDirect: Q's matrices from a second binding of q, no Q block in workgroup memory", () => {
+    const c = {
+      d: 128,
+      dv: 128,
+      subgroups: 4,
+      keyMatrices: 3,
+      lazy: 8,
+      pad: 8,
+      constOffsets: true,
+    };
+    const k = tcForwardShader({ ...c, qDirect: true });
+    expect(k.bindings.map((b) => b.name)).toContain('q16');
+    expect(k.code).toMatch(/var<storage, read> q16: array<f16>;/);
+    expect(k.code).not.toMatch(/var<workgroup> qs:/);
+    expect(
+      k.code.match(/subgroupMatrixLoad<[^>]+>>\(&q16, qOff \+ \d+u, false, P\.qRow\)/g),
+    ).toHaveLength(8);
+    // Inside the key loop Q's matrices are the registers qa0 .. qa7.
+    expect(k.code.split('for (var ct')[1]).not.toMatch(/&q16|&qs/);
+    const staged = tcForwardShader(c);
+    expect(staged.bindings.map((b) => b.name)).not.toContain('q16');
+    expect(staged.code).toMatch(/var<workgroup> qs:/);
+    // The Q block's 64 x 136 halves are what qDirect frees.
+    expect(tcForwardWorkgroupBytes(c) - tcForwardWorkgroupBytes({ ...c, qDirect: true })).toBe(
+      64 * 136 * 2,
+    );
+    // Emulated: the matrices read from q's words, no second binding.
+    const e = tcForwardShader({ ...c, d: 16, dv: 16, qDirect: true, emulate: true });
+    expect(e.bindings.map((b) => b.name)).not.toContain('q16');
+    expect(e.code).toMatch(/fn ld_qdirect\(/);
+    expect(() => tcForwardShader({ ...c, qDirect: true, split: true })).toThrow(
+      /^qDirect: expected no split beside it/,
+    );
+  });
+
   test('workgroup memory: K/V staging, the Q block, S scratch, P, exchange, alphas and flag', () => {
     // K/V staging 2 x BC 32 x max(D, Dv) f16 (two halves), the Q block BR 64 x D f16, then per
     // subgroup 16 x 32 f32 S, 16 x 32 f16 P, 32 exchange floats and 16 alphas, then the flag
@@ -688,4 +723,92 @@ describe('matrixOps (exported for kernels outside the skeleton)', () => {
       /^opaqueZero: expected the WGSL of a uniform u32/,
     );
   });
+});
+
+// qDirect (Q's matrices straight from storage) emulated: used where every 16-row block lies
+// within q's buffer (a block past a sequence reads the next sequence's or head's rows), dropped
+// for Q staging where the last block would straddle the buffer's end. The configs the host
+// compiled are recorded to tell the two apart.
+describe.skipIf(!ctx)('tensor-core forward, qDirect, emulated, vs the float64 reference', () => {
+  const cases: Array<[EmuCase, boolean]> = [
+    [
+      {
+        name: 'rows a multiple of 16, Nq != Nk, GQA 4/2, causal',
+        b: 2,
+        hq: 4,
+        hkv: 2,
+        nq: 48,
+        nk: 37,
+        d: 16,
+        dv: 16,
+        attn: { causal: true },
+      },
+      true,
+    ],
+    [
+      {
+        name: "varlen THD causal: a 5-row sequence reads the next one's rows, an empty one",
+        b: 3,
+        hq: 2,
+        hkv: 1,
+        nq: 0,
+        nk: 0,
+        d: 16,
+        dv: 32,
+        attn: { causal: true },
+        varlen: [
+          [5, 0, 32],
+          [21, 3, 40],
+        ],
+      },
+      true,
+    ],
+    // 37 rows: the second head's last block (rows 32 .. 47) would end 176 halves past the
+    // tensor, more than its pooled buffer's slack: Q is staged.
+    [{ name: 'odd square', b: 1, hq: 2, hkv: 2, nq: 37, nk: 37, d: 16, dv: 16 }, false],
+  ];
+  const variants: Array<Partial<TcForwardConfig>> = [
+    // pad 0: D 16 / Dv 32 in 48-key tiles fits llvmpipe's 32 KiB only unpadded (emulated
+    // halves take 4 bytes).
+    { subgroups: 2, keyMatrices: 3, qDirect: true, pad: 0 },
+    { subgroups: 1, keyMatrices: 4, qDirect: true, kvLayout: 'single', lazy: 0 },
+  ];
+  for (const variant of variants)
+    test(`${JSON.stringify(variant)}`, { timeout: 120_000 }, async () => {
+      const tol = toleranceFor({ dtype: 'f16' });
+      for (const [n, [c, direct]] of cases.entries()) {
+        const x = emuInputs(c, 90 + n);
+        const g = [x.q, x.k, x.v].map((t) => toWebGpu(t, ctx!));
+        const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
+        const seen: TcForwardConfig[] = [];
+        const get = ctx!.pipelines.get.bind(ctx!.pipelines);
+        const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
+          const cfg = program.config as TcForwardConfig | undefined;
+          if (program.label?.includes('tensor cores') && cfg) seen.push(cfg);
+          return get(program);
+        });
+        ctx!.poisonOutputs = true;
+        try {
+          const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+            tensorCores: { ...variant, emulate: true },
+          });
+          const ref = softmaxAttentionReference(x.q, x.k, x.v, x.attn);
+          const eo = accuracy(await r.o.toCpu(), ref.o);
+          const el = accuracy(await r.lse!.toCpu(), ref.lse as Tensor);
+          expect({
+            case: c.name,
+            qDirect: seen.map((s) => s.qDirect),
+            o: eo.relL2 <= tol,
+            lse: el.relL2 <= tol,
+            nonFinite: eo.nonFinite + el.nonFinite,
+          }).toEqual({ case: c.name, qDirect: [direct], o: true, lse: true, nonFinite: 0 });
+          r.o.dispose();
+          r.lse!.dispose();
+        } finally {
+          spy.mockRestore();
+          ctx!.poisonOutputs = false;
+          for (const t of g) t.dispose();
+        }
+      }
+    });
 });

@@ -99,6 +99,19 @@ export interface TcForwardConfig {
   splitV?: boolean;
   /** Hold Q's D / 16 left matrices in registers across the key loop (staged once). */
   qRegs?: boolean;
+  /**
+   * Load Q's D / 16 left matrices straight from storage into registers (a second binding of q's
+   * buffer as `array<f16>`, `q16`), once per subgroup, instead of staging the Q block through
+   * workgroup memory: the block's 17 KiB (D = 128, BR = 64) are freed, which is what a larger
+   * key tile (keyMatrices 3, or 4 with kvLayout 'single') needs under the 48 KiB limit. Every
+   * 16-row block must lie within the buffer: a subgroup-matrix load that straddles its end is
+   * dropped whole by Tint's robustness (and earlier clamped to a shifted offset, VARIANTS.md
+   * run 5), so the host sets this only when the last block of every sequence is in bounds
+   * (tcQDirectFits) and a subgroup wholly past the sequence loads its last block instead.
+   * Rows of a block past the sequence are other rows of q (or the buffer's slack): they only
+   * feed their own rows of S and O, which are never written. Implies qRegs; not with split.
+   */
+  qDirect?: boolean;
   /** Exchange the row statistics of a lane pair with subgroupShuffleXor instead of workgroup memory and a barrier. */
   shuffle?: boolean;
   /** Stage with 4-byte loads (consecutive lanes, consecutive words: conflict-free stores) instead of 16-byte ones. */
@@ -338,6 +351,11 @@ function check(c: TcForwardConfig): void {
       'split: expected no fused, narrow, qRegs or unpack beside it, got some of them',
       'split',
     );
+  if (c.qDirect && c.split)
+    throw new ValueError(
+      'qDirect: expected no split beside it (split-f16 stages Q as hi and lo halves), got both',
+      'qDirect',
+    );
   if (
     c.pad !== undefined &&
     !(Number.isInteger(c.pad) && c.pad >= 0 && c.pad <= 128 && c.pad % 8 === 0)
@@ -361,7 +379,8 @@ function layoutOf(c: TcForwardConfig) {
   // Q's block keeps a region of its own even when its matrices are held in registers: staged
   // through kv (rewritten by the first K tile after the matrices were loaded) it gave wrong
   // scores on the H200 (run 12, VARIANTS.md): NVIDIA's compiler moved the loads past the barrier.
-  const qsSize = BR * KW;
+  // qDirect: Q's matrices come from storage, no block in workgroup memory.
+  const qsSize = c.qDirect ? 0 : BR * KW;
   return { pad, BC, BR, KW, VW, SPW, fused, layout, HALFSZ, kvSize, qsSize };
 }
 
@@ -565,7 +584,9 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const narrow = c.narrow ?? false;
   const swz = c.swizzle ?? false;
   const shuffle = c.shuffle ?? false;
-  const qRegs = c.qRegs ?? false;
+  // qDirect loads Q's matrices into registers from storage: qRegs' loop, no staging.
+  const qDirect = c.qDirect ?? false;
+  const qRegs = (c.qRegs ?? false) || qDirect;
   // Where this tile's K and V go in kv.
   const bsp = c.blockSparse ?? false;
   // The staging half's parity: the tile index, or (block-sparse: tiles may be skipped) the
@@ -600,6 +621,8 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
     { name: 'aux', kind: 'read', type: 'array<u32>' },
     { name: 'o', kind: 'storage', type: split ? 'array<vec4<f32>>' : 'array<vec4<u32>>' },
     { name: 'lse', kind: 'storage', type: 'array<f32>' },
+    // qDirect: q's buffer again, as halves, for the matrix loads (the emulation reads q).
+    ...(qDirect && !emu ? [{ name: 'q16', kind: 'read', type: 'array<f16>' } as const] : []),
   ];
   const moved = c.lazy > 0 ? `tmax > m + ${c.lazy.toFixed(1)}` : 'tmax > m';
   const cvt = (x: string) =>
@@ -812,8 +835,7 @@ const LN2 = 0.6931471805599453;
 ${split ? 'const LOSCALE = 2048.0;\nconst LOINV = 0.00048828125;' : ''}
 ${smallFirst ? small : ''}
 var<workgroup> kv: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};
-var<workgroup> qs: ${arr(H, 16 * KW, c.subgroups)};
-${split ? `var<workgroup> kvl: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};\nvar<workgroup> qsl: ${arr(H, 16 * KW, c.subgroups)};\nvar<workgroup> spl: ${arr(H, 16 * SPW, c.subgroups)};\nvar<workgroup> scx: ${arr('f32', 16 * BC, c.subgroups)};` : ''}
+${qDirect ? '' : `var<workgroup> qs: ${arr(H, 16 * KW, c.subgroups)};\n`}${split ? `var<workgroup> kvl: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};\nvar<workgroup> qsl: ${arr(H, 16 * KW, c.subgroups)};\nvar<workgroup> spl: ${arr(H, 16 * SPW, c.subgroups)};\nvar<workgroup> scx: ${arr('f32', 16 * BC, c.subgroups)};` : ''}
 var<workgroup> sc: ${arr('f32', 16 * BC, c.subgroups)};
 var<workgroup> sp: ${arr(H, 16 * SPW, c.subgroups)};
 ${smallFirst ? '' : small}
@@ -845,7 +867,13 @@ ${tcEntry(T, emu)}
   let rLast = i32(min(r0 + ${BR}u, nq)) - 1;
   let rowLo = key_lo(row, off, ncols);
   let rowHi = key_hi(row, off, ncols);
-  // Q's block (rows past the sequence as zeros), once.
+  ${
+    qDirect
+      ? `// Q's matrices from storage, once: the subgroup's 16-row block, or (wholly past the
+  // sequence) its last one; the host checked that every such block lies within the buffer.
+  let qOff = qB + min(r0 + sg * 16u, ((nq + 15u) / 16u) * 16u - 16u) * P.qRow;
+  ${rep(KD, (i) => `let qa${i} = ${emu ? `ld_qdirect(qOff + ${16 * i}u, P.qRow)` : `subgroupMatrixLoad<${mx.L}>(&q16, qOff + ${16 * i}u, false, P.qRow)`};`, '\n  ')}`
+      : `// Q's block (rows past the sequence as zeros), once.
   ${nest ? stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '', 16) : stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '')}
   ${
     qRegs
@@ -853,6 +881,7 @@ ${tcEntry(T, emu)}
   ${rep(KD, (i) => `let qa${i} = ${qLoad(i)};`, '\n  ')}
 `
       : ''
+  }`
   }
   ${rep(KV, (j) => `var o${j} = ${A}();${split ? `\n  var y${j} = ${A}();` : ''}`, '\n  ')}
   var m = M0;
@@ -1041,6 +1070,20 @@ ${tcEntry(T, emu)}
   }
 }
 `;
+  // qDirect under emulation: the matrix's halves read from q's words (lane layout of matrixOps).
+  const qdHelper =
+    qDirect && emu
+      ? `
+fn ld_qdirect(off: u32, stride: u32) -> array<f32, 8> {
+  var x: array<f32, 8>;
+  for (var t = 0u; t < e_8(); t++) {
+    let e = e_lane * 8u + t;
+    let i = off + (e / 16u) * stride + e % 16u;
+    x[t] = unpack2x16float(${narrow ? 'q[i / 2u]' : 'q[i / 8u][(i % 8u) / 2u]'})[i % 2u];
+  }
+  return x;
+}`
+      : '';
   // The emulation's helpers are known once the body has been generated.
-  return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
+  return { code: code.replace('__PRELUDE__', mx.prelude() + qdHelper), bindings };
 }

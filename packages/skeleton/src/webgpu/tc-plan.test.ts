@@ -8,6 +8,7 @@ import {
   TC_REGISTER_BUDGET_FLOATS,
   type TcPass,
   type TcPlanInput,
+  tcQDirectFits,
 } from './tc-plan.js';
 
 const cfg = (
@@ -218,5 +219,43 @@ describe('argument errors name the argument', () => {
 
   test('not an object', () => {
     expect(() => planTensorCoreTiles(null as unknown as TcPlanInput)).toThrow(/^input: /);
+  });
+});
+
+describe('tcQDirectFits: every 16-row block of Q within its buffer', () => {
+  const bhnd = (batch: number, hq: number, n: number, d: number) => ({
+    layout: 'BHND' as const,
+    batch,
+    hq,
+    d,
+    maxSeqQ: n,
+    seqQ: Int32Array.from({ length: batch }, () => n),
+    startQ: new Int32Array(batch),
+    qRow: d,
+  });
+  test("BHND: rows a multiple of 16 fit exactly; odd rows need the last head's slack", () => {
+    expect(tcQDirectFits(bhnd(2, 3, 64, 128), 2 * 3 * 64 * 128)).toBe(true);
+    // 37 rows: the last block ends at row 48 of the last head, 11 rows past the tensor.
+    const p = bhnd(1, 2, 37, 16);
+    expect(tcQDirectFits(p, 2 * 37 * 16)).toBe(false);
+    expect(tcQDirectFits(p, 2 * 37 * 16 + 11 * 16 - 1)).toBe(false);
+    expect(tcQDirectFits(p, 2 * 37 * 16 + 11 * 16)).toBe(true);
+  });
+  test("THD: a short sequence reads the next one; only the buffer's end counts", () => {
+    // Sequences of 5, 0 and 32 tokens, 2 heads of 16: the first block of sequence 0 covers
+    // tokens 0 .. 15 (in sequence 2), the empty one loads nothing, sequence 2 ends at 37.
+    const p = {
+      layout: 'THD' as const,
+      batch: 3,
+      hq: 2,
+      d: 16,
+      maxSeqQ: 32,
+      seqQ: Int32Array.from([5, 0, 32]),
+      startQ: Int32Array.from([0, 5, 5]),
+      qRow: 32,
+    };
+    expect(tcQDirectFits(p, 37 * 32)).toBe(true);
+    expect(tcQDirectFits({ ...p, seqQ: Int32Array.from([5, 0, 31]) }, 36 * 32)).toBe(false);
+    expect(tcQDirectFits({ ...p, seqQ: Int32Array.from([5, 0, 31]) }, 37 * 32)).toBe(true);
   });
 });

@@ -1,3 +1,4 @@
+import { type AttentionProblem, qBase } from '@attnkit/attention';
 import { describe, ValueError } from '@attnkit/tensor';
 import type { SubgroupMatrixConfig } from '@attnkit/webgpu';
 
@@ -247,4 +248,29 @@ export function planTensorCoreTiles(input: TcPlanInput): TcTilePlan[] {
 export function describeTcPlan(p: TcTilePlan): string {
   const { M, N, K } = p.config;
   return `${M}x${N}x${K} ${p.subgroups}sg ${p.matrices.rows}x${p.matrices.cols} br=${p.br} bc=${p.bc} ${p.threads}thr ${p.workgroupBytes}B x${p.buffers}`;
+}
+
+/**
+ * Whether the tensor-core forward may load Q's matrices straight from storage
+ * (TcForwardConfig.qDirect) for problem `p` with q in a buffer of `elements` elements: the
+ * kernel loads whole 16-row blocks, rows 0 .. ceil16(nq) - 1 of every sequence and query head,
+ * so the last block of every (sequence, last head) must end within the buffer. A block that
+ * straddles the end is dropped whole by Tint's robustness (every row of it, valid ones too),
+ * so such a problem stages Q instead. Rows of a block past the sequence read other rows of q
+ * or the buffer's slack; they only feed rows that are never written.
+ */
+export function tcQDirectFits(
+  p: Pick<
+    AttentionProblem,
+    'layout' | 'batch' | 'hq' | 'd' | 'maxSeqQ' | 'seqQ' | 'startQ' | 'qRow'
+  >,
+  elements: number,
+): boolean {
+  for (let b = 0; b < p.batch; b++) {
+    const nq = p.seqQ[b]!;
+    if (nq <= 0) continue;
+    const end = qBase(p, b, p.hq - 1, p.d) + (Math.ceil(nq / 16) * 16 - 1) * p.qRow + p.d;
+    if (end > elements) return false;
+  }
+  return true;
 }
