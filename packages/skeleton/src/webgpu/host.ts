@@ -1508,10 +1508,10 @@ function backwardSetup(
   // The tensor-core passes (tc-backward.ts) replace the SIMT dQ and dK/dV kernels; the stats
   // pre-pass, buffers and uniforms stay.
   const tc = opts.tensorCores
-    ? tcBackwardConfigs(pr, hooks, opts)
+    ? tcBackwardConfigs(pr, hooks, opts, bdo)
     : opts.tensorCores === undefined &&
         tcAutoSelect('backward', tcAutoProblem(pr), ctx.adapterInfo.vendor, ctx.robustAccess)
-      ? qualifying(() => tcBackwardConfigs(pr, hooks, { ...opts, tensorCores: true }))
+      ? qualifying(() => tcBackwardConfigs(pr, hooks, { ...opts, tensorCores: true }, bdo))
       : undefined;
   const grad = biasGradMod(hooks.scoreMods);
   return {
@@ -1705,7 +1705,15 @@ function backwardLaunch(
     const [uq, auxq] = launchBuffers(pr, buildAux(p, dqTile));
     const [uk, auxk] = launchBuffers(pr, buildAux(p, dkdvTile));
     owned.push(uq, auxq, uk, auxk);
-    const shared = { ...hookBuffers(pr, owned), ...pr.buffers, ...s.shared, stats };
+    const shared = {
+      ...hookBuffers(pr, owned),
+      ...pr.buffers,
+      ...s.shared,
+      stats,
+      // The tensor-core dQ pass's blockDirect binds q's and dO's buffers again, as halves.
+      q16: pr.buffers.q,
+      dout16: s.shared.dout,
+    };
     const steps: ComputeStep[] = [];
     if (s.statsKernel && progs.statsProgram) {
       steps.push({
@@ -1862,6 +1870,7 @@ function tcBackwardConfigs(
   pr: Prepared,
   hooks: TiledHooks,
   opts: WebGpuTileOptions,
+  dout: GpuBuffer,
 ): { dq: TcBackwardConfig; dkdv: TcBackwardConfig } {
   const { ctx, p } = pr;
   const f = ctx.features;
@@ -1897,7 +1906,7 @@ function tcBackwardConfigs(
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   const pick = (pass: 'dq' | 'dkdv'): TcBackwardConfig => {
     const given = opts.tensorCoreBackward?.[pass];
-    const c = tcBackwardConfigFor(
+    let c = tcBackwardConfigFor(
       pass,
       {
         d: p.d,
@@ -1917,6 +1926,19 @@ function tcBackwardConfigs(
       },
       limit,
     );
+    // blockDirect (the dQ pass's Q and dO matrices from storage) only where every 16-row block
+    // of both lies within its buffer; elsewhere the blocks are staged, with the default tile
+    // for that unless the caller named one.
+    if (
+      c.blockDirect &&
+      !(tcQDirectFits(p, pr.buffers.q.size / 2) && tcQDirectFits(p, dout.size / 2, 'o'))
+    ) {
+      const named = given?.subgroups !== undefined || given?.keyMatrices !== undefined;
+      const { subgroups: _s, keyMatrices: _k, ...fields } = c;
+      c = named
+        ? { ...c, blockDirect: false }
+        : tcBackwardConfigFor(pass, { ...fields, blockDirect: false }, limit);
+    }
     const bytes = tcBackwardWorkgroupBytes(c, pass);
     if (bytes > limit)
       no(`the ${pass} config needs ${bytes} bytes of workgroup memory (limit ${limit})`);

@@ -17,6 +17,7 @@ import { afterAll, describe, expect, test, vi } from 'vitest';
 import { SOFTMAX_HOOKS } from '../hooks.js';
 import { tiledBackwardWebGpu, tiledForwardWebGpu, type WebGpuTileOptions } from './host.js';
 import {
+  type TcBackwardConfig,
   type TcBackwardTile,
   tcBackwardConfigFor,
   tcBackwardMatrices,
@@ -646,5 +647,101 @@ describe.skipIf(!ctx)('tensorCores backward requests that do not qualify', () =>
         message: expect.stringMatching(/the inputs are f32, not f16/),
       }),
     );
+  });
+});
+
+// blockDirect (the dQ pass's Q and dO matrices straight from storage) emulated: used where every
+// 16-row block of q and dO lies within its buffer (a block past a sequence reads the next
+// sequence's or head's rows, which only feed rows never written), the blocks staged where the
+// last one would straddle the buffer's end. The dQ configs the host compiled tell the two apart.
+describe.skipIf(!ctx)('tensor-core backward, blockDirect dQ, emulated, vs float64', () => {
+  const cases: Array<[Case, boolean]> = [
+    [
+      {
+        name: 'rows a multiple of 16, Nq != Nk, GQA 4/2, causal',
+        b: 2,
+        hq: 4,
+        hkv: 2,
+        nq: 32,
+        nk: 53,
+        d: 16,
+        dv: 16,
+        attn: { causal: true },
+      },
+      true,
+    ],
+    [
+      {
+        name: 'varlen THD causal: short sequences read the next ones, D 32 / Dv 16',
+        b: 4,
+        hq: 2,
+        hkv: 1,
+        nq: 0,
+        nk: 0,
+        d: 32,
+        dv: 16,
+        attn: { causal: true },
+        varlen: [
+          [5, 0, 19, 16],
+          [21, 3, 40, 0],
+        ],
+      },
+      true,
+    ],
+    // 37 rows: the second head's last block would end past the buffers' slack: staged.
+    [CASES[0]!, false],
+  ];
+  test('{ subgroups: 2, keyMatrices: 1, blockDirect: true } for dQ', {
+    timeout: 120_000,
+  }, async () => {
+    const tol = toleranceFor({ dtype: 'f16' });
+    for (const [n, [c, direct]] of cases.entries()) {
+      const x = inputs(c, 120 + n);
+      const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
+      const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
+      const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
+      const seen: boolean[] = [];
+      const get = ctx!.pipelines.get.bind(ctx!.pipelines);
+      const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
+        const cfg = program.config as TcBackwardConfig | undefined;
+        if (program.label?.includes(' dq ') && cfg) seen.push(cfg.blockDirect === true);
+        return get(program);
+      });
+      ctx!.poisonOutputs = true;
+      try {
+        const r = await tiledBackwardWebGpu(
+          p,
+          SOFTMAX_HOOKS,
+          g[0]!,
+          g[1]!,
+          g[2]!,
+          fwd.o,
+          fwd.lse,
+          g[3]!,
+          {
+            tensorCores: { emulate: true },
+            tensorCoreBackward: {
+              dq: { subgroups: 2, keyMatrices: 1, blockDirect: true },
+              dkdv: { subgroups: 2, keyMatrices: 1 },
+            },
+          },
+        );
+        const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
+        const got: Record<string, unknown> = { case: c.name, direct: seen };
+        const want: Record<string, unknown> = { case: c.name, direct: [direct] };
+        for (const name of ['dq', 'dk', 'dv'] as const) {
+          const a = accuracy(await r[name].toCpu(), ref[name]);
+          got[name] = { ok: a.relL2 <= tol, nonFinite: a.nonFinite };
+          want[name] = { ok: true, nonFinite: 0 };
+          if (a.relL2 > tol) got[`${name} relL2`] = a.relL2;
+          r[name].dispose();
+        }
+        expect(got).toEqual(want);
+      } finally {
+        spy.mockRestore();
+        ctx!.poisonOutputs = false;
+        for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
+      }
+    }
   });
 });

@@ -4,6 +4,7 @@ import { declareBindings } from '@attnkit/webgpu';
 import { paramsStruct } from './params.js';
 import type { WgslKernel } from './shaders.js';
 import {
+  emulatedDirectLoad,
   matrixOps,
   partsArray,
   stageRows,
@@ -81,6 +82,17 @@ export interface TcBackwardConfig {
    * each array. Off: the kernel text is unchanged.
    */
   constOffsets?: boolean;
+  /**
+   * dQ pass only: load the kept block's matrices (Q's D / 16 and dO's Dv / 16 left matrices)
+   * straight from storage into registers once (second bindings of q's and dout's buffers as
+   * `array<f16>`, `q16` / `dout16`) instead of staging the blocks in workgroup memory and
+   * reloading them every tile (the forward's qDirect, tc-forward.ts). That frees BR (D + Dv)
+   * halves of workgroup memory (17 KiB at 32 rows of D = Dv = 128), which 4 and 8 subgroups
+   * need under the 48 KiB limit; the registers hold D / 16 + Dv / 16 left matrices more. Every
+   * 16-row block must lie within the buffers (the host checks with tcQDirectFits, else stages);
+   * a subgroup wholly past the sequence loads its last block.
+   */
+  blockDirect?: boolean;
   /** Test aid: the subgroup matrices emulated in plain WGSL (tc-forward.ts matrixOps). */
   emulate?: boolean;
   /**
@@ -95,7 +107,14 @@ export interface TcBackwardConfig {
 /** The tile fields of a backward config (WebGpuTileOptions.tensorCoreBackward). */
 export type TcBackwardTile = Pick<
   TcBackwardConfig,
-  'subgroups' | 'keyMatrices' | 'pad' | 'split' | 'batchLoads' | 'constOffsets' | 'regLoops'
+  | 'subgroups'
+  | 'keyMatrices'
+  | 'pad'
+  | 'split'
+  | 'batchLoads'
+  | 'constOffsets'
+  | 'regLoops'
+  | 'blockDirect'
 >;
 
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
@@ -142,8 +161,8 @@ function layoutOf(c: TcBackwardConfig, pass: 'dq' | 'dkdv') {
     VW,
     SPW,
     HALFSZ,
-    // The kept block: Q and dO (dQ) or K and V (dK/dV), BR rows each.
-    blockSize: BR * (KW + VW),
+    // The kept block: Q and dO (dQ) or K and V (dK/dV), BR rows each (none: blockDirect).
+    blockSize: c.blockDirect && pass === 'dq' ? 0 : BR * (KW + VW),
     streamSize: 2 * HALFSZ,
     // Per subgroup: S and dP scratch (f32), then dS (dQ) or P^T and dS^T (dK/dV) as halves.
     scratch: 2 * 16 * BC,
@@ -371,9 +390,13 @@ ${paramsStruct()}
 const NEG = -3.0e38;
 const LOG2E = 1.4426950408889634;
 const LN2 = 0.6931471805599453;
-var<workgroup> ${block[0]}: ${ad.arr(H, 16 * L.KW, c.subgroups)};
+${
+  L.blockSize === 0
+    ? ''
+    : `var<workgroup> ${block[0]}: ${ad.arr(H, 16 * L.KW, c.subgroups)};
 var<workgroup> ${block[1]}: ${ad.arr(H, 16 * L.VW, c.subgroups)};
-var<workgroup> ${stream}: ${ad.arr(H, L.HALFSZ, 2)};
+`
+}var<workgroup> ${stream}: ${ad.arr(H, L.HALFSZ, 2)};
 var<workgroup> sc: ${ad.arr('f32', 16 * L.BC, c.subgroups)};
 var<workgroup> sd: ${ad.arr('f32', 16 * L.BC, c.subgroups)};
 var<workgroup> sp: ${ad.arr(H, 16 * L.SPW, c.subgroups)};
@@ -414,7 +437,13 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
   const T = c.subgroups * TC_SUBGROUP_SIZE;
   const HALF = BC / 2;
   const { A } = mx;
+  const direct = c.blockDirect ?? false;
   const bindings = bindingsOf(['dq']);
+  if (direct && !emu)
+    bindings.push(
+      { name: 'q16', kind: 'read', type: 'array<f16>' },
+      { name: 'dout16', kind: 'read', type: 'array<f16>' },
+    );
   const scores = (
     left: (i: number) => string,
     n: number,
@@ -461,14 +490,14 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
     // S = Q K^T (K^T: the keys' rows column-major), out through scratch; then dP = dO V^T in the same matrices.
     ${rep(NC, (m) => `s${m} = ${A}();`, '\n    ')}
     ${scores(
-      (i) => ad.ldSg('L', 'qs', `sg * ${16 * KW}u`, 16 * i, `${KW}u`),
+      (i) => (direct ? `qa${i}` : ad.ldSg('L', 'qs', `sg * ${16 * KW}u`, 16 * i, `${KW}u`)),
       KD,
       (m, i) => ad.ldHalf('kv', 'kvK', 'kvo', 0, 16 * m * KW + 16 * i, true, `${KW}u`),
     )}
     ${rep(NC, (m) => `${ad.stSg('sc', 'scB', 16 * m, `s${m}`, `${BC}u`)};`, '\n    ')}
     ${rep(NC, (m) => `s${m} = ${A}();`, '\n    ')}
     ${scores(
-      (j) => ad.ldSg('L', 'dos', `sg * ${16 * VW}u`, 16 * j, `${VW}u`),
+      (j) => (direct ? `da${j}` : ad.ldSg('L', 'dos', `sg * ${16 * VW}u`, 16 * j, `${VW}u`)),
       KV,
       (m, j) => ad.ldHalf('kv', 'kvV', 'kvo', BC * KW, 16 * m * VW + 16 * j, true, `${VW}u`),
     )}
@@ -534,10 +563,22 @@ ${entry(c, T)}
   // (LSE, D) of this lane's row; zeros past the sequence (their dS is 0: dO is 0 there).
   var st = vec2<f32>(0.0);
   if (u32(row) < nq) { st = stats[lB + u32(row)]; }
-  // The Q and dO blocks, once, each in a region of its own.
+  ${
+    direct
+      ? `// Q's and dO's matrices from storage into registers, once: the subgroup's 16-row block, or
+  // (wholly past the sequence) its last one; the host checked that each lies within its buffer.
+  let blk = min(r0 + sg * 16u, ((nq + 15u) / 16u) * 16u - 16u);
+  ${rep(KD, (i) => `let qa${i} = ${emu ? `ld_direct_q(qB + blk * P.qRow + ${16 * i}u, P.qRow)` : `subgroupMatrixLoad<${mx.L}>(&q16, qB + blk * P.qRow + ${16 * i}u, false, P.qRow)`};`, '\n  ')}
+  ${rep(KV, (j) => `let da${j} = ${emu ? `ld_direct_dout(oB + blk * P.oRow + ${16 * j}u, P.oRow)` : `subgroupMatrixLoad<${mx.L}>(&dout16, oB + blk * P.oRow + ${16 * j}u, false, P.oRow)`};`, '\n  ')}`
+      : `// The Q and dO blocks, once, each in a region of its own.
   ${stage(c, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '', nest ? 16 : undefined)}
-  ${stage(c, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '', nest ? 16 : undefined)}${body}`;
-  return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
+  ${stage(c, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '', nest ? 16 : undefined)}`
+  }${body}`;
+  const helpers =
+    direct && emu
+      ? emulatedDirectLoad('ld_direct_q', 'q') + emulatedDirectLoad('ld_direct_dout', 'dout')
+      : '';
+  return { code: code.replace('__PRELUDE__', mx.prelude() + helpers), bindings };
 }
 
 /** Its transpose: key r is in keyRange(i) iff query_lo(r) <= i < query_hi(r) (ncols = nq). */
@@ -565,6 +606,11 @@ export function tcDkdvShader(c: TcBackwardConfig, only?: 'dk' | 'dv'): WgslKerne
   const T = c.subgroups * TC_SUBGROUP_SIZE;
   const HALF = BC / 2;
   const { A } = mx;
+  if (c.blockDirect)
+    throw new ValueError(
+      'blockDirect: expected false in the dK/dV pass (its dK and dV accumulators leave no registers for K and V), got true',
+      'blockDirect',
+    );
   if (only !== undefined && only !== 'dk' && only !== 'dv')
     throw new ValueError(`only: expected "dk", "dv" or undefined, got ${String(only)}`, 'only');
   const wantK = only !== 'dv';

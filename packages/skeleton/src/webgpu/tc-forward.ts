@@ -571,6 +571,25 @@ fn main(
   let off = i32(nk) - i32(nq);`;
 }
 
+/**
+ * WGSL of `fn <name>(off, stride) -> array<f32, 8>`: matrixOps' emulated left-matrix load
+ * (lane layout as there, row-major) of halves read from the storage binding `src` of 16-byte
+ * words (`narrow`: 4-byte words), for kernels that load a kept block's matrices straight from
+ * storage (the forward's qDirect, the dQ pass's blockDirect). Uses the emulation's prelude.
+ */
+export function emulatedDirectLoad(name: string, src: string, narrow = false): string {
+  return `
+fn ${name}(off: u32, stride: u32) -> array<f32, 8> {
+  var x: array<f32, 8>;
+  for (var t = 0u; t < e_8(); t++) {
+    let e = e_lane * 8u + t;
+    let i = off + (e / 16u) * stride + e % 16u;
+    x[t] = unpack2x16float(${narrow ? `${src}[i / 2u]` : `${src}[i / 8u][(i % 8u) / 2u]`})[i % 2u];
+  }
+  return x;
+}`;
+}
+
 export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   check(c);
   const KD = c.d / 16;
@@ -1071,19 +1090,7 @@ ${tcEntry(T, emu)}
 }
 `;
   // qDirect under emulation: the matrix's halves read from q's words (lane layout of matrixOps).
-  const qdHelper =
-    qDirect && emu
-      ? `
-fn ld_qdirect(off: u32, stride: u32) -> array<f32, 8> {
-  var x: array<f32, 8>;
-  for (var t = 0u; t < e_8(); t++) {
-    let e = e_lane * 8u + t;
-    let i = off + (e / 16u) * stride + e % 16u;
-    x[t] = unpack2x16float(${narrow ? 'q[i / 2u]' : 'q[i / 8u][(i % 8u) / 2u]'})[i % 2u];
-  }
-  return x;
-}`
-      : '';
+  const qdHelper = qDirect && emu ? emulatedDirectLoad('ld_qdirect', 'q', narrow) : '';
   // The emulation's helpers are known once the body has been generated.
   return { code: code.replace('__PRELUDE__', mx.prelude() + qdHelper), bindings };
 }

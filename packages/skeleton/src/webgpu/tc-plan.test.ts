@@ -228,10 +228,12 @@ describe('tcQDirectFits: every 16-row block of Q within its buffer', () => {
     batch,
     hq,
     d,
+    dv: d,
     maxSeqQ: n,
     seqQ: Int32Array.from({ length: batch }, () => n),
     startQ: new Int32Array(batch),
     qRow: d,
+    oRow: d,
   });
   test("BHND: rows a multiple of 16 fit exactly; odd rows need the last head's slack", () => {
     expect(tcQDirectFits(bhnd(2, 3, 64, 128), 2 * 3 * 64 * 128)).toBe(true);
@@ -249,12 +251,17 @@ describe('tcQDirectFits: every 16-row block of Q within its buffer', () => {
       batch: 3,
       hq: 2,
       d: 16,
+      dv: 48,
       maxSeqQ: 32,
       seqQ: Int32Array.from([5, 0, 32]),
       startQ: Int32Array.from([0, 5, 5]),
       qRow: 32,
+      oRow: 96,
     };
     expect(tcQDirectFits(p, 37 * 32)).toBe(true);
+    // dO (o's layout: Dv 48, rows of 2 x 48): the same rows, three times the elements.
+    expect(tcQDirectFits(p, 37 * 96, 'o')).toBe(true);
+    expect(tcQDirectFits(p, 37 * 96 - 1, 'o')).toBe(false);
     expect(tcQDirectFits({ ...p, seqQ: Int32Array.from([5, 0, 31]) }, 36 * 32)).toBe(false);
     expect(tcQDirectFits({ ...p, seqQ: Int32Array.from([5, 0, 31]) }, 37 * 32)).toBe(true);
   });

@@ -252,7 +252,8 @@ export function describeTcPlan(p: TcTilePlan): string {
 
 /**
  * Whether the tensor-core forward may load Q's matrices straight from storage
- * (TcForwardConfig.qDirect) for problem `p` with q in a buffer of `elements` elements: the
+ * (TcForwardConfig.qDirect; `tensor` 'o': the dQ pass's dO blocks, TcBackwardConfig.blockDirect)
+ * for problem `p` with the tensor in a buffer of `elements` elements: the
  * kernel loads whole 16-row blocks, rows 0 .. ceil16(nq) - 1 of every sequence and query head,
  * so the last block of every (sequence, last head) must end within the buffer. A block that
  * straddles the end is dropped whole by Tint's robustness (every row of it, valid ones too),
@@ -262,14 +263,17 @@ export function describeTcPlan(p: TcTilePlan): string {
 export function tcQDirectFits(
   p: Pick<
     AttentionProblem,
-    'layout' | 'batch' | 'hq' | 'd' | 'maxSeqQ' | 'seqQ' | 'startQ' | 'qRow'
+    'layout' | 'batch' | 'hq' | 'd' | 'dv' | 'maxSeqQ' | 'seqQ' | 'startQ' | 'qRow' | 'oRow'
   >,
   elements: number,
+  tensor: 'q' | 'o' = 'q',
 ): boolean {
+  // o's layout (width Dv, row stride oRow) is also dO's, whose blocks the dQ pass loads.
+  const [width, row] = tensor === 'q' ? [p.d, p.qRow] : [p.dv, p.oRow];
   for (let b = 0; b < p.batch; b++) {
     const nq = p.seqQ[b]!;
     if (nq <= 0) continue;
-    const end = qBase(p, b, p.hq - 1, p.d) + (Math.ceil(nq / 16) * 16 - 1) * p.qRow + p.d;
+    const end = qBase(p, b, p.hq - 1, width) + (Math.ceil(nq / 16) * 16 - 1) * row + width;
     if (end > elements) return false;
   }
   return true;
