@@ -975,6 +975,8 @@ const TC_DEFAULT_TILES = [
   { subgroups: 2, keyMatrices: 1 },
   { subgroups: 1, keyMatrices: 1 },
 ];
+/** With qDirect (no Q block in workgroup memory): 8 subgroups first (128 query rows). */
+const TC_DIRECT_TILES = [{ subgroups: 8, keyMatrices: 2 }, ...TC_DEFAULT_TILES];
 
 const TC_FORWARD_LABEL = 'flash-attention forward (tensor cores)';
 
@@ -1047,18 +1049,32 @@ function tcConfig(
   // VARIANTS.md, run 12), with the largest tile of TC_DEFAULT_TILES that fits the device's
   // workgroup memory; fields the caller gives win.
   const given = want === true ? {} : want;
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  // Q's matrices straight from storage (qDirect) wherever every 16-row block of q lies within
+  // its buffer (tcQDirectFits; not split-f16, which stages Q as hi and lo): the Q block's
+  // workgroup memory it frees takes 8 subgroups (128 query rows) per workgroup, 88.3 -> 117.3
+  // TFLOP/s at (4, 16, 4096, 128) on the H200, verified there (2026-12-05, BENCHMARKS.md
+  // "WebGPU tensor cores, session 23"). Elsewhere Q is staged, with the tiles as before.
+  const direct = (given.qDirect ?? !split) && tcQDirectFits(p, pr.buffers.q.size / 2);
+  const tiles = direct ? TC_DIRECT_TILES : TC_DEFAULT_TILES;
   const base = { d: p.d, dv: p.dv, lazy: 8, pad: 8, swizzle: true, split };
   const fits = (t: { subgroups: number; keyMatrices: number }) =>
-    tcForwardWorkgroupBytes({ ...base, ...t, ...given, split }) <=
-    ctx.limits.maxComputeWorkgroupStorageSize;
-  const tile = TC_DEFAULT_TILES.find(fits) ?? TC_DEFAULT_TILES[0]!;
+    tcForwardWorkgroupBytes({ ...base, ...t, ...given, split, qDirect: direct }) <= limit;
+  const tile = tiles.find(fits) ?? tiles[0]!;
   const c: TcForwardConfig = {
     ...base,
     ...tile,
     ...given,
     split,
+    qDirect: direct,
     ...(p.blockSparse ? { blockSparse: true } : {}),
   };
+  // A tile the caller named for qDirect that q's buffer cannot take: the largest default tile
+  // that fits staged instead.
+  if (given.qDirect === true && !direct && tcForwardWorkgroupBytes(c) > limit) {
+    const t = TC_DEFAULT_TILES.find((t) => tcForwardWorkgroupBytes({ ...c, ...t }) <= limit);
+    if (t) Object.assign(c, t);
+  }
   // Staging with every load issued before the stores: 27.7 -> 35.1 TFLOP/s at (4, 16, 4096,
   // 128) on the H200, verified there (2026-12-04, BENCHMARKS.md "WebGPU tensor cores, session
   // 17"); not beside split / narrow (their own staging), and a caller's choice wins.
@@ -1072,19 +1088,6 @@ function tcConfig(
   // -> 89.7 TFLOP/s there (same run of record; qRegs is not available beside split-f16).
   c.regSoftmax ??= true;
   c.qRegs ??= !c.split;
-  // qDirect (Q's matrices from storage) only where every 16-row block it loads lies within q's
-  // buffer (tcQDirectFits); elsewhere Q is staged, and a tile that needed the memory qDirect
-  // frees gives way to the largest default tile that fits without it.
-  if (c.qDirect && !tcQDirectFits(p, pr.buffers.q.size / 2)) {
-    c.qDirect = false;
-    if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize) {
-      const t = TC_DEFAULT_TILES.find(
-        (t) => tcForwardWorkgroupBytes({ ...c, ...t }) <= ctx.limits.maxComputeWorkgroupStorageSize,
-      );
-      if (t)
-        Object.assign(c, t, { kvLayout: given.kvLayout === 'single' ? undefined : given.kvLayout });
-    }
-  }
   if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
     no(
       `the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,
@@ -1904,8 +1907,15 @@ function tcBackwardConfigs(
   if (p.paged) no('K/V are paged (the tensor-core passes read contiguous K/V)');
   if (p.d % 16 !== 0 || p.dv % 16 !== 0) no(`D = ${p.d}, Dv = ${p.dv} are not multiples of 16`);
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  // The dQ pass's Q and dO matrices straight from storage (blockDirect) wherever every 16-row
+  // block of both lies within its buffer: the freed workgroup memory takes 8 subgroups (2 with
+  // the blocks staged at D = 128), backward 39.2 -> 52.0 TFLOP/s at (4, 16, 4096, 128) on the
+  // H200, verified there (2026-12-05, BENCHMARKS.md "WebGPU tensor cores, session 23").
+  const directFits =
+    tcQDirectFits(p, pr.buffers.q.size / 2) && tcQDirectFits(p, dout.size / 2, 'o');
   const pick = (pass: 'dq' | 'dkdv'): TcBackwardConfig => {
     const given = opts.tensorCoreBackward?.[pass];
+    const direct = pass === 'dq' && (given?.blockDirect ?? true) && directFits;
     let c = tcBackwardConfigFor(
       pass,
       {
@@ -1922,22 +1932,21 @@ function tcBackwardConfigs(
         batchLoads: given?.batchLoads ?? true,
         // The scalar pass unrolled with its loads first: 29.2 -> 39.2 TFLOP/s there (run 6).
         regLoops: given?.regLoops ?? true,
+        // The dK/dV pass has no blockDirect (its shader rejects a caller's true).
+        blockDirect: pass === 'dq' ? direct : given?.blockDirect,
         ...(p.blockSparse ? { blockSparse: true } : {}),
       },
       limit,
     );
-    // blockDirect (the dQ pass's Q and dO matrices from storage) only where every 16-row block
-    // of both lies within its buffer; elsewhere the blocks are staged, with the default tile
-    // for that unless the caller named one.
+    // A tile the caller named for blockDirect that the buffers cannot take: the default tile
+    // for the staged blocks instead.
     if (
-      c.blockDirect &&
-      !(tcQDirectFits(p, pr.buffers.q.size / 2) && tcQDirectFits(p, dout.size / 2, 'o'))
+      given?.blockDirect === true &&
+      !c.blockDirect &&
+      tcBackwardWorkgroupBytes(c, pass) > limit
     ) {
-      const named = given?.subgroups !== undefined || given?.keyMatrices !== undefined;
       const { subgroups: _s, keyMatrices: _k, ...fields } = c;
-      c = named
-        ? { ...c, blockDirect: false }
-        : tcBackwardConfigFor(pass, { ...fields, blockDirect: false }, limit);
+      c = tcBackwardConfigFor(pass, fields, limit);
     }
     const bytes = tcBackwardWorkgroupBytes(c, pass);
     if (bytes > limit)
