@@ -110,6 +110,7 @@ export {
   type TcBackwardTile,
   tcBackwardConfigFor,
   tcBackwardMatrices,
+  tcBackwardStorageBuffers,
   tcBackwardWorkgroupBytes,
   tcDkdvShader,
   tcDqShader,

@@ -65,6 +65,7 @@ import {
   type TcBackwardConfig,
   type TcBackwardTile,
   tcBackwardConfigFor,
+  tcBackwardStorageBuffers,
   tcBackwardWorkgroupBytes,
   tcDkdvShader,
   tcDqShader,
@@ -1911,8 +1912,12 @@ function tcBackwardConfigs(
   // block of both lies within its buffer: the freed workgroup memory takes 8 subgroups (2 with
   // the blocks staged at D = 128), backward 39.2 -> 52.0 TFLOP/s at (4, 16, 4096, 128) on the
   // H200, verified there (2026-12-05, BENCHMARKS.md "WebGPU tensor cores, session 23").
+  // It binds two buffers more: 9 storage buffers, past WebGPU's default limit of 8.
   const directFits =
-    tcQDirectFits(p, pr.buffers.q.size / 2) && tcQDirectFits(p, dout.size / 2, 'o');
+    tcBackwardStorageBuffers({ blockDirect: true }, 'dq') <=
+      ctx.limits.maxStorageBuffersPerShaderStage &&
+    tcQDirectFits(p, pr.buffers.q.size / 2) &&
+    tcQDirectFits(p, dout.size / 2, 'o');
   const pick = (pass: 'dq' | 'dkdv'): TcBackwardConfig => {
     const given = opts.tensorCoreBackward?.[pass];
     const direct = pass === 'dq' && (given?.blockDirect ?? true) && directFits;

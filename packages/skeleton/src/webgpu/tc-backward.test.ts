@@ -21,6 +21,7 @@ import {
   type TcBackwardTile,
   tcBackwardConfigFor,
   tcBackwardMatrices,
+  tcBackwardStorageBuffers,
   tcBackwardWorkgroupBytes,
   tcDkdvShader,
   tcDqShader,
@@ -743,5 +744,15 @@ describe.skipIf(!ctx)('tensor-core backward, blockDirect dQ, emulated, vs float6
         for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
       }
     }
+  });
+});
+
+describe('tcBackwardStorageBuffers', () => {
+  test("the dQ pass's blockDirect binds 9 storage buffers (one past WebGPU's default 8)", () => {
+    expect(tcBackwardStorageBuffers({}, 'dq')).toBe(7);
+    expect(tcBackwardStorageBuffers({ blockDirect: true }, 'dq')).toBe(9);
+    expect(tcBackwardStorageBuffers({}, 'dkdv')).toBe(8);
+    const k = tcDqShader({ d: 16, dv: 16, subgroups: 2, keyMatrices: 1, blockDirect: true });
+    expect(k.bindings.filter((b) => b.kind !== 'uniform')).toHaveLength(9);
   });
 });

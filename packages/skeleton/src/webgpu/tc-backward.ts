@@ -180,6 +180,21 @@ export function tcBackwardWorkgroupBytes(c: TcBackwardConfig, pass: 'dq' | 'dkdv
   );
 }
 
+/**
+ * Storage buffers the pass binds (what the device's maxStorageBuffersPerShaderStage bounds):
+ * the dQ pass's blockDirect adds q's and dO's buffers as halves (9 in all, one more than
+ * WebGPU's default limit of 8).
+ */
+export function tcBackwardStorageBuffers(
+  c: Pick<TcBackwardConfig, 'blockDirect'>,
+  pass: 'dq' | 'dkdv',
+): number {
+  const base = bindingsOf(pass === 'dq' ? ['dq'] : ['dk', 'dv']).filter(
+    (b) => b.kind !== 'uniform',
+  ).length;
+  return base + (pass === 'dq' && c.blockDirect ? 2 : 0);
+}
+
 /** Result matrices (f32 16x16) a subgroup of the pass holds: accumulators and the score matrices. */
 export function tcBackwardMatrices(c: TcBackwardConfig, pass: 'dq' | 'dkdv'): number {
   const acc = pass === 'dq' ? c.d / 16 : c.split ? Math.max(c.d, c.dv) / 16 : c.d / 16 + c.dv / 16;
@@ -567,7 +582,8 @@ ${entry(c, T)}
   let rLast = i32(min(r0 + ${BR}u, nq)) - 1;
   let rowLo = key_lo(row, off, ncols);
   let rowHi = key_hi(row, off, ncols);
-  // (LSE, D) of this lane's row; zeros past the sequence (their dS is 0: dO is 0 there).
+  // (LSE, D) of this lane's row; zeros past the sequence (their dS is 0 where dO is staged as
+  // zeros; with blockDirect those rows read other rows' dO, and their dQ rows are never written).
   var st = vec2<f32>(0.0);
   if (u32(row) < nq) { st = stats[lB + u32(row)]; }
   ${

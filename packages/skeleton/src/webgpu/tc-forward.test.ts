@@ -217,6 +217,10 @@ describe('tensor-core forward generator', () => {
     expect(
       k.code.match(/subgroupMatrixLoad<[^>]+>>\(&q16, qOff \+ \d+u, false, P\.qRow\)/g),
     ).toHaveLength(8);
+    // A subgroup wholly past the sequence loads its last block (in bounds without robustness).
+    expect(k.code).toMatch(
+      /let qOff = qB \+ min\(r0 \+ sg \* 16u, \(\(nq \+ 15u\) \/ 16u\) \* 16u - 16u\) \* P\.qRow;/,
+    );
     // Inside the key loop Q's matrices are the registers qa0 .. qa7.
     expect(k.code.split('for (var ct')[1]).not.toMatch(/&q16|&qs/);
     const staged = tcForwardShader(c);
