@@ -1070,9 +1070,10 @@ function tcConfig(
     qDirect: direct,
     ...(p.blockSparse ? { blockSparse: true } : {}),
   };
-  // A tile the caller named for qDirect that q's buffer cannot take: the largest default tile
-  // that fits staged instead.
-  if (given.qDirect === true && !direct && tcForwardWorkgroupBytes(c) > limit) {
+  // A tile that fits only beside qDirect (the caller's, or 8 subgroups) where q's buffer cannot
+  // take qDirect: the largest default tile that fits with Q staged instead, rather than a
+  // ValueError that depends on the sequence lengths.
+  if ((given.qDirect ?? !split) && !direct && tcForwardWorkgroupBytes(c) > limit) {
     const t = TC_DEFAULT_TILES.find((t) => tcForwardWorkgroupBytes({ ...c, ...t }) <= limit);
     if (t) Object.assign(c, t);
   }
@@ -1943,10 +1944,12 @@ function tcBackwardConfigs(
       },
       limit,
     );
-    // A tile the caller named for blockDirect that the buffers cannot take: the default tile
-    // for the staged blocks instead.
+    // A dQ tile that fits only beside blockDirect where the buffers (or the device's storage
+    // buffer limit) cannot take it: the default tile for the staged blocks instead, rather than
+    // a ValueError that depends on the sequence lengths.
     if (
-      given?.blockDirect === true &&
+      pass === 'dq' &&
+      (given?.blockDirect ?? true) &&
       !c.blockDirect &&
       tcBackwardWorkgroupBytes(c, pass) > limit
     ) {
