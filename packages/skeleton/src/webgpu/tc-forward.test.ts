@@ -769,7 +769,9 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect, emulated, vs the float64 re
     ],
     // 37 rows: the second head's last block (rows 32 .. 47) would end 176 halves past the
     // tensor, more than its pooled buffer's slack: Q is staged.
-    [{ name: 'odd square', b: 1, hq: 2, hkv: 2, nq: 37, nk: 37, d: 16, dv: 16 }, false],
+    // Dv 48 (no other test's shape): the staged kernel is compiled afresh here, so the pipeline
+    // requests show which kernel ran (a cached pipeline is not requested again).
+    [{ name: 'odd rows, Dv 48', b: 1, hq: 2, hkv: 2, nq: 37, nk: 37, d: 16, dv: 48 }, false],
   ];
   const variants: Array<Partial<TcForwardConfig>> = [
     // pad 0: D 16 / Dv 32 in 48-key tiles fits llvmpipe's 32 KiB only unpadded (emulated
