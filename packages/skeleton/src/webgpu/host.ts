@@ -1055,8 +1055,13 @@ function tcConfig(
   // its buffer (tcQDirectFits; not split-f16, which stages Q as hi and lo): the Q block's
   // workgroup memory it frees takes 8 subgroups (128 query rows) per workgroup, 88.3 -> 117.3
   // TFLOP/s at (4, 16, 4096, 128) on the H200, verified there (2026-12-05, BENCHMARKS.md
-  // "WebGPU tensor cores, session 23"). Elsewhere Q is staged, with the tiles as before.
-  const direct = (given.qDirect ?? !split) && tcQDirectFits(p, pr.buffers.q.size / 2);
+  // "WebGPU tensor cores, session 23"). Elsewhere Q is staged, with the tiles as before. Not by
+  // default for causal attention at D <= 64: there the 128-row workgroups ran slower at (16, 16,
+  // 1024, 64) (1.05 ms against session 18's 0.85 with Q staged, 4 x 32), though faster without
+  // the mask (1.05 against 1.38), so that case keeps the measured staged tile.
+  const direct =
+    (given.qDirect ?? (!split && !(p.causal && p.d <= 64))) &&
+    tcQDirectFits(p, pr.buffers.q.size / 2);
   const tiles = direct ? TC_DIRECT_TILES : TC_DEFAULT_TILES;
   const base = { d: p.d, dv: p.dv, lazy: 8, pad: 8, swizzle: true, split };
   const fits = (t: { subgroups: number; keyMatrices: number }) =>

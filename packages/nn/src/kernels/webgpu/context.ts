@@ -47,10 +47,14 @@ export interface WebGpuKernelOptions {
   recordAttention?: boolean;
   /**
    * Work encoded at once is submitted after 2 passes following an idle queue, then every 4, 8,
-   * 16, 32, 64 (default true), so that the GPU starts on a step while autograd still records
-   * it (on the H200 a first batch of 2 ran the block step 0.07-0.25 ms faster than 8 in
-   * same-process pairs, within the noise, session 15); false submits every 64 passes and when
-   * the recording yields (for A/B measurements).
+   * 16, 32, 64, so that the GPU starts on a step while autograd still records it; false (the
+   * default since session 23) submits every 64 passes and when the recording yields. Early
+   * submits never showed a gain (session 15: a first batch of 2 ran the block step 0.07-0.25 ms
+   * faster than 8, within the noise; session 23: GPT-2 small's f16 training step 124.9 / 130.5
+   * ms with them, 129.6 / 126.1 without) and cost decoding its six submits a token (~0.5 ms of
+   * host each on the H200): GPT-2 small at 8K decoded 153.6 / 136.9 tokens/s with them and
+   * 169.7 / 164.4 without, alternating processes (BENCHMARKS.md "GPT generation on the H200,
+   * session 23").
    */
   earlySubmit?: boolean;
   /**
@@ -78,7 +82,7 @@ export const KERNEL_OPTION_DEFAULTS: Readonly<Required<WebGpuKernelOptions>> = {
   encodeEagerly: true,
   reuseBindings: true,
   recordAttention: true,
-  earlySubmit: true,
+  earlySubmit: false,
   sharePasses: true,
   fuseLinear: true,
 };

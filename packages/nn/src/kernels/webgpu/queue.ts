@@ -225,11 +225,11 @@ export class GpuQueue {
   }
 
   /**
-   * After work encoded at once: submits the open encoder once it holds FIRST_BATCH passes after
-   * an idle queue, then twice as many each time up to BATCH (earlySubmit), so that the GPU starts
-   * on a step while autograd still records the rest (a Vulkan submit costs the host about half a
-   * millisecond on the H200, fewer than the GPU's time for that many passes); else at BATCH
-   * passes. The rest goes when the recording yields.
+   * After work encoded at once: submits the open encoder at BATCH passes, or (earlySubmit, off
+   * by default) once it holds FIRST_BATCH passes after an idle queue, then twice as many each
+   * time up to BATCH, so that the GPU starts on a step while autograd still records the rest (a
+   * Vulkan submit costs the host about half a millisecond on the H200). The rest goes when the
+   * recording yields.
    */
   private afterEager(): void {
     if (this.passes >= (kernelOptions().earlySubmit ? this.nextFlush : BATCH)) void this.flush();
