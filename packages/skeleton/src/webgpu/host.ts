@@ -1059,9 +1059,13 @@ function tcConfig(
   // default for causal attention at D <= 64: there the 128-row workgroups ran slower at (16, 16,
   // 1024, 64) (1.05 ms against session 18's 0.85 with Q staged, 4 x 32), though faster without
   // the mask (1.05 against 1.38), so that case keeps the measured staged tile.
-  const direct =
-    (given.qDirect ?? (!split && !(p.causal && p.d <= 64))) &&
-    tcQDirectFits(p, pr.buffers.q.size / 2);
+  if (given.qDirect === true && split)
+    throw new ValueError(
+      'tensorCores.qDirect: expected false or undefined with f32 inputs (split-f16 stages Q as hi and lo halves), got true',
+      'tensorCores.qDirect',
+    );
+  const canDirect = !split && given.qDirect !== false && tcQDirectFits(p, pr.buffers.q.size / 2);
+  const direct = canDirect && (given.qDirect === true || !(p.causal && p.d <= 64));
   const tiles = direct ? TC_DIRECT_TILES : TC_DEFAULT_TILES;
   const base = { d: p.d, dv: p.dv, lazy: 8, pad: 8, swizzle: true, split };
   const fits = (t: { subgroups: number; keyMatrices: number }) =>
@@ -1075,12 +1079,22 @@ function tcConfig(
     qDirect: direct,
     ...(p.blockSparse ? { blockSparse: true } : {}),
   };
-  // A tile that fits only beside qDirect (the caller's, or 8 subgroups) where q's buffer cannot
-  // take qDirect: the largest default tile that fits with Q staged instead, rather than a
-  // ValueError that depends on the sequence lengths.
-  if ((given.qDirect ?? !split) && !direct && tcForwardWorkgroupBytes(c) > limit) {
-    const t = TC_DEFAULT_TILES.find((t) => tcForwardWorkgroupBytes({ ...c, ...t }) <= limit);
-    if (t) Object.assign(c, t);
+  // A caller's tile that fits only beside qDirect, where qDirect was not chosen: with qDirect
+  // where q's buffer takes it (causal at D <= 64), else the largest default tile that fits with
+  // Q staged, rather than a ValueError that depends on the sequence lengths. A tile too large
+  // even for qDirect (or qDirect: false) stays an error.
+  if (
+    !direct &&
+    !split &&
+    given.qDirect !== false &&
+    tcForwardWorkgroupBytes(c) > limit &&
+    tcForwardWorkgroupBytes({ ...c, qDirect: true }) <= limit
+  ) {
+    if (canDirect) c.qDirect = true;
+    else {
+      const t = TC_DEFAULT_TILES.find((t) => tcForwardWorkgroupBytes({ ...c, ...t }) <= limit);
+      if (t) Object.assign(c, t);
+    }
   }
   // Staging with every load issued before the stores: 27.7 -> 35.1 TFLOP/s at (4, 16, 4096,
   // 128) on the H200, verified there (2026-12-04, BENCHMARKS.md "WebGPU tensor cores, session
@@ -1926,6 +1940,11 @@ function tcBackwardConfigs(
     tcQDirectFits(p, dout.size / 2, 'o');
   const pick = (pass: 'dq' | 'dkdv'): TcBackwardConfig => {
     const given = opts.tensorCoreBackward?.[pass];
+    if (pass === 'dkdv' && given?.blockDirect === true)
+      throw new ValueError(
+        'tensorCoreBackward.dkdv.blockDirect: expected false or undefined (the dK/dV pass holds dK and dV in registers, none left for K and V), got true',
+        'tensorCoreBackward.dkdv.blockDirect',
+      );
     const direct = pass === 'dq' && (given?.blockDirect ?? true) && directFits;
     let c = tcBackwardConfigFor(
       pass,
@@ -1943,20 +1962,21 @@ function tcBackwardConfigs(
         batchLoads: given?.batchLoads ?? true,
         // The scalar pass unrolled with its loads first: 29.2 -> 39.2 TFLOP/s there (run 6).
         regLoops: given?.regLoops ?? true,
-        // The dK/dV pass has no blockDirect (its shader rejects a caller's true).
-        blockDirect: pass === 'dq' ? direct : given?.blockDirect,
+        blockDirect: direct,
         ...(p.blockSparse ? { blockSparse: true } : {}),
       },
       limit,
     );
     // A dQ tile that fits only beside blockDirect where the buffers (or the device's storage
     // buffer limit) cannot take it: the default tile for the staged blocks instead, rather than
-    // a ValueError that depends on the sequence lengths.
+    // a ValueError that depends on the sequence lengths. A tile too large even for blockDirect
+    // stays an error.
     if (
       pass === 'dq' &&
       (given?.blockDirect ?? true) &&
       !c.blockDirect &&
-      tcBackwardWorkgroupBytes(c, pass) > limit
+      tcBackwardWorkgroupBytes(c, pass) > limit &&
+      tcBackwardWorkgroupBytes({ ...c, blockDirect: true }, pass) <= limit
     ) {
       const { subgroups: _s, keyMatrices: _k, ...fields } = c;
       c = tcBackwardConfigFor(pass, fields, limit);

@@ -759,3 +759,22 @@ describe('tcBackwardStorageBuffers', () => {
     expect(k.bindings.filter((b) => b.kind !== 'uniform')).toHaveLength(9);
   });
 });
+
+describe.skipIf(!ctx)('tensor-core backward: blockDirect in the dK/dV pass', () => {
+  test('is a ValueError naming tensorCoreBackward.dkdv.blockDirect', async () => {
+    const x = inputs(CASES[1]!, 5);
+    const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
+    const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
+    const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
+    try {
+      await expect(
+        tiledBackwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, fwd.o, fwd.lse, g[3]!, {
+          tensorCores: { emulate: true },
+          tensorCoreBackward: { dkdv: { blockDirect: true } },
+        }),
+      ).rejects.toThrow(/^tensorCoreBackward\.dkdv\.blockDirect: expected false or undefined/);
+    } finally {
+      for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
+    }
+  });
+});

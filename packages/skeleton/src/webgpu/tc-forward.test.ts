@@ -769,9 +769,9 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect, emulated, vs the float64 re
     ],
     // 37 rows: the second head's last block (rows 32 .. 47) would end 176 halves past the
     // tensor, more than its pooled buffer's slack: Q is staged.
-    // Dv 48 (no other test's shape): the staged kernel is compiled afresh here, so the pipeline
-    // requests show which kernel ran (a cached pipeline is not requested again).
-    [{ name: 'odd rows, Dv 48', b: 1, hq: 2, hkv: 2, nq: 37, nk: 37, d: 16, dv: 48 }, false],
+    // (A wrong qDirect here would request the {5,1} variant's qDirect kernel at D = Dv = 16, which
+    // no earlier case compiles: the causal cases keep Q staged by default.)
+    [{ name: 'odd square', b: 1, hq: 2, hkv: 2, nq: 37, nk: 37, d: 16, dv: 16 }, false],
     // Not causal (the host's default takes qDirect there; causal at D <= 64 keeps Q staged);
     // D 32 / Dv 16 so its kernels are compiled here (the mask is a uniform, not kernel text).
     [
@@ -795,17 +795,23 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect, emulated, vs the float64 re
     { subgroups: 2, keyMatrices: 3, qDirect: true, pad: 0 },
     { subgroups: 1, keyMatrices: 4, qDirect: true, kvLayout: 'single', lazy: 0 },
     // qDirect by default, with a tile that fits llvmpipe's 32 KiB only without the Q block (5
-    // subgroups: the smallest such tile for these cases' D and Dv): where q cannot take
-    // qDirect the host runs a default tile with Q staged, not a ValueError.
+    // subgroups: the smallest such tile for these cases' D and Dv): qDirect wherever q's buffer
+    // takes it (causal at D <= 64 too: the tile needs it), else a default tile with Q staged,
+    // not a ValueError.
     { subgroups: 5, keyMatrices: 1 },
+    // qDirect by default with a tile that also fits staged: not for causal at D <= 64.
+    { subgroups: 1, keyMatrices: 2 },
   ];
+  // The variants whose tile fits llvmpipe's 32 KiB only with qDirect.
+  const needsDirect = (v: Partial<TcForwardConfig>) => v.subgroups === 5;
   for (const variant of variants)
     test(`${JSON.stringify(variant)}`, { timeout: 120_000 }, async () => {
       const tol = toleranceFor({ dtype: 'f16' });
       for (const [n, [c, fits]] of cases.entries()) {
         // Where the buffer takes it: the caller's qDirect, else the host's default (not for
-        // causal attention at D <= 64).
-        const direct = fits && (variant.qDirect ?? !(c.attn?.causal && c.d <= 64));
+        // causal attention at D <= 64 unless the tile needs it).
+        const direct =
+          fits && (variant.qDirect ?? (needsDirect(variant) || !(c.attn?.causal && c.d <= 64)));
         const x = emuInputs(c, 90 + n);
         const g = [x.q, x.k, x.v].map((t) => toWebGpu(t, ctx!));
         const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
@@ -842,4 +848,34 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect, emulated, vs the float64 re
         }
       }
     });
+});
+
+// Requests the direct loads cannot serve are errors whatever the sequence lengths: qDirect with
+// f32 inputs (split-f16 stages Q), and a tile too large even without the Q block.
+describe.skipIf(!ctx)('tensor-core forward, qDirect requests that cannot run', () => {
+  test('typed errors, the same for lengths that fit the buffer and lengths that do not', async () => {
+    for (const nq of [48, 37]) {
+      const rng = new Rng(nq);
+      const q = rng.randn([1, 2, nq, 16]);
+      const k = rng.randn([1, 2, 40, 16]);
+      const v = rng.randn([1, 2, 40, 16]);
+      const g = [q, k, v].map((t) => toWebGpu(t, ctx!));
+      const h = [q, k, v].map((t) => toWebGpu(t.astype('f16'), ctx!));
+      try {
+        const p = resolveAttentionProblem(q, k, v);
+        await expect(
+          tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+            tensorCores: { qDirect: true, emulate: true },
+          }),
+        ).rejects.toThrow(/^tensorCores\.qDirect: expected false or undefined with f32 inputs/);
+        await expect(
+          tiledForwardWebGpu(p, SOFTMAX_HOOKS, h[0]!, h[1]!, h[2]!, {
+            tensorCores: { subgroups: 8, keyMatrices: 8, emulate: true },
+          }),
+        ).rejects.toThrow(/^tensorCores: .* bytes of workgroup memory \(limit \d+\)/);
+      } finally {
+        for (const t of [...g, ...h]) t.dispose();
+      }
+    }
+  });
 });
