@@ -438,10 +438,32 @@ const VARIANTS: TcBackwardTile[] = [
   { subgroups: 2, keyMatrices: 1, split: true, regLoops: true, constOffsets: false },
 ];
 
+/**
+ * dQ, dK, dV of `r` against the float64 reference of `x` at f16's tolerance: { ok, nonFinite }
+ * per gradient beside what a pass expects (the relative L2 error shown where it is off); the
+ * gradients are disposed.
+ */
+async function gradChecks(
+  r: { dq: Tensor; dk: Tensor; dv: Tensor },
+  x: ReturnType<typeof inputs>,
+): Promise<{ got: Record<string, unknown>; want: Record<string, unknown> }> {
+  const tol = toleranceFor({ dtype: 'f16' });
+  const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
+  const got: Record<string, unknown> = {};
+  const want: Record<string, unknown> = {};
+  for (const name of ['dq', 'dk', 'dv'] as const) {
+    const a = accuracy(await r[name].toCpu(), ref[name]);
+    got[name] = { ok: a.relL2 <= tol, nonFinite: a.nonFinite };
+    want[name] = { ok: true, nonFinite: 0 };
+    if (a.relL2 > tol) got[`${name} relL2`] = a.relL2;
+    r[name].dispose();
+  }
+  return { got, want };
+}
+
 describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference', () => {
   for (const tile of VARIANTS)
     test(JSON.stringify(tile), { timeout: 120_000 }, async () => {
-      const tol = toleranceFor({ dtype: 'f16' });
       // D != Dv costs two more compiles: the first variant only.
       const cases = tile === VARIANTS[0] ? [...CASES, CASE_DV] : CASES;
       for (const [n, c] of cases.entries()) {
@@ -466,17 +488,8 @@ describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference'
             g[3]!,
             opts,
           );
-          const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
-          const got: Record<string, unknown> = { case: c.name };
-          const want: Record<string, unknown> = { case: c.name };
-          for (const name of ['dq', 'dk', 'dv'] as const) {
-            const a = accuracy(await r[name].toCpu(), ref[name]);
-            got[name] = { ok: a.relL2 <= tol, nonFinite: a.nonFinite };
-            want[name] = { ok: true, nonFinite: 0 };
-            if (a.relL2 > tol) got[`${name} relL2`] = a.relL2;
-            r[name].dispose();
-          }
-          expect(got).toEqual(want);
+          const { got, want } = await gradChecks(r, x);
+          expect({ case: c.name, ...got }).toEqual({ case: c.name, ...want });
         } finally {
           ctx!.poisonOutputs = false;
           for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
@@ -486,17 +499,18 @@ describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference'
 });
 
 /**
- * CASES[1]'s emulated tensor-core backward with `opts`, outputs poisoned, every pipeline request
- * shown to `watch` first (which may answer it instead: a rejection injects a timeout); `check`
- * sees the results and the inputs before they are disposed.
+ * Case `c`'s (default CASES[1]) emulated tensor-core backward with `opts`, outputs poisoned,
+ * every pipeline request shown to `watch` first (which may answer it instead: a rejection
+ * injects a timeout); `check` sees the results and the inputs before they are disposed.
  */
 async function backwardWatched(
   seed: number,
   opts: WebGpuTileOptions,
   watch: (program: ComputeProgram) => ReturnType<PipelineCache['get']> | undefined,
   check: (r: { dq: Tensor; dk: Tensor; dv: Tensor }, x: ReturnType<typeof inputs>) => Promise<void>,
+  c: Case = CASES[1]!,
 ): Promise<void> {
-  const x = inputs(CASES[1]!, seed);
+  const x = inputs(c, seed);
   const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
   const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
   const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
@@ -701,51 +715,26 @@ describe.skipIf(!ctx)('tensor-core backward, blockDirect dQ, emulated, vs float6
     { subgroups: 4, keyMatrices: 1 },
   ];
   test.each(tiles)('dQ %o', { timeout: 120_000 }, async (dq) => {
-    const tol = toleranceFor({ dtype: 'f16' });
     for (const [n, [c, direct]] of cases.entries()) {
-      const x = inputs(c, 120 + n);
-      const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
-      const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
-      const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
       const seen: boolean[] = [];
-      const get = ctx!.pipelines.get.bind(ctx!.pipelines);
-      const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
-        const cfg = program.config as TcBackwardConfig | undefined;
-        if (program.label?.includes(' dq ') && cfg) seen.push(cfg.blockDirect === true);
-        return get(program);
-      });
-      ctx!.poisonOutputs = true;
-      try {
-        const r = await tiledBackwardWebGpu(
-          p,
-          SOFTMAX_HOOKS,
-          g[0]!,
-          g[1]!,
-          g[2]!,
-          fwd.o,
-          fwd.lse,
-          g[3]!,
-          {
-            tensorCores: { emulate: true },
-            tensorCoreBackward: { dq, dkdv: { subgroups: 1, keyMatrices: 1 } },
-          },
-        );
-        const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);
-        const got: Record<string, unknown> = { case: c.name, direct: seen };
-        const want: Record<string, unknown> = { case: c.name, direct: [direct] };
-        for (const name of ['dq', 'dk', 'dv'] as const) {
-          const a = accuracy(await r[name].toCpu(), ref[name]);
-          got[name] = { ok: a.relL2 <= tol, nonFinite: a.nonFinite };
-          want[name] = { ok: true, nonFinite: 0 };
-          if (a.relL2 > tol) got[`${name} relL2`] = a.relL2;
-          r[name].dispose();
-        }
-        expect(got).toEqual(want);
-      } finally {
-        spy.mockRestore();
-        ctx!.poisonOutputs = false;
-        for (const t of [...g, fwd.o, fwd.lse!]) t.dispose();
-      }
+      await backwardWatched(
+        120 + n,
+        { tensorCoreBackward: { dq, dkdv: { subgroups: 1, keyMatrices: 1 } } },
+        (program) => {
+          const cfg = program.config as TcBackwardConfig | undefined;
+          if (program.label?.includes(' dq ') && cfg) seen.push(cfg.blockDirect === true);
+          return undefined;
+        },
+        async (r, x) => {
+          const { got, want } = await gradChecks(r, x);
+          expect({ case: c.name, direct: seen, ...got }).toEqual({
+            case: c.name,
+            direct: [direct],
+            ...want,
+          });
+        },
+        c,
+      );
     }
   });
 });
