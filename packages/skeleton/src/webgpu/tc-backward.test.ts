@@ -746,6 +746,9 @@ describe('tcBackwardStorageBuffers', () => {
     expect(tcBackwardStorageBuffers({}, 'dkdv')).toBe(8);
     const k = tcDqShader({ d: 16, dv: 16, subgroups: 2, keyMatrices: 1, blockDirect: true });
     expect(k.bindings.filter((b) => b.kind !== 'uniform')).toHaveLength(9);
+    expect(() => tcBackwardStorageBuffers({}, 'dv' as 'dq')).toThrow(
+      /^pass: expected "dq" or "dkdv", got dv/,
+    );
   });
 });
 

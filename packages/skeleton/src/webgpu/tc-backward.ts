@@ -1,6 +1,6 @@
 import { ValueError } from '@attnkit/tensor';
 import type { WgslBinding } from '@attnkit/webgpu';
-import { declareBindings } from '@attnkit/webgpu';
+import { declareBindings, storageBindingCount } from '@attnkit/webgpu';
 import { paramsStruct } from './params.js';
 import type { WgslKernel } from './shaders.js';
 import {
@@ -189,10 +189,13 @@ export function tcBackwardStorageBuffers(
   c: Pick<TcBackwardConfig, 'blockDirect'>,
   pass: 'dq' | 'dkdv',
 ): number {
-  const base = bindingsOf(pass === 'dq' ? ['dq'] : ['dk', 'dv']).filter(
-    (b) => b.kind !== 'uniform',
-  ).length;
-  return base + (pass === 'dq' && c.blockDirect ? 2 : 0);
+  if (pass !== 'dq' && pass !== 'dkdv')
+    throw new ValueError(`pass: expected "dq" or "dkdv", got ${String(pass)}`, 'pass');
+  if (c === null || typeof c !== 'object')
+    throw new ValueError(`c: expected a config object, got ${String(c)}`, 'c');
+  return storageBindingCount(
+    pass === 'dq' ? dqBindings(c.blockDirect === true) : bindingsOf(['dk', 'dv']),
+  );
 }
 
 /** Result matrices (f32 16x16) a subgroup of the pass holds: accumulators and the score matrices. */
@@ -394,6 +397,17 @@ function bindingsOf(outs: string[]): WgslBinding[] {
   ];
 }
 
+/** The dQ pass's bindings; `direct` (blockDirect, not emulated) adds q's and dO's buffers as halves. */
+function dqBindings(direct: boolean): WgslBinding[] {
+  const b = bindingsOf(['dq']);
+  if (direct)
+    b.push(
+      { name: 'q16', kind: 'read', type: 'array<f16>' },
+      { name: 'dout16', kind: 'read', type: 'array<f16>' },
+    );
+  return b;
+}
+
 /** The module's head: enables, uniforms, constants, workgroup arrays, bindings, the emulation's prelude (filled in last). */
 function head(
   c: TcBackwardConfig,
@@ -460,12 +474,8 @@ export function tcDqShader(c: TcBackwardConfig): WgslKernel {
   const HALF = BC / 2;
   const { A } = mx;
   const direct = c.blockDirect ?? false;
-  const bindings = bindingsOf(['dq']);
-  if (direct && !emu)
-    bindings.push(
-      { name: 'q16', kind: 'read', type: 'array<f16>' },
-      { name: 'dout16', kind: 'read', type: 'array<f16>' },
-    );
+  // Emulated, the direct loads read q's and dout's words (emulatedDirectLoad).
+  const bindings = dqBindings(direct && !emu);
   const scores = (
     left: (i: number) => string,
     n: number,

@@ -243,6 +243,14 @@ describe('tcQDirectFits: every 16-row block of Q within its buffer', () => {
     expect(tcQDirectFits(p, 2 * 37 * 16 + 11 * 16 - 1)).toBe(false);
     expect(tcQDirectFits(p, 2 * 37 * 16 + 11 * 16)).toBe(true);
   });
+  test('bad arguments are ValueErrors naming them', () => {
+    const p = bhnd(1, 1, 16, 16);
+    expect(() => tcQDirectFits(p, -1)).toThrow(ValueError);
+    expect(() => tcQDirectFits(p, Number.NaN)).toThrow(/^elements: expected a non-negative number/);
+    expect(() => tcQDirectFits(p, 256, 'k' as 'q')).toThrow(
+      /^tensor: expected "q" or "o", got "k"/,
+    );
+  });
   test("THD: a short sequence reads the next one; only the buffer's end counts", () => {
     // Sequences of 5, 0 and 32 tokens, 2 heads of 16: the first block of sequence 0 covers
     // tokens 0 .. 15 (in sequence 2), the empty one loads nothing, sequence 2 ends at 37.

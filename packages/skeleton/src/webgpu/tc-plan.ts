@@ -268,6 +268,13 @@ export function tcQDirectFits(
   elements: number,
   tensor: 'q' | 'o' = 'q',
 ): boolean {
+  if (!(Number.isFinite(elements) && elements >= 0))
+    throw new ValueError(
+      `elements: expected a non-negative number (the buffer's element count), got ${describe(elements)}`,
+      'elements',
+    );
+  if (tensor !== 'q' && tensor !== 'o')
+    throw new ValueError(`tensor: expected "q" or "o", got ${describe(tensor)}`, 'tensor');
   // o's layout (width Dv, row stride oRow) is also dO's, whose blocks the dQ pass loads.
   const [width, row] = tensor === 'q' ? [p.d, p.qRow] : [p.dv, p.oRow];
   for (let b = 0; b < p.batch; b++) {
