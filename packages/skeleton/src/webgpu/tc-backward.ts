@@ -4,10 +4,10 @@ import { declareBindings, storageBindingCount } from '@attnkit/webgpu';
 import { paramsStruct } from './params.js';
 import type { WgslKernel } from './shaders.js';
 import {
-  emulatedDirectLoad,
   matrixOps,
   partsArray,
   stageRows,
+  TC_DIRECT_BLOCK_ROW,
   TC_KEY_RANGES,
   TC_SUBGROUP_SIZE,
   tcEntry,
@@ -600,18 +600,14 @@ ${entry(c, T)}
     direct
       ? `// Q's and dO's matrices from storage into registers, once: the subgroup's 16-row block, or
   // (wholly past the sequence) its last one; the host checked that each lies within its buffer.
-  let blk = min(r0 + sg * 16u, ((nq + 15u) / 16u) * 16u - 16u);
-  ${rep(KD, (i) => `let qa${i} = ${emu ? `ld_direct_q(qB + blk * P.qRow + ${16 * i}u, P.qRow)` : `subgroupMatrixLoad<${mx.L}>(&q16, qB + blk * P.qRow + ${16 * i}u, false, P.qRow)`};`, '\n  ')}
-  ${rep(KV, (j) => `let da${j} = ${emu ? `ld_direct_dout(oB + blk * P.oRow + ${16 * j}u, P.oRow)` : `subgroupMatrixLoad<${mx.L}>(&dout16, oB + blk * P.oRow + ${16 * j}u, false, P.oRow)`};`, '\n  ')}`
+  let blk = ${TC_DIRECT_BLOCK_ROW};
+  ${rep(KD, (i) => `let qa${i} = ${mx.loadStorage('q16', 'q', `qB + blk * P.qRow + ${16 * i}u`, 'P.qRow')};`, '\n  ')}
+  ${rep(KV, (j) => `let da${j} = ${mx.loadStorage('dout16', 'dout', `oB + blk * P.oRow + ${16 * j}u`, 'P.oRow')};`, '\n  ')}`
       : `// The Q and dO blocks, once, each in a region of its own.
   ${stage(c, T, 'q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qs', '', nest ? 16 : undefined)}
   ${stage(c, T, 'dout', 'oB', 'P.oRow', 'r0', BR, 'nq', c.dv, VW, 'dos', '', nest ? 16 : undefined)}`
   }${body}`;
-  const helpers =
-    direct && emu
-      ? emulatedDirectLoad('ld_direct_q', 'q') + emulatedDirectLoad('ld_direct_dout', 'dout')
-      : '';
-  return { code: code.replace('__PRELUDE__', mx.prelude() + helpers), bindings };
+  return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
 }
 
 /** Its transpose: key r is in keyRange(i) iff query_lo(r) <= i < query_hi(r) (ncols = nq). */

@@ -233,7 +233,7 @@ describe('tensor-core forward generator', () => {
     // Emulated: the matrices read from q's words, no second binding.
     const e = tcForwardShader({ ...c, d: 16, dv: 16, qDirect: true, emulate: true });
     expect(e.bindings.map((b) => b.name)).not.toContain('q16');
-    expect(e.code).toMatch(/fn ld_qdirect\(/);
+    expect(e.code).toMatch(/fn ld_direct_q\(/);
     expect(() => tcForwardShader({ ...c, qDirect: true, split: true })).toThrow(
       /^qDirect: expected no split beside it/,
     );

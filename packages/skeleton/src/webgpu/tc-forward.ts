@@ -269,6 +269,25 @@ export function matrixOps(emulate: boolean, subgroups: number, opaqueZero = 'P.g
       );
       return `${name}(${outer === undefined ? '' : `${outer}, `}${off}, ${m}, ${stride})`;
     },
+    /**
+     * A left matrix (row-major) of halves straight from storage, at `off` with row stride
+     * `stride` (halves): the real builtin reads `halves`, a second binding of the buffer as
+     * `array<f16>`; the emulation reads the buffer's words `words` (16-byte, or 4-byte with
+     * `narrow`) through a generated helper. The forward's qDirect and the dQ pass's blockDirect
+     * load their kept blocks with it.
+     */
+    loadStorage(
+      halves: string,
+      words: string,
+      off: string,
+      stride: string,
+      narrow = false,
+    ): string {
+      if (!emulate) return `subgroupMatrixLoad<${types.L}>(&${halves}, ${off}, false, ${stride})`;
+      const name = `ld_direct_${words}`;
+      helpers.set(name, emulatedDirectLoad(name, words, narrow));
+      return `${name}(${off}, ${stride})`;
+    },
     mma(a: string, b: string, acc: string): string {
       return emulate
         ? `e_mma(${a}, ${b}, ${acc})`
@@ -574,10 +593,9 @@ fn main(
 /**
  * WGSL of `fn <name>(off, stride) -> array<f32, 8>`: matrixOps' emulated left-matrix load
  * (lane layout as there, row-major) of halves read from the storage binding `src` of 16-byte
- * words (`narrow`: 4-byte words), for kernels that load a kept block's matrices straight from
- * storage (the forward's qDirect, the dQ pass's blockDirect). Uses the emulation's prelude.
+ * words (`narrow`: 4-byte words), for matrixOps' loadStorage. Uses the emulation's prelude.
  */
-export function emulatedDirectLoad(name: string, src: string, narrow = false): string {
+function emulatedDirectLoad(name: string, src: string, narrow = false): string {
   return `
 fn ${name}(off: u32, stride: u32) -> array<f32, 8> {
   var x: array<f32, 8>;
@@ -589,6 +607,13 @@ fn ${name}(off: u32, stride: u32) -> array<f32, 8> {
   return x;
 }`;
 }
+
+/**
+ * WGSL of the first row of the 16-row block whose matrices subgroup `sg` of the workgroup at
+ * row `r0` loads straight from storage (qDirect, blockDirect): its own block, or (wholly past the
+ * sequence of `nq` rows) the sequence's last one, which the host checked lies within the buffer.
+ */
+export const TC_DIRECT_BLOCK_ROW = 'min(r0 + sg * 16u, ((nq + 15u) / 16u) * 16u - 16u)';
 
 export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   check(c);
@@ -890,8 +915,8 @@ ${tcEntry(T, emu)}
     qDirect
       ? `// Q's matrices from storage, once: the subgroup's 16-row block, or (wholly past the
   // sequence) its last one; the host checked that every such block lies within the buffer.
-  let qOff = qB + min(r0 + sg * 16u, ((nq + 15u) / 16u) * 16u - 16u) * P.qRow;
-  ${rep(KD, (i) => `let qa${i} = ${emu ? `ld_qdirect(qOff + ${16 * i}u, P.qRow)` : `subgroupMatrixLoad<${mx.L}>(&q16, qOff + ${16 * i}u, false, P.qRow)`};`, '\n  ')}`
+  let qOff = qB + ${TC_DIRECT_BLOCK_ROW} * P.qRow;
+  ${rep(KD, (i) => `let qa${i} = ${mx.loadStorage('q16', 'q', `qOff + ${16 * i}u`, 'P.qRow', narrow)};`, '\n  ')}`
       : `// Q's block (rows past the sequence as zeros), once.
   ${nest ? stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '', 16) : stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '')}
   ${
@@ -1089,8 +1114,6 @@ ${tcEntry(T, emu)}
   }
 }
 `;
-  // qDirect under emulation: the matrix's halves read from q's words (lane layout of matrixOps).
-  const qdHelper = qDirect && emu ? emulatedDirectLoad('ld_qdirect', 'q', narrow) : '';
   // The emulation's helpers are known once the body has been generated.
-  return { code: code.replace('__PRELUDE__', mx.prelude() + qdHelper), bindings };
+  return { code: code.replace('__PRELUDE__', mx.prelude()), bindings };
 }
