@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Session 23, call 2 (issue 20): the new defaults verified and tabled. Forward: Q's matrices
+# Session 23 (issue 20; not run as such: its steps ran as the first half of h200-s23c.sh, run 2).
+# Next session: run it again to verify and table the final defaults (causal at D <= 64 keeps
+# session 18's staged tile, chosen but not re-timed in session 23). The new defaults: Q's matrices
 # from storage (qDirect) with 8 subgroups x 32-key tiles wherever q's 16-row blocks lie within
 # its buffer; backward: the dQ pass's Q and dO matrices from storage (blockDirect) with 8
 # subgroups x 16-key tiles. Verified first on bench-tc's 11 cases against float64 (f16 forward
