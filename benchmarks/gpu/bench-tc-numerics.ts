@@ -15,6 +15,9 @@
  *   the number of bits kept, the rounding direction, whether small terms are summed before
  *   they are aligned.
  * - `chain`: 256 multiplies chained through the accumulator (K = 4096), the GEMM probe's case.
+ * - `codes-qk`, `codes-pv`: SageAttention2's integer codes (issue 11) on f16 matrices: whether
+ *   the f32 accumulator returns the exact integer dot of a D = 128 Q K and of a 64-key P V, which
+ *   a Sage kernel on the f16 tensor-core engine would need.
  * - `split-qk`, `split-pv`: the split-f16 scheme itself (hi = f16(x), lo = f16((x - hi) 2^11),
  *   S = hi hi + (hi lo + lo hi) 2^-11 in two accumulators) on a D = 128 score block and on a
  *   4096-key P V with P in (0, 1]; for P V also with the accumulator flushed to f32 every 64
@@ -381,6 +384,9 @@ const report = (name: string, s: ReturnType<typeof stats>) => {
 
 const u = (lo: number, hi: number) => () => lo + (hi - lo) * uniform();
 const zero = () => 0;
+const code = (lo: number, hi: number) => () => lo + Math.floor((hi - lo + 1) * uniform());
+// P codes as softmax gives them: most near 0, some up to 255.
+const pCode = () => Math.round(255 * Math.exp(-6 * uniform()));
 for (const [name, bt] of [
   ['single', randomBatch(4096, 1, u(-1, 1), u(-1, 1), zero)],
   ['single-pos', randomBatch(4096, 1, u(0, 1), u(0, 1), zero)],
@@ -391,6 +397,12 @@ for (const [name, bt] of [
     ),
   ],
   ['chain', randomBatch(64, 256, u(-0.5, 0.5), u(-0.5, 0.5), zero)],
+  // SageAttention2's integers on f16 matrices (issue 11): codes are integers that f16 holds
+  // exactly, so if every partial sum is an integer below 2^24 the f32 accumulator must give the
+  // exact dot (Q K: D = 128 codes in [-127, 127], |dot| < 2^21) and the exact pv (64 keys of
+  // P codes in [0, 255] times V codes: |pv| < 2^21). "correctly rounded" then reads "exact".
+  ['codes-qk', randomBatch(1024, 8, code(-127, 127), code(-127, 127), zero)],
+  ['codes-pv', randomBatch(1024, 4, pCode, code(-127, 127), zero)],
 ] as const) {
   try {
     report(name, stats(await run(bt), models(bt)));
