@@ -24,6 +24,7 @@ import {
   sageGroupCounts,
 } from './codec.js';
 import { SAGE_TC_SUBGROUP, sageTcForward, sageTcWorkgroupBytes } from './tensor-cores.js';
+import { sageTcF16Configs, sageTcF16Forward } from './tensor-cores-f16.js';
 import {
   SAGE_FORWARD_FIELDS,
   SAGE_LSE_FIELDS,
@@ -134,8 +135,16 @@ export interface SageForwardWebGpuOptions extends SageKernelOptions {
    * 16-row subgroups per workgroup (1-8; default the largest of 4, 2, 1 whose workgroup memory
    * fits the device). `emulate` (a test aid, as the f16 tensor-core kernels have): the two
    * products in plain WGSL loops, so any device (llvmpipe) runs the rest of the kernel.
+   * `engine: 'f16'`: the FlashAttention-2 tensor-core forward's Sage hooks instead
+   * (./tensor-cores-f16.ts: the codes as f16 halves on f16 x f16 -> f32 matrices, exact
+   * integers; O kept in the matrices across tiles). It needs the f16 16x16x16 config, 32-wide
+   * subgroups, D and Dv multiples of 16 and pvBits 8; `subgroups` 1, 2 or 4 (default the largest
+   * that fits). Not measured on a device yet: opt-in until it is.
    */
-  tensorCores?: boolean | { subgroups?: number; emulate?: boolean } | undefined;
+  tensorCores?:
+    | boolean
+    | { engine?: 'i8' | 'f16'; subgroups?: number; emulate?: boolean }
+    | undefined;
   profiler?: GpuProfiler;
 }
 
@@ -675,15 +684,21 @@ function pickRows(ctx: WebGpuContext, spec: Omit<SageForwardSpec, 'rows'>, nq: n
 function tensorCorePlan(
   ctx: WebGpuContext,
   c: SageCodecGpu,
-  want: true | { subgroups?: number; emulate?: boolean },
-): { subgroups: number; emulate: boolean } {
+  want: true | { engine?: 'i8' | 'f16'; subgroups?: number; emulate?: boolean },
+): { engine: 'i8' | 'f16'; subgroups: number; emulate: boolean } {
+  const given = want === true ? {} : want;
+  const engine = given.engine ?? 'i8';
+  if (engine !== 'i8' && engine !== 'f16')
+    throw new ValueError(
+      `tensorCores.engine: expected "i8" or "f16", got ${describe(engine)}`,
+      'tensorCores.engine',
+    );
   const no = (why: string): never => {
     throw new ValueError(
-      `tensorCores: expected a codec and adapter the int8 tensor-core kernel runs, got one where ${why}`,
+      `tensorCores: expected a codec and adapter the ${engine === 'f16' ? 'f16' : 'int8'} tensor-core kernel runs, got one where ${why}`,
       'tensorCores',
     );
   };
-  const given = want === true ? {} : want;
   const emulate = given.emulate ?? false;
   if (typeof emulate !== 'boolean')
     throw new ValueError(
@@ -691,6 +706,45 @@ function tensorCorePlan(
       'tensorCores.emulate',
     );
   const f = ctx.features;
+  if (engine === 'f16') {
+    if (
+      !emulate &&
+      !(
+        f.shaderF16 &&
+        f.subgroupMatrixConfigs.some(
+          (m) =>
+            m.component === 'f16' && m.result === 'f32' && m.M === 16 && m.N === 16 && m.K === 16,
+        )
+      )
+    )
+      no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
+    if (
+      !emulate &&
+      (f.subgroupMinSize !== SAGE_TC_SUBGROUP || f.subgroupMaxSize !== SAGE_TC_SUBGROUP)
+    )
+      no(
+        `the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${SAGE_TC_SUBGROUP}`,
+      );
+    if (c.dims.d % 16 !== 0 || c.dims.dv % 16 !== 0)
+      no(`D = ${c.dims.d}, Dv = ${c.dims.dv} are not multiples of 16`);
+    if (c.pvBits !== 8) no('pvBits is 32 (the kernel multiplies 8-bit P~ and V codes)');
+    const sg = given.subgroups;
+    if (sg !== undefined && !(sg === 1 || sg === 2 || sg === 4))
+      throw new ValueError(
+        `tensorCores.subgroups: expected 1, 2 or 4 with engine "f16", got ${describe(sg)}`,
+        'tensorCores.subgroups',
+      );
+    const fits = sageTcF16Configs(
+      ctx,
+      c.dims.d,
+      c.dims.dv,
+      c.granularity,
+      c.bias !== undefined,
+      sg,
+      emulate,
+    );
+    return { engine, subgroups: fits[0]!.subgroups, emulate };
+  }
   const has = (comp: string, result: string) =>
     f.subgroupMatrixConfigs.some(
       (m) => m.component === comp && m.result === result && m.M === 16 && m.N === 16 && m.K === 32,
@@ -726,14 +780,14 @@ function tensorCorePlan(
         `tensorCores.subgroups: expected a tile whose workgroup fits the device (${ctx.limits.maxComputeWorkgroupStorageSize} bytes), got ${sg} subgroups needing ${sageTcWorkgroupBytes({ d, dv, subgroups: sg })} bytes`,
         'tensorCores.subgroups',
       );
-    return { subgroups: sg, emulate };
+    return { engine, subgroups: sg, emulate };
   }
   const sg = [4, 2, 1].find(fits);
   if (sg === undefined)
     no(
       `one subgroup's tile needs ${sageTcWorkgroupBytes({ d, dv, subgroups: 1 })} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,
     );
-  return { subgroups: sg!, emulate };
+  return { engine, subgroups: sg!, emulate };
 }
 
 /** The LSE shift's inputs checked (ValueError / DTypeError / ShapeError naming lseShift...). */
@@ -785,7 +839,7 @@ export async function sageForwardWebGpu(
   const tc = o.tensorCores ?? false;
   if (typeof tc !== 'boolean' && (tc === null || typeof tc !== 'object'))
     throw new ValueError(
-      `tensorCores: expected a boolean or { subgroups?, emulate? }, got ${describe(tc)}`,
+      `tensorCores: expected a boolean or { engine?, subgroups?, emulate? }, got ${describe(tc)}`,
       'tensorCores',
     );
   const shift =
@@ -835,24 +889,41 @@ export async function sageForwardWebGpu(
       'codec.dims.nq',
       `query tiles of ${16 * plan.subgroups} rows`,
     );
-    const r = await sageTcForward(
-      ctx,
-      {
-        qCodes: c.qCodes,
-        qScale: c.qScale,
-        kCodes: c.kCodes,
-        kScale: c.kScale,
-        vCodes: c.vCodes!,
-        vScale: c.vScale!,
-        bias: c.bias,
-      },
-      c.dims,
-      c.granularity,
-      // The band as the portable kernel reads it (causal folded in).
-      { scale: o.scale, causal: false, window: [left, right] },
-      { subgroups: plan.subgroups, emulate: plan.emulate },
-      o.profiler,
-    );
+    const tcBuffers = {
+      qCodes: c.qCodes,
+      qScale: c.qScale,
+      kCodes: c.kCodes,
+      kScale: c.kScale,
+      vCodes: c.vCodes!,
+      vScale: c.vScale!,
+      bias: c.bias,
+    };
+    const r =
+      plan.engine === 'f16'
+        ? await sageTcF16Forward(
+            ctx,
+            tcBuffers,
+            c.dims,
+            c.granularity,
+            { scale: o.scale, window: [left, right] },
+            // A tile the caller named stays; otherwise the largest that fits, then smaller ones
+            // should a pipeline not compile in time.
+            {
+              subgroups: tc === true ? undefined : tc.subgroups,
+              emulate: plan.emulate,
+            },
+            o.profiler,
+          )
+        : await sageTcForward(
+            ctx,
+            tcBuffers,
+            c.dims,
+            c.granularity,
+            // The band as the portable kernel reads it (causal folded in).
+            { scale: o.scale, causal: false, window: [left, right] },
+            { subgroups: plan.subgroups, emulate: plan.emulate },
+            o.profiler,
+          );
     if (!o.returnLse) {
       ctx.pool.release(r.lse);
       return { o: r.o };

@@ -1,6 +1,8 @@
 import { describe, ValueError } from '@attnkit/tensor';
 import type { WgslBinding } from '@attnkit/webgpu';
 import { declareBindings } from '@attnkit/webgpu';
+import { SAGE_KEY_TILE, type SageGranularity } from '../sage/codec.js';
+import { SAGE_EXP_WGSL, sageGroupFns } from '../sage/webgpu-forward.js';
 import { paramsStruct } from './params.js';
 import type { WgslKernel } from './shaders.js';
 
@@ -176,7 +178,40 @@ export interface TcForwardConfig {
    * Off: the kernel text is unchanged.
    */
   blockSparse?: boolean;
+  /**
+   * SageAttention2's kernel on this engine (issue 11; packages/sage-attention/ARITHMETIC.md
+   * "Kernel", pvBits 8): q, k and v hold the codec's integer codes as f16 halves (exact: |code|
+   * <= 127), so S = Q K^T in the f32 accumulators is the exact integer dot (|dot| < 2^21, every
+   * partial sum an integer) and P~ V, with P~'s codes (0..255, exact in f16) as the left
+   * matrices, the exact integer pv of each 64-key tile. The score of a lane's column is
+   * dequantised as the spec orders it, s = (f32(dot) f32(sQ sK) [+ bias]) scale (natural units,
+   * P.scale), the softmax runs on s with sage_exp (the portable kernel's, so P~'s codes agree
+   * with the TS spec's as often as there), P~'s codes go to `sp` as f16 and l sums the
+   * unquantised p. The accumulators hold sum_t (prod alphas) pv_t: O rescales by alpha through
+   * the scratch whenever a row's max moves (lazy 0: the codes are relative to the running max,
+   * so the spec leaves no threshold), and dV[c] / l is applied once, in the epilogue (the spec's
+   * acc alpha + f32(pv) dV up to f32 rounding order). Bindings after the others: qsc, ksc, vsc
+   * (and dsb with `bias`); Params gain hq, hkv, nQG, nKG, nQB; O and LSE are f32, LSE in natural
+   * units. Needs 64-key tiles (keyMatrices 4: the spec's tile boundaries) and lazy 0; not with
+   * split, blockSparse or debug.
+   */
+  sage?: TcSageConfig;
 }
+
+/** TcForwardConfig.sage: the codec's scale granularity and whether smoothQ's bias is bound. */
+export interface TcSageConfig {
+  granularity: SageGranularity;
+  bias: boolean;
+}
+
+/** The uniform fields a Sage kernel adds after PARAM_FIELDS (TcForwardConfig.sage). */
+export const TC_SAGE_FIELDS = [
+  ['hq', 'u32'],
+  ['hkv', 'u32'],
+  ['nQG', 'u32'],
+  ['nKG', 'u32'],
+  ['nQB', 'u32'],
+] as const;
 
 /**
  * Subgroup-matrix operations as WGSL text: the real builtins, or (emulate) plain WGSL with the
@@ -380,6 +415,35 @@ function check(c: TcForwardConfig): void {
     !(Number.isInteger(c.pad) && c.pad >= 0 && c.pad <= 128 && c.pad % 8 === 0)
   )
     throw new ValueError(`pad: expected a multiple of 8 in [0, 128], got ${c.pad}`, 'pad');
+  if (c.sage !== undefined) checkSage(c);
+}
+
+function checkSage(c: TcForwardConfig): void {
+  const s = c.sage;
+  if (s === null || typeof s !== 'object')
+    throw new ValueError(`sage: expected { granularity, bias }, got ${describe(s)}`, 'sage');
+  if (s.granularity !== 'block' && s.granularity !== 'warp' && s.granularity !== 'thread')
+    throw new ValueError(
+      `sage.granularity: expected "block", "warp" or "thread", got ${describe(s.granularity)}`,
+      'sage.granularity',
+    );
+  if (typeof s.bias !== 'boolean')
+    throw new ValueError(`sage.bias: expected a boolean, got ${describe(s.bias)}`, 'sage.bias');
+  if (16 * c.keyMatrices !== SAGE_KEY_TILE)
+    throw new ValueError(
+      `keyMatrices: expected ${SAGE_KEY_TILE / 16} with sage (ARITHMETIC.md's ${SAGE_KEY_TILE}-key tiles), got ${c.keyMatrices}`,
+      'keyMatrices',
+    );
+  if (c.lazy !== 0)
+    throw new ValueError(
+      `lazy: expected 0 with sage (P~'s codes are relative to the running max), got ${c.lazy}`,
+      'lazy',
+    );
+  if (c.split || c.blockSparse || c.debug !== undefined)
+    throw new ValueError(
+      'sage: expected no split, blockSparse or debug beside it, got some of them',
+      'sage',
+    );
 }
 
 /** Sizes (in elements) of the kernel's workgroup arrays. */
@@ -656,6 +720,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const mx = matrixOps(emu, c.subgroups);
   const { A, H } = mx;
   const split = c.split ?? false;
+  const sage = c.sage;
   const src = split ? 'array<vec4<f32>>' : narrow ? 'array<u32>' : 'array<vec4<u32>>';
   const bindings: WgslBinding[] = [
     { name: 'P', kind: 'uniform', type: 'Params' },
@@ -663,10 +728,23 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
     { name: 'k', kind: 'read', type: src },
     { name: 'v', kind: 'read', type: src },
     { name: 'aux', kind: 'read', type: 'array<u32>' },
-    { name: 'o', kind: 'storage', type: split ? 'array<vec4<f32>>' : 'array<vec4<u32>>' },
+    {
+      name: 'o',
+      kind: 'storage',
+      type: split || sage ? 'array<vec4<f32>>' : 'array<vec4<u32>>',
+    },
     { name: 'lse', kind: 'storage', type: 'array<f32>' },
     // qDirect: q's buffer again, as halves, for the matrix loads (the emulation reads q).
     ...(qDirect && !emu ? [{ name: 'q16', kind: 'read', type: 'array<f16>' } as const] : []),
+    // sage: the codec's scales (Q per group, K per group, V per channel) and smoothQ's bias.
+    ...(sage
+      ? ([
+          { name: 'qsc', kind: 'read', type: 'array<f32>' },
+          { name: 'ksc', kind: 'read', type: 'array<f32>' },
+          { name: 'vsc', kind: 'read', type: 'array<f32>' },
+          ...(sage.bias ? [{ name: 'dsb', kind: 'read', type: 'array<f32>' } as const] : []),
+        ] as const)
+      : []),
   ];
   const moved = c.lazy > 0 ? `tmax > m + ${c.lazy.toFixed(1)}` : 'tmax > m';
   const cvt = (x: string) =>
@@ -841,17 +919,32 @@ var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
       'shuffle',
     );
   // The masked score in log2 units of a lane's column (WGSL): raw S (+ split's cross term).
+  // sage: dequantised as ARITHMETIC.md orders it, in natural units; the scale and bias loads at
+  // the key clamped into the sequence (the select discards keys past it).
+  const sageScore = (raw: string, j: string) => {
+    const key = `min(u32(${j}), nk - 1u)`;
+    const bias = sage?.bias ? ` + dsb[dsB + ${key}]` : '';
+    return `select(NEG, (${raw} * (qsv * ksc[ksB + kgroup(${key})])${bias}) * P.scale, ${j} >= rowLo && ${j} < rowHi)`;
+  };
   const scoreOf = (raw: string, cross: string, j: string) =>
-    c.debug === 'noSoftmax'
-      ? raw
-      : `select(NEG, ${cross ? `(${raw} + ${cross} * LOINV)` : raw} * P.scaleLog2, ${j} >= rowLo && ${j} < rowHi${bsp ? ` && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(${j}) / P.bsK] != 0u)` : ''})`;
+    sage
+      ? sageScore(raw, j)
+      : c.debug === 'noSoftmax'
+        ? raw
+        : `select(NEG, ${cross ? `(${raw} + ${cross} * LOINV)` : raw} * P.scaleLog2, ${j} >= rowLo && ${j} < rowHi${bsp ? ` && (!mixed || aux[P.bsOff + slice * P.nbq * P.nbk + bsRow + u32(${j}) / P.bsK] != 0u)` : ''})`;
   // P = p at column `cl` of the lane's row into sp (split: hi and scaled lo).
   const storeP = (cl: string) =>
-    split
-      ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
+    sage
+      ? // P~'s code, rint(f32(p 255)) (WGSL's round is half to even), exact as f16.
+        `${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ${mx.half('round(p * 255.0)')};`
+      : split
+        ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
       ${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ph;
       ${el('spl', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16((p - ph) * LOSCALE)' : 'f16((p - f32(ph)) * LOSCALE)'};`
-      : `${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16(p)' : 'f16(p)'};`;
+        : `${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16(p)' : 'f16(p)'};`;
+  // p of a masked score x: 2^(x - m) (log2 units), or sage's e^(x - m), 0 for a masked key.
+  const expOf = (x: string) =>
+    sage ? `select(0.0, sage_exp(${x} - mn), ${x} > NEG)` : `exp2(${x} - mn)`;
   // regSoftmax: the lane's HALF scores read once into registers (every load issued before the
   // first use), masked and maxed ('max'), then exponentiated from the registers into P ('exp').
   // Names rs / rsx / ms: r0 is the tile's first row and x<n> split's cross accumulators.
@@ -864,14 +957,14 @@ var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
       : rep(
           HALF,
           (i) => `{
-      let p = ${c.debug === 'noSoftmax' ? `ms${i}` : `exp2(ms${i} - mn)`};
+      let p = ${c.debug === 'noSoftmax' ? `ms${i}` : expOf(`ms${i}`)};
       ${storeP(`cl${i}`)}
       ps += p;
     }`,
           '\n    ',
         );
   const code = `${emu ? '' : 'enable f16;\n'}${shuffle ? 'enable subgroups;\n' : ''}${emu ? '' : 'enable chromium_experimental_subgroup_matrix;'}
-${paramsStruct()}
+${paramsStruct(sage ? TC_SAGE_FIELDS : [])}
 const BC = ${BC}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
@@ -885,7 +978,7 @@ var<workgroup> sp: ${arr(H, 16 * SPW, c.subgroups)};
 ${smallFirst ? '' : small}
 ${declareBindings(bindings)}
 __PRELUDE__
-${TC_KEY_RANGES}
+${TC_KEY_RANGES}${sage ? `\n${sageGroupFns(sage.granularity)}\n${SAGE_EXP_WGSL}` : ''}
 
 ${tcEntry(T, emu)}
   let h = wg.y;
@@ -910,7 +1003,17 @@ ${tcEntry(T, emu)}
   let rFirst = i32(r0);
   let rLast = i32(min(r0 + ${BR}u, nq)) - 1;
   let rowLo = key_lo(row, off, ncols);
-  let rowHi = key_hi(row, off, ncols);
+  let rowHi = key_hi(row, off, ncols);${
+    sage
+      ? `
+  // sage: the row's Q scale, where its K scales and V's start, its bias row (a row past the
+  // sequence reads the last row's: it is never written).
+  let sRow = min(u32(row), nq - 1u);
+  let qsv = qsc[(b * P.hq + h) * P.nQG + qgroup(sRow)];
+  let ksB = (b * P.hkv + hk) * P.nKG;
+  let vsB = (b * P.hkv + hk) * ${c.dv}u;${sage.bias ? '\n  let dsB = ((b * P.hq + h) * P.nQB + (sRow >> 7u)) * nk;' : ''}`
+      : ''
+  }
   ${
     qDirect
       ? `// Q's matrices from storage, once: the subgroup's 16-row block, or (wholly past the
@@ -1015,7 +1118,7 @@ ${tcEntry(T, emu)}
     ${partner('tmax')}
     var mn = m;
     if (${moved}) { mn = tmax; }
-    let alpha = exp2(m - mn);
+    let alpha = ${sage ? 'sage_exp(m - mn)' : 'exp2(m - mn)'};
     m = mn;
     var ps = 0.0;
     ${
@@ -1023,7 +1126,7 @@ ${tcEntry(T, emu)}
         ? softmaxRegs('exp')
         : `for (var c = 0u; c < ${c.debug === 'noRoundTrip' ? 0 : HALF}u; c++) {
       let cl = ${col('c')};
-      let p = ${c.debug === 'noSoftmax' ? el('sc', `${scAt}rr * BC + cl`) : `exp2(${el('sc', `${scAt}rr * BC + cl`)} - mn)`};
+      let p = ${c.debug === 'noSoftmax' ? el('sc', `${scAt}rr * BC + cl`) : expOf(el('sc', `${scAt}rr * BC + cl`))};
       ${storeP('cl')}
       ps += p;
     }`
@@ -1096,7 +1199,13 @@ ${tcEntry(T, emu)}
     ${
       split
         ? ''
-        : `for (var c8 = hh; c8 < ${width / 8}u; c8 += 2u) {
+        : sage
+          ? `for (var c4 = hh; c4 < ${width / 4}u; c4 += 2u) {
+      let e = ${scAt}rr * BC + c4 * 4u;
+      let cc = vsB + ${ch * BC}u + c4 * 4u;
+      o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 4u + c4] = vec4<f32>(${[0, 1, 2, 3].map((t) => `${el('sc', t ? `e + ${t}u` : 'e')} * vsc[cc${t ? ` + ${t}u` : ''}]`).join(', ')}) * inv;
+    }`
+          : `for (var c8 = hh; c8 < ${width / 8}u; c8 += 2u) {
       let e = ${scAt}rr * BC + c8 * 8u;
       let x = array<f32, 8>(${[0, 1, 2, 3, 4, 5, 6, 7].map((t) => `${el('sc', `e + ${t}u`)} * inv`).join(', ')});
       o[(oB + u32(row) * P.oRow + ${ch * BC}u) / 8u + c8] = vec4<u32>(pack2x16float(vec2<f32>(x[0], x[1])), pack2x16float(vec2<f32>(x[2], x[3])), pack2x16float(vec2<f32>(x[4], x[5])), pack2x16float(vec2<f32>(x[6], x[7])));
@@ -1110,7 +1219,7 @@ ${tcEntry(T, emu)}
   )}
   if (u32(row) < nq && hh == 0u) {
     let lB = b * P.lBatch + h * P.lHead + startQ;
-    lse[lB + u32(row)] = select(bitcast<f32>(bitcast<u32>(m * LN2) ^ (P.negInf ^ 0xff800000u)) + log(l), bitcast<f32>(P.negInf), l == 0.0);
+    lse[lB + u32(row)] = select(${sage ? 'm' : 'bitcast<f32>(bitcast<u32>(m * LN2) ^ (P.negInf ^ 0xff800000u))'} + log(l), bitcast<f32>(P.negInf), l == 0.0);
   }
 }
 `;
