@@ -5,6 +5,7 @@
  *   node bench-sage.mjs [--out sage.json] [--repeats 10] [--skip-verify] [--skip-table]
  *                       [--shapes 4,32,4096,128;4,32,8192,128] [--subgroups 4,2] [--units elems,words]
  *                       [--tc-variants '[{"constOffsets":false},{}]']
+ *                       [--f16-subgroups 4,2 | none] [--skip-i8]
  *
  * 1. Verification first, outputs poisoned: the int8 tensor-core kernel (sage/tensor-cores.ts)
  *    and the portable dot4I8Packed kernel (sage/webgpu.ts) on small random shapes (odd lengths,
@@ -29,6 +30,12 @@
  * else the options set, e.g. "constOffsets"). A variant inexact on the table's reading (the
  * first exact one) counts a failure and is not timed. Without the flag: one unnamed variant
  * {}, the output as before.
+ *
+ * --f16-subgroups (default 4): Sage on the f16 tensor-core engine (sage/tensor-cores-f16.ts,
+ * sageForwardWebGpu's tensorCores { engine: 'f16', subgroups }), verified beside the others
+ * ("tc f16 sgN": against the spec and float64) and, where exact, timed ("f16_sgN_*" keys; its
+ * time includes the codes' conversion to f16, which runs in the same call); `none` leaves it out.
+ * --skip-i8: leave the int8 kernel out of both (it is the slow one: ~80 ms a call at N 4096).
  */
 import { writeFileSync } from 'node:fs';
 import { accuracy, resolveAttentionProblem, softmaxAttentionReference } from '@attnkit/attention';
@@ -64,6 +71,11 @@ const SHAPES = (value('shapes') ?? '4,32,4096,128;4,32,8192,128')
   .map((s) => s.split(',').map(Number) as [number, number, number, number]);
 const SUBGROUPS = (value('subgroups') ?? '4,2').split(',').map(Number);
 const UNITS = (value('units') ?? 'elems').split(',') as Array<'elems' | 'words'>;
+const F16_SUBGROUPS =
+  value('f16-subgroups') === 'none' ? [] : (value('f16-subgroups') ?? '4').split(',').map(Number);
+const SKIP_I8 = flag('skip-i8');
+/** f16-engine tiles that reproduced the spec on every case (filled by verify). */
+const f16Bad = new Set<number>();
 
 /** A tensor-core kernel variant: its options, its name ('' only for the flag's absence). */
 interface TcVariant {
@@ -232,7 +244,25 @@ async function verify(): Promise<{
     };
     ctx.poisonOutputs = true;
     try {
-      for (const units of UNITS)
+      for (const sg of F16_SUBGROUPS) {
+        const label = `tc f16 sg${sg}`;
+        try {
+          const r = await sageForwardWebGpu(ctx, gpu, {
+            ...opts,
+            returnLse: true,
+            tensorCores: { engine: 'f16', subgroups: sg },
+          });
+          const o = new Float32Array(await ctx.readBuffer(r.o, spec.o.length * 4));
+          ctx.pool.release(r.o);
+          if (r.lse) ctx.pool.release(r.lse);
+          if (!(await check(label, o, { engine: 'f16' }))) f16Bad.add(sg);
+        } catch (e) {
+          f16Bad.add(sg);
+          console.log(`FAIL ${label} ${c.name}: ${String((e as Error).message).slice(0, 300)}`);
+          rows.push({ kernel: label, engine: 'f16', case: c.name, ok: false, error: String(e) });
+        }
+      }
+      for (const units of SKIP_I8 ? [] : UNITS)
         for (const variant of TC_VARIANTS)
           for (const subgroups of SUBGROUPS) {
             const label = `tc ${units} sg${subgroups}${vLabel(variant)}`;
@@ -285,8 +315,10 @@ async function verify(): Promise<{
     ? `; exact tc variants ${UNITS.map((u) => `${u} [${names(u).join(', ')}]`).join(', ')}`
     : '';
   console.log(
-    `verification: exact readings [${good.join(', ')}]; portable failures ${failures}${byVariant}`,
+    `verification: exact readings [${SKIP_I8 ? 'i8 skipped' : good.join(', ')}]; portable failures ${failures}${byVariant}; f16 engine exact tiles [${F16_SUBGROUPS.filter((s) => !f16Bad.has(s)).join(', ')}]`,
   );
+  failures += f16Bad.size;
+  if (SKIP_I8) return { readings: UNITS, exactVariants: () => [] };
   if (good.length === 0) failures++;
   return { readings: good, exactVariants };
 }
@@ -381,6 +413,28 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
             row[`${key}_error`] = String(e).slice(0, 300);
           }
         }
+      for (const sg of F16_SUBGROUPS.filter((s) => !f16Bad.has(s))) {
+        const key = `f16_sg${sg}`;
+        try {
+          const ms = await timeIt(async (profiler) => {
+            const r = await sageForwardWebGpu(ctx, codec, {
+              ...opts,
+              returnLse: true,
+              tensorCores: { engine: 'f16', subgroups: sg },
+              ...(profiler ? { profiler } : {}),
+            });
+            return () => {
+              ctx.pool.release(r.o);
+              if (r.lse) ctx.pool.release(r.lse);
+            };
+          });
+          row[`${key}_ms`] = ms;
+          row[`${key}_tops`] = tops(ms);
+          row[`${key}_tops_incl_quant`] = tops(ms + quantMs);
+        } catch (e) {
+          row[`${key}_error`] = String(e).slice(0, 300);
+        }
+      }
       try {
         const ms = await timeIt(async (profiler) => {
           const r = await sageForwardWebGpu(ctx, codec, {
@@ -440,8 +494,9 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
         (v) => `tc${vLabel(v)} ${SUBGROUPS.map((s) => f(r[`tc_${vKey(v)}sg${s}_tops`])).join(' ')}`,
       )
       .join(' | ');
+    const f16 = F16_SUBGROUPS.map((s) => `f16 sg${s} ${f(r[`f16_sg${s}_tops`])}`).join(' ');
     console.log(
-      `${JSON.stringify(r.shape)} causal=${String(r.causal).padEnd(5)} | ${tc} | tc+quant ${f(Math.max(...keys.map((k) => (r[`${k}_tops_incl_quant`] as number) ?? 0)))} | quant ${(r.quantMs as number).toFixed(3)} ms | portable ${f(r.portable_tops)} | fa2 tc f16 ${f(r.fa2_tc_f16_tops)} | fa2 simt f16 ${f(r.fa2_simt_f16_tops)} | best tc ${best.toFixed(1)}`,
+      `${JSON.stringify(r.shape)} causal=${String(r.causal).padEnd(5)} | ${f16} | f16+quant ${f(Math.max(...F16_SUBGROUPS.map((s) => (r[`f16_sg${s}_tops_incl_quant`] as number) ?? 0)))} | ${tc} | tc+quant ${f(Math.max(...keys.map((k) => (r[`${k}_tops_incl_quant`] as number) ?? 0)))} | quant ${(r.quantMs as number).toFixed(3)} ms | portable ${f(r.portable_tops)} | fa2 tc f16 ${f(r.fa2_tc_f16_tops)} | fa2 simt f16 ${f(r.fa2_simt_f16_tops)} | best tc ${best.toFixed(1)}`,
     );
   }
 }
@@ -452,7 +507,7 @@ const verified = flag('skip-verify')
 const readings = verified.readings;
 if (readings.length > 0) {
   const timed = verified.exactVariants(readings[0]!);
-  for (const v of TC_VARIANTS)
+  for (const v of SKIP_I8 ? [] : TC_VARIANTS)
     if (!timed.includes(v)) {
       failures++;
       console.log(`FAIL tc${vLabel(v)} inexact on the ${readings[0]} reading: not timed`);
