@@ -49,6 +49,10 @@ describe('Sage on the f16 tensor-core engine: the generated kernel', () => {
     const noBias = tcForwardShader(sageTcF16Config(64, 32, 'warp', false, 2)).code;
     expect(noBias).not.toMatch(/dsb/);
     expect(noBias).toContain('fn qgroup(i: u32) -> u32 { return i >> 4u; }');
+    // One K scale per 64-key tile with 'warp' (and 'block'): f32(sQ sK) once a tile.
+    expect(noBias).toContain('let ksT = qsv * ksc[ksB + kgroup(c0)];');
+    expect(noBias).toContain('select(NEG, (rs0 * ksT) * P.scale');
+    expect(code).not.toContain('ksT');
   });
 
   test('validation names the field; the tile fits 48 KiB at D = Dv = 128 with 4 subgroups', () => {
@@ -278,6 +282,29 @@ describe.skipIf(!ctx)(
             tensorCores: { engine: 'bf16' as never, emulate: true },
           }),
         ).rejects.toThrow(/^tensorCores.engine: expected "i8" or "f16", got "bf16"/);
+        // WebGPU's default 8 storage buffers a stage: this case's emulated kernel binds 9 (no
+        // bias; on a device 10, Q's halves bound a second time for the direct loads).
+        const eight = { limits: { ...ctx!.limits, maxStorageBuffersPerShaderStage: 8 } };
+        const bufs = {
+          qCodes: gpu.qCodes,
+          qScale: gpu.qScale,
+          kCodes: gpu.kCodes,
+          kScale: gpu.kScale,
+          vCodes: gpu.vCodes!,
+          vScale: gpu.vScale!,
+        };
+        await expect(
+          sageTcF16Forward(
+            eight as never,
+            bufs,
+            c.dims,
+            c.g,
+            { scale: 0.3, window: bandOf(c) },
+            { emulate: true },
+          ),
+        ).rejects.toThrow(
+          /^tensorCores: expected a device with 9 storage buffers per shader stage for the f16 engine's Sage kernel, got one with 8/,
+        );
       } finally {
         ctx!.poisonOutputs = false;
       }

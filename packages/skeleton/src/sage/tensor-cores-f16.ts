@@ -5,6 +5,7 @@ import {
   type ComputeStep,
   compileFirstInTime,
   type GpuProfiler,
+  storageBindingCount,
   type WebGpuContext,
 } from '@attnkit/webgpu';
 import { packParams } from '../webgpu/params.js';
@@ -174,6 +175,14 @@ export async function sageTcF16Forward(
     tile.emulate,
     tile.tuning,
   );
+  // q, k, v, aux, o, lse, Q's halves, three scales and the bias: above WebGPU's default limit
+  // of 8 storage buffers a stage (adapters such as the H200's allow 16 when asked).
+  const needed = storageBindingCount(kernelOf(configs[0]!).bindings);
+  if (needed > ctx.limits.maxStorageBuffersPerShaderStage)
+    throw new ValueError(
+      `tensorCores: expected a device with ${needed} storage buffers per shader stage for the f16 engine's Sage kernel, got one with ${ctx.limits.maxStorageBuffersPerShaderStage}`,
+      'tensorCores',
+    );
   const chosen = await compileFirstInTime(
     configs,
     (c) =>

@@ -921,10 +921,15 @@ var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
   // The masked score in log2 units of a lane's column (WGSL): raw S (+ split's cross term).
   // sage: dequantised as ARITHMETIC.md orders it, in natural units; the scale and bias loads at
   // the key clamped into the sequence (the select discards keys past it).
+  // With 'block' / 'warp' granularity a 64-key tile has one K scale: f32(sQ sK) once per tile
+  // (ksT) instead of a load per score.
+  const tileScale = sage !== undefined && sage.granularity !== 'thread';
+  const sageTileScale = tileScale ? '\n    let ksT = qsv * ksc[ksB + kgroup(c0)];' : '';
   const sageScore = (raw: string, j: string) => {
     const key = `min(u32(${j}), nk - 1u)`;
     const bias = sage?.bias ? ` + dsb[dsB + ${key}]` : '';
-    return `select(NEG, (${raw} * (qsv * ksc[ksB + kgroup(${key})])${bias}) * P.scale, ${j} >= rowLo && ${j} < rowHi)`;
+    const ks = tileScale ? 'ksT' : `(qsv * ksc[ksB + kgroup(${key})])`;
+    return `select(NEG, (${raw} * ${ks}${bias}) * P.scale, ${j} >= rowLo && ${j} < rowHi)`;
   };
   const scoreOf = (raw: string, cross: string, j: string) =>
     sage
@@ -1050,7 +1055,7 @@ ${tcEntry(T, emu)}
       : ''
   }
   for (var ct = u32(loFirst) / BC; ct < (u32(hiLast) + BC - 1u) / BC; ct++) {
-    let c0 = ct * BC;${
+    let c0 = ct * BC;${sageTileScale}${
       bsp
         ? `
     // The host's summary of the tile's blocks (aux.ts): 0 all dropped, 1 mixed, 2 all kept.
