@@ -15,9 +15,10 @@
  *   the number of bits kept, the rounding direction, whether small terms are summed before
  *   they are aligned.
  * - `chain`: 256 multiplies chained through the accumulator (K = 4096), the GEMM probe's case.
- * - `codes-qk`, `codes-pv`: SageAttention2's integer codes (issue 11) on f16 matrices: whether
- *   the f32 accumulator returns the exact integer dot of a D = 128 Q K and of a 64-key P V, which
- *   a Sage kernel on the f16 tensor-core engine would need.
+ * - `codes-qk`, `codes-pv`, `codes-pv-chain`: SageAttention2's integer codes (issue 11) on f16
+ *   matrices: whether the f32 accumulator returns the exact integer dot of a D = 128 Q K and of
+ *   a 64-key P V, which the f16 engine's Sage kernel needs, and how 4096 keys of P V add up on
+ *   one running accumulator, as that kernel's O does.
  * - `split-qk`, `split-pv`: the split-f16 scheme itself (hi = f16(x), lo = f16((x - hi) 2^11),
  *   S = hi hi + (hi lo + lo hi) 2^-11 in two accumulators) on a D = 128 score block and on a
  *   4096-key P V with P in (0, 1]; for P V also with the accumulator flushed to f32 every 64
@@ -403,6 +404,9 @@ for (const [name, bt] of [
   // P codes in [0, 255] times V codes: |pv| < 2^21). "correctly rounded" then reads "exact".
   ['codes-qk', randomBatch(1024, 8, code(-127, 127), code(-127, 127), zero)],
   ['codes-pv', randomBatch(1024, 4, pCode, code(-127, 127), zero)],
+  // As the Sage kernel accumulates O: 64 tiles of P~ V onto one running accumulator (4096
+  // keys, sums past 2^24: f32 rounding from there on, by the hardware's rule).
+  ['codes-pv-chain', randomBatch(64, 256, pCode, code(-127, 127), zero)],
 ] as const) {
   try {
     report(name, stats(await run(bt), models(bt)));

@@ -30,7 +30,8 @@ import type { SageTcBuffers } from './tensor-cores.js';
  * tensor-core forward of ../webgpu/tc-forward.ts with its `sage` hooks (TcForwardConfig.sage),
  * not a kernel of its own. The codec's int8 codes become f16 halves (exact: |code| <= 127), so
  * the f16 x f16 -> f32 subgroup matrices give the exact integer dots of ARITHMETIC.md (every
- * partial sum an integer below 2^24) and P~ V's exact integer pv per 64-key tile, while the
+ * partial sum an integer below 2^24) and add P~ V's exact integer products onto O's running
+ * accumulators (the spec's acc up to how the tensor cores round f32 additions), while the
  * engine's staging, Q matrices straight from storage, softmax from registers and O in result
  * matrices across tiles carry over. Why not the i8 / u8 configs (./tensor-cores.ts): through
  * WGSL they ran no faster than f16 ones on the H200 (GEMM probes 55.2 TOPS i8 against 55.3

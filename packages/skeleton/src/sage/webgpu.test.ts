@@ -1,6 +1,6 @@
 import { accuracy, softmaxAttentionReference, UnsupportedError } from '@attnkit/attention';
 import { Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
-import { webGpuTestContext } from '@attnkit/testing';
+import { expectSageRowsClose, webGpuTestContext } from '@attnkit/testing';
 import { createWebGpuContext, PipelineTimeoutError, type WebGpuContext } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import type {
@@ -301,47 +301,6 @@ function expectCodecClose(
   }
 }
 
-/**
- * O of the GPU kernel vs the TS kernel from the same codes (ARITHMETIC.md "Equality across
- * backends"): rows whose pCodes agree match to f32 rounding; a pCode may differ by 1 where
- * f32(p 255) sits within an ulp or two of a .5 boundary (the GPU's exp vs Math.exp), and one
- * such flip moves its row by ~|vCode dV| / (255 l), ~1e-3 relative here, which alone can
- * push the whole tensor's relative L2 past 1e-4. So: rows beyond 1e-5 (flips) are counted
- * and bounded (at most 1% of the rows + 2, each within 1e-2), the others must be within
- * 1e-5 together. Measured on llvmpipe with the kernel's exp (sage_exp, <= 1 ulp): one run in
- * ~40 of 616 rows x 131 keys has one flipped row; the others are within ~1e-7.
- */
-function expectKernelClose(got: Float32Array, want: Float32Array, dv: number, label: string): void {
-  expect(accuracy(got, want).nonFinite, `${label}: non-finite`).toBe(0);
-  const rows = want.length / dv;
-  const flipped: number[] = [];
-  let diff2 = 0;
-  let ref2 = 0;
-  for (let r = 0; r < rows; r++) {
-    let d2 = 0;
-    let w2 = 0;
-    for (let c = r * dv; c < (r + 1) * dv; c++) {
-      d2 += (got[c]! - want[c]!) ** 2;
-      w2 += want[c]! ** 2;
-    }
-    if (d2 > 1e-10 * w2) {
-      flipped.push(r);
-      expect(Math.sqrt(d2 / w2), `${label}: row ${r} (a pCode flip?)`).toBeLessThanOrEqual(1e-2);
-    } else {
-      diff2 += d2;
-      ref2 += w2;
-    }
-  }
-  expect(
-    flipped.length,
-    `${label}: ${flipped.length} rows beyond 1e-5 (${flipped.slice(0, 8).join(', ')})`,
-  ).toBeLessThanOrEqual(2 + rows / 100);
-  expect(
-    Math.sqrt(diff2 / Math.max(ref2, 1e-300)),
-    `${label}: rows without flips`,
-  ).toBeLessThanOrEqual(1e-5);
-}
-
 /** LSE: -inf exactly where the reference has it, else relative L2 within tol. */
 function expectLse(got: Float32Array, want: ArrayLike<number>, tol: number, label: string): void {
   const a: number[] = [];
@@ -415,7 +374,7 @@ describe.skipIf(!ctx)('sage on WebGPU (portable dot4I8Packed path)', () => {
       owned.push(r1.o, r1.lse!);
       const o1 = await readF32(g, r1.o, n * dm.dv);
       const l1 = await readF32(g, r1.lse!, n);
-      expectKernelClose(o1, want.o, dm.dv, `${c.name}: kernel vs sageForwardTs (seed ${seed})`);
+      expectSageRowsClose(o1, want.o, dm.dv, `${c.name}: kernel vs sageForwardTs (seed ${seed})`);
       expectLse(
         l1,
         km ? shiftLse(want.lse!, wide.q, km, dm, opts.scale) : want.lse!,
@@ -499,7 +458,7 @@ describe.skipIf(!ctx)('sage on WebGPU (portable dot4I8Packed path)', () => {
     const r = await sageForwardWebGpu(g, codec, { scale: 0.25, causal: false, returnLse: false });
     expect(r.lse).toBeUndefined();
     const want = sageForwardTs(ts, { scale: 0.25, causal: false, returnLse: false });
-    expectKernelClose(await readF32(g, r.o, 320), want.o, 16, 'returnLse false');
+    expectSageRowsClose(await readF32(g, r.o, 320), want.o, 16, 'returnLse false');
     g.pool.release(r.o);
     disposeSageCodecGpu(g, codec);
   });
@@ -804,7 +763,7 @@ describe.skipIf(!ctx)('sage on WebGPU: tensorCores (emulated)', () => {
       owned.push(r1.o, r1.lse!);
       const o1 = await readF32(g, r1.o, n * dm.dv);
       const l1 = await readF32(g, r1.lse!, n);
-      expectKernelClose(
+      expectSageRowsClose(
         o1,
         want.o,
         dm.dv,

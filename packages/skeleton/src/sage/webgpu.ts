@@ -685,7 +685,7 @@ function tensorCorePlan(
   ctx: WebGpuContext,
   c: SageCodecGpu,
   want: true | { engine?: 'i8' | 'f16'; subgroups?: number; emulate?: boolean },
-): { engine: 'i8' | 'f16'; subgroups: number; emulate: boolean } {
+): { engine: 'i8' | 'f16'; subgroups: number; fewest: number; emulate: boolean } {
   const given = want === true ? {} : want;
   const engine = given.engine ?? 'i8';
   if (engine !== 'i8' && engine !== 'f16')
@@ -743,7 +743,9 @@ function tensorCorePlan(
       sg,
       emulate,
     );
-    return { engine, subgroups: fits[0]!.subgroups, emulate };
+    // A pipeline that does not compile in time falls back to a smaller tile: the grid must
+    // hold the smallest one's (`fewest`).
+    return { engine, subgroups: fits[0]!.subgroups, fewest: fits.at(-1)!.subgroups, emulate };
   }
   const has = (comp: string, result: string) =>
     f.subgroupMatrixConfigs.some(
@@ -780,14 +782,14 @@ function tensorCorePlan(
         `tensorCores.subgroups: expected a tile whose workgroup fits the device (${ctx.limits.maxComputeWorkgroupStorageSize} bytes), got ${sg} subgroups needing ${sageTcWorkgroupBytes({ d, dv, subgroups: sg })} bytes`,
         'tensorCores.subgroups',
       );
-    return { engine, subgroups: sg, emulate };
+    return { engine, subgroups: sg, fewest: sg, emulate };
   }
   const sg = [4, 2, 1].find(fits);
   if (sg === undefined)
     no(
       `one subgroup's tile needs ${sageTcWorkgroupBytes({ d, dv, subgroups: 1 })} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,
     );
-  return { engine, subgroups: sg!, emulate };
+  return { engine, subgroups: sg!, fewest: sg!, emulate };
 }
 
 /** The LSE shift's inputs checked (ValueError / DTypeError / ShapeError naming lseShift...). */
@@ -885,10 +887,31 @@ export async function sageForwardWebGpu(
     const plan = tensorCorePlan(ctx, c, tc);
     checkGrid(
       ctx,
-      Math.ceil(nq / (16 * plan.subgroups)),
+      Math.ceil(nq / (16 * plan.fewest)),
       'codec.dims.nq',
-      `query tiles of ${16 * plan.subgroups} rows`,
+      `query tiles of ${16 * plan.fewest} rows`,
     );
+    if (plan.engine === 'f16') {
+      // The codes as halves, twice their bytes (Q with 16 rows of slack): each one binding.
+      checkBindingBytes(
+        ctx,
+        'codec.qCodes',
+        2 * (B * hq * nq + 16) * d,
+        "the f16 engine's Q codes as halves",
+      );
+      checkBindingBytes(
+        ctx,
+        'codec.kCodes',
+        2 * B * hkv * nk * d,
+        "the f16 engine's K codes as halves",
+      );
+      checkBindingBytes(
+        ctx,
+        'codec.vCodes',
+        2 * B * hkv * nk * dv,
+        "the f16 engine's V codes as halves",
+      );
+    }
     const tcBuffers = {
       qCodes: c.qCodes,
       qScale: c.qScale,

@@ -182,8 +182,12 @@ export interface TcForwardConfig {
    * SageAttention2's kernel on this engine (issue 11; packages/sage-attention/ARITHMETIC.md
    * "Kernel", pvBits 8): q, k and v hold the codec's integer codes as f16 halves (exact: |code|
    * <= 127), so S = Q K^T in the f32 accumulators is the exact integer dot (|dot| < 2^21, every
-   * partial sum an integer) and P~ V, with P~'s codes (0..255, exact in f16) as the left
-   * matrices, the exact integer pv of each 64-key tile. The score of a lane's column is
+   * partial sum an integer), provided the tensor cores add integers below 2^24 exactly. P~ V,
+   * with P~'s codes (0..255, exact in f16) as the left matrices, is accumulated onto O's result
+   * matrices: each multiply adds exact integer products to the running (alpha-rescaled) O, so
+   * the tile's pv never exists on its own and O is the spec's acc up to the tensor cores' f32
+   * additions (with round to nearest, rounding order only; how the H200 adds is measured by
+   * benchmarks/gpu/bench-tc-numerics.ts, cases single-c, chain and codes-pv-chain). The score of a lane's column is
    * dequantised as the spec orders it, s = (f32(dot) f32(sQ sK) [+ bias]) scale (natural units,
    * P.scale), the softmax runs on s with sage_exp (the portable kernel's, so P~'s codes agree
    * with the TS spec's as often as there), P~'s codes go to `sp` as f16 and l sums the
