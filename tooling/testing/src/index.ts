@@ -15,4 +15,5 @@ export * from './native.js';
 export * from './nonfinite.js';
 export * from './page.js';
 export * from './poison.js';
+export * from './sage.js';
 export * from './webgpu.js';

@@ -1,17 +1,19 @@
-import { Rng } from '@attnkit/tensor';
-import { expectSageRowsClose, webGpuTestContext } from '@attnkit/testing';
+import {
+  expectSageRowsClose,
+  type SageKernelCase,
+  sageCaseCodec,
+  webGpuTestContext,
+} from '@attnkit/testing';
 import { afterAll, describe, expect, test } from 'vitest';
 import { tcForwardShader, tcForwardWorkgroupBytes } from '../webgpu/tc-forward.js';
-import type { SageDims, SageGranularity, SageKernelOptions } from './codec.js';
 import { sageForwardTs } from './forward-ts.js';
-import { quantizeSageTs } from './quantize.js';
 import {
   type SageTcF16Tuning,
   sageTcF16Config,
   sageTcF16Configs,
   sageTcF16Forward,
 } from './tensor-cores-f16.js';
-import { sageCodecToGpu, sageForwardWebGpu } from './webgpu.js';
+import { disposeSageCodecGpu, sageCodecToGpu, sageForwardWebGpu } from './webgpu.js';
 
 // What CI can check of Sage on the f16 tensor-core engine (llvmpipe has no subgroup matrices):
 // the generated text, the tile plan, and — with the multiplies emulated by the engine's plain
@@ -88,23 +90,12 @@ describe('Sage on the f16 tensor-core engine: the generated kernel', () => {
 const ctx = await webGpuTestContext();
 afterAll(() => ctx?.destroy());
 
-interface Case {
-  name: string;
-  dims: SageDims;
-  g: SageGranularity;
-  bits: 4 | 8;
-  smoothQ: boolean;
-  opts: Omit<SageKernelOptions, 'returnLse'>;
-  /** Per-channel offsets in K (the case smoothing exists for). */
-  offset?: boolean;
-}
-
 // Odd lengths, Nq != Nk, GQA, causal rows without keys, a window, Dv != D, INT4 and INT8, every
 // granularity, with and without the smoothQ bias; past 64 keys so the running max moves across
 // tiles (the rescale path), and past 16 rows per subgroup. Head dims small: llvmpipe's cold
 // compile of the emulated kernel grows with them (~70 s at D = Dv = 64, ~17 s at 16 / 32); the
 // device run covers D = 128.
-const CASES: Case[] = [
+const CASES: SageKernelCase[] = [
   {
     name: 'odd lengths, Nq != Nk, warp, smoothing',
     dims: { batch: 1, hq: 2, hkv: 2, nq: 77, nk: 131, d: 32, dv: 32 },
@@ -142,37 +133,9 @@ const CASES: Case[] = [
   },
 ];
 
-function data(n: number, rng: Rng): Float32Array {
-  return Float32Array.from(rng.randn([n]).toFloat32Array());
-}
-
-async function upload(bytes: ArrayBufferView) {
-  // Codes packed 4 per word: the typed array's bytes, padded to a whole word.
-  const u8 = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const padded = new Uint8Array(Math.max(4, Math.ceil(u8.length / 4) * 4));
-  padded.set(u8);
-  return ctx!.createFromData(padded, 'sage test');
-}
-
-function codecOf(c: Case, seed: number) {
-  const rng = new Rng(seed);
-  const { batch, hq, hkv, nq, nk, d, dv } = c.dims;
-  const q = data(batch * hq * nq * d, rng);
-  const k = data(batch * hkv * nk * d, rng);
-  const v = data(batch * hkv * nk * dv, rng);
-  if (c.offset) for (let i = 0; i < k.length; i += d) k[i + 3] = k[i + 3]! + 10;
-  return quantizeSageTs(q, k, v, c.dims, {
-    qBits: new Uint8Array(hq).fill(c.bits),
-    granularity: c.g,
-    smoothK: true,
-    smoothQ: c.smoothQ,
-    pvBits: 8,
-  });
-}
-
 /** O against the spec (relative L2 of the tensor), LSE entry by entry, no non-finite values. */
 function compare(
-  c: Case,
+  c: SageKernelCase,
   o: Float32Array,
   lse: Float32Array,
   spec: { o: Float32Array; lse?: Float32Array },
@@ -197,18 +160,16 @@ function compare(
 describe.skipIf(!ctx)(
   'Sage on the f16 tensor-core engine, emulated, vs the TypeScript spec',
   () => {
-    const run = async (c: Case, seed: number, subgroups: number, tuning?: SageTcF16Tuning) => {
-      const codec = codecOf(c, seed);
+    const run = async (
+      c: SageKernelCase,
+      seed: number,
+      subgroups: number,
+      tuning?: SageTcF16Tuning,
+    ) => {
+      const codec = sageCaseCodec(c, seed);
       const spec = sageForwardTs(codec, { ...c.opts, returnLse: true });
-      const bufs = {
-        qCodes: await upload(codec.qCodes),
-        qScale: await upload(codec.qScale),
-        kCodes: await upload(codec.kCodes),
-        kScale: await upload(codec.kScale),
-        vCodes: await upload(codec.vCodes!),
-        vScale: await upload(codec.vScale!),
-        bias: codec.bias ? await upload(codec.bias) : undefined,
-      };
+      const gpu = sageCodecToGpu(ctx!, codec);
+      const bufs = { ...gpu, vCodes: gpu.vCodes!, vScale: gpu.vScale! };
       ctx!.poisonOutputs = true;
       try {
         const r = await sageTcF16Forward(
@@ -226,7 +187,7 @@ describe.skipIf(!ctx)(
         ctx!.pool.release(r.lse);
       } finally {
         ctx!.poisonOutputs = false;
-        for (const b of Object.values(bufs)) if (b) ctx!.pool.release(b);
+        disposeSageCodecGpu(ctx!, gpu);
       }
     };
 
@@ -249,7 +210,7 @@ describe.skipIf(!ctx)(
       timeout: 180_000,
     }, async () => {
       const c = CASES[3]!;
-      const codec = codecOf(c, 400);
+      const codec = sageCaseCodec(c, 400);
       const spec = sageForwardTs(codec, { ...c.opts, returnLse: true });
       const gpu = sageCodecToGpu(ctx!, codec);
       ctx!.poisonOutputs = true;
@@ -282,15 +243,7 @@ describe.skipIf(!ctx)(
         // WebGPU's default 8 storage buffers a stage: this case's emulated kernel binds 10 (on a
         // device 11, Q's halves bound a second time for the direct loads).
         const eight = { limits: { ...ctx!.limits, maxStorageBuffersPerShaderStage: 8 } };
-        const bufs = {
-          qCodes: gpu.qCodes,
-          qScale: gpu.qScale,
-          kCodes: gpu.kCodes,
-          kScale: gpu.kScale,
-          vCodes: gpu.vCodes!,
-          vScale: gpu.vScale!,
-          bias: gpu.bias,
-        };
+        const bufs = { ...gpu, vCodes: gpu.vCodes!, vScale: gpu.vScale! };
         await expect(
           sageTcF16Forward(
             eight as never,
@@ -311,7 +264,7 @@ describe.skipIf(!ctx)(
 );
 
 /** The window with causal folded in (bottom-right), as the kernels read it. */
-function bandOf(c: Case): [number, number] {
+function bandOf(c: SageKernelCase): [number, number] {
   let [left, right] = c.opts.window ?? [-1, -1];
   if (c.opts.causal) right = right < 0 ? 0 : Math.min(right, 0);
   return [left, right];

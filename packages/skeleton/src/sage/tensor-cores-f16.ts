@@ -1,4 +1,5 @@
-import { ValueError } from '@attnkit/tensor';
+import { resolveAttentionProblem } from '@attnkit/attention';
+import { CpuStorage, Tensor, ValueError } from '@attnkit/tensor';
 import {
   bindBuffers,
   bindingKinds,
@@ -8,6 +9,7 @@ import {
   storageBindingCount,
   type WebGpuContext,
 } from '@attnkit/webgpu';
+import { buildAux, buildParams } from '../webgpu/aux.js';
 import { packParams } from '../webgpu/params.js';
 import type { WgslKernel } from '../webgpu/shaders.js';
 import {
@@ -18,6 +20,7 @@ import {
   tcForwardWorkgroupBytes,
 } from '../webgpu/tc-forward.js';
 import {
+  SAGE_KEY_TILE,
   type SageDims,
   type SageGranularity,
   type SageKernelOptions,
@@ -203,7 +206,6 @@ export async function sageTcF16Forward(
     label: 'sage codes to f16',
   });
   const g = sageGroupCounts(nq, nk, granularity);
-  const [left, right] = opts.window;
   const maxX = ctx.limits.maxComputeWorkgroupsPerDimension;
   const temps: GPUBuffer[] = [];
   const steps: ComputeStep[] = [];
@@ -234,51 +236,34 @@ export async function sageTcF16Forward(
   const q16 = toF16(buffers.qCodes, B * hq * nq * d, 16 * d, 'q');
   const k16 = toF16(buffers.kCodes, B * hkv * nk * d, 0, 'k');
   const v16 = toF16(buffers.vCodes, B * hkv * nk * dv, 0, 'v');
-  const params = packParams(
+  // The skeleton's uniforms and per-entry table for this problem (contiguous BHND; the
+  // window with causal already folded in), as the FlashAttention hosts build them.
+  const shape = (s: number[]) =>
+    new Tensor(
+      new CpuStorage('f32', new Float32Array(1)),
+      s,
+      s.map(() => 0),
+    );
+  const p = resolveAttentionProblem(
+    shape([B, hq, nq, d]),
+    shape([B, hkv, nk, d]),
+    shape([B, hkv, nk, dv]),
     {
-      group: hq / hkv,
-      d,
-      dv,
-      qBatch: hq * nq * d,
-      qHead: nq * d,
-      qRow: d,
-      kBatch: hkv * nk * d,
-      kHead: nk * d,
-      kRow: d,
-      vBatch: hkv * nk * dv,
-      vHead: nk * dv,
-      vRow: dv,
-      oBatch: hq * nq * dv,
-      oHead: nq * dv,
-      oRow: dv,
-      lBatch: hq * nq,
-      lHead: nq,
-      left,
-      right,
-      bsQ: 0,
-      bsK: 0,
-      nbq: 0,
-      nbk: 0,
-      bsBatch: 0,
-      bsHead: 0,
-      bsOff: 0,
-      tsOff: 0,
-      ntq: 0,
-      ntk: 0,
-      negInf: 0xff800000,
       scale: opts.scale,
-      scaleLog2: opts.scale * Math.LOG2E,
+      window: opts.window,
     },
-    TC_SAGE_FIELDS,
-    { hq, hkv, nQG: g.nQG, nKG: g.nKG, nQB: g.nQB },
   );
+  const tables = buildAux(p, { tileQ: 16 * config.subgroups, tileK: SAGE_KEY_TILE });
+  const params = packParams(buildParams(p, tables), TC_SAGE_FIELDS, {
+    hq,
+    hkv,
+    nQG: g.nQG,
+    nKG: g.nKG,
+    nQB: g.nQB,
+  });
   const P = ctx.createUniform(new Uint8Array(params), 'sage tc f16 params');
   temps.push(P);
-  // Each batch entry's [startQ, startK, nq, nk] (tcEntry): the entries are laid out by the
-  // batch strides, so both starts are 0.
-  const auxData = new Uint32Array(4 * B);
-  for (let b = 0; b < B; b++) auxData.set([0, 0, nq, nk], 4 * b);
-  const aux = ctx.createFromData(auxData, 'sage tc f16 aux');
+  const aux = ctx.createFromData(tables.aux, 'sage tc f16 aux');
   temps.push(aux);
   const o = ctx.createOutput(Math.max(4, B * hq * nq * dv * 4), 'sage o');
   const lse = ctx.createOutput(Math.max(4, B * hq * nq * 4), 'sage lse');

@@ -1,9 +1,6 @@
-import { Rng } from '@attnkit/tensor';
-import { webGpuTestContext } from '@attnkit/testing';
+import { type SageKernelCase, sageCaseCodec, webGpuTestContext } from '@attnkit/testing';
 import { afterAll, describe, expect, test } from 'vitest';
-import type { SageDims, SageGranularity, SageKernelOptions } from './codec.js';
 import { sageForwardTs } from './forward-ts.js';
-import { quantizeSageTs } from './quantize.js';
 import { sageTcForward, sageTcShader, sageTcWorkgroupBytes } from './tensor-cores.js';
 
 // What CI can check of the int8 tensor-core kernel (llvmpipe has no subgroup matrices): the
@@ -106,18 +103,7 @@ describe('int8 tensor-core Sage kernel generator', () => {
 const ctx = await webGpuTestContext();
 afterAll(() => ctx?.destroy());
 
-interface Case {
-  name: string;
-  dims: SageDims;
-  g: SageGranularity;
-  bits: 4 | 8;
-  smoothQ: boolean;
-  opts: Omit<SageKernelOptions, 'returnLse'>;
-  /** Per-channel offsets in K (the case smoothing exists for). */
-  offset?: boolean;
-}
-
-const CASES: Case[] = [
+const CASES: SageKernelCase[] = [
   {
     name: 'odd lengths, Nq != Nk, warp, smoothing',
     dims: { batch: 1, hq: 2, hkv: 2, nq: 77, nk: 131, d: 64, dv: 64 },
@@ -145,11 +131,6 @@ const CASES: Case[] = [
   },
 ];
 
-function data(n: number, rng: Rng): Float32Array {
-  const t = rng.randn([n]).toFloat32Array();
-  return Float32Array.from(t);
-}
-
 async function upload(bytes: ArrayBufferView) {
   // Codes packed 4 per word: the typed array's bytes, padded to a whole word.
   const u8 = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -170,19 +151,7 @@ describe.skipIf(!ctx)('int8 tensor-core Sage kernel, emulated, vs the TypeScript
       timeout: 120_000,
     }, async () => {
       for (const [n, c] of CASES.entries()) {
-        const rng = new Rng(300 + n);
-        const { batch, hq, hkv, nq, nk, d, dv } = c.dims;
-        const q = data(batch * hq * nq * d, rng);
-        const k = data(batch * hkv * nk * d, rng);
-        const v = data(batch * hkv * nk * dv, rng);
-        if (c.offset) for (let i = 0; i < k.length; i += d) k[i + 3] = k[i + 3]! + 10;
-        const codec = quantizeSageTs(q, k, v, c.dims, {
-          qBits: new Uint8Array(hq).fill(c.bits),
-          granularity: c.g,
-          smoothK: true,
-          smoothQ: c.smoothQ,
-          pvBits: 8,
-        });
+        const codec = sageCaseCodec(c, 300 + n);
         const spec = sageForwardTs(codec, { ...c.opts, returnLse: true });
         const bufs = {
           qCodes: await upload(codec.qCodes),
