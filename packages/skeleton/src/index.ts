@@ -117,8 +117,10 @@ export {
 } from './webgpu/tc-backward.js';
 export {
   matrixOps,
+  TC_SAGE_FIELDS,
   TC_SUBGROUP_SIZE,
   type TcForwardConfig,
+  type TcSageConfig,
   tcForwardShader,
   tcForwardWorkgroupBytes,
 } from './webgpu/tc-forward.js';
