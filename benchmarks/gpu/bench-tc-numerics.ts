@@ -276,7 +276,7 @@ function split(x: number): [number, number] {
 
 /**
  * The split-f16 products of X (rows x depth) and Y (depth x cols, 16 x 16 blocks of `depth`):
- * three batches of one instance per output block: hi hi, the cross terms (hi lo then lo hi per
+ * three batches of one instance per output block: hi hi, the cross terms (lo hi then hi lo per
  * 16-chunk, one accumulator), and the reference in float64.
  */
 function splitBatches(
@@ -314,10 +314,11 @@ function splitBatches(
           hh.b[(inst * chunk + tt) * 256 + k * 16 + r] = yh;
           const c0 = (inst * 2 * chunk + 2 * tt) * 256;
           const c1 = c0 + 256;
-          cross.a[c0 + r * 16 + k] = xh;
-          cross.b[c0 + k * 16 + r] = yl;
-          cross.a[c1 + r * 16 + k] = xl;
-          cross.b[c1 + k * 16 + r] = yh;
+          // In the kernel's order (tc-forward.ts split): lo hi, then hi lo, per 16-chunk.
+          cross.a[c0 + r * 16 + k] = xl;
+          cross.b[c0 + k * 16 + r] = yh;
+          cross.a[c1 + r * 16 + k] = xh;
+          cross.b[c1 + k * 16 + r] = yl;
         }
     }
   }
