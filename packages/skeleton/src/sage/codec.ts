@@ -5,7 +5,8 @@
  * types and the group arithmetic so the three backends agree on them by construction.
  */
 
-import { describe, ValueError } from '@attnkit/tensor';
+import { type AttentionProblem, resolveAttentionProblem } from '@attnkit/attention';
+import { CpuStorage, describe, Tensor, ValueError } from '@attnkit/tensor';
 
 /** Scale-group granularity (ARITHMETIC.md "Configuration"). */
 export type SageGranularity = 'block' | 'warp' | 'thread';
@@ -165,6 +166,31 @@ export interface SageKernelOptions {
   /** KERNELS.md "Common" [left, right], -1 unbounded. */
   window?: readonly [number, number] | undefined;
   returnLse: boolean;
+}
+
+/**
+ * @attnkit/attention's problem for a codec's dims and the mask options, from tensors that hold
+ * no data (all strides 0: the problem needs only the shapes): the one mask rule (causal
+ * bottom-right folded into the window) every Sage backend follows. Validates scale, causal,
+ * window and the head counts (ValueError naming them).
+ */
+export function sageProblem(
+  dims: SageDims,
+  opts: Pick<SageKernelOptions, 'scale' | 'causal' | 'window'>,
+): AttentionProblem {
+  const { batch, hq, hkv, nq, nk, d, dv } = dims;
+  const shapeOnly = (shape: number[]) =>
+    new Tensor(
+      new CpuStorage('f32', new Float32Array(1)),
+      shape,
+      shape.map(() => 0),
+    );
+  return resolveAttentionProblem(
+    shapeOnly([batch, hq, nq, d]),
+    shapeOnly([batch, hkv, nk, d]),
+    shapeOnly([batch, hkv, nk, dv]),
+    { scale: opts.scale, causal: opts.causal, window: opts.window as [number, number] | undefined },
+  );
 }
 
 /** The head dims the integer path takes: multiples of 16 in [16, 256] (ARITHMETIC.md). */

@@ -1,19 +1,15 @@
-import { resolveAttentionProblem } from '@attnkit/attention';
-import { CpuStorage, describe, Tensor, ValueError } from '@attnkit/tensor';
+import { describe, ValueError } from '@attnkit/tensor';
 import { allocF32 } from '../cpu/alloc.js';
 import { tiledForward } from '../cpu/fa2.js';
 import { withInt8Operands } from '../cpu/int8.js';
 import { CPU_SOFTMAX } from '../cpu/scores.js';
-import { SAGE_KEY_TILE, SAGE_Q_BLOCK, type SageCodecCpu, type SageKernelOptions } from './codec.js';
-
-/** A tensor of `shape` holding no data (all strides 0): the problem needs only the shapes. */
-function shapeOnly(shape: number[]): Tensor {
-  return new Tensor(
-    new CpuStorage('f32', new Float32Array(1)),
-    shape,
-    shape.map(() => 0),
-  );
-}
+import {
+  SAGE_KEY_TILE,
+  SAGE_Q_BLOCK,
+  type SageCodecCpu,
+  type SageKernelOptions,
+  sageProblem,
+} from './codec.js';
 
 const EMPTY = new Float32Array(0);
 
@@ -45,14 +41,9 @@ export function sageForwardTs(
     );
   if (opts.scale === undefined)
     throw new ValueError('scale: expected a finite number, got undefined', 'scale');
-  const { batch, hq, hkv, nq, nk, d, dv } = codec.dims;
+  const { batch, hq, nq, dv } = codec.dims;
   // Validates scale, causal, window and the head counts, folds causal into the window.
-  const p = resolveAttentionProblem(
-    shapeOnly([batch, hq, nq, d]),
-    shapeOnly([batch, hkv, nk, d]),
-    shapeOnly([batch, hkv, nk, dv]),
-    { scale: opts.scale, causal: opts.causal, window: opts.window as [number, number] | undefined },
-  );
+  const p = sageProblem(codec.dims, opts);
   const bq = Math.max(1, Math.min(SAGE_Q_BLOCK, nq));
   const hooks = withInt8Operands(p, CPU_SOFTMAX, { kind: 'int8', codec }, bq, SAGE_KEY_TILE);
   const O = allocF32(batch * hq * nq * dv, 'output');

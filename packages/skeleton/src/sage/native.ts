@@ -1,15 +1,7 @@
-import { resolveAttentionProblem } from '@attnkit/attention';
 // Types only: @attnkit/native is optional and loaded lazily (../native.ts).
 import type * as NativePackage from '@attnkit/native';
 import type { NativeEngine, NativeIsa } from '@attnkit/native';
-import {
-  BackendUnavailableError,
-  CpuStorage,
-  describe,
-  ShapeError,
-  Tensor,
-  ValueError,
-} from '@attnkit/tensor';
+import { BackendUnavailableError, describe, ShapeError, ValueError } from '@attnkit/tensor';
 import { allocF32 } from '../cpu/alloc.js';
 import { loadNativeBackend } from '../native.js';
 import {
@@ -20,6 +12,7 @@ import {
   type SageQuantConfig,
   sageCodecOf,
   sageGroupCounts,
+  sageProblem,
 } from './codec.js';
 
 /**
@@ -193,15 +186,6 @@ export async function quantizeSageNative(
   });
 }
 
-/** A tensor of `shape` holding no data (all strides 0): the problem needs only the shapes. */
-function shapeOnly(shape: number[]): Tensor {
-  return new Tensor(
-    new CpuStorage('f32', new Float32Array(1)),
-    shape,
-    shape.map(() => 0),
-  );
-}
-
 function checkCodec(codec: unknown): SageCodecCpu {
   if (
     codec === null ||
@@ -272,12 +256,7 @@ export async function sageForwardNative(
     throw new ValueError(`threads: expected an integer >= 1, got ${describe(threads)}`, 'threads');
   const { batch, hq, hkv, nq, nk, d, dv } = c.dims;
   // Validates scale, causal, window and the head counts; folds causal into the window.
-  const p = resolveAttentionProblem(
-    shapeOnly([batch, hq, nq, d]),
-    shapeOnly([batch, hkv, nk, d]),
-    shapeOnly([batch, hkv, nk, dv]),
-    { scale: opts.scale, causal: opts.causal, window: opts.window as [number, number] | undefined },
-  );
+  const p = sageProblem(c.dims, opts);
   const engine = await engineFor(opts.isa);
   const o = allocF32(batch * hq * nq * dv, 'output');
   const lse = opts.returnLse ? allocF32(batch * hq * nq, 'output') : undefined;

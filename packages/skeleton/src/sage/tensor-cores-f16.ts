@@ -1,5 +1,4 @@
-import { resolveAttentionProblem } from '@attnkit/attention';
-import { CpuStorage, Tensor, ValueError } from '@attnkit/tensor';
+import { ValueError } from '@attnkit/tensor';
 import {
   bindBuffers,
   bindingKinds,
@@ -10,6 +9,7 @@ import {
   type WebGpuContext,
 } from '@attnkit/webgpu';
 import { buildAux, buildParams } from '../webgpu/aux.js';
+import { generatedKernel } from '../webgpu/host.js';
 import { packParams } from '../webgpu/params.js';
 import type { WgslKernel } from '../webgpu/shaders.js';
 import {
@@ -25,6 +25,7 @@ import {
   type SageGranularity,
   type SageKernelOptions,
   sageGroupCounts,
+  sageProblem,
 } from './codec.js';
 import type { SageTcBuffers } from './tensor-cores.js';
 
@@ -134,16 +135,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   dst[i] = vec2<u32>(pack2x16float(c.xy), pack2x16float(c.zw));
 }`;
 
-const KERNELS = new Map<string, WgslKernel>();
-function kernelOf(c: TcForwardConfig): WgslKernel {
-  const key = JSON.stringify(c);
-  let k = KERNELS.get(key);
-  if (!k) {
-    if (KERNELS.size >= 64) KERNELS.clear();
-    KERNELS.set(key, (k = tcForwardShader(c)));
-  }
-  return k;
-}
+const kernelOf = (c: TcForwardConfig): WgslKernel =>
+  generatedKernel('sage tc f16', tcForwardShader, c);
 
 const LABEL = 'sage forward (f16 tensor cores)';
 
@@ -205,6 +198,10 @@ export async function sageTcF16Forward(
     bindings: ['uniform', 'read', 'storage'],
     label: 'sage codes to f16',
   });
+  const o = ctx.createOutput(Math.max(4, B * hq * nq * dv * 4), 'sage o');
+  const lse = ctx.createOutput(Math.max(4, B * hq * nq * 4), 'sage lse');
+  // No query rows: nothing to convert or run.
+  if (nq === 0) return { o, lse, config };
   const g = sageGroupCounts(nq, nk, granularity);
   const maxX = ctx.limits.maxComputeWorkgroupsPerDimension;
   const temps: GPUBuffer[] = [];
@@ -238,21 +235,7 @@ export async function sageTcF16Forward(
   const v16 = toF16(buffers.vCodes, B * hkv * nk * dv, 0, 'v');
   // The skeleton's uniforms and per-entry table for this problem (contiguous BHND; the
   // window with causal already folded in), as the FlashAttention hosts build them.
-  const shape = (s: number[]) =>
-    new Tensor(
-      new CpuStorage('f32', new Float32Array(1)),
-      s,
-      s.map(() => 0),
-    );
-  const p = resolveAttentionProblem(
-    shape([B, hq, nq, d]),
-    shape([B, hkv, nk, d]),
-    shape([B, hkv, nk, dv]),
-    {
-      scale: opts.scale,
-      window: opts.window,
-    },
-  );
+  const p = sageProblem(dims, { scale: opts.scale, causal: false, window: opts.window });
   const tables = buildAux(p, { tileQ: 16 * config.subgroups, tileK: SAGE_KEY_TILE });
   const params = packParams(buildParams(p, tables), TC_SAGE_FIELDS, {
     hq,
@@ -265,31 +248,27 @@ export async function sageTcF16Forward(
   temps.push(P);
   const aux = ctx.createFromData(tables.aux, 'sage tc f16 aux');
   temps.push(aux);
-  const o = ctx.createOutput(Math.max(4, B * hq * nq * dv * 4), 'sage o');
-  const lse = ctx.createOutput(Math.max(4, B * hq * nq * 4), 'sage lse');
+  steps.push({
+    program: chosen.value,
+    buffers: bindBuffers(kernel.bindings, {
+      P,
+      q: q16,
+      k: k16,
+      v: v16,
+      aux,
+      o,
+      lse,
+      q16,
+      qsc: buffers.qScale,
+      ksc: buffers.kScale,
+      vsc: buffers.vScale,
+      dsb: buffers.bias,
+    }),
+    workgroups: [Math.ceil(nq / (16 * config.subgroups)), hq, B],
+    label: LABEL,
+  });
   try {
-    if (nq > 0) {
-      steps.push({
-        program: chosen.value,
-        buffers: bindBuffers(kernel.bindings, {
-          P,
-          q: q16,
-          k: k16,
-          v: v16,
-          aux,
-          o,
-          lse,
-          q16,
-          qsc: buffers.qScale,
-          ksc: buffers.kScale,
-          vsc: buffers.vScale,
-          dsb: buffers.bias,
-        }),
-        workgroups: [Math.ceil(nq / (16 * config.subgroups)), hq, B],
-        label: LABEL,
-      });
-      await ctx.dispatch(steps, profiler);
-    }
+    await ctx.dispatch(steps, profiler);
   } catch (e) {
     ctx.pool.release(o);
     ctx.pool.release(lse);

@@ -1,5 +1,5 @@
-import { resolveAttentionProblem, UnsupportedError } from '@attnkit/attention';
-import { CpuStorage, DTypeError, describe, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
+import { UnsupportedError } from '@attnkit/attention';
+import { DTypeError, describe, ShapeError, ValueError } from '@attnkit/tensor';
 import {
   bindBuffers,
   bindingKinds,
@@ -14,6 +14,7 @@ import {
 } from '@attnkit/webgpu';
 import { generatedKernel } from '../webgpu/host.js';
 import type { WgslKernel } from '../webgpu/shaders.js';
+import { tcAdapterGap } from '../webgpu/tc-forward.js';
 import {
   checkSageConfig,
   type SageCodecCpu,
@@ -22,6 +23,7 @@ import {
   type SageKernelOptions,
   type SageQuantConfig,
   sageGroupCounts,
+  sageProblem,
 } from './codec.js';
 import { SAGE_TC_SUBGROUP, sageTcForward, sageTcWorkgroupBytes } from './tensor-cores.js';
 import { sageTcF16Configs, sageTcF16Forward } from './tensor-cores-f16.js';
@@ -593,28 +595,13 @@ export async function quantizeSageWebGpu(
   };
 }
 
-/** A tensor of `shape` holding no data (all strides 0): resolveAttentionProblem needs only shapes. */
-function shapeOnly(shape: number[]): Tensor {
-  return new Tensor(
-    new CpuStorage('f32', new Float32Array(1)),
-    shape,
-    shape.map(() => 0),
-  );
-}
-
 /**
  * The band [left, right] (-1 unbounded) with causal folded in, from @attnkit/attention's
  * problem (the one mask rule, as forward-ts.ts builds it): it also validates scale, causal and
  * window (ValueError naming them).
  */
 function band(dims: SageDims, opts: SageKernelOptions): [number, number] {
-  const { batch, hq, hkv, nq, nk, d, dv } = dims;
-  const p = resolveAttentionProblem(
-    shapeOnly([batch, hq, nq, d]),
-    shapeOnly([batch, hkv, nk, d]),
-    shapeOnly([batch, hkv, nk, dv]),
-    { scale: opts.scale, causal: opts.causal, window: opts.window as [number, number] | undefined },
-  );
+  const p = sageProblem(dims, opts);
   return [p.left, p.right];
 }
 
@@ -707,24 +694,9 @@ function tensorCorePlan(
     );
   const f = ctx.features;
   if (engine === 'f16') {
-    if (
-      !emulate &&
-      !(
-        f.shaderF16 &&
-        f.subgroupMatrixConfigs.some(
-          (m) =>
-            m.component === 'f16' && m.result === 'f32' && m.M === 16 && m.N === 16 && m.K === 16,
-        )
-      )
-    )
-      no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
-    if (
-      !emulate &&
-      (f.subgroupMinSize !== SAGE_TC_SUBGROUP || f.subgroupMaxSize !== SAGE_TC_SUBGROUP)
-    )
-      no(
-        `the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${SAGE_TC_SUBGROUP}`,
-      );
+    // The FA2 tensor-core kernels' needs (the engine is theirs).
+    const gap = emulate ? undefined : tcAdapterGap(f);
+    if (gap) no(gap);
     if (c.dims.d % 16 !== 0 || c.dims.dv % 16 !== 0)
       no(`D = ${c.dims.d}, Dv = ${c.dims.dv} are not multiples of 16`);
     if (c.pvBits !== 8) no('pvBits is 32 (the kernel multiplies 8-bit P~ and V codes)');

@@ -71,8 +71,8 @@ import {
   tcDqShader,
 } from './tc-backward.js';
 import {
-  TC_SUBGROUP_SIZE,
   type TcForwardConfig,
+  tcAdapterGap,
   tcForwardShader,
   tcForwardWorkgroupBytes,
 } from './tc-forward.js';
@@ -1023,20 +1023,8 @@ function tcConfig(
   };
   // The emulated kernel (a test aid: TcForwardConfig.emulate) needs none of the features.
   const emulate = want !== true && want.emulate === true;
-  if (
-    !emulate &&
-    (!f.shaderF16 ||
-      !f.subgroupMatrixConfigs.some(
-        (c) =>
-          c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
-      ))
-  )
-    no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
-  if (
-    !emulate &&
-    (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
-  )
-    no(`the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`);
+  const gap = emulate ? undefined : tcAdapterGap(f);
+  if (gap) no(gap);
   // f32 inputs run as split-f16 (TcForwardConfig.split); bf16 has no subgroup-matrix config.
   if (pr.dtype !== 'f16' && pr.dtype !== 'f32') no(`the inputs are ${pr.dtype}, not f16 or f32`);
   const split = pr.dtype === 'f32';
@@ -1906,20 +1894,8 @@ function tcBackwardConfigs(
   };
   const want = opts.tensorCores;
   const emulate = typeof want === 'object' && want !== null && want.emulate === true;
-  if (
-    !emulate &&
-    (!f.shaderF16 ||
-      !f.subgroupMatrixConfigs.some(
-        (c) =>
-          c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
-      ))
-  )
-    no('the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices');
-  if (
-    !emulate &&
-    (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
-  )
-    no(`the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`);
+  const gap = emulate ? undefined : tcAdapterGap(f);
+  if (gap) no(gap);
   if (pr.dtype !== 'f16') no(`the inputs are ${pr.dtype}, not f16`);
   if (hooks.normalize.kind !== 'softmax' || hooks.normalize.sinks)
     no('the normalisation is not plain softmax');

@@ -1,5 +1,5 @@
 import { describe, ValueError } from '@attnkit/tensor';
-import type { WgslBinding } from '@attnkit/webgpu';
+import type { WebGpuFeatures, WgslBinding } from '@attnkit/webgpu';
 import { declareBindings } from '@attnkit/webgpu';
 import { SAGE_KEY_TILE, type SageGranularity } from '../sage/codec.js';
 import { SAGE_EXP_WGSL, sageGroupFns } from '../sage/webgpu-forward.js';
@@ -187,8 +187,8 @@ export interface TcForwardConfig {
    * matrices: each multiply adds exact integer products to the running (alpha-rescaled) O, so
    * the tile's pv never exists on its own and O is the spec's acc up to the tensor cores' f32
    * additions (with round to nearest, rounding order only; how the H200 adds is measured by
-   * benchmarks/gpu/bench-tc-numerics.ts, cases single-c, chain and codes-pv-chain). The score of a lane's column is
-   * dequantised as the spec orders it, s = (f32(dot) f32(sQ sK) [+ bias]) scale (natural units,
+   * benchmarks/gpu/bench-tc-numerics.ts, cases single-c, chain and codes-pv-chain). The score
+   * of a lane's column is dequantised as the spec orders it, s = (f32(dot) f32(sQ sK) [+ bias]) scale (natural units,
    * P.scale), the softmax runs on s with sage_exp (the portable kernel's, so P~'s codes agree
    * with the TS spec's as often as there), P~'s codes go to `sp` as f16 and l sums the
    * unquantised p. The accumulators hold sum_t (prod alphas) pv_t: O rescales by alpha through
@@ -374,6 +374,29 @@ export function partsArray(t: string, size: number, n: number, nested: boolean):
 
 /** The subgroup size the kernel assumes (NVIDIA's warp; the planner requires it). */
 export const TC_SUBGROUP_SIZE = 32;
+
+/**
+ * Why an adapter cannot run the f16 tensor-core kernels (the FA2 forward and backward, Sage's
+ * f16 engine), as the end of a "got one where ..." message, or undefined when it can: they need
+ * f16 x f16 -> f32 16x16x16 subgroup matrices and TC_SUBGROUP_SIZE-wide subgroups.
+ */
+export function tcAdapterGap(
+  f: Pick<
+    WebGpuFeatures,
+    'shaderF16' | 'subgroupMatrixConfigs' | 'subgroupMinSize' | 'subgroupMaxSize'
+  >,
+): string | undefined {
+  if (
+    !f.shaderF16 ||
+    !f.subgroupMatrixConfigs.some(
+      (c) => c.component === 'f16' && c.result === 'f32' && c.M === 16 && c.N === 16 && c.K === 16,
+    )
+  )
+    return 'the adapter has no f16 x f16 -> f32 16x16x16 subgroup matrices';
+  if (f.subgroupMinSize !== TC_SUBGROUP_SIZE || f.subgroupMaxSize !== TC_SUBGROUP_SIZE)
+    return `the subgroups are ${f.subgroupMinSize}-${f.subgroupMaxSize} wide, not ${TC_SUBGROUP_SIZE}`;
+  return undefined;
+}
 
 function rep(n: number, f: (i: number) => string, sep = '\n'): string {
   return Array.from({ length: n }, (_, i) => f(i)).join(sep);
@@ -922,11 +945,10 @@ var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
       'shuffle: expected false with emulate (no subgroups to shuffle), got true',
       'shuffle',
     );
-  // The masked score in log2 units of a lane's column (WGSL): raw S (+ split's cross term).
-  // sage: dequantised as ARITHMETIC.md orders it, in natural units; the scale and bias loads at
-  // the key clamped into the sequence (the select discards keys past it).
-  // With 'block' / 'warp' granularity a 64-key tile has one K scale: f32(sQ sK) once per tile
-  // (ksT) instead of a load per score.
+  // sage: with 'block' / 'warp' granularity a 64-key tile has one K scale: f32(sQ sK) once per
+  // tile (ksT) instead of a load per score. The score is dequantised as ARITHMETIC.md orders
+  // it, in natural units; the scale and bias loads at the key clamped into the sequence (the
+  // select discards keys past it).
   const tileScale = sage !== undefined && sage.granularity !== 'thread';
   const sageTileScale = tileScale ? '\n    let ksT = qsv * ksc[ksB + kgroup(c0)];' : '';
   const sageScore = (raw: string, j: string) => {
@@ -935,6 +957,8 @@ var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
     const ks = tileScale ? 'ksT' : `(qsv * ksc[ksB + kgroup(${key})])`;
     return `select(NEG, (${raw} * ${ks}${bias}) * P.scale, ${j} >= rowLo && ${j} < rowHi)`;
   };
+  // The masked score of a lane's column (WGSL): in log2 units, raw S (+ split's cross term); or
+  // sage's.
   const scoreOf = (raw: string, cross: string, j: string) =>
     sage
       ? sageScore(raw, j)
