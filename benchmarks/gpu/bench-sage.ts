@@ -54,6 +54,7 @@ import {
   disposeSageCodecGpu,
   quantizeSageWebGpu,
   type SageCodecGpu,
+  type SageForwardWebGpuOptions,
   sageCodecToGpu,
   sageForwardWebGpu,
 } from '../../packages/skeleton/src/sage/webgpu.js';
@@ -427,22 +428,33 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
       // The portable kernel's O (the spec's within 1e-5 row by row, verified above) at this
       // shape: the f16 engine's is compared with it row by row, where its O accumulates over
       // 64-128 key tiles in the tensor cores (longer than any verification case).
-      let portableO: Float32Array | undefined;
-      if (F16_SUBGROUPS.some((s) => !f16Bad.has(s))) {
-        const r = await sageForwardWebGpu(ctx, codec, { ...opts, returnLse: false });
-        portableO = new Float32Array(await ctx.readBuffer(r.o, B * H * N * D * 4));
+      // One call's O read back, and one call of `kernel` (the portable kernel, or the f16
+      // engine's tile) timed: the f16 rows and the portable row share them.
+      type Kernel = Pick<SageForwardWebGpuOptions, 'tensorCores'>;
+      const readO = async (kernel: Kernel) => {
+        const r = await sageForwardWebGpu(ctx, codec, { ...opts, ...kernel, returnLse: false });
+        const o = new Float32Array(await ctx.readBuffer(r.o, B * H * N * D * 4));
         ctx.pool.release(r.o);
-      }
+        return o;
+      };
+      const timeSage = (kernel: Kernel) =>
+        timeIt(async (profiler) => {
+          const r = await sageForwardWebGpu(ctx, codec, {
+            ...opts,
+            ...kernel,
+            returnLse: true,
+            ...(profiler ? { profiler } : {}),
+          });
+          return () => {
+            ctx.pool.release(r.o);
+            if (r.lse) ctx.pool.release(r.lse);
+          };
+        });
+      const portableO = F16_SUBGROUPS.some((s) => !f16Bad.has(s)) ? await readO({}) : undefined;
       for (const sg of F16_SUBGROUPS.filter((s) => !f16Bad.has(s))) {
         const key = `f16_sg${sg}`;
         try {
-          const r = await sageForwardWebGpu(ctx, codec, {
-            ...opts,
-            returnLse: false,
-            tensorCores: { engine: 'f16', subgroups: sg },
-          });
-          const o = new Float32Array(await ctx.readBuffer(r.o, B * H * N * D * 4));
-          ctx.pool.release(r.o);
+          const o = await readO({ tensorCores: { engine: 'f16', subgroups: sg } });
           let off = 0;
           let worst = 0;
           let nonFinite = 0;
@@ -467,18 +479,7 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
           row[`${key}_check_error`] = String(e).slice(0, 300);
         }
         try {
-          const ms = await timeIt(async (profiler) => {
-            const r = await sageForwardWebGpu(ctx, codec, {
-              ...opts,
-              returnLse: true,
-              tensorCores: { engine: 'f16', subgroups: sg },
-              ...(profiler ? { profiler } : {}),
-            });
-            return () => {
-              ctx.pool.release(r.o);
-              if (r.lse) ctx.pool.release(r.lse);
-            };
-          });
+          const ms = await timeSage({ tensorCores: { engine: 'f16', subgroups: sg } });
           row[`${key}_ms`] = ms;
           row[`${key}_tops`] = tops(ms);
           row[`${key}_tops_incl_quant`] = tops(ms + quantMs);
@@ -487,17 +488,7 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
         }
       }
       try {
-        const ms = await timeIt(async (profiler) => {
-          const r = await sageForwardWebGpu(ctx, codec, {
-            ...opts,
-            returnLse: true,
-            ...(profiler ? { profiler } : {}),
-          });
-          return () => {
-            ctx.pool.release(r.o);
-            if (r.lse) ctx.pool.release(r.lse);
-          };
-        });
+        const ms = await timeSage({});
         row.portable_ms = ms;
         row.portable_tops = tops(ms);
       } catch (e) {
@@ -539,21 +530,35 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
   for (const r of rows) {
     const f = (x: unknown) => (typeof x === 'number' ? x.toFixed(1).padStart(6) : '     -');
     const keys = variants.flatMap((v) => SUBGROUPS.map((s) => `tc_${vKey(v)}sg${s}`));
-    const best = Math.max(...keys.map((k) => (r[`${k}_tops`] as number) ?? 0));
     const tc = variants
       .map(
         (v) => `tc${vLabel(v)} ${SUBGROUPS.map((s) => f(r[`tc_${vKey(v)}sg${s}_tops`])).join(' ')}`,
       )
       .join(' | ');
+    // The best of some rows' keys (`key_suffix`), or '-' where there are none.
+    const bestOf = (ks: string[], suffix: string) =>
+      f(
+        ks.length > 0 ? Math.max(...ks.map((k) => (r[`${k}${suffix}`] as number) ?? 0)) : undefined,
+      );
+    const f16Keys = F16_SUBGROUPS.map((s) => `f16_sg${s}`);
     const f16 = F16_SUBGROUPS.map((s) => `f16 sg${s} ${f(r[`f16_sg${s}_tops`])}`).join(' ');
-    console.log(
-      `${JSON.stringify(r.shape)} causal=${String(r.causal).padEnd(5)} | ${f16} | f16+quant ${f(Math.max(...F16_SUBGROUPS.map((s) => (r[`f16_sg${s}_tops_incl_quant`] as number) ?? 0)))} | ${tc} | tc+quant ${f(Math.max(...keys.map((k) => (r[`${k}_tops_incl_quant`] as number) ?? 0)))} | quant ${(r.quantMs as number).toFixed(3)} ms | portable ${f(r.portable_tops)} | fa2 tc f16 ${f(r.fa2_tc_f16_tops)} | fa2 simt f16 ${f(r.fa2_simt_f16_tops)} | best tc ${best.toFixed(1)}`,
-    );
+    const parts = [
+      `${JSON.stringify(r.shape)} causal=${String(r.causal).padEnd(5)}`,
+      ...(f16Keys.length > 0 ? [f16, `f16+quant ${bestOf(f16Keys, '_tops_incl_quant')}`] : []),
+      ...(keys.length > 0
+        ? [tc, `tc+quant ${bestOf(keys, '_tops_incl_quant')}`, `best tc ${bestOf(keys, '_tops')}`]
+        : []),
+      `quant ${(r.quantMs as number).toFixed(3)} ms`,
+      `portable ${f(r.portable_tops)}`,
+      `fa2 tc f16 ${f(r.fa2_tc_f16_tops)}`,
+      `fa2 simt f16 ${f(r.fa2_simt_f16_tops)}`,
+    ];
+    console.log(parts.join(' | '));
   }
 }
 
 const verified = flag('skip-verify')
-  ? { readings: UNITS, exactVariants: () => TC_VARIANTS }
+  ? { readings: UNITS, exactVariants: () => (SKIP_I8 ? [] : TC_VARIANTS) }
   : await verify();
 const readings = verified.readings;
 if (readings.length > 0) {
