@@ -18,7 +18,7 @@ const processIo: CliIo = {
 export const USAGE = `attnkit-gpt: train a GPT on a text file and sample from it (@attnkit/gpt on @attnkit/nn)
 
   attnkit-gpt train --data FILE [--backend ts|native|webgpu] [--config tiny|small|gpt2]
-                    [--tokenizer char|gpt2] [--attention flash|standard]
+                    [--tokenizer char|gpt2] [--attention flash|standard|sigmoid|gla]
                     [--steps N] [--batch-size N] [--lr X] [--seed N] [--eval-interval N]
                     [--eval-iters N] [--out ckpt.safetensors] [--svg loss.svg] [--resume ckpt]
       Trains from scratch (or continues --resume's run up to --steps), drawing a progress bar
@@ -26,8 +26,10 @@ export const USAGE = `attnkit-gpt: train a GPT on a text file and sample from it
       validation loss and writes the checkpoint (model, AdamW state, tokenizer, run state) and
       the loss curve (SVG). --backend: nn's kernels to run on (default: the best available on
       the cpu, native when its engine loads, else ts; webgpu is a GPU through Dawn); a
-      checkpoint from one backend loads on any other. Defaults: --config tiny, --tokenizer char,
-      --attention flash, --steps 200,
+      checkpoint from one backend loads on any other. --attention: softmax on FlashAttention-2
+      (flash) or materialised (standard), sigmoid attention (sigmoid), or gated linear
+      attention layers (gla). Defaults: --config tiny, --tokenizer char, --attention flash,
+      --steps 200,
       --batch-size 16, --lr 1e-3, --out ckpt.safetensors, --svg the --out name with .svg.
 
   attnkit-gpt sample --ckpt FILE [--backend ts|native|webgpu] [--prompt TEXT] [--tokens N]

@@ -2,8 +2,10 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import {
   CharTokenizer,
   DataLoader,
+  GPT_ATTENTIONS,
   Gpt,
   Gpt2Tokenizer,
+  type GptAttention,
   loadCheckpoint,
   presetConfig,
   saveCheckpoint,
@@ -28,7 +30,10 @@ export interface TrainOptions {
   /** 'ts' | 'native' | 'webgpu'; default: the best available on the cpu (native, else ts). */
   backend?: string;
   config?: string;
-  /** 'flash' (default) or 'standard' (the N x N scores materialised). */
+  /**
+   * GptConfig.attention: 'flash' (default), 'standard' (the N x N scores materialised),
+   * 'sigmoid' (FlashSigmoid) or 'gla' (gated linear attention).
+   */
   attention?: string;
   tokenizer?: 'char' | 'gpt2';
   /** Total steps (a resumed run continues up to this many). */
@@ -126,12 +131,12 @@ export async function train(
     const seed = options.seed ?? 1337;
     const config = presetConfig(options.config ?? 'tiny', tokenizer.vocabSize);
     if (options.attention !== undefined) {
-      if (options.attention !== 'flash' && options.attention !== 'standard')
+      if (!(GPT_ATTENTIONS as readonly string[]).includes(options.attention))
         throw new ValueError(
-          `--attention expected 'flash' or 'standard', got ${describe(options.attention)}`,
+          `--attention expected one of ${GPT_ATTENTIONS.join(', ')}, got ${describe(options.attention)}`,
           'attention',
         );
-      config.attention = options.attention;
+      config.attention = options.attention as GptAttention;
     }
     model = new Gpt(config, { seed });
     state = {

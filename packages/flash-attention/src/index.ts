@@ -3,6 +3,7 @@ import {
   checkFiniteValues,
   defineTiledFamily,
   loadNativeBackend,
+  type TiledFamily,
   type TiledOptions,
   tiledBackwardTs,
   tiledForwardTs,
@@ -100,6 +101,14 @@ const family = defineTiledFamily<FlashAttentionOptions>({
   extraOptions: ['sinks'],
   forwardOutputs: ['o', 'lse'],
 });
+
+/**
+ * The family's dispatcher (resolve, forward, backward, and the synchronous WebGPU encoders):
+ * what a layer that runs attention synchronously builds on (@attnkit/nn runs resolve's problem
+ * and hooks on the skeleton's TS and native kernels itself, and queues encodeForward /
+ * encodeBackward on WebGPU). The functions below are the user-facing entry points.
+ */
+export const flashAttentionFamily: TiledFamily<FlashAttentionOptions> = family;
 
 function f64Guard(q: unknown): void {
   if (q && (q as Tensor).dtype === 'f64') {

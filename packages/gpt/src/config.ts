@@ -1,6 +1,10 @@
 import { describe, ValueError } from '@attnkit/tensor';
 
-/** A GPT's shape (nanoGPT's GPTConfig, plus GQA and the choice of positions). */
+/** The attention families a GPT's blocks can use (GptConfig.attention). */
+export const GPT_ATTENTIONS = ['flash', 'standard', 'sigmoid', 'gla'] as const;
+export type GptAttention = (typeof GPT_ATTENTIONS)[number];
+
+/** A GPT's shape (nanoGPT's GPTConfig, plus GQA, the choice of positions and of attention). */
 export interface GptConfig {
   /** Transformer blocks. */
   nLayer: number;
@@ -22,11 +26,21 @@ export interface GptConfig {
   /** The lm head shares the token embedding's matrix (GPT-2, Press & Wolf 2017). */
   tieWeights: boolean;
   /**
-   * 'flash': FlashAttention-2's kernels (default); 'standard': the N x N scores materialised
-   * through nn's matmul and softmax (nn's attention family 'standard'), the baseline the
-   * FlashAttention paper measures against. Same function, same weights.
+   * The attention family of every block:
+   * - 'flash': softmax attention on FlashAttention-2's kernels (default);
+   * - 'standard': the same softmax attention with the N x N scores materialised through nn's
+   *   matmul and softmax (nn's attention family 'standard'), the baseline the FlashAttention
+   *   paper measures against: same function, same weights;
+   * - 'sigmoid': sigmoid attention on the FlashSigmoid kernels (Ramapuram et al. 2024),
+   *   sigmoid(q k^T / sqrt(D) - log(blockSize)) v: the paper's b = -log n with n fixed at the
+   *   context length, so a token's weights do not change with how many tokens precede it and
+   *   KV-cache decoding equals recomputation;
+   * - 'gla': gated linear attention (Yang et al. 2024; nn's GatedLinearAttention, fla's layer
+   *   defaults: key width nEmbd / 2, low-rank forget gates, output gate, per-head RMSNorm) in
+   *   place of multi-head attention; decoding carries each layer's recurrent state instead of
+   *   a KV cache. Needs nKvHead = nHead and learned positions.
    */
-  attention: 'flash' | 'standard';
+  attention: GptAttention;
 }
 
 const DEFAULTS: Omit<GptConfig, 'vocabSize'> = {
@@ -111,11 +125,29 @@ export function gptConfig(config: Partial<GptConfig> & { vocabSize: number }): G
       `GptConfig: positional expected 'learned' or 'rope', got ${describe(c.positional)}`,
       'positional',
     );
-  if (c.attention !== 'flash' && c.attention !== 'standard')
+  if (!(GPT_ATTENTIONS as readonly unknown[]).includes(c.attention))
     throw new ValueError(
-      `GptConfig: attention expected 'flash' or 'standard', got ${describe(c.attention)}`,
+      `GptConfig: attention expected one of ${GPT_ATTENTIONS.map((a) => `'${a}'`).join(', ')}, got ${describe(c.attention)}`,
       'attention',
     );
+  if (c.attention === 'gla') {
+    // GLA's layer has its own heads (no shared K/V heads) and no rotation of q and k.
+    if (c.nKvHead !== c.nHead)
+      throw new ValueError(
+        `GptConfig: nKvHead expected nHead = ${c.nHead} with attention 'gla' (its layer has no grouped K/V heads), got ${c.nKvHead}`,
+        'nKvHead',
+      );
+    if (c.positional !== 'learned')
+      throw new ValueError(
+        `GptConfig: positional expected 'learned' with attention 'gla' (GLA rotates nothing), got ${describe(c.positional)}`,
+        'positional',
+      );
+    if (c.nEmbd % (2 * c.nHead) !== 0)
+      throw new ValueError(
+        `GptConfig: nHead expected a divisor of the GLA key width nEmbd / 2 = ${c.nEmbd / 2}, got ${c.nHead}`,
+        'nHead',
+      );
+  }
   return c;
 }
 

@@ -5,6 +5,8 @@ import {
   crossEntropy,
   dropout,
   Embedding,
+  GatedLinearAttention,
+  GlaState,
   type KvCache,
   LayerNorm,
   Linear,
@@ -34,13 +36,20 @@ import { DevicePagedKvCache, PagedKvCache } from './kv-cache.js';
 import { type SampleOptions, sampleToken, samplingRng } from './sample.js';
 
 /**
+ * What a block keeps while decoding: a KV cache for attention (softmax or sigmoid), the
+ * recurrent state for GLA. `length` is the tokens seen so far either way.
+ */
+export type DecodeCache = KvCache | GlaState;
+
+/**
  * One pre-norm block, as nanoGPT's Block: x + drop(attn(ln1 x)), then x + drop(mlp(ln2 x)).
  * Written here from nn's parts rather than nn's TransformerBlock because that block has no
- * residual dropout and does not pass `bias` to its MLP.
+ * residual dropout and does not pass `bias` to its MLP. With attention 'gla' the attention is a
+ * GatedLinearAttention layer (GLA Transformer: the same block around a GLA layer).
  */
 class Block extends Module {
   readonly ln1: LayerNorm;
-  readonly attn: MultiHeadAttention;
+  readonly attn: MultiHeadAttention | GatedLinearAttention;
   readonly ln2: LayerNorm;
   readonly mlp: MLP;
   constructor(
@@ -51,14 +60,20 @@ class Block extends Module {
     this.ln1 = this.child('ln1', new LayerNorm(c.nEmbd));
     this.attn = this.child(
       'attn',
-      new MultiHeadAttention(c.nEmbd, c.nHead, {
-        kvHeads: c.nKvHead,
-        rope: c.positional === 'rope',
-        causal: true,
-        bias: c.bias,
-        rng,
-        ...(c.attention === 'standard' ? { family: 'standard' } : {}),
-      }),
+      c.attention === 'gla'
+        ? new GatedLinearAttention(c.nEmbd, c.nHead, { bias: c.bias, rng })
+        : new MultiHeadAttention(c.nEmbd, c.nHead, {
+            kvHeads: c.nKvHead,
+            rope: c.positional === 'rope',
+            causal: true,
+            bias: c.bias,
+            rng,
+            ...(c.attention === 'standard' ? { family: 'standard' } : {}),
+            // b = -log n with n the context length (GptConfig.attention says why it is fixed).
+            ...(c.attention === 'sigmoid'
+              ? { family: 'sigmoid', sigmoidBias: -Math.log(c.blockSize) }
+              : {}),
+          }),
     );
     this.ln2 = this.child('ln2', new LayerNorm(c.nEmbd));
     this.mlp = this.child('mlp', new MLP(c.nEmbd, { activation: 'gelu', bias: c.bias, rng }));
@@ -74,15 +89,15 @@ class Block extends Module {
     normed: Var,
     next: LayerNorm,
     drop: Rng,
-    kvCache?: KvCache,
+    cache?: DecodeCache,
   ): { x: Var; normed: Var } {
     const d = (y: Var) => dropout(y, this.c.dropout, drop, this.training);
     const norm = (ln: LayerNorm) => [ln.weight, ln.bias, ln.eps] as const;
-    const a = addLayerNorm(
-      x,
-      d(this.attn.forward(normed, kvCache ? { kvCache } : {})),
-      ...norm(this.ln2),
-    );
+    const y =
+      this.attn instanceof GatedLinearAttention
+        ? this.attn.forward(normed, cache ? { state: cache as GlaState } : {})
+        : this.attn.forward(normed, cache ? { kvCache: cache as KvCache } : {});
+    const a = addLayerNorm(x, d(y), ...norm(this.ln2));
     const m = addLayerNorm(a.sum, d(this.mlp.forward(a.normed)), ...norm(next));
     return { x: m.sum, normed: m.normed };
   }
@@ -151,12 +166,15 @@ export class Gpt extends Module {
   #init(rng: Rng) {
     const std = 0.02;
     for (const [name, p] of this.namedParameters()) {
-      if (name.startsWith('ln') || name.includes('.ln')) continue;
+      // Norms keep their init (LayerNorm's ones and zeros, GLA's output RMSNorm's ones).
+      if (name.startsWith('ln') || name.includes('.ln') || name.includes('.g_norm')) continue;
       if (name.endsWith('.bias')) {
         p.data = Tensor.zeros(p.shape, 'f32');
         continue;
       }
-      const residual = name.endsWith('attn.wo.weight') || name.endsWith('mlp.fc2.weight');
+      const residual = ['attn.wo.weight', 'attn.o_proj.weight', 'mlp.fc2.weight'].some((s) =>
+        name.endsWith(s),
+      );
       p.data = rng.randn(p.shape, 'f32', residual ? std / Math.sqrt(2 * this.config.nLayer) : std);
     }
   }
@@ -200,7 +218,7 @@ export class Gpt extends Module {
   forward(
     idx: Tensor,
     targets?: Tensor,
-    kvCaches?: readonly KvCache[],
+    kvCaches?: readonly DecodeCache[],
     options: { lastOnly?: boolean } = {},
   ): { logits: Var; loss?: Var } {
     const c = this.config;
@@ -265,10 +283,12 @@ export class Gpt extends Module {
    * Fresh per-layer caches for decoding `batch` sequences of up to blockSize tokens: the paged
    * pool (lean-attention's KvCache), attended in place: on the cpu PagedKvCache, on webgpu
    * DevicePagedKvCache (its pools are GPU buffers, written by copies queued with nn's passes:
-   * the keys and values never come back to the host).
+   * the keys and values never come back to the host). With attention 'gla': one GlaState per
+   * layer (the recurrent state, [batch, nHead, K, V] on the parameters' device once filled).
    */
-  newKvCaches(batch = 1): KvCache[] {
+  newKvCaches(batch = 1): DecodeCache[] {
     const c = this.config;
+    if (c.attention === 'gla') return this.blocks.map(() => new GlaState());
     return this.blocks.map(() =>
       this.ctx && this.device === 'webgpu'
         ? new DevicePagedKvCache({
@@ -330,7 +350,7 @@ export class Gpt extends Module {
     const out: number[] = [];
     // One forward without gradients, the ids uploaded on webgpu; the scope frees the
     // intermediates (GPU buffers), the caches keep what they hold.
-    const lastLogits = (xs: number[], caches?: KvCache[]) => {
+    const lastLogits = (xs: number[], caches?: DecodeCache[]) => {
       const x = this.tokenIds(xs);
       const last = noGrad(() =>
         scope(() => this.forward(x, undefined, caches, { lastOnly: true }).logits.data),
@@ -338,7 +358,7 @@ export class Gpt extends Module {
       x.dispose(); // released once the queued forward is submitted
       return last;
     };
-    let caches: KvCache[] | null = null;
+    let caches: DecodeCache[] | null = null;
     try {
       let next: number[] = [];
       for (let i = 0; i < maxNewTokens; i++) {
@@ -376,9 +396,9 @@ export class Gpt extends Module {
    * prompt the first time, the last blockSize / 2 tokens once the context filled blockSize.
    */
   private prefill(
-    caches: KvCache[] | null,
+    caches: DecodeCache[] | null,
     tokens: readonly number[],
-  ): { caches: KvCache[]; context: number[] } {
+  ): { caches: DecodeCache[]; context: number[] } {
     const keep = caches ? Math.max(1, this.config.blockSize >> 1) : this.config.blockSize;
     disposeCaches(caches);
     return { caches: this.newKvCaches(1), context: tokens.slice(-keep) };
@@ -402,7 +422,7 @@ export class Gpt extends Module {
     const c = this.config;
     const tokens = [...prompt];
     const out: number[] = [];
-    let caches: KvCache[] | null = null;
+    let caches: DecodeCache[] | null = null;
     type Step = { logits: Tensor; id: Tensor; reads: Promise<(Tensor | undefined)[]> };
     // One forward through the caches without gradients (the scope frees the intermediates),
     // then its reads: copies submitted now, behind this token's passes and ahead of the next
@@ -474,7 +494,11 @@ export class Gpt extends Module {
   }
 }
 
-function disposeCaches(caches: KvCache[] | null): void {
-  // Any hook with its own buffers (DevicePagedKvCache's pools, DeviceKvCache's tensors).
-  for (const c of caches ?? []) (c as { dispose?: () => void }).dispose?.();
+function disposeCaches(caches: DecodeCache[] | null): void {
+  // Any hook with its own buffers (DevicePagedKvCache's pools, DeviceKvCache's tensors); a GLA
+  // layer's state tensor.
+  for (const c of caches ?? []) {
+    if (c instanceof GlaState) c.reset();
+    else (c as { dispose?: () => void }).dispose?.();
+  }
 }

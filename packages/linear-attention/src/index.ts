@@ -42,7 +42,14 @@ export {
   glaFormOf,
   glaProblem,
 } from './gla/register.js';
+// The synchronous ts kernels (resolveGla's problem in, tensors out), for synchronous callers.
+export { glaBackwardTs, glaForwardTs } from './gla/ts-backend.js';
 
 import './gla/webgpu/register.js'; // the 'gla' kernels on WebGPU (backend 'webgpu')
 
-export { glaNativeAvailable, glaNativeReady } from './gla/native.js'; // the 'gla' kernels (chunk and recurrent) on @attnkit/native (backend 'native'); an export, not a bare import, so the bundle keeps the registrations (sideEffects lists only index)
+export {
+  glaBackwardNativeSync,
+  glaForwardNativeSync,
+  glaNativeAvailable,
+  glaNativeReady,
+} from './gla/native.js'; // the 'gla' kernels (chunk and recurrent) on @attnkit/native (backend 'native'); an export, not a bare import, so the bundle keeps the registrations (sideEffects lists only index)

@@ -1,13 +1,32 @@
 import { UnsupportedError } from '@attnkit/attention';
-import { DTypeError, Rng, ShapeError, Tensor } from '@attnkit/tensor';
+import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
 import { describe, expect, it } from 'vitest';
-import { add, attention, matmul, mul, Param, reshape, softmax, sum, type Var } from './index.js';
+import {
+  add,
+  attention,
+  matmul,
+  mul,
+  Param,
+  reshape,
+  sigmoid,
+  softmax,
+  sum,
+  type Var,
+} from './index.js';
 
 /**
- * The attention op (FlashAttention-2's ts forward and backward, f32) against the same
- * attention composed from ops whose gradients are finite-difference checked, in f64.
+ * The attention op (FlashAttention-2's and FlashSigmoid's ts forward and backward, f32) against
+ * the same attention composed from ops whose gradients are finite-difference checked, in f64.
+ * `sigmoid`: w = sigmoid(s + b) where visible, 0 where masked (no normalisation), b the bias.
  */
-function composed(q: Var, k: Var, v: Var, causal: boolean, window?: [number, number]): Var {
+function composed(
+  q: Var,
+  k: Var,
+  v: Var,
+  causal: boolean,
+  window?: [number, number],
+  sigmoidBias?: number,
+): Var {
   const [b, hq, nq, d] = q.shape as number[];
   const [, hkv, nk] = k.shape as number[];
   const g = hq! / hkv!;
@@ -21,23 +40,33 @@ function composed(q: Var, k: Var, v: Var, causal: boolean, window?: [number, num
     // c - left <= j <= c + right (-1: unbounded); causal caps right at 0.
     const [left, right] = window ?? [-1, -1];
     const mask = new Float64Array(nq! * nk!);
+    const keep = new Float64Array(nq! * nk!).fill(1);
     for (let i = 0; i < nq!; i++)
       for (let j = 0; j < nk!; j++) {
         const c = i + nk! - nq!;
         let hi = right < 0 ? Number.POSITIVE_INFINITY : c + right;
         if (causal) hi = Math.min(hi, c);
         const lo = left < 0 ? Number.NEGATIVE_INFINITY : c - left;
-        if (j > hi || j < lo) mask[i * nk! + j] = Number.NEGATIVE_INFINITY;
+        if (j > hi || j < lo) {
+          mask[i * nk! + j] = Number.NEGATIVE_INFINITY;
+          keep[i * nk! + j] = 0;
+        }
       }
-    s = add(s, Tensor.from(mask, [nq!, nk!], 'f64'));
+    if (sigmoidBias === undefined) s = add(s, Tensor.from(mask, [nq!, nk!], 'f64'));
+    else {
+      const w = mul(sigmoid(add(s, sigmoidBias)), Tensor.from(keep, [nq!, nk!], 'f64'));
+      return reshape(matmul(w, vg), [b!, hq!, nq!, v.shape[3]!]);
+    }
   }
-  return reshape(matmul(softmax(s), vg), [b!, hq!, nq!, v.shape[3]!]);
+  const w = sigmoidBias === undefined ? softmax(s) : sigmoid(add(s, sigmoidBias));
+  return reshape(matmul(w, vg), [b!, hq!, nq!, v.shape[3]!]);
 }
 
 function compare(
   shapes: { b: number; hq: number; hkv: number; nq: number; nk: number; d: number },
   causal: boolean,
   window?: [number, number],
+  sigmoid?: { bias?: number },
 ) {
   const rng = new Rng(Date.now() % 1e9);
   const { b, hq, hkv, nq, nk, d } = shapes;
@@ -49,10 +78,15 @@ function compare(
   ].map((s) => rng.randn(s, 'f64')) as [Tensor, Tensor, Tensor, Tensor];
   const run = (dtype: 'f32' | 'f64') => {
     const [pq, pk, pv] = [q, k, v].map((t) => new Param(t.astype(dtype)));
+    // Sigmoid's default bias is -log(Nk) (every sequence here has Nk keys).
+    const bias = sigmoid && (sigmoid.bias ?? -Math.log(nk));
+    const family = sigmoid
+      ? { family: 'sigmoid', ...(sigmoid.bias !== undefined ? { sigmoidBias: sigmoid.bias } : {}) }
+      : {};
     const o =
       dtype === 'f32'
-        ? attention(pq!, pk!, pv!, { causal, ...(window ? { window } : {}) })
-        : composed(pq!, pk!, pv!, causal, window);
+        ? attention(pq!, pk!, pv!, { causal, ...(window ? { window } : {}), ...family })
+        : composed(pq!, pk!, pv!, causal, window, bias);
     sum(mul(o, dout.astype(dtype))).backward();
     return [o.data, pq!.grad!, pk!.grad!, pv!.grad!].map((t) => t.toFloat64Array());
   };
@@ -93,5 +127,27 @@ describe('attention op (family flash, ts)', () => {
     expect(() =>
       attention(t([1, 1, 4, 8]), t([1, 1, 4, 8]), t([1, 1, 4, 8]), { family: 'gla' }),
     ).toThrowError(UnsupportedError);
+  });
+});
+
+describe('attention op (family sigmoid, ts)', () => {
+  it('matches the f64 composition, forward and backward, default bias -log Nk', () => {
+    compare({ b: 2, hq: 2, hkv: 2, nq: 7, nk: 7, d: 8 }, false, undefined, {});
+  });
+  it('causal with Nq != Nk, GQA, window, and a given bias', () => {
+    compare({ b: 1, hq: 4, hkv: 2, nq: 5, nk: 9, d: 6 }, true, undefined, { bias: -1.3 });
+    compare({ b: 2, hq: 3, hkv: 1, nq: 11, nk: 11, d: 4 }, true, undefined, {});
+    compare({ b: 1, hq: 2, hkv: 1, nq: 9, nk: 9, d: 4 }, false, [2, 1], { bias: 0.4 });
+  });
+  it('bad input: sigmoidBias with another family, or not finite', () => {
+    const t = (s: number[]) => Tensor.zeros(s, 'f32');
+    const x = () => t([1, 1, 4, 8]);
+    expect(() => attention(x(), x(), x(), { sigmoidBias: -1 })).toThrowError(ValueError);
+    expect(() => attention(x(), x(), x(), { sigmoidBias: -1 })).toThrowError(
+      /^attention: sigmoidBias expected only with family 'sigmoid', got family "flash"/,
+    );
+    expect(() =>
+      attention(x(), x(), x(), { family: 'sigmoid', sigmoidBias: Number.NaN }),
+    ).toThrowError(/sigmoidBias expected a finite number, got NaN/);
   });
 });

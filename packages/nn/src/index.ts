@@ -27,6 +27,7 @@ export type {
   AdamWHyper,
   AttentionKernelOptions,
   BinaryOp,
+  GlaKernelOptions,
   KernelName,
   Kernels,
   RopeSection,
@@ -50,6 +51,11 @@ export {
   MultiHeadAttention,
   type MultiHeadAttentionOptions,
 } from './modules/attention.js';
+export {
+  GatedLinearAttention,
+  type GatedLinearAttentionOptions,
+  GlaState,
+} from './modules/gla.js';
 export {
   Dropout,
   Embedding,
@@ -81,6 +87,7 @@ export {
   sub,
   tanh,
 } from './ops/elementwise.js';
+export { type GlaOptions, type GlaResult, gla, logsigmoid } from './ops/gla.js';
 export { type LinearActivation, linears, matmul } from './ops/matmul.js';
 export {
   addLayerNorm,

@@ -1,5 +1,10 @@
 import type { AttentionProblem } from '@attnkit/attention';
-import { defineTiledFamily, sigmoidBias, type TiledOptions } from '@attnkit/skeleton';
+import {
+  defineTiledFamily,
+  sigmoidBias,
+  type TiledFamily,
+  type TiledOptions,
+} from '@attnkit/skeleton';
 import { DTypeError, describe, type Tensor, ValueError } from '@attnkit/tensor';
 
 /**
@@ -34,6 +39,13 @@ const family = defineTiledFamily<SigmoidAttentionOptions>({
   extraOptions: ['bias'],
   forwardOutputs: ['o'],
 });
+
+/**
+ * The family's dispatcher (resolve, forward, backward, and the synchronous WebGPU encoders):
+ * what a layer that runs attention synchronously builds on (@attnkit/nn's attention op with
+ * family 'sigmoid'). sigmoidAttention / sigmoidAttentionBackward are the user-facing entry points.
+ */
+export const sigmoidAttentionFamily: TiledFamily<SigmoidAttentionOptions> = family;
 
 function f64Guard(q: Tensor): void {
   if (q && (q as Tensor).dtype === 'f64') {

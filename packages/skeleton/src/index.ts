@@ -39,6 +39,7 @@ export {
   loadNativeBackend,
   NATIVE_INSTALL_COMMAND,
   type NativeTileOptions,
+  nativeAttentionProblem,
   nativeAvailable,
   nativeEngine,
   nativeSupports,

@@ -226,6 +226,23 @@ export function nativeSupports(
   return unsupported(p, hooks, algorithm)?.why ?? true;
 }
 
+/**
+ * The engine's problem for a resolved problem and hooks (normalisation, score mods, HSTU's mask
+ * and rab, split-K / stream-K, the planned query block), as tiledForwardNative and
+ * tiledBackwardNative pass it: for a caller that runs 'attention.forward' / 'attention.backward'
+ * synchronously on its own engine handle (@attnkit/nn's attention op, for any tiled family).
+ * Permuted tiles go to the engine as inputs (permQ / permK), not in the problem: the caller
+ * passes them or refuses them. A ValueError for what nativeSupports() rejects.
+ */
+export function nativeAttentionProblem(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+): NativeAttentionProblem {
+  const no = unsupported(p, hooks, undefined);
+  if (no) throw new ValueError(no.message, no.argument);
+  return nativeProblem(p, hooks, {});
+}
+
 function checkTile(value: unknown, name: 'blockQ' | 'blockK'): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {

@@ -17,8 +17,11 @@ import {
   chunkGlaBackward,
   fusedRecurrentGla,
   fusedRecurrentGlaBackward,
+  glaBackwardNativeSync,
+  glaForwardNativeSync,
   glaReference,
   glaReferenceBackward,
+  resolveGla,
 } from '../index.js';
 import { glaNativeReady } from './native.js';
 
@@ -281,5 +284,51 @@ native('registry', () => {
       expect(e.argument).toBe('gk');
       expect(e.message).toMatch(/got 0\.25 at \[0, 3, 0, 1\]/);
     }
+  });
+});
+
+native('synchronous entry points (glaForwardNativeSync, glaBackwardNativeSync)', () => {
+  test('equal the async native path bit for bit, both forms, h0 and dht; poisoned outputs', async () => {
+    const { loadNative } = await import('@attnkit/native');
+    const engine = loadNative()!;
+    const x = problem(77, 2, 12, 20, (z) => logsigmoid(z) / 4);
+    for (const form of ['chunk', 'recurrent'] as const) {
+      const options = { initialState: x.h0, outputFinalState: true };
+      const p = resolveGla(x.q, x.k, x.v, x.gk, options, form);
+      const pb = resolveGla(x.q, x.k, x.v, x.gk, options, form, { dO: x.dO, dht: x.dht });
+      const acct = poisonAllocations();
+      let sync: Record<string, Tensor | undefined>;
+      try {
+        const r = glaForwardNativeSync(engine, p, x);
+        const g = glaBackwardNativeSync(engine, pb, { ...x, do: x.dO, dht: x.dht });
+        sync = { o: r.o, ht: r.ht, ...g };
+      } finally {
+        acct.restore();
+      }
+      expect(acct.count.output).toBe(7);
+      const [fwd, bwd] =
+        form === 'chunk'
+          ? [chunkGla, chunkGlaBackward]
+          : [fusedRecurrentGla, fusedRecurrentGlaBackward];
+      const r = await fwd(x.q, x.k, x.v, x.gk, { ...options, backend: 'native' });
+      const g = await bwd(x.q, x.k, x.v, x.gk, x.dO, { ...options, dht: x.dht, backend: 'native' });
+      const want = { o: r.o, ht: r.finalState, ...g } as Record<string, Tensor | undefined>;
+      for (const n of ['o', 'ht', 'dq', 'dk', 'dv', 'dgk', 'dh0'])
+        expect(Array.from(sync[n]!.toFloat32Array()), `${form} ${n}`).toEqual(
+          Array.from(want[n]!.toFloat32Array()),
+        );
+    }
+  });
+
+  test('a positive gate is the typed ValueError naming gk, as the async path', async () => {
+    const { loadNative } = await import('@attnkit/native');
+    const x = problem(20, 1, 4, 4, () => -0.5);
+    const g = x.gk.toFloat32Array();
+    g[4 * 3 + 1] = 0.25;
+    const gk = Tensor.from(g, x.gk.shape);
+    const p = resolveGla(x.q, x.k, x.v, gk, {}, 'chunk');
+    expect(() => glaForwardNativeSync(loadNative()!, p, { ...x, gk })).toThrow(
+      /gk: expected finite log-space gates.*got 0\.25 at \[0, 3, 0, 1\]/,
+    );
   });
 });

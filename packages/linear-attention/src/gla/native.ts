@@ -166,32 +166,32 @@ function nativeProblem(p: GlaProblem): NativeGlaProblem {
   return np;
 }
 
-/** The engine's gate error as checkGateValues' typed ValueError (same message as ts). */
-async function withGateErrors<T>(
-  gk: Float32Array,
-  shape: readonly number[],
-  run: () => Promise<T>,
-) {
-  try {
-    return await run();
-  } catch (e) {
-    if (e instanceof Error && /^inputs\.gk\[/.test(e.message)) checkGateValues(gk, shape);
-    throw e;
-  }
+/** The engine's gate error as checkGateValues' typed ValueError (same message as ts); else rethrown. */
+function gateError(e: unknown, gk: Float32Array, shape: readonly number[]): never {
+  if (e instanceof Error && /^inputs\.gk\[/.test(e.message)) checkGateValues(gk, shape);
+  throw e;
 }
 
+type ForwardInputs = { q: Tensor; k: Tensor; v: Tensor; gk: Tensor };
+type BackwardInputs = ForwardInputs & { do: Tensor; dht?: Tensor | undefined };
+type ForwardOutputs = { o: Tensor; ht?: Tensor };
+type BackwardOutputs = { dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor };
+
 /**
- * The forward on the engine (validated problem from glaProblem / resolveGla). `fallback`: run
- * the ts kernels where the engine is unavailable (the registry's default choice) instead of
- * throwing BackendUnavailableError.
+ * One engine call's arrays (the op, its problem, inputs, outputs) and how its outputs become
+ * tensors: what the async (engine.run) and synchronous (engine.runSync) entry points share.
  */
-export async function glaForwardNative(
-  p: GlaProblem,
-  t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor },
-  fallback = false,
-): Promise<{ o: Tensor; ht?: Tensor }> {
-  const engine = await engineFor(!fallback);
-  if (!engine) return glaForwardTs(p, t);
+interface EngineCall<Op extends 'gla.forward' | 'gla.backward', R> {
+  op: Op;
+  problem: NativeGlaProblem;
+  inputs: NativePackage.NativeOpMap[Op]['inputs'];
+  outputs: NativePackage.NativeOpMap[Op]['outputs'];
+  gk: Float32Array;
+  gkShape: readonly number[];
+  finish(): R;
+}
+
+function forwardCall(p: GlaProblem, t: ForwardInputs): EngineCall<'gla.forward', ForwardOutputs> {
   const { B, T, H, K, V, N } = p;
   const gk = f32(t.gk, 'gk');
   const o = allocF32(B * T * H * V, 'output');
@@ -204,22 +204,25 @@ export async function glaForwardNative(
   };
   if (p.initialState) inputs.h0 = f32(p.initialState, 'initialState');
   if (p.cuSeqlens) inputs.cuSeqlens = p.cuSeqlens;
-  await withGateErrors(gk, t.gk.shape, () =>
-    engine.run('gla.forward', nativeProblem(p), inputs, ht ? { o, ht } : { o }),
-  );
-  const out: { o: Tensor; ht?: Tensor } = { o: encodeOutput(o, t.v.shape, t.q.dtype) };
-  if (ht) out.ht = Tensor.from(ht, [N, H, K, V]);
-  return out;
+  return {
+    op: 'gla.forward',
+    problem: nativeProblem(p),
+    inputs,
+    outputs: ht ? { o, ht } : { o },
+    gk,
+    gkShape: t.gk.shape,
+    finish: () => {
+      const out: ForwardOutputs = { o: encodeOutput(o, t.v.shape, t.q.dtype) };
+      if (ht) out.ht = Tensor.from(ht, [N, H, K, V]);
+      return out;
+    },
+  };
 }
 
-/** The backward on the engine; `fallback` as glaForwardNative's. */
-export async function glaBackwardNative(
+function backwardCall(
   p: GlaProblem,
-  t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor | undefined },
-  fallback = false,
-): Promise<{ dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor }> {
-  const engine = await engineFor(!fallback);
-  if (!engine) return glaBackwardTs(p, t);
+  t: BackwardInputs,
+): EngineCall<'gla.backward', BackwardOutputs> {
   const { B, T, H, K, V, N } = p;
   const gk = f32(t.gk, 'gk');
   const h0 = p.initialState;
@@ -240,17 +243,109 @@ export async function glaBackwardNative(
     dgk: allocF32(B * T * H * K, 'output'),
     dh0: h0 ? allocF32(N * H * K * V, 'output') : undefined,
   };
-  await withGateErrors(gk, t.gk.shape, () =>
-    engine.run('gla.backward', nativeProblem(p), inputs, outputs),
-  );
-  const out: { dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor; dh0?: Tensor } = {
-    dq: encodeOutput(outputs.dq, t.q.shape, t.q.dtype),
-    dk: encodeOutput(outputs.dk, t.k.shape, t.q.dtype),
-    dv: encodeOutput(outputs.dv, t.v.shape, t.q.dtype),
-    dgk: encodeOutput(outputs.dgk, t.gk.shape, t.gk.dtype),
+  return {
+    op: 'gla.backward',
+    problem: nativeProblem(p),
+    inputs,
+    outputs,
+    gk,
+    gkShape: t.gk.shape,
+    finish: () => {
+      const out: BackwardOutputs = {
+        dq: encodeOutput(outputs.dq, t.q.shape, t.q.dtype),
+        dk: encodeOutput(outputs.dk, t.k.shape, t.q.dtype),
+        dv: encodeOutput(outputs.dv, t.v.shape, t.q.dtype),
+        dgk: encodeOutput(outputs.dgk, t.gk.shape, t.gk.dtype),
+      };
+      if (h0 && outputs.dh0) out.dh0 = encodeOutput(outputs.dh0, h0.shape, h0.dtype);
+      return out;
+    },
   };
-  if (h0 && outputs.dh0) out.dh0 = encodeOutput(outputs.dh0, h0.shape, h0.dtype);
-  return out;
+}
+
+async function runAsync<Op extends 'gla.forward' | 'gla.backward', R>(
+  engine: NativeEngine,
+  c: EngineCall<Op, R>,
+): Promise<R> {
+  try {
+    await engine.run(c.op, c.problem, c.inputs, c.outputs);
+  } catch (e) {
+    gateError(e, c.gk, c.gkShape);
+  }
+  return c.finish();
+}
+
+function runSync<Op extends 'gla.forward' | 'gla.backward', R>(
+  engine: NativeEngine,
+  c: EngineCall<Op, R>,
+): R {
+  if (!glaOpsOf(engine))
+    throw new BackendUnavailableError(
+      `backend: expected the native engine, but ${STALE_ADDON}`,
+      'backend',
+    );
+  try {
+    engine.runSync(c.op, c.problem, c.inputs, c.outputs);
+  } catch (e) {
+    gateError(e, c.gk, c.gkShape);
+  }
+  return c.finish();
+}
+
+/**
+ * The forward on the engine (validated problem from glaProblem / resolveGla). `fallback`: run
+ * the ts kernels where the engine is unavailable (the registry's default choice) instead of
+ * throwing BackendUnavailableError.
+ */
+export async function glaForwardNative(
+  p: GlaProblem,
+  t: ForwardInputs,
+  fallback = false,
+): Promise<ForwardOutputs> {
+  const engine = await engineFor(!fallback);
+  if (!engine) return glaForwardTs(p, t);
+  return runAsync(engine, forwardCall(p, t));
+}
+
+/** The backward on the engine; `fallback` as glaForwardNative's. */
+export async function glaBackwardNative(
+  p: GlaProblem,
+  t: BackwardInputs,
+  fallback = false,
+): Promise<BackwardOutputs> {
+  const engine = await engineFor(!fallback);
+  if (!engine) return glaBackwardTs(p, t);
+  return runAsync(engine, backwardCall(p, t));
+}
+
+/**
+ * The forward on a caller's engine handle, synchronously (engine.runSync): for a caller whose
+ * kernels must return tensors at once and that loaded @attnkit/native itself (@attnkit/nn's
+ * `gla` op on its native backend; the public functions are async because they may load the
+ * addon and dispatch through the registry). The same arrays, problem and outputs as the async
+ * path (glaForwardNative): `p` from resolveGla (f32, f16 or bf16 inputs; the engine computes
+ * in f32). o comes back in q's dtype, the final state (outputFinalState) in f32. A
+ * BackendUnavailableError when the engine predates the GLA ops; the gate check's ValueError
+ * (naming gk) as the ts backend's.
+ */
+export function glaForwardNativeSync(
+  engine: NativeEngine,
+  p: GlaProblem,
+  t: ForwardInputs,
+): ForwardOutputs {
+  return runSync(engine, forwardCall(p, t));
+}
+
+/**
+ * The backward on a caller's engine handle, synchronously; as glaForwardNativeSync (and
+ * glaBackwardNative's outputs: dq, dk, dv in q's dtype, dgk in gk's, dh0 with initialState).
+ */
+export function glaBackwardNativeSync(
+  engine: NativeEngine,
+  p: GlaProblem,
+  t: BackwardInputs,
+): BackwardOutputs {
+  return runSync(engine, backwardCall(p, t));
 }
 
 registerKernel({

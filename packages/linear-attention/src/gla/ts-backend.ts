@@ -37,6 +37,13 @@ function dims(p: GlaProblem): GlaDims {
   return { T: p.T, H: p.H, K: p.K, V: p.V, scale: p.scale, seqs: p.seqs };
 }
 
+/**
+ * The forward on the ts kernels, synchronously, for a problem resolveGla validated: exported
+ * (beside the async chunkGla / fusedRecurrentGla, which run this through the registry) for
+ * callers whose kernels must return tensors at once (@attnkit/nn's `gla` op on its ts backend).
+ * Returns o [B, T, H, V] in q's dtype and, with outputFinalState, ht [N, H, K, V] (f32; f64 for
+ * f64 inputs). Checks the gate values first (a ValueError naming gk).
+ */
 export function glaForwardTs(
   p: GlaProblem,
   t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor },
@@ -63,6 +70,11 @@ export function glaForwardTs(
   return out;
 }
 
+/**
+ * The backward on the ts kernels, synchronously (exported for the same callers as glaForwardTs):
+ * dq, dk, dv in q's dtype, dgk in gk's and, with p.initialState, dh0 in its dtype; `dht` is the
+ * final state's gradient when a loss reads it.
+ */
 export function glaBackwardTs(
   p: GlaProblem,
   t: { q: Tensor; k: Tensor; v: Tensor; gk: Tensor; do: Tensor; dht?: Tensor | undefined },

@@ -1,11 +1,9 @@
-import { UnsupportedError } from '@attnkit/attention';
-import { DTypeError, formatShape, ShapeError, type Tensor } from '@attnkit/tensor';
-import type { AttentionKernelOptions } from './table.js';
+import { formatShape, ShapeError, type Tensor } from '@attnkit/tensor';
 
 /**
  * What every backend's kernels check alike, written once: the shape `concat` produces (every
- * input equal to the first except along `dim`, a ShapeError naming the input otherwise), and
- * the family an attention kernel can run.
+ * input equal to the first except along `dim`, a ShapeError naming the input otherwise). The
+ * family an attention kernel runs is kernels/families.ts.
  */
 export function concatShape(xs: readonly Tensor[], dim: number): number[] {
   const first = xs[0]!;
@@ -22,29 +20,4 @@ export function concatShape(xs: readonly Tensor[], dim: number): number[] {
     shape[dim] += x.shape[dim]!;
   }
   return shape;
-}
-
-/**
- * The options without `family` for the one family every backend's attention kernels run
- * (FlashAttention-2): any other family is an UnsupportedError naming the backend, never
- * another family's kernel; `f32Only` (the ts and native kernels) makes non-f32 q a DTypeError.
- */
-export function flashOnly(
-  op: string,
-  backend: string,
-  q: Tensor,
-  options: AttentionKernelOptions,
-  f32Only: boolean,
-): Omit<AttentionKernelOptions, 'family'> {
-  if (options.family !== 'flash') {
-    const why = `backend '${backend}' has no attention kernel for family '${options.family}' (available: flash)`;
-    throw new UnsupportedError(`${op}: ${why}`, 'family', { [backend]: why });
-  }
-  if (f32Only && q.dtype !== 'f32')
-    throw new DTypeError(
-      `${op}: family 'flash' on backend '${backend}' takes f32 q, k, v, got ${q.dtype}`,
-      'q',
-    );
-  const { family: _, ...rest } = options;
-  return rest;
 }

@@ -13,11 +13,25 @@ export interface RopeSection {
 
 export interface AttentionKernelOptions {
   family: string;
+  /** Sigmoid attention's b in sigmoid(scale q.k + b) (family 'sigmoid'; default -log Nk). */
+  sigmoidBias?: number;
   causal?: boolean;
   scale?: number;
   window?: readonly [number, number];
   /** Paged K/V pools (forward only; ops/attention.ts AttentionOptions.paged). */
   paged?: PagedOptions;
+}
+
+/**
+ * What the GLA kernels take beside q, k, v, gk (ops/gla.ts; @attnkit/linear-attention's options
+ * with its form): initialState [B, H, K, V] (no gradient), outputFinalState, scale (default
+ * K^-0.5).
+ */
+export interface GlaKernelOptions {
+  form: 'chunk' | 'recurrent';
+  scale?: number;
+  initialState?: Tensor;
+  outputFinalState?: boolean;
 }
 
 export interface SgdHyper {
@@ -145,16 +159,38 @@ export interface Kernels {
     k: Tensor,
     v: Tensor,
     options: AttentionKernelOptions,
-  ): { o: Tensor; lse: Tensor };
+  ): { o: Tensor; lse: Tensor | undefined };
+  /** o and lse: the forward's (softmax families); a pointwise family (sigmoid) reads neither. */
   attentionBackward(
     q: Tensor,
     k: Tensor,
     v: Tensor,
     o: Tensor,
-    lse: Tensor,
+    lse: Tensor | undefined,
     dO: Tensor,
     options: AttentionKernelOptions,
   ): { dq: Tensor; dk: Tensor; dv: Tensor };
+  /**
+   * Gated linear attention (Yang et al. 2024) on @attnkit/linear-attention's kernels, layout
+   * BTHK: q, k, gk [B, T, H, K] (gk log-space gates <= 0), v [B, T, H, V] -> o [B, T, H, V] and,
+   * with outputFinalState, finalState [B, H, K, V] (f32; f64 for f64 inputs).
+   */
+  gla(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    gk: Tensor,
+    options: GlaKernelOptions,
+  ): { o: Tensor; finalState?: Tensor };
+  /** dq, dk, dv, dgk of `gla` for the upstream dO (the initial state, if any, in options). */
+  glaBackward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    gk: Tensor,
+    dO: Tensor,
+    options: GlaKernelOptions,
+  ): { dq: Tensor; dk: Tensor; dv: Tensor; dgk: Tensor };
   /** Sum of squares as a host number (gradient clipping). */
   sumSquares(x: Tensor): number;
   sgdStep(p: Tensor, g: Tensor, buf: Tensor | null, h: SgdHyper): { p: Tensor; buf: Tensor | null };

@@ -19,7 +19,7 @@ export interface KvCache {
    * Optional: store this step's keys and values and attend q ([B, Hq, T, D]) over the whole
    * sequence itself, returning [B, Hq, T, Dv]; the layer then calls it instead of update() and
    * its own attention op (a paged cache reads its pages in place: attention's `paged` option,
-   * forward only). `options` are the layer's (family, causal, window).
+   * forward only). `options` are the layer's (family, causal, window, sigmoidBias).
    */
   attend?(q: Var, k: Var, v: Var, options: AttentionOptions): Var;
 }
@@ -50,8 +50,10 @@ export interface MultiHeadAttentionOptions extends InitOptions {
   rope?: boolean | { base?: number };
   causal?: boolean;
   window?: readonly [number, number];
-  /** Attention family (default 'flash'). */
+  /** Attention family: 'flash' (default), 'sigmoid' or 'standard' (ops/attention.ts). */
   family?: string;
+  /** Family 'sigmoid': b in sigmoid(scale q k^T + b) (AttentionOptions.sigmoidBias). */
+  sigmoidBias?: number;
   bias?: boolean;
 }
 
@@ -129,11 +131,12 @@ export class MultiHeadAttention extends Module {
       q = rope(q, opts);
       k = rope(k, opts);
     }
-    const { family, causal = true, window } = this.options;
+    const { family, causal = true, window, sigmoidBias } = this.options;
     const opts: AttentionOptions = {
       causal,
       ...(family !== undefined ? { family } : {}),
       ...(window !== undefined ? { window } : {}),
+      ...(sigmoidBias !== undefined ? { sigmoidBias } : {}),
     };
     let o: Var;
     if (cache?.attend) o = cache.attend(q, k, v, opts);

@@ -6,11 +6,19 @@ import { standardAttention } from './standard-attention.js';
 
 export interface AttentionOptions {
   /**
-   * The attention family whose kernels run (default 'flash': FlashAttention-2). 'standard'
-   * is not a kernel: the N x N scores materialised through matmul, softmax and matmul
-   * (standardAttention), the baseline FlashAttention is measured against, on every backend.
+   * The attention family whose kernels run (default 'flash': FlashAttention-2). 'sigmoid':
+   * sigmoid attention on the FlashSigmoid kernels (@attnkit/sigmoid-attention), o = sigmoid(scale
+   * q k^T + b) v with no row normalisation. 'standard' is not a kernel: the N x N softmax scores
+   * materialised through matmul, softmax and matmul (standardAttention), the baseline
+   * FlashAttention is measured against. All three on every backend, forward and backward.
    */
   family?: string;
+  /**
+   * Family 'sigmoid' only: b in sigmoid(scale q k^T + b). Default -log(Nk) of each sequence
+   * (the paper's); a model that decodes with a KV cache wants a constant (e.g. -log of its
+   * context length), so that a token's weights do not depend on how many keys precede it.
+   */
+  sigmoidBias?: number;
   /** Bottom-right aligned causal mask (FlashAttention >= 2.1), as KERNELS.md "Common". */
   causal?: boolean;
   /** Score scale (default 1 / sqrt(D)). */
@@ -31,11 +39,13 @@ const attentionOp: OpDef<AttentionKernelOptions> = {
   name: 'attention',
   forward({ k, save }, [q, kk, v], options) {
     const { o, lse } = k.attention(q!, kk!, v!, options);
-    save(q!, kk!, v!, o, lse);
+    // A pointwise family (sigmoid) has no LSE; its backward reads neither o nor lse.
+    if (lse) save(q!, kk!, v!, o, lse);
+    else save(q!, kk!, v!, o);
     return o;
   },
   backward({ k, saved }, dy, options) {
-    const [q, kk, v, o, lse] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor];
+    const [q, kk, v, o, lse] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
     const { dq, dk, dv } = k.attentionBackward(q, kk, v, o, lse, dy, options);
     return [dq, dk, dv];
   },
@@ -49,7 +59,7 @@ const pagedAttentionOp: OpDef<AttentionKernelOptions> = {
     // Nothing saves the LSE (no backward): freed here, not left to the garbage collector
     // (on webgpu its buffer returns to the pool once the queued kernel is submitted).
     const { o, lse } = k.attention(q!, kk!, v!, options);
-    lse.dispose();
+    lse?.dispose();
     return o;
   },
   backward() {
@@ -68,7 +78,19 @@ export function attention(q: VarLike, k: VarLike, v: VarLike, options: Attention
       `attention: options expected an object, got ${describe(options)}`,
       'options',
     );
-  const { family = 'flash', causal, scale, window, paged } = options;
+  const { family = 'flash', causal, scale, window, paged, sigmoidBias } = options;
+  if (sigmoidBias !== undefined) {
+    if (family !== 'sigmoid')
+      throw new ValueError(
+        `attention: sigmoidBias expected only with family 'sigmoid', got family ${describe(family)}`,
+        'sigmoidBias',
+      );
+    if (typeof sigmoidBias !== 'number' || !Number.isFinite(sigmoidBias))
+      throw new ValueError(
+        `attention: sigmoidBias expected a finite number, got ${describe(sigmoidBias)}`,
+        'sigmoidBias',
+      );
+  }
   if (paged !== undefined) {
     if (isGradEnabled() && [q, k, v].some((x) => (x as Var).requiresGrad === true))
       throw new ValueError(
@@ -102,6 +124,7 @@ export function attention(q: VarLike, k: VarLike, v: VarLike, options: Attention
   if (causal !== undefined) opts.causal = causal;
   if (scale !== undefined) opts.scale = scale;
   if (window !== undefined) opts.window = window;
+  if (sigmoidBias !== undefined) opts.sigmoidBias = sigmoidBias;
   if (paged === undefined) return apply(attentionOp, [q, k, v], opts);
   opts.paged = paged;
   return apply(pagedAttentionOp, [q, k, v], opts);

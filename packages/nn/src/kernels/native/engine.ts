@@ -12,6 +12,11 @@ export function setEngine(e: NativeEngine): void {
   engine = e;
 }
 
+/** The engine handle, for kernels a family package runs on it (linear-attention's GLA). */
+export function nativeEngine(): NativeEngine {
+  return engine!;
+}
+
 /** One synchronous engine call (the addon checks the arrays against the op's descriptor). */
 export function run<Op extends NativeOp>(
   op: Op,

@@ -6,6 +6,7 @@ import { tsKernels } from '../ts/index.js';
 import { attention, attentionBackward } from './attention.js';
 import { affine, full, sumSquares, unary, unaryBackward } from './elementwise.js';
 import { setEngine } from './engine.js';
+import { gla, glaBackward } from './gla.js';
 import { matmul } from './matmul.js';
 import {
   crossEntropy,
@@ -80,6 +81,8 @@ const f32Kernels: Kernels = {
   dropoutMask: tsKernels.dropoutMask,
   attention,
   attentionBackward,
+  gla,
+  glaBackward,
   sumSquares,
   sgdStep,
   adamwStep,

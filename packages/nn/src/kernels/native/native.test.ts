@@ -368,7 +368,7 @@ describe.runIf(available)('native kernels vs ts', () => {
     expect(Math.abs(nk.sumSquares(big) / ts.sumSquares(big) - 1)).toBeLessThan(1e-6);
   });
 
-  it('attention (flash) forward and backward, causal, GQA, odd lengths', () => {
+  it('attention (flash, sigmoid) forward and backward, causal, GQA, odd lengths', () => {
     for (const [b, hq, hkv, nq, nkv, d, causal] of [
       [2, 4, 2, 37, 37, 16, true],
       [1, 3, 3, 20, 45, 8, false],
@@ -377,16 +377,23 @@ describe.runIf(available)('native kernels vs ts', () => {
       const kk = rand([b, hkv, nkv, d], -1, 1);
       const v = rand([b, hkv, nkv, d], -1, 1);
       const dO = rand([b, hq, nq, d], -1, 1);
-      const opts = { family: 'flash', causal };
-      const run = (k: Kernels) => {
-        const f = k.attention(q, kk, v, opts);
-        const g = k.attentionBackward(q, kk, v, f.o, f.lse, dO, opts);
-        return [f.o, f.lse, g.dq, g.dk, g.dv];
-      };
-      const got = run(nk);
-      const want = run(ts);
-      for (const [i, t] of got.entries())
-        expectClose(t, want[i]!, { rtol: 1e-4, atol: 1e-5 }, `attention ${i}`);
+      for (const opts of [
+        { family: 'flash', causal },
+        { family: 'sigmoid', causal },
+        { family: 'sigmoid', causal, sigmoidBias: -0.7 },
+      ]) {
+        const run = (k: Kernels) => {
+          const f = k.attention(q, kk, v, opts);
+          const g = k.attentionBackward(q, kk, v, f.o, f.lse, dO, opts);
+          return [f.o, f.lse, g.dq, g.dk, g.dv];
+        };
+        const got = run(nk);
+        const want = run(ts);
+        // Sigmoid has no LSE: undefined on both.
+        expect(got[1] === undefined, `${opts.family} lse`).toBe(opts.family === 'sigmoid');
+        for (const [i, t] of got.entries())
+          if (t) expectClose(t, want[i]!, { rtol: 1e-4, atol: 1e-5 }, `${opts.family} ${i}`);
+      }
     }
   });
 
@@ -426,7 +433,7 @@ describe.runIf(available)('native kernels vs ts', () => {
     );
     expect(() =>
       nk.attention(rand([1, 1, 2, 4]), rand([1, 1, 2, 4]), rand([1, 1, 2, 4]), {
-        family: 'sigmoid',
+        family: 'hyper',
       }),
     ).toThrow(UnsupportedError);
   });

@@ -1,19 +1,18 @@
-import { flashAttentionBackwardTs, flashAttentionTs } from '@attnkit/flash-attention';
+import { tiledBackwardTs, tiledForwardTs } from '@attnkit/skeleton';
 import type { Tensor } from '@attnkit/tensor';
-import { flashOnly } from '../shared.js';
+import { attentionFamily } from '../families.js';
 import type { AttentionKernelOptions } from '../table.js';
 
 /**
- * The ts attention kernels: the families' own synchronous TS entry points (FlashAttention-2
- * forward with LSE, and its backward). Families without a synchronous ts entry are not here
- * yet; asking for one is an UnsupportedError, never another family's kernel.
+ * The ts attention kernels: the family's problem and hooks (its own `resolve`) on the
+ * skeleton's TS loop, synchronously: FlashAttention-2's forward with the LSE and its backward,
+ * FlashSigmoid's pointwise forward and backward. A family nn does not know is an
+ * UnsupportedError, never another family's kernel.
  */
-function familyOptions(op: string, q: Tensor, options: AttentionKernelOptions) {
-  return flashOnly(op, 'ts', q, options, true);
-}
-
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {
-  return flashAttentionTs(q, k, v, familyOptions('attention', q, options));
+  const { fam, opts } = attentionFamily('attention', 'ts', q, options, true);
+  const { p, hooks } = fam.family.resolve(q, k, v, opts);
+  return tiledForwardTs(p, hooks, q, k, v, opts);
 }
 
 export function attentionBackward(
@@ -21,18 +20,12 @@ export function attentionBackward(
   k: Tensor,
   v: Tensor,
   o: Tensor,
-  lse: Tensor,
+  lse: Tensor | undefined,
   dO: Tensor,
   options: AttentionKernelOptions,
 ) {
-  const { dq, dk, dv } = flashAttentionBackwardTs(
-    q,
-    k,
-    v,
-    o,
-    lse,
-    dO,
-    familyOptions('attention', q, options),
-  );
+  const { fam, opts } = attentionFamily('attention', 'ts', q, options, true);
+  const { p, hooks } = fam.family.resolve(q, k, v, opts);
+  const { dq, dk, dv } = tiledBackwardTs(p, hooks, q, k, v, o, lse, dO, opts);
   return { dq, dk, dv };
 }

@@ -13,6 +13,7 @@ import {
   unary,
   unaryBackward,
 } from './elementwise.js';
+import { gla, glaBackward } from './gla.js';
 import { matmul } from './matmul.js';
 import {
   crossEntropy,
@@ -67,6 +68,8 @@ export const tsKernels: Kernels = {
   dropoutMask,
   attention,
   attentionBackward,
+  gla,
+  glaBackward,
   sumSquares,
   sgdStep,
   adamwStep,

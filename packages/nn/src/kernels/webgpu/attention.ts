@@ -1,47 +1,31 @@
-import {
-  encodeFlashAttention,
-  encodeFlashAttentionBackward,
-  flashAttention,
-  flashAttentionBackward,
-} from '@attnkit/flash-attention';
-import { Tensor } from '@attnkit/tensor';
-import { WebGpuStorage } from '@attnkit/webgpu';
-import { flashOnly } from '../shared.js';
+import type { Tensor } from '@attnkit/tensor';
+import { attentionFamily } from '../families.js';
 import type { AttentionKernelOptions } from '../table.js';
 import { gpuContext } from './context.js';
-import { output, type QueuedStorage, queueOf, storageOf } from './queue.js';
+import {
+  lent,
+  output,
+  type QueuedStorage,
+  queueOf,
+  storageOf,
+  storagesOf as storages,
+} from './queue.js';
 
 /**
- * Attention on webgpu tensors: the families' own WebGPU kernels (FlashAttention-2's forward
- * with LSE, and its backward: @attnkit/flash-attention on the skeleton's WGSL). Once their
- * pipelines are compiled they are encoded synchronously into the queue's encoder
- * (encodeFlashAttention), writing straight into the outputs this kernel returns; the first call
- * of a shape (and what the synchronous path declines) runs the async API inside the queue, its
- * results copied into those outputs.
+ * Attention on webgpu tensors: the family's own WebGPU kernels (the skeleton's WGSL with the
+ * family's hooks: FlashAttention-2's forward with LSE and its backward, FlashSigmoid's). Once
+ * their pipelines are compiled they are encoded synchronously into the queue's encoder (the
+ * family's encodeForward / encodeBackward), writing straight into the outputs this kernel
+ * returns; the first call of a shape (and what the synchronous path declines) runs the async
+ * API inside the queue, its results copied into those outputs.
  */
-function familyOptions(op: string, q: Tensor, options: AttentionKernelOptions) {
-  return { ...flashOnly(op, 'webgpu', q, options, false), backend: 'webgpu' as const };
-}
-
-const storages = (ts: readonly Tensor[]) => ts.map((t) => t.storage as WebGpuStorage);
-
-/**
- * The tensor as the family's kernels see it when the queue reaches them: a scope may have
- * disposed it since (its buffer stays fenced until this work is submitted), and the families
- * check liveness, so a disposed one is lent as an untracked storage on the same buffer. Outputs
- * too: a gradient nobody needs is disposed before its task runs.
- */
-function lent(t: Tensor): Tensor {
-  const s = t.storage as WebGpuStorage;
-  if (!s.isDisposed) return t;
-  const view = new WebGpuStorage(s.ctx, s.dtype, s.length, s.buffer);
-  // Never disposed nor collected into the pool: the owner's release covers the buffer.
-  s.ctx.untrack(view);
-  return new Tensor(view, t.shape, t.strides, t.offset);
+function familyOf(op: string, q: Tensor, options: AttentionKernelOptions) {
+  const { fam, opts } = attentionFamily(op, 'webgpu', q, options, false);
+  return { fam, opts: { ...opts, backend: 'webgpu' as const } };
 }
 
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKernelOptions) {
-  const opts = familyOptions('attention', q, options);
+  const { fam, opts } = familyOf('attention', q, options);
   const ctx = gpuContext('attention');
   for (const [t, name] of [
     [q, 'q'],
@@ -51,23 +35,23 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionKer
     storageOf(t, 'attention', name, ctx);
   const [b, hq, nq] = q.shape as [number, number, number, number];
   const o = output(ctx, [b, hq, nq, v.shape[3]!], q.dtype);
-  const lse = output(ctx, [b, hq, nq], 'f32');
+  const lse = fam.lse ? output(ctx, [b, hq, nq], 'f32') : undefined;
   const queue = queueOf(ctx);
   queue.external(
     'attention',
     storages([q, k, v]),
-    storages([o, lse]),
+    storages(lse ? [o, lse] : [o]),
     async () => {
-      const r = await flashAttention(lent(q), lent(k), lent(v), opts);
+      const r = await fam.family.forward(lent(q), lent(k), lent(v), opts);
       queue.copyNow(r.o, o.storage as QueuedStorage);
-      queue.copyNow(r.lse, lse.storage as QueuedStorage);
       r.o.dispose();
-      r.lse.dispose();
+      if (lse) queue.copyNow(r.lse!, lse.storage as QueuedStorage);
+      r.lse?.dispose();
     },
     (sink) =>
-      encodeFlashAttention(lent(q), lent(k), lent(v), opts, {
+      fam.family.encodeForward(lent(q), lent(k), lent(v), opts, {
         sink,
-        outputs: { o: lent(o), lse: lent(lse) },
+        outputs: lse ? { o: lent(o), lse: lent(lse) } : { o: lent(o) },
       }) !== undefined,
   );
   return { o, lse };
@@ -78,21 +62,29 @@ export function attentionBackward(
   k: Tensor,
   v: Tensor,
   o: Tensor,
-  lse: Tensor,
+  lse: Tensor | undefined,
   dO: Tensor,
   options: AttentionKernelOptions,
 ) {
-  const opts = familyOptions('attention', q, options);
+  const { fam, opts } = familyOf('attention', q, options);
   const ctx = gpuContext('attention');
-  for (const [t, name] of [
+  // What the family's backward reads: o and lse for softmax, neither for a pointwise family.
+  const read: [Tensor, string][] = [
     [q, 'q'],
     [k, 'k'],
     [v, 'v'],
-    [o, 'o'],
-    [lse, 'lse'],
+    ...(fam.lse
+      ? ([
+          [o, 'o'],
+          [lse!, 'lse'],
+        ] as [Tensor, string][])
+      : []),
     [dO, 'dO'],
-  ] as const)
-    storageOf(t, 'attention', name, ctx);
+  ];
+  for (const [t, name] of read) storageOf(t, 'attention', name, ctx);
+  // Lent when the queue reaches the task (as q, k, v below), not now.
+  const O = () => (fam.lse ? lent(o) : undefined);
+  const LSE = () => (fam.lse ? lent(lse!) : undefined);
   const grads = {
     dq: output(ctx, q.shape, q.dtype),
     dk: output(ctx, k.shape, k.dtype),
@@ -101,25 +93,17 @@ export function attentionBackward(
   const queue = queueOf(ctx);
   queue.external(
     'attention backward',
-    storages([q, k, v, o, lse, dO]),
+    storages(read.map(([t]) => t)),
     storages([grads.dq, grads.dk, grads.dv]),
     async () => {
-      const r = await flashAttentionBackward(
-        lent(q),
-        lent(k),
-        lent(v),
-        lent(o),
-        lent(lse),
-        lent(dO),
-        opts,
-      );
+      const r = await fam.family.backward(lent(q), lent(k), lent(v), O(), LSE(), lent(dO), opts);
       for (const name of ['dq', 'dk', 'dv'] as const) {
         queue.copyNow(r[name], grads[name].storage as QueuedStorage);
         r[name].dispose();
       }
     },
     (sink) =>
-      encodeFlashAttentionBackward(lent(q), lent(k), lent(v), lent(o), lent(lse), lent(dO), opts, {
+      fam.family.encodeBackward(lent(q), lent(k), lent(v), O(), LSE(), lent(dO), opts, {
         sink,
         outputs: { dq: lent(grads.dq), dk: lent(grads.dk), dv: lent(grads.dv) },
       }) !== undefined,

@@ -13,6 +13,7 @@ import type { KernelName, Kernels } from '../table.js';
 import { attention, attentionBackward } from './attention.js';
 import { bindContext, KERNEL_OPTION_DEFAULTS, type WebGpuKernelOptions } from './context.js';
 import { affine, binary, broadcastTo, full, unary, unaryBackward } from './elementwise.js';
+import { gla, glaBackward } from './gla.js';
 import { linears, matmul } from './matmul.js';
 import { adamwStep, sgdStep } from './optim.js';
 import { queueOf } from './queue.js';
@@ -82,6 +83,8 @@ export const webgpuKernels: Omit<Kernels, 'sumSquares'> = {
   dropoutMask: dropoutMask as Kernels['dropoutMask'],
   attention,
   attentionBackward,
+  gla,
+  glaBackward,
   sgdStep,
   adamwStep,
 };

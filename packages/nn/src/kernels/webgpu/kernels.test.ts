@@ -1022,6 +1022,55 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
     await syncWebGpu(ctx!);
   });
 
+  it('attention: FlashSigmoid forward and backward (no lse) vs the ts kernels, paged too', async () => {
+    const [b, h, hkv, nq, nk, d] = [2, 4, 2, 13, 21, 16];
+    const f32 = (t: Tensor) => t.astype('f32');
+    const q = f32(rand([b, h, nq, d]));
+    const k = f32(rand([b, hkv, nk, d]));
+    const v = f32(rand([b, hkv, nk, d]));
+    const dO = f32(rand([b, h, nq, d]));
+    for (const opts of [
+      { family: 'sigmoid' },
+      { family: 'sigmoid', causal: true, sigmoidBias: -2.5 },
+    ]) {
+      const ref = ts.attention(q, k, v, opts);
+      // Twice: the first call compiles (async path), the second is encoded with the passes.
+      for (const pass of [1, 2]) {
+        const got = gpu.attention(up(q, 'f32'), up(k, 'f32'), up(v, 'f32'), opts);
+        expect(got.lse, 'a pointwise family has no lse').toBeUndefined();
+        await close(got.o, ref.o, 1e-5, `sigmoid o (call ${pass})`);
+        const rb = ts.attentionBackward(q, k, v, ref.o, undefined, dO, opts);
+        const gb = gpu.attentionBackward(
+          up(q, 'f32'),
+          up(k, 'f32'),
+          up(v, 'f32'),
+          got.o,
+          undefined,
+          up(dO, 'f32'),
+          opts,
+        );
+        await close(gb.dq, rb.dq, 1e-4, `sigmoid dq (call ${pass})`);
+        await close(gb.dk, rb.dk, 1e-4, `sigmoid dk (call ${pass})`);
+        await close(gb.dv, rb.dv, 1e-4, `sigmoid dv (call ${pass})`);
+      }
+    }
+    // Paged K/V (decoding a sigmoid model from a page pool) against ts on the same pool.
+    const [pageSize, numPages] = [8, 6];
+    const paged = {
+      pageSize,
+      blockTable: Int32Array.from([4, 1, -1, 0, 5, 2]),
+      lengths: Int32Array.from([11, 20]),
+    };
+    const kp = f32(rand([numPages, pageSize, hkv, d]));
+    const vp = f32(rand([numPages, pageSize, hkv, d]));
+    const q1 = f32(rand([b, h, 1, d]));
+    const opts = { family: 'sigmoid', causal: true, sigmoidBias: -3, paged };
+    const ref = ts.attention(q1, kp, vp, opts);
+    const got = gpu.attention(up(q1, 'f32'), up(kp, 'f32'), up(vp, 'f32'), opts);
+    await close(got.o, ref.o, 1e-5, 'paged sigmoid o');
+    await syncWebGpu(ctx!);
+  });
+
   it('the staged tensor-core matmul (subgroup matrices emulated): every transpose, one and two buffers, K split and not a multiple of its step, batches; f16 results rounded by the kernel', async () => {
     emulateTensorCores(true);
     try {

@@ -625,6 +625,26 @@ export function queueOf(ctx: WebGpuContext): GpuQueue {
   return q;
 }
 
+/**
+ * A tensor as a family's async kernels see it when the queue reaches an external task
+ * (GpuQueue.external): a scope may have disposed it since (its buffer stays fenced until this
+ * work is submitted), and the families check liveness, so a disposed one is lent as an
+ * untracked storage on the same buffer. Outputs too: a gradient nobody needs is disposed before
+ * its task runs. Call it inside the task, not when queueing it.
+ */
+export function lent(t: Tensor): Tensor {
+  const s = t.storage as WebGpuStorage;
+  if (!s.isDisposed) return t;
+  const view = new WebGpuStorage(s.ctx, s.dtype, s.length, s.buffer);
+  // Never disposed nor collected into the pool: the owner's release covers the buffer.
+  s.ctx.untrack(view);
+  return new Tensor(view, t.shape, t.strides, t.offset);
+}
+
+/** The storages of the tensors given (undefined ones left out), for GpuQueue.external. */
+export const storagesOf = (ts: readonly (Tensor | undefined)[]): WebGpuStorage[] =>
+  ts.filter((t) => t !== undefined).map((t) => t.storage as WebGpuStorage);
+
 /** A new queued tensor on ctx (NaN-filled when ctx.poisonOutputs is set). */
 export function output(ctx: WebGpuContext, shape: readonly number[], dtype: DType): Tensor {
   const n = numel(shape);
