@@ -366,4 +366,42 @@ describe('Gpt', () => {
       expect(worst).toBeLessThan(1e-4);
     },
   );
+
+  test.each(VARIANTS)(
+    'greedy pipelined decoding on webgpu equals recomputation and gives back every buffer (attention %s)',
+    async (attention) => {
+      if (!available('webgpu')) return void console.warn('webgpu unavailable: skipped');
+      const { model } = onBackend('webgpu', { ...variant('webgpu', attention), blockSize: 16 }, 6);
+      await settleWebGpu();
+      const live = ctx!.pool.liveBytes;
+      const greedy = { maxNewTokens: 10, temperature: 0 };
+      const cached = await model.generate([3, 1, 4, 1], greedy);
+      const plain = await model.generate([3, 1, 4, 1], { ...greedy, cache: false });
+      expect(cached).toEqual(plain);
+      // Through a 16-token block: the caches (GLA: the states) are cut and prefilled again.
+      expect(await model.generate([2], { maxNewTokens: 30, temperature: 0 })).toHaveLength(30);
+      await settleWebGpu();
+      expect(ctx!.pool.liveBytes).toBe(live);
+    },
+  );
+
+  test('caches of the other kind are a ValueError naming kvCaches', () => {
+    setDeviceBackend('cpu', 'ts');
+    const idx = Tensor.from(Int32Array.of(1, 2), [1, 2]);
+    const flash = new Gpt(tiny);
+    const gla = new Gpt(variant('ts', 'gla'));
+    for (const [model, caches] of [
+      [flash, gla.newKvCaches()],
+      [gla, flash.newKvCaches()],
+    ] as const) {
+      let err: unknown;
+      try {
+        model.forward(idx, undefined, caches);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ValueError);
+      expect((err as ValueError).argument).toBe('kvCaches');
+    }
+  });
 });

@@ -248,6 +248,13 @@ export class Gpt extends Module {
         `Gpt.forward: kvCaches expected one per layer (${c.nLayer}), got ${kvCaches.length}`,
         'kvCaches',
       );
+    // GLA's blocks decode from a GlaState, the attention blocks from a KV cache (newKvCaches).
+    const wantState = c.attention === 'gla';
+    if (kvCaches?.some((cache) => cache instanceof GlaState !== wantState))
+      throw new ValueError(
+        `Gpt.forward: kvCaches expected ${wantState ? 'a GlaState per layer (attention gla)' : `a KvCache per layer (attention ${c.attention}), not a GlaState`}: use newKvCaches()`,
+        'kvCaches',
+      );
     let x = this.wte.forward(idx);
     // Positions offset .. offset + t - 1 are consecutive rows of the table: a slice, not a
     // gather (and no ids to upload); [t, C] broadcasts over the batch.

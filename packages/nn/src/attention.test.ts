@@ -1,13 +1,15 @@
 import { UnsupportedError } from '@attnkit/attention';
 import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   add,
   attention,
   matmul,
   mul,
   Param,
+  registerNativeKernels,
   reshape,
+  setDeviceBackend,
   sigmoid,
   softmax,
   sum,
@@ -62,7 +64,24 @@ function composed(
   return reshape(matmul(w, vg), [b!, hq!, nq!, v.shape[3]!]);
 }
 
+// Every comparison runs on both cpu backends: ts, and native where its addon loads.
+const CPU_BACKENDS = registerNativeKernels() === true ? ['ts', 'native'] : ['ts'];
+afterAll(() => setDeviceBackend('cpu', CPU_BACKENDS.at(-1)!));
+
 function compare(
+  shapes: { b: number; hq: number; hkv: number; nq: number; nk: number; d: number },
+  causal: boolean,
+  window?: [number, number],
+  sigmoid?: { bias?: number },
+) {
+  for (const backend of CPU_BACKENDS) {
+    setDeviceBackend('cpu', backend);
+    compareOn(backend, shapes, causal, window, sigmoid);
+  }
+}
+
+function compareOn(
+  backend: string,
   shapes: { b: number; hq: number; hkv: number; nq: number; nk: number; d: number },
   causal: boolean,
   window?: [number, number],
@@ -97,11 +116,11 @@ function compare(
     const scale = Math.max(...w.map(Math.abs));
     const err = Math.max(...g.map((x, j) => Math.abs(x - w[j]!)));
     // f32 FlashAttention against the f64 composition: KERNELS.md's f32 tolerance, 1e-4 relative.
-    expect(err / scale, ['o', 'dq', 'dk', 'dv'][i]).toBeLessThan(1e-4);
+    expect(err / scale, `${backend} ${['o', 'dq', 'dk', 'dv'][i]}`).toBeLessThan(1e-4);
   });
 }
 
-describe('attention op (family flash, ts)', () => {
+describe('attention op (family flash, ts and native)', () => {
   it('matches the f64 composition, forward and backward', () => {
     compare({ b: 2, hq: 2, hkv: 2, nq: 7, nk: 7, d: 8 }, false);
   });
@@ -130,9 +149,11 @@ describe('attention op (family flash, ts)', () => {
   });
 });
 
-describe('attention op (family sigmoid, ts)', () => {
+describe('attention op (family sigmoid, ts and native)', () => {
   it('matches the f64 composition, forward and backward, default bias -log Nk', () => {
     compare({ b: 2, hq: 2, hkv: 2, nq: 7, nk: 7, d: 8 }, false, undefined, {});
+    // Nq != Nk: the default is -log of the keys' count, not the queries'.
+    compare({ b: 1, hq: 2, hkv: 1, nq: 5, nk: 13, d: 8 }, true, undefined, {});
   });
   it('causal with Nq != Nk, GQA, window, and a given bias', () => {
     compare({ b: 1, hq: 4, hkv: 2, nq: 5, nk: 9, d: 6 }, true, undefined, { bias: -1.3 });

@@ -2,7 +2,7 @@ import { UnsupportedError } from '@attnkit/attention';
 import { flashAttentionFamily } from '@attnkit/flash-attention';
 import { sigmoidAttentionFamily } from '@attnkit/sigmoid-attention';
 import type { TiledFamily, TiledOptions } from '@attnkit/skeleton';
-import { DTypeError, type Tensor } from '@attnkit/tensor';
+import { DTypeError, type Tensor, ValueError } from '@attnkit/tensor';
 import type { AttentionKernelOptions } from './table.js';
 
 /**
@@ -43,7 +43,7 @@ export function attentionFamily(
   const name = options.family;
   const fam = Object.hasOwn(FAMILIES, name) ? FAMILIES[name] : undefined;
   if (fam === undefined) {
-    const why = `backend '${backend}' has no attention kernel for family '${name}' (available: ${KERNEL_FAMILIES.join(', ')})`;
+    const why = `backend '${backend}' has no attention kernel for family '${name}' (available: ${KERNEL_FAMILIES.join(', ')}; 'standard' is nn's composed softmax)`;
     throw new UnsupportedError(`${op}: ${why}`, 'family', { [backend]: why });
   }
   if (f32Only && q.dtype !== 'f32')
@@ -53,6 +53,13 @@ export function attentionFamily(
     );
   const { family: _, sigmoidBias, ...rest } = options;
   const opts: TiledOptions & { bias?: number } = rest;
-  if (sigmoidBias !== undefined) opts.bias = sigmoidBias;
+  if (sigmoidBias !== undefined) {
+    if (name !== 'sigmoid')
+      throw new ValueError(
+        `${op}: sigmoidBias expected only with family 'sigmoid', got family '${name}'`,
+        'sigmoidBias',
+      );
+    opts.bias = sigmoidBias;
+  }
   return { fam, opts };
 }

@@ -165,7 +165,7 @@ export interface Kernels {
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    o: Tensor,
+    o: Tensor | undefined,
     lse: Tensor | undefined,
     dO: Tensor,
     options: AttentionKernelOptions,

@@ -345,6 +345,25 @@ describe.runIf(ctx !== undefined)('GatedLinearAttention on webgpu (llvmpipe: sma
     expect(state.state!.device).toBe('webgpu');
     expect(rel(await y.data.toCpu(), want.data)).toBeLessThan(1e-4);
   });
+
+  it('f16 parameters and activations: the state stays f32 and feeds the next step (prefill + steps)', async () => {
+    setDeviceBackend('cpu', 'ts');
+    const cpu = new GatedLinearAttention(8, 2, { rng: new Rng(41), gateLowRankDim: 4 });
+    const gpu = new GatedLinearAttention(8, 2, { rng: new Rng(41), gateLowRankDim: 4 });
+    // f16 weights on the GPU; the ts reference in f32 on the same rounded weights and input.
+    const weights = cpu.stateDict();
+    for (const [n, p] of cpu.namedParameters()) p.data = weights[n]!.astype('f16').astype('f32');
+    for (const [n, p] of gpu.namedParameters()) p.data = toWebGpu(weights[n]!.astype('f16'), ctx!);
+    const x = new Rng(42).randn([1, 6, 8]).astype('f16');
+    const want = noGrad(() => cpu.forward(x.astype('f32')));
+    const xg = toWebGpu(x, ctx!);
+    const { y, state } = decode(gpu, xg, [4, 1, 1]);
+    expect(state.state!.dtype).toBe('f32');
+    const got = await y.data.toCpu();
+    expect(got.dtype).toBe('f16');
+    // f16 rounding of every projection and of o between the ops: KERNELS.md's f16 scale.
+    expect(rel(got.astype('f32'), want.data)).toBeLessThan(2e-2);
+  });
 });
 
 it("runs the README's gated linear attention example and prints what its comments say", async () => {

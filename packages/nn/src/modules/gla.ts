@@ -199,18 +199,18 @@ export class GatedLinearAttention extends Module {
       affine(logsigmoid(this.gk_proj.forward(x as Var)), 1 / this.gateLogitNormalizer, 0),
       [b, t, h, dk],
     );
-    let o: Var;
-    if (state) {
-      const r = gla(q, k, v, gk, {
-        form: t === 1 ? 'recurrent' : 'chunk',
-        outputFinalState: true,
-        ...(state.state ? { initialState: state.state } : {}),
-      });
-      state.update(r.finalState!, t);
-      o = r.o;
-    } else o = gla(q, k, v, gk).o;
+    const r = state
+      ? gla(q, k, v, gk, {
+          form: t === 1 ? 'recurrent' : 'chunk',
+          outputFinalState: true,
+          ...(state.state ? { initialState: state.state } : {}),
+        })
+      : gla(q, k, v, gk);
     const g = reshape(this.g_proj.forward(x), [b, t, h, dv]);
-    const normed = rmsNorm(o, this.g_norm_swish_gate.weight, this.normEps);
-    return this.o_proj.forward(reshape(mul(normed, silu(g)), [b, t, this.valueDim]));
+    const normed = rmsNorm(r.o, this.g_norm_swish_gate.weight, this.normEps);
+    const y = this.o_proj.forward(reshape(mul(normed, silu(g)), [b, t, this.valueDim]));
+    // The state moves on only once the step's output exists: an error above leaves it as it was.
+    state?.update(r.finalState!, t);
+    return y;
   }
 }

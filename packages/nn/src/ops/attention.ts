@@ -39,13 +39,14 @@ const attentionOp: OpDef<AttentionKernelOptions> = {
   name: 'attention',
   forward({ k, save }, [q, kk, v], options) {
     const { o, lse } = k.attention(q!, kk!, v!, options);
-    // A pointwise family (sigmoid) has no LSE; its backward reads neither o nor lse.
+    // A pointwise family (sigmoid) has no LSE, and its backward reads neither o nor lse: o is
+    // not kept alive for it.
     if (lse) save(q!, kk!, v!, o, lse);
-    else save(q!, kk!, v!, o);
+    else save(q!, kk!, v!);
     return o;
   },
   backward({ k, saved }, dy, options) {
-    const [q, kk, v, o, lse] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
+    const [q, kk, v, o, lse] = saved as [Tensor, Tensor, Tensor, Tensor?, Tensor?];
     const { dq, dk, dv } = k.attentionBackward(q, kk, v, o, lse, dy, options);
     return [dq, dk, dv];
   },
@@ -70,7 +71,8 @@ const pagedAttentionOp: OpDef<AttentionKernelOptions> = {
 /**
  * Scaled dot-product attention on a family's kernels: q [B, Hq, Nq, D], k [B, Hkv, Nk, D],
  * v [B, Hkv, Nk, Dv] (GQA when Hkv divides Hq) -> [B, Hq, Nq, Dv]. The forward keeps the LSE
- * and the backward is the family's own (FlashAttention-2's Algorithm 2 for 'flash').
+ * for softmax ('flash'; sigmoid has none) and the backward is the family's own
+ * (FlashAttention-2's Algorithm 2 for 'flash', FlashSigmoid's for 'sigmoid').
  */
 export function attention(q: VarLike, k: VarLike, v: VarLike, options: AttentionOptions = {}): Var {
   if (options === null || typeof options !== 'object')

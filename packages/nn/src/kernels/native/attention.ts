@@ -1,4 +1,4 @@
-import { nativeAttentionProblem } from '@attnkit/skeleton';
+import { checkFiniteValues, nativeAttentionProblem } from '@attnkit/skeleton';
 import type { Tensor } from '@attnkit/tensor';
 import { attentionFamily } from '../families.js';
 import type { AttentionKernelOptions } from '../table.js';
@@ -36,12 +36,14 @@ export function attentionBackward(
   q: Tensor,
   k: Tensor,
   v: Tensor,
-  o: Tensor,
+  o: Tensor | undefined,
   lse: Tensor | undefined,
   dO: Tensor,
   options: AttentionKernelOptions,
 ) {
   const { problem, lse: softmax } = resolve(q, k, v, options);
+  // A diverged forward's NaN / +inf LSE is a ValueError naming lse, not NaN gradients.
+  if (softmax) checkFiniteValues('backward', { q, k, v, o: o!, lse: lse!, do: dO }, {});
   const [dq, dk, dv] = [out(q.size), out(k.size), out(v.size)];
   const inputs = {
     q: f32(q, 'attention', 'q'),
@@ -53,7 +55,7 @@ export function attentionBackward(
     'attention.backward',
     problem,
     softmax
-      ? { ...inputs, o: f32(o, 'attention', 'o'), lse: f32(lse!, 'attention', 'lse') }
+      ? { ...inputs, o: f32(o!, 'attention', 'o'), lse: f32(lse!, 'attention', 'lse') }
       : inputs,
     { dq, dk, dv },
   );

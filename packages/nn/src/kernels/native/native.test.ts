@@ -397,6 +397,29 @@ describe.runIf(available)('native kernels vs ts', () => {
     }
   });
 
+  it('attention with paged K/V (flash, sigmoid with its default per-sequence bias) equals ts', () => {
+    const [b, h, hkv, d, pageSize] = [2, 4, 2, 16, 8];
+    const paged = {
+      pageSize,
+      blockTable: Int32Array.from([4, 1, -1, 0, 5, 2]),
+      lengths: Int32Array.from([11, 20]),
+    };
+    const kp = rand([6, pageSize, hkv, d], -1, 1);
+    const vp = rand([6, pageSize, hkv, d], -1, 1);
+    for (const nq of [1, 3]) {
+      const q = rand([b, h, nq, d], -1, 1);
+      for (const family of ['flash', 'sigmoid']) {
+        const opts = { family, causal: true, paged };
+        expectClose(
+          nk.attention(q, kp, vp, opts).o,
+          ts.attention(q, kp, vp, opts).o,
+          { rtol: 1e-4, atol: 1e-5 },
+          `paged ${family}, nq ${nq}`,
+        );
+      }
+    }
+  });
+
   it('f64 tensors run on the ts kernels (exactly their results)', () => {
     const a = f64(rand([3, 4]));
     const b = f64(rand([4, 5]));

@@ -1,4 +1,4 @@
-import { tiledBackwardTs, tiledForwardTs } from '@attnkit/skeleton';
+import { checkFiniteValues, tiledBackwardTs, tiledForwardTs } from '@attnkit/skeleton';
 import type { Tensor } from '@attnkit/tensor';
 import { attentionFamily } from '../families.js';
 import type { AttentionKernelOptions } from '../table.js';
@@ -19,13 +19,15 @@ export function attentionBackward(
   q: Tensor,
   k: Tensor,
   v: Tensor,
-  o: Tensor,
+  o: Tensor | undefined,
   lse: Tensor | undefined,
   dO: Tensor,
   options: AttentionKernelOptions,
 ) {
   const { fam, opts } = attentionFamily('attention', 'ts', q, options, true);
   const { p, hooks } = fam.family.resolve(q, k, v, opts);
+  // A diverged forward's NaN / +inf LSE is a ValueError naming lse, not NaN gradients.
+  if (fam.lse) checkFiniteValues('backward', { q, k, v, o: o!, lse: lse!, do: dO }, {});
   const { dq, dk, dv } = tiledBackwardTs(p, hooks, q, k, v, o, lse, dO, opts);
   return { dq, dk, dv };
 }

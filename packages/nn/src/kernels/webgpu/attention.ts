@@ -61,7 +61,7 @@ export function attentionBackward(
   q: Tensor,
   k: Tensor,
   v: Tensor,
-  o: Tensor,
+  o: Tensor | undefined,
   lse: Tensor | undefined,
   dO: Tensor,
   options: AttentionKernelOptions,
@@ -75,7 +75,7 @@ export function attentionBackward(
     [v, 'v'],
     ...(fam.lse
       ? ([
-          [o, 'o'],
+          [o!, 'o'],
           [lse!, 'lse'],
         ] as [Tensor, string][])
       : []),
@@ -83,7 +83,7 @@ export function attentionBackward(
   ];
   for (const [t, name] of read) storageOf(t, 'attention', name, ctx);
   // Lent when the queue reaches the task (as q, k, v below), not now.
-  const O = () => (fam.lse ? lent(o) : undefined);
+  const O = () => (fam.lse ? lent(o!) : undefined);
   const LSE = () => (fam.lse ? lent(lse!) : undefined);
   const grads = {
     dq: output(ctx, q.shape, q.dtype),

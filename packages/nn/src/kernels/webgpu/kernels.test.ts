@@ -1034,21 +1034,19 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
       { family: 'sigmoid', causal: true, sigmoidBias: -2.5 },
     ]) {
       const ref = ts.attention(q, k, v, opts);
-      // Twice: the first call compiles (async path), the second is encoded with the passes.
+      // Twice: the first call compiles (async path), the second is encoded with the passes
+      // (the family's encodeForward / encodeBackward: `recorded` counts them).
       for (const pass of [1, 2]) {
-        const got = gpu.attention(up(q, 'f32'), up(k, 'f32'), up(v, 'f32'), opts);
+        const [gq, gk, gv, gdO] = [up(q, 'f32'), up(k, 'f32'), up(v, 'f32'), up(dO, 'f32')];
+        const before = webGpuQueueStats(ctx!).recorded;
+        const got = gpu.attention(gq, gk, gv, opts);
         expect(got.lse, 'a pointwise family has no lse').toBeUndefined();
+        if (pass === 2) expect(webGpuQueueStats(ctx!).recorded - before, 'forward encoded').toBe(1);
         await close(got.o, ref.o, 1e-5, `sigmoid o (call ${pass})`);
-        const rb = ts.attentionBackward(q, k, v, ref.o, undefined, dO, opts);
-        const gb = gpu.attentionBackward(
-          up(q, 'f32'),
-          up(k, 'f32'),
-          up(v, 'f32'),
-          got.o,
-          undefined,
-          up(dO, 'f32'),
-          opts,
-        );
+        const rb = ts.attentionBackward(q, k, v, undefined, undefined, dO, opts);
+        const mid = webGpuQueueStats(ctx!).recorded;
+        const gb = gpu.attentionBackward(gq, gk, gv, undefined, undefined, gdO, opts);
+        if (pass === 2) expect(webGpuQueueStats(ctx!).recorded - mid, 'backward encoded').toBe(1);
         await close(gb.dq, rb.dq, 1e-4, `sigmoid dq (call ${pass})`);
         await close(gb.dk, rb.dk, 1e-4, `sigmoid dk (call ${pass})`);
         await close(gb.dv, rb.dv, 1e-4, `sigmoid dv (call ${pass})`);
@@ -1064,10 +1062,59 @@ describe.skipIf(!ctx)('nn webgpu kernels vs ts (float64)', () => {
     const kp = f32(rand([numPages, pageSize, hkv, d]));
     const vp = f32(rand([numPages, pageSize, hkv, d]));
     const q1 = f32(rand([b, h, 1, d]));
-    const opts = { family: 'sigmoid', causal: true, sigmoidBias: -3, paged };
-    const ref = ts.attention(q1, kp, vp, opts);
-    const got = gpu.attention(up(q1, 'f32'), up(kp, 'f32'), up(vp, 'f32'), opts);
-    await close(got.o, ref.o, 1e-5, 'paged sigmoid o');
+    // A given bias, and the default: -log of each sequence's own length (11 and 20 here).
+    for (const opts of [
+      { family: 'sigmoid', causal: true, sigmoidBias: -3, paged },
+      { family: 'sigmoid', causal: true, paged },
+    ]) {
+      const ref = ts.attention(q1, kp, vp, opts);
+      const got = gpu.attention(up(q1, 'f32'), up(kp, 'f32'), up(vp, 'f32'), opts);
+      await close(got.o, ref.o, 1e-5, `paged sigmoid o (bias ${opts.sigmoidBias ?? 'default'})`);
+    }
+    // The ts kernels' default bias per sequence, against the same pages gathered contiguously
+    // with sequence 0's bias given explicitly (-log 11): the defaults differ per sequence.
+    const dense = (seq: number, len: number) => {
+      const pages = [...paged.blockTable.slice(seq * 3, seq * 3 + 3)].filter((x) => x >= 0);
+      const rows = (pool: Tensor) => {
+        const x = pool.toFloat32Array();
+        const outRows = new Float32Array(hkv * len * d);
+        for (let j = 0; j < len; j++)
+          for (let hh = 0; hh < hkv; hh++)
+            for (let c = 0; c < d; c++)
+              outRows[(hh * len + j) * d + c] =
+                x[
+                  ((pages[Math.floor(j / pageSize)]! * pageSize + (j % pageSize)) * hkv + hh) * d +
+                    c
+                ]!;
+        return Tensor.from(outRows, [1, hkv, len, d]);
+      };
+      return { k: rows(kp), v: rows(vp) };
+    };
+    const pagedDefault = ts.attention(q1, kp, vp, { family: 'sigmoid', causal: true, paged }).o;
+    const per = pagedDefault.toFloat32Array();
+    for (const [seq, len] of [
+      [0, 11],
+      [1, 20],
+    ] as const) {
+      const { k: kd, v: vd } = dense(seq, len);
+      const qs = Tensor.from(q1.toFloat32Array().slice(seq * h * d, (seq + 1) * h * d), [
+        1,
+        h,
+        1,
+        d,
+      ]);
+      const want = ts
+        .attention(qs, kd, vd, {
+          family: 'sigmoid',
+          causal: true,
+          sigmoidBias: -Math.log(len),
+        })
+        .o.toFloat32Array();
+      const got = per.slice(seq * h * d, (seq + 1) * h * d);
+      let worst = 0;
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      expect(worst, `paged default bias, sequence ${seq}`).toBeLessThan(1e-5);
+    }
     await syncWebGpu(ctx!);
   });
 
