@@ -17,14 +17,22 @@
  *                      [--warmup 2] [--contexts 1024,8192] [--gen-tokens 32,4]
  *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
  *                      [--queued] [--decode-ab] [--first-ab] [--threads-ab] [--cache-ab] [--warm]
- *                      [--off earlySubmit,fuseLinear,...]
+ *                      [--off earlySubmit,fuseLinear,...] [--attentions flash,standard,sigmoid,gla]
  *
+ * --attentions: the training step's variants (GptConfig.attention; default flash,standard).
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
  * --batch 2 --contexts 64,128 --gen-tokens 8,3.
  */
 import { writeFileSync } from 'node:fs';
-import { DeviceKvCache, type DevicePagedKvCache, Gpt, type GptConfig } from '@attnkit/gpt';
+import {
+  DeviceKvCache,
+  type DevicePagedKvCache,
+  GPT_ATTENTIONS,
+  Gpt,
+  type GptAttention,
+  type GptConfig,
+} from '@attnkit/gpt';
 import {
   AdamW,
   registerWebGpuKernels,
@@ -68,6 +76,15 @@ const [WARMUP] = ints('warmup', '2', 1) as [number];
 const CONTEXTS = ints('contexts', '1024,8192');
 const [GEN_CACHED, GEN_RECOMPUTE] = ints('gen-tokens', '32,4', 2) as [number, number];
 const SKIP = value('skip');
+// The training step's attention variants, timed in this order (GptConfig.attention): the
+// default is the FlashAttention paper's comparison; sigmoid and gla are the other families.
+const ATTENTIONS = (value('attentions') ?? 'flash,standard').split(',') as GptAttention[];
+if (!ATTENTIONS.every((a) => (GPT_ATTENTIONS as readonly string[]).includes(a))) {
+  console.error(
+    `--attentions: expected some of ${GPT_ATTENTIONS.join(',')}, got ${value('attentions')}`,
+  );
+  process.exit(2);
+}
 // Training's parameter storage: f32, or f16 (f32 math; matmuls on tensor cores where the adapter
 // has them).
 const DTYPE = (value('dtype') ?? 'f32') as 'f32' | 'f16';
@@ -100,7 +117,7 @@ console.log(
 );
 const MiB = 2 ** 20;
 
-const config = (attention: 'flash' | 'standard', blockSize: number): GptConfig => ({
+const config = (attention: GptAttention, blockSize: number): GptConfig => ({
   nLayer: L,
   nHead: H,
   nKvHead: H,
@@ -224,7 +241,7 @@ function onGpu(model: Gpt, dtype: 'f32' | 'f16'): Gpt {
   return model.toWebGpu(ctx);
 }
 
-async function timeTraining(attention: 'flash' | 'standard') {
+async function timeTraining(attention: GptAttention) {
   const model = onGpu(new Gpt(config(attention, T), { seed: 1 }), DTYPE);
   const opt = new AdamW(model.parameters(), { lr: 1e-4 });
   const x = toWebGpu(ids(BATCH, T, 1), ctx);
@@ -427,7 +444,7 @@ save();
 const train: Record<string, unknown>[] = [];
 if (SKIP !== 'train') {
   out.train = train;
-  for (const attention of ['flash', 'standard'] as const) {
+  for (const attention of ATTENTIONS) {
     try {
       const r = await timeTraining(attention);
       train.push(r);
@@ -476,7 +493,9 @@ for (const r of train)
   console.log(
     `| ${r.attention} | ${f(r.medianMs)} | ${f(r.minMs)} | ${f(r.tokensPerS, 0)} | ${r.error ? `error: ${String(r.error).slice(0, 80)}` : f(r.peakMiB, 0)} |`,
   );
-const [fl, st] = train as { medianMs?: number; peakMiB?: number }[];
+const byName = (a: string) =>
+  train.find((r) => r.attention === a) as { medianMs?: number; peakMiB?: number } | undefined;
+const [fl, st] = [byName('flash'), byName('standard')];
 if (fl?.medianMs && st?.medianMs)
   console.log(
     `flash vs standard: ${(st.medianMs / fl.medianMs).toFixed(2)}x faster, ${(st.peakMiB! / fl.peakMiB!).toFixed(2)}x less peak memory`,
