@@ -3,8 +3,9 @@ import {
   type ModdedReferenceOptions,
   moddedAttentionReference,
   resolveAttentionProblem,
+  sigmoidAttentionReference,
 } from '@attnkit/attention';
-import { Rng, type Tensor } from '@attnkit/tensor';
+import { Rng, Tensor } from '@attnkit/tensor';
 import { engineOrSkip, expectClose, poisoned } from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
 import { loadNative, type NativeAttentionProblem, type NativeEngine } from './index.js';
@@ -188,3 +189,198 @@ describe.runIf(base)('decode forward (Nq <= 4) vs the float64 reference, every I
     }
   });
 });
+
+// The pointwise normalisations on the decode path (sigmoid attention, HSTU's silu / N): final
+// weights per tile, partials plain sums, no LSE. Against float64: sigmoid through the
+// reference, silu written out here (w = c z sigmoid(z), z = scale q.k, masked pairs 0).
+function siluReference(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions,
+  factor: number,
+): Float64Array {
+  const p = resolveAttentionProblem(q, k, v, options);
+  const [Q, K, V] = [q, k, v].map((t) => t.toFloat64Array()) as [
+    Float64Array,
+    Float64Array,
+    Float64Array,
+  ];
+  // The softmax reference's allowed keys per row (its band rule), read from a reference run
+  // with V = one-hot columns would be indirect: the rule is written out (bottom-right).
+  const O = new Float64Array(p.batch * p.hq * p.maxSeqQ * p.dv);
+  const [left, right] = options.window ?? [-1, -1];
+  for (let b = 0; b < p.batch; b++)
+    for (let h = 0; h < p.hq; h++)
+      for (let i = 0; i < p.maxSeqQ; i++) {
+        const c = i + p.maxSeqK - p.maxSeqQ;
+        let hi = right < 0 ? p.maxSeqK - 1 : c + right;
+        if (options.causal) hi = Math.min(hi, c);
+        const lo = left < 0 ? 0 : c - left;
+        const qo = ((b * p.hq + h) * p.maxSeqQ + i) * p.d;
+        const kvh = Math.floor(h / p.group);
+        for (let j = Math.max(0, lo); j <= Math.min(hi, p.maxSeqK - 1); j++) {
+          const ko = ((b * p.hkv + kvh) * p.maxSeqK + j) * p.d;
+          let z = 0;
+          for (let x = 0; x < p.d; x++) z += Q[qo + x]! * K[ko + x]!;
+          z *= p.scale;
+          const w = (factor * z) / (1 + Math.exp(-z));
+          const vo = ((b * p.hkv + kvh) * p.maxSeqK + j) * p.dv;
+          const oo = ((b * p.hq + h) * p.maxSeqQ + i) * p.dv;
+          for (let x = 0; x < p.dv; x++) O[oo + x] = O[oo + x]! + w * V[vo + x]!;
+        }
+      }
+  return O;
+}
+
+describe.runIf(base)(
+  'decode forward with a pointwise weight (sigmoid, silu) vs float64, every ISA',
+  () => {
+    const cases: [string, number, number, number, number, 'causal' | 'window' | 'none'][] = [
+      ['nq 1 GQA 8/2 causal', 1, 8, 2, 3001, 'causal'],
+      ['nq 3 GQA 32/8 window', 3, 32, 8, 777, 'window'],
+      ['nq 4 GQA 8/2 no mask', 4, 8, 2, 130, 'none'],
+      ['nq 1 MHA 4/4 causal', 1, 4, 4, 1999, 'causal'],
+      ['nq 2 GQA 6/2 causal', 2, 6, 2, 65, 'causal'],
+    ];
+    test.each(cases)('%s', async (_name, nq, hq, hkv, nk, mask) => {
+      const rng = new Rng(7000 + nq * 31 + hq + nk);
+      const [d, dv] = [64, 48];
+      const q = rng.randn([2, hq, nq, d]);
+      const k = rng.randn([2, hkv, nk, d]);
+      const v = rng.randn([2, hkv, nk, dv]);
+      const options: AttentionOptions =
+        mask === 'causal'
+          ? { causal: true }
+          : mask === 'window'
+            ? { causal: true, window: [Math.floor(nk / 3), 0] }
+            : {};
+      const x = [q, k, v].map((t) => t.toFloat32Array()) as [
+        Float32Array,
+        Float32Array,
+        Float32Array,
+      ];
+      const bias = -Math.log(nk) + 0.5;
+      const factor = 1 / nk;
+      const wants = {
+        sigmoid: sigmoidAttentionReference(q, k, v, { ...options, bias }).o.toFloat64Array(),
+        silu: siluReference(q, k, v, options, factor),
+      };
+      for (const kind of ['sigmoid', 'silu'] as const) {
+        const problem: NativeAttentionProblem = {
+          ...resolveAttentionProblem(q, k, v, options),
+          normalize:
+            kind === 'sigmoid' ? { kind, bias: Float32Array.of(bias, bias) } : { kind, factor },
+        };
+        // Sigmoid's weights sum to ~Nk e^bias per row, silu's to ~1: one tolerance scale.
+        const want = wants[kind];
+        const scale = Math.max(...want.map(Math.abs));
+        for (const e of engines)
+          for (const s of SCHEDULES) {
+            const o = poisoned((q.size / d) * dv);
+            await e.run(
+              'attention.forward',
+              { ...problem, ...s },
+              { q: x[0], k: x[1], v: x[2] },
+              { o },
+            );
+            let worst = 0;
+            for (let i = 0; i < want.length; i++)
+              worst = Math.max(worst, Math.abs(o[i]! - want[i]!));
+            expect(worst / scale, `${kind} ${e.isa} ${JSON.stringify(s)}`).toBeLessThan(TOL);
+          }
+      }
+    });
+
+    test('THD varlen with empty sequences: rows without keys are exactly 0; a NaN key poisons its rows', async () => {
+      const rng = new Rng(5151);
+      const lensQ = [1, 0, 4, 2, 3];
+      const lensK = [1777, 0, 9, 0, 250];
+      const cum = (l: number[]) =>
+        Int32Array.from([0, ...l.map((_, i) => l.slice(0, i + 1).reduce((a, y) => a + y, 0))]);
+      const [cuQ, cuK] = [cum(lensQ), cum(lensK)];
+      const [hq, hkv, d] = [8, 2, 32];
+      const q = rng.randn([cuQ[5]!, hq, d]);
+      const k = rng.randn([cuK[5]!, hkv, d]);
+      const v = rng.randn([cuK[5]!, hkv, d]);
+      const options: AttentionOptions = {
+        layout: 'THD',
+        cuSeqlensQ: cuQ,
+        cuSeqlensK: cuK,
+        causal: true,
+      };
+      // The default bias, -log of each sequence's keys (0 without keys), as the skeleton passes it.
+      const bias = Float32Array.from(lensK, (n) => (n > 0 ? -Math.log(n) : 0));
+      // The reference per sequence (it takes BHND only): THD rows [start, end) as [1, H, n, D].
+      const bhnd = (t: Tensor, start: number, end: number) => {
+        const [, h, dd] = t.shape as [number, number, number];
+        const src = t.toFloat64Array();
+        const dst = new Float64Array((end - start) * h * dd);
+        for (let r = start; r < end; r++)
+          for (let hh = 0; hh < h; hh++)
+            for (let c = 0; c < dd; c++)
+              dst[(hh * (end - start) + r - start) * dd + c] = src[(r * h + hh) * dd + c]!;
+        return Tensor.from(dst, [1, h, end - start, dd], 'f64');
+      };
+      const want = new Float64Array(q.size);
+      for (let b = 0; b < 5; b++) {
+        const nq = lensQ[b]!;
+        if (nq === 0 || lensK[b] === 0) continue;
+        const o = sigmoidAttentionReference(
+          bhnd(q, cuQ[b]!, cuQ[b + 1]!),
+          bhnd(k, cuK[b]!, cuK[b + 1]!),
+          bhnd(v, cuK[b]!, cuK[b + 1]!),
+          { causal: true },
+        ).o.toFloat64Array();
+        for (let hh = 0; hh < hq; hh++)
+          for (let i = 0; i < nq; i++)
+            for (let c = 0; c < d; c++)
+              want[((cuQ[b]! + i) * hq + hh) * d + c] = o[(hh * nq + i) * d + c]!;
+      }
+      const problem: NativeAttentionProblem = {
+        ...resolveAttentionProblem(q, k, v, options),
+        normalize: { kind: 'sigmoid', bias },
+      };
+      const x = [q, k, v].map((t) => t.toFloat32Array()) as [
+        Float32Array,
+        Float32Array,
+        Float32Array,
+      ];
+      for (const e of engines)
+        for (const s of SCHEDULES) {
+          const o = poisoned(q.size);
+          await e.run(
+            'attention.forward',
+            { ...problem, ...s },
+            { q: x[0], k: x[1], v: x[2] },
+            { o },
+          );
+          expectClose(o, want, TOL, `${e.isa} ${JSON.stringify(s)}`);
+          for (let t = cuQ[3]!; t < cuQ[4]!; t++)
+            for (let c = 0; c < hq * d; c++) expect(o[t * hq * d + c]).toBe(0);
+        }
+      // A NaN key row of sequence 2 (keys 5 of 9; its 4 causal rows see keys up to 5..8): NaN in
+      // rows 0..3 of sequence 2 only, the other sequences as before.
+      const kn = x[1].slice();
+      kn.fill(Number.NaN, (cuK[2]! + 5) * hkv * d, (cuK[2]! + 6) * hkv * d);
+      for (const e of engines) {
+        const o = poisoned(q.size);
+        await e.run('attention.forward', problem, { q: x[0], k: kn, v: x[2] }, { o });
+        for (let t = 0; t < cuQ[5]!; t++) {
+          const inSeq2 = t >= cuQ[2]! && t < cuQ[3]!;
+          const row = o.subarray(t * hq * d, (t + 1) * hq * d);
+          if (inSeq2)
+            expect(
+              row.every((y) => Number.isNaN(y)),
+              `token ${t}`,
+            ).toBe(true);
+          else
+            expect(
+              row.every((y) => Number.isFinite(y)),
+              `token ${t}`,
+            ).toBe(true);
+        }
+      }
+    });
+  },
+);

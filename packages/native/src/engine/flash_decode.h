@@ -1,5 +1,6 @@
 // Decode forward (issue 12, LeanAttention decode): a few query rows per sequence (nq <=
-// kDecMaxRows), plain softmax over the band (causal / window), optional sinks. The FA2 forward
+// kDecMaxRows), plain softmax over the band (causal / window), optional sinks, or a pointwise
+// weight (sigmoid attention, HSTU's silu: no row statistics, partials plain sums). The FA2 forward
 // (flash_forward.h) puts kFwdBq = 64 query rows in the SIMD lanes, so one decode row wastes 63
 // of them, and every query head of a GQA group reads the same K and V again. Here one task is
 // one (b, kv head) and a contiguous range of its keys: its R = group * nq rows (the query heads
@@ -30,10 +31,11 @@ constexpr int64_t kDecMaxRows = 4;
 constexpr int64_t kDecTile = 64;
 static_assert(kDecTile % V::L == 0, "decode tiles are whole vectors");
 
-// Whether the problem takes the decode path: softmax without score mods, block-sparse mask,
-// permutation, HSTU mask or rab, and at most kDecMaxRows query rows in every sequence.
+// Whether the problem takes the decode path: any normalisation (softmax, sigmoid, silu) without
+// score mods, block-sparse mask, permutation, HSTU mask or rab, and at most kDecMaxRows query
+// rows in every sequence.
 inline bool decodeEligible(const AttnProblem& p, const FlashForwardArgs& a) {
-  if (p.normalize != Normalize::kSoftmax || p.numMods > 0 || p.bsMask != nullptr ||
+  if (p.numMods > 0 || p.bsMask != nullptr ||
       a.permQ != nullptr || a.permK != nullptr || p.hstuTargets != nullptr ||
       p.rabPos != nullptr || p.rabTime != nullptr || p.batch <= 0 || p.d <= 0 || p.dv <= 0)
     return false;
@@ -170,14 +172,16 @@ ATTNKIT_ALWAYS_INLINE void decPrefetch(const float* x, int64_t n, int64_t width,
     for (int64_t c = 0; c < width; c += 16) __builtin_prefetch(x + j * stride + c, 0, 2);
 }
 
-// One key tile [j0, j1) of a (b, kv head) task: scores, band mask, online softmax, P V.
+// One key tile [j0, j1) of a (b, kv head) task: scores, band mask, online softmax (or the
+// pointwise weight Norm::weight(s + bias2), alpha 1), P V.
 // qs: R x d pre-scaled queries; o: R x dv, m, l: R (the partial state); st: R x kDecTile;
-// alpha: R (each row's rescale factor of this tile).
-ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t rows, int64_t nq,
-                                     const float* qs, const float* k, int64_t kRow,
-                                     const float* v, int64_t vRow, int64_t j0, int64_t j1,
-                                     float* st, float* alpha, float* o, float* m, float* l,
-                                     int64_t nextKeys = 0) {
+// alpha: R (each row's rescale factor of this tile); bias2, factor: the pointwise weight's.
+template <class Norm>
+ATTNKIT_ALIGN64 ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t rows, int64_t nq,
+                              const float* qs, const float* k, int64_t kRow, const float* v,
+                              int64_t vRow, int64_t j0, int64_t j1, float* st, float* alpha,
+                              float* o, float* m, float* l, float bias2, float factor,
+                              int64_t nextKeys = 0) {
   const int64_t nkeys = j1 - j0, d = p.d, dv = p.dv;
   // The next tile's rows follow this tile's (contiguous K / V; 0 on the paged path).
   if (nextKeys > 0) decPrefetch(k + nkeys * kRow, nextKeys, d, kRow);
@@ -198,6 +202,14 @@ ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t
     if (lo > 0 || hi < nv * V::L || nkeys < nv * V::L)
       for (int64_t jj = 0; jj < nv * V::L; jj++)
         if (jj < lo || jj >= hi || jj >= nkeys) row[jj] = -kInf;
+    if constexpr (Norm::kPointwise) {
+      // Final weights at once (a masked -inf weighs 0, NaN stays NaN); nothing to rescale.
+      const V b = V::set1(bias2);
+      for (int64_t u = 0; u < nv; u++)
+        Norm::weight(V::load(row + u * V::L) + b, nullptr, factor).store(row + u * V::L);
+      alpha[r] = 1.0f;
+      continue;
+    }
     V mx = V::set1(m[r]), tot = V::zero();
     for (int64_t u = 0; u < nv; u++) {
       const V x = V::load(row + u * V::L);
@@ -266,7 +278,8 @@ ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const Seq& s, int64_t
 }
 
 // One decode task: (b, kv head) and its keys [ja, jb) into the partial slot `part`
-// (R x dv unnormalised O, then m and l, R each).
+// (R x dv unnormalised O, then m and l, R each; pointwise: O alone is read).
+template <class Norm>
 inline void decTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t kvh,
                     int64_t ja, int64_t jb, float* scratch, float* part) {
   const Seq s = seqOf(p, b);
@@ -278,6 +291,9 @@ inline void decTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, 
   float* st = qs + rows * d;
   float* alpha = st + rows * kDecTile;
   const float qScale = p.scale * kLog2e;  // scores in log2 units, as fwdStart
+  // The pointwise weight's constants, as fwdGroup: sigmoid's b (log2 units), silu's c.
+  const float bias2 = std::is_same_v<Norm, Sigmoid> ? p.sigmoidBias[b] * kLog2e : 0.0f;
+  const float factor = p.siluFactor;
   const int64_t qRow = qRowStride(p, d);
   for (int64_t r = 0; r < rows; r++) {
     const int64_t h = kvh * p.group + r / nq, i = r % nq;
@@ -296,20 +312,23 @@ inline void decTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, 
     for (int64_t j0 = ja; j0 < jb;) {
       const int64_t j1 = imin(imin(jb, j0 + kDecTile), (j0 / p.pageSize + 1) * p.pageSize);
       const int64_t row = keyRowOf(p, b, j0);
-      decTile(p, s, rows, nq, qs, k + row * kRow, kRow, v + row * vRow, vRow, j0, j1, st, alpha, o, m, l);
+      decTile<Norm>(p, s, rows, nq, qs, k + row * kRow, kRow, v + row * vRow, vRow, j0, j1, st,
+                    alpha, o, m, l, bias2, factor);
       j0 = j1;
     }
     return;
   }
   for (int64_t j0 = ja; j0 < jb; j0 += kDecTile) {
     const int64_t j1 = imin(jb, j0 + kDecTile);
-    decTile(p, s, rows, nq, qs, k + j0 * kRow, kRow, v + j0 * vRow, vRow, j0, j1, st, alpha, o, m, l,
-            imin(jb, j1 + kDecTile) - j1);
+    decTile<Norm>(p, s, rows, nq, qs, k + j0 * kRow, kRow, v + j0 * vRow, vRow, j0, j1, st, alpha,
+                  o, m, l, bias2, factor, imin(jb, j1 + kDecTile) - j1);
   }
 }
 
 // Merges the `splits` partial slots of (b, kv head) (fwdCombineTask's rule: M = max m_s,
-// l = sum l_s 2^(m_s - M), O = sum O_s 2^(m_s - M)) and writes O and LSE as fwdFinish does.
+// l = sum l_s 2^(m_s - M), O = sum O_s 2^(m_s - M)) and writes O and LSE as fwdFinish does;
+// pointwise: O = sum O_s, no LSE.
+template <class Norm>
 inline void decFinish(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, int64_t kvh,
                       int64_t splits, const float* parts) {
   const Seq s = seqOf(p, b);
@@ -319,6 +338,12 @@ inline void decFinish(const AttnProblem& p, const FlashForwardArgs& a, int64_t b
   for (int64_t r = 0; r < rows; r++) {
     const int64_t h = kvh * p.group + r / nq, i = r % nq;
     float* out = a.o + qBase(p, b, h, dv) + i * oRow;
+    if constexpr (Norm::kPointwise) {
+      for (int64_t c = 0; c < dv; c++) out[c] = 0.0f;
+      for (int64_t sp = 0; sp < splits; sp++)
+        for (int64_t c = 0; c < dv; c++) out[c] += parts[sp * stride + r * dv + c];
+      continue;
+    }
     float* lse = a.lse + lseBase(p, b, h) + i;
     float top = -kInf;
     for (int64_t sp = 0; sp < splits; sp++) top = std::max(top, parts[sp * stride + rows * dv + r]);
@@ -359,6 +384,7 @@ inline void decFinish(const AttnProblem& p, const FlashForwardArgs& a, int64_t b
 // enough equal splits for two tasks per thread. Each split keeps two tiles at least (a split with
 // fewer keys would cost more in its combine than it saves); a pair without keys keeps one empty
 // task (its row is 0 with LSE -inf).
+template <class Norm>
 inline const char* flashDecode(const AttnProblem& p, const FlashForwardArgs& a) {
   const int threads = poolThreads();
   int64_t pairs = 0, maxRows = 0;
@@ -429,13 +455,13 @@ inline const char* flashDecode(const AttnProblem& p, const FlashForwardArgs& a) 
     off[t + 1] = off[t] + p.group * p.seqQ[tasks[t].b] * (p.dv + 2);
   auto body = [&](int64_t t, int thread) {
     const Task& task = tasks[t];
-    decTask(p, a, task.b, task.h, task.x0, task.cost, scratch.get() + per * thread,
-            parts.get() + off[t]);
+    decTask<Norm>(p, a, task.b, task.h, task.x0, task.cost, scratch.get() + per * thread,
+                  parts.get() + off[t]);
   };
   parallel(static_cast<int64_t>(tasks.size()), body);
   auto finish = [&](int64_t g, int) {
     const Task& task = tasks[first[g]];
-    decFinish(p, a, task.b, task.h, first[g + 1] - first[g], parts.get() + off[first[g]]);
+    decFinish<Norm>(p, a, task.b, task.h, first[g + 1] - first[g], parts.get() + off[first[g]]);
   };
   parallel(static_cast<int64_t>(first.size()) - 1, finish);
   return nullptr;

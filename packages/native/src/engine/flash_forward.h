@@ -719,7 +719,10 @@ inline const char* flashForward(const AttnProblem& problem, const FlashForwardAr
   RabLutStore lut;
   const AttnProblem p = withRabLut(problem, lut);
   // Few query rows per sequence: keys in the lanes, GQA heads together (flash_decode.h).
-  if (decodeEligible(p, a)) return flashDecode(p, a);
+  if (decodeEligible(p, a))
+    return p.normalize == Normalize::kSigmoid ? flashDecode<Sigmoid>(p, a)
+           : p.normalize == Normalize::kSilu  ? flashDecode<Silu>(p, a)
+                                              : flashDecode<Softmax>(p, a);
   const bool mods = p.numMods > 0;
   if (p.normalize == Normalize::kSigmoid)
     return mods ? flashForwardImpl<Sigmoid, Mods>(p, a) : flashForwardImpl<Sigmoid, NoMods>(p, a);
