@@ -6,8 +6,11 @@
 // 128-token table could not hold 1K). Prints a table and writes JSON.
 //
 //   node apps/gpt/bench/generate.mjs [--backend native|ts] [--config small | --ckpt FILE]
-//                                    [--contexts 1024,8192] [--gen-tokens 32,4] [--out gen.json]
-//                                    [--gather]
+//                                    [--attention flash|sigmoid|gla] [--contexts 1024,8192]
+//                                    [--gen-tokens 32,4] [--out gen.json] [--gather]
+//
+// --attention: the fresh model's GptConfig.attention (default flash): sigmoid decodes from the
+// same paged KV cache, gla from each layer's recurrent state (no cache that grows).
 //
 // --gather: the cached path as it was before 2026-12-04, for an A/B in one build: the paged
 // cache gathers each row's pages and permutes them to [B, Hkv, L, D] for the layer's attention
@@ -28,8 +31,11 @@ const { values } = parseArgs({
     'gen-tokens': { type: 'string', default: '32,4' },
     out: { type: 'string' },
     gather: { type: 'boolean', default: false },
+    attention: { type: 'string' },
   },
 });
+if (values.ckpt && values.attention)
+  throw new Error('--attention: the checkpoint fixes the attention; give --config instead');
 // The layer calls attend when the hook has it; without it, update (gather + permute).
 if (values.gather) PagedKvCache.prototype.attend = undefined;
 const ints = (s) => s.split(',').map(Number);
@@ -39,7 +45,14 @@ if (values.ckpt) ({ model } = await loadCheckpoint(new Uint8Array(readFileSync(v
 const contexts = ints(values.contexts ?? (model ? String(model.config.blockSize) : '1024,8192'));
 if (!model) {
   const config = presetConfig(values.config ?? 'small', 65);
-  model = new Gpt({ ...config, blockSize: Math.max(...contexts) }, { seed: 0 });
+  model = new Gpt(
+    {
+      ...config,
+      blockSize: Math.max(...contexts),
+      ...(values.attention ? { attention: values.attention } : {}),
+    },
+    { seed: 0 },
+  );
 }
 const [cachedTokens, recomputeTokens] = ints(values['gen-tokens']);
 const c = model.config;
@@ -75,7 +88,7 @@ for (const context of contexts) {
 }
 const backend = deviceBackendOf('cpu');
 console.log(
-  `backend ${backend}, ${model.numParameters()} parameters (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} wide, position table ${c.blockSize}), greedy, batch 1`,
+  `backend ${backend}, ${model.numParameters()} parameters (${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} wide, position table ${c.blockSize}, ${c.attention} attention), greedy, batch 1`,
 );
 console.log('| context | KV cache tok/s | recompute tok/s | speed-up | prefill + 1st token ms |');
 console.log('| ---: | ---: | ---: | ---: | ---: |');
