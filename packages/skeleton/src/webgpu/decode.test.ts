@@ -8,7 +8,8 @@ import { Rng, Tensor } from '@attnkit/tensor';
 import { expectClose, webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, afterEach, beforeEach, describe, expect, test } from 'vitest';
-import type { TiledHooks } from '../hooks.js';
+import { tiledForwardTs } from '../cpu/run.js';
+import { sigmoidBias, type TiledHooks } from '../hooks.js';
 import { buildAux } from './aux.js';
 import {
   buildDecodeStreamK,
@@ -245,6 +246,60 @@ async function check(c: Case, s: Partition) {
   for (const t of [gq, gk, gv, o, lse]) t?.dispose();
 }
 
+/**
+ * The case with a pointwise normalisation (sigmoid with its per-sequence default bias, silu /
+ * Nk) through the decode kernel under partition `s`, against the skeleton's TS loop with the
+ * same hooks (itself checked against float64 in the families' conformance tests): o alone, no
+ * lse, and the kernel is the decode kernel (inDecodeRegime).
+ */
+async function checkPointwise(c: Case, s: Partition, kind: 'sigmoid' | 'silu') {
+  const { q, k, v, attn } = inputs(c);
+  const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as [Tensor, Tensor, Tensor];
+  const p = resolveAttentionProblem(gq, gk, gv, attn);
+  const normalize =
+    kind === 'sigmoid'
+      ? { kind, bias: sigmoidBias(p) }
+      : { kind, factor: 1 / Math.max(1, p.maxSeqK) };
+  const hooks = {
+    normalize,
+    scoreMods: [],
+    ...(s.kind === 'fa2' ? {} : { schedule: s }),
+  } as TiledHooks;
+  expect(inDecodeRegime(p, hooks, {}, ctx!.limits.maxComputeWorkgroupStorageSize)).toBe(true);
+  const { o, lse } = await tiledForwardWebGpu(p, hooks, gq, gk, gv);
+  expect(lse).toBeUndefined();
+  const want = tiledForwardTs(
+    resolveAttentionProblem(q, k, v, attn),
+    { ...hooks, schedule: undefined } as TiledHooks,
+    q,
+    k,
+    v,
+  );
+  expectClose(
+    await o.toCpu(),
+    want.o,
+    toleranceFor({ dtype: c.dtype ?? 'f32' }),
+    `${c.name} ${kind} o`,
+  );
+  for (const t of [gq, gk, gv, o]) t.dispose();
+}
+
+describe.skipIf(!ctx)(
+  'decode kernel with a pointwise weight (sigmoid, silu) vs the TS loop',
+  () => {
+    const picked = CASES.filter((c) =>
+      /^(gqa 4:1 nq 3|mha nq 2|one key|f16 gqa 8:1|varlen|paged, shuffled|gqa 8:1 nq 4)/.test(
+        c.name,
+      ),
+    );
+    for (const c of picked)
+      for (const kind of ['sigmoid', 'silu'] as const)
+        test.each(PARTITIONS.map((s) => [label(s), s] as const))(`${c.name}, ${kind}, %s`, (_, s) =>
+          checkPointwise(c, s, kind),
+        );
+  },
+);
+
 describe.skipIf(!ctx)('decode kernel vs the float64 reference (poisoned outputs)', () => {
   for (const c of CASES) {
     test.each(PARTITIONS.map((s) => [label(s), s] as const))(`${c.name}, %s`, (_, s) =>
@@ -349,7 +404,7 @@ describe('decode regime and plan (pure)', () => {
       Tensor.zeros([1, hkv, nk, d]),
     );
   const plain = { normalize: { kind: 'softmax' }, scoreMods: [] } as TiledHooks;
-  test('group x maxSeqQ <= 64 rows, Nq <= 16, plain softmax, no tensor cores or explicit tiles', () => {
+  test('group x maxSeqQ <= 64 rows, Nq <= 16, softmax without sinks or a pointwise weight, no tensor cores or explicit tiles', () => {
     const big = 1 << 20;
     expect(inDecodeRegime(problem(32, 8, 1, 4096), plain, {}, big)).toBe(true);
     expect(inDecodeRegime(problem(64, 1, 1, 10), plain, {}, big)).toBe(true);
@@ -365,8 +420,13 @@ describe('decode regime and plan (pure)', () => {
     );
     const sinks = { ...plain, normalize: { kind: 'softmax', sinks: new Float32Array(4) } };
     expect(inDecodeRegime(problem(4, 1, 1, 10), sinks as TiledHooks, {}, big)).toBe(false);
+    // Pointwise weights take it (sigmoid, silu); with a score mod they do not.
     const sigmoid = { ...plain, normalize: { kind: 'sigmoid', bias: new Float32Array(1) } };
-    expect(inDecodeRegime(problem(4, 1, 1, 10), sigmoid as TiledHooks, {}, big)).toBe(false);
+    expect(inDecodeRegime(problem(4, 1, 1, 10), sigmoid as TiledHooks, {}, big)).toBe(true);
+    const silu = { ...plain, normalize: { kind: 'silu', factor: 0.1 } };
+    expect(inDecodeRegime(problem(4, 1, 1, 10), silu as TiledHooks, {}, big)).toBe(true);
+    const capped = { ...sigmoid, scoreMods: [{ kind: 'softcap', cap: 5 }] };
+    expect(inDecodeRegime(problem(4, 1, 1, 10), capped as TiledHooks, {}, big)).toBe(false);
     // Workgroup memory (the merge area and the lane sums; the same for every row count): D 128
     // fits WebGPU's default 16 KiB, not 8 KiB.
     const ws = decodeWorkgroupBytes({ dtype: 'f16', d: 128, dv: 128, rows: 64 });

@@ -10,7 +10,13 @@ import {
 } from '@attnkit/webgpu';
 import type { TiledHooks } from '../hooks.js';
 import { type AuxTables, buildStreamK, type StreamKTables } from './aux.js';
-import type { WgslHooks } from './hooks.js';
+import {
+  pointwiseFn,
+  pointwiseOut,
+  pointwisePrelude,
+  pointwiseWgsl,
+  type WgslHooks,
+} from './hooks.js';
 import { paramsStruct } from './params.js';
 import { SPLITS_FIELD, STREAMK_FIELDS, type WgslKernel } from './shaders.js';
 
@@ -120,8 +126,12 @@ export interface DecodeSpec {
   rows: number;
   partition: DecodePartition;
   paged: boolean;
-  /** The hooks' uniforms and bindings (paged K/V's pagetab, pgSize, pgPages). */
-  hooks: Pick<WgslHooks, 'uniforms' | 'bindings'>;
+  /**
+   * The hooks' uniforms and bindings (paged K/V's pagetab, pgSize, pgPages; sigmoid's bias, silu's
+   * factors) and the normalisation (default softmax; sigmoid and silu: pointwise weights, no
+   * row statistics, partials plain sums, no LSE).
+   */
+  hooks: Pick<WgslHooks, 'uniforms' | 'bindings'> & { normalize?: WgslHooks['normalize'] };
   /** Default 'workgroup'. */
   reduce?: DecodeReduce;
   /** The device's smallest subgroup ('subgroup' reduce): the lanes of a key stay within one. */
@@ -284,7 +294,7 @@ export function decodeSpecFor(
   p: AttentionProblem,
   dtype: StorageDType,
   partition: DecodePartition,
-  hooks: Pick<WgslHooks, 'uniforms' | 'bindings'>,
+  hooks: DecodeSpec['hooks'],
   features: Pick<WebGpuFeatures, 'subgroups' | 'subgroupMinSize'>,
   /** The device's limits: DECODE_WIDE_THREADS where they hold its workgroup (else 256). */
   limits?: DecodeLimits,
@@ -367,8 +377,9 @@ function wideFits(
 }
 
 /**
- * The decode regime (host.ts tiledForwardWebGpu takes the decode kernel there): plain softmax
- * (no sinks, score mods, mask, rab, permutation, block sparsity or mask mod), neither tensor
+ * The decode regime (host.ts tiledForwardWebGpu takes the decode kernel there): softmax without
+ * sinks, or a pointwise weight (sigmoid, silu), and no score mods, mask, rab, permutation, block
+ * sparsity or mask mod; neither tensor
  * cores nor explicit forward tiles asked for (those select the generic forward), Nq 1..16,
  * group x maxSeqQ <= 64 rows per kv head, and the kernel's workgroup memory within the
  * device's limit (counted for the larger of the f16 and f32 layouts, off the subgroup path).
@@ -382,7 +393,7 @@ export function inDecodeRegime(
   // Explicit forward tiles ask for the generic forward with that plan.
   if (opts.tensorCores || opts.tiles?.forward !== undefined) return false;
   const n = hooks.normalize;
-  if (n.kind !== 'softmax' || n.sinks !== undefined) return false;
+  if (n.kind === 'softmax' && n.sinks !== undefined) return false;
   if (hooks.scoreMods.length > 0 || hooks.mask || hooks.rab || hooks.permute) return false;
   if (p.blockSparse !== undefined || p.maskMod !== undefined) return false;
   if (p.maxSeqQ < 1 || p.maxSeqQ > DECODE_MAX_NQ || p.group * p.maxSeqQ > DECODE_MAX_ROWS)
@@ -456,6 +467,12 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
   const nv4 = L.wv / 4;
   const quads = Math.ceil(U / 4);
   const partial = partition !== 'fa2';
+  // Softmax: online (m, l) per key group, merged with rescales. Pointwise (sigmoid, silu): each
+  // key's weight is final, the groups' accumulators are plain sums, no LSE (shaders.ts's
+  // pointwise forward); the softmax kernel's text does not change.
+  const norm = spec.hooks.normalize ?? 'softmax';
+  const softmax = norm === 'softmax';
+  const pw = { normalize: norm } as const;
   // A pass of more keys than a tile (a tuned unroll) can reach past the piece's last tile: its
   // keys from there on belong to the next piece, so loads stop at kLim and scores at hi.
   const spans = L.groups * U > DECODE_BK;
@@ -477,12 +494,14 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
     AUX,
     ...(partial
       ? ([
-          { name: 'pstat', kind: 'storage', type: 'array<vec2<f32>>' },
+          ...(softmax
+            ? [{ name: 'pstat', kind: 'storage', type: 'array<vec2<f32>>' } as const]
+            : []),
           { name: 'pacc', kind: 'storage', type: { dtype: 'f32', vec: vecV } },
         ] as const)
       : ([
           { name: 'o', kind: 'storage', type: { dtype: spec.dtype, vec: vecV } },
-          { name: 'lse', kind: 'storage', type: 'array<f32>' },
+          ...(softmax ? [{ name: 'lse', kind: 'storage', type: 'array<f32>' } as const] : []),
         ] as const)),
     ...spec.hooks.bindings,
   ];
@@ -597,6 +616,21 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
       const psum = rep(quads, (qd) => `dot(p${qd}, vec4<f32>(1.0))`, ' + ');
       const pv = (j: number, n: number) =>
         rep(U, (u) => `p${u >> 2}.${E[u & 3]} * ${vf(u, j, n)}`, ' + ');
+      if (!softmax) {
+        // The key's final weight (a masked NEG weighs 0; sigmoid adds its bias, sb).
+        const bias = norm === 'sigmoid' ? ' + vec4<f32>(sb)' : '';
+        const ws = rep(
+          quads,
+          (qd) => `let p${qd} = ${pointwiseFn(pw)}(s${r}_${qd}${bias}).w;`,
+          '\n      ',
+        );
+        return `{
+      ${masks}
+      ${pad}
+      ${ws}
+      ${rep(cpv, (j) => rep(nv4, (n) => `a${r}_${j}_${n} = a${r}_${j}_${n} + ${pv(j, n)};`, '\n      '), '\n      ')}
+    }`;
+      }
       return `{
       ${masks}
       ${pad}
@@ -611,12 +645,16 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
 
   // The rows' outputs: o (normalised) and lse, or the partial (acc, (m, l)) of this piece.
   const lseOf = `bitcast<f32>(bitcast<u32>(M * LN2) ^ (P.negInf ^ 0xff800000u)) + log(Lt)`;
+  // Pointwise: O and its partials are the sums (silu's c ln 2 applied once here, as shaders.ts).
+  const out = softmax ? 'x * select(1.0 / Lt, 0.0, Lt == 0.0)' : `x${pointwiseOut(pw)}`;
   const store = partial
-    ? `st_pacc((li * P.splits + split) * P.dv + c, x, min(4u, P.dv - c));`
-    : `st_o(b * P.oBatch + hq * P.oHead + (startQ + i) * P.oRow + c, x * select(1.0 / Lt, 0.0, Lt == 0.0), min(4u, P.dv - c));`;
-  const stat = partial
-    ? `pstat[li * P.splits + split] = vec2<f32>(M, Lt);`
-    : `lse[li] = select(${lseOf}, bitcast<f32>(P.negInf), Lt == 0.0);`;
+    ? `st_pacc((li * P.splits + split) * P.dv + c, x${softmax ? '' : pointwiseOut(pw)}, min(4u, P.dv - c));`
+    : `st_o(b * P.oBatch + hq * P.oHead + (startQ + i) * P.oRow + c, ${out}, min(4u, P.dv - c));`;
+  const stat = !softmax
+    ? ''
+    : partial
+      ? `pstat[li * P.splits + split] = vec2<f32>(M, Lt);`
+      : `lse[li] = select(${lseOf}, bitcast<f32>(P.negInf), Lt == 0.0);`;
   // Merge of the slice's key groups, one row at a time: their max M, the sum of their l and of
   // their accumulators, each rescaled by exp2(m - M) (rows of a group without keys: m = M0,
   // l = 0, acc = 0). The accumulators go through workgroup memory one chunk column (each
@@ -636,11 +674,13 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
           for (var h = 1u; h < GROUPS; h++) { x += xch[(sl * GROUPS + h) * LW + e]; }
           ${store}
         }
-      }${j === 0 ? `\n      if (lid % SLICE == 0u) { ${stat} }` : ''}
+      }${j === 0 && stat ? `\n      if (lid % SLICE == 0u) { ${stat} }` : ''}
     }
     workgroupBarrier();`;
   const merge = perRow(
-    (r) => `{
+    (r) => `{${
+      softmax
+        ? `
     var M = M0;
     for (var h = 0u; h < GROUPS; h++) { M = max(M, ml[(sl * GROUPS + h) * RT + ${r}u].x); }
     var Lt = 0.0;
@@ -648,7 +688,10 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
       let st = ml[(sl * GROUPS + h) * RT + ${r}u];
       Lt += st.y * exp2(st.x - M);
     }
-    let f = exp2(m${r} - M);
+    let f = exp2(m${r} - M);`
+        : `
+    let f = 1.0;`
+    }
     let rw = sl * RT + ${r}u;
     let hq = hk * P.group + rw / nq;
     let i = rw % nq;
@@ -657,7 +700,7 @@ export function decodeShader(spec: DecodeSpec): WgslKernel {
     '\n  ',
   );
 
-  const piece = `
+  const piece = `${softmax ? '' : `\n  ${pointwisePrelude(pw)}`}
   let startQ = aux[4u * b];
   let startK = aux[4u * b + 1u];
   let nq = aux[4u * b + 2u];
@@ -767,7 +810,7 @@ const KP = ${L.groups * U}u;
 const LW = ${lanes * nv4}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
-const LN2 = 0.6931471805599453;
+const LN2 = 0.6931471805599453;${softmax ? '' : `\nconst LOG2E = 1.4426950408889634;\n${pointwiseWgsl(norm, false)}`}
 var<workgroup> xch: array<vec4<f32>, ${xchEntries(L)}>;
 var<workgroup> ml: array<vec2<f32>, ${keyGroups * RT}>;
 var<private> g_lid: u32;

@@ -388,7 +388,18 @@ fn hk_score_bwd(s: vec4<f32>, ${PARAMS}) -> HkModded {
 }`);
     }
   }
-  if (h.normalize === 'sigmoid') {
+  const pw = pointwiseWgsl(h.normalize, backward);
+  if (pw) parts.push(pw);
+  return parts.join('\n');
+}
+
+/**
+ * The WGSL weight function of a pointwise normalisation (HkSigmoid / HkSilu: w and dw/ds), empty
+ * for softmax: what hookFunctions adds for it, and what the decode kernel (decode.ts) takes alone.
+ */
+export function pointwiseWgsl(normalize: WgslHooks['normalize'], backward: boolean): string {
+  const parts: string[] = [];
+  if (normalize === 'sigmoid') {
     // x = z log2(e): exp2 of -|x| only, so nothing overflows; masked x = NEG gives w = 0.
     // w (1 - w) = e r^2 exactly, without the cancellation of 1 - w near w = 1.
     parts.push(`struct HkSigmoid { w: vec4<f32>, dw: vec4<f32> }
@@ -398,7 +409,7 @@ fn hk_sigmoid(x: vec4<f32>) -> HkSigmoid {
   return HkSigmoid(select(e * r, r, x >= vec4<f32>(0.0)), e * r * r);
 }`);
   }
-  if (h.normalize === 'silu' && !backward) {
+  if (normalize === 'silu' && !backward) {
     // The forward needs w alone, and only through O = sum w v: it takes w / (c ln 2) =
     // x / (1 + 2^-x) (z = x ln 2), one exp2 and one division, no selects, and the output stores
     // multiply by P.siluOut = c ln 2 once per element of O (`pointwiseOut`) instead of twice per
@@ -409,7 +420,7 @@ fn hk_sigmoid(x: vec4<f32>) -> HkSigmoid {
 fn hk_silu(x: vec4<f32>) -> HkSilu {
   return HkSilu(max(x, vec4<f32>(-1.0e38)) / (1.0 + exp2(-x)), vec4<f32>(0.0));
 }`);
-  } else if (h.normalize === 'silu') {
+  } else if (normalize === 'silu') {
     // w = c silu(z) = c z sig(z) with z = x ln 2 (x: the kernels' log2 units, converted here);
     // sig(z) and 1 - sig(z) = sig(-z) from exp2(-|x|): no overflow, no cancellation near 1.
     // dw/dz = c sig(z) (1 + z sig(-z)). A masked score (NEG, or -inf from a mod) weighs 0 with
@@ -431,16 +442,16 @@ fn hk_silu(x: vec4<f32>) -> HkSilu {
 }
 
 /** The WGSL weight function (w, dw in one struct) of a pointwise normalisation. */
-export function pointwiseFn(h: WgslHooks): string {
+export function pointwiseFn(h: Pick<WgslHooks, 'normalize'>): string {
   return h.normalize === 'silu' ? 'hk_silu' : 'hk_sigmoid';
 }
 
 /** The forward's factor on a pointwise O (and split-K partial): silu's c ln 2 (see hk_silu). */
-export function pointwiseOut(h: WgslHooks): string {
+export function pointwiseOut(h: Pick<WgslHooks, 'normalize'>): string {
   return h.normalize === 'silu' ? ' * P.siluOut' : '';
 }
 
 /** Per-sequence setup of a pointwise normalisation's kernels (sigmoid: its bias in log2 units). */
-export function pointwisePrelude(h: WgslHooks): string {
+export function pointwisePrelude(h: Pick<WgslHooks, 'normalize'>): string {
   return h.normalize === 'sigmoid' ? 'let sb = sigmoidBias[b] * LOG2E;' : '';
 }

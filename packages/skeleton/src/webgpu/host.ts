@@ -756,7 +756,11 @@ function forwardSetup(
   if (inDecodeRegime(p, hooks, opts, ctx.limits.maxComputeWorkgroupStorageSize)) {
     if (splits === undefined && workers === undefined) {
       // The lanes of a key reduce with subgroup shuffles when the device's subgroups hold them.
-      const hookShape = { uniforms: pr.hooks.hooks.uniforms, bindings: pr.hooks.hooks.bindings };
+      const hookShape = {
+        uniforms: pr.hooks.hooks.uniforms,
+        bindings: pr.hooks.hooks.bindings,
+        normalize: pr.hooks.hooks.normalize,
+      };
       return {
         ...base,
         decode: decodeSpecFor(p, pr.dtype, 'fa2', hookShape, ctx.features, ctx.limits),
@@ -1253,7 +1257,11 @@ async function decodeForward(
     p,
     pr.dtype,
     partition,
-    { uniforms: pr.hooks.hooks.uniforms, bindings: pr.hooks.hooks.bindings },
+    {
+      uniforms: pr.hooks.hooks.uniforms,
+      bindings: pr.hooks.hooks.bindings,
+      normalize: pr.hooks.hooks.normalize,
+    },
     ctx.features,
     ctx.limits,
   );
