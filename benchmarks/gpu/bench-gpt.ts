@@ -18,8 +18,10 @@
  *                      [--skip train|generate] [--out gpt.json] [--profile] [--dtype f32|f16]
  *                      [--queued] [--decode-ab] [--first-ab] [--threads-ab] [--cache-ab] [--warm]
  *                      [--off earlySubmit,fuseLinear,...] [--attentions flash,standard,sigmoid,gla]
+ *                      [--gen-attention flash|sigmoid|gla]
  *
- * --attentions: the training step's variants (GptConfig.attention; default flash,standard).
+ * --attentions: the training step's variants (GptConfig.attention; default flash,standard);
+ * --gen-attention: the generation model's (default flash).
  * --shape is L,H,C,T (layers, heads, width, training context); --gen-tokens is the number of
  * new tokens with the cache and with recomputation. On llvmpipe: --shape 2,2,32,64 --vocab 65
  * --batch 2 --contexts 64,128 --gen-tokens 8,3.
@@ -79,9 +81,15 @@ const SKIP = value('skip');
 // The training step's attention variants, timed in this order (GptConfig.attention): the
 // default is the FlashAttention paper's comparison; sigmoid and gla are the other families.
 const ATTENTIONS = (value('attentions') ?? 'flash,standard').split(',') as GptAttention[];
-if (!ATTENTIONS.every((a) => (GPT_ATTENTIONS as readonly string[]).includes(a))) {
+// Generation's model (GptConfig.attention; default flash): sigmoid decodes from the same paged
+// cache through the decode kernel, gla from its recurrent states.
+const GEN_ATTENTION = (value('gen-attention') ?? 'flash') as GptAttention;
+if (
+  !(GPT_ATTENTIONS as readonly string[]).includes(GEN_ATTENTION) ||
+  !ATTENTIONS.every((a) => (GPT_ATTENTIONS as readonly string[]).includes(a))
+) {
   console.error(
-    `--attentions: expected some of ${GPT_ATTENTIONS.join(',')}, got ${value('attentions')}`,
+    `--attentions / --gen-attention: expected some of ${GPT_ATTENTIONS.join(',')}, got ${value('attentions')} / ${GEN_ATTENTION}`,
   );
   process.exit(2);
 }
@@ -464,7 +472,7 @@ if (SKIP !== 'generate') {
   out.generation = generation;
   const longest = Math.max(...CONTEXTS);
   try {
-    const model = new Gpt(config('flash', longest), { seed: 2 }).toWebGpu(ctx);
+    const model = new Gpt(config(GEN_ATTENTION, longest), { seed: 2 }).toWebGpu(ctx);
     for (const context of CONTEXTS) {
       try {
         const r = await timeGeneration(context, model);
@@ -500,7 +508,9 @@ if (fl?.medianMs && st?.medianMs)
   console.log(
     `flash vs standard: ${(st.medianMs / fl.medianMs).toFixed(2)}x faster, ${(st.peakMiB! / fl.peakMiB!).toFixed(2)}x less peak memory`,
   );
-console.log('\nGeneration (greedy, batch 1): tokens/s after the first token');
+console.log(
+  `\nGeneration (greedy, batch 1, ${GEN_ATTENTION} attention): tokens/s after the first token`,
+);
 console.log('| context | KV cache tok/s | recompute tok/s | speed-up | cache first-token ms |');
 console.log('| --- | --- | --- | --- | --- |');
 for (const r of generation) {
