@@ -10,8 +10,8 @@ import { engineOrSkip, expectClose, poisoned } from '@attnkit/testing';
 import { describe, expect, test } from 'vitest';
 import { loadNative, type NativeAttentionProblem, type NativeEngine } from './index.js';
 
-// The forward's decode path (flash_decode.h: Nq <= 4 rows per sequence, softmax, band only,
-// optional sinks): keys in the SIMD lanes, the query heads of a GQA group together, key splits
+// The forward's decode path (flash_decode.h: Nq <= 4 rows per sequence, band only; softmax with
+// optional sinks here, the pointwise sigmoid and silu in the last describe): keys in the SIMD lanes, the query heads of a GQA group together, key splits
 // combined. Every ISA against the float64 reference, for Nq 1..4, GQA 8/2 and 32/8, odd Nk up to
 // 5000, causal, window, sinks, THD varlen with empty sequences, under the band, split-K and
 // stream-K schedules; outputs NaN-poisoned first, fresh random inputs per case.
@@ -360,27 +360,69 @@ describe.runIf(base)(
             for (let c = 0; c < hq * d; c++) expect(o[t * hq * d + c]).toBe(0);
         }
       // A NaN key row of sequence 2 (keys 5 of 9; its 4 causal rows see keys up to 5..8): NaN in
-      // rows 0..3 of sequence 2 only, the other sequences as before.
+      // rows 0..3 of sequence 2 only, the other sequences as before; both weights, every schedule.
       const kn = x[1].slice();
       kn.fill(Number.NaN, (cuK[2]! + 5) * hkv * d, (cuK[2]! + 6) * hkv * d);
-      for (const e of engines) {
-        const o = poisoned(q.size);
-        await e.run('attention.forward', problem, { q: x[0], k: kn, v: x[2] }, { o });
-        for (let t = 0; t < cuQ[5]!; t++) {
-          const inSeq2 = t >= cuQ[2]! && t < cuQ[3]!;
-          const row = o.subarray(t * hq * d, (t + 1) * hq * d);
-          if (inSeq2)
-            expect(
-              row.every((y) => Number.isNaN(y)),
-              `token ${t}`,
-            ).toBe(true);
-          else
-            expect(
-              row.every((y) => Number.isFinite(y)),
-              `token ${t}`,
-            ).toBe(true);
+      const silu: NativeAttentionProblem = {
+        ...problem,
+        normalize: { kind: 'silu', factor: 0.01 },
+      };
+      for (const e of engines)
+        for (const pr of [problem, silu])
+          for (const s of SCHEDULES) {
+            const o = poisoned(q.size);
+            await e.run('attention.forward', { ...pr, ...s }, { q: x[0], k: kn, v: x[2] }, { o });
+            for (let t = 0; t < cuQ[5]!; t++) {
+              const inSeq2 = t >= cuQ[2]! && t < cuQ[3]!;
+              const row = o.subarray(t * hq * d, (t + 1) * hq * d);
+              if (inSeq2)
+                expect(
+                  row.every((y) => Number.isNaN(y)),
+                  `token ${t}`,
+                ).toBe(true);
+              else
+                expect(
+                  row.every((y) => Number.isFinite(y)),
+                  `token ${t}`,
+                ).toBe(true);
+            }
+          }
+    });
+
+    test('a NaN value row inside a visited tile but outside every row band leaves the rows finite (the fallback path)', async () => {
+      // nq 3, causal, window [20, 0], nk 200: row i sees keys 177 + i .. 197 + i; key 170 is in
+      // the visited tile [128, 192) but in no row's band, so the dense P V would give 0 * NaN.
+      const rng = new Rng(6161);
+      const [hq, hkv, nq, nk, d] = [8, 2, 3, 200, 32];
+      const q = rng.randn([2, hq, nq, d]);
+      const k = rng.randn([2, hkv, nk, d]);
+      const v = rng.randn([2, hkv, nk, d]);
+      const options: AttentionOptions = { causal: true, window: [20, 0] };
+      const bias = -3;
+      const want = sigmoidAttentionReference(q, k, v, { ...options, bias }).o.toFloat64Array();
+      const x = [q, k, v].map((t) => t.toFloat32Array()) as [
+        Float32Array,
+        Float32Array,
+        Float32Array,
+      ];
+      for (let b = 0; b < 2; b++)
+        for (let h = 0; h < hkv; h++)
+          x[2].fill(Number.NaN, ((b * hkv + h) * nk + 170) * d, ((b * hkv + h) * nk + 171) * d);
+      const problem: NativeAttentionProblem = {
+        ...resolveAttentionProblem(q, k, v, options),
+        normalize: { kind: 'sigmoid', bias: Float32Array.of(bias, bias) },
+      };
+      for (const e of engines)
+        for (const s of SCHEDULES) {
+          const o = poisoned(q.size);
+          await e.run(
+            'attention.forward',
+            { ...problem, ...s },
+            { q: x[0], k: x[1], v: x[2] },
+            { o },
+          );
+          expectClose(o, want, TOL, `${e.isa} ${JSON.stringify(s)}`);
         }
-      }
     });
   },
 );

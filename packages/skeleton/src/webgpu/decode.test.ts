@@ -287,16 +287,71 @@ async function checkPointwise(c: Case, s: Partition, kind: 'sigmoid' | 'silu') {
 describe.skipIf(!ctx)(
   'decode kernel with a pointwise weight (sigmoid, silu) vs the TS loop',
   () => {
-    const picked = CASES.filter((c) =>
-      /^(gqa 4:1 nq 3|mha nq 2|one key|f16 gqa 8:1|varlen|paged, shuffled|gqa 8:1 nq 4)/.test(
-        c.name,
+    const picked = [
+      ...CASES.filter((c) =>
+        /^(gqa 4:1 nq 3|mha nq 2|one key|f16 gqa 8:1|varlen|paged, shuffled|gqa 8:1 nq 4|mqa 64 rows|f32 d 128|bf16)/.test(
+          c.name,
+        ),
       ),
-    );
+      // Nq past the native path's 4 (the WGSL regime takes up to 16 new rows).
+      {
+        name: 'gqa 2:1 nq 9 (18 rows), causal',
+        hq: 4,
+        hkv: 2,
+        nq: 9,
+        nk: 100,
+        attn: { causal: true },
+      },
+    ];
+    // Stream-K with 2 and 3 workers: ranges that cross sequences (and so sigmoid biases) on the
+    // paged and varlen cases.
+    const partitions: Partition[] = [
+      ...PARTITIONS,
+      { kind: 'streamK', workers: 2 },
+      { kind: 'streamK', workers: 3 },
+    ];
     for (const c of picked)
       for (const kind of ['sigmoid', 'silu'] as const)
-        test.each(PARTITIONS.map((s) => [label(s), s] as const))(`${c.name}, ${kind}, %s`, (_, s) =>
+        test.each(partitions.map((s) => [label(s), s] as const))(`${c.name}, ${kind}, %s`, (_, s) =>
           checkPointwise(c, s, kind),
         );
+
+    test('a NaN key row makes NaN exactly the rows whose band holds it (sigmoid, silu)', async () => {
+      // nq 4, causal, nk 100: rows 0 and 1 see keys [0, 97) and [0, 98); rows 2 and 3 key 98 too.
+      const [hq, hkv, nq, nk, d] = [4, 2, 4, 100, 16];
+      const q = rng.randn([1, hq, nq, d], 'f32');
+      const k = rng.randn([1, hkv, nk, d], 'f32');
+      const v = rng.randn([1, hkv, nk, d], 'f32');
+      const kd = k.toFloat32Array();
+      for (let h = 0; h < hkv; h++) kd.fill(Number.NaN, (h * nk + 98) * d, (h * nk + 99) * d);
+      const kn = Tensor.from(kd, [1, hkv, nk, d]);
+      const attn = { causal: true };
+      const [gq, gk, gv] = [q, kn, v].map((t) => toWebGpu(t, ctx!)) as [Tensor, Tensor, Tensor];
+      const p = resolveAttentionProblem(gq, gk, gv, attn);
+      for (const kind of ['sigmoid', 'silu'] as const) {
+        const normalize =
+          kind === 'sigmoid' ? { kind, bias: sigmoidBias(p) } : { kind, factor: 1 / nk };
+        for (const s of PARTITIONS) {
+          const hooks = {
+            normalize,
+            scoreMods: [],
+            ...(s.kind === 'fa2' ? {} : { schedule: s }),
+          } as TiledHooks;
+          const { o } = await tiledForwardWebGpu(p, hooks, gq, gk, gv);
+          const got = (await o.toCpu()).toFloat64Array();
+          for (let h = 0; h < hq; h++)
+            for (let i = 0; i < nq; i++)
+              for (let c = 0; c < d; c++) {
+                const x = got[(h * nq + i) * d + c]!;
+                const where = `${kind} ${label(s)} head ${h} row ${i}`;
+                if (i < 2) expect(Number.isFinite(x), where).toBe(true);
+                else expect(x, where).toBeNaN();
+              }
+          o.dispose();
+        }
+      }
+      for (const t of [gq, gk, gv]) t.dispose();
+    });
   },
 );
 

@@ -50,6 +50,8 @@ import { SPLITS_FIELD, STREAMK_FIELDS, type WgslKernel } from './shaders.js';
  * equal ranges of the unit's key tiles; 'streamK' the host's stream-K plan (aux.ts buildStreamK
  * over (b, kv head) units). The last two write partials (m, l, acc) in split-K's scratch layout
  * (slot (lse row) x P.splits + piece), which shaders.ts combineShader merges unchanged.
+ * Pointwise weights (sigmoid, silu): no (m, l) and no LSE; each key's weight is final, the
+ * groups' accumulators and the pieces' partials are plain sums (combineShader's pointwise merge).
  */
 
 /** Keys per tile: the unit of the split-K ranges and of the stream-K plan. */

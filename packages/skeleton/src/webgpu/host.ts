@@ -1234,7 +1234,8 @@ async function streamKForward(
 }
 
 /**
- * Decode (decode.ts, the regime of inDecodeRegime: plain softmax, group x maxSeqQ <= 64): one
+ * Decode (decode.ts, the regime of inDecodeRegime: softmax without sinks or a pointwise weight,
+ * group x maxSeqQ <= 64): one
  * workgroup per (b, kv head, piece) over all the query rows of the kv head, so K/V are read
  * once per kv head per piece. Without a schedule one piece per (b, kv head) writes o and lse
  * (forwardSetup's `decode` route, one dispatch, which the synchronous path also takes); here
