@@ -741,7 +741,11 @@ describe.skipIf(!ctx)('sage on WebGPU: tensorCores (emulated)', () => {
     const opts = optsOf(c, dm.d);
     const { tensors, wide, dtype } = inputs(c, dm);
     const n = dm.batch * dm.hq * dm.nq;
-    const tensorCores = { emulate: true, ...(c.subgroups ? { subgroups: c.subgroups } : {}) };
+    const tensorCores = {
+      engine: 'i8',
+      emulate: true,
+      ...(c.subgroups ? { subgroups: c.subgroups } : {}),
+    };
     const tsCodec = quantizeSageTs(wide.q, wide.k, wide.v, dm, config);
     const want = sageForwardTs(tsCodec, opts);
     const fromTs = sageCodecToGpu(g, tsCodec);
@@ -832,8 +836,11 @@ describe.skipIf(!ctx)('sage on WebGPU: tensorCores (emulated)', () => {
     const fwd = (c: SageCodecGpu, tensorCores: unknown, on: WebGpuContext = g) =>
       sageForwardWebGpu(on, c, { ...opts, tensorCores } as never).catch((e: unknown) => e);
     const codec = mk(dm);
-    // llvmpipe: no subgroup matrices.
+    // llvmpipe: no subgroup matrices. The default engine is f16 (its adapter check speaks).
     let err = await fwd(codec, true);
+    expect(err).toMatchObject({ name: 'ValueError', argument: 'tensorCores' });
+    expect(String(err)).toMatch(/the f16 tensor-core kernel runs/);
+    err = await fwd(codec, { engine: 'i8' });
     expect(err).toMatchObject({ name: 'ValueError', argument: 'tensorCores' });
     expect(String(err)).toMatch(/i8 x i8 -> i32 or u8 x u8 -> u32 16x16x32/);
     // The configs, but subgroups of 16-64 lanes.
@@ -851,7 +858,7 @@ describe.skipIf(!ctx)('sage on WebGPU: tensorCores (emulated)', () => {
         },
       },
     }) as WebGpuContext;
-    err = await fwd(codec, {}, wide);
+    err = await fwd(codec, { engine: 'i8' }, wide);
     expect(err).toMatchObject({ argument: 'tensorCores' });
     expect(String(err)).toMatch(/subgroups are 16-64 wide, not 32/);
     // Only the i8 config.
@@ -865,19 +872,19 @@ describe.skipIf(!ctx)('sage on WebGPU: tensorCores (emulated)', () => {
         },
       },
     }) as WebGpuContext;
-    expect(await fwd(codec, true, half)).toMatchObject({ argument: 'tensorCores' });
-    err = await fwd(codec, { emulate: true, subgroups: 9 });
+    expect(await fwd(codec, { engine: 'i8' }, half)).toMatchObject({ argument: 'tensorCores' });
+    err = await fwd(codec, { engine: 'i8', emulate: true, subgroups: 9 });
     expect(err).toMatchObject({ argument: 'tensorCores.subgroups' });
     expect(await fwd(codec, 'yes')).toMatchObject({ argument: 'tensorCores' });
     disposeSageCodecGpu(g, codec);
     // D 48: not a multiple of 32; pvBits 32: no V codes.
     const d48 = mk({ ...dm, d: 48 });
-    err = await fwd(d48, { emulate: true });
+    err = await fwd(d48, { engine: 'i8', emulate: true });
     expect(err).toMatchObject({ argument: 'tensorCores' });
     expect(String(err)).toMatch(/D = 48, Dv = 32 are not multiples of 32/);
     disposeSageCodecGpu(g, d48);
     const pv32 = mk(dm, { pvBits: 32 });
-    err = await fwd(pv32, { emulate: true });
+    err = await fwd(pv32, { engine: 'i8', emulate: true });
     expect(String(err)).toMatch(/pvBits is 32/);
     disposeSageCodecGpu(g, pv32);
   });

@@ -128,20 +128,21 @@ export interface SageForwardWebGpuOptions extends SageKernelOptions {
    */
   lseShift?: { q: GpuBuffer; dtype: 'f32' | 'f16' | 'bf16' } | undefined;
   /**
-   * Run the int8 tensor-core kernel (./tensor-cores.ts: Q K^T on i8 x i8 -> i32 and P~ V on
-   * u8 x u8 -> u32 subgroup matrices, 16x16x32) instead of the portable dot4I8Packed one.
-   * Opt-in (default false): on the H200 it measured 15.7 TOPS at (4, 32, 4096, 128) against the
-   * portable kernel's 31-39, so it is slower there today. Needs an adapter with both configs
+   * Run a tensor-core kernel instead of the portable dot4I8Packed one (opt-in, default false).
+   * `engine` (default 'f16'): 'f16', the FlashAttention-2 tensor-core forward's Sage hooks
+   * (./tensor-cores-f16.ts: the codes as f16 halves on f16 x f16 -> f32 matrices, exact integers;
+   * O kept in the matrices across tiles), verified on the H200 and its fastest Sage kernel
+   * (2026-12-05: 32.1 TOPS at (4, 32, 4096, 128) against the portable kernel's 27.2); it needs
+   * the f16 16x16x16 config, 32-wide subgroups, D and Dv multiples of 16 and pvBits 8;
+   * `subgroups` 1, 2 or 4 (default the largest that fits). 'i8', the int8 kernel
+   * (./tensor-cores.ts: Q K^T on i8 x i8 -> i32 and P~ V on u8 x u8 -> u32 subgroup matrices,
+   * 16x16x32): 14.2-15.7 TOPS on the H200, slower than the portable kernel. It needs an adapter with both configs
    * (ctx.features.subgroupMatrixConfigs), 32-wide subgroups, D and Dv multiples of 32 and
    * pvBits 8; otherwise a ValueError naming tensorCores says which is missing. `subgroups`:
    * 16-row subgroups per workgroup (1-8; default the largest of 4, 2, 1 whose workgroup memory
    * fits the device). `emulate` (a test aid, as the f16 tensor-core kernels have): the two
    * products in plain WGSL loops, so any device (llvmpipe) runs the rest of the kernel.
-   * `engine: 'f16'`: the FlashAttention-2 tensor-core forward's Sage hooks instead
-   * (./tensor-cores-f16.ts: the codes as f16 halves on f16 x f16 -> f32 matrices, exact
-   * integers; O kept in the matrices across tiles). It needs the f16 16x16x16 config, 32-wide
-   * subgroups, D and Dv multiples of 16 and pvBits 8; `subgroups` 1, 2 or 4 (default the largest
-   * that fits). Not measured on a device yet: opt-in until it is.
+   * A combination the adapter or codec cannot run is a ValueError naming tensorCores.
    */
   tensorCores?:
     | boolean
@@ -674,7 +675,9 @@ function tensorCorePlan(
   want: true | { engine?: 'i8' | 'f16'; subgroups?: number; emulate?: boolean },
 ): { engine: 'i8' | 'f16'; subgroups: number; fewest: number; emulate: boolean } {
   const given = want === true ? {} : want;
-  const engine = given.engine ?? 'i8';
+  // f16 by default: verified on the H200 and the fastest Sage kernel there (session 25: 32.1
+  // TOPS at (4, 32, 4096, 128) against the int8 kernel's 14.2 and the portable one's 27.2).
+  const engine = given.engine ?? 'f16';
   if (engine !== 'i8' && engine !== 'f16')
     throw new ValueError(
       `tensorCores.engine: expected "i8" or "f16", got ${describe(engine)}`,
