@@ -3,7 +3,8 @@
 # the attention variants: sigmoid (the paged KV cache read by the WGSL decode kernel, which takes
 # pointwise weights since session 25, timed here for the first time) and gla (the per-layer
 # recurrent states), KV cache vs recompute at 1K and 8K, beside flash in the same command.
-# Pack as h200-s25.sh (bench-gpt.mjs). Run (device tool, carry [".gpu"], timeout_s 590):
+# Pack: node benchmarks/gpu/build.mjs && rm -rf .gpu/app && bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-gpt.mjs
+# Run (device tool, carry [".gpu"], timeout_s 590):
 #   bash benchmarks/gpu/h200-s25b.sh
 set -uo pipefail
 out=${OUT:-/tmp/out}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 25's second device command (one call, under 600 s): h200-s25.sh's training-step
-# variants at GPT-2 small (flash, standard, sigmoid, gla; f16, vocab 50304), then GPT-2 small
+# Session 25's second device command (one call, under 600 s): bench-gpt's training step at
+# GPT-2 small for GptConfig.attention's variants (flash, standard, sigmoid, gla; f16 parameters,
+# vocab 50304 so the tied head takes nn's tensor-core matmul), then GPT-2 small
 # generation with sigmoid attention (the WGSL decode kernel's pointwise weights, first time on a
 # GPU) at 1K and 8K, then the character model trained on webgpu with --attention gla (500 steps).
 # Pack: node benchmarks/gpu/build.mjs && rm -rf .gpu/app && bash ../shared/gpu/pack.sh \

@@ -74,35 +74,83 @@ function randomIds(rng: Rng, b: number, t: number, vocab: number): Tensor {
   );
 }
 
+/**
+ * Trains `config` on one random batch for 40 AdamW steps on `backend` and checks that it
+ * memorises it: the loss starts near ln(11) = 2.40 (a uniform guess) and ends below 0.3.
+ */
+async function expectOverfits(
+  backend: Backend,
+  config: Partial<GptConfig> & { vocabSize: number },
+  lr: number,
+): Promise<void> {
+  const { model, place } = onBackend(backend, config, 1);
+  const rng = new Rng(7);
+  const [b, t] = backend === 'webgpu' ? [1, 12] : [2, 13];
+  const x = place(randomIds(rng, b, t, tiny.vocabSize));
+  const y = place(randomIds(rng, b, t, tiny.vocabSize));
+  const opt = new AdamW(model.parameters(), { lr, weightDecay: 0 });
+  held.push(opt);
+  const losses: number[] = [];
+  for (let step = 0; step < 40; step++) {
+    opt.zeroGrad();
+    const { loss } = model.forward(x, y);
+    loss!.backward();
+    opt.step();
+    losses.push((await loss!.data.toCpu()).toFloat64Array()[0]!);
+  }
+  expect(losses[0]).toBeGreaterThan(2.2);
+  expect(losses[0]).toBeLessThan(2.6);
+  expect(losses.at(-1)).toBeLessThan(0.3);
+}
+
+/**
+ * 50 tokens sampled with the model's decode cache (KV cache, or GLA's states) and again
+ * recomputing the context every token: the same tokens, logits within 1e-4 (f32 with another
+ * summation order), and on webgpu every GPU buffer given back.
+ */
+async function expectCachedEqualsRecomputed(backend: Backend, model: Gpt): Promise<void> {
+  const run = async (cache: boolean) => {
+    const logits: Float32Array[] = [];
+    const tokens = await model.generate([1, 5, 2], {
+      maxNewTokens: 50,
+      temperature: 0.8,
+      topK: 5,
+      seed: 9,
+      cache,
+      onToken: (_t, l) => logits.push(l),
+    });
+    return { tokens, logits };
+  };
+  // Settled first: earlier tests' unreachable tensors (autograd intermediates) give their
+  // buffers back when collected, which on CI happened in the middle of this test; and
+  // buffers released wait for their queued passes (the pool's release fence).
+  if (backend === 'webgpu') await settleWebGpu();
+  const live = ctx?.pool.liveBytes;
+  const cached = await run(true);
+  const plain = await run(false);
+  if (backend === 'webgpu') await settleWebGpu();
+  // Generation gives back every GPU buffer it took (caches, intermediates, the LSEs of
+  // attention under noGrad).
+  if (backend === 'webgpu') expect(ctx!.pool.liveBytes).toBe(live);
+  expect(cached.tokens).toHaveLength(50);
+  expect(cached.tokens).toEqual(plain.tokens);
+  let worst = 0;
+  cached.logits.forEach((l, i) => {
+    l.forEach((v, j) => {
+      worst = Math.max(worst, Math.abs(v - plain.logits[i]![j]!));
+    });
+  });
+  // f32 with a different summation order (FA2 over a cache vs over the whole prefix).
+  expect(worst).toBeLessThan(1e-4);
+}
+
 describe('Gpt', () => {
   test.each(
     BACKENDS.flatMap((backend) => (['learned', 'rope'] as const).map((p) => [backend, p] as const)),
   )('a tiny model overfits one batch on %s (%s positions)', async (backend, positional) => {
     if (!available(backend)) return void console.warn(`${backend} unavailable: skipped`);
-    const gpu = backend === 'webgpu';
-    const { model, place } = onBackend(
-      backend,
-      { ...(gpu ? tinyGpu : tiny), blockSize: 16, positional },
-      1,
-    );
-    const rng = new Rng(7);
-    const [b, t] = gpu ? [1, 12] : [2, 13];
-    const x = place(randomIds(rng, b, t, tiny.vocabSize));
-    const y = place(randomIds(rng, b, t, tiny.vocabSize));
-    const opt = new AdamW(model.parameters(), { lr: 3e-2, weightDecay: 0 });
-    held.push(opt);
-    const losses: number[] = [];
-    for (let step = 0; step < 40; step++) {
-      opt.zeroGrad();
-      const { loss } = model.forward(x, y);
-      loss!.backward();
-      opt.step();
-      losses.push((await loss!.data.toCpu()).toFloat64Array()[0]!);
-    }
-    // Starts near ln(11) = 2.40 (uniform guess); memorising the random targets drives it down.
-    expect(losses[0]).toBeGreaterThan(2.2);
-    expect(losses[0]).toBeLessThan(2.6);
-    expect(losses.at(-1)).toBeLessThan(0.3);
+    const base = backend === 'webgpu' ? tinyGpu : tiny;
+    await expectOverfits(backend, { ...base, blockSize: 16, positional }, 3e-2);
   });
 
   test.each([
@@ -118,39 +166,7 @@ describe('Gpt', () => {
       // GQA (query heads over fewer kv heads); biases on the untied model.
       const config = { ...(backend === 'webgpu' ? tinyGpu : tiny), positional, tieWeights };
       const { model } = onBackend(backend, { ...config, bias: !tieWeights }, 3);
-      const run = async (cache: boolean) => {
-        const logits: Float32Array[] = [];
-        const tokens = await model.generate([1, 5, 2], {
-          maxNewTokens: 50,
-          temperature: 0.8,
-          topK: 5,
-          seed: 9,
-          cache,
-          onToken: (_t, l) => logits.push(l),
-        });
-        return { tokens, logits };
-      };
-      // Settled first: earlier tests' unreachable tensors (autograd intermediates) give their
-      // buffers back when collected, which on CI happened in the middle of this test; and
-      // buffers released wait for their queued passes (the pool's release fence).
-      if (backend === 'webgpu') await settleWebGpu();
-      const live = ctx?.pool.liveBytes;
-      const cached = await run(true);
-      const plain = await run(false);
-      if (backend === 'webgpu') await settleWebGpu();
-      // Generation gives back every GPU buffer it took (caches, intermediates, the LSEs of
-      // attention under noGrad).
-      if (backend === 'webgpu') expect(ctx!.pool.liveBytes).toBe(live);
-      expect(cached.tokens).toHaveLength(50);
-      expect(cached.tokens).toEqual(plain.tokens);
-      let worst = 0;
-      cached.logits.forEach((l, i) => {
-        l.forEach((v, j) => {
-          worst = Math.max(worst, Math.abs(v - plain.logits[i]![j]!));
-        });
-      });
-      // f32 with a different summation order (FA2 over a cache vs over the whole prefix).
-      expect(worst).toBeLessThan(1e-4);
+      await expectCachedEqualsRecomputed(backend, model);
     },
   );
 
@@ -302,31 +318,10 @@ describe('Gpt', () => {
     'a tiny model overfits one batch on %s (attention %s)',
     async (backend, attention) => {
       if (!available(backend)) return void console.warn(`${backend} unavailable: skipped`);
-      const { model, place } = onBackend(
-        backend,
-        { ...variant(backend, attention), blockSize: 16 },
-        1,
-      );
-      const rng = new Rng(7);
-      const [b, t] = backend === 'webgpu' ? [1, 12] : [2, 13];
-      const x = place(randomIds(rng, b, t, tiny.vocabSize));
-      const y = place(randomIds(rng, b, t, tiny.vocabSize));
       // GLA's tiny model is on the edge of stability at 3e-2 (its loss spikes late in the run on
       // one backend and not the other, from f32 rounding differences in the first steps).
       const lr = attention === 'gla' ? 1e-2 : 3e-2;
-      const opt = new AdamW(model.parameters(), { lr, weightDecay: 0 });
-      held.push(opt);
-      const losses: number[] = [];
-      for (let step = 0; step < 40; step++) {
-        opt.zeroGrad();
-        const { loss } = model.forward(x, y);
-        loss!.backward();
-        opt.step();
-        losses.push((await loss!.data.toCpu()).toFloat64Array()[0]!);
-      }
-      expect(losses[0]).toBeGreaterThan(2.2);
-      expect(losses[0]).toBeLessThan(2.6);
-      expect(losses.at(-1)).toBeLessThan(0.3);
+      await expectOverfits(backend, { ...variant(backend, attention), blockSize: 16 }, lr);
     },
   );
 
@@ -335,35 +330,7 @@ describe('Gpt', () => {
     async (backend, attention) => {
       if (!available(backend)) return void console.warn(`${backend} unavailable: skipped`);
       const { model } = onBackend(backend, variant(backend, attention), 3);
-      const run = async (cache: boolean) => {
-        const logits: Float32Array[] = [];
-        const tokens = await model.generate([1, 5, 2], {
-          maxNewTokens: 50,
-          temperature: 0.8,
-          topK: 5,
-          seed: 9,
-          cache,
-          onToken: (_t, l) => logits.push(l),
-        });
-        return { tokens, logits };
-      };
-      if (backend === 'webgpu') await settleWebGpu();
-      const live = ctx?.pool.liveBytes;
-      const cached = await run(true);
-      const plain = await run(false);
-      if (backend === 'webgpu') {
-        await settleWebGpu();
-        expect(ctx!.pool.liveBytes).toBe(live);
-      }
-      expect(cached.tokens).toHaveLength(50);
-      expect(cached.tokens).toEqual(plain.tokens);
-      let worst = 0;
-      cached.logits.forEach((l, i) => {
-        l.forEach((v, j) => {
-          worst = Math.max(worst, Math.abs(v - plain.logits[i]![j]!));
-        });
-      });
-      expect(worst).toBeLessThan(1e-4);
+      await expectCachedEqualsRecomputed(backend, model);
     },
   );
 

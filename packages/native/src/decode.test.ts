@@ -1,5 +1,6 @@
 import {
   type AttentionOptions,
+  keyRange,
   type ModdedReferenceOptions,
   moddedAttentionReference,
   resolveAttentionProblem,
@@ -27,6 +28,10 @@ const SCHEDULES: Partial<NativeAttentionProblem>[] = [
   { streamK: { workers: 5 } },
   { streamK: { workers: 64 } },
 ];
+
+/** THD offsets of sequence lengths: 0, then the running sums. */
+const cum = (l: number[]) =>
+  Int32Array.from([0, ...l.map((_, i) => l.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
 
 async function check(
   q: Tensor,
@@ -96,8 +101,6 @@ describe.runIf(base)('decode forward (Nq <= 4) vs the float64 reference, every I
     const rng = new Rng(4242);
     const lensQ = [1, 0, 4, 2, 3];
     const lensK = [1777, 0, 9, 0, 2500];
-    const cum = (l: number[]) =>
-      Int32Array.from([0, ...l.map((_, i) => l.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
     const [cuQ, cuK] = [cum(lensQ), cum(lensK)];
     const [hq, hkv, d] = [8, 2, 64];
     const q = rng.randn([cuQ[5]!, hq, d]);
@@ -206,20 +209,15 @@ function siluReference(
     Float64Array,
     Float64Array,
   ];
-  // The softmax reference's allowed keys per row (its band rule), read from a reference run
-  // with V = one-hot columns would be indirect: the rule is written out (bottom-right).
   const O = new Float64Array(p.batch * p.hq * p.maxSeqQ * p.dv);
-  const [left, right] = options.window ?? [-1, -1];
   for (let b = 0; b < p.batch; b++)
     for (let h = 0; h < p.hq; h++)
       for (let i = 0; i < p.maxSeqQ; i++) {
-        const c = i + p.maxSeqK - p.maxSeqQ;
-        let hi = right < 0 ? p.maxSeqK - 1 : c + right;
-        if (options.causal) hi = Math.min(hi, c);
-        const lo = left < 0 ? 0 : c - left;
+        // The spec's band (bottom-right causal / window), as every reference reads it.
+        const [lo, hi] = keyRange(p, i, p.maxSeqQ, p.maxSeqK);
         const qo = ((b * p.hq + h) * p.maxSeqQ + i) * p.d;
         const kvh = Math.floor(h / p.group);
-        for (let j = Math.max(0, lo); j <= Math.min(hi, p.maxSeqK - 1); j++) {
+        for (let j = lo; j < hi; j++) {
           const ko = ((b * p.hkv + kvh) * p.maxSeqK + j) * p.d;
           let z = 0;
           for (let x = 0; x < p.d; x++) z += Q[qo + x]! * K[ko + x]!;
@@ -296,8 +294,6 @@ describe.runIf(base)(
       const rng = new Rng(5151);
       const lensQ = [1, 0, 4, 2, 3];
       const lensK = [1777, 0, 9, 0, 250];
-      const cum = (l: number[]) =>
-        Int32Array.from([0, ...l.map((_, i) => l.slice(0, i + 1).reduce((a, y) => a + y, 0))]);
       const [cuQ, cuK] = [cum(lensQ), cum(lensK)];
       const [hq, hkv, d] = [8, 2, 32];
       const q = rng.randn([cuQ[5]!, hq, d]);

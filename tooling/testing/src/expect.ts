@@ -62,3 +62,24 @@ export function expectSageRowsClose(
     `${label}: rows without flips`,
   ).toBeLessThanOrEqual(1e-5);
 }
+
+/**
+ * Asserts that `fn` throws an instance of `type` whose `argument` is `argument` and whose message
+ * matches `text`: a typed error naming the argument at fault (the project's error rule).
+ */
+export function expectTypedError(
+  fn: () => unknown,
+  type: new (...args: never[]) => Error,
+  argument: string,
+  text: RegExp,
+): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught, argument).toBeInstanceOf(type);
+  expect((caught as { argument?: unknown }).argument).toBe(argument);
+  expect((caught as Error).message).toMatch(text);
+}

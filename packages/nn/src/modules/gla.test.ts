@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { glaReference } from '@attnkit/linear-attention';
 import { Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
-import { relL2, webGpuTestContext } from '@attnkit/testing';
+import { expectTypedError as expectError, relL2, webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { noGrad, scope, Var } from '../autograd.js';
@@ -240,23 +240,6 @@ describe('decoding with a GlaState equals the whole sequence at once', () => {
 });
 
 describe('GatedLinearAttention errors', () => {
-  const expectError = (
-    fn: () => unknown,
-    type: typeof ValueError,
-    argument: string,
-    text: RegExp,
-  ) => {
-    let caught: unknown;
-    try {
-      fn();
-    } catch (e) {
-      caught = e;
-    }
-    expect(caught, argument).toBeInstanceOf(type);
-    expect((caught as ValueError).argument).toBe(argument);
-    expect((caught as Error).message).toMatch(text);
-  };
-
   it('constructor: heads must divide keyDim and valueDim; positive sizes', () => {
     expectError(
       () => new GatedLinearAttention(16, 3),

@@ -1,6 +1,11 @@
 import { glaReference, glaReferenceBackward } from '@attnkit/linear-attention';
 import { DTypeError, Rng, ShapeError, Tensor, ValueError } from '@attnkit/tensor';
-import { poisonAllocations, relL2, webGpuTestContext } from '@attnkit/testing';
+import {
+  expectTypedError as expectError,
+  poisonAllocations,
+  relL2,
+  webGpuTestContext,
+} from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Var } from '../autograd.js';
@@ -192,22 +197,6 @@ describe.runIf(registerNativeKernels() === true)('gla on the native backend', ()
 describe('gla errors (before any work)', () => {
   setDeviceBackend('cpu', 'ts');
   const x = problem(2, 5, 2, 3, 4);
-  const expectError = (
-    fn: () => unknown,
-    type: typeof ValueError,
-    argument: string,
-    text: RegExp,
-  ) => {
-    let caught: unknown;
-    try {
-      fn();
-    } catch (e) {
-      caught = e;
-    }
-    expect(caught, argument).toBeInstanceOf(type);
-    expect((caught as ValueError).argument).toBe(argument);
-    expect((caught as Error).message).toMatch(text);
-  };
 
   it('shapes: ShapeError naming the argument, what was expected and what came', () => {
     expectError(
