@@ -558,10 +558,12 @@ async function main() {
   }
   if (!flag('skip-variants')) {
     const shape = [4, 16, 4096, 128];
-    const simt = await timeIt(shape, false, 'f16', false);
+    // --dtype f32: split-f16's variants, against SIMT f32 (accurate to ~1e-6, so vsSimt is
+    // their error).
+    const simt = await timeIt(shape, false, DTYPE, false);
     const ref = await simt.o.toCpu();
     console.log(
-      `variant SIMT f16 ${shape}: ${simt.medianMs.toFixed(3)} ms ${simt.tflops.toFixed(1)} TFLOP/s`,
+      `variant SIMT ${DTYPE} ${shape}: ${simt.medianMs.toFixed(3)} ms ${simt.tflops.toFixed(1)} TFLOP/s`,
     );
     const variants: Array<Partial<TcForwardConfig>> = [];
     const list = value('variants');
@@ -570,10 +572,10 @@ async function main() {
       for (const subgroups of [4, 2])
         for (const keyMatrices of [4, 2])
           for (const lazy of [8, 0]) variants.push({ subgroups, keyMatrices, lazy });
-    const rows: unknown[] = [{ variant: 'simt f16', ms: simt.medianMs, tflops: simt.tflops }];
+    const rows: unknown[] = [{ variant: `simt ${DTYPE}`, ms: simt.medianMs, tflops: simt.tflops }];
     for (const vt of variants) {
       try {
-        const r = await timeIt(shape, false, 'f16', vt);
+        const r = await timeIt(shape, false, DTYPE, vt);
         const e = accuracy(await r.o.toCpu(), ref);
         r.o.dispose();
         rows.push({

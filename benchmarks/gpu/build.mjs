@@ -38,6 +38,7 @@ await build({
     join(here, 'bench-nn-block.ts'),
     join(here, 'bench-tc-micro.ts'),
     join(here, 'bench-tc-numerics.ts'),
+    join(here, 'bench-tc-split.ts'),
     join(here, 'bench-gpt.ts'),
     join(here, 'bench-matmul.ts'),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).

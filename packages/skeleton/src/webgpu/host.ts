@@ -59,6 +59,7 @@ import {
   statsShader,
   type WgslKernel,
 } from './shaders.js';
+import { SPLIT_F16_WORKGROUPS, splitF16Layout, splitF16Shader } from './split-f16.js';
 import { tcAutoSelect } from './tc-auto.js';
 import {
   TC_BACKWARD_TILES,
@@ -71,6 +72,7 @@ import {
   tcDqShader,
 } from './tc-backward.js';
 import {
+  TC_SPLIT_FIELDS,
   type TcForwardConfig,
   tcAdapterGap,
   tcForwardShader,
@@ -784,7 +786,11 @@ interface ForwardPrograms {
   tc: TcForwardConfig | undefined;
   kernel: WgslKernel;
   program: CompiledProgram;
+  /** presplit: the pass that splits q, k, v into [hi | lo] halves first. */
+  split?: CompiledProgram;
 }
+
+const SPLIT_F16_KERNEL = (): WgslKernel => generatedKernel('split f16', splitF16Shader);
 
 /** What tcAutoSelect weighs of a prepared problem (both passes ask it alike). */
 const tcAutoProblem = ({ p, dtype }: Prepared) => ({
@@ -822,7 +828,15 @@ async function forwardPrograms(s: ForwardSetup, opts: WebGpuTileOptions): Promis
         { kernel: TC_FORWARD_LABEL, timeoutMs: Number.POSITIVE_INFINITY },
       );
       rememberChoice(ctx, key, r.config);
-      return { tc: r.config, kernel: tcForwardKernel(r.config), program: r.value };
+      const split = r.config.presplit
+        ? await compile(ctx, SPLIT_F16_KERNEL(), 'split-f16 operands')
+        : undefined;
+      return {
+        tc: r.config,
+        kernel: tcForwardKernel(r.config),
+        program: r.value,
+        ...(split ? { split } : {}),
+      };
     } catch (e) {
       // Not remembered: a tile that timed out is compiled again next time (compile() forgets
       // failures), and an explicit request must still get the PipelineFallbackError.
@@ -848,7 +862,9 @@ function readyForwardPrograms(s: ForwardSetup): ForwardPrograms | undefined {
     if (c === undefined) return undefined;
     const kernel = tcForwardKernel(c);
     const program = readyProgram(ctx, kernel);
-    return program && { tc: c, kernel, program };
+    if (!c.presplit) return program && { tc: c, kernel, program };
+    const split = readyProgram(ctx, SPLIT_F16_KERNEL());
+    return program && split && { tc: c, kernel, program, split };
   }
   const kernel = simtForwardKernel(s);
   const program = readyProgram(ctx, kernel);
@@ -877,19 +893,48 @@ function forwardLaunch(
     const tile = s.decode
       ? { tileQ: Math.max(1, p.maxSeqQ), tileK: DECODE_BK }
       : { tileQ: br, tileK: bc };
-    const [uniform, aux] = launchBuffers(pr, buildAux(p, tile));
+    // presplit: q, k, v split into [hi | lo] halves by a pass of their own, bound in their place.
+    const pre: ComputeStep[] = [];
+    const halves: Partial<Record<'q' | 'k' | 'v', GpuBuffer>> = {};
+    const loOffs = { qLo: 0, kLo: 0, vLo: 0 };
+    if (tc?.presplit && progs.split) {
+      const splitKernel = SPLIT_F16_KERNEL();
+      for (const name of ['q', 'k', 'v'] as const) {
+        const src = pr.buffers[name];
+        const lay = splitF16Layout(src.size - (src.size % 4));
+        const dst = ctx.createStorageBuffer(lay.bytes, `split-f16 ${name}`);
+        const u = ctx.createUniform(
+          new Uint32Array([lay.n, lay.loOff, 0, 0]),
+          `split-f16 ${name} U`,
+        );
+        owned.push(dst, u);
+        halves[name] = dst;
+        loOffs[`${name}Lo`] = lay.loOff;
+        pre.push({
+          program: progs.split,
+          buffers: bindBuffers(splitKernel.bindings, { U: u, x: src, y: dst }),
+          workgroups: [Math.min(SPLIT_F16_WORKGROUPS, Math.ceil(lay.n / 512))],
+          label: `split-f16 ${name}`,
+        });
+      }
+    }
+    const [uniform, aux] = tc?.presplit
+      ? launchBuffers(pr, buildAux(p, tile), { fields: TC_SPLIT_FIELDS, values: loOffs })
+      : launchBuffers(pr, buildAux(p, tile));
     owned.push(uniform, aux);
     const buffers = {
       ...hookBuffers(pr, owned),
       ...pr.buffers,
+      ...halves,
       // The tensor-core forward's qDirect binds q's buffer a second time, as halves.
-      q16: pr.buffers.q,
+      q16: halves.q ?? pr.buffers.q,
       P: uniform,
       aux,
       o: buf(o),
       lse: lse && buf(lse),
     };
     const steps: ComputeStep[] = [
+      ...pre,
       {
         program,
         buffers: bindBuffers(kernel.bindings, buffers),
@@ -1042,6 +1087,9 @@ function tcConfig(
   // VARIANTS.md, run 12), with the largest tile of TC_DEFAULT_TILES that fits the device's
   // workgroup memory; fields the caller gives win.
   const given = want === true ? {} : want;
+  // split-f16's operands split by a pass of their own before the kernel (presplit), unless
+  // the caller asks for the in-kernel split: the kernel then stages halves as the f16 one does.
+  const presplit = split && given.presplit !== false;
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   // Q's matrices straight from storage (qDirect) wherever every 16-row block of q lies within
   // its buffer (tcQDirectFits; not split-f16, which stages Q as hi and lo): the Q block's
@@ -1051,15 +1099,27 @@ function tcConfig(
   // default for causal attention at D <= 64: there the 128-row workgroups ran slower at (16, 16,
   // 1024, 64) (1.05 ms against session 18's 0.85 with Q staged, 4 x 32), though faster without
   // the mask (1.05 against 1.38), so that case keeps the measured staged tile.
-  if (given.qDirect === true && split)
+  if (given.qDirect === true && split && !presplit)
     throw new ValueError(
       'tensorCores.qDirect: expected false or undefined with f32 inputs (split-f16 stages Q as hi and lo halves), got true',
       'tensorCores.qDirect',
     );
-  const canDirect = !split && given.qDirect !== false && tcQDirectFits(p, pr.buffers.q.size / 2);
+  // q's halves: its buffer's (f16), or the hi part of presplit's [hi | lo] (one per f32).
+  const canDirect =
+    (!split || presplit) &&
+    given.qDirect !== false &&
+    tcQDirectFits(p, pr.buffers.q.size / (split ? 4 : 2));
   const direct = canDirect && (given.qDirect === true || !(p.causal && p.d <= 64));
   const tiles = direct ? TC_DIRECT_TILES : TC_DEFAULT_TILES;
-  const base = { d: p.d, dv: p.dv, lazy: 8, pad: 8, swizzle: true, split };
+  const base = {
+    d: p.d,
+    dv: p.dv,
+    lazy: 8,
+    pad: 8,
+    swizzle: true,
+    split,
+    ...(presplit ? { presplit } : {}),
+  };
   const fits = (t: { subgroups: number; keyMatrices: number }) =>
     tcForwardWorkgroupBytes({ ...base, ...t, ...given, split, qDirect: direct }) <= limit;
   const tile = tiles.find(fits) ?? tiles[0]!;
@@ -1091,7 +1151,7 @@ function tcConfig(
   // Staging with every load issued before the stores: 27.7 -> 35.1 TFLOP/s at (4, 16, 4096,
   // 128) on the H200, verified there (2026-12-04, BENCHMARKS.md "WebGPU tensor cores, session
   // 17"); not beside split / narrow (their own staging), and a caller's choice wins.
-  c.batchLoads ??= !c.split && !c.narrow;
+  c.batchLoads ??= (!c.split || presplit) && !c.narrow;
   // Matrix offsets that are compile-time constants (scratch as arrays of per-subgroup arrays):
   // robustness then checks them at compile time instead of branching around every load; 35.2
   // -> 61.2 TFLOP/s at (4, 16, 4096, 128) on the H200 with robust access, verified there
@@ -1100,7 +1160,7 @@ function tcConfig(
   // The softmax from registers (each score read once) and Q's matrices held in registers: 61.2
   // -> 89.7 TFLOP/s there (same run of record; qRegs is not available beside split-f16).
   c.regSoftmax ??= true;
-  c.qRegs ??= !c.split;
+  c.qRegs ??= !c.split || presplit;
   if (tcForwardWorkgroupBytes(c) > ctx.limits.maxComputeWorkgroupStorageSize)
     no(
       `the config needs ${tcForwardWorkgroupBytes(c)} bytes of workgroup memory (limit ${ctx.limits.maxComputeWorkgroupStorageSize})`,

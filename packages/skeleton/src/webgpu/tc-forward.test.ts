@@ -11,6 +11,7 @@ import { PipelineFallbackError, PipelineTimeoutError, toWebGpu } from '@attnkit/
 import { afterAll, describe, expect, test, vi } from 'vitest';
 import { SOFTMAX_HOOKS } from '../hooks.js';
 import { tiledForwardWebGpu } from './host.js';
+import { splitF16Layout } from './split-f16.js';
 import {
   matrixOps,
   type TcForwardConfig,
@@ -698,6 +699,21 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
     () => splitRuns([[EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1 }]]),
   );
 
+  // The runs above take the host's default, presplit (q, k, v split by a pass of their own into
+  // [hi | lo] halves); these pin the other routes: Q's halves straight from storage, the
+  // in-kernel split (f32 staged and split while staging), and P split by masking.
+  test(
+    'presplit with qDirect, the in-kernel split, and the masked P split',
+    { timeout: 120_000 },
+    () =>
+      splitRuns([
+        [EMU_CASES[3]!, { ...plain, qDirect: true }],
+        [EMU_CASES[1]!, { ...plain, presplit: false }],
+        [EMU_DV, { ...plain, presplit: false, splitMask: true }],
+        [EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1, splitMask: true }],
+      ]),
+  );
+
   test('split excludes fused, narrow, qRegs and unpack', () => {
     const ok = { d: 64, dv: 64, subgroups: 2, keyMatrices: 1, lazy: 8, split: true };
     expect(tcForwardShader(ok).bindings.find((b) => b.name === 'o')?.type).toBe('array<vec4<f32>>');
@@ -709,6 +725,33 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
     expect(code).toContain('(sc[e] + scx[e] * LOINV) * P.scaleLog2');
     for (const bad of [{ fused: true }, { narrow: true }, { qRegs: true }, { unpack: true }])
       expect(() => tcForwardShader({ ...ok, ...bad })).toThrow(/^split: expected no fused/);
+  });
+});
+
+describe('split-f16 presplit: planning and generated code (no device)', () => {
+  test('splitF16Layout: lo after n rounded up to 8 halves; bad sizes are ValueErrors', () => {
+    expect(splitF16Layout(4 * 13)).toEqual({ n: 13, loOff: 16, bytes: 64 });
+    expect(splitF16Layout(4 * 16)).toEqual({ n: 16, loOff: 16, bytes: 64 });
+    for (const bad of [0, 6, -4, 1.5])
+      expect(() => splitF16Layout(bad)).toThrow(/^bytes: expected a positive multiple of 4/);
+  });
+
+  test('presplit binds halves and adds the lo offsets; it needs split', () => {
+    const ok = { d: 64, dv: 64, subgroups: 2, keyMatrices: 1, lazy: 8, split: true };
+    const pre = tcForwardShader({ ...ok, presplit: true, qDirect: true, batchLoads: true });
+    expect(pre.bindings.find((b) => b.name === 'q')?.type).toBe('array<vec4<u32>>');
+    expect(pre.bindings.find((b) => b.name === 'o')?.type).toBe('array<vec4<f32>>');
+    expect(pre.code).toContain('kLo: u32');
+    expect(pre.code).toContain('qOff + P.qLo + 16u');
+    expect(pre.code).not.toContain('var<workgroup> qsl');
+    expect(tcForwardShader({ ...ok, presplit: true }).code).toContain('(kB + P.kLo)');
+    expect(() => tcForwardShader({ ...ok, split: false, presplit: true })).toThrow(
+      /^presplit: expected split beside it/,
+    );
+    expect(() => tcForwardShader({ ...ok, split: false, splitMask: true })).toThrow(
+      /^splitMask: expected split beside it/,
+    );
+    expect(() => tcForwardShader({ ...ok, qDirect: true })).toThrow(/^qDirect: expected no split/);
   });
 });
 

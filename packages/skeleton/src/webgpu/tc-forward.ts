@@ -157,6 +157,20 @@ export interface TcForwardConfig {
    */
   split?: boolean;
   /**
+   * split-f16's hi by masking (device probe, issue 20): hi = x with its 13 low mantissa bits
+   * cleared (f16's 11 significant bits, so f16(hi) is exact for normal f16 values) and lo =
+   * f16((x - hi) 2^11), x - hi exact in f32, instead of hi = f16(x) rounded by the conversion.
+   * Integer operations the compiler cannot fold into the conversion. Only with split.
+   */
+  splitMask?: boolean;
+  /**
+   * split-f16 with the inputs split before the kernel (the host's `splitF16` pass): q, k and v
+   * are bound as halves, each buffer [hi | lo], lo at the uniform's qLo / kLo / vLo (halves), so
+   * the kernel stages (and with qDirect loads) halves as the f16 kernel does, twice, instead of
+   * converting f32 on every staging. Only with split; allows qDirect, qRegs and batchLoads.
+   */
+  presplit?: boolean;
+  /**
    * Timing aid, wrong results: 'noRoundTrip' leaves S in its matrices (no store, no softmax
    * loops; P is whatever the scratch holds), 'noSoftmax' keeps the round trip but neither masks
    * nor exponentiates. The differences to the real kernel price its parts on the device.
@@ -207,6 +221,13 @@ export interface TcSageConfig {
   granularity: SageGranularity;
   bias: boolean;
 }
+
+/** The uniform fields a presplit kernel adds after PARAM_FIELDS: where lo starts in q, k, v (halves). */
+export const TC_SPLIT_FIELDS = [
+  ['qLo', 'u32'],
+  ['kLo', 'u32'],
+  ['vLo', 'u32'],
+] as const;
 
 /** The uniform fields a Sage kernel adds after PARAM_FIELDS (TcForwardConfig.sage). */
 export const TC_SAGE_FIELDS = [
@@ -422,17 +443,21 @@ function check(c: TcForwardConfig): void {
     );
   if (!(Number.isFinite(c.lazy) && c.lazy >= 0 && c.lazy <= 12))
     throw new ValueError(`lazy: expected a number in [0, 12], got ${c.lazy}`, 'lazy');
-  if (c.batchLoads && (c.narrow || c.split))
+  if (c.presplit && !c.split)
+    throw new ValueError('presplit: expected split beside it, got none', 'presplit');
+  if (c.batchLoads && (c.narrow || (c.split && !c.presplit)))
     throw new ValueError(
       'batchLoads: expected neither narrow nor split beside it (it stages 16-byte words of halves; f32 inputs run split-f16), got one',
       'batchLoads',
     );
-  if (c.split && (c.fused || c.narrow || c.qRegs || c.unpack))
+  if (c.splitMask && !c.split)
+    throw new ValueError('splitMask: expected split beside it, got none', 'splitMask');
+  if (c.split && (c.fused || c.narrow || (c.qRegs && !c.presplit) || c.unpack))
     throw new ValueError(
-      'split: expected no fused, narrow, qRegs or unpack beside it, got some of them',
+      'split: expected no fused, narrow, qRegs (without presplit) or unpack beside it, got some of them',
       'split',
     );
-  if (c.qDirect && c.split)
+  if (c.qDirect && c.split && !c.presplit)
     throw new ValueError(
       'qDirect: expected no split beside it (split-f16 stages Q as hi and lo halves), got both',
       'qDirect',
@@ -748,7 +773,10 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   const { A, H } = mx;
   const split = c.split ?? false;
   const sage = c.sage;
-  const src = split ? 'array<vec4<f32>>' : narrow ? 'array<u32>' : 'array<vec4<u32>>';
+  // split converts f32 words while staging; presplit stages halves (words of [hi | lo]).
+  const presplit = split && (c.presplit ?? false);
+  const kSplit = split && !presplit;
+  const src = kSplit ? 'array<vec4<f32>>' : narrow ? 'array<u32>' : 'array<vec4<u32>>';
   const bindings: WgslBinding[] = [
     { name: 'P', kind: 'uniform', type: 'Params' },
     { name: 'q', kind: 'read', type: src },
@@ -798,7 +826,7 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   ) => {
     // dst (and split's lo array) as the staging target, and row r's start d within it.
     const { target: tgt, rowAt } = stagingAddress(outer, at, DW);
-    return split
+    return kSplit
       ? `
     for (var e = lid; e < ${(rows * W) / 4}u; e += ${T}u) {
       let r = e / ${W / 4}u;
@@ -807,8 +835,12 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
       if (${first} + r < ${limit}) { x = ${s}[(${base} + (${first} + r) * ${stride}) / 4u + c4]; }
       ${rowAt('r')} + c4 * 4u;
       ${[0, 1, 2, 3]
-        .map(
-          (i) => `let h${i} = ${emu ? `r16(x[${i}])` : `f16(x[${i}])`};
+        .map((i) =>
+          c.splitMask
+            ? `let m${i} = hiBits(x[${i}]);
+      ${tgt(dst)}[d + ${i}u] = ${emu ? `r16(m${i})` : `f16(m${i})`};
+      ${tgt(`${dst}l`)}[d + ${i}u] = ${emu ? `r16((x[${i}] - m${i}) * LOSCALE)` : `f16((x[${i}] - m${i}) * LOSCALE)`};`
+            : `let h${i} = ${emu ? `r16(x[${i}])` : `f16(x[${i}])`};
       ${tgt(dst)}[d + ${i}u] = h${i};
       ${tgt(`${dst}l`)}[d + ${i}u] = ${emu ? `r16((x[${i}] - h${i}) * LOSCALE)` : `f16((x[${i}] - f32(h${i})) * LOSCALE)`};`,
         )
@@ -883,12 +915,29 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
     return mx.load('R', a, o, !isV, stride, outer);
   };
   const qLoad = (i: number) => ldMine('L', qStage, `sg * ${16 * KW}u`, 16 * i, `${KW}u`);
-  const stageK = nest
-    ? stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', `${kB0}u + `, kOuter)
-    : stage('k', 'kB', 'P.kRow', 'c0', BC, 'nk', c.d, KW, 'kv', 'kvK + ');
-  const stageV = nest
-    ? stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', `${vB0}u + `, vOuter)
-    : stage('v', 'vB', 'P.vRow', 'c0', BC, 'nk', c.dv, VW, 'kv', 'kvV + ');
+  const qlLoad = (i: number) => ldMine('L', 'qsl', `sg * ${16 * KW}u`, 16 * i, `${KW}u`);
+  // presplit: each staging twice, hi into kv and lo (at the uniform's offset) into kvl.
+  const halvesOf = (f: (base: string, dst: string) => string, base: string, lo: string) =>
+    presplit
+      ? `${f(base, 'kv')}
+${f(`(${base} + ${lo})`, 'kvl')}`
+      : f(base, 'kv');
+  const stageK = halvesOf(
+    (base, dst) =>
+      nest
+        ? stage('k', base, 'P.kRow', 'c0', BC, 'nk', c.d, KW, dst, `${kB0}u + `, kOuter)
+        : stage('k', base, 'P.kRow', 'c0', BC, 'nk', c.d, KW, dst, 'kvK + '),
+    'kB',
+    'P.kLo',
+  );
+  const stageV = halvesOf(
+    (base, dst) =>
+      nest
+        ? stage('v', base, 'P.vRow', 'c0', BC, 'nk', c.dv, VW, dst, `${vB0}u + `, vOuter)
+        : stage('v', base, 'P.vRow', 'c0', BC, 'nk', c.dv, VW, dst, 'kvV + '),
+    'vB',
+    'P.vLo',
+  );
   // prefetchK / splitV: the loads apart from the stores (stageParts), where they apply.
   const partsOk = !split && !narrow && !fused;
   const kParts = (loadFirst: string) =>
@@ -970,11 +1019,15 @@ var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
     sage
       ? // P~'s code, rint(f32(p 255)) (WGSL's round is half to even), exact as f16.
         `${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ${mx.half('round(p * 255.0)')};`
-      : split
-        ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
+      : split && c.splitMask
+        ? `let pm = hiBits(p);
+      ${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16(pm)' : 'f16(pm)'};
+      ${el('spl', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16((p - pm) * LOSCALE)' : 'f16((p - pm) * LOSCALE)'};`
+        : split
+          ? `let ph = ${emu ? 'r16(p)' : 'f16(p)'};
       ${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ph;
       ${el('spl', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16((p - ph) * LOSCALE)' : 'f16((p - f32(ph)) * LOSCALE)'};`
-        : `${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16(p)' : 'f16(p)'};`;
+          : `${el('sp', `${spAt}rr * ${SPW}u + ${cl}`)} = ${emu ? 'r16(p)' : 'f16(p)'};`;
   // p of a masked score x: 2^(x - m) (log2 units), or sage's e^(x - m), 0 for a masked key.
   const expOf = (x: string) =>
     sage ? `select(0.0, sage_exp(${x} - mn), ${x} > NEG)` : `exp2(${x} - mn)`;
@@ -997,15 +1050,15 @@ var<workgroup> sflag: ${smallFirst ? 'array<u32, 4>' : 'u32'};`;
           '\n    ',
         );
   const code = `${emu ? '' : 'enable f16;\n'}${shuffle ? 'enable subgroups;\n' : ''}${emu ? '' : 'enable chromium_experimental_subgroup_matrix;'}
-${paramsStruct(sage ? TC_SAGE_FIELDS : [])}
+${paramsStruct(sage ? TC_SAGE_FIELDS : presplit ? TC_SPLIT_FIELDS : [])}
 const BC = ${BC}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
-${split ? 'const LOSCALE = 2048.0;\nconst LOINV = 0.00048828125;' : ''}
+${split ? `const LOSCALE = 2048.0;\nconst LOINV = 0.00048828125;${c.splitMask ? '\nfn hiBits(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) & 0xffffe000u); }' : ''}` : ''}
 ${smallFirst ? small : ''}
 var<workgroup> kv: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};
-${qDirect ? '' : `var<workgroup> qs: ${arr(H, 16 * KW, c.subgroups)};\n`}${split ? `var<workgroup> kvl: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};\nvar<workgroup> qsl: ${arr(H, 16 * KW, c.subgroups)};\nvar<workgroup> spl: ${arr(H, 16 * SPW, c.subgroups)};\nvar<workgroup> scx: ${arr('f32', 16 * BC, c.subgroups)};` : ''}
+${qDirect ? '' : `var<workgroup> qs: ${arr(H, 16 * KW, c.subgroups)};\n`}${split ? `var<workgroup> kvl: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};\n${qDirect ? '' : `var<workgroup> qsl: ${arr(H, 16 * KW, c.subgroups)};\n`}var<workgroup> spl: ${arr(H, 16 * SPW, c.subgroups)};\nvar<workgroup> scx: ${arr('f32', 16 * BC, c.subgroups)};` : ''}
 var<workgroup> sc: ${arr('f32', 16 * BC, c.subgroups)};
 var<workgroup> sp: ${arr(H, 16 * SPW, c.subgroups)};
 ${smallFirst ? '' : small}
@@ -1052,13 +1105,23 @@ ${tcEntry(T, emu)}
       ? `// Q's matrices from storage, once: the subgroup's 16-row block, or (wholly past the
   // sequence) its last one; the host checked that every such block lies within the buffer.
   let qOff = qB + ${TC_DIRECT_BLOCK_ROW} * P.qRow;
-  ${rep(KD, (i) => `let qa${i} = ${mx.loadStorage('q16', 'q', `qOff + ${16 * i}u`, 'P.qRow', narrow)};`, '\n  ')}`
+  ${rep(KD, (i) => `let qa${i} = ${mx.loadStorage('q16', 'q', `qOff + ${16 * i}u`, 'P.qRow', narrow)};`, '\n  ')}${
+    presplit
+      ? `
+  ${rep(KD, (i) => `let ql${i} = ${mx.loadStorage('q16', 'q', `qOff + P.qLo + ${16 * i}u`, 'P.qRow', narrow)};`, '\n  ')}`
+      : ''
+  }`
       : `// Q's block (rows past the sequence as zeros), once.
-  ${nest ? stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '', 16) : stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '')}
+  ${nest ? stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '', 16) : stage('q', 'qB', 'P.qRow', 'r0', BR, 'nq', c.d, KW, qStage, '')}${
+    presplit
+      ? `
+  ${nest ? stage('q', '(qB + P.qLo)', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qsl', '', 16) : stage('q', '(qB + P.qLo)', 'P.qRow', 'r0', BR, 'nq', c.d, KW, 'qsl', '')}`
+      : ''
+  }
   ${
     qRegs
       ? `workgroupBarrier();
-  ${rep(KD, (i) => `let qa${i} = ${qLoad(i)};`, '\n  ')}
+  ${rep(KD, (i) => `let qa${i} = ${qLoad(i)};${split ? ` let ql${i} = ${qlLoad(i)};` : ''}`, '\n  ')}
 `
       : ''
   }`
@@ -1113,7 +1176,7 @@ ${tcEntry(T, emu)}
       KD,
       (i) => `{
       let qa = ${qRegs ? `qa${i}` : qLoad(i)};
-      ${split ? `let ql = ${ldMine('L', 'qsl', `sg * ${16 * KW}u`, 16 * i, `${KW}u`)};` : ''}
+      ${split ? `let ql = ${qRegs ? `ql${i}` : qlLoad(i)};` : ''}
       ${rep(
         NC,
         (n) => {
