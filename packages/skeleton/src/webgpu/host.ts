@@ -1101,7 +1101,7 @@ function tcConfig(
   // the mask (1.05 against 1.38), so that case keeps the measured staged tile.
   if (given.qDirect === true && split && !presplit)
     throw new ValueError(
-      'tensorCores.qDirect: expected false or undefined with f32 inputs (split-f16 stages Q as hi and lo halves), got true',
+      'tensorCores.qDirect: expected false or undefined with presplit: false (the in-kernel split-f16 stages Q as hi and lo halves), got true',
       'tensorCores.qDirect',
     );
   // q's halves: its buffer's (f16), or the hi part of presplit's [hi | lo] (one per f32).

@@ -894,7 +894,7 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect, emulated, vs the float64 re
 });
 
 // Requests the direct loads cannot serve are errors whatever the sequence lengths: qDirect with
-// f32 inputs (split-f16 stages Q), and a tile too large even without the Q block.
+// the in-kernel split-f16 (it stages Q), and a tile too large even without the Q block.
 describe.skipIf(!ctx)('tensor-core forward, qDirect requests that cannot run', () => {
   test('typed errors, the same for lengths that fit the buffer and lengths that do not', async () => {
     for (const nq of [48, 37]) {
@@ -908,9 +908,11 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect requests that cannot run', (
         const p = resolveAttentionProblem(q, k, v);
         await expect(
           tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
-            tensorCores: { qDirect: true, emulate: true },
+            tensorCores: { qDirect: true, presplit: false, emulate: true },
           }),
-        ).rejects.toThrow(/^tensorCores\.qDirect: expected false or undefined with f32 inputs/);
+        ).rejects.toThrow(
+          /^tensorCores\.qDirect: expected false or undefined with presplit: false/,
+        );
         await expect(
           tiledForwardWebGpu(p, SOFTMAX_HOOKS, h[0]!, h[1]!, h[2]!, {
             tensorCores: { subgroups: 8, keyMatrices: 8, emulate: true },
