@@ -1,0 +1,74 @@
+import { decodeHalfArray, Rng } from '@attnkit/tensor';
+import { webGpuTestContext } from '@attnkit/testing';
+import { afterAll, describe, expect, test } from 'vitest';
+import { SPLIT_F16_WORKGROUPS, splitF16Layout, splitF16Shader } from './split-f16.js';
+
+const ctx = await webGpuTestContext();
+afterAll(() => ctx?.destroy());
+
+// The pass is plain WGSL (no shader-f16), so llvmpipe runs the same code the device does.
+describe.skipIf(!ctx)('splitF16Shader: [hi | lo] halves of an f32 buffer', () => {
+  test('hi has 11 significant bits, hi + lo 2^-11 holds x to 2^-21, the padding untouched', async () => {
+    const rng = new Rng(5);
+    // Odd n; normals, probabilities down to e^-12, values in (1e-4, 1e-2), exact halves, zeros.
+    const n = 4099;
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const c = i % 5;
+      x[i] =
+        c === 0
+          ? rng.normal()
+          : c === 1
+            ? Math.exp(-12 * rng.uniform())
+            : c === 2
+              ? 10 ** (-4 + 2 * rng.uniform()) * (rng.uniform() < 0.5 ? -1 : 1)
+              : c === 3
+                ? Math.round(rng.normal() * 64) / 64
+                : 0;
+    }
+    const lay = splitF16Layout(x.byteLength);
+    expect(lay).toEqual({ n, loOff: 4104, bytes: 4 * 4104 });
+    const kernel = splitF16Shader();
+    const prog = await ctx!.pipelines.get({
+      code: kernel.code,
+      bindings: ['uniform', 'read', 'storage'],
+      label: 'split-f16 test',
+    });
+    const bx = ctx!.createFromData(x, 'x');
+    // Poisoned: NaN halves everywhere, so a word the pass skips or a padding it writes shows.
+    const by = ctx!.createFromData(new Uint16Array(lay.bytes / 2).fill(0x7e00), 'y');
+    const bu = ctx!.createUniform(new Uint32Array([lay.n, lay.loOff, 0, 0]), 'U');
+    try {
+      await ctx!.dispatch([
+        {
+          program: prog,
+          buffers: [bu, bx, by],
+          workgroups: [Math.min(SPLIT_F16_WORKGROUPS, Math.ceil(n / 512))],
+        },
+      ]);
+      const bits = new Uint16Array(await ctx!.readBuffer(by, lay.bytes));
+      const h = decodeHalfArray('f16', bits, new Float64Array(bits.length));
+      let worst = 0;
+      for (let i = 0; i < n; i++) {
+        const hi = h[i]!;
+        const lo = h[lay.loOff + i]!;
+        // hi: x with its low 13 mantissa bits cleared (exact in f16 for |x| >= 2^-14).
+        if (Math.abs(x[i]!) >= 2 ** -14) {
+          const masked = new Float32Array(
+            new Uint32Array([new Uint32Array(x.buffer)[i]! & 0xffffe000]).buffer,
+          )[0]!;
+          expect(hi).toBe(masked);
+        }
+        const scale = Math.max(Math.abs(x[i]!), 2 ** -14);
+        worst = Math.max(worst, Math.abs(hi + lo / 2048 - x[i]!) / scale);
+      }
+      expect(worst).toBeLessThanOrEqual(2 ** -21);
+      // The halves between n and loOff (hi's padding): the last word's second half is 0 (n is
+      // odd), the rest as poisoned.
+      expect(bits[n]).toBe(0);
+      expect(Array.from(bits.subarray(n + 1, lay.loOff))).toEqual([0x7e00, 0x7e00, 0x7e00, 0x7e00]);
+    } finally {
+      for (const b of [bx, by, bu]) b.destroy();
+    }
+  });
+});
