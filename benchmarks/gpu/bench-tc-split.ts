@@ -147,9 +147,9 @@ type TcOpt = WebGpuTileOptions['tensorCores'];
 const emu = { emulate: true, subgroups: 1, keyMatrices: 1 } as const;
 const configs: Array<[string, TcOpt]> = hw
   ? [
-      ['default (presplit)', true],
-      ['presplit, masked P', { splitMask: true }],
-      ['presplit, 8 x 1', { subgroups: 8, keyMatrices: 1 }],
+      ['presplit', { presplit: true }],
+      ['presplit, masked P', { presplit: true, splitMask: true }],
+      ['presplit, 8 x 1', { presplit: true, subgroups: 8, keyMatrices: 1 }],
       ['in-kernel split', { presplit: false }],
       ['in-kernel split, masked', { presplit: false, splitMask: true }],
       [
@@ -160,7 +160,7 @@ const configs: Array<[string, TcOpt]> = hw
         'in-kernel split, one subgroup, one key matrix',
         { presplit: false, subgroups: 1, keyMatrices: 1 },
       ],
-      ['emulated on this device, presplit', emu],
+      ['emulated on this device, presplit', { ...emu, presplit: true }],
       ['emulated on this device, in-kernel split', { ...emu, presplit: false }],
     ]
   : [

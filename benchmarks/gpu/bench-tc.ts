@@ -628,7 +628,8 @@ async function main() {
         for (const [impl, dtype, tc] of (
           [
             ['tc f16', 'f16', true],
-            ['split-f16 f32', 'f32', true],
+            // --tc-f32 JSON: split-f16's tensorCores options (e.g. '{"presplit":true}').
+            ['split-f16 f32', 'f32', value('tc-f32') ? JSON.parse(value('tc-f32')!) : true],
             ['simt f32', 'f32', false],
             ['simt f16', 'f16', false],
           ] as const

@@ -1087,9 +1087,10 @@ function tcConfig(
   // VARIANTS.md, run 12), with the largest tile of TC_DEFAULT_TILES that fits the device's
   // workgroup memory; fields the caller gives win.
   const given = want === true ? {} : want;
-  // split-f16's operands split by a pass of their own before the kernel (presplit), unless
-  // the caller asks for the in-kernel split: the kernel then stages halves as the f16 one does.
-  const presplit = split && given.presplit !== false;
+  // split-f16's operands split by a pass of their own before the kernel where the caller asks
+  // for it (presplit: the kernel then stages halves as the f16 one does); opt-in until it is
+  // verified on a device (issue 20 item 5, session 26: only emulated so far).
+  const presplit = split && given.presplit === true;
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   // Q's matrices straight from storage (qDirect) wherever every 16-row block of q lies within
   // its buffer (tcQDirectFits; not split-f16, which stages Q as hi and lo): the Q block's
@@ -1101,7 +1102,7 @@ function tcConfig(
   // the mask (1.05 against 1.38), so that case keeps the measured staged tile.
   if (given.qDirect === true && split && !presplit)
     throw new ValueError(
-      'tensorCores.qDirect: expected false or undefined with presplit: false (the in-kernel split-f16 stages Q as hi and lo halves), got true',
+      'tensorCores.qDirect: expected false or undefined without presplit (the in-kernel split-f16 stages Q as hi and lo halves), got true',
       'tensorCores.qDirect',
     );
   // q's halves: its buffer's (f16), or the hi part of presplit's [hi | lo] (one per f32).

@@ -699,19 +699,16 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
     () => splitRuns([[EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1 }]]),
   );
 
-  // The runs above take the host's default, presplit (q, k, v split by a pass of their own into
-  // [hi | lo] halves); these pin the other routes: Q's halves straight from storage, the
-  // in-kernel split (f32 staged and split while staging), and P split by masking.
-  test(
-    'presplit with qDirect, the in-kernel split, and the masked P split',
-    { timeout: 120_000 },
-    () =>
-      splitRuns([
-        [EMU_CASES[3]!, { ...plain, qDirect: true }],
-        [EMU_CASES[1]!, { ...plain, presplit: false }],
-        [EMU_DV, { ...plain, presplit: false, splitMask: true }],
-        [EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1, splitMask: true }],
-      ]),
+  // The runs above take the host's default, the in-kernel split (f32 staged and split while
+  // staging); these pin presplit (q, k, v split by a pass of their own into [hi | lo] halves),
+  // with Q's halves straight from storage and with the defaults, and P split by masking.
+  test('presplit (flat, qDirect, the defaults) and the masked P split', { timeout: 120_000 }, () =>
+    splitRuns([
+      [EMU_CASES[3]!, { ...plain, presplit: true, qDirect: true }],
+      [EMU_CASES[1]!, { ...plain, presplit: true }],
+      [EMU_DV, { ...plain, splitMask: true }],
+      [EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1, presplit: true, splitMask: true }],
+    ]),
   );
 
   test('split excludes fused, narrow, qRegs and unpack', () => {
@@ -908,11 +905,9 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect requests that cannot run', (
         const p = resolveAttentionProblem(q, k, v);
         await expect(
           tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
-            tensorCores: { qDirect: true, presplit: false, emulate: true },
+            tensorCores: { qDirect: true, emulate: true },
           }),
-        ).rejects.toThrow(
-          /^tensorCores\.qDirect: expected false or undefined with presplit: false/,
-        );
+        ).rejects.toThrow(/^tensorCores\.qDirect: expected false or undefined without presplit/);
         await expect(
           tiledForwardWebGpu(p, SOFTMAX_HOOKS, h[0]!, h[1]!, h[2]!, {
             tensorCores: { subgroups: 8, keyMatrices: 8, emulate: true },
