@@ -117,8 +117,15 @@ export {
   tcDqShader,
 } from './webgpu/tc-backward.js';
 export {
+  SPLIT_F16_WORKGROUPS,
+  type SplitF16Layout,
+  splitF16Layout,
+  splitF16Shader,
+} from './webgpu/split-f16.js';
+export {
   matrixOps,
   TC_SAGE_FIELDS,
+  TC_SPLIT_FIELDS,
   TC_SUBGROUP_SIZE,
   type TcForwardConfig,
   type TcSageConfig,
