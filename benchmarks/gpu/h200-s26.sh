@@ -15,6 +15,11 @@ echo "=== probe rc=${PIPESTATUS[0]}" >> "$log"
 timeout 90 bash .gpu/run.sh .gpu/app/bench-tc.mjs --dtype f32 --skip-table --skip-variants \
   --verify-variants '[{"presplit":true},{"presplit":false}]' --out "$out/verify-f32.json" 2>&1 | keep >> "$log"
 echo "=== verify f32 rc=${PIPESTATUS[0]}" >> "$log"
+# QUICK=1: the probe and the verification only (what decides the precision question).
+if [ -n "${QUICK:-}" ]; then
+  grep -E 'RESULT|^ok|^FAIL|===|rror|verification' "$log" | cut -c1-300 | tail -120
+  exit 0
+fi
 timeout 90 bash .gpu/run.sh .gpu/app/bench-tc.mjs --dtype f32 --skip-verify --skip-table --repeats 5 \
   --variants '[{"presplit":true,"subgroups":8,"keyMatrices":1},{"presplit":true,"subgroups":4,"keyMatrices":2,"kvLayout":"single"}]' \
   --out "$out/variants-f32.json" 2>&1 | keep >> "$log"
