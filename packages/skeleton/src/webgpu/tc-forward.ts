@@ -916,28 +916,32 @@ export function tcForwardShader(c: TcForwardConfig): WgslKernel {
   };
   const qLoad = (i: number) => ldMine('L', qStage, `sg * ${16 * KW}u`, 16 * i, `${KW}u`);
   const qlLoad = (i: number) => ldMine('L', 'qsl', `sg * ${16 * KW}u`, 16 * i, `${KW}u`);
-  // presplit: each staging twice, hi into kv and lo (at the uniform's offset) into kvl.
-  const halvesOf = (f: (base: string, dst: string) => string, base: string, lo: string) =>
-    presplit
-      ? `${f(base, 'kv')}
-${f(`(${base} + ${lo})`, 'kvl')}`
-      : f(base, 'kv');
-  const stageK = halvesOf(
-    (base, dst) =>
+  // K's or V's tile into kv; presplit stages it twice, hi into kv and lo (at the uniform's
+  // offset kLo / vLo) into kvl.
+  const stageKv = (isV: boolean) => {
+    const [t, W, DW] = isV ? (['v', c.dv, VW] as const) : (['k', c.d, KW] as const);
+    const one = (base: string, dst: string) =>
       nest
-        ? stage('k', base, 'P.kRow', 'c0', BC, 'nk', c.d, KW, dst, `${kB0}u + `, kOuter)
-        : stage('k', base, 'P.kRow', 'c0', BC, 'nk', c.d, KW, dst, 'kvK + '),
-    'kB',
-    'P.kLo',
-  );
-  const stageV = halvesOf(
-    (base, dst) =>
-      nest
-        ? stage('v', base, 'P.vRow', 'c0', BC, 'nk', c.dv, VW, dst, `${vB0}u + `, vOuter)
-        : stage('v', base, 'P.vRow', 'c0', BC, 'nk', c.dv, VW, dst, 'kvV + '),
-    'vB',
-    'P.vLo',
-  );
+        ? stage(
+            t,
+            base,
+            `P.${t}Row`,
+            'c0',
+            BC,
+            'nk',
+            W,
+            DW,
+            dst,
+            `${isV ? vB0 : kB0}u + `,
+            isV ? vOuter : kOuter,
+          )
+        : stage(t, base, `P.${t}Row`, 'c0', BC, 'nk', W, DW, dst, `kv${isV ? 'V' : 'K'} + `);
+    return presplit
+      ? `${one(`${t}B`, 'kv')}\n${one(`(${t}B + P.${t}Lo)`, 'kvl')}`
+      : one(`${t}B`, 'kv');
+  };
+  const stageK = stageKv(false);
+  const stageV = stageKv(true);
   // prefetchK / splitV: the loads apart from the stores (stageParts), where they apply.
   const partsOk = !split && !narrow && !fused;
   const kParts = (loadFirst: string) =>
