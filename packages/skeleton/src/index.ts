@@ -106,6 +106,12 @@ export type {
 } from './webgpu/plan.js';
 export { planWebGpuFlash } from './webgpu/plan.js';
 export {
+  SPLIT_F16_WORKGROUPS,
+  type SplitF16Layout,
+  splitF16Layout,
+  splitF16Shader,
+} from './webgpu/split-f16.js';
+export {
   TC_BACKWARD_TILES,
   type TcBackwardConfig,
   type TcBackwardTile,
@@ -116,12 +122,6 @@ export {
   tcDkdvShader,
   tcDqShader,
 } from './webgpu/tc-backward.js';
-export {
-  SPLIT_F16_WORKGROUPS,
-  type SplitF16Layout,
-  splitF16Layout,
-  splitF16Shader,
-} from './webgpu/split-f16.js';
 export {
   matrixOps,
   TC_SAGE_FIELDS,
