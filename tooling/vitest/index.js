@@ -33,9 +33,11 @@ export function attnkitVitest(test = {}) {
     test: {
       // The WebGPU tests run WGSL on llvmpipe (the CPU): on CI's two cores beside the other
       // packages' tests they run 5-25x slower than alone (a 10 s test took 262 s on a slow
-      // day), so the limit is for hangs, not for speed. Tests that check a hang is detected
-      // set their own, shorter timeouts inside the call.
-      testTimeout: 180_000,
+      // day), so the limit is for hangs, not for speed. CI's Mesa shader cache starts empty:
+      // Mesa compiles the GLA backward's 'dq dk dgk' kernel at C 64 in 21 s alone (0.3 s
+      // cached), and a grid case that compiles it passed 180 s on CI (2026-12-05), hence 600 s.
+      // Tests that check a hang is detected set their own, shorter timeouts inside the call.
+      testTimeout: 600_000,
       ...test,
       // Dawn on Mesa needs a surfaceless EGL display on a machine without one (CI, containers);
       // a value the caller or the shell set wins.

@@ -193,22 +193,15 @@ describe.skipIf(!ctx)(
 
     // The softmax loop and the flat scratch: the defaults' unrolled softmax costs llvmpipe about a
     // minute of compiling per kernel when its shader cache is cold (CI), this a few seconds.
-    test('every case, the softmax loop', { timeout: 180_000 }, async () => {
+    test('every case, the softmax loop', async () => {
       for (const [n, c] of CASES.entries())
         await run(c, 300 + n, n === 3 ? 2 : 1, { regSoftmax: false, constOffsets: false });
     });
 
-    test(
-      'the device defaults (softmax from registers, nested scratch), two subgroups, four key tiles',
-      {
-        timeout: 180_000,
-      },
-      () => run(CASES[3]!, 303, 2),
-    );
+    test('the device defaults (softmax from registers, nested scratch), two subgroups, four key tiles', () =>
+      run(CASES[3]!, 303, 2));
 
-    test('through sageForwardWebGpu (tensorCores: { engine: "f16" }), with its errors', {
-      timeout: 180_000,
-    }, async () => {
+    test('through sageForwardWebGpu (tensorCores: { engine: "f16" }), with its errors', async () => {
       const c = CASES[3]!;
       const codec = sageCaseCodec(c, 400);
       const spec = sageForwardTs(codec, { ...c.opts, returnLse: true });

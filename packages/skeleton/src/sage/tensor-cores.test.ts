@@ -147,9 +147,7 @@ describe.skipIf(!ctx)('int8 tensor-core Sage kernel, emulated, vs the TypeScript
     [1, true],
     [2, true],
   ] as const)
-    test(`subgroups ${subgroups}${constOffsets ? ', constOffsets' : ''}`, {
-      timeout: 120_000,
-    }, async () => {
+    test(`subgroups ${subgroups}${constOffsets ? ', constOffsets' : ''}`, async () => {
       for (const [n, c] of CASES.entries()) {
         const codec = sageCaseCodec(c, 300 + n);
         const spec = sageForwardTs(codec, { ...c.opts, returnLse: true });

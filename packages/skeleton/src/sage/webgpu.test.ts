@@ -735,7 +735,7 @@ describe.skipIf(!ctx)('sage on WebGPU: tensorCores (emulated)', () => {
     { name: 'decode: one query row, GQA 8/2', dims: { nq: 1, nk: 203, hq: 8, hkv: 2, batch: 1 } },
   ];
 
-  test.each(TC_CASES.map((c) => [c.name, c] as const))('%s', { timeout: 120_000 }, async (_, c) => {
+  test.each(TC_CASES.map((c) => [c.name, c] as const))('%s', async (_, c) => {
     const dm = dimsOf(c);
     const config = configOf(c, dm.hq);
     const opts = optsOf(c, dm.d);

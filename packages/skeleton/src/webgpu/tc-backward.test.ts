@@ -463,7 +463,7 @@ async function gradChecks(
 
 describe.skipIf(!ctx)('tensor-core backward, emulated, vs the float64 reference', () => {
   for (const tile of VARIANTS)
-    test(JSON.stringify(tile), { timeout: 120_000 }, async () => {
+    test(JSON.stringify(tile), async () => {
       // D != Dv costs two more compiles: the first variant only.
       const cases = tile === VARIANTS[0] ? [...CASES, CASE_DV] : CASES;
       for (const [n, c] of cases.entries()) {
@@ -538,9 +538,7 @@ async function backwardWatched(
 // next. pad 0 is used by the second variant above only with split, so these kernels (pad 0,
 // no split) are compiled afresh here.
 describe.skipIf(!ctx)('tensor-core backward pipeline fallback', () => {
-  test('the first dQ and dK/dV tiles time out: the next tiles run, results right', {
-    timeout: 120_000,
-  }, async () => {
+  test('the first dQ and dK/dV tiles time out: the next tiles run, results right', async () => {
     const firsts = new Map<string, string>();
     const seen: string[] = [];
     await backwardWatched(
@@ -584,7 +582,7 @@ describe.skipIf(!ctx)('tensor-core backward pipeline fallback', () => {
 // field undefined, and an explicit false wins (before: the defaults were spread under the
 // caller's object, so { constOffsets: undefined } turned them off).
 describe.skipIf(!ctx)('tensor-core backward: the host defaults under a caller tile', () => {
-  test('undefined fields take the defaults, false stays false', { timeout: 120_000 }, async () => {
+  test('undefined fields take the defaults, false stays false', async () => {
     const configs = new Map<string, Record<string, unknown>>();
     await backwardWatched(
       94,
@@ -714,7 +712,7 @@ describe.skipIf(!ctx)('tensor-core backward, blockDirect dQ, emulated, vs float6
     { subgroups: 2, keyMatrices: 1, blockDirect: true },
     { subgroups: 4, keyMatrices: 1 },
   ];
-  test.each(tiles)('dQ %o', { timeout: 120_000 }, async (dq) => {
+  test.each(tiles)('dQ %o', async (dq) => {
     for (const [n, [c, direct]] of cases.entries()) {
       const seen: boolean[] = [];
       await backwardWatched(

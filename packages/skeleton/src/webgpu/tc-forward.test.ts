@@ -425,7 +425,7 @@ const EMU_VARIANTS: Array<Partial<TcForwardConfig>> = [
 
 describe.skipIf(!ctx)('tensor-core forward, emulated, vs the float64 reference', () => {
   for (const variant of EMU_VARIANTS)
-    test(`${JSON.stringify(variant)}`, { timeout: 120_000 }, async () => {
+    test(`${JSON.stringify(variant)}`, async () => {
       const tol = toleranceFor({ dtype: 'f16' });
       // D != Dv costs a second compile (seconds on llvmpipe): the first variant only.
       const cases = variant === EMU_VARIANTS[0] ? [...EMU_CASES, EMU_DV] : EMU_CASES;
@@ -504,7 +504,7 @@ describe.skipIf(!ctx)(
       { subgroups: 2, keyMatrices: 1, lazy: 8, pad: 8, constOffsets: true, batchLoads: true },
     ];
     for (const variant of variants)
-      test(`${JSON.stringify(variant)}`, { timeout: 120_000 }, async () => {
+      test(`${JSON.stringify(variant)}`, async () => {
         const tol = toleranceFor({ dtype: 'f16' });
         for (const [n, [causal, batched]] of [
           [false, false],
@@ -612,9 +612,7 @@ describe.skipIf(!ctx)('tensor-core forward pipeline fallback', () => {
     }
   };
 
-  test('the first tile times out: the next tile runs, results right', {
-    timeout: 120_000,
-  }, async () => {
+  test('the first tile times out: the next tile runs, results right', async () => {
     let first: TcForwardConfig | undefined;
     const r = await run(
       {},
@@ -685,31 +683,26 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
     }
   };
 
-  test('f32 inputs at the f32 tolerance, causal GQA and varlen', { timeout: 120_000 }, () =>
+  test('f32 inputs at the f32 tolerance, causal GQA and varlen', () =>
     splitRuns([
       [EMU_CASES[1]!, plain],
       [EMU_CASES[3]!, plain],
       [EMU_DV, plain],
-    ]),
-  );
+    ]));
 
-  test(
-    'the defaults (constOffsets, regSoftmax): the lo arrays nested too',
-    { timeout: 120_000 },
-    () => splitRuns([[EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1 }]]),
-  );
+  test('the defaults (constOffsets, regSoftmax): the lo arrays nested too', () =>
+    splitRuns([[EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1 }]]));
 
   // The runs above take the host's default, the in-kernel split (f32 staged and split while
   // staging); these pin presplit (q, k, v split by a pass of their own into [hi | lo] halves),
   // with Q's halves straight from storage and with the defaults, and P split by masking.
-  test('presplit (flat, qDirect, the defaults) and the masked P split', { timeout: 120_000 }, () =>
+  test('presplit (flat, qDirect, the defaults) and the masked P split', () =>
     splitRuns([
       [EMU_CASES[3]!, { ...plain, presplit: true, qDirect: true }],
       [EMU_CASES[1]!, { ...plain, presplit: true }],
       [EMU_DV, { ...plain, splitMask: true }],
       [EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1, presplit: true, splitMask: true }],
-    ]),
-  );
+    ]));
 
   test('split excludes fused, narrow, qRegs and unpack', () => {
     const ok = { d: 64, dv: 64, subgroups: 2, keyMatrices: 1, lazy: 8, split: true };
@@ -845,7 +838,7 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect, emulated, vs the float64 re
   // The variants whose tile fits llvmpipe's 32 KiB only with qDirect.
   const needsDirect = (v: Partial<TcForwardConfig>) => v.subgroups === 5;
   for (const variant of variants)
-    test(`${JSON.stringify(variant)}`, { timeout: 120_000 }, async () => {
+    test(`${JSON.stringify(variant)}`, async () => {
       const tol = toleranceFor({ dtype: 'f16' });
       for (const [n, [c, fits]] of cases.entries()) {
         // Where the buffer takes it: the caller's qDirect, else the host's default (not for
