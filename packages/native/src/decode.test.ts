@@ -29,6 +29,24 @@ const SCHEDULES: Partial<NativeAttentionProblem>[] = [
   { streamK: { workers: 64 } },
 ];
 
+/**
+ * `attention.forward` of `problem` on every engine x schedule into a fresh NaN-poisoned O of
+ * `oSize` floats (no LSE), each checked by `expectO(o, label)`.
+ */
+async function eachRun(
+  problem: NativeAttentionProblem,
+  x: readonly [Float32Array, Float32Array, Float32Array],
+  oSize: number,
+  expectO: (o: Float32Array, label: string) => void,
+) {
+  for (const e of engines)
+    for (const s of SCHEDULES) {
+      const o = poisoned(oSize);
+      await e.run('attention.forward', { ...problem, ...s }, { q: x[0], k: x[1], v: x[2] }, { o });
+      expectO(o, `${e.isa} ${JSON.stringify(s)}`);
+    }
+}
+
 /** THD offsets of sequence lengths: 0, then the running sums. */
 const cum = (l: number[]) =>
   Int32Array.from([0, ...l.map((_, i) => l.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
@@ -273,20 +291,11 @@ describe.runIf(base)(
         // Sigmoid's weights sum to ~Nk e^bias per row, silu's to ~1: one tolerance scale.
         const want = wants[kind];
         const scale = Math.max(...want.map(Math.abs));
-        for (const e of engines)
-          for (const s of SCHEDULES) {
-            const o = poisoned((q.size / d) * dv);
-            await e.run(
-              'attention.forward',
-              { ...problem, ...s },
-              { q: x[0], k: x[1], v: x[2] },
-              { o },
-            );
-            let worst = 0;
-            for (let i = 0; i < want.length; i++)
-              worst = Math.max(worst, Math.abs(o[i]! - want[i]!));
-            expect(worst / scale, `${kind} ${e.isa} ${JSON.stringify(s)}`).toBeLessThan(TOL);
-          }
+        await eachRun(problem, x, (q.size / d) * dv, (o, label) => {
+          let worst = 0;
+          for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(o[i]! - want[i]!));
+          expect(worst / scale, `${kind} ${label}`).toBeLessThan(TOL);
+        });
       }
     });
 
@@ -342,19 +351,11 @@ describe.runIf(base)(
         Float32Array,
         Float32Array,
       ];
-      for (const e of engines)
-        for (const s of SCHEDULES) {
-          const o = poisoned(q.size);
-          await e.run(
-            'attention.forward',
-            { ...problem, ...s },
-            { q: x[0], k: x[1], v: x[2] },
-            { o },
-          );
-          expectClose(o, want, TOL, `${e.isa} ${JSON.stringify(s)}`);
-          for (let t = cuQ[3]!; t < cuQ[4]!; t++)
-            for (let c = 0; c < hq * d; c++) expect(o[t * hq * d + c]).toBe(0);
-        }
+      await eachRun(problem, x, q.size, (o, label) => {
+        expectClose(o, want, TOL, label);
+        for (let t = cuQ[3]!; t < cuQ[4]!; t++)
+          for (let c = 0; c < hq * d; c++) expect(o[t * hq * d + c]).toBe(0);
+      });
       // A NaN key row of sequence 2 (keys 5 of 9; its 4 causal rows see keys up to 5..8): NaN in
       // rows 0..3 of sequence 2 only, the other sequences as before; both weights, every schedule.
       const kn = x[1].slice();
@@ -363,26 +364,17 @@ describe.runIf(base)(
         ...problem,
         normalize: { kind: 'silu', factor: 0.01 },
       };
-      for (const e of engines)
-        for (const pr of [problem, silu])
-          for (const s of SCHEDULES) {
-            const o = poisoned(q.size);
-            await e.run('attention.forward', { ...pr, ...s }, { q: x[0], k: kn, v: x[2] }, { o });
-            for (let t = 0; t < cuQ[5]!; t++) {
-              const inSeq2 = t >= cuQ[2]! && t < cuQ[3]!;
-              const row = o.subarray(t * hq * d, (t + 1) * hq * d);
-              if (inSeq2)
-                expect(
-                  row.every((y) => Number.isNaN(y)),
-                  `token ${t}`,
-                ).toBe(true);
-              else
-                expect(
-                  row.every((y) => Number.isFinite(y)),
-                  `token ${t}`,
-                ).toBe(true);
-            }
+      for (const pr of [problem, silu])
+        await eachRun(pr, [x[0], kn, x[2]], q.size, (o, label) => {
+          for (let t = 0; t < cuQ[5]!; t++) {
+            const inSeq2 = t >= cuQ[2]! && t < cuQ[3]!;
+            const row = o.subarray(t * hq * d, (t + 1) * hq * d);
+            expect(
+              row.every((y) => (inSeq2 ? Number.isNaN(y) : Number.isFinite(y))),
+              `${pr.normalize?.kind} ${label} token ${t}`,
+            ).toBe(true);
           }
+        });
     });
 
     test('a NaN value row inside a visited tile but outside every row band leaves the rows finite (the fallback path)', async () => {
@@ -408,17 +400,7 @@ describe.runIf(base)(
         ...resolveAttentionProblem(q, k, v, options),
         normalize: { kind: 'sigmoid', bias: Float32Array.of(bias, bias) },
       };
-      for (const e of engines)
-        for (const s of SCHEDULES) {
-          const o = poisoned(q.size);
-          await e.run(
-            'attention.forward',
-            { ...problem, ...s },
-            { q: x[0], k: x[1], v: x[2] },
-            { o },
-          );
-          expectClose(o, want, TOL, `${e.isa} ${JSON.stringify(s)}`);
-        }
+      await eachRun(problem, x, q.size, (o, label) => expectClose(o, want, TOL, label));
     });
   },
 );
