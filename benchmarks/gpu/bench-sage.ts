@@ -302,7 +302,12 @@ async function verify(): Promise<{
             }
           }
       try {
-        const r = await sageForwardWebGpu(ctx, gpu, { ...opts, returnLse: true });
+        // The portable kernel by name: unset, the f16 engine runs where tc-auto.ts takes it.
+        const r = await sageForwardWebGpu(ctx, gpu, {
+          ...opts,
+          returnLse: true,
+          tensorCores: false,
+        });
         const o = new Float32Array(await ctx.readBuffer(r.o, spec.o.length * 4));
         ctx.pool.release(r.o);
         if (r.lse) ctx.pool.release(r.lse);
@@ -450,7 +455,9 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
             if (r.lse) ctx.pool.release(r.lse);
           };
         });
-      const portableO = F16_SUBGROUPS.some((s) => !f16Bad.has(s)) ? await readO({}) : undefined;
+      const portableO = F16_SUBGROUPS.some((s) => !f16Bad.has(s))
+        ? await readO({ tensorCores: false })
+        : undefined;
       for (const sg of F16_SUBGROUPS.filter((s) => !f16Bad.has(s))) {
         const key = `f16_sg${sg}`;
         try {
@@ -488,7 +495,7 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
         }
       }
       try {
-        const ms = await timeSage({});
+        const ms = await timeSage({ tensorCores: false });
         row.portable_ms = ms;
         row.portable_tops = tops(ms);
       } catch (e) {

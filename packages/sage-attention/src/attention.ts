@@ -110,6 +110,7 @@ async function runWebGpu(q: Tensor, k: Tensor, v: Tensor, r: ResolvedSage): Prom
     const res = await sageForwardWebGpu(ctx, codec, {
       ...r.kernel,
       returnLse: r.returnLse,
+      ...(r.tensorCores !== undefined ? { tensorCores: r.tensorCores } : {}),
       // ARITHMETIC.md "LSE": of the original scores (a pass on the GPU adds scale q . km).
       ...(r.returnLse && r.config.smoothK
         ? { lseShift: { q: sq.buffer, dtype: q.dtype as 'f32' | 'f16' | 'bf16' } }

@@ -81,6 +81,15 @@ export interface SageAttentionOptions {
   isa?: 'auto' | 'avx512vnni' | 'avx512' | 'avx2' | 'scalar';
   /** native: worker threads (default: the engine's). */
   threads?: number;
+  /**
+   * webgpu: the tensor-core kernels. Unset: the f16 tensor-core engine where the H200 measured
+   * it faster than the portable kernel (NVIDIA, D = Dv = 128, 8-bit P~ V, Nq and Nk of 4096 or
+   * more; 32.1 against 27.2 TOPS at (4, 32, 4096, 128)) and the adapter has f16 subgroup
+   * matrices, else the portable dot4I8Packed kernel; false: the portable kernel; true or
+   * `{ engine: 'f16' | 'i8', subgroups: 1 | 2 | 4 }`: a tensor-core kernel, a ValueError naming
+   * tensorCores where the adapter or the problem cannot run it. Ignored on the cpu backends.
+   */
+  tensorCores?: boolean | { engine?: 'i8' | 'f16'; subgroups?: number };
 }
 
 const KNOWN = [
@@ -98,6 +107,7 @@ const KNOWN = [
   'backend',
   'isa',
   'threads',
+  'tensorCores',
 ];
 
 /** Options of other attnkit families that Sage does not implement: UnsupportedError naming them. */
@@ -140,6 +150,7 @@ export interface ResolvedSage {
   backend: SageBackend | undefined;
   isa: SageAttentionOptions['isa'];
   threads: number | undefined;
+  tensorCores: SageAttentionOptions['tensorCores'];
 }
 
 /** A calibration's per-head bits, checked against Hq (ValueError naming `name`). */
@@ -272,6 +283,9 @@ export function resolveSage(q: Tensor, k: Tensor, v: Tensor, options: unknown = 
     fail('isa', '"auto", "avx512vnni", "avx512", "avx2" or "scalar"', o.isa);
   if (o.threads !== undefined && (!Number.isSafeInteger(o.threads) || o.threads < 1))
     fail('threads', 'a positive integer', o.threads);
+  const tc = o.tensorCores;
+  if (tc !== undefined && typeof tc !== 'boolean' && (tc === null || typeof tc !== 'object'))
+    fail('tensorCores', "a boolean or { engine?: 'f16' | 'i8', subgroups? }", tc);
   return {
     layout,
     dims,
@@ -281,5 +295,6 @@ export function resolveSage(q: Tensor, k: Tensor, v: Tensor, options: unknown = 
     backend: o.backend,
     isa: o.isa,
     threads: o.threads,
+    tensorCores: tc,
   };
 }

@@ -85,4 +85,24 @@ describe.skipIf(!ctx)('sageAttention on webgpu', () => {
       UnsupportedError,
     );
   });
+
+  test('tensorCores: false is the portable kernel (as unset on this adapter); what cannot run is a ValueError naming it', async () => {
+    const unset = await sageAttention(up(q), up(k), up(v), { causal: true });
+    const portable = await sageAttention(up(q), up(k), up(v), { causal: true, tensorCores: false });
+    const [a, b] = [await unset.o.toCpu(), await portable.o.toCpu()];
+    expect(accuracy(a, b).nonFinite).toBe(0);
+    // The same kernel: the same bits.
+    expect(Array.from(a.toFloat32Array())).toEqual(Array.from(b.toFloat32Array()));
+    unset.o.dispose();
+    portable.o.dispose();
+    // llvmpipe has no subgroup matrices: asking for a tensor-core kernel says so.
+    for (const tensorCores of [true, { engine: 'f16' as const }, { engine: 'i8' as const }])
+      await expect(
+        sageAttention(up(q), up(k), up(v), { tensorCores }),
+        JSON.stringify(tensorCores),
+      ).rejects.toMatchObject({ name: 'ValueError', argument: 'tensorCores' });
+    await expect(
+      sageAttention(up(q), up(k), up(v), { tensorCores: 'yes' as unknown as boolean }),
+    ).rejects.toMatchObject({ name: 'ValueError', argument: 'tensorCores' });
+  });
 });

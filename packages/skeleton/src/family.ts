@@ -100,8 +100,8 @@ export interface TiledOptions extends AttentionOptions {
    * webgpu: the tensor-core (subgroup-matrix) kernels. true, or a partial forward config, uses
    * them (a ValueError naming tensorCores when the adapter or the problem does not qualify; f32
    * tensors run split-f16); false keeps the SIMT kernels; unset uses them where they were
-   * measured faster (webgpu/tc-auto.ts: f16 forward at D = Dv = 128, f16 backward at D = Dv =
-   * 64, NVIDIA, sequences of 1024 rows or more). Experimental: see the skeleton README.
+   * measured faster (webgpu/tc-auto.ts: f16 forward and backward at D = Dv = 64 and 128,
+   * NVIDIA, sequences of 1024 rows or more). Experimental: see the skeleton README.
    */
   tensorCores?: WebGpuTileOptions['tensorCores'];
   /** webgpu: tiles of the tensor-core backward's passes (webgpu/tc-backward.ts). */

@@ -79,6 +79,7 @@ export {
   sageForwardNative,
 } from './sage/native.js';
 export { quantizeSageTs, sageLseShiftTs } from './sage/quantize.js';
+export { SAGE_TC_AUTO_MIN_ROWS, sageTcAutoSelect } from './sage/tc-auto.js';
 export {
   disposeSageCodecGpu,
   quantizeSageWebGpu,
@@ -86,6 +87,7 @@ export {
   type SageCodecGpu,
   type SageForwardWebGpuOptions,
   type SageQuantizeWebGpuOptions,
+  sageAutoTensorCores,
   sageCodecFromGpu,
   sageCodecToGpu,
   sageForwardWebGpu,

@@ -120,6 +120,23 @@ export function sageTcF16Configs(
   return fit;
 }
 
+/**
+ * The engine's storage bindings against the device's limit (ValueError naming tensorCores): q,
+ * k, v, aux, o, lse, Q's halves, three scales and the bias are above WebGPU's default limit of 8
+ * storage buffers a stage (adapters such as the H200's allow 16 when asked).
+ */
+export function checkSageTcF16Storage(
+  ctx: Pick<WebGpuContext, 'limits'>,
+  config: TcForwardConfig,
+): void {
+  const needed = storageBindingCount(kernelOf(config).bindings);
+  if (needed > ctx.limits.maxStorageBuffersPerShaderStage)
+    throw new ValueError(
+      `tensorCores: expected a device with ${needed} storage buffers per shader stage for the f16 engine's Sage kernel, got one with ${ctx.limits.maxStorageBuffersPerShaderStage}`,
+      'tensorCores',
+    );
+}
+
 const CONVERT = 256;
 /** i8 codes (4 a word) -> f16 halves (4 a vec2<u32>); words past `n` untouched. */
 const CONVERT_WGSL = `@group(0) @binding(0) var<uniform> U: vec4<u32>;
@@ -172,14 +189,7 @@ export async function sageTcF16Forward(
     tile.emulate,
     tile.tuning,
   );
-  // q, k, v, aux, o, lse, Q's halves, three scales and the bias: above WebGPU's default limit
-  // of 8 storage buffers a stage (adapters such as the H200's allow 16 when asked).
-  const needed = storageBindingCount(kernelOf(configs[0]!).bindings);
-  if (needed > ctx.limits.maxStorageBuffersPerShaderStage)
-    throw new ValueError(
-      `tensorCores: expected a device with ${needed} storage buffers per shader stage for the f16 engine's Sage kernel, got one with ${ctx.limits.maxStorageBuffersPerShaderStage}`,
-      'tensorCores',
-    );
+  checkSageTcF16Storage(ctx, configs[0]!);
   const chosen = await compileFirstInTime(
     configs,
     (c) =>

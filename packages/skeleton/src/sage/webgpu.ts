@@ -7,6 +7,7 @@ import {
   type ComputeStep,
   type GpuProfiler,
   GpuValidationError,
+  PipelineFallbackError,
   packUniform,
   storageBindingCount,
   WebGpuContext,
@@ -25,8 +26,9 @@ import {
   sageGroupCounts,
   sageProblem,
 } from './codec.js';
+import { sageTcAutoSelect } from './tc-auto.js';
 import { SAGE_TC_SUBGROUP, sageTcForward, sageTcWorkgroupBytes } from './tensor-cores.js';
-import { sageTcF16Configs, sageTcF16Forward } from './tensor-cores-f16.js';
+import { checkSageTcF16Storage, sageTcF16Configs, sageTcF16Forward } from './tensor-cores-f16.js';
 import {
   SAGE_FORWARD_FIELDS,
   SAGE_LSE_FIELDS,
@@ -128,7 +130,11 @@ export interface SageForwardWebGpuOptions extends SageKernelOptions {
    */
   lseShift?: { q: GpuBuffer; dtype: 'f32' | 'f16' | 'bf16' } | undefined;
   /**
-   * Run a tensor-core kernel instead of the portable dot4I8Packed one (opt-in, default false).
+   * Run a tensor-core kernel instead of the portable dot4I8Packed one. Unset (and no `rows`):
+   * the f16 engine where the H200 measured it faster (./tc-auto.ts: NVIDIA, D = Dv = 128,
+   * pvBits 8, Nq and Nk of 4096 or more) and the adapter qualifies, else the portable kernel
+   * (also when no tile of the engine compiles in time); false: the portable kernel; true or an
+   * object: a tensor-core kernel, a ValueError naming tensorCores where it cannot run.
    * `engine` (default 'f16'): 'f16', the FlashAttention-2 tensor-core forward's Sage hooks
    * (./tensor-cores-f16.ts: the codes as f16 halves on f16 x f16 -> f32 matrices, exact integers;
    * O kept in the matrices across tiles), verified on the H200 and its fastest Sage kernel
@@ -718,6 +724,7 @@ function tensorCorePlan(
       sg,
       emulate,
     );
+    checkSageTcF16Storage(ctx, fits[0]!);
     // A pipeline that does not compile in time falls back to a smaller tile: the grid must
     // hold the smallest one's (`fewest`).
     return { engine, subgroups: fits[0]!.subgroups, fewest: fits.at(-1)!.subgroups, emulate };
@@ -813,12 +820,21 @@ export async function sageForwardWebGpu(
   const o = checkKernelOptions(opts);
   const [left, right] = band(c.dims, o);
   const { batch: B, hq, hkv, nq, nk, d, dv } = c.dims;
-  const tc = o.tensorCores ?? false;
-  if (typeof tc !== 'boolean' && (tc === null || typeof tc !== 'object'))
+  const asked = o.tensorCores;
+  if (
+    asked !== undefined &&
+    typeof asked !== 'boolean' &&
+    (asked === null || typeof asked !== 'object')
+  )
     throw new ValueError(
-      `tensorCores: expected a boolean or { engine?, subgroups?, emulate? }, got ${describe(tc)}`,
+      `tensorCores: expected a boolean or { engine?, subgroups?, emulate? }, got ${describe(asked)}`,
       'tensorCores',
     );
+  // Unset: the f16 engine where it was measured faster and this adapter and codec qualify
+  // (`rows` is the portable kernel's: a caller who names it gets that kernel).
+  const auto =
+    asked === undefined && o.rows === undefined ? sageAutoTensorCores(ctx, c) : undefined;
+  const tc = asked ?? auto ?? false;
   const shift =
     o.returnLse && o.lseShift !== undefined ? checkLseShift(ctx, c, o.lseShift) : undefined;
   checkGrid(ctx, hq, 'codec.dims.hq', 'query heads');
@@ -859,6 +875,18 @@ export async function sageForwardWebGpu(
   };
 
   if (tc !== false) {
+    try {
+      return await tensorCoreForward(tc);
+    } catch (e) {
+      // An automatic choice whose every tile failed to compile in time: the portable kernel.
+      if (!(auto && e instanceof PipelineFallbackError)) throw e;
+    }
+  }
+  return portableForward();
+
+  async function tensorCoreForward(
+    tc: true | { engine?: 'i8' | 'f16'; subgroups?: number; emulate?: boolean },
+  ): Promise<{ o: GpuBuffer; lse?: GpuBuffer }> {
     const plan = tensorCorePlan(ctx, c, tc);
     checkGrid(
       ctx,
@@ -866,27 +894,7 @@ export async function sageForwardWebGpu(
       'codec.dims.nq',
       `query tiles of ${16 * plan.fewest} rows`,
     );
-    if (plan.engine === 'f16') {
-      // The codes as halves, twice their bytes (Q with 16 rows of slack): each one binding.
-      checkBindingBytes(
-        ctx,
-        'codec.qCodes',
-        2 * (B * hq * nq + 16) * d,
-        "the f16 engine's Q codes as halves",
-      );
-      checkBindingBytes(
-        ctx,
-        'codec.kCodes',
-        2 * B * hkv * nk * d,
-        "the f16 engine's K codes as halves",
-      );
-      checkBindingBytes(
-        ctx,
-        'codec.vCodes',
-        2 * B * hkv * nk * dv,
-        "the f16 engine's V codes as halves",
-      );
-    }
+    if (plan.engine === 'f16') checkF16CodeBindings(ctx, c);
     const tcBuffers = {
       qCodes: c.qCodes,
       qScale: c.qScale,
@@ -940,87 +948,133 @@ export async function sageForwardWebGpu(
     return r;
   }
 
-  checkDot4(ctx);
-  const base = {
-    d,
-    dv,
-    granularity: c.granularity,
-    pvBits: c.pvBits,
-    bias: c.bias !== undefined,
-    lse: o.returnLse,
-  };
-  const rows = o.rows ?? pickRows(ctx, base, nq);
-  const spec: SageForwardSpec = { ...base, rows };
-  const wgBytes = sageForwardWorkgroupBytes(spec);
-  if (
-    4 * rows > ctx.limits.maxComputeInvocationsPerWorkgroup ||
-    wgBytes > ctx.limits.maxComputeWorkgroupStorageSize
-  )
-    throw new ValueError(
-      `rows: expected a row count whose workgroup fits the device (${ctx.limits.maxComputeInvocationsPerWorkgroup} invocations, ${ctx.limits.maxComputeWorkgroupStorageSize} bytes), got ${rows} (${4 * rows} invocations, ${wgBytes} bytes)`,
-      'rows',
-    );
-  const tiles = Math.ceil(nq / rows);
-  checkGrid(ctx, tiles, 'codec.dims.nq', `query tiles of ${rows} rows`);
-  const kernel = generatedKernel('sage forward', sageForwardShader, spec);
-  const program = await compile(ctx, kernel, 'sage forward', spec);
-  const out = ctx.createOutput(oBytes, 'sage o');
-  const lse = o.returnLse ? ctx.createOutput(4 * B * hq * nq, 'sage lse') : undefined;
-  const temps: GpuBuffer[] = [];
-  try {
-    const uniform = ctx.createUniform(
-      new Uint8Array(
-        packUniform(SAGE_FORWARD_FIELDS, {
-          hq,
-          hkv,
-          group: hq / hkv,
-          nq,
-          nk,
-          nQG: counts.nQG,
-          nKG: counts.nKG,
-          nQB: counts.nQB,
-          left,
-          right,
-          scale: o.scale,
-          negInf: 0xff800000,
-        }),
-      ),
-      'sage forward params',
-    );
-    temps.push(uniform);
-    const buffers: Record<string, GpuBuffer | undefined> = {
-      P: uniform,
-      qc: c.qCodes,
-      kc: c.kCodes,
-      qsc: c.qScale,
-      ksc: c.kScale,
-      vc: c.vCodes,
-      vsc: c.vScale,
-      v: c.v,
-      bias: c.bias,
-      o: out,
-      lse,
+  async function portableForward(): Promise<{ o: GpuBuffer; lse?: GpuBuffer }> {
+    checkDot4(ctx);
+    const base = {
+      d,
+      dv,
+      granularity: c.granularity,
+      pvBits: c.pvBits,
+      bias: c.bias !== undefined,
+      lse: o.returnLse,
     };
-    await ctx.dispatch(
-      [
-        {
-          program,
-          buffers: bindBuffers(kernel.bindings, buffers),
-          workgroups: [tiles, hq, B],
-          label: 'sage forward',
-        },
-        ...(lse ? await shiftStep(lse, temps) : []),
-      ],
-      o.profiler,
-    );
-  } catch (e) {
-    ctx.pool.release(out);
-    if (lse) ctx.pool.release(lse);
-    throw e;
-  } finally {
-    for (const b of temps) ctx.pool.release(b);
+    const rows = o.rows ?? pickRows(ctx, base, nq);
+    const spec: SageForwardSpec = { ...base, rows };
+    const wgBytes = sageForwardWorkgroupBytes(spec);
+    if (
+      4 * rows > ctx.limits.maxComputeInvocationsPerWorkgroup ||
+      wgBytes > ctx.limits.maxComputeWorkgroupStorageSize
+    )
+      throw new ValueError(
+        `rows: expected a row count whose workgroup fits the device (${ctx.limits.maxComputeInvocationsPerWorkgroup} invocations, ${ctx.limits.maxComputeWorkgroupStorageSize} bytes), got ${rows} (${4 * rows} invocations, ${wgBytes} bytes)`,
+        'rows',
+      );
+    const tiles = Math.ceil(nq / rows);
+    checkGrid(ctx, tiles, 'codec.dims.nq', `query tiles of ${rows} rows`);
+    const kernel = generatedKernel('sage forward', sageForwardShader, spec);
+    const program = await compile(ctx, kernel, 'sage forward', spec);
+    const out = ctx.createOutput(oBytes, 'sage o');
+    const lse = o.returnLse ? ctx.createOutput(4 * B * hq * nq, 'sage lse') : undefined;
+    const temps: GpuBuffer[] = [];
+    try {
+      const uniform = ctx.createUniform(
+        new Uint8Array(
+          packUniform(SAGE_FORWARD_FIELDS, {
+            hq,
+            hkv,
+            group: hq / hkv,
+            nq,
+            nk,
+            nQG: counts.nQG,
+            nKG: counts.nKG,
+            nQB: counts.nQB,
+            left,
+            right,
+            scale: o.scale,
+            negInf: 0xff800000,
+          }),
+        ),
+        'sage forward params',
+      );
+      temps.push(uniform);
+      const buffers: Record<string, GpuBuffer | undefined> = {
+        P: uniform,
+        qc: c.qCodes,
+        kc: c.kCodes,
+        qsc: c.qScale,
+        ksc: c.kScale,
+        vc: c.vCodes,
+        vsc: c.vScale,
+        v: c.v,
+        bias: c.bias,
+        o: out,
+        lse,
+      };
+      await ctx.dispatch(
+        [
+          {
+            program,
+            buffers: bindBuffers(kernel.bindings, buffers),
+            workgroups: [tiles, hq, B],
+            label: 'sage forward',
+          },
+          ...(lse ? await shiftStep(lse, temps) : []),
+        ],
+        o.profiler,
+      );
+    } catch (e) {
+      ctx.pool.release(out);
+      if (lse) ctx.pool.release(lse);
+      throw e;
+    } finally {
+      for (const b of temps) ctx.pool.release(b);
+    }
+    return lse ? { o: out, lse } : { o: out };
   }
-  return lse ? { o: out, lse } : { o: out };
+}
+
+/**
+ * The f16 engine for an unset `tensorCores` (./tc-auto.ts), or undefined: the portable kernel
+ * where the choice does not apply or this adapter or codec cannot run the engine.
+ */
+export function sageAutoTensorCores(
+  ctx: WebGpuContext,
+  c: SageCodecGpu,
+): { engine: 'f16' } | undefined {
+  const { d, dv, nq, nk } = c.dims;
+  if (!sageTcAutoSelect({ d, dv, nq, nk, pvBits: c.pvBits }, ctx.adapterInfo.vendor))
+    return undefined;
+  try {
+    tensorCorePlan(ctx, c, { engine: 'f16' });
+    checkF16CodeBindings(ctx, c);
+  } catch (e) {
+    if (e instanceof ValueError) return undefined;
+    throw e;
+  }
+  return { engine: 'f16' };
+}
+
+/** The f16 engine's codes as halves, twice their bytes (Q with 16 rows of slack): each one binding. */
+function checkF16CodeBindings(ctx: WebGpuContext, c: SageCodecGpu): void {
+  const { batch: B, hq, hkv, nq, nk, d, dv } = c.dims;
+  checkBindingBytes(
+    ctx,
+    'codec.qCodes',
+    2 * (B * hq * nq + 16) * d,
+    "the f16 engine's Q codes as halves",
+  );
+  checkBindingBytes(
+    ctx,
+    'codec.kCodes',
+    2 * B * hkv * nk * d,
+    "the f16 engine's K codes as halves",
+  );
+  checkBindingBytes(
+    ctx,
+    'codec.vCodes',
+    2 * B * hkv * nk * dv,
+    "the f16 engine's V codes as halves",
+  );
 }
 
 /** The CPU codec's arrays checked against its dims (ValueError naming `codec.<field>`). */
