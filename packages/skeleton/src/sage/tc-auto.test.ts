@@ -1,7 +1,16 @@
-import type { WebGpuContext } from '@attnkit/webgpu';
-import { describe, expect, test } from 'vitest';
+import { Rng } from '@attnkit/tensor';
+import { webGpuTestContext } from '@attnkit/testing';
+import { PipelineFallbackError, PipelineTimeoutError, type WebGpuContext } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test, vi } from 'vitest';
+import { quantizeSageTs } from './quantize.js';
 import { SAGE_TC_AUTO_MIN_ROWS, sageTcAutoSelect } from './tc-auto.js';
-import { type SageCodecGpu, sageAutoTensorCores } from './webgpu.js';
+import {
+  disposeSageCodecGpu,
+  type SageCodecGpu,
+  sageAutoTensorCores,
+  sageCodecToGpu,
+  sageForwardWebGpu,
+} from './webgpu.js';
 
 /**
  * The automatic choice of Sage's f16 tensor-core engine (tensorCores unset): the pure rule
@@ -104,3 +113,95 @@ describe('sageAutoTensorCores (stand-in contexts, nothing runs)', () => {
     ).toBeUndefined();
   });
 });
+
+// The fallback of an automatic choice: llvmpipe dressed as the H200 (vendor and features; its
+// own limits fit the engine's 2- and 1-subgroup tiles), so an unset tensorCores picks the f16
+// engine at the measured shape, and every tile's pipeline is refused as a compile past its time
+// limit (injected, as the pipeline cache reports one). Unset: the portable kernel runs, the same
+// bits as tensorCores: false. Asked for by name: PipelineFallbackError. A window of 16 keys keeps
+// llvmpipe's work small at Nq = Nk = 4096.
+const ctx = await webGpuTestContext();
+afterAll(() => ctx?.destroy());
+
+describe.skipIf(!ctx)(
+  'an automatic choice whose tiles all fail to compile: the portable kernel',
+  () => {
+    test('unset: the portable kernel, bit for bit; named: PipelineFallbackError', async () => {
+      const g = ctx!;
+      const n = SAGE_TC_AUTO_MIN_ROWS;
+      const dims = { batch: 1, hq: 1, hkv: 1, nq: n, nk: n, d: 128, dv: 128 };
+      const rng = new Rng(4242);
+      const x = () => rng.randn([n * 128]).toFloat32Array();
+      const config = {
+        qBits: Uint8Array.of(8),
+        granularity: 'warp' as const,
+        smoothK: true,
+        smoothQ: true,
+        pvBits: 8 as const,
+      };
+      const codec = sageCodecToGpu(g, quantizeSageTs(x(), x(), x(), dims, config));
+      const opts = {
+        scale: 1 / Math.sqrt(128),
+        causal: true,
+        window: [16, 0] as [number, number],
+        returnLse: false,
+      };
+      const read = async (r: { o: GPUBuffer; lse?: GPUBuffer }) => {
+        const o = new Float32Array(await g.readBuffer(r.o, n * 128 * 4));
+        g.pool.release(r.o);
+        if (r.lse) g.pool.release(r.lse);
+        return o;
+      };
+      const real = { adapterInfo: g.adapterInfo, features: g.features };
+      const tried: string[] = [];
+      const get = g.pipelines.get.bind(g.pipelines);
+      const spy = vi.spyOn(g.pipelines, 'get').mockImplementation((program) => {
+        if (program.label?.includes('tensor cores')) {
+          tried.push(program.label);
+          return Promise.reject(
+            new PipelineTimeoutError(
+              `${program.label}: compute pipeline not created within 1 ms (injected)`,
+              program.label,
+              program.config,
+              1,
+            ),
+          );
+        }
+        return get(program);
+      });
+      g.poisonOutputs = true;
+      try {
+        Object.defineProperty(g, 'adapterInfo', {
+          value: { ...real.adapterInfo, vendor: 'nvidia' },
+        });
+        Object.defineProperty(g, 'features', {
+          value: {
+            ...real.features,
+            shaderF16: true,
+            subgroupMinSize: 32,
+            subgroupMaxSize: 32,
+            subgroupMatrixConfigs: [{ M: 16, N: 16, K: 16, component: 'f16', result: 'f32' }],
+          },
+        });
+        expect(sageAutoTensorCores(g, codec)).toEqual({ engine: 'f16' });
+        const auto = await read(await sageForwardWebGpu(g, codec, opts));
+        // Both tiles that fit llvmpipe's 32 KiB were tried, then the portable kernel ran.
+        expect(tried.length).toBe(2);
+        const portable = await read(
+          await sageForwardWebGpu(g, codec, { ...opts, tensorCores: false }),
+        );
+        expect(auto.every(Number.isFinite)).toBe(true);
+        expect(Array.from(auto)).toEqual(Array.from(portable));
+        await expect(
+          sageForwardWebGpu(g, codec, { ...opts, tensorCores: { engine: 'f16' } }),
+        ).rejects.toBeInstanceOf(PipelineFallbackError);
+      } finally {
+        spy.mockRestore();
+        g.poisonOutputs = false;
+        Object.defineProperty(g, 'adapterInfo', { value: real.adapterInfo });
+        Object.defineProperty(g, 'features', { value: real.features });
+        disposeSageCodecGpu(g, codec);
+      }
+    });
+  },
+);
