@@ -1,11 +1,4 @@
-import { basename } from 'node:path';
-import {
-  accuracy,
-  goldenGlaOptions,
-  loadGolden,
-  toleranceFor,
-  UnsupportedError,
-} from '@attnkit/attention';
+import { accuracy, toleranceFor, UnsupportedError } from '@attnkit/attention';
 import { Rng, Tensor } from '@attnkit/tensor';
 import { webGpuTestContext } from '@attnkit/testing';
 import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
@@ -17,7 +10,7 @@ import {
   glaReference,
   glaReferenceBackward,
 } from '../../index.js';
-import { makeProblem, type ProblemSpec } from './testing.js';
+import { checkGlaGoldenWebGpu, makeProblem, type ProblemSpec } from './testing.js';
 
 /**
  * fusedRecurrentGla / fusedRecurrentGlaBackward on webgpu tensors (Dawn; llvmpipe in CI)
@@ -162,38 +155,10 @@ describe.skipIf(!ctx)('gla goldens through fusedRecurrentGla on webgpu', () => {
   test('golden files exist', () => expect(files.length).toBeGreaterThanOrEqual(2));
   test.each(files.map((f) => [goldenLabel(f), f]))(
     '%s: o, ht, dq, dk, dv, dgk, dh0 within the f32 bound',
-    async (_label, file) => {
-      const g = await loadGolden(file);
-      const t = g.tensors;
-      const made: Tensor[] = [];
-      const up = (x: Tensor) => {
-        const w = toWebGpu(x, ctx!);
-        made.push(w);
-        return w;
-      };
-      const base = goldenGlaOptions(g) as Record<string, unknown>;
-      const options = {
-        ...base,
-        ...(base.initialState ? { initialState: up(base.initialState as Tensor) } : {}),
-        backend: 'webgpu',
-      };
-      const [q, k, v, gk] = [t.q!, t.k!, t.v!, t.gk!].map(up) as [Tensor, Tensor, Tensor, Tensor];
-      const r = await fusedRecurrentGla(q, k, v, gk, options);
-      const grads = await fusedRecurrentGlaBackward(q, k, v, gk, up(t.do!), {
-        ...options,
-        ...(t.dht ? { dht: up(t.dht) } : {}),
-      });
-      const produced: Record<string, Tensor | undefined> = { o: r.o, ht: r.finalState, ...grads };
-      const tol = toleranceFor({ dtype: 'f32', maxSeqLen: t.q!.shape[1]! });
-      expect(g.references.sort()).toEqual(['dgk', 'dh0', 'dk', 'dq', 'dv', 'ht', 'o']);
-      for (const name of g.references) {
-        const got = produced[name];
-        expect(got?.device, name).toBe('webgpu');
-        const acc = accuracy(await got!.toCpu(), t[name]!);
-        expect(acc.nonFinite, name).toBe(0);
-        expect(acc.relL2, `${name} of ${basename(file)}`).toBeLessThanOrEqual(tol);
-      }
-      for (const x of [...made, ...Object.values(produced)]) x?.dispose();
-    },
+    (_label, file) =>
+      checkGlaGoldenWebGpu(ctx!, file, fusedRecurrentGla, fusedRecurrentGlaBackward, {
+        tol: (q) => toleranceFor({ dtype: 'f32', maxSeqLen: q.shape[1]! }),
+        inclusive: true,
+      }),
   );
 });
