@@ -24,23 +24,26 @@ const bundleOptions = {
   alias,
 };
 
+const BENCHES = [
+  'webgpu',
+  'hstu',
+  'mfalcon',
+  'tc',
+  'lean',
+  'sage',
+  'gla',
+  'hyper',
+  'stream',
+  'nn-block',
+  'tc-micro',
+  'tc-numerics',
+  'tc-split',
+  'gpt',
+  'matmul',
+];
 await build({
   entryPoints: [
-    join(here, 'bench-webgpu.ts'),
-    join(here, 'bench-hstu.ts'),
-    join(here, 'bench-mfalcon.ts'),
-    join(here, 'bench-tc.ts'),
-    join(here, 'bench-lean.ts'),
-    join(here, 'bench-sage.ts'),
-    join(here, 'bench-gla.ts'),
-    join(here, 'bench-hyper.ts'),
-    join(here, 'bench-stream.ts'),
-    join(here, 'bench-nn-block.ts'),
-    join(here, 'bench-tc-micro.ts'),
-    join(here, 'bench-tc-numerics.ts'),
-    join(here, 'bench-tc-split.ts'),
-    join(here, 'bench-gpt.ts'),
-    join(here, 'bench-matmul.ts'),
+    ...BENCHES.map((b) => join(here, `bench-${b}.ts`)),
     // The CLI too, for `attnkit info` on the device (native is not there: it says so).
     { in: join(here, '../../apps/cli/src/main.ts'), out: 'attnkit' },
   ],
@@ -87,5 +90,5 @@ rmSync(link, { force: true, recursive: true });
 mkdirSync(dirname(link), { recursive: true });
 symlinkSync(join(packages, 'native'), link, 'dir');
 console.log(
-  'built benchmarks/gpu/dist/bench-{webgpu,hstu,mfalcon,tc,lean,sage,gla,hyper,stream,nn-block,tc-micro,gpt,matmul,limits}.mjs, attnkit.mjs, attnkit-gpt.mjs',
+  `built benchmarks/gpu/dist/bench-{${[...BENCHES, 'limits'].join(',')}}.mjs, attnkit.mjs, attnkit-gpt.mjs`,
 );
