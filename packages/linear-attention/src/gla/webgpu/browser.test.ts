@@ -41,10 +41,17 @@ test.skipIf(allowMissing && !existsSync(CHROMIUM))(
       const logs: string[] = [];
       page.on('console', (m) => logs.push(m.text()));
       page.on('pageerror', (e) => logs.push(String(e)));
-      await page.goto(url);
-      await page.waitForFunction(() => 'attnkitRunGla' in globalThis, undefined, {
-        timeout: 300_000,
-      });
+      // goto waits for the load event, by which the page's module script has run: a bundle that
+      // failed to load or evaluate (a Node-only import reaching ./testing.ts did, 2026-12-05)
+      // never defines attnkitRunGla. Say so with the page's console, not after a long wait.
+      await page.goto(url, { timeout: 300_000 });
+      await page
+        .waitForFunction(() => 'attnkitRunGla' in globalThis, undefined, { timeout: 60_000 })
+        .catch((e: Error) => {
+          throw new Error(
+            `the page did not define attnkitRunGla (${e.message}); its console:\n${logs.join('\n')}`,
+          );
+        });
       // Several chunks per sequence (T 157 at C 64: the state pass's chunk loop runs 3 times),
       // K != V, h0 and dht: the shape the H200 failed on.
       const spec: ProblemSpec = { B: 2, T: 157, H: 2, K: 32, V: 48, h0: true };

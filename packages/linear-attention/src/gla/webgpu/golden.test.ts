@@ -3,7 +3,7 @@ import { webGpuTestContext } from '@attnkit/testing';
 import { goldenFiles, goldenLabel } from '@attnkit/vitest-config';
 import { afterAll, describe, expect, test } from 'vitest';
 import { chunkGla, chunkGlaBackward } from '../../index.js';
-import { checkGlaGoldenWebGpu } from './testing.js';
+import { checkGlaGoldenWebGpu } from './golden-check.js';
 
 /**
  * The gla goldens (fla's naive recurrent GLA: h0, final state, every gradient; the project's set

@@ -10,7 +10,8 @@ import {
   glaReference,
   glaReferenceBackward,
 } from '../../index.js';
-import { checkGlaGoldenWebGpu, makeProblem, type ProblemSpec } from './testing.js';
+import { checkGlaGoldenWebGpu } from './golden-check.js';
+import { makeProblem, type ProblemSpec } from './testing.js';
 
 /**
  * fusedRecurrentGla / fusedRecurrentGlaBackward on webgpu tensors (Dawn; llvmpipe in CI)
