@@ -180,7 +180,7 @@ describe.skipIf(!ctx)(
             shaderF16: true,
             subgroupMinSize: 32,
             subgroupMaxSize: 32,
-            subgroupMatrixConfigs: [{ M: 16, N: 16, K: 16, component: 'f16', result: 'f32' }],
+            subgroupMatrixConfigs: H200.features.subgroupMatrixConfigs,
           },
         });
         expect(sageAutoTensorCores(g, codec)).toEqual({ engine: 'f16' });
