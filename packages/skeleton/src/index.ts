@@ -87,7 +87,6 @@ export {
   type SageCodecGpu,
   type SageForwardWebGpuOptions,
   type SageQuantizeWebGpuOptions,
-  sageAutoTensorCores,
   sageCodecFromGpu,
   sageCodecToGpu,
   sageForwardWebGpu,

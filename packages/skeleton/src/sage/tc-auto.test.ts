@@ -36,6 +36,18 @@ describe('sageTcAutoSelect', () => {
     expect(sageTcAutoSelect({ ...MEASURED, nk: SAGE_TC_AUTO_MIN_ROWS - 1 }, 'nvidia')).toBe(false);
     expect(sageTcAutoSelect({ ...MEASURED, nq: 1 }, 'nvidia')).toBe(false);
   });
+
+  test('bad input: a ValueError naming the argument', () => {
+    const bad = (p: unknown, vendor: unknown, argument: string) =>
+      expect(() => sageTcAutoSelect(p as typeof MEASURED, vendor as string)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument }),
+      );
+    bad(null, 'nvidia', 'problem');
+    bad({ ...MEASURED, d: 127.5 }, 'nvidia', 'problem.d');
+    bad({ ...MEASURED, nk: -1 }, 'nvidia', 'problem.nk');
+    bad({ ...MEASURED, pvBits: undefined }, 'nvidia', 'problem.pvBits');
+    bad(MEASURED, undefined, 'vendor');
+  });
 });
 
 // The H200's adapter as the engine sees it (session 25's context: 16 storage buffers asked for).

@@ -1,3 +1,5 @@
+import { describe, ValueError } from '@attnkit/tensor';
+
 /**
  * Whether sageForwardWebGpu runs the f16 tensor-core engine (./tensor-cores-f16.ts) when the
  * caller left `tensorCores` unset: only where the H200 measured it faster than the portable
@@ -14,6 +16,21 @@ export function sageTcAutoSelect(
   problem: { d: number; dv: number; nq: number; nk: number; pvBits: number },
   vendor: string,
 ): boolean {
+  if (problem === null || typeof problem !== 'object')
+    throw new ValueError(
+      `problem: expected { d, dv, nq, nk, pvBits }, got ${describe(problem)}`,
+      'problem',
+    );
+  for (const key of ['d', 'dv', 'nq', 'nk', 'pvBits'] as const) {
+    const x = problem[key];
+    if (!Number.isSafeInteger(x) || x < 0)
+      throw new ValueError(
+        `problem.${key}: expected a non-negative integer, got ${describe(x)}`,
+        `problem.${key}`,
+      );
+  }
+  if (typeof vendor !== 'string')
+    throw new ValueError(`vendor: expected a string, got ${describe(vendor)}`, 'vendor');
   if (vendor.toLowerCase() !== 'nvidia' || problem.pvBits !== 8) return false;
   if (problem.nq < SAGE_TC_AUTO_MIN_ROWS || problem.nk < SAGE_TC_AUTO_MIN_ROWS) return false;
   return problem.d === 128 && problem.dv === 128;
