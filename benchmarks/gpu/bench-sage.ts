@@ -5,7 +5,7 @@
  *   node bench-sage.mjs [--out sage.json] [--repeats 10] [--skip-verify] [--skip-table]
  *                       [--shapes 4,32,4096,128;4,32,8192,128] [--subgroups 4,2] [--units elems,words]
  *                       [--tc-variants '[{"constOffsets":false},{}]']
- *                       [--f16-subgroups 4,2 | none] [--skip-i8]
+ *                       [--f16-subgroups 4,2 | none] [--skip-i8] [--causal true|false]
  *
  * 1. Verification first, outputs poisoned: the int8 tensor-core kernel (sage/tensor-cores.ts)
  *    and the portable dot4I8Packed kernel (sage/webgpu.ts) on small random shapes (odd lengths,
@@ -399,7 +399,8 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
       });
       return () => disposeSageCodecGpu(ctx, c);
     });
-    for (const causal of [false, true]) {
+    // --causal true|false: one of the two (a device step too short for both).
+    for (const causal of value('causal') ? [value('causal') === 'true'] : [false, true]) {
       const ops = 4 * B * H * N * N * D * (causal ? 0.5 : 1);
       const tops = (ms: number) => ops / (ms * 1e9);
       const opts = { scale: 1 / Math.sqrt(D), causal };

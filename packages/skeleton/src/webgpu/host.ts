@@ -173,6 +173,8 @@ interface Prepared {
   ctx: WebGpuContext;
   dtype: StorageDType;
   buffers: { q: GpuBuffer; k: GpuBuffer; v: GpuBuffer };
+  /** Elements of q, k, v (their buffers may be larger: pooled sizes). */
+  elements: { q: number; k: number; v: number };
   hooks: HookResources;
 }
 
@@ -282,6 +284,7 @@ function prepare(
     ctx: sq.ctx,
     dtype,
     buffers: { q: sq.buffer, k: sk.buffer, v: sv.buffer },
+    elements: { q: q.size, k: k.size, v: v.size },
     hooks: withPaged(hookResources(hooks, p.maskMod, pass, p), p),
   };
 }
@@ -788,9 +791,13 @@ interface ForwardPrograms {
   program: CompiledProgram;
   /** presplit: the pass that splits q, k, v into [hi | lo] halves first. */
   split?: CompiledProgram;
+  /** presplit: the SIMT forward as its range guard (ShaderSpec.guard), queued after it. */
+  guard?: { kernel: WgslKernel; program: CompiledProgram };
 }
 
 const SPLIT_F16_KERNEL = (): WgslKernel => generatedKernel('split f16', splitF16Shader);
+const guardKernel = (s: ForwardSetup) =>
+  generatedKernel('forward', forwardShader, { ...spec(s.pr, s.fp), guard: true });
 
 /** What tcAutoSelect weighs of a prepared problem (both passes ask it alike). */
 const tcAutoProblem = ({ p, dtype }: Prepared) => ({
@@ -831,11 +838,17 @@ async function forwardPrograms(s: ForwardSetup, opts: WebGpuTileOptions): Promis
       const split = r.config.presplit
         ? await compile(ctx, SPLIT_F16_KERNEL(), 'split-f16 operands')
         : undefined;
+      const gk = r.config.presplit ? guardKernel(s) : undefined;
+      const guard = gk && {
+        kernel: gk,
+        program: await compile(ctx, gk, 'flash-attention forward (split-f16 range guard)', s.fp),
+      };
       return {
         tc: r.config,
         kernel: tcForwardKernel(r.config),
         program: r.value,
         ...(split ? { split } : {}),
+        ...(guard ? { guard } : {}),
       };
     } catch (e) {
       // Not remembered: a tile that timed out is compiled again next time (compile() forgets
@@ -864,7 +877,13 @@ function readyForwardPrograms(s: ForwardSetup): ForwardPrograms | undefined {
     const program = readyProgram(ctx, kernel);
     if (!c.presplit) return program && { tc: c, kernel, program };
     const split = readyProgram(ctx, SPLIT_F16_KERNEL());
-    return program && split && { tc: c, kernel, program, split };
+    const gk = guardKernel(s);
+    const gp = readyProgram(ctx, gk);
+    return (
+      program &&
+      split &&
+      gp && { tc: c, kernel, program, split, guard: { kernel: gk, program: gp } }
+    );
   }
   const kernel = simtForwardKernel(s);
   const program = readyProgram(ctx, kernel);
@@ -895,16 +914,24 @@ function forwardLaunch(
       : { tileQ: br, tileK: bc };
     // presplit: q, k, v split into [hi | lo] halves by a pass of their own, bound in their place.
     const pre: ComputeStep[] = [];
+    const post: ComputeStep[] = [];
     const halves: Partial<Record<'q' | 'k' | 'v', GpuBuffer>> = {};
     const loOffs = { qLo: 0, kLo: 0, vLo: 0 };
-    if (tc?.presplit && progs.split) {
+    if (tc?.presplit && progs.split && progs.guard) {
       const splitKernel = SPLIT_F16_KERNEL();
+      // Word 0: set by the split pass when an input lies outside split-f16's domain (|x| >=
+      // 65520, infinities, NaN); the guard kernel, after the tensor-core one, then writes o and
+      // lse with the SIMT arithmetic, and otherwise returns at once (~no time). No read-back.
+      const flag = ctx.createFromData(new Uint32Array([0]), 'split-f16 range flag');
+      owned.push(flag);
       for (const name of ['q', 'k', 'v'] as const) {
         const src = pr.buffers[name];
         const lay = splitF16Layout(src.size - (src.size % 4));
         const dst = ctx.createStorageBuffer(lay.bytes, `split-f16 ${name}`);
+        // The whole buffer is split (qDirect's 16-row blocks may reach past the tensor), but
+        // only the tensor's elements are checked: a pooled buffer's tail holds stale words.
         const u = ctx.createUniform(
-          new Uint32Array([lay.n, lay.loOff, 0, 0]),
+          new Uint32Array([lay.n, lay.loOff, Math.min(pr.elements[name], lay.n), 0]),
           `split-f16 ${name} U`,
         );
         owned.push(dst, u);
@@ -912,11 +939,27 @@ function forwardLaunch(
         loOffs[`${name}Lo`] = lay.loOff;
         pre.push({
           program: progs.split,
-          buffers: bindBuffers(splitKernel.bindings, { U: u, x: src, y: dst }),
+          buffers: bindBuffers(splitKernel.bindings, { U: u, x: src, y: dst, flag }),
           workgroups: [Math.min(SPLIT_F16_WORKGROUPS, Math.ceil(lay.n / 512))],
           label: `split-f16 ${name}`,
         });
       }
+      const [gu, ga] = launchBuffers(pr, buildAux(p, { tileQ: fp.br, tileK: fp.bc }));
+      owned.push(gu, ga);
+      post.push({
+        program: progs.guard.program,
+        buffers: bindBuffers(progs.guard.kernel.bindings, {
+          ...hookBuffers(pr, owned),
+          ...pr.buffers,
+          P: gu,
+          aux: ga,
+          o: buf(o),
+          lse: lse && buf(lse),
+          guard: flag,
+        }),
+        workgroups: [Math.ceil(p.maxSeqQ / fp.br), p.hq, p.batch],
+        label: 'flash forward (split-f16 range guard)',
+      });
     }
     const [uniform, aux] = tc?.presplit
       ? launchBuffers(pr, buildAux(p, tile), { fields: TC_SPLIT_FIELDS, values: loOffs })
@@ -942,6 +985,7 @@ function forwardLaunch(
         workgroups: s.decode ? [1, p.hkv, p.batch] : [Math.ceil(p.maxSeqQ / br), p.hq, p.batch],
         label: s.decode ? 'flash decode' : 'flash forward',
       },
+      ...post,
     ];
     return { steps, result: { o, lse }, owned, made };
   } catch (e) {
@@ -1027,6 +1071,16 @@ const TC_DEFAULT_TILES = [
 ];
 /** With qDirect (no Q block in workgroup memory): 8 subgroups first (128 query rows). */
 const TC_DIRECT_TILES = [{ subgroups: 8, keyMatrices: 2 }, ...TC_DEFAULT_TILES];
+/**
+ * split-f16 with qDirect: its hi and lo K/V tiles double the memory, so 8 subgroups fit only
+ * with one key matrix at D 128 (47.6 KB of the H200's 48 KB); that tile ran 57.5 TFLOP/s at
+ * (4, 16, 4096, 128) against 43.7 for the 4 x 1 tile the list above gave (H200, session 28).
+ */
+const TC_SPLIT_DIRECT_TILES = [
+  { subgroups: 8, keyMatrices: 2 },
+  { subgroups: 8, keyMatrices: 1 },
+  ...TC_DEFAULT_TILES,
+];
 
 const TC_FORWARD_LABEL = 'flash-attention forward (tensor cores)';
 
@@ -1087,10 +1141,13 @@ function tcConfig(
   // VARIANTS.md, run 12), with the largest tile of TC_DEFAULT_TILES that fits the device's
   // workgroup memory; fields the caller gives win.
   const given = want === true ? {} : want;
-  // split-f16's operands split by a pass of their own before the kernel where the caller asks
-  // for it (presplit: the kernel then stages halves as the f16 one does); opt-in until it is
-  // verified on a device (issue 20 item 5, session 26: only emulated so far).
-  const presplit = split && given.presplit === true;
+  // split-f16's operands split by a pass of their own before the kernel (presplit: the kernel
+  // then stages halves as the f16 one does), and P split by masking (splitMask), unless the
+  // caller says otherwise. On the H200 (session 28) rounding conversions were what cost the
+  // in-kernel split its precision: the compiler folds f32(f16(x)) back to x in registers, so
+  // lo = x - hi came out 0 while hi reached the tensor cores rounded (o 3-4e-4 against float64);
+  // masked his gave 4.6e-7, and presplit with the masked P met 1e-5 on every verification case.
+  const presplit = split && given.presplit !== false;
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   // Q's matrices straight from storage (qDirect) wherever every 16-row block of q lies within
   // its buffer (tcQDirectFits; not split-f16, which stages Q as hi and lo): the Q block's
@@ -1111,7 +1168,7 @@ function tcConfig(
     given.qDirect !== false &&
     tcQDirectFits(p, pr.buffers.q.size / (split ? 4 : 2));
   const direct = canDirect && (given.qDirect === true || !(p.causal && p.d <= 64));
-  const tiles = direct ? TC_DIRECT_TILES : TC_DEFAULT_TILES;
+  const tiles = direct ? (split ? TC_SPLIT_DIRECT_TILES : TC_DIRECT_TILES) : TC_DEFAULT_TILES;
   const base = {
     d: p.d,
     dv: p.dv,
@@ -1120,6 +1177,7 @@ function tcConfig(
     swizzle: true,
     split,
     ...(presplit ? { presplit } : {}),
+    ...(split ? { splitMask: true } : {}),
   };
   const fits = (t: { subgroups: number; keyMatrices: number }) =>
     tcForwardWorkgroupBytes({ ...base, ...t, ...given, split, qDirect: direct }) <= limit;

@@ -67,6 +67,15 @@ export interface ShaderSpec {
    * uniforms pgSize, pgPages, which host.ts adds to the hooks' resources).
    */
   paged?: boolean;
+  /**
+   * The forward as split-f16's range guard (host.ts forwardLaunch): a read-only binding `guard`
+   * whose word 0 the split pass sets when q, k or v hold a value split-f16 cannot take (|x| >=
+   * 65520, an infinity, a NaN); every workgroup returns at once unless it is set, so the kernel,
+   * queued after the tensor-core one, overwrites o and lse only then. The word is read from a
+   * read-only buffer at a constant index, so the return is uniform control flow and the barriers
+   * after it stay legal. The band schedule only.
+   */
+  guard?: boolean;
 }
 
 /** The uniform field a split-K forward and its combine add after the hooks' (the split count). */
@@ -568,6 +577,8 @@ function rowRanges(p: WebGpuFlashPlan, rowsAreKeys: boolean): string {
 export function forwardShader(input: ShaderSpec): WgslKernel {
   const schedule = input.schedule ?? 'band';
   const streamK = schedule === 'streamK';
+  if (input.guard && schedule !== 'band')
+    throw new ValueError(`guard: expected the band schedule beside it, got ${schedule}`, 'guard');
   // The host declines it first (host.ts streamKForward); the per-tile summary would have to be
   // counted into the plan's pieces, which the plan does not do.
   if (streamK && input.blockSparse)
@@ -715,6 +726,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
     ...(splitK ? [] : [tensorBinding('storage', 'o', spec.dtype, spec.vecV)]),
     ...(softmax && !splitK ? [{ name: 'lse', kind: 'storage', type: 'array<f32>' } as const] : []),
     ...spec.hooks.bindings,
+    ...(spec.guard ? [{ name: 'guard', kind: 'read', type: 'array<u32>' } as const] : []),
   ];
   // One (query tile, head, batch): the workgroup's, or a stream-K piece's.
   const work = `
@@ -758,7 +770,7 @@ export function forwardShader(input: ShaderSpec): WgslKernel {
   let ty = lid / TX;${work}
   workgroupBarrier();
   }`
-    : `
+    : `${spec.guard ? '\n  if (guard[0] == 0u) { return; }' : ''}
   ${seq(splitK)}
   let h = wg.y;
   let r0 = wg.x * BR;

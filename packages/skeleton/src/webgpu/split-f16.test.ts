@@ -31,18 +31,19 @@ describe.skipIf(!ctx)('splitF16Shader: [hi | lo] halves of an f32 buffer', () =>
     const kernel = splitF16Shader();
     const prog = await ctx!.pipelines.get({
       code: kernel.code,
-      bindings: ['uniform', 'read', 'storage'],
+      bindings: ['uniform', 'read', 'storage', 'storage'],
       label: 'split-f16 test',
     });
     const bx = ctx!.createFromData(x, 'x');
     // Poisoned: NaN halves everywhere, so a word the pass skips or a padding it writes shows.
     const by = ctx!.createFromData(new Uint16Array(lay.bytes / 2).fill(0x7e00), 'y');
-    const bu = ctx!.createUniform(new Uint32Array([lay.n, lay.loOff, 0, 0]), 'U');
+    const bu = ctx!.createUniform(new Uint32Array([lay.n, lay.loOff, lay.n, 0]), 'U');
+    const bf = ctx!.createFromData(new Uint32Array([0]), 'flag');
     try {
       await ctx!.dispatch([
         {
           program: prog,
-          buffers: [bu, bx, by],
+          buffers: [bu, bx, by, bf],
           workgroups: [Math.min(SPLIT_F16_WORKGROUPS, Math.ceil(n / 512))],
         },
       ]);
@@ -67,8 +68,51 @@ describe.skipIf(!ctx)('splitF16Shader: [hi | lo] halves of an f32 buffer', () =>
       // odd), the rest as poisoned.
       expect(bits[n]).toBe(0);
       expect(Array.from(bits.subarray(n + 1, lay.loOff))).toEqual([0x7e00, 0x7e00, 0x7e00, 0x7e00]);
+      // Every value within split-f16's domain: the range flag stays 0.
+      expect(new Uint32Array(await ctx!.readBuffer(bf, 4))[0]).toBe(0);
     } finally {
-      for (const b of [bx, by, bu]) b.destroy();
+      for (const b of [bx, by, bu, bf]) b.destroy();
     }
+  });
+
+  // The range flag (host.ts runs the SIMT kernel after the tensor-core one when it is set).
+  test('the range flag: set by |x| >= 65520, infinities and NaN among the checked elements, not by 65519 or the largest half', async () => {
+    const kernel = splitF16Shader();
+    const prog = await ctx!.pipelines.get({
+      code: kernel.code,
+      bindings: ['uniform', 'read', 'storage', 'storage'],
+      label: 'split-f16 flag test',
+    });
+    const flagOf = async (special: number, at: number, checked = 1001) => {
+      const n = 1001;
+      const rng = new Rng(at);
+      const x = Float32Array.from({ length: n }, () => rng.normal() * 100);
+      x[at] = special;
+      const lay = splitF16Layout(x.byteLength);
+      const bx = ctx!.createFromData(x, 'x');
+      const by = ctx!.createStorageBuffer(lay.bytes, 'y');
+      const bu = ctx!.createUniform(new Uint32Array([lay.n, lay.loOff, checked, 0]), 'U');
+      const bf = ctx!.createFromData(new Uint32Array([0]), 'flag');
+      try {
+        await ctx!.dispatch([{ program: prog, buffers: [bu, bx, by, bf], workgroups: [1] }]);
+        return new Uint32Array(await ctx!.readBuffer(bf, 4))[0];
+      } finally {
+        for (const b of [bx, by, bu, bf]) b.destroy();
+      }
+    };
+    // First, an odd position (a word's second half), the last element (the odd n's lone half).
+    for (const at of [0, 777, 1000]) {
+      for (const bad of [65520, -70000, 3e38, Number.POSITIVE_INFINITY, -Infinity, Number.NaN])
+        expect({ at, bad, flag: await flagOf(bad, at) }).toEqual({ at, bad, flag: 1 });
+      for (const ok of [65504, -65519, 1e-30, 0])
+        expect({ at, ok, flag: await flagOf(ok, at) }).toEqual({ at, ok, flag: 0 });
+    }
+    // Past the tensor's elements (U.z; a pooled buffer's stale tail): not checked. The element
+    // just before the limit, in the same word as the one after it, still is.
+    expect(await flagOf(Number.NaN, 900, 900)).toBe(0);
+    expect(await flagOf(Number.NaN, 1000, 900)).toBe(0);
+    expect(await flagOf(Number.NaN, 899, 900)).toBe(1);
+    expect(await flagOf(1e5, 898, 899)).toBe(1);
+    expect(await flagOf(1e5, 899, 899)).toBe(0);
   });
 });

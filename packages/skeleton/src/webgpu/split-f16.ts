@@ -40,25 +40,36 @@ export const SPLIT_F16_WORKGROUPS = 4096;
  * relative. Masking rather than rounding makes x - hi exact f32 arithmetic that no conversion
  * can fold away; lo is scaled by 2^11 because unscaled it would be an f16 subnormal for |x| <
  * 2^-3, which the tensor cores flush. Plain WGSL (no shader-f16): the emulated kernels run it on
- * llvmpipe. Values outside f16's range (|x| >= 65520) have no hi: split-f16's domain.
+ * llvmpipe. Values outside f16's range (|x| >= 65520) have no hi (pack2x16float's result is
+ * indeterminate there), nor do NaN and infinities: the pass sets `flag[0]` to 1 when it meets
+ * one (compared as bits, which no fast-math assumption can fold), and the host then runs the
+ * SIMT kernel after the tensor-core one, which overwrites o and lse (host.ts forwardLaunch).
  */
 export function splitF16Shader(): WgslKernel {
   const bindings: WgslBinding[] = [
     { name: 'U', kind: 'uniform', type: 'vec4<u32>' },
     { name: 'x', kind: 'read', type: 'array<f32>' },
     { name: 'y', kind: 'storage', type: 'array<u32>' },
+    { name: 'flag', kind: 'storage', type: 'array<atomic<u32>>' },
   ];
   const code = `${declareBindings(bindings)}
 fn hiBits(v: f32) -> f32 { return bitcast<f32>(bitcast<u32>(v) & 0xffffe000u); }
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
-  // U.x = n (f32 elements), U.y = loOff (halves, a multiple of 8).
+  // U.x = n (f32 elements), U.y = loOff (halves, a multiple of 8), U.z = elements checked.
   let n = U.x;
   let loW = U.y / 2u;
   for (var w = g.x; w < (n + 1u) / 2u; w += nw.x * 256u) {
     let i = 2u * w;
     let a = x[i];
     let b = select(0.0, x[min(i + 1u, n - 1u)], i + 1u < n);
+    // |a| or |b| >= 65520 (f16's overflow threshold), an infinity or a NaN: bits 0x477ff000 up.
+    // Only the tensor's U.z elements: past them a pooled buffer holds stale words.
+    let ab = select(0u, bitcast<u32>(a) & 0x7fffffffu, i < U.z);
+    let bb = select(0u, bitcast<u32>(b) & 0x7fffffffu, i + 1u < U.z);
+    if (max(ab, bb) >= 0x477ff000u) {
+      atomicStore(&flag[0], 1u);
+    }
     let hw = pack2x16float(vec2<f32>(hiBits(a), hiBits(b)));
     y[w] = hw;
     y[loW + w] = pack2x16float((vec2<f32>(a, b) - unpack2x16float(hw)) * 2048.0);

@@ -34,13 +34,6 @@ describe('tcAutoSelect: tensor cores without being asked, where the H200 measure
     expect(
       tcAutoSelect(
         'forward',
-        { d: 128, dv: 128, dtype: 'f32', maxSeqQ: 4096, maxSeqK: 4096 },
-        'nvidia',
-      ),
-    ).toBe(false);
-    expect(
-      tcAutoSelect(
-        'forward',
         { d: 128, dv: 128, dtype: 'bf16', maxSeqQ: 4096, maxSeqK: 4096 },
         'nvidia',
       ),
@@ -64,6 +57,33 @@ describe('tcAutoSelect: tensor cores without being asked, where the H200 measure
       expect(tcAutoSelect(pass, { ...problem, paged: true }, 'nvidia')).toBe(false);
       expect(tcAutoSelect(pass, { ...problem, paged: true }, 'nvidia', false)).toBe(false);
     }
+  });
+  test('f32 (split-f16): the forward at D = Dv = 128 with 4096 rows at least, on NVIDIA only', () => {
+    const at = (
+      pass: 'forward' | 'backward',
+      d: number,
+      dv: number,
+      q: number,
+      k: number,
+      vendor = 'nvidia',
+    ) => tcAutoSelect(pass, { d, dv, dtype: 'f32', maxSeqQ: q, maxSeqK: k }, vendor);
+    expect(at('forward', 128, 128, 4096, 4096)).toBe(true);
+    expect(at('forward', 128, 128, 8192, 65536)).toBe(true);
+    // Measured slower than SIMT f32 at (16, 16, 1024, 64); shorter or unmeasured shapes.
+    expect(at('forward', 64, 64, 4096, 4096)).toBe(false);
+    expect(at('forward', 128, 128, 4095, 4096)).toBe(false);
+    expect(at('forward', 128, 128, 4096, 2048)).toBe(false);
+    expect(at('forward', 128, 64, 4096, 4096)).toBe(false);
+    // No split-f16 backward; other vendors; paged K/V.
+    expect(at('backward', 128, 128, 4096, 4096)).toBe(false);
+    expect(at('forward', 128, 128, 4096, 4096, 'apple')).toBe(false);
+    expect(
+      tcAutoSelect(
+        'forward',
+        { d: 128, dv: 128, dtype: 'f32', maxSeqQ: 4096, maxSeqK: 4096, paged: true },
+        'nvidia',
+      ),
+    ).toBe(false);
   });
   test('sequences of 1024 rows at least (a decode step stays on SIMT)', () => {
     const at = (maxSeqQ: number, maxSeqK: number) =>
@@ -113,7 +133,7 @@ describe('tcAutoSelect: tensor cores without being asked, where the H200 measure
         expect(at(pass, 128, 64, robust)).toBe(false);
         expect(at(pass, 32, 32, robust)).toBe(false);
       }
-    // Never for f32, short sequences or other vendors, robust or not.
+    // f32's rule, short sequences and other vendors alike, robust or not.
     expect(
       tcAutoSelect(
         'forward',
@@ -121,7 +141,7 @@ describe('tcAutoSelect: tensor cores without being asked, where the H200 measure
         'nvidia',
         false,
       ),
-    ).toBe(false);
+    ).toBe(true);
     expect(
       tcAutoSelect(
         'forward',

@@ -6,9 +6,12 @@
  * robust access no longer costs them much, and both passes win at D = Dv = 64 and 128 with it:
  * forward 2.0-3.7x the SIMT f16 kernel, backward 2.1-2.4x (run 7; without robustness likewise). Before
  * (robust: runs 15 and 22) only the forward at D = Dv = 128 and the backward at 64 won; the
- * `robustAccess` argument is kept for callers and no longer changes the answer. f16 inputs
- * only: split-f16 for f32 (`tensorCores` on f32 tensors) stays opt-in, since it reached
- * 2.3-4.4e-4 against float64, not the f32 tolerance. NVIDIA adapters only: the kernels were
+ * `robustAccess` argument is kept for callers and no longer changes the answer. f32 inputs:
+ * split-f16 (presplit, masked P, with its range guard), the forward only (the backward has no
+ * split-f16 passes), at D = Dv = 128 with 4096 query and key rows at least: measured there at
+ * the f32 tolerance (o 5e-7 to 1e-5 against float64) and 2.1-2.5x the SIMT f32 kernel (H100,
+ * 2026-12-05, session 28: 55.2 against 25.8 TFLOP/s at (4, 16, 4096, 128)); at (16, 16, 1024,
+ * 64) it was 0.89x SIMT without a mask, so D 64 and short sequences stay on SIMT. NVIDIA adapters only: the kernels were
  * verified there alone, and their correctness turned on how the driver places workgroup memory
  * (tc-forward.ts `smallFirst`). Sequences of 1024 query and key rows at least, the lengths
  * measured (1024-8192): a decode step (a few query rows) would fill 1/16 of a tensor-core tile
@@ -31,12 +34,22 @@ export function tcAutoSelect(
   vendor: string,
   _robustAccess = true,
 ): boolean {
-  if (problem.dtype !== 'f16' || vendor.toLowerCase() !== 'nvidia') return false;
-  if (problem.paged) return false;
-  if (problem.maxSeqQ < TC_AUTO_MIN_ROWS || problem.maxSeqK < TC_AUTO_MIN_ROWS) return false;
-  const { d, dv } = problem;
+  if (vendor.toLowerCase() !== 'nvidia' || problem.paged) return false;
+  const { d, dv, maxSeqQ, maxSeqK } = problem;
+  if (problem.dtype === 'f32')
+    return (
+      _pass === 'forward' &&
+      d === 128 &&
+      dv === 128 &&
+      maxSeqQ >= TC_AUTO_MIN_ROWS_F32 &&
+      maxSeqK >= TC_AUTO_MIN_ROWS_F32
+    );
+  if (problem.dtype !== 'f16') return false;
+  if (maxSeqQ < TC_AUTO_MIN_ROWS || maxSeqK < TC_AUTO_MIN_ROWS) return false;
   return d === dv && (d === 64 || d === 128);
 }
 
 /** Shortest query and key sequences the automatic choice takes (the shortest measured). */
 export const TC_AUTO_MIN_ROWS = 1024;
+/** f32 (split-f16): the shortest sequences where it was measured faster than SIMT f32. */
+export const TC_AUTO_MIN_ROWS_F32 = 4096;

@@ -683,26 +683,137 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
     }
   };
 
-  test('f32 inputs at the f32 tolerance, causal GQA and varlen', () =>
+  // The in-kernel split (f32 staged and split while staging), rounded and masked.
+  const inKernel = { ...plain, presplit: false, splitMask: false };
+  test('f32 inputs at the f32 tolerance, causal GQA and varlen (the in-kernel split)', () =>
     splitRuns([
-      [EMU_CASES[1]!, plain],
-      [EMU_CASES[3]!, plain],
-      [EMU_DV, plain],
+      [EMU_CASES[1]!, inKernel],
+      [EMU_CASES[3]!, inKernel],
+      [EMU_DV, { ...inKernel, splitMask: true }],
     ]));
 
-  test('the defaults (constOffsets, regSoftmax): the lo arrays nested too', () =>
-    splitRuns([[EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1 }]]));
+  test('the in-kernel split with constOffsets and regSoftmax: the lo arrays nested too', () =>
+    splitRuns([[EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1, presplit: false }]]));
 
-  // The runs above take the host's default, the in-kernel split (f32 staged and split while
-  // staging); these pin presplit (q, k, v split by a pass of their own into [hi | lo] halves),
-  // with Q's halves straight from storage and with the defaults, and P split by masking.
-  test('presplit (flat, qDirect, the defaults) and the masked P split', () =>
+  // The host's defaults since session 28: presplit (q, k, v split by a pass of their own into
+  // [hi | lo] halves, Q's halves straight from storage where they fit) and P split by masking;
+  // also pinned, flat and with the rounded P split.
+  test('presplit (the defaults, flat, qDirect) and the masked P split', () =>
     splitRuns([
+      [EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1 }],
       [EMU_CASES[3]!, { ...plain, presplit: true, qDirect: true }],
-      [EMU_CASES[1]!, { ...plain, presplit: true }],
-      [EMU_DV, { ...plain, splitMask: true }],
-      [EMU_CASES[1]!, { subgroups: 1, keyMatrices: 1, presplit: true, splitMask: true }],
+      [EMU_CASES[1]!, { ...plain, presplit: true, splitMask: false }],
+      [EMU_DV, {}],
     ]));
+
+  // The range guard (presplit): an input split-f16 cannot take (|x| >= 65520, an infinity, a
+  // NaN) makes the SIMT kernel queued after the tensor-core one write o and lse: the result is
+  // then the SIMT kernel's, bit for bit; within the domain it is the tensor cores' (bits that
+  // differ from SIMT's: the guard stayed idle) at the f32 tolerance.
+  test("presplit range guard: out-of-domain inputs get the SIMT result, in-domain ones the tensor cores'", async () => {
+    const run = async (
+      put: ((x: Float32Array) => void) | undefined,
+      where: 'q' | 'k' | 'v',
+      c = EMU_CASES[1]!,
+      staleTail = false,
+    ) => {
+      // f32 inputs that are not halves (their lo matters), fresh per run from one seed.
+      const rng = new Rng(77);
+      const x = {
+        q: rng.randn([c.b, c.hq, c.nq, c.d]),
+        k: rng.randn([c.b, c.hkv, c.nk, c.d]),
+        v: rng.randn([c.b, c.hkv, c.nk, c.dv]),
+        attn: c.attn ?? {},
+      };
+      const host = { q: x.q, k: x.k, v: x.v };
+      if (put) {
+        const data = host[where].toFloat32Array();
+        put(data);
+        host[where] = Tensor.from(data, host[where].shape);
+      }
+      // staleTail: each input's pooled buffer NaN past its data (a released, poisoned output
+      // of the same size class, which the upload then takes from the pool).
+      const g = [host.q, host.k, host.v].map((t) => {
+        if (staleTail) {
+          ctx!.poisonOutputs = true;
+          ctx!.pool.release(ctx!.createOutput(4 * t.size, 'stale'));
+          ctx!.poisonOutputs = false;
+        }
+        return toWebGpu(t, ctx!);
+      });
+      const p = resolveAttentionProblem(host.q, host.k, host.v, x.attn);
+      ctx!.poisonOutputs = true;
+      try {
+        const out = async (tensorCores: WebGpuTileOptions['tensorCores']) => {
+          const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+            tensorCores,
+          });
+          const o = (await r.o.toCpu()).toFloat32Array();
+          const lse = (await r.lse!.toCpu()).toFloat32Array();
+          r.o.dispose();
+          r.lse!.dispose();
+          return { o, lse };
+        };
+        const tc = await out({ subgroups: 1, keyMatrices: 1, emulate: true });
+        const simt = await out(false);
+        const ref = softmaxAttentionReference(host.q, host.k, host.v, x.attn);
+        return { tc, simt, ref };
+      } finally {
+        ctx!.poisonOutputs = false;
+        for (const t of g) t.dispose();
+      }
+    };
+    const same = (a: Float32Array, b: Float32Array) =>
+      a.length === b.length && a.every((e, i) => Object.is(e, b[i]));
+    // Within the domain: the tensor cores' result.
+    const ok = await run(undefined, 'q');
+    expect(same(ok.tc.o, ok.simt.o)).toBe(false);
+    expect(accuracy(Tensor.from(ok.tc.o, ok.ref.o.shape), ok.ref.o).relL2).toBeLessThanOrEqual(
+      toleranceFor({ dtype: 'f32' }),
+    );
+    // Stale NaN words past the tensors' data in their pooled buffers: not inputs, so the
+    // tensor cores' result (the split pass checks only the tensor's elements).
+    const odd = EMU_CASES[0]!;
+    expect((4 * odd.hq * odd.nq * odd.d) % 256).not.toBe(0);
+    const stale = await run(undefined, 'q', odd, true);
+    expect(same(stale.tc.o, stale.simt.o)).toBe(false);
+    expect(
+      accuracy(Tensor.from(stale.tc.o, stale.ref.o.shape), stale.ref.o).relL2,
+    ).toBeLessThanOrEqual(toleranceFor({ dtype: 'f32' }));
+    // A large finite key element (1e5: its hi would overflow f16), a V element past 65520, and
+    // a NaN in q: the SIMT result bit for bit (NaN rows included).
+    for (const [where, put] of [
+      [
+        'k',
+        (d: Float32Array) => {
+          d[5] = 1e5;
+        },
+      ],
+      [
+        'v',
+        (d: Float32Array) => {
+          d[d.length - 1] = -70000;
+        },
+      ],
+      [
+        'q',
+        (d: Float32Array) => {
+          d[3] = Number.NaN;
+        },
+      ],
+    ] as const) {
+      const r = await run(put, where);
+      expect({ where, o: same(r.tc.o, r.simt.o), lse: same(r.tc.lse, r.simt.lse) }).toEqual({
+        where,
+        o: true,
+        lse: true,
+      });
+      if (where !== 'q')
+        expect(accuracy(Tensor.from(r.tc.o, r.ref.o.shape), r.ref.o).relL2).toBeLessThanOrEqual(
+          toleranceFor({ dtype: 'f32' }),
+        );
+    }
+  });
 
   test('split excludes fused, narrow, qRegs and unpack', () => {
     const ok = { d: 64, dv: 64, subgroups: 2, keyMatrices: 1, lazy: 8, split: true };
@@ -898,7 +1009,7 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect requests that cannot run', (
         const p = resolveAttentionProblem(q, k, v);
         await expect(
           tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
-            tensorCores: { qDirect: true, emulate: true },
+            tensorCores: { qDirect: true, presplit: false, emulate: true },
           }),
         ).rejects.toThrow(/^tensorCores\.qDirect: expected false or undefined without presplit/);
         await expect(
