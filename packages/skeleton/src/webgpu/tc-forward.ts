@@ -160,7 +160,9 @@ export interface TcForwardConfig {
    * split-f16's hi by masking (device probe, issue 20): hi = x with its 13 low mantissa bits
    * cleared (f16's 11 significant bits, so f16(hi) is exact for normal f16 values) and lo =
    * f16((x - hi) 2^11), x - hi exact in f32, instead of hi = f16(x) rounded by the conversion.
-   * Integer operations the compiler cannot fold into the conversion. Only with split.
+   * Integer operations the compiler cannot fold into the conversion. Only with split. The
+   * host's default for split (session 28): on the H100 / H200 the compiler folds f32(f16(x)) to
+   * x, so the rounded split's lo = x - f32(hi) came out 0 (o 3-4e-4); masked, o 3-10e-7.
    */
   splitMask?: boolean;
   /**
@@ -168,6 +170,7 @@ export interface TcForwardConfig {
    * are bound as halves, each buffer [hi | lo], lo at the uniform's qLo / kLo / vLo (halves), so
    * the kernel stages (and with qDirect loads) halves as the f16 kernel does, twice, instead of
    * converting f32 on every staging. Only with split; allows qDirect, qRegs and batchLoads.
+   * The host's default for split, with its range guard (host.ts forwardLaunch).
    */
   presplit?: boolean;
   /**
