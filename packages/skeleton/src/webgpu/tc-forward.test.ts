@@ -716,6 +716,7 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
       where: 'q' | 'k' | 'v',
       c = EMU_CASES[1]!,
       staleTail = false,
+      tile = { subgroups: 1, keyMatrices: 1 },
     ) => {
       // f32 inputs that are not halves (their lo matters), fresh per run from one seed.
       const rng = new Rng(77);
@@ -754,7 +755,7 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
           r.lse!.dispose();
           return { o, lse };
         };
-        const tc = await out({ subgroups: 1, keyMatrices: 1, emulate: true });
+        const tc = await out({ ...tile, emulate: true });
         const simt = await out(false);
         const ref = softmaxAttentionReference(host.q, host.k, host.v, x.attn);
         return { tc, simt, ref };
@@ -780,6 +781,44 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
     expect(
       accuracy(Tensor.from(stale.tc.o, stale.ref.o.shape), stale.ref.o).relL2,
     ).toBeLessThanOrEqual(toleranceFor({ dtype: 'f32' }));
+    // Block-sparse (per-head 12 x 10 blocks, a random pattern, every row's first block kept):
+    // the guard's aux is its own, built with the SIMT tile's per-tile summary.
+    const bsCase: EmuCase = {
+      name: 'block-sparse GQA 4/2',
+      b: 1,
+      hq: 4,
+      hkv: 2,
+      nq: 45,
+      nk: 52,
+      d: 16,
+      dv: 16,
+      attn: {
+        blockSparse: {
+          blockQ: 12,
+          blockK: 10,
+          mask: Tensor.from(
+            Uint8Array.from({ length: 4 * 4 * 6 }, (_, i) =>
+              i % 6 === 0 || (i * 7) % 5 < 2 ? 1 : 0,
+            ),
+            [4, 4, 6],
+          ),
+        },
+      },
+    };
+    // A tensor-core tile (32 x 16) of its own beside the SIMT kernel's.
+    const bsTile = { subgroups: 2, keyMatrices: 1 };
+    const bsIn = await run(undefined, 'k', bsCase, false, bsTile);
+    expect(same(bsIn.tc.o, bsIn.simt.o)).toBe(false);
+    const bsOut = await run(
+      (d) => {
+        d[9] = Number.POSITIVE_INFINITY;
+      },
+      'k',
+      bsCase,
+      false,
+      bsTile,
+    );
+    expect(same(bsOut.tc.o, bsOut.simt.o) && same(bsOut.tc.lse, bsOut.simt.lse)).toBe(true);
     // A large finite key element (1e5: its hi would overflow f16), a V element past 65520, and
     // a NaN in q: the SIMT result bit for bit (NaN rows included).
     for (const [where, put] of [
