@@ -10,7 +10,7 @@ import type {
   NativeScoreMod,
 } from '@attnkit/native';
 import { BackendUnavailableError, describe, Tensor, ValueError } from '@attnkit/tensor';
-import { allocF32 } from './cpu/alloc.js';
+import { allocF32, allocF32Written } from './cpu/alloc.js';
 import { checkCpuQ, checkLike, encodeOutput } from './cpu/run.js';
 import { resolveSchedule } from './cpu/schedule.js';
 import { biasGradLayout, biasGradMod, reduceBiasGrad, type TiledHooks } from './hooks.js';
@@ -404,8 +404,10 @@ export async function tiledForwardNative(
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   const { engine, problem } = await prepare(p, hooks, q, opts);
   const pointwise = hooks.normalize.kind !== 'softmax';
-  const o = allocF32(count(p.oShape), 'output');
-  const lse = pointwise ? undefined : allocF32(count(p.lseShape), 'output');
+  // Not zero-filled: the engine writes every element of o and lse (rows without keys too; its
+  // tests run every schedule, mask and pointwise weight on NaN-poisoned outputs).
+  const o = allocF32Written(count(p.oShape), 'output');
+  const lse = pointwise ? undefined : allocF32Written(count(p.lseShape), 'output');
   await engine.flashForward(
     problem,
     engineInput(q),

@@ -2,7 +2,7 @@
 import type * as NativePackage from '@attnkit/native';
 import type { NativeEngine, NativeIsa } from '@attnkit/native';
 import { BackendUnavailableError, describe, ShapeError, ValueError } from '@attnkit/tensor';
-import { allocF32 } from '../cpu/alloc.js';
+import { allocF32, allocF32Written } from '../cpu/alloc.js';
 import { loadNativeBackend } from '../native.js';
 import {
   checkSageConfig,
@@ -258,8 +258,10 @@ export async function sageForwardNative(
   // Validates scale, causal, window and the head counts; folds causal into the window.
   const p = sageProblem(c.dims, opts);
   const engine = await engineFor(opts.isa);
-  const o = allocF32(batch * hq * nq * dv, 'output');
-  const lse = opts.returnLse ? allocF32(batch * hq * nq, 'output') : undefined;
+  // Not zero-filled: sage.forward writes every row of o and lse (rows without keys get O = 0,
+  // LSE -inf; packages/native sage.test.ts runs it on NaN-poisoned outputs).
+  const o = allocF32Written(batch * hq * nq * dv, 'output');
+  const lse = opts.returnLse ? allocF32Written(batch * hq * nq, 'output') : undefined;
   const inputs: Record<string, Int8Array | Float32Array> = {
     qCodes: c.qCodes,
     qScale: c.qScale,
