@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { allocF32, allocF32Written, type AllocKind, setAllocHook } from './alloc.js';
+import { type AllocKind, allocF32, allocF32Written, setAllocHook } from './alloc.js';
 
 describe('allocF32Written: outputs a kernel writes in full, not zero-filled', () => {
   test('the poison hook sees it like allocF32 (kind, length, own buffer)', () => {
