@@ -4,7 +4,8 @@
  * (dist/bench-tc.mjs); runs from .gpu/ via run.sh on the H200 (CI has no subgroup matrices).
  *
  *   node bench-tc.mjs [--out tc.json] [--repeats 10] [--skip-variants] [--skip-table]
- *                     [--variants '[{"subgroups":4,"keyMatrices":4,"lazy":8}]']
+ *                     [--variants '[{"subgroups":4,"keyMatrices":4,"lazy":8}]'] [--variant-shape 16,16,1024,64]
+ *                     [--dtype f32] [--range-check] [--goldens DIR] [--impls 'split-f16 f32,auto f32,simt f32']
  *
  * 1. Verification (outputs poisoned: the context fills them with NaN before each kernel): random
  *    shapes with odd lengths, Nq != Nk, GQA, causal, window, varlen (THD), D != Dv, f16 inputs,
@@ -624,7 +625,8 @@ async function main() {
     out.backwardTimes = rows;
   }
   if (!flag('skip-variants')) {
-    const shape = [4, 16, 4096, 128];
+    // --variant-shape B,H,N,D: another shape for the variants (default (4, 16, 4096, 128)).
+    const shape = value('variant-shape')?.split(',').map(Number) ?? [4, 16, 4096, 128];
     // --dtype f32: split-f16's variants, against SIMT f32 (accurate to ~1e-6, so vsSimt is
     // their error).
     const simt = await timeIt(shape, false, DTYPE, false);
