@@ -1,5 +1,11 @@
 import { describe, expect, test } from 'vitest';
-import { type AllocKind, allocF32, allocF32Written, setAllocHook } from './alloc.js';
+import {
+  ALLOC_UNSAFE_MAX_BYTES,
+  type AllocKind,
+  allocF32,
+  allocF32Written,
+  setAllocHook,
+} from './alloc.js';
 
 describe('allocF32Written: outputs a kernel writes in full, not zero-filled', () => {
   test('the poison hook sees it like allocF32 (kind, length, own buffer)', () => {
@@ -24,6 +30,9 @@ describe('allocF32Written: outputs a kernel writes in full, not zero-filled', ()
       expect(Number.isNaN(a[999])).toBe(true);
       expect(b.length).toBe(0);
       expect(Array.from(c).every(Number.isNaN)).toBe(true);
+      // Past ALLOC_UNSAFE_MAX_BYTES a plain (zero-filled) array; not allocated here (2 GiB),
+      // the limit itself is what Node 20's Buffer takes.
+      expect(ALLOC_UNSAFE_MAX_BYTES).toBeLessThanOrEqual(2 ** 32);
     } finally {
       setAllocHook(previous);
     }

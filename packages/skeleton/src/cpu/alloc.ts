@@ -36,8 +36,10 @@ export function allocF32(length: number, kind: AllocKind): Float32Array {
  */
 export function allocF32Written(length: number, kind: AllocKind): Float32Array {
   const B = (globalThis as { Buffer?: { allocUnsafeSlow(n: number): Uint8Array } }).Buffer;
+  // Node 20-21 cap a Buffer at 2^32 bytes where a Float32Array goes further: past 2 GiB (where
+  // the zero fill no longer matters beside the kernel) the plain array.
   const a =
-    B === undefined || length === 0
+    B === undefined || length === 0 || 4 * length > ALLOC_UNSAFE_MAX_BYTES
       ? new Float32Array(length)
       : (() => {
           const u = B.allocUnsafeSlow(4 * length);
@@ -46,6 +48,9 @@ export function allocF32Written(length: number, kind: AllocKind): Float32Array {
   hook?.(a, kind);
   return a;
 }
+
+/** allocF32Written's largest uninitialized allocation (bytes). */
+export const ALLOC_UNSAFE_MAX_BYTES = 2 ** 31;
 
 export function allocI32(length: number, kind: AllocKind): Int32Array {
   const a = new Int32Array(length);

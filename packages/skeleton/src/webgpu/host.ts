@@ -920,7 +920,7 @@ function forwardLaunch(
     if (tc?.presplit && progs.split && progs.guard) {
       const splitKernel = SPLIT_F16_KERNEL();
       // Word 0: set by the split pass when an input lies outside split-f16's domain (|x| >=
-      // 65520, infinities, NaN); the guard kernel, after the tensor-core one, then writes o and
+      // 32768, infinities, NaN; split-f16.ts); the guard kernel, after the tensor-core one, then writes o and
       // lse with the SIMT arithmetic, and otherwise returns at once (~no time). No read-back.
       const flag = ctx.createFromData(new Uint32Array([0]), 'split-f16 range flag');
       owned.push(flag);

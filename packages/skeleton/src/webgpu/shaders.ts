@@ -70,7 +70,7 @@ export interface ShaderSpec {
   /**
    * The forward as split-f16's range guard (host.ts forwardLaunch): a read-only binding `guard`
    * whose word 0 the split pass sets when q, k or v hold a value split-f16 cannot take (|x| >=
-   * 65520, an infinity, a NaN); every workgroup returns at once unless it is set, so the kernel,
+   * 32768, an infinity, a NaN); every workgroup returns at once unless it is set, so the kernel,
    * queued after the tensor-core one, overwrites o and lse only then. The word is read from a
    * read-only buffer at a constant index, so the return is uniform control flow and the barriers
    * after it stay legal. The band schedule only.

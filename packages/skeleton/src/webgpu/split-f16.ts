@@ -39,11 +39,17 @@ export const SPLIT_F16_WORKGROUPS = 4096;
  * f16((x - hi') 2^11) with hi' the half read back, so hi' + lo 2^-11 holds x to ~2^-22
  * relative. Masking rather than rounding makes x - hi exact f32 arithmetic that no conversion
  * can fold away; lo is scaled by 2^11 because unscaled it would be an f16 subnormal for |x| <
- * 2^-3, which the tensor cores flush. Plain WGSL (no shader-f16): the emulated kernels run it on
- * llvmpipe. Values outside f16's range (|x| >= 65520) have no hi (pack2x16float's result is
- * indeterminate there), nor do NaN and infinities: the pass sets `flag[0]` to 1 when it meets
- * one (compared as bits, which no fast-math assumption can fold), and the host then runs the
- * SIMT kernel after the tensor-core one, which overwrites o and lse (host.ts forwardLaunch).
+ * 2^-3, which the tensor cores flush. Below f16's normal range (|x| < 2^-14) hi would be a
+ * subnormal the tensor cores flush, losing most of x: there hi = 0 and lo = f16(x 2^11) carries
+ * x with 11 significant bits (down to |x| = 2^-25). Plain WGSL (no shader-f16): the emulated
+ * kernels run it on llvmpipe.
+ *
+ * The domain is |x| < 2^15: from 32768 up, lo = (x - hi) 2^11 can reach 65528 and round to an
+ * infinite half (e.g. x = 32799.992), and from 65520 hi itself has no half (pack2x16float's
+ * result is indeterminate there); NaN and infinities have no split either. The pass sets
+ * `flag[0]` to 1 when it meets such an element (compared as bits, which no fast-math assumption
+ * can fold), and the host then runs the SIMT kernel after the tensor-core one, which overwrites
+ * o and lse (host.ts forwardLaunch).
  */
 export function splitF16Shader(): WgslKernel {
   const bindings: WgslBinding[] = [
@@ -53,7 +59,11 @@ export function splitF16Shader(): WgslKernel {
     { name: 'flag', kind: 'storage', type: 'array<atomic<u32>>' },
   ];
   const code = `${declareBindings(bindings)}
-fn hiBits(v: f32) -> f32 { return bitcast<f32>(bitcast<u32>(v) & 0xffffe000u); }
+// 0 below f16's normal range (2^-14: bits 0x38800000), else the 11 high significant bits.
+fn hiBits(v: f32) -> f32 {
+  let u = bitcast<u32>(v);
+  return select(bitcast<f32>(u & 0xffffe000u), 0.0, (u & 0x7fffffffu) < 0x38800000u);
+}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
   // U.x = n (f32 elements), U.y = loOff (halves, a multiple of 8), U.z = elements checked.
@@ -63,11 +73,11 @@ fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: ve
     let i = 2u * w;
     let a = x[i];
     let b = select(0.0, x[min(i + 1u, n - 1u)], i + 1u < n);
-    // |a| or |b| >= 65520 (f16's overflow threshold), an infinity or a NaN: bits 0x477ff000 up.
-    // Only the tensor's U.z elements: past them a pooled buffer holds stale words.
+    // |a| or |b| >= 32768 (where lo can overflow f16), an infinity or a NaN: bits 0x47000000
+    // up. Only the tensor's U.z elements: past them a pooled buffer holds stale words.
     let ab = select(0u, bitcast<u32>(a) & 0x7fffffffu, i < U.z);
     let bb = select(0u, bitcast<u32>(b) & 0x7fffffffu, i + 1u < U.z);
-    if (max(ab, bb) >= 0x477ff000u) {
+    if (max(ab, bb) >= 0x47000000u) {
       atomicStore(&flag[0], 1u);
     }
     let hw = pack2x16float(vec2<f32>(hiBits(a), hiBits(b)));

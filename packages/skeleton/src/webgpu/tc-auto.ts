@@ -10,7 +10,7 @@
  * split-f16 (presplit, masked P, with its range guard), the forward only (the backward has no
  * split-f16 passes), at D = Dv = 128 with 4096 query and key rows at least: measured there at
  * the f32 tolerance (o 5e-7 to 1e-5 against float64) and 2.1-2.5x the SIMT f32 kernel (H100,
- * 2026-12-05, session 28: 55.2 against 25.8 TFLOP/s at (4, 16, 4096, 128)); at (16, 16, 1024,
+ * 2026-12-05, session 28: 54.8 against 25.8 TFLOP/s at (4, 16, 4096, 128)); at (16, 16, 1024,
  * 64) it was 0.89x SIMT without a mask, so D 64 and short sequences stay on SIMT. NVIDIA adapters only: the kernels were
  * verified there alone, and their correctness turned on how the driver places workgroup memory
  * (tc-forward.ts `smallFirst`). Sequences of 1024 query and key rows at least, the lengths

@@ -706,7 +706,7 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
       [EMU_DV, {}],
     ]));
 
-  // The range guard (presplit): an input split-f16 cannot take (|x| >= 65520, an infinity, a
+  // The range guard (presplit): an input split-f16 cannot take (|x| >= 32768, an infinity, a
   // NaN) makes the SIMT kernel queued after the tensor-core one write o and lse: the result is
   // then the SIMT kernel's, bit for bit; within the domain it is the tensor cores' (bits that
   // differ from SIMT's: the guard stayed idle) at the f32 tolerance.
@@ -819,7 +819,7 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
       bsTile,
     );
     expect(same(bsOut.tc.o, bsOut.simt.o) && same(bsOut.tc.lse, bsOut.simt.lse)).toBe(true);
-    // A large finite key element (1e5: its hi would overflow f16), a V element past 65520, and
+    // A large finite key element (1e5: its hi would overflow f16), a V element past f16's range, and
     // a NaN in q: the SIMT result bit for bit (NaN rows included).
     for (const [where, put] of [
       [
@@ -832,6 +832,20 @@ describe.skipIf(!ctx)('tensor-core forward, split-f16, emulated, vs the float64 
         'v',
         (d: Float32Array) => {
           d[d.length - 1] = -70000;
+        },
+      ],
+      // Within f16's range but past the split's: lo = (x - hi) 2^11 = 65528 rounds to an
+      // infinite half (a key row's scores and a value row's products went non-finite).
+      [
+        'k',
+        (d: Float32Array) => {
+          d[40] = 32799.992;
+        },
+      ],
+      [
+        'v',
+        (d: Float32Array) => {
+          d[7] = -32799.992;
         },
       ],
       [
