@@ -177,8 +177,8 @@ const ALL_CASES: Case[] = [
     attn: { causal: true },
   },
   // split-f16's edges (session 28's review): very peaked rows over many keys, where most
-  // probabilities lie below 2^-14 of the row's maximum (P's split drops subnormal halves), and a
-  // V whose values all lie below f16's normal range (the split pass's hi is 0 there).
+  // probabilities lie below 2^-14 of the row's maximum, and a V whose values all lie below f16's
+  // normal range: their his are subnormal halves, exact unless the tensor cores flush them.
   {
     name: 'peaked scores (scale 1 at D 128), N 2048',
     b: 1,

@@ -2,9 +2,9 @@
 # For the next session with an H200 (issue 20 item 5 on the issue's device; session 28 verified
 # and timed the final split-f16 code on the lent H100 only, the H200 being refused):
 # Since the device runs of session 28 (review, llvmpipe-tested only): the guard's threshold is
-# 32768 (lo = (x - hi) 2^11 overflows f16 from there), and the split pass's hi is 0 below 2^-14
-# (subnormal halves are flushed by the tensor cores). bench-tc's cases 11 and 12 probe
-# split-f16's edges: very peaked scores (P's split) and a V of std 1e-5.
+# 32768 (lo = (x - hi) 2^11 overflows f16 from there). bench-tc's cases 11 and 12 probe
+# split-f16's edges: very peaked scores (P's subnormal his) and a V of std 1e-5 (q/k/v's): they
+# show whether the tensor cores keep or flush subnormal halves.
 # 1. h200-s28b.sh's steps: the 13 cases at 1e-5, the range guard, the table at (4, 16, 4096, 128)
 #    and (2, 16, 8192, 128) with the automatic route, PyTorch SDPA forward beside it;
 # 2. split-f16 tile variants at (16, 16, 1024, 64), where the 8 x 1 default ran 0.89x SIMT f32

@@ -151,8 +151,9 @@ export interface TcForwardConfig {
    * likewise, and each product is hi*hi + (hi*lo + lo*hi) 2^-11, the hi*hi and the cross terms
    * in accumulators of their own (f32; S's and O's cross accumulators join theirs on every
    * round trip through scratch); the lo*lo term (~2^-22 relative) is dropped. lo is scaled
-   * because an unscaled one is an f16 subnormal for |x| < 2^-3 and the device flushes those:
-   * unscaled, the H200 gave o within 3-4e-4 of float64 (run 14), no better than f16.
+   * because an unscaled one is an f16 subnormal for |x| < 2^-3: unscaled, the H200 gave o within
+   * 3-4e-4 of float64 (run 14), no better than f16 (read then as the device flushing subnormal
+   * halves; session 28 found the fold of f32(f16(x)) behind that error, so it is unmeasured).
    * Incompatible with fused, narrow, qRegs, unpack.
    */
   split?: boolean;
