@@ -640,6 +640,85 @@ describe.skipIf(!ctx)('tensor-core forward pipeline fallback', () => {
   });
 });
 
+// The host's default configs, in the order tried, on an H200-sized workgroup memory (48 KiB;
+// llvmpipe's 32 KiB patched over for the test): every tile's pipeline is refused (injected), so
+// nothing runs and the PipelineFallbackError's tried list is what tcConfigs planned.
+describe.skipIf(!ctx)('tensor-core forward defaults on 48 KiB of workgroup memory', () => {
+  const tried = async (dtype: 'f32' | 'f16') => {
+    const rng = new Rng(3);
+    const [q, k, v] = [0, 1, 2].map(() => rng.randn([1, 2, 64, 128]).astype(dtype));
+    const g = [q!, k!, v!].map((t) => toWebGpu(t, ctx!));
+    const p = resolveAttentionProblem(q!, k!, v!);
+    const seen: TcForwardConfig[] = [];
+    const get = ctx!.pipelines.get.bind(ctx!.pipelines);
+    const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
+      const cfg = program.config as TcForwardConfig | undefined;
+      if (program.label?.includes('tensor cores') && cfg) {
+        seen.push(cfg);
+        return Promise.reject(
+          new PipelineTimeoutError(`${program.label}: injected`, program.label, cfg, 1),
+        );
+      }
+      return get(program);
+    });
+    // Dressed as the H200 (its f16 subgroup-matrix config, 32-wide subgroups, 48 KiB), so the
+    // host plans the real kernels, not the emulation (whose scratch is larger).
+    const dressed = ctx as { limits: typeof ctx.limits; features: typeof ctx.features };
+    const { limits, features } = dressed;
+    dressed.limits = { ...limits, maxComputeWorkgroupStorageSize: 49152 };
+    dressed.features = {
+      ...features,
+      subgroups: true,
+      shaderF16: true,
+      subgroupMatrix: true,
+      subgroupMinSize: 32,
+      subgroupMaxSize: 32,
+      subgroupMatrixConfigs: [{ M: 16, N: 16, K: 16, component: 'f16', result: 'f32' }],
+    };
+    try {
+      // lazy 3: no other test's kernels (the host caches compiled programs by config).
+      await expect(
+        tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+          tensorCores: { lazy: 3 },
+        }),
+      ).rejects.toBeInstanceOf(PipelineFallbackError);
+      return seen;
+    } finally {
+      dressed.limits = limits;
+      dressed.features = features;
+      spy.mockRestore();
+      for (const t of g) t.dispose();
+    }
+  };
+
+  test('f32: split-f16 presplit with the masked P, 8 x 16 keys first, then the tiles that fit', async () => {
+    const seen = await tried('f32');
+    expect(seen[0]).toMatchObject({
+      split: true,
+      presplit: true,
+      splitMask: true,
+      qDirect: true,
+      subgroups: 8,
+      keyMatrices: 1,
+    });
+    // 8 x 32 keys and 4 x 32 keys need more than 48 KiB with the hi and lo K/V tiles.
+    expect(seen.map((c) => [c.subgroups, c.keyMatrices])).toEqual([
+      [8, 1],
+      [4, 1],
+      [2, 2],
+      [2, 1],
+      [1, 1],
+    ]);
+    expect(seen.every((c) => c.presplit && c.splitMask)).toBe(true);
+  });
+
+  test("f16: no split, 8 x 32 keys first (unchanged by split-f16's list)", async () => {
+    const seen = await tried('f16');
+    expect(seen[0]).toMatchObject({ subgroups: 8, keyMatrices: 2, qDirect: true });
+    expect(seen.some((c) => c.split || c.presplit || c.splitMask)).toBe(false);
+  });
+});
+
 // split-f16 (f32 inputs): emulated, the products are f32-exact, so what this checks is the
 // splitting, the three products and the f32 epilogue, at the f32 tolerance. What the tensor
 // cores' own accumulation gives is measured on the device.
