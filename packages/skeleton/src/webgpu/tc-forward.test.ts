@@ -10,7 +10,7 @@ import { webGpuTestContext } from '@attnkit/testing';
 import { PipelineFallbackError, PipelineTimeoutError, toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test, vi } from 'vitest';
 import { SOFTMAX_HOOKS } from '../hooks.js';
-import { tiledForwardWebGpu } from './host.js';
+import { tiledForwardWebGpu, type WebGpuTileOptions } from './host.js';
 import { splitF16Layout } from './split-f16.js';
 import {
   matrixOps,
@@ -644,11 +644,17 @@ describe.skipIf(!ctx)('tensor-core forward pipeline fallback', () => {
 // llvmpipe's 32 KiB patched over for the test): every tile's pipeline is refused (injected), so
 // nothing runs and the PipelineFallbackError's tried list is what tcConfigs planned.
 describe.skipIf(!ctx)('tensor-core forward defaults on 48 KiB of workgroup memory', () => {
-  const tried = async (dtype: 'f32' | 'f16') => {
+  const tried = async (
+    dtype: 'f32' | 'f16',
+    shape = [1, 2, 64, 128],
+    attn: AttentionOptions = {},
+    // 'unset': the automatic choice (a default parameter takes an explicit undefined too).
+    tensorCores: WebGpuTileOptions['tensorCores'] | 'unset' = { lazy: 3 },
+  ) => {
     const rng = new Rng(3);
-    const [q, k, v] = [0, 1, 2].map(() => rng.randn([1, 2, 64, 128]).astype(dtype));
+    const [q, k, v] = [0, 1, 2].map(() => rng.randn(shape).astype(dtype));
     const g = [q!, k!, v!].map((t) => toWebGpu(t, ctx!));
-    const p = resolveAttentionProblem(q!, k!, v!);
+    const p = resolveAttentionProblem(q!, k!, v!, attn);
     const seen: TcForwardConfig[] = [];
     const get = ctx!.pipelines.get.bind(ctx!.pipelines);
     const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
@@ -663,12 +669,18 @@ describe.skipIf(!ctx)('tensor-core forward defaults on 48 KiB of workgroup memor
     });
     // Dressed as the H200 (its f16 subgroup-matrix config, 32-wide subgroups, 48 KiB), so the
     // host plans the real kernels, not the emulation (whose scratch is larger).
-    const dressed = ctx as { limits: typeof ctx.limits; features: typeof ctx.features };
-    const { limits, features } = dressed;
+    const dressed = ctx as {
+      limits: typeof ctx.limits;
+      features: typeof ctx.features;
+      adapterInfo: typeof ctx.adapterInfo;
+    };
+    const { limits, features, adapterInfo } = dressed;
     dressed.limits = { ...limits, maxComputeWorkgroupStorageSize: 49152 };
+    dressed.adapterInfo = { ...adapterInfo, vendor: 'nvidia' };
     dressed.features = {
+      // subgroups as llvmpipe has them (the SIMT kernel compiles here); the tensor-core
+      // planning reads the sizes and the matrix configs only.
       ...features,
-      subgroups: true,
       shaderF16: true,
       subgroupMatrix: true,
       subgroupMinSize: 32,
@@ -677,22 +689,35 @@ describe.skipIf(!ctx)('tensor-core forward defaults on 48 KiB of workgroup memor
     };
     try {
       // lazy 3: no other test's kernels (the host caches compiled programs by config).
-      await expect(
-        tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
-          tensorCores: { lazy: 3 },
-        }),
-      ).rejects.toBeInstanceOf(PipelineFallbackError);
-      return seen;
+      const run = tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+        ...(tensorCores === 'unset' ? {} : { tensorCores }),
+      });
+      if (tensorCores !== 'unset') {
+        await expect(run).rejects.toBeInstanceOf(PipelineFallbackError);
+        return { seen, same: undefined };
+      }
+      // Unset: the automatic choice; its tiles all refused, the SIMT kernel runs instead.
+      const auto = await run;
+      const simt = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
+        tensorCores: false,
+      });
+      const [a, b] = [await auto.o.toCpu(), await simt.o.toCpu()].map((t) => t.toFloat32Array());
+      for (const r of [auto, simt]) {
+        r.o.dispose();
+        r.lse?.dispose();
+      }
+      return { seen, same: a!.every((x, i) => Object.is(x, b![i])) };
     } finally {
       dressed.limits = limits;
       dressed.features = features;
+      dressed.adapterInfo = adapterInfo;
       spy.mockRestore();
       for (const t of g) t.dispose();
     }
   };
 
   test('f32: split-f16 presplit with the masked P, 8 x 16 keys first, then the tiles that fit', async () => {
-    const seen = await tried('f32');
+    const { seen } = await tried('f32');
     expect(seen[0]).toMatchObject({
       split: true,
       presplit: true,
@@ -712,8 +737,21 @@ describe.skipIf(!ctx)('tensor-core forward defaults on 48 KiB of workgroup memor
     expect(seen.every((c) => c.presplit && c.splitMask)).toBe(true);
   });
 
+  // tensorCores unset on f32 at D 128 with 4096 rows: split-f16 is tried first (tc-auto.ts);
+  // every tile refused, the SIMT kernel's bits. At 2048 rows: not tried. A window of 16 keys
+  // keeps llvmpipe's work small.
+  test('f32 unset: split-f16 at 4096 rows (refused here: the SIMT result), SIMT alone at 2048', async () => {
+    const attn = { causal: true, window: [16, 0] as [number, number] };
+    const at4096 = await tried('f32', [1, 1, 4096, 128], attn, 'unset');
+    expect(at4096.seen[0]).toMatchObject({ presplit: true, splitMask: true, subgroups: 8 });
+    expect(at4096.same).toBe(true);
+    const at2048 = await tried('f32', [1, 1, 2048, 128], attn, 'unset');
+    expect(at2048.seen).toEqual([]);
+    expect(at2048.same).toBe(true);
+  });
+
   test("f16: no split, 8 x 32 keys first (unchanged by split-f16's list)", async () => {
-    const seen = await tried('f16');
+    const { seen } = await tried('f16');
     expect(seen[0]).toMatchObject({ subgroups: 8, keyMatrices: 2, qDirect: true });
     expect(seen.some((c) => c.split || c.presplit || c.splitMask)).toBe(false);
   });
