@@ -405,9 +405,12 @@ export async function tiledForwardNative(
   const { engine, problem } = await prepare(p, hooks, q, opts);
   const pointwise = hooks.normalize.kind !== 'softmax';
   // Not zero-filled: the engine writes every element of o and lse (rows without keys too; its
-  // tests run every schedule, mask and pointwise weight on NaN-poisoned outputs).
-  const o = allocF32Written(count(p.oShape), 'output');
-  const lse = pointwise ? undefined : allocF32Written(count(p.lseShape), 'output');
+  // tests run every schedule, mask and pointwise weight on NaN-poisoned outputs). Except with a
+  // query permutation: its rows are written where the index says, and an index that is not a
+  // permutation (the families check; the skeleton takes it as given) would leave rows unwritten.
+  const alloc = hooks.permute?.q === undefined ? allocF32Written : allocF32;
+  const o = alloc(count(p.oShape), 'output');
+  const lse = pointwise ? undefined : alloc(count(p.lseShape), 'output');
   await engine.flashForward(
     problem,
     engineInput(q),
