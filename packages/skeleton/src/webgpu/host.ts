@@ -913,6 +913,8 @@ function forwardLaunch(
       ? { tileQ: Math.max(1, p.maxSeqQ), tileK: DECODE_BK }
       : { tileQ: br, tileK: bc };
     // presplit: q, k, v split into [hi | lo] halves by a pass of their own, bound in their place.
+    // The hooks' buffers (uploads among them), bound by the kernel and by split-f16's guard.
+    const hooked = hookBuffers(pr, owned);
     const pre: ComputeStep[] = [];
     const post: ComputeStep[] = [];
     const halves: Partial<Record<'q' | 'k' | 'v', GpuBuffer>> = {};
@@ -920,8 +922,8 @@ function forwardLaunch(
     if (tc?.presplit && progs.split && progs.guard) {
       const splitKernel = SPLIT_F16_KERNEL();
       // Word 0: set by the split pass when an input lies outside split-f16's domain (|x| >=
-      // 32768, infinities, NaN; split-f16.ts); the guard kernel, after the tensor-core one, then writes o and
-      // lse with the SIMT arithmetic, and otherwise returns at once (~no time). No read-back.
+      // 32768, infinities, NaN; split-f16.ts); the guard kernel, after the tensor-core one, then
+      // writes o and lse with the SIMT arithmetic, and otherwise returns at once. No read-back.
       const flag = ctx.createFromData(new Uint32Array([0]), 'split-f16 range flag');
       owned.push(flag);
       for (const name of ['q', 'k', 'v'] as const) {
@@ -949,7 +951,7 @@ function forwardLaunch(
       post.push({
         program: progs.guard.program,
         buffers: bindBuffers(progs.guard.kernel.bindings, {
-          ...hookBuffers(pr, owned),
+          ...hooked,
           ...pr.buffers,
           P: gu,
           aux: ga,
@@ -966,7 +968,7 @@ function forwardLaunch(
       : launchBuffers(pr, buildAux(p, tile));
     owned.push(uniform, aux);
     const buffers = {
-      ...hookBuffers(pr, owned),
+      ...hooked,
       ...pr.buffers,
       ...halves,
       // The tensor-core forward's qDirect binds q's buffer a second time, as halves.
