@@ -253,6 +253,34 @@ describe('tensor-core forward generator', () => {
 });
 
 const ctx = await webGpuTestContext();
+
+/**
+ * Spies on ctx's pipeline cache: the config of every tensor-core program the host requests goes
+ * into `seen`, and those `reject` picks fail as a pipeline that did not compile in time (so the
+ * host falls back to its next config). mockRestore() on the result ends it.
+ */
+function watchTensorCorePipelines(
+  seen: TcForwardConfig[],
+  reject: (cfg: TcForwardConfig) => boolean = () => false,
+) {
+  const get = ctx!.pipelines.get.bind(ctx!.pipelines);
+  return vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
+    const cfg = program.config as TcForwardConfig | undefined;
+    if (program.label?.includes('tensor cores') && cfg) {
+      seen.push(cfg);
+      if (reject(cfg))
+        return Promise.reject(
+          new PipelineTimeoutError(
+            `${program.label}: compute pipeline not created within 1 ms (injected)`,
+            program.label,
+            cfg,
+            1,
+          ),
+        );
+    }
+    return get(program);
+  });
+}
 afterAll(() => ctx?.destroy());
 
 describe.skipIf(!ctx)('tensorCores on an adapter without subgroup matrices', () => {
@@ -578,23 +606,7 @@ describe.skipIf(!ctx)('tensor-core forward pipeline fallback', () => {
     const g = [x.q, x.k, x.v].map((t) => toWebGpu(t, ctx!));
     const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
     const seen: TcForwardConfig[] = [];
-    const get = ctx!.pipelines.get.bind(ctx!.pipelines);
-    const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
-      const cfg = program.config as TcForwardConfig | undefined;
-      if (program.label?.includes('tensor cores') && cfg) {
-        seen.push(cfg);
-        if (reject(cfg))
-          return Promise.reject(
-            new PipelineTimeoutError(
-              `${program.label}: compute pipeline not created within 1 ms (injected)`,
-              program.label,
-              cfg,
-              1,
-            ),
-          );
-      }
-      return get(program);
-    });
+    const spy = watchTensorCorePipelines(seen, reject);
     ctx!.poisonOutputs = true;
     try {
       const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
@@ -656,17 +668,7 @@ describe.skipIf(!ctx)('tensor-core forward defaults on 48 KiB of workgroup memor
     const g = [q!, k!, v!].map((t) => toWebGpu(t, ctx!));
     const p = resolveAttentionProblem(q!, k!, v!, attn);
     const seen: TcForwardConfig[] = [];
-    const get = ctx!.pipelines.get.bind(ctx!.pipelines);
-    const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
-      const cfg = program.config as TcForwardConfig | undefined;
-      if (program.label?.includes('tensor cores') && cfg) {
-        seen.push(cfg);
-        return Promise.reject(
-          new PipelineTimeoutError(`${program.label}: injected`, program.label, cfg, 1),
-        );
-      }
-      return get(program);
-    });
+    const spy = watchTensorCorePipelines(seen, () => true);
     // Dressed as the H200 (its f16 subgroup-matrix config, 32-wide subgroups, 48 KiB), so the
     // host plans the real kernels, not the emulation (whose scratch is larger).
     const dressed = ctx as {
@@ -1130,12 +1132,7 @@ describe.skipIf(!ctx)('tensor-core forward, qDirect, emulated, vs the float64 re
         const g = [x.q, x.k, x.v].map((t) => toWebGpu(t, ctx!));
         const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
         const seen: TcForwardConfig[] = [];
-        const get = ctx!.pipelines.get.bind(ctx!.pipelines);
-        const spy = vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
-          const cfg = program.config as TcForwardConfig | undefined;
-          if (program.label?.includes('tensor cores') && cfg) seen.push(cfg);
-          return get(program);
-        });
+        const spy = watchTensorCorePipelines(seen);
         ctx!.poisonOutputs = true;
         try {
           const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!, {
