@@ -143,6 +143,6 @@ describe.skipIf(!ctx)(
       }
       expect(visitedSeen).toBeGreaterThan(0);
       expect(skippedSeen).toBeGreaterThan(0);
-    }, 120_000);
+    });
   },
 );

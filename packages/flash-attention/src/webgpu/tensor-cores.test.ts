@@ -42,5 +42,5 @@ describe.skipIf(ctx === undefined)('flashAttention tensorCores option', () => {
       expect(accuracy(await o.toCpu(), ref.o).relL2).toBeLessThanOrEqual(tol);
       expect(accuracy(await lse!.toCpu(), ref.lse!).relL2).toBeLessThanOrEqual(tol);
     }
-  }, 120_000);
+  });
 });
