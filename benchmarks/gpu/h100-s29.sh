@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 29, first device command (for the lent H100 or the H200: the H200 was refused three times
-# in session 29, then no device was lent at all, so it has not run yet).
+# Session 29, first device command (for the lent H100 or the H200; session 29 got no device: the
+# H200 was refused, then no machine was lent at all, so it has not run yet).
 # Issue 20's item 8 table in one device command with the final code (split-f16 as the f32 default
 # since session 28; its guard at 32768), verification first:
 # 1. bench-tc's 13 random cases at f32's 1e-5 (new: 'peaked scores', 'small V': do the tensor cores
