@@ -10,12 +10,15 @@ import {
 } from '@attnkit/flash-attention';
 import type { Tensor } from '@attnkit/tensor';
 import {
+  type CompiledProgram,
+  type ComputeProgram,
   createWebGpuContext,
+  PipelineTimeoutError,
   toWebGpu,
   type WebGpuContext,
   type WebGpuContextOptions,
 } from '@attnkit/webgpu';
-import { expect } from 'vitest';
+import { expect, vi } from 'vitest';
 import { expectClose } from './expect.js';
 
 /**
@@ -23,6 +26,34 @@ import { expectClose } from './expect.js';
  * src/testing.ts): a poisoning context, and a check of the WGSL softmax kernels against the
  * float64 reference (or golden tensors) at a tolerance.
  */
+
+/**
+ * Routes `ctx`'s pipeline cache through `intercept`: a promise it returns answers the request
+ * (e.g. lateCompile's, to make the host fall back to its next config), undefined hands the
+ * request to the real cache. mockRestore() on the result ends it.
+ */
+export function interceptPipelines(
+  ctx: WebGpuContext,
+  intercept: (program: ComputeProgram) => Promise<CompiledProgram> | undefined,
+) {
+  const get = ctx.pipelines.get.bind(ctx.pipelines);
+  return vi
+    .spyOn(ctx.pipelines, 'get')
+    .mockImplementation((program) => intercept(program) ?? get(program));
+}
+
+/** The rejection the pipeline cache gives `program` when its compile passes the time limit (injected: 1 ms). */
+export function lateCompile(program: ComputeProgram): Promise<never> {
+  const label = program.label ?? 'attnkit';
+  return Promise.reject(
+    new PipelineTimeoutError(
+      `${label}: compute pipeline not created within 1 ms (injected)`,
+      label,
+      program.config,
+      1,
+    ),
+  );
+}
 
 /**
  * A context for the test file whose outputs start as NaN (`poisonOutputs`), or a failure when

@@ -1,7 +1,7 @@
 import { Rng } from '@attnkit/tensor';
-import { webGpuTestContext } from '@attnkit/testing';
-import { PipelineFallbackError, PipelineTimeoutError, type WebGpuContext } from '@attnkit/webgpu';
-import { afterAll, describe, expect, test, vi } from 'vitest';
+import { interceptPipelines, lateCompile, webGpuTestContext } from '@attnkit/testing';
+import { PipelineFallbackError, type WebGpuContext } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
 import { quantizeSageTs } from './quantize.js';
 import { SAGE_TC_AUTO_MIN_ROWS, sageTcAutoSelect } from './tc-auto.js';
 import {
@@ -166,20 +166,10 @@ describe.skipIf(!ctx)(
       };
       const real = { adapterInfo: g.adapterInfo, features: g.features };
       const tried: string[] = [];
-      const get = g.pipelines.get.bind(g.pipelines);
-      const spy = vi.spyOn(g.pipelines, 'get').mockImplementation((program) => {
-        if (program.label?.includes('tensor cores')) {
-          tried.push(program.label);
-          return Promise.reject(
-            new PipelineTimeoutError(
-              `${program.label}: compute pipeline not created within 1 ms (injected)`,
-              program.label,
-              program.config,
-              1,
-            ),
-          );
-        }
-        return get(program);
+      const spy = interceptPipelines(g, (program) => {
+        if (!program.label?.includes('tensor cores')) return undefined;
+        tried.push(program.label);
+        return lateCompile(program);
       });
       g.poisonOutputs = true;
       try {

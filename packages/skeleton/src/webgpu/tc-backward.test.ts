@@ -6,14 +6,9 @@ import {
   toleranceFor,
 } from '@attnkit/attention';
 import { Rng, Tensor, ValueError } from '@attnkit/tensor';
-import { webGpuTestContext } from '@attnkit/testing';
-import {
-  type ComputeProgram,
-  type PipelineCache,
-  PipelineTimeoutError,
-  toWebGpu,
-} from '@attnkit/webgpu';
-import { afterAll, describe, expect, test, vi } from 'vitest';
+import { interceptPipelines, lateCompile, webGpuTestContext } from '@attnkit/testing';
+import { type ComputeProgram, type PipelineCache, toWebGpu } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
 import { SOFTMAX_HOOKS } from '../hooks.js';
 import { tiledBackwardWebGpu, tiledForwardWebGpu, type WebGpuTileOptions } from './host.js';
 import {
@@ -514,10 +509,7 @@ async function backwardWatched(
   const g = [x.q, x.k, x.v, x.dO].map((t) => toWebGpu(t, ctx!));
   const p = resolveAttentionProblem(x.q, x.k, x.v, x.attn);
   const fwd = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, g[0]!, g[1]!, g[2]!);
-  const get = ctx!.pipelines.get.bind(ctx!.pipelines);
-  const spy = vi
-    .spyOn(ctx!.pipelines, 'get')
-    .mockImplementation((program) => watch(program) ?? get(program));
+  const spy = interceptPipelines(ctx!, watch);
   ctx!.poisonOutputs = true;
   let r: { dq: Tensor; dk: Tensor; dv: Tensor } | undefined;
   try {
@@ -551,9 +543,7 @@ describe.skipIf(!ctx)('tensor-core backward pipeline fallback', () => {
         const tile = `${label} ${cfg.subgroups}x${cfg.keyMatrices}`;
         seen.push(tile);
         if (!firsts.has(label)) firsts.set(label, tile);
-        return firsts.get(label) === tile
-          ? Promise.reject(new PipelineTimeoutError(`${label}: late (injected)`, label, cfg, 1))
-          : undefined;
+        return firsts.get(label) === tile ? lateCompile(program) : undefined;
       },
       async (r, x) => {
         const ref = softmaxAttentionReferenceBackward(x.q, x.k, x.v, x.dO, x.attn);

@@ -6,9 +6,9 @@ import {
   toleranceFor,
 } from '@attnkit/attention';
 import { Rng, Tensor, ValueError } from '@attnkit/tensor';
-import { webGpuTestContext } from '@attnkit/testing';
-import { PipelineFallbackError, PipelineTimeoutError, toWebGpu } from '@attnkit/webgpu';
-import { afterAll, describe, expect, test, vi } from 'vitest';
+import { interceptPipelines, lateCompile, webGpuTestContext } from '@attnkit/testing';
+import { PipelineFallbackError, toWebGpu } from '@attnkit/webgpu';
+import { afterAll, describe, expect, test } from 'vitest';
 import { SOFTMAX_HOOKS } from '../hooks.js';
 import { tiledForwardWebGpu, type WebGpuTileOptions } from './host.js';
 import { splitF16Layout } from './split-f16.js';
@@ -255,32 +255,22 @@ describe('tensor-core forward generator', () => {
 const ctx = await webGpuTestContext();
 
 /**
- * Spies on ctx's pipeline cache: the config of every tensor-core program the host requests goes
- * into `seen`, and those `reject` picks fail as a pipeline that did not compile in time (so the
- * host falls back to its next config). mockRestore() on the result ends it.
+ * Watches ctx's pipeline cache: the config of every tensor-core program the host requests goes
+ * into `seen`, and those `reject` picks fail as a compile past its time limit (so the host falls
+ * back to its next config). mockRestore() on the result ends it.
  */
 function watchTensorCorePipelines(
   seen: TcForwardConfig[],
   reject: (cfg: TcForwardConfig) => boolean = () => false,
 ) {
-  const get = ctx!.pipelines.get.bind(ctx!.pipelines);
-  return vi.spyOn(ctx!.pipelines, 'get').mockImplementation((program) => {
+  return interceptPipelines(ctx!, (program) => {
     const cfg = program.config as TcForwardConfig | undefined;
-    if (program.label?.includes('tensor cores') && cfg) {
-      seen.push(cfg);
-      if (reject(cfg))
-        return Promise.reject(
-          new PipelineTimeoutError(
-            `${program.label}: compute pipeline not created within 1 ms (injected)`,
-            program.label,
-            cfg,
-            1,
-          ),
-        );
-    }
-    return get(program);
+    if (!program.label?.includes('tensor cores') || !cfg) return undefined;
+    seen.push(cfg);
+    return reject(cfg) ? lateCompile(program) : undefined;
   });
 }
+
 afterAll(() => ctx?.destroy());
 
 describe.skipIf(!ctx)('tensorCores on an adapter without subgroup matrices', () => {
