@@ -1083,6 +1083,15 @@ const TC_SPLIT_DIRECT_TILES = [
   { subgroups: 8, keyMatrices: 1 },
   ...TC_DEFAULT_TILES,
 ];
+/**
+ * split-f16 with qDirect at D, Dv <= 64: 4 x 1 first. At (16, 16, 1024, 64) on the H100 it ran
+ * 37.4 TFLOP/s against 30.0 for 4 x 2 and 20.2 for the 8 x 2 the list above gives first (SIMT
+ * f32 22.8; each 1.7e-6 from SIMT; session 30, BENCHMARKS.md "WebGPU tensor cores, session 30").
+ */
+const TC_SPLIT_DIRECT_TILES_D64 = [
+  { subgroups: 4, keyMatrices: 1 },
+  ...TC_SPLIT_DIRECT_TILES.filter((t) => t.subgroups !== 4 || t.keyMatrices !== 1),
+];
 
 const TC_FORWARD_LABEL = 'flash-attention forward (tensor cores)';
 
@@ -1170,7 +1179,13 @@ function tcConfig(
     given.qDirect !== false &&
     tcQDirectFits(p, pr.buffers.q.size / (split ? 4 : 2));
   const direct = canDirect && (given.qDirect === true || !(p.causal && p.d <= 64));
-  const tiles = direct ? (split ? TC_SPLIT_DIRECT_TILES : TC_DIRECT_TILES) : TC_DEFAULT_TILES;
+  const tiles = direct
+    ? split
+      ? p.d <= 64 && p.dv <= 64
+        ? TC_SPLIT_DIRECT_TILES_D64
+        : TC_SPLIT_DIRECT_TILES
+      : TC_DIRECT_TILES
+    : TC_DEFAULT_TILES;
   const base = {
     d: p.d,
     dv: p.dv,

@@ -34,16 +34,30 @@ export function splitF16Layout(bytes: number): SplitF16Layout {
 export const SPLIT_F16_WORKGROUPS = 4096;
 
 /**
- * The split pass: hi = x with its 13 low mantissa bits cleared (f16's 11 significant bits:
- * f16(hi) is exact in f16's normal range), rounded to a half by pack2x16float, and lo =
- * f16((x - hi') 2^11) with hi' the half read back, so hi' + lo 2^-11 holds x to ~2^-22
- * relative. Masking rather than rounding makes x - hi exact f32 arithmetic that no conversion
- * can fold away; lo is scaled by 2^11 because unscaled it would be an f16 subnormal for |x| <
- * 2^-3. Below f16's normal range (|x| < 2^-14) hi is a subnormal half: exact only if the tensor
- * cores keep subnormal inputs, which no device run has measured yet (session 14's reading that
- * they flush them was confounded by the fold of f32(f16(x)) found in session 28); bench-tc's
- * 'small V' case measures it. Plain WGSL (no shader-f16): the emulated kernels run it on
- * llvmpipe.
+ * hi of split-f16 (WGSL): x with the low mantissa bits cleared that a half cannot hold, so that
+ * f16(hi) is exact and x - hi is exact f32 arithmetic that no conversion can fold away (the
+ * compiler folds f32(f16(x)) back to x: session 28). In f16's normal range (|x| >= 2^-14,
+ * biased f32 exponent 113 up) a half keeps 11 significant bits: 13 of f32's 24 go. Below it a
+ * half is subnormal, with one significant bit fewer per binade, down to 2^-24 (exponent 103)
+ * with one; below that no half but 0 is near, so hi is 0 and lo carries all of x. Clearing
+ * only 13 bits there (the mask before session 30) left hi with bits f16(hi) rounded away, and
+ * lo, computed from the unrounded hi, did not hold them: on the H100, V with std 1e-5 gave o
+ * 1.7e-3 from float64 (bench-tc 'small V'). That run also showed the tensor cores keep
+ * subnormal halves (flushed, hi would have been lost and o with it).
+ */
+export const HI_BITS_WGSL = `fn hiBits(x: f32) -> f32 {
+  let b = bitcast<u32>(x);
+  let e = (b >> 23u) & 0xffu;
+  let h = bitcast<f32>(b & (0xffffffffu << (126u - clamp(e, 103u, 113u))));
+  return select(h, 0.0, e < 103u);
+}`;
+
+/**
+ * The split pass: hi = hiBits(x) (f16's significant bits of x: exact as a half, subnormal ones
+ * included), packed by pack2x16float, and lo = f16((x - hi') 2^11) with hi' the half read back,
+ * so hi' + lo 2^-11 holds x to ~2^-22 relative in f16's normal range (to ~2^-36 absolute
+ * below it). lo is scaled by 2^11 because unscaled it would be an f16 subnormal for |x| <
+ * 2^-3. Plain WGSL (no shader-f16): the emulated kernels run it on llvmpipe.
  *
  * The domain is |x| < 2^15: from 32768 up, lo = (x - hi) 2^11 can reach 65528 and round to an
  * infinite half (e.g. x = 32799.992), and from 65520 hi itself has no half (pack2x16float's
@@ -60,7 +74,7 @@ export function splitF16Shader(): WgslKernel {
     { name: 'flag', kind: 'storage', type: 'array<atomic<u32>>' },
   ];
   const code = `${declareBindings(bindings)}
-fn hiBits(v: f32) -> f32 { return bitcast<f32>(bitcast<u32>(v) & 0xffffe000u); }
+${HI_BITS_WGSL}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3u, @builtin(num_workgroups) nw: vec3u) {
   // U.x = n (f32 elements), U.y = loOff (halves, a multiple of 8), U.z = elements checked.

@@ -5,6 +5,7 @@ import { SAGE_KEY_TILE, type SageGranularity } from '../sage/codec.js';
 import { SAGE_EXP_WGSL, sageGroupFns } from '../sage/webgpu-forward.js';
 import { paramsStruct } from './params.js';
 import type { WgslKernel } from './shaders.js';
+import { HI_BITS_WGSL } from './split-f16.js';
 
 /**
  * The tensor-core FlashAttention-2 forward (issue 20 item 2), softmax, f16 q/k/v/o, f32
@@ -1063,7 +1064,7 @@ const BC = ${BC}u;
 const NEG = -3.0e38;
 const M0 = -1.0e38;
 const LN2 = 0.6931471805599453;
-${split ? `const LOSCALE = 2048.0;\nconst LOINV = 0.00048828125;${c.splitMask ? '\nfn hiBits(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) & 0xffffe000u); }' : ''}` : ''}
+${split ? `const LOSCALE = 2048.0;\nconst LOINV = 0.00048828125;${c.splitMask ? `\n${HI_BITS_WGSL}` : ''}` : ''}
 ${smallFirst ? small : ''}
 var<workgroup> kv: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};
 ${qDirect ? '' : `var<workgroup> qs: ${arr(H, 16 * KW, c.subgroups)};\n`}${split ? `var<workgroup> kvl: ${arr(H, HALFSZ, Lo.kvSize / HALFSZ)};\n${qDirect ? '' : `var<workgroup> qsl: ${arr(H, 16 * KW, c.subgroups)};\n`}var<workgroup> spl: ${arr(H, 16 * SPW, c.subgroups)};\nvar<workgroup> scx: ${arr('f32', 16 * BC, c.subgroups)};` : ''}
