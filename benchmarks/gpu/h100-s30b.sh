@@ -6,9 +6,7 @@
 # 2. the split-f16 forward's cost of the wider mask (it runs once per P element): split-f16 f32 at
 #    the table's three shapes, causal and not, the new build and the old one (bench-tc-oldmask:
 #    the same tree with the 13-bit mask), alternating twice.
-# Pack: build with the old mask, copy dist/bench-tc.mjs to dist/bench-tc-oldmask.mjs, build again,
-#   copy the softmax goldens to dist/goldens, then
-#   bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-tc.mjs benchmarks/gpu/dist/bench-tc-oldmask.mjs benchmarks/gpu/dist/goldens
+# Pack: bash benchmarks/gpu/pack-s30b.sh (builds both, copies the goldens, packs .gpu).
 # Run (carry [".gpu"]): bash benchmarks/gpu/h100-s30b.sh
 source "$(dirname "$0")/h200-prelude.sh"
 tc() { local name=$1 limit=$2 app=$3; shift 3
