@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 30: one device command in place of h100-s29.sh + h100-s29b.sh (session 30 lost ~750 s
+# Session 30: one device command in place of session 29's two (never run; session 30 lost ~750 s
 # of its 1800 s device budget to refused starts, so both no longer fit). Every step gets what is
 # left of a 580 s deadline (the call's limit is 590), most important first:
 # 1. issue 20: bench-tc's 13 random cases at f32's 1e-5 incl. 'peaked scores' / 'small V'
@@ -9,7 +9,10 @@
 #    32K / 256K, split-K 16, stream-K 132), every tuning verified first, PyTorch decode beside it;
 # 3. issue 11: FA2 f16 forward at (4, 32, 4096, 128), own tile vs Sage's tile (4 x 64 keys) at
 #    lazy 8 and lazy 0 (what part of Sage's loss is the tile and the eager rescale).
-# Pack as h100-s29b.sh says. Run (carry [".gpu"], timeout_s 590): bash benchmarks/gpu/h100-s30.sh
+# Pack: node benchmarks/gpu/build.mjs && rm -rf .gpu/app && bash ../shared/gpu/pack.sh
+#   benchmarks/gpu/dist/bench-tc.mjs benchmarks/gpu/dist/bench-sage.mjs benchmarks/gpu/dist/bench-lean.mjs
+#   benchmarks/gpu/torch_sdpa.py benchmarks/gpu/torch_decode.py
+#   (then rm -f .gpu/node_modules/webgpu/dist/linux-x64/dawn.node). Run (carry [".gpu"], timeout_s 590): bash benchmarks/gpu/h100-s30.sh
 source "$(dirname "$0")/h200-prelude.sh"
 DEADLINE=${DEADLINE:-580}
 left() { local l=$((DEADLINE - SECONDS)); [ "$l" -lt "$1" ] && echo "$l" || echo "$1"; }
