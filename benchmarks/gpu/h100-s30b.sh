@@ -5,7 +5,8 @@
 #    golden as f32 through the default route;
 # 2. the split-f16 forward's cost of the wider mask (it runs once per P element): split-f16 f32 at
 #    the table's three shapes, causal and not, the new build and the old one (bench-tc-oldmask:
-#    the same tree with the 13-bit mask), alternating twice.
+#    the same tree with the 13-bit mask), alternating twice;
+# 3. split-f16 against SIMT f32 at (4, 16, 4096, 64), causal and not.
 # Pack: bash benchmarks/gpu/pack-s30b.sh (builds both, copies the goldens, packs .gpu).
 # Run (carry [".gpu"]): bash benchmarks/gpu/h100-s30b.sh
 source "$(dirname "$0")/h200-prelude.sh"
@@ -20,4 +21,8 @@ for r in 1 2; do
     tc "split-$b-$r" 60 "$app" --skip-verify --skip-variants --skip-backward --impls 'split-f16 f32' --repeats 5
   done
 done
+# 3. D 64 with 4096 rows (the evidence the automatic choice would need to take split-f16 at D 64):
+#    split-f16 (its new 4 x 1 tile) against SIMT f32, causal and not.
+tc d64-4096 60 bench-tc.mjs --skip-verify --skip-variants --skip-backward --impls 'split-f16 f32,simt f32' \
+  --shapes '[[4,16,4096,64]]' --repeats 5
 grep -E '^ok|^FAIL|^table|===|rror|verification' "$log" | cut -c1-220 | tail -80
