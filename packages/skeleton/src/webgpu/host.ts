@@ -1085,8 +1085,9 @@ const TC_SPLIT_DIRECT_TILES = [
 ];
 /**
  * split-f16 with qDirect at D, Dv <= 64: 4 x 1 first. At (16, 16, 1024, 64) on the H100 it ran
- * 37.4 TFLOP/s against 30.0 for 4 x 2 and 20.2 for the 8 x 2 the list above gives first (SIMT
- * f32 22.8; each 1.7e-6 from SIMT; session 30, BENCHMARKS.md "WebGPU tensor cores, session 30").
+ * 37.4 TFLOP/s against 30.0 for 4 x 2 and 20.2 for the 8 x 1 the list above gives first there
+ * (8 x 2 needs 72 KB); SIMT f32 22.8; each 1.7e-6 from SIMT (session 30, BENCHMARKS.md "WebGPU
+ * tensor cores, session 30").
  */
 const TC_SPLIT_DIRECT_TILES_D64 = [
   { subgroups: 4, keyMatrices: 1 },

@@ -727,7 +727,7 @@ describe.skipIf(!ctx)('tensor-core forward defaults on 48 KiB of workgroup memor
       [1, 1],
     ]);
     expect(seen.every((c) => c.presplit && c.splitMask)).toBe(true);
-    // D 64: 4 x 1 first (the fastest measured there, session 30; the 8 x 2 tile first before),
+    // D 64: 4 x 1 first (the fastest measured there, session 30; the 8 x 1 tile first before),
     // then the fallbacks.
     const d64 = await tried('f32', [1, 2, 64, 64]);
     expect(d64.seen.map((c) => [c.subgroups, c.keyMatrices])).toEqual([
