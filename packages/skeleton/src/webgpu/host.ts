@@ -1180,13 +1180,8 @@ function tcConfig(
     given.qDirect !== false &&
     tcQDirectFits(p, pr.buffers.q.size / (split ? 4 : 2));
   const direct = canDirect && (given.qDirect === true || !(p.causal && p.d <= 64));
-  const tiles = direct
-    ? split
-      ? p.d <= 64 && p.dv <= 64
-        ? TC_SPLIT_DIRECT_TILES_D64
-        : TC_SPLIT_DIRECT_TILES
-      : TC_DIRECT_TILES
-    : TC_DEFAULT_TILES;
+  const splitTiles = p.d <= 64 && p.dv <= 64 ? TC_SPLIT_DIRECT_TILES_D64 : TC_SPLIT_DIRECT_TILES;
+  const tiles = direct ? (split ? splitTiles : TC_DIRECT_TILES) : TC_DEFAULT_TILES;
   const base = {
     d: p.d,
     dv: p.dv,
