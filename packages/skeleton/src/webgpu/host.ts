@@ -47,6 +47,7 @@ import {
   type WebGpuTileConfig,
 } from './plan.js';
 import {
+  COMBINE_ROWS,
   combineShader,
   dkdvShader,
   dqShader,
@@ -1514,7 +1515,14 @@ async function launchWithPartials(
         {
           program: l.combine.program,
           buffers: bindBuffers(l.combine.kernel.bindings, buffers),
-          workgroups: [Math.ceil(p.maxSeqQ / 64), p.hq, p.batch],
+          workgroups: [
+            Math.min(
+              Math.ceil(p.maxSeqQ / COMBINE_ROWS),
+              ctx.limits.maxComputeWorkgroupsPerDimension,
+            ),
+            p.hq,
+            p.batch,
+          ],
           label: `flash ${l.name} ${l.combineName}`,
         },
       ],

@@ -824,6 +824,18 @@ function partials(softmax: boolean, vecV: boolean, kind: 'read' | 'storage'): Wg
  * unit (its query tile), whose count the plan's tables give (a unit may have fewer pieces than
  * P.splits slots; a unit without tiles has none: O = 0, LSE = -inf or the sink).
  */
+/**
+ * The combine (split-K) / fix-up (stream-K) layout: a workgroup of 64 threads merges
+ * COMBINE_ROWS query rows, COMBINE_LANES threads a row, each thread a vec4 of every
+ * 4 x COMBINE_LANES columns. One thread a row (before session 31) looped over Dv / 4 x slots
+ * loads one after another: at decode (one row a head, 16-17 slots a row) that serial chain was
+ * ~0.13 ms of every stream-K / split-K call on the H100, the whole difference between the
+ * decode pass's copy-speed streaming and the call's time (BENCHMARKS.md "LeanAttention decode
+ * on the H100, session 31"). Lanes along the columns also make a slot's row one coalesced read.
+ */
+export const COMBINE_LANES = 16;
+export const COMBINE_ROWS = 64 / COMBINE_LANES;
+
 export function combineShader(input: ShaderSpec): WgslKernel {
   const streamK = input.schedule === 'streamK';
   const spec = splitSpec(input, streamK);
@@ -869,13 +881,18 @@ const LOG2E = 1.4426950408889634;
 const LN2 = 0.6931471805599453;
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
   let b = wg.z;
   let h = wg.y;
   let startQ = aux[4u * b];
   let nq = aux[4u * b + 2u];
-  let i = wg.x * 64u + lid;
-  if (i >= nq) { return; }
+  let c = lid % ${COMBINE_LANES}u;
+  // Rows past the grid's (maxComputeWorkgroupsPerDimension x COMBINE_ROWS) loop around.
+  for (var i = wg.x * ${COMBINE_ROWS}u + lid / ${COMBINE_LANES}u; i < nq; i += nwg.x * ${COMBINE_ROWS}u) {
   let li = b * P.lBatch + h * P.lHead + startQ + i;${permute ? '\n  let pi = permq[li];' : ''}
   let oE = b * P.oBatch + h * P.oHead + (startQ + ${row}) * P.oRow;
   let pB = li * P.splits;${
@@ -884,7 +901,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let n = aux[P.skCounts + aux[P.skUnits + b * P.skHeads + h] + i / ${spec.plan.br}u];`
       : ''
   }${stats}
-  for (var w = 0u; w < P.dv; w += 4u) {
+  for (var w = 4u * c; w < P.dv; w += ${4 * COMBINE_LANES}u) {
     var a = vec4<f32>(0.0);
     for (var s = 0u; s < ${n}; s++) {
       let e = (pB + s) * P.dv + w;
@@ -896,8 +913,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }${
     softmax
       ? `
-  lse[${permute ? 'li - i + pi' : 'li'}] = select(${LSE_OF('ms', 'l')}, bitcast<f32>(P.negInf), l == 0.0);`
+  if (c == 0u) { lse[${permute ? 'li - i + pi' : 'li'}] = select(${LSE_OF('ms', 'l')}, bitcast<f32>(P.negInf), l == 0.0); }`
       : ''
+  }
   }
 }
 `;

@@ -74,6 +74,9 @@ const CASES: Case[] = [
     splits: [2, 5],
   },
   { name: 'block-sparse', hq: 2, hkv: 2, nq: 16, nk: 48, sparse: [8, 8], splits: [2, 3, 9] },
+  // The combine's 16 lanes a row: Dv 70 is 18 column groups (two lanes take a second, the
+  // last holds 2 columns), 70 rows are 18 workgroups of 4 rows (the last holds 2).
+  { name: 'wide Dv, many rows', nq: 70, nk: 45, d: 8, dv: 70, splits: [3] },
   {
     name: 'sinks + softcap',
     nq: 10,
@@ -178,6 +181,34 @@ describe.skipIf(!ctx)('split-K forward vs the float64 modded reference', () => {
       for (const t of [gq, gk, gv, o, lse]) t?.dispose();
     });
   }
+
+  test('the combine loops over rows its grid cannot hold (workgroups per dimension capped)', async () => {
+    // 70 rows are 18 combine workgroups of 4; a device allowing 16 a dimension gets 16, which
+    // must loop around for rows 64-69 (a skipped row would keep the fresh buffer's zeros).
+    const q = rng.randn([1, 2, 70, 8]);
+    const k = rng.randn([1, 1, 45, 8]);
+    const v = rng.randn([1, 1, 45, 12]);
+    const want = moddedAttentionReference(q, k, v, {});
+    const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as Tensor[];
+    const p = resolveAttentionProblem(gq!, gk!, gv!);
+    const hooks = {
+      normalize: { kind: 'softmax' },
+      scoreMods: [],
+      schedule: { kind: 'splitK', splits: 3 },
+    } as TiledHooks;
+    const real = ctx!.limits;
+    const c = ctx as unknown as { limits: typeof real };
+    c.limits = { ...real, maxComputeWorkgroupsPerDimension: 16 };
+    try {
+      const { o, lse } = await tiledForwardWebGpu(p, hooks, gq!, gk!, gv!, { tiles: SMALL });
+      expectClose(await o.toCpu(), want.o, 1e-5, 'o');
+      expectClose(await lse!.toCpu(), want.lse!, 1e-5, 'lse');
+      for (const t of [o, lse]) t?.dispose();
+    } finally {
+      c.limits = real;
+    }
+    for (const t of [gq, gk, gv]) t.dispose();
+  });
 
   test('a bad schedule is a typed error', async () => {
     const [q, k, v] = [0, 1, 2].map(() => toWebGpu(rng.randn([1, 1, 4, 4]), ctx!));
