@@ -14,13 +14,6 @@
 #   benchmarks/gpu/torch_sdpa.py benchmarks/gpu/torch_decode.py
 #   (then rm -f .gpu/node_modules/webgpu/dist/linux-x64/dawn.node). Run (carry [".gpu"], timeout_s 590): bash benchmarks/gpu/h100-s30.sh
 source "$(dirname "$0")/h200-prelude.sh"
-DEADLINE=${DEADLINE:-580}
-left() { local l=$((DEADLINE - SECONDS)); [ "$l" -lt "$1" ] && echo "$l" || echo "$1"; }
-step() { local name=$1 limit; limit=$(left "$2"); shift 2
-  if [ "$limit" -lt 15 ]; then echo "=== $name skipped (deadline)" >> "$log"; return; fi
-  echo "--- $name at ${SECONDS}s, limit ${limit}s" >> "$log"
-  timeout "$limit" "$@" 2>&1 | keep >> "$log"
-  echo "=== $name rc=${PIPESTATUS[0]} at ${SECONDS}s" >> "$log"; }
 step verify-range 110 bash .gpu/run.sh .gpu/app/bench-tc.mjs --dtype f32 --skip-table --skip-variants \
   --range-check --out "$out/verify-range-f32.json"
 step table 230 bash .gpu/run.sh .gpu/app/bench-tc.mjs --skip-verify --skip-variants \
