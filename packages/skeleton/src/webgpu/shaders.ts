@@ -828,10 +828,11 @@ function partials(softmax: boolean, vecV: boolean, kind: 'read' | 'storage'): Wg
  * The combine (split-K) / fix-up (stream-K) layout: a workgroup of 64 threads merges
  * COMBINE_ROWS query rows, COMBINE_LANES threads a row, each thread a vec4 of every
  * 4 x COMBINE_LANES columns. One thread a row (before session 31) looped over Dv / 4 x slots
- * loads one after another: at decode (one row a head, 16-17 slots a row) that serial chain was
- * ~0.13 ms of every stream-K / split-K call on the H100, the whole difference between the
- * decode pass's copy-speed streaming and the call's time (BENCHMARKS.md "LeanAttention decode
- * on the H100, session 31"). Lanes along the columns also make a slot's row one coalesced read.
+ * loads one after another: at decode (one row a head, 16-18 slots a row, ~550 loads in a chain)
+ * that is the likely source of the 0.12-0.15 ms every split-K / stream-K decode call on the H100
+ * spent beyond streaming K and V at the read ceiling (inferred from session 30's timings at 32K
+ * and 256K; BENCHMARKS.md "LeanAttention decode, session 31"). Lanes along the columns also make
+ * a slot's row one coalesced read.
  */
 export const COMBINE_LANES = 16;
 export const COMBINE_ROWS = 64 / COMBINE_LANES;
