@@ -11,7 +11,7 @@
  *
  * Sweeps (each value one row of the table, so one device run finds the best):
  * - --workers a,b,c: stream-K's worker counts (default: defaultLeanWorkers('webgpu', .));
- * - --splits a,b: split-K's key ranges per unit (default DEFAULT_SPLITS);
+ * - --splits a,b: split-K's key ranges per unit (default: defaultLeanSplits('webgpu'));
  * - --tunings x,y: layouts of the decode kernel (skeleton webgpu/decode.ts setDecodeTuning),
  *   crossed with every partition and worker / split count: 'default' (the kernel's own), else
  *   letters with powers of two: t threads per workgroup, l lanes per key, r query rows per
@@ -49,7 +49,7 @@ import {
   toleranceFor,
 } from '@attnkit/attention';
 import {
-  DEFAULT_SPLITS,
+  defaultLeanSplits,
   defaultLeanWorkers,
   type LeanPartition,
   leanAttention,
@@ -127,7 +127,8 @@ function variants(
   partition: LeanPartition,
   units: number,
 ): { workers?: number; splits?: number }[] {
-  if (partition === 'splitK') return (SPLITS ?? [DEFAULT_SPLITS]).map((splits) => ({ splits }));
+  if (partition === 'splitK')
+    return (SPLITS ?? [defaultLeanSplits('webgpu')]).map((splits) => ({ splits }));
   if (partition === 'streamK')
     return (WORKERS ?? [defaultLeanWorkers('webgpu', units)]).map((workers) => ({ workers }));
   return [{}];
@@ -589,7 +590,7 @@ function printTable(rows: Row[], rat: Record<string, unknown>[], torch: TorchRow
 
 async function main() {
   console.log(
-    `defaults: splitK splits=${DEFAULT_SPLITS}; streamK workers=${defaultLeanWorkers('webgpu', 1)} (same for every shape); fa2: one workgroup per (batch, kv head)`,
+    `defaults: splitK splits=${defaultLeanSplits('webgpu')}; streamK workers=${defaultLeanWorkers('webgpu', 1)} (same for every shape); fa2: one workgroup per (batch, kv head)`,
   );
   console.log(
     `sweeps: partitions ${PARTITIONS.join(',')}; workers ${WORKERS?.join(',') ?? 'default'}; splits ${SPLITS?.join(',') ?? 'default'}; tunings ${TUNINGS.map((t) => t.name).join(',')}`,

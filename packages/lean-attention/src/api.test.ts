@@ -5,11 +5,13 @@ import { toWebGpu } from '@attnkit/webgpu';
 import { describe, expect, test } from 'vitest';
 import {
   DEFAULT_SPLITS,
+  defaultLeanSplits,
   defaultLeanWorkers,
   type LeanAttentionOptions,
   leanAttention,
   leanTiledOptions,
   WEBGPU_ASSUMED_COMPUTE_UNITS,
+  WEBGPU_DEFAULT_SPLITS,
   WORKERS_PER_UNIT,
 } from './index.js';
 
@@ -113,7 +115,12 @@ describe('leanAttention (the public function)', () => {
     const cu = Int32Array.of(0, 1, 1, 3);
     const qt = new Rng(2).randn([3, 6, 16]);
     expect(leanTiledOptions({ partition: 'fa2', causal: true }, q)).toEqual({ causal: true });
-    expect(leanTiledOptions({ partition: 'splitK' }, q)).toEqual({ numSplits: DEFAULT_SPLITS });
+    // Default splits: 4 on ts / native (q is a CPU tensor here), 16 on webgpu.
+    expect(leanTiledOptions({ partition: 'splitK', backend: 'ts' }, q)).toEqual({
+      backend: 'ts',
+      numSplits: DEFAULT_SPLITS,
+    });
+    expect(leanTiledOptions({ partition: 'splitK', backend: 'webgpu' }, q).numSplits).toBe(16);
     expect(leanTiledOptions({ partition: 'splitK', splits: 7 }, q)).toEqual({ numSplits: 7 });
     expect(leanTiledOptions({ workers: 9 }, q)).toEqual({ streamKWorkers: 9 });
     // Default workers: ts one per (batch, query head): 3 x 4 BHND; THD 3 sequences x 6 heads.
@@ -127,6 +134,10 @@ describe('leanAttention (the public function)', () => {
 
   test('default workers and splits follow the documented rule', () => {
     expect(DEFAULT_SPLITS).toBe(4);
+    expect(defaultLeanSplits('ts')).toBe(4);
+    expect(defaultLeanSplits('native')).toBe(4);
+    expect(defaultLeanSplits('webgpu')).toBe(WEBGPU_DEFAULT_SPLITS);
+    expect(WEBGPU_DEFAULT_SPLITS).toBe(16);
     expect(defaultLeanWorkers('ts', 6)).toBe(6);
     // webgpu: one 512-thread decode workgroup per assumed SM (README; measured best on the
     // H200), whatever the units.

@@ -27,12 +27,19 @@ export interface LeanAttentionOptions
   partition?: LeanPartition;
   /** streamK only: the number of workers; default DEFAULT_WORKERS' rule for the backend. */
   workers?: number;
-  /** splitK only: key ranges per unit; default DEFAULT_SPLITS (4). */
+  /** splitK only: key ranges per unit; default defaultLeanSplits' rule (16 on webgpu, else 4). */
   splits?: number;
 }
 
 /** splitK's default number of key ranges per (batch, head, query tile) (FlashDecoding's few). */
 export const DEFAULT_SPLITS = 4;
+/**
+ * splitK's default on WebGPU. With 4, B 1 and Hkv 8 fill 32 workgroups of a GPU with 132 SMs:
+ * on the H200 (bench-lean, session 5, benchmarks/gpu/results/lean-h200/run-sweep) 16 beat 4 at
+ * every B 1 shape measured (Hq 32, 256K Hkv 8: 0.524 against 1.507 ms; 32K Hkv 32: 0.197
+ * against 0.262; 32K Hkv 8: tied), and every device run since used 16.
+ */
+export const WEBGPU_DEFAULT_SPLITS = 16;
 /** Compute units assumed for a WebGPU adapter (WebGPU does not report them): an H100/H200's SMs. */
 export const WEBGPU_ASSUMED_COMPUTE_UNITS = 132;
 /** Workers per CPU thread for native stream-K: a few per thread hide a tail's imbalance. */
@@ -108,6 +115,11 @@ export function defaultLeanWorkers(backend: TiledBackend, units: number): number
   return WEBGPU_WORKERS_PER_UNIT * WEBGPU_ASSUMED_COMPUTE_UNITS;
 }
 
+/** The default split-K ranges per unit for a backend: WEBGPU_DEFAULT_SPLITS on webgpu, else DEFAULT_SPLITS. */
+export function defaultLeanSplits(backend: TiledBackend): number {
+  return backend === 'webgpu' ? WEBGPU_DEFAULT_SPLITS : DEFAULT_SPLITS;
+}
+
 function positiveInt(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
     throw new ValueError(`${name}: expected a positive integer, got ${describe(value)}`, name);
@@ -139,7 +151,10 @@ export function leanTiledOptions(options: LeanAttentionOptions, q: Tensor): Tile
     );
   const o: TiledOptions = { ...rest };
   if (partition === 'splitK')
-    o.numSplits = splits === undefined ? DEFAULT_SPLITS : positiveInt(splits, 'splits');
+    o.numSplits =
+      splits === undefined
+        ? defaultLeanSplits(backendOf(options, q))
+        : positiveInt(splits, 'splits');
   if (partition === 'streamK')
     o.streamKWorkers =
       workers === undefined

@@ -1,5 +1,6 @@
 export {
   DEFAULT_SPLITS,
+  defaultLeanSplits,
   defaultLeanWorkers,
   type LeanAttentionOptions,
   type LeanAttentionResult,
@@ -7,6 +8,7 @@ export {
   leanAttention,
   leanTiledOptions,
   WEBGPU_ASSUMED_COMPUTE_UNITS,
+  WEBGPU_DEFAULT_SPLITS,
   WORKERS_PER_UNIT,
 } from './attention.js';
 export { CacheFullError } from './errors.js';
