@@ -11,7 +11,7 @@
  *
  * Sweeps (each value one row of the table, so one device run finds the best):
  * - --workers a,b,c: stream-K's worker counts (default: defaultLeanWorkers('webgpu', .));
- * - --splits a,b: split-K's key ranges per unit (default: defaultLeanSplits('webgpu'));
+ * - --splits a,b: split-K's key ranges per unit (default: defaultLeanSplits('webgpu', B));
  * - --tunings x,y: layouts of the decode kernel (skeleton webgpu/decode.ts setDecodeTuning),
  *   crossed with every partition and worker / split count: 'default' (the kernel's own), else
  *   letters with powers of two: t threads per workgroup, l lanes per key, r query rows per
@@ -125,10 +125,11 @@ const TUNINGS = (value('tunings')?.split(',') ?? ['default']).map((name) => ({
 /** The partition's sweep: its options and what the row records (workers / splits). */
 function variants(
   partition: LeanPartition,
+  batch: number,
   units: number,
 ): { workers?: number; splits?: number }[] {
   if (partition === 'splitK')
-    return (SPLITS ?? [defaultLeanSplits('webgpu')]).map((splits) => ({ splits }));
+    return (SPLITS ?? [defaultLeanSplits('webgpu', batch)]).map((splits) => ({ splits }));
   if (partition === 'streamK')
     return (WORKERS ?? [defaultLeanWorkers('webgpu', units)]).map((workers) => ({ workers }));
   return [{}];
@@ -191,7 +192,7 @@ async function verify() {
     const g = [q, k, v].map((t) => toWebGpu(t, ctx));
     for (const { name: tname, tuning } of TUNINGS)
       for (const partition of PARTITIONS)
-        for (const used of variants(partition, c.b * c.hq)) {
+        for (const used of variants(partition, c.b, c.b * c.hq)) {
           const name = `B${c.b} Hq${c.hq} Hkv${c.hkv} Nk${c.nk} D${c.d} ${JSON.stringify(used)} tuning ${tname}`;
           ctx.poisonOutputs = true;
           setDecodeTuning(tuning);
@@ -446,7 +447,7 @@ async function table(ceil: { readGbps: number; copyGbps: number }) {
         }
         for (const { name: tname, tuning } of TUNINGS)
           for (const partition of PARTITIONS)
-            for (const used of variants(partition, B * HQ)) {
+            for (const used of variants(partition, B, B * HQ)) {
               setDecodeTuning(tuning);
               const label = { ...used, ...(tuning ? { tuning: tname } : {}) };
               try {
@@ -590,7 +591,7 @@ function printTable(rows: Row[], rat: Record<string, unknown>[], torch: TorchRow
 
 async function main() {
   console.log(
-    `defaults: splitK splits=${defaultLeanSplits('webgpu')}; streamK workers=${defaultLeanWorkers('webgpu', 1)} (same for every shape); fa2: one workgroup per (batch, kv head)`,
+    `defaults: splitK splits=${defaultLeanSplits('webgpu', 1)} at B 1 (batch x splits <= 64); streamK workers=${defaultLeanWorkers('webgpu', 1)} (same for every shape); fa2: one workgroup per (batch, kv head)`,
   );
   console.log(
     `sweeps: partitions ${PARTITIONS.join(',')}; workers ${WORKERS?.join(',') ?? 'default'}; splits ${SPLITS?.join(',') ?? 'default'}; tunings ${TUNINGS.map((t) => t.name).join(',')}`,

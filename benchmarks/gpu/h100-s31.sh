@@ -8,7 +8,7 @@
 #    PyTorch over the same sweep first, between the A/B's two rounds;
 # 3. worker and split counts at the target case now that the fix-up is cheap.
 # Pack: bash benchmarks/gpu/pack-s31.sh. Run (carry [".gpu"], timeout_s 590): bash benchmarks/gpu/h100-s31.sh
-source "$(dirname "$0")/h200-prelude.sh"   # out, log, keep, step (DEADLINE=430 when the budget is short)
+source "$(dirname "$0")/h200-prelude.sh"   # out, log, keep, step (DEADLINE=250 when the budget is short)
 export DISABLE_DAWN_TOGGLES=timestamp_quantization
 step torch-ab 35 python3 .gpu/app/torch_decode.py --batch 1 --hkv 8,32 --nk 32768,262144 --out "$out/torch-ab.json"
 AB=(--torch "$out/torch-ab.json" --batch 1 --hkv 8,32 --nk 32768,262144 --partitions splitK,streamK

@@ -2,7 +2,8 @@
 # Packs .gpu/ for h100-s31.sh: bench-lean.mjs from the tree, and bench-lean-oldcombine.mjs from the
 # same tree with the split-K / stream-K combine of 9cb5bc2 (one thread a row, looping over the
 # columns and slots) put back for the build only; then PyTorch's decode script. Run from the
-# repository root; leaves the tree as it found it.
+# repository root; leaves the tree as it found it. The old build takes shaders.ts and host.ts
+# whole from 9cb5bc2: a later change to either would be missing from it (check the diff first).
 set -euo pipefail
 files=(packages/skeleton/src/webgpu/shaders.ts packages/skeleton/src/webgpu/host.ts)
 for f in "${files[@]}"; do cp "$f" "/tmp/$(basename "$f").keep"; done

@@ -114,6 +114,7 @@ describe('leanAttention (the public function)', () => {
     const q = new Rng(1).randn([3, 4, 1, 16]);
     const cu = Int32Array.of(0, 1, 1, 3);
     const qt = new Rng(2).randn([3, 6, 16]);
+    const thdBase = { layout: 'THD', cuSeqlensQ: cu, cuSeqlensK: cu } as const;
     expect(leanTiledOptions({ partition: 'fa2', causal: true }, q)).toEqual({ causal: true });
     // Default splits: 4 on ts / native (q is a CPU tensor here), 16 on webgpu.
     expect(leanTiledOptions({ partition: 'splitK', backend: 'ts' }, q)).toEqual({
@@ -121,11 +122,17 @@ describe('leanAttention (the public function)', () => {
       numSplits: DEFAULT_SPLITS,
     });
     expect(leanTiledOptions({ partition: 'splitK', backend: 'webgpu' }, q).numSplits).toBe(16);
+    // The batch counts: 3 BHND sequences -> 16; THD's 3 sequences likewise; B 32 -> 2.
+    const q32 = new Rng(3).randn([32, 2, 1, 8]);
+    expect(leanTiledOptions({ partition: 'splitK', backend: 'webgpu' }, q32).numSplits).toBe(2);
+    expect(
+      leanTiledOptions({ ...thdBase, partition: 'splitK', backend: 'webgpu' }, qt).numSplits,
+    ).toBe(16);
     expect(leanTiledOptions({ partition: 'splitK', splits: 7 }, q)).toEqual({ numSplits: 7 });
     expect(leanTiledOptions({ workers: 9 }, q)).toEqual({ streamKWorkers: 9 });
     // Default workers: ts one per (batch, query head): 3 x 4 BHND; THD 3 sequences x 6 heads.
     expect(leanTiledOptions({ backend: 'ts' }, q)).toEqual({ backend: 'ts', streamKWorkers: 12 });
-    const thd = { backend: 'ts', layout: 'THD', cuSeqlensQ: cu, cuSeqlensK: cu } as const;
+    const thd = { ...thdBase, backend: 'ts' } as const;
     expect(leanTiledOptions(thd, qt).streamKWorkers).toBe(18);
     expect(leanTiledOptions({ backend: 'webgpu' }, q).streamKWorkers).toBe(
       WEBGPU_ASSUMED_COMPUTE_UNITS,
@@ -138,6 +145,14 @@ describe('leanAttention (the public function)', () => {
     expect(defaultLeanSplits('native')).toBe(4);
     expect(defaultLeanSplits('webgpu')).toBe(WEBGPU_DEFAULT_SPLITS);
     expect(WEBGPU_DEFAULT_SPLITS).toBe(16);
+    // webgpu: batch x splits <= 64, at least one split (partials and the z dispatch bounded).
+    expect(defaultLeanSplits('webgpu', 4)).toBe(16);
+    expect(defaultLeanSplits('webgpu', 5)).toBe(12);
+    expect(defaultLeanSplits('webgpu', 8)).toBe(8);
+    expect(defaultLeanSplits('webgpu', 64)).toBe(1);
+    expect(defaultLeanSplits('webgpu', 70000)).toBe(1);
+    expect(defaultLeanSplits('webgpu', 0)).toBe(16);
+    expect(defaultLeanSplits('native', 64)).toBe(4);
     expect(defaultLeanWorkers('ts', 6)).toBe(6);
     // webgpu: one 512-thread decode workgroup per assumed SM (README; measured best on the
     // H200), whatever the units.

@@ -34,12 +34,17 @@ export interface LeanAttentionOptions
 /** splitK's default number of key ranges per (batch, head, query tile) (FlashDecoding's few). */
 export const DEFAULT_SPLITS = 4;
 /**
- * splitK's default on WebGPU. With 4, B 1 and Hkv 8 fill 32 workgroups of a GPU with 132 SMs:
- * on the H200 (bench-lean, session 5, benchmarks/gpu/results/lean-h200/run-sweep) 16 beat 4 at
- * every B 1 shape measured (Hq 32, 256K Hkv 8: 0.524 against 1.507 ms; 32K Hkv 32: 0.197
- * against 0.262; 32K Hkv 8: tied), and every device run since used 16.
+ * splitK's default on WebGPU for one sequence: with 4, B 1 and Hkv 8 fill 32 workgroups of a GPU
+ * with 132 SMs. On the H200 (bench-lean, session 5, benchmarks/gpu/results/lean-h200/run-sweep;
+ * timestamps then ticked at 65.5 us) 16 beat 4 at every B 1 shape measured (Hq 32, 256K Hkv 8:
+ * 0.524 against 1.507 ms; 32K Hkv 32: 0.197 against 0.262; 32K Hkv 8: tied), and every device
+ * run since used 16. Larger batches fill the device themselves: defaultLeanSplits keeps batch x
+ * splits <= WEBGPU_SPLIT_BUDGET, so the partials (rows x splits x Dv floats) and the dispatch
+ * (batch x splits workgroups along z) stay bounded by the batch-1 case.
  */
 export const WEBGPU_DEFAULT_SPLITS = 16;
+/** WebGPU split-K default: batch x splits at most this (16 splits up to B 4, 1 from B 64). */
+export const WEBGPU_SPLIT_BUDGET = 64;
 /** Compute units assumed for a WebGPU adapter (WebGPU does not report them): an H100/H200's SMs. */
 export const WEBGPU_ASSUMED_COMPUTE_UNITS = 132;
 /** Workers per CPU thread for native stream-K: a few per thread hide a tail's imbalance. */
@@ -92,12 +97,15 @@ function backendOf(options: LeanAttentionOptions, q: Tensor): TiledBackend {
   return nativeAvailable() === true ? 'native' : 'ts';
 }
 
+/** Sequences: B in BHND, the cuSeqlensQ entries less one in THD. */
+function batchOf(options: LeanAttentionOptions, q: Tensor): number {
+  const cu = options.cuSeqlensQ;
+  return options.layout === 'THD' ? (cu?.length ?? 2) - 1 : (q.shape[0] ?? 1);
+}
+
 /** (batch, query head) pairs: the units when Nq fits one query tile (decode). */
 function headUnits(options: LeanAttentionOptions, q: Tensor): number {
-  const s = q.shape;
-  const cu = options.cuSeqlensQ;
-  const b = options.layout === 'THD' ? (cu?.length ?? 2) - 1 : (s[0] ?? 1);
-  return Math.max(1, b * (s[1] ?? 1));
+  return Math.max(1, batchOf(options, q) * (q.shape[1] ?? 1));
 }
 
 /**
@@ -115,9 +123,15 @@ export function defaultLeanWorkers(backend: TiledBackend, units: number): number
   return WEBGPU_WORKERS_PER_UNIT * WEBGPU_ASSUMED_COMPUTE_UNITS;
 }
 
-/** The default split-K ranges per unit for a backend: WEBGPU_DEFAULT_SPLITS on webgpu, else DEFAULT_SPLITS. */
-export function defaultLeanSplits(backend: TiledBackend): number {
-  return backend === 'webgpu' ? WEBGPU_DEFAULT_SPLITS : DEFAULT_SPLITS;
+/**
+ * The default split-K ranges per unit: on webgpu WEBGPU_DEFAULT_SPLITS (16) for up to 4
+ * sequences, then fewer so that batch x splits <= WEBGPU_SPLIT_BUDGET (64), at least 1; on ts
+ * and native DEFAULT_SPLITS (4; the native decode path splits keys across its threads anyway).
+ */
+export function defaultLeanSplits(backend: TiledBackend, batch = 1): number {
+  if (backend !== 'webgpu') return DEFAULT_SPLITS;
+  const perBatch = Math.floor(WEBGPU_SPLIT_BUDGET / Math.max(1, batch));
+  return Math.max(1, Math.min(WEBGPU_DEFAULT_SPLITS, perBatch));
 }
 
 function positiveInt(value: unknown, name: string): number {
@@ -153,7 +167,7 @@ export function leanTiledOptions(options: LeanAttentionOptions, q: Tensor): Tile
   if (partition === 'splitK')
     o.numSplits =
       splits === undefined
-        ? defaultLeanSplits(backendOf(options, q))
+        ? defaultLeanSplits(backendOf(options, q), batchOf(options, q))
         : positiveInt(splits, 'splits');
   if (partition === 'streamK')
     o.streamKWorkers =

@@ -9,6 +9,7 @@ export {
   leanTiledOptions,
   WEBGPU_ASSUMED_COMPUTE_UNITS,
   WEBGPU_DEFAULT_SPLITS,
+  WEBGPU_SPLIT_BUDGET,
   WORKERS_PER_UNIT,
 } from './attention.js';
 export { CacheFullError } from './errors.js';

@@ -814,7 +814,20 @@ function partials(softmax: boolean, vecV: boolean, kind: 'read' | 'storage'): Wg
 }
 
 /**
- * Split-K's combine (FlashDecoding): one thread per query row merges its P.splits partials with
+ * The combine (split-K) / fix-up (stream-K) layout: a workgroup of 64 threads merges
+ * COMBINE_ROWS query rows, COMBINE_LANES threads a row, each thread a vec4 of every
+ * 4 x COMBINE_LANES columns. One thread a row (before session 31) looped over Dv / 4 x slots
+ * loads one after another: at decode (one row a head, 16-18 slots a row, ~550 loads in a chain
+ * with the slots' (m, l) reads) that is the likely source of the 0.12-0.15 ms every split-K / stream-K decode call on the H100
+ * spent beyond streaming K and V at the read ceiling (inferred from session 30's timings at 32K
+ * and 256K; BENCHMARKS.md "LeanAttention decode, session 31"). Lanes along the columns also make
+ * a slot's row one coalesced read.
+ */
+export const COMBINE_LANES = 16;
+export const COMBINE_ROWS = 64 / COMBINE_LANES;
+
+/**
+ * Split-K's combine (FlashDecoding): COMBINE_LANES threads a query row merge its P.splits partials with
  * the associative rule, in log2 units: m = max m_s, l = sum l_s 2^(m_s - m), acc likewise; the
  * sinks join once here; the pointwise ones' partials are plain sums. Writes o (the storage dtype) and lse;
  * rows without keys get O = 0 and LSE = -inf (or the sink). Bindings and uniforms as the split-K
@@ -824,19 +837,6 @@ function partials(softmax: boolean, vecV: boolean, kind: 'read' | 'storage'): Wg
  * unit (its query tile), whose count the plan's tables give (a unit may have fewer pieces than
  * P.splits slots; a unit without tiles has none: O = 0, LSE = -inf or the sink).
  */
-/**
- * The combine (split-K) / fix-up (stream-K) layout: a workgroup of 64 threads merges
- * COMBINE_ROWS query rows, COMBINE_LANES threads a row, each thread a vec4 of every
- * 4 x COMBINE_LANES columns. One thread a row (before session 31) looped over Dv / 4 x slots
- * loads one after another: at decode (one row a head, 16-18 slots a row, ~550 loads in a chain)
- * that is the likely source of the 0.12-0.15 ms every split-K / stream-K decode call on the H100
- * spent beyond streaming K and V at the read ceiling (inferred from session 30's timings at 32K
- * and 256K; BENCHMARKS.md "LeanAttention decode, session 31"). Lanes along the columns also make
- * a slot's row one coalesced read.
- */
-export const COMBINE_LANES = 16;
-export const COMBINE_ROWS = 64 / COMBINE_LANES;
-
 export function combineShader(input: ShaderSpec): WgslKernel {
   const streamK = input.schedule === 'streamK';
   const spec = splitSpec(input, streamK);

@@ -71,7 +71,7 @@ describe('tcAutoSelect: tensor cores without being asked, where the H200 measure
     expect(at('forward', 128, 128, 8192, 65536)).toBe(true);
     // Measured 1.27-1.9x SIMT f32 at (4, 16, 4096, 64) (H100, session 31).
     expect(at('forward', 64, 64, 4096, 4096)).toBe(true);
-    // Tied with SIMT f32 at (16, 16, 1024, 64) causal; shorter or unmeasured shapes.
+    // Under 4096 rows (it about tied SIMT f32 at (16, 16, 1024, 64) causal); unmeasured D.
     expect(at('forward', 64, 64, 2048, 4096)).toBe(false);
     expect(at('forward', 96, 96, 4096, 4096)).toBe(false);
     expect(at('forward', 64, 128, 4096, 4096)).toBe(false);

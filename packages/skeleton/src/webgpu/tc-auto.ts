@@ -11,9 +11,10 @@
  * split-f16 passes), at D = Dv = 64 and 128 with 4096 query and key rows at least: measured there at
  * the f32 tolerance (o 5e-7 to 1e-5 against float64) and 2.1-2.5x the SIMT f32 kernel at D 128
  * (H100, 2026-12-05, session 28: 54.8 against 25.8 TFLOP/s at (4, 16, 4096, 128)), 1.9x
- * non-causal and 1.27x causal at (4, 16, 4096, 64) with the 4 x 1 tile (H100, session 31:
- * 44.2 against 23.4, 28.3 against 22.3). Shorter sequences stay on SIMT: at (16, 16, 1024,
- * 64) causal it tied SIMT (19.4-21.0 against 20.2). NVIDIA adapters only: the kernels were
+ * non-causal and 1.27x causal at (4, 16, 4096, 64) (H100, session 31: 44.2 against 23.4 with
+ * the 4 x 1 qDirect tile, 28.3 against 22.3 with the staged-Q tiles causal takes at D <= 64).
+ * Shorter sequences stay on SIMT: at (16, 16, 1024, 64) causal it about tied SIMT (19.4-20.2
+ * in session 31 against SIMT's 20.2 in session 30). NVIDIA adapters only: the kernels were
  * verified there alone, and their correctness turned on how the driver places workgroup memory
  * (tc-forward.ts `smallFirst`). Sequences of 1024 query and key rows at least, the lengths
  * measured (1024-8192): a decode step (a few query rows) would fill 1/16 of a tensor-core tile
