@@ -153,6 +153,14 @@ describe('leanAttention (the public function)', () => {
     expect(defaultLeanSplits('webgpu', 70000)).toBe(1);
     expect(defaultLeanSplits('webgpu', 0)).toBe(16);
     expect(defaultLeanSplits('native', 64)).toBe(4);
+    // Bad arguments: typed errors naming them.
+    for (const batch of [-1, 1.5, Number.NaN])
+      expect(() => defaultLeanSplits('webgpu', batch)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'batch' }),
+      );
+    expect(() => defaultLeanSplits('cuda' as 'ts')).toThrow(
+      /backend: expected "ts", "native" or "webgpu", got "cuda"/,
+    );
     expect(defaultLeanWorkers('ts', 6)).toBe(6);
     // webgpu: one 512-thread decode workgroup per assumed SM (README; measured best on the
     // H200), whatever the units.

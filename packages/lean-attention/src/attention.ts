@@ -129,6 +129,16 @@ export function defaultLeanWorkers(backend: TiledBackend, units: number): number
  * and native DEFAULT_SPLITS (4; the native decode path splits keys across its threads anyway).
  */
 export function defaultLeanSplits(backend: TiledBackend, batch = 1): number {
+  if (backend !== 'ts' && backend !== 'native' && backend !== 'webgpu')
+    throw new ValueError(
+      `backend: expected "ts", "native" or "webgpu", got ${describe(backend)}`,
+      'backend',
+    );
+  if (!Number.isSafeInteger(batch) || batch < 0)
+    throw new ValueError(
+      `batch: expected a non-negative integer (sequences), got ${describe(batch)}`,
+      'batch',
+    );
   if (backend !== 'webgpu') return DEFAULT_SPLITS;
   const perBatch = Math.floor(WEBGPU_SPLIT_BUDGET / Math.max(1, batch));
   return Math.max(1, Math.min(WEBGPU_DEFAULT_SPLITS, perBatch));

@@ -22,6 +22,14 @@ afterAll(() => ctx?.destroy());
 /** 8-row x 16-key tiles: short sequences still span several key tiles. */
 const SMALL: WebGpuTileOptions['tiles'] = { forward: { tx: 4, ty: 2, rv: 1, cu: 1, kc: 8, mc: 8 } };
 
+/** Plain softmax hooks with split-K's schedule (any count: bad ones are what some tests pass). */
+const softmaxSplitK = (splits: number) =>
+  ({
+    normalize: { kind: 'softmax' },
+    scoreMods: [],
+    schedule: { kind: 'splitK', splits },
+  }) as TiledHooks;
+
 interface Case {
   name: string;
   dtype?: 'f32' | 'f16';
@@ -191,11 +199,7 @@ describe.skipIf(!ctx)('split-K forward vs the float64 modded reference', () => {
     const want = moddedAttentionReference(q, k, v, {});
     const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as Tensor[];
     const p = resolveAttentionProblem(gq!, gk!, gv!);
-    const hooks = {
-      normalize: { kind: 'softmax' },
-      scoreMods: [],
-      schedule: { kind: 'splitK', splits: 3 },
-    } as TiledHooks;
+    const hooks = softmaxSplitK(3);
     const real = ctx!.limits;
     const c = ctx as unknown as { limits: typeof real };
     c.limits = { ...real, maxComputeWorkgroupsPerDimension: 16 };
@@ -213,16 +217,12 @@ describe.skipIf(!ctx)('split-K forward vs the float64 modded reference', () => {
   test('a bad schedule is a typed error', async () => {
     const [q, k, v] = [0, 1, 2].map(() => toWebGpu(rng.randn([1, 1, 4, 4]), ctx!));
     const p = resolveAttentionProblem(q!, k!, v!);
-    const hooks = {
-      normalize: { kind: 'softmax' },
-      scoreMods: [],
-      schedule: { kind: 'splitK', splits: 0 },
-    } as TiledHooks;
+    const hooks = softmaxSplitK(0);
     await expect(tiledForwardWebGpu(p, hooks, q!, k!, v!)).rejects.toThrow(
       expect.objectContaining({ argument: 'schedule.splits' }),
     );
     // More splits than one dispatch dimension may hold: said before anything is queued.
-    const many = { ...hooks, schedule: { kind: 'splitK', splits: 70000 } } as TiledHooks;
+    const many = softmaxSplitK(70000);
     await expect(tiledForwardWebGpu(p, many, q!, k!, v!)).rejects.toThrow(
       /schedule.splits: expected batch \(1\) x splits <= 65535/,
     );
