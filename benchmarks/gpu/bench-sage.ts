@@ -21,7 +21,8 @@
  *    - sage TC: the tensor-core kernel alone, and with the GPU pre-pass (quantizeSageWebGpu on
  *      f16 inputs: smoothing, scales, codes) added: "incl. quant";
  *    - sage portable: the dot4I8Packed kernel;
- *    - our FA2 on the same shapes: tensor-core f16 (tensorCores: true) and SIMT f32.
+ *    - our FA2 on the same shapes: tensor-core f16 (tensorCores: true), SIMT f16, and SIMT f32
+ *      on the same values widened to f32.
  *    PyTorch SDPA rows come from torch_sdpa.py --shapes ... --forward-only in the same command.
  *
  * --tc-variants: a JSON list of tensor-core kernel options (SageTcConfig's constOffsets; an
@@ -369,18 +370,15 @@ async function timeIt(run: (p?: GpuProfiler) => Promise<() => void>): Promise<nu
   return median(ms);
 }
 
-/** Random f16 tensor data on the GPU (normal-ish values; never zeros). */
-function randomF16(shape: number[], seed: number): Tensor {
-  return toWebGpu(new Rng(seed).randn(shape).astype('f16'), ctx);
-}
-
 async function table(units: 'elems' | 'words', variants: TcVariant[]) {
   const rows: Array<Record<string, unknown>> = [];
   for (const [B, H, N, D] of SHAPES) {
     const dims: SageDims = { batch: B, hq: H, hkv: H, nq: N, nk: N, d: D, dv: D };
-    const q = randomF16([B, H, N, D], 1);
-    const k = randomF16([B, H, N, D], 2);
-    const v = randomF16([B, H, N, D], 3);
+    // f16 values on the GPU, and the same values widened to f32 for the SIMT f32 FA2 row.
+    const [[q, q32], [k, k32], [v, v32]] = [1, 2, 3].map((seed) => {
+      const cpu = new Rng(seed).randn([B, H, N, D]).astype('f16');
+      return [toWebGpu(cpu, ctx), toWebGpu(cpu.astype('f32'), ctx)] as const;
+    }) as [[Tensor, Tensor], [Tensor, Tensor], [Tensor, Tensor]];
     const buf = (t: Tensor) => webGpuStorageOf(t, 'sage bench').buffer;
     const cfg = {
       qBits: new Uint8Array(H).fill(8),
@@ -502,15 +500,19 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
       } catch (e) {
         row.portable_error = String(e).slice(0, 300);
       }
-      // Our FA2 on the same shape: tensor-core f16 and SIMT f32.
+      // Our FA2 on the same shape: tensor-core f16, SIMT f16, and SIMT f32 on the same values
+      // widened to f32 (the f32 kernel issue 11 item 7 names; tensorCores false, or the
+      // automatic choice would take split-f16 there).
       const p16 = resolveAttentionProblem(q, k, v, { causal });
-      for (const [name, tc] of [
-        ['fa2_tc_f16', true],
-        ['fa2_simt_f16', false],
+      const p32 = resolveAttentionProblem(q32, k32, v32, { causal });
+      for (const [name, tc, p, [qq, kk, vv]] of [
+        ['fa2_tc_f16', true, p16, [q, k, v]],
+        ['fa2_simt_f16', false, p16, [q, k, v]],
+        ['fa2_simt_f32', false, p32, [q32, k32, v32]],
       ] as const) {
         try {
           const ms = await timeIt(async (profiler) => {
-            const r = await tiledForwardWebGpu(p16, SOFTMAX_HOOKS, q, k, v, {
+            const r = await tiledForwardWebGpu(p, SOFTMAX_HOOKS, qq, kk, vv, {
               tensorCores: tc,
               ...(profiler ? { profiler } : {}),
             });
@@ -519,6 +521,7 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
               r.lse?.dispose();
             };
           });
+          row[`${name}_ms`] = ms;
           row[`${name}_tops`] = tops(ms);
         } catch (e) {
           row[`${name}_error`] = String(e).slice(0, 300);
@@ -530,7 +533,7 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
       save();
     }
     disposeSageCodecGpu(ctx, codec);
-    for (const t of [q, k, v]) t.dispose();
+    for (const t of [q, k, v, q32, k32, v32]) t.dispose();
   }
   console.log(
     '\ntable (TOPS = 4 B H N^2 D / time, halved causal; quant = GPU pre-pass on f16 inputs)',
@@ -560,6 +563,7 @@ async function table(units: 'elems' | 'words', variants: TcVariant[]) {
       `portable ${f(r.portable_tops)}`,
       `fa2 tc f16 ${f(r.fa2_tc_f16_tops)}`,
       `fa2 simt f16 ${f(r.fa2_simt_f16_tops)}`,
+      `fa2 simt f32 ${f(r.fa2_simt_f32_tops)}`,
     ];
     console.log(parts.join(' | '));
   }

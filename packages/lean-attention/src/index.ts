@@ -15,6 +15,7 @@ export {
 export { CacheFullError } from './errors.js';
 export {
   type BlockTables,
+  DEFAULT_MAX_QUERY_LENGTH,
   KvCache,
   type KvCacheAttendOptions,
   type KvCacheDType,

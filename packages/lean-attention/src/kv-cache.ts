@@ -38,7 +38,17 @@ export interface KvCacheOptions {
   device?: 'cpu' | 'webgpu';
   /** The WebGPU device of a 'webgpu' cache (from createWebGpuContext / getWebGpuContext). */
   context?: WebGpuContext;
+  /**
+   * The most query tokens per sequence `attend` takes (Nq); default 16
+   * (`DEFAULT_MAX_QUERY_LENGTH`), the decode regime the partitions are tuned for. A longer q
+   * is refused (ValueError naming `q`): it is usually a prefill sent to the decode path by
+   * mistake. Raise it for speculative decoding with long drafts, or use flashAttention.
+   */
+  maxQueryLength?: number;
 }
+
+/** KvCache's default `maxQueryLength`: the decode regime, Nq 1..16 new tokens a sequence. */
+export const DEFAULT_MAX_QUERY_LENGTH = 16;
 
 /** Several sequences' block tables in the form a decode kernel reads. */
 export interface BlockTables {
@@ -84,6 +94,7 @@ const OPTION_KEYS = [
   'dtype',
   'device',
   'context',
+  'maxQueryLength',
 ] as const;
 
 // Block tables, lengths and token positions are int32 in the kernels (WGSL has no 64-bit
@@ -115,6 +126,8 @@ export class KvCache {
   readonly pageSize: number;
   readonly numPages: number;
   readonly dtype: KvCacheDType;
+  /** The most query tokens per sequence `attend` takes. */
+  readonly maxQueryLength: number;
   /** Where the pools live (KvCacheOptions.device). */
   readonly device: 'cpu' | 'webgpu';
   /** [numPages, pageSize, Hkv, D]: what a kernel reads through a block table. Do not write into it. */
@@ -189,6 +202,10 @@ export class KvCache {
       );
     }
     this.dtype = options.dtype;
+    this.maxQueryLength =
+      options.maxQueryLength === undefined
+        ? DEFAULT_MAX_QUERY_LENGTH
+        : positiveInt(options.maxQueryLength, 'maxQueryLength');
 
     const kShape = [this.numPages, pageSize, this.numKvHeads, this.headDim];
     const vShape = [this.numPages, pageSize, this.numKvHeads, this.valueDim];
@@ -439,7 +456,8 @@ export class KvCache {
    * Backend: `backend`, else q's device (a webgpu q runs the WGSL kernels; cpu: native, else
    * ts). On webgpu the pools are uploaded once per device and kept there: appends write into
    * the cpu pools and mark their pages, which the next attend uploads (only those pages).
-   * Typed errors: ValueError naming `ids` (unknown or removed id, count not B), and
+   * Typed errors: ValueError naming `ids` (unknown or removed id, count not B), ValueError
+   * naming `q` (Nq past maxQueryLength), and
    * leanAttention's (ShapeError naming q for a head dim or head count that differs, ...).
    */
   async attend(q: Tensor, options: KvCacheAttendOptions): Promise<LeanAttentionResult> {
@@ -452,6 +470,12 @@ export class KvCache {
       throw new ValueError(
         `ids: expected one id per batch entry of q [B, Hq, Nq, D] (${describe(q?.shape)}), got ${t.lengths.length} ids`,
         'ids',
+      );
+    const nq = q.shape[2];
+    if (nq > this.maxQueryLength)
+      throw new ValueError(
+        `q: expected at most maxQueryLength (${this.maxQueryLength}) query tokens per sequence, got Nq ${nq} (q ${describe(q.shape)}); raise maxQueryLength when creating the cache, or run a prefill with flashAttention`,
+        'q',
       );
     const paged = { pageSize: this.pageSize, blockTable: t.blockTable, lengths: t.lengths };
     if (this.ctx) {

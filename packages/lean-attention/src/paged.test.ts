@@ -12,7 +12,13 @@ import {
 import { expectClose, poisonAllocations, webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu, type WebGpuContext } from '@attnkit/webgpu';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { CacheFullError, KvCache, type LeanAttentionOptions, leanAttention } from './index.js';
+import {
+  CacheFullError,
+  DEFAULT_MAX_QUERY_LENGTH,
+  KvCache,
+  type LeanAttentionOptions,
+  leanAttention,
+} from './index.js';
 
 /**
  * Paged K/V (AttentionOptions.paged): every backend x partition reads K and V through the block
@@ -460,6 +466,39 @@ describe('KvCache.attend', () => {
     expect(e3.argument).toBe('k');
     const r = await cache.attend(q, { ids: [id], backend: 'ts' });
     expect(r.o.shape).toEqual([1, 2, 1, 8]);
+    // A query longer than the cache allows (default 16 tokens; 2 here) is refused, naming q.
+    expect(cache.maxQueryLength).toBe(DEFAULT_MAX_QUERY_LENGTH);
+    const long = new Rng(5).randn([1, 2, DEFAULT_MAX_QUERY_LENGTH + 1, 8]);
+    const e4 = (await err(cache.attend(long, { ids: [id], backend: 'ts' }))) as ValueError;
+    expect(e4).toBeInstanceOf(ValueError);
+    expect([e4.argument, e4.message.includes('maxQueryLength (16)')]).toEqual(['q', true]);
+    const small = new KvCache({
+      numKvHeads: 1,
+      headDim: 8,
+      numPages: 4,
+      dtype: 'f32',
+      maxQueryLength: 2,
+    });
+    const sid = small.addSequence();
+    small.append(sid, new Rng(1).randn([3, 1, 8]), new Rng(2).randn([3, 1, 8]));
+    const ok = await small.attend(new Rng(6).randn([1, 2, 2, 8]), { ids: [sid], backend: 'ts' });
+    expect(ok.o.shape).toEqual([1, 2, 2, 8]);
+    const e5 = (await err(
+      small.attend(new Rng(6).randn([1, 2, 3, 8]), { ids: [sid], backend: 'ts' }),
+    )) as ValueError;
+    expect([e5 instanceof ValueError, e5.argument]).toEqual([true, 'q']);
+    expect(small.length(sid)).toBe(3); // nothing changed
+    for (const bad of [0, 1.5, -1, Number.NaN])
+      expect(
+        () =>
+          new KvCache({
+            numKvHeads: 1,
+            headDim: 8,
+            numPages: 4,
+            dtype: 'f32',
+            maxQueryLength: bad,
+          }),
+      ).toThrow(expect.objectContaining({ argument: 'maxQueryLength' }));
   });
 
   test('webgpu pools: typed errors (context, odd f16 rows, a cpu q, gather), a refused append changes nothing', async () => {
