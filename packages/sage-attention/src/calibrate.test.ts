@@ -68,6 +68,38 @@ describe('calibrate', () => {
     });
   });
 
+  test("a calibration's quantization settings are the call's defaults; another explicit one is refused", async () => {
+    const cal = await calibrate([samples[0]!], {
+      threshold: 0.99,
+      backend: 'ts',
+      granularity: 'thread',
+      smoothK: false,
+    });
+    expect([cal.granularity, cal.smoothK]).toEqual(['thread', false]);
+    const s = samples[0]!;
+    const bits = [...cal.qkBits];
+    const byHand = await sageAttention(s.q, s.k, s.v, {
+      qkBits: bits,
+      granularity: 'thread',
+      smoothK: false,
+      backend: 'ts',
+    });
+    const viaCal = await sageAttention(s.q, s.k, s.v, { calibration: cal, backend: 'ts' });
+    const viaBits = await sageAttention(s.q, s.k, s.v, { qkBits: cal, backend: 'ts' });
+    expect(viaCal.o.toFloat32Array()).toEqual(byHand.o.toFloat32Array());
+    expect(viaBits.o.toFloat32Array()).toEqual(byHand.o.toFloat32Array());
+    // Stated again, the same settings pass; another value names its option.
+    await sageAttention(s.q, s.k, s.v, { calibration: cal, granularity: 'thread', backend: 'ts' });
+    for (const [key, value] of [
+      ['granularity', 'block'],
+      ['smoothK', true],
+      ['pvBits', 32],
+    ] as const)
+      await expect(
+        sageAttention(s.q, s.k, s.v, { calibration: cal, [key]: value, backend: 'ts' }),
+      ).rejects.toMatchObject({ name: 'ValueError', argument: key });
+  });
+
   test('typed errors: samples, threshold, per, mixed head counts', async () => {
     const arg = async (p: Promise<unknown>) => {
       try {

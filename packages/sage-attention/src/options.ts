@@ -55,7 +55,11 @@ export interface SageAttentionOptions {
    * (calibrate()'s JSON, as `calibration`).
    */
   qkBits?: SageBits | readonly SageBits[] | SageCalibration;
-  /** calibrate()'s decision (its heads must equal Hq: ValueError naming `calibration`). */
+  /**
+   * calibrate()'s decision (its heads must equal Hq: ValueError naming `calibration`). The
+   * settings it was measured with (granularity, smoothK, smoothQ, pvBits) become the call's
+   * defaults; an explicit other value is a ValueError naming that option.
+   */
   calibration?: SageCalibration;
   /** Scale groups of Q and K (ARITHMETIC.md): 'block' | 'warp' (default) | 'thread'. */
   granularity?: SageGranularity;
@@ -168,6 +172,21 @@ export function calibrationBits(c: unknown, hq: number, name = 'calibration'): S
   return [...cal.qkBits];
 }
 
+/** The quantization settings a calibration records (those it has), else undefined. */
+function calibrationSettings(
+  c: unknown,
+): Partial<Pick<SageCalibration, 'granularity' | 'smoothK' | 'smoothQ' | 'pvBits'>> | undefined {
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) return undefined;
+  const cal = c as Partial<SageCalibration>;
+  if (cal.version === undefined) return undefined;
+  const out: Partial<Pick<SageCalibration, 'granularity' | 'smoothK' | 'smoothQ' | 'pvBits'>> = {};
+  if (cal.granularity !== undefined) out.granularity = cal.granularity;
+  if (cal.smoothK !== undefined) out.smoothK = cal.smoothK;
+  if (cal.smoothQ !== undefined) out.smoothQ = cal.smoothQ;
+  if (cal.pvBits !== undefined) out.pvBits = cal.pvBits;
+  return out;
+}
+
 function bitsOf(o: SageAttentionOptions, hq: number): Uint8Array {
   const q = o.qkBits;
   if (o.calibration !== undefined) {
@@ -255,13 +274,24 @@ export function resolveSage(q: Tensor, k: Tensor, v: Tensor, options: unknown = 
       'v',
     );
   const dims: SageDims = { batch: B, hq, hkv, nq, nk, d, dv };
+  // A calibration's decision holds for the settings it was measured with: they are the call's
+  // defaults, and an explicit other value is refused (INT4's cosine at 'block' granularity is
+  // not the one measured at 'warp').
+  const cal = calibrationSettings(o.calibration ?? o.qkBits);
   const config: SageQuantConfig = {
     qBits: new Uint8Array(0),
-    granularity: o.granularity ?? 'warp',
-    smoothK: o.smoothK ?? true,
-    smoothQ: o.smoothQ ?? true,
-    pvBits: o.pvBits ?? 8,
+    granularity: o.granularity ?? cal?.granularity ?? 'warp',
+    smoothK: o.smoothK ?? cal?.smoothK ?? true,
+    smoothQ: o.smoothQ ?? cal?.smoothQ ?? true,
+    pvBits: o.pvBits ?? cal?.pvBits ?? 8,
   };
+  if (cal)
+    for (const key of ['granularity', 'smoothK', 'smoothQ', 'pvBits'] as const)
+      if (cal[key] !== undefined && config[key] !== cal[key])
+        throw new ValueError(
+          `${key}: the calibration was measured with ${key} ${describe(cal[key])} (its INT4 / INT8 decision holds for that setting), got ${describe(config[key])}; leave ${key} out or calibrate again with it`,
+          key,
+        );
   // Head dims, head counts, granularity, smoothing and pvBits: the shared checks of every backend.
   checkSageConfig(dims, { ...config, qBits: new Uint8Array(hq).fill(8) });
   config.qBits = bitsOf(o, hq);
