@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs .gpu/ for session 32's device calls on one warm machine: h100-s31.sh (the lean decode
-# A/B and item 7's table; pack-s31.sh's two builds) and h200-s32-tc.sh (issue 20 item 8's table on
+# A/B and item 7's table: two builds of bench-lean, new and old combine) and h200-s32-tc.sh (issue 20 item 8's table on
 # the H200, with verification first): bench-tc.mjs from the tree, the softmax goldens and
 # PyTorch's forward script besides; and h200-s32-sage.sh (issue 11 item 7 in one command: bench-sage).
 # Run from the repository root; leaves the tree as it found it.
