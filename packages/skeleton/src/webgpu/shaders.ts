@@ -818,9 +818,9 @@ function partials(softmax: boolean, vecV: boolean, kind: 'read' | 'storage'): Wg
  * COMBINE_ROWS query rows, COMBINE_LANES threads a row, each thread a vec4 of every
  * 4 x COMBINE_LANES columns. One thread a row (before session 31) looped over Dv / 4 x slots
  * loads one after another: at decode (one row a head, 16-18 slots a row, ~550 loads in a chain
- * with the slots' (m, l) reads) that is the likely source of the 0.12-0.15 ms every split-K /
- * stream-K decode call on the H100 spent beyond streaming K and V at the read ceiling (inferred
- * from session 30's timings at 32K and 256K; BENCHMARKS.md "LeanAttention decode, session 31").
+ * with the slots' (m, l) reads) that was half of the 0.12-0.15 ms every split-K / stream-K
+ * decode call on the H100 spent beyond streaming K and V at the read ceiling: the lanes cut it
+ * to 0.06-0.08 ms (A/B on the H100, BENCHMARKS.md "LeanAttention decode, session 32").
  * Lanes along the columns also make a slot's row one coalesced read.
  */
 export const COMBINE_LANES = 16;
