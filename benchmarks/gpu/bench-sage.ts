@@ -357,7 +357,14 @@ function cosine(a: Float32Array, b: Float32Array): number {
 async function timeIt(run: (p?: GpuProfiler) => Promise<() => void>): Promise<number> {
   const profiler = new GpuProfiler(ctx.device, 16);
   const warm = performance.now();
-  for (let i = 0; i < 3 || performance.now() - warm < 300; i++) (await run())();
+  // Each warm-up call waits for the GPU: without the sync this loop only submitted, queueing
+  // 300 ms worth of submissions, i.e. hundreds of 100+ ms calls at N 8192 (minutes of GPU work
+  // before the first timed call; session 32's N 8192 runs never reached one).
+  for (let i = 0; i < 3 || performance.now() - warm < 300; i++) {
+    const done = await run();
+    await ctx.sync();
+    done();
+  }
   const ms: number[] = [];
   for (let i = 0; i < REPEATS; i++) {
     const done = await run(profiler);
