@@ -14,7 +14,8 @@ tc() { local name=$1 limit=$2 app=$3; shift 3
   timeout "$limit" bash .gpu/run.sh ".gpu/app/$app" "$@" --out "$out/$name.json" 2>&1 | keep >> "$log"
   echo "=== $name rc=${PIPESTATUS[0]} at ${SECONDS}s" >> "$log"; }
 tc verify-range-f32 90 bench-tc.mjs --dtype f32 --skip-table --skip-variants --range-check
-tc goldens-f32 80 bench-tc.mjs --skip-table --skip-variants --skip-verify --goldens .gpu/app/goldens
+# --dtype f32 added in session 32: session 31 ran this step without it, so it checked the f16 kernels.
+tc goldens-f32 80 bench-tc.mjs --dtype f32 --skip-table --skip-variants --skip-verify --goldens .gpu/app/goldens
 for r in 1 2; do
   for b in new old; do
     app=bench-tc.mjs; [ "$b" = old ] && app=bench-tc-oldmask.mjs
