@@ -29,6 +29,11 @@ namespace ATTNKIT_NS {
 constexpr int64_t kDecMaxRows = 4;
 // Keys per tile: the scores of one tile (R x kDecTile floats) and its V rows stay in L1.
 constexpr int64_t kDecTile = 64;
+#ifndef ATTNKIT_DEC_AHEAD
+#define ATTNKIT_DEC_AHEAD 2
+#endif
+// Tiles of K / V the decode loop prefetches ahead of the one it computes.
+constexpr int64_t kDecAhead = ATTNKIT_DEC_AHEAD;
 static_assert(kDecTile % V::L == 0, "decode tiles are whole vectors");
 
 // Whether the problem takes the decode path: any normalisation (softmax, sigmoid, silu) without
@@ -181,10 +186,14 @@ ATTNKIT_ALIGN64 ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const
                               const float* qs, const float* k, int64_t kRow, const float* v,
                               int64_t vRow, int64_t j0, int64_t j1, float* st, float* alpha,
                               float* o, float* m, float* l, float bias2, float factor,
-                              int64_t nextKeys = 0) {
+                              int64_t nextKeys = 0, const float* kNext = nullptr,
+                              const float* vNext = nullptr) {
   const int64_t nkeys = j1 - j0, d = p.d, dv = p.dv;
-  // The next tile's rows follow this tile's (contiguous K / V; 0 on the paged path).
-  if (nextKeys > 0) decPrefetch(k + nkeys * kRow, nextKeys, d, kRow);
+  // The rows to prefetch (contiguous K / V; 0 on the paged path): kNext / vNext, else the next
+  // tile's, which follow this tile's.
+  if (kNext == nullptr) kNext = k + nkeys * kRow;
+  if (vNext == nullptr) vNext = v + nkeys * vRow;
+  if (nextKeys > 0) decPrefetch(kNext, nextKeys, d, kRow);
   int64_t t = 0;
   for (; t + 16 <= nkeys; t += 16) decScoresRows<16>(rows, d, qs, k + t * kRow, kRow, st + t);
   for (; t + 4 <= nkeys; t += 4) decScoresRows<4>(rows, d, qs, k + t * kRow, kRow, st + t);
@@ -240,7 +249,7 @@ ATTNKIT_ALIGN64 ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const
   // A non-finite V row of a key outside some row's band would give that row 0 * NaN = NaN in
   // the dense product (the reference sums allowed keys only): such tiles run row by row over
   // each row's own keys.
-  if (nextKeys > 0) decPrefetch(v + nkeys * vRow, nextKeys, dv, vRow);
+  if (nextKeys > 0) decPrefetch(vNext, nextKeys, dv, vRow);
   float fin = 0.0f;
   if (partialV)
     for (int64_t j = 0; j < nkeys; j++)
@@ -318,10 +327,17 @@ inline void decTask(const AttnProblem& p, const FlashForwardArgs& a, int64_t b, 
     }
     return;
   }
+  // Prefetch kDecAhead tiles ahead: the first ones up front, then one more per tile.
+  for (int64_t j = ja + kDecTile; j < imin(jb, ja + kDecAhead * kDecTile); j += kDecTile) {
+    decPrefetch(k + j * kRow, imin(jb, j + kDecTile) - j, d, kRow);
+    decPrefetch(v + j * vRow, imin(jb, j + kDecTile) - j, dv, vRow);
+  }
   for (int64_t j0 = ja; j0 < jb; j0 += kDecTile) {
     const int64_t j1 = imin(jb, j0 + kDecTile);
+    const int64_t jn = imin(jb, j0 + kDecAhead * kDecTile);
     decTile<Norm>(p, s, rows, nq, qs, k + j0 * kRow, kRow, v + j0 * vRow, vRow, j0, j1, st, alpha,
-                  o, m, l, bias2, factor, imin(jb, j1 + kDecTile) - j1);
+                  o, m, l, bias2, factor, imin(jb, jn + kDecTile) - jn, k + jn * kRow,
+                  v + jn * vRow);
   }
 }
 
