@@ -133,6 +133,7 @@ const NN_OPS = [
   'nn.adamw',
   'nn.crossEntropy',
   'nn.crossEntropyBackward',
+  'nn.decodeHalf',
   'nn.gather',
   'nn.map',
   'nn.matmul',
@@ -313,7 +314,7 @@ describe.runIf(base)(
       const run = (op: unknown) => e.run(op as 'gemm', {} as never, {} as never, {} as never);
       await expect(run('attention.fwd')).rejects.toThrow(RangeError);
       await expect(run('attention.fwd')).rejects.toThrow(
-        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", "sage\.quantize", "sage\.forward", "gla\.forward", "gla\.backward", "nn\.map", .*"nn\.sumSquares", got "attention\.fwd"/,
+        /^op: expected one of "attention\.forward", "attention\.backward", "gemm", "sage\.quantize", "sage\.forward", "gla\.forward", "gla\.backward", "nn\.map", .*"nn\.sumSquares", "nn\.decodeHalf", got "attention\.fwd"/,
       );
       await expect(run(42)).rejects.toThrow(TypeError);
       await expect(run(42)).rejects.toThrow(/^op: expected a string/);

@@ -324,7 +324,8 @@ export type NativeNnOp =
   | 'nn.matmul'
   | 'nn.adamw'
   | 'nn.sgd'
-  | 'nn.sumSquares';
+  | 'nn.sumSquares'
+  | 'nn.decodeHalf';
 
 export type NativeNnOps = {
   [Op in NativeNnOp]: {

@@ -9,7 +9,14 @@ import type {
   NativeRabGrads,
   NativeScoreMod,
 } from '@attnkit/native';
-import { BackendUnavailableError, describe, Tensor, ValueError } from '@attnkit/tensor';
+import {
+  BackendUnavailableError,
+  bitsToBf16,
+  bitsToF16,
+  describe,
+  Tensor,
+  ValueError,
+} from '@attnkit/tensor';
 import { allocF32, allocF32Written } from './cpu/alloc.js';
 import { checkCpuQ, checkLike, encodeOutput } from './cpu/run.js';
 import { resolveSchedule } from './cpu/schedule.js';
@@ -358,8 +365,39 @@ function nativePermutation(hooks: TiledHooks): NativePermutation | undefined {
  * The f32 elements the engine reads: a contiguous f32 tensor's own storage (a view, no copy;
  * the engine only reads its inputs), else a gathered or decoded copy (strided, f16, bf16).
  */
-function engineInput(t: Tensor): Float32Array {
-  return t.dtype === 'f32' ? t.data<'f32'>() : t.toFloat32Array();
+function engineInput(t: Tensor, engine?: NativeEngine): Float32Array {
+  if (t.dtype === 'f32') return t.data<'f32'>();
+  if (engine && (t.dtype === 'f16' || t.dtype === 'bf16') && t.isContiguous()) {
+    const decoded = decodeHalvesNative(engine, t.data<'f16'>(), t.dtype);
+    if (decoded) return decoded;
+  }
+  return t.toFloat32Array();
+}
+
+/**
+ * f16 / bf16 halves to f32 on the engine's threads (op nn.decodeHalf; an addon without it:
+ * undefined). Decoding in JS costs ~5-15 ns an element, which for decode attention over an f16
+ * KV cache is most of the call (B 1, Hkv 8, 32K keys of D 128: 230 ms against the kernel's 19).
+ * The op reads the halves' bytes as floats (two a float), so they must start 4-byte aligned;
+ * an odd last half is decoded here.
+ */
+function decodeHalvesNative(
+  engine: NativeEngine,
+  h: Uint16Array,
+  dtype: 'f16' | 'bf16',
+): Float32Array | undefined {
+  if (h.byteOffset % 4 !== 0 || !('nn.decodeHalf' in engine.ops())) return undefined;
+  const out = allocF32Written(h.length, 'output'); // the op's output: poisoned in tests like the others
+  const even = h.length - (h.length % 2);
+  if (even > 0)
+    engine.runSync(
+      'nn.decodeHalf',
+      { count: even, bf16: dtype === 'bf16' ? 1 : 0 },
+      { x: new Float32Array(h.buffer, h.byteOffset, even / 2) },
+      { out: out.subarray(0, even) },
+    );
+  if (even < h.length) out[even] = (dtype === 'f16' ? bitsToF16 : bitsToBf16)(h[even]!);
+  return out;
 }
 
 /** Options, algorithm, hooks and q: typed errors naming the argument, then the engine. */
@@ -413,9 +451,9 @@ export async function tiledForwardNative(
   const lse = pointwise ? undefined : alloc(count(p.lseShape), 'output');
   await engine.flashForward(
     problem,
-    engineInput(q),
-    engineInput(k),
-    engineInput(v),
+    engineInput(q, engine),
+    engineInput(k, engine),
+    engineInput(v, engine),
     o,
     lse,
     nativePermutation(hooks),
@@ -456,9 +494,11 @@ export async function tiledBackwardNative(
 ): Promise<NativeGrads> {
   const { engine, problem } = await prepare(p, hooks, q, opts);
   const softmax = hooks.normalize.kind === 'softmax';
-  const O = softmax ? engineInput(checkLike(o, 'o', p.oShape, q.dtype, 'native')) : undefined;
+  const O = softmax
+    ? engineInput(checkLike(o, 'o', p.oShape, q.dtype, 'native'), engine)
+    : undefined;
   const LSE = softmax ? engineInput(checkLike(lse, 'lse', p.lseShape, 'f32', 'native')) : undefined;
-  const G = engineInput(checkLike(dO, 'dO', p.oShape, q.dtype, 'native'));
+  const G = engineInput(checkLike(dO, 'dO', p.oShape, q.dtype, 'native'), engine);
   const dq = allocF32(q.size, 'output');
   const dk = allocF32(k.size, 'output');
   const dv = allocF32(v.size, 'output');
@@ -490,9 +530,9 @@ export async function tiledBackwardNative(
   if (rab?.timestampTable) rabGrads.dTimestampTable = allocF32(rab.timestampTable.size, 'output');
   await engine.flashBackward(
     problem,
-    engineInput(q),
-    engineInput(k),
-    engineInput(v),
+    engineInput(q, engine),
+    engineInput(k, engine),
+    engineInput(v, engine),
     O,
     LSE,
     G,

@@ -230,4 +230,27 @@ describe('array helpers', () => {
       expect([...f32back.subarray(2)]).toEqual([...back.subarray(2)]);
     }
   });
+
+  test('decodeHalfArray into f32 (integer bit building) equals the scalar decode for all 65536 patterns', () => {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    for (const [kind, dec] of [
+      ['f16', bitsToF16],
+      ['bf16', bitsToBf16],
+    ] as const) {
+      // An offset view into a poisoned buffer: the output starts past element 3, nothing around it moves.
+      const buf = new Float32Array(65536 + 6).fill(Number.NaN);
+      buf[2] = 7;
+      buf[65536 + 3] = 9;
+      const out = buf.subarray(3, 3 + 65536);
+      expect(decodeHalfArray(kind, all, out)).toBe(out);
+      const bad: number[] = [];
+      for (let h = 0; h < 65536; h++) {
+        const want = Math.fround(dec(h));
+        const got = out[h]!;
+        if (!(Object.is(got, want) || (Number.isNaN(got) && Number.isNaN(want)))) bad.push(h);
+      }
+      expect(bad.slice(0, 5), `${kind}: ${bad.length} patterns differ`).toEqual([]);
+      expect([buf[2], buf[65536 + 3]]).toEqual([7, 9]);
+    }
+  });
 });

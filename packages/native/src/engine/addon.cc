@@ -1566,11 +1566,21 @@ const std::vector<NnSpec>& nnSpecs() {
        nullptr,
        [](const NnCall& c, bool output, size_t) { return output ? c.n[1] : c.n[0]; },
        "problem.count for x, problem.chunks for partials", false, nullptr, nullptr},
+      // Halves (f16 or bf16 bit patterns) to f32: x is the halves' bytes seen as floats (two
+      // halves a float, the last one padded), so count halves take ceil(count / 2) floats.
+      {kOpNnDecodeHalf,
+       {{"count", 1, 0, kLen}, {"bf16", 1, 0, 1}},
+       {{"x"}},
+       {{"out"}},
+       nullptr,
+       [](const NnCall& c, bool output, size_t) { return output ? c.n[0] : (c.n[0] + 1) / 2; },
+       "ceil(problem.count / 2) for x (two halves a float), problem.count for out", false, nullptr,
+       nullptr},
   };
   return s;
 }
 
-constexpr size_t kNnOps = 14;
+constexpr size_t kNnOps = 15;
 
 // A call of one nn op: its fields parsed into an NnCall, the arrays bound by position.
 class NnOp : public Call {

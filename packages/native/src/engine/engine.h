@@ -309,6 +309,7 @@ constexpr const char* kOpNnMatmul = "nn.matmul";
 constexpr const char* kOpNnAdamw = "nn.adamw";
 constexpr const char* kOpNnSgd = "nn.sgd";
 constexpr const char* kOpNnSumSquares = "nn.sumSquares";
+constexpr const char* kOpNnDecodeHalf = "nn.decodeHalf";
 
 struct OpKernel {
   const char* op;

@@ -629,6 +629,61 @@ inline const char* nnSumSquares(const NnCall& c) {
   return nullptr;
 }
 
+// f32 of one f16 bit pattern: a normal number by rebiasing its exponent (127 - 15) and
+// shifting its mantissa, zero / subnormal / infinity / NaN by their own rules. Exact.
+inline float halfBitsToFloat(uint32_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  uint32_t bits;
+  if (e == 0x1fu) {
+    bits = sign | 0x7f800000u | (m << 13);  // infinity, or NaN with its payload
+  } else if (e != 0) {
+    bits = sign | ((e + 112u) << 23) | (m << 13);
+  } else {
+    float f = static_cast<float>(m) * 5.9604644775390625e-8f;  // m 2^-24: exact
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+// nn.decodeHalf: count halves (f16, or bf16 with bf16 = 1) to f32. The halves arrive as the
+// bytes of c.in[0] (a Float32Array over the same memory: two halves a float).
+inline const char* nnDecodeHalf(const NnCall& c) {
+  const int64_t n = c.n[0];
+  const bool bf16 = c.n[1] != 0;
+  const unsigned char* src = reinterpret_cast<const unsigned char*>(c.in[0]);
+  float* y = c.out[0];
+  forRanges(n, 1 << 16, [&](int64_t b, int64_t e) {
+    int64_t i = b;
+#if defined(__AVX512F__)
+    if (!bf16)
+      for (; i + 16 <= e; i += 16) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i));
+        _mm512_storeu_ps(y + i, _mm512_cvtph_ps(h));
+      }
+#elif defined(__F16C__)
+    if (!bf16)
+      for (; i + 8 <= e; i += 8) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(h));
+      }
+#endif
+    for (; i < e; i++) {
+      uint16_t h;
+      std::memcpy(&h, src + 2 * i, 2);
+      if (bf16) {
+        const uint32_t bits = static_cast<uint32_t>(h) << 16;
+        std::memcpy(y + i, &bits, 4);
+      } else {
+        y[i] = halfBitsToFloat(h);
+      }
+    }
+  });
+  return nullptr;
+}
+
 #define ATTNKIT_NN_OP(name, fn) \
   inline const char* name(const void* call) { return fn(*static_cast<const NnCall*>(call)); }
 ATTNKIT_NN_OP(runNnMap, nnMap)
@@ -645,6 +700,7 @@ ATTNKIT_NN_OP(runNnMatmul, nnMatmul)
 ATTNKIT_NN_OP(runNnAdamw, nnAdamw)
 ATTNKIT_NN_OP(runNnSgd, nnSgd)
 ATTNKIT_NN_OP(runNnSumSquares, nnSumSquares)
+ATTNKIT_NN_OP(runNnDecodeHalf, nnDecodeHalf)
 #undef ATTNKIT_NN_OP
 
 }  // namespace ATTNKIT_NS

@@ -71,6 +71,7 @@ constexpr OpKernel kOps[] = {
     {kOpNnAdamw, runNnAdamw, nullptr},
     {kOpNnSgd, runNnSgd, nullptr},
     {kOpNnSumSquares, runNnSumSquares, nullptr},
+    {kOpNnDecodeHalf, runNnDecodeHalf, nullptr},
 #if !defined(ATTNKIT_ISA_AVX512)
     // AVX-512's SageAttention2 kernel is VNNI's (kernels_avx512vnni.cc); without VNNI the
     // registry falls back to AVX2's.
