@@ -98,6 +98,22 @@ describe('calibrate', () => {
       await expect(
         sageAttention(s.q, s.k, s.v, { calibration: cal, [key]: value, backend: 'ts' }),
       ).rejects.toMatchObject({ name: 'ValueError', argument: key });
+    // A recorded setting that is null counts as not recorded; a malformed one names the calibration.
+    const noQ = { ...cal, smoothQ: null } as unknown as SageCalibration;
+    await sageAttention(s.q, s.k, s.v, { calibration: noQ, backend: 'ts' });
+    const bad = { ...cal, granularity: 'row' } as unknown as SageCalibration;
+    await expect(
+      sageAttention(s.q, s.k, s.v, { calibration: bad, backend: 'ts' }),
+    ).rejects.toMatchObject({
+      name: 'ValueError',
+      argument: 'calibration.granularity',
+    });
+    await expect(
+      sageAttention(s.q, s.k, s.v, { qkBits: { ...cal, pvBits: '8' } as never, backend: 'ts' }),
+    ).rejects.toMatchObject({
+      name: 'ValueError',
+      argument: 'qkBits.pvBits',
+    });
   });
 
   test('typed errors: samples, threshold, per, mixed head counts', async () => {

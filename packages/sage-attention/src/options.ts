@@ -172,18 +172,35 @@ export function calibrationBits(c: unknown, hq: number, name = 'calibration'): S
   return [...cal.qkBits];
 }
 
-/** The quantization settings a calibration records (those it has), else undefined. */
+/**
+ * The quantization settings a calibration (already validated by bitsOf) records, each checked
+ * (ValueError naming `name`); null or absent = not recorded. Undefined for per-head bits.
+ */
 function calibrationSettings(
   c: unknown,
+  name: string,
 ): Partial<Pick<SageCalibration, 'granularity' | 'smoothK' | 'smoothQ' | 'pvBits'>> | undefined {
   if (c === null || typeof c !== 'object' || Array.isArray(c)) return undefined;
-  const cal = c as Partial<SageCalibration>;
+  const cal = c as Partial<Record<string, unknown>>;
   if (cal.version === undefined) return undefined;
   const out: Partial<Pick<SageCalibration, 'granularity' | 'smoothK' | 'smoothQ' | 'pvBits'>> = {};
-  if (cal.granularity !== undefined) out.granularity = cal.granularity;
-  if (cal.smoothK !== undefined) out.smoothK = cal.smoothK;
-  if (cal.smoothQ !== undefined) out.smoothQ = cal.smoothQ;
-  if (cal.pvBits !== undefined) out.pvBits = cal.pvBits;
+  const g = cal.granularity;
+  if (g !== undefined && g !== null) {
+    if (g !== 'block' && g !== 'warp' && g !== 'thread')
+      fail(`${name}.granularity`, "'block', 'warp' or 'thread'", g);
+    out.granularity = g;
+  }
+  for (const key of ['smoothK', 'smoothQ'] as const) {
+    const x = cal[key];
+    if (x === undefined || x === null) continue;
+    if (typeof x !== 'boolean') fail(`${name}.${key}`, 'a boolean', x);
+    out[key] = x;
+  }
+  const pv = cal.pvBits;
+  if (pv !== undefined && pv !== null) {
+    if (pv !== 8 && pv !== 32) fail(`${name}.pvBits`, '8 or 32', pv);
+    out.pvBits = pv;
+  }
   return out;
 }
 
@@ -277,7 +294,13 @@ export function resolveSage(q: Tensor, k: Tensor, v: Tensor, options: unknown = 
   // A calibration's decision holds for the settings it was measured with: they are the call's
   // defaults, and an explicit other value is refused (INT4's cosine at 'block' granularity is
   // not the one measured at 'warp').
-  const cal = calibrationSettings(o.calibration ?? o.qkBits);
+  // The calibration itself first (its form and head count: ValueError naming it), then its
+  // recorded settings (each checked; null or absent = not recorded).
+  const qBits = bitsOf(o, hq);
+  const cal = calibrationSettings(
+    o.calibration ?? o.qkBits,
+    o.calibration !== undefined ? 'calibration' : 'qkBits',
+  );
   const config: SageQuantConfig = {
     qBits: new Uint8Array(0),
     granularity: o.granularity ?? cal?.granularity ?? 'warp',
@@ -294,7 +317,7 @@ export function resolveSage(q: Tensor, k: Tensor, v: Tensor, options: unknown = 
         );
   // Head dims, head counts, granularity, smoothing and pvBits: the shared checks of every backend.
   checkSageConfig(dims, { ...config, qBits: new Uint8Array(hq).fill(8) });
-  config.qBits = bitsOf(o, hq);
+  config.qBits = qBits;
   const scale = o.scale ?? 1 / Math.sqrt(d);
   if (typeof scale !== 'number' || !Number.isFinite(scale)) fail('scale', 'a finite number', scale);
   const causal = o.causal ?? false;

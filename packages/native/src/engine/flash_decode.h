@@ -34,6 +34,7 @@ constexpr int64_t kDecTile = 64;
 #endif
 // Tiles of K / V the decode loop prefetches ahead of the one it computes.
 constexpr int64_t kDecAhead = ATTNKIT_DEC_AHEAD;
+static_assert(kDecAhead >= 1, "the decode loop prefetches at least the next tile");
 static_assert(kDecTile % V::L == 0, "decode tiles are whole vectors");
 
 // Whether the problem takes the decode path: any normalisation (softmax, sigmoid, silu) without
@@ -168,10 +169,10 @@ struct DecPV {
   };
 };
 
-// Software prefetch of `n` rows of `width` floats `stride` apart into L2: the next tile's K
-// (before this tile's scores) and V (before its P V). One core's hardware prefetchers keep too
-// few lines in flight to stream K and V at the memory's rate; the next tile's 2 x 32 KiB
-// (d = dv = 128, 64 keys) requested a tile ahead fit in L2 beside this tile.
+// Software prefetch of `n` rows of `width` floats `stride` apart into L2: K and V kDecAhead
+// tiles ahead (K before this tile's scores, V before its P V). One core's hardware prefetchers
+// keep too few lines in flight to stream K and V at the memory's rate; two tiles of 2 x 32 KiB
+// (d = dv = 128, 64 keys) requested ahead fit in L2 beside this tile.
 ATTNKIT_ALWAYS_INLINE void decPrefetch(const float* x, int64_t n, int64_t width, int64_t stride) {
   for (int64_t j = 0; j < n; j++)
     for (int64_t c = 0; c < width; c += 16) __builtin_prefetch(x + j * stride + c, 0, 2);

@@ -630,12 +630,16 @@ inline const char* nnSumSquares(const NnCall& c) {
 }
 
 // f32 of one f16 bit pattern: a normal number by rebiasing its exponent (127 - 15) and
-// shifting its mantissa, zero / subnormal / infinity / NaN by their own rules. Exact.
+// shifting its mantissa, zero / subnormal / infinity / NaN by their own rules. Exact. The
+// AVX-512 build converts 16 at a time with vcvtph2ps; AVX2 and scalar use this (the AVX2 unit
+// is not built with F16C).
 inline float halfBitsToFloat(uint32_t h) {
   const uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
   uint32_t bits;
   if (e == 0x1fu) {
-    bits = sign | 0x7f800000u | (m << 13);  // infinity, or NaN with its payload
+    // Infinity, or NaN with its payload, quieted as vcvtph2ps quiets it (the same bits whichever
+    // loop converts an element).
+    bits = sign | 0x7f800000u | (m << 13) | (m != 0 ? 0x400000u : 0u);
   } else if (e != 0) {
     bits = sign | ((e + 112u) << 23) | (m << 13);
   } else {
@@ -662,12 +666,6 @@ inline const char* nnDecodeHalf(const NnCall& c) {
       for (; i + 16 <= e; i += 16) {
         const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i));
         _mm512_storeu_ps(y + i, _mm512_cvtph_ps(h));
-      }
-#elif defined(__F16C__)
-    if (!bf16)
-      for (; i + 8 <= e; i += 8) {
-        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
-        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(h));
       }
 #endif
     for (; i < e; i++) {
