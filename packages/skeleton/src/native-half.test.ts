@@ -64,4 +64,36 @@ describe.runIf(nativeAvailable())('native forward of f16 / bf16 inputs', () => {
         ]);
       }
     });
+
+  test('the decoded copies are reused between calls, never shared by two at once', async () => {
+    // Same shapes every call (a decode loop): sequential calls reuse the f32 buffers, two calls
+    // in flight each get their own. Every result must be its own inputs' f32 result.
+    const draw = () =>
+      [
+        rng.randn([1, 4, 1, 32], 'f16'),
+        rng.randn([1, 2, 300, 32], 'f16'),
+        rng.randn([1, 2, 300, 32], 'f16'),
+      ] as const;
+    const run = (x: readonly [Tensor, Tensor, Tensor]) =>
+      tiledForwardNative(
+        resolveAttentionProblem(x[0], x[1], x[2], {}),
+        SOFTMAX_HOOKS,
+        x[0],
+        x[1],
+        x[2],
+      );
+    const check = async (x: readonly [Tensor, Tensor, Tensor], got: { o: Tensor }) => {
+      const [q32, k32, v32] = x.map((t) => t.astype('f32')) as [Tensor, Tensor, Tensor];
+      const want = await run([q32, k32, v32]);
+      expect([...got.o.toFloat32Array()]).toEqual([...want.o.astype('f16').toFloat32Array()]);
+    };
+    for (let i = 0; i < 3; i++) {
+      const x = draw();
+      await check(x, await run(x));
+    }
+    const [a, b] = [draw(), draw()];
+    const [ra, rb] = await Promise.all([run(a), run(b)]);
+    await check(a, ra);
+    await check(b, rb);
+  });
 });

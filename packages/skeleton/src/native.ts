@@ -365,13 +365,49 @@ function nativePermutation(hooks: TiledHooks): NativePermutation | undefined {
  * The f32 elements the engine reads: a contiguous f32 tensor's own storage (a view, no copy;
  * the engine only reads its inputs), else a gathered or decoded copy (strided, f16, bf16).
  */
-function engineInput(t: Tensor, engine?: NativeEngine): Float32Array {
+function engineInput(t: Tensor, engine?: NativeEngine, taken?: Float32Array[]): Float32Array {
   if (t.dtype === 'f32') return t.data<'f32'>();
   if (engine && (t.dtype === 'f16' || t.dtype === 'bf16') && t.isContiguous()) {
-    const decoded = decodeHalvesNative(engine, t.data<'f16'>(), t.dtype);
+    const decoded = decodeHalvesNative(engine, t.data<'f16'>(), t.dtype, taken);
     if (decoded) return decoded;
   }
   return t.toFloat32Array();
+}
+
+// The f32 copies of decoded halves, kept for the next native call: a decode loop calls with
+// the same sizes every token, and a fresh copy's first touch of its pages took longer than the
+// decoding (B 1, Hkv 8, 32K keys of D 128: 32-40 ms a tensor into fresh memory, 12-19 into a
+// reused buffer). At most HALF_SCRATCH_MAX buffers, all dropped after HALF_SCRATCH_IDLE_MS
+// without a native call, so an idle process holds none.
+const halfScratch: Float32Array[] = [];
+const HALF_SCRATCH_MAX = 8;
+const HALF_SCRATCH_IDLE_MS = 1000;
+let halfScratchTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** A buffer for n floats: a kept one of n to 2n (the smallest), else a new one; noted in `taken`. */
+function takeHalfScratch(n: number, taken: Float32Array[] | undefined): Float32Array {
+  if (!taken) return allocF32Written(n, 'output');
+  let best = -1;
+  for (let i = 0; i < halfScratch.length; i++) {
+    const len = halfScratch[i]!.length;
+    if (len >= n && len <= 2 * n && (best < 0 || len < halfScratch[best]!.length)) best = i;
+  }
+  const buf = best >= 0 ? halfScratch.splice(best, 1)[0]! : allocF32Written(n, 'output');
+  taken.push(buf);
+  return buf.length === n ? buf : buf.subarray(0, n);
+}
+
+/** Gives the call's buffers back once the engine is done with them (its promise settled). */
+function releaseHalfScratch(taken: Float32Array[]): void {
+  if (taken.length === 0) return;
+  halfScratch.push(...taken);
+  while (halfScratch.length > HALF_SCRATCH_MAX) halfScratch.shift();
+  if (halfScratchTimer !== undefined) clearTimeout(halfScratchTimer);
+  halfScratchTimer = setTimeout(() => {
+    halfScratch.length = 0;
+    halfScratchTimer = undefined;
+  }, HALF_SCRATCH_IDLE_MS);
+  (halfScratchTimer as { unref?: () => void }).unref?.();
 }
 
 /**
@@ -386,9 +422,10 @@ function decodeHalvesNative(
   engine: NativeEngine,
   h: Uint16Array,
   dtype: 'f16' | 'bf16',
+  taken: Float32Array[] | undefined,
 ): Float32Array | undefined {
   if (h.byteOffset % 4 !== 0 || !('nn.decodeHalf' in engine.ops())) return undefined;
-  const out = allocF32Written(h.length, 'output');
+  const out = takeHalfScratch(h.length, taken);
   const even = h.length - (h.length % 2);
   if (even > 0)
     engine.runSync(
@@ -450,15 +487,20 @@ export async function tiledForwardNative(
   const alloc = hooks.permute?.q === undefined ? allocF32Written : allocF32;
   const o = alloc(count(p.oShape), 'output');
   const lse = pointwise ? undefined : alloc(count(p.lseShape), 'output');
-  await engine.flashForward(
-    problem,
-    engineInput(q, engine),
-    engineInput(k, engine),
-    engineInput(v, engine),
-    o,
-    lse,
-    nativePermutation(hooks),
-  );
+  const taken: Float32Array[] = [];
+  try {
+    await engine.flashForward(
+      problem,
+      engineInput(q, engine, taken),
+      engineInput(k, engine, taken),
+      engineInput(v, engine, taken),
+      o,
+      lse,
+      nativePermutation(hooks),
+    );
+  } finally {
+    releaseHalfScratch(taken);
+  }
   return {
     o: encodeOutput(o, p.oShape, q.dtype),
     lse: lse === undefined ? undefined : Tensor.from(lse, p.lseShape),
@@ -529,21 +571,26 @@ export async function tiledBackwardNative(
   const rabGrads: NativeRabGrads = {};
   if (rab?.positionTable) rabGrads.dPositionTable = allocF32(rab.positionTable.size, 'output');
   if (rab?.timestampTable) rabGrads.dTimestampTable = allocF32(rab.timestampTable.size, 'output');
-  await engine.flashBackward(
-    problem,
-    engineInput(q, engine),
-    engineInput(k, engine),
-    engineInput(v, engine),
-    O,
-    LSE,
-    G,
-    dq,
-    dk,
-    dv,
-    dsinks,
-    nativePermutation(hooks),
-    rabGrads,
-  );
+  const taken: Float32Array[] = [];
+  try {
+    await engine.flashBackward(
+      problem,
+      engineInput(q, engine, taken),
+      engineInput(k, engine, taken),
+      engineInput(v, engine, taken),
+      O,
+      LSE,
+      G,
+      dq,
+      dk,
+      dv,
+      dsinks,
+      nativePermutation(hooks),
+      rabGrads,
+    );
+  } finally {
+    releaseHalfScratch(taken);
+  }
   const out: NativeGrads = {
     dq: encodeOutput(dq, q.shape, q.dtype),
     dk: encodeOutput(dk, k.shape, q.dtype),
