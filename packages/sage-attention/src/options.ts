@@ -1,10 +1,12 @@
 import { UnsupportedError } from '@attnkit/attention';
 import {
   checkSageConfig,
+  checkSageSettings,
   type SageDims,
   type SageGranularity,
   type SageKernelOptions,
   type SageQuantConfig,
+  type SageSettings,
 } from '@attnkit/skeleton';
 import {
   DeviceError,
@@ -172,36 +174,29 @@ export function calibrationBits(c: unknown, hq: number, name = 'calibration'): S
   return [...cal.qkBits];
 }
 
+/** The settings a call takes from `granularity`, `smoothK`, `smoothQ`, `pvBits`, else these. */
+const DEFAULT_SETTINGS: SageSettings = {
+  granularity: 'warp',
+  smoothK: true,
+  smoothQ: true,
+  pvBits: 8,
+};
+const SETTING_KEYS = ['granularity', 'smoothK', 'smoothQ', 'pvBits'] as const;
+
 /**
- * The quantization settings a calibration (already validated by bitsOf) records, each checked
- * (ValueError naming `name`); null or absent = not recorded. Undefined for per-head bits.
+ * The quantization settings a calibration (already validated by bitsOf) records, checked as a
+ * call's are (checkSageSettings; ValueError naming `${name}.granularity`, ...); null or absent
+ * = not recorded. Undefined for per-head bits.
  */
-function calibrationSettings(
-  c: unknown,
-  name: string,
-): Partial<Pick<SageCalibration, 'granularity' | 'smoothK' | 'smoothQ' | 'pvBits'>> | undefined {
+function calibrationSettings(c: unknown, name: string): Partial<SageSettings> | undefined {
   if (c === null || typeof c !== 'object' || Array.isArray(c)) return undefined;
   const cal = c as Partial<Record<string, unknown>>;
   if (cal.version === undefined) return undefined;
-  const out: Partial<Pick<SageCalibration, 'granularity' | 'smoothK' | 'smoothQ' | 'pvBits'>> = {};
-  const g = cal.granularity;
-  if (g !== undefined && g !== null) {
-    if (g !== 'block' && g !== 'warp' && g !== 'thread')
-      fail(`${name}.granularity`, "'block', 'warp' or 'thread'", g);
-    out.granularity = g;
-  }
-  for (const key of ['smoothK', 'smoothQ'] as const) {
-    const x = cal[key];
-    if (x === undefined || x === null) continue;
-    if (typeof x !== 'boolean') fail(`${name}.${key}`, 'a boolean', x);
-    out[key] = x;
-  }
-  const pv = cal.pvBits;
-  if (pv !== undefined && pv !== null) {
-    if (pv !== 8 && pv !== 32) fail(`${name}.pvBits`, '8 or 32', pv);
-    out.pvBits = pv;
-  }
-  return out;
+  const out: Partial<Record<keyof SageSettings, unknown>> = {};
+  for (const key of SETTING_KEYS)
+    if (cal[key] !== undefined && cal[key] !== null) out[key] = cal[key];
+  checkSageSettings({ ...DEFAULT_SETTINGS, ...out } as SageSettings, `${name}.`);
+  return out as Partial<SageSettings>;
 }
 
 function bitsOf(o: SageAttentionOptions, hq: number): Uint8Array {
@@ -303,13 +298,13 @@ export function resolveSage(q: Tensor, k: Tensor, v: Tensor, options: unknown = 
   );
   const config: SageQuantConfig = {
     qBits: new Uint8Array(0),
-    granularity: o.granularity ?? cal?.granularity ?? 'warp',
-    smoothK: o.smoothK ?? cal?.smoothK ?? true,
-    smoothQ: o.smoothQ ?? cal?.smoothQ ?? true,
-    pvBits: o.pvBits ?? cal?.pvBits ?? 8,
+    granularity: o.granularity ?? cal?.granularity ?? DEFAULT_SETTINGS.granularity,
+    smoothK: o.smoothK ?? cal?.smoothK ?? DEFAULT_SETTINGS.smoothK,
+    smoothQ: o.smoothQ ?? cal?.smoothQ ?? DEFAULT_SETTINGS.smoothQ,
+    pvBits: o.pvBits ?? cal?.pvBits ?? DEFAULT_SETTINGS.pvBits,
   };
   if (cal)
-    for (const key of ['granularity', 'smoothK', 'smoothQ', 'pvBits'] as const)
+    for (const key of SETTING_KEYS)
       if (cal[key] !== undefined && config[key] !== cal[key])
         throw new ValueError(
           `${key}: the calibration was measured with ${key} ${describe(cal[key])} (its INT4 / INT8 decision holds for that setting), got ${describe(config[key])}; leave ${key} out or calibrate again with it`,

@@ -56,6 +56,7 @@ export { planFlashTiles, planNativeTiles, workspaceBytes } from './plan.js';
 export {
   checkSageConfig,
   checkSageFinite,
+  checkSageSettings,
   kGroupOf,
   qGroupOf,
   rint,
@@ -67,6 +68,7 @@ export {
   type SageGroupCounts,
   type SageKernelOptions,
   type SageQuantConfig,
+  type SageSettings,
   sageGroupCounts,
   sageHeadDimOk,
 } from './sage/codec.js';

@@ -232,12 +232,23 @@ export function checkSageConfig(dims: SageDims, config: SageQuantConfig): void {
     fail('qkBits', `a Uint8Array of length Hq = ${dims.hq}`, bits);
   for (let h = 0; h < bits.length; h++)
     if (bits[h] !== 4 && bits[h] !== 8) fail('qkBits', `4 or 8 (head ${h})`, bits[h]);
-  const g = config.granularity;
+  checkSageSettings(config);
+}
+
+/** The quantization settings besides the bits: what a Sage calibration records and defaults. */
+export type SageSettings = Pick<SageQuantConfig, 'granularity' | 'smoothK' | 'smoothQ' | 'pvBits'>;
+
+/**
+ * Checks the four settings (checkSageConfig's, and a calibration's recorded ones with `prefix`
+ * 'calibration.'): ValueError naming `${prefix}granularity`, `smoothK`, `smoothQ` or `pvBits`.
+ */
+export function checkSageSettings(s: SageSettings, prefix = ''): void {
+  const g = s.granularity;
   if (g !== 'block' && g !== 'warp' && g !== 'thread')
-    fail('granularity', '"block", "warp" or "thread"', g);
-  if (typeof config.smoothK !== 'boolean') fail('smoothK', 'a boolean', config.smoothK);
-  if (typeof config.smoothQ !== 'boolean') fail('smoothQ', 'a boolean', config.smoothQ);
-  if (config.pvBits !== 8 && config.pvBits !== 32) fail('pvBits', '8 or 32', config.pvBits);
+    fail(`${prefix}granularity`, '"block", "warp" or "thread"', g);
+  if (typeof s.smoothK !== 'boolean') fail(`${prefix}smoothK`, 'a boolean', s.smoothK);
+  if (typeof s.smoothQ !== 'boolean') fail(`${prefix}smoothQ`, 'a boolean', s.smoothQ);
+  if (s.pvBits !== 8 && s.pvBits !== 32) fail(`${prefix}pvBits`, '8 or 32', s.pvBits);
 }
 
 /**
