@@ -397,7 +397,29 @@ function takeHalfScratch(n: number, taken: Float32Array[] | undefined): Float32A
   return buf.length === n ? buf : buf.subarray(0, n);
 }
 
-/** Gives the call's buffers back once the engine is done with them (its promise settled). */
+/**
+ * Runs an engine call on q, k and v as the engine reads them (engineInput), giving the decoded
+ * halves' buffers back once the call has settled, so the next call reuses them.
+ */
+async function withEngineQkv<R>(
+  engine: NativeEngine,
+  qkv: readonly [Tensor, Tensor, Tensor],
+  call: (q: Float32Array, k: Float32Array, v: Float32Array) => Promise<R>,
+): Promise<R> {
+  const taken: Float32Array[] = [];
+  try {
+    const [q, k, v] = qkv.map((t) => engineInput(t, engine, taken)) as [
+      Float32Array,
+      Float32Array,
+      Float32Array,
+    ];
+    return await call(q, k, v);
+  } finally {
+    releaseHalfScratch(taken);
+  }
+}
+
+/** Gives a call's buffers back once the engine is done with them (its promise settled). */
 function releaseHalfScratch(taken: Float32Array[]): void {
   if (taken.length === 0) return;
   halfScratch.push(...taken);
@@ -487,20 +509,9 @@ export async function tiledForwardNative(
   const alloc = hooks.permute?.q === undefined ? allocF32Written : allocF32;
   const o = alloc(count(p.oShape), 'output');
   const lse = pointwise ? undefined : alloc(count(p.lseShape), 'output');
-  const taken: Float32Array[] = [];
-  try {
-    await engine.flashForward(
-      problem,
-      engineInput(q, engine, taken),
-      engineInput(k, engine, taken),
-      engineInput(v, engine, taken),
-      o,
-      lse,
-      nativePermutation(hooks),
-    );
-  } finally {
-    releaseHalfScratch(taken);
-  }
+  await withEngineQkv(engine, [q, k, v], (q32, k32, v32) =>
+    engine.flashForward(problem, q32, k32, v32, o, lse, nativePermutation(hooks)),
+  );
   return {
     o: encodeOutput(o, p.oShape, q.dtype),
     lse: lse === undefined ? undefined : Tensor.from(lse, p.lseShape),
@@ -571,13 +582,12 @@ export async function tiledBackwardNative(
   const rabGrads: NativeRabGrads = {};
   if (rab?.positionTable) rabGrads.dPositionTable = allocF32(rab.positionTable.size, 'output');
   if (rab?.timestampTable) rabGrads.dTimestampTable = allocF32(rab.timestampTable.size, 'output');
-  const taken: Float32Array[] = [];
-  try {
-    await engine.flashBackward(
+  await withEngineQkv(engine, [q, k, v], (q32, k32, v32) =>
+    engine.flashBackward(
       problem,
-      engineInput(q, engine, taken),
-      engineInput(k, engine, taken),
-      engineInput(v, engine, taken),
+      q32,
+      k32,
+      v32,
       O,
       LSE,
       G,
@@ -587,10 +597,8 @@ export async function tiledBackwardNative(
       dsinks,
       nativePermutation(hooks),
       rabGrads,
-    );
-  } finally {
-    releaseHalfScratch(taken);
-  }
+    ),
+  );
   const out: NativeGrads = {
     dq: encodeOutput(dq, q.shape, q.dtype),
     dk: encodeOutput(dk, k.shape, q.dtype),
