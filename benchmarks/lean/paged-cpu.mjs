@@ -61,7 +61,7 @@ function layouts(rng, B, hkv, nk, pageSize, order) {
   const block = rng.randn([1 << 16]).data();
   for (let i = 0; i < bhnd.length; i++)
     bhnd[i] = block[(i * 7) % block.length] + ((i >> 16) % 5) * 0.01;
-  const bshd = new Float32Array(bhnd.length);
+  const thd = new Float32Array(bhnd.length);
   const perSeq = Math.ceil(nk / pageSize);
   const numPages = B * perSeq;
   const pool = new Float32Array(numPages * pageSize * hkv * D);
@@ -69,13 +69,13 @@ function layouts(rng, B, hkv, nk, pageSize, order) {
     for (let t = 0; t < nk; t++)
       for (let h = 0; h < hkv; h++) {
         const src = ((b * hkv + h) * nk + t) * D;
-        bshd.set(bhnd.subarray(src, src + D), ((b * nk + t) * hkv + h) * D);
+        thd.set(bhnd.subarray(src, src + D), ((b * nk + t) * hkv + h) * D);
         const page = order[b * perSeq + Math.floor(t / pageSize)];
         pool.set(bhnd.subarray(src, src + D), ((page * pageSize + (t % pageSize)) * hkv + h) * D);
       }
   return {
     bhnd: Tensor.from(bhnd, [B, hkv, nk, D]),
-    thd: Tensor.from(bshd, [B * nk, hkv, D]),
+    thd: Tensor.from(thd, [B * nk, hkv, D]),
     pool: Tensor.from(pool, [numPages, pageSize, hkv, D]),
     blockTable: order,
     lengths: new Int32Array(B).fill(nk),

@@ -190,10 +190,8 @@ ATTNKIT_ALIGN64 ATTNKIT_NOINLINE inline void decTile(const AttnProblem& p, const
                               int64_t nextKeys = 0, const float* kNext = nullptr,
                               const float* vNext = nullptr) {
   const int64_t nkeys = j1 - j0, d = p.d, dv = p.dv;
-  // The rows to prefetch (contiguous K / V; 0 on the paged path): kNext / vNext, else the next
-  // tile's, which follow this tile's.
-  if (kNext == nullptr) kNext = k + nkeys * kRow;
-  if (vNext == nullptr) vNext = v + nkeys * vRow;
+  // kNext / vNext: the nextKeys rows to prefetch, kDecAhead tiles on (contiguous K / V; none on
+  // the paged path).
   if (nextKeys > 0) decPrefetch(kNext, nextKeys, d, kRow);
   int64_t t = 0;
   for (; t + 16 <= nkeys; t += 16) decScoresRows<16>(rows, d, qs, k + t * kRow, kRow, st + t);
