@@ -8,6 +8,7 @@
  *                       [--skip-verify] [--no-flush] [--ceiling-mib 1024]
  *                       [--partitions fa2,splitK,streamK] [--workers 264,528,1056]
  *                       [--splits 4,16] [--tunings default,t128u8,r2]
+ *                       [--binding-limit BYTES]
  *
  * Sweeps (each value one row of the table, so one device run finds the best):
  * - --workers a,b,c: stream-K's worker counts (default: defaultLeanWorkers('webgpu', .));
@@ -35,7 +36,10 @@
  *    kernel's figures are printed beside it (fractionOfCopy in the JSON).
  * 3. Table: B x Hkv x Nk x partition x sweep value (Hq 32, D 128, Nq 1, f16 q/K/V), median ms from timestamp queries (timeCall: the sum of the call's kernel passes),
  *    GB/s = 2 * B*Hkv*Nk*D*2 bytes (K and V) / time. A K or V larger than the device's
- *    maxStorageBufferBindingSize (2 GiB - 4 on the H200) cannot be bound and is skipped, said so.
+ *    maxStorageBufferBindingSize (2 GiB - 4 on the H200) runs in binding chunks (the skeleton's
+ *    chunkedForward: launches over kv-head or batch ranges, K/V bound where they lie); its row
+ *    also records spanMs (first pass start to last pass end, the gaps between launches in it).
+ *    Only a K or V past maxBufferSize is skipped, said so.
  *    Before each timed call a 256 MiB fill (not timed) evicts the L2 (50 MB on the H200), so small
  *    shapes are not measured out of cache (--no-flush turns it off; without timestamp queries,
  *    e.g. llvmpipe, there is no flush since wall time would count it); torch_decode.py does the same.
@@ -54,7 +58,7 @@ import {
   type LeanPartition,
   leanAttention,
 } from '@attnkit/lean-attention';
-import { encodeHalfArray, Rng, type Tensor } from '@attnkit/tensor';
+import { Rng, type Tensor } from '@attnkit/tensor';
 import {
   createWebGpuContext,
   emptyWebGpu,
@@ -68,7 +72,7 @@ import {
   decodeSpecFor,
   setDecodeTuning,
 } from '../../packages/skeleton/src/webgpu/decode.js';
-import { benchDisabledToggles, benchToggles, median, randomData, timeCall } from './common.js';
+import { benchDisabledToggles, benchToggles, median, timeCall } from './common.js';
 
 const args = process.argv.slice(2);
 const value = (name: string) => {
@@ -139,6 +143,14 @@ const ctx = await createWebGpuContext({
   dawnToggles: benchToggles(),
   disabledDawnToggles: benchDisabledToggles(),
 });
+// --binding-limit BYTES: plan against a lower binding limit than the device's (the kernels plan
+// from ctx.limits), so small shapes take the binding-chunk path (a check of it on llvmpipe).
+const bindingLimit = value('binding-limit');
+if (bindingLimit !== undefined)
+  (ctx as unknown as { limits: object }).limits = {
+    ...ctx.limits,
+    maxStorageBufferBindingSize: Number(bindingLimit),
+  };
 console.log(
   `adapter ${JSON.stringify(ctx.adapterInfo)} backend=${ctx.backend} features=${JSON.stringify(ctx.features)}`,
 );
@@ -382,16 +394,62 @@ async function ceiling() {
 // 3. The table.
 
 /** A webgpu f16 tensor of `shape` filled by repeating one 16 MiB block of random halves. */
+// Every element of K and V its own value (uniform in [-1, 1)): a hash of its index and a seed, so
+// every kv head differs (checkChunked would not see a chunk bound at the wrong head otherwise).
+const HASH_FILL_WGSL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(1) var<uniform> P: vec4<u32>; // first word (global), seed, words
+fn mix(x: u32) -> u32 {
+  var h = x * 0x9E3779B1u;
+  h ^= h >> 16u; h *= 0x85EBCA6Bu; h ^= h >> 13u; h *= 0xC2B2AE35u; h ^= h >> 16u;
+  return h;
+}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  for (var i = gid.x; i < P.z; i += nwg.x * ${WG}u) {
+    let h = mix((P.x + i) ^ mix(P.y));
+    let lo = f32(h & 0xffffu) / 32768.0 - 1.0;
+    let hi = f32(h >> 16u) / 32768.0 - 1.0;
+    dst[i] = pack2x16float(vec2<f32>(lo, hi));
+  }
+}`;
+let hashPipe: GPUComputePipeline | undefined;
+
 function bigF16(shape: number[], seed: number): Tensor {
   const n = shape.reduce((a, x) => a * x, 1);
   const t = emptyWebGpu(shape, 'f16', ctx);
   const buf = webGpuStorageOf(t, 'bench').buffer;
-  const blockHalves = Math.min(n, 8 * 2 ** 20);
-  const block = encodeHalfArray('f16', randomData(blockHalves, seed)) as Uint16Array;
-  for (let at = 0; at < n; at += blockHalves) {
-    const m = Math.min(blockHalves, n - at);
-    device.queue.writeBuffer(buf, at * 2, block.buffer, block.byteOffset, Math.ceil(m / 2) * 4);
+  hashPipe ??= pipeline(HASH_FILL_WGSL);
+  // K and V reach 16 GiB here: filled 1 GiB (a binding range) at a time.
+  const words = Math.ceil(n / 2);
+  const step = 2 ** 28;
+  const enc = device.createCommandEncoder();
+  const uniforms: GPUBuffer[] = [];
+  for (let w0 = 0; w0 < words; w0 += step) {
+    const m = Math.min(step, words - w0);
+    const u = device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    device.queue.writeBuffer(u, 0, new Uint32Array([w0, seed, m, 0]));
+    uniforms.push(u);
+    const bind = device.createBindGroup({
+      layout: hashPipe.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: buf, offset: w0 * 4, size: m * 4 } },
+        { binding: 1, resource: { buffer: u } },
+      ],
+    });
+    const pass = enc.beginComputePass();
+    pass.setPipeline(hashPipe);
+    pass.setBindGroup(0, bind);
+    pass.dispatchWorkgroups(Math.min(4096, Math.ceil(m / WG)));
+    pass.end();
   }
+  device.queue.submit([enc.finish()]);
+  void device.queue.onSubmittedWorkDone().then(() => {
+    for (const u of uniforms) u.destroy();
+  });
   return t;
 }
 
@@ -412,20 +470,23 @@ interface Row {
   fractionOfCopy?: number;
   firstCallMs?: number;
   timing?: string;
+  /** First pass start to last pass end (several launches: the gaps between them included). */
+  spanMs?: number;
   skipped?: string;
   error?: string;
 }
 
 async function table(ceil: { readGbps: number; copyGbps: number }) {
   const rows: Row[] = [];
-  const limit = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
+  // Past one binding the forward runs in chunks; past one buffer nothing can hold K.
+  const limit = ctx.limits.maxBufferSize;
   for (const B of BATCHES)
     for (const hkv of HKVS)
       for (const nk of NKS) {
         const kvBytes = B * hkv * nk * D * 2; // one of K, V
         const base = { B, hq: HQ, hkv, nk, d: D };
         if (kvBytes > limit) {
-          const why = `K and V each ${(kvBytes / 2 ** 30).toFixed(2)} GiB > max binding ${limit} bytes`;
+          const why = `K and V each ${(kvBytes / 2 ** 30).toFixed(2)} GiB > max buffer ${limit} bytes`;
           console.log(`skip B${B} Hkv${hkv} Nk${nk}: ${why}`);
           for (const partition of PARTITIONS) rows.push({ partition, ...base, skipped: why });
           continue;
@@ -455,8 +516,13 @@ async function table(ceil: { readGbps: number; copyGbps: number }) {
                 const first = await leanAttention(q, k, v, { partition, ...used });
                 await ctx.sync();
                 const firstCallMs = performance.now() - t0;
-                first.o.dispose();
-                first.lse.dispose();
+                try {
+                  if (kvBytes > ctx.limits.maxStorageBufferBindingSize)
+                    await checkChunked(q, k, v, first, partition, used, label);
+                } finally {
+                  first.o.dispose();
+                  first.lse.dispose();
+                }
                 const t = await timeCall(
                   ctx,
                   async (profiler) => {
@@ -478,6 +544,7 @@ async function table(ceil: { readGbps: number; copyGbps: number }) {
                   tuning: tname,
                   ms: t.medianMs,
                   minMs: t.minMs,
+                  ...(t.spanMs !== undefined ? { spanMs: t.spanMs } : {}),
                   gbps,
                   fractionOfCeiling: gbps / ceil.readGbps,
                   fractionOfCopy: gbps / ceil.copyGbps,
@@ -486,7 +553,7 @@ async function table(ceil: { readGbps: number; copyGbps: number }) {
                 };
                 rows.push(row);
                 console.log(
-                  `row ${partition.padEnd(7)} B${B} Hq${HQ} Hkv${hkv} Nk${nk} ${JSON.stringify(label)}: ${t.medianMs.toFixed(4)} ms ${gbps.toFixed(1)} GB/s ${(100 * row.fractionOfCeiling!).toFixed(1)}% of read ceiling (${t.timing})`,
+                  `row ${partition.padEnd(7)} B${B} Hq${HQ} Hkv${hkv} Nk${nk} ${JSON.stringify(label)}: ${t.medianMs.toFixed(4)} ms ${gbps.toFixed(1)} GB/s ${(100 * row.fractionOfCeiling!).toFixed(1)}% of read ceiling (${t.timing}${t.spanMs !== undefined ? `, span ${t.spanMs.toFixed(4)} ms` : ''})`,
                 );
               } catch (e) {
                 const msg = (e as Error).message.slice(0, 300);
@@ -503,6 +570,71 @@ async function table(ceil: { readGbps: number; copyGbps: number }) {
         for (const t of [q, k, v]) t.dispose();
       }
   return rows;
+}
+
+/**
+ * A call past one binding ran in chunks (K/V bound at offsets, o / lse copied into place): its
+ * rows of the first and last batch entry, at the kv heads either side of every chunk cut the
+ * planner can make here (0, Hkv/2 - 1, Hkv/2, Hkv - 1), against the same call on that kv head
+ * alone (its K, V and query rows copied into tensors of their own: one binding, no chunks).
+ * f16 o within 2e-3 relative L2 and lse within 1e-5; a miss counts as a verification failure.
+ */
+async function checkChunked(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  full: { o: Tensor; lse: Tensor },
+  partition: LeanPartition,
+  used: Record<string, number>,
+  label: unknown,
+) {
+  const [B, hq, , d] = q.shape as [number, number, number, number];
+  const [, hkv, nk] = k.shape as [number, number, number, number];
+  const g = hq / hkv;
+  const o = (await full.o.toCpu()).toFloat32Array();
+  const lse = (await full.lse.toCpu()).toFloat32Array();
+  const heads = [...new Set([0, hkv / 2 - 1, hkv / 2, hkv - 1].filter((h) => h >= 0))];
+  let worstO = 0;
+  let worstL = 0;
+  for (const b of [...new Set([0, B - 1])])
+    for (const h of heads) {
+      const part = (t: Tensor, shape: number[], at: number, n: number) => {
+        const x = emptyWebGpu(shape, 'f16', ctx);
+        const enc = device.createCommandEncoder();
+        enc.copyBufferToBuffer(
+          webGpuStorageOf(t, 'check').buffer,
+          at * 2,
+          webGpuStorageOf(x, 'check').buffer,
+          0,
+          n * 2,
+        );
+        device.queue.submit([enc.finish()]);
+        return x;
+      };
+      const kh = part(k, [1, 1, nk, d], (b * hkv + h) * nk * d, nk * d);
+      const vh = part(v, [1, 1, nk, d], (b * hkv + h) * nk * d, nk * d);
+      const qh = part(q, [1, g, 1, d], (b * hq + h * g) * d, g * d);
+      const r = await leanAttention(qh, kh, vh, { partition, ...used });
+      const ro = (await r.o.toCpu()).toFloat32Array();
+      const rl = (await r.lse.toCpu()).toFloat32Array();
+      let num = 0;
+      let den = 0;
+      for (let i = 0; i < g * d; i++) {
+        const x = o[(b * hq + h * g) * d + i]!;
+        num += (x - ro[i]!) ** 2;
+        den += ro[i]! ** 2;
+        if (!Number.isFinite(x)) num = Number.POSITIVE_INFINITY;
+      }
+      worstO = Math.max(worstO, Math.sqrt(num / den));
+      for (let i = 0; i < g; i++)
+        worstL = Math.max(worstL, Math.abs(lse[b * hq + h * g + i]! - rl[i]!) / Math.abs(rl[i]!));
+      for (const t of [kh, vh, qh, r.o, r.lse]) t.dispose();
+    }
+  const ok = worstO <= 2e-3 && worstL <= 1e-5;
+  if (!ok) failures++;
+  console.log(
+    `${ok ? 'ok  ' : 'FAIL'} chunked B${B} Hkv${hkv} Nk${nk} ${partition} ${JSON.stringify(label)}: o vs one-head calls relL2 ${worstO.toExponential(2)}, lse rel ${worstL.toExponential(2)} (batch entries ${[...new Set([0, B - 1])]}, kv heads ${heads})`,
+  );
 }
 
 interface TorchRow {

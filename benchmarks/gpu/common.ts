@@ -41,7 +41,8 @@ export function median(xs: number[]): number {
  * Times `run` on the GPU: at least half a second of back-to-back warm-up (an idle GPU runs at
  * lower clocks for a while), then `repeats` calls, each the sum of its kernel passes from
  * timestamp queries when the device has them, else the wall time between queue waits. What a
- * call returns is disposed.
+ * call returns is disposed. `spanMs` (timestamps only): from the first pass's start to the last
+ * one's end, gaps between passes included (a call of several submits, e.g. binding chunks).
  */
 export async function timeCall(
   ctx: WebGpuContext,
@@ -49,8 +50,9 @@ export async function timeCall(
   repeats: number,
   /** Untimed calls for at least this long first (and at least 3): clocks and caches settle. */
   warmupMs = 500,
-): Promise<{ medianMs: number; minMs: number; timing: 'timestamp' | 'wall' }> {
-  const profiler = ctx.features.timestampQuery ? new GpuProfiler(ctx.device, 16) : undefined;
+): Promise<{ medianMs: number; minMs: number; spanMs?: number; timing: 'timestamp' | 'wall' }> {
+  const CAPACITY = 256;
+  const profiler = ctx.features.timestampQuery ? new GpuProfiler(ctx.device, CAPACITY) : undefined;
   const dispose = (r: Record<string, Tensor>) => {
     for (const t of Object.values(r)) t.dispose();
   };
@@ -61,15 +63,27 @@ export async function timeCall(
   }
   const ms: number[] = [];
   if (profiler) {
+    const spans: number[] = [];
     for (let i = 0; i < repeats; i++) {
       const r = await run(profiler);
       await ctx.sync();
       dispose(r);
       const passes = await profiler.read();
+      // A full profiler stops timing passes (passTimestamps returns undefined): never undercount.
+      if (passes.length >= CAPACITY)
+        throw new Error(
+          `timeCall: a call ran ${passes.length}+ passes, past the profiler's ${CAPACITY}`,
+        );
       ms.push(passes.reduce((a, p) => a + p.ns, 0) / 1e6);
+      spans.push(Math.max(...passes.map((p) => p.startNs + p.ns)) / 1e6);
     }
     profiler.destroy();
-    return { medianMs: median(ms), minMs: Math.min(...ms), timing: 'timestamp' };
+    return {
+      medianMs: median(ms),
+      minMs: Math.min(...ms),
+      spanMs: median(spans),
+      timing: 'timestamp',
+    };
   }
   for (let i = 0; i < repeats; i++) {
     const t0 = performance.now();

@@ -82,10 +82,56 @@ export const CORE_DEFAULT_LIMITS: Readonly<WebGpuLimits> = Object.freeze({
   maxBufferSize: 268435456,
 });
 
+/**
+ * Part of a buffer bound as one storage binding: `size` bytes from `offset` (a multiple of
+ * BINDING_OFFSET_ALIGNMENT; `size` a multiple of 4). What a kernel binds when the whole buffer
+ * would pass the device's maxStorageBufferBindingSize (a tensor cut into pieces, each bound
+ * where it lies, instead of copied out).
+ */
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+/** What a step binds: a whole buffer, or a range of one. */
+export type BindingResource = GPUBuffer | BufferRange;
+
+/**
+ * Byte alignment of a BufferRange's offset. WebGPU's minStorageBufferOffsetAlignment is a power
+ * of two of at most 256 on every device (the spec's bound), so 256 is valid everywhere.
+ */
+export const BINDING_OFFSET_ALIGNMENT = 256;
+
+/** True for a BufferRange (GPUBuffer has neither `buffer` nor `offset`). */
+export function isBufferRange(b: BindingResource): b is BufferRange {
+  return typeof (b as BufferRange).offset === 'number' && (b as BufferRange).buffer !== undefined;
+}
+
+/** The buffer a binding resource binds (all of it or part). */
+export function bindingBuffer(b: BindingResource): GPUBuffer {
+  return isBufferRange(b) ? b.buffer : b;
+}
+
+/** Bytes a binding resource exposes to the kernel. */
+export function bindingSize(b: BindingResource): number {
+  return b.size;
+}
+
+/** The bind-group entry of `b` at `binding`. */
+export function bindGroupEntry(b: BindingResource, binding: number): GPUBindGroupEntry {
+  return {
+    binding,
+    resource: isBufferRange(b)
+      ? { buffer: b.buffer, offset: b.offset, size: b.size }
+      : { buffer: b },
+  };
+}
+
 export interface ComputeStep {
   program: CompiledProgram;
-  /** One buffer per binding of the program, in order. */
-  buffers: readonly GPUBuffer[];
+  /** One buffer (or range of one) per binding of the program, in order. */
+  buffers: readonly BindingResource[];
   workgroups: readonly [number, number?, number?];
   label?: string;
 }
@@ -408,7 +454,7 @@ export class WebGpuContext {
       if (x * y * z === 0) continue;
       const bindGroup = device.createBindGroup({
         layout: step.program.layout,
-        entries: step.buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: step.buffers.map(bindGroupEntry),
       });
       const pass = encoder.beginComputePass({
         label: step.label,

@@ -1,5 +1,6 @@
 import { type AttentionProblem, lseBase, type MaskMod, UnsupportedError } from '@attnkit/attention';
 import {
+  bytesPerElement,
   DeviceError,
   DTypeError,
   describe,
@@ -10,8 +11,12 @@ import {
   ValueError,
 } from '@attnkit/tensor';
 import {
+  BINDING_OFFSET_ALIGNMENT,
+  type BindingResource,
   bindBuffers,
+  bindingBuffer,
   bindingKinds,
+  bindingSize,
   type CompiledProgram,
   type ComputeStep,
   compileFirstInTime,
@@ -22,12 +27,13 @@ import {
   toWebGpu,
   type UniformField,
   type WebGpuContext,
-  type WebGpuStorage,
+  WebGpuStorage,
   webGpuStorageOf,
 } from '@attnkit/webgpu';
 import { resolveSchedule } from '../cpu/schedule.js';
 import { biasGradLayout, biasGradMod, reduceBiasGrad, type TiledHooks } from '../hooks.js';
 import { type AuxTables, buildAux, buildParams, buildStreamK } from './aux.js';
+import { type BindingChunk, planBindingChunks } from './chunks.js';
 import {
   buildDecodeStreamK,
   DECODE_BK,
@@ -173,7 +179,8 @@ interface Prepared {
   p: AttentionProblem;
   ctx: WebGpuContext;
   dtype: StorageDType;
-  buffers: { q: GpuBuffer; k: GpuBuffer; v: GpuBuffer };
+  /** Whole buffers, or for a binding chunk's views (CHUNK_VIEWS) the ranges their elements occupy. */
+  buffers: { q: BindingResource; k: BindingResource; v: BindingResource };
   /** Elements of q, k, v (their buffers may be larger: pooled sizes). */
   elements: { q: number; k: number; v: number };
   hooks: HookResources;
@@ -223,9 +230,10 @@ function prepare(
   if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') {
     throw new DTypeError(`q: expected f32, f16 or bf16 on webgpu, got ${dtype}`, 'q');
   }
-  const sq = webGpuStorageOf(q, 'q');
-  const sk = webGpuStorageOf(k, 'k');
-  const sv = webGpuStorageOf(v, 'v');
+  const views = CHUNK_VIEWS.has(q);
+  const sq = views ? chunkViewStorage(q) : webGpuStorageOf(q, 'q');
+  const sk = views ? chunkViewStorage(k) : webGpuStorageOf(k, 'k');
+  const sv = views ? chunkViewStorage(v) : webGpuStorageOf(v, 'v');
   for (const [t, s, name] of [
     [k, sk, 'k'],
     [v, sv, 'v'],
@@ -284,7 +292,9 @@ function prepare(
     p,
     ctx: sq.ctx,
     dtype,
-    buffers: { q: sq.buffer, k: sk.buffer, v: sv.buffer },
+    buffers: views
+      ? { q: chunkViewRange(q), k: chunkViewRange(k), v: chunkViewRange(v) }
+      : { q: sq.buffer, k: sk.buffer, v: sv.buffer },
     elements: { q: q.size, k: k.size, v: v.size },
     hooks: withPaged(hookResources(hooks, p.maskMod, pass, p), p),
   };
@@ -568,7 +578,9 @@ function checkBindingSizes(
   });
   const max = ctx.limits.maxStorageBufferBindingSize;
   for (const [name, t] of Object.entries(all)) {
-    const bytes = (t.storage as WebGpuStorage).byteLength;
+    const bytes = CHUNK_VIEWS.has(t)
+      ? t.size * bytesPerElement(t.dtype)
+      : (t.storage as WebGpuStorage).byteLength;
     if (bytes > max || t.size >= 2 ** 32) {
       throw new ValueError(
         `${name}: ${formatShape(t.shape)} takes ${bytes} bytes, more than one binding may hold on this device (${max})`,
@@ -578,8 +590,62 @@ function checkBindingSizes(
   }
 }
 
+/**
+ * o and lse are bound whole too: a ValueError naming `q` (whose rows they have) when either
+ * would pass one binding, instead of WebGPU's validation error at dispatch. BHND problems are
+ * cut into chunks before this (forwardChunks); THD and paged ones are not.
+ */
+function checkOutputBindings(
+  ctx: WebGpuContext,
+  p: AttentionProblem,
+  dtype: StorageDType,
+  softmax: boolean,
+): void {
+  const max = ctx.limits.maxStorageBufferBindingSize;
+  const n = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
+  const outs: [string, readonly number[], number][] = [['o', p.oShape, bytesPerElement(dtype)]];
+  if (softmax) outs.push(['lse', p.lseShape, 4]);
+  for (const [name, shape, e] of outs) {
+    const bytes = n(shape) * e;
+    if (bytes > max || n(shape) >= 2 ** 32)
+      throw new ValueError(
+        `q: its output ${name} ${formatShape(shape)} would take ${bytes} bytes, more than one binding may hold on this device (${max})`,
+        'q',
+      );
+  }
+}
+
 function buf(t: Tensor): GpuBuffer {
   return (t.storage as WebGpuStorage).buffer;
+}
+
+/**
+ * Views of q, k and v that a binding-chunked forward (chunkedForward) made: contiguous tensors
+ * at an element offset into the caller's storage, which prepare() binds as the range they
+ * occupy (every other entry point takes whole tensors at offset 0: webGpuStorageOf).
+ */
+const CHUNK_VIEWS = new WeakSet<Tensor>();
+
+function chunkViewStorage(t: Tensor): WebGpuStorage {
+  const s = t.storage;
+  if (!(s instanceof WebGpuStorage) || !t.isContiguous())
+    throw new Error('internal: a binding chunk view must be a contiguous webgpu tensor');
+  s.checkLive('tensor');
+  return s;
+}
+
+/** The bytes a chunk view occupies, as a binding (planBindingChunks aligned its offset). */
+function chunkViewRange(t: Tensor): BindingResource {
+  const e = bytesPerElement(t.dtype);
+  const offset = t.offset * e;
+  if (offset % BINDING_OFFSET_ALIGNMENT !== 0)
+    throw new Error(`internal: a binding chunk view at byte ${offset} is not aligned`);
+  // Bindings are sized in whole words; a view's last half-word is read by no kernel.
+  return {
+    buffer: (t.storage as WebGpuStorage).buffer,
+    offset,
+    size: Math.ceil((t.size * e) / 4) * 4,
+  };
 }
 
 /**
@@ -752,6 +818,7 @@ function forwardSetup(
   const pr = prepare(p, hooks, q, k, v, opts, 'forward');
   const { ctx } = pr;
   checkBindingSizes(ctx, { q, k, v }, hooks);
+  checkOutputBindings(ctx, p, pr.dtype, hooks.normalize.kind === 'softmax');
   const fp = plan(pr, 'forward', opts);
   if (p.paged && opts.tensorCores)
     throw new ValueError(
@@ -903,7 +970,7 @@ function forwardLaunch(
   const made: Tensor[] = [];
   const owned: GpuBuffer[] = [];
   try {
-    const taken = Object.values(pr.buffers);
+    const taken = Object.values(pr.buffers).map(bindingBuffer);
     const o = outputLike(given.o, 'o', p.oShape, pr.dtype, ctx, made, taken);
     const lse =
       s.hooks.normalize.kind === 'softmax'
@@ -929,7 +996,7 @@ function forwardLaunch(
       owned.push(flag);
       for (const name of ['q', 'k', 'v'] as const) {
         const src = pr.buffers[name];
-        const lay = splitF16Layout(src.size - (src.size % 4));
+        const lay = splitF16Layout(bindingSize(src) - (bindingSize(src) % 4));
         const dst = ctx.createStorageBuffer(lay.bytes, `split-f16 ${name}`);
         // The whole buffer is split (qDirect's 16-row blocks may reach past the tensor), but
         // only the tensor's elements are checked: a pooled buffer's tail holds stale words.
@@ -1019,6 +1086,8 @@ export async function tiledForwardWebGpu(
   v: Tensor,
   opts: WebGpuTileOptions = {},
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const chunks = forwardChunks(p, hooks, q, k, v);
+  if (chunks) return chunkedForward(p, hooks, q, k, v, opts, chunks);
   const s = forwardSetup(p, hooks, q, k, v, opts);
   if (s.special) return s.special();
   const progs = await forwardPrograms(s, opts);
@@ -1044,11 +1113,161 @@ export function encodeForwardWebGpu(
 ): { o: Tensor; lse: Tensor | undefined } | undefined {
   checkTarget(target);
   if (opts.profiler) return undefined;
+  // Binding chunks are several launches with copies between: the async path's.
+  if (forwardChunks(p, hooks, q, k, v)) return undefined;
   const s = forwardSetup(p, hooks, q, k, v, opts);
   if (s.special) return undefined;
   const progs = readyForwardPrograms(s);
   if (!progs) return undefined;
   return sinkLaunch(s.pr.ctx, forwardLaunch(s, progs, target.outputs), target);
+}
+
+/**
+ * The binding chunks of a forward (chunks.ts), or undefined when q, k, v, o and lse each fit
+ * one storage binding, or when the problem is not one chunkedForward cuts (it then meets
+ * checkBindingSizes' ValueError naming the tensor). Cut: BHND, contiguous K/V (not paged), no
+ * block mask, mask mod, score mod, HSTU mask or rab, no permutation; softmax (sinks sliced per
+ * query head), sigmoid (bias sliced per batch entry) or silu. Views it made are never cut again.
+ */
+function forwardChunks(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+): BindingChunk[] | undefined {
+  if (CHUNK_VIEWS.has(q) || p.layout !== 'BHND' || p.paged) return undefined;
+  if (p.blockSparse || p.maskMod || hooks?.scoreMods?.length || hooks?.mask || hooks?.rab)
+    return undefined;
+  if (hooks.permute) return undefined;
+  // Whole tensors at offset 0 (the errors prepare() would give, before anything is cut).
+  const ctx = webGpuStorageOf(q, 'q').ctx;
+  webGpuStorageOf(k, 'k');
+  webGpuStorageOf(v, 'v');
+  const g = p.group;
+  const [eq, ek, ev] = [q, k, v].map((t) => bytesPerElement(t.dtype)) as [number, number, number];
+  const rows = g * p.maxSeqQ;
+  // Split-K's partials are bindings too (partialBytes): Dv f32 and (m, l) per row and split.
+  const splits = splitsOf(hooks) ?? 0;
+  const partials = {
+    "split-K's partials": {
+      bytes: rows * splits * p.dv * 4,
+      elements: rows * splits * p.dv,
+      bound: false,
+      argument: 'schedule',
+    },
+    "split-K's stats": {
+      bytes: rows * splits * 8,
+      elements: rows * splits * 2,
+      bound: false,
+      argument: 'schedule',
+    },
+  };
+  return planBindingChunks({
+    batch: p.batch,
+    hkv: p.hkv,
+    maxBinding: ctx.limits.maxStorageBufferBindingSize,
+    align: BINDING_OFFSET_ALIGNMENT,
+    slices: {
+      q: { bytes: rows * p.d * eq, elements: rows * p.d, bound: true },
+      k: { bytes: p.maxSeqK * p.d * ek, elements: p.maxSeqK * p.d, bound: true },
+      v: { bytes: p.maxSeqK * p.dv * ev, elements: p.maxSeqK * p.dv, bound: true },
+      o: { bytes: rows * p.dv * eq, elements: rows * p.dv, bound: false },
+      lse: { bytes: rows * 4, elements: rows, bound: false },
+      ...(splits > 0 ? partials : {}),
+    },
+  });
+}
+
+/**
+ * A forward too large for one binding a tensor, as several launches (chunks.ts): each chunk's
+ * q, k and v bound where they lie (views, CHUNK_VIEWS), its o and lse written to buffers of
+ * their own and copied into place. The chunks run one after another through
+ * tiledForwardWebGpu, so each takes the route (decode, split-K, stream-K, tensor cores) its
+ * own problem would. On failure o and lse are disposed; nothing half-written is returned.
+ */
+async function chunkedForward(
+  p: AttentionProblem,
+  hooks: TiledHooks,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: WebGpuTileOptions,
+  chunks: readonly BindingChunk[],
+): Promise<{ o: Tensor; lse: Tensor | undefined }> {
+  const ctx = webGpuStorageOf(q, 'q').ctx;
+  const norm = hooks.normalize;
+  if (norm.kind === 'softmax' && norm.sinks !== undefined)
+    checkF32Array(norm.sinks, 'sinks', p.hq, 'one logit per query head');
+  if (norm.kind === 'sigmoid')
+    checkF32Array(norm.bias, 'bias', p.batch, 'sigmoid bias per batch entry');
+  const g = p.group;
+  const [nq, nk] = [p.maxSeqQ, p.maxSeqK];
+  const o = emptyWebGpu(p.oShape, q.dtype, ctx);
+  const lse = norm.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
+  const eo = bytesPerElement(q.dtype);
+  try {
+    for (const ch of chunks) {
+      const hq = ch.nh * g;
+      // The chunk's first kv head, counted over (batch, kv head) pairs: BHND keeps them in order.
+      const first = ch.b0 * p.hkv + ch.h0;
+      const view = (t: Tensor, shape: number[], perHead: number) => {
+        const x = new Tensor(t.storage, shape, undefined, first * perHead);
+        CHUNK_VIEWS.add(x);
+        return x;
+      };
+      const sub: AttentionProblem = {
+        ...p,
+        batch: ch.nb,
+        hq,
+        hkv: ch.nh,
+        seqQ: p.seqQ.slice(ch.b0, ch.b0 + ch.nb),
+        seqK: p.seqK.slice(ch.b0, ch.b0 + ch.nb),
+        startQ: new Int32Array(ch.nb),
+        startK: new Int32Array(ch.nb),
+        totalQ: ch.nb * nq,
+        totalK: ch.nb * nk,
+        oShape: [ch.nb, hq, nq, p.dv],
+        lseShape: [ch.nb, hq, nq],
+      };
+      const h0 = ch.h0 * g;
+      const subHooks: TiledHooks = {
+        ...hooks,
+        normalize:
+          norm.kind === 'softmax' && norm.sinks !== undefined
+            ? { ...norm, sinks: norm.sinks.slice(h0, h0 + hq) }
+            : norm.kind === 'sigmoid'
+              ? { ...norm, bias: norm.bias.slice(ch.b0, ch.b0 + ch.nb) }
+              : norm,
+      };
+      const r = await tiledForwardWebGpu(
+        sub,
+        subHooks,
+        view(q, [ch.nb, hq, nq, p.d], g * nq * p.d),
+        view(k, [ch.nb, ch.nh, nk, p.d], nk * p.d),
+        view(v, [ch.nb, ch.nh, nk, p.dv], nk * p.dv),
+        opts,
+      );
+      try {
+        await ctx.scoped('binding chunk copy', () => {
+          const enc = ctx.device.createCommandEncoder();
+          const rows = first * g * nq;
+          enc.copyBufferToBuffer(buf(r.o), 0, buf(o), rows * p.dv * eo, r.o.size * eo);
+          if (lse && r.lse)
+            enc.copyBufferToBuffer(buf(r.lse), 0, buf(lse), rows * 4, r.lse.size * 4);
+          ctx.device.queue.submit([enc.finish()]);
+        });
+      } finally {
+        r.o.dispose();
+        r.lse?.dispose();
+      }
+    }
+  } catch (e) {
+    o.dispose();
+    lse?.dispose();
+    throw e;
+  }
+  return { o, lse };
 }
 
 /**
@@ -1179,7 +1398,7 @@ function tcConfig(
   const canDirect =
     (!split || presplit) &&
     given.qDirect !== false &&
-    tcQDirectFits(p, pr.buffers.q.size / (split ? 4 : 2));
+    tcQDirectFits(p, bindingSize(pr.buffers.q) / (split ? 4 : 2));
   const direct = canDirect && (given.qDirect === true || !(p.causal && p.d <= 64));
   const splitTiles = p.d <= 64 && p.dv <= 64 ? TC_SPLIT_DIRECT_TILES_D64 : TC_SPLIT_DIRECT_TILES;
   const tiles = direct ? (split ? splitTiles : TC_DIRECT_TILES) : TC_DEFAULT_TILES;
@@ -1822,9 +2041,10 @@ function backwardLaunch(
   const made: Tensor[] = [];
   const owned: GpuBuffer[] = [];
   try {
-    const taken = [...Object.values(pr.buffers), ...Object.values(s.shared)].filter(
-      (b): b is GpuBuffer => b !== undefined,
-    );
+    const taken = [
+      ...Object.values(pr.buffers).map(bindingBuffer),
+      ...Object.values(s.shared),
+    ].filter((b): b is GpuBuffer => b !== undefined);
     const dq = outputLike(given.dq, 'dq', s.q.shape, pr.dtype, ctx, made, taken);
     const dk = outputLike(given.dk, 'dk', s.k.shape, pr.dtype, ctx, made, taken);
     const dv = outputLike(given.dv, 'dv', s.v.shape, pr.dtype, ctx, made, taken);
@@ -2061,7 +2281,7 @@ function tcBackwardConfigs(
   const directFits =
     tcBackwardStorageBuffers({ blockDirect: true }, 'dq') <=
       ctx.limits.maxStorageBuffersPerShaderStage &&
-    tcQDirectFits(p, pr.buffers.q.size / 2) &&
+    tcQDirectFits(p, bindingSize(pr.buffers.q) / 2) &&
     tcQDirectFits(p, dout.size / 2, 'o');
   const pick = (pass: 'dq' | 'dkdv'): TcBackwardConfig => {
     const given = opts.tensorCoreBackward?.[pass];

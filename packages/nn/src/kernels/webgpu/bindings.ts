@@ -1,3 +1,5 @@
+import { type BindingResource, bindGroupEntry, isBufferRange } from '@attnkit/webgpu';
+
 /**
  * Uniform buffers and bind groups reused across passes. A decoded token or a training step
  * runs the same passes on the same buffers again and again (the pool hands the same sizes back
@@ -8,16 +10,13 @@
  * buffers. Both caches are bounded; a bind group is forgotten when one of its buffers is
  * destroyed (BufferPool.onDestroy, or a uniform evicted here).
  */
-/** A bind group of `layout` binding `buffers` whole at 0.. in order. */
+/** A bind group of `layout` binding `buffers` (whole buffers or ranges of them) at 0.. in order. */
 export function createBindGroup(
   device: GPUDevice,
   layout: GPUBindGroupLayout,
-  buffers: readonly GPUBuffer[],
+  buffers: readonly BindingResource[],
 ): GPUBindGroup {
-  return device.createBindGroup({
-    layout,
-    entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
-  });
+  return device.createBindGroup({ layout, entries: buffers.map(bindGroupEntry) });
 }
 
 export class BindingCache {
@@ -94,7 +93,10 @@ export class BindingCache {
   }
 
   /** createBindGroup's group, made once per layout and buffers. */
-  bindGroup(layout: GPUBindGroupLayout, buffers: readonly GPUBuffer[]): GPUBindGroup {
+  bindGroup(layout: GPUBindGroupLayout, resources: readonly BindingResource[]): GPUBindGroup {
+    // Ranges (a tensor bound in pieces) are rare and not cached: the key would need their offsets.
+    if (resources.some(isBufferRange)) return createBindGroup(this.device, layout, resources);
+    const buffers = resources as readonly GPUBuffer[];
     let key = `${this.id(layout)}`;
     for (const b of buffers) key += `,${this.id(b)}`;
     const hit = this.groups.get(key);
