@@ -15,7 +15,13 @@
 //   pnpm build   (or at least tensor, attention, native, fast-attention)
 //   node benchmarks/fast/allreduce.mjs [--p 2,4] [--n 2048] [--h 8] [--hkv 8] [--d 64]
 //     [--dmodel 512] [--tile-rows 64] [--causal] [--reps 5] [--json] [--out file.json]
+//     [--backend native|webgpu] [--reference-p 1]
+// --reference-p R: the result every P is checked against is P = R's (default 1; a larger R where
+// one device cannot hold the whole problem, e.g. K past one WebGPU binding).
 // ATTNKIT_NUM_THREADS sets the engine's pool (one per process, shared by the P workers).
+// --backend webgpu: P webgpu device workers (each its own Dawn device on the one adapter there
+// is), the devices' kernels f32 (FastAttention's forward, a WGSL projection); on the lent GPU
+// machine through benchmarks/fast/allreduce-gpu-pack.sh (issue 19's stand-in on one GPU).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -43,8 +49,14 @@ const { values: a } = parseArgs({
     reps: { type: 'string', default: '7' },
     json: { type: 'boolean', default: false },
     out: { type: 'string' },
+    backend: { type: 'string', default: 'native' },
+    'reference-p': { type: 'string', default: '1' },
   },
 });
+const BACKEND = a.backend;
+const REF_P = Number(a['reference-p']);
+if (BACKEND !== 'native' && BACKEND !== 'webgpu')
+  throw new Error(`--backend: expected native or webgpu, got ${BACKEND}`);
 const PS = a.p.split(',').map(Number);
 const N = Number(a.n);
 const H = Number(a.h);
@@ -57,7 +69,7 @@ const causal = a.causal;
 // libuv's pool (per process) runs the engine's calls: 1 serialises every device's compute.
 const { UV_THREADPOOL_SIZE: uvPool } = process.env;
 
-const engine = loadNative();
+const engine = BACKEND === 'native' ? loadNative() : { isa: 'n/a (webgpu)', threads: 0 };
 if (!engine) throw new Error('the native engine is unavailable (build @attnkit/native)');
 const rng = new Rng(0);
 const q = rng.randn([1, H, N, D]);
@@ -68,12 +80,12 @@ const median = (xs) => {
   const s = [...xs].sort((x, y) => x - y);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const opts = { causal, tileRows: TILE_ROWS };
+const opts = { causal, tileRows: TILE_ROWS, backend: BACKEND };
 
-const single = await tiledAllReduceAttention(q, k, v, wo, { ...opts, devices: 1 });
+const single = await tiledAllReduceAttention(q, k, v, wo, { ...opts, devices: REF_P });
 const rows = [];
 for (const P of PS) {
-  const group = await AllReduceGroup.create({ devices: P });
+  const group = await AllReduceGroup.create({ devices: P, backend: BACKEND });
   try {
     const runs = { on: [], off: [] };
     let relL2 = 0;
@@ -117,7 +129,8 @@ for (const P of PS) {
 }
 
 const result = {
-  benchmark: 'fast-attention tiling-AllReduce, P simulated native devices',
+  benchmark: `fast-attention tiling-AllReduce, P simulated ${BACKEND} devices`,
+  backend: BACKEND,
   date: new Date().toISOString(),
   device: `${cpus()[0]?.model ?? 'cpu'}, ${cpus().length} cores, Node ${process.version}`,
   engine: {
@@ -130,16 +143,19 @@ const result = {
   reps: REPS,
   timing:
     'tile-loop wall time (first device starts its first tile -> last tile reduced; inputs copied and heads gathered before, not counted), median',
+  referenceDevices: REF_P,
+  // The reference run's tile loop (P = referenceDevices; 1 unless --reference-p).
   singleDeviceLoopMs: single.timings.loopMs,
   rows,
 };
 if (a.json) console.log(JSON.stringify(result, null, 2));
 else {
   console.log(
-    `tiling-AllReduce: B 1, Hq ${H}, Hkv ${HKV}, N ${N}, D ${D}, dModel ${DMODEL}, causal ${causal}, tile ${TILE_ROWS} rows; ${result.device}; pool ${engine.threads} threads (${engine.isa}), UV_THREADPOOL_SIZE ${result.engine.uvThreadpool}; load ${result.loadAverage.map((x) => x.toFixed(1)).join(' ')}; ${REPS} pairs`,
+    `tiling-AllReduce (${BACKEND} devices): B 1, Hq ${H}, Hkv ${HKV}, N ${N}, D ${D}, dModel ${DMODEL}, causal ${causal}, tile ${TILE_ROWS} rows; ${result.device}; pool ${engine.threads} threads (${engine.isa}), UV_THREADPOOL_SIZE ${result.engine.uvThreadpool}; load ${result.loadAverage.map((x) => x.toFixed(1)).join(' ')}; ${REPS} pairs`,
   );
+  console.log(`reference P = ${REF_P}: tile loop ${single.timings.loopMs.toFixed(1)} ms`);
   console.log(
-    '| P | tiles | overlap ms | no overlap ms | saved ms (paired) | reduce alone ms | hidden | reduce done during compute | rel L2 vs P=1 |',
+    `| P | tiles | overlap ms | no overlap ms | saved ms (paired) | reduce alone ms | hidden | reduce done during compute | rel L2 vs P=${REF_P} |`,
   );
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {

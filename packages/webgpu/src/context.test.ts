@@ -10,7 +10,13 @@ import {
 import { webGpuTestContext as testContext } from '@attnkit/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findAdapter } from './adapter.js';
-import { CORE_DEFAULT_LIMITS, createWebGpuContext, type WebGpuContext } from './context.js';
+import {
+  CORE_DEFAULT_LIMITS,
+  createWebGpuContext,
+  isBufferRange,
+  type WebGpuContext,
+  wholeWordBytes,
+} from './context.js';
 import {
   fromGpuError,
   GpuDeviceLostError,
@@ -550,5 +556,21 @@ describe('device loss', () => {
     await expect(
       findAdapter({ gpu: { requestAdapter: async () => null } as unknown as GPU }),
     ).rejects.toBeInstanceOf(BackendUnavailableError);
+  });
+});
+
+describe('sizes past 2 GiB', () => {
+  it('wholeWordBytes keeps every size a number of whole words (no int32 bit operations)', () => {
+    expect(wholeWordBytes(0)).toBe(0);
+    expect(wholeWordBytes(7)).toBe(4);
+    expect(wholeWordBytes(2 ** 31)).toBe(2 ** 31);
+    expect(wholeWordBytes(2 ** 31 + 3)).toBe(2 ** 31);
+    expect(wholeWordBytes(2 ** 33 + 6)).toBe(2 ** 33 + 4);
+  });
+
+  it('isBufferRange tells a range from a buffer', () => {
+    const buffer = { size: 64 } as unknown as GPUBuffer;
+    expect(isBufferRange(buffer)).toBe(false);
+    expect(isBufferRange({ buffer, offset: 0, size: 16 })).toBe(true);
   });
 });

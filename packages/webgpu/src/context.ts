@@ -598,9 +598,17 @@ function errorText(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
+/**
+ * The whole 4-byte words of `bytes` bytes, in bytes. Not `bytes & ~3`: JS bit operations work on
+ * int32, so from 2 GiB up that was negative (an upload of 2^31 bytes threw a RangeError).
+ */
+export function wholeWordBytes(bytes: number): number {
+  return bytes - (bytes % 4);
+}
+
 function writePadded(device: GPUDevice, buffer: GPUBuffer, data: ArrayBufferView): void {
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const whole = bytes.byteLength & ~3;
+  const whole = wholeWordBytes(bytes.byteLength);
   if (whole > 0) device.queue.writeBuffer(buffer, 0, bytes, 0, whole);
   if (whole < bytes.byteLength) {
     const tail = new Uint8Array(4);
