@@ -55,6 +55,8 @@ const { values: a } = parseArgs({
 });
 const BACKEND = a.backend;
 const REF_P = Number(a['reference-p']);
+if (!Number.isInteger(REF_P) || REF_P < 1)
+  throw new Error(`--reference-p: expected a positive integer, got ${a['reference-p']}`);
 if (BACKEND !== 'native' && BACKEND !== 'webgpu')
   throw new Error(`--backend: expected native or webgpu, got ${BACKEND}`);
 const PS = a.p.split(',').map(Number);

@@ -60,6 +60,7 @@ import {
 } from '@attnkit/lean-attention';
 import { Rng, type Tensor } from '@attnkit/tensor';
 import {
+  BufferPool,
   createWebGpuContext,
   emptyWebGpu,
   GpuProfiler,
@@ -393,7 +394,6 @@ async function ceiling() {
 // ---------------------------------------------------------------------------------------------
 // 3. The table.
 
-/** A webgpu f16 tensor of `shape` filled by repeating one 16 MiB block of random halves. */
 // Every element of K and V its own value (uniform in [-1, 1)): a hash of its index and a seed, so
 // every kv head differs (checkChunked would not see a chunk bound at the wrong head otherwise).
 const HASH_FILL_WGSL = /* wgsl */ `
@@ -415,6 +415,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`;
 let hashPipe: GPUComputePipeline | undefined;
 
+/** A webgpu f16 tensor of `shape`, filled on the GPU by HASH_FILL_WGSL (1 GiB ranges at a time). */
 function bigF16(shape: number[], seed: number): Tensor {
   const n = shape.reduce((a, x) => a * x, 1);
   const t = emptyWebGpu(shape, 'f16', ctx);
@@ -517,7 +518,10 @@ async function table(ceil: { readGbps: number; copyGbps: number }) {
                 await ctx.sync();
                 const firstCallMs = performance.now() - t0;
                 try {
-                  if (kvBytes > ctx.limits.maxStorageBufferBindingSize)
+                  // Chunked, or bound as the prefix of a pooled buffer larger than a binding
+                  // (BufferPool's size classes round 1.94-2 GiB up to 2 GiB).
+                  const max = ctx.limits.maxStorageBufferBindingSize;
+                  if (kvBytes > max || BufferPool.sizeClass(kvBytes) > max)
                     await checkChunked(q, k, v, first, partition, used, label);
                 } finally {
                   first.o.dispose();
@@ -574,8 +578,8 @@ async function table(ceil: { readGbps: number; copyGbps: number }) {
 
 /**
  * A call past one binding ran in chunks (K/V bound at offsets, o / lse copied into place): its
- * rows of the first and last batch entry, at the kv heads either side of every chunk cut the
- * planner can make here (0, Hkv/2 - 1, Hkv/2, Hkv - 1), against the same call on that kv head
+ * rows at the batch entries and kv heads either side of the cuts the planner makes here (halves:
+ * entries 0, B/2 - 1, B/2, B - 1 and kv heads 0, Hkv/2 - 1, Hkv/2, Hkv - 1), against the same call on that kv head
  * alone (its K, V and query rows copied into tensors of their own: one binding, no chunks).
  * f16 o within 2e-3 relative L2 and lse within 1e-5; a miss counts as a verification failure.
  */
@@ -593,10 +597,13 @@ async function checkChunked(
   const g = hq / hkv;
   const o = (await full.o.toCpu()).toFloat32Array();
   const lse = (await full.lse.toCpu()).toFloat32Array();
-  const heads = [...new Set([0, hkv / 2 - 1, hkv / 2, hkv - 1].filter((h) => h >= 0))];
+  const halves = (n: number) =>
+    [...new Set([0, Math.floor(n / 2) - 1, Math.floor(n / 2), n - 1])].filter((x) => x >= 0);
+  const heads = halves(hkv);
+  const entries = halves(B);
   let worstO = 0;
   let worstL = 0;
-  for (const b of [...new Set([0, B - 1])])
+  for (const b of entries)
     for (const h of heads) {
       const part = (t: Tensor, shape: number[], at: number, n: number) => {
         const x = emptyWebGpu(shape, 'f16', ctx);
@@ -633,7 +640,7 @@ async function checkChunked(
   const ok = worstO <= 2e-3 && worstL <= 1e-5;
   if (!ok) failures++;
   console.log(
-    `${ok ? 'ok  ' : 'FAIL'} chunked B${B} Hkv${hkv} Nk${nk} ${partition} ${JSON.stringify(label)}: o vs one-head calls relL2 ${worstO.toExponential(2)}, lse rel ${worstL.toExponential(2)} (batch entries ${[...new Set([0, B - 1])]}, kv heads ${heads})`,
+    `${ok ? 'ok  ' : 'FAIL'} chunked B${B} Hkv${hkv} Nk${nk} ${partition} ${JSON.stringify(label)}: o vs one-head calls relL2 ${worstO.toExponential(2)}, lse rel ${worstL.toExponential(2)} (batch entries ${entries}, kv heads ${heads})`,
   );
 }
 

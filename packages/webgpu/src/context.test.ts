@@ -11,6 +11,7 @@ import { webGpuTestContext as testContext } from '@attnkit/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { findAdapter } from './adapter.js';
 import {
+  bindGroupEntry,
   CORE_DEFAULT_LIMITS,
   createWebGpuContext,
   isBufferRange,
@@ -566,6 +567,24 @@ describe('sizes past 2 GiB', () => {
     expect(wholeWordBytes(2 ** 31)).toBe(2 ** 31);
     expect(wholeWordBytes(2 ** 31 + 3)).toBe(2 ** 31);
     expect(wholeWordBytes(2 ** 33 + 6)).toBe(2 ** 33 + 4);
+  });
+
+  it('bindGroupEntry binds a pooled buffer past the binding limit as its first limit bytes', () => {
+    const max = 2 ** 31 - 4;
+    // BufferPool rounds 2^31 - 2^26 up to 2^31 (steps of 2^27 there): one binding cannot hold it.
+    expect(BufferPool.sizeClass(2 ** 31 - 2 ** 26)).toBe(2 ** 31);
+    const big = { size: 2 ** 31 } as unknown as GPUBuffer;
+    expect(bindGroupEntry(big, 3, max)).toEqual({
+      binding: 3,
+      resource: { buffer: big, offset: 0, size: max },
+    });
+    expect(bindGroupEntry(big, 0, 1001)).toMatchObject({ resource: { size: 1000 } });
+    const small = { size: 4096 } as unknown as GPUBuffer;
+    expect(bindGroupEntry(small, 1, max)).toEqual({ binding: 1, resource: { buffer: small } });
+    expect(bindGroupEntry({ buffer: big, offset: 256, size: 64 }, 2, max)).toEqual({
+      binding: 2,
+      resource: { buffer: big, offset: 256, size: 64 },
+    });
   });
 
   it('isBufferRange tells a range from a buffer', () => {

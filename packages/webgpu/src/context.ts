@@ -118,14 +118,23 @@ export function bindingSize(b: BindingResource): number {
   return b.size;
 }
 
-/** The bind-group entry of `b` at `binding`. */
-export function bindGroupEntry(b: BindingResource, binding: number): GPUBindGroupEntry {
-  return {
-    binding,
-    resource: isBufferRange(b)
-      ? { buffer: b.buffer, offset: b.offset, size: b.size }
-      : { buffer: b },
-  };
+/**
+ * The bind-group entry of `b` at `binding`. A whole buffer larger than `maxBinding` (the
+ * device's maxStorageBufferBindingSize) is bound as its first `maxBinding` bytes (rounded down
+ * to a word): pooled buffers are rounded up to size classes (BufferPool.sizeClass: up to 1/8
+ * more), so a tensor that fits one binding can sit in a buffer that does not (2^31 - 2^27 to
+ * 2^31 - 4 bytes became 2^31, past Dawn's 2^31 - 4 on NVIDIA); its elements lie in that prefix.
+ */
+export function bindGroupEntry(
+  b: BindingResource,
+  binding: number,
+  maxBinding = Number.POSITIVE_INFINITY,
+): GPUBindGroupEntry {
+  if (isBufferRange(b))
+    return { binding, resource: { buffer: b.buffer, offset: b.offset, size: b.size } };
+  if (b.size > maxBinding)
+    return { binding, resource: { buffer: b, offset: 0, size: maxBinding - (maxBinding % 4) } };
+  return { binding, resource: { buffer: b } };
 }
 
 export interface ComputeStep {
@@ -454,7 +463,9 @@ export class WebGpuContext {
       if (x * y * z === 0) continue;
       const bindGroup = device.createBindGroup({
         layout: step.program.layout,
-        entries: step.buffers.map(bindGroupEntry),
+        entries: step.buffers.map((b, i) =>
+          bindGroupEntry(b, i, this.limits.maxStorageBufferBindingSize),
+        ),
       });
       const pass = encoder.beginComputePass({
         label: step.label,

@@ -7,12 +7,12 @@ import {
   softcap,
   toleranceFor,
 } from '@attnkit/attention';
-import { Rng, type Tensor } from '@attnkit/tensor';
+import { Rng, Tensor } from '@attnkit/tensor';
 import { expectClose, webGpuTestContext } from '@attnkit/testing';
 import { toWebGpu } from '@attnkit/webgpu';
 import { afterAll, describe, expect, test } from 'vitest';
 import { type ScheduleHook, sigmoidBias, type TiledHooks } from '../hooks.js';
-import { tiledForwardWebGpu } from './host.js';
+import { encodeForwardWebGpu, tiledForwardWebGpu } from './host.js';
 
 // Forwards whose q, k, v, o or lse pass one storage binding run in binding chunks (chunks.ts,
 // host.ts chunkedForward): each chunk binds its piece of q, k, v where it lies and its o / lse
@@ -177,6 +177,67 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
       },
     );
   }
+
+  test("sigmoid with a bias per batch entry: each chunk gets its entries' bias", async () => {
+    // 3 entries of 2 kv heads; a binding holds 2 kv heads' worth: one entry a chunk.
+    const [B, H, nq, nk, d] = [3, 2, 5, 64, 64];
+    const bias = Float32Array.of(-1, 0.5, -2.5);
+    const q = rng.randn([B, H, nq, d]);
+    const k = rng.randn([B, H, nk, d]);
+    const v = rng.randn([B, H, nk, d]);
+    const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as Tensor[];
+    const p = resolveAttentionProblem(gq!, gk!, gv!);
+    const hooks = { normalize: { kind: 'sigmoid', bias }, scoreMods: [] } as TiledHooks;
+    const real = ctx!.limits;
+    const lowered = ctx as unknown as { limits: typeof real };
+    lowered.limits = { ...real, maxStorageBufferBindingSize: 2 * nk * d * 4 };
+    try {
+      const { o } = await tiledForwardWebGpu(p, hooks, gq!, gk!, gv!);
+      const got = (await o.toCpu()).toFloat32Array();
+      const per = H * nq * d;
+      for (let b = 0; b < B; b++) {
+        const entry = (t: Tensor, n: number) =>
+          Tensor.from(t.toFloat32Array().slice(b * H * n * d, (b + 1) * H * n * d), [1, H, n, d]);
+        const want = moddedAttentionReference(entry(q, nq), entry(k, nk), entry(v, nk), {
+          normalize: 'sigmoid',
+          bias: bias[b]!,
+          scoreMod: [],
+        });
+        expectClose(
+          Tensor.from(got.slice(b * per, (b + 1) * per), [1, H, nq, d]),
+          want.o,
+          toleranceFor({ dtype: 'f32' }),
+          `entry ${b}`,
+        );
+      }
+      o.dispose();
+    } finally {
+      lowered.limits = real;
+    }
+    for (const t of [gq, gk, gv]) t!.dispose();
+  });
+
+  test('the synchronous encode path declines a chunked forward (nothing made)', async () => {
+    const [q, k, v] = [
+      [1, 2, 1, 64],
+      [1, 2, 64, 64],
+      [1, 2, 64, 64],
+    ].map((s) => toWebGpu(rng.randn(s), ctx!));
+    const p = resolveAttentionProblem(q!, k!, v!);
+    const real = ctx!.limits;
+    const lowered = ctx as unknown as { limits: typeof real };
+    lowered.limits = { ...real, maxStorageBufferBindingSize: 64 * 64 * 4 };
+    try {
+      const plain = { normalize: { kind: 'softmax' }, scoreMods: [] } as TiledHooks;
+      let sunk = 0;
+      const r = encodeForwardWebGpu(p, plain, q!, k!, v!, {}, { sink: () => void sunk++ });
+      expect(r).toBeUndefined();
+      expect(sunk).toBe(0);
+    } finally {
+      lowered.limits = real;
+    }
+    for (const t of [q, k, v]) t!.dispose();
+  });
 
   test('what chunks do not cut keeps its ValueError naming the tensor (a score mod; THD)', async () => {
     const real = ctx!.limits;

@@ -1140,6 +1140,8 @@ function forwardChunks(
   if (p.blockSparse || p.maskMod || hooks?.scoreMods?.length || hooks?.mask || hooks?.rab)
     return undefined;
   if (hooks.permute) return undefined;
+  // Halves need even head dims (prepare's error says so; it comes first).
+  if (q.dtype !== 'f32' && (p.d % 2 !== 0 || p.dv % 2 !== 0)) return undefined;
   // Whole tensors at offset 0 (the errors prepare() would give, before anything is cut).
   const ctx = webGpuStorageOf(q, 'q').ctx;
   webGpuStorageOf(k, 'k');
@@ -1147,6 +1149,13 @@ function forwardChunks(
   const g = p.group;
   const [eq, ek, ev] = [q, k, v].map((t) => bytesPerElement(t.dtype)) as [number, number, number];
   const rows = g * p.maxSeqQ;
+  // The whole o is still one buffer (chunks write into it): past maxBufferSize nothing holds it.
+  const oBytes = p.batch * p.hkv * rows * p.dv * eq;
+  if (oBytes > ctx.limits.maxBufferSize)
+    throw new ValueError(
+      `q: its output o ${formatShape(p.oShape)} would take ${oBytes} bytes, more than one buffer may hold on this device (${ctx.limits.maxBufferSize})`,
+      'q',
+    );
   // Split-K's partials are bindings too (partialBytes): Dv f32 and (m, l) per row and split.
   const splits = splitsOf(hooks) ?? 0;
   const partials = {
@@ -1172,8 +1181,9 @@ function forwardChunks(
       q: { bytes: rows * p.d * eq, elements: rows * p.d, bound: true },
       k: { bytes: p.maxSeqK * p.d * ek, elements: p.maxSeqK * p.d, bound: true },
       v: { bytes: p.maxSeqK * p.dv * ev, elements: p.maxSeqK * p.dv, bound: true },
-      o: { bytes: rows * p.dv * eq, elements: rows * p.dv, bound: false },
-      lse: { bytes: rows * 4, elements: rows, bound: false },
+      // o and lse have q's rows: an error about them names q (as checkOutputBindings does).
+      o: { bytes: rows * p.dv * eq, elements: rows * p.dv, bound: false, argument: 'q' },
+      lse: { bytes: rows * 4, elements: rows, bound: false, argument: 'q' },
       ...(splits > 0 ? partials : {}),
     },
   });
@@ -1203,55 +1213,63 @@ async function chunkedForward(
     checkF32Array(norm.bias, 'bias', p.batch, 'sigmoid bias per batch entry');
   const g = p.group;
   const [nq, nk] = [p.maxSeqQ, p.maxSeqK];
+  /** The chunk's problem, hooks and views of q, k, v (its own launch's inputs). */
+  const chunkCall = (ch: BindingChunk) => {
+    const hq = ch.nh * g;
+    // The chunk's first kv head, counted over (batch, kv head) pairs: BHND keeps them in order.
+    const first = ch.b0 * p.hkv + ch.h0;
+    const view = (t: Tensor, shape: number[], perHead: number) => {
+      const x = new Tensor(t.storage, shape, undefined, first * perHead);
+      CHUNK_VIEWS.add(x);
+      return x;
+    };
+    const sub: AttentionProblem = {
+      ...p,
+      batch: ch.nb,
+      hq,
+      hkv: ch.nh,
+      seqQ: p.seqQ.slice(ch.b0, ch.b0 + ch.nb),
+      seqK: p.seqK.slice(ch.b0, ch.b0 + ch.nb),
+      startQ: new Int32Array(ch.nb),
+      startK: new Int32Array(ch.nb),
+      totalQ: ch.nb * nq,
+      totalK: ch.nb * nk,
+      oShape: [ch.nb, hq, nq, p.dv],
+      lseShape: [ch.nb, hq, nq],
+    };
+    const h0 = ch.h0 * g;
+    const subHooks: TiledHooks = {
+      ...hooks,
+      normalize:
+        norm.kind === 'softmax' && norm.sinks !== undefined
+          ? { ...norm, sinks: norm.sinks.slice(h0, h0 + hq) }
+          : norm.kind === 'sigmoid'
+            ? { ...norm, bias: norm.bias.slice(ch.b0, ch.b0 + ch.nb) }
+            : norm,
+    };
+    return {
+      first,
+      sub,
+      subHooks,
+      q: view(q, [ch.nb, hq, nq, p.d], g * nq * p.d),
+      k: view(k, [ch.nb, ch.nh, nk, p.d], nk * p.d),
+      v: view(v, [ch.nb, ch.nh, nk, p.dv], nk * p.dv),
+    };
+  };
+  // Options, hooks and inputs checked (prepare's typed errors) before o and lse are allocated.
+  const c0 = chunkCall(chunks[0]!);
+  prepare(c0.sub, c0.subHooks, c0.q, c0.k, c0.v, opts, 'forward');
   const o = emptyWebGpu(p.oShape, q.dtype, ctx);
   const lse = norm.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
   const eo = bytesPerElement(q.dtype);
   try {
     for (const ch of chunks) {
-      const hq = ch.nh * g;
-      // The chunk's first kv head, counted over (batch, kv head) pairs: BHND keeps them in order.
-      const first = ch.b0 * p.hkv + ch.h0;
-      const view = (t: Tensor, shape: number[], perHead: number) => {
-        const x = new Tensor(t.storage, shape, undefined, first * perHead);
-        CHUNK_VIEWS.add(x);
-        return x;
-      };
-      const sub: AttentionProblem = {
-        ...p,
-        batch: ch.nb,
-        hq,
-        hkv: ch.nh,
-        seqQ: p.seqQ.slice(ch.b0, ch.b0 + ch.nb),
-        seqK: p.seqK.slice(ch.b0, ch.b0 + ch.nb),
-        startQ: new Int32Array(ch.nb),
-        startK: new Int32Array(ch.nb),
-        totalQ: ch.nb * nq,
-        totalK: ch.nb * nk,
-        oShape: [ch.nb, hq, nq, p.dv],
-        lseShape: [ch.nb, hq, nq],
-      };
-      const h0 = ch.h0 * g;
-      const subHooks: TiledHooks = {
-        ...hooks,
-        normalize:
-          norm.kind === 'softmax' && norm.sinks !== undefined
-            ? { ...norm, sinks: norm.sinks.slice(h0, h0 + hq) }
-            : norm.kind === 'sigmoid'
-              ? { ...norm, bias: norm.bias.slice(ch.b0, ch.b0 + ch.nb) }
-              : norm,
-      };
-      const r = await tiledForwardWebGpu(
-        sub,
-        subHooks,
-        view(q, [ch.nb, hq, nq, p.d], g * nq * p.d),
-        view(k, [ch.nb, ch.nh, nk, p.d], nk * p.d),
-        view(v, [ch.nb, ch.nh, nk, p.dv], nk * p.dv),
-        opts,
-      );
+      const c = chunkCall(ch);
+      const r = await tiledForwardWebGpu(c.sub, c.subHooks, c.q, c.k, c.v, opts);
       try {
         await ctx.scoped('binding chunk copy', () => {
           const enc = ctx.device.createCommandEncoder();
-          const rows = first * g * nq;
+          const rows = c.first * g * nq;
           enc.copyBufferToBuffer(buf(r.o), 0, buf(o), rows * p.dv * eo, r.o.size * eo);
           if (lse && r.lse)
             enc.copyBufferToBuffer(buf(r.lse), 0, buf(lse), rows * 4, r.lse.size * 4);
