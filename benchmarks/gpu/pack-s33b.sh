@@ -13,8 +13,8 @@ cp benchmarks/gpu/dist/bench-lean.mjs /tmp/bench-lean-nocap.mjs
 cp /tmp/context.ts.keep "$f"
 node benchmarks/gpu/build.mjs > /dev/null
 cp /tmp/bench-lean-nocap.mjs benchmarks/gpu/dist/bench-lean-nocap.mjs
-grep -q "maxBinding - (maxBinding % 4)" benchmarks/gpu/dist/bench-lean.mjs
-! grep -q "maxBinding - (maxBinding % 4)" benchmarks/gpu/dist/bench-lean-nocap.mjs
+grep -q "size: maxBinding - maxBinding % 4" benchmarks/gpu/dist/bench-lean.mjs
+! grep -q "size: maxBinding - maxBinding % 4" benchmarks/gpu/dist/bench-lean-nocap.mjs
 rm -rf .gpu/app
 bash ../shared/gpu/pack.sh benchmarks/gpu/dist/bench-lean.mjs benchmarks/gpu/dist/bench-lean-nocap.mjs
 rm -f .gpu/node_modules/webgpu/dist/linux-x64/dawn.node
