@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Session 33: K and V of 1.94 GiB each (B 1, Hkv 32, 248K keys, f16: 2^31 - 2^26 bytes) fit one
-# binding, but BufferPool's size class rounds their buffers up to 2^31 bytes, past Dawn's
-# 2^31 - 4. The build of d481fa6 bound such buffers whole (expected: WebGPU validation errors);
-# the tree's binds their first maxStorageBufferBindingSize bytes. Each partition's first call is
-# checked against one-head calls (checkChunked), then timed.
+# binding, but BufferPool's size class rounded their buffers up to 2^31 bytes, past Dawn's
+# 2^31 - 4: the build of d481fa6 (expected: WebGPU validation errors at dispatch). The tree's
+# pool gives a request that one binding holds a buffer one binding holds. Each partition's first
+# call is checked against one-head calls (checkChunked), then timed.
 # Pack: bash benchmarks/gpu/pack-s33b.sh. Run (carry [".gpu"], timeout_s 300): bash benchmarks/gpu/h100-s33-pooled.sh
 source "$(dirname "$0")/h200-prelude.sh"
 DEADLINE=${DEADLINE:-280}

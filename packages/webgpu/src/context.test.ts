@@ -569,19 +569,33 @@ describe('sizes past 2 GiB', () => {
     expect(wholeWordBytes(2 ** 33 + 6)).toBe(2 ** 33 + 4);
   });
 
-  it('bindGroupEntry binds a pooled buffer past the binding limit as its first limit bytes', () => {
+  it('the pool never rounds a request one binding holds into a buffer it cannot', () => {
     const max = 2 ** 31 - 4;
-    // BufferPool rounds 2^31 - 2^26 up to 2^31 (steps of 2^27 there): one binding cannot hold it.
+    // Steps of 2^27 there: 2^31 - 2^26 would round up to 2^31, past the binding limit.
     expect(BufferPool.sizeClass(2 ** 31 - 2 ** 26)).toBe(2 ** 31);
+    expect(BufferPool.sizeClass(2 ** 31 - 2 ** 26, max)).toBe(2 ** 31 - 2 ** 26);
+    expect(BufferPool.sizeClass(2 ** 31 - 6, max)).toBe(2 ** 31 - 4);
+    expect(BufferPool.sizeClass(max, max)).toBe(max);
+    // Past the limit (it cannot be bound whole anyway) and below it the classes stand.
+    expect(BufferPool.sizeClass(2 ** 31 + 1, max)).toBe(BufferPool.sizeClass(2 ** 31 + 1));
+    expect(BufferPool.sizeClass(2 ** 30 + 1, max)).toBe(2 ** 30 + 2 ** 27);
+    // A pool on a device with that limit acquires such buffers at the exact size.
+    const sizes: number[] = [];
+    const device = {
+      limits: { maxStorageBufferBindingSize: max },
+      createBuffer: (d: { size: number }) => {
+        sizes.push(d.size);
+        return { size: d.size, destroy() {} } as unknown as GPUBuffer;
+      },
+    } as unknown as GPUDevice;
+    new BufferPool(device).acquire(2 ** 31 - 2 ** 26, GPUBufferUsage.STORAGE);
+    expect(sizes).toEqual([2 ** 31 - 2 ** 26]);
+  });
+
+  it('bindGroupEntry binds whole buffers whole and ranges as given', () => {
     const big = { size: 2 ** 31 } as unknown as GPUBuffer;
-    expect(bindGroupEntry(big, 3, max)).toEqual({
-      binding: 3,
-      resource: { buffer: big, offset: 0, size: max },
-    });
-    expect(bindGroupEntry(big, 0, 1001)).toMatchObject({ resource: { size: 1000 } });
-    const small = { size: 4096 } as unknown as GPUBuffer;
-    expect(bindGroupEntry(small, 1, max)).toEqual({ binding: 1, resource: { buffer: small } });
-    expect(bindGroupEntry({ buffer: big, offset: 256, size: 64 }, 2, max)).toEqual({
+    expect(bindGroupEntry(big, 1)).toEqual({ binding: 1, resource: { buffer: big } });
+    expect(bindGroupEntry({ buffer: big, offset: 256, size: 64 }, 2)).toEqual({
       binding: 2,
       resource: { buffer: big, offset: 256, size: 64 },
     });

@@ -119,21 +119,13 @@ export function bindingSize(b: BindingResource): number {
 }
 
 /**
- * The bind-group entry of `b` at `binding`. A whole buffer larger than `maxBinding` (the
- * device's maxStorageBufferBindingSize) is bound as its first `maxBinding` bytes (rounded down
- * to a word): pooled buffers are rounded up to size classes (BufferPool.sizeClass: up to 1/8
- * more), so a tensor that fits one binding can sit in a buffer that does not (2^31 - 2^27 to
- * 2^31 - 4 bytes became 2^31, past Dawn's 2^31 - 4 on NVIDIA); its elements lie in that prefix.
+ * The bind-group entry of `b` at `binding`. A whole buffer is bound whole: one larger than a
+ * binding stays WebGPU's validation error (BufferPool never hands out such a buffer for a
+ * request that fits: sizeClass's cap).
  */
-export function bindGroupEntry(
-  b: BindingResource,
-  binding: number,
-  maxBinding = Number.POSITIVE_INFINITY,
-): GPUBindGroupEntry {
+export function bindGroupEntry(b: BindingResource, binding: number): GPUBindGroupEntry {
   if (isBufferRange(b))
     return { binding, resource: { buffer: b.buffer, offset: b.offset, size: b.size } };
-  if (b.size > maxBinding)
-    return { binding, resource: { buffer: b, offset: 0, size: maxBinding - (maxBinding % 4) } };
   return { binding, resource: { buffer: b } };
 }
 
@@ -463,9 +455,7 @@ export class WebGpuContext {
       if (x * y * z === 0) continue;
       const bindGroup = device.createBindGroup({
         layout: step.program.layout,
-        entries: step.buffers.map((b, i) =>
-          bindGroupEntry(b, i, this.limits.maxStorageBufferBindingSize),
-        ),
+        entries: step.buffers.map(bindGroupEntry),
       });
       const pass = encoder.beginComputePass({
         label: step.label,

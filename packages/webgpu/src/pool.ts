@@ -115,7 +115,7 @@ export class BufferPool {
    * Size classes: multiples of 256 bytes up to 64 KiB, then steps of 1/8 of the power of two
    * below, so a reused buffer wastes at most ~12%.
    */
-  static sizeClass(bytes: number): number {
+  static sizeClass(bytes: number, cap = Number.POSITIVE_INFINITY): number {
     if (!Number.isInteger(bytes) || bytes < 0) {
       throw new ValueError(
         `bytes: expected a non-negative integer, got ${describe(bytes)}`,
@@ -125,12 +125,28 @@ export class BufferPool {
     const n = Math.max(bytes, 4);
     if (n <= 65536) return Math.ceil(n / 256) * 256;
     const step = 2 ** (Math.floor(Math.log2(n)) - 3);
-    return Math.ceil(n / step) * step;
+    const size = Math.ceil(n / step) * step;
+    // A request under `cap` (a binding or buffer limit) never gets a class past it: kernels bind
+    // buffers whole, and rounding 2^31 - 2^26 bytes up to 2^31 passed Dawn's 2^31 - 4 on NVIDIA
+    // (a validation error at dispatch for a tensor that fits). Such sizes get the words they need.
+    if (size > cap && n <= cap) return Math.ceil(n / 4) * 4;
+    return size;
+  }
+
+  /**
+   * sizeClass's cap for a request: the device's maxStorageBufferBindingSize when one binding can
+   * hold the request, else its maxBufferSize (a size class past it would fail to allocate);
+   * unbounded on a device without limits (test doubles).
+   */
+  private capFor(bytes: number): number {
+    const l = this.device.limits;
+    const binding = l?.maxStorageBufferBindingSize ?? Number.POSITIVE_INFINITY;
+    return bytes <= binding ? binding : (l?.maxBufferSize ?? Number.POSITIVE_INFINITY);
   }
 
   /** A buffer of at least `bytes` bytes (its `size` is the size class) with `usage`. */
   acquire(bytes: number, usage: GPUBufferUsageFlags, label?: string): GPUBuffer {
-    const size = BufferPool.sizeClass(bytes);
+    const size = BufferPool.sizeClass(bytes, this.capFor(bytes));
     this.acquires++;
     const list = this.free.get(usage)?.get(size);
     let buffer = list?.buffers.pop();

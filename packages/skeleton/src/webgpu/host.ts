@@ -1256,9 +1256,10 @@ async function chunkedForward(
       v: view(v, [ch.nb, ch.nh, nk, p.dv], nk * p.dv),
     };
   };
-  // Options, hooks and inputs checked (prepare's typed errors) before o and lse are allocated.
+  // Options, hooks, inputs and the chunk's own plan checked (forwardSetup's typed errors; it
+  // allocates nothing) before o and lse are allocated.
   const c0 = chunkCall(chunks[0]!);
-  prepare(c0.sub, c0.subHooks, c0.q, c0.k, c0.v, opts, 'forward');
+  forwardSetup(c0.sub, c0.subHooks, c0.q, c0.k, c0.v, opts);
   const o = emptyWebGpu(p.oShape, q.dtype, ctx);
   const lse = norm.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
   const eo = bytesPerElement(q.dtype);

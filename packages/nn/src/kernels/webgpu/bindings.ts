@@ -16,13 +16,7 @@ export function createBindGroup(
   layout: GPUBindGroupLayout,
   buffers: readonly BindingResource[],
 ): GPUBindGroup {
-  // Whole buffers past the device's largest binding bind their first maxBinding bytes (pooled
-  // size classes round up; bindGroupEntry says why).
-  const max = device.limits?.maxStorageBufferBindingSize ?? Number.POSITIVE_INFINITY;
-  return device.createBindGroup({
-    layout,
-    entries: buffers.map((b, i) => bindGroupEntry(b, i, max)),
-  });
+  return device.createBindGroup({ layout, entries: buffers.map(bindGroupEntry) });
 }
 
 export class BindingCache {
