@@ -93,6 +93,12 @@ export {
   sageCodecToGpu,
   sageForwardWebGpu,
 } from './sage/webgpu.js';
+export {
+  type BindingChunk,
+  type ChunkProblem,
+  type HeadSlice,
+  planBindingChunks,
+} from './webgpu/chunks.js';
 export type { WebGpuEncodeTarget, WebGpuTileOptions } from './webgpu/host.js';
 export {
   encodeBackwardWebGpu,
