@@ -22,6 +22,18 @@ import { encodeForwardWebGpu, tiledForwardWebGpu } from './host.js';
 const ctx = await webGpuTestContext();
 afterAll(() => ctx?.destroy());
 
+/** Runs `fn` with the test context planning against a binding limit of `limit` bytes. */
+async function withBindingLimit<T>(limit: number, fn: () => Promise<T>): Promise<T> {
+  const real = ctx!.limits;
+  const lowered = ctx as unknown as { limits: typeof real };
+  lowered.limits = { ...real, maxStorageBufferBindingSize: limit };
+  try {
+    return await fn();
+  } finally {
+    lowered.limits = real;
+  }
+}
+
 interface Case {
   name: string;
   dtype?: 'f32' | 'f16';
@@ -159,10 +171,7 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
         const limit = Math.floor(c.heads * slice);
         // Some whole tensor (q, k, v or o) is past the limit: the call must cut.
         expect(limit).toBeLessThan(c.batch * c.hkv * slice);
-        const real = ctx!.limits;
-        const lowered = ctx as unknown as { limits: typeof real };
-        lowered.limits = { ...real, maxStorageBufferBindingSize: limit };
-        try {
+        await withBindingLimit(limit, async () => {
           const { o, lse } = await tiledForwardWebGpu(p, hooks, gq!, gk!, gv!);
           const tol = toleranceFor({ dtype });
           expect(o.shape).toEqual([c.batch, c.hq, c.nq, dv]);
@@ -170,9 +179,7 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
           if (c.sigmoid) expect(lse).toBeUndefined();
           else expectClose(await lse!.toCpu(), want.lse!, tol, `${c.name} lse`);
           for (const t of [o, lse]) t?.dispose();
-        } finally {
-          lowered.limits = real;
-        }
+        });
         for (const t of [gq, gk, gv]) t!.dispose();
       },
     );
@@ -188,10 +195,7 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
     const [gq, gk, gv] = [q, k, v].map((t) => toWebGpu(t, ctx!)) as Tensor[];
     const p = resolveAttentionProblem(gq!, gk!, gv!);
     const hooks = { normalize: { kind: 'sigmoid', bias }, scoreMods: [] } as TiledHooks;
-    const real = ctx!.limits;
-    const lowered = ctx as unknown as { limits: typeof real };
-    lowered.limits = { ...real, maxStorageBufferBindingSize: 2 * nk * d * 4 };
-    try {
+    await withBindingLimit(2 * nk * d * 4, async () => {
       const { o } = await tiledForwardWebGpu(p, hooks, gq!, gk!, gv!);
       const got = (await o.toCpu()).toFloat32Array();
       const per = H * nq * d;
@@ -211,9 +215,7 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
         );
       }
       o.dispose();
-    } finally {
-      lowered.limits = real;
-    }
+    });
     for (const t of [gq, gk, gv]) t!.dispose();
   });
 
@@ -224,32 +226,24 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
       [1, 2, 64, 64],
     ].map((s) => toWebGpu(rng.randn(s), ctx!));
     const p = resolveAttentionProblem(q!, k!, v!);
-    const real = ctx!.limits;
-    const lowered = ctx as unknown as { limits: typeof real };
-    lowered.limits = { ...real, maxStorageBufferBindingSize: 64 * 64 * 4 };
-    try {
+    await withBindingLimit(64 * 64 * 4, async () => {
       const plain = { normalize: { kind: 'softmax' }, scoreMods: [] } as TiledHooks;
       let sunk = 0;
       const r = encodeForwardWebGpu(p, plain, q!, k!, v!, {}, { sink: () => void sunk++ });
       expect(r).toBeUndefined();
       expect(sunk).toBe(0);
-    } finally {
-      lowered.limits = real;
-    }
+    });
     for (const t of [q, k, v]) t!.dispose();
   });
 
   test('what chunks do not cut keeps its ValueError naming the tensor (a score mod; THD)', async () => {
-    const real = ctx!.limits;
-    const lowered = ctx as unknown as { limits: typeof real };
     const [q, k, v] = [
       [1, 2, 4, 16],
       [1, 2, 64, 16],
       [1, 2, 64, 16],
     ].map((s) => toWebGpu(rng.randn(s), ctx!));
     const p = resolveAttentionProblem(q!, k!, v!);
-    lowered.limits = { ...real, maxStorageBufferBindingSize: 64 * 16 * 4 };
-    try {
+    await withBindingLimit(64 * 16 * 4, async () => {
       const capped = {
         normalize: { kind: 'softmax' },
         scoreMods: resolveScoreMods([softcap(5)], p, 'webgpu'),
@@ -274,9 +268,7 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
         argument: 'k',
       });
       for (const t of [tq, tk, tv]) t!.dispose();
-    } finally {
-      lowered.limits = real;
-    }
+    });
     for (const t of [q, k, v]) t!.dispose();
   });
 
@@ -287,10 +279,7 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
       [1, 2, 64, 64],
     ].map((s) => toWebGpu(rng.randn(s), ctx!));
     const p = resolveAttentionProblem(q!, k!, v!);
-    const real = ctx!.limits;
-    const lowered = ctx as unknown as { limits: typeof real };
-    lowered.limits = { ...real, maxStorageBufferBindingSize: 64 * 64 * 4 };
-    try {
+    await withBindingLimit(64 * 64 * 4, async () => {
       const hooks = {
         normalize: { kind: 'softmax' },
         scoreMods: [],
@@ -301,9 +290,23 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
         argument: 'schedule',
         message: expect.stringMatching(/^schedule: one kv head's slice of split-K's partials/),
       });
-    } finally {
-      lowered.limits = real;
-    }
+    });
+    for (const t of [q, k, v]) t!.dispose();
+  });
+
+  test("malformed hooks past the limit keep prepare's ValueError naming hooks", async () => {
+    const [q, k, v] = [
+      [1, 2, 1, 64],
+      [1, 2, 64, 64],
+      [1, 2, 64, 64],
+    ].map((s) => toWebGpu(rng.randn(s), ctx!));
+    const p = resolveAttentionProblem(q!, k!, v!);
+    await withBindingLimit(64 * 64 * 4, async () => {
+      for (const bad of [null, {}, { normalize: { kind: 'softmax' } }])
+        await expect(
+          tiledForwardWebGpu(p, bad as unknown as TiledHooks, q!, k!, v!),
+        ).rejects.toMatchObject({ name: 'ValueError', argument: 'hooks' });
+    });
     for (const t of [q, k, v]) t!.dispose();
   });
 
@@ -315,17 +318,12 @@ describe.skipIf(!ctx)('forwards past one storage binding run in binding chunks',
       [1, 3, 7, 6],
     ].map((s) => toWebGpu(rng.randn(s), ctx!));
     const p = resolveAttentionProblem(q!, k!, v!);
-    const real = ctx!.limits;
-    const lowered = ctx as unknown as { limits: typeof real };
-    lowered.limits = { ...real, maxStorageBufferBindingSize: 2 * 168 };
-    try {
+    await withBindingLimit(2 * 168, async () => {
       const plain = { normalize: { kind: 'softmax' }, scoreMods: [] } as TiledHooks;
       await expect(tiledForwardWebGpu(p, plain, q!, k!, v!)).rejects.toThrow(
         /cannot be cut into pieces of at most 336 bytes that start at multiples of 256/,
       );
-    } finally {
-      lowered.limits = real;
-    }
+    });
     for (const t of [q, k, v]) t!.dispose();
   });
 });

@@ -44,6 +44,15 @@ const MAX_ELEMENTS = 2 ** 32 - 1;
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 
 /**
+ * The piece size that cuts `total` items into as few pieces of at most `per` as possible, as
+ * even as a multiple of `step` allows (per is one: ceil(total / n) <= per rounds up to it).
+ */
+const evenCut = (total: number, per: number, step: number): number => {
+  const n = Math.ceil(total / per);
+  return Math.min(per, Math.ceil(Math.ceil(total / n) / step) * step);
+};
+
+/**
  * The chunks of a problem, or undefined when everything fits one launch. Chunks are whole
  * batches when one batch entry fits a binding, else kv-head ranges of one batch entry, as few as
  * fit and as even as alignment allows; every bound tensor's chunk starts at a byte offset that
@@ -82,9 +91,7 @@ export function planBindingChunks(c: ChunkProblem): BindingChunk[] | undefined {
     const step = unit / gcd(c.hkv % unit, unit);
     const per = Math.floor(Math.floor(most / c.hkv) / step) * step;
     if (per >= 1) {
-      const n = Math.ceil(c.batch / per);
-      // As even as the step allows: n chunks of ceil(batch / n) rounded up to the step.
-      const even = Math.min(per, Math.ceil(Math.ceil(c.batch / n) / step) * step);
+      const even = evenCut(c.batch, per, step);
       const out: BindingChunk[] = [];
       for (let b0 = 0; b0 < c.batch; b0 += even)
         out.push({ b0, nb: Math.min(even, c.batch - b0), h0: 0, nh: c.hkv });
@@ -101,8 +108,7 @@ export function planBindingChunks(c: ChunkProblem): BindingChunk[] | undefined {
       name,
     );
   }
-  const n = Math.ceil(c.hkv / per);
-  const even = Math.min(per, Math.ceil(Math.ceil(c.hkv / n) / unit) * unit);
+  const even = evenCut(c.hkv, per, unit);
   const out: BindingChunk[] = [];
   for (let b = 0; b < c.batch; b++)
     for (let h0 = 0; h0 < c.hkv; h0 += even)

@@ -5,6 +5,7 @@ import {
   DTypeError,
   describe,
   formatShape,
+  numel,
   ShapeError,
   sameShape,
   Tensor,
@@ -186,6 +187,14 @@ interface Prepared {
   hooks: HookResources;
 }
 
+/** The normalize hook's per-head sinks and per-batch sigmoid bias: Float32Arrays of p's sizes. */
+function checkNormalizeArrays(p: AttentionProblem, norm: TiledHooks['normalize']): void {
+  if (norm.kind === 'softmax' && norm.sinks !== undefined)
+    checkF32Array(norm.sinks, 'sinks', p.hq, 'one logit per query head');
+  if (norm.kind === 'sigmoid')
+    checkF32Array(norm.bias, 'bias', p.batch, 'sigmoid bias per batch entry');
+}
+
 function checkF32Array(x: unknown, name: string, length: number, what: string): void {
   if (!(x instanceof Float32Array) || x.length !== length)
     throw new ValueError(
@@ -253,10 +262,7 @@ function prepare(
       'q',
     );
   }
-  if (norm.kind === 'softmax' && norm.sinks !== undefined)
-    checkF32Array(norm.sinks, 'sinks', p.hq, 'one logit per query head');
-  if (norm.kind === 'sigmoid')
-    checkF32Array(norm.bias, 'bias', p.batch, 'sigmoid bias per batch entry');
+  checkNormalizeArrays(p, norm);
   if (norm.kind === 'silu' && !Number.isFinite(norm.factor))
     throw new ValueError(
       `factor: expected a finite number (w = factor silu(s)), got ${describe(norm.factor)}`,
@@ -602,12 +608,11 @@ function checkOutputBindings(
   softmax: boolean,
 ): void {
   const max = ctx.limits.maxStorageBufferBindingSize;
-  const n = (shape: readonly number[]) => shape.reduce((a, x) => a * x, 1);
   const outs: [string, readonly number[], number][] = [['o', p.oShape, bytesPerElement(dtype)]];
   if (softmax) outs.push(['lse', p.lseShape, 4]);
   for (const [name, shape, e] of outs) {
-    const bytes = n(shape) * e;
-    if (bytes > max || n(shape) >= 2 ** 32)
+    const bytes = numel(shape) * e;
+    if (bytes > max || numel(shape) >= 2 ** 32)
       throw new ValueError(
         `q: its output ${name} ${formatShape(shape)} would take ${bytes} bytes, more than one binding may hold on this device (${max})`,
         'q',
@@ -813,9 +818,10 @@ function forwardSetup(
   v: Tensor,
   opts: WebGpuTileOptions,
 ): ForwardSetup {
+  // prepare() first: it checks the hooks object itself (ValueError naming `hooks`).
+  const pr = prepare(p, hooks, q, k, v, opts, 'forward');
   const splits = splitsOf(hooks);
   const workers = streamKWorkersOf(hooks);
-  const pr = prepare(p, hooks, q, k, v, opts, 'forward');
   const { ctx } = pr;
   checkBindingSizes(ctx, { q, k, v }, hooks);
   checkOutputBindings(ctx, p, pr.dtype, hooks.normalize.kind === 'softmax');
@@ -1088,7 +1094,14 @@ export async function tiledForwardWebGpu(
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   const chunks = forwardChunks(p, hooks, q, k, v);
   if (chunks) return chunkedForward(p, hooks, q, k, v, opts, chunks);
-  const s = forwardSetup(p, hooks, q, k, v, opts);
+  return runForward(forwardSetup(p, hooks, q, k, v, opts), opts);
+}
+
+/** A set-up forward's launch: its special route (split-K, stream-K), else its kernel's. */
+async function runForward(
+  s: ForwardSetup,
+  opts: WebGpuTileOptions,
+): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   if (s.special) return s.special();
   const progs = await forwardPrograms(s, opts);
   return dispatchLaunch(s.pr.ctx, forwardLaunch(s, progs), opts.profiler);
@@ -1137,7 +1150,10 @@ function forwardChunks(
   v: Tensor,
 ): BindingChunk[] | undefined {
   if (CHUNK_VIEWS.has(q) || p.layout !== 'BHND' || p.paged) return undefined;
-  if (p.blockSparse || p.maskMod || hooks?.scoreMods?.length || hooks?.mask || hooks?.rab)
+  // Malformed hooks are prepare()'s ValueError naming `hooks`, on the one-launch path.
+  if (hooks === null || typeof hooks !== 'object' || !Array.isArray(hooks.scoreMods))
+    return undefined;
+  if (p.blockSparse || p.maskMod || hooks.scoreMods.length || hooks.mask || hooks.rab)
     return undefined;
   if (hooks.permute) return undefined;
   // Halves need even head dims (prepare's error says so; it comes first).
@@ -1150,7 +1166,7 @@ function forwardChunks(
   const [eq, ek, ev] = [q, k, v].map((t) => bytesPerElement(t.dtype)) as [number, number, number];
   const rows = g * p.maxSeqQ;
   // The whole o is still one buffer (chunks write into it): past maxBufferSize nothing holds it.
-  const oBytes = p.batch * p.hkv * rows * p.dv * eq;
+  const oBytes = numel(p.oShape) * eq;
   if (oBytes > ctx.limits.maxBufferSize)
     throw new ValueError(
       `q: its output o ${formatShape(p.oShape)} would take ${oBytes} bytes, more than one buffer may hold on this device (${ctx.limits.maxBufferSize})`,
@@ -1207,10 +1223,8 @@ async function chunkedForward(
 ): Promise<{ o: Tensor; lse: Tensor | undefined }> {
   const ctx = webGpuStorageOf(q, 'q').ctx;
   const norm = hooks.normalize;
-  if (norm.kind === 'softmax' && norm.sinks !== undefined)
-    checkF32Array(norm.sinks, 'sinks', p.hq, 'one logit per query head');
-  if (norm.kind === 'sigmoid')
-    checkF32Array(norm.bias, 'bias', p.batch, 'sigmoid bias per batch entry');
+  // Before slicing them per chunk (the chunks' own prepare() sees only their slices).
+  checkNormalizeArrays(p, norm);
   const g = p.group;
   const [nq, nk] = [p.maxSeqQ, p.maxSeqK];
   /** The chunk's problem, hooks and views of q, k, v (its own launch's inputs). */
@@ -1256,17 +1270,16 @@ async function chunkedForward(
       v: view(v, [ch.nb, ch.nh, nk, p.dv], nk * p.dv),
     };
   };
-  // Options, hooks, inputs and the chunk's own plan checked (forwardSetup's typed errors; it
+  // Every chunk set up (options, hooks, inputs and its plan: forwardSetup's typed errors; it
   // allocates nothing) before o and lse are allocated.
-  const c0 = chunkCall(chunks[0]!);
-  forwardSetup(c0.sub, c0.subHooks, c0.q, c0.k, c0.v, opts);
+  const calls = chunks.map(chunkCall);
+  const setups = calls.map((c) => forwardSetup(c.sub, c.subHooks, c.q, c.k, c.v, opts));
   const o = emptyWebGpu(p.oShape, q.dtype, ctx);
   const lse = norm.kind === 'softmax' ? emptyWebGpu(p.lseShape, 'f32', ctx) : undefined;
   const eo = bytesPerElement(q.dtype);
   try {
-    for (const ch of chunks) {
-      const c = chunkCall(ch);
-      const r = await tiledForwardWebGpu(c.sub, c.subHooks, c.q, c.k, c.v, opts);
+    for (const [i, c] of calls.entries()) {
+      const r = await runForward(setups[i]!, opts);
       try {
         await ctx.scoped('binding chunk copy', () => {
           const enc = ctx.device.createCommandEncoder();
