@@ -567,6 +567,10 @@ describe('sizes past 2 GiB', () => {
     expect(wholeWordBytes(2 ** 31)).toBe(2 ** 31);
     expect(wholeWordBytes(2 ** 31 + 3)).toBe(2 ** 31);
     expect(wholeWordBytes(2 ** 33 + 6)).toBe(2 ** 33 + 4);
+    for (const bad of [-4, 2.5, Number.NaN])
+      expect(() => wholeWordBytes(bad)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'bytes' }),
+      );
   });
 
   it('the pool never rounds a request one binding holds into a buffer it cannot', () => {
@@ -576,6 +580,10 @@ describe('sizes past 2 GiB', () => {
     expect(BufferPool.sizeClass(2 ** 31 - 2 ** 26, max)).toBe(2 ** 31 - 2 ** 26);
     expect(BufferPool.sizeClass(2 ** 31 - 6, max)).toBe(2 ** 31 - 4);
     expect(BufferPool.sizeClass(max, max)).toBe(max);
+    for (const bad of [Number.NaN, 0, '1024'])
+      expect(() => BufferPool.sizeClass(64, bad as number)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument: 'cap' }),
+      );
     // Past the limit (it cannot be bound whole anyway) and below it the classes stand.
     expect(BufferPool.sizeClass(2 ** 31 + 1, max)).toBe(BufferPool.sizeClass(2 ** 31 + 1));
     expect(BufferPool.sizeClass(2 ** 30 + 1, max)).toBe(2 ** 30 + 2 ** 27);

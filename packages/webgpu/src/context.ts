@@ -604,6 +604,8 @@ function errorText(e: unknown): string {
  * int32, so from 2 GiB up that was negative (an upload of 2^31 bytes threw a RangeError).
  */
 export function wholeWordBytes(bytes: number): number {
+  if (!Number.isSafeInteger(bytes) || bytes < 0)
+    throw new ValueError(`bytes: expected a non-negative integer, got ${describe(bytes)}`, 'bytes');
   return bytes - (bytes % 4);
 }
 

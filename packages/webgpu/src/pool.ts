@@ -122,6 +122,8 @@ export class BufferPool {
         'bytes',
       );
     }
+    if (typeof cap !== 'number' || Number.isNaN(cap) || cap < 4)
+      throw new ValueError(`cap: expected a number of bytes >= 4, got ${describe(cap)}`, 'cap');
     const n = Math.max(bytes, 4);
     if (n <= 65536) return Math.ceil(n / 256) * 256;
     const step = 2 ** (Math.floor(Math.log2(n)) - 3);

@@ -145,6 +145,24 @@ describe('planBindingChunks', () => {
     }
   });
 
+  it('malformed problems are a ValueError naming the field', () => {
+    const ok = decode(1, 2, 1, 1, 64, 64);
+    const bad: [unknown, string][] = [
+      [null, 'problem'],
+      [{ ...ok, batch: -1 }, 'batch'],
+      [{ ...ok, hkv: 1.5 }, 'hkv'],
+      [{ ...ok, maxBinding: 0 }, 'maxBinding'],
+      [{ ...ok, align: 96 }, 'align'],
+      [{ ...ok, slices: {} }, 'slices'],
+      [{ ...ok, slices: { k: { bytes: -4, elements: 1, bound: true } } }, 'slices.k.bytes'],
+      [{ ...ok, slices: { k: { bytes: 4, elements: 1, bound: 1 } } }, 'slices.k.bound'],
+    ];
+    for (const [c, argument] of bad)
+      expect(() => planBindingChunks(c as ChunkProblem)).toThrow(
+        expect.objectContaining({ name: 'ValueError', argument }),
+      );
+  });
+
   it('names the tensor when no aligned cut exists', () => {
     // 130 bytes a kv head (k): a chunk may start only at multiples of 128 heads, one may hold 2.
     const c: ChunkProblem = {

@@ -1,4 +1,4 @@
-import { ValueError } from '@attnkit/tensor';
+import { describe, ValueError } from '@attnkit/tensor';
 
 /**
  * Binding chunks: a BHND forward whose q, k, v, o or lse is larger than one WebGPU storage binding
@@ -45,7 +45,8 @@ const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 
 /**
  * The piece size that cuts `total` items into as few pieces of at most `per` as possible, as
- * even as a multiple of `step` allows (per is one: ceil(total / n) <= per rounds up to it).
+ * even as a multiple of `step` allows (per is a multiple of step, and ceil(total / n) <= per,
+ * so rounding that up to the step stays within per).
  */
 const evenCut = (total: number, per: number, step: number): number => {
   const n = Math.ceil(total / per);
@@ -60,6 +61,7 @@ const evenCut = (total: number, per: number, step: number): number => {
  * fit, or when no aligned cut exists (naming it and the alignment).
  */
 export function planBindingChunks(c: ChunkProblem): BindingChunk[] | undefined {
+  checkChunkProblem(c);
   const entries = Object.entries(c.slices);
   const fits = (heads: number) =>
     entries.every(([, s]) => heads * s.bytes <= c.maxBinding && heads * s.elements <= MAX_ELEMENTS);
@@ -114,4 +116,39 @@ export function planBindingChunks(c: ChunkProblem): BindingChunk[] | undefined {
     for (let h0 = 0; h0 < c.hkv; h0 += even)
       out.push({ b0: b, nb: 1, h0, nh: Math.min(even, c.hkv - h0) });
   return out;
+}
+
+/** ValueError naming the field unless `c` is a ChunkProblem planBindingChunks can plan. */
+function checkChunkProblem(c: ChunkProblem): void {
+  if (c === null || typeof c !== 'object')
+    throw new ValueError(`problem: expected a ChunkProblem object, got ${describe(c)}`, 'problem');
+  const count = (x: unknown, name: string, min: number) => {
+    if (!Number.isSafeInteger(x) || (x as number) < min)
+      throw new ValueError(`${name}: expected an integer >= ${min}, got ${describe(x)}`, name);
+  };
+  count(c.batch, 'batch', 0);
+  count(c.hkv, 'hkv', 0);
+  count(c.maxBinding, 'maxBinding', 4);
+  count(c.align, 'align', 1);
+  if (!Number.isInteger(Math.log2(c.align)))
+    throw new ValueError(`align: expected a power of two, got ${c.align}`, 'align');
+  if (c.slices === null || typeof c.slices !== 'object' || Object.keys(c.slices).length === 0)
+    throw new ValueError(
+      `slices: expected an object of at least one HeadSlice, got ${describe(c.slices)}`,
+      'slices',
+    );
+  for (const [name, sl] of Object.entries(c.slices)) {
+    if (sl === null || typeof sl !== 'object')
+      throw new ValueError(
+        `slices.${name}: expected a HeadSlice, got ${describe(sl)}`,
+        `slices.${name}`,
+      );
+    count(sl.bytes, `slices.${name}.bytes`, 0);
+    count(sl.elements, `slices.${name}.elements`, 0);
+    if (typeof sl.bound !== 'boolean')
+      throw new ValueError(
+        `slices.${name}.bound: expected a boolean, got ${describe(sl.bound)}`,
+        `slices.${name}.bound`,
+      );
+  }
 }
